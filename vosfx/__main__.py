@@ -1,0 +1,3 @@
+from vosfx.cli import main
+
+main()

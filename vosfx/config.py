@@ -1,0 +1,184 @@
+"""Frozen configuration dataclasses and their validation.
+
+Presets, the user config file and CLI flags are all plain nested dicts (``{"refine":
+{"feather_px": 2.0}}``) merged in precedence order (defaults < preset < user config < CLI
+flags) and validated once here, at the edge: an unknown section or key, a wrong type or an
+out-of-range value raises :class:`~vosfx.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from vosfx.errors import ConfigError
+
+
+def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
+         hi: float | None = None, doc: str = "") -> Any:
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "doc": doc})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _opt("sam2.1-tiny", doc="model id from `vosfx models list`")
+    backend: str = _opt("auto", choices=("auto", "torch", "onnx"),
+                        doc="auto: ONNX Runtime when a bundle exists, else torch")
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"))
+    image_size: int = _opt(0, lo=0, hi=4096,
+                           doc="0: the model's own (1024); smaller only for tests and drafts")
+    precision: str = _opt("fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    threads: int = _opt(0, lo=0, hi=1024, doc="CPU threads; 0 lets the runtime choose")
+    checkpoint: str = _opt("", doc="path to a checkpoint file, overriding the cache")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    policy: str = _opt("rcms+shots", choices=("sam2", "rcms", "rcms+shots"))
+    rcms_max_promote: int = _opt(5, lo=0, hi=64, doc="N: frames promoted on a disappearance")
+    rcms_threshold: float = _opt(0.6, lo=0.0, hi=1.0, doc="θ: quality a frame must exceed")
+    max_cond_frames: int = _opt(16, lo=1, hi=256,
+                                doc="cap on conditioning memory; oldest promoted leave first")
+    skip_absent: bool = _opt(False, doc="do not write frames without the object to memory")
+    shot_threshold: float = _opt(0.0, lo=0.0, hi=255.0, doc="cut threshold; 0: detector default")
+    shot_min_frames: int = _opt(15, lo=1, hi=10_000, doc="shortest shot, in frames")
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    alpha: str = _opt("soft", choices=("soft", "hard"))
+    threshold: float = _opt(0.0, lo=-50.0, hi=50.0, doc="logit threshold for hard alpha")
+    softness: float = _opt(1.0, lo=0.01, hi=100.0, doc="sigmoid temperature for soft alpha")
+    edge: str = _opt("guided", choices=("bilinear", "guided"))
+    guided_radius_px: int = _opt(8, lo=1, hi=128)
+    guided_eps: float = _opt(1e-3, lo=1e-8, hi=1.0)
+    fill_holes_px2: int = _opt(0, lo=0, hi=10**9)
+    remove_specks_px2: int = _opt(0, lo=0, hi=10**9)
+    shift_edge_px: float = _opt(0.0, lo=-256.0, hi=256.0, doc="grow (+) or shrink (-)")
+    feather_px: float = _opt(0.0, lo=0.0, hi=256.0)
+    choke: float = _opt(0.0, lo=0.0, hi=1.0, doc="contract the soft edge (0 off, 1 hard)")
+    temporal_strength: float = _opt(0.0, lo=0.0, hi=1.0, doc="reduce chatter; 0 off")
+    non_overlap: bool = _opt(True, doc="objects never share alpha where they meet")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    format: str = _opt("prores4444", doc="an id from the formats table (README)")
+    extra_formats: tuple[str, ...] = _opt((), doc="more outputs written in the same pass")
+    objects: str = _opt("merged", choices=("merged", "each"),
+                        doc="one merged matte, or one output per object")
+    alpha_mode: str = _opt("straight", choices=("straight", "premultiplied"))
+    sidecar: bool = _opt(True, doc="write <output>.json beside every output")
+    audio: bool = _opt(True, doc="carry the source's audio where the container allows")
+    overlay_opacity: float = _opt(0.5, lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: _section_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, overrides: dict[str, dict[str, Any]]) -> JobConfig:
+        """A new config with ``overrides`` (nested dict) applied and validated."""
+        return build_config(merge_dicts(self.to_dict(), overrides))
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "memory": MemoryConfig, "refine": RefineConfig, "output": OutputConfig,
+}
+
+
+def _section_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def merge_dicts(base: dict, override: dict) -> dict:
+    """Deep merge: values in ``override`` win; nested dicts merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_dicts(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, found {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, found {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, found {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, found {value!r}")
+        return value
+    if typ == tuple[str, ...]:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, found {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{where}: unsupported option type {typ}")  # a bug in this table
+
+
+def _build_section(cls: type, data: dict[str, Any], section: str) -> Any:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"[{section}] {key}"
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {where}; known keys in [{section}]: {', '.join(sorted(fields))}"
+            )
+        meta = fields[key].metadata
+        value = _coerce(value, hints[key], where)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(
+                f"{where}: expected one of {', '.join(meta['choices'])}, found {value!r}"
+            )
+        if meta.get("lo") is not None and value < meta["lo"]:
+            raise ConfigError(f"{where}: expected >= {meta['lo']}, found {value!r}")
+        if meta.get("hi") is not None and value > meta["hi"]:
+            raise ConfigError(f"{where}: expected <= {meta['hi']}, found {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def build_config(data: dict[str, Any]) -> JobConfig:
+    """Validate a nested dict into a :class:`JobConfig`. Keys absent keep their defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a table of sections, found {type(data).__name__}")
+    sections = {}
+    for name, body in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"unknown section [{name}]; known sections: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{name}]: expected a table, found {body!r}")
+        sections[name] = _build_section(SECTIONS[name], body, name)
+    return JobConfig(**sections)
+
+
+def describe_options() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, doc) for every option, for `vosfx presets show` and docs."""
+    rows = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((section, f.name, f.default, f.metadata.get("doc", "")))
+    return rows

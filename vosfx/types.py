@@ -1,0 +1,156 @@
+"""The values that flow through the pipeline. Plain frozen dataclasses over numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a source knows before decoding. ``num_frames`` may be an estimate for containers
+    without a frame count (``frame_count_exact`` says which)."""
+
+    path: str
+    width: int  # display width, after rotation
+    height: int  # display height, after rotation
+    num_frames: int
+    fps: Fraction | None  # average rate; None for an image sequence without a rate
+    time_base: Fraction
+    rotation: int = 0  # degrees clockwise applied on decode (0, 90, 180, 270)
+    pix_fmt: str = "rgb24"
+    bit_depth: int = 8
+    codec: str = ""
+    is_vfr: bool = False
+    has_audio: bool = False
+    frame_count_exact: bool = True
+    start_pts: int = 0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    ``image``: (H, W, 3) uint8 RGB, or uint16 RGB scaled to [0, 65535] for >8-bit sources.
+    ``pts`` is in ``time_base`` units (None for image sequences without timing).
+    """
+
+    index: int
+    image: np.ndarray
+    pts: int | None
+    time_base: Fraction
+    duration: int | None = None
+
+    @property
+    def time_s(self) -> float | None:
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+    @property
+    def rgb8(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, whatever the source depth."""
+        if self.image.dtype == np.uint8:
+            return self.image
+        return (self.image >> 8).astype(np.uint8)
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt for one object on one frame. Exactly one of mask, points or box is set
+    (points and box may be combined, as SAM 2 allows).
+
+    ``mask``: (H, W) bool at video resolution. ``points``: (N, 2) float32 pixel x, y at video
+    resolution; ``labels``: (N,) int32, 1 positive, 0 negative. ``box``: (4,) float32 x0, y0,
+    x1, y1 in pixels.
+    """
+
+    frame_index: int
+    obj_id: int
+    mask: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """The engine's output for one frame, all objects.
+
+    ``logits``: (O, h, w) float32 low-resolution mask logits (h = w = image_size // 4, 256 for
+    SAM 2 at 1024). ``object_score_logits``: (O,) float32, > 0 means the object is present.
+    ``iou``: (O,) float32 predicted IoU of the chosen mask. ``obj_ids`` are the stable user ids,
+    in slot order.
+    """
+
+    frame_index: int
+    obj_ids: tuple[int, ...]
+    logits: np.ndarray
+    object_score_logits: np.ndarray
+    iou: np.ndarray
+    info: dict = field(default_factory=dict)  # per-frame engine metadata (memory, promoted)
+
+    def video_logits(self, height: int, width: int) -> np.ndarray:
+        """(O, height, width) float32 logits, bilinear with half-pixel centres (the same as
+        torch's ``interpolate(..., align_corners=False)`` that SAM 2 uses)."""
+        import cv2
+
+        return np.stack(
+            [cv2.resize(lg, (width, height), interpolation=cv2.INTER_LINEAR) for lg in self.logits]
+        ) if len(self.logits) else np.zeros((0, height, width), np.float32)
+
+
+@dataclass(frozen=True)
+class Matte:
+    """Finished alpha for one frame. ``alpha``: (O, H, W) float32 in [0, 1] at source
+    resolution, one plane per object in ``obj_ids`` order."""
+
+    frame_index: int
+    obj_ids: tuple[int, ...]
+    alpha: np.ndarray
+
+    @property
+    def merged(self) -> np.ndarray:
+        """(H, W) float32 in [0, 1]: the union of all objects (max over objects)."""
+        if len(self.obj_ids) == 0:
+            return np.zeros(self.alpha.shape[1:], np.float32)
+        return self.alpha.max(axis=0)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress update. ``event`` is "start", "frame", "done" or "error"."""
+
+    event: str
+    frames_done: int = 0
+    total_frames: int = 0
+    frame_index: int | None = None
+    fps: float = 0.0
+    eta_s: float | None = None
+    object_scores: dict[int, float] = field(default_factory=dict)
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        d = {
+            "event": self.event,
+            "frames_done": self.frames_done,
+            "total_frames": self.total_frames,
+            "fps": round(self.fps, 3),
+        }
+        if self.frame_index is not None:
+            d["frame"] = self.frame_index
+        if self.eta_s is not None:
+            d["eta_s"] = round(self.eta_s, 2)
+        if self.object_scores:
+            d["object_scores"] = {str(k): round(v, 4) for k, v in self.object_scores.items()}
+        if self.message:
+            d["message"] = self.message
+        return d
