@@ -1,0 +1,213 @@
+"""`vosfx matte`: one clip, one prompt, every frame's matte."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from vosfx.errors import ConfigError, VosfxError
+
+
+def _pair(text: str, what: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--{what} expects x,y in pixels, found {text!r}") from None
+    return (x, y)
+
+
+def _overrides(opts: dict) -> dict:
+    """CLI flags -> config overrides (only the flags the user set)."""
+    table = {
+        "model": {"model": "name", "backend": "backend", "device": "device",
+                  "image_size": "image_size", "threads": "threads", "checkpoint": "checkpoint"},
+        "memory": {"memory": "policy"},
+        "refine": {"alpha": "alpha", "edge": "edge", "fill_holes_px2": "fill_holes_px2",
+                   "remove_specks_px2": "remove_specks_px2", "shift_edge_px": "shift_edge_px",
+                   "feather_px": "feather_px", "choke": "choke",
+                   "reduce_chatter": "temporal_strength"},
+        "output": {"format": "format", "extra_format": "extra_formats",
+                   "alpha_mode": "alpha_mode", "each_object": "objects"},
+    }
+    out: dict = {}
+    for section, keys in table.items():
+        for opt, key in keys.items():
+            value = opts.get(opt)
+            if value is None or value == ():
+                continue
+            if opt == "each_object":
+                value = "each" if value else "merged"
+            out.setdefault(section, {})[key] = value
+    if opts.get("no_sidecar"):
+        out.setdefault("output", {})["sidecar"] = False
+    if opts.get("no_audio"):
+        out.setdefault("output", {})["audio"] = False
+    return out
+
+
+def default_output(input_path: str, fmt: str) -> str:
+    from vosfx.io.writers import FORMATS
+
+    src = Path(input_path.split("%")[0].rstrip("/") or input_path)
+    stem = src.stem if src.suffix else src.name
+    spec = FORMATS.get(fmt)
+    ext = spec.ext if spec is not None else ""
+    return str(src.parent / f"{stem}_vosfx{ext if ext else '_' + fmt}")
+
+
+@click.command()
+@click.argument("input_path", metavar="INPUT", required=False)
+@click.argument("mask", required=False)
+@click.option("-o", "--output", help="Output path (default: INPUT's folder, <stem>_vosfx.<ext>).")
+@click.option("-p", "--preset", "presets", multiple=True,
+              help="Preset name; repeat to combine (later wins). Default: prores4444.")
+@click.option("-f", "--format", help="Output format id (see README's formats table).")
+@click.option("--extra-format", multiple=True, help="Also write this format in the same pass.")
+@click.option("--objects", help="Comma-separated object ids to keep (palette masks).")
+@click.option("--mask-frame", type=int, default=0, show_default=True,
+              help="Frame the MASK belongs to.")
+@click.option("--point", "points", multiple=True, help="Positive click x,y (repeatable).")
+@click.option("--neg-point", "neg_points", multiple=True, help="Negative click x,y.")
+@click.option("--box", help="Box x0,y0,x1,y1 in pixels.")
+@click.option("--start", type=int, default=0, show_default=True, help="First frame (0-based).")
+@click.option("--end", type=int, help="Stop before this frame.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--fit", is_flag=True, help="Scale a mask of another size to the video.")
+@click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
+@click.option("--model", help="Model id (vosfx models list).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"]))
+@click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
+@click.option("--threads", type=int, help="CPU threads for the model.")
+@click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
+@click.option("--memory", type=click.Choice(["sam2", "rcms", "rcms+shots"]))
+@click.option("--alpha", type=click.Choice(["soft", "hard"]))
+@click.option("--edge", type=click.Choice(["bilinear", "guided"]))
+@click.option("--fill-holes-px2", type=int)
+@click.option("--remove-specks-px2", type=int)
+@click.option("--shift-edge-px", type=float, help="Grow (+) or shrink (-) the matte.")
+@click.option("--feather-px", type=float)
+@click.option("--choke", type=float)
+@click.option("--reduce-chatter", type=float, help="Temporal smoothing strength 0..1.")
+@click.option("--alpha-mode", type=click.Choice(["straight", "premultiplied"]))
+@click.option("--each-object/--merged", default=None, help="One output per object.")
+@click.option("--no-sidecar", is_flag=True, help="Do not write the JSON sidecar.")
+@click.option("--no-audio", is_flag=True, help="Do not carry the source's audio.")
+@click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")
+@click.option("--job", "job_file", type=click.Path(dir_okay=False),
+              help="Read the whole job from a JSON file (plugin protocol).")
+@click.option("--json-progress", is_flag=True, help="JSON lines on stdout, one per event.")
+@click.option("--report", is_flag=True, help="Print shots, presence and memory events after.")
+def matte(input_path, mask, output, presets, job_file, json_progress, report, offline, **opts):
+    """Matte INPUT (video file, image folder or %05d pattern) from MASK (an image for
+    --mask-frame) or --point/--box clicks."""
+    from vosfx.cli.progress import TerminalProgress, emit_json, json_progress as json_cb
+
+    try:
+        job = _build_job(input_path, mask, output, presets, job_file, offline, opts)
+        on_progress = json_cb if json_progress else (
+            TerminalProgress(Path(job.input).name) if sys.stderr.isatty() else None)
+        result = _run_interruptible(job, on_progress)
+    except VosfxError as err:
+        if json_progress:
+            emit_json({"event": "error", "kind": err.kind, "message": str(err),
+                       "exit_code": err.exit_code})
+        raise
+    if json_progress:
+        emit_json(dict(result.to_dict(), event="result"))
+    else:
+        for path in result.outputs:
+            click.echo(path)
+    if report:
+        click.echo(format_report(result), err=json_progress)
+
+
+def _build_job(input_path, mask, output, presets, job_file, offline, opts):
+    import os
+
+    from vosfx.job import Job, PromptSpec, load_job_file
+    from vosfx.presets import resolve_config
+
+    if offline:
+        os.environ["VOSFX_OFFLINE"] = "1"
+    overrides = _overrides(opts)
+    if job_file:
+        if input_path or mask:
+            raise ConfigError("--job replaces INPUT and MASK: give one or the other")
+        return load_job_file(job_file, cli_overrides=overrides)
+    if not input_path:
+        raise ConfigError("missing INPUT: a video file, an image folder or a %05d pattern")
+    prompts = []
+    if mask:
+        prompts.append(PromptSpec(frame=opts["mask_frame"], mask=mask))
+    pts = [_pair(p, "point") for p in opts["points"]] + [_pair(p, "neg-point") for p in opts["neg_points"]]
+    labels = [1] * len(opts["points"]) + [0] * len(opts["neg_points"])
+    box = None
+    if opts["box"]:
+        try:
+            box = tuple(float(v) for v in opts["box"].split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise ConfigError(f"--box expects x0,y0,x1,y1, found {opts['box']!r}")
+    if pts or box:
+        prompts.append(PromptSpec(frame=opts["mask_frame"], obj_id=1 if not mask else 2,
+                                  points=tuple(pts), labels=tuple(labels), box=box))
+    if not prompts:
+        raise ConfigError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
+    config = resolve_config(presets, overrides)
+    objects = None
+    if opts["objects"]:
+        try:
+            objects = tuple(int(v) for v in opts["objects"].split(","))
+        except ValueError:
+            raise ConfigError(f"--objects expects ids like 1,2, found {opts['objects']!r}") from None
+    return Job(
+        input=input_path, prompts=tuple(prompts),
+        output=output or default_output(input_path, config.output.format),
+        config=config, presets=tuple(presets), start=opts["start"], end=opts["end"],
+        overwrite=opts["overwrite"], fit=opts["fit"], objects=objects, fps=opts["fps"],
+    )
+
+
+def _run_interruptible(job, on_progress):
+    """Run the job; SIGTERM (a host closing its dialog) and Ctrl-C cancel it cleanly: the
+    writers remove their temporary files and nothing that looks finished is left."""
+    from vosfx import pipeline
+    from vosfx.errors import Cancelled
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _term) if _main_thread() else None
+    try:
+        return pipeline.run(job, on_progress=on_progress)
+    except KeyboardInterrupt:
+        raise Cancelled("cancelled; partial outputs were removed") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def format_report(result) -> str:
+    lines = [f"{result.frames} frames in {result.elapsed_s:.1f} s ({result.fps:.2f} fps)"]
+    lines.append("shot cuts at frames: " + (", ".join(map(str, result.shots)) or "none"))
+    for oid, runs in result.presence.items():
+        absent = [f"{a}-{b}" if a != b else str(a) for a, b, present in runs if not present]
+        lines.append(f"object {oid}: " + ("absent in frames " + ", ".join(absent) if absent
+                                          else "present in every frame"))
+    mem = result.memory or {}
+    for oid, info in (mem.get("objects") or {}).items():
+        promoted = info.get("promoted") if isinstance(info, dict) else None
+        if promoted:
+            lines.append(f"object {oid}: promoted to memory: {promoted}")
+    return "\n".join(lines)

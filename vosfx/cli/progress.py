@@ -1,0 +1,56 @@
+"""Progress renderers for the CLI: a one-line bar on a terminal, JSON lines for plugins."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from vosfx.types import ProgressEvent
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class TerminalProgress:
+    """``[#####.....]  120/400 frames  3.1 fps  ETA 01:30`` on stderr, redrawn at most 10x/s."""
+
+    def __init__(self, label: str, stream=None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        now = time.monotonic()
+        if ev.event == "frame" and now - self._last < 0.1 and ev.frames_done < ev.total_frames:
+            return
+        self._last = now
+        if ev.event == "done":
+            self.stream.write(f"\r\x1b[2K{self.label}: {ev.frames_done} frames, {ev.fps:.2f} fps\n")
+        elif ev.event == "frame":
+            width = 30
+            frac = ev.frames_done / ev.total_frames if ev.total_frames else 0.0
+            bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+            self.stream.write(
+                f"\r\x1b[2K{self.label} [{bar}] {ev.frames_done}/{ev.total_frames} frames "
+                f"{ev.fps:5.2f} fps  ETA {_fmt_eta(ev.eta_s)}"
+            )
+        self.stream.flush()
+
+
+def emit_json(event: dict) -> None:
+    """One JSON object per line on stdout, flushed (hosts read it as it comes)."""
+    click.echo(json.dumps(event, separators=(",", ":")))
+    sys.stdout.flush()
+
+
+def json_progress(ev: ProgressEvent) -> None:
+    emit_json(ev.to_dict())
