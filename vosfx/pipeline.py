@@ -161,9 +161,10 @@ def plan_outputs(job: Job) -> list[tuple[str, str, int | None]]:
     planned = []
     for fmt in formats:
         spec = FORMATS[fmt]
-        base = main if fmt == cfg.format else main.with_name(f"{_stem(main)}.{fmt}")
-        if fmt != cfg.format and spec.ext:
-            base = base.with_name(base.name + spec.ext)
+        base = main
+        if fmt != cfg.format:  # extra outputs sit beside the main one: out.<fmt>[.ext]
+            ext = "" if spec.is_sequence else f".{spec.ext}"
+            base = main.with_name(f"{_stem(main)}.{fmt}{ext}")
         # objects = "each": one output per object; ids from palette masks are known only
         # once the prompts are read, so the loop expands the path ({obj} or _obj<id>)
         planned.append((str(base), fmt, -1 if cfg.objects == "each" else None))

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
-
 import click
 
 from vosfx import __version__
@@ -33,6 +31,20 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context):
+        """VosfxError -> one line on stderr and its exit code (README lists them); Ctrl-C ->
+        130. Done here, not in main(), so click's test runner sees the same codes."""
+        from vosfx.errors import Cancelled, VosfxError
+
+        try:
+            return super().invoke(ctx)
+        except VosfxError as err:
+            click.echo(f"vosfx: error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("vosfx: cancelled", err=True)
+            ctx.exit(Cancelled.exit_code)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="vosfx", message="%(prog)s %(version)s")
@@ -41,22 +53,5 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the CLI and turns VosfxError into its exit code (README lists them)."""
-    from vosfx.errors import VosfxError
-
-    try:
-        cli.main(args=argv, prog_name="vosfx", standalone_mode=False)
-    except VosfxError as err:
-        click.echo(f"vosfx: error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("vosfx: cancelled", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("vosfx: cancelled", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    """Console entry point."""
+    cli.main(args=argv, prog_name="vosfx")

@@ -54,8 +54,9 @@ def default_output(input_path: str, fmt: str) -> str:
     src = Path(input_path.split("%")[0].rstrip("/") or input_path)
     stem = src.stem if src.suffix else src.name
     spec = FORMATS.get(fmt)
-    ext = spec.ext if spec is not None else ""
-    return str(src.parent / f"{stem}_vosfx{ext if ext else '_' + fmt}")
+    if spec is None or spec.is_sequence:  # sequences are written into a folder
+        return str(src.parent / f"{stem}_vosfx_{fmt}")
+    return str(src.parent / f"{stem}_vosfx.{spec.ext}")
 
 
 @click.command()

@@ -1,0 +1,119 @@
+"""The pipeline loop with the deterministic test double (tests/fakes.py) as its engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from fakes import FakeEngine
+from media import make_clip, moving_square_frame
+from PIL import Image
+
+from vosfx.errors import Cancelled, OutputError, PromptError
+from vosfx.job import Job, PromptSpec
+from vosfx.pipeline import presence_intervals, run
+from vosfx.presets import resolve_config
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = make_clip(tmp_path / "clip.mp4", n=12, width=96, height=64)
+    _, mask = moving_square_frame(0, 96, 64)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    return path, tmp_path / "mask.png"
+
+
+def _job(tmp_path, clip, **kw):
+    path, mask = clip
+    presets = kw.pop("presets", ("png16",))
+    overrides = kw.pop("overrides", {})
+    return Job(input=str(path), prompts=(PromptSpec(frame=0, mask=str(mask)),),
+               output=str(tmp_path / "out"), config=resolve_config(presets, overrides), **kw)
+
+
+def test_run_writes_every_frame_and_a_sidecar(tmp_path, clip, config_home):
+    events = []
+    report = run(_job(tmp_path, clip), engine=FakeEngine(), on_progress=events.append)
+    assert report.frames == 12
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) == 12
+    # the fake repeats the first-frame mask: frame 0's matte equals the prompt
+    alpha0 = cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED)[..., 3] / 65535.0
+    _, mask = moving_square_frame(0, 96, 64)
+    assert ((alpha0 > 0.5) ^ mask).mean() < 0.02
+    kinds = [e.event for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("frame") == 12
+    assert events[-2].frames_done == 12 and events[-2].eta_s == 0
+    side = json.loads((tmp_path / "out.json").read_text())
+    assert side["frames"] == 12 and side["model"]["id"] == "fake"
+    assert side["job"]["config"]["output"]["format"] == "png16"
+    assert len(side["object_scores"]["1"]) == 12
+    assert side["presence"]["1"] == [[0, 11, True]]
+    assert set(side["timings_s"]) >= {"track", "refine", "write", "decode_wait"}
+
+
+def test_extra_formats_and_each_object(tmp_path, clip, config_home):
+    job = _job(tmp_path, clip, presets=("png16",),
+               overrides={"output": {"extra_formats": ["preview"], "objects": "each"}})
+    report = run(job, engine=FakeEngine())
+    names = sorted(p.rsplit("/", 1)[-1] for p in report.outputs)
+    assert names == ["out.preview_obj1.mp4", "out_obj1"], names
+    assert all((tmp_path / n).exists() for n in names)
+
+
+def test_start_end_range_and_prompt_outside(tmp_path, clip, config_home):
+    report = run(_job(tmp_path, clip, start=0, end=5), engine=FakeEngine())
+    assert report.frames == 5
+    with pytest.raises(PromptError, match="outside the frames"):
+        run(_job(tmp_path, clip, start=3, end=8, overwrite=True), engine=FakeEngine())
+
+
+def test_existing_output_is_refused_before_any_work(tmp_path, clip, config_home):
+    (tmp_path / "out").mkdir()
+    engine = FakeEngine()
+    with pytest.raises(OutputError, match="exists"):
+        run(_job(tmp_path, clip), engine=engine)
+    assert engine.sessions == []  # nothing decoded or tracked
+
+
+def test_cancel_leaves_no_output(tmp_path, clip, config_home):
+    cancel = threading.Event()
+
+    def stop_after_three(ev):
+        if ev.frames_done == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        run(_job(tmp_path, clip), engine=FakeEngine(), on_progress=stop_after_three, cancel=cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "config", "mask.png"] or \
+        not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+def test_engine_session_is_closed_on_error(tmp_path, clip, config_home, monkeypatch):
+    engine = FakeEngine()
+    from vosfx.io.writers_images import ImageSequenceWriter
+
+    def boom(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ImageSequenceWriter, "_write", boom)
+    with pytest.raises(OutputError):
+        run(_job(tmp_path, clip), engine=engine)
+    assert engine.sessions[0].closed
+    assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "scores, expected",
+    [
+        ([1.0, 2.0, -1.0, -0.5, 3.0], [(10, 11, True), (12, 13, False), (14, 14, True)]),
+        ([None, None, 1.0], [(10, 11, False), (12, 12, True)]),
+        ([0.0], [(10, 10, False)]),  # a logit of exactly 0 means absent (SAM 2's > 0 rule)
+        ([], []),
+    ],
+)
+def test_presence_intervals(scores, expected):
+    assert presence_intervals(scores, 10) == expected

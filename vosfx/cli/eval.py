@@ -1,0 +1,139 @@
+"""`vosfx eval` (score prediction folders) and `vosfx bench` (track a dataset, then score it).
+
+Thin: each command calls :func:`vosfx.eval.report.evaluate_dirs` or
+:func:`vosfx.eval.bench.run_bench` and prints a table; ``--out DIR`` also writes the table as
+Markdown, CSV and JSON there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import click
+
+from vosfx.config import MemoryConfig, ModelConfig, build_config
+from vosfx.errors import ConfigError, OutputError
+
+FORMATS = ("md", "csv", "json")
+
+
+def _write_tables(out: Path, stem: str, tables: dict[str, str]) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for ext, text in tables.items():
+            (out / f"{stem}.{ext}").write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise OutputError(f"{out}: cannot write the {stem} tables ({err.strerror})") from err
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    names = [n for v in values for n in v.split(",") if n]
+    return names or None
+
+
+@click.command("eval")
+@click.option("--pred", "pred", required=True, type=click.Path(file_okay=False, exists=True),
+              help="predictions: <seq>/<frame>.png label maps")
+@click.option("--gt", "gt", required=True, type=click.Path(file_okay=False, exists=True),
+              help="ground truth: a DAVIS root or an Annotations folder")
+@click.option("--metrics", "protocol", type=click.Choice(["davis", "mosev2"]), default="davis",
+              show_default=True, help="davis: J, F, J&F; mosev2: also Ḟ, J&Ḟ, J&Ḟ_d, J&Ḟ_r")
+@click.option("--sequences", "-s", multiple=True, help="only these sequences (comma-separated)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
+              help="what to print")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="also write eval.md, eval.csv and eval.json here")
+def eval_cmd(pred, gt, protocol, sequences, fmt, out) -> None:
+    """Score predicted masks against ground truth, per sequence and object."""
+    from vosfx.eval.report import evaluate_dirs
+
+    report = evaluate_dirs(pred, gt, protocol, _split(sequences))
+    tables = {"md": report.to_markdown(), "csv": report.to_csv(), "json": report.to_json()}
+    if out:
+        _write_tables(Path(out), "eval", tables)
+    click.echo(tables[fmt], nl=fmt == "json")
+
+
+def _machine() -> dict:
+    return {
+        "machine": platform.machine(), "processor": platform.processor() or "",
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def load_engine(model: ModelConfig):
+    """The engine for ``model`` (a seam: tests replace it with a fake)."""
+    from vosfx.engine import load_engine as _load
+
+    return _load(model)
+
+
+def _memory_config(policy: str) -> MemoryConfig:
+    try:
+        return build_config({"memory": {"policy": policy}}).memory
+    except ConfigError as err:
+        raise ConfigError(f"--memory: {err}") from err
+
+
+@click.command("bench")
+@click.argument("dataset", type=click.Path(file_okay=False, exists=True))
+@click.option("--model", "-m", "models", multiple=True, default=("sam2.1-tiny",),
+              show_default=True, help="model id; repeat to compare")
+@click.option("--memory", "policies", multiple=True, default=("rcms+shots",),
+              show_default=True, help="memory policy (sam2, rcms, rcms+shots); repeat to compare")
+@click.option("--backend", "backends", multiple=True, default=("auto",), show_default=True,
+              help="auto, torch or onnx; repeat to compare")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--image-size", type=int, default=0, help="0: the model's own (1024)")
+@click.option("--checkpoint", default="", help="checkpoint file overriding the model cache")
+@click.option("--sequences", "-s", multiple=True, help="only these sequences (comma-separated)")
+@click.option("--metrics", "protocol", type=click.Choice(["davis", "mosev2"]), default="davis",
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False),
+              help="predictions and tables go here (default: a temporary folder, removed)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
+def bench(dataset, models, policies, backends, device, image_size, checkpoint, sequences,
+          protocol, out, fmt) -> None:
+    """Track every sequence of a DAVIS-layout DATASET from its first-frame masks, score it,
+    and report accuracy, frames/s and peak memory for each model × memory × backend."""
+    from vosfx.eval.bench import run_bench
+    from vosfx.eval.report import rows_to_csv, rows_to_markdown
+
+    names = _split(sequences)
+    memory_cfgs = {p: _memory_config(p) for p in policies}  # fail before loading any model
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="vosfx-bench-") as tmp:
+        root = Path(out) if out else Path(tmp)
+        for model_name, backend in itertools.product(models, backends):
+            cfg = ModelConfig(name=model_name, backend=backend, device=device,
+                              image_size=image_size, checkpoint=checkpoint)
+            build_config({"model": {"backend": backend, "device": device,
+                                    "image_size": image_size}})  # validates the flags
+            engine = load_engine(cfg)
+            try:
+                for policy in policies:
+                    label = f"{model_name}/{policy}/{backend}"
+                    click.echo(f"vosfx bench: {label}", err=True)
+                    reports.append(run_bench(
+                        dataset, engine, memory_cfg=memory_cfgs[policy],
+                        out_dir=root / label.replace("/", "_").replace("+", "-"),
+                        sequences=names, protocol=protocol, label=label,
+                    ))
+            finally:
+                engine.close()
+        rows = [r.summary_row() for r in reports]
+        columns = ("config", *reports[0].evaluation.columns, "frames", "fps", "peak_rss_mib")
+        payload = {"machine": _machine(), "runs": [r.to_dict() for r in reports]}
+        tables = {
+            "md": rows_to_markdown(rows, columns), "csv": rows_to_csv(rows, columns),
+            "json": json.dumps(payload, indent=2, ensure_ascii=False),
+        }
+        if out:
+            _write_tables(root, "bench", tables)
+    click.echo(tables[fmt], nl=fmt == "json")
