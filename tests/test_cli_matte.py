@@ -62,7 +62,7 @@ def test_json_progress_is_one_event_per_frame_then_result(env):
 def test_report_prints_presence(env):
     r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--report")
     assert r.exit_code == 0, r.output
-    assert "object 1: present in every frame" in r.output
+    assert "obj 1: present throughout" in r.output and "shots: 1" in r.output
 
 
 def _zero_frame_video(path):

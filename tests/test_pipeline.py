@@ -14,7 +14,7 @@ from PIL import Image
 
 from vosfx.errors import Cancelled, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
-from vosfx.pipeline import presence_intervals, run
+from vosfx.pipeline import run
 from vosfx.presets import resolve_config
 
 
@@ -104,16 +104,3 @@ def test_engine_session_is_closed_on_error(tmp_path, clip, config_home, monkeypa
         run(_job(tmp_path, clip), engine=engine)
     assert engine.sessions[0].closed
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
-
-
-@pytest.mark.parametrize(
-    "scores, expected",
-    [
-        ([1.0, 2.0, -1.0, -0.5, 3.0], [(10, 11, True), (12, 13, False), (14, 14, True)]),
-        ([None, None, 1.0], [(10, 11, False), (12, 12, True)]),
-        ([0.0], [(10, 10, False)]),  # a logit of exactly 0 means absent (SAM 2's > 0 rule)
-        ([], []),
-    ],
-)
-def test_presence_intervals(scores, expected):
-    assert presence_intervals(scores, 10) == expected

@@ -296,8 +296,14 @@ class _Loop:
     def finish(self, elapsed_s: float) -> JobReport:
         from vosfx.io.writers import write_sidecar
 
-        presence = {oid: presence_intervals(self.scores[oid], self.job.start)
-                    for oid in self.obj_ids}
+        from vosfx.report import presence_intervals
+
+        # frames before an object's first prompt have no score: absent
+        presence = {
+            oid: presence_intervals([-1.0 if v is None else v for v in self.scores[oid]],
+                                    self.job.start)
+            for oid in self.obj_ids
+        }
         memory = self.session.report() if self.session is not None else {}
         shots = tuple(self.shots.cuts) if self.shots is not None else ()
         outputs = tuple(t for _w, _o, t in self.writers)
@@ -328,20 +334,6 @@ class _Loop:
         )
         self._emit(ProgressEvent("done", self.frames, self.total, fps=report.fps))
         return report
-
-
-def presence_intervals(scores: list[float | None], first_frame: int) -> list[tuple[int, int, bool]]:
-    """Runs of presence: [(start, end_inclusive, present)], present = object score logit > 0.
-    Frames before an object's first prompt (None) count as absent."""
-    runs: list[tuple[int, int, bool]] = []
-    for i, s in enumerate(scores):
-        present = s is not None and s > 0
-        idx = first_frame + i
-        if runs and runs[-1][2] == present and runs[-1][1] == idx - 1:
-            runs[-1] = (runs[-1][0], idx, present)
-        else:
-            runs.append((idx, idx, present))
-    return runs
 
 
 def _info_dict(info: VideoInfo) -> dict:

@@ -200,15 +200,16 @@ def _main_thread() -> bool:
 
 
 def format_report(result) -> str:
-    lines = [f"{result.frames} frames in {result.elapsed_s:.1f} s ({result.fps:.2f} fps)"]
-    lines.append("shot cuts at frames: " + (", ".join(map(str, result.shots)) or "none"))
-    for oid, runs in result.presence.items():
-        absent = [f"{a}-{b}" if a != b else str(a) for a, b, present in runs if not present]
-        lines.append(f"object {oid}: " + ("absent in frames " + ", ".join(absent) if absent
-                                          else "present in every frame"))
+    """The --report text: speed, shot cuts, per-object presence and memory events."""
+    from vosfx.report import format_report as _format
+
     mem = result.memory or {}
-    for oid, info in (mem.get("objects") or {}).items():
-        promoted = info.get("promoted") if isinstance(info, dict) else None
-        if promoted:
-            lines.append(f"object {oid}: promoted to memory: {promoted}")
-    return "\n".join(lines)
+
+    def per_obj(key):
+        return {int(o): {int(f): v for f, v in (info.get(key) or {}).items()}
+                for o, info in mem.items() if isinstance(info, dict)}
+
+    head = f"{result.frames} frames in {result.elapsed_s:.1f} s ({result.fps:.2f} fps)"
+    body = _format(result.presence, cuts=result.shots, promoted=per_obj("promoted"),
+                   events=per_obj("events"))
+    return head + "\n" + body
