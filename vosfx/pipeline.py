@@ -58,7 +58,7 @@ class JobReport:
 def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool,
                     objects: tuple[int, ...] | None, start: int, end: int) -> list[Prompt]:
     """PromptSpecs -> engine Prompts at video resolution, validated against the clip."""
-    from vosfx.io.prompts import load_mask_prompt
+    from vosfx.io.prompts import check_inside, load_mask_prompt
 
     prompts: list[Prompt] = []
     for spec in specs:
@@ -80,15 +80,11 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
             continue
         pts = np.asarray(spec.points, np.float32).reshape(-1, 2) if spec.points else None
         box = np.asarray(spec.box, np.float32) if spec.box is not None else None
-        for arr, what in ((pts, "point"), (box.reshape(2, 2) if box is not None else None, "box")):
-            if arr is None:
-                continue
-            inside = ((arr[:, 0] >= 0) & (arr[:, 0] < info.width)
-                      & (arr[:, 1] >= 0) & (arr[:, 1] < info.height))
-            if not inside.all():
-                raise PromptError(
-                    f"{what} {arr[~inside][0].tolist()} is outside the {info.width}x{info.height} frame"
-                )
+        size = (info.width, info.height)
+        if pts is not None:
+            check_inside(pts, size, "point")
+        if box is not None:
+            check_inside(box.reshape(2, 2), size, "box corner")
         prompts.append(Prompt(
             frame_index=spec.frame, obj_id=spec.obj_id or 1, points=pts,
             labels=np.asarray(spec.labels, np.int32) if spec.points else None, box=box,

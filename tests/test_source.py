@@ -1,0 +1,427 @@
+"""vosfx.io.source: streaming decode of synthetic clips, image sequences and the real clips."""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_data
+from media import make_clip, make_sequence, moving_square, moving_square_frame, truncate
+
+from vosfx.errors import InputError
+from vosfx.io.source import open_source, probe
+
+
+def decode_all(path, **kwargs):
+    with open_source(path, **kwargs) as src:
+        return src.info, list(src)
+
+
+def decode_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("vosfx-decode")]
+
+
+@pytest.fixture
+def h264(tmp_path):
+    return make_clip(tmp_path / "clip.mp4", n=30, width=64, height=48)
+
+
+def test_h264_8bit_frames_pts_and_pixels(h264):
+    info, frames = decode_all(h264)
+    assert (info.width, info.height, info.num_frames) == (64, 48, 30)
+    assert info.frame_count_exact and info.fps == 24 and info.codec == "h264"
+    assert (info.bit_depth, info.pix_fmt, info.rotation, info.is_vfr) == (8, "yuv420p", 0, False)
+    assert [f.index for f in frames] == list(range(30))
+    step = round(1 / (info.fps * info.time_base))
+    assert [f.pts for f in frames] == [info.start_pts + i * step for i in range(30)]
+    assert all(f.duration == step for f in frames)
+    for f, ref in zip(frames, moving_square(30, 64, 48), strict=True):
+        assert f.image.dtype == np.uint8 and f.image.shape == (48, 64, 3)
+        # lossy h264 4:2:0: mean error a few codes, nowhere near another frame's content
+        assert np.abs(f.image.astype(int) - ref).mean() < 6
+
+
+def test_prefetch_zero_gives_the_same_frames(h264):
+    _, threaded = decode_all(h264, prefetch=4)
+    _, direct = decode_all(h264, prefetch=0)
+    assert [f.pts for f in threaded] == [f.pts for f in direct]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(threaded, direct, strict=True))
+
+
+def test_ffv1_10bit_is_exact(tmp_path):
+    frames = [moving_square_frame(i, 40, 30, depth=10)[0] for i in range(5)]
+    frames[0][0, :4] = [[0, 0, 0], [1, 2, 3], [1021, 1022, 1023], [512, 256, 128]]
+    path = make_clip(
+        tmp_path / "ten.mkv",
+        n=5,
+        width=40,
+        height=30,
+        codec="ffv1",
+        pix_fmt="gbrp10le",
+        frames=frames,
+    )
+    info, decoded = decode_all(path)
+    assert (info.bit_depth, info.pix_fmt) == (10, "gbrp10le")
+    for got, ref in zip(decoded, frames, strict=True):
+        assert got.image.dtype == np.uint16
+        # full 16-bit scale: the 10-bit value sits in the top bits
+        assert np.array_equal(got.image >> 6, ref)
+    assert decoded[0].image[0, 3].tolist() == [
+        512 * 64 + 512 // 16,
+        256 * 64 + 256 // 16,
+        128 * 64 + 128 // 16,
+    ]
+
+
+@pytest.mark.parametrize("codec,pix_fmt", [("ffv1", "yuv420p10le"), ("prores_ks", "yuv422p10le")])
+def test_10bit_yuv_decodes_to_uint16(tmp_path, codec, pix_fmt):
+    path = make_clip(tmp_path / "yuv10.mkv", n=4, width=64, height=48, codec=codec, pix_fmt=pix_fmt)
+    info, frames = decode_all(path)
+    assert (info.bit_depth, info.pix_fmt, len(frames)) == (10, pix_fmt, 4)
+    ref = moving_square_frame(2, 64, 48, depth=10)[0].astype(np.float64) * 64
+    err = np.abs(frames[2].image.astype(np.float64) - ref)
+    assert frames[2].image.dtype == np.uint16
+    assert np.median(err) < 64 * 4  # a few 10-bit codes (4:2:x chroma, RGB<->YUV rounding)
+    assert frames[2].image.max() > 255 * 2  # really on the 16-bit scale, not 8-bit values
+
+
+def test_odd_size_is_preserved(tmp_path):
+    path = make_clip(tmp_path / "odd.mkv", n=3, width=853, height=479, codec="ffv1")
+    info, frames = decode_all(path)
+    assert (info.width, info.height) == (853, 479)
+    assert all(f.image.shape == (479, 853, 3) for f in frames)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_metadata_is_applied(tmp_path, rotation):
+    # ffv1 is lossless, so the rotated frame equals np.rot90 of what was written
+    path = make_clip(
+        tmp_path / f"rot{rotation}.mkv",
+        n=3,
+        width=40,
+        height=24,
+        codec="ffv1",
+        pix_fmt="bgr0",
+        rotation=rotation,
+    )
+    info, frames = decode_all(path)
+    assert info.rotation == rotation
+    expect_wh = (24, 40) if rotation in (90, 270) else (40, 24)
+    assert (info.width, info.height) == expect_wh
+    written = moving_square_frame(1, 40, 24)[0]
+    clockwise = np.rot90(written, k=-rotation // 90)
+    assert np.array_equal(frames[1].image, clockwise)
+    assert probe(path).rotation == rotation
+
+
+def test_vfr_pts_come_back_exactly(tmp_path):
+    pts = [0, 40, 95, 100, 180, 250, 262, 300, 390, 400, 410, 500]
+    path = make_clip(tmp_path / "vfr.mkv", n=len(pts), pts=pts, time_base=Fraction(1, 1000))
+    info, frames = decode_all(path)
+    assert info.is_vfr and info.time_base == Fraction(1, 1000)
+    assert [f.pts for f in frames] == pts
+    assert [f.index for f in frames] == list(range(len(pts)))
+    assert frames[2].time_s == pytest.approx(0.095)
+
+
+def test_constant_rate_mkv_is_not_vfr(tmp_path):
+    # 1 ms ticks round 1/24 s to 41 or 42: still constant rate
+    path = make_clip(tmp_path / "cfr.mkv", n=40)
+    assert probe(path).is_vfr is False
+
+
+def test_audio_is_reported(tmp_path):
+    path = make_clip(tmp_path / "av.mp4", n=12, audio=True)
+    assert probe(path).has_audio
+    assert not probe(make_clip(tmp_path / "v.mp4", n=3)).has_audio
+
+
+@pytest.mark.parametrize("start,end", [(0, 5), (3, 9), (25, None), (58, 61), (70, 80)])
+def test_range_matches_full_decode(tmp_path, start, end):
+    # 80 frames, keyframe every 12 with B-frames: starts >= 48 take the seek path
+    path = make_clip(tmp_path / "gop.mp4", n=80, options={"g": "12", "bf": "2"})
+    _, full = decode_all(path)
+    _, part = decode_all(path, start=start, end=end)
+    want = full[start:end]
+    assert [f.index for f in part] == [f.index for f in want]
+    assert [f.pts for f in part] == [f.pts for f in want]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(part, want, strict=True))
+
+
+def test_bad_ranges(h264):
+    with pytest.raises(InputError, match="start < 30"):
+        open_source(h264, start=30)
+    with pytest.raises(InputError, match="range"):
+        open_source(h264, start=5, end=5)
+    with pytest.raises(InputError, match="range"):
+        open_source(h264, start=-1)
+
+
+def test_image_sequence_folder_8bit(tmp_path):
+    folder = make_sequence(tmp_path / "seq", n=12, name="f{}")  # f0..f11: natural order
+    info, frames = decode_all(folder, fps=25)
+    assert (info.num_frames, info.width, info.height, info.fps) == (12, 64, 48, 25)
+    assert info.time_base == Fraction(1, 25) and info.bit_depth == 8
+    assert [f.pts for f in frames] == list(range(12))
+    for f in frames:
+        assert np.array_equal(f.image, moving_square_frame(f.index, 64, 48)[0])
+
+
+def test_image_sequence_pattern_16bit(tmp_path):
+    make_sequence(tmp_path / "seq16", n=5, depth=16, first=100)
+    (tmp_path / "seq16" / "notes.txt").write_text("not a frame")
+    info, frames = decode_all(tmp_path / "seq16" / "%05d.png", start=1, end=4)
+    assert info.num_frames == 5 and info.bit_depth == 16 and info.fps == 24
+    assert [f.index for f in frames] == [1, 2, 3]
+    assert frames[0].image.dtype == np.uint16
+    assert np.array_equal(frames[0].image, moving_square_frame(1, 64, 48, depth=16)[0])
+
+
+def test_image_sequence_size_mismatch_names_the_file(tmp_path):
+    folder = make_sequence(tmp_path / "seq", n=3)
+    cv2.imwrite(str(folder / "00003.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(InputError, match=r"00003.png \(frame 3\)"):
+        decode_all(folder)
+
+
+def write_exr(path, rgb):
+    """Write (H, W, 3) float32 with whichever EXR writer this machine has; False if none."""
+    try:
+        import OpenEXR
+
+        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+        channels = {c: np.ascontiguousarray(rgb[..., k]) for k, c in enumerate("RGB")}
+        with OpenEXR.File(header, channels) as exr:
+            exr.write(str(path))
+        return True
+    except ImportError:
+        pass
+    try:
+        return cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    except cv2.error:  # OpenCV built without OpenEXR refuses to write too
+        return False
+
+
+def test_exr_sequence_is_srgb_encoded_or_refused_clearly(tmp_path):
+    (tmp_path / "seq").mkdir()
+    linear = np.zeros((6, 8, 3), np.float32)
+    linear[..., 0], linear[..., 1], linear[..., 2] = 0.18, 1.0, 2.5  # 2.5 is over-range
+    if write_exr(tmp_path / "seq" / "0001.exr", linear):
+        info, frames = decode_all(tmp_path / "seq")
+        assert info.bit_depth == 16 and frames[0].image.dtype == np.uint16
+        # sRGB(0.18) = 0.4613; 1.0 -> full scale; over-range clips
+        assert abs(int(frames[0].image[0, 0, 0]) - round(0.4613 * 65535)) < 40
+        assert frames[0].image[0, 0, 1:].tolist() == [65535, 65535]
+    else:
+        (tmp_path / "seq" / "0001.exr").write_bytes(b"v/1\x01" + bytes(64))
+        with pytest.raises(InputError, match="OpenEXR"):
+            decode_all(tmp_path / "seq")
+
+
+# --- thread hygiene and memory ------------------------------------------------------------------
+
+
+def test_no_thread_left_after_close_break_or_error(h264):
+    with open_source(h264, prefetch=2) as src:
+        assert decode_threads()
+        for f in src:
+            if f.index == 3:
+                break
+    assert not decode_threads()
+    with pytest.raises(RuntimeError), open_source(h264, prefetch=2) as src:
+        next(src)
+        raise RuntimeError("consumer failed")
+    assert not decode_threads()
+    src = open_source(h264, prefetch=2)  # never iterated, closed explicitly
+    src.close()
+    src.close()
+    assert not decode_threads()
+    assert list(src) == []
+
+
+def test_memory_stays_flat_over_600_frames(tmp_path):
+    path = make_clip(tmp_path / "long.mp4", n=600, width=160, height=120, options={"g": "30"})
+    page = 4096
+
+    def rss_bytes():
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * page
+
+    with open_source(path, prefetch=8) as src:
+        for f in src:
+            if f.index == 100:
+                at_100 = rss_bytes()
+        at_600 = rss_bytes()
+    assert f.index == 599
+    # 500 more frames of 57 KB each would be ~28 MB if they were kept; allow 8 MB of noise
+    assert at_600 - at_100 < 8 * 2**20
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="found nothing at"):
+        open_source(tmp_path / "nope.mp4")
+
+
+def test_text_file_is_not_a_video(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("hello, this is not a video\n" * 20)
+    with pytest.raises(InputError, match="cannot be opened"):
+        probe(path)
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "a.m4a"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 4800), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate = 48000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with pytest.raises(InputError, match="expected a video stream"):
+        open_source(path)
+
+
+def test_zero_frames(tmp_path):
+    # a video stream without a single frame; the audio makes the muxer write the file at all
+    path = make_clip(tmp_path / "empty.mkv", n=0, frames=[], audio=True)
+    assert path.exists()
+    with pytest.raises(InputError, match="at least one frame"):
+        open_source(path)
+
+
+def test_empty_folder_and_pattern(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="found none"):
+        open_source(tmp_path / "empty")
+    with pytest.raises(InputError, match="found none"):
+        open_source(tmp_path / "empty" / "%04d.png")
+
+
+def noisy_clip(path, n=60):
+    # noise compresses badly, so the frame data (not the moov index) is most of the file
+    rng = np.random.default_rng(1)
+    frames = (rng.integers(0, 256, (64, 96, 3), np.uint8) for _ in range(n))
+    return make_clip(path, n=n, width=96, height=64, faststart=True, frames=frames)
+
+
+@pytest.mark.parametrize("prefetch", [0, 4])
+def test_truncated_mp4_raises_with_frame_index(tmp_path, prefetch):
+    path = noisy_clip(tmp_path / "full.mp4")
+    cut = truncate(path, 0.5)
+    assert probe(cut).num_frames == 60  # the index is intact: only the data stops
+    with pytest.raises(InputError, match=r"frame \d+") as err:
+        decode_all(cut, prefetch=prefetch)
+    assert "truncated or corrupt" in str(err.value) or "failed at frame" in str(err.value)
+
+
+def test_corrupt_middle_raises(tmp_path):
+    path = noisy_clip(tmp_path / "full.mp4")
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 4000] = np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"frame \d+"):
+        decode_all(bad)
+
+
+# --- real clips ---------------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "name", ["01_dog.mp4", "03_blocks.mp4", "bedroom.mp4", "12_hideandseek.mp4"]
+)
+def test_real_clip_decodes_end_to_end(name):
+    path = shared_data("videos", name)
+    n = 0
+    with open_source(path) as src:
+        info = src.info
+        for f in src:
+            assert f.index == n and f.image.shape == (info.height, info.width, 3)
+            n += 1
+    assert info.frame_count_exact and n == info.num_frames
+    assert not info.is_vfr and info.fps is not None
+
+
+def test_unconvertible_pixel_format_is_refused(tmp_path):
+    from vosfx.io import video
+
+    class HardwareFrame:  # stands in for a frame left in GPU memory (cuda, vaapi, d3d11)
+        format = av.VideoFormat("yuv420p")
+
+        def to_ndarray(self, format):
+            raise av.error.ArgumentError(22, "Invalid argument")
+
+    with pytest.raises(InputError, match="pixel format convertible to rgb24"):
+        video._check_convertible(HardwareFrame(), tmp_path / "hw.mp4")
+
+
+def test_len_is_the_range_length(h264):
+    with open_source(h264, start=10, end=25, prefetch=0) as src:
+        assert len(src) == 15 and len(list(src)) == 15
+    with open_source(h264, start=10) as src:
+        assert len(src) == 20
+
+
+@pytest.mark.shared_data
+def test_real_clip_seek_matches_linear_decode(monkeypatch):
+    from vosfx.io import video
+
+    path = shared_data("videos", "01_dog.mp4")
+    _, seeked = decode_all(path, start=250, end=262)
+    monkeypatch.setattr(video, "_SEEK_MIN_FRAMES", 10**9)  # force decoding through from 0
+    _, linear = decode_all(path, start=250, end=262)
+    assert [f.index for f in seeked] == list(range(250, 262))
+    assert [f.pts for f in seeked] == [f.pts for f in linear]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(seeked, linear, strict=True))
+
+
+@pytest.mark.shared_data
+def test_davis_jpeg_sequence():
+    folder = shared_data("davis", "JPEGImages", "blackswan")
+    info, frames = decode_all(folder, fps=Fraction(30000, 1001))
+    assert (info.num_frames, info.width, info.height) == (50, 854, 480)
+    assert len(frames) == 50 and frames[-1].index == 49 and frames[0].image.dtype == np.uint8
+    assert frames[10].time_s == pytest.approx(10 * 1001 / 30000)
+
+
+def test_image_sequence_corrupt_file_names_it(tmp_path):
+    folder = make_sequence(tmp_path / "seq", n=4)
+    (folder / "00002.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with open_source(folder) as src:
+        assert next(src).index == 0 and next(src).index == 1
+        with pytest.raises(InputError, match="00002.png"):
+            next(src)
+    assert not decode_threads()
+
+
+def test_unpadded_pattern_sorts_by_number_and_single_image(tmp_path):
+    folder = make_sequence(tmp_path / "seq", n=12, name="shot_{}")
+    info = probe(folder / "shot_%d.png", fps=12)
+    assert info.num_frames == 12 and info.fps == 12 and info.frame_count_exact
+    _, frames = decode_all(folder / "shot_%d.png", start=9)
+    assert np.array_equal(frames[0].image, moving_square_frame(9, 64, 48)[0])
+    info, frames = decode_all(folder / "shot_3.png")
+    assert info.num_frames == 1 and np.array_equal(
+        frames[0].image, moving_square_frame(3, 64, 48)[0]
+    )
+
+
+def test_rotated_phone_style_mp4(tmp_path):
+    # the common case: an H.264 .mp4 shot in portrait, stored landscape + a display matrix
+    path = make_clip(tmp_path / "portrait.mp4", n=4, width=64, height=48, rotation=90)
+    info, frames = decode_all(path)
+    assert (info.rotation, info.width, info.height) == (90, 48, 64)
+    assert frames[0].image.shape == (64, 48, 3)
+    ref = np.rot90(moving_square_frame(0, 64, 48)[0], k=-1)  # 90 degrees clockwise
+    assert np.abs(frames[0].image.astype(int) - ref).mean() < 6

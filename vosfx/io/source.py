@@ -1,0 +1,216 @@
+"""Streaming frame sources: a video file (PyAV) or an image sequence, decoded one frame at a time.
+
+``open_source`` returns a ``FrameSource``: a context manager and iterator of ``Frame`` whose
+``info`` (a ``VideoInfo``) is known right after opening. Decoding runs on a background thread
+that feeds a bounded queue (``prefetch`` frames), so memory does not grow with the clip's length
+and decoding overlaps the model's work. Frames come in presentation order with their exact pts.
+
+Why the care with counts: a truncated or corrupt file must not look like a short clip, so a
+decode error names the frame index where it happened, and a clip that ends before the
+container's exact frame count raises instead of returning fewer frames.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import weakref
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vosfx.errors import InputError, VosfxError
+from vosfx.io import sequence, video
+from vosfx.types import Frame, VideoInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+# How long the decode thread waits on a full queue before checking whether it should stop.
+_PUT_POLL_S = 0.05
+
+
+def probe(path: str | Path, *, fps: float | Fraction | None = None) -> VideoInfo:
+    """What a video or image sequence holds, without decoding the clip.
+
+    A video's display rotation lives in side data that PyAV 18 exposes only on decoded frames,
+    so probe decodes the first frame (one frame, not the clip). ``fps`` is the rate of an image
+    sequence (default 24); it is ignored for videos, which carry their own.
+    """
+    files = sequence.list_files(path)
+    if files is not None:
+        return sequence.probe_files(path, files, fps)
+    return video.probe_video(Path(path))
+
+
+def open_source(
+    path_or_pattern: str | Path,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    prefetch: int = 8,
+    fps: float | Fraction | None = None,
+) -> FrameSource:
+    """Open a video file, a folder of images or a printf pattern (``frames/%05d.png``).
+
+    ``start``/``end``: frame range, ``end`` exclusive; frame indices stay those of the whole
+    clip (the first frame yielded has ``index == start``). ``prefetch``: frames decoded ahead
+    on a background thread; 0 decodes on the caller's thread. ``fps``: image sequences only
+    (default 24). Raises InputError for a missing, unreadable or empty input or a bad range.
+    """
+    if start < 0 or (end is not None and end <= start):
+        raise InputError(f"expected a frame range 0 <= start < end, found start={start}, end={end}")
+    if prefetch < 0:
+        raise InputError(f"expected prefetch >= 0 frames, found {prefetch}")
+    files = sequence.list_files(path_or_pattern)
+    if files is not None:
+        info = sequence.probe_files(path_or_pattern, files, fps)
+        _check_range(info, start)
+        frames = sequence.read_frames(files, info, start, end)
+    else:
+        info = video.probe_video(Path(path_or_pattern))
+        _check_range(info, start)
+        frames = video.decode_video(Path(path_or_pattern), info, start, end)
+    return FrameSource(info, frames, start=start, end=end, prefetch=prefetch)
+
+
+def _check_range(info: VideoInfo, start: int) -> None:
+    if info.frame_count_exact and start >= info.num_frames:
+        raise InputError(
+            f"expected start < {info.num_frames} (the frame count of {info.path}), found {start}"
+        )
+
+
+class _End:
+    """Queue sentinel: the producer finished (``error`` set if it failed)."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
+
+
+class FrameSource:
+    """Iterator of ``Frame`` over one clip; a context manager whose close joins the decode
+    thread. ``info`` describes the whole clip; ``start``/``end`` the range being read."""
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        frames: Iterator[Frame],
+        *,
+        start: int,
+        end: int | None,
+        prefetch: int,
+    ):
+        self.info = info
+        self.start = start
+        self.end = end
+        self._frames = frames
+        self._done = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        if prefetch > 0:
+            self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+            self._thread = threading.Thread(
+                target=_pump,
+                args=(frames, self._queue, self._stop),
+                name=f"vosfx-decode:{Path(info.path).name}",
+                daemon=True,
+            )
+            self._thread.start()
+            # A source dropped without close() must not leave its thread blocked on the queue.
+            self._finalizer = weakref.finalize(self, self._stop.set)
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Frame:
+        if self._done:
+            raise StopIteration
+        if self._thread is None:
+            try:
+                return next(self._frames)
+            except StopIteration:
+                self._done = True
+                raise
+            except VosfxError:
+                self._done = True
+                raise
+            except Exception as e:  # same contract as the threaded path: InputError
+                self._done = True
+                raise _decode_failure(e) from e
+        item = self._queue.get()
+        if isinstance(item, _End):
+            self._done = True
+            self._join()
+            if item.error is not None:
+                raise item.error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop decoding and release the file. Safe to call twice."""
+        self._done = True
+        if self._thread is None:
+            self._frames.close()
+            return
+        self._stop.set()
+        self._join()
+
+    def _join(self) -> None:
+        # Drain so a producer blocked in put() sees the stop flag at its next poll.
+        while self._thread is not None and self._thread.is_alive():
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=_PUT_POLL_S)
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Frames this source will yield, per the container (an estimate where the container
+        has no exact count)."""
+        stop = self.info.num_frames if self.end is None else min(self.end, self.info.num_frames)
+        return max(0, stop - self.start)
+
+
+def _pump(frames: Iterator[Frame], q: queue.Queue, stop: threading.Event) -> None:
+    """Decode thread: move frames into ``q`` until done, stopped or failed. The end sentinel
+    is always queued (unless stopped), so the consumer never waits on a dead thread."""
+    end = _End(InputError("the decode thread stopped unexpectedly"))
+    try:
+        for frame in frames:
+            if not _put(q, frame, stop):
+                return
+        end = _End()
+    except VosfxError as e:
+        end = _End(e)
+    except Exception as e:  # noqa: BLE001 - any decoder failure must reach the consumer
+        end = _End(_decode_failure(e))
+    finally:
+        frames.close()  # type: ignore[attr-defined]  # closes the container on this thread
+        _put(q, end, stop)
+
+
+def _decode_failure(e: Exception) -> InputError:
+    """An unexpected decoder or reader exception, as the InputError the consumer gets."""
+    error = InputError(f"expected a decodable input, decoding failed: {e!r}")
+    error.__cause__ = e
+    return error
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_PUT_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False

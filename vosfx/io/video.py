@@ -1,0 +1,252 @@
+"""Video files through PyAV: probe (rotation, VFR, depth, counts) and exact-index decoding.
+
+Used by ``vosfx.io.source``, which adds the prefetch thread; import PyAV only inside functions
+so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from vosfx.errors import InputError
+from vosfx.types import Frame, VideoInfo
+
+# Packets demuxed by probe() to judge a variable frame rate; 64 is ~2.7 s at 24 fps, enough to
+# see the irregular pts of phone footage and cheap (no decoding) even for 4K streams. Packets
+# come in decode order, so B-frame reordering leaves holes among the largest pts read: read
+# _VFR_REORDER_SLACK more and judge only the smallest _VFR_PROBE_PACKETS.
+_VFR_PROBE_PACKETS = 64
+_VFR_REORDER_SLACK = 32
+# Seek instead of decoding from frame 0 only past this many frames: a seek costs one keyframe
+# decode, and below a couple of GOPs decoding through is as fast and needs no pts arithmetic.
+_SEEK_MIN_FRAMES = 48
+
+
+def open_container(path: Path):
+    import av
+
+    if not path.exists():
+        raise InputError(f"expected a video file or image folder, found nothing at {path}")
+    if path.is_dir():
+        raise InputError(f"expected image files (png, jpg, tif, exr) in folder {path}, found none")
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise InputError(f"expected a video file, but {path} cannot be opened as one: {e}") from e
+
+
+def probe_video(path: Path) -> VideoInfo:
+    with open_container(path) as container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise InputError(f"expected a video stream in {path}, found streams: {kinds}")
+        stream = container.streams.video[0]
+        pts, first = _scan_packets(container, stream, path)
+        if first is None:
+            raise InputError(f"expected at least one frame in {path}, found none that decodes")
+        _check_convertible(first, path)
+        rotation = (-round(first.rotation / 90) * 90) % 360  # FFmpeg's angle is counterclockwise
+        fps = stream.average_rate or stream.guessed_rate
+        time_base = stream.time_base or Fraction(1, 1)
+        num_frames, exact = _frame_count(container, stream, fps)
+        if exact and num_frames == 0:
+            raise InputError(f"expected at least one frame in {path}, the container says 0")
+        width, height = (
+            (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+        )
+        return VideoInfo(
+            path=str(path),
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            fps=Fraction(fps) if fps else None,
+            time_base=Fraction(time_base),
+            rotation=rotation,
+            pix_fmt=first.format.name,  # the source's; frames are rgb24 or rgb48le
+            bit_depth=_bit_depth(first.format),
+            codec=stream.codec_context.name,
+            is_vfr=_looks_vfr(pts),
+            has_audio=bool(container.streams.audio),
+            frame_count_exact=exact,
+            start_pts=int(stream.start_time)
+            if stream.start_time is not None
+            else (min(pts) if pts else 0),
+        )
+
+
+def _scan_packets(container, stream, path: Path):
+    """Demux the first packets: their pts (for VFR) and the first decoded frame."""
+    import av
+
+    pts: list[int] = []
+    first = None
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                pts.append(int(packet.pts))
+            if first is None:
+                frames = stream.decode(packet)  # packet.size == 0 flushes at end of stream
+                first = frames[0] if frames else None
+            if len(pts) >= _VFR_PROBE_PACKETS + _VFR_REORDER_SLACK and first is not None:
+                return sorted(pts)[:_VFR_PROBE_PACKETS], first
+    except av.error.FFmpegError as e:
+        raise InputError(
+            f"expected a readable video, {path} fails in its first packets: {e}"
+        ) from e
+    return pts, first
+
+
+def _frame_count(container, stream, fps) -> tuple[int, bool]:
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames), True
+    if fps:
+        if stream.duration is not None and stream.time_base is not None:
+            return max(1, round(stream.duration * stream.time_base * fps)), False
+        if container.duration is not None:
+            return max(1, round(Fraction(container.duration, 1_000_000) * fps)), False
+    return 0, False
+
+
+def _looks_vfr(pts: list[int]) -> bool:
+    """True when the pts steps of the first packets differ by more than 10 % (and a tick):
+    1 ms mkv time bases round a 24 fps step to 41/42 ticks, which is still constant rate."""
+    if len(pts) < 3:
+        return False
+    steps = np.diff(np.sort(np.asarray(pts, np.int64)))
+    steps = steps[steps > 0]
+    if steps.size < 2:
+        return False
+    median = float(np.median(steps))
+    return bool(np.max(np.abs(steps - median)) > max(1.0, 0.1 * median))
+
+
+def _bit_depth(fmt) -> int:
+    return max((c.bits for c in fmt.components), default=8)
+
+
+def rgb_layout(bit_depth: int) -> str:
+    """The RGB layout frames are converted to: rgb24 (uint8) up to 8 bits, rgb48le (uint16,
+    full 16-bit scale) above."""
+    return "rgb48le" if bit_depth > 8 else "rgb24"
+
+
+def _check_convertible(frame, path: Path) -> None:
+    """InputError unless the frame's pixel format converts to RGB (hardware frames do not)."""
+    import av
+
+    fmt = rgb_layout(_bit_depth(frame.format))
+    try:
+        frame.to_ndarray(format=fmt)
+    except (ValueError, NotImplementedError, av.error.FFmpegError) as e:
+        raise InputError(
+            f"expected a pixel format convertible to {fmt}, found {frame.format.name} "
+            f"in {path}: {e}"
+        ) from e
+
+
+def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
+    """(H, W, 3) uint8 (rgb24) or uint16 (rgb48le, full 16-bit scale), display-rotated."""
+    kwargs = {}
+    if frame.color_range:  # unspecified means limited range to swscale; keep full range as is
+        kwargs["src_color_range"] = frame.color_range
+    image = frame.to_ndarray(format=fmt, **kwargs)
+    if rotation:
+        # np.rot90 turns counterclockwise; the info's rotation is clockwise.
+        image = np.ascontiguousarray(np.rot90(image, k=(360 - rotation) // 90))
+    return image
+
+
+def decode_video(path: Path, info: VideoInfo, start: int, end: int | None) -> Iterator[Frame]:
+    """Frames ``start``..``end`` of a video, presentation order, exact pts."""
+    import av
+
+    index = -1
+    for index, frame in _indexed_frames(path, info, start):
+        if end is not None and index >= end:
+            break
+        if index >= start:
+            try:
+                image = _to_image(frame, rgb_layout(info.bit_depth), info.rotation)
+            except (ValueError, av.error.FFmpegError) as e:  # e.g. a mid-stream format change
+                raise InputError(
+                    f"expected frame {index} of {path} to convert to RGB like the first "
+                    f"({info.pix_fmt}), found {frame.format.name} {frame.width}x{frame.height}: {e}"
+                ) from e
+            if image.shape[:2] != (info.height, info.width):
+                raise InputError(
+                    f"expected every frame of {path} to be {info.width}x{info.height}, found "
+                    f"{image.shape[1]}x{image.shape[0]} at frame {index} (a mid-stream size "
+                    "change is not supported)"
+                )
+            yield Frame(
+                index=index,
+                image=image,
+                pts=frame.pts,
+                time_base=info.time_base,
+                duration=frame.duration,
+            )
+    else:
+        index += 1  # ran to the end of the stream: index is now the number of frames
+        expected = info.num_frames if end is None else min(end, info.num_frames)
+        if info.frame_count_exact and index < expected:
+            raise InputError(
+                f"expected {expected} frames in {path} (the container's count), decoding "
+                f"stopped at frame {index}: the file is truncated or corrupt"
+            )
+        if index <= start:
+            raise InputError(f"expected frames from {start} on in {path}, decoded {index}")
+
+
+def _indexed_frames(path: Path, info: VideoInfo, start: int):
+    """(index, av.VideoFrame) pairs from a frame at or before ``start`` to the end.
+
+    Seeks only in constant-rate clips with an exact count, where a frame's index is
+    (pts - start_pts) * time_base * fps, an exact integer; if the seek lands anywhere it
+    cannot place exactly, decoding starts over from frame 0 (correct first, fast second).
+    """
+    if start >= _SEEK_MIN_FRAMES and not info.is_vfr and info.fps and info.frame_count_exact:
+        with open_container(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            target = info.start_pts + round(Fraction(start) / info.fps / info.time_base)
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            decoded = container.decode(stream)
+            first = _next_frame(decoded, path, f"after seeking to frame {start}")
+            index = None if first is None else _index_from_pts(first.pts, info)
+            if index is not None and index <= start:
+                yield index, first
+                yield from _numbered(decoded, path, index + 1)
+                return
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        yield from _numbered(container.decode(stream), path, 0)
+
+
+def _numbered(decoded, path: Path, index: int):
+    """(index, frame) pairs counting up from ``index``."""
+    while (frame := _next_frame(decoded, path, f"at frame {index}")) is not None:
+        yield index, frame
+        index += 1
+
+
+def _next_frame(decoded, path: Path, where: str):
+    """The next frame, None at the end; a decoder error says where it happened."""
+    import av
+
+    try:
+        return next(decoded, None)
+    except av.error.FFmpegError as e:
+        raise InputError(f"expected a decodable video, decoding {path} failed {where}: {e}") from e
+
+
+def _index_from_pts(pts: int | None, info: VideoInfo) -> int | None:
+    if pts is None or not info.fps:
+        return None
+    exact = (pts - info.start_pts) * info.time_base * info.fps
+    index = round(exact)
+    return index if abs(exact - index) < Fraction(1, 100) else None

@@ -1,0 +1,200 @@
+"""The writer base class and the file-system rules every writer follows.
+
+A writer renders into a temporary name beside its output (``.<name>.vosfx-tmp-<random>``)
+and renames it into place only when the ``with`` block ends cleanly; on an exception
+(KeyboardInterrupt included) or a failure while finishing, the temporary file or folder is
+removed and the error re-raised. OSErrors become OutputError (ENOSPC: "disk full while
+writing ...").
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vosfx.config import OutputConfig
+from vosfx.errors import OutputError
+from vosfx.types import Frame, Matte, VideoInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from vosfx.io.writers import FormatSpec
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check ``path`` can be written before any decoding starts. Returns it as a Path.
+
+    OutputError when the parent folder is missing or not writable, or the output exists and
+    ``overwrite`` is false.
+    """
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist (for {out}); create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {parent} is not writable (for {out})")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputError(f"output {out} already exists; pass overwrite to replace it")
+        if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+            raise OutputError(f"output {out} exists and is a folder that cannot be replaced")
+    return out
+
+
+def temp_path_for(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (same folder, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}.vosfx-tmp-{secrets.token_hex(4)}")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or folder if present (cleanup; never raises for a missing path)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def commit_path(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` onto ``final``. Files are replaced atomically; a folder that
+    already exists is first moved aside (a rename) and removed after the new one is in place."""
+    if not overwrite and (final.exists() or final.is_symlink()):
+        raise OutputError(f"output {final} appeared while rendering; kept the old one")
+    if final.exists() and (final.is_dir() or tmp.is_dir()):
+        aside = temp_path_for(final)
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        remove_path(aside)
+    else:
+        os.replace(tmp, final)
+
+
+def output_error(err: OSError, path: Path) -> OutputError:
+    """The OutputError for an OSError raised while writing ``path``."""
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"disk full while writing {path}: {err}")
+    return OutputError(f"could not write {path}: {err}")
+
+
+def to_unit_alpha(alpha: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
+    """Validate an alpha plane: (height, width) float in [0, 1]. Returns float32, clipped,
+    NaN mapped to 0 (a NaN from a refinement bug must not become a hole in a render)."""
+    alpha = np.asarray(alpha)
+    if alpha.shape != (height, width):
+        raise OutputError(
+            f"{where}: expected an alpha of shape ({height}, {width}), found {alpha.shape}"
+        )
+    if not np.issubdtype(alpha.dtype, np.floating):
+        raise OutputError(f"{where}: expected a float alpha in [0, 1], found {alpha.dtype}")
+    return np.clip(np.nan_to_num(alpha.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
+
+
+def frame_rgb01(frame: Frame) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] from a uint8 or uint16 frame (full precision kept)."""
+    scale = 255.0 if frame.image.dtype == np.uint8 else 65535.0
+    return frame.image.astype(np.float32) * np.float32(1.0 / scale)
+
+
+class Writer:
+    """Base writer: temporary name, atomic commit, cleanup on failure.
+
+    Subclasses implement ``_open()``, ``_write(frame, alpha, matte)`` and ``_finish()``
+    (flush and close; may raise) and ``_abort()`` (release resources, never raises).
+    """
+
+    def __init__(
+        self,
+        spec: FormatSpec,
+        path: Path,
+        info: VideoInfo,
+        obj_ids: tuple[int, ...],
+        config: OutputConfig,
+        overwrite: bool,
+        audio_from: str | None,
+    ) -> None:
+        self.spec = spec
+        self.path = path
+        self.info = info
+        self.obj_ids = tuple(obj_ids)
+        self.config = config
+        self.overwrite = overwrite
+        self.audio_from = audio_from if config.audio else None
+        self.tmp_path = temp_path_for(path)
+        self.frames_written = 0
+        self._done = False
+
+    # context manager -------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def write(self, frame: Frame, matte: Matte, alpha: np.ndarray | None = None) -> None:
+        """Write one frame. ``alpha``: (H, W) float32 in [0, 1] to use instead of
+        ``matte.merged`` (per-object outputs pass ``matte.alpha[i]``)."""
+        if self._done:
+            raise OutputError(f"{self.path}: write after the writer was closed")
+        h, w = self.info.height, self.info.width
+        if frame.image.shape[:2] != (h, w):
+            raise OutputError(
+                f"{self.path}: frame {frame.index} is {frame.width}x{frame.height}, "
+                f"the output was opened for {w}x{h}"
+            )
+        where = f"{self.path} frame {frame.index}"
+        alpha = to_unit_alpha(matte.merged if alpha is None else alpha, h, w, where)
+        try:
+            self._write(frame, alpha, matte)
+        except OSError as err:
+            self.abort()
+            raise output_error(err, self.path) from err
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the output and move it into place. On any failure, nothing is left."""
+        if self._done:
+            return
+        try:
+            self._finish()
+            commit_path(self.tmp_path, self.path, self.overwrite)
+        except OSError as err:
+            self.abort()
+            raise output_error(err, self.path) from err
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+
+    def abort(self) -> None:
+        """Drop the render: release resources and remove the temporary file or folder."""
+        if self._done:
+            return
+        self._done = True
+        self._abort()
+        remove_path(self.tmp_path)
+
+    # subclass hooks ----------------------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        raise NotImplementedError

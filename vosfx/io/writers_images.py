@@ -1,0 +1,104 @@
+"""Image-sequence writers: PNG (8/16-bit RGBA cut-outs, 16-bit mattes) and EXR mattes.
+
+The sequence goes into a folder ``<out>/`` as ``<stem>.%05d.<ext>``, numbered by the source
+frame index (so a sequence rendered from frame 120 on starts at ``<stem>.00120.png``), where
+``<stem>`` is the folder's name without an extension. Every image is encoded to bytes in
+memory and written with plain file I/O, so a full disk surfaces as an OSError here.
+
+PNG goes through OpenCV (libpng). EXR goes through FFmpeg's EXR encoder (PyAV): this
+OpenCV build has no OpenEXR support (``cv2.getBuildInformation()``: "OpenEXR: NO"), and
+FFmpeg writes half and float single-channel (Y) EXR with ZIP compression.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import numpy as np
+
+from vosfx.errors import OutputError
+from vosfx.io.writers import RGBA_SEQUENCE
+from vosfx.io.writers_base import Writer
+from vosfx.types import Frame, Matte
+
+# zlib level 2: one 1080p 16-bit RGBA frame took 0.33 s for 3.3 MB, against 0.54 s / 3.1 MB
+# at level 3 and 1.5 s / 2.7 MB at level 6 (OpenCV 5, loaded 2-core EPYC); mattes are
+# smooth and compress well at any level.
+_PNG_LEVEL = 2
+
+
+def sequence_name(stem: str, index: int, ext: str) -> str:
+    """``<stem>.%05d.<ext>`` (more digits past 99999 frames rather than wrapping)."""
+    return f"{stem}.{index:05d}.{ext}"
+
+
+class ImageSequenceWriter(Writer):
+    """Writes one image per frame into a temporary folder renamed into place on close."""
+
+    def _open(self) -> None:
+        self.tmp_path.mkdir()
+        name = self.path.name
+        self._stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+        self._exr = None
+        if self.spec.codec == "exr":
+            import av
+
+            cc = av.CodecContext.create("exr", "w")
+            cc.width, cc.height = self.info.width, self.info.height
+            cc.pix_fmt = "grayf32le"
+            cc.time_base = Fraction(1, 25)  # unused by an image codec, but required
+            cc.options = dict(self.spec.options)
+            self._exr = cc
+
+    def _encode(self, frame: Frame, alpha: np.ndarray) -> bytes:
+        """The file's bytes for one frame."""
+        import cv2
+
+        spec = self.spec
+        if spec.codec == "exr":
+            import av
+
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(alpha), format="grayf32le")
+            packets = self._exr.encode(vf)
+            if len(packets) != 1:
+                raise OutputError(f"internal: EXR encoder gave {len(packets)} packets")
+            return bytes(packets[0])
+        params = [cv2.IMWRITE_PNG_COMPRESSION, _PNG_LEVEL]
+        if spec.kind == RGBA_SEQUENCE:
+            deep = spec.bit_depth == 16
+            src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
+            out_max = 65535.0 if deep else 255.0
+            rgb = frame.image[..., ::-1].astype(np.float32)  # OpenCV wants BGR(A)
+            if self.config.alpha_mode == "premultiplied":
+                rgb *= alpha[..., None]
+            bgra = np.empty(rgb.shape[:2] + (4,), np.float32)
+            bgra[..., :3] = rgb * np.float32(out_max / src_max)
+            bgra[..., 3] = alpha * np.float32(out_max)
+            image = np.rint(bgra).astype(np.uint16 if deep else np.uint8)
+        else:
+            image = np.rint(alpha * np.float32(65535.0)).astype(np.uint16)
+        ok, buf = cv2.imencode(".png", image, params)
+        if not ok:
+            raise OutputError(f"PNG encoder failed on frame {frame.index} of {self.path}")
+        return buf.tobytes()
+
+    def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
+        data = self._encode(frame, alpha)
+        name = sequence_name(self._stem, frame.index, self.spec.ext)
+        target = self.tmp_path / name
+        if target.exists():
+            raise OutputError(f"{self.path}: frame index {frame.index} written twice")
+        with open(target, "wb") as fh:
+            fh.write(data)
+
+    def _finish(self) -> None:
+        # One fsync of the folder: the rename that follows must not land before the files.
+        fd = os.open(self.tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _abort(self) -> None:
+        pass  # nothing held open between frames; the folder is removed by the base class

@@ -1,0 +1,232 @@
+"""Video writers (PyAV): alpha video, luma mattes and the preview overlay, with audio carried
+over from the source.
+
+Pixel data goes to the encoder as planes this module fills itself (BT.709, video range),
+not through swscale: FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then
+writes a run of alpha = 0.5 into the output when the width is not a multiple of 16 (seen at
+854x480 and 66x38; nondeterministic), and the alpha is the product. Doing the matrix here
+also keeps the matte's values exact (alpha 1.0 -> code 1023, not a rounding of a rounding).
+
+Timing: every frame is encoded with the source frame's own pts and time base, so a VFR source
+stays VFR and the output lines up frame for frame in an editor; the stream's rate is the
+source's average rate. Audio: see ``AudioCarrier`` (mov, mkv, webm and mp4 outputs).
+"""
+
+from __future__ import annotations
+
+import colorsys
+from fractions import Fraction
+
+import numpy as np
+
+from vosfx.errors import OutputError
+from vosfx.io.writers import ALPHA_VIDEO, MATTE_VIDEO, PREVIEW
+from vosfx.io.writers_base import Writer, frame_rgb01
+from vosfx.types import Frame, Matte
+
+# BT.709 luma weights; HD and up is BT.709, and editors assume it for untagged ProRes too.
+_KR, _KB = 0.2126, 0.0722
+_KG = 1.0 - _KR - _KB
+_RGB_TO_YCBCR = np.array(
+    [
+        [_KR, _KG, _KB],
+        [-_KR / (2 * (1 - _KB)), -_KG / (2 * (1 - _KB)), 0.5],
+        [0.5, -_KG / (2 * (1 - _KR)), -_KB / (2 * (1 - _KR))],
+    ],
+    np.float32,
+)  # rows: Y' in [0, 1], Cb and Cr in [-0.5, 0.5]
+_AVCOL_BT709 = 1  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
+_AVCOL_RANGE_MPEG = 1
+
+
+def rgb_to_ycbcr(rgb01: np.ndarray, bits: int) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] -> (3, H, W) float32 Y, Cb, Cr in video-range codes
+    for ``bits`` (8: Y 16..235, C 16..240; 10: Y 64..940, C 64..960)."""
+    ycc = np.tensordot(_RGB_TO_YCBCR, rgb01, axes=([1], [2]))  # (3, H, W)
+    scale = np.float32(1 << (bits - 8))
+    ycc[0] = (16.0 + 219.0 * ycc[0]) * scale
+    ycc[1:] = (128.0 + 224.0 * ycc[1:]) * scale
+    return ycc
+
+
+def luma_codes(alpha: np.ndarray, bits: int) -> np.ndarray:
+    """(H, W) float32 in [0, 1] -> (H, W) float32 video-range luma codes for ``bits``."""
+    return (16.0 + 219.0 * alpha) * np.float32(1 << (bits - 8))
+
+
+def subsample(plane: np.ndarray, sx: int, sy: int) -> np.ndarray:
+    """Mean over sx-by-sy blocks; odd sizes repeat the last row/column (FFmpeg's ceil)."""
+    h, w = plane.shape
+    ph, pw = -h % sy, -w % sx
+    if ph or pw:
+        plane = np.pad(plane, ((0, ph), (0, pw)), mode="edge")
+    return plane.reshape(plane.shape[0] // sy, sy, plane.shape[1] // sx, sx).mean(axis=(1, 3))
+
+
+def pad_even(plane: np.ndarray) -> np.ndarray:
+    """Repeat the last row/column to make both sides even (4:2:0 H.264 needs even sizes)."""
+    h, w = plane.shape[:2]
+    pads = ((0, h % 2), (0, w % 2)) + ((0, 0),) * (plane.ndim - 2)
+    return np.pad(plane, pads, mode="edge") if h % 2 or w % 2 else plane
+
+
+def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int):
+    """An ``av.VideoFrame`` of ``pix_fmt`` filled from ``planes`` (float codes are rounded
+    and clipped to the plane's integer type: uint8, or uint16 for >8-bit formats)."""
+    import av
+
+    vf = av.VideoFrame(width, height, pix_fmt)
+    deep = "p10" in pix_fmt
+    dtype, hi = (np.uint16, 1023) if deep else (np.uint8, 255)
+    for dst, src in zip(vf.planes, planes):
+        ph, pw = dst.height, dst.width
+        if src.shape != (ph, pw):
+            raise OutputError(f"internal: plane {src.shape} does not fit {pix_fmt} ({ph}, {pw})")
+        buf = np.frombuffer(dst, dtype=dtype)
+        rows = buf[: ph * (dst.line_size // buf.itemsize)].reshape(ph, -1)
+        rows[:, :pw] = np.clip(np.rint(src), 0, hi) if src.dtype.kind == "f" else src
+    return vf
+
+
+def object_colour(obj_id: int) -> np.ndarray:
+    """(3,) float32 RGB in [0, 1], distinct per object id (golden-ratio hue steps)."""
+    hue = (0.08 + 0.61803398875 * obj_id) % 1.0
+    return np.array(colorsys.hsv_to_rgb(hue, 0.85, 1.0), np.float32)
+
+
+def preview_rgb(frame: Frame, matte: Matte, opacity: float) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: the source tinted by each object's alpha at ``opacity``,
+    with a 2-pixel outline where the alpha crosses 0.5."""
+    import cv2
+
+    rgb = frame_rgb01(frame)
+    kernel = np.ones((3, 3), np.uint8)
+    for obj_id, alpha in zip(matte.obj_ids, matte.alpha):
+        colour = object_colour(obj_id)
+        a = np.clip(alpha, 0.0, 1.0)[..., None] * np.float32(opacity)
+        rgb = rgb * (1.0 - a) + colour * a
+        inside = (alpha >= 0.5).astype(np.uint8)
+        edge = cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, kernel).astype(bool)
+        rgb[edge] = colour
+    return rgb
+
+
+class VideoWriter(Writer):
+    """One video stream (plus the source's audio) in the spec's container."""
+
+    _container = None  # set by _open; None until then, so abort() is safe at any point
+    _audio = None
+
+    def _open(self) -> None:
+        import av
+
+        spec = self.spec
+        self._subsampled = spec.pix_fmt in ("yuv420p",) and spec.codec == "libx264"
+        self._width = self.info.width + (self.info.width % 2 if self._subsampled else 0)
+        self._height = self.info.height + (self.info.height % 2 if self._subsampled else 0)
+        # Create the file here: PyAV opens it only at the first packet, and a folder that
+        # refuses files must fail now, before any decoding.
+        with open(self.tmp_path, "xb"):
+            pass
+        self._container = av.open(str(self.tmp_path), "w", format=spec.container)
+        rate = self.info.fps if self.info.fps else Fraction(25)
+        stream = self._container.add_stream(spec.codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = self._width, self._height, spec.pix_fmt
+        stream.options = dict(spec.options)
+        stream.time_base = self.info.time_base
+        stream.codec_context.time_base = self.info.time_base
+        if spec.pix_fmt.startswith("yuv"):
+            cc = stream.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = _AVCOL_BT709
+            cc.color_range = _AVCOL_RANGE_MPEG
+        self._stream = stream
+        self._last_pts: int | None = None
+        if self.audio_from and spec.audio:
+            from vosfx.io.writers_audio import AudioCarrier
+
+            self._audio = AudioCarrier.open(self._container, self.audio_from, spec.audio)
+
+    def _pts(self, frame: Frame) -> int:
+        """The frame's pts in the stream time base; synthesised from the index (at the
+        average rate) for sources without timing; bumped by one tick if not increasing,
+        because encoders refuse equal pts (seen in broken VFR files)."""
+        tb = self.info.time_base
+        if frame.pts is None:
+            rate = self.info.fps if self.info.fps else Fraction(25)
+            pts = round(Fraction(frame.index) / rate / tb)
+        elif frame.time_base != tb:
+            pts = round(Fraction(frame.pts) * frame.time_base / tb)
+        else:
+            pts = int(frame.pts)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    def _picture(self, frame: Frame, alpha: np.ndarray, matte: Matte):
+        """The av.VideoFrame to encode for this spec."""
+        import av
+
+        spec, w, h = self.spec, self._width, self._height
+        if spec.kind == ALPHA_VIDEO:
+            rgb = frame_rgb01(frame)
+            if self.config.alpha_mode == "premultiplied":
+                rgb *= alpha[..., None]
+            if spec.pix_fmt == "argb":
+                argb = np.concatenate([alpha[..., None], rgb], axis=2)
+                return av.VideoFrame.from_ndarray(
+                    np.rint(argb * 255.0).astype(np.uint8), format="argb"
+                )
+            bits = 10 if "p10" in spec.pix_fmt else 8
+            y, cb, cr = rgb_to_ycbcr(rgb, bits)
+            if spec.pix_fmt.startswith("yuva420p"):
+                cb, cr = subsample(cb, 2, 2), subsample(cr, 2, 2)
+            a = alpha * np.float32((1 << bits) - 1)  # alpha is full range, not video range
+            return planar_frame(spec.pix_fmt, [y, cb, cr, a], w, h)
+        if spec.kind == MATTE_VIDEO:
+            if spec.pix_fmt == "gray16le":
+                return av.VideoFrame.from_ndarray(
+                    np.rint(alpha * 65535.0).astype(np.uint16), format="gray16le"
+                )
+            bits = 10 if "p10" in spec.pix_fmt else 8
+            y = luma_codes(pad_even(alpha) if self._subsampled else alpha, bits)
+            sx, sy = (2, 1) if "422" in spec.pix_fmt else (2, 2)
+            chroma = np.full(
+                ((h + sy - 1) // sy, (w + sx - 1) // sx), 128 << (bits - 8), np.float32
+            )
+            return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h)
+        if spec.kind == PREVIEW:
+            rgb = pad_even(preview_rgb(frame, matte, self.config.overlay_opacity))
+            y, cb, cr = rgb_to_ycbcr(rgb, 8)
+            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h)
+        raise OutputError(f"internal: {spec.id} is not a video kind ({spec.kind})")
+
+    def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
+        vf = self._picture(frame, alpha, matte)
+        if self.spec.pix_fmt.startswith("yuv"):
+            vf.colorspace = _AVCOL_BT709
+            vf.color_range = _AVCOL_RANGE_MPEG
+        vf.pts = self._pts(frame)
+        vf.time_base = self.info.time_base
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.mux_until(float(vf.pts * self.info.time_base))
+
+    def _finish(self) -> None:
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.finish()
+        self._container.close()
+
+    def _abort(self) -> None:
+        import av
+
+        if self._audio is not None:
+            self._audio.close()
+        if self._container is not None:
+            try:
+                self._container.close()
+            except (OSError, ValueError, av.error.FFmpegError):
+                pass  # the file is deleted next; a failed trailer on it does not matter
