@@ -57,9 +57,7 @@ def _built(config: str, seed: int) -> tuple[Path, str]:
     return _BUILT[key]
 
 
-def make_checkpoint(
-    path: str | Path, config: str = TINY, seed: int = 0
-) -> tuple[Path, str]:
+def make_checkpoint(path: str | Path, config: str = TINY, seed: int = 0) -> tuple[Path, str]:
     """Write a seeded random-weight checkpoint for the ``sam2`` config ``config`` to ``path``
     (parent folders are made) and return ``(path, sha256 hex of the file)``.
 

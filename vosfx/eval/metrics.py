@@ -64,7 +64,7 @@ def j_score(pred: np.ndarray, gt: np.ndarray) -> float:
     union = np.count_nonzero(pred | gt)
     if union == 0:
         return 1.0
-    return np.count_nonzero(pred & gt) / union
+    return int(np.count_nonzero(pred & gt)) / int(union)
 
 
 def j_score_mosev2(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -75,7 +75,7 @@ def j_score_mosev2(pred: np.ndarray, gt: np.ndarray) -> float:
     """
     pred, gt = _check_pair(pred, gt)
     union = np.count_nonzero(pred | gt)
-    return (np.count_nonzero(pred & gt) + 1) / (union + 1)
+    return (int(np.count_nonzero(pred & gt)) + 1) / (int(union) + 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,8 +151,8 @@ def _f_from_boundaries(fg_b: np.ndarray, gt_b: np.ndarray, radius: float) -> flo
     # cv2.dilate pads with the minimum, so cropping the window loses no match.
     fg_dil = cv2.dilate(fg_b.view(np.uint8), kernel).view(bool)
     gt_dil = cv2.dilate(gt_b.view(np.uint8), kernel).view(bool)
-    precision = np.count_nonzero(fg_b & gt_dil) / n_fg
-    recall = np.count_nonzero(gt_b & fg_dil) / n_gt
+    precision = int(np.count_nonzero(fg_b & gt_dil)) / n_fg
+    recall = int(np.count_nonzero(gt_b & fg_dil)) / n_gt
     if precision + recall == 0:
         return 0.0
     return 2.0 * precision * recall / (precision + recall)

@@ -32,8 +32,17 @@ from vosfx.models import registry
 from vosfx.models.download import download_file, is_offline
 
 __all__ = [
-    "home", "checkpoint_dir", "checkpoint_path", "ensure_checkpoint", "pull", "verify",
-    "import_checkpoint", "is_cached", "is_offline", "sha256_file", "VerifyResult",
+    "VerifyResult",
+    "checkpoint_dir",
+    "checkpoint_path",
+    "ensure_checkpoint",
+    "home",
+    "import_checkpoint",
+    "is_cached",
+    "is_offline",
+    "pull",
+    "sha256_file",
+    "verify",
 ]
 
 Progress = Callable[[int, "int | None"], None]
@@ -100,6 +109,7 @@ def _write_index(models: dict[str, dict]) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump({"version": 1, "models": models}, fh, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the checkpoints beside it are not
     os.replace(tmp, folder / _INDEX)
 
 
@@ -107,16 +117,14 @@ def _record(model_id: str, path: Path, digest: str, *, source: str, trusted: boo
     models = _read_index()
     stat = path.stat()
     models[model_id] = {
-        "file": path.name, "sha256": digest, "size_bytes": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns, "source": source, "trusted_unverified": trusted,
+        "file": path.name,
+        "sha256": digest,
+        "size_bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "source": source,
+        "trusted_unverified": trusted,
     }
     _write_index(models)
-
-
-def _forget(model_id: str) -> None:
-    models = _read_index()
-    if models.pop(model_id, None) is not None:
-        _write_index(models)
 
 
 def _unchanged(entry: dict, path: Path) -> bool:
@@ -139,9 +147,13 @@ def _check_cached(spec: registry.ModelSpec, path: Path) -> None:
     """Raise ModelError unless the cached ``path`` is the file ``spec`` (or the user) vouches
     for. Re-hashes only when size or mtime changed since the last check."""
     entry = _read_index().get(spec.id)
-    if entry and entry.get("file") == path.name and _unchanged(entry, path):
-        if entry.get("sha256") == _accepted_hash(spec, entry):
-            return
+    if (
+        entry
+        and entry.get("file") == path.name
+        and _unchanged(entry, path)
+        and entry.get("sha256") == _accepted_hash(spec, entry)
+    ):
+        return
     expected = _accepted_hash(spec, entry)
     found = sha256_file(path)
     if expected is None:
@@ -183,12 +195,25 @@ def ensure_checkpoint(
     if path.is_file():
         _check_cached(spec, path)
         return path
-    return _download(spec, path, offline=offline, progress=progress,
-                     trust_unverified=trust_unverified, base_url=base_url)
+    return _download(
+        spec,
+        path,
+        offline=offline,
+        progress=progress,
+        trust_unverified=trust_unverified,
+        base_url=base_url,
+    )
 
 
-def _download(spec: registry.ModelSpec, path: Path, *, offline: bool | None,
-              progress: Progress | None, trust_unverified: bool, base_url: str | None) -> Path:
+def _download(
+    spec: registry.ModelSpec,
+    path: Path,
+    *,
+    offline: bool | None,
+    progress: Progress | None,
+    trust_unverified: bool,
+    base_url: str | None,
+) -> Path:
     if spec.sha256 is None and not trust_unverified:
         raise ModelError(
             f"{spec.id!r} has no published sha256, so a download cannot be checked; pass "
@@ -197,8 +222,13 @@ def _download(spec: registry.ModelSpec, path: Path, *, offline: bool | None,
         )
     base_url = base_url or os.environ.get("VOSFX_MODEL_BASE_URL") or None
     digest = download_file(
-        spec.url_for(base_url), path, sha256=spec.sha256, size_bytes=spec.size_bytes,
-        offline=offline, progress=progress, what=spec.id,
+        spec.url_for(base_url),
+        path,
+        sha256=spec.sha256,
+        size_bytes=spec.size_bytes,
+        offline=offline,
+        progress=progress,
+        what=spec.id,
     )
     _record(spec.id, path, digest, source="download", trusted=spec.sha256 is None)
     return path
@@ -213,14 +243,25 @@ def pull(
     trust_unverified: bool = False,
     base_url: str | None = None,
 ) -> Path:
-    """Download ``model_id`` into the cache (``force``: again, even when a good copy exists)."""
+    """Download ``model_id`` into the cache (``force``: again, even when a good copy exists;
+    the old file stays in place until the new one has verified)."""
     spec = registry.get(model_id)
-    path = checkpoint_dir() / spec.filename
-    if force and path.exists():
-        path.unlink()
-        _forget(model_id)
-    return ensure_checkpoint(model_id, offline=offline, progress=progress,
-                             trust_unverified=trust_unverified, base_url=base_url)
+    if force:
+        return _download(
+            spec,
+            checkpoint_dir() / spec.filename,
+            offline=offline,
+            progress=progress,
+            trust_unverified=trust_unverified,
+            base_url=base_url,
+        )
+    return ensure_checkpoint(
+        model_id,
+        offline=offline,
+        progress=progress,
+        trust_unverified=trust_unverified,
+        base_url=base_url,
+    )
 
 
 @dataclass(frozen=True)
@@ -235,8 +276,9 @@ class VerifyResult:
     found_sha256: str | None = None
 
 
-def verify(model_ids: list[str] | None = None, *, progress: Progress | None = None
-           ) -> list[VerifyResult]:
+def verify(
+    model_ids: list[str] | None = None, *, progress: Progress | None = None
+) -> list[VerifyResult]:
     """Re-hash every cached checkpoint (or those named) against the registry or the trusted
     hash in the index; a file that now verifies is recorded, one that fails is reported (not
     deleted). Models never cached are "missing"."""
@@ -258,8 +300,9 @@ def verify(model_ids: list[str] | None = None, *, progress: Progress | None = No
             status = "mismatch"
         else:
             status = "trusted" if trusted else "ok"
-            _record(model_id, path, found, source=(entry or {}).get("source", "found"),
-                    trusted=trusted)
+            _record(
+                model_id, path, found, source=(entry or {}).get("source", "found"), trusted=trusted
+            )
         results.append(VerifyResult(model_id, path, status, expected, found))
     return results
 

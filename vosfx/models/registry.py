@@ -79,12 +79,29 @@ class ModelSpec:
         ]
 
 
-def _row(id_: str, base: str, name: str, cfg: str, sha: str | None, size: int | None,
-         family: str, desc: str) -> ModelSpec:
-    return ModelSpec(id=id_, url=base + name, config=cfg, sha256=sha, size_bytes=size,
-                     family=family, description=desc)
+def _row(
+    id_: str,
+    base: str,
+    name: str,
+    cfg: str,
+    sha: str | None,
+    size: int | None,
+    family: str,
+    desc: str,
+) -> ModelSpec:
+    return ModelSpec(
+        id=id_,
+        url=base + name,
+        config=cfg,
+        sha256=sha,
+        size_bytes=size,
+        family=family,
+        description=desc,
+    )
 
 
+# fmt: off
+# id, base URL, file, sam2 config, sha256, bytes, family, note
 _TABLE: tuple[ModelSpec, ...] = (
     _row("sam2.1-tiny", _BASE_21, "sam2.1_hiera_tiny.pt", "configs/sam2.1/sam2.1_hiera_t.yaml",
          "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", 156_008_466,
@@ -99,15 +116,17 @@ _TABLE: tuple[ModelSpec, ...] = (
     _row("sam2.1-large", _BASE_21, "sam2.1_hiera_large.pt", "configs/sam2.1/sam2.1_hiera_l.yaml",
          "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", 898_083_611,
          "sam2.1", "224.4M params, most accurate"),
+    # SAM 2.0: sha256 and size unpublished here; never fill them in from memory.
     _row("sam2-tiny", _BASE_20, "sam2_hiera_tiny.pt", "configs/sam2/sam2_hiera_t.yaml",
-         None, None, "sam2", "SAM 2.0 (July 2024); no published sha256"),
+         None, None, "sam2", "SAM 2.0 (July 2024)"),
     _row("sam2-small", _BASE_20, "sam2_hiera_small.pt", "configs/sam2/sam2_hiera_s.yaml",
-         None, None, "sam2", "SAM 2.0 (July 2024); no published sha256"),
+         None, None, "sam2", "SAM 2.0 (July 2024)"),
     _row("sam2-base-plus", _BASE_20, "sam2_hiera_base_plus.pt", "configs/sam2/sam2_hiera_b+.yaml",
-         None, None, "sam2", "SAM 2.0 (July 2024); no published sha256"),
+         None, None, "sam2", "SAM 2.0 (July 2024)"),
     _row("sam2-large", _BASE_20, "sam2_hiera_large.pt", "configs/sam2/sam2_hiera_l.yaml",
-         None, None, "sam2", "SAM 2.0 (July 2024); no published sha256"),
+         None, None, "sam2", "SAM 2.0 (July 2024)"),
 )
+# fmt: on
 
 _MODELS: dict[str, ModelSpec] = {spec.id: spec for spec in _TABLE}
 

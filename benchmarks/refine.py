@@ -1,0 +1,202 @@
+"""Matte finishing benchmark: quality on DAVIS, chatter, and cost per frame at 1080p and 4K.
+
+What SAM 2 hands over is simulated from the ground truth: each mask is area-downsampled to
+256x256 (the square grid SAM 2 predicts on, whatever the frame's aspect) and turned into logits
+``log(m / (1 - m))`` with m clipped to [1e-3, 1 - 1e-3] (so about ±6.9, with a one-cell
+transition at the edge). Then:
+
+1. quality: plain bilinear upsampling + ``logit > 0`` against vosfx's refinement (the
+   ``balanced`` preset's ``[refine]`` section; inside = alpha >= 0.5), both scored against the
+   full-resolution ground truth with the shared DAVIS metrics (``vosfx.eval.metrics``:
+   region J, boundary F), per sequence and mean;
+2. chatter: the same logits plus smooth per-frame noise (a 16x16 grid of N(0, sigma) logits,
+   upsampled bilinearly, a new draw every frame) stand in for SAM 2's frame-to-frame jitter;
+   flicker = mean |alpha_t - alpha_(t-1)| over static pixels (ground truth unchanged and the
+   frame's blurred luma changed by < 2 levels), with and without temporal smoothing;
+3. cost: the whole finishing chain per frame (balanced preset, one object) on a DAVIS frame
+   upscaled to 1920x1080 and 3840x2160.
+
+Run:  python benchmarks/refine.py [--davis ../shared/data/davis] [--seqs a,b] [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vosfx.config import RefineConfig, build_config
+from vosfx.eval.metrics import f_score, j_score
+from vosfx.matte.refine import Refiner
+from vosfx.presets import load_preset
+from vosfx.types import Frame, MaskResult
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis"
+SAM_GRID = 256
+
+
+def load_seq(root: Path, seq: str, max_frames: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(frames (H, W, 3) uint8 RGB, masks (H, W) bool) of one DAVIS sequence."""
+    names = sorted(p.name for p in (root / "JPEGImages" / seq).glob("*.jpg"))[:max_frames]
+    frames, masks = [], []
+    for name in names:
+        bgr = cv2.imread(str(root / "JPEGImages" / seq / name), cv2.IMREAD_COLOR)
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        ann = cv2.imread(str(root / "Annotations" / seq / name.replace(".jpg", ".png")),
+                         cv2.IMREAD_GRAYSCALE)
+        masks.append(ann > 0)
+    return frames, masks
+
+
+def sim_logits(mask: np.ndarray, rng: np.random.Generator | None = None,
+               noise: float = 0.0, blur: float = 0.0) -> np.ndarray:
+    """(256, 256) float32 logits from a full-resolution (H, W) bool mask (see the module doc);
+    ``blur``: Gaussian sigma in 256-grid cells for the "SAM-like" simulation."""
+    m = cv2.resize(mask.astype(np.float32), (SAM_GRID, SAM_GRID), interpolation=cv2.INTER_AREA)
+    m = np.clip(m, 1e-3, 1 - 1e-3)
+    logits = np.log(m / (1 - m)).astype(np.float32)
+    if blur > 0:
+        logits = cv2.GaussianBlur(logits, (0, 0), blur)
+    if rng is not None and noise > 0:
+        grid = rng.normal(0.0, noise, (16, 16)).astype(np.float32)
+        logits += cv2.resize(grid, (SAM_GRID, SAM_GRID), interpolation=cv2.INTER_LINEAR)
+    return logits
+
+
+def bilinear_mask(logits: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(logits, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR) > 0
+
+
+def run_refiner(cfg: RefineConfig, frames, logits_seq) -> list[np.ndarray]:
+    """(H, W) float32 alphas, one per frame, from one Refiner over the sequence."""
+    refiner = Refiner(cfg, (1,))
+    out = []
+    for i, (img, lg) in enumerate(zip(frames, logits_seq)):
+        res = MaskResult(i, (1,), lg[None], np.array([10.0], np.float32),
+                         np.array([1.0], np.float32))
+        out.append(refiner(res, Frame(i, img, i, 1)).alpha[0])
+    return out
+
+
+def static_pixels(frames, masks, t: int) -> np.ndarray:
+    """(H, W) bool: pixels where the truth cannot have changed between frames t-1 and t."""
+    a = cv2.GaussianBlur(cv2.cvtColor(frames[t - 1], cv2.COLOR_RGB2GRAY), (5, 5), 0)
+    b = cv2.GaussianBlur(cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY), (5, 5), 0)
+    return (cv2.absdiff(a, b) < 2) & (masks[t - 1] == masks[t])
+
+
+def flicker(alphas, frames, masks) -> float:
+    """Mean |alpha_t - alpha_(t-1)| over static pixels, in alpha units (x 1000 reported)."""
+    total, count = 0.0, 0
+    for t in range(1, len(alphas)):
+        st = static_pixels(frames, masks, t)
+        total += float(np.abs(alphas[t] - alphas[t - 1])[st].sum())
+        count += int(st.sum())
+    return total / max(count, 1)
+
+
+def quality(root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig,
+            noise: float, blur: float) -> None:
+    cfg_static = dataclasses.replace(cfg, temporal_strength=0.0)
+    kind = "as specified" if blur == 0 else f"SAM-like: logits blurred, sigma {blur} cells"
+    print(f"\n## Quality (simulated logits, {kind}) and flicker (noise sigma = {noise} "
+          "logits)\n")
+    print("| sequence | frames | J bilinear | J vosfx | F bilinear | F vosfx | "
+          "flicker bilinear | flicker vosfx, temporal off | flicker vosfx, temporal on |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for seq in seqs:
+        frames, masks = load_seq(root, seq, max_frames)
+        hw = masks[0].shape
+        logits = [sim_logits(m, blur=blur) for m in masks]
+        alphas = run_refiner(cfg, frames, logits)
+        jb = np.mean([j_score(bilinear_mask(lg, hw), m) for lg, m in zip(logits, masks)])
+        fb = np.mean([f_score(bilinear_mask(lg, hw), m) for lg, m in zip(logits, masks)])
+        jv = np.mean([j_score(a >= 0.5, m) for a, m in zip(alphas, masks)])
+        fv = np.mean([f_score(a >= 0.5, m) for a, m in zip(alphas, masks)])
+        rng = np.random.default_rng(0)
+        noisy = [sim_logits(m, rng, noise, blur) for m in masks]
+        soft_bilinear = [1 / (1 + np.exp(-cv2.resize(lg, hw[::-1]))) for lg in noisy]
+        fl_b = flicker(soft_bilinear, frames, masks)
+        fl_off = flicker(run_refiner(cfg_static, frames, noisy), frames, masks)
+        fl_on = flicker(run_refiner(cfg, frames, noisy), frames, masks)
+        rows.append((jb, jv, fb, fv, fl_b, fl_off, fl_on))
+        print(f"| {seq} | {len(frames)} | {jb:.4f} | {jv:.4f} | {fb:.4f} | {fv:.4f} | "
+              f"{fl_b * 1e3:.2f} | {fl_off * 1e3:.2f} | {fl_on * 1e3:.2f} |", flush=True)
+    m = np.mean(rows, axis=0)
+    print(f"| **mean** | | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} | {m[3]:.4f} | "
+          f"{m[4] * 1e3:.2f} | {m[5] * 1e3:.2f} | {m[6] * 1e3:.2f} |")
+    print(f"\nmean F gain {m[3] - m[2]:+.4f}, mean J change {m[1] - m[0]:+.4f}; "
+          f"flicker x 1000; temporal smoothing cuts flicker by "
+          f"{(1 - m[6] / max(m[5], 1e-12)) * 100:.0f}% (vosfx, noisy logits)")
+
+
+def cost(root: Path, cfg: RefineConfig, repeats: int) -> None:
+    print("\n## Cost per frame (whole chain, one object)\n")
+    print("| size | config | ms / frame | frames / s |")
+    print("|---|---|---|---|")
+    frames, masks = load_seq(root, "blackswan", 2)
+    variants = {
+        "balanced (guided, temporal, holes, specks)": cfg,
+        "fast (bilinear, no temporal)": dataclasses.replace(
+            cfg, edge="bilinear", temporal_strength=0.0, fill_holes_px2=0, remove_specks_px2=0),
+    }
+    for w, h in [(1920, 1080), (3840, 2160)]:
+        imgs = [cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in frames]
+        logits = [sim_logits(m) for m in masks]
+        for name, c in variants.items():
+            refiner = Refiner(c, (1,))
+            score, iou = np.array([10.0], np.float32), np.array([1.0], np.float32)
+            results = [MaskResult(i, (1,), lg[None], score, iou) for i, lg in enumerate(logits)]
+            refiner(results[0], Frame(0, imgs[0], 0, 1))  # warm-up (allocations, cv2 init)
+            t0 = time.perf_counter()
+            for k in range(repeats):
+                i = k % 2
+                refiner(results[i], Frame(k, imgs[i], k, 1))
+            dt = (time.perf_counter() - t0) / repeats
+            print(f"| {w}x{h} | {name} | {dt * 1e3:.1f} | {1 / dt:.1f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--davis", type=Path, default=DEFAULT_DAVIS)
+    ap.add_argument("--seqs", default="", help="comma-separated; default: all")
+    ap.add_argument("--frames", type=int, default=1000, help="at most this many per sequence")
+    ap.add_argument("--noise", type=float, default=1.5, help="chatter noise sigma, logits")
+    ap.add_argument("--repeats", type=int, default=30, help="timed frames per size")
+    ap.add_argument("--blur", default="0,1.5",
+                    help="comma-separated logit blurs (256-grid cells) to simulate; 0 = as spec")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a [refine] option of the balanced preset, e.g. feather_px=2")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-cost", action="store_true")
+    args = ap.parse_args()
+    section = dict(load_preset("balanced").get("refine", {}))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section[key] = type(getattr(RefineConfig(), key))(value)
+    cfg = build_config({"refine": section}).refine
+    seqs = args.seqs.split(",") if args.seqs else sorted(
+        p.name for p in (args.davis / "JPEGImages").iterdir() if p.is_dir())
+    print(f"# benchmarks/refine.py\n\nmachine: {platform.platform()}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), numpy {np.__version__}; "
+          f"load average at start {os.getloadavg()}")
+    print(f"refine config (balanced preset): {dataclasses.asdict(cfg)}")
+    if not args.skip_quality:
+        for blur in (float(b) for b in args.blur.split(",")):
+            quality(args.davis, seqs, args.frames, cfg, args.noise, blur)
+    if not args.skip_cost:
+        cost(args.davis, cfg, args.repeats)
+    print(f"\nload average at end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

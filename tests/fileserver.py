@@ -1,0 +1,86 @@
+"""A real HTTP file server on 127.0.0.1 (in-process, a thread) for download tests.
+
+Serves ``files`` (name -> bytes) flat under ``server.url``, honours ``Range: bytes=N-`` with
+206 replies, and records every request (path and Range header). Misbehaviours on demand:
+``drop_first[name] = n`` closes the connection after ``n`` body bytes on the first request for
+``name``; ``ignore_range = True`` answers every request with the whole file (200).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Request:
+    path: str
+    range: str | None
+
+
+@dataclass
+class FileServer:
+    files: dict[str, bytes] = field(default_factory=dict)
+    drop_first: dict[str, int] = field(default_factory=dict)
+    ignore_range: bool = False
+    requests: list[Request] = field(default_factory=list)
+    url: str = ""
+    _httpd: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def __enter__(self):  # -> FileServer
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:
+                owner._serve(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        name = h.path.lstrip("/")
+        rng = h.headers.get("Range")
+        self.requests.append(Request(h.path, rng))
+        body = self.files.get(name)
+        if body is None:
+            h.send_error(404, "Not Found")
+            return
+        start = 0
+        if rng and not self.ignore_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                h.send_error(416, "Range Not Satisfiable")
+                return
+            h.send_response(206)
+            h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            h.send_response(200)
+        payload = body[start:]
+        h.send_header("Content-Length", str(len(payload)))
+        h.send_header("Accept-Ranges", "bytes")
+        h.end_headers()
+        cut = self.drop_first.pop(name, None)
+        if cut is not None:
+            # Promise the whole body, send part of it, hang up: a dropped connection.
+            h.wfile.write(payload[:cut])
+            h.wfile.flush()
+            h.close_connection = True
+            h.connection.shutdown(2)
+            return
+        h.wfile.write(payload)

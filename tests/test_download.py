@@ -1,0 +1,82 @@
+"""The byte mover: offline switch, Range resume edge cases, retry policy by status code."""
+
+from __future__ import annotations
+
+import hashlib
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+from fileserver import FileServer
+
+from vosfx.errors import DownloadError
+from vosfx.models import download
+from vosfx.models.download import download_file, is_offline
+
+BODY = bytes(range(256)) * 1000
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _no_waiting(monkeypatch):
+    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.delenv("VOSFX_OFFLINE", raising=False)
+
+
+@pytest.mark.parametrize(
+    "env, arg, expected",
+    [
+        (None, None, False),
+        ("1", None, True),
+        ("true", None, True),
+        ("YES", None, True),
+        ("0", None, False),
+        ("", None, False),
+        ("1", False, False),  # an explicit argument wins over the environment
+        (None, True, True),
+    ],
+)
+def test_is_offline(monkeypatch, env, arg, expected):
+    if env is not None:
+        monkeypatch.setenv("VOSFX_OFFLINE", env)
+    assert is_offline(arg) is expected
+
+
+def test_part_longer_than_the_file_starts_over(tmp_path):
+    dest = tmp_path / "f.pt"
+    dest.with_name("f.pt.part").write_bytes(BODY + b"stale tail")
+    with FileServer(files={"f.pt": BODY}) as srv:
+        digest = download_file(f"{srv.url}/f.pt", dest, sha256=SHA)
+        ranges = [r.range for r in srv.requests]
+    assert digest == SHA and dest.read_bytes() == BODY
+    assert ranges == [f"bytes={len(BODY) + 10}-", None]  # 416, then the whole file
+
+
+def test_server_errors_are_retried_client_errors_are_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "RETRIES", 2)
+    calls = []
+
+    def serve_503(h: BaseHTTPRequestHandler) -> None:
+        calls.append(h.path)
+        h.send_error(503, "Busy")
+
+    with FileServer() as srv:
+        srv._serve = serve_503
+        with pytest.raises(DownloadError, match="after 3 attempts: HTTP 503"):
+            download_file(f"{srv.url}/f.pt", tmp_path / "f.pt", sha256=SHA)
+    assert len(calls) == 3
+    with FileServer() as srv, pytest.raises(DownloadError, match="HTTP 404"):
+        download_file(f"{srv.url}/f.pt", tmp_path / "f.pt", sha256=SHA)
+
+
+def test_connection_refused_is_a_download_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "RETRIES", 0)
+    with FileServer() as srv:
+        url = f"{srv.url}/f.pt"
+    with pytest.raises(DownloadError, match="after 1 attempts"):  # the server is gone
+        download_file(url, tmp_path / "f.pt", sha256=None)
+    assert not (tmp_path / "f.pt").exists()
+
+
+def test_no_hash_given_returns_the_computed_one(tmp_path):
+    with FileServer(files={"f.pt": BODY}) as srv:
+        assert download_file(f"{srv.url}/f.pt", tmp_path / "d" / "f.pt", sha256=None) == SHA

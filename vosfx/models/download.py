@@ -1,0 +1,169 @@
+"""One HTTP(S) download into a file: ``.part`` file, Range resume, retries with backoff,
+sha256 computed while streaming, atomic rename. Standard library only (urllib).
+
+The cache (:mod:`vosfx.models.cache`) decides what to fetch and where; this module only moves
+bytes and refuses the ones that do not hash right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from vosfx.errors import DownloadError
+
+CHUNK_BYTES = 1 << 20
+RETRIES = 4
+"""Further attempts after a dropped connection, timeout or 5xx (not after a 4xx)."""
+BACKOFF_S = 1.0
+"""First wait between attempts; doubles each time (1, 2, 4, 8 s)."""
+TIMEOUT_S = 30.0
+
+Progress = Callable[[int, "int | None"], None]
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """``offline`` when given, else ``VOSFX_OFFLINE`` ("1", "true", "yes", "on" mean yes)."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get("VOSFX_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _Retry(Exception):
+    """A failure worth another attempt (the connection, not the request, went wrong)."""
+
+
+def download_file(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None,
+    size_bytes: int | None = None,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+    what: str = "",
+    retries: int | None = None,
+    backoff_s: float | None = None,
+) -> str:
+    """Fetch ``url`` to ``dest`` and return the file's sha256 (hex).
+
+    Bytes go to ``dest + ".part"``; a part left by an earlier run or a dropped connection is
+    resumed with a ``Range`` request (a server that ignores Range sends it all again). With
+    ``sha256`` the finished file must hash to it, else the part is deleted and
+    :class:`DownloadError` shows both hashes; only a good file is renamed to ``dest``.
+    ``progress(done_bytes, total_bytes or None)`` is called per chunk.
+    """
+    dest = Path(dest)
+    what = what or dest.name
+    if is_offline(offline):
+        raise DownloadError(
+            f"offline mode (VOSFX_OFFLINE=1 or --offline): {what} is not in the cache; "
+            f"download {url} and put it at {dest}, or run `vosfx models import FILE`"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    retries = RETRIES if retries is None else retries
+    backoff_s = BACKOFF_S if backoff_s is None else backoff_s
+    hasher = _hash_existing(part)
+    for attempt in range(retries + 1):
+        try:
+            hasher = _fetch(url, part, hasher, size_bytes, progress)
+            break
+        except _Retry as err:
+            if attempt == retries:
+                raise DownloadError(
+                    f"could not download {what} from {url} after {retries + 1} attempts: {err}; "
+                    f"the partial file {part} is kept and the next try resumes it"
+                ) from err
+            time.sleep(backoff_s * 2**attempt)
+            # Hash what the part holds now: the failed attempt may have restarted it.
+            hasher = _hash_existing(part)
+    digest = hasher.hexdigest()
+    if sha256 is not None and digest != sha256.lower():
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"downloaded {what} from {url} fails its hash: expected sha256 {sha256.lower()}, "
+            f"found {digest}; the file was deleted (a corrupt transfer or a changed file)"
+        )
+    with open(part, "rb+") as fh:  # flushed to disk before the rename makes it visible
+        os.fsync(fh.fileno())
+    os.replace(part, dest)
+    return digest
+
+
+def _hash_existing(part: Path) -> hashlib._Hash:
+    hasher = hashlib.sha256()
+    if part.is_file():
+        with open(part, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK_BYTES), b""):
+                hasher.update(chunk)
+    return hasher
+
+
+def _open(url: str, offset: int) -> http.client.HTTPResponse:
+    from vosfx import __version__
+
+    headers = {"User-Agent": f"vosfx/{__version__}"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            raise  # the caller restarts without the stale part
+        if err.code >= 500 or err.code == 429:
+            raise _Retry(f"HTTP {err.code} {err.reason}") from err
+        raise DownloadError(
+            f"{url}: expected the checkpoint, found HTTP {err.code} {err.reason}"
+        ) from err
+    except (OSError, http.client.HTTPException) as err:
+        raise _Retry(f"{type(err).__name__}: {err}") from err
+
+
+def _fetch(
+    url: str, part: Path, hasher: hashlib._Hash, size_bytes: int | None, progress: Progress | None
+) -> hashlib._Hash:
+    """One attempt: continue ``part`` from its current size. Returns the hasher over the whole
+    part; raises _Retry when the connection drops before the body is complete."""
+    offset = part.stat().st_size if part.is_file() else 0
+    try:
+        response = _open(url, offset)
+    except urllib.error.HTTPError:  # 416: the part is not a prefix the server can continue
+        part.unlink(missing_ok=True)
+        raise _Retry("the server refused to resume the partial file; starting again") from None
+    with response:
+        if offset and response.status != 206:
+            offset, hasher = 0, hashlib.sha256()  # the server sent everything again
+        length = response.headers.get("Content-Length")
+        body_bytes = int(length) if length is not None else None
+        total = offset + body_bytes if body_bytes is not None else size_bytes
+        received = 0
+        with open(part, "ab" if offset else "wb") as fh:
+            while True:
+                try:
+                    chunk = response.read(CHUNK_BYTES)
+                except (OSError, http.client.HTTPException) as err:
+                    raise _Retry(
+                        f"connection dropped after {offset + received} bytes: "
+                        f"{type(err).__name__}: {err}"
+                    ) from err
+                if not chunk:
+                    break
+                try:
+                    fh.write(chunk)
+                except OSError as err:
+                    raise DownloadError(f"cannot write {part}: {err}") from err
+                hasher.update(chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress(offset + received, total)
+    if body_bytes is not None and received < body_bytes:
+        raise _Retry(f"connection closed after {offset + received} of {total} bytes")
+    return hasher
