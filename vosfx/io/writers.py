@@ -305,7 +305,8 @@ def open_writer(
     """Open a writer for ``format_id`` at ``path`` (a file for video, a folder for image
     sequences: ``<path>/<stem>.%05d.<ext>`` numbered by source frame index).
 
-    Raises ConfigError for an unknown format, OutputError for an unwritable path.
+    Raises ConfigError for an unknown format or an encoder this FFmpeg build lacks, and
+    OutputError for a path that cannot be written (see ``check_output_path``).
     """
     spec = get_format(format_id)
     _check_encoder(spec)
