@@ -1,0 +1,182 @@
+"""vosfx Matte for Blender's Video Sequencer.
+
+Select a movie strip, put the playhead on a frame where the object is visible, then Strip >
+vosfx Matte (or F3 "vosfx Matte"): give a mask image (white = object) or points ``x,y`` in
+source pixels. vosfx runs in the background (progress in the status bar, Esc cancels); the
+matte comes back as a muted image strip, used by a Mask modifier on the movie strip, so the
+cut-out shows in the preview and renders with alpha (RGBA PNG/EXR/TIFF output).
+
+The add-on never imports vosfx: it runs the `vosfx` executable recorded by
+`vosfx plugins install blender` (or the one set in the add-on's preferences).
+"""
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, FloatProperty, StringProperty
+
+from . import vosfx_client
+from .plan import apply_matte, plan_job, sequencer_scene
+
+bl_info = {
+    "name": "vosfx Matte",
+    "author": "vosfx",
+    "version": (0, 1, 0),
+    "blender": (4, 2, 0),
+    "location": "Video Sequencer > Strip > vosfx Matte",
+    "description": "SAM 2 mattes for movie strips (runs the vosfx executable)",
+    "category": "Sequencer",
+}
+
+ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
+_state = {"text": "", "factor": 0.0}  # what the status bar shows while a render runs
+
+
+class VosfxPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    vosfx_executable: StringProperty(
+        name="vosfx executable", subtype="FILE_PATH", default="",
+        description="Path of the vosfx command; empty: the one `vosfx plugins install` recorded")
+
+    def draw(self, context):
+        self.layout.prop(self, "vosfx_executable")
+        self.layout.label(text="Recorded: " + " ".join(vosfx_client.load_command(ADDON_DIR)))
+
+
+def _command(context):
+    prefs = context.preferences.addons.get(__package__)
+    exe = prefs.preferences.vosfx_executable if prefs is not None else ""
+    return [bpy.path.abspath(exe)] if exe else vosfx_client.load_command(ADDON_DIR)
+
+
+def _draw_status(self, context):
+    if _state["text"]:
+        self.layout.progress(factor=_state["factor"], type="BAR", text=_state["text"])
+
+
+def _redraw(context):
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in ("STATUSBAR", "SEQUENCE_EDITOR"):
+                area.tag_redraw()
+
+
+class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
+    """Matte the active movie strip with vosfx (SAM 2) and mask it with the result"""
+
+    bl_idname = "sequencer.vosfx_matte"
+    bl_label = "vosfx Matte"
+    bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (the Blender idiom)
+
+    mask_path: StringProperty(name="Mask image", subtype="FILE_PATH",
+                              description="White = object, on the current frame")
+    points: StringProperty(name="Points", description="x,y in source pixels on the current "
+                           "frame, space separated; a leading - marks background")
+    whole_clip: BoolProperty(name="Whole clip", default=False,
+                             description="Matte every source frame, not only the used range")
+    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH",
+                               description="Empty: beside the movie file")
+    timeout_s: FloatProperty(name="Timeout (blocking runs)", default=0.0, min=0.0)
+
+    @classmethod
+    def poll(cls, context):
+        scene = sequencer_scene(context)
+        ed = scene.sequence_editor if scene else None
+        strip = ed.active_strip if ed else None
+        return strip is not None and strip.type == "MOVIE"
+
+    def _plan(self, context):
+        scene = sequencer_scene(context)
+        strip = scene.sequence_editor.active_strip
+        return scene, strip, plan_job(scene, strip, self.mask_path, self.points,
+                                      self.whole_clip, self.output_dir)
+
+    def execute(self, context):
+        """In a window: render in the background (modal, status-bar progress). Without one
+        (scripts, ``blender --background``): block until vosfx is done."""
+        if context.window is not None and not bpy.app.background:
+            return self._start_modal(context)
+        try:
+            scene, strip, plan = self._plan(context)
+        except ValueError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        job_path = vosfx_client.write_job(plan["job"], plan["job_path"])
+        result = vosfx_client.run(_command(context), job_path)
+        return self._finish(context, scene, strip, plan, result)
+
+    def _finish(self, context, scene, strip, plan, result):
+        _state["text"] = ""
+        if os.path.isfile(plan["job_path"]):
+            os.remove(plan["job_path"])
+        if not result.ok:
+            self.report({"WARNING"} if result.cancelled else {"ERROR"}, result.message())
+            return {"CANCELLED"}
+        matte_strip = apply_matte(context, scene, strip, plan, result.result)
+        self.report({"INFO"}, f"vosfx: {result.result['frames']} frames; matte strip "
+                    f"{matte_strip.name!r} masks {strip.name!r}")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def check(self, context):
+        return True
+
+    def _start_modal(self, context):
+        try:
+            self._scene, self._strip, self._plan_data = self._plan(context)
+        except ValueError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        job_path = vosfx_client.write_job(self._plan_data["job"], self._plan_data["job_path"])
+        self._proc = vosfx_client.VosfxProcess(_command(context), job_path).start()
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        _state.update(text="vosfx: starting...", factor=0.0)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self._proc.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        for ev in self._proc.poll():
+            if ev.get("event") == "frame" and ev.get("total_frames"):
+                _state["factor"] = ev["frames_done"] / ev["total_frames"]
+                _state["text"] = f"vosfx {ev['frames_done']}/{ev['total_frames']} (Esc cancels)"
+        _redraw(context)
+        if self._proc.running:
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        result = self._proc.wait()
+        _redraw(context)
+        return self._finish(context, self._scene, self._strip, self._plan_data, result)
+
+    def draw(self, context):
+        for name in ("mask_path", "points", "whole_clip", "output_dir"):
+            self.layout.prop(self, name)
+
+
+def _menu(self, context):
+    self.layout.separator()
+    self.layout.operator(SEQUENCER_OT_vosfx_matte.bl_idname, icon="MOD_MASK")
+
+
+_CLASSES = (VosfxPreferences, SEQUENCER_OT_vosfx_matte)
+
+
+def register():
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.SEQUENCER_MT_strip.append(_menu)
+    bpy.types.STATUSBAR_HT_header.append(_draw_status)
+
+
+def unregister():
+    bpy.types.STATUSBAR_HT_header.remove(_draw_status)
+    bpy.types.SEQUENCER_MT_strip.remove(_menu)
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,109 @@
+"""The job for a movie strip and how its matte comes back (bpy calls, no UI)."""
+
+import os
+import tempfile
+
+import bpy
+
+from . import vosfx_client
+
+MATTE_FORMAT = "png16-matte"  # 16-bit grey PNG sequence, named by source frame index
+MODIFIER_NAME = "vosfx matte"
+
+
+def sequencer_scene(context):
+    """The scene the sequencer edits. Blender 5.0 keeps it on the workspace; it must be set
+    before a strip modifier takes a mask (headless 5.0.1 crashes otherwise)."""
+    ws = getattr(context, "workspace", None)
+    if ws is not None and hasattr(ws, "sequencer_scene"):
+        if ws.sequencer_scene is None:
+            ws.sequencer_scene = context.scene
+        return ws.sequencer_scene
+    return context.scene
+
+
+def parse_points(text):
+    """``"420,300 -80,40"`` -> ([[420, 300], [80, 40]], [1, 0]); ValueError when malformed."""
+    points, labels = [], []
+    for token in text.replace(";", " ").split():
+        try:
+            x, y = (float(v) for v in token.lstrip("+-").split(","))
+        except ValueError:
+            raise ValueError(f"a point is x,y in source pixels (e.g. 420,300), found {token!r}")
+        points.append([x, y])
+        labels.append(0 if token.startswith("-") else 1)
+    return points, labels
+
+
+def source_range(scene, strip, whole_clip):
+    """Source frames [start, end) to matte and the source frame under the playhead. A movie
+    strip's source frame k sits at timeline frame ``frame_start + k`` (no speed change)."""
+    first = round(strip.frame_final_start - strip.frame_start)
+    duration = int(strip.frame_final_duration)
+    current = scene.frame_current - int(strip.frame_start)
+    if whole_clip:
+        return 0, int(strip.frame_duration), current
+    return first, first + duration, current
+
+
+def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir):
+    """A dict with ``job`` (vosfx job description), ``job_path``, ``start``, ``end``,
+    ``output`` (the matte folder). ValueError with a plain message on user mistakes."""
+    path = bpy.path.abspath(strip.filepath)
+    if not os.path.isfile(path):
+        raise ValueError(f"the strip's movie {path} does not exist")
+    start, end, frame = source_range(scene, strip, whole_clip)
+    if not start <= frame < end:
+        raise ValueError(f"put the playhead on the strip (source frames {start}-{end - 1}) first")
+    if mask_path:
+        prompt = {"frame": frame, "mask": bpy.path.abspath(mask_path)}
+    else:
+        points, labels = parse_points(points_text or "")
+        if not points:
+            raise ValueError("give a mask image or at least one point")
+        prompt = {"frame": frame, "points": points, "labels": labels}
+    folder = bpy.path.abspath(output_dir) if output_dir else os.path.dirname(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    output = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
+    job = vosfx_client.build_job(path, output, [prompt], start=start, end=end, presets=(),
+                                 overrides={"output": {"format": MATTE_FORMAT}}, overwrite=True)
+    fd, job_path = tempfile.mkstemp(prefix="vosfx_blender_", suffix=".json")
+    os.close(fd)
+    return {"job": job, "job_path": job_path, "start": start, "end": end, "output": output}
+
+
+def _free_channel(ed, strip):
+    """The lowest channel above ``strip`` with nothing overlapping its frames."""
+    lo, hi = strip.frame_final_start, strip.frame_final_end
+    busy = {s.channel for s in ed.strips_all
+            if s.frame_final_start < hi and s.frame_final_end > lo}
+    channel = strip.channel + 1
+    while channel in busy:
+        channel += 1
+    return channel
+
+
+def apply_matte(context, scene, strip, plan, result_event):
+    """Load the matte sequence as a muted image strip aligned frame for frame with the movie
+    strip and make it the movie strip's Mask modifier input. Returns the image strip."""
+    folder = result_event["outputs"][0]
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
+    if not files:
+        raise RuntimeError(f"vosfx wrote no matte images into {folder}")
+    first_index = int(files[0].rsplit(".", 2)[-2])  # <stem>.<source frame:05d>.png
+    ed = scene.sequence_editor
+    matte = ed.strips.new_image(
+        name=strip.name + " matte", filepath=os.path.join(folder, files[0]),
+        channel=_free_channel(ed, strip), frame_start=int(strip.frame_start) + first_index)
+    for name in files[1:]:
+        matte.elements.append(name)
+    matte.colorspace_settings.name = "Non-Color"  # a matte is data, not an sRGB picture
+    matte.mute = True  # it only feeds the modifier
+    sequencer_scene(context)  # must be set before the modifier takes a strip mask
+    old = strip.modifiers.get(MODIFIER_NAME)
+    if old is not None:
+        strip.modifiers.remove(old)
+    mod = strip.modifiers.new(MODIFIER_NAME, "MASK")
+    mod.input_mask_type = "STRIP"
+    mod.input_mask_strip = matte
+    return matte

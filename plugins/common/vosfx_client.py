@@ -1,0 +1,249 @@
+"""Host side of the vosfx plugin protocol (standard library only; Python 3.6+).
+
+Editor plugins never import vosfx, torch or numpy: they write a job description (JSON), run the
+user's ``vosfx`` executable on it and read JSON lines from its stdout::
+
+    vosfx matte --job job.json --json-progress
+
+Events, one JSON object per line (see plugins/README.md for every field):
+``start`` -> ``frame`` (frames_done, total_frames, frame, fps, eta_s, object_scores) ... ->
+``done`` -> ``result`` (outputs, sidecars, frames, presence, shots); on failure an ``error``
+event (kind, message, exit_code) and that exit code. Cancelling terminates the process (SIGTERM
+on Linux/macOS): vosfx stops cleanly, exits 130 and leaves no half-written outputs.
+
+This file is copied next to each host plugin by ``vosfx plugins install``.
+"""
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+PROTOCOL_VERSION = 1
+CONFIG_NAME = "vosfx_plugin_config.json"
+
+# Documented exit codes of `vosfx` (vosfx/errors.py); hosts show the message of the error event.
+EXIT_CODES = {
+    0: "ok",
+    1: "error",
+    2: "usage",  # click: bad command line
+    3: "config",
+    4: "input",
+    5: "prompt",
+    6: "output",
+    7: "model",
+    8: "download",
+    9: "backend",
+    10: "batch",
+    130: "cancelled",
+}
+
+
+def load_command(folder, default=None):
+    """The vosfx command (argument list) that ``vosfx plugins install`` recorded in
+    ``folder/vosfx_plugin_config.json``; ``VOSFX_EXECUTABLE`` (one path) wins; else
+    ``default`` or ``["vosfx"]``."""
+    env = os.environ.get("VOSFX_EXECUTABLE")
+    if env:
+        return [env]
+    path = os.path.join(folder, CONFIG_NAME)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        command = data.get("command")
+        if isinstance(command, list) and command and all(isinstance(c, str) for c in command):
+            return list(command)
+    return list(default or ["vosfx"])
+
+
+def build_job(input_path, output, prompts, start=0, end=None, presets=("prores4444",),
+              overrides=None, overwrite=False, extra_formats=()):
+    """A version-1 job description (a dict ready for JSON).
+
+    ``prompts``: list of dicts, each ``{"frame": int, "mask": path}`` or ``{"frame": int,
+    "points": [[x, y], ...], "labels": [1|0, ...]}`` in source pixels, frame = source frame
+    index (0-based). ``start``/``end``: source frame range, end exclusive (None: to the end).
+    ``extra_formats``: further format ids written in the same pass beside ``output``.
+    """
+    if not prompts:
+        raise ValueError("a job needs at least one prompt (a mask image or points)")
+    job = {
+        "version": PROTOCOL_VERSION,
+        "input": str(input_path),
+        "output": str(output),
+        "presets": list(presets),
+        "prompts": list(prompts),
+        "start": int(start),
+        "end": None if end is None else int(end),
+        "overwrite": bool(overwrite),
+    }
+    if overrides or extra_formats:
+        job["overrides"] = dict(overrides or {})
+        if extra_formats:
+            out = dict(job["overrides"].get("output", {}))
+            out["extra_formats"] = list(extra_formats)
+            job["overrides"]["output"] = out
+    return job
+
+
+def write_job(job, path):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(job, f, indent=2)
+    return path
+
+
+class RenderResult:
+    """What a finished run left: ``exit_code``; ``result`` (the final result event, or None);
+    ``error`` (the error event, or None); ``events`` (every event, in order); ``stderr``."""
+
+    def __init__(self, exit_code, events, stderr):
+        self.exit_code = exit_code
+        self.events = events
+        self.stderr = stderr
+        self.result = next((e for e in events if e.get("event") == "result"), None)
+        self.error = next((e for e in events if e.get("event") == "error"), None)
+
+    @property
+    def ok(self):
+        return self.exit_code == 0 and self.result is not None
+
+    @property
+    def cancelled(self):
+        return self.exit_code == 130
+
+    def message(self):
+        """One line for the host's dialog."""
+        if self.ok:
+            return f"done: {self.result.get('frames', 0)} frames"
+        if self.error is not None:
+            return "vosfx {} error: {}".format(self.error.get("kind"), self.error.get("message"))
+        tail = self.stderr.strip().splitlines()[-1:] if self.stderr.strip() else []
+        what = EXIT_CODES.get(self.exit_code, "unknown")
+        detail = ": " + tail[0] if tail else ""
+        return f"vosfx exited with {self.exit_code} ({what}){detail}"
+
+
+class VosfxProcess:
+    """One render: ``start()``, then ``poll()`` from the host's UI timer (never blocks),
+    ``cancel()`` from its cancel button, ``wait()`` for the :class:`RenderResult`.
+
+    ``command``: the vosfx executable as an argument list (never a shell string).
+    """
+
+    def __init__(self, command, job_path, env=None):
+        if isinstance(command, str):
+            raise TypeError("command must be a list of arguments, not a shell string")
+        self.args = list(command) + ["matte", "--job", str(job_path), "--json-progress"]
+        self.env = env
+        self.proc = None
+        self.events = []
+        self._queue = queue.Queue()
+        self._stderr = []
+        self._threads = []
+
+    def start(self):
+        flags = 0
+        if sys.platform == "win32":  # no console window popping up over the editor
+            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        self.proc = subprocess.Popen(
+            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=self.env, creationflags=flags,
+            universal_newlines=True, encoding="utf-8", errors="replace",
+        )
+        for target, stream in ((self._read_stdout, self.proc.stdout),
+                               (self._read_stderr, self.proc.stderr)):
+            t = threading.Thread(target=target, args=(stream,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _read_stdout(self, stream):
+        for line in stream:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue  # not an event (a warning printed by a library)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self._queue.put(event)
+        stream.close()
+
+    def _read_stderr(self, stream):
+        for line in stream:
+            self._stderr.append(line)
+        stream.close()
+
+    def poll(self):
+        """Events that arrived since the last call (list of dicts); never blocks."""
+        new = []
+        while True:
+            try:
+                new.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self.events.extend(new)
+        return new
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cancel(self, timeout_s=15.0):
+        """Ask vosfx to stop (SIGTERM; on Windows TerminateProcess) and wait for it. vosfx
+        removes its temporary outputs before exiting 130; after ``timeout_s`` it is killed."""
+        if not self.running:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def wait(self, timeout_s=None):
+        code = self.proc.wait(timeout_s)
+        for t in self._threads:
+            t.join()
+        self.poll()
+        return RenderResult(code, list(self.events), "".join(self._stderr))
+
+
+def run(command, job_path, on_event=None, should_cancel=None, env=None, poll_s=0.1):
+    """Blocking helper: run a job, call ``on_event(event)`` for each event as it comes and
+    cancel when ``should_cancel()`` returns True. Returns the :class:`RenderResult`."""
+    proc = VosfxProcess(command, job_path, env=env).start()
+    try:
+        while proc.running:
+            for ev in proc.poll():
+                if on_event is not None:
+                    on_event(ev)
+            if should_cancel is not None and should_cancel():
+                proc.cancel()
+                break
+            try:
+                proc.proc.wait(poll_s)
+            except subprocess.TimeoutExpired:
+                pass
+    except BaseException:
+        proc.cancel()  # the host script itself was interrupted: never leave vosfx running
+        raise
+    done = len(proc.events)
+    result = proc.wait()
+    if on_event is not None:
+        for ev in result.events[done:]:
+            on_event(ev)
+    return result
+
+
+def presence_ranges(result_event, obj_id=None):
+    """[(first, last_inclusive)] source frames where an object (default: any) is present, from
+    the result event's ``presence``."""
+    ranges = []
+    for oid, runs in sorted((result_event or {}).get("presence", {}).items()):
+        if obj_id is not None and str(obj_id) != oid:
+            continue
+        ranges.extend((a, b) for a, b, present in runs if present)
+    return sorted(ranges)

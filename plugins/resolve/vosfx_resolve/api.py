@@ -1,0 +1,109 @@
+"""The adapter: every DaVinci Resolve scripting call the plugin makes, and nothing else.
+
+Names and signatures are those of Resolve's scripting README (Developer/Scripting/README.txt):
+Resolve.GetProjectManager(), Resolve.GetMediaStorage(), ProjectManager.GetCurrentProject(),
+Project.GetCurrentTimeline(), Project.GetMediaPool(), Project.GetSetting(name),
+Timeline.GetCurrentVideoItem(), Timeline.GetCurrentTimecode(), Timeline.GetTrackCount(type),
+Timeline.AddTrack(type), TimelineItem.GetName(), .GetStart(), .GetDuration(),
+.GetLeftOffset(), .GetMediaPoolItem(), .GetTrackTypeAndIndex(),
+MediaPoolItem.GetClipProperty(name), MediaStorage.AddClipMattesToMediaPool(item, [paths],
+stereoEye), MediaPool.ImportMedia([paths]), MediaPool.AppendToTimeline([clipInfo]).
+
+The tests run this module against a stand-in (tests/resolve_standin) that implements exactly
+these calls; keep new calls here so the stand-in stays small.
+"""
+
+from vosfx_resolve.timecode import timecode_to_frame
+
+
+class ResolveError(Exception):
+    """Something in Resolve is not as the plugin needs it (no timeline, no clip, ...)."""
+
+
+class ClipContext:
+    """The timeline clip to matte and where it sits.
+
+    ``path``: its media file. ``source_in``: first used source frame (0-based, = left offset);
+    ``duration``: used frames; ``source_frames``: frames in the whole file; ``record_start``:
+    timeline frame of its first frame; ``track``: its video track index (1-based);
+    ``playhead_source``: the source frame under the playhead (None when off the clip).
+    """
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    @property
+    def source_out(self):
+        """One past the last used source frame."""
+        return self.source_in + self.duration
+
+
+def _project(resolve):
+    if resolve is None:
+        raise ResolveError("run this from DaVinci Resolve: Workspace > Scripts > vosfx Matte")
+    project = resolve.GetProjectManager().GetCurrentProject()
+    if not project:
+        raise ResolveError("no project is open")
+    return project
+
+
+def current_clip(resolve):
+    """The video clip under the playhead on the current timeline, as a :class:`ClipContext`."""
+    project = _project(resolve)
+    timeline = project.GetCurrentTimeline()
+    if not timeline:
+        raise ResolveError("no timeline is open")
+    item = timeline.GetCurrentVideoItem()
+    if not item:
+        raise ResolveError("no video clip under the playhead: move the playhead onto a clip")
+    mpi = item.GetMediaPoolItem()
+    if not mpi:
+        raise ResolveError(f"the clip {item.GetName()!r} has no media pool item (a generator or title?)")
+    path = mpi.GetClipProperty("File Path")
+    if not path:
+        raise ResolveError(f"the clip {item.GetName()!r} has no media file")
+    fps = float(project.GetSetting("timelineFrameRate") or 24)
+    drop = str(project.GetSetting("timelineDropFrameTimecode") or "0") in ("1", "True", "true")
+    start, duration = int(item.GetStart()), int(item.GetDuration())
+    source_in = int(item.GetLeftOffset())
+    playhead = timecode_to_frame(timeline.GetCurrentTimecode(), fps, drop)
+    frames = mpi.GetClipProperty("Frames")
+    track = item.GetTrackTypeAndIndex()
+    return ClipContext(
+        timeline=timeline, item=item, media_pool_item=mpi, media_pool=project.GetMediaPool(),
+        name=item.GetName(), path=path, fps=fps, record_start=start, duration=duration,
+        source_in=source_in, source_frames=int(frames) if frames else None,
+        track=int(track[1]) if track else 1,
+        playhead_source=source_in + playhead - start if start <= playhead < start + duration
+        else None,
+    )
+
+
+def attach_matte(resolve, ctx, paths):
+    """Attach matte files to the clip's media pool item (Color page: external matte)."""
+    return bool(resolve.GetMediaStorage().AddClipMattesToMediaPool(ctx.media_pool_item,
+                                                                  list(paths)))
+
+
+def place_above(ctx, path, first_frame):
+    """Import ``path`` (an alpha clip whose frame 0 is source frame ``first_frame``) and put
+    the part that matches the timeline clip on the track above it, at the same record frame.
+    Returns the new timeline item."""
+    imported = ctx.media_pool.ImportMedia([path])
+    if not imported:
+        raise ResolveError(f"Resolve could not import {path}")
+    target = ctx.track + 1
+    while ctx.timeline.GetTrackCount("video") < target:
+        if not ctx.timeline.AddTrack("video"):
+            raise ResolveError(f"could not add video track {target}")
+    first = ctx.source_in - first_frame
+    placed = ctx.media_pool.AppendToTimeline([{
+        "mediaPoolItem": imported[0],
+        "startFrame": first,
+        "endFrame": first + ctx.duration - 1,  # inclusive, as Resolve counts it
+        "trackIndex": target,
+        "recordFrame": ctx.record_start,
+    }])
+    if not placed:
+        raise ResolveError(f"Resolve could not place {path} on video track {target}")
+    return placed[0]

@@ -1,0 +1,133 @@
+"""What the Resolve script does, host calls aside: plan the job (frame range, prompt, outputs),
+run vosfx, bring the result back through the adapter (api.py)."""
+
+import os
+import tempfile
+
+import vosfx_client
+
+from vosfx_resolve import api
+
+ALPHA_FORMAT = "prores4444"  # cut-out with alpha, for the track above
+MATTE_FORMAT = "prores422hq-matte"  # luma matte, for the clip's external matte (Color page)
+
+
+class Options:
+    """The user's choices. ``mask_path``: a mask image for ``prompt_frame``; or ``points``:
+    [(x, y, label)] in source pixels, label 1 = object, 0 = background. ``prompt_frame``:
+    source frame of the prompt (None: the frame under the playhead). ``attach``: add the matte
+    to the clip (this mattes the whole source clip, so the matte has exactly the clip's
+    frames); ``place``: put the alpha clip on the track above; ``output_dir``: None = beside
+    the source file."""
+
+    def __init__(self, mask_path=None, points=(), prompt_frame=None, attach=True, place=True,
+                 output_dir=None):
+        self.mask_path = mask_path
+        self.points = list(points)
+        self.prompt_frame = prompt_frame
+        self.attach = attach
+        self.place = place
+        self.output_dir = output_dir
+
+
+class Plan:
+    def __init__(self, job, start, end, alpha_path, matte_path):
+        self.job, self.start, self.end = job, start, end
+        self.alpha_path, self.matte_path = alpha_path, matte_path
+
+
+def plan_job(ctx, options):
+    """The vosfx job for ``ctx`` (an :class:`api.ClipContext`): source frames [start, end),
+    the whole clip when attaching a clip matte, else the range the timeline uses."""
+    if options.attach:
+        if not ctx.source_frames:
+            raise api.ResolveError("Resolve did not report the clip's frame count")
+        start, end = 0, ctx.source_frames
+    else:
+        start, end = ctx.source_in, ctx.source_out
+    frame = options.prompt_frame
+    if frame is None:
+        frame = ctx.playhead_source if ctx.playhead_source is not None else ctx.source_in
+    if not start <= frame < end:
+        raise api.ResolveError(f"the prompt's frame {frame} is outside the frames to matte "
+                               f"({start}-{end - 1})")
+    if options.mask_path:
+        prompt = {"frame": frame, "mask": options.mask_path}
+    elif options.points:
+        prompt = {"frame": frame, "points": [[x, y] for x, y, _ in options.points],
+                  "labels": [int(lab) for _, _, lab in options.points]}
+    else:
+        raise api.ResolveError("pick a mask image or enter at least one point")
+    folder = options.output_dir or os.path.dirname(ctx.path)
+    stem = os.path.splitext(os.path.basename(ctx.path))[0]
+    # the range is in the name: a clip used twice gets two mattes, a re-run replaces its own
+    base = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
+    alpha, matte = base + ".mov", f"{base}.{MATTE_FORMAT}.mov"
+    job = vosfx_client.build_job(
+        ctx.path, alpha, [prompt], start=start, end=end, presets=(ALPHA_FORMAT,),
+        overwrite=True, extra_formats=(MATTE_FORMAT,) if options.attach else ())
+    return Plan(job, start, end, alpha, matte)
+
+
+def render(plan, command, on_event=None, should_cancel=None, env=None):
+    """Run vosfx on the plan (blocking; ``on_event`` sees each JSON event, ``should_cancel``
+    is polled ~10x/s). Returns the :class:`vosfx_client.RenderResult`."""
+    folder = tempfile.mkdtemp(prefix="vosfx_resolve_")
+    job_path = vosfx_client.write_job(plan.job, os.path.join(folder, "job.json"))
+    try:
+        return vosfx_client.run(command, job_path, on_event=on_event,
+                                should_cancel=should_cancel, env=env)
+    finally:
+        os.remove(job_path)
+        os.rmdir(folder)
+
+
+def bring_back(resolve, ctx, plan, result, options):
+    """Attach the matte and/or place the alpha clip. Returns a one-line summary."""
+    outputs = result.result["outputs"]
+    done = []
+    if options.attach:
+        matte = [p for p in outputs if p == plan.matte_path]
+        if not matte or not api.attach_matte(resolve, ctx, matte):
+            raise api.ResolveError(f"Resolve did not accept the matte {plan.matte_path}")
+        done.append(f"matte attached to {ctx.name}")
+    if options.place:
+        api.place_above(ctx, plan.alpha_path, first_frame=plan.start)
+        done.append(f"alpha clip on video track {ctx.track + 1}")
+    return "; ".join(done) or "written: " + ", ".join(outputs)
+
+
+def main(resolve=None, fusion=None, bmd=None, support_dir=None):
+    """Entry point of the Workspace > Scripts menu item."""
+    if resolve is None and bmd is not None:
+        resolve = bmd.scriptapp("Resolve")
+    if fusion is None and resolve is not None:
+        fusion = resolve.Fusion()
+    command = vosfx_client.load_command(support_dir or os.path.dirname(vosfx_client.__file__))
+    from vosfx_resolve.ui import Dialog
+
+    Dialog(resolve, fusion, bmd, command).run()
+
+
+def parse_points(text):
+    """``"420,300 -80,40"`` -> [(420.0, 300.0, 1), (80.0, 40.0, 0)]: x,y in source pixels,
+    separated by spaces or ``;``; a leading ``-`` marks a background point."""
+    points = []
+    for token in text.replace(";", " ").split():
+        label = 0 if token.startswith("-") else 1
+        try:
+            x, y = (float(v) for v in token.lstrip("+-").split(","))
+        except ValueError:
+            raise api.ResolveError(f"a point is x,y in pixels (e.g. 420,300), found {token!r}")
+        points.append((x, y, label))
+    return points
+
+
+def progress_text(event, width=24):
+    """One status line from a frame event: ``[######......] 120/400  3.1 fps  ETA 01:30``."""
+    done, total = event.get("frames_done", 0), event.get("total_frames") or 0
+    filled = int(width * done / total) if total else 0
+    eta = event.get("eta_s")
+    eta_text = "--:--" if eta is None else "{:02d}:{:02d}".format(*divmod(int(eta), 60))
+    bar = "#" * filled + "." * (width - filled)
+    return f"[{bar}] {done}/{total}  {event.get('fps', 0.0):.1f} fps  ETA {eta_text}"

@@ -1,0 +1,205 @@
+"""A stand-in for DaVinci Resolve's scripting objects (tests only).
+
+It implements exactly the documented calls plugins/resolve/vosfx_resolve/api.py makes, with
+the names and arguments of Resolve's scripting README, and records every call in ``log`` as
+``(object, method, args)``. Anything else raises AttributeError, so a plugin that starts using
+an undocumented or unlisted call fails here first. Files are checked where Resolve would read
+them (ImportMedia, AddClipMattesToMediaPool).
+"""
+
+from __future__ import annotations
+
+import os
+
+TRACK_TYPES = ("video", "audio", "subtitle")
+CLIP_INFO_KEYS = {"mediaPoolItem", "startFrame", "endFrame", "mediaType", "trackIndex",
+                  "recordFrame"}
+
+
+class _Recorded:
+    def __init__(self, log: list):
+        self._log = log
+
+    def _call(self, method: str, *args):
+        self._log.append((type(self).__name__, method, args))
+
+
+class MediaPoolItem(_Recorded):
+    def __init__(self, log, path: str, frames: int, fps: float = 24.0):
+        super().__init__(log)
+        self.path, self.frames, self.fps = path, frames, fps
+        self.mattes: list[str] = []
+
+    def GetName(self):
+        return os.path.basename(self.path)
+
+    def GetClipProperty(self, propertyName=None):
+        self._call("GetClipProperty", propertyName)
+        props = {"File Path": self.path, "Frames": str(self.frames), "FPS": self.fps}
+        return props if propertyName is None else props.get(propertyName, "")
+
+
+class TimelineItem(_Recorded):
+    def __init__(self, log, mpi, start: int, duration: int, left_offset: int, track: int):
+        super().__init__(log)
+        self.mpi, self.start, self.duration = mpi, start, duration
+        self.left_offset, self.track = left_offset, track
+
+    def GetName(self):
+        return self.mpi.GetName() if self.mpi else "Title"
+
+    def GetStart(self):
+        self._call("GetStart")
+        return self.start
+
+    def GetDuration(self):
+        self._call("GetDuration")
+        return self.duration
+
+    def GetLeftOffset(self):
+        self._call("GetLeftOffset")
+        return self.left_offset
+
+    def GetMediaPoolItem(self):
+        self._call("GetMediaPoolItem")
+        return self.mpi
+
+    def GetTrackTypeAndIndex(self):
+        self._call("GetTrackTypeAndIndex")
+        return ["video", self.track]
+
+
+class Timeline(_Recorded):
+    def __init__(self, log, fps: float, tracks: int = 1):
+        super().__init__(log)
+        self.fps, self.tracks = fps, tracks
+        self.items: list[TimelineItem] = []
+        self.playhead = 0  # timeline frame
+
+    def GetCurrentVideoItem(self):
+        self._call("GetCurrentVideoItem")
+        under = [i for i in self.items if i.start <= self.playhead < i.start + i.duration]
+        return max(under, key=lambda i: i.track) if under else None
+
+    def GetCurrentTimecode(self):
+        self._call("GetCurrentTimecode")
+        n = round(self.fps)
+        f = self.playhead
+        return f"{f // (3600 * n):02d}:{f // (60 * n) % 60:02d}:{f // n % 60:02d}:{f % n:02d}"
+
+    def GetTrackCount(self, trackType):
+        self._call("GetTrackCount", trackType)
+        if trackType not in TRACK_TYPES:
+            raise ValueError(f"trackType must be one of {TRACK_TYPES}, got {trackType!r}")
+        return self.tracks if trackType == "video" else 0
+
+    def AddTrack(self, trackType, optionalSubTrackType=None):
+        self._call("AddTrack", trackType)
+        if trackType != "video":
+            return False
+        self.tracks += 1
+        return True
+
+
+class MediaPool(_Recorded):
+    def __init__(self, log, timeline: Timeline, frames_of):
+        super().__init__(log)
+        self.timeline, self.frames_of = timeline, frames_of
+        self.clips: list[MediaPoolItem] = []
+
+    def ImportMedia(self, items):
+        self._call("ImportMedia", list(items))
+        if not all(isinstance(p, str) and os.path.isfile(p) for p in items):
+            return []
+        new = [MediaPoolItem(self._log, p, self.frames_of(p)) for p in items]
+        self.clips.extend(new)
+        return new
+
+    def AppendToTimeline(self, clipInfos):
+        self._call("AppendToTimeline", [dict(c) for c in clipInfos])
+        placed = []
+        for info in clipInfos:
+            unknown = set(info) - CLIP_INFO_KEYS
+            mpi = info.get("mediaPoolItem")
+            if unknown or not isinstance(mpi, MediaPoolItem):
+                return []
+            first, last = info.get("startFrame", 0), info.get("endFrame", mpi.frames - 1)
+            if not 0 <= first <= last < mpi.frames or info.get("trackIndex", 1) > self.timeline.tracks:
+                return []
+            item = TimelineItem(self._log, mpi, info["recordFrame"], last - first + 1, first,
+                                info.get("trackIndex", 1))
+            self.timeline.items.append(item)
+            placed.append(item)
+        return placed
+
+
+class MediaStorage(_Recorded):
+    def AddClipMattesToMediaPool(self, MediaPoolItem_, paths, stereoEye=None):
+        self._call("AddClipMattesToMediaPool", MediaPoolItem_, list(paths))
+        if stereoEye not in (None, "left", "right"):
+            return False
+        if not paths or not all(os.path.isfile(p) for p in paths):
+            return False
+        MediaPoolItem_.mattes.extend(paths)
+        return True
+
+
+class Project(_Recorded):
+    def __init__(self, log, timeline, media_pool, fps):
+        super().__init__(log)
+        self.timeline, self.media_pool, self.fps = timeline, media_pool, fps
+
+    def GetCurrentTimeline(self):
+        self._call("GetCurrentTimeline")
+        return self.timeline
+
+    def GetMediaPool(self):
+        self._call("GetMediaPool")
+        return self.media_pool
+
+    def GetSetting(self, settingName=None):
+        self._call("GetSetting", settingName)
+        settings = {"timelineFrameRate": str(self.fps), "timelineDropFrameTimecode": "0"}
+        return settings if settingName is None else settings.get(settingName, "")
+
+
+class ProjectManager(_Recorded):
+    def __init__(self, log, project):
+        super().__init__(log)
+        self.project = project
+
+    def GetCurrentProject(self):
+        self._call("GetCurrentProject")
+        return self.project
+
+
+class Resolve(_Recorded):
+    """``Resolve(fps=24)``; then ``add_clip(...)`` to lay out the timeline for a test."""
+
+    def __init__(self, fps: float = 24.0, frames_of=lambda path: 0):
+        self.log: list = []
+        super().__init__(self.log)
+        self.timeline = Timeline(self.log, fps)
+        self.media_pool = MediaPool(self.log, self.timeline, frames_of)
+        self.project = Project(self.log, self.timeline, self.media_pool, fps)
+        self.storage = MediaStorage(self.log)
+        self.manager = ProjectManager(self.log, self.project)
+
+    def add_clip(self, path, frames, *, record_start, duration, left_offset, track=1):
+        mpi = MediaPoolItem(self.log, path, frames)
+        self.media_pool.clips.append(mpi)
+        item = TimelineItem(self.log, mpi, record_start, duration, left_offset, track)
+        self.timeline.items.append(item)
+        return item
+
+    def calls(self, *methods):
+        """The logged method names (only those in ``methods`` when given), in order."""
+        return [m for _o, m, _a in self.log if not methods or m in methods]
+
+    def GetProjectManager(self):
+        self._call("GetProjectManager")
+        return self.manager
+
+    def GetMediaStorage(self):
+        self._call("GetMediaStorage")
+        return self.storage

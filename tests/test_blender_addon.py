@@ -1,0 +1,145 @@
+"""The Blender add-on in a real (headless) Blender: the `bpy` 5.0.1 wheel, which needs Python
+3.11 and numpy < 2, lives in its own environment that this test builds once in a cache folder.
+The add-on is installed with `vosfx plugins install blender`, pointed at the FakeEngine vosfx
+launcher, run on a real clip, and the frames Blender renders must carry the matte as alpha."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import shared_data
+
+from vosfx.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+BPY_VERSION = "5.0.1"
+FAKE_VOSFX = f'"{sys.executable}" "{REPO / "tests" / "bin" / "vosfx_fake.py"}"'
+TRIM_IN, USED, PLAYHEAD = 10, 4, 2  # strip uses source frames 10..13, playhead on frame 12
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
+
+
+def _env_dir() -> Path:
+    base = os.environ.get("VOSFX_TEST_CACHE") or Path.home() / ".cache" / "vosfx-test"
+    return Path(base) / "bpy-env"
+
+
+def bpy_python() -> Path:
+    """Python of the bpy environment, built on first use (about a minute, ~1 GB); skip with
+    the reason when it cannot be built (no python3.11, no network)."""
+    env = _env_dir()
+    py = env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    check = [str(py), "-c", "import bpy, numpy; assert numpy.__version__ < '2'"]
+    if py.exists() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
+        return py
+    base = shutil.which("python3.11")
+    if base is None:
+        pytest.skip("the Blender test needs python3.11 (the bpy 5.0.1 wheel is built for it)")
+    steps = [[base, "-m", "venv", "--clear", str(env)],
+             [str(py), "-m", "pip", "install", "-q", f"bpy=={BPY_VERSION}", "numpy<2"]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=1800,
+                              check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot build the bpy environment in {env}: {done.stderr[-500:]}")
+    return py
+
+
+SCRIPT = r'''
+import json, sys
+import bpy
+import addon_utils
+
+args = json.loads(sys.argv[-1])
+sys.path.insert(0, args["addons"])
+addon_utils.enable("vosfx_sequencer", default_set=True)
+scene = bpy.context.scene
+bpy.context.workspace.sequencer_scene = scene
+ed = scene.sequence_editor_create()
+strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip.frame_offset_start = args["trim_in"]
+strip.frame_final_duration = args["used"]
+ed.active_strip = strip
+scene.frame_current = int(strip.frame_final_start) + args["playhead"]
+ret = bpy.ops.sequencer.vosfx_matte(mask_path=args["mask"], output_dir=args["out"])
+assert ret == {"FINISHED"}, ret
+mod = strip.modifiers["vosfx matte"]
+r = scene.render
+r.resolution_x, r.resolution_y, r.resolution_percentage = strip.elements[0].orig_width, \
+    strip.elements[0].orig_height, 100
+r.image_settings.file_format = "PNG"
+r.image_settings.color_mode = "RGBA"
+r.image_settings.color_depth = "16"
+rendered = {}
+for k in args["render"]:
+    scene.frame_set(int(strip.frame_final_start) + k)
+    r.filepath = "%s/render_%d.png" % (args["out"], k)
+    bpy.ops.render.render(write_still=True)
+    rendered[k] = r.filepath
+print("RESULT " + json.dumps({
+    "rendered": rendered, "matte_strip": mod.input_mask_strip.name,
+    "matte_start": int(mod.input_mask_strip.frame_start),
+    "strip_start": int(strip.frame_start), "muted": mod.input_mask_strip.mute,
+    "files": [e.filename for e in mod.input_mask_strip.elements],
+    "directory": mod.input_mask_strip.directory,
+}))
+'''
+
+
+def _ellipse(width, height):
+    import cv2
+
+    mask = np.zeros((height, width), np.uint8)
+    cv2.ellipse(mask, (width // 3, height // 2), (width // 6, height // 4), 20, 0, 360, 255, -1)
+    return mask
+
+
+def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
+    import cv2
+
+    clip = shared_data("videos", "01_dog.mp4")
+    py = bpy_python()
+    addons = tmp_path / "addons"
+    r = CliRunner().invoke(cli, ["plugins", "install", "blender", "--dest", str(addons),
+                                 "--command", FAKE_VOSFX])
+    assert r.exit_code == 0, r.output
+    mask = _ellipse(1280, 720)
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    args = {"addons": str(addons), "clip": str(clip), "mask": str(tmp_path / "mask.png"),
+            "out": str(tmp_path), "trim_in": TRIM_IN, "used": USED, "playhead": PLAYHEAD,
+            "render": [0, PLAYHEAD, USED - 1]}
+    (tmp_path / "run.py").write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
+                          capture_output=True, text=True, timeout=600, env=env,
+                          check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT "):])
+
+    # the matte covers exactly the used source frames and sits on them
+    stem = f"01_dog_vosfx_{TRIM_IN}-{TRIM_IN + USED - 1}"
+    assert out["files"] == [f"{stem}.{i:05d}.png" for i in range(TRIM_IN, TRIM_IN + USED)]
+    assert out["matte_start"] == out["strip_start"] + TRIM_IN and out["muted"]
+    sidecar = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert sidecar["job"]["prompts"][0]["frame"] == TRIM_IN + PLAYHEAD
+
+    for k, path in out["rendered"].items():
+        rgba = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        assert rgba is not None and rgba.shape == (720, 1280, 4), path
+        alpha = rgba[..., 3].astype(np.float32) / 65535.0
+        matte = cv2.imread(str(tmp_path / stem / out["files"][int(k)]), cv2.IMREAD_UNCHANGED)
+        expected = matte.astype(np.float32) / 65535.0
+        assert np.abs(alpha - expected).mean() < 0.01, k
+        if int(k) < PLAYHEAD:  # vosfx tracks forward from the prompt's frame
+            assert alpha.max() == 0, k
+            continue
+        assert np.abs(alpha - mask / 255.0).mean() < 0.02, k  # the fake repeats the prompt
+        assert rgba[..., :3][alpha > 0.99].mean() > 0  # the picture is there, not just alpha

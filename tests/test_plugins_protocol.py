@@ -1,0 +1,185 @@
+"""The plugin protocol end to end: a host's client (plugins/common/vosfx_client.py) runs
+`vosfx matte --job job.json --json-progress` in a subprocess (with the FakeEngine launcher in
+tests/bin) and reads its events; `vosfx plugins install|path` puts the plugins in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from media import make_clip, moving_square_frame
+from PIL import Image
+
+from vosfx.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "plugins" / "common"))
+import vosfx_client
+
+FAKE_VOSFX = [sys.executable, str(REPO / "tests" / "bin" / "vosfx_fake.py")]
+W, H = 96, 64
+
+
+@pytest.fixture
+def clip_dir(tmp_path, config_home):
+    make_clip(tmp_path / "clip.mp4", n=12, width=W, height=H)
+    _, mask = moving_square_frame(2, W, H)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "tiny.png")
+    return tmp_path
+
+
+def _env(**extra):
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _job(folder, mask="mask.png", **kw):
+    job = vosfx_client.build_job(
+        folder / "clip.mp4", folder / "out", [{"frame": 2, "mask": str(folder / mask)}],
+        presets=("png16",), **kw)
+    return vosfx_client.write_job(job, folder / "job.json")
+
+
+def test_events_then_result_for_the_requested_range(clip_dir):
+    seen = []
+    res = vosfx_client.run(FAKE_VOSFX, _job(clip_dir, start=2, end=7), on_event=seen.append,
+                           env=_env())
+    assert res.exit_code == 0, res.stderr
+    kinds = [e["event"] for e in seen]
+    assert kinds == ["start"] + ["frame"] * 5 + ["done", "result"]
+    assert [e["frame"] for e in seen if e["event"] == "frame"] == [2, 3, 4, 5, 6]
+    assert [e["frames_done"] for e in seen if e["event"] == "frame"] == [1, 2, 3, 4, 5]
+    assert {e["total_frames"] for e in seen[:-1]} == {5}
+    assert res.ok and res.result["frames"] == 5
+    assert res.result["outputs"] == [str(clip_dir / "out")]
+    assert res.result["presence"] == {"1": [[2, 6, True]]}
+    assert vosfx_client.presence_ranges(res.result) == [(2, 6)]
+    # frame alignment: the sequence is numbered by source frame index
+    names = sorted(p.name for p in (clip_dir / "out").iterdir())
+    assert names == [f"out.{i:05d}.png" for i in range(2, 7)]
+    sidecar = json.loads((clip_dir / "out.json").read_text())
+    assert sidecar["job"]["start"] == 2 and sidecar["job"]["end"] == 7
+
+
+def test_bad_mask_gives_error_event_and_exit_code(clip_dir):
+    res = vosfx_client.run(FAKE_VOSFX, _job(clip_dir, mask="tiny.png"), env=_env())
+    assert res.exit_code == 5 and not res.ok
+    assert res.error["kind"] == "prompt" and res.error["exit_code"] == 5
+    assert "10x10" in res.error["message"] or "10" in res.error["message"]
+    assert "prompt error" in res.message()
+    assert not (clip_dir / "out").exists()
+
+
+def test_cancel_mid_render_exits_130_and_leaves_no_output(clip_dir):
+    proc = vosfx_client.VosfxProcess(
+        FAKE_VOSFX, _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.25")).start()
+    deadline = time.monotonic() + 60
+    while not any(e["event"] == "frame" for e in proc.events):
+        assert proc.running and time.monotonic() < deadline, proc.wait().stderr
+        proc.poll()
+        time.sleep(0.05)
+    proc.cancel()
+    res = proc.wait()
+    assert res.exit_code == 130 and res.cancelled
+    assert res.error is not None and res.error["kind"] == "cancelled"
+    assert not any(e["event"] == "result" for e in res.events)
+    left = sorted(p.name for p in clip_dir.iterdir())
+    assert left == ["clip.mp4", "job.json", "mask.png", "tiny.png"]
+
+
+def test_command_must_be_an_argument_list(tmp_path):
+    with pytest.raises(TypeError):
+        vosfx_client.VosfxProcess("vosfx matte", tmp_path / "job.json")
+
+
+def test_build_job_is_a_valid_version_1_job(tmp_path):
+    from vosfx.job import job_from_dict
+
+    job = vosfx_client.build_job(
+        "clip.mov", "out.mov", [{"frame": 3, "points": [[10, 20]], "labels": [1]}],
+        start=3, end=9, extra_formats=("png16-matte",))
+    parsed = job_from_dict(json.loads(json.dumps(job)), base=tmp_path)
+    assert (parsed.start, parsed.end) == (3, 9)
+    assert parsed.prompts[0].points == ((10.0, 20.0),)
+    assert parsed.config.output.extra_formats == ("png16-matte",)
+    with pytest.raises(ValueError):
+        vosfx_client.build_job("a", "b", [])
+
+
+def test_load_command_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("VOSFX_EXECUTABLE", raising=False)
+    assert vosfx_client.load_command(str(tmp_path)) == ["vosfx"]
+    (tmp_path / vosfx_client.CONFIG_NAME).write_text(json.dumps({"command": ["/py", "-m", "vosfx"]}))
+    assert vosfx_client.load_command(str(tmp_path)) == ["/py", "-m", "vosfx"]
+    monkeypatch.setenv("VOSFX_EXECUTABLE", "/opt/vosfx/bin/vosfx")
+    assert vosfx_client.load_command(str(tmp_path)) == ["/opt/vosfx/bin/vosfx"]
+
+
+# --- vosfx plugins install | path -----------------------------------------------------------
+
+
+def _plugins(*args):
+    return CliRunner().invoke(cli, ["plugins", *map(str, args)])
+
+
+@pytest.mark.parametrize(
+    "platform, host, fragment",
+    [
+        ("linux", "resolve", ".local/share/DaVinciResolve/Fusion/Scripts"),
+        ("darwin", "resolve", ("Library/Application Support/Blackmagic Design/DaVinci Resolve/"
+                              "Fusion/Scripts")),
+        ("win32", "resolve", "Blackmagic Design/DaVinci Resolve/Support/Fusion/Scripts"),
+        ("linux", "blender", ".config/blender/5.0/scripts/addons"),
+        ("darwin", "blender", "Library/Application Support/Blender/5.0/scripts/addons"),
+        ("win32", "blender", "Blender Foundation/Blender/5.0/scripts/addons"),
+    ],
+)
+def test_default_destinations(platform, host, fragment, tmp_path):
+    from vosfx.cli.plugins import default_dest
+
+    env = {"APPDATA": str(tmp_path / "AppData" / "Roaming")}
+    dest = default_dest(host, platform=platform, home=tmp_path, env=env)
+    assert dest.as_posix().endswith(fragment)
+    assert dest.as_posix().startswith(tmp_path.as_posix())
+
+
+def test_path_prints_the_destination(tmp_path):
+    r = _plugins("path", "blender", "--blender-version", "4.2")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().endswith(os.path.join("4.2", "scripts", "addons"))
+
+
+def test_install_resolve_copies_entry_scripts_and_support(tmp_path):
+    r = _plugins("install", "resolve", "--dest", tmp_path)
+    assert r.exit_code == 0, r.output
+    for page in ("Edit", "Color"):
+        entry = tmp_path / page / "vosfx Matte.py"
+        assert entry.is_file()
+        compile(entry.read_text(), str(entry), "exec")
+    support = tmp_path / "vosfx_support"
+    assert (support / "vosfx_client.py").is_file() and (support / "vosfx_resolve").is_dir()
+    config = json.loads((support / vosfx_client.CONFIG_NAME).read_text())
+    assert config["command"][0] == sys.executable
+    again = _plugins("install", "resolve", "--dest", tmp_path)
+    assert again.exit_code == 0, again.output  # reinstall replaces in place
+
+
+def test_install_blender_copies_the_addon(tmp_path):
+    r = _plugins("install", "blender", "--dest", tmp_path)
+    assert r.exit_code == 0, r.output
+    addon = tmp_path / "vosfx_sequencer"
+    assert (addon / "__init__.py").is_file() and (addon / "vosfx_client.py").is_file()
+    assert "bl_info" in (addon / "__init__.py").read_text()
+
+
+def test_install_unknown_host_is_a_usage_error(tmp_path):
+    r = _plugins("install", "premiere", "--dest", tmp_path)
+    assert r.exit_code == 2

@@ -1,0 +1,242 @@
+"""The DaVinci Resolve script against the stand-in (tests/resolve_standin): the clip under the
+playhead -> a vosfx job for the right source frames -> vosfx (FakeEngine launcher) -> the matte
+attached to the clip and the alpha clip on the track above, aligned."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import make_clip, moving_square_frame
+from PIL import Image
+from resolve_standin import Resolve
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugins" / "resolve"), str(REPO / "plugins" / "common")]
+from vosfx_resolve import api, app
+from vosfx_resolve.timecode import timecode_to_frame
+
+FAKE_VOSFX = [sys.executable, str(REPO / "tests" / "bin" / "vosfx_fake.py")]
+W, H, N = 96, 64, 20
+FPS = 24
+HOUR = 3600 * FPS  # timelines start at 01:00:00:00
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                                os.environ.get("PYTHONPATH")])))
+
+
+def _frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def _alpha(path):
+    """(N, H, W) float alpha of a ProRes 4444 file."""
+    import av
+
+    with av.open(str(path)) as c:
+        planes = [f.to_ndarray(format="yuva444p16le")[..., 3] for f in c.decode(video=0)]
+    return np.stack(planes).astype(np.float32) / 65535.0
+
+
+@pytest.fixture
+def timeline(tmp_path, config_home):
+    """A 20-frame clip used from source frame 5 for 8 frames at 01:00:00:10 on V1, with the
+    playhead on its 4th frame (source frame 8)."""
+    clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
+    _, mask = moving_square_frame(8, W, H)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    resolve = Resolve(fps=FPS, frames_of=_frames)
+    resolve.add_clip(str(clip), N, record_start=HOUR + 10, duration=8, left_offset=5)
+    resolve.timeline.playhead = HOUR + 13
+    return resolve, tmp_path, mask
+
+
+def _run(resolve, options):
+    ctx = api.current_clip(resolve)
+    plan = app.plan_job(ctx, options)
+    events = []
+    result = app.render(plan, FAKE_VOSFX, on_event=events.append, env=ENV)
+    return ctx, plan, result, events
+
+
+def test_current_clip_reads_the_used_range_and_playhead(timeline):
+    resolve, _tmp, _mask = timeline
+    ctx = api.current_clip(resolve)
+    assert (ctx.source_in, ctx.source_out, ctx.duration) == (5, 13, 8)
+    assert (ctx.record_start, ctx.track, ctx.source_frames) == (HOUR + 10, 1, N)
+    assert ctx.playhead_source == 8 and ctx.path.endswith("shot.mp4")
+    assert resolve.calls()[:5] == ["GetProjectManager", "GetCurrentProject",
+                                   "GetCurrentTimeline", "GetCurrentVideoItem",
+                                   "GetMediaPoolItem"]
+
+
+def test_used_range_render_lands_on_the_track_above(timeline):
+    resolve, tmp, mask = timeline
+    options = app.Options(mask_path=str(tmp / "mask.png"), attach=False, place=True)
+    ctx, plan, result, events = _run(resolve, options)
+    assert result.ok, result.message() + result.stderr
+    assert (plan.start, plan.end) == (5, 13)
+    assert [e["frame"] for e in events if e["event"] == "frame"] == list(range(5, 13))
+    assert result.result["outputs"] == [plan.alpha_path]
+    alpha = _alpha(plan.alpha_path)
+    assert alpha.shape == (8, H, W)
+    assert np.abs(alpha - mask).mean() < 0.02  # the fake engine repeats the prompt's mask
+
+    resolve.log.clear()
+    summary = app.bring_back(resolve, ctx, plan, result, options)
+    assert "track 2" in summary
+    assert resolve.calls() == ["ImportMedia", "GetTrackCount",
+                               "AddTrack", "GetTrackCount", "AppendToTimeline"]
+    (_, _, (infos,)) = resolve.log[-1]
+    assert infos[0]["startFrame"] == 0 and infos[0]["endFrame"] == 7
+    assert infos[0]["trackIndex"] == 2 and infos[0]["recordFrame"] == HOUR + 10
+    placed = resolve.timeline.items[-1]
+    assert (placed.start, placed.duration, placed.track) == (HOUR + 10, 8, 2)
+    assert "AddClipMattesToMediaPool" not in resolve.calls()
+
+
+def test_clip_matte_covers_the_whole_clip_and_aligns(timeline):
+    resolve, tmp, _mask = timeline
+    options = app.Options(mask_path=str(tmp / "mask.png"), attach=True, place=True)
+    ctx, plan, result, _events = _run(resolve, options)
+    assert result.ok, result.message() + result.stderr
+    assert (plan.start, plan.end) == (0, N)
+    assert sorted(result.result["outputs"]) == sorted([plan.alpha_path, plan.matte_path])
+    assert _frames(plan.matte_path) == N and _frames(plan.alpha_path) == N
+
+    resolve.log.clear()
+    app.bring_back(resolve, ctx, plan, result, options)
+    assert resolve.calls("AddClipMattesToMediaPool", "ImportMedia", "AppendToTimeline") == [
+        "AddClipMattesToMediaPool", "ImportMedia", "AppendToTimeline"]
+    assert ctx.media_pool_item.mattes == [plan.matte_path]
+    (_, _, (infos,)) = resolve.log[-1]
+    # the whole-clip file starts at source frame 0: the used part is frames 5..12 of it
+    assert (infos[0]["startFrame"], infos[0]["endFrame"]) == (5, 12)
+    assert infos[0]["recordFrame"] == HOUR + 10
+
+
+def test_points_prompt_becomes_the_job_prompt(timeline):
+    resolve, _tmp, _mask = timeline
+    ctx = api.current_clip(resolve)
+    plan = app.plan_job(ctx, app.Options(points=app.parse_points("40,30 -2,3"), attach=False))
+    assert plan.job["prompts"] == [{"frame": 8, "points": [[40.0, 30.0], [2.0, 3.0]],
+                                    "labels": [1, 0]}]
+    assert (plan.job["start"], plan.job["end"]) == (5, 13)
+
+
+def test_cancel_leaves_nothing_and_brings_nothing_back(timeline):
+    resolve, tmp, _mask = timeline
+    ctx = api.current_clip(resolve)
+    plan = app.plan_job(ctx, app.Options(mask_path=str(tmp / "mask.png"), attach=False))
+    events = []
+    result = app.render(plan, FAKE_VOSFX, on_event=events.append,
+                        should_cancel=lambda: any(e["event"] == "frame" for e in events),
+                        env=dict(ENV, VOSFX_FAKE_DELAY_S="0.25"))
+    assert result.cancelled and result.error["kind"] == "cancelled"
+    assert sorted(p.name for p in tmp.iterdir()) == ["mask.png", "shot.mp4"]
+
+
+@pytest.mark.parametrize(
+    "case, fragment",
+    [("off_clip", "no video clip under the playhead"),
+     ("no_prompt", "pick a mask image"),
+     ("prompt_outside", "outside the frames to matte")],
+)
+def test_user_mistakes_are_plain_messages(timeline, case, fragment):
+    resolve, _tmp, _mask = timeline
+    options = app.Options(points=[(1, 1, 1)], attach=False)
+    if case == "off_clip":
+        resolve.timeline.playhead = HOUR
+    elif case == "no_prompt":
+        options = app.Options(attach=False)
+    else:
+        options.prompt_frame = 2
+    with pytest.raises(api.ResolveError, match=fragment):
+        app.plan_job(api.current_clip(resolve), options)
+
+
+def test_bad_points_are_refused():
+    assert app.parse_points("1,2;3,4") == [(1.0, 2.0, 1), (3.0, 4.0, 1)]
+    with pytest.raises(api.ResolveError, match="x,y"):
+        app.parse_points("12")
+
+
+@pytest.mark.parametrize(
+    "tc, fps, frame",
+    [("00:00:00:00", 24, 0), ("01:00:00:00", 24, 86400), ("00:00:01:05", 25, 30),
+     ("00:01:00;02", 29.97, 1800), ("00:10:00;00", 29.97, 17982), ("00:01:00;04", 59.94, 3600)],
+)
+def test_timecode_to_frame(tc, fps, frame):
+    assert timecode_to_frame(tc, fps) == frame
+
+
+def test_progress_text():
+    line = app.progress_text({"frames_done": 5, "total_frames": 10, "fps": 2.0, "eta_s": 75})
+    assert line.startswith("[" + "#" * 12 + "." * 12 + "]") and "5/10" in line
+    assert line.endswith("ETA 01:15")
+
+
+def test_dialog_runs_vosfx_shows_progress_and_brings_back(timeline):
+    import time
+
+    from resolve_standin.ui import Bmd, Fusion
+    from vosfx_resolve.ui import Dialog
+
+    resolve, tmp, _mask = timeline
+    statuses = []
+
+    def user(win, disp):
+        assert win.shown
+        win.On.Browse.Clicked({})  # picks tmp/mask.png through fusion.RequestFile()
+        win.GetItems()["Attach"].Checked = False
+        win.On.Run.Clicked({})
+        timer = disp.ui.timers[0]
+        deadline = time.monotonic() + 60
+        while timer.active and time.monotonic() < deadline:
+            disp.On.vosfxPoll.Timeout({})
+            statuses.append(win.GetItems()["Status"].Text)
+            time.sleep(0.05)
+        win.On.vosfxWin.Close({})
+
+    fusion = Fusion(user, picked_file=str(tmp / "mask.png"))
+    dialog = Dialog(resolve, fusion, Bmd(fusion), FAKE_VOSFX)
+    dialog.run()
+    assert statuses[-1] == "alpha clip on video track 2", statuses
+    assert any("/8 " in s for s in statuses if s.startswith("[")), statuses
+    assert resolve.calls("AppendToTimeline") == ["AppendToTimeline"]
+    assert (tmp / "shot_vosfx_5-12.mov").is_file()
+    assert fusion.UIManager.widgets["Run"].Enabled
+
+
+def test_dialog_cancel_stops_vosfx_and_closes(timeline, monkeypatch):
+    import time
+
+    from resolve_standin.ui import Bmd, Fusion
+    from vosfx_resolve.ui import Dialog
+
+    resolve, tmp, _mask = timeline
+    monkeypatch.setenv("VOSFX_FAKE_DELAY_S", "0.25")
+    seen = {}
+
+    def user(win, disp):
+        items = win.GetItems()
+        items["Mask"].Text = str(tmp / "mask.png")
+        items["Attach"].Checked = False
+        win.On.Run.Clicked({})
+        deadline = time.monotonic() + 60
+        while not items["Status"].Text.startswith("[") and time.monotonic() < deadline:
+            disp.On.vosfxPoll.Timeout({})
+            time.sleep(0.05)
+        win.On.vosfxWin.Close({})  # closing the dialog mid-render
+        seen["status"], seen["exited"] = items["Status"].Text, disp.exited
+
+    fusion = Fusion(user)
+    Dialog(resolve, fusion, Bmd(fusion), FAKE_VOSFX).run()
+    assert seen == {"status": "cancelled; no output was written", "exited": True}
+    assert sorted(p.name for p in tmp.iterdir()) == ["mask.png", "shot.mp4"]
+    assert "AppendToTimeline" not in resolve.calls()

@@ -1,0 +1,156 @@
+"""`vosfx plugins`: put the editor plugins where their host looks for them.
+
+``vosfx plugins install resolve|blender [--dest DIR]`` copies the plugin (and the protocol
+client, plugins/common/vosfx_client.py) and records the command that runs *this* vosfx, so the
+host finds it even when it was started from a desktop launcher without the user's PATH.
+``vosfx plugins path [HOST]`` prints the default destinations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from vosfx.errors import OutputError, VosfxError
+
+HOSTS = ("resolve", "blender")
+CONFIG_NAME = "vosfx_plugin_config.json"  # read by plugins/common/vosfx_client.load_command
+RESOLVE_ENTRY = "vosfx Matte.py"
+RESOLVE_PAGES = ("Edit", "Color")  # Workspace > Scripts menus on these pages
+RESOLVE_SUPPORT = "vosfx_support"  # not a page name, so Resolve lists no menu for it
+BLENDER_ADDON = "vosfx_sequencer"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def default_dest(host: str, *, platform: str | None = None, home: Path | None = None,
+                 env: dict | None = None, blender_version: str = "5.0") -> Path:
+    """Per-user folder the host scans: Resolve's Fusion ``Scripts`` folder (the README of
+    Resolve's scripting API lists it per OS) or Blender's ``scripts/addons`` for a version."""
+    platform = platform or sys.platform
+    home = Path(home) if home is not None else Path.home()
+    env = os.environ if env is None else env
+    appdata = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+    if host == "resolve":
+        if platform == "win32":
+            return appdata / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion" / "Scripts"
+        if platform == "darwin":
+            return (home / "Library" / "Application Support" / "Blackmagic Design"
+                    / "DaVinci Resolve" / "Fusion" / "Scripts")
+        return home / ".local" / "share" / "DaVinciResolve" / "Fusion" / "Scripts"
+    if host == "blender":
+        if platform == "win32":
+            base = appdata / "Blender Foundation" / "Blender"
+        elif platform == "darwin":
+            base = home / "Library" / "Application Support" / "Blender"
+        else:
+            base = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "blender"
+        return base / blender_version / "scripts" / "addons"
+    raise click.UsageError(f"unknown host {host!r}; known: {', '.join(HOSTS)}")
+
+
+def plugins_source() -> Path:
+    """The plugins/ folder shipped with this vosfx: package data ``vosfx._plugins`` in a
+    wheel, else the source tree beside the package (editable install, checkout)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vosfx._plugins")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    import vosfx
+
+    tree = Path(vosfx.__file__).resolve().parents[1] / "plugins"
+    if (tree / "common" / "vosfx_client.py").is_file():
+        return tree
+    raise VosfxError(f"the plugin files are missing: expected them in {tree} or as the "
+                     "package vosfx._plugins; reinstall vosfx")
+
+
+def _replace_tree(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=_IGNORE)
+
+
+def _write_config(folder: Path, command: list[str]) -> None:
+    data = {"command": command, "installed_by": sys.executable}
+    (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def install_resolve(src: Path, dest: Path, command: list[str]) -> list[Path]:
+    """``dest`` = Resolve's Fusion Scripts folder. Writes ``Edit|Color/vosfx Matte.py`` (a
+    stub that knows where its support files are) and ``vosfx_support/``."""
+    support = dest / RESOLVE_SUPPORT
+    support.mkdir(parents=True, exist_ok=True)
+    _replace_tree(src / "resolve" / "vosfx_resolve", support / "vosfx_resolve")
+    shutil.copy2(src / "common" / "vosfx_client.py", support / "vosfx_client.py")
+    _write_config(support, command)
+    template = (src / "resolve" / "entry.py").read_text(encoding="utf-8")
+    # repr(): a valid Python literal for any path, backslashes and quotes included
+    stub = template.replace("SUPPORT_DIR = None", f"SUPPORT_DIR = {str(support)!r}", 1)
+    written = [support]
+    for page in RESOLVE_PAGES:
+        (dest / page).mkdir(parents=True, exist_ok=True)
+        target = dest / page / RESOLVE_ENTRY
+        target.write_text(stub, encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def install_blender(src: Path, dest: Path, command: list[str]) -> list[Path]:
+    """``dest`` = Blender's scripts/addons folder; writes ``vosfx_sequencer/``."""
+    addon = dest / BLENDER_ADDON
+    dest.mkdir(parents=True, exist_ok=True)
+    _replace_tree(src / "blender" / BLENDER_ADDON, addon)
+    shutil.copy2(src / "common" / "vosfx_client.py", addon / "vosfx_client.py")
+    _write_config(addon, command)
+    return [addon]
+
+
+def _this_vosfx() -> list[str]:
+    """The command that runs this vosfx: its interpreter with ``-m vosfx`` (works whether or
+    not the console script is on the host's PATH)."""
+    return [sys.executable, "-m", "vosfx"]
+
+
+@click.group()
+def plugins() -> None:
+    """Editor plugins (DaVinci Resolve script, Blender sequencer add-on)."""
+
+
+@plugins.command("install")
+@click.argument("host", type=click.Choice(HOSTS))
+@click.option("--dest", type=click.Path(file_okay=False), help="Install here instead of the "
+              "host's per-user folder (Resolve: the Fusion Scripts folder; Blender: scripts/addons).")
+@click.option("--blender-version", default="5.0", show_default=True,
+              help="Blender version folder for the default destination.")
+@click.option("--command", "command_text", help="Command the plugin runs instead of this vosfx "
+              "(e.g. '/opt/envs/vosfx/bin/vosfx'); split like a shell would, never run by one.")
+def install(host: str, dest: str | None, blender_version: str, command_text: str | None) -> None:
+    """Copy the HOST plugin where the host finds it and print what was written."""
+    target = Path(dest) if dest else default_dest(host, blender_version=blender_version)
+    command = shlex.split(command_text, posix=os.name != "nt") if command_text else _this_vosfx()
+    src = plugins_source()
+    try:
+        written = (install_resolve if host == "resolve" else install_blender)(src, target, command)
+    except OSError as err:
+        raise OutputError(f"cannot install the {host} plugin into {target}: {err}") from None
+    for path in written:
+        click.echo(str(path))
+    if host == "blender":
+        click.echo(f"enable it in Blender: Edit > Preferences > Add-ons > '{BLENDER_ADDON}'", err=True)
+
+
+@plugins.command("path")
+@click.argument("host", type=click.Choice(HOSTS), required=False)
+@click.option("--blender-version", default="5.0", show_default=True)
+def path_cmd(host: str | None, blender_version: str) -> None:
+    """Print where `install` puts the HOST plugin (both hosts when none is given)."""
+    for name in (host,) if host else HOSTS:
+        dest = default_dest(name, blender_version=blender_version)
+        click.echo(str(dest) if host else f"{name}: {dest}")
