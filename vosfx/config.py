@@ -53,6 +53,8 @@ class RefineConfig:
     edge: str = _opt("guided", choices=("bilinear", "guided"))
     guided_radius_px: int = _opt(8, lo=1, hi=128)
     guided_eps: float = _opt(1e-3, lo=1e-8, hi=1.0)
+    guided_strength: float = _opt(1.0, lo=0.0, hi=8.0,
+                                  doc="how hard uncertain edges snap to image edges")
     fill_holes_px2: int = _opt(0, lo=0, hi=10**9)
     remove_specks_px2: int = _opt(0, lo=0, hi=10**9)
     shift_edge_px: float = _opt(0.0, lo=-256.0, hi=256.0, doc="grow (+) or shrink (-)")

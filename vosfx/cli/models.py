@@ -190,10 +190,22 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
     help="Bundle folder (default: in the cache).",
 )
 @click.option(
-    "--variant", "variants", multiple=True, help="Extra variants to export (e.g. fp16); repeatable."
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(["fp16", "int8"]),
+    help="Extra variants: fp16 (GPU), int8 (quantised image encoder, CPU); repeatable.",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    default=None,
+    help="Model input size in pixels (default: the model's own, 1024); smaller for drafts.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def export(name: str, out_dir: Path | None, variants: tuple[str, ...], quiet: bool) -> None:
+def export(
+    name: str, out_dir: Path | None, variants: tuple[str, ...], image_size: int | None, quiet: bool
+) -> None:
     """Export NAME's stages to an ONNX bundle for the ONNX Runtime backend."""
     try:
         from vosfx.engine.export import export_bundle
@@ -209,5 +221,7 @@ def export(name: str, out_dir: Path | None, variants: tuple[str, ...], quiet: bo
         if not quiet:
             click.echo(str(getattr(event, "message", "") or event), err=True)
 
-    bundle = export_bundle(name, out_dir=out_dir, variants=variants, progress=progress)
+    bundle = export_bundle(
+        name, out_dir=out_dir, variants=variants, image_size=image_size, progress=progress
+    )
     click.echo(str(bundle))

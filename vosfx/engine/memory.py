@@ -111,3 +111,98 @@ class PolicyLog:
 
     promoted: dict[int, list[int]] = field(default_factory=dict)  # at frame -> promoted frames
     events: dict[int, str] = field(default_factory=dict)
+
+
+def closest_cond_frames(frame_index: int, cond_frames: list[int],
+                        max_cond_frames: int = -1) -> tuple[list[int], list[int]]:
+    """(selected, unselected) conditioning frames, SAM 2's ``select_closest_cond_frames``
+    rule over frame indices:
+
+    a. all of them when ``max_cond_frames`` is -1 or not exceeded; otherwise
+    b. the closest frame before ``frame_index`` and the closest at or after it, then
+    c. the others closest in time, until ``max_cond_frames`` are chosen.
+    """
+    if max_cond_frames == -1 or len(cond_frames) <= max_cond_frames:
+        return list(cond_frames), []
+    chosen: list[int] = []
+    before = [f for f in cond_frames if f < frame_index]
+    after = [f for f in cond_frames if f >= frame_index]
+    if before:
+        chosen.append(max(before))
+    if after:
+        chosen.append(min(after))
+    rest = sorted((f for f in cond_frames if f not in chosen), key=lambda f: abs(f - frame_index))
+    chosen += rest[:max(max_cond_frames - len(chosen), 0)]
+    # SAM 2's order: before, after, then by distance (it matters only for summation order)
+    return chosen, [f for f in cond_frames if f not in chosen]
+
+
+class Sam2Policy:
+    """SAM 2's own memory (``SAM2Base._prepare_memory_conditioned_features``, eval mode, as in
+    every SAM 2.1 config: temporal stride 1, pointers only from the past, signed t_diff).
+
+    select(t): (a) the conditioning frames (all, or the ``max_cond_frames`` closest), t_pos 0,
+    in the order they were stored; (b) the stored non-conditioning frames t-(n-1) .. t-1
+    (n = ``num_maskmem``), t_pos 1 .. n-1; (c) pointers of the selected conditioning frames at
+    or before t, t_diff = t - frame; (d) pointers of stored non-conditioning frames t-1 ..
+    t-(P-1), P = min(num_frames, max_obj_ptrs), t_diff 1 .. P-1; ``pointer_t_diff_max`` = P-1.
+    Unselected conditioning frames stand in for recent frames, as in SAM 2.
+    observe: store every frame; prompted frames as conditioning. retain: conditioning frames
+    and the window of the last max(n-1, P-1) frames.
+    """
+
+    name = "sam2"
+
+    def __init__(self, max_cond_frames: int = -1) -> None:
+        self.max_cond_frames = max_cond_frames
+        self.log = PolicyLog()
+
+    @staticmethod
+    def _max_ptrs(bank: BankView) -> int:
+        return min(bank.num_frames, bank.max_obj_ptrs) if bank.num_frames > 0 \
+            else bank.max_obj_ptrs
+
+    def select(self, frame_index: int, shot_id: int, bank: BankView) -> Selection:
+        entries = bank.entries
+        cond = [f for f, e in entries.items() if e.is_cond]
+        selected, unselected = closest_cond_frames(frame_index, cond, self.max_cond_frames)
+        recent = {f for f, e in entries.items() if not e.is_cond} | set(unselected)
+        n = bank.num_maskmem
+        masks = [(f, 0) for f in selected]
+        masks += [(frame_index - (n - p), p) for p in range(1, n)
+                  if frame_index - (n - p) in recent]
+        max_ptrs = self._max_ptrs(bank)
+        pointers = [(f, frame_index - f) for f in selected if f <= frame_index]
+        for t_diff in range(1, max_ptrs):
+            f = frame_index - t_diff
+            if f < 0 or (bank.num_frames > 0 and f >= bank.num_frames):
+                break
+            if f in recent:
+                pointers.append((f, t_diff))
+        return Selection(masks=tuple(masks), pointers=tuple(pointers),
+                         pointer_t_diff_max=max_ptrs - 1)
+
+    def observe(self, entry: MemoryEntry, bank: BankView) -> Decision:
+        return Decision(store=True, as_cond=entry.is_prompt)
+
+    def retain(self, frame_index: int, bank: BankView) -> set[int]:
+        depth = max(bank.num_maskmem - 1, self._max_ptrs(bank) - 1)
+        return {f for f, e in bank.entries.items()
+                if e.is_cond or frame_index + 1 - depth <= f <= frame_index}
+
+
+def make_policy(cfg) -> MemoryPolicy:
+    """A fresh policy for one object from a :class:`~vosfx.config.MemoryConfig`:
+    ``sam2`` -> :class:`Sam2Policy`, ``rcms`` -> ``RcmsPolicy``, ``rcms+shots`` ->
+    ``ShotAwarePolicy`` (vosfx.engine.rcms, imported only when asked for)."""
+    from vosfx.errors import ConfigError
+
+    if cfg.policy == "sam2":
+        return Sam2Policy()
+    if cfg.policy in ("rcms", "rcms+shots"):
+        from vosfx.engine import rcms
+
+        cls = rcms.RcmsPolicy if cfg.policy == "rcms" else rcms.ShotAwarePolicy
+        return cls(max_promote=cfg.rcms_max_promote, threshold=cfg.rcms_threshold,
+                   max_cond_frames=cfg.max_cond_frames, skip_absent=cfg.skip_absent)
+    raise ConfigError(f"[memory] policy: expected sam2, rcms or rcms+shots, found {cfg.policy!r}")

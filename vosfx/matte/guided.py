@@ -1,12 +1,17 @@
-"""Fast colour guided filter: edges of a low-resolution alpha snapped to the full-resolution frame.
+"""Image-guided edge refinement: a low-resolution alpha's uncertain edge snapped to the frame.
 
-He, Sun and Tang's guided filter models the output as a local linear function of the guide
+He, Sun and Tang's guided filter models its output as a local linear function of the guide
 image, ``q = a·I + b`` over each (2r+1)² window, fitted by least squares to the input alpha.
-Where the window straddles an image edge the fit follows the edge; where the image is flat,
-``a`` goes to zero and ``q`` is the (smooth) mean of the input, so alpha cannot bleed into flat
-background. The "fast" variant (He and Sun, 2015) fits ``a`` and ``b`` on a copy subsampled by
-``s`` and only evaluates ``a·I + b`` at full resolution: about s² less work, and a 256² SAM 2
-mask carries no more detail than the subsampled copy anyway.
+Where the window straddles an image edge the fit follows that edge; where the picture is flat,
+``a`` is zero and ``q`` is just the windowed mean of the input. The "fast" variant (He and Sun,
+2015) fits ``a`` and ``b`` on a copy subsampled by ``s`` and only evaluates ``a·I + b`` at full
+resolution: about s² less work, and a 256² SAM 2 mask has no finer detail to lose.
+
+Used as is, the filter's windowed mean eats thin structures and rounds corners (on DAVIS with
+simulated 256² logits it lowered J by 3-13 %: benchmarks/refine.py). So vosfx keeps only its
+edge part, ``detail = q - windowed mean``, which is zero over flat picture, and adds it to the
+bilinear alpha where that alpha is uncertain (weight 4·alpha·(1 - alpha)). Confident interior,
+confident background and flat regions are left exactly as bilinear upsampling has them.
 
 :class:`GuidePrep` holds what depends on the frame only (the subsampled guide, its window means
 and inverse covariances), so a frame with several objects pays for it once.
@@ -19,26 +24,25 @@ import numpy as np
 
 from vosfx.errors import VosfxError
 
+_SCALE = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535, np.dtype(np.float32): 1.0}
 
-def guide_to_float(guide_rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 | uint16 | float32 RGB -> (H, W, 3) float32 in [0, 1]."""
+
+def _check_guide(guide_rgb: np.ndarray) -> None:
     if guide_rgb.ndim != 3 or guide_rgb.shape[2] != 3:
         raise VosfxError(f"guide image: expected (H, W, 3) RGB, found shape {guide_rgb.shape}")
-    if guide_rgb.dtype == np.uint8:
-        return guide_rgb.astype(np.float32) * np.float32(1 / 255)
-    if guide_rgb.dtype == np.uint16:
-        return guide_rgb.astype(np.float32) * np.float32(1 / 65535)
-    if guide_rgb.dtype == np.float32:
-        return guide_rgb
-    raise VosfxError(
-        f"guide image: expected uint8, uint16 or float32, found {guide_rgb.dtype}"
-    )
+    if guide_rgb.dtype not in _SCALE:
+        raise VosfxError(
+            f"guide image: expected uint8, uint16 or float32, found {guide_rgb.dtype}"
+        )
 
 
 def subsample_for(radius_px: int) -> int:
     """The subsampling factor for a radius: the low-resolution radius stays >= 2 px, which the
     fast guided filter paper shows is where its error stays negligible (s = r / 4 .. r / 2)."""
     return max(1, min(8, radius_px // 2))
+
+
+_MIN_WEIGHT = 0.01
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -59,32 +63,33 @@ class GuidePrep:
             raise VosfxError(f"guided filter radius: expected >= 1 px, found {radius_px}")
         if eps <= 0:
             raise VosfxError(f"guided filter eps: expected > 0, found {eps}")
-        self.full = guide_to_float(guide_rgb)  # (H, W, 3) f32 [0, 1]
-        self.height, self.width = self.full.shape[:2]
+        _check_guide(guide_rgb)
+        self.guide = guide_rgb  # (H, W, 3), kept as is: only the edge band is ever read
+        self.scale = np.float32(_SCALE[guide_rgb.dtype])
+        self.height, self.width = guide_rgb.shape[:2]
         s = subsample_for(radius_px)
         self.low_hw = (max(1, round(self.height / s)), max(1, round(self.width / s)))
         self.r = max(1, round(radius_px / s))
-        low = cv2.resize(self.full, self.low_hw[::-1], interpolation=cv2.INTER_AREA)
-        self.low = low  # (h, w, 3) f32
-        self.mean_i = _box(low, self.r)  # (h, w, 3)
-        r_, g_, b_ = low[..., 0], low[..., 1], low[..., 2]
-        prods = np.stack([r_ * r_, r_ * g_, r_ * b_, g_ * g_, g_ * b_, b_ * b_], axis=-1)
-        m = self.mean_i
-        corr = _box(prods, self.r)  # (h, w, 6)
+        low = cv2.resize(guide_rgb, self.low_hw[::-1], interpolation=cv2.INTER_AREA)
+        low = np.multiply(low, self.scale, dtype=np.float32)  # (h, w, 3) f32 in [0, 1]
+        # Planar (one contiguous (h, w) array per channel): numpy is several times faster on
+        # contiguous planes than on strided channel views.
+        self.low = cv2.split(low)  # 3 x (h, w)
+        r = self.r
+        self.mean_i = [_box(c, r) for c in self.low]
+        (ir, ig, ib), (mr, mg, mb) = self.low, self.mean_i
         # Covariance of the guide in each window (+ eps on the diagonal), then its inverse by
         # the adjugate: a closed form over whole arrays instead of 3x3 solves per pixel.
-        rr = corr[..., 0] - m[..., 0] * m[..., 0] + eps
-        rg = corr[..., 1] - m[..., 0] * m[..., 1]
-        rb = corr[..., 2] - m[..., 0] * m[..., 2]
-        gg = corr[..., 3] - m[..., 1] * m[..., 1] + eps
-        gb = corr[..., 4] - m[..., 1] * m[..., 2]
-        bb = corr[..., 5] - m[..., 2] * m[..., 2] + eps
-        inv = np.stack([gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb,
-                        rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg], axis=-1)
-        det = rr * inv[..., 0] + rg * inv[..., 1] + rb * inv[..., 2]
-        self.inv_cov = inv / det[..., None]  # (h, w, 6): xx, xy, xz, yy, yz, zz
-        # [R, G, B, 1] so that a·I + b is one multiply and one channel sum in cv2.
-        self.full1 = np.dstack([self.full, np.ones((self.height, self.width), np.float32)])
+        rr = _box(ir * ir, r) - mr * mr + eps
+        rg = _box(ir * ig, r) - mr * mg
+        rb = _box(ir * ib, r) - mr * mb
+        gg = _box(ig * ig, r) - mg * mg + eps
+        gb = _box(ig * ib, r) - mg * mb
+        bb = _box(ib * ib, r) - mb * mb + eps
+        inv = [gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb,
+               rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg]
+        inv_det = 1.0 / (rr * inv[0] + rg * inv[1] + rb * inv[2])
+        self.inv_cov = [x * inv_det for x in inv]  # 6 x (h, w): xx, xy, xz, yy, yz, zz
 
     def to_low(self, alpha: np.ndarray) -> np.ndarray:
         """(H, W) or any-size float32 alpha -> (h, w) float32 at the filter's resolution."""
@@ -95,40 +100,100 @@ class GuidePrep:
         return cv2.resize(alpha.astype(np.float32, copy=False), self.low_hw[::-1],
                           interpolation=interp)
 
-    def filter(self, alpha: np.ndarray) -> np.ndarray:
-        """Guided-filter one alpha.
+    def coefficients(self, alpha_low: np.ndarray) -> np.ndarray:
+        """(h, w, 4) float32 (a_r, a_g, a_b, b) on the low-resolution grid: the guided filter's
+        window-averaged linear model minus its plain smoothing, so that ``a·I + b`` at a pixel
+        is the image-edge detail there (:meth:`detail`).
 
-        ``alpha``: float32 in [0, 1], either (H, W) or already at any other size (for example
-        SAM 2's 256² probabilities); it is resampled to the low-resolution grid first.
-        Returns (H, W) float32 clipped to [0, 1], source resolution.
+        ``alpha_low``: float32 in [0, 1], any size (resampled to the filter's grid).
         """
-        p = self.to_low(alpha)  # (h, w)
+        p = self.to_low(alpha_low)  # (h, w)
         r = self.r
         mean_p = _box(p, r)
-        cov_ip = _box(self.low * p[..., None], r) - self.mean_i * mean_p[..., None]  # (h, w, 3)
-        iv = self.inv_cov
-        cr, cg, cb = cov_ip[..., 0], cov_ip[..., 1], cov_ip[..., 2]
-        a_r = iv[..., 0] * cr + iv[..., 1] * cg + iv[..., 2] * cb
-        a_g = iv[..., 1] * cr + iv[..., 3] * cg + iv[..., 4] * cb
-        a_b = iv[..., 2] * cr + iv[..., 4] * cg + iv[..., 5] * cb
-        m = self.mean_i
-        b = mean_p - a_r * m[..., 0] - a_g * m[..., 1] - a_b * m[..., 2]
-        coef = _box(np.stack([a_r, a_g, a_b, b], axis=-1), r)  # (h, w, 4)
-        # Only this part runs at full resolution: upsample (a, b), evaluate a·I + b.
-        coef = cv2.resize(coef, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-        q = cv2.transform(cv2.multiply(coef, self.full1), np.ones((1, 4), np.float32))
-        return np.clip(q, 0.0, 1.0, out=q)
+        cr, cg, cb = (_box(c * p, r) - m * mean_p for c, m in zip(self.low, self.mean_i))
+        xx, xy, xz, yy, yz, zz = self.inv_cov
+        a_r = xx * cr + xy * cg + xz * cb
+        a_g = xy * cr + yy * cg + yz * cb
+        a_b = xz * cr + yz * cg + zz * cb
+        mr, mg, mb = self.mean_i
+        # The filter's offset is mean_p - a·mean_I; leaving out mean_p removes its plain
+        # (image-blind) smoothing and keeps the edge part.
+        b = -(a_r * mr + a_g * mg + a_b * mb)
+        return cv2.merge([_box(x, r) for x in (a_r, a_g, a_b, b)])  # (h, w, 4)
+
+    def detail(self, alpha_low: np.ndarray) -> np.ndarray:
+        """The image-edge detail of one alpha over the whole frame: the guided filter's output
+        minus the same windowed smoothing done without the image. Zero wherever the picture is
+        flat within the window, so adding it cannot bleed into flat background, and free of
+        the box-filter shrinkage that eats thin structures; where the window straddles an
+        image edge it is a step along that edge.
+
+        ``alpha_low``: float32 in [0, 1], any size. Returns (H, W) float32, about [-1, 1].
+        """
+        coef = cv2.resize(self.coefficients(alpha_low), (self.width, self.height),
+                          interpolation=cv2.INTER_LINEAR)
+        img = np.multiply(self.guide, self.scale, dtype=np.float32)
+        return np.einsum("hwc,hwc->hw", coef[..., :3], img) + coef[..., 3]
+
+    def _detail_at(self, coef: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """(N,) float32 detail at the flat pixel indices ``idx``: the coefficients are sampled
+        bilinearly with half-pixel centres (exactly what ``cv2.resize`` would give there)."""
+        ys, xs = np.divmod(idx, self.width)
+        sy, sx = self.low_hw[0] / self.height, self.low_hw[1] / self.width
+        n = len(idx)
+        cols = 4096  # cv2.remap wants maps below 32767 on each side
+        rows = -(-n // cols)
+        mx = np.zeros(rows * cols, np.float32)
+        my = np.zeros(rows * cols, np.float32)
+        mx[:n] = (xs + 0.5) * sx - 0.5
+        my[:n] = (ys + 0.5) * sy - 0.5
+        c = cv2.remap(coef, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE).reshape(-1, 4)[:n]  # (N, 4)
+        rgb = self.guide.reshape(-1, 3)[idx].astype(np.float32) * self.scale  # (N, 3)
+        return np.einsum("nc,nc->n", c[:, :3], rgb) + c[:, 3]
+
+    def refine(self, alpha: np.ndarray, alpha_low: np.ndarray | None = None,
+               strength: float = 1.0) -> np.ndarray:
+        """``alpha + strength·4·alpha·(1 - alpha)·detail``, clipped to [0, 1].
+
+        The weight 4·alpha·(1 - alpha) (1 at alpha 0.5, 0 where alpha is saturated) confines
+        the correction to where the mask is uncertain, the band a 256² mask leaves around its
+        edge, so confident interior and background are kept as they are; it is also why only
+        that band is evaluated at full resolution (a few % of a 1080p frame).
+        ``alpha``: (H, W) float32 in [0, 1], source resolution. ``alpha_low``: the same alpha
+        at lower resolution if the caller has it (cheaper and sharper than resampling
+        ``alpha``). ``strength`` >= 0: 1 moves an uncertain edge part of the way to the image
+        edge, 2 most of the way (0 returns ``alpha``). Returns (H, W) float32 in [0, 1].
+        """
+        if alpha.shape != (self.height, self.width):
+            raise VosfxError(
+                f"alpha: expected {(self.height, self.width)} like the guide, found {alpha.shape}"
+            )
+        alpha = alpha.astype(np.float32, copy=False)
+        out = alpha.copy()
+        w = cv2.multiply(alpha, 1.0 - alpha, scale=4.0 * float(strength))
+        # |detail| stays below ~1, so where the weight is under 0.01 (alpha outside
+        # [0.0025, 0.9975]) the correction would be under 0.01: skip those pixels.
+        idx = np.flatnonzero(w > _MIN_WEIGHT * max(1.0, float(strength)))
+        if len(idx) == 0:
+            return out
+        coef = self.coefficients(alpha if alpha_low is None else alpha_low)
+        flat = out.reshape(-1)
+        flat[idx] = np.clip(flat[idx] + w.reshape(-1)[idx] * self._detail_at(coef, idx),
+                            0.0, 1.0)
+        return out
 
 
 def guided_refine(alpha: np.ndarray, guide_rgb: np.ndarray, radius_px: int,
-                  eps: float) -> np.ndarray:
-    """Snap an alpha's edges to the image edges of ``guide_rgb`` (fast colour guided filter).
+                  eps: float, strength: float = 1.0) -> np.ndarray:
+    """Snap an alpha's uncertain edge to the image edges of ``guide_rgb`` (fast colour guided
+    filter, applied as edge detail; see :meth:`GuidePrep.refine`).
 
-    ``alpha``: float32 in [0, 1], (H, W) or any lower resolution (resampled).
+    ``alpha``: (H, W) float32 in [0, 1], for example bilinearly upsampled SAM 2 probabilities.
     ``guide_rgb``: (H, W, 3) uint8 | uint16 | float32 in [0, 1] RGB, source resolution.
     ``radius_px``: window radius in source pixels; it should cover the input's edge error
     (a 256² SAM 2 mask is off by up to one cell, W / 256 px). ``eps``: in [0, 1]² guide units;
-    1e-3 follows edges with a contrast above about 0.03.
-    Returns (H, W) float32 in [0, 1].
+    1e-3 follows edges with a contrast above about 0.03. ``strength``: see
+    :meth:`GuidePrep.refine`. Returns (H, W) float32 in [0, 1].
     """
-    return GuidePrep(guide_rgb, radius_px, eps).filter(alpha)
+    return GuidePrep(guide_rgb, radius_px, eps).refine(alpha, strength=strength)
