@@ -1,0 +1,75 @@
+"""Engine factories for batch tests: importable by name (``batch_fakes:fake_engine``) from
+spawned worker processes and Ray actors, which get tests/ on their PYTHONPATH."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fakes import FakeEngine
+
+# Seconds each frame takes, so a test can kill a worker mid-job. Read per step so a test can
+# set it in the environment the workers inherit.
+DELAY_ENV = "VOSFX_TEST_FRAME_DELAY_S"
+
+
+class _SlowSession:
+    def __init__(self, session, delay_s: float) -> None:
+        self.session, self.delay_s = session, delay_s
+
+    def add_prompt(self, prompt) -> None:
+        self.session.add_prompt(prompt)
+
+    def step(self, frame, *, shot_id: int = 0):
+        time.sleep(self.delay_s)
+        return self.session.step(frame, shot_id=shot_id)
+
+    def report(self) -> dict:
+        return self.session.report()
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class SlowFakeEngine(FakeEngine):
+    def __init__(self, delay_s: float | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.delay_s = delay_s
+
+    def start(self, info, memory):
+        session = super().start(info, memory)
+        delay = self.delay_s
+        if delay is None:
+            delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+        return _SlowSession(session, delay) if delay > 0 else session
+
+
+def fake_engine(model_config) -> FakeEngine:
+    """ModelConfig -> a FakeEngine (slowed by $VOSFX_TEST_FRAME_DELAY_S when set)."""
+    return SlowFakeEngine(model_id=f"fake:{model_config.name}")
+
+
+def slow_fake_engine(model_config) -> FakeEngine:
+    """A FakeEngine taking 0.15 s a frame (for killing a Ray worker mid-job: Ray workers do
+    not see environment changes made after the cluster started)."""
+    return SlowFakeEngine(0.15, model_id=f"fake:{model_config.name}")
+
+
+def clip_with_mask(folder, name: str, n: int = 8, width: int = 64, height: int = 48):
+    """``folder/<name>.mp4`` (the moving square) and ``folder/<name>.mask.png`` (its frame-0
+    mask). Returns (clip path, mask path)."""
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+    from media import make_clip, square_box
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = make_clip(folder / f"{name}.mp4", n=n, width=width, height=height)
+    x0, y0, x1, y1 = square_box(0, width, height)
+    mask = np.zeros((height, width), np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    mask_path = folder / f"{name}.mask.png"
+    cv2.imwrite(str(mask_path), mask)
+    return clip, mask_path

@@ -1,0 +1,251 @@
+"""The batch coordinator, local executors and `vosfx batch` (vosfx.batch, vosfx.batch_local,
+vosfx.batch_worker, vosfx.cli.batch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from batch_fakes import DELAY_ENV, clip_with_mask, fake_engine
+from click.testing import CliRunner
+
+from vosfx.batch import format_summary, run_batch
+from vosfx.batch_local import LocalExecutor, worker_envs
+from vosfx.cli import cli
+from vosfx.errors import BatchError
+
+TESTS = str(Path(__file__).resolve().parent)
+FACTORY = "batch_fakes:fake_engine"
+
+
+@pytest.fixture
+def tests_on_path(monkeypatch):
+    """Spawned workers import the fake engine by name: they need tests/ on their path."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p))
+
+
+def make_batch(folder: Path, names=("a", "b", "c"), n: int = 6, corrupt=()) -> Path:
+    """Clips + masks + a TOML manifest writing ffv1 mattes to folder/out. Names in
+    ``corrupt`` get a file of garbage bytes instead of a clip."""
+    for name in names:
+        clip_with_mask(folder, name, n=n)
+        if name in corrupt:
+            (folder / f"{name}.mp4").write_bytes(b"\x00garbage, not a video" * 50)
+    (folder / "out").mkdir(exist_ok=True)
+    rows = "".join(f'[[jobs]]\ninput = "{n_}.mp4"\nmask = "{n_}.mask.png"\n' for n_ in names)
+    manifest = folder / "batch.toml"
+    manifest.write_text('[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n'
+                        + rows)
+    return manifest
+
+
+def decoded(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray() for f in c.decode(video=0)])
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_home):
+    manifest = make_batch(tmp_path, corrupt=("b",))
+    events = []
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine,
+                       on_progress=events.append)
+    status = {r.job_id: r.status for r in report.results}
+    assert status == {"a": "ok", "b": "failed", "c": "ok"}
+    failed = report.failed[0]
+    assert "b.mp4" in failed.reason and failed.attempts == 1
+    assert report.frames == 12
+    with pytest.raises(BatchError, match="1 of 3 job"):
+        report.raise_for_failures()
+    table = format_summary(report)
+    assert "b  " in table and "failed" in table and "2 ok, 0 skipped, 1 failed" in table
+    logs = tmp_path / ".vosfx-batch" / "batch.toml" / "logs"
+    assert "FAILED (input)" in (logs / "b.log").read_text()
+    assert "done: 6 frames" in (logs / "a.log").read_text()
+    assert [e.event for e in events][:2] == ["plan", "start"] and events[-1].event == "done"
+    assert [e.jobs_done for e in events if e.event == "job"] == [1, 2, 3]
+    side = json.loads((tmp_path / "out" / "a.mkv.json").read_text())
+    assert side["batch"]["job_id"] == "a" and len(side["batch"]["job_hash"]) == 64
+
+    before = mtimes(tmp_path / "out")
+    clip_with_mask(tmp_path, "b", n=6)  # the clip is fixed
+    again = run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    assert {r.job_id: r.status for r in again.results} == {"a": "skipped", "b": "ok",
+                                                           "c": "skipped"}
+    after = mtimes(tmp_path / "out")
+    assert {k: after[k] for k in before} == before  # nothing finished was rewritten
+    assert "b.mkv" in after
+
+
+def test_changed_config_reruns_only_that_job(tmp_path, config_home):
+    manifest = make_batch(tmp_path, names=("a", "b"))
+    run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    text = manifest.read_text().replace('mask = "b.mask.png"\n',
+                                        'mask = "b.mask.png"\nend = 3\n')
+    manifest.write_text(text)
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    assert [(r.job_id, r.status, r.frames) for r in report.results] == [
+        ("a", "skipped", 6), ("b", "ok", 3)]
+    assert len(decoded(tmp_path / "out" / "b.mkv")) == 3
+
+
+def test_existing_output_not_made_by_the_batch_is_kept(tmp_path, config_home):
+    manifest = make_batch(tmp_path, names=("a",))
+    (tmp_path / "out" / "a.mkv").write_bytes(b"precious")
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine, retry=2)
+    assert report.results[0].status == "failed" and "already exists" in report.results[0].reason
+    assert (tmp_path / "out" / "a.mkv").read_bytes() == b"precious"
+
+
+class _Flaky:
+    """Engine factory whose first ``fails`` engines crash on start (a transient error)."""
+
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+
+    def __call__(self, model_config):
+        engine = fake_engine(model_config)
+        if self.fails > 0:
+            self.fails -= 1
+
+            def boom(*args, **kwargs):
+                raise RuntimeError("CUDA error: an illegal memory access (simulated)")
+
+            engine.start = boom
+        return engine
+
+
+@pytest.mark.parametrize("retry, status, attempts", [(0, "failed", 1), (1, "ok", 2)])
+def test_retry_transient_failures(tmp_path, config_home, retry, status, attempts):
+    manifest = make_batch(tmp_path, names=("a",))
+    from vosfx.batch_local import InlineExecutor
+
+    ex = InlineExecutor(_Flaky(1))  # a worker drops its engine after an unexpected error
+    report = run_batch(manifest, executor=ex, retry=retry)
+    r = report.results[0]
+    assert (r.status, r.attempts) == (status, attempts)
+    if status == "failed":
+        assert "RuntimeError: CUDA error" in r.reason
+
+
+def test_worker_envs_split_devices_and_threads():
+    envs = worker_envs(None, gpus=["0", "1"])
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1"]
+    envs = worker_envs(2, gpus=[])
+    assert len(envs) == 2 and envs[0]["CUDA_VISIBLE_DEVICES"] == ""
+    assert int(envs[0]["OMP_NUM_THREADS"]) == max(1, (os.cpu_count() or 1) // 2)
+    assert len(worker_envs(None, gpus=[])) == 1
+    with pytest.raises(BatchError):
+        worker_envs(0, gpus=[])
+
+
+def test_local_workers_match_inline_and_survive_a_killed_worker(tmp_path, config_home,
+                                                                 tests_on_path, monkeypatch):
+    inline_dir, local_dir = tmp_path / "inline", tmp_path / "local"
+    run_batch(make_batch(inline_dir), executor="inline", engine_factory=fake_engine)
+    monkeypatch.setenv(DELAY_ENV, "0.15")  # ~1 s a job: time to kill a worker mid-job
+    ex = LocalExecutor(2, engine_factory=FACTORY, gpus=[])
+    box = {}
+    runner = threading.Thread(target=lambda: box.update(
+        report=run_batch(make_batch(local_dir), executor=ex, retry=1)))
+    runner.start()
+    victim = _wait_for_running_worker(ex, local_dir / "out")
+    os.kill(victim, signal.SIGKILL)
+    runner.join(120)
+    assert not runner.is_alive()
+    report = box["report"]
+    assert [r.status for r in report.results] == ["ok", "ok", "ok"]
+    assert max(r.attempts for r in report.results) == 2
+    assert any("died mid-job" in (local_dir / ".vosfx-batch/batch.toml/logs" / f"{n}.log")
+               .read_text() for n in "abc")
+    assert len({r.worker for r in report.results}) >= 2
+    for name in "abc":
+        a, b = decoded(inline_dir / "out" / f"{name}.mkv"), decoded(local_dir / "out" / f"{name}.mkv")
+        np.testing.assert_array_equal(a, b)
+    assert not [p for p in (local_dir / "out").iterdir() if ".vosfx-tmp-" in p.name]
+
+
+def _wait_for_running_worker(ex: LocalExecutor, out: Path, timeout_s: float = 60) -> int:
+    """The pid of a worker that is rendering (a temp output exists and a task is assigned)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        busy = [w.proc.pid for w in list(ex.pool.values()) if w.task is not None]
+        if busy and out.is_dir() and any(".vosfx-tmp-" in p.name for p in out.iterdir()):
+            return busy[0]
+        time.sleep(0.05)
+    raise AssertionError("no worker started rendering in time")
+
+
+def test_cli_summary_and_exit_code(tmp_path, config_home):
+    manifest = make_batch(tmp_path, names=("a", "b"), corrupt=("b",))
+    res = CliRunner().invoke(cli, ["batch", str(manifest), "--executor", "inline",
+                                   "--engine-factory", FACTORY])
+    assert res.exit_code == BatchError.exit_code == 10, res.output
+    assert "1 ok, 0 skipped, 1 failed" in res.output
+    res = CliRunner().invoke(cli, ["batch", str(manifest), "--executor", "inline",
+                                   "--engine-factory", FACTORY, "--json-progress"])
+    lines = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    final = lines[-1]
+    assert final["event"] == "batch_result" and final["skipped"] == 1 and final["failed"] == 1
+
+
+def test_cli_folder_mode(tmp_path, config_home):
+    for name in ("x", "y"):
+        clip_with_mask(tmp_path, name, n=3)
+    res = CliRunner().invoke(cli, ["batch", str(tmp_path), "-o", "{stem}_matte.mkv",
+                                   "-p", "matte-ffv1", "--executor", "inline",
+                                   "--engine-factory", FACTORY])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "x_matte.mkv").is_file() and (tmp_path / "y_matte.mkv.json").is_file()
+
+
+def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, config_home):
+    manifest = make_batch(tmp_path, n=10)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
+               **{DELAY_ENV: "0.1"})
+    cmd = [sys.executable, "-m", "vosfx", "batch", str(manifest), "--workers", "1",
+           "--engine-factory", FACTORY]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "out"
+    state_file = tmp_path / ".vosfx-batch" / "batch.toml" / "state.json"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # job a finished and job b rendering
+            if (out / "a.mkv.json").exists() and any(".b.mkv.vosfx-tmp-" in p.name
+                                                     for p in out.iterdir()):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the batch never got to job b")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the coordinator and its worker, like a power cut
+        proc.wait(30)
+    assert not (out / "b.mkv").exists() and not (out / "c.mkv").exists()
+    state = json.loads(state_file.read_text())["jobs"]
+    assert state["a"]["status"] == "ok" and state["b"]["status"] == "running"
+    a_mtime = (out / "a.mkv").stat().st_mtime_ns
+    env.pop(DELAY_ENV)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert (out / "a.mkv").stat().st_mtime_ns == a_mtime
+    rows = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()[2:5]}
+    assert rows == {"a": "skipped", "b": "ok", "c": "ok"}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.mkv", "a.mkv.json", "b.mkv", "b.mkv.json", "c.mkv", "c.mkv.json"]
+    assert "removed a partial file" in (state_file.parent / "logs" / "b.log").read_text()

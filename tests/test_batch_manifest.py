@@ -1,0 +1,152 @@
+"""Manifest forms, templates and validation (vosfx.batch_manifest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from batch_fakes import clip_with_mask
+
+from vosfx.batch_manifest import expand_template, load_manifest
+from vosfx.errors import BatchError, ConfigError
+
+
+@pytest.fixture
+def clips(tmp_path, config_home):
+    for name in ("a", "b"):
+        clip_with_mask(tmp_path, name, n=4)
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def _write_forms(folder: Path) -> dict[str, Path]:
+    toml = folder / "m.toml"
+    toml.write_text(
+        '[defaults]\noutput = "out/{stem}.{preset}.mkv"\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\n'
+        '[[jobs]]\ninput = "b.mp4"\nprompts = [{frame = 0, mask = "b.mask.png"}]\n'
+        'overrides = {refine = {feather_px = 2.0}}\n')
+    csv = folder / "m.csv"
+    csv.write_text("input,mask,output,presets,refine.feather_px\n"
+                   "a.mp4,a.mask.png,out/{stem}.{preset}.mkv,matte-ffv1,\n"
+                   "b.mp4,b.mask.png,out/{stem}.{preset}.mkv,matte-ffv1,2.0\n")
+    jsonl = folder / "m.jsonl"
+    rows = [{"input": "a.mp4", "mask": "a.mask.png", "output": "out/{stem}.{preset}.mkv",
+             "preset": "matte-ffv1"},
+            {"input": "b.mp4", "prompts": [{"mask": "b.mask.png"}], "presets": ["matte-ffv1"],
+             "output": "out/{stem}.{preset}.mkv", "overrides": {"refine": {"feather_px": 2}}}]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return {"toml": toml, "csv": csv, "jsonl": jsonl}
+
+
+def test_three_forms_give_the_same_jobs(clips):
+    forms = _write_forms(clips)
+    loaded = {k: load_manifest(p) for k, p in forms.items()}
+    ref = [(bj.id, bj.job.to_dict()) for bj in loaded["toml"].jobs]
+    assert [i for i, _ in ref] == ["a", "b"]
+    assert ref[0][1]["output"] == str(clips / "out" / "a.matte-ffv1.mkv")
+    assert ref[1][1]["config"]["refine"]["feather_px"] == 2.0
+    assert ref[0][1]["config"]["refine"]["feather_px"] == 0.0
+    assert ref[0][1]["config"]["output"]["format"] == "ffv1-matte"
+    for kind in ("csv", "jsonl"):
+        assert [(bj.id, bj.job.to_dict()) for bj in loaded[kind].jobs] == ref, kind
+
+
+def test_folder_with_mask_rule(clips):
+    m = load_manifest(clips, defaults={"output": "out/{stem}_matte.mkv",
+                                       "presets": ["matte-ffv1"]})
+    assert [bj.id for bj in m.jobs] == ["a", "b"]
+    assert m.jobs[0].job.prompts[0].mask == str(clips / "a.mask.png")
+    (clips / "b.mask.png").unlink()
+    with pytest.raises(BatchError, match=r"b\.mask\.png does not exist"):
+        load_manifest(clips, defaults={"output": "out/{stem}_matte.mkv"})
+
+
+@pytest.mark.parametrize("template, presets, expected", [
+    ("out/{stem}.mov", (), "out/clip.mov"),
+    ("{parent}/{name}.{ext}.matte", (), "shots/clip.mp4.mp4.matte"),
+    ("m/{id}_{index:03d}.mkv", (), "m/job7_007.mkv"),
+    ("{stem}.{preset}.mov", ("prores4444", "fast"), "clip.prores4444+fast.mov"),
+    ("{stem}.{preset}.mov", (), "clip.default.mov"),
+    ("{stem}_{obj}.mov", (), "clip_{obj}.mov"),
+])
+def test_expand_template(template, presets, expected):
+    got = expand_template(template, input_path="shots/clip.mp4", job_id="job7", index=7,
+                          presets=presets)
+    assert got == expected
+
+
+@pytest.mark.parametrize("template", ["{stme}.mov", "{stem", "{index:q}.mov"])
+def test_bad_template(template):
+    with pytest.raises(ConfigError, match="template"):
+        expand_template(template, input_path="a.mp4", job_id="a", index=0, presets=())
+
+
+def test_sequence_input_stem():
+    got = expand_template("{stem}.mov", input_path="/x/shot12/%05d.png", job_id="j", index=0,
+                          presets=())
+    assert got == "shot12.mov"
+
+
+def test_every_problem_reported_before_any_work(clips):
+    bad = clips / "bad.toml"
+    bad.write_text(
+        '[defaults]\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "out/x.mkv"\ncolour = 1\n'
+        '[[jobs]]\ninput = "missing.mp4"\nmask = "a.mask.png"\noutput = "out/m.mkv"\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "nomask.png"\noutput = "out/n.mkv"\n'
+        '[[jobs]]\nid = "one"\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "out/same.mkv"\n'
+        '[[jobs]]\nid = "two"\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/same.mkv"\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "a.mp4"\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/{obj}.mkv"\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/p.mkv"\n'
+        'presets = ["no-such-preset"]\n')
+    with pytest.raises(BatchError) as err:
+        load_manifest(bad)
+    text = str(err.value)
+    for needle in ("unknown key(s) ['colour']", "missing.mp4 does not exist",
+                   "nomask.png does not exist", "out/same.mkv is also written by",
+                   "would overwrite the input", "{obj}", "no-such-preset", "nothing was run"):
+        assert needle in text, needle
+    assert not (clips / ".vosfx-batch").exists()
+    assert list((clips / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('version = 2\n[[jobs]]\ninput = "a.mp4"', "version 2"),
+    ('jobs = 3', "expected [[jobs]]"),
+    ('[batch]\nx = 1', "unknown top-level key"),
+    ('[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"', "no 'output'"),
+    ('[[jobs]]\nid = "a b"\ninput = "a.mp4"\nmask = "a.mask.png"\noutput="o.mkv"', "id 'a b'"),
+    ('not toml = = 1', "not valid TOML"),
+])
+def test_toml_errors(clips, text, needle):
+    path = clips / "e.toml"
+    path.write_text(text)
+    with pytest.raises(BatchError) as err:
+        load_manifest(path)
+    assert needle in str(err.value)
+
+
+def test_allow_missing_and_ids(clips):
+    path = clips / "m.jsonl"
+    rows = [{"input": n, "mask": "a.mask.png", "output": f"out/{i}.mkv"}
+            for i, n in enumerate(["a.mp4", "gone.mp4", "sub/a.mp4"])]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(BatchError, match="gone.mp4 does not exist"):
+        load_manifest(path)
+    m = load_manifest(path, allow_missing=True)
+    assert [bj.id for bj in m.jobs] == ["a", "gone", "a-2"]
+
+
+def test_bad_csv_and_jsonl(clips):
+    (clips / "x.jsonl").write_text('{"input": "a.mp4"}\n[1, 2]\n')
+    with pytest.raises(BatchError, match="line 2: expected a JSON object"):
+        load_manifest(clips / "x.jsonl")
+    (clips / "x.csv").write_text('input,overrides\na.mp4,{bad json}\n')
+    with pytest.raises(BatchError, match="column 'overrides'"):
+        load_manifest(clips / "x.csv")
+    (clips / "x.yaml").write_text("a: 1")
+    with pytest.raises(BatchError, match="expected a .toml"):
+        load_manifest(clips / "x.yaml")

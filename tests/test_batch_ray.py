@@ -1,0 +1,132 @@
+"""The Ray executor (vosfx.batch_ray) on a private 2-CPU Ray bound to 127.0.0.1.
+
+One Ray session for the whole module (starting one costs seconds)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install vosfx[ray]`")
+
+from test_batch import FACTORY, TESTS, decoded, make_batch, mtimes
+
+from vosfx.batch import run_batch
+from vosfx.batch_ray import RayExecutor, init_local_ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    # workers inherit the environment of the cluster's start: the fakes must be importable
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (TESTS, old) if p)
+    init_local_ray(2)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) of sockets in LISTEN state owned
+    by ``pids``."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    addrs = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                addrs.append(cols[1].split(":")[0])
+    return addrs
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux /proc")
+def test_local_ray_listens_on_loopback_only(local_ray):
+    addrs = _listening(_descendants(os.getpid()) | {os.getpid()})
+    assert addrs, "found no Ray listening sockets to check"
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    assert set(addrs) <= loopback, addrs
+
+
+def test_ray_matches_local_and_resumes(tmp_path, config_home, local_ray):
+    inline_dir, ray_dir = tmp_path / "inline", tmp_path / "ray"
+    from batch_fakes import fake_engine
+
+    ref = run_batch(make_batch(inline_dir, corrupt=("c",)), executor="inline",
+                    engine_factory=fake_engine)
+    manifest = make_batch(ray_dir, corrupt=("c",))
+    report = run_batch(manifest, executor=RayExecutor(engine_factory=FACTORY))
+    assert report.executor == "ray" and report.workers == 2
+    assert [(r.job_id, r.status, r.frames) for r in report.results] == [
+        (r.job_id, r.status, r.frames) for r in ref.results]
+    assert "c.mp4" in report.failed[0].reason
+    for name in "ab":
+        np.testing.assert_array_equal(decoded(inline_dir / "out" / f"{name}.mkv"),
+                                      decoded(ray_dir / "out" / f"{name}.mkv"))
+    logs = ray_dir / ".vosfx-batch" / "batch.toml" / "logs"
+    assert "done: 6 frames" in (logs / "a.log").read_text()  # sent back by the actor
+    before = mtimes(ray_dir / "out")
+    again = run_batch(manifest, executor=RayExecutor(engine_factory=FACTORY))
+    assert [r.status for r in again.results] == ["skipped", "skipped", "failed"]
+    assert mtimes(ray_dir / "out") == before
+
+
+def test_killed_ray_worker_job_is_retried(tmp_path, config_home, local_ray):
+    manifest = make_batch(tmp_path, names=("a", "b"), n=8)
+    ex = RayExecutor(engine_factory="batch_fakes:slow_fake_engine", max_task_retries=1)
+    box = {}
+    runner = threading.Thread(target=lambda: box.update(report=run_batch(manifest, executor=ex)))
+    runner.start()
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        running = ex.running()
+        if running and any(".vosfx-tmp-" in p.name for p in out.iterdir()):
+            victim = next(iter(running.values()))
+        time.sleep(0.05)
+    assert victim is not None, "no Ray worker started rendering in time"
+    os.kill(victim, 9)
+    runner.join(120)
+    assert not runner.is_alive()
+    report = box["report"]
+    assert [r.status for r in report.results] == ["ok", "ok"]
+    assert max(r.attempts for r in report.results) == 2
+    assert all(str(victim) not in r.worker for r in report.results)
+    logs = tmp_path / ".vosfx-batch" / "batch.toml" / "logs"
+    assert any("Ray restarted it" in (logs / f"{n}.log").read_text() for n in "ab")
+    assert not [p for p in out.iterdir() if ".vosfx-tmp-" in p.name]

@@ -1,0 +1,258 @@
+"""Executors that run batch jobs on this machine.
+
+:class:`LocalExecutor`: one spawned process per GPU (``CUDA_VISIBLE_DEVICES`` set per worker)
+or ``workers`` processes on CPU; each loads its engine once and keeps it across jobs. Each
+worker talks to the coordinator over its own pipe, so a worker killed at any moment cannot
+leave a shared queue's lock held; a dead worker's job is reported as ``worker-died`` (the
+coordinator retries it) and a fresh worker takes the slot.
+
+:class:`InlineExecutor`: the jobs in the calling process, one at a time (debugging, tests,
+and the reference the other executors are compared with).
+
+Every executor has the same small interface the coordinator (:mod:`vosfx.batch`) drives:
+``start()``, ``free_slots()``, ``submit(task)``, ``wait(timeout_s) -> [event]``, ``close()``.
+Events are tuples: ``("started", job_id, worker)``, ``("progress", job_id, frames_done,
+total_frames)``, ``("finished", JobOutcome)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+from vosfx.batch_worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.errors import BatchError
+
+# Progress messages a worker sends per second at most (a 2000-frame clip at 30 fps would
+# otherwise send 30 pickled events a second through the pipe for nothing).
+_PROGRESS_HZ = 2.0
+# How often an orphaned worker notices its coordinator is gone.
+_PARENT_POLL_S = 0.5
+_JOIN_S = 5.0
+
+
+def detect_gpus() -> list[str]:
+    """GPU ids for one worker each: ``CUDA_VISIBLE_DEVICES`` when set, else what
+    ``nvidia-smi -L`` lists, else none. Imports no CUDA library."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = [d.strip() for d in env.split(",") if d.strip()]
+        return [] if ids in ([], ["-1"]) else ids
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def worker_envs(workers: int | None, gpus: list[str] | None = None,
+                threads: int | None = None) -> list[dict[str, str]]:
+    """Environment per worker: one per GPU (its ``CUDA_VISIBLE_DEVICES``), else ``workers``
+    CPU workers that split the cores between them (``OMP_NUM_THREADS`` and friends), so two
+    workers on a 2-core machine do not each start 2 threads."""
+    gpus = detect_gpus() if gpus is None else gpus
+    if gpus and workers is None:
+        return [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+    n = workers if workers is not None else 1
+    if n < 1:
+        raise BatchError(f"expected at least 1 worker, found {n}")
+    if gpus:  # more workers than GPUs: share them round-robin
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(n)]
+    per = threads or max(1, (os.cpu_count() or 1) // n)
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    return [{name: str(per) for name in names} | {"CUDA_VISIBLE_DEVICES": ""} for _ in range(n)]
+
+
+class InlineExecutor:
+    """Runs each job in this process when :meth:`wait` is called."""
+
+    name = "inline"
+
+    def __init__(self, engine_factory: Any = None) -> None:
+        self.engines = EngineCache(engine_factory)
+        self.pending: deque[Task] = deque()
+        self.workers = 1
+
+    def start(self) -> None:
+        pass
+
+    def free_slots(self) -> int:
+        return 0 if self.pending else 1
+
+    def submit(self, task: Task) -> None:
+        self.pending.append(task)
+
+    def wait(self, timeout_s: float) -> list[tuple]:
+        if not self.pending:
+            return []
+        task = self.pending.popleft()
+        events: list[tuple] = [("started", task.job_id, worker_name())]
+        outcome = run_one(task, self.engines)
+        return events + [("finished", outcome)]
+
+    def close(self) -> None:
+        self.engines.close()
+
+
+@dataclass
+class _Worker:
+    wid: int
+    proc: Any
+    conn: Any
+    task: Task | None = None
+
+
+class LocalExecutor:
+    """A pool of spawned worker processes (see the module doc)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, *, engine_factory: Any = None,
+                 gpus: list[str] | None = None, threads: int | None = None) -> None:
+        self.envs = worker_envs(workers, gpus, threads)
+        self.workers = len(self.envs)
+        self.factory = engine_factory
+        self.pool: dict[int, _Worker] = {}
+        self.ctx = None
+
+    def start(self) -> None:
+        import multiprocessing
+
+        # spawn, never fork: a forked child of a process that touched torch or CUDA can hang
+        self.ctx = multiprocessing.get_context("spawn")
+        for wid in range(self.workers):
+            self._spawn(wid)
+
+    def _spawn(self, wid: int) -> None:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=worker_main, name=f"vosfx-batch-{wid}", daemon=True,
+                                args=(child, self.factory, self.envs[wid], os.getpid()))
+        proc.start()
+        child.close()
+        self.pool[wid] = _Worker(wid, proc, parent)
+
+    def worker_pids(self) -> dict[int, int]:
+        return {wid: w.proc.pid for wid, w in self.pool.items()}
+
+    def free_slots(self) -> int:
+        return sum(1 for w in self.pool.values() if w.task is None)
+
+    def submit(self, task: Task) -> None:
+        worker = next(w for w in self.pool.values() if w.task is None)
+        worker.task = task
+        worker.conn.send(task)
+
+    def wait(self, timeout_s: float) -> list[tuple]:
+        from multiprocessing.connection import wait
+
+        handles = {}
+        for w in self.pool.values():
+            handles[w.conn] = w
+            handles[w.proc.sentinel] = w
+        events: list[tuple] = []
+        for ready in wait(list(handles), timeout_s):
+            w = handles[ready]
+            if ready is w.conn:
+                events += self._receive(w)
+        for w in list(self.pool.values()):
+            if not w.proc.is_alive() and self.pool.get(w.wid) is w:
+                events += self._receive(w)  # what it sent before dying
+                events += self._replace_dead(w)
+        return events
+
+    def _receive(self, w: _Worker) -> list[tuple]:
+        events = []
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg[0] == "finished":
+                    w.task = None
+                events.append(msg)
+        except (EOFError, OSError):
+            pass  # the process is gone; the sentinel check handles it
+        return events
+
+    def _replace_dead(self, w: _Worker) -> list[tuple]:
+        w.proc.join(0.1)
+        code = w.proc.exitcode
+        w.conn.close()
+        events = []
+        if w.task is not None:
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            events.append(("finished", JobOutcome(
+                w.task.job_id, "failed", kind="worker-died", transient=True,
+                reason=f"worker process {w.proc.pid} died mid-job ({how})",
+                attempt=w.task.attempt, worker=f"local:{w.proc.pid}")))
+        del self.pool[w.wid]
+        self._spawn(w.wid)
+        return events
+
+    def close(self) -> None:
+        for w in self.pool.values():
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + _JOIN_S
+        for w in self.pool.values():
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():  # mid-job (Ctrl-C): SIGTERM cancels it, writers clean up
+                w.proc.terminate()
+                w.proc.join(_JOIN_S)
+            w.conn.close()
+        self.pool.clear()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _watch_parent(parent_pid: int, cancel: threading.Event) -> None:
+    """Cancel the running job when the coordinator is gone (its pipe end is then closed too,
+    so an idle worker exits on its own): a batch killed with SIGKILL must not leave workers
+    finishing jobs nobody records."""
+    while not cancel.is_set():
+        if os.getppid() != parent_pid:
+            cancel.set()
+            return
+        time.sleep(_PARENT_POLL_S)
+
+
+def worker_main(conn, factory: Any, env: dict[str, str], parent_pid: int) -> None:
+    """A worker process: receive Tasks until None, send events back."""
+    os.environ.update(env)  # before anything imports torch: device and thread counts
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    cancel = threading.Event()
+    threading.Thread(target=_watch_parent, args=(parent_pid, cancel), daemon=True).start()
+    engines = EngineCache(factory)
+    try:
+        while not cancel.is_set():
+            task = conn.recv()
+            if task is None:
+                break
+            conn.send(("started", task.job_id, worker_name()))
+            last = [0.0]
+
+            def progress(ev, task=task, last=last):
+                now = time.monotonic()
+                if ev.event == "frame" and now - last[0] >= 1.0 / _PROGRESS_HZ:
+                    last[0] = now
+                    conn.send(("progress", task.job_id, ev.frames_done, ev.total_frames))
+
+            outcome = run_one(task, engines, progress, cancel)
+            conn.send(("finished", replace(outcome, worker=f"local:{os.getpid()}")))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass  # coordinator gone or batch cancelled: the writers already removed temp files
+    finally:
+        engines.close()

@@ -1,0 +1,407 @@
+"""Batch manifests: many jobs described once, validated completely before any work starts.
+
+A manifest is a TOML, CSV or JSON-lines file (by extension: ``.toml``, ``.csv``, ``.jsonl`` /
+``.ndjson``), or a folder of clips with a naming rule for their masks. Every form becomes the
+same rows; a row is a job dict (:func:`vosfx.job.job_from_dict`) with a few batch additions:
+
+- ``id``: names the job in the summary, the state file and ``logs/<id>.log`` (default: the
+  input's stem, made unique);
+- ``mask`` (+ ``mask_frame``): shorthand for ``prompts = [{frame = mask_frame, mask = ...}]``;
+- ``preset``: a synonym of ``presets``;
+- ``output``: a path template with ``{stem}``, ``{name}``, ``{ext}``, ``{parent}``, ``{id}``,
+  ``{index}``, ``{preset}`` and ``{obj}`` (kept for the pipeline, which writes one output per
+  object when ``[output] objects = "each"``).
+
+Relative paths resolve against the manifest's folder. Every problem (unknown key, missing file,
+duplicate or clobbering output, bad template, unknown preset) is collected, and one
+:class:`~vosfx.errors.BatchError` lists them all, so an overnight batch never dies at job 57
+on a typo.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import string
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vosfx.errors import BatchError, ConfigError, VosfxError
+from vosfx.job import Job, job_from_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_ROW_KEYS = {
+    "id", "input", "output", "presets", "preset", "overrides", "prompts", "mask", "mask_frame",
+    "start", "end", "overwrite", "fit", "objects", "fps",
+}
+_TOML_TOP_KEYS = {"version", "defaults", "jobs"}
+_TEMPLATE_FIELDS = {"stem", "name", "ext", "parent", "id", "index", "preset", "obj"}
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mxf", ".m4v", ".mpg", ".mpeg",
+                    ".ts", ".mts", ".y4m")
+DEFAULT_MASK_RULE = "{stem}.mask.png"
+# One error list line per problem; past this many the rest are counted, not listed (a wrong
+# template over 500 clips would otherwise print 500 near-identical lines).
+_MAX_LISTED_ERRORS = 40
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One job of a batch. ``id`` is unique in the batch and safe as a file name; ``where``
+    says where the row came from (``clips.csv line 4``), for messages."""
+
+    id: str
+    job: Job
+    index: int
+    where: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated batch: jobs in manifest order. ``path``: the manifest file or folder."""
+
+    path: Path
+    jobs: tuple[BatchJob, ...]
+
+    def default_state_dir(self) -> Path:
+        """``<folder>/.vosfx-batch/<manifest name>``: beside the manifest, so a rerun of the
+        same manifest finds its state without being told."""
+        folder = self.path if self.path.is_dir() else self.path.parent
+        return folder / ".vosfx-batch" / self.path.name
+
+
+def load_manifest(path: str | Path, *, defaults: dict[str, Any] | None = None,
+                  mask_rule: str = DEFAULT_MASK_RULE, allow_missing: bool = False) -> Manifest:
+    """Read and validate a manifest file or a folder of clips.
+
+    ``defaults``: row keys used where a row has none (the CLI's ``--output``/``--preset``);
+    a TOML manifest's ``[defaults]`` table sits between these and the rows. ``mask_rule``:
+    for a folder, the mask file of each clip (a template over ``{stem}``, ``{name}``,
+    ``{ext}``). ``allow_missing``: a missing input fails its own job instead of the manifest.
+    Raises BatchError listing every problem found.
+    """
+    path = Path(path)
+    if path.is_dir():
+        rows = folder_rows(path, mask_rule)
+        base = path
+    elif path.is_file():
+        rows = _read_rows(path)
+        base = path.parent
+    else:
+        raise BatchError(f"manifest {path} does not exist (expected a .toml, .csv or .jsonl "
+                         "file, or a folder of clips)")
+    file_defaults: dict[str, Any] = {}
+    if rows and rows[0][0] == "defaults":
+        file_defaults = rows.pop(0)[1]
+    merged = dict(defaults or {})
+    merged.update(file_defaults)
+    return build_manifest(path, base, rows, merged, allow_missing=allow_missing)
+
+
+def build_manifest(path: Path, base: Path, rows: list[tuple[str, dict[str, Any]]],
+                   defaults: dict[str, Any], *, allow_missing: bool = False) -> Manifest:
+    """Rows ``(where, row dict)`` -> a validated Manifest (see :func:`load_manifest`)."""
+    errors: list[str] = []
+    if not rows:
+        raise BatchError(f"manifest {path}: no jobs found")
+    for key in set(defaults) - _ROW_KEYS:
+        errors.append(f"defaults: unknown key {key!r}; known: {', '.join(sorted(_ROW_KEYS))}")
+    ids = _assign_ids(rows, errors)
+    jobs = []
+    for index, ((where, row), job_id) in enumerate(zip(rows, ids)):
+        job = _row_job(dict(defaults, **row), where, base, job_id, index, errors, allow_missing)
+        if job is not None:
+            jobs.append(BatchJob(job_id, job, index, where))
+    _check_outputs(jobs, errors)
+    if errors:
+        shown = errors[:_MAX_LISTED_ERRORS]
+        more = len(errors) - len(shown)
+        raise BatchError(
+            f"manifest {path}: {len(errors)} problem(s); nothing was run:\n  "
+            + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else "")
+        )
+    return Manifest(path, tuple(jobs))
+
+
+# --- reading the three file forms -------------------------------------------------------------
+
+def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BatchError(f"manifest {path}: cannot be read ({err})") from None
+    if suffix == ".toml":
+        return _toml_rows(text, path.name)
+    if suffix == ".csv":
+        return _csv_rows(text, path.name)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _jsonl_rows(text, path.name)
+    raise BatchError(f"manifest {path}: expected a .toml, .csv or .jsonl file, found "
+                     f"{suffix or 'no extension'}")
+
+
+def _toml_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise BatchError(f"manifest {name}: not valid TOML ({err})") from None
+    unknown = set(data) - _TOML_TOP_KEYS
+    if unknown:
+        raise BatchError(f"manifest {name}: unknown top-level key(s) {sorted(unknown)}; "
+                         f"known: {sorted(_TOML_TOP_KEYS)}")
+    if data.get("version", 1) != 1:
+        raise BatchError(f"manifest {name}: version {data['version']!r} is not supported "
+                         "(this vosfx reads 1)")
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+        raise BatchError(f"manifest {name}: expected [[jobs]] tables, found {jobs!r}")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise BatchError(f"manifest {name}: [defaults] must be a table, found {defaults!r}")
+    rows = [(f"{name} jobs[{i}]", j) for i, j in enumerate(jobs)]
+    return [("defaults", defaults)] + rows if defaults else rows
+
+
+def _csv_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """CSV with a header. Columns are row keys; ``presets`` splits on ``+`` or ``;``;
+    ``overrides`` is JSON; a ``section.key`` column (``refine.feather_px``) sets one override.
+    Empty cells mean "not given"."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows = []
+    for record in reader:
+        where = f"{name} line {reader.line_num}"
+        row: dict[str, Any] = {}
+        for column, cell in record.items():
+            if column is None:
+                raise BatchError(f"{where}: more cells than header columns")
+            column = column.strip()
+            cell = (cell or "").strip()
+            if not cell:
+                continue
+            if "." in column:
+                section, key = column.split(".", 1)
+                row.setdefault("overrides", {}).setdefault(section, {})[key] = _scalar(cell)
+            elif column in ("presets", "preset"):
+                row["presets"] = [p for p in re.split(r"[+;]", cell) if p.strip()]
+            elif column in ("overrides", "prompts", "objects"):
+                row[column] = _json_cell(cell, f"{where} column {column!r}")
+            elif column in ("mask_frame", "start", "end", "fps", "fit", "overwrite"):
+                row[column] = _scalar(cell)
+            else:
+                row[column] = cell
+        if row:
+            rows.append((where, row))
+    return rows
+
+
+def _jsonl_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = _json_cell(line, f"{name} line {n}")
+        if not isinstance(row, dict):
+            raise BatchError(f"{name} line {n}: expected a JSON object, found {line[:60]!r}")
+        rows.append((f"{name} line {n}", row))
+    return rows
+
+
+def _json_cell(cell: str, where: str) -> Any:
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError as err:
+        raise BatchError(f"{where}: not valid JSON ({err})") from None
+
+
+def _scalar(cell: str) -> Any:
+    """A CSV cell as JSON when it parses (numbers, true/false), else the string."""
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError:
+        return cell
+
+
+def folder_rows(folder: Path, mask_rule: str = DEFAULT_MASK_RULE
+                ) -> list[tuple[str, dict[str, Any]]]:
+    """One row per video file in ``folder`` (not recursive), its mask named by ``mask_rule``
+    (``clip.mp4`` <-> ``clip.mask.png`` by default). A missing mask is reported by validation."""
+    bad = _template_fields(mask_rule) - {"stem", "name", "ext"}
+    if bad:
+        raise BatchError(f"mask rule {mask_rule!r}: unknown field(s) {sorted(bad)}; "
+                         "known: {stem}, {name}, {ext}")
+    clips = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                   and not p.name.startswith("."))
+    if not clips:
+        raise BatchError(f"folder {folder}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    rows = []
+    for clip in clips:
+        mask = mask_rule.format(stem=clip.stem, name=clip.name, ext=clip.suffix.lstrip("."))
+        rows.append((clip.name, {"input": clip.name, "mask": mask}))
+    return rows
+
+
+# --- ids, templates, jobs ---------------------------------------------------------------------
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "job"
+
+
+def _assign_ids(rows: list[tuple[str, dict[str, Any]]], errors: list[str]) -> list[str]:
+    """Explicit ids must be unique; automatic ones (the input's stem) get ``-2``, ``-3``."""
+    ids: list[str] = []
+    explicit = {}
+    for where, row in rows:
+        if "id" in row:
+            rid = str(row["id"])
+            if _safe_id(rid) != rid:
+                errors.append(f"{where}: id {rid!r} must use only letters, digits, '.', '_', '-'")
+            if rid in explicit:
+                errors.append(f"{where}: id {rid!r} is also used at {explicit[rid]}")
+            explicit[rid] = where
+    for where, row in rows:
+        if "id" in row:
+            ids.append(str(row["id"]))
+            continue
+        stem = _safe_id(_input_stem(str(row.get("input", "job"))))
+        candidate, n = stem, 1
+        while candidate in explicit or candidate in ids:
+            n += 1
+            candidate = f"{stem}-{n}"
+        ids.append(candidate)
+    return ids
+
+
+def _input_stem(path: str) -> str:
+    """``clip`` for ``a/clip.mp4``; the folder name for ``shot/%05d.png`` or ``shot/``."""
+    p = Path(path)
+    if "%" in path:
+        return p.parent.name or "sequence"
+    return p.stem if p.suffix else p.name
+
+
+def _template_fields(template: str) -> set[str]:
+    try:
+        return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(template)
+                if f is not None}
+    except ValueError as err:
+        raise ConfigError(f"template {template!r}: {err}") from None
+
+
+class _KeepObj(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def expand_template(template: str, *, input_path: str, job_id: str, index: int,
+                    presets: tuple[str, ...]) -> str:
+    """Fill an output path template. ``{obj}`` stays for the pipeline. Raises ConfigError for
+    an unknown field or a bad format spec."""
+    fields = _template_fields(template)
+    unknown = fields - _TEMPLATE_FIELDS
+    if unknown:
+        raise ConfigError(f"output template {template!r}: unknown field(s) "
+                          f"{sorted(unknown)}; known: " + ", ".join(sorted(_TEMPLATE_FIELDS)))
+    p = Path(input_path.split("%")[0]) if "%" in input_path else Path(input_path)
+    values = _KeepObj(
+        stem=_input_stem(input_path), name=p.name, ext=p.suffix.lstrip("."),
+        parent=p.parent.name, id=job_id, index=index,
+        preset="+".join(presets) if presets else "default",
+    )
+    try:
+        return string.Formatter().vformat(template, (), values)
+    except (ValueError, IndexError, KeyError) as err:
+        raise ConfigError(f"output template {template!r}: {err}") from None
+
+
+def _row_job(row: dict[str, Any], where: str, base: Path, job_id: str, index: int,
+             errors: list[str], allow_missing: bool) -> Job | None:
+    unknown = set(row) - _ROW_KEYS
+    if unknown:
+        errors.append(f"{where}: unknown key(s) {sorted(unknown)}; known: "
+                      + ", ".join(sorted(_ROW_KEYS)))
+        return None
+    data = {k: v for k, v in row.items() if k not in ("id", "preset", "mask", "mask_frame")}
+    if "preset" in row and "presets" not in row:
+        data["presets"] = row["preset"]
+    if "mask" in row and "prompts" not in row:
+        data["prompts"] = [{"frame": row.get("mask_frame", 0), "mask": row["mask"]}]
+    presets = data.get("presets", [])
+    presets = (presets,) if isinstance(presets, str) else tuple(presets)
+    if not isinstance(data.get("input"), str):
+        errors.append(f"{where}: 'input' must be a path string, found {data.get('input')!r}")
+        return None
+    if not isinstance(data.get("output"), str):
+        errors.append(f"{where}: no 'output' (give one per row, in [defaults] or --output)")
+        return None
+    try:
+        data["output"] = expand_template(data["output"], input_path=data["input"],
+                                         job_id=job_id, index=index, presets=presets)
+        job = job_from_dict(data, base=base)
+    except VosfxError as err:
+        errors.append(f"{where}: {err}")
+        return None
+    if "{obj}" in job.output and job.config.output.objects != "each":
+        errors.append(f"{where}: output {job.output!r} uses {{obj}}, which needs "
+                      "[output] objects = \"each\"")
+    if not allow_missing and not _input_exists(job.input):
+        errors.append(f"{where}: input {job.input} does not exist")
+    for p in job.prompts:
+        if p.mask is not None and not Path(p.mask).is_file():
+            errors.append(f"{where}: mask {p.mask} does not exist")
+    return job
+
+
+def _input_exists(path: str) -> bool:
+    if "%" in path:  # printf pattern: its folder must exist; the frames are the source's job
+        return Path(path).parent.is_dir()
+    return Path(path).exists()
+
+
+def planned_paths(job: Job) -> list[str]:
+    """Every final path the job writes (outputs and sidecars), ``{obj}`` left in place."""
+    from vosfx.pipeline import plan_outputs
+
+    paths = []
+    for path, _fmt, _obj in plan_outputs(job):
+        paths.append(path)
+        if job.config.output.sidecar:
+            paths.append(path + ".json")
+    return paths
+
+
+def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
+    """No two jobs write the same path; no job writes over any job's input or mask."""
+    owner: dict[str, str] = {}
+    inputs = {}
+    for bj in jobs:
+        inputs[str(Path(bj.job.input).resolve())] = bj.where
+        for p in bj.job.prompts:
+            if p.mask is not None:
+                inputs[str(Path(p.mask).resolve())] = bj.where
+    for bj in jobs:
+        try:
+            paths = planned_paths(bj.job)
+        except VosfxError as err:
+            errors.append(f"{bj.where}: {err}")
+            continue
+        for path in paths:
+            key = str(Path(path).resolve())
+            if key in owner and owner[key] != bj.where:
+                errors.append(f"{bj.where}: output {path} is also written by {owner[key]}")
+            owner.setdefault(key, bj.where)
+            if key in inputs:
+                errors.append(f"{bj.where}: output {path} would overwrite the input of "
+                              f"{inputs[key]}")
+
+
+def with_overwrite(bjob: BatchJob, overwrite: bool) -> BatchJob:
+    return replace(bjob, job=replace(bjob.job, overwrite=overwrite))

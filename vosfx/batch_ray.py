@@ -1,0 +1,170 @@
+"""Run batch jobs on a Ray cluster: one actor per GPU holding the model, one task per job.
+
+Needs ``pip install "vosfx[ray]"`` (Ray core) on every node, with the same vosfx version and
+model cache or checkpoint paths that every node can read. Inputs, masks and outputs must be
+paths every node sees (shared storage: NFS, a cluster file system, a mounted bucket); the
+manifest names them. The driver (the machine running ``vosfx batch --ray``) keeps the batch
+state and the per-job logs; actors send each job's log back with its result.
+
+Worker death: actors are created with ``max_restarts=-1`` (a dead actor is restarted and
+loads the model again) and calls with ``max_task_retries=retry`` (the job in flight is rerun
+on the restarted actor). A job whose actor died more often than that fails with reason
+``worker-died``. Other failures are retried by the coordinator like local ones.
+
+Address: ``local`` starts a private single-node Ray on 127.0.0.1 (no dashboard; nothing binds
+beyond loopback), ``auto`` joins the cluster this node belongs to (``ray start`` was run here),
+anything else is passed to ``ray.init(address=...)`` (``ray://head:10001`` or ``head:6379``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any
+
+from vosfx.batch_worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.errors import BackendError, BatchError
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BackendError('--ray needs Ray: pip install "vosfx[ray]"') from None
+    return ray
+
+
+def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
+    """Start a single-node Ray bound to 127.0.0.1 only, without the dashboard.
+
+    Why the patch: Ray swaps a loopback ``_node_ip_address`` for the machine's routable
+    address (``ray._private.services.resolve_ip_for_localhost``) and its gRPC servers then
+    listen on every interface; keeping 127.0.0.1 makes all of them bind to loopback. The
+    private function is restored right after start-up, and skipped if a Ray version lacks it.
+    """
+    ray = _import_ray()
+    from ray._private import services
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a batch
+    original = getattr(services, "resolve_ip_for_localhost", None)
+    if original is not None:
+        services.resolve_ip_for_localhost = lambda host: host
+    try:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
+                 include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 **kwargs)
+    finally:
+        if original is not None:
+            services.resolve_ip_for_localhost = original
+
+
+class _RayWorker:
+    """The actor: an engine cache living as long as the actor (and rebuilt on restart)."""
+
+    def __init__(self, factory: Any) -> None:
+        import ray
+
+        self.engines = EngineCache(factory)
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.jobs = 0
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, task: Task) -> JobOutcome:
+        # the first call on a restarted actor is the one Ray resubmitted after the death
+        retried = self.restarted and self.jobs == 0
+        self.jobs += 1
+        if retried:
+            task = replace(task, attempt=task.attempt + 1)
+        outcome = run_one(task, self.engines)
+        note = "worker died mid-job; Ray restarted it and reran the job\n" if retried else ""
+        return replace(outcome, worker=f"ray:{worker_name()}", log_text=note + outcome.log_text)
+
+
+class RayExecutor:
+    """Executor on Ray actors (the interface is :mod:`vosfx.batch_local`'s)."""
+
+    name = "ray"
+
+    def __init__(self, address: str = "local", *, workers: int | None = None,
+                 engine_factory: Any = None, max_task_retries: int = 0,
+                 num_cpus: int | None = None, runtime_env: dict | None = None) -> None:
+        self.address, self.requested = address, workers
+        self.factory, self.retries = engine_factory, max_task_retries
+        self.num_cpus, self.runtime_env = num_cpus, runtime_env
+        self.workers = 0
+        self.actors: list = []
+        self.idle: list = []
+        self.inflight: dict = {}
+        self.pids: list[int] = []
+        self._owns_ray = False
+
+    def start(self) -> None:
+        ray = _import_ray()
+        if not ray.is_initialized():
+            if self.address == "local":
+                init_local_ray(self.num_cpus or self.requested, runtime_env=self.runtime_env)
+            else:
+                ray.init(address=self.address, runtime_env=self.runtime_env,
+                         log_to_driver=False)
+            self._owns_ray = True
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        n = self.requested or gpus or int(resources.get("CPU", 1))
+        if n < 1:
+            raise BatchError(f"expected at least 1 Ray worker, found {n}")
+        actor_cls = ray.remote(_RayWorker).options(
+            num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=-1,
+            max_task_retries=self.retries)
+        self.actors = [actor_cls.remote(self.factory) for _ in range(n)]
+        # also waits until every actor is up, so a worker that cannot start fails here
+        self.pids = ray.get([a.pid.remote() for a in self.actors])
+        self.idle = list(self.actors)
+        self.workers = n
+
+    def free_slots(self) -> int:
+        return len(self.idle)
+
+    def submit(self, task: Task) -> None:
+        actor = self.idle.pop()
+        # the log comes back with the result: the driver's state folder may be local to it
+        ref = actor.run.remote(replace(task, log_path=None))
+        self.inflight[ref] = (actor, task)
+
+    def running(self) -> dict[str, int]:
+        """job id -> the pid its actor had at start-up (a restarted actor has a new one)."""
+        return {task.job_id: self.pids[self.actors.index(actor)]
+                for actor, task in self.inflight.values()}
+
+    def wait(self, timeout_s: float) -> list[tuple]:
+        ray = _import_ray()
+        if not self.inflight:
+            return []
+        ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight),
+                            timeout=timeout_s)
+        events = []
+        for ref in ready:
+            actor, task = self.inflight.pop(ref)
+            self.idle.append(actor)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                outcome = JobOutcome(task.job_id, "failed", kind="worker-died",
+                                     reason=f"Ray worker died {self.retries + 1} time(s) "
+                                            f"on this job: {str(err).splitlines()[0]}",
+                                     attempt=task.attempt + self.retries)
+            except ray.exceptions.RayError as err:
+                outcome = JobOutcome(task.job_id, "failed", kind="exception", transient=True,
+                                     reason=str(err).splitlines()[0], attempt=task.attempt)
+            events.append(("finished", outcome))
+        return events
+
+    def close(self) -> None:
+        ray = _import_ray()
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors, self.idle, self.inflight = [], [], {}
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False

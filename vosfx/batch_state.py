@@ -1,0 +1,262 @@
+"""What makes a batch resumable: job hashes, the state file, skip/redo decisions, cleanup.
+
+**The job hash** (sha256, hex) covers everything that changes a job's outputs:
+
+- the input: byte size, mtime (ns) and content — the whole file when it is at most
+  ``FULL_HASH_BYTES`` (16 MiB), else its first and last MiB. Reading two MiB keeps hashing a
+  500-clip batch of 2 GB ProRes files to seconds, and size + mtime + both ends catches every
+  re-export or truncation we know of; a same-size in-place edit of the middle of a big file that
+  also restores its mtime would be missed. Image sequences hash each frame file's name, size
+  and mtime (content hashing thousands of frames would cost as much as matting them).
+- each mask prompt's full content;
+- the job as the pipeline sees it (:meth:`vosfx.job.Job.to_dict`: paths, prompts, frame range
+  and the *effective* config after presets and overrides), minus ``overwrite``;
+- the model: its id, the registry's published sha256 (or the checkpoint file's fingerprint
+  when ``[model] checkpoint`` names one);
+- vosfx's major version (a new major may change outputs).
+
+**Skip rule.** A job is skipped only when every output and sidecar it wrote exists, the state
+file records this hash for it, and each sidecar carries the same hash (written there by the
+worker after the pipeline finishes). Anything less is redone from scratch.
+
+**Overwrite rule.** A redo may replace existing outputs only when this batch made them: the
+state file listed them as absent when the job was dispatched, or their sidecar carries this
+job's id. A file the batch did not make fails the job (OutputError) unless the row says
+``overwrite = true``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vosfx import __version__
+from vosfx.errors import BatchError
+from vosfx.job import Job
+
+FULL_HASH_BYTES = 16 * 2**20
+EDGE_BYTES = 2**20
+STATE_VERSION = 1
+TEMP_MARK = ".vosfx-tmp-"  # vosfx.io.writers.temp_path_for: ".<name>.vosfx-tmp-<hex>"
+
+
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """{size, mtime_ns, sha256} of a file; ``sha256`` covers the whole file up to 16 MiB,
+    else ``head+tail:`` the first and last MiB."""
+    path = Path(path)
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if st.st_size <= FULL_HASH_BYTES:
+            for block in iter(lambda: fh.read(2**20), b""):
+                h.update(block)
+            kind = ""
+        else:
+            h.update(fh.read(EDGE_BYTES))
+            fh.seek(st.st_size - EDGE_BYTES)
+            h.update(fh.read(EDGE_BYTES))
+            kind = "head+tail:"
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": kind + h.hexdigest()}
+
+
+def input_fingerprint(path: str) -> Any:
+    """A video file's fingerprint, or for an image sequence (folder or ``%05d`` pattern) the
+    name, size and mtime of every frame file. A missing input fingerprints as ``missing``
+    (its job will fail with the source's own message)."""
+    p = Path(path)
+    if "%" in path:
+        files = sorted(glob.glob(str(p.parent / "*")))
+    elif p.is_dir():
+        files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+    else:
+        return file_fingerprint(p) if p.is_file() else "missing"
+    return [(Path(f).name, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+
+
+def model_identity(job: Job) -> dict[str, Any]:
+    """The model's id and what pins its weights (published sha256 or checkpoint fingerprint)."""
+    model = job.config.model
+    ident: dict[str, Any] = {"id": model.name}
+    if model.checkpoint:
+        ckpt = Path(model.checkpoint)
+        ident["checkpoint"] = file_fingerprint(ckpt) if ckpt.is_file() else "missing"
+    else:
+        from vosfx.errors import ModelError
+        from vosfx.models import registry
+
+        try:
+            ident["sha256"] = registry.get(model.name).sha256
+        except ModelError:
+            ident["sha256"] = None  # unknown id: the job fails with the registry's message
+    return ident
+
+
+def job_hash(job: Job) -> str:
+    """sha256 (hex) over everything that changes ``job``'s outputs (see the module doc)."""
+    described = job.to_dict()
+    described.pop("overwrite", None)
+    prompts = [file_fingerprint(p.mask)["sha256"] if p.mask and Path(p.mask).is_file()
+               else None for p in job.prompts]
+    payload = {
+        "job": described,
+        "input": input_fingerprint(job.input),
+        "masks": prompts,
+        "model": model_identity(job),
+        "vosfx_major": __version__.split(".")[0],
+    }
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class BatchState:
+    """``<state dir>/state.json``: per job id, its hash, status and the paths it wrote.
+    Saved atomically after every change, so a killed batch loses at most the job in flight."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / "state.json"
+        self.logs = self.dir / "logs"
+        self.jobs: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as err:
+                raise BatchError(f"batch state {self.path} is unreadable ({err}); move it "
+                                 "away to start the batch afresh") from None
+            if data.get("version") != STATE_VERSION:
+                raise BatchError(f"batch state {self.path}: version {data.get('version')!r}, "
+                                 f"expected {STATE_VERSION}")
+            self.jobs = data.get("jobs", {})
+
+    def open(self) -> BatchState:
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise BatchError(f"batch state folder {self.dir} cannot be created ({err})") from None
+        return self
+
+    def log_path(self, job_id: str) -> Path:
+        return self.logs / f"{job_id}.log"
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        entry = self.jobs.setdefault(job_id, {})
+        entry.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.save()
+
+    def save(self) -> None:
+        _write_json_atomic(self.path, {"version": STATE_VERSION, "jobs": self.jobs})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``run`` False: skip (``reason`` says why it is done). ``overwrite``: the redo may
+    replace existing outputs because this batch made them."""
+
+    run: bool
+    reason: str
+    overwrite: bool = False
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def decide(job_id: str, job: Job, digest: str, state: BatchState) -> Decision:
+    """Skip, or redo (and may the redo overwrite?), per the module doc's rules."""
+    from vosfx.batch_manifest import planned_paths
+
+    entry = state.jobs.get(job_id, {})
+    recorded = entry.get("outputs", []) + entry.get("sidecars", [])
+    paths = recorded or [p for p in planned_paths(job) if "{obj}" not in p]
+    sidecars = [Path(p) for p in paths if p.endswith(".json")]
+    stamps = [(_read_sidecar(p) or {}).get("batch", {}) for p in sidecars if p.exists()]
+    if (entry.get("status") == "ok" and entry.get("hash") == digest and paths
+            and all(Path(p).exists() for p in paths)
+            and all(s.get("job_hash") == digest for s in stamps)):
+        return Decision(False, "outputs and sidecars exist and match the job hash")
+    ours = set(entry.get("fresh", [])) | set(entry.get("outputs", [])) | set(
+        entry.get("sidecars", []))
+    ours |= {str(p)[: -len(".json")] for p, s in zip(sidecars, stamps) if s.get("job_id") == job_id}
+    existing = [p for p in planned_paths(job) if "{obj}" not in p and Path(p).exists()]
+    may_overwrite = all(p in ours or p.endswith(".json") and p[:-5] in ours for p in existing)
+    if not entry:
+        reason = "new job"
+    elif entry.get("hash") != digest:
+        reason = "input, prompts or config changed"
+    elif entry.get("status") != "ok":
+        reason = f"last attempt {entry.get('status', 'unfinished')}"
+    else:
+        reason = "outputs missing or incomplete"
+    return Decision(True, reason, overwrite=job.overwrite or (bool(existing) and may_overwrite))
+
+
+def absent_paths(job: Job) -> list[str]:
+    """Planned final paths that do not exist now (recorded at dispatch as ``fresh``: if they
+    exist later, this batch made them)."""
+    from vosfx.batch_manifest import planned_paths
+
+    return [p for p in planned_paths(job) if not Path(p).exists()]
+
+
+def _final_name_patterns(job: Job) -> list[tuple[Path, str]]:
+    """(folder, name pattern with ``*`` for an object id) of every final output and sidecar."""
+    from vosfx.pipeline import plan_outputs
+
+    found = []
+    for path, _fmt, obj in plan_outputs(job):
+        p = Path(path)
+        name = p.name.replace("{obj}", "*")
+        if obj is not None and "{obj}" not in path:  # the pipeline's <stem>_obj<id><suffix>
+            name = f"{p.stem}_obj*{p.suffix}"
+        found += [(p.parent, name), (p.parent, name + ".json")]
+    return found
+
+
+def remove_partial(job: Job) -> list[str]:
+    """Delete temporary files a killed render left beside the job's outputs (the writers'
+    ``.<name>.vosfx-tmp-<hex>`` names). Returns what was removed."""
+    from vosfx.io.writers import remove_path
+
+    removed = []
+    for folder, name in _final_name_patterns(job):
+        parts = [re.escape(part) for part in f".{name}{TEMP_MARK}".split("*")]
+        pattern = re.compile(".+".join(parts) + "[0-9a-f]+")
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if pattern.fullmatch(entry.name):
+                remove_path(entry)
+                removed.append(str(entry))
+    return removed
+
+
+def stamp_sidecars(sidecars: list[str] | tuple[str, ...], job_id: str, digest: str) -> None:
+    """Add ``"batch": {"job_id", "job_hash"}`` to each sidecar (atomically), so a later run
+    can tell the outputs are this job's, even without the state file."""
+    for path in sidecars:
+        p = Path(path)
+        data = _read_sidecar(p)
+        if data is None:
+            continue
+        data["batch"] = {"job_id": job_id, "job_hash": digest}
+        _write_json_atomic(p, data)
