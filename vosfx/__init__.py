@@ -7,7 +7,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "run", "Job", "JobReport", "JobConfig", "load_preset", "VosfxError"]
+__all__ = [
+    "__version__", "run", "run_batch", "Job", "JobReport", "JobConfig", "load_preset",
+    "resolve_config", "VosfxError",
+]
 
 
 def __getattr__(name: str):  # lazy public API (PEP 562), keeps `import vosfx` light
@@ -19,10 +22,14 @@ def __getattr__(name: str):  # lazy public API (PEP 562), keeps `import vosfx` l
         from vosfx.config import JobConfig
 
         return JobConfig
-    if name == "load_preset":
-        from vosfx.presets import load_preset
+    if name == "run_batch":
+        from vosfx.batch import run_batch
 
-        return load_preset
+        return run_batch
+    if name in ("load_preset", "resolve_config"):
+        from vosfx import presets
+
+        return getattr(presets, name)
     if name == "VosfxError":
         from vosfx.errors import VosfxError
 
