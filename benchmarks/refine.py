@@ -6,9 +6,14 @@ What SAM 2 hands over is simulated from the ground truth: each mask is area-down
 transition at the edge). Then:
 
 1. quality: plain bilinear upsampling + ``logit > 0`` against vosfx's refinement (the
-   ``balanced`` preset's ``[refine]`` section; inside = alpha >= 0.5), both scored against the
-   full-resolution ground truth with the shared DAVIS metrics (``vosfx.eval.metrics``:
-   region J, boundary F), per sequence and mean;
+   ``balanced`` preset's ``[refine]`` section as shipped: guided edges with a radius of one
+   logit cell at the frame's width, ``guided_eps`` 1e-2, no hole/speck removal, which can only
+   remove true detail from logits made from the ground truth; other variants are in the
+   ablation table; inside = alpha >= 0.5),
+   both scored against the full-resolution ground
+   truth with the shared DAVIS metrics (``vosfx.eval.metrics``: region J, boundary F), per
+   sequence and mean. A second simulation blurs the logits by 1.5 grid cells, closer to SAM
+   2's blobby edges (its decoder upsamples 64² embeddings);
 2. chatter: the same logits plus smooth per-frame noise (a 16x16 grid of N(0, sigma) logits,
    upsampled bilinearly, a new draw every frame) stand in for SAM 2's frame-to-frame jitter;
    flicker = mean |alpha_t - alpha_(t-1)| over static pixels (ground truth unchanged and the
@@ -102,40 +107,65 @@ def flicker(alphas, frames, masks) -> float:
     return total / max(count, 1)
 
 
+def scores(alphas, masks) -> tuple[float, float]:
+    """Mean J and F of ``alpha >= 0.5`` against the ground truth over a sequence."""
+    j = np.mean([j_score(a >= 0.5, m) for a, m in zip(alphas, masks)])
+    f = np.mean([f_score(a >= 0.5, m) for a, m in zip(alphas, masks)])
+    return float(j), float(f)
+
+
 def quality(root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig,
             noise: float, blur: float) -> None:
-    cfg_static = dataclasses.replace(cfg, temporal_strength=0.0)
+    """J and F per sequence (bilinear against vosfx), flicker, and an ablation of the preset."""
+    refine = cfg  # the balanced preset as shipped: radius 0 = one logit cell, eps 1e-2
+    variants = {
+        "vosfx refinement: balanced preset as shipped (radius one logit cell, eps 1e-2)": refine,
+        "balanced, eps 1e-3": dataclasses.replace(refine, guided_eps=1e-3),
+        "balanced, fixed radius 8 px": dataclasses.replace(refine, guided_radius_px=8),
+        "balanced + holes/specks 64 px²": dataclasses.replace(
+            refine, fill_holes_px2=64, remove_specks_px2=64),
+        "balanced, guided_strength 2": dataclasses.replace(refine, guided_strength=2.0),
+        "edge bilinear (temporal smoothing only)": dataclasses.replace(refine, edge="bilinear"),
+    }
+    strong = dataclasses.replace(refine, temporal_strength=0.6)
     kind = "as specified" if blur == 0 else f"SAM-like: logits blurred, sigma {blur} cells"
-    print(f"\n## Quality (simulated logits, {kind}) and flicker (noise sigma = {noise} "
-          "logits)\n")
-    print("| sequence | frames | J bilinear | J vosfx | F bilinear | F vosfx | "
-          "flicker bilinear | flicker vosfx, temporal off | flicker vosfx, temporal on |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    print(f"\n## Quality (simulated logits, {kind}); flicker (noise sigma = {noise} logits)\n")
+    print("| sequence | frames | J bilinear | J vosfx | F bilinear | F vosfx | flicker bilinear "
+          "| flicker vosfx, temporal off | temporal " f"{cfg.temporal_strength} | temporal 0.6 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows, ablation = [], {name: [] for name in variants}
     for seq in seqs:
         frames, masks = load_seq(root, seq, max_frames)
         hw = masks[0].shape
         logits = [sim_logits(m, blur=blur) for m in masks]
-        alphas = run_refiner(cfg, frames, logits)
-        jb = np.mean([j_score(bilinear_mask(lg, hw), m) for lg, m in zip(logits, masks)])
-        fb = np.mean([f_score(bilinear_mask(lg, hw), m) for lg, m in zip(logits, masks)])
-        jv = np.mean([j_score(a >= 0.5, m) for a, m in zip(alphas, masks)])
-        fv = np.mean([f_score(a >= 0.5, m) for a, m in zip(alphas, masks)])
+        jb, fb = scores([bilinear_mask(lg, hw).astype(np.float32) for lg in logits], masks)
+        refine_here = refine
+        for name, c in variants.items():
+            ablation[name].append(scores(run_refiner(c, frames, logits), masks))
+        jv, fv = ablation[next(iter(variants))][-1]
         rng = np.random.default_rng(0)
         noisy = [sim_logits(m, rng, noise, blur) for m in masks]
         soft_bilinear = [1 / (1 + np.exp(-cv2.resize(lg, hw[::-1]))) for lg in noisy]
-        fl_b = flicker(soft_bilinear, frames, masks)
-        fl_off = flicker(run_refiner(cfg_static, frames, noisy), frames, masks)
-        fl_on = flicker(run_refiner(cfg, frames, noisy), frames, masks)
-        rows.append((jb, jv, fb, fv, fl_b, fl_off, fl_on))
+        fl = [flicker(soft_bilinear, frames, masks)] + [
+            flicker(run_refiner(c, frames, noisy), frames, masks)
+            for c in (dataclasses.replace(refine_here, temporal_strength=0.0), refine_here,
+                      strong)]
+        rows.append((jb, jv, fb, fv, *fl))
         print(f"| {seq} | {len(frames)} | {jb:.4f} | {jv:.4f} | {fb:.4f} | {fv:.4f} | "
-              f"{fl_b * 1e3:.2f} | {fl_off * 1e3:.2f} | {fl_on * 1e3:.2f} |", flush=True)
+              + " | ".join(f"{x * 1e3:.2f}" for x in fl) + " |", flush=True)
     m = np.mean(rows, axis=0)
     print(f"| **mean** | | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} | {m[3]:.4f} | "
-          f"{m[4] * 1e3:.2f} | {m[5] * 1e3:.2f} | {m[6] * 1e3:.2f} |")
-    print(f"\nmean F gain {m[3] - m[2]:+.4f}, mean J change {m[1] - m[0]:+.4f}; "
-          f"flicker x 1000; temporal smoothing cuts flicker by "
-          f"{(1 - m[6] / max(m[5], 1e-12)) * 100:.0f}% (vosfx, noisy logits)")
+          + " | ".join(f"{x * 1e3:.2f}" for x in m[4:]) + " |")
+    print(f"\nvosfx refinement against bilinear: mean F {m[3] - m[2]:+.4f}, mean J "
+          f"{m[1] - m[0]:+.4f}. Flicker (x 1000, alpha units): temporal smoothing "
+          f"{cfg.temporal_strength} cuts it by {(1 - m[6] / m[5]) * 100:.0f} %, 0.6 by "
+          f"{(1 - m[7] / m[5]) * 100:.0f} %.\n")
+    print("| variant (mean over sequences) | J | F | J change | F change |")
+    print("|---|---|---|---|---|")
+    print(f"| bilinear | {m[0]:.4f} | {m[2]:.4f} | | |")
+    for name, vals in ablation.items():
+        j, f = np.mean(vals, axis=0)
+        print(f"| {name} | {j:.4f} | {f:.4f} | {j - m[0]:+.4f} | {f - m[2]:+.4f} |")
 
 
 def cost(root: Path, cfg: RefineConfig, repeats: int) -> None:
@@ -148,7 +178,9 @@ def cost(root: Path, cfg: RefineConfig, repeats: int) -> None:
     print("|---|---|---|---|---|---|---|")
     frames, masks = load_seq(root, "blackswan", 2)
     variants = {
-        "balanced (guided, temporal 0.3, holes, specks)": cfg,
+        "balanced (guided, temporal 0.3)": cfg,
+        "balanced + holes/specks 64 px²": dataclasses.replace(
+            cfg, fill_holes_px2=64, remove_specks_px2=64),
         "balanced + shift 2 px, choke 0.3, feather 2 px": dataclasses.replace(
             cfg, shift_edge_px=2.0, choke=0.3, feather_px=2.0),
         "fast (bilinear, no temporal, no holes/specks)": dataclasses.replace(

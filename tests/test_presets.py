@@ -29,7 +29,7 @@ def test_default_is_prores4444(config_home):
 def test_extends_merges_parent_then_own(config_home):
     best = load_preset("best")
     assert best["model"]["name"] == "sam2.1-large"  # own value wins over balanced's
-    assert best["refine"]["remove_specks_px2"] == 64  # inherited from balanced
+    assert best["refine"]["guided_eps"] == 0.01  # inherited from balanced
 
 
 def test_precedence_defaults_preset_user_cli(config_home):

@@ -51,8 +51,9 @@ class RefineConfig:
     threshold: float = _opt(0.0, lo=-50.0, hi=50.0, doc="logit threshold for hard alpha")
     softness: float = _opt(1.0, lo=0.01, hi=100.0, doc="sigmoid temperature for soft alpha")
     edge: str = _opt("guided", choices=("bilinear", "guided"))
-    guided_radius_px: int = _opt(8, lo=1, hi=128)
-    guided_eps: float = _opt(1e-3, lo=1e-8, hi=1.0)
+    guided_radius_px: int = _opt(0, lo=0, hi=128,
+                                 doc="0: one mask-logit cell (frame width / logit width)")
+    guided_eps: float = _opt(1e-2, lo=1e-8, hi=1.0)
     guided_strength: float = _opt(1.0, lo=0.0, hi=8.0,
                                   doc="how hard uncertain edges snap to image edges")
     fill_holes_px2: int = _opt(0, lo=0, hi=10**9)

@@ -8,7 +8,7 @@ Where the window straddles an image edge the fit follows that edge; where the pi
 resolution: about s² less work, and a 256² SAM 2 mask has no finer detail to lose.
 
 Used as is, the filter's windowed mean eats thin structures and rounds corners (on DAVIS with
-simulated 256² logits it lowered J by 3-13 %: benchmarks/refine.py). So vosfx keeps only its
+simulated 256² logits it lowered J by 3-19 %: docs/benchmarks/refine.md). So vosfx keeps only its
 edge part, ``detail = q - windowed mean``, which is zero over flat picture, and adds it to the
 bilinear alpha where that alpha is uncertain (weight 4·alpha·(1 - alpha)). Confident interior,
 confident background and flat regions are left exactly as bilinear upsampling has them.

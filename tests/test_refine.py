@@ -1,0 +1,195 @@
+"""The finishing chain (vosfx.matte.refine): logits -> alpha, overlap, Refiner, presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from fractions import Fraction
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_data
+from scipy.special import expit
+
+from vosfx.config import RefineConfig, build_config
+from vosfx.errors import VosfxError
+from vosfx.matte.refine import Refiner, logits_to_alpha, logits_to_prob, resolve_overlap
+from vosfx.presets import load_preset
+from vosfx.types import Frame, MaskResult
+
+H, W = 120, 200
+
+
+def _logits_for(mask: np.ndarray, grid: int = 64, scale: float = 8.0) -> np.ndarray:
+    """(grid, grid) float32 logits of a (H, W) bool mask, as a low-resolution model gives."""
+    m = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+    return ((m - 0.5) * 2 * scale).astype(np.float32)
+
+
+def _frame(index: int = 0, dtype=np.uint8) -> Frame:
+    img = np.full((H, W, 3), 20, np.uint8)
+    img[20:80, 30:90] = (230, 200, 180)
+    img[40:100, 120:180] = (60, 200, 240)
+    if dtype == np.uint16:
+        img = img.astype(np.uint16) * 257
+    return Frame(index=index, image=img, pts=index, time_base=Fraction(1, 25))
+
+
+def _masks() -> tuple[np.ndarray, np.ndarray]:
+    a = np.zeros((H, W), bool)
+    a[20:80, 30:90] = True
+    b = np.zeros((H, W), bool)
+    b[40:100, 120:180] = True
+    return a, b
+
+
+def _result(index: int, masks, obj_ids=(1, 2), scores=None) -> MaskResult:
+    logits = np.stack([_logits_for(m) for m in masks])
+    scores = np.full(len(masks), 5.0, np.float32) if scores is None else np.float32(scores)
+    return MaskResult(index, tuple(obj_ids), logits, scores, np.ones(len(masks), np.float32))
+
+
+def test_logits_to_alpha_soft_and_hard():
+    logits = np.array([[-1024.0, -2.0, 0.0, 2.0, 30.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SAM 2's -1024 must not overflow
+        soft = logits_to_alpha(logits, (1, 5), RefineConfig())
+    np.testing.assert_allclose(soft[0], expit(logits[0].astype(np.float64)), atol=1e-6)
+    warm = logits_to_alpha(logits, (1, 5), RefineConfig(softness=2.0, threshold=2.0))
+    assert warm[0, 3] == pytest.approx(0.5) and warm[0, 2] == pytest.approx(1 / (1 + np.e))
+    hard = logits_to_alpha(logits, (1, 5), RefineConfig(alpha="hard", threshold=1.0))
+    np.testing.assert_array_equal(hard[0], [0, 0, 0, 1, 1])
+    up = logits_to_alpha(np.zeros((64, 64), np.float32), (H, W), RefineConfig())
+    assert up.shape == (H, W) and up.dtype == np.float32
+
+
+def test_logits_to_prob_rejects_bad_input():
+    with pytest.raises(VosfxError, match=r"\(h, w\)"):
+        logits_to_prob(np.zeros((1, 4, 4), np.float32), (8, 8))
+    with pytest.raises(VosfxError, match="softness"):
+        logits_to_prob(np.zeros((4, 4), np.float32), (8, 8), softness=0.0)
+
+
+@pytest.mark.parametrize("n_obj", [2, 3, 5])
+def test_resolve_overlap(n_obj):
+    rng = np.random.default_rng(n_obj)
+    alphas = rng.random((n_obj, 40, 50)).astype(np.float32)
+    alphas[:, :10] = 0.0
+    alphas[0, :10] = 0.8  # only object 0 there
+    out = resolve_overlap(alphas)
+    assert out.shape == alphas.shape and out.dtype == np.float32
+    assert out.sum(axis=0).max() <= 1.0 + 1e-6  # never more than full coverage
+    np.testing.assert_allclose(out.max(axis=0), alphas.max(axis=0))  # merged matte unchanged
+    np.testing.assert_array_equal(out[:, :10], alphas[:, :10])  # lone object untouched
+    assert np.all(out <= alphas + 1e-7) and out.min() >= 0.0  # only ever takes away
+
+
+def test_resolve_overlap_two_objects_agrees_with_the_general_rule():
+    rng = np.random.default_rng(7)
+    two = rng.random((2, 30, 30)).astype(np.float32)
+    # The same pair padded with an empty third object goes through the sorting path.
+    three = np.concatenate([two, np.zeros((1, 30, 30), np.float32)])
+    np.testing.assert_allclose(resolve_overlap(two), resolve_overlap(three)[:2], atol=1e-6)
+    one = rng.random((1, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(resolve_overlap(one), one)
+
+
+def test_refiner_end_to_end_two_objects():
+    a, b = _masks()
+    cfg = RefineConfig(temporal_strength=0.5, fill_holes_px2=16, remove_specks_px2=16)
+    refiner = Refiner(cfg, (1, 2))
+    for t in range(3):
+        matte = refiner(_result(t, [a, b]), _frame(t))
+        assert matte.frame_index == t and matte.obj_ids == (1, 2)
+        assert matte.alpha.shape == (2, H, W) and matte.alpha.dtype == np.float32
+        assert 0.0 <= matte.alpha.min() and matte.alpha.max() <= 1.0
+        for plane, gt in zip(matte.alpha, (a, b)):
+            iou = np.count_nonzero((plane >= 0.5) & gt) / np.count_nonzero((plane >= 0.5) | gt)
+            assert iou > 0.95
+        assert matte.merged.shape == (H, W)
+
+
+def test_refiner_objects_absent_missing_and_order():
+    a, b = _masks()
+    refiner = Refiner(RefineConfig(), (2, 1, 3))
+    matte = refiner(_result(0, [a, b], scores=[4.0, -1.0]), _frame())
+    assert matte.obj_ids == (2, 1, 3)
+    assert matte.alpha[0].max() == 0.0  # object 2 scored absent
+    assert (matte.alpha[1] >= 0.5)[a].mean() > 0.95  # object 1 present
+    assert matte.alpha[2].max() == 0.0  # object 3 not in this result
+    with pytest.raises(VosfxError, match=r"objects \[7\]"):
+        refiner(_result(1, [a], obj_ids=(7,)), _frame(1))
+    with pytest.raises(VosfxError, match="distinct"):
+        Refiner(RefineConfig(), (1, 1))
+
+
+def test_refiner_hard_alpha_and_uint16_frames():
+    a, b = _masks()
+    refiner = Refiner(RefineConfig(alpha="hard"), (1, 2))
+    m16 = refiner(_result(0, [a, b]), _frame(0, np.uint16))
+    assert set(np.unique(m16.alpha)) <= {0.0, 1.0}
+    m8 = Refiner(RefineConfig(alpha="hard"), (1, 2))(_result(0, [a, b]), _frame(0))
+    assert np.count_nonzero(m8.alpha != m16.alpha) <= 0.001 * m8.alpha.size
+
+
+@pytest.mark.parametrize("preset", ["fast", "balanced", "best"])
+def test_presets_drive_the_refiner(preset):
+    cfg = build_config({"refine": load_preset(preset).get("refine", {})}).refine
+    a, b = _masks()
+    matte = Refiner(cfg, (1, 2))(_result(0, [a, b]), _frame())
+    assert matte.alpha.shape == (2, H, W)
+
+
+def test_finishing_options_change_the_matte():
+    a, _b = _masks()
+    base = Refiner(RefineConfig(), (1,))(_result(0, [a], obj_ids=(1,)), _frame()).alpha[0]
+    for change in [{"shift_edge_px": 3.0}, {"feather_px": 4.0}, {"choke": 0.8},
+                   {"edge": "bilinear"}]:
+        cfg = dataclasses.replace(RefineConfig(), **change)
+        out = Refiner(cfg, (1,))(_result(0, [a], obj_ids=(1,)), _frame()).alpha[0]
+        assert np.abs(out - base).max() > 0.05, change
+    grown = Refiner(RefineConfig(shift_edge_px=3.0), (1,))(
+        _result(0, [a], obj_ids=(1,)), _frame()).alpha[0]
+    assert np.count_nonzero(grown >= 0.5) > np.count_nonzero(base >= 0.5)
+
+
+def test_reset_drops_the_temporal_state():
+    a, _b = _masks()
+    refiner = Refiner(RefineConfig(temporal_strength=0.9), (1,))
+    refiner(_result(0, [a], obj_ids=(1,)), _frame(0))
+    moved = np.roll(a, 12, axis=1)
+    fresh = Refiner(RefineConfig(temporal_strength=0.9), (1,))(
+        _result(1, [moved], obj_ids=(1,)), _frame(1))
+    refiner.reset()
+    after_reset = refiner(_result(1, [moved], obj_ids=(1,)), _frame(1))
+    np.testing.assert_array_equal(after_reset.alpha, fresh.alpha)
+
+
+@pytest.mark.shared_data
+def test_refinement_on_davis_does_not_lose_to_bilinear():
+    """SAM-like logits (the mask on SAM 2's 256² grid, blurred by 1.5 cells, as in
+    benchmarks/refine.py): over all sequences, refined J and F are at least bilinear's."""
+    from vosfx.eval.metrics import f_score, j_score
+
+    root = shared_data("davis")
+    scores = []
+    for seq in sorted(p.name for p in (root / "JPEGImages").iterdir()):
+        refiner = Refiner(RefineConfig(), (1,))
+        for i in (0, 12, 24):
+            name = f"{i:05d}"
+            img = cv2.cvtColor(cv2.imread(str(root / "JPEGImages" / seq / f"{name}.jpg")),
+                               cv2.COLOR_BGR2RGB)
+            gt = cv2.imread(str(root / "Annotations" / seq / f"{name}.png"),
+                            cv2.IMREAD_GRAYSCALE) > 0
+            m = np.clip(cv2.resize(gt.astype(np.float32), (256, 256),
+                                   interpolation=cv2.INTER_AREA), 1e-3, 1 - 1e-3)
+            logits = cv2.GaussianBlur(np.log(m / (1 - m)).astype(np.float32), (0, 0), 1.5)
+            bil = cv2.resize(logits, gt.shape[::-1]) > 0
+            res = MaskResult(i, (1,), logits[None], np.float32([5.0]), np.float32([1.0]))
+            ref = refiner(res, Frame(i, img, i, Fraction(1, 25))).alpha[0] >= 0.5
+            scores.append((j_score(bil, gt), j_score(ref, gt), f_score(bil, gt),
+                           f_score(ref, gt)))
+    jb, jr, fb, fr = np.mean(scores, axis=0)
+    assert len(scores) >= 12
+    assert jr >= jb and fr >= fb, (jb, jr, fb, fr)

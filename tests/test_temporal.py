@@ -1,0 +1,92 @@
+"""Chatter reduction (vosfx.matte.temporal): converges when still, does not lag behind motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vosfx.errors import VosfxError
+from vosfx.matte.temporal import TemporalSmoother, small_luma, static_weight, temporal_blend
+
+H, W = 96, 256
+
+
+def _scene(edge_x: int) -> tuple[np.ndarray, np.ndarray]:
+    """A frame with a bright object right of ``edge_x`` and its exact alpha."""
+    img = np.full((H, W, 3), 30, np.uint8)
+    img[:, edge_x:] = 210
+    alpha = np.zeros((H, W), np.float32)
+    alpha[:, edge_x:] = 1.0
+    return img, alpha
+
+
+def test_static_clip_converges():
+    img, alpha = _scene(128)
+    rng = np.random.default_rng(0)
+    sm = TemporalSmoother(0.6)
+    outs, ins = [], []
+    for _ in range(40):  # same picture, chattering alpha
+        noisy = np.clip(alpha + rng.normal(0, 0.2, alpha.shape).astype(np.float32), 0, 1)
+        ins.append(noisy)
+        outs.append(sm(1, noisy, sm.still(img)))
+    jitter_in = np.mean([np.abs(a - b).mean() for a, b in zip(ins[1:], ins[:-1])])
+    jitter_out = np.mean([np.abs(a - b).mean() for a, b in zip(outs[11:], outs[10:-1])])
+    assert jitter_out < 0.6 * jitter_in
+    # A constant input after the chatter: the output converges to it geometrically.
+    for n in range(1, 30):
+        out = sm(1, alpha, sm.still(img))
+        assert np.abs(out - alpha).max() <= 0.6**n + 1e-5
+    assert np.abs(out - alpha).max() < 1e-5
+
+
+@pytest.mark.parametrize("speed_px", [1, 3, 8])
+def test_moving_edge_lags_at_most_one_frame(speed_px):
+    sm = TemporalSmoother(0.9)
+    for t in range(12):
+        x = 60 + speed_px * t
+        img, alpha = _scene(x)
+        out = sm(1, alpha, sm.still(img))
+        edge = np.argmax(out >= 0.5, axis=1)
+        assert np.all(np.abs(edge - x) <= speed_px), (t, edge.min(), edge.max(), x)
+        # Away from the edge's path the matte stays exact (no ghost).
+        np.testing.assert_allclose(out[:, x + 2 * speed_px + 16:], 1.0, atol=1e-6)
+
+
+def test_strength_zero_is_off():
+    img, alpha = _scene(100)
+    sm = TemporalSmoother(0.0)
+    assert sm.still(img) is None
+    assert sm(1, alpha, None) is alpha
+    np.testing.assert_array_equal(temporal_blend(alpha, 1 - alpha, np.ones_like(alpha), 0.0),
+                                  alpha)
+
+
+def test_reset_and_forget_start_fresh():
+    img, alpha = _scene(100)
+    sm = TemporalSmoother(0.8)
+    sm(1, alpha, sm.still(img))
+    sm(2, alpha, sm.still(img))
+    flipped = 1.0 - alpha
+    sm.forget(1)
+    np.testing.assert_array_equal(sm(1, flipped, sm.still(img)), flipped)  # forgotten
+    assert np.abs(sm(2, flipped, sm.still(img)) - flipped).max() > 0.5  # still smoothed
+    sm.reset()
+    np.testing.assert_array_equal(sm(2, flipped, sm.still(img)), flipped)  # first frame again
+
+
+def test_static_weight():
+    img, _ = _scene(100)
+    moved, _ = _scene(140)
+    a, b = small_luma(img), small_luma(moved)
+    assert a.dtype == np.float32 and max(a.shape) <= 256
+    np.testing.assert_array_equal(static_weight(a, None, (H, W)), np.zeros((H, W)))
+    np.testing.assert_array_equal(static_weight(a, a, (H, W)), np.ones((H, W)))
+    w = static_weight(b, a, (H, W))
+    assert w[:, 105:135].max() == 0.0 and w[:, :60].min() == 1.0
+    np.testing.assert_allclose(small_luma(img.astype(np.uint16) * 257), a, atol=0.5)
+
+
+def test_bad_strength_is_refused():
+    a = np.zeros((4, 4), np.float32)
+    with pytest.raises(VosfxError, match="temporal strength"):
+        temporal_blend(a, a, a, 1.0)
