@@ -1,0 +1,226 @@
+"""End-to-end speed of the ONNX Runtime backend vs the torch backend vs sam2's own
+SAM2VideoPredictor, per-stage milliseconds and peak RSS, on a real DAVIS clip.
+
+Every measurement runs in its own subprocess (clean peak RSS, no shared thread pools). Weights
+are seeded random (no pretrained SAM 2 weights exist on the project's machines): speed and
+memory do not depend on the values.
+
+    python benchmarks/onnx.py                      # 1024 px, 12 frames of blackswan, 2 threads
+    python benchmarks/onnx.py --size 256 --frames 8 --runs onnx,torch   # quick
+
+Prints one JSON line per run and a table; ``--json PATH`` also writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# run as a script, this file's folder leads sys.path and this file would shadow the `onnx`
+# package that the exporter imports
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+DATA = REPO.parent / "shared" / "data" / "davis"
+CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+# name -> (kind, options)
+RUNS = {
+    "official": ("official", {}),
+    "torch": ("torch", {}),
+    "onnx": ("onnx", {"precision": "fp32", "opt": "all"}),
+    "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
+    "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
+    "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
+}
+
+
+def _frames(seq: str, n: int):
+    import numpy as np
+    from PIL import Image
+
+    rgb = [np.asarray(Image.open(DATA / "JPEGImages" / seq / f"{i:05d}.jpg").convert("RGB"))
+           for i in range(n)]
+    mask = np.asarray(Image.open(DATA / "Annotations" / seq / "00000.png")) == 1
+    return rgb, mask
+
+
+def _timed(obj, names, acc):
+    """Wrap obj's methods so their wall time accumulates into acc[name] (seconds)."""
+    for name in names:
+        fn = getattr(obj, name)
+
+        def wrapper(*a, _fn=fn, _name=name, **k):
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                acc[_name] = acc.get(_name, 0.0) + time.perf_counter() - t
+        setattr(obj, name, wrapper)
+
+
+def _track(backend, rgb, mask, acc):
+    from vosfx.engine.memory import Sam2Policy
+    from vosfx.engine.tracker import Tracker
+    from vosfx.types import Frame, Prompt, VideoInfo
+
+    h, w = rgb[0].shape[:2]
+    info = VideoInfo(path="", width=w, height=h, num_frames=len(rgb), fps=None, time_base=1)
+    trk = Tracker(backend, Sam2Policy(), info)
+    trk.add_prompt(Prompt(0, 1, mask=mask))
+    _timed(backend, ["encode_image", "track", "mask_as_output", "encode_memory"], acc)
+    times = []
+    for t, img in enumerate(rgb):
+        t0 = time.perf_counter()
+        trk.step(Frame(index=t, image=img, pts=None, time_base=1))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def worker(args) -> dict:
+    """One measurement in this process; returns the result row."""
+    kind, opts = RUNS[args.worker]
+    threads = opts.get("threads", args.threads)
+    rgb, mask = _frames(args.seq, args.frames)
+    acc: dict[str, float] = {}
+    t_load = time.perf_counter()
+    if kind == "official":
+        times, load_s = _official(args, threads, mask)
+    else:
+        if kind == "torch":
+            import torch
+
+            from vosfx.engine.loader import torch_backend_for
+            from vosfx.models.checkpoint import load_sam2
+
+            torch.set_num_threads(threads)
+            backend = torch_backend_for(load_sam2(args.ckpt, image_size=args.size), "cpu")
+        else:
+            from vosfx.engine.onnx_backend import OnnxBackend
+
+            backend = OnnxBackend(args.bundle, device="cpu", threads=threads,
+                                  precision=opts["precision"], optimization=opts["opt"])
+        load_s = time.perf_counter() - t_load
+        times = _track(backend, rgb, mask, acc)
+    steady = times[1:]
+    return {
+        "run": args.worker, "size": args.size, "frames": len(times), "threads": threads,
+        "load_s": round(load_s, 2), "total_s": round(sum(times), 2),
+        "fps": round(len(times) / sum(times), 3),
+        "fps_steady": round(len(steady) / sum(steady), 3) if steady else None,
+        "stage_ms_per_frame": {k: round(1000 * v / len(times), 1) for k, v in acc.items()},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def _official(args, threads, mask):
+    """sam2's SAM2VideoPredictor over a folder of the same JPEGs; frame times are the
+    propagate loop's (init_state's preloading of every frame counted into the first)."""
+    import tempfile
+    import warnings
+
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from vosfx.models.checkpoint import size_overrides
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    pred = build_sam2_video_predictor(CONFIG, args.ckpt, device="cpu",
+                                      hydra_overrides_extra=size_overrides(args.size))
+    load_s = time.perf_counter() - t0
+    folder = Path(tempfile.mkdtemp(prefix="vosfx-bench-"))
+    for i in range(args.frames):
+        shutil.copy(DATA / "JPEGImages" / args.seq / f"{i:05d}.jpg", folder / f"{i:05d}.jpg")
+    times = []
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        t = time.perf_counter()
+        state = pred.init_state(str(folder))
+        pred.add_new_mask(state, 0, 1, mask)
+        for _ in pred.propagate_in_video(state):
+            now = time.perf_counter()
+            times.append(now - t)
+            t = now
+    shutil.rmtree(folder)
+    return times, load_s
+
+
+def _machine() -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--seq", default="blackswan")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--work", default="/tmp/vosfx-bench-onnx")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    ap.add_argument("--bundle", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.ckpt import make_checkpoint
+    from vosfx.engine.export import export_bundle
+
+    work = Path(args.work)
+    ckpt, _ = make_checkpoint(work / "sam2.1_tiny_random.pt")
+    t = time.perf_counter()
+    bundle = export_bundle(str(ckpt), out_dir=work / f"bundle-{args.size}", image_size=args.size,
+                           variants=("int8",))
+    export_s = time.perf_counter() - t
+    print(json.dumps({"machine": _machine(), "export_s_or_reuse": round(export_s, 1)}),
+          flush=True)
+    rows = []
+    for name in args.runs.split(","):
+        cmd = [sys.executable, __file__, "--worker", name, "--size", str(args.size),
+               "--frames", str(args.frames), "--seq", args.seq, "--threads", str(args.threads),
+               "--ckpt", str(ckpt), "--bundle", str(bundle)]
+        load_before = os.getloadavg()[0]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        if out.returncode != 0:
+            print(json.dumps({"run": name, "error": out.stderr[-2000:]}), flush=True)
+            continue
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["loadavg_1m_before"] = round(load_before, 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    base = next((r["fps_steady"] for r in rows if r["run"] == "official"), None)
+    print(f"\n{'run':<16}{'fps':>8}{'steady':>8}{'x official':>11}{'peak MiB':>10}  stages ms/frame")
+    for r in rows:
+        ratio = f"{r['fps_steady'] / base:.2f}" if base else "-"
+        print(f"{r['run']:<16}{r['fps']:>8}{r['fps_steady']:>8}{ratio:>11}"
+              f"{r['peak_rss_mib']:>10}  {r['stage_ms_per_frame']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

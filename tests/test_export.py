@@ -1,0 +1,241 @@
+"""Export: the real-valued RoPE equals SAM 2's complex one, every exported graph equals its
+torch stage (max abs error <= 1e-4, fp32) on the same inputs, dynamic memory length and point
+count work, and the manifest, the cache lookup and the CLI agree."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+pytest.importorskip("onnx")
+
+from tests.onnx_bundle import SIZE, exported
+from vosfx.engine import export
+from vosfx.engine.export_rope import RealRoPEAttention
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return exported()
+
+
+@pytest.fixture(scope="module")
+def backends(bundle):
+    from vosfx.engine.loader import torch_backend_for
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.models.checkpoint import load_sam2
+
+    ckpt, _, folder = bundle
+    net = load_sam2(str(ckpt), image_size=SIZE)
+    return torch_backend_for(net, "cpu"), OnnxBackend(folder, device="cpu", threads=2)
+
+
+# --- RoPE ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_mem, n_ptr_tokens", [(1, 0), (2, 4), (3, 16)])
+def test_real_rope_equals_complex_rope(n_mem, n_ptr_tokens):
+    from sam2.modeling.sam.transformer import RoPEAttention
+
+    torch.manual_seed(n_mem)
+    feat = 8  # 8 x 8 query grid
+    cross = RoPEAttention(embedding_dim=256, num_heads=1, downsample_rate=1, kv_in_dim=64,
+                          rope_k_repeat=True, feat_sizes=(feat, feat)).eval()
+    selfa = RoPEAttention(embedding_dim=256, num_heads=1, downsample_rate=1,
+                          feat_sizes=(feat, feat)).eval()
+    q = torch.randn(1, feat * feat, 256)
+    k = torch.randn(1, n_mem * feat * feat + n_ptr_tokens, 64)
+    real_c, real_s = RealRoPEAttention(cross), RealRoPEAttention(selfa)
+    real_c.n_exclude = torch.tensor(n_ptr_tokens)
+    with torch.no_grad():
+        want_c = cross(q, k.clone(), k.clone(), num_k_exclude_rope=n_ptr_tokens)
+        want_s = selfa(q, q.clone(), q.clone())
+        got_c, got_s = real_c(q, k, k), real_s(q, q, q)
+    assert float(want_c.abs().max()) > 1e-2  # a non-trivial output
+    assert float((got_c - want_c).abs().max()) <= 1e-6
+    assert float((got_s - want_s).abs().max()) <= 1e-6
+    # pointer tokens must not be rotated: rotating them too changes the result
+    if n_ptr_tokens:
+        real_c.n_exclude = torch.tensor(0)
+        with torch.no_grad():
+            assert float((real_c(q, k, k) - want_c).abs().max()) > 1e-4
+
+
+def test_memory_attention_wrapper_equals_stage(backends):
+    from vosfx.engine.export_stages import MemoryAttentionExport
+
+    tb, _ = backends
+    torch.manual_seed(3)
+    g = SIZE // 16
+    feat, pos = torch.randn(1, 256, g, g), torch.randn(1, 256, g, g)
+    mem, mpos = torch.randn(2 * g * g + 12, 1, 64), torch.randn(2 * g * g + 12, 1, 64)
+    wrapper = MemoryAttentionExport(tb.model).eval()
+    with torch.no_grad():
+        want = tb.attention(feat, pos, mem, mpos, 12)
+        got = wrapper(feat, pos, mem, mpos, torch.tensor(12))
+    assert float((got - want).abs().max()) <= 1e-5
+
+
+# --- per-stage parity ---------------------------------------------------------------------------
+
+def _check(ob, name, feeds, want):
+    got = ob._run(name, {k: v.numpy() for k, v in feeds.items()})
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        w = w.float().numpy()
+        assert g.shape == w.shape
+        assert float(np.abs(g - w).max()) <= TOL, name
+    return got
+
+
+def _features(tb, seed=0):
+    torch.manual_seed(seed)
+    img = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        return img, tb.encoder(img)
+
+
+def test_image_encoder_and_no_memory(backends):
+    tb, ob = backends
+    img, want = _features(tb)
+    _check(ob, "image_encoder", {"image": img}, want)
+    with torch.no_grad():
+        _check(ob, "no_memory", {"vision_feat": want[2]}, [tb.no_memory(want[2])])
+
+
+@pytest.mark.parametrize("n_mem, n_ptr", [(1, 0), (3, 2), (7, 16)])
+def test_memory_attention_dynamic_length(backends, n_mem, n_ptr):
+    tb, ob = backends
+    _, (_, _, feat, pos) = _features(tb)
+    g = SIZE // 16
+    m = n_mem * g * g + 4 * n_ptr
+    mem, mpos = torch.randn(m, 1, 64), torch.randn(m, 1, 64)
+    with torch.no_grad():
+        want = tb.attention(feat, pos, mem, mpos, 4 * n_ptr)
+    _check(ob, "memory_attention", {"vision_feat": feat, "vision_pos": pos, "memory": mem,
+                                    "memory_pos": mpos,
+                                    "num_obj_ptr_tokens": torch.tensor(4 * n_ptr)}, [want])
+
+
+@pytest.mark.parametrize("labels", [[1], [1, 0, 1], [2, 3, 1]])
+def test_decoder_all_outputs(backends, labels):
+    tb, ob = backends
+    _, (s0, s1, feat, _) = _features(tb)
+    pts = torch.rand(1, len(labels), 2) * SIZE
+    lab = torch.tensor([labels], dtype=torch.int32)
+    with torch.no_grad():
+        want = tb.decoder(feat, s0, s1, pts, lab)
+    got = _check(ob, "decoder", {"pix_feat": feat, "feat_s0": s0, "feat_s1": s1,
+                                 "point_coords": pts, "point_labels": lab}, want)
+    # multimask outputs are computed, not frozen: three different masks
+    assert got[0].shape == (1, 3, SIZE // 4, SIZE // 4)
+    assert float(np.abs(got[0][0, 0] - got[0][0, 1]).max()) > 1e-3
+
+
+def test_mask_as_output_and_memory_encoder(backends):
+    tb, ob = backends
+    _, (s0, s1, feat, _) = _features(tb)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    mask = torch.from_numpy(((yy - 100) ** 2 + (xx - 140) ** 2 < 60 ** 2).astype(np.float32))
+    mask = mask[None, None]
+    with torch.no_grad():
+        want = tb.mask_output(feat, s0, s1, mask)
+    _check(ob, "mask_as_output", {"vision_feat": feat, "feat_s0": s0, "feat_s1": s1,
+                                  "mask": mask}, want)
+    low = torch.randn(1, 1, SIZE // 4, SIZE // 4) * 5
+    for binarize, score in [(True, 2.0), (False, -3.0)]:
+        args = (feat, low, torch.tensor([[score]]), torch.tensor([binarize]))
+        with torch.no_grad():
+            want = tb.memory_encoder(*args)
+        _check(ob, "memory_encoder", dict(zip(
+            ["vision_feat", "low_res", "object_score_logit", "binarize"], args)), want)
+
+
+def test_pointer_pos(backends):
+    tb, ob = backends
+    t = torch.tensor([1 / 16, -0.5, 1.0])
+    with torch.no_grad():
+        _check(ob, "pointer_pos", {"t_norm": t}, [tb.pointer_pos(t)])
+
+
+# --- manifest, cache, CLI -----------------------------------------------------------------------
+
+def test_manifest(bundle, backends):
+    import vosfx
+
+    ckpt, sha, folder = bundle
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["model_id"] == ckpt.name and man["checkpoint_sha256"] == sha
+    assert man["image_size"] == SIZE and man["opset"] >= 17
+    assert man["vosfx_version"] == vosfx.__version__ and man["exported_at"]
+    _, ob = backends
+    for name, g in man["graphs"].items():
+        assert export._sha(folder / g["file"]) == g["sha256"]
+        sess = ob._sess[name]
+        assert [o.name for o in sess.get_outputs()] == [o["name"] for o in g["outputs"]]
+        assert {i.name for i in sess.get_inputs()} == {i["name"] for i in g["inputs"]}
+    dims = {i["name"]: i["shape"] for i in man["graphs"]["memory_attention"]["inputs"]}
+    assert dims["memory"][0] == "num_tokens"  # the memory length stays dynamic
+
+
+def test_find_bundle_by_hash_and_size(bundle, tmp_path):
+    _, sha, folder = bundle
+    name = "x"
+    assert export.find_bundle(name, sha, SIZE, folder) == folder
+    assert export.find_bundle(name, "0" * 64, SIZE, folder) is None  # checkpoint changed
+    assert export.find_bundle(name, sha, 1024, folder) is None
+    assert export.find_bundle(name, sha, SIZE, tmp_path) is None
+    assert export.bundle_dir("m", sha, 512).name == f"m-{sha[:8]}-512"
+
+
+def test_export_reuses_bundle_and_rebuilds_on_new_checkpoint(bundle, tmp_path, monkeypatch,
+                                                              config_home):
+    ckpt, _, folder = bundle
+
+    class Rebuilt(Exception):
+        pass
+
+    def fail(*_a, **_k):
+        raise Rebuilt
+
+    monkeypatch.setattr(export, "_export_graphs", fail)
+    # up to date: returned as is, nothing exported
+    assert export.export_bundle(str(ckpt), out_dir=folder, image_size=SIZE) == folder
+    # another checkpoint (other hash) into the cache: a new bundle is exported
+    from tests.ckpt import make_checkpoint
+
+    other, other_sha = make_checkpoint(tmp_path / "other.pt", seed=1)
+    assert export.bundle_for_config(_Cfg(str(other))) is None
+    with pytest.raises(Rebuilt):
+        export.export_bundle(str(other), image_size=SIZE)
+    assert not export.bundle_dir("other.pt", other_sha, SIZE).exists()
+
+
+class _Cfg:
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint, self.name, self.image_size, self.precision = checkpoint, "", SIZE, "fp32"
+
+
+def test_cli_models_export(bundle):
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    ckpt, _, folder = bundle
+    res = CliRunner().invoke(cli, ["models", "export", str(ckpt), "--out", str(folder),
+                                    "--image-size", str(SIZE), "-q"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1] == str(folder)
+
+
+def test_bad_variant_is_refused(bundle):
+    from vosfx.errors import ModelError
+
+    ckpt, _, folder = bundle
+    with pytest.raises(ModelError, match="fp16, int8"):
+        export.export_bundle(str(ckpt), out_dir=folder, image_size=SIZE, variants=("int4",))

@@ -1,0 +1,217 @@
+"""The ONNX Runtime backend: its numpy helpers equal torch's operations, and the Tracker on it
+equals the Tracker on the torch backend end to end on 12 real DAVIS frames (per-frame mask
+logits within 1e-3, binary-mask IoU >= 0.999) for one and two objects; fp16/int8 variants
+within IoU 0.98 of fp32; providers are chosen and reported as documented."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_data
+from vosfx.engine import onnx_backend as ob_mod
+from vosfx.engine.onnx_backend import aa_weights, from_bf16_bits, resize_mask, to_bf16_bits
+from vosfx.errors import BackendError
+
+pytest.importorskip("onnxruntime")
+N_FRAMES = 12
+
+
+# --- numpy helpers against torch -------------------------------------------------------------
+
+@pytest.mark.parametrize("size_in, size_out", [(480, 256), (854, 256), (480, 1024),
+                                               (1024, 256), (256, 64), (100, 100)])
+def test_aa_weights_equal_torch_antialias(size_in, size_out):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    x = torch.rand(1, 1, size_in, 7)
+    want = F.interpolate(x, size=(size_out, 7), mode="bilinear", align_corners=False,
+                         antialias=True)[0, 0].numpy()
+    got = aa_weights(size_in, size_out) @ x[0, 0].numpy()
+    assert float(np.abs(got - want).max()) <= 1e-6
+
+
+def test_resize_mask_equals_torch_on_davis_masks():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from PIL import Image
+
+    ann = shared_data("davis", "Annotations")
+    files = sorted(ann.glob("*/0000[0-4].png"))
+    assert files
+    for f in files:
+        m = np.asarray(Image.open(f)) == 1
+        for size in (256, 1024):
+            x = torch.from_numpy(m)[None, None].float()
+            want = (F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True) >= 0.5)[0, 0].numpy()
+            got = resize_mask(m, size).astype(bool)
+            assert (got == want).all(), (f, size)
+
+
+def test_bf16_rounding_equals_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 10, 10000).astype(np.float32),
+                        # exact ties between two bfloat16 values: round half to even
+                        np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -0.0, 0.0], np.float32)])
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    bits = to_bf16_bits(x)
+    assert (bits == want).all()
+    assert (from_bf16_bits(bits) == torch.from_numpy(x).to(torch.bfloat16).float().numpy()).all()
+
+
+# --- providers ---------------------------------------------------------------------------------
+
+def test_unavailable_provider_warns_once_and_runs_on_cpu(bundle, caplog):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here")
+    ob_mod._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger=ob_mod.__name__):
+        be = ob_mod.OnnxBackend(bundle[2], device="cuda", threads=1)
+    assert be.providers == ["CPUExecutionProvider"] and be.device == "cpu"
+    warned = [r for r in caplog.records if "CUDAExecutionProvider" in r.getMessage()]
+    assert len(warned) == 1  # once, not once per graph
+    assert "running on CPU" in warned[0].getMessage()
+
+
+def test_unknown_device_and_missing_variant_raise(bundle):
+    with pytest.raises(BackendError, match="found 'tpu'"):
+        ob_mod.OnnxBackend(bundle[2], device="tpu")
+    folder = bundle[2]
+    man = ob_mod.read_manifest(folder)
+    if "fp16" not in man["variants"]:
+        with pytest.raises(BackendError, match="--variant fp16"):
+            ob_mod.OnnxBackend(folder, device="cpu", precision="fp16")
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle():
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from tests.onnx_bundle import exported
+
+    return exported()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from PIL import Image
+
+    src = shared_data("davis", "JPEGImages", "blackswan")
+    ann = shared_data("davis", "Annotations", "blackswan", "00000.png")
+    frames = [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB"))
+              for i in range(N_FRAMES)]
+    return frames, np.asarray(Image.open(ann)) == 1
+
+
+@pytest.fixture(scope="module")
+def torch_backend(bundle):
+    from tests.onnx_bundle import SIZE
+    from vosfx.engine.loader import torch_backend_for
+    from vosfx.models.checkpoint import load_sam2
+
+    return torch_backend_for(load_sam2(str(bundle[0]), image_size=SIZE), "cpu")
+
+
+def track(backend, frames, prompts):
+    """[(O, s, s) low-res logits] and [(O, H, W) video-res logits] per frame."""
+    from vosfx.engine.memory import Sam2Policy
+    from vosfx.engine.tracker import Tracker
+    from vosfx.types import Frame, VideoInfo
+
+    h, w = frames[0].shape[:2]
+    info = VideoInfo(path="", width=w, height=h, num_frames=len(frames), fps=None, time_base=1)
+    trk = Tracker(backend, Sam2Policy(), info)
+    for p in prompts:
+        trk.add_prompt(p)
+    low, vid = [], []
+    for t, rgb in enumerate(frames):
+        res = trk.step(Frame(index=t, image=rgb, pts=None, time_base=1))
+        low.append(res.logits.copy())
+        vid.append(res.video_logits(h, w))
+    return low, vid
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _prompts(mask, two: bool):
+    from vosfx.types import Prompt
+
+    if not two:
+        return [Prompt(0, 1, mask=mask)]
+    cols = np.nonzero(mask.any(0))[0]
+    split = (cols.min() + cols.max()) // 2
+    left, right = mask.copy(), mask.copy()
+    left[:, split:] = False
+    right[:, :split] = False
+    ys, xs = np.nonzero(right)
+    k = len(xs) // 2
+    return [Prompt(0, 1, mask=left),
+            Prompt(0, 2, points=np.array([[xs[k], ys[k]]], np.float32),
+                   labels=np.array([1], np.int32))]
+
+
+@pytest.mark.parametrize("two", [False, True], ids=["one_object", "two_objects"])
+def test_tracker_onnx_equals_torch(bundle, torch_backend, clip, two):
+    frames, mask = clip
+    prompts = _prompts(mask, two)
+    want_low, want_vid = track(torch_backend, frames, prompts)
+    onnx = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
+    got_low, got_vid = track(onnx, frames, prompts)
+    worst, lo, hi = 0.0, np.inf, np.inf * -1
+    for t in range(N_FRAMES):
+        worst = max(worst, float(np.abs(got_low[t] - want_low[t]).max()))
+        if t:
+            lo, hi = min(lo, float(want_low[t].min())), max(hi, float(want_low[t].max()))
+        for o in range(len(prompts)):
+            assert _iou(got_vid[t][o] > 0, want_vid[t][o] > 0) >= 0.999, (t, o)
+    # the tracked frames' logits must span far more than the tolerance, or this could not fail
+    assert hi - lo > 50 * 1e-3, (lo, hi)
+    assert worst <= 1e-3, worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["int8", "fp16"])
+def test_variants_close_to_fp32(bundle, clip, variant):
+    from tests.onnx_bundle import exported
+
+    _, _, folder = exported((variant,))
+    frames, mask = clip
+    prompts = _prompts(mask, False)
+    _, want = track(ob_mod.OnnxBackend(folder, device="cpu", threads=2), frames, prompts)
+    _, got = track(ob_mod.OnnxBackend(folder, device="cpu", threads=2, precision=variant),
+                   frames, prompts)
+    ious = [_iou(g[0] > 0, w[0] > 0) for g, w in zip(got, want)]
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    print(f"{variant}: max abs logit error {err:.3g}, min IoU vs fp32 {min(ious):.4f}")
+    assert ob_mod.read_manifest(folder)["variants"][variant]
+    assert min(ious) >= 0.98
+
+
+# --- loading through the engine seam -------------------------------------------------------------
+
+def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
+    from tests.onnx_bundle import SIZE
+    from vosfx.config import ModelConfig
+    from vosfx.engine.export import bundle_dir
+    from vosfx.engine.loader import load_engine
+
+    ckpt, sha, folder = bundle
+    shutil.copytree(folder, bundle_dir(ckpt.name, sha, SIZE))
+    cfg = ModelConfig(backend="auto", device="cpu", image_size=SIZE, checkpoint=str(ckpt),
+                      threads=1)
+    engine = load_engine(cfg)
+    assert isinstance(engine.backend, ob_mod.OnnxBackend)
+    assert engine.model_sha256 == sha

@@ -1,0 +1,292 @@
+"""Export SAM 2's stages to an ONNX bundle, and find bundles in the model cache.
+
+A bundle is a folder ``<cache>/onnx/<model_id>-<sha8>-<image_size>/`` holding one graph per
+stage of :mod:`vosfx.engine.stages` (see :mod:`vosfx.engine.export_stages`), ``constants.npz``
+(the temporal memory encodings the backend adds in numpy) and ``manifest.json``: model id,
+checkpoint sha256, image size, opset, vosfx/torch/onnx versions, export date, the model's
+tracking attributes, and every graph's file, sha256, input and output names, shapes and dtypes,
+plus optional variants (``fp16`` for GPUs, ``int8``: a dynamically quantised image encoder for
+CPUs). A bundle is found by its checkpoint's hash, so a changed checkpoint gets a new one.
+
+Finding and reading bundles needs no torch (the ONNX backend uses :func:`find_bundle`);
+exporting needs torch, sam2 and onnx, imported inside :func:`export_bundle`.
+
+The exporter is TorchScript's (``torch.onnx.export(dynamo=False)``): it needs nothing beyond
+torch and onnx, and its graphs match the torch stages within 1e-5 (the dynamo exporter needs
+``onnxscript``, an extra install, for no gain here).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from vosfx.engine.onnx_backend import BUNDLE_FORMAT, MANIFEST, read_manifest
+from vosfx.errors import BackendError, ModelError
+
+OPSET = 17
+VARIANTS = ("fp16", "int8")
+NATIVE_SIZE = 1024
+EXPORT_HINT = ("exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
+               "'vosfx[torch]', then `vosfx models export {name}`")
+
+Progress = Callable[[str], None]
+
+
+# --- where bundles live (no torch) ------------------------------------------------------------
+
+def bundle_root() -> Path:
+    from vosfx.models.cache import home
+
+    return home() / "onnx"
+
+
+def bundle_dir(model_id: str, sha256: str, image_size: int) -> Path:
+    """``<cache>/onnx/<model_id>-<sha8>-<image_size>``."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model_id)
+    return bundle_root() / f"{safe}-{sha256[:8]}-{int(image_size)}"
+
+
+def find_bundle(model_id: str, sha256: str, image_size: int,
+                out_dir: str | Path | None = None) -> Path | None:
+    """The complete bundle exported from the checkpoint with hash ``sha256`` at
+    ``image_size``, or None (missing, incomplete, or from another checkpoint)."""
+    folder = Path(out_dir) if out_dir else bundle_dir(model_id, sha256, image_size)
+    if not (folder / MANIFEST).is_file():
+        return None
+    try:
+        man = read_manifest(folder)
+    except ModelError:
+        return None
+    if man.get("checkpoint_sha256") != sha256 or int(man.get("image_size", -1)) != image_size:
+        return None
+    return folder
+
+
+def checkpoint_identity(source: str) -> tuple[str, str | None, Path | None]:
+    """(model id, checkpoint sha256 or None, checkpoint path or None) for a registry id or a
+    checkpoint path; a registry id uses its published hash (no hashing, no download)."""
+    from vosfx.models import registry
+    from vosfx.models.cache import checkpoint_path, sha256_file
+
+    if source in registry.model_ids():
+        path = checkpoint_path(source)
+        sha = registry.get(source).sha256
+        if sha is None and path.is_file():
+            sha = sha256_file(path)
+        return source, sha, path if path.is_file() else None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ModelError(f"expected a model id ({', '.join(registry.model_ids())}) or a "
+                         f"checkpoint file, found {source!r}")
+    return path.name, sha256_file(path), path
+
+
+def _size(image_size: int | None) -> int:
+    return int(image_size) if image_size else NATIVE_SIZE
+
+
+def bundle_for_config(model: Any) -> Path | None:
+    """The bundle for a :class:`~vosfx.config.ModelConfig`, or None."""
+    model_id, sha, _ = checkpoint_identity(model.checkpoint or model.name)
+    if sha is None:
+        return None
+    return find_bundle(model_id, sha, _size(model.image_size))
+
+
+def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Path:
+    """The bundle for a ModelConfig, exported now (with the variant ``model.precision`` needs)
+    when missing and torch is installed. Raises BackendError saying how to get one."""
+    source = model.checkpoint or model.name
+    variants = (model.precision,) if model.precision in VARIANTS else ()
+    found = bundle_for_config(model)
+    if found is not None and all(v in read_manifest(found).get("variants", {})
+                                 for v in variants):
+        return found
+    try:
+        import sam2  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as err:
+        model_id, sha, _ = checkpoint_identity(source)
+        where = bundle_dir(model_id, sha or "unknown", _size(model.image_size))
+        raise BackendError(
+            f"no ONNX bundle for {model_id} at image size {_size(model.image_size)} (expected "
+            f"{where}) and torch is not installed to export one ({err}). Either "
+            + EXPORT_HINT.format(name=model_id) + f", or copy a bundle exported elsewhere to "
+            f"{where}, or use backend = \"torch\".") from err
+    return export_bundle(source, variants=variants, image_size=model.image_size or None,
+                         progress=progress)
+
+
+# --- export (torch) -----------------------------------------------------------------------------
+
+def export_bundle(model_id: str, *, out_dir: str | Path | None = None,
+                  variants: Iterable[str] = (), image_size: int | None = None,
+                  progress: Progress | None = None, force: bool = False) -> Path:
+    """Export ``model_id`` (a registry id, fetched through the cache, or a checkpoint path) to
+    a bundle and return its folder. An up-to-date bundle is reused (only missing variants are
+    added) unless ``force``. ``variants``: any of ``fp16``, ``int8``."""
+    variants = tuple(dict.fromkeys(variants))
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ModelError(f"export variants: expected any of {', '.join(VARIANTS)}, found {bad}")
+    say = progress or (lambda _msg: None)
+    size = _size(image_size)
+    name, sha, path = checkpoint_identity(model_id)
+    if path is None:  # a registry id not downloaded yet
+        from vosfx.models.cache import ensure_checkpoint
+
+        path = ensure_checkpoint(model_id)
+        name, sha, path = checkpoint_identity(model_id)
+    folder = Path(out_dir) if out_dir else bundle_dir(name, sha, size)
+    if not force and find_bundle(name, sha, size, folder) is not None:
+        _add_variants(folder, variants, say)
+        return folder
+    net = _load(model_id, size)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    graphs = _export_graphs(net, tmp, say)
+    _write_constants(net, tmp)
+    manifest = _manifest(net, name, sha, size, graphs)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    _add_variants(folder, variants, say)
+    say(f"exported {name} at {size} px to {folder}")
+    return folder
+
+
+def _load(source: str, size: int):
+    try:
+        import torch  # noqa: F401
+
+        from vosfx.models.checkpoint import load_sam2
+    except ImportError as err:
+        raise BackendError(EXPORT_HINT.format(name=source) + f" ({err})") from err
+    net = load_sam2(source, image_size=size).float().eval()
+    # what build_sam2_video_predictor sets (and vosfx.engine.loader.torch_backend_for)
+    net.binarize_mask_from_pts_for_mem_enc = True
+    return net
+
+
+def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
+    import onnx
+    import torch
+
+    from vosfx.engine.export_stages import stage_specs
+
+    graphs = {}
+    for spec in stage_specs(net):
+        say(f"exporting {spec.name}")
+        file = folder / f"{spec.name}.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic
+            torch.onnx.export(spec.module.eval(), spec.example, str(file), dynamo=False,
+                              opset_version=OPSET, input_names=spec.inputs,
+                              output_names=spec.outputs, dynamic_axes=spec.dynamic,
+                              do_constant_folding=True)
+        model = onnx.load(str(file))
+        onnx.checker.check_model(model)
+        found = [o.name for o in model.graph.output]
+        if found != spec.outputs:  # a pass dropped or renamed an output the tracker reads
+            raise ModelError(f"{spec.name}: expected graph outputs {spec.outputs}, "
+                             f"found {found}")
+        graphs[spec.name] = {"file": file.name, "sha256": _sha(file),
+                             "inputs": _io(model.graph.input), "outputs": _io(model.graph.output)}
+    return graphs
+
+
+def _io(values) -> list[dict]:
+    import onnx
+
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+        out.append({"name": v.name, "shape": shape,
+                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+    return out
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_constants(net, folder: Path) -> None:
+    import numpy as np
+
+    np.savez(folder / "constants.npz",
+             maskmem_tpos_enc=net.maskmem_tpos_enc.detach().float().cpu().numpy())
+
+
+def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
+    import onnx
+    import torch
+
+    import vosfx
+
+    attrs = {k: getattr(net, k) for k in (
+        "num_maskmem", "multimask_output_in_sam", "multimask_output_for_tracking",
+        "multimask_min_pt_num", "multimask_max_pt_num", "use_mask_input_as_output_without_sam",
+        "binarize_mask_from_pts_for_mem_enc", "hidden_dim", "mem_dim")}
+    attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
+    return {
+        "format": BUNDLE_FORMAT, "model_id": model_id, "checkpoint_sha256": sha,
+        "image_size": size, "opset": OPSET, "vosfx_version": vosfx.__version__,
+        "torch_version": torch.__version__, "onnx_version": onnx.__version__,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "attrs": {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()},
+        "constants": "constants.npz", "graphs": graphs, "variants": {},
+    }
+
+
+# --- variants ---------------------------------------------------------------------------------
+
+def _add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
+    man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    todo = [v for v in variants if v not in man.get("variants", {})]
+    for variant in todo:
+        say(f"making the {variant} variant")
+        files = _fp16(folder, man) if variant == "fp16" else _int8(folder, man)
+        man.setdefault("variants", {})[variant] = files
+        (folder / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
+
+
+def _fp16(folder: Path, man: dict) -> dict[str, str]:
+    """Every graph with float16 weights and arithmetic, float32 inputs and outputs (for GPU
+    providers; CPU kernels for float16 are few and slow)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    files = {}
+    for name, g in man["graphs"].items():
+        model = onnx.load(str(folder / g["file"]))
+        half = convert_float_to_float16(model, keep_io_types=True)
+        files[name] = f"{name}.fp16.onnx"
+        onnx.save(half, str(folder / files[name]))
+    return files
+
+
+def _int8(folder: Path, man: dict) -> dict[str, str]:
+    """The image encoder with int8 MatMul weights, activations quantised per call (dynamic
+    quantisation, for CPUs); every other stage stays float32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = folder / man["graphs"]["image_encoder"]["file"]
+    out = "image_encoder.int8.onnx"
+    quantize_dynamic(str(src), str(folder / out), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+    return {"image_encoder": out}

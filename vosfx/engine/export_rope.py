@@ -1,0 +1,100 @@
+"""A real-valued stand-in for SAM 2's rotary attention, used only when exporting to ONNX.
+
+``sam2.modeling.sam.transformer.RoPEAttention`` rotates queries and keys with complex tensors
+(``torch.view_as_complex`` / ``torch.polar``), which ONNX has no type for, and it slices the
+keys with a Python ``int`` (``num_k_exclude_rope``), which would freeze the number of
+object-pointer tokens into the graph. :class:`RealRoPEAttention` computes the same thing with
+real arithmetic on the same cos/sin values and takes the pointer-token count as a tensor:
+
+- a complex product ``(a + ib)(cos + i sin)`` on consecutive feature pairs ``(a, b)`` is
+  ``(a cos - b sin, a sin + b cos)``; the cos/sin tables are the real and imaginary parts of
+  SAM 2's own ``freqs_cis`` (the same float32 numbers);
+- memory keys repeat the query table ``r = (Nk - n_ptr) / Nq`` times (``rope_k_repeat``);
+  the ``n_ptr`` trailing pointer keys get angle 0 (cos 1, sin 0), which leaves them exactly
+  unchanged, as SAM 2's slice does.
+
+:func:`real_rope_memory_attention` deep-copies a ``MemoryAttention`` and swaps each layer's
+attention modules for this one (the loaded model and the ``sam2`` package are untouched). The
+weights are shared by reference to the copies' own ``nn.Linear`` modules.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RealRoPEAttention(nn.Module):
+    """Same inputs, weights and outputs as a ``RoPEAttention``; no complex numbers.
+
+    ``q`` (B, Nq, C), ``k``/``v`` (B, Nk, Ckv) -> (B, Nq, C). ``n_exclude`` (a 0-d or (1,)
+    int64 tensor, or an int) is set by the caller before ``forward``: how many trailing keys
+    get no rotation (object pointers).
+    """
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj = attn.q_proj, attn.k_proj
+        self.v_proj, self.out_proj = attn.v_proj, attn.out_proj
+        self.num_heads = int(attn.num_heads)
+        self.rope_k_repeat = bool(attn.rope_k_repeat)
+        freqs = attn.freqs_cis.detach().cpu()  # (Nq, D/2) complex64
+        self.register_buffer("cos", freqs.real.contiguous(), persistent=False)
+        self.register_buffer("sin", freqs.imag.contiguous(), persistent=False)
+        self.n_exclude: torch.Tensor | int = 0
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x (B, H, N, D) with pairs on the last axis; cos/sin (N, D/2)."""
+        pairs = x.reshape(*x.shape[:-1], -1, 2)  # (B, H, N, D/2, 2)
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(3)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q = self._heads(self.q_proj(q))  # (B, H, Nq, D)
+        k = self._heads(self.k_proj(k))  # (B, H, Nk, D)
+        v = self._heads(self.v_proj(v))
+        q = self._rotate(q, self.cos, self.sin)
+        cos_k, sin_k = self.cos, self.sin
+        if self.rope_k_repeat:
+            # key i < n_rope takes the query table's row i % Nq (SAM 2 tiles the table r
+            # times); pointer keys after that get angle 0. Gather + where keeps Nk and the
+            # pointer count dynamic in the exported graph.
+            n_excl = torch.as_tensor(self.n_exclude, dtype=torch.int64).reshape(())
+            idx = torch.arange(k.shape[-2], device=k.device)  # (Nk,)
+            rope = (idx < k.shape[-2] - n_excl)[:, None]  # (Nk, 1)
+            rows = idx % q.shape[-2]
+            cos_k = torch.where(rope, cos_k.index_select(0, rows), 1.0)  # (Nk, D/2)
+            sin_k = torch.where(rope, sin_k.index_select(0, rows), 0.0)
+        k = self._rotate(k, cos_k, sin_k)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, Nq, D)
+        b, h, n, d = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
+
+
+def real_rope_memory_attention(memory_attention: nn.Module) -> tuple[nn.Module, list]:
+    """A deep copy of ``memory_attention`` whose ``RoPEAttention`` modules are replaced by
+    :class:`RealRoPEAttention`; returns (copy, the replaced modules that take ``n_exclude``).
+
+    The copy's layers no longer see a ``RoPEAttention``, so ``MemoryAttention.forward`` passes
+    them no ``num_k_exclude_rope``: the caller sets ``n_exclude`` on the returned modules.
+    """
+    from sam2.modeling.sam.transformer import RoPEAttention
+
+    clone = copy.deepcopy(memory_attention)
+    swapped = []
+    for layer in clone.layers:
+        for name in ("self_attn", "cross_attn_image"):
+            attn = getattr(layer, name)
+            if isinstance(attn, RoPEAttention):
+                real = RealRoPEAttention(attn)
+                setattr(layer, name, real)
+                swapped.append(real)
+    return clone, swapped

@@ -1,0 +1,149 @@
+"""Export-time versions of the :mod:`vosfx.engine.stages` modules, and the table of graphs.
+
+Each entry of :func:`stage_specs` is one ONNX graph: the stage module (the engine's own, or a
+thin wrapper over it where the original is not exportable), example inputs, and the names and
+dynamic axes of its inputs and outputs. Two stages need a wrapper:
+
+- memory attention: SAM 2's RoPE uses complex tensors and a Python-int pointer-token count;
+  the wrapper runs a copy of the attention with :class:`~vosfx.engine.export_rope.
+  RealRoPEAttention` and takes the count as an int64 input;
+- mask-as-output: ``F.interpolate(..., antialias=True)`` has no ONNX export; the wrapper does
+  the same antialiased bilinear resize as two matrix products with torch's own weights
+  (:func:`vosfx.engine.onnx_backend.aa_weights`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from vosfx.engine.export_rope import real_rope_memory_attention
+from vosfx.engine.onnx_backend import aa_weights
+from vosfx.engine.stages import (
+    DecoderStage,
+    ImageEncoderStage,
+    MaskAsOutputStage,
+    MemoryAttentionStage,
+    MemoryEncoderStage,
+    NoMemoryStage,
+    PointerPosStage,
+)
+
+
+class MemoryAttentionExport(nn.Module):
+    """:class:`MemoryAttentionStage` with a real-valued RoPE and a tensor pointer count.
+
+    ``num_obj_ptr_tokens``: () int64. Other inputs and the output as the stage.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        clone, self._rope = real_rope_memory_attention(model.memory_attention)
+        self.stage = MemoryAttentionStage(SimpleNamespace(memory_attention=clone))
+
+    def forward(self, vision_feat: torch.Tensor, vision_pos: torch.Tensor, memory: torch.Tensor,
+                memory_pos: torch.Tensor, num_obj_ptr_tokens: torch.Tensor) -> torch.Tensor:
+        for attn in self._rope:
+            attn.n_exclude = num_obj_ptr_tokens
+        try:
+            return self.stage(vision_feat, vision_pos, memory, memory_pos, 0)
+        finally:
+            for attn in self._rope:
+                attn.n_exclude = 0
+
+
+class _AAResize(nn.Module):
+    """Antialiased bilinear resize (torch's ``antialias=True`` weights) as matrix products:
+    (N, C, H, W) -> (N, C, out, out)."""
+
+    def __init__(self, size_in: int, size_out: int) -> None:
+        super().__init__()
+        w = torch.from_numpy(aa_weights(size_in, size_out))  # (out, in)
+        self.register_buffer("wy", w, persistent=False)
+        self.register_buffer("wxt", w.t().contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wy @ (x @ self.wxt)
+
+
+class MaskAsOutputExport(nn.Module):
+    """:class:`MaskAsOutputStage` with the antialiased downsample done by :class:`_AAResize`
+    (same inputs and outputs)."""
+
+    def __init__(self, model: nn.Module, decoder: DecoderStage) -> None:
+        super().__init__()
+        self.stage = MaskAsOutputStage(model, decoder)
+        size = int(model.image_size)
+        self.resize = _AAResize(size, size // 4)
+
+    def forward(self, vision_feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch.nn.functional as F
+
+        resize = self.resize
+        real = F.interpolate
+
+        def interpolate(x, *args, antialias=False, **kwargs):
+            # only the stage's own antialiased low-res downsample is redirected
+            return resize(x) if antialias else real(x, *args, **kwargs)
+
+        F.interpolate = interpolate
+        try:
+            return self.stage(vision_feat, feat_s0, feat_s1, mask)
+        finally:
+            F.interpolate = real
+
+
+@dataclass
+class StageSpec:
+    """One graph: ``module(*example)`` traced to ``<name>.onnx``."""
+
+    name: str
+    module: nn.Module
+    example: tuple
+    inputs: list[str]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+def stage_specs(model: nn.Module) -> list[StageSpec]:
+    """The bundle's graphs for a loaded ``SAM2Base`` (eval mode, CPU, float32)."""
+    size = int(model.image_size)
+    g, s = size // 16, size // 4
+    hidden, mem = int(model.hidden_dim), int(model.mem_dim)
+    feat = torch.randn(1, hidden, g, g)
+    s0, s1 = torch.randn(1, hidden // 8, s, s), torch.randn(1, hidden // 4, size // 8, size // 8)
+    decoder = DecoderStage(model)
+    n_mem, n_ptr = 2, 4 * 2  # example: 2 spatial memories, 2 pointers (4 tokens each)
+    m_tokens = n_mem * g * g + n_ptr
+    pts = torch.tensor([[[size * 0.3, size * 0.4], [size * 0.6, size * 0.5]]])
+    return [
+        StageSpec("image_encoder", ImageEncoderStage(model), (torch.randn(1, 3, size, size),),
+                  ["image"], ["feat_s0", "feat_s1", "vision_feat", "vision_pos"]),
+        StageSpec("no_memory", NoMemoryStage(model), (feat,), ["vision_feat"], ["pix_feat"]),
+        StageSpec("memory_attention", MemoryAttentionExport(model),
+                  (feat, torch.randn(1, hidden, g, g), torch.randn(m_tokens, 1, mem),
+                   torch.randn(m_tokens, 1, mem), torch.tensor(n_ptr, dtype=torch.int64)),
+                  ["vision_feat", "vision_pos", "memory", "memory_pos", "num_obj_ptr_tokens"],
+                  ["pix_feat"],
+                  {"memory": {0: "num_tokens"}, "memory_pos": {0: "num_tokens"}}),
+        StageSpec("decoder", decoder,
+                  (feat, s0, s1, pts, torch.tensor([[1, 0]], dtype=torch.int32)),
+                  ["pix_feat", "feat_s0", "feat_s1", "point_coords", "point_labels"],
+                  ["multi_logits", "multi_ious", "single_logits", "single_iou",
+                   "object_score_logit", "multi_ptrs", "single_ptr"],
+                  {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}),
+        StageSpec("mask_as_output", MaskAsOutputExport(model, decoder),
+                  (feat, s0, s1, (torch.rand(1, 1, size, size) > 0.5).float()),
+                  ["vision_feat", "feat_s0", "feat_s1", "mask"],
+                  ["low_res", "object_score_logit", "iou", "obj_ptr"]),
+        StageSpec("memory_encoder", MemoryEncoderStage(model),
+                  (feat, torch.randn(1, 1, s, s), torch.tensor([[1.0]]), torch.tensor([True])),
+                  ["vision_feat", "low_res", "object_score_logit", "binarize"],
+                  ["maskmem", "maskmem_pos"]),
+        StageSpec("pointer_pos", PointerPosStage(model), (torch.tensor([0.25, -0.5]),),
+                  ["t_norm"], ["pos"], {"t_norm": {0: "num_pointers"}, "pos": {0: "num_pointers"}}),
+    ]

@@ -1,0 +1,336 @@
+"""The SAM 2 stages on ONNX Runtime: the :class:`~vosfx.engine.backend.Backend` without torch.
+
+It runs the graphs :mod:`vosfx.engine.export` wrote (one per stage of
+:mod:`vosfx.engine.stages`) and does the rest in numpy exactly as
+:class:`~vosfx.engine.torch_backend.TorchBackend` does with torch: memory tokens and their
+position encodings are assembled in SAM 2's order, mask memories are rounded to bfloat16 as
+SAM 2's predictor stores them, and prompt masks are resized with torch's antialiased bilinear
+weights (:func:`aa_weights`). Nothing here imports torch.
+
+Backend-native arrays are numpy (CPU). Mask memories are kept as bfloat16 bit patterns
+(uint16) in token order, (g*g, 64): half the bytes of float32 and no transpose per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vosfx.engine.backend import ImageFeatures, MemoryItem, PointerItem, TrackOutput, preprocess
+from vosfx.errors import BackendError, ModelError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1
+
+# --device -> ONNX Runtime execution providers, in preference order (CPU always last)
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "coreml": ["CoreMLExecutionProvider", "CPUExecutionProvider"],
+    "dml": ["DmlExecutionProvider", "CPUExecutionProvider"],
+}
+AUTO_ORDER = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
+              "DmlExecutionProvider", "CPUExecutionProvider"]
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
+# --- pure helpers (numpy) -------------------------------------------------------------------
+
+def aa_weights(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) float32 weights of torch's ``F.interpolate(mode="bilinear",
+    align_corners=False, antialias=True)`` along one axis (a triangle filter stretched by the
+    scale when shrinking, normalised per output pixel), so ``wy @ x @ wx.T`` resizes ``x``."""
+    scale = size_in / size_out
+    support = max(scale, 1.0)
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    w = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), size_in)
+        taps = np.clip(1.0 - np.abs((np.arange(lo, hi) - center + 0.5) * inv), 0.0, None)
+        total = taps.sum()
+        w[i, lo:hi] = taps / total if total != 0 else taps
+    return w.astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool -> (size, size) float32 in {0, 1}: antialiased bilinear then >= 0.5, as
+    SAM 2's ``add_new_mask``. (Matches torch except where a value lands within a float32 ulp
+    of 0.5; none of the DAVIS annotations do at 256 or 1024.)"""
+    m = np.asarray(mask, np.float32)
+    if m.shape == (size, size):
+        return m
+    out = aa_weights(m.shape[0], size) @ (m @ aa_weights(m.shape[1], size).T)
+    return (out >= 0.5).astype(np.float32)
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round to nearest even as torch's
+    ``.to(torch.bfloat16)`` (finite values; SAM 2's memories are)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))
+    return (rounded >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32 (exact)."""
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+# --- bundles ---------------------------------------------------------------------------------
+
+def read_manifest(bundle: str | Path) -> dict:
+    """The bundle's manifest, checked for format and completeness. Raises ModelError."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"expected an ONNX bundle manifest at {path}, found: {err}") from err
+    if data.get("format") != BUNDLE_FORMAT:
+        raise ModelError(f"{path}: expected bundle format {BUNDLE_FORMAT}, found "
+                         f"{data.get('format')!r} (re-export with `vosfx models export`)")
+    missing = [g["file"] for g in data.get("graphs", {}).values()
+               if not (bundle / g["file"]).is_file()]
+    if missing or not data.get("graphs"):
+        raise ModelError(f"{bundle}: expected every graph of the manifest, missing {missing}")
+    return data
+
+
+def bundle_exists(model: Any) -> bool:
+    """Whether an exported bundle exists for a :class:`~vosfx.config.ModelConfig` (for the
+    loader's ``backend = "auto"``)."""
+    from vosfx.engine.export import bundle_for_config
+
+    return bundle_for_config(model) is not None
+
+
+def load_engine(model: Any):
+    """A :class:`~vosfx.engine.loader.SamEngine` on ONNX Runtime for a ModelConfig; exports the
+    bundle first when it is missing and torch is installed (else says how to get it)."""
+    from vosfx.engine.export import ensure_bundle_for_config
+    from vosfx.engine.loader import SamEngine
+
+    bundle = ensure_bundle_for_config(model)
+    backend = OnnxBackend(bundle, device=model.device, threads=model.threads,
+                          precision=model.precision)
+    man = backend.manifest
+    return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
+
+
+# --- the backend ------------------------------------------------------------------------------
+
+class OnnxBackend:
+    """:class:`~vosfx.engine.backend.Backend` over an exported bundle.
+
+    ``device``: cpu, cuda, tensorrt, coreml, dml or auto (the best available provider).
+    ``threads``: intra-op threads per session (0: ONNX Runtime's default, one per core).
+    ``precision``: fp32; fp16 (the bundle's fp16 variant, for GPUs); int8 (the dynamically
+    quantised image encoder, CPU; other stages stay fp32). A variant the bundle lacks raises.
+    ``optimization``: ONNX Runtime graph optimisation, ``all`` (default: every fusion) or
+    ``basic`` (constant folding and redundant-node removal only), for comparisons.
+    """
+
+    def __init__(self, bundle: str | Path, *, device: str = "auto", threads: int = 0,
+                 precision: str = "fp32", optimization: str = "all") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendError("the onnx backend needs onnxruntime: pip install onnxruntime "
+                               f"(or onnxruntime-gpu) ({err})") from err
+        self.bundle = Path(bundle)
+        self.manifest = man = read_manifest(self.bundle)
+        a = man["attrs"]
+        self.image_size = int(man["image_size"])
+        self.num_maskmem = int(a["num_maskmem"])
+        self.max_obj_ptrs = int(a["max_obj_ptrs"])
+        self.multimask_output_in_sam = bool(a["multimask_output_in_sam"])
+        self.multimask_output_for_tracking = bool(a["multimask_output_for_tracking"])
+        self.multimask_min_pt_num = int(a["multimask_min_pt_num"])
+        self.multimask_max_pt_num = int(a["multimask_max_pt_num"])
+        self.use_mask_input_as_output_without_sam = bool(
+            a["use_mask_input_as_output_without_sam"])
+        self.binarize_mask_from_pts_for_mem_enc = bool(a["binarize_mask_from_pts_for_mem_enc"])
+        self._hidden, self._mem = int(a["hidden_dim"]), int(a["mem_dim"])
+        consts = np.load(self.bundle / man["constants"])
+        self._tpos = consts["maskmem_tpos_enc"].astype(np.float32)  # (num_maskmem, 1, 1, 64)
+        self.providers = self._providers(ort, device)
+        self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
+        self.precision = precision
+        if optimization not in ("all", "basic"):
+            raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
+        self.optimization = optimization
+        self._sess = {name: self._session(ort, name, self._graph_file(name), threads)
+                      for name in man["graphs"]}
+        # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
+        # reads the high-res features): feed each graph only what it declares
+        self._inputs = {name: {i.name for i in sess.get_inputs()}
+                        for name, sess in self._sess.items()}
+        self._mem_pos: dict[int, np.ndarray] = {}  # t_pos -> (g*g, 1, 64)
+        self._ptr_pos: dict[tuple[int, int], np.ndarray] = {}  # (t_diff, max) -> (4, 1, 64)
+        self._maskmem_pos: np.ndarray | None = None  # (g*g, 1, 64), constant
+
+    def _providers(self, ort, device: str) -> list[str]:
+        available = ort.get_available_providers()
+        if device == "auto":
+            return [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
+        wanted = PROVIDERS.get(device)
+        if wanted is None:
+            raise BackendError(f"onnx backend device: expected one of auto, "
+                               f"{', '.join(PROVIDERS)}; found {device!r}")
+        if wanted[0] not in available:
+            _warn_once(f"ONNX Runtime has no {wanted[0]} in this install (available: "
+                       f"{', '.join(available)}): running on CPU. For GPUs install "
+                       "onnxruntime-gpu matching your CUDA version.")
+        return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+    def _graph_file(self, name: str) -> Path:
+        variants = self.manifest.get("variants", {})
+        if self.precision in ("fp32", "bf16"):
+            return self.bundle / self.manifest["graphs"][name]["file"]
+        files = variants.get(self.precision)
+        if files is None:
+            raise BackendError(f"precision {self.precision!r}: expected the bundle {self.bundle} "
+                               f"to have that variant, found {sorted(variants) or 'none'} "
+                               f"(vosfx models export --variant {self.precision})")
+        return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
+
+    def _session(self, ort, name: str, path: Path, threads: int):
+        opts = ort.SessionOptions()
+        level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        cpu = self.providers[0] == "CPUExecutionProvider"
+        # ORT 1.31's extended CPU fusions crash (SIGSEGV) on the fp16 memory-attention graph;
+        # basic optimisation runs it correctly
+        if self.optimization == "basic" or (self.precision == "fp16" and cpu):
+            level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.graph_optimization_level = level
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = max(0, threads)
+        opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
+        opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        got = sess.get_providers()
+        if self.providers[0] not in got:
+            _warn_once(f"ONNX Runtime fell back from {self.providers[0]} to {got[0]} for "
+                       f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}")
+        return sess
+
+    def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
+        names = self._inputs[name]
+        return self._sess[name].run(None, {k: v for k, v in feeds.items() if k in names})
+
+    # --- stages -------------------------------------------------------------------------
+
+    def encode_image(self, rgb8: np.ndarray) -> ImageFeatures:
+        img = preprocess(rgb8, self.image_size)[None]
+        s0, s1, feat, pos = self._run("image_encoder", {"image": img})
+        return ImageFeatures(s0, s1, feat, pos)
+
+    def track(self, features: ImageFeatures, memories: list[MemoryItem] | None,
+              pointers: list[PointerItem], t_diff_max: int, point_coords: np.ndarray | None,
+              point_labels: np.ndarray | None, mask_logits: np.ndarray | None) -> TrackOutput:
+        if mask_logits is not None:
+            raise BackendError("the onnx backend has no dense mask-prompt decoder graph; "
+                               "mask prompts go through mask_as_output")
+        if memories is None:
+            (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
+        else:
+            memory, memory_pos, n_ptr = self._assemble(memories, pointers, t_diff_max)
+            (pix,) = self._run("memory_attention", {
+                "vision_feat": features.vision_feat, "vision_pos": features.vision_pos,
+                "memory": memory, "memory_pos": memory_pos,
+                "num_obj_ptr_tokens": np.array(n_ptr, np.int64)})
+        if point_coords is None or len(point_coords) == 0:
+            coords = np.zeros((1, 1, 2), np.float32)  # one padding point, as SAM 2 passes
+            labels = -np.ones((1, 1), np.int32)
+        else:
+            coords = np.asarray(point_coords, np.float32)[None]
+            labels = np.asarray(point_labels, np.int32)[None]
+        ml, mi, sl, si, score, mptr, sptr = self._run("decoder", {
+            "pix_feat": pix, "feat_s0": features.feat_s0, "feat_s1": features.feat_s1,
+            "point_coords": coords, "point_labels": labels})
+        return TrackOutput(multi_logits=ml[0], multi_ious=mi[0], single_logits=sl[0, 0],
+                           single_iou=float(si[0, 0]), object_score_logit=float(score[0, 0]),
+                           multi_ptrs=mptr[0], single_ptr=sptr)
+
+    def mask_as_output(self, features: ImageFeatures,
+                       mask: np.ndarray) -> tuple[np.ndarray, float, Any]:
+        m = resize_mask(mask, self.image_size)[None, None]  # (1, 1, S, S)
+        low, score, _iou, ptr = self._run("mask_as_output", {
+            "vision_feat": features.vision_feat, "feat_s0": features.feat_s0,
+            "feat_s1": features.feat_s1, "mask": m})
+        return low[0, 0], float(score[0, 0]), ptr
+
+    def encode_memory(self, features: ImageFeatures, low_res: np.ndarray,
+                      object_score_logit: float, binarize: bool) -> Any:
+        maskmem, pos = self._run("memory_encoder", {
+            "vision_feat": features.vision_feat,
+            "low_res": np.asarray(low_res, np.float32)[None, None],
+            "object_score_logit": np.array([[object_score_logit]], np.float32),
+            "binarize": np.array([binarize])})
+        if self._maskmem_pos is None:
+            self._maskmem_pos = pos[0].reshape(pos.shape[1], -1).T[:, None, :].copy()
+        # (1, 64, g, g) -> (g*g, 64) token order, bfloat16 as SAM 2's predictor stores it
+        return to_bf16_bits(maskmem[0].reshape(maskmem.shape[1], -1).T)
+
+    def nbytes(self, value: Any) -> int:
+        return int(value.nbytes)
+
+    # --- memory assembly ----------------------------------------------------------------
+
+    def _assemble(self, memories: list[MemoryItem], pointers: list[PointerItem],
+                  t_diff_max: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(M, 1, 64) float32 memory tokens and position encodings in SAM 2's order: spatial
+        memories in selection order, then the pointers' tokens. One copy into each buffer."""
+        split = self._mem < self._hidden
+        per_ptr = self._hidden // self._mem if split else 1
+        n_sp = sum(int(m.maskmem.shape[0]) for m in memories)
+        total = n_sp + per_ptr * len(pointers)
+        tok = np.empty((total, 1, self._mem), np.float32)
+        pos = np.empty((total, 1, self._mem), np.float32)
+        i = 0
+        for item in memories:
+            n = item.maskmem.shape[0]
+            tok[i:i + n, 0] = from_bf16_bits(item.maskmem)
+            pos[i:i + n] = self._memory_pos(item.t_pos)
+            i += n
+        for item in pointers:
+            # (1, 256) -> (4, 1, 64): the pointer as 4 memory tokens (mem_dim 64 < 256)
+            tok[i:i + per_ptr] = np.asarray(item.obj_ptr, np.float32).reshape(per_ptr, 1, -1)
+            pos[i:i + per_ptr] = self._pointer_pos(item.t_diff, t_diff_max)
+            i += per_ptr
+        return tok, pos, per_ptr * len(pointers)
+
+    def _memory_pos(self, t_pos: int) -> np.ndarray:
+        pos = self._mem_pos.get(t_pos)
+        if pos is None:
+            if self._maskmem_pos is None:
+                raise BackendError("memory position requested before any memory was encoded")
+            pos = self._mem_pos[t_pos] = self._maskmem_pos + self._tpos[
+                self.num_maskmem - t_pos - 1]
+        return pos
+
+    def _pointer_pos(self, t_diff: int, t_diff_max: int) -> np.ndarray:
+        key = (t_diff, t_diff_max)
+        pos = self._ptr_pos.get(key)
+        if pos is None:
+            t = np.array([t_diff], np.float32) / np.float32(t_diff_max)
+            (p,) = self._run("pointer_pos", {"t_norm": t})  # (1, 64)
+            reps = self._hidden // self._mem if self._mem < self._hidden else 1
+            pos = self._ptr_pos[key] = np.repeat(p[:, None, :], reps, axis=0)
+        return pos
+
