@@ -1,0 +1,198 @@
+"""The SAM 2 stages on the official ``sam2`` torch modules: the reference backend."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vosfx.engine.backend import ImageFeatures, MemoryItem, PointerItem, TrackOutput, preprocess
+from vosfx.engine.stages import (
+    DecoderStage,
+    ImageEncoderStage,
+    MaskAsOutputStage,
+    MemoryAttentionStage,
+    MemoryEncoderStage,
+    NoMemoryStage,
+    PointerPosStage,
+)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu; otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class TorchBackend:
+    """:class:`~vosfx.engine.backend.Backend` over a loaded ``SAM2Base`` (eval mode).
+
+    On CUDA the stages run under bfloat16 autocast, as SAM 2's own examples do; elsewhere in
+    float32. Position encodings that depend only on the image size are computed once.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+        self.device_t = torch.device(device)
+        self.model = model.to(self.device_t).eval()
+        self.device = str(self.device_t)
+        m = self.model
+        self.image_size = int(m.image_size)
+        self.num_maskmem = int(m.num_maskmem)
+        self.max_obj_ptrs = int(m.max_obj_ptrs_in_encoder)
+        self.multimask_output_in_sam = bool(m.multimask_output_in_sam)
+        self.multimask_output_for_tracking = bool(m.multimask_output_for_tracking)
+        self.multimask_min_pt_num = int(m.multimask_min_pt_num)
+        self.multimask_max_pt_num = int(m.multimask_max_pt_num)
+        self.use_mask_input_as_output_without_sam = bool(m.use_mask_input_as_output_without_sam)
+        self.binarize_mask_from_pts_for_mem_enc = bool(m.binarize_mask_from_pts_for_mem_enc)
+        self.encoder = ImageEncoderStage(m)
+        self.attention = MemoryAttentionStage(m)
+        self.no_memory = NoMemoryStage(m)
+        self.decoder = DecoderStage(m).to(self.device_t)
+        self.mask_output = MaskAsOutputStage(m, self.decoder)
+        self.memory_encoder = MemoryEncoderStage(m)
+        self.pointer_pos = PointerPosStage(m)
+        self._mem_pos: dict[int, torch.Tensor] = {}  # t_pos -> (g*g, 1, 64)
+        self._ptr_pos: dict[tuple[int, int], torch.Tensor] = {}  # (t_diff, max) -> (4, 1, 64)
+        self._maskmem_pos: torch.Tensor | None = None  # (1, 64, g, g), constant
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device_t.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- stages -------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_image(self, rgb8: np.ndarray) -> ImageFeatures:
+        img = torch.from_numpy(preprocess(rgb8, self.image_size))[None].to(self.device_t)
+        with self._autocast():
+            s0, s1, feat, pos = self.encoder(img)
+        return ImageFeatures(s0, s1, feat, pos)
+
+    @torch.inference_mode()
+    def track(self, features: ImageFeatures, memories: list[MemoryItem] | None,
+              pointers: list[PointerItem], t_diff_max: int, point_coords: np.ndarray | None,
+              point_labels: np.ndarray | None, mask_logits: np.ndarray | None) -> TrackOutput:
+        dev = self.device_t
+        with self._autocast():
+            if memories is None:
+                pix = self.no_memory(features.vision_feat)
+            else:
+                memory, memory_pos, n_ptr = self._assemble(memories, pointers, t_diff_max)
+                pix = self.attention(features.vision_feat, features.vision_pos, memory,
+                                     memory_pos, n_ptr)
+            if point_coords is None or len(point_coords) == 0:
+                # no points: one padding point (label -1), as SAM 2 passes
+                coords = torch.zeros(1, 1, 2, device=dev)
+                labels = -torch.ones(1, 1, dtype=torch.int32, device=dev)
+            else:
+                coords = torch.from_numpy(np.asarray(point_coords, np.float32))[None].to(dev)
+                labels = torch.from_numpy(np.asarray(point_labels, np.int32))[None].to(dev)
+            mask_in = None
+            if mask_logits is not None:
+                mask_in = torch.from_numpy(np.asarray(mask_logits, np.float32))[None, None]
+                mask_in = self._mask_prompt(mask_in.to(dev))
+            out = self.decoder(pix, features.feat_s0, features.feat_s1, coords, labels, mask_in)
+        ml, mi, sl, si, score, mptr, sptr = out
+        return TrackOutput(
+            multi_logits=ml[0].float().cpu().numpy(), multi_ious=mi[0].float().cpu().numpy(),
+            single_logits=sl[0, 0].float().cpu().numpy(), single_iou=float(si[0, 0]),
+            object_score_logit=float(score[0, 0]), multi_ptrs=mptr[0].float(),
+            single_ptr=sptr.float(),
+        )
+
+    def _mask_prompt(self, mask: torch.Tensor) -> torch.Tensor:
+        """A dense prompt at the prompt encoder's size (antialiased down if needed)."""
+        size = tuple(self.model.sam_prompt_encoder.mask_input_size)
+        if tuple(mask.shape[-2:]) == size:
+            return mask
+        return F.interpolate(mask.float(), size=size, align_corners=False, mode="bilinear",
+                             antialias=True)
+
+    @torch.inference_mode()
+    def mask_as_output(self, features: ImageFeatures,
+                       mask: np.ndarray) -> tuple[np.ndarray, float, Any]:
+        m = torch.from_numpy(np.asarray(mask, bool))[None, None].float().to(self.device_t)
+        s = self.image_size
+        if m.shape[-2:] != (s, s):
+            m = F.interpolate(m, size=(s, s), align_corners=False, mode="bilinear",
+                              antialias=True)
+            m = (m >= 0.5).float()
+        with self._autocast():
+            low, score, _iou, ptr = self.mask_output(features.vision_feat, features.feat_s0,
+                                                     features.feat_s1, m)
+        return low[0, 0].float().cpu().numpy(), float(score[0, 0]), ptr.float()
+
+    @torch.inference_mode()
+    def encode_memory(self, features: ImageFeatures, low_res: np.ndarray,
+                      object_score_logit: float, binarize: bool) -> Any:
+        dev = self.device_t
+        low = torch.from_numpy(np.asarray(low_res, np.float32))[None, None].to(dev)
+        score = torch.tensor([[object_score_logit]], dtype=torch.float32, device=dev)
+        flag = torch.tensor([binarize], device=dev)
+        with self._autocast():
+            maskmem, pos = self.memory_encoder(features.vision_feat, low, score, flag)
+        if self._maskmem_pos is None:
+            self._maskmem_pos = pos[0:1].float().clone()
+        # SAM 2's predictor stores memories in bfloat16 (_run_single_frame_inference): keep
+        # the same rounding, which also halves the bank
+        return maskmem.to(torch.bfloat16)
+
+    def nbytes(self, value: Any) -> int:
+        return int(value.numel() * value.element_size())
+
+    # --- memory assembly ----------------------------------------------------------------
+
+    def _assemble(self, memories: list[MemoryItem], pointers: list[PointerItem],
+                  t_diff_max: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(M, 1, 64) memory tokens and position encodings, in SAM 2's order: spatial
+        memories in selection order, then 4 tokens per pointer."""
+        toks, poss = [], []
+        for item in memories:
+            toks.append(item.maskmem.flatten(2).permute(2, 0, 1).float())  # (g*g, 1, 64)
+            poss.append(self._memory_pos(item.t_pos))
+        for item in pointers:
+            toks.append(self._split_ptr(item.obj_ptr))  # (4, 1, 64)
+            poss.append(self._pointer_pos(item.t_diff, t_diff_max))
+        n_ptr = 4 * len(pointers) if self.model.mem_dim < self.model.hidden_dim else len(pointers)
+        return torch.cat(toks, dim=0), torch.cat(poss, dim=0), n_ptr
+
+    def _memory_pos(self, t_pos: int) -> torch.Tensor:
+        pos = self._mem_pos.get(t_pos)
+        if pos is None:
+            if self._maskmem_pos is None:
+                raise RuntimeError("memory position requested before any memory was encoded")
+            flat = self._maskmem_pos.flatten(2).permute(2, 0, 1)  # (g*g, 1, 64)
+            tpos = self.model.maskmem_tpos_enc[self.num_maskmem - t_pos - 1]  # (1, 1, 64)
+            pos = self._mem_pos[t_pos] = flat + tpos
+        return pos
+
+    def _split_ptr(self, ptr: torch.Tensor) -> torch.Tensor:
+        """(1, 256) -> (4, 1, 64): the pointer as 4 memory tokens (mem_dim 64 < 256)."""
+        c, d = self.model.hidden_dim, self.model.mem_dim
+        ptr = ptr.reshape(1, 1, c)
+        if d < c:
+            ptr = ptr.reshape(-1, 1, c // d, d).permute(0, 2, 1, 3).flatten(0, 1)
+        return ptr
+
+    def _pointer_pos(self, t_diff: int, t_diff_max: int) -> torch.Tensor:
+        key = (t_diff, t_diff_max)
+        pos = self._ptr_pos.get(key)
+        if pos is None:
+            c, d = self.model.hidden_dim, self.model.mem_dim
+            t = torch.tensor([t_diff]).to(self.device_t) / t_diff_max
+            pos = self.pointer_pos(t).unsqueeze(1)  # (1, 1, 64)
+            if d < c:
+                pos = pos.repeat_interleave(c // d, dim=0)
+            self._ptr_pos[key] = pos
+        return pos
