@@ -136,12 +136,24 @@ def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
         if engine is None:
             from vosfx.engine import load_engine
 
-            engine = load_engine(job.config.model)
+            engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
             stack.callback(engine.close)
         loop = _Loop(job, info, prompts, engine, outputs, on_progress, cancel, end - job.start)
         stack.enter_context(loop)
         loop.run(src)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _download_progress(job: Job, on_progress: ProgressCallback | None):
+    """Checkpoint download progress as "download" events (bytes in frames_done/total)."""
+    if on_progress is None:
+        return None
+    name = job.config.model.name
+
+    def cb(done: int, total: int | None) -> None:
+        on_progress(ProgressEvent("download", done, total or 0, message=f"downloading {name}"))
+
+    return cb
 
 
 def plan_outputs(job: Job) -> list[tuple[str, str, int | None]]:

@@ -32,7 +32,7 @@ def _slow(delay_s: float):
 def main() -> None:
     delay_s = float(os.environ.get("VOSFX_FAKE_DELAY_S", "0") or 0)
     logit_fn = _slow(delay_s) if delay_s > 0 else None
-    vosfx.engine.load_engine = lambda model: FakeEngine(logit_fn=logit_fn)
+    vosfx.engine.load_engine = lambda model, **kw: FakeEngine(logit_fn=logit_fn)
     vosfx.cli.main()
 
 

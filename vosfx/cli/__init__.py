@@ -50,6 +50,22 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="vosfx", message="%(prog)s %(version)s")
 def cli() -> None:
     """Production-quality video mattes from one mask or click, with SAM 2."""
+    _log_to_stderr()
+
+
+def _log_to_stderr() -> None:
+    """vosfx's log messages (first-use export, provider fallbacks) as ``vosfx: ...`` lines on
+    stderr; stdout stays for results and JSON progress."""
+    import logging
+
+    logger = logging.getLogger("vosfx")
+    if not any(getattr(h, "_vosfx", False) for h in logger.handlers):
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("vosfx: %(message)s"))
+        handler._vosfx = True
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:

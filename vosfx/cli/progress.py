@@ -30,10 +30,14 @@ class TerminalProgress:
 
     def __call__(self, ev: ProgressEvent) -> None:
         now = time.monotonic()
-        if ev.event == "frame" and now - self._last < 0.1 and ev.frames_done < ev.total_frames:
+        if (ev.event in ("frame", "download") and now - self._last < 0.1
+                and ev.frames_done < ev.total_frames):
             return
         self._last = now
-        if ev.event == "done":
+        if ev.event == "download":
+            total = f"/{ev.total_frames / 2**20:.1f}" if ev.total_frames else ""
+            self.stream.write(f"\r\x1b[2K{ev.message}: {ev.frames_done / 2**20:.1f}{total} MiB")
+        elif ev.event == "done":
             self.stream.write(f"\r\x1b[2K{self.label}: {ev.frames_done} frames, {ev.fps:.2f} fps\n")
         elif ev.event == "frame":
             width = 30

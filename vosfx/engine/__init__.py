@@ -42,9 +42,11 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def load_engine(model: ModelConfig) -> Engine:
-    """Load the model named by ``model`` on the backend it asks for (``auto``: the ONNX bundle
-    when one exists, else torch). Raises BackendError / ModelError with a clear message."""
+def load_engine(model: ModelConfig, *, progress=None) -> Engine:
+    """Load the model named by ``model`` on the backend it asks for (``auto``: ONNX Runtime,
+    the bundle exported on first use when torch is installed). A registry model missing from
+    the cache is downloaded first, calling ``progress(done_bytes, total_bytes | None)``.
+    Raises BackendError / ModelError / DownloadError with a clear message."""
     from vosfx.engine.loader import load_engine as _load
 
-    return _load(model)
+    return _load(model, progress=progress)

@@ -73,11 +73,11 @@ def checkpoint_identity(source: str) -> tuple[str, str | None, Path | None]:
     """(model id, checkpoint sha256 or None, checkpoint path or None) for a registry id or a
     checkpoint path; a registry id uses its published hash (no hashing, no download)."""
     from vosfx.models import registry
-    from vosfx.models.cache import checkpoint_path, sha256_file
+    from vosfx.models.cache import checkpoint_path, expected_sha256, sha256_file
 
     if source in registry.model_ids():
         path = checkpoint_path(source)
-        sha = registry.get(source).sha256
+        sha = expected_sha256(source)  # a trusted import's own hash, else the published one
         if sha is None and path.is_file():
             sha = sha256_file(path)
         return source, sha, path if path.is_file() else None
@@ -120,8 +120,13 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
             f"{where}) and torch is not installed to export one ({err}). Either "
             + EXPORT_HINT.format(name=model_id) + f", or copy a bundle exported elsewhere to "
             f"{where}, or use backend = \"torch\".") from err
+    import logging
+
+    log = logging.getLogger(__name__)
+    log.info("no ONNX Runtime bundle for %s at %d px yet: exporting it once (about a minute "
+             "at 1024 px on a laptop CPU)", source, _size(model.image_size))
     return export_bundle(source, variants=variants, image_size=model.image_size or None,
-                         progress=progress)
+                         progress=progress or log.info)
 
 
 # --- export (torch) -----------------------------------------------------------------------------

@@ -48,14 +48,6 @@ def _require_torch() -> None:
         raise BackendError(f"{TORCH_HINT} ({err})") from err
 
 
-def _has_torch() -> bool:
-    try:
-        _require_torch()
-    except BackendError:
-        return False
-    return True
-
-
 def torch_backend_for(net: Any, device: str = "auto", threads: int = 0):
     """A :class:`~vosfx.engine.torch_backend.TorchBackend` over a loaded ``SAM2Base`` with the
     settings SAM 2's video predictor adds (``build_sam2_video_predictor`` post-processing:
@@ -71,27 +63,26 @@ def torch_backend_for(net: Any, device: str = "auto", threads: int = 0):
     return TorchBackend(net, pick_device(device))
 
 
-def _onnx_bundle_exists(model: ModelConfig) -> bool:
-    try:
-        from vosfx.engine import onnx_backend
-    except ImportError:
-        return False
-    finder = getattr(onnx_backend, "bundle_exists", None)
-    return bool(finder and finder(model))
-
-
-def load_engine(model: ModelConfig) -> SamEngine:
-    """Load ``model`` on the backend it names (``auto``: ONNX Runtime when an exported bundle
-    exists, else torch). Raises BackendError (runtime missing) or ModelError (checkpoint)."""
+def load_engine(model: ModelConfig, *, progress=None) -> SamEngine:
+    """Load ``model`` on the backend it names (``auto``: ONNX Runtime, exporting the bundle on
+    first use when torch is installed). Raises BackendError (runtime missing) or ModelError
+    (checkpoint)."""
     backend = model.backend
     if backend == "auto":
-        # without torch, the onnx path explains how to get a bundle (vosfx.engine.export)
-        backend = "onnx" if _onnx_bundle_exists(model) or not _has_torch() else "torch"
+        # ONNX Runtime is the default runtime (faster here: docs/benchmarks/onnx.md). With
+        # torch installed a missing bundle is exported on first use (once per model and image
+        # size); without torch the onnx path explains how to get one. MPS has no ONNX Runtime
+        # provider vosfx uses, so Apple GPUs stay on torch.
+        backend = "torch" if model.device == "mps" else "onnx"
     if backend == "onnx":
         try:
             from vosfx.engine import onnx_backend
         except ImportError as err:
             raise BackendError(f"the onnx backend is unavailable: {err}") from err
+        from vosfx.engine.export import bundle_for_config
+
+        if bundle_for_config(model) is None:  # exporting needs the checkpoint
+            _fetch(model, progress)
         return onnx_backend.load_engine(model)
     if backend != "torch":
         raise ConfigError(f"[model] backend: expected auto, torch or onnx, found {backend!r}")
@@ -99,6 +90,7 @@ def load_engine(model: ModelConfig) -> SamEngine:
         raise BackendError(f"the torch backend runs on auto, cpu, cuda or mps; found device "
                            f"{model.device!r} (use backend = \"onnx\" for it)")
     _require_torch()
+    _fetch(model, progress)
     from vosfx.models.checkpoint import load_sam2
 
     source = model.checkpoint or model.name
@@ -109,19 +101,21 @@ def load_engine(model: ModelConfig) -> SamEngine:
                      model_sha256=sha)
 
 
+def _fetch(model: ModelConfig, progress) -> None:
+    """First use of a registry model: download the official checkpoint (after the runtime is
+    known to be there, so nobody downloads 156 MB to learn torch is missing)."""
+    if not model.checkpoint:
+        from vosfx.models.cache import ensure_checkpoint
+
+        ensure_checkpoint(model.name, progress=progress)
+
+
 def _sha256(source: str, model: ModelConfig) -> str | None:
-    """The checkpoint's sha256 for the sidecar (the registry's, or hashed from the file)."""
-    try:
-        from vosfx.models import registry
+    """The checkpoint's sha256 for the sidecar: what the cache holds the file to (a trusted
+    import's own hash, else the published one), or the hash of a ``checkpoint`` file."""
+    from vosfx.models.cache import expected_sha256, sha256_file
 
-        if not model.checkpoint:
-            spec = registry.get(model.name)
-            sha = getattr(spec, "sha256", None)
-            if sha:
-                return sha
-        from vosfx.models.cache import checkpoint_path, sha256_file
+    if not model.checkpoint:
+        return expected_sha256(model.name)
+    return sha256_file(model.checkpoint)
 
-        path = Path(model.checkpoint) if model.checkpoint else checkpoint_path(model.name)
-        return sha256_file(path) if path.is_file() else None
-    except (ImportError, OSError):
-        return None

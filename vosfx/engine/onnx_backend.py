@@ -111,14 +111,6 @@ def read_manifest(bundle: str | Path) -> dict:
     return data
 
 
-def bundle_exists(model: Any) -> bool:
-    """Whether an exported bundle exists for a :class:`~vosfx.config.ModelConfig` (for the
-    loader's ``backend = "auto"``)."""
-    from vosfx.engine.export import bundle_for_config
-
-    return bundle_for_config(model) is not None
-
-
 def load_engine(model: Any):
     """A :class:`~vosfx.engine.loader.SamEngine` on ONNX Runtime for a ModelConfig; exports the
     bundle first when it is missing and torch is installed (else says how to get it)."""

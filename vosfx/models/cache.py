@@ -171,6 +171,13 @@ def _check_cached(spec: registry.ModelSpec, path: Path) -> None:
     _record(spec.id, path, found, source=(entry or {}).get("source", "found"), trusted=trusted)
 
 
+def expected_sha256(model_id: str) -> str | None:
+    """The sha256 ``model_id``'s checkpoint is held to: the one the user trusted on import
+    (a fine-tune put in the cache under this id), else the registry's published hash."""
+    spec = registry.get(model_id)
+    return _accepted_hash(spec, _read_index().get(spec.id))
+
+
 def is_cached(model_id: str) -> bool:
     """Whether a file sits at ``model_id``'s cache path (not whether it verifies)."""
     return checkpoint_path(model_id).is_file()
