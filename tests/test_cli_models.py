@@ -133,17 +133,18 @@ def test_export_without_the_exporter_is_a_backend_error(monkeypatch, capsys):
 def test_export_calls_the_exporter(monkeypatch, tmp_path):
     calls = []
 
-    def export_bundle(model_id, *, out_dir=None, variants=(), progress=None):
-        calls.append((model_id, out_dir, variants))
+    def export_bundle(model_id, *, out_dir=None, variants=(), image_size=None, progress=None):
+        calls.append((model_id, out_dir, variants, image_size))
         progress("exporting image encoder")
         return tmp_path / "bundle"
 
     fake = types.ModuleType("vosfx.engine.export")
     fake.export_bundle = export_bundle
     monkeypatch.setitem(sys.modules, "vosfx.engine.export", fake)
-    res = invoke("export", "sam2.1-tiny", "--out", str(tmp_path / "o"), "--variant", "fp16")
+    res = invoke("export", "sam2.1-tiny", "--out", str(tmp_path / "o"), "--variant", "fp16",
+                 "--image-size", "512")
     assert res.exit_code == 0, res.output
-    assert calls == [("sam2.1-tiny", tmp_path / "o", ("fp16",))]
+    assert calls == [("sam2.1-tiny", tmp_path / "o", ("fp16",), 512)]
     assert res.output.strip().endswith(str(tmp_path / "bundle"))
     assert "exporting image encoder" in res.output
 

@@ -204,10 +204,12 @@ class _Loop:
         self.outputs = outputs
         self.timings = defaultdict(float)
         self.scores: dict[int, list[float | None]] = {o: [] for o in self.obj_ids}
+        self.quality: dict[int, list[float | None]] = {o: [] for o in self.obj_ids}
         self.frames = 0
         self.written: list[str] = []
         self.sidecars: list[str] = []
         self.session = None
+        self.memory_report: dict = {}
         self.shots = None
         self._stack = ExitStack()
 
@@ -280,6 +282,7 @@ class _Loop:
                 (self.total - self.frames) / fps if fps > 0 else None,
                 {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
             ))
+        self.memory_report = self.session.report()  # before the session closes
         if self.frames == 0:
             from vosfx.errors import InputError
 
@@ -294,8 +297,10 @@ class _Loop:
 
     def _record(self, result: MaskResult) -> None:
         got = dict(zip(result.obj_ids, result.object_score_logits.tolist()))
+        memory = result.info.get("memory", {})
         for oid in self.obj_ids:
             self.scores[oid].append(got.get(oid))
+            self.quality[oid].append((memory.get(oid) or {}).get("quality"))
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress is not None:
@@ -312,7 +317,7 @@ class _Loop:
                                     self.job.start)
             for oid in self.obj_ids
         }
-        memory = self.session.report() if self.session is not None else {}
+        memory = self.memory_report
         shots = tuple(self.shots.cuts) if self.shots is not None else ()
         outputs = tuple(t for _w, _o, t in self.writers)
         sidecars = []
@@ -330,6 +335,11 @@ class _Loop:
                 "object_scores": {
                     str(k): [None if s is None else round(s, 4) for s in v]
                     for k, v in self.scores.items()
+                },
+                # RCMS reliability per frame (sigmoid(score) x max IoU x mask confidence)
+                "quality": {
+                    str(k): [None if q is None else round(q, 4) for q in v]
+                    for k, v in self.quality.items() if any(q is not None for q in v)
                 },
                 "memory": memory,
             }

@@ -207,11 +207,10 @@ class Tracker:
                   low_mem: np.ndarray, score: float, iou: float, all_ious: np.ndarray, ptr,
                   prompted: bool) -> dict:
         """Metadata -> policy decision -> (maybe) memory encoder -> bank -> prune."""
-        quality = 0.0
-        if obj.policy.name != "sam2":
-            from vosfx.engine.rcms import frame_quality
+        from vosfx.engine.rcms import frame_quality
 
-            quality = frame_quality(score, all_ious, low_out)
+        # computed for every policy: the sidecar reports it per frame (~0.5 ms at 256²)
+        quality = frame_quality(score, all_ious, low_out)
         entry = MemoryEntry(frame_index=t, shot_id=shot_id, is_prompt=prompted,
                             object_score_logit=float(score), iou=float(iou), quality=quality)
         decision = obj.policy.observe(entry, obj.bank)
