@@ -104,3 +104,24 @@ def test_engine_session_is_closed_on_error(tmp_path, clip, config_home, monkeypa
         run(_job(tmp_path, clip), engine=engine)
     assert engine.sessions[0].closed
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+def test_clicks_after_a_palette_mask_become_the_next_object(tmp_path):
+    from fractions import Fraction
+
+    from vosfx.pipeline import resolve_prompts
+    from vosfx.types import VideoInfo
+
+    labels = np.zeros((64, 96), np.uint8)
+    labels[5:20, 5:20], labels[30:50, 40:60] = 1, 3  # palette objects 1 and 3
+    img = Image.fromarray(labels, mode="P")
+    img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * 756)
+    img.save(tmp_path / "pal.png")
+    info = VideoInfo(path="x", width=96, height=64, num_frames=10, fps=Fraction(24),
+                     time_base=Fraction(1, 24))
+    specs = (PromptSpec(frame=0, mask=str(tmp_path / "pal.png")),
+             PromptSpec(frame=0, points=((70.0, 10.0),), labels=(1,)))
+    got = resolve_prompts(specs, info, fit=False, objects=None, start=0, end=10)
+    assert sorted(p.obj_id for p in got) == [1, 3, 4]
+    clicks_only = resolve_prompts(specs[1:], info, fit=False, objects=None, start=0, end=10)
+    assert [p.obj_id for p in clicks_only] == [1]

@@ -36,7 +36,9 @@ class PromptSpec:
     video pixels with ``labels`` (1 positive, 0 negative); ``box``: (x0, y0, x1, y1)."""
 
     frame: int = 0
-    obj_id: int | None = None  # None: from the mask (palette index), else 1
+    # None: a mask's own ids (palette index, else 1); clicks/box: 1, or, when the job also has
+    # mask prompts (listed before them), one more object after the masks' highest id
+    obj_id: int | None = None
     mask: str | None = None
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()

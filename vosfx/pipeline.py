@@ -61,6 +61,8 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
     from vosfx.io.prompts import check_inside, load_mask_prompt
 
     prompts: list[Prompt] = []
+    # click/box prompts without an obj_id: object 1, or one more object after the masks' ids
+    mask_ids: set[int] = set()
     for spec in specs:
         if not start <= spec.frame < end:
             raise PromptError(
@@ -77,6 +79,7 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
                 union = np.any([p.mask for p in found], axis=0)
                 found = [Prompt(frame_index=spec.frame, obj_id=spec.obj_id, mask=union)]
             prompts.extend(found)
+            mask_ids.update(p.obj_id for p in found)
             continue
         pts = np.asarray(spec.points, np.float32).reshape(-1, 2) if spec.points else None
         box = np.asarray(spec.box, np.float32) if spec.box is not None else None
@@ -86,7 +89,9 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
         if box is not None:
             check_inside(box.reshape(2, 2), size, "box corner")
         prompts.append(Prompt(
-            frame_index=spec.frame, obj_id=spec.obj_id or 1, points=pts,
+            frame_index=spec.frame,
+            obj_id=spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1,
+            points=pts,
             labels=np.asarray(spec.labels, np.int32) if spec.points else None, box=box,
         ))
     if objects is not None:

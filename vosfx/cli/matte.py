@@ -70,7 +70,9 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--objects", help="Comma-separated object ids to keep (palette masks).")
 @click.option("--mask-frame", type=int, default=0, show_default=True,
               help="Frame the MASK belongs to.")
-@click.option("--point", "points", multiple=True, help="Positive click x,y (repeatable).")
+@click.option("--point", "points", multiple=True,
+              help="Positive click x,y in pixels (repeatable); with a MASK, the clicks and "
+                   "--box make one more object.")
 @click.option("--neg-point", "neg_points", multiple=True, help="Negative click x,y.")
 @click.option("--box", help="Box x0,y0,x1,y1 in pixels.")
 @click.option("--start", type=int, default=0, show_default=True, help="First frame (0-based).")
@@ -155,8 +157,8 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         if len(box) != 4:
             raise ConfigError(f"--box expects x0,y0,x1,y1, found {opts['box']!r}")
     if pts or box:
-        prompts.append(PromptSpec(frame=opts["mask_frame"], obj_id=1 if not mask else 2,
-                                  points=tuple(pts), labels=tuple(labels), box=box))
+        prompts.append(PromptSpec(frame=opts["mask_frame"], points=tuple(pts),
+                                  labels=tuple(labels), box=box))
     if not prompts:
         raise ConfigError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
     config = resolve_config(presets, overrides)

@@ -133,6 +133,9 @@ class VideoWriter(Writer):
         stream = self._container.add_stream(spec.codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = self._width, self._height, spec.pix_fmt
         stream.options = dict(spec.options)
+        # encoder threads (slice/frame): prores_ks 5.4 -> 6.8 fps at 1080p on 2 cores
+        stream.thread_type = "AUTO"
+        stream.thread_count = 0
         stream.time_base = self.info.time_base
         stream.codec_context.time_base = self.info.time_base
         if spec.pix_fmt.startswith("yuv"):
