@@ -241,6 +241,10 @@ class _Loop:
                     audio_from=self.job.input if cfg.audio else None, overwrite=self.job.overwrite,
                 )
                 self.writers.append((self._stack.enter_context(writer), oid, target))
+        from vosfx.io.background import BackgroundCalls
+
+        # entered last, so it finishes (or stops) before the writers close or abort
+        self.async_write = self._stack.enter_context(BackgroundCalls(self._write))
         return self
 
     def __exit__(self, *exc):
@@ -276,8 +280,8 @@ class _Loop:
             matte = _full_matte(self.refiner(result, frame), self.obj_ids)
             t4 = time.perf_counter()
             self.timings["refine"] += t4 - t3
-            self._write(frame, matte)
-            self.timings["write"] += time.perf_counter() - t4
+            self.async_write.put(frame, matte)  # encoded on the writer thread
+            self.timings["write_wait"] += time.perf_counter() - t4
             self._record(result)
             self.frames += 1
             elapsed = time.perf_counter() - t_wall
@@ -287,6 +291,8 @@ class _Loop:
                 (self.total - self.frames) / fps if fps > 0 else None,
                 {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
             ))
+        self.async_write.close()  # every frame encoded; a write error raises here
+        self.timings["write"] = self.async_write.busy_s
         self.memory_report = self.session.report()  # before the session closes
         if self.frames == 0:
             from vosfx.errors import InputError
