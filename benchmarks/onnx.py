@@ -38,6 +38,7 @@ RUNS = {
     "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
     "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
+    "onnx-noarena": ("onnx", {"precision": "fp32", "opt": "all", "arena": False}),
 }
 
 
@@ -105,7 +106,8 @@ def worker(args) -> dict:
             from vosfx.engine.onnx_backend import OnnxBackend
 
             backend = OnnxBackend(args.bundle, device="cpu", threads=threads,
-                                  precision=opts["precision"], optimization=opts["opt"])
+                                  precision=opts["precision"], optimization=opts["opt"],
+                                  memory_arena=opts.get("arena", True))
         load_s = time.perf_counter() - t_load
         times = _track(backend, rgb, mask, acc)
     steady = times[1:]

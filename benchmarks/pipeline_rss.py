@@ -36,8 +36,8 @@ def child(clip: str, mask: str, out: str, fmt: str) -> None:
     t0 = time.perf_counter()
     report = run(job, engine=FakeEngine())
     wall = time.perf_counter() - t0
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
-               if line.startswith("VmHWM"))
+    status = Path("/proc/self/status").read_text().splitlines()
+    hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     print(json.dumps({"frames": report.frames, "wall_s": wall, "peak_rss_mib": hwm / 1024,
                       "timings_s": report.timings_s}))
 

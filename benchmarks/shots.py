@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vosfx.shots import ShotDetector  # noqa: E402
+from vosfx.shots import ShotDetector
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXPECTED = {"pyscenedetect_testvideo.mp4": [201, 382]}  # every other clip: no cut

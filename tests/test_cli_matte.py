@@ -20,7 +20,7 @@ from vosfx.cli import cli
 @pytest.fixture
 def env(tmp_path, config_home, monkeypatch):
     monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
-    clip = make_clip(tmp_path / "clip.mp4", n=10, width=96, height=64, faststart=True)
+    make_clip(tmp_path / "clip.mp4", n=10, width=96, height=64, faststart=True)
     _, mask = moving_square_frame(0, 96, 64)
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
     return tmp_path

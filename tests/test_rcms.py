@@ -219,7 +219,7 @@ def test_rcms_zero_logit_counts_as_disappearance():
 
 def test_skip_absent_keeps_empty_frames_out_of_memory():
     scores = [5.0] * 5 + [-2.0] * 3 + [5.0] * 2
-    bank, out = run(RcmsPolicy(skip_absent=True), scores)
+    _bank, out = run(RcmsPolicy(skip_absent=True), scores)
     assert [out[t][1].store for t in range(5, 8)] == [False] * 3
     sel9 = out[9][0]
     # 1-4 were promoted by the disappearance at 5; 5-7 were never written

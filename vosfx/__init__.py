@@ -8,8 +8,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "run", "run_batch", "Job", "JobReport", "JobConfig", "load_preset",
-    "resolve_config", "VosfxError",
+    "Job",
+    "JobConfig",
+    "JobReport",
+    "VosfxError",
+    "__version__",
+    "load_preset",
+    "resolve_config",
+    "run",
+    "run_batch",
 ]
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -111,11 +111,6 @@ def _full_matte(matte: Matte, obj_ids: tuple[int, ...]) -> Matte:
     for i, oid in enumerate(matte.obj_ids):
         alpha[obj_ids.index(oid)] = matte.alpha[i]
     return Matte(matte.frame_index, obj_ids, alpha)
-
-
-def _empty_result(frame_index: int) -> MaskResult:
-    z = np.zeros((0,), np.float32)
-    return MaskResult(frame_index, (), np.zeros((0, 1, 1), np.float32), z, z)
 
 
 def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
@@ -319,7 +314,6 @@ class _Loop:
 
     def finish(self, elapsed_s: float) -> JobReport:
         from vosfx.io.writers import write_sidecar
-
         from vosfx.report import presence_intervals
 
         # frames before an object's first prompt have no score: absent

@@ -133,7 +133,7 @@ def _downscale(rgb: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    h, w = rgb.shape[:2]
+    w = rgb.shape[1]
     step = max(1, w // (2 * SMALL_WIDTH_PX))
     sub = rgb[::step, ::step]
     sw = min(SMALL_WIDTH_PX, sub.shape[1])

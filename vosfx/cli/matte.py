@@ -107,7 +107,8 @@ def default_output(input_path: str, fmt: str) -> str:
 def matte(input_path, mask, output, presets, job_file, json_progress, report, offline, **opts):
     """Matte INPUT (video file, image folder or %05d pattern) from MASK (an image for
     --mask-frame) or --point/--box clicks."""
-    from vosfx.cli.progress import TerminalProgress, emit_json, json_progress as json_cb
+    from vosfx.cli.progress import TerminalProgress, emit_json
+    from vosfx.cli.progress import json_progress as json_cb
 
     try:
         job = _build_job(input_path, mask, output, presets, job_file, offline, opts)

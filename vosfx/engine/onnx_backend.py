@@ -138,13 +138,15 @@ class OnnxBackend:
     """
 
     def __init__(self, bundle: str | Path, *, device: str = "auto", threads: int = 0,
-                 precision: str = "fp32", optimization: str = "all") -> None:
+                 precision: str = "fp32", optimization: str = "all",
+                 memory_arena: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:
             raise BackendError("the onnx backend needs onnxruntime: pip install onnxruntime "
                                f"(or onnxruntime-gpu) ({err})") from err
         self.bundle = Path(bundle)
+        self.memory_arena = memory_arena
         self.manifest = man = read_manifest(self.bundle)
         a = man["attrs"]
         self.image_size = int(man["image_size"])
@@ -214,6 +216,9 @@ class OnnxBackend:
         opts.intra_op_num_threads = max(0, threads)
         opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
         opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
+        # the CPU arena keeps the largest intermediates reserved between frames (faster,
+        # ~1.6 GB more peak RSS at 1024; docs/benchmarks/onnx.md)
+        opts.enable_cpu_mem_arena = self.memory_arena
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
         got = sess.get_providers()
         if self.providers[0] not in got:

@@ -71,7 +71,7 @@ class BackgroundCalls:
             self._q.put(None)
             self._thread.join()
 
-    def __enter__(self) -> BackgroundCalls:
+    def __enter__(self) -> BackgroundCalls:  # noqa: PYI034
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
