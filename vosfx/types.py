@@ -127,7 +127,8 @@ class Matte:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One progress update. ``event`` is "start", "frame", "done" or "error"."""
+    """One progress update. ``event`` is "download" (model bytes, first use only), "start",
+    "frame", "done" or "error"."""
 
     event: str
     frames_done: int = 0
