@@ -193,3 +193,20 @@ def test_json_progress_error_event(env):
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
     assert r.exit_code == 3 and "no prompt" in r.output
+
+
+def test_composite_over_a_colour_from_the_command_line(env):
+    import av
+
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "-f", "composite",
+              "--background", "#00ff00")
+    assert r.exit_code == 0, r.output
+    with av.open(str(env / "out.mov")) as c:
+        first = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    import cv2
+
+    _, mask = moving_square_frame(0, 96, 64)
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    background = first[~near].astype(int)  # 4 px away from the soft edge and chroma bleed
+    assert np.abs(background - (0, 255, 0)).max() < 12
+    assert np.abs(first[mask].astype(int).mean(0) - (0, 255, 0)).max() > 100  # object kept

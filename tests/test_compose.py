@@ -7,7 +7,6 @@ import pytest
 
 from vosfx.errors import VosfxError
 from vosfx.matte.compose import (
-    FORMAT_ALPHA,
     PREVIEW_COLOURS,
     cutout_rgba,
     fit_background,
@@ -138,11 +137,12 @@ def test_overlay_preview_refuses_bad_input():
 
 
 def test_every_preset_format_has_an_alpha_convention(config_home):
+    from vosfx.io.writers import FORMATS
+
     formats = {load_preset(p.name).get("output", {}).get("format") for p in list_presets()}
     formats.discard(None)
-    assert formats <= set(FORMAT_ALPHA), formats - set(FORMAT_ALPHA)
-    assert set(FORMAT_ALPHA.values()) <= {"straight", "premultiplied", "none"}
-
+    assert formats <= set(FORMATS), formats - set(FORMATS)
+    assert {FORMATS[f].alpha for f in FORMATS} <= {"straight", "premultiplied", "none"}
 
 def test_alpha_must_match_the_image():
     with pytest.raises(VosfxError, match="alpha"):

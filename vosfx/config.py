@@ -75,6 +75,8 @@ class OutputConfig:
     sidecar: bool = _opt(True, doc="write <output>.json beside every output")
     audio: bool = _opt(True, doc="carry the source's audio where the container allows")
     overlay_opacity: float = _opt(0.5, lo=0.0, hi=1.0)
+    background: str = _opt("", doc="composite output: #rrggbb, an image or a video file "
+                               "(looped, scaled to fill); empty is black")
 
 
 @dataclass(frozen=True)

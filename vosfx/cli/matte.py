@@ -30,7 +30,8 @@ def _overrides(opts: dict) -> dict:
                    "feather_px": "feather_px", "choke": "choke",
                    "reduce_chatter": "temporal_strength"},
         "output": {"format": "format", "extra_format": "extra_formats",
-                   "alpha_mode": "alpha_mode", "each_object": "objects"},
+                   "alpha_mode": "alpha_mode", "each_object": "objects",
+                   "background": "background"},
     }
     out: dict = {}
     for section, keys in table.items():
@@ -97,6 +98,7 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--reduce-chatter", type=float, help="Temporal smoothing strength 0..1.")
 @click.option("--alpha-mode", type=click.Choice(["straight", "premultiplied"]))
 @click.option("--each-object/--merged", default=None, help="One output per object.")
+@click.option("--background", help="For -f composite: #rrggbb, an image or a video file.")
 @click.option("--no-sidecar", is_flag=True, help="Do not write the JSON sidecar.")
 @click.option("--no-audio", is_flag=True, help="Do not carry the source's audio.")
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")

@@ -56,6 +56,7 @@ MATTE_VIDEO = "matte_video"  # luma = matte
 RGBA_SEQUENCE = "rgba_sequence"  # one RGBA image per frame
 MATTE_SEQUENCE = "matte_sequence"  # one single-channel image per frame
 PREVIEW = "preview"  # source with a tinted mask and outline per object
+COMPOSITE = "composite"  # source over [output] background (colour, image or video)
 
 # Audio codecs each container takes as-is; the first is what anything else is re-encoded to.
 _AUDIO_MOV = ("pcm_s16le", "aac", "alac", "mp3", "pcm_s24le", "pcm_s32le", "pcm_f32le")
@@ -258,6 +259,21 @@ _ROWS = (
         container="mp4",
         options=(("crf", "20"), ("preset", "veryfast")),
         audio=_AUDIO_MP4,
+    ),
+    FormatSpec(
+        "composite",
+        COMPOSITE,
+        "mov",
+        "prores_ks",
+        "yuv422p10le",
+        "none",
+        10,
+        False,
+        "ProRes 422 HQ: the source composited over [output] background (#rrggbb, an image, "
+        "or a video that loops and is scaled to fill), straight alpha blend.",
+        container="mov",
+        options=(("profile", "3"), ("vendor", "apl0")),
+        audio=_AUDIO_MOV,
     ),
 )
 

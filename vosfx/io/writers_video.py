@@ -14,13 +14,12 @@ source's average rate. Audio: see ``AudioCarrier`` (mov, mkv, webm and mp4 outpu
 
 from __future__ import annotations
 
-import colorsys
 from fractions import Fraction
 
 import numpy as np
 
 from vosfx.errors import OutputError
-from vosfx.io.writers import ALPHA_VIDEO, MATTE_VIDEO, PREVIEW
+from vosfx.io.writers import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
 from vosfx.io.writers_base import Writer, frame_rgb01
 from vosfx.types import Frame, Matte
 
@@ -88,29 +87,6 @@ def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int
     return vf
 
 
-def object_colour(obj_id: int) -> np.ndarray:
-    """(3,) float32 RGB in [0, 1], distinct per object id (golden-ratio hue steps)."""
-    hue = (0.08 + 0.61803398875 * obj_id) % 1.0
-    return np.array(colorsys.hsv_to_rgb(hue, 0.85, 1.0), np.float32)
-
-
-def preview_rgb(frame: Frame, matte: Matte, opacity: float) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1]: the source tinted by each object's alpha at ``opacity``,
-    with a 2-pixel outline where the alpha crosses 0.5."""
-    import cv2
-
-    rgb = frame_rgb01(frame)
-    kernel = np.ones((3, 3), np.uint8)
-    for obj_id, alpha in zip(matte.obj_ids, matte.alpha):
-        colour = object_colour(obj_id)
-        a = np.clip(alpha, 0.0, 1.0)[..., None] * np.float32(opacity)
-        rgb = rgb * (1.0 - a) + colour * a
-        inside = (alpha >= 0.5).astype(np.uint8)
-        edge = cv2.morphologyEx(inside, cv2.MORPH_GRADIENT, kernel).astype(bool)
-        rgb[edge] = colour
-    return rgb
-
-
 class VideoWriter(Writer):
     """One video stream (plus the source's audio) in the spec's container."""
 
@@ -144,6 +120,11 @@ class VideoWriter(Writer):
             cc.color_range = _AVCOL_RANGE_MPEG
         self._stream = stream
         self._last_pts: int | None = None
+        self._backdrop = None
+        if spec.kind == COMPOSITE:
+            from vosfx.io.backdrop import Backdrop
+
+            self._backdrop = Backdrop(self.config.background)
         if self.audio_from and spec.audio:
             from vosfx.io.writers_audio import AudioCarrier
 
@@ -198,8 +179,18 @@ class VideoWriter(Writer):
                 ((h + sy - 1) // sy, (w + sx - 1) // sx), 128 << (bits - 8), np.float32
             )
             return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h)
+        if spec.kind == COMPOSITE:
+            from vosfx.matte.compose import replace_background
+
+            rgb = replace_background(frame_rgb01(frame), alpha, self._backdrop.frame((h, w)))
+            y, cb, cr = rgb_to_ycbcr(rgb, 10)
+            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h)
         if spec.kind == PREVIEW:
-            rgb = pad_even(preview_rgb(frame, matte, self.config.overlay_opacity))
+            from vosfx.matte.compose import overlay_preview
+
+            tinted = overlay_preview(frame.rgb8, matte.alpha, matte.obj_ids,
+                                     self.config.overlay_opacity)
+            rgb = pad_even(tinted.astype(np.float32) * np.float32(1 / 255))
             y, cb, cr = rgb_to_ycbcr(rgb, 8)
             return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h)
         raise OutputError(f"internal: {spec.id} is not a video kind ({spec.kind})")
@@ -217,6 +208,8 @@ class VideoWriter(Writer):
             self._audio.mux_until(float(vf.pts * self.info.time_base))
 
     def _finish(self) -> None:
+        if self._backdrop is not None:
+            self._backdrop.close()
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         if self._audio is not None:
@@ -226,6 +219,8 @@ class VideoWriter(Writer):
     def _abort(self) -> None:
         import av
 
+        if getattr(self, "_backdrop", None) is not None:
+            self._backdrop.close()
         if self._audio is not None:
             self._audio.close()
         if self._container is not None:

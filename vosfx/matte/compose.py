@@ -6,8 +6,9 @@ or float32 (0-1); every function returns the dtype it was given. ``alpha`` is (H
 [0, 1] at the image's resolution. Blending is done on the encoded (gamma) values, as editors do
 by default; it is exact where alpha is 0 or 1 and a close approximation in the soft edge.
 
-Straight or premultiplied: :data:`FORMAT_ALPHA` says which convention each output format
-stores unless the user asks otherwise (``[output] alpha_mode``).
+Straight or premultiplied: the formats table (``vosfx.io.writers.FORMATS``, field ``alpha``)
+says which convention each output format stores unless the user asks otherwise (``[output]
+alpha_mode``).
 """
 
 from __future__ import annotations
@@ -16,20 +17,6 @@ import cv2
 import numpy as np
 
 from vosfx.errors import VosfxError
-
-# Which alpha convention each output format gets by default (format ids as in the presets).
-# PNG's specification defines its alpha as straight (unassociated); OpenEXR defines colour as
-# premultiplied (associated) by alpha; VP9 alpha in WebM is composited as straight by browsers;
-# ProRes 4444 carries no flag, and editors (Premiere, Resolve, Final Cut) read it as straight
-# unless told otherwise. Luma mattes and previews carry no alpha channel.
-FORMAT_ALPHA: dict[str, str] = {
-    "prores4444": "straight",
-    "webm-alpha": "straight",
-    "png16": "straight",
-    "exr32": "premultiplied",
-    "ffv1-matte": "none",
-    "preview": "none",
-}
 
 # Tint colours for the preview, one per object id (id 1 takes the first): saturated hues that
 # stay distinct from each other and readable over skin, sky and foliage.

@@ -1,0 +1,85 @@
+"""Backgrounds for the ``composite`` output: a colour, an image or a video, one frame per
+source frame (a video background loops when shorter than the clip and is scaled to cover the
+frame, centre-cropped, like an editor's "fill")."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from vosfx.errors import ConfigError
+
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+def parse_colour(text: str) -> tuple[float, float, float] | None:
+    """``#rrggbb`` -> (r, g, b) in [0, 1]; None when ``text`` is not a colour."""
+    m = _HEX.match(text.strip())
+    if not m:
+        return None
+    v = int(m.group(1), 16)
+    return ((v >> 16) / 255.0, ((v >> 8) & 255) / 255.0, (v & 255) / 255.0)
+
+
+class Backdrop:
+    """``frame(hw) -> (H, W, 3) float32 in [0, 1]`` or an (r, g, b) colour, once per source
+    frame, in order. ``spec``: "" (black), ``#rrggbb``, an image file or a video file."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.colour = parse_colour(spec) if spec else (0.0, 0.0, 0.0)
+        self._image: np.ndarray | None = None
+        self._source = None
+        self._iter = None
+        if self.colour is not None:
+            return
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise ConfigError(f"[output] background: expected #rrggbb, an image or a video file, "
+                              f"found nothing at {spec!r}")
+        from vosfx.io.sequence import read_image
+
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp"):
+            self._image = _unit(read_image(path))
+        else:
+            self._path = str(path)
+            self._reopen()
+
+    def _reopen(self) -> None:
+        from vosfx.io.source import open_source
+
+        if self._source is not None:
+            self._source.close()
+        self._source = open_source(self._path, prefetch=2)
+        self._iter = iter(self._source)
+
+    def frame(self, hw: tuple[int, int]):
+        """The background for the next source frame: a colour tuple or an (H, W, 3) image."""
+        from vosfx.matte.compose import fit_background
+
+        if self.colour is not None:
+            return self.colour
+        if self._image is not None:
+            if self._image.shape[:2] != hw:
+                self._image = fit_background(self._image, hw)
+            return self._image
+        frame = next(self._iter, None)
+        if frame is None:  # loop a background shorter than the clip
+            self._reopen()
+            frame = next(self._iter)
+        return fit_background(_unit(frame.image), hw)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+
+def _unit(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * np.float32(1 / 255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) * np.float32(1 / 65535)
+    return image.astype(np.float32)
