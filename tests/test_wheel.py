@@ -1,0 +1,29 @@
+"""The wheel carries the built-in presets and the host plugins (read with importlib.resources
+from an installed vosfx, where there is no checkout beside it)."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_ships_presets_and_plugins(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("vosfx-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    presets = {p.name for p in (REPO / "presets").glob("*.toml")}
+    assert {f"vosfx/_builtin_presets/{n}" for n in presets} <= names
+    plugin_files = {str(p.relative_to(REPO / "plugins")) for p in (REPO / "plugins").rglob("*")
+                    if p.suffix in (".py", ".md") and "__pycache__" not in p.parts}
+    assert {f"vosfx/_plugins/{n}" for n in plugin_files} <= names
+    assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
