@@ -23,6 +23,7 @@ def _overrides(opts: dict) -> dict:
     """CLI flags -> config overrides (only the flags the user set)."""
     table = {
         "model": {"model": "name", "backend": "backend", "device": "device",
+                  "precision": "precision",
                   "image_size": "image_size", "threads": "threads", "checkpoint": "checkpoint"},
         "memory": {"memory": "policy"},
         "refine": {"alpha": "alpha", "edge": "edge", "fill_holes_px2": "fill_holes_px2",
@@ -85,6 +86,8 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]))
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"]))
 @click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+              help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).")
 @click.option("--threads", type=int, help="CPU threads for the model.")
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
 @click.option("--memory", type=click.Choice(["sam2", "rcms", "rcms+shots"]))
