@@ -34,7 +34,8 @@ def child(args) -> None:
     from vosfx.pipeline import run
     from vosfx.presets import resolve_config
 
-    overrides = {"output": {"format": args.format}, "memory": {"policy": args.memory}}
+    overrides = {"output": {"format": args.format},
+                 "memory": {"policy": args.memory, "rcms_threshold": args.rcms_threshold}}
     if args.engine == "sam2":
         from ckpt import make_checkpoint
 
@@ -81,6 +82,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64, help="SAM 2 input size (--engine sam2)")
     ap.add_argument("--memory", default="rcms+shots")
     ap.add_argument("--cuts-every", type=int, default=0)
+    ap.add_argument("--rcms-threshold", type=float, default=0.6,
+                    help="θ; 0 promotes at every cut (random weights never reach 0.6), which "
+                         "exercises the conditioning-memory cap")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("clip", "mask", "out", "work"):
@@ -97,7 +101,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
           f"{w}x{h}, format {args.format}, preset balanced, memory {args.memory}, engine "
           f"{args.engine}" + (f" (image size {args.image_size})" if args.engine == "sam2" else "")
-          + (f", a cut every {args.cuts_every} frames" if args.cuts_every else ""), flush=True)
+          + (f", a cut every {args.cuts_every} frames" if args.cuts_every else "")
+          + f", rcms threshold {args.rcms_threshold}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _, mask = moving_square_frame(0, w, h)
@@ -110,7 +115,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", "--clip", str(clip), "--mask",
                    str(tmp / "mask.png"), "--out", str(tmp / f"out{n}"), "--work", str(tmp),
                    "--format", args.format, "--engine", args.engine, "--memory", args.memory,
-                   "--image-size", str(args.image_size), "--threads", str(args.threads)]
+                   "--image-size", str(args.image_size), "--threads", str(args.threads),
+                   "--rcms-threshold", str(args.rcms_threshold)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
