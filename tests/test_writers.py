@@ -305,7 +305,8 @@ def test_preview_tints_objects_and_keeps_background(tmp_path):
         expect = src * (1 - opacity) + np.asarray(object_colour(1)) / 255 * opacity
         # 4:2:0 H.264 at crf 20 on a busy synthetic texture: compare means, not pixels
         assert np.abs((rgb - expect)[full1]).mean() < 0.06
-        assert np.abs((rgb - src)[full1]).mean() > 0.1  # the tint is visible
+        # the tint is visible: at least half of the change it should make survives H.264
+        assert np.abs((rgb - src)[full1]).mean() > 0.5 * np.abs((expect - src)[full1]).mean()
     assert not np.allclose(object_colour(1), object_colour(2), atol=50)
 
 
