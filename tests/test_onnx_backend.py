@@ -5,6 +5,7 @@ within IoU 0.98 of fp32; providers are chosen and reported as documented."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 
@@ -215,3 +216,6 @@ def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
     engine = load_engine(cfg)
     assert isinstance(engine.backend, ob_mod.OnnxBackend)
     assert engine.model_sha256 == sha
+    assert engine.backend.memory_arena  # the default: fastest
+    lean = load_engine(dataclasses.replace(cfg, low_memory=True))
+    assert lean.backend.memory_arena is False

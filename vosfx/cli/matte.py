@@ -23,7 +23,7 @@ def _overrides(opts: dict) -> dict:
     """CLI flags -> config overrides (only the flags the user set)."""
     table = {
         "model": {"model": "name", "backend": "backend", "device": "device",
-                  "precision": "precision",
+                  "precision": "precision", "low_memory": "low_memory",
                   "image_size": "image_size", "threads": "threads", "checkpoint": "checkpoint"},
         "memory": {"memory": "policy"},
         "refine": {"alpha": "alpha", "edge": "edge", "fill_holes_px2": "fill_holes_px2",
@@ -89,6 +89,8 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).")
 @click.option("--threads", type=int, help="CPU threads for the model.")
+@click.option("--low-memory", is_flag=True, default=None,
+              help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.")
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
 @click.option("--memory", type=click.Choice(["sam2", "rcms", "rcms+shots"]))
 @click.option("--alpha", type=click.Choice(["soft", "hard"]))

@@ -119,7 +119,8 @@ def load_engine(model: Any):
 
     bundle = ensure_bundle_for_config(model)
     backend = OnnxBackend(bundle, device=model.device, threads=model.threads,
-                          precision=model.precision)
+                          precision=model.precision,
+                          memory_arena=not getattr(model, "low_memory", False))
     man = backend.manifest
     return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
 
