@@ -11,14 +11,6 @@ import click
 from vosfx.errors import ConfigError, VosfxError
 
 
-def _pair(text: str, what: str) -> tuple[float, float]:
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--{what} expects x,y in pixels, found {text!r}") from None
-    return (x, y)
-
-
 def _overrides(opts: dict) -> dict:
     """CLI flags -> config overrides (only the flags the user set)."""
     table = {
@@ -151,22 +143,21 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         return load_job_file(job_file, cli_overrides=overrides)
     if not input_path:
         raise ConfigError("missing INPUT: a video file, an image folder or a %05d pattern")
+    import numpy as np
+
+    from vosfx.io.prompts import parse_box, parse_points
+
     prompts = []
     if mask:
         prompts.append(PromptSpec(frame=opts["mask_frame"], mask=mask))
-    pts = [_pair(p, "point") for p in opts["points"]] + [_pair(p, "neg-point") for p in opts["neg_points"]]
-    labels = [1] * len(opts["points"]) + [0] * len(opts["neg_points"])
-    box = None
-    if opts["box"]:
-        try:
-            box = tuple(float(v) for v in opts["box"].split(","))
-        except ValueError:
-            box = ()
-        if len(box) != 4:
-            raise ConfigError(f"--box expects x0,y0,x1,y1, found {opts['box']!r}")
-    if pts or box:
-        prompts.append(PromptSpec(frame=opts["mask_frame"], points=tuple(pts),
-                                  labels=tuple(labels), box=box))
+    # --point x,y is positive, --neg-point x,y negative (the parser's signed-token form)
+    clicks = ";".join([f"+{p}" for p in opts["points"]] + [f"-{p}" for p in opts["neg_points"]])
+    pts, labels = parse_points(clicks) if clicks else (np.zeros((0, 2)), np.zeros(0))
+    box = tuple(parse_box(opts["box"]).tolist()) if opts["box"] else None
+    if len(pts) or box:
+        prompts.append(PromptSpec(frame=opts["mask_frame"],
+                                  points=tuple(map(tuple, pts.tolist())),
+                                  labels=tuple(labels.tolist()), box=box))
     if not prompts:
         raise ConfigError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
     config = resolve_config(presets, overrides)
