@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vosfx.errors import ConfigError
+from vosfx.io.writers_base import image_rgb01
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -42,7 +43,7 @@ class Backdrop:
         from vosfx.io.sequence import read_image
 
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp"):
-            self._image = _unit(read_image(path))
+            self._image = image_rgb01(read_image(path))
         else:
             self._path = str(path)
             self._reopen()
@@ -69,17 +70,10 @@ class Backdrop:
         if frame is None:  # loop a background shorter than the clip
             self._reopen()
             frame = next(self._iter)
-        return fit_background(_unit(frame.image), hw)
+        return fit_background(image_rgb01(frame.image), hw)
 
     def close(self) -> None:
         if self._source is not None:
             self._source.close()
             self._source = None
 
-
-def _unit(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) * np.float32(1 / 255)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) * np.float32(1 / 65535)
-    return image.astype(np.float32)

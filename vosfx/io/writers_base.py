@@ -98,10 +98,18 @@ def to_unit_alpha(alpha: np.ndarray, height: int, width: int, where: str) -> np.
     return np.clip(np.nan_to_num(alpha.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
 
 
+def image_rgb01(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] from uint8, uint16 (full precision kept) or float RGB."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * np.float32(1.0 / 255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) * np.float32(1.0 / 65535.0)
+    return image.astype(np.float32)
+
+
 def frame_rgb01(frame: Frame) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1] from a uint8 or uint16 frame (full precision kept)."""
-    scale = 255.0 if frame.image.dtype == np.uint8 else 65535.0
-    return frame.image.astype(np.float32) * np.float32(1.0 / scale)
+    return image_rgb01(frame.image)
 
 
 class Writer:
