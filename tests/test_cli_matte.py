@@ -210,3 +210,27 @@ def test_composite_over_a_colour_from_the_command_line(env):
     background = first[~near].astype(int)  # 4 px away from the soft edge and chroma bleed
     assert np.abs(background - (0, 255, 0)).max() < 12
     assert np.abs(first[mask].astype(int).mean(0) - (0, 255, 0)).max() > 100  # object kept
+
+
+@pytest.mark.parametrize("start, expected", [(0, "01:00:00:00"), (3, "01:00:00:03")])
+def test_outputs_carry_the_source_timecode(env, start, expected):
+    import av
+
+    src = env / "tc.mov"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("prores_ks", rate=24)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv422p10le"
+        s.metadata["timecode"] = "01:00:00:00"
+        for i in range(8):
+            img, _ = moving_square_frame(i, 96, 64)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode())
+    r = matte(src, env / "mask.png", "-o", env / "out.mov", "--start", start,
+              "--mask-frame", start)
+    assert r.exit_code == 0, r.output
+    with av.open(str(env / "out.mov")) as c:
+        assert c.streams.video[0].metadata.get("timecode") == expected
+    side = json.loads((env / "out.mov.json").read_text())
+    assert side["source"]["first_frame_timecode"] == expected

@@ -138,10 +138,23 @@ def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
 
             engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
             stack.callback(engine.close)
-        loop = _Loop(job, info, prompts, engine, outputs, on_progress, cancel, end - job.start)
+        loop = _Loop(job, _output_info(info, job.start), prompts, engine, outputs, on_progress,
+                     cancel, end - job.start)
         stack.enter_context(loop)
         loop.run(src)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _output_info(info: VideoInfo, start: int) -> VideoInfo:
+    """The source's info with the timecode of the first frame rendered (source timecode +
+    ``start`` frames), so outputs conform to the source in an editor."""
+    if not info.timecode or not start or not info.fps:
+        return info
+    from dataclasses import replace
+
+    from vosfx.io.timecode import offset
+
+    return replace(info, timecode=offset(info.timecode, start, info.fps))
 
 
 def _download_progress(job: Job, on_progress: ProgressCallback | None):
@@ -366,4 +379,5 @@ def _info_dict(info: VideoInfo) -> dict:
         "time_base": str(info.time_base), "rotation": info.rotation, "pix_fmt": info.pix_fmt,
         "bit_depth": info.bit_depth, "codec": info.codec, "vfr": info.is_vfr,
         "audio": info.has_audio,
+        "first_frame_timecode": info.timecode or None,  # of the first frame rendered
     }

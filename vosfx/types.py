@@ -27,6 +27,7 @@ class VideoInfo:
     has_audio: bool = False
     frame_count_exact: bool = True
     start_pts: int = 0
+    timecode: str = ""  # SMPTE start timecode of the first frame ("" when the source has none)
 
 
 @dataclass(frozen=True)

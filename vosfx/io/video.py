@@ -72,10 +72,22 @@ def probe_video(path: Path) -> VideoInfo:
             is_vfr=_looks_vfr(pts),
             has_audio=bool(container.streams.audio),
             frame_count_exact=exact,
+            timecode=_timecode(container, stream),
             start_pts=int(stream.start_time)
             if stream.start_time is not None
             else (min(pts) if pts else 0),
         )
+
+
+def _timecode(container, stream) -> str:
+    """The source's start timecode: the video stream's, a tmcd data track's (QuickTime) or
+    the container's (MXF, Matroska tags); "" when none."""
+    for meta in [stream.metadata] + [s.metadata for s in container.streams
+                                     if s.type == "data"] + [container.metadata]:
+        tc = meta.get("timecode") or meta.get("TIMECODE")
+        if tc:
+            return str(tc)
+    return ""
 
 
 def _scan_packets(container, stream, path: Path):

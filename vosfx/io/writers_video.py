@@ -113,6 +113,8 @@ class VideoWriter(Writer):
         stream.thread_type = "AUTO"
         stream.thread_count = 0
         stream.time_base = self.info.time_base
+        if self.info.timecode:  # the first written frame's timecode (mov: a tmcd track)
+            stream.metadata["timecode"] = self.info.timecode
         stream.codec_context.time_base = self.info.time_base
         if spec.pix_fmt.startswith("yuv"):
             cc = stream.codec_context
