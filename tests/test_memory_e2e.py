@@ -56,3 +56,20 @@ def test_policy_on_a_spliced_clip(tmp_path, config_home, spliced, policy):
     else:
         assert side["shots"]["cuts"] == [] and mem["events"] == {}
     assert "obj 1:" in r.output
+
+
+@pytest.mark.slow
+def test_real_engine_on_a_range_that_starts_late(tmp_path, config_home, spliced):
+    """--start/--end with the real tracker: the first frame stepped is the range's first."""
+    clip, mask = spliced
+    ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, [
+        "matte", str(clip), str(mask), "-o", str(out), "-f", "png16-matte", "--fps", "24",
+        "--checkpoint", str(ckpt), "--backend", "torch", "--image-size", "128",
+        "--start", "5", "--end", "12", "--mask-frame", "5",
+    ])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [f"out.{i:05d}.png" for i in range(5, 12)]
+    side = json.loads((tmp_path / "out.json").read_text())
+    assert side["presence"]["1"][0][0] == 5 and side["frames"] == 7

@@ -122,6 +122,17 @@ def test_prompt_for_a_past_frame_and_frames_out_of_order():
         trk.step(_frame(2))
 
 
+def test_a_range_may_start_at_any_frame():
+    """vosfx matte --start 10: the first frame stepped is 10, then 11, 12, ..."""
+    trk = Tracker(FakeBackend(), Sam2Policy(), _info())
+    trk.add_prompt(Prompt(12, 1, mask=np.ones((H, W), bool)))
+    for t in (10, 11, 12, 13):
+        res = trk.step(_frame(t))
+    assert res.frame_index == 13 and res.object_score_logits[0] > 0
+    with pytest.raises(PromptError, match="expected frame 14"):
+        trk.step(_frame(10))
+
+
 @pytest.mark.parametrize("hole_px, max_area, filled", [(1, 8, True), (9, 8, False),
                                                         (4, 4, True), (4, 0, False)])
 def test_fill_holes(hole_px, max_area, filled):

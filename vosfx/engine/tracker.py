@@ -76,12 +76,12 @@ class Tracker:
         self.fill_hole_area = fill_hole_area
         self._policy = policy
         self._objects: dict[int, _Object] = {}  # insertion order = slot order, as SAM 2
-        self._next_frame = 0
+        self._next_frame: int | None = None  # set by the first step (a range may start late)
         self._low = backend.image_size // 4
 
     # --- prompts ------------------------------------------------------------------------
     def add_prompt(self, prompt: Prompt) -> None:
-        if prompt.frame_index < self._next_frame:
+        if self._next_frame is not None and prompt.frame_index < self._next_frame:
             raise PromptError(f"prompt for object {prompt.obj_id} on frame "
                               f"{prompt.frame_index}: expected a frame not yet tracked "
                               f"(next is {self._next_frame})")
@@ -124,7 +124,7 @@ class Tracker:
     # --- tracking -----------------------------------------------------------------------
     def step(self, frame: Frame, *, shot_id: int = 0) -> MaskResult:
         t = frame.index
-        if t != self._next_frame:
+        if self._next_frame is not None and t != self._next_frame:
             raise PromptError(f"expected frame {self._next_frame}, found frame {t} (frames "
                               "must arrive in order, once each)")
         self._next_frame = t + 1
