@@ -138,11 +138,30 @@ def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
 
             engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
             stack.callback(engine.close)
+        backward = _track_backward(job, info, prompts, engine, on_progress, cancel)
+        if backward is not None:
+            stack.callback(backward.close)
         loop = _Loop(job, _output_info(info, job.start), prompts, engine, outputs, on_progress,
-                     cancel, end - job.start)
+                     cancel, end - job.start, backward)
         stack.enter_context(loop)
         loop.run(src)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _track_backward(job: Job, info: VideoInfo, prompts: list[Prompt], engine, on_progress,
+                    cancel):
+    """Results for the frames before the first prompted frame, tracked backwards from it
+    (objects first prompted on that frame); None when the range starts at a prompt."""
+    first = min(p.frame_index for p in prompts)
+    if not job.config.memory.track_backward or first <= job.start:
+        return None
+    from vosfx.backward import track_backward
+
+    return track_backward(
+        job.input, job.fps, info, engine, job.config.memory,
+        [p for p in prompts if p.frame_index == first], job.start,
+        shots=job.config.memory.policy == "rcms+shots", on_progress=on_progress, cancel=cancel,
+    )
 
 
 def _output_info(info: VideoInfo, start: int) -> VideoInfo:
@@ -207,8 +226,9 @@ def _object_path(path: str, obj_id: int) -> str:
 class _Loop:
     """The per-frame loop's state: session, shot detector, refiner, writers, records."""
 
-    def __init__(self, job, info, prompts, engine, outputs, on_progress, cancel, total):
-        self.job, self.info, self.engine = job, info, engine
+    def __init__(self, job, info, prompts, engine, outputs, on_progress, cancel, total,
+                 backward=None):
+        self.job, self.info, self.engine, self.backward = job, info, engine, backward
         self.on_progress, self.cancel, self.total = on_progress, cancel, total
         self.prompts_at: dict[int, list[Prompt]] = defaultdict(list)
         for p in prompts:
@@ -281,6 +301,8 @@ class _Loop:
             for p in self.prompts_at.get(frame.index, ()):
                 self.session.add_prompt(p)
             result = self.session.step(frame, shot_id=shot_id)
+            if self.backward is not None and self.backward.covers(frame.index):
+                result = self.backward.get(frame.index)  # before the first prompt
             t3 = time.perf_counter()
             self.timings["track"] += t3 - t2
             if new_shot:

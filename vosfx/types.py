@@ -128,7 +128,8 @@ class Matte:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One progress update. ``event`` is "download" (model bytes, first use only), "start",
+    """One progress update. ``event`` is "download" (model bytes, first use only), "backward"
+    (frames before the first prompt, tracked backwards from it, before "start"), "start",
     "frame", "done" or "error"."""
 
     event: str

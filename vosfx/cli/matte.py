@@ -17,7 +17,7 @@ def _overrides(opts: dict) -> dict:
         "model": {"model": "name", "backend": "backend", "device": "device",
                   "precision": "precision", "low_memory": "low_memory",
                   "image_size": "image_size", "threads": "threads", "checkpoint": "checkpoint"},
-        "memory": {"memory": "policy"},
+        "memory": {"memory": "policy", "track_backward": "track_backward"},
         "refine": {"alpha": "alpha", "edge": "edge", "fill_holes_px2": "fill_holes_px2",
                    "remove_specks_px2": "remove_specks_px2", "shift_edge_px": "shift_edge_px",
                    "feather_px": "feather_px", "choke": "choke",
@@ -85,6 +85,8 @@ def default_output(input_path: str, fmt: str) -> str:
               help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.")
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
 @click.option("--memory", type=click.Choice(["sam2", "rcms", "rcms+shots"]))
+@click.option("--backward/--forward-only", "track_backward", default=None,
+              help="Matte frames before the first prompt by tracking backwards (default on).")
 @click.option("--alpha", type=click.Choice(["soft", "hard"]))
 @click.option("--edge", type=click.Choice(["bilinear", "guided"]))
 @click.option("--fill-holes-px2", type=int)

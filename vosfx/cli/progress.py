@@ -30,7 +30,7 @@ class TerminalProgress:
 
     def __call__(self, ev: ProgressEvent) -> None:
         now = time.monotonic()
-        if (ev.event in ("frame", "download") and now - self._last < 0.1
+        if (ev.event in ("frame", "download", "backward") and now - self._last < 0.1
                 and ev.frames_done < ev.total_frames):
             return
         self._last = now
@@ -39,6 +39,9 @@ class TerminalProgress:
             self.stream.write(f"\r\x1b[2K{ev.message}: {ev.frames_done / 2**20:.1f}{total} MiB")
         elif ev.event == "done":
             self.stream.write(f"\r\x1b[2K{self.label}: {ev.frames_done} frames, {ev.fps:.2f} fps\n")
+        elif ev.event == "backward":
+            self.stream.write(f"\r\x1b[2K{self.label}: {ev.message}: {ev.frames_done}/"
+                              f"{ev.total_frames} frames")
         elif ev.event == "frame":
             width = 30
             frac = ev.frames_done / ev.total_frames if ev.total_frames else 0.0

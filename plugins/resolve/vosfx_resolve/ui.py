@@ -48,7 +48,7 @@ class Dialog:
         frame = self.ctx.playhead_source
         frame = frame if frame is not None else self.ctx.source_in
         title = (f"{self.ctx.name}  (source frames {self.ctx.source_in}-"
-                 f"{self.ctx.source_out - 1}; vosfx tracks forward from frame {frame})")
+                 f"{self.ctx.source_out - 1}; vosfx tracks both ways from frame {frame})")
         self.win = self._window(title)
         self.items = self.win.GetItems()
         self.timer = self.ui.Timer({"ID": "vosfxPoll", "Interval": POLL_MS})
