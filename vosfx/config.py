@@ -9,10 +9,13 @@ out-of-range value raises :class:`~vosfx.errors.ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from vosfx.errors import ConfigError
+from vosfx.formats import FORMATS
+from vosfx.policies import MEMORY_POLICIES
 
 
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
@@ -37,7 +40,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    policy: str = _opt("rcms+shots", choices=("sam2", "rcms", "rcms+shots"))
+    policy: str = _opt("rcms+shots", choices=tuple(MEMORY_POLICIES),
+                       doc="memory policy (docs/memory.md); names in vosfx.policies")
     rcms_max_promote: int = _opt(5, lo=0, hi=64, doc="N: frames promoted on a disappearance")
     rcms_threshold: float = _opt(0.6, lo=0.0, hi=1.0, doc="θ: quality a frame must exceed")
     max_cond_frames: int = _opt(16, lo=1, hi=256,
@@ -71,8 +75,10 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    format: str = _opt("prores4444", doc="an id from the formats table (README)")
-    extra_formats: tuple[str, ...] = _opt((), doc="more outputs written in the same pass")
+    format: str = _opt("prores4444", choices=tuple(FORMATS),
+                       doc="an id from the formats table (README)")
+    extra_formats: tuple[str, ...] = _opt((), choices=tuple(FORMATS),
+                                           doc="more outputs written in the same pass")
     objects: str = _opt("merged", choices=("merged", "each"),
                         doc="one merged matte, or one output per object")
     alpha_mode: str = _opt("straight", choices=("straight", "premultiplied"))
@@ -128,8 +134,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, found {value!r}")
         return value
     if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, found {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
+            raise ConfigError(f"{where}: expected a number (finite), found {value!r}")
         return float(value)
     if typ is str:
         if not isinstance(value, str):
@@ -156,10 +163,12 @@ def _build_section(cls: type, data: dict[str, Any], section: str) -> Any:
             )
         meta = fields[key].metadata
         value = _coerce(value, hints[key], where)
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(
-                f"{where}: expected one of {', '.join(meta['choices'])}, found {value!r}"
-            )
+        choices = meta.get("choices")
+        for item in value if isinstance(value, tuple) else (value,):
+            if choices and item not in choices:
+                raise ConfigError(
+                    f"{where}: expected one of {', '.join(choices)}, found {item!r}"
+                )
         if meta.get("lo") is not None and value < meta["lo"]:
             raise ConfigError(f"{where}: expected >= {meta['lo']}, found {value!r}")
         if meta.get("hi") is not None and value > meta["hi"]:

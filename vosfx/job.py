@@ -13,6 +13,7 @@ form (``vosfx matte --job job.json``) is versioned; see plugins/README.md::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,85 +96,179 @@ class Job:
         }
 
 
-def _num_pair(value: Any, where: str) -> tuple[float, float]:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, (int, float)) for v in value)):
-        raise ConfigError(f"{where}: expected [x, y], found {value!r}")
-    return (float(value[0]), float(value[1]))
+# --- validation: every field, each message naming it as the job file spells it ----------------
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _int(value: Any, where: str, *, lo: int | None = None, hi: int | None = None) -> int:
+    if not _is_int(value):
+        raise ConfigError(f"{where}: expected an integer, found {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: expected an integer >= {lo}, found {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: expected an integer <= {hi}, found {value!r}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, found {value!r}")
+    return value
+
+
+def _path(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(f"{where}: expected a path string, found {value!r}")
+    return value
+
+
+def _num_list(value: Any, n: int, where: str, shape: str) -> tuple[float, ...]:
+    if (not isinstance(value, (list, tuple)) or len(value) != n
+            or not all(_is_num(v) for v in value)):
+        raise ConfigError(f"{where}: expected {shape} (finite numbers), found {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _list(value: Any, where: str, what: str) -> list:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {what}, found {value!r}")
+    return value
+
+
+def _unknown(data: dict, known: set[str], where: str) -> None:
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; "
+                          f"known: {sorted(known)}")
 
 
 def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected an object, found {data!r}")
-    unknown = set(data) - _PROMPT_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(_PROMPT_KEYS)}")
-    points = tuple(_num_pair(p, f"{where}.points") for p in data.get("points", []))
-    labels = tuple(int(v) for v in data.get("labels", [1] * len(points)))
+    _unknown(data, _PROMPT_KEYS, where)
+    points = tuple(
+        _num_list(p, 2, f"{where}.points[{i}]", "[x, y]")
+        for i, p in enumerate(_list(data.get("points", []), f"{where}.points", "[x, y] pairs"))
+    )
+    labels_raw = _list(data.get("labels", [1] * len(points)), f"{where}.labels", "0 or 1")
+    if any(not _is_int(v) or v not in (0, 1) for v in labels_raw):
+        raise ConfigError(f"{where}.labels: expected 1 (positive) or 0 (negative) per point, "
+                          f"found {labels_raw!r}")
+    labels = tuple(labels_raw)
     if len(labels) != len(points):
-        raise ConfigError(f"{where}: {len(points)} points but {len(labels)} labels")
-    if any(v not in (0, 1) for v in labels):
-        raise ConfigError(f"{where}.labels: expected 1 (positive) or 0 (negative), found {labels}")
+        raise ConfigError(f"{where}.labels: {len(points)} points but {len(labels)} labels")
     box = data.get("box")
     if box is not None:
-        if len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-            raise ConfigError(f"{where}.box: expected [x0, y0, x1, y1], found {box!r}")
-        box = tuple(float(v) for v in box)
+        box = _num_list(box, 4, f"{where}.box", "[x0, y0, x1, y1]")
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ConfigError(f"{where}.box: expected x1 > x0 and y1 > y0, found {list(box)}")
     mask = data.get("mask")
     if mask is not None:
+        mask = _path(mask, f"{where}.mask")
         mask = str(base / mask) if not Path(mask).is_absolute() else mask
     if mask is None and not points and box is None:
         raise ConfigError(f"{where}: a prompt needs a mask, points or a box")
+    obj_id = data.get("obj_id")
+    if obj_id is not None:
+        obj_id = _int(obj_id, f"{where}.obj_id", lo=1, hi=2**31 - 1)
     return PromptSpec(
-        frame=int(data.get("frame", 0)), obj_id=data.get("obj_id"), mask=mask, points=points,
-        labels=labels, box=box, threshold=int(data.get("threshold", 128)),
+        frame=_int(data.get("frame", 0), f"{where}.frame", lo=0), obj_id=obj_id, mask=mask,
+        points=points, labels=labels, box=box,
+        threshold=_int(data.get("threshold", 128), f"{where}.threshold", lo=0, hi=255),
     )
+
+
+def _range(data: dict[str, Any]) -> tuple[int, int | None]:
+    start = data.get("start")
+    start = 0 if start is None else _int(start, "job.start", lo=0)
+    end = data.get("end")
+    if end is not None:
+        end = _int(end, "job.end", lo=1)
+        if end <= start:
+            raise ConfigError(f"job.end: expected a frame after job.start ({start}), "
+                              f"found {end}")
+    return start, end
+
+
+def _objects(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = _list(value, "job.objects", "object ids")
+    if not items or not all(_is_int(o) and o >= 1 for o in items):
+        raise ConfigError(f"job.objects: expected a non-empty list of object ids >= 1, "
+                          f"found {value!r}")
+    return tuple(items)
+
+
+def _fps(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not _is_num(value) or not 0 < value <= 1000:
+        raise ConfigError(f"job.fps: expected a frame rate > 0 and <= 1000, found {value!r}")
+    return float(value)
+
+
+def _presets(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ConfigError(f"job.presets: expected a preset name or a list of them, "
+                          f"found {value!r}")
+    return value
 
 
 def job_from_dict(data: dict[str, Any], *, base: Path | None = None,
                   cli_overrides: dict | None = None) -> Job:
     """Validate a job description (JSON form) into a Job. Relative paths resolve against
-    ``base`` (the job file's folder)."""
-    from vosfx.config import merge_dicts
+    ``base`` (the job file's folder). Every field is checked; a bad one raises
+    :class:`ConfigError` naming it (``job.start``, ``job.prompts[0].box``)."""
+    from vosfx.config import build_config, merge_dicts
     from vosfx.presets import resolve_config
 
     base = base or Path.cwd()
     if not isinstance(data, dict):
         raise ConfigError(f"job: expected a JSON object, found {type(data).__name__}")
     version = data.get("version", JOB_VERSION)
-    if version != JOB_VERSION:
-        raise ConfigError(f"job: version {version!r} is not supported (this vosfx reads {JOB_VERSION})")
-    unknown = set(data) - _JOB_KEYS
-    if unknown:
-        raise ConfigError(f"job: unknown key(s) {sorted(unknown)}; known: {sorted(_JOB_KEYS)}")
-    for key in ("input", "output"):
-        if not isinstance(data.get(key), str):
-            raise ConfigError(f"job: {key!r} must be a path string, found {data.get(key)!r}")
+    if not _is_int(version) or version != JOB_VERSION:
+        raise ConfigError(f"job.version: {version!r} is not supported (this vosfx reads "
+                          f"{JOB_VERSION})")
+    _unknown(data, _JOB_KEYS, "job")
+    inp = _path(data.get("input"), "job.input")
+    out = _path(data.get("output"), "job.output")
     prompts = data.get("prompts")
     if not isinstance(prompts, list) or not prompts:
-        raise ConfigError("job: 'prompts' must be a non-empty list")
-    presets = data.get("presets", [])
-    if isinstance(presets, str):
-        presets = [presets]
+        raise ConfigError(f"job.prompts: expected a non-empty list of prompts, found {prompts!r}")
+    presets = _presets(data.get("presets", []))
+    overrides = data.get("overrides")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"job.overrides: expected an object of config sections, "
+                          f"found {overrides!r}")
+    start, end = _range(data)
+    specs = tuple(prompt_from_dict(p, f"job.prompts[{i}]", base) for i, p in enumerate(prompts))
+    objects = _objects(data.get("objects"))
+    fps = _fps(data.get("fps"))
+    overwrite = _bool(data.get("overwrite", False), "job.overwrite")
+    fit = _bool(data.get("fit", False), "job.fit")
+    if overrides:
+        try:
+            build_config(overrides)  # alone first, so the message can name job.overrides
+        except ConfigError as err:
+            raise ConfigError(f"job.overrides: {err}") from None
+    config = resolve_config(tuple(presets), merge_dicts(overrides or {}, cli_overrides or {}))
 
     def rel(p: str) -> str:
         return p if Path(p).is_absolute() else str(base / p)
 
-    overrides = merge_dicts(data.get("overrides") or {}, cli_overrides or {})
-    config = resolve_config(tuple(presets), overrides)
-    objects = data.get("objects")
     return Job(
-        input=rel(data["input"]),
-        output=rel(data["output"]),
-        prompts=tuple(prompt_from_dict(p, f"job.prompts[{i}]", base) for i, p in enumerate(prompts)),
-        config=config,
-        presets=tuple(presets),
-        start=int(data.get("start") or 0),
-        end=None if data.get("end") is None else int(data["end"]),
-        overwrite=bool(data.get("overwrite", False)),
-        fit=bool(data.get("fit", False)),
-        objects=None if objects is None else tuple(int(o) for o in objects),
-        fps=data.get("fps"),
+        input=rel(inp), output=rel(out), prompts=specs, config=config, presets=tuple(presets),
+        start=start, end=end, overwrite=overwrite, fit=fit, objects=objects, fps=fps,
     )
 
 
@@ -183,6 +278,9 @@ def load_job_file(path: str | Path, *, cli_overrides: dict | None = None) -> Job
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"job file {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"job file {path}: not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, nesting too deep
+        raise ConfigError(f"job file {path}: expected UTF-8 JSON, found error "
+                          f"{type(err).__name__}: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"job file {path} cannot be read: {err.strerror or err}") from None
     return job_from_dict(data, base=path.parent, cli_overrides=cli_overrides)

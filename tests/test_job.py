@@ -1,0 +1,200 @@
+"""The job JSON (plugin protocol): every field validated, each message naming the field.
+
+A host that sends a malformed job gets exit 3 and one error event, never a traceback (exit 1)
+or a half-written output. The property test mutates one field of a valid job at a time into a
+value the protocol does not allow; the oracle (``VALID``) is written here independently of
+vosfx.job's checks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vosfx.cli import cli
+from vosfx.errors import ConfigError
+from vosfx.job import job_from_dict
+from vosfx.presets import list_presets
+
+PRESETS = {p.name for p in list_presets()}
+
+BASE_PROMPT = {"frame": 0, "points": [[10, 20]], "labels": [1]}
+
+
+def base_job() -> dict:
+    return {"version": 1, "input": "clip.mp4", "output": "out.mov", "presets": ["prores4444"],
+            "prompts": [dict(BASE_PROMPT)], "start": 0, "end": None, "overwrite": False,
+            "fit": False, "objects": None, "fps": None}
+
+
+def _int(v) -> bool:
+    return type(v) is int
+
+
+def _num(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _path(v) -> bool:
+    return type(v) is str and v.strip() != "" and "\x00" not in v
+
+
+# field -> is this value allowed there (given the rest of base_job())
+VALID = {
+    "version": lambda v: _int(v) and v == 1,
+    "input": _path,
+    "output": _path,
+    "start": lambda v: v is None or (_int(v) and v >= 0),
+    "end": lambda v: v is None or (_int(v) and v >= 1),
+    "fps": lambda v: v is None or (_num(v) and 0 < v <= 1000),
+    "overwrite": lambda v: type(v) is bool,
+    "fit": lambda v: type(v) is bool,
+    "objects": lambda v: v is None or (type(v) is list and len(v) > 0
+                                       and all(_int(o) and o >= 1 for o in v)),
+    "presets": lambda v: ((type(v) is str and v in PRESETS)
+                          or (type(v) is list and all(type(p) is str and p in PRESETS
+                                                      for p in v))),
+    "overrides": lambda v: v is None or (type(v) is dict and all(
+        k in ("model", "memory", "refine", "output") and v[k] == {} for k in v)),
+}
+PROMPT_VALID = {
+    "frame": lambda v: _int(v) and v >= 0,
+    "obj_id": lambda v: v is None or (_int(v) and 1 <= v < 2**31),
+    "threshold": lambda v: _int(v) and 0 <= v <= 255,
+    "points": lambda v: (type(v) is list and len(v) == 1 and type(v[0]) is list
+                         and len(v[0]) == 2 and all(_num(x) for x in v[0])),
+    "labels": lambda v: v in ([1], [0]),
+    "box": lambda v: v is None or (type(v) is list and len(v) == 4 and all(_num(x) for x in v)
+                                   and v[2] > v[0] and v[3] > v[1]),
+    "mask": lambda v: v is None or _path(v),
+}
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**40, 2**40),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=5),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@st.composite
+def malformed_jobs(draw) -> dict:
+    job = base_job()
+    kind = draw(st.sampled_from(["field", "prompt", "unknown", "prompt_unknown"]))
+    if kind == "field":
+        key = draw(st.sampled_from([*sorted(VALID), "prompts"]))
+        if key == "prompts":  # not a list, empty, or prompts that are not objects or are empty
+            job[key] = draw(st.one_of(json_scalars, st.lists(json_scalars, max_size=3),
+                                      st.just([{}]), st.dictionaries(st.text(), json_scalars)))
+        else:
+            job[key] = draw(json_values.filter(lambda v: not VALID[key](v)))
+    elif kind == "prompt":
+        key = draw(st.sampled_from(sorted(PROMPT_VALID)))
+        job["prompts"][0][key] = draw(json_values.filter(lambda v: not PROMPT_VALID[key](v)))
+    elif kind == "unknown":
+        job[draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in base_job()))] = 1
+    else:
+        job["prompts"][0][draw(st.text(min_size=1, max_size=8)
+                               .filter(lambda k: k not in PROMPT_VALID))] = 1
+    return job
+
+
+@pytest.fixture
+def jobdir(tmp_path_factory, monkeypatch):
+    folder = tmp_path_factory.mktemp("jobs")
+    monkeypatch.setenv("VOSFX_CONFIG_DIR", str(folder / "config"))
+    monkeypatch.setenv("VOSFX_HOME", str(folder / "cache"))
+    return folder
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@given(job=malformed_jobs(), json_progress=st.booleans())
+def test_malformed_job_exits_3_with_one_message_and_no_output(jobdir, job, json_progress):
+    path = jobdir / "job.json"
+    path.write_text(json.dumps(job), encoding="utf-8")
+    before = sorted(p.name for p in jobdir.iterdir())
+    args = ["matte", "--job", str(path)] + (["--json-progress"] if json_progress else [])
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 3, (job, r.output, r.exception)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert "Traceback" not in r.output + r.stderr
+    assert sorted(p.name for p in jobdir.iterdir()) == before  # nothing written
+    if json_progress:
+        lines = r.stdout.splitlines()
+        assert len(lines) == 1, r.stdout
+        event = json.loads(lines[0])
+        assert event["event"] == "error" and event["kind"] == "config"
+        assert event["exit_code"] == 3 and event["message"]
+    else:
+        assert r.stdout == ""
+        assert r.stderr.startswith("vosfx: error: ") and len(r.stderr.splitlines()) == 1
+
+
+# one row per field: the value, and the field name the message must carry
+ROWS = [
+    ("start", "x", "job.start"), ("start", -1, "job.start"), ("start", 1.5, "job.start"),
+    ("start", True, "job.start"), ("end", "10", "job.end"), ("end", 0, "job.end"),
+    ("fps", "24", "job.fps"), ("fps", 0, "job.fps"), ("fps", float("inf"), "job.fps"),
+    ("fps", -24, "job.fps"), ("overwrite", "yes", "job.overwrite"), ("fit", 1, "job.fit"),
+    ("objects", 5, "job.objects"), ("objects", [0], "job.objects"),
+    ("objects", ["1"], "job.objects"), ("presets", 5, "job.presets"),
+    ("presets", [1], "job.presets"), ("overrides", [], "job.overrides"),
+    ("overrides", {"refine": {"feather_px": float("nan")}}, "feather_px"),
+    ("overrides", {"nope": {}}, "job.overrides"), ("input", 5, "job.input"),
+    ("input", "", "job.input"), ("output", None, "job.output"), ("version", 2, "job.version"),
+    ("version", True, "job.version"), ("prompts", [], "job.prompts"),
+    ("prompts", {}, "job.prompts"),
+]
+PROMPT_ROWS = [
+    ("box", 5, "job.prompts[0].box"), ("box", [1, 2, 3], "job.prompts[0].box"),
+    ("box", [10, 10, 5, 20], "job.prompts[0].box"), ("box", ["a", 1, 2, 3], "job.prompts[0].box"),
+    ("frame", "0", "job.prompts[0].frame"), ("frame", -2, "job.prompts[0].frame"),
+    ("obj_id", "a", "job.prompts[0].obj_id"), ("obj_id", 0, "job.prompts[0].obj_id"),
+    ("threshold", 300, "job.prompts[0].threshold"), ("points", 5, "job.prompts[0].points"),
+    ("points", [[1, "y"]], "job.prompts[0].points[0]"), ("labels", [2], "job.prompts[0].labels"),
+    ("labels", "1", "job.prompts[0].labels"), ("labels", [1, 1], "job.prompts[0].labels"),
+    ("mask", 5, "job.prompts[0].mask"), ("mask", "", "job.prompts[0].mask"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "named"), ROWS)
+def test_each_job_field_is_checked_and_named(jobdir, key, value, named):
+    job = base_job()
+    job[key] = value
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        job_from_dict(job, base=jobdir)
+
+
+@pytest.mark.parametrize(("key", "value", "named"), PROMPT_ROWS)
+def test_each_prompt_field_is_checked_and_named(jobdir, key, value, named):
+    job = base_job()
+    job["prompts"][0][key] = value
+    with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        job_from_dict(job, base=jobdir)
+
+
+def test_a_valid_job_round_trips(jobdir):
+    job = base_job() | {"start": 2, "end": 9, "fps": 25, "objects": [1, 2], "overwrite": True}
+    job["prompts"].append({"frame": 3, "obj_id": 2, "box": [1, 2, 30, 40]})
+    parsed = job_from_dict(job, base=jobdir)
+    assert (parsed.start, parsed.end, parsed.fps, parsed.objects) == (2, 9, 25.0, (1, 2))
+    assert parsed.prompts[1].box == (1.0, 2.0, 30.0, 40.0) and parsed.prompts[1].obj_id == 2
+    assert parsed.input == str(jobdir / "clip.mp4")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{", b"[" * 100_000, b"{", b"null"])
+def test_unreadable_job_file_is_a_config_error(jobdir, content):
+    path = jobdir / "job.json"
+    path.write_bytes(content)
+    r = CliRunner().invoke(cli, ["matte", "--job", str(path)])
+    assert r.exit_code == 3, (r.output, r.exception)
+    assert "Traceback" not in r.output and r.stderr.startswith("vosfx: error: job")
