@@ -1,0 +1,115 @@
+/* Internal declarations shared by the effect's C files. */
+#ifndef VOSFX_OFX_H
+#define VOSFX_OFX_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "vosfx_ofx_api.h"
+#include "vosfx_ofx_proto.h"
+
+#define VX_PLUGIN_ID "org.vosfx.matte"
+#define VX_ERR_LEN 1024
+
+/* ---- host suites (fetched in setHost / load) ---- */
+extern OfxHost *vx_host;
+extern const OfxPropertySuiteV1 *vx_prop;
+extern const OfxImageEffectSuiteV1 *vx_effect;
+extern const OfxParameterSuiteV1 *vx_param;
+extern const OfxMemorySuiteV1 *vx_mem;
+extern const OfxMultiThreadSuiteV1 *vx_thread;
+extern const OfxMessageSuiteV1 *vx_msg1;
+extern const OfxMessageSuiteV2 *vx_msg2;
+extern const OfxInteractSuiteV1 *vx_interact;
+extern const OfxProgressSuiteV1 *vx_progress;
+
+/* ---- the worker process ---- */
+typedef struct VxWorker {
+    pid_t pid;           /* 0: not running */
+    int sock;            /* our end of the socket pair */
+    int shm_fd;
+    unsigned char *shm;  /* mapped shared memory */
+    size_t shm_size;
+    char log_path[512];
+} VxWorker;
+
+/* start the worker; 0 on success, else -1 with a message in err */
+int vxw_start(VxWorker *w, char *err, size_t errlen);
+/* make the shared memory at least nbytes long; 0 or -1 */
+int vxw_reserve(VxWorker *w, size_t nbytes, char *err, size_t errlen);
+int vxw_send(VxWorker *w, uint32_t type, int32_t frame, int32_t a, int32_t b, uint32_t width,
+             uint32_t height, uint32_t format, uint64_t shm_bytes, const char *text);
+/* receive one message; text (NUL-terminated, truncated to textcap) may be NULL.
+ * 0 on success, -1 on EOF/error/timeout (err says which) */
+int vxw_recv(VxWorker *w, VxMsg *m, char *text, size_t textcap, int timeout_ms, char *err,
+             size_t errlen);
+/* ask the worker to quit, wait a moment, then terminate it; describe how it ended */
+void vxw_stop(VxWorker *w, char *how, size_t howlen);
+/* spawn a detached command (the studio); 0 or -1 */
+int vx_spawn_detached(const char *const *argv, char *err, size_t errlen);
+/* the command that runs vosfx, read from the bundle's config (NULL-terminated, static) */
+const char *const *vx_vosfx_command(char *err, size_t errlen);
+
+/* ---- points (persisted in a string parameter) ---- */
+typedef struct VxPoint {
+    int frame;  /* OFX time of the frame */
+    int obj;
+    int label;  /* 1 include, 0 exclude */
+    double x, y; /* canonical coordinates */
+} VxPoint;
+
+typedef struct VxPoints {
+    VxPoint *items;
+    int count, cap;
+} VxPoints;
+
+int vx_points_parse(const char *text, VxPoints *out);
+/* serialise into a newly allocated string (vx_free it) */
+char *vx_points_format(const VxPoints *pts);
+int vx_points_add(VxPoints *pts, VxPoint p);
+void vx_points_remove(VxPoints *pts, int index);
+void vx_points_free(VxPoints *pts);
+
+void *vx_alloc(size_t n);
+void vx_free(void *p);
+
+/* ---- parameters ---- */
+enum {
+    VXP_MODE, VXP_OUT_OBJ, VXP_OBJ, VXP_LABEL, VXP_CLEAR_FRAME, VXP_CLEAR_ALL, VXP_POINTS,
+    VXP_MASK_OBJ, VXP_OPACITY, VXP_MODEL, VXP_ALPHA, VXP_THRESHOLD, VXP_SOFTNESS, VXP_EDGE,
+    VXP_SHIFT, VXP_FEATHER, VXP_CHOKE, VXP_FILL, VXP_SPECKS, VXP_TEMPORAL, VXP_NON_OVERLAP,
+    VXP_STUDIO, VXP_STUDIO_SRC, VXP_COUNT
+};
+extern const char *const vx_param_names[VXP_COUNT];
+
+enum { VX_MODE_MATTE, VX_MODE_STRAIGHT, VX_MODE_PREMULT, VX_MODE_OVERLAY };
+
+typedef struct VxInstance {
+    OfxImageEffectHandle effect;
+    OfxImageClipHandle src, mask, out;
+    OfxParamSetHandle params;
+    OfxParamHandle p[VXP_COUNT];
+    OfxMutexHandle lock;
+    VxWorker worker;
+    char *sent_config;  /* the last CONFIG / PROMPTS the running worker accepted */
+    char *sent_points;
+    int failed_start;   /* the last start failed: say so once per parameter change */
+    /* overlay state */
+    int drag;           /* index into drag_pts being dragged, -1 none */
+    VxPoints drag_pts;
+    int shift, ctrl;
+    double pen_x, pen_y;
+} VxInstance;
+
+VxInstance *vx_instance(OfxImageEffectHandle effect);
+OfxStatus vx_overlay_main(const char *action, const void *handle, OfxPropertySetHandle inArgs,
+                          OfxPropertySetHandle outArgs);
+void vx_report(VxInstance *in, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void vx_lock(VxInstance *in);
+void vx_unlock(VxInstance *in);
+/* read the points parameter; 0 or -1 */
+int vx_get_points(VxInstance *in, VxPoints *out);
+int vx_set_points(VxInstance *in, const VxPoints *pts, const char *undo_name);
+
+#endif

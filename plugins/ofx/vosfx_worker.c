@@ -1,0 +1,419 @@
+/* The worker process and its channel (POSIX: Linux and macOS).
+ *
+ * The worker is a vosfx Python process, never code inside the host: hosts ship their own
+ * libraries (LD_LIBRARY_PATH, PYTHONPATH, their own Python) and security software blocks ML
+ * runtimes inside host processes. It gets two descriptors and nothing else: fd 3, a Unix socket
+ * pair end, and fd 4, a shared-memory file (memfd on Linux, an unlinked shm object elsewhere).
+ * Its environment is the host's minus the variables that would make it load the host's
+ * libraries. Writes use MSG_NOSIGNAL / SO_NOSIGPIPE, so a dead worker never raises SIGPIPE in
+ * the host; reads time out, so a hung worker never hangs the host for ever.
+ */
+#define _GNU_SOURCE
+#include "vosfx_ofx.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
+#endif
+
+#define VX_MAX_ARGS 32
+#define VX_MAX_ENV 16
+#define VX_FD_CHILD_SOCK 3
+#define VX_FD_CHILD_SHM 4
+
+/* ---- the bundle's config: which command runs vosfx ------------------------------------- */
+
+static char vx_cfg_store[8192];
+static const char *vx_cfg_vosfx[VX_MAX_ARGS + 1];
+static const char *vx_cfg_worker[VX_MAX_ARGS + 1];
+static const char *vx_cfg_env[VX_MAX_ENV + 1];
+static int vx_cfg_loaded;
+
+/* Contents/Resources/vosfx_worker.cfg beside the binary (Contents/<arch>/vosfx.ofx), or
+ * $VOSFX_OFX_CONFIG. Lines: "vosfx ARG", "worker ARG", "env NAME=VALUE", "# comment". */
+static int vx_config_path(char *out, size_t cap) {
+    const char *env = getenv("VOSFX_OFX_CONFIG");
+    if (env && env[0]) {
+        snprintf(out, cap, "%s", env);
+        return 0;
+    }
+    Dl_info info;
+    if (!dladdr((void *)&vx_config_path, &info) || !info.dli_fname) return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s", info.dli_fname);
+    for (int i = 0; i < 2; i++) { /* strip "<arch>/vosfx.ofx" */
+        char *slash = strrchr(path, '/');
+        if (!slash) return -1;
+        *slash = '\0';
+    }
+    snprintf(out, cap, "%s/Resources/vosfx_worker.cfg", path);
+    return 0;
+}
+
+static int vx_load_config(char *err, size_t errlen) {
+    if (vx_cfg_loaded) return 0;
+    char path[4200];
+    if (vx_config_path(path, sizeof path) != 0) {
+        snprintf(err, errlen, "cannot locate the vosfx.ofx.bundle folder");
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen,
+                 "vosfx is not set up for this effect: %s is missing (run `vosfx plugins "
+                 "install ofx` with the Python environment that has vosfx)",
+                 path);
+        return -1;
+    }
+    size_t used = 0;
+    int nv = 0, nw = 0, ne = 0;
+    char line[2048];
+    while (fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\r\n");
+        line[n] = '\0';
+        const char *val = NULL;
+        int kind = 0;
+        if (strncmp(line, "vosfx ", 6) == 0) val = line + 6, kind = 1;
+        else if (strncmp(line, "worker ", 7) == 0) val = line + 7, kind = 2;
+        else if (strncmp(line, "env ", 4) == 0 && strchr(line + 4, '=')) val = line + 4, kind = 3;
+        if (!val) continue;
+        size_t len = strlen(val) + 1;
+        if (used + len > sizeof vx_cfg_store || nv >= VX_MAX_ARGS || nw >= VX_MAX_ARGS ||
+            ne >= VX_MAX_ENV)
+            break;
+        char *copy = vx_cfg_store + used;
+        memcpy(copy, val, len);
+        used += len;
+        if (kind == 1) vx_cfg_vosfx[nv++] = copy;
+        else if (kind == 2) vx_cfg_worker[nw++] = copy;
+        else vx_cfg_env[ne++] = copy;
+    }
+    fclose(f);
+    vx_cfg_vosfx[nv] = vx_cfg_worker[nw] = vx_cfg_env[ne] = NULL;
+    if (nv == 0 && nw == 0) {
+        snprintf(err, errlen, "%s names no vosfx command (expected lines 'vosfx ARG')", path);
+        return -1;
+    }
+    vx_cfg_loaded = 1;
+    return 0;
+}
+
+const char *const *vx_vosfx_command(char *err, size_t errlen) {
+    if (vx_load_config(err, errlen) != 0) return NULL;
+    if (!vx_cfg_vosfx[0]) {
+        snprintf(err, errlen, "the effect's config names no 'vosfx' command");
+        return NULL;
+    }
+    return vx_cfg_vosfx;
+}
+
+/* the host's environment minus what would make the worker load the host's libraries,
+ * plus the config's env lines; returns a malloc'd array of borrowed strings */
+static char **vx_child_env(void) {
+    static const char *const drop[] = {"LD_LIBRARY_PATH=", "LD_PRELOAD=", "DYLD_LIBRARY_PATH=",
+                                       "DYLD_INSERT_LIBRARIES=", "PYTHONPATH=", "PYTHONHOME=",
+                                       "PYTHONSTARTUP=", NULL};
+    size_t n = 0;
+    while (environ && environ[n]) n++;
+    char **env = calloc(n + VX_MAX_ENV + 1, sizeof *env);
+    if (!env) return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int skip = 0;
+        for (int d = 0; drop[d]; d++)
+            if (strncmp(environ[i], drop[d], strlen(drop[d])) == 0) skip = 1;
+        if (!skip) env[k++] = environ[i];
+    }
+    for (int e = 0; vx_cfg_env[e]; e++) env[k++] = (char *)vx_cfg_env[e];
+    env[k] = NULL;
+    return env;
+}
+
+/* ---- start / stop ------------------------------------------------------------------------ */
+
+static int vx_high_cloexec(int fd) {
+    /* above the child's fixed numbers, close-on-exec in the host */
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+    close(fd);
+    return hi;
+}
+
+static int vx_shm_create(void) {
+#ifdef __linux__
+    int fd = memfd_create("vosfx-ofx", MFD_CLOEXEC);
+    if (fd >= 0) return vx_high_cloexec(fd);
+#endif
+    char name[64];
+    for (int tries = 0; tries < 16; tries++) {
+        snprintf(name, sizeof name, "/vosfx-ofx-%ld-%lx", (long)getpid(),
+                 (unsigned long)random());
+        int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (fd >= 0) {
+            shm_unlink(name); /* no name left: only the two processes hold it */
+            return vx_high_cloexec(fd);
+        }
+    }
+    return -1;
+}
+
+static int vx_open_log(VxWorker *w) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(w->log_path, sizeof w->log_path, "%s/vosfx-ofx-XXXXXX.log",
+             (tmp && tmp[0]) ? tmp : "/tmp");
+    int fd = mkstemps(w->log_path, 4);
+    if (fd < 0) {
+        snprintf(w->log_path, sizeof w->log_path, "/dev/null");
+        fd = open("/dev/null", O_WRONLY);
+    }
+    return fd < 0 ? -1 : vx_high_cloexec(fd);
+}
+
+int vxw_start(VxWorker *w, char *err, size_t errlen) {
+    if (vx_load_config(err, errlen) != 0) return -1;
+    const char *argv[2 * VX_MAX_ARGS + 8];
+    int n = 0;
+    if (vx_cfg_worker[0]) {
+        for (int i = 0; vx_cfg_worker[i]; i++) argv[n++] = vx_cfg_worker[i];
+    } else {
+        for (int i = 0; vx_cfg_vosfx[i]; i++) argv[n++] = vx_cfg_vosfx[i];
+        argv[n++] = "ofx-worker";
+    }
+    argv[n++] = "--fd";
+    argv[n++] = "3";
+    argv[n++] = "--shm-fd";
+    argv[n++] = "4";
+    argv[n] = NULL;
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        snprintf(err, errlen, "socketpair: %s", strerror(errno));
+        return -1;
+    }
+    sv[0] = vx_high_cloexec(sv[0]);
+    sv[1] = vx_high_cloexec(sv[1]);
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(sv[0], SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    w->shm_fd = vx_shm_create();
+    int logfd = vx_open_log(w);
+    if (w->shm_fd < 0 || logfd < 0 || sv[0] < 0 || sv[1] < 0) {
+        snprintf(err, errlen, "cannot create the worker's channel: %s", strerror(errno));
+        close(sv[0]), close(sv[1]);
+        if (w->shm_fd >= 0) close(w->shm_fd);
+        if (logfd >= 0) close(logfd);
+        w->shm_fd = -1;
+        return -1;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, logfd, 1);
+    posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], VX_FD_CHILD_SOCK);
+    posix_spawn_file_actions_adddup2(&fa, w->shm_fd, VX_FD_CHILD_SHM);
+    char **env = vx_child_env();
+    pid_t pid = 0;
+    /* posix_spawnp: a bare "vosfx" in the config is looked up on PATH */
+    int rc = env ? posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, env) : ENOMEM;
+    posix_spawn_file_actions_destroy(&fa);
+    free(env);
+    close(sv[1]);
+    close(logfd);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the vosfx worker '%s': %s", argv[0], strerror(rc));
+        close(sv[0]);
+        close(w->shm_fd);
+        w->shm_fd = -1;
+        return -1;
+    }
+    w->pid = pid;
+    w->sock = sv[0];
+    w->shm = NULL;
+    w->shm_size = 0;
+    return 0;
+}
+
+int vxw_reserve(VxWorker *w, size_t nbytes, char *err, size_t errlen) {
+    if (w->shm_size >= nbytes) return 0;
+    size_t size = (nbytes + 0xFFFFF) & ~(size_t)0xFFFFF; /* whole MiB */
+    if (ftruncate(w->shm_fd, (off_t)size) != 0) {
+        snprintf(err, errlen, "shared memory of %zu bytes: %s", size, strerror(errno));
+        return -1;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, w->shm_fd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(err, errlen, "mmap of %zu bytes: %s", size, strerror(errno));
+        return -1;
+    }
+    if (w->shm) munmap(w->shm, w->shm_size);
+    w->shm = p;
+    w->shm_size = size;
+    return 0;
+}
+
+static int vx_write_all(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int vxw_send(VxWorker *w, uint32_t type, int32_t frame, int32_t a, int32_t b, uint32_t width,
+             uint32_t height, uint32_t format, uint64_t shm_bytes, const char *text) {
+    if (w->pid <= 0) return -1;
+    VxMsg m = {VX_MAGIC, type, frame, a, b, width, height, format,
+               text ? (uint32_t)strlen(text) : 0u, 0u, shm_bytes};
+    if (vx_write_all(w->sock, &m, sizeof m) != 0) return -1;
+    if (m.text_len && vx_write_all(w->sock, text, m.text_len) != 0) return -1;
+    return 0;
+}
+
+static int vx_read_all(int fd, void *buf, size_t n, int timeout_ms, char *err, size_t errlen) {
+    char *p = buf;
+    while (n > 0) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r == 0) {
+            snprintf(err, errlen, "the vosfx worker did not answer for %d s", timeout_ms / 1000);
+            return -1;
+        }
+        ssize_t k = recv(fd, p, n, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            snprintf(err, errlen, "the vosfx worker closed its channel");
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int vxw_recv(VxWorker *w, VxMsg *m, char *text, size_t textcap, int timeout_ms, char *err,
+             size_t errlen) {
+    if (w->pid <= 0) {
+        snprintf(err, errlen, "the vosfx worker is not running");
+        return -1;
+    }
+    if (vx_read_all(w->sock, m, sizeof *m, timeout_ms, err, errlen) != 0) return -1;
+    if (m->magic != VX_MAGIC || m->text_len > (1u << 24)) {
+        snprintf(err, errlen, "the vosfx worker sent a malformed message");
+        return -1;
+    }
+    uint32_t left = m->text_len;
+    size_t kept = 0;
+    char chunk[1024];
+    while (left > 0) {
+        uint32_t take = left < sizeof chunk ? left : (uint32_t)sizeof chunk;
+        if (vx_read_all(w->sock, chunk, take, timeout_ms, err, errlen) != 0) return -1;
+        if (text && kept + 1 < textcap) {
+            size_t room = textcap - 1 - kept;
+            size_t c = take < room ? take : room;
+            memcpy(text + kept, chunk, c);
+            kept += c;
+        }
+        left -= take;
+    }
+    if (text && textcap) text[kept] = '\0';
+    if (m->shm_bytes > w->shm_size) {
+        snprintf(err, errlen, "the vosfx worker points past the shared memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int vx_wait_exit(pid_t pid, int ms, int *status) {
+    for (int waited = 0; waited <= ms; waited += 10) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid) return 1;
+        if (r < 0) return errno == ECHILD ? 2 : -1; /* reaped elsewhere (a host SIGCHLD) */
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+void vxw_stop(VxWorker *w, char *how, size_t howlen) {
+    if (how && howlen) how[0] = '\0';
+    if (w->pid > 0) {
+        int status = 0;
+        vxw_send(w, VX_QUIT, 0, 0, 0, 0, 0, 0, 0, NULL);
+        shutdown(w->sock, SHUT_RDWR);
+        int r = vx_wait_exit(w->pid, 3000, &status);
+        if (r == 0) {
+            kill(w->pid, SIGTERM);
+            r = vx_wait_exit(w->pid, 2000, &status);
+        }
+        if (r == 0) {
+            kill(w->pid, SIGKILL);
+            r = vx_wait_exit(w->pid, 2000, &status);
+        }
+        if (how && howlen) {
+            if (r == 1 && WIFEXITED(status))
+                snprintf(how, howlen, "exited with status %d", WEXITSTATUS(status));
+            else if (r == 1 && WIFSIGNALED(status))
+                snprintf(how, howlen, "was killed by signal %d", WTERMSIG(status));
+            else
+                snprintf(how, howlen, "ended");
+        }
+        w->pid = 0;
+    }
+    if (w->sock >= 0) close(w->sock);
+    if (w->shm) munmap(w->shm, w->shm_size);
+    if (w->shm_fd >= 0) close(w->shm_fd);
+    w->sock = w->shm_fd = -1;
+    w->shm = NULL;
+    w->shm_size = 0;
+}
+
+/* ---- the studio: a detached process the host does not wait for ------------------------------ */
+
+static pid_t vx_studio_pids[8];
+
+int vx_spawn_detached(const char *const *argv, char *err, size_t errlen) {
+    for (int i = 0; i < 8; i++) /* reap earlier ones that ended */
+        if (vx_studio_pids[i] > 0 && waitpid(vx_studio_pids[i], NULL, WNOHANG) != 0)
+            vx_studio_pids[i] = 0;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    char **env = vx_child_env();
+    pid_t pid = 0;
+    int rc = env ? posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, env) : ENOMEM;
+    posix_spawn_file_actions_destroy(&fa);
+    free(env);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start '%s': %s", argv[0], strerror(rc));
+        return -1;
+    }
+    for (int i = 0; i < 8; i++)
+        if (vx_studio_pids[i] == 0) {
+            vx_studio_pids[i] = pid;
+            break;
+        }
+    return 0;
+}

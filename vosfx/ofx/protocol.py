@@ -1,0 +1,109 @@
+"""The OFX effect ⇄ worker channel: fixed 48-byte headers over a Unix socket pair, pixel
+payloads in a shared-memory file both sides map.
+
+The effect (plugins/ofx/vosfx_ofx_proto.h declares the same layout in C) starts the worker with
+two inherited descriptors: ``--fd`` (its end of ``socketpair(AF_UNIX, SOCK_STREAM)``) and
+``--shm-fd`` (a memfd or unlinked POSIX shared-memory object). Nothing is reachable from
+outside the two processes: no name on disk, no port.
+
+Header, little-endian: magic, type, frame, a, b, width, height, format, text_len, reserved
+(ten 32-bit fields) then shm_bytes (64-bit). ``text_len`` UTF-8 bytes follow the header on the
+socket (JSON from the effect, plain text from the worker); pixels sit at offset 0 of the shared
+memory, ``shm_bytes`` long. Requests and replies alternate strictly, so one buffer serves both
+directions.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from vosfx.errors import VosfxError
+
+MAGIC = 0x31584F56  # b"VOX1" read as a little-endian uint32
+HEADER = struct.Struct("<IIiiiIIIIIQ")
+MAX_TEXT = 1 << 24  # 16 MiB of JSON is far beyond any prompt set: a larger length is corrupt
+
+# effect -> worker
+CONFIG, PROMPTS, RENDER, FRAME, ABORT, QUIT = 1, 2, 3, 4, 5, 6
+# worker -> effect
+READY, OK, ERROR, NEED, PROGRESS, MATTE, CANCELLED = 101, 102, 103, 104, 105, 106, 107
+
+# pixel formats in FRAME / MATTE
+FMT_NONE, FMT_RGB8, FMT_RGB16, FMT_ALPHA_F32 = 0, 1, 2, 3
+
+
+class ProtocolError(VosfxError):
+    """The effect sent something the protocol does not allow (bad magic, wrong reply)."""
+
+    kind = "protocol"
+
+
+@dataclass(frozen=True)
+class Message:
+    type: int
+    frame: int = 0
+    a: int = 0
+    b: int = 0
+    width: int = 0
+    height: int = 0
+    format: int = 0
+    shm_bytes: int = 0
+    text: str = ""
+
+
+class Channel:
+    """The worker's end: blocking reads and writes on the socket, the shared memory mapped on
+    demand (the effect grows it with ftruncate before it needs more)."""
+
+    def __init__(self, fd: int, shm_fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.shm_fd = shm_fd
+        self._map: mmap.mmap | None = None
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self.sock.close()
+        os.close(self.shm_fd)
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            chunk = self.sock.recv(n - got)
+            if not chunk:
+                raise EOFError("the effect closed the channel")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def recv(self) -> Message:
+        fields = HEADER.unpack(self._read_exact(HEADER.size))
+        magic, mtype, frame, a, b, width, height, fmt, text_len, _res, shm_bytes = fields
+        if magic != MAGIC:
+            raise ProtocolError(f"channel: expected magic {MAGIC:#x}, found {magic:#x}")
+        if text_len > MAX_TEXT:
+            raise ProtocolError(f"channel: text of {text_len} bytes (at most {MAX_TEXT})")
+        text = self._read_exact(text_len).decode("utf-8") if text_len else ""
+        return Message(mtype, frame, a, b, width, height, fmt, shm_bytes, text)
+
+    def send(self, mtype: int, *, frame: int = 0, a: int = 0, b: int = 0, width: int = 0,
+             height: int = 0, format: int = 0, shm_bytes: int = 0, text: str = "") -> None:
+        data = text.encode("utf-8")
+        self.sock.sendall(HEADER.pack(MAGIC, mtype, frame, a, b, width, height, format,
+                                      len(data), 0, shm_bytes) + data)
+
+    def shm(self, nbytes: int) -> memoryview:
+        """The first ``nbytes`` of the shared memory (remapped when the effect grew it)."""
+        if self._map is None or len(self._map) < nbytes:
+            size = os.fstat(self.shm_fd).st_size
+            if size < nbytes:
+                raise ProtocolError(f"shared memory: need {nbytes} bytes, the effect gave {size}")
+            if self._map is not None:
+                self._map.close()
+            self._map = mmap.mmap(self.shm_fd, size)
+        return memoryview(self._map)[:nbytes]

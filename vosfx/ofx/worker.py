@@ -1,0 +1,443 @@
+"""The OFX effect's worker: one process per effect instance, one tracking session kept between
+render calls, frames fetched from the host on demand (``NEED`` → ``FRAME``), finished mattes
+cached per (prompts, settings) key. Run as ``python -m vosfx.ofx.worker --fd N --shm-fd M``
+(or the hidden ``vosfx ofx-worker``); the effect starts it, nobody else.
+
+A render of frame ``t`` (index into the clip, 0-based) goes:
+
+1. the cached matte, if the key (points, mask-clip prompts, refine/model/memory settings) and
+   ``t`` are known: no tracking, no frame fetched (scrubbing back is instant);
+2. else prompts are synced into the :class:`vosfx.session.ClipSession` and the span between
+   ``t`` and the nearest prompted frame is tracked (the session skips frames already tracked
+   and fetches only the frames it needs, through the effect); every frame it produces is
+   refined and cached on the way, so a later render of it is a cache hit;
+3. the matte of ``t`` (merged or one object) goes back in shared memory as float32 alpha at
+   the size the host asked for.
+
+Errors the user can act on are :class:`~vosfx.errors.VosfxError` and go back as ``ERROR`` with
+their message; anything else is logged with its traceback to stderr (the effect's log file),
+reported the same way, and the session is rebuilt on the next render.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import logging
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from fractions import Fraction
+
+import numpy as np
+
+from vosfx import __version__
+from vosfx.errors import Cancelled, ConfigError, VosfxError
+from vosfx.ofx import protocol as P
+from vosfx.ofx.cache import MatteCache
+from vosfx.types import Frame, MaskResult, Matte, Prompt, VideoInfo
+
+log = logging.getLogger("vosfx.ofx")
+EngineFactory = Callable[..., object]
+RECENT_FRAMES = 4  # frames kept for refine right after the session fetched them
+
+
+class HostFrames:
+    """The session's FrameProvider: each ``get`` asks the effect for one source frame. A mask
+    plane sent along (the optional Mask clip) is handed to ``on_mask``."""
+
+    def __init__(self, channel: P.Channel, info: VideoInfo,
+                 on_mask: Callable[[int, np.ndarray], None]) -> None:
+        self.channel, self.info, self.on_mask = channel, info, on_mask
+        self.recent: OrderedDict[int, Frame] = OrderedDict()
+        self.fetched = 0
+        self.on_fetch: Callable[[int], None] | None = None
+
+    def get(self, index: int) -> Frame:
+        if not 0 <= index < self.info.num_frames:
+            raise ConfigError(f"frame {index}: expected 0..{self.info.num_frames - 1}")
+        frame = self.recent.get(index)
+        if frame is not None:
+            self.recent.move_to_end(index)
+            return frame
+        self.channel.send(P.NEED, frame=index)
+        msg = self.channel.recv()
+        if msg.type == P.ABORT:
+            raise Cancelled(f"the host cancelled the render while frame {index} was needed")
+        if msg.type != P.FRAME or msg.frame != index:
+            raise P.ProtocolError(f"expected FRAME {index}, found type {msg.type} frame "
+                                  f"{msg.frame}")
+        frame = Frame(index, self._pixels(msg), pts=index, time_base=self.info.time_base)
+        self.fetched += 1
+        self.recent[index] = frame
+        while len(self.recent) > RECENT_FRAMES:
+            self.recent.popitem(last=False)
+        if self.on_fetch is not None:
+            self.on_fetch(index)
+        return frame
+
+    def _pixels(self, msg: P.Message) -> np.ndarray:
+        w, h = msg.width, msg.height
+        if msg.format not in (P.FMT_RGB8, P.FMT_RGB16) or w <= 0 or h <= 0:
+            raise P.ProtocolError(f"FRAME {msg.frame}: format {msg.format} {w}x{h}")
+        dtype = np.uint8 if msg.format == P.FMT_RGB8 else np.uint16
+        rgb_bytes = w * h * 3 * np.dtype(dtype).itemsize
+        need = rgb_bytes + (w * h if msg.a else 0)
+        if msg.shm_bytes < need:
+            raise P.ProtocolError(f"FRAME {msg.frame}: {msg.shm_bytes} bytes for {need}")
+        buf = self.channel.shm(need)
+        rgb = np.frombuffer(buf[:rgb_bytes], dtype).reshape(h, w, 3).copy()
+        mask = np.frombuffer(buf[rgb_bytes:need], np.uint8).reshape(h, w).copy() if msg.a else None
+        buf.release()
+        size = (self.info.width, self.info.height)
+        if (w, h) != size:  # a proxy render scale: the session works at full size
+            import cv2
+
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+            if mask is not None:
+                mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        if mask is not None:
+            self.on_mask(msg.frame, mask)
+        return rgb
+
+    def close(self) -> None:
+        self.recent.clear()
+
+
+def _digest(data) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+class Worker:
+    def __init__(self, channel: P.Channel, make_engine: EngineFactory) -> None:
+        self.ch = channel
+        self.make_engine = make_engine
+        self.cfg: dict | None = None
+        self.job_config = None  # vosfx.config.JobConfig of the current CONFIG
+        self.info: VideoInfo | None = None
+        self.engine = self.engine_key = None
+        self.session = self.session_key = None
+        self.frames: HostFrames | None = None
+        self.points: dict[tuple[int, int], Prompt] = {}  # (frame, obj) -> points prompt
+        self.point_sig: dict[tuple[int, int], str] = {}
+        self.masks: dict[int, tuple[str, np.ndarray]] = {}  # frame -> (digest, bool mask)
+        self.masks_changed = False
+        self.applied: dict[tuple[int, int], str] = {}  # what the session holds
+        self.cache = MatteCache(512 << 20)
+        self.refiner = self.refiner_key = None
+        self.last_refined: int | None = None
+        self.stats = {"renders": 0, "cache_hits": 0, "tracked": 0}
+
+    # ---- messages ------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.ch.send(P.READY, text=f"vosfx {__version__}")
+        while True:
+            try:
+                msg = self.ch.recv()
+            except EOFError:
+                return
+            if msg.type == P.QUIT:
+                return
+            self.handle(msg)
+
+    def handle(self, msg: P.Message) -> None:
+        try:
+            if msg.type == P.CONFIG:
+                self.configure(_json(msg.text))
+                self.ch.send(P.OK)
+            elif msg.type == P.PROMPTS:
+                self.set_points(_json(msg.text))
+                self.ch.send(P.OK)
+            elif msg.type == P.RENDER:
+                self.render(msg.frame, msg.width, msg.height, mask_clip=bool(msg.a),
+                            obj=msg.b)
+            else:
+                raise P.ProtocolError(f"unexpected message type {msg.type}")
+        except P.ProtocolError:
+            raise  # the two sides disagree: end the worker, the effect reports it
+        except Cancelled as err:
+            self.ch.send(P.CANCELLED, text=str(err))
+        except VosfxError as err:
+            self.ch.send(P.ERROR, a=err.exit_code, text=f"{err}")
+        except Exception as err:  # noqa: BLE001 - a bug must reach the user, not kill the host
+            log.error("worker error:\n%s", traceback.format_exc())
+            self._drop_session()
+            self.ch.send(P.ERROR, a=1, text=f"vosfx worker error: {type(err).__name__}: {err}")
+
+    def configure(self, cfg: dict) -> None:
+        from vosfx.config import build_config
+
+        clip = cfg.get("clip") or {}
+        try:
+            width, height = int(clip["width"]), int(clip["height"])
+            frames = int(clip["frames"])
+            fps = Fraction(str(clip.get("fps") or 24)).limit_denominator(100000)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"CONFIG clip: expected width, height, frames, fps ({err})") from None
+        if width <= 0 or height <= 0 or frames <= 0:
+            raise ConfigError(f"CONFIG clip: expected a positive size and length, found "
+                              f"{width}x{height}, {frames} frames")
+        sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
+        self.job_config = build_config(sections)
+        self.info = VideoInfo(path=str(clip.get("name") or "ofx-clip"), width=width,
+                              height=height, num_frames=frames, fps=fps, time_base=1 / fps)
+        self.mask_obj = int(cfg.get("mask_obj", 1))
+        self.cache.budget_bytes = max(16, int(cfg.get("cache_mb", 512))) << 20
+        self.cfg = cfg
+
+    def set_points(self, data: dict) -> None:
+        """``{"points": [[frame, obj, label, x, y], ...]}``, pixels at full size, top-left
+        origin, label 1 include / 0 exclude. Replaces the whole set (the effect sends it when
+        its points parameter changed)."""
+        grouped: dict[tuple[int, int], list[tuple[float, float, int]]] = {}
+        for row in data.get("points", []):
+            try:
+                frame, obj, label, x, y = int(row[0]), int(row[1]), int(row[2]), row[3], row[4]
+            except (TypeError, ValueError, IndexError):
+                raise ConfigError(f"points: expected [frame, obj, label, x, y], found {row!r}"
+                                  ) from None
+            grouped.setdefault((frame, obj), []).append((float(x), float(y), 1 if label else 0))
+        points, sigs = {}, {}
+        for (frame, obj), pts in sorted(grouped.items()):
+            xy = np.array([p[:2] for p in pts], np.float32).reshape(-1, 2)
+            labels = np.array([p[2] for p in pts], np.int32)
+            points[(frame, obj)] = Prompt(frame_index=frame, obj_id=obj, points=xy, labels=labels)
+            sigs[(frame, obj)] = _digest(xy.tobytes() + labels.tobytes())
+        self.points, self.point_sig = points, sigs
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def _need_config(self):
+        if self.cfg is None:
+            raise P.ProtocolError("RENDER before CONFIG")
+        return self.job_config
+
+    def prompts(self) -> dict[tuple[int, int], tuple[str, Prompt]]:
+        """Every prompt the session should hold: points, and the Mask clip's non-empty frames
+        (for ``mask_obj``, unless that object has points on that frame)."""
+        out = {k: (self.point_sig[k], p) for k, p in self.points.items()}
+        for frame, (sig, mask) in self.masks.items():
+            k = (frame, self.mask_obj)
+            if k not in out and self.info is not None and 0 <= frame < self.info.num_frames:
+                out[k] = ("mask:" + sig, Prompt(frame_index=frame, obj_id=self.mask_obj,
+                                                mask=mask))
+        return {k: v for k, v in out.items()
+                if self.info is not None and 0 <= k[0] < self.info.num_frames}
+
+    def key(self, prompts) -> str:
+        cfg = self.job_config
+        data = {
+            "prompts": sorted([f, o, s] for (f, o), (s, _p) in prompts.items()),
+            "refine": cfg.to_dict()["refine"], "model": cfg.to_dict()["model"],
+            "memory": cfg.to_dict()["memory"],
+        }
+        return _digest(json.dumps(data, sort_keys=True).encode())
+
+    def _on_mask(self, frame: int, mask: np.ndarray) -> None:
+        inside = mask >= 128
+        old = self.masks.get(frame)
+        if inside.any():
+            sig = _digest(np.packbits(inside).tobytes())
+            if old is None or old[0] != sig:
+                self.masks[frame] = (sig, inside)
+                self.masks_changed = True
+        elif old is not None:
+            del self.masks[frame]
+            self.masks_changed = True
+
+    def ensure_session(self):
+        cfg = self._need_config()
+        model_key = json.dumps(cfg.to_dict()["model"], sort_keys=True)
+        session_key = model_key + json.dumps(cfg.to_dict()["memory"], sort_keys=True) + repr(
+            self.info)
+        if self.session is not None and self.session_key == session_key:
+            return self.session
+        self._drop_session()
+        if self.engine is None or self.engine_key != model_key:
+            if self.engine is not None:
+                self.engine.close()
+            self.engine = None
+            self.ch.send(P.PROGRESS, a=0, b=0, text=f"loading {cfg.model.name}")
+            self.engine = self.make_engine(cfg.model, progress=self._download_progress)
+            self.engine_key = model_key
+        from vosfx.session import ClipSession
+
+        self.frames = HostFrames(self.ch, self.info, self._on_mask)
+        self.session = ClipSession(self.engine, self.frames, cfg.memory, start=0,
+                                   end=self.info.num_frames)
+        self.session_key = session_key
+        self.applied = {}
+        return self.session
+
+    def _download_progress(self, done: int, total: int | None) -> None:
+        self.ch.send(P.PROGRESS, a=int(done >> 20), b=int((total or 0) >> 20),
+                     text="downloading the model (MiB)")
+
+    def _drop_session(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.close()
+        self.applied = {}
+
+    def sync_prompts(self, prompts) -> None:
+        session = self.session
+        wanted = {k: s for k, (s, _p) in prompts.items()}
+        objects_left = {o for (_f, o) in wanted}
+        gone = {o for (_f, o) in self.applied} - objects_left
+        for (frame, obj) in sorted(set(self.applied) - set(wanted)):
+            if obj in objects_left:
+                session.remove_prompt(obj, frame)
+            del self.applied[(frame, obj)]
+        for obj in sorted(gone):  # its last prompt went: the object goes with it
+            session.delete_object(obj)
+        for k, (sig, prompt) in sorted(prompts.items()):
+            if self.applied.get(k) != sig:
+                session.add_prompt(prompt)
+                self.applied[k] = sig
+
+    # ---- render --------------------------------------------------------------------------
+
+    def render(self, t: int, out_w: int, out_h: int, *, mask_clip: bool, obj: int) -> None:
+        cfg = self._need_config()
+        if not 0 <= t < self.info.num_frames:
+            raise ConfigError(f"frame {t} is outside the clip (0..{self.info.num_frames - 1})")
+        self.stats["renders"] += 1
+        for _attempt in range(4):  # a Mask-clip frame seen while tracking changes the prompts
+            self.masks_changed = False
+            if mask_clip:
+                self.ensure_session()
+                self.frames.get(t)  # brings the mask plane of t
+            elif self.masks:
+                self.masks.clear()  # the Mask clip was disconnected
+            prompts = self.prompts()
+            if not prompts:
+                self.ch.send(P.MATTE, frame=t, format=P.FMT_NONE)  # nothing to matte: pass through
+                return
+            key = self.key(prompts)
+            matte = self.cache.get(key, t)
+            if matte is not None:
+                self.stats["cache_hits"] += 1
+                self._send_matte(matte, out_w, out_h, obj, cached=True)
+                return
+            self._track_to(t, key, prompts, cfg)
+            if not self.masks_changed:
+                break
+        matte = self.cache.get(key, t)
+        if matte is None:
+            result = self.session.result(t)
+            matte = self._refine(key, prompts, result, t)
+        self._send_matte(matte, out_w, out_h, obj, cached=False)
+
+    def _track_to(self, t: int, key: str, prompts, cfg) -> None:
+        session = self.ensure_session()
+        self.sync_prompts(prompts)
+        frames_with_prompts = sorted({f for (f, _o) in prompts})
+        nearest = min(frames_with_prompts, key=lambda f: (abs(f - t), f))
+        start, end = (nearest, t + 1) if t >= nearest else (t, nearest + 1)
+        total = end - start
+        done = [0]
+        t0 = time.perf_counter()
+
+        def on_frame(result: MaskResult) -> None:
+            done[0] += 1
+            self.stats["tracked"] += 1
+            self._refine(key, prompts, result, result.frame_index)
+            fps = done[0] / max(time.perf_counter() - t0, 1e-9)
+            self.ch.send(P.PROGRESS, frame=result.frame_index, a=done[0], b=total,
+                         text=f"tracking {done[0]}/{total} ({fps:.1f} fps)")
+
+        session.track(start=start, end=end, on_frame=on_frame)
+
+    def _refine(self, key: str, prompts, result: MaskResult | None, index: int) -> Matte:
+        from vosfx.matte.refine import Refiner
+
+        obj_ids = tuple(sorted({o for (_f, o) in prompts}))
+        refiner_key = key
+        if self.refiner is None or self.refiner_key != refiner_key:
+            self.refiner = Refiner(self.job_config.refine, obj_ids)
+            self.refiner_key, self.last_refined = refiner_key, None
+        frame = self.frames.get(index)
+        if result is None:  # not reached by tracking: nothing there
+            matte = Matte(index, obj_ids, np.zeros((len(obj_ids), frame.height, frame.width),
+                                                   np.float32))
+        else:
+            if self.last_refined is None or abs(index - self.last_refined) != 1:
+                self.refiner.reset()  # temporal smoothing only across neighbouring frames
+            matte = self.refiner(result, frame)
+            self.last_refined = index
+        self.cache.put(key, matte)
+        return matte
+
+    def _send_matte(self, matte: Matte, out_w: int, out_h: int, obj: int, *, cached: bool):
+        if obj > 0:
+            alpha = (matte.alpha[matte.obj_ids.index(obj)] if obj in matte.obj_ids
+                     else np.zeros(matte.alpha.shape[1:], np.float32))
+        else:
+            alpha = matte.merged
+        h, w = alpha.shape
+        if out_w > 0 and out_h > 0 and (out_w, out_h) != (w, h):
+            import cv2
+
+            alpha = cv2.resize(alpha, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        alpha = np.ascontiguousarray(alpha, np.float32)
+        buf = self.ch.shm(alpha.nbytes)
+        buf[:] = alpha.tobytes()
+        buf.release()
+        self.ch.send(P.MATTE, frame=matte.frame_index, a=int(cached), width=alpha.shape[1],
+                     height=alpha.shape[0], format=P.FMT_ALPHA_F32, shm_bytes=alpha.nbytes)
+
+    def close(self) -> None:
+        self._drop_session()
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+def _json(text: str) -> dict:
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError as err:
+        raise P.ProtocolError(f"expected JSON, found {text[:80]!r}: {err}") from None
+    if not isinstance(data, dict):
+        raise P.ProtocolError(f"expected a JSON object, found {text[:80]!r}")
+    return data
+
+
+def _engine_factory(spec: str | None) -> EngineFactory:
+    """``module:callable`` taking (ModelConfig, progress=...) for tests; else load_engine."""
+    if not spec:
+        from vosfx.engine import load_engine
+
+        return load_engine
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vosfx ofx-worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--fd", type=int, required=True, help="socket to the effect")
+    parser.add_argument("--shm-fd", type=int, required=True, help="shared memory file")
+    parser.add_argument("--engine", help=argparse.SUPPRESS)  # tests: module:factory
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="vosfx-ofx: %(message)s")
+    channel = P.Channel(args.fd, args.shm_fd)
+    worker = Worker(channel, _engine_factory(args.engine))
+    try:
+        worker.serve()
+    except (P.ProtocolError, OSError) as err:
+        log.error("channel closed: %s", err)
+        return 2
+    finally:
+        log.info("stats: %s", json.dumps(worker.stats))
+        worker.close()
+        channel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
