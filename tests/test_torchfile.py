@@ -1,0 +1,137 @@
+"""The restricted checkpoint reader: torch.save files read without torch and without running
+pickled code; hash checked first; names, shapes and dtypes checked before any weight is read."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import shared_data
+
+from vosfx.errors import ModelError
+from vosfx.models.torchfile import CheckpointFile, check_layout, read_checkpoint, sha256_of
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def test_seeded_tiny_checkpoint_equals_torch_load(tmp_path):
+    torch = _torch()
+    from ckpt import make_checkpoint
+
+    path, sha = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
+    ours = read_checkpoint(path, sha256=sha)
+    ref = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    assert sorted(ours) == sorted(ref) and len(ours) == 471
+    for name, tensor in ref.items():
+        assert ours[name].dtype == np.float32 and ours[name].shape == tuple(tensor.shape)
+        assert np.array_equal(ours[name], tensor.numpy()), name
+
+
+def test_views_dtypes_and_offsets(tmp_path):
+    torch = _torch()
+    x = torch.randn(3, 4)
+    tensors = {"t": x.t(), "bf16": x.bfloat16(), "half": x.half(), "tail": x[1:],
+               "long": torch.arange(5), "bool": x > 0, "empty": torch.zeros(0, 3)}
+    torch.save(tensors, tmp_path / "misc.pt")
+    got = read_checkpoint(tmp_path / "misc.pt")
+    for name, tensor in tensors.items():
+        want = tensor.float().numpy() if name == "bf16" else tensor.numpy()
+        assert got[name].shape == want.shape and np.array_equal(got[name], want), name
+    with CheckpointFile(tmp_path / "misc.pt") as ckpt:
+        assert ckpt.tensors["bf16"].dtype == "bfloat16" and ckpt.tensors["t"].strides == (1, 4)
+
+
+def _zip_with_pickle(path, payload: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", payload)
+        zf.writestr("archive/byteorder", "little")
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_code_in_the_pickle_never_runs(tmp_path):
+    target = tmp_path / "pwned"
+    _zip_with_pickle(tmp_path / "evil.pt", pickle.dumps({"model": {"w": _Evil(target)}}))
+    with pytest.raises(ModelError, match=r"refused global (posix|os|nt)\.system"):
+        read_checkpoint(tmp_path / "evil.pt")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("payload", [
+    pickle.dumps({"model": {"w": 1.5}}),  # not a tensor
+    pickle.dumps([1, 2]),
+    b"\x80\x02garbage",
+    pickle.dumps(eval),  # builtins.eval: a global
+])
+def test_not_a_state_dict_is_refused(tmp_path, payload):
+    _zip_with_pickle(tmp_path / "bad.pt", payload)
+    with pytest.raises(ModelError):
+        read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_hash_is_checked_before_parsing(tmp_path):
+    _zip_with_pickle(tmp_path / "bad.pt", b"not even a pickle")
+    with pytest.raises(ModelError, match="sha256 mismatch: expected 0{64}, found "
+                                         + sha256_of(tmp_path / "bad.pt")):
+        read_checkpoint(tmp_path / "bad.pt", sha256="0" * 64)
+
+
+def test_truncated_and_non_zip_files(tmp_path):
+    torch = _torch()
+    torch.save({"model": {"w": torch.randn(64, 64)}}, tmp_path / "ok.pt")
+    raw = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.pt").write_text("hello")
+    for name in ("cut.pt", "text.pt"):
+        with pytest.raises(ModelError):
+            read_checkpoint(tmp_path / name)
+    # a storage shorter than its header says: refused, not read past
+    buf = io.BytesIO()
+    with zipfile.ZipFile(tmp_path / "ok.pt") as src, zipfile.ZipFile(buf, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            dst.writestr(item, data[:100] if item.endswith("/data/0") else data)
+    (tmp_path / "short.pt").write_bytes(buf.getvalue())
+    with pytest.raises(ModelError, match="storage holds 100 bytes, expected 16384"):
+        read_checkpoint(tmp_path / "short.pt")
+
+
+def test_layout_check_names_missing_unexpected_shape_and_dtype(tmp_path):
+    torch = _torch()
+    torch.save({"model": {"a": torch.zeros(2, 3), "b": torch.zeros(4, dtype=torch.float16),
+                          "extra": torch.zeros(1)}}, tmp_path / "f.pt")
+    with CheckpointFile(tmp_path / "f.pt") as ckpt:
+        with pytest.raises(ModelError, match=r"missing keys \(1\): c.*unexpected keys \(1\): "
+                                             r"extra.*a: expected \(3, 2\), found \(2, 3\)"):
+            check_layout(ckpt.tensors, {"a": ((3, 2), "float32"), "b": ((4,), "float32"),
+                                        "c": ((1,), "float32")}, source="f.pt")
+        with pytest.raises(ModelError, match="dtype mismatches.*b: expected float32, found "
+                                             "float16"):
+            check_layout(ckpt.tensors, {"a": ((2, 3), "float32"), "b": ((4,), "float32"),
+                                        "extra": ((1,), "float32")}, source="f.pt")
+
+
+def test_official_tiny_layout_is_what_the_shipped_template_expects():
+    """The template's layout (from sam2's config) equals the tensor list read off the official
+    sam2.1_hiera_tiny.pt's pickle header (names, shapes, FloatStorage)."""
+    from vosfx.engine.template import TEMPLATES, layout
+
+    manifest = json.loads(shared_data("models", "sam2.1_hiera_tiny.pt.state_dict_manifest.json")
+                          .read_text())["state_dict"]
+    official = {k: (tuple(v["shape"]), {"FloatStorage": "float32"}[v["dtype"]])
+                for k, v in manifest.items()}
+    assert layout(TEMPLATES / "sam2.1_hiera_t-1024") == official
