@@ -13,6 +13,7 @@ from vosfx.errors import ModelError
 from vosfx.models import cache, registry
 from vosfx.models.checkpoint import (
     check_shapes,
+    identify,
     infer_config,
     load_sam2,
     manifest_shapes,
@@ -174,11 +175,19 @@ def test_config_of_an_unnamed_file_is_inferred_from_its_layout(tmp_path, tiny_fi
         load_sam2(tmp_path / "absent.pt")
 
 
-def test_unrecognisable_layout_needs_a_config(tmp_path):
+def test_unrecognisable_layout_is_refused(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"model": {"w": torch.zeros(2)}}, path)
-    with pytest.raises(ModelError, match="pass config="):
+    with pytest.raises(ModelError, match="matches none of them"):
         load_sam2(path)
+    assert identify(path) is None
+
+
+def test_identify_names_the_model_from_tensor_shapes_alone(tmp_path, tiny_file):
+    assert identify(tiny_file).id == "sam2.1-tiny"
+    small = tmp_path / "whatever.pt"
+    torch.save({"model": build_state_dict(SMALL)}, small)
+    assert identify(small).id == "sam2.1-small"
 
 
 def _layout(dim: int, blocks: int, v21: bool) -> dict:

@@ -123,6 +123,25 @@ def test_import_by_hash_and_as_name_with_trust(model, tmp_path, capsys):
     assert "trusted" in invoke("verify", "cli-test").output
 
 
+def test_import_names_the_model_from_its_tensors(config_home, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from ckpt import make_checkpoint
+
+    ft, digest = make_checkpoint(tmp_path / "my_finetune.pt")  # tiny layout, not the published
+    code, err = exit_code_of(capsys, "import", str(ft))
+    assert code == 7 and len(err.strip().splitlines()) == 1
+    assert "tensors of sam2.1-tiny" in err and "pass --trust-unverified" in err
+    res = invoke("import", str(ft), "--trust-unverified")
+    assert res.exit_code == 0 and res.output.startswith("sam2.1-tiny: "), res.output
+    row = next(line for line in invoke("list").output.splitlines()
+               if line.startswith("sam2.1-tiny "))
+    assert digest[:12] in row and "own, not the published" in row and " yes " in row
+    junk = tmp_path / "notes.pt"
+    junk.write_bytes(b"not a checkpoint")
+    code, err = exit_code_of(capsys, "import", str(junk))
+    assert code == 7 and "pass --as NAME --trust-unverified" in err
+
+
 def test_export_without_the_exporter_is_a_backend_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "vosfx.engine.export", None)  # import fails
     code, err = exit_code_of(capsys, "export", "sam2.1-tiny")

@@ -65,16 +65,32 @@ def models() -> None:
     """Manage SAM 2 checkpoints in the cache ($VOSFX_HOME, or the platform's cache dir)."""
 
 
+def _file_hash(spec, entries: dict) -> str:
+    """The sha256 prefix of the cached file itself: as the cache last verified it (an
+    imported fine-tune's own hash, marked), else the published hash it will be held to."""
+    entry = entries.get(spec.id) or {}
+    own = entry.get("sha256") if entry.get("file") == spec.filename else None
+    if own:
+        return own[:12] + (" (own, not the published)" if own != spec.sha256 else "")
+    if spec.sha256:
+        return spec.sha256[:12] + " (published)"
+    return "(unpublished)"
+
+
 @models.command("list")
 def list_cmd() -> None:
-    """Every known model: id, size, whether it is cached, sha256 prefix."""
+    """Every known model: id, size, whether it is cached, and the sha256 of the cached file
+    (as last verified), else the published one."""
     from vosfx.models import cache, registry
 
+    entries = cache._read_index()
     rows = [("ID", "SIZE", "CACHED", "SHA256", "CONFIG")]
     for spec in registry.all_models():
-        sha = spec.sha256[:12] if spec.sha256 else "(unpublished)"
-        cached = "yes" if cache.is_cached(spec.id) else "no"
-        rows.append((spec.id, _mib(spec.size_bytes), cached, sha, spec.config))
+        cached = cache.is_cached(spec.id)
+        sha = _file_hash(spec, entries) if cached else (
+            spec.sha256[:12] if spec.sha256 else "(unpublished)")
+        rows.append((spec.id, _mib(spec.size_bytes), "yes" if cached else "no", sha,
+                     spec.config))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -164,18 +180,39 @@ def verify(names: tuple[str, ...], show_all: bool) -> None:
     "as_name",
     default=None,
     metavar="NAME",
-    help="The model this file is (default: identified by its sha256).",
+    help="The model this file is (default: by its sha256, else by its tensors' shapes).",
 )
 @click.option(
     "--trust-unverified",
     is_flag=True,
-    help="Accept a file whose sha256 is not the registry's (a fine-tune); its own "
+    help="Accept a file whose sha256 is not the published one (a fine-tune); its own "
     "hash is recorded and checked from then on.",
 )
 def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
-    """Copy a checkpoint FILE you got elsewhere into the cache, after checking its hash."""
-    from vosfx.models import cache
+    """Copy a checkpoint FILE you got elsewhere into the cache, after checking its hash.
 
+    The model is the one whose published sha256 the file has; failing that, the one whose
+    architecture its tensors have (then --trust-unverified is needed, as the hash is not the
+    published one)."""
+    from vosfx.models import cache, registry
+    from vosfx.models.checkpoint import identify
+
+    if (as_name is None and file.is_file()
+            and registry.find_by_sha256(cache.sha256_file(file)) is None):
+        try:
+            spec = identify(file)
+        except ModelError:  # not a torch checkpoint at all: said below
+            spec = None
+        if spec is None:
+            raise ModelError(
+                f"import: {file} is no published checkpoint and its tensors fit no known "
+                f"SAM 2 architecture; pass --as NAME --trust-unverified (NAME: "
+                f"{', '.join(registry.model_ids())})")
+        if not trust_unverified:
+            raise ModelError(
+                f"import: {file} has the tensors of {spec.id} but not its published sha256 "
+                f"(a fine-tune?); pass --trust-unverified to import it as {spec.id}")
+        as_name = spec.id
     model_id, dest = cache.import_checkpoint(file, as_name, trust_unverified=trust_unverified)
     click.echo(f"{model_id}: {dest}")
 

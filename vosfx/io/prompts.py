@@ -43,7 +43,7 @@ def load_mask_prompt(
         if not fit:
             raise PromptError(
                 f"expected the mask {path} to be {vw}x{vh} (the video's size), found {w}x{h}; "
-                "pass --fit (fit=True) to scale it to the video (nearest neighbour)"
+                "pass --fit to scale it to the video (nearest neighbour)"
             )
         labels = resize_nearest(labels, vw, vh)
     present = [int(i) for i in np.unique(labels) if i != 0]

@@ -164,6 +164,18 @@ def infer_config(shapes: Shapes) -> str | None:
     return f"configs/sam2/sam2_hiera_{size}.yaml"
 
 
+def identify(path: str | Path) -> registry.ModelSpec | None:
+    """The registry row whose architecture ``path``'s tensors have (read from the file's
+    pickle header without torch and without reading weights), or None. SAM 2.1 and 2.0 rows
+    of one size differ in their tensors, so the family is told apart too."""
+    from vosfx.models.torchfile import read_shapes
+
+    config = infer_config(read_shapes(path))
+    if config is None:
+        return None
+    return next((s for s in registry.all_models() if s.config == config), None)
+
+
 def _resolve(
     model: str | Path, config: str | None, offline: bool | None
 ) -> tuple[Path, str | None, list[str]]:
@@ -209,8 +221,8 @@ def load_sam2(
         config = infer_config(found)
         if config is None:
             raise ModelError(
-                f"{path}: its tensors match no stock SAM 2 architecture; pass config= "
-                "(e.g. configs/sam2.1/sam2.1_hiera_t.yaml)"
+                f"{path}: expected the tensors of a SAM 2 or 2.1 tiny, small, base-plus or "
+                "large checkpoint, found a layout that matches none of them"
             )
     net = build_model(config, device="cpu", image_size=image_size, overrides=overrides)
     check_shapes(shapes_of(net.state_dict()), found, source=f"{path} (config {config})")
