@@ -220,6 +220,7 @@ typedef struct OfxPropertySuiteV1 {
 #define kOfxImageEffectPropProjectSize "OfxImageEffectPropProjectSize"
 #define kOfxImageEffectPropRegionOfDefinition "OfxImageEffectPropRegionOfDefinition"
 #define kOfxImageEffectPropRenderWindow "OfxImageEffectPropRenderWindow"
+#define kOfxImageEffectPropRegionOfInterest "OfxImageEffectPropRegionOfInterest"
 #define kOfxImageEffectPropFieldToRender "OfxImageEffectPropFieldToRender"
 #define kOfxImageEffectInstancePropEffectDuration "OfxImageEffectInstancePropEffectDuration"
 #define kOfxImagePropData "OfxImagePropData"

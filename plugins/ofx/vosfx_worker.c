@@ -372,6 +372,8 @@ void vxw_stop(VxWorker *w, char *how, size_t howlen) {
             kill(w->pid, SIGKILL);
             r = vx_wait_exit(w->pid, 2000, &status);
         }
+        if (r == 1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && !getenv("VOSFX_OFX_KEEP_LOG"))
+            unlink(w->log_path); /* a clean exit: nothing to read */
         if (how && howlen) {
             if (r == 1 && WIFEXITED(status))
                 snprintf(how, howlen, "exited with status %d", WEXITSTATUS(status));

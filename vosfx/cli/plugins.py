@@ -3,6 +3,8 @@
 ``vosfx plugins install resolve|blender [--dest DIR]`` copies the plugin (and the protocol
 client, plugins/common/vosfx_client.py) and records the command that runs *this* vosfx, so the
 host finds it even when it was started from a desktop launcher without the user's PATH.
+``vosfx plugins install ofx [--dest DIR | --user]`` compiles the OpenFX effect (plugins/ofx, with
+the system C compiler) into ``vosfx.ofx.bundle`` in the OFX folder every host scans.
 ``vosfx plugins path [HOST]`` prints the default destinations.
 """
 
@@ -19,7 +21,7 @@ import click
 
 from vosfx.errors import OutputError, VosfxError
 
-HOSTS = ("resolve", "blender")
+HOSTS = ("resolve", "blender", "ofx")
 CONFIG_NAME = "vosfx_plugin_config.json"  # read by plugins/common/vosfx_client.load_command
 RESOLVE_ENTRY = "vosfx Matte.py"
 RESOLVE_PAGES = ("Edit", "Color")  # Workspace > Scripts menus on these pages
@@ -29,13 +31,19 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def default_dest(host: str, *, platform: str | None = None, home: Path | None = None,
-                 env: dict | None = None, blender_version: str = "5.0") -> Path:
+                 env: dict | None = None, blender_version: str = "5.0",
+                 user: bool = False) -> Path:
     """Per-user folder the host scans: Resolve's Fusion ``Scripts`` folder (the README of
-    Resolve's scripting API lists it per OS) or Blender's ``scripts/addons`` for a version."""
+    Resolve's scripting API lists it per OS) or Blender's ``scripts/addons`` for a version.
+    OFX: the system-wide folder that Resolve, Nuke, Natron, Fusion and Vegas all scan
+    (``/usr/OFX/Plugins``, ``/Library/OFX/Plugins``, ``C:\\Program Files\\Common
+    Files\\OFX\\Plugins``), or with ``user`` a per-user folder to put on OFX_PLUGIN_PATH."""
     platform = platform or sys.platform
     home = Path(home) if home is not None else Path.home()
     env = os.environ if env is None else env
     appdata = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+    if host == "ofx":
+        return _ofx_dest(platform, home, env, appdata, user)
     if host == "resolve":
         if platform == "win32":
             return appdata / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion" / "Scripts"
@@ -52,6 +60,21 @@ def default_dest(host: str, *, platform: str | None = None, home: Path | None = 
             base = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "blender"
         return base / blender_version / "scripts" / "addons"
     raise click.UsageError(f"unknown host {host!r}; known: {', '.join(HOSTS)}")
+
+
+def _ofx_dest(platform: str, home: Path, env, appdata: Path, user: bool) -> Path:
+    if user:
+        if platform == "win32":
+            return appdata / "OFX" / "Plugins"
+        if platform == "darwin":
+            return home / "Library" / "OFX" / "Plugins"
+        return Path(env.get("XDG_DATA_HOME") or home / ".local" / "share") / "OFX" / "Plugins"
+    if platform == "win32":
+        common = env.get("CommonProgramFiles") or r"C:\Program Files\Common Files"
+        return Path(common) / "OFX" / "Plugins"
+    if platform == "darwin":
+        return Path("/Library/OFX/Plugins")
+    return Path("/usr/OFX/Plugins")
 
 
 def plugins_source() -> Path:
@@ -112,6 +135,28 @@ def install_blender(src: Path, dest: Path, command: list[str]) -> list[Path]:
     return [addon]
 
 
+def install_ofx(src: Path, dest: Path, command: list[str]) -> list[Path]:
+    """``dest`` = an OFX plug-in folder; compiles ``vosfx.ofx.bundle`` there (built beside it
+    first, then moved in, so a failed build leaves any installed bundle alone) and records the
+    worker command in its Resources."""
+    import tempfile
+
+    from vosfx.ofx.build import BUNDLE, build_bundle, write_worker_config
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".vosfx-build-", dir=dest) as tmp:
+        bundle = build_bundle(src / "ofx", Path(tmp))
+        worker = None
+        if command == _this_vosfx():  # the interpreter directly: no click import per start
+            worker = [sys.executable, "-m", "vosfx.ofx.worker"]
+        write_worker_config(bundle, command, worker_command=worker)
+        target = dest / BUNDLE
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(bundle), str(target))
+    return [target]
+
+
 def _this_vosfx() -> list[str]:
     """The command that runs this vosfx: its interpreter with ``-m vosfx`` (works whether or
     not the console script is on the host's PATH)."""
@@ -120,7 +165,7 @@ def _this_vosfx() -> list[str]:
 
 @click.group()
 def plugins() -> None:
-    """Editor plugins (DaVinci Resolve script, Blender sequencer add-on)."""
+    """Editor plugins (DaVinci Resolve script, Blender sequencer add-on, OpenFX effect)."""
 
 
 @plugins.command("install")
@@ -131,19 +176,29 @@ def plugins() -> None:
               help="Blender version folder for the default destination.")
 @click.option("--command", "command_text", help="Command the plugin runs instead of this vosfx "
               "(e.g. '/opt/envs/vosfx/bin/vosfx'); split like a shell would, never run by one.")
-def install(host: str, dest: str | None, blender_version: str, command_text: str | None) -> None:
+@click.option("--user", is_flag=True, help="OFX: a per-user folder instead of the system one "
+              "(add it to OFX_PLUGIN_PATH for the host).")
+def install(host: str, dest: str | None, blender_version: str, command_text: str | None,
+            user: bool) -> None:
     """Copy the HOST plugin where the host finds it and print what was written."""
-    target = Path(dest) if dest else default_dest(host, blender_version=blender_version)
+    target = Path(dest) if dest else default_dest(host, blender_version=blender_version,
+                                                  user=user)
     command = shlex.split(command_text, posix=os.name != "nt") if command_text else _this_vosfx()
     src = plugins_source()
+    installer = {"resolve": install_resolve, "blender": install_blender, "ofx": install_ofx}
     try:
-        written = (install_resolve if host == "resolve" else install_blender)(src, target, command)
+        written = installer[host](src, target, command)
     except OSError as err:
-        raise OutputError(f"cannot install the {host} plugin into {target}: {err}") from None
+        hint = " (a system folder: run with sudo, or use --user / --dest)" if host == "ofx" else ""
+        raise OutputError(f"cannot install the {host} plugin into {target}: {err}{hint}"
+                          ) from None
     for path in written:
         click.echo(str(path))
     if host == "blender":
         click.echo(f"enable it in Blender: Edit > Preferences > Add-ons > '{BLENDER_ADDON}'", err=True)
+    if host == "ofx":
+        click.echo("restart the host; the effect is 'vosfx Matte' in the vosfx group. A folder "
+                   "other than the system one must be on OFX_PLUGIN_PATH.", err=True)
 
 
 @plugins.command("path")

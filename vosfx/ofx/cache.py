@@ -19,7 +19,8 @@ class MatteCache:
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = int(budget_bytes)
         self._items: OrderedDict[tuple[str, int], tuple[tuple[int, ...], tuple, bytes]] = (
-            OrderedDict())
+            OrderedDict()
+        )
         self.nbytes = 0
         self.hits = self.misses = 0
 

@@ -91,11 +91,24 @@ class Channel:
         text = self._read_exact(text_len).decode("utf-8") if text_len else ""
         return Message(mtype, frame, a, b, width, height, fmt, shm_bytes, text)
 
-    def send(self, mtype: int, *, frame: int = 0, a: int = 0, b: int = 0, width: int = 0,
-             height: int = 0, format: int = 0, shm_bytes: int = 0, text: str = "") -> None:
+    def send(
+        self,
+        mtype: int,
+        *,
+        frame: int = 0,
+        a: int = 0,
+        b: int = 0,
+        width: int = 0,
+        height: int = 0,
+        format: int = 0,
+        shm_bytes: int = 0,
+        text: str = "",
+    ) -> None:
         data = text.encode("utf-8")
-        self.sock.sendall(HEADER.pack(MAGIC, mtype, frame, a, b, width, height, format,
-                                      len(data), 0, shm_bytes) + data)
+        self.sock.sendall(
+            HEADER.pack(MAGIC, mtype, frame, a, b, width, height, format, len(data), 0, shm_bytes)
+            + data
+        )
 
     def shm(self, nbytes: int) -> memoryview:
         """The first ``nbytes`` of the shared memory (remapped when the effect grew it)."""

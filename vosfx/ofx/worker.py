@@ -50,8 +50,9 @@ class HostFrames:
     """The session's FrameProvider: each ``get`` asks the effect for one source frame. A mask
     plane sent along (the optional Mask clip) is handed to ``on_mask``."""
 
-    def __init__(self, channel: P.Channel, info: VideoInfo,
-                 on_mask: Callable[[int, np.ndarray], None]) -> None:
+    def __init__(
+        self, channel: P.Channel, info: VideoInfo, on_mask: Callable[[int, np.ndarray], None]
+    ) -> None:
         self.channel, self.info, self.on_mask = channel, info, on_mask
         self.recent: OrderedDict[int, Frame] = OrderedDict()
         self.fetched = 0
@@ -69,8 +70,9 @@ class HostFrames:
         if msg.type == P.ABORT:
             raise Cancelled(f"the host cancelled the render while frame {index} was needed")
         if msg.type != P.FRAME or msg.frame != index:
-            raise P.ProtocolError(f"expected FRAME {index}, found type {msg.type} frame "
-                                  f"{msg.frame}")
+            raise P.ProtocolError(
+                f"expected FRAME {index}, found type {msg.type} frame {msg.frame}"
+            )
         frame = Frame(index, self._pixels(msg), pts=index, time_base=self.info.time_base)
         self.fetched += 1
         self.recent[index] = frame
@@ -154,8 +156,7 @@ class Worker:
                 self.set_points(_json(msg.text))
                 self.ch.send(P.OK)
             elif msg.type == P.RENDER:
-                self.render(msg.frame, msg.width, msg.height, mask_clip=bool(msg.a),
-                            obj=msg.b)
+                self.render(msg.frame, msg.width, msg.height, mask_clip=bool(msg.a), obj=msg.b)
             else:
                 raise P.ProtocolError(f"unexpected message type {msg.type}")
         except P.ProtocolError:
@@ -167,7 +168,7 @@ class Worker:
         except Exception as err:  # noqa: BLE001 - a bug must reach the user, not kill the host
             log.error("worker error:\n%s", traceback.format_exc())
             self._drop_session()
-            self.ch.send(P.ERROR, a=1, text=f"vosfx worker error: {type(err).__name__}: {err}")
+            self.ch.send(P.ERROR, a=1, text=f"worker error: {type(err).__name__}: {err}")
 
     def configure(self, cfg: dict) -> None:
         from vosfx.config import build_config
@@ -180,12 +181,20 @@ class Worker:
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"CONFIG clip: expected width, height, frames, fps ({err})") from None
         if width <= 0 or height <= 0 or frames <= 0:
-            raise ConfigError(f"CONFIG clip: expected a positive size and length, found "
-                              f"{width}x{height}, {frames} frames")
+            raise ConfigError(
+                f"CONFIG clip: expected a positive size and length, found "
+                f"{width}x{height}, {frames} frames"
+            )
         sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
         self.job_config = build_config(sections)
-        self.info = VideoInfo(path=str(clip.get("name") or "ofx-clip"), width=width,
-                              height=height, num_frames=frames, fps=fps, time_base=1 / fps)
+        self.info = VideoInfo(
+            path=str(clip.get("name") or "ofx-clip"),
+            width=width,
+            height=height,
+            num_frames=frames,
+            fps=fps,
+            time_base=1 / fps,
+        )
         self.mask_obj = int(cfg.get("mask_obj", 1))
         self.cache.budget_bytes = max(16, int(cfg.get("cache_mb", 512))) << 20
         self.cfg = cfg
@@ -199,8 +208,9 @@ class Worker:
             try:
                 frame, obj, label, x, y = int(row[0]), int(row[1]), int(row[2]), row[3], row[4]
             except (TypeError, ValueError, IndexError):
-                raise ConfigError(f"points: expected [frame, obj, label, x, y], found {row!r}"
-                                  ) from None
+                raise ConfigError(
+                    f"points: expected [frame, obj, label, x, y], found {row!r}"
+                ) from None
             grouped.setdefault((frame, obj), []).append((float(x), float(y), 1 if label else 0))
         points, sigs = {}, {}
         for (frame, obj), pts in sorted(grouped.items()):
@@ -224,16 +234,19 @@ class Worker:
         for frame, (sig, mask) in self.masks.items():
             k = (frame, self.mask_obj)
             if k not in out and self.info is not None and 0 <= frame < self.info.num_frames:
-                out[k] = ("mask:" + sig, Prompt(frame_index=frame, obj_id=self.mask_obj,
-                                                mask=mask))
-        return {k: v for k, v in out.items()
-                if self.info is not None and 0 <= k[0] < self.info.num_frames}
+                out[k] = ("mask:" + sig, Prompt(frame_index=frame, obj_id=self.mask_obj, mask=mask))
+        return {
+            k: v
+            for k, v in out.items()
+            if self.info is not None and 0 <= k[0] < self.info.num_frames
+        }
 
     def key(self, prompts) -> str:
         cfg = self.job_config
         data = {
             "prompts": sorted([f, o, s] for (f, o), (s, _p) in prompts.items()),
-            "refine": cfg.to_dict()["refine"], "model": cfg.to_dict()["model"],
+            "refine": cfg.to_dict()["refine"],
+            "model": cfg.to_dict()["model"],
             "memory": cfg.to_dict()["memory"],
         }
         return _digest(json.dumps(data, sort_keys=True).encode())
@@ -253,8 +266,9 @@ class Worker:
     def ensure_session(self):
         cfg = self._need_config()
         model_key = json.dumps(cfg.to_dict()["model"], sort_keys=True)
-        session_key = model_key + json.dumps(cfg.to_dict()["memory"], sort_keys=True) + repr(
-            self.info)
+        session_key = (
+            model_key + json.dumps(cfg.to_dict()["memory"], sort_keys=True) + repr(self.info)
+        )
         if self.session is not None and self.session_key == session_key:
             return self.session
         self._drop_session()
@@ -268,15 +282,20 @@ class Worker:
         from vosfx.session import ClipSession
 
         self.frames = HostFrames(self.ch, self.info, self._on_mask)
-        self.session = ClipSession(self.engine, self.frames, cfg.memory, start=0,
-                                   end=self.info.num_frames)
+        self.session = ClipSession(
+            self.engine, self.frames, cfg.memory, start=0, end=self.info.num_frames
+        )
         self.session_key = session_key
         self.applied = {}
         return self.session
 
     def _download_progress(self, done: int, total: int | None) -> None:
-        self.ch.send(P.PROGRESS, a=int(done >> 20), b=int((total or 0) >> 20),
-                     text="downloading the model (MiB)")
+        self.ch.send(
+            P.PROGRESS,
+            a=int(done >> 20),
+            b=int((total or 0) >> 20),
+            text="downloading the model (MiB)",
+        )
 
     def _drop_session(self) -> None:
         if self.session is not None:
@@ -289,7 +308,7 @@ class Worker:
         wanted = {k: s for k, (s, _p) in prompts.items()}
         objects_left = {o for (_f, o) in wanted}
         gone = {o for (_f, o) in self.applied} - objects_left
-        for (frame, obj) in sorted(set(self.applied) - set(wanted)):
+        for frame, obj in sorted(set(self.applied) - set(wanted)):
             if obj in objects_left:
                 session.remove_prompt(obj, frame)
             del self.applied[(frame, obj)]
@@ -348,8 +367,13 @@ class Worker:
             self.stats["tracked"] += 1
             self._refine(key, prompts, result, result.frame_index)
             fps = done[0] / max(time.perf_counter() - t0, 1e-9)
-            self.ch.send(P.PROGRESS, frame=result.frame_index, a=done[0], b=total,
-                         text=f"tracking {done[0]}/{total} ({fps:.1f} fps)")
+            self.ch.send(
+                P.PROGRESS,
+                frame=result.frame_index,
+                a=done[0],
+                b=total,
+                text=f"tracking {done[0]}/{total} ({fps:.1f} fps)",
+            )
 
         session.track(start=start, end=end, on_frame=on_frame)
 
@@ -363,8 +387,9 @@ class Worker:
             self.refiner_key, self.last_refined = refiner_key, None
         frame = self.frames.get(index)
         if result is None:  # not reached by tracking: nothing there
-            matte = Matte(index, obj_ids, np.zeros((len(obj_ids), frame.height, frame.width),
-                                                   np.float32))
+            matte = Matte(
+                index, obj_ids, np.zeros((len(obj_ids), frame.height, frame.width), np.float32)
+            )
         else:
             if self.last_refined is None or abs(index - self.last_refined) != 1:
                 self.refiner.reset()  # temporal smoothing only across neighbouring frames
@@ -375,8 +400,11 @@ class Worker:
 
     def _send_matte(self, matte: Matte, out_w: int, out_h: int, obj: int, *, cached: bool):
         if obj > 0:
-            alpha = (matte.alpha[matte.obj_ids.index(obj)] if obj in matte.obj_ids
-                     else np.zeros(matte.alpha.shape[1:], np.float32))
+            alpha = (
+                matte.alpha[matte.obj_ids.index(obj)]
+                if obj in matte.obj_ids
+                else np.zeros(matte.alpha.shape[1:], np.float32)
+            )
         else:
             alpha = matte.merged
         h, w = alpha.shape
@@ -388,8 +416,15 @@ class Worker:
         buf = self.ch.shm(alpha.nbytes)
         buf[:] = alpha.tobytes()
         buf.release()
-        self.ch.send(P.MATTE, frame=matte.frame_index, a=int(cached), width=alpha.shape[1],
-                     height=alpha.shape[0], format=P.FMT_ALPHA_F32, shm_bytes=alpha.nbytes)
+        self.ch.send(
+            P.MATTE,
+            frame=matte.frame_index,
+            a=int(cached),
+            width=alpha.shape[1],
+            height=alpha.shape[0],
+            format=P.FMT_ALPHA_F32,
+            shm_bytes=alpha.nbytes,
+        )
 
     def close(self) -> None:
         self._drop_session()

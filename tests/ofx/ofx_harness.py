@@ -1,0 +1,166 @@
+"""Build the vosfx Matte bundle and the C test host (ofx_host.c) with the system compiler, make
+a clip the host serves, and run host scripts. Used by test_ofx.py and benchmarks/ofx.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SRC = REPO / "plugins" / "ofx"
+sys.path.insert(0, str(REPO / "tests"))
+
+from media import make_sequence, moving_square_frame
+
+W, H, N = 96, 64, 12  # the test clip
+
+
+@dataclass(frozen=True)
+class Built:
+    bundle: Path
+    host: Path
+    sanitize: bool
+
+
+def build(out: Path, *, sanitize: bool = False) -> Built:
+    """The bundle (with its worker config pointing at the points-aware FakeEngine) and the
+    host, both -Wall -Wextra -Werror; ``sanitize``: both with AddressSanitizer."""
+    from vosfx.ofx.build import build_bundle, find_compiler, write_worker_config
+
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = build_bundle(SRC, out, sanitize=sanitize, extra_flags=("-Werror",))
+    write_worker_config(
+        bundle,
+        [sys.executable, str(HERE / "vosfx_points_fake.py")],
+        worker_command=[
+            sys.executable,
+            "-m",
+            "vosfx.ofx.worker",
+            "--engine",
+            "ofx_fakes:make_engine",
+        ],
+        env={"PYTHONPATH": str(HERE)},
+    )
+    host = out / "ofx_host"
+    flags = ["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{SRC}", "-rdynamic"]
+    if sanitize:
+        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    cmd = [
+        find_compiler(),
+        *flags,
+        "-o",
+        str(host),
+        str(HERE / "ofx_host.c"),
+        "-ldl",
+        "-lpthread",
+        "-lm",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compiling the test host failed:\n{proc.stderr}")
+    return Built(bundle, host, sanitize)
+
+
+def make_clip(folder: Path, n: int = N, width: int = W, height: int = H) -> Path:
+    """The moving-square clip as a PNG sequence (for `vosfx matte`) and as raw RGB files
+    ``raw/%05d.rgb`` (for the host): the same 8-bit pixels."""
+    make_sequence(folder / "png", n, width, height)
+    raw = folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image, _ = moving_square_frame(i, width, height)
+        image.tofile(raw / f"{i:05d}.rgb")
+    return folder
+
+
+def read_output(path: Path, width: int = W, height: int = H) -> np.ndarray:
+    """(H, W, 4) float32 RGBA, top-down, as the host wrote it."""
+    return np.fromfile(path, np.float32).reshape(height, width, 4)
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def statuses(self, command: str) -> list[int]:
+        return [
+            int(m) for m in re.findall(rf"^STATUS {command} (-?\d+)$", self.stdout, re.MULTILINE)
+        ]
+
+    def renders(self) -> list[dict]:
+        rows = re.findall(
+            r"^RENDER (\S+) (\S+) ms status (-?\d+) fetches (\d+) progress (\d+)$",
+            self.stdout,
+            re.MULTILINE,
+        )
+        return [
+            {
+                "t": float(t),
+                "ms": float(ms),
+                "status": int(s),
+                "fetches": int(f),
+                "progress": int(p),
+            }
+            for t, ms, s, f, p in rows
+        ]
+
+    def messages(self) -> list[str]:
+        return re.findall(r"^MESSAGE (.*)$", self.stdout, re.MULTILINE)
+
+
+def run_host(
+    built: Built, lines: list[str], tmp: Path, *, env: dict | None = None, timeout: float = 300
+) -> Run:
+    script = tmp / f"script-{os.getpid()}-{len(list(tmp.glob('script-*')))}.txt"
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    full_env = dict(os.environ)
+    full_env.pop("VOSFX_OFX_CONFIG", None)
+    if built.sanitize:
+        full_env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=23"
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [str(built.host), str(script)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def preamble(
+    built: Built,
+    clip: Path,
+    *,
+    n: int = N,
+    width: int = W,
+    height: int = H,
+    depth: str = "float",
+    context: str = "filter",
+    mask: Path | None = None,
+) -> list[str]:
+    lines = [
+        f"0 load {built.bundle}",
+        "0 describe",
+        f"0 describe_context {context}",
+        f"0 frames {clip / 'raw'} {width} {height} {n} 0 24",
+        f"0 depth {depth}",
+    ]
+    if mask is not None:
+        lines.append(f"0 mask {mask}")
+    lines.append("0 create")
+    return lines
+
+
+def postamble() -> list[str]:
+    return ["0 destroy", "0 unload"]

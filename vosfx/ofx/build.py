@@ -1,0 +1,125 @@
+"""Build the vosfx Matte OpenFX bundle from its C sources with the system compiler.
+
+``vosfx plugins install ofx`` and the tests call :func:`build_bundle`; ``plugins/ofx/Makefile``
+does the same by hand. The layout is the standard one every OFX host scans for::
+
+    vosfx.ofx.bundle/Contents/Info.plist
+    vosfx.ofx.bundle/Contents/Linux-x86-64/vosfx.ofx      (MacOS/ or Win64/ elsewhere)
+    vosfx.ofx.bundle/Contents/Resources/vosfx_worker.cfg  (which command runs vosfx)
+
+The compiler runs with an argument list, never through a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from vosfx.errors import VosfxError
+
+SOURCES = ("vosfx_ofx.c", "vosfx_overlay.c", "vosfx_points.c", "vosfx_worker.c")
+BUNDLE = "vosfx.ofx.bundle"
+CONFIG_NAME = "vosfx_worker.cfg"
+
+
+class BuildError(VosfxError):
+    """The bundle could not be compiled (no C compiler, a compile error)."""
+
+    kind = "build"
+
+
+def arch_dir(system: str | None = None, machine: str | None = None) -> str:
+    """The OFX binary folder name for this OS and CPU (the spec's bundle layout)."""
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    if system == "Darwin":
+        return "MacOS"
+    if system == "Windows":
+        return "Win64" if machine in ("amd64", "x86_64", "arm64") else "Win32"
+    if machine in ("aarch64", "arm64"):
+        return "Linux-arm-64"
+    return "Linux-x86-64" if machine in ("x86_64", "amd64") else "Linux-x86"
+
+
+def find_compiler(cc: str | None = None) -> str:
+    for name in ([cc] if cc else []) + [os.environ.get("CC", ""), "cc", "gcc", "clang"]:
+        if name and shutil.which(name):
+            return shutil.which(name)
+    raise BuildError(
+        "no C compiler found (expected cc, gcc or clang on PATH, or $CC); "
+        "install one (Debian/Ubuntu: apt-get install gcc) and try again"
+    )
+
+
+def build_bundle(
+    src: Path,
+    out_dir: Path,
+    *,
+    cc: str | None = None,
+    sanitize: bool = False,
+    extra_flags: tuple[str, ...] = (),
+) -> Path:
+    """Compile ``src`` (the plugins/ofx folder) into ``out_dir/vosfx.ofx.bundle``; returns the
+    bundle path. ``sanitize``: AddressSanitizer build, for the test host."""
+    if sys.platform == "win32":
+        raise BuildError(
+            "building the OFX bundle on Windows is not automated yet; see "
+            "plugins/ofx/README.md (MSVC build notes)"
+        )
+    compiler = find_compiler(cc)
+    bundle = Path(out_dir) / BUNDLE
+    binary = bundle / "Contents" / arch_dir() / "vosfx.ofx"
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    (bundle / "Contents" / "Resources").mkdir(parents=True, exist_ok=True)
+    flags = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"]
+    if sanitize:
+        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    if sys.platform == "darwin":
+        link = ["-bundle"]
+    else:
+        link = ["-shared", "-ldl", "-lpthread", "-lm"]
+    cmd = [
+        compiler,
+        *flags,
+        *extra_flags,
+        "-o",
+        str(binary),
+        *(str(Path(src) / s) for s in SOURCES),
+        *link,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(
+            f"compiling the OFX bundle failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}"
+        )
+    shutil.copy2(Path(src) / "Info.plist", bundle / "Contents" / "Info.plist")
+    return bundle
+
+
+def write_worker_config(
+    bundle: Path,
+    vosfx_command: list[str],
+    *,
+    worker_command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Path:
+    """``Contents/Resources/vosfx_worker.cfg``: one argument per line (``vosfx ARG``,
+    ``worker ARG``), ``env NAME=VALUE``; the effect splits nothing, so paths with spaces
+    are safe. A line break inside an argument cannot be written and is refused."""
+    lines = ["# written by `vosfx plugins install ofx`: the command that runs vosfx"]
+    for kind, args in (("vosfx", vosfx_command), ("worker", worker_command or [])):
+        for arg in args:
+            if "\n" in arg or "\r" in arg:
+                raise VosfxError(f"worker command: a line break in {arg!r} cannot be stored")
+            lines.append(f"{kind} {arg}")
+    for name, value in (env or {}).items():
+        if "\n" in value or "=" in name or "\n" in name:
+            raise VosfxError(f"worker environment: cannot store {name!r}")
+        lines.append(f"env {name}={value}")
+    path = bundle / "Contents" / "Resources" / CONFIG_NAME
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
