@@ -66,7 +66,7 @@ def per_job_overhead(manifest: Path) -> tuple[float, float, float]:
     """(model load s, job s with the model kept loaded, job s loading the model per job), in
     this process, median of the clips."""
     from vosfx import pipeline
-    from vosfx.batch_manifest import load_manifest
+    from vosfx.batch.manifest import load_manifest
     from vosfx.engine import load_engine
 
     jobs = [bj.job for bj in load_manifest(manifest).jobs]
@@ -117,7 +117,7 @@ def main() -> None:
                   f"{frames / elapsed:.2f} fps, {args.clips / elapsed * 60:.1f} clips/min "
                   f"(incl. worker start-up and model load) [{_load()}]")
         if not args.no_ray:
-            from vosfx.batch_ray import RayExecutor, init_local_ray
+            from vosfx.batch.cluster import RayExecutor, init_local_ray
 
             t0 = time.perf_counter()
             init_local_ray(2)

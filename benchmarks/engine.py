@@ -74,7 +74,7 @@ def _one(impl: str, n: int, size: int, threads: int) -> dict:
                             (torch.sigmoid(masks[0, 0]).numpy() * 255).astype(np.uint8))
         else:
             from vosfx.engine.loader import torch_backend_for
-            from vosfx.engine.memory import Sam2Policy
+            from vosfx.engine.policies import Sam2Policy
             from vosfx.engine.tracker import Tracker
             from vosfx.models.checkpoint import build_model
             from vosfx.types import Frame, Prompt, VideoInfo

@@ -67,7 +67,7 @@ def _timed(obj, names, acc):
 
 
 def _track(backend, rgb, mask, acc):
-    from vosfx.engine.memory import Sam2Policy
+    from vosfx.engine.policies import Sam2Policy
     from vosfx.engine.tracker import Tracker
     from vosfx.types import Frame, Prompt, VideoInfo
 

@@ -1,6 +1,6 @@
 """Shot detection: accuracy on the shared clips and cost per 1080p frame.
 
-Compares vosfx.shots.ShotDetector with PySceneDetect's detectors fed the same frames one by one
+Compares vosfx.pipeline.shots.ShotDetector with PySceneDetect's detectors fed the same frames one by one
 (install ``scenedetect-headless`` to include them). Run from the repository root:
 
     /work/venv/bin/python benchmarks/shots.py
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vosfx.shots import ShotDetector
+from vosfx.pipeline.shots import ShotDetector
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXPECTED = {"pyscenedetect_testvideo.mp4": [201, 382]}  # every other clip: no cut

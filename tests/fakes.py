@@ -1,9 +1,9 @@
 """Deterministic test doubles for the engine seam (tests only; never shipped).
 
 :class:`FakeEngine` implements the Engine/Session protocols of ``vosfx.engine`` without a
-model: each object's prompt mask is area-resized to 64×64 and turned into logits, and every
-later frame gets ``logit_fn(frame_index, obj_id, base)`` (default: the prompt's logits again,
-so the prediction simply repeats the prompt).
+model: each object's prompt mask is area-resized to 64×64 and turned into logits (clicks and
+boxes become discs and rectangles), and every tracked frame gets ``logit_fn(frame_index,
+obj_id, base)`` of its pass's prompted frame (default: those logits again).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vosfx.config import MemoryConfig
-from vosfx.types import Frame, MaskResult, Prompt, VideoInfo
+from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
 LOWRES = 64  # the fake's logit resolution (SAM 2 uses image_size // 4)
 LOGIT_SCALE = 10.0  # logits = (2 × coverage - 1) × 10: ±10 away from the edge
@@ -43,39 +43,105 @@ def shift_logits(dx_per_frame: int) -> LogitFn:
     return fn
 
 
+def point_logits(prompt: Prompt, width: int, height: int) -> np.ndarray:
+    """(64, 64) logits for a click or box prompt: +10 inside a box, or in a disc of radius 8
+    cells around each include point, minus discs around exclude points; -10 elsewhere."""
+    yy, xx = np.mgrid[0:LOWRES, 0:LOWRES].astype(np.float32) + 0.5
+    inside = np.zeros((LOWRES, LOWRES), bool)
+    if prompt.box is not None:
+        (x0, y0), (x1, y1) = (np.asarray(prompt.box, np.float32).reshape(2, 2)
+                              * [LOWRES / width, LOWRES / height])
+        inside |= (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+    for (x, y), label in zip(np.asarray(prompt.points if prompt.points is not None else
+                                        np.zeros((0, 2))).reshape(-1, 2),
+                             np.asarray(prompt.labels if prompt.labels is not None else [])):
+        cx, cy = x / width * LOWRES, y / height * LOWRES
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= 64.0
+        inside = inside | disc if label == 1 else inside & ~disc
+    return np.where(inside, LOGIT_SCALE, -LOGIT_SCALE).astype(np.float32)
+
+
 class FakeSession:
+    """The engine Session protocol (anchors and passes) without a model: a prompt's logits
+    come from its mask (or its clicks/box), and every tracked frame repeats its pass's anchor
+    logits through ``logit_fn(frame_index, obj_id, base)``."""
+
+    low_res = LOWRES
+
     def __init__(self, info: VideoInfo, memory: MemoryConfig, logit_fn: LogitFn | None) -> None:
         self.info, self.memory, self.logit_fn = info, memory, logit_fn
-        self.pending: dict[int, list[Prompt]] = {}
-        self.base: dict[int, np.ndarray] = {}  # obj_id -> (64, 64) logits from its prompt
-        self.steps: list[int] = []
+        self.anchors: dict[int, dict[int, np.ndarray]] = {}
+        self.passes: dict[int, tuple[int, int, int, int | None]] = {}
+        self.position: dict[int, int] = {}
+        self.steps: list[int] = []  # frame indices stepped (one entry per step call)
+        self.stepped: list[tuple[int, int, int]] = []  # (obj, frame, direction) per result
+        self.prompted: list[tuple[int, int]] = []  # (obj, frame) per prompt computed
+        self.encoded: list[int] = []
         self.closed = False
+        self._next = 0
 
-    def add_prompt(self, prompt: Prompt) -> None:
-        if prompt.mask is None:
-            raise ValueError("FakeSession understands mask prompts only")
-        self.pending.setdefault(prompt.frame_index, []).append(prompt)
+    def encode(self, frame: Frame):
+        self.encoded.append(frame.index)
+        return {"t": frame.index}
 
-    def step(self, frame: Frame, *, shot_id: int = 0) -> MaskResult:
-        for p in self.pending.pop(frame.index, []):
-            self.base[p.obj_id] = prompt_logits(p.mask)
+    def model_input(self, frame: Frame) -> Frame:
+        return frame
+
+    def prompt(self, frame: Frame, prompt: Prompt, *, shot_id: int = 0, previous=None,
+               features=None) -> ObjectResult:
+        if prompt.mask is not None:
+            base = prompt_logits(prompt.mask)
+        else:
+            base = point_logits(prompt, self.info.width, self.info.height)
+        self.anchors.setdefault(prompt.obj_id, {})[frame.index] = base
+        self.prompted.append((prompt.obj_id, frame.index))
+        return ObjectResult(prompt.obj_id, frame.index, base, _present(base), 1.0,
+                            {"quality": 1.0})
+
+    def set_shot(self, obj_id: int, frame_index: int, shot_id: int) -> None:
+        pass
+
+    def remove_anchor(self, obj_id: int, frame_index: int) -> None:
+        self.anchors.get(obj_id, {}).pop(frame_index, None)
+
+    def remove_object(self, obj_id: int) -> None:
+        self.anchors.pop(obj_id, None)
+
+    def start_pass(self, obj_id: int, anchor: int, direction: int, *, neighbour=None) -> int:
+        pid = self._next
+        self._next += 1
+        self.passes[pid] = (obj_id, anchor, direction, neighbour)
+        self.position[pid] = anchor
+        return pid
+
+    def step(self, frame: Frame, pass_ids, *, shot_id: int = 0, features=None):
         self.steps.append(frame.index)
-        ids = tuple(sorted(self.base))
-        logits = [
-            self.base[o] if self.logit_fn is None else self.logit_fn(frame.index, o, self.base[o])
-            for o in ids
-        ]
-        stack = np.stack(logits).astype(np.float32) if ids else np.zeros((0, LOWRES, LOWRES),
-                                                                         np.float32)
-        present = np.array([float((lg > 0).any()) * 2 - 1 for lg in stack], np.float32)
-        return MaskResult(frame.index, ids, stack, present * LOGIT_SCALE,
-                          np.ones(len(ids), np.float32))
+        out = []
+        for pid in pass_ids:
+            obj, anchor, direction, _nb = self.passes[pid]
+            if frame.index != self.position[pid] + direction:
+                raise AssertionError(f"pass {pid} stepped {frame.index} after "
+                                     f"{self.position[pid]}")
+            self.position[pid] = frame.index
+            base = self.anchors[obj][anchor]
+            logits = base if self.logit_fn is None else self.logit_fn(frame.index, obj, base)
+            self.stepped.append((obj, frame.index, direction))
+            out.append(ObjectResult(obj, frame.index, logits.astype(np.float32),
+                                    _present(logits), 1.0, {"quality": 1.0}))
+        return out
+
+    def end_pass(self, pass_id: int) -> None:
+        self.passes.pop(pass_id, None)
 
     def report(self) -> dict:
         return {"fake": True, "frames": len(self.steps)}
 
     def close(self) -> None:
         self.closed = True
+
+
+def _present(logits: np.ndarray) -> float:
+    return LOGIT_SCALE if (logits > 0).any() else -LOGIT_SCALE
 
 
 class FakeEngine:

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from vosfx.io.background import BackgroundCalls
+from vosfx.io.writers.background import BackgroundCalls
 
 
 def test_calls_run_in_order_on_another_thread():

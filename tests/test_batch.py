@@ -1,5 +1,5 @@
-"""The batch coordinator, local executors and `vosfx batch` (vosfx.batch, vosfx.batch_local,
-vosfx.batch_worker, vosfx.cli.batch)."""
+"""The batch coordinator, local executors and `vosfx batch` (vosfx.batch, vosfx.batch.local,
+vosfx.batch.worker, vosfx.cli.batch)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from batch_fakes import DELAY_ENV, clip_with_mask, fake_engine
 from click.testing import CliRunner
 
 from vosfx.batch import format_summary, run_batch
-from vosfx.batch_local import LocalExecutor, worker_envs
+from vosfx.batch.local import LocalExecutor, worker_envs
 from vosfx.cli import cli
 from vosfx.errors import BatchError
 
@@ -132,7 +132,7 @@ class _Flaky:
 @pytest.mark.parametrize("retry, status, attempts", [(0, "failed", 1), (1, "ok", 2)])
 def test_retry_transient_failures(tmp_path, config_home, retry, status, attempts):
     manifest = make_batch(tmp_path, names=("a",))
-    from vosfx.batch_local import InlineExecutor
+    from vosfx.batch.local import InlineExecutor
 
     ex = InlineExecutor(_Flaky(1))  # a worker drops its engine after an unexpected error
     report = run_batch(manifest, executor=ex, retry=retry)

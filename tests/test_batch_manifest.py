@@ -1,4 +1,4 @@
-"""Manifest forms, templates and validation (vosfx.batch_manifest)."""
+"""Manifest forms, templates and validation (vosfx.batch.manifest)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from batch_fakes import clip_with_mask
 
-from vosfx.batch_manifest import expand_template, load_manifest
+from vosfx.batch.manifest import expand_template, load_manifest
 from vosfx.errors import BatchError, ConfigError
 
 

@@ -1,4 +1,4 @@
-"""The Ray executor (vosfx.batch_ray) on a private 2-CPU Ray bound to 127.0.0.1.
+"""The Ray executor (vosfx.batch.cluster) on a private 2-CPU Ray bound to 127.0.0.1.
 
 One Ray session for the whole module (starting one costs seconds)."""
 
@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install vos
 from test_batch import FACTORY, TESTS, decoded, make_batch, mtimes
 
 from vosfx.batch import run_batch
-from vosfx.batch_ray import RayExecutor, init_local_ray
+from vosfx.batch.cluster import RayExecutor, init_local_ray
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Job hashes, the state file, skip/redo decisions and cleanup (vosfx.batch_state)."""
+"""Job hashes, the state file, skip/redo decisions and cleanup (vosfx.batch.state)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 from batch_fakes import clip_with_mask
 
-from vosfx import batch_state
-from vosfx.batch_state import (
+from vosfx.batch import state as batch_state
+from vosfx.batch.state import (
     BatchState,
     decide,
     file_fingerprint,

@@ -19,9 +19,9 @@ from vosfx.cli import cli
 from vosfx.config import MemoryConfig
 from vosfx.errors import InputError
 from vosfx.eval import metrics as m
-from vosfx.eval.bench import run_bench
 from vosfx.eval.datasets import read_label_png, write_label_png
 from vosfx.eval.report import evaluate_dirs
+from vosfx.pipeline.bench import run_bench
 
 
 def _copy_preds(gt_root, pred_root, edit=None):
@@ -155,7 +155,7 @@ def test_bench_cli_compares_policies_with_fake_engine(tmp_path, monkeypatch):
         engines.append(FakeEngine(model_id=model_cfg.name))
         return engines[-1]
 
-    monkeypatch.setattr(cli_eval, "load_engine", fake_load)
+    monkeypatch.setattr(cli_eval, "open_engine", fake_load)
     res = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", "sam2",
                                    "--memory", "rcms", "--out", str(tmp_path / "o"),
                                    "--format", "csv"])

@@ -141,7 +141,7 @@ def test_fit_scales_a_smaller_mask(env):
 
 
 def test_disk_full_while_writing_leaves_nothing(env, monkeypatch):
-    from vosfx.io.writers_video import VideoWriter
+    from vosfx.io.writers.video import VideoWriter
 
     calls = {"n": 0}
     real = VideoWriter._write

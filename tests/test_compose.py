@@ -1,4 +1,4 @@
-"""Compositing (vosfx.matte.compose): premultiplication, cut-outs, backgrounds, preview."""
+"""Compositing (vosfx.matte.compose): backgrounds and the preview overlay."""
 
 from __future__ import annotations
 
@@ -8,13 +8,10 @@ import pytest
 from vosfx.errors import VosfxError
 from vosfx.matte.compose import (
     PREVIEW_COLOURS,
-    cutout_rgba,
     fit_background,
     object_colour,
     overlay_preview,
-    premultiply,
     replace_background,
-    unpremultiply,
 )
 from vosfx.presets import list_presets, load_preset
 
@@ -32,37 +29,6 @@ def _alpha() -> np.ndarray:
     a = np.zeros((H, W), np.float32)
     a[:, 8:] = np.linspace(0, 1, W - 8, dtype=np.float32)
     return a
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
-def test_premultiply_round_trip(dtype):
-    img, a = _image(dtype), _alpha()
-    pre = premultiply(img, a)
-    assert pre.dtype == dtype and pre.shape == img.shape
-    assert np.all(pre[:, :8] == 0)  # alpha 0
-    np.testing.assert_array_equal(pre[:, -1], img[:, -1])  # alpha 1
-    expected = img.astype(np.float64) * a[..., None]
-    assert np.abs(pre.astype(np.float64) - expected).max() <= (0.5 if dtype != np.float32
-                                                                else 1e-6)
-    back = unpremultiply(pre, a)
-    solid = a > 0.5
-    tol = 2 * FULL[dtype] / (FULL[dtype] * 0.5) if dtype != np.float32 else 1e-5
-    assert np.abs(back[solid].astype(np.float64) - img[solid]).max() <= tol
-    assert np.all(back[:, :8] == 0)
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
-@pytest.mark.parametrize("premultiplied", [False, True])
-def test_cutout_rgba(dtype, premultiplied):
-    img, a = _image(dtype), _alpha()
-    rgba = cutout_rgba(img, a, premultiplied=premultiplied)
-    assert rgba.shape == (H, W, 4) and rgba.dtype == dtype
-    expected_alpha = a * FULL[dtype]
-    if dtype != np.float32:
-        expected_alpha = np.rint(expected_alpha)
-    np.testing.assert_allclose(rgba[..., 3], expected_alpha, atol=1e-6)
-    colour = premultiply(img, a) if premultiplied else img
-    np.testing.assert_array_equal(rgba[..., :3], colour)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
@@ -146,4 +112,5 @@ def test_every_preset_format_has_an_alpha_convention(config_home):
 
 def test_alpha_must_match_the_image():
     with pytest.raises(VosfxError, match="alpha"):
-        premultiply(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4), np.float32))
+        replace_background(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4), np.float32),
+                           (0, 0, 0))

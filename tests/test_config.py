@@ -52,7 +52,7 @@ def test_replace_validates():
         JobConfig().replace({"refine": {"nope": 1}})
 
 
-def test_every_option_is_documented_in_the_table():
+def test_describe_options_covers_every_option():
     rows = describe_options()
     assert {r[0] for r in rows} == {"model", "memory", "refine", "output"}
     assert len(rows) == sum(len(JobConfig().to_dict()[s]) for s in ("model", "memory", "refine", "output"))

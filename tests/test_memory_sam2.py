@@ -6,7 +6,7 @@ import pytest
 
 from vosfx.config import MemoryConfig
 from vosfx.engine.bank import MemoryBank
-from vosfx.engine.memory import (
+from vosfx.engine.policies import (
     Decision,
     MemoryEntry,
     Sam2Policy,

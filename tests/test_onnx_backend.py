@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import shared_data
 from vosfx.engine import onnx_backend as ob_mod
-from vosfx.engine.onnx_backend import aa_weights, from_bf16_bits, resize_mask, to_bf16_bits
+from vosfx.engine.backend import aa_weights, from_bf16_bits, resize_mask, to_bf16_bits
 from vosfx.errors import BackendError
 
 pytest.importorskip("onnxruntime")
@@ -125,7 +125,7 @@ def torch_backend(bundle):
 
 def track(backend, frames, prompts):
     """[(O, s, s) low-res logits] and [(O, H, W) video-res logits] per frame."""
-    from vosfx.engine.memory import Sam2Policy
+    from vosfx.engine.policies import Sam2Policy
     from vosfx.engine.tracker import Tracker
     from vosfx.types import Frame, VideoInfo
 
@@ -206,8 +206,8 @@ def test_variants_close_to_fp32(bundle, clip, variant):
 def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
     from tests.onnx_bundle import SIZE
     from vosfx.config import ModelConfig
+    from vosfx.engine import load_engine
     from vosfx.engine.export import bundle_dir
-    from vosfx.engine.loader import load_engine
 
     ckpt, sha, folder = bundle
     shutil.copytree(folder, bundle_dir(ckpt.name, sha, SIZE))

@@ -76,7 +76,7 @@ def frames_and_mask():
 
 def run_tracker(backend) -> np.ndarray:
     """(N_FRAMES, O, s, s) low-res logits of the Tracker over :func:`frames_and_mask`."""
-    from vosfx.engine.memory import Sam2Policy
+    from vosfx.engine.policies import Sam2Policy
     from vosfx.engine.tracker import Tracker
     from vosfx.types import Frame, Prompt, VideoInfo
 

@@ -26,7 +26,7 @@ pytest.importorskip("sam2")
 from PIL import Image
 
 from vosfx.engine.loader import torch_backend_for
-from vosfx.engine.memory import Sam2Policy
+from vosfx.engine.policies import Sam2Policy
 from vosfx.engine.tracker import Tracker
 from vosfx.models.checkpoint import build_model, size_overrides
 from vosfx.types import Frame, Prompt, VideoInfo

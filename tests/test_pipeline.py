@@ -94,7 +94,7 @@ def test_cancel_leaves_no_output(tmp_path, clip, config_home):
 
 def test_engine_session_is_closed_on_error(tmp_path, clip, config_home, monkeypatch):
     engine = FakeEngine()
-    from vosfx.io.writers_images import ImageSequenceWriter
+    from vosfx.io.writers.images import ImageSequenceWriter
 
     def boom(self, *a, **k):
         raise OSError(28, "No space left on device")

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vosfx.engine.memory import MemoryEntry, Sam2Policy
-from vosfx.engine.rcms import (
+from vosfx.engine.policies import MemoryEntry, Sam2Policy
+from vosfx.engine.policies.rcms import (
     RcmsPolicy,
     ShotAwarePolicy,
     frame_quality,

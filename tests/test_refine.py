@@ -14,7 +14,7 @@ from scipy.special import expit
 
 from vosfx.config import RefineConfig, build_config
 from vosfx.errors import VosfxError
-from vosfx.matte.refine import Refiner, logits_to_alpha, logits_to_prob, resolve_overlap
+from vosfx.matte.refine import Refiner, logits_to_prob, resolve_overlap
 from vosfx.presets import load_preset
 from vosfx.types import Frame, MaskResult
 
@@ -50,17 +50,15 @@ def _result(index: int, masks, obj_ids=(1, 2), scores=None) -> MaskResult:
     return MaskResult(index, tuple(obj_ids), logits, scores, np.ones(len(masks), np.float32))
 
 
-def test_logits_to_alpha_soft_and_hard():
+def test_logits_to_prob_is_the_calibrated_sigmoid():
     logits = np.array([[-1024.0, -2.0, 0.0, 2.0, 30.0]], np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # SAM 2's -1024 must not overflow
-        soft = logits_to_alpha(logits, (1, 5), RefineConfig())
+        soft = logits_to_prob(logits, (1, 5))
     np.testing.assert_allclose(soft[0], expit(logits[0].astype(np.float64)), atol=1e-6)
-    warm = logits_to_alpha(logits, (1, 5), RefineConfig(softness=2.0, threshold=2.0))
+    warm = logits_to_prob(logits, (1, 5), 2.0, 2.0)
     assert warm[0, 3] == pytest.approx(0.5) and warm[0, 2] == pytest.approx(1 / (1 + np.e))
-    hard = logits_to_alpha(logits, (1, 5), RefineConfig(alpha="hard", threshold=1.0))
-    np.testing.assert_array_equal(hard[0], [0, 0, 0, 1, 1])
-    up = logits_to_alpha(np.zeros((64, 64), np.float32), (H, W), RefineConfig())
+    up = logits_to_prob(np.zeros((64, 64), np.float32), (H, W))
     assert up.shape == (H, W) and up.dtype == np.float32
 
 

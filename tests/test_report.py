@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vosfx.report import format_presence, format_report, presence_intervals
+from vosfx.pipeline.presence import format_presence, format_report, presence_intervals
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vosfx.engine.backend import TrackOutput
-from vosfx.engine.memory import Sam2Policy
+from vosfx.engine.policies import Sam2Policy
 from vosfx.engine.tracker import NO_OBJ_SCORE, Tracker, fill_holes
 from vosfx.errors import PromptError
 from vosfx.types import Frame, Prompt, VideoInfo
@@ -32,8 +32,9 @@ class FakeBackend:
         self.encoded += 1
         return {"t": self.encoded}
 
-    def track(self, features, memories, pointers, t_diff_max, coords, labels, mask):
-        self.calls.append((memories, pointers, None if coords is None else coords.copy()))
+    def track(self, req):
+        coords = req.point_coords
+        self.calls.append((req.memories, req.pointers, None if coords is None else coords.copy()))
         logits = np.full((3, 16, 16), -1.0, np.float32)
         logits[:, 4:12, 4:12] = 2.0
         return TrackOutput(logits, np.array([0.2, 0.9, 0.5], np.float32), logits[0], 0.4, 1.5,
@@ -174,7 +175,7 @@ def test_load_engine_from_a_checkpoint_file(tmp_path, config_home):
     pytest.importorskip("sam2")
     from tests.ckpt import make_checkpoint
     from vosfx.config import MemoryConfig, ModelConfig
-    from vosfx.engine.loader import load_engine
+    from vosfx.engine import load_engine
 
     path, digest = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
     engine = load_engine(ModelConfig(backend="torch", device="cpu", image_size=64,
@@ -191,7 +192,7 @@ def test_missing_torch_names_the_extra(monkeypatch):
     import sys
 
     from vosfx.config import ModelConfig
-    from vosfx.engine.loader import load_engine
+    from vosfx.engine import load_engine
     from vosfx.errors import BackendError
 
     monkeypatch.setitem(sys.modules, "torch", None)

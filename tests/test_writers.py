@@ -25,7 +25,6 @@ from conftest import shared_data
 
 from vosfx.config import OutputConfig
 from vosfx.errors import ConfigError, OutputError
-from vosfx.io import writers_images
 from vosfx.io.writers import (
     FORMATS,
     available_formats,
@@ -34,6 +33,7 @@ from vosfx.io.writers import (
     sidecar_path,
     write_sidecar,
 )
+from vosfx.io.writers import images as writers_images
 from vosfx.types import Frame, Matte, VideoInfo
 
 H, W = 38, 66  # odd-ish on purpose: not a multiple of 16 (ProRes MBs) nor of 4

@@ -5,7 +5,7 @@ Importing vosfx is cheap: torch, onnxruntime and av load only when a job runs.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from vosfx._version import __version__
 
 __all__ = [
     "Job",
@@ -21,10 +21,14 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy public API (PEP 562), keeps `import vosfx` light
-    if name in ("run", "Job", "JobReport"):
+    if name in ("run", "JobReport"):
         from vosfx import pipeline
 
         return getattr(pipeline, name)
+    if name == "Job":
+        from vosfx.job import Job
+
+        return Job
     if name == "JobConfig":
         from vosfx.config import JobConfig
 

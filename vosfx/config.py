@@ -28,10 +28,12 @@ class ModelConfig:
     name: str = _opt("sam2.1-tiny", doc="model id from `vosfx models list`")
     backend: str = _opt("auto", choices=("auto", "torch", "onnx"),
                         doc="auto: ONNX Runtime when a bundle exists, else torch")
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"))
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"),
+                       doc="where the model runs; auto: the best execution provider found")
     image_size: int = _opt(0, lo=0, hi=4096,
                            doc="0: the model's own (1024); smaller only for tests and drafts")
-    precision: str = _opt("fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    precision: str = _opt("fp32", choices=("fp32", "fp16", "bf16", "int8"),
+                          doc="fp32 exact; fp16/bf16 for GPUs; int8 image encoder on CPUs")
     threads: int = _opt(0, lo=0, hi=1024, doc="CPU threads; 0 lets the runtime choose")
     low_memory: bool = _opt(False, doc="ONNX Runtime without its CPU memory arena: ~40 % less "
                                        "peak memory at 1024, ~20 % slower")
@@ -55,19 +57,24 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    alpha: str = _opt("soft", choices=("soft", "hard"))
+    alpha: str = _opt("soft", choices=("soft", "hard"),
+                      doc="soft: calibrated sigmoid of the logits; hard: 0 or 1")
     threshold: float = _opt(0.0, lo=-50.0, hi=50.0, doc="logit threshold for hard alpha")
     softness: float = _opt(1.0, lo=0.01, hi=100.0, doc="sigmoid temperature for soft alpha")
-    edge: str = _opt("guided", choices=("bilinear", "guided"))
+    edge: str = _opt("guided", choices=("bilinear", "guided"),
+                     doc="guided: snap the upsampled edge to the image; bilinear: plain")
     guided_radius_px: int = _opt(0, lo=0, hi=128,
                                  doc="0: one mask-logit cell (frame width / logit width)")
-    guided_eps: float = _opt(1e-2, lo=1e-8, hi=1.0)
+    guided_eps: float = _opt(1e-2, lo=1e-8, hi=1.0,
+                             doc="guided filter regularisation; smaller follows edges closer")
     guided_strength: float = _opt(1.0, lo=0.0, hi=8.0,
                                   doc="how hard uncertain edges snap to image edges")
-    fill_holes_px2: int = _opt(0, lo=0, hi=10**9)
-    remove_specks_px2: int = _opt(0, lo=0, hi=10**9)
+    fill_holes_px2: int = _opt(0, lo=0, hi=10**9,
+                               doc="fill holes up to this area (px²); 0 off")
+    remove_specks_px2: int = _opt(0, lo=0, hi=10**9,
+                                  doc="remove islands up to this area (px²); 0 off")
     shift_edge_px: float = _opt(0.0, lo=-256.0, hi=256.0, doc="grow (+) or shrink (-)")
-    feather_px: float = _opt(0.0, lo=0.0, hi=256.0)
+    feather_px: float = _opt(0.0, lo=0.0, hi=256.0, doc="soften the edge by this radius")
     choke: float = _opt(0.0, lo=0.0, hi=1.0, doc="contract the soft edge (0 off, 1 hard)")
     temporal_strength: float = _opt(0.0, lo=0.0, hi=1.0, doc="reduce chatter; 0 off")
     non_overlap: bool = _opt(True, doc="objects never share alpha where they meet")
@@ -81,10 +88,12 @@ class OutputConfig:
                                            doc="more outputs written in the same pass")
     objects: str = _opt("merged", choices=("merged", "each"),
                         doc="one merged matte, or one output per object")
-    alpha_mode: str = _opt("straight", choices=("straight", "premultiplied"))
+    alpha_mode: str = _opt("straight", choices=("straight", "premultiplied"),
+                           doc="RGBA outputs: straight colour, or colour multiplied by alpha")
     sidecar: bool = _opt(True, doc="write <output>.json beside every output")
     audio: bool = _opt(True, doc="carry the source's audio where the container allows")
-    overlay_opacity: float = _opt(0.5, lo=0.0, hi=1.0)
+    overlay_opacity: float = _opt(0.5, lo=0.0, hi=1.0,
+                                  doc="preview output: strength of the object tint")
     background: str = _opt("", doc="composite output: #rrggbb, an image or a video file "
                                "(looped, scaled to fill); empty is black")
 
@@ -200,3 +209,12 @@ def describe_options() -> list[tuple[str, str, Any, str]]:
         for f in dataclasses.fields(cls):
             rows.append((section, f.name, f.default, f.metadata.get("doc", "")))
     return rows
+
+
+def options_markdown() -> str:
+    """The table of every option (docs/config.md is this text; a test keeps them equal)."""
+    lines = ["| option | default | description |", "|---|---|---|"]
+    for section, key, default, doc in describe_options():
+        lines.append(f"| `[{section}] {key}` | `{default!r}` | {doc} |")
+    return "\n".join(lines) + "\n"
+

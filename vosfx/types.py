@@ -83,6 +83,23 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class ObjectResult:
+    """The engine's output for one object on one frame.
+
+    ``logits``: (h, w) float32 low-resolution mask logits (holes filled, as SAM 2 outputs
+    them). ``object_score_logit`` > 0 means the object is present; ``iou`` is the predicted IoU
+    of the chosen mask. ``info``: engine metadata (quality, memory events, pass direction).
+    """
+
+    obj_id: int
+    frame_index: int
+    logits: np.ndarray
+    object_score_logit: float
+    iou: float
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class MaskResult:
     """The engine's output for one frame, all objects.
 

@@ -41,6 +41,22 @@ EXIT_CODES = {
 }
 
 
+def parse_points(text):
+    """Typed clicks, the fallback when the studio cannot be used: ``"420,300 -80,40"`` ->
+    ([[420.0, 300.0], [80.0, 40.0]], [1, 0]). x,y in source pixels, separated by spaces or
+    ``;``; a leading ``-`` marks an exclude (background) point. ValueError when malformed."""
+    points, labels = [], []
+    for token in text.replace(";", " ").split():
+        try:
+            x, y = (float(v) for v in token.lstrip("+-").split(","))
+        except ValueError:
+            raise ValueError(f"a point is x,y in source pixels (e.g. 420,300), found {token!r}"
+                             ) from None
+        points.append([x, y])
+        labels.append(0 if token.startswith("-") else 1)
+    return points, labels
+
+
 def load_command(folder, default=None):
     """The vosfx command (argument list) that ``vosfx plugins install`` recorded in
     ``folder/vosfx_plugin_config.json``; ``VOSFX_EXECUTABLE`` (one path) wins; else

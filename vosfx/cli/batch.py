@@ -104,12 +104,12 @@ def batch(manifest, output, presets, mask_rule, workers, gpus, retry, state_dir,
     kind = executor_kind or ("ray" if ray_address else "local")
     executor = kind
     if kind == "ray":
-        from vosfx.batch_ray import RayExecutor
+        from vosfx.batch.cluster import RayExecutor
 
         executor = RayExecutor(ray_address or "local", workers=workers,
                                engine_factory=engine_factory, max_task_retries=retry)
     elif kind == "local" and gpus is not None:
-        from vosfx.batch_local import LocalExecutor
+        from vosfx.batch.local import LocalExecutor
 
         executor = LocalExecutor(workers, engine_factory=engine_factory,
                                  gpus=[g for g in gpus.split(",") if g.strip()])

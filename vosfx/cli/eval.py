@@ -1,7 +1,7 @@
 """`vosfx eval` (score prediction folders) and `vosfx bench` (track a dataset, then score it).
 
 Thin: each command calls :func:`vosfx.eval.report.evaluate_dirs` or
-:func:`vosfx.eval.bench.run_bench` and prints a table; ``--out DIR`` also writes the table as
+:func:`vosfx.pipeline.bench.run_bench` and prints a table; ``--out DIR`` also writes the table as
 Markdown, CSV and JSON there.
 """
 
@@ -18,6 +18,7 @@ import click
 
 from vosfx.config import MemoryConfig, ModelConfig, build_config
 from vosfx.errors import ConfigError, OutputError
+from vosfx.policies import MEMORY_POLICIES
 
 FORMATS = ("md", "csv", "json")
 
@@ -67,11 +68,11 @@ def _machine() -> dict:
     }
 
 
-def load_engine(model: ModelConfig):
+def open_engine(model: ModelConfig):
     """The engine for ``model`` (a seam: tests replace it with a fake)."""
-    from vosfx.engine import load_engine as _load
+    from vosfx.engine import load_engine
 
-    return _load(model)
+    return load_engine(model)
 
 
 def _memory_config(policy: str) -> MemoryConfig:
@@ -86,7 +87,7 @@ def _memory_config(policy: str) -> MemoryConfig:
 @click.option("--model", "-m", "models", multiple=True, default=("sam2.1-tiny",),
               show_default=True, help="model id; repeat to compare")
 @click.option("--memory", "policies", multiple=True, default=("rcms+shots",),
-              show_default=True, help="memory policy (sam2, rcms, rcms+shots); repeat to compare")
+              show_default=True, help=f"memory policy ({', '.join(MEMORY_POLICIES)}); repeat to compare")
 @click.option("--backend", "backends", multiple=True, default=("auto",), show_default=True,
               help="auto, torch or onnx; repeat to compare")
 @click.option("--device", default="auto", show_default=True)
@@ -102,8 +103,8 @@ def bench(dataset, models, policies, backends, device, image_size, checkpoint, s
           protocol, out, fmt) -> None:
     """Track every sequence of a DAVIS-layout DATASET from its first-frame masks, score it,
     and report accuracy, frames/s and peak memory for each model × memory × backend."""
-    from vosfx.eval.bench import run_bench
     from vosfx.eval.report import rows_to_csv, rows_to_markdown
+    from vosfx.pipeline.bench import run_bench
 
     names = _split(sequences)
     memory_cfgs = {p: _memory_config(p) for p in policies}  # fail before loading any model
@@ -115,7 +116,7 @@ def bench(dataset, models, policies, backends, device, image_size, checkpoint, s
                               image_size=image_size, checkpoint=checkpoint)
             build_config({"model": {"backend": backend, "device": device,
                                     "image_size": image_size}})  # validates the flags
-            engine = load_engine(cfg)
+            engine = open_engine(cfg)
             try:
                 for policy in policies:
                     label = f"{model_name}/{policy}/{backend}"

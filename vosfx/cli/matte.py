@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from vosfx.errors import ConfigError, VosfxError
+from vosfx.policies import MEMORY_POLICIES
 
 
 def _overrides(opts: dict) -> dict:
@@ -84,7 +85,8 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--low-memory", is_flag=True, default=None,
               help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.")
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
-@click.option("--memory", type=click.Choice(["sam2", "rcms", "rcms+shots"]))
+@click.option("--memory", type=click.Choice(list(MEMORY_POLICIES)),
+              help="memory policy (docs/memory.md)")
 @click.option("--backward/--forward-only", "track_backward", default=None,
               help="Matte frames before the first prompt by tracking backwards (default on).")
 @click.option("--alpha", type=click.Choice(["soft", "hard"]))
@@ -204,7 +206,7 @@ def _main_thread() -> bool:
 
 def format_report(result) -> str:
     """The --report text: speed, shot cuts, per-object presence and memory events."""
-    from vosfx.report import format_report as _format
+    from vosfx.pipeline.presence import format_report as _format
 
     mem = result.memory or {}
 

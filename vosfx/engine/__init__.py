@@ -47,6 +47,6 @@ def load_engine(model: ModelConfig, *, progress=None) -> Engine:
     the bundle exported on first use when torch is installed). A registry model missing from
     the cache is downloaded first, calling ``progress(done_bytes, total_bytes | None)``.
     Raises BackendError / ModelError / DownloadError with a clear message."""
-    from vosfx.engine.loader import load_engine as _load
+    from vosfx.engine.loader import build_engine
 
-    return _load(model, progress=progress)
+    return build_engine(model, progress=progress)

@@ -14,7 +14,7 @@ scores) is numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +45,48 @@ def preprocess(rgb8: np.ndarray, image_size: int) -> np.ndarray:
     img -= IMG_MEAN
     img /= IMG_STD
     return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def aa_weights(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) float32 weights of torch's ``F.interpolate(mode="bilinear",
+    align_corners=False, antialias=True)`` along one axis (a triangle filter stretched by the
+    scale when shrinking, normalised per output pixel), so ``wy @ x @ wx.T`` resizes ``x``."""
+    scale = size_in / size_out
+    support = max(scale, 1.0)
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    w = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), size_in)
+        taps = np.clip(1.0 - np.abs((np.arange(lo, hi) - center + 0.5) * inv), 0.0, None)
+        total = taps.sum()
+        w[i, lo:hi] = taps / total if total != 0 else taps
+    return w.astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) bool -> (size, size) float32 in {0, 1}: antialiased bilinear then >= 0.5, as
+    SAM 2's ``add_new_mask``. (Matches torch except where a value lands within a float32 ulp
+    of 0.5; none of the DAVIS annotations do at 256 or 1024.)"""
+    m = np.asarray(mask, np.float32)
+    if m.shape == (size, size):
+        return m
+    out = aa_weights(m.shape[0], size) @ (m @ aa_weights(m.shape[1], size).T)
+    return (out >= 0.5).astype(np.float32)
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), round to nearest even as torch's
+    ``.to(torch.bfloat16)`` (finite values; SAM 2's memories are)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))
+    return (rounded >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32 (exact)."""
+    return (b.astype(np.uint32) << 16).view(np.float32)
 
 
 @dataclass
@@ -96,6 +138,26 @@ class TrackOutput:
     single_ptr: Any
 
 
+@dataclass(frozen=True)
+class TrackRequest:
+    """One object on one frame, for :meth:`Backend.track`.
+
+    ``memories`` None: an initial conditioning frame (no memory; SAM 2's ``no_mem_embed``);
+    else the selected mask memories, with ``pointers`` and ``t_diff_max`` (the normalisation
+    of the pointers' temporal encoding). ``point_coords`` (P, 2) float32 in model pixels
+    [0, S] with ``point_labels`` (P,) int32 (1 include, 0 exclude, 2/3 box corners), or None
+    for no points; ``mask_logits`` (s, s) float32 dense prompt (low-res logits) or None.
+    """
+
+    features: ImageFeatures
+    memories: list[MemoryItem] | None = None
+    pointers: list[PointerItem] = field(default_factory=list)
+    t_diff_max: int = 0
+    point_coords: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    mask_logits: np.ndarray | None = None
+
+
 class Backend(Protocol):
     """SAM 2's stages on one runtime. Attributes describe the loaded model."""
 
@@ -115,15 +177,9 @@ class Backend(Protocol):
         """(H, W, 3) uint8 RGB at any size -> features (resized with :func:`preprocess`)."""
         ...
 
-    def track(self, features: ImageFeatures, memories: list[MemoryItem] | None,
-              pointers: list[PointerItem], t_diff_max: int, point_coords: np.ndarray | None,
-              point_labels: np.ndarray | None, mask_logits: np.ndarray | None) -> TrackOutput:
-        """Memory attention + prompt encoder + mask decoder for one object.
-
-        ``memories`` None: an initial conditioning frame (no memory; SAM 2's ``no_mem_embed``).
-        ``point_coords`` (P, 2) float32 in model pixels [0, S], ``point_labels`` (P,) int32, or
-        None for no points; ``mask_logits`` (s, s) float32 dense prompt or None.
-        """
+    def track(self, request: TrackRequest) -> TrackOutput:
+        """Memory attention + prompt encoder + mask decoder for one object (see
+        :class:`TrackRequest`)."""
         ...
 
     def mask_as_output(self, features: ImageFeatures,

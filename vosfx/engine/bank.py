@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from vosfx.engine.memory import Decision, MemoryEntry, MemoryPolicy
+from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
 from vosfx.errors import VosfxError
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from vosfx.engine.onnx_backend import BUNDLE_FORMAT, MANIFEST, read_manifest
+from vosfx.engine.bundle import BUNDLE_FORMAT, MANIFEST, read_manifest
 from vosfx.errors import BackendError, ModelError
 
 OPSET = 17
@@ -240,7 +240,7 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
     import onnx
     import torch
 
-    import vosfx
+    from vosfx._version import __version__
 
     attrs = {k: getattr(net, k) for k in (
         "num_maskmem", "multimask_output_in_sam", "multimask_output_for_tracking",
@@ -249,7 +249,7 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
     attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
     return {
         "format": BUNDLE_FORMAT, "model_id": model_id, "checkpoint_sha256": sha,
-        "image_size": size, "opset": OPSET, "vosfx_version": vosfx.__version__,
+        "image_size": size, "opset": OPSET, "vosfx_version": __version__,
         "torch_version": torch.__version__, "onnx_version": onnx.__version__,
         "exporter": "torch.onnx.export(dynamo=False)",
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

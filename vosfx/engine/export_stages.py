@@ -9,7 +9,7 @@ dynamic axes of its inputs and outputs. Two stages need a wrapper:
   RealRoPEAttention` and takes the count as an int64 input;
 - mask-as-output: ``F.interpolate(..., antialias=True)`` has no ONNX export; the wrapper does
   the same antialiased bilinear resize as two matrix products with torch's own weights
-  (:func:`vosfx.engine.onnx_backend.aa_weights`).
+  (:func:`vosfx.engine.backend.aa_weights`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from vosfx.engine.backend import aa_weights
 from vosfx.engine.export_rope import real_rope_memory_attention
-from vosfx.engine.onnx_backend import aa_weights
 from vosfx.engine.stages import (
     DecoderStage,
     ImageEncoderStage,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 from vosfx.config import MemoryConfig, ModelConfig
 from vosfx.errors import BackendError, ConfigError
 from vosfx.types import VideoInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 TORCH_HINT = 'the torch backend needs torch and sam2: pip install "vosfx[torch]"'
 
@@ -24,7 +27,7 @@ class SamEngine:
         self.fill_hole_area = fill_hole_area
 
     def start(self, info: VideoInfo, memory: MemoryConfig):
-        from vosfx.engine.memory import make_policy
+        from vosfx.engine.policies import make_policy
         from vosfx.engine.tracker import Tracker
 
         return Tracker(self.backend, lambda: make_policy(memory), info,
@@ -63,7 +66,7 @@ def torch_backend_for(net: Any, device: str = "auto", threads: int = 0):
     return TorchBackend(net, pick_device(device))
 
 
-def load_engine(model: ModelConfig, *, progress=None) -> SamEngine:
+def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
     """Load ``model`` on the backend it names (``auto``: ONNX Runtime, exporting the bundle on
     first use when torch is installed). Raises BackendError (runtime missing) or ModelError
     (checkpoint)."""
@@ -75,15 +78,11 @@ def load_engine(model: ModelConfig, *, progress=None) -> SamEngine:
         # provider vosfx uses, so Apple GPUs stay on torch.
         backend = "torch" if model.device == "mps" else "onnx"
     if backend == "onnx":
-        try:
-            from vosfx.engine import onnx_backend
-        except ImportError as err:
-            raise BackendError(f"the onnx backend is unavailable: {err}") from err
         from vosfx.engine.export import bundle_for_config
 
         if bundle_for_config(model) is None:  # exporting needs the checkpoint
             _fetch(model, progress)
-        return onnx_backend.load_engine(model)
+        return _onnx_engine(model)
     if backend != "torch":
         raise ConfigError(f"[model] backend: expected auto, torch or onnx, found {backend!r}")
     if model.device not in ("auto", "cpu", "cuda", "mps"):
@@ -99,6 +98,22 @@ def load_engine(model: ModelConfig, *, progress=None) -> SamEngine:
     return SamEngine(torch_backend_for(net, model.device, model.threads),
                      model_id=model.name if not model.checkpoint else Path(source).name,
                      model_sha256=sha)
+
+
+def _onnx_engine(model: ModelConfig) -> SamEngine:
+    """An engine on ONNX Runtime; exports the bundle first when it is missing and torch is
+    installed (else says how to get it)."""
+    try:
+        from vosfx.engine.onnx_backend import OnnxBackend
+    except ImportError as err:
+        raise BackendError(f"the onnx backend is unavailable: {err}") from err
+    from vosfx.engine.export import ensure_bundle_for_config
+
+    bundle = ensure_bundle_for_config(model)
+    backend = OnnxBackend(bundle, device=model.device, threads=model.threads,
+                          precision=model.precision, memory_arena=not model.low_memory)
+    man = backend.manifest
+    return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
 
 
 def _fetch(model: ModelConfig, progress) -> None:

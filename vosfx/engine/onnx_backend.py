@@ -13,20 +13,27 @@ Backend-native arrays are numpy (CPU). Mask memories are kept as bfloat16 bit pa
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vosfx.engine.backend import ImageFeatures, MemoryItem, PointerItem, TrackOutput, preprocess
-from vosfx.errors import BackendError, ModelError
+from vosfx.engine.backend import (
+    ImageFeatures,
+    MemoryItem,
+    PointerItem,
+    TrackOutput,
+    TrackRequest,
+    from_bf16_bits,
+    preprocess,
+    resize_mask,
+    to_bf16_bits,
+)
+from vosfx.engine.bundle import read_manifest
+from vosfx.errors import BackendError
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-BUNDLE_FORMAT = 1
 
 # --device -> ONNX Runtime execution providers, in preference order (CPU always last)
 PROVIDERS = {
@@ -45,84 +52,6 @@ def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         log.warning(message)
-
-
-# --- pure helpers (numpy) -------------------------------------------------------------------
-
-def aa_weights(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) float32 weights of torch's ``F.interpolate(mode="bilinear",
-    align_corners=False, antialias=True)`` along one axis (a triangle filter stretched by the
-    scale when shrinking, normalised per output pixel), so ``wy @ x @ wx.T`` resizes ``x``."""
-    scale = size_in / size_out
-    support = max(scale, 1.0)
-    inv = 1.0 / scale if scale >= 1.0 else 1.0
-    w = np.zeros((size_out, size_in), np.float64)
-    for i in range(size_out):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), size_in)
-        taps = np.clip(1.0 - np.abs((np.arange(lo, hi) - center + 0.5) * inv), 0.0, None)
-        total = taps.sum()
-        w[i, lo:hi] = taps / total if total != 0 else taps
-    return w.astype(np.float32)
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """(H, W) bool -> (size, size) float32 in {0, 1}: antialiased bilinear then >= 0.5, as
-    SAM 2's ``add_new_mask``. (Matches torch except where a value lands within a float32 ulp
-    of 0.5; none of the DAVIS annotations do at 256 or 1024.)"""
-    m = np.asarray(mask, np.float32)
-    if m.shape == (size, size):
-        return m
-    out = aa_weights(m.shape[0], size) @ (m @ aa_weights(m.shape[1], size).T)
-    return (out >= 0.5).astype(np.float32)
-
-
-def to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns (uint16), round to nearest even as torch's
-    ``.to(torch.bfloat16)`` (finite values; SAM 2's memories are)."""
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
-    rounded = u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))
-    return (rounded >> 16).astype(np.uint16)
-
-
-def from_bf16_bits(b: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) -> float32 (exact)."""
-    return (b.astype(np.uint32) << 16).view(np.float32)
-
-
-# --- bundles ---------------------------------------------------------------------------------
-
-def read_manifest(bundle: str | Path) -> dict:
-    """The bundle's manifest, checked for format and completeness. Raises ModelError."""
-    bundle = Path(bundle)
-    path = bundle / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"expected an ONNX bundle manifest at {path}, found: {err}") from err
-    if data.get("format") != BUNDLE_FORMAT:
-        raise ModelError(f"{path}: expected bundle format {BUNDLE_FORMAT}, found "
-                         f"{data.get('format')!r} (re-export with `vosfx models export`)")
-    missing = [g["file"] for g in data.get("graphs", {}).values()
-               if not (bundle / g["file"]).is_file()]
-    if missing or not data.get("graphs"):
-        raise ModelError(f"{bundle}: expected every graph of the manifest, missing {missing}")
-    return data
-
-
-def load_engine(model: Any):
-    """A :class:`~vosfx.engine.loader.SamEngine` on ONNX Runtime for a ModelConfig; exports the
-    bundle first when it is missing and torch is installed (else says how to get it)."""
-    from vosfx.engine.export import ensure_bundle_for_config
-    from vosfx.engine.loader import SamEngine
-
-    bundle = ensure_bundle_for_config(model)
-    backend = OnnxBackend(bundle, device=model.device, threads=model.threads,
-                          precision=model.precision,
-                          memory_arena=not getattr(model, "low_memory", False))
-    man = backend.manifest
-    return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -238,16 +167,18 @@ class OnnxBackend:
         s0, s1, feat, pos = self._run("image_encoder", {"image": img})
         return ImageFeatures(s0, s1, feat, pos)
 
-    def track(self, features: ImageFeatures, memories: list[MemoryItem] | None,
-              pointers: list[PointerItem], t_diff_max: int, point_coords: np.ndarray | None,
-              point_labels: np.ndarray | None, mask_logits: np.ndarray | None) -> TrackOutput:
+    def track(self, request: TrackRequest) -> TrackOutput:
+        features, memories = request.features, request.memories
+        point_coords, point_labels = request.point_coords, request.point_labels
+        mask_logits = request.mask_logits
         if mask_logits is not None:
             raise BackendError("the onnx backend has no dense mask-prompt decoder graph; "
                                "mask prompts go through mask_as_output")
         if memories is None:
             (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
         else:
-            memory, memory_pos, n_ptr = self._assemble(memories, pointers, t_diff_max)
+            memory, memory_pos, n_ptr = self._assemble(memories, request.pointers,
+                                                            request.t_diff_max)
             (pix,) = self._run("memory_attention", {
                 "vision_feat": features.vision_feat, "vision_pos": features.vision_pos,
                 "memory": memory, "memory_pos": memory_pos,

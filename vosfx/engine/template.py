@@ -155,3 +155,36 @@ def _manifest(meta: dict, model_id: str, sha256: str, graphs: dict) -> dict:
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "attrs": meta["attrs"], "constants": "constants.npz", "graphs": graphs, "variants": {},
     }
+
+
+def bundle_from_template(model: Any, progress: Progress | None = None) -> Path | None:
+    """The bundle for a :class:`~vosfx.config.ModelConfig`, filled now from a shipped template,
+    or None when no template fits (another image size, an unknown architecture, custom
+    memory-mask scaling: those need torch to export). The checkpoint must be on disk (the
+    loader fetches registry models first)."""
+    import logging
+
+    from vosfx.engine.export import bundle_dir, checkpoint_identity
+    from vosfx.models import registry
+    from vosfx.models.checkpoint import identify
+
+    source = model.checkpoint or model.name
+    model_id, sha, path = checkpoint_identity(source)
+    if path is None or sha is None:
+        return None
+    if source in registry.model_ids():
+        spec = registry.get(source)
+    else:
+        spec = registry.find_by_filename(path.name) or identify(path)
+    if spec is None:
+        return None
+    size = int(model.image_size) if model.image_size else 1024
+    template = find_template(spec.config, size, mem_mask_scale=spec.mem_mask_scale,
+                             mem_mask_bias=spec.mem_mask_bias)
+    if template is None:
+        return None
+    say = progress or logging.getLogger(__name__).info
+    say(f"first use of {model_id} at {size} px: filling the shipped ONNX graphs with its "
+        "weights (once; a few seconds)")
+    return build_bundle(template, path, sha256=sha, model_id=model_id,
+                        out_dir=bundle_dir(model_id, sha, size), progress=None)

@@ -9,7 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vosfx.engine.backend import ImageFeatures, MemoryItem, PointerItem, TrackOutput, preprocess
+from vosfx.engine.backend import (
+    ImageFeatures,
+    MemoryItem,
+    PointerItem,
+    TrackOutput,
+    TrackRequest,
+    preprocess,
+)
 from vosfx.engine.stages import (
     DecoderStage,
     ImageEncoderStage,
@@ -80,15 +87,17 @@ class TorchBackend:
         return ImageFeatures(s0, s1, feat, pos)
 
     @torch.inference_mode()
-    def track(self, features: ImageFeatures, memories: list[MemoryItem] | None,
-              pointers: list[PointerItem], t_diff_max: int, point_coords: np.ndarray | None,
-              point_labels: np.ndarray | None, mask_logits: np.ndarray | None) -> TrackOutput:
+    def track(self, request: TrackRequest) -> TrackOutput:
+        features, memories = request.features, request.memories
+        point_coords, point_labels = request.point_coords, request.point_labels
+        mask_logits = request.mask_logits
         dev = self.device_t
         with self._autocast():
             if memories is None:
                 pix = self.no_memory(features.vision_feat)
             else:
-                memory, memory_pos, n_ptr = self._assemble(memories, pointers, t_diff_max)
+                memory, memory_pos, n_ptr = self._assemble(memories, request.pointers,
+                                                            request.t_diff_max)
                 pix = self.attention(features.vision_feat, features.vision_pos, memory,
                                      memory_pos, n_ptr)
             if point_coords is None or len(point_coords) == 0:

@@ -1,37 +1,49 @@
-"""Streaming SAM 2 tracker: one frame in, one :class:`~vosfx.types.MaskResult` out.
+"""The SAM 2 tracker: prompted frames (anchors) and propagation passes, one object at a time.
 
-It reproduces ``sam2.SAM2VideoPredictor.propagate_in_video`` (sam2 1.1.0) frame by frame with
-constant memory: the image is encoded once per frame, each object is tracked against the
-memories its policy selects from its own bank, and the bank keeps only what can still be
-attended. SAM 2's rules mirrored here (``SAM2Base``/``SAM2VideoPredictor``):
+It reproduces ``sam2.SAM2VideoPredictor`` (sam2 1.1.0) with constant memory. Two verbs:
 
-- A prompted frame is an *initial conditioning frame* for its object: no memory is attended
-  (``no_mem_embed``), a mask prompt is used directly as the output
-  (``use_mask_input_as_output_without_sam``), and the frame's memory is encoded from the
-  upsampled low-res prediction, binarised (``propagate_in_video_preflight`` with
-  ``binarize_mask_from_pts_for_mem_enc``). That is what the official predictor does with
-  prompts added before the frame is propagated; a correction on a later frame is handled the
-  same way and becomes a conditioning frame.
-- Multimask output (pick the highest predicted IoU) when ``_use_multimask`` says so.
-- Low-res logits get small holes filled (``fill_hole_area``) for output only, never for the
-  memory of tracked frames.
+- :meth:`Tracker.prompt` (image mode): one object's output on one frame from its prompt, with
+  no memory attended, exactly as SAM 2 answers a prompt on a frame it has not tracked
+  (``add_new_points_or_box`` / ``add_new_mask`` with ``is_init_cond_frame``): a mask prompt is
+  the output itself (``use_mask_input_as_output_without_sam``); points and boxes go through the
+  decoder, multimask when ``_use_multimask`` says so, and a previous output of that frame, if
+  any, is the dense mask input (clamped to +-32, as ``prev_sam_mask_logits``). The frame's
+  memory is encoded from that output, binarised for point prompts
+  (``binarize_mask_from_pts_for_mem_enc``). The result is the object's *anchor* on that frame:
+  conditioning memory for every pass that attends it.
+- A *pass* (:meth:`start_pass`, :meth:`step`, :meth:`end_pass`): one object propagated from
+  one anchor in one direction, attending that anchor and, when given, one more anchor (the
+  neighbouring prompted frame on the far side) as conditioning memory, plus the recent frames
+  of the pass itself as its policy selects them. A forward pass is SAM 2's
+  ``propagate_in_video``; a backward pass is ``propagate_in_video(reverse=True)``, run on frame
+  indices mirrored as ``N - 1 - t`` so that "previous frames" are the later ones, pointers come
+  from anchors at or after the frame, and the video's ends bound the pointer window just as
+  SAM 2's reverse mode does (docs/session.md).
+
+Low-res logits get small holes filled (``fill_hole_area``) for output only, never for the
+memory of tracked frames.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vosfx.engine.backend import Backend, MemoryItem, PointerItem
+from vosfx.engine.backend import Backend, ImageFeatures, MemoryItem, PointerItem, TrackRequest
 from vosfx.engine.bank import MemoryBank
-from vosfx.engine.memory import MemoryEntry, MemoryPolicy
-from vosfx.errors import PromptError
-from vosfx.types import Frame, MaskResult, Prompt, VideoInfo
+from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
+from vosfx.errors import PromptError, VosfxError
+from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's logit for "no object" (sam2_base.NO_OBJ_SCORE)
+MASK_INPUT_CLAMP = 32.0  # SAM 2 clamps a previous output to +-32 before using it as a prompt
 
 
 def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
@@ -50,130 +62,262 @@ def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
     return np.where(np.isin(labels, small), np.float32(0.1), logits).astype(np.float32)
 
 
+def check_prompt(p: Prompt, width: int, height: int) -> None:
+    """PromptError unless ``p`` is a (width x height) mask, or (N, 2) points with (N,) labels
+    and/or an x0, y0, x1, y1 box."""
+    if p.mask is not None:
+        if p.points is not None or p.box is not None:
+            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a mask "
+                              "or points/box, found both")
+        if p.mask.shape != (height, width):
+            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a "
+                              f"{width}x{height} mask, found {p.mask.shape[::-1]}")
+        return
+    if p.points is None and p.box is None:
+        raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a mask, "
+                          "points or a box, found none")
+    if p.points is not None:
+        pts = np.asarray(p.points)
+        labels = None if p.labels is None else np.asarray(p.labels)
+        if pts.ndim != 2 or pts.shape[1] != 2 or labels is None or labels.shape != (len(pts),):
+            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
+                              f"points with (N,) labels, found {pts.shape} and "
+                              f"{None if labels is None else labels.shape}")
+    if p.box is not None and np.asarray(p.box).shape != (4,):
+        raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a box "
+                          f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}")
+
+
 @dataclass
-class _Object:
+class _Anchor:
+    """One object's prompted frame: its output and its encoded memory (backend-native)."""
+
     obj_id: int
+    frame_index: int
+    shot_id: int
+    low: np.ndarray  # (s, s) float32, holes filled: the frame's output
+    score: float
+    iou: float
+    quality: float
+    ptr: Any
+    maskmem: Any
+
+
+@dataclass
+class _Pass:
+    obj_id: int
+    anchor: int
+    direction: int  # +1 forward, -1 backward
+    neighbour: int | None
     policy: MemoryPolicy
     bank: MemoryBank
-    prompts: dict[int, Prompt] = field(default_factory=dict)
-    started: bool = False
+    last: int  # the last frame stepped (the anchor before the first step)
     events: dict[int, str] = field(default_factory=dict)
+    promoted: dict[int, list[int]] = field(default_factory=dict)
 
 
 class Tracker:
-    """A :class:`~vosfx.engine.Session` for one clip.
+    """An engine :class:`~vosfx.engine.Session` over one clip: anchors and passes.
 
-    ``policy`` is copied for every object (policies keep per-object state); a callable
-    returning a fresh policy works too. ``fill_hole_area``: SAM 2's post-processing (8 in its
-    video predictor; the official code skips it without its CUDA extension, so use 0 to match a
-    CPU run).
+    ``policy``: a callable returning a fresh :class:`MemoryPolicy` (one per pass), or a policy
+    instance that is deep-copied. ``fill_hole_area``: SAM 2's post-processing (8 in its video
+    predictor; the official code skips it without its CUDA extension, so use 0 to match a CPU
+    run).
     """
 
-    def __init__(self, backend: Backend, policy: MemoryPolicy, info: VideoInfo, *,
-                 fill_hole_area: int = 8) -> None:
+    def __init__(self, backend: Backend, policy: MemoryPolicy | Callable[[], MemoryPolicy],
+                 info: VideoInfo, *, fill_hole_area: int = 8) -> None:
         self.backend = backend
         self.info = info
         self.fill_hole_area = fill_hole_area
         self._policy = policy
-        self._objects: dict[int, _Object] = {}  # insertion order = slot order, as SAM 2
-        self._next_frame: int | None = None  # set by the first step (a range may start late)
-        self._low = backend.image_size // 4
+        self._anchors: dict[int, dict[int, _Anchor]] = {}
+        self._passes: dict[int, _Pass] = {}
+        self._next_pass = 0
+        self._events: dict[int, dict[int, str]] = {}
+        self._promoted: dict[int, dict[int, list[int]]] = {}
+        self._peak: dict[int, int] = {}
+        self.policy_name = self._new_policy().name
 
-    # --- prompts ------------------------------------------------------------------------
-    def add_prompt(self, prompt: Prompt) -> None:
-        if self._next_frame is not None and prompt.frame_index < self._next_frame:
-            raise PromptError(f"prompt for object {prompt.obj_id} on frame "
-                              f"{prompt.frame_index}: expected a frame not yet tracked "
-                              f"(next is {self._next_frame})")
-        self._check(prompt)
-        obj = self._objects.get(prompt.obj_id)
-        if obj is None:
-            pol = self._policy() if callable(self._policy) and not hasattr(
-                self._policy, "select") else copy.deepcopy(self._policy)
-            obj = self._objects[prompt.obj_id] = _Object(
-                prompt.obj_id, pol, MemoryBank(self.backend.num_maskmem,
-                                               self.backend.max_obj_ptrs,
-                                               self.info.num_frames))
-        obj.prompts[prompt.frame_index] = prompt
+    def _new_policy(self) -> MemoryPolicy:
+        if callable(self._policy) and not hasattr(self._policy, "select"):
+            return self._policy()  # type: ignore[call-arg]
+        return copy.deepcopy(self._policy)  # type: ignore[arg-type]
 
-    def _check(self, p: Prompt) -> None:
-        h, w = self.info.height, self.info.width
-        if p.mask is not None:
-            if p.points is not None or p.box is not None:
-                raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a mask "
-                                  "or points/box, found both")
-            if p.mask.shape != (h, w):
-                raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a "
-                                  f"{w}x{h} mask, found {p.mask.shape[::-1]}")
-            return
-        if p.points is None and p.box is None:
-            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a mask, "
-                              "points or a box, found none")
-        if p.points is not None:
-            pts = np.asarray(p.points)
-            labels = None if p.labels is None else np.asarray(p.labels)
-            if pts.ndim != 2 or pts.shape[1] != 2 or labels is None or labels.shape != (
-                    len(pts),):
-                raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
-                                  f"points with (N,) labels, found {pts.shape} and "
-                                  f"{None if labels is None else labels.shape}")
-        if p.box is not None and np.asarray(p.box).shape != (4,):
-            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a box "
-                              f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}")
+    # --- features -----------------------------------------------------------------------
+    def encode(self, frame: Frame) -> ImageFeatures:
+        """The frame's image features (backend-native; cache them to prompt the same frame
+        again without the image encoder)."""
+        return self.backend.encode_image(frame.rgb8)
 
-    # --- tracking -----------------------------------------------------------------------
-    def step(self, frame: Frame, *, shot_id: int = 0) -> MaskResult:
-        t = frame.index
-        if self._next_frame is not None and t != self._next_frame:
-            raise PromptError(f"expected frame {self._next_frame}, found frame {t} (frames "
-                              "must arrive in order, once each)")
-        self._next_frame = t + 1
-        objs = list(self._objects.values())
-        feats = self.backend.encode_image(frame.rgb8) if objs else None
-        n = len(objs)
-        logits = np.full((n, self._low, self._low), NO_OBJ_SCORE, np.float32)
-        scores = np.full((n,), NO_OBJ_SCORE, np.float32)
-        ious = np.zeros((n,), np.float32)
-        info: dict = {"memory": {}}
-        for i, obj in enumerate(objs):
-            if t in obj.prompts:
-                out = self._prompted(obj, feats, obj.prompts.pop(t))
-            elif obj.started:
-                out = self._tracked(obj, feats, t, shot_id)
-            else:
-                continue  # first prompt still ahead: "no object" until then
-            low_out, low_mem, score, iou, all_ious, ptr, prompted = out
-            logits[i], scores[i], ious[i] = low_out, score, iou
-            info["memory"][obj.obj_id] = self._remember(
-                obj, feats, t, shot_id, low_out, low_mem, score, iou, all_ious, ptr, prompted)
-        return MaskResult(frame_index=t, obj_ids=tuple(o.obj_id for o in objs), logits=logits,
-                          object_score_logits=scores, iou=ious, info=info)
+    def model_input(self, frame: Frame) -> Frame:
+        """The frame at the model's input size (S x S uint8, resized exactly as
+        :func:`~vosfx.engine.backend.preprocess` does), for stashing: encoding it gives the
+        same features as encoding the frame."""
+        from PIL import Image
 
-    def _prompted(self, obj: _Object, feats, p: Prompt) -> tuple:
+        s = self.backend.image_size
+        rgb8 = frame.rgb8
+        if rgb8.shape[:2] != (s, s):
+            rgb8 = np.asarray(Image.fromarray(rgb8).resize((s, s)))
+        return Frame(frame.index, rgb8, frame.pts, frame.time_base, frame.duration)
+
+    # --- anchors (image mode) -------------------------------------------------------------
+    def prompt(self, frame: Frame, prompt: Prompt, *, shot_id: int = 0,
+               previous: np.ndarray | None = None,
+               features: ImageFeatures | None = None) -> ObjectResult:
+        """The object's output on ``frame`` for ``prompt``, which becomes its anchor there
+        (replacing any earlier one). ``previous``: (s, s) float32 low-res logits the frame had
+        (an earlier prompt's output or a tracked output), the dense mask input of a point or
+        box prompt, as SAM 2 passes ``prev_sam_mask_logits``."""
+        if prompt.frame_index != frame.index:
+            raise PromptError(f"prompt for frame {prompt.frame_index} given with frame "
+                              f"{frame.index}")
+        check_prompt(prompt, self.info.width, self.info.height)
         b = self.backend
-        obj.started = True
-        if p.mask is not None:
+        feats = features if features is not None else self.encode(frame)
+        if prompt.mask is not None:
             if not b.use_mask_input_as_output_without_sam:
                 raise PromptError("this model needs use_mask_input_as_output_without_sam for "
                                   "mask prompts (every SAM 2.1 config sets it)")
-            low, score, ptr = b.mask_as_output(feats, p.mask)
+            low, score, ptr = b.mask_as_output(feats, prompt.mask)
             low = self._fill(low)
-            return low, low, score, 1.0, np.ones(1, np.float32), ptr, True
-        coords, labels = self._points(p)
-        out = b.track(feats, None, [], 0, coords, labels, None)
-        low, iou, all_ious, ptr = self._choose(out, True, len(labels))
-        score = out.object_score_logit
-        low = self._fill(low)
-        # the predictor encodes a prompted frame's memory from its stored (filled) prediction
-        return low, low, score, iou, all_ious, ptr, True
+            iou, all_ious = 1.0, np.ones(1, np.float32)
+        else:
+            coords, labels = self._points(prompt)
+            mask_in = None
+            if previous is not None:
+                mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(
+                    np.float32)
+            out = b.track(TrackRequest(feats, point_coords=coords, point_labels=labels,
+                                       mask_logits=mask_in))
+            low, iou, all_ious, ptr = self._choose(out, True, len(labels))
+            score = out.object_score_logit
+            low = self._fill(low)
+        from vosfx.engine.policies.rcms import frame_quality
 
-    def _tracked(self, obj: _Object, feats, t: int, shot_id: int) -> tuple:
-        sel = obj.policy.select(t, shot_id, obj.bank)
-        mems = [MemoryItem(obj.bank.maskmem(f), p) for f, p in sel.masks]
-        ptrs = [PointerItem(obj.bank.obj_ptr(f), d) for f, d in sel.pointers]
-        out = self.backend.track(feats, mems, ptrs, sel.pointer_t_diff_max, None, None, None)
+        quality = frame_quality(score, all_ious, low)
+        # the predictor encodes a prompted frame's memory from its stored (filled) prediction
+        binarize = prompt.mask is None and b.binarize_mask_from_pts_for_mem_enc
+        maskmem = b.encode_memory(feats, low, score, binarize)
+        self._anchors.setdefault(prompt.obj_id, {})[frame.index] = _Anchor(
+            prompt.obj_id, frame.index, shot_id, low, float(score), float(iou), quality, ptr,
+            maskmem)
+        return ObjectResult(prompt.obj_id, frame.index, low, float(score), float(iou),
+                            {"prompt": True, "quality": quality})
+
+    def anchors(self, obj_id: int) -> list[int]:
+        """The object's prompted frames, ascending."""
+        return sorted(self._anchors.get(obj_id, {}))
+
+    def set_shot(self, obj_id: int, frame_index: int, shot_id: int) -> None:
+        """The shot id of a prompted frame, once the shot detector has reached it."""
+        anchor = self._anchors.get(obj_id, {}).get(frame_index)
+        if anchor is not None:
+            anchor.shot_id = shot_id
+
+    def remove_anchor(self, obj_id: int, frame_index: int) -> None:
+        self._anchors.get(obj_id, {}).pop(frame_index, None)
+
+    def remove_object(self, obj_id: int) -> None:
+        self._anchors.pop(obj_id, None)
+        for pid in [p for p, ps in self._passes.items() if ps.obj_id == obj_id]:
+            del self._passes[pid]
+
+    # --- passes -------------------------------------------------------------------------
+    def start_pass(self, obj_id: int, anchor: int, direction: int, *,
+                   neighbour: int | None = None) -> int:
+        """Open a pass of ``obj_id`` from its anchor on frame ``anchor`` in ``direction``
+        (+1 forward, -1 backward), attending that anchor and the anchor on ``neighbour`` (if
+        given) as conditioning memory. Returns the pass id for :meth:`step`."""
+        if direction not in (1, -1):
+            raise VosfxError(f"pass direction: expected +1 or -1, found {direction}")
+        known = self._anchors.get(obj_id, {})
+        for f in (anchor, neighbour):
+            if f is not None and f not in known:
+                raise PromptError(f"object {obj_id} has no prompt on frame {f}")
+        bank = MemoryBank(self.backend.num_maskmem, self.backend.max_obj_ptrs,
+                          self.info.num_frames)
+        ps = _Pass(obj_id, anchor, direction, neighbour, self._new_policy(), bank, anchor)
+        # conditioning memory in frame order, as the predictor stores prompts added in order
+        for f in sorted(x for x in (anchor, neighbour) if x is not None):
+            a = known[f]
+            entry = MemoryEntry(frame_index=self._local(ps, f), shot_id=a.shot_id,
+                                is_prompt=True, object_score_logit=a.score, iou=a.iou,
+                                quality=a.quality)
+            bank.apply(entry, a.maskmem, a.ptr, Decision(store=True, as_cond=True))
+        pid = self._next_pass
+        self._next_pass += 1
+        self._passes[pid] = ps
+        return pid
+
+    def pass_position(self, pass_id: int) -> int:
+        """The frame the pass stepped last (its anchor before the first step)."""
+        return self._passes[pass_id].last
+
+    def step(self, frame: Frame, pass_ids: Sequence[int], *, shot_id: int = 0,
+             features: ImageFeatures | None = None) -> list[ObjectResult]:
+        """Advance every pass in ``pass_ids`` to ``frame`` (the next frame in its direction);
+        the image is encoded once for all of them. Returns one result per pass, in order."""
+        if not pass_ids:
+            return []
+        feats = features if features is not None else self.encode(frame)
+        out = []
+        for pid in pass_ids:
+            ps = self._passes[pid]
+            if frame.index != ps.last + ps.direction:
+                raise VosfxError(f"pass of object {ps.obj_id} from frame {ps.anchor}: "
+                                 f"expected frame {ps.last + ps.direction}, found {frame.index}")
+            ps.last = frame.index
+            out.append(self._advance(ps, feats, frame.index, shot_id))
+        return out
+
+    def end_pass(self, pass_id: int) -> None:
+        ps = self._passes.pop(pass_id, None)
+        if ps is None:
+            return
+        self._events.setdefault(ps.obj_id, {}).update(ps.events)
+        self._promoted.setdefault(ps.obj_id, {}).update(ps.promoted)
+        self._peak[ps.obj_id] = max(self._peak.get(ps.obj_id, 0), ps.bank.peak_entries)
+
+    def _local(self, ps: _Pass, frame_index: int) -> int:
+        """Frame index as the pass's policy sees it: as is forward, mirrored backward."""
+        return frame_index if ps.direction > 0 else self.info.num_frames - 1 - frame_index
+
+    def _source(self, ps: _Pass, local: int) -> int:
+        return local if ps.direction > 0 else self.info.num_frames - 1 - local
+
+    def _advance(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> ObjectResult:
+        b = self.backend
+        r = self._local(ps, t)
+        sel = ps.policy.select(r, shot_id, ps.bank)
+        mems = [MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks]
+        ptrs = [PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers]
+        out = b.track(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max))
         low, iou, all_ious, ptr = self._choose(out, False, 0)
-        return self._fill(low), low, out.object_score_logit, iou, all_ious, ptr, False
+        score = out.object_score_logit
+        filled = self._fill(low)
+        from vosfx.engine.policies.rcms import frame_quality
+
+        # computed for every policy: the sidecar reports it per frame (~0.5 ms at 256²)
+        quality = frame_quality(score, all_ious, filled)
+        entry = MemoryEntry(frame_index=r, shot_id=shot_id, is_prompt=False,
+                            object_score_logit=float(score), iou=float(iou), quality=quality)
+        decision = ps.policy.observe(entry, ps.bank)
+        maskmem = b.encode_memory(feats, low, score, False) if decision.store else None
+        ps.bank.apply(entry, maskmem, ptr, decision)
+        dropped = ps.bank.prune(ps.policy, r)
+        promoted = [self._source(ps, f) for f in decision.promote]
+        if decision.event:
+            ps.events[t] = decision.event
+        if promoted:
+            ps.promoted[t] = promoted
+        info = {"memory": {"entries": len(ps.bank), "event": decision.event,
+                           "promoted": promoted, "dropped": [self._source(ps, f)
+                                                             for f in dropped],
+                           "quality": quality},
+                "quality": quality, "direction": ps.direction, "anchor": ps.anchor}
+        return ObjectResult(ps.obj_id, t, filled, float(score), float(iou), info)
 
     def _choose(self, out, is_init_cond: bool, num_pts: int) -> tuple:
         """SAM 2's ``_use_multimask`` rule, then the best-IoU candidate."""
@@ -203,45 +347,30 @@ class Tracker:
     def _fill(self, low: np.ndarray) -> np.ndarray:
         return fill_holes(low, self.fill_hole_area)
 
-    def _remember(self, obj: _Object, feats, t: int, shot_id: int, low_out: np.ndarray,
-                  low_mem: np.ndarray, score: float, iou: float, all_ious: np.ndarray, ptr,
-                  prompted: bool) -> dict:
-        """Metadata -> policy decision -> (maybe) memory encoder -> bank -> prune."""
-        from vosfx.engine.rcms import frame_quality
-
-        # computed for every policy: the sidecar reports it per frame (~0.5 ms at 256²)
-        quality = frame_quality(score, all_ious, low_out)
-        entry = MemoryEntry(frame_index=t, shot_id=shot_id, is_prompt=prompted,
-                            object_score_logit=float(score), iou=float(iou), quality=quality)
-        decision = obj.policy.observe(entry, obj.bank)
-        maskmem = None
-        if decision.store:
-            binarize = prompted and self.backend.binarize_mask_from_pts_for_mem_enc
-            maskmem = self.backend.encode_memory(feats, low_mem, score, binarize)
-        obj.bank.apply(entry, maskmem, ptr, decision)
-        dropped = obj.bank.prune(obj.policy, t)
-        if decision.event:
-            obj.events[t] = decision.event
-        return {"entries": len(obj.bank), "event": decision.event,
-                "promoted": list(decision.promote), "dropped": dropped,
-                "quality": quality}
-
     # --- session ------------------------------------------------------------------------
+    @property
+    def low_res(self) -> int:
+        return self.backend.image_size // 4
+
     def report(self) -> dict:
+        for pid in list(self._passes):
+            ps = self._passes[pid]
+            self._peak[ps.obj_id] = max(self._peak.get(ps.obj_id, 0), ps.bank.peak_entries)
         out = {}
-        for obj in self._objects.values():
-            log = getattr(obj.policy, "log", None)
-            out[str(obj.obj_id)] = {
-                "policy": obj.policy.name,
-                "events": {str(k): v for k, v in obj.events.items()},
-                "promoted": {str(k): v for k, v in (log.promoted.items() if log else ())},
-                "peak_bank_entries": obj.bank.peak_entries,
-                "bank_bytes": obj.bank.nbytes(self.backend.nbytes),
+        for obj_id in sorted(set(self._anchors) | set(self._events) | set(self._peak)):
+            out[str(obj_id)] = {
+                "policy": self.policy_name,
+                "prompted_frames": self.anchors(obj_id),
+                "events": {str(k): v for k, v in sorted(self._events.get(obj_id, {}).items())},
+                "promoted": {str(k): v for k, v in
+                             sorted(self._promoted.get(obj_id, {}).items())},
+                "peak_bank_entries": self._peak.get(obj_id, 0),
             }
         return out
 
     def close(self) -> None:
-        self._objects.clear()
+        self._anchors.clear()
+        self._passes.clear()
 
     def __enter__(self) -> Self:
         return self

@@ -47,34 +47,6 @@ def _to_dtype(x: np.ndarray, dtype: np.dtype, full: float) -> np.ndarray:
     return np.clip(np.rint(x), 0, full).astype(dtype)
 
 
-def premultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``rgb · alpha``, same shape (H, W, 3) and dtype as ``rgb`` (rounded for integers)."""
-    full = _check(rgb, alpha)
-    out = rgb.astype(np.float32) * alpha.astype(np.float32, copy=False)[..., None]
-    return _to_dtype(out, rgb.dtype, full)
-
-
-def unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``rgb / alpha`` where alpha > 0 (0 where alpha is 0): the inverse of
-    :func:`premultiply`, same shape and dtype as ``rgb``."""
-    full = _check(rgb, alpha)
-    a = alpha.astype(np.float32, copy=False)[..., None]
-    out = np.divide(rgb.astype(np.float32), a, out=np.zeros(rgb.shape, np.float32),
-                    where=a > 0)
-    return _to_dtype(out, rgb.dtype, full)
-
-
-def cutout_rgba(frame_rgb: np.ndarray, alpha: np.ndarray,
-                premultiplied: bool = False) -> np.ndarray:
-    """The RGBA cut-out: (H, W, 4), same dtype as ``frame_rgb``, alpha scaled to the dtype's
-    full range (255, 65535 or 1.0). Colour is straight (the frame as is) unless
-    ``premultiplied``, in which case it is ``rgb · alpha``."""
-    full = _check(frame_rgb, alpha)
-    rgb = premultiply(frame_rgb, alpha) if premultiplied else frame_rgb
-    a = _to_dtype(alpha.astype(np.float32, copy=False) * np.float32(full), frame_rgb.dtype, full)
-    return np.dstack([rgb, a])
-
-
 def fit_background(bg: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """Scale an (h, w, 3) background image to cover (H, W) = ``out_hw`` and crop the centre
     (no distortion, no borders). Keeps the dtype."""

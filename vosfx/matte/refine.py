@@ -33,7 +33,6 @@ __all__ = [
     "fill_holes",
     "finish",
     "guided_refine",
-    "logits_to_alpha",
     "logits_to_prob",
     "remove_specks",
     "resolve_overlap",
@@ -59,21 +58,6 @@ def logits_to_prob(logits: np.ndarray, out_hw: tuple[int, int], threshold: float
     # tanh form of the sigmoid: no overflow for SAM 2's -1024 "no object" logits.
     x = (up - np.float32(threshold)) * np.float32(0.5 / softness)
     return np.tanh(x, out=x) * np.float32(0.5) + np.float32(0.5)
-
-
-def logits_to_alpha(logits: np.ndarray, out_hw: tuple[int, int],
-                    cfg: RefineConfig) -> np.ndarray:
-    """Alpha from logits without image guidance: bilinear upsampling, then the calibrated
-    sigmoid (``cfg.alpha == "soft"``) or ``logit > cfg.threshold`` (``"hard"``).
-
-    ``logits``: (h, w) float32. ``out_hw``: (H, W). Returns (H, W) float32 in [0, 1].
-    """
-    if cfg.alpha == "hard":
-        up = logits.astype(np.float32, copy=False)
-        if up.shape != tuple(out_hw):
-            up = cv2.resize(up, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-        return (up > cfg.threshold).astype(np.float32)
-    return logits_to_prob(logits, out_hw, cfg.threshold, cfg.softness)
 
 
 def resolve_overlap(alphas: np.ndarray) -> np.ndarray:

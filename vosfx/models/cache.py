@@ -22,12 +22,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from vosfx.errors import ModelError
+from vosfx.files import atomic_write_json
 from vosfx.models import registry
 from vosfx.models.download import download_file, is_offline
 
@@ -105,12 +105,9 @@ def _read_index() -> dict[str, dict]:
 def _write_index(models: dict[str, dict]) -> None:
     folder = checkpoint_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    # Written to a temp file and renamed so a crash never leaves half an index.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".index-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"version": 1, "models": models}, fh, indent=1, sort_keys=True)
-    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the checkpoints beside it are not
-    os.replace(tmp, folder / _INDEX)
+    # atomic: a crash never leaves half an index
+    atomic_write_json(folder / _INDEX, {"version": 1, "models": models}, indent=1,
+                      sort_keys=True)
 
 
 def _record(model_id: str, path: Path, digest: str, *, source: str, trusted: bool) -> None:

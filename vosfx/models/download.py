@@ -107,7 +107,7 @@ def _hash_existing(part: Path) -> hashlib._Hash:
 
 
 def _open(url: str, offset: int) -> http.client.HTTPResponse:
-    from vosfx import __version__
+    from vosfx._version import __version__
 
     headers = {"User-Agent": f"vosfx/{__version__}"}
     if offset:

@@ -22,19 +22,6 @@ def sequencer_scene(context):
     return context.scene
 
 
-def parse_points(text):
-    """``"420,300 -80,40"`` -> ([[420, 300], [80, 40]], [1, 0]); ValueError when malformed."""
-    points, labels = [], []
-    for token in text.replace(";", " ").split():
-        try:
-            x, y = (float(v) for v in token.lstrip("+-").split(","))
-        except ValueError:
-            raise ValueError(f"a point is x,y in source pixels (e.g. 420,300), found {token!r}")
-        points.append([x, y])
-        labels.append(0 if token.startswith("-") else 1)
-    return points, labels
-
-
 def source_range(scene, strip, whole_clip):
     """Source frames [start, end) to matte and the source frame under the playhead. A movie
     strip's source frame k sits at timeline frame ``frame_start + k`` (no speed change)."""
@@ -58,7 +45,7 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir):
     if mask_path:
         prompt = {"frame": frame, "mask": bpy.path.abspath(mask_path)}
     else:
-        points, labels = parse_points(points_text or "")
+        points, labels = vosfx_client.parse_points(points_text or "")
         if not points:
             raise ValueError("give a mask image or at least one point")
         prompt = {"frame": frame, "points": points, "labels": labels}

@@ -110,24 +110,10 @@ def main(resolve=None, fusion=None, bmd=None, support_dir=None):
 
 
 def parse_points(text):
-    """``"420,300 -80,40"`` -> [(420.0, 300.0, 1), (80.0, 40.0, 0)]: x,y in source pixels,
-    separated by spaces or ``;``; a leading ``-`` marks a background point."""
-    points = []
-    for token in text.replace(";", " ").split():
-        label = 0 if token.startswith("-") else 1
-        try:
-            x, y = (float(v) for v in token.lstrip("+-").split(","))
-        except ValueError:
-            raise api.ResolveError(f"a point is x,y in pixels (e.g. 420,300), found {token!r}")
-        points.append((x, y, label))
-    return points
-
-
-def progress_text(event, width=24):
-    """One status line from a frame event: ``[######......] 120/400  3.1 fps  ETA 01:30``."""
-    done, total = event.get("frames_done", 0), event.get("total_frames") or 0
-    filled = int(width * done / total) if total else 0
-    eta = event.get("eta_s")
-    eta_text = "--:--" if eta is None else "{:02d}:{:02d}".format(*divmod(int(eta), 60))
-    bar = "#" * filled + "." * (width - filled)
-    return f"[{bar}] {done}/{total}  {event.get('fps', 0.0):.1f} fps  ETA {eta_text}"
+    """``"420,300 -80,40"`` -> [(420.0, 300.0, 1), (80.0, 40.0, 0)] (the shared parser of
+    ``vosfx_client``); ResolveError when malformed."""
+    try:
+        points, labels = vosfx_client.parse_points(text)
+    except ValueError as err:
+        raise api.ResolveError(str(err)) from None
+    return [(x, y, label) for (x, y), label in zip(points, labels)]

@@ -18,8 +18,8 @@ from fractions import Fraction
 import numpy as np
 
 from vosfx.errors import OutputError
-from vosfx.io.writers import RGBA_SEQUENCE
-from vosfx.io.writers_base import Writer
+from vosfx.formats import RGBA_SEQUENCE
+from vosfx.io.writers.base import Writer
 from vosfx.types import Frame, Matte
 
 # zlib level 2: one 1080p 16-bit RGBA frame took 0.33 s for 3.3 MB, against 0.54 s / 3.1 MB

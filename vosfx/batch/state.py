@@ -37,14 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vosfx import __version__
+from vosfx._version import __version__
 from vosfx.errors import BatchError
+from vosfx.files import TEMP_MARK, atomic_write_json
 from vosfx.job import Job
 
 FULL_HASH_BYTES = 16 * 2**20
 EDGE_BYTES = 2**20
 STATE_VERSION = 1
-TEMP_MARK = ".vosfx-tmp-"  # vosfx.io.writers.temp_path_for: ".<name>.vosfx-tmp-<hex>"
 
 
 def file_fingerprint(path: str | Path) -> dict[str, Any]:
@@ -115,15 +115,6 @@ def job_hash(job: Job) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class BatchState:
     """``<state dir>/state.json``: per job id, its hash, status and the paths it wrote.
     Saved atomically after every change, so a killed batch loses at most the job in flight."""
@@ -160,7 +151,8 @@ class BatchState:
         self.save()
 
     def save(self) -> None:
-        _write_json_atomic(self.path, {"version": STATE_VERSION, "jobs": self.jobs})
+        atomic_write_json(self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1,
+                          sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -183,7 +175,7 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
 
 def decide(job_id: str, job: Job, digest: str, state: BatchState) -> Decision:
     """Skip, or redo (and may the redo overwrite?), per the module doc's rules."""
-    from vosfx.batch_manifest import planned_paths
+    from vosfx.batch.manifest import planned_paths
 
     entry = state.jobs.get(job_id, {})
     recorded = entry.get("outputs", []) + entry.get("sidecars", [])
@@ -213,7 +205,7 @@ def decide(job_id: str, job: Job, digest: str, state: BatchState) -> Decision:
 def absent_paths(job: Job) -> list[str]:
     """Planned final paths that do not exist now (recorded at dispatch as ``fresh``: if they
     exist later, this batch made them)."""
-    from vosfx.batch_manifest import planned_paths
+    from vosfx.batch.manifest import planned_paths
 
     return [p for p in planned_paths(job) if not Path(p).exists()]
 
@@ -235,7 +227,7 @@ def _final_name_patterns(job: Job) -> list[tuple[Path, str]]:
 def remove_partial(job: Job) -> list[str]:
     """Delete temporary files a killed render left beside the job's outputs (the writers'
     ``.<name>.vosfx-tmp-<hex>`` names). Returns what was removed."""
-    from vosfx.io.writers import remove_path
+    from vosfx.io.writers.base import remove_path
 
     removed = []
     for folder, name in _final_name_patterns(job):
@@ -259,4 +251,4 @@ def stamp_sidecars(sidecars: list[str] | tuple[str, ...], job_id: str, digest: s
         if data is None:
             continue
         data["batch"] = {"job_id": job_id, "job_hash": digest}
-        _write_json_atomic(p, data)
+        atomic_write_json(p, data, indent=1, sort_keys=True)

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from vosfx.engine.memory import BankView, Decision, MemoryEntry, PolicyLog, Sam2Policy, Selection
+from vosfx.engine.policies.base import BankView, Decision, MemoryEntry, PolicyLog, Selection
+from vosfx.engine.policies.sam2 import Sam2Policy
 from vosfx.errors import ConfigError, VosfxError
 
 
@@ -89,7 +90,7 @@ def walk_back(frame_index: int, entries: Mapping[int, MemoryEntry], max_promote:
 
 
 class RcmsPolicy(Sam2Policy):
-    """SAM 2's selection (:class:`~vosfx.engine.memory.Sam2Policy`) plus RCMS promotion, as
+    """SAM 2's selection (:class:`~vosfx.engine.policies.Sam2Policy`) plus RCMS promotion, as
     in the MOSEv2 reference (``docs/memory.md``).
 
     One instance per object: it holds the once-per-object disappearance flag.

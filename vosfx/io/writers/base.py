@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,12 +19,13 @@ import numpy as np
 
 from vosfx.config import OutputConfig
 from vosfx.errors import OutputError
+from vosfx.files import temp_name
 from vosfx.types import Frame, Matte, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from vosfx.io.writers import FormatSpec
+    from vosfx.formats import FormatSpec
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -50,7 +50,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def temp_path_for(path: Path) -> Path:
     """A hidden temporary name beside ``path`` (same folder, so the final rename is atomic)."""
-    return path.with_name(f".{path.name}.vosfx-tmp-{secrets.token_hex(4)}")
+    return temp_name(path)
 
 
 def remove_path(path: Path) -> None:

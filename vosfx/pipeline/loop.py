@@ -8,17 +8,25 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vosfx import __version__
+from vosfx._version import __version__
 from vosfx.errors import Cancelled, ConfigError, PromptError
 from vosfx.job import Job, PromptSpec
-from vosfx.types import Frame, MaskResult, Matte, ProgressEvent, Prompt, VideoInfo
+from vosfx.types import (
+    Frame,
+    MaskResult,
+    Matte,
+    ObjectResult,
+    ProgressEvent,
+    Prompt,
+    VideoInfo,
+)
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
@@ -101,36 +109,25 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
     return prompts
 
 
-def _full_matte(matte: Matte, obj_ids: tuple[int, ...]) -> Matte:
-    """A matte with one plane per known object, in ``obj_ids`` order (zeros where the engine
-    has no output yet, e.g. before an object's first prompt)."""
-    if matte.obj_ids == obj_ids:
-        return matte
-    h, w = matte.alpha.shape[1:]
-    alpha = np.zeros((len(obj_ids), h, w), np.float32)
-    for i, oid in enumerate(matte.obj_ids):
-        alpha[obj_ids.index(oid)] = matte.alpha[i]
-    return Matte(matte.frame_index, obj_ids, alpha)
-
-
 def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
         cancel: threading.Event | None = None) -> JobReport:
     """Matte one clip. ``engine``: a loaded :class:`vosfx.engine.Engine` to reuse (batch
     workers keep one across jobs); when None the job's model is loaded and closed here.
     ``cancel``: set it from another thread to stop cleanly (outputs are removed)."""
-    from vosfx.io.source import open_source
+    from vosfx.io.source import open_source, probe
     from vosfx.io.writers import check_output_path
+    from vosfx.session import ClipSession
 
     t_start = time.perf_counter()
     outputs = plan_outputs(job)
     for path, _fmt, _obj in outputs:
         check_output_path(Path(path), job.overwrite)
     with ExitStack() as stack:
-        src = stack.enter_context(open_source(job.input, start=job.start, end=job.end, fps=job.fps))
-        info = src.info
+        info = probe(job.input, fps=job.fps)
         end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
         if job.start >= end:
-            raise ConfigError(f"--start {job.start} is past the clip's last frame ({info.num_frames - 1})")
+            raise ConfigError(f"--start {job.start} is past the clip's last frame "
+                              f"({info.num_frames - 1})")
         prompts = resolve_prompts(job.prompts, info, fit=job.fit, objects=job.objects,
                                   start=job.start, end=end)
         if engine is None:
@@ -138,30 +135,96 @@ def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
 
             engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
             stack.callback(engine.close)
-        backward = _track_backward(job, info, prompts, engine, on_progress, cancel)
-        if backward is not None:
-            stack.callback(backward.close)
-        loop = _Loop(job, _output_info(info, job.start), prompts, engine, outputs, on_progress,
-                     cancel, end - job.start, backward)
+        session = stack.enter_context(ClipSession(engine, info, job.config.memory,
+                                                  start=job.start, end=end))
+        session.set_prompts(prompts)
+
+        def open_frames(lo: int, hi: int):
+            return open_source(job.input, start=lo, end=hi, fps=job.fps)
+
+        loop = _Loop(job, _output_info(info, job.start), session, engine, outputs, on_progress,
+                     cancel, end - job.start)
         stack.enter_context(loop)
-        loop.run(src)
+        loop.run(results_in_order(session, open_frames, on_progress=on_progress,
+                                  cancel=cancel, timings=loop.timings))
     return loop.finish(time.perf_counter() - t_start)
 
 
-def _track_backward(job: Job, info: VideoInfo, prompts: list[Prompt], engine, on_progress,
-                    cancel):
-    """Results for the frames before the first prompted frame, tracked backwards from it
-    (objects first prompted on that frame); None when the range starts at a prompt."""
-    first = min(p.frame_index for p in prompts)
-    if not job.config.memory.track_backward or first <= job.start:
-        return None
-    from vosfx.backward import track_backward
+def results_in_order(session, open_frames, *, on_progress: ProgressCallback | None = None,
+                     cancel: threading.Event | None = None,
+                     timings: dict[str, float] | None = None
+                     ) -> Iterator[tuple[Frame, MaskResult]]:
+    """Every frame of the session's range in order with its final :class:`MaskResult`: the
+    one loop's tracking half, shared by :func:`run` and ``vosfx bench``.
 
-    return track_backward(
-        job.input, job.fps, info, engine, job.config.memory,
-        [p for p in prompts if p.frame_index == first], job.start,
-        shots=job.config.memory.policy == "rcms+shots", on_progress=on_progress, cancel=cancel,
-    )
+    ``open_frames(lo, hi)`` opens a frame source for [lo, hi) (a context manager iterating
+    Frames in order). Frames before the session's split point (the last prompted frame that
+    ends a segment) are first swept and tracked ("track" events), results kept on disk, then
+    decoded again in order; from the split point on, frames are tracked as they stream. So a
+    frame is decoded at most twice, and only when a prompt comes after it.
+    """
+    timings = timings if timings is not None else defaultdict(float)
+    start, end = session.start, session.end
+    split = session.split_point()
+    if split > start:
+        total = split - start
+        with open_frames(start, split) as src, session.open_sweep(cancel=cancel) as sweep:
+            t_wall = time.perf_counter()
+            for done, frame in enumerate(src, 1):
+                t0 = time.perf_counter()
+                sweep.visit(frame)
+                timings["track"] += time.perf_counter() - t0
+                if on_progress is not None:
+                    elapsed = time.perf_counter() - t_wall
+                    on_progress(ProgressEvent(
+                        "track", done, total, frame.index, done / elapsed if elapsed else 0.0,
+                        message=f"tracking frames {start}..{split - 1} in both directions "
+                                "before writing"))
+    collected: list[ObjectResult] = []
+    with open_frames(start, end) as src, session.open_sweep(on_frame=collected.append,
+                                                            cancel=cancel) as sweep:
+        it = iter(src)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(it, None)
+            t1 = time.perf_counter()
+            timings["decode_wait"] += t1 - t0
+            if frame is None:
+                break
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled; no output was written")
+            if frame.index < split:
+                result = session.result(frame.index)
+            else:
+                collected.clear()
+                sweep.visit(frame, keep=False)
+                result = _assemble(session, frame.index, collected)
+            timings["track"] += time.perf_counter() - t1
+            yield frame, result
+
+
+def _assemble(session, frame_index: int, streamed: list[ObjectResult]) -> MaskResult:
+    """The frame's MaskResult from results streamed by a sweep (not stored) and what the
+    store holds (prompted frames)."""
+    stored = session.result(frame_index)
+    if not streamed:
+        return stored
+    by_obj = {r.obj_id: r for r in streamed}
+    logits = stored.logits.copy()
+    scores = stored.object_score_logits.copy()
+    ious = stored.iou.copy()
+    info = {"memory": dict(stored.info.get("memory", {})),
+            "quality": dict(stored.info.get("quality", {}))}
+    for i, obj in enumerate(stored.obj_ids):
+        r = by_obj.get(obj)
+        if r is None:
+            continue
+        logits[i], scores[i], ious[i] = r.logits, r.object_score_logit, r.iou
+        if r.info.get("memory"):
+            info["memory"][obj] = r.info["memory"]
+        if r.info.get("quality") is not None:
+            info["quality"][obj] = r.info["quality"]
+    return MaskResult(frame_index, stored.obj_ids, logits, scores, ious, info)
 
 
 def _output_info(info: VideoInfo, start: int) -> VideoInfo:
@@ -224,39 +287,26 @@ def _object_path(path: str, obj_id: int) -> str:
 
 
 class _Loop:
-    """The per-frame loop's state: session, shot detector, refiner, writers, records."""
+    """The per-frame loop's writing half: refiner, writers, records, sidecar."""
 
-    def __init__(self, job, info, prompts, engine, outputs, on_progress, cancel, total,
-                 backward=None):
-        self.job, self.info, self.engine, self.backward = job, info, engine, backward
+    def __init__(self, job, info, session, engine, outputs, on_progress, cancel, total):
+        self.job, self.info, self.session, self.engine = job, info, session, engine
         self.on_progress, self.cancel, self.total = on_progress, cancel, total
-        self.prompts_at: dict[int, list[Prompt]] = defaultdict(list)
-        for p in prompts:
-            self.prompts_at[p.frame_index].append(p)
-        self.obj_ids = tuple(sorted({p.obj_id for p in prompts}))
+        self.obj_ids = session.obj_ids
         self.outputs = outputs
-        self.timings = defaultdict(float)
+        self.timings: dict[str, float] = defaultdict(float)
         self.scores: dict[int, list[float | None]] = {o: [] for o in self.obj_ids}
         self.quality: dict[int, list[float | None]] = {o: [] for o in self.obj_ids}
         self.frames = 0
-        self.written: list[str] = []
         self.sidecars: list[str] = []
-        self.session = None
         self.memory_report: dict = {}
-        self.shots = None
         self._stack = ExitStack()
 
     def __enter__(self):
         from vosfx.io.writers import open_writer
+        from vosfx.io.writers.background import BackgroundCalls
         from vosfx.matte.refine import Refiner
 
-        self.session = self.engine.start(self.info, self.job.config.memory)
-        self._stack.callback(self.session.close)
-        if self.job.config.memory.policy == "rcms+shots":
-            from vosfx.shots import ShotDetector
-
-            mem = self.job.config.memory
-            self.shots = ShotDetector(threshold=mem.shot_threshold, min_shot_frames=mem.shot_min_frames)
         self.refiner = Refiner(self.job.config.refine, self.obj_ids)
         self.writers = []
         cfg = self.job.config.output
@@ -269,8 +319,6 @@ class _Loop:
                     audio_from=self.job.input if cfg.audio else None, overwrite=self.job.overwrite,
                 )
                 self.writers.append((self._stack.enter_context(writer), oid, target))
-        from vosfx.io.background import BackgroundCalls
-
         # entered last, so it finishes (or stops) before the writers close or abort
         self.async_write = self._stack.enter_context(BackgroundCalls(self._write))
         return self
@@ -278,36 +326,17 @@ class _Loop:
     def __exit__(self, *exc):
         return self._stack.__exit__(*exc)
 
-    def run(self, src) -> None:
+    def run(self, results: Iterator[tuple[Frame, MaskResult]]) -> None:
         t_wall = time.perf_counter()
         self._emit(ProgressEvent("start", 0, self.total))
-        it = iter(src)
-        shot_id = 0
-        while True:
-            if self.cancel is not None and self.cancel.is_set():
-                raise Cancelled("cancelled; no output was written")
-            t0 = time.perf_counter()
-            frame = next(it, None)
-            t1 = time.perf_counter()
-            self.timings["decode_wait"] += t1 - t0
-            if frame is None:
-                break
-            new_shot = False
-            if self.shots is not None:
-                sid = self.shots.push(frame)
-                new_shot, shot_id = sid != shot_id, sid
-            t2 = time.perf_counter()
-            self.timings["shots"] += t2 - t1
-            for p in self.prompts_at.get(frame.index, ()):
-                self.session.add_prompt(p)
-            result = self.session.step(frame, shot_id=shot_id)
-            if self.backward is not None and self.backward.covers(frame.index):
-                result = self.backward.get(frame.index)  # before the first prompt
+        shot_id = None
+        for frame, result in results:
             t3 = time.perf_counter()
-            self.timings["track"] += t3 - t2
-            if new_shot:
-                self.refiner.reset()
-            matte = _full_matte(self.refiner(result, frame), self.obj_ids)
+            sid = self.session.shot_id(frame.index)
+            if shot_id is not None and sid != shot_id:
+                self.refiner.reset()  # no temporal smoothing across a cut
+            shot_id = sid
+            matte = self.refiner(result, frame)
             t4 = time.perf_counter()
             self.timings["refine"] += t4 - t3
             self.async_write.put(frame, matte)  # encoded on the writer thread
@@ -323,7 +352,7 @@ class _Loop:
             ))
         self.async_write.close()  # every frame encoded; a write error raises here
         self.timings["write"] = self.async_write.busy_s
-        self.memory_report = self.session.report()  # before the session closes
+        self.memory_report = self.session.report()
         if self.frames == 0:
             from vosfx.errors import InputError
 
@@ -337,11 +366,12 @@ class _Loop:
                 writer.write(frame, matte, alpha=matte.alpha[self.obj_ids.index(oid)])
 
     def _record(self, result: MaskResult) -> None:
-        got = dict(zip(result.obj_ids, result.object_score_logits.tolist()))
-        memory = result.info.get("memory", {})
-        for oid in self.obj_ids:
-            self.scores[oid].append(got.get(oid))
-            self.quality[oid].append((memory.get(oid) or {}).get("quality"))
+        quality = result.info.get("quality", {})
+        for oid, score in zip(result.obj_ids, result.object_score_logits.tolist()):
+            if oid in self.scores:
+                present = score > -1024.0  # -1024: no result (before a forward-only prompt)
+                self.scores[oid].append(score if present else None)
+                self.quality[oid].append(quality.get(oid) if present else None)
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress is not None:
@@ -349,16 +379,16 @@ class _Loop:
 
     def finish(self, elapsed_s: float) -> JobReport:
         from vosfx.io.writers import write_sidecar
-        from vosfx.report import presence_intervals
+        from vosfx.pipeline.presence import presence_intervals
 
-        # frames before an object's first prompt have no score: absent
+        # frames without a result for an object have no score: absent
         presence = {
             oid: presence_intervals([-1.0 if v is None else v for v in self.scores[oid]],
                                     self.job.start)
             for oid in self.obj_ids
         }
         memory = self.memory_report
-        shots = tuple(self.shots.cuts) if self.shots is not None else ()
+        shots = tuple(self.session.cuts)
         outputs = tuple(t for _w, _o, t in self.writers)
         sidecars = []
         if self.job.config.output.sidecar:

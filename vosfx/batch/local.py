@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vosfx.batch_worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
 from vosfx.errors import BatchError
 
 # Progress messages a worker sends per second at most (a 2000-frame clip at 30 fps would

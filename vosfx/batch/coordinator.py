@@ -1,12 +1,12 @@
 """Batch matte rendering: many clips, every worker busy, resumable, one bad clip fails alone.
 
 :func:`run_batch` is the coordinator. It validates the whole manifest first
-(:mod:`vosfx.batch_manifest`), hashes each job and decides what is already done
-(:mod:`vosfx.batch_state`), then feeds the rest to an executor — worker processes on this
-machine (:mod:`vosfx.batch_local`) or actors on a Ray cluster (:mod:`vosfx.batch_ray`) —
+(:mod:`vosfx.batch.manifest`), hashes each job and decides what is already done
+(:mod:`vosfx.batch.state`), then feeds the rest to an executor — worker processes on this
+machine (:mod:`vosfx.batch.local`) or actors on a Ray cluster (:mod:`vosfx.batch.cluster`) —
 recording every start and finish in ``<state dir>/state.json`` so a killed batch picks up where
 it stopped. Workers run :func:`vosfx.pipeline.run` with an engine they keep loaded
-(:mod:`vosfx.batch_worker`). Failed jobs are retried ``retry`` times when the failure may be
+(:mod:`vosfx.batch.worker`). Failed jobs are retried ``retry`` times when the failure may be
 transient (a dead worker, a runtime error), never when it is the clip's own fault (corrupt
 input, bad prompt). The result is a :class:`BatchReport`; the CLI prints its summary table and
 exits with BatchError's code (10) when any job failed.
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vosfx.batch_manifest import BatchJob, Manifest, load_manifest, with_overwrite
-from vosfx.batch_worker import JobOutcome, Task, append_log
+from vosfx.batch.manifest import BatchJob, Manifest, load_manifest, with_overwrite
+from vosfx.batch.worker import JobOutcome, Task, append_log
 from vosfx.errors import BatchError
 
 # How often the coordinator wakes to report progress when no worker has sent anything.
@@ -125,17 +125,17 @@ def format_summary(report: BatchReport) -> str:
 def make_executor(kind: str = "local", *, workers: int | None = None, engine_factory: Any = None,
                   gpus: list[str] | None = None, ray_address: str | None = None,
                   retry: int = 0):
-    """``inline`` | ``local`` | ``ray`` -> an executor (see :mod:`vosfx.batch_local`)."""
+    """``inline`` | ``local`` | ``ray`` -> an executor (see :mod:`vosfx.batch.local`)."""
     if kind == "inline":
-        from vosfx.batch_local import InlineExecutor
+        from vosfx.batch.local import InlineExecutor
 
         return InlineExecutor(engine_factory)
     if kind == "local":
-        from vosfx.batch_local import LocalExecutor
+        from vosfx.batch.local import LocalExecutor
 
         return LocalExecutor(workers, engine_factory=engine_factory, gpus=gpus)
     if kind == "ray":
-        from vosfx.batch_ray import RayExecutor
+        from vosfx.batch.cluster import RayExecutor
 
         return RayExecutor(ray_address or "local", workers=workers, engine_factory=engine_factory,
                            max_task_retries=retry)
@@ -157,7 +157,7 @@ def run_batch(manifest: Manifest | str | Path, *, executor: Any = "local",
     ``state_dir``: default ``<manifest folder>/.vosfx-batch/<manifest name>``.
     ``manifest_options``: passed to :func:`load_manifest` (defaults, mask_rule, ...).
     """
-    from vosfx.batch_state import BatchState
+    from vosfx.batch.state import BatchState
 
     if retry < 0:
         raise BatchError(f"retry: expected 0 or more, found {retry}")
@@ -203,7 +203,7 @@ class _Coordinator:
         return report
 
     def _plan(self) -> None:
-        from vosfx.batch_state import decide, job_hash
+        from vosfx.batch.state import decide, job_hash
 
         for bj in self.manifest.jobs:
             try:
@@ -224,7 +224,7 @@ class _Coordinator:
                                    f"{len(self.results)} already done")
 
     def _dispatch(self) -> None:
-        from vosfx.batch_state import absent_paths
+        from vosfx.batch.state import absent_paths
 
         while self.pending and self.executor.free_slots() > 0:
             task = self.pending.popleft()
@@ -267,7 +267,7 @@ class _Coordinator:
     def _retry_job(self, task: Task):
         """A dead attempt may have committed some outputs: the retry may replace exactly the
         paths that were absent when the job was first dispatched."""
-        from vosfx.batch_manifest import planned_paths
+        from vosfx.batch.manifest import planned_paths
 
         fresh = set(self.state.jobs.get(task.job_id, {}).get("fresh", []))
         existing = [p for p in planned_paths(task.job) if Path(p).exists()]

@@ -2,8 +2,8 @@
 predictions, score them, and measure speed and memory: ``vosfx bench`` is a loop over
 :func:`run_bench`, one call per (model, memory policy, backend).
 
-Speed is frames per second of ``session.step`` plus the logits' upsampling to frame size
-(what a tracker costs), not counting JPEG decoding or PNG writing. Memory is the process's
+Speed is frames per second of tracking (the session's sweep, as ``vosfx matte`` runs it)
+plus the logits' upsampling to frame size, not counting JPEG decoding or PNG writing. Memory is the process's
 peak resident set (``VmHWM``), which never goes down: a later run in the same process reports
 at least the earlier run's peak, so compare configurations in separate processes where it
 matters (docs/eval.md).
@@ -116,8 +116,14 @@ def labels_from_result(result: MaskResult, height: int, width: int) -> np.ndarra
 
 
 def track_sequence(seq: Sequence, engine, memory_cfg: MemoryConfig, out_dir: Path) -> SequenceRun:
-    """Track one sequence from its first-frame prompts; write ``out_dir/<frame>.png`` for
-    every frame (frames before the first prompt are written empty)."""
+    """Track one sequence from its annotated prompts through the one loop's tracking half
+    (:func:`~vosfx.pipeline.loop.results_in_order`, as ``vosfx matte`` runs it); write
+    ``out_dir/<frame>.png`` for every frame."""
+    from contextlib import contextmanager
+
+    from vosfx.pipeline.loop import results_in_order
+    from vosfx.session import ClipSession
+
     prompts = seq.first_frame_prompts()
     if not prompts:
         raise InputError(f"sequence {seq.name!r}: expected at least one annotated object")
@@ -127,27 +133,23 @@ def track_sequence(seq: Sequence, engine, memory_cfg: MemoryConfig, out_dir: Pat
         num_frames=len(seq), fps=Fraction(24), time_base=FRAME_TIME_BASE, codec="jpeg",
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = min(p.frame_index for p in prompts)
-    stepped, track_s = 0, 0.0
-    session = engine.start(info, memory_cfg)
-    try:
-        for p in prompts:
-            session.add_prompt(p)
-        for i in range(len(seq)):
-            frame = first if i == 0 else seq.frame(i)
-            if i < start:
-                labels = np.zeros((frame.height, frame.width), np.uint8)
-            else:
-                t0 = time.perf_counter()
-                result = session.step(frame)
-                labels = labels_from_result(result, frame.height, frame.width)
-                track_s += time.perf_counter() - t0
-                stepped += 1
-            write_label_png(out_dir / f"{seq.frame_paths[i].stem}.png", labels)
-    finally:
-        session.close()
+
+    @contextmanager
+    def open_frames(lo: int, hi: int):
+        yield (first if i == 0 else seq.frame(i) for i in range(lo, hi))
+
+    timings: dict[str, float] = {"track": 0.0}
+    stepped = 0
+    with ClipSession(engine, info, memory_cfg) as session:
+        session.set_prompts(prompts)
+        for frame, result in results_in_order(session, open_frames, timings=timings):
+            t0 = time.perf_counter()
+            labels = labels_from_result(result, frame.height, frame.width)
+            timings["track"] += time.perf_counter() - t0
+            stepped += 1
+            write_label_png(out_dir / f"{seq.frame_paths[frame.index].stem}.png", labels)
     objects = len({p.obj_id for p in prompts})
-    return SequenceRun(seq.name, stepped, objects, track_s, peak_rss_mib())
+    return SequenceRun(seq.name, stepped, objects, timings["track"], peak_rss_mib())
 
 
 def run_bench(

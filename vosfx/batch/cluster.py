@@ -22,7 +22,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from vosfx.batch_worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
 from vosfx.errors import BackendError, BatchError
 
 
@@ -83,7 +83,7 @@ class _RayWorker:
 
 
 class RayExecutor:
-    """Executor on Ray actors (the interface is :mod:`vosfx.batch_local`'s)."""
+    """Executor on Ray actors (the interface is :mod:`vosfx.batch.local`'s)."""
 
     name = "ray"
 

@@ -148,7 +148,7 @@ def run_one(task: Task, engines: EngineCache,
             ) -> JobOutcome:
     """Run one job; never raises for the job's own failures (they become the outcome)."""
     from vosfx import pipeline
-    from vosfx.batch_state import remove_partial, stamp_sidecars
+    from vosfx.batch.state import remove_partial, stamp_sidecars
 
     log = _JobLog(task.log_path)
     base = JobOutcome(task.job_id, "failed", attempt=task.attempt, worker=worker_name())

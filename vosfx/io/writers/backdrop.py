@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vosfx.errors import ConfigError
-from vosfx.io.writers_base import image_rgb01
+from vosfx.io.writers.base import image_rgb01
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 

@@ -1,9 +1,5 @@
-"""Output formats: one table, one writer per kind, every writer a context manager.
-
-A writer renders into a temporary name beside its output (``.<name>.vosfx-tmp-<random>``)
-and renames it into place only when the ``with`` block ends cleanly, so an interrupted or
-failed render never leaves a file that looks finished. Image sequences render into a
-temporary folder that is renamed the same way.
+"""The output formats table: one typed row per format id, read by config validation, the
+CLI's choices, the writers and the docs. Nothing here imports a writer.
 
 Which formats get which alpha (``FormatSpec.alpha``):
 
@@ -18,37 +14,9 @@ audio when ``audio_from`` names a file with an audio stream; image sequences nev
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from fractions import Fraction
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from vosfx.config import OutputConfig
-from vosfx.errors import ConfigError, OutputError
-from vosfx.io.writers_base import (
-    Writer,
-    check_output_path,
-    output_error,
-    remove_path,
-    temp_path_for,
-)
-from vosfx.types import VideoInfo
-
-__all__ = [
-    "FORMATS",
-    "FormatSpec",
-    "Writer",
-    "available_formats",
-    "check_output_path",
-    "get_format",
-    "open_writer",
-    "sidecar_path",
-    "write_sidecar",
-]
+from vosfx.errors import ConfigError
 
 # kinds: what the picture holds
 ALPHA_VIDEO = "alpha_video"  # RGB = source colour, A = matte
@@ -72,7 +40,8 @@ class FormatSpec:
     ``alpha``: "straight" (RGBA formats, premultiplied on request), "premultiplied" or "none"
     (mattes and previews). ``bit_depth``: bits per sample of the alpha/matte as stored.
     ``container``: FFmpeg muxer for video, "" for image sequences. ``options``: encoder
-    options. ``audio``: audio codecs the container takes by copy, first = re-encode target;
+    options. ``chroma``, ``sample_bits`` and ``pad_to_even`` are the picture facts of
+    ``pix_fmt`` the writers need, typed, so no writer parses a pixel-format string. ``audio``: audio codecs the container takes by copy, first = re-encode target;
     empty = the format never carries audio.
     """
 
@@ -88,6 +57,13 @@ class FormatSpec:
     container: str = ""
     options: tuple[tuple[str, str], ...] = ()
     audio: tuple[str, ...] = ()
+    chroma: str = "gray"  # "444" / "422" / "420" (Y'CbCr), "rgb" (packed RGB(A)), "gray"
+    sample_bits: int = 8  # bits per coded sample of the picture (10 for the ProRes pix_fmts)
+    pad_to_even: bool = False  # 4:2:0 H.264 needs even sizes: odd ones padded by one pixel
+
+    @property
+    def is_ycbcr(self) -> bool:
+        return self.chroma in ("444", "422", "420")
 
     @property
     def is_sequence(self) -> bool:
@@ -109,6 +85,7 @@ _ROWS = (
         container="mov",
         options=(("profile", "4"), ("alpha_bits", "16"), ("vendor", "apl0")),
         audio=_AUDIO_MOV,
+        chroma="444", sample_bits=10,
     ),
     FormatSpec(
         "webm-alpha",
@@ -131,6 +108,7 @@ _ROWS = (
             ("cpu-used", "4"),
         ),
         audio=_AUDIO_WEBM,
+        chroma="420", sample_bits=8,
     ),
     FormatSpec(
         "qtrle",
@@ -144,6 +122,7 @@ _ROWS = (
         "QuickTime Animation (RLE), 8-bit ARGB, lossless; large files, opens everywhere.",
         container="mov",
         audio=_AUDIO_MOV,
+        chroma="rgb", sample_bits=8,
     ),
     FormatSpec(
         "ffv1-matte",
@@ -158,6 +137,7 @@ _ROWS = (
         container="matroska",
         options=(("level", "3"), ("slicecrc", "1"), ("g", "1")),
         audio=_AUDIO_MKV,
+        chroma="gray", sample_bits=16,
     ),
     FormatSpec(
         "prores422hq-matte",
@@ -172,6 +152,7 @@ _ROWS = (
         container="mov",
         options=(("profile", "3"), ("vendor", "apl0")),
         audio=_AUDIO_MOV,
+        chroma="422", sample_bits=10,
     ),
     FormatSpec(
         "h264-matte",
@@ -187,6 +168,7 @@ _ROWS = (
         container="mp4",
         options=(("crf", "16"), ("preset", "medium")),
         audio=_AUDIO_MP4,
+        chroma="420", sample_bits=8, pad_to_even=True,
     ),
     FormatSpec(
         "png8",
@@ -198,6 +180,7 @@ _ROWS = (
         8,
         True,
         "PNG sequence, 8-bit RGBA cut-out (straight alpha).",
+        chroma="rgb", sample_bits=8,
     ),
     FormatSpec(
         "png16",
@@ -209,6 +192,7 @@ _ROWS = (
         16,
         True,
         "PNG sequence, 16-bit RGBA cut-out (straight alpha); 16-bit sources keep their precision.",
+        chroma="rgb", sample_bits=16,
     ),
     FormatSpec(
         "png16-matte",
@@ -220,6 +204,7 @@ _ROWS = (
         16,
         True,
         "PNG sequence, single-channel 16-bit matte.",
+        chroma="gray", sample_bits=16,
     ),
     FormatSpec(
         "exr16",
@@ -232,6 +217,7 @@ _ROWS = (
         False,
         "OpenEXR sequence, single-channel (Y) half-float matte, ZIP16 compression.",
         options=(("format", "half"), ("compression", "zip16")),
+        chroma="gray", sample_bits=16,
     ),
     FormatSpec(
         "exr32",
@@ -244,6 +230,7 @@ _ROWS = (
         True,
         "OpenEXR sequence, single-channel (Y) 32-bit float matte, ZIP16 compression.",
         options=(("format", "float"), ("compression", "zip16")),
+        chroma="gray", sample_bits=32,
     ),
     FormatSpec(
         "preview",
@@ -259,6 +246,7 @@ _ROWS = (
         container="mp4",
         options=(("crf", "20"), ("preset", "veryfast")),
         audio=_AUDIO_MP4,
+        chroma="420", sample_bits=8, pad_to_even=True,
     ),
     FormatSpec(
         "composite",
@@ -274,6 +262,7 @@ _ROWS = (
         container="mov",
         options=(("profile", "3"), ("vendor", "apl0")),
         audio=_AUDIO_MOV,
+        chroma="422", sample_bits=10,
     ),
 )
 
@@ -297,7 +286,8 @@ def available_formats() -> list[str]:
     return [fid for fid, spec in FORMATS.items() if spec.codec in av.codecs_available]
 
 
-def _check_encoder(spec: FormatSpec) -> None:
+def check_encoder(spec: FormatSpec) -> None:
+    """ConfigError when this FFmpeg build (PyAV's) lacks ``spec``'s encoder."""
     import av
 
     if spec.codec not in av.codecs_available:
@@ -306,79 +296,3 @@ def _check_encoder(spec: FormatSpec) -> None:
             f"build (PyAV {av.__version__}) lacks; formats available here: "
             f"{', '.join(available_formats()) or 'none'}"
         )
-
-
-def open_writer(
-    format_id: str,
-    path: str | os.PathLike,
-    info: VideoInfo,
-    *,
-    obj_ids: tuple[int, ...] | list[int],
-    config: OutputConfig,
-    audio_from: str | None = None,
-    overwrite: bool = False,
-) -> Writer:
-    """Open a writer for ``format_id`` at ``path`` (a file for video, a folder for image
-    sequences: ``<path>/<stem>.%05d.<ext>`` numbered by source frame index).
-
-    Raises ConfigError for an unknown format or an encoder this FFmpeg build lacks, and
-    OutputError for a path that cannot be written (see ``check_output_path``).
-    """
-    spec = get_format(format_id)
-    _check_encoder(spec)
-    out = check_output_path(path, overwrite)
-    if spec.is_sequence:
-        from vosfx.io.writers_images import ImageSequenceWriter as cls
-    else:
-        from vosfx.io.writers_video import VideoWriter as cls
-    writer = cls(spec, out, info, tuple(obj_ids), config, overwrite, audio_from)
-    try:
-        writer._open()
-    except OSError as err:
-        writer.abort()
-        raise output_error(err, out) from err
-    except BaseException:
-        writer.abort()
-        raise
-    return writer
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Fraction):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (Path, os.PathLike)):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"sidecar value of type {type(value).__name__} is not JSON serialisable")
-
-
-def sidecar_path(output_path: str | os.PathLike) -> Path:
-    """``<output>.json``: ``shot.mov`` -> ``shot.mov.json``; folder ``shot`` -> ``shot.json``."""
-    out = Path(output_path)
-    return out.with_name(out.name + ".json")
-
-
-def write_sidecar(output_path: str | os.PathLike, data: dict) -> Path:
-    """Write ``data`` as JSON to ``<output>.json`` atomically (temp file, fsync, rename).
-    Fractions become "num/den" strings, numpy values plain numbers. Returns the path."""
-    path = sidecar_path(output_path)
-    tmp = temp_path_for(path)
-    try:
-        text = json.dumps(data, indent=2, default=_json_default, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise OutputError(f"sidecar {path}: data is not valid JSON ({err})") from None
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        remove_path(tmp)
-        raise output_error(err, path) from err
-    return path

@@ -19,8 +19,8 @@ from fractions import Fraction
 import numpy as np
 
 from vosfx.errors import OutputError
-from vosfx.io.writers import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
-from vosfx.io.writers_base import Writer, frame_rgb01
+from vosfx.formats import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
+from vosfx.io.writers.base import Writer, frame_rgb01
 from vosfx.types import Frame, Matte
 
 # BT.709 luma weights; HD and up is BT.709, and editors assume it for untagged ProRes too.
@@ -69,14 +69,15 @@ def pad_even(plane: np.ndarray) -> np.ndarray:
     return np.pad(plane, pads, mode="edge") if h % 2 or w % 2 else plane
 
 
-def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int):
+def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int,
+                 sample_bits: int = 8):
     """An ``av.VideoFrame`` of ``pix_fmt`` filled from ``planes`` (float codes are rounded
-    and clipped to the plane's integer type: uint8, or uint16 for >8-bit formats)."""
+    and clipped to the plane's integer type: uint8, or uint16 for ``sample_bits`` > 8)."""
     import av
 
     vf = av.VideoFrame(width, height, pix_fmt)
-    deep = "p10" in pix_fmt
-    dtype, hi = (np.uint16, 1023) if deep else (np.uint8, 255)
+    deep = sample_bits > 8
+    dtype, hi = (np.uint16, (1 << sample_bits) - 1) if deep else (np.uint8, 255)
     for dst, src in zip(vf.planes, planes):
         ph, pw = dst.height, dst.width
         if src.shape != (ph, pw):
@@ -97,7 +98,7 @@ class VideoWriter(Writer):
         import av
 
         spec = self.spec
-        self._subsampled = spec.pix_fmt in ("yuv420p",) and spec.codec == "libx264"
+        self._subsampled = spec.pad_to_even
         self._width = self.info.width + (self.info.width % 2 if self._subsampled else 0)
         self._height = self.info.height + (self.info.height % 2 if self._subsampled else 0)
         # Create the file here: PyAV opens it only at the first packet, and a folder that
@@ -116,7 +117,7 @@ class VideoWriter(Writer):
         if self.info.timecode:  # the first written frame's timecode (mov: a tmcd track)
             stream.metadata["timecode"] = self.info.timecode
         stream.codec_context.time_base = self.info.time_base
-        if spec.pix_fmt.startswith("yuv"):
+        if spec.is_ycbcr:
             cc = stream.codec_context
             cc.colorspace = cc.color_primaries = cc.color_trc = _AVCOL_BT709
             cc.color_range = _AVCOL_RANGE_MPEG
@@ -124,11 +125,11 @@ class VideoWriter(Writer):
         self._last_pts: int | None = None
         self._backdrop = None
         if spec.kind == COMPOSITE:
-            from vosfx.io.backdrop import Backdrop
+            from vosfx.io.writers.backdrop import Backdrop
 
             self._backdrop = Backdrop(self.config.background)
         if self.audio_from and spec.audio:
-            from vosfx.io.writers_audio import AudioCarrier
+            from vosfx.io.writers.audio import AudioCarrier
 
             self._audio = AudioCarrier.open(self._container, self.audio_from, spec.audio)
 
@@ -158,48 +159,50 @@ class VideoWriter(Writer):
             rgb = frame_rgb01(frame)
             if self.config.alpha_mode == "premultiplied":
                 rgb *= alpha[..., None]
-            if spec.pix_fmt == "argb":
+            if spec.chroma == "rgb":  # packed ARGB
                 argb = np.concatenate([alpha[..., None], rgb], axis=2)
                 return av.VideoFrame.from_ndarray(
                     np.rint(argb * 255.0).astype(np.uint8), format="argb"
                 )
-            bits = 10 if "p10" in spec.pix_fmt else 8
+            bits = spec.sample_bits
             y, cb, cr = rgb_to_ycbcr(rgb, bits)
-            if spec.pix_fmt.startswith("yuva420p"):
+            if spec.chroma == "420":
                 cb, cr = subsample(cb, 2, 2), subsample(cr, 2, 2)
             a = alpha * np.float32((1 << bits) - 1)  # alpha is full range, not video range
-            return planar_frame(spec.pix_fmt, [y, cb, cr, a], w, h)
+            return planar_frame(spec.pix_fmt, [y, cb, cr, a], w, h, bits)
         if spec.kind == MATTE_VIDEO:
-            if spec.pix_fmt == "gray16le":
+            if spec.chroma == "gray":
                 return av.VideoFrame.from_ndarray(
                     np.rint(alpha * 65535.0).astype(np.uint16), format="gray16le"
                 )
-            bits = 10 if "p10" in spec.pix_fmt else 8
+            bits = spec.sample_bits
             y = luma_codes(pad_even(alpha) if self._subsampled else alpha, bits)
-            sx, sy = (2, 1) if "422" in spec.pix_fmt else (2, 2)
+            sx, sy = (2, 1) if spec.chroma == "422" else (2, 2)
             chroma = np.full(
                 ((h + sy - 1) // sy, (w + sx - 1) // sx), 128 << (bits - 8), np.float32
             )
-            return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h)
+            return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h, bits)
         if spec.kind == COMPOSITE:
             from vosfx.matte.compose import replace_background
 
             rgb = replace_background(frame_rgb01(frame), alpha, self._backdrop.frame((h, w)))
-            y, cb, cr = rgb_to_ycbcr(rgb, 10)
-            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h)
+            y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
+            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h,
+                                spec.sample_bits)
         if spec.kind == PREVIEW:
             from vosfx.matte.compose import overlay_preview
 
             tinted = overlay_preview(frame.rgb8, matte.alpha, matte.obj_ids,
                                      self.config.overlay_opacity)
             rgb = pad_even(tinted.astype(np.float32) * np.float32(1 / 255))
-            y, cb, cr = rgb_to_ycbcr(rgb, 8)
-            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h)
+            y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
+            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h,
+                                spec.sample_bits)
         raise OutputError(f"internal: {spec.id} is not a video kind ({spec.kind})")
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
         vf = self._picture(frame, alpha, matte)
-        if self.spec.pix_fmt.startswith("yuv"):
+        if self.spec.is_ycbcr:
             vf.colorspace = _AVCOL_BT709
             vf.color_range = _AVCOL_RANGE_MPEG
         vf.pts = self._pts(frame)

@@ -1,0 +1,7 @@
+"""The incremental clip session: prompts on any frame for any object, tracked both ways from
+each object's own prompts, corrections that stick (``clip.py``); results and stashed frames on
+disk (``store.py``); random access to a clip's frames (``frames.py``)."""
+
+from vosfx.session.clip import ClipSession, FrameProvider, PassPlan, Sweep, plan_object
+
+__all__ = ["ClipSession", "FrameProvider", "PassPlan", "Sweep", "plan_object"]

@@ -1,0 +1,501 @@
+"""The clip session: prompts on any frame for any object, tracked both ways, corrections that
+stick, results kept per frame. The CLI's pipeline, the studio, ``vosfx bench`` and the OpenFX
+worker all drive this one class.
+
+The rule (docs/session.md), for every object separately, with prompted frames p1 < ... < pk in
+the range [start, end):
+
+a. a prompted frame's mask is its prompt's output (never recomputed by tracking);
+b. frames before p1 are tracked backwards from p1; frames after pk forwards from pk;
+c. a frame t between two prompted frames a < b is tracked from the nearer one: forwards from a
+   when t - a <= b - t, else backwards from b; that pass attends both a and b as conditioning
+   memory (SAM 2's closest conditioning frame on each side).
+
+So a prompt changes only the frames between it and its neighbouring prompted frames.
+
+How frames are visited: one *sweep* in frame order. When the sweep reaches a prompted frame it
+computes that frame's prompts (so a pipeline decodes each frame once for tracking); the
+segments that end there are then tracked from the frames stashed since the previous prompted
+frame (forwards from the left anchor, backwards from the right one); after an object's last
+prompted frame its forward pass steps with the sweep itself. An interactive caller (the
+studio) computes a prompt at once instead (:meth:`ClipSession.add_prompt`), and a sweep then
+redoes only what a change made stale.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from vosfx.config import MemoryConfig
+from vosfx.errors import Cancelled, PromptError
+from vosfx.policies import MEMORY_POLICIES
+from vosfx.session.store import FrameStash, ResultStore, Scratch
+from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+FrameCallback = Callable[[ObjectResult], None]
+FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
+
+
+class FrameProvider(Protocol):
+    """Random access to a clip's frames (the studio's seeking decoder, the OpenFX host)."""
+
+    info: VideoInfo
+
+    def get(self, index: int) -> Frame: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """One pass of the rule: ``obj_id`` tracked from its prompted frame ``anchor`` in
+    ``direction`` (+1, -1) over ``frames`` (ascending source indices), attending ``anchor`` and
+    ``neighbour`` (or only ``anchor``) as conditioning memory."""
+
+    obj_id: int
+    anchor: int
+    direction: int
+    neighbour: int | None
+    frames: range
+
+    @property
+    def is_tail(self) -> bool:
+        """Forwards after the object's last prompted frame: steps with the sweep itself."""
+        return self.direction > 0 and self.neighbour is None
+
+    @property
+    def due(self) -> int:
+        """The sweep position at which a segment runs: once the sweep has computed its
+        right-hand prompted frame (so no frame is decoded out of order)."""
+        if self.is_tail:
+            return self.anchor + 1
+        return self.neighbour if self.direction > 0 else self.anchor  # type: ignore[return-value]
+
+
+def plan_object(obj_id: int, prompted: Iterable[int], start: int, end: int, *,
+                backward: bool = True) -> list[PassPlan]:
+    """The passes of the rule for one object whose prompted frames are ``prompted`` (those
+    outside [start, end) are ignored). ``backward`` False (``--forward-only``): nothing before
+    the first prompted frame, and each gap tracked forwards from its left prompted frame."""
+    p = sorted(f for f in set(prompted) if start <= f < end)
+    if not p:
+        return []
+    plans = []
+    if p[0] > start and backward:
+        plans.append(PassPlan(obj_id, p[0], -1, None, range(start, p[0])))
+    for a, b in itertools.pairwise(p):
+        # t - a <= b - t  <=>  t <= (a + b) / 2
+        mid = (a + b) // 2 if backward else b - 1
+        if mid >= a + 1:
+            plans.append(PassPlan(obj_id, a, 1, b, range(a + 1, mid + 1)))
+        if mid + 1 <= b - 1:
+            plans.append(PassPlan(obj_id, b, -1, a, range(mid + 1, b)))
+    if p[-1] < end - 1:
+        plans.append(PassPlan(obj_id, p[-1], 1, None, range(p[-1] + 1, end)))
+    return plans
+
+
+class ClipSession:
+    """Prompts, passes and results for one clip (a context manager).
+
+    ``engine``: a loaded :class:`~vosfx.engine.Engine`. ``frames``: a :class:`FrameProvider`
+    for random access (None for a pipeline that only sweeps its own frames in order).
+    ``start``/``end``: the frame range matted. Results are kept per frame on disk
+    (:class:`~vosfx.session.store.ResultStore`); image features of recent frames in an LRU of
+    ``feature_cache_bytes``.
+    """
+
+    def __init__(self, engine: Any, info: VideoInfo, memory: MemoryConfig, *,
+                 frames: FrameProvider | None = None, start: int = 0, end: int | None = None,
+                 feature_cache_bytes: int = FEATURE_CACHE_BYTES) -> None:
+        self.info = info
+        self.start = start
+        self.end = info.num_frames if end is None else min(end, info.num_frames)
+        self.memory = memory
+        self.frames = frames
+        self.engine = engine.start(info, memory)
+        self._scratch = Scratch()
+        self.store = ResultStore(info.num_frames, self.engine.low_res, self._scratch.path)
+        self._stash = FrameStash(self._scratch.path)
+        self._prompts: dict[int, dict[int, Prompt]] = {}  # obj -> frame -> prompt
+        self._pending: dict[int, list[Prompt]] = defaultdict(list)  # frame -> to compute
+        self._version: dict[tuple[int, int], int] = {}  # (obj, frame) -> anchor version
+        self._counter = 0
+        self._done: set[tuple] = set()  # keys of passes computed with current anchors
+        self._features: OrderedDict[int, Any] = OrderedDict()
+        self._feature_bytes = 0
+        self._feature_budget = feature_cache_bytes
+        self.needs_shots = MEMORY_POLICIES[memory.policy].needs_shots
+        self._shots: dict[int, int] = {}
+        self._detector = None
+        self._detector_next = self.start
+        self.cuts: list[int] = []
+        self.stats = {"encoded": 0, "feature_hits": 0, "stepped": 0}
+
+    # --- prompts ------------------------------------------------------------------------
+    @property
+    def obj_ids(self) -> tuple[int, ...]:
+        return tuple(sorted(self._prompts))
+
+    def prompts(self) -> list[Prompt]:
+        return [p for obj in sorted(self._prompts) for _f, p in sorted(self._prompts[obj].items())]
+
+    def prompted_frames(self, obj_id: int) -> list[int]:
+        return sorted(self._prompts.get(obj_id, {}))
+
+    def set_prompts(self, prompts: Iterable[Prompt]) -> None:
+        """Prompts computed when a sweep reaches their frames (a pipeline's: no frame is
+        decoded out of order). Later prompts for the same object and frame replace earlier."""
+        for p in prompts:
+            self._check_range(p)
+            self._prompts.setdefault(p.obj_id, {})[p.frame_index] = p
+            self._pending[p.frame_index] = [q for q in self._pending[p.frame_index]
+                                            if q.obj_id != p.obj_id] + [p]
+            self._bump(p.obj_id, p.frame_index)
+
+    def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
+        """Set ``prompt`` (the object's whole prompt on that frame) and compute that frame's
+        output at once (image mode); returns the frame's result for every object.
+
+        ``refine``: a point or box prompt on a frame that already has an output (an earlier
+        click, or tracking) uses that output as the decoder's dense mask input, as SAM 2 does
+        for a second click or a correction; False starts from the clicks alone."""
+        if self.frames is None:
+            raise PromptError("this session has no frame access; use set_prompts")
+        self._check_range(prompt)
+        t = prompt.frame_index
+        previous = None
+        if refine and prompt.mask is None:
+            old = self.store.get(prompt.obj_id, t)
+            previous = None if old is None else old.logits
+        frame = self.frames.get(t)
+        self._compute_prompt(frame, prompt, previous)
+        self._prompts.setdefault(prompt.obj_id, {})[t] = prompt
+        self._pending[t] = [q for q in self._pending.get(t, []) if q.obj_id != prompt.obj_id]
+        return self.result(t)
+
+    def remove_prompt(self, obj_id: int, frame_index: int) -> None:
+        """Drop the object's prompt on ``frame_index``; the object disappears with its last."""
+        frames = self._prompts.get(obj_id, {})
+        if frame_index not in frames:
+            raise PromptError(f"object {obj_id} has no prompt on frame {frame_index}")
+        del frames[frame_index]
+        self._pending[frame_index] = [q for q in self._pending.get(frame_index, [])
+                                      if q.obj_id != obj_id]
+        self.engine.remove_anchor(obj_id, frame_index)
+        self.store.clear(obj_id, range(frame_index, frame_index + 1))
+        self._bump(obj_id, frame_index)
+        if not frames:
+            self.delete_object(obj_id)
+
+    def delete_object(self, obj_id: int) -> None:
+        self._prompts.pop(obj_id, None)
+        for t in list(self._pending):
+            self._pending[t] = [q for q in self._pending[t] if q.obj_id != obj_id]
+        self.engine.remove_object(obj_id)
+        self.store.drop(obj_id)
+        self._done = {k for k in self._done if k[0] != obj_id}
+
+    def _check_range(self, p: Prompt) -> None:
+        if not self.start <= p.frame_index < self.end:
+            raise PromptError(f"prompt for object {p.obj_id} on frame {p.frame_index} is "
+                              f"outside the frames being matted ({self.start}.."
+                              f"{self.end - 1})")
+
+    def _bump(self, obj_id: int, frame_index: int) -> None:
+        self._counter += 1
+        self._version[(obj_id, frame_index)] = self._counter
+
+    def _compute_prompt(self, frame: Frame, prompt: Prompt, previous: np.ndarray | None
+                        ) -> None:
+        res = self.engine.prompt(frame, prompt, shot_id=self._shots.get(frame.index, 0),
+                                 previous=previous, features=self._feats(frame))
+        self.store.put(res, prompted=True)
+        self._bump(prompt.obj_id, frame.index)
+
+    # --- plans --------------------------------------------------------------------------
+    def plan(self) -> list[PassPlan]:
+        """Every pass of the rule for the current prompts."""
+        return [pl for obj in sorted(self._prompts)
+                for pl in plan_object(obj, self._prompts[obj], self.start, self.end,
+                                      backward=self.memory.track_backward)]
+
+    def _key(self, pl: PassPlan) -> tuple:
+        return (pl.obj_id, pl.anchor, pl.direction, pl.neighbour, pl.frames.start,
+                pl.frames.stop, self._version.get((pl.obj_id, pl.anchor)),
+                None if pl.neighbour is None else self._version.get((pl.obj_id, pl.neighbour)))
+
+    def stale(self) -> list[PassPlan]:
+        """The passes whose results are missing or out of date."""
+        return [pl for pl in self.plan() if self._key(pl) not in self._done]
+
+    # --- tracking -----------------------------------------------------------------------
+    def track(self, *, on_frame: FrameCallback | None = None,
+              cancel: threading.Event | None = None) -> int:
+        """Compute every stale pass, reading frames from the provider; returns the number of
+        frames stepped. ``on_frame`` gets each result as it is stored."""
+        if self.frames is None:
+            raise PromptError("this session has no frame access; sweep its frames instead")
+        stale = self.stale()
+        if not stale and not any(self._pending.values()):
+            return 0
+        lo = min([pl.frames.start for pl in stale]
+                 + [t for t, ps in self._pending.items() if ps], default=self.start)
+        hi = max([pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
+                 + [t + 1 for t, ps in self._pending.items() if ps], default=lo)
+        if self.needs_shots:
+            lo = min(lo, self._detector_next)
+        frames = (self.frames.get(t) for t in range(lo, hi))
+        before = self.stats["stepped"]
+        for _ in self.sweep(frames, on_frame=on_frame, cancel=cancel):
+            pass
+        return self.stats["stepped"] - before
+
+    def sweep(self, frames: Iterable[Frame], *, on_frame: FrameCallback | None = None,
+              cancel: threading.Event | None = None, keep: bool = True) -> Iterator[Frame]:
+        """Visit ``frames`` in order (consecutive indices) with one :class:`Sweep`, yielding
+        each frame when its work is done."""
+        with self.open_sweep(on_frame=on_frame, cancel=cancel) as sw:
+            for frame in frames:
+                sw.visit(frame, keep=keep)
+                yield frame
+
+    def open_sweep(self, *, on_frame: FrameCallback | None = None,
+                   cancel: threading.Event | None = None) -> Sweep:
+        """A :class:`Sweep` over the work stale now (a context manager)."""
+        return Sweep(self, on_frame, cancel)
+
+    def split_point(self) -> int:
+        """The first frame from which a sweep only streams forwards: every frame before it
+        needs work done when the sweep reaches a later prompted frame (a segment or the lead
+        in), so a pipeline tracks up to here first, then writes."""
+        return max([pl.due + 1 for pl in self.stale() if not pl.is_tail], default=self.start)
+
+    def _run_segments(self, plans: list[PassPlan], on_frame, cancel) -> None:
+        """Run passes over stashed frames: forward ones together in ascending order, backward
+        ones together in descending order (one image encoding per frame for the group)."""
+        if not plans:
+            return
+        direction = plans[0].direction
+        pids = [self.engine.start_pass(pl.obj_id, pl.anchor, direction,
+                                       neighbour=pl.neighbour) for pl in plans]
+        lo = min(pl.frames.start for pl in plans)
+        hi = max(pl.frames.stop for pl in plans)
+        order = range(lo, hi) if direction > 0 else range(hi - 1, lo - 1, -1)
+        try:
+            for u in order:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled; no output was written")
+                # each pass's frames start next to its anchor, so it steps consecutive frames
+                active = [pid for pl, pid in zip(plans, pids) if u in pl.frames]
+                if not active:
+                    continue
+                image = self._stash.get(u)
+                if image is None:
+                    if self.frames is None:
+                        raise PromptError(f"internal: frame {u} was not stashed")
+                    frame = self.engine.model_input(self.frames.get(u))
+                else:
+                    frame = Frame(u, image, None, self.info.time_base)
+                results = self.engine.step(frame, active, shot_id=self._shots.get(u, 0),
+                                           features=self._feats(frame))
+                self.stats["stepped"] += 1
+                for res in results:
+                    self._put(res, on_frame, True)
+        finally:
+            for pid in pids:
+                self.engine.end_pass(pid)
+
+    def last_due(self) -> int:
+        """The last prompted frame of any object: a sweep past it only streams forwards."""
+        return max((max(f) for f in self._prompts.values() if f), default=self.start)
+
+    def _put(self, res: ObjectResult, on_frame: FrameCallback | None, keep: bool) -> None:
+        if keep:
+            self.store.put(res)
+        if on_frame is not None:
+            on_frame(res)
+
+
+    # --- shots and features -------------------------------------------------------------
+    def _shot(self, frame: Frame) -> int:
+        """The frame's shot id; the detector sees every frame in order from the range start
+        (frames it missed are fetched from the provider first)."""
+        if not self.needs_shots:
+            return 0
+        if frame.index in self._shots:
+            return self._shots[frame.index]
+        if self._detector is None:
+            from vosfx.pipeline.shots import ShotDetector
+
+            self._detector = ShotDetector(threshold=self.memory.shot_threshold,
+                                          min_shot_frames=self.memory.shot_min_frames)
+        while self._detector_next < frame.index:
+            if self.frames is None:
+                raise PromptError(f"internal: shot detector missed frames before {frame.index}")
+            self._push_shot(self.frames.get(self._detector_next))
+        return self._push_shot(frame)
+
+    def _push_shot(self, frame: Frame) -> int:
+        assert self._detector is not None
+        sid = self._detector.push(frame)
+        if sid != self._shots.get(frame.index - 1, 0) and frame.index > self.start:
+            self.cuts.append(frame.index)
+        self._shots[frame.index] = sid
+        self._detector_next = frame.index + 1
+        return sid
+
+    def shot_id(self, frame_index: int) -> int:
+        return self._shots.get(frame_index, 0)
+
+    def _feats(self, frame: Frame) -> Any:
+        t = frame.index
+        if t in self._features:
+            self._features.move_to_end(t)
+            self.stats["feature_hits"] += 1
+            return self._features[t]
+        feats = self.engine.encode(frame)
+        self.stats["encoded"] += 1
+        size = _nbytes(feats)
+        if size <= self._feature_budget:
+            self._features[t] = feats
+            self._feature_bytes += size
+            while self._feature_bytes > self._feature_budget:
+                _old, dropped = self._features.popitem(last=False)
+                self._feature_bytes -= _nbytes(dropped)
+        return feats
+
+    # --- results ------------------------------------------------------------------------
+    def result(self, frame_index: int) -> MaskResult:
+        """The frame's masks for every object (objects without a result there have score
+        -1024 and empty logits)."""
+        ids = self.obj_ids
+        low = self.engine.low_res
+        logits = np.full((len(ids), low, low), -1024.0, np.float32)
+        scores = np.full(len(ids), -1024.0, np.float32)
+        ious = np.zeros(len(ids), np.float32)
+        info: dict = {"memory": {}, "quality": {}}
+        for i, obj in enumerate(ids):
+            r = self.store.get(obj, frame_index)
+            if r is None:
+                continue
+            logits[i], scores[i], ious[i] = r.logits, r.object_score_logit, r.iou
+            if r.info.get("memory"):
+                info["memory"][obj] = dict(r.info["memory"])
+            if r.info.get("quality") is not None:
+                info["quality"][obj] = r.info["quality"]
+        return MaskResult(frame_index, ids, logits, scores, ious, info)
+
+    def has_result(self, frame_index: int) -> bool:
+        return any(self.store.has(o, frame_index) for o in self.obj_ids)
+
+    def report(self) -> dict:
+        return self.engine.report()
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+        self._stash.close()
+        self._features.clear()
+        self._scratch.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Sweep:
+    """One visit of a clip's frames in order, doing the session's stale work as it goes.
+
+    :meth:`visit` each frame (consecutive indices). At a frame it computes that frame's
+    pending prompts, stashes it if a segment will read it back, steps the forward passes of
+    objects past their last prompted frame, and runs the segments whose right-hand prompted
+    frame it is. ``visit(frame, keep=False)`` hands results to ``on_frame`` only (a pipeline
+    past :meth:`ClipSession.split_point`, so nothing is stored for a long clip).
+    """
+
+    def __init__(self, session: ClipSession, on_frame: FrameCallback | None,
+                 cancel: threading.Event | None) -> None:
+        self.s, self.on_frame, self.cancel = session, on_frame, cancel
+        stale = session.stale()
+        self.tails = {pl.obj_id: pl for pl in stale if pl.is_tail}
+        self.segments: dict[int, list[PassPlan]] = defaultdict(list)  # due frame -> passes
+        self.need_stash = np.zeros(session.info.num_frames, np.int32)
+        for pl in stale:
+            if not pl.is_tail:
+                self.segments[pl.due].append(pl)
+                self.need_stash[pl.frames.start:pl.frames.stop] += 1
+        self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
+
+    def visit(self, frame: Frame, *, keep: bool = True) -> None:
+        s = self.s
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled; no output was written")
+        t = frame.index
+        shot = s._shot(frame)
+        for p in s._pending.pop(t, []):
+            s._compute_prompt(frame, p, None)
+        for obj, frames in s._prompts.items():
+            if t in frames:
+                s.engine.set_shot(obj, t, shot)
+        if self.need_stash[t]:
+            s._stash.put(t, s.engine.model_input(frame).image)
+        for obj, pl in self.tails.items():
+            if pl.anchor == t - 1 and obj not in self.live:
+                self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
+        stepping = [pid for pl, pid in self.live.values() if t in pl.frames]
+        if stepping:
+            results = s.engine.step(frame, stepping, shot_id=shot, features=s._feats(frame))
+            s.stats["stepped"] += 1
+            for res in results:
+                s._put(res, self.on_frame, keep)
+        for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
+            pl, pid = self.live.pop(obj)
+            s.engine.end_pass(pid)
+            s._done.add(s._key(pl))
+            del self.tails[obj]
+        due = self.segments.pop(t, [])
+        if due:
+            s._run_segments([pl for pl in due if pl.direction > 0], self.on_frame, self.cancel)
+            s._run_segments([pl for pl in due if pl.direction < 0], self.on_frame, self.cancel)
+            for pl in due:
+                self.need_stash[pl.frames.start:pl.frames.stop] -= 1
+                s._done.add(s._key(pl))
+                s._stash.discard([u for u in pl.frames if not self.need_stash[u]])
+
+    def close(self) -> None:
+        for _pl, pid in self.live.values():
+            self.s.engine.end_pass(pid)
+        self.live.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of a features object (numpy or torch arrays in a dataclass, dict or tuple)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
+__all__ = ["ClipSession", "FrameProvider", "PassPlan", "Sweep", "plan_object"]

@@ -1,0 +1,164 @@
+"""Per-frame results and stashed model inputs, kept on disk so memory stays flat in clip length.
+
+Both stores are sparse memory-mapped files in a private temporary folder: a frame costs disk
+only once written, the page cache (not the process heap) holds what was touched recently, and
+the folder is removed on close.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vosfx.types import ObjectResult
+
+ABSENT = np.float32(-1024.0)  # SAM 2's "no object" score, for frames an object has no result
+
+
+class ResultStore:
+    """Low-res logits (float16), object score and IoU per (object, frame); ``num_frames`` rows,
+    ``low`` x ``low`` logits each (128 KiB per frame and object at 256²)."""
+
+    def __init__(self, num_frames: int, low: int, folder: Path) -> None:
+        self.num_frames, self.low, self._folder = num_frames, low, folder
+        self._logits: dict[int, np.memmap] = {}
+        self._score: dict[int, np.ndarray] = {}
+        self._iou: dict[int, np.ndarray] = {}
+        self._state: dict[int, np.ndarray] = {}  # 0 none, 1 tracked, 2 prompted
+        self._info: dict[int, dict[int, dict]] = {}
+
+    def _ensure(self, obj_id: int) -> None:
+        if obj_id in self._logits:
+            return
+        path = self._folder / f"logits_{obj_id}.f16"
+        self._logits[obj_id] = np.memmap(path, np.float16, "w+",
+                                         shape=(self.num_frames, self.low, self.low))
+        self._score[obj_id] = np.full(self.num_frames, ABSENT, np.float32)
+        self._iou[obj_id] = np.zeros(self.num_frames, np.float32)
+        self._state[obj_id] = np.zeros(self.num_frames, np.int8)
+        self._info[obj_id] = {}
+
+    def put(self, res: ObjectResult, *, prompted: bool = False) -> None:
+        self._ensure(res.obj_id)
+        t = res.frame_index
+        self._logits[res.obj_id][t] = res.logits
+        self._score[res.obj_id][t] = res.object_score_logit
+        self._iou[res.obj_id][t] = res.iou
+        self._state[res.obj_id][t] = 2 if prompted else 1
+        quality = res.info.get("quality")
+        memory = res.info.get("memory")
+        if quality is not None or memory:
+            self._info[res.obj_id][t] = {"quality": quality, "memory": memory}
+        else:
+            self._info[res.obj_id].pop(t, None)
+
+    def has(self, obj_id: int, frame_index: int) -> bool:
+        return obj_id in self._state and bool(self._state[obj_id][frame_index])
+
+    def is_prompted(self, obj_id: int, frame_index: int) -> bool:
+        return obj_id in self._state and self._state[obj_id][frame_index] == 2
+
+    def get(self, obj_id: int, frame_index: int) -> ObjectResult | None:
+        if not self.has(obj_id, frame_index):
+            return None
+        return ObjectResult(obj_id, frame_index,
+                            np.asarray(self._logits[obj_id][frame_index], np.float32),
+                            float(self._score[obj_id][frame_index]),
+                            float(self._iou[obj_id][frame_index]),
+                            dict(self._info[obj_id].get(frame_index, {})))
+
+    def clear(self, obj_id: int, frames: range | None = None) -> None:
+        """Forget results of ``obj_id`` on ``frames`` (all frames when None)."""
+        if obj_id not in self._state:
+            return
+        sl = slice(None) if frames is None else slice(frames.start, frames.stop)
+        self._state[obj_id][sl] = 0
+        self._score[obj_id][sl] = ABSENT
+        for t in list(self._info[obj_id]):
+            if frames is None or t in frames:
+                del self._info[obj_id][t]
+
+    def tracked(self, obj_id: int) -> np.ndarray:
+        """(num_frames,) bool: frames with a result for ``obj_id``."""
+        if obj_id not in self._state:
+            return np.zeros(self.num_frames, bool)
+        return self._state[obj_id] > 0
+
+    def scores(self, obj_id: int) -> np.ndarray:
+        """(num_frames,) float32 object-score logits (-1024 where there is no result)."""
+        if obj_id not in self._score:
+            return np.full(self.num_frames, ABSENT, np.float32)
+        return self._score[obj_id]
+
+    def drop(self, obj_id: int) -> None:
+        for table in (self._logits, self._score, self._iou, self._state, self._info):
+            table.pop(obj_id, None)
+        (self._folder / f"logits_{obj_id}.f16").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._logits.clear()
+
+
+class FrameStash:
+    """Model-input frames (S x S x 3 uint8) of the frames a pass will read back, written
+    during the sweep so that no frame is decoded twice for tracking (3 MiB a frame at
+    S = 1024). Slots freed by :meth:`discard` are reused, so the disk used is the largest
+    number of frames waiting at once (the longest gap between prompted frames), not the clip."""
+
+    CHUNK = 32  # slots per file
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._chunks: list[np.memmap] = []
+        self._slot: dict[int, int] = {}  # frame index -> slot
+        self._free: list[int] = []
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+
+    @property
+    def slots(self) -> int:
+        return len(self._chunks) * self.CHUNK
+
+    def put(self, index: int, image: np.ndarray) -> None:
+        if self._shape is None:
+            self._shape, self._dtype = image.shape, image.dtype
+        if index in self._slot:
+            slot = self._slot[index]
+        else:
+            if not self._free:
+                k = len(self._chunks)
+                self._chunks.append(np.memmap(self._folder / f"stash_{k}.u8", self._dtype,
+                                              "w+", shape=(self.CHUNK, *self._shape)))
+                self._free = list(range((k + 1) * self.CHUNK - 1, k * self.CHUNK - 1, -1))
+            slot = self._free.pop()
+            self._slot[index] = slot
+        self._chunks[slot // self.CHUNK][slot % self.CHUNK] = image
+
+    def get(self, index: int) -> np.ndarray | None:
+        slot = self._slot.get(index)
+        if slot is None:
+            return None
+        return np.array(self._chunks[slot // self.CHUNK][slot % self.CHUNK])
+
+    def discard(self, frames) -> None:
+        for index in frames:
+            slot = self._slot.pop(index, None)
+            if slot is not None:
+                self._free.append(slot)
+
+    def close(self) -> None:
+        self._chunks.clear()
+        self._slot.clear()
+
+
+class Scratch:
+    """The private temporary folder of one session's stores."""
+
+    def __init__(self, prefix: str = "vosfx-session-") -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
