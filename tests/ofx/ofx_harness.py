@@ -30,7 +30,7 @@ class Built:
 
 
 def build(out: Path, *, sanitize: bool = False) -> Built:
-    """The bundle (with its worker config pointing at the points-aware FakeEngine) and the
+    """The bundle (with its worker config pointing at the FakeEngine of ofx_fakes.py) and the
     host, both -Wall -Wextra -Werror; ``sanitize``: both with AddressSanitizer."""
     from vosfx.ofx.build import build_bundle, find_compiler, write_worker_config
 
@@ -38,7 +38,7 @@ def build(out: Path, *, sanitize: bool = False) -> Built:
     bundle = build_bundle(SRC, out, sanitize=sanitize, extra_flags=("-Werror",))
     write_worker_config(
         bundle,
-        [sys.executable, str(HERE / "vosfx_points_fake.py")],
+        [sys.executable, str(HERE / "vosfx_drift_fake.py")],
         worker_command=[
             sys.executable,
             "-m",

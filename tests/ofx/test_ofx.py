@@ -1,8 +1,8 @@
 """The vosfx Matte OpenFX effect, loaded by a C test host exactly as a host loads it.
 
 The bundle and host are compiled here with the system compiler (-Wall -Wextra -Werror); the
-worker runs the points-aware FakeEngine (ofx_fakes.py), and `vosfx matte` runs the same engine
-(vosfx_points_fake.py), so the effect's alpha is compared with the CLI's for the same clicks.
+worker runs the drifting FakeEngine (ofx_fakes.py), and `vosfx matte` runs the same engine
+(vosfx_drift_fake.py), so the effect's alpha is compared with the CLI's for the same clicks.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def vosfx_matte(clip: Path, out: Path, *args: str) -> np.ndarray:
     proc = subprocess.run(
         [
             sys.executable,
-            str(HERE / "vosfx_points_fake.py"),
+            str(HERE / "vosfx_drift_fake.py"),
             "matte",
             str(clip / "png"),
             *args,
@@ -122,20 +122,15 @@ def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tm
 
 @needs_session
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
-    lines = preamble(built, clip) + [
-        "0 overlay",
-        f"0 pen_down 0 {PEN}",
-        "0 render 6 -",
-        "0 render 3 -",
-        "0 render 6 -",
-        "0 render 7 -",
-    ]
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 6 -",
+                                     "0 render 6 -", "0 render 3 -", "0 render 3 -"]
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
-    r6, r3, r6b, r7 = run.renders()
-    assert r6["fetches"] >= 7 and r6["progress"] > 0  # frames 0..6 from the host, in order
-    assert r3["fetches"] == 1 and r6b["fetches"] == 1  # cached: only the composite's fetch
-    assert 1 < r7["fetches"] <= 3  # one more frame tracked (plus the composite)
+    r6, r6b, r3, r3b = run.renders()
+    assert r6["fetches"] >= 7 and r6["progress"] > 0  # frames 0..6 at least, from the host
+    assert r6b["fetches"] == 1 and r6b["progress"] == 0  # cached: only the composite's fetch
+    assert r3["fetches"] <= 2 and r3["progress"] == 0  # tracked already: refined, no tracking
+    assert r3b["fetches"] == 1  # scrubbing back: cached
 
 
 @needs_session
@@ -253,15 +248,16 @@ def test_mask_clip_prompts_on_its_non_empty_frame(built, clip, tmp_path):
     lines = preamble(built, clip, mask=mask_dir) + [
         f"0 render 3 {tmp_path / 'm3.raw'}",
         f"0 render 5 {tmp_path / 'm5.raw'}",
+        f"0 render 1 {tmp_path / 'm1.raw'}",  # before the mask's frame: tracked backwards
     ]
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
-    for t in (3, 5):
+    # The session keeps results as float16 logits, `vosfx matte` streams the frames after the
+    # last prompt at float32: a mask prompt's soft logits (unlike the clicks' +-10) show it as
+    # alpha differences of ~1e-4 on edge pixels.
+    for t in (1, 3, 5):
         np.testing.assert_allclose(
-            read_output(tmp_path / f"m{t}.raw")[..., 3],
-            expect[t],
-            atol=0.5 / 65535 + 1e-6,
-            err_msg=f"frame {t}",
+            read_output(tmp_path / f"m{t}.raw")[..., 3], expect[t], atol=3e-4, err_msg=f"frame {t}"
         )
 
 
@@ -492,3 +488,71 @@ def test_protocol_layout_matches_the_c_header():
         "CANCELLED",
     ):
         assert re.search(rf"VX_{name} = {getattr(P, name)}\b", header), name
+
+
+def test_plugins_install_ofx_builds_the_bundle(tmp_path):
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    dest = tmp_path / "OFX Plugins"  # a space in the path: no shell anywhere
+    result = CliRunner().invoke(cli, ["plugins", "install", "ofx", "--dest", str(dest)])
+    assert result.exit_code == 0, result.output
+    bundle = dest / "vosfx.ofx.bundle"
+    assert (bundle / "Contents" / "Linux-x86-64" / "vosfx.ofx").is_file()
+    cfg = (bundle / "Contents" / "Resources" / "vosfx_worker.cfg").read_text().splitlines()
+    assert f"vosfx {sys.executable}" in cfg and "worker vosfx.ofx.worker" in cfg
+    assert not list(dest.glob(".vosfx-build-*"))  # the temporary build folder is gone
+    result = CliRunner().invoke(cli, ["plugins", "install", "ofx", "--dest", str(dest),
+                                      "--command", "/opt/my env/bin/vosfx"])
+    assert result.exit_code == 0, result.output
+    cfg = (bundle / "Contents" / "Resources" / "vosfx_worker.cfg").read_text().splitlines()
+    assert "vosfx /opt/my" in cfg and "vosfx env/bin/vosfx" in cfg  # split like a shell would
+
+
+@pytest.mark.parametrize("platform,user,expect", [
+    ("linux", False, "/usr/OFX/Plugins"),
+    ("darwin", False, "/Library/OFX/Plugins"),
+    ("win32", False, "C:/Program Files/Common Files/OFX/Plugins"),
+    ("linux", True, "/home/u/.local/share/OFX/Plugins"),
+    ("darwin", True, "/home/u/Library/OFX/Plugins"),
+    ("win32", True, "/home/u/AppData/Roaming/OFX/Plugins"),
+])
+def test_ofx_default_folders(platform, user, expect):
+    from vosfx.cli.plugins import default_dest
+
+    env = {"CommonProgramFiles": "C:/Program Files/Common Files"}
+    got = default_dest("ofx", platform=platform, home=Path("/home/u"), env=env, user=user)
+    assert got.as_posix() == expect
+
+
+def test_matte_cache_is_bounded_and_exact():
+    from vosfx.ofx.cache import MatteCache
+    from vosfx.types import Matte
+
+    rng = np.random.default_rng(0)
+    cache = MatteCache(budget_bytes=200_000)
+    first = Matte(0, (1,), rng.random((1, 64, 96), dtype=np.float32))
+    cache.put("k", first)
+    np.testing.assert_array_equal(cache.get("k", 0).alpha, first.alpha)  # lossless
+    for i in range(1, 40):
+        cache.put("k", Matte(i, (1,), rng.random((1, 64, 96), dtype=np.float32)))
+    assert cache.nbytes <= 200_000 and cache.get("k", 0) is None and cache.get("k", 39)
+    assert cache.get("other", 39) is None  # keyed by prompts and settings too
+
+
+def test_worker_rejects_malformed_points_and_config():
+    from vosfx.errors import ConfigError
+    from vosfx.ofx.worker import Worker
+
+    worker = Worker(channel=None, make_engine=None)
+    with pytest.raises(ConfigError, match="expected \\[frame, obj, label, x, y\\]"):
+        worker.set_points({"points": [[0, 1, "x"]]})
+    with pytest.raises(ConfigError, match="positive size"):
+        worker.configure({"clip": {"width": 0, "height": 10, "frames": 3, "fps": 24}})
+    with pytest.raises(ConfigError, match="softness"):
+        worker.configure({"clip": {"width": 8, "height": 8, "frames": 3, "fps": 24},
+                          "refine": {"softness": -1}})
+    worker.set_points({"points": [[2, 1, 1, 3.5, 4.5], [2, 1, 0, 1, 1], [0, 2, 1, 5, 5]]})
+    assert sorted(worker.points) == [(0, 2), (2, 1)]
+    np.testing.assert_array_equal(worker.points[(2, 1)].labels, [1, 0])

@@ -29,7 +29,6 @@ import logging
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -39,75 +38,11 @@ from vosfx import __version__
 from vosfx.errors import Cancelled, ConfigError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
-from vosfx.types import Frame, MaskResult, Matte, Prompt, VideoInfo
+from vosfx.ofx.frames import HostFrames
+from vosfx.types import Matte, Prompt, VideoInfo
 
 log = logging.getLogger("vosfx.ofx")
 EngineFactory = Callable[..., object]
-RECENT_FRAMES = 4  # frames kept for refine right after the session fetched them
-
-
-class HostFrames:
-    """The session's FrameProvider: each ``get`` asks the effect for one source frame. A mask
-    plane sent along (the optional Mask clip) is handed to ``on_mask``."""
-
-    def __init__(
-        self, channel: P.Channel, info: VideoInfo, on_mask: Callable[[int, np.ndarray], None]
-    ) -> None:
-        self.channel, self.info, self.on_mask = channel, info, on_mask
-        self.recent: OrderedDict[int, Frame] = OrderedDict()
-        self.fetched = 0
-        self.on_fetch: Callable[[int], None] | None = None
-
-    def get(self, index: int) -> Frame:
-        if not 0 <= index < self.info.num_frames:
-            raise ConfigError(f"frame {index}: expected 0..{self.info.num_frames - 1}")
-        frame = self.recent.get(index)
-        if frame is not None:
-            self.recent.move_to_end(index)
-            return frame
-        self.channel.send(P.NEED, frame=index)
-        msg = self.channel.recv()
-        if msg.type == P.ABORT:
-            raise Cancelled(f"the host cancelled the render while frame {index} was needed")
-        if msg.type != P.FRAME or msg.frame != index:
-            raise P.ProtocolError(
-                f"expected FRAME {index}, found type {msg.type} frame {msg.frame}"
-            )
-        frame = Frame(index, self._pixels(msg), pts=index, time_base=self.info.time_base)
-        self.fetched += 1
-        self.recent[index] = frame
-        while len(self.recent) > RECENT_FRAMES:
-            self.recent.popitem(last=False)
-        if self.on_fetch is not None:
-            self.on_fetch(index)
-        return frame
-
-    def _pixels(self, msg: P.Message) -> np.ndarray:
-        w, h = msg.width, msg.height
-        if msg.format not in (P.FMT_RGB8, P.FMT_RGB16) or w <= 0 or h <= 0:
-            raise P.ProtocolError(f"FRAME {msg.frame}: format {msg.format} {w}x{h}")
-        dtype = np.uint8 if msg.format == P.FMT_RGB8 else np.uint16
-        rgb_bytes = w * h * 3 * np.dtype(dtype).itemsize
-        need = rgb_bytes + (w * h if msg.a else 0)
-        if msg.shm_bytes < need:
-            raise P.ProtocolError(f"FRAME {msg.frame}: {msg.shm_bytes} bytes for {need}")
-        buf = self.channel.shm(need)
-        rgb = np.frombuffer(buf[:rgb_bytes], dtype).reshape(h, w, 3).copy()
-        mask = np.frombuffer(buf[rgb_bytes:need], np.uint8).reshape(h, w).copy() if msg.a else None
-        buf.release()
-        size = (self.info.width, self.info.height)
-        if (w, h) != size:  # a proxy render scale: the session works at full size
-            import cv2
-
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-            if mask is not None:
-                mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        if mask is not None:
-            self.on_mask(msg.frame, mask)
-        return rgb
-
-    def close(self) -> None:
-        self.recent.clear()
 
 
 def _digest(data) -> str:
@@ -119,6 +54,7 @@ class Worker:
         self.ch = channel
         self.make_engine = make_engine
         self.cfg: dict | None = None
+        self.settings_key = ""
         self.job_config = None  # vosfx.config.JobConfig of the current CONFIG
         self.info: VideoInfo | None = None
         self.engine = self.engine_key = None
@@ -187,6 +123,7 @@ class Worker:
             )
         sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
         self.job_config = build_config(sections)
+        self.settings_key = json.dumps(self.job_config.to_dict(), sort_keys=True)
         self.info = VideoInfo(
             path=str(clip.get("name") or "ofx-clip"),
             width=width,
@@ -242,14 +179,10 @@ class Worker:
         }
 
     def key(self, prompts) -> str:
-        cfg = self.job_config
-        data = {
-            "prompts": sorted([f, o, s] for (f, o), (s, _p) in prompts.items()),
-            "refine": cfg.to_dict()["refine"],
-            "model": cfg.to_dict()["model"],
-            "memory": cfg.to_dict()["memory"],
-        }
-        return _digest(json.dumps(data, sort_keys=True).encode())
+        """The matte cache key: the prompts (by content) and every setting that changes a
+        matte (model, memory, refine)."""
+        sigs = sorted(f"{f}/{o}/{s}" for (f, o), (s, _p) in prompts.items())
+        return _digest((self.settings_key + "|" + ";".join(sigs)).encode())
 
     def _on_mask(self, frame: int, mask: np.ndarray) -> None:
         inside = mask >= 128
@@ -266,9 +199,8 @@ class Worker:
     def ensure_session(self):
         cfg = self._need_config()
         model_key = json.dumps(cfg.to_dict()["model"], sort_keys=True)
-        session_key = (
-            model_key + json.dumps(cfg.to_dict()["memory"], sort_keys=True) + repr(self.info)
-        )
+        session_key = model_key + json.dumps(cfg.to_dict()["memory"], sort_keys=True)
+        session_key += repr(self.info)
         if self.session is not None and self.session_key == session_key:
             return self.session
         self._drop_session()
@@ -282,20 +214,14 @@ class Worker:
         from vosfx.session import ClipSession
 
         self.frames = HostFrames(self.ch, self.info, self._on_mask)
-        self.session = ClipSession(
-            self.engine, self.frames, cfg.memory, start=0, end=self.info.num_frames
-        )
+        self.session = ClipSession(self.engine, self.info, cfg.memory, frames=self.frames)
         self.session_key = session_key
         self.applied = {}
         return self.session
 
     def _download_progress(self, done: int, total: int | None) -> None:
-        self.ch.send(
-            P.PROGRESS,
-            a=int(done >> 20),
-            b=int((total or 0) >> 20),
-            text="downloading the model (MiB)",
-        )
+        mib = (int(done >> 20), int((total or 0) >> 20))
+        self.ch.send(P.PROGRESS, a=mib[0], b=mib[1], text="downloading the model (MiB)")
 
     def _drop_session(self) -> None:
         if self.session is not None:
@@ -304,25 +230,28 @@ class Worker:
         self.applied = {}
 
     def sync_prompts(self, prompts) -> None:
+        """Make the session hold exactly ``prompts``: objects that lost every prompt are
+        deleted, removed prompts removed, new or changed ones computed at once (from the
+        prompt alone, so a matte depends on the prompts and not on the order of edits, the
+        same as `vosfx matte`)."""
         session = self.session
         wanted = {k: s for k, (s, _p) in prompts.items()}
         objects_left = {o for (_f, o) in wanted}
-        gone = {o for (_f, o) in self.applied} - objects_left
+        for obj in sorted({o for (_f, o) in self.applied} - objects_left):
+            session.delete_object(obj)
         for frame, obj in sorted(set(self.applied) - set(wanted)):
             if obj in objects_left:
                 session.remove_prompt(obj, frame)
             del self.applied[(frame, obj)]
-        for obj in sorted(gone):  # its last prompt went: the object goes with it
-            session.delete_object(obj)
         for k, (sig, prompt) in sorted(prompts.items()):
             if self.applied.get(k) != sig:
-                session.add_prompt(prompt)
+                session.add_prompt(prompt, refine=False)
                 self.applied[k] = sig
 
     # ---- render --------------------------------------------------------------------------
 
     def render(self, t: int, out_w: int, out_h: int, *, mask_clip: bool, obj: int) -> None:
-        cfg = self._need_config()
+        self._need_config()
         if not 0 <= t < self.info.num_frames:
             raise ConfigError(f"frame {t} is outside the clip (0..{self.info.num_frames - 1})")
         self.stats["renders"] += 1
@@ -343,58 +272,51 @@ class Worker:
                 self.stats["cache_hits"] += 1
                 self._send_matte(matte, out_w, out_h, obj, cached=True)
                 return
-            self._track_to(t, key, prompts, cfg)
+            self.ensure_session()
+            self.sync_prompts(prompts)
+            self._track(t)
             if not self.masks_changed:
                 break
-        matte = self.cache.get(key, t)
-        if matte is None:
-            result = self.session.result(t)
-            matte = self._refine(key, prompts, result, t)
+        matte = self._refine(key, t)
         self._send_matte(matte, out_w, out_h, obj, cached=False)
 
-    def _track_to(self, t: int, key: str, prompts, cfg) -> None:
-        session = self.ensure_session()
-        self.sync_prompts(prompts)
-        frames_with_prompts = sorted({f for (f, _o) in prompts})
-        nearest = min(frames_with_prompts, key=lambda f: (abs(f - t), f))
-        start, end = (nearest, t + 1) if t >= nearest else (t, nearest + 1)
-        total = end - start
+    def _track(self, t: int) -> None:
+        """Track what is stale for frame ``t`` (nothing when its results are current: a
+        prompt far away or a refine setting changed only the cache key)."""
+        session = self.session
+        stale = session.stale()
+        if not any(t in pl.frames for pl in stale):
+            return
+        total = sum(len(pl.frames) for pl in stale)
         done = [0]
         t0 = time.perf_counter()
 
-        def on_frame(result: MaskResult) -> None:
+        def on_frame(res) -> None:  # one ObjectResult per object and frame
             done[0] += 1
             self.stats["tracked"] += 1
-            self._refine(key, prompts, result, result.frame_index)
             fps = done[0] / max(time.perf_counter() - t0, 1e-9)
             self.ch.send(
                 P.PROGRESS,
-                frame=result.frame_index,
+                frame=res.frame_index,
                 a=done[0],
                 b=total,
-                text=f"tracking {done[0]}/{total} ({fps:.1f} fps)",
+                text=f"tracking {done[0]}/{total} ({fps:.1f} frames/s)",
             )
 
-        session.track(start=start, end=end, on_frame=on_frame)
+        session.track(on_frame=on_frame)
 
-    def _refine(self, key: str, prompts, result: MaskResult | None, index: int) -> Matte:
+    def _refine(self, key: str, index: int) -> Matte:
+        """The finished matte of frame ``index`` from the session's result, cached."""
         from vosfx.matte.refine import Refiner
 
-        obj_ids = tuple(sorted({o for (_f, o) in prompts}))
-        refiner_key = key
-        if self.refiner is None or self.refiner_key != refiner_key:
-            self.refiner = Refiner(self.job_config.refine, obj_ids)
-            self.refiner_key, self.last_refined = refiner_key, None
-        frame = self.frames.get(index)
-        if result is None:  # not reached by tracking: nothing there
-            matte = Matte(
-                index, obj_ids, np.zeros((len(obj_ids), frame.height, frame.width), np.float32)
-            )
-        else:
-            if self.last_refined is None or abs(index - self.last_refined) != 1:
-                self.refiner.reset()  # temporal smoothing only across neighbouring frames
-            matte = self.refiner(result, frame)
-            self.last_refined = index
+        result = self.session.result(index)
+        if self.refiner is None or self.refiner_key != key:
+            self.refiner = Refiner(self.job_config.refine, result.obj_ids)
+            self.refiner_key, self.last_refined = key, None
+        if self.last_refined is None or abs(index - self.last_refined) != 1:
+            self.refiner.reset()  # temporal smoothing only across neighbouring frames
+        matte = self.refiner(result, self.frames.get(index))
+        self.last_refined = index
         self.cache.put(key, matte)
         return matte
 
@@ -412,9 +334,8 @@ class Worker:
             import cv2
 
             alpha = cv2.resize(alpha, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        alpha = np.ascontiguousarray(alpha, np.float32)
-        buf = self.ch.shm(alpha.nbytes)
-        buf[:] = alpha.tobytes()
+        buf = self.ch.shm(alpha.size * 4)
+        np.copyto(np.frombuffer(buf, np.float32).reshape(alpha.shape), alpha)
         buf.release()
         self.ch.send(
             P.MATTE,
@@ -423,7 +344,7 @@ class Worker:
             width=alpha.shape[1],
             height=alpha.shape[0],
             format=P.FMT_ALPHA_F32,
-            shm_bytes=alpha.nbytes,
+            shm_bytes=alpha.size * 4,
         )
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The `vosfx` command with the points-aware FakeEngine of ofx_fakes.py (tests only), so the
+"""The `vosfx` command with the FakeEngine of ofx_fakes.py (tests only), so the
 OFX tests compare the effect's alpha with what `vosfx matte` writes for the same clicks."""
 
 from __future__ import annotations
