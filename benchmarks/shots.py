@@ -1,15 +1,28 @@
-"""Shot detection: accuracy on the shared clips and cost per 1080p frame.
+"""Shot detection: precision, recall and cost per frame on the shared clips and on spliced cuts.
 
-Compares vosfx.pipeline.shots.ShotDetector with PySceneDetect's detectors fed the same frames one by one
-(install ``scenedetect-headless`` to include them). Run from the repository root:
+Compares vosfx.pipeline.shots.ShotDetector with PySceneDetect's detectors fed the same frames
+one by one (install ``scenedetect-headless`` to include them; ``PYTHONPATH=<dir>`` works too).
+Run from the repository root:
 
-    /work/venv/bin/python benchmarks/shots.py
+    .venv/bin/python benchmarks/shots.py [--quick]
 
-Needs ../shared/data. Prints machine info and load, then one table per measurement.
+Needs ../shared/data. Four sets of clips, each with the cuts it should give:
+
+- ``test video``: pyscenedetect_testvideo.mp4 (320 px wide), cuts 201 and 382 (+-1 frame: both
+  are gaps through black, the reference CSV places them inside the gap);
+- ``no-cut clips``: the four videos and five DAVIS sequences, no cut;
+- ``spliced``: every ordered pair of DAVIS sequences (427x240) joined at the three frames of the
+  first where it moves fastest, and at its end: a hard cut exactly at the join;
+- ``jumps``: four DAVIS takes with 20 frames left out at several points (a cut to a later moment
+  of the same take, the hardest kind of hard cut).
+
+Prints machine info and load, then the tables that docs/benchmarks/shots.md records.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import os
 import platform
 import sys
@@ -23,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vosfx.pipeline.shots import ShotDetector
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-EXPECTED = {"pyscenedetect_testvideo.mp4": [201, 382]}  # every other clip: no cut
+TOLERANCE = {"test video": 1}  # frames; hard cuts elsewhere must be exact
 
 
 def video_frames(path: Path, width: int = 320):
@@ -37,19 +50,48 @@ def video_frames(path: Path, width: int = 320):
             yield f.to_ndarray(format="rgb24", width=width, height=h)
 
 
-def davis_frames(seq: str):
+def davis_frames(seq: str, size: tuple[int, int] | None = None) -> list[np.ndarray]:
     import cv2
 
+    out = []
     for p in sorted((DATA / "davis" / "JPEGImages" / seq).glob("*.jpg")):
-        yield np.ascontiguousarray(cv2.imread(str(p))[:, :, ::-1])
-
-
-def clips():
-    out = {p.name: p for p in sorted((DATA / "videos").glob("*.mp4"))}
-    out["pyscenedetect_testvideo.mp4"] = DATA / "shots" / "pyscenedetect_testvideo.mp4"
-    for seq in sorted(p.name for p in (DATA / "davis" / "JPEGImages").iterdir()):
-        out[seq] = seq
+        im = np.ascontiguousarray(cv2.imread(str(p))[:, :, ::-1])
+        if size is not None:
+            im = cv2.resize(im, size, interpolation=cv2.INTER_AREA)
+        out.append(im)
     return out
+
+
+def fastest_points(frames: list[np.ndarray], n: int = 3, first: int = 16) -> list[int]:
+    """The ``n`` frames (from ``first`` on) after the 3 frames with the largest mean content
+    score: where a cut follows the fastest motion of the clip."""
+    det = ShotDetector()
+    for i, im in enumerate(frames):
+        det.push_array(i, im)
+    score = [det.scores.get(i, 0.0) for i in range(len(frames))]
+    ranked = sorted(range(first, len(frames)), key=lambda k: -float(np.mean(score[k - 3:k])))
+    return ranked[:n]
+
+
+def clip_sets(quick: bool) -> dict[str, list[tuple[str, list[np.ndarray], list[int]]]]:
+    seqs = sorted(p.name for p in (DATA / "davis" / "JPEGImages").iterdir())
+    small = {s: davis_frames(s, (427, 240)) for s in seqs}
+    sets: dict[str, list] = {"test video": [], "no-cut clips": [], "spliced": [], "jumps": []}
+    test = DATA / "shots" / "pyscenedetect_testvideo.mp4"
+    sets["test video"].append(("pyscenedetect_testvideo", list(video_frames(test)), [201, 382]))
+    for p in sorted((DATA / "videos").glob("*.mp4")):
+        sets["no-cut clips"].append((p.name, list(video_frames(p)), []))
+    for s in seqs:
+        sets["no-cut clips"].append((s, davis_frames(s), []))
+    for a, b in itertools.permutations(seqs, 2):
+        joins = ([] if quick else fastest_points(small[a])[:2]) + [len(small[a])]
+        for k in joins:
+            sets["spliced"].append((f"{a}[:{k}]+{b}", small[a][:k] + small[b], [k]))
+    for s in ("bmx-trees", "libby", "blackswan", "car-shadow"):
+        fr = small[s]
+        for k in range(16, len(fr) - 20, 8 if quick else 4):
+            sets["jumps"].append((f"{s}[:{k}]+[{k + 20}:]", fr[:k] + fr[k + 20:], [k]))
+    return sets
 
 
 class VosfxRunner:
@@ -87,39 +129,74 @@ class SceneDetectRunner:
 def runners():
     out = [VosfxRunner]
     try:
-        from scenedetect.detectors import AdaptiveDetector, ContentDetector, ThresholdDetector
+        from scenedetect.detectors import (
+            AdaptiveDetector,
+            ContentDetector,
+            HashDetector,
+            HistogramDetector,
+            ThresholdDetector,
+        )
     except ImportError:
         print("scenedetect not installed: PySceneDetect rows skipped")
         return out
+
+    def row(name, make):
+        return lambda: SceneDetectRunner(name, make)
+
     out += [
-        lambda: SceneDetectRunner("PySceneDetect ContentDetector()", ContentDetector),
-        lambda: SceneDetectRunner("PySceneDetect AdaptiveDetector()", AdaptiveDetector),
-        lambda: SceneDetectRunner("PySceneDetect ThresholdDetector()", ThresholdDetector),
-        lambda: SceneDetectRunner("PySceneDetect ThresholdDetector(fade_bias=0.25)",
-                                  lambda: ThresholdDetector(fade_bias=0.25)),
+        row("PySceneDetect ContentDetector()", ContentDetector),
+        row("PySceneDetect AdaptiveDetector()", AdaptiveDetector),
+        row("PySceneDetect HistogramDetector()", HistogramDetector),
+        row("PySceneDetect HashDetector()", HashDetector),
+        row("PySceneDetect ThresholdDetector(fade_bias=0.25)",
+            lambda: ThresholdDetector(fade_bias=0.25)),
     ]
     return out
 
 
-def accuracy():
-    frames = {}
-    for name, src in clips().items():
-        frames[name] = list(video_frames(src) if isinstance(src, Path) else davis_frames(src))
-    print("\n## Accuracy (frames decoded at 320 px wide; DAVIS at 854x480 / 720x480)\n")
-    print("| detector | test video cuts (want 201, 382 ±1) | false cuts on videos + davis |")
-    print("|---|---|---|")
+def score(found: list[int], want: list[int], tol: int) -> tuple[int, int]:
+    """(true positives, false positives): each wanted cut matches at most one found cut."""
+    left, tp = list(found), 0
+    for w in want:
+        hit = next((f for f in left if abs(f - w) <= tol), None)
+        if hit is not None:
+            left.remove(hit)
+            tp += 1
+    return tp, len(left)
+
+
+def accuracy(sets):
+    print("\n## Precision and recall per set (P = true cuts / reported, R = found / real)\n")
+    names = list(sets)
+    print("| detector | " + " | ".join(f"{n} ({sum(len(w) for *_, w in sets[n])} cuts, "
+                                       f"{len(sets[n])} clips)" for n in names)
+          + " | ms/frame (these frames) |")
+    print("|---|" + "---|" * len(names) + "---|")
+    misses = {}
     for make in runners():
-        found, false = None, []
-        for name, fr in frames.items():
-            r = make()
-            for i, im in enumerate(fr):
-                r.push(i, im)
-            cuts = r.cuts(len(fr))
-            if name in EXPECTED:
-                found = cuts
-            elif cuts:
-                false.append(f"{name}: {cuts}")
-        print(f"| {make().name} | {found} | {'; '.join(false) or 'none'} |")
+        cells, frames, elapsed = [], 0, 0.0
+        for n in names:
+            tp = fp = real = 0
+            for label, fr, want in sets[n]:
+                r = make()
+                t0 = time.perf_counter()
+                for i, im in enumerate(fr):
+                    r.push(i, im)
+                cuts = r.cuts(len(fr))
+                elapsed += time.perf_counter() - t0
+                frames += len(fr)
+                a, b = score(cuts, want, TOLERANCE.get(n, 0))
+                tp, fp, real = tp + a, fp + b, real + len(want)
+                if a < len(want) or b:
+                    misses.setdefault(r.name, []).append(f"{label}: {cuts} want {want}")
+            p = f"{tp / (tp + fp):.3f}" if tp + fp else "-"
+            rec = f"{tp / real:.3f}" if real else "-"
+            cells.append(f"P {p} R {rec}" + (f" ({fp} false)" if fp else ""))
+        print(f"| {make().name} | " + " | ".join(cells) + f" | {elapsed / frames * 1e3:.2f} |")
+    for name, rows in misses.items():
+        print(f"\n{name}: {len(rows)} clips wrong; first 8:")
+        for row in rows[:8]:
+            print(f"  {row}")
 
 
 def cost(n=120):
@@ -127,25 +204,31 @@ def cost(n=120):
 
     src = list(video_frames(DATA / "videos" / "01_dog.mp4", width=640))[:n]
     big = [cv2.resize(im, (1920, 1080), interpolation=cv2.INTER_LINEAR) for im in src]
-    print(f"\n## Cost per 1920x1080 frame ({n} frames of 01_dog upscaled, single thread)\n")
-    print("| detector | input | ms/frame |")
+    print(f"\n## Cost per frame ({n} frames of 01_dog, upscaled to 1080p and at 320 px, "
+          "OpenCV single thread)\n")
+    print("| detector | ms per 1080p frame | ms per 320 px frame |")
     print("|---|---|---|")
     cv2.setNumThreads(1)
     for make in runners():
-        for label, feed in (("1080p frame", big), ("320 px frame", src)):
+        ms = []
+        for feed in (big, src):
             r = make()
             t0 = time.perf_counter()
             for i, im in enumerate(feed):
                 r.push(i, im)
-            ms = (time.perf_counter() - t0) / len(feed) * 1e3
-            print(f"| {r.name} | {label} | {ms:.2f} |")
+            ms.append((time.perf_counter() - t0) / len(feed) * 1e3)
+        print(f"| {r.name} | {ms[0]:.2f} | {ms[1]:.2f} |")
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer spliced and jump clips")
+    args = ap.parse_args()
     cpu = platform.processor() or platform.machine()
-    print(f"# shots benchmark\n\n{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
-          f"load average at start {tuple(round(x, 2) for x in os.getloadavg())}")
-    accuracy()
+    print(f"# shots benchmark\n\n{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, "
+          f"python {platform.python_version()}, load average at start "
+          f"{tuple(round(x, 2) for x in os.getloadavg())}")
+    accuracy(clip_sets(args.quick))
     cost()
     print(f"\nload average at end {tuple(round(x, 2) for x in os.getloadavg())}")
 
