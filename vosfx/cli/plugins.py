@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -40,10 +41,10 @@ def default_dest(host: str, *, platform: str | None = None, home: Path | None = 
     Files\\OFX\\Plugins``), or with ``user`` a per-user folder to put on OFX_PLUGIN_PATH."""
     platform = platform or sys.platform
     home = Path(home) if home is not None else Path.home()
-    env = os.environ if env is None else env
-    appdata = Path(env.get("APPDATA") or home / "AppData" / "Roaming")
+    environ: Mapping[str, str] = os.environ if env is None else env
+    appdata = Path(environ.get("APPDATA") or home / "AppData" / "Roaming")
     if host == "ofx":
-        return _ofx_dest(platform, home, env, appdata, user)
+        return _ofx_dest(platform, home, environ, appdata, user)
     if host == "resolve":
         if platform == "win32":
             return appdata / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion" / "Scripts"
@@ -57,12 +58,13 @@ def default_dest(host: str, *, platform: str | None = None, home: Path | None = 
         elif platform == "darwin":
             base = home / "Library" / "Application Support" / "Blender"
         else:
-            base = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "blender"
+            base = Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "blender"
         return base / blender_version / "scripts" / "addons"
     raise click.UsageError(f"unknown host {host!r}; known: {', '.join(HOSTS)}")
 
 
-def _ofx_dest(platform: str, home: Path, env, appdata: Path, user: bool) -> Path:
+def _ofx_dest(platform: str, home: Path, env: Mapping[str, str], appdata: Path,
+              user: bool) -> Path:
     if user:
         if platform == "win32":
             return appdata / "OFX" / "Plugins"

@@ -47,8 +47,9 @@ def arch_dir(system: str | None = None, machine: str | None = None) -> str:
 
 def find_compiler(cc: str | None = None) -> str:
     for name in ([cc] if cc else []) + [os.environ.get("CC", ""), "cc", "gcc", "clang"]:
-        if name and shutil.which(name):
-            return shutil.which(name)
+        found = shutil.which(name) if name else None
+        if found:
+            return found
     raise BuildError(
         "no C compiler found (expected cc, gcc or clang on PATH, or $CC); "
         "install one (Debian/Ubuntu: apt-get install gcc) and try again"

@@ -31,10 +31,12 @@ import time
 import traceback
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
 from vosfx import __version__
+from vosfx.config import JobConfig
 from vosfx.errors import Cancelled, ConfigError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
@@ -55,10 +57,13 @@ class Worker:
         self.make_engine = make_engine
         self.cfg: dict | None = None
         self.settings_key = ""
-        self.job_config = None  # vosfx.config.JobConfig of the current CONFIG
+        self.job_config: JobConfig | None = None  # of the current CONFIG
         self.info: VideoInfo | None = None
-        self.engine = self.engine_key = None
-        self.session = self.session_key = None
+        self.mask_obj = 1
+        self.engine: Any = None  # vosfx.engine.Engine (loaded lazily)
+        self.engine_key: str | None = None
+        self.session: Any = None  # vosfx.session.ClipSession (imported lazily)
+        self.session_key: str | None = None
         self.frames: HostFrames | None = None
         self.points: dict[tuple[int, int], Prompt] = {}  # (frame, obj) -> points prompt
         self.point_sig: dict[tuple[int, int], str] = {}
@@ -66,7 +71,8 @@ class Worker:
         self.masks_changed = False
         self.applied: dict[tuple[int, int], str] = {}  # what the session holds
         self.cache = MatteCache(512 << 20)
-        self.refiner = self.refiner_key = None
+        self.refiner: Any = None  # vosfx.matte.refine.Refiner of refiner_key
+        self.refiner_key: str | None = None
         self.last_refined: int | None = None
         self.stats = {"renders": 0, "cache_hits": 0, "tracked": 0}
 
@@ -159,10 +165,15 @@ class Worker:
 
     # ---- state ---------------------------------------------------------------------------
 
-    def _need_config(self):
-        if self.cfg is None:
+    def _need_config(self) -> tuple[JobConfig, VideoInfo]:
+        if self.job_config is None or self.info is None:
             raise P.ProtocolError("RENDER before CONFIG")
-        return self.job_config
+        return self.job_config, self.info
+
+    def _frames(self) -> HostFrames:
+        if self.frames is None:
+            raise P.ProtocolError("no session yet")
+        return self.frames
 
     def prompts(self) -> dict[tuple[int, int], tuple[str, Prompt]]:
         """Every prompt the session should hold: points, and the Mask clip's non-empty frames
@@ -197,10 +208,10 @@ class Worker:
             self.masks_changed = True
 
     def ensure_session(self):
-        cfg = self._need_config()
+        cfg, info = self._need_config()
         model_key = json.dumps(cfg.to_dict()["model"], sort_keys=True)
         session_key = model_key + json.dumps(cfg.to_dict()["memory"], sort_keys=True)
-        session_key += repr(self.info)
+        session_key += repr(info)
         if self.session is not None and self.session_key == session_key:
             return self.session
         self._drop_session()
@@ -213,8 +224,8 @@ class Worker:
             self.engine_key = model_key
         from vosfx.session import ClipSession
 
-        self.frames = HostFrames(self.ch, self.info, self._on_mask)
-        self.session = ClipSession(self.engine, self.info, cfg.memory, frames=self.frames)
+        self.frames = HostFrames(self.ch, info, self._on_mask)
+        self.session = ClipSession(self.engine, info, cfg.memory, frames=self.frames)
         self.session_key = session_key
         self.applied = {}
         return self.session
@@ -251,15 +262,15 @@ class Worker:
     # ---- render --------------------------------------------------------------------------
 
     def render(self, t: int, out_w: int, out_h: int, *, mask_clip: bool, obj: int) -> None:
-        self._need_config()
-        if not 0 <= t < self.info.num_frames:
-            raise ConfigError(f"frame {t} is outside the clip (0..{self.info.num_frames - 1})")
+        _cfg, info = self._need_config()
+        if not 0 <= t < info.num_frames:
+            raise ConfigError(f"frame {t} is outside the clip (0..{info.num_frames - 1})")
         self.stats["renders"] += 1
         for _attempt in range(4):  # a Mask-clip frame seen while tracking changes the prompts
             self.masks_changed = False
             if mask_clip:
                 self.ensure_session()
-                self.frames.get(t)  # brings the mask plane of t
+                self._frames().get(t)  # brings the mask plane of t
             elif self.masks:
                 self.masks.clear()  # the Mask clip was disconnected
             prompts = self.prompts()
@@ -311,16 +322,17 @@ class Worker:
 
         result = self.session.result(index)
         if self.refiner is None or self.refiner_key != key:
-            self.refiner = Refiner(self.job_config.refine, result.obj_ids)
+            self.refiner = Refiner(self._need_config()[0].refine, result.obj_ids)
             self.refiner_key, self.last_refined = key, None
         if self.last_refined is None or abs(index - self.last_refined) != 1:
             self.refiner.reset()  # temporal smoothing only across neighbouring frames
-        matte = self.refiner(result, self.frames.get(index))
+        matte = self.refiner(result, self._frames().get(index))
         self.last_refined = index
         self.cache.put(key, matte)
         return matte
 
     def _send_matte(self, matte: Matte, out_w: int, out_h: int, obj: int, *, cached: bool):
+        alpha: np.ndarray  # (H, W) float32 in [0, 1]
         if obj > 0:
             alpha = (
                 matte.alpha[matte.obj_ids.index(obj)]
