@@ -27,8 +27,6 @@ const OfxProgressSuiteV1 *vx_progress;
 
 static pthread_mutex_t vx_fallback_lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define VX_TIMEOUT_READY_MS 120000
-#define VX_TIMEOUT_DEFAULT_S 900 /* first use may export the model to ONNX: minutes */
 
 const char *const vx_param_names[VXP_COUNT] = {
     "outputMode", "outputObject", "object", "pointLabel", "clearFrame", "clearAll", "points",
@@ -82,7 +80,7 @@ void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
         vx_msg1->message(handle, type, "vosfx", "%s", text);
 }
 
-static void vx_clear_report(VxInstance *in) {
+void vx_clear_report(VxInstance *in) {
     if (vx_msg2 && in) vx_msg2->clearPersistentMessage(in->effect);
 }
 
@@ -94,19 +92,19 @@ VxInstance *vx_instance(OfxImageEffectHandle effect) {
     return data;
 }
 
-static int vx_get_int(VxInstance *in, int p) {
+int vx_get_int(VxInstance *in, int p) {
     int v = 0;
     vx_param->paramGetValue(in->p[p], &v);
     return v;
 }
 
-static double vx_get_double(VxInstance *in, int p) {
+double vx_get_double(VxInstance *in, int p) {
     double v = 0;
     vx_param->paramGetValue(in->p[p], &v);
     return v;
 }
 
-static const char *vx_get_string(VxInstance *in, int p) {
+const char *vx_get_string(VxInstance *in, int p) {
     char *v = NULL;
     if (vx_param->paramGetValue(in->p[p], &v) != kOfxStatOK || !v) return "";
     return v;
@@ -124,47 +122,6 @@ int vx_set_points(VxInstance *in, const VxPoints *pts, const char *undo_name) {
     vx_param->paramEditEnd(in->params);
     vx_free(text);
     return st == kOfxStatOK ? 0 : -1;
-}
-
-/* a growing text buffer for the JSON the worker reads */
-typedef struct { char *s; size_t len, cap; int oom; } VxBuf;
-
-static void vx_buf_add(VxBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void vx_buf_add(VxBuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = b->s ? vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap) : -1;
-        va_end(ap);
-        if (n >= 0 && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        if (n >= 0 && cap < b->len + (size_t)n + 1) cap = b->len + (size_t)n + 1;
-        char *s = vx_alloc(cap);
-        if (!s) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s) memcpy(s, b->s, b->len + 1);
-        else s[0] = '\0';
-        vx_free(b->s);
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
-static void vx_buf_json_string(VxBuf *b, const char *s) {
-    vx_buf_add(b, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') vx_buf_add(b, "\\%c", c);
-        else if (c < 0x20) vx_buf_add(b, "\\u%04x", c);
-        else vx_buf_add(b, "%c", c);
-    }
-    vx_buf_add(b, "\"");
 }
 
 /* ---- description --------------------------------------------------------------------------- */
@@ -469,384 +426,6 @@ static OfxStatus vx_regions_of_interest(OfxImageEffectHandle effect, OfxProperty
     return kOfxStatOK; /* whole frames: the model never sees a tile */
 }
 
-/* ---- images ---------------------------------------------------------------------------------- */
-
-typedef struct VxImg {
-    OfxPropertySetHandle handle;
-    unsigned char *data;
-    OfxRectI b;
-    int rowbytes, depth, nc; /* bytes per channel; channels */
-} VxImg;
-
-static int vx_img_open(OfxImageClipHandle clip, OfxTime t, const OfxRectD *region, VxImg *im) {
-    memset(im, 0, sizeof *im);
-    if (!clip || vx_effect->clipGetImage(clip, t, region, &im->handle) != kOfxStatOK) return -1;
-    char *depth = NULL, *comps = NULL;
-    void *data = NULL;
-    vx_prop->propGetPointer(im->handle, kOfxImagePropData, 0, &data);
-    vx_prop->propGetIntN(im->handle, kOfxImagePropBounds, 4, &im->b.x1);
-    vx_prop->propGetInt(im->handle, kOfxImagePropRowBytes, 0, &im->rowbytes);
-    vx_prop->propGetString(im->handle, kOfxImageEffectPropPixelDepth, 0, &depth);
-    vx_prop->propGetString(im->handle, kOfxImageEffectPropComponents, 0, &comps);
-    im->data = data;
-    im->depth = !depth                                  ? 0
-                : strcmp(depth, kOfxBitDepthByte) == 0  ? 1
-                : strcmp(depth, kOfxBitDepthShort) == 0 ? 2
-                : strcmp(depth, kOfxBitDepthFloat) == 0 ? 4
-                                                        : 0;
-    im->nc = !comps                                            ? 0
-             : strcmp(comps, kOfxImageComponentRGBA) == 0  ? 4
-             : strcmp(comps, kOfxImageComponentRGB) == 0   ? 3
-             : strcmp(comps, kOfxImageComponentAlpha) == 0 ? 1
-                                                           : 0;
-    if (!im->data || !im->depth || !im->nc || im->b.x2 < im->b.x1 || im->b.y2 < im->b.y1) {
-        vx_effect->clipReleaseImage(im->handle);
-        im->handle = NULL;
-        return -2; /* an image this effect cannot read */
-    }
-    return 0;
-}
-
-static void vx_img_close(VxImg *im) {
-    if (im->handle) vx_effect->clipReleaseImage(im->handle);
-    im->handle = NULL;
-}
-
-static inline void *vx_px(const VxImg *im, int x, int y) {
-    return im->data + (ptrdiff_t)(y - im->b.y1) * im->rowbytes +
-           (ptrdiff_t)(x - im->b.x1) * im->nc * im->depth;
-}
-
-static inline int vx_inside(const VxImg *im, int x, int y) {
-    return x >= im->b.x1 && x < im->b.x2 && y >= im->b.y1 && y < im->b.y2;
-}
-
-/* rgba in [0, 1] (float images as they are); black transparent outside the bounds; RGB is
- * opaque; an Alpha image reads as grey with that alpha */
-static inline void vx_read(const VxImg *im, int x, int y, float o[4]) {
-    o[0] = o[1] = o[2] = o[3] = 0.f;
-    if (!vx_inside(im, x, y)) return;
-    const void *p = vx_px(im, x, y);
-    float v[4] = {0, 0, 0, 1};
-    for (int c = 0; c < im->nc; c++) {
-        v[c] = im->depth == 1   ? ((const unsigned char *)p)[c] / 255.f
-               : im->depth == 2 ? ((const unsigned short *)p)[c] / 65535.f
-                                : ((const float *)p)[c];
-    }
-    if (im->nc == 1) {
-        o[0] = o[1] = o[2] = o[3] = v[0];
-        return;
-    }
-    memcpy(o, v, sizeof v);
-}
-
-static inline float vx_clamp01(float v) { return v < 0.f ? 0.f : v > 1.f ? 1.f : v; }
-
-static inline void vx_write(VxImg *im, int x, int y, const float v[4]) {
-    if (!vx_inside(im, x, y)) return;
-    void *p = vx_px(im, x, y);
-    const float *src = im->nc == 1 ? v + 3 : v;
-    for (int c = 0; c < im->nc; c++) {
-        if (im->depth == 1)
-            ((unsigned char *)p)[c] = (unsigned char)(vx_clamp01(src[c]) * 255.f + 0.5f);
-        else if (im->depth == 2)
-            ((unsigned short *)p)[c] = (unsigned short)(vx_clamp01(src[c]) * 65535.f + 0.5f);
-        else
-            ((float *)p)[c] = src[c];
-    }
-}
-
-/* the Source's frame area at the render scale, in pixel coordinates (x1, y1 inclusive) */
-typedef struct VxGeom {
-    int x1, y1, w, h;       /* at render scale */
-    int full_w, full_h;     /* at render scale 1: the worker's frame size */
-    OfxRectD rod;           /* canonical */
-    double par, sx, sy;
-    double first, last;     /* the Source's frame range (OFX times) */
-    double fps;
-} VxGeom;
-
-static int vx_geometry(VxInstance *in, OfxTime t, double sx, double sy, VxGeom *g) {
-    OfxPropertySetHandle cp;
-    memset(g, 0, sizeof *g);
-    if (vx_effect->clipGetRegionOfDefinition(in->src, t, &g->rod) != kOfxStatOK) return -1;
-    g->par = 1.0;
-    double range[2] = {0, 0};
-    if (vx_effect->clipGetPropertySet(in->src, &cp) == kOfxStatOK) {
-        vx_prop->propGetDouble(cp, kOfxImagePropPixelAspectRatio, 0, &g->par);
-        vx_prop->propGetDoubleN(cp, kOfxImageEffectPropFrameRange, 2, range);
-        vx_prop->propGetDouble(cp, kOfxImageEffectPropFrameRate, 0, &g->fps);
-    }
-    if (!(g->par > 0)) g->par = 1.0;
-    g->first = range[0];
-    g->last = range[1] >= range[0] ? range[1] : range[0];
-    g->sx = sx > 0 ? sx : 1.0;
-    g->sy = sy > 0 ? sy : 1.0;
-    g->full_w = (int)floor((g->rod.x2 - g->rod.x1) / g->par + 0.5);
-    g->full_h = (int)floor(g->rod.y2 - g->rod.y1 + 0.5);
-    g->x1 = (int)floor(g->rod.x1 * g->sx / g->par + 0.5);
-    g->y1 = (int)floor(g->rod.y1 * g->sy + 0.5);
-    g->w = (int)floor(g->full_w * g->sx + 0.5);
-    g->h = (int)floor(g->full_h * g->sy + 0.5);
-    if (g->full_w <= 0 || g->full_h <= 0 || g->w <= 0 || g->h <= 0 || g->full_w > 32768 ||
-        g->full_h > 32768)
-        return -1;
-    return 0;
-}
-
-/* ---- the conversation with the worker ---------------------------------------------------------- */
-
-enum { VX_R_MATTE, VX_R_PASS, VX_R_FAIL, VX_R_ABORT };
-
-static int vx_timeout_ms(void) {
-    const char *s = getenv("VOSFX_OFX_TIMEOUT_S");
-    int v = s ? atoi(s) : 0;
-    return (v > 0 ? v : VX_TIMEOUT_DEFAULT_S) * 1000;
-}
-
-static char *vx_config_json(VxInstance *in, const VxGeom *g) {
-    VxBuf b = {0};
-    static const char *const alphas[] = {"soft", "hard"};
-    static const char *const edges[] = {"bilinear", "guided"};
-    int alpha = vx_get_int(in, VXP_ALPHA), edge = vx_get_int(in, VXP_EDGE);
-    vx_buf_add(&b, "{\"clip\": {\"width\": %d, \"height\": %d, \"frames\": %d, \"fps\": %.6f}, ",
-               g->full_w, g->full_h, (int)(g->last - g->first) + 1, g->fps > 0 ? g->fps : 24.0);
-    vx_buf_add(&b, "\"model\": {\"name\": ");
-    vx_buf_json_string(&b, vx_get_string(in, VXP_MODEL)[0] ? vx_get_string(in, VXP_MODEL)
-                                                             : "sam2.1-tiny");
-    vx_buf_add(&b, "}, \"refine\": {\"alpha\": \"%s\", \"threshold\": %.6g, \"softness\": %.6g, "
-                   "\"edge\": \"%s\", \"shift_edge_px\": %.6g, \"feather_px\": %.6g, "
-                   "\"choke\": %.6g, \"fill_holes_px2\": %d, \"remove_specks_px2\": %d, "
-                   "\"temporal_strength\": %.6g, \"non_overlap\": %s}, ",
-               alphas[alpha == 1], vx_get_double(in, VXP_THRESHOLD),
-               vx_get_double(in, VXP_SOFTNESS), edges[edge != 0], vx_get_double(in, VXP_SHIFT),
-               vx_get_double(in, VXP_FEATHER), vx_get_double(in, VXP_CHOKE),
-               vx_get_int(in, VXP_FILL), vx_get_int(in, VXP_SPECKS),
-               vx_get_double(in, VXP_TEMPORAL), vx_get_int(in, VXP_NON_OVERLAP) ? "true" : "false");
-    vx_buf_add(&b, "\"mask_obj\": %d}", vx_get_int(in, VXP_MASK_OBJ));
-    if (b.oom) {
-        vx_free(b.s);
-        return NULL;
-    }
-    return b.s;
-}
-
-/* points at full size, top-left origin, frames as indices into the Source */
-static char *vx_points_json(VxInstance *in, const VxGeom *g) {
-    VxPoints pts = {0};
-    vx_get_points(in, &pts);
-    VxBuf b = {0};
-    vx_buf_add(&b, "{\"points\": [");
-    int n = 0;
-    for (int i = 0; i < pts.count; i++) {
-        const VxPoint *p = &pts.items[i];
-        if (p->frame < g->first || p->frame > g->last) continue;
-        vx_buf_add(&b, "%s[%d, %d, %d, %.3f, %.3f]", n++ ? ", " : "", (int)(p->frame - g->first),
-                   p->obj, p->label, (p->x - g->rod.x1) / g->par, g->rod.y2 - p->y);
-    }
-    vx_buf_add(&b, "]}");
-    vx_points_free(&pts);
-    if (b.oom) {
-        vx_free(b.s);
-        return NULL;
-    }
-    return b.s;
-}
-
-/* one source frame (and its Mask plane) into the shared memory, top-down; returns bytes */
-static size_t vx_pack_frame(VxInstance *in, const VxGeom *g, int index, int with_mask,
-                            int *format, int *has_mask) {
-    OfxTime t = g->first + index;
-    VxImg im;
-    size_t npx = (size_t)g->w * g->h;
-    unsigned char *dst = in->worker.shm;
-    *has_mask = 0;
-    *format = VX_FMT_RGB8;
-    if (vx_img_open(in->src, t, &g->rod, &im) != 0) {
-        memset(dst, 0, npx * 3); /* the host has no image there: black */
-    } else {
-        *format = im.depth == 1 ? VX_FMT_RGB8 : VX_FMT_RGB16;
-        for (int r = 0; r < g->h; r++) {
-            int y = g->y1 + g->h - 1 - r;
-            for (int c = 0; c < g->w; c++) {
-                float v[4];
-                vx_read(&im, g->x1 + c, y, v);
-                size_t o = ((size_t)r * g->w + c) * 3;
-                if (*format == VX_FMT_RGB8) {
-                    for (int k = 0; k < 3; k++) dst[o + k] = (unsigned char)(vx_clamp01(v[k]) * 255.f + .5f);
-                } else {
-                    unsigned short *d16 = (unsigned short *)dst;
-                    for (int k = 0; k < 3; k++)
-                        d16[o + k] = (unsigned short)(vx_clamp01(v[k]) * 65535.f + .5f);
-                }
-            }
-        }
-        vx_img_close(&im);
-    }
-    size_t rgb_bytes = npx * 3 * (*format == VX_FMT_RGB8 ? 1 : 2);
-    if (!with_mask) return rgb_bytes;
-    OfxRectD mrod;
-    if (vx_effect->clipGetRegionOfDefinition(in->mask, t, &mrod) != kOfxStatOK) mrod = g->rod;
-    unsigned char *m = dst + rgb_bytes;
-    if (vx_img_open(in->mask, t, &mrod, &im) != 0) {
-        memset(m, 0, npx);
-    } else {
-        for (int r = 0; r < g->h; r++) {
-            int y = g->y1 + g->h - 1 - r;
-            for (int c = 0; c < g->w; c++) {
-                float v[4];
-                vx_read(&im, g->x1 + c, y, v);
-                m[(size_t)r * g->w + c] = v[3] >= 0.5f ? 255 : 0;
-            }
-        }
-        vx_img_close(&im);
-    }
-    *has_mask = 1;
-    return rgb_bytes + npx;
-}
-
-static int vx_worker_dead(VxInstance *in, const char *what) {
-    char how[128];
-    char log[sizeof in->worker.log_path];
-    snprintf(log, sizeof log, "%s", in->worker.log_path);
-    vxw_stop(&in->worker, how, sizeof how);
-    vx_free(in->sent_config), vx_free(in->sent_points);
-    in->sent_config = in->sent_points = NULL;
-    vx_report(in, kOfxMessageError,
-              "vosfx worker failed (%s; it %s). The image passes through; the next render "
-              "starts a new worker. Log: %s",
-              what, how[0] ? how : "ended", log);
-    return VX_R_FAIL;
-}
-
-/* wait for a reply to CONFIG / PROMPTS: OK, or ERROR (reported) */
-static int vx_expect_ok(VxInstance *in, int timeout_ms) {
-    VxMsg m;
-    char text[VX_ERR_LEN], err[VX_ERR_LEN];
-    for (;;) {
-        if (vxw_recv(&in->worker, &m, text, sizeof text, timeout_ms, err, sizeof err) != 0)
-            return vx_worker_dead(in, err);
-        if (m.type == VX_OK) return VX_R_MATTE;
-        if (m.type == VX_PROGRESS) continue;
-        if (m.type == VX_ERROR) {
-            vx_report(in, kOfxMessageError, "vosfx: %s", text);
-            return VX_R_FAIL;
-        }
-        return vx_worker_dead(in, "unexpected reply");
-    }
-}
-
-static int vx_ensure_worker(VxInstance *in) {
-    if (in->worker.pid > 0) return VX_R_MATTE;
-    if (in->failed_start) return VX_R_FAIL; /* said once already; waits for a change */
-    char err[VX_ERR_LEN];
-    if (vxw_start(&in->worker, err, sizeof err) != 0) {
-        in->failed_start = 1;
-        vx_report(in, kOfxMessageError, "vosfx Matte: %s. The image passes through.", err);
-        return VX_R_FAIL;
-    }
-    VxMsg m;
-    char text[256];
-    if (vxw_recv(&in->worker, &m, text, sizeof text, VX_TIMEOUT_READY_MS, err, sizeof err) != 0 ||
-        m.type != VX_READY) {
-        in->failed_start = 1;
-        return vx_worker_dead(in, m.type == VX_READY ? err : "it did not start");
-    }
-    return VX_R_MATTE;
-}
-
-/* sync settings and points, ask for frame t's matte, serve its frame requests */
-static int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_started) {
-    int timeout = vx_timeout_ms();
-    if (vx_ensure_worker(in) != VX_R_MATTE) return VX_R_FAIL;
-    char err[VX_ERR_LEN];
-    /* RGB16 frame + mask plane, or float alpha: 7 bytes a pixel at most, at full size */
-    if (vxw_reserve(&in->worker, (size_t)g->full_w * g->full_h * 8 + 4096, err, sizeof err) != 0)
-        return vx_worker_dead(in, err);
-    char *cfg = vx_config_json(in, g), *pts = vx_points_json(in, g);
-    int r = VX_R_MATTE;
-    if (!cfg || !pts) {
-        vx_report(in, kOfxMessageError, "vosfx Matte: out of memory");
-        r = VX_R_FAIL;
-    }
-    if (r == VX_R_MATTE && (!in->sent_config || strcmp(cfg, in->sent_config) != 0)) {
-        if (vxw_send(&in->worker, VX_CONFIG, 0, 0, 0, 0, 0, 0, 0, cfg) != 0)
-            r = vx_worker_dead(in, "cannot send the settings");
-        else if ((r = vx_expect_ok(in, timeout)) == VX_R_MATTE) {
-            vx_free(in->sent_config);
-            in->sent_config = cfg;
-            cfg = NULL;
-        }
-    }
-    if (r == VX_R_MATTE && (!in->sent_points || strcmp(pts, in->sent_points) != 0)) {
-        if (vxw_send(&in->worker, VX_PROMPTS, 0, 0, 0, 0, 0, 0, 0, pts) != 0)
-            r = vx_worker_dead(in, "cannot send the points");
-        else if ((r = vx_expect_ok(in, timeout)) == VX_R_MATTE) {
-            vx_free(in->sent_points);
-            in->sent_points = pts;
-            pts = NULL;
-        }
-    }
-    vx_free(cfg);
-    vx_free(pts);
-    if (r != VX_R_MATTE) return r;
-
-    int with_mask = 0;
-    OfxPropertySetHandle mp;
-    if (in->mask && vx_effect->clipGetPropertySet(in->mask, &mp) == kOfxStatOK)
-        vx_prop->propGetInt(mp, kOfxImageClipPropConnected, 0, &with_mask);
-    if (vxw_send(&in->worker, VX_RENDER, index, with_mask, vx_get_int(in, VXP_OUT_OBJ),
-                 (uint32_t)g->w, (uint32_t)g->h, 0, 0, NULL) != 0)
-        return vx_worker_dead(in, "cannot send the render request");
-    int cancel = 0;
-    for (;;) {
-        VxMsg m;
-        char text[VX_ERR_LEN];
-        if (vxw_recv(&in->worker, &m, text, sizeof text, timeout, err, sizeof err) != 0)
-            return vx_worker_dead(in, err);
-        switch (m.type) {
-        case VX_NEED: {
-            if (cancel || vx_effect->abort(in->effect) || m.frame < 0 ||
-                m.frame > (int)(g->last - g->first)) {
-                if (vxw_send(&in->worker, VX_ABORT, m.frame, 0, 0, 0, 0, 0, 0, NULL) != 0)
-                    return vx_worker_dead(in, "cannot answer a frame request");
-                continue;
-            }
-            int fmt, has_mask;
-            size_t n = vx_pack_frame(in, g, m.frame, with_mask, &fmt, &has_mask);
-            if (vxw_send(&in->worker, VX_FRAME, m.frame, has_mask, 0, (uint32_t)g->w,
-                         (uint32_t)g->h, (uint32_t)fmt, n, NULL) != 0)
-                return vx_worker_dead(in, "cannot send a frame");
-            continue;
-        }
-        case VX_PROGRESS:
-            if (vx_progress && m.b > 0) {
-                if (!*progress_started) {
-                    vx_progress->progressStart(in->effect, "vosfx: tracking");
-                    *progress_started = 1;
-                }
-                if (vx_progress->progressUpdate(in->effect, (double)m.a / m.b) == kOfxStatReplyNo)
-                    cancel = 1; /* the user pressed cancel on the host's progress bar */
-            }
-            continue;
-        case VX_MATTE:
-            if (m.format == VX_FMT_NONE) return VX_R_PASS; /* no prompts yet */
-            if (m.format != VX_FMT_ALPHA_F32 || (int)m.width != g->w || (int)m.height != g->h ||
-                m.shm_bytes < (uint64_t)g->w * g->h * 4)
-                return vx_worker_dead(in, "a matte of the wrong size");
-            vx_clear_report(in);
-            return VX_R_MATTE;
-        case VX_ERROR:
-            vx_report(in, kOfxMessageError, "vosfx: %s", text);
-            return VX_R_FAIL;
-        case VX_CANCELLED:
-            return VX_R_ABORT;
-        default:
-            return vx_worker_dead(in, "unexpected message");
-        }
-    }
-}
-
 /* ---- render ------------------------------------------------------------------------------------ */
 
 static OfxStatus vx_render(OfxImageEffectHandle effect, OfxPropertySetHandle inArgs) {
@@ -881,33 +460,9 @@ static OfxStatus vx_render(OfxImageEffectHandle effect, OfxPropertySetHandle inA
         result = vx_conversation(in, &g, (int)floor(t - g.first + 0.5), &progress_started);
     if (progress_started) vx_progress->progressEnd(in->effect);
 
-    int mode = vx_get_int(in, VXP_MODE);
-    float opacity = (float)vx_get_double(in, VXP_OPACITY);
-    static const float tint[3] = {255 / 255.f, 64 / 255.f, 64 / 255.f}; /* vosfx's object 1 */
     const float *alpha = result == VX_R_MATTE ? (const float *)in->worker.shm : NULL;
-    for (int y = win.y1; y < win.y2; y++) {
-        int r = g.y1 + g.h - 1 - y;
-        for (int x = win.x1; x < win.x2; x++) {
-            float v[4];
-            vx_read(&src, x, y, v);
-            if (alpha) {
-                int c = x - g.x1;
-                float a = (r >= 0 && r < g.h && c >= 0 && c < g.w) ? alpha[(size_t)r * g.w + c]
-                                                                  : 0.f;
-                if (mode == VX_MODE_MATTE) {
-                    v[0] = v[1] = v[2] = v[3] = a;
-                } else if (mode == VX_MODE_STRAIGHT) {
-                    v[3] = a;
-                } else if (mode == VX_MODE_PREMULT) {
-                    v[0] *= a, v[1] *= a, v[2] *= a, v[3] = a;
-                } else {
-                    float w = a * opacity;
-                    for (int k = 0; k < 3; k++) v[k] += (tint[k] - v[k]) * w;
-                }
-            }
-            vx_write(&out, x, y, v);
-        }
-    }
+    vx_composite(&out, &src, alpha, &g, win, vx_get_int(in, VXP_MODE),
+                 (float)vx_get_double(in, VXP_OPACITY));
     vx_unlock(in);
     vx_img_close(&src);
     vx_img_close(&out);

@@ -112,4 +112,43 @@ void vx_unlock(VxInstance *in);
 int vx_get_points(VxInstance *in, VxPoints *out);
 int vx_set_points(VxInstance *in, const VxPoints *pts, const char *undo_name);
 
+/* ---- images (vosfx_image.c) ---- */
+typedef struct VxImg {
+    OfxPropertySetHandle handle;
+    unsigned char *data;
+    OfxRectI b;
+    int rowbytes, depth, nc; /* bytes per channel; channels */
+} VxImg;
+
+/* the Source's frame area at the render scale, in pixel coordinates (x1, y1 inclusive) */
+typedef struct VxGeom {
+    int x1, y1, w, h;       /* at render scale */
+    int full_w, full_h;     /* at render scale 1: the worker's frame size */
+    OfxRectD rod;           /* canonical */
+    double par, sx, sy;
+    double first, last;     /* the Source's frame range (OFX times) */
+    double fps;
+} VxGeom;
+
+int vx_img_open(OfxImageClipHandle clip, OfxTime t, const OfxRectD *region, VxImg *im);
+void vx_img_close(VxImg *im);
+void vx_write(VxImg *im, int x, int y, const float v[4]);
+int vx_geometry(VxInstance *in, OfxTime t, double sx, double sy, VxGeom *g);
+size_t vx_pack_frame(VxInstance *in, const VxGeom *g, int index, int with_mask, int *format,
+                     int *has_mask);
+/* the output over the render window: alpha (top-down, g->w x g->h) or NULL (pass-through) */
+void vx_composite(VxImg *out, const VxImg *src, const float *alpha, const VxGeom *g,
+                  OfxRectI win, int mode, float opacity);
+
+/* ---- the worker conversation (vosfx_conversation.c) ---- */
+enum { VX_R_MATTE, VX_R_PASS, VX_R_FAIL, VX_R_ABORT };
+/* sync settings and points, ask for frame index's matte, serve the frame requests */
+int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_started);
+void vx_clear_report(VxInstance *in);
+
+/* ---- parameter values ---- */
+int vx_get_int(VxInstance *in, int p);
+double vx_get_double(VxInstance *in, int p);
+const char *vx_get_string(VxInstance *in, int p);
+
 #endif

@@ -97,21 +97,16 @@ class Run:
         ]
 
     def renders(self) -> list[dict]:
+        """Per render: time, status, Source images fetched, progress calls, and ``host_ms``:
+        the part of ``ms`` the test host spent making images (a real host has them ready)."""
         rows = re.findall(
-            r"^RENDER (\S+) (\S+) ms status (-?\d+) fetches (\d+) progress (\d+)$",
+            r"^RENDER (\S+) (\S+) ms status (-?\d+) fetches (\d+) progress (\d+) host_ms (\S+)$",
             self.stdout,
             re.MULTILINE,
         )
-        return [
-            {
-                "t": float(t),
-                "ms": float(ms),
-                "status": int(s),
-                "fetches": int(f),
-                "progress": int(p),
-            }
-            for t, ms, s, f, p in rows
-        ]
+        keys = ("t", "ms", "status", "fetches", "progress", "host_ms")
+        kinds = (float, float, int, int, int, float)
+        return [{k: f(v) for k, f, v in zip(keys, kinds, row)} for row in rows]
 
     def messages(self) -> list[str]:
         return re.findall(r"^MESSAGE (.*)$", self.stdout, re.MULTILINE)

@@ -311,6 +311,7 @@ static struct {
     int nosuite_ver[8], n_nosuite;
     int progress_calls;
     int source_fetches; /* clipGetImage calls on Source during the current render */
+    double fetch_ms;    /* time the host spent making those images (not the effect's) */
 } H = {.depth = kOfxBitDepthFloat, .bytes = 4, .render_scale = 1.0};
 
 static PSet *host_props;
@@ -445,8 +446,19 @@ static float get_channel(const void *data, size_t index) {
     return ((const float *)data)[index];
 }
 
+static double now_ms(void);
+static OfxStatus ie_get_image_(OfxImageClipHandle c, OfxTime t, const OfxRectD *region,
+                               OfxPropertySetHandle *out);
 static OfxStatus ie_get_image(OfxImageClipHandle c, OfxTime t, const OfxRectD *region,
                               OfxPropertySetHandle *out) {
+    double t0 = now_ms();
+    OfxStatus s = ie_get_image_(c, t, region, out);
+    H.fetch_ms += now_ms() - t0;
+    return s;
+}
+
+static OfxStatus ie_get_image_(OfxImageClipHandle c, OfxTime t, const OfxRectD *region,
+                               OfxPropertySetHandle *out) {
     (void)region;
     if (bad_clip(c) || !out) return kOfxStatErrBadHandle;
     int w = (int)floor(H.w * H.render_scale + .5), h = (int)floor(H.h * H.render_scale + .5);
@@ -1089,13 +1101,14 @@ static OfxStatus cmd_render(double t, const char *outpath, double scale) {
     ps_set_int(in, "OfxImageEffectPropInteractiveRenderStatus", 0, 1);
     H.abort_calls = 0;
     H.source_fetches = 0;
+    H.fetch_ms = 0;
     H.progress_calls = 0;
     double t0 = now_ms();
     s = call(kOfxImageEffectActionRender, inst, in, NULL);
     double ms = now_ms() - t0;
     pset_free(in);
-    printf("RENDER %.0f %.3f ms status %d fetches %d progress %d\n", t, ms, s, H.source_fetches,
-           H.progress_calls);
+    printf("RENDER %.0f %.3f ms status %d fetches %d progress %d host_ms %.3f\n", t, ms, s,
+           H.source_fetches, H.progress_calls, H.fetch_ms);
     if (outpath && strcmp(outpath, "-") != 0) write_output(outpath, w, h);
     free(H.out_data);
     H.out_data = NULL;

@@ -122,8 +122,14 @@ def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tm
 
 @needs_session
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
-    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 6 -",
-                                     "0 render 6 -", "0 render 3 -", "0 render 3 -"]
+    lines = preamble(built, clip) + [
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        "0 render 6 -",
+        "0 render 6 -",
+        "0 render 3 -",
+        "0 render 3 -",
+    ]
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
     r6, r6b, r3, r3b = run.renders()
@@ -503,21 +509,26 @@ def test_plugins_install_ofx_builds_the_bundle(tmp_path):
     cfg = (bundle / "Contents" / "Resources" / "vosfx_worker.cfg").read_text().splitlines()
     assert f"vosfx {sys.executable}" in cfg and "worker vosfx.ofx.worker" in cfg
     assert not list(dest.glob(".vosfx-build-*"))  # the temporary build folder is gone
-    result = CliRunner().invoke(cli, ["plugins", "install", "ofx", "--dest", str(dest),
-                                      "--command", "/opt/my env/bin/vosfx"])
+    result = CliRunner().invoke(
+        cli,
+        ["plugins", "install", "ofx", "--dest", str(dest), "--command", "/opt/my env/bin/vosfx"],
+    )
     assert result.exit_code == 0, result.output
     cfg = (bundle / "Contents" / "Resources" / "vosfx_worker.cfg").read_text().splitlines()
     assert "vosfx /opt/my" in cfg and "vosfx env/bin/vosfx" in cfg  # split like a shell would
 
 
-@pytest.mark.parametrize("platform,user,expect", [
-    ("linux", False, "/usr/OFX/Plugins"),
-    ("darwin", False, "/Library/OFX/Plugins"),
-    ("win32", False, "C:/Program Files/Common Files/OFX/Plugins"),
-    ("linux", True, "/home/u/.local/share/OFX/Plugins"),
-    ("darwin", True, "/home/u/Library/OFX/Plugins"),
-    ("win32", True, "/home/u/AppData/Roaming/OFX/Plugins"),
-])
+@pytest.mark.parametrize(
+    "platform,user,expect",
+    [
+        ("linux", False, "/usr/OFX/Plugins"),
+        ("darwin", False, "/Library/OFX/Plugins"),
+        ("win32", False, "C:/Program Files/Common Files/OFX/Plugins"),
+        ("linux", True, "/home/u/.local/share/OFX/Plugins"),
+        ("darwin", True, "/home/u/Library/OFX/Plugins"),
+        ("win32", True, "/home/u/AppData/Roaming/OFX/Plugins"),
+    ],
+)
 def test_ofx_default_folders(platform, user, expect):
     from vosfx.cli.plugins import default_dest
 
@@ -551,8 +562,9 @@ def test_worker_rejects_malformed_points_and_config():
     with pytest.raises(ConfigError, match="positive size"):
         worker.configure({"clip": {"width": 0, "height": 10, "frames": 3, "fps": 24}})
     with pytest.raises(ConfigError, match="softness"):
-        worker.configure({"clip": {"width": 8, "height": 8, "frames": 3, "fps": 24},
-                          "refine": {"softness": -1}})
+        worker.configure(
+            {"clip": {"width": 8, "height": 8, "frames": 3, "fps": 24}, "refine": {"softness": -1}}
+        )
     worker.set_points({"points": [[2, 1, 1, 3.5, 4.5], [2, 1, 0, 1, 1], [0, 2, 1, 5, 5]]})
     assert sorted(worker.points) == [(0, 2), (2, 1)]
     np.testing.assert_array_equal(worker.points[(2, 1)].labels, [1, 0])

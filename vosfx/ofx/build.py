@@ -21,7 +21,14 @@ from pathlib import Path
 
 from vosfx.errors import VosfxError
 
-SOURCES = ("vosfx_ofx.c", "vosfx_overlay.c", "vosfx_points.c", "vosfx_worker.c")
+SOURCES = (
+    "vosfx_ofx.c",
+    "vosfx_conversation.c",
+    "vosfx_image.c",
+    "vosfx_overlay.c",
+    "vosfx_points.c",
+    "vosfx_worker.c",
+)
 BUNDLE = "vosfx.ofx.bundle"
 CONFIG_NAME = "vosfx_worker.cfg"
 

@@ -1,0 +1,253 @@
+/* The conversation with the worker during a render: settings and points when they changed,
+ * the render request, the frames it asks for, progress, and the matte or the error. */
+#define _GNU_SOURCE
+#include "vosfx_ofx.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VX_TIMEOUT_READY_MS 120000
+#define VX_TIMEOUT_DEFAULT_S 900 /* first use may export the model to ONNX: minutes */
+
+/* a growing text buffer for the JSON the worker reads */
+typedef struct { char *s; size_t len, cap; int oom; } VxBuf;
+
+static void vx_buf_add(VxBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void vx_buf_add(VxBuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = b->s ? vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap) : -1;
+        va_end(ap);
+        if (n >= 0 && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        if (n >= 0 && cap < b->len + (size_t)n + 1) cap = b->len + (size_t)n + 1;
+        char *s = vx_alloc(cap);
+        if (!s) {
+            b->oom = 1;
+            return;
+        }
+        if (b->s) memcpy(s, b->s, b->len + 1);
+        else s[0] = '\0';
+        vx_free(b->s);
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+static void vx_buf_json_string(VxBuf *b, const char *s) {
+    vx_buf_add(b, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') vx_buf_add(b, "\\%c", c);
+        else if (c < 0x20) vx_buf_add(b, "\\u%04x", c);
+        else vx_buf_add(b, "%c", c);
+    }
+    vx_buf_add(b, "\"");
+}
+
+/* ---- the conversation with the worker ---------------------------------------------------------- */
+
+
+static int vx_timeout_ms(void) {
+    const char *s = getenv("VOSFX_OFX_TIMEOUT_S");
+    int v = s ? atoi(s) : 0;
+    return (v > 0 ? v : VX_TIMEOUT_DEFAULT_S) * 1000;
+}
+
+static char *vx_config_json(VxInstance *in, const VxGeom *g) {
+    VxBuf b = {0};
+    static const char *const alphas[] = {"soft", "hard"};
+    static const char *const edges[] = {"bilinear", "guided"};
+    int alpha = vx_get_int(in, VXP_ALPHA), edge = vx_get_int(in, VXP_EDGE);
+    vx_buf_add(&b, "{\"clip\": {\"width\": %d, \"height\": %d, \"frames\": %d, \"fps\": %.6f}, ",
+               g->full_w, g->full_h, (int)(g->last - g->first) + 1, g->fps > 0 ? g->fps : 24.0);
+    vx_buf_add(&b, "\"model\": {\"name\": ");
+    vx_buf_json_string(&b, vx_get_string(in, VXP_MODEL)[0] ? vx_get_string(in, VXP_MODEL)
+                                                             : "sam2.1-tiny");
+    vx_buf_add(&b, "}, \"refine\": {\"alpha\": \"%s\", \"threshold\": %.6g, \"softness\": %.6g, "
+                   "\"edge\": \"%s\", \"shift_edge_px\": %.6g, \"feather_px\": %.6g, "
+                   "\"choke\": %.6g, \"fill_holes_px2\": %d, \"remove_specks_px2\": %d, "
+                   "\"temporal_strength\": %.6g, \"non_overlap\": %s}, ",
+               alphas[alpha == 1], vx_get_double(in, VXP_THRESHOLD),
+               vx_get_double(in, VXP_SOFTNESS), edges[edge != 0], vx_get_double(in, VXP_SHIFT),
+               vx_get_double(in, VXP_FEATHER), vx_get_double(in, VXP_CHOKE),
+               vx_get_int(in, VXP_FILL), vx_get_int(in, VXP_SPECKS),
+               vx_get_double(in, VXP_TEMPORAL), vx_get_int(in, VXP_NON_OVERLAP) ? "true" : "false");
+    vx_buf_add(&b, "\"mask_obj\": %d}", vx_get_int(in, VXP_MASK_OBJ));
+    if (b.oom) {
+        vx_free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+/* points at full size, top-left origin, frames as indices into the Source */
+static char *vx_points_json(VxInstance *in, const VxGeom *g) {
+    VxPoints pts = {0};
+    vx_get_points(in, &pts);
+    VxBuf b = {0};
+    vx_buf_add(&b, "{\"points\": [");
+    int n = 0;
+    for (int i = 0; i < pts.count; i++) {
+        const VxPoint *p = &pts.items[i];
+        if (p->frame < g->first || p->frame > g->last) continue;
+        vx_buf_add(&b, "%s[%d, %d, %d, %.3f, %.3f]", n++ ? ", " : "", (int)(p->frame - g->first),
+                   p->obj, p->label, (p->x - g->rod.x1) / g->par, g->rod.y2 - p->y);
+    }
+    vx_buf_add(&b, "]}");
+    vx_points_free(&pts);
+    if (b.oom) {
+        vx_free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
+
+static int vx_worker_dead(VxInstance *in, const char *what) {
+    char how[128];
+    char log[sizeof in->worker.log_path];
+    snprintf(log, sizeof log, "%s", in->worker.log_path);
+    vxw_stop(&in->worker, how, sizeof how);
+    vx_free(in->sent_config), vx_free(in->sent_points);
+    in->sent_config = in->sent_points = NULL;
+    vx_report(in, kOfxMessageError,
+              "vosfx worker failed (%s; it %s). The image passes through; the next render "
+              "starts a new worker. Log: %s",
+              what, how[0] ? how : "ended", log);
+    return VX_R_FAIL;
+}
+
+/* wait for a reply to CONFIG / PROMPTS: OK, or ERROR (reported) */
+static int vx_expect_ok(VxInstance *in, int timeout_ms) {
+    VxMsg m;
+    char text[VX_ERR_LEN], err[VX_ERR_LEN];
+    for (;;) {
+        if (vxw_recv(&in->worker, &m, text, sizeof text, timeout_ms, err, sizeof err) != 0)
+            return vx_worker_dead(in, err);
+        if (m.type == VX_OK) return VX_R_MATTE;
+        if (m.type == VX_PROGRESS) continue;
+        if (m.type == VX_ERROR) {
+            vx_report(in, kOfxMessageError, "vosfx: %s", text);
+            return VX_R_FAIL;
+        }
+        return vx_worker_dead(in, "unexpected reply");
+    }
+}
+
+static int vx_ensure_worker(VxInstance *in) {
+    if (in->worker.pid > 0) return VX_R_MATTE;
+    if (in->failed_start) return VX_R_FAIL; /* said once already; waits for a change */
+    char err[VX_ERR_LEN];
+    if (vxw_start(&in->worker, err, sizeof err) != 0) {
+        in->failed_start = 1;
+        vx_report(in, kOfxMessageError, "vosfx Matte: %s. The image passes through.", err);
+        return VX_R_FAIL;
+    }
+    VxMsg m;
+    char text[256];
+    if (vxw_recv(&in->worker, &m, text, sizeof text, VX_TIMEOUT_READY_MS, err, sizeof err) != 0 ||
+        m.type != VX_READY) {
+        in->failed_start = 1;
+        return vx_worker_dead(in, m.type == VX_READY ? err : "it did not start");
+    }
+    return VX_R_MATTE;
+}
+
+/* sync settings and points, ask for frame t's matte, serve its frame requests */
+int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_started) {
+    int timeout = vx_timeout_ms();
+    if (vx_ensure_worker(in) != VX_R_MATTE) return VX_R_FAIL;
+    char err[VX_ERR_LEN];
+    /* RGB16 frame + mask plane, or float alpha: 7 bytes a pixel at most, at full size */
+    if (vxw_reserve(&in->worker, (size_t)g->full_w * g->full_h * 8 + 4096, err, sizeof err) != 0)
+        return vx_worker_dead(in, err);
+    char *cfg = vx_config_json(in, g), *pts = vx_points_json(in, g);
+    int r = VX_R_MATTE;
+    if (!cfg || !pts) {
+        vx_report(in, kOfxMessageError, "vosfx Matte: out of memory");
+        r = VX_R_FAIL;
+    }
+    if (r == VX_R_MATTE && (!in->sent_config || strcmp(cfg, in->sent_config) != 0)) {
+        if (vxw_send(&in->worker, VX_CONFIG, 0, 0, 0, 0, 0, 0, 0, cfg) != 0)
+            r = vx_worker_dead(in, "cannot send the settings");
+        else if ((r = vx_expect_ok(in, timeout)) == VX_R_MATTE) {
+            vx_free(in->sent_config);
+            in->sent_config = cfg;
+            cfg = NULL;
+        }
+    }
+    if (r == VX_R_MATTE && (!in->sent_points || strcmp(pts, in->sent_points) != 0)) {
+        if (vxw_send(&in->worker, VX_PROMPTS, 0, 0, 0, 0, 0, 0, 0, pts) != 0)
+            r = vx_worker_dead(in, "cannot send the points");
+        else if ((r = vx_expect_ok(in, timeout)) == VX_R_MATTE) {
+            vx_free(in->sent_points);
+            in->sent_points = pts;
+            pts = NULL;
+        }
+    }
+    vx_free(cfg);
+    vx_free(pts);
+    if (r != VX_R_MATTE) return r;
+
+    int with_mask = 0;
+    OfxPropertySetHandle mp;
+    if (in->mask && vx_effect->clipGetPropertySet(in->mask, &mp) == kOfxStatOK)
+        vx_prop->propGetInt(mp, kOfxImageClipPropConnected, 0, &with_mask);
+    if (vxw_send(&in->worker, VX_RENDER, index, with_mask, vx_get_int(in, VXP_OUT_OBJ),
+                 (uint32_t)g->w, (uint32_t)g->h, 0, 0, NULL) != 0)
+        return vx_worker_dead(in, "cannot send the render request");
+    int cancel = 0;
+    for (;;) {
+        VxMsg m;
+        char text[VX_ERR_LEN];
+        if (vxw_recv(&in->worker, &m, text, sizeof text, timeout, err, sizeof err) != 0)
+            return vx_worker_dead(in, err);
+        switch (m.type) {
+        case VX_NEED: {
+            if (cancel || vx_effect->abort(in->effect) || m.frame < 0 ||
+                m.frame > (int)(g->last - g->first)) {
+                if (vxw_send(&in->worker, VX_ABORT, m.frame, 0, 0, 0, 0, 0, 0, NULL) != 0)
+                    return vx_worker_dead(in, "cannot answer a frame request");
+                continue;
+            }
+            int fmt, has_mask;
+            size_t n = vx_pack_frame(in, g, m.frame, with_mask, &fmt, &has_mask);
+            if (vxw_send(&in->worker, VX_FRAME, m.frame, has_mask, 0, (uint32_t)g->w,
+                         (uint32_t)g->h, (uint32_t)fmt, n, NULL) != 0)
+                return vx_worker_dead(in, "cannot send a frame");
+            continue;
+        }
+        case VX_PROGRESS:
+            if (vx_progress && m.b > 0) {
+                if (!*progress_started) {
+                    vx_progress->progressStart(in->effect, "vosfx: tracking");
+                    *progress_started = 1;
+                }
+                if (vx_progress->progressUpdate(in->effect, (double)m.a / m.b) == kOfxStatReplyNo)
+                    cancel = 1; /* the user pressed cancel on the host's progress bar */
+            }
+            continue;
+        case VX_MATTE:
+            if (m.format == VX_FMT_NONE) return VX_R_PASS; /* no prompts yet */
+            if (m.format != VX_FMT_ALPHA_F32 || (int)m.width != g->w || (int)m.height != g->h ||
+                m.shm_bytes < (uint64_t)g->w * g->h * 4)
+                return vx_worker_dead(in, "a matte of the wrong size");
+            vx_clear_report(in);
+            return VX_R_MATTE;
+        case VX_ERROR:
+            vx_report(in, kOfxMessageError, "vosfx: %s", text);
+            return VX_R_FAIL;
+        case VX_CANCELLED:
+            return VX_R_ABORT;
+        default:
+            return vx_worker_dead(in, "unexpected message");
+        }
+    }
+}
