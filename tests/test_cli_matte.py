@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -122,7 +123,9 @@ def test_bad_input(env, case, code, fragment):
         extra = ["--preset", "nope"]
     r = matte(clip, mask, "-o", out, *extra)
     assert r.exit_code == code, (r.exit_code, r.output)
-    lines = [line for line in r.output.splitlines() if line.strip()]
+    # progress lines ("vosfx: long_cut.mp4: matting 60 frames") aside, one message
+    lines = [line for line in r.output.splitlines()
+             if line.strip() and not line.startswith(f"vosfx: {clip.name}: ")]
     assert len(lines) == 1 and lines[0].startswith("vosfx: error: "), r.output
     assert fragment in lines[0]
     if case == "exists":
@@ -192,45 +195,63 @@ def test_json_progress_error_event(env):
 
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
-    assert r.exit_code == 3 and "no prompt" in r.output
+    assert r.exit_code == 2 and "no prompt" in r.output
 
 
-def test_composite_over_a_colour_from_the_command_line(env):
-    import av
+def test_no_input_and_bad_option_values_are_usage_errors(env):
+    r = matte()
+    assert r.exit_code == 2 and "missing INPUT" in r.output
+    r = matte(env / "clip.mp4", env / "mask.png", "--objects", "a,b")
+    assert r.exit_code == 2 and "--objects" in r.output
+    r = matte(env / "clip.mp4", env / "mask.png", "-f", "gif")
+    assert r.exit_code == 2 and "prores4444" in r.output
 
-    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "-f", "composite",
-              "--background", "#00ff00")
+
+def test_help_lists_format_ids_and_every_option_has_help():
+    from vosfx.cli.matte import matte as command
+    from vosfx.formats import FORMATS
+
+    r = CliRunner().invoke(cli, ["matte", "--help"])
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert all(fmt in text for fmt in FORMATS)
+    bare = [p.opts[-1] for p in command.params
+            if isinstance(p, click.Option) and not p.help]
+    assert bare == []
+
+
+def test_progress_lines_on_stderr_when_it_is_not_a_terminal(env):
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov")
     assert r.exit_code == 0, r.output
-    with av.open(str(env / "out.mov")) as c:
-        first = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    import cv2
-
-    _, mask = moving_square_frame(0, 96, 64)
-    near = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-    background = first[~near].astype(int)  # 4 px away from the soft edge and chroma bleed
-    assert np.abs(background - (0, 255, 0)).max() < 12
-    assert np.abs(first[mask].astype(int).mean(0) - (0, 255, 0)).max() > 100  # object kept
+    lines = [line for line in r.stderr.splitlines() if line.startswith("vosfx: clip.mp4:")]
+    assert lines[0] == "vosfx: clip.mp4: matting 10 frames"
+    assert lines[-1].startswith("vosfx: clip.mp4: done, 10 frames")
+    assert "\r" not in r.stderr and "\x1b" not in r.stderr  # no terminal redraws in a log
 
 
-@pytest.mark.parametrize("start, expected", [(0, "01:00:00:00"), (3, "01:00:00:03")])
-def test_outputs_carry_the_source_timecode(env, start, expected):
-    import av
+def test_log_progress_writes_one_frame_line_every_few_seconds():
+    import io
 
-    src = env / "tc.mov"
-    with av.open(str(src), "w") as out:
-        s = out.add_stream("prores_ks", rate=24)
-        s.width, s.height, s.pix_fmt = 96, 64, "yuv422p10le"
-        s.metadata["timecode"] = "01:00:00:00"
-        for i in range(8):
-            img, _ = moving_square_frame(i, 96, 64)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            out.mux(s.encode(f))
-        out.mux(s.encode())
-    r = matte(src, env / "mask.png", "-o", env / "out.mov", "--start", start,
-              "--mask-frame", start)
-    assert r.exit_code == 0, r.output
-    with av.open(str(env / "out.mov")) as c:
-        assert c.streams.video[0].metadata.get("timecode") == expected
-    side = json.loads((env / "out.mov.json").read_text())
-    assert side["source"]["first_frame_timecode"] == expected
+    from vosfx.cli.progress import LogProgress
+    from vosfx.types import ProgressEvent
+
+    clock = iter([0.0, 1.0, 2.0, 5.5, 6.0, 11.0, 12.0])
+    out = io.StringIO()
+    log = LogProgress("c.mp4", stream=out, every_s=5.0)
+    import vosfx.cli.progress as progress
+
+    real = progress.time.monotonic
+    progress.time.monotonic = clock.__next__
+    try:
+        log(ProgressEvent("start", total_frames=6))
+        for i in range(1, 6):
+            log(ProgressEvent("frame", frames_done=i, total_frames=6, fps=0.5, eta_s=2 * (6 - i)))
+        log(ProgressEvent("done", frames_done=6, total_frames=6, fps=0.5))
+    finally:
+        progress.time.monotonic = real
+    assert out.getvalue().splitlines() == [
+        "vosfx: c.mp4: matting 6 frames",
+        "vosfx: c.mp4: 3/6 frames, 0.50 fps, ETA 00:06",
+        "vosfx: c.mp4: 5/6 frames, 0.50 fps, ETA 00:02",
+        "vosfx: c.mp4: done, 6 frames, 0.50 fps",
+    ]

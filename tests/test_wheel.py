@@ -27,3 +27,8 @@ def test_wheel_ships_presets_and_plugins(tmp_path):
                     if p.suffix in (".py", ".md") and "__pycache__" not in p.parts}
     assert {f"vosfx/_plugins/{n}" for n in plugin_files} <= names
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
+    # the graph templates that let a torch-less install matte (vosfx.engine.template)
+    templates = {str(p.relative_to(REPO)) for p in (REPO / "vosfx/engine/templates").rglob("*")
+                 if p.is_file() and ".partial" not in str(p)}
+    assert templates and templates <= names
+    assert "vosfx/engine/templates/sam2.1_hiera_t-1024/template.json" in names

@@ -129,11 +129,23 @@ def _path(value: Any, where: str) -> str:
     return value
 
 
-def _num_list(value: Any, n: int, where: str, shape: str) -> tuple[float, ...]:
+def _num_list(value: Any, n: int, where: str, shape: str) -> list[float]:
     if (not isinstance(value, (list, tuple)) or len(value) != n
             or not all(_is_num(v) for v in value)):
         raise ConfigError(f"{where}: expected {shape} (finite numbers), found {value!r}")
-    return tuple(float(v) for v in value)
+    return [float(v) for v in value]
+
+
+def _point(value: Any, where: str) -> tuple[float, float]:
+    x, y = _num_list(value, 2, where, "[x, y]")
+    return (x, y)
+
+
+def _box(value: Any, where: str) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = _num_list(value, 4, where, "[x0, y0, x1, y1]")
+    if x1 <= x0 or y1 <= y0:
+        raise ConfigError(f"{where}: expected x1 > x0 and y1 > y0, found {[x0, y0, x1, y1]}")
+    return (x0, y0, x1, y1)
 
 
 def _list(value: Any, where: str, what: str) -> list:
@@ -154,7 +166,7 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         raise ConfigError(f"{where}: expected an object, found {data!r}")
     _unknown(data, _PROMPT_KEYS, where)
     points = tuple(
-        _num_list(p, 2, f"{where}.points[{i}]", "[x, y]")
+        _point(p, f"{where}.points[{i}]")
         for i, p in enumerate(_list(data.get("points", []), f"{where}.points", "[x, y] pairs"))
     )
     labels_raw = _list(data.get("labels", [1] * len(points)), f"{where}.labels", "0 or 1")
@@ -166,9 +178,7 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         raise ConfigError(f"{where}.labels: {len(points)} points but {len(labels)} labels")
     box = data.get("box")
     if box is not None:
-        box = _num_list(box, 4, f"{where}.box", "[x0, y0, x1, y1]")
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise ConfigError(f"{where}.box: expected x1 > x0 and y1 > y0, found {list(box)}")
+        box = _box(box, f"{where}.box")
     mask = data.get("mask")
     if mask is not None:
         mask = _path(mask, f"{where}.mask")

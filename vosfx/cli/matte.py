@@ -8,8 +8,11 @@ from pathlib import Path
 
 import click
 
-from vosfx.errors import ConfigError, VosfxError
+from vosfx.errors import VosfxError
+from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
+
+FORMAT_IDS = list(FORMATS)
 
 
 def _overrides(opts: dict) -> dict:
@@ -60,8 +63,11 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("-o", "--output", help="Output path (default: INPUT's folder, <stem>_vosfx.<ext>).")
 @click.option("-p", "--preset", "presets", multiple=True,
               help="Preset name; repeat to combine (later wins). Default: prores4444.")
-@click.option("-f", "--format", help="Output format id (see README's formats table).")
-@click.option("--extra-format", multiple=True, help="Also write this format in the same pass.")
+@click.option("-f", "--format", type=click.Choice(FORMAT_IDS), metavar="FORMAT",
+              help=f"Output format: {', '.join(FORMAT_IDS)} (README: formats table). "
+                   "Default: prores4444.")
+@click.option("--extra-format", multiple=True, type=click.Choice(FORMAT_IDS), metavar="FORMAT",
+              help="Also write this format in the same pass (repeatable).")
 @click.option("--objects", help="Comma-separated object ids to keep (palette masks).")
 @click.option("--mask-frame", type=int, default=0, show_default=True,
               help="Frame the MASK belongs to.")
@@ -76,8 +82,11 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--fit", is_flag=True, help="Scale a mask of another size to the video.")
 @click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
 @click.option("--model", help="Model id (vosfx models list).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]))
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"]))
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]),
+              help="Runtime: onnx (ONNX Runtime, no torch needed), torch, or auto (onnx).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps", "tensorrt", "coreml",
+                                             "dml"]),
+              help="Where the model runs (auto: the best available).")
 @click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).")
@@ -86,18 +95,21 @@ def default_output(input_path: str, fmt: str) -> str:
               help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.")
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
 @click.option("--memory", type=click.Choice(list(MEMORY_POLICIES)),
-              help="memory policy (docs/memory.md)")
+              help="Memory policy (docs/memory.md).")
 @click.option("--backward/--forward-only", "track_backward", default=None,
               help="Matte frames before the first prompt by tracking backwards (default on).")
-@click.option("--alpha", type=click.Choice(["soft", "hard"]))
-@click.option("--edge", type=click.Choice(["bilinear", "guided"]))
-@click.option("--fill-holes-px2", type=int)
-@click.option("--remove-specks-px2", type=int)
+@click.option("--alpha", type=click.Choice(["soft", "hard"]),
+              help="soft: the model's confidence as alpha; hard: 0 or 1.")
+@click.option("--edge", type=click.Choice(["bilinear", "guided"]),
+              help="Upsampling of the low-res mask: guided follows image edges.")
+@click.option("--fill-holes-px2", type=int, help="Fill holes up to this area (pixels²).")
+@click.option("--remove-specks-px2", type=int, help="Drop islands up to this area (pixels²).")
 @click.option("--shift-edge-px", type=float, help="Grow (+) or shrink (-) the matte.")
-@click.option("--feather-px", type=float)
-@click.option("--choke", type=float)
+@click.option("--feather-px", type=float, help="Soften the edge by this radius (pixels).")
+@click.option("--choke", type=float, help="Contract the soft edge: 0 off, 1 hard.")
 @click.option("--reduce-chatter", type=float, help="Temporal smoothing strength 0..1.")
-@click.option("--alpha-mode", type=click.Choice(["straight", "premultiplied"]))
+@click.option("--alpha-mode", type=click.Choice(["straight", "premultiplied"]),
+              help="Colour of alpha outputs: straight (default) or premultiplied.")
 @click.option("--each-object/--merged", default=None, help="One output per object.")
 @click.option("--background", help="For -f composite: #rrggbb, an image or a video file.")
 @click.option("--no-sidecar", is_flag=True, help="Do not write the JSON sidecar.")
@@ -110,13 +122,14 @@ def default_output(input_path: str, fmt: str) -> str:
 def matte(input_path, mask, output, presets, job_file, json_progress, report, offline, **opts):
     """Matte INPUT (video file, image folder or %05d pattern) from MASK (an image for
     --mask-frame) or --point/--box clicks."""
-    from vosfx.cli.progress import TerminalProgress, emit_json
+    from vosfx.cli.progress import LogProgress, TerminalProgress, emit_json
     from vosfx.cli.progress import json_progress as json_cb
 
     try:
         job = _build_job(input_path, mask, output, presets, job_file, offline, opts)
+        label = Path(job.input).name
         on_progress = json_cb if json_progress else (
-            TerminalProgress(Path(job.input).name) if sys.stderr.isatty() else None)
+            TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
         result = _run_interruptible(job, on_progress)
     except VosfxError as err:
         if json_progress:
@@ -143,10 +156,10 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     overrides = _overrides(opts)
     if job_file:
         if input_path or mask:
-            raise ConfigError("--job replaces INPUT and MASK: give one or the other")
+            raise click.UsageError("--job replaces INPUT and MASK: give one or the other")
         return load_job_file(job_file, cli_overrides=overrides)
     if not input_path:
-        raise ConfigError("missing INPUT: a video file, an image folder or a %05d pattern")
+        raise click.UsageError("missing INPUT: a video file, an image folder or a %05d pattern")
     import numpy as np
 
     from vosfx.io.prompts import parse_box, parse_points
@@ -163,14 +176,15 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
                                   points=tuple(map(tuple, pts.tolist())),
                                   labels=tuple(labels.tolist()), box=box))
     if not prompts:
-        raise ConfigError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
+        raise click.UsageError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
     config = resolve_config(presets, overrides)
     objects = None
     if opts["objects"]:
         try:
             objects = tuple(int(v) for v in opts["objects"].split(","))
         except ValueError:
-            raise ConfigError(f"--objects expects ids like 1,2, found {opts['objects']!r}") from None
+            raise click.BadParameter(f"expected ids like 1,2, found {opts['objects']!r}",
+                                     param_hint="--objects") from None
     return Job(
         input=input_path, prompts=tuple(prompts),
         output=output or default_output(input_path, config.output.format),
@@ -180,22 +194,59 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
 
 
 def _run_interruptible(job, on_progress):
-    """Run the job; SIGTERM (a host closing its dialog) and Ctrl-C cancel it cleanly: the
-    writers remove their temporary files and nothing that looks finished is left."""
+    """Run the job on a worker thread; SIGTERM (a host closing its dialog) and Ctrl-C cancel
+    it cleanly: the writers remove their temporary files and nothing that looks finished is
+    left. The main thread only waits, so it answers a signal at once (a model call on the
+    worker can take seconds) and says so; a second Ctrl-C quits without waiting."""
+    import os
+    import threading
+    import time
+
     from vosfx import pipeline
     from vosfx.errors import Cancelled
+
+    if not _main_thread():  # no signals to answer off the main thread (tests, embedders)
+        return pipeline.run(job, on_progress=on_progress)
+
+    cancel, done = threading.Event(), threading.Event()
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["report"] = pipeline.run(job, on_progress=on_progress, cancel=cancel)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread, re-raised
+            outcome["error"] = err
+        finally:
+            done.set()
 
     def _term(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _term) if _main_thread() else None
+    previous = signal.signal(signal.SIGTERM, _term)
+    worker = threading.Thread(target=work, name="vosfx-matte", daemon=True)
     try:
-        return pipeline.run(job, on_progress=on_progress)
-    except KeyboardInterrupt:
-        raise Cancelled("cancelled; partial outputs were removed") from None
+        worker.start()
+        # polled with sleep, not Thread.join(timeout): a KeyboardInterrupt inside join() can
+        # mark a running thread as finished (CPython's bpo-45274 handling)
+        while not done.is_set():
+            try:
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                if cancel.is_set():
+                    click.echo("vosfx: quitting now; temporary files may be left beside the "
+                               "outputs", err=True)
+                    os._exit(Cancelled.exit_code)
+                cancel.set()
+                click.echo("vosfx: cancelling: stopping after the frame in progress and "
+                           "removing partial outputs (Ctrl-C again to quit at once)", err=True)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous)
+    worker.join()
+    if "error" in outcome:
+        if isinstance(outcome["error"], KeyboardInterrupt):
+            raise Cancelled("cancelled; partial outputs were removed") from None
+        raise outcome["error"]
+    return outcome["report"]  # finished before the cancel was seen: the outputs are whole
 
 
 def _main_thread() -> bool:

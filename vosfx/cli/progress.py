@@ -53,6 +53,40 @@ class TerminalProgress:
         self.stream.flush()
 
 
+class LogProgress:
+    """Plain progress lines on stderr when it is not a terminal (a log file, a CI job, a pipe):
+    ``vosfx: clip.mp4: 120/400 frames, 3.10 fps, ETA 01:30``, at most one every
+    ``every_s`` seconds, plus the start and the end, so a long render never looks hung."""
+
+    def __init__(self, label: str, stream=None, every_s: float = 5.0) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self._last = float("-inf")
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        now = time.monotonic()
+        if ev.event in ("frame", "download", "backward") and now - self._last < self.every_s:
+            return
+        self._last = now
+        if ev.event == "start":
+            line = f"{self.label}: matting {ev.total_frames} frames"
+        elif ev.event == "download":
+            total = f" of {ev.total_frames / 2**20:.1f}" if ev.total_frames else ""
+            line = f"{ev.message}: {ev.frames_done / 2**20:.1f}{total} MiB"
+        elif ev.event == "backward":
+            line = f"{self.label}: {ev.message}: {ev.frames_done}/{ev.total_frames} frames"
+        elif ev.event == "frame":
+            line = (f"{self.label}: {ev.frames_done}/{ev.total_frames} frames, {ev.fps:.2f} fps, "
+                    f"ETA {_fmt_eta(ev.eta_s)}")
+        elif ev.event == "done":
+            line = f"{self.label}: done, {ev.frames_done} frames, {ev.fps:.2f} fps"
+        else:
+            return
+        self.stream.write(f"vosfx: {line}\n")
+        self.stream.flush()
+
+
 def emit_json(event: dict) -> None:
     """One JSON object per line on stdout, flushed (hosts read it as it comes)."""
     click.echo(json.dumps(event, separators=(",", ":")))

@@ -101,13 +101,21 @@ def bundle_for_config(model: Any) -> Path | None:
 
 
 def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Path:
-    """The bundle for a ModelConfig, exported now (with the variant ``model.precision`` needs)
-    when missing and torch is installed. Raises BackendError saying how to get one."""
+    """The bundle for a ModelConfig (with the variant ``model.precision`` needs). A missing
+    one is filled from the graph template shipped for the model and image size (no torch,
+    seconds: :mod:`vosfx.engine.template`), else exported when torch is installed. Raises
+    BackendError saying how to get one."""
     source = model.checkpoint or model.name
     variants = (model.precision,) if model.precision in VARIANTS else ()
     found = bundle_for_config(model)
-    if found is not None and all(v in read_manifest(found).get("variants", {})
-                                 for v in variants):
+    if found is None:
+        from vosfx.engine.template import bundle_from_template
+
+        found = bundle_from_template(model, progress)
+    if found is not None:
+        missing = [v for v in variants if v not in read_manifest(found).get("variants", {})]
+        if missing:
+            _variants_without_torch(found, tuple(missing), model.precision, progress)
         return found
     try:
         import sam2  # noqa: F401
@@ -127,6 +135,20 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
              "at 1024 px on a laptop CPU)", source, _size(model.image_size))
     return export_bundle(source, variants=variants, image_size=model.image_size or None,
                          progress=progress or log.info)
+
+
+def _variants_without_torch(folder: Path, variants: tuple[str, ...], precision: str,
+                            progress: Progress | None) -> None:
+    """fp16 / int8 variants of an existing bundle: they need the onnx package, not torch."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as err:
+        raise BackendError(
+            f"--precision {precision} needs the onnx package to make the {variants[0]} graphs "
+            f"once: pip install onnx (or 'vosfx[torch]'), or use --precision fp32") from err
+    import logging
+
+    _add_variants(folder, variants, progress or logging.getLogger(__name__).info)
 
 
 # --- export (torch) -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vosfx.engine.template import TEMPLATE_FORMAT, TEMPLATES, template_name
 
@@ -50,7 +51,7 @@ SHIPPED = (  # (sam2 config, image size): the templates in the wheel
 Progress = Callable[[str], None]
 
 
-def _distinct_weights(net) -> dict[str, bytes]:
+def _distinct_weights(net) -> dict[str, str]:
     """Give every checkpoint tensor distinct seeded values; return {sha256 of bytes: name}."""
     import torch
 
@@ -90,7 +91,7 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
     import onnx
     import torch
 
-    import vosfx
+    from vosfx._version import __version__
     from vosfx.engine.export import OPSET, _io, _sha
     from vosfx.engine.export_stages import stage_specs
     from vosfx.models.checkpoint import build_model
@@ -105,7 +106,7 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
     net.binarize_mask_from_pts_for_mem_enc = True
     by_hash = _distinct_weights(net)
     layout = {k: [list(v.shape), "float32"] for k, v in net.state_dict().items()}
-    constants: dict[str, object] = {}
+    constants: dict[str, Any] = {}
     graphs = {}
     for spec in stage_specs(net):
         say(f"exporting {name} {spec.name}")
@@ -124,7 +125,7 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
                                   output_names=spec.outputs, dynamic_axes=spec.dynamic,
                                   do_constant_folding=False)
             finally:
-                if live:
+                if live is not None and handle is not None:
                     live.__exit__()
                     handle.remove()
         model = onnx.load(str(file))
@@ -148,7 +149,7 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
         "format": TEMPLATE_FORMAT, "config": config, "image_size": int(image_size),
         "mem_mask_scale": float(net.sigmoid_scale_for_mem_enc),
         "mem_mask_bias": float(net.sigmoid_bias_for_mem_enc),
-        "opset": OPSET, "vosfx_version": vosfx.__version__, "torch_version": torch.__version__,
+        "opset": OPSET, "vosfx_version": __version__, "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "exporter": "torch.onnx.export(dynamo=False, do_constant_folding=False)",
         "attrs": {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()},
@@ -162,7 +163,7 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
 
 
 def _externalise(model, stage: str, by_hash: dict[str, str],
-                 constants: dict[str, object]) -> list[list]:
+                 constants: dict[str, Any]) -> list[list]:
     """Move every initializer (and every big Constant node) of ``model`` to external data in
     ``<stage>.bin``; return ``[[name, "ckpt"|"const", key, offset, nbytes], ...]``."""
     from onnx import TensorProto, numpy_helper

@@ -142,13 +142,13 @@ def _sha(path: Path) -> str:
 
 
 def _manifest(meta: dict, model_id: str, sha256: str, graphs: dict) -> dict:
-    import vosfx
+    from vosfx._version import __version__
     from vosfx.engine.bundle import BUNDLE_FORMAT
 
     return {
         "format": BUNDLE_FORMAT, "model_id": model_id, "checkpoint_sha256": sha256,
         "image_size": meta["image_size"], "opset": meta["opset"],
-        "vosfx_version": vosfx.__version__, "torch_version": meta["torch_version"],
+        "vosfx_version": __version__, "torch_version": meta["torch_version"],
         "onnx_version": meta["onnx_version"],
         "exporter": f"template {template_name(meta['config'], meta['image_size'])} "
                     f"({meta['exporter']}) filled without torch",
@@ -172,10 +172,9 @@ def bundle_from_template(model: Any, progress: Progress | None = None) -> Path |
     model_id, sha, path = checkpoint_identity(source)
     if path is None or sha is None:
         return None
-    if source in registry.model_ids():
-        spec = registry.get(source)
-    else:
-        spec = registry.find_by_filename(path.name) or identify(path)
+    spec: registry.ModelSpec | None = (
+        registry.get(source) if source in registry.model_ids()
+        else registry.find_by_filename(path.name) or identify(path))
     if spec is None:
         return None
     size = int(model.image_size) if model.image_size else 1024
