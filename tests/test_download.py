@@ -80,3 +80,38 @@ def test_connection_refused_is_a_download_error(tmp_path, monkeypatch):
 def test_no_hash_given_returns_the_computed_one(tmp_path):
     with FileServer(files={"f.pt": BODY}) as srv:
         assert download_file(f"{srv.url}/f.pt", tmp_path / "d" / "f.pt", sha256=None) == SHA
+
+
+def _next_step(err: str, url: str, dest) -> bool:
+    return (f"Download {url} with a browser or another machine, then run `vosfx models import "
+            f"FILE` (or put the file at {dest})") in err
+
+
+def test_every_failure_says_what_to_do_next_as_offline_does(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(download, "RETRIES", 2)
+    dest = tmp_path / "f.pt"
+    with FileServer() as srv:
+        url = f"{srv.url}/f.pt"
+    with pytest.raises(DownloadError) as gone:  # nothing listens: retried, then given up
+        download_file(url, dest, sha256=SHA)
+    assert _next_step(str(gone.value), url, dest)
+    assert "partial file" not in str(gone.value)  # no .part exists, so none is promised
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == 2 and "attempt 2 of 3" in retries[0]  # each retry is said
+    with pytest.raises(DownloadError) as offline:
+        download_file(url, dest, sha256=SHA, offline=True)
+    assert _next_step(str(offline.value), url, dest)
+    with FileServer() as srv, pytest.raises(DownloadError) as missing:
+        download_file(f"{srv.url}/f.pt", dest, sha256=SHA)
+    assert "HTTP 404" in str(missing.value)
+    assert _next_step(str(missing.value), f"{srv.url}/f.pt", dest)
+
+
+def test_a_kept_partial_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "RETRIES", 0)
+    dest = tmp_path / "f.pt"
+    dest.with_name("f.pt.part").write_bytes(BODY[:1000])
+    with FileServer() as srv:
+        url = f"{srv.url}/f.pt"
+    with pytest.raises(DownloadError, match=r"the partial file .*f\.pt\.part is kept"):
+        download_file(url, dest, sha256=SHA)

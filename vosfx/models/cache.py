@@ -221,7 +221,7 @@ def _download(
     if spec.sha256 is None and not trust_unverified:
         raise ModelError(
             f"{spec.id!r} has no published sha256, so a download cannot be checked; pass "
-            f"--trust-unverified (trust_unverified=True) to download it anyway, or import a "
+            f"--trust-unverified to download it anyway, or import a "
             f"file you trust with `vosfx models import FILE --as {spec.id} --trust-unverified`"
         )
     base_url = base_url or os.environ.get("VOSFX_MODEL_BASE_URL") or None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import logging
 import os
 import time
 import urllib.error
@@ -26,6 +27,7 @@ BACKOFF_S = 1.0
 TIMEOUT_S = 30.0
 
 Progress = Callable[[int, "int | None"], None]
+log = logging.getLogger(__name__)
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -37,6 +39,10 @@ def is_offline(offline: bool | None = None) -> bool:
 
 class _Retry(Exception):
     """A failure worth another attempt (the connection, not the request, went wrong)."""
+
+
+class _Refused(DownloadError):
+    """The server answered, but not with the file (a 4xx): no retry."""
 
 
 def download_file(
@@ -63,8 +69,8 @@ def download_file(
     what = what or dest.name
     if is_offline(offline):
         raise DownloadError(
-            f"offline mode (VOSFX_OFFLINE=1 or --offline): {what} is not in the cache; "
-            f"download {url} and put it at {dest}, or run `vosfx models import FILE`"
+            f"offline mode (VOSFX_OFFLINE=1 or --offline): {what} is not in the cache. "
+            f"{_what_next(url, dest)}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -75,13 +81,21 @@ def download_file(
         try:
             hasher = _fetch(url, part, hasher, size_bytes, progress)
             break
+        except _Refused as err:
+            raise DownloadError(f"{err}. {_what_next(url, dest)}") from err
         except _Retry as err:
             if attempt == retries:
+                kept = part.is_file() and part.stat().st_size > 0
+                resume = (f"; the partial file {part} is kept and the next try resumes it"
+                          if kept else "")
                 raise DownloadError(
-                    f"could not download {what} from {url} after {retries + 1} attempts: {err}; "
-                    f"the partial file {part} is kept and the next try resumes it"
+                    f"could not download {what} from {url} after {retries + 1} attempts: "
+                    f"{err}{resume}. {_what_next(url, dest)}"
                 ) from err
-            time.sleep(backoff_s * 2**attempt)
+            wait_s = backoff_s * 2**attempt
+            log.warning("download of %s failed (%s); retrying in %.0f s (attempt %d of %d)",
+                        what, err, wait_s, attempt + 2, retries + 1)
+            time.sleep(wait_s)
             # Hash what the part holds now: the failed attempt may have restarted it.
             hasher = _hash_existing(part)
     digest = hasher.hexdigest()
@@ -95,6 +109,12 @@ def download_file(
         os.fsync(fh.fileno())
     os.replace(part, dest)
     return digest
+
+
+def _what_next(url: str, dest: Path) -> str:
+    """The same next step for every way a checkpoint fails to arrive."""
+    return (f"Download {url} with a browser or another machine, then run "
+            f"`vosfx models import FILE` (or put the file at {dest})")
 
 
 def _hash_existing(part: Path) -> hashlib._Hash:
@@ -120,7 +140,7 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
             raise  # the caller restarts without the stale part
         if err.code >= 500 or err.code == 429:
             raise _Retry(f"HTTP {err.code} {err.reason}") from err
-        raise DownloadError(
+        raise _Refused(
             f"{url}: expected the checkpoint, found HTTP {err.code} {err.reason}"
         ) from err
     except (OSError, http.client.HTTPException) as err:
