@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -67,8 +68,19 @@ static int vx_config_path(char *out, size_t cap) {
     return 0;
 }
 
+static pthread_mutex_t vx_cfg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int vx_load_config_locked(char *err, size_t errlen);
+
+/* read once per process (instances on several threads may ask at the same time) */
 static int vx_load_config(char *err, size_t errlen) {
-    if (vx_cfg_loaded) return 0;
+    pthread_mutex_lock(&vx_cfg_lock);
+    int r = vx_cfg_loaded ? 0 : vx_load_config_locked(err, errlen);
+    pthread_mutex_unlock(&vx_cfg_lock);
+    return r;
+}
+
+static int vx_load_config_locked(char *err, size_t errlen) {
     char path[4200];
     if (vx_config_path(path, sizeof path) != 0) {
         snprintf(err, errlen, "cannot locate the vosfx.ofx.bundle folder");

@@ -35,3 +35,20 @@ def make_engine(model=None, progress=None) -> FakeEngine:
     if os.environ.get("VOSFX_FAKE_CRASH"):
         os._exit(int(os.environ["VOSFX_FAKE_CRASH"]))
     return FakeEngine(logit_fn=_slowed(shift_logits(1)))
+
+
+def make_real_engine(model=None, progress=None):
+    """SAM 2.1 tiny on the torch backend from ``$VOSFX_TEST_CKPT`` (a seeded random-weight
+    checkpoint, tests/ckpt.py) at ``$VOSFX_TEST_IMAGE_SIZE``: the real tracker, small and fast."""
+    from vosfx.config import ModelConfig
+    from vosfx.engine import load_engine
+
+    return load_engine(
+        ModelConfig(
+            backend="torch",
+            device="cpu",
+            threads=1,
+            image_size=int(os.environ["VOSFX_TEST_IMAGE_SIZE"]),
+            checkpoint=os.environ["VOSFX_TEST_CKPT"],
+        )
+    )

@@ -38,32 +38,28 @@ def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("ofx-clip"))
 
 
-def vosfx_matte(clip: Path, out: Path, *args: str) -> np.ndarray:
-    """(N, H, W) float32: the alpha `vosfx matte` writes (16-bit PNG matte sequence)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "vosfx_drift_fake.py"),
-            "matte",
-            str(clip / "png"),
-            *args,
-            "-f",
-            "png16-matte",
-            "-o",
-            str(out),
-            "--no-sidecar",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def vosfx_matte(clip: Path, out: Path, *args: str, real: bool = False) -> np.ndarray:
+    """(N, H, W) float32: the alpha `vosfx matte` writes (16-bit PNG matte sequence), with the
+    drifting FakeEngine, or with ``real`` the real CLI (its engine options in ``args``)."""
+    vosfx = ["-m", "vosfx"] if real else [str(HERE / "vosfx_drift_fake.py")]
+    cmd = [
+        sys.executable,
+        *vosfx,
+        "matte",
+        str(clip / "png"),
+        *args,
+        "-f",
+        "png16-matte",
+        "-o",
+        str(out),
+        "--no-sidecar",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     files = sorted(out.glob("*.png"))
     assert len(files) == N
-    return (
-        np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files]).astype(np.float32)
-        / 65535.0
-    )
+    alpha = np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files])
+    return alpha.astype(np.float32) / 65535.0
 
 
 @pytest.fixture(scope="module")
@@ -568,3 +564,71 @@ def test_worker_rejects_malformed_points_and_config():
     worker.set_points({"points": [[2, 1, 1, 3.5, 4.5], [2, 1, 0, 1, 1], [0, 2, 1, 5, 5]]})
     assert sorted(worker.points) == [(0, 2), (2, 1)]
     np.testing.assert_array_equal(worker.points[(2, 1)].labels, [1, 0])
+
+
+@pytest.mark.slow
+@needs_session
+def test_real_engine_alpha_equals_vosfx_matte(built, clip, tmp_path):
+    """The real SAM 2.1 tiny tracker (random weights, 128 px model input, torch on CPU), a
+    click on frame 2 (so frames 0-1 are tracked backwards), renders out of order. The session
+    stores results as float16 logits while `vosfx matte` streams the frames after the last
+    prompt at float32: alpha = sigmoid(logit) moves by at most max|x sigmoid'(x)| * 2^-11
+    ~ 1.1e-4 for that rounding; the guided filter can add a little."""
+    from ckpt import make_checkpoint
+
+    ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
+    size = "128"
+    x, y = 40.0, 30.0
+    engine = ["--checkpoint", str(ckpt), "--backend", "torch", "--device", "cpu"]
+    engine += ["--image-size", size, "--threads", "1"]
+    expect = vosfx_matte(
+        clip, tmp_path / "cli", "--point", f"{x:g},{y:g}", "--mask-frame", "2", *engine, real=True
+    )
+    cfg = tmp_path / "real.cfg"
+    cfg.write_text(
+        f"worker {sys.executable}\nworker -m\nworker vosfx.ofx.worker\n"
+        "worker --engine\nworker ofx_fakes:make_real_engine\n"
+        f"env PYTHONPATH={HERE}\n",
+        encoding="utf-8",
+    )
+    order = [5, 2, 0, 11, 1, 7]
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 2 {x} {H - y}"]
+    lines += [f"0 render {t} {tmp_path / f'r{t}.raw'}" for t in order]
+    run = run_host(
+        built,
+        lines + postamble(),
+        tmp_path,
+        timeout=900,
+        env={
+            "VOSFX_OFX_CONFIG": str(cfg),
+            "VOSFX_TEST_CKPT": str(ckpt),
+            "VOSFX_TEST_IMAGE_SIZE": size,
+        },
+    )
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout
+    worst = max(
+        float(np.abs(read_output(tmp_path / f"r{t}.raw")[..., 3] - expect[t]).max()) for t in order
+    )
+    print(f"largest alpha difference against vosfx matte: {worst:.2e}")
+    assert worst <= 5e-4
+
+
+@needs_session
+def test_hung_worker_times_out_into_a_message(built, clip, tmp_path):
+    lines = preamble(built, clip) + [
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        f"0 render 1 {tmp_path / 'p.raw'}",
+        "0 expect_message did not answer for 2 s",
+        "0 children",
+    ]
+    run = run_host(
+        built,
+        lines + postamble(),
+        tmp_path,
+        env={"VOSFX_OFX_TIMEOUT_S": "2", "VOSFX_FAKE_DELAY_S": "30"},
+    )
+    _ok(run)
+    assert "CHILDREN 0" in run.stdout  # the hung worker was stopped, not left behind
+    np.testing.assert_allclose(read_output(tmp_path / "p.raw")[..., :3], _source(1), atol=1e-6)
