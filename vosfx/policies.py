@@ -52,5 +52,10 @@ MEMORY_POLICIES: dict[str, PolicySpec] = {
             "RCMS plus shot cuts: at a cut, memory of the earlier shot stops being attended "
             "and the object's reliable frames of a returning shot are promoted.",
         ),
+        PolicySpec(
+            "samurai", "vosfx.engine.policies.samurai:SamuraiPolicy", (), False,
+            "SAMURAI: a Kalman filter on the mask's box picks among the decoder's candidates; "
+            "recent memory only from frames whose IoU, object and motion scores pass.",
+        ),
     )
 }

@@ -147,6 +147,8 @@ class TrackRequest:
     of the pointers' temporal encoding). ``point_coords`` (P, 2) float32 in model pixels
     [0, S] with ``point_labels`` (P,) int32 (1 include, 0 exclude, 2/3 box corners), or None
     for no points; ``mask_logits`` (s, s) float32 dense prompt (low-res logits) or None.
+    ``min_object_score``: the object-score logit above which the decoder's masks and pointer
+    count as "object present" (SAM 2: 0; a policy may move it, SAMURAI uses -1).
     """
 
     features: ImageFeatures
@@ -156,6 +158,7 @@ class TrackRequest:
     point_coords: np.ndarray | None = None
     point_labels: np.ndarray | None = None
     mask_logits: np.ndarray | None = None
+    min_object_score: float = 0.0
 
 
 class Backend(Protocol):

@@ -192,6 +192,13 @@ class OnnxBackend:
         ml, mi, sl, si, score, mptr, sptr = self._run("decoder", {
             "pix_feat": pix, "feat_s0": features.feat_s0, "feat_s1": features.feat_s1,
             "point_coords": coords, "point_labels": labels})
+        gate = request.min_object_score
+        if gate != 0.0 and gate < float(score[0, 0]) <= 0.0:
+            # the exported decoder gates at 0: its masks for this frame are already blanked
+            raise BackendError(
+                f"object score {float(score[0, 0]):.3f} lies between the policy's object "
+                f"threshold {gate} and 0, which the ONNX decoder graph (gated at 0) cannot "
+                "follow: use the torch runtime or a policy object threshold of 0")
         return TrackOutput(multi_logits=ml[0], multi_ious=mi[0], single_logits=sl[0, 0],
                            single_iou=float(si[0, 0]), object_score_logit=float(score[0, 0]),
                            multi_ptrs=mptr[0], single_ptr=sptr)

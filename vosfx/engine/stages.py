@@ -89,8 +89,10 @@ class DecoderStage(nn.Module):
     ``mask_input`` None or (1, 1, s, s) float logits/probabilities (a dense prompt). Whether a
     mask is given is structure, not data: an exported graph exists once with and once without.
 
-    Returns, with ``is_obj = object_score_logit > 0`` applied as SAM 2 does (masks forced to
-    NO_OBJ_SCORE and the pointer blended with ``no_obj_ptr`` when absent):
+    Returns, with ``is_obj = object_score_logit > min_object_score`` applied as SAM 2 does
+    (masks forced to NO_OBJ_SCORE and the pointer blended with ``no_obj_ptr`` when absent;
+    ``min_object_score`` None means SAM 2's 0, a (1, 1) tensor moves the gate, as SAMURAI's
+    ``min_obj_score_logits`` does; exported graphs are traced without it):
 
     - ``multi_logits`` (1, 3, s, s) float32, ``multi_ious`` (1, 3): the three multimask outputs;
     - ``single_logits`` (1, 1, s, s), ``single_iou`` (1, 1): token 0, or the best multimask
@@ -114,7 +116,8 @@ class DecoderStage(nn.Module):
 
     def forward(self, pix_feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor,
                 point_coords: torch.Tensor, point_labels: torch.Tensor,
-                mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                mask_input: torch.Tensor | None = None,
+                min_object_score: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         sparse, dense = self.prompt_encoder(points=(point_coords, point_labels), boxes=None,
                                             masks=mask_input)
         masks, ious, tokens, score = self.mask_decoder.predict_masks(
@@ -127,7 +130,7 @@ class DecoderStage(nn.Module):
                 masks, ious)
         else:
             single_logits, single_iou = masks[:, :1], ious[:, :1]
-        is_obj = score > 0  # (1, 1)
+        is_obj = score > (0 if min_object_score is None else min_object_score)  # (1, 1)
         multi_logits = torch.where(is_obj[:, None, None], masks[:, 1:], NO_OBJ_SCORE).float()
         single_logits = torch.where(is_obj[:, None, None], single_logits, NO_OBJ_SCORE).float()
         multi_tokens = tokens[:, 1:] if self.use_multimask_token_for_obj_ptr else tokens[:, :1]

@@ -111,7 +111,11 @@ class TorchBackend:
             if mask_logits is not None:
                 mask_in = torch.from_numpy(np.asarray(mask_logits, np.float32))[None, None]
                 mask_in = self._mask_prompt(mask_in.to(dev))
-            out = self.decoder(pix, features.feat_s0, features.feat_s1, coords, labels, mask_in)
+            gate = None
+            if request.min_object_score != 0.0:
+                gate = torch.full((1, 1), request.min_object_score, device=dev)
+            out = self.decoder(pix, features.feat_s0, features.feat_s1, coords, labels, mask_in,
+                               gate)
         ml, mi, sl, si, score, mptr, sptr = out
         return TrackOutput(
             multi_logits=ml[0].float().cpu().numpy(), multi_ious=mi[0].float().cpu().numpy(),

@@ -8,8 +8,8 @@ It reproduces ``sam2.SAM2VideoPredictor`` (sam2 1.1.0) with constant memory. Two
   the output itself (``use_mask_input_as_output_without_sam``); points and boxes go through the
   decoder, multimask when ``_use_multimask`` says so, and a previous output of that frame, if
   any, is the dense mask input (clamped to +-32, as ``prev_sam_mask_logits``). The frame's
-  memory is encoded from that output, binarised for point prompts
-  (``binarize_mask_from_pts_for_mem_enc``). The result is the object's *anchor* on that frame:
+  memory is encoded from that output, binarised (``binarize_mask_from_pts_for_mem_enc``; the
+  predictor does it for mask prompts too). The result is the object's *anchor* on that frame:
   conditioning memory for every pass that attends it.
 - A *pass* (:meth:`start_pass`, :meth:`step`, :meth:`end_pass`): one object propagated from
   one anchor in one direction, attending that anchor and, when given, one more anchor (the
@@ -36,6 +36,7 @@ import numpy as np
 from vosfx.engine.backend import Backend, ImageFeatures, MemoryItem, PointerItem, TrackRequest
 from vosfx.engine.bank import MemoryBank
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
+from vosfx.engine.policies.candidates import Candidates
 from vosfx.errors import PromptError, VosfxError
 from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
@@ -197,8 +198,11 @@ class Tracker:
         from vosfx.engine.policies.rcms import frame_quality
 
         quality = frame_quality(score, all_ious, low)
-        # the predictor encodes a prompted frame's memory from its stored (filled) prediction
-        binarize = prompt.mask is None and b.binarize_mask_from_pts_for_mem_enc
+        # the predictor encodes a prompted frame's memory from its stored (filled) prediction,
+        # binarised for mask prompts too (``propagate_in_video_preflight`` passes
+        # is_mask_from_pts=True for every frame the user prompted; the mask's antialiased edge
+        # otherwise moves the next frame's logits by ~5e-4 at image size 128)
+        binarize = b.binarize_mask_from_pts_for_mem_enc
         maskmem = b.encode_memory(feats, low, score, binarize)
         self._anchors.setdefault(prompt.obj_id, {})[frame.index] = _Anchor(
             prompt.obj_id, frame.index, shot_id, low, float(score), float(iou), quality, ptr,
@@ -293,8 +297,11 @@ class Tracker:
         sel = ps.policy.select(r, shot_id, ps.bank)
         mems = [MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks]
         ptrs = [PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers]
-        out = b.track(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max))
-        low, iou, all_ious, ptr = self._choose(out, False, 0)
+        # policy hooks (docs/memory.md): the decoder's object gate and the candidate choice
+        gate = float(getattr(ps.policy, "min_object_score", 0.0))
+        out = b.track(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max,
+                                   min_object_score=gate))
+        low, iou, all_ious, ptr = self._choose(out, False, 0, ps.policy, r)
         score = out.object_score_logit
         filled = self._fill(low)
         from vosfx.engine.policies.rcms import frame_quality
@@ -319,14 +326,21 @@ class Tracker:
                 "quality": quality, "direction": ps.direction, "anchor": ps.anchor}
         return ObjectResult(ps.obj_id, t, filled, float(score), float(iou), info)
 
-    def _choose(self, out, is_init_cond: bool, num_pts: int) -> tuple:
-        """SAM 2's ``_use_multimask`` rule, then the best-IoU candidate."""
+    def _choose(self, out, is_init_cond: bool, num_pts: int, policy: MemoryPolicy | None = None,
+                frame_index: int = 0) -> tuple:
+        """SAM 2's ``_use_multimask`` rule, then the best-IoU candidate, or the one the
+        policy's ``choose(frame_index, Candidates)`` hook picks when it has one."""
         b = self.backend
         multi = (b.multimask_output_in_sam
                  and (is_init_cond or b.multimask_output_for_tracking)
                  and b.multimask_min_pt_num <= num_pts <= b.multimask_max_pt_num)
         if multi:
-            k = int(np.argmax(out.multi_ious))
+            choose = getattr(policy, "choose", None)
+            if choose is None:
+                k = int(np.argmax(out.multi_ious))
+            else:
+                k = int(choose(frame_index, Candidates(out.multi_logits, out.multi_ious,
+                                                       out.object_score_logit, b.image_size)))
             return (out.multi_logits[k], float(out.multi_ious[k]), out.multi_ious,
                     out.multi_ptrs[k:k + 1])
         return (out.single_logits, out.single_iou, np.array([out.single_iou], np.float32),

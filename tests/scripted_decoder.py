@@ -1,0 +1,141 @@
+"""A scripted SAM 2 mask decoder for policy parity tests (torch only; no vosfx import).
+
+Seeded random weights give speckled masks that cover the whole frame, the same three predicted
+IoUs on every frame and an object score near 0.2: every candidate has the same bounding box, so
+no rule that looks at candidates (SAMURAI's Kalman filter, DAM4SAM's distractor test, SAM2Long's
+pathways) ever has anything to choose. The policy tests therefore wrap the decoder's
+``predict_masks`` with a per-frame *script*: each multimask candidate k gets a disc of +-20
+logits added at a scripted place, its predicted IoU and the object score logit are replaced by
+scripted values. The network's own logits (which depend on the attended memory) stay in the
+sum, so the memory selection is still what the logits are compared on.
+
+The same wrapper runs inside the official code when fixtures are recorded and inside vosfx in
+the tests. ``predict_masks`` is not told the frame index, so the frame is recognised by a
+signature of its high-resolution image features (``feat_s1.mean()``), which both sides compute
+from the same weights and JPEG: :class:`FrameSignatures` maps it back to a frame index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DISC_LOGIT = 20.0  # far above the random network's own logits (|x| < 3 at 128 px)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One multimask candidate on one frame: a disc at (x, y) with radius r, all as
+    fractions of the low-res mask side, and its scripted predicted IoU. r = 0: no disc."""
+
+    x: float
+    y: float
+    r: float
+    iou: float
+
+
+@dataclass(frozen=True)
+class FrameScript:
+    candidates: tuple[Candidate, Candidate, Candidate]
+    object_score: float
+
+
+def disc_logits(c: Candidate, side: int) -> torch.Tensor:
+    """(side, side) float32: +DISC_LOGIT inside the disc, -DISC_LOGIT outside."""
+    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32),
+                            torch.arange(side, dtype=torch.float32), indexing="ij")
+    inside = (xs + 0.5 - c.x * side) ** 2 + (ys + 0.5 - c.y * side) ** 2 <= (c.r * side) ** 2
+    return torch.where(inside, DISC_LOGIT, -DISC_LOGIT)
+
+
+def signature(feat_s1: torch.Tensor) -> float:
+    """A number that identifies a frame: the mean of its stride-8 image features."""
+    return float(feat_s1.detach().double().mean())
+
+
+class FrameSignatures:
+    """signature -> frame index, from a table recorded with the official code."""
+
+    def __init__(self, table: dict[int, float]) -> None:
+        self.table = {int(k): float(v) for k, v in table.items()}
+
+    def frame(self, feat_s1: torch.Tensor) -> int:
+        """The recorded frame whose signature ``feat_s1`` has."""
+        sig = signature(feat_s1)
+        ranked = sorted(self.table, key=lambda t: abs(self.table[t] - sig))
+        best = ranked[0]
+        gap = abs(self.table[best] - sig)
+        # features agree to ~1e-7 between runtimes; frames differ by far more
+        if gap > 1e-5 or (len(ranked) > 1 and abs(self.table[ranked[1]] - sig) < 10 * gap):
+            raise AssertionError(f"frame signature {sig} matches no recorded frame (nearest "
+                                 f"{best}: {self.table[best]})")
+        return best
+
+
+def install(mask_decoder: torch.nn.Module, scripts: dict[int, FrameScript], frame_of) -> list:
+    """Wrap ``mask_decoder.predict_masks`` so frame t's outputs follow ``scripts[t]`` (frames
+    without a script are left alone). ``frame_of(feat_s1) -> t``. Returns the list the wrapper
+    appends ``(t, signature)`` to on every call."""
+    inner = mask_decoder.predict_masks
+    calls: list[tuple[int, float]] = []
+
+    def predict_masks(*args, **kwargs):
+        masks, ious, tokens, score = inner(*args, **kwargs)
+        feats = kwargs.get("high_res_features")
+        t = frame_of(feats[1])
+        calls.append((t, signature(feats[1])))
+        script = scripts.get(t)
+        if script is None:
+            return masks, ious, tokens, score
+        side = masks.shape[-1]
+        masks, ious = masks.clone(), ious.clone()  # (B, 4, s, s), (B, 4)
+        for k, c in enumerate(script.candidates):
+            if c.r > 0:
+                masks[:, k + 1] = masks[:, k + 1] + disc_logits(c, side).to(masks.dtype)
+            ious[:, k + 1] = c.iou
+        score = torch.full_like(score, script.object_score)
+        return masks, ious, tokens, score
+
+    mask_decoder.predict_masks = predict_masks
+    return calls
+
+
+def _path(t: int, r: float = 0.12) -> tuple[float, float, float]:
+    return 0.25 + 0.012 * t, 0.5, r
+
+
+def samurai_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
+    """(number of frames, per-frame scripts) of the SAMURAI parity cases.
+
+    ``kf``: an object disc moving right (candidates 0 and 1: tight and loose) and a distractor
+    disc (candidate 2). Frame 6: every IoU 0.25 (Kalman filter reset); 12-14: best IoU 0.45
+    (kept by the filter, below the memory gate 0.5); 24 and 28: the distractor has the highest
+    IoU (SAM 2 would take it; the motion score should not); 26: the object jumps across the
+    frame (motion score 0 closes the memory gate); 30: IoUs 0.2 (reset again).
+    ``absent``: the object score drops to -0.5 on frame 4 (SAMURAI keeps masks above -1 but
+    gates memory at 0) and to -3 on frames 5-6 (absent).
+    """
+    scripts: dict[int, FrameScript] = {}
+    n = 32 if case == "kf" else 12
+    for t in range(1, n):
+        x, y, r = _path(t)
+        ious = [0.80, 0.70, 0.60]
+        score = 2.0
+        if case == "kf":
+            if t == 26:
+                x, y = 0.75, 0.8
+            if t in (6, 30):
+                ious = [0.25, 0.22, 0.20] if t == 6 else [0.20, 0.18, 0.15]
+            elif t in (12, 13, 14):
+                ious = [0.45, 0.40, 0.35]
+            elif t in (24, 28):
+                ious = [0.80, 0.70, 0.84]
+        elif case == "absent":
+            score = {4: -0.5, 5: -3.0, 6: -3.0}.get(t, 2.0)
+        else:
+            raise ValueError(case)
+        cands = (Candidate(x, y, r, ious[0]), Candidate(x, y, r + 0.04, ious[1]),
+                 Candidate(0.8, 0.2, 0.1, ious[2]))
+        scripts[t] = FrameScript(cands, score)
+    return n, scripts
