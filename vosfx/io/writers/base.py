@@ -42,7 +42,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputError(f"output folder {parent} is not writable (for {out})")
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise OutputError(f"output {out} already exists; pass overwrite to replace it")
+            raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
         if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
             raise OutputError(f"output {out} exists and is a folder that cannot be replaced")
     return out

@@ -9,7 +9,9 @@ also keeps the matte's values exact (alpha 1.0 -> code 1023, not a rounding of a
 
 Timing: every frame is encoded with the source frame's own pts and time base, so a VFR source
 stays VFR and the output lines up frame for frame in an editor; the stream's rate is the
-source's average rate. Audio: see ``AudioCarrier`` (mov, mkv, webm and mp4 outputs).
+source's average rate. The output starts at 0 with the first frame rendered (``--start``
+moves the timecode, not the timestamps), like its timecode track. Audio: see
+``AudioCarrier`` (mov, mkv, webm and mp4 outputs): the rendered range only, aligned.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class VideoWriter(Writer):
             cc.color_range = _AVCOL_RANGE_MPEG
         self._stream = stream
         self._last_pts: int | None = None
+        self._pts0: int | None = None  # source pts of the first frame written
         self._backdrop = None
         if spec.kind == COMPOSITE:
             from vosfx.io.writers.backdrop import Backdrop
@@ -134,9 +137,11 @@ class VideoWriter(Writer):
             self._audio = AudioCarrier.open(self._container, self.audio_from, spec.audio)
 
     def _pts(self, frame: Frame) -> int:
-        """The frame's pts in the stream time base; synthesised from the index (at the
-        average rate) for sources without timing; bumped by one tick if not increasing,
-        because encoders refuse equal pts (seen in broken VFR files)."""
+        """The frame's pts in the stream time base, counted from the first frame written (the
+        output starts at 0 whatever ``--start`` is, so its timecode track and its audio line
+        up with it); synthesised from the index (at the average rate) for sources without
+        timing; bumped by one tick if not increasing, because encoders refuse equal pts
+        (seen in broken VFR files)."""
         tb = self.info.time_base
         if frame.pts is None:
             rate = self.info.fps if self.info.fps else Fraction(25)
@@ -145,10 +150,19 @@ class VideoWriter(Writer):
             pts = round(Fraction(frame.pts) * frame.time_base / tb)
         else:
             pts = int(frame.pts)
+        if self._pts0 is None:
+            self._pts0 = pts
+            if self._audio is not None:
+                self._audio.start(Fraction(pts) * tb)
+        pts -= self._pts0
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
         return pts
+
+    def _source_time(self, pts: int) -> Fraction:
+        """Source-clock seconds of output ``pts``."""
+        return Fraction(pts + (self._pts0 or 0)) * self.info.time_base
 
     def _picture(self, frame: Frame, alpha: np.ndarray, matte: Matte):
         """The av.VideoFrame to encode for this spec."""
@@ -210,7 +224,7 @@ class VideoWriter(Writer):
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
         if self._audio is not None:
-            self._audio.mux_until(float(vf.pts * self.info.time_base))
+            self._audio.mux_until(self._source_time(vf.pts))
 
     def _finish(self) -> None:
         if self._backdrop is not None:
@@ -218,7 +232,10 @@ class VideoWriter(Writer):
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         if self._audio is not None:
-            self._audio.finish()
+            # the audio ends with the last frame: its pts plus one frame at the average rate
+            rate = self.info.fps if self.info.fps else Fraction(25)
+            last = self._last_pts if self._last_pts is not None else 0
+            self._audio.finish(self._source_time(last) + 1 / Fraction(rate))
         self._container.close()
 
     def _abort(self) -> None:
