@@ -96,6 +96,10 @@ class OutputConfig:
                                   doc="preview output: strength of the object tint")
     background: str = _opt("", doc="composite output: #rrggbb, an image or a video file "
                                "(looped, scaled to fill); empty is black")
+    exr_compression: str = _opt("zip", choices=("zip", "piz", "dwaa", "none"),
+                                doc="exr-layers output: ZIP and PIZ are lossless, DWAA lossy")
+    exr_rgb: bool = _opt(False, doc="exr-layers output: also store the source's RGB (linear "
+                                    "light, BT.709 transfer undone) with the merged alpha as A")
 
 
 @dataclass(frozen=True)

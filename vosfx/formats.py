@@ -233,6 +233,19 @@ _ROWS = (
         chroma="gray", sample_bits=32,
     ),
     FormatSpec(
+        "exr-layers",
+        MATTE_SEQUENCE,
+        "exr",
+        "exr",
+        "grayf16",
+        "none",
+        16,
+        True,
+        "OpenEXR sequence, one half-float channel per object (obj<id>.A), optionally the "
+        "source's RGB in the same file; ZIP, PIZ, DWAA or no compression (OpenEXR library).",
+        chroma="gray", sample_bits=16,
+    ),
+    FormatSpec(
         "preview",
         PREVIEW,
         "mp4",

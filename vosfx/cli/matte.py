@@ -28,7 +28,8 @@ def _overrides(opts: dict) -> dict:
                    "reduce_chatter": "temporal_strength"},
         "output": {"format": "format", "extra_format": "extra_formats",
                    "alpha_mode": "alpha_mode", "each_object": "objects",
-                   "background": "background"},
+                   "background": "background", "exr_compression": "exr_compression",
+                   "exr_rgb": "exr_rgb"},
     }
     out: dict = {}
     for section, keys in table.items():
@@ -112,6 +113,10 @@ def default_output(input_path: str, fmt: str) -> str:
               help="Colour of alpha outputs: straight (default) or premultiplied.")
 @click.option("--each-object/--merged", default=None, help="One output per object.")
 @click.option("--background", help="For -f composite: #rrggbb, an image or a video file.")
+@click.option("--exr-compression", type=click.Choice(["zip", "piz", "dwaa", "none"]),
+              help="For -f exr-layers: ZIP (default) and PIZ lossless, DWAA smaller.")
+@click.option("--exr-rgb", is_flag=True, default=None,
+              help="For -f exr-layers: also store the source's linear RGB (and A).")
 @click.option("--no-sidecar", is_flag=True, help="Do not write the JSON sidecar.")
 @click.option("--no-audio", is_flag=True, help="Do not carry the source's audio.")
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")

@@ -7,7 +7,11 @@ memory and written with plain file I/O, so a full disk surfaces as an OSError he
 
 PNG goes through OpenCV (libpng). EXR goes through FFmpeg's EXR encoder (PyAV): this
 OpenCV build has no OpenEXR support (``cv2.getBuildInformation()``: "OpenEXR: NO"), and
-FFmpeg writes half and float single-channel (Y) EXR with ZIP compression.
+FFmpeg writes half and float single-channel (Y) EXR with ZIP compression. ``exr-layers``
+(several named channels in one file, PIZ/DWAA compression: beyond FFmpeg's EXR encoder) goes
+through the OpenEXR library (the ``exr`` extra): one half-float channel ``obj<id>.A`` per
+object, and with ``[output] exr_rgb`` the source's colour as linear-light R, G, B (the
+BT.709 transfer undone, as compositors expect of EXR) with the merged alpha as A.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from vosfx.errors import OutputError
+from vosfx.errors import ConfigError, OutputError
 from vosfx.formats import RGBA_SEQUENCE
 from vosfx.io.writers.base import Writer
 from vosfx.types import Frame, Matte
@@ -26,6 +30,29 @@ from vosfx.types import Frame, Matte
 # at level 3 and 1.5 s / 2.7 MB at level 6 (OpenCV 5, loaded 2-core EPYC); mattes are
 # smooth and compress well at any level.
 _PNG_LEVEL = 2
+
+
+_EXR_COMPRESSION = {
+    "zip": lambda exr: exr.ZIP_COMPRESSION,
+    "piz": lambda exr: exr.PIZ_COMPRESSION,
+    "dwaa": lambda exr: exr.DWAA_COMPRESSION,
+    "none": lambda exr: exr.NO_COMPRESSION,
+}
+
+
+def _exr_layers_module():
+    try:
+        import OpenEXR
+    except ImportError as err:
+        raise ConfigError("output format 'exr-layers' needs the OpenEXR package: "
+                          "pip install 'vosfx[exr]'") from err
+    return OpenEXR
+
+
+def bt709_to_linear(v: np.ndarray) -> np.ndarray:
+    """BT.709 video code values in [0, 1] -> scene-linear light (the inverse OETF)."""
+    v = np.clip(v, 0.0, 1.0)
+    return np.where(v < 0.081, v / 4.5, ((v + 0.099) / 1.099) ** (1 / 0.45)).astype(np.float32)
 
 
 def sequence_name(stem: str, index: int, ext: str) -> str:
@@ -41,7 +68,10 @@ class ImageSequenceWriter(Writer):
         name = self.path.name
         self._stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
         self._exr = None
-        if self.spec.codec == "exr":
+        self._layers = None
+        if self.spec.id == "exr-layers":
+            self._layers = _exr_layers_module()
+        elif self.spec.codec == "exr":
             import av
 
             cc = av.CodecContext.create("exr", "w")
@@ -84,13 +114,37 @@ class ImageSequenceWriter(Writer):
         return buf.tobytes()
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
-        data = self._encode(frame, alpha)
         name = sequence_name(self._stem, frame.index, self.spec.ext)
         target = self.tmp_path / name
         if target.exists():
             raise OutputError(f"{self.path}: frame index {frame.index} written twice")
+        if self._layers is not None:
+            self._write_layers(target, frame, alpha, matte)
+            return
+        data = self._encode(frame, alpha)
         with open(target, "wb") as fh:
             fh.write(data)
+
+    def _write_layers(self, target, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
+        """One EXR with a half channel per object (and the source's linear RGB + A)."""
+        exr = self._layers
+        h, w = alpha.shape
+        channels: dict[str, np.ndarray] = {}
+        for obj_id, plane in zip(matte.obj_ids, matte.alpha):
+            if plane.shape != (h, w):
+                raise OutputError(f"{self.path}: object {obj_id}'s alpha is {plane.shape}, "
+                                  f"expected {(h, w)}")
+            channels[f"obj{obj_id}.A"] = np.clip(plane, 0.0, 1.0).astype(np.float16)
+        if self.config.exr_rgb:
+            src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
+            linear = bt709_to_linear(frame.image.astype(np.float32) / np.float32(src_max))
+            for i, name in enumerate("RGB"):
+                channels[name] = linear[..., i].astype(np.float16)
+            channels["A"] = alpha.astype(np.float16)
+        header = {"compression": _EXR_COMPRESSION[self.config.exr_compression](exr),
+                  "type": exr.scanlineimage}
+        with exr.File(header, channels) as out:
+            out.write(str(target))
 
     def _finish(self) -> None:
         # One fsync of the folder: the rename that follows must not land before the files.
