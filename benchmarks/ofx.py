@@ -35,17 +35,19 @@ sys.path.insert(0, str(ROOT / "tests"))
 ENGINE_MODULE = """
 import os, sys
 sys.path.insert(0, {ofx_tests!r})
+from vosfx.engine import load_engine as _load_engine  # before the CLI below replaces it
+
 
 def make_engine(model=None, progress=None):
     if os.environ["VOSFX_BENCH_ENGINE"] == "fake":
         import ofx_fakes
         return ofx_fakes.make_engine(model)
     from vosfx.config import ModelConfig
-    from vosfx.engine import load_engine
-    return load_engine(ModelConfig(backend="torch", device="cpu",
-                                   image_size=int(os.environ["VOSFX_BENCH_IMAGE_SIZE"]),
-                                   checkpoint=os.environ["VOSFX_BENCH_CKPT"],
-                                   threads=int(os.environ.get("VOSFX_BENCH_THREADS", "0"))))
+    return _load_engine(ModelConfig(backend="torch", device="cpu",
+                                    image_size=int(os.environ["VOSFX_BENCH_IMAGE_SIZE"]),
+                                    checkpoint=os.environ["VOSFX_BENCH_CKPT"],
+                                    threads=int(os.environ.get("VOSFX_BENCH_THREADS", "0"))))
+
 
 if __name__ == "__main__":  # `vosfx` with this engine
     import vosfx.cli, vosfx.engine
@@ -118,14 +120,21 @@ def run_effect(built, work: Path, w: int, h: int, n: int, click, env) -> dict:
         raise SystemExit(f"host failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     renders = run.renders()
     rss = [int(x) for x in re.findall(r"^RSS (\d+) kB$", run.stdout, re.MULTILINE)]
-    start, tracking, cached = renders[0], renders[1 : n + 1], renders[n + 1 :]
+    start, forward, cached = renders[0], renders[1 : n + 1], renders[n + 1 :]
+    # the session tracks every stale pass at once: the first render past the prompted frame
+    # tracks the whole clip (it fetches the most frames); the others only refine
+    big = max(forward[1:], key=lambda r: r["fetches"])
+    rest = [r for r in forward[1:] if r is not big]
     return {
         "worker_start_ms": start["ms"],
-        "first_prompted_render_ms": tracking[0]["ms"],  # engine load + prompt + tracking
-        "tracking_ms": [r["ms"] for r in tracking[1:]],
+        "prompt_render_ms": forward[0]["ms"],  # engine load + the click's frame
+        "tracking_render_ms": big["ms"],
+        "tracking_render_effect_ms": big["ms"] - big["host_ms"],
+        "tracked_frames": big["fetches"],
+        "refine_ms": [r["ms"] for r in rest],
+        "refine_effect_ms": [r["ms"] - r["host_ms"] for r in rest],
         "cached_ms": [r["ms"] for r in cached],
         # without the test host's own image making (reading raw files, converting)
-        "tracking_effect_ms": [r["ms"] - r["host_ms"] for r in tracking[1:]],
         "cached_effect_ms": [r["ms"] - r["host_ms"] for r in cached],
         "rss_kb": {
             "created": rss[0],
@@ -223,14 +232,16 @@ def main() -> None:
             work = tmp / f"clip{n_frames}"
             w, h, n, click = clip_frames(args, work)
             eff = run_effect(built, work, w, h, n, click, env)
+            per_frame = eff["tracking_render_effect_ms"] / max(1, eff["tracked_frames"])
             print(
-                f"{w}x{h}, {n} frames: worker start {eff['worker_start_ms']:.0f} ms; first "
-                f"prompted render {eff['first_prompted_render_ms']:.0f} ms; next renders "
-                f"median {med(eff['tracking_ms']):.1f} ms (effect "
-                f"{med(eff['tracking_effect_ms']):.1f}, p95 {p95(eff['tracking_ms']):.1f}); "
-                f"cached median {med(eff['cached_ms']):.1f} ms (effect "
-                f"{med(eff['cached_effect_ms']):.1f}, p95 {p95(eff['cached_ms']):.1f}); "
-                f"host RSS kB {eff['rss_kb']}"
+                f"{w}x{h}, {n} frames: worker start {eff['worker_start_ms']:.0f} ms; render of "
+                f"the clicked frame {eff['prompt_render_ms']:.0f} ms; the render that tracked "
+                f"{eff['tracked_frames']} frames {eff['tracking_render_ms']:.0f} ms "
+                f"({per_frame:.1f} ms/frame without the test host's image making); tracked "
+                f"frames rendered the first time (refine) median {med(eff['refine_ms']):.1f} ms "
+                f"(effect {med(eff['refine_effect_ms']):.1f}); cached median "
+                f"{med(eff['cached_ms']):.1f} ms (effect {med(eff['cached_effect_ms']):.1f}, "
+                f"p95 {p95(eff['cached_ms']):.1f}); host RSS kB {eff['rss_kb']}"
             )
             if args.memory or args.no_cli:
                 continue

@@ -632,3 +632,38 @@ def test_hung_worker_times_out_into_a_message(built, clip, tmp_path):
     _ok(run)
     assert "CHILDREN 0" in run.stdout  # the hung worker was stopped, not left behind
     np.testing.assert_allclose(read_output(tmp_path / "p.raw")[..., :3], _source(1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_worker_and_the_c_sources(tmp_path):
+    """`vosfx plugins install ofx` from an installed wheel compiles vosfx._plugins/ofx."""
+    import zipfile
+
+    from vosfx.ofx.build import SOURCES
+
+    repo = HERE.parents[1]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("vosfx-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    c_files = [*SOURCES, "vosfx_ofx.h", "vosfx_ofx_api.h", "vosfx_ofx_proto.h", "Info.plist"]
+    assert {f"vosfx/_plugins/ofx/{n}" for n in c_files} <= names
+    assert {
+        f"vosfx/ofx/{n}.py" for n in ("worker", "frames", "protocol", "cache", "build")
+    } <= names
