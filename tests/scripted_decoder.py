@@ -139,3 +139,34 @@ def samurai_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
                  Candidate(0.8, 0.2, 0.1, ious[2]))
         scripts[t] = FrameScript(cands, score)
     return n, scripts
+
+
+def dam4sam_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
+    """(number of frames, per-frame scripts) of the DAM4SAM parity case ``drm``.
+
+    The object disc (candidate 0, IoU 0.85) moves right; candidate 1 is a looser disc around
+    it, candidate 2 a distractor: the alternatives differ from the chosen mask, so a frame
+    qualifies for the distractor-resolving memory whenever its IoU and size allow and the last
+    addition is more than 5 frames back. Frames 10-11: object absent (object score -3: recent
+    memory and pointers skip them). Frame 16: IoU 0.75 (too low to add). Frames 19-25: all
+    candidates coincide (no distractor: nothing to add). 34 frames: the memory fills past its
+    4 slots and the recent memory's stride of 5 reaches back.
+    """
+    if case != "drm":
+        raise ValueError(case)
+    n = 34
+    scripts: dict[int, FrameScript] = {}
+    for t in range(1, n):
+        x, y, r = _path(t)
+        ious = [0.85, 0.70, 0.60]
+        score = -3.0 if t in (10, 11) else 2.0
+        if t == 16:
+            ious = [0.75, 0.70, 0.60]
+        if 19 <= t <= 25:
+            cands = (Candidate(x, y, r, ious[0]), Candidate(x, y, r, ious[1]),
+                     Candidate(x, y, r, ious[2]))
+        else:
+            cands = (Candidate(x, y, r, ious[0]), Candidate(x, y, r + 0.04, ious[1]),
+                     Candidate(0.8, 0.2, 0.1, ious[2]))
+        scripts[t] = FrameScript(cands, score)
+    return n, scripts

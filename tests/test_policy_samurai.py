@@ -12,23 +12,14 @@ it looked up, the chosen IoU, object and motion scores and the Kalman filter's s
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests.conftest import shared_data
+from tests.policy_parity import TIGHT, TOL, compare_frame, load_case, run_ours
 from vosfx.engine.policies.candidates import Candidates, upsample_bilinear
 from vosfx.engine.policies.samurai import BoxKalman, SamuraiPolicy, box_iou, box_measurement
 
-FIXTURES = Path(__file__).parent / "fixtures" / "policies"
 CASES = ("samurai_kf", "samurai_absent", "samurai_plain")
-TOL = 1e-3  # the contract on video-resolution logits
-# measured: 4e-6. Random weights give small logits, so a wrong memory can stay under 1e-3: the
-# prompt frame's memory encoded without binarising moved frame 1 by 4.5e-4; hold to 1e-4.
-TIGHT = 1e-4
 
 
 # --- rules without a model ----------------------------------------------------------------------
@@ -76,7 +67,7 @@ def test_upsample_matches_torch():
     x = np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32) * 5
     want = torch.nn.functional.interpolate(torch.from_numpy(x)[None, None], (128, 128),
                                            mode="bilinear", align_corners=False)[0, 0].numpy()
-    got = upsample_bilinear(x, 128)
+    got = upsample_bilinear(x, (128, 128))
     assert np.abs(got - want).max() < 1e-5 and np.array_equal(got > 0, want > 0)
 
 
@@ -105,14 +96,6 @@ class _Recording(SamuraiPolicy):
         return sel
 
 
-def _weights_sha(sd) -> str:
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode())
-        h.update(sd[k].numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 @pytest.fixture(scope="module")
 def weights():
     pytest.importorskip("torch")
@@ -122,78 +105,20 @@ def weights():
     return build_state_dict(TINY, 0)
 
 
-def _run_ours(meta, weights):
-    import torch
-    from PIL import Image
-
-    from tests import scripted_decoder as sd
-    from vosfx.engine.loader import torch_backend_for
-    from vosfx.engine.tracker import Tracker
-    from vosfx.models.checkpoint import build_model
-    from vosfx.types import Frame, Prompt, VideoInfo
-
-    assert _weights_sha(weights) == meta["weights_sha"], "not the weights the fixture was made with"
-    seq, n = meta["seq"], meta["num_frames"]
-    src = shared_data("davis", "JPEGImages", seq)
-    frames = [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB")) for i in range(n)]
-    mask = np.asarray(Image.open(shared_data("davis", "Annotations", seq, "00000.png"))) == 1
-    net = build_model(meta["config"], image_size=meta["image_size"])
-    net.load_state_dict(weights, strict=True)
-    if meta["script"] != "none":
-        n_script, scripts = sd.samurai_scripts(meta["script"])
-        assert n_script == n
-        sd.install(net.sam_mask_decoder, scripts, sd.FrameSignatures(meta["signatures"]).frame)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        backend = torch_backend_for(net, "cpu")
-        h, w = frames[0].shape[:2]
-        info = VideoInfo(path="", width=w, height=h, num_frames=n, fps=None, time_base=1)
-        policies: list[_Recording] = []
-
-        def make():
-            policies.append(_Recording())
-            return policies[-1]
-
-        trk = Tracker(backend, make, info, fill_hole_area=0)
-        lows = {0: trk.prompt(Frame(0, frames[0], None, 1), Prompt(0, 1, mask=mask)).logits}
-        pid = trk.start_pass(1, 0, 1)
-        results = {}
-        for t in range(1, n):
-            (res,) = trk.step(Frame(t, frames[t], None, 1), [pid])
-            lows[t], results[t] = res.logits, res
-    finally:
-        torch.set_num_threads(threads)
-    return (h, w), lows, results, policies[-1]  # [0] only told the tracker its name
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_parity_with_official_samurai(case, weights):
-    import torch
+    from tests import scripted_decoder as sd
 
-    meta = json.loads((FIXTURES / f"{case}.json").read_text())
-    ref_low = np.load(FIXTURES / f"{case}.npz")
-    (h, w), lows, results, pol = _run_ours(meta, weights)
-
-    def video(low):  # SAM 2's upsampling to the video's resolution
-        x = torch.from_numpy(np.asarray(low, np.float32))[None, None]
-        return torch.nn.functional.interpolate(x, (h, w), mode="bilinear",
-                                               align_corners=False)[0, 0].numpy()
-
+    meta, ref = load_case(case)
+    scripts = None
+    if meta["script"] != "none":
+        n, scripts = sd.samurai_scripts(meta["script"])
+        assert n == meta["num_frames"]
+    hw, lows, results, pol = run_ours(meta, weights, _Recording, scripts)
     worst, flips = 0.0, []
     for rec in meta["frames"]:
         t = rec["t"]
-        want_low = ref_low[f"f{t:03d}"]
-        want, got = video(want_low), video(lows[t])
-        want_mask = want > 0
-        # the recorded hash proves the reconstruction of the official video mask
-        assert hashlib.sha256(np.packbits(want_mask.reshape(-1)).tobytes()).hexdigest()[:16] \
-            == rec["mask_sha"] and int(want_mask.sum()) == rec["area"], f"frame {t}"
-        worst = max(worst, float(np.abs(got - want).max()))
-        got_mask = got > 0
-        union = np.logical_or(got_mask, want_mask).sum()
-        iou = 1.0 if union == 0 else np.logical_and(got_mask, want_mask).sum() / union
-        assert iou >= 0.999, f"frame {t}: mask IoU {iou}"
+        worst = max(worst, compare_frame(rec, ref[t], lows[t], hw))
         if t == 0:
             continue
         seen = pol.seen[t]

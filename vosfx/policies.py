@@ -57,5 +57,10 @@ MEMORY_POLICIES: dict[str, PolicySpec] = {
             "SAMURAI: a Kalman filter on the mask's box picks among the decoder's candidates; "
             "recent memory only from frames whose IoU, object and motion scores pass.",
         ),
+        PolicySpec(
+            "dam4sam", "vosfx.engine.policies.dam4sam:Dam4samPolicy", (), False,
+            "DAM4SAM: confident frames with a distractor nearby join a distractor-resolving "
+            "memory; recent memory every 5th frame where the object is visible.",
+        ),
     )
 }

@@ -311,7 +311,8 @@ class Tracker:
         entry = MemoryEntry(frame_index=r, shot_id=shot_id, is_prompt=False,
                             object_score_logit=float(score), iou=float(iou), quality=quality)
         decision = ps.policy.observe(entry, ps.bank)
-        maskmem = b.encode_memory(feats, low, score, False) if decision.store else None
+        maskmem = (b.encode_memory(feats, low, score, decision.binarize_memory)
+                   if decision.store else None)
         ps.bank.apply(entry, maskmem, ptr, decision)
         dropped = ps.bank.prune(ps.policy, r)
         promoted = [self._source(ps, f) for f in decision.promote]
@@ -339,8 +340,9 @@ class Tracker:
             if choose is None:
                 k = int(np.argmax(out.multi_ious))
             else:
-                k = int(choose(frame_index, Candidates(out.multi_logits, out.multi_ious,
-                                                       out.object_score_logit, b.image_size)))
+                k = int(choose(frame_index, Candidates(
+                    out.multi_logits, out.multi_ious, out.object_score_logit, b.image_size,
+                    (self.info.height, self.info.width))))
             return (out.multi_logits[k], float(out.multi_ious[k]), out.multi_ious,
                     out.multi_ptrs[k:k + 1])
         return (out.single_logits, out.single_iou, np.array([out.single_iou], np.float32),

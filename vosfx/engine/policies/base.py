@@ -66,7 +66,9 @@ class Decision:
     ``store``: keep frame t's memory in the bank (as recent memory, or as conditioning when
     ``as_cond``). ``promote``: stored frame indices to move into conditioning memory, in the
     order they were chosen. ``demote``: conditioning frames that leave (cap reached; prompts
-    never do).
+    never do). ``binarize_memory``: encode frame t's memory from its mask thresholded at 0,
+    as SAM 2 encodes frames the user interacted with (DAM4SAM stores its distractor-resolving
+    frames that way).
     """
 
     store: bool = True
@@ -74,6 +76,7 @@ class Decision:
     promote: tuple[int, ...] = ()
     demote: tuple[int, ...] = ()
     event: str = ""  # "disappeared", "cut", ... for the sidecar report
+    binarize_memory: bool = False
 
 
 class BankView(Protocol):
