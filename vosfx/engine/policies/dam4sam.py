@@ -101,8 +101,7 @@ class Dam4samPolicy:
             return False
         _, cands, k = self._pending
         self._pending = None
-        masks = [cands.video_mask(j) for j in range(len(cands.ious))]  # (H, W) bool each
-        chosen = masks[k]
+        chosen = cands.video_mask(k)  # (H, W) bool; the alternatives only if they can matter
         n = int(chosen.sum())
         self._sizes.append(n)
         ratio = -1.0
@@ -113,7 +112,7 @@ class Dam4samPolicy:
                 <= self.size_high and n >= 1
                 and (frame_index - self._last_added > self.min_gap or self._last_added == -1)):
             return False
-        alts = [m & ~chosen for j, m in enumerate(masks) if j != k]
+        alts = [cands.video_mask(j) & ~chosen for j in range(len(cands.ious)) if j != k]
         alts = [largest_component(a) | chosen for a in alts if a.any()]
         if not alts:
             return False
