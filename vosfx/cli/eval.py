@@ -87,7 +87,9 @@ def _memory_config(policy: str) -> MemoryConfig:
 @click.option("--model", "-m", "models", multiple=True, default=("sam2.1-tiny",),
               show_default=True, help="model id; repeat to compare")
 @click.option("--memory", "policies", multiple=True, default=("rcms+shots",),
-              show_default=True, help=f"memory policy ({', '.join(MEMORY_POLICIES)}); repeat to compare")
+              show_default=True,
+              help=f"memory policy ({', '.join(MEMORY_POLICIES)}); comma-separate or repeat "
+                   "to compare them in one table")
 @click.option("--backend", "backends", multiple=True, default=("auto",), show_default=True,
               help="auto, torch or onnx; repeat to compare")
 @click.option("--device", default="auto", show_default=True)
@@ -107,6 +109,7 @@ def bench(dataset, models, policies, backends, device, image_size, checkpoint, s
     from vosfx.pipeline.bench import run_bench
 
     names = _split(sequences)
+    policies = _split(policies) or ["rcms+shots"]
     memory_cfgs = {p: _memory_config(p) for p in policies}  # fail before loading any model
     reports = []
     with tempfile.TemporaryDirectory(prefix="vosfx-bench-") as tmp:

@@ -1,0 +1,30 @@
+"""`vosfx bench --memory a,b,c`: every memory policy of the table in one comparison table."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from click.testing import CliRunner
+
+from tests.fakes import FakeEngine
+from tests.test_cli_eval import _static_dataset
+from vosfx.cli import cli
+from vosfx.policies import MEMORY_POLICIES
+
+
+def test_comma_separated_policies_give_one_table(tmp_path, monkeypatch):
+    import vosfx.cli.eval as cli_eval
+
+    _static_dataset(tmp_path / "ds", n=4)
+    monkeypatch.setattr(cli_eval, "open_engine", lambda cfg: FakeEngine(model_id=cfg.name))
+    names = ",".join(MEMORY_POLICIES)  # sam2, rcms, rcms+shots, samurai, dam4sam, ...
+    res = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", names,
+                                   "--metrics", "mosev2", "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["config"].split("/")[1] for r in rows] == list(MEMORY_POLICIES)
+    for col in ("J", "F", "J&F", "J&Ḟ", "J&Ḟ_d", "J&Ḟ_r", "fps", "peak_rss_mib"):
+        assert col in rows[0], col
+    bad = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", "sam2,sam2long"])
+    assert bad.exit_code == 3 and "sam2long" in bad.output, bad.output
