@@ -73,25 +73,22 @@ def _one(impl: str, n: int, size: int, threads: int) -> dict:
                 cv2.imwrite(str(out_dir / f"{t:05d}.png"),
                             (torch.sigmoid(masks[0, 0]).numpy() * 255).astype(np.uint8))
         else:
-            from vosfx.engine.loader import torch_backend_for
-            from vosfx.engine.policies import Sam2Policy
-            from vosfx.engine.tracker import Tracker
+            from vosfx.engine.loader import SamEngine, torch_backend_for
             from vosfx.models.checkpoint import build_model
-            from vosfx.types import Frame, Prompt, VideoInfo
+            from vosfx.pipeline import track_arrays
+            from vosfx.types import Prompt
 
             net = build_model(CONFIG, image_size=size)
             backend = torch_backend_for(net, "cpu")
             rss0 = _vmhwm_mib()
             t0 = time.perf_counter()
             h, w = mask.shape
-            trk = Tracker(backend, Sam2Policy(),
-                          VideoInfo("", w, h, n, None, time_base=1), fill_hole_area=0)
-            trk.add_prompt(Prompt(0, 1, mask=mask))
-            for t, p in enumerate(paths):
-                rgb = np.asarray(Image.open(p).convert("RGB"))
-                res = trk.step(Frame(t, rgb, None, 1))
+            images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+            engine = SamEngine(backend, "bench", None, fill_hole_area=0)
+            for frame, res in track_arrays(engine, images, [Prompt(0, 1, mask=mask)]):
                 prob = 1 / (1 + np.exp(-res.video_logits(h, w)[0]))
-                cv2.imwrite(str(out_dir / f"{t:05d}.png"), (prob * 255).astype(np.uint8))
+                cv2.imwrite(str(out_dir / f"{frame.index:05d}.png"),
+                            (prob * 255).astype(np.uint8))
         elapsed = time.perf_counter() - t0
     return {"impl": impl, "frames": n, "image_size": size, "threads": threads,
             "fps": n / elapsed, "elapsed_s": elapsed, "peak_rss_mib": _vmhwm_mib(),

@@ -67,20 +67,17 @@ def _timed(obj, names, acc):
 
 
 def _track(backend, rgb, mask, acc):
-    from vosfx.engine.policies import Sam2Policy
-    from vosfx.engine.tracker import Tracker
-    from vosfx.types import Frame, Prompt, VideoInfo
+    from vosfx.engine.loader import SamEngine
+    from vosfx.pipeline import track_arrays
+    from vosfx.types import Prompt
 
-    h, w = rgb[0].shape[:2]
-    info = VideoInfo(path="", width=w, height=h, num_frames=len(rgb), fps=None, time_base=1)
-    trk = Tracker(backend, Sam2Policy(), info)
-    trk.add_prompt(Prompt(0, 1, mask=mask))
     _timed(backend, ["encode_image", "track", "mask_as_output", "encode_memory"], acc)
     times = []
-    for t, img in enumerate(rgb):
+    t0 = time.perf_counter()
+    for _frame, _res in track_arrays(SamEngine(backend, "bench", None), rgb,
+                                     [Prompt(0, 1, mask=mask)]):
+        times.append(time.perf_counter() - t0)  # frame t's time: its tracking, in order
         t0 = time.perf_counter()
-        trk.step(Frame(index=t, image=img, pts=None, time_base=1))
-        times.append(time.perf_counter() - t0)
     return times
 
 

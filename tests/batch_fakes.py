@@ -14,21 +14,17 @@ DELAY_ENV = "VOSFX_TEST_FRAME_DELAY_S"
 
 
 class _SlowSession:
+    """A FakeSession whose every step takes ``delay_s`` (everything else passes through)."""
+
     def __init__(self, session, delay_s: float) -> None:
         self.session, self.delay_s = session, delay_s
 
-    def add_prompt(self, prompt) -> None:
-        self.session.add_prompt(prompt)
+    def __getattr__(self, name):
+        return getattr(self.session, name)
 
-    def step(self, frame, *, shot_id: int = 0):
+    def step(self, frame, pass_ids, **kw):
         time.sleep(self.delay_s)
-        return self.session.step(frame, shot_id=shot_id)
-
-    def report(self) -> dict:
-        return self.session.report()
-
-    def close(self) -> None:
-        self.session.close()
+        return self.session.step(frame, pass_ids, **kw)
 
 
 class SlowFakeEngine(FakeEngine):

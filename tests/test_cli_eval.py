@@ -137,7 +137,9 @@ def test_run_bench_with_fake_engine(tmp_path):
     assert rep.summary_row()["J&F"] == 1.0 and rep.frames == 5 and rep.fps > 0
     assert rep.peak_rss_mib > 10 and rep.memory_policy == "sam2"
     (session,) = engine.sessions
-    assert session.closed and session.steps == [0, 1, 2, 3, 4] and not engine.closed
+    # frame 0 holds the prompts (computed, not tracked); frames 1-4 are tracked, once each
+    assert session.closed and session.steps == [1, 2, 3, 4] and not engine.closed
+    assert sorted(f for _o, f in session.prompted) == [0] * len(session.prompted)
     pred = read_label_png(tmp_path / "out" / "still" / "00003.png")
     assert set(np.unique(pred)) == {0, 1, 3}  # object ids survive into the label PNG
     drift = run_bench(tmp_path / "ds", FakeEngine(shift_logits(2)),

@@ -164,10 +164,10 @@ def test_disk_full_while_writing_leaves_nothing(env, monkeypatch):
 def test_ctrl_c_mid_render_exits_130_and_leaves_nothing(env, monkeypatch):
     real = FakeSession.step
 
-    def interrupted(self, frame, **kw):
+    def interrupted(self, frame, pass_ids, **kw):
         if frame.index == 4:
             raise KeyboardInterrupt
-        return real(self, frame, **kw)
+        return real(self, frame, pass_ids, **kw)
 
     monkeypatch.setattr(FakeSession, "step", interrupted)
     r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--extra-format", "png16")
@@ -255,3 +255,35 @@ def test_log_progress_writes_one_frame_line_every_few_seconds():
         "vosfx: c.mp4: 5/6 frames, 0.50 fps, ETA 00:02",
         "vosfx: c.mp4: done, 6 frames, 0.50 fps",
     ]
+
+
+def test_prompts_on_any_frame_for_any_object(env):
+    """--mask FRAME:PATH, --point FRAME:X,Y@OBJ, --box: every object matted on every frame
+    of the range, each tracked both ways from its own prompts."""
+    r = matte(env / "clip.mp4", "--mask", f"6:{env / 'mask.png'}", "--point", "3:10,10@2",
+              "--neg-point", "3:40,30@2", "--box", "8:50,20,80,50", "--obj", "3",
+              "-o", env / "out.mov", "--json-progress")
+    assert r.exit_code == 0, r.output
+    events = [json.loads(line) for line in r.output.splitlines()]
+    assert [e["frame"] for e in events if e["event"] == "frame"] == list(range(10))
+    assert any(e["event"] == "track" for e in events)  # frames before the last prompt first
+    result = events[-1]
+    assert set(result["presence"]) == {"1", "2", "3"}
+    for obj in ("1", "2", "3"):
+        assert result["presence"][obj] == [[0, 9, True]], result["presence"]
+    job = json.loads((env / "out.mov.json").read_text())["job"]
+    assert sorted((p["frame"], p.get("obj_id")) for p in job["prompts"]) == [
+        (3, 2), (6, None), (8, 3)]
+
+
+@pytest.mark.parametrize("args, flag, fragment", [
+    (["--point", "3:ten,10"], "--point", "expected a point"),
+    (["--box", "2:1,2,3"], "--box", "expected a box"),
+    (["--box", "2:1,1,5,5", "--box", "2:2,2,6,6"], "--box", "two boxes for frame 2"),
+    (["--point", "12:10,10"], None, "outside the frames being matted"),
+])
+def test_bad_prompt_options_name_the_flag(env, args, flag, fragment):
+    r = matte(env / "clip.mp4", *args, "-o", env / "out.mov")
+    assert r.exit_code in (2, 5), r.output
+    assert fragment in r.output and (flag is None or flag in r.output), r.output
+    assert leftovers(env) == []

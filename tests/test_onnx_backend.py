@@ -125,18 +125,12 @@ def torch_backend(bundle):
 
 def track(backend, frames, prompts):
     """[(O, s, s) low-res logits] and [(O, H, W) video-res logits] per frame."""
-    from vosfx.engine.policies import Sam2Policy
-    from vosfx.engine.tracker import Tracker
-    from vosfx.types import Frame, VideoInfo
+    from vosfx.engine.loader import SamEngine
+    from vosfx.pipeline import track_arrays
 
     h, w = frames[0].shape[:2]
-    info = VideoInfo(path="", width=w, height=h, num_frames=len(frames), fps=None, time_base=1)
-    trk = Tracker(backend, Sam2Policy(), info)
-    for p in prompts:
-        trk.add_prompt(p)
     low, vid = [], []
-    for t, rgb in enumerate(frames):
-        res = trk.step(Frame(index=t, image=rgb, pts=None, time_base=1))
+    for _frame, res in track_arrays(SamEngine(backend, "test", None), frames, prompts):
         low.append(res.logits.copy())
         vid.append(res.video_logits(h, w))
     return low, vid

@@ -76,16 +76,13 @@ def frames_and_mask():
 
 def run_tracker(backend) -> np.ndarray:
     """(N_FRAMES, O, s, s) low-res logits of the Tracker over :func:`frames_and_mask`."""
-    from vosfx.engine.policies import Sam2Policy
-    from vosfx.engine.tracker import Tracker
-    from vosfx.types import Frame, Prompt, VideoInfo
+    from vosfx.engine.loader import SamEngine
+    from vosfx.pipeline import track_arrays
+    from vosfx.types import Prompt
 
     frames, mask = frames_and_mask()
-    info = VideoInfo(path="", width=160, height=96, num_frames=N_FRAMES, fps=None, time_base=1)
-    trk = Tracker(backend, Sam2Policy(), info)
-    trk.add_prompt(Prompt(0, 1, mask=mask))
-    out = [trk.step(Frame(index=t, image=f, pts=None, time_base=1)).logits
-           for t, f in enumerate(frames)]
+    out = [res.logits for _f, res in track_arrays(SamEngine(backend, "test", None), frames,
+                                                  [Prompt(0, 1, mask=mask)])]
     return np.stack(out)
 
 

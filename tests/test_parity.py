@@ -1,13 +1,12 @@
-"""Parity: the streaming Tracker against sam2's own SAM2VideoPredictor (sam2 1.1.0).
+"""Parity: the clip session against sam2's own SAM2VideoPredictor (sam2 1.1.0).
 
 Same seeded random weights, same JPEG frames (both decode them with PIL, so the encoder inputs
 are identical), same prompts; the per-frame video-resolution logits must agree within 1e-3.
 
-The official predictor is given each prompt before propagating its frame, as sam2 requires:
-for a correction on frame k it propagates 0 .. k-1, gets the prompt on k, then propagates from
-k. (Given all prompts up front, sam2 would let frames before k attend to frame k's future
-memory, which no streaming tracker can do.) sam2's hole filling needs its CUDA extension and is
-skipped on CPU with a warning, so the tracker runs with ``fill_hole_area=0`` here.
+Each pass of our rule (docs/session.md) is compared with the official predictor run as that
+pass: a fresh state holding the prompts the pass attends, ``propagate_in_video`` from its
+prompted frame forwards or with ``reverse=True``. sam2's hole filling needs its CUDA extension
+and is skipped on CPU with a warning, so the session runs with ``fill_hole_area=0`` here.
 """
 
 from __future__ import annotations
@@ -25,10 +24,11 @@ pytest.importorskip("sam2")
 
 from PIL import Image
 
-from vosfx.engine.loader import torch_backend_for
-from vosfx.engine.policies import Sam2Policy
-from vosfx.engine.tracker import Tracker
+from vosfx.config import MemoryConfig
+from vosfx.engine.loader import SamEngine, torch_backend_for
 from vosfx.models.checkpoint import build_model, size_overrides
+from vosfx.session import ClipSession
+from vosfx.session.frames import ListFrames
 from vosfx.types import Frame, Prompt, VideoInfo
 
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
@@ -67,27 +67,37 @@ def models256():
     torch.set_num_threads(threads)
 
 
-def _official(pred, folder, prompts, num_frames):
-    """{frame: {obj_id: (H, W) logits}} from propagate_in_video, each prompt added just
-    before its frame is propagated."""
+def _official(pred, folder, prompts, plans, num_frames):
+    """{frame: {obj_id: (H, W) logits}} from sam2's SAM2VideoPredictor for each pass of our
+    rule: a fresh state holding exactly the prompts that pass attends (its anchor and
+    neighbour), then propagate_in_video from the anchor, forwards or with ``reverse=True``,
+    over the pass's frames; prompted frames from the prompt call itself (a fresh state, as a
+    prompt on a frame never tracked)."""
+    by_frame = {(p.obj_id, p.frame_index): p for p in prompts}
+    out: dict[int, dict[int, np.ndarray]] = {t: {} for t in range(num_frames)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sam2's hole filling needs its CUDA extension
         state = pred.init_state(str(folder))
-        out: dict[int, dict[int, np.ndarray]] = {}
-        starts = sorted({p.frame_index for p in prompts})
-        for i, start in enumerate(starts):
-            for p in prompts:
-                if p.frame_index != start:
-                    continue
-                if p.mask is not None:
-                    pred.add_new_mask(state, start, p.obj_id, p.mask)
-                else:
-                    pred.add_new_points_or_box(state, start, p.obj_id, points=p.points,
-                                               labels=p.labels, box=p.box)
-            end = starts[i + 1] if i + 1 < len(starts) else num_frames
-            for t, ids, masks in pred.propagate_in_video(state, start_frame_idx=start,
-                                                         max_frame_num_to_track=end - start - 1):
-                out[t] = {oid: masks[j, 0].numpy() for j, oid in enumerate(ids)}
+
+        def add(p):
+            if p.mask is not None:
+                return pred.add_new_mask(state, p.frame_index, p.obj_id, p.mask)
+            return pred.add_new_points_or_box(state, p.frame_index, p.obj_id,
+                                              points=p.points, labels=p.labels, box=p.box)
+
+        for p in prompts:
+            pred.reset_state(state)
+            _f, ids, masks = add(p)
+            out[p.frame_index][p.obj_id] = masks[list(ids).index(p.obj_id), 0].numpy()
+        for pl in plans:
+            pred.reset_state(state)
+            for f in sorted(x for x in (pl.anchor, pl.neighbour) if x is not None):
+                add(by_frame[(pl.obj_id, f)])
+            for t, ids, masks in pred.propagate_in_video(
+                    state, start_frame_idx=pl.anchor, max_frame_num_to_track=len(pl.frames),
+                    reverse=pl.direction < 0):
+                if t in pl.frames:
+                    out[t][pl.obj_id] = masks[list(ids).index(pl.obj_id), 0].numpy()
     return out
 
 
@@ -95,15 +105,19 @@ def _ours(backend, frames, prompts, num_frames):
     h, w = frames[0].shape[:2]
     info = VideoInfo(path="", width=w, height=h, num_frames=num_frames, fps=None,
                      time_base=1)
-    trk = Tracker(backend, Sam2Policy(), info, fill_hole_area=0)
+    provider = ListFrames(info, [Frame(index=t, image=frames[t], pts=None, time_base=1)
+                                 for t in range(num_frames)])
+    engine = SamEngine(backend, "test", None, fill_hole_area=0)
+    session = ClipSession(engine, info, MemoryConfig(policy="sam2"), frames=provider)
     for p in prompts:
-        trk.add_prompt(p)
+        session.add_prompt(p)
+    session.track()
     out = {}
     for t in range(num_frames):
-        res = trk.step(Frame(index=t, image=frames[t], pts=None, time_base=1))
+        res = session.result(t)
         vid = res.video_logits(h, w)
         out[t] = {oid: vid[j] for j, oid in enumerate(res.obj_ids)}
-    return out, trk
+    return out, session
 
 
 # Random weights make the object pointers' share of the logits small: dropping one pointer
@@ -139,13 +153,18 @@ def _points_prompt(mask, frame_index=0, obj_id=1):
                   labels=np.array([1], np.int32))
 
 
-def _run(models, clip, prompts, n=12):
+def _run(models, clip, prompts, n=12, expect_plans=None):
     pred, backend = models
     folder, frames, _ = clip
-    ref = _official(pred, folder, prompts, n)
-    ours, _ = _ours(backend, frames, prompts, n)
-    assert sorted(ref) == list(range(n))
+    ours, session = _ours(backend, frames, prompts, n)
+    plans = session.plan()
+    if expect_plans is not None:
+        assert [(pl.obj_id, pl.anchor, pl.direction, pl.neighbour, pl.frames)
+                for pl in plans] == expect_plans
+    ref = _official(pred, folder, prompts, plans, n)
+    assert all(ref[t] for t in range(n)), "every frame has a reference"
     worst = _compare(ref, ours, {p.frame_index for p in prompts})
+    session.close()
     print(f"max abs diff {worst:.2e}")
     return worst
 
@@ -176,12 +195,32 @@ def test_box_and_points_objects(models256, clip):
     _run(models256, clip, [Prompt(0, 1, box=box), _points_prompt(mask, obj_id=2)])
 
 
-def test_correction_on_later_frame(models256, clip):
+def test_prompts_on_several_frames(models256, clip):
+    """One object prompted on frames 0, 5 and 9: each gap tracked from its nearer prompted
+    frame, forwards and backwards, attending both ends."""
     mask = clip[2]
     ys, xs = np.nonzero(mask)
-    neg = Prompt(5, 1, points=np.array([[xs.max() + 20, ys.min()], [xs[0], ys[0]]], np.float32),
-                 labels=np.array([0, 1], np.int32))
-    _run(models256, clip, [Prompt(0, 1, mask=mask), neg, Prompt(8, 1, mask=mask)])
+    click = Prompt(5, 1, points=np.array([[xs.max() + 20, ys.min()], [xs[0], ys[0]]],
+                                         np.float32), labels=np.array([0, 1], np.int32))
+    _run(models256, clip, [Prompt(0, 1, mask=mask), click, Prompt(9, 1, mask=mask)],
+         expect_plans=[(1, 0, 1, 5, range(1, 3)), (1, 5, -1, 0, range(3, 5)),
+                       (1, 5, 1, 9, range(6, 8)), (1, 9, -1, 5, range(8, 9)),
+                       (1, 9, 1, None, range(10, 12))])
+
+
+def test_object_added_on_a_later_frame(models256, clip):
+    """Object 2 is first prompted on frame 6: it is tracked back to frame 0 (reverse=True)
+    and on to the end."""
+    mask = clip[2]
+    _run(models256, clip, [Prompt(0, 1, mask=mask), _points_prompt(mask, 6, obj_id=2)],
+         expect_plans=[(1, 0, 1, None, range(1, 12)), (2, 6, -1, None, range(6)),
+                       (2, 6, 1, None, range(7, 12))])
+
+
+def test_reverse_direction(models256, clip):
+    """A prompt on the last frame: the whole clip is tracked backwards."""
+    _run(models256, clip, [Prompt(11, 1, mask=clip[2])],
+         expect_plans=[(1, 11, -1, None, range(11))])
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import shared_data
 from vosfx.errors import ConfigError
-from vosfx.pipeline.shots import ShotDetector
+from vosfx.session.shots import ShotDetector
 from vosfx.types import Frame
 
 VIDEOS = ("01_dog.mp4", "03_blocks.mp4", "12_hideandseek.mp4", "bedroom.mp4")

@@ -1,4 +1,5 @@
-"""Tracker: prompts, objects, memory bound, hole filling; a real small model for one run."""
+"""Tracker: prompts (anchors), passes both ways, memory bound, hole filling; a real small
+model for one run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 from vosfx.engine.backend import TrackOutput
 from vosfx.engine.policies import Sam2Policy
-from vosfx.engine.tracker import NO_OBJ_SCORE, Tracker, fill_holes
-from vosfx.errors import PromptError
+from vosfx.engine.tracker import Tracker, fill_holes
+from vosfx.errors import PromptError, VosfxError
 from vosfx.types import Frame, Prompt, VideoInfo
 
 H, W = 24, 32
@@ -59,46 +60,63 @@ def _frame(t):
     return Frame(t, np.zeros((H, W, 3), np.uint8), t, Fraction(1, 25))
 
 
-def test_multiple_objects_share_one_encode_and_later_objects_start_later():
+def _mask(on=True):
+    return np.full((H, W), on, bool)
+
+
+def test_prompts_then_one_encode_per_frame_for_all_passes():
     be = FakeBackend()
     trk = Tracker(be, Sam2Policy(), _info(), fill_hole_area=0)
-    trk.add_prompt(Prompt(0, 7, mask=np.ones((H, W), bool)))
-    trk.add_prompt(Prompt(3, 9, points=np.array([[8, 8]], np.float32),
-                          labels=np.array([1], np.int32)))
-    results = [trk.step(_frame(t)) for t in range(6)]
-    assert be.encoded == 6
-    assert results[0].obj_ids == (7, 9)
-    assert np.all(results[2].logits[1] == NO_OBJ_SCORE)  # object 9 not started yet
-    assert results[3].object_score_logits[1] == pytest.approx(1.5)
-    assert results[3].iou[1] == pytest.approx(0.9)  # one click: multimask, best IoU
+    r7 = trk.prompt(_frame(0), Prompt(0, 7, mask=_mask()))
+    r9 = trk.prompt(_frame(0), Prompt(0, 9, points=np.array([[8, 8]], np.float32),
+                                      labels=np.array([1], np.int32)))
+    assert r7.object_score_logit == 10.0 and r9.object_score_logit == pytest.approx(1.5)
+    assert r9.iou == pytest.approx(0.9)  # one click: multimask, best predicted IoU
     # the click is scaled to model pixels as sam2 does: x / W * S
-    clicks = [c[2] for c in be.calls if c[2] is not None]
-    assert len(clicks) == 1
-    np.testing.assert_allclose(clicks[0], [[8 / W * 64, 8 / H * 64]], rtol=1e-6)
+    np.testing.assert_allclose(be.calls[0][2], [[8 / W * 64, 8 / H * 64]], rtol=1e-6)
+    p7, p9 = trk.start_pass(7, 0, 1), trk.start_pass(9, 0, 1)
+    encoded = be.encoded
+    for t in range(1, 6):
+        out = trk.step(_frame(t), [p7, p9])
+        assert [r.obj_id for r in out] == [7, 9] and all(r.frame_index == t for r in out)
+    assert be.encoded == encoded + 5  # once per frame for both objects
+    trk.end_pass(p7)
+    trk.end_pass(p9)
     assert trk.report()["9"]["peak_bank_entries"] >= 1
 
 
-def test_prompted_frame_attends_no_memory_and_becomes_conditioning():
+def test_a_pass_attends_its_anchor_and_neighbour_and_only_past_pointers():
     be = FakeBackend()
     trk = Tracker(be, Sam2Policy(), _info(), fill_hole_area=0)
-    trk.add_prompt(Prompt(0, 1, mask=np.ones((H, W), bool)))
-    trk.add_prompt(Prompt(4, 1, box=np.array([1, 1, 10, 10], np.float32)))
-    for t in range(7):
-        trk.step(_frame(t))
-    memories, pointers, coords = be.calls[3]  # frame 4: the correction
+    trk.prompt(_frame(0), Prompt(0, 1, mask=_mask()))
+    trk.prompt(_frame(4), Prompt(4, 1, box=np.array([1, 1, 10, 10], np.float32)))
+    memories, _pointers, coords = be.calls[-1]  # the box prompt: no memory, 2 corner points
     assert memories is None and coords.shape == (2, 2)
-    memories, pointers, _ = be.calls[5]  # frame 6 attends both prompts at t_pos 0
-    assert [m.t_pos for m in memories][:2] == [0, 0]
-    assert [p.t_diff for p in pointers][:2] == [6, 2]
+    fwd = trk.start_pass(1, 0, 1, neighbour=4)
+    trk.step(_frame(1), [fwd])
+    memories, pointers, _ = be.calls[-1]
+    assert [m.t_pos for m in memories] == [0, 0]  # both prompted frames, conditioning
+    assert [p.t_diff for p in pointers] == [1]  # frame 0's pointer only: 4 is in the future
+    back = trk.start_pass(1, 4, -1, neighbour=0)
+    trk.step(_frame(3), [back])
+    memories, pointers, _ = be.calls[-1]
+    assert [m.t_pos for m in memories] == [0, 0]
+    assert [p.t_diff for p in pointers] == [1]  # backwards, frame 4 is the past, 1 away
+    trk.step(_frame(2), [back])
+    memories, pointers, _ = be.calls[-1]
+    assert [m.t_pos for m in memories] == [0, 0, 6]  # + frame 3 as the previous frame
+    assert [p.t_diff for p in pointers] == [2, 1]
 
 
 def test_bank_bounded_over_a_long_clip():
     be = FakeBackend()
     trk = Tracker(be, Sam2Policy(), _info(3000), fill_hole_area=0)
-    trk.add_prompt(Prompt(0, 1, mask=np.ones((H, W), bool)))
-    for t in range(3000):
-        res = trk.step(_frame(t))
-        assert res.info["memory"][1]["entries"] <= 1 + 6 + 16
+    trk.prompt(_frame(0), Prompt(0, 1, mask=_mask()))
+    pid = trk.start_pass(1, 0, 1)
+    for t in range(1, 3000):
+        (res,) = trk.step(_frame(t), [pid])
+        assert res.info["memory"]["entries"] <= 1 + 6 + 16
+    trk.end_pass(pid)
     assert trk.report()["1"]["peak_bank_entries"] <= 1 + 15 + 1
 
 
@@ -107,31 +125,33 @@ def test_bank_bounded_over_a_long_clip():
     (Prompt(0, 1), "none"),
     (Prompt(0, 1, points=np.zeros((2, 2), np.float32), labels=np.zeros(3, np.int32)), "labels"),
     (Prompt(0, 1, box=np.zeros(3, np.float32)), "box"),
+    (Prompt(1, 1, mask=np.ones((H, W), bool)), "given with frame 0"),
 ])
 def test_invalid_prompts(bad, match):
     with pytest.raises(PromptError, match=match):
-        Tracker(FakeBackend(), Sam2Policy(), _info()).add_prompt(bad)
+        Tracker(FakeBackend(), Sam2Policy(), _info()).prompt(_frame(0), bad)
 
 
-def test_prompt_for_a_past_frame_and_frames_out_of_order():
+def test_passes_step_consecutive_frames_from_a_known_anchor():
     trk = Tracker(FakeBackend(), Sam2Policy(), _info())
-    trk.add_prompt(Prompt(0, 1, mask=np.ones((H, W), bool)))
-    trk.step(_frame(0))
-    with pytest.raises(PromptError, match="not yet tracked"):
-        trk.add_prompt(Prompt(0, 1, mask=np.ones((H, W), bool)))
-    with pytest.raises(PromptError, match="expected frame 1"):
-        trk.step(_frame(2))
+    with pytest.raises(PromptError, match="no prompt on frame 3"):
+        trk.start_pass(1, 3, 1)
+    trk.prompt(_frame(3), Prompt(3, 1, mask=_mask()))
+    pid = trk.start_pass(1, 3, -1)
+    with pytest.raises(VosfxError, match="expected frame 2, found 4"):
+        trk.step(_frame(4), [pid])
+    (res,) = trk.step(_frame(2), [pid])
+    assert res.frame_index == 2 and res.info["direction"] == -1
 
 
-def test_a_range_may_start_at_any_frame():
-    """vosfx matte --start 10: the first frame stepped is 10, then 11, 12, ..."""
+def test_model_input_is_what_the_encoder_resizes_to():
     trk = Tracker(FakeBackend(), Sam2Policy(), _info())
-    trk.add_prompt(Prompt(12, 1, mask=np.ones((H, W), bool)))
-    for t in (10, 11, 12, 13):
-        res = trk.step(_frame(t))
-    assert res.frame_index == 13 and res.object_score_logits[0] > 0
-    with pytest.raises(PromptError, match="expected frame 14"):
-        trk.step(_frame(10))
+    rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), np.uint8)
+    small = trk.model_input(Frame(0, rgb, None, Fraction(1)))
+    assert small.image.shape == (64, 64, 3) and small.image.dtype == np.uint8
+    from vosfx.engine.backend import preprocess
+
+    np.testing.assert_array_equal(preprocess(small.image, 64), preprocess(rgb, 64))
 
 
 @pytest.mark.parametrize("hole_px, max_area, filled", [(1, 8, True), (9, 8, False),
@@ -159,15 +179,18 @@ def test_real_model_small_run():
     trk = Tracker(be, Sam2Policy(), _info(20))
     mask = np.zeros((H, W), bool)
     mask[5:15, 8:20] = True
-    trk.add_prompt(Prompt(0, 1, mask=mask))
-    for t in range(20):
-        res = trk.step(Frame(t, rng.integers(0, 256, (H, W, 3), np.uint8), t, Fraction(1, 25)))
-        assert res.logits.shape == (1, 16, 16) and np.isfinite(res.logits).all()
+
+    def frame(t):
+        return Frame(t, rng.integers(0, 256, (H, W, 3), np.uint8), t, Fraction(1, 25))
+
+    trk.prompt(frame(0), Prompt(0, 1, mask=mask))
+    pid = trk.start_pass(1, 0, 1)
+    for t in range(1, 20):
+        (res,) = trk.step(frame(t), [pid])
+        assert res.logits.shape == (16, 16) and np.isfinite(res.logits).all()
+    trk.end_pass(pid)
     torch.set_num_threads(threads)
-    rep = trk.report()["1"]
-    assert rep["peak_bank_entries"] <= 1 + 15 + 1
-    # bf16 memories (1, 64, 4, 4) + float32 pointers (1, 256)
-    assert rep["bank_bytes"] <= (1 + 15) * (64 * 4 * 4 * 2 + 256 * 4)
+    assert trk.report()["1"]["peak_bank_entries"] <= 1 + 15 + 1
 
 
 def test_load_engine_from_a_checkpoint_file(tmp_path, config_home):
@@ -183,9 +206,8 @@ def test_load_engine_from_a_checkpoint_file(tmp_path, config_home):
     assert engine.model_sha256 == digest
     with engine:
         trk = engine.start(_info(3), MemoryConfig(policy="sam2"))
-        trk.add_prompt(Prompt(0, 1, mask=np.ones((H, W), bool)))
-        res = trk.step(_frame(0))
-        assert res.logits.shape == (1, 16, 16) and res.object_score_logits[0] == 10.0
+        res = trk.prompt(_frame(0), Prompt(0, 1, mask=np.ones((H, W), bool)))
+        assert res.logits.shape == (16, 16) and res.object_score_logit == 10.0
 
 
 def test_missing_torch_names_the_extra(monkeypatch):

@@ -71,12 +71,19 @@ def default_output(input_path: str, fmt: str) -> str:
               help="Also write this format in the same pass (repeatable).")
 @click.option("--objects", help="Comma-separated object ids to keep (palette masks).")
 @click.option("--mask-frame", type=int, default=0, show_default=True,
-              help="Frame the MASK belongs to.")
-@click.option("--point", "points", multiple=True,
-              help="Positive click x,y in pixels (repeatable); with a MASK, the clicks and "
-                   "--box make one more object.")
-@click.option("--neg-point", "neg_points", multiple=True, help="Negative click x,y.")
-@click.option("--box", help="Box x0,y0,x1,y1 in pixels.")
+              help="Frame the MASK belongs to (and the default frame of every prompt).")
+@click.option("--mask", "masks", multiple=True, metavar="[FRAME:]PATH[@OBJ]",
+              help="Another mask image, on FRAME (repeatable): prompts on any frame; @OBJ "
+                   "makes the whole mask that object.")
+@click.option("--point", "points", multiple=True, metavar="[FRAME:]X,Y[@OBJ]",
+              help="Include click in pixels (repeatable), on FRAME for object OBJ (default "
+                   "--obj); with masks, clicks make one more object.")
+@click.option("--neg-point", "neg_points", multiple=True, metavar="[FRAME:]X,Y[@OBJ]",
+              help="Exclude click, as --point.")
+@click.option("--box", "boxes", multiple=True, metavar="[FRAME:]X0,Y0,X1,Y1[@OBJ]",
+              help="Box in pixels (one per frame and object; repeatable).")
+@click.option("--obj", "obj_id", type=click.IntRange(1, 254),
+              help="Object id of clicks and boxes without @OBJ.")
 @click.option("--start", type=int, default=0, show_default=True, help="First frame (0-based).")
 @click.option("--end", type=int, help="Stop before this frame.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -153,7 +160,7 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
 def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     import os
 
-    from vosfx.job import Job, PromptSpec, load_job_file
+    from vosfx.job import Job, load_job_file
     from vosfx.presets import resolve_config
 
     if offline:
@@ -165,21 +172,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         return load_job_file(job_file, cli_overrides=overrides)
     if not input_path:
         raise click.UsageError("missing INPUT: a video file, an image folder or a %05d pattern")
-    import numpy as np
-
-    from vosfx.io.prompts import parse_box, parse_points
-
-    prompts = []
-    if mask:
-        prompts.append(PromptSpec(frame=opts["mask_frame"], mask=mask))
-    # --point x,y is positive, --neg-point x,y negative (the parser's signed-token form)
-    clicks = ";".join([f"+{p}" for p in opts["points"]] + [f"-{p}" for p in opts["neg_points"]])
-    pts, labels = parse_points(clicks) if clicks else (np.zeros((0, 2)), np.zeros(0))
-    box = tuple(parse_box(opts["box"]).tolist()) if opts["box"] else None
-    if len(pts) or box:
-        prompts.append(PromptSpec(frame=opts["mask_frame"],
-                                  points=tuple(map(tuple, pts.tolist())),
-                                  labels=tuple(labels.tolist()), box=box))
+    prompts = _prompt_specs(mask, opts)
     if not prompts:
         raise click.UsageError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
     config = resolve_config(presets, overrides)
@@ -196,6 +189,58 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         config=config, presets=tuple(presets), start=opts["start"], end=opts["end"],
         overwrite=opts["overwrite"], fit=opts["fit"], objects=objects, fps=opts["fps"],
     )
+
+
+def _prompt_specs(mask, opts) -> list:
+    """PromptSpecs from MASK, --mask, --point, --neg-point and --box: each value may name its
+    frame (``FRAME:``, default --mask-frame) and object (``@OBJ``, default --obj); clicks and
+    boxes on one frame for one object make one prompt. Masks come first (their ids decide
+    the default id of clicks)."""
+    from vosfx.io.prompts import parse_box, parse_points, split_prompt_option
+    from vosfx.job import PromptSpec
+
+    default_frame = opts["mask_frame"]
+    specs = []
+    if mask:
+        specs.append(PromptSpec(frame=default_frame, mask=mask))
+    for value in opts["masks"]:
+        frame, path, obj = split_prompt_option(value)
+        if not path:
+            raise click.BadParameter(f"expected [FRAME:]PATH[@OBJ], found {value!r}",
+                                     param_hint="--mask")
+        specs.append(PromptSpec(frame=default_frame if frame is None else frame, obj_id=obj,
+                                mask=path))
+    groups: dict[tuple[int, int | None], dict] = {}
+    flags = [("--point", "+", v) for v in opts["points"]]
+    flags += [("--neg-point", "-", v) for v in opts["neg_points"]]
+    for flag, sign, value in flags:
+        frame, xy, obj = split_prompt_option(value)
+        key = (default_frame if frame is None else frame, obj if obj else opts["obj_id"])
+        try:
+            pts, labels = parse_points(sign + xy)
+        except VosfxError as err:
+            raise click.BadParameter(str(err), param_hint=flag) from None
+        g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
+        g["points"] += pts.tolist()
+        g["labels"] += labels.tolist()
+    for value in opts["boxes"]:
+        frame, text, obj = split_prompt_option(value)
+        key = (default_frame if frame is None else frame, obj if obj else opts["obj_id"])
+        try:
+            box = tuple(parse_box(text).tolist())
+        except VosfxError as err:
+            raise click.BadParameter(str(err), param_hint="--box") from None
+        g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
+        if g["box"] is not None:
+            raise click.BadParameter(f"two boxes for frame {key[0]}"
+                                     + (f", object {key[1]}" if key[1] else "")
+                                     + "; a prompt takes one box", param_hint="--box")
+        g["box"] = box
+    for (frame, obj), g in groups.items():
+        specs.append(PromptSpec(frame=frame, obj_id=obj,
+                                points=tuple(map(tuple, g["points"])),
+                                labels=tuple(g["labels"]), box=g["box"]))
+    return specs
 
 
 def _run_interruptible(job, on_progress):

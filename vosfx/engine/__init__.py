@@ -10,24 +10,53 @@ This module imports nothing heavy: backends are imported by :func:`load_engine`.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
 
 from vosfx.config import MemoryConfig, ModelConfig
-from vosfx.types import Frame, MaskResult, Prompt, VideoInfo
+from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
 
 class Session(Protocol):
-    """Tracking state for one clip. Frames arrive in order, once each."""
+    """An engine's tracking state for one clip: *anchors* (prompted frames, computed in image
+    mode) and *passes* (one object propagated from one anchor, forwards or backwards). The
+    clip session (:class:`vosfx.session.ClipSession`) decides which passes run where; this
+    seam only executes them (``engine/tracker.py`` is SAM 2's, ``tests/fakes.py`` the test
+    double's)."""
 
-    def add_prompt(self, prompt: Prompt) -> None:
-        """Register a prompt; it applies when its frame is stepped (a correction on a later
-        frame replaces the prediction there and conditions what follows)."""
+    low_res: int  # side of the low-res logits (image_size // 4)
+
+    def encode(self, frame: Frame) -> Any:
+        """The frame's image features (opaque; pass them back to skip the encoder)."""
         ...
 
-    def step(self, frame: Frame, *, shot_id: int = 0) -> MaskResult: ...
+    def model_input(self, frame: Frame) -> Frame:
+        """The frame as the model sees it (S x S), for stashing between passes."""
+        ...
+
+    def prompt(self, frame: Frame, prompt: Prompt, *, shot_id: int = 0,
+               previous: np.ndarray | None = None, features: Any = None) -> ObjectResult:
+        """The object's output on ``frame`` for ``prompt`` (its anchor there)."""
+        ...
+
+    def set_shot(self, obj_id: int, frame_index: int, shot_id: int) -> None: ...
+
+    def remove_anchor(self, obj_id: int, frame_index: int) -> None: ...
+
+    def remove_object(self, obj_id: int) -> None: ...
+
+    def start_pass(self, obj_id: int, anchor: int, direction: int, *,
+                   neighbour: int | None = None) -> int: ...
+
+    def step(self, frame: Frame, pass_ids: Sequence[int], *, shot_id: int = 0,
+             features: Any = None) -> list[ObjectResult]: ...
+
+    def end_pass(self, pass_id: int) -> None: ...
 
     def report(self) -> dict:
-        """Per-object memory events for the sidecar (promoted frames, quality, ...)."""
+        """Per-object memory events for the sidecar (promoted frames, peak bank size)."""
         ...
 
     def close(self) -> None: ...

@@ -173,6 +173,24 @@ def parse_box(text: str, *, video_size: tuple[int, int] | None = None) -> np.nda
     return box
 
 
+_FRAME_PREFIX = re.compile(r"^\s*(\d+)\s*:(.*)$", re.DOTALL)
+_OBJ_SUFFIX = re.compile(r"^(.*?)\s*@\s*(\d+)\s*$", re.DOTALL)
+
+
+def split_prompt_option(text: str) -> tuple[int | None, str, int | None]:
+    r"""``"[FRAME:]BODY[@OBJ]"`` -> (frame or None, body, object id or None): the CLI's prompt
+    options (``--point 120:640,360@2``, ``--mask 40:hand.png``). A Windows drive (``C:\``)
+    is not a frame."""
+    frame = obj = None
+    m = _FRAME_PREFIX.match(text)
+    if m is not None:
+        frame, text = int(m.group(1)), m.group(2)
+    m = _OBJ_SUFFIX.match(text)
+    if m is not None:
+        text, obj = m.group(1), int(m.group(2))
+    return frame, text.strip(), obj
+
+
 def check_inside(xy: np.ndarray, video_size: tuple[int, int], what: str) -> None:
     """xy: (N, 2) pixel x, y; inside means 0 <= x <= W and 0 <= y <= H (edges included,
     as clicks and boxes are continuous coordinates)."""

@@ -7,6 +7,15 @@ plugins (through ``vosfx matte --job``), ``vosfx bench`` (``bench.py``) and the 
 detector, ``presence.py`` the presence intervals of its report.
 """
 
-from vosfx.pipeline.loop import JobReport, ProgressCallback, plan_outputs, resolve_prompts, run
+from vosfx.pipeline.loop import (
+    JobReport,
+    ProgressCallback,
+    plan_outputs,
+    resolve_prompts,
+    results_in_order,
+    run,
+    track_arrays,
+)
 
-__all__ = ["JobReport", "ProgressCallback", "plan_outputs", "resolve_prompts", "run"]
+__all__ = ["JobReport", "ProgressCallback", "plan_outputs", "resolve_prompts",
+           "results_in_order", "run", "track_arrays"]

@@ -11,11 +11,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from vosfx._version import __version__
+from vosfx.config import MemoryConfig
 from vosfx.errors import Cancelled, ConfigError, PromptError
 from vosfx.job import Job, PromptSpec
 from vosfx.types import (
@@ -163,44 +165,49 @@ def results_in_order(session, open_frames, *, on_progress: ProgressCallback | No
     decoded again in order; from the split point on, frames are tracked as they stream. So a
     frame is decoded at most twice, and only when a prompt comes after it.
     """
-    timings = timings if timings is not None else defaultdict(float)
+    timings = timings if timings is not None else {}
+    for key in ("track", "decode_wait"):
+        timings.setdefault(key, 0.0)
     start, end = session.start, session.end
     split = session.split_point()
-    if split > start:
-        total = split - start
-        with open_frames(start, split) as src, session.open_sweep(cancel=cancel) as sweep:
-            t_wall = time.perf_counter()
-            for done, frame in enumerate(src, 1):
-                t0 = time.perf_counter()
-                sweep.visit(frame)
-                timings["track"] += time.perf_counter() - t0
-                if on_progress is not None:
-                    elapsed = time.perf_counter() - t_wall
-                    on_progress(ProgressEvent(
-                        "track", done, total, frame.index, done / elapsed if elapsed else 0.0,
-                        message=f"tracking frames {start}..{split - 1} in both directions "
-                                "before writing"))
     collected: list[ObjectResult] = []
-    with open_frames(start, end) as src, session.open_sweep(on_frame=collected.append,
-                                                            cancel=cancel) as sweep:
-        it = iter(src)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(it, None)
-            t1 = time.perf_counter()
-            timings["decode_wait"] += t1 - t0
-            if frame is None:
-                break
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled; no output was written")
-            if frame.index < split:
-                result = session.result(frame.index)
-            else:
-                collected.clear()
-                sweep.visit(frame, keep=False)
-                result = _assemble(session, frame.index, collected)
-            timings["track"] += time.perf_counter() - t1
-            yield frame, result
+    # one sweep for both halves: a forward pass begun before the split goes on after it
+    with session.open_sweep(on_frame=collected.append, cancel=cancel) as sweep:
+        if split > start:
+            total = split - start
+            with open_frames(start, split) as src:
+                t_wall = time.perf_counter()
+                for done, frame in enumerate(src, 1):
+                    t0 = time.perf_counter()
+                    sweep.visit(frame)
+                    collected.clear()
+                    timings["track"] += time.perf_counter() - t0
+                    if on_progress is not None:
+                        elapsed = time.perf_counter() - t_wall
+                        on_progress(ProgressEvent(
+                            "track", done, total, frame.index,
+                            done / elapsed if elapsed else 0.0,
+                            message=f"tracking frames {start}..{split - 1} in both directions "
+                                    "before writing"))
+        with open_frames(start, end) as src:
+            it = iter(src)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                t1 = time.perf_counter()
+                timings["decode_wait"] += t1 - t0
+                if frame is None:
+                    break
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled; no output was written")
+                if frame.index < split:
+                    result = session.result(frame.index)
+                else:
+                    collected.clear()
+                    sweep.visit(frame, keep=False)
+                    result = _assemble(session, frame.index, collected)
+                timings["track"] += time.perf_counter() - t1
+                yield frame, result
 
 
 def _assemble(session, frame_index: int, streamed: list[ObjectResult]) -> MaskResult:
@@ -433,3 +440,27 @@ def _info_dict(info: VideoInfo) -> dict:
         "audio": info.has_audio,
         "first_frame_timecode": info.timecode or None,  # of the first frame rendered
     }
+
+
+def track_arrays(engine, images: list[np.ndarray], prompts: list[Prompt], *,
+                 memory: MemoryConfig | None = None
+                 ) -> Iterator[tuple[Frame, MaskResult]]:
+    """The one loop's tracking half over frames already in memory ((H, W, 3) uint8 RGB, frame
+    ``i`` at index ``i``): (frame, MaskResult) in order. For the Python API, benchmarks and
+    tests; ``engine`` is a loaded Engine (e.g. ``SamEngine(backend, ...)``)."""
+    from contextlib import contextmanager
+
+    from vosfx.session import ClipSession
+
+    h, w = images[0].shape[:2]
+    info = VideoInfo(path="", width=w, height=h, num_frames=len(images), fps=None,
+                     time_base=Fraction(1))
+    frames = [Frame(i, img, None, Fraction(1)) for i, img in enumerate(images)]
+
+    @contextmanager
+    def open_frames(lo: int, hi: int):
+        yield iter(frames[lo:hi])
+
+    with ClipSession(engine, info, memory or MemoryConfig(policy="sam2")) as session:
+        session.set_prompts(prompts)
+        yield from results_in_order(session, open_frames)

@@ -336,7 +336,7 @@ class ClipSession:
         if frame.index in self._shots:
             return self._shots[frame.index]
         if self._detector is None:
-            from vosfx.pipeline.shots import ShotDetector
+            from vosfx.session.shots import ShotDetector
 
             self._detector = ShotDetector(threshold=self.memory.shot_threshold,
                                           min_shot_frames=self.memory.shot_min_frames)

@@ -1,0 +1,236 @@
+"""The clip session: the nearest-prompt rule, incremental prompts, corrections that stick,
+results on disk, decoding each frame at most twice (with the FakeEngine; the real model's
+parity is tests/test_parity.py)."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from tests.fakes import LOWRES, FakeEngine, prompt_logits
+from vosfx.config import MemoryConfig
+from vosfx.errors import Cancelled, PromptError
+from vosfx.pipeline import results_in_order
+from vosfx.session import ClipSession, plan_object
+from vosfx.session.frames import ListFrames
+from vosfx.session.store import FrameStash
+from vosfx.types import Frame, Prompt, VideoInfo
+
+H, W, N = 32, 48, 30
+
+
+def _info(n=N):
+    return VideoInfo(path="", width=W, height=H, num_frames=n, fps=Fraction(25),
+                     time_base=Fraction(1, 25))
+
+
+def _frames(n=N):
+    rng = np.random.default_rng(0)
+    return [Frame(t, rng.integers(0, 256, (H, W, 3), np.uint8), t, Fraction(1, 25))
+            for t in range(n)]
+
+
+def _mask(x0, x1):
+    m = np.zeros((H, W), bool)
+    m[8:24, x0:x1] = True
+    return m
+
+
+def _session(n=N, memory=None, **kw):
+    engine = FakeEngine()
+    info = _info(n)
+    session = ClipSession(engine, info, memory or MemoryConfig(policy="sam2"),
+                          frames=ListFrames(info, _frames(n)), **kw)
+    return session, engine.sessions[0]
+
+
+@pytest.mark.parametrize("prompted, start, end, backward, want", [
+    # one prompt mid-range: back to the start, on to the end
+    ([10], 0, 30, True, [(10, -1, None, range(0, 10)), (10, 1, None, range(11, 30))]),
+    # two prompts: the gap split at its middle (ties go forwards), each half attends both
+    ([0, 10], 0, 30, True, [(0, 1, 10, range(1, 6)), (10, -1, 0, range(6, 10)),
+                            (10, 1, None, range(11, 30))]),
+    ([0, 9], 0, 12, True, [(0, 1, 9, range(1, 5)), (9, -1, 0, range(5, 9)),
+                           (9, 1, None, range(10, 12))]),
+    # adjacent prompts leave no gap; a prompt on the last frame has no tail
+    ([3, 4], 0, 5, True, [(3, -1, None, range(0, 3))]),
+    # the range clips prompts outside it
+    ([2, 20], 5, 15, True, []),
+    ([2, 8, 20], 5, 15, True, [(8, -1, None, range(5, 8)), (8, 1, None, range(9, 15))]),
+    # --forward-only: nothing before the first prompt, each gap forwards from its left end
+    ([5, 10], 0, 15, False, [(5, 1, 10, range(6, 10)), (10, 1, None, range(11, 15))]),
+])
+def test_plan_object_is_the_nearest_prompt_rule(prompted, start, end, backward, want):
+    got = plan_object(1, prompted, start, end, backward=backward)
+    assert [(p.anchor, p.direction, p.neighbour, p.frames) for p in got] == want
+    covered = sorted(t for p in got for t in p.frames)
+    in_range = [f for f in prompted if start <= f < end]
+    if backward and in_range:  # every frame of the range: a prompt or exactly one pass
+        assert sorted(covered + in_range) == list(range(start, end))
+
+
+def test_add_prompt_answers_at_once_and_track_fills_every_frame():
+    session, fake = _session()
+    res = session.add_prompt(Prompt(12, 1, mask=_mask(4, 20)))
+    assert res.frame_index == 12 and res.obj_ids == (1,)
+    np.testing.assert_array_equal(res.logits[0], prompt_logits(_mask(4, 20)))
+    assert fake.steps == []  # image mode: nothing tracked yet
+    assert not session.has_result(3)
+    stepped = session.track()
+    assert stepped == N - 1
+    for t in range(N):
+        r = session.result(t)
+        np.testing.assert_array_equal(r.logits[0], prompt_logits(_mask(4, 20)))
+    # frames 0..11 backwards from 12, 13..29 forwards, each once
+    assert sorted(f for _o, f, _d in fake.stepped) == [t for t in range(N) if t != 12]
+    assert {d for _o, f, d in fake.stepped if f < 12} == {-1}
+    assert session.track() == 0  # nothing stale
+
+
+def test_an_object_added_later_is_tracked_back_to_the_start():
+    session, fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    session.add_prompt(Prompt(20, 2, mask=_mask(30, 44)))
+    fake.stepped.clear()
+    session.track()
+    assert all(o == 2 for o, _f, _d in fake.stepped)  # object 1 is not redone
+    for t in (0, 10, 19, 25):
+        r = session.result(t)
+        assert r.obj_ids == (1, 2) and (r.object_score_logits > 0).all()
+        np.testing.assert_array_equal(r.logits[1], prompt_logits(_mask(30, 44)))
+
+
+def test_a_correction_sticks_and_only_its_gap_is_redone():
+    session, fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.add_prompt(Prompt(20, 1, mask=_mask(4, 12)))
+    session.track()
+    fixed = Prompt(8, 1, mask=_mask(20, 36))  # the user fixes tracked frame 8
+    corrected = session.add_prompt(fixed).logits[0].copy()
+    fake.stepped.clear()
+    session.track()
+    redone = sorted(f for _o, f, _d in fake.stepped)
+    assert redone == [t for t in range(1, 20) if t != 8]  # only between its neighbours
+    np.testing.assert_array_equal(session.result(8).logits[0], corrected)  # unchanged
+    # the frames nearer to frame 8 follow the correction, the others their own prompts
+    for t in (5, 6, 7, 9, 13, 14):
+        np.testing.assert_array_equal(session.result(t).logits[0], corrected)
+    for t in (1, 4, 15, 19, 25):
+        np.testing.assert_array_equal(session.result(t).logits[0],
+                                      prompt_logits(_mask(4, 12)))
+
+
+def test_clicks_on_a_frame_refine_its_previous_output():
+    seen = []
+    session, fake = _session()
+    real = fake.prompt
+
+    def spy(frame, prompt, **kw):
+        seen.append(kw.get("previous"))
+        return real(frame, prompt, **kw)
+
+    fake.prompt = spy
+    click = Prompt(5, 1, points=np.array([[10, 10]], np.float32), labels=np.array([1]))
+    first = session.add_prompt(click).logits[0].copy()
+    session.add_prompt(Prompt(5, 1, points=np.array([[10, 10], [30, 10]], np.float32),
+                              labels=np.array([1, 0])))
+    session.add_prompt(click, refine=False)
+    assert seen[0] is None  # nothing on the frame yet
+    np.testing.assert_array_equal(seen[1], first)  # SAM 2's prev_sam_mask_logits
+    assert seen[2] is None
+
+
+def test_remove_prompt_and_delete_object():
+    session, _fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.add_prompt(Prompt(10, 1, mask=_mask(20, 30)))
+    session.add_prompt(Prompt(0, 2, mask=_mask(30, 40)))
+    session.track()
+    session.remove_prompt(1, 10)
+    assert session.prompted_frames(1) == [0]
+    assert any(pl.obj_id == 1 for pl in session.stale())
+    session.track()
+    np.testing.assert_array_equal(session.result(15).logits[0], prompt_logits(_mask(4, 12)))
+    session.delete_object(2)
+    assert session.obj_ids == (1,) and session.result(3).obj_ids == (1,)
+    with pytest.raises(PromptError, match="no prompt on frame 4"):
+        session.remove_prompt(1, 4)
+    session.remove_prompt(1, 0)  # the last prompt: the object goes
+    assert session.obj_ids == ()
+
+
+def test_prompts_outside_the_range_are_refused():
+    session, _fake = _session(start=5, end=20)
+    with pytest.raises(PromptError, match=r"outside the frames being matted \(5..19\)"):
+        session.add_prompt(Prompt(20, 1, mask=_mask(4, 12)))
+
+
+def test_cancel_stops_tracking():
+    session, _fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    stop = threading.Event()
+    done = []
+
+    def on_frame(res):
+        done.append(res.frame_index)
+        if len(done) == 3:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        session.track(on_frame=on_frame, cancel=stop)
+    assert len(done) == 3 and session.stale()  # still to do
+
+
+def _counting_open(frames, counts):
+    @contextmanager
+    def open_frames(lo, hi):
+        def gen():
+            for f in frames[lo:hi]:
+                counts[f.index] = counts.get(f.index, 0) + 1
+                yield f
+        yield gen()
+    return open_frames
+
+
+@pytest.mark.parametrize("prompt_frames, split", [
+    ([0], 0),  # prompt on the first frame: one pass, nothing decoded twice
+    ([12], 13),  # mid-clip: the lead-in first, then everything written in order
+    ([3, 17, 25], 26),
+])
+def test_the_loop_decodes_each_frame_at_most_twice(prompt_frames, split):
+    frames = _frames()
+    engine = FakeEngine()
+    counts: dict[int, int] = {}
+    with ClipSession(engine, _info(), MemoryConfig(policy="sam2")) as session:
+        session.set_prompts([Prompt(f, 1 + i % 2, mask=_mask(4 + i, 20 + i))
+                             for i, f in enumerate(prompt_frames)])
+        assert session.split_point() == split
+        out = list(results_in_order(session, _counting_open(frames, counts)))
+    assert [f.index for f, _r in out] == list(range(N))
+    assert all(counts[t] == (2 if t < split else 1) for t in range(N)), counts
+    fake = engine.sessions[0]
+    assert sorted(f for _o, f in fake.prompted) == sorted(prompt_frames)  # once each
+    for _f, res in out:  # every object has a result on every frame it is tracked
+        assert (res.object_score_logits > 0).all()
+
+
+def test_results_and_stash_stay_on_disk_and_bounded():
+    stash = FrameStash(__import__("pathlib").Path(__import__("tempfile").mkdtemp()))
+    img = np.zeros((8, 8, 3), np.uint8)
+    for t in range(200):  # a sweep that stashes 10 frames at a time, then frees them
+        stash.put(t, img + t % 250)
+        if t % 10 == 9:
+            stash.discard(range(t - 9, t + 1))
+    assert stash.slots == FrameStash.CHUNK  # slots reused, not one per frame
+    session, _fake = _session(n=N)
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    path = session._scratch.path
+    assert (path / "logits_1.f32").stat().st_size == N * LOWRES * LOWRES * 4
+    session.close()
+    assert not path.exists()
