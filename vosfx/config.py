@@ -49,6 +49,8 @@ class MemoryConfig:
     max_cond_frames: int = _opt(16, lo=1, hi=256,
                                 doc="cap on conditioning memory; oldest promoted leave first")
     skip_absent: bool = _opt(False, doc="do not write frames without the object to memory")
+    reprompt: bool = _opt(False, doc="re-prompt the decoder from the last reliable mask when a "
+                                     "frame's quality or area drops sharply")
     track_backward: bool = _opt(True, doc="matte the frames before the first prompt by "
                                           "tracking backwards from it")
     shot_threshold: float = _opt(0.0, lo=0.0, hi=255.0, doc="cut threshold; 0: detector default")

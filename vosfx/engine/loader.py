@@ -31,7 +31,7 @@ class SamEngine:
         from vosfx.engine.tracker import Tracker
 
         return Tracker(self.backend, lambda: make_policy(memory), info,
-                       fill_hole_area=self.fill_hole_area)
+                       fill_hole_area=self.fill_hole_area, reprompt=memory.reprompt)
 
     def close(self) -> None:
         self.backend = None

@@ -37,6 +37,7 @@ from vosfx.engine.backend import Backend, ImageFeatures, MemoryItem, PointerItem
 from vosfx.engine.bank import MemoryBank
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
 from vosfx.engine.policies.candidates import Candidates
+from vosfx.engine.reprompt import Reprompter
 from vosfx.errors import PromptError, VosfxError
 from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
@@ -115,6 +116,7 @@ class _Pass:
     last: int  # the last frame stepped (the anchor before the first step)
     events: dict[int, str] = field(default_factory=dict)
     promoted: dict[int, list[int]] = field(default_factory=dict)
+    reprompter: Reprompter | None = None  # re-prompt refinement state, when enabled
 
 
 class Tracker:
@@ -123,14 +125,16 @@ class Tracker:
     ``policy``: a callable returning a fresh :class:`MemoryPolicy` (one per pass), or a policy
     instance that is deep-copied. ``fill_hole_area``: SAM 2's post-processing (8 in its video
     predictor; the official code skips it without its CUDA extension, so use 0 to match a CPU
-    run).
+    run). ``reprompt``: re-prompt refinement on sharp quality or area drops
+    (vosfx/engine/reprompt.py).
     """
 
     def __init__(self, backend: Backend, policy: MemoryPolicy | Callable[[], MemoryPolicy],
-                 info: VideoInfo, *, fill_hole_area: int = 8) -> None:
+                 info: VideoInfo, *, fill_hole_area: int = 8, reprompt: bool = False) -> None:
         self.backend = backend
         self.info = info
         self.fill_hole_area = fill_hole_area
+        self.reprompt = reprompt
         self._policy = policy
         self._anchors: dict[int, dict[int, _Anchor]] = {}
         self._passes: dict[int, _Pass] = {}
@@ -242,7 +246,8 @@ class Tracker:
                 raise PromptError(f"object {obj_id} has no prompt on frame {f}")
         bank = MemoryBank(self.backend.num_maskmem, self.backend.max_obj_ptrs,
                           self.info.num_frames)
-        ps = _Pass(obj_id, anchor, direction, neighbour, self._new_policy(), bank, anchor)
+        ps = _Pass(obj_id, anchor, direction, neighbour, self._new_policy(), bank, anchor,
+                   reprompter=Reprompter() if self.reprompt else None)
         # conditioning memory in frame order, as the predictor stores prompts added in order
         for f in sorted(x for x in (anchor, neighbour) if x is not None):
             a = known[f]
@@ -308,6 +313,11 @@ class Tracker:
 
         # computed for every policy: the sidecar reports it per frame (~0.5 ms at 256²)
         quality = frame_quality(score, all_ious, filled)
+        reprompt = None
+        if ps.reprompter is not None:
+            req = TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
+            (low, iou, all_ious, ptr, score, filled, quality), reprompt = self._reprompt(
+                ps, t, req, (low, iou, all_ious, ptr, score, filled, quality))
         entry = MemoryEntry(frame_index=r, shot_id=shot_id, is_prompt=False,
                             object_score_logit=float(score), iou=float(iou), quality=quality)
         decision = ps.policy.observe(entry, ps.bank)
@@ -318,6 +328,8 @@ class Tracker:
         promoted = [self._source(ps, f) for f in decision.promote]
         if decision.event:
             ps.events[t] = decision.event
+        if reprompt is not None:
+            ps.events[t] = "; ".join(e for e in (ps.events.get(t), reprompt["event"]) if e)
         if promoted:
             ps.promoted[t] = promoted
         info = {"memory": {"entries": len(ps.bank), "event": decision.event,
@@ -325,7 +337,39 @@ class Tracker:
                                                              for f in dropped],
                            "quality": quality},
                 "quality": quality, "direction": ps.direction, "anchor": ps.anchor}
+        if reprompt is not None:
+            info["reprompt"] = reprompt
         return ObjectResult(ps.obj_id, t, filled, float(score), float(iou), info)
+
+    def _reprompt(self, ps: _Pass, t: int, req: TrackRequest, current: tuple) -> tuple:
+        """Re-prompt refinement (vosfx/engine/reprompt.py): on a sharp drop, prompt the decoder
+        on this frame (same memory) with a box and point from the last reliable mask; keep the
+        new output if its quality is higher. Returns (the frame's output, the record or None)."""
+        from dataclasses import replace
+
+        from vosfx.engine.policies.rcms import frame_quality
+
+        rp = ps.reprompter
+        filled, quality = current[5], current[6]
+        if not rp.dropped(quality, int((filled > 0).sum())):
+            rp.record(t, filled, quality, reliable=True)
+            return current, None
+        coords, labels = rp.prompt(self.backend.image_size)
+        out = self.backend.track(replace(req, point_coords=coords, point_labels=labels))
+        low, iou, all_ious, ptr = self._choose(out, False, len(labels))
+        score = out.object_score_logit
+        filled2 = self._fill(low)
+        q2 = frame_quality(score, all_ious, filled2)
+        kept = q2 > quality
+        record = {"from_frame": rp.reliable_frame, "quality_before": quality,
+                  "quality_after": q2, "kept": kept,
+                  "event": f"reprompt {'kept' if kept else 'rejected'} "
+                           f"(quality {quality:.3f} -> {q2:.3f}, mask of frame "
+                           f"{rp.reliable_frame})"}
+        if kept:
+            current = (low, iou, all_ious, ptr, score, filled2, q2)
+        rp.record(t, current[5], current[6], reliable=kept)
+        return current, record
 
     def _choose(self, out, is_init_cond: bool, num_pts: int, policy: MemoryPolicy | None = None,
                 frame_index: int = 0) -> tuple:
