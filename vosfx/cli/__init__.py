@@ -18,6 +18,7 @@ COMMANDS = {
     "bench": "vosfx.cli.eval:bench",
     "batch": "vosfx.cli.batch:batch",
     "plugins": "vosfx.cli.plugins:plugins",
+    "studio": "vosfx.cli.studio:studio",
 }
 
 

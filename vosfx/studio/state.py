@@ -1,0 +1,506 @@
+"""One clip's studio: the engine session, the prompts as the user made them, undo/redo,
+finishing, tracking and render.
+
+Every prompt is kept as the job JSON spells it (:class:`FramePrompt`, one per object and
+frame) and turned into the engine's Prompt by the same function ``vosfx matte --job`` uses
+(:func:`vosfx.pipeline.resolve_prompts`), and each click recomputes the object's whole prompt
+on that frame from the clicks alone (``refine=False``): so the mask the page shows after a
+click is what a render of the saved job computes for that frame, exactly.
+
+Threads: the server calls in from its worker threads. ``_lock`` guards the session's prompts
+(a click, undo, delete); tracking and render run on one worker thread (:class:`Work`) that a
+click, Stop, a closed page or Ctrl-C cancels first. Results are read while tracking runs: the
+session's result store is written row by row and a read sees a frame before or after.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
+from vosfx.errors import Cancelled, ConfigError, OutputError, PromptError, VosfxError
+from vosfx.job import Job, PromptSpec
+from vosfx.types import MaskResult, ObjectResult
+
+Emit = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class FramePrompt:
+    """One object's whole prompt on one frame, as the user made it: clicks (``points`` in
+    source pixels with ``labels`` 1 include / 0 exclude) and an optional ``box``, or a
+    ``mask`` image file (a dropped mask replaces the clicks)."""
+
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    mask: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.points and self.box is None and self.mask is None
+
+    def spec(self, frame: int, obj_id: int) -> PromptSpec:
+        return PromptSpec(frame=frame, obj_id=obj_id, mask=self.mask, points=self.points,
+                          labels=self.labels, box=self.box)
+
+
+@dataclass
+class StudioObject:
+    obj_id: int
+    name: str
+
+
+@dataclass
+class Work:
+    """The one background job (track or render): its thread and its cancel flag."""
+
+    kind: str
+    thread: threading.Thread
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Studio:
+    """A clip open in the studio (a context manager).
+
+    ``clip``: any input ``vosfx matte`` accepts. ``engine``: the loaded engine (one per
+    studio). ``config``: the effective JobConfig (presets already applied) and ``presets``
+    their names, so a saved job names them. ``start``/``end``: the frames matted.
+    ``workdir``: this studio's folder under vosfx's cache (dropped masks); removed on close.
+    ``cache_bytes``: the byte budget shared by decoded frames and image features.
+    """
+
+    def __init__(self, clip: str, *, engine: Any, config: JobConfig,
+                 presets: tuple[str, ...] = (), start: int = 0, end: int | None = None,
+                 fps: float | None = None, workdir: Path, cache_bytes: int = 768 << 20,
+                 emit: Emit | None = None) -> None:
+        from vosfx.session import ClipSession
+        from vosfx.session.frames import SourceFrames
+
+        self.clip = str(Path(clip).resolve()) if "%" not in clip else clip
+        self.engine, self.config, self.presets, self.fps = engine, config, presets, fps
+        self.workdir = workdir
+        self.emit: Emit = emit or (lambda _ev: None)
+        # two decoders: the track worker walks its own, the viewer seeks in the other
+        self.track_frames = SourceFrames(self.clip, fps=fps, cache_bytes=cache_bytes // 4)
+        self.view_frames = SourceFrames(self.clip, fps=fps, cache_bytes=cache_bytes // 4)
+        self.info = self.view_frames.info
+        end = self.info.num_frames if end is None else min(end, self.info.num_frames)
+        if not 0 <= start < end:
+            raise ConfigError(f"--start {start} / --end {end}: expected a range inside the "
+                              f"clip's {self.info.num_frames} frames")
+        self.start, self.end = start, end
+        self.session = ClipSession(engine, self.info, config.memory, frames=self.track_frames,
+                                   start=start, end=end, feature_cache_bytes=cache_bytes // 2)
+        self.objects: dict[int, StudioObject] = {}
+        self.edits: dict[tuple[int, int], FramePrompt] = {}  # (obj, frame) -> prompt
+        self._undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
+        self._redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
+        self._lock = threading.RLock()
+        self.work: Work | None = None
+        self.memory_events: list[dict] = []
+        self.last_render: dict | None = None
+        self._mask_seq = 0
+
+    # --- objects --------------------------------------------------------------------------
+    def add_object(self, name: str | None = None) -> StudioObject:
+        with self._lock:
+            obj_id = max(self.objects, default=0) + 1
+            obj = StudioObject(obj_id, name or f"object {obj_id}")
+            self.objects[obj_id] = obj
+            return obj
+
+    def rename_object(self, obj_id: int, name: str) -> None:
+        name = name.strip()[:80]
+        if not name:
+            raise PromptError("an object's name cannot be empty")
+        self._object(obj_id).name = name
+
+    def delete_object(self, obj_id: int) -> None:
+        self._object(obj_id)
+        self.stop()
+        with self._lock:
+            if obj_id in self.session.obj_ids:
+                self.session.delete_object(obj_id)
+            for key in [k for k in self.edits if k[0] == obj_id]:
+                del self.edits[key]
+            self._undo = [u for u in self._undo if u[0] != obj_id]
+            self._redo = [u for u in self._redo if u[0] != obj_id]
+            del self.objects[obj_id]
+
+    def _object(self, obj_id: int) -> StudioObject:
+        if obj_id not in self.objects:
+            raise PromptError(f"there is no object {obj_id}; objects: {sorted(self.objects)}")
+        return self.objects[obj_id]
+
+    # --- prompts --------------------------------------------------------------------------
+    def click(self, obj_id: int, frame: int, x: float, y: float, label: int) -> MaskResult:
+        """Add an include (``label`` 1) or exclude (0) point for ``obj_id`` on ``frame``."""
+        old = self.edits.get((obj_id, frame)) or FramePrompt()
+        base = FramePrompt(box=old.box) if old.mask is not None else old
+        new = replace(base, points=(*base.points, (float(x), float(y))),
+                      labels=(*base.labels, int(label)))
+        return self.set_prompt(obj_id, frame, new)
+
+    def box(self, obj_id: int, frame: int, box: tuple[float, float, float, float]
+            ) -> MaskResult:
+        old = self.edits.get((obj_id, frame)) or FramePrompt()
+        base = FramePrompt() if old.mask is not None else old
+        x0, y0, x1, y1 = box
+        new = replace(base, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+        return self.set_prompt(obj_id, frame, new)
+
+    def drop_mask(self, obj_id: int, frame: int, data: bytes) -> MaskResult:
+        """A mask image dropped on the viewer (any image PIL reads; alpha or luma, scaled to
+        the clip's size): saved as a PNG in the workdir and made the object's prompt."""
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            opened = Image.open(io.BytesIO(data))
+            opened.load()
+        except (UnidentifiedImageError, OSError) as err:
+            raise PromptError(f"the dropped file is not an image PIL can read: {err}") from None
+        img = opened.getchannel("A") if "A" in opened.getbands() else opened.convert("L")
+        img = img.resize((self.info.width, self.info.height), Image.Resampling.NEAREST)
+        mask = (np.asarray(img) >= 128).astype(np.uint8) * 255
+        if not mask.any():
+            raise PromptError("the dropped mask is empty (no pixel >= 128)")
+        self._mask_seq += 1
+        path = self.workdir / f"mask_obj{obj_id}_f{frame}_{self._mask_seq}.png"
+        Image.fromarray(mask, "L").save(path)
+        return self.set_prompt(obj_id, frame, FramePrompt(mask=str(path)))
+
+    def set_prompt(self, obj_id: int, frame: int, new: FramePrompt | None, *,
+                   record: bool = True) -> MaskResult:
+        """Make ``new`` the object's whole prompt on ``frame`` (None or empty: remove it) and
+        compute that frame at once. Cancels tracking first (the pass would be stale)."""
+        self._object(obj_id)
+        if not self.start <= frame < self.end:
+            raise PromptError(f"frame {frame} is outside the frames being matted "
+                              f"({self.start}..{self.end - 1})")
+        self.stop()
+        with self._lock:
+            old = self.edits.get((obj_id, frame))
+            if new is not None and new.empty:
+                new = None
+            if new is None:
+                if old is not None:
+                    self.session.remove_prompt(obj_id, frame)
+                    del self.edits[(obj_id, frame)]
+            else:
+                prompt = self._resolve(obj_id, frame, new)
+                self.session.add_prompt(prompt, refine=False)
+                self.edits[(obj_id, frame)] = new
+            if record:
+                self._undo.append((obj_id, frame, old, new))
+                self._redo.clear()
+            return self.session.result(frame)
+
+    def _resolve(self, obj_id: int, frame: int, fp: FramePrompt):
+        from vosfx.pipeline import resolve_prompts
+
+        (prompt,) = resolve_prompts((fp.spec(frame, obj_id),), self.info, fit=False,
+                                    objects=None, start=self.start, end=self.end)
+        return prompt
+
+    def restore(self, job: Job) -> None:
+        """Reopen a saved job's prompts (ids as ``vosfx matte`` gives them: a mask without an
+        id holds its palette's objects, clicks without one go after the masks' ids)."""
+        from PIL import Image
+
+        from vosfx.pipeline import resolve_prompts
+
+        mask_ids: set[int] = set()
+        for spec in job.prompts:
+            if spec.mask is not None:
+                found = resolve_prompts((spec,), self.info, fit=job.fit, objects=job.objects,
+                                        start=self.start, end=self.end)
+                for p in found:
+                    if p.mask is None:
+                        continue
+                    path = self.workdir / f"mask_obj{p.obj_id}_f{p.frame_index}.png"
+                    Image.fromarray(p.mask.astype(np.uint8) * 255, "L").save(path)
+                    self._restore_one(p.obj_id, p.frame_index, FramePrompt(mask=str(path)))
+                    mask_ids.add(p.obj_id)
+                continue
+            obj = spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1
+            if job.objects is not None and obj not in job.objects:
+                continue
+            self._restore_one(obj, spec.frame, FramePrompt(spec.points, spec.labels, spec.box))
+
+    def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:
+        if obj_id not in self.objects:
+            self.objects[obj_id] = StudioObject(obj_id, f"object {obj_id}")
+        self.set_prompt(obj_id, frame, fp, record=False)
+
+    def undo(self) -> int | None:
+        """Undo the last prompt change; returns its frame (None: nothing to undo)."""
+        if not self._undo:
+            return None
+        obj_id, frame, old, new = self._undo.pop()
+        self.set_prompt(obj_id, frame, old, record=False)
+        self._redo.append((obj_id, frame, old, new))
+        return frame
+
+    def redo(self) -> int | None:
+        if not self._redo:
+            return None
+        obj_id, frame, old, new = self._redo.pop()
+        self.set_prompt(obj_id, frame, new, record=False)
+        self._undo.append((obj_id, frame, old, new))
+        return frame
+
+    # --- tracking -------------------------------------------------------------------------
+    def track(self) -> int:
+        """Start tracking every stale pass on the worker thread; returns the frames to do."""
+        self.stop()
+        with self._lock:
+            total = sum(len(pl.frames) for pl in self.session.stale())
+        done = [0]
+
+        def on_frame(res: ObjectResult) -> None:
+            done[0] += 1
+            memory = res.info.get("memory")
+            if memory:
+                self.memory_events.append({"frame": res.frame_index, "obj_id": res.obj_id,
+                                           "memory": _plain(memory)})
+            self.emit({"event": "frame", "frame": res.frame_index, "obj_id": res.obj_id,
+                       "present": res.object_score_logit > 0, "done": done[0],
+                       "total": total})
+
+        def body(cancel: threading.Event) -> None:
+            t0 = time.perf_counter()
+            with self._lock:
+                stepped = self.session.track(on_frame=on_frame, cancel=cancel)
+            self.emit({"event": "tracked", "frames": stepped,
+                       "seconds": round(time.perf_counter() - t0, 3)})
+
+        self._start_work("track", body)
+        return total
+
+    def stop(self) -> None:
+        """Cancel the running track or render and wait for it."""
+        work = self.work
+        if work is None:
+            return
+        work.cancel.set()
+        if work.thread is not threading.current_thread():
+            work.thread.join()
+
+    def _start_work(self, kind: str, body: Callable[[threading.Event], None]) -> None:
+        cancel = threading.Event()
+
+        def run() -> None:
+            try:
+                body(cancel)
+            except Cancelled:
+                self.emit({"event": "stopped", "kind": kind})
+            except VosfxError as err:
+                self.emit({"event": "error", "kind": err.kind, "message": str(err)})
+            finally:
+                self.work = None
+
+        thread = threading.Thread(target=run, name=f"vosfx-studio-{kind}", daemon=True)
+        self.work = Work(kind, thread, cancel)
+        thread.start()
+
+    @property
+    def busy(self) -> str | None:
+        work = self.work
+        return None if work is None else work.kind
+
+    # --- finishing ------------------------------------------------------------------------
+    def set_refine(self, values: dict[str, Any]) -> RefineConfig:
+        """Change finishing options (``[refine]`` keys); validated like a preset."""
+        config = build_config(merge_dicts(self.config.to_dict(), {"refine": dict(values)}))
+        self.config = replace(self.config, refine=config.refine)
+        return self.config.refine
+
+    # --- the job ----------------------------------------------------------------------------
+    def specs(self) -> tuple[PromptSpec, ...]:
+        return tuple(fp.spec(frame, obj) for (obj, frame), fp in sorted(self.edits.items()))
+
+    def job(self, output: str, *, formats: tuple[str, ...] | None = None,
+            start: int | None = None, end: int | None = None, overwrite: bool = False) -> Job:
+        """The session as a :class:`Job`: what a render runs and what a saved job holds."""
+        if not self.edits:
+            raise PromptError("no prompt yet: click on the object first")
+        config = self.config
+        if formats:
+            unknown = [f for f in formats if f not in _format_ids()]
+            if unknown:
+                raise ConfigError(f"unknown format(s) {unknown}; known: {_format_ids()}")
+            config = config.replace({"output": {"format": formats[0],
+                                                "extra_formats": list(formats[1:])}})
+        start = self.start if start is None else start
+        end = self.end if end is None else end
+        if not self.start <= start < end <= self.end:
+            raise ConfigError(f"range {start}..{end - 1}: expected frames inside "
+                              f"{self.start}..{self.end - 1}")
+        return Job(input=self.clip, prompts=self.specs(), output=output, config=config,
+                   presets=self.presets, start=start, end=end, overwrite=overwrite,
+                   fps=self.fps)
+
+    def save_job(self, job: Job, path: Path) -> Path:
+        """Write ``job`` as JSON that ``vosfx matte --job`` and ``vosfx batch`` reproduce
+        exactly: the full effective config as overrides (so a user config file read later
+        cannot change it), mask prompts copied beside the job file."""
+        from vosfx.files import atomic_write_text
+
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            raise OutputError(f"a job file must end in .json, found {path.name}")
+        if not path.parent.is_dir():
+            raise OutputError(f"folder {path.parent} does not exist (for {path})")
+        masks = path.parent / f"{path.stem}_masks"
+        prompts = []
+        for spec in job.prompts:
+            d = spec.to_dict()
+            if spec.mask is not None:
+                masks.mkdir(exist_ok=True)
+                target = masks / Path(spec.mask).name
+                if Path(spec.mask).resolve() != target.resolve():
+                    shutil.copyfile(spec.mask, target)
+                d["mask"] = f"{masks.name}/{target.name}"
+            prompts.append(d)
+        data = {"version": 1, "input": job.input, "output": job.output,
+                "presets": list(job.presets), "overrides": job.config.to_dict(),
+                "prompts": prompts, "start": job.start, "end": job.end,
+                "overwrite": job.overwrite, "fit": False, "objects": None, "fps": job.fps}
+        import json
+
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        return path
+
+    def render(self, job: Job) -> None:
+        """Render ``job`` on the worker thread with the studio's engine (pipeline.run, the one
+        loop); progress and the written paths come as events."""
+        from vosfx.io.writers import check_output_path
+        from vosfx.pipeline import plan_outputs
+
+        for path, _fmt, _obj in plan_outputs(job):
+            if Path(path).resolve() == Path(self.clip).resolve():
+                raise OutputError(f"output {path} would replace the clip itself")
+            check_output_path(Path(path), job.overwrite)
+        self.stop()
+
+        def body(cancel: threading.Event) -> None:
+            from vosfx.pipeline import run
+
+            def progress(ev: Any) -> None:
+                self.emit({"event": "render", "done": ev.frames_done,
+                           "total": ev.total_frames})
+
+            report = run(job, on_progress=progress, engine=self.engine, cancel=cancel)
+            self.last_render = {"outputs": list(report.outputs), "frames": report.frames}
+            self.emit(dict(self.last_render, event="rendered"))
+
+        self._start_work("render", body)
+
+    # --- what the page reads --------------------------------------------------------------
+    def timeline(self) -> dict:
+        """Per object: prompted frames, tracked frames and presence runs; shot cuts; memory
+        events (the data of ``vosfx matte --report``)."""
+        from vosfx.pipeline.presence import presence_intervals
+
+        objs = []
+        for obj_id, obj in sorted(self.objects.items()):
+            tracked = self.session.store.tracked(obj_id)[self.start:self.end]
+            scores = self.session.store.scores(obj_id)[self.start:self.end]
+            runs = []
+            for a, b, present in presence_intervals(scores.tolist(), self.start):
+                if tracked[a - self.start]:
+                    runs.append([a, b, present])
+            objs.append({"obj_id": obj_id, "name": obj.name, "colour": _colour(obj_id),
+                         "prompted": sorted(f for (o, f) in self.edits if o == obj_id),
+                         "tracked": _runs(tracked, self.start), "presence": runs})
+        return {"objects": objs, "cuts": list(self.session.cuts),
+                "memory": self.memory_events[-500:], "report": _plain(self.session.report()),
+                "stale": len(self.session.stale())}
+
+    def state(self) -> dict:
+        info = self.info
+        return {
+            "clip": self.clip, "name": Path(self.clip).name, "width": info.width,
+            "height": info.height, "num_frames": info.num_frames,
+            "fps": float(info.fps) if info.fps else None, "start": self.start, "end": self.end,
+            "objects": [{"obj_id": o.obj_id, "name": o.name, "colour": _colour(o.obj_id)}
+                        for o in self.objects.values()],
+            "prompts": [dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
+                        for (o, f), fp in sorted(self.edits.items())],
+            "refine": self.config.refine.__dict__, "format": self.config.output.format,
+            "formats": _format_ids(), "presets": list(self.presets),
+            "can_undo": bool(self._undo), "can_redo": bool(self._redo), "busy": self.busy,
+            "last_render": self.last_render,
+        }
+
+    def close(self) -> None:
+        self.stop()
+        self.session.close()
+        self.track_frames.close()
+        self.view_frames.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Studio:  # noqa: PYI034 (typing_extensions is not a dependency)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def new_workdir() -> Path:
+    """This studio's folder under vosfx's cache (``$VOSFX_HOME`` or the user cache dir)."""
+    from vosfx.models.cache import home
+
+    path = home() / "studio" / uuid.uuid4().hex[:12]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _format_ids() -> list[str]:
+    from vosfx.formats import FORMATS
+
+    return list(FORMATS)
+
+
+def _colour(obj_id: int) -> str:
+    from vosfx.matte.compose import object_colour
+
+    r, g, b = object_colour(obj_id)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _runs(flags: np.ndarray, offset: int) -> list[list[int]]:
+    """[[first, last], ...] of the True runs of ``flags`` (frame indices from ``offset``)."""
+    runs: list[list[int]] = []
+    for i in np.flatnonzero(flags):
+        t = int(i) + offset
+        if runs and runs[-1][1] == t - 1:
+            runs[-1][1] = t
+        else:
+            runs.append([t, t])
+    return runs
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars and arrays to Python, keys to strings)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

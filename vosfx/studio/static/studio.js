@@ -1,0 +1,579 @@
+// vosfx studio page: plain JS, no build step. Talks to the server in vosfx/studio/server.py:
+// JSON POSTs to /api/*, images from /api/view/N, events from /api/events (server-sent).
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="vosfx-token"]').content;
+const $ = (id) => document.getElementById(id);
+
+const S = {
+  clip: null, frame: 0, view: "overlay", obj: null, objects: [], prompts: [],
+  timeline: null, version: 0, playing: false, busy: null, trackDone: 0, trackTotal: 0,
+  zoom: 1, panX: 0, panY: 0, img: null, imgFrame: -1, drag: null, pendingDraw: false,
+};
+// what tests and the benchmark read: the last frame drawn and the last prompt's answer
+window.vosfx = { state: S, drawn: 0, last: null, events: [] };
+
+async function api(path, body) {
+  const opts = { headers: { "X-Vosfx-Token": TOKEN } };
+  if (body !== undefined) {
+    opts.method = "POST";
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, opts);
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.error || res.statusText);
+  return data;
+}
+
+function status(text) { $("status").textContent = text; }
+function problem(text) { const p = $("problem"); p.hidden = !text; p.textContent = text || ""; }
+function fail(err) { status("error: " + err.message); problem(err.message); }
+
+// --- start ------------------------------------------------------------------------------
+async function boot() {
+  let st;
+  for (;;) {
+    st = await api("/api/state");
+    if (st.ready) break;
+    if (st.error) {
+      status("the studio cannot start");
+      problem(st.error.message);
+      document.body.dataset.error = st.error.kind;
+      return;
+    }
+    status("loading the model...");
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  S.clip = st;
+  problem("");
+  $("clip-name").textContent = `${st.name}  ${st.width}x${st.height}, ${st.num_frames} frames`;
+  S.frame = st.frame !== null && st.frame !== undefined ? st.frame : st.start;
+  applyState(st);
+  fillRenderPanel(st);
+  $("done").hidden = !st.done_mode;
+  connectEvents();
+  await refreshTimeline();
+  fit();
+  showFrame(S.frame);
+  status("ready: click on the object");
+  document.body.dataset.ready = "1";
+}
+
+function applyState(st) {
+  S.objects = st.objects;
+  S.prompts = st.prompts;
+  S.busy = st.busy;
+  if (!S.objects.some((o) => o.obj_id === S.obj)) S.obj = S.objects.length ? S.objects[0].obj_id : null;
+  $("undo").disabled = !st.can_undo;
+  $("redo").disabled = !st.can_redo;
+  $("stop").disabled = !st.busy;
+  for (const el of document.querySelectorAll("#finishing [data-key]")) {
+    const v = st.refine[el.dataset.key];
+    el.value = v;
+    if (el.nextElementSibling && el.nextElementSibling.tagName === "OUTPUT") {
+      el.nextElementSibling.textContent = v;
+    }
+  }
+  renderObjects();
+}
+
+async function reloadState() { applyState(await api("/api/state")); }
+
+function fillRenderPanel(st) {
+  for (const id of ["format", "extra-formats"]) {
+    const sel = $(id);
+    sel.innerHTML = "";
+    for (const f of st.formats) sel.add(new Option(f, f, false, id === "format" && f === st.format));
+  }
+  const dir = st.clip.replace(/[^/\\]*$/, "");
+  const stem = st.name.replace(/\.[^.]*$/, "");
+  $("output").value = `${dir}${stem}_vosfx.mov`;
+  $("job-path").value = `${dir}${stem}_vosfx_job.json`;
+  $("range-start").value = st.start;
+  $("range-end").value = st.end;
+  $("format").onchange = () => {
+    const f = $("format").value;
+    const out = $("output").value.replace(/(_vosfx[^/\\]*)$/, "_vosfx");
+    const seq = /^(png|exr)/.test(f);
+    const ext = { "webm-alpha": ".webm", "ffv1-matte": ".mkv", "h264-matte": ".mp4", preview: ".mp4" }[f] || ".mov";
+    $("output").value = seq ? `${out}_${f}` : out + ext;
+  };
+}
+
+// --- objects ----------------------------------------------------------------------------
+function renderObjects() {
+  const ul = $("objects");
+  ul.innerHTML = "";
+  for (const o of S.objects) {
+    const li = document.createElement("li");
+    li.dataset.obj = o.obj_id;
+    li.className = o.obj_id === S.obj ? "selected" : "";
+    li.innerHTML = `<span class="swatch"></span><span class="name"></span>` +
+      `<button class="rename" title="Rename">✎</button><button class="delete" title="Delete">✕</button>`;
+    li.querySelector(".swatch").style.background = o.colour;
+    li.querySelector(".name").textContent = o.name;
+    li.onclick = (e) => {
+      if (e.target.closest("button")) return;
+      S.obj = o.obj_id;
+      renderObjects();
+      draw();
+    };
+    li.querySelector(".rename").onclick = async () => {
+      const name = prompt("Name of object " + o.obj_id, o.name);
+      if (name) await act(() => api("/api/objects", { op: "rename", obj_id: o.obj_id, name }));
+    };
+    li.querySelector(".delete").onclick = async () => {
+      if (confirm(`Delete ${o.name} and its prompts?`)) {
+        await act(() => api("/api/objects", { op: "delete", obj_id: o.obj_id }), true);
+      }
+    };
+    ul.appendChild(li);
+  }
+}
+
+async function act(fn, redraw) {
+  try {
+    const out = await fn();
+    await reloadState();
+    await refreshTimeline();
+    if (redraw) showFrame(S.frame, true);
+    return out;
+  } catch (err) { fail(err); return null; }
+}
+
+// --- viewer -----------------------------------------------------------------------------
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+
+function viewWidth() { return S.clip.width * (S.view === "side" ? 2 : 1); }
+
+function fit() {
+  const r = canvas.getBoundingClientRect();
+  canvas.width = Math.max(1, Math.round(r.width));
+  canvas.height = Math.max(1, Math.round(r.height));
+  S.zoom = Math.min(canvas.width / viewWidth(), canvas.height / S.clip.height);
+  S.panX = (canvas.width - viewWidth() * S.zoom) / 2;
+  S.panY = (canvas.height - S.clip.height * S.zoom) / 2;
+  draw();
+}
+
+function toImage(ev) {
+  const r = canvas.getBoundingClientRect();
+  return [(ev.clientX - r.left - S.panX) / S.zoom, (ev.clientY - r.top - S.panY) / S.zoom];
+}
+
+let loadSeq = 0;
+function showFrame(t, force) {
+  if (!S.clip) return;
+  t = Math.max(S.clip.start, Math.min(S.clip.end - 1, t));
+  const changed = t !== S.frame;
+  S.frame = t;
+  updateLabel();
+  drawTimeline();
+  if (!changed && !force && S.imgFrame === t && S.imgVersion === S.version) return;
+  const seq = ++loadSeq;
+  const img = new Image();
+  const version = S.version;
+  img.onload = () => {
+    if (seq !== loadSeq) return; // a newer frame was asked for
+    S.img = img;
+    S.imgFrame = t;
+    S.imgVersion = version;
+    draw();
+    window.vosfx.drawn += 1;
+    canvas.dataset.frame = t;
+    canvas.dataset.view = S.view;
+    canvas.dataset.version = version;
+    if (S.playing) setTimeout(playStep, 0);
+  };
+  img.onerror = () => { if (seq === loadSeq) status("could not load frame " + t); };
+  img.src = `/api/view/${t}?view=${S.view}&v=${version}&token=${TOKEN}`;
+}
+
+function draw() {
+  if (!S.clip) return;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.setTransform(S.zoom, 0, 0, S.zoom, S.panX, S.panY);
+  if (S.view === "cutout") checkerboard();
+  if (S.img) ctx.drawImage(S.img, 0, 0);
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  for (const p of S.prompts.filter((q) => q.frame === S.frame)) drawPrompt(p);
+  if (S.drag && S.drag.box) {
+    const [x0, y0, x1, y1] = S.drag.box;
+    ctx.strokeStyle = "#fff";
+    ctx.setLineDash([5, 4]);
+    ctx.strokeRect(sx(x0), sy(y0), sx(x1) - sx(x0), sy(y1) - sy(y0));
+    ctx.setLineDash([]);
+  }
+}
+const sx = (x) => x * S.zoom + S.panX;
+const sy = (y) => y * S.zoom + S.panY;
+
+function checkerboard() {
+  const n = 16;
+  for (let y = 0; y < S.clip.height; y += n) {
+    for (let x = 0; x < S.clip.width; x += n) {
+      ctx.fillStyle = ((x + y) / n) % 2 ? "#999" : "#ccc";
+      ctx.fillRect(x, y, n, n);
+    }
+  }
+}
+
+function drawPrompt(p) {
+  const o = S.objects.find((q) => q.obj_id === p.obj_id);
+  const colour = o ? o.colour : "#fff";
+  ctx.lineWidth = p.obj_id === S.obj ? 2.5 : 1.5;
+  if (p.box) {
+    ctx.strokeStyle = colour;
+    const [x0, y0, x1, y1] = p.box;
+    ctx.strokeRect(sx(x0), sy(y0), sx(x1) - sx(x0), sy(y1) - sy(y0));
+  }
+  (p.points || []).forEach(([x, y], i) => {
+    ctx.beginPath();
+    ctx.arc(sx(x), sy(y), 6, 0, 2 * Math.PI);
+    ctx.fillStyle = p.labels[i] ? "#3c3" : "#e33";
+    ctx.fill();
+    ctx.strokeStyle = colour;
+    ctx.stroke();
+  });
+}
+
+canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+canvas.addEventListener("mousedown", (e) => {
+  if (!S.clip) return;
+  if (e.button === 1 || (e.button === 0 && e.shiftKey)) {
+    S.drag = { pan: true, x: e.clientX, y: e.clientY, px: S.panX, py: S.panY };
+    return;
+  }
+  const [x, y] = toImage(e);
+  S.drag = { x0: x, y0: y, cx: e.clientX, cy: e.clientY, exclude: e.button === 2 || e.altKey };
+});
+window.addEventListener("mousemove", (e) => {
+  const d = S.drag;
+  if (!d) return;
+  if (d.pan) {
+    S.panX = d.px + e.clientX - d.x;
+    S.panY = d.py + e.clientY - d.y;
+    draw();
+  } else if (Math.hypot(e.clientX - d.cx, e.clientY - d.cy) > 5 && !d.exclude) {
+    const [x, y] = toImage(e);
+    d.box = [d.x0, d.y0, x, y];
+    draw();
+  }
+});
+window.addEventListener("mouseup", async (e) => {
+  const d = S.drag;
+  S.drag = null;
+  if (!d || d.pan) return;
+  if (S.obj === null) { status("add an object first"); return; }
+  const clamp = (v, hi) => Math.max(0, Math.min(hi - 1, v));
+  let body;
+  if (d.box) {
+    const [x0, y0, x1, y1] = d.box;
+    body = { obj_id: S.obj, frame: S.frame, box: [clamp(Math.min(x0, x1), S.clip.width),
+      clamp(Math.min(y0, y1), S.clip.height), clamp(Math.max(x0, x1), S.clip.width),
+      clamp(Math.max(y0, y1), S.clip.height)] };
+  } else {
+    if (d.x0 < 0 || d.y0 < 0 || d.x0 >= S.clip.width || d.y0 >= S.clip.height) { draw(); return; }
+    body = { obj_id: S.obj, frame: S.frame, x: d.x0, y: d.y0, label: d.exclude ? 0 : 1 };
+  }
+  await prompted(() => api("/api/click", body));
+});
+
+async function prompted(call) {
+  const t0 = performance.now();
+  try {
+    const res = await call();
+    window.vosfx.last = Object.assign(res, { clientMs: performance.now() - t0 });
+    S.version += 1;
+    await reloadState();
+    const drawn = window.vosfx.drawn;
+    showFrame(res.frame, true);
+    await waitDrawn(drawn);
+    window.vosfx.last.drawnMs = performance.now() - t0;
+    status(`mask in ${Math.round(performance.now() - t0)} ms (model ${res.ms} ms)`);
+    refreshTimeline();
+  } catch (err) { fail(err); }
+}
+
+function waitDrawn(n) {
+  return new Promise((resolve) => {
+    const check = () => (window.vosfx.drawn > n ? resolve() : setTimeout(check, 5));
+    check();
+  });
+}
+
+canvas.addEventListener("wheel", (e) => {
+  e.preventDefault();
+  const r = canvas.getBoundingClientRect();
+  const mx = e.clientX - r.left, my = e.clientY - r.top;
+  const k = Math.exp(-e.deltaY * 0.0015);
+  S.panX = mx - (mx - S.panX) * k;
+  S.panY = my - (my - S.panY) * k;
+  S.zoom *= k;
+  draw();
+}, { passive: false });
+canvas.addEventListener("dblclick", fit);
+$("zoom-fit").onclick = fit;
+window.addEventListener("resize", () => S.clip && fit());
+
+const viewer = $("viewer");
+viewer.addEventListener("dragover", (e) => { e.preventDefault(); viewer.classList.add("drop"); });
+viewer.addEventListener("dragleave", () => viewer.classList.remove("drop"));
+viewer.addEventListener("drop", async (e) => {
+  e.preventDefault();
+  viewer.classList.remove("drop");
+  const file = e.dataTransfer.files[0];
+  if (!file || S.obj === null) return;
+  await dropMask(file);
+});
+async function dropMask(blob) {
+  await prompted(async () => {
+    const res = await fetch(`/api/mask?obj_id=${S.obj}&frame=${S.frame}`,
+      { method: "POST", headers: { "X-Vosfx-Token": TOKEN }, body: blob });
+    const data = await res.json();
+    if (!res.ok) throw new Error(data.error);
+    return data;
+  });
+}
+window.vosfx.dropMask = dropMask;
+
+// --- timeline ---------------------------------------------------------------------------
+const tl = $("timeline");
+const tctx = tl.getContext("2d");
+
+async function refreshTimeline() {
+  try { S.timeline = await api("/api/timeline"); } catch (err) { return; }
+  drawTimeline();
+}
+
+function tx(t) { return ((t - S.clip.start) + 0.5) / (S.clip.end - S.clip.start) * tl.width; }
+
+function drawTimeline() {
+  if (!S.clip) return;
+  tl.width = tl.clientWidth || 600;
+  const n = S.clip.end - S.clip.start;
+  const w = Math.max(1, tl.width / n);
+  tctx.fillStyle = "#18191c";
+  tctx.fillRect(0, 0, tl.width, tl.height);
+  // ruler: frame numbers
+  tctx.fillStyle = "#778";
+  tctx.font = "10px system-ui";
+  const step = Math.max(1, Math.pow(10, Math.ceil(Math.log10(n / 10 + 1))) / 2);
+  for (let t = Math.ceil(S.clip.start / step) * step; t < S.clip.end; t += step) {
+    tctx.fillRect(tx(t), 0, 1, 5);
+    tctx.fillText(String(t), tx(t) + 2, 12);
+  }
+  const tlData = S.timeline;
+  if (tlData) {
+    tlData.objects.forEach((o, i) => {
+      const y = 18 + i * 14;
+      tctx.globalAlpha = 0.3;
+      tctx.fillStyle = o.colour;
+      for (const [a, b] of o.tracked) tctx.fillRect(tx(a) - w / 2, y, (b - a + 1) * w, 10);
+      tctx.globalAlpha = 1;
+      for (const [a, b, present] of o.presence) {
+        if (present) tctx.fillRect(tx(a) - w / 2, y + 2, (b - a + 1) * w, 6);
+      }
+      tctx.fillStyle = "#fff";
+      for (const f of o.prompted) tctx.fillRect(tx(f) - 1, y - 2, 3, 14);
+    });
+    tctx.fillStyle = "#e55";
+    for (const c of tlData.cuts) tctx.fillRect(tx(c) - w / 2, 14, 2, tl.height - 14);
+    tctx.fillStyle = "#fc3";
+    for (const m of tlData.memory) tctx.fillRect(tx(m.frame) - 2, tl.height - 8, 4, 4);
+  }
+  tctx.fillStyle = "#8cf";
+  tctx.fillRect(tx(S.frame) - 1, 0, 2, tl.height);
+}
+
+function timecode(t) {
+  const fps = S.clip.fps || 24;
+  const f = Math.round(fps);
+  const s = Math.floor(t / f);
+  const pad = (v) => String(v).padStart(2, "0");
+  return `${pad(Math.floor(s / 3600))}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}:${pad(t % f)}`;
+}
+
+function updateLabel() {
+  $("frame-label").textContent = `frame ${S.frame} / ${S.clip.end - 1}   ${timecode(S.frame)}`;
+  document.body.dataset.frame = S.frame;
+}
+
+function scrubTo(e) {
+  const r = tl.getBoundingClientRect();
+  const n = S.clip.end - S.clip.start;
+  showFrame(S.clip.start + Math.floor((e.clientX - r.left) / r.width * n));
+}
+tl.addEventListener("mousedown", (e) => {
+  scrubTo(e);
+  const move = (ev) => scrubTo(ev);
+  const up = () => { window.removeEventListener("mousemove", move); window.removeEventListener("mouseup", up); };
+  window.addEventListener("mousemove", move);
+  window.addEventListener("mouseup", up);
+});
+
+window.addEventListener("keydown", (e) => {
+  if (!S.clip || e.target.matches("input, select, textarea")) return;
+  const big = e.shiftKey ? 10 : 1;
+  if (e.key === "ArrowRight") showFrame(S.frame + big);
+  else if (e.key === "ArrowLeft") showFrame(S.frame - big);
+  else if (e.key === "Home") showFrame(S.clip.start);
+  else if (e.key === "End") showFrame(S.clip.end - 1);
+  else if (e.key === " ") togglePlay();
+  else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
+    history(e.shiftKey ? "redo" : "undo");
+  } else return;
+  e.preventDefault();
+});
+
+function togglePlay() {
+  S.playing = !S.playing;
+  $("play").textContent = S.playing ? "Pause" : "Play";
+  if (S.playing) playStep();
+}
+function playStep() {
+  if (!S.playing) return;
+  if (S.frame >= S.clip.end - 1) { togglePlay(); return; }
+  const wait = 1000 / (S.clip.fps || 24);
+  const t0 = performance.now();
+  setTimeout(() => S.playing && showFrame(S.frame + 1), Math.max(0, wait - (performance.now() - t0)));
+}
+$("play").onclick = togglePlay;
+
+// --- actions ----------------------------------------------------------------------------
+async function history(op) {
+  const res = await act(() => api("/api/history", { op }));
+  if (res && res.frame !== null) { S.version += 1; showFrame(res.frame, true); }
+}
+$("undo").onclick = () => history("undo");
+$("redo").onclick = () => history("redo");
+$("clear-frame").onclick = async () => {
+  S.version += 1;
+  await act(() => api("/api/clear", { obj_id: S.obj, frame: S.frame }), true);
+};
+$("add-object").onclick = async () => {
+  const res = await act(() => api("/api/objects", { op: "add" }));
+  if (res) { S.obj = res.obj_id; renderObjects(); }
+};
+$("track").onclick = async () => {
+  try {
+    const res = await api("/api/track", {});
+    S.trackDone = 0;
+    S.trackTotal = res.total;
+    $("progress").max = Math.max(1, res.total);
+    $("progress").value = 0;
+    $("stop").disabled = false;
+    document.body.dataset.tracking = "1";
+    status(res.total ? `tracking ${res.total} frames...` : "nothing to track");
+    if (!res.total) document.body.dataset.tracking = "0";
+  } catch (err) { fail(err); }
+};
+$("stop").onclick = () => api("/api/stop", {}).catch(fail);
+$("view").onchange = () => { S.view = $("view").value; fit(); showFrame(S.frame, true); };
+
+let refineTimer = null;
+for (const el of document.querySelectorAll("#finishing [data-key]")) {
+  el.addEventListener("input", () => {
+    if (el.nextElementSibling && el.nextElementSibling.tagName === "OUTPUT") {
+      el.nextElementSibling.textContent = el.value;
+    }
+    clearTimeout(refineTimer);
+    refineTimer = setTimeout(sendRefine, 60);
+  });
+}
+async function sendRefine() {
+  const values = {};
+  for (const el of document.querySelectorAll("#finishing [data-key]")) {
+    values[el.dataset.key] = el.tagName === "SELECT" ? el.value : Number(el.value);
+  }
+  try {
+    await api("/api/refine", { refine: values });
+    S.version += 1;
+    showFrame(S.frame, true);
+    document.body.dataset.refined = String(S.version);
+  } catch (err) { fail(err); }
+}
+
+function jobBody() {
+  const extra = [...$("extra-formats").selectedOptions].map((o) => o.value)
+    .filter((f) => f !== $("format").value);
+  return { output: $("output").value, formats: [$("format").value, ...extra],
+    start: Number($("range-start").value), end: Number($("range-end").value),
+    overwrite: $("overwrite").checked };
+}
+$("render").onclick = async () => {
+  try {
+    $("render-result").innerHTML = "";
+    document.body.dataset.rendered = "";
+    const res = await api("/api/render", jobBody());
+    $("render-progress").value = 0;
+    $("stop").disabled = false;
+    status("rendering " + res.outputs.join(", "));
+  } catch (err) { fail(err); }
+};
+$("save-job").onclick = async () => {
+  try {
+    const res = await api("/api/save", Object.assign(jobBody(), { path: $("job-path").value }));
+    $("job-result").textContent = "saved " + res.path;
+    document.body.dataset.saved = res.path;
+  } catch (err) { fail(err); }
+};
+$("done").onclick = async () => {
+  try {
+    await api("/api/done", jobBody());
+    status("done: the editor takes it from here; you can close this page");
+    document.body.dataset.done = "1";
+  } catch (err) { fail(err); }
+};
+
+// --- events -----------------------------------------------------------------------------
+function connectEvents() {
+  const es = new EventSource(`/api/events?token=${TOKEN}`);
+  let redrawTimer = null;
+  es.onmessage = (m) => {
+    const ev = JSON.parse(m.data);
+    window.vosfx.events.push(ev.event);
+    if (ev.event === "frame") {
+      $("progress").value = ev.done;
+      if (ev.frame === S.frame) { S.version += 1; showFrame(S.frame, true); }
+      if (!redrawTimer) {
+        redrawTimer = setTimeout(() => { redrawTimer = null; refreshTimeline(); }, 250);
+      }
+    } else if (ev.event === "tracked") {
+      document.body.dataset.tracking = "0";
+      $("stop").disabled = true;
+      S.version += 1;
+      status(`tracked ${ev.frames} frames in ${ev.seconds} s`);
+      refreshTimeline();
+      showFrame(S.frame, true);
+    } else if (ev.event === "render") {
+      $("render-progress").max = Math.max(1, ev.total);
+      $("render-progress").value = ev.done;
+    } else if (ev.event === "rendered") {
+      $("stop").disabled = true;
+      const ul = $("render-result");
+      ul.innerHTML = "";
+      for (const p of ev.outputs) {
+        const li = document.createElement("li");
+        li.textContent = p;
+        ul.appendChild(li);
+      }
+      status(`rendered ${ev.frames} frames`);
+      document.body.dataset.rendered = ev.outputs.join("\n");
+      refreshTimeline();
+    } else if (ev.event === "stopped") {
+      document.body.dataset.tracking = "0";
+      $("stop").disabled = true;
+      status(ev.kind + " stopped; nothing partial was kept");
+      refreshTimeline();
+    } else if (ev.event === "error") {
+      document.body.dataset.tracking = "0";
+      fail(new Error(ev.message));
+    }
+  };
+}
+
+boot().catch(fail);

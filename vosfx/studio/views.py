@@ -1,0 +1,80 @@
+"""What the page's viewer shows for a frame: the source, the overlay, the matte, the cut-out
+(RGBA, the page puts a checkerboard under it) or overlay and matte side by side, with the
+studio's current finishing applied (the render's Refiner, one frame at a time).
+
+Chatter reduction is temporal: the preview warms the Refiner on up to ``WARM_FRAMES`` frames
+before the one shown (those with results), so the frame shown is what a render gives when the
+frames before it were tracked.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from vosfx.errors import ConfigError
+
+VIEWS = ("source", "overlay", "matte", "cutout", "side")
+WARM_FRAMES = 8
+
+
+def render_view(studio, index: int, view: str) -> tuple[bytes, str]:
+    """(image bytes, media type) of ``view`` on source frame ``index``."""
+    from vosfx.matte.compose import overlay_preview
+
+    if view not in VIEWS:
+        raise ConfigError(f"view {view!r}: expected one of {', '.join(VIEWS)}")
+    frame = studio.view_frames.get(index)
+    rgb = _rgb8(frame.image)
+    if view == "source":
+        return _encode(rgb, "jpeg"), "image/jpeg"
+    alpha, ids = matte_planes(studio, index, frame)  # (O, H, W) float32 in [0, 1]
+    if view == "overlay":
+        return _encode(overlay_preview(rgb, alpha, ids), "jpeg"), "image/jpeg"
+    merged = alpha.max(axis=0) if len(ids) else np.zeros(rgb.shape[:2], np.float32)
+    a8 = np.clip(np.rint(merged * 255.0), 0, 255).astype(np.uint8)
+    if view == "matte":
+        return _encode(a8, "png"), "image/png"
+    if view == "cutout":
+        return _encode(np.dstack([rgb, a8]), "png"), "image/png"
+    side = np.concatenate([overlay_preview(rgb, alpha, ids), np.repeat(a8[..., None], 3, 2)],
+                          axis=1)
+    return _encode(side, "jpeg"), "image/jpeg"
+
+
+def matte_planes(studio, index: int, frame=None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(alpha (O, H, W) float32 in [0, 1], obj_ids) of the frame with the current finishing."""
+    from vosfx.matte.refine import Refiner
+
+    frame = frame if frame is not None else studio.view_frames.get(index)
+    ids = tuple(sorted(studio.session.obj_ids))
+    h, w = frame.image.shape[:2]
+    if not ids:
+        return np.zeros((0, h, w), np.float32), ids
+    refiner = Refiner(studio.config.refine, ids)
+    if studio.config.refine.temporal_strength > 0:
+        for t in range(max(studio.start, index - WARM_FRAMES), index):
+            if studio.session.has_result(t):
+                refiner(studio.session.result(t), studio.view_frames.get(t))
+            else:
+                refiner.reset()
+    matte = refiner(studio.session.result(index), frame)
+    return matte.alpha, ids
+
+
+def _rgb8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    return (image >> 8).astype(np.uint8)  # 16-bit sources: the top byte for display
+
+
+def _encode(image: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        Image.fromarray(image).save(buf, "JPEG", quality=90)
+    else:
+        Image.fromarray(image).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
