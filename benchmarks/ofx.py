@@ -130,7 +130,8 @@ def run_effect(built, work: Path, w: int, h: int, n: int, click, env) -> dict:
         "prompt_render_ms": forward[0]["ms"],  # engine load + the click's frame
         "tracking_render_ms": big["ms"],
         "tracking_render_effect_ms": big["ms"] - big["host_ms"],
-        "tracked_frames": big["fetches"],
+        # one progress update per frame and object tracked, plus the progress bar's start
+        "tracked_frames": max(0, big["progress"] - 1),
         "refine_ms": [r["ms"] for r in rest],
         "refine_effect_ms": [r["ms"] - r["host_ms"] for r in rest],
         "cached_ms": [r["ms"] for r in cached],
