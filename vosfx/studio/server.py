@@ -217,7 +217,7 @@ def create_app(ctl: Control):
             raise ConfigError(f"formats: expected a list of format ids, found {formats!r}")
         start = body.get("start")
         end = body.get("end")
-        return studio.job(_user_path(out), formats=tuple(formats) if formats else None,
+        return studio.job(str(_user_path(out)), formats=tuple(formats) if formats else None,
                           start=None if start is None else _int_arg(start, "start"),
                           end=None if end is None else _int_arg(end, "end"),
                           overwrite=bool(body.get("overwrite", False)))

@@ -460,16 +460,18 @@ $("add-object").onclick = async () => {
 };
 $("track").onclick = async () => {
   try {
-    const res = await api("/api/track", {});
-    S.trackDone = 0;
-    S.trackTotal = res.total;
-    $("progress").max = Math.max(1, res.total);
+    document.body.dataset.tracking = "1";
     $("progress").value = 0;
     $("stop").disabled = false;
-    document.body.dataset.tracking = "1";
-    status(res.total ? `tracking ${res.total} frames...` : "nothing to track");
-    if (!res.total) document.body.dataset.tracking = "0";
-  } catch (err) { fail(err); }
+    const res = await api("/api/track", {});
+    $("progress").max = Math.max(1, res.total);
+    if (!res.total) {
+      document.body.dataset.tracking = "0";
+      status("nothing to track");
+    } else if (document.body.dataset.tracking === "1") {  // not already finished
+      status(`tracking ${res.total} frames...`);
+    }
+  } catch (err) { document.body.dataset.tracking = "0"; fail(err); }
 };
 $("stop").onclick = () => api("/api/stop", {}).catch(fail);
 $("view").onchange = () => { S.view = $("view").value; fit(); showFrame(S.frame, true); };

@@ -1,0 +1,230 @@
+"""vosfx studio end to end in a real browser (Debian's chromium driven by Playwright): open a
+clip, click, exclude, track, scrub, correct a tracked frame and re-track, change finishing,
+render, and the render equals `vosfx matte --job` of the job the page saved. A screenshot of
+each state goes under the test's tmp_path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.fakes import FakeEngine
+from tests.media import make_clip, square_box
+from tests.studio_helpers import Running
+from vosfx.config import RefineConfig
+from vosfx.matte.refine import Refiner
+from vosfx.session import ClipSession
+from vosfx.session.frames import SourceFrames
+from vosfx.types import Prompt
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+W, H, N = 160, 120, 40
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="needs Debian's chromium (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return make_clip(tmp_path / "clip.mp4", n=N, width=W, height=H)
+
+
+def _centre(t: int) -> tuple[float, float]:
+    x0, y0, x1, y1 = square_box(t, W, H)
+    return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+def _screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image pixel (x, y) in the viewer."""
+    return page.evaluate("""([x, y]) => {
+        const S = window.vosfx.state, r = document.getElementById('canvas')
+            .getBoundingClientRect();
+        return [r.left + S.panX + x * S.zoom, r.top + S.panY + y * S.zoom]; }""", [x, y])
+
+
+def _prompt(page, x: float, y: float, *, exclude: bool = False) -> dict:
+    before = page.evaluate("window.vosfx.drawn")
+    page.evaluate("window.vosfx.last = null")
+    sx, sy = _screen(page, x, y)
+    if exclude:
+        page.keyboard.down("Alt")
+    page.mouse.click(sx, sy)
+    if exclude:
+        page.keyboard.up("Alt")
+    page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined")
+    assert page.evaluate("window.vosfx.drawn") > before
+    return page.evaluate("window.vosfx.last")
+
+
+def _matte(run: Running, t: int) -> np.ndarray:
+    status, data = run.request(f"/api/view/{t}?view=matte")
+    assert status == 200
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def _canvas_pixel(page, x: float, y: float) -> list[int]:
+    sx, sy = page.evaluate("""([x, y]) => { const S = window.vosfx.state;
+        return [S.panX + x * S.zoom, S.panY + y * S.zoom]; }""", [x, y])
+    return page.evaluate("""([x, y]) => Array.from(document.getElementById('canvas')
+        .getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data)""", [sx, sy])
+
+
+def _as_prompt(d: dict) -> Prompt:
+    return Prompt(d["frame"], d["obj_id"], points=np.float32(d["points"]),
+                  labels=np.int32(d["labels"]))
+
+
+def _engine_matte(clip: Path, prompts: list[Prompt], t: int, cfg: RefineConfig) -> np.ndarray:
+    """The engine's own output for the same prompts (a fresh session), refined: what the
+    page must show."""
+    from vosfx.config import MemoryConfig
+
+    with SourceFrames(clip) as frames:
+        session = ClipSession(FakeEngine(), frames.info, MemoryConfig(), frames=frames)
+        for p in prompts:
+            session.add_prompt(p, refine=False)
+        res = session.result(t)
+        alpha = Refiner(cfg, res.obj_ids)(res, frames.get(t)).alpha.max(axis=0)
+        session.close()
+    return np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+
+
+def test_studio_end_to_end(browser, clip, tmp_path, monkeypatch, config_home):
+    shots = tmp_path / "screens"
+    shots.mkdir()
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1200, "height": 760})
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("window.vosfx.drawn > 0")
+        page.screenshot(path=shots / "01_open.png")
+
+        # click: include point on the square; the mask is drawn at once
+        x, y = _centre(0)
+        before = _canvas_pixel(page, x, y)
+        last = _prompt(page, x, y)
+        assert last["frame"] == 0 and last["objects"][0]["area"] > 0
+        after = _canvas_pixel(page, x, y)
+        assert after != before  # the overlay tinted the object
+        cfg = run.studio.config.refine
+        sent = run.request("/api/state")[1]["prompts"]
+        assert len(sent) == 1 and np.allclose(sent[0]["points"], [[x, y]], atol=1.0)
+        want = _engine_matte(clip, [_as_prompt(sent[0])], 0, cfg)
+        np.testing.assert_array_equal(_matte(run, 0), want)
+        page.screenshot(path=shots / "02_click.png")
+
+        # exclude point (Alt-click) beside it
+        ex, ey = x + 12, y
+        _prompt(page, ex, ey, exclude=True)
+        st = run.request("/api/state")[1]
+        assert st["prompts"][0]["labels"] == [1, 0]
+        want = _engine_matte(clip, [_as_prompt(st["prompts"][0])], 0, cfg)
+        np.testing.assert_array_equal(_matte(run, 0), want)
+        page.screenshot(path=shots / "03_exclude.png")
+
+        # track: progress, then every frame has a result
+        fake = run.engine.sessions[0]
+        page.click("#track")
+        page.wait_for_function("window.vosfx.events.includes('tracked')")
+        tl = run.request("/api/timeline")[1]
+        assert tl["objects"][0]["tracked"] == [[0, N - 1]]
+        page.screenshot(path=shots / "04_tracked.png")
+
+        # scrub: keys and a drag on the timeline
+        page.keyboard.press("End")
+        assert page.evaluate("document.body.dataset.frame") == str(N - 1)
+        page.keyboard.press("Shift+ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        assert page.evaluate("document.body.dataset.frame") == str(N - 12)
+        box = page.locator("#timeline").bounding_box()
+        page.mouse.move(box["x"] + 2, box["y"] + 50)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 20.5 / N, box["y"] + 50, steps=5)
+        page.mouse.up()
+        assert page.evaluate("document.body.dataset.frame") == "20"
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '20'")
+        page.screenshot(path=shots / "05_scrubbed.png")
+
+        # correction on a tracked frame: a prompt there, kept by re-tracking
+        cx, cy = _centre(20)
+        _prompt(page, cx, cy)
+        corrected = _matte(run, 20)
+        n_before = len(fake.stepped)
+        page.evaluate("window.vosfx.events = []")
+        page.click("#track")
+        page.wait_for_function("window.vosfx.events.includes('tracked')")
+        np.testing.assert_array_equal(_matte(run, 20), corrected)
+        assert (1, 20) not in {(o, t) for o, t, _d in fake.stepped[n_before:]}
+        # a second correction later on changes only the frames after frame 20
+        page.keyboard.press("ArrowRight")
+        for _ in range(10):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '31'")
+        _prompt(page, *_centre(31))
+        n_before = len(fake.stepped)
+        page.evaluate("window.vosfx.events = []")
+        page.click("#track")
+        page.wait_for_function("window.vosfx.events.includes('tracked')")
+        redone = sorted({t for _o, t, _d in fake.stepped[n_before:]})
+        assert redone and min(redone) > 20
+        np.testing.assert_array_equal(_matte(run, 20), corrected)
+        page.screenshot(path=shots / "06_corrected.png")
+
+        # finishing: a feather changes the current frame's matte, live
+        before = _matte(run, 31)
+        page.evaluate("""() => { const el = document.querySelector('[data-key=feather_px]');
+            el.value = 6; el.dispatchEvent(new Event('input')); }""")
+        page.wait_for_function("document.body.dataset.refined !== undefined")
+        page.wait_for_function("""document.getElementById('canvas').dataset.version ===
+            document.body.dataset.refined""")
+        assert run.studio.config.refine.feather_px == 6
+        assert not np.array_equal(_matte(run, 31), before)
+        page.select_option("#view", "cutout")
+        page.wait_for_function("document.getElementById('canvas').dataset.view === 'cutout'")
+        page.screenshot(path=shots / "07_finishing_cutout.png")
+
+        # render, then save the job with another output and run `vosfx matte --job` on it
+        out_a, out_b = tmp_path / "studio_render", tmp_path / "cli_render"
+        page.select_option("#format", "png16")
+        page.fill("#output", str(out_a))
+        page.click("#render")
+        page.wait_for_function("document.body.dataset.rendered")
+        page.screenshot(path=shots / "08_rendered.png")
+        assert out_a.is_dir()
+        job_path = tmp_path / "saved_job.json"
+        page.fill("#output", str(out_b))
+        page.fill("#job-path", str(job_path))
+        page.click("#save-job")
+        page.wait_for_function("document.body.dataset.saved")
+    finally:
+        page.close()
+        run.close()
+    import vosfx.engine
+    from vosfx.cli import cli
+
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
+    res = CliRunner().invoke(cli, ["matte", "--job", str(job_path)])
+    assert res.exit_code == 0, res.output
+    a, b = sorted(out_a.glob("*.png")), sorted(out_b.glob("*.png"))
+    assert len(a) == len(b) == N
+    for pa, pb in zip(a, b):
+        ia, ib = np.asarray(Image.open(pa)), np.asarray(Image.open(pb))
+        np.testing.assert_array_equal(ia, ib)
+    assert np.asarray(Image.open(a[20]))[..., 3].max() > 0  # the object is in the render
