@@ -30,35 +30,69 @@ class Candidates:
 
     def video_mask(self, k: int) -> np.ndarray:
         """(H, W) bool: candidate k upsampled to the video as SAM 2 outputs it, > 0."""
-        return upsample_bilinear(self.logits[k], self.video_hw) > 0
+        out = np.zeros(self.video_hw, bool)
+        top, left, sub = positive_upsampled(self.logits[k], self.video_hw)
+        out[top:top + sub.shape[0], left:left + sub.shape[1]] = sub
+        return out
 
     def box(self, k: int) -> Box:
         """Bounding box of candidate k's positive pixels after bilinear upsampling to S x S
         (SAM 2's ``high_res_masks``); (0, 0, 0, 0) when no pixel is positive."""
         if k not in self._boxes:
-            up = upsample_bilinear(self.logits[k], (self.image_size, self.image_size))
-            ys, xs = np.nonzero(up > 0)
-            self._boxes[k] = ((int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+            top, left, sub = positive_upsampled(self.logits[k],
+                                                (self.image_size, self.image_size))
+            ys, xs = np.nonzero(sub)
+            self._boxes[k] = ((left + int(xs.min()), top + int(ys.min()),
+                               left + int(xs.max()), top + int(ys.max()))
                               if len(xs) else (0, 0, 0, 0))
         return self._boxes[k]
 
 
+def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows (or columns) and weights of PyTorch's bilinear, align_corners=False:
+    float32 source coordinates clamped at 0, neighbours i0 and min(i0 + 1, n_in - 1)."""
+    scale = np.float32(n_in / n_out)
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale
+                     - np.float32(0.5), np.float32(0))
+    i0 = src.astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
+
+
+def _lerp(x: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
+    r0, r1, lr = rows
+    c0, c1, lc = cols
+    across = x[:, c0] * (1 - lc) + x[:, c1] * lc  # (h, w_out): per source row
+    return (across[r0] * (1 - lr)[:, None] + across[r1] * lr[:, None]).astype(np.float32)
+
+
 def upsample_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) float32 -> (H, W) = ``size`` float32, ``F.interpolate(mode="bilinear",
-    align_corners=False)`` computed the way PyTorch's CPU kernel does (float32 source
-    coordinates clamped at 0, neighbour weights 1 - l and l), so positive pixels agree."""
+    align_corners=False)`` computed the way PyTorch's CPU kernel does (each output pixel the
+    same lerp of the same four neighbours), so positive pixels agree."""
     x = np.asarray(x, np.float32)
+    return _lerp(x, _axis(x.shape[0], size[0]), _axis(x.shape[1], size[1]))
 
-    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        scale = np.float32(n_in / n_out)
-        src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale
-                         - np.float32(0.5), np.float32(0))
-        i0 = src.astype(np.int64)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, (src - i0).astype(np.float32)
 
-    r0, r1, lr = axis(x.shape[0], size[0])
-    c0, c1, lc = axis(x.shape[1], size[1])
-    top = x[r0][:, c0] * (1 - lc) + x[r0][:, c1] * lc  # (H, W)
-    bottom = x[r1][:, c0] * (1 - lc) + x[r1][:, c1] * lc
-    return (top * (1 - lr)[:, None] + bottom * lr[:, None]).astype(np.float32)
+def positive_upsampled(x: np.ndarray, size: tuple[int, int]) -> tuple[int, int, np.ndarray]:
+    """``upsample_bilinear(x, size) > 0`` computed only where it can be true: an output pixel
+    is a blend of its four nearest source pixels, so outside the rows and columns next to a
+    positive source pixel it is not positive. Returns (top, left, (h', w') bool window); the
+    window is empty when no source pixel is positive. At 1080p for a typical object this is
+    ~10x cheaper than the whole frame."""
+    x = np.asarray(x, np.float32)
+    pos = x > 0
+    if not pos.any():
+        return 0, 0, np.zeros((0, 0), bool)
+    rows, cols = _axis(x.shape[0], size[0]), _axis(x.shape[1], size[1])
+
+    def span(ax: tuple, hit: np.ndarray) -> tuple[int, int]:
+        lo, hi = int(np.argmax(hit)), len(hit) - 1 - int(np.argmax(hit[::-1]))
+        i0, i1, _ = ax
+        touched = np.flatnonzero((i1 >= lo) & (i0 <= hi))
+        return int(touched[0]), int(touched[-1]) + 1
+
+    top, bottom = span(rows, pos.any(axis=1))
+    left, right = span(cols, pos.any(axis=0))
+    sub_rows = tuple(a[top:bottom] for a in rows)
+    sub_cols = tuple(a[left:right] for a in cols)
+    return top, left, _lerp(x, sub_rows, sub_cols) > 0
