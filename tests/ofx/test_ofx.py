@@ -118,20 +118,18 @@ def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tm
 
 @needs_session
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
-    lines = preamble(built, clip) + [
-        "0 overlay",
-        f"0 pen_down 0 {PEN}",
-        "0 render 6 -",
-        "0 render 6 -",
-        "0 render 3 -",
-        "0 render 3 -",
-    ]
+    """Frames are tracked in order from the prompt up to the rendered frame, no further; the
+    next frame costs one more frame; frames rendered before come from the cache."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += [f"0 render {t} -" for t in (6, 7, 6, 3, 3)]
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
-    r6, r6b, r3, r3b = run.renders()
-    assert r6["fetches"] >= 7 and r6["progress"] > 0  # frames 0..6 at least, from the host
+    r6, r7, r6b, r3, r3b = run.renders()
+    # frame 0 (the prompt), frames 1..6 tracked, the composite's fetch; not the whole clip
+    assert r6["fetches"] == 8 and r6["progress"] > 0
+    assert r7["fetches"] == 2 and r7["progress"] > 0  # one more frame tracked
     assert r6b["fetches"] == 1 and r6b["progress"] == 0  # cached: only the composite's fetch
-    assert r3["fetches"] <= 2 and r3["progress"] == 0  # tracked already: refined, no tracking
+    assert r3["fetches"] == 2 and r3["progress"] == 0  # tracked already: refined, no tracking
     assert r3b["fetches"] == 1  # scrubbing back: cached
 
 

@@ -41,6 +41,7 @@ from vosfx.errors import Cancelled, ConfigError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
 from vosfx.ofx.frames import HostFrames
+from vosfx.ofx.tracking import IncrementalTracker
 from vosfx.types import Matte, Prompt, VideoInfo
 
 log = logging.getLogger("vosfx.ofx")
@@ -64,6 +65,8 @@ class Worker:
         self.engine_key: str | None = None
         self.session: Any = None  # vosfx.session.ClipSession (imported lazily)
         self.session_key: str | None = None
+        self.tracker: IncrementalTracker | None = None
+        self._progress: tuple[range, float] = (range(0), 0.0)
         self.frames: HostFrames | None = None
         self.points: dict[tuple[int, int], Prompt] = {}  # (frame, obj) -> points prompt
         self.point_sig: dict[tuple[int, int], str] = {}
@@ -226,6 +229,7 @@ class Worker:
 
         self.frames = HostFrames(self.ch, info, self._on_mask)
         self.session = ClipSession(self.engine, info, cfg.memory, frames=self.frames)
+        self.tracker = IncrementalTracker(self.session, self._on_result)
         self.session_key = session_key
         self.applied = {}
         return self.session
@@ -235,6 +239,9 @@ class Worker:
         self.ch.send(P.PROGRESS, a=mib[0], b=mib[1], text="downloading the model (MiB)")
 
     def _drop_session(self) -> None:
+        if self.tracker is not None:
+            self.tracker.reset()
+            self.tracker = None
         if self.session is not None:
             session, self.session = self.session, None
             session.close()
@@ -247,6 +254,8 @@ class Worker:
         same as `vosfx matte`)."""
         session = self.session
         wanted = {k: s for k, (s, _p) in prompts.items()}
+        if wanted != self.applied and self.tracker is not None:
+            self.tracker.reset()  # the open sweep's plan is out of date
         objects_left = {o for (_f, o) in wanted}
         for obj in sorted({o for (_f, o) in self.applied} - objects_left):
             session.delete_object(obj)
@@ -292,29 +301,29 @@ class Worker:
         self._send_matte(matte, out_w, out_h, obj, cached=False)
 
     def _track(self, t: int) -> None:
-        """Track what is stale for frame ``t`` (nothing when its results are current: a
+        """Track, in order, what frame ``t`` needs (nothing when its results are current: a
         prompt far away or a refine setting changed only the cache key)."""
-        session = self.session
-        stale = session.stale()
-        if not any(t in pl.frames for pl in stale):
+        tracker = self.tracker
+        if tracker is None:
+            raise P.ProtocolError("no session yet")
+        frames = tracker.frames_to(t)
+        if not frames:
             return
-        total = sum(len(pl.frames) for pl in stale)
-        done = [0]
         t0 = time.perf_counter()
+        self._progress = (frames, t0)
+        self.stats["tracked"] += tracker.track_to(t)
 
-        def on_frame(res) -> None:  # one ObjectResult per object and frame
-            done[0] += 1
-            self.stats["tracked"] += 1
-            fps = done[0] / max(time.perf_counter() - t0, 1e-9)
-            self.ch.send(
-                P.PROGRESS,
-                frame=res.frame_index,
-                a=done[0],
-                b=total,
-                text=f"tracking {done[0]}/{total} ({fps:.1f} frames/s)",
-            )
-
-        session.track(on_frame=on_frame)
+    def _on_result(self, res) -> None:  # one ObjectResult per object and frame tracked
+        frames, t0 = self._progress
+        done = res.frame_index - frames.start + 1
+        fps = done / max(time.perf_counter() - t0, 1e-9)
+        self.ch.send(
+            P.PROGRESS,
+            frame=res.frame_index,
+            a=max(0, min(done, len(frames))),
+            b=len(frames),
+            text=f"tracking frame {res.frame_index} ({fps:.1f} frames/s)",
+        )
 
     def _refine(self, key: str, index: int) -> Matte:
         """The finished matte of frame ``index`` from the session's result, cached."""

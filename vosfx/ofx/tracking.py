@@ -1,0 +1,88 @@
+"""Tracking for the OFX worker: one session sweep kept open between renders, so each render
+tracks only up to the frame it shows, in order from where the previous one stopped.
+
+The session's rule (vosfx/session/clip.py) plans passes per object: lead-in backwards from the
+first prompted frame, segments between prompted frames (each runs once the sweep reaches its
+right-hand prompted frame, its ``due``), and a tail forwards after the last one. A tail steps
+with the sweep itself, so keeping the sweep open keeps the tail's memory alive: rendering frame
+``t`` then ``t + 1`` steps one frame, not the clip. ``ClipSession.track`` would instead run
+every stale pass to the clip's end on the first render.
+
+A sweep only goes forwards. When a frame the sweep has passed needs work again (prompts or
+settings changed), the worker calls :meth:`IncrementalTracker.reset` and a new sweep starts at
+the earliest stale frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vosfx.errors import Cancelled
+
+
+class IncrementalTracker:
+    """``session``: a :class:`vosfx.session.ClipSession` with frame access; ``on_result``:
+    called with each ObjectResult the sweep produces (progress)."""
+
+    def __init__(self, session: Any, on_result: Callable[[Any], None]) -> None:
+        self.session = session
+        self.on_result = on_result
+        self.sweep: Any = None  # vosfx.session.Sweep while open
+        self.next_frame = 0  # the next frame index the open sweep visits
+
+    def reset(self) -> None:
+        """Close the sweep (after a prompt change: its plan is out of date)."""
+        if self.sweep is not None:
+            sweep, self.sweep = self.sweep, None
+            sweep.close()
+
+    def target(self, t: int) -> int | None:
+        """The frame the sweep must reach for frame ``t``'s results to be current (a tail: ``t``
+        itself; a segment or lead-in: its due frame), or None when they are."""
+        need = None
+        for pl in self.session.stale():
+            if t not in pl.frames:
+                continue
+            if pl.is_tail and self.sweep is not None and t < self.next_frame:
+                continue  # the open sweep has stepped this tail past t
+            frame = t if pl.is_tail else pl.due
+            need = frame if need is None else max(need, frame)
+        return need
+
+    def frames_to(self, t: int) -> range:
+        """The frames :meth:`track_to` visits for ``t`` (empty when none)."""
+        target = self.target(t)
+        if target is None:
+            return range(0)
+        if self.sweep is not None and target >= self.next_frame:
+            return range(self.next_frame, target + 1)
+        return range(self._first_stale(), target + 1)
+
+    def _first_stale(self) -> int:
+        # a tail starts when the sweep visits the frame after its anchor, a segment or lead-in
+        # needs its frames stashed from their start: the earliest start of any stale pass
+        return min(pl.frames.start for pl in self.session.stale())
+
+    def track_to(self, t: int) -> int:
+        """Visit frames in order until frame ``t``'s results are current; returns how many
+        frames were visited. Frames come from the session's provider (the host)."""
+        target = self.target(t)
+        if target is None:
+            return 0
+        if self.sweep is not None and target < self.next_frame:
+            self.reset()  # cannot go back: start again where the stale work starts
+        if self.sweep is None:
+            self.next_frame = self._first_stale()
+            self.sweep = self.session.open_sweep(on_frame=self.on_result)
+        visited = 0
+        while self.next_frame <= target:
+            frame = self.session.frames.get(self.next_frame)  # Cancelled here: sweep intact
+            try:
+                self.sweep.visit(frame)
+            except Cancelled:
+                self.reset()  # part of a segment may have run: do it again next time
+                raise
+            self.next_frame += 1
+            visited += 1
+        return visited
