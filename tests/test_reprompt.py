@@ -123,3 +123,10 @@ def test_off_by_default():
     backend = ScriptedBackend(shrink={6})
     _run(backend, reprompt=False)
     assert backend.prompts == []
+
+
+def test_cli_flag_sets_the_config_key():
+    from vosfx.cli.matte import _overrides
+
+    assert _overrides({"reprompt": True}) == {"memory": {"reprompt": True}}
+    assert _overrides({"reprompt": None}) == {}

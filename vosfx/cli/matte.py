@@ -21,7 +21,8 @@ def _overrides(opts: dict) -> dict:
         "model": {"model": "name", "backend": "backend", "device": "device",
                   "precision": "precision", "low_memory": "low_memory",
                   "image_size": "image_size", "threads": "threads", "checkpoint": "checkpoint"},
-        "memory": {"memory": "policy", "track_backward": "track_backward"},
+        "memory": {"memory": "policy", "track_backward": "track_backward",
+                   "reprompt": "reprompt"},
         "refine": {"alpha": "alpha", "edge": "edge", "fill_holes_px2": "fill_holes_px2",
                    "remove_specks_px2": "remove_specks_px2", "shift_edge_px": "shift_edge_px",
                    "feather_px": "feather_px", "choke": "choke",
@@ -104,6 +105,9 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
 @click.option("--memory", type=click.Choice(list(MEMORY_POLICIES)),
               help="Memory policy (docs/memory.md).")
+@click.option("--reprompt/--no-reprompt", default=None,
+              help="Re-prompt from the last reliable mask when a frame's quality or area "
+                   "drops sharply (docs/memory.md).")
 @click.option("--backward/--forward-only", "track_backward", default=None,
               help="Matte frames before the first prompt by tracking backwards (default on).")
 @click.option("--alpha", type=click.Choice(["soft", "hard"]),
