@@ -1,18 +1,19 @@
 """The OFX effect's worker: one process per effect instance, one tracking session kept between
-render calls, frames fetched from the host on demand (``NEED`` → ``FRAME``), finished mattes
-cached per (prompts, settings) key. Run as ``python -m vosfx.ofx.worker --fd N --shm-fd M``
-(or the hidden ``vosfx ofx-worker``); the effect starts it, nobody else.
+render calls, frames fetched from the host on demand (``NEED`` -> ``FRAME``), finished mattes
+cached per (prompts, settings) key. Run as ``python -m vosfx.ofx.worker --fd N --shm-fd M``;
+the effect starts it, nobody else.
 
 A render of frame ``t`` (index into the clip, 0-based) goes:
 
-1. the cached matte, if the key (points, mask-clip prompts, refine/model/memory settings) and
+1. the cached matte, if the key (points, Mask-input prompts, refine/model/memory settings) and
    ``t`` are known: no tracking, no frame fetched (scrubbing back is instant);
-2. else prompts are synced into the :class:`vosfx.session.ClipSession` and the span between
-   ``t`` and the nearest prompted frame is tracked (the session skips frames already tracked
-   and fetches only the frames it needs, through the effect); every frame it produces is
-   refined and cached on the way, so a later render of it is a cache hit;
-3. the matte of ``t`` (merged or one object) goes back in shared memory as float32 alpha at
-   the size the host asked for.
+2. else the prompts are synced into the :class:`vosfx.session.ClipSession` (computed from the
+   prompt alone, as `vosfx matte` does) and the session's sweep, kept open between renders
+   (:mod:`vosfx.ofx.tracking`), visits frames in order up to what ``t`` needs, fetching them
+   from the host: rendering the next frame tracks one more frame;
+3. the frame's result is refined (the pipeline's :class:`~vosfx.matte.refine.Refiner`),
+   cached, and its matte (merged or one object) goes back in shared memory as float32 alpha
+   at the size the host asked for.
 
 Errors the user can act on are :class:`~vosfx.errors.VosfxError` and go back as ``ERROR`` with
 their message; anything else is logged with its traceback to stderr (the effect's log file),
@@ -56,7 +57,6 @@ class Worker:
     def __init__(self, channel: P.Channel, make_engine: EngineFactory) -> None:
         self.ch = channel
         self.make_engine = make_engine
-        self.cfg: dict | None = None
         self.settings_key = ""
         self.job_config: JobConfig | None = None  # of the current CONFIG
         self.info: VideoInfo | None = None
@@ -143,7 +143,6 @@ class Worker:
         )
         self.mask_obj = int(cfg.get("mask_obj", 1))
         self.cache.budget_bytes = max(16, int(cfg.get("cache_mb", 512))) << 20
-        self.cfg = cfg
 
     def set_points(self, data: dict) -> None:
         """``{"points": [[frame, obj, label, x, y], ...]}``, pixels at full size, top-left
