@@ -220,3 +220,24 @@ def test_missing_torch_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(BackendError, match=r'pip install "vosfx\[torch\]"'):
         load_engine(ModelConfig(backend="torch"))
+
+
+def test_a_backend_without_dense_masks_decodes_clicks_alone(caplog):
+    be = FakeBackend()
+    be.supports_mask_input = False
+    seen = []
+    real = be.track
+
+    def spy(req):
+        seen.append(req.mask_logits)
+        return real(req)
+
+    be.track = spy
+    trk = Tracker(be, Sam2Policy(), _info(), fill_hole_area=0)
+    click = Prompt(0, 1, points=np.array([[8, 8]], np.float32), labels=np.array([1], np.int32))
+    with caplog.at_level("WARNING"):
+        trk.prompt(_frame(0), click, previous=np.zeros((16, 16), np.float32))
+    assert seen == [None]
+    be.supports_mask_input = True
+    trk.prompt(_frame(0), click, previous=np.full((16, 16), 50.0, np.float32))
+    np.testing.assert_array_equal(seen[1], np.full((16, 16), 32.0))  # clamped as SAM 2

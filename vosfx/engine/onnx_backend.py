@@ -67,6 +67,10 @@ class OnnxBackend:
     ``basic`` (constant folding and redundant-node removal only), for comparisons.
     """
 
+    # no dense mask-prompt decoder graph in the bundle yet: the tracker decodes a further click
+    # on a frame from the clicks alone (docs/followups.md)
+    supports_mask_input = False
+
     def __init__(self, bundle: str | Path, *, device: str = "auto", threads: int = 0,
                  precision: str = "fp32", optimization: str = "all",
                  memory_arena: bool = True) -> None:
@@ -244,10 +248,10 @@ class OnnxBackend:
             tok[i:i + n, 0] = from_bf16_bits(item.maskmem)
             pos[i:i + n] = self._memory_pos(item.t_pos)
             i += n
-        for item in pointers:
+        for pointer in pointers:
             # (1, 256) -> (4, 1, 64): the pointer as 4 memory tokens (mem_dim 64 < 256)
-            tok[i:i + per_ptr] = np.asarray(item.obj_ptr, np.float32).reshape(per_ptr, 1, -1)
-            pos[i:i + per_ptr] = self._pointer_pos(item.t_diff, t_diff_max)
+            tok[i:i + per_ptr] = np.asarray(pointer.obj_ptr, np.float32).reshape(per_ptr, 1, -1)
+            pos[i:i + per_ptr] = self._pointer_pos(pointer.t_diff, t_diff_max)
             i += per_ptr
         return tok, pos, per_ptr * len(pointers)
 

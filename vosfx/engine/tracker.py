@@ -27,6 +27,7 @@ memory of tracked frames.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,15 @@ from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        logging.getLogger(__name__).warning(message)
+
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's logit for "no object" (sam2_base.NO_OBJ_SCORE)
 MASK_INPUT_CLAMP = 32.0  # SAM 2 clamps a previous output to +-32 before using it as a prompt
@@ -191,6 +201,13 @@ class Tracker:
         else:
             coords, labels = self._points(prompt)
             mask_in = None
+            if previous is not None and not getattr(b, "supports_mask_input", True):
+                # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
+                # the clicks alone decide, as SAM 2 does for a frame's first click
+                _log_once("this backend has no dense mask-prompt graph: a further click on "
+                          "a frame is decoded from all its clicks, without the frame's "
+                          "previous mask as input (the torch backend uses it, as SAM 2)")
+                previous = None
             if previous is not None:
                 mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(
                     np.float32)

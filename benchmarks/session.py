@@ -1,0 +1,262 @@
+"""The clip session's costs (issue 13): decoded frames per output frame, peak RSS of a long
+session, add-prompt latency. Prints what it measured.
+
+    python benchmarks/session.py decode            # CFR and VFR clips, prompts anywhere
+    python benchmarks/session.py rss --frames 200 2000 --image-size 128
+    python benchmarks/session.py latency --image-size 1024
+
+``decode`` runs the one loop's tracking half (``vosfx.pipeline.results_in_order``, what
+``vosfx matte`` runs) with the test double and counts every frame the decoder produced,
+including frames decoded after a seek to reach the first one wanted. ``rss`` runs the real
+SAM 2.1 tiny architecture (seeded random weights, torch backend) over synthetic frames with
+two objects prompted on the first, middle and last frames, each length in a fresh process.
+``latency`` times ``ClipSession.add_prompt``: the first click on a frame (image encoder +
+decoder) and further clicks there (features cached: prompt encoder + decoder only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _vmhwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- decode ------------------------------------------------------------------------------------
+
+def _vfr_copy(src: Path, dest: Path, frames: int) -> Path:
+    """The first ``frames`` frames of ``src`` at half size re-timed to irregular pts
+    (tests/media.make_clip's VFR mode: H.264 in Matroska, 1/1000 time base)."""
+    import av
+    from media import make_clip
+
+    with av.open(str(src)) as inp:
+        s_in = inp.streams.video[0]
+        w, h = s_in.width // 2, s_in.height // 2
+        images = []
+        for i, frame in enumerate(inp.decode(s_in)):
+            if i == frames:
+                break
+            images.append(frame.reformat(w, h, "rgb24").to_ndarray())
+    return make_clip(dest, len(images), w, h, vfr=True, frames=images, options={"g": "60"})
+
+
+def decode(args) -> None:
+    import fakes
+
+    from vosfx.config import MemoryConfig
+    from vosfx.io import video
+    from vosfx.io.source import open_source, probe
+    from vosfx.pipeline import results_in_order
+    from vosfx.session import ClipSession
+    from vosfx.types import Prompt
+
+    count = {"n": 0}
+    real_next = video._next_frame
+
+    def counting(decoded, path, where):
+        frame = real_next(decoded, path, where)
+        count["n"] += frame is not None
+        return frame
+
+    video._next_frame = counting
+    cfr = SHARED / "shots" / "pyscenedetect_testvideo.mp4"
+    tmp = Path(tempfile.mkdtemp(prefix="vosfx-bench-session-"))
+    vfr = _vfr_copy(cfr, tmp / "vfr.mkv", 400)
+    rows = []
+    for name, path in (("CFR H.264 720p", cfr), ("VFR H.264 360p", vfr)):
+        info = probe(path)
+        n = info.num_frames
+        cases = {"prompt on frame 0": [0], "prompt mid-clip": [n // 2 + 31],
+                 "prompts at 10 %, 55 %, 99 %": [n // 10, n * 55 // 100, n - 2]}
+        for case, frames in cases.items():
+            mask = np.zeros((info.height, info.width), bool)
+            mask[info.height // 4: info.height // 2, info.width // 4: info.width // 2] = True
+            prompts = [Prompt(f, 1 + i % 2, mask=mask) for i, f in enumerate(frames)]
+
+            @contextmanager
+            def open_frames(lo, hi, path=path):
+                with open_source(path, start=lo, end=hi) as src:
+                    yield src
+
+            count["n"] = 0
+            t0 = time.perf_counter()
+            with ClipSession(fakes.FakeEngine(), info, MemoryConfig(policy="sam2")) as s:
+                s.set_prompts(prompts)
+                out = sum(1 for _ in results_in_order(s, open_frames))
+            rows.append({"clip": name, "case": case, "output_frames": out,
+                         "decoded": count["n"], "per_output": round(count["n"] / out, 3),
+                         "seconds": round(time.perf_counter() - t0, 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| clip | prompts | output frames | decoded | decoded per output frame |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['clip']} | {r['case']} | {r['output_frames']} | {r['decoded']} | "
+              f"{r['per_output']:.3f} |")
+
+
+# --- rss ---------------------------------------------------------------------------------------
+
+def _synthetic(n: int, h: int, w: int):
+    """A square moving across a textured background, generated per frame (nothing stored)."""
+    from vosfx.types import Frame
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 80, (h, w, 3), np.uint8)
+    for t in range(n):
+        img = base.copy()
+        x = (t * 3) % (w - w // 4)
+        img[h // 3: h // 3 + h // 4, x: x + w // 4] = (230, 200, 60)
+        yield Frame(t, img, t, Fraction(1, 25))
+
+
+def rss_child(args) -> None:
+    import torch
+
+    from vosfx.config import MemoryConfig
+    from vosfx.engine.loader import SamEngine, torch_backend_for
+    from vosfx.models.checkpoint import build_model
+    from vosfx.pipeline import results_in_order
+    from vosfx.session import ClipSession
+    from vosfx.types import Prompt, VideoInfo
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n, h, w = args.child, 240, 320
+    net = build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=args.image_size)
+    engine = SamEngine(torch_backend_for(net, "cpu"), "bench", None)
+    info = VideoInfo("", w, h, n, Fraction(25), Fraction(1, 25))
+    frames = {t: None for t in (0, n // 2, n - 1)}
+    for f in _synthetic(n, h, w):
+        if f.index in frames:
+            frames[f.index] = f
+    prompts = []
+    for t in frames:
+        x = (t * 3) % (w - w // 4)
+        for obj, (y0, x0) in ((1, (h // 3, x)), (2, (0, 0))):
+            m = np.zeros((h, w), bool)
+            m[y0: y0 + h // 4, x0: x0 + w // 4] = True
+            prompts.append(Prompt(t, obj, mask=m))
+
+    @contextmanager
+    def open_frames(lo, hi):
+        yield (f for f in _synthetic(hi, h, w) if f.index >= lo)
+
+    t0 = time.perf_counter()
+    with ClipSession(engine, info, MemoryConfig(policy="sam2")) as s:
+        s.set_prompts(prompts)
+        done = sum(1 for _ in results_in_order(s, open_frames))
+    print(json.dumps({"frames": n, "output_frames": done, "image_size": args.image_size,
+                      "seconds": round(time.perf_counter() - t0, 1),
+                      "peak_rss_mib": round(_vmhwm_mib(), 1)}))
+
+
+def rss(args) -> None:
+    rows = []
+    for n in args.frames:
+        out = subprocess.run([sys.executable, __file__, "rss", "--child", str(n),
+                              "--image-size", str(args.image_size),
+                              "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| frames | prompts | image size | seconds | peak RSS (MiB) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['frames']} | 2 objects on frames 0, {r['frames'] // 2}, {r['frames'] - 1} "
+              f"| {r['image_size']} | {r['seconds']} | {r['peak_rss_mib']} |")
+
+
+# --- latency -----------------------------------------------------------------------------------
+
+def latency(args) -> None:
+    import torch
+
+    from vosfx.config import MemoryConfig
+    from vosfx.engine.loader import SamEngine, torch_backend_for
+    from vosfx.models.checkpoint import build_model
+    from vosfx.session import ClipSession
+    from vosfx.session.frames import ListFrames
+    from vosfx.types import Prompt, VideoInfo
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    h, w, n = 720, 1280, 8
+    net = build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=args.image_size)
+    engine = SamEngine(torch_backend_for(net, "cpu"), "bench", None)
+    info = VideoInfo("", w, h, n, Fraction(25), Fraction(1, 25))
+    frames = list(_synthetic(n, h, w))
+    with ClipSession(engine, info, MemoryConfig(policy="sam2"),
+                     frames=ListFrames(info, frames)) as s:
+        first, again = [], []
+        for t in range(1, n):
+            pts = [[w * 0.3 + t, h * 0.45]]
+            t0 = time.perf_counter()
+            s.add_prompt(Prompt(t, 1, points=np.array(pts, np.float32),
+                                labels=np.array([1], np.int32)))
+            first.append(time.perf_counter() - t0)
+            for k in range(3):
+                pts.append([w * 0.32 + 9 * k, h * 0.5])
+                t0 = time.perf_counter()
+                s.add_prompt(Prompt(t, 1, points=np.array(pts, np.float32),
+                                    labels=np.array([1] * len(pts), np.int32)))
+                again.append(time.perf_counter() - t0)
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    print(json.dumps({"image_size": args.image_size, "threads": args.threads,
+                      "first_click_on_a_frame_ms": round(1000 * med(first), 1),
+                      "further_clicks_ms_median": round(1000 * med(again), 1),
+                      "further_clicks_ms_max": round(1000 * max(again), 1),
+                      "samples": [len(first), len(again)]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["decode", "rss", "latency"])
+    ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    print(f"# {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+          file=sys.stderr)
+    if args.what == "decode":
+        decode(args)
+    elif args.what == "rss":
+        rss_child(args) if args.child else rss(args)
+    else:
+        latency(args)
+
+
+if __name__ == "__main__":
+    main()
