@@ -5,7 +5,7 @@ proves the download against a local server). Instead a seeded random-weight chec
 official layout is imported into a temporary cache as sam2.1-tiny, exactly as a user imports a
 file they got elsewhere, and everything after that is the real path: ONNX bundle exported on
 first use, ONNX Runtime tracking, refinement, ProRes 4444 writer, sidecar. The one deviation:
-a user config sets image_size 128 so 36 frames run in seconds (the 1024 path is covered by the
+a user config sets image_size 128 so the clip's frames run in seconds (the 1024 path is covered by the
 parity tests). This proves the plumbing, not segmentation quality.
 """
 
@@ -26,6 +26,7 @@ from vosfx.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+N_FRAMES = 8  # examples/make_example.py's N
 
 
 @pytest.fixture
@@ -59,11 +60,11 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     frames = _decode(out)
-    assert len(frames) == 36
+    assert len(frames) == N_FRAMES
     source = _decode(REPO / "examples" / "ball.mp4", "yuv420p")
     assert [t for t, _ in frames] == [t for t, _ in source]  # same timestamps, frame for frame
     alpha = np.stack([a[..., 3] for _, a in frames]).astype(np.float64) / 65535
-    assert alpha.shape == (36, 240, 320) and 0.0 <= alpha.min() and alpha.max() <= 1.0
+    assert alpha.shape == (N_FRAMES, 240, 320) and 0.0 <= alpha.min() and alpha.max() <= 1.0
     # frame 0 is the prompted frame: SAM 2 returns the prompt mask itself there, so even with
     # random weights its matte must be the ball (later frames depend on the random weights)
     from PIL import Image
@@ -73,7 +74,7 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
     assert inter / np.logical_or(alpha[0] > 0.5, mask).sum() > 0.95
     side = json.loads(out.with_name(out.name + ".json").read_text())
     assert side["model"] == {"id": "sam2.1-tiny", "sha256": imported_tiny}
-    assert side["frames"] == 36 and side["job"]["config"]["model"]["image_size"] == 128
+    assert side["frames"] == N_FRAMES and side["job"]["config"]["model"]["image_size"] == 128
     bundles = list((Path(os.environ["VOSFX_HOME"]) / "onnx").iterdir())
     assert len(bundles) == 1 and imported_tiny[:8] in bundles[0].name  # exported on first use
 
@@ -87,8 +88,8 @@ def test_api_example_runs(tmp_path, imported_tiny):
                         str(out)], capture_output=True, text=True, env=env, timeout=600,
                        check=False)
     assert r.returncode == 0, r.stderr
-    assert "36 frames" in r.stdout and out.exists()
-    assert len(_decode(out)) == 36
+    assert f"{N_FRAMES} frames" in r.stdout and out.exists()
+    assert len(_decode(out)) == N_FRAMES
 
 
 def test_example_media_is_what_the_generator_makes(tmp_path):
@@ -102,3 +103,4 @@ def test_example_media_is_what_the_generator_makes(tmp_path):
         sys.path.pop(0)
     mask = np.asarray(Image.open(REPO / "examples" / "ball_mask.png")) > 127
     assert np.array_equal(mask, make_example.ball_mask(0))
+    assert make_example.N == N_FRAMES == len(_decode(REPO / "examples" / "ball.mp4", "yuv420p"))
