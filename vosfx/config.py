@@ -208,6 +208,13 @@ def build_config(data: dict[str, Any]) -> JobConfig:
     return JobConfig(**sections)
 
 
+def option_choices(section: str, key: str) -> list[str]:
+    """The allowed values of ``[section] key`` (for the CLI's choices: one list, here)."""
+    cls = SECTIONS[section]
+    field_ = {f.name: f for f in dataclasses.fields(cls)}[key]
+    return list(field_.metadata["choices"])
+
+
 def describe_options() -> list[tuple[str, str, Any, str]]:
     """(section, key, default, doc) for every option, for `vosfx presets show` and docs."""
     rows = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from vosfx.config import option_choices
 from vosfx.errors import VosfxError
 from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
@@ -91,13 +92,12 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--fit", is_flag=True, help="Scale a mask of another size to the video.")
 @click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
 @click.option("--model", help="Model id (vosfx models list).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]),
+@click.option("--backend", type=click.Choice(option_choices("model", "backend")),
               help="Runtime: onnx (ONNX Runtime, no torch needed), torch, or auto (onnx).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps", "tensorrt", "coreml",
-                                             "dml"]),
+@click.option("--device", type=click.Choice(option_choices("model", "device")),
               help="Where the model runs (auto: the best available).")
 @click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+@click.option("--precision", type=click.Choice(option_choices("model", "precision")),
               help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).")
 @click.option("--threads", type=int, help="CPU threads for the model.")
 @click.option("--low-memory", is_flag=True, default=None,
@@ -110,9 +110,9 @@ def default_output(input_path: str, fmt: str) -> str:
                    "drops sharply (docs/memory.md).")
 @click.option("--backward/--forward-only", "track_backward", default=None,
               help="Matte frames before the first prompt by tracking backwards (default on).")
-@click.option("--alpha", type=click.Choice(["soft", "hard"]),
+@click.option("--alpha", type=click.Choice(option_choices("refine", "alpha")),
               help="soft: the model's confidence as alpha; hard: 0 or 1.")
-@click.option("--edge", type=click.Choice(["bilinear", "guided"]),
+@click.option("--edge", type=click.Choice(option_choices("refine", "edge")),
               help="Upsampling of the low-res mask: guided follows image edges.")
 @click.option("--fill-holes-px2", type=int, help="Fill holes up to this area (pixels²).")
 @click.option("--remove-specks-px2", type=int, help="Drop islands up to this area (pixels²).")
@@ -120,11 +120,12 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--feather-px", type=float, help="Soften the edge by this radius (pixels).")
 @click.option("--choke", type=float, help="Contract the soft edge: 0 off, 1 hard.")
 @click.option("--reduce-chatter", type=float, help="Temporal smoothing strength 0..1.")
-@click.option("--alpha-mode", type=click.Choice(["straight", "premultiplied"]),
+@click.option("--alpha-mode", type=click.Choice(option_choices("output", "alpha_mode")),
               help="Colour of alpha outputs: straight (default) or premultiplied.")
 @click.option("--each-object/--merged", default=None, help="One output per object.")
 @click.option("--background", help="For -f composite: #rrggbb, an image or a video file.")
-@click.option("--exr-compression", type=click.Choice(["zip", "piz", "dwaa", "none"]),
+@click.option("--exr-compression",
+              type=click.Choice(option_choices("output", "exr_compression")),
               help="For -f exr-layers: ZIP (default) and PIZ lossless, DWAA smaller.")
 @click.option("--exr-rgb", is_flag=True, default=None,
               help="For -f exr-layers: also store the source's linear RGB (and A).")
