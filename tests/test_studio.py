@@ -1,0 +1,388 @@
+"""vosfx studio's server and state over HTTP (no browser): token, Host and Origin checks,
+paths, bad input, undo/redo, objects, dropped masks, reopening a saved job, Done for editor
+plugins, and closing the page or Ctrl-C leaving no partial output."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tests.fakes import FakeEngine
+from tests.media import make_clip, square_box
+from tests.studio_helpers import Running
+from vosfx.cli import cli
+from vosfx.job import load_job_file
+
+W, H, N = 96, 64, 24
+REPO = Path(__file__).resolve().parents[1]
+FAKE_VOSFX = [sys.executable, str(REPO / "tests" / "bin" / "vosfx_fake.py")]
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return make_clip(tmp_path / "clip.mp4", n=N, width=W, height=H)
+
+
+@pytest.fixture
+def run(clip, tmp_path, config_home):
+    r = Running(clip, tmp_path / "work")
+    yield r
+    r.close()
+
+
+def _centre(t):
+    x0, y0, x1, y1 = square_box(t, W, H)
+    return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+def _click(run, t, label=1, obj=1, xy=None):
+    x, y = xy or _centre(t)
+    return run.request("/api/click", {"obj_id": obj, "frame": t, "x": x, "y": y,
+                                      "label": label})
+
+
+@pytest.mark.parametrize("path", ["/", "/api/state", "/api/timeline", "/api/view/0",
+                                  "/api/events", "/static/studio.js"])
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_every_request_needs_the_token(run, path, token):
+    status, _ = run.request(path, token=token)
+    assert status == 403
+
+
+def test_post_without_token_changes_nothing(run):
+    status, _ = run.request("/api/click", {"obj_id": 1, "frame": 0, "x": 5, "y": 5},
+                            token=None)
+    assert status == 403 and run.studio.edits == {}
+
+
+@pytest.mark.parametrize("headers", [{"Host": "evil.example:80"},
+                                     {"Origin": "http://evil.example"},
+                                     {"Origin": "null"}])
+def test_foreign_host_or_origin_is_refused(run, headers):
+    status, _ = run.request("/api/state", headers=headers)
+    assert status == 403
+
+
+def test_token_in_query_and_same_origin_are_accepted(run):
+    status, data = run.request(f"/api/state?token={run.ctl.token}", token=None,
+                               headers={"Origin": run.base})
+    assert status == 200 and data["ready"]
+
+
+def test_listens_on_loopback_only(run):
+    with socket.socket() as s:
+        s.settimeout(1)
+        # the port is bound to 127.0.0.1, not 0.0.0.0: another local address is refused
+        addrs = [a for a in _local_addresses() if a != "127.0.0.1"]
+        for addr in addrs:
+            assert s.connect_ex((addr, run.ctl.port)) != 0
+
+
+def _local_addresses():
+    try:
+        return {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    except OSError:
+        return set()
+
+
+@pytest.mark.parametrize("path", ["/static/../state.py", "/static/%2e%2e%2fstate.py",
+                                  "/static/index.html.bak", "/static/..%2F..%2Fetc%2Fpasswd"])
+def test_only_the_page_files_are_served(run, path):
+    status, body = run.request(path)
+    assert status == 404
+    assert b"import" not in (body if isinstance(body, bytes) else b"")
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"output": "relative/out.mov"}, "absolute path"),
+    ({"output": "/tmp/../etc/out.mov"}, "'..'"),
+    ({"output": "/nonexistent-folder-xyz/out.mov"}, "does not exist"),
+])
+def test_render_paths_are_validated(run, body, message):
+    _click(run, 0)
+    status, data = run.request("/api/render", body)
+    assert status == 400 and message in data["error"]
+
+
+def test_render_refuses_to_replace_the_clip(run, clip):
+    _click(run, 0)
+    status, data = run.request("/api/render", {"output": str(clip), "overwrite": True,
+                                               "formats": ["prores4444"]})
+    assert status == 400 and "clip itself" in data["error"]
+
+
+def test_save_job_needs_a_json_name(run, tmp_path):
+    _click(run, 0)
+    status, data = run.request("/api/save", {"output": str(tmp_path / "o.mov"),
+                                             "path": str(tmp_path / "job.txt")})
+    assert status == 400 and ".json" in data["error"]
+
+
+def test_bad_prompt_values_are_400(run):
+    for body in ({"obj_id": 1, "frame": 0, "x": "a", "y": 1},
+                 {"obj_id": 9, "frame": 0, "x": 1, "y": 1},
+                 {"obj_id": 1, "frame": N + 5, "x": 1, "y": 1},
+                 {"obj_id": 1, "frame": 0, "x": W + 50, "y": 1}):
+        status, data = run.request("/api/click", body)
+        assert status == 400 and data["error"], body
+
+
+def test_click_answer_equals_the_session_result_and_undo_redo(run):
+    status, res = _click(run, 3)
+    assert status == 200 and res["objects"][0]["area"] > 0
+    _click(run, 3, label=0, xy=(2, 2))
+    assert run.studio.edits[(1, 3)].labels == (1, 0)
+    assert run.request("/api/history", {"op": "undo"})[1]["frame"] == 3
+    assert run.studio.edits[(1, 3)].labels == (1,)
+    run.request("/api/history", {"op": "undo"})
+    assert run.studio.edits == {} and run.studio.session.obj_ids == ()
+    run.request("/api/history", {"op": "redo"})
+    run.request("/api/history", {"op": "redo"})
+    assert run.studio.edits[(1, 3)].labels == (1, 0)
+
+
+def test_objects_add_rename_delete(run):
+    status, added = run.request("/api/objects", {"op": "add"})
+    assert added["obj_id"] == 2
+    run.request("/api/objects", {"op": "rename", "obj_id": 2, "name": "dog"})
+    _click(run, 0, obj=2)
+    st = run.request("/api/state")[1]
+    assert [o["name"] for o in st["objects"]] == ["object 1", "dog"]
+    run.request("/api/objects", {"op": "delete", "obj_id": 2})
+    st = run.request("/api/state")[1]
+    assert [o["obj_id"] for o in st["objects"]] == [1] and st["prompts"] == []
+
+
+def test_dropped_mask_becomes_the_prompt(run):
+    x0, y0, x1, y1 = square_box(5, W, H)
+    mask = np.zeros((H, W), np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, "PNG")
+    status, res = run.request("/api/mask?obj_id=1&frame=5", data=buf.getvalue(),
+                              method="POST")
+    assert status == 200 and res["objects"][0]["area"] > 0
+    assert run.studio.edits[(1, 5)].mask is not None
+    status, data = run.request("/api/mask?obj_id=1&frame=5", data=b"not an image",
+                               method="POST")
+    assert status == 400 and "image" in data["error"]
+
+
+def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatch):
+    _click(run, 2)
+    _click(run, 2, label=0, xy=(3, 3))
+    buf = io.BytesIO()
+    m = np.zeros((H, W), np.uint8)
+    m[10:30, 10:30] = 255
+    Image.fromarray(m).save(buf, "PNG")
+    run.request("/api/objects", {"op": "add"})
+    run.request("/api/mask?obj_id=2&frame=7", data=buf.getvalue(), method="POST")
+    run.request("/api/refine", {"refine": {"feather_px": 3, "alpha": "hard"}})
+    job_path = tmp_path / "jobs" / "j.json"
+    job_path.parent.mkdir()
+    status, data = run.request("/api/save", {"output": str(tmp_path / "out.mov"),
+                                             "path": str(job_path), "start": 1, "end": 20})
+    assert status == 200, data
+    job = load_job_file(job_path)
+    assert job.config.refine.feather_px == 3 and job.config.refine.alpha == "hard"
+    assert (job.start, job.end) == (1, 20)
+    assert (job_path.parent / "j_masks").is_dir()
+    # reopen in a second studio, as `vosfx studio --job` does
+    from vosfx.studio.state import Studio
+
+    st = Studio(job.input, engine=FakeEngine(), config=job.config, presets=job.presets,
+                start=job.start, end=job.end, workdir=tmp_path / "w2")
+    (tmp_path / "w2").mkdir(exist_ok=True)
+    try:
+        st.restore(job)
+        assert st.edits[(1, 2)].points == run.studio.edits[(1, 2)].points
+        assert st.edits[(1, 2)].labels == (1, 0)
+        np.testing.assert_array_equal(st.session.result(7).logits,
+                                      run.studio.session.result(7).logits)
+    finally:
+        st.close()
+
+
+def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
+    done = tmp_path / "done.json"
+    r = Running(clip, tmp_path / "work", done_job=done)
+    try:
+        _click(r, 4)
+        status, data = r.request("/api/done", {"output": str(tmp_path / "o.mov")})
+        assert status == 200
+        r.thread.join(30)
+        assert r.outcome == ["done"]
+    finally:
+        r.close()
+    job = load_job_file(done)
+    assert [(p.frame, p.obj_id) for p in job.prompts] == [(4, 1)]
+
+
+def test_done_is_refused_without_done_job(run, tmp_path):
+    _click(run, 0)
+    status, data = run.request("/api/done", {"output": str(tmp_path / "o.mov")})
+    assert status == 400 and "--done-job" in data["error"]
+
+
+def test_closing_the_page_cancels_the_render(clip, tmp_path, config_home):
+    slow = FakeEngine(logit_fn=_slow(0.05))
+    r = Running(clip, tmp_path / "work", engine=slow)
+    import urllib.request
+
+    try:
+        _click(r, 0)
+        req = urllib.request.Request(f"{r.base}/api/events?token={r.ctl.token}")
+        stream = urllib.request.urlopen(req, timeout=10)
+        stream.readline()
+        out = tmp_path / "render_out"
+        status, _ = r.request("/api/render", {"output": str(out), "formats": ["png16"]})
+        assert status == 200
+        time.sleep(0.3)
+        assert r.studio.busy == "render"
+        stream.close()  # the page goes away
+        r.wait_idle(20)
+        assert not out.exists() and not list(tmp_path.glob(".render_out*"))
+    finally:
+        r.close()
+
+
+def _slow(delay_s):
+    def fn(frame_index, obj_id, base):
+        time.sleep(delay_s)
+        return base
+
+    return fn
+
+
+def test_model_missing_offline_says_which_file(clip, tmp_path, config_home, monkeypatch):
+    monkeypatch.setenv("VOSFX_OFFLINE", "1")
+
+    def load():
+        from vosfx.engine import load_engine
+        from vosfx.presets import resolve_config
+
+        return load_engine(resolve_config((), {}).model)
+
+    r = Running(clip, tmp_path / "work", load=load)
+    try:
+        status, st = r.request("/api/state")
+        assert not st["ready"] and st["error"]["kind"] == "download"
+        assert "sam2.1_hiera_tiny.pt" in st["error"]["message"]
+        assert str(config_home / "cache") in st["error"]["message"]
+        status, data = r.request("/api/click", {"obj_id": 1, "frame": 0, "x": 1, "y": 1})
+        assert status == 400 and "offline" in data["error"]
+    finally:
+        r.close()
+
+
+def test_cli_unreadable_clip(tmp_path, config_home):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"this is not a video")
+    res = CliRunner().invoke(cli, ["studio", str(bad), "--no-browser"])
+    assert res.exit_code == 4, res.output
+    res = CliRunner().invoke(cli, ["studio", str(tmp_path / "missing.mp4"), "--no-browser"])
+    assert res.exit_code == 4
+
+
+def test_cli_port_in_use(clip, config_home):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        res = CliRunner().invoke(cli, ["studio", str(clip), "--no-browser", "--port",
+                                       str(port)])
+    assert res.exit_code == 3
+    assert f"port {port}" in res.output and "--port" in res.output
+
+
+def _start_cli(args, env):
+    proc = subprocess.Popen(FAKE_VOSFX + ["studio", *args, "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    assert line.startswith("vosfx studio: http://127.0.0.1:"), (line, proc.stderr.read())
+    return proc, line.split(": ", 1)[1].strip()
+
+
+def _post(url, path, body):
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    token = parts.query.split("=", 1)[1]
+    req = urllib.request.Request(f"{parts.scheme}://{parts.netloc}{path}",
+                                 data=json.dumps(body).encode(),
+                                 headers={"X-Vosfx-Token": token,
+                                          "Content-Type": "application/json"})
+    for _ in range(200):
+        with urllib.request.urlopen(req, timeout=30) as res:
+            data = json.loads(res.read())
+        return data
+    return None
+
+
+def _wait_ready(url):
+    import urllib.request
+
+    for _ in range(300):
+        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
+            if json.loads(res.read()).get("ready"):
+                return
+        time.sleep(0.05)
+    raise TimeoutError("studio not ready")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_stops_the_render_and_leaves_nothing(clip, tmp_path, config_home):
+    env = dict(os.environ, VOSFX_FAKE_DELAY_S="0.05", VOSFX_HOME=str(tmp_path / "home"))
+    proc, url = _start_cli([str(clip)], env)
+    try:
+        _wait_ready(url)
+        x, y = _centre(0)
+        _post(url, "/api/click", {"obj_id": 1, "frame": 0, "x": x, "y": y})
+        out = tmp_path / "ctrlc_out"
+        _post(url, "/api/render", {"output": str(out), "formats": ["png16"]})
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 130, proc.stderr.read()
+    assert not out.exists() and not list(tmp_path.glob(".ctrlc_out*"))
+    assert not list((tmp_path / "home" / "studio").glob("*"))  # its cache folder is gone
+
+
+def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
+    """What an editor plugin runs: the studio on a range at the playhead; Done writes the
+    job (prompts, range, finishing) and the process exits 0."""
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    done = tmp_path / "picked.json"
+    proc, url = _start_cli([str(clip), "--start", "4", "--end", "20", "--frame", "9",
+                            "--done-job", str(done)], env)
+    try:
+        _wait_ready(url)
+        x, y = _centre(9)
+        _post(url, "/api/click", {"obj_id": 1, "frame": 9, "x": x, "y": y})
+        _post(url, "/api/refine", {"refine": {"feather_px": 2}})
+        _post(url, "/api/done", {"output": str(tmp_path / "o.mov")})
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, proc.stderr.read()
+    job = load_job_file(done)
+    assert (job.start, job.end) == (4, 20)
+    assert [p.frame for p in job.prompts] == [9]
+    assert job.config.refine.feather_px == 2
