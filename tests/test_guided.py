@@ -112,3 +112,25 @@ def test_band_evaluation_matches_the_whole_frame_formula():
     sparse = prep.refine(p)
     np.testing.assert_allclose(sparse[band], dense[band], atol=1e-4)
     np.testing.assert_array_equal(sparse[~band], p[~band])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_dense_and_band_paths_agree(dtype, monkeypatch):
+    # Soft logits put the whole frame in the band, which is evaluated densely (bounded cost);
+    # it must give what the gathered band path gives, up to float rounding.
+    from vosfx.matte import guided
+
+    img, logits = _edge_scene(205, h=96, w=300)
+    img = img.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    img[:, :, 1] = np.arange(300)[None, :] // 2 * (257 if dtype == np.uint16 else 1)
+    for scale in (1.0, 0.05):  # sharp (narrow band, gathered) and soft (whole frame, dense)
+        p = logits_to_prob(logits * np.float32(scale), img.shape[:2])
+        prep = GuidePrep(img, 8, 1e-3)
+        monkeypatch.setattr(guided, "_DENSE_FRACTION", 2.0)  # never dense
+        band = prep.refine(p, strength=2.0)
+        monkeypatch.setattr(guided, "_DENSE_FRACTION", 0.0)  # always dense
+        dense = prep.refine(p, strength=2.0)
+        monkeypatch.undo()
+        np.testing.assert_allclose(dense, band, atol=2e-6, rtol=0)
+        outside = 4 * p * (1 - p) * 2.0 <= 0.02
+        np.testing.assert_array_equal(dense[outside], p[outside])

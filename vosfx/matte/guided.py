@@ -43,6 +43,11 @@ def subsample_for(radius_px: int) -> int:
 
 
 _MIN_WEIGHT = 0.01
+# Above this share of the frame the band is evaluated densely (GuidePrep._refine_dense): the
+# gathered path costs ~70 ns a band pixel, the dense one ~9 ns a frame pixel (1080p, one core),
+# so 1/8 is about where they cross. Sharp SAM 2 logits give a band of ~2 % of a 1080p frame,
+# soft ones up to all of it (139 ms a frame before this, docs/benchmarks/render.md).
+_DENSE_FRACTION = 0.125
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -65,6 +70,7 @@ class GuidePrep:
             raise VosfxError(f"guided filter eps: expected > 0, found {eps}")
         _check_guide(guide_rgb)
         self.guide = guide_rgb  # (H, W, 3), kept as is: only the edge band is ever read
+        self._planes: list[np.ndarray] | None = None  # 3 x (H, W) f32, for the dense path
         self.scale = np.float32(_SCALE[guide_rgb.dtype])
         self.height, self.width = guide_rgb.shape[:2]
         s = subsample_for(radius_px)
@@ -170,18 +176,43 @@ class GuidePrep:
                 f"alpha: expected {(self.height, self.width)} like the guide, found {alpha.shape}"
             )
         alpha = alpha.astype(np.float32, copy=False)
-        out = alpha.copy()
         w = cv2.multiply(alpha, 1.0 - alpha, scale=4.0 * float(strength))
         # |detail| stays below ~1, so where the weight is under 0.01 (alpha outside
         # [0.0025, 0.9975]) the correction would be under 0.01: skip those pixels.
-        idx = np.flatnonzero(w > _MIN_WEIGHT * max(1.0, float(strength)))
-        if len(idx) == 0:
-            return out
+        band = w > _MIN_WEIGHT * max(1.0, float(strength))
+        n_band = cv2.countNonZero(band.view(np.uint8))
+        if n_band == 0:
+            return alpha.copy()
         coef = self.coefficients(alpha if alpha_low is None else alpha_low)
+        if n_band > _DENSE_FRACTION * alpha.size:
+            return self._refine_dense(alpha, w, band, coef)
+        out = alpha.copy()
+        idx = np.flatnonzero(band)
         flat = out.reshape(-1)
         flat[idx] = np.clip(flat[idx] + w.reshape(-1)[idx] * self._detail_at(coef, idx),
                             0.0, 1.0)
         return out
+
+    def _refine_dense(
+        self, alpha: np.ndarray, w: np.ndarray, band: np.ndarray, coef: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`refine` evaluated over the whole frame, for a wide band (soft logits): the
+        coefficients are upsampled plane by plane and ``a·I + b`` accumulated with OpenCV,
+        about 9 ns a pixel against about 70 ns a pixel for the gathered band (1080p, one
+        core), so a frame never costs more than either path at the crossover. Same values
+        as the band path up to float rounding (tests/test_guided.py)."""
+        size = (self.width, self.height)
+        a_r, a_g, a_b, b = cv2.split(coef)
+        detail = cv2.resize(b, size, interpolation=cv2.INTER_LINEAR)  # (H, W) f32
+        if self._planes is None:  # once per frame, shared by its objects
+            self._planes = [p.astype(np.float32) for p in cv2.split(self.guide)]
+        for a_c, plane in zip((a_r, a_g, a_b), self._planes):
+            # a·(I·scale) = (a·scale)·I: the scale goes on the small grid
+            a_up = cv2.resize(a_c * self.scale, size, interpolation=cv2.INTER_LINEAR)
+            cv2.accumulateProduct(a_up, plane, detail)
+        w = np.multiply(w, band, out=w)  # the band rule of the gathered path: 0 outside
+        out = cv2.add(alpha, cv2.multiply(w, detail))
+        return np.clip(out, 0.0, 1.0, out=out)
 
 
 def guided_refine(alpha: np.ndarray, guide_rgb: np.ndarray, radius_px: int,

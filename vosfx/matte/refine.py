@@ -55,9 +55,15 @@ def logits_to_prob(logits: np.ndarray, out_hw: tuple[int, int], threshold: float
     up = logits.astype(np.float32, copy=False)
     if up.shape != tuple(out_hw):
         up = cv2.resize(up, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-    # tanh form of the sigmoid: no overflow for SAM 2's -1024 "no object" logits.
-    x = (up - np.float32(threshold)) * np.float32(0.5 / softness)
-    return np.tanh(x, out=x) * np.float32(0.5) + np.float32(0.5)
+    # tanh form of the sigmoid: no overflow for SAM 2's -1024 "no object" logits. In place on
+    # one new array (the same arithmetic as before, bit for bit): 4 passes over a 1080p
+    # plane instead of 4 passes and 4 allocations.
+    x = np.subtract(up, np.float32(threshold))
+    x *= np.float32(0.5 / softness)
+    np.tanh(x, out=x)
+    x *= np.float32(0.5)
+    x += np.float32(0.5)
+    return x
 
 
 def resolve_overlap(alphas: np.ndarray) -> np.ndarray:
