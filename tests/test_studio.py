@@ -154,7 +154,7 @@ def test_click_answer_equals_the_session_result_and_undo_redo(run):
 
 
 def test_objects_add_rename_delete(run):
-    status, added = run.request("/api/objects", {"op": "add"})
+    _status, added = run.request("/api/objects", {"op": "add"})
     assert added["obj_id"] == 2
     run.request("/api/objects", {"op": "rename", "obj_id": 2, "name": "dog"})
     _click(run, 0, obj=2)
@@ -221,7 +221,7 @@ def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
     try:
         _click(r, 4)
         status, data = r.request("/api/done", {"output": str(tmp_path / "o.mov")})
-        assert status == 200
+        assert status == 200 and data["path"] == str(done)
         r.thread.join(30)
         assert r.outcome == ["done"]
     finally:

@@ -254,6 +254,121 @@ def run(command, job_path, on_event=None, should_cancel=None, env=None, poll_s=0
     return result
 
 
+class StudioPick:
+    """"Pick in vosfx studio": open the studio page on ``clip``'s source frames [start, end)
+    at ``frame``; when the user presses Done the studio writes the job and exits 0. Like
+    :class:`VosfxProcess`: ``start()``, ``running``, ``cancel()``, then ``picked()`` for the
+    job (a dict, mask paths made absolute) or None when the page was closed without Done.
+
+    Runs ``vosfx studio CLIP --start S --end E --frame F --done-job OUT.json`` (an argument
+    list, never a shell string); the studio opens the user's default browser itself.
+    """
+
+    def __init__(self, command, clip, start, end, frame, env=None, folder=None):
+        import tempfile
+
+        if isinstance(command, str):
+            raise TypeError("command must be a list of arguments, not a shell string")
+        self.folder = folder or tempfile.mkdtemp(prefix="vosfx_pick_")
+        self.job_path = os.path.join(self.folder, "picked.json")
+        self.args = list(command) + [
+            "studio", str(clip), "--start", str(int(start)), "--end", str(int(end)),
+            "--frame", str(int(frame)), "--done-job", self.job_path]
+        self.env = env
+        self.proc = None
+        self.stderr = ""
+
+    def start(self):
+        flags = 0
+        if sys.platform == "win32":
+            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        self.proc = subprocess.Popen(
+            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=self.env, creationflags=flags,
+            universal_newlines=True, encoding="utf-8", errors="replace")
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read_stderr(self):
+        self.stderr = self.proc.stderr.read()
+        self.proc.stderr.close()
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cancel(self, timeout_s=15.0):
+        if not self.running:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def wait(self, timeout_s=None):
+        code = self.proc.wait(timeout_s)
+        self._reader.join()
+        return code
+
+    def picked(self):
+        """The job the user finished with Done (dict), or None (closed, cancelled)."""
+        if self.proc is None or self.proc.poll() != 0 or not os.path.isfile(self.job_path):
+            return None
+        with open(self.job_path, encoding="utf-8") as f:
+            job = json.load(f)
+        for prompt in job.get("prompts", []):
+            mask = prompt.get("mask")
+            if mask and not os.path.isabs(mask):
+                prompt["mask"] = os.path.join(self.folder, mask)
+        return job
+
+    def message(self):
+        code = self.proc.poll() if self.proc is not None else None
+        if code == 0:
+            return "picked in vosfx studio"
+        tail = self.stderr.strip().splitlines()[-1:] if self.stderr.strip() else []
+        if code == 130:
+            return "vosfx studio was closed without Done"
+        what = EXIT_CODES.get(code, "unknown")
+        return f"vosfx studio exited with {code} ({what})" + (": " + tail[0] if tail else "")
+
+
+def job_from_pick(picked, output, presets=("prores4444",), overwrite=False, extra_formats=(),
+                  output_overrides=None):
+    """The host's render job from a studio pick: its prompts, range and finishing (model,
+    memory and refine settings), with the host's own output, format presets and extras (the
+    studio's output section is dropped, so the host's presets decide the files)."""
+    overrides = {k: v for k, v in (picked.get("overrides") or {}).items() if k != "output"}
+    if output_overrides:
+        overrides["output"] = dict(output_overrides)
+    return build_job(picked["input"], output, picked["prompts"], start=picked.get("start", 0),
+                     end=picked.get("end"), presets=presets, overrides=overrides,
+                     overwrite=overwrite, extra_formats=extra_formats)
+
+
+def pick_in_studio(command, clip, start, end, frame, env=None, should_cancel=None,
+                   poll_s=0.2):
+    """Blocking helper: open the studio, wait for Done. Returns (job dict or None, message)."""
+    pick = StudioPick(command, clip, start, end, frame, env=env).start()
+    try:
+        while pick.running:
+            if should_cancel is not None and should_cancel():
+                pick.cancel()
+                break
+            try:
+                pick.proc.wait(poll_s)
+            except subprocess.TimeoutExpired:
+                pass
+    except BaseException:
+        pick.cancel()
+        raise
+    pick.wait()
+    return pick.picked(), pick.message()
+
+
 def presence_ranges(result_event, obj_id=None):
     """[(first, last_inclusive)] source frames where an object (default: any) is present, from
     the result event's ``presence``."""

@@ -1,8 +1,9 @@
 """vosfx Matte for Blender's Video Sequencer.
 
 Select a movie strip, put the playhead on a frame where the object is visible, then Strip >
-vosfx Matte (or F3 "vosfx Matte"): give a mask image (white = object) or points ``x,y`` in
-source pixels. vosfx runs in the background (progress in the status bar, Esc cancels); the
+Pick in vosfx studio: the studio page opens on the strip's frames at the playhead; click the
+object, track, finish, press Done. (Strip > vosfx Matte takes a mask image or typed points
+``x,y`` in source pixels instead, the fallback.) vosfx runs in the background (progress in the status bar, Esc cancels); the
 matte comes back as a muted image strip, used by a Mask modifier on the movie strip, so the
 cut-out shows in the preview and renders with alpha (RGBA PNG/EXR/TIFF output).
 
@@ -11,12 +12,16 @@ The add-on never imports vosfx: it runs the `vosfx` executable recorded by
 """
 
 import os
+from typing import TYPE_CHECKING
 
 import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 
-from . import vosfx_client
-from .plan import apply_matte, plan_job, sequencer_scene
+if TYPE_CHECKING:  # `vosfx plugins install blender` copies plugins/common's client in here
+    from plugins.common import vosfx_client
+else:
+    from . import vosfx_client
+from .plan import apply_matte, plan_job, sequencer_scene, strip_range
 
 bl_info = {
     "name": "vosfx Matte",
@@ -160,12 +165,96 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
             self.layout.prop(self, name)
 
 
+class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
+    """Open vosfx studio on the active movie strip at the playhead; Done there mattes it"""
+
+    bl_idname = "sequencer.vosfx_studio"
+    bl_label = "Pick in vosfx studio"
+    bl_options = {"REGISTER"}  # noqa: RUF012 (the Blender idiom)
+
+    whole_clip: BoolProperty(name="Whole clip", default=False,
+                             description="Matte every source frame, not only the used range")
+    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH",
+                               description="Empty: beside the movie file")
+
+    @classmethod
+    def poll(cls, context):
+        return SEQUENCER_OT_vosfx_matte.poll(context)
+
+    def execute(self, context):
+        """Start the studio; the modal timer waits for Done, then renders as vosfx Matte
+        does. Without a window (scripts): block until Done and the render."""
+        scene = sequencer_scene(context)
+        strip = scene.sequence_editor.active_strip
+        try:
+            path, start, end, frame = strip_range(scene, strip, self.whole_clip)
+        except ValueError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        self._scene, self._strip, self._proc = scene, strip, None
+        self._pick = vosfx_client.StudioPick(_command(context), path, start, end, frame).start()
+        if context.window is None or bpy.app.background:
+            self._pick.wait()
+            plan = self._picked_plan()
+            if plan is None:
+                return {"CANCELLED"}
+            result = vosfx_client.run(_command(context),
+                                      vosfx_client.write_job(plan["job"], plan["job_path"]))
+            return SEQUENCER_OT_vosfx_matte._finish(self, context, scene, strip, plan, result)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        _state.update(text="vosfx studio: click the object, then Done (Esc cancels)",
+                      factor=0.0)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _picked_plan(self):
+        picked, message = self._pick.picked(), self._pick.message()
+        self._pick = None
+        if picked is None:
+            _state["text"] = ""
+            self.report({"WARNING"}, message)
+            return None
+        try:
+            return plan_job(self._scene, self._strip, None, None, self.whole_clip,
+                            self.output_dir, picked=picked)
+        except ValueError as err:
+            _state["text"] = ""
+            self.report({"ERROR"}, str(err))
+            return None
+
+    def modal(self, context, event):
+        if self._pick is None:  # Done was pressed: the render runs as vosfx Matte's
+            return SEQUENCER_OT_vosfx_matte.modal(self, context, event)
+        if event.type == "ESC":
+            self._pick.cancel()
+        elif event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        if self._pick.running:
+            return {"RUNNING_MODAL"}
+        self._pick.wait()
+        plan = self._picked_plan()
+        if plan is None:
+            context.window_manager.event_timer_remove(self._timer)
+            _redraw(context)
+            return {"CANCELLED"}
+        self._plan_data = plan
+        job_path = vosfx_client.write_job(plan["job"], plan["job_path"])
+        self._proc = vosfx_client.VosfxProcess(_command(context), job_path).start()
+        _state.update(text="vosfx: starting...", factor=0.0)
+        return {"RUNNING_MODAL"}
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+
 def _menu(self, context):
     self.layout.separator()
+    self.layout.operator(SEQUENCER_OT_vosfx_studio.bl_idname, icon="RESTRICT_SELECT_OFF")
     self.layout.operator(SEQUENCER_OT_vosfx_matte.bl_idname, icon="MOD_MASK")
 
 
-_CLASSES = (VosfxPreferences, SEQUENCER_OT_vosfx_matte)
+_CLASSES = (VosfxPreferences, SEQUENCER_OT_vosfx_matte, SEQUENCER_OT_vosfx_studio)
 
 
 def register():

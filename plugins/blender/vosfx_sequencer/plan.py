@@ -2,10 +2,14 @@
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 import bpy
 
-from . import vosfx_client
+if TYPE_CHECKING:  # `vosfx plugins install blender` copies plugins/common's client in here
+    from plugins.common import vosfx_client
+else:
+    from . import vosfx_client
 
 MATTE_FORMAT = "png16-matte"  # 16-bit grey PNG sequence, named by source frame index
 MODIFIER_NAME = "vosfx matte"
@@ -33,16 +37,28 @@ def source_range(scene, strip, whole_clip):
     return first, first + duration, current
 
 
-def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir):
-    """A dict with ``job`` (vosfx job description), ``job_path``, ``start``, ``end``,
-    ``output`` (the matte folder). ValueError with a plain message on user mistakes."""
+def strip_range(scene, strip, whole_clip):
+    """(movie path, start, end, playhead source frame), checked: what the studio opens on."""
     path = bpy.path.abspath(strip.filepath)
     if not os.path.isfile(path):
         raise ValueError(f"the strip's movie {path} does not exist")
     start, end, frame = source_range(scene, strip, whole_clip)
     if not start <= frame < end:
         raise ValueError(f"put the playhead on the strip (source frames {start}-{end - 1}) first")
-    if mask_path:
+    return path, start, end, frame
+
+
+def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picked=None):
+    """A dict with ``job`` (vosfx job description), ``job_path``, ``start``, ``end``,
+    ``output`` (the matte folder). ``picked``: a job picked in vosfx studio (its prompts and
+    finishing; typed points are the fallback). ValueError with a plain message on user
+    mistakes."""
+    path, start, end, frame = strip_range(scene, strip, whole_clip)
+    prompt = None
+    if picked is not None:
+        if (picked.get("start"), picked.get("end")) != (start, end):
+            raise ValueError("the studio's frame range differs from the strip's; pick again")
+    elif mask_path:
         prompt = {"frame": frame, "mask": bpy.path.abspath(mask_path)}
     else:
         points, labels = vosfx_client.parse_points(points_text or "")
@@ -52,8 +68,13 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir):
     folder = bpy.path.abspath(output_dir) if output_dir else os.path.dirname(path)
     stem = os.path.splitext(os.path.basename(path))[0]
     output = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
-    job = vosfx_client.build_job(path, output, [prompt], start=start, end=end, presets=(),
-                                 overrides={"output": {"format": MATTE_FORMAT}}, overwrite=True)
+    if picked is not None:
+        job = vosfx_client.job_from_pick(picked, output, presets=(), overwrite=True,
+                                         output_overrides={"format": MATTE_FORMAT})
+    else:
+        job = vosfx_client.build_job(path, output, [prompt], start=start, end=end, presets=(),
+                                     overrides={"output": {"format": MATTE_FORMAT}},
+                                     overwrite=True)
     fd, job_path = tempfile.mkstemp(prefix="vosfx_blender_", suffix=".json")
     os.close(fd)
     return {"job": job, "job_path": job_path, "start": start, "end": end, "output": output}

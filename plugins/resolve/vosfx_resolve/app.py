@@ -21,7 +21,8 @@ class Options:
     the source file."""
 
     def __init__(self, mask_path=None, points=(), prompt_frame=None, attach=True, place=True,
-                 output_dir=None):
+                 output_dir=None, picked=None):
+        self.picked = picked  # a job picked in vosfx studio (its prompts and finishing)
         self.mask_path = mask_path
         self.points = list(points)
         self.prompt_frame = prompt_frame
@@ -36,9 +37,10 @@ class Plan:
         self.alpha_path, self.matte_path = alpha_path, matte_path
 
 
-def plan_job(ctx, options):
-    """The vosfx job for ``ctx`` (an :class:`api.ClipContext`): source frames [start, end),
-    the whole clip when attaching a clip matte, else the range the timeline uses."""
+def job_range(ctx, options):
+    """(start, end, frame): the source frames to matte [start, end) (the whole clip when
+    attaching a clip matte, else the range the timeline uses) and the prompt's frame (the
+    playhead's source frame unless given)."""
     if options.attach:
         if not ctx.source_frames:
             raise api.ResolveError("Resolve did not report the clip's frame count")
@@ -51,21 +53,46 @@ def plan_job(ctx, options):
     if not start <= frame < end:
         raise api.ResolveError(f"the prompt's frame {frame} is outside the frames to matte "
                                f"({start}-{end - 1})")
-    if options.mask_path:
-        prompt = {"frame": frame, "mask": options.mask_path}
-    elif options.points:
-        prompt = {"frame": frame, "points": [[x, y] for x, y, _ in options.points],
-                  "labels": [int(lab) for _, _, lab in options.points]}
-    else:
-        raise api.ResolveError("pick a mask image or enter at least one point")
+    return start, end, frame
+
+
+def pick_in_studio(ctx, options, command, env=None):
+    """"Pick in vosfx studio": a :class:`vosfx_client.StudioPick` (started) on the clip's
+    range at the playhead; poll ``running``, then ``picked()`` into ``options.picked``."""
+    start, end, frame = job_range(ctx, options)
+    return vosfx_client.StudioPick(command, ctx.path, start, end, frame, env=env).start()
+
+
+def plan_job(ctx, options):
+    """The vosfx job for ``ctx`` (an :class:`api.ClipContext`) over :func:`job_range`: the
+    prompts and finishing picked in the studio, else a mask image or typed points."""
+    start, end, frame = job_range(ctx, options)
+    prompt = None
+    if options.picked is None:
+        if options.mask_path:
+            prompt = {"frame": frame, "mask": options.mask_path}
+        elif options.points:
+            prompt = {"frame": frame, "points": [[x, y] for x, y, _ in options.points],
+                      "labels": [int(lab) for _, _, lab in options.points]}
+        else:
+            raise api.ResolveError("pick in vosfx studio, or pick a mask image or enter at "
+                                  "least one point")
     folder = options.output_dir or os.path.dirname(ctx.path)
     stem = os.path.splitext(os.path.basename(ctx.path))[0]
     # the range is in the name: a clip used twice gets two mattes, a re-run replaces its own
     base = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
     alpha, matte = base + ".mov", f"{base}.{MATTE_FORMAT}.mov"
-    job = vosfx_client.build_job(
-        ctx.path, alpha, [prompt], start=start, end=end, presets=(ALPHA_FORMAT,),
-        overwrite=True, extra_formats=(MATTE_FORMAT,) if options.attach else ())
+    extra = (MATTE_FORMAT,) if options.attach else ()
+    if options.picked is not None:
+        if (options.picked.get("start"), options.picked.get("end")) != (start, end):
+            raise api.ResolveError("the studio's frame range differs from the clip's; pick "
+                                   "again")
+        job = vosfx_client.job_from_pick(options.picked, alpha, presets=(ALPHA_FORMAT,),
+                                         overwrite=True, extra_formats=extra)
+    else:
+        job = vosfx_client.build_job(
+            ctx.path, alpha, [prompt], start=start, end=end, presets=(ALPHA_FORMAT,),
+            overwrite=True, extra_formats=extra)
     return Plan(job, start, end, alpha, matte)
 
 
@@ -117,3 +144,17 @@ def parse_points(text):
     except ValueError as err:
         raise api.ResolveError(str(err)) from None
     return [(x, y, label) for (x, y), label in zip(points, labels)]
+
+
+def progress_text(event):
+    """One status line from a ``frame`` event: ``[#####.....] 5/10 frames, 2.0 fps, ETA
+    01:15`` (a 24-cell bar)."""
+    done, total = int(event.get("frames_done", 0)), int(event.get("total_frames") or 0)
+    filled = round(24 * done / total) if total else 0
+    text = "[{}{}] {}/{} frames, {:.1f} fps".format(
+        "#" * filled, "." * (24 - filled), done, total, float(event.get("fps") or 0.0))
+    eta = event.get("eta_s")
+    if eta is not None:
+        minutes, seconds = divmod(round(eta), 60)
+        text += f", ETA {minutes:02d}:{seconds:02d}"
+    return text

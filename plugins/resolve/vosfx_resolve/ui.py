@@ -14,7 +14,7 @@ class Dialog:
         self.resolve, self.fusion, self.command = resolve, fusion, command
         self.ui = fusion.UIManager
         self.disp = bmd.UIDispatcher(self.ui)
-        self.proc = self.plan = self.ctx = self.options = None
+        self.proc = self.plan = self.ctx = self.options = self.pick = None
         self.job_dir = None
 
     def _window(self, title):
@@ -23,12 +23,15 @@ class Dialog:
             {"ID": "vosfxWin", "WindowTitle": "vosfx Matte", "Geometry": [200, 200, 520, 300]},
             ui.VGroup([
                 ui.Label({"ID": "Clip", "Text": title}),
+                ui.Button({"ID": "Studio", "Text": "Pick in vosfx studio..."}),
                 ui.HGroup([
-                    ui.LineEdit({"ID": "Mask", "PlaceholderText": "mask image (white = object)"}),
+                    ui.LineEdit({"ID": "Mask", "PlaceholderText": "or a mask image (white = "
+                                                                  "object)"}),
                     ui.Button({"ID": "Browse", "Text": "Browse..."}),
                 ]),
                 ui.LineEdit({"ID": "Points",
-                             "PlaceholderText": "or points on this frame: 420,300 -80,40"}),
+                             "PlaceholderText": "or type points on this frame: 420,300 "
+                                                "-80,40"}),
                 ui.CheckBox({"ID": "Attach", "Checked": True,
                              "Text": "Attach as clip matte (mattes the whole source clip)"}),
                 ui.CheckBox({"ID": "Place", "Checked": True,
@@ -54,6 +57,7 @@ class Dialog:
         self.timer = self.ui.Timer({"ID": "vosfxPoll", "Interval": POLL_MS})
         self.win.On.vosfxWin.Close = self._close_window
         self.win.On.Browse.Clicked = self._browse
+        self.win.On.Studio.Clicked = self._studio
         self.win.On.Run.Clicked = self._start
         self.win.On.Cancel.Clicked = self._close
         self.disp.On.vosfxPoll.Timeout = self._tick
@@ -72,8 +76,24 @@ class Dialog:
         if path:
             self.items["Mask"].Text = path
 
+    def _studio(self, ev):
+        """Open the studio page on the clip's range at the playhead; Done there renders."""
+        if self.proc is not None or self.pick is not None:
+            return
+        try:
+            self.options = app.Options(attach=bool(self.items["Attach"].Checked),
+                                       place=bool(self.items["Place"].Checked))
+            self.pick = app.pick_in_studio(self.ctx, self.options, self.command)
+        except api.ResolveError as err:
+            self._status(str(err))
+            return
+        self.items["Run"].Enabled = self.items["Studio"].Enabled = False
+        self.items["Cancel"].Text = "Cancel"
+        self._status("click the object in the vosfx studio page, then press Done there")
+        self.timer.Start()
+
     def _start(self, ev):
-        if self.proc is not None:
+        if self.proc is not None or self.pick is not None:
             return
         try:
             self.options = app.Options(
@@ -81,9 +101,17 @@ class Dialog:
                 points=app.parse_points(self.items["Points"].Text),
                 attach=bool(self.items["Attach"].Checked),
                 place=bool(self.items["Place"].Checked))
+        except api.ResolveError as err:
+            self._status(str(err))
+            return
+        self._render()
+
+    def _render(self):
+        try:
             self.plan = app.plan_job(self.ctx, self.options)
         except api.ResolveError as err:
             self._status(str(err))
+            self._idle()
             return
         import os
         import tempfile
@@ -91,12 +119,33 @@ class Dialog:
         self.job_dir = tempfile.mkdtemp(prefix="vosfx_resolve_")
         job_path = vosfx_client.write_job(self.plan.job, os.path.join(self.job_dir, "job.json"))
         self.proc = vosfx_client.VosfxProcess(self.command, job_path).start()
-        self.items["Run"].Enabled = False
+        self.items["Run"].Enabled = self.items["Studio"].Enabled = False
         self.items["Cancel"].Text = "Cancel"
         self._status("starting vosfx (the first run loads the model)...")
         self.timer.Start()
 
+    def _idle(self):
+        self.timer.Stop()
+        self.items["Run"].Enabled = self.items["Studio"].Enabled = True
+        self.items["Cancel"].Text = "Close"
+
+    def _tick_pick(self):
+        if self.pick.running:
+            return
+        self.pick.wait()
+        picked, message = self.pick.picked(), self.pick.message()
+        self.pick = None
+        if picked is None:
+            self._idle()
+            self._status(message)
+            return
+        self.options.picked = picked
+        self._render()
+
     def _tick(self, ev):
+        if self.pick is not None:
+            self._tick_pick()
+            return
         for event in self.proc.poll():
             if event.get("event") == "frame":
                 self._status(app.progress_text(event))
@@ -105,8 +154,7 @@ class Dialog:
         self.timer.Stop()
         result = self.proc.wait()
         self.proc = None
-        self.items["Run"].Enabled = True
-        self.items["Cancel"].Text = "Close"
+        self._idle()
         if not result.ok:
             self._status(result.message())
             return
@@ -116,18 +164,22 @@ class Dialog:
             self._status(str(err))
 
     def _close(self, ev):
+        if self.pick is not None:  # Cancel while the studio is open: close it
+            self.pick.cancel()
+            self.pick = None
+            self._idle()
+            self._status("vosfx studio closed; nothing was rendered")
+            return
         if self.proc is not None:  # Cancel while rendering: stop vosfx, keep the dialog
-            self.timer.Stop()
             self.proc.cancel()
             self.proc = None
-            self.items["Run"].Enabled = True
-            self.items["Cancel"].Text = "Close"
+            self._idle()
             self._status("cancelled; no output was written")
             return
         self.disp.ExitLoop()
 
     def _close_window(self, ev):
         """The window's close box: closing the dialog cancels a running render."""
-        if self.proc is not None:
+        if self.proc is not None or self.pick is not None:
             self._close(ev)
         self.disp.ExitLoop()
