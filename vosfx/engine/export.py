@@ -171,6 +171,7 @@ def export_bundle(model_id: str, *, out_dir: str | Path | None = None,
 
         path = ensure_checkpoint(model_id)
         name, sha, path = checkpoint_identity(model_id)
+    assert sha is not None  # a checkpoint on disk always has a hash (checkpoint_identity)
     folder = Path(out_dir) if out_dir else bundle_dir(name, sha, size)
     if not force and find_bundle(name, sha, size, folder) is not None:
         _add_variants(folder, variants, say)

@@ -21,10 +21,15 @@ weights are shared by reference to the copies' own ``nn.Linear`` modules.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from sam2.modeling.memory_attention import MemoryAttention
+    from sam2.modeling.sam.transformer import RoPEAttention
 
 
 class RealRoPEAttention(nn.Module):
@@ -35,7 +40,10 @@ class RealRoPEAttention(nn.Module):
     get no rotation (object pointers).
     """
 
-    def __init__(self, attn: nn.Module) -> None:
+    cos: torch.Tensor  # (Nq, D/2) float32, a buffer
+    sin: torch.Tensor  # (Nq, D/2) float32, a buffer
+
+    def __init__(self, attn: RoPEAttention) -> None:
         super().__init__()
         self.q_proj, self.k_proj = attn.q_proj, attn.k_proj
         self.v_proj, self.out_proj = attn.v_proj, attn.out_proj
@@ -79,7 +87,8 @@ class RealRoPEAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
 
 
-def real_rope_memory_attention(memory_attention: nn.Module) -> tuple[nn.Module, list]:
+def real_rope_memory_attention(
+        memory_attention: MemoryAttention) -> tuple[MemoryAttention, list[RealRoPEAttention]]:
     """A deep copy of ``memory_attention`` whose ``RoPEAttention`` modules are replaced by
     :class:`RealRoPEAttention`; returns (copy, the replaced modules that take ``n_exclude``).
 
@@ -89,7 +98,7 @@ def real_rope_memory_attention(memory_attention: nn.Module) -> tuple[nn.Module, 
     from sam2.modeling.sam.transformer import RoPEAttention
 
     clone = copy.deepcopy(memory_attention)
-    swapped = []
+    swapped: list[RealRoPEAttention] = []
     for layer in clone.layers:
         for name in ("self_attn", "cross_attn_image"):
             attn = getattr(layer, name)

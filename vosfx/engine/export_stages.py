@@ -14,8 +14,10 @@ dynamic axes of its inputs and outputs. Two stages need a wrapper:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -32,6 +34,9 @@ from vosfx.engine.stages import (
     PointerPosStage,
 )
 
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
+
 
 class MemoryAttentionExport(nn.Module):
     """:class:`MemoryAttentionStage` with a real-valued RoPE and a tensor pointer count.
@@ -39,7 +44,7 @@ class MemoryAttentionExport(nn.Module):
     ``num_obj_ptr_tokens``: () int64. Other inputs and the output as the stage.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         clone, self._rope = real_rope_memory_attention(model.memory_attention)
         self.stage = MemoryAttentionStage(SimpleNamespace(memory_attention=clone))
@@ -59,6 +64,9 @@ class _AAResize(nn.Module):
     """Antialiased bilinear resize (torch's ``antialias=True`` weights) as matrix products:
     (N, C, H, W) -> (N, C, out, out)."""
 
+    wy: torch.Tensor  # (out, in) float32, a buffer
+    wxt: torch.Tensor  # (in, out) float32, a buffer
+
     def __init__(self, size_in: int, size_out: int) -> None:
         super().__init__()
         w = torch.from_numpy(aa_weights(size_in, size_out))  # (out, in)
@@ -73,7 +81,7 @@ class MaskAsOutputExport(nn.Module):
     """:class:`MaskAsOutputStage` with the antialiased downsample done by :class:`_AAResize`
     (same inputs and outputs)."""
 
-    def __init__(self, model: nn.Module, decoder: DecoderStage) -> None:
+    def __init__(self, model: SAM2Base, decoder: DecoderStage) -> None:
         super().__init__()
         self.stage = MaskAsOutputStage(model, decoder)
         size = int(model.image_size)
@@ -86,11 +94,13 @@ class MaskAsOutputExport(nn.Module):
         resize = self.resize
         real = F.interpolate
 
-        def interpolate(x, *args, antialias=False, **kwargs):
+        def interpolate(x: torch.Tensor, *args: Any, antialias: bool = False,
+                        **kwargs: Any) -> torch.Tensor:
             # only the stage's own antialiased low-res downsample is redirected
             return resize(x) if antialias else real(x, *args, **kwargs)
 
-        F.interpolate = interpolate
+        # it takes F.interpolate's arguments, spelled loosely
+        F.interpolate = cast(Callable[..., torch.Tensor], interpolate)
         try:
             return self.stage(vision_feat, feat_s0, feat_s1, mask)
         finally:
@@ -109,7 +119,7 @@ class StageSpec:
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
-def stage_specs(model: nn.Module) -> list[StageSpec]:
+def stage_specs(model: SAM2Base) -> list[StageSpec]:
     """The bundle's graphs for a loaded ``SAM2Base`` (eval mode, CPU, float32)."""
     size = int(model.image_size)
     g, s = size // 16, size // 4

@@ -12,9 +12,14 @@ candidate and the tracker picks, the way ``SAM2Base._forward_sam_heads`` does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
 
 # SAM 2's logit for "object absent" (sam2.modeling.sam2_base.NO_OBJ_SCORE)
 NO_OBJ_SCORE = -1024.0
@@ -31,7 +36,7 @@ class ImageEncoderStage(nn.Module):
     The same as ``SAM2Base.forward_image`` followed by ``_prepare_backbone_features``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         self.image_encoder = model.image_encoder
         self.conv_s0 = model.sam_mask_decoder.conv_s0
@@ -52,7 +57,7 @@ class MemoryAttentionStage(nn.Module):
     many trailing tokens are pointers (they get no RoPE). Returns (1, 256, g, g).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         self.memory_attention = model.memory_attention
 
@@ -70,7 +75,7 @@ class NoMemoryStage(nn.Module):
     """Initial conditioning frames attend to nothing: SAM 2 adds its learned ``no_mem_embed``
     to the features instead (``directly_add_no_mem_embed``). (1, 256, g, g) -> same."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         self.no_mem_embed = model.no_mem_embed  # (1, 1, 256)
 
@@ -101,7 +106,9 @@ class DecoderStage(nn.Module):
     - ``multi_ptrs`` (1, 3, 256) and ``single_ptr`` (1, 256): object pointers for each choice.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    dense_pe: torch.Tensor  # (1, 256, g, g), a buffer
+
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         self.prompt_encoder = model.sam_prompt_encoder
         self.mask_decoder = model.sam_mask_decoder
@@ -157,7 +164,7 @@ class MaskAsOutputStage(nn.Module):
     mask. Same as ``SAM2Base._use_mask_as_output``.
     """
 
-    def __init__(self, model: nn.Module, decoder: DecoderStage) -> None:
+    def __init__(self, model: SAM2Base, decoder: DecoderStage) -> None:
         super().__init__()
         self.mask_downsample = model.mask_downsample
         self.decoder = decoder
@@ -196,7 +203,7 @@ class MemoryEncoderStage(nn.Module):
     Returns ``maskmem`` (1, 64, g, g) float32 and ``maskmem_pos`` (1, 64, g, g) (constant).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         self.memory_encoder = model.memory_encoder
         self.image_size = int(model.image_size)
@@ -227,7 +234,7 @@ class PointerPosStage(nn.Module):
     """Temporal encoding of object pointers: ``t_norm`` (P,) float32 signed frame distances
     divided by ``t_diff_max`` -> (P, 64) = ``obj_ptr_tpos_proj(get_1d_sine_pe(t_norm, 256))``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SAM2Base) -> None:
         super().__init__()
         self.proj = model.obj_ptr_tpos_proj
         self.dim = int(model.hidden_dim) if model.proj_tpos_enc_in_obj_ptrs else int(model.mem_dim)

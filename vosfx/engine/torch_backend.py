@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from vosfx.engine.stages import (
     PointerPosStage,
 )
 
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: cuda, then mps, then cpu; otherwise the named device."""
@@ -47,7 +50,7 @@ class TorchBackend:
     float32. Position encodings that depend only on the image size are computed once.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: SAM2Base, device: torch.device | str = "cpu") -> None:
         self.device_t = torch.device(device)
         self.model = model.to(self.device_t).eval()
         self.device = str(self.device_t)
@@ -174,9 +177,9 @@ class TorchBackend:
         for item in memories:
             toks.append(item.maskmem.flatten(2).permute(2, 0, 1).float())  # (g*g, 1, 64)
             poss.append(self._memory_pos(item.t_pos))
-        for item in pointers:
-            toks.append(self._split_ptr(item.obj_ptr))  # (4, 1, 64)
-            poss.append(self._pointer_pos(item.t_diff, t_diff_max))
+        for pointer in pointers:
+            toks.append(self._split_ptr(pointer.obj_ptr))  # (4, 1, 64)
+            poss.append(self._pointer_pos(pointer.t_diff, t_diff_max))
         n_ptr = 4 * len(pointers) if self.model.mem_dim < self.model.hidden_dim else len(pointers)
         return torch.cat(toks, dim=0), torch.cat(poss, dim=0), n_ptr
 

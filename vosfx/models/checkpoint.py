@@ -192,10 +192,10 @@ def _resolve(
             f"expected a model id ({', '.join(registry.model_ids())}) or a checkpoint file, "
             f"found {str(model)!r}"
         )
-    spec = registry.find_by_filename(path.name)
-    if spec is None:
+    found = registry.find_by_filename(path.name)
+    if found is None:
         return path, config, []
-    return path, config or spec.config, spec.hydra_overrides()
+    return path, config or found.config, found.hydra_overrides()
 
 
 def load_sam2(
