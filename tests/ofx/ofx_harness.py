@@ -143,12 +143,13 @@ def preamble(
     depth: str = "float",
     context: str = "filter",
     mask: Path | None = None,
+    first: int = 0,
 ) -> list[str]:
     lines = [
         f"0 load {built.bundle}",
         "0 describe",
         f"0 describe_context {context}",
-        f"0 frames {clip / 'raw'} {width} {height} {n} 0 24",
+        f"0 frames {clip / 'raw'} {width} {height} {n} {first} 24",
         f"0 depth {depth}",
     ]
     if mask is not None:

@@ -7,7 +7,6 @@ worker runs the drifting FakeEngine (ofx_fakes.py), and `vosfx matte` runs the s
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -18,11 +17,6 @@ import numpy as np
 import pytest
 from media import moving_square_frame
 from ofx_harness import HERE, H, N, W, build, make_clip, postamble, preamble, read_output, run_host
-
-# TODO(issue 15): drop once vosfx.session (the lead's incremental session API) has landed
-needs_session = pytest.mark.skipif(
-    importlib.util.find_spec("vosfx.session") is None, reason="vosfx.session has not landed yet"
-)
 
 CLICK = (8.0, 8.0)  # pixels, top-left origin: inside the square on frame 0
 PEN = f"{CLICK[0]} {H - CLICK[1]}"  # the same point in OFX canonical coordinates (y up)
@@ -98,7 +92,6 @@ def test_load_describe_contexts_unload(built, clip, tmp_path):
         assert "PARAMS 23 CLIPS 3" in run.stdout  # Source, Mask, Output
 
 
-@needs_session
 def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tmp_path):
     order = [0, 1, 2, 3, 7, 4, 11, 5, 9, 6, 8, 10, 3, 0]
     lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
@@ -116,7 +109,6 @@ def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tm
     assert cli_alpha[5].max() > 0.99 and cli_alpha[5].min() < 0.01  # a real matte, not flat
 
 
-@needs_session
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
     """Frames are tracked in order from the prompt up to the rendered frame, no further; the
     next frame costs one more frame; frames rendered before come from the cache."""
@@ -133,7 +125,6 @@ def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_p
     assert r3b["fetches"] == 1  # scrubbing back: cached
 
 
-@needs_session
 def test_output_modes_and_premultiplication(built, clip, cli_alpha, tmp_path):
     modes = {
         0: "OfxImageOpaque",
@@ -161,7 +152,6 @@ def test_output_modes_and_premultiplication(built, clip, cli_alpha, tmp_path):
     np.testing.assert_allclose(overlay[..., 3], 1.0)
 
 
-@needs_session
 @pytest.mark.parametrize("depth,step", [("byte", 1 / 255), ("short", 1 / 65535)])
 def test_integer_depths(built, clip, cli_alpha, tmp_path, depth, step):
     lines = preamble(built, clip, depth=depth) + [
@@ -175,7 +165,6 @@ def test_integer_depths(built, clip, cli_alpha, tmp_path, depth, step):
     np.testing.assert_allclose(out[..., 3], cli_alpha[4], atol=step / 2 + 0.5 / 65535 + 1e-6)
 
 
-@needs_session
 def test_proxy_render_scale(built, clip, cli_alpha, tmp_path):
     """Half-scale renders: a frame tracked at full size comes back resized from the cache; one
     first seen at proxy size is tracked on the upscaled proxy (edges differ a little)."""
@@ -235,7 +224,6 @@ def test_overlay_pen_events_edit_the_points(built, clip, tmp_path):
     assert "VERTEX 8.0 56.0" in run.stdout
 
 
-@needs_session
 def test_mask_clip_prompts_on_its_non_empty_frame(built, clip, tmp_path):
     """A Mask input that is empty except on frame 3 prompts object 1 there: the alpha is what
     `vosfx matte MASK --mask-frame 3` gives, on that frame and after it."""
@@ -300,7 +288,6 @@ def test_missing_vosfx_reports_and_passes_through(built, clip, tmp_path):
     _ok(run)
 
 
-@needs_session
 def test_worker_crash_is_a_message_and_a_new_worker(built, clip, cli_alpha, tmp_path):
     lines = preamble(built, clip) + [
         "0 overlay",
@@ -338,7 +325,6 @@ def test_worker_dying_on_start_is_reported(built, clip, tmp_path):
     np.testing.assert_allclose(read_output(tmp_path / "p.raw")[..., :3], _source(2), atol=1e-6)
 
 
-@needs_session
 def test_host_abort_stops_tracking_and_the_session_recovers(built, clip, cli_alpha, tmp_path):
     lines = preamble(built, clip) + [
         "0 overlay",
@@ -378,7 +364,6 @@ def test_return_codes_and_failure_paths(built, clip, tmp_path):
     assert run.returncode == 0 and run.statuses("load") == [4]  # kOfxStatErrMissingHostFeature
 
 
-@needs_session
 def test_optional_suites_absent(built, clip, cli_alpha, tmp_path):
     absent = [
         "OfxMemorySuite 1",
@@ -565,7 +550,6 @@ def test_worker_rejects_malformed_points_and_config():
 
 
 @pytest.mark.slow
-@needs_session
 def test_real_engine_alpha_equals_vosfx_matte(built, clip, tmp_path):
     """The real SAM 2.1 tiny tracker (random weights, 128 px model input, torch on CPU), a
     click on frame 2 (so frames 0-1 are tracked backwards), renders out of order. The session
@@ -612,7 +596,6 @@ def test_real_engine_alpha_equals_vosfx_matte(built, clip, tmp_path):
     assert worst <= 5e-4
 
 
-@needs_session
 def test_hung_worker_times_out_into_a_message(built, clip, tmp_path):
     lines = preamble(built, clip) + [
         "0 overlay",
@@ -665,3 +648,16 @@ def test_wheel_ships_the_worker_and_the_c_sources(tmp_path):
     assert {
         f"vosfx/ofx/{n}.py" for n in ("worker", "frames", "protocol", "cache", "build")
     } <= names
+
+
+def test_clip_frames_numbered_from_1001(built, clip, cli_alpha, tmp_path):
+    """OFX times are the host's frame numbers: a clip starting at 1001 maps time 1001 + i to
+    source frame i, points included."""
+    lines = preamble(built, clip, first=1001) + ["0 overlay", f"0 pen_down 1001 {PEN}"]
+    lines += [f"0 render {1001 + t} {tmp_path / f'f{t}.raw'}" for t in (4, 0, 5)]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    for t in (4, 0, 5):
+        np.testing.assert_allclose(
+            read_output(tmp_path / f"f{t}.raw")[..., 3], cli_alpha[t], atol=0.5 / 65535 + 1e-6
+        )
