@@ -53,6 +53,7 @@ class Reprompter:
         import cv2
 
         m = self.reliable
+        assert m is not None  # the tracker prompts only after dropped(), which needs one
         scale = image_size / m.shape[0]
         ys, xs = np.nonzero(m)
         dist = cv2.distanceTransform(np.pad(m, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]

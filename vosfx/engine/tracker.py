@@ -30,7 +30,7 @@ import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -156,8 +156,8 @@ class Tracker:
 
     def _new_policy(self) -> MemoryPolicy:
         if callable(self._policy) and not hasattr(self._policy, "select"):
-            return self._policy()  # type: ignore[call-arg]
-        return copy.deepcopy(self._policy)  # type: ignore[arg-type]
+            return self._policy()
+        return cast(MemoryPolicy, copy.deepcopy(self._policy))  # an instance, not a factory
 
     # --- features -----------------------------------------------------------------------
     def encode(self, frame: Frame) -> ImageFeatures:
@@ -367,6 +367,7 @@ class Tracker:
         from vosfx.engine.policies.rcms import frame_quality
 
         rp = ps.reprompter
+        assert rp is not None  # called only for a pass with re-prompting on
         filled, quality = current[5], current[6]
         if not rp.dropped(quality, int((filled > 0).sum())):
             rp.record(t, filled, quality, reliable=True)

@@ -9,6 +9,7 @@ a policy defines ``choose(frame_index, candidates) -> k`` and the tracker keeps 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -91,8 +92,9 @@ def positive_upsampled(x: np.ndarray, size: tuple[int, int]) -> tuple[int, int, 
         touched = np.flatnonzero((i1 >= lo) & (i0 <= hi))
         return int(touched[0]), int(touched[-1]) + 1
 
-    top, bottom = span(rows, pos.any(axis=1))
-    left, right = span(cols, pos.any(axis=0))
+    # (h,) and (w,) bool; numpy's stub also allows a scalar for any(axis=...)
+    top, bottom = span(rows, cast(np.ndarray, pos.any(axis=1)))
+    left, right = span(cols, cast(np.ndarray, pos.any(axis=0)))
     sub_rows = tuple(a[top:bottom] for a in rows)
     sub_cols = tuple(a[left:right] for a in cols)
     return top, left, _lerp(x, sub_rows, sub_cols) > 0

@@ -136,11 +136,13 @@ class Dam4samPolicy:
     def _usable(self, f: int, entries: dict[int, MemoryEntry], drm: list[int]) -> bool:
         return f in entries and self._visible.get(f, True) and f not in drm
 
-    def _ram(self, t: int, entries: dict[int, MemoryEntry], drm: list[int]) -> list:
+    def _ram(self, t: int, entries: dict[int, MemoryEntry],
+             drm: list[int]) -> list[tuple[int, int | None]]:
         """(key, frame or None) per RAM slot, as the reference builds them (key: the frame
         index it stopped at, which orders the slots)."""
         noncond = {f for f, e in entries.items() if not e.is_cond}
-        slots, prev = [], t - 1
+        slots: list[tuple[int, int | None]] = []
+        prev = t - 1
         for i in range(self.SLOTS - len(drm)):
             if i > 0 and prev < 0:
                 slots.append((prev, None))

@@ -48,6 +48,7 @@ class BoxKalman:
         self.cov = np.diag(np.square(std))
 
     def predict(self) -> None:
+        assert self.mean is not None and self.cov is not None  # start() came first
         h = self.mean[3]
         std = [self.POS * h, self.POS * h, 1e-2, self.POS * h,
                self.VEL * h, self.VEL * h, 1e-5, self.VEL * h]
@@ -55,6 +56,7 @@ class BoxKalman:
         self.cov = self.transition @ self.cov @ self.transition.T + np.diag(np.square(std))
 
     def correct(self, z: np.ndarray) -> None:
+        assert self.mean is not None and self.cov is not None  # start() came first
         h = self.mean[3]
         noise = np.diag(np.square([self.POS * h, self.POS * h, 1e-1, self.POS * h]))
         s = self.observe @ self.cov @ self.observe.T + noise  # (4, 4) innovation covariance
@@ -64,6 +66,7 @@ class BoxKalman:
 
     def box(self) -> tuple[float, float, float, float]:
         """The predicted box as x0, y0, x1, y1 (float)."""
+        assert self.mean is not None  # start() came first
         cx, cy, a, h = self.mean[:4]
         return cx - a * h / 2, cy - h / 2, cx + a * h / 2, cy + h / 2
 
