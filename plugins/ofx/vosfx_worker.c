@@ -30,6 +30,10 @@
 
 extern char **environ;
 
+#ifndef SOCK_CLOEXEC
+#define SOCK_CLOEXEC 0 /* macOS: vx_high_cloexec sets close-on-exec right after */
+#endif
+
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
 #endif

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -406,10 +407,13 @@ def test_studio_button(built, clip, tmp_path):
     lines = preamble(built, clip) + [
         f"14 set_string studioSource {src}",
         "0 press pickInStudio 4",
-        "0 sleep 1500",
     ]
     run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
     assert run.returncode == 0, run.stdout
+    for _ in range(300):  # the studio runs on after the host: wait for it (30 s at most)
+        if record.exists() and record.read_text():
+            break
+        time.sleep(0.1)
     assert record.read_text().split("\n") == [
         "studio",
         str(src),
