@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 
@@ -46,6 +46,7 @@ def list_files(path_or_pattern: str | Path) -> list[Path] | None:
 
 def _match_pattern(path: Path) -> list[Path]:
     match = _PRINTF.search(path.name)
+    assert match is not None  # list_files calls this only for a printf pattern
     width = match.group(1)
     if not width:
         digits = r"\d+"
@@ -60,10 +61,11 @@ def _match_pattern(path: Path) -> list[Path]:
         + "$"
     )
     folder = path.parent
-    found = [p for p in folder.iterdir() if regex.match(p.name)] if folder.is_dir() else []
-    if not found:
+    numbered = [(int(m.group(1)), p) for p in folder.iterdir()
+                if (m := regex.match(p.name))] if folder.is_dir() else []
+    if not numbered:
         raise InputError(f"expected files matching {path}, found none in {folder}")
-    return sorted(found, key=lambda p: int(regex.match(p.name).group(1)))
+    return [p for _, p in sorted(numbered, key=lambda item: item[0])]
 
 
 def natural_key(path: Path) -> list:
@@ -92,7 +94,7 @@ def probe_files(path: str | Path, files: list[Path], fps) -> VideoInfo:
     )
 
 
-def read_frames(files: list[Path], info: VideoInfo, start: int, end: int | None) -> Iterator[Frame]:
+def read_frames(files: list[Path], info: VideoInfo, start: int, end: int | None) -> Generator[Frame, None, None]:
     """Frames ``start``..``end`` (exclusive); every image must match the first one's size."""
     stop = len(files) if end is None else min(end, len(files))
     for index in range(start, stop):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +96,7 @@ class FrameSource:
     def __init__(
         self,
         info: VideoInfo,
-        frames: Iterator[Frame],
+        frames: Generator[Frame, None, None],
         *,
         start: int,
         end: int | None,
@@ -181,7 +181,7 @@ class FrameSource:
         return max(0, stop - self.start)
 
 
-def _pump(frames: Iterator[Frame], q: queue.Queue, stop: threading.Event) -> None:
+def _pump(frames: Generator[Frame, None, None], q: queue.Queue, stop: threading.Event) -> None:
     """Decode thread: move frames into ``q`` until done, stopped or failed. The end sentinel
     is always queued (unless stopped), so the consumer never waits on a dead thread."""
     end = _End(InputError("the decode thread stopped unexpectedly"))
@@ -195,7 +195,7 @@ def _pump(frames: Iterator[Frame], q: queue.Queue, stop: threading.Event) -> Non
     except Exception as e:  # noqa: BLE001 - any decoder failure must reach the consumer
         end = _End(_decode_failure(e))
     finally:
-        frames.close()  # type: ignore[attr-defined]  # closes the container on this thread
+        frames.close()  # closes the container on this thread
         _put(q, end, stop)
 
 

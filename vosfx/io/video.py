@@ -6,7 +6,7 @@ so importing this module stays light.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def _looks_vfr(pts: list[int]) -> bool:
     1 ms mkv time bases round a 24 fps step to 41/42 ticks, which is still constant rate."""
     if len(pts) < 3:
         return False
-    steps = np.diff(np.sort(np.asarray(pts, np.int64)))
+    steps: np.ndarray = np.diff(np.sort(np.asarray(pts, np.int64)))  # (N-1,) int64 ticks
     steps = steps[steps > 0]
     if steps.size < 2:
         return False
@@ -172,7 +172,7 @@ def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
     return image
 
 
-def decode_video(path: Path, info: VideoInfo, start: int, end: int | None) -> Iterator[Frame]:
+def decode_video(path: Path, info: VideoInfo, start: int, end: int | None) -> Generator[Frame, None, None]:
     """Frames ``start``..``end`` of a video, presentation order, exact pts."""
     import av
 

@@ -111,6 +111,7 @@ class AudioCarrier:
         size = self._stream.codec_context.frame_size or 1024
         while self._fifo.samples >= size or (final and self._fifo.samples):
             chunk = self._fifo.read(min(size, self._fifo.samples))
+            assert chunk is not None  # the fifo holds at least that many samples
             chunk.pts = self._out_samples
             chunk.time_base = Fraction(1, self._out_rate)
             self._out_samples += chunk.samples

@@ -5,12 +5,18 @@ frame, centre-cropped, like an editor's "fill")."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vosfx.errors import ConfigError
 from vosfx.io.writers.base import image_rgb01
+
+if TYPE_CHECKING:
+    from vosfx.io.source import FrameSource
+    from vosfx.types import Frame
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -32,8 +38,8 @@ class Backdrop:
         self.spec = spec
         self.colour = parse_colour(spec) if spec else (0.0, 0.0, 0.0)
         self._image: np.ndarray | None = None
-        self._source = None
-        self._iter = None
+        self._source: FrameSource | None = None
+        self._iter: Iterator[Frame] | None = None
         if self.colour is not None:
             return
         path = Path(spec).expanduser()
@@ -48,15 +54,16 @@ class Backdrop:
             self._path = str(path)
             self._reopen()
 
-    def _reopen(self) -> None:
+    def _reopen(self) -> Iterator[Frame]:
         from vosfx.io.source import open_source
 
         if self._source is not None:
             self._source.close()
-        self._source = open_source(self._path, prefetch=2)
-        self._iter = iter(self._source)
+        source = self._source = open_source(self._path, prefetch=2)
+        self._iter = iter(source)
+        return self._iter
 
-    def frame(self, hw: tuple[int, int]):
+    def frame(self, hw: tuple[int, int]) -> tuple[float, float, float] | np.ndarray:
         """The background for the next source frame: a colour tuple or an (H, W, 3) image."""
         from vosfx.matte.compose import fit_background
 
@@ -66,10 +73,10 @@ class Backdrop:
             if self._image.shape[:2] != hw:
                 self._image = fit_background(self._image, hw)
             return self._image
+        assert self._iter is not None  # neither a colour nor an image: a video, opened
         frame = next(self._iter, None)
         if frame is None:  # loop a background shorter than the clip
-            self._reopen()
-            frame = next(self._iter)
+            frame = next(self._reopen())
         return fit_background(image_rgb01(frame.image), hw)
 
     def close(self) -> None:

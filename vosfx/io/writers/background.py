@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 
 class BackgroundCalls:
@@ -74,7 +75,7 @@ class BackgroundCalls:
     def __enter__(self) -> BackgroundCalls:  # noqa: PYI034
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc_type is None:
             self.close()
         else:

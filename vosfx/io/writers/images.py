@@ -90,6 +90,7 @@ class ImageSequenceWriter(Writer):
             import av
 
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(alpha), format="grayf32le")
+            assert self._exr is not None  # opened for the exr codec
             packets = self._exr.encode(vf)
             if len(packets) != 1:
                 raise OutputError(f"internal: EXR encoder gave {len(packets)} packets")
@@ -128,6 +129,7 @@ class ImageSequenceWriter(Writer):
     def _write_layers(self, target, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
         """One EXR with a half channel per object (and the source's linear RGB + A)."""
         exr = self._layers
+        assert exr is not None  # _write calls this only with the OpenEXR module loaded
         h, w = alpha.shape
         channels: dict[str, np.ndarray] = {}
         for obj_id, plane in zip(matte.obj_ids, matte.alpha):

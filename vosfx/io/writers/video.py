@@ -17,6 +17,7 @@ moves the timecode, not the timestamps), like its timecode track. Audio: see
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,13 @@ from vosfx.errors import OutputError
 from vosfx.formats import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
 from vosfx.io.writers.base import Writer, frame_rgb01
 from vosfx.types import Frame, Matte
+
+if TYPE_CHECKING:
+    import av
+    from av.container import OutputContainer
+
+    from vosfx.io.writers.audio import AudioCarrier
+    from vosfx.io.writers.backdrop import Backdrop
 
 # BT.709 luma weights; HD and up is BT.709, and editors assume it for untagged ProRes too.
 _KR, _KB = 0.2126, 0.0722
@@ -72,7 +80,7 @@ def pad_even(plane: np.ndarray) -> np.ndarray:
 
 
 def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int,
-                 sample_bits: int = 8):
+                 sample_bits: int = 8) -> av.VideoFrame:
     """An ``av.VideoFrame`` of ``pix_fmt`` filled from ``planes`` (float codes are rounded
     and clipped to the plane's integer type: uint8, or uint16 for ``sample_bits`` > 8)."""
     import av
@@ -84,7 +92,8 @@ def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int
         ph, pw = dst.height, dst.width
         if src.shape != (ph, pw):
             raise OutputError(f"internal: plane {src.shape} does not fit {pix_fmt} ({ph}, {pw})")
-        buf = np.frombuffer(dst, dtype=dtype)
+        # numpy's stub takes only bytes-like objects before Python 3.12; a plane is a buffer
+        buf = np.frombuffer(dst, dtype=dtype)  # type: ignore[call-overload]
         rows = buf[: ph * (dst.line_size // buf.itemsize)].reshape(ph, -1)
         rows[:, :pw] = np.clip(np.rint(src), 0, hi) if src.dtype.kind == "f" else src
     return vf
@@ -93,8 +102,9 @@ def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int
 class VideoWriter(Writer):
     """One video stream (plus the source's audio) in the spec's container."""
 
-    _container = None  # set by _open; None until then, so abort() is safe at any point
-    _audio = None
+    # set by _open; None until then, so abort() is safe at any point
+    _container: OutputContainer | None = None
+    _audio: AudioCarrier | None = None
 
     def _open(self) -> None:
         import av
@@ -107,9 +117,10 @@ class VideoWriter(Writer):
         # refuses files must fail now, before any decoding.
         with open(self.tmp_path, "xb"):
             pass
-        self._container = av.open(str(self.tmp_path), "w", format=spec.container)
+        container = self._container = av.open(str(self.tmp_path), "w", format=spec.container)
         rate = self.info.fps if self.info.fps else Fraction(25)
-        stream = self._container.add_stream(spec.codec, rate=rate)
+        stream = container.add_stream(spec.codec, rate=rate)
+        assert isinstance(stream, av.VideoStream)  # the formats table names video codecs only
         stream.width, stream.height, stream.pix_fmt = self._width, self._height, spec.pix_fmt
         stream.options = dict(spec.options)
         # encoder threads (slice/frame): prores_ks 5.4 -> 6.8 fps at 1080p on 2 cores
@@ -126,7 +137,7 @@ class VideoWriter(Writer):
         self._stream = stream
         self._last_pts: int | None = None
         self._pts0: int | None = None  # source pts of the first frame written
-        self._backdrop = None
+        self._backdrop: Backdrop | None = None
         if spec.kind == COMPOSITE:
             from vosfx.io.writers.backdrop import Backdrop
 
@@ -134,7 +145,7 @@ class VideoWriter(Writer):
         if self.audio_from and spec.audio:
             from vosfx.io.writers.audio import AudioCarrier
 
-            self._audio = AudioCarrier.open(self._container, self.audio_from, spec.audio)
+            self._audio = AudioCarrier.open(container, self.audio_from, spec.audio)
 
     def _pts(self, frame: Frame) -> int:
         """The frame's pts in the stream time base, counted from the first frame written (the
@@ -164,7 +175,7 @@ class VideoWriter(Writer):
         """Source-clock seconds of output ``pts``."""
         return Fraction(pts + (self._pts0 or 0)) * self.info.time_base
 
-    def _picture(self, frame: Frame, alpha: np.ndarray, matte: Matte):
+    def _picture(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> av.VideoFrame:
         """The av.VideoFrame to encode for this spec."""
         import av
 
@@ -199,6 +210,7 @@ class VideoWriter(Writer):
         if spec.kind == COMPOSITE:
             from vosfx.matte.compose import replace_background
 
+            assert self._backdrop is not None  # opened with the composite spec
             rgb = replace_background(frame_rgb01(frame), alpha, self._backdrop.frame((h, w)))
             y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
             return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h,
@@ -221,6 +233,7 @@ class VideoWriter(Writer):
             vf.color_range = _AVCOL_RANGE_MPEG
         vf.pts = self._pts(frame)
         vf.time_base = self.info.time_base
+        assert self._container is not None  # open
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
         if self._audio is not None:
@@ -229,6 +242,7 @@ class VideoWriter(Writer):
     def _finish(self) -> None:
         if self._backdrop is not None:
             self._backdrop.close()
+        assert self._container is not None  # open
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         if self._audio is not None:
@@ -241,8 +255,9 @@ class VideoWriter(Writer):
     def _abort(self) -> None:
         import av
 
-        if getattr(self, "_backdrop", None) is not None:
-            self._backdrop.close()
+        backdrop: Backdrop | None = getattr(self, "_backdrop", None)
+        if backdrop is not None:
+            backdrop.close()
         if self._audio is not None:
             self._audio.close()
         if self._container is not None:
