@@ -150,12 +150,12 @@ static int vx_ensure_worker(VxInstance *in) {
         vx_report(in, kOfxMessageError, "vosfx Matte: %s. The image passes through.", err);
         return VX_R_FAIL;
     }
-    VxMsg m;
+    VxMsg m = {0};
     char text[256];
-    if (vxw_recv(&in->worker, &m, text, sizeof text, VX_TIMEOUT_READY_MS, err, sizeof err) != 0 ||
-        m.type != VX_READY) {
+    int rc = vxw_recv(&in->worker, &m, text, sizeof text, VX_TIMEOUT_READY_MS, err, sizeof err);
+    if (rc != 0 || m.type != VX_READY) {
         in->failed_start = 1;
-        return vx_worker_dead(in, m.type == VX_READY ? err : "it did not start");
+        return vx_worker_dead(in, rc != 0 ? err : "its first message was not READY");
     }
     return VX_R_MATTE;
 }

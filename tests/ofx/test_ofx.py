@@ -665,3 +665,21 @@ def test_clip_frames_numbered_from_1001(built, clip, cli_alpha, tmp_path):
         np.testing.assert_allclose(
             read_output(tmp_path / f"f{t}.raw")[..., 3], cli_alpha[t], atol=0.5 / 65535 + 1e-6
         )
+
+
+def test_worker_dying_before_ready_is_reported_once(built, clip, tmp_path):
+    cfg = tmp_path / "dies.cfg"
+    cfg.write_text(
+        f"worker {sys.executable}\nworker -c\nworker import sys; sys.exit(7)\n", encoding="utf-8"
+    )
+    lines = preamble(built, clip) + [
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        f"0 render 2 {tmp_path / 'p.raw'}",
+        "0 expect_message exited with status 7",
+        "0 render 3 -",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    assert len([m for m in run.messages() if "status 7" in m]) == 1  # not again per frame
+    np.testing.assert_allclose(read_output(tmp_path / "p.raw")[..., :3], _source(2), atol=1e-6)
