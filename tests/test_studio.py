@@ -386,3 +386,14 @@ def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
     assert (job.start, job.end) == (4, 20)
     assert [p.frame for p in job.prompts] == [9]
     assert job.config.refine.feather_px == 2
+
+
+def test_memory_events_are_the_reports():
+    from vosfx.studio.state import memory_events
+
+    report = {"1": {"policy": "rcms", "events": {"40": "gone: promoted 2"},
+                    "promoted": {"40": [33, 30]}},
+              "2": {"events": {}, "promoted": {}}, "fake": True}
+    assert memory_events(report) == [
+        {"frame": 40, "obj_id": 1, "event": "gone: promoted 2"},
+        {"frame": 40, "obj_id": 1, "event": "promoted [33, 30]"}]

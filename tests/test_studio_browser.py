@@ -228,3 +228,40 @@ def test_studio_end_to_end(browser, clip, tmp_path, monkeypatch, config_home):
         ia, ib = np.asarray(Image.open(pa)), np.asarray(Image.open(pb))
         np.testing.assert_array_equal(ia, ib)
     assert np.asarray(Image.open(a[20]))[..., 3].max() > 0  # the object is in the render
+
+
+def test_page_says_which_model_file_to_put_where(browser, clip, tmp_path, monkeypatch,
+                                                 config_home):
+    monkeypatch.setenv("VOSFX_OFFLINE", "1")
+
+    def load():
+        from vosfx.engine import load_engine
+        from vosfx.presets import resolve_config
+
+        return load_engine(resolve_config((), {}).model)
+
+    run = Running(clip, tmp_path / "work", load=load)
+    page = browser.new_page()
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-error='download']")
+        text = page.inner_text("#problem")
+        assert "sam2.1_hiera_tiny.pt" in text
+        assert str(config_home / "cache" / "checkpoints") in text
+        page.screenshot(path=tmp_path / "model_missing.png")
+    finally:
+        page.close()
+        run.close()
+
+
+def test_page_without_token_is_refused(browser, clip, tmp_path, config_home):
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page()
+    try:
+        res = page.goto(run.base + "/")
+        assert res.status == 403
+        res = page.goto(run.url.replace("token=", "token=x"))
+        assert res.status == 403
+    finally:
+        page.close()
+        run.close()

@@ -107,7 +107,6 @@ class Studio:
         self._redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._lock = threading.RLock()
         self.work: Work | None = None
-        self.memory_events: list[dict] = []
         self.last_render: dict | None = None
         self._mask_seq = 0
 
@@ -271,10 +270,6 @@ class Studio:
 
         def on_frame(res: ObjectResult) -> None:
             done[0] += 1
-            memory = res.info.get("memory")
-            if memory:
-                self.memory_events.append({"frame": res.frame_index, "obj_id": res.obj_id,
-                                           "memory": _plain(memory)})
             self.emit({"event": "frame", "frame": res.frame_index, "obj_id": res.obj_id,
                        "present": res.object_score_logit > 0, "done": done[0],
                        "total": total})
@@ -425,8 +420,9 @@ class Studio:
             objs.append({"obj_id": obj_id, "name": obj.name, "colour": _colour(obj_id),
                          "prompted": sorted(f for (o, f) in self.edits if o == obj_id),
                          "tracked": _runs(tracked, self.start), "presence": runs})
+        report = _plain(self.session.report())
         return {"objects": objs, "cuts": list(self.session.cuts),
-                "memory": self.memory_events[-500:], "report": _plain(self.session.report()),
+                "memory": memory_events(report), "report": report,
                 "stale": len(self.session.stale())}
 
     def state(self) -> dict:
@@ -457,6 +453,21 @@ class Studio:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def memory_events(report: dict) -> list[dict]:
+    """The memory events of the engine's report (what ``vosfx matte --report`` prints: a
+    policy's events and the frames it promoted), one entry per object and frame."""
+    out = []
+    for obj, d in report.items():
+        if not isinstance(d, dict) or not str(obj).isdigit():
+            continue
+        for frame, event in (d.get("events") or {}).items():
+            out.append({"frame": int(frame), "obj_id": int(obj), "event": event})
+        for frame, promoted in (d.get("promoted") or {}).items():
+            out.append({"frame": int(frame), "obj_id": int(obj),
+                        "event": f"promoted {promoted}"})
+    return sorted(out, key=lambda e: (e["frame"], e["obj_id"]))
 
 
 def new_workdir() -> Path:
