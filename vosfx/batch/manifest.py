@@ -258,7 +258,7 @@ def _safe_id(text: str) -> str:
 def _assign_ids(rows: list[tuple[str, dict[str, Any]]], errors: list[str]) -> list[str]:
     """Explicit ids must be unique; automatic ones (the input's stem) get ``-2``, ``-3``."""
     ids: list[str] = []
-    explicit = {}
+    explicit: dict[str, str] = {}  # id -> where it was given
     for where, row in rows:
         if "id" in row:
             rid = str(row["id"])

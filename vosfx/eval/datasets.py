@@ -44,7 +44,8 @@ def davis_palette() -> np.ndarray:
 def _png_chunks(data: bytes) -> dict[bytes, bytes]:
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         return {}
-    chunks, pos = {}, 8
+    chunks: dict[bytes, bytes] = {}
+    pos = 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         chunks.setdefault(kind, data[pos + 8 : pos + 8 + length])

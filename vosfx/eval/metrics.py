@@ -187,7 +187,8 @@ def f_score(pred: np.ndarray, gt: np.ndarray, bound_th: float = DAVIS_BOUND_TH) 
     (< 1) or in pixels (>= 1). Returns a float in [0, 1]; 1.0 when both masks are empty.
     """
     pred, gt = _check_pair(pred, gt)
-    return boundary_f(pred, gt, davis_radius(*gt.shape, bound_th))
+    height, width = gt.shape
+    return boundary_f(pred, gt, davis_radius(height, width, bound_th))
 
 
 def f_adaptive(pred: np.ndarray, gt: np.ndarray, alpha: float = MOSEV2_ALPHA) -> tuple[float, float]:
@@ -205,7 +206,7 @@ def f_adaptive(pred: np.ndarray, gt: np.ndarray, alpha: float = MOSEV2_ALPHA) ->
     pred, gt = _check_pair(pred, gt)
     full = DAVIS_BOUND_TH * math.hypot(*gt.shape)
     area = int(np.count_nonzero(gt))
-    adaptive = math.ceil(alpha * math.sqrt(area)) if area else math.ceil(full)
+    adaptive: float = math.ceil(alpha * math.sqrt(area)) if area else math.ceil(full)
     adaptive = min(full, adaptive)
     window = _bbox_window(pred, gt)
     if window is None:

@@ -76,13 +76,14 @@ def score_object(
     ff = np.array([m.f_adaptive(p, g) for p, g in zip(preds, gts)]).reshape(-1, 2)
     empty = np.array([not g.any() for g in gts], bool)
     tr = m.transition_scores(j, ff[:, 1], empty)
-    jm = _nan_to_none(float(j.mean())) if len(j) else None
-    fm = _nan_to_none(float(ff[:, 0].mean())) if len(j) else None
-    fdm = _nan_to_none(float(ff[:, 1].mean())) if len(j) else None
+    j_mean = _nan_to_none(float(j.mean())) if len(j) else None
+    f_mean = _nan_to_none(float(ff[:, 0].mean())) if len(j) else None
+    fdot_mean = _nan_to_none(float(ff[:, 1].mean())) if len(j) else None
     parts = {"dis_j": tr.disappear_j, "dis_f": tr.disappear_f,
              "re_j": tr.reappear_j, "re_f": tr.reappear_f}
     scores = {
-        "J&Ḟ": _pair_mean(jm, fdm), "J": jm, "Ḟ": fdm, "F": fm, "J&F": _pair_mean(jm, fm),
+        "J&Ḟ": _pair_mean(j_mean, fdot_mean), "J": j_mean, "Ḟ": fdot_mean, "F": f_mean,
+        "J&F": _pair_mean(j_mean, f_mean),
         "J&Ḟ_d": _pair_mean(tr.disappear_j, tr.disappear_f),
         "J&Ḟ_r": _pair_mean(tr.reappear_j, tr.reappear_f),
     }
