@@ -31,7 +31,8 @@ class Built:
 
 def build(out: Path, *, sanitize: bool = False) -> Built:
     """The bundle (with its worker config pointing at the FakeEngine of ofx_fakes.py) and the
-    host, both -Wall -Wextra -Werror; ``sanitize``: both with AddressSanitizer."""
+    host, both -Wall -Wextra -Werror; ``sanitize``: both with AddressSanitizer and
+    UndefinedBehaviorSanitizer."""
     from vosfx.ofx.build import build_bundle, find_compiler, write_worker_config
 
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ def build(out: Path, *, sanitize: bool = False) -> Built:
     host = out / "ofx_host"
     flags = ["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{SRC}", "-rdynamic"]
     if sanitize:
-        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+        flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     cmd = [
         find_compiler(),
         *flags,
@@ -121,6 +122,7 @@ def run_host(
     full_env.pop("VOSFX_OFX_CONFIG", None)
     if built.sanitize:
         full_env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=23"
+        full_env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=24"
     full_env.update(env or {})
     proc = subprocess.run(
         [str(built.host), str(script)],

@@ -426,7 +426,9 @@ def test_studio_button(built, clip, tmp_path):
     ]
 
 
-def test_harness_under_address_sanitizer(tmp_path_factory, clip, cli_alpha, tmp_path):
+def test_harness_under_address_and_undefined_behaviour_sanitizers(
+    tmp_path_factory, clip, cli_alpha, tmp_path
+):
     asan = build(tmp_path_factory.mktemp("ofx-asan"), sanitize=True)
     lines = preamble(asan, clip) + [
         "0 overlay",
@@ -449,7 +451,28 @@ def test_harness_under_address_sanitizer(tmp_path_factory, clip, cli_alpha, tmp_
         "14 action OfxActionNoSuchAction",
     ]
     run = run_host(asan, lines + postamble(), tmp_path)
-    assert "AddressSanitizer" not in run.stderr and "LeakSanitizer" not in run.stderr, run.stderr
+    _clean(run)
+    # 8-bit images (the packing fast path), the Mask input, a proxy render, output modes
+    mask_dir = tmp_path / "mask"
+    mask_dir.mkdir()
+    (moving_square_frame(4, W, H)[1].astype(np.uint8) * 255).tofile(mask_dir / "00004.a")
+    lines = preamble(asan, clip, depth="byte", mask=mask_dir) + [
+        "0 render 4 -",
+        "0 render 6 - 0.5",
+        "14 set_int outputMode 3",
+        "0 render 5 -",
+        "14 set_int outputMode 0",
+        "0 render 2 -",
+        "0 action OfxActionPurgeCaches",
+        "0 render 7 -",
+    ]
+    run = run_host(asan, lines + postamble(), tmp_path)
+    _clean(run)
+
+
+def _clean(run):
+    for tool in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
+        assert tool not in run.stderr, run.stderr
     _ok(run)
 
 

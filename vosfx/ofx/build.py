@@ -72,7 +72,8 @@ def build_bundle(
     extra_flags: tuple[str, ...] = (),
 ) -> Path:
     """Compile ``src`` (the plugins/ofx folder) into ``out_dir/vosfx.ofx.bundle``; returns the
-    bundle path. ``sanitize``: AddressSanitizer build, for the test host."""
+    bundle path. ``sanitize``: AddressSanitizer + UndefinedBehaviorSanitizer build, for the
+    test host."""
     if sys.platform == "win32":
         raise BuildError(
             "building the OFX bundle on Windows is not automated yet; see "
@@ -85,7 +86,7 @@ def build_bundle(
     (bundle / "Contents" / "Resources").mkdir(parents=True, exist_ok=True)
     flags = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden"]
     if sanitize:
-        flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+        flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     if sys.platform == "darwin":
         link = ["-bundle"]
     else:
