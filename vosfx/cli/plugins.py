@@ -173,7 +173,8 @@ def plugins() -> None:
 @plugins.command("install")
 @click.argument("host", type=click.Choice(HOSTS))
 @click.option("--dest", type=click.Path(file_okay=False), help="Install here instead of the "
-              "host's per-user folder (Resolve: the Fusion Scripts folder; Blender: scripts/addons).")
+              "host's per-user folder (Resolve: the Fusion Scripts folder; Blender: scripts/addons; "
+              "OFX: an OFX plug-in folder).")
 @click.option("--blender-version", default="5.0", show_default=True,
               help="Blender version folder for the default destination.")
 @click.option("--command", "command_text", help="Command the plugin runs instead of this vosfx "
@@ -182,7 +183,8 @@ def plugins() -> None:
               "(add it to OFX_PLUGIN_PATH for the host).")
 def install(host: str, dest: str | None, blender_version: str, command_text: str | None,
             user: bool) -> None:
-    """Copy the HOST plugin where the host finds it and print what was written."""
+    """Install the HOST plugin where the host finds it (ofx: compiled with the system C
+    compiler) and print what was written."""
     target = Path(dest) if dest else default_dest(host, blender_version=blender_version,
                                                   user=user)
     command = shlex.split(command_text, posix=os.name != "nt") if command_text else _this_vosfx()
