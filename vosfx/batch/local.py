@@ -25,10 +25,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
 from vosfx.errors import BatchError
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnContext
 
 # Progress messages a worker sends per second at most (a 2000-frame clip at 30 fps would
 # otherwise send 30 pickled events a second through the pipe for nothing).
@@ -124,7 +127,7 @@ class LocalExecutor:
         self.workers = len(self.envs)
         self.factory = engine_factory
         self.pool: dict[int, _Worker] = {}
-        self.ctx = None
+        self.ctx: SpawnContext | None = None  # set by start()
 
     def start(self) -> None:
         import multiprocessing
@@ -135,6 +138,7 @@ class LocalExecutor:
             self._spawn(wid)
 
     def _spawn(self, wid: int) -> None:
+        assert self.ctx is not None  # started
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=worker_main, name=f"vosfx-batch-{wid}", daemon=True,
                                 args=(child, self.factory, self.envs[wid], os.getpid()))

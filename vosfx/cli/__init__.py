@@ -61,10 +61,10 @@ def _log_to_stderr() -> None:
     import logging
 
     logger = logging.getLogger("vosfx")
-    if not any(getattr(h, "_vosfx", False) for h in logger.handlers):
+    if not any(h.get_name() == "vosfx" for h in logger.handlers):
         handler = logging.StreamHandler()  # stderr
         handler.setFormatter(logging.Formatter("vosfx: %(message)s"))
-        handler._vosfx = True
+        handler.set_name("vosfx")  # marks ours: added once however often the CLI runs
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)

@@ -86,7 +86,8 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
                 objects=None if spec.obj_id is not None else objects,
             )
             if spec.obj_id is not None:  # one object given explicitly: union of the mask
-                union = np.any([p.mask for p in found], axis=0)
+                # mask prompts: every one carries a mask
+                union = np.any([p.mask for p in found if p.mask is not None], axis=0)
                 found = [Prompt(frame_index=spec.frame, obj_id=spec.obj_id, mask=union)]
             prompts.extend(found)
             mask_ids.update(p.obj_id for p in found)

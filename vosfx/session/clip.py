@@ -42,6 +42,8 @@ from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from vosfx.session.shots import ShotDetector
+
 FrameCallback = Callable[[ObjectResult], None]
 FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
 
@@ -137,7 +139,7 @@ class ClipSession:
         self._feature_budget = feature_cache_bytes
         self.needs_shots = MEMORY_POLICIES[memory.policy].needs_shots
         self._shots: dict[int, int] = {}
-        self._detector = None
+        self._detector: ShotDetector | None = None  # made on the first frame that needs it
         self._detector_next = self.start
         self.cuts: list[int] = []
         self.stats = {"encoded": 0, "feature_hits": 0, "stepped": 0}

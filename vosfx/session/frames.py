@@ -10,6 +10,7 @@ counts frames the decoder produced, for the decode-cost measurements in docs/ses
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from vosfx.types import Frame, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from vosfx.io.source import FrameSource
 
 CACHE_BYTES = 768 << 20  # ~128 decoded 1080p frames
 BACK_CHUNK = 16  # frames decoded at once when walking backwards
@@ -36,8 +39,8 @@ class SourceFrames:
         self._cache: OrderedDict[int, Frame] = OrderedDict()
         self._bytes = 0
         self._budget = cache_bytes
-        self._src = None
-        self._it = None
+        self._src: FrameSource | None = None
+        self._it: Iterator[Frame] | None = None
         self._next: int | None = None
         self.decoded = 0
         self.seeks = 0

@@ -66,8 +66,8 @@ class _Look:
         import cv2
 
         hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
-        hist = cv2.calcHist([hsv], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256])
-        hist = hist.ravel() / max(float(hist.sum()), 1.0)
+        counts = cv2.calcHist([hsv], [0, 1, 2], None, list(HIST_BINS), [0, 180, 0, 256, 0, 256])
+        hist = counts.ravel() / max(float(counts.sum()), 1.0)
         ch = max(BLOCK_PX, round(small.shape[0] * COARSE_WIDTH_PX / small.shape[1]))
         coarse = cv2.resize(small, (COARSE_WIDTH_PX, ch), interpolation=cv2.INTER_AREA)
         return cls(hsv.astype(np.int16), coarse.astype(np.float32), hist)
@@ -98,6 +98,7 @@ class _Look:
                 blocks = cv2.resize(diff, (wb // bs, hb // bs), interpolation=cv2.INTER_AREA)
                 blocks = blocks.sum(axis=2)  # (hb/5, wb/5): summed over RGB
                 best = blocks if best is None else np.minimum(best, blocks)
+        assert best is not None  # (2 * SHIFT_PX + 1)^2 >= 1 shifts
         return float(best.mean() / 3.0)
 
 

@@ -125,7 +125,7 @@ class FrameStash:
         return len(self._chunks) * self.CHUNK
 
     def put(self, index: int, image: np.ndarray) -> None:
-        if self._shape is None:
+        if self._shape is None or self._dtype is None:  # the first frame: both unset
             self._shape, self._dtype = image.shape, image.dtype
         if index in self._slot:
             slot = self._slot[index]
