@@ -32,3 +32,7 @@ def test_wheel_ships_presets_and_plugins(tmp_path):
                  if p.is_file() and ".partial" not in str(p)}
     assert templates and templates <= names
     assert "vosfx/engine/templates/sam2.1_hiera_t-1024/template.json" in names
+    # vosfx studio: its page and its server, and the session it drives
+    assert {"vosfx/studio/static/index.html", "vosfx/studio/static/studio.js",
+            "vosfx/studio/static/studio.css", "vosfx/studio/server.py",
+            "vosfx/session/clip.py"} <= names
