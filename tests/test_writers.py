@@ -743,3 +743,44 @@ def test_composite_with_a_missing_background_fails_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="background"):
         _composite_case(tmp_path, str(tmp_path / "nope.png"))
     assert not any(p.name.startswith(("comp", ".comp")) for p in tmp_path.iterdir())
+
+
+def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
+    # The formats table runs prores_ks at a fixed quantiser 1 (~4x less CPU at 1080p) on the
+    # measurement that its own rate control ends at quantiser 1 for 4444 anyway: the packets
+    # are the same. If an FFmpeg update changes that, re-measure (benchmarks/prores.py).
+    from vosfx.formats import FORMATS
+    from vosfx.io.writers.video import planar_frame
+
+    rng = np.random.default_rng(3)
+    w, h = 256, 128
+    y, x = np.mgrid[:h, :w].astype(np.float32)
+
+    def packets(options: dict) -> list[bytes]:
+        path = tmp_path / f"{len(options)}_{options.get('global_quality')}.mov"
+        with av.open(str(path), "w", format="mov") as c:
+            s = c.add_stream("prores_ks", rate=25)
+            s.width, s.height, s.pix_fmt, s.options = w, h, "yuva444p10le", options
+            for i in range(2):
+                noise = rng.normal(0, 40, (3, h, w)).astype(np.float32)
+                ycc = [np.clip(64 + (x * 3 + y + 100 * k) % 876 + noise[k], 64, 940)
+                       for k in range(3)]
+                vf = planar_frame("yuva444p10le", [*ycc, (x * 4) % 1024], w, h, 10)
+                vf.pts = i
+                for p in s.encode(vf):
+                    c.mux(p)
+            for p in s.encode(None):
+                c.mux(p)
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(video=0) if p.size]
+
+    table = dict(FORMATS["prores4444"].options)
+    assert table["flags"] == "+qscale" and table["global_quality"] == "118"
+    state = rng.bit_generator.state
+    fixed = packets(table)
+    rng.bit_generator.state = state
+    rate_control = packets({k: v for k, v in table.items()
+                            if k not in ("flags", "global_quality")})
+    assert fixed == rate_control
+    rng.bit_generator.state = state  # and the options do reach the encoder: quantiser 2 differs
+    assert packets({**table, "global_quality": "236"}) != rate_control

@@ -83,7 +83,17 @@ _ROWS = (
         "ProRes 4444 with alpha (10-bit 4:4:4 colour, alpha coded at 16 bits): the default "
         "for editors (Resolve, Premiere, Final Cut, After Effects).",
         container="mov",
-        options=(("profile", "4"), ("alpha_bits", "16"), ("vendor", "apl0")),
+        # Fixed quantiser 1 (FFmpeg's -q:v 1: flags +qscale, global_quality 1 x 118): the
+        # packets are bit-identical to prores_ks's own rate control on real 1080p frames (its
+        # per-slice search ends at 1 for 4444 here, even on sigma-40 noise) at ~1/4 of the CPU
+        # time (116 vs 453 ms a frame); benchmarks/prores.py, docs/benchmarks/render.md.
+        options=(
+            ("profile", "4"),
+            ("alpha_bits", "16"),
+            ("vendor", "apl0"),
+            ("flags", "+qscale"),
+            ("global_quality", "118"),
+        ),
         audio=_AUDIO_MOV,
         chroma="444", sample_bits=10,
     ),
