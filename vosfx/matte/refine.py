@@ -52,7 +52,7 @@ def logits_to_prob(logits: np.ndarray, out_hw: tuple[int, int], threshold: float
         raise VosfxError(f"logits: expected a (h, w) plane, found shape {logits.shape}")
     if softness <= 0:
         raise VosfxError(f"softness: expected > 0, found {softness}")
-    up = logits.astype(np.float32, copy=False)
+    up: np.ndarray = logits.astype(np.float32, copy=False)  # (h, w), then (H, W) float32
     if up.shape != tuple(out_hw):
         up = cv2.resize(up, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
     # tanh form of the sigmoid: no overflow for SAM 2's -1024 "no object" logits. In place on
