@@ -784,3 +784,29 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
     assert fixed == rate_control
     rng.bit_generator.state = state  # and the options do reach the encoder: quantiser 2 differs
     assert packets({**table, "global_quality": "236"}) != rate_control
+
+
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("shape", [(1080, 1920), (37, 53)])
+def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
+    # The reference is the plain formula (np.tensordot, as the converter was before it moved
+    # to cv2.transform): after rounding, every code within 1 and nearly all identical.
+    from vosfx.io.writers.video import _RGB_TO_YCBCR, rgb_to_ycbcr
+
+    rng = np.random.default_rng(bits)
+    rgb = rng.random((*shape, 3), dtype=np.float32)
+    rgb[0, :3] = [[0, 0, 0], [1, 1, 1], [1, 0, 0]]  # black, white, saturated red
+    ref = np.tensordot(_RGB_TO_YCBCR, rgb, axes=([1], [2]))  # (3, H, W)
+    s = np.float32(1 << (bits - 8))
+    ref[0] = (16.0 + 219.0 * ref[0]) * s
+    ref[1:] = (128.0 + 224.0 * ref[1:]) * s
+    got = np.stack(rgb_to_ycbcr(rgb, bits))
+    assert got.shape == ref.shape and got.dtype == np.float32
+    diff = np.abs(np.rint(got) - np.rint(ref))
+    assert diff.max() <= 1
+    assert (diff == 0).mean() > 0.999
+    np.testing.assert_allclose(got, ref, atol=2e-3 * float(s), rtol=0)
+    # exact codes at the ends of the range: black, white, red
+    assert [round(float(v)) for v in got[:, 0, 0]] == [16 * s, 128 * s, 128 * s]
+    assert [round(float(v)) for v in got[:, 0, 1]] == [235 * s, 128 * s, 128 * s]
+    assert round(float(got[2, 0, 2])) == 240 * s

