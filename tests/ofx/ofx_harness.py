@@ -120,6 +120,7 @@ def run_host(
     script.write_text("\n".join(lines) + "\n", encoding="utf-8")
     full_env = dict(os.environ)
     full_env.pop("VOSFX_OFX_CONFIG", None)
+    full_env["TMPDIR"] = str(tmp)  # the worker logs of crashed workers stay in the test's folder
     if built.sanitize:
         full_env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:exitcode=23"
         full_env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:exitcode=24"
