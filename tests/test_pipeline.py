@@ -125,3 +125,59 @@ def test_clicks_after_a_palette_mask_become_the_next_object(tmp_path):
     assert sorted(p.obj_id for p in got) == [1, 3, 4]
     clicks_only = resolve_prompts(specs[1:], info, fit=False, objects=None, start=0, end=10)
     assert [p.obj_id for p in clicks_only] == [1]
+
+
+_MULTI = {"output": {"extra_formats": ["prores4444", "ffv1-matte"]}}
+
+
+def test_multi_output_writers_run_side_by_side(tmp_path, clip, config_home, monkeypatch):
+    from vosfx.io.writers.base import Writer
+
+    threads: dict[str, set[str]] = {}
+    real_write = Writer.write
+
+    def spy(self, frame, matte, alpha=None):
+        threads.setdefault(str(self.path), set()).add(threading.current_thread().name)
+        real_write(self, frame, matte, alpha)
+
+    monkeypatch.setattr(Writer, "write", spy)
+    report = run(_job(tmp_path, clip, overrides=_MULTI), engine=FakeEngine())
+    assert len(report.outputs) == 3 and report.frames == 12
+    assert all((tmp_path / p.rsplit("/", 1)[-1]).exists() for p in report.outputs)
+    names = [t for ts in threads.values() for t in ts]
+    assert len(threads) == 3 and len(names) == 3 and len(set(names)) == 3  # one thread each
+    assert report.timings_s["write_busiest"] <= report.timings_s["write"]
+
+
+@pytest.mark.parametrize("failing", ["VideoWriter", "ImageSequenceWriter"])
+def test_multi_output_one_writer_fails_and_nothing_is_left(tmp_path, clip, config_home,
+                                                           monkeypatch, failing):
+    from vosfx.io.writers import images, video
+
+    cls = {"VideoWriter": video.VideoWriter, "ImageSequenceWriter": images.ImageSequenceWriter}
+    real = cls[failing]._write
+
+    def boom(self, frame, alpha, matte):
+        if frame.index == 4:
+            raise OSError(28, "No space left on device")
+        real(self, frame, alpha, matte)
+
+    monkeypatch.setattr(cls[failing], "_write", boom)
+    engine = FakeEngine()
+    with pytest.raises(OutputError, match="No space"):
+        run(_job(tmp_path, clip, overrides=_MULTI), engine=engine)
+    assert engine.sessions[0].closed
+    assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+def test_multi_output_cancel_removes_every_partial_output(tmp_path, clip, config_home):
+    cancel = threading.Event()
+
+    def stop_after_three(ev):
+        if ev.frames_done == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        run(_job(tmp_path, clip, overrides=_MULTI), engine=FakeEngine(),
+            on_progress=stop_after_three, cancel=cancel)
+    assert not any(p.name.startswith("out") for p in tmp_path.iterdir())

@@ -5,6 +5,7 @@ The CLI, batch runner, host plugins and Python API all call :func:`run`; none re
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import defaultdict
@@ -312,7 +313,7 @@ class _Loop:
 
     def __enter__(self):
         from vosfx.io.writers import open_writer
-        from vosfx.io.writers.background import BackgroundCalls
+        from vosfx.io.writers.parallel import ParallelCalls
         from vosfx.matte.refine import Refiner
 
         self.refiner = Refiner(self.job.config.refine, self.obj_ids)
@@ -327,8 +328,11 @@ class _Loop:
                     audio_from=self.job.input if cfg.audio else None, overwrite=self.job.overwrite,
                 )
                 self.writers.append((self._stack.enter_context(writer), oid, target))
-        # entered last, so it finishes (or stops) before the writers close or abort
-        self.async_write = self._stack.enter_context(BackgroundCalls(self._write))
+        # One thread per writer, so the outputs of a multi-output job encode side by side
+        # (ProRes 4444 + FFV1 matte: the slower encoder's time a frame, not the sum). Entered
+        # last, so every thread finishes (or stops) before the writers close or abort.
+        self.async_write = self._stack.enter_context(ParallelCalls(
+            [functools.partial(self._write, w, oid) for w, oid, _t in self.writers]))
         return self
 
     def __exit__(self, *exc):
@@ -359,19 +363,19 @@ class _Loop:
                 {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
             ))
         self.async_write.close()  # every frame encoded; a write error raises here
-        self.timings["write"] = self.async_write.busy_s
+        self.timings["write"] = self.async_write.busy_s  # summed over the writer threads
+        self.timings["write_busiest"] = self.async_write.busiest_s
         self.memory_report = self.session.report()
         if self.frames == 0:
             from vosfx.errors import InputError
 
             raise InputError(f"{self.job.input}: no frames decoded in the requested range")
 
-    def _write(self, frame: Frame, matte: Matte) -> None:
-        for writer, oid, _target in self.writers:
-            if oid is None:
-                writer.write(frame, matte)
-            else:
-                writer.write(frame, matte, alpha=matte.alpha[self.obj_ids.index(oid)])
+    def _write(self, writer, oid: int | None, frame: Frame, matte: Matte) -> None:
+        if oid is None:
+            writer.write(frame, matte)
+        else:
+            writer.write(frame, matte, alpha=matte.alpha[self.obj_ids.index(oid)])
 
     def _record(self, result: MaskResult) -> None:
         quality = result.info.get("quality", {})
