@@ -125,9 +125,10 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         where = bundle_dir(model_id, sha or "unknown", _size(model.image_size))
         raise BackendError(
             f"no ONNX bundle for {model_id} at image size {_size(model.image_size)} (expected "
-            f"{where}) and torch is not installed to export one ({err}). Either "
+            f"{where}) and torch is not installed to export one ({err}). vosfx ships graphs "
+            f"for the SAM 2.1 models at 1024 px only: drop --image-size, or "
             + EXPORT_HINT.format(name=model_id) + f", or copy a bundle exported elsewhere to "
-            f"{where}, or use backend = \"torch\".") from err
+            f"{where}") from err
     import logging
 
     log = logging.getLogger(__name__)

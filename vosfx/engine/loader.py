@@ -87,7 +87,7 @@ def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
         raise ConfigError(f"[model] backend: expected auto, torch or onnx, found {backend!r}")
     if model.device not in ("auto", "cpu", "cuda", "mps"):
         raise BackendError(f"the torch backend runs on auto, cpu, cuda or mps; found device "
-                           f"{model.device!r} (use backend = \"onnx\" for it)")
+                           f"{model.device!r} (use --backend onnx for it)")
     _require_torch()
     _fetch(model, progress)
     from vosfx.models.checkpoint import load_sam2
