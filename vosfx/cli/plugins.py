@@ -31,9 +31,15 @@ BLENDER_ADDON = "vosfx_sequencer"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
-def default_dest(host: str, *, platform: str | None = None, home: Path | None = None,
-                 env: dict | None = None, blender_version: str = "5.0",
-                 user: bool = False) -> Path:
+def default_dest(
+    host: str,
+    *,
+    platform: str | None = None,
+    home: Path | None = None,
+    env: dict | None = None,
+    blender_version: str = "5.0",
+    user: bool = False,
+) -> Path:
     """Per-user folder the host scans: Resolve's Fusion ``Scripts`` folder (the README of
     Resolve's scripting API lists it per OS) or Blender's ``scripts/addons`` for a version.
     OFX: the system-wide folder that Resolve, Nuke, Natron, Fusion and Vegas all scan
@@ -47,10 +53,19 @@ def default_dest(host: str, *, platform: str | None = None, home: Path | None = 
         return _ofx_dest(platform, home, environ, appdata, user)
     if host == "resolve":
         if platform == "win32":
-            return appdata / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion" / "Scripts"
+            return (
+                appdata / "Blackmagic Design" / "DaVinci Resolve" / "Support" / "Fusion" / "Scripts"
+            )
         if platform == "darwin":
-            return (home / "Library" / "Application Support" / "Blackmagic Design"
-                    / "DaVinci Resolve" / "Fusion" / "Scripts")
+            return (
+                home
+                / "Library"
+                / "Application Support"
+                / "Blackmagic Design"
+                / "DaVinci Resolve"
+                / "Fusion"
+                / "Scripts"
+            )
         return home / ".local" / "share" / "DaVinciResolve" / "Fusion" / "Scripts"
     if host == "blender":
         if platform == "win32":
@@ -63,8 +78,7 @@ def default_dest(host: str, *, platform: str | None = None, home: Path | None = 
     raise click.UsageError(f"unknown host {host!r}; known: {', '.join(HOSTS)}")
 
 
-def _ofx_dest(platform: str, home: Path, env: Mapping[str, str], appdata: Path,
-              user: bool) -> Path:
+def _ofx_dest(platform: str, home: Path, env: Mapping[str, str], appdata: Path, user: bool) -> Path:
     if user:
         if platform == "win32":
             return appdata / "OFX" / "Plugins"
@@ -92,8 +106,10 @@ def plugins_source() -> Path:
     tree = Path(vosfx.__file__).resolve().parents[1] / "plugins"
     if (tree / "common" / "vosfx_client.py").is_file():
         return tree
-    raise VosfxError(f"the plugin files are missing: expected them in {tree} or as the "
-                     "package vosfx._plugins; reinstall vosfx")
+    raise VosfxError(
+        f"the plugin files are missing: expected them in {tree} or as the "
+        "package vosfx._plugins; reinstall vosfx"
+    )
 
 
 def _replace_tree(src: Path, dst: Path) -> None:
@@ -172,21 +188,37 @@ def plugins() -> None:
 
 @plugins.command("install")
 @click.argument("host", type=click.Choice(HOSTS))
-@click.option("--dest", type=click.Path(file_okay=False), help="Install here instead of the "
-              "host's per-user folder (Resolve: the Fusion Scripts folder; Blender: scripts/addons; "
-              "OFX: an OFX plug-in folder).")
-@click.option("--blender-version", default="5.0", show_default=True,
-              help="Blender version folder for the default destination.")
-@click.option("--command", "command_text", help="Command the plugin runs instead of this vosfx "
-              "(e.g. '/opt/envs/vosfx/bin/vosfx'); split like a shell would, never run by one.")
-@click.option("--user", is_flag=True, help="OFX: a per-user folder instead of the system one "
-              "(add it to OFX_PLUGIN_PATH for the host).")
-def install(host: str, dest: str | None, blender_version: str, command_text: str | None,
-            user: bool) -> None:
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False),
+    help="Install here instead of the "
+    "host's per-user folder (Resolve: the Fusion Scripts folder; Blender: scripts/addons; "
+    "OFX: an OFX plug-in folder).",
+)
+@click.option(
+    "--blender-version",
+    default="5.0",
+    show_default=True,
+    help="Blender version folder for the default destination.",
+)
+@click.option(
+    "--command",
+    "command_text",
+    help="Command the plugin runs instead of this vosfx "
+    "(e.g. '/opt/envs/vosfx/bin/vosfx'); split like a shell would, never run by one.",
+)
+@click.option(
+    "--user",
+    is_flag=True,
+    help="OFX: a per-user folder instead of the system one "
+    "(add it to OFX_PLUGIN_PATH for the host).",
+)
+def install(
+    host: str, dest: str | None, blender_version: str, command_text: str | None, user: bool
+) -> None:
     """Install the HOST plugin where the host finds it (ofx: compiled with the system C
     compiler) and print what was written."""
-    target = Path(dest) if dest else default_dest(host, blender_version=blender_version,
-                                                  user=user)
+    target = Path(dest) if dest else default_dest(host, blender_version=blender_version, user=user)
     command = shlex.split(command_text, posix=os.name != "nt") if command_text else _this_vosfx()
     src = plugins_source()
     installer = {"resolve": install_resolve, "blender": install_blender, "ofx": install_ofx}
@@ -194,15 +226,19 @@ def install(host: str, dest: str | None, blender_version: str, command_text: str
         written = installer[host](src, target, command)
     except OSError as err:
         hint = " (a system folder: run with sudo, or use --user / --dest)" if host == "ofx" else ""
-        raise OutputError(f"cannot install the {host} plugin into {target}: {err}{hint}"
-                          ) from None
+        raise OutputError(f"cannot install the {host} plugin into {target}: {err}{hint}") from None
     for path in written:
         click.echo(str(path))
     if host == "blender":
-        click.echo(f"enable it in Blender: Edit > Preferences > Add-ons > '{BLENDER_ADDON}'", err=True)
+        click.echo(
+            f"enable it in Blender: Edit > Preferences > Add-ons > '{BLENDER_ADDON}'", err=True
+        )
     if host == "ofx":
-        click.echo("restart the host; the effect is 'vosfx Matte' in the vosfx group. A folder "
-                   "other than the system one must be on OFX_PLUGIN_PATH.", err=True)
+        click.echo(
+            "restart the host; the effect is 'vosfx Matte' in the vosfx group. A folder "
+            "other than the system one must be on OFX_PLUGIN_PATH.",
+            err=True,
+        )
 
 
 @plugins.command("path")
