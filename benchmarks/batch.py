@@ -25,8 +25,10 @@ sys.path.insert(0, str(REPO / "tests"))  # synthetic media + random-weight check
 
 
 def _machine() -> str:
-    return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+    return (
+        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def _load() -> str:
@@ -46,7 +48,8 @@ def make_manifest(folder: Path, clips: int, frames: int, ckpt: Path, image_size:
         '[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n'
         f'overrides = {{model = {{checkpoint = "{ckpt}", backend = "torch", device = "cpu", '
         f'image_size = {image_size}}}, refine = {{edge = "bilinear"}}, '
-        'memory = {policy = "sam2"}}\n' + "".join(rows))
+        'memory = {policy = "sam2"}}\n' + "".join(rows)
+    )
     return manifest
 
 
@@ -99,8 +102,10 @@ def main() -> None:
     from ckpt import make_checkpoint
 
     print(f"machine: {_machine()}")
-    print(f"batch: {args.clips} clips x {args.frames} frames, 320x240, SAM 2.1 tiny "
-          f"(random weights), torch CPU, image_size {args.image_size}, ffv1 matte output")
+    print(
+        f"batch: {args.clips} clips x {args.frames} frames, 320x240, SAM 2.1 tiny "
+        f"(random weights), torch CPU, image_size {args.image_size}, ffv1 matte output"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt, _ = make_checkpoint(tmp / "tiny.pt")
@@ -108,25 +113,31 @@ def main() -> None:
         frames = args.clips * args.frames
         print(f"[{_load()}]")
         load_s, kept_s, reloaded_s = per_job_overhead(manifest)
-        print(f"per job (median): model kept loaded {kept_s:.2f} s, reloaded per job "
-              f"{reloaded_s:.2f} s (model load alone {load_s:.2f} s) [{_load()}]")
+        print(
+            f"per job (median): model kept loaded {kept_s:.2f} s, reloaded per job "
+            f"{reloaded_s:.2f} s (model load alone {load_s:.2f} s) [{_load()}]"
+        )
         for workers in (1, 2):
-            elapsed, _ = timed_batch(manifest, tmp / f"state{workers}", executor="local",
-                                     workers=workers)
-            print(f"local, {workers} worker(s): {elapsed:.1f} s for {frames} frames = "
-                  f"{frames / elapsed:.2f} fps, {args.clips / elapsed * 60:.1f} clips/min "
-                  f"(incl. worker start-up and model load) [{_load()}]")
+            elapsed, _ = timed_batch(
+                manifest, tmp / f"state{workers}", executor="local", workers=workers
+            )
+            print(
+                f"local, {workers} worker(s): {elapsed:.1f} s for {frames} frames = "
+                f"{frames / elapsed:.2f} fps, {args.clips / elapsed * 60:.1f} clips/min "
+                f"(incl. worker start-up and model load) [{_load()}]"
+            )
         if not args.no_ray:
             from vosfx.batch.cluster import RayExecutor, init_local_ray
 
             t0 = time.perf_counter()
             init_local_ray(2)
             start_s = time.perf_counter() - t0
-            elapsed, _ = timed_batch(manifest, tmp / "state_ray",
-                                     executor=RayExecutor(workers=2))
-            print(f"ray (local, 2 actors): {elapsed:.1f} s for {frames} frames = "
-                  f"{frames / elapsed:.2f} fps (+{start_s:.1f} s to start Ray itself) "
-                  f"[{_load()}]")
+            elapsed, _ = timed_batch(manifest, tmp / "state_ray", executor=RayExecutor(workers=2))
+            print(
+                f"ray (local, 2 actors): {elapsed:.1f} s for {frames} frames = "
+                f"{frames / elapsed:.2f} fps (+{start_s:.1f} s to start Ray itself) "
+                f"[{_load()}]"
+            )
             import ray
 
             ray.shutdown()

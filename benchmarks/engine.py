@@ -63,15 +63,18 @@ def _one(impl: str, n: int, size: int, threads: int) -> dict:
         if impl == "sam2":
             from sam2.build_sam import build_sam2_video_predictor
 
-            pred = build_sam2_video_predictor(CONFIG, None, device="cpu",
-                                              hydra_overrides_extra=size_overrides(size))
+            pred = build_sam2_video_predictor(
+                CONFIG, None, device="cpu", hydra_overrides_extra=size_overrides(size)
+            )
             rss0 = _vmhwm_mib()
             t0 = time.perf_counter()
             state = pred.init_state(str(frames_dir))
             pred.add_new_mask(state, 0, 1, mask)
             for t, _, masks in pred.propagate_in_video(state):
-                cv2.imwrite(str(out_dir / f"{t:05d}.png"),
-                            (torch.sigmoid(masks[0, 0]).numpy() * 255).astype(np.uint8))
+                cv2.imwrite(
+                    str(out_dir / f"{t:05d}.png"),
+                    (torch.sigmoid(masks[0, 0]).numpy() * 255).astype(np.uint8),
+                )
         else:
             from vosfx.engine.loader import SamEngine, torch_backend_for
             from vosfx.models.checkpoint import build_model
@@ -87,17 +90,22 @@ def _one(impl: str, n: int, size: int, threads: int) -> dict:
             engine = SamEngine(backend, "bench", None, fill_hole_area=0)
             for frame, res in track_arrays(engine, images, [Prompt(0, 1, mask=mask)]):
                 prob = 1 / (1 + np.exp(-res.video_logits(h, w)[0]))
-                cv2.imwrite(str(out_dir / f"{frame.index:05d}.png"),
-                            (prob * 255).astype(np.uint8))
+                cv2.imwrite(str(out_dir / f"{frame.index:05d}.png"), (prob * 255).astype(np.uint8))
         elapsed = time.perf_counter() - t0
-    return {"impl": impl, "frames": n, "image_size": size, "threads": threads,
-            "fps": n / elapsed, "elapsed_s": elapsed, "peak_rss_mib": _vmhwm_mib(),
-            "rss_after_model_mib": rss0}
+    return {
+        "impl": impl,
+        "frames": n,
+        "image_size": size,
+        "threads": threads,
+        "fps": n / elapsed,
+        "elapsed_s": elapsed,
+        "peak_rss_mib": _vmhwm_mib(),
+        "rss_after_model_mib": rss0,
+    }
 
 
 def _run(impl: str, n: int, size: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--one", impl, str(n), str(size), "--threads",
-           str(threads)]
+    cmd = [sys.executable, __file__, "--one", impl, str(n), str(size), "--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -114,8 +122,10 @@ def main() -> None:
         impl, n, size = args.one
         print(json.dumps(_one(impl, int(n), int(size), args.threads)))
         return
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"python {platform.python_version()}, load {os.getloadavg()}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}, load {os.getloadavg()}"
+    )
     rows = []
     for impl in ("vosfx", "sam2"):
         rows.append(_run(impl, args.speed_frames, 1024, args.threads))

@@ -53,15 +53,21 @@ def main() -> None:
     gt = read_label_png(DATA / "Annotations" / args.seq / "00020.png") == 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     pred = np.roll(cv2.erode(gt.view(np.uint8), kernel).view(bool), 4, axis=1)
-    print(f"machine: {platform.machine()} {platform.processor()} cpus={os.cpu_count()} "
-          f"python {platform.python_version()} opencv {cv2.__version__} numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()} {platform.processor()} cpus={os.cpu_count()} "
+        f"python {platform.python_version()} opencv {cv2.__version__} numpy {np.__version__}"
+    )
     print(f"load average before: {os.getloadavg()}")
-    print(f"pair: {args.seq}/00020 {gt.shape[1]}x{gt.shape[0]}, object {gt.sum()} px; "
-          f"J={m.j_score(pred, gt):.4f} F={m.f_score(pred, gt):.4f}")
+    print(
+        f"pair: {args.seq}/00020 {gt.shape[1]}x{gt.shape[0]}, object {gt.sum()} px; "
+        f"J={m.j_score(pred, gt):.4f} F={m.f_score(pred, gt):.4f}"
+    )
     cases = [
-        ("j_score", m.j_score), ("f_score", m.f_score),
+        ("j_score", m.j_score),
+        ("f_score", m.f_score),
         ("j_score + f_score", lambda p, g: (m.j_score(p, g), m.f_score(p, g))),
-        ("f_adaptive (MOSEv2, F and Ḟ)", m.f_adaptive), ("f full frame (no crop)", _full_frame_f),
+        ("f_adaptive (MOSEv2, F and Ḟ)", m.f_adaptive),
+        ("f full frame (no crop)", _full_frame_f),
     ]
     for name, fn in cases:
         med, p90 = _time(fn, pred, gt, repeat=args.repeat)

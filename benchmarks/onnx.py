@@ -46,8 +46,10 @@ def _frames(seq: str, n: int):
     import numpy as np
     from PIL import Image
 
-    rgb = [np.asarray(Image.open(DATA / "JPEGImages" / seq / f"{i:05d}.jpg").convert("RGB"))
-           for i in range(n)]
+    rgb = [
+        np.asarray(Image.open(DATA / "JPEGImages" / seq / f"{i:05d}.jpg").convert("RGB"))
+        for i in range(n)
+    ]
     mask = np.asarray(Image.open(DATA / "Annotations" / seq / "00000.png")) == 1
     return rgb, mask
 
@@ -63,6 +65,7 @@ def _timed(obj, names, acc):
                 return _fn(*a, **k)
             finally:
                 acc[_name] = acc.get(_name, 0.0) + time.perf_counter() - t
+
         setattr(obj, name, wrapper)
 
 
@@ -74,8 +77,9 @@ def _track(backend, rgb, mask, acc):
     _timed(backend, ["encode_image", "track", "mask_as_output", "encode_memory"], acc)
     times = []
     t0 = time.perf_counter()
-    for _frame, _res in track_arrays(SamEngine(backend, "bench", None), rgb,
-                                     [Prompt(0, 1, mask=mask)]):
+    for _frame, _res in track_arrays(
+        SamEngine(backend, "bench", None), rgb, [Prompt(0, 1, mask=mask)]
+    ):
         times.append(time.perf_counter() - t0)  # frame t's time: its tracking, in order
         t0 = time.perf_counter()
     return times
@@ -102,15 +106,24 @@ def worker(args) -> dict:
         else:
             from vosfx.engine.onnx_backend import OnnxBackend
 
-            backend = OnnxBackend(args.bundle, device="cpu", threads=threads,
-                                  precision=opts["precision"], optimization=opts["opt"],
-                                  memory_arena=opts.get("arena", True))
+            backend = OnnxBackend(
+                args.bundle,
+                device="cpu",
+                threads=threads,
+                precision=opts["precision"],
+                optimization=opts["opt"],
+                memory_arena=opts.get("arena", True),
+            )
         load_s = time.perf_counter() - t_load
         times = _track(backend, rgb, mask, acc)
     steady = times[1:]
     return {
-        "run": args.worker, "size": args.size, "frames": len(times), "threads": threads,
-        "load_s": round(load_s, 2), "total_s": round(sum(times), 2),
+        "run": args.worker,
+        "size": args.size,
+        "frames": len(times),
+        "threads": threads,
+        "load_s": round(load_s, 2),
+        "total_s": round(sum(times), 2),
         "fps": round(len(times) / sum(times), 3),
         "fps_steady": round(len(steady) / sum(steady), 3) if steady else None,
         "stage_ms_per_frame": {k: round(1000 * v / len(times), 1) for k, v in acc.items()},
@@ -131,8 +144,9 @@ def _official(args, threads, mask):
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    pred = build_sam2_video_predictor(CONFIG, args.ckpt, device="cpu",
-                                      hydra_overrides_extra=size_overrides(args.size))
+    pred = build_sam2_video_predictor(
+        CONFIG, args.ckpt, device="cpu", hydra_overrides_extra=size_overrides(args.size)
+    )
     load_s = time.perf_counter() - t0
     folder = Path(tempfile.mkdtemp(prefix="vosfx-bench-"))
     for i in range(args.frames):
@@ -163,9 +177,14 @@ def _machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main() -> None:
@@ -191,19 +210,39 @@ def main() -> None:
     work = Path(args.work)
     ckpt, _ = make_checkpoint(work / "sam2.1_tiny_random.pt")
     t = time.perf_counter()
-    bundle = export_bundle(str(ckpt), out_dir=work / f"bundle-{args.size}", image_size=args.size,
-                           variants=("int8",))
+    bundle = export_bundle(
+        str(ckpt), out_dir=work / f"bundle-{args.size}", image_size=args.size, variants=("int8",)
+    )
     export_s = time.perf_counter() - t
-    print(json.dumps({"machine": _machine(), "export_s_or_reuse": round(export_s, 1)}),
-          flush=True)
+    print(json.dumps({"machine": _machine(), "export_s_or_reuse": round(export_s, 1)}), flush=True)
     rows = []
     for name in args.runs.split(","):
-        cmd = [sys.executable, __file__, "--worker", name, "--size", str(args.size),
-               "--frames", str(args.frames), "--seq", args.seq, "--threads", str(args.threads),
-               "--ckpt", str(ckpt), "--bundle", str(bundle)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--size",
+            str(args.size),
+            "--frames",
+            str(args.frames),
+            "--seq",
+            args.seq,
+            "--threads",
+            str(args.threads),
+            "--ckpt",
+            str(ckpt),
+            "--bundle",
+            str(bundle),
+        ]
         load_before = os.getloadavg()[0]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        out = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
         if out.returncode != 0:
             print(json.dumps({"run": name, "error": out.stderr[-2000:]}), flush=True)
             continue
@@ -212,11 +251,15 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     base = next((r["fps_steady"] for r in rows if r["run"] == "official"), None)
-    print(f"\n{'run':<16}{'fps':>8}{'steady':>8}{'x official':>11}{'peak MiB':>10}  stages ms/frame")
+    print(
+        f"\n{'run':<16}{'fps':>8}{'steady':>8}{'x official':>11}{'peak MiB':>10}  stages ms/frame"
+    )
     for r in rows:
         ratio = f"{r['fps_steady'] / base:.2f}" if base else "-"
-        print(f"{r['run']:<16}{r['fps']:>8}{r['fps_steady']:>8}{ratio:>11}"
-              f"{r['peak_rss_mib']:>10}  {r['stage_ms_per_frame']}")
+        print(
+            f"{r['run']:<16}{r['fps']:>8}{r['fps_steady']:>8}{ratio:>11}"
+            f"{r['peak_rss_mib']:>10}  {r['stage_ms_per_frame']}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": _machine(), "rows": rows}, indent=2))
 

@@ -34,8 +34,10 @@ def child(args) -> None:
     from vosfx.pipeline import run
     from vosfx.presets import resolve_config
 
-    overrides = {"output": {"format": args.format},
-                 "memory": {"policy": args.memory, "rcms_threshold": args.rcms_threshold}}
+    overrides = {
+        "output": {"format": args.format},
+        "memory": {"policy": args.memory, "rcms_threshold": args.rcms_threshold},
+    }
     if args.engine == "sam2":
         from ckpt import make_checkpoint
 
@@ -43,24 +45,45 @@ def child(args) -> None:
         from vosfx.engine import load_engine
 
         ckpt, _ = make_checkpoint(Path(args.work) / "sam2.1_hiera_tiny.pt")
-        engine = load_engine(ModelConfig(backend="torch", device="cpu", image_size=args.image_size,
-                                         checkpoint=str(ckpt), threads=args.threads))
+        engine = load_engine(
+            ModelConfig(
+                backend="torch",
+                device="cpu",
+                image_size=args.image_size,
+                checkpoint=str(ckpt),
+                threads=args.threads,
+            )
+        )
     else:
         from fakes import FakeEngine
 
         engine = FakeEngine()
-    job = Job(input=args.clip, prompts=(PromptSpec(frame=0, mask=args.mask),), output=args.out,
-              config=resolve_config(["balanced"], overrides), overwrite=True)
+    job = Job(
+        input=args.clip,
+        prompts=(PromptSpec(frame=0, mask=args.mask),),
+        output=args.out,
+        config=resolve_config(["balanced"], overrides),
+        overwrite=True,
+    )
     t0 = time.perf_counter()
     report = run(job, engine=engine)
     wall = time.perf_counter() - t0
     status = Path("/proc/self/status").read_text().splitlines()
     hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     mem = report.memory.get("1", {}) if isinstance(report.memory, dict) else {}
-    print(json.dumps({"frames": report.frames, "wall_s": wall, "peak_rss_mib": hwm / 1024,
-                      "timings_s": report.timings_s, "cuts": len(report.shots),
-                      "peak_bank_entries": mem.get("peak_bank_entries"),
-                      "promoted_events": len(mem.get("promoted", {}))}))
+    print(
+        json.dumps(
+            {
+                "frames": report.frames,
+                "wall_s": wall,
+                "peak_rss_mib": hwm / 1024,
+                "timings_s": report.timings_s,
+                "cuts": len(report.shots),
+                "peak_bank_entries": mem.get("peak_bank_entries"),
+                "promoted_events": len(mem.get("promoted", {})),
+            }
+        )
+    )
 
 
 def frames_for(n: int, w: int, h: int, cuts_every: int):
@@ -82,9 +105,13 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64, help="SAM 2 input size (--engine sam2)")
     ap.add_argument("--memory", default="rcms+shots")
     ap.add_argument("--cuts-every", type=int, default=0)
-    ap.add_argument("--rcms-threshold", type=float, default=0.6,
-                    help="θ; 0 promotes at every cut (random weights never reach 0.6), which "
-                         "exercises the conditioning-memory cap")
+    ap.add_argument(
+        "--rcms-threshold",
+        type=float,
+        default=0.6,
+        help="θ; 0 promotes at every cut (random weights never reach 0.6), which "
+        "exercises the conditioning-memory cap",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("clip", "mask", "out", "work"):
@@ -98,11 +125,15 @@ def main() -> None:
     from PIL import Image
 
     w, h = (int(v) for v in args.size.split("x"))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
-          f"{w}x{h}, format {args.format}, preset balanced, memory {args.memory}, engine "
-          f"{args.engine}" + (f" (image size {args.image_size})" if args.engine == "sam2" else "")
-          + (f", a cut every {args.cuts_every} frames" if args.cuts_every else "")
-          + f", rcms threshold {args.rcms_threshold}", flush=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"{w}x{h}, format {args.format}, preset balanced, memory {args.memory}, engine "
+        f"{args.engine}"
+        + (f" (image size {args.image_size})" if args.engine == "sam2" else "")
+        + (f", a cut every {args.cuts_every} frames" if args.cuts_every else "")
+        + f", rcms threshold {args.rcms_threshold}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _, mask = moving_square_frame(0, w, h)
@@ -110,27 +141,62 @@ def main() -> None:
         rows = []
         for n in args.frames:
             clip = tmp / f"clip{n}.mp4"
-            make_clip(clip, n=n, width=w, height=h, frames=frames_for(n, w, h, args.cuts_every),
-                      options={"preset": "ultrafast", "crf": "23"})
-            cmd = [sys.executable, __file__, "--child", "--clip", str(clip), "--mask",
-                   str(tmp / "mask.png"), "--out", str(tmp / f"out{n}"), "--work", str(tmp),
-                   "--format", args.format, "--engine", args.engine, "--memory", args.memory,
-                   "--image-size", str(args.image_size), "--threads", str(args.threads),
-                   "--rcms-threshold", str(args.rcms_threshold)]
+            make_clip(
+                clip,
+                n=n,
+                width=w,
+                height=h,
+                frames=frames_for(n, w, h, args.cuts_every),
+                options={"preset": "ultrafast", "crf": "23"},
+            )
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--clip",
+                str(clip),
+                "--mask",
+                str(tmp / "mask.png"),
+                "--out",
+                str(tmp / f"out{n}"),
+                "--work",
+                str(tmp),
+                "--format",
+                args.format,
+                "--engine",
+                args.engine,
+                "--memory",
+                args.memory,
+                "--image-size",
+                str(args.image_size),
+                "--threads",
+                str(args.threads),
+                "--rcms-threshold",
+                str(args.rcms_threshold),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(r)
             t = r["timings_s"]
-            extra = (f", {r['cuts']} cuts, peak bank {r['peak_bank_entries']} entries, "
-                     f"{r['promoted_events']} promotion events" if args.engine == "sam2" else "")
-            print(f"{n:5d} frames: peak RSS {r['peak_rss_mib']:7.1f} MiB, "
-                  f"{r['frames'] / r['wall_s']:6.2f} fps end to end (track {t.get('track', 0):.1f} s, "
-                  f"refine {t.get('refine', 0):.1f} s, write {t.get('write', 0):.1f} s on its "
-                  f"thread){extra}", flush=True)
+            extra = (
+                f", {r['cuts']} cuts, peak bank {r['peak_bank_entries']} entries, "
+                f"{r['promoted_events']} promotion events"
+                if args.engine == "sam2"
+                else ""
+            )
+            print(
+                f"{n:5d} frames: peak RSS {r['peak_rss_mib']:7.1f} MiB, "
+                f"{r['frames'] / r['wall_s']:6.2f} fps end to end (track {t.get('track', 0):.1f} s, "
+                f"refine {t.get('refine', 0):.1f} s, write {t.get('write', 0):.1f} s on its "
+                f"thread){extra}",
+                flush=True,
+            )
             clip.unlink()
         first, last = rows[0]["peak_rss_mib"], rows[-1]["peak_rss_mib"]
-        print(f"peak RSS change {args.frames[0]} -> {args.frames[-1]} frames: "
-              f"{100 * (last - first) / first:+.1f}%")
+        print(
+            f"peak RSS change {args.frames[0]} -> {args.frames[-1]} frames: "
+            f"{100 * (last - first) / first:+.1f}%"
+        )
 
 
 if __name__ == "__main__":

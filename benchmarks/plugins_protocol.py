@@ -28,8 +28,13 @@ FAKE = [sys.executable, str(REPO / "tests" / "bin" / "vosfx_fake.py")]
 
 
 def one_run(folder: Path, delay_s: float, cancel: bool) -> dict:
-    job = vosfx_client.build_job(folder / "clip.mp4", folder / "out", [
-        {"frame": 0, "mask": str(folder / "mask.png")}], presets=("png16",), overwrite=True)
+    job = vosfx_client.build_job(
+        folder / "clip.mp4",
+        folder / "out",
+        [{"frame": 0, "mask": str(folder / "mask.png")}],
+        presets=("png16",),
+        overwrite=True,
+    )
     job_path = vosfx_client.write_job(job, folder / "job.json")
     env = dict(os.environ, VOSFX_FAKE_DELAY_S=str(delay_s))
     t0 = time.perf_counter()
@@ -42,19 +47,27 @@ def one_run(folder: Path, delay_s: float, cancel: bool) -> dict:
                 t1 = time.perf_counter()
                 proc.cancel()
                 res = proc.wait()
-                return {"first_event_s": first, "cancel_s": time.perf_counter() - t1,
-                        "exit": res.exit_code}
+                return {
+                    "first_event_s": first,
+                    "cancel_s": time.perf_counter() - t1,
+                    "exit": res.exit_code,
+                }
         time.sleep(0.005)
     res = proc.wait()
-    return {"first_event_s": first or time.perf_counter() - t0,
-            "total_s": time.perf_counter() - t0, "exit": res.exit_code}
+    return {
+        "first_event_s": first or time.perf_counter() - t0,
+        "total_s": time.perf_counter() - t0,
+        "exit": res.exit_code,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+    )
     print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -67,8 +80,10 @@ def main() -> None:
     print(f"24 frames 320x240 png16, fake engine, {args.runs} runs (median):")
     print(f"  process start -> first event: {med(r['first_event_s'] for r in runs):.2f} s")
     print(f"  process start -> exit 0:      {med(r['total_s'] for r in runs):.2f} s")
-    print(f"  SIGTERM -> exit {cancels[0]['exit']}:          "
-          f"{med(r['cancel_s'] for r in cancels):.2f} s")
+    print(
+        f"  SIGTERM -> exit {cancels[0]['exit']}:          "
+        f"{med(r['cancel_s'] for r in cancels):.2f} s"
+    )
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -51,38 +51,55 @@ def main() -> None:
 
     torch.set_num_threads(1)
     w, h = (int(v) for v in args.video.split("x"))
-    frames = [cv2.resize(np.asarray(Image.open(DATA / "JPEGImages" / "bmx-trees" / f"{i:05d}.jpg")
-                                    .convert("RGB")), (w, h), interpolation=cv2.INTER_LINEAR)
-              for i in range(args.frames)]
+    frames = [
+        cv2.resize(
+            np.asarray(
+                Image.open(DATA / "JPEGImages" / "bmx-trees" / f"{i:05d}.jpg").convert("RGB")
+            ),
+            (w, h),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for i in range(args.frames)
+    ]
     ann = np.asarray(Image.open(DATA / "Annotations" / "bmx-trees" / "00000.png")) == 1
     mask = cv2.resize(ann.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
     net = build_model(TINY, image_size=args.image_size)
     net.load_state_dict(build_state_dict(TINY, 0), strict=True)
     backend = torch_backend_for(net, "cpu")
-    info = VideoInfo(path="", width=w, height=h, num_frames=args.frames, fps=Fraction(25),
-                     time_base=Fraction(1, 25))
+    info = VideoInfo(
+        path="",
+        width=w,
+        height=h,
+        num_frames=args.frames,
+        fps=Fraction(25),
+        time_base=Fraction(1, 25),
+    )
     names = args.policies.split(",")
     trackers, passes = {}, {}
     feats0 = backend.encode_image(frames[0])
     for name in names:
         cfg = MemoryConfig(policy=name)
         trk = Tracker(backend, lambda cfg=cfg: make_policy(cfg), info, fill_hole_area=8)
-        trk.prompt(Frame(0, frames[0], 0, Fraction(1, 25)), Prompt(0, 1, mask=mask),
-                   features=feats0)
+        trk.prompt(
+            Frame(0, frames[0], 0, Fraction(1, 25)), Prompt(0, 1, mask=mask), features=feats0
+        )
         trackers[name], passes[name] = trk, trk.start_pass(1, 0, 1)
     times = {n: [] for n in names}
     for t in range(1, args.frames):
         feats = backend.encode_image(frames[t])
         for name in names:
             t0 = time.perf_counter()
-            trackers[name].step(Frame(t, frames[t], t, Fraction(1, 25)), [passes[name]],
-                                features=feats)
+            trackers[name].step(
+                Frame(t, frames[t], t, Fraction(1, 25)), [passes[name]], features=feats
+            )
             times[name].append(time.perf_counter() - t0)
     cpu = platform.processor() or platform.machine()
-    print(f"# memory policies: cost per frame\n\n{platform.platform()}, {cpu}, "
-          f"{os.cpu_count()} CPUs, load average {tuple(round(x, 2) for x in os.getloadavg())};"
-          f" image size {args.image_size}, video {w}x{h}, {args.frames - 1} tracked frames, "
-          "torch CPU, 1 thread\n")
+    print(
+        f"# memory policies: cost per frame\n\n{platform.platform()}, {cpu}, "
+        f"{os.cpu_count()} CPUs, load average {tuple(round(x, 2) for x in os.getloadavg())};"
+        f" image size {args.image_size}, video {w}x{h}, {args.frames - 1} tracked frames, "
+        "torch CPU, 1 thread\n"
+    )
     print("| policy | median ms/frame (after the image encoder) | vs sam2 |")
     print("|---|---|---|")
     base = float(np.median(times[names[0]]))

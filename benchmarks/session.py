@@ -55,6 +55,7 @@ def _vmhwm_mib() -> float:
 
 # --- decode ------------------------------------------------------------------------------------
 
+
 def _vfr_copy(src: Path, dest: Path, frames: int) -> Path:
     """The first ``frames`` frames of ``src`` at half size re-timed to irregular pts
     (tests/media.make_clip's VFR mode: H.264 in Matroska, 1/1000 time base)."""
@@ -98,11 +99,14 @@ def decode(args) -> None:
     for name, path in (("CFR H.264 720p", cfr), ("VFR H.264 360p", vfr)):
         info = probe(path)
         n = info.num_frames
-        cases = {"prompt on frame 0": [0], "prompt mid-clip": [n // 2 + 31],
-                 "prompts at 10 %, 55 %, 99 %": [n // 10, n * 55 // 100, n - 2]}
+        cases = {
+            "prompt on frame 0": [0],
+            "prompt mid-clip": [n // 2 + 31],
+            "prompts at 10 %, 55 %, 99 %": [n // 10, n * 55 // 100, n - 2],
+        }
         for case, frames in cases.items():
             mask = np.zeros((info.height, info.width), bool)
-            mask[info.height // 4: info.height // 2, info.width // 4: info.width // 2] = True
+            mask[info.height // 4 : info.height // 2, info.width // 4 : info.width // 2] = True
             prompts = [Prompt(f, 1 + i % 2, mask=mask) for i, f in enumerate(frames)]
 
             @contextmanager
@@ -115,18 +119,28 @@ def decode(args) -> None:
             with ClipSession(fakes.FakeEngine(), info, MemoryConfig(policy="sam2")) as s:
                 s.set_prompts(prompts)
                 out = sum(1 for _ in results_in_order(s, open_frames))
-            rows.append({"clip": name, "case": case, "output_frames": out,
-                         "decoded": count["n"], "per_output": round(count["n"] / out, 3),
-                         "seconds": round(time.perf_counter() - t0, 2)})
+            rows.append(
+                {
+                    "clip": name,
+                    "case": case,
+                    "output_frames": out,
+                    "decoded": count["n"],
+                    "per_output": round(count["n"] / out, 3),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     print("\n| clip | prompts | output frames | decoded | decoded per output frame |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['clip']} | {r['case']} | {r['output_frames']} | {r['decoded']} | "
-              f"{r['per_output']:.3f} |")
+        print(
+            f"| {r['clip']} | {r['case']} | {r['output_frames']} | {r['decoded']} | "
+            f"{r['per_output']:.3f} |"
+        )
 
 
 # --- rss ---------------------------------------------------------------------------------------
+
 
 def _synthetic(n: int, h: int, w: int):
     """A square moving across a textured background, generated per frame (nothing stored)."""
@@ -137,7 +151,7 @@ def _synthetic(n: int, h: int, w: int):
     for t in range(n):
         img = base.copy()
         x = (t * 3) % (w - w // 4)
-        img[h // 3: h // 3 + h // 4, x: x + w // 4] = (230, 200, 60)
+        img[h // 3 : h // 3 + h // 4, x : x + w // 4] = (230, 200, 60)
         yield Frame(t, img, t, Fraction(1, 25))
 
 
@@ -166,7 +180,7 @@ def rss_child(args) -> None:
         x = (t * 3) % (w - w // 4)
         for obj, (y0, x0) in ((1, (h // 3, x)), (2, (0, 0))):
             m = np.zeros((h, w), bool)
-            m[y0: y0 + h // 4, x0: x0 + w // 4] = True
+            m[y0 : y0 + h // 4, x0 : x0 + w // 4] = True
             prompts.append(Prompt(t, obj, mask=m))
 
     @contextmanager
@@ -177,28 +191,51 @@ def rss_child(args) -> None:
     with ClipSession(engine, info, MemoryConfig(policy="sam2")) as s:
         s.set_prompts(prompts)
         done = sum(1 for _ in results_in_order(s, open_frames))
-    print(json.dumps({"frames": n, "output_frames": done, "image_size": args.image_size,
-                      "seconds": round(time.perf_counter() - t0, 1),
-                      "peak_rss_mib": round(_vmhwm_mib(), 1)}))
+    print(
+        json.dumps(
+            {
+                "frames": n,
+                "output_frames": done,
+                "image_size": args.image_size,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "peak_rss_mib": round(_vmhwm_mib(), 1),
+            }
+        )
+    )
 
 
 def rss(args) -> None:
     rows = []
     for n in args.frames:
-        out = subprocess.run([sys.executable, __file__, "rss", "--child", str(n),
-                              "--image-size", str(args.image_size),
-                              "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "rss",
+                "--child",
+                str(n),
+                "--image-size",
+                str(args.image_size),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     print("\n| frames | prompts | image size | seconds | peak RSS (MiB) |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['frames']} | 2 objects on frames 0, {r['frames'] // 2}, {r['frames'] - 1} "
-              f"| {r['image_size']} | {r['seconds']} | {r['peak_rss_mib']} |")
+        print(
+            f"| {r['frames']} | 2 objects on frames 0, {r['frames'] // 2}, {r['frames'] - 1} "
+            f"| {r['image_size']} | {r['seconds']} | {r['peak_rss_mib']} |"
+        )
 
 
 # --- latency -----------------------------------------------------------------------------------
+
 
 def latency(args) -> None:
     import torch
@@ -217,27 +254,42 @@ def latency(args) -> None:
     engine = SamEngine(torch_backend_for(net, "cpu"), "bench", None)
     info = VideoInfo("", w, h, n, Fraction(25), Fraction(1, 25))
     frames = list(_synthetic(n, h, w))
-    with ClipSession(engine, info, MemoryConfig(policy="sam2"),
-                     frames=ListFrames(info, frames)) as s:
+    with ClipSession(
+        engine, info, MemoryConfig(policy="sam2"), frames=ListFrames(info, frames)
+    ) as s:
         first, again = [], []
         for t in range(1, n):
             pts = [[w * 0.3 + t, h * 0.45]]
             t0 = time.perf_counter()
-            s.add_prompt(Prompt(t, 1, points=np.array(pts, np.float32),
-                                labels=np.array([1], np.int32)))
+            s.add_prompt(
+                Prompt(t, 1, points=np.array(pts, np.float32), labels=np.array([1], np.int32))
+            )
             first.append(time.perf_counter() - t0)
             for k in range(3):
                 pts.append([w * 0.32 + 9 * k, h * 0.5])
                 t0 = time.perf_counter()
-                s.add_prompt(Prompt(t, 1, points=np.array(pts, np.float32),
-                                    labels=np.array([1] * len(pts), np.int32)))
+                s.add_prompt(
+                    Prompt(
+                        t,
+                        1,
+                        points=np.array(pts, np.float32),
+                        labels=np.array([1] * len(pts), np.int32),
+                    )
+                )
                 again.append(time.perf_counter() - t0)
     med = lambda xs: sorted(xs)[len(xs) // 2]
-    print(json.dumps({"image_size": args.image_size, "threads": args.threads,
-                      "first_click_on_a_frame_ms": round(1000 * med(first), 1),
-                      "further_clicks_ms_median": round(1000 * med(again), 1),
-                      "further_clicks_ms_max": round(1000 * max(again), 1),
-                      "samples": [len(first), len(again)]}))
+    print(
+        json.dumps(
+            {
+                "image_size": args.image_size,
+                "threads": args.threads,
+                "first_click_on_a_frame_ms": round(1000 * med(first), 1),
+                "further_clicks_ms_median": round(1000 * med(again), 1),
+                "further_clicks_ms_max": round(1000 * max(again), 1),
+                "samples": [len(first), len(again)],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -248,8 +300,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(f"# {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-          file=sys.stderr)
+    print(
+        f"# {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}", file=sys.stderr
+    )
     if args.what == "decode":
         decode(args)
     elif args.what == "rss":

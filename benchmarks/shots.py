@@ -69,7 +69,7 @@ def fastest_points(frames: list[np.ndarray], n: int = 3, first: int = 16) -> lis
     for i, im in enumerate(frames):
         det.push_array(i, im)
     score = [det.scores.get(i, 0.0) for i in range(len(frames))]
-    ranked = sorted(range(first, len(frames)), key=lambda k: -float(np.mean(score[k - 3:k])))
+    ranked = sorted(range(first, len(frames)), key=lambda k: -float(np.mean(score[k - 3 : k])))
     return ranked[:n]
 
 
@@ -90,7 +90,7 @@ def clip_sets(quick: bool) -> dict[str, list[tuple[str, list[np.ndarray], list[i
     for s in ("bmx-trees", "libby", "blackswan", "car-shadow"):
         fr = small[s]
         for k in range(16, len(fr) - 20, 8 if quick else 4):
-            sets["jumps"].append((f"{s}[:{k}]+[{k + 20}:]", fr[:k] + fr[k + 20:], [k]))
+            sets["jumps"].append((f"{s}[:{k}]+[{k + 20}:]", fr[:k] + fr[k + 20 :], [k]))
     return sets
 
 
@@ -148,8 +148,10 @@ def runners():
         row("PySceneDetect AdaptiveDetector()", AdaptiveDetector),
         row("PySceneDetect HistogramDetector()", HistogramDetector),
         row("PySceneDetect HashDetector()", HashDetector),
-        row("PySceneDetect ThresholdDetector(fade_bias=0.25)",
-            lambda: ThresholdDetector(fade_bias=0.25)),
+        row(
+            "PySceneDetect ThresholdDetector(fade_bias=0.25)",
+            lambda: ThresholdDetector(fade_bias=0.25),
+        ),
     ]
     return out
 
@@ -168,9 +170,13 @@ def score(found: list[int], want: list[int], tol: int) -> tuple[int, int]:
 def accuracy(sets):
     print("\n## Precision and recall per set (P = true cuts / reported, R = found / real)\n")
     names = list(sets)
-    print("| detector | " + " | ".join(f"{n} ({sum(len(w) for *_, w in sets[n])} cuts, "
-                                       f"{len(sets[n])} clips)" for n in names)
-          + " | ms/frame (these frames) |")
+    print(
+        "| detector | "
+        + " | ".join(
+            f"{n} ({sum(len(w) for *_, w in sets[n])} cuts, {len(sets[n])} clips)" for n in names
+        )
+        + " | ms/frame (these frames) |"
+    )
     print("|---|" + "---|" * len(names) + "---|")
     misses = {}
     for make in runners():
@@ -212,8 +218,10 @@ def cost(n=80):
     print("| detector | ms per 1080p frame, 01_dog | ms per 1080p frame, bmx-trees |")
     print("|---|---|---|")
     cv2.setNumThreads(1)
-    feeds = [[cv2.resize(im, (1920, 1080), interpolation=cv2.INTER_LINEAR) for im in clip]
-             for clip in (calm, fast)]
+    feeds = [
+        [cv2.resize(im, (1920, 1080), interpolation=cv2.INTER_LINEAR) for im in clip]
+        for clip in (calm, fast)
+    ]
     for make in runners():
         ms = []
         for feed in feeds:
@@ -231,9 +239,11 @@ def main():
     ap.add_argument("--cost-only", action="store_true", help="only the cost table")
     args = ap.parse_args()
     cpu = platform.processor() or platform.machine()
-    print(f"# shots benchmark\n\n{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}, load average at start "
-          f"{tuple(round(x, 2) for x in os.getloadavg())}")
+    print(
+        f"# shots benchmark\n\n{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}, load average at start "
+        f"{tuple(round(x, 2) for x in os.getloadavg())}"
+    )
     if not args.cost_only:
         accuracy(clip_sets(args.quick))
     cost()

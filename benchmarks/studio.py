@@ -32,8 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def rss_mib() -> float:
@@ -51,23 +58,30 @@ def engine(size: int, threads: int, work: Path):
 
     ckpt, _sha = make_checkpoint(work / "sam2.1_hiera_tiny.pt")
     t0 = time.perf_counter()
-    eng = load_engine(ModelConfig(backend="onnx", device="cpu", image_size=size,
-                                  checkpoint=str(ckpt), threads=threads))
+    eng = load_engine(
+        ModelConfig(
+            backend="onnx", device="cpu", image_size=size, checkpoint=str(ckpt), threads=threads
+        )
+    )
     return eng, time.perf_counter() - t0
 
 
 def _screen(page, x, y):
-    return page.evaluate("""([x, y]) => { const S = window.vosfx.state,
+    return page.evaluate(
+        """([x, y]) => { const S = window.vosfx.state,
         r = document.getElementById('canvas').getBoundingClientRect();
-        return [r.left + S.panX + x * S.zoom, r.top + S.panY + y * S.zoom]; }""", [x, y])
+        return [r.left + S.panX + x * S.zoom, r.top + S.panY + y * S.zoom]; }""",
+        [x, y],
+    )
 
 
 def _click(page, x, y, exclude=False) -> dict:
     page.evaluate("window.vosfx.last = null")
     sx, sy = _screen(page, x, y)
     page.mouse.click(sx, sy, button="right" if exclude else "left")
-    page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined",
-                           timeout=120_000)
+    page.wait_for_function(
+        "window.vosfx.last && window.vosfx.last.drawnMs !== undefined", timeout=120_000
+    )
     return page.evaluate("window.vosfx.last")
 
 
@@ -107,25 +121,26 @@ def interactive(args, work: Path) -> dict:
             for k in range(args.clicks):
                 dx = (k % 3 - 1) * 4
                 clicks.append(_click(page, x + dx, y + (k % 2) * 3, exclude=k % 4 == 3))
-            out["first_mask_new_frame_ms"] = {"page": round(first["drawnMs"], 1),
-                                              "server": first["ms"]}
+            out["first_mask_new_frame_ms"] = {
+                "page": round(first["drawnMs"], 1),
+                "server": first["ms"],
+            }
             out["click_to_mask_ms"] = {
                 "page_median": round(statistics.median(c["drawnMs"] for c in clicks), 1),
                 "page_max": round(max(c["drawnMs"] for c in clicks), 1),
                 "server_median": round(statistics.median(c["ms"] for c in clicks), 1),
-                "clicks": len(clicks)}
+                "clicks": len(clicks),
+            }
             # a second new frame: decode + image encoder + prompt
             page.keyboard.press("End")
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === "
-                                   f"'{n - 1}'")
+            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{n - 1}'")
             second = _click(page, *centre(n - 1))
             out["first_mask_new_frame_ms"]["page_2"] = round(second["drawnMs"], 1)
             out["first_mask_new_frame_ms"]["server_2"] = second["ms"]
             r.studio.set_prompt(1, n - 1, None)  # one prompted frame, as the matte job below
             page.evaluate("window.vosfx.events = []")
             page.click("#track")
-            page.wait_for_function("window.vosfx.events.includes('tracked')",
-                                   timeout=1_800_000)
+            page.wait_for_function("window.vosfx.events.includes('tracked')", timeout=1_800_000)
             browser.close()
         st = r.studio
         tracked = st.session.stats["stepped"]
@@ -138,9 +153,13 @@ def interactive(args, work: Path) -> dict:
         t0 = time.perf_counter()
         report = pipeline_run(job, engine=eng)
         matte_s = time.perf_counter() - t0
-        out["track"] = {"frames": stepped, "studio_fps": round(stepped / track_s, 2),
-                        "matte_fps": round(report.frames / matte_s, 2),
-                        "matte_frames": report.frames, "first_track_frames": tracked}
+        out["track"] = {
+            "frames": stepped,
+            "studio_fps": round(stepped / track_s, 2),
+            "matte_fps": round(report.frames / matte_s, 2),
+            "matte_frames": report.frames,
+            "first_track_frames": tracked,
+        }
         out["track"]["ratio"] = round(out["track"]["studio_fps"] / out["track"]["matte_fps"], 3)
     finally:
         r.close()
@@ -177,8 +196,7 @@ def memory(args, work: Path) -> dict:
             r.request(f"/api/view/{t}?view=overlay")
             phase["done"] = i + 1
         x0, y0, x1, y1 = square_box(0, w, h)
-        r.request("/api/click", {"obj_id": 1, "frame": 0, "x": (x0 + x1) / 2,
-                                 "y": (y0 + y1) / 2})
+        r.request("/api/click", {"obj_id": 1, "frame": 0, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
         phase["name"] = "track"
         r.request("/api/track", {})
         while r.studio.busy:
@@ -193,17 +211,22 @@ def memory(args, work: Path) -> dict:
         r.close()
         eng.close()
     track = [s for s in samples if s[1] == "track"]
+
     def at(frac):
         target = frac * n
         pick = min(track, key=lambda s: abs(s[2] - target))
         return round(pick[3], 1)
+
     return {
-        "clip": f"{n} frames {w}x{h}", "image_size": args.rss_size,
+        "clip": f"{n} frames {w}x{h}",
+        "image_size": args.rss_size,
         "rss_mib_after_scrub": round(max(s[3] for s in samples if s[1] == "scrub"), 1),
-        "rss_mib_tracked_10pct": at(0.1), "rss_mib_tracked_50pct": at(0.5),
+        "rss_mib_tracked_10pct": at(0.1),
+        "rss_mib_tracked_50pct": at(0.5),
         "rss_mib_tracked_100pct": at(1.0),
-        "rss_mib_scrub_tracked": round(max((s[3] for s in samples
-                                            if s[1] == "scrub tracked"), default=0), 1),
+        "rss_mib_scrub_tracked": round(
+            max((s[3] for s in samples if s[1] == "scrub tracked"), default=0), 1
+        ),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -211,8 +234,12 @@ def memory(args, work: Path) -> dict:
 def machine() -> dict:
     import onnxruntime
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def main() -> None:

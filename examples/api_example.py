@@ -1,7 +1,7 @@
 """Matte a clip from Python: the same job `vosfx matte` runs, with a progress callback.
 
-    python examples/api_example.py                       # the bundled ball clip
-    python examples/api_example.py clip.mp4 mask.png out.mov --preset balanced
+python examples/api_example.py                       # the bundled ball clip
+python examples/api_example.py clip.mp4 mask.png out.mov --preset balanced
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def main() -> None:
     print(f"wrote {', '.join(report.outputs)} ({report.frames} frames, {report.fps:.2f} fps)")
     for obj_id, runs in report.presence.items():
         absent = [(a, b) for a, b, present in runs if not present]
-        print(f"object {obj_id}: absent in {absent}" if absent else f"object {obj_id}: always present")
+        print(
+            f"object {obj_id}: absent in {absent}" if absent else f"object {obj_id}: always present"
+        )
 
 
 if __name__ == "__main__":

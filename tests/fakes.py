@@ -49,12 +49,15 @@ def point_logits(prompt: Prompt, width: int, height: int) -> np.ndarray:
     yy, xx = np.mgrid[0:LOWRES, 0:LOWRES].astype(np.float32) + 0.5
     inside = np.zeros((LOWRES, LOWRES), bool)
     if prompt.box is not None:
-        (x0, y0), (x1, y1) = (np.asarray(prompt.box, np.float32).reshape(2, 2)
-                              * [LOWRES / width, LOWRES / height])
+        (x0, y0), (x1, y1) = np.asarray(prompt.box, np.float32).reshape(2, 2) * [
+            LOWRES / width,
+            LOWRES / height,
+        ]
         inside |= (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
-    for (x, y), label in zip(np.asarray(prompt.points if prompt.points is not None else
-                                        np.zeros((0, 2))).reshape(-1, 2),
-                             np.asarray(prompt.labels if prompt.labels is not None else [])):
+    for (x, y), label in zip(
+        np.asarray(prompt.points if prompt.points is not None else np.zeros((0, 2))).reshape(-1, 2),
+        np.asarray(prompt.labels if prompt.labels is not None else []),
+    ):
         cx, cy = x / width * LOWRES, y / height * LOWRES
         disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= 64.0
         inside = inside | disc if label == 1 else inside & ~disc
@@ -87,16 +90,16 @@ class FakeSession:
     def model_input(self, frame: Frame) -> Frame:
         return frame
 
-    def prompt(self, frame: Frame, prompt: Prompt, *, shot_id: int = 0, previous=None,
-               features=None) -> ObjectResult:
+    def prompt(
+        self, frame: Frame, prompt: Prompt, *, shot_id: int = 0, previous=None, features=None
+    ) -> ObjectResult:
         if prompt.mask is not None:
             base = prompt_logits(prompt.mask)
         else:
             base = point_logits(prompt, self.info.width, self.info.height)
         self.anchors.setdefault(prompt.obj_id, {})[frame.index] = base
         self.prompted.append((prompt.obj_id, frame.index))
-        return ObjectResult(prompt.obj_id, frame.index, base, _present(base), 1.0,
-                            {"quality": 1.0})
+        return ObjectResult(prompt.obj_id, frame.index, base, _present(base), 1.0, {"quality": 1.0})
 
     def set_shot(self, obj_id: int, frame_index: int, shot_id: int) -> None:
         pass
@@ -120,14 +123,21 @@ class FakeSession:
         for pid in pass_ids:
             obj, anchor, direction, _nb = self.passes[pid]
             if frame.index != self.position[pid] + direction:
-                raise AssertionError(f"pass {pid} stepped {frame.index} after "
-                                     f"{self.position[pid]}")
+                raise AssertionError(f"pass {pid} stepped {frame.index} after {self.position[pid]}")
             self.position[pid] = frame.index
             base = self.anchors[obj][anchor]
             logits = base if self.logit_fn is None else self.logit_fn(frame.index, obj, base)
             self.stepped.append((obj, frame.index, direction))
-            out.append(ObjectResult(obj, frame.index, logits.astype(np.float32),
-                                    _present(logits), 1.0, {"quality": 1.0}))
+            out.append(
+                ObjectResult(
+                    obj,
+                    frame.index,
+                    logits.astype(np.float32),
+                    _present(logits),
+                    1.0,
+                    {"quality": 1.0},
+                )
+            )
         return out
 
     def end_pass(self, pass_id: int) -> None:

@@ -85,16 +85,18 @@ def run_ours(meta: dict, weights: dict, make_policy, scripts: dict | None):
     return (h, w), lows, results, policies[-1]  # [0] only told the tracker its name
 
 
-def compare_frame(rec: dict, want_low: np.ndarray, got_low: np.ndarray,
-                  hw: tuple[int, int]) -> float:
+def compare_frame(
+    rec: dict, want_low: np.ndarray, got_low: np.ndarray, hw: tuple[int, int]
+) -> float:
     """Check one frame's video mask against the reference (hash of the reconstruction, IoU
     >= 0.999) and return the largest video-resolution logit difference."""
     import torch
 
     def video(low):  # SAM 2's upsampling to the video's resolution
         x = torch.from_numpy(np.asarray(low, np.float32))[None, None]
-        return torch.nn.functional.interpolate(x, hw, mode="bilinear",
-                                               align_corners=False)[0, 0].numpy()
+        return torch.nn.functional.interpolate(x, hw, mode="bilinear", align_corners=False)[
+            0, 0
+        ].numpy()
 
     t = rec["t"]
     want, got = video(want_low), video(got_low)

@@ -43,8 +43,11 @@ class FrameScript:
 
 def disc_logits(c: Candidate, side: int) -> torch.Tensor:
     """(side, side) float32: +DISC_LOGIT inside the disc, -DISC_LOGIT outside."""
-    ys, xs = torch.meshgrid(torch.arange(side, dtype=torch.float32),
-                            torch.arange(side, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(side, dtype=torch.float32),
+        torch.arange(side, dtype=torch.float32),
+        indexing="ij",
+    )
     inside = (xs + 0.5 - c.x * side) ** 2 + (ys + 0.5 - c.y * side) ** 2 <= (c.r * side) ** 2
     return torch.where(inside, DISC_LOGIT, -DISC_LOGIT)
 
@@ -68,8 +71,10 @@ class FrameSignatures:
         gap = abs(self.table[best] - sig)
         # features agree to ~1e-7 between runtimes; frames differ by far more
         if gap > 1e-5 or (len(ranked) > 1 and abs(self.table[ranked[1]] - sig) < 10 * gap):
-            raise AssertionError(f"frame signature {sig} matches no recorded frame (nearest "
-                                 f"{best}: {self.table[best]})")
+            raise AssertionError(
+                f"frame signature {sig} matches no recorded frame (nearest "
+                f"{best}: {self.table[best]})"
+            )
         return best
 
 
@@ -135,8 +140,11 @@ def samurai_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
             score = {4: -0.5, 5: -3.0, 6: -3.0}.get(t, 2.0)
         else:
             raise ValueError(case)
-        cands = (Candidate(x, y, r, ious[0]), Candidate(x, y, r + 0.04, ious[1]),
-                 Candidate(0.8, 0.2, 0.1, ious[2]))
+        cands = (
+            Candidate(x, y, r, ious[0]),
+            Candidate(x, y, r + 0.04, ious[1]),
+            Candidate(0.8, 0.2, 0.1, ious[2]),
+        )
         scripts[t] = FrameScript(cands, score)
     return n, scripts
 
@@ -163,10 +171,16 @@ def dam4sam_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
         if t == 16:
             ious = [0.75, 0.70, 0.60]
         if 19 <= t <= 25:
-            cands = (Candidate(x, y, r, ious[0]), Candidate(x, y, r, ious[1]),
-                     Candidate(x, y, r, ious[2]))
+            cands = (
+                Candidate(x, y, r, ious[0]),
+                Candidate(x, y, r, ious[1]),
+                Candidate(x, y, r, ious[2]),
+            )
         else:
-            cands = (Candidate(x, y, r, ious[0]), Candidate(x, y, r + 0.04, ious[1]),
-                     Candidate(0.8, 0.2, 0.1, ious[2]))
+            cands = (
+                Candidate(x, y, r, ious[0]),
+                Candidate(x, y, r + 0.04, ious[1]),
+                Candidate(0.8, 0.2, 0.1, ious[2]),
+            )
         scripts[t] = FrameScript(cands, score)
     return n, scripts

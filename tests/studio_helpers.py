@@ -18,8 +18,18 @@ from vosfx.studio.state import Studio
 class Running:
     """A studio served on a free port until :meth:`close`."""
 
-    def __init__(self, clip: Path, workdir: Path, *, engine=None, presets=("png16",),
-                 done_job: Path | None = None, load=None, start=0, end=None) -> None:
+    def __init__(
+        self,
+        clip: Path,
+        workdir: Path,
+        *,
+        engine=None,
+        presets=("png16",),
+        done_job: Path | None = None,
+        load=None,
+        start=0,
+        end=None,
+    ) -> None:
         self.engine = engine or FakeEngine()
         self.config = resolve_config(presets, {})
         sock = bind(0)
@@ -27,16 +37,25 @@ class Running:
         workdir.mkdir(parents=True, exist_ok=True)
 
         def default_load():
-            st = Studio(str(clip), engine=self.engine, config=self.config, presets=presets,
-                        start=start, end=end, workdir=workdir)
+            st = Studio(
+                str(clip),
+                engine=self.engine,
+                config=self.config,
+                presets=presets,
+                start=start,
+                end=end,
+                workdir=workdir,
+            )
             st.add_object()
             return st
 
         self.outcome: list[str] = []
         self.thread = threading.Thread(
             target=lambda: self.outcome.append(
-                serve(self.ctl, sock, load or default_load, open_browser=False)),
-            daemon=True)
+                serve(self.ctl, sock, load or default_load, open_browser=False)
+            ),
+            daemon=True,
+        )
         self.thread.start()
         self.base = f"http://127.0.0.1:{self.ctl.port}"
         self.url = self.ctl.url
@@ -47,8 +66,16 @@ class Running:
             time.sleep(0.02)
         self.studio = self.ctl.studio
 
-    def request(self, path: str, body=None, *, token: str | None = "ok", headers=None,
-                method=None, data: bytes | None = None):
+    def request(
+        self,
+        path: str,
+        body=None,
+        *,
+        token: str | None = "ok",
+        headers=None,
+        method=None,
+        data: bytes | None = None,
+    ):
         """(status, parsed JSON or bytes)."""
         h = dict(headers or {})
         if token == "ok":

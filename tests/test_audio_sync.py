@@ -20,15 +20,17 @@ from vosfx.cli import cli
 FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
 pytestmark = pytest.mark.skipif(
     not (FFMPEG and FFPROBE),
-    reason="needs FFmpeg's command-line tools (apt-get install ffmpeg; .ci/run installs them)")
+    reason="needs FFmpeg's command-line tools (apt-get install ffmpeg; .ci/run installs them)",
+)
 
 RATE, FPS, BURST_S = 48000, 25, 1.2
 BURST = int(BURST_S * RATE)  # source sample where the burst starts: 57600
 
 
 def _ffmpeg(*args: str) -> bytes:
-    return subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True,
-                          capture_output=True).stdout
+    return subprocess.run(
+        [FFMPEG, "-v", "error", "-y", *args], check=True, capture_output=True
+    ).stdout
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +40,41 @@ def sources(tmp_path_factory):
     adds 1024 priming samples that a decoder must drop)."""
     folder = tmp_path_factory.mktemp("sync")
     pcm = folder / "src_pcm.mov"
-    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate={FPS}:duration=2", "-f", "lavfi",
-            "-i", f"aevalsrc='if(gte(t,{BURST_S})*lt(t,1.3),0.5*cos(2*PI*1000*(t-{BURST_S})),0)'"
-                  f":s={RATE}:d=2:c=mono",
-            "-c:v", "mpeg4", "-q:v", "2", "-c:a", "pcm_s16le", "-timecode", "01:00:00:00",
-            "-shortest", str(pcm))
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=64x48:rate={FPS}:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        f"aevalsrc='if(gte(t,{BURST_S})*lt(t,1.3),0.5*cos(2*PI*1000*(t-{BURST_S})),0)'"
+        f":s={RATE}:d=2:c=mono",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        "-c:a",
+        "pcm_s16le",
+        "-timecode",
+        "01:00:00:00",
+        "-shortest",
+        str(pcm),
+    )
     aac = folder / "src_aac.mp4"
-    _ffmpeg("-i", str(pcm), "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
-            "-timecode", "01:00:00:00", str(aac))
+    _ffmpeg(
+        "-i",
+        str(pcm),
+        "-c:v",
+        "copy",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-timecode",
+        "01:00:00:00",
+        str(aac),
+    )
     return {"pcm": pcm, "aac": aac}
 
 
@@ -57,22 +86,53 @@ def fake_engine(monkeypatch, tmp_path):
 
 
 def _matte(src, fmt: str, start: int, end: int, out) -> None:
-    r = CliRunner().invoke(cli, ["matte", str(src), "--point", "10,10", "--mask-frame",
-                                 str(start), "-f", fmt, "--start", str(start), "--end", str(end),
-                                 "-o", str(out), "--no-sidecar"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "matte",
+            str(src),
+            "--point",
+            "10,10",
+            "--mask-frame",
+            str(start),
+            "-f",
+            fmt,
+            "--start",
+            str(start),
+            "--end",
+            str(end),
+            "-o",
+            str(out),
+            "--no-sidecar",
+        ],
+    )
     assert r.exit_code == 0, (r.output, r.exception)
 
 
 def _streams(path) -> list[dict]:
-    out = subprocess.run([FFPROBE, "-v", "error", "-show_entries",
-                          "stream=codec_type,codec_tag_string,start_time:stream_tags=timecode",
-                          "-of", "json", str(path)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_tag_string,start_time:stream_tags=timecode",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)["streams"]
 
 
 def _audio(path) -> np.ndarray:
-    return np.frombuffer(_ffmpeg("-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1",
-                                 "-ar", str(RATE), "-"), np.int16)
+    return np.frombuffer(
+        _ffmpeg("-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", str(RATE), "-"),
+        np.int16,
+    )
 
 
 def _onset(samples: np.ndarray) -> int:
@@ -83,14 +143,19 @@ def _onset(samples: np.ndarray) -> int:
 
 # (source, format, output codec): PCM outputs are checked to the sample; AAC and Opus outputs
 # add their own priming, which their containers signal, so the onset must still be exact
-CASES = [("pcm", "prores4444", "mov"), ("aac", "prores4444", "mov"),
-         ("pcm", "h264-matte", "mp4"), ("pcm", "webm-alpha", "webm")]
+CASES = [
+    ("pcm", "prores4444", "mov"),
+    ("aac", "prores4444", "mov"),
+    ("pcm", "h264-matte", "mp4"),
+    ("pcm", "webm-alpha", "webm"),
+]
 
 
 @pytest.mark.parametrize(("src", "fmt", "ext"), CASES)
 @pytest.mark.parametrize(("start", "end"), [(0, 50), (20, 40), (7, 33)])
 def test_audio_is_the_rendered_range_aligned_to_the_first_frame(
-        sources, fake_engine, tmp_path, src, fmt, ext, start, end):
+    sources, fake_engine, tmp_path, src, fmt, ext, start, end
+):
     out = tmp_path / f"out.{ext}"
     _matte(sources[src], fmt, start, end, out)
     audio = _audio(out)
@@ -103,8 +168,9 @@ def test_audio_is_the_rendered_range_aligned_to_the_first_frame(
 
 
 @pytest.mark.parametrize("start", [0, 7, 20, 49])
-def test_timecode_track_starts_with_the_video_for_every_start(sources, fake_engine, tmp_path,
-                                                               start):
+def test_timecode_track_starts_with_the_video_for_every_start(
+    sources, fake_engine, tmp_path, start
+):
     out = tmp_path / "out.mov"
     _matte(sources["pcm"], "prores4444", start, 50, out)
     streams = {s["codec_type"]: s for s in _streams(out)}
@@ -115,9 +181,16 @@ def test_timecode_track_starts_with_the_video_for_every_start(sources, fake_engi
     tc = f"01:00:00:{start:02d}" if start < FPS else f"01:00:01:{start - FPS:02d}"
     assert streams["video"]["tags"]["timecode"] == streams["data"]["tags"]["timecode"] == tc
     # the output's first picture is source frame `start` (0 frames of offset)
-    first = np.frombuffer(_ffmpeg("-i", str(out), "-frames:v", "1", "-f", "rawvideo",
-                                  "-pix_fmt", "rgb24", "-"), np.uint8).astype(int)
-    src = np.frombuffer(_ffmpeg("-i", str(sources["pcm"]), "-f", "rawvideo", "-pix_fmt",
-                                "rgb24", "-"), np.uint8).reshape(50, -1).astype(int)
+    first = np.frombuffer(
+        _ffmpeg("-i", str(out), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"),
+        np.uint8,
+    ).astype(int)
+    src = (
+        np.frombuffer(
+            _ffmpeg("-i", str(sources["pcm"]), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"), np.uint8
+        )
+        .reshape(50, -1)
+        .astype(int)
+    )
     errors = np.abs(src - first[None]).mean(axis=1)
     assert int(np.argmin(errors)) == start and errors[start] < 2.0

@@ -29,8 +29,9 @@ FACTORY = "batch_fakes:fake_engine"
 @pytest.fixture
 def tests_on_path(monkeypatch):
     """Spawned workers import the fake engine by name: they need tests/ on their path."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH", "")) if p)
+    )
 
 
 def make_batch(folder: Path, names=("a", "b", "c"), n: int = 6, corrupt=()) -> Path:
@@ -43,8 +44,7 @@ def make_batch(folder: Path, names=("a", "b", "c"), n: int = 6, corrupt=()) -> P
     (folder / "out").mkdir(exist_ok=True)
     rows = "".join(f'[[jobs]]\ninput = "{n_}.mp4"\nmask = "{n_}.mask.png"\n' for n_ in names)
     manifest = folder / "batch.toml"
-    manifest.write_text('[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n'
-                        + rows)
+    manifest.write_text('[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n' + rows)
     return manifest
 
 
@@ -62,8 +62,9 @@ def mtimes(folder: Path) -> dict[str, int]:
 def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_home):
     manifest = make_batch(tmp_path, corrupt=("b",))
     events = []
-    report = run_batch(manifest, executor="inline", engine_factory=fake_engine,
-                       on_progress=events.append)
+    report = run_batch(
+        manifest, executor="inline", engine_factory=fake_engine, on_progress=events.append
+    )
     status = {r.job_id: r.status for r in report.results}
     assert status == {"a": "ok", "b": "failed", "c": "ok"}
     failed = report.failed[0]
@@ -84,8 +85,11 @@ def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_h
     before = mtimes(tmp_path / "out")
     clip_with_mask(tmp_path, "b", n=6)  # the clip is fixed
     again = run_batch(manifest, executor="inline", engine_factory=fake_engine)
-    assert {r.job_id: r.status for r in again.results} == {"a": "skipped", "b": "ok",
-                                                           "c": "skipped"}
+    assert {r.job_id: r.status for r in again.results} == {
+        "a": "skipped",
+        "b": "ok",
+        "c": "skipped",
+    }
     after = mtimes(tmp_path / "out")
     assert {k: after[k] for k in before} == before  # nothing finished was rewritten
     assert "b.mkv" in after
@@ -94,12 +98,13 @@ def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_h
 def test_changed_config_reruns_only_that_job(tmp_path, config_home):
     manifest = make_batch(tmp_path, names=("a", "b"))
     run_batch(manifest, executor="inline", engine_factory=fake_engine)
-    text = manifest.read_text().replace('mask = "b.mask.png"\n',
-                                        'mask = "b.mask.png"\nend = 3\n')
+    text = manifest.read_text().replace('mask = "b.mask.png"\n', 'mask = "b.mask.png"\nend = 3\n')
     manifest.write_text(text)
     report = run_batch(manifest, executor="inline", engine_factory=fake_engine)
     assert [(r.job_id, r.status, r.frames) for r in report.results] == [
-        ("a", "skipped", 6), ("b", "ok", 3)]
+        ("a", "skipped", 6),
+        ("b", "ok", 3),
+    ]
     assert len(decoded(tmp_path / "out" / "b.mkv")) == 3
 
 
@@ -153,15 +158,17 @@ def test_worker_envs_split_devices_and_threads():
         worker_envs(0, gpus=[])
 
 
-def test_local_workers_match_inline_and_survive_a_killed_worker(tmp_path, config_home,
-                                                                 tests_on_path, monkeypatch):
+def test_local_workers_match_inline_and_survive_a_killed_worker(
+    tmp_path, config_home, tests_on_path, monkeypatch
+):
     inline_dir, local_dir = tmp_path / "inline", tmp_path / "local"
     run_batch(make_batch(inline_dir), executor="inline", engine_factory=fake_engine)
     monkeypatch.setenv(DELAY_ENV, "0.15")  # ~1 s a job: time to kill a worker mid-job
     ex = LocalExecutor(2, engine_factory=FACTORY, gpus=[])
     box = {}
-    runner = threading.Thread(target=lambda: box.update(
-        report=run_batch(make_batch(local_dir), executor=ex, retry=1)))
+    runner = threading.Thread(
+        target=lambda: box.update(report=run_batch(make_batch(local_dir), executor=ex, retry=1))
+    )
     runner.start()
     victim = _wait_for_running_worker(ex, local_dir / "out")
     os.kill(victim, signal.SIGKILL)
@@ -170,11 +177,16 @@ def test_local_workers_match_inline_and_survive_a_killed_worker(tmp_path, config
     report = box["report"]
     assert [r.status for r in report.results] == ["ok", "ok", "ok"]
     assert max(r.attempts for r in report.results) == 2
-    assert any("died mid-job" in (local_dir / ".vosfx-batch/batch.toml/logs" / f"{n}.log")
-               .read_text() for n in "abc")
+    assert any(
+        "died mid-job" in (local_dir / ".vosfx-batch/batch.toml/logs" / f"{n}.log").read_text()
+        for n in "abc"
+    )
     assert len({r.worker for r in report.results}) >= 2
     for name in "abc":
-        a, b = decoded(inline_dir / "out" / f"{name}.mkv"), decoded(local_dir / "out" / f"{name}.mkv")
+        a, b = (
+            decoded(inline_dir / "out" / f"{name}.mkv"),
+            decoded(local_dir / "out" / f"{name}.mkv"),
+        )
         np.testing.assert_array_equal(a, b)
     assert not [p for p in (local_dir / "out").iterdir() if ".vosfx-tmp-" in p.name]
 
@@ -192,12 +204,23 @@ def _wait_for_running_worker(ex: LocalExecutor, out: Path, timeout_s: float = 60
 
 def test_cli_summary_and_exit_code(tmp_path, config_home):
     manifest = make_batch(tmp_path, names=("a", "b"), corrupt=("b",))
-    res = CliRunner().invoke(cli, ["batch", str(manifest), "--executor", "inline",
-                                   "--engine-factory", FACTORY])
+    res = CliRunner().invoke(
+        cli, ["batch", str(manifest), "--executor", "inline", "--engine-factory", FACTORY]
+    )
     assert res.exit_code == BatchError.exit_code == 10, res.output
     assert "1 ok, 0 skipped, 1 failed" in res.output
-    res = CliRunner().invoke(cli, ["batch", str(manifest), "--executor", "inline",
-                                   "--engine-factory", FACTORY, "--json-progress"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "batch",
+            str(manifest),
+            "--executor",
+            "inline",
+            "--engine-factory",
+            FACTORY,
+            "--json-progress",
+        ],
+    )
     lines = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     final = lines[-1]
     assert final["event"] == "batch_result" and final["skipped"] == 1 and final["failed"] == 1
@@ -206,28 +229,54 @@ def test_cli_summary_and_exit_code(tmp_path, config_home):
 def test_cli_folder_mode(tmp_path, config_home):
     for name in ("x", "y"):
         clip_with_mask(tmp_path, name, n=3)
-    res = CliRunner().invoke(cli, ["batch", str(tmp_path), "-o", "{stem}_matte.mkv",
-                                   "-p", "matte-ffv1", "--executor", "inline",
-                                   "--engine-factory", FACTORY])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "batch",
+            str(tmp_path),
+            "-o",
+            "{stem}_matte.mkv",
+            "-p",
+            "matte-ffv1",
+            "--executor",
+            "inline",
+            "--engine-factory",
+            FACTORY,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "x_matte.mkv").is_file() and (tmp_path / "y_matte.mkv.json").is_file()
 
 
 def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, config_home):
     manifest = make_batch(tmp_path, n=10)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
-               **{DELAY_ENV: "0.1"})
-    cmd = [sys.executable, "-m", "vosfx", "batch", str(manifest), "--workers", "1",
-           "--engine-factory", FACTORY]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
+        **{DELAY_ENV: "0.1"},
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "vosfx",
+        "batch",
+        str(manifest),
+        "--workers",
+        "1",
+        "--engine-factory",
+        FACTORY,
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     out = tmp_path / "out"
     state_file = tmp_path / ".vosfx-batch" / "batch.toml" / "state.json"
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:  # job a finished and job b rendering
-            if (out / "a.mkv.json").exists() and any(".b.mkv.vosfx-tmp-" in p.name
-                                                     for p in out.iterdir()):
+            if (out / "a.mkv.json").exists() and any(
+                ".b.mkv.vosfx-tmp-" in p.name for p in out.iterdir()
+            ):
                 break
             time.sleep(0.05)
         else:
@@ -240,12 +289,17 @@ def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, conf
     assert state["a"]["status"] == "ok" and state["b"]["status"] == "running"
     a_mtime = (out / "a.mkv").stat().st_mtime_ns
     env.pop(DELAY_ENV)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert (out / "a.mkv").stat().st_mtime_ns == a_mtime
     rows = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()[2:5]}
     assert rows == {"a": "skipped", "b": "ok", "c": "ok"}
     assert sorted(p.name for p in out.iterdir()) == [
-        "a.mkv", "a.mkv.json", "b.mkv", "b.mkv.json", "c.mkv", "c.mkv.json"]
+        "a.mkv",
+        "a.mkv.json",
+        "b.mkv",
+        "b.mkv.json",
+        "c.mkv",
+        "c.mkv.json",
+    ]
     assert "removed a partial file" in (state_file.parent / "logs" / "b.log").read_text()

@@ -26,16 +26,30 @@ def _write_forms(folder: Path) -> dict[str, Path]:
         '[defaults]\noutput = "out/{stem}.{preset}.mkv"\npresets = ["matte-ffv1"]\n'
         '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\n'
         '[[jobs]]\ninput = "b.mp4"\nprompts = [{frame = 0, mask = "b.mask.png"}]\n'
-        'overrides = {refine = {feather_px = 2.0}}\n')
+        "overrides = {refine = {feather_px = 2.0}}\n"
+    )
     csv = folder / "m.csv"
-    csv.write_text("input,mask,output,presets,refine.feather_px\n"
-                   "a.mp4,a.mask.png,out/{stem}.{preset}.mkv,matte-ffv1,\n"
-                   "b.mp4,b.mask.png,out/{stem}.{preset}.mkv,matte-ffv1,2.0\n")
+    csv.write_text(
+        "input,mask,output,presets,refine.feather_px\n"
+        "a.mp4,a.mask.png,out/{stem}.{preset}.mkv,matte-ffv1,\n"
+        "b.mp4,b.mask.png,out/{stem}.{preset}.mkv,matte-ffv1,2.0\n"
+    )
     jsonl = folder / "m.jsonl"
-    rows = [{"input": "a.mp4", "mask": "a.mask.png", "output": "out/{stem}.{preset}.mkv",
-             "preset": "matte-ffv1"},
-            {"input": "b.mp4", "prompts": [{"mask": "b.mask.png"}], "presets": ["matte-ffv1"],
-             "output": "out/{stem}.{preset}.mkv", "overrides": {"refine": {"feather_px": 2}}}]
+    rows = [
+        {
+            "input": "a.mp4",
+            "mask": "a.mask.png",
+            "output": "out/{stem}.{preset}.mkv",
+            "preset": "matte-ffv1",
+        },
+        {
+            "input": "b.mp4",
+            "prompts": [{"mask": "b.mask.png"}],
+            "presets": ["matte-ffv1"],
+            "output": "out/{stem}.{preset}.mkv",
+            "overrides": {"refine": {"feather_px": 2}},
+        },
+    ]
     jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return {"toml": toml, "csv": csv, "jsonl": jsonl}
 
@@ -54,8 +68,7 @@ def test_three_forms_give_the_same_jobs(clips):
 
 
 def test_folder_with_mask_rule(clips):
-    m = load_manifest(clips, defaults={"output": "out/{stem}_matte.mkv",
-                                       "presets": ["matte-ffv1"]})
+    m = load_manifest(clips, defaults={"output": "out/{stem}_matte.mkv", "presets": ["matte-ffv1"]})
     assert [bj.id for bj in m.jobs] == ["a", "b"]
     assert m.jobs[0].job.prompts[0].mask == str(clips / "a.mask.png")
     (clips / "b.mask.png").unlink()
@@ -63,17 +76,21 @@ def test_folder_with_mask_rule(clips):
         load_manifest(clips, defaults={"output": "out/{stem}_matte.mkv"})
 
 
-@pytest.mark.parametrize("template, presets, expected", [
-    ("out/{stem}.mov", (), "out/clip.mov"),
-    ("{parent}/{name}.{ext}.matte", (), "shots/clip.mp4.mp4.matte"),
-    ("m/{id}_{index:03d}.mkv", (), "m/job7_007.mkv"),
-    ("{stem}.{preset}.mov", ("prores4444", "fast"), "clip.prores4444+fast.mov"),
-    ("{stem}.{preset}.mov", (), "clip.default.mov"),
-    ("{stem}_{obj}.mov", (), "clip_{obj}.mov"),
-])
+@pytest.mark.parametrize(
+    "template, presets, expected",
+    [
+        ("out/{stem}.mov", (), "out/clip.mov"),
+        ("{parent}/{name}.{ext}.matte", (), "shots/clip.mp4.mp4.matte"),
+        ("m/{id}_{index:03d}.mkv", (), "m/job7_007.mkv"),
+        ("{stem}.{preset}.mov", ("prores4444", "fast"), "clip.prores4444+fast.mov"),
+        ("{stem}.{preset}.mov", (), "clip.default.mov"),
+        ("{stem}_{obj}.mov", (), "clip_{obj}.mov"),
+    ],
+)
 def test_expand_template(template, presets, expected):
-    got = expand_template(template, input_path="shots/clip.mp4", job_id="job7", index=7,
-                          presets=presets)
+    got = expand_template(
+        template, input_path="shots/clip.mp4", job_id="job7", index=7, presets=presets
+    )
     assert got == expected
 
 
@@ -84,8 +101,9 @@ def test_bad_template(template):
 
 
 def test_sequence_input_stem():
-    got = expand_template("{stem}.mov", input_path="/x/shot12/%05d.png", job_id="j", index=0,
-                          presets=())
+    got = expand_template(
+        "{stem}.mov", input_path="/x/shot12/%05d.png", job_id="j", index=0, presets=()
+    )
     assert got == "shot12.mov"
 
 
@@ -101,26 +119,37 @@ def test_every_problem_reported_before_any_work(clips):
         '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "a.mp4"\n'
         '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/{obj}.mkv"\n'
         '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/p.mkv"\n'
-        'presets = ["no-such-preset"]\n')
+        'presets = ["no-such-preset"]\n'
+    )
     with pytest.raises(BatchError) as err:
         load_manifest(bad)
     text = str(err.value)
-    for needle in ("unknown key(s) ['colour']", "missing.mp4 does not exist",
-                   "nomask.png does not exist", "out/same.mkv is also written by",
-                   "would overwrite the input", "{obj}", "no-such-preset", "nothing was run"):
+    for needle in (
+        "unknown key(s) ['colour']",
+        "missing.mp4 does not exist",
+        "nomask.png does not exist",
+        "out/same.mkv is also written by",
+        "would overwrite the input",
+        "{obj}",
+        "no-such-preset",
+        "nothing was run",
+    ):
         assert needle in text, needle
     assert not (clips / ".vosfx-batch").exists()
     assert list((clips / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize("text, needle", [
-    ('version = 2\n[[jobs]]\ninput = "a.mp4"', "version 2"),
-    ('jobs = 3', "expected [[jobs]]"),
-    ('[batch]\nx = 1', "unknown top-level key"),
-    ('[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"', "no 'output'"),
-    ('[[jobs]]\nid = "a b"\ninput = "a.mp4"\nmask = "a.mask.png"\noutput="o.mkv"', "id 'a b'"),
-    ('not toml = = 1', "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('version = 2\n[[jobs]]\ninput = "a.mp4"', "version 2"),
+        ("jobs = 3", "expected [[jobs]]"),
+        ("[batch]\nx = 1", "unknown top-level key"),
+        ('[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"', "no 'output'"),
+        ('[[jobs]]\nid = "a b"\ninput = "a.mp4"\nmask = "a.mask.png"\noutput="o.mkv"', "id 'a b'"),
+        ("not toml = = 1", "not valid TOML"),
+    ],
+)
 def test_toml_errors(clips, text, needle):
     path = clips / "e.toml"
     path.write_text(text)
@@ -131,8 +160,10 @@ def test_toml_errors(clips, text, needle):
 
 def test_allow_missing_and_ids(clips):
     path = clips / "m.jsonl"
-    rows = [{"input": n, "mask": "a.mask.png", "output": f"out/{i}.mkv"}
-            for i, n in enumerate(["a.mp4", "gone.mp4", "sub/a.mp4"])]
+    rows = [
+        {"input": n, "mask": "a.mask.png", "output": f"out/{i}.mkv"}
+        for i, n in enumerate(["a.mp4", "gone.mp4", "sub/a.mp4"])
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(BatchError, match="gone.mp4 does not exist"):
         load_manifest(path)
@@ -144,7 +175,7 @@ def test_bad_csv_and_jsonl(clips):
     (clips / "x.jsonl").write_text('{"input": "a.mp4"}\n[1, 2]\n')
     with pytest.raises(BatchError, match="line 2: expected a JSON object"):
         load_manifest(clips / "x.jsonl")
-    (clips / "x.csv").write_text('input,overrides\na.mp4,{bad json}\n')
+    (clips / "x.csv").write_text("input,overrides\na.mp4,{bad json}\n")
     with pytest.raises(BatchError, match="column 'overrides'"):
         load_manifest(clips / "x.csv")
     (clips / "x.yaml").write_text("a: 1")

@@ -86,17 +86,20 @@ def test_ray_matches_local_and_resumes(tmp_path, config_home, local_ray):
     inline_dir, ray_dir = tmp_path / "inline", tmp_path / "ray"
     from batch_fakes import fake_engine
 
-    ref = run_batch(make_batch(inline_dir, corrupt=("c",)), executor="inline",
-                    engine_factory=fake_engine)
+    ref = run_batch(
+        make_batch(inline_dir, corrupt=("c",)), executor="inline", engine_factory=fake_engine
+    )
     manifest = make_batch(ray_dir, corrupt=("c",))
     report = run_batch(manifest, executor=RayExecutor(engine_factory=FACTORY))
     assert report.executor == "ray" and report.workers == 2
     assert [(r.job_id, r.status, r.frames) for r in report.results] == [
-        (r.job_id, r.status, r.frames) for r in ref.results]
+        (r.job_id, r.status, r.frames) for r in ref.results
+    ]
     assert "c.mp4" in report.failed[0].reason
     for name in "ab":
-        np.testing.assert_array_equal(decoded(inline_dir / "out" / f"{name}.mkv"),
-                                      decoded(ray_dir / "out" / f"{name}.mkv"))
+        np.testing.assert_array_equal(
+            decoded(inline_dir / "out" / f"{name}.mkv"), decoded(ray_dir / "out" / f"{name}.mkv")
+        )
     logs = ray_dir / ".vosfx-batch" / "batch.toml" / "logs"
     assert "done: 6 frames" in (logs / "a.log").read_text()  # sent back by the actor
     before = mtimes(ray_dir / "out")

@@ -25,8 +25,15 @@ from vosfx.job import job_from_dict
 @pytest.fixture
 def job(tmp_path, config_home):
     clip_with_mask(tmp_path, "a", n=4)
-    return job_from_dict({"input": "a.mp4", "output": "a_out.mkv", "presets": ["matte-ffv1"],
-                          "prompts": [{"mask": "a.mask.png"}]}, base=tmp_path)
+    return job_from_dict(
+        {
+            "input": "a.mp4",
+            "output": "a_out.mkv",
+            "presets": ["matte-ffv1"],
+            "prompts": [{"mask": "a.mask.png"}],
+        },
+        base=tmp_path,
+    )
 
 
 def test_hash_is_stable_and_sees_what_changes_outputs(job, tmp_path):
@@ -101,8 +108,10 @@ def test_outputs_the_batch_did_not_make_are_not_overwritten(job, tmp_path):
 
 
 def test_remove_partial_only_touches_temp_names(job, tmp_path):
-    leftovers = [tmp_path / ".a_out.mkv.vosfx-tmp-0a1b2c3d",
-                 tmp_path / ".a_out.mkv.json.vosfx-tmp-deadbeef"]
+    leftovers = [
+        tmp_path / ".a_out.mkv.vosfx-tmp-0a1b2c3d",
+        tmp_path / ".a_out.mkv.json.vosfx-tmp-deadbeef",
+    ]
     keep = [tmp_path / "a_out.mkv", tmp_path / ".a_out.mkv.bak", tmp_path / ".b.vosfx-tmp-00"]
     for p in leftovers + keep:
         p.write_bytes(b"")

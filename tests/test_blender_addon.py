@@ -42,17 +42,18 @@ def bpy_python() -> Path:
     base = shutil.which("python3.11")
     if base is None:
         pytest.skip("the Blender test needs python3.11 (the bpy 5.0.1 wheel is built for it)")
-    steps = [[base, "-m", "venv", "--clear", str(env)],
-             [str(py), "-m", "pip", "install", "-q", f"bpy=={BPY_VERSION}", "numpy<2"]]
+    steps = [
+        [base, "-m", "venv", "--clear", str(env)],
+        [str(py), "-m", "pip", "install", "-q", f"bpy=={BPY_VERSION}", "numpy<2"],
+    ]
     for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=1800,
-                              check=False)
+        done = subprocess.run(step, capture_output=True, text=True, timeout=1800, check=False)
         if done.returncode != 0:
             pytest.skip(f"cannot build the bpy environment in {env}: {done.stderr[-500:]}")
     return py
 
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, sys
 import bpy
 import addon_utils
@@ -90,7 +91,7 @@ print("RESULT " + json.dumps({
     "files": [e.filename for e in mod.input_mask_strip.elements],
     "directory": mod.input_mask_strip.directory,
 }))
-'''
+"""
 
 
 def _ellipse(width, height):
@@ -107,22 +108,35 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
     clip = shared_data("videos", "01_dog.mp4")
     py = bpy_python()
     addons = tmp_path / "addons"
-    r = CliRunner().invoke(cli, ["plugins", "install", "blender", "--dest", str(addons),
-                                 "--command", FAKE_VOSFX])
+    r = CliRunner().invoke(
+        cli, ["plugins", "install", "blender", "--dest", str(addons), "--command", FAKE_VOSFX]
+    )
     assert r.exit_code == 0, r.output
     mask = _ellipse(1280, 720)
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
-    args = {"addons": str(addons), "clip": str(clip), "mask": str(tmp_path / "mask.png"),
-            "out": str(tmp_path), "trim_in": TRIM_IN, "used": USED, "playhead": PLAYHEAD,
-            "render": [0, PLAYHEAD, USED - 1]}
+    args = {
+        "addons": str(addons),
+        "clip": str(clip),
+        "mask": str(tmp_path / "mask.png"),
+        "out": str(tmp_path),
+        "trim_in": TRIM_IN,
+        "used": USED,
+        "playhead": PLAYHEAD,
+        "render": [0, PLAYHEAD, USED - 1],
+    }
     (tmp_path / "run.py").write_text(SCRIPT)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
-                          capture_output=True, text=True, timeout=600, env=env,
-                          check=False)
+    done = subprocess.run(
+        [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT "):])
+    out = json.loads(lines[0][len("RESULT ") :])
 
     # the matte covers exactly the used source frames and sits on them
     stem = f"01_dog_vosfx_{TRIM_IN}-{TRIM_IN + USED - 1}"

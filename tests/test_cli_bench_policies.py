@@ -19,8 +19,19 @@ def test_comma_separated_policies_give_one_table(tmp_path, monkeypatch):
     _static_dataset(tmp_path / "ds", n=4)
     monkeypatch.setattr(cli_eval, "open_engine", lambda cfg: FakeEngine(model_id=cfg.name))
     names = ",".join(MEMORY_POLICIES)  # sam2, rcms, rcms+shots, samurai, dam4sam, ...
-    res = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", names,
-                                   "--metrics", "mosev2", "--format", "csv"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(tmp_path / "ds"),
+            "--memory",
+            names,
+            "--metrics",
+            "mosev2",
+            "--format",
+            "csv",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert [r["config"].split("/")[1] for r in rows] == list(MEMORY_POLICIES)

@@ -46,7 +46,11 @@ def test_eval_perfect_predictions_score_one_in_every_format(tmp_path):
     assert [(o["object"], o["frames"]) for o in data["objects"]] == [(1, 4), (2, 4)]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t" / "eval.csv").read_text())))
     assert [(r["sequence"], r["object"]) for r in rows] == [
-        ("toy", "1"), ("toy", "2"), ("toy", "mean"), ("ALL", "mean")]
+        ("toy", "1"),
+        ("toy", "2"),
+        ("toy", "mean"),
+        ("ALL", "mean"),
+    ]
     assert float(rows[-1]["J&F"]) == 1.0
     md = (tmp_path / "t" / "eval.md").read_text()
     assert md.startswith("| sequence | object | frames | J&F |") and "| ALL | mean | 8 |" in md
@@ -88,9 +92,20 @@ def test_eval_mosev2_disappearance_and_reappearance(tmp_path):
             pred[10:30, 10:40] = 1  # keeps predicting the object after it left
         write_label_png(gt_dir / f"{i:05d}.png", gt)
         write_label_png(pred_dir / f"{i:05d}.png", pred)
-    res = CliRunner().invoke(cli, ["eval", "--pred", str(tmp_path / "pred"), "--gt",
-                                   str(tmp_path / "gt"), "--metrics", "mosev2",
-                                   "--format", "json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(tmp_path / "gt"),
+            "--metrics",
+            "mosev2",
+            "--format",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     s = json.loads(res.output)["summary"]
     # scored frames 1-6; disappearance segment = frames 3-4: J = 1/601 then 1, F-dot 0 then 1
@@ -121,8 +136,9 @@ def _static_dataset(root, n=5):
     import cv2
 
     for i in range(n):
-        cv2.imwrite(str(root / "JPEGImages" / "still" / f"{i:05d}.jpg"),
-                    np.zeros((64, 64, 3), np.uint8))
+        cv2.imwrite(
+            str(root / "JPEGImages" / "still" / f"{i:05d}.jpg"), np.zeros((64, 64, 3), np.uint8)
+        )
         lab = np.zeros((64, 64), np.uint8)
         lab[16:48, 8:40] = 1
         lab[50:60, 50:60] = 3
@@ -132,8 +148,9 @@ def _static_dataset(root, n=5):
 def test_run_bench_with_fake_engine(tmp_path):
     _static_dataset(tmp_path / "ds")
     engine = FakeEngine()
-    rep = run_bench(tmp_path / "ds", engine, memory_cfg=MemoryConfig(policy="sam2"),
-                    out_dir=tmp_path / "out")
+    rep = run_bench(
+        tmp_path / "ds", engine, memory_cfg=MemoryConfig(policy="sam2"), out_dir=tmp_path / "out"
+    )
     assert rep.summary_row()["J&F"] == 1.0 and rep.frames == 5 and rep.fps > 0
     assert rep.peak_rss_mib > 10 and rep.memory_policy == "sam2"
     (session,) = engine.sessions
@@ -142,8 +159,12 @@ def test_run_bench_with_fake_engine(tmp_path):
     assert sorted(f for _o, f in session.prompted) == [0] * len(session.prompted)
     pred = read_label_png(tmp_path / "out" / "still" / "00003.png")
     assert set(np.unique(pred)) == {0, 1, 3}  # object ids survive into the label PNG
-    drift = run_bench(tmp_path / "ds", FakeEngine(shift_logits(2)),
-                      memory_cfg=MemoryConfig(), out_dir=tmp_path / "out2")
+    drift = run_bench(
+        tmp_path / "ds",
+        FakeEngine(shift_logits(2)),
+        memory_cfg=MemoryConfig(),
+        out_dir=tmp_path / "out2",
+    )
     assert drift.summary_row()["J"] < 0.9  # 2 low-res px = 2 frame px per frame of drift
 
 
@@ -158,9 +179,21 @@ def test_bench_cli_compares_policies_with_fake_engine(tmp_path, monkeypatch):
         return engines[-1]
 
     monkeypatch.setattr(cli_eval, "open_engine", fake_load)
-    res = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", "sam2",
-                                   "--memory", "rcms", "--out", str(tmp_path / "o"),
-                                   "--format", "csv"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(tmp_path / "ds"),
+            "--memory",
+            "sam2",
+            "--memory",
+            "rcms",
+            "--out",
+            str(tmp_path / "o"),
+            "--format",
+            "csv",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert [r["config"] for r in rows] == ["sam2.1-tiny/sam2/auto", "sam2.1-tiny/rcms/auto"]
@@ -174,8 +207,9 @@ def test_bench_cli_compares_policies_with_fake_engine(tmp_path, monkeypatch):
 
 def test_bench_real_davis_sequence_with_fake_engine(tmp_path):
     davis = shared_data("davis")
-    rep = run_bench(davis, FakeEngine(), memory_cfg=MemoryConfig(), out_dir=tmp_path,
-                    sequences=["car-shadow"])
+    rep = run_bench(
+        davis, FakeEngine(), memory_cfg=MemoryConfig(), out_dir=tmp_path, sequences=["car-shadow"]
+    )
     assert rep.frames == 40 and len(list((tmp_path / "car-shadow").glob("*.png"))) == 40
     gt0 = read_label_png(davis / "Annotations" / "car-shadow" / "00000.png") == 1
     pred0 = read_label_png(tmp_path / "car-shadow" / "00000.png") == 1
@@ -183,11 +217,15 @@ def test_bench_real_davis_sequence_with_fake_engine(tmp_path):
     # repeating frame 0 while the car drives away: J decays, but the report agrees with a
     # direct computation on the files it wrote
     obj = rep.evaluation.objects[0]
-    direct = np.mean([
-        m.j_score(read_label_png(tmp_path / "car-shadow" / f"{i:05d}.png") == 1,
-                  read_label_png(davis / "Annotations" / "car-shadow" / f"{i:05d}.png") == 1)
-        for i in range(1, 39)
-    ])
+    direct = np.mean(
+        [
+            m.j_score(
+                read_label_png(tmp_path / "car-shadow" / f"{i:05d}.png") == 1,
+                read_label_png(davis / "Annotations" / "car-shadow" / f"{i:05d}.png") == 1,
+            )
+            for i in range(1, 39)
+        ]
+    )
     assert obj.scores["J"] == pytest.approx(direct) and obj.scores["J-Decay"] > 0.1
 
 
@@ -207,11 +245,17 @@ def test_bench_random_weight_sam2_end_to_end(tmp_path):
             shutil.copy(src / sub / "libby" / f"{i:05d}.{ext}", tmp_path / "ds" / sub / "libby")
     # the official file name tells the loader which config fits (weights are random)
     ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
-    engine = load_engine(ModelConfig(backend="torch", device="cpu", image_size=256,
-                                     checkpoint=str(ckpt)))
+    engine = load_engine(
+        ModelConfig(backend="torch", device="cpu", image_size=256, checkpoint=str(ckpt))
+    )
     try:
-        rep = run_bench(tmp_path / "ds", engine, memory_cfg=MemoryConfig(policy="sam2"),
-                        out_dir=tmp_path / "out", protocol="mosev2")
+        rep = run_bench(
+            tmp_path / "ds",
+            engine,
+            memory_cfg=MemoryConfig(policy="sam2"),
+            out_dir=tmp_path / "out",
+            protocol="mosev2",
+        )
     finally:
         engine.close()
     # random weights: no accuracy claim, only that every stage ran and was measured

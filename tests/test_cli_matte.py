@@ -124,8 +124,11 @@ def test_bad_input(env, case, code, fragment):
     r = matte(clip, mask, "-o", out, *extra)
     assert r.exit_code == code, (r.exit_code, r.output)
     # progress lines ("vosfx: long_cut.mp4: matting 60 frames") aside, one message
-    lines = [line for line in r.output.splitlines()
-             if line.strip() and not line.startswith(f"vosfx: {clip.name}: ")]
+    lines = [
+        line
+        for line in r.output.splitlines()
+        if line.strip() and not line.startswith(f"vosfx: {clip.name}: ")
+    ]
     assert len(lines) == 1 and lines[0].startswith("vosfx: error: "), r.output
     assert fragment in lines[0]
     if case == "exists":
@@ -176,8 +179,11 @@ def test_ctrl_c_mid_render_exits_130_and_leaves_nothing(env, monkeypatch):
     assert leftovers(env) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions; "
-                    "the writers' tests cover read-only folders another way")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root ignores folder permissions; "
+    "the writers' tests cover read-only folders another way",
+)
 def test_read_only_folder(env):
     ro = env / "ro"
     ro.mkdir()
@@ -215,8 +221,7 @@ def test_help_lists_format_ids_and_every_option_has_help():
     assert r.exit_code == 0
     text = " ".join(r.output.split())
     assert all(fmt in text for fmt in FORMATS)
-    bare = [p.opts[-1] for p in command.params
-            if isinstance(p, click.Option) and not p.help]
+    bare = [p.opts[-1] for p in command.params if isinstance(p, click.Option) and not p.help]
     assert bare == []
 
 
@@ -260,9 +265,22 @@ def test_log_progress_writes_one_frame_line_every_few_seconds():
 def test_prompts_on_any_frame_for_any_object(env):
     """--mask FRAME:PATH, --point FRAME:X,Y@OBJ, --box: every object matted on every frame
     of the range, each tracked both ways from its own prompts."""
-    r = matte(env / "clip.mp4", "--mask", f"6:{env / 'mask.png'}", "--point", "3:10,10@2",
-              "--neg-point", "3:40,30@2", "--box", "8:50,20,80,50", "--obj", "3",
-              "-o", env / "out.mov", "--json-progress")
+    r = matte(
+        env / "clip.mp4",
+        "--mask",
+        f"6:{env / 'mask.png'}",
+        "--point",
+        "3:10,10@2",
+        "--neg-point",
+        "3:40,30@2",
+        "--box",
+        "8:50,20,80,50",
+        "--obj",
+        "3",
+        "-o",
+        env / "out.mov",
+        "--json-progress",
+    )
     assert r.exit_code == 0, r.output
     events = [json.loads(line) for line in r.output.splitlines()]
     assert [e["frame"] for e in events if e["event"] == "frame"] == list(range(10))
@@ -273,15 +291,21 @@ def test_prompts_on_any_frame_for_any_object(env):
         assert result["presence"][obj] == [[0, 9, True]], result["presence"]
     job = json.loads((env / "out.mov.json").read_text())["job"]
     assert sorted((p["frame"], p.get("obj_id")) for p in job["prompts"]) == [
-        (3, 2), (6, None), (8, 3)]
+        (3, 2),
+        (6, None),
+        (8, 3),
+    ]
 
 
-@pytest.mark.parametrize("args, flag, fragment", [
-    (["--point", "3:ten,10"], "--point", "expected a point"),
-    (["--box", "2:1,2,3"], "--box", "expected a box"),
-    (["--box", "2:1,1,5,5", "--box", "2:2,2,6,6"], "--box", "two boxes for frame 2"),
-    (["--point", "12:10,10"], None, "outside the frames being matted"),
-])
+@pytest.mark.parametrize(
+    "args, flag, fragment",
+    [
+        (["--point", "3:ten,10"], "--point", "expected a point"),
+        (["--box", "2:1,2,3"], "--box", "expected a box"),
+        (["--box", "2:1,1,5,5", "--box", "2:2,2,6,6"], "--box", "two boxes for frame 2"),
+        (["--point", "12:10,10"], None, "outside the frames being matted"),
+    ],
+)
 def test_bad_prompt_options_name_the_flag(env, args, flag, fragment):
     r = matte(env / "clip.mp4", *args, "-o", env / "out.mov")
     assert r.exit_code in (2, 5), r.output

@@ -133,8 +133,9 @@ def test_import_names_the_model_from_its_tensors(config_home, tmp_path, capsys):
     assert "tensors of sam2.1-tiny" in err and "pass --trust-unverified" in err
     res = invoke("import", str(ft), "--trust-unverified")
     assert res.exit_code == 0 and res.output.startswith("sam2.1-tiny: "), res.output
-    row = next(line for line in invoke("list").output.splitlines()
-               if line.startswith("sam2.1-tiny "))
+    row = next(
+        line for line in invoke("list").output.splitlines() if line.startswith("sam2.1-tiny ")
+    )
     assert digest[:12] in row and "own, not the published" in row and " yes " in row
     junk = tmp_path / "notes.pt"
     junk.write_bytes(b"not a checkpoint")
@@ -160,8 +161,16 @@ def test_export_calls_the_exporter(monkeypatch, tmp_path):
     fake = types.ModuleType("vosfx.engine.export")
     fake.export_bundle = export_bundle
     monkeypatch.setitem(sys.modules, "vosfx.engine.export", fake)
-    res = invoke("export", "sam2.1-tiny", "--out", str(tmp_path / "o"), "--variant", "fp16",
-                 "--image-size", "512")
+    res = invoke(
+        "export",
+        "sam2.1-tiny",
+        "--out",
+        str(tmp_path / "o"),
+        "--variant",
+        "fp16",
+        "--image-size",
+        "512",
+    )
     assert res.exit_code == 0, res.output
     assert calls == [("sam2.1-tiny", tmp_path / "o", ("fp16",), 512)]
     assert res.output.strip().endswith(str(tmp_path / "bundle"))

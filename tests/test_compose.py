@@ -37,8 +37,7 @@ def test_replace_background_with_a_colour(dtype):
     colour = (0.0, FULL[dtype], 0.0)
     out = replace_background(img, a, colour)
     assert out.dtype == dtype and out.shape == img.shape
-    np.testing.assert_array_equal(out[:, :8], np.broadcast_to(np.asarray(colour, dtype),
-                                                              (H, 8, 3)))
+    np.testing.assert_array_equal(out[:, :8], np.broadcast_to(np.asarray(colour, dtype), (H, 8, 3)))
     np.testing.assert_array_equal(out[:, -1], img[:, -1])
     mid = out[:, 8 + (W - 8) // 2].astype(np.float64)
     am = a[0, 8 + (W - 8) // 2]
@@ -88,7 +87,8 @@ def test_overlay_preview_tints_and_outlines_each_object():
 def test_object_colours_are_stable_and_distinct():
     assert object_colour(3) == object_colour(3) == PREVIEW_COLOURS[2]
     assert len({object_colour(i) for i in range(1, len(PREVIEW_COLOURS) + 1)}) == len(
-        PREVIEW_COLOURS)
+        PREVIEW_COLOURS
+    )
     assert object_colour(1 + len(PREVIEW_COLOURS)) == object_colour(1)
 
 
@@ -110,7 +110,7 @@ def test_every_preset_format_has_an_alpha_convention(config_home):
     assert formats <= set(FORMATS), formats - set(FORMATS)
     assert {FORMATS[f].alpha for f in FORMATS} <= {"straight", "premultiplied", "none"}
 
+
 def test_alpha_must_match_the_image():
     with pytest.raises(VosfxError, match="alpha"):
-        replace_background(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4), np.float32),
-                           (0, 0, 0))
+        replace_background(np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4), np.float32), (0, 0, 0))

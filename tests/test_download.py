@@ -83,8 +83,10 @@ def test_no_hash_given_returns_the_computed_one(tmp_path):
 
 
 def _next_step(err: str, url: str, dest) -> bool:
-    return (f"Download {url} with a browser or another machine, then run `vosfx models import "
-            f"FILE` (or put the file at {dest})") in err
+    return (
+        f"Download {url} with a browser or another machine, then run `vosfx models import "
+        f"FILE` (or put the file at {dest})"
+    ) in err
 
 
 def test_every_failure_says_what_to_do_next_as_offline_does(tmp_path, monkeypatch, caplog):

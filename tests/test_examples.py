@@ -32,8 +32,9 @@ N_FRAMES = 8  # examples/make_example.py's N
 @pytest.fixture
 def imported_tiny(tmp_path, config_home):
     ckpt, sha = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
-    r = CliRunner().invoke(cli, ["models", "import", str(ckpt), "--as", "sam2.1-tiny",
-                                 "--trust-unverified"])
+    r = CliRunner().invoke(
+        cli, ["models", "import", str(ckpt), "--as", "sam2.1-tiny", "--trust-unverified"]
+    )
     assert r.exit_code == 0, r.output
     cfg = config_home / "config"
     cfg.mkdir()
@@ -83,10 +84,20 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
 def test_api_example_runs(tmp_path, imported_tiny):
     out = tmp_path / "api.mov"
     env = dict(os.environ)
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "api_example.py"),
-                        str(REPO / "examples" / "ball.mp4"), str(REPO / "examples" / "ball_mask.png"),
-                        str(out)], capture_output=True, text=True, env=env, timeout=600,
-                       check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "api_example.py"),
+            str(REPO / "examples" / "ball.mp4"),
+            str(REPO / "examples" / "ball_mask.png"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert f"{N_FRAMES} frames" in r.stdout and out.exists()
     assert len(_decode(out)) == N_FRAMES

@@ -38,16 +38,24 @@ def backends(bundle):
 
 # --- RoPE ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n_mem, n_ptr_tokens", [(1, 0), (2, 4), (3, 16)])
 def test_real_rope_equals_complex_rope(n_mem, n_ptr_tokens):
     from sam2.modeling.sam.transformer import RoPEAttention
 
     torch.manual_seed(n_mem)
     feat = 8  # 8 x 8 query grid
-    cross = RoPEAttention(embedding_dim=256, num_heads=1, downsample_rate=1, kv_in_dim=64,
-                          rope_k_repeat=True, feat_sizes=(feat, feat)).eval()
-    selfa = RoPEAttention(embedding_dim=256, num_heads=1, downsample_rate=1,
-                          feat_sizes=(feat, feat)).eval()
+    cross = RoPEAttention(
+        embedding_dim=256,
+        num_heads=1,
+        downsample_rate=1,
+        kv_in_dim=64,
+        rope_k_repeat=True,
+        feat_sizes=(feat, feat),
+    ).eval()
+    selfa = RoPEAttention(
+        embedding_dim=256, num_heads=1, downsample_rate=1, feat_sizes=(feat, feat)
+    ).eval()
     q = torch.randn(1, feat * feat, 256)
     k = torch.randn(1, n_mem * feat * feat + n_ptr_tokens, 64)
     real_c, real_s = RealRoPEAttention(cross), RealRoPEAttention(selfa)
@@ -83,6 +91,7 @@ def test_memory_attention_wrapper_equals_stage(backends):
 
 # --- per-stage parity ---------------------------------------------------------------------------
 
+
 def _check(ob, name, feeds, want):
     got = ob._run(name, {k: v.numpy() for k, v in feeds.items()})
     assert len(got) == len(want)
@@ -117,9 +126,18 @@ def test_memory_attention_dynamic_length(backends, n_mem, n_ptr):
     mem, mpos = torch.randn(m, 1, 64), torch.randn(m, 1, 64)
     with torch.no_grad():
         want = tb.attention(feat, pos, mem, mpos, 4 * n_ptr)
-    _check(ob, "memory_attention", {"vision_feat": feat, "vision_pos": pos, "memory": mem,
-                                    "memory_pos": mpos,
-                                    "num_obj_ptr_tokens": torch.tensor(4 * n_ptr)}, [want])
+    _check(
+        ob,
+        "memory_attention",
+        {
+            "vision_feat": feat,
+            "vision_pos": pos,
+            "memory": mem,
+            "memory_pos": mpos,
+            "num_obj_ptr_tokens": torch.tensor(4 * n_ptr),
+        },
+        [want],
+    )
 
 
 @pytest.mark.parametrize("labels", [[1], [1, 0, 1], [2, 3, 1]])
@@ -130,8 +148,12 @@ def test_decoder_all_outputs(backends, labels):
     lab = torch.tensor([labels], dtype=torch.int32)
     with torch.no_grad():
         want = tb.decoder(feat, s0, s1, pts, lab)
-    got = _check(ob, "decoder", {"pix_feat": feat, "feat_s0": s0, "feat_s1": s1,
-                                 "point_coords": pts, "point_labels": lab}, want)
+    got = _check(
+        ob,
+        "decoder",
+        {"pix_feat": feat, "feat_s0": s0, "feat_s1": s1, "point_coords": pts, "point_labels": lab},
+        want,
+    )
     # multimask outputs are computed, not frozen: three different masks
     assert got[0].shape == (1, 3, SIZE // 4, SIZE // 4)
     assert float(np.abs(got[0][0, 0] - got[0][0, 1]).max()) > 1e-3
@@ -141,19 +163,27 @@ def test_mask_as_output_and_memory_encoder(backends):
     tb, ob = backends
     _, (s0, s1, feat, _) = _features(tb)
     yy, xx = np.mgrid[:SIZE, :SIZE]
-    mask = torch.from_numpy(((yy - 100) ** 2 + (xx - 140) ** 2 < 60 ** 2).astype(np.float32))
+    mask = torch.from_numpy(((yy - 100) ** 2 + (xx - 140) ** 2 < 60**2).astype(np.float32))
     mask = mask[None, None]
     with torch.no_grad():
         want = tb.mask_output(feat, s0, s1, mask)
-    _check(ob, "mask_as_output", {"vision_feat": feat, "feat_s0": s0, "feat_s1": s1,
-                                  "mask": mask}, want)
+    _check(
+        ob,
+        "mask_as_output",
+        {"vision_feat": feat, "feat_s0": s0, "feat_s1": s1, "mask": mask},
+        want,
+    )
     low = torch.randn(1, 1, SIZE // 4, SIZE // 4) * 5
     for binarize, score in [(True, 2.0), (False, -3.0)]:
         args = (feat, low, torch.tensor([[score]]), torch.tensor([binarize]))
         with torch.no_grad():
             want = tb.memory_encoder(*args)
-        _check(ob, "memory_encoder", dict(zip(
-            ["vision_feat", "low_res", "object_score_logit", "binarize"], args)), want)
+        _check(
+            ob,
+            "memory_encoder",
+            dict(zip(["vision_feat", "low_res", "object_score_logit", "binarize"], args)),
+            want,
+        )
 
 
 def test_pointer_pos(backends):
@@ -164,6 +194,7 @@ def test_pointer_pos(backends):
 
 
 # --- manifest, cache, CLI -----------------------------------------------------------------------
+
 
 def test_manifest(bundle, backends):
     import vosfx
@@ -193,8 +224,9 @@ def test_find_bundle_by_hash_and_size(bundle, tmp_path):
     assert export.bundle_dir("m", sha, 512).name == f"m-{sha[:8]}-512"
 
 
-def test_export_reuses_bundle_and_rebuilds_on_new_checkpoint(bundle, tmp_path, monkeypatch,
-                                                              config_home):
+def test_export_reuses_bundle_and_rebuilds_on_new_checkpoint(
+    bundle, tmp_path, monkeypatch, config_home
+):
     ckpt, _, folder = bundle
 
     class Rebuilt(Exception):
@@ -227,8 +259,9 @@ def test_cli_models_export(bundle):
     from vosfx.cli import cli
 
     ckpt, _, folder = bundle
-    res = CliRunner().invoke(cli, ["models", "export", str(ckpt), "--out", str(folder),
-                                    "--image-size", str(SIZE), "-q"])
+    res = CliRunner().invoke(
+        cli, ["models", "export", str(ckpt), "--out", str(folder), "--image-size", str(SIZE), "-q"]
+    )
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1] == str(folder)
 

@@ -35,8 +35,9 @@ def test_edges_snap_to_a_sharp_image_edge(edge_x):
     p = logits_to_prob(logits, img.shape[:2])
     bilinear_err = abs(_edge_pos(p) - edge_x)
     assert bilinear_err >= 2  # the scene really puts the bilinear edge off
-    err = {s: abs(_edge_pos(guided_refine(p, img, 8, 1e-3, strength=s)) - edge_x)
-           for s in (1.0, 2.0)}
+    err = {
+        s: abs(_edge_pos(guided_refine(p, img, 8, 1e-3, strength=s)) - edge_x) for s in (1.0, 2.0)
+    }
     assert err[1.0] <= bilinear_err - 1  # closer by at least a pixel
     assert err[2.0] <= min(err[1.0], bilinear_err / 2)  # and at least halfway with strength 2
 
@@ -88,8 +89,10 @@ def test_subsampling_keeps_a_low_radius_of_two():
     assert subsample_for(128) == 8
 
 
-@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8),
-                                 np.zeros((8, 8, 3), np.int32)])
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.int32)],
+)
 def test_bad_guides_are_refused(bad):
     with pytest.raises(VosfxError, match="guide image"):
         guided_refine(np.zeros((8, 8), np.float32), bad, 2, 1e-3)

@@ -26,9 +26,19 @@ BASE_PROMPT = {"frame": 0, "points": [[10, 20]], "labels": [1]}
 
 
 def base_job() -> dict:
-    return {"version": 1, "input": "clip.mp4", "output": "out.mov", "presets": ["prores4444"],
-            "prompts": [dict(BASE_PROMPT)], "start": 0, "end": None, "overwrite": False,
-            "fit": False, "objects": None, "fps": None}
+    return {
+        "version": 1,
+        "input": "clip.mp4",
+        "output": "out.mov",
+        "presets": ["prores4444"],
+        "prompts": [dict(BASE_PROMPT)],
+        "start": 0,
+        "end": None,
+        "overwrite": False,
+        "fit": False,
+        "objects": None,
+        "fps": None,
+    }
 
 
 def _int(v) -> bool:
@@ -53,34 +63,58 @@ VALID = {
     "fps": lambda v: v is None or (_num(v) and 0 < v <= 1000),
     "overwrite": lambda v: type(v) is bool,
     "fit": lambda v: type(v) is bool,
-    "objects": lambda v: v is None or (type(v) is list and len(v) > 0
-                                       and all(_int(o) and o >= 1 for o in v)),
-    "presets": lambda v: ((type(v) is str and v in PRESETS)
-                          or (type(v) is list and all(type(p) is str and p in PRESETS
-                                                      for p in v))),
-    "overrides": lambda v: v is None or (type(v) is dict and all(
-        k in ("model", "memory", "refine", "output") and v[k] == {} for k in v)),
+    "objects": lambda v: (
+        v is None or (type(v) is list and len(v) > 0 and all(_int(o) and o >= 1 for o in v))
+    ),
+    "presets": lambda v: (
+        (type(v) is str and v in PRESETS)
+        or (type(v) is list and all(type(p) is str and p in PRESETS for p in v))
+    ),
+    "overrides": lambda v: (
+        v is None
+        or (
+            type(v) is dict
+            and all(k in ("model", "memory", "refine", "output") and v[k] == {} for k in v)
+        )
+    ),
 }
 PROMPT_VALID = {
     "frame": lambda v: _int(v) and v >= 0,
     "obj_id": lambda v: v is None or (_int(v) and 1 <= v < 2**31),
     "threshold": lambda v: _int(v) and 0 <= v <= 255,
-    "points": lambda v: (type(v) is list and len(v) == 1 and type(v[0]) is list
-                         and len(v[0]) == 2 and all(_num(x) for x in v[0])),
+    "points": lambda v: (
+        type(v) is list
+        and len(v) == 1
+        and type(v[0]) is list
+        and len(v[0]) == 2
+        and all(_num(x) for x in v[0])
+    ),
     "labels": lambda v: v in ([1], [0]),
-    "box": lambda v: v is None or (type(v) is list and len(v) == 4 and all(_num(x) for x in v)
-                                   and v[2] > v[0] and v[3] > v[1]),
+    "box": lambda v: (
+        v is None
+        or (
+            type(v) is list
+            and len(v) == 4
+            and all(_num(x) for x in v)
+            and v[2] > v[0]
+            and v[3] > v[1]
+        )
+    ),
     "mask": lambda v: v is None or _path(v),
 }
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**40, 2**40),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=5),
-                            st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -92,8 +126,14 @@ def malformed_jobs(draw) -> dict:
     if kind == "field":
         key = draw(st.sampled_from([*sorted(VALID), "prompts"]))
         if key == "prompts":  # not a list, empty, or prompts that are not objects or are empty
-            job[key] = draw(st.one_of(json_scalars, st.lists(json_scalars, max_size=3),
-                                      st.just([{}]), st.dictionaries(st.text(), json_scalars)))
+            job[key] = draw(
+                st.one_of(
+                    json_scalars,
+                    st.lists(json_scalars, max_size=3),
+                    st.just([{}]),
+                    st.dictionaries(st.text(), json_scalars),
+                )
+            )
         else:
             job[key] = draw(json_values.filter(lambda v: not VALID[key](v)))
     elif kind == "prompt":
@@ -102,8 +142,9 @@ def malformed_jobs(draw) -> dict:
     elif kind == "unknown":
         job[draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in base_job()))] = 1
     else:
-        job["prompts"][0][draw(st.text(min_size=1, max_size=8)
-                               .filter(lambda k: k not in PROMPT_VALID))] = 1
+        job["prompts"][0][
+            draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in PROMPT_VALID))
+        ] = 1
     return job
 
 
@@ -115,8 +156,11 @@ def jobdir(tmp_path_factory, monkeypatch):
     return folder
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+)
 @given(job=malformed_jobs(), json_progress=st.booleans())
 def test_malformed_job_exits_3_with_one_message_and_no_output(jobdir, job, json_progress):
     path = jobdir / "job.json"
@@ -141,28 +185,51 @@ def test_malformed_job_exits_3_with_one_message_and_no_output(jobdir, job, json_
 
 # one row per field: the value, and the field name the message must carry
 ROWS = [
-    ("start", "x", "job.start"), ("start", -1, "job.start"), ("start", 1.5, "job.start"),
-    ("start", True, "job.start"), ("end", "10", "job.end"), ("end", 0, "job.end"),
-    ("fps", "24", "job.fps"), ("fps", 0, "job.fps"), ("fps", float("inf"), "job.fps"),
-    ("fps", -24, "job.fps"), ("overwrite", "yes", "job.overwrite"), ("fit", 1, "job.fit"),
-    ("objects", 5, "job.objects"), ("objects", [0], "job.objects"),
-    ("objects", ["1"], "job.objects"), ("presets", 5, "job.presets"),
-    ("presets", [1], "job.presets"), ("overrides", [], "job.overrides"),
+    ("start", "x", "job.start"),
+    ("start", -1, "job.start"),
+    ("start", 1.5, "job.start"),
+    ("start", True, "job.start"),
+    ("end", "10", "job.end"),
+    ("end", 0, "job.end"),
+    ("fps", "24", "job.fps"),
+    ("fps", 0, "job.fps"),
+    ("fps", float("inf"), "job.fps"),
+    ("fps", -24, "job.fps"),
+    ("overwrite", "yes", "job.overwrite"),
+    ("fit", 1, "job.fit"),
+    ("objects", 5, "job.objects"),
+    ("objects", [0], "job.objects"),
+    ("objects", ["1"], "job.objects"),
+    ("presets", 5, "job.presets"),
+    ("presets", [1], "job.presets"),
+    ("overrides", [], "job.overrides"),
     ("overrides", {"refine": {"feather_px": float("nan")}}, "feather_px"),
-    ("overrides", {"nope": {}}, "job.overrides"), ("input", 5, "job.input"),
-    ("input", "", "job.input"), ("output", None, "job.output"), ("version", 2, "job.version"),
-    ("version", True, "job.version"), ("prompts", [], "job.prompts"),
+    ("overrides", {"nope": {}}, "job.overrides"),
+    ("input", 5, "job.input"),
+    ("input", "", "job.input"),
+    ("output", None, "job.output"),
+    ("version", 2, "job.version"),
+    ("version", True, "job.version"),
+    ("prompts", [], "job.prompts"),
     ("prompts", {}, "job.prompts"),
 ]
 PROMPT_ROWS = [
-    ("box", 5, "job.prompts[0].box"), ("box", [1, 2, 3], "job.prompts[0].box"),
-    ("box", [10, 10, 5, 20], "job.prompts[0].box"), ("box", ["a", 1, 2, 3], "job.prompts[0].box"),
-    ("frame", "0", "job.prompts[0].frame"), ("frame", -2, "job.prompts[0].frame"),
-    ("obj_id", "a", "job.prompts[0].obj_id"), ("obj_id", 0, "job.prompts[0].obj_id"),
-    ("threshold", 300, "job.prompts[0].threshold"), ("points", 5, "job.prompts[0].points"),
-    ("points", [[1, "y"]], "job.prompts[0].points[0]"), ("labels", [2], "job.prompts[0].labels"),
-    ("labels", "1", "job.prompts[0].labels"), ("labels", [1, 1], "job.prompts[0].labels"),
-    ("mask", 5, "job.prompts[0].mask"), ("mask", "", "job.prompts[0].mask"),
+    ("box", 5, "job.prompts[0].box"),
+    ("box", [1, 2, 3], "job.prompts[0].box"),
+    ("box", [10, 10, 5, 20], "job.prompts[0].box"),
+    ("box", ["a", 1, 2, 3], "job.prompts[0].box"),
+    ("frame", "0", "job.prompts[0].frame"),
+    ("frame", -2, "job.prompts[0].frame"),
+    ("obj_id", "a", "job.prompts[0].obj_id"),
+    ("obj_id", 0, "job.prompts[0].obj_id"),
+    ("threshold", 300, "job.prompts[0].threshold"),
+    ("points", 5, "job.prompts[0].points"),
+    ("points", [[1, "y"]], "job.prompts[0].points[0]"),
+    ("labels", [2], "job.prompts[0].labels"),
+    ("labels", "1", "job.prompts[0].labels"),
+    ("labels", [1, 1], "job.prompts[0].labels"),
+    ("mask", 5, "job.prompts[0].mask"),
+    ("mask", "", "job.prompts[0].mask"),
 ]
 
 

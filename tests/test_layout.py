@@ -23,8 +23,9 @@ def _tool(name: str) -> str:
 
 
 def test_import_contracts_hold():
-    out = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=REPO, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=REPO, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "Contracts: 1 kept, 0 broken." in out.stdout
 
@@ -38,8 +39,11 @@ def test_plugins_import_nothing_from_vosfx():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            offenders += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
-                          if n == "vosfx" or n.startswith("vosfx.")]
+            offenders += [
+                f"{path.relative_to(REPO)}:{node.lineno} {n}"
+                for n in names
+                if n == "vosfx" or n.startswith("vosfx.")
+            ]
     assert not offenders, offenders
 
 
@@ -51,8 +55,11 @@ def test_plugins_exit_codes_equal_vosfx_errors():
         sys.path.remove(str(REPO / "plugins" / "common"))
     from vosfx import errors
 
-    ours = {cls.exit_code: cls.kind for cls in vars(errors).values()
-            if isinstance(cls, type) and issubclass(cls, errors.VosfxError)}
+    ours = {
+        cls.exit_code: cls.kind
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.VosfxError)
+    }
     ours[0] = "ok"
     ours[2] = "usage"  # click's own exit code for a bad command line
     assert vosfx_client.EXIT_CODES == ours
@@ -64,6 +71,11 @@ def test_the_type_checker_is_clean():
 
 
 def test_ruff_format_is_clean():
-    out = subprocess.run([_tool("ruff"), "format", "--check", "."], cwd=REPO,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [_tool("ruff"), "format", "--check", "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

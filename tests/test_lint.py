@@ -14,6 +14,11 @@ def test_ruff_check_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e .[dev])")
-    out = subprocess.run([ruff, "check", "vosfx", "tests", "benchmarks", "examples", "plugins"],
-                         cwd=REPO, capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [ruff, "check", "vosfx", "tests", "benchmarks", "examples", "plugins"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

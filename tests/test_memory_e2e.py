@@ -26,7 +26,9 @@ def spliced(tmp_path):
     folder.mkdir()
     for k, seq in enumerate(("blackswan", "car-shadow")):
         for i in range(N):
-            shutil.copy(davis / "JPEGImages" / seq / f"{i:05d}.jpg", folder / f"{k * N + i:05d}.jpg")
+            shutil.copy(
+                davis / "JPEGImages" / seq / f"{i:05d}.jpg", folder / f"{k * N + i:05d}.jpg"
+            )
     return folder, davis / "Annotations" / "blackswan" / "00000.png"
 
 
@@ -36,11 +38,29 @@ def test_policy_on_a_spliced_clip(tmp_path, config_home, spliced, policy):
     clip, mask = spliced
     ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
     out = tmp_path / "out"
-    r = CliRunner().invoke(cli, [
-        "matte", str(clip), str(mask), "-o", str(out), "-f", "png16-matte", "--fps", "24",
-        "--checkpoint", str(ckpt), "--backend", "torch", "--image-size", "128",
-        "--memory", policy, "--report",
-    ])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "matte",
+            str(clip),
+            str(mask),
+            "-o",
+            str(out),
+            "-f",
+            "png16-matte",
+            "--fps",
+            "24",
+            "--checkpoint",
+            str(ckpt),
+            "--backend",
+            "torch",
+            "--image-size",
+            "128",
+            "--memory",
+            policy,
+            "--report",
+        ],
+    )
     assert r.exit_code == 0, r.output
     side = json.loads((tmp_path / "out.json").read_text())
     assert len(list(out.iterdir())) == 2 * N
@@ -64,11 +84,32 @@ def test_real_engine_on_a_range_that_starts_late(tmp_path, config_home, spliced)
     clip, mask = spliced
     ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
     out = tmp_path / "out"
-    r = CliRunner().invoke(cli, [
-        "matte", str(clip), str(mask), "-o", str(out), "-f", "png16-matte", "--fps", "24",
-        "--checkpoint", str(ckpt), "--backend", "torch", "--image-size", "128",
-        "--start", "5", "--end", "12", "--mask-frame", "5",
-    ])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "matte",
+            str(clip),
+            str(mask),
+            "-o",
+            str(out),
+            "-f",
+            "png16-matte",
+            "--fps",
+            "24",
+            "--checkpoint",
+            str(ckpt),
+            "--backend",
+            "torch",
+            "--image-size",
+            "128",
+            "--start",
+            "5",
+            "--end",
+            "12",
+            "--mask-frame",
+            "5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == [f"out.{i:05d}.png" for i in range(5, 12)]
     side = json.loads((tmp_path / "out.json").read_text())

@@ -23,35 +23,68 @@ def _bank(cond=(), recent=(), num_frames=100, num_maskmem=7, max_obj_ptrs=16) ->
     return bank
 
 
-@pytest.mark.parametrize("t, cond, recent, num_frames, masks, pointers, tmax", [
-    # frame 1 after a prompt on 0: the prompt only (it is not repeated as recent memory)
-    (1, [0], [], 100, [(0, 0)], [(0, 1)], 15),
-    # frame 10: prompt + the six previous frames, t_pos 1 (t-6) .. 6 (t-1)
-    (10, [0], range(1, 10), 100,
-     [(0, 0), (4, 1), (5, 2), (6, 3), (7, 4), (8, 5), (9, 6)],
-     [(0, 10)] + [(10 - d, d) for d in range(1, 10)], 15),
-    # frame 30: pointers reach back 15 frames only
-    (30, [0], range(1, 30), 100,
-     [(0, 0)] + [(30 - 7 + p, p) for p in range(1, 7)],
-     [(0, 30)] + [(30 - d, d) for d in range(1, 16)], 15),
-    # a 12-frame clip caps pointers by its length (max_obj_ptrs_in_encoder = min(12, 16))
-    (11, [0], range(1, 11), 12,
-     [(0, 0)] + [(11 - 7 + p, p) for p in range(1, 7)],
-     [(0, 11)] + [(11 - d, d) for d in range(1, 11)], 11),
-    # a correction on 5 is conditioning: frames 4..6 do not repeat it as recent memory
-    (8, [0, 5], [1, 2, 3, 4, 6, 7], 100,
-     [(0, 0), (5, 0), (2, 1), (3, 2), (4, 3), (6, 5), (7, 6)],
-     [(0, 8), (5, 3), (7, 1), (6, 2), (4, 4), (3, 5), (2, 6), (1, 7)], 15),
-])
+@pytest.mark.parametrize(
+    "t, cond, recent, num_frames, masks, pointers, tmax",
+    [
+        # frame 1 after a prompt on 0: the prompt only (it is not repeated as recent memory)
+        (1, [0], [], 100, [(0, 0)], [(0, 1)], 15),
+        # frame 10: prompt + the six previous frames, t_pos 1 (t-6) .. 6 (t-1)
+        (
+            10,
+            [0],
+            range(1, 10),
+            100,
+            [(0, 0), (4, 1), (5, 2), (6, 3), (7, 4), (8, 5), (9, 6)],
+            [(0, 10)] + [(10 - d, d) for d in range(1, 10)],
+            15,
+        ),
+        # frame 30: pointers reach back 15 frames only
+        (
+            30,
+            [0],
+            range(1, 30),
+            100,
+            [(0, 0)] + [(30 - 7 + p, p) for p in range(1, 7)],
+            [(0, 30)] + [(30 - d, d) for d in range(1, 16)],
+            15,
+        ),
+        # a 12-frame clip caps pointers by its length (max_obj_ptrs_in_encoder = min(12, 16))
+        (
+            11,
+            [0],
+            range(1, 11),
+            12,
+            [(0, 0)] + [(11 - 7 + p, p) for p in range(1, 7)],
+            [(0, 11)] + [(11 - d, d) for d in range(1, 11)],
+            11,
+        ),
+        # a correction on 5 is conditioning: frames 4..6 do not repeat it as recent memory
+        (
+            8,
+            [0, 5],
+            [1, 2, 3, 4, 6, 7],
+            100,
+            [(0, 0), (5, 0), (2, 1), (3, 2), (4, 3), (6, 5), (7, 6)],
+            [(0, 8), (5, 3), (7, 1), (6, 2), (4, 4), (3, 5), (2, 6), (1, 7)],
+            15,
+        ),
+    ],
+)
 def test_select_table(t, cond, recent, num_frames, masks, pointers, tmax):
     sel = Sam2Policy().select(t, 0, _bank(cond, recent, num_frames))
     assert sel == Selection(tuple(masks), tuple(pointers), tmax)
 
 
-@pytest.mark.parametrize("t, cond, max_n", [
-    (5, [0, 3, 9, 20], 2), (5, [0, 3, 9, 20], 3), (25, [0, 3, 9, 20], 2), (0, [4, 8], 1),
-    (6, [0, 3, 9, 20], -1),
-])
+@pytest.mark.parametrize(
+    "t, cond, max_n",
+    [
+        (5, [0, 3, 9, 20], 2),
+        (5, [0, 3, 9, 20], 3),
+        (25, [0, 3, 9, 20], 2),
+        (0, [4, 8], 1),
+        (6, [0, 3, 9, 20], -1),
+    ],
+)
 def test_closest_cond_frames_matches_sam2(t, cond, max_n):
     sam2_utils = pytest.importorskip("sam2.modeling.sam2_utils")
     if max_n == 1:
@@ -64,8 +97,7 @@ def test_closest_cond_frames_matches_sam2(t, cond, max_n):
 
 def test_observe_stores_prompts_as_cond():
     pol, bank = Sam2Policy(), _bank([0])
-    assert pol.observe(MemoryEntry(3, is_prompt=True), bank) == Decision(store=True,
-                                                                        as_cond=True)
+    assert pol.observe(MemoryEntry(3, is_prompt=True), bank) == Decision(store=True, as_cond=True)
     assert pol.observe(MemoryEntry(4), bank) == Decision(store=True, as_cond=False)
 
 

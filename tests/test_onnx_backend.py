@@ -23,15 +23,18 @@ N_FRAMES = 12
 
 # --- numpy helpers against torch -------------------------------------------------------------
 
-@pytest.mark.parametrize("size_in, size_out", [(480, 256), (854, 256), (480, 1024),
-                                               (1024, 256), (256, 64), (100, 100)])
+
+@pytest.mark.parametrize(
+    "size_in, size_out", [(480, 256), (854, 256), (480, 1024), (1024, 256), (256, 64), (100, 100)]
+)
 def test_aa_weights_equal_torch_antialias(size_in, size_out):
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
     x = torch.rand(1, 1, size_in, 7)
-    want = F.interpolate(x, size=(size_out, 7), mode="bilinear", align_corners=False,
-                         antialias=True)[0, 0].numpy()
+    want = F.interpolate(
+        x, size=(size_out, 7), mode="bilinear", align_corners=False, antialias=True
+    )[0, 0].numpy()
     got = aa_weights(size_in, size_out) @ x[0, 0].numpy()
     assert float(np.abs(got - want).max()) <= 1e-6
 
@@ -48,8 +51,12 @@ def test_resize_mask_equals_torch_on_davis_masks():
         m = np.asarray(Image.open(f)) == 1
         for size in (256, 1024):
             x = torch.from_numpy(m)[None, None].float()
-            want = (F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True) >= 0.5)[0, 0].numpy()
+            want = (
+                F.interpolate(
+                    x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                )
+                >= 0.5
+            )[0, 0].numpy()
             got = resize_mask(m, size).astype(bool)
             assert (got == want).all(), (f, size)
 
@@ -57,9 +64,13 @@ def test_resize_mask_equals_torch_on_davis_masks():
 def test_bf16_rounding_equals_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 10, 10000).astype(np.float32),
-                        # exact ties between two bfloat16 values: round half to even
-                        np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -0.0, 0.0], np.float32)])
+    x = np.concatenate(
+        [
+            rng.normal(0, 10, 10000).astype(np.float32),
+            # exact ties between two bfloat16 values: round half to even
+            np.array([1 + 2**-8, 1 + 3 * 2**-8, -0.0, 0.0], np.float32),
+        ]
+    )
     want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     bits = to_bf16_bits(x)
     assert (bits == want).all()
@@ -67,6 +78,7 @@ def test_bf16_rounding_equals_torch():
 
 
 # --- providers ---------------------------------------------------------------------------------
+
 
 def test_unavailable_provider_warns_once_and_runs_on_cpu(bundle, caplog):
     import onnxruntime as ort
@@ -94,6 +106,7 @@ def test_unknown_device_and_missing_variant_raise(bundle):
 
 # --- end to end --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bundle():
     pytest.importorskip("torch")
@@ -109,8 +122,7 @@ def clip():
 
     src = shared_data("davis", "JPEGImages", "blackswan")
     ann = shared_data("davis", "Annotations", "blackswan", "00000.png")
-    frames = [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB"))
-              for i in range(N_FRAMES)]
+    frames = [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB")) for i in range(N_FRAMES)]
     return frames, np.asarray(Image.open(ann)) == 1
 
 
@@ -153,9 +165,10 @@ def _prompts(mask, two: bool):
     right[:, :split] = False
     ys, xs = np.nonzero(right)
     k = len(xs) // 2
-    return [Prompt(0, 1, mask=left),
-            Prompt(0, 2, points=np.array([[xs[k], ys[k]]], np.float32),
-                   labels=np.array([1], np.int32))]
+    return [
+        Prompt(0, 1, mask=left),
+        Prompt(0, 2, points=np.array([[xs[k], ys[k]]], np.float32), labels=np.array([1], np.int32)),
+    ]
 
 
 @pytest.mark.parametrize("two", [False, True], ids=["one_object", "two_objects"])
@@ -186,8 +199,9 @@ def test_variants_close_to_fp32(bundle, clip, variant):
     frames, mask = clip
     prompts = _prompts(mask, False)
     _, want = track(ob_mod.OnnxBackend(folder, device="cpu", threads=2), frames, prompts)
-    _, got = track(ob_mod.OnnxBackend(folder, device="cpu", threads=2, precision=variant),
-                   frames, prompts)
+    _, got = track(
+        ob_mod.OnnxBackend(folder, device="cpu", threads=2, precision=variant), frames, prompts
+    )
     ious = [_iou(g[0] > 0, w[0] > 0) for g, w in zip(got, want)]
     err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     print(f"{variant}: max abs logit error {err:.3g}, min IoU vs fp32 {min(ious):.4f}")
@@ -197,6 +211,7 @@ def test_variants_close_to_fp32(bundle, clip, variant):
 
 # --- loading through the engine seam -------------------------------------------------------------
 
+
 def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
     from tests.onnx_bundle import SIZE
     from vosfx.config import ModelConfig
@@ -205,8 +220,9 @@ def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
 
     ckpt, sha, folder = bundle
     shutil.copytree(folder, bundle_dir(ckpt.name, sha, SIZE))
-    cfg = ModelConfig(backend="auto", device="cpu", image_size=SIZE, checkpoint=str(ckpt),
-                      threads=1)
+    cfg = ModelConfig(
+        backend="auto", device="cpu", image_size=SIZE, checkpoint=str(ckpt), threads=1
+    )
     engine = load_engine(cfg)
     assert isinstance(engine.backend, ob_mod.OnnxBackend)
     assert engine.model_sha256 == sha

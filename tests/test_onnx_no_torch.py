@@ -66,7 +66,7 @@ def frames_and_mask():
     yy, xx = np.mgrid[:96, :160]
     frames, masks = [], []
     for t in range(N_FRAMES):
-        disc = (yy - 48) ** 2 + (xx - 60 - 6 * t) ** 2 < 20 ** 2
+        disc = (yy - 48) ** 2 + (xx - 60 - 6 * t) ** 2 < 20**2
         img = rng.integers(0, 80, (96, 160, 3), dtype=np.uint8)
         img[disc] = (230, 200, 60)
         frames.append(img)
@@ -81,8 +81,12 @@ def run_tracker(backend) -> np.ndarray:
     from vosfx.types import Prompt
 
     frames, mask = frames_and_mask()
-    out = [res.logits for _f, res in track_arrays(SamEngine(backend, "test", None), frames,
-                                                  [Prompt(0, 1, mask=mask)])]
+    out = [
+        res.logits
+        for _f, res in track_arrays(
+            SamEngine(backend, "test", None), frames, [Prompt(0, 1, mask=mask)]
+        )
+    ]
     return np.stack(out)
 
 
@@ -95,12 +99,20 @@ def test_onnx_backend_runs_without_torch(tmp_path):
     ckpt, _, bundle = exported()
     want = run_tracker(OnnxBackend(bundle, device="cpu", threads=1))
     out = tmp_path / "logits.npy"
-    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "cache"),
-               PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(bundle), str(ckpt), str(out)],
-                          check=False,
-                          capture_output=True, text=True, env=env, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(
+        os.environ,
+        VOSFX_HOME=str(tmp_path / "cache"),
+        PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(bundle), str(ckpt), str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["heavy"] == []

@@ -8,17 +8,20 @@ import vosfx
 
 
 def test_import_is_light():
-    code = ("import sys, vosfx, vosfx.cli; "
-            "heavy = [m for m in ('torch', 'onnxruntime', 'av', 'cv2', 'numpy', 'sam2') "
-            "if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, vosfx, vosfx.cli; "
+        "heavy = [m for m in ('torch', 'onnxruntime', 'av', 'cv2', 'numpy', 'sam2') "
+        "if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_version_is_instant():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "vosfx", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "vosfx", "--version"], capture_output=True, text=True, check=True
+    )
     elapsed = time.perf_counter() - t0
     assert out.stdout.strip() == f"vosfx {vosfx.__version__}"
     assert elapsed < 3.0  # interpreter start + click; no torch/av import (those take seconds)
@@ -30,7 +33,8 @@ def test_public_api_resolves_lazily():
 
 
 def test_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "vosfx", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vosfx", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for cmd in ("matte", "presets", "models", "eval", "bench", "batch", "plugins"):
         assert cmd in out

@@ -39,8 +39,9 @@ def _models(image_size: int, seed: int = 0):
     from sam2.build_sam import build_sam2_video_predictor
 
     torch.manual_seed(seed)
-    pred = build_sam2_video_predictor(CONFIG, None, device="cpu",
-                                      hydra_overrides_extra=size_overrides(image_size))
+    pred = build_sam2_video_predictor(
+        CONFIG, None, device="cpu", hydra_overrides_extra=size_overrides(image_size)
+    )
     net = build_model(CONFIG, image_size=image_size)
     net.load_state_dict(pred.state_dict(), strict=True)
     return pred, torch_backend_for(net, "cpu")
@@ -82,8 +83,9 @@ def _official(pred, folder, prompts, plans, num_frames):
         def add(p):
             if p.mask is not None:
                 return pred.add_new_mask(state, p.frame_index, p.obj_id, p.mask)
-            return pred.add_new_points_or_box(state, p.frame_index, p.obj_id,
-                                              points=p.points, labels=p.labels, box=p.box)
+            return pred.add_new_points_or_box(
+                state, p.frame_index, p.obj_id, points=p.points, labels=p.labels, box=p.box
+            )
 
         for p in prompts:
             pred.reset_state(state)
@@ -94,8 +96,11 @@ def _official(pred, folder, prompts, plans, num_frames):
             for f in sorted(x for x in (pl.anchor, pl.neighbour) if x is not None):
                 add(by_frame[(pl.obj_id, f)])
             for t, ids, masks in pred.propagate_in_video(
-                    state, start_frame_idx=pl.anchor, max_frame_num_to_track=len(pl.frames),
-                    reverse=pl.direction < 0):
+                state,
+                start_frame_idx=pl.anchor,
+                max_frame_num_to_track=len(pl.frames),
+                reverse=pl.direction < 0,
+            ):
                 if t in pl.frames:
                     out[t][pl.obj_id] = masks[list(ids).index(pl.obj_id), 0].numpy()
     return out
@@ -103,10 +108,10 @@ def _official(pred, folder, prompts, plans, num_frames):
 
 def _ours(backend, frames, prompts, num_frames):
     h, w = frames[0].shape[:2]
-    info = VideoInfo(path="", width=w, height=h, num_frames=num_frames, fps=None,
-                     time_base=1)
-    provider = ListFrames(info, [Frame(index=t, image=frames[t], pts=None, time_base=1)
-                                 for t in range(num_frames)])
+    info = VideoInfo(path="", width=w, height=h, num_frames=num_frames, fps=None, time_base=1)
+    provider = ListFrames(
+        info, [Frame(index=t, image=frames[t], pts=None, time_base=1) for t in range(num_frames)]
+    )
     engine = SamEngine(backend, "test", None, fill_hole_area=0)
     session = ClipSession(engine, info, MemoryConfig(policy="sam2"), frames=provider)
     for p in prompts:
@@ -149,8 +154,12 @@ def _compare(ref, ours, prompted):
 def _points_prompt(mask, frame_index=0, obj_id=1):
     ys, xs = np.nonzero(mask)
     k = len(xs) // 2
-    return Prompt(frame_index, obj_id, points=np.array([[xs[k], ys[k]]], np.float32),
-                  labels=np.array([1], np.int32))
+    return Prompt(
+        frame_index,
+        obj_id,
+        points=np.array([[xs[k], ys[k]]], np.float32),
+        labels=np.array([1], np.int32),
+    )
 
 
 def _run(models, clip, prompts, n=12, expect_plans=None):
@@ -159,8 +168,9 @@ def _run(models, clip, prompts, n=12, expect_plans=None):
     ours, session = _ours(backend, frames, prompts, n)
     plans = session.plan()
     if expect_plans is not None:
-        assert [(pl.obj_id, pl.anchor, pl.direction, pl.neighbour, pl.frames)
-                for pl in plans] == expect_plans
+        assert [
+            (pl.obj_id, pl.anchor, pl.direction, pl.neighbour, pl.frames) for pl in plans
+        ] == expect_plans
     ref = _official(pred, folder, prompts, plans, n)
     assert all(ref[t] for t in range(n)), "every frame has a reference"
     worst = _compare(ref, ours, {p.frame_index for p in prompts})
@@ -200,27 +210,47 @@ def test_prompts_on_several_frames(models256, clip):
     frame, forwards and backwards, attending both ends."""
     mask = clip[2]
     ys, xs = np.nonzero(mask)
-    click = Prompt(5, 1, points=np.array([[xs.max() + 20, ys.min()], [xs[0], ys[0]]],
-                                         np.float32), labels=np.array([0, 1], np.int32))
-    _run(models256, clip, [Prompt(0, 1, mask=mask), click, Prompt(9, 1, mask=mask)],
-         expect_plans=[(1, 0, 1, 5, range(1, 3)), (1, 5, -1, 0, range(3, 5)),
-                       (1, 5, 1, 9, range(6, 8)), (1, 9, -1, 5, range(8, 9)),
-                       (1, 9, 1, None, range(10, 12))])
+    click = Prompt(
+        5,
+        1,
+        points=np.array([[xs.max() + 20, ys.min()], [xs[0], ys[0]]], np.float32),
+        labels=np.array([0, 1], np.int32),
+    )
+    _run(
+        models256,
+        clip,
+        [Prompt(0, 1, mask=mask), click, Prompt(9, 1, mask=mask)],
+        expect_plans=[
+            (1, 0, 1, 5, range(1, 3)),
+            (1, 5, -1, 0, range(3, 5)),
+            (1, 5, 1, 9, range(6, 8)),
+            (1, 9, -1, 5, range(8, 9)),
+            (1, 9, 1, None, range(10, 12)),
+        ],
+    )
 
 
 def test_object_added_on_a_later_frame(models256, clip):
     """Object 2 is first prompted on frame 6: it is tracked back to frame 0 (reverse=True)
     and on to the end."""
     mask = clip[2]
-    _run(models256, clip, [Prompt(0, 1, mask=mask), _points_prompt(mask, 6, obj_id=2)],
-         expect_plans=[(1, 0, 1, None, range(1, 12)), (2, 6, -1, None, range(6)),
-                       (2, 6, 1, None, range(7, 12))])
+    _run(
+        models256,
+        clip,
+        [Prompt(0, 1, mask=mask), _points_prompt(mask, 6, obj_id=2)],
+        expect_plans=[
+            (1, 0, 1, None, range(1, 12)),
+            (2, 6, -1, None, range(6)),
+            (2, 6, 1, None, range(7, 12)),
+        ],
+    )
 
 
 def test_reverse_direction(models256, clip):
     """A prompt on the last frame: the whole clip is tracked backwards."""
-    _run(models256, clip, [Prompt(11, 1, mask=clip[2])],
-         expect_plans=[(1, 11, -1, None, range(11))])
+    _run(
+        models256, clip, [Prompt(11, 1, mask=clip[2])], expect_plans=[(1, 11, -1, None, range(11))]
+    )
 
 
 @pytest.mark.slow

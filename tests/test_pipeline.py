@@ -30,8 +30,13 @@ def _job(tmp_path, clip, **kw):
     path, mask = clip
     presets = kw.pop("presets", ("png16",))
     overrides = kw.pop("overrides", {})
-    return Job(input=str(path), prompts=(PromptSpec(frame=0, mask=str(mask)),),
-               output=str(tmp_path / "out"), config=resolve_config(presets, overrides), **kw)
+    return Job(
+        input=str(path),
+        prompts=(PromptSpec(frame=0, mask=str(mask)),),
+        output=str(tmp_path / "out"),
+        config=resolve_config(presets, overrides),
+        **kw,
+    )
 
 
 def test_run_writes_every_frame_and_a_sidecar(tmp_path, clip, config_home):
@@ -56,8 +61,12 @@ def test_run_writes_every_frame_and_a_sidecar(tmp_path, clip, config_home):
 
 
 def test_extra_formats_and_each_object(tmp_path, clip, config_home):
-    job = _job(tmp_path, clip, presets=("png16",),
-               overrides={"output": {"extra_formats": ["preview"], "objects": "each"}})
+    job = _job(
+        tmp_path,
+        clip,
+        presets=("png16",),
+        overrides={"output": {"extra_formats": ["preview"], "objects": "each"}},
+    )
     report = run(job, engine=FakeEngine())
     names = sorted(p.rsplit("/", 1)[-1] for p in report.outputs)
     assert names == ["out.preview_obj1.mp4", "out_obj1"], names
@@ -88,8 +97,11 @@ def test_cancel_leaves_no_output(tmp_path, clip, config_home):
 
     with pytest.raises(Cancelled):
         run(_job(tmp_path, clip), engine=FakeEngine(), on_progress=stop_after_three, cancel=cancel)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "config", "mask.png"] or \
-        not any(p.name.startswith("out") for p in tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.mp4",
+        "config",
+        "mask.png",
+    ] or not any(p.name.startswith("out") for p in tmp_path.iterdir())
 
 
 def test_engine_session_is_closed_on_error(tmp_path, clip, config_home, monkeypatch):
@@ -117,10 +129,13 @@ def test_clicks_after_a_palette_mask_become_the_next_object(tmp_path):
     img = Image.fromarray(labels, mode="P")
     img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * 756)
     img.save(tmp_path / "pal.png")
-    info = VideoInfo(path="x", width=96, height=64, num_frames=10, fps=Fraction(24),
-                     time_base=Fraction(1, 24))
-    specs = (PromptSpec(frame=0, mask=str(tmp_path / "pal.png")),
-             PromptSpec(frame=0, points=((70.0, 10.0),), labels=(1,)))
+    info = VideoInfo(
+        path="x", width=96, height=64, num_frames=10, fps=Fraction(24), time_base=Fraction(1, 24)
+    )
+    specs = (
+        PromptSpec(frame=0, mask=str(tmp_path / "pal.png")),
+        PromptSpec(frame=0, points=((70.0, 10.0),), labels=(1,)),
+    )
     got = resolve_prompts(specs, info, fit=False, objects=None, start=0, end=10)
     assert sorted(p.obj_id for p in got) == [1, 3, 4]
     clicks_only = resolve_prompts(specs[1:], info, fit=False, objects=None, start=0, end=10)
@@ -150,8 +165,9 @@ def test_multi_output_writers_run_side_by_side(tmp_path, clip, config_home, monk
 
 
 @pytest.mark.parametrize("failing", ["VideoWriter", "ImageSequenceWriter"])
-def test_multi_output_one_writer_fails_and_nothing_is_left(tmp_path, clip, config_home,
-                                                           monkeypatch, failing):
+def test_multi_output_one_writer_fails_and_nothing_is_left(
+    tmp_path, clip, config_home, monkeypatch, failing
+):
     from vosfx.io.writers import images, video
 
     cls = {"VideoWriter": video.VideoWriter, "ImageSequenceWriter": images.ImageSequenceWriter}
@@ -178,6 +194,10 @@ def test_multi_output_cancel_removes_every_partial_output(tmp_path, clip, config
             cancel.set()
 
     with pytest.raises(Cancelled):
-        run(_job(tmp_path, clip, overrides=_MULTI), engine=FakeEngine(),
-            on_progress=stop_after_three, cancel=cancel)
+        run(
+            _job(tmp_path, clip, overrides=_MULTI),
+            engine=FakeEngine(),
+            on_progress=stop_after_three,
+            cancel=cancel,
+        )
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())

@@ -43,15 +43,20 @@ def _env(**extra):
 
 def _job(folder, mask="mask.png", **kw):
     job = vosfx_client.build_job(
-        folder / "clip.mp4", folder / "out", [{"frame": 2, "mask": str(folder / mask)}],
-        presets=("png16",), **kw)
+        folder / "clip.mp4",
+        folder / "out",
+        [{"frame": 2, "mask": str(folder / mask)}],
+        presets=("png16",),
+        **kw,
+    )
     return vosfx_client.write_job(job, folder / "job.json")
 
 
 def test_events_then_result_for_the_requested_range(clip_dir):
     seen = []
-    res = vosfx_client.run(FAKE_VOSFX, _job(clip_dir, start=2, end=7), on_event=seen.append,
-                           env=_env())
+    res = vosfx_client.run(
+        FAKE_VOSFX, _job(clip_dir, start=2, end=7), on_event=seen.append, env=_env()
+    )
     assert res.exit_code == 0, res.stderr
     kinds = [e["event"] for e in seen]
     assert kinds == ["start"] + ["frame"] * 5 + ["done", "result"]
@@ -80,7 +85,8 @@ def test_bad_mask_gives_error_event_and_exit_code(clip_dir):
 
 def test_cancel_mid_render_exits_130_and_leaves_no_output(clip_dir):
     proc = vosfx_client.VosfxProcess(
-        FAKE_VOSFX, _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.25")).start()
+        FAKE_VOSFX, _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.25")
+    ).start()
     deadline = time.monotonic() + 60
     while not any(e["event"] == "frame" for e in proc.events):
         assert proc.running and time.monotonic() < deadline, proc.wait().stderr
@@ -104,8 +110,13 @@ def test_build_job_is_a_valid_version_1_job(tmp_path):
     from vosfx.job import job_from_dict
 
     job = vosfx_client.build_job(
-        "clip.mov", "out.mov", [{"frame": 3, "points": [[10, 20]], "labels": [1]}],
-        start=3, end=9, extra_formats=("png16-matte",))
+        "clip.mov",
+        "out.mov",
+        [{"frame": 3, "points": [[10, 20]], "labels": [1]}],
+        start=3,
+        end=9,
+        extra_formats=("png16-matte",),
+    )
     parsed = job_from_dict(json.loads(json.dumps(job)), base=tmp_path)
     assert (parsed.start, parsed.end) == (3, 9)
     assert parsed.prompts[0].points == ((10.0, 20.0),)
@@ -117,7 +128,9 @@ def test_build_job_is_a_valid_version_1_job(tmp_path):
 def test_load_command_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("VOSFX_EXECUTABLE", raising=False)
     assert vosfx_client.load_command(str(tmp_path)) == ["vosfx"]
-    (tmp_path / vosfx_client.CONFIG_NAME).write_text(json.dumps({"command": ["/py", "-m", "vosfx"]}))
+    (tmp_path / vosfx_client.CONFIG_NAME).write_text(
+        json.dumps({"command": ["/py", "-m", "vosfx"]})
+    )
     assert vosfx_client.load_command(str(tmp_path)) == ["/py", "-m", "vosfx"]
     monkeypatch.setenv("VOSFX_EXECUTABLE", "/opt/vosfx/bin/vosfx")
     assert vosfx_client.load_command(str(tmp_path)) == ["/opt/vosfx/bin/vosfx"]
@@ -134,8 +147,11 @@ def _plugins(*args):
     "platform, host, fragment",
     [
         ("linux", "resolve", ".local/share/DaVinciResolve/Fusion/Scripts"),
-        ("darwin", "resolve", ("Library/Application Support/Blackmagic Design/DaVinci Resolve/"
-                              "Fusion/Scripts")),
+        (
+            "darwin",
+            "resolve",
+            ("Library/Application Support/Blackmagic Design/DaVinci Resolve/Fusion/Scripts"),
+        ),
         ("win32", "resolve", "Blackmagic Design/DaVinci Resolve/Support/Fusion/Scripts"),
         ("linux", "blender", ".config/blender/5.0/scripts/addons"),
         ("darwin", "blender", "Library/Application Support/Blender/5.0/scripts/addons"),

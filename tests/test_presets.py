@@ -3,8 +3,17 @@ import pytest
 from vosfx.errors import ConfigError
 from vosfx.presets import list_presets, load_preset, resolve_config
 
-SHIPPED = {"prores4444", "webm-alpha", "png16", "exr", "matte-ffv1", "preview",
-           "fast", "balanced", "best"}
+SHIPPED = {
+    "prores4444",
+    "webm-alpha",
+    "png16",
+    "exr",
+    "matte-ffv1",
+    "preview",
+    "fast",
+    "balanced",
+    "best",
+}
 
 
 def test_every_shipped_preset_loads_and_validates(config_home):
@@ -35,7 +44,9 @@ def test_extends_merges_parent_then_own(config_home):
 def test_precedence_defaults_preset_user_cli(config_home):
     cfg_dir = config_home / "config"
     cfg_dir.mkdir()
-    (cfg_dir / "config.toml").write_text('[refine]\nfeather_px = 3.0\n[model]\nname = "sam2.1-small"\n')
+    (cfg_dir / "config.toml").write_text(
+        '[refine]\nfeather_px = 3.0\n[model]\nname = "sam2.1-small"\n'
+    )
     cfg = resolve_config(["fast"], {"refine": {"feather_px": 5.0}})
     assert cfg.refine.feather_px == 5.0  # CLI beats user config
     assert cfg.model.name == "sam2.1-small"  # user config beats preset (fast says tiny)
@@ -46,7 +57,9 @@ def test_precedence_defaults_preset_user_cli(config_home):
 def test_user_preset_shadows_and_extends_builtin(config_home):
     d = config_home / "config" / "presets"
     d.mkdir(parents=True)
-    (d / "mine.toml").write_text('description = "m"\nextends = "webm-alpha"\n[refine]\nchoke = 0.5\n')
+    (d / "mine.toml").write_text(
+        'description = "m"\nextends = "webm-alpha"\n[refine]\nchoke = 0.5\n'
+    )
     cfg = resolve_config(["mine"])
     assert cfg.output.format == "webm-alpha" and cfg.refine.choke == 0.5
     assert any(p.name == "mine" and p.source.endswith("mine.toml") for p in list_presets())
@@ -55,10 +68,10 @@ def test_user_preset_shadows_and_extends_builtin(config_home):
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ('[refine]\nfeathr = 1\n', "unknown key [refine] feathr"),
-        ('[refine]\nfeather_px = -2\n', "feather_px: expected >= 0"),
+        ("[refine]\nfeathr = 1\n", "unknown key [refine] feathr"),
+        ("[refine]\nfeather_px = -2\n", "feather_px: expected >= 0"),
         ('extends = "bad"\n', "extends itself"),
-        ('[refine\n', "not valid TOML"),
+        ("[refine\n", "not valid TOML"),
     ],
 )
 def test_bad_user_preset_names_the_problem(config_home, text, fragment):

@@ -29,18 +29,34 @@ def test_tools_target_the_declared_minimum():
     major, minor = minimum()
     text = _pyproject()
     assert f'target-version = "py{major}{minor}"' in text  # ruff
-    assert re.search(rf'^classifiers = \[(?s:.*?)"Programming Language :: Python :: '
-                     rf'{major}\.{minor}"', text, flags=re.M)
+    assert re.search(
+        rf'^classifiers = \[(?s:.*?)"Programming Language :: Python :: '
+        rf'{major}\.{minor}"',
+        text,
+        flags=re.M,
+    )
 
 
 def test_no_module_needs_a_newer_python_than_declared():
-    vermin = shutil.which("vermin", path=str(Path(sys.executable).parent)) or shutil.which(
-        "vermin")
+    vermin = shutil.which("vermin", path=str(Path(sys.executable).parent)) or shutil.which("vermin")
     if vermin is None:
         pytest.skip("vermin is not installed (it comes with the dev extra)")
     major, minor = minimum()
     out = subprocess.run(
-        [vermin, f"-t={major}.{minor}-", "--violations", "--no-tips", "--eval-annotations",
-         "--backport", "typing_extensions", "vosfx", "plugins"],
-        cwd=REPO, capture_output=True, text=True, check=False)
+        [
+            vermin,
+            f"-t={major}.{minor}-",
+            "--violations",
+            "--no-tips",
+            "--eval-annotations",
+            "--backport",
+            "typing_extensions",
+            "vosfx",
+            "plugins",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

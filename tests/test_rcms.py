@@ -35,8 +35,14 @@ class FakeBank:
 
     def step(self, frame, score=5.0, quality=GOOD, shot=0, prompt=False):
         sel = None if prompt else self.policy.select(frame, shot, self)
-        entry = MemoryEntry(frame_index=frame, shot_id=shot, is_prompt=prompt,
-                            object_score_logit=score, iou=0.9, quality=quality)
+        entry = MemoryEntry(
+            frame_index=frame,
+            shot_id=shot,
+            is_prompt=prompt,
+            object_score_logit=score,
+            iou=0.9,
+            quality=quality,
+        )
         d = self.policy.observe(entry, self)
         for f in d.demote:
             self.entries[f] = replace(self.entries[f], promoted=False)
@@ -80,8 +86,9 @@ def _sig(x):
     ],
 )
 def test_frame_quality_table(score, ious, logits, expected):
-    assert frame_quality(score, np.asarray(ious), np.asarray(logits, np.float32)) == \
-        pytest.approx(expected, rel=1e-6)
+    assert frame_quality(score, np.asarray(ious), np.asarray(logits, np.float32)) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_frame_quality_matches_reference_formula_in_torch():
@@ -92,8 +99,11 @@ def test_frame_quality_matches_reference_formula_in_torch():
         ious = rng.uniform(0, 1, (1, 3)).astype(np.float32)
         score = float(rng.normal(0, 3))
         p, i, s = torch.from_numpy(pred), torch.from_numpy(ious), torch.tensor([[score]])
-        ref = s.sigmoid().item() * i.max().item() * (
-            p.sigmoid()[p > 0.0].sum() / (p > 0.0).sum()).item()
+        ref = (
+            s.sigmoid().item()
+            * i.max().item()
+            * (p.sigmoid()[p > 0.0].sum() / (p > 0.0).sum()).item()
+        )
         assert frame_quality(score, ious[0], pred[0, 0]) == pytest.approx(ref, rel=1e-5)
 
 
@@ -109,14 +119,19 @@ def test_frame_quality_rejects_empty_ious():
 
 class _View:
     def __init__(self, entries, num_frames):
-        self.entries, self.num_frames, self.num_maskmem, self.max_obj_ptrs = \
-            entries, num_frames, 7, 16
+        self.entries, self.num_frames, self.num_maskmem, self.max_obj_ptrs = (
+            entries,
+            num_frames,
+            7,
+            16,
+        )
 
 
 def sam2_select(frame, cond, recent, num_frames):
     """Sam2Policy's selection over plain sets of frame indices (cond in ascending order)."""
-    entries = {f: MemoryEntry(frame_index=f, is_prompt=f in cond)
-               for f in sorted(set(cond) | set(recent))}
+    entries = {
+        f: MemoryEntry(frame_index=f, is_prompt=f in cond) for f in sorted(set(cond) | set(recent))
+    }
     return Sam2Policy().select(frame, 0, _View(entries, num_frames))
 
 
@@ -152,8 +167,9 @@ def test_sam2_select_gaps_are_skipped_not_refilled():
 
 
 def _entries(qualities, cond=()):
-    return {f: MemoryEntry(frame_index=f, quality=q, promoted=f in cond)
-            for f, q in qualities.items()}
+    return {
+        f: MemoryEntry(frame_index=f, quality=q, promoted=f in cond) for f, q in qualities.items()
+    }
 
 
 @pytest.mark.parametrize(
@@ -316,8 +332,9 @@ def test_cut_promotes_pre_cut_frames_and_drops_previous_shot_recent_frames():
     assert {f for f, tp in sel25.masks if tp} == {20, 21, 22, 23, 24}
     assert {f for f, _ in sel25.pointers} == {0, 13, 14, 16, 18, 19, 20, 21, 22, 23, 24}
     assert policy.cuts == [20] and policy.disappeared_at is None
-    assert not any(e.shot_id == 0 and not e.is_cond for f, e in bank.entries.items()
-                   if f in (15, 17))
+    assert not any(
+        e.shot_id == 0 and not e.is_cond for f, e in bank.entries.items() if f in (15, 17)
+    )
 
 
 def test_cut_does_not_use_up_the_disappearance():
@@ -325,8 +342,7 @@ def test_cut_does_not_use_up_the_disappearance():
     scores = [5.0] * 14 + [-2.0] + [5.0] * 4 + [-2.0]
     policy = ShotAwarePolicy(max_promote=2)
     _, out = run(policy, scores, shots=shots)
-    assert {t: d.event for t, (_, d) in enumerate(out) if d.event} == {
-        10: "cut", 14: "disappeared"}
+    assert {t: d.event for t, (_, d) in enumerate(out) if d.event} == {10: "cut", 14: "disappeared"}
     assert out[10][1].promote == (9, 8) and out[14][1].promote == (13, 12)
     # plain RCMS ignores shot ids entirely
     _, plain = run(RcmsPolicy(max_promote=2), scores, shots=shots)
@@ -388,13 +404,20 @@ def test_real_memory_bank_agrees_with_the_fake():
     shots = [t // 30 for t in range(150)]
     scores = [rng.choice([5.0, 5.0, -1.0]) for _ in range(150)]
     qualities = [rng.uniform(0, 1) for _ in range(150)]
-    _, fake_out = run(ShotAwarePolicy(max_cond_frames=6), scores, qualities, shots=shots,
-                      num_frames=150)
+    _, fake_out = run(
+        ShotAwarePolicy(max_cond_frames=6), scores, qualities, shots=shots, num_frames=150
+    )
     policy, bank = ShotAwarePolicy(max_cond_frames=6), MemoryBank(7, 16, 150)
     for t in range(150):
         sel = None if t == 0 else policy.select(t, shots[t], bank)
-        entry = MemoryEntry(frame_index=t, shot_id=shots[t], is_prompt=t == 0,
-                            object_score_logit=scores[t], iou=0.9, quality=qualities[t])
+        entry = MemoryEntry(
+            frame_index=t,
+            shot_id=shots[t],
+            is_prompt=t == 0,
+            object_score_logit=scores[t],
+            iou=0.9,
+            quality=qualities[t],
+        )
         decision = policy.observe(entry, bank)
         bank.apply(entry, f"mem{t}", f"ptr{t}", decision)
         bank.prune(policy, t)

@@ -142,13 +142,18 @@ def test_presets_drive_the_refiner(preset):
 def test_finishing_options_change_the_matte():
     a, _b = _masks()
     base = Refiner(RefineConfig(), (1,))(_result(0, [a], obj_ids=(1,)), _frame()).alpha[0]
-    for change in [{"shift_edge_px": 3.0}, {"feather_px": 4.0}, {"choke": 0.8},
-                   {"edge": "bilinear"}]:
+    for change in [
+        {"shift_edge_px": 3.0},
+        {"feather_px": 4.0},
+        {"choke": 0.8},
+        {"edge": "bilinear"},
+    ]:
         cfg = dataclasses.replace(RefineConfig(), **change)
         out = Refiner(cfg, (1,))(_result(0, [a], obj_ids=(1,)), _frame()).alpha[0]
         assert np.abs(out - base).max() > 0.05, change
     grown = Refiner(RefineConfig(shift_edge_px=3.0), (1,))(
-        _result(0, [a], obj_ids=(1,)), _frame()).alpha[0]
+        _result(0, [a], obj_ids=(1,)), _frame()
+    ).alpha[0]
     assert np.count_nonzero(grown >= 0.5) > np.count_nonzero(base >= 0.5)
 
 
@@ -158,7 +163,8 @@ def test_reset_drops_the_temporal_state():
     refiner(_result(0, [a], obj_ids=(1,)), _frame(0))
     moved = np.roll(a, 12, axis=1)
     fresh = Refiner(RefineConfig(temporal_strength=0.9), (1,))(
-        _result(1, [moved], obj_ids=(1,)), _frame(1))
+        _result(1, [moved], obj_ids=(1,)), _frame(1)
+    )
     refiner.reset()
     after_reset = refiner(_result(1, [moved], obj_ids=(1,)), _frame(1))
     np.testing.assert_array_equal(after_reset.alpha, fresh.alpha)
@@ -176,18 +182,23 @@ def test_refinement_on_davis_does_not_lose_to_bilinear():
         refiner = Refiner(RefineConfig(), (1,))
         for i in (0, 12, 24):
             name = f"{i:05d}"
-            img = cv2.cvtColor(cv2.imread(str(root / "JPEGImages" / seq / f"{name}.jpg")),
-                               cv2.COLOR_BGR2RGB)
-            gt = cv2.imread(str(root / "Annotations" / seq / f"{name}.png"),
-                            cv2.IMREAD_GRAYSCALE) > 0
-            m = np.clip(cv2.resize(gt.astype(np.float32), (256, 256),
-                                   interpolation=cv2.INTER_AREA), 1e-3, 1 - 1e-3)
+            img = cv2.cvtColor(
+                cv2.imread(str(root / "JPEGImages" / seq / f"{name}.jpg")), cv2.COLOR_BGR2RGB
+            )
+            gt = (
+                cv2.imread(str(root / "Annotations" / seq / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+                > 0
+            )
+            m = np.clip(
+                cv2.resize(gt.astype(np.float32), (256, 256), interpolation=cv2.INTER_AREA),
+                1e-3,
+                1 - 1e-3,
+            )
             logits = cv2.GaussianBlur(np.log(m / (1 - m)).astype(np.float32), (0, 0), 1.5)
             bil = cv2.resize(logits, gt.shape[::-1]) > 0
             res = MaskResult(i, (1,), logits[None], np.float32([5.0]), np.float32([1.0]))
             ref = refiner(res, Frame(i, img, i, Fraction(1, 25))).alpha[0] >= 0.5
-            scores.append((j_score(bil, gt), j_score(ref, gt), f_score(bil, gt),
-                           f_score(ref, gt)))
+            scores.append((j_score(bil, gt), j_score(ref, gt), f_score(bil, gt), f_score(ref, gt)))
     jb, jr, fb, fr = np.mean(scores, axis=0)
     assert len(scores) >= 12
     assert jr >= jb and fr >= fb, (jb, jr, fb, fr)

@@ -29,8 +29,12 @@ def test_format_presence_lines():
 
 
 def test_format_report_lists_cuts_and_events():
-    text = format_report({1: [(0, 99, True)]}, cuts=[40, 80],
-                         promoted={1: {40: [39, 38]}}, events={1: {40: "cut", 60: "disappeared"}})
+    text = format_report(
+        {1: [(0, 99, True)]},
+        cuts=[40, 80],
+        promoted={1: {40: [39, 38]}},
+        events={1: {40: "cut", 60: "disappeared"}},
+    )
     assert text.splitlines() == [
         "shots: 3 (cuts at frames 40, 80)",
         "obj 1: present throughout",

@@ -18,8 +18,7 @@ def _torch(mask: np.ndarray, size: int) -> np.ndarray:
     import torch.nn.functional as F
 
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                        antialias=True)
+    out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return (out[0, 0].numpy() >= 0.5).astype(np.float32)
 
 
@@ -51,13 +50,13 @@ def test_every_davis_mask_resizes_as_torch_does(size):
 def test_the_known_tie_lands_where_torch_puts_it():
     from PIL import Image
 
-    labels = np.asarray(Image.open(shared_data("davis", "Annotations", "bmx-trees",
-                                               "00037.png")))
+    labels = np.asarray(Image.open(shared_data("davis", "Annotations", "bmx-trees", "00037.png")))
     mask = labels == 1
     np.testing.assert_array_equal(resize_mask(mask, 512), _torch(mask, 512))
     # the plain matrix-product resize gets it wrong: the test could fail
     from vosfx.engine.backend import aa_weights
 
-    naive = aa_weights(mask.shape[0], 512) @ (mask.astype(np.float32)
-                                              @ aa_weights(mask.shape[1], 512).T)
+    naive = aa_weights(mask.shape[0], 512) @ (
+        mask.astype(np.float32) @ aa_weights(mask.shape[1], 512).T
+    )
     assert not np.array_equal((naive >= 0.5).astype(np.float32), _torch(mask, 512))

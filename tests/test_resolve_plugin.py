@@ -23,8 +23,9 @@ FAKE_VOSFX = [sys.executable, str(REPO / "tests" / "bin" / "vosfx_fake.py")]
 W, H, N = 96, 64, 20
 FPS = 24
 HOUR = 3600 * FPS  # timelines start at 01:00:00:00
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                                os.environ.get("PYTHONPATH")])))
+ENV = dict(
+    os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+)
 
 
 def _frames(path):
@@ -70,9 +71,13 @@ def test_current_clip_reads_the_used_range_and_playhead(timeline):
     assert (ctx.source_in, ctx.source_out, ctx.duration) == (5, 13, 8)
     assert (ctx.record_start, ctx.track, ctx.source_frames) == (HOUR + 10, 1, N)
     assert ctx.playhead_source == 8 and ctx.path.endswith("shot.mp4")
-    assert resolve.calls()[:5] == ["GetProjectManager", "GetCurrentProject",
-                                   "GetCurrentTimeline", "GetCurrentVideoItem",
-                                   "GetMediaPoolItem"]
+    assert resolve.calls()[:5] == [
+        "GetProjectManager",
+        "GetCurrentProject",
+        "GetCurrentTimeline",
+        "GetCurrentVideoItem",
+        "GetMediaPoolItem",
+    ]
 
 
 def test_used_range_render_lands_on_the_track_above(timeline):
@@ -90,8 +95,13 @@ def test_used_range_render_lands_on_the_track_above(timeline):
     resolve.log.clear()
     summary = app.bring_back(resolve, ctx, plan, result, options)
     assert "track 2" in summary
-    assert resolve.calls() == ["ImportMedia", "GetTrackCount",
-                               "AddTrack", "GetTrackCount", "AppendToTimeline"]
+    assert resolve.calls() == [
+        "ImportMedia",
+        "GetTrackCount",
+        "AddTrack",
+        "GetTrackCount",
+        "AppendToTimeline",
+    ]
     (_, _, (infos,)) = resolve.log[-1]
     assert infos[0]["startFrame"] == 0 and infos[0]["endFrame"] == 7
     assert infos[0]["trackIndex"] == 2 and infos[0]["recordFrame"] == HOUR + 10
@@ -112,7 +122,10 @@ def test_clip_matte_covers_the_whole_clip_and_aligns(timeline):
     resolve.log.clear()
     app.bring_back(resolve, ctx, plan, result, options)
     assert resolve.calls("AddClipMattesToMediaPool", "ImportMedia", "AppendToTimeline") == [
-        "AddClipMattesToMediaPool", "ImportMedia", "AppendToTimeline"]
+        "AddClipMattesToMediaPool",
+        "ImportMedia",
+        "AppendToTimeline",
+    ]
     assert ctx.media_pool_item.mattes == [plan.matte_path]
     (_, _, (infos,)) = resolve.log[-1]
     # the whole-clip file starts at source frame 0: the used part is frames 5..12 of it
@@ -124,8 +137,9 @@ def test_points_prompt_becomes_the_job_prompt(timeline):
     resolve, _tmp, _mask = timeline
     ctx = api.current_clip(resolve)
     plan = app.plan_job(ctx, app.Options(points=app.parse_points("40,30 -2,3"), attach=False))
-    assert plan.job["prompts"] == [{"frame": 8, "points": [[40.0, 30.0], [2.0, 3.0]],
-                                    "labels": [1, 0]}]
+    assert plan.job["prompts"] == [
+        {"frame": 8, "points": [[40.0, 30.0], [2.0, 3.0]], "labels": [1, 0]}
+    ]
     assert (plan.job["start"], plan.job["end"]) == (5, 13)
 
 
@@ -134,18 +148,24 @@ def test_cancel_leaves_nothing_and_brings_nothing_back(timeline):
     ctx = api.current_clip(resolve)
     plan = app.plan_job(ctx, app.Options(mask_path=str(tmp / "mask.png"), attach=False))
     events = []
-    result = app.render(plan, FAKE_VOSFX, on_event=events.append,
-                        should_cancel=lambda: any(e["event"] == "frame" for e in events),
-                        env=dict(ENV, VOSFX_FAKE_DELAY_S="0.25"))
+    result = app.render(
+        plan,
+        FAKE_VOSFX,
+        on_event=events.append,
+        should_cancel=lambda: any(e["event"] == "frame" for e in events),
+        env=dict(ENV, VOSFX_FAKE_DELAY_S="0.25"),
+    )
     assert result.cancelled and result.error["kind"] == "cancelled"
     assert sorted(p.name for p in tmp.iterdir()) == ["mask.png", "shot.mp4"]
 
 
 @pytest.mark.parametrize(
     "case, fragment",
-    [("off_clip", "no video clip under the playhead"),
-     ("no_prompt", "pick a mask image"),
-     ("prompt_outside", "outside the frames to matte")],
+    [
+        ("off_clip", "no video clip under the playhead"),
+        ("no_prompt", "pick a mask image"),
+        ("prompt_outside", "outside the frames to matte"),
+    ],
 )
 def test_user_mistakes_are_plain_messages(timeline, case, fragment):
     resolve, _tmp, _mask = timeline
@@ -168,8 +188,14 @@ def test_bad_points_are_refused():
 
 @pytest.mark.parametrize(
     "tc, fps, frame",
-    [("00:00:00:00", 24, 0), ("01:00:00:00", 24, 86400), ("00:00:01:05", 25, 30),
-     ("00:01:00;02", 29.97, 1800), ("00:10:00;00", 29.97, 17982), ("00:01:00;04", 59.94, 3600)],
+    [
+        ("00:00:00:00", 24, 0),
+        ("01:00:00:00", 24, 86400),
+        ("00:00:01:05", 25, 30),
+        ("00:01:00;02", 29.97, 1800),
+        ("00:10:00;00", 29.97, 17982),
+        ("00:01:00;04", 59.94, 3600),
+    ],
 )
 def test_timecode_to_frame(tc, fps, frame):
     assert timecode_to_frame(tc, fps) == frame

@@ -24,14 +24,16 @@ H, W, N = 32, 48, 30
 
 
 def _info(n=N):
-    return VideoInfo(path="", width=W, height=H, num_frames=n, fps=Fraction(25),
-                     time_base=Fraction(1, 25))
+    return VideoInfo(
+        path="", width=W, height=H, num_frames=n, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
 
 
 def _frames(n=N):
     rng = np.random.default_rng(0)
-    return [Frame(t, rng.integers(0, 256, (H, W, 3), np.uint8), t, Fraction(1, 25))
-            for t in range(n)]
+    return [
+        Frame(t, rng.integers(0, 256, (H, W, 3), np.uint8), t, Fraction(1, 25)) for t in range(n)
+    ]
 
 
 def _mask(x0, x1):
@@ -43,27 +45,45 @@ def _mask(x0, x1):
 def _session(n=N, memory=None, **kw):
     engine = FakeEngine()
     info = _info(n)
-    session = ClipSession(engine, info, memory or MemoryConfig(policy="sam2"),
-                          frames=ListFrames(info, _frames(n)), **kw)
+    session = ClipSession(
+        engine,
+        info,
+        memory or MemoryConfig(policy="sam2"),
+        frames=ListFrames(info, _frames(n)),
+        **kw,
+    )
     return session, engine.sessions[0]
 
 
-@pytest.mark.parametrize("prompted, start, end, backward, want", [
-    # one prompt mid-range: back to the start, on to the end
-    ([10], 0, 30, True, [(10, -1, None, range(0, 10)), (10, 1, None, range(11, 30))]),
-    # two prompts: the gap split at its middle (ties go forwards), each half attends both
-    ([0, 10], 0, 30, True, [(0, 1, 10, range(1, 6)), (10, -1, 0, range(6, 10)),
-                            (10, 1, None, range(11, 30))]),
-    ([0, 9], 0, 12, True, [(0, 1, 9, range(1, 5)), (9, -1, 0, range(5, 9)),
-                           (9, 1, None, range(10, 12))]),
-    # adjacent prompts leave no gap; a prompt on the last frame has no tail
-    ([3, 4], 0, 5, True, [(3, -1, None, range(0, 3))]),
-    # the range clips prompts outside it
-    ([2, 20], 5, 15, True, []),
-    ([2, 8, 20], 5, 15, True, [(8, -1, None, range(5, 8)), (8, 1, None, range(9, 15))]),
-    # --forward-only: nothing before the first prompt, each gap forwards from its left end
-    ([5, 10], 0, 15, False, [(5, 1, 10, range(6, 10)), (10, 1, None, range(11, 15))]),
-])
+@pytest.mark.parametrize(
+    "prompted, start, end, backward, want",
+    [
+        # one prompt mid-range: back to the start, on to the end
+        ([10], 0, 30, True, [(10, -1, None, range(0, 10)), (10, 1, None, range(11, 30))]),
+        # two prompts: the gap split at its middle (ties go forwards), each half attends both
+        (
+            [0, 10],
+            0,
+            30,
+            True,
+            [(0, 1, 10, range(1, 6)), (10, -1, 0, range(6, 10)), (10, 1, None, range(11, 30))],
+        ),
+        (
+            [0, 9],
+            0,
+            12,
+            True,
+            [(0, 1, 9, range(1, 5)), (9, -1, 0, range(5, 9)), (9, 1, None, range(10, 12))],
+        ),
+        # adjacent prompts leave no gap; a prompt on the last frame has no tail
+        ([3, 4], 0, 5, True, [(3, -1, None, range(0, 3))]),
+        # the range clips prompts outside it
+        ([2, 20], 5, 15, True, []),
+        ([2, 8, 20], 5, 15, True, [(8, -1, None, range(5, 8)), (8, 1, None, range(9, 15))]),
+        # --forward-only: nothing before the first prompt, each gap forwards from its left end
+        ([5, 10], 0, 15, False, [(5, 1, 10, range(6, 10)), (10, 1, None, range(11, 15))]),
+    ],
+)
 def test_plan_object_is_the_nearest_prompt_rule(prompted, start, end, backward, want):
     got = plan_object(1, prompted, start, end, backward=backward)
     assert [(p.anchor, p.direction, p.neighbour, p.frames) for p in got] == want
@@ -121,8 +141,7 @@ def test_a_correction_sticks_and_only_its_gap_is_redone():
     for t in (5, 6, 7, 9, 13, 14):
         np.testing.assert_array_equal(session.result(t).logits[0], corrected)
     for t in (1, 4, 15, 19, 25):
-        np.testing.assert_array_equal(session.result(t).logits[0],
-                                      prompt_logits(_mask(4, 12)))
+        np.testing.assert_array_equal(session.result(t).logits[0], prompt_logits(_mask(4, 12)))
 
 
 def test_clicks_on_a_frame_refine_its_previous_output():
@@ -137,8 +156,9 @@ def test_clicks_on_a_frame_refine_its_previous_output():
     fake.prompt = spy
     click = Prompt(5, 1, points=np.array([[10, 10]], np.float32), labels=np.array([1]))
     first = session.add_prompt(click).logits[0].copy()
-    session.add_prompt(Prompt(5, 1, points=np.array([[10, 10], [30, 10]], np.float32),
-                              labels=np.array([1, 0])))
+    session.add_prompt(
+        Prompt(5, 1, points=np.array([[10, 10], [30, 10]], np.float32), labels=np.array([1, 0]))
+    )
     session.add_prompt(click, refine=False)
     assert seen[0] is None  # nothing on the frame yet
     np.testing.assert_array_equal(seen[1], first)  # SAM 2's prev_sam_mask_logits
@@ -193,22 +213,28 @@ def _counting_open(frames, counts):
             for f in frames[lo:hi]:
                 counts[f.index] = counts.get(f.index, 0) + 1
                 yield f
+
         yield gen()
+
     return open_frames
 
 
-@pytest.mark.parametrize("prompt_frames, split", [
-    ([0], 0),  # prompt on the first frame: one pass, nothing decoded twice
-    ([12], 13),  # mid-clip: the lead-in first, then everything written in order
-    ([3, 17, 25], 26),
-])
+@pytest.mark.parametrize(
+    "prompt_frames, split",
+    [
+        ([0], 0),  # prompt on the first frame: one pass, nothing decoded twice
+        ([12], 13),  # mid-clip: the lead-in first, then everything written in order
+        ([3, 17, 25], 26),
+    ],
+)
 def test_the_loop_decodes_each_frame_at_most_twice(prompt_frames, split):
     frames = _frames()
     engine = FakeEngine()
     counts: dict[int, int] = {}
     with ClipSession(engine, _info(), MemoryConfig(policy="sam2")) as session:
-        session.set_prompts([Prompt(f, 1 + i % 2, mask=_mask(4 + i, 20 + i))
-                             for i, f in enumerate(prompt_frames)])
+        session.set_prompts(
+            [Prompt(f, 1 + i % 2, mask=_mask(4 + i, 20 + i)) for i, f in enumerate(prompt_frames)]
+        )
         assert session.split_point() == split
         out = list(results_in_order(session, _counting_open(frames, counts)))
     assert [f.index for f, _r in out] == list(range(N))

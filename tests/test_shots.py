@@ -48,14 +48,17 @@ def _scene(rng, colour, n, h=72, w=128):
     for i in range(n):
         im = base.copy()
         x = 10 + 3 * i % (w - 40)
-        im[20:44, x:x + 24] = tex
+        im[20:44, x : x + 24] = tex
         yield im
 
 
 def test_synthetic_hard_cuts_and_ids():
     rng = np.random.default_rng(0)
-    frames = [*_scene(rng, (200, 40, 40), 30), *_scene(rng, (30, 160, 220), 25),
-              *_scene(rng, (90, 200, 60), 20)]
+    frames = [
+        *_scene(rng, (200, 40, 40), 30),
+        *_scene(rng, (30, 160, 220), 25),
+        *_scene(rng, (90, 200, 60), 20),
+    ]
     det, ids = _detect(frames)
     assert det.cuts == [30, 55] and det.shot_starts == [30, 55]
     assert ids == [0] * 30 + [1] * 25 + [2] * 20
@@ -63,8 +66,11 @@ def test_synthetic_hard_cuts_and_ids():
 
 def test_min_shot_frames_merges_short_shots():
     rng = np.random.default_rng(1)
-    frames = [*_scene(rng, (200, 40, 40), 30), *_scene(rng, (30, 160, 220), 5),
-              *_scene(rng, (90, 200, 60), 20)]
+    frames = [
+        *_scene(rng, (200, 40, 40), 30),
+        *_scene(rng, (30, 160, 220), 5),
+        *_scene(rng, (90, 200, 60), 20),
+    ]
     det, _ = _detect(frames, min_shot_frames=15)
     assert det.cuts == [30]  # 35 is only 5 frames after 30
 
@@ -72,8 +78,13 @@ def test_min_shot_frames_merges_short_shots():
 def test_gap_through_black_is_one_cut_leading_and_trailing_black_none():
     rng = np.random.default_rng(2)
     black = [np.zeros((72, 128, 3), np.uint8)] * 20
-    frames = [*black, *_scene(rng, (200, 40, 40), 30), *black, *_scene(rng, (30, 160, 220), 30),
-              *black]
+    frames = [
+        *black,
+        *_scene(rng, (200, 40, 40), 30),
+        *black,
+        *_scene(rng, (30, 160, 220), 30),
+        *black,
+    ]
     det, ids = _detect(frames)
     # dark run 50..69, content again at 70: cut at 50 + 20 * 1.25 / 2 = 62, ids switch at 70
     assert det.cuts == [62] and det.shot_starts == [70]
@@ -119,8 +130,9 @@ def test_spliced_davis_sequences_give_real_hard_cuts():
     # real footage joined end to end: every junction is a real hard cut
     frames, junctions = [], []
     for seq in ("blackswan", "car-shadow", "libby", "bmx-trees"):
-        clip = [cv2.resize(im, (427, 240), interpolation=cv2.INTER_AREA)
-                for im in _davis_frames(seq)]
+        clip = [
+            cv2.resize(im, (427, 240), interpolation=cv2.INTER_AREA) for im in _davis_frames(seq)
+        ]
         if frames:
             junctions.append(len(frames))
         frames += clip
@@ -139,7 +151,7 @@ def _fastest_point(frames, first=16):
     the clip's fastest motion (the old 3x-the-recent-mean rule missed 38 of 120 such joins)."""
     det, _ = _detect(frames)
     score = [det.scores.get(i, 0.0) for i in range(len(frames))]
-    return max(range(first, len(frames)), key=lambda k: float(np.mean(score[k - 3:k])))
+    return max(range(first, len(frames)), key=lambda k: float(np.mean(score[k - 3 : k])))
 
 
 @pytest.fixture(scope="module")
@@ -161,13 +173,14 @@ def test_cut_right_after_fast_motion_is_found(davis_small, first):
         assert det.reasons[k] in ("content", "colour", "structure")
 
 
-@pytest.mark.parametrize(("seq", "k"), [("bmx-trees", 28), ("bmx-trees", 56), ("libby", 20),
-                                        ("blackswan", 24)])
+@pytest.mark.parametrize(
+    ("seq", "k"), [("bmx-trees", 28), ("bmx-trees", 56), ("libby", 20), ("blackswan", 24)]
+)
 def test_jump_cut_inside_a_fast_take_is_found(davis_small, seq, k):
     # 20 frames left out of one take: same place, same colours, a new picture; the colour
     # evidence cannot see it, the motion-compensated structure difference does
     frames = davis_small[seq]
-    det, _ = _detect(frames[:k] + frames[k + 20:])
+    det, _ = _detect(frames[:k] + frames[k + 20 :])
     assert det.cuts == [k], det.cuts
     assert det.reasons[k] == "structure"
 

@@ -62,8 +62,13 @@ def test_decoder_matches_forward_sam_heads(model, feats, multimask):
     labels = torch.tensor([[1]], dtype=torch.int32)
     with torch.inference_mode():
         ml, mi, sl, si, score, mptr, sptr = DecoderStage(model)(feat, s0, s1, coords, labels)
-        ref = model._forward_sam_heads(feat, {"point_coords": coords, "point_labels": labels},
-                                       None, [s0, s1], multimask_output=multimask)
+        ref = model._forward_sam_heads(
+            feat,
+            {"point_coords": coords, "point_labels": labels},
+            None,
+            [s0, s1],
+            multimask_output=multimask,
+        )
     low_multi, _, ious, low, _, ptr, ref_score = ref
     _close(score, ref_score)
     if multimask:
@@ -115,7 +120,8 @@ def test_preprocess_matches_sam2_loader(tmp_path):
     rgb = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "00000.jpg", quality=95)
     decoded = np.asarray(Image.open(tmp_path / "00000.jpg").convert("RGB"))
-    images, h, w = load_video_frames(str(tmp_path), 64, offload_video_to_cpu=True,
-                                     compute_device=torch.device("cpu"))
+    images, h, w = load_video_frames(
+        str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu")
+    )
     assert (h, w) == (48, 80)
     assert np.array_equal(preprocess(decoded, 64), images[0].numpy())  # bit-identical

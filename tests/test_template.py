@@ -39,8 +39,9 @@ def _feeds(session, size: int, rng) -> dict:
 
 def _outputs(bundle: Path, name: str, feeds: dict) -> list[np.ndarray]:
     man = json.loads((bundle / "manifest.json").read_text())
-    sess = ort.InferenceSession(str(bundle / man["graphs"][name]["file"]),
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(bundle / man["graphs"][name]["file"]), providers=["CPUExecutionProvider"]
+    )
     return sess.run(None, feeds)
 
 
@@ -74,8 +75,10 @@ def test_filled_template_equals_an_export_of_another_checkpoint(tmp_path):
         want, got = sess.run(None, feeds), _outputs(filled, name, feeds)
         for w, g in zip(want, got):
             np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5, err_msg=name)
-    assert np.array_equal(np.load(filled / "constants.npz")["maskmem_tpos_enc"],
-                          np.load(ref / "constants.npz")["maskmem_tpos_enc"])
+    assert np.array_equal(
+        np.load(filled / "constants.npz")["maskmem_tpos_enc"],
+        np.load(ref / "constants.npz")["maskmem_tpos_enc"],
+    )
 
 
 @pytest.mark.slow
@@ -103,9 +106,19 @@ def test_wrong_checkpoint_is_refused_before_any_graph_is_written(tmp_path):
     torch = pytest.importorskip("torch")
     torch.save({"model": {"w": torch.zeros(3)}}, tmp_path / "other.pt")
     with pytest.raises(ModelError, match=r"missing keys \(471\)"):
-        build_bundle(TEMPLATES / "sam2.1_hiera_t-1024", tmp_path / "other.pt", sha256=None,
-                     model_id="x", out_dir=tmp_path / "b")
+        build_bundle(
+            TEMPLATES / "sam2.1_hiera_t-1024",
+            tmp_path / "other.pt",
+            sha256=None,
+            model_id="x",
+            out_dir=tmp_path / "b",
+        )
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
     with pytest.raises(ModelError, match="sha256 mismatch"):
-        build_bundle(TEMPLATES / "sam2.1_hiera_t-1024", tmp_path / "other.pt", sha256="0" * 64,
-                     model_id="x", out_dir=tmp_path / "b")
+        build_bundle(
+            TEMPLATES / "sam2.1_hiera_t-1024",
+            tmp_path / "other.pt",
+            sha256="0" * 64,
+            model_id="x",
+            out_dir=tmp_path / "b",
+        )

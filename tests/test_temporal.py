@@ -49,7 +49,7 @@ def test_moving_edge_lags_at_most_one_frame(speed_px):
         edge = np.argmax(out >= 0.5, axis=1)
         assert np.all(np.abs(edge - x) <= speed_px), (t, edge.min(), edge.max(), x)
         # Away from the edge's path the matte stays exact (no ghost).
-        np.testing.assert_allclose(out[:, x + 2 * speed_px + 16:], 1.0, atol=1e-6)
+        np.testing.assert_allclose(out[:, x + 2 * speed_px + 16 :], 1.0, atol=1e-6)
 
 
 def test_strength_zero_is_off():
@@ -57,8 +57,7 @@ def test_strength_zero_is_off():
     sm = TemporalSmoother(0.0)
     assert sm.still(img) is None
     assert sm(1, alpha, None) is alpha
-    np.testing.assert_array_equal(temporal_blend(alpha, 1 - alpha, np.ones_like(alpha), 0.0),
-                                  alpha)
+    np.testing.assert_array_equal(temporal_blend(alpha, 1 - alpha, np.ones_like(alpha), 0.0), alpha)
 
 
 def test_reset_and_forget_start_fresh():

@@ -36,8 +36,15 @@ def test_seeded_tiny_checkpoint_equals_torch_load(tmp_path):
 def test_views_dtypes_and_offsets(tmp_path):
     torch = _torch()
     x = torch.randn(3, 4)
-    tensors = {"t": x.t(), "bf16": x.bfloat16(), "half": x.half(), "tail": x[1:],
-               "long": torch.arange(5), "bool": x > 0, "empty": torch.zeros(0, 3)}
+    tensors = {
+        "t": x.t(),
+        "bf16": x.bfloat16(),
+        "half": x.half(),
+        "tail": x[1:],
+        "long": torch.arange(5),
+        "bool": x > 0,
+        "empty": torch.zeros(0, 3),
+    }
     torch.save(tensors, tmp_path / "misc.pt")
     got = read_checkpoint(tmp_path / "misc.pt")
     for name, tensor in tensors.items():
@@ -71,12 +78,15 @@ def test_code_in_the_pickle_never_runs(tmp_path):
     assert not target.exists()
 
 
-@pytest.mark.parametrize("payload", [
-    pickle.dumps({"model": {"w": 1.5}}),  # not a tensor
-    pickle.dumps([1, 2]),
-    b"\x80\x02garbage",
-    pickle.dumps(eval),  # builtins.eval: a global
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps({"model": {"w": 1.5}}),  # not a tensor
+        pickle.dumps([1, 2]),
+        b"\x80\x02garbage",
+        pickle.dumps(eval),  # builtins.eval: a global
+    ],
+)
 def test_not_a_state_dict_is_refused(tmp_path, payload):
     _zip_with_pickle(tmp_path / "bad.pt", payload)
     with pytest.raises(ModelError):
@@ -85,8 +95,9 @@ def test_not_a_state_dict_is_refused(tmp_path, payload):
 
 def test_hash_is_checked_before_parsing(tmp_path):
     _zip_with_pickle(tmp_path / "bad.pt", b"not even a pickle")
-    with pytest.raises(ModelError, match="sha256 mismatch: expected 0{64}, found "
-                                         + sha256_of(tmp_path / "bad.pt")):
+    with pytest.raises(
+        ModelError, match="sha256 mismatch: expected 0{64}, found " + sha256_of(tmp_path / "bad.pt")
+    ):
         read_checkpoint(tmp_path / "bad.pt", sha256="0" * 64)
 
 
@@ -112,17 +123,35 @@ def test_truncated_and_non_zip_files(tmp_path):
 
 def test_layout_check_names_missing_unexpected_shape_and_dtype(tmp_path):
     torch = _torch()
-    torch.save({"model": {"a": torch.zeros(2, 3), "b": torch.zeros(4, dtype=torch.float16),
-                          "extra": torch.zeros(1)}}, tmp_path / "f.pt")
+    torch.save(
+        {
+            "model": {
+                "a": torch.zeros(2, 3),
+                "b": torch.zeros(4, dtype=torch.float16),
+                "extra": torch.zeros(1),
+            }
+        },
+        tmp_path / "f.pt",
+    )
     with CheckpointFile(tmp_path / "f.pt") as ckpt:
-        with pytest.raises(ModelError, match=r"missing keys \(1\): c.*unexpected keys \(1\): "
-                                             r"extra.*a: expected \(3, 2\), found \(2, 3\)"):
-            check_layout(ckpt.tensors, {"a": ((3, 2), "float32"), "b": ((4,), "float32"),
-                                        "c": ((1,), "float32")}, source="f.pt")
-        with pytest.raises(ModelError, match="dtype mismatches.*b: expected float32, found "
-                                             "float16"):
-            check_layout(ckpt.tensors, {"a": ((2, 3), "float32"), "b": ((4,), "float32"),
-                                        "extra": ((1,), "float32")}, source="f.pt")
+        with pytest.raises(
+            ModelError,
+            match=r"missing keys \(1\): c.*unexpected keys \(1\): "
+            r"extra.*a: expected \(3, 2\), found \(2, 3\)",
+        ):
+            check_layout(
+                ckpt.tensors,
+                {"a": ((3, 2), "float32"), "b": ((4,), "float32"), "c": ((1,), "float32")},
+                source="f.pt",
+            )
+        with pytest.raises(
+            ModelError, match="dtype mismatches.*b: expected float32, found float16"
+        ):
+            check_layout(
+                ckpt.tensors,
+                {"a": ((2, 3), "float32"), "b": ((4,), "float32"), "extra": ((1,), "float32")},
+                source="f.pt",
+            )
 
 
 def test_official_tiny_layout_is_what_the_shipped_template_expects():
@@ -130,8 +159,10 @@ def test_official_tiny_layout_is_what_the_shipped_template_expects():
     sam2.1_hiera_tiny.pt's pickle header (names, shapes, FloatStorage)."""
     from vosfx.engine.template import TEMPLATES, layout
 
-    manifest = json.loads(shared_data("models", "sam2.1_hiera_tiny.pt.state_dict_manifest.json")
-                          .read_text())["state_dict"]
-    official = {k: (tuple(v["shape"]), {"FloatStorage": "float32"}[v["dtype"]])
-                for k, v in manifest.items()}
+    manifest = json.loads(
+        shared_data("models", "sam2.1_hiera_tiny.pt.state_dict_manifest.json").read_text()
+    )["state_dict"]
+    official = {
+        k: (tuple(v["shape"]), {"FloatStorage": "float32"}[v["dtype"]]) for k, v in manifest.items()
+    }
     assert layout(TEMPLATES / "sam2.1_hiera_t-1024") == official

@@ -244,8 +244,9 @@ def listing(folder: Path) -> list[str]:
 
 
 # exr-layers holds one channel per object, not a merged matte: tests/test_exr_layers.py
-@pytest.mark.parametrize("fmt", [f for f in FORMATS
-                                 if f not in ("preview", "composite", "exr-layers")])
+@pytest.mark.parametrize(
+    "fmt", [f for f in FORMATS if f not in ("preview", "composite", "exr-layers")]
+)
 def test_round_trip_every_format(tmp_path, fmt):
     clip = synthetic_clip()
     path = render(fmt, out_path(tmp_path, fmt), clip)
@@ -691,8 +692,9 @@ def _composite_case(tmp_path, background):
     from vosfx.types import Frame, Matte, VideoInfo
 
     h, w, n = 48, 64, 4
-    info = VideoInfo(path="src", width=w, height=h, num_frames=n, fps=Fraction(24),
-                     time_base=Fraction(1, 24))
+    info = VideoInfo(
+        path="src", width=w, height=h, num_frames=n, fps=Fraction(24), time_base=Fraction(1, 24)
+    )
     src = np.zeros((h, w, 3), np.uint8)
     src[..., 0] = 200  # a red source
     alpha = np.zeros((h, w), np.float32)
@@ -701,8 +703,7 @@ def _composite_case(tmp_path, background):
     cfg = OutputConfig(format="composite", background=background)
     with open_writer("composite", out, info, obj_ids=(1,), config=cfg) as wr:
         for i in range(n):
-            wr.write(Frame(i, src, i, Fraction(1, 24)),
-                     Matte(i, (1,), alpha[None]))
+            wr.write(Frame(i, src, i, Fraction(1, 24)), Matte(i, (1,), alpha[None]))
     import av
 
     with av.open(str(out)) as c:
@@ -726,8 +727,17 @@ def test_composite_puts_the_object_over_the_background(tmp_path, kind):
         from media import make_clip
 
         blue = [np.full((32, 32, 3), (0, 0, 255), np.uint8)] * 2  # shorter: it loops
-        bg = str(make_clip(tmp_path / "bg.mkv", n=2, width=32, height=32, codec="ffv1",
-                           pix_fmt="yuv444p", frames=blue))
+        bg = str(
+            make_clip(
+                tmp_path / "bg.mkv",
+                n=2,
+                width=32,
+                height=32,
+                codec="ffv1",
+                pix_fmt="yuv444p",
+                frames=blue,
+            )
+        )
         want = (0, 0, 255)
     frames, w = _composite_case(tmp_path, bg)
     for f in frames:
@@ -763,8 +773,9 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
             s.width, s.height, s.pix_fmt, s.options = w, h, "yuva444p10le", options
             for i in range(2):
                 noise = rng.normal(0, 40, (3, h, w)).astype(np.float32)
-                ycc = [np.clip(64 + (x * 3 + y + 100 * k) % 876 + noise[k], 64, 940)
-                       for k in range(3)]
+                ycc = [
+                    np.clip(64 + (x * 3 + y + 100 * k) % 876 + noise[k], 64, 940) for k in range(3)
+                ]
                 vf = planar_frame("yuva444p10le", [*ycc, (x * 4) % 1024], w, h, 10)
                 vf.pts = i
                 for p in s.encode(vf):
@@ -779,8 +790,7 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
     state = rng.bit_generator.state
     fixed = packets(table)
     rng.bit_generator.state = state
-    rate_control = packets({k: v for k, v in table.items()
-                            if k not in ("flags", "global_quality")})
+    rate_control = packets({k: v for k, v in table.items() if k not in ("flags", "global_quality")})
     assert fixed == rate_control
     rng.bit_generator.state = state  # and the options do reach the encoder: quantiser 2 differs
     assert packets({**table, "global_quality": "236"}) != rate_control

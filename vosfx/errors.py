@@ -81,7 +81,15 @@ class Cancelled(VosfxError):
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
-        VosfxError, ConfigError, InputError, PromptError, OutputError, ModelError,
-        DownloadError, BackendError, BatchError, Cancelled,
+        VosfxError,
+        ConfigError,
+        InputError,
+        PromptError,
+        OutputError,
+        ModelError,
+        DownloadError,
+        BackendError,
+        BatchError,
+        Cancelled,
     )
 }

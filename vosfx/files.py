@@ -44,8 +44,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any, *, default=None,
-                      indent: int | None = 2, sort_keys: bool = False) -> Path:
+def atomic_write_json(
+    path: str | os.PathLike,
+    data: Any,
+    *,
+    default=None,
+    indent: int | None = 2,
+    sort_keys: bool = False,
+) -> Path:
     """``data`` as JSON (NaN refused) plus a newline, through :func:`atomic_write_bytes`.
     Raises TypeError/ValueError for data that is not JSON before touching the disk."""
     text = json.dumps(data, indent=indent, default=default, allow_nan=False, sort_keys=sort_keys)

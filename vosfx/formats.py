@@ -95,7 +95,8 @@ _ROWS = (
             ("global_quality", "118"),
         ),
         audio=_AUDIO_MOV,
-        chroma="444", sample_bits=10,
+        chroma="444",
+        sample_bits=10,
     ),
     FormatSpec(
         "webm-alpha",
@@ -118,7 +119,8 @@ _ROWS = (
             ("cpu-used", "4"),
         ),
         audio=_AUDIO_WEBM,
-        chroma="420", sample_bits=8,
+        chroma="420",
+        sample_bits=8,
     ),
     FormatSpec(
         "qtrle",
@@ -132,7 +134,8 @@ _ROWS = (
         "QuickTime Animation (RLE), 8-bit ARGB, lossless; large files, opens everywhere.",
         container="mov",
         audio=_AUDIO_MOV,
-        chroma="rgb", sample_bits=8,
+        chroma="rgb",
+        sample_bits=8,
     ),
     FormatSpec(
         "ffv1-matte",
@@ -147,7 +150,8 @@ _ROWS = (
         container="matroska",
         options=(("level", "3"), ("slicecrc", "1"), ("g", "1")),
         audio=_AUDIO_MKV,
-        chroma="gray", sample_bits=16,
+        chroma="gray",
+        sample_bits=16,
     ),
     FormatSpec(
         "prores422hq-matte",
@@ -162,7 +166,8 @@ _ROWS = (
         container="mov",
         options=(("profile", "3"), ("vendor", "apl0")),
         audio=_AUDIO_MOV,
-        chroma="422", sample_bits=10,
+        chroma="422",
+        sample_bits=10,
     ),
     FormatSpec(
         "h264-matte",
@@ -178,7 +183,9 @@ _ROWS = (
         container="mp4",
         options=(("crf", "16"), ("preset", "medium")),
         audio=_AUDIO_MP4,
-        chroma="420", sample_bits=8, pad_to_even=True,
+        chroma="420",
+        sample_bits=8,
+        pad_to_even=True,
     ),
     FormatSpec(
         "png8",
@@ -190,7 +197,8 @@ _ROWS = (
         8,
         True,
         "PNG sequence, 8-bit RGBA cut-out (straight alpha).",
-        chroma="rgb", sample_bits=8,
+        chroma="rgb",
+        sample_bits=8,
     ),
     FormatSpec(
         "png16",
@@ -202,7 +210,8 @@ _ROWS = (
         16,
         True,
         "PNG sequence, 16-bit RGBA cut-out (straight alpha); 16-bit sources keep their precision.",
-        chroma="rgb", sample_bits=16,
+        chroma="rgb",
+        sample_bits=16,
     ),
     FormatSpec(
         "png16-matte",
@@ -214,7 +223,8 @@ _ROWS = (
         16,
         True,
         "PNG sequence, single-channel 16-bit matte.",
-        chroma="gray", sample_bits=16,
+        chroma="gray",
+        sample_bits=16,
     ),
     FormatSpec(
         "exr16",
@@ -227,7 +237,8 @@ _ROWS = (
         False,
         "OpenEXR sequence, single-channel (Y) half-float matte, ZIP16 compression.",
         options=(("format", "half"), ("compression", "zip16")),
-        chroma="gray", sample_bits=16,
+        chroma="gray",
+        sample_bits=16,
     ),
     FormatSpec(
         "exr32",
@@ -240,7 +251,8 @@ _ROWS = (
         True,
         "OpenEXR sequence, single-channel (Y) 32-bit float matte, ZIP16 compression.",
         options=(("format", "float"), ("compression", "zip16")),
-        chroma="gray", sample_bits=32,
+        chroma="gray",
+        sample_bits=32,
     ),
     FormatSpec(
         "exr-layers",
@@ -253,7 +265,8 @@ _ROWS = (
         True,
         "OpenEXR sequence, one half-float channel per object (obj<id>.A), optionally the "
         "source's RGB in the same file; ZIP, PIZ, DWAA or no compression (OpenEXR library).",
-        chroma="gray", sample_bits=16,
+        chroma="gray",
+        sample_bits=16,
     ),
     FormatSpec(
         "preview",
@@ -269,7 +282,9 @@ _ROWS = (
         container="mp4",
         options=(("crf", "20"), ("preset", "veryfast")),
         audio=_AUDIO_MP4,
-        chroma="420", sample_bits=8, pad_to_even=True,
+        chroma="420",
+        sample_bits=8,
+        pad_to_even=True,
     ),
     FormatSpec(
         "composite",
@@ -285,7 +300,8 @@ _ROWS = (
         container="mov",
         options=(("profile", "3"), ("vendor", "apl0")),
         audio=_AUDIO_MOV,
-        chroma="422", sample_bits=10,
+        chroma="422",
+        sample_bits=10,
     ),
 )
 

@@ -23,8 +23,18 @@ from vosfx.errors import ConfigError
 
 JOB_VERSION = 1
 _JOB_KEYS = {
-    "version", "input", "output", "presets", "overrides", "prompts", "start", "end",
-    "overwrite", "fit", "objects", "fps",
+    "version",
+    "input",
+    "output",
+    "presets",
+    "overrides",
+    "prompts",
+    "start",
+    "end",
+    "overwrite",
+    "fit",
+    "objects",
+    "fps",
 }
 _PROMPT_KEYS = {"frame", "obj_id", "mask", "points", "labels", "box", "threshold"}
 
@@ -98,13 +108,13 @@ class Job:
 
 # --- validation: every field, each message naming it as the job file spells it ----------------
 
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_num(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int(value: Any, where: str, *, lo: int | None = None, hi: int | None = None) -> int:
@@ -130,8 +140,11 @@ def _path(value: Any, where: str) -> str:
 
 
 def _num_list(value: Any, n: int, where: str, shape: str) -> list[float]:
-    if (not isinstance(value, (list, tuple)) or len(value) != n
-            or not all(_is_num(v) for v in value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != n
+        or not all(_is_num(v) for v in value)
+    ):
         raise ConfigError(f"{where}: expected {shape} (finite numbers), found {value!r}")
     return [float(v) for v in value]
 
@@ -157,8 +170,9 @@ def _list(value: Any, where: str, what: str) -> list:
 def _unknown(data: dict, known: set[str], where: str) -> None:
     unknown = [k for k in data if k not in known]
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; "
-                          f"known: {sorted(known)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(map(str, unknown))}; known: {sorted(known)}"
+        )
 
 
 def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec:
@@ -171,8 +185,9 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
     )
     labels_raw = _list(data.get("labels", [1] * len(points)), f"{where}.labels", "0 or 1")
     if any(not _is_int(v) or v not in (0, 1) for v in labels_raw):
-        raise ConfigError(f"{where}.labels: expected 1 (positive) or 0 (negative) per point, "
-                          f"found {labels_raw!r}")
+        raise ConfigError(
+            f"{where}.labels: expected 1 (positive) or 0 (negative) per point, found {labels_raw!r}"
+        )
     labels = tuple(labels_raw)
     if len(labels) != len(points):
         raise ConfigError(f"{where}.labels: {len(points)} points but {len(labels)} labels")
@@ -189,8 +204,12 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
     if obj_id is not None:
         obj_id = _int(obj_id, f"{where}.obj_id", lo=1, hi=2**31 - 1)
     return PromptSpec(
-        frame=_int(data.get("frame", 0), f"{where}.frame", lo=0), obj_id=obj_id, mask=mask,
-        points=points, labels=labels, box=box,
+        frame=_int(data.get("frame", 0), f"{where}.frame", lo=0),
+        obj_id=obj_id,
+        mask=mask,
+        points=points,
+        labels=labels,
+        box=box,
         threshold=_int(data.get("threshold", 128), f"{where}.threshold", lo=0, hi=255),
     )
 
@@ -202,8 +221,7 @@ def _range(data: dict[str, Any]) -> tuple[int, int | None]:
     if end is not None:
         end = _int(end, "job.end", lo=1)
         if end <= start:
-            raise ConfigError(f"job.end: expected a frame after job.start ({start}), "
-                              f"found {end}")
+            raise ConfigError(f"job.end: expected a frame after job.start ({start}), found {end}")
     return start, end
 
 
@@ -212,8 +230,9 @@ def _objects(value: Any) -> tuple[int, ...] | None:
         return None
     items = _list(value, "job.objects", "object ids")
     if not items or not all(_is_int(o) and o >= 1 for o in items):
-        raise ConfigError(f"job.objects: expected a non-empty list of object ids >= 1, "
-                          f"found {value!r}")
+        raise ConfigError(
+            f"job.objects: expected a non-empty list of object ids >= 1, found {value!r}"
+        )
     return tuple(items)
 
 
@@ -229,13 +248,13 @@ def _presets(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
-        raise ConfigError(f"job.presets: expected a preset name or a list of them, "
-                          f"found {value!r}")
+        raise ConfigError(f"job.presets: expected a preset name or a list of them, found {value!r}")
     return value
 
 
-def job_from_dict(data: dict[str, Any], *, base: Path | None = None,
-                  cli_overrides: dict | None = None) -> Job:
+def job_from_dict(
+    data: dict[str, Any], *, base: Path | None = None, cli_overrides: dict | None = None
+) -> Job:
     """Validate a job description (JSON form) into a Job. Relative paths resolve against
     ``base`` (the job file's folder). Every field is checked; a bad one raises
     :class:`ConfigError` naming it (``job.start``, ``job.prompts[0].box``)."""
@@ -247,8 +266,9 @@ def job_from_dict(data: dict[str, Any], *, base: Path | None = None,
         raise ConfigError(f"job: expected a JSON object, found {type(data).__name__}")
     version = data.get("version", JOB_VERSION)
     if not _is_int(version) or version != JOB_VERSION:
-        raise ConfigError(f"job.version: {version!r} is not supported (this vosfx reads "
-                          f"{JOB_VERSION})")
+        raise ConfigError(
+            f"job.version: {version!r} is not supported (this vosfx reads {JOB_VERSION})"
+        )
     _unknown(data, _JOB_KEYS, "job")
     inp = _path(data.get("input"), "job.input")
     out = _path(data.get("output"), "job.output")
@@ -258,8 +278,9 @@ def job_from_dict(data: dict[str, Any], *, base: Path | None = None,
     presets = _presets(data.get("presets", []))
     overrides = data.get("overrides")
     if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError(f"job.overrides: expected an object of config sections, "
-                          f"found {overrides!r}")
+        raise ConfigError(
+            f"job.overrides: expected an object of config sections, found {overrides!r}"
+        )
     start, end = _range(data)
     specs = tuple(prompt_from_dict(p, f"job.prompts[{i}]", base) for i, p in enumerate(prompts))
     objects = _objects(data.get("objects"))
@@ -277,8 +298,17 @@ def job_from_dict(data: dict[str, Any], *, base: Path | None = None,
         return p if Path(p).is_absolute() else str(base / p)
 
     return Job(
-        input=rel(inp), output=rel(out), prompts=specs, config=config, presets=tuple(presets),
-        start=start, end=end, overwrite=overwrite, fit=fit, objects=objects, fps=fps,
+        input=rel(inp),
+        output=rel(out),
+        prompts=specs,
+        config=config,
+        presets=tuple(presets),
+        start=start,
+        end=end,
+        overwrite=overwrite,
+        fit=fit,
+        objects=objects,
+        fps=fps,
     )
 
 
@@ -289,8 +319,9 @@ def load_job_file(path: str | Path, *, cli_overrides: dict | None = None) -> Job
     except FileNotFoundError:
         raise ConfigError(f"job file {path} does not exist") from None
     except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, nesting too deep
-        raise ConfigError(f"job file {path}: expected UTF-8 JSON, found error "
-                          f"{type(err).__name__}: {err}") from None
+        raise ConfigError(
+            f"job file {path}: expected UTF-8 JSON, found error {type(err).__name__}: {err}"
+        ) from None
     except OSError as err:
         raise ConfigError(f"job file {path} cannot be read: {err.strerror or err}") from None
     return job_from_dict(data, base=path.parent, cli_overrides=cli_overrides)

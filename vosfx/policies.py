@@ -38,27 +38,42 @@ MEMORY_POLICIES: dict[str, PolicySpec] = {
     spec.name: spec
     for spec in (
         PolicySpec(
-            "sam2", "vosfx.engine.policies.sam2:Sam2Policy", (), False,
+            "sam2",
+            "vosfx.engine.policies.sam2:Sam2Policy",
+            (),
+            False,
             "SAM 2's own memory: prompted frames plus the last 6 frames, exactly as the "
             "official predictor.",
         ),
         PolicySpec(
-            "rcms", "vosfx.engine.policies.rcms:RcmsPolicy", _RCMS_OPTIONS, False,
+            "rcms",
+            "vosfx.engine.policies.rcms:RcmsPolicy",
+            _RCMS_OPTIONS,
+            False,
             "RCMS (MOSEv2): when the object disappears, reliable recent frames are promoted "
             "into conditioning memory so it is found again.",
         ),
         PolicySpec(
-            "rcms+shots", "vosfx.engine.policies.rcms:ShotAwarePolicy", _RCMS_OPTIONS, True,
+            "rcms+shots",
+            "vosfx.engine.policies.rcms:ShotAwarePolicy",
+            _RCMS_OPTIONS,
+            True,
             "RCMS plus shot cuts: at a cut, memory of the earlier shot stops being attended "
             "and the object's reliable frames of a returning shot are promoted.",
         ),
         PolicySpec(
-            "samurai", "vosfx.engine.policies.samurai:SamuraiPolicy", (), False,
+            "samurai",
+            "vosfx.engine.policies.samurai:SamuraiPolicy",
+            (),
+            False,
             "SAMURAI: a Kalman filter on the mask's box picks among the decoder's candidates; "
             "recent memory only from frames whose IoU, object and motion scores pass.",
         ),
         PolicySpec(
-            "dam4sam", "vosfx.engine.policies.dam4sam:Dam4samPolicy", (), False,
+            "dam4sam",
+            "vosfx.engine.policies.dam4sam:Dam4samPolicy",
+            (),
+            False,
             "DAM4SAM: confident frames with a distractor nearby join a distractor-resolving "
             "memory; recent memory every 5th frame where the object is visible.",
         ),

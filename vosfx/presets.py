@@ -78,9 +78,7 @@ def load_preset(name: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     preset's own values win over the one it extends)."""
     sources = _sources()
     if name not in sources:
-        raise ConfigError(
-            f"unknown preset {name!r}; available: {', '.join(sorted(sources))}"
-        )
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(sorted(sources))}")
     if name in _chain:
         raise ConfigError(f"preset {name!r} extends itself: {' -> '.join(_chain + (name,))}")
     text, source = sources[name]

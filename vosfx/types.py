@@ -121,9 +121,16 @@ class MaskResult:
         torch's ``interpolate(..., align_corners=False)`` that SAM 2 uses)."""
         import cv2
 
-        return np.stack(
-            [cv2.resize(lg, (width, height), interpolation=cv2.INTER_LINEAR) for lg in self.logits]
-        ) if len(self.logits) else np.zeros((0, height, width), np.float32)
+        return (
+            np.stack(
+                [
+                    cv2.resize(lg, (width, height), interpolation=cv2.INTER_LINEAR)
+                    for lg in self.logits
+                ]
+            )
+            if len(self.logits)
+            else np.zeros((0, height, width), np.float32)
+        )
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ def parse_points(text):
         try:
             x, y = (float(v) for v in token.lstrip("+-").split(","))
         except ValueError:
-            raise ValueError(f"a point is x,y in source pixels (e.g. 420,300), found {token!r}"
-                             ) from None
+            raise ValueError(
+                f"a point is x,y in source pixels (e.g. 420,300), found {token!r}"
+            ) from None
         points.append([x, y])
         labels.append(0 if token.startswith("-") else 1)
     return points, labels
@@ -74,8 +75,17 @@ def load_command(folder, default=None):
     return list(default or ["vosfx"])
 
 
-def build_job(input_path, output, prompts, start=0, end=None, presets=("prores4444",),
-              overrides=None, overwrite=False, extra_formats=()):
+def build_job(
+    input_path,
+    output,
+    prompts,
+    start=0,
+    end=None,
+    presets=("prores4444",),
+    overrides=None,
+    overwrite=False,
+    extra_formats=(),
+):
     """A version-1 job description (a dict ready for JSON).
 
     ``prompts``: list of dicts, each ``{"frame": int, "mask": path}`` or ``{"frame": int,
@@ -164,12 +174,20 @@ class VosfxProcess:
         if sys.platform == "win32":  # no console window popping up over the editor
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
         self.proc = subprocess.Popen(
-            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=self.env, creationflags=flags,
-            universal_newlines=True, encoding="utf-8", errors="replace",
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            creationflags=flags,
+            universal_newlines=True,
+            encoding="utf-8",
+            errors="replace",
         )
-        for target, stream in ((self._read_stdout, self.proc.stdout),
-                               (self._read_stderr, self.proc.stderr)):
+        for target, stream in (
+            (self._read_stdout, self.proc.stdout),
+            (self._read_stderr, self.proc.stderr),
+        ):
             t = threading.Thread(target=target, args=(stream,), daemon=True)
             t.start()
             self._threads.append(t)
@@ -255,7 +273,7 @@ def run(command, job_path, on_event=None, should_cancel=None, env=None, poll_s=0
 
 
 class StudioPick:
-    """"Pick in vosfx studio": open the studio page on ``clip``'s source frames [start, end)
+    """ "Pick in vosfx studio": open the studio page on ``clip``'s source frames [start, end)
     at ``frame``; when the user presses Done the studio writes the job and exits 0. Like
     :class:`VosfxProcess`: ``start()``, ``running``, ``cancel()``, then ``picked()`` for the
     job (a dict, mask paths made absolute) or None when the page was closed without Done.
@@ -272,8 +290,17 @@ class StudioPick:
         self.folder = folder or tempfile.mkdtemp(prefix="vosfx_pick_")
         self.job_path = os.path.join(self.folder, "picked.json")
         self.args = list(command) + [
-            "studio", str(clip), "--start", str(int(start)), "--end", str(int(end)),
-            "--frame", str(int(frame)), "--done-job", self.job_path]
+            "studio",
+            str(clip),
+            "--start",
+            str(int(start)),
+            "--end",
+            str(int(end)),
+            "--frame",
+            str(int(frame)),
+            "--done-job",
+            self.job_path,
+        ]
         self.env = env
         self.proc = None
         self.stderr = ""
@@ -283,9 +310,16 @@ class StudioPick:
         if sys.platform == "win32":
             flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
         self.proc = subprocess.Popen(
-            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=self.env, creationflags=flags,
-            universal_newlines=True, encoding="utf-8", errors="replace")
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            creationflags=flags,
+            universal_newlines=True,
+            encoding="utf-8",
+            errors="replace",
+        )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         return self
@@ -336,21 +370,34 @@ class StudioPick:
         return f"vosfx studio exited with {code} ({what})" + (": " + tail[0] if tail else "")
 
 
-def job_from_pick(picked, output, presets=("prores4444",), overwrite=False, extra_formats=(),
-                  output_overrides=None):
+def job_from_pick(
+    picked,
+    output,
+    presets=("prores4444",),
+    overwrite=False,
+    extra_formats=(),
+    output_overrides=None,
+):
     """The host's render job from a studio pick: its prompts, range and finishing (model,
     memory and refine settings), with the host's own output, format presets and extras (the
     studio's output section is dropped, so the host's presets decide the files)."""
     overrides = {k: v for k, v in (picked.get("overrides") or {}).items() if k != "output"}
     if output_overrides:
         overrides["output"] = dict(output_overrides)
-    return build_job(picked["input"], output, picked["prompts"], start=picked.get("start", 0),
-                     end=picked.get("end"), presets=presets, overrides=overrides,
-                     overwrite=overwrite, extra_formats=extra_formats)
+    return build_job(
+        picked["input"],
+        output,
+        picked["prompts"],
+        start=picked.get("start", 0),
+        end=picked.get("end"),
+        presets=presets,
+        overrides=overrides,
+        overwrite=overwrite,
+        extra_formats=extra_formats,
+    )
 
 
-def pick_in_studio(command, clip, start, end, frame, env=None, should_cancel=None,
-                   poll_s=0.2):
+def pick_in_studio(command, clip, start, end, frame, env=None, should_cancel=None, poll_s=0.2):
     """Blocking helper: open the studio, wait for Done. Returns (job dict or None, message)."""
     pick = StudioPick(command, clip, start, end, frame, env=env).start()
     try:

@@ -18,5 +18,9 @@ sys.path.insert(0, SUPPORT_DIR)
 from vosfx_resolve.app import main
 
 # Resolve's script runner defines `resolve`, `fusion` and `bmd` as globals.
-main(resolve=globals().get("resolve"), fusion=globals().get("fusion"), bmd=globals().get("bmd"),
-     support_dir=SUPPORT_DIR)
+main(
+    resolve=globals().get("resolve"),
+    fusion=globals().get("fusion"),
+    bmd=globals().get("bmd"),
+    support_dir=SUPPORT_DIR,
+)

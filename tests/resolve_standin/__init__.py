@@ -12,8 +12,14 @@ from __future__ import annotations
 import os
 
 TRACK_TYPES = ("video", "audio", "subtitle")
-CLIP_INFO_KEYS = {"mediaPoolItem", "startFrame", "endFrame", "mediaType", "trackIndex",
-                  "recordFrame"}
+CLIP_INFO_KEYS = {
+    "mediaPoolItem",
+    "startFrame",
+    "endFrame",
+    "mediaType",
+    "trackIndex",
+    "recordFrame",
+}
 
 
 class _Recorded:
@@ -124,10 +130,19 @@ class MediaPool(_Recorded):
             if unknown or not isinstance(mpi, MediaPoolItem):
                 return []
             first, last = info.get("startFrame", 0), info.get("endFrame", mpi.frames - 1)
-            if not 0 <= first <= last < mpi.frames or info.get("trackIndex", 1) > self.timeline.tracks:
+            if (
+                not 0 <= first <= last < mpi.frames
+                or info.get("trackIndex", 1) > self.timeline.tracks
+            ):
                 return []
-            item = TimelineItem(self._log, mpi, info["recordFrame"], last - first + 1, first,
-                                info.get("trackIndex", 1))
+            item = TimelineItem(
+                self._log,
+                mpi,
+                info["recordFrame"],
+                last - first + 1,
+                first,
+                info.get("trackIndex", 1),
+            )
             self.timeline.items.append(item)
             placed.append(item)
         return placed

@@ -86,7 +86,13 @@ class Window:
 
 class UIDispatcher:
     def __init__(self, ui: UIManager, driver):
-        self.ui, self.driver, self.On, self.window, self.exited = ui, driver, _Handlers(), None, False
+        self.ui, self.driver, self.On, self.window, self.exited = (
+            ui,
+            driver,
+            _Handlers(),
+            None,
+            False,
+        )
 
     def AddWindow(self, props, layout):
         self.window = Window(self.ui, props)

@@ -15,5 +15,11 @@ from vosfx.batch.coordinator import (
     run_batch,
 )
 
-__all__ = ["BatchProgress", "BatchReport", "JobResult", "format_summary", "make_executor",
-           "run_batch"]
+__all__ = [
+    "BatchProgress",
+    "BatchReport",
+    "JobResult",
+    "format_summary",
+    "make_executor",
+    "run_batch",
+]

@@ -50,9 +50,14 @@ def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     if original is not None:
         services.resolve_ip_for_localhost = lambda host: host
     try:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
-                 include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 **kwargs)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            **kwargs,
+        )
     finally:
         if original is not None:
             services.resolve_ip_for_localhost = original
@@ -87,9 +92,16 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str = "local", *, workers: int | None = None,
-                 engine_factory: Any = None, max_task_retries: int = 0,
-                 num_cpus: int | None = None, runtime_env: dict | None = None) -> None:
+    def __init__(
+        self,
+        address: str = "local",
+        *,
+        workers: int | None = None,
+        engine_factory: Any = None,
+        max_task_retries: int = 0,
+        num_cpus: int | None = None,
+        runtime_env: dict | None = None,
+    ) -> None:
         self.address, self.requested = address, workers
         self.factory, self.retries = engine_factory, max_task_retries
         self.num_cpus, self.runtime_env = num_cpus, runtime_env
@@ -106,8 +118,7 @@ class RayExecutor:
             if self.address == "local":
                 init_local_ray(self.num_cpus or self.requested, runtime_env=self.runtime_env)
             else:
-                ray.init(address=self.address, runtime_env=self.runtime_env,
-                         log_to_driver=False)
+                ray.init(address=self.address, runtime_env=self.runtime_env, log_to_driver=False)
             self._owns_ray = True
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
@@ -115,8 +126,8 @@ class RayExecutor:
         if n < 1:
             raise BatchError(f"expected at least 1 Ray worker, found {n}")
         actor_cls = ray.remote(_RayWorker).options(
-            num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=-1,
-            max_task_retries=self.retries)
+            num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=-1, max_task_retries=self.retries
+        )
         self.actors = [actor_cls.remote(self.factory) for _ in range(n)]
         # also waits until every actor is up, so a worker that cannot start fails here
         self.pids = ray.get([a.pid.remote() for a in self.actors])
@@ -134,15 +145,16 @@ class RayExecutor:
 
     def running(self) -> dict[str, int]:
         """job id -> the pid its actor had at start-up (a restarted actor has a new one)."""
-        return {task.job_id: self.pids[self.actors.index(actor)]
-                for actor, task in self.inflight.values()}
+        return {
+            task.job_id: self.pids[self.actors.index(actor)]
+            for actor, task in self.inflight.values()
+        }
 
     def wait(self, timeout_s: float) -> list[tuple]:
         ray = _import_ray()
         if not self.inflight:
             return []
-        ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight),
-                            timeout=timeout_s)
+        ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout_s)
         events = []
         for ref in ready:
             actor, task = self.inflight.pop(ref)
@@ -150,13 +162,23 @@ class RayExecutor:
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayActorError as err:
-                outcome = JobOutcome(task.job_id, "failed", kind="worker-died",
-                                     reason=f"Ray worker died {self.retries + 1} time(s) "
-                                            f"on this job: {str(err).splitlines()[0]}",
-                                     attempt=task.attempt + self.retries)
+                outcome = JobOutcome(
+                    task.job_id,
+                    "failed",
+                    kind="worker-died",
+                    reason=f"Ray worker died {self.retries + 1} time(s) "
+                    f"on this job: {str(err).splitlines()[0]}",
+                    attempt=task.attempt + self.retries,
+                )
             except ray.exceptions.RayError as err:
-                outcome = JobOutcome(task.job_id, "failed", kind="exception", transient=True,
-                                     reason=str(err).splitlines()[0], attempt=task.attempt)
+                outcome = JobOutcome(
+                    task.job_id,
+                    "failed",
+                    kind="exception",
+                    transient=True,
+                    reason=str(err).splitlines()[0],
+                    attempt=task.attempt,
+                )
             events.append(("finished", outcome))
         return events
 

@@ -43,9 +43,16 @@ class JobResult:
     worker: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job": self.job_id, "status": self.status, "frames": self.frames,
-                "seconds": round(self.elapsed_s, 3), "reason": self.reason,
-                "attempts": self.attempts, "outputs": list(self.outputs), "worker": self.worker}
+        return {
+            "job": self.job_id,
+            "status": self.status,
+            "frames": self.frames,
+            "seconds": round(self.elapsed_s, 3),
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "outputs": list(self.outputs),
+            "worker": self.worker,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,18 +79,27 @@ class BatchReport:
         return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"jobs": [r.to_dict() for r in self.results], "ok": self.count("ok"),
-                "skipped": self.count("skipped"), "failed": self.count("failed"),
-                "frames": self.frames, "elapsed_s": round(self.elapsed_s, 3),
-                "fps": round(self.fps, 3), "executor": self.executor, "workers": self.workers,
-                "state_dir": self.state_dir}
+        return {
+            "jobs": [r.to_dict() for r in self.results],
+            "ok": self.count("ok"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "frames": self.frames,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "fps": round(self.fps, 3),
+            "executor": self.executor,
+            "workers": self.workers,
+            "state_dir": self.state_dir,
+        }
 
     def raise_for_failures(self) -> None:
         if self.failed:
             names = ", ".join(r.job_id for r in self.failed[:10])
             more = "" if len(self.failed) <= 10 else f" and {len(self.failed) - 10} more"
-            raise BatchError(f"{len(self.failed)} of {len(self.results)} job(s) failed: "
-                             f"{names}{more} (see the summary and {self.state_dir}/logs)")
+            raise BatchError(
+                f"{len(self.failed)} of {len(self.results)} job(s) failed: "
+                f"{names}{more} (see the summary and {self.state_dir}/logs)"
+            )
 
 
 @dataclass(frozen=True)
@@ -112,19 +128,25 @@ def format_summary(report: BatchReport) -> str:
             reason = f"[{r.attempts} attempts] {reason}".strip()
         rows.append((r.job_id, r.status, str(r.frames), f"{r.elapsed_s:.1f}", reason[:100]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
-             for row in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 6)
     lines.append(
         f"{report.count('ok')} ok, {report.count('skipped')} skipped, "
         f"{report.count('failed')} failed; {report.frames} frames in {report.elapsed_s:.1f} s "
-        f"({report.fps:.2f} fps, {report.workers} {report.executor} worker(s))")
+        f"({report.fps:.2f} fps, {report.workers} {report.executor} worker(s))"
+    )
     return "\n".join(lines)
 
 
-def make_executor(kind: str = "local", *, workers: int | None = None, engine_factory: Any = None,
-                  gpus: list[str] | None = None, ray_address: str | None = None,
-                  retry: int = 0):
+def make_executor(
+    kind: str = "local",
+    *,
+    workers: int | None = None,
+    engine_factory: Any = None,
+    gpus: list[str] | None = None,
+    ray_address: str | None = None,
+    retry: int = 0,
+):
     """``inline`` | ``local`` | ``ray`` -> an executor (see :mod:`vosfx.batch.local`)."""
     if kind == "inline":
         from vosfx.batch.local import InlineExecutor
@@ -137,16 +159,26 @@ def make_executor(kind: str = "local", *, workers: int | None = None, engine_fac
     if kind == "ray":
         from vosfx.batch.cluster import RayExecutor
 
-        return RayExecutor(ray_address or "local", workers=workers, engine_factory=engine_factory,
-                           max_task_retries=retry)
+        return RayExecutor(
+            ray_address or "local",
+            workers=workers,
+            engine_factory=engine_factory,
+            max_task_retries=retry,
+        )
     raise BatchError(f"executor: expected inline, local or ray, found {kind!r}")
 
 
-def run_batch(manifest: Manifest | str | Path, *, executor: Any = "local",
-              workers: int | None = None, engine_factory: Any = None, retry: int = 0,
-              state_dir: str | Path | None = None,
-              on_progress: Callable[[BatchProgress], None] | None = None,
-              **manifest_options: Any) -> BatchReport:
+def run_batch(
+    manifest: Manifest | str | Path,
+    *,
+    executor: Any = "local",
+    workers: int | None = None,
+    engine_factory: Any = None,
+    retry: int = 0,
+    state_dir: str | Path | None = None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    **manifest_options: Any,
+) -> BatchReport:
     """Run every job of ``manifest`` that is not already done; return the report (failed jobs
     do not raise: see :meth:`BatchReport.raise_for_failures`).
 
@@ -165,8 +197,9 @@ def run_batch(manifest: Manifest | str | Path, *, executor: Any = "local",
         manifest = load_manifest(manifest, **manifest_options)
     state = BatchState(state_dir or manifest.default_state_dir()).open()
     if isinstance(executor, str):
-        executor = make_executor(executor, workers=workers, engine_factory=engine_factory,
-                                 retry=retry)
+        executor = make_executor(
+            executor, workers=workers, engine_factory=engine_factory, retry=retry
+        )
     run = _Coordinator(manifest, state, executor, retry, on_progress)
     return run.run()
 
@@ -197,8 +230,11 @@ class _Coordinator:
             self.executor.close()
         report = BatchReport(
             tuple(self.results[bj.id] for bj in self.manifest.jobs),
-            time.perf_counter() - self.t0, getattr(self.executor, "name", "custom"),
-            getattr(self.executor, "workers", 1), str(self.state.dir))
+            time.perf_counter() - self.t0,
+            getattr(self.executor, "name", "custom"),
+            getattr(self.executor, "workers", 1),
+            str(self.state.dir),
+        )
         self._emit("done")
         return report
 
@@ -215,13 +251,16 @@ class _Coordinator:
             if not decision.run:
                 entry = self.state.jobs.get(bj.id, {})
                 self.results[bj.id] = JobResult(
-                    bj.id, "skipped", frames=entry.get("frames", 0), reason=decision.reason,
-                    outputs=tuple(entry.get("outputs", ())))
+                    bj.id,
+                    "skipped",
+                    frames=entry.get("frames", 0),
+                    reason=decision.reason,
+                    outputs=tuple(entry.get("outputs", ())),
+                )
                 continue
             job = with_overwrite(bj, decision.overwrite).job
             self.pending.append(Task(bj.id, job, digest, 1, str(self.state.log_path(bj.id))))
-        self._emit("plan", message=f"{len(self.pending)} to run, "
-                                   f"{len(self.results)} already done")
+        self._emit("plan", message=f"{len(self.pending)} to run, {len(self.results)} already done")
 
     def _dispatch(self) -> None:
         from vosfx.batch.state import absent_paths
@@ -231,8 +270,14 @@ class _Coordinator:
             entry = self.state.jobs.get(task.job_id, {})
             # paths absent now and written later are this batch's: a redo may replace them
             fresh = sorted(set(entry.get("fresh", [])) | set(absent_paths(task.job)))
-            self.state.update(task.job_id, status="running", hash=task.job_hash,
-                              attempt=task.attempt, fresh=fresh, input=task.job.input)
+            self.state.update(
+                task.job_id,
+                status="running",
+                hash=task.job_hash,
+                attempt=task.attempt,
+                fresh=fresh,
+                input=task.job.input,
+            )
             self.running[task.job_id] = (0, 0)
             self.tasks[task.job_id] = task
             self.executor.submit(task)
@@ -253,15 +298,31 @@ class _Coordinator:
         if outcome.status != "ok" and outcome.transient and outcome.attempt <= self.retry:
             task = self.tasks[outcome.job_id]
             append_log(task_log, f"retrying after: {outcome.reason}\n")
-            self.pending.append(replace(task, job=self._retry_job(task), attempt=outcome.attempt + 1))
+            self.pending.append(
+                replace(task, job=self._retry_job(task), attempt=outcome.attempt + 1)
+            )
             self._emit("progress", message=f"{task.job_id}: retrying ({outcome.reason})")
             return
-        result = JobResult(outcome.job_id, outcome.status, outcome.frames, outcome.elapsed_s,
-                           outcome.reason, outcome.attempt, outcome.outputs, outcome.worker)
-        self.state.update(outcome.job_id, status=outcome.status, frames=outcome.frames,
-                          outputs=list(outcome.outputs), sidecars=list(outcome.sidecars),
-                          reason=outcome.reason, kind=outcome.kind,
-                          elapsed_s=round(outcome.elapsed_s, 3))
+        result = JobResult(
+            outcome.job_id,
+            outcome.status,
+            outcome.frames,
+            outcome.elapsed_s,
+            outcome.reason,
+            outcome.attempt,
+            outcome.outputs,
+            outcome.worker,
+        )
+        self.state.update(
+            outcome.job_id,
+            status=outcome.status,
+            frames=outcome.frames,
+            outputs=list(outcome.outputs),
+            sidecars=list(outcome.sidecars),
+            reason=outcome.reason,
+            kind=outcome.kind,
+            elapsed_s=round(outcome.elapsed_s, 3),
+        )
         self._finish(outcome.job_id, result)
 
     def _retry_job(self, task: Task):
@@ -295,7 +356,17 @@ class _Coordinator:
         if fps > 0 and mean is not None:
             left = sum(max(t - d, 0) if t else mean for d, t in self.running.values())
             eta = (left + len(self.pending) * mean) / fps
-        self.on_progress(BatchProgress(
-            event, len(self.results), len(self.manifest.jobs),
-            sum(1 for r in self.results.values() if r.status == "failed"), frames, fps, eta,
-            dict(self.running), result, message))
+        self.on_progress(
+            BatchProgress(
+                event,
+                len(self.results),
+                len(self.manifest.jobs),
+                sum(1 for r in self.results.values() if r.status == "failed"),
+                frames,
+                fps,
+                eta,
+                dict(self.running),
+                result,
+                message,
+            )
+        )

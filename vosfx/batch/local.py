@@ -52,15 +52,17 @@ def detect_gpus() -> list[str]:
     if exe is None:
         return []
     try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10,
-                             check=False).stdout
+        out = subprocess.run(
+            [exe, "-L"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
-def worker_envs(workers: int | None, gpus: list[str] | None = None,
-                threads: int | None = None) -> list[dict[str, str]]:
+def worker_envs(
+    workers: int | None, gpus: list[str] | None = None, threads: int | None = None
+) -> list[dict[str, str]]:
     """Environment per worker: one per GPU (its ``CUDA_VISIBLE_DEVICES``), else ``workers``
     CPU workers that split the cores between them (``OMP_NUM_THREADS`` and friends), so two
     workers on a 2-core machine do not each start 2 threads."""
@@ -121,8 +123,14 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, *, engine_factory: Any = None,
-                 gpus: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        engine_factory: Any = None,
+        gpus: list[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
         self.envs = worker_envs(workers, gpus, threads)
         self.workers = len(self.envs)
         self.factory = engine_factory
@@ -140,8 +148,12 @@ class LocalExecutor:
     def _spawn(self, wid: int) -> None:
         assert self.ctx is not None  # started
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=worker_main, name=f"vosfx-batch-{wid}", daemon=True,
-                                args=(child, self.factory, self.envs[wid], os.getpid()))
+        proc = self.ctx.Process(
+            target=worker_main,
+            name=f"vosfx-batch-{wid}",
+            daemon=True,
+            args=(child, self.factory, self.envs[wid], os.getpid()),
+        )
         proc.start()
         child.close()
         self.pool[wid] = _Worker(wid, proc, parent)
@@ -194,10 +206,20 @@ class LocalExecutor:
         events = []
         if w.task is not None:
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-            events.append(("finished", JobOutcome(
-                w.task.job_id, "failed", kind="worker-died", transient=True,
-                reason=f"worker process {w.proc.pid} died mid-job ({how})",
-                attempt=w.task.attempt, worker=f"local:{w.proc.pid}")))
+            events.append(
+                (
+                    "finished",
+                    JobOutcome(
+                        w.task.job_id,
+                        "failed",
+                        kind="worker-died",
+                        transient=True,
+                        reason=f"worker process {w.proc.pid} died mid-job ({how})",
+                        attempt=w.task.attempt,
+                        worker=f"local:{w.proc.pid}",
+                    ),
+                )
+            )
         del self.pool[w.wid]
         self._spawn(w.wid)
         return events

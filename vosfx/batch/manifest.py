@@ -39,13 +39,38 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _ROW_KEYS = {
-    "id", "input", "output", "presets", "preset", "overrides", "prompts", "mask", "mask_frame",
-    "start", "end", "overwrite", "fit", "objects", "fps",
+    "id",
+    "input",
+    "output",
+    "presets",
+    "preset",
+    "overrides",
+    "prompts",
+    "mask",
+    "mask_frame",
+    "start",
+    "end",
+    "overwrite",
+    "fit",
+    "objects",
+    "fps",
 }
 _TOML_TOP_KEYS = {"version", "defaults", "jobs"}
 _TEMPLATE_FIELDS = {"stem", "name", "ext", "parent", "id", "index", "preset", "obj"}
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mxf", ".m4v", ".mpg", ".mpeg",
-                    ".ts", ".mts", ".y4m")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mov",
+    ".mkv",
+    ".avi",
+    ".webm",
+    ".mxf",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".y4m",
+)
 DEFAULT_MASK_RULE = "{stem}.mask.png"
 # One error list line per problem; past this many the rest are counted, not listed (a wrong
 # template over 500 clips would otherwise print 500 near-identical lines).
@@ -77,8 +102,13 @@ class Manifest:
         return folder / ".vosfx-batch" / self.path.name
 
 
-def load_manifest(path: str | Path, *, defaults: dict[str, Any] | None = None,
-                  mask_rule: str = DEFAULT_MASK_RULE, allow_missing: bool = False) -> Manifest:
+def load_manifest(
+    path: str | Path,
+    *,
+    defaults: dict[str, Any] | None = None,
+    mask_rule: str = DEFAULT_MASK_RULE,
+    allow_missing: bool = False,
+) -> Manifest:
     """Read and validate a manifest file or a folder of clips.
 
     ``defaults``: row keys used where a row has none (the CLI's ``--output``/``--preset``);
@@ -95,8 +125,10 @@ def load_manifest(path: str | Path, *, defaults: dict[str, Any] | None = None,
         rows = _read_rows(path)
         base = path.parent
     else:
-        raise BatchError(f"manifest {path} does not exist (expected a .toml, .csv or .jsonl "
-                         "file, or a folder of clips)")
+        raise BatchError(
+            f"manifest {path} does not exist (expected a .toml, .csv or .jsonl "
+            "file, or a folder of clips)"
+        )
     file_defaults: dict[str, Any] = {}
     if rows and rows[0][0] == "defaults":
         file_defaults = rows.pop(0)[1]
@@ -105,8 +137,14 @@ def load_manifest(path: str | Path, *, defaults: dict[str, Any] | None = None,
     return build_manifest(path, base, rows, merged, allow_missing=allow_missing)
 
 
-def build_manifest(path: Path, base: Path, rows: list[tuple[str, dict[str, Any]]],
-                   defaults: dict[str, Any], *, allow_missing: bool = False) -> Manifest:
+def build_manifest(
+    path: Path,
+    base: Path,
+    rows: list[tuple[str, dict[str, Any]]],
+    defaults: dict[str, Any],
+    *,
+    allow_missing: bool = False,
+) -> Manifest:
     """Rows ``(where, row dict)`` -> a validated Manifest (see :func:`load_manifest`)."""
     errors: list[str] = []
     if not rows:
@@ -125,12 +163,14 @@ def build_manifest(path: Path, base: Path, rows: list[tuple[str, dict[str, Any]]
         more = len(errors) - len(shown)
         raise BatchError(
             f"manifest {path}: {len(errors)} problem(s); nothing was run:\n  "
-            + "\n  ".join(shown) + (f"\n  ... and {more} more" if more else "")
+            + "\n  ".join(shown)
+            + (f"\n  ... and {more} more" if more else "")
         )
     return Manifest(path, tuple(jobs))
 
 
 # --- reading the three file forms -------------------------------------------------------------
+
 
 def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     suffix = path.suffix.lower()
@@ -144,8 +184,9 @@ def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
         return _csv_rows(text, path.name)
     if suffix in (".jsonl", ".ndjson", ".json"):
         return _jsonl_rows(text, path.name)
-    raise BatchError(f"manifest {path}: expected a .toml, .csv or .jsonl file, found "
-                     f"{suffix or 'no extension'}")
+    raise BatchError(
+        f"manifest {path}: expected a .toml, .csv or .jsonl file, found {suffix or 'no extension'}"
+    )
 
 
 def _toml_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
@@ -155,11 +196,14 @@ def _toml_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
         raise BatchError(f"manifest {name}: not valid TOML ({err})") from None
     unknown = set(data) - _TOML_TOP_KEYS
     if unknown:
-        raise BatchError(f"manifest {name}: unknown top-level key(s) {sorted(unknown)}; "
-                         f"known: {sorted(_TOML_TOP_KEYS)}")
+        raise BatchError(
+            f"manifest {name}: unknown top-level key(s) {sorted(unknown)}; "
+            f"known: {sorted(_TOML_TOP_KEYS)}"
+        )
     if data.get("version", 1) != 1:
-        raise BatchError(f"manifest {name}: version {data['version']!r} is not supported "
-                         "(this vosfx reads 1)")
+        raise BatchError(
+            f"manifest {name}: version {data['version']!r} is not supported (this vosfx reads 1)"
+        )
     jobs = data.get("jobs")
     if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
         raise BatchError(f"manifest {name}: expected [[jobs]] tables, found {jobs!r}")
@@ -229,17 +273,22 @@ def _scalar(cell: str) -> Any:
         return cell
 
 
-def folder_rows(folder: Path, mask_rule: str = DEFAULT_MASK_RULE
-                ) -> list[tuple[str, dict[str, Any]]]:
+def folder_rows(
+    folder: Path, mask_rule: str = DEFAULT_MASK_RULE
+) -> list[tuple[str, dict[str, Any]]]:
     """One row per video file in ``folder`` (not recursive), its mask named by ``mask_rule``
     (``clip.mp4`` <-> ``clip.mask.png`` by default). A missing mask is reported by validation."""
     bad = _template_fields(mask_rule) - {"stem", "name", "ext"}
     if bad:
-        raise BatchError(f"mask rule {mask_rule!r}: unknown field(s) {sorted(bad)}; "
-                         "known: {stem}, {name}, {ext}")
-    clips = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-                   and not p.name.startswith("."))
+        raise BatchError(
+            f"mask rule {mask_rule!r}: unknown field(s) {sorted(bad)}; "
+            "known: {stem}, {name}, {ext}"
+        )
+    clips = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
+    )
     if not clips:
         raise BatchError(f"folder {folder}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
     rows = []
@@ -250,6 +299,7 @@ def folder_rows(folder: Path, mask_rule: str = DEFAULT_MASK_RULE
 
 
 # --- ids, templates, jobs ---------------------------------------------------------------------
+
 
 def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "job"
@@ -290,8 +340,11 @@ def _input_stem(path: str) -> str:
 
 def _template_fields(template: str) -> set[str]:
     try:
-        return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(template)
-                if f is not None}
+        return {
+            f.split(".")[0].split("[")[0]
+            for _, f, _, _ in string.Formatter().parse(template)
+            if f is not None
+        }
     except ValueError as err:
         raise ConfigError(f"template {template!r}: {err}") from None
 
@@ -301,19 +354,26 @@ class _KeepObj(dict):
         return "{" + key + "}"
 
 
-def expand_template(template: str, *, input_path: str, job_id: str, index: int,
-                    presets: tuple[str, ...]) -> str:
+def expand_template(
+    template: str, *, input_path: str, job_id: str, index: int, presets: tuple[str, ...]
+) -> str:
     """Fill an output path template. ``{obj}`` stays for the pipeline. Raises ConfigError for
     an unknown field or a bad format spec."""
     fields = _template_fields(template)
     unknown = fields - _TEMPLATE_FIELDS
     if unknown:
-        raise ConfigError(f"output template {template!r}: unknown field(s) "
-                          f"{sorted(unknown)}; known: " + ", ".join(sorted(_TEMPLATE_FIELDS)))
+        raise ConfigError(
+            f"output template {template!r}: unknown field(s) "
+            f"{sorted(unknown)}; known: " + ", ".join(sorted(_TEMPLATE_FIELDS))
+        )
     p = Path(input_path.split("%")[0]) if "%" in input_path else Path(input_path)
     values = _KeepObj(
-        stem=_input_stem(input_path), name=p.name, ext=p.suffix.lstrip("."),
-        parent=p.parent.name, id=job_id, index=index,
+        stem=_input_stem(input_path),
+        name=p.name,
+        ext=p.suffix.lstrip("."),
+        parent=p.parent.name,
+        id=job_id,
+        index=index,
         preset="+".join(presets) if presets else "default",
     )
     try:
@@ -322,12 +382,20 @@ def expand_template(template: str, *, input_path: str, job_id: str, index: int,
         raise ConfigError(f"output template {template!r}: {err}") from None
 
 
-def _row_job(row: dict[str, Any], where: str, base: Path, job_id: str, index: int,
-             errors: list[str], allow_missing: bool) -> Job | None:
+def _row_job(
+    row: dict[str, Any],
+    where: str,
+    base: Path,
+    job_id: str,
+    index: int,
+    errors: list[str],
+    allow_missing: bool,
+) -> Job | None:
     unknown = set(row) - _ROW_KEYS
     if unknown:
-        errors.append(f"{where}: unknown key(s) {sorted(unknown)}; known: "
-                      + ", ".join(sorted(_ROW_KEYS)))
+        errors.append(
+            f"{where}: unknown key(s) {sorted(unknown)}; known: " + ", ".join(sorted(_ROW_KEYS))
+        )
         return None
     data = {k: v for k, v in row.items() if k not in ("id", "preset", "mask", "mask_frame")}
     if "preset" in row and "presets" not in row:
@@ -343,15 +411,17 @@ def _row_job(row: dict[str, Any], where: str, base: Path, job_id: str, index: in
         errors.append(f"{where}: no 'output' (give one per row, in [defaults] or --output)")
         return None
     try:
-        data["output"] = expand_template(data["output"], input_path=data["input"],
-                                         job_id=job_id, index=index, presets=presets)
+        data["output"] = expand_template(
+            data["output"], input_path=data["input"], job_id=job_id, index=index, presets=presets
+        )
         job = job_from_dict(data, base=base)
     except VosfxError as err:
         errors.append(f"{where}: {err}")
         return None
     if "{obj}" in job.output and job.config.output.objects != "each":
-        errors.append(f"{where}: output {job.output!r} uses {{obj}}, which needs "
-                      "[output] objects = \"each\"")
+        errors.append(
+            f'{where}: output {job.output!r} uses {{obj}}, which needs [output] objects = "each"'
+        )
     if not allow_missing and not _input_exists(job.input):
         errors.append(f"{where}: input {job.input} does not exist")
     for p in job.prompts:
@@ -399,8 +469,9 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
                 errors.append(f"{bj.where}: output {path} is also written by {owner[key]}")
             owner.setdefault(key, bj.where)
             if key in inputs:
-                errors.append(f"{bj.where}: output {path} would overwrite the input of "
-                              f"{inputs[key]}")
+                errors.append(
+                    f"{bj.where}: output {path} would overwrite the input of {inputs[key]}"
+                )
 
 
 def with_overwrite(bjob: BatchJob, overwrite: bool) -> BatchJob:

@@ -102,8 +102,10 @@ def job_hash(job: Job) -> str:
     """sha256 (hex) over everything that changes ``job``'s outputs (see the module doc)."""
     described = job.to_dict()
     described.pop("overwrite", None)
-    prompts = [file_fingerprint(p.mask)["sha256"] if p.mask and Path(p.mask).is_file()
-               else None for p in job.prompts]
+    prompts = [
+        file_fingerprint(p.mask)["sha256"] if p.mask and Path(p.mask).is_file() else None
+        for p in job.prompts
+    ]
     payload = {
         "job": described,
         "input": input_fingerprint(job.input),
@@ -128,11 +130,15 @@ class BatchState:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as err:
-                raise BatchError(f"batch state {self.path} is unreadable ({err}); move it "
-                                 "away to start the batch afresh") from None
+                raise BatchError(
+                    f"batch state {self.path} is unreadable ({err}); move it "
+                    "away to start the batch afresh"
+                ) from None
             if data.get("version") != STATE_VERSION:
-                raise BatchError(f"batch state {self.path}: version {data.get('version')!r}, "
-                                 f"expected {STATE_VERSION}")
+                raise BatchError(
+                    f"batch state {self.path}: version {data.get('version')!r}, "
+                    f"expected {STATE_VERSION}"
+                )
             self.jobs = data.get("jobs", {})
 
     def open(self) -> BatchState:
@@ -151,8 +157,9 @@ class BatchState:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1,
-                          sort_keys=True)
+        atomic_write_json(
+            self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1, sort_keys=True
+        )
 
 
 @dataclass(frozen=True)
@@ -182,12 +189,17 @@ def decide(job_id: str, job: Job, digest: str, state: BatchState) -> Decision:
     paths = recorded or [p for p in planned_paths(job) if "{obj}" not in p]
     sidecars = [Path(p) for p in paths if p.endswith(".json")]
     stamps = [(_read_sidecar(p) or {}).get("batch", {}) for p in sidecars if p.exists()]
-    if (entry.get("status") == "ok" and entry.get("hash") == digest and paths
-            and all(Path(p).exists() for p in paths)
-            and all(s.get("job_hash") == digest for s in stamps)):
+    if (
+        entry.get("status") == "ok"
+        and entry.get("hash") == digest
+        and paths
+        and all(Path(p).exists() for p in paths)
+        and all(s.get("job_hash") == digest for s in stamps)
+    ):
         return Decision(False, "outputs and sidecars exist and match the job hash")
-    ours = set(entry.get("fresh", [])) | set(entry.get("outputs", [])) | set(
-        entry.get("sidecars", []))
+    ours = (
+        set(entry.get("fresh", [])) | set(entry.get("outputs", [])) | set(entry.get("sidecars", []))
+    )
     ours |= {str(p)[: -len(".json")] for p, s in zip(sidecars, stamps) if s.get("job_id") == job_id}
     existing = [p for p in planned_paths(job) if "{obj}" not in p and Path(p).exists()]
     may_overwrite = all(p in ours or p.endswith(".json") and p[:-5] in ours for p in existing)

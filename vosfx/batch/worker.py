@@ -26,8 +26,16 @@ from vosfx.job import Job
 from vosfx.types import ProgressEvent
 
 # Failures that will fail the same way again: retrying them only delays the summary.
-PERMANENT_KINDS = {"config", "input", "prompt", "output", "model", "download", "backend",
-                   "cancelled"}
+PERMANENT_KINDS = {
+    "config",
+    "input",
+    "prompt",
+    "output",
+    "model",
+    "download",
+    "backend",
+    "cancelled",
+}
 # Progress lines in a job's log: one per this fraction of the clip (plus start and end).
 _LOG_EVERY = 0.1
 
@@ -121,8 +129,9 @@ class _JobLog:
         # in close(): run_one's single exit path
         self.stream = open(path, "a", encoding="utf-8") if path else io.StringIO()  # noqa: SIM115
         self.handler = logging.StreamHandler(self.stream)
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
-                                                    "%(message)s"))
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
         logging.getLogger().addHandler(self.handler)
         self.next_mark = 0.0
 
@@ -143,9 +152,12 @@ class _JobLog:
         return text
 
 
-def run_one(task: Task, engines: EngineCache,
-            on_progress: Callable[[ProgressEvent], None] | None = None, cancel=None
-            ) -> JobOutcome:
+def run_one(
+    task: Task,
+    engines: EngineCache,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    cancel=None,
+) -> JobOutcome:
     """Run one job; never raises for the job's own failures (they become the outcome)."""
     from vosfx import pipeline
     from vosfx.batch.state import remove_partial, stamp_sidecars
@@ -168,20 +180,30 @@ def run_one(task: Task, engines: EngineCache,
         report = pipeline.run(task.job, engine=engine, on_progress=progress, cancel=cancel)
         stamp_sidecars(report.sidecars, task.job_id, task.job_hash)
     except VosfxError as err:
-        outcome = replace(base, kind=err.kind, reason=str(err),
-                          transient=err.kind not in PERMANENT_KINDS)
+        outcome = replace(
+            base, kind=err.kind, reason=str(err), transient=err.kind not in PERMANENT_KINDS
+        )
         log.line(f"FAILED ({err.kind}): {err}")
     except Exception as err:  # noqa: BLE001 - isolate any bug or runtime error to this job
-        outcome = replace(base, kind="exception", reason=f"{type(err).__name__}: {err}",
-                          transient=True)
+        outcome = replace(
+            base, kind="exception", reason=f"{type(err).__name__}: {err}", transient=True
+        )
         log.line(f"FAILED with an unexpected error:\n{traceback.format_exc()}")
         # the engine may be left broken (a CUDA error poisons its context): load afresh
         _close_quietly(engines, log)
     else:
-        outcome = replace(base, status="ok", frames=report.frames, outputs=report.outputs,
-                          sidecars=report.sidecars, timings_s=dict(report.timings_s))
-        log.line(f"done: {report.frames} frames in {report.elapsed_s:.2f} s "
-                 f"({report.fps:.2f} fps); outputs: {', '.join(report.outputs)}")
+        outcome = replace(
+            base,
+            status="ok",
+            frames=report.frames,
+            outputs=report.outputs,
+            sidecars=report.sidecars,
+            timings_s=dict(report.timings_s),
+        )
+        log.line(
+            f"done: {report.frames} frames in {report.elapsed_s:.2f} s "
+            f"({report.fps:.2f} fps); outputs: {', '.join(report.outputs)}"
+        )
     outcome = replace(outcome, elapsed_s=time.perf_counter() - t0)
     return replace(outcome, log_text=log.close())
 

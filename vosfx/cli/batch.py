@@ -25,8 +25,10 @@ class _BatchProgressLine:
             r = ev.result
             tail = f" ({r.reason.splitlines()[0]})" if r.status == "failed" and r.reason else ""
             self._clear()
-            self.stream.write(f"[{ev.jobs_done}/{ev.jobs_total}] {r.job_id}: {r.status}, "
-                              f"{r.frames} frames, {r.elapsed_s:.1f} s{tail}\n")
+            self.stream.write(
+                f"[{ev.jobs_done}/{ev.jobs_total}] {r.job_id}: {r.status}, "
+                f"{r.frames} frames, {r.elapsed_s:.1f} s{tail}\n"
+            )
         elif ev.event == "progress" and ev.message:
             self._clear()
             self.stream.write(f"batch: {ev.message}\n")
@@ -35,7 +37,8 @@ class _BatchProgressLine:
             self.stream.write(
                 f"\r\x1b[2Kjobs {ev.jobs_done}/{ev.jobs_total} ({ev.jobs_failed} failed), "
                 f"running {len(ev.running)}, {ev.frames_done} frames, {ev.fps:.2f} fps, "
-                f"ETA {_fmt_eta(ev.eta_s)}")
+                f"ETA {_fmt_eta(ev.eta_s)}"
+            )
         self.stream.flush()
 
     def _clear(self) -> None:
@@ -44,9 +47,14 @@ class _BatchProgressLine:
 
 
 def _json_progress(ev) -> None:
-    data = {"event": f"batch_{ev.event}", "jobs_done": ev.jobs_done, "jobs_total": ev.jobs_total,
-            "jobs_failed": ev.jobs_failed, "frames_done": ev.frames_done,
-            "fps": round(ev.fps, 3)}
+    data = {
+        "event": f"batch_{ev.event}",
+        "jobs_done": ev.jobs_done,
+        "jobs_total": ev.jobs_total,
+        "jobs_failed": ev.jobs_failed,
+        "frames_done": ev.frames_done,
+        "fps": round(ev.fps, 3),
+    }
     if ev.eta_s is not None:
         data["eta_s"] = round(ev.eta_s, 1)
     if ev.result is not None:
@@ -59,31 +67,82 @@ def _json_progress(ev) -> None:
 
 @click.command()
 @click.argument("manifest", type=click.Path(exists=True))
-@click.option("-o", "--output", help="Output path template for rows without one "
-              "({stem} {name} {ext} {parent} {id} {index} {preset} {obj}).")
-@click.option("-p", "--preset", "presets", multiple=True,
-              help="Preset for rows without one; repeat to combine.")
-@click.option("--mask-rule", default="{stem}.mask.png", show_default=True,
-              help="For a FOLDER: each clip's mask file ({stem} {name} {ext}).")
-@click.option("-j", "--workers", type=int,
-              help="Worker processes (default: one per GPU, else 1; with --ray: actors).")
+@click.option(
+    "-o",
+    "--output",
+    help="Output path template for rows without one "
+    "({stem} {name} {ext} {parent} {id} {index} {preset} {obj}).",
+)
+@click.option(
+    "-p",
+    "--preset",
+    "presets",
+    multiple=True,
+    help="Preset for rows without one; repeat to combine.",
+)
+@click.option(
+    "--mask-rule",
+    default="{stem}.mask.png",
+    show_default=True,
+    help="For a FOLDER: each clip's mask file ({stem} {name} {ext}).",
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=int,
+    help="Worker processes (default: one per GPU, else 1; with --ray: actors).",
+)
 @click.option("--gpus", help="GPU ids for the workers, e.g. 0,1 (default: all visible).")
-@click.option("--retry", type=int, default=0, show_default=True,
-              help="Extra attempts for transient failures (dead worker, runtime error).")
-@click.option("--state-dir", type=click.Path(file_okay=False),
-              help="Batch state and logs (default: <manifest folder>/.vosfx-batch/<name>).")
-@click.option("--ray", "ray_address", metavar="auto|local|ADDRESS",
-              help="Run on Ray: 'auto' (the cluster this node belongs to), 'local' (start "
-                   "one on 127.0.0.1), or a cluster address.")
-@click.option("--allow-missing", is_flag=True,
-              help="A missing input fails its own job instead of stopping the batch.")
+@click.option(
+    "--retry",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Extra attempts for transient failures (dead worker, runtime error).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Batch state and logs (default: <manifest folder>/.vosfx-batch/<name>).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="auto|local|ADDRESS",
+    help="Run on Ray: 'auto' (the cluster this node belongs to), 'local' (start "
+    "one on 127.0.0.1), or a cluster address.",
+)
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="A missing input fails its own job instead of stopping the batch.",
+)
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")
 @click.option("--json-progress", is_flag=True, help="JSON lines on stdout, one per event.")
 @click.option("--engine-factory", hidden=True, help="module:callable returning an Engine (tests).")
-@click.option("--executor", "executor_kind", hidden=True,
-              type=click.Choice(["local", "inline", "ray"]), help="Executor (tests, debugging).")
-def batch(manifest, output, presets, mask_rule, workers, gpus, retry, state_dir, ray_address,
-          allow_missing, offline, json_progress, engine_factory, executor_kind):
+@click.option(
+    "--executor",
+    "executor_kind",
+    hidden=True,
+    type=click.Choice(["local", "inline", "ray"]),
+    help="Executor (tests, debugging).",
+)
+def batch(
+    manifest,
+    output,
+    presets,
+    mask_rule,
+    workers,
+    gpus,
+    retry,
+    state_dir,
+    ray_address,
+    allow_missing,
+    offline,
+    json_progress,
+    engine_factory,
+    executor_kind,
+):
     """Matte every job of MANIFEST (.toml, .csv, .jsonl) or every clip of a FOLDER.
 
     Jobs already done (outputs and sidecars exist and match the job's hash) are skipped, so
@@ -106,18 +165,29 @@ def batch(manifest, output, presets, mask_rule, workers, gpus, retry, state_dir,
     if kind == "ray":
         from vosfx.batch.cluster import RayExecutor
 
-        executor = RayExecutor(ray_address or "local", workers=workers,
-                               engine_factory=engine_factory, max_task_retries=retry)
+        executor = RayExecutor(
+            ray_address or "local",
+            workers=workers,
+            engine_factory=engine_factory,
+            max_task_retries=retry,
+        )
     elif kind == "local" and gpus is not None:
         from vosfx.batch.local import LocalExecutor
 
-        executor = LocalExecutor(workers, engine_factory=engine_factory,
-                                 gpus=[g for g in gpus.split(",") if g.strip()])
+        executor = LocalExecutor(
+            workers, engine_factory=engine_factory, gpus=[g for g in gpus.split(",") if g.strip()]
+        )
     report = run_batch(
-        manifest, executor=executor, workers=workers, engine_factory=engine_factory,
-        retry=retry, state_dir=state_dir,
+        manifest,
+        executor=executor,
+        workers=workers,
+        engine_factory=engine_factory,
+        retry=retry,
+        state_dir=state_dir,
         on_progress=_json_progress if json_progress else _BatchProgressLine(),
-        defaults=defaults, mask_rule=mask_rule, allow_missing=allow_missing,
+        defaults=defaults,
+        mask_rule=mask_rule,
+        allow_missing=allow_missing,
     )
     if json_progress:
         emit_json(dict(report.to_dict(), event="batch_result"))

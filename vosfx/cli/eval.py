@@ -38,17 +38,42 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 
 
 @click.command("eval")
-@click.option("--pred", "pred", required=True, type=click.Path(file_okay=False, exists=True),
-              help="predictions: <seq>/<frame>.png label maps")
-@click.option("--gt", "gt", required=True, type=click.Path(file_okay=False, exists=True),
-              help="ground truth: a DAVIS root or an Annotations folder")
-@click.option("--metrics", "protocol", type=click.Choice(["davis", "mosev2"]), default="davis",
-              show_default=True, help="davis: J, F, J&F; mosev2: also Ḟ, J&Ḟ, J&Ḟ_d, J&Ḟ_r")
+@click.option(
+    "--pred",
+    "pred",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="predictions: <seq>/<frame>.png label maps",
+)
+@click.option(
+    "--gt",
+    "gt",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="ground truth: a DAVIS root or an Annotations folder",
+)
+@click.option(
+    "--metrics",
+    "protocol",
+    type=click.Choice(["davis", "mosev2"]),
+    default="davis",
+    show_default=True,
+    help="davis: J, F, J&F; mosev2: also Ḟ, J&Ḟ, J&Ḟ_d, J&Ḟ_r",
+)
 @click.option("--sequences", "-s", multiple=True, help="only these sequences (comma-separated)")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
-              help="what to print")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="also write eval.md, eval.csv and eval.json here")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="md",
+    show_default=True,
+    help="what to print",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="also write eval.md, eval.csv and eval.json here",
+)
 def eval_cmd(pred, gt, protocol, sequences, fmt, out) -> None:
     """Score predicted masks against ground truth, per sequence and object."""
     from vosfx.eval.report import evaluate_dirs
@@ -62,8 +87,10 @@ def eval_cmd(pred, gt, protocol, sequences, fmt, out) -> None:
 
 def _machine() -> dict:
     return {
-        "machine": platform.machine(), "processor": platform.processor() or "",
-        "python": platform.python_version(), "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "",
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
         "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
@@ -84,25 +111,62 @@ def _memory_config(policy: str) -> MemoryConfig:
 
 @click.command("bench")
 @click.argument("dataset", type=click.Path(file_okay=False, exists=True))
-@click.option("--model", "-m", "models", multiple=True, default=("sam2.1-tiny",),
-              show_default=True, help="model id; repeat to compare")
-@click.option("--memory", "policies", multiple=True, default=("rcms+shots",),
-              show_default=True,
-              help=f"memory policy ({', '.join(MEMORY_POLICIES)}); comma-separate or repeat "
-                   "to compare them in one table")
-@click.option("--backend", "backends", multiple=True, default=("auto",), show_default=True,
-              help="auto, torch or onnx; repeat to compare")
+@click.option(
+    "--model",
+    "-m",
+    "models",
+    multiple=True,
+    default=("sam2.1-tiny",),
+    show_default=True,
+    help="model id; repeat to compare",
+)
+@click.option(
+    "--memory",
+    "policies",
+    multiple=True,
+    default=("rcms+shots",),
+    show_default=True,
+    help=f"memory policy ({', '.join(MEMORY_POLICIES)}); comma-separate or repeat "
+    "to compare them in one table",
+)
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    default=("auto",),
+    show_default=True,
+    help="auto, torch or onnx; repeat to compare",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--image-size", type=int, default=0, help="0: the model's own (1024)")
 @click.option("--checkpoint", default="", help="checkpoint file overriding the model cache")
 @click.option("--sequences", "-s", multiple=True, help="only these sequences (comma-separated)")
-@click.option("--metrics", "protocol", type=click.Choice(["davis", "mosev2"]), default="davis",
-              show_default=True)
-@click.option("--out", type=click.Path(file_okay=False),
-              help="predictions and tables go here (default: a temporary folder, removed)")
+@click.option(
+    "--metrics",
+    "protocol",
+    type=click.Choice(["davis", "mosev2"]),
+    default="davis",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="predictions and tables go here (default: a temporary folder, removed)",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)
-def bench(dataset, models, policies, backends, device, image_size, checkpoint, sequences,
-          protocol, out, fmt) -> None:
+def bench(
+    dataset,
+    models,
+    policies,
+    backends,
+    device,
+    image_size,
+    checkpoint,
+    sequences,
+    protocol,
+    out,
+    fmt,
+) -> None:
     """Track every sequence of a DAVIS-layout DATASET from its first-frame masks, score it,
     and report accuracy, frames/s and peak memory for each model × memory × backend."""
     from vosfx.eval.report import rows_to_csv, rows_to_markdown
@@ -115,27 +179,40 @@ def bench(dataset, models, policies, backends, device, image_size, checkpoint, s
     with tempfile.TemporaryDirectory(prefix="vosfx-bench-") as tmp:
         root = Path(out) if out else Path(tmp)
         for model_name, backend in itertools.product(models, backends):
-            cfg = ModelConfig(name=model_name, backend=backend, device=device,
-                              image_size=image_size, checkpoint=checkpoint)
-            build_config({"model": {"backend": backend, "device": device,
-                                    "image_size": image_size}})  # validates the flags
+            cfg = ModelConfig(
+                name=model_name,
+                backend=backend,
+                device=device,
+                image_size=image_size,
+                checkpoint=checkpoint,
+            )
+            build_config(
+                {"model": {"backend": backend, "device": device, "image_size": image_size}}
+            )  # validates the flags
             engine = open_engine(cfg)
             try:
                 for policy in policies:
                     label = f"{model_name}/{policy}/{backend}"
                     click.echo(f"vosfx bench: {label}", err=True)
-                    reports.append(run_bench(
-                        dataset, engine, memory_cfg=memory_cfgs[policy],
-                        out_dir=root / label.replace("/", "_").replace("+", "-"),
-                        sequences=names, protocol=protocol, label=label,
-                    ))
+                    reports.append(
+                        run_bench(
+                            dataset,
+                            engine,
+                            memory_cfg=memory_cfgs[policy],
+                            out_dir=root / label.replace("/", "_").replace("+", "-"),
+                            sequences=names,
+                            protocol=protocol,
+                            label=label,
+                        )
+                    )
             finally:
                 engine.close()
         rows = [r.summary_row() for r in reports]
         columns = ("config", *reports[0].evaluation.columns, "frames", "fps", "peak_rss_mib")
         payload = {"machine": _machine(), "runs": [r.to_dict() for r in reports]}
         tables = {
-            "md": rows_to_markdown(rows, columns), "csv": rows_to_csv(rows, columns),
+            "md": rows_to_markdown(rows, columns),
+            "csv": rows_to_csv(rows, columns),
             "json": json.dumps(payload, indent=2, ensure_ascii=False),
         }
         if out:

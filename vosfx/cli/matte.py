@@ -19,19 +19,36 @@ FORMAT_IDS = list(FORMATS)
 def _overrides(opts: dict) -> dict:
     """CLI flags -> config overrides (only the flags the user set)."""
     table = {
-        "model": {"model": "name", "backend": "backend", "device": "device",
-                  "precision": "precision", "low_memory": "low_memory",
-                  "image_size": "image_size", "threads": "threads", "checkpoint": "checkpoint"},
-        "memory": {"memory": "policy", "track_backward": "track_backward",
-                   "reprompt": "reprompt"},
-        "refine": {"alpha": "alpha", "edge": "edge", "fill_holes_px2": "fill_holes_px2",
-                   "remove_specks_px2": "remove_specks_px2", "shift_edge_px": "shift_edge_px",
-                   "feather_px": "feather_px", "choke": "choke",
-                   "reduce_chatter": "temporal_strength"},
-        "output": {"format": "format", "extra_format": "extra_formats",
-                   "alpha_mode": "alpha_mode", "each_object": "objects",
-                   "background": "background", "exr_compression": "exr_compression",
-                   "exr_rgb": "exr_rgb"},
+        "model": {
+            "model": "name",
+            "backend": "backend",
+            "device": "device",
+            "precision": "precision",
+            "low_memory": "low_memory",
+            "image_size": "image_size",
+            "threads": "threads",
+            "checkpoint": "checkpoint",
+        },
+        "memory": {"memory": "policy", "track_backward": "track_backward", "reprompt": "reprompt"},
+        "refine": {
+            "alpha": "alpha",
+            "edge": "edge",
+            "fill_holes_px2": "fill_holes_px2",
+            "remove_specks_px2": "remove_specks_px2",
+            "shift_edge_px": "shift_edge_px",
+            "feather_px": "feather_px",
+            "choke": "choke",
+            "reduce_chatter": "temporal_strength",
+        },
+        "output": {
+            "format": "format",
+            "extra_format": "extra_formats",
+            "alpha_mode": "alpha_mode",
+            "each_object": "objects",
+            "background": "background",
+            "exr_compression": "exr_compression",
+            "exr_rgb": "exr_rgb",
+        },
     }
     out: dict = {}
     for section, keys in table.items():
@@ -64,76 +81,159 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.argument("input_path", metavar="INPUT", required=False)
 @click.argument("mask", required=False)
 @click.option("-o", "--output", help="Output path (default: INPUT's folder, <stem>_vosfx.<ext>).")
-@click.option("-p", "--preset", "presets", multiple=True,
-              help="Preset name; repeat to combine (later wins). Default: prores4444.")
-@click.option("-f", "--format", type=click.Choice(FORMAT_IDS), metavar="FORMAT",
-              help=f"Output format: {', '.join(FORMAT_IDS)} (README: formats table). "
-                   "Default: prores4444.")
-@click.option("--extra-format", multiple=True, type=click.Choice(FORMAT_IDS), metavar="FORMAT",
-              help="Also write this format in the same pass (repeatable).")
+@click.option(
+    "-p",
+    "--preset",
+    "presets",
+    multiple=True,
+    help="Preset name; repeat to combine (later wins). Default: prores4444.",
+)
+@click.option(
+    "-f",
+    "--format",
+    type=click.Choice(FORMAT_IDS),
+    metavar="FORMAT",
+    help=f"Output format: {', '.join(FORMAT_IDS)} (README: formats table). Default: prores4444.",
+)
+@click.option(
+    "--extra-format",
+    multiple=True,
+    type=click.Choice(FORMAT_IDS),
+    metavar="FORMAT",
+    help="Also write this format in the same pass (repeatable).",
+)
 @click.option("--objects", help="Comma-separated object ids to keep (palette masks).")
-@click.option("--mask-frame", type=int, default=0, show_default=True,
-              help="Frame the MASK belongs to (and the default frame of every prompt).")
-@click.option("--mask", "masks", multiple=True, metavar="[FRAME:]PATH[@OBJ]",
-              help="Another mask image, on FRAME (repeatable): prompts on any frame; @OBJ "
-                   "makes the whole mask that object.")
-@click.option("--point", "points", multiple=True, metavar="[FRAME:]X,Y[@OBJ]",
-              help="Include click in pixels (repeatable), on FRAME for object OBJ (default "
-                   "--obj); with masks, clicks make one more object.")
-@click.option("--neg-point", "neg_points", multiple=True, metavar="[FRAME:]X,Y[@OBJ]",
-              help="Exclude click, as --point.")
-@click.option("--box", "boxes", multiple=True, metavar="[FRAME:]X0,Y0,X1,Y1[@OBJ]",
-              help="Box in pixels (one per frame and object; repeatable).")
-@click.option("--obj", "obj_id", type=click.IntRange(1, 254),
-              help="Object id of clicks and boxes without @OBJ.")
+@click.option(
+    "--mask-frame",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Frame the MASK belongs to (and the default frame of every prompt).",
+)
+@click.option(
+    "--mask",
+    "masks",
+    multiple=True,
+    metavar="[FRAME:]PATH[@OBJ]",
+    help="Another mask image, on FRAME (repeatable): prompts on any frame; @OBJ "
+    "makes the whole mask that object.",
+)
+@click.option(
+    "--point",
+    "points",
+    multiple=True,
+    metavar="[FRAME:]X,Y[@OBJ]",
+    help="Include click in pixels (repeatable), on FRAME for object OBJ (default "
+    "--obj); with masks, clicks make one more object.",
+)
+@click.option(
+    "--neg-point",
+    "neg_points",
+    multiple=True,
+    metavar="[FRAME:]X,Y[@OBJ]",
+    help="Exclude click, as --point.",
+)
+@click.option(
+    "--box",
+    "boxes",
+    multiple=True,
+    metavar="[FRAME:]X0,Y0,X1,Y1[@OBJ]",
+    help="Box in pixels (one per frame and object; repeatable).",
+)
+@click.option(
+    "--obj",
+    "obj_id",
+    type=click.IntRange(1, 254),
+    help="Object id of clicks and boxes without @OBJ.",
+)
 @click.option("--start", type=int, default=0, show_default=True, help="First frame (0-based).")
 @click.option("--end", type=int, help="Stop before this frame.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--fit", is_flag=True, help="Scale a mask of another size to the video.")
 @click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
 @click.option("--model", help="Model id (vosfx models list).")
-@click.option("--backend", type=click.Choice(option_choices("model", "backend")),
-              help="Runtime: onnx (ONNX Runtime, no torch needed), torch, or auto (onnx).")
-@click.option("--device", type=click.Choice(option_choices("model", "device")),
-              help="Where the model runs (auto: the best available).")
+@click.option(
+    "--backend",
+    type=click.Choice(option_choices("model", "backend")),
+    help="Runtime: onnx (ONNX Runtime, no torch needed), torch, or auto (onnx).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(option_choices("model", "device")),
+    help="Where the model runs (auto: the best available).",
+)
 @click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
-@click.option("--precision", type=click.Choice(option_choices("model", "precision")),
-              help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).")
+@click.option(
+    "--precision",
+    type=click.Choice(option_choices("model", "precision")),
+    help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).",
+)
 @click.option("--threads", type=int, help="CPU threads for the model.")
-@click.option("--low-memory", is_flag=True, default=None,
-              help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.")
+@click.option(
+    "--low-memory",
+    is_flag=True,
+    default=None,
+    help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.",
+)
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
-@click.option("--memory", type=click.Choice(list(MEMORY_POLICIES)),
-              help="Memory policy (docs/memory.md).")
-@click.option("--reprompt/--no-reprompt", default=None,
-              help="Re-prompt from the last reliable mask when a frame's quality or area "
-                   "drops sharply (docs/memory.md).")
-@click.option("--backward/--forward-only", "track_backward", default=None,
-              help="Matte frames before the first prompt by tracking backwards (default on).")
-@click.option("--alpha", type=click.Choice(option_choices("refine", "alpha")),
-              help="soft: the model's confidence as alpha; hard: 0 or 1.")
-@click.option("--edge", type=click.Choice(option_choices("refine", "edge")),
-              help="Upsampling of the low-res mask: guided follows image edges.")
+@click.option(
+    "--memory", type=click.Choice(list(MEMORY_POLICIES)), help="Memory policy (docs/memory.md)."
+)
+@click.option(
+    "--reprompt/--no-reprompt",
+    default=None,
+    help="Re-prompt from the last reliable mask when a frame's quality or area "
+    "drops sharply (docs/memory.md).",
+)
+@click.option(
+    "--backward/--forward-only",
+    "track_backward",
+    default=None,
+    help="Matte frames before the first prompt by tracking backwards (default on).",
+)
+@click.option(
+    "--alpha",
+    type=click.Choice(option_choices("refine", "alpha")),
+    help="soft: the model's confidence as alpha; hard: 0 or 1.",
+)
+@click.option(
+    "--edge",
+    type=click.Choice(option_choices("refine", "edge")),
+    help="Upsampling of the low-res mask: guided follows image edges.",
+)
 @click.option("--fill-holes-px2", type=int, help="Fill holes up to this area (pixels²).")
 @click.option("--remove-specks-px2", type=int, help="Drop islands up to this area (pixels²).")
 @click.option("--shift-edge-px", type=float, help="Grow (+) or shrink (-) the matte.")
 @click.option("--feather-px", type=float, help="Soften the edge by this radius (pixels).")
 @click.option("--choke", type=float, help="Contract the soft edge: 0 off, 1 hard.")
 @click.option("--reduce-chatter", type=float, help="Temporal smoothing strength 0..1.")
-@click.option("--alpha-mode", type=click.Choice(option_choices("output", "alpha_mode")),
-              help="Colour of alpha outputs: straight (default) or premultiplied.")
+@click.option(
+    "--alpha-mode",
+    type=click.Choice(option_choices("output", "alpha_mode")),
+    help="Colour of alpha outputs: straight (default) or premultiplied.",
+)
 @click.option("--each-object/--merged", default=None, help="One output per object.")
 @click.option("--background", help="For -f composite: #rrggbb, an image or a video file.")
-@click.option("--exr-compression",
-              type=click.Choice(option_choices("output", "exr_compression")),
-              help="For -f exr-layers: ZIP (default) and PIZ lossless, DWAA smaller.")
-@click.option("--exr-rgb", is_flag=True, default=None,
-              help="For -f exr-layers: also store the source's linear RGB (and A).")
+@click.option(
+    "--exr-compression",
+    type=click.Choice(option_choices("output", "exr_compression")),
+    help="For -f exr-layers: ZIP (default) and PIZ lossless, DWAA smaller.",
+)
+@click.option(
+    "--exr-rgb",
+    is_flag=True,
+    default=None,
+    help="For -f exr-layers: also store the source's linear RGB (and A).",
+)
 @click.option("--no-sidecar", is_flag=True, help="Do not write the JSON sidecar.")
 @click.option("--no-audio", is_flag=True, help="Do not carry the source's audio.")
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")
-@click.option("--job", "job_file", type=click.Path(dir_okay=False),
-              help="Read the whole job from a JSON file (plugin protocol).")
+@click.option(
+    "--job",
+    "job_file",
+    type=click.Path(dir_okay=False),
+    help="Read the whole job from a JSON file (plugin protocol).",
+)
 @click.option("--json-progress", is_flag=True, help="JSON lines on stdout, one per event.")
 @click.option("--report", is_flag=True, help="Print shots, presence and memory events after.")
 def matte(input_path, mask, output, presets, job_file, json_progress, report, offline, **opts):
@@ -145,13 +245,22 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
     try:
         job = _build_job(input_path, mask, output, presets, job_file, offline, opts)
         label = Path(job.input).name
-        on_progress = json_cb if json_progress else (
-            TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
+        on_progress = (
+            json_cb
+            if json_progress
+            else (TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
+        )
         result = _run_interruptible(job, on_progress)
     except VosfxError as err:
         if json_progress:
-            emit_json({"event": "error", "kind": err.kind, "message": str(err),
-                       "exit_code": err.exit_code})
+            emit_json(
+                {
+                    "event": "error",
+                    "kind": err.kind,
+                    "message": str(err),
+                    "exit_code": err.exit_code,
+                }
+            )
         raise
     if json_progress:
         emit_json(dict(result.to_dict(), event="result"))
@@ -186,13 +295,21 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         try:
             objects = tuple(int(v) for v in opts["objects"].split(","))
         except ValueError:
-            raise click.BadParameter(f"expected ids like 1,2, found {opts['objects']!r}",
-                                     param_hint="--objects") from None
+            raise click.BadParameter(
+                f"expected ids like 1,2, found {opts['objects']!r}", param_hint="--objects"
+            ) from None
     return Job(
-        input=input_path, prompts=tuple(prompts),
+        input=input_path,
+        prompts=tuple(prompts),
         output=output or default_output(input_path, config.output.format),
-        config=config, presets=tuple(presets), start=opts["start"], end=opts["end"],
-        overwrite=opts["overwrite"], fit=opts["fit"], objects=objects, fps=opts["fps"],
+        config=config,
+        presets=tuple(presets),
+        start=opts["start"],
+        end=opts["end"],
+        overwrite=opts["overwrite"],
+        fit=opts["fit"],
+        objects=objects,
+        fps=opts["fps"],
     )
 
 
@@ -211,10 +328,12 @@ def _prompt_specs(mask, opts) -> list:
     for value in opts["masks"]:
         frame, path, obj = split_prompt_option(value)
         if not path:
-            raise click.BadParameter(f"expected [FRAME:]PATH[@OBJ], found {value!r}",
-                                     param_hint="--mask")
-        specs.append(PromptSpec(frame=default_frame if frame is None else frame, obj_id=obj,
-                                mask=path))
+            raise click.BadParameter(
+                f"expected [FRAME:]PATH[@OBJ], found {value!r}", param_hint="--mask"
+            )
+        specs.append(
+            PromptSpec(frame=default_frame if frame is None else frame, obj_id=obj, mask=path)
+        )
     groups: dict[tuple[int, int | None], dict] = {}
     flags = [("--point", "+", v) for v in opts["points"]]
     flags += [("--neg-point", "-", v) for v in opts["neg_points"]]
@@ -237,14 +356,23 @@ def _prompt_specs(mask, opts) -> list:
             raise click.BadParameter(str(err), param_hint="--box") from None
         g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
         if g["box"] is not None:
-            raise click.BadParameter(f"two boxes for frame {key[0]}"
-                                     + (f", object {key[1]}" if key[1] else "")
-                                     + "; a prompt takes one box", param_hint="--box")
+            raise click.BadParameter(
+                f"two boxes for frame {key[0]}"
+                + (f", object {key[1]}" if key[1] else "")
+                + "; a prompt takes one box",
+                param_hint="--box",
+            )
         g["box"] = box
     for (frame, obj), g in groups.items():
-        specs.append(PromptSpec(frame=frame, obj_id=obj,
-                                points=tuple(map(tuple, g["points"])),
-                                labels=tuple(g["labels"]), box=g["box"]))
+        specs.append(
+            PromptSpec(
+                frame=frame,
+                obj_id=obj,
+                points=tuple(map(tuple, g["points"])),
+                labels=tuple(g["labels"]),
+                box=g["box"],
+            )
+        )
     return specs
 
 
@@ -288,12 +416,17 @@ def _run_interruptible(job, on_progress):
                 time.sleep(0.05)
             except KeyboardInterrupt:
                 if cancel.is_set():
-                    click.echo("vosfx: quitting now; temporary files may be left beside the "
-                               "outputs", err=True)
+                    click.echo(
+                        "vosfx: quitting now; temporary files may be left beside the outputs",
+                        err=True,
+                    )
                     os._exit(Cancelled.exit_code)
                 cancel.set()
-                click.echo("vosfx: cancelling: stopping after the frame in progress and "
-                           "removing partial outputs (Ctrl-C again to quit at once)", err=True)
+                click.echo(
+                    "vosfx: cancelling: stopping after the frame in progress and "
+                    "removing partial outputs (Ctrl-C again to quit at once)",
+                    err=True,
+                )
     finally:
         signal.signal(signal.SIGTERM, previous)
     worker.join()
@@ -317,10 +450,14 @@ def format_report(result) -> str:
     mem = result.memory or {}
 
     def per_obj(key):
-        return {int(o): {int(f): v for f, v in (info.get(key) or {}).items()}
-                for o, info in mem.items() if isinstance(info, dict)}
+        return {
+            int(o): {int(f): v for f, v in (info.get(key) or {}).items()}
+            for o, info in mem.items()
+            if isinstance(info, dict)
+        }
 
     head = f"{result.frames} frames in {result.elapsed_s:.1f} s ({result.fps:.2f} fps)"
-    body = _format(result.presence, cuts=result.shots, promoted=per_obj("promoted"),
-                   events=per_obj("events"))
+    body = _format(
+        result.presence, cuts=result.shots, promoted=per_obj("promoted"), events=per_obj("events")
+    )
     return head + "\n" + body

@@ -88,10 +88,12 @@ def list_cmd() -> None:
     rows = [("ID", "SIZE", "CACHED", "SHA256", "CONFIG")]
     for spec in registry.all_models():
         cached = cache.is_cached(spec.id)
-        sha = _file_hash(spec, entries) if cached else (
-            spec.sha256[:12] if spec.sha256 else "(unpublished)")
-        rows.append((spec.id, _mib(spec.size_bytes), "yes" if cached else "no", sha,
-                     spec.config))
+        sha = (
+            _file_hash(spec, entries)
+            if cached
+            else (spec.sha256[:12] if spec.sha256 else "(unpublished)")
+        )
+        rows.append((spec.id, _mib(spec.size_bytes), "yes" if cached else "no", sha, spec.config))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -198,8 +200,11 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
     from vosfx.models import cache, registry
     from vosfx.models.checkpoint import identify
 
-    if (as_name is None and file.is_file()
-            and registry.find_by_sha256(cache.sha256_file(file)) is None):
+    if (
+        as_name is None
+        and file.is_file()
+        and registry.find_by_sha256(cache.sha256_file(file)) is None
+    ):
         try:
             spec = identify(file)
         except ModelError:  # not a torch checkpoint at all: said below
@@ -208,11 +213,13 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
             raise ModelError(
                 f"import: {file} is no published checkpoint and its tensors fit no known "
                 f"SAM 2 architecture; pass --as NAME --trust-unverified (NAME: "
-                f"{', '.join(registry.model_ids())})")
+                f"{', '.join(registry.model_ids())})"
+            )
         if not trust_unverified:
             raise ModelError(
                 f"import: {file} has the tensors of {spec.id} but not its published sha256 "
-                f"(a fine-tune?); pass --trust-unverified to import it as {spec.id}")
+                f"(a fine-tune?); pass --trust-unverified to import it as {spec.id}"
+            )
         as_name = spec.id
     model_id, dest = cache.import_checkpoint(file, as_name, trust_unverified=trust_unverified)
     click.echo(f"{model_id}: {dest}")

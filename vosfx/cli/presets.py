@@ -26,9 +26,12 @@ def list_cmd() -> None:
 
 @presets.command("show")
 @click.argument("names", nargs=-1, required=True)
-@click.option("--resolved", is_flag=True,
-              help="The full effective config (defaults, presets, user config) instead of "
-                   "the preset's own keys.")
+@click.option(
+    "--resolved",
+    is_flag=True,
+    help="The full effective config (defaults, presets, user config) instead of "
+    "the preset's own keys.",
+)
 def show_cmd(names: tuple[str, ...], resolved: bool) -> None:
     """Show a preset (TOML keys as JSON), or the resolved config of NAMES combined."""
     from vosfx.presets import load_preset, resolve_config

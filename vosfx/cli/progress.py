@@ -30,8 +30,11 @@ class TerminalProgress:
 
     def __call__(self, ev: ProgressEvent) -> None:
         now = time.monotonic()
-        if (ev.event in ("frame", "download", "backward") and now - self._last < 0.1
-                and ev.frames_done < ev.total_frames):
+        if (
+            ev.event in ("frame", "download", "backward")
+            and now - self._last < 0.1
+            and ev.frames_done < ev.total_frames
+        ):
             return
         self._last = now
         if ev.event == "download":
@@ -40,8 +43,9 @@ class TerminalProgress:
         elif ev.event == "done":
             self.stream.write(f"\r\x1b[2K{self.label}: {ev.frames_done} frames, {ev.fps:.2f} fps\n")
         elif ev.event == "backward":
-            self.stream.write(f"\r\x1b[2K{self.label}: {ev.message}: {ev.frames_done}/"
-                              f"{ev.total_frames} frames")
+            self.stream.write(
+                f"\r\x1b[2K{self.label}: {ev.message}: {ev.frames_done}/{ev.total_frames} frames"
+            )
         elif ev.event == "frame":
             width = 30
             frac = ev.frames_done / ev.total_frames if ev.total_frames else 0.0
@@ -77,8 +81,10 @@ class LogProgress:
         elif ev.event == "backward":
             line = f"{self.label}: {ev.message}: {ev.frames_done}/{ev.total_frames} frames"
         elif ev.event == "frame":
-            line = (f"{self.label}: {ev.frames_done}/{ev.total_frames} frames, {ev.fps:.2f} fps, "
-                    f"ETA {_fmt_eta(ev.eta_s)}")
+            line = (
+                f"{self.label}: {ev.frames_done}/{ev.total_frames} frames, {ev.fps:.2f} fps, "
+                f"ETA {_fmt_eta(ev.eta_s)}"
+            )
         elif ev.event == "done":
             line = f"{self.label}: done, {ev.frames_done} frames, {ev.fps:.2f} fps"
         else:

@@ -36,8 +36,15 @@ class Session(Protocol):
         """The frame as the model sees it (S x S), for stashing between passes."""
         ...
 
-    def prompt(self, frame: Frame, prompt: Prompt, *, shot_id: int = 0,
-               previous: np.ndarray | None = None, features: Any = None) -> ObjectResult:
+    def prompt(
+        self,
+        frame: Frame,
+        prompt: Prompt,
+        *,
+        shot_id: int = 0,
+        previous: np.ndarray | None = None,
+        features: Any = None,
+    ) -> ObjectResult:
         """The object's output on ``frame`` for ``prompt`` (its anchor there)."""
         ...
 
@@ -47,11 +54,13 @@ class Session(Protocol):
 
     def remove_object(self, obj_id: int) -> None: ...
 
-    def start_pass(self, obj_id: int, anchor: int, direction: int, *,
-                   neighbour: int | None = None) -> int: ...
+    def start_pass(
+        self, obj_id: int, anchor: int, direction: int, *, neighbour: int | None = None
+    ) -> int: ...
 
-    def step(self, frame: Frame, pass_ids: Sequence[int], *, shot_id: int = 0,
-             features: Any = None) -> list[ObjectResult]: ...
+    def step(
+        self, frame: Frame, pass_ids: Sequence[int], *, shot_id: int = 0, features: Any = None
+    ) -> list[ObjectResult]: ...
 
     def end_pass(self, pass_id: int) -> None: ...
 

@@ -39,8 +39,7 @@ def preprocess(rgb8: np.ndarray, image_size: int) -> np.ndarray:
     if rgb8.dtype != np.uint8 or rgb8.ndim != 3 or rgb8.shape[2] != 3:
         from vosfx.errors import InputError
 
-        raise InputError(f"expected an (H, W, 3) uint8 RGB frame, found {rgb8.dtype} "
-                         f"{rgb8.shape}")
+        raise InputError(f"expected an (H, W, 3) uint8 RGB frame, found {rgb8.dtype} {rgb8.shape}")
     resized = np.asarray(Image.fromarray(rgb8).resize((image_size, image_size)))
     img = (resized / 255.0).astype(np.float32)  # float64 division, float32 storage, as sam2
     img -= IMG_MEAN
@@ -93,8 +92,8 @@ def aa_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
     index = np.zeros((size_out, k), np.int64)
     weight = np.zeros((size_out, k), np.float32)
     for i, (xmin, w) in enumerate(rows):
-        index[i, :len(w)] = np.arange(xmin, xmin + len(w))
-        weight[i, :len(w)] = w
+        index[i, : len(w)] = np.arange(xmin, xmin + len(w))
+        weight[i, : len(w)] = w
     index.flags.writeable = weight.flags.writeable = False  # cached: shared by every call
     return index, weight
 
@@ -107,8 +106,10 @@ def _aa_pass(x: np.ndarray, taps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     index, weight = taps
     t = x[..., index[:, 0]] * weight[:, 0]
     for j in range(1, index.shape[1]):
-        t = (x[..., index[:, j]].astype(np.float64) * weight[:, j].astype(np.float64)
-             + t.astype(np.float64)).astype(np.float32)
+        t = (
+            x[..., index[:, j]].astype(np.float64) * weight[:, j].astype(np.float64)
+            + t.astype(np.float64)
+        ).astype(np.float32)
     return t
 
 
@@ -234,15 +235,21 @@ class Backend(Protocol):
         :class:`TrackRequest`)."""
         ...
 
-    def mask_as_output(self, features: ImageFeatures,
-                       mask: np.ndarray) -> tuple[np.ndarray, float, Any]:
+    def mask_as_output(
+        self, features: ImageFeatures, mask: np.ndarray
+    ) -> tuple[np.ndarray, float, Any]:
         """A mask prompt used as the output: ``mask`` (H, W) bool at video resolution, resized
         to S x S as SAM 2's ``add_new_mask`` does (antialiased bilinear, then >= 0.5) -> (low-res
         logits (s, s) float32, object-score logit, pointer (1, 256) backend-native)."""
         ...
 
-    def encode_memory(self, features: ImageFeatures, low_res: np.ndarray,
-                      object_score_logit: float, binarize: bool) -> Any:
+    def encode_memory(
+        self,
+        features: ImageFeatures,
+        low_res: np.ndarray,
+        object_score_logit: float,
+        binarize: bool,
+    ) -> Any:
         """Memory encoder: ``low_res`` (s, s) float32 logits -> maskmem (1, 64, g, g),
         backend-native, rounded to bfloat16 as SAM 2 stores it."""
         ...

@@ -59,8 +59,10 @@ class MemoryBank:
         try:
             return self._values[frame_index]
         except KeyError:
-            raise VosfxError(f"memory bank: the policy selected frame {frame_index}, which is "
-                             f"not stored (stored: {sorted(self._values)})") from None
+            raise VosfxError(
+                f"memory bank: the policy selected frame {frame_index}, which is "
+                f"not stored (stored: {sorted(self._values)})"
+            ) from None
 
     def apply(self, entry: MemoryEntry, maskmem: Any, obj_ptr: Any, decision: Decision) -> None:
         """Store frame ``entry.frame_index`` if the decision says so, then promote/demote."""

@@ -24,10 +24,13 @@ def read_manifest(bundle: str | Path) -> dict:
     except (OSError, ValueError) as err:
         raise ModelError(f"expected an ONNX bundle manifest at {path}, found: {err}") from err
     if data.get("format") != BUNDLE_FORMAT:
-        raise ModelError(f"{path}: expected bundle format {BUNDLE_FORMAT}, found "
-                         f"{data.get('format')!r} (re-export with `vosfx models export`)")
-    missing = [g["file"] for g in data.get("graphs", {}).values()
-               if not (bundle / g["file"]).is_file()]
+        raise ModelError(
+            f"{path}: expected bundle format {BUNDLE_FORMAT}, found "
+            f"{data.get('format')!r} (re-export with `vosfx models export`)"
+        )
+    missing = [
+        g["file"] for g in data.get("graphs", {}).values() if not (bundle / g["file"]).is_file()
+    ]
     if missing or not data.get("graphs"):
         raise ModelError(f"{bundle}: expected every graph of the manifest, missing {missing}")
     return data

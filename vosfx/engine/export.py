@@ -33,13 +33,16 @@ from vosfx.errors import BackendError, ModelError
 OPSET = 17
 VARIANTS = ("fp16", "int8")
 NATIVE_SIZE = 1024
-EXPORT_HINT = ("exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
-               "'vosfx[torch]', then `vosfx models export {name}`")
+EXPORT_HINT = (
+    "exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
+    "'vosfx[torch]', then `vosfx models export {name}`"
+)
 
 Progress = Callable[[str], None]
 
 
 # --- where bundles live (no torch) ------------------------------------------------------------
+
 
 def bundle_root() -> Path:
     from vosfx.models.cache import home
@@ -53,8 +56,9 @@ def bundle_dir(model_id: str, sha256: str, image_size: int) -> Path:
     return bundle_root() / f"{safe}-{sha256[:8]}-{int(image_size)}"
 
 
-def find_bundle(model_id: str, sha256: str, image_size: int,
-                out_dir: str | Path | None = None) -> Path | None:
+def find_bundle(
+    model_id: str, sha256: str, image_size: int, out_dir: str | Path | None = None
+) -> Path | None:
     """The complete bundle exported from the checkpoint with hash ``sha256`` at
     ``image_size``, or None (missing, incomplete, or from another checkpoint)."""
     folder = Path(out_dir) if out_dir else bundle_dir(model_id, sha256, image_size)
@@ -83,8 +87,10 @@ def checkpoint_identity(source: str) -> tuple[str, str | None, Path | None]:
         return source, sha, path if path.is_file() else None
     path = Path(source).expanduser()
     if not path.is_file():
-        raise ModelError(f"expected a model id ({', '.join(registry.model_ids())}) or a "
-                         f"checkpoint file, found {source!r}")
+        raise ModelError(
+            f"expected a model id ({', '.join(registry.model_ids())}) or a "
+            f"checkpoint file, found {source!r}"
+        )
     return path.name, sha256_file(path), path
 
 
@@ -127,26 +133,38 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
             f"no ONNX bundle for {model_id} at image size {_size(model.image_size)} (expected "
             f"{where}) and torch is not installed to export one ({err}). vosfx ships graphs "
             f"for the SAM 2.1 models at 1024 px only: drop --image-size, or "
-            + EXPORT_HINT.format(name=model_id) + f", or copy a bundle exported elsewhere to "
-            f"{where}") from err
+            + EXPORT_HINT.format(name=model_id)
+            + f", or copy a bundle exported elsewhere to "
+            f"{where}"
+        ) from err
     import logging
 
     log = logging.getLogger(__name__)
-    log.info("no ONNX Runtime bundle for %s at %d px yet: exporting it once (about a minute "
-             "at 1024 px on a laptop CPU)", source, _size(model.image_size))
-    return export_bundle(source, variants=variants, image_size=model.image_size or None,
-                         progress=progress or log.info)
+    log.info(
+        "no ONNX Runtime bundle for %s at %d px yet: exporting it once (about a minute "
+        "at 1024 px on a laptop CPU)",
+        source,
+        _size(model.image_size),
+    )
+    return export_bundle(
+        source,
+        variants=variants,
+        image_size=model.image_size or None,
+        progress=progress or log.info,
+    )
 
 
-def _variants_without_torch(folder: Path, variants: tuple[str, ...], precision: str,
-                            progress: Progress | None) -> None:
+def _variants_without_torch(
+    folder: Path, variants: tuple[str, ...], precision: str, progress: Progress | None
+) -> None:
     """fp16 / int8 variants of an existing bundle: they need the onnx package, not torch."""
     try:
         import onnx  # noqa: F401
     except ImportError as err:
         raise BackendError(
             f"--precision {precision} needs the onnx package to make the {variants[0]} graphs "
-            f"once: pip install onnx (or 'vosfx[torch]'), or use --precision fp32") from err
+            f"once: pip install onnx (or 'vosfx[torch]'), or use --precision fp32"
+        ) from err
     import logging
 
     _add_variants(folder, variants, progress or logging.getLogger(__name__).info)
@@ -154,9 +172,16 @@ def _variants_without_torch(folder: Path, variants: tuple[str, ...], precision: 
 
 # --- export (torch) -----------------------------------------------------------------------------
 
-def export_bundle(model_id: str, *, out_dir: str | Path | None = None,
-                  variants: Iterable[str] = (), image_size: int | None = None,
-                  progress: Progress | None = None, force: bool = False) -> Path:
+
+def export_bundle(
+    model_id: str,
+    *,
+    out_dir: str | Path | None = None,
+    variants: Iterable[str] = (),
+    image_size: int | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> Path:
     """Export ``model_id`` (a registry id, fetched through the cache, or a checkpoint path) to
     a bundle and return its folder. An up-to-date bundle is reused (only missing variants are
     added) unless ``force``. ``variants``: any of ``fp16``, ``int8``."""
@@ -218,18 +243,28 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
         file = folder / f"{spec.name}.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic
-            torch.onnx.export(spec.module.eval(), spec.example, str(file), dynamo=False,
-                              opset_version=OPSET, input_names=spec.inputs,
-                              output_names=spec.outputs, dynamic_axes=spec.dynamic,
-                              do_constant_folding=True)
+            torch.onnx.export(
+                spec.module.eval(),
+                spec.example,
+                str(file),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=spec.inputs,
+                output_names=spec.outputs,
+                dynamic_axes=spec.dynamic,
+                do_constant_folding=True,
+            )
         model = onnx.load(str(file))
         onnx.checker.check_model(model)
         found = [o.name for o in model.graph.output]
         if found != spec.outputs:  # a pass dropped or renamed an output the tracker reads
-            raise ModelError(f"{spec.name}: expected graph outputs {spec.outputs}, "
-                             f"found {found}")
-        graphs[spec.name] = {"file": file.name, "sha256": _sha(file),
-                             "inputs": _io(model.graph.input), "outputs": _io(model.graph.output)}
+            raise ModelError(f"{spec.name}: expected graph outputs {spec.outputs}, found {found}")
+        graphs[spec.name] = {
+            "file": file.name,
+            "sha256": _sha(file),
+            "inputs": _io(model.graph.input),
+            "outputs": _io(model.graph.output),
+        }
     return graphs
 
 
@@ -240,8 +275,13 @@ def _io(values) -> list[dict]:
     for v in values:
         t = v.type.tensor_type
         shape = [d.dim_param or d.dim_value for d in t.shape.dim]
-        out.append({"name": v.name, "shape": shape,
-                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        out.append(
+            {
+                "name": v.name,
+                "shape": shape,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            }
+        )
     return out
 
 
@@ -256,8 +296,10 @@ def _sha(path: Path) -> str:
 def _write_constants(net, folder: Path) -> None:
     import numpy as np
 
-    np.savez(folder / "constants.npz",
-             maskmem_tpos_enc=net.maskmem_tpos_enc.detach().float().cpu().numpy())
+    np.savez(
+        folder / "constants.npz",
+        maskmem_tpos_enc=net.maskmem_tpos_enc.detach().float().cpu().numpy(),
+    )
 
 
 def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
@@ -266,23 +308,41 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
 
     from vosfx._version import __version__
 
-    attrs = {k: getattr(net, k) for k in (
-        "num_maskmem", "multimask_output_in_sam", "multimask_output_for_tracking",
-        "multimask_min_pt_num", "multimask_max_pt_num", "use_mask_input_as_output_without_sam",
-        "binarize_mask_from_pts_for_mem_enc", "hidden_dim", "mem_dim")}
+    attrs = {
+        k: getattr(net, k)
+        for k in (
+            "num_maskmem",
+            "multimask_output_in_sam",
+            "multimask_output_for_tracking",
+            "multimask_min_pt_num",
+            "multimask_max_pt_num",
+            "use_mask_input_as_output_without_sam",
+            "binarize_mask_from_pts_for_mem_enc",
+            "hidden_dim",
+            "mem_dim",
+        )
+    }
     attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
     return {
-        "format": BUNDLE_FORMAT, "model_id": model_id, "checkpoint_sha256": sha,
-        "image_size": size, "opset": OPSET, "vosfx_version": __version__,
-        "torch_version": torch.__version__, "onnx_version": onnx.__version__,
+        "format": BUNDLE_FORMAT,
+        "model_id": model_id,
+        "checkpoint_sha256": sha,
+        "image_size": size,
+        "opset": OPSET,
+        "vosfx_version": __version__,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
         "exporter": "torch.onnx.export(dynamo=False)",
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "attrs": {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()},
-        "constants": "constants.npz", "graphs": graphs, "variants": {},
+        "constants": "constants.npz",
+        "graphs": graphs,
+        "variants": {},
     }
 
 
 # --- variants ---------------------------------------------------------------------------------
+
 
 def _add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
     man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -316,6 +376,10 @@ def _int8(folder: Path, man: dict) -> dict[str, str]:
 
     src = folder / man["graphs"]["image_encoder"]["file"]
     out = "image_encoder.int8.onnx"
-    quantize_dynamic(str(src), str(folder / out), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(
+        str(src),
+        str(folder / out),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+    )
     return {"image_encoder": out}

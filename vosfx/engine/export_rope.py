@@ -88,7 +88,8 @@ class RealRoPEAttention(nn.Module):
 
 
 def real_rope_memory_attention(
-        memory_attention: MemoryAttention) -> tuple[MemoryAttention, list[RealRoPEAttention]]:
+    memory_attention: MemoryAttention,
+) -> tuple[MemoryAttention, list[RealRoPEAttention]]:
     """A deep copy of ``memory_attention`` whose ``RoPEAttention`` modules are replaced by
     :class:`RealRoPEAttention`; returns (copy, the replaced modules that take ``n_exclude``).
 

@@ -49,8 +49,14 @@ class MemoryAttentionExport(nn.Module):
         clone, self._rope = real_rope_memory_attention(model.memory_attention)
         self.stage = MemoryAttentionStage(SimpleNamespace(memory_attention=clone))
 
-    def forward(self, vision_feat: torch.Tensor, vision_pos: torch.Tensor, memory: torch.Tensor,
-                memory_pos: torch.Tensor, num_obj_ptr_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        vision_feat: torch.Tensor,
+        vision_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_obj_ptr_tokens: torch.Tensor,
+    ) -> torch.Tensor:
         for attn in self._rope:
             attn.n_exclude = num_obj_ptr_tokens
         try:
@@ -87,15 +93,21 @@ class MaskAsOutputExport(nn.Module):
         size = int(model.image_size)
         self.resize = _AAResize(size, size // 4)
 
-    def forward(self, vision_feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        vision_feat: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         import torch.nn.functional as F
 
         resize = self.resize
         real = F.interpolate
 
-        def interpolate(x: torch.Tensor, *args: Any, antialias: bool = False,
-                        **kwargs: Any) -> torch.Tensor:
+        def interpolate(
+            x: torch.Tensor, *args: Any, antialias: bool = False, **kwargs: Any
+        ) -> torch.Tensor:
             # only the stage's own antialiased low-res downsample is redirected
             return resize(x) if antialias else real(x, *args, **kwargs)
 
@@ -131,29 +143,64 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
     m_tokens = n_mem * g * g + n_ptr
     pts = torch.tensor([[[size * 0.3, size * 0.4], [size * 0.6, size * 0.5]]])
     return [
-        StageSpec("image_encoder", ImageEncoderStage(model), (torch.randn(1, 3, size, size),),
-                  ["image"], ["feat_s0", "feat_s1", "vision_feat", "vision_pos"]),
+        StageSpec(
+            "image_encoder",
+            ImageEncoderStage(model),
+            (torch.randn(1, 3, size, size),),
+            ["image"],
+            ["feat_s0", "feat_s1", "vision_feat", "vision_pos"],
+        ),
         StageSpec("no_memory", NoMemoryStage(model), (feat,), ["vision_feat"], ["pix_feat"]),
-        StageSpec("memory_attention", MemoryAttentionExport(model),
-                  (feat, torch.randn(1, hidden, g, g), torch.randn(m_tokens, 1, mem),
-                   torch.randn(m_tokens, 1, mem), torch.tensor(n_ptr, dtype=torch.int64)),
-                  ["vision_feat", "vision_pos", "memory", "memory_pos", "num_obj_ptr_tokens"],
-                  ["pix_feat"],
-                  {"memory": {0: "num_tokens"}, "memory_pos": {0: "num_tokens"}}),
-        StageSpec("decoder", decoder,
-                  (feat, s0, s1, pts, torch.tensor([[1, 0]], dtype=torch.int32)),
-                  ["pix_feat", "feat_s0", "feat_s1", "point_coords", "point_labels"],
-                  ["multi_logits", "multi_ious", "single_logits", "single_iou",
-                   "object_score_logit", "multi_ptrs", "single_ptr"],
-                  {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}),
-        StageSpec("mask_as_output", MaskAsOutputExport(model, decoder),
-                  (feat, s0, s1, (torch.rand(1, 1, size, size) > 0.5).float()),
-                  ["vision_feat", "feat_s0", "feat_s1", "mask"],
-                  ["low_res", "object_score_logit", "iou", "obj_ptr"]),
-        StageSpec("memory_encoder", MemoryEncoderStage(model),
-                  (feat, torch.randn(1, 1, s, s), torch.tensor([[1.0]]), torch.tensor([True])),
-                  ["vision_feat", "low_res", "object_score_logit", "binarize"],
-                  ["maskmem", "maskmem_pos"]),
-        StageSpec("pointer_pos", PointerPosStage(model), (torch.tensor([0.25, -0.5]),),
-                  ["t_norm"], ["pos"], {"t_norm": {0: "num_pointers"}, "pos": {0: "num_pointers"}}),
+        StageSpec(
+            "memory_attention",
+            MemoryAttentionExport(model),
+            (
+                feat,
+                torch.randn(1, hidden, g, g),
+                torch.randn(m_tokens, 1, mem),
+                torch.randn(m_tokens, 1, mem),
+                torch.tensor(n_ptr, dtype=torch.int64),
+            ),
+            ["vision_feat", "vision_pos", "memory", "memory_pos", "num_obj_ptr_tokens"],
+            ["pix_feat"],
+            {"memory": {0: "num_tokens"}, "memory_pos": {0: "num_tokens"}},
+        ),
+        StageSpec(
+            "decoder",
+            decoder,
+            (feat, s0, s1, pts, torch.tensor([[1, 0]], dtype=torch.int32)),
+            ["pix_feat", "feat_s0", "feat_s1", "point_coords", "point_labels"],
+            [
+                "multi_logits",
+                "multi_ious",
+                "single_logits",
+                "single_iou",
+                "object_score_logit",
+                "multi_ptrs",
+                "single_ptr",
+            ],
+            {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+        ),
+        StageSpec(
+            "mask_as_output",
+            MaskAsOutputExport(model, decoder),
+            (feat, s0, s1, (torch.rand(1, 1, size, size) > 0.5).float()),
+            ["vision_feat", "feat_s0", "feat_s1", "mask"],
+            ["low_res", "object_score_logit", "iou", "obj_ptr"],
+        ),
+        StageSpec(
+            "memory_encoder",
+            MemoryEncoderStage(model),
+            (feat, torch.randn(1, 1, s, s), torch.tensor([[1.0]]), torch.tensor([True])),
+            ["vision_feat", "low_res", "object_score_logit", "binarize"],
+            ["maskmem", "maskmem_pos"],
+        ),
+        StageSpec(
+            "pointer_pos",
+            PointerPosStage(model),
+            (torch.tensor([0.25, -0.5]),),
+            ["t_norm"],
+            ["pos"],
+            {"t_norm": {0: "num_pointers"}, "pos": {0: "num_pointers"}},
+        ),
     ]

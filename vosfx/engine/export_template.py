@@ -85,8 +85,9 @@ class _LiveDensePE:
         self.decoder._buffers["dense_pe"] = self.saved
 
 
-def export_template(config: str, image_size: int, out_dir: str | Path,
-                    progress: Progress | None = None) -> Path:
+def export_template(
+    config: str, image_size: int, out_dir: str | Path, progress: Progress | None = None
+) -> Path:
     """Write the template for ``config`` at ``image_size`` into ``out_dir/<name>/``."""
     import onnx
     import torch
@@ -120,10 +121,17 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
             if live:
                 live.__enter__()
             try:
-                torch.onnx.export(spec.module.eval(), spec.example, str(file), dynamo=False,
-                                  opset_version=OPSET, input_names=spec.inputs,
-                                  output_names=spec.outputs, dynamic_axes=spec.dynamic,
-                                  do_constant_folding=False)
+                torch.onnx.export(
+                    spec.module.eval(),
+                    spec.example,
+                    str(file),
+                    dynamo=False,
+                    opset_version=OPSET,
+                    input_names=spec.inputs,
+                    output_names=spec.outputs,
+                    dynamic_axes=spec.dynamic,
+                    do_constant_folding=False,
+                )
             finally:
                 if live is not None and handle is not None:
                     live.__exit__()
@@ -132,38 +140,59 @@ def export_template(config: str, image_size: int, out_dir: str | Path,
         onnx.checker.check_model(model)
         inits = _externalise(model, spec.name, by_hash, constants)
         file.write_bytes(model.SerializeToString())
-        graphs[spec.name] = {"file": file.name, "data": f"{spec.name}.bin",
-                             "sha256": _sha(file), "initializers": inits,
-                             "inputs": _io(model.graph.input),
-                             "outputs": _io(model.graph.output)}
+        graphs[spec.name] = {
+            "file": file.name,
+            "data": f"{spec.name}.bin",
+            "sha256": _sha(file),
+            "initializers": inits,
+            "inputs": _io(model.graph.input),
+            "outputs": _io(model.graph.output),
+        }
     import numpy as np
 
     with open(tmp / "constants.npz", "wb") as fh:
         np.savez_compressed(fh, **constants)
-    attrs = {k: getattr(net, k) for k in (
-        "num_maskmem", "multimask_output_in_sam", "multimask_output_for_tracking",
-        "multimask_min_pt_num", "multimask_max_pt_num", "use_mask_input_as_output_without_sam",
-        "binarize_mask_from_pts_for_mem_enc", "hidden_dim", "mem_dim")}
+    attrs = {
+        k: getattr(net, k)
+        for k in (
+            "num_maskmem",
+            "multimask_output_in_sam",
+            "multimask_output_for_tracking",
+            "multimask_min_pt_num",
+            "multimask_max_pt_num",
+            "use_mask_input_as_output_without_sam",
+            "binarize_mask_from_pts_for_mem_enc",
+            "hidden_dim",
+            "mem_dim",
+        )
+    }
     attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
     meta = {
-        "format": TEMPLATE_FORMAT, "config": config, "image_size": int(image_size),
+        "format": TEMPLATE_FORMAT,
+        "config": config,
+        "image_size": int(image_size),
         "mem_mask_scale": float(net.sigmoid_scale_for_mem_enc),
         "mem_mask_bias": float(net.sigmoid_bias_for_mem_enc),
-        "opset": OPSET, "vosfx_version": __version__, "torch_version": torch.__version__,
+        "opset": OPSET,
+        "vosfx_version": __version__,
+        "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "exporter": "torch.onnx.export(dynamo=False, do_constant_folding=False)",
         "attrs": {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()},
-        "layout": layout, "graphs": graphs,
+        "layout": layout,
+        "graphs": graphs,
     }
-    (tmp / "template.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n",
-                                       encoding="utf-8")
+    (tmp / "template.json").write_text(
+        json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
 
 
-def _externalise(model, stage: str, by_hash: dict[str, str],
-                 constants: dict[str, Any]) -> list[list]:
+def _externalise(
+    model, stage: str, by_hash: dict[str, str], constants: dict[str, Any]
+) -> list[list]:
     """Move every initializer (and every big Constant node) of ``model`` to external data in
     ``<stage>.bin``; return ``[[name, "ckpt"|"const", key, offset, nbytes], ...]``."""
     from onnx import TensorProto, numpy_helper
@@ -171,8 +200,11 @@ def _externalise(model, stage: str, by_hash: dict[str, str],
     graph = model.graph
     keep = []
     for node in graph.node:  # big Constant nodes -> initializers, so they leave the graph
-        if (node.op_type == "Constant" and len(node.attribute) == 1
-                and node.attribute[0].name == "value"):
+        if (
+            node.op_type == "Constant"
+            and len(node.attribute) == 1
+            and node.attribute[0].name == "value"
+        ):
             arr = numpy_helper.to_array(node.attribute[0].t)
             if arr.size > BIG_CONSTANT:
                 graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
@@ -193,13 +225,22 @@ def _externalise(model, stage: str, by_hash: dict[str, str],
             offset += -(-len(raw) // ALIGN) * ALIGN
         table.append([init.name, source, key, placed[(source, key)], len(raw)])
         init.ClearField("raw_data")
-        for f in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data",
-                  "string_data"):
+        for f in (
+            "float_data",
+            "int32_data",
+            "int64_data",
+            "double_data",
+            "uint64_data",
+            "string_data",
+        ):
             init.ClearField(f)
         init.data_location = TensorProto.EXTERNAL
         del init.external_data[:]
-        for k, v in (("location", f"{stage}.bin"), ("offset", str(placed[(source, key)])),
-                     ("length", str(len(raw)))):
+        for k, v in (
+            ("location", f"{stage}.bin"),
+            ("offset", str(placed[(source, key)])),
+            ("length", str(len(raw))),
+        ):
             entry = init.external_data.add()
             entry.key, entry.value = k, v
     return table

@@ -43,8 +43,13 @@ PROVIDERS = {
     "coreml": ["CoreMLExecutionProvider", "CPUExecutionProvider"],
     "dml": ["DmlExecutionProvider", "CPUExecutionProvider"],
 }
-AUTO_ORDER = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CoreMLExecutionProvider",
-              "DmlExecutionProvider", "CPUExecutionProvider"]
+AUTO_ORDER = [
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "CPUExecutionProvider",
+]
 _WARNED: set[str] = set()
 
 
@@ -55,6 +60,7 @@ def _warn_once(message: str) -> None:
 
 
 # --- the backend ------------------------------------------------------------------------------
+
 
 class OnnxBackend:
     """:class:`~vosfx.engine.backend.Backend` over an exported bundle.
@@ -71,14 +77,23 @@ class OnnxBackend:
     # on a frame from the clicks alone (docs/followups.md)
     supports_mask_input = False
 
-    def __init__(self, bundle: str | Path, *, device: str = "auto", threads: int = 0,
-                 precision: str = "fp32", optimization: str = "all",
-                 memory_arena: bool = True) -> None:
+    def __init__(
+        self,
+        bundle: str | Path,
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        precision: str = "fp32",
+        optimization: str = "all",
+        memory_arena: bool = True,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise BackendError("the onnx backend needs onnxruntime: pip install onnxruntime "
-                               f"(or onnxruntime-gpu) ({err})") from err
+            raise BackendError(
+                "the onnx backend needs onnxruntime: pip install onnxruntime "
+                f"(or onnxruntime-gpu) ({err})"
+            ) from err
         self.bundle = Path(bundle)
         self.memory_arena = memory_arena
         self.manifest = man = read_manifest(self.bundle)
@@ -90,8 +105,7 @@ class OnnxBackend:
         self.multimask_output_for_tracking = bool(a["multimask_output_for_tracking"])
         self.multimask_min_pt_num = int(a["multimask_min_pt_num"])
         self.multimask_max_pt_num = int(a["multimask_max_pt_num"])
-        self.use_mask_input_as_output_without_sam = bool(
-            a["use_mask_input_as_output_without_sam"])
+        self.use_mask_input_as_output_without_sam = bool(a["use_mask_input_as_output_without_sam"])
         self.binarize_mask_from_pts_for_mem_enc = bool(a["binarize_mask_from_pts_for_mem_enc"])
         self._hidden, self._mem = int(a["hidden_dim"]), int(a["mem_dim"])
         consts = np.load(self.bundle / man["constants"])
@@ -102,12 +116,15 @@ class OnnxBackend:
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
-        self._sess = {name: self._session(ort, name, self._graph_file(name), threads)
-                      for name in man["graphs"]}
+        self._sess = {
+            name: self._session(ort, name, self._graph_file(name), threads)
+            for name in man["graphs"]
+        }
         # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
         # reads the high-res features): feed each graph only what it declares
-        self._inputs = {name: {i.name for i in sess.get_inputs()}
-                        for name, sess in self._sess.items()}
+        self._inputs = {
+            name: {i.name for i in sess.get_inputs()} for name, sess in self._sess.items()
+        }
         self._mem_pos: dict[int, np.ndarray] = {}  # t_pos -> (g*g, 1, 64)
         self._ptr_pos: dict[tuple[int, int], np.ndarray] = {}  # (t_diff, max) -> (4, 1, 64)
         self._maskmem_pos: np.ndarray | None = None  # (g*g, 1, 64), constant
@@ -118,12 +135,16 @@ class OnnxBackend:
             return [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
         wanted = PROVIDERS.get(device)
         if wanted is None:
-            raise BackendError(f"onnx backend device: expected one of auto, "
-                               f"{', '.join(PROVIDERS)}; found {device!r}")
+            raise BackendError(
+                f"onnx backend device: expected one of auto, "
+                f"{', '.join(PROVIDERS)}; found {device!r}"
+            )
         if wanted[0] not in available:
-            _warn_once(f"ONNX Runtime has no {wanted[0]} in this install (available: "
-                       f"{', '.join(available)}): running on CPU. For GPUs install "
-                       "onnxruntime-gpu matching your CUDA version.")
+            _warn_once(
+                f"ONNX Runtime has no {wanted[0]} in this install (available: "
+                f"{', '.join(available)}): running on CPU. For GPUs install "
+                "onnxruntime-gpu matching your CUDA version."
+            )
         return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
 
     def _graph_file(self, name: str) -> Path:
@@ -132,9 +153,11 @@ class OnnxBackend:
             return self.bundle / self.manifest["graphs"][name]["file"]
         files = variants.get(self.precision)
         if files is None:
-            raise BackendError(f"precision {self.precision!r}: expected the bundle {self.bundle} "
-                               f"to have that variant, found {sorted(variants) or 'none'} "
-                               f"(vosfx models export --variant {self.precision})")
+            raise BackendError(
+                f"precision {self.precision!r}: expected the bundle {self.bundle} "
+                f"to have that variant, found {sorted(variants) or 'none'} "
+                f"(vosfx models export --variant {self.precision})"
+            )
         return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
 
     def _session(self, ort, name: str, path: Path, threads: int):
@@ -156,8 +179,10 @@ class OnnxBackend:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
         got = sess.get_providers()
         if self.providers[0] not in got:
-            _warn_once(f"ONNX Runtime fell back from {self.providers[0]} to {got[0]} for "
-                       f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}")
+            _warn_once(
+                f"ONNX Runtime fell back from {self.providers[0]} to {got[0]} for "
+                f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}"
+            )
         return sess
 
     def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
@@ -176,52 +201,91 @@ class OnnxBackend:
         point_coords, point_labels = request.point_coords, request.point_labels
         mask_logits = request.mask_logits
         if mask_logits is not None:
-            raise BackendError("the onnx backend has no dense mask-prompt decoder graph; "
-                               "mask prompts go through mask_as_output")
+            raise BackendError(
+                "the onnx backend has no dense mask-prompt decoder graph; "
+                "mask prompts go through mask_as_output"
+            )
         if memories is None:
             (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
         else:
-            memory, memory_pos, n_ptr = self._assemble(memories, request.pointers,
-                                                            request.t_diff_max)
-            (pix,) = self._run("memory_attention", {
-                "vision_feat": features.vision_feat, "vision_pos": features.vision_pos,
-                "memory": memory, "memory_pos": memory_pos,
-                "num_obj_ptr_tokens": np.array(n_ptr, np.int64)})
+            memory, memory_pos, n_ptr = self._assemble(
+                memories, request.pointers, request.t_diff_max
+            )
+            (pix,) = self._run(
+                "memory_attention",
+                {
+                    "vision_feat": features.vision_feat,
+                    "vision_pos": features.vision_pos,
+                    "memory": memory,
+                    "memory_pos": memory_pos,
+                    "num_obj_ptr_tokens": np.array(n_ptr, np.int64),
+                },
+            )
         if point_coords is None or len(point_coords) == 0:
             coords = np.zeros((1, 1, 2), np.float32)  # one padding point, as SAM 2 passes
             labels = -np.ones((1, 1), np.int32)
         else:
             coords = np.asarray(point_coords, np.float32)[None]
             labels = np.asarray(point_labels, np.int32)[None]
-        ml, mi, sl, si, score, mptr, sptr = self._run("decoder", {
-            "pix_feat": pix, "feat_s0": features.feat_s0, "feat_s1": features.feat_s1,
-            "point_coords": coords, "point_labels": labels})
+        ml, mi, sl, si, score, mptr, sptr = self._run(
+            "decoder",
+            {
+                "pix_feat": pix,
+                "feat_s0": features.feat_s0,
+                "feat_s1": features.feat_s1,
+                "point_coords": coords,
+                "point_labels": labels,
+            },
+        )
         gate = request.min_object_score
         if gate != 0.0 and gate < float(score[0, 0]) <= 0.0:
             # the exported decoder gates at 0: its masks for this frame are already blanked
             raise BackendError(
                 f"object score {float(score[0, 0]):.3f} lies between the policy's object "
                 f"threshold {gate} and 0, which the ONNX decoder graph (gated at 0) cannot "
-                "follow: use the torch runtime or a policy object threshold of 0")
-        return TrackOutput(multi_logits=ml[0], multi_ious=mi[0], single_logits=sl[0, 0],
-                           single_iou=float(si[0, 0]), object_score_logit=float(score[0, 0]),
-                           multi_ptrs=mptr[0], single_ptr=sptr)
+                "follow: use the torch runtime or a policy object threshold of 0"
+            )
+        return TrackOutput(
+            multi_logits=ml[0],
+            multi_ious=mi[0],
+            single_logits=sl[0, 0],
+            single_iou=float(si[0, 0]),
+            object_score_logit=float(score[0, 0]),
+            multi_ptrs=mptr[0],
+            single_ptr=sptr,
+        )
 
-    def mask_as_output(self, features: ImageFeatures,
-                       mask: np.ndarray) -> tuple[np.ndarray, float, Any]:
+    def mask_as_output(
+        self, features: ImageFeatures, mask: np.ndarray
+    ) -> tuple[np.ndarray, float, Any]:
         m = resize_mask(mask, self.image_size)[None, None]  # (1, 1, S, S)
-        low, score, _iou, ptr = self._run("mask_as_output", {
-            "vision_feat": features.vision_feat, "feat_s0": features.feat_s0,
-            "feat_s1": features.feat_s1, "mask": m})
+        low, score, _iou, ptr = self._run(
+            "mask_as_output",
+            {
+                "vision_feat": features.vision_feat,
+                "feat_s0": features.feat_s0,
+                "feat_s1": features.feat_s1,
+                "mask": m,
+            },
+        )
         return low[0, 0], float(score[0, 0]), ptr
 
-    def encode_memory(self, features: ImageFeatures, low_res: np.ndarray,
-                      object_score_logit: float, binarize: bool) -> Any:
-        maskmem, pos = self._run("memory_encoder", {
-            "vision_feat": features.vision_feat,
-            "low_res": np.asarray(low_res, np.float32)[None, None],
-            "object_score_logit": np.array([[object_score_logit]], np.float32),
-            "binarize": np.array([binarize])})
+    def encode_memory(
+        self,
+        features: ImageFeatures,
+        low_res: np.ndarray,
+        object_score_logit: float,
+        binarize: bool,
+    ) -> Any:
+        maskmem, pos = self._run(
+            "memory_encoder",
+            {
+                "vision_feat": features.vision_feat,
+                "low_res": np.asarray(low_res, np.float32)[None, None],
+                "object_score_logit": np.array([[object_score_logit]], np.float32),
+                "binarize": np.array([binarize]),
+            },
+        )
         if self._maskmem_pos is None:
             self._maskmem_pos = pos[0].reshape(pos.shape[1], -1).T[:, None, :].copy()
         # (1, 64, g, g) -> (g*g, 64) token order, bfloat16 as SAM 2's predictor stores it
@@ -232,8 +296,9 @@ class OnnxBackend:
 
     # --- memory assembly ----------------------------------------------------------------
 
-    def _assemble(self, memories: list[MemoryItem], pointers: list[PointerItem],
-                  t_diff_max: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def _assemble(
+        self, memories: list[MemoryItem], pointers: list[PointerItem], t_diff_max: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """(M, 1, 64) float32 memory tokens and position encodings in SAM 2's order: spatial
         memories in selection order, then the pointers' tokens. One copy into each buffer."""
         split = self._mem < self._hidden
@@ -245,13 +310,13 @@ class OnnxBackend:
         i = 0
         for item in memories:
             n = item.maskmem.shape[0]
-            tok[i:i + n, 0] = from_bf16_bits(item.maskmem)
-            pos[i:i + n] = self._memory_pos(item.t_pos)
+            tok[i : i + n, 0] = from_bf16_bits(item.maskmem)
+            pos[i : i + n] = self._memory_pos(item.t_pos)
             i += n
         for pointer in pointers:
             # (1, 256) -> (4, 1, 64): the pointer as 4 memory tokens (mem_dim 64 < 256)
-            tok[i:i + per_ptr] = np.asarray(pointer.obj_ptr, np.float32).reshape(per_ptr, 1, -1)
-            pos[i:i + per_ptr] = self._pointer_pos(pointer.t_diff, t_diff_max)
+            tok[i : i + per_ptr] = np.asarray(pointer.obj_ptr, np.float32).reshape(per_ptr, 1, -1)
+            pos[i : i + per_ptr] = self._pointer_pos(pointer.t_diff, t_diff_max)
             i += per_ptr
         return tok, pos, per_ptr * len(pointers)
 
@@ -260,8 +325,9 @@ class OnnxBackend:
         if pos is None:
             if self._maskmem_pos is None:
                 raise BackendError("memory position requested before any memory was encoded")
-            pos = self._mem_pos[t_pos] = self._maskmem_pos + self._tpos[
-                self.num_maskmem - t_pos - 1]
+            pos = self._mem_pos[t_pos] = (
+                self._maskmem_pos + self._tpos[self.num_maskmem - t_pos - 1]
+            )
         return pos
 
     def _pointer_pos(self, t_diff: int, t_diff_max: int) -> np.ndarray:
@@ -273,4 +339,3 @@ class OnnxBackend:
             reps = self._hidden // self._mem if self._mem < self._hidden else 1
             pos = self._ptr_pos[key] = np.repeat(p[:, None, :], reps, axis=0)
         return pos
-

@@ -61,13 +61,24 @@ class MemoryAttentionStage(nn.Module):
         super().__init__()
         self.memory_attention = model.memory_attention
 
-    def forward(self, vision_feat: torch.Tensor, vision_pos: torch.Tensor, memory: torch.Tensor,
-                memory_pos: torch.Tensor, num_obj_ptr_tokens: int) -> torch.Tensor:
+    def forward(
+        self,
+        vision_feat: torch.Tensor,
+        vision_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_obj_ptr_tokens: int,
+    ) -> torch.Tensor:
         b, c, h, w = vision_feat.shape
         curr = vision_feat.flatten(2).permute(2, 0, 1)  # (g*g, 1, 256)
         curr_pos = vision_pos.flatten(2).permute(2, 0, 1)
-        out = self.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=memory,
-                                    memory_pos=memory_pos, num_obj_ptr_tokens=num_obj_ptr_tokens)
+        out = self.memory_attention(
+            curr=[curr],
+            curr_pos=[curr_pos],
+            memory=memory,
+            memory_pos=memory_pos,
+            num_obj_ptr_tokens=num_obj_ptr_tokens,
+        )
         return out.permute(1, 2, 0).view(b, c, h, w)
 
 
@@ -121,20 +132,31 @@ class DecoderStage(nn.Module):
         with torch.no_grad():  # constant for a given S: computed once, not per frame
             self.register_buffer("dense_pe", self.prompt_encoder.get_dense_pe(), persistent=False)
 
-    def forward(self, pix_feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor,
-                point_coords: torch.Tensor, point_labels: torch.Tensor,
-                mask_input: torch.Tensor | None = None,
-                min_object_score: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        sparse, dense = self.prompt_encoder(points=(point_coords, point_labels), boxes=None,
-                                            masks=mask_input)
+    def forward(
+        self,
+        pix_feat: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
+        min_object_score: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        sparse, dense = self.prompt_encoder(
+            points=(point_coords, point_labels), boxes=None, masks=mask_input
+        )
         masks, ious, tokens, score = self.mask_decoder.predict_masks(
-            image_embeddings=pix_feat, image_pe=self.dense_pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, repeat_image=False,
+            image_embeddings=pix_feat,
+            image_pe=self.dense_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
             high_res_features=[feat_s0, feat_s1],
         )  # masks (1, 4, s, s), ious (1, 4), tokens (1, 4, 256), score (1, 1)
         if self.dynamic_single:
             single_logits, single_iou = self.mask_decoder._dynamic_multimask_via_stability(
-                masks, ious)
+                masks, ious
+            )
         else:
             single_logits, single_iou = masks[:, :1], ious[:, :1]
         is_obj = score > (0 if min_object_score is None else min_object_score)  # (1, 1)
@@ -169,18 +191,29 @@ class MaskAsOutputStage(nn.Module):
         self.mask_downsample = model.mask_downsample
         self.decoder = decoder
 
-    def forward(self, vision_feat: torch.Tensor, feat_s0: torch.Tensor, feat_s1: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        vision_feat: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         out_scale, out_bias = 20.0, -10.0  # sigmoid(-10) = 4.5e-5: "certainly background"
         high_res = mask * out_scale + out_bias
-        low_res = F.interpolate(high_res, size=(high_res.size(-2) // 4, high_res.size(-1) // 4),
-                                align_corners=False, mode="bilinear", antialias=True)
+        low_res = F.interpolate(
+            high_res,
+            size=(high_res.size(-2) // 4, high_res.size(-1) // 4),
+            align_corners=False,
+            mode="bilinear",
+            antialias=True,
+        )
         iou = mask.new_ones(1, 1)
         # no points: the prompt encoder's single padding point (label -1), as SAM 2 passes
         coords = torch.zeros(1, 1, 2, device=mask.device)
         labels = -torch.ones(1, 1, dtype=torch.int32, device=mask.device)
-        *_, single_ptr = self.decoder(vision_feat, feat_s0, feat_s1, coords, labels,
-                                      self.mask_downsample(mask))
+        *_, single_ptr = self.decoder(
+            vision_feat, feat_s0, feat_s1, coords, labels, self.mask_downsample(mask)
+        )
         lam = torch.any(mask.flatten(1) > 0.0, dim=1)[..., None].float()  # (1, 1)
         score = out_scale * lam + out_bias
         # the decoder already blended its pointer by its own score; SAM 2 then blends the result
@@ -211,11 +244,16 @@ class MemoryEncoderStage(nn.Module):
         self.bias = float(model.sigmoid_bias_for_mem_enc)
         self.no_obj_embed_spatial = model.no_obj_embed_spatial  # (1, 64) or None
 
-    def forward(self, vision_feat: torch.Tensor, low_res: torch.Tensor,
-                object_score_logit: torch.Tensor,
-                binarize: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        high_res = F.interpolate(low_res, size=(self.image_size, self.image_size),
-                                 mode="bilinear", align_corners=False)  # (1, 1, S, S)
+    def forward(
+        self,
+        vision_feat: torch.Tensor,
+        low_res: torch.Tensor,
+        object_score_logit: torch.Tensor,
+        binarize: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        high_res = F.interpolate(
+            low_res, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )  # (1, 1, S, S)
         mask = torch.where(binarize, (high_res > 0).float(), torch.sigmoid(high_res))
         if self.scale != 1.0:
             mask = mask * self.scale
@@ -226,7 +264,8 @@ class MemoryEncoderStage(nn.Module):
         if self.no_obj_embed_spatial is not None:
             absent = 1 - (object_score_logit > 0).float()  # (1, 1)
             maskmem = maskmem + absent[..., None, None] * self.no_obj_embed_spatial[
-                ..., None, None].expand(*maskmem.shape)
+                ..., None, None
+            ].expand(*maskmem.shape)
         return maskmem, pos
 
 

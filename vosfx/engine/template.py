@@ -33,8 +33,14 @@ def template_name(config: str, image_size: int) -> str:
     return f"{stem}-{int(image_size)}"
 
 
-def find_template(config: str | None, image_size: int, *, mem_mask_scale: float = 20.0,
-                  mem_mask_bias: float = -10.0, root: Path | None = None) -> Path | None:
+def find_template(
+    config: str | None,
+    image_size: int,
+    *,
+    mem_mask_scale: float = 20.0,
+    mem_mask_bias: float = -10.0,
+    root: Path | None = None,
+) -> Path | None:
     """The shipped template for ``config`` at ``image_size`` with these memory-mask
     settings, or None."""
     if not config:
@@ -43,8 +49,7 @@ def find_template(config: str | None, image_size: int, *, mem_mask_scale: float 
     meta = _meta(folder)
     if meta is None or meta.get("config") != config:
         return None
-    if (meta.get("mem_mask_scale"), meta.get("mem_mask_bias")) != (mem_mask_scale,
-                                                                  mem_mask_bias):
+    if (meta.get("mem_mask_scale"), meta.get("mem_mask_bias")) != (mem_mask_scale, mem_mask_bias):
         return None
     return folder
 
@@ -72,8 +77,15 @@ def layout(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v[0]), v[1]) for k, v in meta["layout"].items()}
 
 
-def build_bundle(template: Path, checkpoint: str | Path, *, sha256: str | None, model_id: str,
-                 out_dir: Path, progress: Progress | None = None) -> Path:
+def build_bundle(
+    template: Path,
+    checkpoint: str | Path,
+    *,
+    sha256: str | None,
+    model_id: str,
+    out_dir: Path,
+    progress: Progress | None = None,
+) -> Path:
     """Fill ``template`` with ``checkpoint``'s weights into the bundle folder ``out_dir``.
 
     ``sha256``: the file's expected hash (checked before it is parsed); None hashes the file
@@ -94,11 +106,16 @@ def build_bundle(template: Path, checkpoint: str | Path, *, sha256: str | None, 
     tmp.mkdir(parents=True)
     try:
         with CheckpointFile(checkpoint, sha256=sha256) as ckpt:
-            check_layout(ckpt.tensors, layout(template), source=f"{checkpoint} "
-                         f"(expected the layout of {meta['config']})")
+            check_layout(
+                ckpt.tensors,
+                layout(template),
+                source=f"{checkpoint} (expected the layout of {meta['config']})",
+            )
             with np.load(template / "constants.npz") as consts:
-                graphs = {name: _fill(template, tmp, name, g, ckpt, consts)
-                          for name, g in meta["graphs"].items()}
+                graphs = {
+                    name: _fill(template, tmp, name, g, ckpt, consts)
+                    for name, g in meta["graphs"].items()
+                }
             np.savez(tmp / "constants.npz", maskmem_tpos_enc=ckpt.array("maskmem_tpos_enc"))
         manifest = _manifest(meta, model_id, sha256, graphs)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -124,13 +141,19 @@ def _fill(template: Path, folder: Path, name: str, graph: dict, ckpt: Any, const
             arr = ckpt.array(key) if source == "ckpt" else consts[key]
             raw = np.ascontiguousarray(arr).tobytes()
             if len(raw) != nbytes:
-                raise ModelError(f"{graph['file']}: initializer {init} expects {nbytes} bytes "
-                                 f"of {source} {key}, found {len(raw)}")
+                raise ModelError(
+                    f"{graph['file']}: initializer {init} expects {nbytes} bytes "
+                    f"of {source} {key}, found {len(raw)}"
+                )
             fh.seek(offset)
             fh.write(raw)
             written.add(offset)
-    return {"file": graph["file"], "sha256": _sha(folder / graph["file"]),
-            "inputs": graph["inputs"], "outputs": graph["outputs"]}
+    return {
+        "file": graph["file"],
+        "sha256": _sha(folder / graph["file"]),
+        "inputs": graph["inputs"],
+        "outputs": graph["outputs"],
+    }
 
 
 def _sha(path: Path) -> str:
@@ -146,14 +169,21 @@ def _manifest(meta: dict, model_id: str, sha256: str, graphs: dict) -> dict:
     from vosfx.engine.bundle import BUNDLE_FORMAT
 
     return {
-        "format": BUNDLE_FORMAT, "model_id": model_id, "checkpoint_sha256": sha256,
-        "image_size": meta["image_size"], "opset": meta["opset"],
-        "vosfx_version": __version__, "torch_version": meta["torch_version"],
+        "format": BUNDLE_FORMAT,
+        "model_id": model_id,
+        "checkpoint_sha256": sha256,
+        "image_size": meta["image_size"],
+        "opset": meta["opset"],
+        "vosfx_version": __version__,
+        "torch_version": meta["torch_version"],
         "onnx_version": meta["onnx_version"],
         "exporter": f"template {template_name(meta['config'], meta['image_size'])} "
-                    f"({meta['exporter']}) filled without torch",
+        f"({meta['exporter']}) filled without torch",
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "attrs": meta["attrs"], "constants": "constants.npz", "graphs": graphs, "variants": {},
+        "attrs": meta["attrs"],
+        "constants": "constants.npz",
+        "graphs": graphs,
+        "variants": {},
     }
 
 
@@ -173,17 +203,28 @@ def bundle_from_template(model: Any, progress: Progress | None = None) -> Path |
     if path is None or sha is None:
         return None
     spec: registry.ModelSpec | None = (
-        registry.get(source) if source in registry.model_ids()
-        else registry.find_by_filename(path.name) or identify(path))
+        registry.get(source)
+        if source in registry.model_ids()
+        else registry.find_by_filename(path.name) or identify(path)
+    )
     if spec is None:
         return None
     size = int(model.image_size) if model.image_size else 1024
-    template = find_template(spec.config, size, mem_mask_scale=spec.mem_mask_scale,
-                             mem_mask_bias=spec.mem_mask_bias)
+    template = find_template(
+        spec.config, size, mem_mask_scale=spec.mem_mask_scale, mem_mask_bias=spec.mem_mask_bias
+    )
     if template is None:
         return None
     say = progress or logging.getLogger(__name__).info
-    say(f"first use of {model_id} at {size} px: filling the shipped ONNX graphs with its "
-        "weights (once; a few seconds)")
-    return build_bundle(template, path, sha256=sha, model_id=model_id,
-                        out_dir=bundle_dir(model_id, sha, size), progress=None)
+    say(
+        f"first use of {model_id} at {size} px: filling the shipped ONNX graphs with its "
+        "weights (once; a few seconds)"
+    )
+    return build_bundle(
+        template,
+        path,
+        sha256=sha,
+        model_id=model_id,
+        out_dir=bundle_dir(model_id, sha, size),
+        progress=None,
+    )

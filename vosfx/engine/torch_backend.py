@@ -99,10 +99,12 @@ class TorchBackend:
             if memories is None:
                 pix = self.no_memory(features.vision_feat)
             else:
-                memory, memory_pos, n_ptr = self._assemble(memories, request.pointers,
-                                                            request.t_diff_max)
-                pix = self.attention(features.vision_feat, features.vision_pos, memory,
-                                     memory_pos, n_ptr)
+                memory, memory_pos, n_ptr = self._assemble(
+                    memories, request.pointers, request.t_diff_max
+                )
+                pix = self.attention(
+                    features.vision_feat, features.vision_pos, memory, memory_pos, n_ptr
+                )
             if point_coords is None or len(point_coords) == 0:
                 # no points: one padding point (label -1), as SAM 2 passes
                 coords = torch.zeros(1, 1, 2, device=dev)
@@ -117,13 +119,17 @@ class TorchBackend:
             gate = None
             if request.min_object_score != 0.0:
                 gate = torch.full((1, 1), request.min_object_score, device=dev)
-            out = self.decoder(pix, features.feat_s0, features.feat_s1, coords, labels, mask_in,
-                               gate)
+            out = self.decoder(
+                pix, features.feat_s0, features.feat_s1, coords, labels, mask_in, gate
+            )
         ml, mi, sl, si, score, mptr, sptr = out
         return TrackOutput(
-            multi_logits=ml[0].float().cpu().numpy(), multi_ious=mi[0].float().cpu().numpy(),
-            single_logits=sl[0, 0].float().cpu().numpy(), single_iou=float(si[0, 0]),
-            object_score_logit=float(score[0, 0]), multi_ptrs=mptr[0].float(),
+            multi_logits=ml[0].float().cpu().numpy(),
+            multi_ious=mi[0].float().cpu().numpy(),
+            single_logits=sl[0, 0].float().cpu().numpy(),
+            single_iou=float(si[0, 0]),
+            object_score_logit=float(score[0, 0]),
+            multi_ptrs=mptr[0].float(),
             single_ptr=sptr.float(),
         )
 
@@ -132,26 +138,33 @@ class TorchBackend:
         size = tuple(self.model.sam_prompt_encoder.mask_input_size)
         if tuple(mask.shape[-2:]) == size:
             return mask
-        return F.interpolate(mask.float(), size=size, align_corners=False, mode="bilinear",
-                             antialias=True)
+        return F.interpolate(
+            mask.float(), size=size, align_corners=False, mode="bilinear", antialias=True
+        )
 
     @torch.inference_mode()
-    def mask_as_output(self, features: ImageFeatures,
-                       mask: np.ndarray) -> tuple[np.ndarray, float, Any]:
+    def mask_as_output(
+        self, features: ImageFeatures, mask: np.ndarray
+    ) -> tuple[np.ndarray, float, Any]:
         m = torch.from_numpy(np.asarray(mask, bool))[None, None].float().to(self.device_t)
         s = self.image_size
         if m.shape[-2:] != (s, s):
-            m = F.interpolate(m, size=(s, s), align_corners=False, mode="bilinear",
-                              antialias=True)
+            m = F.interpolate(m, size=(s, s), align_corners=False, mode="bilinear", antialias=True)
             m = (m >= 0.5).float()
         with self._autocast():
-            low, score, _iou, ptr = self.mask_output(features.vision_feat, features.feat_s0,
-                                                     features.feat_s1, m)
+            low, score, _iou, ptr = self.mask_output(
+                features.vision_feat, features.feat_s0, features.feat_s1, m
+            )
         return low[0, 0].float().cpu().numpy(), float(score[0, 0]), ptr.float()
 
     @torch.inference_mode()
-    def encode_memory(self, features: ImageFeatures, low_res: np.ndarray,
-                      object_score_logit: float, binarize: bool) -> Any:
+    def encode_memory(
+        self,
+        features: ImageFeatures,
+        low_res: np.ndarray,
+        object_score_logit: float,
+        binarize: bool,
+    ) -> Any:
         dev = self.device_t
         low = torch.from_numpy(np.asarray(low_res, np.float32))[None, None].to(dev)
         score = torch.tensor([[object_score_logit]], dtype=torch.float32, device=dev)
@@ -169,8 +182,9 @@ class TorchBackend:
 
     # --- memory assembly ----------------------------------------------------------------
 
-    def _assemble(self, memories: list[MemoryItem], pointers: list[PointerItem],
-                  t_diff_max: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _assemble(
+        self, memories: list[MemoryItem], pointers: list[PointerItem], t_diff_max: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(M, 1, 64) memory tokens and position encodings, in SAM 2's order: spatial
         memories in selection order, then 4 tokens per pointer."""
         toks, poss = [], []

@@ -85,7 +85,9 @@ def read_label_png(path: str | Path) -> np.ndarray:
     return order[pos].astype(np.uint8)
 
 
-def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray | None = None) -> None:
+def write_label_png(
+    path: str | Path, labels: np.ndarray, palette: np.ndarray | None = None
+) -> None:
     """Write a (H, W) uint8 label map as an 8-bit palette PNG (the DAVIS palette by default),
     which the DAVIS and MOSE toolkits (Pillow) and :func:`read_label_png` read back as ids."""
     labels = np.asarray(labels)
@@ -97,18 +99,23 @@ def write_label_png(path: str | Path, labels: np.ndarray, palette: np.ndarray | 
     h, w = labels.shape
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
     rows = np.concatenate([np.zeros((h, 1), np.uint8), labels], axis=1)  # filter byte 0 (none)
-    png = b"".join([
-        b"\x89PNG\r\n\x1a\n",
-        chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)),  # 8-bit, colour type 3
-        chunk(b"PLTE", pal.reshape(-1).tobytes()),
-        chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
-        chunk(b"IEND", b""),
-    ])
+    png = b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)),  # 8-bit, colour type 3
+            chunk(b"PLTE", pal.reshape(-1).tobytes()),
+            chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
+            chunk(b"IEND", b""),
+        ]
+    )
     try:
         Path(path).write_bytes(png)
     except OSError as err:
@@ -193,7 +200,8 @@ class DavisDataset:
                     f"Annotations/<seq>/*.png), found no folder {d}"
                 )
         self.sequences = sorted(
-            p.name for p in self.image_dir.iterdir()
+            p.name
+            for p in self.image_dir.iterdir()
             if p.is_dir() and (self.annotation_dir / p.name).is_dir()
         )
 

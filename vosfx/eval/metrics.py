@@ -191,7 +191,9 @@ def f_score(pred: np.ndarray, gt: np.ndarray, bound_th: float = DAVIS_BOUND_TH) 
     return boundary_f(pred, gt, davis_radius(height, width, bound_th))
 
 
-def f_adaptive(pred: np.ndarray, gt: np.ndarray, alpha: float = MOSEV2_ALPHA) -> tuple[float, float]:
+def f_adaptive(
+    pred: np.ndarray, gt: np.ndarray, alpha: float = MOSEV2_ALPHA
+) -> tuple[float, float]:
     """MOSEv2 boundary scores ``(F, F_dot)`` for one frame, as ``metricsv2.f_measure_adaptive``
     with ``mode="area"`` computes them.
 
@@ -245,9 +247,11 @@ def statistics(values: np.ndarray) -> tuple[float, float, float]:
     first = values[edges[0] : edges[1] + 1]
     last = values[edges[3] : edges[4] + 1]
     with np.errstate(invalid="ignore"):
-        decay = float(np.nanmean(first) - np.nanmean(last)) if (
-            (~np.isnan(first)).any() and (~np.isnan(last)).any()
-        ) else math.nan
+        decay = (
+            float(np.nanmean(first) - np.nanmean(last))
+            if ((~np.isnan(first)).any() and (~np.isnan(last)).any())
+            else math.nan
+        )
     return mean, recall, decay
 
 

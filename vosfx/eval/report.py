@@ -79,10 +79,17 @@ def score_object(
     j_mean = _nan_to_none(float(j.mean())) if len(j) else None
     f_mean = _nan_to_none(float(ff[:, 0].mean())) if len(j) else None
     fdot_mean = _nan_to_none(float(ff[:, 1].mean())) if len(j) else None
-    parts = {"dis_j": tr.disappear_j, "dis_f": tr.disappear_f,
-             "re_j": tr.reappear_j, "re_f": tr.reappear_f}
+    parts = {
+        "dis_j": tr.disappear_j,
+        "dis_f": tr.disappear_f,
+        "re_j": tr.reappear_j,
+        "re_f": tr.reappear_f,
+    }
     scores = {
-        "J&Ḟ": _pair_mean(j_mean, fdot_mean), "J": j_mean, "Ḟ": fdot_mean, "F": f_mean,
+        "J&Ḟ": _pair_mean(j_mean, fdot_mean),
+        "J": j_mean,
+        "Ḟ": fdot_mean,
+        "F": f_mean,
         "J&F": _pair_mean(j_mean, f_mean),
         "J&Ḟ_d": _pair_mean(tr.disappear_j, tr.disappear_f),
         "J&Ḟ_r": _pair_mean(tr.reappear_j, tr.reappear_f),
@@ -105,8 +112,9 @@ def summarize(objects: list[ObjectResult], protocol: str) -> dict[str, float | N
         out["J&F"] = _pair_mean(out["J"], out["F"])
         # score.py: (mean of per-object J_d + mean of per-object F_d) / 2, objects that have one
         for key, a, b in (("J&Ḟ_d", "dis_j", "dis_f"), ("J&Ḟ_r", "re_j", "re_f")):
-            out[key] = _pair_mean(_mean([o.parts.get(a) for o in objects]),
-                                  _mean([o.parts.get(b) for o in objects]))
+            out[key] = _pair_mean(
+                _mean([o.parts.get(a) for o in objects]), _mean([o.parts.get(b) for o in objects])
+            )
     return out
 
 
@@ -124,20 +132,27 @@ class EvalReport:
         """Per-sequence means over its objects."""
         names = sorted({o.sequence for o in self.objects})
         return {
-            s: summarize([o for o in self.objects if o.sequence == s], self.protocol)
-            for s in names
+            s: summarize([o for o in self.objects if o.sequence == s], self.protocol) for s in names
         }
 
     def rows(self) -> list[dict]:
         """Table rows: every object, then every sequence's mean (object "mean"), then the
         dataset mean (sequence "ALL")."""
-        rows = [{"sequence": o.sequence, "object": str(o.obj_id), "frames": o.n_frames,
-                 **o.scores} for o in self.objects]
+        rows = [
+            {"sequence": o.sequence, "object": str(o.obj_id), "frames": o.n_frames, **o.scores}
+            for o in self.objects
+        ]
         for seq, scores in self.sequences().items():
             n = sum(o.n_frames for o in self.objects if o.sequence == seq)
             rows.append({"sequence": seq, "object": "mean", "frames": n, **scores})
-        rows.append({"sequence": "ALL", "object": "mean",
-                     "frames": sum(o.n_frames for o in self.objects), **self.summary})
+        rows.append(
+            {
+                "sequence": "ALL",
+                "object": "mean",
+                "frames": sum(o.n_frames for o in self.objects),
+                **self.summary,
+            }
+        )
         return rows
 
     def to_dict(self) -> dict:
@@ -145,8 +160,10 @@ class EvalReport:
             "protocol": self.protocol,
             "summary": self.summary,
             "sequences": self.sequences(),
-            "objects": [{"sequence": o.sequence, "object": o.obj_id, "frames": o.n_frames,
-                         **o.scores} for o in self.objects],
+            "objects": [
+                {"sequence": o.sequence, "object": o.obj_id, "frames": o.n_frames, **o.scores}
+                for o in self.objects
+            ],
         }
 
     def to_json(self) -> str:
@@ -192,9 +209,7 @@ def _annotation_root(gt: Path) -> Path:
     return gt
 
 
-def evaluate_sequence(
-    name: str, pred_dir: Path, gt_dir: Path, protocol: str
-) -> list[ObjectResult]:
+def evaluate_sequence(name: str, pred_dir: Path, gt_dir: Path, protocol: str) -> list[ObjectResult]:
     """Score every object of one sequence; ``gt_dir``/``pred_dir`` hold ``<frame>.png``."""
     gt_paths = sorted(gt_dir.glob("*.png"))
     if not gt_paths:
@@ -226,7 +241,9 @@ def evaluate_sequence(
 
 
 def evaluate_dirs(
-    pred: str | Path, gt: str | Path, protocol: str = "davis",
+    pred: str | Path,
+    gt: str | Path,
+    protocol: str = "davis",
     sequences: list[str] | None = None,
 ) -> EvalReport:
     """Score ``pred/<seq>/*.png`` against ``gt`` (a DAVIS root or an annotations folder) for

@@ -61,8 +61,11 @@ def _match_pattern(path: Path) -> list[Path]:
         + "$"
     )
     folder = path.parent
-    numbered = [(int(m.group(1)), p) for p in folder.iterdir()
-                if (m := regex.match(p.name))] if folder.is_dir() else []
+    numbered = (
+        [(int(m.group(1)), p) for p in folder.iterdir() if (m := regex.match(p.name))]
+        if folder.is_dir()
+        else []
+    )
     if not numbered:
         raise InputError(f"expected files matching {path}, found none in {folder}")
     return [p for _, p in sorted(numbered, key=lambda item: item[0])]
@@ -94,7 +97,9 @@ def probe_files(path: str | Path, files: list[Path], fps) -> VideoInfo:
     )
 
 
-def read_frames(files: list[Path], info: VideoInfo, start: int, end: int | None) -> Generator[Frame, None, None]:
+def read_frames(
+    files: list[Path], info: VideoInfo, start: int, end: int | None
+) -> Generator[Frame, None, None]:
     """Frames ``start``..``end`` (exclusive); every image must match the first one's size."""
     stop = len(files) if end is None else min(end, len(files))
     for index in range(start, stop):

@@ -82,8 +82,11 @@ def probe_video(path: Path) -> VideoInfo:
 def _timecode(container, stream) -> str:
     """The source's start timecode: the video stream's, a tmcd data track's (QuickTime) or
     the container's (MXF, Matroska tags); "" when none."""
-    for meta in [stream.metadata] + [s.metadata for s in container.streams
-                                     if s.type == "data"] + [container.metadata]:
+    for meta in (
+        [stream.metadata]
+        + [s.metadata for s in container.streams if s.type == "data"]
+        + [container.metadata]
+    ):
         tc = meta.get("timecode") or meta.get("TIMECODE")
         if tc:
             return str(tc)
@@ -172,7 +175,9 @@ def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
     return image
 
 
-def decode_video(path: Path, info: VideoInfo, start: int, end: int | None) -> Generator[Frame, None, None]:
+def decode_video(
+    path: Path, info: VideoInfo, start: int, end: int | None
+) -> Generator[Frame, None, None]:
     """Frames ``start``..``end`` of a video, presentation order, exact pts."""
     import av
 

@@ -21,8 +21,16 @@ from vosfx.errors import VosfxError
 # Tint colours for the preview, one per object id (id 1 takes the first): saturated hues that
 # stay distinct from each other and readable over skin, sky and foliage.
 PREVIEW_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (255, 64, 64), (64, 160, 255), (80, 220, 80), (255, 200, 0), (200, 80, 255),
-    (0, 220, 220), (255, 120, 200), (255, 140, 40), (150, 255, 120), (120, 120, 255),
+    (255, 64, 64),
+    (64, 160, 255),
+    (80, 220, 80),
+    (255, 200, 0),
+    (200, 80, 255),
+    (0, 220, 220),
+    (255, 120, 200),
+    (255, 140, 40),
+    (150, 255, 120),
+    (120, 120, 255),
 )
 
 _MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
@@ -35,8 +43,9 @@ def _check(rgb: np.ndarray, alpha: np.ndarray) -> float:
     if rgb.dtype not in _MAX:
         raise VosfxError(f"image: expected uint8, uint16 or float32, found {rgb.dtype}")
     if alpha.shape != rgb.shape[:2]:
-        raise VosfxError(f"alpha: expected shape {rgb.shape[:2]} like the image, found "
-                         f"{alpha.shape}")
+        raise VosfxError(
+            f"alpha: expected shape {rgb.shape[:2]} like the image, found {alpha.shape}"
+        )
     return _MAX[rgb.dtype]
 
 
@@ -61,11 +70,12 @@ def fit_background(bg: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(bg, (sw, sh), interpolation=interp)
     y0, x0 = (sh - H) // 2, (sw - W) // 2
-    return np.ascontiguousarray(resized[y0:y0 + H, x0:x0 + W])
+    return np.ascontiguousarray(resized[y0 : y0 + H, x0 : x0 + W])
 
 
-def replace_background(rgb: np.ndarray, alpha: np.ndarray,
-                       bg: tuple[float, float, float] | np.ndarray) -> np.ndarray:
+def replace_background(
+    rgb: np.ndarray, alpha: np.ndarray, bg: tuple[float, float, float] | np.ndarray
+) -> np.ndarray:
     """``rgb · alpha + bg · (1 - alpha)``, same shape (H, W, 3) and dtype as ``rgb``.
 
     ``bg``: a colour, 3 numbers on the image's own scale (0-255 for uint8, 0-65535 for uint16,
@@ -77,8 +87,10 @@ def replace_background(rgb: np.ndarray, alpha: np.ndarray,
     a = alpha.astype(np.float32, copy=False)[..., None]
     if isinstance(bg, np.ndarray):
         if bg.shape != rgb.shape:
-            raise VosfxError(f"background: expected an image of shape {rgb.shape}, found "
-                             f"{bg.shape} (fit_background resizes one)")
+            raise VosfxError(
+                f"background: expected an image of shape {rgb.shape}, found "
+                f"{bg.shape} (fit_background resizes one)"
+            )
         if bg.dtype not in _MAX:
             raise VosfxError(f"background: expected uint8, uint16 or float32, found {bg.dtype}")
         back = bg.astype(np.float32) * np.float32(full / _MAX[bg.dtype])
@@ -97,8 +109,13 @@ def object_colour(obj_id: int) -> tuple[int, int, int]:
     return PREVIEW_COLOURS[(int(obj_id) - 1) % len(PREVIEW_COLOURS)]
 
 
-def overlay_preview(rgb: np.ndarray, alphas: np.ndarray, obj_ids: tuple[int, ...],
-                    opacity: float = 0.5, outline_px: int = 2) -> np.ndarray:
+def overlay_preview(
+    rgb: np.ndarray,
+    alphas: np.ndarray,
+    obj_ids: tuple[int, ...],
+    opacity: float = 0.5,
+    outline_px: int = 2,
+) -> np.ndarray:
     """The preview overlay: each object tinted with its colour (:func:`object_colour`) at
     ``opacity`` × alpha, and outlined (``outline_px`` wide, full strength) along its alpha
     0.5 edge.
@@ -107,11 +124,12 @@ def overlay_preview(rgb: np.ndarray, alphas: np.ndarray, obj_ids: tuple[int, ...
     ``opacity`` in [0, 1]. Returns (H, W, 3) uint8.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise VosfxError(f"preview: expected (H, W, 3) uint8 RGB, found {rgb.dtype} "
-                         f"{rgb.shape}")
+        raise VosfxError(f"preview: expected (H, W, 3) uint8 RGB, found {rgb.dtype} {rgb.shape}")
     if alphas.ndim != 3 or alphas.shape[1:] != rgb.shape[:2] or len(alphas) != len(obj_ids):
-        raise VosfxError(f"preview: expected alphas ({len(obj_ids)}, {rgb.shape[0]}, "
-                         f"{rgb.shape[1]}), found {alphas.shape}")
+        raise VosfxError(
+            f"preview: expected alphas ({len(obj_ids)}, {rgb.shape[0]}, "
+            f"{rgb.shape[1]}), found {alphas.shape}"
+        )
     if not 0.0 <= opacity <= 1.0:
         raise VosfxError(f"preview opacity: expected a value in [0, 1], found {opacity}")
     out = rgb.astype(np.float32)
@@ -122,8 +140,9 @@ def overlay_preview(rgb: np.ndarray, alphas: np.ndarray, obj_ids: tuple[int, ...
         inside = (alpha >= 0.5).view(np.uint8)
         if outline_px > 0:
             # Inner band of the 0.5 edge: inside minus its erosion.
-            edge = inside.astype(bool) & ~cv2.erode(inside, k, borderType=cv2.BORDER_REPLICATE
-                                                     ).astype(bool)
+            edge = inside.astype(bool) & ~cv2.erode(
+                inside, k, borderType=cv2.BORDER_REPLICATE
+            ).astype(bool)
             w = np.where(edge, np.float32(1.0), w)
         out += (colour - out) * w[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

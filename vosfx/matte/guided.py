@@ -31,9 +31,7 @@ def _check_guide(guide_rgb: np.ndarray) -> None:
     if guide_rgb.ndim != 3 or guide_rgb.shape[2] != 3:
         raise VosfxError(f"guide image: expected (H, W, 3) RGB, found shape {guide_rgb.shape}")
     if guide_rgb.dtype not in _SCALE:
-        raise VosfxError(
-            f"guide image: expected uint8, uint16 or float32, found {guide_rgb.dtype}"
-        )
+        raise VosfxError(f"guide image: expected uint8, uint16 or float32, found {guide_rgb.dtype}")
 
 
 def subsample_for(radius_px: int) -> int:
@@ -92,8 +90,14 @@ class GuidePrep:
         gg = _box(ig * ig, r) - mg * mg + eps
         gb = _box(ig * ib, r) - mg * mb
         bb = _box(ib * ib, r) - mb * mb + eps
-        inv = [gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb,
-               rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg]
+        inv = [
+            gg * bb - gb * gb,
+            gb * rb - rg * bb,
+            rg * gb - gg * rb,
+            rr * bb - rb * rb,
+            rg * rb - rr * gb,
+            rr * gg - rg * rg,
+        ]
         inv_det = 1.0 / (rr * inv[0] + rg * inv[1] + rb * inv[2])
         self.inv_cov = [x * inv_det for x in inv]  # 6 x (h, w): xx, xy, xz, yy, yz, zz
 
@@ -103,8 +107,9 @@ class GuidePrep:
             return alpha.astype(np.float32, copy=False)
         shrinking = alpha.shape[0] > self.low_hw[0]
         interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        return cv2.resize(alpha.astype(np.float32, copy=False), self.low_hw[::-1],
-                          interpolation=interp)
+        return cv2.resize(
+            alpha.astype(np.float32, copy=False), self.low_hw[::-1], interpolation=interp
+        )
 
     def coefficients(self, alpha_low: np.ndarray) -> np.ndarray:
         """(h, w, 4) float32 (a_r, a_g, a_b, b) on the low-resolution grid: the guided filter's
@@ -136,8 +141,9 @@ class GuidePrep:
 
         ``alpha_low``: float32 in [0, 1], any size. Returns (H, W) float32, about [-1, 1].
         """
-        coef = cv2.resize(self.coefficients(alpha_low), (self.width, self.height),
-                          interpolation=cv2.INTER_LINEAR)
+        coef = cv2.resize(
+            self.coefficients(alpha_low), (self.width, self.height), interpolation=cv2.INTER_LINEAR
+        )
         img = np.multiply(self.guide, self.scale, dtype=np.float32)
         return np.einsum("hwc,hwc->hw", coef[..., :3], img) + coef[..., 3]
 
@@ -153,13 +159,19 @@ class GuidePrep:
         my = np.zeros(rows * cols, np.float32)
         mx[:n] = (xs + 0.5) * sx - 0.5
         my[:n] = (ys + 0.5) * sy - 0.5
-        c = cv2.remap(coef, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE).reshape(-1, 4)[:n]  # (N, 4)
+        c = cv2.remap(
+            coef,
+            mx.reshape(rows, cols),
+            my.reshape(rows, cols),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        ).reshape(-1, 4)[:n]  # (N, 4)
         rgb = self.guide.reshape(-1, 3)[idx].astype(np.float32) * self.scale  # (N, 3)
         return np.einsum("nc,nc->n", c[:, :3], rgb) + c[:, 3]
 
-    def refine(self, alpha: np.ndarray, alpha_low: np.ndarray | None = None,
-               strength: float = 1.0) -> np.ndarray:
+    def refine(
+        self, alpha: np.ndarray, alpha_low: np.ndarray | None = None, strength: float = 1.0
+    ) -> np.ndarray:
         """``alpha + strength·4·alpha·(1 - alpha)·detail``, clipped to [0, 1].
 
         The weight 4·alpha·(1 - alpha) (1 at alpha 0.5, 0 where alpha is saturated) confines
@@ -189,8 +201,7 @@ class GuidePrep:
         out = alpha.copy()
         idx = np.flatnonzero(band)
         flat = out.reshape(-1)
-        flat[idx] = np.clip(flat[idx] + w.reshape(-1)[idx] * self._detail_at(coef, idx),
-                            0.0, 1.0)
+        flat[idx] = np.clip(flat[idx] + w.reshape(-1)[idx] * self._detail_at(coef, idx), 0.0, 1.0)
         return out
 
     def _refine_dense(
@@ -215,8 +226,9 @@ class GuidePrep:
         return np.clip(out, 0.0, 1.0, out=out)
 
 
-def guided_refine(alpha: np.ndarray, guide_rgb: np.ndarray, radius_px: int,
-                  eps: float, strength: float = 1.0) -> np.ndarray:
+def guided_refine(
+    alpha: np.ndarray, guide_rgb: np.ndarray, radius_px: int, eps: float, strength: float = 1.0
+) -> np.ndarray:
     """Snap an alpha's uncertain edge to the image edges of ``guide_rgb`` (fast colour guided
     filter, applied as edge detail; see :meth:`GuidePrep.refine`).
 

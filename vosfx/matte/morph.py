@@ -25,8 +25,9 @@ def _check(alpha: np.ndarray) -> np.ndarray:
     return alpha.astype(np.float32, copy=False)
 
 
-def _small_components(binary: np.ndarray, max_area_px2: int, connectivity: int,
-                      skip_border: bool) -> np.ndarray | None:
+def _small_components(
+    binary: np.ndarray, max_area_px2: int, connectivity: int, skip_border: bool
+) -> np.ndarray | None:
     """(h, w) bool mask of the components of ``binary`` (uint8 0/1) with area <=
     ``max_area_px2``, or None when there are none (the common case, kept cheap). With
     ``skip_border``, components touching the array's edge are never small."""
@@ -53,8 +54,10 @@ def _foreground_box(foreground: np.ndarray, pad: int) -> tuple[slice, slice] | N
     if w == 0 or h == 0:
         return None
     H, W = foreground.shape
-    return (slice(max(0, y - pad), min(H, y + h + pad)),
-            slice(max(0, x - pad), min(W, x + w + pad)))
+    return (
+        slice(max(0, y - pad), min(H, y + h + pad)),
+        slice(max(0, x - pad), min(W, x + w + pad)),
+    )
 
 
 def _grow_mask(mask: np.ndarray, px: int) -> np.ndarray:
@@ -157,6 +160,7 @@ def feather(alpha: np.ndarray, px: float) -> np.ndarray:
     if px == 0:
         return alpha.copy()
     sigma = px / 2.0
-    out = cv2.GaussianBlur(alpha, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                           borderType=cv2.BORDER_REPLICATE)
+    out = cv2.GaussianBlur(
+        alpha, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE
+    )
     return np.clip(out, 0.0, 1.0, out=out)

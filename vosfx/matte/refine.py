@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 
-def logits_to_prob(logits: np.ndarray, out_hw: tuple[int, int], threshold: float = 0.0,
-                   softness: float = 1.0) -> np.ndarray:
+def logits_to_prob(
+    logits: np.ndarray, out_hw: tuple[int, int], threshold: float = 0.0, softness: float = 1.0
+) -> np.ndarray:
     """Calibrated soft alpha: ``sigmoid((logit - threshold) / softness)`` of the logits
     resampled to ``out_hw`` (bilinear, half-pixel centres, as SAM 2 upsamples).
 
@@ -151,8 +152,9 @@ class Refiner:
                 f"the refiner's objects {list(self.obj_ids)}"
             )
         if frame.image.ndim != 3 or frame.image.shape[2] != 3:
-            raise VosfxError(f"frame {frame.index}: expected (H, W, 3) RGB, found shape "
-                             f"{frame.image.shape}")
+            raise VosfxError(
+                f"frame {frame.index}: expected (H, W, 3) RGB, found shape {frame.image.shape}"
+            )
 
     def __call__(self, result: MaskResult, frame: Frame) -> Matte:
         """``result``: logits (O, h, w) for some or all of the objects; ``frame``: the decoded
@@ -163,8 +165,11 @@ class Refiner:
         cfg = self.cfg
         hw = (frame.height, frame.width)
         slot = {o: i for i, o in enumerate(result.obj_ids)}
-        present = [o for o in self.obj_ids
-                   if o in slot and float(result.object_score_logits[slot[o]]) > 0.0]
+        present = [
+            o
+            for o in self.obj_ids
+            if o in slot and float(result.object_score_logits[slot[o]]) > 0.0
+        ]
         still = self._temporal.still(frame.image)
         prep = None
         if cfg.edge == "guided" and present:

@@ -34,16 +34,18 @@ def small_luma(rgb: np.ndarray) -> np.ndarray:
         raise VosfxError(f"frame: expected (H, W, 3) RGB, found shape {rgb.shape}")
     h, w = rgb.shape[:2]
     f = max(1, round(max(h, w) / _SMALL_LONG_SIDE))
-    small = cv2.resize(rgb, (max(1, round(w / f)), max(1, round(h / f))),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        rgb, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA
+    )
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
     if rgb.dtype == np.uint16:
         luma *= np.float32(255 / 65535)
     return luma
 
 
-def static_weight(luma: np.ndarray, prev_luma: np.ndarray | None,
-                  out_hw: tuple[int, int]) -> np.ndarray:
+def static_weight(
+    luma: np.ndarray, prev_luma: np.ndarray | None, out_hw: tuple[int, int]
+) -> np.ndarray:
     """(H, W) float32 in [0, 1]: 1 where the picture is still, 0 where it moved.
 
     ``luma``, ``prev_luma``: (h, w) float32 from :func:`small_luma` for this and the previous
@@ -59,8 +61,9 @@ def static_weight(luma: np.ndarray, prev_luma: np.ndarray | None,
     return cv2.resize(still, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def temporal_blend(alpha: np.ndarray, prev_out: np.ndarray | None, still: np.ndarray,
-                   strength: float) -> np.ndarray:
+def temporal_blend(
+    alpha: np.ndarray, prev_out: np.ndarray | None, still: np.ndarray, strength: float
+) -> np.ndarray:
     """One step of the recursive filter: ``alpha + strength · still · (prev_out - alpha)``.
 
     ``alpha``: (H, W) float32 in [0, 1], this frame's alpha. ``prev_out``: the previous output

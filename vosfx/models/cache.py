@@ -106,8 +106,7 @@ def _write_index(models: dict[str, dict]) -> None:
     folder = checkpoint_dir()
     folder.mkdir(parents=True, exist_ok=True)
     # atomic: a crash never leaves half an index
-    atomic_write_json(folder / _INDEX, {"version": 1, "models": models}, indent=1,
-                      sort_keys=True)
+    atomic_write_json(folder / _INDEX, {"version": 1, "models": models}, indent=1, sort_keys=True)
 
 
 def _record(model_id: str, path: Path, digest: str, *, source: str, trusted: bool) -> None:

@@ -86,15 +86,22 @@ def download_file(
         except _Retry as err:
             if attempt == retries:
                 kept = part.is_file() and part.stat().st_size > 0
-                resume = (f"; the partial file {part} is kept and the next try resumes it"
-                          if kept else "")
+                resume = (
+                    f"; the partial file {part} is kept and the next try resumes it" if kept else ""
+                )
                 raise DownloadError(
                     f"could not download {what} from {url} after {retries + 1} attempts: "
                     f"{err}{resume}. {_what_next(url, dest)}"
                 ) from err
             wait_s = backoff_s * 2**attempt
-            log.warning("download of %s failed (%s); retrying in %.0f s (attempt %d of %d)",
-                        what, err, wait_s, attempt + 2, retries + 1)
+            log.warning(
+                "download of %s failed (%s); retrying in %.0f s (attempt %d of %d)",
+                what,
+                err,
+                wait_s,
+                attempt + 2,
+                retries + 1,
+            )
             time.sleep(wait_s)
             # Hash what the part holds now: the failed attempt may have restarted it.
             hasher = _hash_existing(part)
@@ -113,8 +120,10 @@ def download_file(
 
 def _what_next(url: str, dest: Path) -> str:
     """The same next step for every way a checkpoint fails to arrive."""
-    return (f"Download {url} with a browser or another machine, then run "
-            f"`vosfx models import FILE` (or put the file at {dest})")
+    return (
+        f"Download {url} with a browser or another machine, then run "
+        f"`vosfx models import FILE` (or put the file at {dest})"
+    )
 
 
 def _hash_existing(part: Path) -> hashlib._Hash:

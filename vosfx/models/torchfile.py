@@ -39,15 +39,27 @@ if TYPE_CHECKING:
 
 # torch storage type name -> numpy dtype (bfloat16 is read as its uint16 bit pattern)
 STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
 DTYPE_NAMES = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
-    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
     "BoolStorage": "bool",
 }
 
@@ -79,15 +91,21 @@ class TensorRef:
         return DTYPE_NAMES[self.storage.type_name]
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None) -> TensorRef:
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+) -> TensorRef:
     if not isinstance(storage, Storage):
         raise pickle.UnpicklingError(f"expected a storage, found {type(storage).__name__}")
-    if not (isinstance(storage_offset, int) and isinstance(size, tuple)
-            and isinstance(stride, tuple) and len(size) == len(stride)
-            and all(isinstance(v, int) and v >= 0 for v in (*size, *stride, storage_offset))):
-        raise pickle.UnpicklingError(f"malformed tensor header: offset {storage_offset!r}, "
-                                     f"size {size!r}, stride {stride!r}")
+    if not (
+        isinstance(storage_offset, int)
+        and isinstance(size, tuple)
+        and isinstance(stride, tuple)
+        and len(size) == len(stride)
+        and all(isinstance(v, int) and v >= 0 for v in (*size, *stride, storage_offset))
+    ):
+        raise pickle.UnpicklingError(
+            f"malformed tensor header: offset {storage_offset!r}, size {size!r}, stride {stride!r}"
+        )
     if backward_hooks:
         raise pickle.UnpicklingError("a tensor with backward hooks (code) is refused")
     return TensorRef(storage, storage_offset, tuple(size), tuple(stride))
@@ -120,9 +138,15 @@ class _Unpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: Any) -> Storage:
-        if (not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage"
-                or not isinstance(pid[1], _StorageType) or not isinstance(pid[2], str)
-                or not isinstance(pid[4], int) or pid[4] < 0):
+        if (
+            not isinstance(pid, tuple)
+            or len(pid) != 5
+            or pid[0] != "storage"
+            or not isinstance(pid[1], _StorageType)
+            or not isinstance(pid[2], str)
+            or not isinstance(pid[4], int)
+            or pid[4] < 0
+        ):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         return Storage(key=pid[2], type_name=pid[1].name, numel=pid[4])
 
@@ -146,13 +170,16 @@ class CheckpointFile:
         if sha256 is not None:
             found = sha256_of(self.path)
             if found != sha256.lower():
-                raise ModelError(f"{self.path}: sha256 mismatch: expected {sha256.lower()}, "
-                                 f"found {found}; the file is not the checkpoint it claims to be")
+                raise ModelError(
+                    f"{self.path}: sha256 mismatch: expected {sha256.lower()}, "
+                    f"found {found}; the file is not the checkpoint it claims to be"
+                )
         try:
             self._zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as err:
-            raise ModelError(f"{self.path}: expected a torch checkpoint (zip archive), found "
-                             f"error {err}") from None
+            raise ModelError(
+                f"{self.path}: expected a torch checkpoint (zip archive), found error {err}"
+            ) from None
         self.tensors = self._read_tree()
 
     def _entry(self, suffix: str) -> str | None:
@@ -164,23 +191,36 @@ class CheckpointFile:
     def _read_tree(self) -> dict[str, TensorRef]:
         pkl = self._entry("/data.pkl")
         if pkl is None:
-            raise ModelError(f"{self.path}: expected a torch zip checkpoint with data.pkl, "
-                             "found none (a legacy torch file or not a checkpoint)")
+            raise ModelError(
+                f"{self.path}: expected a torch zip checkpoint with data.pkl, "
+                "found none (a legacy torch file or not a checkpoint)"
+            )
         self._prefix = pkl[: -len("data.pkl")]
         order = self._entry("/byteorder")
         self._big = order is not None and self._zip.read(order).strip() == b"big"
         try:
             tree = _Unpickler(io.BytesIO(self._zip.read(pkl))).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, zipfile.BadZipFile, OSError) as err:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            zipfile.BadZipFile,
+            OSError,
+        ) as err:
             raise ModelError(f"{self.path}: not a weights-only checkpoint: {err}") from None
         if isinstance(tree, Mapping) and isinstance(tree.get("model"), Mapping):
             tree = tree["model"]
         if not isinstance(tree, Mapping) or not all(
             isinstance(k, str) and isinstance(v, TensorRef) for k, v in tree.items()
         ):
-            raise ModelError(f"{self.path}: expected {{'model': state_dict}} of named tensors, "
-                             f"found {type(tree).__name__}")
+            raise ModelError(
+                f"{self.path}: expected {{'model': state_dict}} of named tensors, "
+                f"found {type(tree).__name__}"
+            )
         return dict(tree)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -193,27 +233,35 @@ class CheckpointFile:
         try:
             raw = self._zip.read(entry)
         except KeyError:
-            raise ModelError(f"{self.path}: tensor {name!r}: storage {entry} is missing "
-                             "(truncated file?)") from None
+            raise ModelError(
+                f"{self.path}: tensor {name!r}: storage {entry} is missing (truncated file?)"
+            ) from None
         except (zipfile.BadZipFile, OSError) as err:
             raise ModelError(f"{self.path}: tensor {name!r}: {err}") from None
         dtype = np.dtype(STORAGE_DTYPES[ref.storage.type_name])
         if self._big:
             dtype = dtype.newbyteorder(">")
         if len(raw) != ref.storage.numel * dtype.itemsize:
-            raise ModelError(f"{self.path}: tensor {name!r}: storage holds {len(raw)} bytes, "
-                             f"expected {ref.storage.numel * dtype.itemsize}")
+            raise ModelError(
+                f"{self.path}: tensor {name!r}: storage holds {len(raw)} bytes, "
+                f"expected {ref.storage.numel * dtype.itemsize}"
+            )
         flat = np.frombuffer(raw, dtype=dtype)
         if any(n == 0 for n in ref.shape):
             out = np.zeros(ref.shape, dtype)
         else:
             last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.strides))
             if last >= ref.storage.numel:
-                raise ModelError(f"{self.path}: tensor {name!r} reaches past its storage "
-                                 f"({last} >= {ref.storage.numel} elements)")
+                raise ModelError(
+                    f"{self.path}: tensor {name!r} reaches past its storage "
+                    f"({last} >= {ref.storage.numel} elements)"
+                )
             out = np.lib.stride_tricks.as_strided(
-                flat[ref.offset:], shape=ref.shape,
-                strides=tuple(s * dtype.itemsize for s in ref.strides), writeable=False)
+                flat[ref.offset :],
+                shape=ref.shape,
+                strides=tuple(s * dtype.itemsize for s in ref.strides),
+                writeable=False,
+            )
         out = np.ascontiguousarray(out).astype(dtype.newbyteorder("="), copy=False)
         if ref.storage.type_name == "BFloat16Storage":
             out = (out.astype(np.uint32) << 16).view(np.float32)
@@ -238,18 +286,26 @@ def check_layout(found: Mapping[str, TensorRef], expected: Layout, *, source: st
     (the message lists missing, unexpected and mismatched tensors)."""
     from vosfx.models.checkpoint import check_shapes
 
-    check_shapes({k: v[0] for k, v in expected.items()},
-                 {k: t.shape for k, t in found.items()}, source=source)
-    wrong = sorted(f"{k}: expected {expected[k][1]}, found {t.dtype}"
-                   for k, t in found.items() if t.dtype != expected[k][1])
+    check_shapes(
+        {k: v[0] for k, v in expected.items()},
+        {k: t.shape for k, t in found.items()},
+        source=source,
+    )
+    wrong = sorted(
+        f"{k}: expected {expected[k][1]}, found {t.dtype}"
+        for k, t in found.items()
+        if t.dtype != expected[k][1]
+    )
     if wrong:
-        shown = ", ".join(wrong[:12]) + (f", ... and {len(wrong) - 12} more"
-                                        if len(wrong) > 12 else "")
+        shown = ", ".join(wrong[:12]) + (
+            f", ... and {len(wrong) - 12} more" if len(wrong) > 12 else ""
+        )
         raise ModelError(f"{source}: dtype mismatches ({len(wrong)}): {shown}")
 
 
-def read_checkpoint(path: str | Path, *, expected: Layout | None = None,
-                    sha256: str | None = None) -> dict[str, np.ndarray]:
+def read_checkpoint(
+    path: str | Path, *, expected: Layout | None = None, sha256: str | None = None
+) -> dict[str, np.ndarray]:
     """``{name: array}`` of a torch checkpoint, read without torch and without running code.
 
     ``sha256`` (hex) is verified before anything is parsed; ``expected`` ({name: (shape,

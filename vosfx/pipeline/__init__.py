@@ -17,5 +17,12 @@ from vosfx.pipeline.loop import (
     track_arrays,
 )
 
-__all__ = ["JobReport", "ProgressCallback", "plan_outputs", "resolve_prompts",
-           "results_in_order", "run", "track_arrays"]
+__all__ = [
+    "JobReport",
+    "ProgressCallback",
+    "plan_outputs",
+    "resolve_prompts",
+    "results_in_order",
+    "run",
+    "track_arrays",
+]

@@ -81,9 +81,11 @@ class BenchReport:
         """One comparison row: configuration, accuracy means, speed, memory."""
         return {
             "config": self.label or f"{self.model_id}/{self.memory_policy}",
-            "model": self.model_id, "memory": self.memory_policy,
+            "model": self.model_id,
+            "memory": self.memory_policy,
             **self.evaluation.summary,
-            "frames": self.frames, "fps": round(self.fps, 3),
+            "frames": self.frames,
+            "fps": round(self.fps, 3),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
         }
 
@@ -91,9 +93,14 @@ class BenchReport:
         return {
             **self.summary_row(),
             "sequences": [
-                {"name": s.name, "frames": s.frames, "objects": s.objects,
-                 "track_s": round(s.track_s, 4), "fps": round(s.fps, 3),
-                 "peak_rss_mib": round(s.peak_rss_mib, 1)}
+                {
+                    "name": s.name,
+                    "frames": s.frames,
+                    "objects": s.objects,
+                    "track_s": round(s.track_s, 4),
+                    "fps": round(s.fps, 3),
+                    "peak_rss_mib": round(s.peak_rss_mib, 1),
+                }
                 for s in self.sequences
             ],
             "evaluation": self.evaluation.to_dict(),
@@ -129,8 +136,13 @@ def track_sequence(seq: Sequence, engine, memory_cfg: MemoryConfig, out_dir: Pat
         raise InputError(f"sequence {seq.name!r}: expected at least one annotated object")
     first = seq.frame(0)
     info = VideoInfo(
-        path=str(seq.frame_paths[0].parent), width=first.width, height=first.height,
-        num_frames=len(seq), fps=Fraction(24), time_base=FRAME_TIME_BASE, codec="jpeg",
+        path=str(seq.frame_paths[0].parent),
+        width=first.width,
+        height=first.height,
+        num_frames=len(seq),
+        fps=Fraction(24),
+        time_base=FRAME_TIME_BASE,
+        codec="jpeg",
     )
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -171,6 +183,9 @@ def run_bench(
     runs = [track_sequence(dataset.sequence(n), engine, memory_cfg, out / n) for n in names]
     evaluation = evaluate_dirs(out, dataset.annotation_dir, protocol, names)
     return BenchReport(
-        model_id=getattr(engine, "model_id", "?"), memory_policy=memory_cfg.policy,
-        sequences=runs, evaluation=evaluation, label=label,
+        model_id=getattr(engine, "model_id", "?"),
+        memory_policy=memory_cfg.policy,
+        sequences=runs,
+        evaluation=evaluation,
+        label=label,
     )

@@ -66,8 +66,15 @@ class JobReport:
         }
 
 
-def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool,
-                    objects: tuple[int, ...] | None, start: int, end: int) -> list[Prompt]:
+def resolve_prompts(
+    specs: tuple[PromptSpec, ...],
+    info: VideoInfo,
+    *,
+    fit: bool,
+    objects: tuple[int, ...] | None,
+    start: int,
+    end: int,
+) -> list[Prompt]:
     """PromptSpecs -> engine Prompts at video resolution, validated against the clip."""
     from vosfx.io.prompts import check_inside, load_mask_prompt
 
@@ -82,8 +89,11 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
             )
         if spec.mask is not None:
             found = load_mask_prompt(
-                spec.mask, frame_index=spec.frame, video_size=(info.width, info.height),
-                fit=fit, threshold=spec.threshold,
+                spec.mask,
+                frame_index=spec.frame,
+                video_size=(info.width, info.height),
+                fit=fit,
+                threshold=spec.threshold,
                 objects=None if spec.obj_id is not None else objects,
             )
             if spec.obj_id is not None:  # one object given explicitly: union of the mask
@@ -100,12 +110,15 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
             check_inside(pts, size, "point")
         if box is not None:
             check_inside(box.reshape(2, 2), size, "box corner")
-        prompts.append(Prompt(
-            frame_index=spec.frame,
-            obj_id=spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1,
-            points=pts,
-            labels=np.asarray(spec.labels, np.int32) if spec.points else None, box=box,
-        ))
+        prompts.append(
+            Prompt(
+                frame_index=spec.frame,
+                obj_id=spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1,
+                points=pts,
+                labels=np.asarray(spec.labels, np.int32) if spec.points else None,
+                box=box,
+            )
+        )
     if objects is not None:
         prompts = [p for p in prompts if p.obj_id in objects]
         if not prompts:
@@ -113,8 +126,13 @@ def resolve_prompts(specs: tuple[PromptSpec, ...], info: VideoInfo, *, fit: bool
     return prompts
 
 
-def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
-        cancel: threading.Event | None = None) -> JobReport:
+def run(
+    job: Job,
+    *,
+    on_progress: ProgressCallback | None = None,
+    engine=None,
+    cancel: threading.Event | None = None,
+) -> JobReport:
     """Matte one clip. ``engine``: a loaded :class:`vosfx.engine.Engine` to reuse (batch
     workers keep one across jobs); when None the job's model is loaded and closed here.
     ``cancel``: set it from another thread to stop cleanly (outputs are removed)."""
@@ -130,34 +148,52 @@ def run(job: Job, *, on_progress: ProgressCallback | None = None, engine=None,
         info = probe(job.input, fps=job.fps)
         end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
         if job.start >= end:
-            raise ConfigError(f"--start {job.start} is past the clip's last frame "
-                              f"({info.num_frames - 1})")
-        prompts = resolve_prompts(job.prompts, info, fit=job.fit, objects=job.objects,
-                                  start=job.start, end=end)
+            raise ConfigError(
+                f"--start {job.start} is past the clip's last frame ({info.num_frames - 1})"
+            )
+        prompts = resolve_prompts(
+            job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
+        )
         if engine is None:
             from vosfx.engine import load_engine
 
             engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
             stack.callback(engine.close)
-        session = stack.enter_context(ClipSession(engine, info, job.config.memory,
-                                                  start=job.start, end=end))
+        session = stack.enter_context(
+            ClipSession(engine, info, job.config.memory, start=job.start, end=end)
+        )
         session.set_prompts(prompts)
 
         def open_frames(lo: int, hi: int):
             return open_source(job.input, start=lo, end=hi, fps=job.fps)
 
-        loop = _Loop(job, _output_info(info, job.start), session, engine, outputs, on_progress,
-                     cancel, end - job.start)
+        loop = _Loop(
+            job,
+            _output_info(info, job.start),
+            session,
+            engine,
+            outputs,
+            on_progress,
+            cancel,
+            end - job.start,
+        )
         stack.enter_context(loop)
-        loop.run(results_in_order(session, open_frames, on_progress=on_progress,
-                                  cancel=cancel, timings=loop.timings))
+        loop.run(
+            results_in_order(
+                session, open_frames, on_progress=on_progress, cancel=cancel, timings=loop.timings
+            )
+        )
     return loop.finish(time.perf_counter() - t_start)
 
 
-def results_in_order(session, open_frames, *, on_progress: ProgressCallback | None = None,
-                     cancel: threading.Event | None = None,
-                     timings: dict[str, float] | None = None
-                     ) -> Iterator[tuple[Frame, MaskResult]]:
+def results_in_order(
+    session,
+    open_frames,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    timings: dict[str, float] | None = None,
+) -> Iterator[tuple[Frame, MaskResult]]:
     """Every frame of the session's range in order with its final :class:`MaskResult`: the
     one loop's tracking half, shared by :func:`run` and ``vosfx bench``.
 
@@ -186,11 +222,17 @@ def results_in_order(session, open_frames, *, on_progress: ProgressCallback | No
                     timings["track"] += time.perf_counter() - t0
                     if on_progress is not None:
                         elapsed = time.perf_counter() - t_wall
-                        on_progress(ProgressEvent(
-                            "track", done, total, frame.index,
-                            done / elapsed if elapsed else 0.0,
-                            message=f"tracking frames {start}..{split - 1} in both directions "
-                                    "before writing"))
+                        on_progress(
+                            ProgressEvent(
+                                "track",
+                                done,
+                                total,
+                                frame.index,
+                                done / elapsed if elapsed else 0.0,
+                                message=f"tracking frames {start}..{split - 1} in both directions "
+                                "before writing",
+                            )
+                        )
         with open_frames(start, end) as src:
             it = iter(src)
             while True:
@@ -222,8 +264,10 @@ def _assemble(session, frame_index: int, streamed: list[ObjectResult]) -> MaskRe
     logits = stored.logits.copy()
     scores = stored.object_score_logits.copy()
     ious = stored.iou.copy()
-    info = {"memory": dict(stored.info.get("memory", {})),
-            "quality": dict(stored.info.get("quality", {}))}
+    info = {
+        "memory": dict(stored.info.get("memory", {})),
+        "quality": dict(stored.info.get("quality", {})),
+    }
     for i, obj in enumerate(stored.obj_ids):
         r = by_obj.get(obj)
         if r is None:
@@ -268,7 +312,9 @@ def plan_outputs(job: Job) -> list[tuple[str, str, int | None]]:
     formats = (cfg.format,) + tuple(f for f in cfg.extra_formats if f != cfg.format)
     for fmt in formats:
         if fmt not in FORMATS:
-            raise ConfigError(f"[output] format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+            raise ConfigError(
+                f"[output] format: unknown format {fmt!r}; known: {', '.join(FORMATS)}"
+            )
     main = Path(job.output)
     planned = []
     for fmt in formats:
@@ -320,19 +366,28 @@ class _Loop:
         self.writers = []
         cfg = self.job.config.output
         for path, fmt, obj in self.outputs:
-            targets = [(path, None)] if obj is None else [
-                (_object_path(path, o), o) for o in self.obj_ids]
+            targets = (
+                [(path, None)]
+                if obj is None
+                else [(_object_path(path, o), o) for o in self.obj_ids]
+            )
             for target, oid in targets:
                 writer = open_writer(
-                    fmt, Path(target), self.info, obj_ids=self.obj_ids, config=cfg,
-                    audio_from=self.job.input if cfg.audio else None, overwrite=self.job.overwrite,
+                    fmt,
+                    Path(target),
+                    self.info,
+                    obj_ids=self.obj_ids,
+                    config=cfg,
+                    audio_from=self.job.input if cfg.audio else None,
+                    overwrite=self.job.overwrite,
                 )
                 self.writers.append((self._stack.enter_context(writer), oid, target))
         # One thread per writer, so the outputs of a multi-output job encode side by side
         # (ProRes 4444 + FFV1 matte: the slower encoder's time a frame, not the sum). Entered
         # last, so every thread finishes (or stops) before the writers close or abort.
-        self.async_write = self._stack.enter_context(ParallelCalls(
-            [functools.partial(self._write, w, oid) for w, oid, _t in self.writers]))
+        self.async_write = self._stack.enter_context(
+            ParallelCalls([functools.partial(self._write, w, oid) for w, oid, _t in self.writers])
+        )
         return self
 
     def __exit__(self, *exc):
@@ -357,11 +412,17 @@ class _Loop:
             self.frames += 1
             elapsed = time.perf_counter() - t_wall
             fps = self.frames / elapsed if elapsed > 0 else 0.0
-            self._emit(ProgressEvent(
-                "frame", self.frames, self.total, frame.index, fps,
-                (self.total - self.frames) / fps if fps > 0 else None,
-                {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
-            ))
+            self._emit(
+                ProgressEvent(
+                    "frame",
+                    self.frames,
+                    self.total,
+                    frame.index,
+                    fps,
+                    (self.total - self.frames) / fps if fps > 0 else None,
+                    {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
+                )
+            )
         self.async_write.close()  # every frame encoded; a write error raises here
         self.timings["write"] = self.async_write.busy_s  # summed over the writer threads
         self.timings["write_busiest"] = self.async_write.busiest_s
@@ -395,8 +456,9 @@ class _Loop:
 
         # frames without a result for an object have no score: absent
         presence = {
-            oid: presence_intervals([-1.0 if v is None else v for v in self.scores[oid]],
-                                    self.job.start)
+            oid: presence_intervals(
+                [-1.0 if v is None else v for v in self.scores[oid]], self.job.start
+            )
             for oid in self.obj_ids
         }
         memory = self.memory_report
@@ -421,16 +483,25 @@ class _Loop:
                 # RCMS reliability per frame (sigmoid(score) x max IoU x mask confidence)
                 "quality": {
                     str(k): [None if q is None else round(q, 4) for q in v]
-                    for k, v in self.quality.items() if any(q is not None for q in v)
+                    for k, v in self.quality.items()
+                    if any(q is not None for q in v)
                 },
                 "memory": memory,
             }
             for target in outputs:
                 sidecars.append(str(write_sidecar(Path(target), dict(data, output=target))))
         report = JobReport(
-            job=self.job, outputs=outputs, sidecars=tuple(sidecars), frames=self.frames,
-            elapsed_s=elapsed_s, timings_s=dict(self.timings), model_id=self.engine.model_id,
-            model_sha256=self.engine.model_sha256, shots=shots, presence=presence, memory=memory,
+            job=self.job,
+            outputs=outputs,
+            sidecars=tuple(sidecars),
+            frames=self.frames,
+            elapsed_s=elapsed_s,
+            timings_s=dict(self.timings),
+            model_id=self.engine.model_id,
+            model_sha256=self.engine.model_sha256,
+            shots=shots,
+            presence=presence,
+            memory=memory,
         )
         self._emit(ProgressEvent("done", self.frames, self.total, fps=report.fps))
         return report
@@ -438,18 +509,25 @@ class _Loop:
 
 def _info_dict(info: VideoInfo) -> dict:
     return {
-        "path": info.path, "width": info.width, "height": info.height,
-        "num_frames": info.num_frames, "fps": str(info.fps) if info.fps else None,
-        "time_base": str(info.time_base), "rotation": info.rotation, "pix_fmt": info.pix_fmt,
-        "bit_depth": info.bit_depth, "codec": info.codec, "vfr": info.is_vfr,
+        "path": info.path,
+        "width": info.width,
+        "height": info.height,
+        "num_frames": info.num_frames,
+        "fps": str(info.fps) if info.fps else None,
+        "time_base": str(info.time_base),
+        "rotation": info.rotation,
+        "pix_fmt": info.pix_fmt,
+        "bit_depth": info.bit_depth,
+        "codec": info.codec,
+        "vfr": info.is_vfr,
         "audio": info.has_audio,
         "first_frame_timecode": info.timecode or None,  # of the first frame rendered
     }
 
 
-def track_arrays(engine, images: list[np.ndarray], prompts: list[Prompt], *,
-                 memory: MemoryConfig | None = None
-                 ) -> Iterator[tuple[Frame, MaskResult]]:
+def track_arrays(
+    engine, images: list[np.ndarray], prompts: list[Prompt], *, memory: MemoryConfig | None = None
+) -> Iterator[tuple[Frame, MaskResult]]:
     """The one loop's tracking half over frames already in memory ((H, W, 3) uint8 RGB, frame
     ``i`` at index ``i``): (frame, MaskResult) in order. For the Python API, benchmarks and
     tests; ``engine`` is a loaded Engine (e.g. ``SamEngine(backend, ...)``)."""
@@ -458,8 +536,9 @@ def track_arrays(engine, images: list[np.ndarray], prompts: list[Prompt], *,
     from vosfx.session import ClipSession
 
     h, w = images[0].shape[:2]
-    info = VideoInfo(path="", width=w, height=h, num_frames=len(images), fps=None,
-                     time_base=Fraction(1))
+    info = VideoInfo(
+        path="", width=w, height=h, num_frames=len(images), fps=None, time_base=Fraction(1)
+    )
     frames = [Frame(i, img, None, Fraction(1)) for i, img in enumerate(images)]
 
     @contextmanager

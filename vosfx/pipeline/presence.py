@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 
-def presence_intervals(object_score_logits: Sequence[float],
-                       first_frame: int = 0) -> list[tuple[int, int, bool]]:
+def presence_intervals(
+    object_score_logits: Sequence[float], first_frame: int = 0
+) -> list[tuple[int, int, bool]]:
     """Runs of presence: ``[(start, end, present), ...]``, ``end`` inclusive, in frame order.
 
     ``object_score_logits``: one object's score logit per frame, frames ``first_frame``,
@@ -54,8 +55,10 @@ def format_report(
     a shot starts. ``promoted``: obj_id -> {event frame -> promoted frames}. ``events``:
     obj_id -> {frame -> event name} (``PolicyLog`` fields).
     """
-    lines = [f"shots: {len(cuts) + 1}" + (f" (cuts at frames {', '.join(map(str, cuts))})"
-                                          if cuts else "")]
+    lines = [
+        f"shots: {len(cuts) + 1}"
+        + (f" (cuts at frames {', '.join(map(str, cuts))})" if cuts else "")
+    ]
     for obj_id in sorted(presence):
         lines.append(format_presence(obj_id, presence[obj_id]))
         obj_events = (events or {}).get(obj_id, {})

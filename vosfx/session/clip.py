@@ -84,8 +84,9 @@ class PassPlan:
         return self.neighbour if self.direction > 0 else self.anchor  # type: ignore[return-value]
 
 
-def plan_object(obj_id: int, prompted: Iterable[int], start: int, end: int, *,
-                backward: bool = True) -> list[PassPlan]:
+def plan_object(
+    obj_id: int, prompted: Iterable[int], start: int, end: int, *, backward: bool = True
+) -> list[PassPlan]:
     """The passes of the rule for one object whose prompted frames are ``prompted`` (those
     outside [start, end) are ignored). ``backward`` False (``--forward-only``): nothing before
     the first prompted frame, and each gap tracked forwards from its left prompted frame."""
@@ -117,9 +118,17 @@ class ClipSession:
     ``feature_cache_bytes``.
     """
 
-    def __init__(self, engine: Any, info: VideoInfo, memory: MemoryConfig, *,
-                 frames: FrameProvider | None = None, start: int = 0, end: int | None = None,
-                 feature_cache_bytes: int = FEATURE_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        info: VideoInfo,
+        memory: MemoryConfig,
+        *,
+        frames: FrameProvider | None = None,
+        start: int = 0,
+        end: int | None = None,
+        feature_cache_bytes: int = FEATURE_CACHE_BYTES,
+    ) -> None:
         self.info = info
         self.start = start
         self.end = info.num_frames if end is None else min(end, info.num_frames)
@@ -161,8 +170,9 @@ class ClipSession:
         for p in prompts:
             self._check_range(p)
             self._prompts.setdefault(p.obj_id, {})[p.frame_index] = p
-            self._pending[p.frame_index] = [q for q in self._pending[p.frame_index]
-                                            if q.obj_id != p.obj_id] + [p]
+            self._pending[p.frame_index] = [
+                q for q in self._pending[p.frame_index] if q.obj_id != p.obj_id
+            ] + [p]
             self._bump(p.obj_id, p.frame_index)
 
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
@@ -192,8 +202,9 @@ class ClipSession:
         if frame_index not in frames:
             raise PromptError(f"object {obj_id} has no prompt on frame {frame_index}")
         del frames[frame_index]
-        self._pending[frame_index] = [q for q in self._pending.get(frame_index, [])
-                                      if q.obj_id != obj_id]
+        self._pending[frame_index] = [
+            q for q in self._pending.get(frame_index, []) if q.obj_id != obj_id
+        ]
         self.engine.remove_anchor(obj_id, frame_index)
         self.store.clear(obj_id, range(frame_index, frame_index + 1))
         self._bump(obj_id, frame_index)
@@ -210,40 +221,58 @@ class ClipSession:
 
     def _check_range(self, p: Prompt) -> None:
         if not self.start <= p.frame_index < self.end:
-            raise PromptError(f"prompt for object {p.obj_id} on frame {p.frame_index} is "
-                              f"outside the frames being matted ({self.start}.."
-                              f"{self.end - 1})")
+            raise PromptError(
+                f"prompt for object {p.obj_id} on frame {p.frame_index} is "
+                f"outside the frames being matted ({self.start}.."
+                f"{self.end - 1})"
+            )
 
     def _bump(self, obj_id: int, frame_index: int) -> None:
         self._counter += 1
         self._version[(obj_id, frame_index)] = self._counter
 
-    def _compute_prompt(self, frame: Frame, prompt: Prompt, previous: np.ndarray | None
-                        ) -> None:
-        res = self.engine.prompt(frame, prompt, shot_id=self._shots.get(frame.index, 0),
-                                 previous=previous, features=self._feats(frame))
+    def _compute_prompt(self, frame: Frame, prompt: Prompt, previous: np.ndarray | None) -> None:
+        res = self.engine.prompt(
+            frame,
+            prompt,
+            shot_id=self._shots.get(frame.index, 0),
+            previous=previous,
+            features=self._feats(frame),
+        )
         self.store.put(res, prompted=True)
         self._bump(prompt.obj_id, frame.index)
 
     # --- plans --------------------------------------------------------------------------
     def plan(self) -> list[PassPlan]:
         """Every pass of the rule for the current prompts."""
-        return [pl for obj in sorted(self._prompts)
-                for pl in plan_object(obj, self._prompts[obj], self.start, self.end,
-                                      backward=self.memory.track_backward)]
+        return [
+            pl
+            for obj in sorted(self._prompts)
+            for pl in plan_object(
+                obj, self._prompts[obj], self.start, self.end, backward=self.memory.track_backward
+            )
+        ]
 
     def _key(self, pl: PassPlan) -> tuple:
-        return (pl.obj_id, pl.anchor, pl.direction, pl.neighbour, pl.frames.start,
-                pl.frames.stop, self._version.get((pl.obj_id, pl.anchor)),
-                None if pl.neighbour is None else self._version.get((pl.obj_id, pl.neighbour)))
+        return (
+            pl.obj_id,
+            pl.anchor,
+            pl.direction,
+            pl.neighbour,
+            pl.frames.start,
+            pl.frames.stop,
+            self._version.get((pl.obj_id, pl.anchor)),
+            None if pl.neighbour is None else self._version.get((pl.obj_id, pl.neighbour)),
+        )
 
     def stale(self) -> list[PassPlan]:
         """The passes whose results are missing or out of date."""
         return [pl for pl in self.plan() if self._key(pl) not in self._done]
 
     # --- tracking -----------------------------------------------------------------------
-    def track(self, *, on_frame: FrameCallback | None = None,
-              cancel: threading.Event | None = None) -> int:
+    def track(
+        self, *, on_frame: FrameCallback | None = None, cancel: threading.Event | None = None
+    ) -> int:
         """Compute every stale pass, reading frames from the provider; returns the number of
         frames stepped. ``on_frame`` gets each result as it is stored."""
         if self.frames is None:
@@ -251,10 +280,15 @@ class ClipSession:
         stale = self.stale()
         if not stale and not any(self._pending.values()):
             return 0
-        lo = min([pl.frames.start for pl in stale]
-                 + [t for t, ps in self._pending.items() if ps], default=self.start)
-        hi = max([pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
-                 + [t + 1 for t, ps in self._pending.items() if ps], default=lo)
+        lo = min(
+            [pl.frames.start for pl in stale] + [t for t, ps in self._pending.items() if ps],
+            default=self.start,
+        )
+        hi = max(
+            [pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
+            + [t + 1 for t, ps in self._pending.items() if ps],
+            default=lo,
+        )
         if self.needs_shots:
             lo = min(lo, self._detector_next)
         frames = (self.frames.get(t) for t in range(lo, hi))
@@ -263,8 +297,14 @@ class ClipSession:
             pass
         return self.stats["stepped"] - before
 
-    def sweep(self, frames: Iterable[Frame], *, on_frame: FrameCallback | None = None,
-              cancel: threading.Event | None = None, keep: bool = True) -> Iterator[Frame]:
+    def sweep(
+        self,
+        frames: Iterable[Frame],
+        *,
+        on_frame: FrameCallback | None = None,
+        cancel: threading.Event | None = None,
+        keep: bool = True,
+    ) -> Iterator[Frame]:
         """Visit ``frames`` in order (consecutive indices) with one :class:`Sweep`, yielding
         each frame when its work is done."""
         with self.open_sweep(on_frame=on_frame, cancel=cancel) as sw:
@@ -272,8 +312,9 @@ class ClipSession:
                 sw.visit(frame, keep=keep)
                 yield frame
 
-    def open_sweep(self, *, on_frame: FrameCallback | None = None,
-                   cancel: threading.Event | None = None) -> Sweep:
+    def open_sweep(
+        self, *, on_frame: FrameCallback | None = None, cancel: threading.Event | None = None
+    ) -> Sweep:
         """A :class:`Sweep` over the work stale now (a context manager)."""
         return Sweep(self, on_frame, cancel)
 
@@ -289,8 +330,10 @@ class ClipSession:
         if not plans:
             return
         direction = plans[0].direction
-        pids = [self.engine.start_pass(pl.obj_id, pl.anchor, direction,
-                                       neighbour=pl.neighbour) for pl in plans]
+        pids = [
+            self.engine.start_pass(pl.obj_id, pl.anchor, direction, neighbour=pl.neighbour)
+            for pl in plans
+        ]
         lo = min(pl.frames.start for pl in plans)
         hi = max(pl.frames.stop for pl in plans)
         order = range(lo, hi) if direction > 0 else range(hi - 1, lo - 1, -1)
@@ -309,8 +352,9 @@ class ClipSession:
                     frame = self.engine.model_input(self.frames.get(u))
                 else:
                     frame = Frame(u, image, None, self.info.time_base)
-                results = self.engine.step(frame, active, shot_id=self._shots.get(u, 0),
-                                           features=self._feats(frame))
+                results = self.engine.step(
+                    frame, active, shot_id=self._shots.get(u, 0), features=self._feats(frame)
+                )
                 self.stats["stepped"] += 1
                 for res in results:
                     self._put(res, on_frame, True)
@@ -328,7 +372,6 @@ class ClipSession:
         if on_frame is not None:
             on_frame(res)
 
-
     # --- shots and features -------------------------------------------------------------
     def _shot(self, frame: Frame) -> int:
         """The frame's shot id; the detector sees every frame in order from the range start
@@ -340,8 +383,9 @@ class ClipSession:
         if self._detector is None:
             from vosfx.session.shots import ShotDetector
 
-            self._detector = ShotDetector(threshold=self.memory.shot_threshold,
-                                          min_shot_frames=self.memory.shot_min_frames)
+            self._detector = ShotDetector(
+                threshold=self.memory.shot_threshold, min_shot_frames=self.memory.shot_min_frames
+            )
         while self._detector_next < frame.index:
             if self.frames is None:
                 raise PromptError(f"internal: shot detector missed frames before {frame.index}")
@@ -428,8 +472,9 @@ class Sweep:
     past :meth:`ClipSession.split_point`, so nothing is stored for a long clip).
     """
 
-    def __init__(self, session: ClipSession, on_frame: FrameCallback | None,
-                 cancel: threading.Event | None) -> None:
+    def __init__(
+        self, session: ClipSession, on_frame: FrameCallback | None, cancel: threading.Event | None
+    ) -> None:
         self.s, self.on_frame, self.cancel = session, on_frame, cancel
         stale = session.stale()
         self.tails = {pl.obj_id: pl for pl in stale if pl.is_tail}
@@ -438,7 +483,7 @@ class Sweep:
         for pl in stale:
             if not pl.is_tail:
                 self.segments[pl.due].append(pl)
-                self.need_stash[pl.frames.start:pl.frames.stop] += 1
+                self.need_stash[pl.frames.start : pl.frames.stop] += 1
         self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
 
     def visit(self, frame: Frame, *, keep: bool = True) -> None:
@@ -473,7 +518,7 @@ class Sweep:
             s._run_segments([pl for pl in due if pl.direction > 0], self.on_frame, self.cancel)
             s._run_segments([pl for pl in due if pl.direction < 0], self.on_frame, self.cancel)
             for pl in due:
-                self.need_stash[pl.frames.start:pl.frames.stop] -= 1
+                self.need_stash[pl.frames.start : pl.frames.stop] -= 1
                 s._done.add(s._key(pl))
                 s._stash.discard([u for u in pl.frames if not self.need_stash[u]])
 

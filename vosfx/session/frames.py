@@ -30,8 +30,13 @@ BACK_CHUNK = 16  # frames decoded at once when walking backwards
 class SourceFrames:
     """A :class:`~vosfx.session.FrameProvider` over a video file or image sequence."""
 
-    def __init__(self, path: str | Path, *, fps: float | Fraction | None = None,
-                 cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        fps: float | Fraction | None = None,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         from vosfx.io.source import probe
 
         self.path, self.fps = str(path), fps
@@ -47,8 +52,9 @@ class SourceFrames:
 
     def get(self, index: int) -> Frame:
         if not 0 <= index < self.info.num_frames:
-            raise InputError(f"{self.path}: frame {index} is outside the clip "
-                             f"(0..{self.info.num_frames - 1})")
+            raise InputError(
+                f"{self.path}: frame {index} is outside the clip (0..{self.info.num_frames - 1})"
+            )
         hit = self._cache.get(index)
         if hit is not None:
             self._cache.move_to_end(index)

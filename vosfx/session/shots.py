@@ -94,7 +94,7 @@ class _Look:
         # broadcast numpy array of all shifts at this size
         for dy in range(2 * r + 1):
             for dx in range(2 * r + 1):
-                diff = cv2.absdiff(cur, pad[dy:dy + hb, dx:dx + wb])
+                diff = cv2.absdiff(cur, pad[dy : dy + hb, dx : dx + wb])
                 blocks = cv2.resize(diff, (wb // bs, hb // bs), interpolation=cv2.INTER_AREA)
                 blocks = blocks.sum(axis=2)  # (hb/5, wb/5): summed over RGB
                 best = blocks if best is None else np.minimum(best, blocks)
@@ -115,17 +115,29 @@ class ShotDetector:
     ``fade_bias``: where in a dark gap the boundary goes (-1 start, 0 middle, +1 end).
     """
 
-    def __init__(self, threshold: float = 0.0, min_shot_frames: int = 15, *,
-                 adaptive_ratio: float = 3.0, window_frames: int = 8,
-                 colour_cut: float = 0.4, structure_ratio: float = 2.0,
-                 structure_min: float = 12.0, dark_level: float = 12.0,
-                 fade_bias: float = 0.25) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.0,
+        min_shot_frames: int = 15,
+        *,
+        adaptive_ratio: float = 3.0,
+        window_frames: int = 8,
+        colour_cut: float = 0.4,
+        structure_ratio: float = 2.0,
+        structure_min: float = 12.0,
+        dark_level: float = 12.0,
+        fade_bias: float = 0.25,
+    ) -> None:
         if not 0.0 <= threshold <= 255.0:
             raise ConfigError(f"shot threshold: expected 0..255 (0: default), found {threshold!r}")
-        if isinstance(min_shot_frames, bool) or not isinstance(min_shot_frames, int) \
-                or min_shot_frames < 1:
+        if (
+            isinstance(min_shot_frames, bool)
+            or not isinstance(min_shot_frames, int)
+            or min_shot_frames < 1
+        ):
             raise ConfigError(
-                f"shot min_shot_frames: expected an integer >= 1, found {min_shot_frames!r}")
+                f"shot min_shot_frames: expected an integer >= 1, found {min_shot_frames!r}"
+            )
         if not -1.0 <= fade_bias <= 1.0:
             raise ConfigError(f"shot fade_bias: expected -1..1, found {fade_bias!r}")
         if not 0.0 < colour_cut <= 1.0:
@@ -162,8 +174,9 @@ class ShotDetector:
     def push(self, frame: Frame) -> int:
         """Analyse the next frame (indices must increase) and return its shot id."""
         if self._last_index is not None and frame.index <= self._last_index:
-            raise ConfigError(f"ShotDetector.push: expected frame index > {self._last_index}, "
-                              f"found {frame.index}")
+            raise ConfigError(
+                f"ShotDetector.push: expected frame index > {self._last_index}, found {frame.index}"
+            )
         self._last_index = frame.index
         return self.push_array(frame.index, frame.rgb8)
 

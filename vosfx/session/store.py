@@ -36,8 +36,9 @@ class ResultStore:
         if obj_id in self._logits:
             return
         path = self._folder / f"logits_{obj_id}.f32"
-        self._logits[obj_id] = np.memmap(path, np.float32, "w+",
-                                         shape=(self.num_frames, self.low, self.low))
+        self._logits[obj_id] = np.memmap(
+            path, np.float32, "w+", shape=(self.num_frames, self.low, self.low)
+        )
         self._score[obj_id] = np.full(self.num_frames, ABSENT, np.float32)
         self._iou[obj_id] = np.zeros(self.num_frames, np.float32)
         self._state[obj_id] = np.zeros(self.num_frames, np.int8)
@@ -66,11 +67,14 @@ class ResultStore:
     def get(self, obj_id: int, frame_index: int) -> ObjectResult | None:
         if not self.has(obj_id, frame_index):
             return None
-        return ObjectResult(obj_id, frame_index,
-                            np.asarray(self._logits[obj_id][frame_index], np.float32),
-                            float(self._score[obj_id][frame_index]),
-                            float(self._iou[obj_id][frame_index]),
-                            dict(self._info[obj_id].get(frame_index, {})))
+        return ObjectResult(
+            obj_id,
+            frame_index,
+            np.asarray(self._logits[obj_id][frame_index], np.float32),
+            float(self._score[obj_id][frame_index]),
+            float(self._iou[obj_id][frame_index]),
+            dict(self._info[obj_id].get(frame_index, {})),
+        )
 
     def clear(self, obj_id: int, frames: range | None = None) -> None:
         """Forget results of ``obj_id`` on ``frames`` (all frames when None)."""
@@ -132,8 +136,14 @@ class FrameStash:
         else:
             if not self._free:
                 k = len(self._chunks)
-                self._chunks.append(np.memmap(self._folder / f"stash_{k}.u8", self._dtype,
-                                              "w+", shape=(self.CHUNK, *self._shape)))
+                self._chunks.append(
+                    np.memmap(
+                        self._folder / f"stash_{k}.u8",
+                        self._dtype,
+                        "w+",
+                        shape=(self.CHUNK, *self._shape),
+                    )
+                )
                 self._free = list(range((k + 1) * self.CHUNK - 1, k * self.CHUNK - 1, -1))
             slot = self._free.pop()
             self._slot[index] = slot

@@ -41,8 +41,11 @@ class VosfxPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     vosfx_executable: StringProperty(
-        name="vosfx executable", subtype="FILE_PATH", default="",
-        description="Path of the vosfx command; empty: the one `vosfx plugins install` recorded")
+        name="vosfx executable",
+        subtype="FILE_PATH",
+        default="",
+        description="Path of the vosfx command; empty: the one `vosfx plugins install` recorded",
+    )
 
     def draw(self, context):
         self.layout.prop(self, "vosfx_executable")
@@ -74,14 +77,22 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
     bl_label = "vosfx Matte"
     bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 (the Blender idiom)
 
-    mask_path: StringProperty(name="Mask image", subtype="FILE_PATH",
-                              description="White = object, on the current frame")
-    points: StringProperty(name="Points", description="x,y in source pixels on the current "
-                           "frame, space separated; a leading - marks background")
-    whole_clip: BoolProperty(name="Whole clip", default=False,
-                             description="Matte every source frame, not only the used range")
-    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH",
-                               description="Empty: beside the movie file")
+    mask_path: StringProperty(
+        name="Mask image", subtype="FILE_PATH", description="White = object, on the current frame"
+    )
+    points: StringProperty(
+        name="Points",
+        description="x,y in source pixels on the current "
+        "frame, space separated; a leading - marks background",
+    )
+    whole_clip: BoolProperty(
+        name="Whole clip",
+        default=False,
+        description="Matte every source frame, not only the used range",
+    )
+    output_dir: StringProperty(
+        name="Output folder", subtype="DIR_PATH", description="Empty: beside the movie file"
+    )
     timeout_s: FloatProperty(name="Timeout (blocking runs)", default=0.0, min=0.0)
 
     @classmethod
@@ -94,8 +105,11 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
     def _plan(self, context):
         scene = sequencer_scene(context)
         strip = scene.sequence_editor.active_strip
-        return scene, strip, plan_job(scene, strip, self.mask_path, self.points,
-                                      self.whole_clip, self.output_dir)
+        return (
+            scene,
+            strip,
+            plan_job(scene, strip, self.mask_path, self.points, self.whole_clip, self.output_dir),
+        )
 
     def execute(self, context):
         """In a window: render in the background (modal, status-bar progress). Without one
@@ -119,8 +133,11 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
             self.report({"WARNING"} if result.cancelled else {"ERROR"}, result.message())
             return {"CANCELLED"}
         matte_strip = apply_matte(context, scene, strip, plan, result.result)
-        self.report({"INFO"}, f"vosfx: {result.result['frames']} frames; matte strip "
-                    f"{matte_strip.name!r} masks {strip.name!r}")
+        self.report(
+            {"INFO"},
+            f"vosfx: {result.result['frames']} frames; matte strip "
+            f"{matte_strip.name!r} masks {strip.name!r}",
+        )
         return {"FINISHED"}
 
     def invoke(self, context, event):
@@ -172,10 +189,14 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
     bl_label = "Pick in vosfx studio"
     bl_options = {"REGISTER"}  # noqa: RUF012 (the Blender idiom)
 
-    whole_clip: BoolProperty(name="Whole clip", default=False,
-                             description="Matte every source frame, not only the used range")
-    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH",
-                               description="Empty: beside the movie file")
+    whole_clip: BoolProperty(
+        name="Whole clip",
+        default=False,
+        description="Matte every source frame, not only the used range",
+    )
+    output_dir: StringProperty(
+        name="Output folder", subtype="DIR_PATH", description="Empty: beside the movie file"
+    )
 
     @classmethod
     def poll(cls, context):
@@ -198,13 +219,13 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
             plan = self._picked_plan()
             if plan is None:
                 return {"CANCELLED"}
-            result = vosfx_client.run(_command(context),
-                                      vosfx_client.write_job(plan["job"], plan["job_path"]))
+            result = vosfx_client.run(
+                _command(context), vosfx_client.write_job(plan["job"], plan["job_path"])
+            )
             return SEQUENCER_OT_vosfx_matte._finish(self, context, scene, strip, plan, result)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
-        _state.update(text="vosfx studio: click the object, then Done (Esc cancels)",
-                      factor=0.0)
+        _state.update(text="vosfx studio: click the object, then Done (Esc cancels)", factor=0.0)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
@@ -216,8 +237,15 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
             self.report({"WARNING"}, message)
             return None
         try:
-            return plan_job(self._scene, self._strip, None, None, self.whole_clip,
-                            self.output_dir, picked=picked)
+            return plan_job(
+                self._scene,
+                self._strip,
+                None,
+                None,
+                self.whole_clip,
+                self.output_dir,
+                picked=picked,
+            )
         except ValueError as err:
             _state["text"] = ""
             self.report({"ERROR"}, str(err))

@@ -69,12 +69,20 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
     stem = os.path.splitext(os.path.basename(path))[0]
     output = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
     if picked is not None:
-        job = vosfx_client.job_from_pick(picked, output, presets=(), overwrite=True,
-                                         output_overrides={"format": MATTE_FORMAT})
+        job = vosfx_client.job_from_pick(
+            picked, output, presets=(), overwrite=True, output_overrides={"format": MATTE_FORMAT}
+        )
     else:
-        job = vosfx_client.build_job(path, output, [prompt], start=start, end=end, presets=(),
-                                     overrides={"output": {"format": MATTE_FORMAT}},
-                                     overwrite=True)
+        job = vosfx_client.build_job(
+            path,
+            output,
+            [prompt],
+            start=start,
+            end=end,
+            presets=(),
+            overrides={"output": {"format": MATTE_FORMAT}},
+            overwrite=True,
+        )
     fd, job_path = tempfile.mkstemp(prefix="vosfx_blender_", suffix=".json")
     os.close(fd)
     return {"job": job, "job_path": job_path, "start": start, "end": end, "output": output}
@@ -83,8 +91,7 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
 def _free_channel(ed, strip):
     """The lowest channel above ``strip`` with nothing overlapping its frames."""
     lo, hi = strip.frame_final_start, strip.frame_final_end
-    busy = {s.channel for s in ed.strips_all
-            if s.frame_final_start < hi and s.frame_final_end > lo}
+    busy = {s.channel for s in ed.strips_all if s.frame_final_start < hi and s.frame_final_end > lo}
     channel = strip.channel + 1
     while channel in busy:
         channel += 1
@@ -101,8 +108,11 @@ def apply_matte(context, scene, strip, plan, result_event):
     first_index = int(files[0].rsplit(".", 2)[-2])  # <stem>.<source frame:05d>.png
     ed = scene.sequence_editor
     matte = ed.strips.new_image(
-        name=strip.name + " matte", filepath=os.path.join(folder, files[0]),
-        channel=_free_channel(ed, strip), frame_start=int(strip.frame_start) + first_index)
+        name=strip.name + " matte",
+        filepath=os.path.join(folder, files[0]),
+        channel=_free_channel(ed, strip),
+        frame_start=int(strip.frame_start) + first_index,
+    )
     for name in files[1:]:
         matte.elements.append(name)
     matte.colorspace_settings.name = "Non-Color"  # a matte is data, not an sRGB picture

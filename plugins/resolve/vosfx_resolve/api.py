@@ -58,7 +58,9 @@ def current_clip(resolve):
         raise ResolveError("no video clip under the playhead: move the playhead onto a clip")
     mpi = item.GetMediaPoolItem()
     if not mpi:
-        raise ResolveError(f"the clip {item.GetName()!r} has no media pool item (a generator or title?)")
+        raise ResolveError(
+            f"the clip {item.GetName()!r} has no media pool item (a generator or title?)"
+        )
     path = mpi.GetClipProperty("File Path")
     if not path:
         raise ResolveError(f"the clip {item.GetName()!r} has no media file")
@@ -70,19 +72,29 @@ def current_clip(resolve):
     frames = mpi.GetClipProperty("Frames")
     track = item.GetTrackTypeAndIndex()
     return ClipContext(
-        timeline=timeline, item=item, media_pool_item=mpi, media_pool=project.GetMediaPool(),
-        name=item.GetName(), path=path, fps=fps, record_start=start, duration=duration,
-        source_in=source_in, source_frames=int(frames) if frames else None,
+        timeline=timeline,
+        item=item,
+        media_pool_item=mpi,
+        media_pool=project.GetMediaPool(),
+        name=item.GetName(),
+        path=path,
+        fps=fps,
+        record_start=start,
+        duration=duration,
+        source_in=source_in,
+        source_frames=int(frames) if frames else None,
         track=int(track[1]) if track else 1,
-        playhead_source=source_in + playhead - start if start <= playhead < start + duration
+        playhead_source=source_in + playhead - start
+        if start <= playhead < start + duration
         else None,
     )
 
 
 def attach_matte(resolve, ctx, paths):
     """Attach matte files to the clip's media pool item (Color page: external matte)."""
-    return bool(resolve.GetMediaStorage().AddClipMattesToMediaPool(ctx.media_pool_item,
-                                                                  list(paths)))
+    return bool(
+        resolve.GetMediaStorage().AddClipMattesToMediaPool(ctx.media_pool_item, list(paths))
+    )
 
 
 def place_above(ctx, path, first_frame):
@@ -97,13 +109,17 @@ def place_above(ctx, path, first_frame):
         if not ctx.timeline.AddTrack("video"):
             raise ResolveError(f"could not add video track {target}")
     first = ctx.source_in - first_frame
-    placed = ctx.media_pool.AppendToTimeline([{
-        "mediaPoolItem": imported[0],
-        "startFrame": first,
-        "endFrame": first + ctx.duration - 1,  # inclusive, as Resolve counts it
-        "trackIndex": target,
-        "recordFrame": ctx.record_start,
-    }])
+    placed = ctx.media_pool.AppendToTimeline(
+        [
+            {
+                "mediaPoolItem": imported[0],
+                "startFrame": first,
+                "endFrame": first + ctx.duration - 1,  # inclusive, as Resolve counts it
+                "trackIndex": target,
+                "recordFrame": ctx.record_start,
+            }
+        ]
+    )
     if not placed:
         raise ResolveError(f"Resolve could not place {path} on video track {target}")
     return placed[0]

@@ -20,8 +20,16 @@ class Options:
     frames); ``place``: put the alpha clip on the track above; ``output_dir``: None = beside
     the source file."""
 
-    def __init__(self, mask_path=None, points=(), prompt_frame=None, attach=True, place=True,
-                 output_dir=None, picked=None):
+    def __init__(
+        self,
+        mask_path=None,
+        points=(),
+        prompt_frame=None,
+        attach=True,
+        place=True,
+        output_dir=None,
+        picked=None,
+    ):
         self.picked = picked  # a job picked in vosfx studio (its prompts and finishing)
         self.mask_path = mask_path
         self.points = list(points)
@@ -51,13 +59,14 @@ def job_range(ctx, options):
     if frame is None:
         frame = ctx.playhead_source if ctx.playhead_source is not None else ctx.source_in
     if not start <= frame < end:
-        raise api.ResolveError(f"the prompt's frame {frame} is outside the frames to matte "
-                               f"({start}-{end - 1})")
+        raise api.ResolveError(
+            f"the prompt's frame {frame} is outside the frames to matte ({start}-{end - 1})"
+        )
     return start, end, frame
 
 
 def pick_in_studio(ctx, options, command, env=None):
-    """"Pick in vosfx studio": a :class:`vosfx_client.StudioPick` (started) on the clip's
+    """ "Pick in vosfx studio": a :class:`vosfx_client.StudioPick` (started) on the clip's
     range at the playhead; poll ``running``, then ``picked()`` into ``options.picked``."""
     start, end, frame = job_range(ctx, options)
     return vosfx_client.StudioPick(command, ctx.path, start, end, frame, env=env).start()
@@ -72,11 +81,15 @@ def plan_job(ctx, options):
         if options.mask_path:
             prompt = {"frame": frame, "mask": options.mask_path}
         elif options.points:
-            prompt = {"frame": frame, "points": [[x, y] for x, y, _ in options.points],
-                      "labels": [int(lab) for _, _, lab in options.points]}
+            prompt = {
+                "frame": frame,
+                "points": [[x, y] for x, y, _ in options.points],
+                "labels": [int(lab) for _, _, lab in options.points],
+            }
         else:
-            raise api.ResolveError("pick in vosfx studio, or pick a mask image or enter at "
-                                  "least one point")
+            raise api.ResolveError(
+                "pick in vosfx studio, or pick a mask image or enter at least one point"
+            )
     folder = options.output_dir or os.path.dirname(ctx.path)
     stem = os.path.splitext(os.path.basename(ctx.path))[0]
     # the range is in the name: a clip used twice gets two mattes, a re-run replaces its own
@@ -85,14 +98,21 @@ def plan_job(ctx, options):
     extra = (MATTE_FORMAT,) if options.attach else ()
     if options.picked is not None:
         if (options.picked.get("start"), options.picked.get("end")) != (start, end):
-            raise api.ResolveError("the studio's frame range differs from the clip's; pick "
-                                   "again")
-        job = vosfx_client.job_from_pick(options.picked, alpha, presets=(ALPHA_FORMAT,),
-                                         overwrite=True, extra_formats=extra)
+            raise api.ResolveError("the studio's frame range differs from the clip's; pick again")
+        job = vosfx_client.job_from_pick(
+            options.picked, alpha, presets=(ALPHA_FORMAT,), overwrite=True, extra_formats=extra
+        )
     else:
         job = vosfx_client.build_job(
-            ctx.path, alpha, [prompt], start=start, end=end, presets=(ALPHA_FORMAT,),
-            overwrite=True, extra_formats=extra)
+            ctx.path,
+            alpha,
+            [prompt],
+            start=start,
+            end=end,
+            presets=(ALPHA_FORMAT,),
+            overwrite=True,
+            extra_formats=extra,
+        )
     return Plan(job, start, end, alpha, matte)
 
 
@@ -102,8 +122,9 @@ def render(plan, command, on_event=None, should_cancel=None, env=None):
     folder = tempfile.mkdtemp(prefix="vosfx_resolve_")
     job_path = vosfx_client.write_job(plan.job, os.path.join(folder, "job.json"))
     try:
-        return vosfx_client.run(command, job_path, on_event=on_event,
-                                should_cancel=should_cancel, env=env)
+        return vosfx_client.run(
+            command, job_path, on_event=on_event, should_cancel=should_cancel, env=env
+        )
     finally:
         os.remove(job_path)
         os.rmdir(folder)
@@ -152,7 +173,8 @@ def progress_text(event):
     done, total = int(event.get("frames_done", 0)), int(event.get("total_frames") or 0)
     filled = round(24 * done / total) if total else 0
     text = "[{}{}] {}/{} frames, {:.1f} fps".format(
-        "#" * filled, "." * (24 - filled), done, total, float(event.get("fps") or 0.0))
+        "#" * filled, "." * (24 - filled), done, total, float(event.get("fps") or 0.0)
+    )
     eta = event.get("eta_s")
     if eta is not None:
         minutes, seconds = divmod(round(eta), 60)

@@ -21,25 +21,50 @@ class Dialog:
         ui = self.ui
         return self.disp.AddWindow(
             {"ID": "vosfxWin", "WindowTitle": "vosfx Matte", "Geometry": [200, 200, 520, 300]},
-            ui.VGroup([
-                ui.Label({"ID": "Clip", "Text": title}),
-                ui.Button({"ID": "Studio", "Text": "Pick in vosfx studio..."}),
-                ui.HGroup([
-                    ui.LineEdit({"ID": "Mask", "PlaceholderText": "or a mask image (white = "
-                                                                  "object)"}),
-                    ui.Button({"ID": "Browse", "Text": "Browse..."}),
-                ]),
-                ui.LineEdit({"ID": "Points",
-                             "PlaceholderText": "or type points on this frame: 420,300 "
-                                                "-80,40"}),
-                ui.CheckBox({"ID": "Attach", "Checked": True,
-                             "Text": "Attach as clip matte (mattes the whole source clip)"}),
-                ui.CheckBox({"ID": "Place", "Checked": True,
-                             "Text": "Put the alpha clip on the track above"}),
-                ui.Label({"ID": "Status", "Text": ""}),
-                ui.HGroup([ui.Button({"ID": "Run", "Text": "Matte"}),
-                           ui.Button({"ID": "Cancel", "Text": "Close"})]),
-            ]),
+            ui.VGroup(
+                [
+                    ui.Label({"ID": "Clip", "Text": title}),
+                    ui.Button({"ID": "Studio", "Text": "Pick in vosfx studio..."}),
+                    ui.HGroup(
+                        [
+                            ui.LineEdit(
+                                {
+                                    "ID": "Mask",
+                                    "PlaceholderText": "or a mask image (white = object)",
+                                }
+                            ),
+                            ui.Button({"ID": "Browse", "Text": "Browse..."}),
+                        ]
+                    ),
+                    ui.LineEdit(
+                        {
+                            "ID": "Points",
+                            "PlaceholderText": "or type points on this frame: 420,300 -80,40",
+                        }
+                    ),
+                    ui.CheckBox(
+                        {
+                            "ID": "Attach",
+                            "Checked": True,
+                            "Text": "Attach as clip matte (mattes the whole source clip)",
+                        }
+                    ),
+                    ui.CheckBox(
+                        {
+                            "ID": "Place",
+                            "Checked": True,
+                            "Text": "Put the alpha clip on the track above",
+                        }
+                    ),
+                    ui.Label({"ID": "Status", "Text": ""}),
+                    ui.HGroup(
+                        [
+                            ui.Button({"ID": "Run", "Text": "Matte"}),
+                            ui.Button({"ID": "Cancel", "Text": "Close"}),
+                        ]
+                    ),
+                ]
+            ),
         )
 
     def run(self):
@@ -50,8 +75,10 @@ class Dialog:
             return
         frame = self.ctx.playhead_source
         frame = frame if frame is not None else self.ctx.source_in
-        title = (f"{self.ctx.name}  (source frames {self.ctx.source_in}-"
-                 f"{self.ctx.source_out - 1}; vosfx tracks both ways from frame {frame})")
+        title = (
+            f"{self.ctx.name}  (source frames {self.ctx.source_in}-"
+            f"{self.ctx.source_out - 1}; vosfx tracks both ways from frame {frame})"
+        )
         self.win = self._window(title)
         self.items = self.win.GetItems()
         self.timer = self.ui.Timer({"ID": "vosfxPoll", "Interval": POLL_MS})
@@ -81,8 +108,9 @@ class Dialog:
         if self.proc is not None or self.pick is not None:
             return
         try:
-            self.options = app.Options(attach=bool(self.items["Attach"].Checked),
-                                       place=bool(self.items["Place"].Checked))
+            self.options = app.Options(
+                attach=bool(self.items["Attach"].Checked), place=bool(self.items["Place"].Checked)
+            )
             self.pick = app.pick_in_studio(self.ctx, self.options, self.command)
         except api.ResolveError as err:
             self._status(str(err))
@@ -100,7 +128,8 @@ class Dialog:
                 mask_path=self.items["Mask"].Text.strip() or None,
                 points=app.parse_points(self.items["Points"].Text),
                 attach=bool(self.items["Attach"].Checked),
-                place=bool(self.items["Place"].Checked))
+                place=bool(self.items["Place"].Checked),
+            )
         except api.ResolveError as err:
             self._status(str(err))
             return

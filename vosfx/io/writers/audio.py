@@ -95,11 +95,13 @@ class AudioCarrier:
         if planes.shape[-1] == 0:
             return
         if fmt.endswith("p"):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format=fmt,
-                                               layout=self._layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planes), format=fmt, layout=self._layout
+            )
         else:  # packed: (1, n * channels)
             frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(planes.T.reshape(1, -1)), format=fmt, layout=self._layout)
+                np.ascontiguousarray(planes.T.reshape(1, -1)), format=fmt, layout=self._layout
+            )
         frame.sample_rate = self.rate
         frame.pts = None
         for converted in self._resampler.resample(frame):
@@ -148,8 +150,9 @@ class AudioCarrier:
                 try:
                     frame = next(self._frames, None)
                 except Exception as err:  # noqa: BLE001 - PyAV raises several decode errors
-                    raise InputError(f"cannot decode the audio of {self._src.name}: "
-                                     f"{err}") from None
+                    raise InputError(
+                        f"cannot decode the audio of {self._src.name}: {err}"
+                    ) from None
             if frame is None:
                 self._finished = True
                 return
@@ -189,5 +192,11 @@ class AudioCarrier:
         self._src.close()
 
 
-_NP_DTYPES = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64,
-              "u8": np.uint8, "s64": np.int64}
+_NP_DTYPES = {
+    "s16": np.int16,
+    "s32": np.int32,
+    "flt": np.float32,
+    "dbl": np.float64,
+    "u8": np.uint8,
+    "s64": np.int64,
+}

@@ -44,8 +44,10 @@ class Backdrop:
             return
         path = Path(spec).expanduser()
         if not path.exists():
-            raise ConfigError(f"[output] background: expected #rrggbb, an image or a video file, "
-                              f"found nothing at {spec!r}")
+            raise ConfigError(
+                f"[output] background: expected #rrggbb, an image or a video file, "
+                f"found nothing at {spec!r}"
+            )
         from vosfx.io.sequence import read_image
 
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp"):
@@ -83,4 +85,3 @@ class Backdrop:
         if self._source is not None:
             self._source.close()
             self._source = None
-

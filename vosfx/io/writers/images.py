@@ -44,8 +44,9 @@ def _exr_layers_module():
     try:
         import OpenEXR
     except ImportError as err:
-        raise ConfigError("output format 'exr-layers' needs the OpenEXR package: "
-                          "pip install 'vosfx[exr]'") from err
+        raise ConfigError(
+            "output format 'exr-layers' needs the OpenEXR package: pip install 'vosfx[exr]'"
+        ) from err
     return OpenEXR
 
 
@@ -134,8 +135,9 @@ class ImageSequenceWriter(Writer):
         channels: dict[str, np.ndarray] = {}
         for obj_id, plane in zip(matte.obj_ids, matte.alpha):
             if plane.shape != (h, w):
-                raise OutputError(f"{self.path}: object {obj_id}'s alpha is {plane.shape}, "
-                                  f"expected {(h, w)}")
+                raise OutputError(
+                    f"{self.path}: object {obj_id}'s alpha is {plane.shape}, expected {(h, w)}"
+                )
             channels[f"obj{obj_id}.A"] = np.clip(plane, 0.0, 1.0).astype(np.float16)
         if self.config.exr_rgb:
             src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
@@ -143,8 +145,10 @@ class ImageSequenceWriter(Writer):
             for i, name in enumerate("RGB"):
                 channels[name] = linear[..., i].astype(np.float16)
             channels["A"] = alpha.astype(np.float16)
-        header = {"compression": _EXR_COMPRESSION[self.config.exr_compression](exr),
-                  "type": exr.scanlineimage}
+        header = {
+            "compression": _EXR_COMPRESSION[self.config.exr_compression](exr),
+            "type": exr.scanlineimage,
+        }
         with exr.File(header, channels) as out:
             out.write(str(target))
 

@@ -93,8 +93,9 @@ def pad_even(plane: np.ndarray) -> np.ndarray:
     return np.pad(plane, pads, mode="edge") if h % 2 or w % 2 else plane
 
 
-def planar_frame(pix_fmt: str, planes: list[np.ndarray], width: int, height: int,
-                 sample_bits: int = 8) -> av.VideoFrame:
+def planar_frame(
+    pix_fmt: str, planes: list[np.ndarray], width: int, height: int, sample_bits: int = 8
+) -> av.VideoFrame:
     """An ``av.VideoFrame`` of ``pix_fmt`` filled from ``planes`` (float codes are rounded
     and clipped to the plane's integer type: uint8, or uint16 for ``sample_bits`` > 8)."""
     import av
@@ -230,17 +231,20 @@ class VideoWriter(Writer):
             assert self._backdrop is not None  # opened with the composite spec
             rgb = replace_background(frame_rgb01(frame), alpha, self._backdrop.frame((h, w)))
             y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
-            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h,
-                                spec.sample_bits)
+            return planar_frame(
+                spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h, spec.sample_bits
+            )
         if spec.kind == PREVIEW:
             from vosfx.matte.compose import overlay_preview
 
-            tinted = overlay_preview(frame.rgb8, matte.alpha, matte.obj_ids,
-                                     self.config.overlay_opacity)
+            tinted = overlay_preview(
+                frame.rgb8, matte.alpha, matte.obj_ids, self.config.overlay_opacity
+            )
             rgb = pad_even(tinted.astype(np.float32) * np.float32(1 / 255))
             y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
-            return planar_frame(spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h,
-                                spec.sample_bits)
+            return planar_frame(
+                spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h, spec.sample_bits
+            )
         raise OutputError(f"internal: {spec.id} is not a video kind ({spec.kind})")
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
