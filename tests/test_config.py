@@ -35,13 +35,18 @@ def test_int_accepted_for_float_and_lists_for_tuples():
     assert cfg.refine.feather_px == 2.0 and isinstance(cfg.refine.feather_px, float)
     assert cfg.output.extra_formats == ("preview",)
     assert build_config({"output": {"extra_formats": "preview,png16"}}).output.extra_formats == (
-        "preview", "png16")
+        "preview",
+        "png16",
+    )
 
 
 def test_merge_is_deep_and_override_wins():
     a = {"refine": {"feather_px": 1.0, "choke": 0.2}, "model": {"name": "x"}}
     b = {"refine": {"feather_px": 3.0}}
-    assert merge_dicts(a, b) == {"refine": {"feather_px": 3.0, "choke": 0.2}, "model": {"name": "x"}}
+    assert merge_dicts(a, b) == {
+        "refine": {"feather_px": 3.0, "choke": 0.2},
+        "model": {"name": "x"},
+    }
     assert a["refine"]["feather_px"] == 1.0  # inputs untouched
 
 
@@ -55,4 +60,6 @@ def test_replace_validates():
 def test_describe_options_covers_every_option():
     rows = describe_options()
     assert {r[0] for r in rows} == {"model", "memory", "refine", "output"}
-    assert len(rows) == sum(len(JobConfig().to_dict()[s]) for s in ("model", "memory", "refine", "output"))
+    assert len(rows) == sum(
+        len(JobConfig().to_dict()[s]) for s in ("model", "memory", "refine", "output")
+    )

@@ -50,8 +50,9 @@ class BusyBackend:
         if absent:
             multi[:] = -1024.0
         ious = np.array([0.25 if t % 37 == 0 else 0.9, 0.7, 0.6], np.float32)
-        return TrackOutput(multi, ious, multi[0], 0.9, -3.0 if absent else 2.0,
-                           ["p0", "p1", "p2"], "ps")
+        return TrackOutput(
+            multi, ious, multi[0], 0.9, -3.0 if absent else 2.0, ["p0", "p1", "p2"], "ps"
+        )
 
     def mask_as_output(self, features, mask):
         return _disc(5, 8, 3), 10.0, "pm"
@@ -63,8 +64,9 @@ class BusyBackend:
 @pytest.mark.parametrize("policy", list(MEMORY_POLICIES))
 def test_bank_stays_bounded_over_1500_frames(policy):
     n = 1500
-    info = VideoInfo(path="", width=W, height=H, num_frames=n, fps=Fraction(25),
-                     time_base=Fraction(1, 25))
+    info = VideoInfo(
+        path="", width=W, height=H, num_frames=n, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
     cfg = MemoryConfig(policy=policy)
     trk = Tracker(BusyBackend(), lambda: make_policy(cfg), info, fill_hole_area=0)
     frame = np.zeros((H, W, 3), np.uint8)

@@ -65,8 +65,9 @@ def test_motion_overrides_the_highest_iou_once_stable():
 def test_upsample_matches_torch():
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32) * 5
-    want = torch.nn.functional.interpolate(torch.from_numpy(x)[None, None], (128, 128),
-                                           mode="bilinear", align_corners=False)[0, 0].numpy()
+    want = torch.nn.functional.interpolate(
+        torch.from_numpy(x)[None, None], (128, 128), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
     got = upsample_bilinear(x, (128, 128))
     assert np.abs(got - want).max() < 1e-5 and np.array_equal(got > 0, want > 0)
 
@@ -82,9 +83,12 @@ class _Recording(SamuraiPolicy):
     def choose(self, frame_index, cands):
         k = super().choose(frame_index, cands)
         self.seen.setdefault(frame_index, {}).update(
-            chosen=k, argmax=int(np.argmax(cands.ious)), stable=self._stable,
+            chosen=k,
+            argmax=int(np.argmax(cands.ious)),
+            stable=self._stable,
             kf_mean=None if self._kf.mean is None else self._kf.mean.copy(),
-            motion=self._motion.get(frame_index))
+            motion=self._motion.get(frame_index),
+        )
         return k
 
     def select(self, frame_index, shot_id, bank):
@@ -92,7 +96,8 @@ class _Recording(SamuraiPolicy):
         cond = {f for f, e in bank.entries.items() if e.is_cond}
         self.seen.setdefault(frame_index, {}).update(
             recent=[f for f, p in sel.masks if p > 0],
-            pointers=[f for f, _ in sel.pointers if f not in cond])
+            pointers=[f for f, _ in sel.pointers if f not in cond],
+        )
         return sel
 
 

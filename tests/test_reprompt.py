@@ -18,7 +18,7 @@ H, W, S = 24, 32, 64  # video, model input; low-res side 16
 
 def _square(x0, y0, size, value=4.0):
     low = np.full((16, 16), -4.0, np.float32)
-    low[y0:y0 + size, x0:x0 + size] = value
+    low[y0 : y0 + size, x0 : x0 + size] = value
     return low
 
 
@@ -42,16 +42,30 @@ class ScriptedBackend:
 
     def track(self, req):
         if req.point_coords is not None:
-            self.prompts.append((req.features["t"], req.point_coords.copy(),
-                                 req.point_labels.copy(), len(req.memories or ())))
+            self.prompts.append(
+                (
+                    req.features["t"],
+                    req.point_coords.copy(),
+                    req.point_labels.copy(),
+                    len(req.memories or ()),
+                )
+            )
             low = _square(4, 4, 8)
-            return TrackOutput(np.stack([low] * 3), np.full(3, 0.5, np.float32), low,
-                               self.prompted_iou, 3.0, ["p"] * 3, "prompted")
+            return TrackOutput(
+                np.stack([low] * 3),
+                np.full(3, 0.5, np.float32),
+                low,
+                self.prompted_iou,
+                3.0,
+                ["p"] * 3,
+                "prompted",
+            )
         small = req.features["t"] in self.shrink
         low = _square(4, 4, 2 if small else 8)
         multi = np.stack([low, low, low])
-        return TrackOutput(multi, np.array([0.9, 0.5, 0.4], np.float32), low, 0.9, 3.0,
-                           ["p0", "p1", "p2"], "ps")
+        return TrackOutput(
+            multi, np.array([0.9, 0.5, 0.4], np.float32), low, 0.9, 3.0, ["p0", "p1", "p2"], "ps"
+        )
 
     def mask_as_output(self, features, mask):
         return _square(4, 4, 8, 10.0), 10.0, "pm"
@@ -64,8 +78,9 @@ class ScriptedBackend:
 
 
 def _run(backend, n=12, reprompt=True):
-    info = VideoInfo(path="", width=W, height=H, num_frames=n, fps=Fraction(25),
-                     time_base=Fraction(1, 25))
+    info = VideoInfo(
+        path="", width=W, height=H, num_frames=n, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
     trk = Tracker(backend, Sam2Policy(), info, fill_hole_area=0, reprompt=reprompt)
     frame = lambda t: Frame(t, np.zeros((H, W, 3), np.uint8), t, Fraction(1, 25))
     trk.prompt(frame(0), Prompt(0, 1, mask=np.ones((H, W), bool)))
@@ -102,8 +117,9 @@ def test_collapsed_frame_is_reprompted_and_the_better_mask_kept():
     assert [p[0] for p in backend.prompts] == [6]  # only the collapsed frame
     assert backend.prompts[0][3] > 0  # prompted with the memory the frame attended
     info = by_frame[6].info["reprompt"]
-    assert info["kept"] and info["from_frame"] == 5 and info["quality_after"] > info[
-        "quality_before"]
+    assert (
+        info["kept"] and info["from_frame"] == 5 and info["quality_after"] > info["quality_before"]
+    )
     assert int((by_frame[6].logits > 0).sum()) == 64  # the full square, not the 2x2 collapse
     events = trk.report()["1"]["events"]
     assert list(events) == ["6"] and events["6"].startswith("reprompt kept")

@@ -49,12 +49,12 @@ def _centre(t):
 
 def _click(run, t, label=1, obj=1, xy=None):
     x, y = xy or _centre(t)
-    return run.request("/api/click", {"obj_id": obj, "frame": t, "x": x, "y": y,
-                                      "label": label})
+    return run.request("/api/click", {"obj_id": obj, "frame": t, "x": x, "y": y, "label": label})
 
 
-@pytest.mark.parametrize("path", ["/", "/api/state", "/api/timeline", "/api/view/0",
-                                  "/api/events", "/static/studio.js"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/state", "/api/timeline", "/api/view/0", "/api/events", "/static/studio.js"]
+)
 @pytest.mark.parametrize("token", [None, "wrong"])
 def test_every_request_needs_the_token(run, path, token):
     status, _ = run.request(path, token=token)
@@ -62,22 +62,22 @@ def test_every_request_needs_the_token(run, path, token):
 
 
 def test_post_without_token_changes_nothing(run):
-    status, _ = run.request("/api/click", {"obj_id": 1, "frame": 0, "x": 5, "y": 5},
-                            token=None)
+    status, _ = run.request("/api/click", {"obj_id": 1, "frame": 0, "x": 5, "y": 5}, token=None)
     assert status == 403 and run.studio.edits == {}
 
 
-@pytest.mark.parametrize("headers", [{"Host": "evil.example:80"},
-                                     {"Origin": "http://evil.example"},
-                                     {"Origin": "null"}])
+@pytest.mark.parametrize(
+    "headers", [{"Host": "evil.example:80"}, {"Origin": "http://evil.example"}, {"Origin": "null"}]
+)
 def test_foreign_host_or_origin_is_refused(run, headers):
     status, _ = run.request("/api/state", headers=headers)
     assert status == 403
 
 
 def test_token_in_query_and_same_origin_are_accepted(run):
-    status, data = run.request(f"/api/state?token={run.ctl.token}", token=None,
-                               headers={"Origin": run.base})
+    status, data = run.request(
+        f"/api/state?token={run.ctl.token}", token=None, headers={"Origin": run.base}
+    )
     assert status == 200 and data["ready"]
 
 
@@ -97,19 +97,29 @@ def _local_addresses():
         return set()
 
 
-@pytest.mark.parametrize("path", ["/static/../state.py", "/static/%2e%2e%2fstate.py",
-                                  "/static/index.html.bak", "/static/..%2F..%2Fetc%2Fpasswd"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../state.py",
+        "/static/%2e%2e%2fstate.py",
+        "/static/index.html.bak",
+        "/static/..%2F..%2Fetc%2Fpasswd",
+    ],
+)
 def test_only_the_page_files_are_served(run, path):
     status, body = run.request(path)
     assert status == 404
     assert b"import" not in (body if isinstance(body, bytes) else b"")
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"output": "relative/out.mov"}, "absolute path"),
-    ({"output": "/tmp/../etc/out.mov"}, "'..'"),
-    ({"output": "/nonexistent-folder-xyz/out.mov"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"output": "relative/out.mov"}, "absolute path"),
+        ({"output": "/tmp/../etc/out.mov"}, "'..'"),
+        ({"output": "/nonexistent-folder-xyz/out.mov"}, "does not exist"),
+    ],
+)
 def test_render_paths_are_validated(run, body, message):
     _click(run, 0)
     status, data = run.request("/api/render", body)
@@ -118,23 +128,27 @@ def test_render_paths_are_validated(run, body, message):
 
 def test_render_refuses_to_replace_the_clip(run, clip):
     _click(run, 0)
-    status, data = run.request("/api/render", {"output": str(clip), "overwrite": True,
-                                               "formats": ["prores4444"]})
+    status, data = run.request(
+        "/api/render", {"output": str(clip), "overwrite": True, "formats": ["prores4444"]}
+    )
     assert status == 400 and "clip itself" in data["error"]
 
 
 def test_save_job_needs_a_json_name(run, tmp_path):
     _click(run, 0)
-    status, data = run.request("/api/save", {"output": str(tmp_path / "o.mov"),
-                                             "path": str(tmp_path / "job.txt")})
+    status, data = run.request(
+        "/api/save", {"output": str(tmp_path / "o.mov"), "path": str(tmp_path / "job.txt")}
+    )
     assert status == 400 and ".json" in data["error"]
 
 
 def test_bad_prompt_values_are_400(run):
-    for body in ({"obj_id": 1, "frame": 0, "x": "a", "y": 1},
-                 {"obj_id": 9, "frame": 0, "x": 1, "y": 1},
-                 {"obj_id": 1, "frame": N + 5, "x": 1, "y": 1},
-                 {"obj_id": 1, "frame": 0, "x": W + 50, "y": 1}):
+    for body in (
+        {"obj_id": 1, "frame": 0, "x": "a", "y": 1},
+        {"obj_id": 9, "frame": 0, "x": 1, "y": 1},
+        {"obj_id": 1, "frame": N + 5, "x": 1, "y": 1},
+        {"obj_id": 1, "frame": 0, "x": W + 50, "y": 1},
+    ):
         status, data = run.request("/api/click", body)
         assert status == 400 and data["error"], body
 
@@ -171,12 +185,10 @@ def test_dropped_mask_becomes_the_prompt(run):
     mask[y0:y1, x0:x1] = 255
     buf = io.BytesIO()
     Image.fromarray(mask).save(buf, "PNG")
-    status, res = run.request("/api/mask?obj_id=1&frame=5", data=buf.getvalue(),
-                              method="POST")
+    status, res = run.request("/api/mask?obj_id=1&frame=5", data=buf.getvalue(), method="POST")
     assert status == 200 and res["objects"][0]["area"] > 0
     assert run.studio.edits[(1, 5)].mask is not None
-    status, data = run.request("/api/mask?obj_id=1&frame=5", data=b"not an image",
-                               method="POST")
+    status, data = run.request("/api/mask?obj_id=1&frame=5", data=b"not an image", method="POST")
     assert status == 400 and "image" in data["error"]
 
 
@@ -192,8 +204,10 @@ def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatc
     run.request("/api/refine", {"refine": {"feather_px": 3, "alpha": "hard"}})
     job_path = tmp_path / "jobs" / "j.json"
     job_path.parent.mkdir()
-    status, data = run.request("/api/save", {"output": str(tmp_path / "out.mov"),
-                                             "path": str(job_path), "start": 1, "end": 20})
+    status, data = run.request(
+        "/api/save",
+        {"output": str(tmp_path / "out.mov"), "path": str(job_path), "start": 1, "end": 20},
+    )
     assert status == 200, data
     job = load_job_file(job_path)
     assert job.config.refine.feather_px == 3 and job.config.refine.alpha == "hard"
@@ -202,15 +216,23 @@ def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatc
     # reopen in a second studio, as `vosfx studio --job` does
     from vosfx.studio.state import Studio
 
-    st = Studio(job.input, engine=FakeEngine(), config=job.config, presets=job.presets,
-                start=job.start, end=job.end, workdir=tmp_path / "w2")
+    st = Studio(
+        job.input,
+        engine=FakeEngine(),
+        config=job.config,
+        presets=job.presets,
+        start=job.start,
+        end=job.end,
+        workdir=tmp_path / "w2",
+    )
     (tmp_path / "w2").mkdir(exist_ok=True)
     try:
         st.restore(job)
         assert st.edits[(1, 2)].points == run.studio.edits[(1, 2)].points
         assert st.edits[(1, 2)].labels == (1, 0)
-        np.testing.assert_array_equal(st.session.result(7).logits,
-                                      run.studio.session.result(7).logits)
+        np.testing.assert_array_equal(
+            st.session.result(7).logits, run.studio.session.result(7).logits
+        )
     finally:
         st.close()
 
@@ -301,15 +323,19 @@ def test_cli_port_in_use(clip, config_home):
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        res = CliRunner().invoke(cli, ["studio", str(clip), "--no-browser", "--port",
-                                       str(port)])
+        res = CliRunner().invoke(cli, ["studio", str(clip), "--no-browser", "--port", str(port)])
     assert res.exit_code == 3
     assert f"port {port}" in res.output and "--port" in res.output
 
 
 def _start_cli(args, env):
-    proc = subprocess.Popen(FAKE_VOSFX + ["studio", *args, "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        FAKE_VOSFX + ["studio", *args, "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()
     assert line.startswith("vosfx studio: http://127.0.0.1:"), (line, proc.stderr.read())
     return proc, line.split(": ", 1)[1].strip()
@@ -321,10 +347,11 @@ def _post(url, path, body):
 
     parts = urlsplit(url)
     token = parts.query.split("=", 1)[1]
-    req = urllib.request.Request(f"{parts.scheme}://{parts.netloc}{path}",
-                                 data=json.dumps(body).encode(),
-                                 headers={"X-Vosfx-Token": token,
-                                          "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{parts.scheme}://{parts.netloc}{path}",
+        data=json.dumps(body).encode(),
+        headers={"X-Vosfx-Token": token, "Content-Type": "application/json"},
+    )
     for _ in range(200):
         with urllib.request.urlopen(req, timeout=30) as res:
             data = json.loads(res.read())
@@ -369,8 +396,9 @@ def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
     job (prompts, range, finishing) and the process exits 0."""
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
     done = tmp_path / "picked.json"
-    proc, url = _start_cli([str(clip), "--start", "4", "--end", "20", "--frame", "9",
-                            "--done-job", str(done)], env)
+    proc, url = _start_cli(
+        [str(clip), "--start", "4", "--end", "20", "--frame", "9", "--done-job", str(done)], env
+    )
     try:
         _wait_ready(url)
         x, y = _centre(9)
@@ -391,9 +419,12 @@ def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
 def test_memory_events_are_the_reports():
     from vosfx.studio.state import memory_events
 
-    report = {"1": {"policy": "rcms", "events": {"40": "gone: promoted 2"},
-                    "promoted": {"40": [33, 30]}},
-              "2": {"events": {}, "promoted": {}}, "fake": True}
+    report = {
+        "1": {"policy": "rcms", "events": {"40": "gone: promoted 2"}, "promoted": {"40": [33, 30]}},
+        "2": {"events": {}, "promoted": {}},
+        "fake": True,
+    }
     assert memory_events(report) == [
         {"frame": 40, "obj_id": 1, "event": "gone: promoted 2"},
-        {"frame": 40, "obj_id": 1, "event": "promoted [33, 30]"}]
+        {"frame": 40, "obj_id": 1, "event": "promoted [33, 30]"},
+    ]

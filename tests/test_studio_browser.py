@@ -23,12 +23,20 @@ from vosfx.session.frames import SourceFrames
 from vosfx.types import Prompt
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 W, H, N = 160, 120, 40
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +60,13 @@ def _centre(t: int) -> tuple[float, float]:
 
 def _screen(page, x: float, y: float) -> tuple[float, float]:
     """Page coordinates of image pixel (x, y) in the viewer."""
-    return page.evaluate("""([x, y]) => {
+    return page.evaluate(
+        """([x, y]) => {
         const S = window.vosfx.state, r = document.getElementById('canvas')
             .getBoundingClientRect();
-        return [r.left + S.panX + x * S.zoom, r.top + S.panY + y * S.zoom]; }""", [x, y])
+        return [r.left + S.panX + x * S.zoom, r.top + S.panY + y * S.zoom]; }""",
+        [x, y],
+    )
 
 
 def _prompt(page, x: float, y: float, *, exclude: bool = False) -> dict:
@@ -79,15 +90,22 @@ def _matte(run: Running, t: int) -> np.ndarray:
 
 
 def _canvas_pixel(page, x: float, y: float) -> list[int]:
-    sx, sy = page.evaluate("""([x, y]) => { const S = window.vosfx.state;
-        return [S.panX + x * S.zoom, S.panY + y * S.zoom]; }""", [x, y])
-    return page.evaluate("""([x, y]) => Array.from(document.getElementById('canvas')
-        .getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data)""", [sx, sy])
+    sx, sy = page.evaluate(
+        """([x, y]) => { const S = window.vosfx.state;
+        return [S.panX + x * S.zoom, S.panY + y * S.zoom]; }""",
+        [x, y],
+    )
+    return page.evaluate(
+        """([x, y]) => Array.from(document.getElementById('canvas')
+        .getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data)""",
+        [sx, sy],
+    )
 
 
 def _as_prompt(d: dict) -> Prompt:
-    return Prompt(d["frame"], d["obj_id"], points=np.float32(d["points"]),
-                  labels=np.int32(d["labels"]))
+    return Prompt(
+        d["frame"], d["obj_id"], points=np.float32(d["points"]), labels=np.int32(d["labels"])
+    )
 
 
 def _engine_matte(clip: Path, prompts: list[Prompt], t: int, cfg: RefineConfig) -> np.ndarray:
@@ -230,8 +248,7 @@ def test_studio_end_to_end(browser, clip, tmp_path, monkeypatch, config_home):
     assert np.asarray(Image.open(a[20]))[..., 3].max() > 0  # the object is in the render
 
 
-def test_page_says_which_model_file_to_put_where(browser, clip, tmp_path, monkeypatch,
-                                                 config_home):
+def test_page_says_which_model_file_to_put_where(browser, clip, tmp_path, monkeypatch, config_home):
     monkeypatch.setenv("VOSFX_OFFLINE", "1")
 
     def load():

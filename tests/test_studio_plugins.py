@@ -1,4 +1,4 @@
-""""Pick in vosfx studio" from the editor plugins: the Resolve script (stand-in host) opens
+""" "Pick in vosfx studio" from the editor plugins: the Resolve script (stand-in host) opens
 the studio on the clip's range at the playhead, the user clicks and presses Done in the page,
 the host receives the job and renders it as it always did. The "browser" here is a script
 (``BROWSER``) that records the page's address; the user's clicks are the page's API calls."""
@@ -34,8 +34,9 @@ def browser_log(tmp_path, monkeypatch):
     script = tmp_path / "browser.py"
     script.write_text(f"import sys\nopen({str(log)!r}, 'a').write(sys.argv[1] + '\\n')\n")
     monkeypatch.setenv("BROWSER", f"{sys.executable} {script} %s")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
     return log
 
 
@@ -54,7 +55,8 @@ def _api(url: str, path: str, body=None):
     req = urllib.request.Request(
         f"{parts.scheme}://{parts.netloc}{path}",
         data=None if body is None else json.dumps(body).encode(),
-        headers={"X-Vosfx-Token": token, "Content-Type": "application/json"})
+        headers={"X-Vosfx-Token": token, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as res:
         return json.loads(res.read())
 
@@ -68,8 +70,7 @@ def _user_picks(url: str, frame: int) -> dict:
         time.sleep(0.05)
     assert st["frame"] == frame and st["done_mode"]
     x0, y0, x1, y1 = square_box(frame, W, H)
-    _api(url, "/api/click", {"obj_id": 1, "frame": frame, "x": (x0 + x1) / 2,
-                             "y": (y0 + y1) / 2})
+    _api(url, "/api/click", {"obj_id": 1, "frame": frame, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
     _api(url, "/api/refine", {"refine": {"feather_px": 1.5}})
     _api(url, "/api/done", {"output": "/tmp/ignored_by_the_host.mov"})
     return st
@@ -100,8 +101,7 @@ def test_client_pick_closed_without_done(tmp_path, browser_log, config_home):
     assert pick.picked() is None and pick.message()
 
 
-def test_resolve_dialog_pick_in_studio_renders_the_picked_job(tmp_path, browser_log,
-                                                              config_home):
+def test_resolve_dialog_pick_in_studio_renders_the_picked_job(tmp_path, browser_log, config_home):
     from resolve_standin.ui import Bmd, Fusion
     from vosfx_resolve.ui import Dialog
 
@@ -140,9 +140,13 @@ def test_resolve_plan_from_a_pick_keeps_the_hosts_outputs(tmp_path):
     resolve.add_clip(str(clip), N, record_start=HOUR + 10, duration=8, left_offset=5)
     resolve.timeline.playhead = HOUR + 13
     ctx = api.current_clip(resolve)
-    picked = {"input": str(clip), "start": 5, "end": 13,
-              "prompts": [{"frame": 8, "obj_id": 1, "points": [[40, 30]], "labels": [1]}],
-              "overrides": {"refine": {"choke": 0.5}, "output": {"format": "png16"}}}
+    picked = {
+        "input": str(clip),
+        "start": 5,
+        "end": 13,
+        "prompts": [{"frame": 8, "obj_id": 1, "points": [[40, 30]], "labels": [1]}],
+        "overrides": {"refine": {"choke": 0.5}, "output": {"format": "png16"}},
+    }
     plan = app.plan_job(ctx, app.Options(attach=False, picked=picked))
     assert plan.job["prompts"] == picked["prompts"]
     assert plan.job["presets"] == ["prores4444"]
@@ -152,7 +156,7 @@ def test_resolve_plan_from_a_pick_keeps_the_hosts_outputs(tmp_path):
     assert (plan.start, plan.end) == (5, 13)
 
 
-BLENDER_SCRIPT = r'''
+BLENDER_SCRIPT = r"""
 import json, sys
 import bpy
 import addon_utils
@@ -173,7 +177,7 @@ assert ret == {"FINISHED"}, ret
 mod = strip.modifiers["vosfx matte"]
 print("RESULT " + json.dumps({"files": [e.filename for e in mod.input_mask_strip.elements],
                               "directory": mod.input_mask_strip.directory}))
-'''
+"""
 
 
 def test_blender_pick_in_studio_masks_the_strip(tmp_path, browser_log, config_home):
@@ -191,24 +195,38 @@ def test_blender_pick_in_studio_masks_the_strip(tmp_path, browser_log, config_ho
     py = bpy_python()
     clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
     addons = tmp_path / "addons"
-    r = CliRunner().invoke(cli, ["plugins", "install", "blender", "--dest", str(addons),
-                                 "--command", " ".join(FAKE_VOSFX)])
+    r = CliRunner().invoke(
+        cli,
+        ["plugins", "install", "blender", "--dest", str(addons), "--command", " ".join(FAKE_VOSFX)],
+    )
     assert r.exit_code == 0, r.output
-    args = {"addons": str(addons), "clip": str(clip), "out": str(tmp_path), "trim_in": 4,
-            "used": 10, "playhead": 3}
+    args = {
+        "addons": str(addons),
+        "clip": str(clip),
+        "out": str(tmp_path),
+        "trim_in": 4,
+        "used": 10,
+        "playhead": 3,
+    }
     (tmp_path / "run.py").write_text(BLENDER_SCRIPT)
     seen = {}
-    user = threading.Thread(target=lambda: seen.update(
-        st=_user_picks(_page_url(browser_log, 300), 7)), daemon=True)
+    user = threading.Thread(
+        target=lambda: seen.update(st=_user_picks(_page_url(browser_log, 300), 7)), daemon=True
+    )
     user.start()
-    done = subprocess.run([str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
-                          capture_output=True, text=True, timeout=600, check=False,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    done = subprocess.run(
+        [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     user.join(10)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     assert (seen["st"]["start"], seen["st"]["end"]) == (4, 14)
-    out = json.loads(lines[0][len("RESULT "):])
+    out = json.loads(lines[0][len("RESULT ") :])
     assert out["files"] == [f"shot_vosfx_4-13.{i:05d}.png" for i in range(4, 14)]
     sidecar = json.loads((tmp_path / "shot_vosfx_4-13.json").read_text())
     assert sidecar["job"]["prompts"][0]["frame"] == 7

@@ -38,8 +38,15 @@ class FakeBackend:
         self.calls.append((req.memories, req.pointers, None if coords is None else coords.copy()))
         logits = np.full((3, 16, 16), -1.0, np.float32)
         logits[:, 4:12, 4:12] = 2.0
-        return TrackOutput(logits, np.array([0.2, 0.9, 0.5], np.float32), logits[0], 0.4, 1.5,
-                           ["p0", "p1", "p2"], "ps")
+        return TrackOutput(
+            logits,
+            np.array([0.2, 0.9, 0.5], np.float32),
+            logits[0],
+            0.4,
+            1.5,
+            ["p0", "p1", "p2"],
+            "ps",
+        )
 
     def mask_as_output(self, features, mask):
         return np.where(np.zeros((16, 16)), 0, 10.0).astype(np.float32), 10.0, "pm"
@@ -52,8 +59,9 @@ class FakeBackend:
 
 
 def _info(n=100):
-    return VideoInfo(path="", width=W, height=H, num_frames=n, fps=Fraction(25),
-                     time_base=Fraction(1, 25))
+    return VideoInfo(
+        path="", width=W, height=H, num_frames=n, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
 
 
 def _frame(t):
@@ -68,8 +76,10 @@ def test_prompts_then_one_encode_per_frame_for_all_passes():
     be = FakeBackend()
     trk = Tracker(be, Sam2Policy(), _info(), fill_hole_area=0)
     r7 = trk.prompt(_frame(0), Prompt(0, 7, mask=_mask()))
-    r9 = trk.prompt(_frame(0), Prompt(0, 9, points=np.array([[8, 8]], np.float32),
-                                      labels=np.array([1], np.int32)))
+    r9 = trk.prompt(
+        _frame(0),
+        Prompt(0, 9, points=np.array([[8, 8]], np.float32), labels=np.array([1], np.int32)),
+    )
     assert r7.object_score_logit == 10.0 and r9.object_score_logit == pytest.approx(1.5)
     assert r9.iou == pytest.approx(0.9)  # one click: multimask, best predicted IoU
     # the click is scaled to model pixels as sam2 does: x / W * S
@@ -120,13 +130,16 @@ def test_bank_bounded_over_a_long_clip():
     assert trk.report()["1"]["peak_bank_entries"] <= 1 + 15 + 1
 
 
-@pytest.mark.parametrize("bad, match", [
-    (Prompt(0, 1, mask=np.ones((H + 1, W), bool)), "mask"),
-    (Prompt(0, 1), "none"),
-    (Prompt(0, 1, points=np.zeros((2, 2), np.float32), labels=np.zeros(3, np.int32)), "labels"),
-    (Prompt(0, 1, box=np.zeros(3, np.float32)), "box"),
-    (Prompt(1, 1, mask=np.ones((H, W), bool)), "given with frame 0"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (Prompt(0, 1, mask=np.ones((H + 1, W), bool)), "mask"),
+        (Prompt(0, 1), "none"),
+        (Prompt(0, 1, points=np.zeros((2, 2), np.float32), labels=np.zeros(3, np.int32)), "labels"),
+        (Prompt(0, 1, box=np.zeros(3, np.float32)), "box"),
+        (Prompt(1, 1, mask=np.ones((H, W), bool)), "given with frame 0"),
+    ],
+)
 def test_invalid_prompts(bad, match):
     with pytest.raises(PromptError, match=match):
         Tracker(FakeBackend(), Sam2Policy(), _info()).prompt(_frame(0), bad)
@@ -154,11 +167,12 @@ def test_model_input_is_what_the_encoder_resizes_to():
     np.testing.assert_array_equal(preprocess(small.image, 64), preprocess(rgb, 64))
 
 
-@pytest.mark.parametrize("hole_px, max_area, filled", [(1, 8, True), (9, 8, False),
-                                                        (4, 4, True), (4, 0, False)])
+@pytest.mark.parametrize(
+    "hole_px, max_area, filled", [(1, 8, True), (9, 8, False), (4, 4, True), (4, 0, False)]
+)
 def test_fill_holes(hole_px, max_area, filled):
     logits = np.full((20, 20), 5.0, np.float32)
-    logits[2, 2:2 + hole_px] = -3.0
+    logits[2, 2 : 2 + hole_px] = -3.0
     out = fill_holes(logits, max_area)
     assert (out[2, 2] == np.float32(0.1)) == filled
     assert out[10, 10] == 5.0
@@ -173,8 +187,7 @@ def test_real_model_small_run():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two threads thrash on the shared 2-core machine
     torch.manual_seed(0)
-    be = torch_backend_for(build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=64),
-                           "cpu")
+    be = torch_backend_for(build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=64), "cpu")
     rng = np.random.default_rng(0)
     trk = Tracker(be, Sam2Policy(), _info(20))
     mask = np.zeros((H, W), bool)
@@ -201,8 +214,9 @@ def test_load_engine_from_a_checkpoint_file(tmp_path, config_home):
     from vosfx.engine import load_engine
 
     path, digest = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
-    engine = load_engine(ModelConfig(backend="torch", device="cpu", image_size=64,
-                                     checkpoint=str(path)))
+    engine = load_engine(
+        ModelConfig(backend="torch", device="cpu", image_size=64, checkpoint=str(path))
+    )
     assert engine.model_sha256 == digest
     with engine:
         trk = engine.start(_info(3), MemoryConfig(policy="sam2"))

@@ -18,63 +18,97 @@ from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
 
 
-def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
-         hi: float | None = None, doc: str = "") -> Any:
+def _opt(
+    default: Any,
+    *,
+    choices: tuple | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    doc: str = "",
+) -> Any:
     return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "doc": doc})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = _opt("sam2.1-tiny", doc="model id from `vosfx models list`")
-    backend: str = _opt("auto", choices=("auto", "torch", "onnx"),
-                        doc="auto: ONNX Runtime when a bundle exists, else torch")
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"),
-                       doc="where the model runs; auto: the best execution provider found")
-    image_size: int = _opt(0, lo=0, hi=4096,
-                           doc="0: the model's own (1024); smaller only for tests and drafts")
-    precision: str = _opt("fp32", choices=("fp32", "fp16", "bf16", "int8"),
-                          doc="fp32 exact; fp16/bf16 for GPUs; int8 image encoder on CPUs")
+    backend: str = _opt(
+        "auto",
+        choices=("auto", "torch", "onnx"),
+        doc="auto: ONNX Runtime when a bundle exists, else torch",
+    )
+    device: str = _opt(
+        "auto",
+        choices=("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"),
+        doc="where the model runs; auto: the best execution provider found",
+    )
+    image_size: int = _opt(
+        0, lo=0, hi=4096, doc="0: the model's own (1024); smaller only for tests and drafts"
+    )
+    precision: str = _opt(
+        "fp32",
+        choices=("fp32", "fp16", "bf16", "int8"),
+        doc="fp32 exact; fp16/bf16 for GPUs; int8 image encoder on CPUs",
+    )
     threads: int = _opt(0, lo=0, hi=1024, doc="CPU threads; 0 lets the runtime choose")
-    low_memory: bool = _opt(False, doc="ONNX Runtime without its CPU memory arena: ~40 % less "
-                                       "peak memory at 1024, ~20 % slower")
+    low_memory: bool = _opt(
+        False,
+        doc="ONNX Runtime without its CPU memory arena: ~40 % less "
+        "peak memory at 1024, ~20 % slower",
+    )
     checkpoint: str = _opt("", doc="path to a checkpoint file, overriding the cache")
 
 
 @dataclass(frozen=True)
 class MemoryConfig:
-    policy: str = _opt("rcms+shots", choices=tuple(MEMORY_POLICIES),
-                       doc="memory policy (docs/memory.md); names in vosfx.policies")
+    policy: str = _opt(
+        "rcms+shots",
+        choices=tuple(MEMORY_POLICIES),
+        doc="memory policy (docs/memory.md); names in vosfx.policies",
+    )
     rcms_max_promote: int = _opt(5, lo=0, hi=64, doc="N: frames promoted on a disappearance")
     rcms_threshold: float = _opt(0.6, lo=0.0, hi=1.0, doc="θ: quality a frame must exceed")
-    max_cond_frames: int = _opt(16, lo=1, hi=256,
-                                doc="cap on conditioning memory; oldest promoted leave first")
+    max_cond_frames: int = _opt(
+        16, lo=1, hi=256, doc="cap on conditioning memory; oldest promoted leave first"
+    )
     skip_absent: bool = _opt(False, doc="do not write frames without the object to memory")
-    reprompt: bool = _opt(False, doc="re-prompt the decoder from the last reliable mask when a "
-                                     "frame's quality or area drops sharply")
-    track_backward: bool = _opt(True, doc="matte the frames before the first prompt by "
-                                          "tracking backwards from it")
+    reprompt: bool = _opt(
+        False,
+        doc="re-prompt the decoder from the last reliable mask when a "
+        "frame's quality or area drops sharply",
+    )
+    track_backward: bool = _opt(
+        True, doc="matte the frames before the first prompt by tracking backwards from it"
+    )
     shot_threshold: float = _opt(0.0, lo=0.0, hi=255.0, doc="cut threshold; 0: detector default")
     shot_min_frames: int = _opt(15, lo=1, hi=10_000, doc="shortest shot, in frames")
 
 
 @dataclass(frozen=True)
 class RefineConfig:
-    alpha: str = _opt("soft", choices=("soft", "hard"),
-                      doc="soft: calibrated sigmoid of the logits; hard: 0 or 1")
+    alpha: str = _opt(
+        "soft", choices=("soft", "hard"), doc="soft: calibrated sigmoid of the logits; hard: 0 or 1"
+    )
     threshold: float = _opt(0.0, lo=-50.0, hi=50.0, doc="logit threshold for hard alpha")
     softness: float = _opt(1.0, lo=0.01, hi=100.0, doc="sigmoid temperature for soft alpha")
-    edge: str = _opt("guided", choices=("bilinear", "guided"),
-                     doc="guided: snap the upsampled edge to the image; bilinear: plain")
-    guided_radius_px: int = _opt(0, lo=0, hi=128,
-                                 doc="0: one mask-logit cell (frame width / logit width)")
-    guided_eps: float = _opt(1e-2, lo=1e-8, hi=1.0,
-                             doc="guided filter regularisation; smaller follows edges closer")
-    guided_strength: float = _opt(1.0, lo=0.0, hi=8.0,
-                                  doc="how hard uncertain edges snap to image edges")
-    fill_holes_px2: int = _opt(0, lo=0, hi=10**9,
-                               doc="fill holes up to this area (px²); 0 off")
-    remove_specks_px2: int = _opt(0, lo=0, hi=10**9,
-                                  doc="remove islands up to this area (px²); 0 off")
+    edge: str = _opt(
+        "guided",
+        choices=("bilinear", "guided"),
+        doc="guided: snap the upsampled edge to the image; bilinear: plain",
+    )
+    guided_radius_px: int = _opt(
+        0, lo=0, hi=128, doc="0: one mask-logit cell (frame width / logit width)"
+    )
+    guided_eps: float = _opt(
+        1e-2, lo=1e-8, hi=1.0, doc="guided filter regularisation; smaller follows edges closer"
+    )
+    guided_strength: float = _opt(
+        1.0, lo=0.0, hi=8.0, doc="how hard uncertain edges snap to image edges"
+    )
+    fill_holes_px2: int = _opt(0, lo=0, hi=10**9, doc="fill holes up to this area (px²); 0 off")
+    remove_specks_px2: int = _opt(
+        0, lo=0, hi=10**9, doc="remove islands up to this area (px²); 0 off"
+    )
     shift_edge_px: float = _opt(0.0, lo=-256.0, hi=256.0, doc="grow (+) or shrink (-)")
     feather_px: float = _opt(0.0, lo=0.0, hi=256.0, doc="soften the edge by this radius")
     choke: float = _opt(0.0, lo=0.0, hi=1.0, doc="contract the soft edge (0 off, 1 hard)")
@@ -84,24 +118,40 @@ class RefineConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    format: str = _opt("prores4444", choices=tuple(FORMATS),
-                       doc="an id from the formats table (README)")
-    extra_formats: tuple[str, ...] = _opt((), choices=tuple(FORMATS),
-                                           doc="more outputs written in the same pass")
-    objects: str = _opt("merged", choices=("merged", "each"),
-                        doc="one merged matte, or one output per object")
-    alpha_mode: str = _opt("straight", choices=("straight", "premultiplied"),
-                           doc="RGBA outputs: straight colour, or colour multiplied by alpha")
+    format: str = _opt(
+        "prores4444", choices=tuple(FORMATS), doc="an id from the formats table (README)"
+    )
+    extra_formats: tuple[str, ...] = _opt(
+        (), choices=tuple(FORMATS), doc="more outputs written in the same pass"
+    )
+    objects: str = _opt(
+        "merged", choices=("merged", "each"), doc="one merged matte, or one output per object"
+    )
+    alpha_mode: str = _opt(
+        "straight",
+        choices=("straight", "premultiplied"),
+        doc="RGBA outputs: straight colour, or colour multiplied by alpha",
+    )
     sidecar: bool = _opt(True, doc="write <output>.json beside every output")
     audio: bool = _opt(True, doc="carry the source's audio where the container allows")
-    overlay_opacity: float = _opt(0.5, lo=0.0, hi=1.0,
-                                  doc="preview output: strength of the object tint")
-    background: str = _opt("", doc="composite output: #rrggbb, an image or a video file "
-                               "(looped, scaled to fill); empty is black")
-    exr_compression: str = _opt("zip", choices=("zip", "piz", "dwaa", "none"),
-                                doc="exr-layers output: ZIP and PIZ are lossless, DWAA lossy")
-    exr_rgb: bool = _opt(False, doc="exr-layers output: also store the source's RGB (linear "
-                                    "light, BT.709 transfer undone) with the merged alpha as A")
+    overlay_opacity: float = _opt(
+        0.5, lo=0.0, hi=1.0, doc="preview output: strength of the object tint"
+    )
+    background: str = _opt(
+        "",
+        doc="composite output: #rrggbb, an image or a video file "
+        "(looped, scaled to fill); empty is black",
+    )
+    exr_compression: str = _opt(
+        "zip",
+        choices=("zip", "piz", "dwaa", "none"),
+        doc="exr-layers output: ZIP and PIZ are lossless, DWAA lossy",
+    )
+    exr_rgb: bool = _opt(
+        False,
+        doc="exr-layers output: also store the source's RGB (linear "
+        "light, BT.709 transfer undone) with the merged alpha as A",
+    )
 
 
 @dataclass(frozen=True)
@@ -120,7 +170,10 @@ class JobConfig:
 
 
 SECTIONS: dict[str, type] = {
-    "model": ModelConfig, "memory": MemoryConfig, "refine": RefineConfig, "output": OutputConfig,
+    "model": ModelConfig,
+    "memory": MemoryConfig,
+    "refine": RefineConfig,
+    "output": OutputConfig,
 }
 
 
@@ -149,8 +202,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, found {value!r}")
         return value
     if typ is float:
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{where}: expected a number (finite), found {value!r}")
         return float(value)
     if typ is str:
@@ -181,9 +237,7 @@ def _build_section(cls: type, data: dict[str, Any], section: str) -> Any:
         choices = meta.get("choices")
         for item in value if isinstance(value, tuple) else (value,):
             if choices and item not in choices:
-                raise ConfigError(
-                    f"{where}: expected one of {', '.join(choices)}, found {item!r}"
-                )
+                raise ConfigError(f"{where}: expected one of {', '.join(choices)}, found {item!r}")
         if meta.get("lo") is not None and value < meta["lo"]:
             raise ConfigError(f"{where}: expected >= {meta['lo']}, found {value!r}")
         if meta.get("hi") is not None and value > meta["hi"]:
@@ -199,9 +253,7 @@ def build_config(data: dict[str, Any]) -> JobConfig:
     sections = {}
     for name, body in data.items():
         if name not in SECTIONS:
-            raise ConfigError(
-                f"unknown section [{name}]; known sections: {', '.join(SECTIONS)}"
-            )
+            raise ConfigError(f"unknown section [{name}]; known sections: {', '.join(SECTIONS)}")
         if not isinstance(body, dict):
             raise ConfigError(f"[{name}]: expected a table, found {body!r}")
         sections[name] = _build_section(SECTIONS[name], body, name)
@@ -230,4 +282,3 @@ def options_markdown() -> str:
     for section, key, default, doc in describe_options():
         lines.append(f"| `[{section}] {key}` | `{default!r}` | {doc} |")
     return "\n".join(lines) + "\n"
-

@@ -9,22 +9,34 @@ import click
 
 @click.command()
 @click.argument("clip", required=False)
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Port on 127.0.0.1 (0: any free port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port on 127.0.0.1 (0: any free port).",
+)
 @click.option("--no-browser", is_flag=True, help="Print the page's address; do not open it.")
-@click.option("--job", "job_file", type=click.Path(dir_okay=False),
-              help="Reopen a saved job (its clip, prompts, range and finishing).")
-@click.option("-p", "--preset", "presets", multiple=True,
-              help="Preset name; repeat to combine (later wins).")
+@click.option(
+    "--job",
+    "job_file",
+    type=click.Path(dir_okay=False),
+    help="Reopen a saved job (its clip, prompts, range and finishing).",
+)
+@click.option(
+    "-p", "--preset", "presets", multiple=True, help="Preset name; repeat to combine (later wins)."
+)
 @click.option("--start", type=int, help="First frame of the range (0-based).")
 @click.option("--end", type=int, help="Stop before this frame.")
 @click.option("--frame", type=int, help="Open on this frame (an editor's playhead).")
 @click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
-@click.option("--done-job", type=click.Path(dir_okay=False),
-              help="Editor plugins: show Done; write the job here and exit when it is pressed.")
+@click.option(
+    "--done-job",
+    type=click.Path(dir_okay=False),
+    help="Editor plugins: show Done; write the job here and exit when it is pressed.",
+)
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")
-def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, done_job,
-           offline):
+def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, done_job, offline):
     """Open CLIP (video file, image folder or %05d pattern) in the studio page: click the
     object, see its mask, track, correct any frame, finish and render."""
     import os
@@ -50,18 +62,21 @@ def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, do
         from vosfx.presets import resolve_config
 
         if not clip:
-            raise click.UsageError("missing CLIP: a video file, an image folder or a %05d "
-                                   "pattern")
+            raise click.UsageError("missing CLIP: a video file, an image folder or a %05d pattern")
         config, preset_names = resolve_config(presets, {}), tuple(presets)
     with SourceFrames(clip, fps=fps) as probe:  # an unreadable clip fails here, before serving
         num_frames = probe.info.num_frames
     start = start or 0
     if frame is not None and not start <= frame < (end or num_frames):
-        raise click.BadParameter(f"frame {frame} is outside {start}..{(end or num_frames) - 1}",
-                                 param_hint="--frame")
+        raise click.BadParameter(
+            f"frame {frame} is outside {start}..{(end or num_frames) - 1}", param_hint="--frame"
+        )
     sock = bind(port)
-    ctl = Control(port=sock.getsockname()[1], frame=frame,
-                  done_job=Path(done_job).resolve() if done_job else None)
+    ctl = Control(
+        port=sock.getsockname()[1],
+        frame=frame,
+        done_job=Path(done_job).resolve() if done_job else None,
+    )
     engines: list = []
 
     def load():
@@ -70,8 +85,16 @@ def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, do
 
         engine = load_engine(config.model)
         engines.append(engine)
-        st = Studio(clip, engine=engine, config=config, presets=preset_names, start=start,
-                    end=end, fps=fps, workdir=new_workdir())
+        st = Studio(
+            clip,
+            engine=engine,
+            config=config,
+            presets=preset_names,
+            start=start,
+            end=end,
+            fps=fps,
+            workdir=new_workdir(),
+        )
         if job is not None:
             st.restore(job)
         if not st.objects:
@@ -88,7 +111,10 @@ def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, do
         for engine in engines:
             engine.close()
     if outcome == "interrupted" or (outcome == "closed" and ctl.done_job is not None):
-        raise Cancelled("studio closed before Done; nothing was written"
-                        if ctl.done_job is not None else "cancelled")
+        raise Cancelled(
+            "studio closed before Done; nothing was written"
+            if ctl.done_job is not None
+            else "cancelled"
+        )
     if outcome == "done":
         click.echo(str(ctl.done_job))

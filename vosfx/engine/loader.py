@@ -19,8 +19,9 @@ class SamEngine:
     """A loaded model on one backend; ``start`` opens a :class:`~vosfx.engine.tracker.Tracker`
     per clip (the model stays loaded across clips, for batch workers)."""
 
-    def __init__(self, backend: Any, model_id: str, model_sha256: str | None,
-                 fill_hole_area: int = 8) -> None:
+    def __init__(
+        self, backend: Any, model_id: str, model_sha256: str | None, fill_hole_area: int = 8
+    ) -> None:
         self.backend = backend
         self.model_id = model_id
         self.model_sha256 = model_sha256
@@ -30,8 +31,13 @@ class SamEngine:
         from vosfx.engine.policies import make_policy
         from vosfx.engine.tracker import Tracker
 
-        return Tracker(self.backend, lambda: make_policy(memory), info,
-                       fill_hole_area=self.fill_hole_area, reprompt=memory.reprompt)
+        return Tracker(
+            self.backend,
+            lambda: make_policy(memory),
+            info,
+            fill_hole_area=self.fill_hole_area,
+            reprompt=memory.reprompt,
+        )
 
     def close(self) -> None:
         self.backend = None
@@ -86,8 +92,10 @@ def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
     if backend != "torch":
         raise ConfigError(f"[model] backend: expected auto, torch or onnx, found {backend!r}")
     if model.device not in ("auto", "cpu", "cuda", "mps"):
-        raise BackendError(f"the torch backend runs on auto, cpu, cuda or mps; found device "
-                           f"{model.device!r} (use --backend onnx for it)")
+        raise BackendError(
+            f"the torch backend runs on auto, cpu, cuda or mps; found device "
+            f"{model.device!r} (use --backend onnx for it)"
+        )
     _require_torch()
     _fetch(model, progress)
     from vosfx.models.checkpoint import load_sam2
@@ -95,9 +103,11 @@ def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
     source = model.checkpoint or model.name
     net = load_sam2(source, image_size=model.image_size or None)
     sha = _sha256(source, model)
-    return SamEngine(torch_backend_for(net, model.device, model.threads),
-                     model_id=model.name if not model.checkpoint else Path(source).name,
-                     model_sha256=sha)
+    return SamEngine(
+        torch_backend_for(net, model.device, model.threads),
+        model_id=model.name if not model.checkpoint else Path(source).name,
+        model_sha256=sha,
+    )
 
 
 def _onnx_engine(model: ModelConfig) -> SamEngine:
@@ -110,8 +120,13 @@ def _onnx_engine(model: ModelConfig) -> SamEngine:
     from vosfx.engine.export import ensure_bundle_for_config
 
     bundle = ensure_bundle_for_config(model)
-    backend = OnnxBackend(bundle, device=model.device, threads=model.threads,
-                          precision=model.precision, memory_arena=not model.low_memory)
+    backend = OnnxBackend(
+        bundle,
+        device=model.device,
+        threads=model.threads,
+        precision=model.precision,
+        memory_arena=not model.low_memory,
+    )
     man = backend.manifest
     return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
 
@@ -133,4 +148,3 @@ def _sha256(source: str, model: ModelConfig) -> str | None:
     if not model.checkpoint:
         return expected_sha256(model.name)
     return sha256_file(model.checkpoint)
-

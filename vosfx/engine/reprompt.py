@@ -20,8 +20,12 @@ AREA_DROP = 0.5  # ... or below half the recent mean area has dropped sharply
 class Reprompter:
     """One pass's re-prompt state: recent (quality, area) and the last reliable mask."""
 
-    def __init__(self, window_frames: int = WINDOW_FRAMES, quality_drop: float = QUALITY_DROP,
-                 area_drop: float = AREA_DROP) -> None:
+    def __init__(
+        self,
+        window_frames: int = WINDOW_FRAMES,
+        quality_drop: float = QUALITY_DROP,
+        area_drop: float = AREA_DROP,
+    ) -> None:
         self.recent: deque[tuple[float, int]] = deque(maxlen=window_frames)
         self.quality_drop = quality_drop
         self.area_drop = area_drop
@@ -37,8 +41,7 @@ class Reprompter:
         a = float(np.mean([r[1] for r in self.recent]))
         return quality < self.quality_drop * q or area < self.area_drop * a
 
-    def record(self, frame_index: int, logits: np.ndarray, quality: float,
-               reliable: bool) -> None:
+    def record(self, frame_index: int, logits: np.ndarray, quality: float, reliable: bool) -> None:
         """The frame's final mask (``logits`` (s, s) low-res) joins the recent window; a
         reliable one with a non-empty mask becomes the mask later prompts come from."""
         mask = logits > 0
@@ -58,6 +61,7 @@ class Reprompter:
         ys, xs = np.nonzero(m)
         dist = cv2.distanceTransform(np.pad(m, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
         y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-        coords = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1],
-                           [x + 0.5, y + 0.5]], np.float32) * np.float32(scale)
+        coords = np.array(
+            [[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1], [x + 0.5, y + 0.5]], np.float32
+        ) * np.float32(scale)
         return coords, np.array([2, 3, 1], np.int32)

@@ -66,7 +66,8 @@ def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
     import cv2
 
     _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (logits <= 0).astype(np.uint8), connectivity=8)
+        (logits <= 0).astype(np.uint8), connectivity=8
+    )
     small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= max_area)
     small = small[small > 0]  # label 0 is the positive region, not a component
     if len(small) == 0:
@@ -79,25 +80,34 @@ def check_prompt(p: Prompt, width: int, height: int) -> None:
     and/or an x0, y0, x1, y1 box."""
     if p.mask is not None:
         if p.points is not None or p.box is not None:
-            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a mask "
-                              "or points/box, found both")
+            raise PromptError(
+                f"object {p.obj_id} frame {p.frame_index}: expected a mask "
+                "or points/box, found both"
+            )
         if p.mask.shape != (height, width):
-            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a "
-                              f"{width}x{height} mask, found {p.mask.shape[::-1]}")
+            raise PromptError(
+                f"object {p.obj_id} frame {p.frame_index}: expected a "
+                f"{width}x{height} mask, found {p.mask.shape[::-1]}"
+            )
         return
     if p.points is None and p.box is None:
-        raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a mask, "
-                          "points or a box, found none")
+        raise PromptError(
+            f"object {p.obj_id} frame {p.frame_index}: expected a mask, points or a box, found none"
+        )
     if p.points is not None:
         pts = np.asarray(p.points)
         labels = None if p.labels is None else np.asarray(p.labels)
         if pts.ndim != 2 or pts.shape[1] != 2 or labels is None or labels.shape != (len(pts),):
-            raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
-                              f"points with (N,) labels, found {pts.shape} and "
-                              f"{None if labels is None else labels.shape}")
+            raise PromptError(
+                f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
+                f"points with (N,) labels, found {pts.shape} and "
+                f"{None if labels is None else labels.shape}"
+            )
     if p.box is not None and np.asarray(p.box).shape != (4,):
-        raise PromptError(f"object {p.obj_id} frame {p.frame_index}: expected a box "
-                          f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}")
+        raise PromptError(
+            f"object {p.obj_id} frame {p.frame_index}: expected a box "
+            f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}"
+        )
 
 
 @dataclass
@@ -139,8 +149,15 @@ class Tracker:
     (vosfx/engine/reprompt.py).
     """
 
-    def __init__(self, backend: Backend, policy: MemoryPolicy | Callable[[], MemoryPolicy],
-                 info: VideoInfo, *, fill_hole_area: int = 8, reprompt: bool = False) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        policy: MemoryPolicy | Callable[[], MemoryPolicy],
+        info: VideoInfo,
+        *,
+        fill_hole_area: int = 8,
+        reprompt: bool = False,
+    ) -> None:
         self.backend = backend
         self.info = info
         self.fill_hole_area = fill_hole_area
@@ -178,23 +195,32 @@ class Tracker:
         return Frame(frame.index, rgb8, frame.pts, frame.time_base, frame.duration)
 
     # --- anchors (image mode) -------------------------------------------------------------
-    def prompt(self, frame: Frame, prompt: Prompt, *, shot_id: int = 0,
-               previous: np.ndarray | None = None,
-               features: ImageFeatures | None = None) -> ObjectResult:
+    def prompt(
+        self,
+        frame: Frame,
+        prompt: Prompt,
+        *,
+        shot_id: int = 0,
+        previous: np.ndarray | None = None,
+        features: ImageFeatures | None = None,
+    ) -> ObjectResult:
         """The object's output on ``frame`` for ``prompt``, which becomes its anchor there
         (replacing any earlier one). ``previous``: (s, s) float32 low-res logits the frame had
         (an earlier prompt's output or a tracked output), the dense mask input of a point or
         box prompt, as SAM 2 passes ``prev_sam_mask_logits``."""
         if prompt.frame_index != frame.index:
-            raise PromptError(f"prompt for frame {prompt.frame_index} given with frame "
-                              f"{frame.index}")
+            raise PromptError(
+                f"prompt for frame {prompt.frame_index} given with frame {frame.index}"
+            )
         check_prompt(prompt, self.info.width, self.info.height)
         b = self.backend
         feats = features if features is not None else self.encode(frame)
         if prompt.mask is not None:
             if not b.use_mask_input_as_output_without_sam:
-                raise PromptError("this model needs use_mask_input_as_output_without_sam for "
-                                  "mask prompts (every SAM 2.1 config sets it)")
+                raise PromptError(
+                    "this model needs use_mask_input_as_output_without_sam for "
+                    "mask prompts (every SAM 2.1 config sets it)"
+                )
             low, score, ptr = b.mask_as_output(feats, prompt.mask)
             low = self._fill(low)
             iou, all_ious = 1.0, np.ones(1, np.float32)
@@ -204,15 +230,17 @@ class Tracker:
             if previous is not None and not getattr(b, "supports_mask_input", True):
                 # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
                 # the clicks alone decide, as SAM 2 does for a frame's first click
-                _log_once("this backend has no dense mask-prompt graph: a further click on "
-                          "a frame is decoded from all its clicks, without the frame's "
-                          "previous mask as input (the torch backend uses it, as SAM 2)")
+                _log_once(
+                    "this backend has no dense mask-prompt graph: a further click on "
+                    "a frame is decoded from all its clicks, without the frame's "
+                    "previous mask as input (the torch backend uses it, as SAM 2)"
+                )
                 previous = None
             if previous is not None:
-                mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(
-                    np.float32)
-            out = b.track(TrackRequest(feats, point_coords=coords, point_labels=labels,
-                                       mask_logits=mask_in))
+                mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(np.float32)
+            out = b.track(
+                TrackRequest(feats, point_coords=coords, point_labels=labels, mask_logits=mask_in)
+            )
             low, iou, all_ious, ptr = self._choose(out, True, len(labels))
             score = out.object_score_logit
             low = self._fill(low)
@@ -226,10 +254,24 @@ class Tracker:
         binarize = b.binarize_mask_from_pts_for_mem_enc
         maskmem = b.encode_memory(feats, low, score, binarize)
         self._anchors.setdefault(prompt.obj_id, {})[frame.index] = _Anchor(
-            prompt.obj_id, frame.index, shot_id, low, float(score), float(iou), quality, ptr,
-            maskmem)
-        return ObjectResult(prompt.obj_id, frame.index, low, float(score), float(iou),
-                            {"prompt": True, "quality": quality})
+            prompt.obj_id,
+            frame.index,
+            shot_id,
+            low,
+            float(score),
+            float(iou),
+            quality,
+            ptr,
+            maskmem,
+        )
+        return ObjectResult(
+            prompt.obj_id,
+            frame.index,
+            low,
+            float(score),
+            float(iou),
+            {"prompt": True, "quality": quality},
+        )
 
     def anchors(self, obj_id: int) -> list[int]:
         """The object's prompted frames, ascending."""
@@ -250,8 +292,9 @@ class Tracker:
             del self._passes[pid]
 
     # --- passes -------------------------------------------------------------------------
-    def start_pass(self, obj_id: int, anchor: int, direction: int, *,
-                   neighbour: int | None = None) -> int:
+    def start_pass(
+        self, obj_id: int, anchor: int, direction: int, *, neighbour: int | None = None
+    ) -> int:
         """Open a pass of ``obj_id`` from its anchor on frame ``anchor`` in ``direction``
         (+1 forward, -1 backward), attending that anchor and the anchor on ``neighbour`` (if
         given) as conditioning memory. Returns the pass id for :meth:`step`."""
@@ -261,16 +304,28 @@ class Tracker:
         for f in (anchor, neighbour):
             if f is not None and f not in known:
                 raise PromptError(f"object {obj_id} has no prompt on frame {f}")
-        bank = MemoryBank(self.backend.num_maskmem, self.backend.max_obj_ptrs,
-                          self.info.num_frames)
-        ps = _Pass(obj_id, anchor, direction, neighbour, self._new_policy(), bank, anchor,
-                   reprompter=Reprompter() if self.reprompt else None)
+        bank = MemoryBank(self.backend.num_maskmem, self.backend.max_obj_ptrs, self.info.num_frames)
+        ps = _Pass(
+            obj_id,
+            anchor,
+            direction,
+            neighbour,
+            self._new_policy(),
+            bank,
+            anchor,
+            reprompter=Reprompter() if self.reprompt else None,
+        )
         # conditioning memory in frame order, as the predictor stores prompts added in order
         for f in sorted(x for x in (anchor, neighbour) if x is not None):
             a = known[f]
-            entry = MemoryEntry(frame_index=self._local(ps, f), shot_id=a.shot_id,
-                                is_prompt=True, object_score_logit=a.score, iou=a.iou,
-                                quality=a.quality)
+            entry = MemoryEntry(
+                frame_index=self._local(ps, f),
+                shot_id=a.shot_id,
+                is_prompt=True,
+                object_score_logit=a.score,
+                iou=a.iou,
+                quality=a.quality,
+            )
             bank.apply(entry, a.maskmem, a.ptr, Decision(store=True, as_cond=True))
         pid = self._next_pass
         self._next_pass += 1
@@ -281,8 +336,14 @@ class Tracker:
         """The frame the pass stepped last (its anchor before the first step)."""
         return self._passes[pass_id].last
 
-    def step(self, frame: Frame, pass_ids: Sequence[int], *, shot_id: int = 0,
-             features: ImageFeatures | None = None) -> list[ObjectResult]:
+    def step(
+        self,
+        frame: Frame,
+        pass_ids: Sequence[int],
+        *,
+        shot_id: int = 0,
+        features: ImageFeatures | None = None,
+    ) -> list[ObjectResult]:
         """Advance every pass in ``pass_ids`` to ``frame`` (the next frame in its direction);
         the image is encoded once for all of them. Returns one result per pass, in order."""
         if not pass_ids:
@@ -292,8 +353,10 @@ class Tracker:
         for pid in pass_ids:
             ps = self._passes[pid]
             if frame.index != ps.last + ps.direction:
-                raise VosfxError(f"pass of object {ps.obj_id} from frame {ps.anchor}: "
-                                 f"expected frame {ps.last + ps.direction}, found {frame.index}")
+                raise VosfxError(
+                    f"pass of object {ps.obj_id} from frame {ps.anchor}: "
+                    f"expected frame {ps.last + ps.direction}, found {frame.index}"
+                )
             ps.last = frame.index
             out.append(self._advance(ps, feats, frame.index, shot_id))
         return out
@@ -321,8 +384,9 @@ class Tracker:
         ptrs = [PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers]
         # policy hooks (docs/memory.md): the decoder's object gate and the candidate choice
         gate = float(getattr(ps.policy, "min_object_score", 0.0))
-        out = b.track(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max,
-                                   min_object_score=gate))
+        out = b.track(
+            TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
+        )
         low, iou, all_ious, ptr = self._choose(out, False, 0, ps.policy, r)
         score = out.object_score_logit
         filled = self._fill(low)
@@ -334,12 +398,20 @@ class Tracker:
         if ps.reprompter is not None:
             req = TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
             (low, iou, all_ious, ptr, score, filled, quality), reprompt = self._reprompt(
-                ps, t, req, (low, iou, all_ious, ptr, score, filled, quality))
-        entry = MemoryEntry(frame_index=r, shot_id=shot_id, is_prompt=False,
-                            object_score_logit=float(score), iou=float(iou), quality=quality)
+                ps, t, req, (low, iou, all_ious, ptr, score, filled, quality)
+            )
+        entry = MemoryEntry(
+            frame_index=r,
+            shot_id=shot_id,
+            is_prompt=False,
+            object_score_logit=float(score),
+            iou=float(iou),
+            quality=quality,
+        )
         decision = ps.policy.observe(entry, ps.bank)
-        maskmem = (b.encode_memory(feats, low, score, decision.binarize_memory)
-                   if decision.store else None)
+        maskmem = (
+            b.encode_memory(feats, low, score, decision.binarize_memory) if decision.store else None
+        )
         ps.bank.apply(entry, maskmem, ptr, decision)
         dropped = ps.bank.prune(ps.policy, r)
         promoted = [self._source(ps, f) for f in decision.promote]
@@ -349,11 +421,18 @@ class Tracker:
             ps.events[t] = "; ".join(e for e in (ps.events.get(t), reprompt["event"]) if e)
         if promoted:
             ps.promoted[t] = promoted
-        info = {"memory": {"entries": len(ps.bank), "event": decision.event,
-                           "promoted": promoted, "dropped": [self._source(ps, f)
-                                                             for f in dropped],
-                           "quality": quality},
-                "quality": quality, "direction": ps.direction, "anchor": ps.anchor}
+        info = {
+            "memory": {
+                "entries": len(ps.bank),
+                "event": decision.event,
+                "promoted": promoted,
+                "dropped": [self._source(ps, f) for f in dropped],
+                "quality": quality,
+            },
+            "quality": quality,
+            "direction": ps.direction,
+            "anchor": ps.anchor,
+        }
         if reprompt is not None:
             info["reprompt"] = reprompt
         return ObjectResult(ps.obj_id, t, filled, float(score), float(iou), info)
@@ -379,42 +458,70 @@ class Tracker:
         filled2 = self._fill(low)
         q2 = frame_quality(score, all_ious, filled2)
         kept = q2 > quality
-        record = {"from_frame": rp.reliable_frame, "quality_before": quality,
-                  "quality_after": q2, "kept": kept,
-                  "event": f"reprompt {'kept' if kept else 'rejected'} "
-                           f"(quality {quality:.3f} -> {q2:.3f}, mask of frame "
-                           f"{rp.reliable_frame})"}
+        record = {
+            "from_frame": rp.reliable_frame,
+            "quality_before": quality,
+            "quality_after": q2,
+            "kept": kept,
+            "event": f"reprompt {'kept' if kept else 'rejected'} "
+            f"(quality {quality:.3f} -> {q2:.3f}, mask of frame "
+            f"{rp.reliable_frame})",
+        }
         if kept:
             current = (low, iou, all_ious, ptr, score, filled2, q2)
         rp.record(t, current[5], current[6], reliable=kept)
         return current, record
 
-    def _choose(self, out, is_init_cond: bool, num_pts: int, policy: MemoryPolicy | None = None,
-                frame_index: int = 0) -> tuple:
+    def _choose(
+        self,
+        out,
+        is_init_cond: bool,
+        num_pts: int,
+        policy: MemoryPolicy | None = None,
+        frame_index: int = 0,
+    ) -> tuple:
         """SAM 2's ``_use_multimask`` rule, then the best-IoU candidate, or the one the
         policy's ``choose(frame_index, Candidates)`` hook picks when it has one."""
         b = self.backend
-        multi = (b.multimask_output_in_sam
-                 and (is_init_cond or b.multimask_output_for_tracking)
-                 and b.multimask_min_pt_num <= num_pts <= b.multimask_max_pt_num)
+        multi = (
+            b.multimask_output_in_sam
+            and (is_init_cond or b.multimask_output_for_tracking)
+            and b.multimask_min_pt_num <= num_pts <= b.multimask_max_pt_num
+        )
         if multi:
             choose = getattr(policy, "choose", None)
             if choose is None:
                 k = int(np.argmax(out.multi_ious))
             else:
-                k = int(choose(frame_index, Candidates(
-                    out.multi_logits, out.multi_ious, out.object_score_logit, b.image_size,
-                    (self.info.height, self.info.width))))
-            return (out.multi_logits[k], float(out.multi_ious[k]), out.multi_ious,
-                    out.multi_ptrs[k:k + 1])
-        return (out.single_logits, out.single_iou, np.array([out.single_iou], np.float32),
-                out.single_ptr)
+                k = int(
+                    choose(
+                        frame_index,
+                        Candidates(
+                            out.multi_logits,
+                            out.multi_ious,
+                            out.object_score_logit,
+                            b.image_size,
+                            (self.info.height, self.info.width),
+                        ),
+                    )
+                )
+            return (
+                out.multi_logits[k],
+                float(out.multi_ious[k]),
+                out.multi_ious,
+                out.multi_ptrs[k : k + 1],
+            )
+        return (
+            out.single_logits,
+            out.single_iou,
+            np.array([out.single_iou], np.float32),
+            out.single_ptr,
+        )
 
     def _points(self, p: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """Points (and a box as two corner points labelled 2, 3, first) in model pixels,
         scaled as ``add_new_points_or_box``: x / W * S, y / H * S in float32."""
-        pts = np.zeros((0, 2), np.float32) if p.points is None else np.asarray(p.points,
-                                                                               np.float32)
+        pts = np.zeros((0, 2), np.float32) if p.points is None else np.asarray(p.points, np.float32)
         labels = np.zeros(0, np.int32) if p.labels is None else np.asarray(p.labels, np.int32)
         if p.box is not None:
             pts = np.concatenate([np.asarray(p.box, np.float32).reshape(2, 2), pts])
@@ -440,8 +547,7 @@ class Tracker:
                 "policy": self.policy_name,
                 "prompted_frames": self.anchors(obj_id),
                 "events": {str(k): v for k, v in sorted(self._events.get(obj_id, {}).items())},
-                "promoted": {str(k): v for k, v in
-                             sorted(self._promoted.get(obj_id, {}).items())},
+                "promoted": {str(k): v for k, v in sorted(self._promoted.get(obj_id, {}).items())},
                 "peak_bank_entries": self._peak.get(obj_id, 0),
             }
         return out

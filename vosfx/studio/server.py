@@ -65,8 +65,14 @@ class Control:
     """One studio server's state: the token, the studio once its model is loaded (or the
     error that stopped it), the Done job path for editor plugins."""
 
-    def __init__(self, *, port: int, token: str | None = None,
-                 done_job: Path | None = None, frame: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        token: str | None = None,
+        done_job: Path | None = None,
+        frame: int | None = None,
+    ) -> None:
         self.port = port
         self.token = token or secrets.token_urlsafe(24)
         self.done_job = done_job
@@ -112,9 +118,10 @@ def bind(port: int) -> socket.socket:
         sock.bind(("127.0.0.1", port))
     except OSError as err:
         sock.close()
-        raise ConfigError(f"port {port} on 127.0.0.1 is not available ({err.strerror}); "
-                          f"choose another with --port N (or --port 0 for any free one)"
-                          ) from None
+        raise ConfigError(
+            f"port {port} on 127.0.0.1 is not available ({err.strerror}); "
+            f"choose another with --port N (or --port 0 for any free one)"
+        ) from None
     sock.listen(64)
     return sock
 
@@ -140,8 +147,11 @@ def create_app(ctl: Control):
             return JSONResponse({"ready": False, "error": ctl.error})
         if ctl.studio is None:
             return JSONResponse({"ready": False, "loading": True})
-        return JSONResponse(dict(ctl.studio.state(), ready=True, frame=ctl.frame,
-                                 done_mode=ctl.done_job is not None))
+        return JSONResponse(
+            dict(
+                ctl.studio.state(), ready=True, frame=ctl.frame, done_mode=ctl.done_job is not None
+            )
+        )
 
     def timeline(request: Request) -> Response:
         return JSONResponse(_studio().timeline())
@@ -212,15 +222,19 @@ def create_app(ctl: Control):
         if not isinstance(out, str) or not out.strip():
             raise ConfigError("output: expected a path")
         formats = body.get("formats") or None
-        if formats is not None and (not isinstance(formats, list)
-                                    or not all(isinstance(f, str) for f in formats)):
+        if formats is not None and (
+            not isinstance(formats, list) or not all(isinstance(f, str) for f in formats)
+        ):
             raise ConfigError(f"formats: expected a list of format ids, found {formats!r}")
         start = body.get("start")
         end = body.get("end")
-        return studio.job(str(_user_path(out)), formats=tuple(formats) if formats else None,
-                          start=None if start is None else _int_arg(start, "start"),
-                          end=None if end is None else _int_arg(end, "end"),
-                          overwrite=bool(body.get("overwrite", False)))
+        return studio.job(
+            str(_user_path(out)),
+            formats=tuple(formats) if formats else None,
+            start=None if start is None else _int_arg(start, "start"),
+            end=None if end is None else _int_arg(end, "end"),
+            overwrite=bool(body.get("overwrite", False)),
+        )
 
     def render(body: dict) -> dict:
         from vosfx.pipeline import plan_outputs
@@ -261,13 +275,13 @@ def create_app(ctl: Control):
             finally:
                 ctl.hub.remove(q)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers=_no_store())
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=_no_store())
 
     def _studio():
         if ctl.studio is None:
-            raise ConfigError("the model is still loading" if ctl.error is None
-                              else ctl.error["message"])
+            raise ConfigError(
+                "the model is still loading" if ctl.error is None else ctl.error["message"]
+            )
         return ctl.studio
 
     def api(fn: Callable[[dict], dict]):
@@ -310,15 +324,26 @@ def create_app(ctl: Control):
         return endpoint
 
     routes = [
-        Route("/", page), Route("/static/{name}", static),
-        Route("/api/state", state), Route("/api/timeline", guarded(timeline)),
+        Route("/", page),
+        Route("/static/{name}", static),
+        Route("/api/state", state),
+        Route("/api/timeline", guarded(timeline)),
         Route("/api/view/{frame}", guarded(view)),
         Route("/api/events", events),
         Route("/api/mask", mask, methods=["POST"]),
     ]
-    for name, fn in [("click", click), ("objects", objects), ("history", history),
-                     ("clear", clear), ("track", track), ("stop", stop), ("refine", refine),
-                     ("render", render), ("save", save), ("done", done)]:
+    for name, fn in [
+        ("click", click),
+        ("objects", objects),
+        ("history", history),
+        ("clear", clear),
+        ("track", track),
+        ("stop", stop),
+        ("refine", refine),
+        ("render", render),
+        ("save", save),
+        ("done", done),
+    ]:
         routes.append(Route(f"/api/{name}", api(fn), methods=["POST"]))
     app = Starlette(routes=routes)
     return Guard(app, ctl)
@@ -341,13 +366,13 @@ class Guard:
     def _allowed(self, scope) -> bool:
         from urllib.parse import parse_qs
 
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         if headers.get("host") not in self.ctl.allowed_hosts():
             return False
         origin = headers.get("origin")
-        if origin is not None and origin not in {f"http://{h}" for h in
-                                                 self.ctl.allowed_hosts()}:
+        if origin is not None and origin not in {f"http://{h}" for h in self.ctl.allowed_hosts()}:
             return False
         token = headers.get("x-vosfx-token")
         if token is None:
@@ -376,9 +401,14 @@ def _int_arg(value: Any, name: str) -> int:
 def _nums(value: Any, n: int, name: str) -> tuple:
     import math
 
-    if (not isinstance(value, list) or len(value) != n
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                       and math.isfinite(v) for v in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) != n
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+    ):
         raise ConfigError(f"{name}: expected {n} finite numbers, found {value!r}")
     return tuple(float(v) for v in value)
 
@@ -401,21 +431,36 @@ def _mask_reply(res, t0: float) -> dict:
     presence; the server time."""
     objs = []
     for i, obj in enumerate(res.obj_ids):
-        objs.append({"obj_id": int(obj), "area": int((res.logits[i] > 0).sum()),
-                     "present": bool(res.object_score_logits[i] > 0)})
-    return {"frame": int(res.frame_index), "objects": objs,
-            "ms": round((time.perf_counter() - t0) * 1000.0, 2)}
+        objs.append(
+            {
+                "obj_id": int(obj),
+                "area": int((res.logits[i] > 0).sum()),
+                "present": bool(res.object_score_logits[i] > 0),
+            }
+        )
+    return {
+        "frame": int(res.frame_index),
+        "objects": objs,
+        "ms": round((time.perf_counter() - t0) * 1000.0, 2),
+    }
 
 
-def serve(ctl: Control, sock: socket.socket, load: Callable[[], Any], *,
-          open_browser: bool = True, on_ready: Callable[[str], None] | None = None) -> str:
+def serve(
+    ctl: Control,
+    sock: socket.socket,
+    load: Callable[[], Any],
+    *,
+    open_browser: bool = True,
+    on_ready: Callable[[str], None] | None = None,
+) -> str:
     """Serve until Done, Ctrl-C or the page is closed for good; returns the outcome
     (``done``, ``closed``, ``interrupted``). ``load()`` builds the Studio (loads the model)
     on a thread; a VosfxError from it is shown by the page."""
     import uvicorn
 
-    config = uvicorn.Config(create_app(ctl), log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=2, ws="none")
+    config = uvicorn.Config(
+        create_app(ctl), log_level="warning", lifespan="off", timeout_graceful_shutdown=2, ws="none"
+    )
     server = uvicorn.Server(config)
     ctl.should_exit = lambda: setattr(server, "should_exit", True)
 

@@ -50,8 +50,14 @@ class FramePrompt:
         return not self.points and self.box is None and self.mask is None
 
     def spec(self, frame: int, obj_id: int) -> PromptSpec:
-        return PromptSpec(frame=frame, obj_id=obj_id, mask=self.mask, points=self.points,
-                          labels=self.labels, box=self.box)
+        return PromptSpec(
+            frame=frame,
+            obj_id=obj_id,
+            mask=self.mask,
+            points=self.points,
+            labels=self.labels,
+            box=self.box,
+        )
 
 
 @dataclass
@@ -79,10 +85,20 @@ class Studio:
     ``cache_bytes``: the byte budget shared by decoded frames and image features.
     """
 
-    def __init__(self, clip: str, *, engine: Any, config: JobConfig,
-                 presets: tuple[str, ...] = (), start: int = 0, end: int | None = None,
-                 fps: float | None = None, workdir: Path, cache_bytes: int = 768 << 20,
-                 emit: Emit | None = None) -> None:
+    def __init__(
+        self,
+        clip: str,
+        *,
+        engine: Any,
+        config: JobConfig,
+        presets: tuple[str, ...] = (),
+        start: int = 0,
+        end: int | None = None,
+        fps: float | None = None,
+        workdir: Path,
+        cache_bytes: int = 768 << 20,
+        emit: Emit | None = None,
+    ) -> None:
         from vosfx.session import ClipSession
         from vosfx.session.frames import SourceFrames
 
@@ -96,11 +112,20 @@ class Studio:
         self.info = self.view_frames.info
         end = self.info.num_frames if end is None else min(end, self.info.num_frames)
         if not 0 <= start < end:
-            raise ConfigError(f"--start {start} / --end {end}: expected a range inside the "
-                              f"clip's {self.info.num_frames} frames")
+            raise ConfigError(
+                f"--start {start} / --end {end}: expected a range inside the "
+                f"clip's {self.info.num_frames} frames"
+            )
         self.start, self.end = start, end
-        self.session = ClipSession(engine, self.info, config.memory, frames=self.track_frames,
-                                   start=start, end=end, feature_cache_bytes=cache_bytes // 2)
+        self.session = ClipSession(
+            engine,
+            self.info,
+            config.memory,
+            frames=self.track_frames,
+            start=start,
+            end=end,
+            feature_cache_bytes=cache_bytes // 2,
+        )
         self.objects: dict[int, StudioObject] = {}
         self.edits: dict[tuple[int, int], FramePrompt] = {}  # (obj, frame) -> prompt
         self._undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
@@ -146,12 +171,12 @@ class Studio:
         """Add an include (``label`` 1) or exclude (0) point for ``obj_id`` on ``frame``."""
         old = self.edits.get((obj_id, frame)) or FramePrompt()
         base = FramePrompt(box=old.box) if old.mask is not None else old
-        new = replace(base, points=(*base.points, (float(x), float(y))),
-                      labels=(*base.labels, int(label)))
+        new = replace(
+            base, points=(*base.points, (float(x), float(y))), labels=(*base.labels, int(label))
+        )
         return self.set_prompt(obj_id, frame, new)
 
-    def box(self, obj_id: int, frame: int, box: tuple[float, float, float, float]
-            ) -> MaskResult:
+    def box(self, obj_id: int, frame: int, box: tuple[float, float, float, float]) -> MaskResult:
         old = self.edits.get((obj_id, frame)) or FramePrompt()
         base = FramePrompt() if old.mask is not None else old
         x0, y0, x1, y1 = box
@@ -180,14 +205,16 @@ class Studio:
         Image.fromarray(mask, "L").save(path)
         return self.set_prompt(obj_id, frame, FramePrompt(mask=str(path)))
 
-    def set_prompt(self, obj_id: int, frame: int, new: FramePrompt | None, *,
-                   record: bool = True) -> MaskResult:
+    def set_prompt(
+        self, obj_id: int, frame: int, new: FramePrompt | None, *, record: bool = True
+    ) -> MaskResult:
         """Make ``new`` the object's whole prompt on ``frame`` (None or empty: remove it) and
         compute that frame at once. Cancels tracking first (the pass would be stale)."""
         self._object(obj_id)
         if not self.start <= frame < self.end:
-            raise PromptError(f"frame {frame} is outside the frames being matted "
-                              f"({self.start}..{self.end - 1})")
+            raise PromptError(
+                f"frame {frame} is outside the frames being matted ({self.start}..{self.end - 1})"
+            )
         self.stop()
         with self._lock:
             old = self.edits.get((obj_id, frame))
@@ -209,8 +236,14 @@ class Studio:
     def _resolve(self, obj_id: int, frame: int, fp: FramePrompt):
         from vosfx.pipeline import resolve_prompts
 
-        (prompt,) = resolve_prompts((fp.spec(frame, obj_id),), self.info, fit=False,
-                                    objects=None, start=self.start, end=self.end)
+        (prompt,) = resolve_prompts(
+            (fp.spec(frame, obj_id),),
+            self.info,
+            fit=False,
+            objects=None,
+            start=self.start,
+            end=self.end,
+        )
         return prompt
 
     def restore(self, job: Job) -> None:
@@ -223,8 +256,14 @@ class Studio:
         mask_ids: set[int] = set()
         for spec in job.prompts:
             if spec.mask is not None:
-                found = resolve_prompts((spec,), self.info, fit=job.fit, objects=job.objects,
-                                        start=self.start, end=self.end)
+                found = resolve_prompts(
+                    (spec,),
+                    self.info,
+                    fit=job.fit,
+                    objects=job.objects,
+                    start=self.start,
+                    end=self.end,
+                )
                 for p in found:
                     if p.mask is None:
                         continue
@@ -270,16 +309,28 @@ class Studio:
 
         def on_frame(res: ObjectResult) -> None:
             done[0] += 1
-            self.emit({"event": "frame", "frame": res.frame_index, "obj_id": res.obj_id,
-                       "present": res.object_score_logit > 0, "done": done[0],
-                       "total": total})
+            self.emit(
+                {
+                    "event": "frame",
+                    "frame": res.frame_index,
+                    "obj_id": res.obj_id,
+                    "present": res.object_score_logit > 0,
+                    "done": done[0],
+                    "total": total,
+                }
+            )
 
         def body(cancel: threading.Event) -> None:
             t0 = time.perf_counter()
             with self._lock:
                 stepped = self.session.track(on_frame=on_frame, cancel=cancel)
-            self.emit({"event": "tracked", "frames": stepped,
-                       "seconds": round(time.perf_counter() - t0, 3)})
+            self.emit(
+                {
+                    "event": "tracked",
+                    "frames": stepped,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
 
         self._start_work("track", body)
         return total
@@ -326,8 +377,15 @@ class Studio:
     def specs(self) -> tuple[PromptSpec, ...]:
         return tuple(fp.spec(frame, obj) for (obj, frame), fp in sorted(self.edits.items()))
 
-    def job(self, output: str, *, formats: tuple[str, ...] | None = None,
-            start: int | None = None, end: int | None = None, overwrite: bool = False) -> Job:
+    def job(
+        self,
+        output: str,
+        *,
+        formats: tuple[str, ...] | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        overwrite: bool = False,
+    ) -> Job:
         """The session as a :class:`Job`: what a render runs and what a saved job holds."""
         if not self.edits:
             raise PromptError("no prompt yet: click on the object first")
@@ -336,16 +394,26 @@ class Studio:
             unknown = [f for f in formats if f not in _format_ids()]
             if unknown:
                 raise ConfigError(f"unknown format(s) {unknown}; known: {_format_ids()}")
-            config = config.replace({"output": {"format": formats[0],
-                                                "extra_formats": list(formats[1:])}})
+            config = config.replace(
+                {"output": {"format": formats[0], "extra_formats": list(formats[1:])}}
+            )
         start = self.start if start is None else start
         end = self.end if end is None else end
         if not self.start <= start < end <= self.end:
-            raise ConfigError(f"range {start}..{end - 1}: expected frames inside "
-                              f"{self.start}..{self.end - 1}")
-        return Job(input=self.clip, prompts=self.specs(), output=output, config=config,
-                   presets=self.presets, start=start, end=end, overwrite=overwrite,
-                   fps=self.fps)
+            raise ConfigError(
+                f"range {start}..{end - 1}: expected frames inside {self.start}..{self.end - 1}"
+            )
+        return Job(
+            input=self.clip,
+            prompts=self.specs(),
+            output=output,
+            config=config,
+            presets=self.presets,
+            start=start,
+            end=end,
+            overwrite=overwrite,
+            fps=self.fps,
+        )
 
     def save_job(self, job: Job, path: Path) -> Path:
         """Write ``job`` as JSON that ``vosfx matte --job`` and ``vosfx batch`` reproduce
@@ -369,10 +437,20 @@ class Studio:
                     shutil.copyfile(spec.mask, target)
                 d["mask"] = f"{masks.name}/{target.name}"
             prompts.append(d)
-        data = {"version": 1, "input": job.input, "output": job.output,
-                "presets": list(job.presets), "overrides": job.config.to_dict(),
-                "prompts": prompts, "start": job.start, "end": job.end,
-                "overwrite": job.overwrite, "fit": False, "objects": None, "fps": job.fps}
+        data = {
+            "version": 1,
+            "input": job.input,
+            "output": job.output,
+            "presets": list(job.presets),
+            "overrides": job.config.to_dict(),
+            "prompts": prompts,
+            "start": job.start,
+            "end": job.end,
+            "overwrite": job.overwrite,
+            "fit": False,
+            "objects": None,
+            "fps": job.fps,
+        }
         import json
 
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
@@ -394,8 +472,7 @@ class Studio:
             from vosfx.pipeline import run
 
             def progress(ev: Any) -> None:
-                self.emit({"event": "render", "done": ev.frames_done,
-                           "total": ev.total_frames})
+                self.emit({"event": "render", "done": ev.frames_done, "total": ev.total_frames})
 
             report = run(job, on_progress=progress, engine=self.engine, cancel=cancel)
             self.last_render = {"outputs": list(report.outputs), "frames": report.frames}
@@ -411,33 +488,57 @@ class Studio:
 
         objs = []
         for obj_id, obj in sorted(self.objects.items()):
-            tracked = self.session.store.tracked(obj_id)[self.start:self.end]
-            scores = self.session.store.scores(obj_id)[self.start:self.end]
+            tracked = self.session.store.tracked(obj_id)[self.start : self.end]
+            scores = self.session.store.scores(obj_id)[self.start : self.end]
             runs = []
             for a, b, present in presence_intervals(scores.tolist(), self.start):
                 if tracked[a - self.start]:
                     runs.append([a, b, present])
-            objs.append({"obj_id": obj_id, "name": obj.name, "colour": _colour(obj_id),
-                         "prompted": sorted(f for (o, f) in self.edits if o == obj_id),
-                         "tracked": _runs(tracked, self.start), "presence": runs})
+            objs.append(
+                {
+                    "obj_id": obj_id,
+                    "name": obj.name,
+                    "colour": _colour(obj_id),
+                    "prompted": sorted(f for (o, f) in self.edits if o == obj_id),
+                    "tracked": _runs(tracked, self.start),
+                    "presence": runs,
+                }
+            )
         report = _plain(self.session.report())
-        return {"objects": objs, "cuts": list(self.session.cuts),
-                "memory": memory_events(report), "report": report,
-                "stale": len(self.session.stale())}
+        return {
+            "objects": objs,
+            "cuts": list(self.session.cuts),
+            "memory": memory_events(report),
+            "report": report,
+            "stale": len(self.session.stale()),
+        }
 
     def state(self) -> dict:
         info = self.info
         return {
-            "clip": self.clip, "name": Path(self.clip).name, "width": info.width,
-            "height": info.height, "num_frames": info.num_frames,
-            "fps": float(info.fps) if info.fps else None, "start": self.start, "end": self.end,
-            "objects": [{"obj_id": o.obj_id, "name": o.name, "colour": _colour(o.obj_id)}
-                        for o in self.objects.values()],
-            "prompts": [dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
-                        for (o, f), fp in sorted(self.edits.items())],
-            "refine": self.config.refine.__dict__, "format": self.config.output.format,
-            "formats": _format_ids(), "presets": list(self.presets),
-            "can_undo": bool(self._undo), "can_redo": bool(self._redo), "busy": self.busy,
+            "clip": self.clip,
+            "name": Path(self.clip).name,
+            "width": info.width,
+            "height": info.height,
+            "num_frames": info.num_frames,
+            "fps": float(info.fps) if info.fps else None,
+            "start": self.start,
+            "end": self.end,
+            "objects": [
+                {"obj_id": o.obj_id, "name": o.name, "colour": _colour(o.obj_id)}
+                for o in self.objects.values()
+            ],
+            "prompts": [
+                dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
+                for (o, f), fp in sorted(self.edits.items())
+            ],
+            "refine": self.config.refine.__dict__,
+            "format": self.config.output.format,
+            "formats": _format_ids(),
+            "presets": list(self.presets),
+            "can_undo": bool(self._undo),
+            "can_redo": bool(self._redo),
+            "busy": self.busy,
             "last_render": self.last_render,
         }
 
@@ -465,8 +566,7 @@ def memory_events(report: dict) -> list[dict]:
         for frame, event in (d.get("events") or {}).items():
             out.append({"frame": int(frame), "obj_id": int(obj), "event": event})
         for frame, promoted in (d.get("promoted") or {}).items():
-            out.append({"frame": int(frame), "obj_id": int(obj),
-                        "event": f"promoted {promoted}"})
+            out.append({"frame": int(frame), "obj_id": int(obj), "event": f"promoted {promoted}"})
     return sorted(out, key=lambda e: (e["frame"], e["obj_id"]))
 
 

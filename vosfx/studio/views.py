@@ -38,8 +38,9 @@ def render_view(studio, index: int, view: str) -> tuple[bytes, str]:
         return _encode(a8, "png"), "image/png"
     if view == "cutout":
         return _encode(np.dstack([rgb, a8]), "png"), "image/png"
-    side = np.concatenate([overlay_preview(rgb, alpha, ids), np.repeat(a8[..., None], 3, 2)],
-                          axis=1)
+    side = np.concatenate(
+        [overlay_preview(rgb, alpha, ids), np.repeat(a8[..., None], 3, 2)], axis=1
+    )
     return _encode(side, "jpeg"), "image/jpeg"
 
 

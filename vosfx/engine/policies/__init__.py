@@ -24,8 +24,15 @@ from vosfx.errors import ConfigError
 from vosfx.policies import MEMORY_POLICIES
 
 __all__ = [
-    "BankView", "Decision", "MemoryEntry", "MemoryPolicy", "PolicyLog", "Sam2Policy",
-    "Selection", "closest_cond_frames", "make_policy",
+    "BankView",
+    "Decision",
+    "MemoryEntry",
+    "MemoryPolicy",
+    "PolicyLog",
+    "Sam2Policy",
+    "Selection",
+    "closest_cond_frames",
+    "make_policy",
 ]
 
 
@@ -34,8 +41,9 @@ def make_policy(cfg: MemoryConfig) -> MemoryPolicy:
     :data:`vosfx.policies.MEMORY_POLICIES`, given the ``[memory]`` options that row names."""
     spec = MEMORY_POLICIES.get(cfg.policy)
     if spec is None:
-        raise ConfigError(f"[memory] policy: expected one of {', '.join(MEMORY_POLICIES)}, "
-                          f"found {cfg.policy!r}")
+        raise ConfigError(
+            f"[memory] policy: expected one of {', '.join(MEMORY_POLICIES)}, found {cfg.policy!r}"
+        )
     module, _, name = spec.factory.partition(":")
     cls = getattr(importlib.import_module(module), name)
     return cls(**{kwarg: getattr(cfg, key) for key, kwarg in spec.options})

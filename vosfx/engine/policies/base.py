@@ -116,8 +116,9 @@ class PolicyLog:
     events: dict[int, str] = field(default_factory=dict)
 
 
-def closest_cond_frames(frame_index: int, cond_frames: list[int],
-                        max_cond_frames: int = -1) -> tuple[list[int], list[int]]:
+def closest_cond_frames(
+    frame_index: int, cond_frames: list[int], max_cond_frames: int = -1
+) -> tuple[list[int], list[int]]:
     """(selected, unselected) conditioning frames, SAM 2's ``select_closest_cond_frames``
     rule over frame indices:
 
@@ -135,6 +136,6 @@ def closest_cond_frames(frame_index: int, cond_frames: list[int],
     if after:
         chosen.append(min(after))
     rest = sorted((f for f in cond_frames if f not in chosen), key=lambda f: abs(f - frame_index))
-    chosen += rest[:max(max_cond_frames - len(chosen), 0)]
+    chosen += rest[: max(max_cond_frames - len(chosen), 0)]
     # SAM 2's order: before, after, then by distance (it matters only for summation order)
     return chosen, [f for f in cond_frames if f not in chosen]

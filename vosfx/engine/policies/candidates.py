@@ -33,19 +33,25 @@ class Candidates:
         """(H, W) bool: candidate k upsampled to the video as SAM 2 outputs it, > 0."""
         out = np.zeros(self.video_hw, bool)
         top, left, sub = positive_upsampled(self.logits[k], self.video_hw)
-        out[top:top + sub.shape[0], left:left + sub.shape[1]] = sub
+        out[top : top + sub.shape[0], left : left + sub.shape[1]] = sub
         return out
 
     def box(self, k: int) -> Box:
         """Bounding box of candidate k's positive pixels after bilinear upsampling to S x S
         (SAM 2's ``high_res_masks``); (0, 0, 0, 0) when no pixel is positive."""
         if k not in self._boxes:
-            top, left, sub = positive_upsampled(self.logits[k],
-                                                (self.image_size, self.image_size))
+            top, left, sub = positive_upsampled(self.logits[k], (self.image_size, self.image_size))
             ys, xs = np.nonzero(sub)
-            self._boxes[k] = ((left + int(xs.min()), top + int(ys.min()),
-                               left + int(xs.max()), top + int(ys.max()))
-                              if len(xs) else (0, 0, 0, 0))
+            self._boxes[k] = (
+                (
+                    left + int(xs.min()),
+                    top + int(ys.min()),
+                    left + int(xs.max()),
+                    top + int(ys.max()),
+                )
+                if len(xs)
+                else (0, 0, 0, 0)
+            )
         return self._boxes[k]
 
 
@@ -53,8 +59,10 @@ def _axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source rows (or columns) and weights of PyTorch's bilinear, align_corners=False:
     float32 source coordinates clamped at 0, neighbours i0 and min(i0 + 1, n_in - 1)."""
     scale = np.float32(n_in / n_out)
-    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale
-                     - np.float32(0.5), np.float32(0))
+    src = np.maximum(
+        (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5),
+        np.float32(0),
+    )
     i0 = src.astype(np.int64)
     return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
 

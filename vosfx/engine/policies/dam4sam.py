@@ -33,8 +33,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool -> bool: the largest 8-connected component (the first on a tie)."""
     import cv2
 
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
-                                                           connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
@@ -72,9 +71,17 @@ class Dam4samPolicy:
     SLOTS = 7  # num_maskmem
     SIZE_HISTORY, SIZE_MEDIAN = 300, 10
 
-    def __init__(self, *, drm_slots: int = 4, ram_stride: int = 5, add_iou: float = 0.8,
-                 size_low: float = 0.8, size_high: float = 1.2, min_gap: int = 5,
-                 distractor_iou: float = 0.7) -> None:
+    def __init__(
+        self,
+        *,
+        drm_slots: int = 4,
+        ram_stride: int = 5,
+        add_iou: float = 0.8,
+        size_low: float = 0.8,
+        size_high: float = 1.2,
+        min_gap: int = 5,
+        distractor_iou: float = 0.7,
+    ) -> None:
         self.drm_slots = drm_slots
         self.ram_stride = ram_stride
         self.add_iou = add_iou
@@ -106,11 +113,14 @@ class Dam4samPolicy:
         self._sizes.append(n)
         ratio = -1.0
         if len(self._sizes) > 1 and n >= 1:
-            recent = [s for s in self._sizes if s >= 1][-self.SIZE_MEDIAN:]
+            recent = [s for s in self._sizes if s >= 1][-self.SIZE_MEDIAN :]
             ratio = n / float(np.median(recent))
-        if not (cands.ious[k] > np.float32(self.add_iou) and self.size_low <= ratio
-                <= self.size_high and n >= 1
-                and (frame_index - self._last_added > self.min_gap or self._last_added == -1)):
+        if not (
+            cands.ious[k] > np.float32(self.add_iou)
+            and self.size_low <= ratio <= self.size_high
+            and n >= 1
+            and (frame_index - self._last_added > self.min_gap or self._last_added == -1)
+        ):
             return False
         alts = [cands.video_mask(j) & ~chosen for j in range(len(cands.ious)) if j != k]
         alts = [largest_component(a) | chosen for a in alts if a.any()]
@@ -129,15 +139,15 @@ class Dam4samPolicy:
             chosen.append(max(before))
         if self._first is not None and self._first not in chosen and self._first in cond:
             chosen.append(self._first)
-        rest = sorted((c for c in cond if c not in chosen and c != t - 1),
-                      key=lambda c: abs(c - t))
-        return chosen + rest[:max(self.drm_slots - len(chosen), 0)]
+        rest = sorted((c for c in cond if c not in chosen and c != t - 1), key=lambda c: abs(c - t))
+        return chosen + rest[: max(self.drm_slots - len(chosen), 0)]
 
     def _usable(self, f: int, entries: dict[int, MemoryEntry], drm: list[int]) -> bool:
         return f in entries and self._visible.get(f, True) and f not in drm
 
-    def _ram(self, t: int, entries: dict[int, MemoryEntry],
-             drm: list[int]) -> list[tuple[int, int | None]]:
+    def _ram(
+        self, t: int, entries: dict[int, MemoryEntry], drm: list[int]
+    ) -> list[tuple[int, int | None]]:
         """(key, frame or None) per RAM slot, as the reference builds them (key: the frame
         index it stopped at, which orders the slots)."""
         noncond = {f for f, e in entries.items() if not e.is_cond}
@@ -151,7 +161,8 @@ class Dam4samPolicy:
             if i > 0:
                 prev = ((prev - 1) // step) * step
             ok = (prev in noncond or (i == 0 and prev in entries)) and self._usable(
-                prev, entries, drm)
+                prev, entries, drm
+            )
             while not ok:
                 prev -= step
                 if prev <= 0:
@@ -166,10 +177,12 @@ class Dam4samPolicy:
         if self._first is None:
             self._first = min((f for f, e in entries.items() if e.is_prompt), default=None)
         drm = self._drm(t, cond)
-        ordered = sorted([(0, f) for f in drm] + self._ram(t, entries, drm),
-                         key=lambda x: x[0])  # stable: DRM in choice order, RAM by frame
-        masks = [(f, 0 if key == 0 else pos) for pos, (key, f) in enumerate(ordered)
-                 if f is not None]
+        ordered = sorted(
+            [(0, f) for f in drm] + self._ram(t, entries, drm), key=lambda x: x[0]
+        )  # stable: DRM in choice order, RAM by frame
+        masks = [
+            (f, 0 if key == 0 else pos) for pos, (key, f) in enumerate(ordered) if f is not None
+        ]
         # pointers: DRM frames (distance |t - f|), then visible frames t-1 .. t-15; the
         # reference counts the clip as the frames seen so far (it grows by one per frame)
         seen = t - (self._first or 0) + 1
@@ -181,8 +194,9 @@ class Dam4samPolicy:
                 break
             if f in entries and f not in drm and self._visible.get(f, True):
                 pointers.append((f, d))
-        return Selection(masks=tuple(masks), pointers=tuple(pointers),
-                         pointer_t_diff_max=max_ptrs - 1)
+        return Selection(
+            masks=tuple(masks), pointers=tuple(pointers), pointer_t_diff_max=max_ptrs - 1
+        )
 
     def observe(self, entry: MemoryEntry, bank: BankView) -> Decision:
         if entry.is_prompt:
@@ -201,10 +215,16 @@ class Dam4samPolicy:
         window = {f for f in entries if f > t - bank.max_obj_ptrs}
         prompts = {f for f, e in entries.items() if e.is_prompt}
         drm = sorted(f for f, e in entries.items() if e.is_cond and not e.is_prompt)
-        visible = sorted(f for f, e in entries.items()
-                         if not e.is_cond and self._visible.get(f, True))
+        visible = sorted(
+            f for f, e in entries.items() if not e.is_cond and self._visible.get(f, True)
+        )
         grid = [f for f in visible if f % self.ram_stride == 0]
-        keep = (window | prompts | set(drm[-(self.drm_slots + 1):]) | set(visible[-2:])
-                | set(grid[-self.SLOTS:]))
+        keep = (
+            window
+            | prompts
+            | set(drm[-(self.drm_slots + 1) :])
+            | set(visible[-2:])
+            | set(grid[-self.SLOTS :])
+        )
         self._visible = {f: v for f, v in self._visible.items() if f in keep or f > t}
         return keep

@@ -38,8 +38,9 @@ def frame_quality(object_score_logit: float, ious: np.ndarray, logits: np.ndarra
     """
     ious = np.asarray(ious, dtype=np.float64)
     if ious.size == 0:
-        raise VosfxError(f"frame_quality: expected at least one predicted IoU, found shape "
-                         f"{ious.shape}")
+        raise VosfxError(
+            f"frame_quality: expected at least one predicted IoU, found shape {ious.shape}"
+        )
     logits = np.asarray(logits)
     positive = logits > 0
     count = int(np.count_nonzero(positive))
@@ -64,8 +65,13 @@ def _sigmoid(x: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def walk_back(frame_index: int, entries: Mapping[int, MemoryEntry], max_promote: int,
-              threshold: float, exclude: Container[int] = ()) -> tuple[int, ...]:
+def walk_back(
+    frame_index: int,
+    entries: Mapping[int, MemoryEntry],
+    max_promote: int,
+    threshold: float,
+    exclude: Container[int] = (),
+) -> tuple[int, ...]:
     """The RCMS promotion rule: frames to promote when the object disappears at ``frame_index``.
 
     Walks back from ``frame_index - 1`` through the stored *non-conditioning* frames and takes
@@ -106,16 +112,25 @@ class RcmsPolicy(Sam2Policy):
     # Shot-aware subclasses promote on every cut, so reliable frames must be kept for ever.
     _promotes_after_disappearance = False
 
-    def __init__(self, max_promote: int = 5, threshold: float = 0.6,
-                 max_cond_frames: int = 16, skip_absent: bool = False) -> None:
+    def __init__(
+        self,
+        max_promote: int = 5,
+        threshold: float = 0.6,
+        max_cond_frames: int = 16,
+        skip_absent: bool = False,
+    ) -> None:
         if isinstance(max_promote, bool) or not isinstance(max_promote, int) or max_promote < 0:
             raise ConfigError(f"rcms max_promote: expected an integer >= 0, found {max_promote!r}")
         if not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"rcms threshold: expected a number in [0, 1], found {threshold!r}")
-        if (isinstance(max_cond_frames, bool) or not isinstance(max_cond_frames, int)
-                or max_cond_frames < 1):
+        if (
+            isinstance(max_cond_frames, bool)
+            or not isinstance(max_cond_frames, int)
+            or max_cond_frames < 1
+        ):
             raise ConfigError(
-                f"max_cond_frames: expected an integer >= 1, found {max_cond_frames!r}")
+                f"max_cond_frames: expected an integer >= 1, found {max_cond_frames!r}"
+            )
         super().__init__(max_cond_frames=max_cond_frames)
         self.max_promote = max_promote
         self.threshold = float(threshold)
@@ -143,8 +158,9 @@ class RcmsPolicy(Sam2Policy):
         keep = {f for f, e in entries.items() if e.is_cond}
         keep |= self._recent_window(frame_index, bank)
         if self.disappeared_at is None or self._promotes_after_disappearance:
-            keep |= set(walk_back(frame_index + 1, entries, self.max_promote, self.threshold,
-                                  self._gone))
+            keep |= set(
+                walk_back(frame_index + 1, entries, self.max_promote, self.threshold, self._gone)
+            )
         return keep
 
     # -- helpers ------------------------------------------------------------------------------
@@ -154,11 +170,13 @@ class RcmsPolicy(Sam2Policy):
 
     def _recent_window(self, frame_index: int, bank: BankView) -> set[int]:
         """Non-cond frames that frame_index + 1 may attend (mask memories or pointers)."""
-        ptrs = min(bank.num_frames, bank.max_obj_ptrs) if bank.num_frames > 0 \
-            else bank.max_obj_ptrs
+        ptrs = min(bank.num_frames, bank.max_obj_ptrs) if bank.num_frames > 0 else bank.max_obj_ptrs
         depth = max(bank.num_maskmem - 1, ptrs - 1)
-        return {f for f, e in bank.entries.items()
-                if not e.is_cond and frame_index + 1 - depth <= f <= frame_index}
+        return {
+            f
+            for f, e in bank.entries.items()
+            if not e.is_cond and frame_index + 1 - depth <= f <= frame_index
+        }
 
     def _plan(self, frame_index: int, bank: BankView) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(promote, demote) for an event at ``frame_index``; pure (no state change)."""
@@ -170,7 +188,7 @@ class RcmsPolicy(Sam2Policy):
         held = [f for f, e in entries.items() if e.promoted and not e.is_prompt]
         excess = len(held) + len(promote) - room
         held.sort(key=lambda f: (self._event_of.get(f, -1), f))
-        demote = tuple(held[:max(excess, 0)])
+        demote = tuple(held[: max(excess, 0)])
         return promote, demote
 
     def _promote(self, frame_index: int, bank: BankView, store: bool, event: str) -> Decision:
@@ -203,8 +221,13 @@ class ShotAwarePolicy(RcmsPolicy):
     name = "rcms+shots"
     _promotes_after_disappearance = True
 
-    def __init__(self, max_promote: int = 5, threshold: float = 0.6,
-                 max_cond_frames: int = 16, skip_absent: bool = False) -> None:
+    def __init__(
+        self,
+        max_promote: int = 5,
+        threshold: float = 0.6,
+        max_cond_frames: int = 16,
+        skip_absent: bool = False,
+    ) -> None:
         super().__init__(max_promote, threshold, max_cond_frames, skip_absent)
         self.shot_id: int | None = None  # shot of the last observed frame
         self.cuts: list[int] = []
@@ -230,12 +253,12 @@ class ShotAwarePolicy(RcmsPolicy):
             return super().observe(entry, bank)
         self.cuts.append(entry.frame_index)
         event = "cut"
-        if (not entry.is_prompt and entry.object_score_logit <= 0
-                and self.disappeared_at is None):
+        if not entry.is_prompt and entry.object_score_logit <= 0 and self.disappeared_at is None:
             self.disappeared_at = entry.frame_index
             event = "cut+disappeared"
-        decision = self._promote(entry.frame_index, bank, self._store(entry) or entry.is_prompt,
-                                 event)
+        decision = self._promote(
+            entry.frame_index, bank, self._store(entry) or entry.is_prompt, event
+        )
         if entry.is_prompt:
             decision = replace(decision, as_cond=True)
         return decision
@@ -244,10 +267,12 @@ class ShotAwarePolicy(RcmsPolicy):
         keep = super().retain(frame_index, bank)
         entries = bank.entries
         # Earlier shots' recent frames are never attended again; keep them only as candidates.
-        window = {f for f in self._recent_window(frame_index, bank)
-                  if entries[f].shot_id != self.shot_id}
-        candidates = set(walk_back(frame_index + 1, entries, self.max_promote, self.threshold,
-                                   self._gone))
+        window = {
+            f for f in self._recent_window(frame_index, bank) if entries[f].shot_id != self.shot_id
+        }
+        candidates = set(
+            walk_back(frame_index + 1, entries, self.max_promote, self.threshold, self._gone)
+        )
         return keep - (window - candidates)
 
 

@@ -34,8 +34,7 @@ class Sam2Policy:
 
     @staticmethod
     def _max_ptrs(bank: BankView) -> int:
-        return min(bank.num_frames, bank.max_obj_ptrs) if bank.num_frames > 0 \
-            else bank.max_obj_ptrs
+        return min(bank.num_frames, bank.max_obj_ptrs) if bank.num_frames > 0 else bank.max_obj_ptrs
 
     def select(self, frame_index: int, shot_id: int, bank: BankView) -> Selection:
         entries = bank.entries
@@ -44,8 +43,9 @@ class Sam2Policy:
         recent = {f for f, e in entries.items() if not e.is_cond} | set(unselected)
         n = bank.num_maskmem
         masks = [(f, 0) for f in selected]
-        masks += [(frame_index - (n - p), p) for p in range(1, n)
-                  if frame_index - (n - p) in recent]
+        masks += [
+            (frame_index - (n - p), p) for p in range(1, n) if frame_index - (n - p) in recent
+        ]
         max_ptrs = self._max_ptrs(bank)
         pointers = [(f, frame_index - f) for f in selected if f <= frame_index]
         for t_diff in range(1, max_ptrs):
@@ -54,13 +54,17 @@ class Sam2Policy:
                 break
             if f in recent:
                 pointers.append((f, t_diff))
-        return Selection(masks=tuple(masks), pointers=tuple(pointers),
-                         pointer_t_diff_max=max_ptrs - 1)
+        return Selection(
+            masks=tuple(masks), pointers=tuple(pointers), pointer_t_diff_max=max_ptrs - 1
+        )
 
     def observe(self, entry: MemoryEntry, bank: BankView) -> Decision:
         return Decision(store=True, as_cond=entry.is_prompt)
 
     def retain(self, frame_index: int, bank: BankView) -> set[int]:
         depth = max(bank.num_maskmem - 1, self._max_ptrs(bank) - 1)
-        return {f for f, e in bank.entries.items()
-                if e.is_cond or frame_index + 1 - depth <= f <= frame_index}
+        return {
+            f
+            for f, e in bank.entries.items()
+            if e.is_cond or frame_index + 1 - depth <= f <= frame_index
+        }

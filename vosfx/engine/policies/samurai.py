@@ -42,16 +42,32 @@ class BoxKalman:
 
     def start(self, z: np.ndarray) -> None:
         h = z[3]
-        std = [2 * self.POS * h, 2 * self.POS * h, 1e-2, 2 * self.POS * h,
-               10 * self.VEL * h, 10 * self.VEL * h, 1e-5, 10 * self.VEL * h]
+        std = [
+            2 * self.POS * h,
+            2 * self.POS * h,
+            1e-2,
+            2 * self.POS * h,
+            10 * self.VEL * h,
+            10 * self.VEL * h,
+            1e-5,
+            10 * self.VEL * h,
+        ]
         self.mean = np.r_[z, np.zeros(4)]
         self.cov = np.diag(np.square(std))
 
     def predict(self) -> None:
         assert self.mean is not None and self.cov is not None  # start() came first
         h = self.mean[3]
-        std = [self.POS * h, self.POS * h, 1e-2, self.POS * h,
-               self.VEL * h, self.VEL * h, 1e-5, self.VEL * h]
+        std = [
+            self.POS * h,
+            self.POS * h,
+            1e-2,
+            self.POS * h,
+            self.VEL * h,
+            self.VEL * h,
+            1e-5,
+            self.VEL * h,
+        ]
         self.mean = self.transition @ self.mean
         self.cov = self.transition @ self.cov @ self.transition.T + np.diag(np.square(std))
 
@@ -102,10 +118,18 @@ class SamuraiPolicy(Sam2Policy):
     name = "samurai"
     RECENT = 6  # num_maskmem - 1 in every SAM 2 config
 
-    def __init__(self, *, stable_frames: int = 15, stable_iou: float = 0.3,
-                 kf_weight: float = 0.25, memory_iou: float = 0.5, memory_object: float = 0.0,
-                 memory_motion: float = 0.0, min_object_score: float = -1.0,
-                 max_cond_frames: int = -1) -> None:
+    def __init__(
+        self,
+        *,
+        stable_frames: int = 15,
+        stable_iou: float = 0.3,
+        kf_weight: float = 0.25,
+        memory_iou: float = 0.5,
+        memory_object: float = 0.0,
+        memory_motion: float = 0.0,
+        min_object_score: float = -1.0,
+        max_cond_frames: int = -1,
+    ) -> None:
         super().__init__(max_cond_frames)
         self.stable_frames = stable_frames
         self.stable_iou = stable_iou
@@ -155,21 +179,30 @@ class SamuraiPolicy(Sam2Policy):
     # --- rule b: the memory --------------------------------------------------------------------
     def _passes(self, e: MemoryEntry) -> bool:
         motion = self._motion.get(e.frame_index)
-        return (e.iou > self.memory_iou and e.object_score_logit > self.memory_object
-                and (motion is None or motion > self.memory_motion))
+        return (
+            e.iou > self.memory_iou
+            and e.object_score_logit > self.memory_object
+            and (motion is None or motion > self.memory_motion)
+        )
 
     def select(self, frame_index: int, shot_id: int, bank: BankView) -> Selection:
         base = super().select(frame_index, shot_id, bank)
         cond = [(f, p) for f, p in base.masks if p == 0]
         recent = [f for f in self._valid if f < frame_index - 1]
-        recent = (recent + [frame_index - 1])[-self.RECENT:]
+        recent = (recent + [frame_index - 1])[-self.RECENT :]
         entries = bank.entries
         # t_pos by rank (the most recent is RECENT); a conditioning frame leaves its slot empty
         n = len(recent)
-        masks = [(f, self.RECENT - n + 1 + i) for i, f in enumerate(recent)
-                 if f in entries and not entries[f].is_cond]
-        return Selection(masks=tuple(cond + masks), pointers=base.pointers,
-                         pointer_t_diff_max=base.pointer_t_diff_max)
+        masks = [
+            (f, self.RECENT - n + 1 + i)
+            for i, f in enumerate(recent)
+            if f in entries and not entries[f].is_cond
+        ]
+        return Selection(
+            masks=tuple(cond + masks),
+            pointers=base.pointers,
+            pointer_t_diff_max=base.pointer_t_diff_max,
+        )
 
     def observe(self, entry: MemoryEntry, bank: BankView) -> Decision:
         if self._first is None:
@@ -179,9 +212,8 @@ class SamuraiPolicy(Sam2Policy):
         # the reference scans frames from t-1 down to its clip's frame 2: the prompt frame and
         # the one after it are never gated in (frames are pass-relative here, so counted from
         # the anchor)
-        if (not entry.is_prompt and entry.frame_index >= self._first + 2
-                and self._passes(entry)):
-            self._valid = (self._valid + [entry.frame_index])[-self.RECENT:]
+        if not entry.is_prompt and entry.frame_index >= self._first + 2 and self._passes(entry):
+            self._valid = (self._valid + [entry.frame_index])[-self.RECENT :]
         return super().observe(entry, bank)
 
     def retain(self, frame_index: int, bank: BankView) -> set[int]:
