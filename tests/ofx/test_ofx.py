@@ -706,3 +706,31 @@ def test_worker_dying_before_ready_is_reported_once(built, clip, tmp_path):
     _ok(run)
     assert len([m for m in run.messages() if "status 7" in m]) == 1  # not again per frame
     np.testing.assert_allclose(read_output(tmp_path / "p.raw")[..., :3], _source(2), atol=1e-6)
+
+
+def test_two_objects_and_the_output_object(built, clip, tmp_path):
+    """Points for object 1 (the square) and object 2 (the background's corner); Output object
+    0 is the merged matte (the max of the two, after non-overlap), 1 and 2 each object."""
+    lines = preamble(built, clip) + [
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        "14 set_int object 2",
+        f"0 pen_down 0 80 {H - 50}",
+        f"0 render 3 {tmp_path / 'all.raw'}",
+        "14 set_int outputObject 1",
+        f"0 render 3 {tmp_path / 'o1.raw'}",
+        "14 set_int outputObject 2",
+        f"0 render 3 {tmp_path / 'o2.raw'}",
+        "14 set_int outputObject 3",
+        f"0 render 3 {tmp_path / 'o3.raw'}",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    merged, o1, o2, o3 = (
+        read_output(tmp_path / f"{n}.raw")[..., 3] for n in ("all", "o1", "o2", "o3")
+    )
+    assert (o1 >= 0.5).sum() > 50 and (o2 >= 0.5).sum() > 50
+    assert ((o1 >= 0.5) & (o2 >= 0.5)).sum() == 0  # different places
+    np.testing.assert_allclose(merged, np.maximum(o1, o2), atol=1e-7)
+    np.testing.assert_allclose(o3, 0.0)  # no such object: an empty matte
+    assert run.renders()[1]["fetches"] == 1  # another output object: from the cache
