@@ -243,7 +243,7 @@ def test_log_progress_writes_one_frame_line_every_few_seconds():
     clock = iter([0.0, 1.0, 2.0, 5.5, 6.0, 11.0, 12.0])
     out = io.StringIO()
     log = LogProgress("c.mp4", stream=out, every_s=5.0)
-    import vosfx.cli.progress as progress
+    from vosfx.cli import progress
 
     real = progress.time.monotonic
     progress.time.monotonic = clock.__next__

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import vosfx.errors as errors
+from vosfx import errors
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CLICK_CODES = {0: "success", 2: "command-line usage error"}
@@ -23,7 +23,7 @@ def _classes() -> list[type[errors.VosfxError]]:
 def readme_exit_table() -> dict[int, str]:
     text = README.read_text(encoding="utf-8")
     section = text.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, flags=re.M)
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|$", section, flags=re.MULTILINE)
     return {int(code): meaning for code, meaning in rows}
 
 

@@ -20,7 +20,7 @@ def _pyproject() -> str:
 
 
 def minimum() -> tuple[int, int]:
-    found = re.search(r'^requires-python = ">=(\d+)\.(\d+)"', _pyproject(), flags=re.M)
+    found = re.search(r'^requires-python = ">=(\d+)\.(\d+)"', _pyproject(), flags=re.MULTILINE)
     assert found, "requires-python must be a plain '>=X.Y'"
     return int(found[1]), int(found[2])
 
@@ -33,7 +33,7 @@ def test_tools_target_the_declared_minimum():
         rf'^classifiers = \[(?s:.*?)"Programming Language :: Python :: '
         rf'{major}\.{minor}"',
         text,
-        flags=re.M,
+        flags=re.MULTILINE,
     )
 
 

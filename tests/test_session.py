@@ -59,7 +59,7 @@ def _session(n=N, memory=None, **kw):
     "prompted, start, end, backward, want",
     [
         # one prompt mid-range: back to the start, on to the end
-        ([10], 0, 30, True, [(10, -1, None, range(0, 10)), (10, 1, None, range(11, 30))]),
+        ([10], 0, 30, True, [(10, -1, None, range(10)), (10, 1, None, range(11, 30))]),
         # two prompts: the gap split at its middle (ties go forwards), each half attends both
         (
             [0, 10],
@@ -76,7 +76,7 @@ def _session(n=N, memory=None, **kw):
             [(0, 1, 9, range(1, 5)), (9, -1, 0, range(5, 9)), (9, 1, None, range(10, 12))],
         ),
         # adjacent prompts leave no gap; a prompt on the last frame has no tail
-        ([3, 4], 0, 5, True, [(3, -1, None, range(0, 3))]),
+        ([3, 4], 0, 5, True, [(3, -1, None, range(3))]),
         # the range clips prompts outside it
         ([2, 20], 5, 15, True, []),
         ([2, 8, 20], 5, 15, True, [(8, -1, None, range(5, 8)), (8, 1, None, range(9, 15))]),
