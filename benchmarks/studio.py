@@ -1,16 +1,20 @@
-"""vosfx studio: click-to-mask latency, time to the first mask on a new frame, track throughput
-against `vosfx matte` (pipeline.run) on the same clip, server RSS while scrubbing and tracking
-a 1,000-frame clip, and page load time. Results: docs/benchmarks/studio.md.
+"""vosfx studio: click-to-mask latency, time to the first mask on a new frame, page load time,
+track throughput against `vosfx matte` (pipeline.run) on the same clip, and server RSS while
+scrubbing and tracking a 1,000-frame clip. Results: docs/benchmarks/studio.md.
 
-    python benchmarks/studio.py                  # everything (about 10 minutes on 2 cores)
-    python benchmarks/studio.py --skip-rss       # latency, throughput and page load only
+    python benchmarks/studio.py latency              # 1024, page in chromium (a few minutes)
+    python benchmarks/studio.py throughput --size 256 --frames 32 --rounds 2
+    python benchmarks/studio.py rss --long 1000      # test-double engine, 1,000 frames
 
 The engine is the real SAM 2.1 tiny architecture with seeded random weights (tests/ckpt.py;
 speed does not depend on the values) on ONNX Runtime: at 1024 the bundle is filled from the
-shipped graph template; the RSS run uses a 256 bundle exported with torch, since 1,000 frames
-at 1024 take ~20 minutes here. Latencies are measured in the page (Debian's chromium through
-Playwright): from the mouse click to the new picture drawn on the canvas, and on the server
-(the prompt's model time).
+shipped graph template, at other sizes exported with torch. Latencies are measured in the page
+(Debian's chromium through Playwright): from the mouse click to the new picture drawn on the
+canvas, and on the server (the prompt's model time). Throughput alternates the studio's track
+and pipeline.run on the same engine, so a shared machine's load hits both alike. The RSS run
+uses the test-double engine (tests/fakes.py): it measures what the studio itself keeps
+(decoders, frame and feature caches, results, the page's requests); the engine's own memory
+against clip length is benchmarks/engine.py's.
 """
 
 from __future__ import annotations
@@ -85,19 +89,18 @@ def _click(page, x, y, exclude=False) -> dict:
     return page.evaluate("window.vosfx.last")
 
 
-def interactive(args, work: Path) -> dict:
-    """Page load, first mask on a new frame, click-to-mask, track vs pipeline.run."""
+def latency(args, work: Path) -> dict:
+    """Page load, first mask on a new frame, click-to-mask (features kept)."""
     from playwright.sync_api import sync_playwright
 
     from tests.media import make_clip, square_box
     from tests.studio_helpers import Running
-    from vosfx.pipeline import run as pipeline_run
 
     w, h, n = args.width, args.height, args.frames
     clip = make_clip(work / "clip.mp4", n=n, width=w, height=h)
     eng, load_s = engine(args.size, args.threads, work)
     r = Running(clip, work / "studio", engine=eng, presets=("matte-ffv1",))
-    out: dict = {"engine_load_s": round(load_s, 2)}
+    out: dict = {"engine_load_s": round(load_s, 2), "clip": f"{n} frames {w}x{h}"}
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -117,65 +120,84 @@ def interactive(args, work: Path) -> dict:
 
             x, y = centre(0)
             first = _click(page, x, y)
+            out["first_mask_new_frame_ms"] = {"page": round(first["drawnMs"], 1),
+                                              "server": first["ms"]}
+            print(json.dumps(out), file=sys.stderr, flush=True)
             clicks = []
             for k in range(args.clicks):
                 dx = (k % 3 - 1) * 4
                 clicks.append(_click(page, x + dx, y + (k % 2) * 3, exclude=k % 4 == 3))
-            out["first_mask_new_frame_ms"] = {
-                "page": round(first["drawnMs"], 1),
-                "server": first["ms"],
-            }
             out["click_to_mask_ms"] = {
                 "page_median": round(statistics.median(c["drawnMs"] for c in clicks), 1),
                 "page_max": round(max(c["drawnMs"] for c in clicks), 1),
                 "server_median": round(statistics.median(c["ms"] for c in clicks), 1),
-                "clicks": len(clicks),
-            }
-            # a second new frame: decode + image encoder + prompt
-            page.keyboard.press("End")
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{n - 1}'")
+                "server_max": round(max(c["ms"] for c in clicks), 1),
+                "clicks": len(clicks)}
+            print(json.dumps(out), file=sys.stderr, flush=True)
+            page.keyboard.press("End")  # a second new frame: decode + image encoder + prompt
+            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === "
+                                   f"'{n - 1}'")
             second = _click(page, *centre(n - 1))
             out["first_mask_new_frame_ms"]["page_2"] = round(second["drawnMs"], 1)
             out["first_mask_new_frame_ms"]["server_2"] = second["ms"]
-            r.studio.set_prompt(1, n - 1, None)  # one prompted frame, as the matte job below
-            page.evaluate("window.vosfx.events = []")
-            page.click("#track")
-            page.wait_for_function("window.vosfx.events.includes('tracked')", timeout=1_800_000)
             browser.close()
-        st = r.studio
-        tracked = st.session.stats["stepped"]
-        # the studio's own 'tracked' event carries its time; repeat it without the page
-        st.set_prompt(1, 0, st.edits[(1, 0)])  # same prompt again: every pass stale
-        t0 = time.perf_counter()
-        stepped = st.session.track()
-        track_s = time.perf_counter() - t0
-        job = st.job(str(work / "matte.mkv"), overwrite=True)
-        t0 = time.perf_counter()
-        report = pipeline_run(job, engine=eng)
-        matte_s = time.perf_counter() - t0
-        out["track"] = {
-            "frames": stepped,
-            "studio_fps": round(stepped / track_s, 2),
-            "matte_fps": round(report.frames / matte_s, 2),
-            "matte_frames": report.frames,
-            "first_track_frames": tracked,
-        }
-        out["track"]["ratio"] = round(out["track"]["studio_fps"] / out["track"]["matte_fps"], 3)
     finally:
         r.close()
         eng.close()
     return out
 
 
+def throughput(args, work: Path) -> dict:
+    """Frames/s of the studio's Track against pipeline.run (what `vosfx matte --job` runs)
+    on the same clip, prompt and engine, alternated ``rounds`` times."""
+    from tests.media import make_clip, square_box
+    from vosfx.pipeline import run as pipeline_run
+    from vosfx.presets import resolve_config
+    from vosfx.studio.state import Studio
+
+    w, h, n = args.width, args.height, args.frames
+    clip = make_clip(work / "clip_t.mp4", n=n, width=w, height=h)
+    eng, _ = engine(args.size, args.threads, work)
+    (work / "st").mkdir(exist_ok=True)
+    studio_fps, matte_fps = [], []
+    x0, y0, x1, y1 = square_box(0, w, h)
+    config = resolve_config(("matte-ffv1",), {})
+    try:
+        for _k in range(args.rounds):
+            st = Studio(str(clip), engine=eng, config=config, presets=("matte-ffv1",),
+                        workdir=work / "st")
+            st.add_object()
+            st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)
+            t0 = time.perf_counter()
+            stepped = st.session.track()
+            studio_fps.append(stepped / (time.perf_counter() - t0))
+            job = st.job(str(work / "matte.mkv"), overwrite=True)
+            st.close()
+            t0 = time.perf_counter()
+            report = pipeline_run(job, engine=eng)
+            matte_fps.append(report.frames / (time.perf_counter() - t0))
+            print(json.dumps({"studio_fps": studio_fps, "matte_fps": matte_fps}),
+                  file=sys.stderr, flush=True)
+    finally:
+        eng.close()
+    s, m = statistics.median(studio_fps), statistics.median(matte_fps)
+    return {"clip": f"{n} frames {w}x{h}", "size": args.size,
+            "studio_track_fps": [round(v, 3) for v in studio_fps],
+            "matte_fps": [round(v, 3) for v in matte_fps], "ratio_of_medians": round(s / m, 3),
+            "note": "studio: track only (frames stepped after the prompt); matte: the whole "
+                    "pipeline.run (decode, track, refine, ffv1 writer, sidecar)"}
+
+
 def memory(args, work: Path) -> dict:
     """Server RSS while scrubbing and tracking a long clip (in this process: the server
     runs here on a thread)."""
+    from tests.fakes import FakeEngine
     from tests.media import make_clip, square_box
     from tests.studio_helpers import Running
 
-    w, h, n = 320, 180, args.long
+    w, h, n = args.width, args.height, args.long
     clip = make_clip(work / "long.mp4", n=n, width=w, height=h)
-    eng, _ = engine(args.rss_size, args.threads, work)
+    eng = FakeEngine()
     r = Running(clip, work / "studio_long", engine=eng, presets=("matte-ffv1",))
     samples: list[tuple[float, str, int, float]] = []
     stop = threading.Event()
@@ -244,27 +266,22 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=int, default=1024, help="model image size (latency)")
-    ap.add_argument("--rss-size", type=int, default=256, help="model image size (RSS run)")
+    ap.add_argument("what", choices=("latency", "throughput", "rss"))
+    ap.add_argument("--size", type=int, default=1024, help="model image size")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
-    ap.add_argument("--frames", type=int, default=24, help="clip length for latency/track")
+    ap.add_argument("--frames", type=int, default=24, help="clip length (latency, throughput)")
     ap.add_argument("--long", type=int, default=1000, help="clip length for the RSS run")
     ap.add_argument("--clicks", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-rss", action="store_true")
-    ap.add_argument("--only-rss", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vosfx-bench-studio-") as tmp:
         work = Path(tmp)
         os.environ["VOSFX_HOME"] = str(work / "home")
         os.environ["VOSFX_CONFIG_DIR"] = str(work / "config")
-        result: dict = {"machine": machine(), "size": args.size}
-        if not args.only_rss:
-            result["interactive"] = interactive(args, work)
-            print(json.dumps(result, indent=2), flush=True)
-        if not args.skip_rss:
-            result["memory"] = memory(args, work)
+        fn = {"latency": latency, "throughput": throughput, "rss": memory}[args.what]
+        result = {"machine": machine(), args.what: fn(args, work)}
         print(json.dumps(result, indent=2))
 
 

@@ -288,10 +288,9 @@ async function prompted(call) {
     const res = await call();
     window.vosfx.last = Object.assign(res, { clientMs: performance.now() - t0 });
     S.version += 1;
-    await reloadState();
     const drawn = window.vosfx.drawn;
-    showFrame(res.frame, true);
-    await waitDrawn(drawn);
+    showFrame(res.frame, true);  // the new picture and the prompt list load side by side
+    await Promise.all([reloadState().then(draw), waitDrawn(drawn)]);
     window.vosfx.last.drawnMs = performance.now() - t0;
     status(`mask in ${Math.round(performance.now() - t0)} ms (model ${res.ms} ms)`);
     refreshTimeline();
