@@ -120,8 +120,10 @@ def latency(args, work: Path) -> dict:
 
             x, y = centre(0)
             first = _click(page, x, y)
-            out["first_mask_new_frame_ms"] = {"page": round(first["drawnMs"], 1),
-                                              "server": first["ms"]}
+            out["first_mask_new_frame_ms"] = {
+                "page": round(first["drawnMs"], 1),
+                "server": first["ms"],
+            }
             print(json.dumps(out), file=sys.stderr, flush=True)
             clicks = []
             for k in range(args.clicks):
@@ -132,11 +134,11 @@ def latency(args, work: Path) -> dict:
                 "page_max": round(max(c["drawnMs"] for c in clicks), 1),
                 "server_median": round(statistics.median(c["ms"] for c in clicks), 1),
                 "server_max": round(max(c["ms"] for c in clicks), 1),
-                "clicks": len(clicks)}
+                "clicks": len(clicks),
+            }
             print(json.dumps(out), file=sys.stderr, flush=True)
             page.keyboard.press("End")  # a second new frame: decode + image encoder + prompt
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === "
-                                   f"'{n - 1}'")
+            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{n - 1}'")
             second = _click(page, *centre(n - 1))
             out["first_mask_new_frame_ms"]["page_2"] = round(second["drawnMs"], 1)
             out["first_mask_new_frame_ms"]["server_2"] = second["ms"]
@@ -164,8 +166,9 @@ def throughput(args, work: Path) -> dict:
     config = resolve_config(("matte-ffv1",), {})
     try:
         for _k in range(args.rounds):
-            st = Studio(str(clip), engine=eng, config=config, presets=("matte-ffv1",),
-                        workdir=work / "st")
+            st = Studio(
+                str(clip), engine=eng, config=config, presets=("matte-ffv1",), workdir=work / "st"
+            )
             st.add_object()
             st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)
             t0 = time.perf_counter()
@@ -176,16 +179,23 @@ def throughput(args, work: Path) -> dict:
             t0 = time.perf_counter()
             report = pipeline_run(job, engine=eng)
             matte_fps.append(report.frames / (time.perf_counter() - t0))
-            print(json.dumps({"studio_fps": studio_fps, "matte_fps": matte_fps}),
-                  file=sys.stderr, flush=True)
+            print(
+                json.dumps({"studio_fps": studio_fps, "matte_fps": matte_fps}),
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         eng.close()
     s, m = statistics.median(studio_fps), statistics.median(matte_fps)
-    return {"clip": f"{n} frames {w}x{h}", "size": args.size,
-            "studio_track_fps": [round(v, 3) for v in studio_fps],
-            "matte_fps": [round(v, 3) for v in matte_fps], "ratio_of_medians": round(s / m, 3),
-            "note": "studio: track only (frames stepped after the prompt); matte: the whole "
-                    "pipeline.run (decode, track, refine, ffv1 writer, sidecar)"}
+    return {
+        "clip": f"{n} frames {w}x{h}",
+        "size": args.size,
+        "studio_track_fps": [round(v, 3) for v in studio_fps],
+        "matte_fps": [round(v, 3) for v in matte_fps],
+        "ratio_of_medians": round(s / m, 3),
+        "note": "studio: track only (frames stepped after the prompt); matte: the whole "
+        "pipeline.run (decode, track, refine, ffv1 writer, sidecar)",
+    }
 
 
 def memory(args, work: Path) -> dict:
