@@ -3,6 +3,7 @@ track throughput against `vosfx matte` (pipeline.run) on the same clip, and serv
 scrubbing and tracking a 1,000-frame clip. Results: docs/benchmarks/studio.md.
 
     python benchmarks/studio.py latency              # 1024, page in chromium (a few minutes)
+    python benchmarks/studio.py breakdown            # a click's model stages and the view
     python benchmarks/studio.py throughput --size 256 --frames 32 --rounds 2
     python benchmarks/studio.py rss --long 1000      # test-double engine, 1,000 frames
 
@@ -198,6 +199,61 @@ def throughput(args, work: Path) -> dict:
     }
 
 
+def breakdown(args, work: Path) -> dict:
+    """Where a click's time goes once the frame's features exist: the prompt encoder + mask
+    decoder (``Backend.track``), the memory encoder the engine runs for every prompt (the
+    prompted frame's conditioning memory), and the view the page draws (refine + overlay +
+    JPEG), each timed alone ``clicks`` times on the studio's own objects."""
+    from tests.media import make_clip, square_box
+    from vosfx.presets import resolve_config
+    from vosfx.studio.state import Studio
+    from vosfx.studio.views import render_view
+
+    w, h = args.width, args.height
+    clip = make_clip(work / "clip_b.mp4", n=4, width=w, height=h)
+    eng, _ = engine(args.size, args.threads, work)
+    (work / "sb").mkdir(exist_ok=True)
+    st = Studio(str(clip), engine=eng, config=resolve_config((), {}), workdir=work / "sb")
+    acc: dict[str, float] = {}
+    try:
+        st.add_object()
+        x0, y0, x1, y1 = square_box(0, w, h)
+        st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)  # features now kept
+        backend = st.session.engine.backend
+        _timed(backend, ("track", "encode_memory", "encode_image"), acc)
+        clicks, views = [], []
+        for k in range(args.clicks):
+            t0 = time.perf_counter()
+            st.click(1, 0, (x0 + x1) / 2 + k % 3, (y0 + y1) / 2, 1)
+            clicks.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            render_view(st, 0, "overlay")
+            views.append(time.perf_counter() - t0)
+    finally:
+        st.close()
+        eng.close()
+    per = {k: round(v / args.clicks * 1000, 1) for k, v in acc.items()}
+    return {"size": args.size, "clip": f"{w}x{h}", "clicks": args.clicks,
+            "click_ms_median": round(statistics.median(clicks) * 1000, 1),
+            "per_click_ms": per,
+            "view_overlay_ms_median": round(statistics.median(views) * 1000, 1)}
+
+
+def _timed(obj, names, acc):
+    """Wrap obj's methods so their wall time accumulates into acc[name] (seconds)."""
+    for name in names:
+        fn = getattr(obj, name)
+
+        def wrapper(*a, _fn=fn, _name=name, **k):
+            t = time.perf_counter()
+            try:
+                return _fn(*a, **k)
+            finally:
+                acc[_name] = acc.get(_name, 0.0) + time.perf_counter() - t
+
+        setattr(obj, name, wrapper)
+
+
 def memory(args, work: Path) -> dict:
     """Server RSS while scrubbing and tracking a long clip (in this process: the server
     runs here on a thread)."""
@@ -251,7 +307,7 @@ def memory(args, work: Path) -> dict:
 
     return {
         "clip": f"{n} frames {w}x{h}",
-        "image_size": args.rss_size,
+        "engine": "test double (tests/fakes.py)",
         "rss_mib_after_scrub": round(max(s[3] for s in samples if s[1] == "scrub"), 1),
         "rss_mib_tracked_10pct": at(0.1),
         "rss_mib_tracked_50pct": at(0.5),
@@ -276,7 +332,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("latency", "throughput", "rss"))
+    ap.add_argument("what", choices=("latency", "breakdown", "throughput", "rss"))
     ap.add_argument("--size", type=int, default=1024, help="model image size")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
@@ -290,7 +346,8 @@ def main() -> None:
         work = Path(tmp)
         os.environ["VOSFX_HOME"] = str(work / "home")
         os.environ["VOSFX_CONFIG_DIR"] = str(work / "config")
-        fn = {"latency": latency, "throughput": throughput, "rss": memory}[args.what]
+        fn = {"latency": latency, "breakdown": breakdown, "throughput": throughput,
+              "rss": memory}[args.what]
         result = {"machine": machine(), args.what: fn(args, work)}
         print(json.dumps(result, indent=2))
 
