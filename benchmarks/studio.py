@@ -233,10 +233,14 @@ def breakdown(args, work: Path) -> dict:
         st.close()
         eng.close()
     per = {k: round(v / args.clicks * 1000, 1) for k, v in acc.items()}
-    return {"size": args.size, "clip": f"{w}x{h}", "clicks": args.clicks,
-            "click_ms_median": round(statistics.median(clicks) * 1000, 1),
-            "per_click_ms": per,
-            "view_overlay_ms_median": round(statistics.median(views) * 1000, 1)}
+    return {
+        "size": args.size,
+        "clip": f"{w}x{h}",
+        "clicks": args.clicks,
+        "click_ms_median": round(statistics.median(clicks) * 1000, 1),
+        "per_click_ms": per,
+        "view_overlay_ms_median": round(statistics.median(views) * 1000, 1),
+    }
 
 
 def _timed(obj, names, acc):
@@ -346,8 +350,9 @@ def main() -> None:
         work = Path(tmp)
         os.environ["VOSFX_HOME"] = str(work / "home")
         os.environ["VOSFX_CONFIG_DIR"] = str(work / "config")
-        fn = {"latency": latency, "breakdown": breakdown, "throughput": throughput,
-              "rss": memory}[args.what]
+        fn = {"latency": latency, "breakdown": breakdown, "throughput": throughput, "rss": memory}[
+            args.what
+        ]
         result = {"machine": machine(), args.what: fn(args, work)}
         print(json.dumps(result, indent=2))
 
