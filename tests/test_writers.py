@@ -17,6 +17,7 @@ import subprocess
 import zlib
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -124,7 +125,9 @@ def planes(vf: av.VideoFrame, dtype) -> list[np.ndarray]:
 
 
 def decode_video(path: Path, decoder: str | None = None):
-    """[(time_s, av.VideoFrame)] of the first video stream, plus the stream."""
+    """[(time_s, av.VideoFrame)] of the first video stream, plus the stream's facts
+    (average_rate, time_base) read while the file is open: PyAV 19 refuses a closed
+    container's stream."""
     container = av.open(str(path))
     stream = container.streams.video[0]
     frames = []
@@ -136,8 +139,9 @@ def decode_video(path: Path, decoder: str | None = None):
         frames += [(None, f) for f in ctx.decode(None)]
     else:
         frames = [(float(f.pts * f.time_base), f) for f in container.decode(stream)]
+    facts = SimpleNamespace(average_rate=stream.average_rate, time_base=stream.time_base)
     container.close()
-    return frames, stream
+    return frames, facts
 
 
 def ycbcr_to_rgb(y, cb, cr, bits):
