@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-
 NO_TORCH_CLI = textwrap.dedent("""
     import sys
 
@@ -37,7 +35,7 @@ NO_TORCH_CLI = textwrap.dedent("""
 
 
 def _vosfx(tmp_path: Path, args: list[str], *, no_torch: bool) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), VOSFX_OFFLINE="1",
+    env = dict(os.environ, VOSFX_OFFLINE="1",
                VOSFX_HOME=str(tmp_path / "cache"), VOSFX_CONFIG_DIR=str(tmp_path / "config"))
     cmd = [sys.executable, "-c", NO_TORCH_CLI] if no_torch else [sys.executable, "-m", "vosfx"]
     return subprocess.run(cmd + [str(a) for a in args], check=False, capture_output=True, text=True, env=env,
