@@ -45,12 +45,30 @@ def _start(tmp_path):
 
     make_clip(tmp_path / "clip.mp4", n=3, width=64, height=48, faststart=True)
     # vosfx as installed (editable or not); tests/ only for the media helpers
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"),
-               VOSFX_HOME=str(tmp_path / "cache"), VOSFX_CONFIG_DIR=str(tmp_path / "config"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO / "tests"),
+        VOSFX_HOME=str(tmp_path / "cache"),
+        VOSFX_CONFIG_DIR=str(tmp_path / "config"),
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, "matte", str(tmp_path / "clip.mp4"), "--point", "3,3",
-         "-o", str(tmp_path / "out.mov")],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+        [
+            sys.executable,
+            "-c",
+            SCRIPT,
+            "matte",
+            str(tmp_path / "clip.mp4"),
+            "--point",
+            "3,3",
+            "-o",
+            str(tmp_path / "out.mov"),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     line = proc.stderr.readline()  # "vosfx: clip.mp4: matting 10 frames"
     assert "matting" in line, line
     time.sleep(0.5)  # inside the first 3 s "frame"

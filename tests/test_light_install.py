@@ -35,11 +35,21 @@ NO_TORCH_CLI = textwrap.dedent("""
 
 
 def _vosfx(tmp_path: Path, args: list[str], *, no_torch: bool) -> subprocess.CompletedProcess:
-    env = dict(os.environ, VOSFX_OFFLINE="1",
-               VOSFX_HOME=str(tmp_path / "cache"), VOSFX_CONFIG_DIR=str(tmp_path / "config"))
+    env = dict(
+        os.environ,
+        VOSFX_OFFLINE="1",
+        VOSFX_HOME=str(tmp_path / "cache"),
+        VOSFX_CONFIG_DIR=str(tmp_path / "config"),
+    )
     cmd = [sys.executable, "-c", NO_TORCH_CLI] if no_torch else [sys.executable, "-m", "vosfx"]
-    return subprocess.run(cmd + [str(a) for a in args], check=False, capture_output=True, text=True, env=env,
-                          timeout=1200)
+    return subprocess.run(
+        cmd + [str(a) for a in args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
 
 
 @pytest.mark.slow
@@ -50,8 +60,21 @@ def test_matte_without_torch_or_onnx_equals_the_torch_export(tmp_path):
 
     ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")  # found as sam2.1-tiny's file
     make_clip(tmp_path / "clip.mp4", n=2, width=64, height=48, faststart=True)
-    matte = ["matte", tmp_path / "clip.mp4", "--point", "30,20", "--checkpoint", ckpt,
-             "-f", "png16-matte", "--backend", "onnx", "--threads", "2", "-o"]
+    matte = [
+        "matte",
+        tmp_path / "clip.mp4",
+        "--point",
+        "30,20",
+        "--checkpoint",
+        ckpt,
+        "-f",
+        "png16-matte",
+        "--backend",
+        "onnx",
+        "--threads",
+        "2",
+        "-o",
+    ]
     light = _vosfx(tmp_path, [*matte, tmp_path / "light"], no_torch=True)
     assert light.returncode == 0, light.stderr[-3000:]
     assert "HEAVY []" in light.stderr
