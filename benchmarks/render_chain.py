@@ -1,0 +1,237 @@
+"""The render chain at 1080p, before and after: decode -> engine -> refine -> writers.
+
+The engine is the deterministic test double (tests/fakes.py: no model), so the numbers are
+vosfx's own chain: PyAV decode on its thread, the balanced preset's refinement, and the
+writers (ProRes 4444, the FFV1 matte, or both in one job). Each run is ``vosfx.pipeline.run``
+in a fresh subprocess; "before" imports vosfx from ``git archive <rev>`` of an earlier
+commit, "after" from this checkout, and the two alternate run by run so that load from other
+users of the machine hits both alike. Medians over the rounds are reported.
+
+Two numbers per run: frames/s of wall time (what a user sees on this machine now), and CPU
+seconds per frame over all the process's threads (the work; ``2 / cpu`` is the frame rate
+the chain could reach with both cores to itself, an upper bound since not all of it runs in
+parallel).
+
+    python benchmarks/render_chain.py                          # 24 frames, 3 rounds
+    python benchmarks/render_chain.py --before c7e93b9 --frames 48 --rounds 5
+    python benchmarks/render_chain.py --before none --soft     # after only; soft logits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_VIDEO = ROOT.parent / "shared/data/videos/01_dog.mp4"
+W, H = 1920, 1080
+JOBS = {  # name -> (format, extra formats)
+    "prores4444": ("prores4444", []),
+    "ffv1-matte": ("ffv1-matte", []),
+    "prores4444 + ffv1-matte": ("prores4444", ["ffv1-matte"]),
+}
+
+
+def child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakes import FakeEngine
+
+    from vosfx.job import Job, PromptSpec
+    from vosfx.pipeline import run
+    from vosfx.presets import resolve_config
+
+    fmt, extra = JOBS[args.job]
+    logit_fn = None
+    if args.soft:  # logits a tenth as steep: the whole frame in the refiner's uncertain band
+
+        def logit_fn(frame_index, obj_id, base):
+            return base * 0.1
+
+    overrides = {"output": {"format": fmt, "extra_formats": extra}}
+    job = Job(
+        input=args.clip,
+        prompts=(PromptSpec(frame=0, mask=args.mask),),
+        output=args.out,
+        config=resolve_config(["balanced"], overrides),
+        overwrite=True,
+    )
+    c0, t0 = time.process_time(), time.perf_counter()
+    report = run(job, engine=FakeEngine(logit_fn=logit_fn))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(
+        json.dumps(
+            {"frames": report.frames, "wall_s": wall, "cpu_s": cpu, "timings_s": report.timings_s}
+        )
+    )
+
+
+def make_source(path: Path, n: int) -> str:
+    """An n-frame 1080p H.264 clip: the shared dog clip scaled up if present, else synthetic."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import cv2
+    from media import make_clip, moving_square_frame
+
+    if SHARED_VIDEO.exists():
+        import av
+
+        frames = []
+        with av.open(str(SHARED_VIDEO)) as c:
+            for vf in c.decode(video=0):
+                frames.append(cv2.resize(vf.to_ndarray(format="rgb24"), (W, H)))
+                if len(frames) == n:
+                    break
+        while len(frames) < n:
+            frames.append(frames[len(frames) % max(1, len(frames))])
+        origin = f"{SHARED_VIDEO.name} scaled to {W}x{H}"
+    else:
+        frames = [moving_square_frame(i, W, H)[0] for i in range(n)]
+        origin = "synthetic moving square"
+    make_clip(
+        path,
+        n=n,
+        width=W,
+        height=H,
+        frames=iter(frames),
+        options={"preset": "ultrafast", "crf": "18"},
+    )
+    return origin
+
+
+def tree_for(rev: str, tmp: Path) -> Path:
+    """vosfx as of ``rev``, unpacked from git (nothing in the checkout changes)."""
+    dest = tmp / f"tree-{rev}"
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "vosfx"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def one_run(tree: Path, job: str, clip: Path, mask: Path, out: Path, soft: bool) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--job",
+        job,
+        "--clip",
+        str(clip),
+        "--mask",
+        str(mask),
+        "--out",
+        str(out),
+    ] + (["--soft"] if soft else [])
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", default="c7e93b9", help="git revision to compare, or 'none'")
+    ap.add_argument("--jobs", default=",".join(JOBS), help="comma-separated: " + ", ".join(JOBS))
+    ap.add_argument("--soft", action="store_true", help="soft logits (the fake's / 10)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("job", "clip", "mask", "out"):
+        ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from media import moving_square_frame
+
+    jobs = [j for j in args.jobs.split(",") if j]
+    with tempfile.TemporaryDirectory(prefix="vosfx-render-") as tmp_s:
+        tmp = Path(tmp_s)
+        clip = tmp / "clip.mp4"
+        origin = make_source(clip, args.frames)
+        _, mask = moving_square_frame(0, W, H)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "mask.png")
+        trees = {"after": ROOT}
+        if args.before != "none":
+            trees = {"before": tree_for(args.before, tmp), "after": ROOT}
+        print(
+            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+            f"logical cores, Python {platform.python_version()}; load before "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"source: {args.frames} frames, {origin}, H.264; preset balanced; engine: test "
+            f"double{' with soft logits (/10)' if args.soft else ''}; before = "
+            f"{args.before}, after = this checkout; {args.rounds} rounds\n",
+            flush=True,
+        )
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for r in range(args.rounds):
+            for job in jobs:
+                for label, tree in trees.items():
+                    res = one_run(tree, job, clip, tmp / "mask.png", tmp / "out", args.soft)
+                    runs.setdefault((job, label), []).append(res)
+                    print(
+                        f"round {r + 1} {job} {label}: {res['frames'] / res['wall_s']:.2f} "
+                        f"frames/s, {1e3 * res['cpu_s'] / res['frames']:.0f} CPU ms/frame "
+                        f"(load {os.getloadavg()[0]:.1f})",
+                        flush=True,
+                    )
+        print(
+            "\n| job | version | frames/s (wall) | CPU ms / frame | 2 / CPU (frames/s) "
+            "| refine ms / frame | write ms / frame (all threads) | busiest writer ms |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for job in jobs:
+            for label in trees:
+                rs = runs[(job, label)]
+
+                def med(f, rs=rs):
+                    return statistics.median(f(x) for x in rs)
+
+                fps = med(lambda x: x["frames"] / x["wall_s"])
+                cpu = med(lambda x: x["cpu_s"] / x["frames"])
+                ref = med(lambda x: x["timings_s"].get("refine", 0) / x["frames"])
+                wr = med(lambda x: x["timings_s"].get("write", 0) / x["frames"])
+                busiest = med(
+                    lambda x: (
+                        x["timings_s"].get("write_busiest", x["timings_s"].get("write", 0))
+                        / x["frames"]
+                    )
+                )
+                print(
+                    f"| {job} | {label} | {fps:.2f} | {cpu * 1e3:.0f} | {2 / cpu:.1f} | "
+                    f"{ref * 1e3:.0f} | {wr * 1e3:.0f} | {busiest * 1e3:.0f} |"
+                )
+        if len(trees) == 2:
+            print()
+            for job in jobs:
+                b, a = runs[(job, "before")], runs[(job, "after")]
+                fb = statistics.median(x["frames"] / x["wall_s"] for x in b)
+                fa = statistics.median(x["frames"] / x["wall_s"] for x in a)
+                cb = statistics.median(x["cpu_s"] / x["frames"] for x in b)
+                ca = statistics.median(x["cpu_s"] / x["frames"] for x in a)
+                print(
+                    f"{job}: after / before {fa / fb:.2f}x frames/s (wall), "
+                    f"{cb / ca:.2f}x less CPU per frame"
+                )
+        print(
+            f"\nload after {os.getloadavg()[0]:.1f}; peak RSS of this parent "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
