@@ -54,14 +54,16 @@ def load_seq(root: Path, seq: str, max_frames: int) -> tuple[list[np.ndarray], l
     for name in names:
         bgr = cv2.imread(str(root / "JPEGImages" / seq / name), cv2.IMREAD_COLOR)
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        ann = cv2.imread(str(root / "Annotations" / seq / name.replace(".jpg", ".png")),
-                         cv2.IMREAD_GRAYSCALE)
+        ann = cv2.imread(
+            str(root / "Annotations" / seq / name.replace(".jpg", ".png")), cv2.IMREAD_GRAYSCALE
+        )
         masks.append(ann > 0)
     return frames, masks
 
 
-def sim_logits(mask: np.ndarray, rng: np.random.Generator | None = None,
-               noise: float = 0.0, blur: float = 0.0) -> np.ndarray:
+def sim_logits(
+    mask: np.ndarray, rng: np.random.Generator | None = None, noise: float = 0.0, blur: float = 0.0
+) -> np.ndarray:
     """(256, 256) float32 logits from a full-resolution (H, W) bool mask (see the module doc);
     ``blur``: Gaussian sigma in 256-grid cells for the "SAM-like" simulation."""
     m = cv2.resize(mask.astype(np.float32), (SAM_GRID, SAM_GRID), interpolation=cv2.INTER_AREA)
@@ -84,8 +86,9 @@ def run_refiner(cfg: RefineConfig, frames, logits_seq) -> list[np.ndarray]:
     refiner = Refiner(cfg, (1,))
     out = []
     for i, (img, lg) in enumerate(zip(frames, logits_seq)):
-        res = MaskResult(i, (1,), lg[None], np.array([10.0], np.float32),
-                         np.array([1.0], np.float32))
+        res = MaskResult(
+            i, (1,), lg[None], np.array([10.0], np.float32), np.array([1.0], np.float32)
+        )
         out.append(refiner(res, Frame(i, img, i, 1)).alpha[0])
     return out
 
@@ -114,8 +117,9 @@ def scores(alphas, masks) -> tuple[float, float]:
     return float(j), float(f)
 
 
-def quality(root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig,
-            noise: float, blur: float) -> None:
+def quality(
+    root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig, noise: float, blur: float
+) -> None:
     """J and F per sequence (bilinear against vosfx), flicker, and an ablation of the preset."""
     refine = cfg  # the balanced preset as shipped: radius 0 = one logit cell, eps 1e-2
     variants = {
@@ -123,15 +127,19 @@ def quality(root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig,
         "balanced, eps 1e-3": dataclasses.replace(refine, guided_eps=1e-3),
         "balanced, fixed radius 8 px": dataclasses.replace(refine, guided_radius_px=8),
         "balanced + holes/specks 64 px²": dataclasses.replace(
-            refine, fill_holes_px2=64, remove_specks_px2=64),
+            refine, fill_holes_px2=64, remove_specks_px2=64
+        ),
         "balanced, guided_strength 2": dataclasses.replace(refine, guided_strength=2.0),
         "edge bilinear (temporal smoothing only)": dataclasses.replace(refine, edge="bilinear"),
     }
     strong = dataclasses.replace(refine, temporal_strength=0.6)
     kind = "as specified" if blur == 0 else f"SAM-like: logits blurred, sigma {blur} cells"
     print(f"\n## Quality (simulated logits, {kind}); flicker (noise sigma = {noise} logits)\n")
-    print("| sequence | frames | J bilinear | J vosfx | F bilinear | F vosfx | flicker bilinear "
-          "| flicker vosfx, temporal off | temporal " f"{cfg.temporal_strength} | temporal 0.6 |")
+    print(
+        "| sequence | frames | J bilinear | J vosfx | F bilinear | F vosfx | flicker bilinear "
+        "| flicker vosfx, temporal off | temporal "
+        f"{cfg.temporal_strength} | temporal 0.6 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows, ablation = [], {name: [] for name in variants}
     for seq in seqs:
@@ -148,18 +156,27 @@ def quality(root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig,
         soft_bilinear = [1 / (1 + np.exp(-cv2.resize(lg, hw[::-1]))) for lg in noisy]
         fl = [flicker(soft_bilinear, frames, masks)] + [
             flicker(run_refiner(c, frames, noisy), frames, masks)
-            for c in (dataclasses.replace(refine_here, temporal_strength=0.0), refine_here,
-                      strong)]
+            for c in (dataclasses.replace(refine_here, temporal_strength=0.0), refine_here, strong)
+        ]
         rows.append((jb, jv, fb, fv, *fl))
-        print(f"| {seq} | {len(frames)} | {jb:.4f} | {jv:.4f} | {fb:.4f} | {fv:.4f} | "
-              + " | ".join(f"{x * 1e3:.2f}" for x in fl) + " |", flush=True)
+        print(
+            f"| {seq} | {len(frames)} | {jb:.4f} | {jv:.4f} | {fb:.4f} | {fv:.4f} | "
+            + " | ".join(f"{x * 1e3:.2f}" for x in fl)
+            + " |",
+            flush=True,
+        )
     m = np.mean(rows, axis=0)
-    print(f"| **mean** | | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} | {m[3]:.4f} | "
-          + " | ".join(f"{x * 1e3:.2f}" for x in m[4:]) + " |")
-    print(f"\nvosfx refinement against bilinear: mean F {m[3] - m[2]:+.4f}, mean J "
-          f"{m[1] - m[0]:+.4f}. Flicker (x 1000, alpha units): temporal smoothing "
-          f"{cfg.temporal_strength} cuts it by {(1 - m[6] / m[5]) * 100:.0f} %, 0.6 by "
-          f"{(1 - m[7] / m[5]) * 100:.0f} %.\n")
+    print(
+        f"| **mean** | | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} | {m[3]:.4f} | "
+        + " | ".join(f"{x * 1e3:.2f}" for x in m[4:])
+        + " |"
+    )
+    print(
+        f"\nvosfx refinement against bilinear: mean F {m[3] - m[2]:+.4f}, mean J "
+        f"{m[1] - m[0]:+.4f}. Flicker (x 1000, alpha units): temporal smoothing "
+        f"{cfg.temporal_strength} cuts it by {(1 - m[6] / m[5]) * 100:.0f} %, 0.6 by "
+        f"{(1 - m[7] / m[5]) * 100:.0f} %.\n"
+    )
     print("| variant (mean over sequences) | J | F | J change | F change |")
     print("|---|---|---|---|---|")
     print(f"| bilinear | {m[0]:.4f} | {m[2]:.4f} | | |")
@@ -168,31 +185,43 @@ def quality(root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig,
         print(f"| {name} | {j:.4f} | {f:.4f} | {j - m[0]:+.4f} | {f - m[2]:+.4f} |")
 
 
-def cost(root: Path, cfg: RefineConfig, repeats: int,
-         sizes: tuple[tuple[int, int], ...] = ((1920, 1080), (3840, 2160))) -> None:
+def cost(
+    root: Path,
+    cfg: RefineConfig,
+    repeats: int,
+    sizes: tuple[tuple[int, int], ...] = ((1920, 1080), (3840, 2160)),
+) -> None:
     """Per-frame time of the whole chain. Wall time is what a user waits for here; CPU time
     (all threads of this process) is what the work costs, and is the number that holds when
     other engineers share the 2 cores (with one cv2 thread it is the single-core time)."""
     print("\n## Cost per frame (whole chain, one object)\n")
-    print("| size | config | cv2 threads | wall ms / frame | CPU ms / frame | "
-          "frames / s (wall) | frames / s (CPU time) |")
+    print(
+        "| size | config | cv2 threads | wall ms / frame | CPU ms / frame | "
+        "frames / s (wall) | frames / s (CPU time) |"
+    )
     print("|---|---|---|---|---|---|---|")
     frames, masks = load_seq(root, "blackswan", 2)
     variants = {
         "balanced (guided, temporal 0.3)": cfg,
         "balanced + holes/specks 64 px²": dataclasses.replace(
-            cfg, fill_holes_px2=64, remove_specks_px2=64),
+            cfg, fill_holes_px2=64, remove_specks_px2=64
+        ),
         "balanced + shift 2 px, choke 0.3, feather 2 px": dataclasses.replace(
-            cfg, shift_edge_px=2.0, choke=0.3, feather_px=2.0),
+            cfg, shift_edge_px=2.0, choke=0.3, feather_px=2.0
+        ),
         "fast (bilinear, no temporal, no holes/specks)": dataclasses.replace(
-            cfg, edge="bilinear", temporal_strength=0.0, fill_holes_px2=0, remove_specks_px2=0),
+            cfg, edge="bilinear", temporal_strength=0.0, fill_holes_px2=0, remove_specks_px2=0
+        ),
     }
     threads = cv2.getNumThreads()
     # Soft logits widen the refiner's uncertain band (the part evaluated against the image):
     # as simulated, ~2 % of a 1080p frame; blurred by 8 cells ~18 %; a tenth as steep, all of
     # it. The cost must not depend on that (issue 17: it was 3.7x for soft logits).
-    logit_kinds = {"sharp": lambda m: sim_logits(m), "blur 8": lambda m: sim_logits(m, blur=8),
-                   "x0.1": lambda m: sim_logits(m) * np.float32(0.1)}
+    logit_kinds = {
+        "sharp": lambda m: sim_logits(m),
+        "blur 8": lambda m: sim_logits(m, blur=8),
+        "x0.1": lambda m: sim_logits(m) * np.float32(0.1),
+    }
     runs = [(name, c, "sharp") for name, c in variants.items()]
     runs += [(next(iter(variants)), cfg, kind) for kind in ("blur 8", "x0.1")]
     for w, h in sizes:
@@ -212,8 +241,11 @@ def cost(root: Path, cfg: RefineConfig, repeats: int,
                     refiner(results[i], Frame(k, imgs[i], k, 1))
                 dt = (time.perf_counter() - t0) / repeats
                 dc = (time.process_time() - c0) / repeats
-                print(f"| {w}x{h} | {label} | {n_threads} | {dt * 1e3:.1f} | {dc * 1e3:.1f} | "
-                      f"{1 / dt:.1f} | {1 / dc:.1f} |", flush=True)
+                print(
+                    f"| {w}x{h} | {label} | {n_threads} | {dt * 1e3:.1f} | {dc * 1e3:.1f} | "
+                    f"{1 / dt:.1f} | {1 / dc:.1f} |",
+                    flush=True,
+                )
             cv2.setNumThreads(threads)
 
 
@@ -224,10 +256,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1000, help="at most this many per sequence")
     ap.add_argument("--noise", type=float, default=1.5, help="chatter noise sigma, logits")
     ap.add_argument("--repeats", type=int, default=30, help="timed frames per size")
-    ap.add_argument("--blur", default="0,1.5",
-                    help="comma-separated logit blurs (256-grid cells) to simulate; 0 = as spec")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a [refine] option of the balanced preset, e.g. feather_px=2")
+    ap.add_argument(
+        "--blur",
+        default="0,1.5",
+        help="comma-separated logit blurs (256-grid cells) to simulate; 0 = as spec",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [refine] option of the balanced preset, e.g. feather_px=2",
+    )
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--sizes", default="1920x1080,3840x2160", help="frame sizes for the cost")
@@ -237,12 +277,17 @@ def main() -> None:
         key, _, value = item.partition("=")
         section[key] = type(getattr(RefineConfig(), key))(value)
     cfg = build_config({"refine": section}).refine
-    seqs = args.seqs.split(",") if args.seqs else sorted(
-        p.name for p in (args.davis / "JPEGImages").iterdir() if p.is_dir())
-    print(f"# benchmarks/refine.py\n\nmachine: {platform.platform()}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), numpy {np.__version__}; "
-          f"load average at start {os.getloadavg()}")
+    seqs = (
+        args.seqs.split(",")
+        if args.seqs
+        else sorted(p.name for p in (args.davis / "JPEGImages").iterdir() if p.is_dir())
+    )
+    print(
+        f"# benchmarks/refine.py\n\nmachine: {platform.platform()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), numpy {np.__version__}; "
+        f"load average at start {os.getloadavg()}"
+    )
     print(f"refine config (balanced preset): {dataclasses.asdict(cfg)}")
     if not args.skip_quality:
         for blur in (float(b) for b in args.blur.split(",")):
