@@ -80,6 +80,7 @@ class FakeSession:
         self.stepped: list[tuple[int, int, int]] = []  # (obj, frame, direction) per result
         self.prompted: list[tuple[int, int]] = []  # (obj, frame) per prompt computed
         self.encoded: list[int] = []
+        self.corrections: list[tuple[int, int, int]] = []  # (obj, frame, pass direction)
         self.closed = False
         self._next = 0
 
@@ -91,8 +92,19 @@ class FakeSession:
         return frame
 
     def prompt(
-        self, frame: Frame, prompt: Prompt, *, shot_id: int = 0, previous=None, features=None
+        self,
+        frame: Frame,
+        prompt: Prompt,
+        *,
+        shot_id: int = 0,
+        previous=None,
+        features=None,
+        pass_id=None,
     ) -> ObjectResult:
+        if pass_id is not None:  # a correction: the pass must stand just before this frame
+            _obj, _anchor, direction, _nb = self.passes[pass_id]
+            assert frame.index == self.position[pass_id] + direction
+            self.corrections.append((prompt.obj_id, frame.index, direction))
         if prompt.mask is not None:
             base = prompt_logits(prompt.mask)
         else:

@@ -260,3 +260,25 @@ def test_results_and_stash_stay_on_disk_and_bounded():
     assert (path / "logits_1.f32").stat().st_size == N * LOWRES * LOWRES * 4
     session.close()
     assert not path.exists()
+
+
+def test_a_click_on_a_tracked_frame_replays_its_pass_and_attends_its_memory():
+    session, fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.add_prompt(Prompt(20, 1, mask=_mask(4, 12)))
+    session.track()
+    click = Prompt(14, 1, points=np.array([[30, 16]], np.float32), labels=np.array([1]))
+    fake.stepped.clear()
+    session.add_prompt(click)
+    # frame 14 was tracked backwards from 20: that pass is replayed over 19..15, then the
+    # click is decoded with its memory
+    assert fake.corrections == [(1, 14, -1)]
+    assert [f for _o, f, _d in fake.stepped] == [19, 18, 17, 16, 15]
+    # a second click on the same frame: it is now prompted, so image mode again
+    session.add_prompt(Prompt(14, 1, points=np.array([[30, 16], [5, 5]], np.float32),
+                              labels=np.array([1, 0])))
+    assert len(fake.corrections) == 1
+    # refine=False: never the pass
+    session.add_prompt(Prompt(3, 1, points=np.array([[30, 16]], np.float32),
+                              labels=np.array([1])), refine=False)
+    assert len(fake.corrections) == 1

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -203,11 +203,15 @@ class Tracker:
         shot_id: int = 0,
         previous: np.ndarray | None = None,
         features: ImageFeatures | None = None,
+        pass_id: int | None = None,
     ) -> ObjectResult:
         """The object's output on ``frame`` for ``prompt``, which becomes its anchor there
         (replacing any earlier one). ``previous``: (s, s) float32 low-res logits the frame had
         (an earlier prompt's output or a tracked output), the dense mask input of a point or
-        box prompt, as SAM 2 passes ``prev_sam_mask_logits``."""
+        box prompt, as SAM 2 passes ``prev_sam_mask_logits``. ``pass_id``: a correction on a
+        frame that pass tracked (its next frame): the clicks are decoded with that pass's
+        memory attended, as SAM 2 decodes a correction on a tracked frame
+        (``is_init_cond_frame=False``)."""
         if prompt.frame_index != frame.index:
             raise PromptError(
                 f"prompt for frame {prompt.frame_index} given with frame {frame.index}"
@@ -238,10 +242,25 @@ class Tracker:
                 previous = None
             if previous is not None:
                 mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(np.float32)
-            out = b.track(
-                TrackRequest(feats, point_coords=coords, point_labels=labels, mask_logits=mask_in)
+            request = TrackRequest(
+                feats, point_coords=coords, point_labels=labels, mask_logits=mask_in
             )
-            low, iou, all_ious, ptr = self._choose(out, True, len(labels))
+            if pass_id is not None:
+                ps = self._passes[pass_id]
+                if frame.index != ps.last + ps.direction:
+                    raise VosfxError(
+                        f"correction on frame {frame.index}: the pass of object {ps.obj_id} "
+                        f"from frame {ps.anchor} is at frame {ps.last}"
+                    )
+                sel = ps.policy.select(self._local(ps, frame.index), shot_id, ps.bank)
+                request = replace(
+                    request,
+                    memories=[MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks],
+                    pointers=[PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers],
+                    t_diff_max=sel.pointer_t_diff_max,
+                )
+            out = b.track(request)
+            low, iou, all_ious, ptr = self._choose(out, pass_id is None, len(labels))
             score = out.object_score_logit
             low = self._fill(low)
         from vosfx.engine.policies.rcms import frame_quality

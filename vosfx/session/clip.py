@@ -177,24 +177,62 @@ class ClipSession:
 
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
         """Set ``prompt`` (the object's whole prompt on that frame) and compute that frame's
-        output at once (image mode); returns the frame's result for every object.
+        output at once; returns the frame's result for every object.
 
-        ``refine``: a point or box prompt on a frame that already has an output (an earlier
-        click, or tracking) uses that output as the decoder's dense mask input, as SAM 2 does
-        for a second click or a correction; False starts from the clicks alone."""
+        ``refine``: a point or box prompt on a frame that already has an output uses it as
+        SAM 2 does. On a frame that an up-to-date pass tracked (a correction), the clicks are
+        decoded with that pass's memory attended and the tracked mask as the dense prompt
+        (the pass is replayed from its prompted frame to reach that memory: exact, and it
+        costs as many frames as the correction is far from that frame); on a frame with an
+        earlier click's output, that output is the dense prompt (image mode). False: the
+        clicks alone, in image mode."""
         if self.frames is None:
             raise PromptError("this session has no frame access; use set_prompts")
         self._check_range(prompt)
-        t = prompt.frame_index
-        previous = None
+        t, obj = prompt.frame_index, prompt.obj_id
+        previous, tracked_by = None, None
         if refine and prompt.mask is None:
-            old = self.store.get(prompt.obj_id, t)
+            old = self.store.get(obj, t)
             previous = None if old is None else old.logits
+            if old is not None and not self.store.is_prompted(obj, t):
+                tracked_by = self._pass_covering(obj, t)
         frame = self.frames.get(t)
-        self._compute_prompt(frame, prompt, previous)
-        self._prompts.setdefault(prompt.obj_id, {})[t] = prompt
-        self._pending[t] = [q for q in self._pending.get(t, []) if q.obj_id != prompt.obj_id]
+        if tracked_by is None:
+            self._compute_prompt(frame, prompt, previous)
+        else:
+            self._correct(frame, prompt, tracked_by, previous)
+        self._prompts.setdefault(obj, {})[t] = prompt
+        self._pending[t] = [q for q in self._pending.get(t, []) if q.obj_id != obj]
         return self.result(t)
+
+    def _pass_covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
+        """The up-to-date pass whose result the object has on ``frame_index``, if any."""
+        for pl in plan_object(obj_id, self._prompts.get(obj_id, {}), self.start, self.end,
+                              backward=self.memory.track_backward):
+            if frame_index in pl.frames and self._key(pl) in self._done:
+                return pl
+        return None
+
+    def _correct(self, frame: Frame, prompt: Prompt, pl: PassPlan,
+                 previous: np.ndarray | None) -> None:
+        """A correction on a tracked frame: replay ``pl`` up to the frame before, then decode
+        the clicks with the pass's memory (SAM 2's ``is_init_cond_frame=False``)."""
+        assert self.frames is not None
+        pid = self.engine.start_pass(pl.obj_id, pl.anchor, pl.direction, neighbour=pl.neighbour)
+        try:
+            u = pl.anchor + pl.direction
+            while u != frame.index:
+                fu = self.frames.get(u)
+                self.engine.step(fu, [pid], shot_id=self._shots.get(u, 0),
+                                 features=self._feats(fu))
+                u += pl.direction
+            res = self.engine.prompt(frame, prompt, shot_id=self._shots.get(frame.index, 0),
+                                     previous=previous, features=self._feats(frame),
+                                     pass_id=pid)
+        finally:
+            self.engine.end_pass(pid)
+        self.store.put(res, prompted=True)
+        self._bump(prompt.obj_id, frame.index)
 
     def remove_prompt(self, obj_id: int, frame_index: int) -> None:
         """Drop the object's prompt on ``frame_index``; the object disappears with its last."""
