@@ -428,3 +428,31 @@ def test_memory_events_are_the_reports():
         {"frame": 40, "obj_id": 1, "event": "gone: promoted 2"},
         {"frame": 40, "obj_id": 1, "event": "promoted [33, 30]"},
     ]
+
+
+def test_cli_reopens_a_saved_job(run, clip, tmp_path):
+    """`vosfx studio --job` opens the job's clip and range with its prompts and finishing."""
+    _click(run, 6)
+    run.request("/api/refine", {"refine": {"choke": 0.25}})
+    job_path = tmp_path / "saved.json"
+    status, _ = run.request(
+        "/api/save",
+        {"output": str(tmp_path / "o.mov"), "path": str(job_path), "start": 2, "end": 18},
+    )
+    assert status == 200
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    proc, url = _start_cli(["--job", str(job_path)], env)
+    try:
+        _wait_ready(url)
+        import urllib.request
+
+        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
+            st = json.loads(res.read())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert (st["start"], st["end"]) == (2, 18)
+    assert [(p["frame"], p["obj_id"], p["points"]) for p in st["prompts"]] == [
+        (6, 1, [list(_centre(6))])
+    ]
+    assert st["refine"]["choke"] == 0.25

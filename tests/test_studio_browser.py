@@ -282,3 +282,51 @@ def test_page_without_token_is_refused(browser, clip, tmp_path, config_home):
     finally:
         page.close()
         run.close()
+
+
+def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypatch):
+    """The saved job runs unchanged as a one-job `vosfx batch` manifest, with the same
+    output as `vosfx matte --job`."""
+    import vosfx.engine
+    from vosfx.cli import cli
+
+    run = Running(clip, tmp_path / "work")
+    try:
+        x, y = _centre(5)
+        run.request("/api/click", {"obj_id": 1, "frame": 5, "x": x, "y": y})
+        run.request("/api/refine", {"refine": {"feather_px": 2, "shift_edge_px": 1}})
+        for name in ("via_batch", "via_matte"):
+            status, _ = run.request(
+                "/api/save",
+                {
+                    "output": str(tmp_path / name),
+                    "formats": ["png16"],
+                    "path": str(tmp_path / f"{name}.json"),
+                },
+            )
+            assert status == 200
+    finally:
+        run.close()
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    res = CliRunner().invoke(
+        cli,
+        [
+            "batch",
+            str(tmp_path / "via_batch.json"),
+            "--executor",
+            "inline",
+            "--engine-factory",
+            "batch_fakes:fake_engine",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
+    res = CliRunner().invoke(cli, ["matte", "--job", str(tmp_path / "via_matte.json")])
+    assert res.exit_code == 0, res.output
+    a, b = (
+        sorted((tmp_path / "via_batch").glob("*.png")),
+        sorted((tmp_path / "via_matte").glob("*.png")),
+    )
+    assert len(a) == len(b) == N
+    for pa, pb in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))

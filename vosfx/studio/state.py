@@ -437,8 +437,9 @@ class Studio:
                     shutil.copyfile(spec.mask, target)
                 d["mask"] = f"{masks.name}/{target.name}"
             prompts.append(d)
+        # no "version" key (1 is the default) and one line: the same file is a `vosfx batch`
+        # manifest of one job (JSON lines) and a `vosfx matte --job` job file
         data = {
-            "version": 1,
             "input": job.input,
             "output": job.output,
             "presets": list(job.presets),
@@ -453,7 +454,7 @@ class Studio:
         }
         import json
 
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(data) + "\n")
         return path
 
     def render(self, job: Job) -> None:

@@ -414,6 +414,23 @@ tl.addEventListener("mousedown", (e) => {
   window.addEventListener("mouseup", up);
 });
 
+tl.addEventListener("mousemove", (e) => {  // what the timeline holds under the pointer
+  if (!S.clip || !S.timeline) return;
+  const r = tl.getBoundingClientRect();
+  const t = S.clip.start + Math.floor((e.clientX - r.left) / r.width * (S.clip.end - S.clip.start));
+  const lines = [`frame ${t}  ${timecode(t)}`];
+  if (S.timeline.cuts.includes(t)) lines.push("shot cut");
+  for (const m of S.timeline.memory.filter((q) => q.frame === t)) {
+    lines.push(`object ${m.obj_id}: ${m.event}`);
+  }
+  for (const o of S.timeline.objects) {
+    if (o.prompted.includes(t)) lines.push(`${o.name}: prompt`);
+    const run = o.presence.find(([a, b]) => a <= t && t <= b);
+    if (run) lines.push(`${o.name}: ${run[2] ? "present" : "absent"}`);
+  }
+  tl.title = lines.join("\n");
+});
+
 window.addEventListener("keydown", (e) => {
   if (!S.clip || e.target.matches("input, select, textarea")) return;
   const big = e.shiftKey ? 10 : 1;
