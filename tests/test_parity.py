@@ -270,8 +270,12 @@ def test_correction_on_a_tracked_frame(models256, clip):
     pred, backend = models256
     folder, frames, mask = clip
     ys, xs = np.nonzero(mask)
-    click = Prompt(5, 1, points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
-                   labels=np.array([0], np.int32))
+    click = Prompt(
+        5,
+        1,
+        points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
+        labels=np.array([0], np.int32),
+    )
     before = pred.add_all_frames_to_correct_as_cond
     pred.add_all_frames_to_correct_as_cond = True
     try:
@@ -281,19 +285,22 @@ def test_correction_on_a_tracked_frame(models256, clip):
             pred.add_new_mask(state, 0, 1, mask)
             for _ in pred.propagate_in_video(state):
                 pass
-            _f, _ids, masks = pred.add_new_points_or_box(state, 5, 1, points=click.points,
-                                                         labels=click.labels)
+            _f, _ids, masks = pred.add_new_points_or_box(
+                state, 5, 1, points=click.points, labels=click.labels
+            )
             want = masks[0, 0].numpy()
             pred.reset_state(state)  # the same click on a frame never tracked: image mode
-            _f, _ids, masks = pred.add_new_points_or_box(state, 5, 1, points=click.points,
-                                                         labels=click.labels)
+            _f, _ids, masks = pred.add_new_points_or_box(
+                state, 5, 1, points=click.points, labels=click.labels
+            )
             image_mode = masks[0, 0].numpy()
     finally:
         pred.add_all_frames_to_correct_as_cond = before
     h, w = frames[0].shape[:2]
     info = VideoInfo(path="", width=w, height=h, num_frames=12, fps=None, time_base=1)
-    provider = ListFrames(info, [Frame(index=t, image=frames[t], pts=None, time_base=1)
-                                 for t in range(12)])
+    provider = ListFrames(
+        info, [Frame(index=t, image=frames[t], pts=None, time_base=1) for t in range(12)]
+    )
     engine = SamEngine(backend, "test", None, fill_hole_area=0)
     with ClipSession(engine, info, MemoryConfig(policy="sam2"), frames=provider) as session:
         session.add_prompt(Prompt(0, 1, mask=mask))

@@ -275,10 +275,12 @@ def test_a_click_on_a_tracked_frame_replays_its_pass_and_attends_its_memory():
     assert fake.corrections == [(1, 14, -1)]
     assert [f for _o, f, _d in fake.stepped] == [19, 18, 17, 16, 15]
     # a second click on the same frame: it is now prompted, so image mode again
-    session.add_prompt(Prompt(14, 1, points=np.array([[30, 16], [5, 5]], np.float32),
-                              labels=np.array([1, 0])))
+    session.add_prompt(
+        Prompt(14, 1, points=np.array([[30, 16], [5, 5]], np.float32), labels=np.array([1, 0]))
+    )
     assert len(fake.corrections) == 1
     # refine=False: never the pass
-    session.add_prompt(Prompt(3, 1, points=np.array([[30, 16]], np.float32),
-                              labels=np.array([1])), refine=False)
+    session.add_prompt(
+        Prompt(3, 1, points=np.array([[30, 16]], np.float32), labels=np.array([1])), refine=False
+    )
     assert len(fake.corrections) == 1

@@ -207,14 +207,20 @@ class ClipSession:
 
     def _pass_covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
         """The up-to-date pass whose result the object has on ``frame_index``, if any."""
-        for pl in plan_object(obj_id, self._prompts.get(obj_id, {}), self.start, self.end,
-                              backward=self.memory.track_backward):
+        for pl in plan_object(
+            obj_id,
+            self._prompts.get(obj_id, {}),
+            self.start,
+            self.end,
+            backward=self.memory.track_backward,
+        ):
             if frame_index in pl.frames and self._key(pl) in self._done:
                 return pl
         return None
 
-    def _correct(self, frame: Frame, prompt: Prompt, pl: PassPlan,
-                 previous: np.ndarray | None) -> None:
+    def _correct(
+        self, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
+    ) -> None:
         """A correction on a tracked frame: replay ``pl`` up to the frame before, then decode
         the clicks with the pass's memory (SAM 2's ``is_init_cond_frame=False``)."""
         assert self.frames is not None
@@ -223,12 +229,16 @@ class ClipSession:
             u = pl.anchor + pl.direction
             while u != frame.index:
                 fu = self.frames.get(u)
-                self.engine.step(fu, [pid], shot_id=self._shots.get(u, 0),
-                                 features=self._feats(fu))
+                self.engine.step(fu, [pid], shot_id=self._shots.get(u, 0), features=self._feats(fu))
                 u += pl.direction
-            res = self.engine.prompt(frame, prompt, shot_id=self._shots.get(frame.index, 0),
-                                     previous=previous, features=self._feats(frame),
-                                     pass_id=pid)
+            res = self.engine.prompt(
+                frame,
+                prompt,
+                shot_id=self._shots.get(frame.index, 0),
+                previous=previous,
+                features=self._feats(frame),
+                pass_id=pid,
+            )
         finally:
             self.engine.end_pass(pid)
         self.store.put(res, prompted=True)
