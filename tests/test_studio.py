@@ -456,3 +456,18 @@ def test_cli_reopens_a_saved_job(run, clip, tmp_path):
         (6, 1, [list(_centre(6))])
     ]
     assert st["refine"]["choke"] == 0.25
+
+
+def test_render_preset_must_be_an_output_preset(run, tmp_path):
+    _click(run, 0)
+    status, data = run.request(
+        "/api/save",
+        {"output": str(tmp_path / "o"), "preset": "best", "path": str(tmp_path / "j.json")},
+    )
+    assert status == 400 and "not an output preset" in data["error"]
+    status, _ = run.request(
+        "/api/save",
+        {"output": str(tmp_path / "o"), "preset": "exr", "path": str(tmp_path / "j.json")},
+    )
+    assert status == 200
+    assert load_job_file(tmp_path / "j.json").config.output.format == "exr32"

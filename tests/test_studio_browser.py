@@ -220,7 +220,8 @@ def test_studio_end_to_end(browser, clip, tmp_path, monkeypatch, config_home):
 
         # render, then save the job with another output and run `vosfx matte --job` on it
         out_a, out_b = tmp_path / "studio_render", tmp_path / "cli_render"
-        page.select_option("#format", "png16")
+        page.select_option("#preset", "png16")  # an output preset picks its format
+        assert page.input_value("#format") == "png16"
         page.fill("#output", str(out_a))
         page.click("#render")
         page.wait_for_function("document.body.dataset.rendered")

@@ -234,6 +234,7 @@ def create_app(ctl: Control):
             start=None if start is None else _int_arg(start, "start"),
             end=None if end is None else _int_arg(end, "end"),
             overwrite=bool(body.get("overwrite", False)),
+            preset=_opt_str(body.get("preset"), "preset"),
         )
 
     def render(body: dict) -> dict:
@@ -387,6 +388,14 @@ def _static(name: str) -> str:
 
 def _no_store() -> dict[str, str]:
     return {"Cache-Control": "no-store"}
+
+
+def _opt_str(value: Any, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a name, found {value!r}")
+    return value
 
 
 def _int_arg(value: Any, name: str) -> int:

@@ -385,11 +385,21 @@ class Studio:
         start: int | None = None,
         end: int | None = None,
         overwrite: bool = False,
+        preset: str | None = None,
     ) -> Job:
-        """The session as a :class:`Job`: what a render runs and what a saved job holds."""
+        """The session as a :class:`Job`: what a render runs and what a saved job holds.
+        ``preset``: an output preset (:func:`output_presets`) whose ``[output]`` section
+        applies first; ``formats`` (first the main one, then extras) after it."""
         if not self.edits:
             raise PromptError("no prompt yet: click on the object first")
         config = self.config
+        if preset:
+            sections = output_presets()
+            if preset not in sections:
+                raise ConfigError(
+                    f"preset {preset!r} is not an output preset; these are: {sorted(sections)}"
+                )
+            config = config.replace({"output": sections[preset]})
         if formats:
             unknown = [f for f in formats if f not in _format_ids()]
             if unknown:
@@ -536,6 +546,7 @@ class Studio:
             "refine": self.config.refine.__dict__,
             "format": self.config.output.format,
             "formats": _format_ids(),
+            "output_presets": output_presets(),
             "presets": list(self.presets),
             "can_undo": bool(self._undo),
             "can_redo": bool(self._redo),
@@ -555,6 +566,20 @@ class Studio:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def output_presets() -> dict[str, dict]:
+    """Presets (built-in and the user's) that set only output options: name -> their
+    ``[output]`` section. Quality tiers change the model, which a studio has loaded once, so
+    they are chosen when the studio starts (``--preset``), not in the Render panel."""
+    from vosfx.presets import list_presets, load_preset
+
+    out = {}
+    for info in list_presets():
+        sections = load_preset(info.name)
+        if set(sections) == {"output"}:
+            out[info.name] = dict(sections["output"])
+    return out
 
 
 def memory_events(report: dict) -> list[dict]:

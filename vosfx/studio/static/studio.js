@@ -86,6 +86,14 @@ function fillRenderPanel(st) {
     sel.innerHTML = "";
     for (const f of st.formats) sel.add(new Option(f, f, false, id === "format" && f === st.format));
   }
+  const presets = $("preset");
+  presets.innerHTML = "";
+  presets.add(new Option("(none)", ""));
+  for (const name of Object.keys(st.output_presets)) presets.add(new Option(name, name));
+  presets.onchange = () => {
+    const out = st.output_presets[presets.value];
+    if (out && out.format) { $("format").value = out.format; $("format").onchange(); }
+  };
   const dir = st.clip.replace(/[^/\\]*$/, "");
   const stem = st.name.replace(/\.[^.]*$/, "");
   $("output").value = `${dir}${stem}_vosfx.mov`;
@@ -519,6 +527,7 @@ function jobBody() {
   const extra = [...$("extra-formats").selectedOptions].map((o) => o.value)
     .filter((f) => f !== $("format").value);
   return { output: $("output").value, formats: [$("format").value, ...extra],
+    preset: $("preset").value,
     start: Number($("range-start").value), end: Number($("range-end").value),
     overwrite: $("overwrite").checked };
 }
