@@ -471,3 +471,24 @@ def test_render_preset_must_be_an_output_preset(run, tmp_path):
     )
     assert status == 200
     assert load_job_file(tmp_path / "j.json").config.output.format == "exr32"
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_image_sequence_input(tmp_path, config_home, depth):
+    """A folder of PNGs (16-bit too) opens like a video: frames decoded on demand."""
+    from tests.media import make_sequence
+
+    seq = make_sequence(tmp_path / "seq", n=12, width=W, height=H, depth=depth)
+    r = Running(seq, tmp_path / "work")
+    try:
+        status, res = _click(r, 7)
+        assert status == 200 and res["objects"][0]["area"] > 0
+        status, img = r.request("/api/view/7?view=cutout")
+        assert status == 200
+        rgba = np.asarray(Image.open(io.BytesIO(img)))
+        assert rgba.shape == (H, W, 4) and rgba[..., 3].max() == 255
+        r.request("/api/track", {})
+        r.wait_idle()
+        assert r.request("/api/timeline")[1]["objects"][0]["tracked"] == [[0, 11]]
+    finally:
+        r.close()
