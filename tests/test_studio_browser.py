@@ -331,3 +331,43 @@ def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypa
     assert len(a) == len(b) == N
     for pa, pb in zip(a, b):
         np.testing.assert_array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
+
+
+def test_drop_a_mask_image_on_the_viewer(browser, clip, tmp_path, config_home):
+    import base64
+
+    x0, y0, x1, y1 = square_box(3, W, H)
+    mask = np.zeros((H, W), np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, "PNG")
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '3'")
+        page.evaluate("window.vosfx.last = null")
+        data = page.evaluate_handle(
+            """(b64) => { const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], 'mask.png', {type: 'image/png'}));
+            return dt; }""",
+            base64.b64encode(buf.getvalue()).decode(),
+        )
+        page.dispatch_event("#viewer", "drop", {"dataTransfer": data})
+        page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined")
+        assert run.studio.edits[(1, 3)].mask is not None
+        page.select_option("#view", "matte")
+        page.wait_for_function("document.getElementById('canvas').dataset.view === 'matte'")
+        matte = _matte(run, 3)
+        inside = matte[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3]
+        far = np.ones((H, W), bool)
+        far[max(0, y0 - 8) : y1 + 8, max(0, x0 - 8) : x1 + 8] = False
+        assert inside.min() > 200 and matte[far].max() < 50
+        page.screenshot(path=tmp_path / "dropped_mask.png")
+    finally:
+        page.close()
+        run.close()
