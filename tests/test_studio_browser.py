@@ -371,3 +371,45 @@ def test_drop_a_mask_image_on_the_viewer(browser, clip, tmp_path, config_home):
     finally:
         page.close()
         run.close()
+
+
+def test_box_drag_undo_redo_keys_zoom_and_objects(browser, clip, tmp_path, config_home):
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        x0, y0, x1, y1 = square_box(0, W, H)
+        ax, ay = _screen(page, x0, y0)
+        bx, by = _screen(page, x1, y1)
+        page.evaluate("window.vosfx.last = null")
+        page.mouse.move(ax, ay)
+        page.mouse.down()
+        page.mouse.move(bx, by, steps=6)
+        page.mouse.up()
+        page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined")
+        box = run.studio.edits[(1, 0)].box
+        assert box is not None and np.allclose(box, (x0, y0, x1, y1), atol=1.5)
+        page.keyboard.press("Control+z")
+        page.wait_for_function("!window.vosfx.state.prompts.length")
+        assert run.studio.edits == {}
+        page.keyboard.press("Control+Shift+z")
+        page.wait_for_function("window.vosfx.state.prompts.length === 1")
+        assert run.studio.edits[(1, 0)].box == box
+        # a second object, selected, gets the next click
+        page.click("#add-object")
+        page.wait_for_function("document.querySelectorAll('#objects li').length === 2")
+        page.wait_for_function("window.vosfx.state.obj === 2")  # the new one is selected
+        assert page.get_attribute("#objects li.selected", "data-obj") == "2"
+        _prompt(page, *_centre(0))
+        assert (2, 0) in run.studio.edits
+        # zoom in with the wheel around the pointer, double-click fits again
+        fit_zoom = page.evaluate("window.vosfx.state.zoom")
+        page.mouse.move(*_screen(page, W / 2, H / 2))
+        page.mouse.wheel(0, -400)
+        page.wait_for_function(f"window.vosfx.state.zoom > {fit_zoom} * 1.5")
+        page.dblclick("#canvas", position={"x": 5, "y": 5})
+        page.wait_for_function(f"Math.abs(window.vosfx.state.zoom - {fit_zoom}) < 1e-6")
+    finally:
+        page.close()
+        run.close()
