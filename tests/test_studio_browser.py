@@ -413,3 +413,33 @@ def test_box_drag_undo_redo_keys_zoom_and_objects(browser, clip, tmp_path, confi
     finally:
         page.close()
         run.close()
+
+
+def test_stop_a_track_and_play(browser, clip, tmp_path, config_home):
+    import time
+
+    def slow(frame_index, obj_id, base):
+        time.sleep(0.1)
+        return base
+
+    run = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=slow))
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        _prompt(page, *_centre(0))
+        page.click("#track")
+        page.wait_for_function("window.vosfx.events.includes('frame')")
+        page.click("#stop")
+        page.wait_for_function("window.vosfx.events.includes('stopped')")
+        assert run.studio.busy is None and run.studio.session.stale()  # work left to do
+        assert "tracked" not in page.evaluate("window.vosfx.events")
+        page.click("#play")
+        page.wait_for_function("Number(document.body.dataset.frame) >= 5")
+        page.click("#play")  # pause
+        t = int(page.evaluate("document.body.dataset.frame"))
+        page.wait_for_timeout(300)
+        assert int(page.evaluate("document.body.dataset.frame")) <= t + 1
+    finally:
+        page.close()
+        run.close()
