@@ -53,6 +53,27 @@ AUTO_ORDER = [
 _WARNED: set[str] = set()
 
 
+def gpu_install_hint(installed=None) -> str:
+    """What to do when a GPU provider is missing. ``installed(dist) -> bool`` (default: the
+    installed distributions). ``onnxruntime`` and ``onnxruntime-gpu`` both write the
+    ``onnxruntime`` module; ``pip install "vosfx[gpu]"`` leaves both and the CPU one can win."""
+    if installed is None:
+        from importlib import metadata
+
+        def installed(dist: str) -> bool:
+            try:
+                metadata.distribution(dist)
+            except metadata.PackageNotFoundError:
+                return False
+            return True
+
+    if installed("onnxruntime-gpu") and installed("onnxruntime"):
+        return ("onnxruntime and onnxruntime-gpu are both installed and the CPU package shadows "
+                "the GPU one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+                "onnxruntime-gpu")
+    return "For GPUs install onnxruntime-gpu matching your CUDA version."
+
+
 def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
@@ -142,8 +163,7 @@ class OnnxBackend:
         if wanted[0] not in available:
             _warn_once(
                 f"ONNX Runtime has no {wanted[0]} in this install (available: "
-                f"{', '.join(available)}): running on CPU. For GPUs install "
-                "onnxruntime-gpu matching your CUDA version."
+                f"{', '.join(available)}): running on CPU. {gpu_install_hint()}"
             )
         return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
 
