@@ -12,8 +12,10 @@ from vosfx.engine.onnx_backend import gpu_install_hint
 @pytest.mark.parametrize(
     ("dists", "fragment"),
     [
-        ({"onnxruntime", "onnxruntime-gpu"},
-         "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu"),
+        (
+            {"onnxruntime", "onnxruntime-gpu"},
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu",
+        ),
         ({"onnxruntime"}, "install onnxruntime-gpu matching your CUDA version"),
         ({"onnxruntime-gpu"}, "install onnxruntime-gpu matching your CUDA version"),
     ],

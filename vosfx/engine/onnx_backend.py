@@ -68,9 +68,11 @@ def gpu_install_hint(installed=None) -> str:
             return True
 
     if installed("onnxruntime-gpu") and installed("onnxruntime"):
-        return ("onnxruntime and onnxruntime-gpu are both installed and the CPU package shadows "
-                "the GPU one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
-                "onnxruntime-gpu")
+        return (
+            "onnxruntime and onnxruntime-gpu are both installed and the CPU package shadows "
+            "the GPU one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+            "onnxruntime-gpu"
+        )
     return "For GPUs install onnxruntime-gpu matching your CUDA version."
 
 
