@@ -221,14 +221,16 @@ def breakdown(args, work: Path) -> dict:
         st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)  # features now kept
         backend = st.session.engine.backend
         _timed(backend, ("track", "encode_memory", "encode_image"), acc)
-        clicks, views = [], []
+        clicks, views, cpu_clicks, cpu_views = [], [], [], []
         for k in range(args.clicks):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             st.click(1, 0, (x0 + x1) / 2 + k % 3, (y0 + y1) / 2, 1)
             clicks.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            cpu_clicks.append(time.process_time() - c0)
+            t0, c0 = time.perf_counter(), time.process_time()
             render_view(st, 0, "overlay")
             views.append(time.perf_counter() - t0)
+            cpu_views.append(time.process_time() - c0)
     finally:
         st.close()
         eng.close()
@@ -240,6 +242,11 @@ def breakdown(args, work: Path) -> dict:
         "click_ms_median": round(statistics.median(clicks) * 1000, 1),
         "per_click_ms": per,
         "view_overlay_ms_median": round(statistics.median(views) * 1000, 1),
+        "cpu_ms_median": {
+            "click": round(statistics.median(cpu_clicks) * 1000, 1),
+            "view": round(statistics.median(cpu_views) * 1000, 1),
+        },
+        "load_average": os.getloadavg(),
     }
 
 
@@ -249,11 +256,13 @@ def _timed(obj, names, acc):
         fn = getattr(obj, name)
 
         def wrapper(*a, _fn=fn, _name=name, **k):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return _fn(*a, **k)
             finally:
                 acc[_name] = acc.get(_name, 0.0) + time.perf_counter() - t
+                cpu = _name + " cpu"
+                acc[cpu] = acc.get(cpu, 0.0) + time.process_time() - c
 
         setattr(obj, name, wrapper)
 
