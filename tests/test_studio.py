@@ -82,6 +82,13 @@ def test_token_in_query_and_same_origin_are_accepted(run):
 
 
 def test_listens_on_loopback_only(run):
+    from vosfx.studio.server import bind
+
+    sock = bind(0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
     with socket.socket() as s:
         s.settimeout(1)
         # the port is bound to 127.0.0.1, not 0.0.0.0: another local address is refused
