@@ -122,7 +122,8 @@ class _Anchor:
     iou: float
     quality: float
     ptr: Any
-    maskmem: Any
+    maskmem: Any  # None until a pass needs it (see Tracker.prompt)
+    features: Any = None  # kept only while the memory is not encoded yet
 
 
 @dataclass
@@ -266,12 +267,10 @@ class Tracker:
         from vosfx.engine.policies.rcms import frame_quality
 
         quality = frame_quality(score, all_ious, low)
-        # the predictor encodes a prompted frame's memory from its stored (filled) prediction,
-        # binarised for mask prompts too (``propagate_in_video_preflight`` passes
-        # is_mask_from_pts=True for every frame the user prompted; the mask's antialiased edge
-        # otherwise moves the next frame's logits by ~5e-4 at image size 128)
-        binarize = b.binarize_mask_from_pts_for_mem_enc
-        maskmem = b.encode_memory(feats, low, score, binarize)
+        # The anchor's memory is encoded when a pass first attends it, not here: a click in the
+        # studio then costs the decoder only (the memory encoder was ~60 % of a click at 1024);
+        # the frame's features are kept meanwhile (20 MiB at 1024 per prompted frame not yet
+        # tracked).
         self._anchors.setdefault(prompt.obj_id, {})[frame.index] = _Anchor(
             prompt.obj_id,
             frame.index,
@@ -281,7 +280,8 @@ class Tracker:
             float(iou),
             quality,
             ptr,
-            maskmem,
+            None,
+            feats,
         )
         return ObjectResult(
             prompt.obj_id,
@@ -345,11 +345,23 @@ class Tracker:
                 iou=a.iou,
                 quality=a.quality,
             )
-            bank.apply(entry, a.maskmem, a.ptr, Decision(store=True, as_cond=True))
+            bank.apply(entry, self._anchor_memory(a), a.ptr, Decision(store=True, as_cond=True))
         pid = self._next_pass
         self._next_pass += 1
         self._passes[pid] = ps
         return pid
+
+    def _anchor_memory(self, a: _Anchor) -> Any:
+        """The anchor's memory, encoded on first use from its stored (filled) prediction,
+        binarised for mask prompts too, as SAM 2's ``propagate_in_video_preflight`` does
+        (is_mask_from_pts=True for every prompted frame; the mask's antialiased edge otherwise
+        moves the next frame's logits by ~5e-4 at image size 128)."""
+        if a.maskmem is None:
+            b = self.backend
+            a.maskmem = b.encode_memory(a.features, a.low, a.score,
+                                        b.binarize_mask_from_pts_for_mem_enc)
+            a.features = None
+        return a.maskmem
 
     def pass_position(self, pass_id: int) -> int:
         """The frame the pass stepped last (its anchor before the first step)."""
