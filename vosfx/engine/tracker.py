@@ -358,8 +358,9 @@ class Tracker:
         moves the next frame's logits by ~5e-4 at image size 128)."""
         if a.maskmem is None:
             b = self.backend
-            a.maskmem = b.encode_memory(a.features, a.low, a.score,
-                                        b.binarize_mask_from_pts_for_mem_enc)
+            a.maskmem = b.encode_memory(
+                a.features, a.low, a.score, b.binarize_mask_from_pts_for_mem_enc
+            )
             a.features = None
         return a.maskmem
 
