@@ -156,20 +156,26 @@ def _synthetic(n: int, h: int, w: int):
 
 
 def rss_child(args) -> None:
-    import torch
-
     from vosfx.config import MemoryConfig
-    from vosfx.engine.loader import SamEngine, torch_backend_for
-    from vosfx.models.checkpoint import build_model
     from vosfx.pipeline import results_in_order
     from vosfx.session import ClipSession
     from vosfx.types import Prompt, VideoInfo
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     n, h, w = args.child, 240, 320
-    net = build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=args.image_size)
-    engine = SamEngine(torch_backend_for(net, "cpu"), "bench", None)
+    if args.engine == "fake":
+        import fakes
+
+        engine = fakes.FakeEngine()
+    else:
+        import torch
+
+        from vosfx.engine.loader import SamEngine, torch_backend_for
+        from vosfx.models.checkpoint import build_model
+
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        net = build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=args.image_size)
+        engine = SamEngine(torch_backend_for(net, "cpu"), "bench", None)
     info = VideoInfo("", w, h, n, Fraction(25), Fraction(1, 25))
     frames = {t: None for t in (0, n // 2, n - 1)}
     for f in _synthetic(n, h, w):
@@ -196,6 +202,7 @@ def rss_child(args) -> None:
             {
                 "frames": n,
                 "output_frames": done,
+                "engine": args.engine,
                 "image_size": args.image_size,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "peak_rss_mib": round(_vmhwm_mib(), 1),
@@ -218,6 +225,8 @@ def rss(args) -> None:
                 str(args.image_size),
                 "--threads",
                 str(args.threads),
+                "--engine",
+                args.engine,
             ],
             capture_output=True,
             text=True,
@@ -225,12 +234,12 @@ def rss(args) -> None:
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| frames | prompts | image size | seconds | peak RSS (MiB) |")
-    print("|---|---|---|---|---|")
+    print("\n| engine | frames | prompts | image size | seconds | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['frames']} | 2 objects on frames 0, {r['frames'] // 2}, {r['frames'] - 1} "
-            f"| {r['image_size']} | {r['seconds']} | {r['peak_rss_mib']} |"
+            f"| {r['engine']} | {r['frames']} | 2 objects on frames 0, {r['frames'] // 2}, "
+            f"{r['frames'] - 1} | {r['image_size']} | {r['seconds']} | {r['peak_rss_mib']} |"
         )
 
 
@@ -298,6 +307,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--engine",
+        choices=["sam2", "fake"],
+        default="sam2",
+        help="rss: the real tracker, or the test double (the session alone)",
+    )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     print(

@@ -39,6 +39,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+PAGE_TIMEOUT_MS = 120_000
+
+
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -128,6 +131,8 @@ def test_studio_end_to_end(browser, clip, tmp_path, monkeypatch, config_home):
     shots.mkdir()
     run = Running(clip, tmp_path / "work")
     page = browser.new_page(viewport={"width": 1200, "height": 760})
+    # a loaded CI machine (2 cores) can take more than Playwright's 30 s default
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         page.goto(run.url)
         page.wait_for_selector("body[data-ready='1']")
@@ -260,6 +265,8 @@ def test_page_says_which_model_file_to_put_where(browser, clip, tmp_path, monkey
 
     run = Running(clip, tmp_path / "work", load=load)
     page = browser.new_page()
+    # a loaded CI machine (2 cores) can take more than Playwright's 30 s default
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         page.goto(run.url)
         page.wait_for_selector("body[data-error='download']")
@@ -275,6 +282,8 @@ def test_page_says_which_model_file_to_put_where(browser, clip, tmp_path, monkey
 def test_page_without_token_is_refused(browser, clip, tmp_path, config_home):
     run = Running(clip, tmp_path / "work")
     page = browser.new_page()
+    # a loaded CI machine (2 cores) can take more than Playwright's 30 s default
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         res = page.goto(run.base + "/")
         assert res.status == 403
@@ -343,6 +352,8 @@ def test_drop_a_mask_image_on_the_viewer(browser, clip, tmp_path, config_home):
     Image.fromarray(mask).save(buf, "PNG")
     run = Running(clip, tmp_path / "work")
     page = browser.new_page(viewport={"width": 1000, "height": 700})
+    # a loaded CI machine (2 cores) can take more than Playwright's 30 s default
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         page.goto(run.url)
         page.wait_for_selector("body[data-ready='1']")
@@ -376,6 +387,8 @@ def test_drop_a_mask_image_on_the_viewer(browser, clip, tmp_path, config_home):
 def test_box_drag_undo_redo_keys_zoom_and_objects(browser, clip, tmp_path, config_home):
     run = Running(clip, tmp_path / "work")
     page = browser.new_page(viewport={"width": 1000, "height": 700})
+    # a loaded CI machine (2 cores) can take more than Playwright's 30 s default
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         page.goto(run.url)
         page.wait_for_selector("body[data-ready='1']")
@@ -424,6 +437,8 @@ def test_stop_a_track_and_play(browser, clip, tmp_path, config_home):
 
     run = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=slow))
     page = browser.new_page(viewport={"width": 1000, "height": 700})
+    # a loaded CI machine (2 cores) can take more than Playwright's 30 s default
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         page.goto(run.url)
         page.wait_for_selector("body[data-ready='1']")

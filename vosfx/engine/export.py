@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from vosfx.engine.bundle import BUNDLE_FORMAT, MANIFEST, read_manifest
+from vosfx.engine.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    bundle_dir,
+    checkpoint_identity,
+    read_manifest,
+)
 from vosfx.errors import BackendError, ModelError
 
 OPSET = 17
@@ -42,18 +48,6 @@ Progress = Callable[[str], None]
 
 
 # --- where bundles live (no torch) ------------------------------------------------------------
-
-
-def bundle_root() -> Path:
-    from vosfx.models.cache import home
-
-    return home() / "onnx"
-
-
-def bundle_dir(model_id: str, sha256: str, image_size: int) -> Path:
-    """``<cache>/onnx/<model_id>-<sha8>-<image_size>``."""
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model_id)
-    return bundle_root() / f"{safe}-{sha256[:8]}-{int(image_size)}"
 
 
 def find_bundle(
@@ -71,27 +65,6 @@ def find_bundle(
     if man.get("checkpoint_sha256") != sha256 or int(man.get("image_size", -1)) != image_size:
         return None
     return folder
-
-
-def checkpoint_identity(source: str) -> tuple[str, str | None, Path | None]:
-    """(model id, checkpoint sha256 or None, checkpoint path or None) for a registry id or a
-    checkpoint path; a registry id uses its published hash (no hashing, no download)."""
-    from vosfx.models import registry
-    from vosfx.models.cache import checkpoint_path, expected_sha256, sha256_file
-
-    if source in registry.model_ids():
-        path = checkpoint_path(source)
-        sha = expected_sha256(source)  # a trusted import's own hash, else the published one
-        if sha is None and path.is_file():
-            sha = sha256_file(path)
-        return source, sha, path if path.is_file() else None
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ModelError(
-            f"expected a model id ({', '.join(registry.model_ids())}) or a "
-            f"checkpoint file, found {source!r}"
-        )
-    return path.name, sha256_file(path), path
 
 
 def _size(image_size: int | None) -> int:

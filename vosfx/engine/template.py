@@ -194,7 +194,7 @@ def bundle_from_template(model: Any, progress: Progress | None = None) -> Path |
     loader fetches registry models first)."""
     import logging
 
-    from vosfx.engine.export import bundle_dir, checkpoint_identity
+    from vosfx.engine.bundle import bundle_dir, checkpoint_identity
     from vosfx.models import registry
     from vosfx.models.checkpoint import identify
 

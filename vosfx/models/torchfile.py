@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vosfx.errors import ModelError
+from vosfx.models.shapes import check_shapes
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -284,8 +285,6 @@ Layout = Mapping[str, tuple[tuple[int, ...], str]]
 def check_layout(found: Mapping[str, TensorRef], expected: Layout, *, source: str) -> None:
     """Raise ModelError unless ``found`` has exactly ``expected``'s names, shapes and dtypes
     (the message lists missing, unexpected and mismatched tensors)."""
-    from vosfx.models.checkpoint import check_shapes
-
     check_shapes(
         {k: v[0] for k, v in expected.items()},
         {k: t.shape for k, t in found.items()},
