@@ -251,8 +251,10 @@ def test_results_and_stash_stay_on_disk_and_bounded():
     for t in range(200):  # a sweep that stashes 10 frames at a time, then frees them
         stash.put(t, img + t % 250)
         if t % 10 == 9:
+            np.testing.assert_array_equal(stash.get(t - 4), img + (t - 4) % 250)
             stash.discard(range(t - 9, t + 1))
-    assert stash.slots == FrameStash.CHUNK  # slots reused, not one per frame
+    assert stash.get(199) is None
+    assert stash.slots == 10  # slots reused: the most frames waiting at once, not one per frame
     session, _fake = _session(n=N)
     session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
     session.track()

@@ -1,12 +1,15 @@
 """Per-frame results and stashed model inputs, kept on disk so memory stays flat in clip length.
 
-Both stores are sparse memory-mapped files in a private temporary folder: a frame costs disk
-only once written, the page cache (not the process heap) holds what was touched recently, and
-the folder is removed on close.
+Both stores are sparse files in a private temporary folder, written and read with positional
+I/O (``os.pwrite``/``os.pread``): a frame costs disk only once written, and the kernel's page
+cache, not the process, holds what was touched recently. (Memory-mapping them instead counted
+every page written in the process's resident set: 116 -> 400 MiB from 200 to 2,000 frames
+with the test double; benchmarks/session.py rss.) The folder is removed on close.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,19 +29,18 @@ class ResultStore:
 
     def __init__(self, num_frames: int, low: int, folder: Path) -> None:
         self.num_frames, self.low, self._folder = num_frames, low, folder
-        self._logits: dict[int, np.memmap] = {}
+        self._fd: dict[int, int] = {}  # obj -> file of (num_frames, low, low) float32
+        self._row = low * low * 4
         self._score: dict[int, np.ndarray] = {}
         self._iou: dict[int, np.ndarray] = {}
         self._state: dict[int, np.ndarray] = {}  # 0 none, 1 tracked, 2 prompted
         self._info: dict[int, dict[int, dict]] = {}
 
     def _ensure(self, obj_id: int) -> None:
-        if obj_id in self._logits:
+        if obj_id in self._fd:
             return
         path = self._folder / f"logits_{obj_id}.f32"
-        self._logits[obj_id] = np.memmap(
-            path, np.float32, "w+", shape=(self.num_frames, self.low, self.low)
-        )
+        self._fd[obj_id] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self._score[obj_id] = np.full(self.num_frames, ABSENT, np.float32)
         self._iou[obj_id] = np.zeros(self.num_frames, np.float32)
         self._state[obj_id] = np.zeros(self.num_frames, np.int8)
@@ -47,7 +49,12 @@ class ResultStore:
     def put(self, res: ObjectResult, *, prompted: bool = False) -> None:
         self._ensure(res.obj_id)
         t = res.frame_index
-        self._logits[res.obj_id][t] = res.logits
+        data = np.ascontiguousarray(res.logits, np.float32).tobytes()
+        if len(data) != self._row:
+            raise ValueError(
+                f"logits of shape {np.shape(res.logits)}, expected ({self.low}, {self.low})"
+            )
+        os.pwrite(self._fd[res.obj_id], data, t * self._row)
         self._score[res.obj_id][t] = res.object_score_logit
         self._iou[res.obj_id][t] = res.iou
         self._state[res.obj_id][t] = 2 if prompted else 1
@@ -67,10 +74,11 @@ class ResultStore:
     def get(self, obj_id: int, frame_index: int) -> ObjectResult | None:
         if not self.has(obj_id, frame_index):
             return None
+        data = os.pread(self._fd[obj_id], self._row, frame_index * self._row)
         return ObjectResult(
             obj_id,
             frame_index,
-            np.asarray(self._logits[obj_id][frame_index], np.float32),
+            np.frombuffer(data, np.float32).reshape(self.low, self.low).copy(),
             float(self._score[obj_id][frame_index]),
             float(self._iou[obj_id][frame_index]),
             dict(self._info[obj_id].get(frame_index, {})),
@@ -100,12 +108,17 @@ class ResultStore:
         return self._score[obj_id]
 
     def drop(self, obj_id: int) -> None:
-        for table in (self._logits, self._score, self._iou, self._state, self._info):
+        fd = self._fd.pop(obj_id, None)
+        if fd is not None:
+            os.close(fd)
+        for table in (self._score, self._iou, self._state, self._info):
             table.pop(obj_id, None)
         (self._folder / f"logits_{obj_id}.f32").unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._logits.clear()
+        for fd in self._fd.values():
+            os.close(fd)
+        self._fd.clear()
 
 
 class FrameStash:
@@ -114,46 +127,47 @@ class FrameStash:
     S = 1024). Slots freed by :meth:`discard` are reused, so the disk used is the largest
     number of frames waiting at once (the longest gap between prompted frames), not the clip."""
 
-    CHUNK = 32  # slots per file
-
     def __init__(self, folder: Path) -> None:
-        self._folder = folder
-        self._chunks: list[np.memmap] = []
+        self._path = folder / "stash.u8"
+        self._fd: int | None = None
         self._slot: dict[int, int] = {}  # frame index -> slot
         self._free: list[int] = []
+        self._slots = 0
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
+        self._size = 0
 
     @property
     def slots(self) -> int:
-        return len(self._chunks) * self.CHUNK
+        """Slots the file has grown to (its size is ``slots`` frames)."""
+        return self._slots
 
     def put(self, index: int, image: np.ndarray) -> None:
-        if self._shape is None or self._dtype is None:  # the first frame: both unset
+        if self._fd is None:  # the first frame fixes the shape
             self._shape, self._dtype = image.shape, image.dtype
-        if index in self._slot:
-            slot = self._slot[index]
-        else:
-            if not self._free:
-                k = len(self._chunks)
-                self._chunks.append(
-                    np.memmap(
-                        self._folder / f"stash_{k}.u8",
-                        self._dtype,
-                        "w+",
-                        shape=(self.CHUNK, *self._shape),
-                    )
-                )
-                self._free = list(range((k + 1) * self.CHUNK - 1, k * self.CHUNK - 1, -1))
-            slot = self._free.pop()
+            self._size = image.nbytes
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        if image.shape != self._shape or image.dtype != self._dtype:
+            raise ValueError(
+                f"stash: frame {index} is {image.dtype} {image.shape}, expected "
+                f"{self._dtype} {self._shape}"
+            )
+        slot = self._slot.get(index)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot, self._slots = self._slots, self._slots + 1
             self._slot[index] = slot
-        self._chunks[slot // self.CHUNK][slot % self.CHUNK] = image
+        os.pwrite(self._fd, np.ascontiguousarray(image).tobytes(), slot * self._size)
 
     def get(self, index: int) -> np.ndarray | None:
         slot = self._slot.get(index)
-        if slot is None:
+        if slot is None or self._fd is None:
             return None
-        return np.array(self._chunks[slot // self.CHUNK][slot % self.CHUNK])
+        data = os.pread(self._fd, self._size, slot * self._size)
+        assert self._shape is not None and self._dtype is not None
+        return np.frombuffer(data, self._dtype).reshape(self._shape).copy()
 
     def discard(self, frames) -> None:
         for index in frames:
@@ -162,7 +176,9 @@ class FrameStash:
                 self._free.append(slot)
 
     def close(self) -> None:
-        self._chunks.clear()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._slot.clear()
 
 
