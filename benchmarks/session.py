@@ -194,7 +194,8 @@ def rss_child(args) -> None:
         yield (f for f in _synthetic(hi, h, w) if f.index >= lo)
 
     t0 = time.perf_counter()
-    with ClipSession(engine, info, MemoryConfig(policy="sam2")) as s:
+    cache = args.feature_cache_mib << 20
+    with ClipSession(engine, info, MemoryConfig(policy="sam2"), feature_cache_bytes=cache) as s:
         s.set_prompts(prompts)
         done = sum(1 for _ in results_in_order(s, open_frames))
     print(
@@ -227,6 +228,8 @@ def rss(args) -> None:
                 str(args.threads),
                 "--engine",
                 args.engine,
+                "--feature-cache-mib",
+                str(args.feature_cache_mib),
             ],
             capture_output=True,
             text=True,
@@ -312,6 +315,12 @@ def main() -> None:
         choices=["sam2", "fake"],
         default="sam2",
         help="rss: the real tracker, or the test double (the session alone)",
+    )
+    ap.add_argument(
+        "--feature-cache-mib",
+        type=int,
+        default=256,
+        help="rss: the session's image-feature cache budget (ClipSession's default: 256)",
     )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
