@@ -85,7 +85,9 @@ def test_unavailable_provider_warns_once_and_runs_on_cpu(bundle, caplog):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA is available here")
-    ob_mod._WARNED.clear()
+    from vosfx.engine import backend as backend_mod
+
+    backend_mod._WARNED.clear()  # the once-per-process memory of warnings
     with caplog.at_level(logging.WARNING, logger=ob_mod.__name__):
         be = ob_mod.OnnxBackend(bundle[2], device="cuda", threads=1)
     assert be.providers == ["CPUExecutionProvider"] and be.device == "cpu"

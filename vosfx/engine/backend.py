@@ -15,10 +15,22 @@ scores) is numpy.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+_WARNED: set[str] = set()
+
+
+def warn_once(logger: logging.Logger, message: str) -> None:
+    """Log ``message`` as a warning on ``logger`` the first time only (per process): a
+    runtime fallback is said once, not on every frame."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
 
 # ImageNet statistics SAM 2 normalises with (sam2.utils.misc.load_video_frames defaults)
 IMG_MEAN = np.array([0.485, 0.456, 0.406], np.float32)

@@ -29,6 +29,7 @@ from vosfx.engine.backend import (
     preprocess,
     resize_mask,
     to_bf16_bits,
+    warn_once,
 )
 from vosfx.engine.bundle import read_manifest
 from vosfx.errors import BackendError
@@ -50,7 +51,6 @@ AUTO_ORDER = [
     "DmlExecutionProvider",
     "CPUExecutionProvider",
 ]
-_WARNED: set[str] = set()
 
 
 def gpu_install_hint(installed=None) -> str:
@@ -74,12 +74,6 @@ def gpu_install_hint(installed=None) -> str:
             "onnxruntime-gpu"
         )
     return "For GPUs install onnxruntime-gpu matching your CUDA version."
-
-
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        log.warning(message)
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -163,9 +157,10 @@ class OnnxBackend:
                 f"{', '.join(PROVIDERS)}; found {device!r}"
             )
         if wanted[0] not in available:
-            _warn_once(
+            warn_once(
+                log,
                 f"ONNX Runtime has no {wanted[0]} in this install (available: "
-                f"{', '.join(available)}): running on CPU. {gpu_install_hint()}"
+                f"{', '.join(available)}): running on CPU. {gpu_install_hint()}",
             )
         return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
 
@@ -201,9 +196,10 @@ class OnnxBackend:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
         got = sess.get_providers()
         if self.providers[0] not in got:
-            _warn_once(
+            warn_once(
+                log,
                 f"ONNX Runtime fell back from {self.providers[0]} to {got[0]} for "
-                f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}"
+                f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}",
             )
         return sess
 

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from vosfx.engine.backend import Backend, ImageFeatures, MemoryItem, PointerItem, TrackRequest
+from vosfx.engine.backend import (
+    Backend,
+    ImageFeatures,
+    MemoryItem,
+    PointerItem,
+    TrackRequest,
+    warn_once,
+)
 from vosfx.engine.bank import MemoryBank
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
 from vosfx.engine.policies.candidates import Candidates
@@ -44,15 +51,6 @@ from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-_LOGGED: set[str] = set()
-
-
-def _log_once(message: str) -> None:
-    if message not in _LOGGED:
-        _LOGGED.add(message)
-        logging.getLogger(__name__).warning(message)
-
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's logit for "no object" (sam2_base.NO_OBJ_SCORE)
 MASK_INPUT_CLAMP = 32.0  # SAM 2 clamps a previous output to +-32 before using it as a prompt
@@ -235,10 +233,11 @@ class Tracker:
             if previous is not None and not getattr(b, "supports_mask_input", True):
                 # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
                 # the clicks alone decide, as SAM 2 does for a frame's first click
-                _log_once(
+                warn_once(
+                    logging.getLogger(__name__),
                     "this backend has no dense mask-prompt graph: a further click on "
                     "a frame is decoded from all its clicks, without the frame's "
-                    "previous mask as input (the torch backend uses it, as SAM 2)"
+                    "previous mask as input (the torch backend uses it, as SAM 2)",
                 )
                 previous = None
             if previous is not None:
@@ -363,10 +362,6 @@ class Tracker:
             )
             a.features = None
         return a.maskmem
-
-    def pass_position(self, pass_id: int) -> int:
-        """The frame the pass stepped last (its anchor before the first step)."""
-        return self._passes[pass_id].last
 
     def step(
         self,

@@ -410,10 +410,6 @@ class ClipSession:
             for pid in pids:
                 self.engine.end_pass(pid)
 
-    def last_due(self) -> int:
-        """The last prompted frame of any object: a sweep past it only streams forwards."""
-        return max((max(f) for f in self._prompts.values() if f), default=self.start)
-
     def _put(self, res: ObjectResult, on_frame: FrameCallback | None, keep: bool) -> None:
         if keep:
             self.store.put(res)
