@@ -151,6 +151,33 @@ class RenderResult:
         return f"vosfx exited with {self.exit_code} ({what}){detail}"
 
 
+def _spawn(args, env, stdout):
+    """Start vosfx from an argument list (never a shell string), stdin closed, stderr piped as
+    text; on Windows without a console window popping up over the editor."""
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+        creationflags=flags,
+        universal_newlines=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+
+
+def _stop(proc, timeout_s):
+    """SIGTERM (TerminateProcess on Windows), then kill after ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class VosfxProcess:
     """One render: ``start()``, then ``poll()`` from the host's UI timer (never blocks),
     ``cancel()`` from its cancel button, ``wait()`` for the :class:`RenderResult`.
@@ -170,20 +197,7 @@ class VosfxProcess:
         self._threads = []
 
     def start(self):
-        flags = 0
-        if sys.platform == "win32":  # no console window popping up over the editor
-            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        self.proc = subprocess.Popen(
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env,
-            creationflags=flags,
-            universal_newlines=True,
-            encoding="utf-8",
-            errors="replace",
-        )
+        self.proc = _spawn(self.args, self.env, stdout=subprocess.PIPE)
         for target, stream in (
             (self._read_stdout, self.proc.stdout),
             (self._read_stderr, self.proc.stderr),
@@ -228,14 +242,8 @@ class VosfxProcess:
     def cancel(self, timeout_s=15.0):
         """Ask vosfx to stop (SIGTERM; on Windows TerminateProcess) and wait for it. vosfx
         removes its temporary outputs before exiting 130; after ``timeout_s`` it is killed."""
-        if not self.running:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.running:
+            _stop(self.proc, timeout_s)
 
     def wait(self, timeout_s=None):
         code = self.proc.wait(timeout_s)
@@ -306,20 +314,7 @@ class StudioPick:
         self.stderr = ""
 
     def start(self):
-        flags = 0
-        if sys.platform == "win32":
-            flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        self.proc = subprocess.Popen(
-            self.args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=self.env,
-            creationflags=flags,
-            universal_newlines=True,
-            encoding="utf-8",
-            errors="replace",
-        )
+        self.proc = _spawn(self.args, self.env, stdout=subprocess.DEVNULL)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         return self
@@ -333,14 +328,8 @@ class StudioPick:
         return self.proc is not None and self.proc.poll() is None
 
     def cancel(self, timeout_s=15.0):
-        if not self.running:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.running:
+            _stop(self.proc, timeout_s)
 
     def wait(self, timeout_s=None):
         code = self.proc.wait(timeout_s)
