@@ -133,16 +133,18 @@ def overlay_preview(
     if not 0.0 <= opacity <= 1.0:
         raise VosfxError(f"preview opacity: expected a value in [0, 1], found {opacity}")
     out = rgb.astype(np.float32)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * outline_px + 1,) * 2)
     for alpha, obj_id in zip(alphas, obj_ids):
         colour = np.asarray(object_colour(obj_id), np.float32)
         w = alpha.astype(np.float32, copy=False) * np.float32(opacity)
-        inside = (alpha >= 0.5).view(np.uint8)
         if outline_px > 0:
-            # Inner band of the 0.5 edge: inside minus its erosion.
-            edge = inside.astype(bool) & ~cv2.erode(
-                inside, k, borderType=cv2.BORDER_REPLICATE
-            ).astype(bool)
-            w = np.where(edge, np.float32(1.0), w)
+            w = np.where(outline(alpha >= 0.5, outline_px), np.float32(1.0), w)
         out += (colour - out) * w[..., None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def outline(inside: np.ndarray, outline_px: int = 2) -> np.ndarray:
+    """The preview's outline of a mask: its inner band ``outline_px`` wide (``inside`` minus
+    its erosion by a disc). ``inside``: (H, W) bool. Returns (H, W) bool."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * outline_px + 1,) * 2)
+    m = np.ascontiguousarray(inside, bool).view(np.uint8)
+    return m.astype(bool) & ~cv2.erode(m, k, borderType=cv2.BORDER_REPLICATE).astype(bool)
