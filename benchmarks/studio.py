@@ -10,8 +10,11 @@ scrubbing and tracking a 1,000-frame clip. Results: docs/benchmarks/studio.md.
 The engine is the real SAM 2.1 tiny architecture with seeded random weights (tests/ckpt.py;
 speed does not depend on the values) on ONNX Runtime: at 1024 the bundle is filled from the
 shipped graph template, at other sizes exported with torch. Latencies are measured in the page
-(Debian's chromium through Playwright): from the mouse click to the new picture drawn on the
-canvas, and on the server (the prompt's model time). Throughput alternates the studio's track
+(Debian's chromium through Playwright): from the mouse click to the click's masks drawn on the
+canvas over the frame (the overlay the page draws from the masks the click returns), to the
+finished view (guided refine and finishing, asked for once the clicks pause) drawn after it,
+and on the server (the prompt's model time, and the masks' PNG layers). Each click waits for
+the previous one's finished view, as a user looking at the result between clicks. Throughput alternates the studio's track
 and pipeline.run on the same engine, so a shared machine's load hits both alike. The RSS run
 uses the test-double engine (tests/fakes.py): it measures what the studio itself keeps
 (decoders, frame and feature caches, results, the page's requests); the engine's own memory
@@ -85,9 +88,11 @@ def _click(page, x, y, exclude=False) -> dict:
     sx, sy = _screen(page, x, y)
     page.mouse.click(sx, sy, button="right" if exclude else "left")
     page.wait_for_function(
-        "window.vosfx.last && window.vosfx.last.drawnMs !== undefined", timeout=120_000
+        "window.vosfx.last && window.vosfx.last.exactMs !== undefined", timeout=120_000
     )
-    return page.evaluate("window.vosfx.last")
+    last = page.evaluate("window.vosfx.last")
+    last.pop("objects", None)  # the mask layers (base64 PNG)
+    return last
 
 
 def latency(args, work: Path) -> dict:
@@ -124,6 +129,7 @@ def latency(args, work: Path) -> dict:
             out["first_mask_new_frame_ms"] = {
                 "page": round(first["drawnMs"], 1),
                 "server": first["ms"],
+                "finished_view": round(first["exactMs"], 1),
             }
             print(json.dumps(out), file=sys.stderr, flush=True)
             clicks = []
@@ -133,9 +139,13 @@ def latency(args, work: Path) -> dict:
             out["click_to_mask_ms"] = {
                 "page_median": round(statistics.median(c["drawnMs"] for c in clicks), 1),
                 "page_max": round(max(c["drawnMs"] for c in clicks), 1),
+                "page_all": [round(c["drawnMs"], 1) for c in clicks],
                 "server_median": round(statistics.median(c["ms"] for c in clicks), 1),
                 "server_max": round(max(c["ms"] for c in clicks), 1),
+                "layers_median": round(statistics.median(c["layers_ms"] for c in clicks), 1),
+                "finished_view_median": round(statistics.median(c["exactMs"] for c in clicks), 1),
                 "clicks": len(clicks),
+                "load_average": os.getloadavg(),
             }
             print(json.dumps(out), file=sys.stderr, flush=True)
             page.keyboard.press("End")  # a second new frame: decode + image encoder + prompt
@@ -201,13 +211,14 @@ def throughput(args, work: Path) -> dict:
 
 def breakdown(args, work: Path) -> dict:
     """Where a click's time goes once the frame's features exist: the prompt encoder + mask
-    decoder (``Backend.track``), the memory encoder the engine runs for every prompt (the
-    prompted frame's conditioning memory), and the view the page draws (refine + overlay +
-    JPEG), each timed alone ``clicks`` times on the studio's own objects."""
+    decoder (``Backend.track``, its two graphs), the memory encoder (run only when a pass
+    first attends the prompted frame, so 0 here), the masks the click returns (PNG layers at
+    the clip's size) and the finished view the page asks for after (refine + overlay + JPEG),
+    each timed alone ``clicks`` times on the studio's own objects."""
     from tests.media import make_clip, square_box
     from vosfx.presets import resolve_config
     from vosfx.studio.state import Studio
-    from vosfx.studio.views import render_view
+    from vosfx.studio.views import mask_layers, render_view
 
     w, h = args.width, args.height
     clip = make_clip(work / "clip_b.mp4", n=4, width=w, height=h)
@@ -221,12 +232,17 @@ def breakdown(args, work: Path) -> dict:
         st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)  # features now kept
         backend = st.session.engine.backend
         _timed(backend, ("track", "encode_memory", "encode_image"), acc)
-        clicks, views, cpu_clicks, cpu_views = [], [], [], []
+        if hasattr(backend, "_run"):  # ONNX Runtime: each graph a click runs
+            _timed_graphs(backend, acc)
+        clicks, views, cpu_clicks, cpu_views, layers = [], [], [], [], []
         for k in range(args.clicks):
             t0, c0 = time.perf_counter(), time.process_time()
-            st.click(1, 0, (x0 + x1) / 2 + k % 3, (y0 + y1) / 2, 1)
+            res = st.click(1, 0, (x0 + x1) / 2 + k % 3, (y0 + y1) / 2, 1)
             clicks.append(time.perf_counter() - t0)
             cpu_clicks.append(time.process_time() - c0)
+            t0 = time.perf_counter()
+            mask_layers(st, res)
+            layers.append(time.perf_counter() - t0)
             t0, c0 = time.perf_counter(), time.process_time()
             render_view(st, 0, "overlay")
             views.append(time.perf_counter() - t0)
@@ -241,6 +257,7 @@ def breakdown(args, work: Path) -> dict:
         "clicks": args.clicks,
         "click_ms_median": round(statistics.median(clicks) * 1000, 1),
         "per_click_ms": per,
+        "mask_layers_ms_median": round(statistics.median(layers) * 1000, 1),
         "view_overlay_ms_median": round(statistics.median(views) * 1000, 1),
         "cpu_ms_median": {
             "click": round(statistics.median(cpu_clicks) * 1000, 1),
@@ -265,6 +282,23 @@ def _timed(obj, names, acc):
                 acc[cpu] = acc.get(cpu, 0.0) + time.process_time() - c
 
         setattr(obj, name, wrapper)
+
+
+def _timed_graphs(backend, acc):
+    """Wrap an OnnxBackend's graph runner so each graph's wall and CPU time accumulate into
+    acc["graph NAME"]."""
+    run = backend._run
+
+    def wrapper(name, feeds):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return run(name, feeds)
+        finally:
+            key = f"graph {name}"
+            acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+            acc[key + " cpu"] = acc.get(key + " cpu", 0.0) + time.process_time() - c
+
+    backend._run = wrapper
 
 
 def memory(args, work: Path) -> dict:

@@ -5,6 +5,7 @@ each state goes under the test's tmp_path."""
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def _prompt(page, x: float, y: float, *, exclude: bool = False) -> dict:
     page.mouse.click(sx, sy)
     if exclude:
         page.keyboard.up("Alt")
-    page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined")
+    # the overlay from the returned masks first, then the finished view
+    page.wait_for_function("window.vosfx.last && window.vosfx.last.exactMs !== undefined")
     assert page.evaluate("window.vosfx.drawn") > before
     return page.evaluate("window.vosfx.last")
 
@@ -455,6 +457,117 @@ def test_stop_a_track_and_play(browser, clip, tmp_path, config_home):
         t = int(page.evaluate("document.body.dataset.frame"))
         page.wait_for_timeout(300)
         assert int(page.evaluate("document.body.dataset.frame")) <= t + 1
+    finally:
+        page.close()
+        run.close()
+
+
+def _engine_mask(clip: Path, prompts: list[Prompt], t: int, cfg: RefineConfig) -> np.ndarray:
+    """The engine's own mask for the prompts at the clip's size (a fresh session; the
+    render's resampling and threshold, before guided refine and finishing)."""
+    from vosfx.config import MemoryConfig
+    from vosfx.matte.refine import logits_to_prob
+
+    with SourceFrames(clip) as frames:
+        session = ClipSession(FakeEngine(), frames.info, MemoryConfig(), frames=frames)
+        for p in prompts:
+            session.add_prompt(p, refine=False)
+        logits = session.result(t).logits[0]
+        session.close()
+    return logits_to_prob(logits, (H, W), cfg.threshold, cfg.softness) >= 0.5
+
+
+def _source_pixel(page, x: int, y: int) -> list[int]:
+    """Pixel (x, y) of the source picture the page draws a prompt's overlay on."""
+    return page.evaluate(
+        """([x, y]) => { const S = window.vosfx.state, c = document.createElement('canvas');
+        c.width = S.clip.width; c.height = S.clip.height;
+        const g = c.getContext('2d'); g.drawImage(S.quick.src, 0, 0);
+        return Array.from(g.getImageData(x, y, 1, 1).data); }""",
+        [x, y],
+    )
+
+
+def test_click_overlay_is_drawn_from_the_returned_mask(browser, clip, tmp_path, config_home):
+    """With the finished view held back, the canvas after a click shows the mask the click
+    returned (the engine's mask for the prompts) tinted over the source frame: a pixel inside
+    it is blended with the object's colour, one outside is the source's; an exclude click
+    that carves the mask untints what it removed."""
+    from vosfx.matte.compose import object_colour
+
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    held: list[str] = []
+
+    def hold_finished_views(route) -> None:
+        if "view=source" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route.request.url)
+            route.abort()
+
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("window.vosfx.drawn > 0")
+        version = page.evaluate("document.getElementById('canvas').dataset.version")
+        page.route("**/api/view/**", hold_finished_views)
+        cfg = run.studio.config.refine
+        colour = np.array(object_colour(1), float)
+        x, y = _centre(0)
+        ex, ey = x + 12, y
+        for step, exclude in ((1, False), (2, True)):
+            page.evaluate("window.vosfx.last = null")
+            sx, sy = _screen(page, ex if exclude else x, ey if exclude else y)
+            if exclude:
+                page.keyboard.down("Alt")
+            page.mouse.click(sx, sy)
+            if exclude:
+                page.keyboard.up("Alt")
+            page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined")
+            last = page.evaluate("window.vosfx.last")
+            page.wait_for_timeout(400)  # the finished view was asked for (and held back)
+            assert held and "exactMs" not in page.evaluate("window.vosfx.last")
+            assert page.evaluate("document.getElementById('canvas').dataset.version") == version
+            assert page.evaluate("document.getElementById('canvas').dataset.quick") == str(
+                last["version"]
+            )
+            # the returned mask is the engine's mask for the prompts the page sent
+            index = np.asarray(Image.open(io.BytesIO(base64.b64decode(last["objects"][0]["mask"]))))
+            sent = [_as_prompt(d) for d in last["prompts"]]
+            assert len(sent) == 1 and len(sent[0].labels) == step
+            want = _engine_mask(clip, sent, 0, cfg)
+            np.testing.assert_array_equal(index > 0, want)
+            # canvas pixels: inside (not on the outline) tinted, outside the source's
+            ins = np.argwhere(index == 1)
+            iy, ix = ins[len(ins) // 2]
+            oy, ox = H - 5, W - 5
+            assert not want[oy, ox]
+            for (py, px), tinted in (((iy, ix), True), ((oy, ox), False)):
+                src = np.array(_source_pixel(page, int(px), int(py))[:3], float)
+                got = np.array(_canvas_pixel(page, px + 0.5, py + 0.5)[:3], float)
+                expect = src + (colour - src) * (128 / 255) if tinted else src
+                assert np.abs(got - expect).max() <= 6, (step, (px, py), got, expect, src)
+                if tinted:
+                    assert np.abs(got - src).max() > 40
+            # a spot the exclude point carves (away from its marker): inside after the first
+            # click, outside and untinted after the second
+            cx, cy = int(ex), int(ey) - 5
+            if exclude:
+                assert not want[cy, cx]
+                src = np.array(_source_pixel(page, cx, cy)[:3], float)
+                got = np.array(_canvas_pixel(page, cx + 0.5, cy + 0.5)[:3], float)
+                assert np.abs(got - src).max() <= 6, (got, src)
+            else:
+                assert want[cy, cx]
+        page.screenshot(path=tmp_path / "quick_overlay.png")
+        # the finished view follows once it is let through
+        page.unroute("**/api/view/**")
+        page.evaluate("window.vosfx.last = null")
+        page.mouse.click(*_screen(page, x, y))
+        page.wait_for_function("window.vosfx.last && window.vosfx.last.exactMs !== undefined")
+        assert page.evaluate("document.getElementById('canvas').dataset.version") != version
     finally:
         page.close()
         run.close()

@@ -174,7 +174,7 @@ def create_app(ctl: Control):
         else:
             x, y = _nums([body.get("x"), body.get("y")], 2, "x, y")
             res = studio.click(obj, frame, x, y, 1 if body.get("label", 1) else 0)
-        return _mask_reply(res, t0)
+        return _mask_reply(studio, res, t0)
 
     def objects(body: dict) -> dict:
         studio = _studio()
@@ -310,8 +310,9 @@ def create_app(ctl: Control):
             obj = _int_arg(request.query_params.get("obj_id"), "obj_id")
             frame = _int_arg(request.query_params.get("frame"), "frame")
             t0 = time.perf_counter()
-            res = await asyncio.to_thread(_studio().drop_mask, obj, frame, data)
-            return JSONResponse(_mask_reply(res, t0))
+            studio = _studio()
+            res = await asyncio.to_thread(studio.drop_mask, obj, frame, data)
+            return JSONResponse(await asyncio.to_thread(_mask_reply, studio, res, t0))
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
 
@@ -435,23 +436,38 @@ def _user_path(text: str) -> Path:
     return path
 
 
-def _mask_reply(res, t0: float) -> dict:
-    """What the page needs after a prompt: per object, mask area in low-res cells and
-    presence; the server time."""
+def _mask_reply(studio, res, t0: float) -> dict:
+    """What the page needs after a prompt: per object, mask area in low-res cells, presence
+    and the mask as the engine gave it (a base64 PNG layer the page draws over the frame at
+    once, :func:`~vosfx.studio.views.mask_layers`); the prompts and undo state (so the page
+    draws the clicks without another request); the server time of the prompt (``ms``) and
+    of the layers (``layers_ms``)."""
+    import base64
+
+    from vosfx.studio.views import mask_layers
+
+    ms = (time.perf_counter() - t0) * 1000.0
+    t1 = time.perf_counter()
+    layers = mask_layers(studio, res)
     objs = []
     for i, obj in enumerate(res.obj_ids):
+        layer = layers[i]
         objs.append(
             {
                 "obj_id": int(obj),
                 "area": int((res.logits[i] > 0).sum()),
                 "present": bool(res.object_score_logits[i] > 0),
+                "mask": None if layer is None else base64.b64encode(layer).decode("ascii"),
             }
         )
-    return {
-        "frame": int(res.frame_index),
-        "objects": objs,
-        "ms": round((time.perf_counter() - t0) * 1000.0, 2),
-    }
+    st = studio.prompt_state()
+    return dict(
+        st,
+        frame=int(res.frame_index),
+        objects=objs,
+        ms=round(ms, 2),
+        layers_ms=round((time.perf_counter() - t1) * 1000.0, 2),
+    )
 
 
 def serve(

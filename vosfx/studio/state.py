@@ -524,6 +524,18 @@ class Studio:
             "stale": len(self.session.stale()),
         }
 
+    def prompt_state(self) -> dict:
+        """The prompts as the page lists them (a ``mask`` flag instead of the file) and
+        whether undo and redo can run. (No lock: a track holds it for its whole run.)"""
+        return {
+            "prompts": [
+                dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
+                for (o, f), fp in sorted(dict(self.edits).items())
+            ],
+            "can_undo": bool(self._undo),
+            "can_redo": bool(self._redo),
+        }
+
     def state(self) -> dict:
         info = self.info
         return {
@@ -539,17 +551,12 @@ class Studio:
                 {"obj_id": o.obj_id, "name": o.name, "colour": _colour(o.obj_id)}
                 for o in self.objects.values()
             ],
-            "prompts": [
-                dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
-                for (o, f), fp in sorted(self.edits.items())
-            ],
+            **self.prompt_state(),
             "refine": self.config.refine.__dict__,
             "format": self.config.output.format,
             "formats": _format_ids(),
             "output_presets": output_presets(),
             "presets": list(self.presets),
-            "can_undo": bool(self._undo),
-            "can_redo": bool(self._redo),
             "busy": self.busy,
             "last_render": self.last_render,
         }

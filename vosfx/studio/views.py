@@ -5,6 +5,10 @@ studio's current finishing applied (the render's Refiner, one frame at a time).
 Chatter reduction is temporal: the preview warms the Refiner on up to ``WARM_FRAMES`` frames
 before the one shown (those with results), so the frame shown is what a render gives when the
 frames before it were tracked.
+
+A prompt's answer carries :func:`mask_layers`: each object's mask on that frame as the engine
+gave it (no guided refine, no finishing), as small PNG layers that the page draws over the
+frame at once; the finished view above follows when the clicks pause.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from vosfx.errors import ConfigError
 
 VIEWS = ("source", "overlay", "matte", "cutout", "side")
 WARM_FRAMES = 8
+PREVIEW_OPACITY = 0.5  # overlay_preview's default tint
 
 
 def render_view(studio, index: int, view: str) -> tuple[bytes, str]:
@@ -62,6 +67,39 @@ def matte_planes(studio, index: int, frame=None) -> tuple[np.ndarray, tuple[int,
                 refiner.reset()
     matte = refiner(studio.session.result(index), frame)
     return matte.alpha, ids
+
+
+def mask_layers(studio, result) -> list[bytes | None]:
+    """Per object of ``result`` (a :class:`~vosfx.types.MaskResult` of the clip's frame): its
+    mask as the engine gave it, the logits resampled to the clip's size as the render does
+    (:func:`~vosfx.matte.refine.logits_to_prob` with the finishing's threshold and softness,
+    alpha >= 0.5; no guided refine, no finishing), drawn as :func:`overlay_preview` draws an
+    object: a palette PNG at the clip's size whose index 0 is transparent, 1 the object's
+    colour at the preview's opacity (inside), 2 its colour at full strength (the outline).
+    None for an object scored absent. Drawn in object order over the frame, the layers give
+    the overlay of the unrefined masks."""
+    from PIL import Image
+
+    from vosfx.matte.compose import object_colour, outline
+    from vosfx.matte.refine import logits_to_prob
+
+    cfg = studio.config.refine
+    hw = (studio.info.height, studio.info.width)
+    out: list[bytes | None] = []
+    for i, obj_id in enumerate(result.obj_ids):
+        if float(result.object_score_logits[i]) <= 0.0:
+            out.append(None)
+            continue
+        inside = logits_to_prob(result.logits[i], hw, cfg.threshold, cfg.softness) >= 0.5
+        index = inside.view(np.uint8).copy()
+        index[outline(inside)] = 2
+        img = Image.fromarray(index, "P")
+        img.putpalette([0, 0, 0, *object_colour(obj_id) * 2])
+        buf = io.BytesIO()
+        opacity = round(PREVIEW_OPACITY * 255)
+        img.save(buf, "PNG", compress_level=1, transparency=bytes([0, opacity, 255]))
+        out.append(buf.getvalue())
+    return out
 
 
 def _rgb8(image: np.ndarray) -> np.ndarray:
