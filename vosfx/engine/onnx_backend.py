@@ -76,6 +76,24 @@ def gpu_install_hint(installed=None) -> str:
     return "For GPUs install onnxruntime-gpu matching your CUDA version."
 
 
+def session_options(ort, *, threads: int = 0, memory_arena: bool = True, basic: bool = False):
+    """The ``SessionOptions`` every stage runs with (benchmarks/onnx_stages.py uses the same)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if basic
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = max(0, threads)
+    opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
+    opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
+    # the CPU arena keeps the largest intermediates reserved between frames (faster,
+    # ~1.6 GB more peak RSS at 1024; docs/benchmarks/onnx.md)
+    opts.enable_cpu_mem_arena = memory_arena
+    return opts
+
+
 # --- the backend ------------------------------------------------------------------------------
 
 
@@ -178,21 +196,11 @@ class OnnxBackend:
         return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
 
     def _session(self, ort, name: str, path: Path, threads: int):
-        opts = ort.SessionOptions()
-        level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         cpu = self.providers[0] == "CPUExecutionProvider"
         # ORT 1.31's extended CPU fusions crash (SIGSEGV) on the fp16 memory-attention graph;
         # basic optimisation runs it correctly
-        if self.optimization == "basic" or (self.precision == "fp16" and cpu):
-            level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.graph_optimization_level = level
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = max(0, threads)
-        opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
-        opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
-        # the CPU arena keeps the largest intermediates reserved between frames (faster,
-        # ~1.6 GB more peak RSS at 1024; docs/benchmarks/onnx.md)
-        opts.enable_cpu_mem_arena = self.memory_arena
+        basic = self.optimization == "basic" or (self.precision == "fp16" and cpu)
+        opts = session_options(ort, threads=threads, memory_arena=self.memory_arena, basic=basic)
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
         got = sess.get_providers()
         if self.providers[0] not in got:
