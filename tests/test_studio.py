@@ -424,7 +424,7 @@ def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
 
 
 def test_memory_events_are_the_reports():
-    from vosfx.studio.state import memory_events
+    from vosfx.studio.timeline import memory_events
 
     report = {
         "1": {"policy": "rcms", "events": {"40": "gone: promoted 2"}, "promoted": {"40": [33, 30]}},

@@ -8,7 +8,7 @@ on that frame from the clicks alone (``refine=False``): so the mask the page sho
 click is what a render of the saved job computes for that frame, exactly.
 
 Threads: the server calls in from its worker threads. ``_lock`` guards the session's prompts
-(a click, undo, delete); tracking and render run on one worker thread (:class:`Work`) that a
+(a click, undo, delete); tracking and render run on one worker thread (:mod:`.work`) that a
 click, Stop, a closed page or Ctrl-C cancels first. Results are read while tracking runs: the
 session's result store is written row by row and a read sees a frame before or after.
 """
@@ -19,19 +19,19 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
-from vosfx.errors import Cancelled, ConfigError, OutputError, PromptError, VosfxError
+from vosfx.errors import ConfigError, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
+from vosfx.studio.jobfile import format_ids, job_config, output_presets, save_job
+from vosfx.studio.timeline import colour, timeline
+from vosfx.studio.work import Emit, Worker
 from vosfx.types import MaskResult, ObjectResult
-
-Emit = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,6 @@ class FramePrompt:
 class StudioObject:
     obj_id: int
     name: str
-
-
-@dataclass
-class Work:
-    """The one background job (track or render): its thread and its cancel flag."""
-
-    kind: str
-    thread: threading.Thread
-    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Studio:
@@ -131,7 +122,7 @@ class Studio:
         self._undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._lock = threading.RLock()
-        self.work: Work | None = None
+        self.worker = Worker(lambda ev: self.emit(ev))
         self.last_render: dict | None = None
         self._mask_seq = 0
 
@@ -332,39 +323,17 @@ class Studio:
                 }
             )
 
-        self._start_work("track", body)
+        self.worker.start("track", body)
         return total
 
     def stop(self) -> None:
         """Cancel the running track or render and wait for it."""
-        work = self.work
-        if work is None:
-            return
-        work.cancel.set()
-        if work.thread is not threading.current_thread():
-            work.thread.join()
-
-    def _start_work(self, kind: str, body: Callable[[threading.Event], None]) -> None:
-        cancel = threading.Event()
-
-        def run() -> None:
-            try:
-                body(cancel)
-            except Cancelled:
-                self.emit({"event": "stopped", "kind": kind})
-            except VosfxError as err:
-                self.emit({"event": "error", "kind": err.kind, "message": str(err)})
-            finally:
-                self.work = None
-
-        thread = threading.Thread(target=run, name=f"vosfx-studio-{kind}", daemon=True)
-        self.work = Work(kind, thread, cancel)
-        thread.start()
+        self.worker.stop()
 
     @property
     def busy(self) -> str | None:
-        work = self.work
-        return None if work is None else work.kind
+        """ "track", "render" or None."""
+        return self.worker.busy
 
     # --- finishing ------------------------------------------------------------------------
     def set_refine(self, values: dict[str, Any]) -> RefineConfig:
@@ -388,25 +357,12 @@ class Studio:
         preset: str | None = None,
     ) -> Job:
         """The session as a :class:`Job`: what a render runs and what a saved job holds.
-        ``preset``: an output preset (:func:`output_presets`) whose ``[output]`` section
-        applies first; ``formats`` (first the main one, then extras) after it."""
+        ``preset``: an output preset (:func:`~vosfx.studio.jobfile.output_presets`) whose
+        ``[output]`` section applies first; ``formats`` (first the main one, then extras) after
+        it."""
         if not self.edits:
             raise PromptError("no prompt yet: click on the object first")
-        config = self.config
-        if preset:
-            sections = output_presets()
-            if preset not in sections:
-                raise ConfigError(
-                    f"preset {preset!r} is not an output preset; these are: {sorted(sections)}"
-                )
-            config = config.replace({"output": sections[preset]})
-        if formats:
-            unknown = [f for f in formats if f not in _format_ids()]
-            if unknown:
-                raise ConfigError(f"unknown format(s) {unknown}; known: {_format_ids()}")
-            config = config.replace(
-                {"output": {"format": formats[0], "extra_formats": list(formats[1:])}}
-            )
+        config = job_config(self.config, preset=preset, formats=formats)
         start = self.start if start is None else start
         end = self.end if end is None else end
         if not self.start <= start < end <= self.end:
@@ -426,46 +382,8 @@ class Studio:
         )
 
     def save_job(self, job: Job, path: Path) -> Path:
-        """Write ``job`` as JSON that ``vosfx matte --job`` and ``vosfx batch`` reproduce
-        exactly: the full effective config as overrides (so a user config file read later
-        cannot change it), mask prompts copied beside the job file."""
-        from vosfx.files import atomic_write_text
-
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            raise OutputError(f"a job file must end in .json, found {path.name}")
-        if not path.parent.is_dir():
-            raise OutputError(f"folder {path.parent} does not exist (for {path})")
-        masks = path.parent / f"{path.stem}_masks"
-        prompts = []
-        for spec in job.prompts:
-            d = spec.to_dict()
-            if spec.mask is not None:
-                masks.mkdir(exist_ok=True)
-                target = masks / Path(spec.mask).name
-                if Path(spec.mask).resolve() != target.resolve():
-                    shutil.copyfile(spec.mask, target)
-                d["mask"] = f"{masks.name}/{target.name}"
-            prompts.append(d)
-        # no "version" key (1 is the default) and one line: the same file is a `vosfx batch`
-        # manifest of one job (JSON lines) and a `vosfx matte --job` job file
-        data = {
-            "input": job.input,
-            "output": job.output,
-            "presets": list(job.presets),
-            "overrides": job.config.to_dict(),
-            "prompts": prompts,
-            "start": job.start,
-            "end": job.end,
-            "overwrite": job.overwrite,
-            "fit": False,
-            "objects": None,
-            "fps": job.fps,
-        }
-        import json
-
-        atomic_write_text(path, json.dumps(data) + "\n")
-        return path
+        """Write ``job`` as a job file (:func:`vosfx.studio.jobfile.save_job`)."""
+        return save_job(job, path)
 
     def render(self, job: Job) -> None:
         """Render ``job`` on the worker thread with the studio's engine (pipeline.run, the one
@@ -489,40 +407,12 @@ class Studio:
             self.last_render = {"outputs": list(report.outputs), "frames": report.frames}
             self.emit(dict(self.last_render, event="rendered"))
 
-        self._start_work("render", body)
+        self.worker.start("render", body)
 
     # --- what the page reads --------------------------------------------------------------
     def timeline(self) -> dict:
-        """Per object: prompted frames, tracked frames and presence runs; shot cuts; memory
-        events (the data of ``vosfx matte --report``)."""
-        from vosfx.pipeline.presence import presence_intervals
-
-        objs = []
-        for obj_id, obj in sorted(self.objects.items()):
-            tracked = self.session.store.tracked(obj_id)[self.start : self.end]
-            scores = self.session.store.scores(obj_id)[self.start : self.end]
-            runs = []
-            for a, b, present in presence_intervals(scores.tolist(), self.start):
-                if tracked[a - self.start]:
-                    runs.append([a, b, present])
-            objs.append(
-                {
-                    "obj_id": obj_id,
-                    "name": obj.name,
-                    "colour": _colour(obj_id),
-                    "prompted": sorted(f for (o, f) in self.edits if o == obj_id),
-                    "tracked": _runs(tracked, self.start),
-                    "presence": runs,
-                }
-            )
-        report = _plain(self.session.report())
-        return {
-            "objects": objs,
-            "cuts": list(self.session.cuts),
-            "memory": memory_events(report),
-            "report": report,
-            "stale": len(self.session.stale()),
-        }
+        """What the page's timeline shows (:func:`vosfx.studio.timeline.timeline`)."""
+        return timeline(self)
 
     def prompt_state(self) -> dict:
         """The prompts as the page lists them (a ``mask`` flag instead of the file) and
@@ -548,13 +438,13 @@ class Studio:
             "start": self.start,
             "end": self.end,
             "objects": [
-                {"obj_id": o.obj_id, "name": o.name, "colour": _colour(o.obj_id)}
+                {"obj_id": o.obj_id, "name": o.name, "colour": colour(o.obj_id)}
                 for o in self.objects.values()
             ],
             **self.prompt_state(),
             "refine": self.config.refine.__dict__,
             "format": self.config.output.format,
-            "formats": _format_ids(),
+            "formats": format_ids(),
             "output_presets": output_presets(),
             "presets": list(self.presets),
             "busy": self.busy,
@@ -575,34 +465,6 @@ class Studio:
         self.close()
 
 
-def output_presets() -> dict[str, dict]:
-    """Presets (built-in and the user's) that set only output options: name -> their
-    ``[output]`` section. Quality tiers change the model, which a studio has loaded once, so
-    they are chosen when the studio starts (``--preset``), not in the Render panel."""
-    from vosfx.presets import list_presets, load_preset
-
-    out = {}
-    for info in list_presets():
-        sections = load_preset(info.name)
-        if set(sections) == {"output"}:
-            out[info.name] = dict(sections["output"])
-    return out
-
-
-def memory_events(report: dict) -> list[dict]:
-    """The memory events of the engine's report (what ``vosfx matte --report`` prints: a
-    policy's events and the frames it promoted), one entry per object and frame."""
-    out = []
-    for obj, d in report.items():
-        if not isinstance(d, dict) or not str(obj).isdigit():
-            continue
-        for frame, event in (d.get("events") or {}).items():
-            out.append({"frame": int(frame), "obj_id": int(obj), "event": event})
-        for frame, promoted in (d.get("promoted") or {}).items():
-            out.append({"frame": int(frame), "obj_id": int(obj), "event": f"promoted {promoted}"})
-    return sorted(out, key=lambda e: (e["frame"], e["obj_id"]))
-
-
 def new_workdir() -> Path:
     """This studio's folder under vosfx's cache (``$VOSFX_HOME`` or the user cache dir)."""
     from vosfx.models.cache import home
@@ -610,41 +472,3 @@ def new_workdir() -> Path:
     path = home() / "studio" / uuid.uuid4().hex[:12]
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _format_ids() -> list[str]:
-    from vosfx.formats import FORMATS
-
-    return list(FORMATS)
-
-
-def _colour(obj_id: int) -> str:
-    from vosfx.matte.compose import object_colour
-
-    r, g, b = object_colour(obj_id)
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def _runs(flags: np.ndarray, offset: int) -> list[list[int]]:
-    """[[first, last], ...] of the True runs of ``flags`` (frame indices from ``offset``)."""
-    runs: list[list[int]] = []
-    for i in np.flatnonzero(flags):
-        t = int(i) + offset
-        if runs and runs[-1][1] == t - 1:
-            runs[-1][1] = t
-        else:
-            runs.append([t, t])
-    return runs
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy (numpy scalars and arrays to Python, keys to strings)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

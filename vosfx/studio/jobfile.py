@@ -1,0 +1,97 @@
+"""A studio session as a job: the config a render runs with (an output preset and formats
+over the studio's), the job file that ``vosfx matte --job`` and ``vosfx batch`` reproduce
+exactly, and the output presets the Render panel offers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from vosfx.config import JobConfig
+from vosfx.errors import ConfigError, OutputError
+from vosfx.job import Job
+
+
+def job_config(
+    config: JobConfig, *, preset: str | None = None, formats: tuple[str, ...] | None = None
+) -> JobConfig:
+    """``config`` with an output preset's ``[output]`` section applied first (``preset``, one
+    of :func:`output_presets`), then ``formats`` (the main one, then extras)."""
+    if preset:
+        sections = output_presets()
+        if preset not in sections:
+            raise ConfigError(
+                f"preset {preset!r} is not an output preset; these are: {sorted(sections)}"
+            )
+        config = config.replace({"output": sections[preset]})
+    if formats:
+        unknown = [f for f in formats if f not in format_ids()]
+        if unknown:
+            raise ConfigError(f"unknown format(s) {unknown}; known: {format_ids()}")
+        config = config.replace(
+            {"output": {"format": formats[0], "extra_formats": list(formats[1:])}}
+        )
+    return config
+
+
+def save_job(job: Job, path: Path) -> Path:
+    """Write ``job`` as JSON that ``vosfx matte --job`` and ``vosfx batch`` reproduce
+    exactly: the full effective config as overrides (so a user config file read later
+    cannot change it), mask prompts copied beside the job file."""
+    from vosfx.files import atomic_write_text
+
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        raise OutputError(f"a job file must end in .json, found {path.name}")
+    if not path.parent.is_dir():
+        raise OutputError(f"folder {path.parent} does not exist (for {path})")
+    masks = path.parent / f"{path.stem}_masks"
+    prompts = []
+    for spec in job.prompts:
+        d = spec.to_dict()
+        if spec.mask is not None:
+            masks.mkdir(exist_ok=True)
+            target = masks / Path(spec.mask).name
+            if Path(spec.mask).resolve() != target.resolve():
+                shutil.copyfile(spec.mask, target)
+            d["mask"] = f"{masks.name}/{target.name}"
+        prompts.append(d)
+    # no "version" key (1 is the default) and one line: the same file is a `vosfx batch`
+    # manifest of one job (JSON lines) and a `vosfx matte --job` job file
+    data = {
+        "input": job.input,
+        "output": job.output,
+        "presets": list(job.presets),
+        "overrides": job.config.to_dict(),
+        "prompts": prompts,
+        "start": job.start,
+        "end": job.end,
+        "overwrite": job.overwrite,
+        "fit": False,
+        "objects": None,
+        "fps": job.fps,
+    }
+    import json
+
+    atomic_write_text(path, json.dumps(data) + "\n")
+    return path
+
+
+def output_presets() -> dict[str, dict]:
+    """Presets (built-in and the user's) that set only output options: name -> their
+    ``[output]`` section. Quality tiers change the model, which a studio has loaded once, so
+    they are chosen when the studio starts (``--preset``), not in the Render panel."""
+    from vosfx.presets import list_presets, load_preset
+
+    out = {}
+    for info in list_presets():
+        sections = load_preset(info.name)
+        if set(sections) == {"output"}:
+            out[info.name] = dict(sections["output"])
+    return out
+
+
+def format_ids() -> list[str]:
+    from vosfx.formats import FORMATS
+
+    return list(FORMATS)

@@ -1,0 +1,65 @@
+"""The studio's one background job (a track or a render) on its own thread.
+
+A click, Stop, a closed page or Ctrl-C cancels it first (:meth:`Worker.stop` sets its cancel
+flag and waits); its end, a cancel or an error is reported as an event (``stopped``,
+``error``) through the studio's ``emit``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vosfx.errors import Cancelled, VosfxError
+
+Emit = Callable[[dict], None]
+
+
+@dataclass
+class Work:
+    """The one background job (track or render): its thread and its cancel flag."""
+
+    kind: str
+    thread: threading.Thread
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    """Runs one :class:`Work` at a time. ``emit``: where its events go."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.work: Work | None = None
+
+    def start(self, kind: str, body: Callable[[threading.Event], None]) -> None:
+        """Run ``body(cancel)`` on a new thread (call :meth:`stop` first)."""
+        cancel = threading.Event()
+
+        def run() -> None:
+            try:
+                body(cancel)
+            except Cancelled:
+                self.emit({"event": "stopped", "kind": kind})
+            except VosfxError as err:
+                self.emit({"event": "error", "kind": err.kind, "message": str(err)})
+            finally:
+                self.work = None
+
+        thread = threading.Thread(target=run, name=f"vosfx-studio-{kind}", daemon=True)
+        self.work = Work(kind, thread, cancel)
+        thread.start()
+
+    def stop(self) -> None:
+        """Cancel the running track or render and wait for it."""
+        work = self.work
+        if work is None:
+            return
+        work.cancel.set()
+        if work.thread is not threading.current_thread():
+            work.thread.join()
+
+    @property
+    def busy(self) -> str | None:
+        work = self.work
+        return None if work is None else work.kind
