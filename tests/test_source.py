@@ -52,6 +52,26 @@ def test_prefetch_zero_gives_the_same_frames(h264):
     assert all(np.array_equal(a.image, b.image) for a, b in zip(threaded, direct, strict=True))
 
 
+@pytest.mark.parametrize("prefetch", [0, 4])
+def test_prepare_runs_on_the_decode_thread(h264, prefetch):
+    # the engine's preprocessing hook: each frame comes out prepared, made on the thread that
+    # decodes (the decode thread when prefetching), and the decoder is closed as before
+    from dataclasses import replace
+
+    threads = set()
+
+    def prepare(frame):
+        threads.add(threading.current_thread().name)
+        return replace(frame, model_input=frame.image[::2, ::2].copy())
+
+    _, frames = decode_all(h264, prefetch=prefetch, prepare=prepare, start=3, end=9)
+    assert [f.index for f in frames] == list(range(3, 9))
+    assert all(np.array_equal(f.model_input, f.image[::2, ::2]) for f in frames)
+    want = threading.current_thread().name if prefetch == 0 else "vosfx-decode:clip.mp4"
+    assert threads == {want}
+    assert not decode_threads()
+
+
 def test_ffv1_10bit_is_exact(tmp_path):
     frames = [moving_square_frame(i, 40, 30, depth=10)[0] for i in range(5)]
     frames[0][0, :4] = [[0, 0, 0], [1, 2, 3], [1021, 1022, 1023], [512, 256, 128]]

@@ -167,6 +167,22 @@ def test_model_input_is_what_the_encoder_resizes_to():
     np.testing.assert_array_equal(preprocess(small.image, 64), preprocess(rgb, 64))
 
 
+def test_encode_takes_the_model_input_prepared_on_the_decode_thread():
+    # A frame prepared by the source (Frame.model_input) is encoded from that S x S image,
+    # and model_input hands it back without resizing again.
+    backend = FakeBackend()
+    seen = []
+    backend.encode_image = lambda rgb8: seen.append(rgb8) or {"t": len(seen)}
+    trk = Tracker(backend, Sam2Policy(), _info())
+    rgb = np.random.default_rng(1).integers(0, 256, (H, W, 3), np.uint8)
+    small = trk.model_input(Frame(0, rgb, None, Fraction(1))).image
+    prepared = Frame(0, rgb, None, Fraction(1), model_input=small)
+    trk.encode(prepared)
+    trk.encode(Frame(0, rgb, None, Fraction(1)))
+    assert seen[0] is small and seen[1] is rgb
+    assert trk.model_input(prepared).image is small
+
+
 @pytest.mark.parametrize(
     "hole_px, max_area, filled", [(1, 8, True), (9, 8, False), (4, 4, True), (4, 0, False)]
 )

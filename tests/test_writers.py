@@ -824,3 +824,50 @@ def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
     assert [round(float(v)) for v in got[:, 0, 0]] == [16 * s, 128 * s, 128 * s]
     assert [round(float(v)) for v in got[:, 0, 1]] == [235 * s, 128 * s, 128 * s]
     assert round(float(got[2, 0, 2])) == 240 * s
+
+
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(1080, 1920), (37, 53)])
+def test_ycbcr_codes_of_integer_rgb_match_the_formula(depth, shape):
+    # The ProRes 4444 picture's integer path: every 10-bit code within 1 of the exact
+    # (float64) BT.709 formula, nearly all identical, and black/white/red exact.
+    from vosfx.io.writers.video import _RGB_TO_YCBCR, ycbcr_codes
+
+    full = np.iinfo(depth).max
+    rng = np.random.default_rng(int(full))
+    rgb = rng.integers(0, full + 1, (*shape, 3), dtype=depth)
+    rgb[0, :3] = [[0, 0, 0], [full, full, full], [full, 0, 0]]
+    ref = np.tensordot(_RGB_TO_YCBCR.astype(np.float64), rgb / full, axes=([1], [2]))
+    ref[0] = (16.0 + 219.0 * ref[0]) * 4
+    ref[1:] = (128.0 + 224.0 * ref[1:]) * 4
+    got = ycbcr_codes(rgb, 10)
+    assert got.dtype == np.uint16 and got.shape == (*shape, 3)
+    diff = np.abs(np.moveaxis(got, 2, 0).astype(np.float64) - np.rint(ref))
+    assert diff.max() <= 1
+    assert (diff == 0).mean() > 0.995
+    assert got[0, 0].tolist() == [64, 512, 512]
+    assert got[0, 1].tolist() == [940, 512, 512]
+    assert got[0, 2, 2] == 960
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920), (37, 65), (480, 854)])
+def test_prores_picture_integer_path_matches_the_float_path(shape):
+    # yuva444_frame writes straight into the frame's planes (odd widths have padded rows):
+    # every code within 1 of planar_frame's float path, alpha codes identical.
+    from vosfx.io.writers.base import image_rgb01
+    from vosfx.io.writers.video import planar_frame, rgb_to_ycbcr, yuva444_frame
+
+    h, w = shape
+    rng = np.random.default_rng(w)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    alpha = rng.random((h, w), dtype=np.float32)
+    alpha[: h // 3] = 1.0
+    alpha[-h // 3 :] = 0.0
+    fast = yuva444_frame(image, alpha, "yuva444p10le", 10)
+    y, cb, cr = rgb_to_ycbcr(image_rgb01(image), 10)
+    slow = planar_frame("yuva444p10le", [y, cb, cr, alpha * np.float32(1023)], w, h, 10)
+    got, want = planes(fast, np.uint16), planes(slow, np.uint16)
+    for g, s in zip(got[:3], want[:3]):
+        d = np.abs(g.astype(int) - s.astype(int))
+        assert d.max() <= 1 and (d == 0).mean() > 0.995
+    np.testing.assert_array_equal(got[3], np.rint(alpha.astype(np.float64) * 1023))

@@ -36,6 +36,9 @@ class Frame:
 
     ``image``: (H, W, 3) uint8 RGB, or uint16 RGB scaled to [0, 65535] for >8-bit sources.
     ``pts`` is in ``time_base`` units (None for image sequences without timing).
+    ``model_input``: the image as the engine's model takes it ((S, S, 3) uint8 for SAM 2),
+    made ahead on the decode thread by the source's ``prepare`` hook; None when not prepared
+    (the engine then makes it itself).
     """
 
     index: int
@@ -43,6 +46,7 @@ class Frame:
     pts: int | None
     time_base: Fraction
     duration: int | None = None
+    model_input: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def time_s(self) -> float | None:
@@ -144,9 +148,12 @@ class Matte:
 
     @property
     def merged(self) -> np.ndarray:
-        """(H, W) float32 in [0, 1]: the union of all objects (max over objects)."""
+        """(H, W) float32 in [0, 1]: the union of all objects (max over objects). For one
+        object, that object's plane itself (a view, not a copy: read it, do not write it)."""
         if len(self.obj_ids) == 0:
             return np.zeros(self.alpha.shape[1:], np.float32)
+        if len(self.obj_ids) == 1:
+            return self.alpha[0]
         return self.alpha.max(axis=0)
 
 

@@ -33,7 +33,9 @@ class Session(Protocol):
         ...
 
     def model_input(self, frame: Frame) -> Frame:
-        """The frame as the model sees it (S x S), for stashing between passes."""
+        """The frame as the model sees it (S x S), for stashing between passes and for
+        :attr:`Frame.model_input` (made on the decode thread: a pure function of the frame,
+        safe to call from another thread)."""
         ...
 
     def prompt(

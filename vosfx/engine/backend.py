@@ -52,7 +52,9 @@ def preprocess(rgb8: np.ndarray, image_size: int) -> np.ndarray:
         from vosfx.errors import InputError
 
         raise InputError(f"expected an (H, W, 3) uint8 RGB frame, found {rgb8.dtype} {rgb8.shape}")
-    resized = np.asarray(Image.fromarray(rgb8).resize((image_size, image_size)))
+    resized = rgb8  # already S x S: a frame prepared on the decode thread (model_input)
+    if rgb8.shape[:2] != (image_size, image_size):
+        resized = np.asarray(Image.fromarray(rgb8).resize((image_size, image_size)))
     img = (resized / 255.0).astype(np.float32)  # float64 division, float32 storage, as sam2
     img -= IMG_MEAN
     img /= IMG_STD

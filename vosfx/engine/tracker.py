@@ -179,16 +179,20 @@ class Tracker:
     def encode(self, frame: Frame) -> ImageFeatures:
         """The frame's image features (backend-native; cache them to prompt the same frame
         again without the image encoder)."""
-        return self.backend.encode_image(frame.rgb8)
+        # resized ahead on the decode thread if the source prepared it (then preprocess
+        # finds it at size S and skips its resize: the same pixels, the same features)
+        rgb8 = frame.model_input if frame.model_input is not None else frame.rgb8
+        return self.backend.encode_image(rgb8)
 
     def model_input(self, frame: Frame) -> Frame:
         """The frame at the model's input size (S x S uint8, resized exactly as
         :func:`~vosfx.engine.backend.preprocess` does), for stashing: encoding it gives the
-        same features as encoding the frame."""
+        same features as encoding the frame. A pure function of the frame, safe to call on
+        the decode thread (``ClipSession.prepare``)."""
         from PIL import Image
 
         s = self.backend.image_size
-        rgb8 = frame.rgb8
+        rgb8 = frame.model_input if frame.model_input is not None else frame.rgb8
         if rgb8.shape[:2] != (s, s):
             rgb8 = np.asarray(Image.fromarray(rgb8).resize((s, s)))
         return Frame(frame.index, rgb8, frame.pts, frame.time_base, frame.duration)

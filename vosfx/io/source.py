@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,13 +51,16 @@ def open_source(
     end: int | None = None,
     prefetch: int = 8,
     fps: float | Fraction | None = None,
+    prepare: Callable[[Frame], Frame] | None = None,
 ) -> FrameSource:
     """Open a video file, a folder of images or a printf pattern (``frames/%05d.png``).
 
     ``start``/``end``: frame range, ``end`` exclusive; frame indices stay those of the whole
     clip (the first frame yielded has ``index == start``). ``prefetch``: frames decoded ahead
     on a background thread; 0 decodes on the caller's thread. ``fps``: image sequences only
-    (default 24). Raises InputError for a missing, unreadable or empty input or a bad range.
+    (default 24). ``prepare``: applied to each frame right after decoding, on the decode
+    thread (the engine's preprocessing, so that it overlaps the model's work instead of
+    adding to it). Raises InputError for a missing, unreadable or empty input or a bad range.
     """
     if start < 0 or (end is not None and end <= start):
         raise InputError(f"expected a frame range 0 <= start < end, found start={start}, end={end}")
@@ -72,7 +75,21 @@ def open_source(
         info = video.probe_video(Path(path_or_pattern))
         _check_range(info, start)
         frames = video.decode_video(Path(path_or_pattern), info, start, end)
+    if prepare is not None:
+        frames = _prepared(frames, prepare)
     return FrameSource(info, frames, start=start, end=end, prefetch=prefetch)
+
+
+def _prepared(
+    frames: Generator[Frame, None, None], prepare: Callable[[Frame], Frame]
+) -> Generator[Frame, None, None]:
+    """``prepare(frame)`` for each frame, on whichever thread decodes; closing it closes the
+    decoder (the container is released on the thread that used it)."""
+    try:
+        for frame in frames:
+            yield prepare(frame)
+    finally:
+        frames.close()
 
 
 def _check_range(info: VideoInfo, start: int) -> None:

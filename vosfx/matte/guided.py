@@ -166,7 +166,9 @@ class GuidePrep:
             cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         ).reshape(-1, 4)[:n]  # (N, 4)
-        rgb = self.guide.reshape(-1, 3)[idx].astype(np.float32) * self.scale  # (N, 3)
+        # np.take, not fancy indexing: 5x faster for these 3-byte rows (0.19 vs 1.0 ms for
+        # the 38k pixels of a 1080p band)
+        rgb = np.take(self.guide.reshape(-1, 3), idx, axis=0).astype(np.float32) * self.scale
         return np.einsum("nc,nc->n", c[:, :3], rgb) + c[:, 3]
 
     def refine(
@@ -188,25 +190,38 @@ class GuidePrep:
                 f"alpha: expected {(self.height, self.width)} like the guide, found {alpha.shape}"
             )
         alpha = alpha.astype(np.float32, copy=False)
-        w = cv2.multiply(alpha, 1.0 - alpha, scale=4.0 * float(strength))
+        scale = 4.0 * float(strength)
         # |detail| stays below ~1, so where the weight is under 0.01 (alpha outside
         # [0.0025, 0.9975]) the correction would be under 0.01: skip those pixels.
-        band = w > _MIN_WEIGHT * max(1.0, float(strength))
-        n_band = cv2.countNonZero(band.view(np.uint8))
+        threshold = _MIN_WEIGHT * max(1.0, float(strength))
+        # The band w > threshold is an interval of alpha: found in one pass over the frame
+        # (cv2.inRange, widened by 1e-6 so it holds every band pixel; the exact rule is applied
+        # to the gathered pixels), instead of a weight plane, a comparison and a mask.
+        q = threshold / scale if scale > 0 else 1.0  # the band: alpha·(1 - alpha) > q
+        if q >= 0.25:
+            return alpha.copy()
+        root = 0.5 * (1.0 - 4.0 * q) ** 0.5
+        near = cv2.inRange(alpha, 0.5 - root - 1e-6, 0.5 + root + 1e-6)  # (H, W) uint8
+        n_band = cv2.countNonZero(near)
         if n_band == 0:
             return alpha.copy()
         coef = self.coefficients(alpha if alpha_low is None else alpha_low)
         if n_band > _DENSE_FRACTION * alpha.size:
-            return self._refine_dense(alpha, w, band, coef)
+            w = cv2.multiply(alpha, 1.0 - alpha, scale=scale)
+            # the band rule of the gathered path, in place: w where w > threshold, else 0
+            cv2.threshold(w, threshold, 0.0, cv2.THRESH_TOZERO, dst=w)
+            return self._refine_dense(alpha, w, coef)
         out = alpha.copy()
-        idx = np.flatnonzero(band)
         flat = out.reshape(-1)
-        flat[idx] = np.clip(flat[idx] + w.reshape(-1)[idx] * self._detail_at(coef, idx), 0.0, 1.0)
+        idx = np.flatnonzero(near)
+        a = flat[idx]
+        w_band = cv2.multiply(a, 1.0 - a, scale=scale).reshape(-1)  # (N,), as the dense path
+        keep = w_band > threshold
+        idx, a, w_band = idx[keep], a[keep], w_band[keep]
+        flat[idx] = np.clip(a + w_band * self._detail_at(coef, idx), 0.0, 1.0)
         return out
 
-    def _refine_dense(
-        self, alpha: np.ndarray, w: np.ndarray, band: np.ndarray, coef: np.ndarray
-    ) -> np.ndarray:
+    def _refine_dense(self, alpha: np.ndarray, w: np.ndarray, coef: np.ndarray) -> np.ndarray:
         """:meth:`refine` evaluated over the whole frame, for a wide band (soft logits): the
         coefficients are upsampled plane by plane and ``a·I + b`` accumulated with OpenCV,
         about 9 ns a pixel against about 70 ns a pixel for the gathered band (1080p, one
@@ -221,8 +236,7 @@ class GuidePrep:
             # a·(I·scale) = (a·scale)·I: the scale goes on the small grid
             a_up = cv2.resize(a_c * self.scale, size, interpolation=cv2.INTER_LINEAR)
             cv2.accumulateProduct(a_up, plane, detail)
-        w = np.multiply(w, band, out=w)  # the band rule of the gathered path: 0 outside
-        out = cv2.add(alpha, cv2.multiply(w, detail))
+        out = cv2.add(alpha, cv2.multiply(w, detail, dst=detail), dst=detail)
         return np.clip(out, 0.0, 1.0, out=out)
 
 

@@ -190,7 +190,10 @@ class Refiner:
                 alpha = prep.refine(alpha, low, cfg.guided_strength)
             alpha = self._temporal(obj_id, alpha, still)
             planes.append(finish(alpha, cfg))
-        alpha = np.stack(planes) if planes else np.zeros((0, *hw), np.float32)
+        if len(planes) == 1:  # a view, not a copy (8 MB a 1080p frame); nothing writes it
+            alpha = planes[0][None]
+        else:
+            alpha = np.stack(planes) if planes else np.zeros((0, *hw), np.float32)
         if cfg.non_overlap and len(planes) > 1:
             alpha = resolve_overlap(alpha)
         return Matte(frame_index=frame.index, obj_ids=self.obj_ids, alpha=alpha)

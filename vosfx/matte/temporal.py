@@ -44,12 +44,14 @@ def small_luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def static_weight(
-    luma: np.ndarray, prev_luma: np.ndarray | None, out_hw: tuple[int, int]
+    luma: np.ndarray, prev_luma: np.ndarray | None, out_hw: tuple[int, int], scale: float = 1.0
 ) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: 1 where the picture is still, 0 where it moved.
+    """(H, W) float32 in [0, ``scale``]: ``scale`` where the picture is still, 0 where it moved.
 
     ``luma``, ``prev_luma``: (h, w) float32 from :func:`small_luma` for this and the previous
     frame (None: no previous frame, everything counts as moving). ``out_hw``: (H, W).
+    ``scale`` is applied on the small grid, before the upsampling (the filter's strength:
+    one full-resolution pass fewer than scaling the result).
     """
     if prev_luma is None or prev_luma.shape != luma.shape:
         return np.zeros(out_hw, np.float32)
@@ -57,8 +59,16 @@ def static_weight(
     moving = np.clip((diff - MOTION_LO) * np.float32(1.0 / (MOTION_HI - MOTION_LO)), 0.0, 1.0)
     k = np.ones((2 * _MOTION_SPREAD + 1,) * 2, np.uint8)
     moving = cv2.dilate(moving, k)
-    still = 1.0 - moving
+    still = (1.0 - moving) * np.float32(scale)
     return cv2.resize(still, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def _blend(alpha: np.ndarray, prev_out: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``alpha + weight · (prev_out - alpha)``, all (H, W) float32: three passes into one new
+    array (the result is handed on to the writers, so it is never reused)."""
+    d = cv2.subtract(prev_out, alpha)
+    cv2.multiply(d, weight, dst=d)
+    return cv2.add(alpha, d, dst=d)
 
 
 def temporal_blend(
@@ -76,8 +86,7 @@ def temporal_blend(
         raise VosfxError(f"temporal strength: expected a value in [0, 1), found {strength}")
     if prev_out is None or strength == 0.0 or prev_out.shape != alpha.shape:
         return alpha.astype(np.float32, copy=True)
-    w = still * np.float32(strength)
-    return cv2.add(alpha, cv2.multiply(w, cv2.subtract(prev_out, alpha)))
+    return _blend(alpha, prev_out, still * np.float32(strength))
 
 
 class TemporalSmoother:
@@ -100,19 +109,24 @@ class TemporalSmoother:
         self._prev.pop(obj_id, None)
 
     def still(self, rgb: np.ndarray) -> np.ndarray | None:
-        """Advance to a new frame: (H, W) float32 stillness for ``rgb`` ((H, W, 3) uint8 |
-        uint16) against the previous frame, or None when smoothing is off."""
+        """Advance to a new frame: the (H, W) float32 blend weight for ``rgb`` ((H, W, 3) uint8
+        | uint16) against the previous frame (stillness × strength, in [0, strength]), or None
+        when smoothing is off."""
         if self.strength <= 0.0:
             return None
         luma = small_luma(rgb)
-        out = static_weight(luma, self._luma, rgb.shape[:2])
+        out = static_weight(luma, self._luma, rgb.shape[:2], self.strength)
         self._luma = luma
         return out
 
     def __call__(self, obj_id: int, alpha: np.ndarray, still: np.ndarray | None) -> np.ndarray:
-        """Smooth one object's (H, W) float32 alpha; remembers the result for the next frame."""
+        """Smooth one object's (H, W) float32 alpha with the weight from :meth:`still`;
+        remembers the result for the next frame. The result may be ``alpha`` itself (first
+        frame of an object): callers treat both as read-only."""
         if still is None:
             return alpha
-        out = temporal_blend(alpha, self._prev.get(obj_id), still, self.strength)
+        prev = self._prev.get(obj_id)
+        alpha = alpha.astype(np.float32, copy=False)
+        out = alpha if prev is None or prev.shape != alpha.shape else _blend(alpha, prev, still)
         self._prev[obj_id] = out
         return out

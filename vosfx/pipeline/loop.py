@@ -165,7 +165,8 @@ def run(
         session.set_prompts(prompts)
 
         def open_frames(lo: int, hi: int):
-            return open_source(job.input, start=lo, end=hi, fps=job.fps)
+            # the engine's resize runs on the decode thread, beside the model's work
+            return open_source(job.input, start=lo, end=hi, fps=job.fps, prepare=session.prepare)
 
         loop = _Loop(
             job,

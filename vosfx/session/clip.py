@@ -28,7 +28,7 @@ import itertools
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -464,6 +464,15 @@ class ClipSession:
                 _old, dropped = self._features.popitem(last=False)
                 self._feature_bytes -= _nbytes(dropped)
         return feats
+
+    def prepare(self, frame: Frame) -> Frame:
+        """``frame`` with its model input attached (:attr:`Frame.model_input`: the engine's
+        resize to its input size), for a frame source to run on its decode thread
+        (``open_source(..., prepare=session.prepare)``), so that the resize overlaps the
+        model's work instead of adding to it. Touches no session state."""
+        if frame.model_input is not None:
+            return frame
+        return replace(frame, model_input=self.engine.model_input(frame).image)
 
     # --- results ------------------------------------------------------------------------
     def result(self, frame_index: int) -> MaskResult:

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import cv2
 import numpy as np
 
 from vosfx.config import OutputConfig
@@ -85,6 +86,9 @@ def output_error(err: OSError, path: Path) -> OutputError:
     return OutputError(f"could not write {path}: {err}")
 
 
+_ABOVE_ONE = float(np.nextafter(np.float32(1.0), np.float32(2.0)))  # checkRange's max is open
+
+
 def to_unit_alpha(alpha: np.ndarray, height: int, width: int, where: str) -> np.ndarray:
     """Validate an alpha plane: (height, width) float in [0, 1]. Returns float32, clipped,
     NaN mapped to 0 (a NaN from a refinement bug must not become a hole in a render)."""
@@ -95,7 +99,13 @@ def to_unit_alpha(alpha: np.ndarray, height: int, width: int, where: str) -> np.
         )
     if not np.issubdtype(alpha.dtype, np.floating):
         raise OutputError(f"{where}: expected a float alpha in [0, 1], found {alpha.dtype}")
-    return np.clip(np.nan_to_num(alpha.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
+    alpha = alpha.astype(np.float32, copy=False)
+    # The refiner's alphas are already in range: one read-only check (~1 ms at 1080p) instead
+    # of a NaN pass and a clip into a new array (~9 ms, on every writer's thread). The array
+    # is then shared, not copied: writers never modify their alpha in place.
+    if cv2.checkRange(alpha, True, 0.0, _ABOVE_ONE)[0]:
+        return alpha
+    return np.clip(np.nan_to_num(alpha, nan=0.0), 0.0, 1.0)
 
 
 def image_rgb01(image: np.ndarray) -> np.ndarray:
