@@ -80,6 +80,8 @@ def run_ours(meta: dict, weights: dict, make_policy, scripts: dict | None):
         for t in range(1, n):
             (res,) = trk.step(Frame(t, frames[t], None, 1), [pid])
             lows[t], results[t] = res.logits, res
+        for res in trk.end_pass(pid):  # SAM2Long revises frames along its best pathway
+            lows[res.frame_index], results[res.frame_index] = res.logits, res
     finally:
         torch.set_num_threads(threads)
     return (h, w), lows, results, policies[-1]  # [0] only told the tracker its name

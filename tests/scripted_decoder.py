@@ -37,8 +37,18 @@ class Candidate:
 
 @dataclass(frozen=True)
 class FrameScript:
+    """``iou_gain`` > 0: candidate k's predicted IoU is its scripted IoU plus ``iou_gain`` x
+    (the network's own predicted IoU - ``RAW_IOU[k]``), so it depends (slightly) on the
+    attended memory: SAM2Long's pathways then score their candidates differently."""
+
     candidates: tuple[Candidate, Candidate, Candidate]
     object_score: float
+    iou_gain: float = 0.0
+
+
+# the random network's own multimask IoUs (seed 0, image size 128): about these on every frame,
+# moving by ~1e-4 with the memory attended
+RAW_IOU = (0.5405, 0.4800, 0.5036)
 
 
 def disc_logits(c: Candidate, side: int) -> torch.Tensor:
@@ -98,7 +108,11 @@ def install(mask_decoder: torch.nn.Module, scripts: dict[int, FrameScript], fram
         for k, c in enumerate(script.candidates):
             if c.r > 0:
                 masks[:, k + 1] = masks[:, k + 1] + disc_logits(c, side).to(masks.dtype)
-            ious[:, k + 1] = c.iou
+            if script.iou_gain:
+                raw = ious[:, k + 1] - RAW_IOU[k]
+                ious[:, k + 1] = (c.iou + script.iou_gain * raw).clamp(0.01, 0.99)
+            else:
+                ious[:, k + 1] = c.iou
         score = torch.full_like(score, script.object_score)
         return masks, ious, tokens, score
 
@@ -183,4 +197,45 @@ def dam4sam_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
                 Candidate(0.8, 0.2, 0.1, ious[2]),
             )
         scripts[t] = FrameScript(cands, score)
+    return n, scripts
+
+
+def sam2long_scripts(case: str) -> tuple[int, dict[int, FrameScript]]:
+    """(number of frames, per-frame scripts) of the SAM2Long parity case ``paths``.
+
+    The object disc (candidate 0), a looser disc (1) and a distractor (2) as above; predicted
+    IoUs follow the network's own by a gain of 100 (``iou_gain``), so each pathway scores its
+    candidates differently and a lineage that was not the best can overtake later. Object
+    scores differ on every frame (SAM2Long ranks memories by them: no ties). Frames 2-4, 7-8
+    and 9: |object score| <= 2 (the uncertain branch: survivors with distinct rounded IoUs);
+    frame 3: all three IoUs equal (fewer distinct values than pathways: each pathway without a
+    survivor adds its best child); frame 9: absent but uncertain (-1.6: the IoU's sign flips);
+    frame 10: absent and certain (-3.1); frame 5: IoUs below 0.1 (left out of every pathway's
+    memory). 20 frames: the pathways' memory lists reach their cap of 15 frames.
+    """
+    if case != "paths":
+        raise ValueError(case)
+    n = 22
+    scripts: dict[int, FrameScript] = {}
+    for t in range(1, n):
+        x, y, r = _path(t)
+        ious = [0.80, 0.70, 0.60]
+        gain = -1000.0 if t in (12, 17) else 300.0
+        score = 3.0 + 0.01 * t
+        if t in (2, 3, 4, 7, 8):
+            score = 1.0 + 0.01 * t
+        if t == 9:
+            score = -1.6
+        if t == 10:
+            score = -3.1
+        if t == 3:
+            ious, gain = [0.8, 0.8, 0.8], 0.0
+        if t == 5:
+            ious, gain = [0.08, 0.07, 0.05], 0.0
+        cands = (
+            Candidate(x, y, r, ious[0]),
+            Candidate(x, y, r + 0.04, ious[1]),
+            Candidate(0.8, 0.2, 0.1, ious[2]),
+        )
+        scripts[t] = FrameScript(cands, score, gain)
     return n, scripts

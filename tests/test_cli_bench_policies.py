@@ -37,5 +37,5 @@ def test_comma_separated_policies_give_one_table(tmp_path, monkeypatch):
     assert [r["config"].split("/")[1] for r in rows] == list(MEMORY_POLICIES)
     for col in ("J", "F", "J&F", "J&Ḟ", "J&Ḟ_d", "J&Ḟ_r", "fps", "peak_rss_mib"):
         assert col in rows[0], col
-    bad = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", "sam2,sam2long"])
-    assert bad.exit_code == 3 and "sam2long" in bad.output, bad.output
+    bad = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", "sam2,sam3long"])
+    assert bad.exit_code == 3 and "sam3long" in bad.output, bad.output

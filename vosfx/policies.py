@@ -18,6 +18,8 @@ class PolicySpec:
     ``factory``: ``"module:Class"`` of the policy class (one instance per object).
     ``options``: ``[memory]`` keys the policy reads, mapped to its constructor's keyword
     arguments. ``needs_shots``: the pipeline runs the shot detector and passes shot ids.
+    ``deferred``: the tracker revises frames when a pass ends (``Tracker.end_pass``), so
+    the session tracks every frame before writing any.
     """
 
     name: str
@@ -25,6 +27,7 @@ class PolicySpec:
     options: tuple[tuple[str, str], ...]
     needs_shots: bool
     description: str
+    deferred: bool = False  # a frame's mask is final only when its pass ends (SAM2Long)
 
 
 _RCMS_OPTIONS = (
@@ -68,6 +71,15 @@ MEMORY_POLICIES: dict[str, PolicySpec] = {
             False,
             "SAMURAI: a Kalman filter on the mask's box picks among the decoder's candidates; "
             "recent memory only from frames whose IoU, object and motion scores pass.",
+        ),
+        PolicySpec(
+            "sam2long",
+            "vosfx.engine.policies.sam2long:Sam2LongPolicy",
+            (),
+            False,
+            "SAM2Long: 3 memory pathways per object, pruned by cumulative IoU score; masks "
+            "are read along the best pathway when tracking ends (torch runtime only).",
+            deferred=True,
         ),
         PolicySpec(
             "dam4sam",

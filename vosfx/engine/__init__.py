@@ -64,7 +64,9 @@ class Session(Protocol):
         self, frame: Frame, pass_ids: Sequence[int], *, shot_id: int = 0, features: Any = None
     ) -> list[ObjectResult]: ...
 
-    def end_pass(self, pass_id: int) -> None: ...
+    def end_pass(self, pass_id: int) -> list[ObjectResult] | None:
+        """Close a pass; the frames it revised now that it is complete (SAM2Long), if any."""
+        ...
 
     def report(self) -> dict:
         """Per-object memory events for the sidecar (promoted frames, peak bank size)."""

@@ -170,18 +170,24 @@ class ImageFeatures:
 @dataclass(frozen=True)
 class MemoryItem:
     """A stored mask memory (backend-native (1, 64, g, g)) and its temporal slot ``t_pos``
-    (0 conditioning, 1 .. num_maskmem-1 recent; num_maskmem-1 is the previous frame)."""
+    (0 conditioning, 1 .. num_maskmem-1 recent; num_maskmem-1 is the previous frame).
+    ``key_scale``: the memory attention's key input for these tokens (memory plus position
+    encoding, before the key projection) is multiplied by it (SAM2Long; a backend without
+    ``supports_key_scale`` only accepts 1.0)."""
 
     maskmem: Any
     t_pos: int
+    key_scale: float = 1.0
 
 
 @dataclass(frozen=True)
 class PointerItem:
-    """A stored object pointer (backend-native (1, 256)) and its signed frame distance."""
+    """A stored object pointer (backend-native (1, 256)) and its signed frame distance;
+    ``key_scale`` as :class:`MemoryItem`'s."""
 
     obj_ptr: Any
     t_diff: int
+    key_scale: float = 1.0
 
 
 @dataclass(frozen=True)

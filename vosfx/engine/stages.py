@@ -68,17 +68,36 @@ class MemoryAttentionStage(nn.Module):
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: int,
+        key_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``key_scale`` (M,) or None: each memory token's key input to the cross-attention
+        (memory + position encoding, before the key projection and RoPE) is multiplied by it,
+        in every layer; the values are not (SAM2Long's attention modulation)."""
         b, c, h, w = vision_feat.shape
         curr = vision_feat.flatten(2).permute(2, 0, 1)  # (g*g, 1, 256)
         curr_pos = vision_pos.flatten(2).permute(2, 0, 1)
-        out = self.memory_attention(
-            curr=[curr],
-            curr_pos=[curr_pos],
-            memory=memory,
-            memory_pos=memory_pos,
-            num_obj_ptr_tokens=num_obj_ptr_tokens,
-        )
+        hooks = []
+        if key_scale is not None:
+            scale = key_scale.reshape(1, -1, 1)  # the layers see batch-first (1, M, 64) keys
+
+            def scaled(_module, args, kwargs):
+                return args, {**kwargs, "k": kwargs["k"] * scale.to(kwargs["k"].dtype)}
+
+            for layer in self.memory_attention.layers:
+                hooks.append(
+                    layer.cross_attn_image.register_forward_pre_hook(scaled, with_kwargs=True)
+                )
+        try:
+            out = self.memory_attention(
+                curr=[curr],
+                curr_pos=[curr_pos],
+                memory=memory,
+                memory_pos=memory_pos,
+                num_obj_ptr_tokens=num_obj_ptr_tokens,
+            )
+        finally:
+            for hook in hooks:
+                hook.remove()
         return out.permute(1, 2, 0).view(b, c, h, w)
 
 

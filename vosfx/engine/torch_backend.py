@@ -64,6 +64,7 @@ class TorchBackend:
         self.multimask_max_pt_num = int(m.multimask_max_pt_num)
         self.use_mask_input_as_output_without_sam = bool(m.use_mask_input_as_output_without_sam)
         self.binarize_mask_from_pts_for_mem_enc = bool(m.binarize_mask_from_pts_for_mem_enc)
+        self.supports_key_scale = True  # MemoryItem/PointerItem.key_scale (SAM2Long)
         self.encoder = ImageEncoderStage(m)
         self.attention = MemoryAttentionStage(m)
         self.no_memory = NoMemoryStage(m)
@@ -103,7 +104,12 @@ class TorchBackend:
                     memories, request.pointers, request.t_diff_max
                 )
                 pix = self.attention(
-                    features.vision_feat, features.vision_pos, memory, memory_pos, n_ptr
+                    features.vision_feat,
+                    features.vision_pos,
+                    memory,
+                    memory_pos,
+                    n_ptr,
+                    self._key_scale(memories, request.pointers),
                 )
             if point_coords is None or len(point_coords) == 0:
                 # no points: one padding point (label -1), as SAM 2 passes
@@ -196,6 +202,20 @@ class TorchBackend:
             poss.append(self._pointer_pos(pointer.t_diff, t_diff_max))
         n_ptr = 4 * len(pointers) if self.model.mem_dim < self.model.hidden_dim else len(pointers)
         return torch.cat(toks, dim=0), torch.cat(poss, dim=0), n_ptr
+
+    def _key_scale(
+        self, memories: list[MemoryItem], pointers: list[PointerItem]
+    ) -> torch.Tensor | None:
+        """(M,) float32 per-token key scales in :meth:`_assemble`'s order, or None when every
+        item's scale is 1."""
+        if all(m.key_scale == 1.0 for m in memories) and all(p.key_scale == 1.0 for p in pointers):
+            return None
+        per_ptr = 4 if self.model.mem_dim < self.model.hidden_dim else 1  # as _split_ptr
+        scales = [
+            m.key_scale for m in memories for _ in range(m.maskmem.shape[-2] * m.maskmem.shape[-1])
+        ]
+        scales += [p.key_scale for p in pointers for _ in range(per_ptr)]
+        return torch.tensor(scales, dtype=torch.float32, device=self.device_t)
 
     def _memory_pos(self, t_pos: int) -> torch.Tensor:
         pos = self._mem_pos.get(t_pos)

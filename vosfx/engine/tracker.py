@@ -136,6 +136,7 @@ class _Pass:
     events: dict[int, str] = field(default_factory=dict)
     promoted: dict[int, list[int]] = field(default_factory=dict)
     reprompter: Reprompter | None = None  # re-prompt refinement state, when enabled
+    paths: Any = None  # PathwayState for a policy with several hypotheses (SAM2Long)
 
 
 class Tracker:
@@ -168,7 +169,12 @@ class Tracker:
         self._events: dict[int, dict[int, str]] = {}
         self._promoted: dict[int, dict[int, list[int]]] = {}
         self._peak: dict[int, int] = {}
-        self.policy_name = self._new_policy().name
+        probe = self._new_policy()
+        self.policy_name = probe.name
+        if hasattr(probe, "prune"):
+            from vosfx.engine.pathways import check_backend
+
+            check_backend(probe, backend)
 
     def _new_policy(self) -> MemoryPolicy:
         if callable(self._policy) and not hasattr(self._policy, "select"):
@@ -251,6 +257,12 @@ class Tracker:
             )
             if pass_id is not None:
                 ps = self._passes[pass_id]
+                if ps.paths is not None:
+                    raise PromptError(
+                        f"[memory] policy {ps.policy.name}: a correction on a tracked frame "
+                        f"(frame {frame.index}) is not supported yet; prompt the frame before "
+                        "tracking it, or use another policy"
+                    )
                 if frame.index != ps.last + ps.direction:
                     raise VosfxError(
                         f"correction on frame {frame.index}: the pass of object {ps.obj_id} "
@@ -311,6 +323,8 @@ class Tracker:
     def remove_object(self, obj_id: int) -> None:
         self._anchors.pop(obj_id, None)
         for pid in [p for p, ps in self._passes.items() if ps.obj_id == obj_id]:
+            if self._passes[pid].paths is not None:
+                self._passes[pid].paths.close()
             del self._passes[pid]
 
     # --- passes -------------------------------------------------------------------------
@@ -337,6 +351,14 @@ class Tracker:
             anchor,
             reprompter=Reprompter() if self.reprompt else None,
         )
+        if hasattr(ps.policy, "prune"):
+            from vosfx.engine.pathways import HypothesisLogits, PathwayState
+
+            pol = cast(Any, ps.policy)
+            ps.paths = PathwayState(
+                pol, HypothesisLogits(pol.pathways, self.low_res), self.info.num_frames
+            )
+            ps.reprompter = None  # re-prompting picks one mask; SAM2Long keeps several
         # conditioning memory in frame order, as the predictor stores prompts added in order
         for f in sorted(x for x in (anchor, neighbour) if x is not None):
             a = known[f]
@@ -392,13 +414,49 @@ class Tracker:
             out.append(self._advance(ps, feats, frame.index, shot_id))
         return out
 
-    def end_pass(self, pass_id: int) -> None:
+    def end_pass(self, pass_id: int) -> list[ObjectResult]:
+        """Close a pass. Returns the frames whose result changed now that the pass is
+        complete (SAM2Long reads its masks along the best final lineage), to store in place
+        of what :meth:`step` returned; empty for every other policy."""
         ps = self._passes.pop(pass_id, None)
         if ps is None:
-            return
+            return []
         self._events.setdefault(ps.obj_id, {}).update(ps.events)
         self._promoted.setdefault(ps.obj_id, {}).update(ps.promoted)
         self._peak[ps.obj_id] = max(self._peak.get(ps.obj_id, 0), ps.bank.peak_entries)
+        if ps.paths is None:
+            return []
+        st = ps.paths
+        revised = []
+        try:
+            for r, k in sorted(st.final_path().items()):
+                if k == 0:
+                    continue  # step() returned hypothesis 0, the best at the time
+                t = self._source(ps, r)
+                q = float(st.quality[r, k])
+                revised.append(
+                    ObjectResult(
+                        ps.obj_id,
+                        t,
+                        st.logits.get(r, k),
+                        float(st.score[r, k]),
+                        float(st.iou[r, k]),
+                        {
+                            "quality": q,
+                            "direction": ps.direction,
+                            "anchor": ps.anchor,
+                            "memory": {"pathway": {"hypothesis": k, "revised": True}},
+                        },
+                    )
+                )
+        finally:
+            st.close()
+        if revised:
+            ps.events[revised[0].frame_index] = (
+                f"{len(revised)} frames revised along the best final pathway"
+            )
+            self._events.setdefault(ps.obj_id, {}).update(ps.events)
+        return revised
 
     def _local(self, ps: _Pass, frame_index: int) -> int:
         """Frame index as the pass's policy sees it: as is forward, mirrored backward."""
@@ -410,6 +468,22 @@ class Tracker:
     def _advance(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> ObjectResult:
         b = self.backend
         r = self._local(ps, t)
+        if ps.paths is not None:
+            from vosfx.engine.pathways import step as path_step
+            from vosfx.engine.policies.rcms import frame_quality
+
+            filled, score, iou, quality, pinfo = path_step(
+                self, ps, ps.paths, feats, r, self._fill, frame_quality
+            )
+            kept = len(ps.bank) + len(ps.paths.memories)
+            ps.bank.peak_entries = max(ps.bank.peak_entries, kept)
+            info = {
+                "memory": {"entries": kept, "event": "", "pathway": pinfo, "quality": quality},
+                "quality": quality,
+                "direction": ps.direction,
+                "anchor": ps.anchor,
+            }
+            return ObjectResult(ps.obj_id, t, filled, score, iou, info)
         sel = ps.policy.select(r, shot_id, ps.bank)
         mems = [MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks]
         ptrs = [PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers]
@@ -585,6 +659,9 @@ class Tracker:
 
     def close(self) -> None:
         self._anchors.clear()
+        for ps in self._passes.values():
+            if ps.paths is not None:
+                ps.paths.close()
         self._passes.clear()
 
     def __enter__(self) -> Self:

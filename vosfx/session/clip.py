@@ -147,6 +147,8 @@ class ClipSession:
         self._feature_bytes = 0
         self._feature_budget = feature_cache_bytes
         self.needs_shots = MEMORY_POLICIES[memory.policy].needs_shots
+        # SAM2Long: a pass's frames are final only when it ends (Tracker.end_pass)
+        self.deferred = MEMORY_POLICIES[memory.policy].deferred
         self._shots: dict[int, int] = {}
         self._detector: ShotDetector | None = None  # made on the first frame that needs it
         self._detector_next = self.start
@@ -369,8 +371,16 @@ class ClipSession:
     def split_point(self) -> int:
         """The first frame from which a sweep only streams forwards: every frame before it
         needs work done when the sweep reaches a later prompted frame (a segment or the lead
-        in), so a pipeline tracks up to here first, then writes."""
+        in), so a pipeline tracks up to here first, then writes. With a deferred policy
+        (SAM2Long) that is the range's end: no frame is final before its pass ends."""
+        if self.deferred and self.stale():
+            return self.end
         return max([pl.due + 1 for pl in self.stale() if not pl.is_tail], default=self.start)
+
+    def _end_pass(self, pid: int, on_frame: FrameCallback | None, keep: bool) -> None:
+        """End a pass and store the frames it revised (a deferred policy's final masks)."""
+        for res in self.engine.end_pass(pid) or ():
+            self._put(res, on_frame, keep)
 
     def _run_segments(self, plans: list[PassPlan], on_frame, cancel) -> None:
         """Run passes over stashed frames: forward ones together in ascending order, backward
@@ -408,7 +418,7 @@ class ClipSession:
                     self._put(res, on_frame, True)
         finally:
             for pid in pids:
-                self.engine.end_pass(pid)
+                self._end_pass(pid, on_frame, True)
 
     def _put(self, res: ObjectResult, on_frame: FrameCallback | None, keep: bool) -> None:
         if keep:
@@ -563,7 +573,7 @@ class Sweep:
                 s._put(res, self.on_frame, keep)
         for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
             pl, pid = self.live.pop(obj)
-            s.engine.end_pass(pid)
+            s._end_pass(pid, self.on_frame, keep)
             s._done.add(s._key(pl))
             del self.tails[obj]
         due = self.segments.pop(t, [])

@@ -1,0 +1,187 @@
+"""The tracker's step for a policy with several hypotheses per object (SAM2Long).
+
+Per frame: each pathway's memory is assembled from its own lineage (``policy.paths``), tracked
+with one ``Backend.track`` call (pathways with the same selection share one call: on the
+second tracked frame they all do), the policy keeps P children (``policy.prune``) and each
+survivor's memory is encoded. The frame's result *for now* is the best survivor's; the final
+masks are read when the pass ends, walking back from the best last hypothesis through each
+survivor's parent (:meth:`PathwayState.finish`).
+
+Memory stays bounded in clip length: the tensors kept are the memories the current
+hypotheses can still attend (at most P x 16); every hypothesis's low-res logits go to a
+temporary file (P x 256 KiB per frame at image size 1024), with a few bytes per frame of
+parents and scores in memory.
+
+Batching (not done): the P calls of a frame differ only in their memory tokens, so one call
+with a batch of P would run the memory attention and decoder once; the image features are
+shared already.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vosfx.engine.backend import Backend, ImageFeatures, MemoryItem, PointerItem, TrackRequest
+from vosfx.engine.bank import MemoryBank
+from vosfx.engine.policies.sam2long import COND, Key, PathSelection, Sam2LongPolicy
+from vosfx.errors import BackendError
+
+
+def check_backend(policy: Any, backend: Backend) -> None:
+    """BackendError unless ``backend`` can scale memory keys when ``policy`` needs it."""
+    if getattr(policy, "key_scaled", False) and not getattr(backend, "supports_key_scale", False):
+        raise BackendError(
+            f"--memory {policy.name}: the ONNX backend's exported memory-attention graph has "
+            "no key-scale input, which SAM2Long's attention modulation needs; use --backend "
+            'torch (or [model] backend = "torch") with this policy'
+        )
+
+
+class HypothesisLogits:
+    """Low-res logits of every hypothesis of every frame of a pass, on disk: a sparse
+    temporary file of (frame, hypothesis) rows written with ``os.pwrite``."""
+
+    def __init__(self, pathways: int, side: int) -> None:
+        self.pathways, self.side = pathways, side
+        self._row = side * side * 4
+        fd, path = tempfile.mkstemp(prefix="vosfx-paths-", suffix=".f32")
+        os.unlink(path)  # gone with the descriptor
+        self._fd: int | None = fd
+
+    def put(self, frame: int, hyp: int, logits: np.ndarray) -> None:
+        assert self._fd is not None
+        data = np.ascontiguousarray(logits, np.float32).tobytes()
+        os.pwrite(self._fd, data, (frame * self.pathways + hyp) * self._row)
+
+    def get(self, frame: int, hyp: int) -> np.ndarray:
+        assert self._fd is not None
+        data = os.pread(self._fd, self._row, (frame * self.pathways + hyp) * self._row)
+        return np.frombuffer(data, np.float32).reshape(self.side, self.side).copy()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class PathwayState:
+    """One pass's hypotheses: the memories they may attend, and per frame (pass-local index)
+    each hypothesis's parent, object score, IoU and quality; logits on disk."""
+
+    policy: Sam2LongPolicy
+    logits: HypothesisLogits
+    num_frames: int
+    memories: dict[Key, tuple[Any, Any]] = field(default_factory=dict)
+    parent: np.ndarray = field(init=False)
+    score: np.ndarray = field(init=False)
+    iou: np.ndarray = field(init=False)
+    quality: np.ndarray = field(init=False)
+    first: int | None = None
+    last: int | None = None
+
+    def __post_init__(self) -> None:
+        shape = (self.num_frames, self.policy.pathways)
+        self.parent = np.zeros(shape, np.int8)
+        self.score = np.zeros(shape, np.float32)
+        self.iou = np.zeros(shape, np.float32)
+        self.quality = np.zeros(shape, np.float32)
+
+    def close(self) -> None:
+        self.logits.close()
+        self.memories.clear()
+
+    def final_path(self) -> dict[int, int]:
+        """Pass-local frame -> the hypothesis on the best surviving lineage."""
+        if self.last is None or self.first is None:
+            return {}
+        path, k = {}, 0
+        for r in range(self.last, self.first - 1, -1):
+            path[r] = k
+            k = int(self.parent[r, k])
+        return path
+
+
+def step(
+    tracker: Any,
+    ps: Any,
+    state: PathwayState,
+    feats: ImageFeatures,
+    r: int,
+    fill,
+    quality_of,
+) -> tuple[np.ndarray, float, float, float, dict]:
+    """Track pass-local frame ``r`` on every pathway; returns the best survivor's (filled
+    logits, object score, IoU, quality, info)."""
+    b: Backend = tracker.backend
+    pol = state.policy
+    bank: MemoryBank = ps.bank
+    sels = pol.paths(r, bank)
+
+    def value(key: Key) -> tuple[Any, Any]:
+        f, h = key
+        if h == COND:
+            return bank.maskmem(f), bank.obj_ptr(f)
+        return state.memories[key]
+
+    outs: dict[PathSelection, Any] = {}
+    per_path = []
+    for sel in sels:
+        out = outs.get(sel)
+        if out is None:
+            mems = [
+                MemoryItem(value(k)[0], p, s)
+                for (k, p), s in zip(sel.masks, sel.mask_scales, strict=True)
+            ]
+            ptrs = [
+                PointerItem(value(k)[1], d, s)
+                for (k, d), s in zip(sel.pointers, sel.pointer_scales, strict=True)
+            ]
+            out = outs[sel] = b.track(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max))
+        per_path.append(out)
+    first = state.first is None
+    if first:
+        out = per_path[0]
+        j = int(np.argmax(out.multi_ious))
+        survivors = [(0, j, 0.0)]
+    else:
+        kids = pol.prune(
+            r, [o.object_score_logit for o in per_path], [o.multi_ious for o in per_path]
+        )
+        survivors = [(c.pathway, c.j, c.score) for c in kids]
+    committed = []
+    best: tuple = ()
+    for k, (p, j, acc) in enumerate(survivors):
+        out = per_path[p]
+        low = out.multi_logits[j]
+        score = float(out.object_score_logit)
+        iou = float(out.multi_ious[j])
+        maskmem = b.encode_memory(feats, low, score, False)
+        state.memories[(r, k)] = (maskmem, out.multi_ptrs[j : j + 1])
+        filled = fill(low)
+        quality = quality_of(score, out.multi_ious, filled)
+        state.logits.put(r, k, filled)
+        state.parent[r, k] = 0 if first else p
+        state.score[r, k], state.iou[r, k], state.quality[r, k] = score, iou, quality
+        committed.append((p, acc, score, iou))
+        if k == 0:
+            best = (filled, score, iou, quality)
+    pol.commit(r, committed, bank)
+    if first:
+        state.first = r
+    state.last = r
+    keep = pol.keys()
+    for key in [k for k in state.memories if k not in keep]:
+        del state.memories[key]
+    info = {
+        "branch": pol.branch.get(r, ""),
+        "survivors": [[p, j] for p, j, _a in survivors],
+        "scores": [round(a, 4) for _p, _j, a in survivors],
+        "calls": len(outs),
+    }
+    return (*best, info)
