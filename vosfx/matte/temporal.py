@@ -27,16 +27,22 @@ _SMALL_LONG_SIDE = 240
 _MOTION_SPREAD = 1
 
 
-def small_luma(rgb: np.ndarray) -> np.ndarray:
+def small_hw(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of :func:`small_luma`'s grid for an (height, width) frame."""
+    f = max(1, round(max(height, width) / _SMALL_LONG_SIDE))
+    return max(1, round(height / f)), max(1, round(width / f))
+
+
+def small_luma(rgb: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) uint8 | uint16 RGB -> (h, w) float32 luma in 8-bit levels [0, 255], area
-    downscaled so that the long side is about 240 px (no upscaling)."""
+    downscaled so that the long side is about 240 px (no upscaling). ``small``: ``rgb``
+    already area-downscaled to (h, w) (:func:`small_hw`) by the caller, which then is not
+    done again (the guided filter's grid is often the same: 1080p with 64² logits)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise VosfxError(f"frame: expected (H, W, 3) RGB, found shape {rgb.shape}")
-    h, w = rgb.shape[:2]
-    f = max(1, round(max(h, w) / _SMALL_LONG_SIDE))
-    small = cv2.resize(
-        rgb, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA
-    )
+    h, w = small_hw(*rgb.shape[:2])
+    if small is None or small.shape != (h, w, 3) or small.dtype != rgb.dtype:
+        small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
     if rgb.dtype == np.uint16:
         luma *= np.float32(255 / 65535)
@@ -108,13 +114,13 @@ class TemporalSmoother:
         """Forget one object (it left the frame; when it comes back it starts fresh)."""
         self._prev.pop(obj_id, None)
 
-    def still(self, rgb: np.ndarray) -> np.ndarray | None:
+    def still(self, rgb: np.ndarray, small: np.ndarray | None = None) -> np.ndarray | None:
         """Advance to a new frame: the (H, W) float32 blend weight for ``rgb`` ((H, W, 3) uint8
         | uint16) against the previous frame (stillness × strength, in [0, strength]), or None
-        when smoothing is off."""
+        when smoothing is off. ``small``: as in :func:`small_luma`."""
         if self.strength <= 0.0:
             return None
-        luma = small_luma(rgb)
+        luma = small_luma(rgb, small)
         out = static_weight(luma, self._luma, rgb.shape[:2], self.strength)
         self._luma = luma
         return out

@@ -276,10 +276,11 @@ class VideoWriter(Writer):
             a = alpha * np.float32((1 << bits) - 1)  # alpha is full range, not video range
             return planar_frame(spec.pix_fmt, [y, cb, cr, a], w, h, bits)
         if spec.kind == MATTE_VIDEO:
-            if spec.chroma == "gray":
-                return av.VideoFrame.from_ndarray(
-                    np.rint(alpha * 65535.0).astype(np.uint16), format="gray16le"
-                )
+            if spec.chroma == "gray":  # FFV1 16-bit: scaled and rounded into the plane
+                vf = av.VideoFrame(w, h, "gray16le")
+                (plane,) = plane_views(vf, np.uint16)
+                cv2.multiply(alpha, 65535.0, dst=plane, dtype=cv2.CV_16U)  # type: ignore[call-overload]
+                return vf
             bits = spec.sample_bits
             y = luma_codes(pad_even(alpha) if self._subsampled else alpha, bits)
             sx, sy = (2, 1) if spec.chroma == "422" else (2, 2)
