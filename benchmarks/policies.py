@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--video", default="1920x1080")
-    ap.add_argument("--policies", default="sam2,rcms,samurai,dam4sam")
+    ap.add_argument("--policies", default="sam2,rcms,samurai,dam4sam,sam2long")
     args = ap.parse_args()
 
     import cv2

@@ -9,8 +9,8 @@ survivor's parent (:meth:`PathwayState.finish`).
 
 Memory stays bounded in clip length: the tensors kept are the memories the current
 hypotheses can still attend (at most P x 16); every hypothesis's low-res logits go to a
-temporary file (P x 256 KiB per frame at image size 1024), with a few bytes per frame of
-parents and scores in memory.
+temporary file ((P - 1) x 256 KiB per frame at image size 1024: hypothesis 0 is the result
+the session stores anyway), with a few bytes per frame of parents and scores in memory.
 
 Batching (not done): the P calls of a frame differ only in their memory tokens, so one call
 with a batch of P would run the memory attention and decoder once; the image features are
@@ -43,24 +43,25 @@ def check_backend(policy: Any, backend: Backend) -> None:
 
 
 class HypothesisLogits:
-    """Low-res logits of every hypothesis of every frame of a pass, on disk: a sparse
-    temporary file of (frame, hypothesis) rows written with ``os.pwrite``."""
+    """Low-res logits of the hypotheses 1 .. P-1 of every frame of a pass, on disk: a sparse
+    temporary file of (frame, hypothesis) rows written with ``os.pwrite``. Hypothesis 0 (the
+    best at the time) is the frame's result that ``step`` returns, so the session has it."""
 
     def __init__(self, pathways: int, side: int) -> None:
-        self.pathways, self.side = pathways, side
+        self.pathways, self.side = max(pathways - 1, 1), side
         self._row = side * side * 4
         fd, path = tempfile.mkstemp(prefix="vosfx-paths-", suffix=".f32")
         os.unlink(path)  # gone with the descriptor
         self._fd: int | None = fd
 
     def put(self, frame: int, hyp: int, logits: np.ndarray) -> None:
-        assert self._fd is not None
+        assert self._fd is not None and hyp >= 1
         data = np.ascontiguousarray(logits, np.float32).tobytes()
-        os.pwrite(self._fd, data, (frame * self.pathways + hyp) * self._row)
+        os.pwrite(self._fd, data, (frame * self.pathways + hyp - 1) * self._row)
 
     def get(self, frame: int, hyp: int) -> np.ndarray:
-        assert self._fd is not None
-        data = os.pread(self._fd, self._row, (frame * self.pathways + hyp) * self._row)
+        assert self._fd is not None and hyp >= 1
+        data = os.pread(self._fd, self._row, (frame * self.pathways + hyp - 1) * self._row)
         return np.frombuffer(data, np.float32).reshape(self.side, self.side).copy()
 
     def close(self) -> None:
@@ -165,7 +166,8 @@ def step(
         state.memories[(r, k)] = (maskmem, out.multi_ptrs[j : j + 1])
         filled = fill(low)
         quality = quality_of(score, out.multi_ious, filled)
-        state.logits.put(r, k, filled)
+        if k > 0:
+            state.logits.put(r, k, filled)
         state.parent[r, k] = 0 if first else p
         state.score[r, k], state.iou[r, k], state.quality[r, k] = score, iou, quality
         committed.append((p, acc, score, iou))
