@@ -211,11 +211,12 @@ class TorchBackend:
         if all(m.key_scale == 1.0 for m in memories) and all(p.key_scale == 1.0 for p in pointers):
             return None
         per_ptr = 4 if self.model.mem_dim < self.model.hidden_dim else 1  # as _split_ptr
-        scales = [
-            m.key_scale for m in memories for _ in range(m.maskmem.shape[-2] * m.maskmem.shape[-1])
-        ]
-        scales += [p.key_scale for p in pointers for _ in range(per_ptr)]
-        return torch.tensor(scales, dtype=torch.float32, device=self.device_t)
+        scales = [m.key_scale for m in memories] + [p.key_scale for p in pointers]
+        counts = [m.maskmem.shape[-2] * m.maskmem.shape[-1] for m in memories]
+        counts += [per_ptr] * len(pointers)
+        return torch.repeat_interleave(
+            torch.tensor(scales, dtype=torch.float32), torch.tensor(counts)
+        ).to(self.device_t)
 
     def _memory_pos(self, t_pos: int) -> torch.Tensor:
         pos = self._mem_pos.get(t_pos)
