@@ -336,7 +336,8 @@ let exactTimer = null;
 async function prompted(call) {
   const t0 = performance.now();
   clearTimeout(exactTimer);
-  const quick = S.view === "overlay";
+  // window.vosfx.quickOverlay = false: wait for the finished view instead (benchmarks compare)
+  const quick = S.view === "overlay" && window.vosfx.quickOverlay !== false;
   const src = quick ? sourceImage(S.frame) : null;  // loads while the server decodes
   if (src) src.catch(() => {});
   try {
