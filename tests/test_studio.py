@@ -174,6 +174,36 @@ def test_click_answer_equals_the_session_result_and_undo_redo(run):
     assert run.studio.edits[(1, 3)].labels == (1, 0)
 
 
+def test_click_answer_carries_the_engine_masks(run):
+    """Each object's layer is the engine's mask at the clip's size (the render's resampling
+    of the session's logits, alpha >= 0.5), drawn as the overlay preview draws it: index 1
+    inside, 2 on the outline; an object without a result there has none. The answer also
+    lists the prompts and the undo state."""
+    import base64
+
+    from vosfx.matte.compose import object_colour, outline
+    from vosfx.matte.refine import logits_to_prob
+
+    run.request("/api/objects", {"op": "add"})
+    _click(run, 5, obj=2)
+    status, res = _click(run, 3)
+    assert status == 200 and [o["obj_id"] for o in res["objects"]] == [1, 2]
+    assert res["objects"][1]["mask"] is None  # object 2: no result on frame 3
+    layer = Image.open(io.BytesIO(base64.b64decode(res["objects"][0]["mask"])))
+    assert layer.mode == "P" and layer.size == (W, H)
+    assert layer.info["transparency"][:3] == bytes([0, 128, 255])
+    assert layer.getpalette()[3:9] == [*object_colour(1), *object_colour(1)]
+    cfg = run.studio.config.refine
+    logits = run.studio.session.result(3).logits[0]
+    want = logits_to_prob(logits, (H, W), cfg.threshold, cfg.softness) >= 0.5
+    index = np.asarray(layer)
+    assert want.any() and not want.all()
+    np.testing.assert_array_equal(index > 0, want)
+    np.testing.assert_array_equal(index == 2, outline(want))
+    assert res["prompts"] == run.request("/api/state")[1]["prompts"]
+    assert len(res["prompts"]) == 2 and res["can_undo"] and not res["can_redo"]
+
+
 def test_objects_add_rename_delete(run):
     _status, added = run.request("/api/objects", {"op": "add"})
     assert added["obj_id"] == 2
