@@ -92,3 +92,6 @@ def test_bank_stays_bounded_over_1500_frames(policy):
     if policy == "sam2long":
         pol = trk._passes[pid].policy
         assert len(pol.branch) <= 32 and {"certain", "uncertain"} <= set(pol.branch.values())
+        # hypothesis logits on disk: the unsettled window only (no frame was revised here),
+        # 42 rows at most measured, against 2 x 1,499 if nothing were settled
+        assert trk._passes[pid].paths.logits.rows < 100, trk._passes[pid].paths.logits.rows

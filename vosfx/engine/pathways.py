@@ -9,8 +9,10 @@ survivor's parent (:meth:`PathwayState.finish`).
 
 Memory stays bounded in clip length: the tensors kept are the memories the current
 hypotheses can still attend (at most P x 16); every hypothesis's low-res logits go to a
-temporary file ((P - 1) x 256 KiB per frame at image size 1024: hypothesis 0 is the result
-the session stores anyway), with a few bytes per frame of parents and scores in memory.
+temporary file until their frame is settled (every current hypothesis descends through one of
+them: lineages meet a few frames back), then only a revised frame's row is kept (256 KiB at
+image size 1024; hypothesis 0 is the result the session stores anyway); a few bytes per frame
+of parents and scores stay in memory.
 
 Batching (not done): the P calls of a frame differ only in their memory tokens, so one call
 with a batch of P would run the memory attention and decoder once; the image features are
@@ -43,26 +45,39 @@ def check_backend(policy: Any, backend: Backend) -> None:
 
 
 class HypothesisLogits:
-    """Low-res logits of the hypotheses 1 .. P-1 of every frame of a pass, on disk: a sparse
-    temporary file of (frame, hypothesis) rows written with ``os.pwrite``. Hypothesis 0 (the
-    best at the time) is the frame's result that ``step`` returns, so the session has it."""
+    """Low-res logits of hypotheses 1 .. P-1 of a pass's frames, on disk: rows of an unlinked
+    temporary file written with ``os.pwrite``, reused once dropped. Hypothesis 0 (the best
+    at the time) is the frame's result that ``step`` returns, so the session has it."""
 
-    def __init__(self, pathways: int, side: int) -> None:
-        self.pathways, self.side = max(pathways - 1, 1), side
+    def __init__(self, side: int) -> None:
+        self.side = side
         self._row = side * side * 4
         fd, path = tempfile.mkstemp(prefix="vosfx-paths-", suffix=".f32")
         os.unlink(path)  # gone with the descriptor
         self._fd: int | None = fd
+        self._rows: dict[Key, int] = {}
+        self._free: list[int] = []
+        self.rows = 0  # the file's length in rows (its peak use)
 
     def put(self, frame: int, hyp: int, logits: np.ndarray) -> None:
         assert self._fd is not None and hyp >= 1
+        if self._free:
+            row = self._free.pop()
+        else:
+            row, self.rows = self.rows, self.rows + 1
+        self._rows[(frame, hyp)] = row
         data = np.ascontiguousarray(logits, np.float32).tobytes()
-        os.pwrite(self._fd, data, (frame * self.pathways + hyp - 1) * self._row)
+        os.pwrite(self._fd, data, row * self._row)
 
     def get(self, frame: int, hyp: int) -> np.ndarray:
-        assert self._fd is not None and hyp >= 1
-        data = os.pread(self._fd, self._row, (frame * self.pathways + hyp - 1) * self._row)
+        assert self._fd is not None
+        data = os.pread(self._fd, self._row, self._rows[(frame, hyp)] * self._row)
         return np.frombuffer(data, np.float32).reshape(self.side, self.side).copy()
+
+    def drop(self, frame: int, hyp: int) -> None:
+        row = self._rows.pop((frame, hyp), None)
+        if row is not None:
+            self._free.append(row)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -85,6 +100,8 @@ class PathwayState:
     quality: np.ndarray = field(init=False)
     first: int | None = None
     last: int | None = None
+    settled: int | None = None  # frames up to here have their final hypothesis
+    final: dict[int, int] = field(default_factory=dict)  # settled frame -> hypothesis, if not 0
 
     def __post_init__(self) -> None:
         shape = (self.num_frames, self.policy.pathways)
@@ -97,12 +114,39 @@ class PathwayState:
         self.logits.close()
         self.memories.clear()
 
+    def settle(self) -> None:
+        """Fix the frames every current hypothesis descends through: walking back from the
+        last frame, the hypotheses with living descendants narrow to one (lineages meet a few
+        frames back); from there on back, each frame's final hypothesis is known. Rows of the
+        others are freed, so the file holds the unsettled window and the revised frames."""
+        if self.last is None or self.first is None:
+            return
+        start = self.first if self.settled is None else self.settled + 1
+        alive = set(range(self.policy.pathways))
+        f = self.last
+        while len(alive) > 1 and f > start:
+            alive = {int(self.parent[f, k]) for k in alive}
+            f -= 1
+        if len(alive) > 1 or f < start:
+            return
+        (k,) = alive
+        for g in range(f, start - 1, -1):
+            for h in range(1, self.policy.pathways):
+                if h != k:
+                    self.logits.drop(g, h)
+            if k != 0:
+                self.final[g] = k
+            k = int(self.parent[g, k])
+        self.settled = f
+
     def final_path(self) -> dict[int, int]:
         """Pass-local frame -> the hypothesis on the best surviving lineage."""
         if self.last is None or self.first is None:
             return {}
-        path, k = {}, 0
-        for r in range(self.last, self.first - 1, -1):
+        path = {g: 0 for g in range(self.first, (self.settled or self.first - 1) + 1)}
+        path.update(self.final)
+        k, lo = 0, self.first if self.settled is None else self.settled + 1
+        for r in range(self.last, lo - 1, -1):
             path[r] = k
             k = int(self.parent[r, k])
         return path
@@ -177,6 +221,7 @@ def step(
     if first:
         state.first = r
     state.last = r
+    state.settle()
     keep = pol.keys()
     for key in [k for k in state.memories if k not in keep]:
         del state.memories[key]

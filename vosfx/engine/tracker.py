@@ -355,9 +355,7 @@ class Tracker:
             from vosfx.engine.pathways import HypothesisLogits, PathwayState
 
             pol = cast(Any, ps.policy)
-            ps.paths = PathwayState(
-                pol, HypothesisLogits(pol.pathways, self.low_res), self.info.num_frames
-            )
+            ps.paths = PathwayState(pol, HypothesisLogits(self.low_res), self.info.num_frames)
             ps.reprompter = None  # re-prompting picks one mask; SAM2Long keeps several
         # conditioning memory in frame order, as the predictor stores prompts added in order
         for f in sorted(x for x in (anchor, neighbour) if x is not None):
