@@ -118,10 +118,18 @@ def test_preprocess_matches_sam2_loader(tmp_path):
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "00000.jpg", quality=95)
-    decoded = np.asarray(Image.open(tmp_path / "00000.jpg").convert("RGB"))
-    images, h, w = load_video_frames(
-        str(tmp_path), 64, offload_video_to_cpu=True, compute_device=torch.device("cpu")
-    )
-    assert (h, w) == (48, 80)
-    assert np.array_equal(preprocess(decoded, 64), images[0].numpy())  # bit-identical
+    rgb[:16, :16] = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)  # every value (normalise
+    # table) and a 64 x 64 frame, which preprocess takes as already resized (model_input)
+    square = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for folder, img in (("a", rgb), ("b", square)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(img).save(tmp_path / folder / "00000.jpg", quality=95)
+        decoded = np.asarray(Image.open(tmp_path / folder / "00000.jpg").convert("RGB"))
+        images, h, w = load_video_frames(
+            str(tmp_path / folder),
+            64,
+            offload_video_to_cpu=True,
+            compute_device=torch.device("cpu"),
+        )
+        assert (h, w) == img.shape[:2]
+        assert np.array_equal(preprocess(decoded, 64), images[0].numpy())  # bit-identical
