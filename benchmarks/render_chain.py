@@ -15,6 +15,7 @@ parallel).
     python benchmarks/render_chain.py                          # 24 frames, 3 rounds
     python benchmarks/render_chain.py --before c7e93b9 --frames 48 --rounds 5
     python benchmarks/render_chain.py --before none --soft     # after only; soft logits
+    python benchmarks/render_chain.py --before 632581e --after 13de1b9   # two commits
 """
 
 from __future__ import annotations
@@ -72,6 +73,83 @@ def child(args: argparse.Namespace) -> None:
             {"frames": report.frames, "wall_s": wall, "cpu_s": cpu, "timings_s": report.timings_s}
         )
     )
+
+
+def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
+    """CPU ms per 1080p frame of each stage of the chain, one at a time on this thread
+    (process CPU time, so an encoder's own threads count; OpenCV on one thread), medians over
+    the frames: the chain's CPU budget. This checkout only."""
+    import cv2
+    import numpy as np
+    from fakes import prompt_logits
+    from PIL import Image
+
+    from vosfx.config import OutputConfig
+    from vosfx.io.source import open_source
+    from vosfx.io.writers import open_writer
+    from vosfx.io.writers.video import yuva444_frame
+    from vosfx.matte.refine import Refiner
+    from vosfx.presets import resolve_config
+    from vosfx.types import MaskResult, Matte
+
+    cv2.setNumThreads(1)
+    rows: list[tuple[str, float]] = []
+
+    def timed(name: str, fn, items) -> list:
+        out, ts = [], []
+        for item in items:
+            c0 = time.process_time()
+            out.append(fn(item))
+            ts.append(time.process_time() - c0)
+        rows.append((name, 1e3 * statistics.median(ts)))
+        return out
+
+    with open_source(clip, prefetch=0) as src:
+        it = iter(src)
+        frames = timed("decode (PyAV, H.264 1080p -> RGB)", lambda _: next(it), range(n))
+    mask = np.asarray(Image.open(mask_path)) > 0
+    logits = prompt_logits(mask)
+    cfg = resolve_config(["balanced"], {}).refine
+    score, iou = np.array([10.0], np.float32), np.array([1.0], np.float32)
+    mattes: dict[str, list[Matte]] = {}
+    for kind, scale in (("sharp", 1.0), ("soft (/10)", 0.1)):
+        refiner = Refiner(cfg, (1,))
+        lg = (logits * np.float32(scale))[None]
+        mattes[kind] = timed(
+            f"refine, balanced, {kind} logits",
+            lambda f, lg=lg, r=refiner: r(MaskResult(f.index, (1,), lg, score, iou), f),
+            frames,
+        )
+    pairs = list(zip(frames, mattes["sharp"]))
+    timed(
+        "ProRes 4444 picture (RGB -> Y'CbCr + alpha planes)",
+        lambda p: yuva444_frame(p[0].image, p[1].merged, "yuva444p10le", 10),
+        pairs,
+    )
+    for fmt in ("prores4444", "ffv1-matte"):
+        ext = "mov" if fmt == "prores4444" else "mkv"
+        with open_writer(
+            fmt, out_dir / f"parts.{ext}", src.info, obj_ids=(1,), config=OutputConfig()
+        ) as w:
+            timed(f"{fmt} writer (picture + encoder + mux)", lambda p, w=w: w.write(*p), pairs)
+    width = max(len(name) for name, _ in rows)
+    print("| stage | CPU ms / frame |\n|---|---:|")
+    for name, ms in rows:
+        print(f"| {name:{width}s} | {ms:6.1f} |")
+    costs = dict(rows)
+    for fmt in ("prores4444", "ffv1-matte"):
+        total = sum(
+            costs[k]
+            for k in (
+                "decode (PyAV, H.264 1080p -> RGB)",
+                "refine, balanced, sharp logits",
+                f"{fmt} writer (picture + encoder + mux)",
+            )
+        )
+        print(
+            f"\n{fmt} chain: {total:.1f} CPU ms a frame (decode + refine + writer) -> at most "
+            f"{2000 / total:.1f} frames/s on 2 cores, {1000 / total:.1f} on one"
+        )
 
 
 def make_source(path: Path, n: int) -> str:
@@ -141,8 +219,17 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default="c7e93b9", help="git revision to compare, or 'none'")
+    ap.add_argument(
+        "--after",
+        default="checkout",
+        help="git revision for 'after' (unpacked like 'before', so the checkout can change "
+        "while it runs), or 'checkout' (default)",
+    )
     ap.add_argument("--jobs", default=",".join(JOBS), help="comma-separated: " + ", ".join(JOBS))
     ap.add_argument("--soft", action="store_true", help="soft logits (the fake's / 10)")
+    ap.add_argument(
+        "--parts", action="store_true", help="CPU ms a frame of each stage instead (checkout)"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("job", "clip", "mask", "out"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -163,9 +250,19 @@ def main() -> None:
         origin = make_source(clip, args.frames)
         _, mask = moving_square_frame(0, W, H)
         Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "mask.png")
-        trees = {"after": ROOT}
+        if args.parts:
+            print(
+                f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+                f"logical cores; load {os.getloadavg()[0]:.1f}; {args.frames} frames of "
+                f"{origin}\n"
+            )
+            parts(clip, tmp / "mask.png", tmp, args.frames)
+            print(f"\nload after {os.getloadavg()[0]:.1f}")
+            return
+        after = ROOT if args.after == "checkout" else tree_for(args.after, tmp)
+        trees = {"after": after}
         if args.before != "none":
-            trees = {"before": tree_for(args.before, tmp), "after": ROOT}
+            trees = {"before": tree_for(args.before, tmp), "after": after}
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
             f"logical cores, Python {platform.python_version()}; load before "
@@ -174,7 +271,8 @@ def main() -> None:
         print(
             f"source: {args.frames} frames, {origin}, H.264; preset balanced; engine: test "
             f"double{' with soft logits (/10)' if args.soft else ''}; before = "
-            f"{args.before}, after = this checkout; {args.rounds} rounds\n",
+            f"{args.before}, after = {'this checkout' if args.after == 'checkout' else args.after}"
+            f"; {args.rounds} rounds\n",
             flush=True,
         )
         runs: dict[tuple[str, str], list[dict]] = {}
