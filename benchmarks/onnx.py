@@ -37,6 +37,8 @@ RUNS = {
     "onnx": ("onnx", {"precision": "fp32", "opt": "all"}),
     "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
+    # image encoder + memory attention on OpenVINO in bfloat16 (CPUs with AMX/AVX512_BF16)
+    "onnx-bf16": ("onnx", {"precision": "bf16", "opt": "all"}),
     "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
     "onnx-noarena": ("onnx", {"precision": "fp32", "opt": "all", "arena": False}),
 }

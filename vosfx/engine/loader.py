@@ -96,6 +96,11 @@ def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
             f"the torch backend runs on auto, cpu, cuda or mps; found device "
             f"{model.device!r} (use --backend onnx for it)"
         )
+    if model.precision != "fp32":
+        raise BackendError(
+            f"--precision {model.precision} runs on the onnx backend (the torch backend "
+            "computes in fp32): use --backend onnx, or --precision fp32"
+        )
     _require_torch()
     _fetch(model, progress)
     from vosfx.models.checkpoint import load_sam2

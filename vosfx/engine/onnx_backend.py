@@ -44,6 +44,9 @@ PROVIDERS = {
     "coreml": ["CoreMLExecutionProvider", "CPUExecutionProvider"],
     "dml": ["DmlExecutionProvider", "CPUExecutionProvider"],
 }
+# fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
+# (ONNX Runtime, VNNI); bf16: image encoder and memory attention on OpenVINO in bfloat16
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 AUTO_ORDER = [
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
@@ -103,7 +106,9 @@ class OnnxBackend:
     ``device``: cpu, cuda, tensorrt, coreml, dml or auto (the best available provider).
     ``threads``: intra-op threads per session (0: ONNX Runtime's default, one per core).
     ``precision``: fp32; fp16 (the bundle's fp16 variant, for GPUs); int8 (the dynamically
-    quantised image encoder, CPU; other stages stay fp32). A variant the bundle lacks raises.
+    quantised image encoder, CPU; other stages stay fp32); bf16 (image encoder and memory
+    attention compiled by OpenVINO in bfloat16, :mod:`vosfx.engine.openvino_runtime`; CPUs
+    with AMX or AVX512_BF16 only). A variant the bundle lacks raises.
     ``optimization``: ONNX Runtime graph optimisation, ``all`` (default: every fusion) or
     ``basic`` (constant folding and redundant-node removal only), for comparisons.
     """
@@ -147,14 +152,15 @@ class OnnxBackend:
         self._tpos = consts["maskmem_tpos_enc"].astype(np.float32)  # (num_maskmem, 1, 1, 64)
         self.providers = self._providers(ort, device)
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
+        if precision not in PRECISIONS:
+            raise BackendError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
+            )
         self.precision = precision
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
-        self._sess = {
-            name: self._session(ort, name, self._graph_file(name), threads)
-            for name in man["graphs"]
-        }
+        self._sess = self._sessions(ort, threads)
         # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
         # reads the high-res features): feed each graph only what it declares
         self._inputs = {
@@ -181,6 +187,32 @@ class OnnxBackend:
                 f"{', '.join(available)}): running on CPU. {gpu_install_hint()}",
             )
         return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+    def _sessions(self, ort, threads: int) -> dict[str, Any]:
+        """One session per graph: ONNX Runtime's, or OpenVINO's for the bf16 tier."""
+        if self.precision != "bf16":
+            return {
+                name: self._session(ort, name, self._graph_file(name), threads)
+                for name in self.manifest["graphs"]
+            }
+        from vosfx.engine import openvino_runtime as ovr
+
+        if self.providers[0] != "CPUExecutionProvider":
+            raise BackendError(
+                f"--precision bf16 runs on CPUs (OpenVINO); found device {self.device!r}: "
+                "use --precision fp16 on GPUs"
+            )
+        core = ovr.core("bf16", self.bundle)
+        sessions: dict[str, Any] = {}
+        for name, g in self.manifest["graphs"].items():
+            if name in ovr.HEAVY:
+                inputs = [i["name"] for i in g["inputs"]]
+                sessions[name] = ovr.OvSession(
+                    core, self.bundle / g["file"], inputs, precision="bf16", threads=threads
+                )
+            else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
+                sessions[name] = self._session(ort, name, self._graph_file(name), threads)
+        return sessions
 
     def _graph_file(self, name: str) -> Path:
         variants = self.manifest.get("variants", {})

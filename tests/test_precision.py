@@ -1,0 +1,140 @@
+"""The reduced-precision tiers (``--precision bf16|int8``): they load, run, and their masks
+agree with the fp32 path; bad values and missing prerequisites give the documented error.
+
+The bf16 tier runs the image encoder and memory attention on OpenVINO in bfloat16; its slow
+test needs ``openvino`` and a CPU with bfloat16 arithmetic (AMX / AVX512_BF16) and skips
+otherwise, saying which is missing.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+
+from tests.conftest import shared_data
+from vosfx.errors import BackendError
+
+pytest.importorskip("onnxruntime")
+N_FRAMES = 8
+BAR = 0.99  # binary-mask IoU against the fp32 path (issue 17)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from tests.onnx_bundle import exported
+
+    return exported()
+
+
+def test_bad_precision_is_refused(bundle):
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    with pytest.raises(BackendError, match=r"precision: expected one of fp32, fp16, bf16, int8"):
+        OnnxBackend(bundle[2], device="cpu", precision="int4")
+
+
+def test_bad_precision_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    res = CliRunner().invoke(cli, ["matte", "in.mp4", "--precision", "int4"])
+    assert res.exit_code == 2, res.output  # usage error (README: exit codes)
+    assert "--precision" in res.output and "int4" in res.output
+
+
+def test_torch_backend_refuses_reduced_precision(config_home):
+    from vosfx.config import ModelConfig
+    from vosfx.engine.loader import build_engine
+
+    with pytest.raises(BackendError, match="--precision int8 runs on the onnx backend") as err:
+        build_engine(ModelConfig(backend="torch", precision="int8"))
+    assert err.value.exit_code == 9
+
+
+def test_bf16_without_openvino_says_how_to_get_it(bundle, monkeypatch):
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    real = builtins.__import__
+
+    def no_openvino(name, *a, **k):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(BackendError, match=r"--precision bf16 .*pip install openvino"):
+        OnnxBackend(bundle[2], device="cpu", precision="bf16")
+
+
+def test_bf16_on_a_cpu_without_bf16_says_so(bundle, monkeypatch):
+    pytest.importorskip("openvino")
+    from vosfx.engine import openvino_runtime as ovr
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    monkeypatch.setattr(ovr, "cpu_capabilities", lambda _core: ["FP32", "INT8", "EXPORT_IMPORT"])
+    with pytest.raises(BackendError, match="this CPU has no bfloat16 arithmetic"):
+        OnnxBackend(bundle[2], device="cpu", precision="bf16")
+
+
+# --- the tiers against fp32 --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from PIL import Image
+
+    src = shared_data("davis", "JPEGImages", "blackswan")
+    ann = shared_data("davis", "Annotations", "blackswan", "00000.png")
+    frames = [np.asarray(Image.open(src / f"{i:05d}.jpg").convert("RGB")) for i in range(N_FRAMES)]
+    return frames, np.asarray(Image.open(ann)) == 1
+
+
+def _masks(backend, frames, mask):
+    from vosfx.engine.loader import SamEngine
+    from vosfx.pipeline import track_arrays
+    from vosfx.types import Prompt
+
+    h, w = frames[0].shape[:2]
+    engine = SamEngine(backend, "test", None)
+    return [
+        (res.video_logits(h, w)[0] > 0, res.logits[0].copy())
+        for _f, res in track_arrays(engine, frames, [Prompt(0, 1, mask=mask)])
+    ]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tier", ["bf16", "int8"])
+def test_tier_agrees_with_fp32(clip, tier):
+    from tests.onnx_bundle import exported
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    if tier == "bf16":
+        pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+        from vosfx.engine import openvino_runtime as ovr
+
+        caps = ovr.cpu_capabilities(ovr.core("fp32"))
+        if "BF16" not in caps:
+            pytest.skip(f"this CPU has no bfloat16 arithmetic (OpenVINO: {caps})")
+    _, _, folder = exported(("int8",) if tier == "int8" else ())
+    frames, mask = clip
+    fp32 = OnnxBackend(folder, device="cpu", threads=2)
+    low = OnnxBackend(folder, device="cpu", threads=2, precision=tier)
+    if tier == "bf16":  # the heavy stages really run on OpenVINO
+        assert type(low._sess["memory_attention"]).__name__ == "OvSession"
+        assert type(low._sess["image_encoder"]).__name__ == "OvSession"
+    want, got = _masks(fp32, frames, mask), _masks(low, frames, mask)
+    ious = [_iou(g[0], w[0]) for g, w in zip(got[1:], want[1:])]
+    err = max(float(np.abs(g[1] - w[1]).max()) for g, w in zip(got, want))
+    print(f"{tier}: min IoU vs fp32 {min(ious):.4f}, max abs low-res logit error {err:.3g}")
+    assert err > 0.0  # the tier does compute differently (else this test could not fail)
+    assert min(ious) >= BAR, ious
