@@ -159,6 +159,13 @@ def latency(args, work: Path) -> dict:
                 "server_median": round(statistics.median(c["ms"] for c in clicks), 1),
                 "server_max": round(max(c["ms"] for c in clicks), 1),
                 "layers_median": round(statistics.median(c["layers_ms"] for c in clicks), 1),
+                # request and answer beyond the server's work; decoding and drawing the layers
+                "transport_median": round(
+                    statistics.median(c["clientMs"] - c["ms"] - c["layers_ms"] for c in clicks), 1
+                ),
+                "draw_median": round(
+                    statistics.median(c["drawnMs"] - c["clientMs"] for c in clicks), 1
+                ),
                 "finished_view_median": round(statistics.median(c["exactMs"] for c in clicks), 1),
                 "clicks": len(clicks),
                 "load_average": os.getloadavg(),
