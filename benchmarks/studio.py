@@ -4,6 +4,7 @@ scrubbing and tracking a 1,000-frame clip. Results: docs/benchmarks/studio.md.
 
     python benchmarks/studio.py latency              # 1024, page in chromium (a few minutes)
     python benchmarks/studio.py breakdown            # a click's model stages and the view
+    python benchmarks/studio.py threads --rounds 12  # a click's decoder graph, 1 vs 2 threads
     python benchmarks/studio.py throughput --size 256 --frames 32 --rounds 2
     python benchmarks/studio.py rss --long 1000      # test-double engine, 1,000 frames
 
@@ -307,6 +308,62 @@ def _timed(obj, names, acc):
         setattr(obj, name, wrapper)
 
 
+def threads(args, work: Path) -> dict:
+    """A click's decoder graph (the ONNX bundle's ``decoder``, image-mode inputs of one frame)
+    in ONNX Runtime sessions with the backend's options and 2 intra-op threads (the
+    default here: one per core), 2 threads without spin-waiting, and 1 thread, alternated
+    ``rounds`` times: wall and process CPU time, medians."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from vosfx.engine.onnx_backend import session_options
+
+    eng, _ = engine(args.size, args.threads, work)
+    b = eng.backend
+    rgb = (np.random.default_rng(0).random((args.height, args.width, 3)) * 255).astype(np.uint8)
+    f = b.encode_image(rgb)
+    (pix,) = b._run("no_memory", {"vision_feat": f.vision_feat})
+    path = str(b.bundle / b.manifest["graphs"]["decoder"]["file"])
+
+    def session(n: int, spin: bool):
+        opts = session_options(ort, threads=n)
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+    variants = {
+        "2 threads": session(2, True),
+        "2 threads, no spinning": session(2, False),
+        "1 thread": session(1, True),
+    }
+    s = args.size
+    feeds = {
+        "pix_feat": pix,
+        "feat_s0": f.feat_s0,
+        "feat_s1": f.feat_s1,
+        "point_coords": np.array([[[s / 2, s / 2]]], np.float32),
+        "point_labels": np.array([[1]], np.int32),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for sess in variants.values():
+        sess.run(None, feeds)
+    for _ in range(args.rounds):
+        for name, sess in variants.items():
+            t, c = time.perf_counter(), time.process_time()
+            sess.run(None, feeds)
+            wall[name].append((time.perf_counter() - t) * 1000)
+            cpu[name].append((time.process_time() - c) * 1000)
+    eng.close()
+    return {
+        "size": s,
+        "rounds": args.rounds,
+        "wall_ms_median": {k: round(statistics.median(v), 1) for k, v in wall.items()},
+        "cpu_ms_median": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
+        "load_average": os.getloadavg(),
+    }
+
+
 def _timed_graphs(backend, acc):
     """Wrap an OnnxBackend's graph runner so each graph's wall and CPU time accumulate into
     acc["graph NAME"]."""
@@ -402,7 +459,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("latency", "breakdown", "throughput", "rss"))
+    ap.add_argument("what", choices=("latency", "breakdown", "threads", "throughput", "rss"))
     ap.add_argument("--size", type=int, default=1024, help="model image size")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
@@ -416,9 +473,13 @@ def main() -> None:
         work = Path(tmp)
         os.environ["VOSFX_HOME"] = str(work / "home")
         os.environ["VOSFX_CONFIG_DIR"] = str(work / "config")
-        fn = {"latency": latency, "breakdown": breakdown, "throughput": throughput, "rss": memory}[
-            args.what
-        ]
+        fn = {
+            "latency": latency,
+            "breakdown": breakdown,
+            "threads": threads,
+            "throughput": throughput,
+            "rss": memory,
+        }[args.what]
         result = {"machine": machine(), args.what: fn(args, work)}
         print(json.dumps(result, indent=2))
 
