@@ -204,6 +204,29 @@ def test_click_answer_carries_the_engine_masks(run):
     assert len(res["prompts"]) == 2 and res["can_undo"] and not res["can_redo"]
 
 
+def test_mask_layers_of_a_large_clip_are_at_most_1280_wide():
+    """A 3000x1500 clip's layer is 1280x640: the same logits resampled to that grid."""
+    from types import SimpleNamespace
+
+    from vosfx.config import RefineConfig
+    from vosfx.matte.refine import logits_to_prob
+    from vosfx.studio.views import LAYER_MAX_SIDE, mask_layers
+    from vosfx.types import MaskResult
+
+    assert LAYER_MAX_SIDE == 1280
+    yy, xx = np.mgrid[0:64, 0:64]
+    logits = np.where((xx - 20) ** 2 + (yy - 30) ** 2 < 150, 8.0, -8.0).astype(np.float32)
+    res = MaskResult(0, (1,), logits[None], np.float32([3.0]), np.float32([1.0]), {})
+    studio = SimpleNamespace(
+        config=SimpleNamespace(refine=RefineConfig()),
+        info=SimpleNamespace(width=3000, height=1500),
+    )
+    (layer,) = mask_layers(studio, res)
+    index = np.asarray(Image.open(io.BytesIO(layer)))
+    assert index.shape == (640, 1280)
+    np.testing.assert_array_equal(index > 0, logits_to_prob(logits, (640, 1280)) >= 0.5)
+
+
 def test_objects_add_rename_delete(run):
     _status, added = run.request("/api/objects", {"op": "add"})
     assert added["obj_id"] == 2

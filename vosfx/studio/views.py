@@ -22,6 +22,7 @@ from vosfx.errors import ConfigError
 VIEWS = ("source", "overlay", "matte", "cutout", "side")
 WARM_FRAMES = 8
 PREVIEW_OPACITY = 0.5  # overlay_preview's default tint
+LAYER_MAX_SIDE = 1280  # a click's mask layers: at most this many pixels on the long side
 
 
 def render_view(studio, index: int, view: str) -> tuple[bytes, str]:
@@ -74,17 +75,22 @@ def mask_layers(studio, result) -> list[bytes | None]:
     mask as the engine gave it, the logits resampled to the clip's size as the render does
     (:func:`~vosfx.matte.refine.logits_to_prob` with the finishing's threshold and softness,
     alpha >= 0.5; no guided refine, no finishing), drawn as :func:`overlay_preview` draws an
-    object: a palette PNG at the clip's size whose index 0 is transparent, 1 the object's
-    colour at the preview's opacity (inside), 2 its colour at full strength (the outline).
-    None for an object scored absent. Drawn in object order over the frame, the layers give
-    the overlay of the unrefined masks."""
+    object: a palette PNG whose index 0 is transparent, 1 the object's colour at the
+    preview's opacity (inside), 2 its colour at full strength (the outline). None for an
+    object scored absent. Drawn in object order over the frame, the layers give the overlay
+    of the unrefined masks. A clip larger than ``LAYER_MAX_SIDE`` on its long side gets
+    layers of the clip's shape at that size (the logits resampled to that grid; the page
+    scales them to the clip): a 4K layer costs ~10x a 1280-wide one, and the finished view
+    replaces it once the clicks pause."""
     from PIL import Image
 
     from vosfx.matte.compose import object_colour, outline
     from vosfx.matte.refine import logits_to_prob
 
     cfg = studio.config.refine
-    hw = (studio.info.height, studio.info.width)
+    h, w = studio.info.height, studio.info.width
+    scale = min(1.0, LAYER_MAX_SIDE / max(h, w))
+    hw = (max(1, round(h * scale)), max(1, round(w * scale)))
     out: list[bytes | None] = []
     for i, obj_id in enumerate(result.obj_ids):
         if float(result.object_score_logits[i]) <= 0.0:

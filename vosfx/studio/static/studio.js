@@ -222,7 +222,7 @@ function draw() {
       !(S.img && S.imgFrame === S.frame && S.imgVersion >= q.version)) {
     // the prompt's masks over the source frame, until the finished view arrives
     ctx.drawImage(q.src, 0, 0);
-    for (const layer of q.layers) ctx.drawImage(layer, 0, 0);
+    for (const layer of q.layers) ctx.drawImage(layer, 0, 0, S.clip.width, S.clip.height);
   } else if (S.img) ctx.drawImage(S.img, 0, 0);
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   for (const p of S.prompts.filter((q) => q.frame === S.frame)) drawPrompt(p);
