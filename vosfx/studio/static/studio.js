@@ -218,7 +218,7 @@ function draw() {
   ctx.setTransform(S.zoom, 0, 0, S.zoom, S.panX, S.panY);
   if (S.view === "cutout") checkerboard();
   const q = S.quick;
-  if (q && q.frame === S.frame && S.view === "overlay" &&
+  if (q && q.frame === S.frame && q.version === S.version && S.view === "overlay" &&
       !(S.img && S.imgFrame === S.frame && S.imgVersion >= q.version)) {
     // the prompt's masks over the source frame, until the finished view arrives
     ctx.drawImage(q.src, 0, 0);
