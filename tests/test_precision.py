@@ -125,7 +125,7 @@ def test_tier_agrees_with_fp32(clip, tier):
         caps = ovr.cpu_capabilities(ovr.core("fp32"))
         if "BF16" not in caps:
             pytest.skip(f"this CPU has no bfloat16 arithmetic (OpenVINO: {caps})")
-    _, _, folder = exported(("int8",) if tier == "int8" else ())
+    _, _, folder = exported((tier,))
     frames, mask = clip
     fp32 = OnnxBackend(folder, device="cpu", threads=2)
     low = OnnxBackend(folder, device="cpu", threads=2, precision=tier)

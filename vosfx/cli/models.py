@@ -238,8 +238,9 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
     "--variant",
     "variants",
     multiple=True,
-    type=click.Choice(["fp16", "int8"]),
-    help="Extra variants: fp16 (GPU), int8 (quantised image encoder, CPU); repeatable.",
+    type=click.Choice(["fp16", "int8", "bf16"]),
+    help="Extra variants: fp16 (GPU), int8 (quantised image encoder, CPU), bf16 (image "
+    "encoder and memory attention for OpenVINO, CPUs with bf16); repeatable.",
 )
 @click.option(
     "--image-size",

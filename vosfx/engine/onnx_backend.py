@@ -202,13 +202,13 @@ class OnnxBackend:
                 f"--precision bf16 runs on CPUs (OpenVINO); found device {self.device!r}: "
                 "use --precision fp16 on GPUs"
             )
-        core = ovr.core("bf16", self.bundle)
+        core = ovr.core("bf16")
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
             if name in ovr.HEAVY:
                 inputs = [i["name"] for i in g["inputs"]]
                 sessions[name] = ovr.OvSession(
-                    core, self.bundle / g["file"], inputs, precision="bf16", threads=threads
+                    core, self._graph_file(name), inputs, precision="bf16", threads=threads
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
@@ -216,7 +216,7 @@ class OnnxBackend:
 
     def _graph_file(self, name: str) -> Path:
         variants = self.manifest.get("variants", {})
-        if self.precision in ("fp32", "bf16"):
+        if self.precision == "fp32":
             return self.bundle / self.manifest["graphs"][name]["file"]
         files = variants.get(self.precision)
         if files is None:

@@ -1,6 +1,7 @@
 """OpenVINO's CPU plugin as the runtime of a bundle's graphs: the reduced-precision tier.
 
-``--precision bf16`` compiles the bundle's own float32 ONNX graphs with OpenVINO and asks its
+``--precision bf16`` compiles the bundle's float32 ONNX graphs of the heavy stages (the ``bf16``
+variant: the same graphs constant-folded by ONNX Runtime) with OpenVINO and asks its
 CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX or
 AVX512_BF16 the matrix products, the fused attention blocks (OpenVINO tokenises
 MatMul-Softmax-MatMul into one kernel) and the convolutions run in bfloat16 with float32
@@ -16,7 +17,6 @@ the tier is chosen.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,14 +29,11 @@ INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"
 # the stages the tier runs on OpenVINO; the others (decoder, memory encoder, ...) are a few
 # percent of a frame and stay float32 on ONNX Runtime
 HEAVY = ("image_encoder", "memory_attention")
-CACHE = "openvino_cache"
 
 
-def core(precision: str, bundle: Path | None = None) -> Any:
+def core(precision: str) -> Any:
     """An ``openvino.Core``; BackendError naming ``--precision`` when OpenVINO is missing or
-    the CPU has no arithmetic for ``precision``. With ``bundle`` (a writable folder), compiled
-    graphs are cached in ``bundle/openvino_cache``: compiling the image encoder takes minutes
-    on a 2-core CPU, loading the cached one seconds."""
+    the CPU has no arithmetic for ``precision``."""
     try:
         import openvino as ov
     except ImportError as err:
@@ -45,8 +42,6 @@ def core(precision: str, bundle: Path | None = None) -> Any:
             f"{INSTALL_HINT}, or use --precision fp32 ({err})"
         ) from err
     c = ov.Core()
-    if bundle is not None and os.access(bundle, os.W_OK):
-        c.set_property({"CACHE_DIR": str(bundle / CACHE)})
     caps = cpu_capabilities(c)
     if precision == "bf16" and "BF16" not in caps:
         raise BackendError(
