@@ -106,3 +106,20 @@ def test_a_backend_without_key_scales_refuses_sam2long():
     )
     with pytest.raises(BackendError, match="--memory sam2long.*--backend torch"):
         Tracker(Plain(), lambda: make_policy(MemoryConfig(policy="sam2long")), info)
+
+
+def test_a_correction_on_a_tracked_frame_is_refused():
+    from vosfx.errors import PromptError
+
+    info = VideoInfo(
+        path="", width=W, height=H, num_frames=N, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
+    frames = _frames()
+    trk = Tracker(SwitchBackend(), lambda: make_policy(MemoryConfig(policy="sam2long")), info)
+    trk.prompt(frames[0], Prompt(0, 1, mask=np.ones((H, W), bool)))
+    pid = trk.start_pass(1, 0, 1)
+    trk.step(frames[1], [pid])
+    click = Prompt(2, 1, points=np.array([[10.0, 10.0]]), labels=np.array([1]))
+    with pytest.raises(PromptError, match="sam2long: a correction on a tracked frame"):
+        trk.prompt(frames[2], click, pass_id=pid)
+    trk.close()
