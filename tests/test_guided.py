@@ -137,3 +137,10 @@ def test_dense_and_band_paths_agree(dtype, monkeypatch):
         np.testing.assert_allclose(dense, band, atol=2e-6, rtol=0)
         outside = 4 * p * (1 - p) * 2.0 <= 0.02
         np.testing.assert_array_equal(dense[outside], p[outside])
+        # overwrite=True: the same values, written into the caller's array on the band path
+        mine = p.copy()
+        monkeypatch.setattr(guided, "_DENSE_FRACTION", 2.0)
+        again = prep.refine(mine, strength=2.0, overwrite=True)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(again, band)
+        assert again is mine

@@ -174,7 +174,12 @@ class GuidePrep:
         return np.einsum("nc,nc->n", c[:, :3], rgb) + c[:, 3]
 
     def refine(
-        self, alpha: np.ndarray, alpha_low: np.ndarray | None = None, strength: float = 1.0
+        self,
+        alpha: np.ndarray,
+        alpha_low: np.ndarray | None = None,
+        strength: float = 1.0,
+        *,
+        overwrite: bool = False,
     ) -> np.ndarray:
         """``alpha + strength·4·alpha·(1 - alpha)·detail``, clipped to [0, 1].
 
@@ -185,7 +190,10 @@ class GuidePrep:
         ``alpha``: (H, W) float32 in [0, 1], source resolution. ``alpha_low``: the same alpha
         at lower resolution if the caller has it (cheaper and sharper than resampling
         ``alpha``). ``strength`` >= 0: 1 moves an uncertain edge part of the way to the image
-        edge, 2 most of the way (0 returns ``alpha``). Returns (H, W) float32 in [0, 1].
+        edge, 2 most of the way (0 returns ``alpha``). ``overwrite``: ``alpha`` is the
+        caller's to give up (float32), so the band is corrected in place instead of in a copy
+        (8 MB a 1080p frame); the result may then be ``alpha`` itself. Returns (H, W) float32
+        in [0, 1].
         """
         if alpha.shape != (self.height, self.width):
             raise VosfxError(
@@ -201,21 +209,23 @@ class GuidePrep:
         # to the gathered pixels), instead of a weight plane, a comparison and a mask.
         q = threshold / scale if scale > 0 else 1.0  # the band: alpha·(1 - alpha) > q
         if q >= 0.25:
-            return alpha.copy()
+            return alpha if overwrite else alpha.copy()
         root = 0.5 * (1.0 - 4.0 * q) ** 0.5
         near = cv2.inRange(alpha, 0.5 - root - 1e-6, 0.5 + root + 1e-6)  # (H, W) uint8
         n_band = cv2.countNonZero(near)
         if n_band == 0:
-            return alpha.copy()
+            return alpha if overwrite else alpha.copy()
         coef = self.coefficients(alpha if alpha_low is None else alpha_low)
         if n_band > _DENSE_FRACTION * alpha.size:
             w = cv2.multiply(alpha, 1.0 - alpha, scale=scale)
             # the band rule of the gathered path, in place: w where w > threshold, else 0
             cv2.threshold(w, threshold, 0.0, cv2.THRESH_TOZERO, dst=w)
             return self._refine_dense(alpha, w, coef)
-        out = alpha.copy()
+        out = alpha if overwrite else alpha.copy()
         flat = out.reshape(-1)
-        idx = np.flatnonzero(near)
+        # as bool (0/255 bytes: nonzero reads only zero / not zero): numpy's bool path is 6x
+        # faster than its uint8 one (0.9 vs 5.5 ms on a 1080p mask)
+        idx = np.flatnonzero(near.view(np.bool_))
         a = flat[idx]
         w_band = cv2.multiply(a, 1.0 - a, scale=scale).reshape(-1)  # (N,), as the dense path
         keep = w_band > threshold

@@ -191,7 +191,7 @@ class Refiner:
             alpha = logits_to_prob(logits, hw, cfg.threshold, cfg.softness)
             if prep is not None:
                 low = logits_to_prob(logits, prep.low_hw, cfg.threshold, cfg.softness)
-                alpha = prep.refine(alpha, low, cfg.guided_strength)
+                alpha = prep.refine(alpha, low, cfg.guided_strength, overwrite=True)
             alpha = self._temporal(obj_id, alpha, still)
             planes.append(finish(alpha, cfg))
         if len(planes) == 1:  # a view, not a copy (8 MB a 1080p frame); nothing writes it
