@@ -79,9 +79,37 @@ def gpu_install_hint(installed=None) -> str:
     return "For GPUs install onnxruntime-gpu matching your CUDA version."
 
 
-def session_options(ort, *, threads: int = 0, memory_arena: bool = True, basic: bool = False):
-    """The ``SessionOptions`` every stage runs with (benchmarks/onnx_stages.py uses the same)."""
+_SHARED_ARENA: list[bool] = []  # registered once per process
+
+
+def _shared_arena(ort) -> None:
+    """One CPU arena for every session of the process (ONNX Runtime's environment allocator),
+    grown by exactly what is requested: the stages run one after another, so the image
+    encoder's activations and memory attention's reuse the same memory instead of each
+    session keeping its own peak reserved (rounded up to a power of two)."""
+    if _SHARED_ARENA:
+        return
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+    _SHARED_ARENA.append(True)
+
+
+def session_options(
+    ort,
+    *,
+    threads: int = 0,
+    memory_arena: bool = True,
+    basic: bool = False,
+    shared_arena: bool = True,
+):
+    """The ``SessionOptions`` every stage runs with (benchmarks/onnx_stages.py uses the same).
+    ``shared_arena=False``: each session its own arena (the ONNX Runtime default)."""
     opts = ort.SessionOptions()
+    if memory_arena and shared_arena:
+        _shared_arena(ort)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         if basic
@@ -91,8 +119,8 @@ def session_options(ort, *, threads: int = 0, memory_arena: bool = True, basic: 
     opts.intra_op_num_threads = max(0, threads)
     opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
     opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
-    # the CPU arena keeps the largest intermediates reserved between frames (faster,
-    # ~1.6 GB more peak RSS at 1024; docs/benchmarks/onnx.md)
+    # the CPU arena keeps the largest intermediates reserved between frames (faster; peak RSS
+    # in docs/benchmarks/onnx.md)
     opts.enable_cpu_mem_arena = memory_arena
     return opts
 
