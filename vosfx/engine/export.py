@@ -338,12 +338,14 @@ def _fp16(folder: Path, man: dict) -> dict[str, str]:
     """Every graph with float16 weights and arithmetic, float32 inputs and outputs (for GPU
     providers; CPU kernels for float16 are few and slow)."""
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    # the fused attention stays float32 (ONNX Runtime's CPU kernel has no float16 version)
+    block = [*DEFAULT_OP_BLOCK_LIST, "MultiHeadAttention"]
     files = {}
     for name, g in man["graphs"].items():
         model = onnx.load(str(folder / g["file"]))
-        half = convert_float_to_float16(model, keep_io_types=True)
+        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
         files[name] = f"{name}.fp16.onnx"
         onnx.save(half, str(folder / files[name]))
     return files

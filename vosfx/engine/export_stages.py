@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vosfx.engine.backend import aa_weights
-from vosfx.engine.export_rope import real_rope_memory_attention
+from vosfx.engine.export_rope import attention, real_rope_memory_attention, tokens
 from vosfx.engine.stages import (
     DecoderStage,
     ImageEncoderStage,
@@ -36,6 +36,35 @@ from vosfx.engine.stages import (
 
 if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
+
+
+class ImageEncoderExport(nn.Module):
+    """:class:`ImageEncoderStage` whose attention (Hiera's ``F.scaled_dot_product_attention``)
+    exports as the fused :func:`~vosfx.engine.export_rope.attention` (same inputs, outputs)."""
+
+    def __init__(self, model: SAM2Base) -> None:
+        super().__init__()
+        self.stage = ImageEncoderStage(model)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        import torch.nn.functional as F
+
+        real = F.scaled_dot_product_attention
+
+        def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
+            b, h, n, _ = q.shape
+            # only the global blocks (one window: the whole token grid) go fused; Hiera's
+            # windowed blocks (thousands of windows of <= 196 tokens) run faster unfused
+            if args or kwargs or int(b) != 1:
+                return real(q, k, v, *args, **kwargs)
+            out = attention(tokens(q), tokens(k), tokens(v), int(h))  # (B, N, H*Dv)
+            return out.reshape(b, n, h, -1).transpose(1, 2)
+
+        F.scaled_dot_product_attention = cast(Any, sdpa)  # same call, loosely typed
+        try:
+            return self.stage(image)
+        finally:
+            F.scaled_dot_product_attention = real
 
 
 class MemoryAttentionExport(nn.Module):
@@ -145,7 +174,7 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
     return [
         StageSpec(
             "image_encoder",
-            ImageEncoderStage(model),
+            ImageEncoderExport(model),
             (torch.randn(1, 3, size, size),),
             ["image"],
             ["feat_s0", "feat_s1", "vision_feat", "vision_pos"],
