@@ -7,6 +7,8 @@ memory do not depend on the values.
 
     python benchmarks/onnx.py                      # 1024 px, 12 frames of blackswan, 2 threads
     python benchmarks/onnx.py --size 256 --frames 8 --runs onnx,torch   # quick
+    python benchmarks/onnx.py --interleave onnx,onnx-bf16,onnx-int8    # one process, a frame
+                                                   # of each in turn: ratios on a loaded machine
 
 Prints one JSON line per run and a table; ``--json PATH`` also writes them.
 """
@@ -167,6 +169,72 @@ def _official(args, threads, mask):
     return times, load_s
 
 
+def interleaved(args, names: list[str]) -> dict:
+    """The official predictor and vosfx runs in ONE process, stepped a frame each in turn, so
+    a shared machine's load falls on all of them alike: per-frame seconds and the median of
+    the per-frame ratios against the official predictor (frames 1.. ; frame 0 holds
+    init_state). Each runner uses ``args.threads``; only one computes at a time."""
+    import tempfile
+    import warnings
+
+    import numpy as np
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from vosfx.engine.loader import SamEngine
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.models.checkpoint import size_overrides
+    from vosfx.pipeline import track_arrays
+    from vosfx.types import Prompt
+
+    torch.set_num_threads(args.threads)
+    rgb, mask = _frames(args.seq, args.frames)
+    folder = Path(tempfile.mkdtemp(prefix="vosfx-bench-"))
+    for i in range(args.frames):
+        shutil.copy(DATA / "JPEGImages" / args.seq / f"{i:05d}.jpg", folder / f"{i:05d}.jpg")
+    pred = build_sam2_video_predictor(
+        CONFIG, args.ckpt, device="cpu", hydra_overrides_extra=size_overrides(args.size)
+    )
+
+    def official():
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            state = pred.init_state(str(folder))
+            pred.add_new_mask(state, 0, 1, mask)
+            yield from pred.propagate_in_video(state)
+
+    steppers = {"official": official()}
+    for name in names:
+        opts = RUNS[name][1]
+        backend = OnnxBackend(
+            args.bundle, device="cpu", threads=args.threads, precision=opts["precision"]
+        )
+        engine = SamEngine(backend, "bench", None)
+        steppers[name] = iter(track_arrays(engine, rgb, [Prompt(0, 1, mask=mask)]))
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    loads = []
+    for _ in range(args.frames):
+        loads.append(os.getloadavg()[0])
+        for name, it in steppers.items():
+            t = time.perf_counter()
+            next(it)
+            times[name].append(time.perf_counter() - t)
+    shutil.rmtree(folder)
+    base = np.array(times["official"][1:])
+    return {
+        "interleaved": list(steppers),
+        "size": args.size,
+        "frames": args.frames,
+        "threads": args.threads,
+        "s_per_frame": {k: [round(x, 2) for x in v] for k, v in times.items()},
+        "median_s_steady": {k: round(float(np.median(v[1:])), 2) for k, v in times.items()},
+        "x_official_median_of_ratios": {
+            k: round(float(np.median(base / np.array(v[1:]))), 2) for k, v in times.items()
+        },
+        "loadavg_1m": [round(x, 2) for x in loads],
+    }
+
+
 def _machine() -> dict:
     import onnxruntime
     import torch
@@ -198,6 +266,12 @@ def main() -> None:
     ap.add_argument("--runs", default=",".join(RUNS))
     ap.add_argument("--work", default="/tmp/vosfx-bench-onnx")
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--interleave",
+        default=None,
+        help="comma list of onnx runs stepped frame by frame against the official predictor "
+        "in one process (e.g. onnx,onnx-bf16,onnx-int8); prints one JSON line",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     ap.add_argument("--bundle", help=argparse.SUPPRESS)
@@ -213,10 +287,20 @@ def main() -> None:
     ckpt, _ = make_checkpoint(work / "sam2.1_tiny_random.pt")
     t = time.perf_counter()
     bundle = export_bundle(
-        str(ckpt), out_dir=work / f"bundle-{args.size}", image_size=args.size, variants=("int8",)
+        str(ckpt),
+        out_dir=work / f"bundle-{args.size}",
+        image_size=args.size,
+        variants=("int8", "bf16"),
     )
     export_s = time.perf_counter() - t
     print(json.dumps({"machine": _machine(), "export_s_or_reuse": round(export_s, 1)}), flush=True)
+    if args.interleave:
+        args.ckpt, args.bundle = str(ckpt), str(bundle)
+        row = interleaved(args, args.interleave.split(","))
+        print(json.dumps(row), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": _machine(), "row": row}, indent=2))
+        return
     rows = []
     for name in args.runs.split(","):
         cmd = [

@@ -81,7 +81,7 @@ def main() -> None:
     tiers = [t for t in args.tiers.split(",") if t]
     work = Path(args.work)
     ckpt, _ = make_checkpoint(work / "sam2.1_tiny_random.pt")
-    variants = tuple(t for t in tiers if t == "int8")
+    variants = tuple(t for t in tiers if t in ("int8", "bf16"))
     bundle = export_bundle(
         str(ckpt), out_dir=work / f"bundle-{args.size}", image_size=args.size, variants=variants
     )
