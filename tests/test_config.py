@@ -63,3 +63,21 @@ def test_describe_options_covers_every_option():
     assert len(rows) == sum(
         len(JobConfig().to_dict()[s]) for s in ("model", "memory", "refine", "output")
     )
+
+
+def test_a_torch_only_policy_resolves_auto_and_refuses_onnx_settings():
+    """SAM2Long's key scaling is not in the ONNX graphs: backend auto means torch for it,
+    and what only the ONNX backend has is refused before any model loads."""
+    cfg = build_config({"memory": {"policy": "sam2long"}})
+    assert cfg.model.backend == "torch"
+    assert build_config(cfg.to_dict()) == cfg  # a saved config reloads as it was
+    assert build_config({"memory": {"policy": "sam2"}}).model.backend == "auto"
+    for model, fragment in (
+        ({"backend": "onnx"}, "(--backend auto|torch)"),
+        ({"precision": "int8"}, "(--precision int8) needs the onnx backend"),
+        ({"device": "tensorrt"}, "(--device tensorrt) is an ONNX Runtime provider"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            build_config({"model": model, "memory": {"policy": "sam2long"}})
+        assert "[memory] policy = 'sam2long' (--memory sam2long)" in str(err.value)
+        assert fragment in str(err.value)

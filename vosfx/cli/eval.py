@@ -7,6 +7,7 @@ Markdown, CSV and JSON there.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -102,6 +103,18 @@ def open_engine(model: ModelConfig):
     return load_engine(model)
 
 
+def _model_config(
+    name: str, backend: str, device: str, image_size: int, checkpoint: str, policy: str
+) -> ModelConfig:
+    """The validated model settings one bench run uses (``auto`` resolved for ``policy``)."""
+    model = {"backend": backend, "device": device, "image_size": image_size}
+    try:
+        cfg = build_config({"model": model, "memory": {"policy": policy}}).model
+    except ConfigError as err:
+        raise ConfigError(f"--memory {policy} --backend {backend}: {err}") from err
+    return dataclasses.replace(cfg, name=name, checkpoint=checkpoint)
+
+
 def _memory_config(policy: str) -> MemoryConfig:
     try:
         return build_config({"memory": {"policy": policy}}).memory
@@ -170,32 +183,28 @@ def bench(
     """Track every sequence of a DAVIS-layout DATASET from its first-frame masks, score it,
     and report accuracy, frames/s and peak memory for each model × memory × backend."""
     from vosfx.eval.report import rows_to_csv, rows_to_markdown
-    from vosfx.pipeline.bench import run_bench
+    from vosfx.pipeline.bench import BenchReport, run_bench
 
     names = _split(sequences)
     policies = _split(policies) or ["rcms+shots"]
     memory_cfgs = {p: _memory_config(p) for p in policies}  # fail before loading any model
-    reports = []
+    reports: list[BenchReport] = []
     with tempfile.TemporaryDirectory(prefix="vosfx-bench-") as tmp:
         root = Path(out) if out else Path(tmp)
         for model_name, backend in itertools.product(models, backends):
-            cfg = ModelConfig(
-                name=model_name,
-                backend=backend,
-                device=device,
-                image_size=image_size,
-                checkpoint=checkpoint,
-            )
-            build_config(
-                {"model": {"backend": backend, "device": device, "image_size": image_size}}
-            )  # validates the flags
-            engine = open_engine(cfg)
-            try:
-                for policy in policies:
-                    label = f"{model_name}/{policy}/{backend}"
-                    click.echo(f"vosfx bench: {label}", err=True)
-                    reports.append(
-                        run_bench(
+            # one engine per model config the policies resolve to (SAM2Long: torch)
+            runs: dict[ModelConfig, list[str]] = {}
+            for policy in policies:
+                cfg = _model_config(model_name, backend, device, image_size, checkpoint, policy)
+                runs.setdefault(cfg, []).append(policy)
+            by_policy: dict[str, BenchReport] = {}
+            for cfg, cfg_policies in runs.items():
+                engine = open_engine(cfg)
+                try:
+                    for policy in cfg_policies:
+                        label = f"{model_name}/{policy}/{cfg.backend}"
+                        click.echo(f"vosfx bench: {label}", err=True)
+                        by_policy[policy] = run_bench(
                             dataset,
                             engine,
                             memory_cfg=memory_cfgs[policy],
@@ -204,9 +213,9 @@ def bench(
                             protocol=protocol,
                             label=label,
                         )
-                    )
-            finally:
-                engine.close()
+                finally:
+                    engine.close()
+            reports.extend(by_policy[policy] for policy in policies)  # the order asked for
         rows = [r.summary_row() for r in reports]
         columns = ("config", *reports[0].evaluation.columns, "frames", "fps", "peak_rss_mib")
         payload = {"machine": _machine(), "runs": [r.to_dict() for r in reports]}
