@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -249,6 +250,17 @@ class TrackRequest:
     min_object_score: float = 0.0
 
 
+@dataclass(frozen=True)
+class MemoryRequest:
+    """One object's memory to encode, for :func:`encode_memory_many`: the arguments of
+    :meth:`Backend.encode_memory`."""
+
+    features: ImageFeatures
+    low_res: np.ndarray
+    object_score_logit: float
+    binarize: bool
+
+
 class Backend(Protocol):
     """SAM 2's stages on one runtime. Attributes describe the loaded model."""
 
@@ -295,3 +307,35 @@ class Backend(Protocol):
     def nbytes(self, value: Any) -> int:
         """Bytes a stored backend-native array occupies (for memory reports)."""
         ...
+
+
+class BatchedBackend(Protocol):
+    """Optional batched calls a backend may add to :class:`Backend`: several objects (or
+    SAM2Long pathways) of one frame in one call. Results, in request order, are those of one
+    :meth:`Backend.track` / :meth:`Backend.encode_memory` call each, within the parity
+    tolerance. Call them through :func:`track_many` and :func:`encode_memory_many`, which loop
+    over the single calls for a backend without them."""
+
+    def track_many(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]: ...
+
+    def encode_memory_many(self, requests: Sequence[MemoryRequest]) -> list[Any]: ...
+
+
+def track_many(backend: Backend, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
+    """``backend.track`` for each request, in one batched call where the backend has one."""
+    batched = getattr(backend, "track_many", None)
+    if batched is not None and len(requests) > 1:
+        return list(batched(requests))
+    return [backend.track(r) for r in requests]
+
+
+def encode_memory_many(backend: Backend, requests: Sequence[MemoryRequest]) -> list[Any]:
+    """``backend.encode_memory`` for each request, in one batched call where the backend has
+    one."""
+    batched = getattr(backend, "encode_memory_many", None)
+    if batched is not None and len(requests) > 1:
+        return list(batched(requests))
+    return [
+        backend.encode_memory(r.features, r.low_res, r.object_score_logit, r.binarize)
+        for r in requests
+    ]

@@ -1,9 +1,10 @@
 """The tracker's step for a policy with several hypotheses per object (SAM2Long).
 
-Per frame: each pathway's memory is assembled from its own lineage (``policy.paths``), tracked
-with one ``Backend.track`` call (pathways with the same selection share one call: on the
-second tracked frame they all do), the policy keeps P children (``policy.prune``) and each
-survivor's memory is encoded. The frame's result *for now* is the best survivor's; the final
+Per frame: each pathway's memory is assembled from its own lineage (``policy.paths``), the
+pathways are tracked in one batched call (``track_many``; pathways with the same selection
+share one request: on the second tracked frame they all do), the policy keeps P children
+(``policy.prune``) and the survivors' memories are encoded in one batched call
+(``encode_memory_many``). The frame's result *for now* is the best survivor's; the final
 masks are read when the pass ends, walking back from the best last hypothesis through each
 survivor's parent (:meth:`PathwayState.finish`).
 
@@ -14,9 +15,9 @@ them: lineages meet a few frames back), then only a revised frame's row is kept 
 image size 1024; hypothesis 0 is the result the session stores anyway); a few bytes per frame
 of parents and scores stay in memory.
 
-Batching (not done): the P calls of a frame differ only in their memory tokens, so one call
-with a batch of P would run the memory attention and decoder once; the image features are
-shared already.
+Batching: the P requests of a frame differ only in their memory tokens; the torch backend
+runs those with the same number of memory tokens as one batch (each item's own arithmetic, no
+padding), the others in batches of their own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from vosfx.engine.backend import Backend, ImageFeatures, MemoryItem, PointerItem, TrackRequest
+from vosfx.engine.backend import (
+    Backend,
+    ImageFeatures,
+    MemoryItem,
+    MemoryRequest,
+    PointerItem,
+    TrackRequest,
+    encode_memory_many,
+    track_many,
+)
 from vosfx.engine.bank import MemoryBank
 from vosfx.engine.policies.sam2long import COND, Key, PathSelection, Sam2LongPolicy
 from vosfx.errors import BackendError
@@ -174,21 +184,25 @@ def step(
             return bank.maskmem(f), bank.obj_ptr(f)
         return state.memories[key]
 
-    outs: dict[PathSelection, Any] = {}
-    per_path = []
+    # pathways with the same selection share one request (on the second tracked frame they
+    # all do); the distinct ones go through memory attention + decoder as one batch
+    unique: dict[PathSelection, int] = {}
+    requests: list[TrackRequest] = []
     for sel in sels:
-        out = outs.get(sel)
-        if out is None:
-            mems = [
-                MemoryItem(value(k)[0], p, s)
-                for (k, p), s in zip(sel.masks, sel.mask_scales, strict=True)
-            ]
-            ptrs = [
-                PointerItem(value(k)[1], d, s)
-                for (k, d), s in zip(sel.pointers, sel.pointer_scales, strict=True)
-            ]
-            out = outs[sel] = b.track(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max))
-        per_path.append(out)
+        if sel in unique:
+            continue
+        unique[sel] = len(requests)
+        mems = [
+            MemoryItem(value(k)[0], p, s)
+            for (k, p), s in zip(sel.masks, sel.mask_scales, strict=True)
+        ]
+        ptrs = [
+            PointerItem(value(k)[1], d, s)
+            for (k, d), s in zip(sel.pointers, sel.pointer_scales, strict=True)
+        ]
+        requests.append(TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max))
+    tracked = track_many(b, requests)
+    per_path = [tracked[unique[sel]] for sel in sels]
     first = state.first is None
     if first:
         out = per_path[0]
@@ -201,12 +215,18 @@ def step(
         survivors = [(c.pathway, c.j, c.score) for c in kids]
     committed = []
     best: tuple = ()
-    for k, (p, j, acc) in enumerate(survivors):
+    maskmems = encode_memory_many(
+        b,
+        [
+            MemoryRequest(feats, per_path[p].multi_logits[j], per_path[p].object_score_logit, False)
+            for p, j, _acc in survivors
+        ],
+    )
+    for k, ((p, j, acc), maskmem) in enumerate(zip(survivors, maskmems, strict=True)):
         out = per_path[p]
         low = out.multi_logits[j]
         score = float(out.object_score_logit)
         iou = float(out.multi_ious[j])
-        maskmem = b.encode_memory(feats, low, score, False)
         state.memories[(r, k)] = (maskmem, out.multi_ptrs[j : j + 1])
         filled = fill(low)
         quality = quality_of(score, out.multi_ious, filled)
@@ -229,6 +249,6 @@ def step(
         "branch": pol.branch.get(r, ""),
         "survivors": [[p, j] for p, j, _a in survivors],
         "scores": [round(a, 4) for _p, _j, a in survivors],
-        "calls": len(outs),
+        "calls": len(requests),
     }
     return (*best, info)

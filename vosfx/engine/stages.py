@@ -70,7 +70,9 @@ class MemoryAttentionStage(nn.Module):
         num_obj_ptr_tokens: int,
         key_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``key_scale`` (M,) or None: each memory token's key input to the cross-attention
+        """A batch of B objects: ``vision_feat``/``vision_pos`` (B, 256, g, g) (the same frame's
+        features expanded), ``memory``/``memory_pos`` (M, B, 64); returns (B, 256, g, g).
+        ``key_scale`` (M,), (B, M) or None: each memory token's key input to the cross-attention
         (memory + position encoding, before the key projection and RoPE) is multiplied by it,
         in every layer; the values are not (SAM2Long's attention modulation)."""
         b, c, h, w = vision_feat.shape
@@ -78,7 +80,8 @@ class MemoryAttentionStage(nn.Module):
         curr_pos = vision_pos.flatten(2).permute(2, 0, 1)
         hooks = []
         if key_scale is not None:
-            scale = key_scale.reshape(1, -1, 1)  # the layers see batch-first (1, M, 64) keys
+            # (M,) or (B, M) -> (1 or B, M, 1): the layers see batch-first (B, M, 64) keys
+            scale = key_scale.reshape(-1, key_scale.shape[-1], 1)
 
             def scaled(_module, args, kwargs):
                 return args, {**kwargs, "k": kwargs["k"] * scale.to(kwargs["k"].dtype)}

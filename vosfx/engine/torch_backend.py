@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from vosfx.engine.backend import (
     ImageFeatures,
     MemoryItem,
+    MemoryRequest,
     PointerItem,
     TrackOutput,
     TrackRequest,
@@ -92,52 +94,97 @@ class TorchBackend:
 
     @torch.inference_mode()
     def track(self, request: TrackRequest) -> TrackOutput:
-        features, memories = request.features, request.memories
-        point_coords, point_labels = request.point_coords, request.point_labels
-        mask_logits = request.mask_logits
+        return self._track_batch([request])[0]
+
+    @torch.inference_mode()
+    def track_many(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
+        """Requests with the same layout (the same frame's features, the same number of memory
+        tokens and pointer tokens, the same number of points, a dense prompt or not) run as one
+        batch through memory attention and the decoder; each item's arithmetic is its own (no
+        padding), so the results are those of :meth:`track` up to the kernels' summation order
+        for another batch size. Others run in their own batches."""
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(self._layout(r), []).append(i)
+        out: list[TrackOutput | None] = [None] * len(requests)
+        for idx in groups.values():
+            for i, o in zip(idx, self._track_batch([requests[i] for i in idx]), strict=True):
+                out[i] = o
+        return cast(list[TrackOutput], out)
+
+    def _layout(self, r: TrackRequest) -> tuple:
+        mem = None
+        if r.memories is not None:
+            tokens = sum(m.maskmem.shape[-2] * m.maskmem.shape[-1] for m in r.memories)
+            mem = (tokens, len(r.pointers))
+        points = 0 if r.point_coords is None else len(r.point_coords)
+        return (id(r.features), mem, points, r.mask_logits is None)
+
+    def _track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
+        """Requests of one :meth:`_layout`, as one batch of B = len(requests)."""
+        features, b = requests[0].features, len(requests)
         dev = self.device_t
         with self._autocast():
-            if memories is None:
-                pix = self.no_memory(features.vision_feat)
+            if requests[0].memories is None:
+                pix = self.no_memory(features.vision_feat).expand(b, -1, -1, -1)
             else:
-                memory, memory_pos, n_ptr = self._assemble(
-                    memories, request.pointers, request.t_diff_max
-                )
+                parts = [
+                    self._assemble(cast(list, r.memories), r.pointers, r.t_diff_max)
+                    for r in requests
+                ]
+                memory = torch.cat([p[0] for p in parts], dim=1)  # (M, B, 64)
+                memory_pos = torch.cat([p[1] for p in parts], dim=1)
+                scales = [self._key_scale(cast(list, r.memories), r.pointers) for r in requests]
+                key_scale = None
+                if any(s is not None for s in scales):
+                    ones = torch.ones(memory.shape[0], device=dev)
+                    key_scale = torch.stack([ones if s is None else s for s in scales])
                 pix = self.attention(
-                    features.vision_feat,
-                    features.vision_pos,
+                    features.vision_feat.expand(b, -1, -1, -1),
+                    features.vision_pos.expand(b, -1, -1, -1),
                     memory,
                     memory_pos,
-                    n_ptr,
-                    self._key_scale(memories, request.pointers),
+                    parts[0][2],
+                    key_scale,
                 )
-            if point_coords is None or len(point_coords) == 0:
+            if requests[0].point_coords is None or len(requests[0].point_coords) == 0:
                 # no points: one padding point (label -1), as SAM 2 passes
-                coords = torch.zeros(1, 1, 2, device=dev)
-                labels = -torch.ones(1, 1, dtype=torch.int32, device=dev)
+                coords = torch.zeros(b, 1, 2, device=dev)
+                labels = -torch.ones(b, 1, dtype=torch.int32, device=dev)
             else:
-                coords = torch.from_numpy(np.asarray(point_coords, np.float32))[None].to(dev)
-                labels = torch.from_numpy(np.asarray(point_labels, np.int32))[None].to(dev)
+                coords = torch.from_numpy(
+                    np.stack([np.asarray(r.point_coords, np.float32) for r in requests])
+                ).to(dev)
+                labels = torch.from_numpy(
+                    np.stack([np.asarray(r.point_labels, np.int32) for r in requests])
+                ).to(dev)
             mask_in = None
-            if mask_logits is not None:
-                mask_in = torch.from_numpy(np.asarray(mask_logits, np.float32))[None, None]
-                mask_in = self._mask_prompt(mask_in.to(dev))
+            if requests[0].mask_logits is not None:
+                dense = np.stack([np.asarray(r.mask_logits, np.float32) for r in requests])
+                mask_in = self._mask_prompt(torch.from_numpy(dense)[:, None].to(dev))
             gate = None
-            if request.min_object_score != 0.0:
-                gate = torch.full((1, 1), request.min_object_score, device=dev)
+            if any(r.min_object_score != 0.0 for r in requests):
+                gate = torch.tensor(
+                    [[r.min_object_score] for r in requests], dtype=torch.float32, device=dev
+                )
             out = self.decoder(
                 pix, features.feat_s0, features.feat_s1, coords, labels, mask_in, gate
             )
-        ml, mi, sl, si, score, mptr, sptr = out
-        return TrackOutput(
-            multi_logits=ml[0].float().cpu().numpy(),
-            multi_ious=mi[0].float().cpu().numpy(),
-            single_logits=sl[0, 0].float().cpu().numpy(),
-            single_iou=float(si[0, 0]),
-            object_score_logit=float(score[0, 0]),
-            multi_ptrs=mptr[0].float(),
-            single_ptr=sptr.float(),
-        )
+        ml, mi, sl, si, score, mptr, sptr = (x.float() for x in out)
+        ml_np, mi_np, sl_np = ml.cpu().numpy(), mi.cpu().numpy(), sl.cpu().numpy()
+        si_np, score_np = si.cpu().numpy(), score.cpu().numpy()
+        return [
+            TrackOutput(
+                multi_logits=ml_np[i],
+                multi_ious=mi_np[i],
+                single_logits=sl_np[i, 0],
+                single_iou=float(si_np[i, 0]),
+                object_score_logit=float(score_np[i, 0]),
+                multi_ptrs=mptr[i] if b == 1 else mptr[i].clone(),
+                single_ptr=sptr if b == 1 else sptr[i : i + 1].clone(),
+            )
+            for i in range(b)
+        ]
 
     def _mask_prompt(self, mask: torch.Tensor) -> torch.Tensor:
         """A dense prompt at the prompt encoder's size (antialiased down if needed)."""
@@ -171,17 +218,41 @@ class TorchBackend:
         object_score_logit: float,
         binarize: bool,
     ) -> Any:
+        request = MemoryRequest(features, low_res, object_score_logit, binarize)
+        return self._encode_batch([request])[0]
+
+    @torch.inference_mode()
+    def encode_memory_many(self, requests: Sequence[MemoryRequest]) -> list[Any]:
+        """Requests on the same frame's features run as one batch through the memory encoder
+        (the features' projection once, the mask path and fuser per item)."""
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(id(r.features), []).append(i)
+        out: list[Any] = [None] * len(requests)
+        for idx in groups.values():
+            for i, m in zip(idx, self._encode_batch([requests[i] for i in idx]), strict=True):
+                out[i] = m
+        return out
+
+    def _encode_batch(self, requests: Sequence[MemoryRequest]) -> list[Any]:
         dev = self.device_t
-        low = torch.from_numpy(np.asarray(low_res, np.float32))[None, None].to(dev)
-        score = torch.tensor([[object_score_logit]], dtype=torch.float32, device=dev)
-        flag = torch.tensor([binarize], device=dev)
+        low = torch.from_numpy(np.stack([np.asarray(r.low_res, np.float32) for r in requests]))
+        low = low[:, None].to(dev)  # (B, 1, s, s)
+        score = torch.tensor(
+            [[r.object_score_logit] for r in requests], dtype=torch.float32, device=dev
+        )
+        # (B, 1, 1, 1): one flag per item, broadcast over its mask ((1,) for one item, as before)
+        flag = torch.tensor([r.binarize for r in requests], device=dev)
+        if len(requests) > 1:
+            flag = flag[:, None, None, None]
         with self._autocast():
-            maskmem, pos = self.memory_encoder(features.vision_feat, low, score, flag)
+            # the (1, 256, g, g) features: projected once, broadcast against the B masks
+            maskmem, pos = self.memory_encoder(requests[0].features.vision_feat, low, score, flag)
         if self._maskmem_pos is None:
             self._maskmem_pos = pos[0:1].float().clone()
         # SAM 2's predictor stores memories in bfloat16 (_run_single_frame_inference): keep
         # the same rounding, which also halves the bank
-        return maskmem.to(torch.bfloat16)
+        return [maskmem[i : i + 1].to(torch.bfloat16) for i in range(len(requests))]
 
     def nbytes(self, value: Any) -> int:
         return int(value.numel() * value.element_size())

@@ -38,8 +38,12 @@ from vosfx.engine.backend import (
     Backend,
     ImageFeatures,
     MemoryItem,
+    MemoryRequest,
     PointerItem,
+    TrackOutput,
     TrackRequest,
+    encode_memory_many,
+    track_many,
     warn_once,
 )
 from vosfx.engine.bank import MemoryBank
@@ -137,6 +141,21 @@ class _Pass:
     promoted: dict[int, list[int]] = field(default_factory=dict)
     reprompter: Reprompter | None = None  # re-prompt refinement state, when enabled
     paths: Any = None  # PathwayState for a policy with several hypotheses (SAM2Long)
+
+
+@dataclass
+class _Pending:
+    """A plain pass's frame between the decoder and the memory encoder (:meth:`Tracker.step`
+    batches each stage over the passes of a frame)."""
+
+    entry: MemoryEntry
+    decision: Decision
+    low: np.ndarray
+    score: float
+    iou: float
+    ptr: Any
+    filled: np.ndarray
+    reprompt: dict | None
 
 
 class Tracker:
@@ -400,17 +419,39 @@ class Tracker:
         if not pass_ids:
             return []
         feats = features if features is not None else self.encode(frame)
-        out = []
-        for pid in pass_ids:
-            ps = self._passes[pid]
+        passes = [self._passes[pid] for pid in pass_ids]
+        for ps in passes:
             if frame.index != ps.last + ps.direction:
                 raise VosfxError(
                     f"pass of object {ps.obj_id} from frame {ps.anchor}: "
                     f"expected frame {ps.last + ps.direction}, found {frame.index}"
                 )
+        for ps in passes:
             ps.last = frame.index
-            out.append(self._advance(ps, feats, frame.index, shot_id))
-        return out
+        t = frame.index
+        out: list[ObjectResult | None] = [None] * len(passes)
+        # the passes of single-hypothesis policies go through memory attention + decoder as
+        # one batch, then the memory encoder as one batch (Backend.track_many /
+        # encode_memory_many; a SAM2Long pass batches its own pathways in pathways.step)
+        plain = [i for i, ps in enumerate(passes) if ps.paths is None]
+        for i, ps in enumerate(passes):
+            if ps.paths is not None:
+                out[i] = self._advance_paths(ps, feats, t, shot_id)
+        requests = [self._request(passes[i], feats, t, shot_id) for i in plain]
+        tracked = track_many(self.backend, requests)
+        pending = [
+            self._observe(passes[i], t, shot_id, req, o)
+            for i, req, o in zip(plain, requests, tracked, strict=True)
+        ]
+        stored = [p for p in pending if p.decision.store]
+        maskmems = encode_memory_many(
+            self.backend,
+            [MemoryRequest(feats, p.low, p.score, p.decision.binarize_memory) for p in stored],
+        )
+        by_pending = {id(p): m for p, m in zip(stored, maskmems, strict=True)}
+        for i, p in zip(plain, pending, strict=True):
+            out[i] = self._commit(passes[i], t, p, by_pending.get(id(p)))
+        return cast(list[ObjectResult], out)
 
     def end_pass(self, pass_id: int) -> list[ObjectResult]:
         """Close a pass. Returns the frames whose result changed now that the pass is
@@ -463,33 +504,39 @@ class Tracker:
     def _source(self, ps: _Pass, local: int) -> int:
         return local if ps.direction > 0 else self.info.num_frames - 1 - local
 
-    def _advance(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> ObjectResult:
-        b = self.backend
-        r = self._local(ps, t)
-        if ps.paths is not None:
-            from vosfx.engine.pathways import step as path_step
-            from vosfx.engine.policies.rcms import frame_quality
+    def _advance_paths(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> ObjectResult:
+        """A frame of a pass with several hypotheses (SAM2Long): vosfx/engine/pathways.py."""
+        from vosfx.engine.pathways import step as path_step
+        from vosfx.engine.policies.rcms import frame_quality
 
-            filled, score, iou, quality, pinfo = path_step(
-                self, ps, ps.paths, feats, r, self._fill, frame_quality
-            )
-            kept = len(ps.bank) + len(ps.paths.memories)
-            ps.bank.peak_entries = max(ps.bank.peak_entries, kept)
-            info = {
-                "memory": {"entries": kept, "event": "", "pathway": pinfo, "quality": quality},
-                "quality": quality,
-                "direction": ps.direction,
-                "anchor": ps.anchor,
-            }
-            return ObjectResult(ps.obj_id, t, filled, score, iou, info)
-        sel = ps.policy.select(r, shot_id, ps.bank)
+        filled, score, iou, quality, pinfo = path_step(
+            self, ps, ps.paths, feats, self._local(ps, t), self._fill, frame_quality
+        )
+        kept = len(ps.bank) + len(ps.paths.memories)
+        ps.bank.peak_entries = max(ps.bank.peak_entries, kept)
+        info = {
+            "memory": {"entries": kept, "event": "", "pathway": pinfo, "quality": quality},
+            "quality": quality,
+            "direction": ps.direction,
+            "anchor": ps.anchor,
+        }
+        return ObjectResult(ps.obj_id, t, filled, score, iou, info)
+
+    def _request(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> TrackRequest:
+        """The pass's memory selection for frame ``t`` as a track request."""
+        sel = ps.policy.select(self._local(ps, t), shot_id, ps.bank)
         mems = [MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks]
         ptrs = [PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers]
         # policy hooks (docs/memory.md): the decoder's object gate and the candidate choice
         gate = float(getattr(ps.policy, "min_object_score", 0.0))
-        out = b.track(
-            TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
-        )
+        return TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
+
+    def _observe(
+        self, ps: _Pass, t: int, shot_id: int, req: TrackRequest, out: TrackOutput
+    ) -> _Pending:
+        """The frame's choice from the decoder's candidates (re-prompted if enabled), and the
+        policy's decision on storing it."""
+        r = self._local(ps, t)
         low, iou, all_ious, ptr = self._choose(out, False, 0, ps.policy, r)
         score = out.object_score_logit
         filled = self._fill(low)
@@ -499,7 +546,6 @@ class Tracker:
         quality = frame_quality(score, all_ious, filled)
         reprompt = None
         if ps.reprompter is not None:
-            req = TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
             (low, iou, all_ious, ptr, score, filled, quality), reprompt = self._reprompt(
                 ps, t, req, (low, iou, all_ious, ptr, score, filled, quality)
             )
@@ -512,18 +558,22 @@ class Tracker:
             quality=quality,
         )
         decision = ps.policy.observe(entry, ps.bank)
-        maskmem = (
-            b.encode_memory(feats, low, score, decision.binarize_memory) if decision.store else None
-        )
-        ps.bank.apply(entry, maskmem, ptr, decision)
-        dropped = ps.bank.prune(ps.policy, r)
+        return _Pending(entry, decision, low, float(score), float(iou), ptr, filled, reprompt)
+
+    def _commit(self, ps: _Pass, t: int, p: _Pending, maskmem: Any) -> ObjectResult:
+        """Store the frame's memory (``maskmem`` None when the policy does not keep it) and
+        build its result."""
+        decision = p.decision
+        ps.bank.apply(p.entry, maskmem, p.ptr, decision)
+        dropped = ps.bank.prune(ps.policy, p.entry.frame_index)
         promoted = [self._source(ps, f) for f in decision.promote]
         if decision.event:
             ps.events[t] = decision.event
-        if reprompt is not None:
-            ps.events[t] = "; ".join(e for e in (ps.events.get(t), reprompt["event"]) if e)
+        if p.reprompt is not None:
+            ps.events[t] = "; ".join(e for e in (ps.events.get(t), p.reprompt["event"]) if e)
         if promoted:
             ps.promoted[t] = promoted
+        quality = p.entry.quality
         info = {
             "memory": {
                 "entries": len(ps.bank),
@@ -536,9 +586,9 @@ class Tracker:
             "direction": ps.direction,
             "anchor": ps.anchor,
         }
-        if reprompt is not None:
-            info["reprompt"] = reprompt
-        return ObjectResult(ps.obj_id, t, filled, float(score), float(iou), info)
+        if p.reprompt is not None:
+            info["reprompt"] = p.reprompt
+        return ObjectResult(ps.obj_id, t, p.filled, p.score, p.iou, info)
 
     def _reprompt(self, ps: _Pass, t: int, req: TrackRequest, current: tuple) -> tuple:
         """Re-prompt refinement (vosfx/engine/reprompt.py): on a sharp drop, prompt the decoder

@@ -1,0 +1,164 @@
+"""Several objects per frame: one batch through memory attention, decoder and memory encoder
+(``Backend.track_many`` / ``encode_memory_many``) vs one call per object, torch backend.
+
+Two trackers over the same backend (SAM 2.1 tiny, seeded random weights) track the same N
+objects (N mask prompts on frame 0: N rectangles of the first DAVIS blackswan frame) through
+the same frames: ``loop`` sees a backend without the batched calls (the per-object fallback
+of ``track_many``), ``batched`` the torch backend itself. Each frame is encoded once, then
+both trackers step it from those features, in alternating order; the table gives the median
+step time per frame over the frames after the memory bank is full (7 memories), the image
+encoder's median for context, and the largest logit difference between the two (masks must
+be identical).
+
+    python benchmarks/objects.py                       # 512, objects 1 2 4 8
+    python benchmarks/objects.py --size 1024 --frames 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DAVIS = REPO.parent / "shared" / "data" / "davis"
+SEQ = "blackswan"
+CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+FULL_BANK = 7  # frames after which every object attends the same, full memory
+
+
+class PerObject:
+    """The wrapped backend without its batched calls: ``track_many`` and
+    ``encode_memory_many`` fall back to one call per object."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("track_many", "encode_memory_many"):
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+
+def _masks(h: int, w: int, n: int) -> list:
+    """``n`` distinct rectangles (one per object) on a 4 x 2 grid of the frame."""
+    import numpy as np
+
+    out = []
+    for i in range(n):
+        m = np.zeros((h, w), bool)
+        r, c = divmod(i, 4)
+        y0, x0 = r * h // 2, c * w // 4
+        m[y0 + h // 8 : y0 + 3 * h // 8, x0 + w // 16 : x0 + 3 * w // 16] = True
+        out.append(m)
+    return out
+
+
+def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from vosfx.engine.loader import torch_backend_for
+    from vosfx.engine.policies import Sam2Policy
+    from vosfx.engine.tracker import Tracker
+    from vosfx.models.checkpoint import build_model
+    from vosfx.types import Frame, Prompt, VideoInfo
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    backend = torch_backend_for(build_model(CONFIG, image_size=size), "cpu")
+    paths = sorted((DAVIS / "JPEGImages" / SEQ).glob("*.jpg"))[:frames]
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    h, w = images[0].shape[:2]
+    from fractions import Fraction
+
+    info = VideoInfo(
+        path="", width=w, height=h, num_frames=len(images), fps=Fraction(25),
+        time_base=Fraction(1, 25),
+    )  # fmt: skip
+    rows = []
+    for n in objects:
+        trackers = {
+            "loop": Tracker(PerObject(backend), Sam2Policy(), info, fill_hole_area=0),
+            "batched": Tracker(backend, Sam2Policy(), info, fill_hole_area=0),
+        }
+        f0 = Frame(0, images[0], 0, Fraction(1, 25))
+        feats0 = backend.encode_image(images[0])
+        passes: dict[str, list[int]] = {}
+        for name, trk in trackers.items():
+            for k, m in enumerate(_masks(h, w, n)):
+                trk.prompt(f0, Prompt(0, k, mask=m), features=feats0)
+            passes[name] = [trk.start_pass(k, 0, 1) for k in range(n)]
+        times: dict[str, list[float]] = {"loop": [], "batched": []}
+        enc, diff, same = [], 0.0, True
+        for t in range(1, len(images)):
+            frame = Frame(t, images[t], t, Fraction(1, 25))
+            t0 = time.perf_counter()
+            feats = backend.encode_image(images[t])
+            enc.append(time.perf_counter() - t0)
+            order = ["loop", "batched"] if t % 2 else ["batched", "loop"]
+            res = {}
+            for name in order:
+                t0 = time.perf_counter()
+                res[name] = trackers[name].step(frame, passes[name], features=feats)
+                if t > FULL_BANK:
+                    times[name].append(time.perf_counter() - t0)
+            for a, b in zip(res["loop"], res["batched"], strict=True):
+                diff = max(diff, float(np.abs(a.logits - b.logits).max()))
+                same = same and bool(np.array_equal(a.logits > 0, b.logits > 0))
+        loop_ms = 1000 * statistics.median(times["loop"])
+        batch_ms = 1000 * statistics.median(times["batched"])
+        rows.append(
+            {
+                "objects": n,
+                "loop_ms": loop_ms,
+                "batched_ms": batch_ms,
+                "ratio": loop_ms / batch_ms,
+                "encoder_ms": 1000 * statistics.median(enc),
+                "frames": len(times["loop"]),
+                "max_logit_diff": diff,
+                "masks_identical": same,
+                "load": os.getloadavg()[0],
+            }
+        )
+        print(_row(size, rows[-1]), flush=True)
+    return rows
+
+
+def _row(size: int, r: dict) -> str:
+    return (
+        f"| {size} | {r['objects']} | {r['loop_ms']:.0f} | {r['batched_ms']:.0f} | "
+        f"{r['ratio']:.2f}x | {r['encoder_ms']:.0f} | {r['frames']} | "
+        f"{r['max_logit_diff']:.1e} | {'yes' if r['masks_identical'] else 'NO'} | "
+        f"{r['load']:.1f} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=512, help="model image size")
+    ap.add_argument("--frames", type=int, default=14, help="frames of the clip (>= 9)")
+    ap.add_argument("--objects", default="1,2,4,8", help="object counts, comma-separated")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.frames <= FULL_BANK + 1:
+        ap.error(f"--frames: expected more than {FULL_BANK + 1}, found {args.frames}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads "
+        f"{args.threads}, load at start {os.getloadavg()}"
+    )
+    print(
+        "| size | objects | per-object loop ms/frame | batched ms/frame | loop/batched | "
+        "image encoder ms | frames | max logit diff | masks identical | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    run(args.size, args.frames, [int(x) for x in args.objects.split(",")], args.threads)
+
+
+if __name__ == "__main__":
+    main()

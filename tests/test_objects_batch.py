@@ -1,0 +1,208 @@
+"""Several objects of a frame as one batch: ``track_many`` / ``encode_memory_many`` give the
+single calls' results (torch backend, seeded random weights), the fallback loops for a backend
+without them, and the tracker sends a frame's passes in one call."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from vosfx.engine.backend import (
+    MemoryItem,
+    MemoryRequest,
+    PointerItem,
+    TrackOutput,
+    TrackRequest,
+    encode_memory_many,
+    track_many,
+)
+from vosfx.engine.policies import Sam2Policy
+from vosfx.engine.tracker import Tracker
+from vosfx.types import Frame, Prompt, VideoInfo
+
+S = 128
+TOL = 1e-5  # a batch's kernels may sum in another order than one item's
+
+
+@pytest.fixture(scope="module")
+def backend():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from vosfx.engine.loader import torch_backend_for
+    from vosfx.models.checkpoint import build_model
+
+    torch.manual_seed(0)
+    return torch_backend_for(build_model("configs/sam2.1/sam2.1_hiera_t.yaml", image_size=S))
+
+
+@pytest.fixture(scope="module")
+def frame(backend):
+    rng = np.random.default_rng(0)
+    feats = backend.encode_image(rng.integers(0, 255, (S, S, 3), dtype=np.uint8))
+    masks = []
+    for i in range(3):
+        m = np.zeros((S, S), bool)
+        m[8 + 12 * i : 60 + 12 * i, 10 + 20 * i : 50 + 9 * i] = True
+        masks.append(m)
+    outs = [backend.mask_as_output(feats, m) for m in masks]
+    return feats, outs
+
+
+def _same(a: TrackOutput, b: TrackOutput) -> None:
+    for x, y in [
+        (a.multi_logits, b.multi_logits),
+        (a.multi_ious, b.multi_ious),
+        (a.single_logits, b.single_logits),
+        (np.float32(a.object_score_logit), np.float32(b.object_score_logit)),
+        (a.multi_ptrs.numpy(), b.multi_ptrs.numpy()),
+        (a.single_ptr.numpy(), b.single_ptr.numpy()),
+    ]:
+        assert np.shape(x) == np.shape(y)
+        assert float(np.abs(np.asarray(x) - np.asarray(y)).max()) <= TOL
+    np.testing.assert_array_equal(a.multi_logits > 0, b.multi_logits > 0)
+    np.testing.assert_array_equal(a.single_logits > 0, b.single_logits > 0)
+
+
+def test_encode_memory_many_equals_single_calls(backend, frame):
+    import torch
+
+    feats, outs = frame
+    reqs = [MemoryRequest(feats, low, score, i == 1) for i, (low, score, _p) in enumerate(outs)]
+    single = [backend.encode_memory(r.features, r.low_res, r.object_score_logit, r.binarize) for r in reqs]  # fmt: skip
+    many = backend.encode_memory_many(reqs)
+    assert len(many) == 3
+    for a, b in zip(single, many, strict=True):
+        assert a.shape == b.shape == (1, 64, S // 16, S // 16) and b.dtype == torch.bfloat16
+        # stored in bfloat16: a float32 difference in the last bits may round to the
+        # neighbouring bfloat16 value (one step: at most 2^-7 relative)
+        np.testing.assert_allclose(b.float().numpy(), a.float().numpy(), rtol=2**-7, atol=TOL)
+        assert float((a == b).float().mean()) > 0.99
+    # the binarize flag is per item: item 1 encoded binarised differs from its soft encoding
+    soft = backend.encode_memory(feats, outs[1][0], outs[1][1], False)
+    assert not torch.equal(soft, many[1])
+
+
+def test_track_many_equals_single_calls(backend, frame):
+    feats, outs = frame
+    mems = [backend.encode_memory(feats, low, score, True) for low, score, _p in outs]
+    reqs = [
+        TrackRequest(
+            feats,
+            [MemoryItem(mems[i], 0), MemoryItem(mems[(i + 1) % 3], 6, 0.5 if i == 1 else 1.0)],
+            [PointerItem(outs[i][2], 1)],
+            1,
+            min_object_score=-1.0 if i == 2 else 0.0,
+        )
+        for i in range(3)
+    ]
+    # a request with another layout (one memory) in the middle runs in a batch of its own
+    odd = TrackRequest(feats, [MemoryItem(mems[0], 0)], [PointerItem(outs[0][2], 2)], 2)
+    # and prompts without memory, with points
+    pts = [
+        TrackRequest(
+            feats,
+            point_coords=np.array([[20.0 + 9 * i, 40.0]], np.float32),
+            point_labels=np.array([1], np.int32),
+        )
+        for i in range(2)
+    ]
+    all_reqs = [reqs[0], odd, reqs[1], pts[0], reqs[2], pts[1]]
+    many = backend.track_many(all_reqs)
+    assert len(many) == len(all_reqs)
+    for r, got in zip(all_reqs, many, strict=True):
+        _same(backend.track(r), got)
+    # the objects really differ (a batch that repeated item 0 would fail above)
+    assert not np.array_equal(many[0].multi_logits, many[2].multi_logits)
+
+
+class _Recording:
+    """A backend double with the batched calls, recording how many requests each call had."""
+
+    image_size, num_maskmem, max_obj_ptrs, device = 64, 7, 16, "cpu"
+    multimask_output_in_sam = multimask_output_for_tracking = True
+    multimask_min_pt_num, multimask_max_pt_num = 0, 1
+    use_mask_input_as_output_without_sam = binarize_mask_from_pts_for_mem_enc = True
+
+    def __init__(self, batched: bool) -> None:
+        self.calls: list[tuple[str, int]] = []
+        if batched:
+            self.track_many = self._track_many
+            self.encode_memory_many = self._encode_memory_many
+
+    def encode_image(self, rgb8):
+        return {"frame": int(rgb8[0, 0, 0])}
+
+    def track(self, req):
+        self.calls.append(("track", 1))
+        return self._out(req)
+
+    def _out(self, req):
+        logits = np.full((3, 16, 16), -1.0, np.float32)
+        k = int(np.asarray(req.memories[0].maskmem[1]))  # the object, from its anchor memory
+        logits[:, k : k + 4, 4:12] = 2.0
+        return TrackOutput(
+            logits, np.array([0.2, 0.9, 0.5], np.float32), logits[0], 0.4, 1.5, [k] * 3, [k]
+        )
+
+    def _track_many(self, reqs):
+        self.calls.append(("track_many", len(reqs)))
+        return [self._out(r) for r in reqs]
+
+    def mask_as_output(self, features, mask):
+        return np.where(mask[::2, ::2][:16, :16], 10.0, -10.0).astype(np.float32), 10.0, "p"
+
+    def encode_memory(self, features, low_res, score, binarize):
+        self.calls.append(("encode_memory", 1))
+        return ("mem", int(np.argmax((low_res > 0).any(axis=1))))
+
+    def _encode_memory_many(self, reqs):
+        self.calls.append(("encode_memory_many", len(reqs)))
+        return [("mem", int(np.argmax((r.low_res > 0).any(axis=1)))) for r in reqs]
+
+    def nbytes(self, value):
+        return 8
+
+
+def _run(batched: bool):
+    h = w = 32
+    info = VideoInfo(
+        path="", width=w, height=h, num_frames=5, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
+    be = _Recording(batched)
+    trk = Tracker(be, Sam2Policy(), info, fill_hole_area=0)
+    img = np.zeros((h, w, 3), np.uint8)
+    for k in range(3):
+        m = np.zeros((h, w), bool)
+        m[4 * k : 4 * k + 8, 8:24] = True
+        trk.prompt(Frame(0, img, 0, Fraction(1, 25)), Prompt(0, k, mask=m))
+    pids = [trk.start_pass(k, 0, 1) for k in range(3)]
+    be.calls.clear()
+    results = [trk.step(Frame(t, img, t, Fraction(1, 25)), pids) for t in (1, 2)]
+    return be.calls, results
+
+
+def test_tracker_sends_a_frames_passes_in_one_call():
+    calls, results = _run(batched=True)
+    assert calls == [("track_many", 3), ("encode_memory_many", 3)] * 2
+    loop_calls, loop_results = _run(batched=False)
+    assert loop_calls == ([("track", 1)] * 3 + [("encode_memory", 1)] * 3) * 2
+    for got, want in zip(results, loop_results, strict=True):
+        assert [r.obj_id for r in got] == [0, 1, 2]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a.logits, b.logits)
+            assert a.info == b.info
+    # each object kept its own memory (the double's logits follow the anchor's row)
+    assert [int(np.argmax((r.logits > 0).any(axis=1))) for r in results[1]] == [0, 2, 4]
+
+
+def test_module_functions_loop_without_batched_calls():
+    be = _Recording(batched=False)
+    feats = {"frame": 0}
+    low = np.zeros((16, 16), np.float32)
+    assert encode_memory_many(be, [MemoryRequest(feats, low, 1.0, True)] * 2) == [("mem", 0)] * 2
+    req = TrackRequest(feats, [MemoryItem(("mem", 3), 0)])
+    outs = track_many(be, [req, req])
+    assert [o.multi_ptrs for o in outs] == [[3] * 3] * 2
+    assert be.calls == [("encode_memory", 1)] * 2 + [("track", 1)] * 2
