@@ -110,6 +110,9 @@ def session_options(
     if memory_arena and shared_arena:
         _shared_arena(ort)
         opts.add_session_config_entry("session.use_env_allocators", "1")
+        # no pre-planned block per run: buffers are taken from and returned to the shared
+        # arena as the graph runs (peak RSS at 1024, 2 frames: 1358 -> 1026 MiB)
+        opts.enable_mem_pattern = False
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         if basic
