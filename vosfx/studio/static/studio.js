@@ -350,16 +350,19 @@ async function prompted(call) {
     $("redo").disabled = !res.can_redo;
     if (quick && S.view === "overlay" && res.frame === S.frame) {
       // the engine's masks for this prompt, drawn over the frame now
-      const [img, layers] = await Promise.all(
-        [src, Promise.all(res.objects.filter((o) => o.mask).map((o) => decodeLayer(o.mask)))]);
-      if (S.version === version && S.frame === res.frame) {  // nothing newer meanwhile
-        S.quick = { frame: res.frame, version, src: img, layers };
-        draw();
-        canvas.dataset.quick = version;
-      }
+      let delay = EXACT_DELAY_MS;
+      try {
+        const [img, layers] = await Promise.all(
+          [src, Promise.all(res.objects.filter((o) => o.mask).map((o) => decodeLayer(o.mask)))]);
+        if (S.version === version && S.frame === res.frame) {  // nothing newer meanwhile
+          S.quick = { frame: res.frame, version, src: img, layers };
+          draw();
+          canvas.dataset.quick = version;
+        }
+      } catch (err) { delay = 0; }  // no source picture: the finished view at once
       last.drawnMs = performance.now() - t0;
       exactTimer = setTimeout(() => { if (S.frame === res.frame) showFrame(res.frame, true); },
-        EXACT_DELAY_MS);
+        delay);
     } else {
       const drawn = window.vosfx.drawn;
       showFrame(res.frame, true);
