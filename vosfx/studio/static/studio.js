@@ -201,6 +201,7 @@ function showFrame(t, force) {
     if (last && last.version !== undefined && last.exactMs === undefined && last.frame === t &&
         version >= last.version) {
       last.exactMs = performance.now() - last.t0;  // the finished view of that prompt
+      if (last.drawnMs === undefined) last.drawnMs = last.exactMs;
     }
     if (S.playing) setTimeout(playStep, 0);
     else if (S.view === "overlay") {  // the base of a click's overlay, ready before the click
@@ -351,7 +352,7 @@ async function prompted(call) {
     if (quick && S.view === "overlay" && res.frame === S.frame) {
       // the engine's masks for this prompt, drawn over the frame now
       let delay = EXACT_DELAY_MS;
-      try {
+      try {  // (drawnMs stays unset on failure: the finished view sets it)
         const [img, layers] = await Promise.all(
           [src, Promise.all(res.objects.filter((o) => o.mask).map((o) => decodeLayer(o.mask)))]);
         if (S.version === version && S.frame === res.frame) {  // nothing newer meanwhile
@@ -359,8 +360,8 @@ async function prompted(call) {
           draw();
           canvas.dataset.quick = version;
         }
+        last.drawnMs = performance.now() - t0;
       } catch (err) { delay = 0; }  // no source picture: the finished view at once
-      last.drawnMs = performance.now() - t0;
       exactTimer = setTimeout(() => { if (S.frame === res.frame) showFrame(res.frame, true); },
         delay);
     } else {
@@ -370,7 +371,7 @@ async function prompted(call) {
       await waitDrawn(drawn);
       last.drawnMs = performance.now() - t0;
     }
-    status(`mask in ${Math.round(last.drawnMs)} ms (model ${res.ms} ms)`);
+    status(`mask in ${Math.round(performance.now() - t0)} ms (model ${res.ms} ms)`);
     refreshTimeline();
   } catch (err) { fail(err); }
 }
