@@ -6,9 +6,9 @@ objects (N mask prompts on frame 0: N rectangles of the first DAVIS blackswan fr
 the same frames: ``loop`` sees a backend without the batched calls (the per-object fallback
 of ``track_many``), ``batched`` the torch backend itself. Each frame is encoded once, then
 both trackers step it from those features, in alternating order; the table gives the median
-step time per frame over the frames after the memory bank is full (7 memories), the image
-encoder's median for context, and the largest logit difference between the two (masks must
-be identical).
+step time per frame (wall clock, and the process's CPU time: all torch threads) over the
+frames after the memory bank is full (7 memories), the image encoder's median for context,
+and the largest logit difference between the two (masks must be identical).
 
     python benchmarks/objects.py                       # 512, objects 1 2 4 8
     python benchmarks/objects.py --size 1024 --frames 10
@@ -95,6 +95,7 @@ def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
                 trk.prompt(f0, Prompt(0, k, mask=m), features=feats0)
             passes[name] = [trk.start_pass(k, 0, 1) for k in range(n)]
         times: dict[str, list[float]] = {"loop": [], "batched": []}
+        cpu: dict[str, list[float]] = {"loop": [], "batched": []}
         enc, diff, same = [], 0.0, True
         for t in range(1, len(images)):
             frame = Frame(t, images[t], t, Fraction(1, 25))
@@ -104,10 +105,11 @@ def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
             order = ["loop", "batched"] if t % 2 else ["batched", "loop"]
             res = {}
             for name in order:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res[name] = trackers[name].step(frame, passes[name], features=feats)
                 if t > FULL_BANK:
                     times[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
             for a, b in zip(res["loop"], res["batched"], strict=True):
                 diff = max(diff, float(np.abs(a.logits - b.logits).max()))
                 same = same and bool(np.array_equal(a.logits > 0, b.logits > 0))
@@ -119,6 +121,8 @@ def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
                 "loop_ms": loop_ms,
                 "batched_ms": batch_ms,
                 "ratio": loop_ms / batch_ms,
+                "loop_cpu_ms": 1000 * statistics.median(cpu["loop"]),
+                "batched_cpu_ms": 1000 * statistics.median(cpu["batched"]),
                 "encoder_ms": 1000 * statistics.median(enc),
                 "frames": len(times["loop"]),
                 "max_logit_diff": diff,
@@ -133,7 +137,8 @@ def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
 def _row(size: int, r: dict) -> str:
     return (
         f"| {size} | {r['objects']} | {r['loop_ms']:.0f} | {r['batched_ms']:.0f} | "
-        f"{r['ratio']:.2f}x | {r['encoder_ms']:.0f} | {r['frames']} | "
+        f"{r['ratio']:.2f}x | {r['loop_cpu_ms']:.0f} | {r['batched_cpu_ms']:.0f} | "
+        f"{r['encoder_ms']:.0f} | {r['frames']} | "
         f"{r['max_logit_diff']:.1e} | {'yes' if r['masks_identical'] else 'NO'} | "
         f"{r['load']:.1f} |"
     )
@@ -154,9 +159,10 @@ def main() -> None:
     )
     print(
         "| size | objects | per-object loop ms/frame | batched ms/frame | loop/batched | "
-        "image encoder ms | frames | max logit diff | masks identical | load |"
+        "loop CPU ms/frame | batched CPU ms/frame | image encoder ms | frames | "
+        "max logit diff | masks identical | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     run(args.size, args.frames, [int(x) for x in args.objects.split(",")], args.threads)
 
 
