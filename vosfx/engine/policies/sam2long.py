@@ -5,8 +5,8 @@ rules were written from the paper and from what that code does (docs/memory.md l
 parity fixtures in tests/fixtures/policies.
 
 A pass keeps ``pathways`` (P) hypotheses of the object's track. On each frame after the first
-tracked one, every hypothesis is tracked with its own memory (one ``Backend.track`` call each),
-each call gives 3 candidate masks, and P of the 3P children survive (:meth:`Sam2LongPolicy.prune`):
+tracked one, every hypothesis is tracked with its own memory (one request each, batched),
+each request gives 3 candidate masks, and P of the 3P children survive (:meth:`Sam2LongPolicy.prune`):
 the best by cumulative score (a sum of log predicted IoUs) when the decoder is certain about
 the object's presence, otherwise the best children with distinct rounded IoUs. Each hypothesis
 remembers its own lineage (:class:`Hypothesis`); the frame's final mask is read at the end of
