@@ -311,3 +311,22 @@ def test_bad_prompt_options_name_the_flag(env, args, flag, fragment):
     assert r.exit_code in (2, 5), r.output
     assert fragment in r.output and (flag is None or flag in r.output), r.output
     assert leftovers(env) == []
+
+
+@pytest.mark.parametrize("pattern", ["", "%05d.png"])
+def test_image_sequence_input_to_a_video_with_audio_on(env, pattern):
+    """A folder of frames (or its printf pattern) into ProRes 4444, whose preset carries the
+    source's audio: an image sequence has none, so the movie has no audio stream."""
+    import av
+
+    frames = env / "frames"
+    frames.mkdir()
+    for i in range(4):
+        rgb, _ = moving_square_frame(i, 96, 64)
+        Image.fromarray(rgb).save(frames / f"{i:05d}.png")
+    out = env / "out.mov"
+    r = matte(f"{frames}/{pattern}" if pattern else frames, env / "mask.png", "-o", out)
+    assert r.exit_code == 0, r.output
+    with av.open(str(out)) as movie:
+        assert movie.streams.video[0].frames == 4
+        assert not movie.streams.audio

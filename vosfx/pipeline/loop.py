@@ -379,7 +379,8 @@ class _Loop:
                     self.info,
                     obj_ids=self.obj_ids,
                     config=cfg,
-                    audio_from=self.job.input if cfg.audio else None,
+                    # image sequences (a folder, a pattern) carry no audio
+                    audio_from=self.job.input if cfg.audio and self.info.has_audio else None,
                     overwrite=self.job.overwrite,
                 )
                 self.writers.append((self._stack.enter_context(writer), oid, target))
