@@ -12,6 +12,7 @@ and the largest logit difference between the two (masks must be identical).
 
     python benchmarks/objects.py                       # 512, objects 1 2 4 8
     python benchmarks/objects.py --size 1024 --frames 10
+    python benchmarks/objects.py --calls 3            # the backend calls alone, CPU time
 """
 
 from __future__ import annotations
@@ -134,6 +135,62 @@ def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
     return rows
 
 
+def calls(size: int, objects: list[int], threads: int, repeats: int) -> None:
+    """The backend calls alone, no tracker: N requests with 7 memories and 2 pointers each
+    (memories of random logits) on one frame, one call each vs one batched call, alternating;
+    median CPU ms (the process's, all threads) of the N requests per stage."""
+    import numpy as np
+    import torch
+
+    from vosfx.engine.backend import MemoryItem, MemoryRequest, PointerItem, TrackRequest
+    from vosfx.engine.loader import torch_backend_for
+    from vosfx.models.checkpoint import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    b = torch_backend_for(build_model(CONFIG, image_size=size), "cpu")
+    rng = np.random.default_rng(0)
+    f = b.encode_image(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    ptr = b.mask_as_output(f, np.ones((size, size), bool))[2]
+    print("| size | objects | track loop CPU ms | track_many CPU ms | encode_memory loop CPU ms "
+          "| encode_memory_many CPU ms | repeats | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for n in objects:
+        lows = [rng.standard_normal((size // 4, size // 4)).astype(np.float32) for _ in range(n)]
+        mreqs = [MemoryRequest(f, low, 1.0, False) for low in lows]
+        mems = [b.encode_memory(f, low, 1.0, False) for low in lows]
+        reqs = [
+            TrackRequest(
+                f,
+                [MemoryItem(mems[(i + k) % n], k) for k in range(7)],
+                [PointerItem(ptr, 1), PointerItem(ptr, 2)],
+                2,
+            )
+            for i in range(n)
+        ]
+        runs = {
+            "track": lambda reqs=reqs: [b.track(r) for r in reqs],
+            "track_many": lambda reqs=reqs: b.track_many(reqs),
+            "mem": lambda mreqs=mreqs: [b.encode_memory(f, r.low_res, 1.0, False) for r in mreqs],
+            "mem_many": lambda mreqs=mreqs: b.encode_memory_many(mreqs),
+        }
+        cpu: dict[str, list[float]] = {k: [] for k in runs}
+        for rep in range(repeats):
+            order = ["track", "track_many", "mem", "mem_many"]
+            if rep % 2:
+                order = ["track_many", "track", "mem_many", "mem"]
+            for k in order:
+                c0 = time.process_time()
+                runs[k]()
+                cpu[k].append(1000 * (time.process_time() - c0))
+        med = {k: statistics.median(v) for k, v in cpu.items()}
+        print(
+            f"| {size} | {n} | {med['track']:.0f} | {med['track_many']:.0f} | {med['mem']:.0f} "
+            f"| {med['mem_many']:.0f} | {repeats} | {os.getloadavg()[0]:.1f} |",
+            flush=True,
+        )
+
+
 def _row(size: int, r: dict) -> str:
     return (
         f"| {size} | {r['objects']} | {r['loop_ms']:.0f} | {r['batched_ms']:.0f} | "
@@ -150,7 +207,14 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=14, help="frames of the clip (>= 9)")
     ap.add_argument("--objects", default="1,2,4,8", help="object counts, comma-separated")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--calls", type=int, metavar="REPEATS", help="time the backend calls alone, REPEATS times"
+    )
     args = ap.parse_args()
+    objects = [int(x) for x in args.objects.split(",")]
+    if args.calls:
+        calls(args.size, objects, args.threads, args.calls)
+        return
     if args.frames <= FULL_BANK + 1:
         ap.error(f"--frames: expected more than {FULL_BANK + 1}, found {args.frames}")
     print(
@@ -163,7 +227,7 @@ def main() -> None:
         "max logit diff | masks identical | load |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    run(args.size, args.frames, [int(x) for x in args.objects.split(",")], args.threads)
+    run(args.size, args.frames, objects, args.threads)
 
 
 if __name__ == "__main__":
