@@ -5,6 +5,7 @@ count work, and the manifest, the cache lookup and the CLI agree."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -151,12 +152,117 @@ def test_decoder_all_outputs(backends, labels):
     got = _check(
         ob,
         "decoder",
-        {"pix_feat": feat, "feat_s0": s0, "feat_s1": s1, "point_coords": pts, "point_labels": lab},
+        {
+            "pix_feat": feat,
+            "feat_s0": s0,
+            "feat_s1": s1,
+            "point_coords": pts,
+            "point_labels": lab,
+            "min_object_score": torch.zeros(1, 1),  # SAM 2's gate
+        },
         want,
     )
     # multimask outputs are computed, not frozen: three different masks
     assert got[0].shape == (1, 3, SIZE // 4, SIZE // 4)
     assert float(np.abs(got[0][0, 0] - got[0][0, 1]).max()) > 1e-3
+
+
+@pytest.mark.parametrize("gate", [-100.0, 100.0, -1.0])
+def test_decoder_object_gate_is_an_input(backends, gate):
+    """The object-score gate is a graph input: the graph equals the torch stage given the same
+    gate; far below the score nothing is blanked, far above every mask is NO_OBJ_SCORE."""
+    from vosfx.engine.stages import NO_OBJ_SCORE
+
+    tb, ob = backends
+    _, (s0, s1, feat, _) = _features(tb, seed=1)
+    pts = torch.rand(1, 2, 2) * SIZE
+    lab = torch.tensor([[1, 0]], dtype=torch.int32)
+    g = torch.tensor([[gate]])
+    with torch.no_grad():
+        want = tb.decoder(feat, s0, s1, pts, lab, None, g)
+    feeds = {"pix_feat": feat, "feat_s0": s0, "feat_s1": s1, "point_coords": pts}
+    got = _check(ob, "decoder", {**feeds, "point_labels": lab, "min_object_score": g}, want)
+    score = float(got[4][0, 0])
+    assert -100 < score < 100, score
+    blanked = bool(np.all(got[0] == NO_OBJ_SCORE)) and bool(np.all(got[2] == NO_OBJ_SCORE))
+    assert blanked == (score <= gate), (score, gate)
+
+
+def _export_decoder(module, example, inputs, path) -> None:
+    from vosfx.engine.export import OPSET
+
+    spec_outputs = [
+        "multi_logits",
+        "multi_ious",
+        "single_logits",
+        "single_iou",
+        "object_score_logit",
+        "multi_ptrs",
+        "single_ptr",
+    ]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic, as the exporter
+        torch.onnx.export(
+            module.eval(),
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=spec_outputs,
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+        )
+
+
+def test_score_between_samurai_gate_and_zero(bundle, backends, tmp_path):
+    """A frame scored -0.5 with SAMURAI's gate -1: the bundle's decoder keeps its masks, as the
+    torch stage does; a bundle whose decoder graph has no min_object_score input (gated at 0)
+    raises BackendError saying how to get a new bundle, and only on such a frame."""
+    import shutil
+
+    from vosfx.engine.backend import TrackRequest
+    from vosfx.engine.export_stages import stage_specs
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.engine.stages import NO_OBJ_SCORE, NoMemoryStage
+    from vosfx.errors import BackendError
+    from vosfx.models.checkpoint import load_sam2
+
+    ckpt, _, folder = bundle
+    _, ob = backends
+    rgb = np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    feats = ob.encode_image(rgb)
+    net = load_sam2(str(ckpt), image_size=SIZE).float().eval()
+    (spec,) = [s for s in stage_specs(net) if s.name == "decoder"]
+    stage = spec.module.stage
+    with torch.no_grad():
+        pix = NoMemoryStage(net)(torch.from_numpy(feats.vision_feat))
+        args = (pix, torch.from_numpy(feats.feat_s0), torch.from_numpy(feats.feat_s1))
+        args += (torch.zeros(1, 1, 2), -torch.ones(1, 1, dtype=torch.int32))  # no points
+        head = net.sam_mask_decoder.pred_obj_score_head
+        last = head.layers[-1] if hasattr(head, "layers") else head
+        last.bias -= float(stage(*args)[4]) + 0.5  # this frame now scores -0.5
+        want = stage(*args, None, torch.tensor([[-1.0]]))
+    assert abs(float(want[4]) + 0.5) < 1e-4
+    new, old = tmp_path / "new", tmp_path / "old"
+    for dst in (new, old):
+        shutil.copytree(folder, dst)
+    _export_decoder(spec.module, spec.example, spec.inputs, new / "decoder.onnx")
+    _export_decoder(stage, spec.example[:5], spec.inputs[:5], old / "decoder.onnx")
+
+    fresh = OnnxBackend(new, device="cpu", threads=2)
+    out = fresh.track(TrackRequest(feats, min_object_score=-1.0))
+    assert abs(out.object_score_logit + 0.5) < 1e-3
+    assert not np.all(out.multi_logits == NO_OBJ_SCORE)
+    assert float(np.abs(out.multi_logits - want[0][0].numpy()).max()) <= TOL
+    assert float(np.abs(out.single_ptr - want[6].numpy()).max()) <= TOL
+    assert np.all(fresh.track(TrackRequest(feats)).multi_logits == NO_OBJ_SCORE)  # gate 0
+
+    stale = OnnxBackend(old, device="cpu", threads=2)
+    with pytest.raises(BackendError, match=r"without the min_object_score input.*models export"):
+        stale.track(TrackRequest(feats, min_object_score=-1.0))
+    for gate in (0.0, -0.2):  # the score is at or below the gate: the graph's 0 agrees
+        out = stale.track(TrackRequest(feats, min_object_score=gate))
+        assert np.all(out.multi_logits == NO_OBJ_SCORE)
 
 
 def test_mask_as_output_and_memory_encoder(backends):

@@ -12,7 +12,7 @@ from pathlib import Path
 from vosfx.errors import ModelError
 
 MANIFEST = "manifest.json"
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: the decoder graph takes min_object_score (the object gate)
 
 
 def read_manifest(bundle: str | Path) -> dict:

@@ -2,14 +2,16 @@
 
 Each entry of :func:`stage_specs` is one ONNX graph: the stage module (the engine's own, or a
 thin wrapper over it where the original is not exportable), example inputs, and the names and
-dynamic axes of its inputs and outputs. Two stages need a wrapper:
+dynamic axes of its inputs and outputs. Three stages need a wrapper:
 
 - memory attention: SAM 2's RoPE uses complex tensors and a Python-int pointer-token count;
   the wrapper runs a copy of the attention with :class:`~vosfx.engine.export_rope.
   RealRoPEAttention` and takes the count as an int64 input;
 - mask-as-output: ``F.interpolate(..., antialias=True)`` has no ONNX export; the wrapper does
   the same antialiased bilinear resize as two matrix products with torch's own weights
-  (:func:`vosfx.engine.backend.aa_weights`).
+  (:func:`vosfx.engine.backend.aa_weights`);
+- decoder: the object-score gate (``min_object_score``, SAMURAI's -1, SAM 2's 0) is a graph
+  input, not the traced constant 0, and the dense mask prompt (not exported) stays None.
 """
 
 from __future__ import annotations
@@ -93,6 +95,31 @@ class MemoryAttentionExport(nn.Module):
         finally:
             for attn in self._rope:
                 attn.n_exclude = 0
+
+
+class DecoderExport(nn.Module):
+    """:class:`DecoderStage` without a mask prompt and with the object-score gate as an input.
+
+    ``min_object_score``: (1, 1) float32, the logit above which masks and pointer count as
+    present (0 for SAM 2). Other inputs and the outputs as the stage.
+    """
+
+    def __init__(self, decoder: DecoderStage) -> None:
+        super().__init__()
+        self.stage = decoder
+
+    def forward(
+        self,
+        pix_feat: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        min_object_score: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.stage(
+            pix_feat, feat_s0, feat_s1, point_coords, point_labels, None, min_object_score
+        )
 
 
 class _AAResize(nn.Module):
@@ -196,9 +223,16 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
         ),
         StageSpec(
             "decoder",
-            decoder,
-            (feat, s0, s1, pts, torch.tensor([[1, 0]], dtype=torch.int32)),
-            ["pix_feat", "feat_s0", "feat_s1", "point_coords", "point_labels"],
+            DecoderExport(decoder),
+            (feat, s0, s1, pts, torch.tensor([[1, 0]], dtype=torch.int32), torch.zeros(1, 1)),
+            [
+                "pix_feat",
+                "feat_s0",
+                "feat_s1",
+                "point_coords",
+                "point_labels",
+                "min_object_score",
+            ],
             [
                 "multi_logits",
                 "multi_ious",

@@ -324,15 +324,24 @@ class OnnxBackend:
                 "feat_s1": features.feat_s1,
                 "point_coords": coords,
                 "point_labels": labels,
+                "min_object_score": np.array([[request.min_object_score]], np.float32),
             },
         )
         gate = request.min_object_score
-        if gate != 0.0 and gate < float(score[0, 0]) <= 0.0:
-            # the exported decoder gates at 0: its masks for this frame are already blanked
+        if (
+            "min_object_score" not in self._inputs["decoder"]
+            and gate != 0.0
+            and gate < float(score[0, 0]) <= 0.0
+        ):
+            # a bundle exported before the gate was a graph input: its decoder gates at 0, so
+            # its masks for this frame are already blanked
             raise BackendError(
                 f"object score {float(score[0, 0]):.3f} lies between the policy's object "
-                f"threshold {gate} and 0, which the ONNX decoder graph (gated at 0) cannot "
-                "follow: use the torch runtime or a policy object threshold of 0"
+                f"threshold {gate} and 0, which the decoder graph of the ONNX bundle "
+                f"{self.bundle} (exported without the min_object_score input, gated at 0) "
+                "cannot follow: delete that folder and re-export it with `vosfx models export "
+                "MODEL` (a bundle in the model cache is also made again on the next run), or "
+                "use the torch runtime"
             )
         return TrackOutput(
             multi_logits=ml[0],
