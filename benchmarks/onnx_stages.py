@@ -174,6 +174,7 @@ def stage_inputs(size: int, n_mem: int = 7, n_ptr: int = 16) -> dict:
         "feat_s1": rng.standard_normal((1, 64, size // 8, size // 8)).astype(f32),
         "point_coords": np.zeros((1, 1, 2), f32),
         "point_labels": -np.ones((1, 1), np.int32),
+        "min_object_score": np.zeros((1, 1), f32),
         "mask": (rng.random((1, 1, size, size)) > 0.5).astype(f32),
         "low_res": rng.standard_normal((1, 1, s, s)).astype(f32),
         "object_score_logit": np.array([[1.0]], f32),

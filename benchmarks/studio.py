@@ -343,6 +343,7 @@ def threads(args, work: Path) -> dict:
         "feat_s1": f.feat_s1,
         "point_coords": np.array([[[s / 2, s / 2]]], np.float32),
         "point_labels": np.array([[1]], np.int32),
+        "min_object_score": np.zeros((1, 1), np.float32),  # SAM 2's own gate
     }
     wall: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
