@@ -19,7 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 # vosfx.pipeline.run replaced by a render whose frames each take FRAME_S (like a model call
 # on a CPU, which no signal interrupts) and which checks ``cancel`` between frames
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # Ctrl-C as a terminal delivers it: a test run launched as a background job inherits an
+    # ignored SIGINT, which Python (and so vosfx) then keeps ignoring, as Unix intends
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import vosfx.pipeline
     from vosfx.errors import Cancelled
     from vosfx.types import ProgressEvent
