@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from vosfx.engine.backend import (
 from vosfx.engine.bank import MemoryBank
 from vosfx.engine.policies.sam2long import COND, Key, PathSelection, Sam2LongPolicy
 from vosfx.errors import BackendError
+from vosfx.types import ObjectResult
 
 
 def check_backend(policy: Any, backend: Backend) -> None:
@@ -252,3 +254,34 @@ def step(
         "calls": len(requests),
     }
     return (*best, info)
+
+
+def revised_results(ps: Any, source: Callable[[int], int]) -> list[ObjectResult]:
+    """At the end of pass ``ps``: the frames whose best-final-lineage hypothesis is not the
+    one :func:`step` returned (hypothesis 0), as results to store in their place; closes the
+    pass's hypothesis file. ``source`` maps the pass's local frame index to the clip's."""
+    st = ps.paths
+    revised = []
+    try:
+        for r, k in sorted(st.final_path().items()):
+            if k == 0:
+                continue  # step() returned hypothesis 0, the best at the time
+            info = {
+                "quality": float(st.quality[r, k]),
+                "direction": ps.direction,
+                "anchor": ps.anchor,
+                "memory": {"pathway": {"hypothesis": k, "revised": True}},
+            }
+            revised.append(
+                ObjectResult(
+                    ps.obj_id,
+                    source(r),
+                    st.logits.get(r, k),
+                    float(st.score[r, k]),
+                    float(st.iou[r, k]),
+                    info,
+                )
+            )
+    finally:
+        st.close()
+    return revised

@@ -465,31 +465,9 @@ class Tracker:
         self._peak[ps.obj_id] = max(self._peak.get(ps.obj_id, 0), ps.bank.peak_entries)
         if ps.paths is None:
             return []
-        st = ps.paths
-        revised = []
-        try:
-            for r, k in sorted(st.final_path().items()):
-                if k == 0:
-                    continue  # step() returned hypothesis 0, the best at the time
-                t = self._source(ps, r)
-                q = float(st.quality[r, k])
-                revised.append(
-                    ObjectResult(
-                        ps.obj_id,
-                        t,
-                        st.logits.get(r, k),
-                        float(st.score[r, k]),
-                        float(st.iou[r, k]),
-                        {
-                            "quality": q,
-                            "direction": ps.direction,
-                            "anchor": ps.anchor,
-                            "memory": {"pathway": {"hypothesis": k, "revised": True}},
-                        },
-                    )
-                )
-        finally:
-            st.close()
+        from vosfx.engine.pathways import revised_results
+
+        revised = revised_results(ps, lambda r: self._source(ps, r))
         if revised:
             ps.events[revised[0].frame_index] = (
                 f"{len(revised)} frames revised along the best final pathway"
