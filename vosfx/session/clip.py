@@ -24,11 +24,10 @@ redoes only what a change made stale.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -36,6 +35,7 @@ import numpy as np
 from vosfx.config import MemoryConfig
 from vosfx.errors import Cancelled, PromptError
 from vosfx.policies import MEMORY_POLICIES
+from vosfx.session.plan import PassPlan, plan_object
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
 
@@ -56,56 +56,6 @@ class FrameProvider(Protocol):
     def get(self, index: int) -> Frame: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class PassPlan:
-    """One pass of the rule: ``obj_id`` tracked from its prompted frame ``anchor`` in
-    ``direction`` (+1, -1) over ``frames`` (ascending source indices), attending ``anchor`` and
-    ``neighbour`` (or only ``anchor``) as conditioning memory."""
-
-    obj_id: int
-    anchor: int
-    direction: int
-    neighbour: int | None
-    frames: range
-
-    @property
-    def is_tail(self) -> bool:
-        """Forwards after the object's last prompted frame: steps with the sweep itself."""
-        return self.direction > 0 and self.neighbour is None
-
-    @property
-    def due(self) -> int:
-        """The sweep position at which a segment runs: once the sweep has computed its
-        right-hand prompted frame (so no frame is decoded out of order)."""
-        if self.is_tail:
-            return self.anchor + 1
-        return self.neighbour if self.direction > 0 else self.anchor  # type: ignore[return-value]
-
-
-def plan_object(
-    obj_id: int, prompted: Iterable[int], start: int, end: int, *, backward: bool = True
-) -> list[PassPlan]:
-    """The passes of the rule for one object whose prompted frames are ``prompted`` (those
-    outside [start, end) are ignored). ``backward`` False (``--forward-only``): nothing before
-    the first prompted frame, and each gap tracked forwards from its left prompted frame."""
-    p = sorted(f for f in set(prompted) if start <= f < end)
-    if not p:
-        return []
-    plans = []
-    if p[0] > start and backward:
-        plans.append(PassPlan(obj_id, p[0], -1, None, range(start, p[0])))
-    for a, b in itertools.pairwise(p):
-        # t - a <= b - t  <=>  t <= (a + b) / 2
-        mid = (a + b) // 2 if backward else b - 1
-        if mid >= a + 1:
-            plans.append(PassPlan(obj_id, a, 1, b, range(a + 1, mid + 1)))
-        if mid + 1 <= b - 1:
-            plans.append(PassPlan(obj_id, b, -1, a, range(mid + 1, b)))
-    if p[-1] < end - 1:
-        plans.append(PassPlan(obj_id, p[-1], 1, None, range(p[-1] + 1, end)))
-    return plans
 
 
 class ClipSession:
@@ -608,4 +558,4 @@ def _nbytes(value: Any) -> int:
     return int(getattr(value, "nbytes", 0))
 
 
-__all__ = ["ClipSession", "FrameProvider", "PassPlan", "Sweep", "plan_object"]
+__all__ = ["ClipSession", "FrameProvider", "Sweep"]
