@@ -41,8 +41,15 @@ RUNS = {
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
     # image encoder + memory attention on OpenVINO in bfloat16 (CPUs with AMX/AVX512_BF16)
     "onnx-bf16": ("onnx", {"precision": "bf16", "opt": "all"}),
+    # the bf16 tier before memory encoder and decoder moved to OpenVINO too
+    "onnx-bf16-heavy": (
+        "onnx",
+        {"precision": "bf16", "opt": "all", "ov": ("image_encoder", "memory_attention")},
+    ),
     "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
     "onnx-noarena": ("onnx", {"precision": "fp32", "opt": "all", "arena": False}),
+    # ONNX Runtime's default: one power-of-two arena per session, memory pattern on
+    "onnx-session-arenas": ("onnx", {"precision": "fp32", "opt": "all", "shared": False}),
 }
 
 
@@ -117,6 +124,8 @@ def worker(args) -> dict:
                 precision=opts["precision"],
                 optimization=opts["opt"],
                 memory_arena=opts.get("arena", True),
+                shared_arena=opts.get("shared", True),
+                bf16_stages=opts.get("ov"),
             )
         load_s = time.perf_counter() - t_load
         times = _track(backend, rgb, mask, acc)
@@ -207,7 +216,13 @@ def interleaved(args, names: list[str]) -> dict:
     for name in names:
         opts = RUNS[name][1]
         backend = OnnxBackend(
-            args.bundle, device="cpu", threads=args.threads, precision=opts["precision"]
+            args.bundle,
+            device="cpu",
+            threads=args.threads,
+            precision=opts["precision"],
+            memory_arena=opts.get("arena", True),
+            shared_arena=opts.get("shared", True),
+            bf16_stages=opts.get("ov"),
         )
         engine = SamEngine(backend, "bench", None)
         steppers[name] = iter(track_arrays(engine, rgb, [Prompt(0, 1, mask=mask)]))

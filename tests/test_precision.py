@@ -1,7 +1,7 @@
 """The reduced-precision tiers (``--precision bf16|int8``): they load, run, and their masks
 agree with the fp32 path; bad values and missing prerequisites give the documented error.
 
-The bf16 tier runs the image encoder and memory attention on OpenVINO in bfloat16; its slow
+The bf16 tier runs the four per-frame stages on OpenVINO in bfloat16; its slow
 test needs ``openvino`` and a CPU with bfloat16 arithmetic (AMX / AVX512_BF16) and skips
 otherwise, saying which is missing.
 """
@@ -129,9 +129,10 @@ def test_tier_agrees_with_fp32(clip, tier):
     frames, mask = clip
     fp32 = OnnxBackend(folder, device="cpu", threads=2)
     low = OnnxBackend(folder, device="cpu", threads=2, precision=tier)
-    if tier == "bf16":  # the heavy stages really run on OpenVINO
-        assert type(low._sess["memory_attention"]).__name__ == "OvSession"
-        assert type(low._sess["image_encoder"]).__name__ == "OvSession"
+    if tier == "bf16":  # the four per-frame stages really run on OpenVINO
+        for stage in ("image_encoder", "memory_attention", "memory_encoder", "decoder"):
+            assert type(low._sess[stage]).__name__ == "OvSession", stage
+        assert type(low._sess["mask_as_output"]).__name__ == "InferenceSession"
     want, got = _masks(fp32, frames, mask), _masks(low, frames, mask)
     ious = [_iou(g[0], w[0]) for g, w in zip(got[1:], want[1:])]
     err = max(float(np.abs(g[1] - w[1]).max()) for g, w in zip(got, want))

@@ -45,7 +45,7 @@ PROVIDERS = {
     "dml": ["DmlExecutionProvider", "CPUExecutionProvider"],
 }
 # fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
-# (ONNX Runtime, VNNI); bf16: image encoder and memory attention on OpenVINO in bfloat16
+# (ONNX Runtime, VNNI); bf16: the four per-frame stages on OpenVINO in bfloat16
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 AUTO_ORDER = [
     "TensorrtExecutionProvider",
@@ -142,6 +142,10 @@ class OnnxBackend:
     with AMX or AVX512_BF16 only). A variant the bundle lacks raises.
     ``optimization``: ONNX Runtime graph optimisation, ``all`` (default: every fusion) or
     ``basic`` (constant folding and redundant-node removal only), for comparisons.
+    ``shared_arena``: one CPU arena for all sessions of the process (default) or ONNX Runtime's
+    own arena per session (for comparisons: docs/benchmarks/onnx.md).
+    ``bf16_stages``: the graphs the bf16 tier compiles with OpenVINO (default
+    :data:`vosfx.engine.openvino_runtime.STAGES`; for comparisons).
     """
 
     # no dense mask-prompt decoder graph in the bundle yet: the tracker decodes a further click
@@ -157,6 +161,8 @@ class OnnxBackend:
         precision: str = "fp32",
         optimization: str = "all",
         memory_arena: bool = True,
+        shared_arena: bool = True,
+        bf16_stages: tuple[str, ...] | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -167,6 +173,8 @@ class OnnxBackend:
             ) from err
         self.bundle = Path(bundle)
         self.memory_arena = memory_arena
+        self.shared_arena = shared_arena
+        self._bf16_stages = bf16_stages
         self.manifest = man = read_manifest(self.bundle)
         a = man["attrs"]
         self.image_size = int(man["image_size"])
@@ -234,9 +242,10 @@ class OnnxBackend:
                 "use --precision fp16 on GPUs"
             )
         core = ovr.core("bf16")
+        on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
-            if name in ovr.HEAVY:
+            if name in on_ov:
                 inputs = [i["name"] for i in g["inputs"]]
                 sessions[name] = ovr.OvSession(
                     core, self._graph_file(name), inputs, precision="bf16", threads=threads
@@ -263,7 +272,13 @@ class OnnxBackend:
         # ORT 1.31's extended CPU fusions crash (SIGSEGV) on the fp16 memory-attention graph;
         # basic optimisation runs it correctly
         basic = self.optimization == "basic" or (self.precision == "fp16" and cpu)
-        opts = session_options(ort, threads=threads, memory_arena=self.memory_arena, basic=basic)
+        opts = session_options(
+            ort,
+            threads=threads,
+            memory_arena=self.memory_arena,
+            basic=basic,
+            shared_arena=self.shared_arena,
+        )
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
         got = sess.get_providers()
         if self.providers[0] not in got:

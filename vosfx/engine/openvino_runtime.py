@@ -1,7 +1,8 @@
 """OpenVINO's CPU plugin as the runtime of a bundle's graphs: the reduced-precision tier.
 
-``--precision bf16`` compiles the bundle's float32 ONNX graphs of the heavy stages (the ``bf16``
-variant: the same graphs constant-folded by ONNX Runtime) with OpenVINO and asks its
+``--precision bf16`` compiles the bundle's float32 ONNX graphs of the four per-frame stages
+(:data:`STAGES`; for the two heavy ones the ``bf16`` variant: the same graphs constant-folded
+by ONNX Runtime) with OpenVINO and asks its
 CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX or
 AVX512_BF16 the matrix products, the fused attention blocks (OpenVINO tokenises
 MatMul-Softmax-MatMul into one kernel) and the convolutions run in bfloat16 with float32
@@ -26,9 +27,11 @@ import numpy as np
 from vosfx.errors import BackendError
 
 INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"
-# the stages the tier runs on OpenVINO; the others (decoder, memory encoder, ...) are a few
-# percent of a frame and stay float32 on ONNX Runtime
+# the stages whose bf16 variant is the graph constant-folded first (export.py's _bf16)
 HEAVY = ("image_encoder", "memory_attention")
+# the stages the tier runs on OpenVINO in bfloat16; the others (mask_as_output once per
+# prompt, pointer_pos) stay float32 on ONNX Runtime
+STAGES = ("image_encoder", "memory_attention", "memory_encoder", "decoder")
 
 
 def core(precision: str) -> Any:
