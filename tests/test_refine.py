@@ -62,6 +62,29 @@ def test_logits_to_prob_is_the_calibrated_sigmoid():
     assert up.shape == (H, W) and up.dtype == np.float32
 
 
+@pytest.mark.parametrize("threshold,softness", [(0.0, 1.0), (0.0, 0.3), (1.5, 1.0), (-2.0, 2.5)])
+@pytest.mark.parametrize("out_hw", [(64, 64), (270, 480)])
+def test_logits_to_prob_is_bit_identical_to_the_step_by_step_formula(threshold, softness, out_hw):
+    # the fast path skips a zero threshold and fuses 0.5 t + 0.5 into one pass: the float32
+    # values must stay exactly those of the plain steps (resize, - threshold, * 0.5 / softness,
+    # tanh, * 0.5, + 0.5)
+    import cv2
+
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((64, 64)) * 12).astype(np.float32)
+    logits[0, :8] = [-1024.0, 0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e-7]
+    x, before = logits.copy(), logits.copy()
+    if (64, 64) != out_hw:
+        x = cv2.resize(x, out_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    x = x - np.float32(threshold)
+    x = x * np.float32(0.5 / softness)
+    want = np.tanh(x) * np.float32(0.5) + np.float32(0.5)
+    got = logits_to_prob(logits, out_hw, threshold, softness)
+    assert got.dtype == np.float32 and got.shape == out_hw
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(logits, before)  # the input is left alone
+
+
 def test_logits_to_prob_rejects_bad_input():
     with pytest.raises(VosfxError, match=r"\(h, w\)"):
         logits_to_prob(np.zeros((1, 4, 4), np.float32), (8, 8))
