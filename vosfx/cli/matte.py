@@ -173,7 +173,8 @@ def default_output(input_path: str, fmt: str) -> str:
     "--low-memory",
     is_flag=True,
     default=None,
-    help="ONNX Runtime without its memory arena: less RAM, ~20 % slower.",
+    help="ONNX Runtime without its memory arena (no longer smaller than the default's "
+    "shared arena, and slower: docs/onnx.md).",
 )
 @click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
 @click.option(
