@@ -74,7 +74,14 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
     inter = np.logical_and(alpha[0] > 0.5, mask).sum()
     assert inter / np.logical_or(alpha[0] > 0.5, mask).sum() > 0.95
     side = json.loads(out.with_name(out.name + ".json").read_text())
-    assert side["model"] == {"id": "sam2.1-tiny", "sha256": imported_tiny}
+    model = side["model"]
+    assert (model["id"], model["sha256"]) == ("sam2.1-tiny", imported_tiny)
+    # what ran it: the default runtime, every per-frame stage on ONNX Runtime's CPU provider
+    runtime = model["runtime"]
+    assert (runtime["backend"], runtime["precision"], runtime["device"]) == ("onnx", "fp32", "cpu")
+    assert runtime["memory_arena"] == "shared" and runtime["onnxruntime"]
+    for stage in ("image_encoder", "memory_attention", "decoder", "memory_encoder"):
+        assert runtime["stages"][stage] == "onnxruntime CPUExecutionProvider", runtime
     assert side["frames"] == N_FRAMES and side["job"]["config"]["model"]["image_size"] == 128
     bundles = list((Path(os.environ["VOSFX_HOME"]) / "onnx").iterdir())
     assert len(bundles) == 1 and imported_tiny[:8] in bundles[0].name  # exported on first use

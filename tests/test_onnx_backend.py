@@ -180,6 +180,12 @@ def test_tracker_onnx_equals_torch(bundle, torch_backend, clip, two):
     want_low, want_vid = track(torch_backend, frames, prompts)
     onnx = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
     got_low, got_vid = track(onnx, frames, prompts)
+    # what each says ran it (the sidecar's model.runtime)
+    assert torch_backend.runtime()["backend"] == "torch"
+    assert torch_backend.runtime()["precision"] == "fp32"
+    described = onnx.runtime()
+    assert (described["backend"], described["threads"]) == ("onnx", 2)
+    assert described["stages"]["memory_attention"] == "onnxruntime CPUExecutionProvider"
     worst, lo, hi = 0.0, np.inf, np.inf * -1
     for t in range(N_FRAMES):
         worst = max(worst, float(np.abs(got_low[t] - want_low[t]).max()))

@@ -133,6 +133,10 @@ def test_tier_agrees_with_fp32(clip, tier):
         for stage in ("image_encoder", "memory_attention", "memory_encoder", "decoder"):
             assert type(low._sess[stage]).__name__ == "OvSession", stage
         assert type(low._sess["mask_as_output"]).__name__ == "InferenceSession"
+        described = low.runtime()  # what the sidecar records
+        assert described["precision"] == "bf16" and described["openvino"]
+        assert described["stages"]["memory_attention"] == "openvino CPU bf16"
+        assert described["stages"]["mask_as_output"] == "onnxruntime CPUExecutionProvider"
     want, got = _masks(fp32, frames, mask), _masks(low, frames, mask)
     ious = [_iou(g[0], w[0]) for g, w in zip(got[1:], want[1:])]
     err = max(float(np.abs(g[1] - w[1]).max()) for g, w in zip(got, want))

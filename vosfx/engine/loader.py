@@ -39,6 +39,11 @@ class SamEngine:
             reprompt=memory.reprompt,
         )
 
+    def runtime(self) -> dict[str, Any]:
+        """The backend's description of what runs the model ({} when it has none)."""
+        describe = getattr(self.backend, "runtime", None)
+        return describe() if describe is not None else {}
+
     def close(self) -> None:
         self.backend = None
 

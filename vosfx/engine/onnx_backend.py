@@ -199,6 +199,7 @@ class OnnxBackend:
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
+        self._threads = threads
         self._sess = self._sessions(ort, threads)
         # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
         # reads the high-res features): feed each graph only what it declares
@@ -406,6 +407,34 @@ class OnnxBackend:
 
     def nbytes(self, value: Any) -> int:
         return int(value.nbytes)
+
+    def runtime(self) -> dict[str, Any]:
+        """What computes the masks, for the sidecar: runtime, precision, and per stage the
+        library and execution provider that runs it."""
+        import onnxruntime as ort
+
+        stages = {}
+        for name, sess in self._sess.items():
+            if type(sess).__name__ == "OvSession":
+                stages[name] = "openvino CPU bf16"
+            else:
+                stages[name] = f"onnxruntime {sess.get_providers()[0]}"
+        out: dict[str, Any] = {
+            "backend": "onnx",
+            "onnxruntime": ort.__version__,
+            "precision": self.precision,
+            "device": self.device,
+            "threads": self._threads,
+            "memory_arena": "shared"
+            if self.memory_arena and self.shared_arena
+            else ("per session" if self.memory_arena else "off"),
+            "stages": stages,
+        }
+        if any(v.startswith("openvino") for v in stages.values()):
+            import openvino
+
+            out["openvino"] = openvino.__version__
+        return out
 
     # --- memory assembly ----------------------------------------------------------------
 

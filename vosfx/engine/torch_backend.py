@@ -254,6 +254,16 @@ class TorchBackend:
         # the same rounding, which also halves the bank
         return [maskmem[i : i + 1].to(torch.bfloat16) for i in range(len(requests))]
 
+    def runtime(self) -> dict[str, Any]:
+        """What computes the masks, for the sidecar (as the ONNX backend's)."""
+        return {
+            "backend": "torch",
+            "torch": torch.__version__,
+            "device": self.device,
+            "precision": "bf16 autocast" if self.device_t.type == "cuda" else "fp32",
+            "threads": torch.get_num_threads() if self.device_t.type == "cpu" else None,
+        }
+
     def nbytes(self, value: Any) -> int:
         return int(value.numel() * value.element_size())
 

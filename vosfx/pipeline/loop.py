@@ -47,6 +47,7 @@ class JobReport:
     shots: tuple[int, ...] = ()  # frame indices where a new shot starts
     presence: dict[int, list[tuple[int, int, bool]]] = field(default_factory=dict)
     memory: dict = field(default_factory=dict)  # the session's report (promotions, quality)
+    runtime: dict = field(default_factory=dict)  # what ran the model (backend, precision, ...)
 
     @property
     def fps(self) -> float:
@@ -60,7 +61,7 @@ class JobReport:
             "elapsed_s": round(self.elapsed_s, 3),
             "fps": round(self.fps, 3),
             "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
-            "model": {"id": self.model_id, "sha256": self.model_sha256},
+            "model": {"id": self.model_id, "sha256": self.model_sha256, "runtime": self.runtime},
             "shots": list(self.shots),
             "presence": {str(k): [list(iv) for iv in v] for k, v in self.presence.items()},
         }
@@ -347,6 +348,9 @@ class _Loop:
 
     def __init__(self, job, info, session, engine, outputs, on_progress, cancel, total):
         self.job, self.info, self.session, self.engine = job, info, session, engine
+        # what runs the model, asked now: the engine may be closed when the sidecar is written
+        describe = getattr(engine, "runtime", None)  # test doubles have none
+        self.runtime: dict = describe() if describe is not None else {}
         self.on_progress, self.cancel, self.total = on_progress, cancel, total
         self.obj_ids = session.obj_ids
         self.outputs = outputs
@@ -466,13 +470,18 @@ class _Loop:
         memory = self.memory_report
         shots = tuple(self.session.cuts)
         outputs = tuple(t for _w, _o, t in self.writers)
+        runtime = self.runtime
         sidecars = []
         if self.job.config.output.sidecar:
             data = {
                 "vosfx_version": __version__,
                 "job": self.job.to_dict(),
                 "source": _info_dict(self.info),
-                "model": {"id": self.engine.model_id, "sha256": self.engine.model_sha256},
+                "model": {
+                    "id": self.engine.model_id,
+                    "sha256": self.engine.model_sha256,
+                    "runtime": runtime,
+                },
                 "frames": self.frames,
                 "elapsed_s": round(elapsed_s, 3),
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -501,6 +510,7 @@ class _Loop:
             timings_s=dict(self.timings),
             model_id=self.engine.model_id,
             model_sha256=self.engine.model_sha256,
+            runtime=runtime,
             shots=shots,
             presence=presence,
             memory=memory,
