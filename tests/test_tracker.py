@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from vosfx.engine.backend import TrackOutput
+from vosfx.engine.decoding import fill_holes
 from vosfx.engine.policies import Sam2Policy
-from vosfx.engine.tracker import Tracker, fill_holes
+from vosfx.engine.tracker import Tracker
 from vosfx.errors import PromptError, VosfxError
 from vosfx.types import Frame, Prompt, VideoInfo
 

@@ -9,8 +9,13 @@ new mask is kept only if its quality is higher. Every attempt is an event in the
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from vosfx.engine.backend import Backend, TrackRequest
 
 WINDOW_FRAMES = 8  # recent frames the drop is measured against
 QUALITY_DROP = 0.5  # a frame below half the recent mean quality ...
@@ -65,3 +70,48 @@ class Reprompter:
             [[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1], [x + 0.5, y + 0.5]], np.float32
         ) * np.float32(scale)
         return coords, np.array([2, 3, 1], np.int32)
+
+
+def reprompt_frame(
+    backend: Backend,
+    rp: Reprompter,
+    t: int,
+    req: TrackRequest,
+    current: tuple,
+    fill_hole_area: int,
+    video_hw: tuple[int, int],
+) -> tuple[tuple, dict[str, Any] | None]:
+    """One tracked frame through re-prompt refinement: on a sharp drop (:meth:`Reprompter.
+    dropped`), prompt the decoder on this frame (the request's memory) with a box and point
+    from the last reliable mask; keep the new output if its quality is higher.
+
+    ``current``: the frame's output as the tracker holds it, (low-res logits, IoU, all IoUs,
+    pointer, object score, filled logits, quality). Returns (the frame's output, the sidecar
+    record or None when nothing was tried)."""
+    from vosfx.engine.decoding import choose_output, fill_holes
+    from vosfx.engine.policies.rcms import frame_quality
+
+    filled, quality = current[5], current[6]
+    if not rp.dropped(quality, int((filled > 0).sum())):
+        rp.record(t, filled, quality, reliable=True)
+        return current, None
+    coords, labels = rp.prompt(backend.image_size)
+    out = backend.track(replace(req, point_coords=coords, point_labels=labels))
+    low, iou, all_ious, ptr = choose_output(backend, out, False, len(labels), None, 0, video_hw)
+    score = out.object_score_logit
+    filled2 = fill_holes(low, fill_hole_area)
+    q2 = frame_quality(score, all_ious, filled2)
+    kept = q2 > quality
+    record = {
+        "from_frame": rp.reliable_frame,
+        "quality_before": quality,
+        "quality_after": q2,
+        "kept": kept,
+        "event": f"reprompt {'kept' if kept else 'rejected'} "
+        f"(quality {quality:.3f} -> {q2:.3f}, mask of frame "
+        f"{rp.reliable_frame})",
+    }
+    if kept:
+        current = (low, iou, all_ious, ptr, score, filled2, q2)
+    rp.record(t, current[5], current[6], reliable=kept)
+    return current, record

@@ -47,69 +47,20 @@ from vosfx.engine.backend import (
     warn_once,
 )
 from vosfx.engine.bank import MemoryBank
+from vosfx.engine.decoding import (
+    MASK_INPUT_CLAMP,
+    check_prompt,
+    choose_output,
+    fill_holes,
+    prompt_points,
+)
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
-from vosfx.engine.policies.candidates import Candidates
-from vosfx.engine.reprompt import Reprompter
+from vosfx.engine.reprompt import Reprompter, reprompt_frame
 from vosfx.errors import PromptError, VosfxError
 from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-NO_OBJ_SCORE = -1024.0  # SAM 2's logit for "no object" (sam2_base.NO_OBJ_SCORE)
-MASK_INPUT_CLAMP = 32.0  # SAM 2 clamps a previous output to +-32 before using it as a prompt
-
-
-def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
-    """SAM 2's ``fill_holes_in_mask_scores``: 8-connected regions of logits <= 0 with at most
-    ``max_area`` pixels get logit 0.1. ``logits`` (h, w) float32 -> new array."""
-    if max_area <= 0:
-        return logits
-    import cv2
-
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (logits <= 0).astype(np.uint8), connectivity=8
-    )
-    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= max_area)
-    small = small[small > 0]  # label 0 is the positive region, not a component
-    if len(small) == 0:
-        return logits
-    return np.where(np.isin(labels, small), np.float32(0.1), logits).astype(np.float32)
-
-
-def check_prompt(p: Prompt, width: int, height: int) -> None:
-    """PromptError unless ``p`` is a (width x height) mask, or (N, 2) points with (N,) labels
-    and/or an x0, y0, x1, y1 box."""
-    if p.mask is not None:
-        if p.points is not None or p.box is not None:
-            raise PromptError(
-                f"object {p.obj_id} frame {p.frame_index}: expected a mask "
-                "or points/box, found both"
-            )
-        if p.mask.shape != (height, width):
-            raise PromptError(
-                f"object {p.obj_id} frame {p.frame_index}: expected a "
-                f"{width}x{height} mask, found {p.mask.shape[::-1]}"
-            )
-        return
-    if p.points is None and p.box is None:
-        raise PromptError(
-            f"object {p.obj_id} frame {p.frame_index}: expected a mask, points or a box, found none"
-        )
-    if p.points is not None:
-        pts = np.asarray(p.points)
-        labels = None if p.labels is None else np.asarray(p.labels)
-        if pts.ndim != 2 or pts.shape[1] != 2 or labels is None or labels.shape != (len(pts),):
-            raise PromptError(
-                f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
-                f"points with (N,) labels, found {pts.shape} and "
-                f"{None if labels is None else labels.shape}"
-            )
-    if p.box is not None and np.asarray(p.box).shape != (4,):
-        raise PromptError(
-            f"object {p.obj_id} frame {p.frame_index}: expected a box "
-            f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}"
-        )
 
 
 @dataclass
@@ -257,7 +208,9 @@ class Tracker:
             low = self._fill(low)
             iou, all_ious = 1.0, np.ones(1, np.float32)
         else:
-            coords, labels = self._points(prompt)
+            coords, labels = prompt_points(
+                prompt, self.info.width, self.info.height, self.backend.image_size
+            )
             mask_in = None
             if previous is not None and not getattr(b, "supports_mask_input", True):
                 # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
@@ -524,8 +477,14 @@ class Tracker:
         quality = frame_quality(score, all_ious, filled)
         reprompt = None
         if ps.reprompter is not None:
-            (low, iou, all_ious, ptr, score, filled, quality), reprompt = self._reprompt(
-                ps, t, req, (low, iou, all_ious, ptr, score, filled, quality)
+            (low, iou, all_ious, ptr, score, filled, quality), reprompt = reprompt_frame(
+                self.backend,
+                ps.reprompter,
+                t,
+                req,
+                (low, iou, all_ious, ptr, score, filled, quality),
+                self.fill_hole_area,
+                (self.info.height, self.info.width),
             )
         entry = MemoryEntry(
             frame_index=r,
@@ -568,97 +527,23 @@ class Tracker:
             info["reprompt"] = p.reprompt
         return ObjectResult(ps.obj_id, t, p.filled, p.score, p.iou, info)
 
-    def _reprompt(self, ps: _Pass, t: int, req: TrackRequest, current: tuple) -> tuple:
-        """Re-prompt refinement (vosfx/engine/reprompt.py): on a sharp drop, prompt the decoder
-        on this frame (same memory) with a box and point from the last reliable mask; keep the
-        new output if its quality is higher. Returns (the frame's output, the record or None)."""
-        from dataclasses import replace
-
-        from vosfx.engine.policies.rcms import frame_quality
-
-        rp = ps.reprompter
-        assert rp is not None  # called only for a pass with re-prompting on
-        filled, quality = current[5], current[6]
-        if not rp.dropped(quality, int((filled > 0).sum())):
-            rp.record(t, filled, quality, reliable=True)
-            return current, None
-        coords, labels = rp.prompt(self.backend.image_size)
-        out = self.backend.track(replace(req, point_coords=coords, point_labels=labels))
-        low, iou, all_ious, ptr = self._choose(out, False, len(labels))
-        score = out.object_score_logit
-        filled2 = self._fill(low)
-        q2 = frame_quality(score, all_ious, filled2)
-        kept = q2 > quality
-        record = {
-            "from_frame": rp.reliable_frame,
-            "quality_before": quality,
-            "quality_after": q2,
-            "kept": kept,
-            "event": f"reprompt {'kept' if kept else 'rejected'} "
-            f"(quality {quality:.3f} -> {q2:.3f}, mask of frame "
-            f"{rp.reliable_frame})",
-        }
-        if kept:
-            current = (low, iou, all_ious, ptr, score, filled2, q2)
-        rp.record(t, current[5], current[6], reliable=kept)
-        return current, record
-
     def _choose(
         self,
-        out,
+        out: TrackOutput,
         is_init_cond: bool,
         num_pts: int,
         policy: MemoryPolicy | None = None,
         frame_index: int = 0,
     ) -> tuple:
-        """SAM 2's ``_use_multimask`` rule, then the best-IoU candidate, or the one the
-        policy's ``choose(frame_index, Candidates)`` hook picks when it has one."""
-        b = self.backend
-        multi = (
-            b.multimask_output_in_sam
-            and (is_init_cond or b.multimask_output_for_tracking)
-            and b.multimask_min_pt_num <= num_pts <= b.multimask_max_pt_num
+        return choose_output(
+            self.backend,
+            out,
+            is_init_cond,
+            num_pts,
+            policy,
+            frame_index,
+            (self.info.height, self.info.width),
         )
-        if multi:
-            choose = getattr(policy, "choose", None)
-            if choose is None:
-                k = int(np.argmax(out.multi_ious))
-            else:
-                k = int(
-                    choose(
-                        frame_index,
-                        Candidates(
-                            out.multi_logits,
-                            out.multi_ious,
-                            out.object_score_logit,
-                            b.image_size,
-                            (self.info.height, self.info.width),
-                        ),
-                    )
-                )
-            return (
-                out.multi_logits[k],
-                float(out.multi_ious[k]),
-                out.multi_ious,
-                out.multi_ptrs[k : k + 1],
-            )
-        return (
-            out.single_logits,
-            out.single_iou,
-            np.array([out.single_iou], np.float32),
-            out.single_ptr,
-        )
-
-    def _points(self, p: Prompt) -> tuple[np.ndarray, np.ndarray]:
-        """Points (and a box as two corner points labelled 2, 3, first) in model pixels,
-        scaled as ``add_new_points_or_box``: x / W * S, y / H * S in float32."""
-        pts = np.zeros((0, 2), np.float32) if p.points is None else np.asarray(p.points, np.float32)
-        labels = np.zeros(0, np.int32) if p.labels is None else np.asarray(p.labels, np.int32)
-        if p.box is not None:
-            pts = np.concatenate([np.asarray(p.box, np.float32).reshape(2, 2), pts])
-            labels = np.concatenate([np.array([2, 3], np.int32), labels])
-        size = np.array([self.info.width, self.info.height], np.float32)
-        return (pts / size) * np.float32(self.backend.image_size), labels
 
     def _fill(self, low: np.ndarray) -> np.ndarray:
         return fill_holes(low, self.fill_hole_area)

@@ -1,0 +1,138 @@
+"""How a prompt enters SAM 2's decoder and how its output becomes a frame's mask.
+
+The rules :class:`~vosfx.engine.tracker.Tracker` and the re-prompt refinement share, each as
+``sam2.SAM2VideoPredictor`` (sam2 1.1.0) applies it: prompts checked and scaled to model
+pixels (``add_new_points_or_box``), the multimask choice (``_use_multimask``, then the best
+predicted IoU or a policy's ``choose`` hook), and the small-hole filling of output logits
+(``fill_holes_in_mask_scores``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vosfx.engine.backend import Backend, TrackOutput
+from vosfx.engine.policies.base import MemoryPolicy
+from vosfx.engine.policies.candidates import Candidates
+from vosfx.errors import PromptError
+from vosfx.types import Prompt
+
+NO_OBJ_SCORE = -1024.0  # SAM 2's logit for "no object" (sam2_base.NO_OBJ_SCORE)
+MASK_INPUT_CLAMP = 32.0  # SAM 2 clamps a previous output to +-32 before using it as a prompt
+
+
+def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
+    """SAM 2's ``fill_holes_in_mask_scores``: 8-connected regions of logits <= 0 with at most
+    ``max_area`` pixels get logit 0.1. ``logits`` (h, w) float32 -> new array."""
+    if max_area <= 0:
+        return logits
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (logits <= 0).astype(np.uint8), connectivity=8
+    )
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= max_area)
+    small = small[small > 0]  # label 0 is the positive region, not a component
+    if len(small) == 0:
+        return logits
+    return np.where(np.isin(labels, small), np.float32(0.1), logits).astype(np.float32)
+
+
+def check_prompt(p: Prompt, width: int, height: int) -> None:
+    """PromptError unless ``p`` is a (width x height) mask, or (N, 2) points with (N,) labels
+    and/or an x0, y0, x1, y1 box."""
+    if p.mask is not None:
+        if p.points is not None or p.box is not None:
+            raise PromptError(
+                f"object {p.obj_id} frame {p.frame_index}: expected a mask "
+                "or points/box, found both"
+            )
+        if p.mask.shape != (height, width):
+            raise PromptError(
+                f"object {p.obj_id} frame {p.frame_index}: expected a "
+                f"{width}x{height} mask, found {p.mask.shape[::-1]}"
+            )
+        return
+    if p.points is None and p.box is None:
+        raise PromptError(
+            f"object {p.obj_id} frame {p.frame_index}: expected a mask, points or a box, found none"
+        )
+    if p.points is not None:
+        pts = np.asarray(p.points)
+        labels = None if p.labels is None else np.asarray(p.labels)
+        if pts.ndim != 2 or pts.shape[1] != 2 or labels is None or labels.shape != (len(pts),):
+            raise PromptError(
+                f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
+                f"points with (N,) labels, found {pts.shape} and "
+                f"{None if labels is None else labels.shape}"
+            )
+    if p.box is not None and np.asarray(p.box).shape != (4,):
+        raise PromptError(
+            f"object {p.obj_id} frame {p.frame_index}: expected a box "
+            f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}"
+        )
+
+
+def prompt_points(
+    p: Prompt, width: int, height: int, image_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A prompt's points (and a box as two corner points labelled 2, 3, first) in model
+    pixels, scaled as ``add_new_points_or_box``: x / W * S, y / H * S in float32."""
+    pts = np.zeros((0, 2), np.float32) if p.points is None else np.asarray(p.points, np.float32)
+    labels = np.zeros(0, np.int32) if p.labels is None else np.asarray(p.labels, np.int32)
+    if p.box is not None:
+        pts = np.concatenate([np.asarray(p.box, np.float32).reshape(2, 2), pts])
+        labels = np.concatenate([np.array([2, 3], np.int32), labels])
+    size = np.array([width, height], np.float32)
+    return (pts / size) * np.float32(image_size), labels
+
+
+def choose_output(
+    b: Backend,
+    out: TrackOutput,
+    is_init_cond: bool,
+    num_pts: int,
+    policy: MemoryPolicy | None,
+    frame_index: int,
+    video_hw: tuple[int, int],
+) -> tuple[np.ndarray, float, np.ndarray, Any]:
+    """(low-res logits, IoU, all candidates' IoUs, object pointer) of one decoder output:
+    SAM 2's ``_use_multimask`` rule, then the best-IoU candidate, or the one the policy's
+    ``choose(frame_index, Candidates)`` hook picks when it has one. ``video_hw``: the clip's
+    (height, width), for the hook's candidates."""
+    multi = (
+        b.multimask_output_in_sam
+        and (is_init_cond or b.multimask_output_for_tracking)
+        and b.multimask_min_pt_num <= num_pts <= b.multimask_max_pt_num
+    )
+    if multi:
+        choose = getattr(policy, "choose", None)
+        if choose is None:
+            k = int(np.argmax(out.multi_ious))
+        else:
+            k = int(
+                choose(
+                    frame_index,
+                    Candidates(
+                        out.multi_logits,
+                        out.multi_ious,
+                        out.object_score_logit,
+                        b.image_size,
+                        video_hw,
+                    ),
+                )
+            )
+        return (
+            out.multi_logits[k],
+            float(out.multi_ious[k]),
+            out.multi_ious,
+            out.multi_ptrs[k : k + 1],
+        )
+    return (
+        out.single_logits,
+        out.single_iou,
+        np.array([out.single_iou], np.float32),
+        out.single_ptr,
+    )
