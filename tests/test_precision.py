@@ -143,3 +143,49 @@ def test_tier_agrees_with_fp32(clip, tier):
     print(f"{tier}: min IoU vs fp32 {min(ious):.4f}, max abs low-res logit error {err:.3g}")
     assert err > 0.0  # the tier does compute differently (else this test could not fail)
     assert min(ious) >= BAR, ious
+
+
+@pytest.mark.slow
+def test_bf16_decodes_clicks_and_boxes(clip):
+    # the decoder on OpenVINO takes any number of points (its point axis is dynamic): clicks
+    # and a box on frame 0, then tracking, agree with fp32 like the mask prompt does
+    pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    from tests.onnx_bundle import exported
+    from vosfx.engine import openvino_runtime as ovr
+    from vosfx.engine.loader import SamEngine
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.pipeline import track_arrays
+    from vosfx.types import Prompt
+
+    if "BF16" not in ovr.cpu_capabilities(ovr.core("fp32")):
+        pytest.skip("this CPU has no bfloat16 arithmetic")
+    _, _, folder = exported(("bf16",))
+    frames, mask = clip
+    frames = frames[:3]
+    ys, xs = np.nonzero(mask)
+    inside = [float(xs.mean()), float(ys.mean())]
+    prompts = [
+        Prompt(0, 1, points=np.array([inside], np.float32), labels=np.array([1], np.int32)),
+        Prompt(
+            0,
+            1,
+            points=np.array([inside, [1.0, 1.0], [5.0, 3.0]], np.float32),
+            labels=np.array([1, 0, 0], np.int32),
+        ),
+        Prompt(0, 1, box=np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)),
+    ]
+    fp32 = OnnxBackend(folder, device="cpu", threads=2)
+    low = OnnxBackend(folder, device="cpu", threads=2, precision="bf16")
+    h, w = frames[0].shape[:2]
+    for prompt in prompts:
+        runs = [
+            [
+                res.video_logits(h, w)[0] > 0
+                for _f, res in track_arrays(SamEngine(b, "test", None), frames, [prompt])
+            ]
+            for b in (fp32, low)
+        ]
+        ious = [_iou(g, w_) for g, w_ in zip(runs[1], runs[0])]
+        print(f"bf16 vs fp32, {len(prompt.labels) if prompt.box is None else 'box'}: {ious}")
+        assert all(r.any() for r in runs[0]), "an empty fp32 mask would make the IoU trivial"
+        assert min(ious) >= 0.98, (prompt, ious)
