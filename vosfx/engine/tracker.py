@@ -208,47 +208,10 @@ class Tracker:
             low = self._fill(low)
             iou, all_ious = 1.0, np.ones(1, np.float32)
         else:
-            coords, labels = prompt_points(
-                prompt, self.info.width, self.info.height, self.backend.image_size
-            )
-            mask_in = None
-            if previous is not None and not getattr(b, "supports_mask_input", True):
-                # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
-                # the clicks alone decide, as SAM 2 does for a frame's first click
-                warn_once(
-                    logging.getLogger(__name__),
-                    "this backend has no dense mask-prompt graph: a further click on "
-                    "a frame is decoded from all its clicks, without the frame's "
-                    "previous mask as input (the torch backend uses it, as SAM 2)",
-                )
-                previous = None
-            if previous is not None:
-                mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(np.float32)
-            request = TrackRequest(
-                feats, point_coords=coords, point_labels=labels, mask_logits=mask_in
-            )
-            if pass_id is not None:
-                ps = self._passes[pass_id]
-                if ps.paths is not None:
-                    raise PromptError(
-                        f"[memory] policy {ps.policy.name}: a correction on a tracked frame "
-                        f"(frame {frame.index}) is not supported yet; prompt the frame before "
-                        "tracking it, or use another policy"
-                    )
-                if frame.index != ps.last + ps.direction:
-                    raise VosfxError(
-                        f"correction on frame {frame.index}: the pass of object {ps.obj_id} "
-                        f"from frame {ps.anchor} is at frame {ps.last}"
-                    )
-                sel = ps.policy.select(self._local(ps, frame.index), shot_id, ps.bank)
-                request = replace(
-                    request,
-                    memories=[MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks],
-                    pointers=[PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers],
-                    t_diff_max=sel.pointer_t_diff_max,
-                )
+            request = self._click_request(frame, prompt, feats, previous, pass_id, shot_id)
             out = b.track(request)
-            low, iou, all_ious, ptr = self._choose(out, pass_id is None, len(labels))
+            n_points = 0 if request.point_labels is None else len(request.point_labels)
+            low, iou, all_ious, ptr = self._choose(out, pass_id is None, n_points)
             score = out.object_score_logit
             low = self._fill(low)
         from vosfx.engine.policies.rcms import frame_quality
@@ -298,6 +261,57 @@ class Tracker:
             if self._passes[pid].paths is not None:
                 self._passes[pid].paths.close()
             del self._passes[pid]
+
+    def _click_request(
+        self,
+        frame: Frame,
+        prompt: Prompt,
+        feats: ImageFeatures,
+        previous: np.ndarray | None,
+        pass_id: int | None,
+        shot_id: int,
+    ) -> TrackRequest:
+        """The decoder request of a point/box prompt (see :meth:`prompt`): the points in model
+        pixels, the frame's previous output as the dense mask input when the backend takes
+        one, and for a correction on a tracked frame the memory that pass attends there."""
+        coords, labels = prompt_points(
+            prompt, self.info.width, self.info.height, self.backend.image_size
+        )
+        mask_in = None
+        if previous is not None and not getattr(self.backend, "supports_mask_input", True):
+            # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
+            # the clicks alone decide, as SAM 2 does for a frame's first click
+            warn_once(
+                logging.getLogger(__name__),
+                "this backend has no dense mask-prompt graph: a further click on "
+                "a frame is decoded from all its clicks, without the frame's "
+                "previous mask as input (the torch backend uses it, as SAM 2)",
+            )
+            previous = None
+        if previous is not None:
+            mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(np.float32)
+        request = TrackRequest(feats, point_coords=coords, point_labels=labels, mask_logits=mask_in)
+        if pass_id is not None:
+            ps = self._passes[pass_id]
+            if ps.paths is not None:
+                raise PromptError(
+                    f"[memory] policy {ps.policy.name}: a correction on a tracked frame "
+                    f"(frame {frame.index}) is not supported yet; prompt the frame before "
+                    "tracking it, or use another policy"
+                )
+            if frame.index != ps.last + ps.direction:
+                raise VosfxError(
+                    f"correction on frame {frame.index}: the pass of object {ps.obj_id} "
+                    f"from frame {ps.anchor} is at frame {ps.last}"
+                )
+            sel = ps.policy.select(self._local(ps, frame.index), shot_id, ps.bank)
+            request = replace(
+                request,
+                memories=[MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks],
+                pointers=[PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers],
+                t_diff_max=sel.pointer_t_diff_max,
+            )
+        return request
 
     # --- passes -------------------------------------------------------------------------
     def start_pass(
