@@ -39,7 +39,7 @@ RUNS = {
     "onnx": ("onnx", {"precision": "fp32", "opt": "all"}),
     "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
-    # image encoder + memory attention on OpenVINO in bfloat16 (CPUs with AMX/AVX512_BF16)
+    # the four per-frame stages on OpenVINO in bfloat16 (CPUs with AMX/AVX512_BF16)
     "onnx-bf16": ("onnx", {"precision": "bf16", "opt": "all"}),
     # the bf16 tier before memory encoder and decoder moved to OpenVINO too
     "onnx-bf16-heavy": (
@@ -96,6 +96,22 @@ def _track(backend, rgb, mask, acc):
     return times
 
 
+def _onnx_backend(bundle: str, opts: dict, threads: int):
+    """The ONNX backend of a RUNS entry's options."""
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    return OnnxBackend(
+        bundle,
+        device="cpu",
+        threads=threads,
+        precision=opts["precision"],
+        optimization=opts["opt"],
+        memory_arena=opts.get("arena", True),
+        shared_arena=opts.get("shared", True),
+        bf16_stages=opts.get("ov"),
+    )
+
+
 def worker(args) -> dict:
     """One measurement in this process; returns the result row."""
     kind, opts = RUNS[args.worker]
@@ -115,18 +131,7 @@ def worker(args) -> dict:
             torch.set_num_threads(threads)
             backend = torch_backend_for(load_sam2(args.ckpt, image_size=args.size), "cpu")
         else:
-            from vosfx.engine.onnx_backend import OnnxBackend
-
-            backend = OnnxBackend(
-                args.bundle,
-                device="cpu",
-                threads=threads,
-                precision=opts["precision"],
-                optimization=opts["opt"],
-                memory_arena=opts.get("arena", True),
-                shared_arena=opts.get("shared", True),
-                bf16_stages=opts.get("ov"),
-            )
+            backend = _onnx_backend(args.bundle, opts, threads)
         load_s = time.perf_counter() - t_load
         times = _track(backend, rgb, mask, acc)
     steady = times[1:]
@@ -191,7 +196,6 @@ def interleaved(args, names: list[str]) -> dict:
     from sam2.build_sam import build_sam2_video_predictor
 
     from vosfx.engine.loader import SamEngine
-    from vosfx.engine.onnx_backend import OnnxBackend
     from vosfx.models.checkpoint import size_overrides
     from vosfx.pipeline import track_arrays
     from vosfx.types import Prompt
@@ -215,16 +219,7 @@ def interleaved(args, names: list[str]) -> dict:
     steppers = {"official": official()}
     for name in names:
         opts = RUNS[name][1]
-        backend = OnnxBackend(
-            args.bundle,
-            device="cpu",
-            threads=args.threads,
-            precision=opts["precision"],
-            memory_arena=opts.get("arena", True),
-            shared_arena=opts.get("shared", True),
-            bf16_stages=opts.get("ov"),
-        )
-        engine = SamEngine(backend, "bench", None)
+        engine = SamEngine(_onnx_backend(args.bundle, opts, args.threads), "bench", None)
         steppers[name] = iter(track_arrays(engine, rgb, [Prompt(0, 1, mask=mask)]))
     times: dict[str, list[float]] = {k: [] for k in steppers}
     loads = []

@@ -177,6 +177,9 @@ class FakeEngine:
         self.sessions: list[FakeSession] = []
         self.closed = False
 
+    def runtime(self) -> dict:
+        return {}  # no model runs
+
     def start(self, info: VideoInfo, memory: MemoryConfig) -> FakeSession:
         session = FakeSession(info, memory, self.logit_fn)
         self.sessions.append(session)

@@ -188,18 +188,10 @@ def test_decoder_object_gate_is_an_input(backends, gate):
     assert blanked == (score <= gate), (score, gate)
 
 
-def _export_decoder(module, example, inputs, path) -> None:
+def _export_decoder(module, example, inputs, spec, path) -> None:
+    """``module`` traced as the bundle's decoder graph (``spec``'s outputs and point axis)."""
     from vosfx.engine.export import OPSET
 
-    spec_outputs = [
-        "multi_logits",
-        "multi_ious",
-        "single_logits",
-        "single_iou",
-        "object_score_logit",
-        "multi_ptrs",
-        "single_ptr",
-    ]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic, as the exporter
         torch.onnx.export(
@@ -209,8 +201,8 @@ def _export_decoder(module, example, inputs, path) -> None:
             dynamo=False,
             opset_version=OPSET,
             input_names=inputs,
-            output_names=spec_outputs,
-            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            output_names=spec.outputs,
+            dynamic_axes=spec.dynamic,
         )
 
 
@@ -246,8 +238,8 @@ def test_score_between_samurai_gate_and_zero(bundle, backends, tmp_path):
     new, old = tmp_path / "new", tmp_path / "old"
     for dst in (new, old):
         shutil.copytree(folder, dst)
-    _export_decoder(spec.module, spec.example, spec.inputs, new / "decoder.onnx")
-    _export_decoder(stage, spec.example[:5], spec.inputs[:5], old / "decoder.onnx")
+    _export_decoder(spec.module, spec.example, spec.inputs, spec, new / "decoder.onnx")
+    _export_decoder(stage, spec.example[:5], spec.inputs[:5], spec, old / "decoder.onnx")
 
     fresh = OnnxBackend(new, device="cpu", threads=2)
     out = fresh.track(TrackRequest(feats, min_object_score=-1.0))

@@ -81,6 +81,10 @@ class Engine(Protocol):
 
     def start(self, info: VideoInfo, memory: MemoryConfig) -> Session: ...
 
+    def runtime(self) -> dict:
+        """What runs the model (backend, precision, per-stage runtime), for the sidecar."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -308,6 +308,11 @@ class Backend(Protocol):
         """Bytes a stored backend-native array occupies (for memory reports)."""
         ...
 
+    def runtime(self) -> dict[str, Any]:
+        """What computes the stages (library, versions, precision, device, per-stage runtime),
+        recorded in the sidecar as ``model.runtime``."""
+        ...
+
 
 class BatchedBackend(Protocol):
     """Optional batched calls a backend may add to :class:`Backend`: several objects (or

@@ -40,9 +40,8 @@ class SamEngine:
         )
 
     def runtime(self) -> dict[str, Any]:
-        """The backend's description of what runs the model ({} when it has none)."""
-        describe = getattr(self.backend, "runtime", None)
-        return describe() if describe is not None else {}
+        """What runs the model, as the backend describes it (for the sidecar)."""
+        return self.backend.runtime()
 
     def close(self) -> None:
         self.backend = None

@@ -60,17 +60,13 @@ def logits_to_prob(
     # A threshold of 0 (the default) skips its subtraction (x - 0 is x) and the final
     # 0.5·t + 0.5 is one cv2.addWeighted pass (0.5·t is exact, so one rounding either way):
     # two whole-frame passes fewer, the same float32 values.
-    k = np.float32(0.5 / softness)
     if up.shape != tuple(out_hw):
         x = cv2.resize(up, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-        if threshold != 0:
-            x -= np.float32(threshold)
-        x *= k
-    elif threshold != 0:
-        x = np.subtract(up, np.float32(threshold))
-        x *= k
-    else:
-        x = np.multiply(up, k)
+    else:  # already at the output size (rare, and small): a copy to work on
+        x = up.copy()
+    if threshold != 0:
+        x -= np.float32(threshold)
+    x *= np.float32(0.5 / softness)
     np.tanh(x, out=x)
     return cv2.addWeighted(x, 0.5, x, 0.0, 0.5, dst=x)
 

@@ -349,8 +349,7 @@ class _Loop:
     def __init__(self, job, info, session, engine, outputs, on_progress, cancel, total):
         self.job, self.info, self.session, self.engine = job, info, session, engine
         # what runs the model, asked now: the engine may be closed when the sidecar is written
-        describe = getattr(engine, "runtime", None)  # test doubles have none
-        self.runtime: dict = describe() if describe is not None else {}
+        self.runtime: dict = engine.runtime()
         self.on_progress, self.cancel, self.total = on_progress, cancel, total
         self.obj_ids = session.obj_ids
         self.outputs = outputs
@@ -470,7 +469,6 @@ class _Loop:
         memory = self.memory_report
         shots = tuple(self.session.cuts)
         outputs = tuple(t for _w, _o, t in self.writers)
-        runtime = self.runtime
         sidecars = []
         if self.job.config.output.sidecar:
             data = {
@@ -480,7 +478,7 @@ class _Loop:
                 "model": {
                     "id": self.engine.model_id,
                     "sha256": self.engine.model_sha256,
-                    "runtime": runtime,
+                    "runtime": self.runtime,
                 },
                 "frames": self.frames,
                 "elapsed_s": round(elapsed_s, 3),
@@ -510,7 +508,7 @@ class _Loop:
             timings_s=dict(self.timings),
             model_id=self.engine.model_id,
             model_sha256=self.engine.model_sha256,
-            runtime=runtime,
+            runtime=self.runtime,
             shots=shots,
             presence=presence,
             memory=memory,
