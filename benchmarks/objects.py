@@ -1,5 +1,6 @@
 """Several objects per frame: one batch through memory attention, decoder and memory encoder
-(``Backend.track_many`` / ``encode_memory_many``) vs one call per object, torch backend.
+(``Backend.track_many`` / ``encode_memory_many``) vs one call per object, on the torch backend
+or the ONNX backend (fp32 on ONNX Runtime, or the bf16 tier on OpenVINO).
 
 Two trackers over the same backend (SAM 2.1 tiny, seeded random weights) track the same N
 objects (N mask prompts on frame 0: N rectangles of the first DAVIS blackswan frame) through
@@ -13,6 +14,8 @@ and the largest logit difference between the two (masks must be identical).
     python benchmarks/objects.py                       # 512, objects 1 2 4 8
     python benchmarks/objects.py --size 1024 --frames 10
     python benchmarks/objects.py --calls 3            # the backend calls alone, CPU time
+    python benchmarks/objects.py --backend onnx       # the ONNX bundle (exported once into
+    python benchmarks/objects.py --backend onnx-bf16  #   --work) fp32, or the bf16 tier
 """
 
 from __future__ import annotations
@@ -59,20 +62,41 @@ def _masks(h: int, w: int, n: int) -> list:
     return out
 
 
-def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
-    import numpy as np
+def _backend(kind: str, size: int, threads: int, work: Path) -> Any:
+    """The backend under test: torch (SAM 2.1 tiny, seed 0), or the ONNX bundle of a seeded
+    random checkpoint (exported into ``work`` once) on ONNX Runtime fp32 or the bf16 tier."""
     import torch
-    from PIL import Image
-
-    from vosfx.engine.loader import torch_backend_for
-    from vosfx.engine.policies import Sam2Policy
-    from vosfx.engine.tracker import Tracker
-    from vosfx.models.checkpoint import build_model
-    from vosfx.types import Frame, Prompt, VideoInfo
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    backend = torch_backend_for(build_model(CONFIG, image_size=size), "cpu")
+    if kind == "torch":
+        from vosfx.engine.loader import torch_backend_for
+        from vosfx.models.checkpoint import build_model
+
+        torch.manual_seed(0)
+        return torch_backend_for(build_model(CONFIG, image_size=size), "cpu")
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from tests.ckpt import make_checkpoint
+    from vosfx.engine.export import export_bundle
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    ckpt, _ = make_checkpoint(work / "sam2.1_tiny_random.pt")
+    bundle = export_bundle(
+        str(ckpt), out_dir=work / f"bundle-{size}", image_size=size, variants=("int8", "bf16")
+    )
+    precision = "bf16" if kind == "onnx-bf16" else "fp32"
+    return OnnxBackend(bundle, device="cpu", threads=threads, precision=precision)
+
+
+def run(backend: Any, size: int, frames: int, objects: list[int]) -> list[dict]:
+    import numpy as np
+    from PIL import Image
+
+    from vosfx.engine.policies import Sam2Policy
+    from vosfx.engine.tracker import Tracker
+    from vosfx.types import Frame, Prompt, VideoInfo
+
     paths = sorted((DAVIS / "JPEGImages" / SEQ).glob("*.jpg"))[:frames]
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     h, w = images[0].shape[:2]
@@ -135,20 +159,14 @@ def run(size: int, frames: int, objects: list[int], threads: int) -> list[dict]:
     return rows
 
 
-def calls(size: int, objects: list[int], threads: int, repeats: int) -> None:
+def calls(b: Any, size: int, objects: list[int], repeats: int) -> None:
     """The backend calls alone, no tracker: N requests with 7 memories and 2 pointers each
     (memories of random logits) on one frame, one call each vs one batched call, alternating;
     median CPU ms (the process's, all threads) of the N requests per stage."""
     import numpy as np
-    import torch
 
     from vosfx.engine.backend import MemoryItem, MemoryRequest, PointerItem, TrackRequest
-    from vosfx.engine.loader import torch_backend_for
-    from vosfx.models.checkpoint import build_model
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    b = torch_backend_for(build_model(CONFIG, image_size=size), "cpu")
     rng = np.random.default_rng(0)
     f = b.encode_image(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
     ptr = b.mask_as_output(f, np.ones((size, size), bool))[2]
@@ -210,24 +228,31 @@ def main() -> None:
     ap.add_argument(
         "--calls", type=int, metavar="REPEATS", help="time the backend calls alone, REPEATS times"
     )
+    ap.add_argument("--backend", choices=("torch", "onnx", "onnx-bf16"), default="torch")
+    ap.add_argument(
+        "--work", default="/tmp/vosfx-bench-onnx", help="where the ONNX bundle is exported once"
+    )
     args = ap.parse_args()
     objects = [int(x) for x in args.objects.split(",")]
-    if args.calls:
-        calls(args.size, objects, args.threads, args.calls)
-        return
-    if args.frames <= FULL_BANK + 1:
+    if not args.calls and args.frames <= FULL_BANK + 1:
         ap.error(f"--frames: expected more than {FULL_BANK + 1}, found {args.frames}")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    backend = _backend(args.backend, args.size, args.threads, work)
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads "
-        f"{args.threads}, load at start {os.getloadavg()}"
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, backend "
+        f"{args.backend}, threads {args.threads}, load at start {os.getloadavg()}"
     )
+    if args.calls:
+        calls(backend, args.size, objects, args.calls)
+        return
     print(
         "| size | objects | per-object loop ms/frame | batched ms/frame | loop/batched | "
         "loop CPU ms/frame | batched CPU ms/frame | image encoder ms | frames | "
         "max logit diff | masks identical | load |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    run(args.size, args.frames, objects, args.threads)
+    run(backend, args.size, args.frames, objects)
 
 
 if __name__ == "__main__":

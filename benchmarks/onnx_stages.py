@@ -178,7 +178,7 @@ def stage_inputs(size: int, n_mem: int = 7, n_ptr: int = 16) -> dict:
         "mask": (rng.random((1, 1, size, size)) > 0.5).astype(f32),
         "low_res": rng.standard_normal((1, 1, s, s)).astype(f32),
         "object_score_logit": np.array([[1.0]], f32),
-        "binarize": np.array([True]),
+        "binarize": np.array([True]).reshape(1, 1, 1, 1),
         "t_norm": np.array([0.25], f32),
     }
 

@@ -273,7 +273,7 @@ def test_mask_as_output_and_memory_encoder(backends):
     )
     low = torch.randn(1, 1, SIZE // 4, SIZE // 4) * 5
     for binarize, score in [(True, 2.0), (False, -3.0)]:
-        args = (feat, low, torch.tensor([[score]]), torch.tensor([binarize]))
+        args = (feat, low, torch.tensor([[score]]), torch.tensor([binarize]).reshape(1, 1, 1, 1))
         with torch.no_grad():
             want = tb.memory_encoder(*args)
         _check(

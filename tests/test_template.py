@@ -21,7 +21,7 @@ def _feeds(session, size: int, rng) -> dict:
     g = size // 16
     feeds = {}
     for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) else 3 for d in inp.shape]
+        shape = [d if isinstance(d, int) else (1 if d == "batch" else 3) for d in inp.shape]
         if inp.name == "num_obj_ptr_tokens":
             feeds[inp.name] = np.array(8, np.int64)
         elif inp.name in ("memory", "memory_pos"):

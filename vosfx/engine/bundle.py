@@ -12,7 +12,7 @@ from pathlib import Path
 from vosfx.errors import ModelError
 
 MANIFEST = "manifest.json"
-BUNDLE_FORMAT = 2  # 2: the decoder graph takes min_object_score (the object gate)
+BUNDLE_FORMAT = 3  # 2: the decoder takes min_object_score; 3: per-object graphs take a batch
 
 
 def read_manifest(bundle: str | Path) -> dict:

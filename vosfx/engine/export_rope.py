@@ -11,7 +11,11 @@ real arithmetic on the same cos/sin values and takes the pointer-token count as 
   SAM 2's own ``freqs_cis`` (the same float32 numbers);
 - memory keys repeat the query table ``r = (Nk - n_ptr) / Nq`` times (``rope_k_repeat``);
   the ``n_ptr`` trailing pointer keys get angle 0 (cos 1, sin 0), which leaves them exactly
-  unchanged, as SAM 2's slice does.
+  unchanged, as SAM 2's slice does;
+- with one head (every SAM 2 memory attention) the same products are written
+  ``x·cos2 + swap(x)·sin2`` on (B, N, C) tokens, with ``swap(x)`` from a projection by the
+  row-swapped weight: no head axis, no pair split and stack, no key table per layer; the
+  graph runs faster on ONNX Runtime and OpenVINO with the same float32 results.
 
 :func:`real_rope_memory_attention` deep-copies a ``MemoryAttention`` and swaps each layer's
 attention modules for this one (the loaded model and the ``sam2`` package are untouched). The
@@ -63,7 +67,7 @@ class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def symbolic(g, q, k, v, num_heads: int):  # pragma: no cover - runs inside the exporter
         out = g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=num_heads)
-        out.setType(q.type().with_sizes(None))
+        out.setType(q.type().with_sizes([None, None, None]))
         return out
 
 
@@ -82,6 +86,9 @@ class RealRoPEAttention(nn.Module):
 
     cos: torch.Tensor  # (Nq, D/2) float32, a buffer
     sin: torch.Tensor  # (Nq, D/2) float32, a buffer
+    cos2: torch.Tensor  # (Nq, D) float32, a buffer: cos for both members of each pair
+    sin2: torch.Tensor  # (Nq, D) float32, a buffer: (-sin, sin) on each pair
+    swap: torch.Tensor  # (D,) int64, a buffer: each feature pair's two indices exchanged
 
     def __init__(self, attn: RoPEAttention) -> None:
         super().__init__()
@@ -92,7 +99,21 @@ class RealRoPEAttention(nn.Module):
         freqs = attn.freqs_cis.detach().cpu()  # (Nq, D/2) complex64
         self.register_buffer("cos", freqs.real.contiguous(), persistent=False)
         self.register_buffer("sin", freqs.imag.contiguous(), persistent=False)
+        # the one-head rotation's tables, (Nq, D): cos repeated for both members of a pair;
+        # sin with the first member's sign flipped, so that x·cos2 + swap(x)·sin2 is
+        # (a cos - b sin, a sin + b cos) on each pair (a, b)
+        cos2 = self.cos.repeat_interleave(2, dim=-1)
+        sin2 = torch.stack((-self.sin, self.sin), dim=-1).flatten(-2)
+        self.register_buffer("cos2", cos2.contiguous(), persistent=False)
+        self.register_buffer("sin2", sin2.contiguous(), persistent=False)
+        d = cos2.shape[-1]
+        self.register_buffer(
+            "swap", torch.arange(d).view(-1, 2).flip(-1).reshape(-1), persistent=False
+        )
         self.n_exclude: torch.Tensor | int = 0
+        # set by the caller for one forward of all the layers: the keys' rotation tables
+        # depend only on the key count and n_exclude, the same in every layer
+        self.tables: dict | None = None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -106,6 +127,8 @@ class RealRoPEAttention(nn.Module):
         return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(3)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.num_heads == 1:
+            return self._one_head(q, k, v)
         q = self._heads(self.q_proj(q))  # (B, H, Nq, D)
         k = self._heads(self.k_proj(k))  # (B, H, Nk, D)
         v_raw = v if self.num_heads == 1 else None
@@ -130,6 +153,39 @@ class RealRoPEAttention(nn.Module):
             return self.out_proj(self.v_proj(attention(tokens(q), tokens(k), v_raw)))
         out = attention(tokens(q), tokens(k), tokens(v), self.num_heads)  # (B, Nq, H*D)
         return self.out_proj(out)
+
+    def _one_head(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The one-head case (every SAM 2 memory attention) on (B, N, C) tokens as they are:
+        no head axis to move, and the rotation as ``x · cos2 + swap(x) · sin2`` (no pairs
+        split and stacked again). ``swap`` exchanges each feature pair; it is taken from a
+        second projection by the row-swapped weight (a Gather of the weight that the runtime
+        folds once), so the graph never copies a key tensor to permute it."""
+        q = self._rotate_flat(q, self.q_proj, self.cos2, self.sin2)
+        cos2, sin2 = self.cos2, self.sin2
+        if self.rope_k_repeat:
+            shared = self.tables if self.tables is not None else {}
+            if "k" not in shared:
+                n_excl = torch.as_tensor(self.n_exclude, dtype=torch.int64).reshape(())
+                idx = torch.arange(k.shape[-2], device=k.device)  # (Nk,)
+                rope = (idx < k.shape[-2] - n_excl)[:, None]  # (Nk, 1)
+                rows = idx % q.shape[-2]
+                shared["k"] = (
+                    torch.where(rope, cos2.index_select(0, rows), 1.0),  # (Nk, D)
+                    torch.where(rope, sin2.index_select(0, rows), 0.0),
+                )
+            cos2, sin2 = shared["k"]
+        k = self._rotate_flat(k, self.k_proj, cos2, sin2)
+        # one head: attention rows sum to 1, so softmax(qk) @ (v W^T + b) equals
+        # (softmax(qk) @ v) W^T + b; attending the raw 64-channel memory does the value
+        # product in 64 channels instead of 256 (1/4 of its multiply-adds)
+        return self.out_proj(self.v_proj(attention(q, k, v)))
+
+    def _rotate_flat(
+        self, x: torch.Tensor, proj: nn.Linear, cos2: torch.Tensor, sin2: torch.Tensor
+    ) -> torch.Tensor:
+        """``proj(x)`` rotated pairwise: (B, N, Cin) -> (B, N, D); cos2/sin2 (N, D)."""
+        swapped = F.linear(x, proj.weight[self.swap], proj.bias[self.swap])
+        return proj(x) * cos2 + swapped * sin2
 
 
 def real_rope_memory_attention(

@@ -72,7 +72,9 @@ class ImageEncoderExport(nn.Module):
 class MemoryAttentionExport(nn.Module):
     """:class:`MemoryAttentionStage` with a real-valued RoPE and a tensor pointer count.
 
-    ``num_obj_ptr_tokens``: () int64. Other inputs and the output as the stage.
+    ``num_obj_ptr_tokens``: () int64. ``vision_feat``/``vision_pos`` (1, 256, g, g),
+    ``memory``/``memory_pos`` (M, B, 64) for B objects with the same token layout; returns
+    (B, 256, g, g).
     """
 
     def __init__(self, model: SAM2Base) -> None:
@@ -88,20 +90,34 @@ class MemoryAttentionExport(nn.Module):
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: torch.Tensor,
     ) -> torch.Tensor:
+        # a batch of B objects of one frame: memory (M, B, 64); the frame's (1, 256, g, g)
+        # features are broadcast to B here, so a caller feeds them once
+        b = memory.shape[1]
+        tables: dict = {}  # the key rotation tables, made by the first layer, shared by all
         for attn in self._rope:
             attn.n_exclude = num_obj_ptr_tokens
+            attn.tables = tables
         try:
-            return self.stage(vision_feat, vision_pos, memory, memory_pos, 0)
+            return self.stage(
+                vision_feat.expand(b, -1, -1, -1),
+                vision_pos.expand(b, -1, -1, -1),
+                memory,
+                memory_pos,
+                0,
+            )
         finally:
             for attn in self._rope:
                 attn.n_exclude = 0
+                attn.tables = None
 
 
 class DecoderExport(nn.Module):
     """:class:`DecoderStage` without a mask prompt and with the object-score gate as an input.
 
-    ``min_object_score``: (1, 1) float32, the logit above which masks and pointer count as
-    present (0 for SAM 2). Other inputs and the outputs as the stage.
+    ``min_object_score``: (B, 1) float32, the logit above which masks and pointer count as
+    present (0 for SAM 2). Other inputs and the outputs as the stage, for a batch of B objects
+    of one frame: ``pix_feat``, ``point_coords``, ``point_labels`` and every output have B
+    rows; ``feat_s0``/``feat_s1`` stay (1, ...) (broadcast).
     """
 
     def __init__(self, decoder: DecoderStage) -> None:
@@ -175,6 +191,27 @@ class MaskAsOutputExport(nn.Module):
             F.interpolate = real
 
 
+class MemoryEncoderExport(nn.Module):
+    """:class:`MemoryEncoderStage` for a batch of B masks of one frame: ``low_res``
+    (B, 1, s, s), ``object_score_logit`` (B, 1), ``binarize`` (B, 1, 1, 1) bool (one flag
+    per mask, shaped to broadcast over it: a graph input of that shape, not a reshape inside,
+    keeps OpenVINO's fused elementwise kernel); ``vision_feat`` stays (1, 256, g, g). Returns
+    ``maskmem`` (B, 64, g, g) and ``maskmem_pos``."""
+
+    def __init__(self, model: SAM2Base) -> None:
+        super().__init__()
+        self.stage = MemoryEncoderStage(model)
+
+    def forward(
+        self,
+        vision_feat: torch.Tensor,
+        low_res: torch.Tensor,
+        object_score_logit: torch.Tensor,
+        binarize: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.stage(vision_feat, low_res, object_score_logit, binarize)
+
+
 @dataclass
 class StageSpec:
     """One graph: ``module(*example)`` traced to ``<name>.onnx``."""
@@ -197,7 +234,11 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
     decoder = DecoderStage(model)
     n_mem, n_ptr = 2, 4 * 2  # example: 2 spatial memories, 2 pointers (4 tokens each)
     m_tokens = n_mem * g * g + n_ptr
-    pts = torch.tensor([[[size * 0.3, size * 0.4], [size * 0.6, size * 0.5]]])
+    # the per-object graphs are traced with a batch of 2 objects, so that no reshape bakes
+    # in a batch of 1 (their batch axis is dynamic)
+    nb = 2
+    pts = torch.tensor([[[size * 0.3, size * 0.4], [size * 0.6, size * 0.5]]]).expand(nb, -1, -1)
+    batch = {0: "batch"}
     return [
         StageSpec(
             "image_encoder",
@@ -213,18 +254,29 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
             (
                 feat,
                 torch.randn(1, hidden, g, g),
-                torch.randn(m_tokens, 1, mem),
-                torch.randn(m_tokens, 1, mem),
+                torch.randn(m_tokens, nb, mem),
+                torch.randn(m_tokens, nb, mem),
                 torch.tensor(n_ptr, dtype=torch.int64),
             ),
             ["vision_feat", "vision_pos", "memory", "memory_pos", "num_obj_ptr_tokens"],
             ["pix_feat"],
-            {"memory": {0: "num_tokens"}, "memory_pos": {0: "num_tokens"}},
+            {
+                "memory": {0: "num_tokens", 1: "batch"},
+                "memory_pos": {0: "num_tokens", 1: "batch"},
+                "pix_feat": batch,
+            },
         ),
         StageSpec(
             "decoder",
             DecoderExport(decoder),
-            (feat, s0, s1, pts, torch.tensor([[1, 0]], dtype=torch.int32), torch.zeros(1, 1)),
+            (
+                torch.randn(nb, hidden, g, g),
+                s0,
+                s1,
+                pts,
+                torch.tensor([[1, 0]], dtype=torch.int32).expand(nb, -1),
+                torch.zeros(nb, 1),
+            ),
             [
                 "pix_feat",
                 "feat_s0",
@@ -242,7 +294,24 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
                 "multi_ptrs",
                 "single_ptr",
             ],
-            {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            {
+                "pix_feat": batch,
+                "point_coords": {0: "batch", 1: "num_points"},
+                "point_labels": {0: "batch", 1: "num_points"},
+                "min_object_score": batch,
+                **{
+                    name: batch
+                    for name in (
+                        "multi_logits",
+                        "multi_ious",
+                        "single_logits",
+                        "single_iou",
+                        "object_score_logit",
+                        "multi_ptrs",
+                        "single_ptr",
+                    )
+                },
+            },
         ),
         StageSpec(
             "mask_as_output",
@@ -253,10 +322,16 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
         ),
         StageSpec(
             "memory_encoder",
-            MemoryEncoderStage(model),
-            (feat, torch.randn(1, 1, s, s), torch.tensor([[1.0]]), torch.tensor([True])),
+            MemoryEncoderExport(model),
+            (
+                feat,
+                torch.randn(nb, 1, s, s),
+                torch.tensor([[1.0], [-1.0]]),
+                torch.tensor([True, False]).reshape(nb, 1, 1, 1),
+            ),
             ["vision_feat", "low_res", "object_score_logit", "binarize"],
             ["maskmem", "maskmem_pos"],
+            {name: batch for name in ("low_res", "object_score_logit", "binarize", "maskmem")},
         ),
         StageSpec(
             "pointer_pos",

@@ -14,14 +14,16 @@ Backend-native arrays are numpy (CPU). Mask memories are kept as bfloat16 bit pa
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from vosfx.engine.backend import (
     ImageFeatures,
     MemoryItem,
+    MemoryRequest,
     PointerItem,
     TrackOutput,
     TrackRequest,
@@ -126,6 +128,16 @@ def session_options(
     # in docs/benchmarks/onnx.md)
     opts.enable_cpu_mem_arena = memory_arena
     return opts
+
+
+def _layout(r: TrackRequest) -> tuple:
+    """What must agree for requests to share a batch: the frame's features, the number of
+    memory tokens and pointers, and the number of points."""
+    mem = None
+    if r.memories is not None:
+        mem = (sum(int(m.maskmem.shape[0]) for m in r.memories), len(r.pointers))
+    points = 0 if r.point_coords is None else len(r.point_coords)
+    return (id(r.features), mem, points)
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -248,8 +260,18 @@ class OnnxBackend:
         for name, g in self.manifest["graphs"].items():
             if name in on_ov:
                 inputs = [i["name"] for i in g["inputs"]]
+                batch_axes = {
+                    i["name"]: list(i["shape"]).index("batch")
+                    for i in g["inputs"]
+                    if name in ovr.STATIC_BATCH and "batch" in list(i["shape"])
+                }
                 sessions[name] = ovr.OvSession(
-                    core, self._graph_file(name), inputs, precision="bf16", threads=threads
+                    core,
+                    self._graph_file(name),
+                    inputs,
+                    precision="bf16",
+                    threads=threads,
+                    batch_axes=batch_axes,
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
@@ -302,19 +324,46 @@ class OnnxBackend:
         return ImageFeatures(s0, s1, feat, pos)
 
     def track(self, request: TrackRequest) -> TrackOutput:
-        features, memories = request.features, request.memories
-        point_coords, point_labels = request.point_coords, request.point_labels
-        mask_logits = request.mask_logits
-        if mask_logits is not None:
+        return self._track_batch([request])[0]
+
+    def track_many(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
+        """Requests with the same layout (the same frame's features, the same number of memory
+        tokens and pointers, the same number of points) run as one batch through memory
+        attention and the decoder (the graphs' ``batch`` axis); each item's arithmetic is its
+        own, so the results are those of :meth:`track` up to the kernels' summation order.
+        Others run in batches of their own."""
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(_layout(r), []).append(i)
+        out: list[TrackOutput | None] = [None] * len(requests)
+        for idx in groups.values():
+            for i, o in zip(idx, self._track_batch([requests[i] for i in idx]), strict=True):
+                out[i] = o
+        return cast(list[TrackOutput], out)
+
+    def _track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
+        """Requests of one :func:`_layout`, as one batch of B = len(requests)."""
+        if any(r.mask_logits is not None for r in requests):
             raise BackendError(
                 "the onnx backend has no dense mask-prompt decoder graph; "
                 "mask prompts go through mask_as_output"
             )
-        if memories is None:
+        features, b = requests[0].features, len(requests)
+        if requests[0].memories is None:
             (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
+            if b > 1:
+                pix = np.repeat(pix, b, axis=0)
         else:
-            memory, memory_pos, n_ptr = self._assemble(
-                memories, request.pointers, request.t_diff_max
+            parts = [
+                self._assemble(cast(list, r.memories), r.pointers, r.t_diff_max) for r in requests
+            ]
+            memory, memory_pos = (
+                (parts[0][0], parts[0][1])
+                if b == 1
+                else (
+                    np.concatenate([p[0] for p in parts], axis=1),  # (M, B, 64)
+                    np.concatenate([p[1] for p in parts], axis=1),
+                )
             )
             (pix,) = self._run(
                 "memory_attention",
@@ -323,15 +372,16 @@ class OnnxBackend:
                     "vision_pos": features.vision_pos,
                     "memory": memory,
                     "memory_pos": memory_pos,
-                    "num_obj_ptr_tokens": np.array(n_ptr, np.int64),
+                    "num_obj_ptr_tokens": np.array(parts[0][2], np.int64),
                 },
             )
-        if point_coords is None or len(point_coords) == 0:
-            coords = np.zeros((1, 1, 2), np.float32)  # one padding point, as SAM 2 passes
-            labels = -np.ones((1, 1), np.int32)
+        if requests[0].point_coords is None or len(requests[0].point_coords) == 0:
+            coords = np.zeros((b, 1, 2), np.float32)  # one padding point, as SAM 2 passes
+            labels = -np.ones((b, 1), np.int32)
         else:
-            coords = np.asarray(point_coords, np.float32)[None]
-            labels = np.asarray(point_labels, np.int32)[None]
+            coords = np.stack([np.asarray(r.point_coords, np.float32) for r in requests])
+            labels = np.stack([np.asarray(r.point_labels, np.int32) for r in requests])
+        gates = np.array([[r.min_object_score] for r in requests], np.float32)  # (B, 1)
         ml, mi, sl, si, score, mptr, sptr = self._run(
             "decoder",
             {
@@ -340,34 +390,35 @@ class OnnxBackend:
                 "feat_s1": features.feat_s1,
                 "point_coords": coords,
                 "point_labels": labels,
-                "min_object_score": np.array([[request.min_object_score]], np.float32),
+                "min_object_score": gates,
             },
         )
-        gate = request.min_object_score
-        if (
-            "min_object_score" not in self._inputs["decoder"]
-            and gate != 0.0
-            and gate < float(score[0, 0]) <= 0.0
-        ):
-            # a bundle exported before the gate was a graph input: its decoder gates at 0, so
-            # its masks for this frame are already blanked
-            raise BackendError(
-                f"object score {float(score[0, 0]):.3f} lies between the policy's object "
-                f"threshold {gate} and 0, which the decoder graph of the ONNX bundle "
-                f"{self.bundle} (exported without the min_object_score input, gated at 0) "
-                "cannot follow: delete that folder and re-export it with `vosfx models export "
-                "MODEL` (a bundle in the model cache is also made again on the next run), or "
-                "use the torch runtime"
+        if "min_object_score" not in self._inputs["decoder"]:
+            for r, sc in zip(requests, score[:, 0], strict=True):
+                gate = r.min_object_score
+                if gate != 0.0 and gate < float(sc) <= 0.0:
+                    # a bundle exported before the gate was a graph input: its decoder
+                    # gates at 0, so its masks for this frame are already blanked
+                    raise BackendError(
+                        f"object score {float(sc):.3f} lies between the policy's object "
+                        f"threshold {gate} and 0, which the decoder graph of the ONNX bundle "
+                        f"{self.bundle} (exported without the min_object_score input, gated "
+                        "at 0) cannot follow: delete that folder and re-export it with "
+                        "`vosfx models export MODEL` (a bundle in the model cache is also "
+                        "made again on the next run), or use the torch runtime"
+                    )
+        return [
+            TrackOutput(
+                multi_logits=ml[i],
+                multi_ious=mi[i],
+                single_logits=sl[i, 0],
+                single_iou=float(si[i, 0]),
+                object_score_logit=float(score[i, 0]),
+                multi_ptrs=mptr[i],
+                single_ptr=sptr[i : i + 1],
             )
-        return TrackOutput(
-            multi_logits=ml[0],
-            multi_ious=mi[0],
-            single_logits=sl[0, 0],
-            single_iou=float(si[0, 0]),
-            object_score_logit=float(score[0, 0]),
-            multi_ptrs=mptr[0],
-            single_ptr=sptr,
-        )
+            for i in range(b)
+        ]
 
     def mask_as_output(
         self, features: ImageFeatures, mask: np.ndarray
@@ -391,19 +442,41 @@ class OnnxBackend:
         object_score_logit: float,
         binarize: bool,
     ) -> Any:
+        request = MemoryRequest(features, low_res, object_score_logit, binarize)
+        return self._encode_batch([request])[0]
+
+    def encode_memory_many(self, requests: Sequence[MemoryRequest]) -> list[Any]:
+        """Requests on the same frame's features run as one batch through the memory encoder
+        (the graph's ``batch`` axis)."""
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(id(r.features), []).append(i)
+        out: list[Any] = [None] * len(requests)
+        for idx in groups.values():
+            for i, m in zip(idx, self._encode_batch([requests[i] for i in idx]), strict=True):
+                out[i] = m
+        return out
+
+    def _encode_batch(self, requests: Sequence[MemoryRequest]) -> list[np.ndarray]:
+        b = len(requests)
         maskmem, pos = self._run(
             "memory_encoder",
             {
-                "vision_feat": features.vision_feat,
-                "low_res": np.asarray(low_res, np.float32)[None, None],
-                "object_score_logit": np.array([[object_score_logit]], np.float32),
-                "binarize": np.array([binarize]),
+                "vision_feat": requests[0].features.vision_feat,
+                "low_res": np.stack([np.asarray(r.low_res, np.float32) for r in requests])[
+                    :, None
+                ],  # (B, 1, s, s)
+                "object_score_logit": np.array(
+                    [[r.object_score_logit] for r in requests], np.float32
+                ),
+                "binarize": np.array([r.binarize for r in requests]).reshape(b, 1, 1, 1),
             },
         )
         if self._maskmem_pos is None:
             self._maskmem_pos = pos[0].reshape(pos.shape[1], -1).T[:, None, :].copy()
-        # (1, 64, g, g) -> (g*g, 64) token order, bfloat16 as SAM 2's predictor stores it
-        return to_bf16_bits(maskmem[0].reshape(maskmem.shape[1], -1).T)
+        # (B, 64, g, g) -> B x (g*g, 64) token order, bfloat16 as SAM 2's predictor stores it
+        c = maskmem.shape[1]
+        return [to_bf16_bits(maskmem[i].reshape(c, -1).T) for i in range(b)]
 
     def nbytes(self, value: Any) -> int:
         return int(value.nbytes)
