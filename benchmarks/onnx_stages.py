@@ -114,7 +114,7 @@ def profile_session(path: Path, feeds: dict, threads: int, runs: int, arena: boo
     """(median ms, {op type: (ms, flops)}, total flops) of one graph."""
     import onnxruntime as ort
 
-    from vosfx.engine.onnx_backend import session_options
+    from vosfx.engine.ort_runtime import session_options
 
     opts = session_options(ort, threads=threads, memory_arena=arena)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

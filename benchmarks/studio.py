@@ -316,7 +316,7 @@ def threads(args, work: Path) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from vosfx.engine.onnx_backend import session_options
+    from vosfx.engine.ort_runtime import session_options
 
     eng, _ = engine(args.size, args.threads, work)
     b = eng.backend

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vosfx.engine.onnx_backend import gpu_install_hint
+from vosfx.engine.ort_runtime import gpu_install_hint
 
 
 @pytest.mark.parametrize(

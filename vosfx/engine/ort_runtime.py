@@ -1,0 +1,96 @@
+"""ONNX Runtime's side of the ONNX backend: the execution providers a ``--device`` asks for,
+the hint when a GPU provider is missing, and the session options every stage runs with (one
+shared CPU arena per process, no memory pattern: docs/benchmarks/onnx.md).
+
+Nothing here imports onnxruntime at import time; the functions take the module.
+"""
+
+from __future__ import annotations
+
+# --device -> ONNX Runtime execution providers, in preference order (CPU always last)
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "coreml": ["CoreMLExecutionProvider", "CPUExecutionProvider"],
+    "dml": ["DmlExecutionProvider", "CPUExecutionProvider"],
+}
+AUTO_ORDER = [
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "CPUExecutionProvider",
+]
+
+
+def gpu_install_hint(installed=None) -> str:
+    """What to do when a GPU provider is missing. ``installed(dist) -> bool`` (default: the
+    installed distributions). ``onnxruntime`` and ``onnxruntime-gpu`` both write the
+    ``onnxruntime`` module; ``pip install "vosfx[gpu]"`` leaves both and the CPU one can win."""
+    if installed is None:
+        from importlib import metadata
+
+        def installed(dist: str) -> bool:
+            try:
+                metadata.distribution(dist)
+            except metadata.PackageNotFoundError:
+                return False
+            return True
+
+    if installed("onnxruntime-gpu") and installed("onnxruntime"):
+        return (
+            "onnxruntime and onnxruntime-gpu are both installed and the CPU package shadows "
+            "the GPU one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+            "onnxruntime-gpu"
+        )
+    return "For GPUs install onnxruntime-gpu matching your CUDA version."
+
+
+_SHARED_ARENA: list[bool] = []  # registered once per process
+
+
+def _shared_arena(ort) -> None:
+    """One CPU arena for every session of the process (ONNX Runtime's environment allocator),
+    grown by exactly what is requested: the stages run one after another, so the image
+    encoder's activations and memory attention's reuse the same memory instead of each
+    session keeping its own peak reserved (rounded up to a power of two)."""
+    if _SHARED_ARENA:
+        return
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
+    _SHARED_ARENA.append(True)
+
+
+def session_options(
+    ort,
+    *,
+    threads: int = 0,
+    memory_arena: bool = True,
+    basic: bool = False,
+    shared_arena: bool = True,
+):
+    """The ``SessionOptions`` every stage runs with (benchmarks/onnx_stages.py uses the same).
+    ``shared_arena=False``: each session its own arena (the ONNX Runtime default)."""
+    opts = ort.SessionOptions()
+    if memory_arena and shared_arena:
+        _shared_arena(ort)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+        # no pre-planned block per run: buffers are taken from and returned to the shared
+        # arena as the graph runs (peak RSS at 1024, 2 frames: 1358 -> 1026 MiB)
+        opts.enable_mem_pattern = False
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if basic
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = max(0, threads)
+    opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
+    opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
+    # the CPU arena keeps the largest intermediates reserved between frames (faster; peak RSS
+    # in docs/benchmarks/onnx.md)
+    opts.enable_cpu_mem_arena = memory_arena
+    return opts
