@@ -170,6 +170,7 @@ def stage_inputs(size: int, n_mem: int = 7, n_ptr: int = 16) -> dict:
         "memory": rng.standard_normal((tokens, 1, 64)).astype(f32),
         "memory_pos": rng.standard_normal((tokens, 1, 64)).astype(f32),
         "num_obj_ptr_tokens": np.array(4 * n_ptr, np.int64),
+        "key_scale": np.ones((1, tokens), f32),
         "feat_s0": rng.standard_normal((1, 32, s, s)).astype(f32),
         "feat_s1": rng.standard_normal((1, 64, size // 8, size // 8)).astype(f32),
         "point_coords": np.zeros((1, 1, 2), f32),

@@ -84,10 +84,16 @@ def test_memory_attention_wrapper_equals_stage(backends):
     feat, pos = torch.randn(1, 256, g, g), torch.randn(1, 256, g, g)
     mem, mpos = torch.randn(2 * g * g + 12, 1, 64), torch.randn(2 * g * g + 12, 1, 64)
     wrapper = MemoryAttentionExport(tb.model).eval()
+    ones = torch.ones(1, mem.shape[0])
+    scale = torch.rand(1, mem.shape[0]) + 0.5  # SAM2Long's per-token key scales
     with torch.no_grad():
         want = tb.attention(feat, pos, mem, mpos, 12)
-        got = wrapper(feat, pos, mem, mpos, torch.tensor(12))
+        got = wrapper(feat, pos, mem, mpos, torch.tensor(12), ones)
+        want_s = tb.attention(feat, pos, mem, mpos, 12, scale)
+        got_s = wrapper(feat, pos, mem, mpos, torch.tensor(12), scale)
     assert float((got - want).abs().max()) <= 1e-5
+    assert float((got_s - want_s).abs().max()) <= 1e-5
+    assert float((want_s - want).abs().max()) > 1e-3  # the scales do change the output
 
 
 # --- per-stage parity ---------------------------------------------------------------------------
@@ -118,15 +124,17 @@ def test_image_encoder_and_no_memory(backends):
         _check(ob, "no_memory", {"vision_feat": want[2]}, [tb.no_memory(want[2])])
 
 
-@pytest.mark.parametrize("n_mem, n_ptr", [(1, 0), (3, 2), (7, 16)])
-def test_memory_attention_dynamic_length(backends, n_mem, n_ptr):
+@pytest.mark.parametrize("n_mem, n_ptr, scaled", [(1, 0, False), (3, 2, True), (7, 16, False)])
+def test_memory_attention_dynamic_length(backends, n_mem, n_ptr, scaled):
     tb, ob = backends
     _, (_, _, feat, pos) = _features(tb)
     g = SIZE // 16
     m = n_mem * g * g + 4 * n_ptr
     mem, mpos = torch.randn(m, 1, 64), torch.randn(m, 1, 64)
+    # SAM2Long's key scales (one per memory token), or ones (every other policy)
+    scale = torch.rand(1, m) + 0.5 if scaled else torch.ones(1, m)
     with torch.no_grad():
-        want = tb.attention(feat, pos, mem, mpos, 4 * n_ptr)
+        want = tb.attention(feat, pos, mem, mpos, 4 * n_ptr, scale if scaled else None)
     _check(
         ob,
         "memory_attention",
@@ -136,6 +144,7 @@ def test_memory_attention_dynamic_length(backends, n_mem, n_ptr):
             "memory": mem,
             "memory_pos": mpos,
             "num_obj_ptr_tokens": torch.tensor(4 * n_ptr),
+            "key_scale": scale,
         },
         [want],
     )
@@ -284,6 +293,44 @@ def test_mask_as_output_and_memory_encoder(backends):
         )
 
 
+def test_sam2long_key_scales_through_both_backends(backends):
+    """The same TrackRequests (memories and pointers with SAM2Long's key scales, two of them
+    as one batch) on the torch and the ONNX backend give the same outputs; the scales change
+    them (so the ONNX backend really feeds its graph's key_scale input)."""
+    from vosfx.engine.backend import MemoryItem, PointerItem, TrackRequest
+
+    tb, ob = backends
+    assert tb.supports_key_scale and ob.supports_key_scale
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[40:150, 60:200] = True
+    outs = {}
+    for name, be in (("torch", tb), ("onnx", ob)):
+        feats = be.encode_image(rgb)
+        low, score, ptr = be.mask_as_output(feats, mask)
+        mems = [be.encode_memory(feats, low * k, score, k == 1) for k in (1, -1, 2)]
+
+        def request(scales, feats=feats, mems=mems, ptr=ptr):
+            return TrackRequest(
+                feats,
+                [MemoryItem(m, t, s) for m, t, s in zip(mems, (0, 5, 6), scales[:3], strict=True)],
+                [PointerItem(ptr, 1, scales[3]), PointerItem(ptr, 2, scales[4])],
+                2,
+            )
+
+        # SAM2Long's own scales are 0.95-1.05, which move random weights' logits by ~1e-4
+        # only (the tolerance): stronger ones, so that a backend ignoring them would fail
+        plain, scaled = request([1.0] * 5), request([0.3, 2.5, 1.0, 0.5, 1.8])
+        outs[name] = [be.track(plain), *be.track_many([scaled, plain])]
+    for a, b in zip(outs["torch"], outs["onnx"], strict=True):
+        assert float(np.abs(a.multi_logits - b.multi_logits).max()) <= TOL
+        assert float(np.abs(np.asarray(a.single_ptr) - b.single_ptr).max()) <= TOL
+    for got in outs.values():  # the scaled request differs; the batched plain one does not
+        assert float(np.abs(got[1].multi_logits - got[0].multi_logits).max()) > 10 * TOL
+        assert float(np.abs(got[2].multi_logits - got[0].multi_logits).max()) <= TOL
+
+
 def test_pointer_pos(backends):
     tb, ob = backends
     t = torch.tensor([1 / 16, -0.5, 1.0])
@@ -310,6 +357,8 @@ def test_manifest(bundle, backends):
         assert {i.name for i in sess.get_inputs()} == {i["name"] for i in g["inputs"]}
     dims = {i["name"]: i["shape"] for i in man["graphs"]["memory_attention"]["inputs"]}
     assert dims["memory"][0] == "num_tokens"  # the memory length stays dynamic
+    assert dims["memory"][1] == "batch"  # several objects of a frame in one call
+    assert dims["key_scale"] == ["batch", "num_tokens"]  # SAM2Long's key scales
 
 
 def test_find_bundle_by_hash_and_size(bundle, tmp_path):

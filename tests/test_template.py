@@ -26,6 +26,8 @@ def _feeds(session, size: int, rng) -> dict:
             feeds[inp.name] = np.array(8, np.int64)
         elif inp.name in ("memory", "memory_pos"):
             feeds[inp.name] = rng.standard_normal((2 * g * g + 8, 1, 64)).astype(np.float32)
+        elif inp.name == "key_scale":
+            feeds[inp.name] = rng.uniform(0.5, 1.5, (1, 2 * g * g + 8)).astype(np.float32)
         elif inp.name == "point_coords":
             feeds[inp.name] = rng.uniform(0, size, (1, 2, 2)).astype(np.float32)
         elif inp.name == "point_labels":

@@ -259,37 +259,7 @@ def build_config(data: dict[str, Any]) -> JobConfig:
         if not isinstance(body, dict):
             raise ConfigError(f"[{name}]: expected a table, found {body!r}")
         sections[name] = _build_section(SECTIONS[name], body, name)
-    return _backend_for_policy(JobConfig(**sections))
-
-
-_TORCH_DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def _backend_for_policy(config: JobConfig) -> JobConfig:
-    """A memory policy the ONNX graphs cannot run (``PolicySpec.torch_only``: SAM2Long's key
-    scaling) runs on the torch backend: ``auto`` becomes ``torch``; settings only the ONNX
-    backend has are refused here, before any model loads."""
-    spec = MEMORY_POLICIES[config.memory.policy]
-    if not spec.torch_only:
-        return config
-    model = config.model
-    what = f"[memory] policy = {spec.name!r} (--memory {spec.name}) runs on the torch backend"
-    if model.backend == "onnx":
-        raise ConfigError(
-            f"{what}: the exported ONNX graphs lack its memory-attention key scaling; use "
-            "[model] backend = 'auto' or 'torch' (--backend auto|torch) with it"
-        )
-    if model.precision != "fp32":
-        raise ConfigError(
-            f"{what}, in fp32: [model] precision = {model.precision!r} "
-            f"(--precision {model.precision}) needs the onnx backend; use fp32 with it"
-        )
-    if model.device not in _TORCH_DEVICES:
-        raise ConfigError(
-            f"{what}: [model] device = {model.device!r} (--device {model.device}) is an ONNX "
-            f"Runtime provider; use one of {', '.join(_TORCH_DEVICES)} with it"
-        )
-    return dataclasses.replace(config, model=dataclasses.replace(model, backend="torch"))
+    return JobConfig(**sections)
 
 
 def option_choices(section: str, key: str) -> list[str]:

@@ -19,9 +19,7 @@ class PolicySpec:
     ``options``: ``[memory]`` keys the policy reads, mapped to its constructor's keyword
     arguments. ``needs_shots``: the pipeline runs the shot detector and passes shot ids.
     ``deferred``: the tracker revises frames when a pass ends (``Tracker.end_pass``), so
-    the session tracks every frame before writing any. ``torch_only``: the policy needs a
-    model input the exported ONNX graphs lack, so ``backend = "auto"`` loads the torch backend
-    for it (``vosfx.engine.load_engine``).
+    the session tracks every frame before writing any.
     """
 
     name: str
@@ -30,7 +28,6 @@ class PolicySpec:
     needs_shots: bool
     description: str
     deferred: bool = False  # a frame's mask is final only when its pass ends (SAM2Long)
-    torch_only: bool = False  # memory-attention key scaling: not in the ONNX graphs (SAM2Long)
 
 
 _RCMS_OPTIONS = (
@@ -81,9 +78,8 @@ MEMORY_POLICIES: dict[str, PolicySpec] = {
             (),
             False,
             "SAM2Long: 3 memory pathways per object, pruned by cumulative IoU score; masks "
-            "are read along the best pathway when tracking ends (runs on the torch backend).",
+            "are read along the best pathway when tracking ends.",
             deferred=True,
-            torch_only=True,
         ),
         PolicySpec(
             "dam4sam",

@@ -73,8 +73,10 @@ class MemoryAttentionExport(nn.Module):
     """:class:`MemoryAttentionStage` with a real-valued RoPE and a tensor pointer count.
 
     ``num_obj_ptr_tokens``: () int64. ``vision_feat``/``vision_pos`` (1, 256, g, g),
-    ``memory``/``memory_pos`` (M, B, 64) for B objects with the same token layout; returns
-    (B, 256, g, g).
+    ``memory``/``memory_pos`` (M, B, 64) for B objects with the same token layout;
+    ``key_scale`` (B, M) float32: each memory token's key input to the cross-attentions is
+    multiplied by it (SAM2Long's attention modulation; ones for every other policy, which
+    leaves the keys bit for bit). Returns (B, 256, g, g).
     """
 
     def __init__(self, model: SAM2Base) -> None:
@@ -89,6 +91,7 @@ class MemoryAttentionExport(nn.Module):
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: torch.Tensor,
+        key_scale: torch.Tensor,
     ) -> torch.Tensor:
         # a batch of B objects of one frame: memory (M, B, 64); the frame's (1, 256, g, g)
         # features are broadcast to B here, so a caller feeds them once
@@ -104,6 +107,7 @@ class MemoryAttentionExport(nn.Module):
                 memory,
                 memory_pos,
                 0,
+                key_scale,
             )
         finally:
             for attn in self._rope:
@@ -257,12 +261,21 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
                 torch.randn(m_tokens, nb, mem),
                 torch.randn(m_tokens, nb, mem),
                 torch.tensor(n_ptr, dtype=torch.int64),
+                torch.rand(nb, m_tokens) + 0.5,
             ),
-            ["vision_feat", "vision_pos", "memory", "memory_pos", "num_obj_ptr_tokens"],
+            [
+                "vision_feat",
+                "vision_pos",
+                "memory",
+                "memory_pos",
+                "num_obj_ptr_tokens",
+                "key_scale",
+            ],
             ["pix_feat"],
             {
                 "memory": {0: "num_tokens", 1: "batch"},
                 "memory_pos": {0: "num_tokens", 1: "batch"},
+                "key_scale": {0: "batch", 1: "num_tokens"},
                 "pix_feat": batch,
             },
         ),

@@ -132,6 +132,9 @@ class OnnxBackend:
         self._inputs = {
             name: {i.name for i in sess.get_inputs()} for name, sess in self._sess.items()
         }
+        # SAM2Long's attention modulation (MemoryItem/PointerItem.key_scale): the memory
+        # attention graph's key_scale input
+        self.supports_key_scale = "key_scale" in self._inputs["memory_attention"]
         self._mem_pos: dict[int, np.ndarray] = {}  # t_pos -> (g*g, 1, 64)
         self._ptr_pos: dict[tuple[int, int], np.ndarray] = {}  # (t_diff, max) -> (4, 1, 64)
         self._maskmem_pos: np.ndarray | None = None  # (g*g, 1, 64), constant
@@ -279,6 +282,10 @@ class OnnxBackend:
                     np.concatenate([p[1] for p in parts], axis=1),
                 )
             )
+            scales = [
+                self._key_scale(cast(list, r.memories), r.pointers, memory.shape[0])
+                for r in requests
+            ]
             (pix,) = self._run(
                 "memory_attention",
                 {
@@ -287,6 +294,7 @@ class OnnxBackend:
                     "memory": memory,
                     "memory_pos": memory_pos,
                     "num_obj_ptr_tokens": np.array(parts[0][2], np.int64),
+                    "key_scale": np.stack(scales),  # (B, M)
                 },
             )
         if requests[0].point_coords is None or len(requests[0].point_coords) == 0:
@@ -448,6 +456,25 @@ class OnnxBackend:
             pos[i : i + per_ptr] = self._pointer_pos(pointer.t_diff, t_diff_max)
             i += per_ptr
         return tok, pos, per_ptr * len(pointers)
+
+    def _key_scale(
+        self, memories: list[MemoryItem], pointers: list[PointerItem], total: int
+    ) -> np.ndarray:
+        """(M,) float32 per-token key scales in :meth:`_assemble`'s order (ones unless a
+        policy scales an item: SAM2Long)."""
+        out = np.ones(total, np.float32)
+        if all(m.key_scale == 1.0 for m in memories) and all(p.key_scale == 1.0 for p in pointers):
+            return out
+        per_ptr = self._hidden // self._mem if self._mem < self._hidden else 1
+        i = 0
+        for item in memories:
+            n = int(item.maskmem.shape[0])
+            out[i : i + n] = item.key_scale
+            i += n
+        for pointer in pointers:
+            out[i : i + per_ptr] = pointer.key_scale
+            i += per_ptr
+        return out
 
     def _memory_pos(self, t_pos: int) -> np.ndarray:
         pos = self._mem_pos.get(t_pos)

@@ -50,9 +50,9 @@ def check_backend(policy: Any, backend: Backend) -> None:
     """BackendError unless ``backend`` can scale memory keys when ``policy`` needs it."""
     if getattr(policy, "key_scaled", False) and not getattr(backend, "supports_key_scale", False):
         raise BackendError(
-            f"--memory {policy.name}: the ONNX backend's exported memory-attention graph has "
-            "no key-scale input, which SAM2Long's attention modulation needs; use --backend "
-            'torch (or [model] backend = "torch") with this policy'
+            f"--memory {policy.name}: this backend's memory attention has no key-scale input, "
+            "which SAM2Long's attention modulation needs (an ONNX bundle exported before "
+            "format 3: re-export it with `vosfx models export MODEL`, or use --backend torch)"
         )
 
 
