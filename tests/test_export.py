@@ -331,6 +331,40 @@ def test_sam2long_key_scales_through_both_backends(backends):
         assert float(np.abs(got[2].multi_logits - got[0].multi_logits).max()) <= TOL
 
 
+def test_decoder_with_a_dense_mask_prompt(backends):
+    """A further click on a frame: the points plus the frame's previous low-res logits as the
+    decoder's dense input (the decoder_mask graph) give the torch backend's outputs, two such
+    requests as one batch included; the mask changes them."""
+    from vosfx.engine.backend import TrackRequest
+
+    tb, ob = backends
+    assert ob.supports_mask_input
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    s = SIZE // 4
+    yy, xx = np.mgrid[:s, :s]
+    prev = np.where((yy - 30) ** 2 + (xx - 25) ** 2 < 15**2, 12.0, -9.0).astype(np.float32)
+    coords = np.array([[90.0, 120.0], [30.0, 40.0]], np.float32)
+    labels = np.array([1, 0], np.int32)
+    outs = {}
+    for name, be in (("torch", tb), ("onnx", ob)):
+        feats = be.encode_image(rgb)
+
+        def request(mask, feats=feats):
+            return TrackRequest(feats, point_coords=coords, point_labels=labels, mask_logits=mask)
+
+        outs[name] = [be.track(request(prev)), *be.track_many([request(-prev), request(prev)])]
+        outs[name].append(be.track(request(None)))
+    for a, b in zip(outs["torch"], outs["onnx"], strict=True):
+        for x, y in [(a.multi_logits, b.multi_logits), (a.single_logits, b.single_logits)]:
+            assert float(np.abs(x - y).max()) <= TOL
+        assert float(np.abs(np.asarray(a.single_ptr) - b.single_ptr).max()) <= TOL
+    got = outs["onnx"]
+    assert float(np.abs(got[2].multi_logits - got[0].multi_logits).max()) <= TOL
+    assert float(np.abs(got[1].multi_logits - got[0].multi_logits).max()) > 10 * TOL
+    assert float(np.abs(got[3].multi_logits - got[0].multi_logits).max()) > 10 * TOL
+
+
 def test_pointer_pos(backends):
     tb, ob = backends
     t = torch.tensor([1 / 16, -0.5, 1.0])

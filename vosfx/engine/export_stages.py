@@ -2,7 +2,9 @@
 
 Each entry of :func:`stage_specs` is one ONNX graph: the stage module (the engine's own, or a
 thin wrapper over it where the original is not exportable), example inputs, and the names and
-dynamic axes of its inputs and outputs. Three stages need a wrapper:
+dynamic axes of its inputs and outputs. The per-object graphs (memory attention, the two
+decoders, memory encoder) are traced with a batch of two objects and a dynamic ``batch`` axis.
+Four stages need a wrapper:
 
 - memory attention: SAM 2's RoPE uses complex tensors and a Python-int pointer-token count;
   the wrapper runs a copy of the attention with :class:`~vosfx.engine.export_rope.
@@ -11,7 +13,9 @@ dynamic axes of its inputs and outputs. Three stages need a wrapper:
   the same antialiased bilinear resize as two matrix products with torch's own weights
   (:func:`vosfx.engine.backend.aa_weights`);
 - decoder: the object-score gate (``min_object_score``, SAMURAI's -1, SAM 2's 0) is a graph
-  input, not the traced constant 0, and the dense mask prompt (not exported) stays None.
+  input, not the traced constant 0; the dense mask prompt is a second graph (``decoder_mask``)
+  with ``mask_input``, the plain one leaves it None;
+- memory encoder: ``binarize`` is a (B, 1, 1, 1) input, one flag per object.
 """
 
 from __future__ import annotations
@@ -142,6 +146,31 @@ class DecoderExport(nn.Module):
         )
 
 
+class DecoderMaskExport(nn.Module):
+    """:class:`DecoderExport` with a dense mask prompt: ``mask_input`` (B, 1, s, s) float32
+    low-res logits at the prompt encoder's mask size (a frame's previous output, clamped to
+    +-32, as SAM 2 passes ``prev_sam_mask_logits`` with a further click). Its own graph
+    (``decoder_mask``): whether a mask is given is structure, not data."""
+
+    def __init__(self, decoder: DecoderStage) -> None:
+        super().__init__()
+        self.stage = decoder
+
+    def forward(
+        self,
+        pix_feat: torch.Tensor,
+        feat_s0: torch.Tensor,
+        feat_s1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        min_object_score: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.stage(
+            pix_feat, feat_s0, feat_s1, point_coords, point_labels, mask_input, min_object_score
+        )
+
+
 class _AAResize(nn.Module):
     """Antialiased bilinear resize (torch's ``antialias=True`` weights) as matrix products:
     (N, C, H, W) -> (N, C, out, out)."""
@@ -214,6 +243,17 @@ class MemoryEncoderExport(nn.Module):
         binarize: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.stage(vision_feat, low_res, object_score_logit, binarize)
+
+
+DECODER_OUTPUTS = [
+    "multi_logits",
+    "multi_ious",
+    "single_logits",
+    "single_iou",
+    "object_score_logit",
+    "multi_ptrs",
+    "single_ptr",
+]
 
 
 @dataclass
@@ -298,32 +338,44 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
                 "point_labels",
                 "min_object_score",
             ],
-            [
-                "multi_logits",
-                "multi_ious",
-                "single_logits",
-                "single_iou",
-                "object_score_logit",
-                "multi_ptrs",
-                "single_ptr",
-            ],
+            DECODER_OUTPUTS,
             {
                 "pix_feat": batch,
                 "point_coords": {0: "batch", 1: "num_points"},
                 "point_labels": {0: "batch", 1: "num_points"},
                 "min_object_score": batch,
-                **{
-                    name: batch
-                    for name in (
-                        "multi_logits",
-                        "multi_ious",
-                        "single_logits",
-                        "single_iou",
-                        "object_score_logit",
-                        "multi_ptrs",
-                        "single_ptr",
-                    )
-                },
+                **{name: batch for name in DECODER_OUTPUTS},
+            },
+        ),
+        StageSpec(
+            "decoder_mask",
+            DecoderMaskExport(decoder),
+            (
+                torch.randn(nb, hidden, g, g),
+                s0,
+                s1,
+                pts,
+                torch.tensor([[1, 0]], dtype=torch.int32).expand(nb, -1),
+                torch.randn(nb, 1, s, s) * 8,
+                torch.zeros(nb, 1),
+            ),
+            [
+                "pix_feat",
+                "feat_s0",
+                "feat_s1",
+                "point_coords",
+                "point_labels",
+                "mask_input",
+                "min_object_score",
+            ],
+            DECODER_OUTPUTS,
+            {
+                "pix_feat": batch,
+                "point_coords": {0: "batch", 1: "num_points"},
+                "point_labels": {0: "batch", 1: "num_points"},
+                "mask_input": batch,
+                "min_object_score": batch,
+                **{name: batch for name in DECODER_OUTPUTS},
             },
         ),
         StageSpec(

@@ -27,6 +27,7 @@ from vosfx.engine.backend import (
     PointerItem,
     TrackOutput,
     TrackRequest,
+    aa_weights,
     from_bf16_bits,
     preprocess,
     resize_mask,
@@ -46,12 +47,12 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 def _layout(r: TrackRequest) -> tuple:
     """What must agree for requests to share a batch: the frame's features, the number of
-    memory tokens and pointers, and the number of points."""
+    memory tokens and pointers, the number of points, and a dense prompt or not."""
     mem = None
     if r.memories is not None:
         mem = (sum(int(m.maskmem.shape[0]) for m in r.memories), len(r.pointers))
     points = 0 if r.point_coords is None else len(r.point_coords)
-    return (id(r.features), mem, points)
+    return (id(r.features), mem, points, r.mask_logits is None)
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -73,10 +74,6 @@ class OnnxBackend:
     ``bf16_stages``: the graphs the bf16 tier compiles with OpenVINO (default
     :data:`vosfx.engine.openvino_runtime.STAGES`; for comparisons).
     """
-
-    # no dense mask-prompt decoder graph in the bundle yet: the tracker decodes a further click
-    # on a frame from the clicks alone (docs/followups.md)
-    supports_mask_input = False
 
     def __init__(
         self,
@@ -135,6 +132,10 @@ class OnnxBackend:
         # SAM2Long's attention modulation (MemoryItem/PointerItem.key_scale): the memory
         # attention graph's key_scale input
         self.supports_key_scale = "key_scale" in self._inputs["memory_attention"]
+        # a further click on a frame takes the frame's previous mask as the decoder's dense
+        # input (SAM 2's prev_sam_mask_logits): the decoder_mask graph
+        self.supports_mask_input = "decoder_mask" in self._sess
+        self._mask_size = self.image_size // 4  # the prompt encoder's mask_input_size
         self._mem_pos: dict[int, np.ndarray] = {}  # t_pos -> (g*g, 1, 64)
         self._ptr_pos: dict[tuple[int, int], np.ndarray] = {}  # (t_diff, max) -> (4, 1, 64)
         self._maskmem_pos: np.ndarray | None = None  # (g*g, 1, 64), constant
@@ -245,7 +246,8 @@ class OnnxBackend:
 
     def track_many(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
         """Requests with the same layout (the same frame's features, the same number of memory
-        tokens and pointers, the same number of points) run as one batch through memory
+        tokens and pointers, the same number of points, a dense prompt or not) run as one
+        batch through memory
         attention and the decoder (the graphs' ``batch`` axis); each item's arithmetic is its
         own, so the results are those of :meth:`track` up to the kernels' summation order.
         Others run in batches of their own."""
@@ -260,10 +262,11 @@ class OnnxBackend:
 
     def _track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
         """Requests of one :func:`_layout`, as one batch of B = len(requests)."""
-        if any(r.mask_logits is not None for r in requests):
+        dense = requests[0].mask_logits is not None
+        if dense and not self.supports_mask_input:
             raise BackendError(
-                "the onnx backend has no dense mask-prompt decoder graph; "
-                "mask prompts go through mask_as_output"
+                f"the ONNX bundle {self.bundle} has no dense mask-prompt decoder graph "
+                "(decoder_mask.onnx): re-export it with `vosfx models export MODEL`"
             )
         features, b = requests[0].features, len(requests)
         if requests[0].memories is None:
@@ -303,18 +306,19 @@ class OnnxBackend:
         else:
             coords = np.stack([np.asarray(r.point_coords, np.float32) for r in requests])
             labels = np.stack([np.asarray(r.point_labels, np.int32) for r in requests])
-        gates = np.array([[r.min_object_score] for r in requests], np.float32)  # (B, 1)
-        ml, mi, sl, si, score, mptr, sptr = self._run(
-            "decoder",
-            {
-                "pix_feat": pix,
-                "feat_s0": features.feat_s0,
-                "feat_s1": features.feat_s1,
-                "point_coords": coords,
-                "point_labels": labels,
-                "min_object_score": gates,
-            },
-        )
+        feeds = {
+            "pix_feat": pix,
+            "feat_s0": features.feat_s0,
+            "feat_s1": features.feat_s1,
+            "point_coords": coords,
+            "point_labels": labels,
+            "min_object_score": np.array([[r.min_object_score] for r in requests], np.float32),
+        }
+        if dense:
+            feeds["mask_input"] = np.stack(
+                [self._dense_prompt(cast(np.ndarray, r.mask_logits)) for r in requests]
+            )[:, None]  # (B, 1, s, s)
+        ml, mi, sl, si, score, mptr, sptr = self._run("decoder_mask" if dense else "decoder", feeds)
         if "min_object_score" not in self._inputs["decoder"]:
             for r, sc in zip(requests, score[:, 0], strict=True):
                 gate = r.min_object_score
@@ -341,6 +345,16 @@ class OnnxBackend:
             )
             for i in range(b)
         ]
+
+    def _dense_prompt(self, logits: np.ndarray) -> np.ndarray:
+        """(h, w) logits -> (s, s) float32 at the prompt encoder's mask size (antialiased
+        bilinear with torch's weights when the size differs, as the torch backend does)."""
+        x = np.asarray(logits, np.float32)
+        s = self._mask_size
+        if x.shape == (s, s):
+            return x
+        wy, wx = aa_weights(x.shape[0], s), aa_weights(x.shape[1], s)
+        return (wy @ x @ wx.T).astype(np.float32)
 
     def mask_as_output(
         self, features: ImageFeatures, mask: np.ndarray

@@ -279,8 +279,8 @@ class Tracker:
         )
         mask_in = None
         if previous is not None and not getattr(self.backend, "supports_mask_input", True):
-            # the ONNX bundle has no dense-mask decoder graph yet (docs/followups.md):
-            # the clicks alone decide, as SAM 2 does for a frame's first click
+            # a backend without a dense-mask decoder graph (an ONNX bundle exported before
+            # format 3): the clicks alone decide, as SAM 2 does for a frame's first click
             warn_once(
                 logging.getLogger(__name__),
                 "this backend has no dense mask-prompt graph: a further click on "
