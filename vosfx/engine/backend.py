@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -324,6 +324,26 @@ class BatchedBackend(Protocol):
     def track_many(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]: ...
 
     def encode_memory_many(self, requests: Sequence[MemoryRequest]) -> list[Any]: ...
+
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def in_batches(
+    requests: Sequence[R], key: Callable[[R], Hashable], run: Callable[[list[R]], list[T]]
+) -> list[T]:
+    """``run`` over the requests grouped by ``key`` (one call per group, a batch), the
+    results put back in request order: how a backend's batched calls split requests whose
+    layouts differ."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault(key(r), []).append(i)
+    out: list[T | None] = [None] * len(requests)
+    for idx in groups.values():
+        for i, result in zip(idx, run([requests[i] for i in idx]), strict=True):
+            out[i] = result
+    return cast(list[T], out)
 
 
 def track_many(backend: Backend, requests: Sequence[TrackRequest]) -> list[TrackOutput]:

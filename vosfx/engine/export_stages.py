@@ -268,6 +268,49 @@ class StageSpec:
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
+def _decoder_spec(
+    name: str,
+    module: nn.Module,
+    pix: torch.Tensor,
+    s0: torch.Tensor,
+    s1: torch.Tensor,
+    pts: torch.Tensor,
+) -> StageSpec:
+    """The decoder graph (``decoder``) or the decoder with a dense mask prompt
+    (``decoder_mask``: ``mask_input`` (B, 1, s, s) before ``min_object_score``). ``pix``:
+    (B, 256, g, g) example features of a batch of B objects; ``s0`` (1, 32, s, s)."""
+    dense = isinstance(module, DecoderMaskExport)
+    batch = {0: "batch"}
+    nb, s = pix.shape[0], s0.shape[-1]
+    example: tuple = (
+        pix,
+        s0,
+        s1,
+        pts,
+        torch.tensor([[1, 0]], dtype=torch.int32).expand(nb, -1),
+    )
+    inputs = ["pix_feat", "feat_s0", "feat_s1", "point_coords", "point_labels"]
+    dynamic: dict[str, dict[int, str]] = {
+        "pix_feat": batch,
+        "point_coords": {0: "batch", 1: "num_points"},
+        "point_labels": {0: "batch", 1: "num_points"},
+        "min_object_score": batch,
+        **{out: batch for out in DECODER_OUTPUTS},
+    }
+    if dense:
+        example += (torch.randn(nb, 1, s, s) * 8,)
+        inputs.append("mask_input")
+        dynamic["mask_input"] = batch
+    return StageSpec(
+        name,
+        module,
+        (*example, torch.zeros(nb, 1)),
+        [*inputs, "min_object_score"],
+        DECODER_OUTPUTS,
+        dynamic,
+    )
+
+
 def stage_specs(model: SAM2Base) -> list[StageSpec]:
     """The bundle's graphs for a loaded ``SAM2Base`` (eval mode, CPU, float32)."""
     size = int(model.image_size)
@@ -282,6 +325,7 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
     # in a batch of 1 (their batch axis is dynamic)
     nb = 2
     pts = torch.tensor([[[size * 0.3, size * 0.4], [size * 0.6, size * 0.5]]]).expand(nb, -1, -1)
+    pix = torch.randn(nb, hidden, g, g)
     batch = {0: "batch"}
     return [
         StageSpec(
@@ -319,65 +363,8 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
                 "pix_feat": batch,
             },
         ),
-        StageSpec(
-            "decoder",
-            DecoderExport(decoder),
-            (
-                torch.randn(nb, hidden, g, g),
-                s0,
-                s1,
-                pts,
-                torch.tensor([[1, 0]], dtype=torch.int32).expand(nb, -1),
-                torch.zeros(nb, 1),
-            ),
-            [
-                "pix_feat",
-                "feat_s0",
-                "feat_s1",
-                "point_coords",
-                "point_labels",
-                "min_object_score",
-            ],
-            DECODER_OUTPUTS,
-            {
-                "pix_feat": batch,
-                "point_coords": {0: "batch", 1: "num_points"},
-                "point_labels": {0: "batch", 1: "num_points"},
-                "min_object_score": batch,
-                **{name: batch for name in DECODER_OUTPUTS},
-            },
-        ),
-        StageSpec(
-            "decoder_mask",
-            DecoderMaskExport(decoder),
-            (
-                torch.randn(nb, hidden, g, g),
-                s0,
-                s1,
-                pts,
-                torch.tensor([[1, 0]], dtype=torch.int32).expand(nb, -1),
-                torch.randn(nb, 1, s, s) * 8,
-                torch.zeros(nb, 1),
-            ),
-            [
-                "pix_feat",
-                "feat_s0",
-                "feat_s1",
-                "point_coords",
-                "point_labels",
-                "mask_input",
-                "min_object_score",
-            ],
-            DECODER_OUTPUTS,
-            {
-                "pix_feat": batch,
-                "point_coords": {0: "batch", 1: "num_points"},
-                "point_labels": {0: "batch", 1: "num_points"},
-                "mask_input": batch,
-                "min_object_score": batch,
-                **{name: batch for name in DECODER_OUTPUTS},
-            },
-        ),
+        _decoder_spec("decoder", DecoderExport(decoder), pix, s0, s1, pts),
+        _decoder_spec("decoder_mask", DecoderMaskExport(decoder), pix, s0, s1, pts),
         StageSpec(
             "mask_as_output",
             MaskAsOutputExport(model, decoder),

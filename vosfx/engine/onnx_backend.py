@@ -29,6 +29,7 @@ from vosfx.engine.backend import (
     TrackRequest,
     aa_weights,
     from_bf16_bits,
+    in_batches,
     preprocess,
     resize_mask,
     to_bf16_bits,
@@ -251,14 +252,7 @@ class OnnxBackend:
         attention and the decoder (the graphs' ``batch`` axis); each item's arithmetic is its
         own, so the results are those of :meth:`track` up to the kernels' summation order.
         Others run in batches of their own."""
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(_layout(r), []).append(i)
-        out: list[TrackOutput | None] = [None] * len(requests)
-        for idx in groups.values():
-            for i, o in zip(idx, self._track_batch([requests[i] for i in idx]), strict=True):
-                out[i] = o
-        return cast(list[TrackOutput], out)
+        return in_batches(requests, _layout, self._track_batch)
 
     def _track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
         """Requests of one :func:`_layout`, as one batch of B = len(requests)."""
@@ -384,14 +378,7 @@ class OnnxBackend:
     def encode_memory_many(self, requests: Sequence[MemoryRequest]) -> list[Any]:
         """Requests on the same frame's features run as one batch through the memory encoder
         (the graph's ``batch`` axis)."""
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(id(r.features), []).append(i)
-        out: list[Any] = [None] * len(requests)
-        for idx in groups.values():
-            for i, m in zip(idx, self._encode_batch([requests[i] for i in idx]), strict=True):
-                out[i] = m
-        return out
+        return in_batches(requests, lambda r: id(r.features), self._encode_batch)
 
     def _encode_batch(self, requests: Sequence[MemoryRequest]) -> list[np.ndarray]:
         b = len(requests)

@@ -17,6 +17,7 @@ from vosfx.engine.backend import (
     PointerItem,
     TrackOutput,
     TrackRequest,
+    in_batches,
     preprocess,
 )
 from vosfx.engine.stages import (
@@ -103,14 +104,7 @@ class TorchBackend:
         batch through memory attention and the decoder; each item's arithmetic is its own (no
         padding), so the results are those of :meth:`track` up to the kernels' summation order
         for another batch size. Others run in their own batches."""
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(self._layout(r), []).append(i)
-        out: list[TrackOutput | None] = [None] * len(requests)
-        for idx in groups.values():
-            for i, o in zip(idx, self._track_batch([requests[i] for i in idx]), strict=True):
-                out[i] = o
-        return cast(list[TrackOutput], out)
+        return in_batches(requests, self._layout, self._track_batch)
 
     def _layout(self, r: TrackRequest) -> tuple:
         mem = None
@@ -225,14 +219,7 @@ class TorchBackend:
     def encode_memory_many(self, requests: Sequence[MemoryRequest]) -> list[Any]:
         """Requests on the same frame's features run as one batch through the memory encoder
         (the features' projection once, the mask path and fuser per item)."""
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(id(r.features), []).append(i)
-        out: list[Any] = [None] * len(requests)
-        for idx in groups.values():
-            for i, m in zip(idx, self._encode_batch([requests[i] for i in idx]), strict=True):
-                out[i] = m
-        return out
+        return in_batches(requests, lambda r: id(r.features), self._encode_batch)
 
     def _encode_batch(self, requests: Sequence[MemoryRequest]) -> list[Any]:
         dev = self.device_t
