@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 # fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
 # (ONNX Runtime, VNNI); bf16: the four per-frame stages on OpenVINO in bfloat16
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# graphs whose session opens when first run, not with the backend: the dense-mask decoder
+# (a further click on a frame in the studio or a session; a render never uses it), so a
+# render does not hold a second copy of the decoder's weights (~29 MiB of peak RSS at 1024)
+ON_FIRST_USE = ("decoder_mask",)
 
 
 def _layout(r: TrackRequest) -> tuple:
@@ -124,18 +128,22 @@ class OnnxBackend:
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
         self._threads = threads
+        self._ort = ort
         self._sess = self._sessions(ort, threads)
         # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
         # reads the high-res features): feed each graph only what it declares
         self._inputs = {
             name: {i.name for i in sess.get_inputs()} for name, sess in self._sess.items()
         }
+        for name in ON_FIRST_USE:
+            if name in self.manifest["graphs"]:
+                self._inputs[name] = {i["name"] for i in self.manifest["graphs"][name]["inputs"]}
         # SAM2Long's attention modulation (MemoryItem/PointerItem.key_scale): the memory
         # attention graph's key_scale input
         self.supports_key_scale = "key_scale" in self._inputs["memory_attention"]
         # a further click on a frame takes the frame's previous mask as the decoder's dense
         # input (SAM 2's prev_sam_mask_logits): the decoder_mask graph
-        self.supports_mask_input = "decoder_mask" in self._sess
+        self.supports_mask_input = "decoder_mask" in self.manifest["graphs"]
         self._mask_size = self.image_size // 4  # the prompt encoder's mask_input_size
         self._mem_pos: dict[int, np.ndarray] = {}  # t_pos -> (g*g, 1, 64)
         self._ptr_pos: dict[tuple[int, int], np.ndarray] = {}  # (t_diff, max) -> (4, 1, 64)
@@ -165,6 +173,7 @@ class OnnxBackend:
             return {
                 name: self._session(ort, name, self._graph_file(name), threads)
                 for name in self.manifest["graphs"]
+                if name not in ON_FIRST_USE
             }
         from vosfx.engine import openvino_runtime as ovr
 
@@ -177,6 +186,8 @@ class OnnxBackend:
         on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
+            if name in ON_FIRST_USE:
+                continue
             if name in on_ov:
                 inputs = [i["name"] for i in g["inputs"]]
                 batch_axes = {
@@ -233,7 +244,11 @@ class OnnxBackend:
 
     def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
         names = self._inputs[name]
-        return self._sess[name].run(None, {k: v for k, v in feeds.items() if k in names})
+        sess = self._sess.get(name)
+        if sess is None:  # a graph of ON_FIRST_USE: its session opens now, once
+            path = self._graph_file(name)
+            sess = self._sess[name] = self._session(self._ort, name, path, self._threads)
+        return sess.run(None, {k: v for k, v in feeds.items() if k in names})
 
     # --- stages -------------------------------------------------------------------------
 
@@ -415,6 +430,9 @@ class OnnxBackend:
                 stages[name] = "openvino CPU bf16"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
+        for name in ON_FIRST_USE:
+            if name in self.manifest["graphs"] and name not in stages:
+                stages[name] = f"onnxruntime {self.providers[0]} (opened when first used)"
         out: dict[str, Any] = {
             "backend": "onnx",
             "onnxruntime": ort.__version__,
