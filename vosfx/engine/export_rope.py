@@ -14,8 +14,8 @@ real arithmetic on the same cos/sin values and takes the pointer-token count as 
   unchanged, as SAM 2's slice does;
 - with one head (every SAM 2 memory attention) the same products are written
   ``x·cos2 + swap(x)·sin2`` on (B, N, C) tokens, with ``swap(x)`` from a projection by the
-  row-swapped weight: no head axis, no pair split and stack, no key table per layer; the
-  graph runs faster on ONNX Runtime and OpenVINO with the same float32 results.
+  row-swapped weight: no head axis, no pair split and stack, no key table per layer (fewer
+  ops: faster on OpenVINO; the same float32 results up to summation order).
 
 :func:`real_rope_memory_attention` deep-copies a ``MemoryAttention`` and swaps each layer's
 attention modules for this one (the loaded model and the ``sam2`` package are untouched). The
