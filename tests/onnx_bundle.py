@@ -1,6 +1,6 @@
 """One exported ONNX test bundle per test process, shared by the ONNX test modules.
 
-Exporting the seven graphs at image size 256 takes ~30 s on the project's 2-core machine, so
+Exporting the eight graphs at image size 256 takes ~30 s on the project's 2-core machine, so
 the bundle (from :func:`tests.ckpt.make_checkpoint`'s seeded random weights) is built once per
 process into a temporary folder; variants are added on demand.
 """

@@ -300,3 +300,6 @@ def test_onnx_track_many_and_encode_memory_many_equal_single_calls(onnx_backend)
             assert float(np.abs(np.asarray(x) - np.asarray(y)).max()) <= tol
         assert abs(a.object_score_logit - b.object_score_logit) <= tol
     assert not np.array_equal(got[0].multi_logits, got[2].multi_logits)
+    if bf16:  # OpenVINO compiled memory attention and memory encoder once per batch size met
+        for stage in ("memory_attention", "memory_encoder"):
+            assert set(be._sess[stage]._compiled) == {1, 3}, stage
