@@ -22,13 +22,10 @@ import numpy as np
 
 from vosfx.engine.backend import (
     ImageFeatures,
-    MemoryItem,
     MemoryRequest,
-    PointerItem,
     TrackOutput,
     TrackRequest,
     aa_weights,
-    from_bf16_bits,
     in_batches,
     preprocess,
     resize_mask,
@@ -36,6 +33,7 @@ from vosfx.engine.backend import (
     warn_once,
 )
 from vosfx.engine.bundle import read_manifest
+from vosfx.engine.memory_tokens import MemoryTokens
 from vosfx.engine.ort_runtime import AUTO_ORDER, PROVIDERS, gpu_install_hint, session_options
 from vosfx.errors import BackendError
 
@@ -114,9 +112,6 @@ class OnnxBackend:
         self.multimask_max_pt_num = int(a["multimask_max_pt_num"])
         self.use_mask_input_as_output_without_sam = bool(a["use_mask_input_as_output_without_sam"])
         self.binarize_mask_from_pts_for_mem_enc = bool(a["binarize_mask_from_pts_for_mem_enc"])
-        self._hidden, self._mem = int(a["hidden_dim"]), int(a["mem_dim"])
-        consts = np.load(self.bundle / man["constants"])
-        self._tpos = consts["maskmem_tpos_enc"].astype(np.float32)  # (num_maskmem, 1, 1, 64)
         self.providers = self._providers(ort, device)
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
         if precision not in PRECISIONS:
@@ -145,9 +140,13 @@ class OnnxBackend:
         # input (SAM 2's prev_sam_mask_logits): the decoder_mask graph
         self.supports_mask_input = "decoder_mask" in self.manifest["graphs"]
         self._mask_size = self.image_size // 4  # the prompt encoder's mask_input_size
-        self._mem_pos: dict[int, np.ndarray] = {}  # t_pos -> (g*g, 1, 64)
-        self._ptr_pos: dict[tuple[int, int], np.ndarray] = {}  # (t_diff, max) -> (4, 1, 64)
-        self._maskmem_pos: np.ndarray | None = None  # (g*g, 1, 64), constant
+        consts = np.load(self.bundle / man["constants"])
+        self._tokens = MemoryTokens(
+            int(a["hidden_dim"]),
+            int(a["mem_dim"]),
+            consts["maskmem_tpos_enc"],
+            lambda t: self._run("pointer_pos", {"t_norm": t})[0],
+        )
 
     def _providers(self, ort, device: str) -> list[str]:
         available = ort.get_available_providers()
@@ -284,7 +283,8 @@ class OnnxBackend:
                 pix = np.repeat(pix, b, axis=0)
         else:
             parts = [
-                self._assemble(cast(list, r.memories), r.pointers, r.t_diff_max) for r in requests
+                self._tokens.assemble(cast(list, r.memories), r.pointers, r.t_diff_max)
+                for r in requests
             ]
             memory, memory_pos = (
                 (parts[0][0], parts[0][1])
@@ -295,7 +295,7 @@ class OnnxBackend:
                 )
             )
             scales = [
-                self._key_scale(cast(list, r.memories), r.pointers, memory.shape[0])
+                self._tokens.key_scale(cast(list, r.memories), r.pointers, memory.shape[0])
                 for r in requests
             ]
             (pix,) = self._run(
@@ -410,8 +410,7 @@ class OnnxBackend:
                 "binarize": np.array([r.binarize for r in requests]).reshape(b, 1, 1, 1),
             },
         )
-        if self._maskmem_pos is None:
-            self._maskmem_pos = pos[0].reshape(pos.shape[1], -1).T[:, None, :].copy()
+        self._tokens.set_maskmem_pos(pos)
         # (B, 64, g, g) -> B x (g*g, 64) token order, bfloat16 as SAM 2's predictor stores it
         c = maskmem.shape[1]
         return [to_bf16_bits(maskmem[i].reshape(c, -1).T) for i in range(b)]
@@ -449,68 +448,3 @@ class OnnxBackend:
 
             out["openvino"] = openvino.__version__
         return out
-
-    # --- memory assembly ----------------------------------------------------------------
-
-    def _assemble(
-        self, memories: list[MemoryItem], pointers: list[PointerItem], t_diff_max: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """(M, 1, 64) float32 memory tokens and position encodings in SAM 2's order: spatial
-        memories in selection order, then the pointers' tokens. One copy into each buffer."""
-        split = self._mem < self._hidden
-        per_ptr = self._hidden // self._mem if split else 1
-        n_sp = sum(int(m.maskmem.shape[0]) for m in memories)
-        total = n_sp + per_ptr * len(pointers)
-        tok = np.empty((total, 1, self._mem), np.float32)
-        pos = np.empty((total, 1, self._mem), np.float32)
-        i = 0
-        for item in memories:
-            n = item.maskmem.shape[0]
-            tok[i : i + n, 0] = from_bf16_bits(item.maskmem)
-            pos[i : i + n] = self._memory_pos(item.t_pos)
-            i += n
-        for pointer in pointers:
-            # (1, 256) -> (4, 1, 64): the pointer as 4 memory tokens (mem_dim 64 < 256)
-            tok[i : i + per_ptr] = np.asarray(pointer.obj_ptr, np.float32).reshape(per_ptr, 1, -1)
-            pos[i : i + per_ptr] = self._pointer_pos(pointer.t_diff, t_diff_max)
-            i += per_ptr
-        return tok, pos, per_ptr * len(pointers)
-
-    def _key_scale(
-        self, memories: list[MemoryItem], pointers: list[PointerItem], total: int
-    ) -> np.ndarray:
-        """(M,) float32 per-token key scales in :meth:`_assemble`'s order (ones unless a
-        policy scales an item: SAM2Long)."""
-        out = np.ones(total, np.float32)
-        if all(m.key_scale == 1.0 for m in memories) and all(p.key_scale == 1.0 for p in pointers):
-            return out
-        per_ptr = self._hidden // self._mem if self._mem < self._hidden else 1
-        i = 0
-        for item in memories:
-            n = int(item.maskmem.shape[0])
-            out[i : i + n] = item.key_scale
-            i += n
-        for pointer in pointers:
-            out[i : i + per_ptr] = pointer.key_scale
-            i += per_ptr
-        return out
-
-    def _memory_pos(self, t_pos: int) -> np.ndarray:
-        pos = self._mem_pos.get(t_pos)
-        if pos is None:
-            if self._maskmem_pos is None:
-                raise BackendError("memory position requested before any memory was encoded")
-            pos = self._mem_pos[t_pos] = (
-                self._maskmem_pos + self._tpos[self.num_maskmem - t_pos - 1]
-            )
-        return pos
-
-    def _pointer_pos(self, t_diff: int, t_diff_max: int) -> np.ndarray:
-        key = (t_diff, t_diff_max)
-        pos = self._ptr_pos.get(key)
-        if pos is None:
-            t = np.array([t_diff], np.float32) / np.float32(t_diff_max)
-            (p,) = self._run("pointer_pos", {"t_norm": t})  # (1, 64)
-            reps = self._hidden // self._mem if self._mem < self._hidden else 1
-            pos = self._ptr_pos[key] = np.repeat(p[:, None, :], reps, axis=0)
-        return pos
