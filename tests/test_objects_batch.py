@@ -65,6 +65,33 @@ def _same(a: TrackOutput, b: TrackOutput) -> None:
     np.testing.assert_array_equal(a.single_logits > 0, b.single_logits > 0)
 
 
+def _mixed_requests(feats, mems: list, ptrs: list, scale: float) -> list[TrackRequest]:
+    """Six requests on one frame: three objects with the same layout (two memories, one of
+    them key-scaled for object 1, one pointer; object 2 gated at -1), interleaved with one of
+    another layout (one memory, two pointer distances: a batch of its own) and two prompts
+    without memory, with points."""
+    objs = [
+        TrackRequest(
+            feats,
+            [MemoryItem(mems[i], 0), MemoryItem(mems[(i + 1) % 3], 6, scale if i == 1 else 1.0)],
+            [PointerItem(ptrs[i], 1)],
+            1,
+            min_object_score=-1.0 if i == 2 else 0.0,
+        )
+        for i in range(3)
+    ]
+    odd = TrackRequest(feats, [MemoryItem(mems[0], 0)], [PointerItem(ptrs[0], 2)], 2)
+    pts = [
+        TrackRequest(
+            feats,
+            point_coords=np.array([[20.0 + 9 * i, 40.0]], np.float32),
+            point_labels=np.array([1], np.int32),
+        )
+        for i in range(2)
+    ]
+    return [objs[0], odd, objs[1], pts[0], objs[2], pts[1]]
+
+
 def test_encode_memory_many_equals_single_calls(backend, frame):
     import torch
 
@@ -87,28 +114,7 @@ def test_encode_memory_many_equals_single_calls(backend, frame):
 def test_track_many_equals_single_calls(backend, frame):
     feats, outs = frame
     mems = [backend.encode_memory(feats, low, score, True) for low, score, _p in outs]
-    reqs = [
-        TrackRequest(
-            feats,
-            [MemoryItem(mems[i], 0), MemoryItem(mems[(i + 1) % 3], 6, 0.5 if i == 1 else 1.0)],
-            [PointerItem(outs[i][2], 1)],
-            1,
-            min_object_score=-1.0 if i == 2 else 0.0,
-        )
-        for i in range(3)
-    ]
-    # a request with another layout (one memory) in the middle runs in a batch of its own
-    odd = TrackRequest(feats, [MemoryItem(mems[0], 0)], [PointerItem(outs[0][2], 2)], 2)
-    # and prompts without memory, with points
-    pts = [
-        TrackRequest(
-            feats,
-            point_coords=np.array([[20.0 + 9 * i, 40.0]], np.float32),
-            point_labels=np.array([1], np.int32),
-        )
-        for i in range(2)
-    ]
-    all_reqs = [reqs[0], odd, reqs[1], pts[0], reqs[2], pts[1]]
+    all_reqs = _mixed_requests(feats, mems, [p for _l, _s, p in outs], scale=0.5)
     many = backend.track_many(all_reqs)
     assert len(many) == len(all_reqs)
     for r, got in zip(all_reqs, many, strict=True):
@@ -264,26 +270,7 @@ def test_onnx_track_many_and_encode_memory_many_equal_single_calls(onnx_backend)
     soft = be.encode_memory(feats, outs[1][0], outs[1][1], False)
     assert not np.array_equal(soft, many[1])  # the binarize flag is per item
 
-    reqs = [
-        TrackRequest(
-            feats,
-            [MemoryItem(single[i], 0), MemoryItem(single[(i + 1) % 3], 6)],
-            [PointerItem(outs[i][2], 1)],
-            1,
-            min_object_score=-1.0 if i == 2 else 0.0,
-        )
-        for i in range(3)
-    ]
-    odd = TrackRequest(feats, [MemoryItem(single[0], 0)], [PointerItem(outs[0][2], 2)], 2)
-    pts = [
-        TrackRequest(
-            feats,
-            point_coords=np.array([[20.0 + 9 * i, 40.0]], np.float32),
-            point_labels=np.array([1], np.int32),
-        )
-        for i in range(2)
-    ]
-    all_reqs = [reqs[0], odd, reqs[1], pts[0], reqs[2], pts[1]]
+    all_reqs = _mixed_requests(feats, single, [p for _l, _s, p in outs], scale=0.5)
     got = be.track_many(all_reqs)
     assert len(got) == len(all_reqs)
     tol = 0.05 if bf16 else TOL
