@@ -262,10 +262,9 @@ class OnnxBackend:
     def track_many(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
         """Requests with the same layout (the same frame's features, the same number of memory
         tokens and pointers, the same number of points, a dense prompt or not) run as one
-        batch through memory
-        attention and the decoder (the graphs' ``batch`` axis); each item's arithmetic is its
-        own, so the results are those of :meth:`track` up to the kernels' summation order.
-        Others run in batches of their own."""
+        batch through memory attention and the decoder (the graphs' ``batch`` axis); each
+        item's arithmetic is its own, so the results are those of :meth:`track` up to the
+        kernels' summation order. Others run in batches of their own."""
         return in_batches(requests, _layout, self._track_batch)
 
     def _track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
@@ -277,38 +276,7 @@ class OnnxBackend:
                 "(decoder_mask.onnx): re-export it with `vosfx models export MODEL`"
             )
         features, b = requests[0].features, len(requests)
-        if requests[0].memories is None:
-            (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
-            if b > 1:
-                pix = np.repeat(pix, b, axis=0)
-        else:
-            parts = [
-                self._tokens.assemble(cast(list, r.memories), r.pointers, r.t_diff_max)
-                for r in requests
-            ]
-            memory, memory_pos = (
-                (parts[0][0], parts[0][1])
-                if b == 1
-                else (
-                    np.concatenate([p[0] for p in parts], axis=1),  # (M, B, 64)
-                    np.concatenate([p[1] for p in parts], axis=1),
-                )
-            )
-            scales = [
-                self._tokens.key_scale(cast(list, r.memories), r.pointers, memory.shape[0])
-                for r in requests
-            ]
-            (pix,) = self._run(
-                "memory_attention",
-                {
-                    "vision_feat": features.vision_feat,
-                    "vision_pos": features.vision_pos,
-                    "memory": memory,
-                    "memory_pos": memory_pos,
-                    "num_obj_ptr_tokens": np.array(parts[0][2], np.int64),
-                    "key_scale": np.stack(scales),  # (B, M)
-                },
-            )
+        pix = self._conditioned(requests)
         if requests[0].point_coords is None or len(requests[0].point_coords) == 0:
             coords = np.zeros((b, 1, 2), np.float32)  # one padding point, as SAM 2 passes
             labels = -np.ones((b, 1), np.int32)
@@ -354,6 +322,37 @@ class OnnxBackend:
             )
             for i in range(b)
         ]
+
+    def _conditioned(self, requests: Sequence[TrackRequest]) -> np.ndarray:
+        """(B, 256, g, g) features conditioned on each request's memory (memory attention, one
+        batch), or on no memory (``no_mem_embed``, the same for every request)."""
+        features, b = requests[0].features, len(requests)
+        if requests[0].memories is None:
+            (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
+            return np.repeat(pix, b, axis=0) if b > 1 else pix
+        parts = [
+            self._tokens.assemble(cast(list, r.memories), r.pointers, r.t_diff_max)
+            for r in requests
+        ]
+        # (M, B, 64); one request's buffers as they are (no copy)
+        memory = parts[0][0] if b == 1 else np.concatenate([p[0] for p in parts], axis=1)
+        memory_pos = parts[0][1] if b == 1 else np.concatenate([p[1] for p in parts], axis=1)
+        scales = [
+            self._tokens.key_scale(cast(list, r.memories), r.pointers, memory.shape[0])
+            for r in requests
+        ]
+        (pix,) = self._run(
+            "memory_attention",
+            {
+                "vision_feat": features.vision_feat,
+                "vision_pos": features.vision_pos,
+                "memory": memory,
+                "memory_pos": memory_pos,
+                "num_obj_ptr_tokens": np.array(parts[0][2], np.int64),
+                "key_scale": np.stack(scales),  # (B, M)
+            },
+        )
+        return pix
 
     def _dense_prompt(self, logits: np.ndarray) -> np.ndarray:
         """(h, w) logits -> (s, s) float32 at the prompt encoder's mask size (antialiased
