@@ -131,28 +131,30 @@ class RealRoPEAttention(nn.Module):
             return self._one_head(q, k, v)
         q = self._heads(self.q_proj(q))  # (B, H, Nq, D)
         k = self._heads(self.k_proj(k))  # (B, H, Nk, D)
-        v_raw = v if self.num_heads == 1 else None
-        v = self._heads(self.v_proj(v)) if v_raw is None else v
+        v = self._heads(self.v_proj(v))
         q = self._rotate(q, self.cos, self.sin)
         cos_k, sin_k = self.cos, self.sin
         if self.rope_k_repeat:
-            # key i < n_rope takes the query table's row i % Nq (SAM 2 tiles the table r
-            # times); pointer keys after that get angle 0. Gather + where keeps Nk and the
-            # pointer count dynamic in the exported graph.
-            n_excl = torch.as_tensor(self.n_exclude, dtype=torch.int64).reshape(())
-            idx = torch.arange(k.shape[-2], device=k.device)  # (Nk,)
-            rope = (idx < k.shape[-2] - n_excl)[:, None]  # (Nk, 1)
-            rows = idx % q.shape[-2]
-            cos_k = torch.where(rope, cos_k.index_select(0, rows), 1.0)  # (Nk, D/2)
-            sin_k = torch.where(rope, sin_k.index_select(0, rows), 0.0)
+            cos_k, sin_k = self._key_tables(cos_k, sin_k, k.shape[-2], q.shape[-2])
         k = self._rotate(k, cos_k, sin_k)
-        if v_raw is not None:
-            # one head: attention rows sum to 1, so softmax(qk) @ (v W^T + b) equals
-            # (softmax(qk) @ v) W^T + b; attending the raw 64-channel memory does the
-            # value product in 64 channels instead of 256 (1/4 of its multiply-adds)
-            return self.out_proj(self.v_proj(attention(tokens(q), tokens(k), v_raw)))
         out = attention(tokens(q), tokens(k), tokens(v), self.num_heads)  # (B, Nq, H*D)
         return self.out_proj(out)
+
+    def _key_tables(
+        self, cos: torch.Tensor, sin: torch.Tensor, nk: int, nq: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query tables (Nq, d) tiled over Nk memory keys: key i < n_rope takes row
+        i % Nq (SAM 2 tiles the table r times); the n_exclude pointer keys after them get
+        angle 0 (cos 1, sin 0). Gather + where keeps Nk and the pointer count dynamic in the
+        exported graph."""
+        n_excl = torch.as_tensor(self.n_exclude, dtype=torch.int64).reshape(())
+        idx = torch.arange(nk, device=cos.device)  # (Nk,)
+        rope = (idx < nk - n_excl)[:, None]  # (Nk, 1)
+        rows = idx % nq
+        return (
+            torch.where(rope, cos.index_select(0, rows), 1.0),
+            torch.where(rope, sin.index_select(0, rows), 0.0),
+        )
 
     def _one_head(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The one-head case (every SAM 2 memory attention) on (B, N, C) tokens as they are:
@@ -165,14 +167,7 @@ class RealRoPEAttention(nn.Module):
         if self.rope_k_repeat:
             shared = self.tables if self.tables is not None else {}
             if "k" not in shared:
-                n_excl = torch.as_tensor(self.n_exclude, dtype=torch.int64).reshape(())
-                idx = torch.arange(k.shape[-2], device=k.device)  # (Nk,)
-                rope = (idx < k.shape[-2] - n_excl)[:, None]  # (Nk, 1)
-                rows = idx % q.shape[-2]
-                shared["k"] = (
-                    torch.where(rope, cos2.index_select(0, rows), 1.0),  # (Nk, D)
-                    torch.where(rope, sin2.index_select(0, rows), 0.0),
-                )
+                shared["k"] = self._key_tables(cos2, sin2, k.shape[-2], q.shape[-2])  # (Nk, D)
             cos2, sin2 = shared["k"]
         k = self._rotate_flat(k, self.k_proj, cos2, sin2)
         # one head: attention rows sum to 1, so softmax(qk) @ (v W^T + b) equals

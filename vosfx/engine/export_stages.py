@@ -4,7 +4,7 @@ Each entry of :func:`stage_specs` is one ONNX graph: the stage module (the engin
 thin wrapper over it where the original is not exportable), example inputs, and the names and
 dynamic axes of its inputs and outputs. The per-object graphs (memory attention, the two
 decoders, memory encoder) are traced with a batch of two objects and a dynamic ``batch`` axis.
-Four stages need a wrapper:
+Three stages need a wrapper:
 
 - memory attention: SAM 2's RoPE uses complex tensors and a Python-int pointer-token count;
   the wrapper runs a copy of the attention with :class:`~vosfx.engine.export_rope.
@@ -14,8 +14,11 @@ Four stages need a wrapper:
   (:func:`vosfx.engine.backend.aa_weights`);
 - decoder: the object-score gate (``min_object_score``, SAMURAI's -1, SAM 2's 0) is a graph
   input, not the traced constant 0; the dense mask prompt is a second graph (``decoder_mask``)
-  with ``mask_input``, the plain one leaves it None;
-- memory encoder: ``binarize`` is a (B, 1, 1, 1) input, one flag per object.
+  with ``mask_input``, the plain one leaves it None.
+
+The memory encoder's ``binarize`` is a (B, 1, 1, 1) input, one flag per object broadcast over
+its mask (a graph input of that shape, not a reshape inside, keeps OpenVINO's fused
+elementwise kernel).
 """
 
 from __future__ import annotations
@@ -224,27 +227,6 @@ class MaskAsOutputExport(nn.Module):
             F.interpolate = real
 
 
-class MemoryEncoderExport(nn.Module):
-    """:class:`MemoryEncoderStage` for a batch of B masks of one frame: ``low_res``
-    (B, 1, s, s), ``object_score_logit`` (B, 1), ``binarize`` (B, 1, 1, 1) bool (one flag
-    per mask, shaped to broadcast over it: a graph input of that shape, not a reshape inside,
-    keeps OpenVINO's fused elementwise kernel); ``vision_feat`` stays (1, 256, g, g). Returns
-    ``maskmem`` (B, 64, g, g) and ``maskmem_pos``."""
-
-    def __init__(self, model: SAM2Base) -> None:
-        super().__init__()
-        self.stage = MemoryEncoderStage(model)
-
-    def forward(
-        self,
-        vision_feat: torch.Tensor,
-        low_res: torch.Tensor,
-        object_score_logit: torch.Tensor,
-        binarize: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.stage(vision_feat, low_res, object_score_logit, binarize)
-
-
 DECODER_OUTPUTS = [
     "multi_logits",
     "multi_ious",
@@ -374,7 +356,7 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
         ),
         StageSpec(
             "memory_encoder",
-            MemoryEncoderExport(model),
+            MemoryEncoderStage(model),
             (
                 feat,
                 torch.randn(nb, 1, s, s),

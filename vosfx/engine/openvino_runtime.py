@@ -94,7 +94,7 @@ class OvSession:
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._core, self._config, self._path = c, config, path
+        self._core, self._config = c, config
         model = c.read_model(str(path))
         order = []
         for port in model.inputs:
@@ -108,6 +108,8 @@ class OvSession:
             order.append(found[0])
         self._order = order
         self._batch_axes = {n: a for n, a in (batch_axes or {}).items() if n in order}
+        # (input, axis) whose size is the batch of a call: any one of the batch axes
+        self._batch_of = next(iter(self._batch_axes.items()), None)
         # the model is kept only where another batch size may need compiling
         self._model = model if self._batch_axes else None
         self._compiled: dict[int | None, tuple[Any, Any, list[Any]]] = {}
@@ -135,10 +137,11 @@ class OvSession:
         return [SimpleNamespace(name=n) for n in self._order]
 
     def run(self, _output_names: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        batch = None
-        for name, axis in self._batch_axes.items():
-            batch = int(feeds[name].shape[axis])
-            break
+        batch = (
+            None
+            if self._batch_of is None
+            else int(feeds[self._batch_of[0]].shape[self._batch_of[1]])
+        )
         entry = self._compiled.get(batch)
         if entry is None:
             entry = self._compile(batch, self._model)

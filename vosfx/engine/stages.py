@@ -251,11 +251,12 @@ class MemoryEncoderStage(nn.Module):
     """Encode one frame's prediction into memory (``SAM2Base._encode_new_memory``).
 
     ``vision_feat`` (1, 256, g, g) raw image features (not memory-conditioned); ``low_res``
-    (1, 1, s, s) float32 mask logits (upsampled to S x S here, as SAM 2 does before encoding);
-    ``object_score_logit`` (1, 1); ``binarize`` (1,) bool: use (logit > 0) instead of the sigmoid
-    (SAM 2 does on prompted frames when ``binarize_mask_from_pts_for_mem_enc``).
+    (B, 1, s, s) float32 mask logits of B objects (upsampled to S x S here, as SAM 2 does
+    before encoding); ``object_score_logit`` (B, 1); ``binarize`` (1,) or (B, 1, 1, 1) bool: use
+    (logit > 0) instead of the sigmoid (SAM 2 does on prompted frames when
+    ``binarize_mask_from_pts_for_mem_enc``), one flag per object when (B, 1, 1, 1).
 
-    Returns ``maskmem`` (1, 64, g, g) float32 and ``maskmem_pos`` (1, 64, g, g) (constant).
+    Returns ``maskmem`` (B, 64, g, g) float32 and ``maskmem_pos`` (B, 64, g, g) (constant).
     """
 
     def __init__(self, model: SAM2Base) -> None:
