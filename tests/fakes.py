@@ -84,7 +84,7 @@ class FakeSession:
         self.closed = False
         self._next = 0
 
-    def encode(self, frame: Frame):
+    def encode(self, frame: Frame, interrupt=None):
         self.encoded.append(frame.index)
         return {"t": frame.index}
 

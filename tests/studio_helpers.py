@@ -29,6 +29,7 @@ class Running:
         load=None,
         start=0,
         end=None,
+        warm_delay_s=0.4,
     ) -> None:
         self.engine = engine or FakeEngine()
         self.config = resolve_config(presets, {})
@@ -45,6 +46,7 @@ class Running:
                 start=start,
                 end=end,
                 workdir=workdir,
+                warm_delay_s=warm_delay_s,
             )
             st.add_object()
             return st

@@ -286,3 +286,76 @@ def test_a_click_on_a_tracked_frame_replays_its_pass_and_attends_its_memory():
         Prompt(3, 1, points=np.array([[30, 16]], np.float32), labels=np.array([1])), refine=False
     )
     assert len(fake.corrections) == 1
+
+
+def test_warm_makes_a_frames_features_so_a_click_there_does_not_encode():
+    session, fake = _session()
+    frame = session.frames.get(7)
+    assert session.warm(frame) is True
+    assert fake.encoded == [7] and session.has_features(7)
+    assert session.warm(frame) is False  # cached: nothing to do
+    click = Prompt(
+        7, 1, points=np.array([[10.0, 10.0]], np.float32), labels=np.array([1], np.int32)
+    )
+    session.add_prompt(click)
+    assert fake.encoded == [7]  # the click took the warmed features
+    assert session.stats["warmed"] == 1 and session.stats["feature_hits"] == 1
+
+
+def test_a_click_during_a_warm_up_of_its_frame_waits_for_those_features():
+    session, fake = _session()
+    started, release = threading.Event(), threading.Event()
+    encode = fake.encode
+
+    def slow_encode(frame, interrupt=None):
+        """The image encoder as ONNX Runtime runs it: stops when interrupted."""
+        started.set()
+        while not release.wait(0.01):
+            if interrupt is not None and interrupt.is_set:
+                raise Cancelled("interrupted")
+        return encode(frame)
+
+    fake.encode = slow_encode
+    warm = threading.Thread(target=session.warm, args=(session.frames.get(5),))
+    warm.start()
+    assert started.wait(10)
+    started.clear()
+    clicked: list = []
+    click = threading.Thread(
+        target=lambda: clicked.append(session.add_prompt(Prompt(5, 1, mask=_mask(4, 20))))
+    )
+    click.start()
+    click.join(0.3)
+    assert click.is_alive() and not started.is_set()  # waiting, not encoding again
+    release.set()
+    warm.join(10)
+    click.join(10)
+    assert clicked and fake.encoded == [5] and session.stats["warmed"] == 1
+    # a click on another frame interrupts a warm-up: it does not share the cores with it
+    release.clear()
+    result: list = []
+    warm = threading.Thread(target=lambda: result.append(session.warm(session.frames.get(9))))
+    warm.start()
+    assert started.wait(10)
+    fake.encode = encode
+    session.add_prompt(Prompt(11, 1, mask=_mask(4, 20)))
+    warm.join(10)
+    assert result == [False] and fake.encoded == [5, 11]
+    assert not session.has_features(9) and session.stats["warmed"] == 1
+    assert session.warm(session.frames.get(9)) is True  # a later warm-up runs again
+
+
+def test_a_failed_warm_up_leaves_the_frame_to_the_click():
+    session, fake = _session()
+    encode = fake.encode
+
+    def broken(frame, interrupt=None):
+        fake.encode = encode
+        raise RuntimeError("boom")
+
+    fake.encode = broken
+    with pytest.raises(RuntimeError):
+        session.warm(session.frames.get(3))
+    assert not session.has_features(3)
+    session.add_prompt(Prompt(3, 1, mask=_mask(4, 20)))
+    assert fake.encoded == [3]

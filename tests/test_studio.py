@@ -552,3 +552,52 @@ def test_image_sequence_input(tmp_path, config_home, depth):
         assert r.request("/api/timeline")[1]["objects"][0]["tracked"] == [[0, 11]]
     finally:
         r.close()
+
+
+def _wait_for(cond, timeout_s=20):
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.02)
+
+
+def test_the_frame_the_page_stays_on_is_encoded_before_a_click(clip, tmp_path, config_home):
+    r = Running(clip, tmp_path / "work", warm_delay_s=1.5)
+    try:
+        fake = r.engine.sessions[0]
+        before = list(fake.encoded)
+        t0 = time.monotonic()
+        for t in (1, 2, 3, 4):  # scrubbing: frames passed by are not encoded
+            assert r.request(f"/api/view/{t}?view=source")[0] == 200
+        assert time.monotonic() - t0 < 1.5, "the views took longer than the warm-up delay"
+        _wait_for(lambda: r.studio.session.has_features(4))
+        assert fake.encoded == [*before, 4]
+        status, res = _click(r, 4)
+        assert status == 200 and res["objects"][0]["area"] > 0
+        assert fake.encoded == [*before, 4]  # the click took the features made ahead
+        assert r.studio.session.stats["warmed"] == 1
+    finally:
+        r.close()
+
+
+def test_no_warm_up_while_tracking_or_when_turned_off(clip, tmp_path, config_home):
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=_slow(0.05)), warm_delay_s=0.1)
+    try:
+        _click(r, 0)
+        assert r.request("/api/track", {})[0] == 200
+        assert r.studio.busy == "track"
+        r.request("/api/view/20?view=source")
+        time.sleep(0.5)
+        assert r.studio.session.stats["warmed"] == 0
+        r.wait_idle(30)
+    finally:
+        r.close()
+    off = Running(clip, tmp_path / "work2", warm_delay_s=None)
+    try:
+        assert off.studio.warmer is None
+        off.request("/api/view/6?view=source")
+        time.sleep(0.3)
+        assert off.engine.sessions[0].encoded == [] and off.studio.session.stats["warmed"] == 0
+    finally:
+        off.close()

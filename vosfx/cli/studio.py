@@ -36,7 +36,15 @@ import click
     help="Editor plugins: show Done; write the job here and exit when it is pressed.",
 )
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")
-def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, done_job, offline):
+@click.option(
+    "--no-warm",
+    is_flag=True,
+    help="Do not run the image encoder on the frame shown before a click there (the first "
+    "click on a frame then waits for it).",
+)
+def studio(
+    clip, port, no_browser, job_file, presets, start, end, frame, fps, done_job, offline, no_warm
+):
     """Open CLIP (video file, image folder or %05d pattern) in the studio page: click the
     object, see its mask, track, correct any frame, finish and render."""
     import os
@@ -82,6 +90,7 @@ def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, do
     def load():
         from vosfx.engine import load_engine
         from vosfx.studio.state import Studio, new_workdir
+        from vosfx.studio.warm import WARM_DELAY_S
 
         engine = load_engine(config.model)
         engines.append(engine)
@@ -94,6 +103,7 @@ def studio(clip, port, no_browser, job_file, presets, start, end, frame, fps, do
             end=end,
             fps=fps,
             workdir=new_workdir(),
+            warm_delay_s=None if no_warm else WARM_DELAY_S,
         )
         if job is not None:
             st.restore(job)

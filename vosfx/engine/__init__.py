@@ -11,12 +11,15 @@ This module imports nothing heavy: backends are imported by :func:`load_engine`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from vosfx.config import MemoryConfig, ModelConfig
 from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
+
+if TYPE_CHECKING:
+    from vosfx.engine.backend import Interrupt
 
 
 class Session(Protocol):
@@ -28,8 +31,12 @@ class Session(Protocol):
 
     low_res: int  # side of the low-res logits (image_size // 4)
 
-    def encode(self, frame: Frame) -> Any:
-        """The frame's image features (opaque; pass them back to skip the encoder)."""
+    def encode(self, frame: Frame, interrupt: Interrupt | None = None) -> Any:
+        """The frame's image features (opaque; pass them back to skip the encoder). Touches no
+        session state: safe to call from another thread while the session prompts or steps
+        (:meth:`vosfx.session.ClipSession.warm`). ``interrupt``: set from another thread to
+        stop the call where the runtime can (:class:`~vosfx.engine.backend.Interrupt`:
+        it raises :class:`~vosfx.errors.Cancelled`)."""
         ...
 
     def model_input(self, frame: Frame) -> Frame:

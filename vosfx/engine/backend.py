@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast
@@ -172,6 +173,34 @@ def from_bf16_bits(b: np.ndarray) -> np.ndarray:
     return (b.astype(np.uint32) << 16).view(np.float32)
 
 
+class Interrupt:
+    """Stops a stage call in progress from another thread: set it, and ONNX Runtime ends the
+    run between two nodes (``RunOptions.terminate``) and the call raises
+    :class:`~vosfx.errors.Cancelled`. Runtimes without such a hook (OpenVINO, torch) finish
+    the call. The studio's feature warm-up (:meth:`vosfx.session.ClipSession.warm`) gives way
+    to a click on another frame with it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], None]] = []
+        self.is_set = False
+
+    def set(self) -> None:
+        with self._lock:
+            self.is_set = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def bind(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when set (now, if it is already)."""
+        with self._lock:
+            if not self.is_set:
+                self._hooks.append(hook)
+                return
+        hook()
+
+
 @dataclass
 class ImageFeatures:
     """One frame's encoder output (backend-native arrays).
@@ -276,8 +305,10 @@ class Backend(Protocol):
     use_mask_input_as_output_without_sam: bool
     binarize_mask_from_pts_for_mem_enc: bool
 
-    def encode_image(self, rgb8: np.ndarray) -> ImageFeatures:
-        """(H, W, 3) uint8 RGB at any size -> features (resized with :func:`preprocess`)."""
+    def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
+        """(H, W, 3) uint8 RGB at any size -> features (resized with :func:`preprocess`).
+        ``interrupt``: set from another thread to stop the call where the runtime can
+        (:class:`Interrupt`)."""
         ...
 
     def track(self, request: TrackRequest) -> TrackOutput:

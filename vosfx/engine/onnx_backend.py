@@ -14,6 +14,7 @@ Backend-native arrays are numpy (CPU). Mask memories are kept as bfloat16 bit pa
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +23,7 @@ import numpy as np
 
 from vosfx.engine.backend import (
     ImageFeatures,
+    Interrupt,
     MemoryRequest,
     TrackOutput,
     TrackRequest,
@@ -35,7 +37,7 @@ from vosfx.engine.backend import (
 from vosfx.engine.bundle import read_manifest
 from vosfx.engine.memory_tokens import MemoryTokens
 from vosfx.engine.ort_runtime import AUTO_ORDER, PROVIDERS, gpu_install_hint, session_options
-from vosfx.errors import BackendError
+from vosfx.errors import BackendError, Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class OnnxBackend:
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
         self._threads = threads
+        self._open_lock = threading.Lock()  # ON_FIRST_USE sessions: opened once
         self._ort = ort
         self._sess = self._sessions(ort, threads)
         # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
@@ -241,19 +244,32 @@ class OnnxBackend:
             )
         return sess
 
-    def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
+    def _run(self, name: str, feeds: dict, interrupt: Interrupt | None = None) -> list[np.ndarray]:
         names = self._inputs[name]
         sess = self._sess.get(name)
         if sess is None:  # a graph of ON_FIRST_USE: its session opens now, once
-            path = self._graph_file(name)
-            sess = self._sess[name] = self._session(self._ort, name, path, self._threads)
-        return sess.run(None, {k: v for k, v in feeds.items() if k in names})
+            with self._open_lock:
+                sess = self._sess.get(name)
+                if sess is None:
+                    path = self._graph_file(name)
+                    sess = self._sess[name] = self._session(self._ort, name, path, self._threads)
+        feeds = {k: v for k, v in feeds.items() if k in names}
+        if interrupt is None:
+            return sess.run(None, feeds)
+        options = self._ort.RunOptions()
+        interrupt.bind(lambda: setattr(options, "terminate", True))
+        try:
+            return sess.run(None, feeds, options)
+        except Exception as err:
+            if interrupt.is_set:
+                raise Cancelled(f"{name} interrupted") from err
+            raise
 
     # --- stages -------------------------------------------------------------------------
 
-    def encode_image(self, rgb8: np.ndarray) -> ImageFeatures:
+    def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
         img = preprocess(rgb8, self.image_size)[None]
-        s0, s1, feat, pos = self._run("image_encoder", {"image": img})
+        s0, s1, feat, pos = self._run("image_encoder", {"image": img}, interrupt)
         return ImageFeatures(s0, s1, feat, pos)
 
     def track(self, request: TrackRequest) -> TrackOutput:

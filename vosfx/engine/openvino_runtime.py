@@ -18,6 +18,7 @@ the tier is chosen.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -114,6 +115,9 @@ class OvSession:
         self._model = model if self._batch_axes else None
         self._compiled: dict[int | None, tuple[Any, Any, list[Any]]] = {}
         self._compile(1 if self._batch_axes else None, model)
+        # one infer request per compilation: calls from several threads (the studio's feature
+        # warm-up beside a click) take turns, as ONNX Runtime's sessions allow concurrent runs
+        self._lock = threading.Lock()
 
     def _compile(self, batch: int | None, model: Any) -> tuple[Any, Any, list[Any]]:
         if batch is not None:
@@ -136,16 +140,21 @@ class OvSession:
     def get_inputs(self) -> list[SimpleNamespace]:
         return [SimpleNamespace(name=n) for n in self._order]
 
-    def run(self, _output_names: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(
+        self, _output_names: None, feeds: dict[str, np.ndarray], _run_options: Any = None
+    ) -> list[np.ndarray]:
+        """The graph's outputs for ``feeds`` (ONNX Runtime's run options, such as an
+        interrupt's terminate flag, are not OpenVINO's: the call runs to its end)."""
         batch = (
             None
             if self._batch_of is None
             else int(feeds[self._batch_of[0]].shape[self._batch_of[1]])
         )
-        entry = self._compiled.get(batch)
-        if entry is None:
-            entry = self._compile(batch, self._model)
-        _compiled, request, outputs = entry
-        result = request.infer([feeds[n] for n in self._order])
-        # copies: the request reuses its output buffers on the next call
-        return [np.array(result[o]) for o in outputs]
+        with self._lock:
+            entry = self._compiled.get(batch)
+            if entry is None:
+                entry = self._compile(batch, self._model)
+            _compiled, request, outputs = entry
+            result = request.infer([feeds[n] for n in self._order])
+            # copies: the request reuses its output buffers on the next call
+            return [np.array(result[o]) for o in outputs]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from vosfx.engine.backend import (
     ImageFeatures,
+    Interrupt,
     MemoryItem,
     MemoryRequest,
     PointerItem,
@@ -87,7 +88,8 @@ class TorchBackend:
     # --- stages -------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def encode_image(self, rgb8: np.ndarray) -> ImageFeatures:
+    def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
+        """(torch cannot stop a forward in progress: ``interrupt`` is not used)"""
         img = torch.from_numpy(preprocess(rgb8, self.image_size))[None].to(self.device_t)
         with self._autocast():
             s0, s1, feat, pos = self.encoder(img)

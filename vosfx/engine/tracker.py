@@ -37,6 +37,7 @@ import numpy as np
 from vosfx.engine.backend import (
     Backend,
     ImageFeatures,
+    Interrupt,
     MemoryItem,
     MemoryRequest,
     PointerItem,
@@ -152,13 +153,15 @@ class Tracker:
         return cast(MemoryPolicy, copy.deepcopy(self._policy))  # an instance, not a factory
 
     # --- features -----------------------------------------------------------------------
-    def encode(self, frame: Frame) -> ImageFeatures:
+    def encode(self, frame: Frame, interrupt: Interrupt | None = None) -> ImageFeatures:
         """The frame's image features (backend-native; cache them to prompt the same frame
-        again without the image encoder)."""
+        again without the image encoder). ``interrupt``: see :class:`Interrupt`."""
         # resized ahead on the decode thread if the source prepared it (then preprocess
         # finds it at size S and skips its resize: the same pixels, the same features)
         rgb8 = frame.model_input if frame.model_input is not None else frame.rgb8
-        return self.backend.encode_image(rgb8)
+        if interrupt is None:
+            return self.backend.encode_image(rgb8)
+        return self.backend.encode_image(rgb8, interrupt=interrupt)
 
     def model_input(self, frame: Frame) -> Frame:
         """The frame at the model's input size (S x S uint8, resized exactly as

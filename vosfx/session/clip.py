@@ -25,7 +25,7 @@ redoes only what a change made stale.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +35,7 @@ import numpy as np
 from vosfx.config import MemoryConfig
 from vosfx.errors import Cancelled, PromptError
 from vosfx.policies import MEMORY_POLICIES
+from vosfx.session.features import FEATURE_CACHE_BYTES, FeatureCache
 from vosfx.session.plan import PassPlan, plan_object
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from vosfx.session.shots import ShotDetector
 
 FrameCallback = Callable[[ObjectResult], None]
-FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
 
 
 class FrameProvider(Protocol):
@@ -93,9 +93,6 @@ class ClipSession:
         self._version: dict[tuple[int, int], int] = {}  # (obj, frame) -> anchor version
         self._counter = 0
         self._done: set[tuple] = set()  # keys of passes computed with current anchors
-        self._features: OrderedDict[int, Any] = OrderedDict()
-        self._feature_bytes = 0
-        self._feature_budget = feature_cache_bytes
         self.needs_shots = MEMORY_POLICIES[memory.policy].needs_shots
         # SAM2Long: a pass's frames are final only when it ends (Tracker.end_pass)
         self.deferred = MEMORY_POLICIES[memory.policy].deferred
@@ -103,7 +100,8 @@ class ClipSession:
         self._detector: ShotDetector | None = None  # made on the first frame that needs it
         self._detector_next = self.start
         self.cuts: list[int] = []
-        self.stats = {"encoded": 0, "feature_hits": 0, "stepped": 0}
+        self.stats = {"encoded": 0, "feature_hits": 0, "stepped": 0, "warmed": 0}
+        self.features = FeatureCache(self.engine, feature_cache_bytes, self.stats)
 
     # --- prompts ------------------------------------------------------------------------
     @property
@@ -181,14 +179,16 @@ class ClipSession:
             u = pl.anchor + pl.direction
             while u != frame.index:
                 fu = self.frames.get(u)
-                self.engine.step(fu, [pid], shot_id=self._shots.get(u, 0), features=self._feats(fu))
+                self.engine.step(
+                    fu, [pid], shot_id=self._shots.get(u, 0), features=self.features.get(fu)
+                )
                 u += pl.direction
             res = self.engine.prompt(
                 frame,
                 prompt,
                 shot_id=self._shots.get(frame.index, 0),
                 previous=previous,
-                features=self._feats(frame),
+                features=self.features.get(frame),
                 pass_id=pid,
             )
         finally:
@@ -237,7 +237,7 @@ class ClipSession:
             prompt,
             shot_id=self._shots.get(frame.index, 0),
             previous=previous,
-            features=self._feats(frame),
+            features=self.features.get(frame),
         )
         self.store.put(res, prompted=True)
         self._bump(prompt.obj_id, frame.index)
@@ -361,7 +361,7 @@ class ClipSession:
                 else:
                     frame = Frame(u, image, None, self.info.time_base)
                 results = self.engine.step(
-                    frame, active, shot_id=self._shots.get(u, 0), features=self._feats(frame)
+                    frame, active, shot_id=self._shots.get(u, 0), features=self.features.get(frame)
                 )
                 self.stats["stepped"] += 1
                 for res in results:
@@ -408,22 +408,16 @@ class ClipSession:
     def shot_id(self, frame_index: int) -> int:
         return self._shots.get(frame_index, 0)
 
-    def _feats(self, frame: Frame) -> Any:
-        t = frame.index
-        if t in self._features:
-            self._features.move_to_end(t)
-            self.stats["feature_hits"] += 1
-            return self._features[t]
-        feats = self.engine.encode(frame)
-        self.stats["encoded"] += 1
-        size = _nbytes(feats)
-        if size <= self._feature_budget:
-            self._features[t] = feats
-            self._feature_bytes += size
-            while self._feature_bytes > self._feature_budget:
-                _old, dropped = self._features.popitem(last=False)
-                self._feature_bytes -= _nbytes(dropped)
-        return feats
+    def warm(self, frame: Frame) -> bool:
+        """Encode ``frame``'s image features ahead of a prompt on it: the studio calls it from
+        a background thread for the frame the user stays on, so the first click there costs
+        the decoder, not the image encoder (:meth:`FeatureCache.warm`: safe beside prompts and
+        sweeps on other threads; a prompt on that frame waits for it, an encode of another
+        frame interrupts it). False when nothing was added."""
+        return self.features.warm(frame)
+
+    def has_features(self, frame_index: int) -> bool:
+        return self.features.has(frame_index)
 
     def prepare(self, frame: Frame) -> Frame:
         """``frame`` with its model input attached (:attr:`Frame.model_input`: the engine's
@@ -465,7 +459,7 @@ class ClipSession:
         self.engine.close()
         self.store.close()
         self._stash.close()
-        self._features.clear()
+        self.features.clear()
         self._scratch.close()
 
     def __enter__(self) -> Self:
@@ -517,7 +511,7 @@ class Sweep:
                 self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
         stepping = [pid for pl, pid in self.live.values() if t in pl.frames]
         if stepping:
-            results = s.engine.step(frame, stepping, shot_id=shot, features=s._feats(frame))
+            results = s.engine.step(frame, stepping, shot_id=shot, features=s.features.get(frame))
             s.stats["stepped"] += 1
             for res in results:
                 s._put(res, self.on_frame, keep)
@@ -545,17 +539,6 @@ class Sweep:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _nbytes(value: Any) -> int:
-    """Bytes of a features object (numpy or torch arrays in a dataclass, dict or tuple)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return sum(_nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
-    if isinstance(value, dict):
-        return sum(_nbytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v) for v in value)
-    return int(getattr(value, "nbytes", 0))
 
 
 __all__ = ["ClipSession", "FrameProvider", "Sweep"]

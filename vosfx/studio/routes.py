@@ -59,8 +59,9 @@ def page_routes(ctl) -> list[Route]:
 
         studio = studio_of(ctl)
         index = int_arg(request.path_params["frame"], "frame")
-        with ctl.view_lock:  # one decoder for the viewer
+        with studio.view_lock:  # one decoder for the viewer
             data, media = render_view(studio, index, request.query_params.get("view", "overlay"))
+        studio.viewed(index)
         return Response(data, media_type=media, headers=_no_store())
 
     async def events(request: Request) -> Response:

@@ -76,7 +76,6 @@ class Control:
         self.studio: Any = None
         self.error: dict | None = None
         self.hub = Hub()
-        self.view_lock = threading.Lock()
         self.should_exit: Callable[[], None] = lambda: None
         self.outcome = "running"  # "done", "closed" (page gone), "interrupted"
         self._timer: threading.Timer | None = None

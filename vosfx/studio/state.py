@@ -30,6 +30,7 @@ from vosfx.errors import ConfigError, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
 from vosfx.studio.jobfile import format_ids, job_config, output_presets, save_job
 from vosfx.studio.timeline import colour, timeline
+from vosfx.studio.warm import WARM_DELAY_S, Warmer
 from vosfx.studio.work import Emit, Worker
 from vosfx.types import MaskResult, ObjectResult
 
@@ -74,6 +75,8 @@ class Studio:
     their names, so a saved job names them. ``start``/``end``: the frames matted.
     ``workdir``: this studio's folder under vosfx's cache (dropped masks); removed on close.
     ``cache_bytes``: the byte budget shared by decoded frames and image features.
+    ``warm_delay_s``: the frame the page stays on this long gets its image features made
+    before a click (:mod:`vosfx.studio.warm`); None turns that off.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class Studio:
         workdir: Path,
         cache_bytes: int = 768 << 20,
         emit: Emit | None = None,
+        warm_delay_s: float | None = WARM_DELAY_S,
     ) -> None:
         from vosfx.session import ClipSession
         from vosfx.session.frames import SourceFrames
@@ -123,6 +127,16 @@ class Studio:
         self._redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._lock = threading.RLock()
         self.worker = Worker(lambda ev: self.emit(ev))
+        self.view_lock = threading.Lock()  # the viewer's decoder: one reader at a time
+        self.warmer: Warmer | None = None
+        if warm_delay_s is not None:
+            self.warmer = Warmer(
+                self.session,
+                self._viewed_frame,
+                lambda: self.worker.busy,
+                delay_s=warm_delay_s,
+                emit=lambda ev: self.emit(ev),
+            )
         self.last_render: dict | None = None
         self._mask_seq = 0
 
@@ -451,8 +465,20 @@ class Studio:
             "last_render": self.last_render,
         }
 
+    # --- the viewer ------------------------------------------------------------------------
+    def viewed(self, index: int) -> None:
+        """The page shows frame ``index`` now (its features are made if it stays there)."""
+        if self.warmer is not None:
+            self.warmer.viewed(index)
+
+    def _viewed_frame(self, index: int):
+        with self.view_lock:
+            return self.view_frames.get(index)
+
     def close(self) -> None:
         self.stop()
+        if self.warmer is not None:
+            self.warmer.close()
         self.session.close()
         self.track_frames.close()
         self.view_frames.close()
