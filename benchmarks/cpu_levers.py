@@ -1,0 +1,197 @@
+"""CPU levers measured for issue 17 and not taken (docs/benchmarks/onnx.md, fourth pass).
+
+``overlap``: the image encoder of one frame beside memory attention of another, each on one
+thread in two Python threads, against both one after the other on all threads (ONNX Runtime
+fp32, the bundle's two heavy graphs on benchmarks/onnx_stages.py's steady-state inputs),
+alternating call pairs. ``--openvino`` does the same with the bf16 tier's graphs.
+
+``attention``: one cross-attention product of memory attention at 1024 (4096 queries x 28,736
+keys, 256-channel queries and keys, 64- or 256-channel values) in bfloat16: OpenVINO's
+``ScaledDotProductAttention`` op, OpenVINO's MatMul-Softmax-MatMul, and torch's
+``scaled_dot_product_attention``; GFLOP/s of the best of 4 calls.
+
+    python benchmarks/cpu_levers.py overlap --size 1024 --pairs 8
+    python benchmarks/cpu_levers.py overlap --size 1024 --pairs 8 --openvino
+    python benchmarks/cpu_levers.py attention --values 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+HEAVY = ("image_encoder", "memory_attention")
+
+
+def _ort_call(bundle: Path, name: str, feeds: dict, threads: int):
+    import onnxruntime as ort
+
+    from vosfx.engine.ort_runtime import session_options
+
+    man = json.loads((bundle / "manifest.json").read_text())
+    sess = ort.InferenceSession(
+        str(bundle / man["graphs"][name]["file"]),
+        session_options(ort, threads=threads),
+        providers=["CPUExecutionProvider"],
+    )
+    mine = {k: v for k, v in feeds.items() if k in {i.name for i in sess.get_inputs()}}
+    sess.run(None, mine)
+    return lambda: sess.run(None, mine)
+
+
+def _ov_call(bundle: Path, name: str, feeds: dict, threads: int):
+    from vosfx.engine import openvino_runtime as ovr
+
+    man = json.loads((bundle / "manifest.json").read_text())
+    g = man["graphs"][name]
+    inputs = [i["name"] for i in g["inputs"]]
+    axes = {}
+    if name in ovr.STATIC_BATCH:
+        axes = {
+            i["name"]: list(i["shape"]).index("batch")
+            for i in g["inputs"]
+            if "batch" in list(i["shape"])
+        }
+    file = man.get("variants", {}).get("bf16", {}).get(name, g["file"])
+    sess = ovr.OvSession(
+        ovr.core("bf16"),
+        bundle / file,
+        inputs,
+        precision="bf16",
+        threads=threads,
+        batch_axes=axes,
+    )
+    mine = {k: feeds[k] for k in inputs}
+    sess.run(None, mine)
+    return lambda: sess.run(None, mine)
+
+
+def overlap(args) -> None:
+    from onnx_stages import stage_inputs
+
+    bundle = Path(args.bundle or f"/tmp/vosfx-bench-onnx/bundle-{args.size}")
+    feeds = stage_inputs(args.size)
+    make = _ov_call if args.openvino else _ort_call
+    cores = os.cpu_count() or 2
+    serial = [make(bundle, n, feeds, cores) for n in HEAVY]
+    single = [make(bundle, n, feeds, 1) for n in HEAVY]
+    for name, call in zip(HEAVY, single, strict=True):
+        t0 = time.perf_counter()
+        call()
+        print(json.dumps({"one_thread_s": {name: round(time.perf_counter() - t0, 3)}}))
+
+    def one_after_other() -> float:
+        t0 = time.perf_counter()
+        for call in serial:
+            call()
+        return time.perf_counter() - t0
+
+    def side_by_side() -> float:
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=call) for call in single]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    a, b = [], []
+    for _ in range(args.pairs):
+        a.append(one_after_other())
+        b.append(side_by_side())
+        print(json.dumps({"serial_s": round(a[-1], 3), "overlapped_s": round(b[-1], 3)}))
+    print(
+        json.dumps(
+            {
+                "runtime": "openvino bf16" if args.openvino else "onnxruntime fp32",
+                "size": args.size,
+                "cores": cores,
+                "median_serial_s": round(statistics.median(a), 3),
+                "median_overlapped_s": round(statistics.median(b), 3),
+                "median_ratio_serial_over_overlapped": round(
+                    statistics.median(x / y for x, y in zip(a, b, strict=True)), 3
+                ),
+                "load": os.getloadavg(),
+            }
+        )
+    )
+
+
+def attention(args) -> None:
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+    import torch
+
+    n_q, n_k, e, ev = 4096, 28736, 256, args.values
+    rng = np.random.default_rng(0)
+    q = (rng.standard_normal((1, 1, n_q, e)) * 0.1).astype(np.float32)
+    k = (rng.standard_normal((1, 1, n_k, e)) * 0.1).astype(np.float32)
+    v = rng.standard_normal((1, 1, n_k, ev)).astype(np.float32)
+    flops = 2 * n_q * n_k * (e + ev)
+    threads = os.cpu_count() or 2
+
+    def best(call) -> tuple[float, list[float]]:
+        call()
+        times = []
+        for _ in range(4):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        return flops / min(times) / 1e9, [round(1e3 * t) for t in times]
+
+    core = ov.Core()
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": threads,
+    }
+    for kind in ("sdpa", "matmul-softmax-matmul"):
+        pq = ops.parameter([1, 1, n_q, e], np.float32)
+        pk = ops.parameter([1, 1, -1, e], np.float32)
+        pv = ops.parameter([1, 1, -1, ev], np.float32)
+        if kind == "sdpa":
+            out = ops.scaled_dot_product_attention(pq, pk, pv, causal=False)
+        else:
+            s = ops.multiply(ops.matmul(pq, pk, False, True), ops.constant(np.float32(e**-0.5)))
+            out = ops.matmul(ops.softmax(s, -1), pv, False, False)
+        compiled = core.compile_model(ov.Model([out], [pq, pk, pv]), "CPU", config)
+        req = compiled.create_infer_request()
+        rate, ms = best(lambda req=req: req.infer([q, k, v]))
+        print(json.dumps({"openvino": kind, "values": ev, "ms": ms, "gflops": round(rate)}))
+    torch.set_num_threads(threads)
+    tq, tk, tv = (torch.from_numpy(x).bfloat16() for x in (q, k, v))
+    with torch.inference_mode():
+        rate, ms = best(lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv))
+    print(json.dumps({"torch": "sdpa bf16", "values": ev, "ms": ms, "gflops": round(rate)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    o = sub.add_parser("overlap")
+    o.add_argument("--size", type=int, default=1024)
+    o.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
+    o.add_argument("--pairs", type=int, default=8)
+    o.add_argument("--openvino", action="store_true", help="the bf16 tier's graphs on OpenVINO")
+    a = sub.add_parser("attention")
+    a.add_argument("--values", type=int, default=64, help="value channels (vosfx 64, SAM 2 256)")
+    args = ap.parse_args()
+    print(json.dumps({"loadavg": os.getloadavg(), "cores": os.cpu_count()}), flush=True)
+    overlap(args) if args.what == "overlap" else attention(args)
+
+
+if __name__ == "__main__":
+    main()
