@@ -16,6 +16,7 @@ parallel).
     python benchmarks/render_chain.py --before c7e93b9 --frames 48 --rounds 5
     python benchmarks/render_chain.py --before none --soft     # after only; soft logits
     python benchmarks/render_chain.py --before 632581e --after 13de1b9   # two commits
+    python benchmarks/render_chain.py --before none --frames 96 --by-thread   # CPU by thread
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,14 +67,62 @@ def child(args: argparse.Namespace) -> None:
         config=resolve_config(["balanced"], overrides),
         overwrite=True,
     )
+    sampler = ThreadCPU() if args.by_thread else None
     c0, t0 = time.process_time(), time.perf_counter()
     report = run(job, engine=FakeEngine(logit_fn=logit_fn))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(
-        json.dumps(
-            {"frames": report.frames, "wall_s": wall, "cpu_s": cpu, "timings_s": report.timings_s}
-        )
-    )
+    out = {"frames": report.frames, "wall_s": wall, "cpu_s": cpu, "timings_s": report.timings_s}
+    if sampler is not None:
+        out["threads_s"] = sampler.stop()
+    print(json.dumps(out))
+
+
+class ThreadCPU:
+    """CPU seconds of every thread of this process over a run, by thread name (Python
+    threads by their name, the main thread as "main", threads started by libraries (FFmpeg's
+    encoder threads, OpenCV's pool) by their kernel name and id): sampled from
+    /proc/self/task every 50 ms, so a thread that ends keeps its last reading."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+        self._seen: dict[str, tuple[str, float]] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _read() -> dict[str, tuple[str, float]]:
+        tick = os.sysconf("SC_CLK_TCK")
+        names = {str(t.native_id): t.name for t in threading.enumerate()}
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            name = "main" if tid == str(os.getpid()) else names.get(tid, f"{comm}:{tid}")
+            out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        return out
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            for tid, (name, cpu) in self._read().items():
+                known = self._seen.get(tid)
+                self._seen[tid] = (known[0] if known else name, cpu)
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self._thread.join()
+        by_name: dict[str, float] = {}
+        for tid, (name, cpu) in self._seen.items():
+            if name.startswith("Thread-") and "_sample" in name:
+                continue
+            used = cpu - self._start.get(tid, ("", 0.0))[1]
+            if used > 0:
+                by_name[name] = by_name.get(name, 0.0) + used
+        return by_name
 
 
 def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
@@ -195,21 +245,27 @@ def tree_for(rev: str, tmp: Path) -> Path:
     return dest
 
 
-def one_run(tree: Path, job: str, clip: Path, mask: Path, out: Path, soft: bool) -> dict:
+def one_run(
+    tree: Path, job: str, clip: Path, mask: Path, out: Path, soft: bool, by_thread: bool = False
+) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--job",
-        job,
-        "--clip",
-        str(clip),
-        "--mask",
-        str(mask),
-        "--out",
-        str(out),
-    ] + (["--soft"] if soft else [])
+    cmd = (
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--job",
+            job,
+            "--clip",
+            str(clip),
+            "--mask",
+            str(mask),
+            "--out",
+            str(out),
+        ]
+        + (["--soft"] if soft else [])
+        + (["--by-thread"] if by_thread else [])
+    )
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -227,6 +283,9 @@ def main() -> None:
     )
     ap.add_argument("--jobs", default=",".join(JOBS), help="comma-separated: " + ", ".join(JOBS))
     ap.add_argument("--soft", action="store_true", help="soft logits (the fake's / 10)")
+    ap.add_argument(
+        "--by-thread", action="store_true", help="also print each thread's CPU ms a frame"
+    )
     ap.add_argument(
         "--parts", action="store_true", help="CPU ms a frame of each stage instead (checkout)"
     )
@@ -279,7 +338,9 @@ def main() -> None:
         for r in range(args.rounds):
             for job in jobs:
                 for label, tree in trees.items():
-                    res = one_run(tree, job, clip, tmp / "mask.png", tmp / "out", args.soft)
+                    res = one_run(
+                        tree, job, clip, tmp / "mask.png", tmp / "out", args.soft, args.by_thread
+                    )
                     runs.setdefault((job, label), []).append(res)
                     print(
                         f"round {r + 1} {job} {label}: {res['frames'] / res['wall_s']:.2f} "
@@ -287,6 +348,11 @@ def main() -> None:
                         f"(load {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
+                    for name, used in sorted(
+                        res.get("threads_s", {}).items(), key=lambda kv: -kv[1]
+                    ):
+                        if used * 1e3 / res["frames"] >= 0.5:
+                            print(f"    {name:28s} {used * 1e3 / res['frames']:6.1f} CPU ms/frame")
         print(
             "\n| job | version | frames/s (wall) | CPU ms / frame | 2 / CPU (frames/s) "
             "| refine ms / frame | write ms / frame (all threads) | busiest writer ms |"
