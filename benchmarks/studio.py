@@ -99,6 +99,12 @@ def _click(page, x, y, exclude=False, quick=True) -> dict:
     return last
 
 
+def _go(page, key: str, frame: int) -> None:
+    """Press ``key`` in the page and wait until it shows ``frame``."""
+    page.keyboard.press(key)
+    page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{frame}'")
+
+
 def _wait_warm(r, t: int, timeout_s: float = 120) -> float:
     """Seconds until frame ``t``'s features are in the session's cache (the warm-up)."""
     t0 = time.perf_counter()
@@ -188,18 +194,16 @@ def latency(args, work: Path) -> dict:
             print(json.dumps(out), file=sys.stderr, flush=True)
             # a new frame clicked as soon as it is drawn (before the warm-up delay): decode +
             # image encoder + prompt in the click
-            page.keyboard.press("End")
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{n - 1}'")
+            _go(page, "End", n - 1)
             at_once = _click(page, *centre(n - 1))
             out["first_mask_new_frame_clicked_at_once_ms"] = {
                 "page": round(at_once["drawnMs"], 1),
                 "server": at_once["ms"],
             }
             # another new frame, clicked after the page stayed on it until its features were made
-            page.keyboard.press("ArrowLeft")
-            page.keyboard.press("ArrowLeft")
             t = n - 3
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{t}'")
+            page.keyboard.press("ArrowLeft")
+            _go(page, "ArrowLeft", t)
             warm_s = _wait_warm(r, t)
             dwelt = _click(page, *centre(t))
             out["first_mask_on_a_frame_shown_a_while_ms"].update(
@@ -207,11 +211,9 @@ def latency(args, work: Path) -> dict:
             )
             # the worst case: a click on a new frame while another frame's warm-up runs (the
             # two image encoder calls share the cores)
-            page.keyboard.press("ArrowLeft")
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{t - 1}'")
+            _go(page, "ArrowLeft", t - 1)
             time.sleep(0.6)  # past the warm-up delay: frame t - 1 is being encoded
-            page.keyboard.press("ArrowLeft")
-            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{t - 2}'")
+            _go(page, "ArrowLeft", t - 2)
             during = _click(page, *centre(t - 2))
             out["first_mask_new_frame_during_another_warm_up_ms"] = {
                 "page": round(during["drawnMs"], 1),

@@ -1,0 +1,299 @@
+"""The one loop's writing half: the job's outputs, their writers, the sidecar and the report.
+
+:func:`plan_outputs` names every output of a job; :class:`Outputs` refines each frame's masks
+and hands the matte to the writers (one thread each, so a multi-output job encodes side by
+side), keeps each frame's scores, and at the end writes the sidecars and returns the
+:class:`JobReport`. :func:`vosfx.pipeline.loop.run` drives it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vosfx._version import __version__
+from vosfx.errors import ConfigError
+from vosfx.job import Job
+from vosfx.types import Frame, MaskResult, Matte, ProgressEvent, VideoInfo
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class JobReport:
+    job: Job
+    outputs: tuple[str, ...]
+    sidecars: tuple[str, ...]
+    frames: int
+    elapsed_s: float
+    timings_s: dict[str, float]
+    model_id: str
+    model_sha256: str | None
+    shots: tuple[int, ...] = ()  # frame indices where a new shot starts
+    presence: dict[int, list[tuple[int, int, bool]]] = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)  # the session's report (promotions, quality)
+    runtime: dict = field(default_factory=dict)  # what ran the model (backend, precision, ...)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "outputs": list(self.outputs),
+            "sidecars": list(self.sidecars),
+            "frames": self.frames,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "fps": round(self.fps, 3),
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+            "model": {"id": self.model_id, "sha256": self.model_sha256, "runtime": self.runtime},
+            "shots": list(self.shots),
+            "presence": {str(k): [list(iv) for iv in v] for k, v in self.presence.items()},
+        }
+
+
+def output_info(info: VideoInfo, start: int) -> VideoInfo:
+    """The source's info with the timecode of the first frame rendered (source timecode +
+    ``start`` frames), so outputs conform to the source in an editor."""
+    if not info.timecode or not start or not info.fps:
+        return info
+    from dataclasses import replace
+
+    from vosfx.io.timecode import offset
+
+    return replace(info, timecode=offset(info.timecode, start, info.fps))
+
+
+def plan_outputs(job: Job) -> list[tuple[str, str, int | None]]:
+    """(path, format id, obj id or None for merged) for every output of the job."""
+    from vosfx.io.writers import FORMATS
+
+    cfg = job.config.output
+    formats = (cfg.format,) + tuple(f for f in cfg.extra_formats if f != cfg.format)
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ConfigError(
+                f"[output] format: unknown format {fmt!r}; known: {', '.join(FORMATS)}"
+            )
+    main = Path(job.output)
+    planned = []
+    for fmt in formats:
+        spec = FORMATS[fmt]
+        base = main
+        if fmt != cfg.format:  # extra outputs sit beside the main one: out.<fmt>[.ext]
+            ext = "" if spec.is_sequence else f".{spec.ext}"
+            base = main.with_name(f"{_stem(main)}.{fmt}{ext}")
+        # objects = "each": one output per object; ids from palette masks are known only
+        # once the prompts are read, so the loop expands the path ({obj} or _obj<id>)
+        planned.append((str(base), fmt, -1 if cfg.objects == "each" else None))
+    return planned
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(path.suffix)] if path.suffix else name
+
+
+def _object_path(path: str, obj_id: int) -> str:
+    if "{obj}" in path:
+        return path.replace("{obj}", str(obj_id))
+    p = Path(path)
+    return str(p.with_name(f"{_stem(p)}_obj{obj_id}{p.suffix}"))
+
+
+class Outputs:
+    """The per-frame loop's writing half (a context manager): the refiner, the writers (one
+    thread each), each frame's scores, and at the end the sidecars and the :class:`JobReport`."""
+
+    def __init__(self, job, info, session, engine, outputs, on_progress, cancel, total):
+        self.job, self.info, self.session, self.engine = job, info, session, engine
+        # what runs the model, asked now: the engine may be closed when the sidecar is written
+        self.runtime: dict = engine.runtime()
+        self.on_progress, self.cancel, self.total = on_progress, cancel, total
+        self.obj_ids = session.obj_ids
+        self.outputs = outputs
+        self.timings: dict[str, float] = defaultdict(float)
+        self.scores: dict[int, list[float | None]] = {o: [] for o in self.obj_ids}
+        self.quality: dict[int, list[float | None]] = {o: [] for o in self.obj_ids}
+        self.frames = 0
+        self.sidecars: list[str] = []
+        self.memory_report: dict = {}
+        self._stack = ExitStack()
+
+    def __enter__(self):
+        from vosfx.io.writers import open_writer
+        from vosfx.io.writers.parallel import ParallelCalls
+        from vosfx.matte.refine import Refiner
+
+        self.refiner = Refiner(self.job.config.refine, self.obj_ids)
+        self.writers = []
+        cfg = self.job.config.output
+        for path, fmt, obj in self.outputs:
+            targets = (
+                [(path, None)]
+                if obj is None
+                else [(_object_path(path, o), o) for o in self.obj_ids]
+            )
+            for target, oid in targets:
+                writer = open_writer(
+                    fmt,
+                    Path(target),
+                    self.info,
+                    obj_ids=self.obj_ids,
+                    config=cfg,
+                    # image sequences (a folder, a pattern) carry no audio
+                    audio_from=self.job.input if cfg.audio and self.info.has_audio else None,
+                    overwrite=self.job.overwrite,
+                )
+                self.writers.append((self._stack.enter_context(writer), oid, target))
+        # One thread per writer, so the outputs of a multi-output job encode side by side
+        # (ProRes 4444 + FFV1 matte: the slower encoder's time a frame, not the sum). Entered
+        # last, so every thread finishes (or stops) before the writers close or abort.
+        self.async_write = self._stack.enter_context(
+            ParallelCalls([functools.partial(self._write, w, oid) for w, oid, _t in self.writers])
+        )
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+    def run(self, results: Iterator[tuple[Frame, MaskResult]]) -> None:
+        t_wall = time.perf_counter()
+        self._emit(ProgressEvent("start", 0, self.total))
+        shot_id = None
+        for frame, result in results:
+            t3 = time.perf_counter()
+            sid = self.session.shot_id(frame.index)
+            if shot_id is not None and sid != shot_id:
+                self.refiner.reset()  # no temporal smoothing across a cut
+            shot_id = sid
+            matte = self.refiner(result, frame)
+            t4 = time.perf_counter()
+            self.timings["refine"] += t4 - t3
+            self.async_write.put(frame, matte)  # encoded on the writer thread
+            self.timings["write_wait"] += time.perf_counter() - t4
+            self._record(result)
+            self.frames += 1
+            elapsed = time.perf_counter() - t_wall
+            fps = self.frames / elapsed if elapsed > 0 else 0.0
+            self._emit(
+                ProgressEvent(
+                    "frame",
+                    self.frames,
+                    self.total,
+                    frame.index,
+                    fps,
+                    (self.total - self.frames) / fps if fps > 0 else None,
+                    {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
+                )
+            )
+        self.async_write.close()  # every frame encoded; a write error raises here
+        self.timings["write"] = self.async_write.busy_s  # summed over the writer threads
+        self.timings["write_busiest"] = self.async_write.busiest_s
+        self.memory_report = self.session.report()
+        if self.frames == 0:
+            from vosfx.errors import InputError
+
+            raise InputError(f"{self.job.input}: no frames decoded in the requested range")
+
+    def _write(self, writer, oid: int | None, frame: Frame, matte: Matte) -> None:
+        if oid is None:
+            writer.write(frame, matte)
+        else:
+            writer.write(frame, matte, alpha=matte.alpha[self.obj_ids.index(oid)])
+
+    def _record(self, result: MaskResult) -> None:
+        quality = result.info.get("quality", {})
+        for oid, score in zip(result.obj_ids, result.object_score_logits.tolist()):
+            if oid in self.scores:
+                present = score > -1024.0  # -1024: no result (before a forward-only prompt)
+                self.scores[oid].append(score if present else None)
+                self.quality[oid].append(quality.get(oid) if present else None)
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    def finish(self, elapsed_s: float) -> JobReport:
+        from vosfx.io.writers import write_sidecar
+        from vosfx.pipeline.presence import presence_intervals
+
+        # frames without a result for an object have no score: absent
+        presence = {
+            oid: presence_intervals(
+                [-1.0 if v is None else v for v in self.scores[oid]], self.job.start
+            )
+            for oid in self.obj_ids
+        }
+        memory = self.memory_report
+        shots = tuple(self.session.cuts)
+        outputs = tuple(t for _w, _o, t in self.writers)
+        sidecars = []
+        if self.job.config.output.sidecar:
+            data = {
+                "vosfx_version": __version__,
+                "job": self.job.to_dict(),
+                "source": _info_dict(self.info),
+                "model": {
+                    "id": self.engine.model_id,
+                    "sha256": self.engine.model_sha256,
+                    "runtime": self.runtime,
+                },
+                "frames": self.frames,
+                "elapsed_s": round(elapsed_s, 3),
+                "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+                "shots": {"cuts": list(shots)},
+                "presence": {str(k): [list(iv) for iv in v] for k, v in presence.items()},
+                "object_scores": {
+                    str(k): [None if s is None else round(s, 4) for s in v]
+                    for k, v in self.scores.items()
+                },
+                # RCMS reliability per frame (sigmoid(score) x max IoU x mask confidence)
+                "quality": {
+                    str(k): [None if q is None else round(q, 4) for q in v]
+                    for k, v in self.quality.items()
+                    if any(q is not None for q in v)
+                },
+                "memory": memory,
+            }
+            for target in outputs:
+                sidecars.append(str(write_sidecar(Path(target), dict(data, output=target))))
+        report = JobReport(
+            job=self.job,
+            outputs=outputs,
+            sidecars=tuple(sidecars),
+            frames=self.frames,
+            elapsed_s=elapsed_s,
+            timings_s=dict(self.timings),
+            model_id=self.engine.model_id,
+            model_sha256=self.engine.model_sha256,
+            runtime=self.runtime,
+            shots=shots,
+            presence=presence,
+            memory=memory,
+        )
+        self._emit(ProgressEvent("done", self.frames, self.total, fps=report.fps))
+        return report
+
+
+def _info_dict(info: VideoInfo) -> dict:
+    return {
+        "path": info.path,
+        "width": info.width,
+        "height": info.height,
+        "num_frames": info.num_frames,
+        "fps": str(info.fps) if info.fps else None,
+        "time_base": str(info.time_base),
+        "rotation": info.rotation,
+        "pix_fmt": info.pix_fmt,
+        "bit_depth": info.bit_depth,
+        "codec": info.codec,
+        "vfr": info.is_vfr,
+        "audio": info.has_audio,
+        "first_frame_timecode": info.timecode or None,  # of the first frame rendered
+    }
