@@ -3,6 +3,7 @@ track throughput against `vosfx matte` (pipeline.run) on the same clip, and serv
 scrubbing and tracking a 1,000-frame clip. Results: docs/benchmarks/studio.md.
 
     python benchmarks/studio.py latency              # 1024, page in chromium (a few minutes)
+    python benchmarks/studio.py latency --precision bf16   # the same on the bf16 tier
     python benchmarks/studio.py breakdown            # a click's model stages and the view
     python benchmarks/studio.py threads --rounds 12  # a click's decoder graph, 1 vs 2 threads
     python benchmarks/studio.py throughput --size 256 --frames 32 --rounds 2
@@ -62,7 +63,7 @@ def rss_mib() -> float:
     return 0.0
 
 
-def engine(size: int, threads: int, work: Path):
+def engine(size: int, threads: int, work: Path, precision: str = "fp32"):
     from tests.ckpt import make_checkpoint
     from vosfx.config import ModelConfig
     from vosfx.engine import load_engine
@@ -71,7 +72,12 @@ def engine(size: int, threads: int, work: Path):
     t0 = time.perf_counter()
     eng = load_engine(
         ModelConfig(
-            backend="onnx", device="cpu", image_size=size, checkpoint=str(ckpt), threads=threads
+            backend="onnx",
+            device="cpu",
+            image_size=size,
+            checkpoint=str(ckpt),
+            threads=threads,
+            precision=precision,
         )
     )
     return eng, time.perf_counter() - t0
@@ -128,9 +134,13 @@ def latency(args, work: Path) -> dict:
 
     w, h, n = args.width, args.height, args.frames
     clip = make_clip(work / "clip.mp4", n=n, width=w, height=h)
-    eng, load_s = engine(args.size, args.threads, work)
+    eng, load_s = engine(args.size, args.threads, work, args.precision)
     r = Running(clip, work / "studio", engine=eng, presets=("matte-ffv1",))
-    out: dict = {"engine_load_s": round(load_s, 2), "clip": f"{n} frames {w}x{h}"}
+    out: dict = {
+        "engine_load_s": round(load_s, 2),
+        "clip": f"{n} frames {w}x{h}",
+        "precision": args.precision,
+    }
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -512,6 +522,9 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--precision", default="fp32", help="latency: the engine's precision (fp32, bf16, int8)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vosfx-bench-studio-") as tmp:
         work = Path(tmp)

@@ -175,9 +175,9 @@ def from_bf16_bits(b: np.ndarray) -> np.ndarray:
 
 class Interrupt:
     """Stops a stage call in progress from another thread: set it, and ONNX Runtime ends the
-    run between two nodes (``RunOptions.terminate``) and the call raises
-    :class:`~vosfx.errors.Cancelled`. Runtimes without such a hook (OpenVINO, torch) finish
-    the call. The studio's feature warm-up (:meth:`vosfx.session.ClipSession.warm`) gives way
+    run between two nodes (``RunOptions.terminate``), OpenVINO cancels its inference
+    (``InferRequest.cancel``), and the call raises :class:`~vosfx.errors.Cancelled`. torch
+    cannot stop a forward: it finishes the call. The studio's feature warm-up (:meth:`vosfx.session.ClipSession.warm`) gives way
     to a click on another frame with it."""
 
     def __init__(self) -> None:

@@ -256,6 +256,8 @@ class OnnxBackend:
         feeds = {k: v for k, v in feeds.items() if k in names}
         if interrupt is None:
             return sess.run(None, feeds)
+        if not isinstance(sess, self._ort.InferenceSession):  # an OvSession: its own cancel
+            return sess.run(None, feeds, interrupt=interrupt)
         options = self._ort.RunOptions()
         interrupt.bind(lambda: setattr(options, "terminate", True))
         try:

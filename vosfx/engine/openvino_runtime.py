@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from vosfx.errors import BackendError
+from vosfx.engine.backend import Interrupt
+from vosfx.errors import BackendError, Cancelled
 
 INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"
 # the stages whose bf16 variant is the graph constant-folded first (export.py's _bf16)
@@ -141,10 +142,11 @@ class OvSession:
         return [SimpleNamespace(name=n) for n in self._order]
 
     def run(
-        self, _output_names: None, feeds: dict[str, np.ndarray], _run_options: Any = None
+        self, _output_names: None, feeds: dict[str, np.ndarray], interrupt: Interrupt | None = None
     ) -> list[np.ndarray]:
-        """The graph's outputs for ``feeds`` (ONNX Runtime's run options, such as an
-        interrupt's terminate flag, are not OpenVINO's: the call runs to its end)."""
+        """The graph's outputs for ``feeds``. ``interrupt``: set from another thread, it
+        cancels the inference in progress (``InferRequest.cancel``) and the call raises
+        :class:`~vosfx.errors.Cancelled`."""
         batch = (
             None
             if self._batch_of is None
@@ -155,6 +157,36 @@ class OvSession:
             if entry is None:
                 entry = self._compile(batch, self._model)
             _compiled, request, outputs = entry
-            result = request.infer([feeds[n] for n in self._order])
+            if interrupt is None:
+                result = request.infer([feeds[n] for n in self._order])
+            else:
+                result = self._infer_or_cancel(request, feeds, interrupt)
             # copies: the request reuses its output buffers on the next call
             return [np.array(result[o]) for o in outputs]
+
+    def _infer_or_cancel(self, request: Any, feeds: dict, interrupt: Interrupt) -> Any:
+        """``request.infer`` that ``interrupt`` cancels; the request is shared by every caller,
+        so the hook cancels only while this call runs (never a later caller's inference)."""
+        live, guard = [True], threading.Lock()
+
+        def cancel() -> None:
+            with guard:
+                if live[0]:
+                    request.cancel()
+
+        interrupt.bind(cancel)
+        try:
+            # started asynchronously so that a cancel can never land before the inference has
+            # begun (a cancel of an idle request does nothing): checked again once it runs
+            request.start_async([feeds[n] for n in self._order])
+            if interrupt.is_set:
+                cancel()
+            request.wait()
+            return request.results
+        except RuntimeError as err:
+            if interrupt.is_set:
+                raise Cancelled("OpenVINO inference interrupted") from err
+            raise
+        finally:
+            with guard:
+                live[0] = False

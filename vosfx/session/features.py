@@ -6,7 +6,7 @@ runs without it. The studio also fills it ahead of a click from a background thr
 (:meth:`FeatureCache.warm`, driven by :mod:`vosfx.studio.warm`); so the cache has its own lock,
 and a frame being encoded is encoded once: a second caller waits for that encode. A warm-up
 gives way to any other encode: it is interrupted where the runtime can stop a call (ONNX
-Runtime; :class:`~vosfx.engine.backend.Interrupt`).
+Runtime and OpenVINO, not torch; :class:`~vosfx.engine.backend.Interrupt`).
 """
 
 from __future__ import annotations
