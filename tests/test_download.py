@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -117,3 +118,51 @@ def test_a_kept_partial_file_is_named(tmp_path, monkeypatch):
         url = f"{srv.url}/f.pt"
     with pytest.raises(DownloadError, match=r"the partial file .*f\.pt\.part is kept"):
         download_file(url, dest, sha256=SHA)
+
+
+def test_two_downloads_of_one_file_at_once_fetch_it_once(tmp_path, monkeypatch, caplog):
+    """Two first runs side by side: the second waits on the lock and takes the first one's
+    file (one request to the server, one .part writer, both get the verified hash)."""
+    import threading
+    import time
+
+    gate = threading.Event()
+    real_fetch = download._fetch
+
+    def slow_fetch(*args, **kwargs):
+        gate.set()  # the first download holds the lock from here
+        time.sleep(0.3)
+        return real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(download, "_fetch", slow_fetch)
+    dest = tmp_path / "f.pt"
+    results: list = []
+    with FileServer(files={"f.pt": BODY}) as srv:
+        first = threading.Thread(
+            target=lambda: results.append(download_file(f"{srv.url}/f.pt", dest, sha256=SHA))
+        )
+        first.start()
+        assert gate.wait(10)
+        with caplog.at_level("WARNING"):
+            results.append(download_file(f"{srv.url}/f.pt", dest, sha256=SHA))
+        first.join(10)
+        requests = list(srv.requests)
+    assert results == [SHA, SHA] and dest.read_bytes() == BODY
+    assert len(requests) == 1
+    assert "another vosfx process is downloading f.pt" in caplog.text
+    assert not dest.with_name("f.pt.part").exists()
+
+
+def test_a_file_made_during_the_wait_with_the_wrong_hash_is_refused(tmp_path, monkeypatch):
+    dest = tmp_path / "f.pt"
+    real = download._exclusive
+
+    @contextmanager
+    def other_process_wrote_it(lock, what):
+        with real(lock, what):
+            dest.write_bytes(b"not the checkpoint")  # what the lock's holder left
+            yield
+
+    monkeypatch.setattr(download, "_exclusive", other_process_wrote_it)
+    with pytest.raises(DownloadError, match="made by another vosfx process.*fails its hash"):
+        download_file("http://127.0.0.1:9/f.pt", dest, sha256=SHA)

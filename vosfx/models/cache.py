@@ -4,6 +4,7 @@ Layout (``home()`` is ``$VOSFX_HOME`` or ``platformdirs.user_cache_dir("vosfx")`
 
     <home>/checkpoints/sam2.1_hiera_tiny.pt        the publisher's file, under its own name
     <home>/checkpoints/sam2.1_hiera_tiny.pt.part   an interrupted download (resumed by Range)
+    <home>/checkpoints/sam2.1_hiera_tiny.pt.lock   held while a process downloads that file
     <home>/checkpoints/index.json                  what was verified or imported, and its hash
 
 A cached file is used only when its sha256 equals the registry's, or when the user imported it

@@ -1,5 +1,7 @@
 """One HTTP(S) download into a file: ``.part`` file, Range resume, retries with backoff,
-sha256 computed while streaming, atomic rename. Standard library only (urllib).
+sha256 computed while streaming, atomic rename, and a lock file so that two processes fetching
+the same file at once (two first runs side by side) do not write one ``.part`` together: the
+second waits and takes the first one's file. Standard library only (urllib).
 
 The cache (:mod:`vosfx.models.cache`) decides what to fetch and where; this module only moves
 bytes and refuses the ones that do not hash right.
@@ -11,10 +13,12 @@ import hashlib
 import http.client
 import logging
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vosfx.errors import DownloadError
@@ -73,6 +77,29 @@ def download_file(
             f"{_what_next(url, dest)}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
+    replacing = dest.is_file()  # a forced pull fetches over the file it has
+    with _exclusive(dest.with_name(dest.name + ".lock"), what):
+        if not replacing and dest.is_file():  # another process fetched it meanwhile
+            digest = _hash_existing(dest).hexdigest()
+            if sha256 is not None and digest != sha256.lower():
+                raise DownloadError(
+                    f"{dest} (made by another vosfx process) fails its hash: expected sha256 "
+                    f"{sha256.lower()}, found {digest}; delete it and run again"
+                )
+            return digest
+        return _download(url, dest, sha256, size_bytes, progress, what, retries, backoff_s)
+
+
+def _download(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    size_bytes: int | None,
+    progress: Progress | None,
+    what: str,
+    retries: int | None,
+    backoff_s: float | None,
+) -> str:
     part = dest.with_name(dest.name + ".part")
     retries = RETRIES if retries is None else retries
     backoff_s = BACKOFF_S if backoff_s is None else backoff_s
@@ -116,6 +143,48 @@ def download_file(
         os.fsync(fh.fileno())
     os.replace(part, dest)
     return digest
+
+
+@contextmanager
+def _exclusive(lock: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (created if missing, never deleted: deleting
+    a lock file lets a third process lock a new one while a second still holds the old)."""
+    with open(lock, "a+b") as fh:
+        if not _try_lock(fh.fileno()):
+            log.warning("another vosfx process is downloading %s; waiting for it to finish", what)
+            while not _try_lock(fh.fileno(), wait=True):
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            _unlock(fh.fileno())
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int, wait: bool = False) -> bool:
+        try:  # LK_LOCK retries for ~10 s and then raises; the caller loops
+            msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int, wait: bool = False) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _what_next(url: str, dest: Path) -> str:
