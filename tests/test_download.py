@@ -155,14 +155,14 @@ def test_two_downloads_of_one_file_at_once_fetch_it_once(tmp_path, monkeypatch, 
 
 def test_a_file_made_during_the_wait_with_the_wrong_hash_is_refused(tmp_path, monkeypatch):
     dest = tmp_path / "f.pt"
-    real = download._exclusive
+    real = download.exclusive_lock
 
     @contextmanager
-    def other_process_wrote_it(lock, what):
-        with real(lock, what):
+    def other_process_wrote_it(lock, on_wait=None):
+        with real(lock, on_wait):
             dest.write_bytes(b"not the checkpoint")  # what the lock's holder left
             yield
 
-    monkeypatch.setattr(download, "_exclusive", other_process_wrote_it)
+    monkeypatch.setattr(download, "exclusive_lock", other_process_wrote_it)
     with pytest.raises(DownloadError, match="made by another vosfx process.*fails its hash"):
         download_file("http://127.0.0.1:9/f.pt", dest, sha256=SHA)

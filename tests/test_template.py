@@ -124,3 +124,40 @@ def test_wrong_checkpoint_is_refused_before_any_graph_is_written(tmp_path):
             model_id="x",
             out_dir=tmp_path / "b",
         )
+
+
+def test_two_processes_making_one_bundle_take_turns(config_home, tmp_path, monkeypatch, caplog):
+    """Batch workers starting together on a fresh machine: the bundle is made by one at a
+    time (a lock file beside it); the others wait, say so, and then find it made."""
+    import threading
+    import time
+
+    from vosfx.config import ModelConfig
+    from vosfx.engine import export
+
+    ckpt = tmp_path / "some.pt"
+    ckpt.write_bytes(b"weights")
+    made: list[Path] = []
+    inside = {"now": 0, "most": 0}
+    entered = threading.Event()
+
+    def make(model, variants, progress):
+        inside["now"] += 1
+        inside["most"] = max(inside["most"], inside["now"])
+        entered.set()
+        time.sleep(0.3)
+        inside["now"] -= 1
+        made.append(tmp_path / f"bundle{len(made)}")
+        return made[-1]
+
+    monkeypatch.setattr(export, "_ensure_bundle", make)
+    model = ModelConfig(checkpoint=str(ckpt), image_size=1024)
+    got: list[Path] = []
+    first = threading.Thread(target=lambda: got.append(export.ensure_bundle_for_config(model)))
+    first.start()
+    assert entered.wait(10)
+    with caplog.at_level("WARNING"):
+        got.append(export.ensure_bundle_for_config(model))
+    first.join(10)
+    assert inside["most"] == 1 and len(got) == 2
+    assert "another vosfx process is making the ONNX bundle for some.pt" in caplog.text

@@ -1,4 +1,5 @@
-"""Atomic file writes: the one helper every JSON, index and state file goes through.
+"""Atomic file writes: the one helper every JSON, index and state file goes through; and a
+lock file for work two processes must not do at once (a download, a bundle's graphs).
 
 A reader (a host plugin polling a sidecar, a resumed batch reading its state) must never see a
 half-written file: the text is written to a temporary name in the same folder (same file
@@ -11,6 +12,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +61,49 @@ def atomic_write_json(
     Raises TypeError/ValueError for data that is not JSON before touching the disk."""
     text = json.dumps(data, indent=indent, default=default, allow_nan=False, sort_keys=sort_keys)
     return atomic_write_text(path, text + "\n")
+
+
+@contextmanager
+def exclusive_lock(
+    path: str | os.PathLike, on_wait: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing and never deleted:
+    deleting a lock file lets a third process lock a new one while a second still holds the
+    old). Another process holding it: ``on_wait()`` once, then wait for it."""
+    with open(path, "a+b") as fh:
+        if not _try_lock(fh.fileno()):
+            if on_wait is not None:
+                on_wait()
+            while not _try_lock(fh.fileno(), wait=True):
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            _unlock(fh.fileno())
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int, wait: bool = False) -> bool:
+        try:  # LK_LOCK retries for ~10 s and then raises; the caller loops
+            msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int, wait: bool = False) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -35,6 +35,7 @@ from vosfx.engine.bundle import (
     read_manifest,
 )
 from vosfx.errors import BackendError, ModelError
+from vosfx.files import exclusive_lock
 
 OPSET = 17
 VARIANTS = ("fp16", "int8", "bf16")
@@ -82,10 +83,30 @@ def bundle_for_config(model: Any) -> Path | None:
 def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Path:
     """The bundle for a ModelConfig (with the variant ``model.precision`` needs). A missing
     one is filled from the graph template shipped for the model and image size (no torch,
-    seconds: :mod:`vosfx.engine.template`), else exported when torch is installed. Raises
-    BackendError saying how to get one."""
-    source = model.checkpoint or model.name
+    seconds: :mod:`vosfx.engine.template`), else exported when torch is installed; one
+    process at a time (batch workers starting together on a fresh machine: the others wait
+    on the bundle's lock file and then use it). Raises BackendError saying how to get one."""
     variants = (model.precision,) if model.precision in VARIANTS else ()
+    found = bundle_for_config(model)
+    if found is not None and all(v in read_manifest(found).get("variants", {}) for v in variants):
+        return found
+    source = model.checkpoint or model.name
+    model_id, sha, _ = checkpoint_identity(source)
+    lock = bundle_dir(model_id, sha or "unknown", _size(model.image_size))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    import logging
+
+    with exclusive_lock(
+        lock.with_name(lock.name + ".lock"),
+        on_wait=lambda: logging.getLogger(__name__).warning(
+            "another vosfx process is making the ONNX bundle for %s; waiting for it", model_id
+        ),
+    ):
+        return _ensure_bundle(model, variants, progress)
+
+
+def _ensure_bundle(model: Any, variants: tuple[str, ...], progress: Progress | None) -> Path:
+    source = model.checkpoint or model.name
     found = bundle_for_config(model)
     if found is None:
         from vosfx.engine.template import bundle_from_template

@@ -13,15 +13,14 @@ import hashlib
 import http.client
 import logging
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from vosfx.errors import DownloadError
+from vosfx.files import exclusive_lock
 
 CHUNK_BYTES = 1 << 20
 RETRIES = 4
@@ -78,7 +77,12 @@ def download_file(
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     replacing = dest.is_file()  # a forced pull fetches over the file it has
-    with _exclusive(dest.with_name(dest.name + ".lock"), what):
+    with exclusive_lock(
+        dest.with_name(dest.name + ".lock"),
+        on_wait=lambda: log.warning(
+            "another vosfx process is downloading %s; waiting for it to finish", what
+        ),
+    ):
         if not replacing and dest.is_file():  # another process fetched it meanwhile
             digest = _hash_existing(dest).hexdigest()
             if sha256 is not None and digest != sha256.lower():
@@ -143,48 +147,6 @@ def _download(
         os.fsync(fh.fileno())
     os.replace(part, dest)
     return digest
-
-
-@contextmanager
-def _exclusive(lock: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``lock`` (created if missing, never deleted: deleting
-    a lock file lets a third process lock a new one while a second still holds the old)."""
-    with open(lock, "a+b") as fh:
-        if not _try_lock(fh.fileno()):
-            log.warning("another vosfx process is downloading %s; waiting for it to finish", what)
-            while not _try_lock(fh.fileno(), wait=True):
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            _unlock(fh.fileno())
-
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _try_lock(fd: int, wait: bool = False) -> bool:
-        try:  # LK_LOCK retries for ~10 s and then raises; the caller loops
-            msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int, wait: bool = False) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _what_next(url: str, dest: Path) -> str:
