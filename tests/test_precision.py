@@ -192,41 +192,15 @@ def test_bf16_decodes_clicks_and_boxes(clip):
 
 
 def test_bf16_image_encoder_call_is_interrupted_and_a_stale_interrupt_cancels_nothing(bundle):
-    """OpenVINO cancels the inference an Interrupt belongs to (Cancelled), and only that one:
-    an interrupt set after its call ended must not cancel a later caller's inference on the
-    same (shared) infer request."""
+    """OpenVINO cancels the inference an Interrupt belongs to, and only that one: its infer
+    request is shared by every caller."""
     pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
-    import threading
-    import time
-
+    from tests.interrupts import check_interrupts
     from tests.onnx_bundle import exported
     from vosfx.engine import openvino_runtime as ovr
-    from vosfx.engine.backend import Interrupt
     from vosfx.engine.onnx_backend import OnnxBackend
-    from vosfx.errors import Cancelled
 
     if "BF16" not in ovr.cpu_capabilities(ovr.core("fp32")):
         pytest.skip("this CPU has no bfloat16 arithmetic")
     _, _, folder = exported(("bf16",))
-    be = OnnxBackend(folder, device="cpu", threads=2, precision="bf16")
-    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
-    early = Interrupt()
-    early.set()
-    with pytest.raises(Cancelled):
-        be.encode_image(rgb, interrupt=early)
-    t0 = time.perf_counter()
-    want = be.encode_image(rgb).vision_feat
-    whole = time.perf_counter() - t0
-    during = Interrupt()
-    timer = threading.Timer(whole / 4, during.set)
-    timer.start()
-    with pytest.raises(Cancelled):
-        be.encode_image(rgb, interrupt=during)
-    timer.join()
-    stale = Interrupt()
-    ran = be.encode_image(rgb, interrupt=stale)  # never set while it ran: an ordinary call
-    np.testing.assert_array_equal(ran.vision_feat, want)
-    late = threading.Timer(whole / 4, stale.set)  # set during the next, unrelated call
-    late.start()
-    np.testing.assert_array_equal(be.encode_image(rgb).vision_feat, want)
-    late.join()
+    check_interrupts(OnnxBackend(folder, device="cpu", threads=2, precision="bf16"))
