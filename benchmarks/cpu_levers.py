@@ -13,6 +13,11 @@ keys, 256-channel queries and keys, 64- or 256-channel values) in bfloat16: Open
     python benchmarks/cpu_levers.py overlap --size 1024 --pairs 8
     python benchmarks/cpu_levers.py overlap --size 1024 --pairs 8 --openvino
     python benchmarks/cpu_levers.py attention --values 64
+    python benchmarks/cpu_levers.py windowed --size 512 --checkpoint tiny.pt --calls 10
+
+``windowed``: the image encoder exported twice from one checkpoint (torch and sam2 needed):
+as vosfx exports it (only Hiera's global-attention blocks as the fused ``MultiHeadAttention``)
+and with every block's attention fused, both timed alternating on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -28,10 +33,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))  # not benchmarks/: its onnx.py would shadow the onnx package
 
 HEAVY = ("image_encoder", "memory_attention")
+
+
+def stage_inputs(size: int) -> dict:
+    """benchmarks/onnx_stages.py's steady-state inputs (loaded by path, see sys.path above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("onnx_stages", REPO / "benchmarks/onnx_stages.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.stage_inputs(size)
 
 
 def _ort_call(bundle: Path, name: str, feeds: dict, threads: int):
@@ -78,8 +93,6 @@ def _ov_call(bundle: Path, name: str, feeds: dict, threads: int):
 
 
 def overlap(args) -> None:
-    from onnx_stages import stage_inputs
-
     bundle = Path(args.bundle or f"/tmp/vosfx-bench-onnx/bundle-{args.size}")
     feeds = stage_inputs(args.size)
     make = _ov_call if args.openvino else _ort_call
@@ -178,6 +191,88 @@ def attention(args) -> None:
     print(json.dumps({"torch": "sdpa bf16", "values": ev, "ms": ms, "gflops": round(rate)}))
 
 
+def windowed(args) -> None:
+    import tempfile
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    import torch.nn.functional as F
+
+    import vosfx.engine.export_stages as es
+    from vosfx.engine.export import OPSET, _load
+    from vosfx.engine.ort_runtime import session_options
+
+    net = _load(args.checkpoint, args.size)
+    folder = Path(tempfile.mkdtemp(prefix="vosfx-windowed-"))
+
+    def fused_everywhere(self, image):
+        real = F.scaled_dot_product_attention
+
+        def sdpa(q, k, v, *rest, **kw):
+            b, h, n, _ = q.shape
+            out = es.attention(es.tokens(q), es.tokens(k), es.tokens(v), int(h))
+            return out.reshape(b, n, h, -1).transpose(1, 2)
+
+        F.scaled_dot_product_attention = sdpa
+        try:
+            return self.stage(image)
+        finally:
+            F.scaled_dot_product_attention = real
+
+    files = {}
+    for tag in ("global blocks fused (vosfx)", "every block fused"):
+        spec = next(s for s in es.stage_specs(net) if s.name == "image_encoder")
+        if tag == "every block fused":
+            spec.module.forward = fused_everywhere.__get__(spec.module)
+        files[tag] = folder / f"image_encoder_{len(files)}.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                spec.module.eval(),
+                spec.example,
+                str(files[tag]),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=spec.inputs,
+                output_names=spec.outputs,
+                dynamic_axes=spec.dynamic,
+                do_constant_folding=True,
+            )
+    image = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size))
+    feed = {"image": image.astype(np.float32)}
+    threads = os.cpu_count() or 2
+    sessions = {
+        tag: ort.InferenceSession(
+            str(f), session_options(ort, threads=threads), providers=["CPUExecutionProvider"]
+        )
+        for tag, f in files.items()
+    }
+    outs = [s.run(None, feed) for s in sessions.values()]
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(*outs, strict=True))
+    times: dict[str, list[float]] = {tag: [] for tag in sessions}
+    for _ in range(args.calls):
+        for tag, sess in sessions.items():
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times[tag].append(time.perf_counter() - t0)
+    a, b = times.values()
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "median_ms": {t: round(1e3 * statistics.median(v)) for t, v in times.items()},
+                "median_ratio_vosfx_over_every_block": round(
+                    statistics.median(x / y for x, y in zip(a, b, strict=True)), 3
+                ),
+                "max_abs_difference": diff,
+                "load": os.getloadavg(),
+            }
+        )
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -188,9 +283,13 @@ def main() -> None:
     o.add_argument("--openvino", action="store_true", help="the bf16 tier's graphs on OpenVINO")
     a = sub.add_parser("attention")
     a.add_argument("--values", type=int, default=64, help="value channels (vosfx 64, SAM 2 256)")
+    w = sub.add_parser("windowed")
+    w.add_argument("--size", type=int, default=512)
+    w.add_argument("--checkpoint", required=True, help="a SAM 2 checkpoint (or a model id)")
+    w.add_argument("--calls", type=int, default=10)
     args = ap.parse_args()
     print(json.dumps({"loadavg": os.getloadavg(), "cores": os.cpu_count()}), flush=True)
-    overlap(args) if args.what == "overlap" else attention(args)
+    {"overlap": overlap, "attention": attention, "windowed": windowed}[args.what](args)
 
 
 if __name__ == "__main__":
