@@ -83,7 +83,9 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
     for stage in ("image_encoder", "memory_attention", "decoder", "memory_encoder"):
         assert runtime["stages"][stage] == "onnxruntime CPUExecutionProvider", runtime
     assert side["frames"] == N_FRAMES and side["job"]["config"]["model"]["image_size"] == 128
-    bundles = list((Path(os.environ["VOSFX_HOME"]) / "onnx").iterdir())
+    entries = list((Path(os.environ["VOSFX_HOME"]) / "onnx").iterdir())
+    bundles = [p for p in entries if p.is_dir()]  # beside each: its lock file (exclusive_lock)
+    assert [p.name for p in entries if not p.is_dir()] == [f"{bundles[0].name}.lock"]
     assert len(bundles) == 1 and imported_tiny[:8] in bundles[0].name  # exported on first use
 
 

@@ -79,7 +79,9 @@ def test_matte_without_torch_or_onnx_equals_the_torch_export(tmp_path):
     assert light.returncode == 0, light.stderr[-3000:]
     assert "HEAVY []" in light.stderr
     assert "filling the shipped ONNX graphs" in light.stderr
-    bundles = list((tmp_path / "cache" / "onnx").iterdir())
+    entries = list((tmp_path / "cache" / "onnx").iterdir())
+    bundles = [p for p in entries if p.is_dir()]  # beside each: its lock file (exclusive_lock)
+    assert [p.name for p in entries if not p.is_dir()] == [f"{bundles[0].name}.lock"]
     assert len(bundles) == 1 and "template" in (bundles[0] / "manifest.json").read_text()
 
     # the same clip with a bundle exported by torch (the template's bundle moved aside)
