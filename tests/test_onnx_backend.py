@@ -244,3 +244,11 @@ def test_an_interrupt_stops_the_image_encoder_and_the_next_call_runs(bundle):
     from tests.interrupts import check_interrupts
 
     check_interrupts(ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2))
+
+
+def test_the_torch_backend_stops_between_image_encoder_blocks(torch_backend):
+    """torch cannot end a kernel, but every Hiera block (and the neck) checks the calling
+    thread's Interrupt before it runs."""
+    from tests.interrupts import check_interrupts
+
+    check_interrupts(torch_backend)

@@ -176,9 +176,9 @@ def from_bf16_bits(b: np.ndarray) -> np.ndarray:
 class Interrupt:
     """Stops a stage call in progress from another thread: set it, and ONNX Runtime ends the
     run between two nodes (``RunOptions.terminate``), OpenVINO cancels its inference
-    (``InferRequest.cancel``), and the call raises :class:`~vosfx.errors.Cancelled`. torch
-    cannot stop a forward: it finishes the call. The studio's feature warm-up (:meth:`vosfx.session.ClipSession.warm`) gives way
-    to a click on another frame with it."""
+    (``InferRequest.cancel``), the torch backend stops before the image encoder's next block,
+    and the call raises :class:`~vosfx.errors.Cancelled`. The studio's feature warm-up
+    (:meth:`vosfx.session.ClipSession.warm`) gives way to a click on another frame with it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

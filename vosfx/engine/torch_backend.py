@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,6 +31,7 @@ from vosfx.engine.stages import (
     NoMemoryStage,
     PointerPosStage,
 )
+from vosfx.errors import Cancelled
 
 if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
@@ -79,6 +81,18 @@ class TorchBackend:
         self._mem_pos: dict[int, torch.Tensor] = {}  # t_pos -> (g*g, 1, 64)
         self._ptr_pos: dict[tuple[int, int], torch.Tensor] = {}  # (t_diff, max) -> (4, 1, 64)
         self._maskmem_pos: torch.Tensor | None = None  # (1, 64, g, g), constant
+        # encode_image's Interrupt: every block of the image encoder checks the calling
+        # thread's before it runs. The hooks are made once: adding them per call would change
+        # a module's hook table while another thread may be running that module.
+        self._interrupt = threading.local()
+        trunk = getattr(m.image_encoder, "trunk", None)
+        for block in [*getattr(trunk, "blocks", ()), m.image_encoder.neck]:
+            block.register_forward_pre_hook(self._check_interrupt)
+
+    def _check_interrupt(self, _module: Any, _args: Any) -> None:
+        interrupt = getattr(self._interrupt, "current", None)
+        if interrupt is not None and interrupt.is_set:
+            raise Cancelled("image encoder interrupted")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device_t.type == "cuda":
@@ -89,10 +103,15 @@ class TorchBackend:
 
     @torch.inference_mode()
     def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
-        """(torch cannot stop a forward in progress: ``interrupt`` is not used)"""
+        """``interrupt``: checked before each block of the image encoder (Hiera's blocks and
+        the neck), so a set interrupt stops the call within one block."""
         img = torch.from_numpy(preprocess(rgb8, self.image_size))[None].to(self.device_t)
-        with self._autocast():
-            s0, s1, feat, pos = self.encoder(img)
+        self._interrupt.current = interrupt
+        try:
+            with self._autocast():
+                s0, s1, feat, pos = self.encoder(img)
+        finally:
+            self._interrupt.current = None
         return ImageFeatures(s0, s1, feat, pos)
 
     @torch.inference_mode()

@@ -5,8 +5,8 @@ features (:class:`FeatureCache`): a prompt, a correction or a pass on a frame me
 runs without it. The studio also fills it ahead of a click from a background thread
 (:meth:`FeatureCache.warm`, driven by :mod:`vosfx.studio.warm`); so the cache has its own lock,
 and a frame being encoded is encoded once: a second caller waits for that encode. A warm-up
-gives way to any other encode: it is interrupted where the runtime can stop a call (ONNX
-Runtime and OpenVINO, not torch; :class:`~vosfx.engine.backend.Interrupt`).
+gives way to any other encode: it is interrupted (ONNX Runtime between nodes, OpenVINO by
+cancelling, torch between the image encoder's blocks; :class:`~vosfx.engine.backend.Interrupt`).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class FeatureCache:
 
     def warm(self, frame: Frame) -> bool:
         """Encode the frame's features ahead of a prompt on it (from another thread). An
-        encode of another frame meanwhile interrupts it where the runtime can stop a call,
-        so that encode does not share the cores with it. False when the features are cached
+        encode of another frame meanwhile interrupts it, so that encode does not share the
+        cores with it. False when the features are cached
         or being encoded already, or it was interrupted."""
         t = frame.index
         interrupt = Interrupt()
