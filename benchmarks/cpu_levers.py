@@ -193,15 +193,13 @@ def attention(args) -> None:
 
 def windowed(args) -> None:
     import tempfile
-    import warnings
 
     import numpy as np
     import onnxruntime as ort
-    import torch
     import torch.nn.functional as F
 
     import vosfx.engine.export_stages as es
-    from vosfx.engine.export import OPSET, _load
+    from vosfx.engine.export import _load, export_spec
     from vosfx.engine.ort_runtime import session_options
 
     net = _load(args.checkpoint, args.size)
@@ -227,19 +225,7 @@ def windowed(args) -> None:
         if tag == "every block fused":
             spec.module.forward = fused_everywhere.__get__(spec.module)
         files[tag] = folder / f"image_encoder_{len(files)}.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                spec.module.eval(),
-                spec.example,
-                str(files[tag]),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=spec.inputs,
-                output_names=spec.outputs,
-                dynamic_axes=spec.dynamic,
-                do_constant_folding=True,
-            )
+        export_spec(spec, files[tag])
     image = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size))
     feed = {"image": image.astype(np.float32)}
     threads = os.cpu_count() or 2

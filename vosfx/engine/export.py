@@ -233,7 +233,6 @@ def _load(source: str, size: int):
 
 def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
     import onnx
-    import torch
 
     from vosfx.engine.export_stages import stage_specs
 
@@ -241,19 +240,7 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
     for spec in stage_specs(net):
         say(f"exporting {spec.name}")
         file = folder / f"{spec.name}.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic
-            torch.onnx.export(
-                spec.module.eval(),
-                spec.example,
-                str(file),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=spec.inputs,
-                output_names=spec.outputs,
-                dynamic_axes=spec.dynamic,
-                do_constant_folding=True,
-            )
+        export_spec(spec, file)
         model = onnx.load(str(file))
         onnx.checker.check_model(model)
         found = [o.name for o in model.graph.output]
@@ -266,6 +253,28 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
             "outputs": _io(model.graph.output),
         }
     return graphs
+
+
+def export_spec(spec: Any, file: Path, *, fold: bool = True) -> None:
+    """One stage (an ``export_stages.StageSpec``) to an ONNX file: the TorchScript exporter at
+    :data:`OPSET` with the spec's names and dynamic axes, TracerWarnings muted; ``fold``:
+    ONNX constant folding (the shipped templates are exported without, to keep their
+    weights apart from the graph)."""
+    import torch
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic
+        torch.onnx.export(
+            spec.module.eval(),
+            spec.example,
+            str(file),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=spec.inputs,
+            output_names=spec.outputs,
+            dynamic_axes=spec.dynamic,
+            do_constant_folding=fold,
+        )
 
 
 def _io(values) -> list[dict]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,7 @@ def export_template(
     import torch
 
     from vosfx._version import __version__
-    from vosfx.engine.export import OPSET, _io, _sha
+    from vosfx.engine.export import OPSET, _io, _sha, export_spec
     from vosfx.engine.export_stages import stage_specs
     from vosfx.models.checkpoint import build_model
 
@@ -116,26 +115,14 @@ def export_template(
         decoder = getattr(decoder, "decoder", decoder)
         live = _LiveDensePE(decoder) if "dense_pe" in getattr(decoder, "_buffers", {}) else None
         handle = spec.module.register_forward_pre_hook(live.hook) if live else None
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            if live:
-                live.__enter__()
-            try:
-                torch.onnx.export(
-                    spec.module.eval(),
-                    spec.example,
-                    str(file),
-                    dynamo=False,
-                    opset_version=OPSET,
-                    input_names=spec.inputs,
-                    output_names=spec.outputs,
-                    dynamic_axes=spec.dynamic,
-                    do_constant_folding=False,
-                )
-            finally:
-                if live is not None and handle is not None:
-                    live.__exit__()
-                    handle.remove()
+        if live:
+            live.__enter__()
+        try:
+            export_spec(spec, file, fold=False)
+        finally:
+            if live is not None and handle is not None:
+                live.__exit__()
+                handle.remove()
         model = onnx.load(str(file))
         onnx.checker.check_model(model)
         inits = _externalise(model, spec.name, by_hash, constants)
