@@ -137,7 +137,7 @@ class _Recording:
             self.track_many = self._track_many
             self.encode_memory_many = self._encode_memory_many
 
-    def encode_image(self, rgb8):
+    def encode_image(self, rgb8, interrupt=None):
         return {"frame": int(rgb8[0, 0, 0])}
 
     def track(self, req):

@@ -39,7 +39,7 @@ class BusyBackend:
     def __init__(self):
         self.t = -1
 
-    def encode_image(self, rgb8):
+    def encode_image(self, rgb8, interrupt=None):
         self.t += 1
         return self.t
 

@@ -36,7 +36,7 @@ class ScriptedBackend:
         self.t = -1
         self.prompts = []
 
-    def encode_image(self, rgb8):
+    def encode_image(self, rgb8, interrupt=None):
         self.t += 1
         return {"t": self.t}
 

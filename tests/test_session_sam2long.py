@@ -43,7 +43,7 @@ class SwitchBackend:
     use_mask_input_as_output_without_sam = binarize_mask_from_pts_for_mem_enc = True
     supports_key_scale = True
 
-    def encode_image(self, rgb8):
+    def encode_image(self, rgb8, interrupt=None):
         return int(rgb8[0, 0, 0])  # the frame index, painted into the frame
 
     def track(self, req):

@@ -133,7 +133,7 @@ def test_two_processes_making_one_bundle_take_turns(config_home, tmp_path, monke
     import time
 
     from vosfx.config import ModelConfig
-    from vosfx.engine import export
+    from vosfx.engine import export, template
 
     ckpt = tmp_path / "some.pt"
     ckpt.write_bytes(b"weights")
@@ -141,7 +141,7 @@ def test_two_processes_making_one_bundle_take_turns(config_home, tmp_path, monke
     inside = {"now": 0, "most": 0}
     entered = threading.Event()
 
-    def make(model, variants, progress):
+    def make(model, progress):
         inside["now"] += 1
         inside["most"] = max(inside["most"], inside["now"])
         entered.set()
@@ -150,7 +150,7 @@ def test_two_processes_making_one_bundle_take_turns(config_home, tmp_path, monke
         made.append(tmp_path / f"bundle{len(made)}")
         return made[-1]
 
-    monkeypatch.setattr(export, "_ensure_bundle", make)
+    monkeypatch.setattr(template, "bundle_from_template", make)  # a slow fill, counted
     model = ModelConfig(checkpoint=str(ckpt), image_size=1024)
     got: list[Path] = []
     first = threading.Thread(target=lambda: got.append(export.ensure_bundle_for_config(model)))

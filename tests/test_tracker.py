@@ -30,7 +30,7 @@ class FakeBackend:
         self.calls = []
         self.encoded = 0
 
-    def encode_image(self, rgb8):
+    def encode_image(self, rgb8, interrupt=None):
         self.encoded += 1
         return {"t": self.encoded}
 
@@ -173,7 +173,7 @@ def test_encode_takes_the_model_input_prepared_on_the_decode_thread():
     # and model_input hands it back without resizing again.
     backend = FakeBackend()
     seen = []
-    backend.encode_image = lambda rgb8: seen.append(rgb8) or {"t": len(seen)}
+    backend.encode_image = lambda rgb8, interrupt=None: seen.append(rgb8) or {"t": len(seen)}
     trk = Tracker(backend, Sam2Policy(), _info())
     rgb = np.random.default_rng(1).integers(0, 256, (H, W, 3), np.uint8)
     small = trk.model_input(Frame(0, rgb, None, Fraction(1))).image

@@ -87,65 +87,69 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     process at a time (batch workers starting together on a fresh machine: the others wait
     on the bundle's lock file and then use it). Raises BackendError saying how to get one."""
     variants = (model.precision,) if model.precision in VARIANTS else ()
-    found = bundle_for_config(model)
-    if found is not None and all(v in read_manifest(found).get("variants", {}) for v in variants):
-        return found
     source = model.checkpoint or model.name
-    model_id, sha, _ = checkpoint_identity(source)
-    lock = bundle_dir(model_id, sha or "unknown", _size(model.image_size))
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    import logging
+    model_id, sha, _ = checkpoint_identity(source)  # a checkpoint file is hashed once, here
+    size = _size(model.image_size)
+    where = bundle_dir(model_id, sha or "unknown", size)
 
-    with exclusive_lock(
-        lock.with_name(lock.name + ".lock"),
-        on_wait=lambda: logging.getLogger(__name__).warning(
-            "another vosfx process is making the ONNX bundle for %s; waiting for it", model_id
-        ),
-    ):
-        return _ensure_bundle(model, variants, progress)
+    def found() -> Path | None:
+        return find_bundle(model_id, sha, size) if sha is not None else None
 
+    def complete() -> Path | None:
+        folder = found()
+        if folder is None or any(
+            v not in read_manifest(folder).get("variants", {}) for v in variants
+        ):
+            return None
+        return folder
 
-def _ensure_bundle(model: Any, variants: tuple[str, ...], progress: Progress | None) -> Path:
-    source = model.checkpoint or model.name
-    found = bundle_for_config(model)
-    if found is None:
-        from vosfx.engine.template import bundle_from_template
-
-        found = bundle_from_template(model, progress)
-    if found is not None:
-        missing = [v for v in variants if v not in read_manifest(found).get("variants", {})]
-        if missing:
-            _variants_without_torch(found, tuple(missing), model.precision, progress)
-        return found
-    try:
-        import sam2  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as err:
-        model_id, sha, _ = checkpoint_identity(source)
-        where = bundle_dir(model_id, sha or "unknown", _size(model.image_size))
-        raise BackendError(
-            f"no ONNX bundle for {model_id} at image size {_size(model.image_size)} (expected "
-            f"{where}) and torch is not installed to export one ({err}). vosfx ships graphs "
-            f"for the SAM 2.1 models at 1024 px only: drop --image-size, or "
-            + EXPORT_HINT.format(name=model_id)
-            + f", or copy a bundle exported elsewhere to "
-            f"{where}"
-        ) from err
+    done = complete()
+    if done is not None:
+        return done
     import logging
 
     log = logging.getLogger(__name__)
-    log.info(
-        "no ONNX Runtime bundle for %s at %d px yet: exporting it once (about a minute "
-        "at 1024 px on a laptop CPU)",
-        source,
-        _size(model.image_size),
-    )
-    return export_bundle(
-        source,
-        variants=variants,
-        image_size=model.image_size or None,
-        progress=progress or log.info,
-    )
+    where.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(
+        where.with_name(where.name + ".lock"),
+        on_wait=lambda: log.warning(
+            "another vosfx process is making the ONNX bundle for %s; waiting for it", model_id
+        ),
+    ):
+        folder = found()  # made by the process this one waited for, perhaps
+        if folder is None:
+            from vosfx.engine.template import bundle_from_template
+
+            folder = bundle_from_template(model, progress)
+        if folder is not None:
+            missing = [v for v in variants if v not in read_manifest(folder).get("variants", {})]
+            if missing:
+                _variants_without_torch(folder, tuple(missing), model.precision, progress)
+            return folder
+        try:
+            import sam2  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as err:
+            raise BackendError(
+                f"no ONNX bundle for {model_id} at image size {size} (expected "
+                f"{where}) and torch is not installed to export one ({err}). vosfx ships graphs "
+                f"for the SAM 2.1 models at 1024 px only: drop --image-size, or "
+                + EXPORT_HINT.format(name=model_id)
+                + f", or copy a bundle exported elsewhere to "
+                f"{where}"
+            ) from err
+        log.info(
+            "no ONNX Runtime bundle for %s at %d px yet: exporting it once (about a minute "
+            "at 1024 px on a laptop CPU)",
+            source,
+            size,
+        )
+        return export_bundle(
+            source,
+            variants=variants,
+            image_size=model.image_size or None,
+            progress=progress or log.info,
+        )
 
 
 def _variants_without_torch(

@@ -149,31 +149,6 @@ class DecoderExport(nn.Module):
         )
 
 
-class DecoderMaskExport(nn.Module):
-    """:class:`DecoderExport` with a dense mask prompt: ``mask_input`` (B, 1, s, s) float32
-    low-res logits at the prompt encoder's mask size (a frame's previous output, clamped to
-    +-32, as SAM 2 passes ``prev_sam_mask_logits`` with a further click). Its own graph
-    (``decoder_mask``): whether a mask is given is structure, not data."""
-
-    def __init__(self, decoder: DecoderStage) -> None:
-        super().__init__()
-        self.stage = decoder
-
-    def forward(
-        self,
-        pix_feat: torch.Tensor,
-        feat_s0: torch.Tensor,
-        feat_s1: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        min_object_score: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        return self.stage(
-            pix_feat, feat_s0, feat_s1, point_coords, point_labels, mask_input, min_object_score
-        )
-
-
 class _AAResize(nn.Module):
     """Antialiased bilinear resize (torch's ``antialias=True`` weights) as matrix products:
     (N, C, H, W) -> (N, C, out, out)."""
@@ -257,11 +232,15 @@ def _decoder_spec(
     s0: torch.Tensor,
     s1: torch.Tensor,
     pts: torch.Tensor,
+    *,
+    dense: bool,
 ) -> StageSpec:
-    """The decoder graph (``decoder``) or the decoder with a dense mask prompt
-    (``decoder_mask``: ``mask_input`` (B, 1, s, s) before ``min_object_score``). ``pix``:
-    (B, 256, g, g) example features of a batch of B objects; ``s0`` (1, 32, s, s)."""
-    dense = isinstance(module, DecoderMaskExport)
+    """The decoder graph (``decoder``) or, ``dense``, the decoder with a dense mask prompt
+    (``decoder_mask``: ``mask_input`` (B, 1, s, s) low-res logits at the prompt encoder's
+    mask size, a frame's previous output clamped to +-32 as SAM 2 passes
+    ``prev_sam_mask_logits``, before ``min_object_score``: :class:`DecoderStage` itself, whose
+    arguments are in that order). ``pix``: (B, 256, g, g) example features of a batch of B
+    objects; ``s0`` (1, 32, s, s)."""
     batch = {0: "batch"}
     nb, s = pix.shape[0], s0.shape[-1]
     example: tuple = (
@@ -345,8 +324,8 @@ def stage_specs(model: SAM2Base) -> list[StageSpec]:
                 "pix_feat": batch,
             },
         ),
-        _decoder_spec("decoder", DecoderExport(decoder), pix, s0, s1, pts),
-        _decoder_spec("decoder_mask", DecoderMaskExport(decoder), pix, s0, s1, pts),
+        _decoder_spec("decoder", DecoderExport(decoder), pix, s0, s1, pts, dense=False),
+        _decoder_spec("decoder_mask", decoder, pix, s0, s1, pts, dense=True),
         StageSpec(
             "mask_as_output",
             MaskAsOutputExport(model, decoder),

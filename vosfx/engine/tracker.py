@@ -159,9 +159,7 @@ class Tracker:
         # resized ahead on the decode thread if the source prepared it (then preprocess
         # finds it at size S and skips its resize: the same pixels, the same features)
         rgb8 = frame.model_input if frame.model_input is not None else frame.rgb8
-        if interrupt is None:
-            return self.backend.encode_image(rgb8)
-        return self.backend.encode_image(rgb8, interrupt=interrupt)
+        return self.backend.encode_image(rgb8, interrupt)
 
     def model_input(self, frame: Frame) -> Frame:
         """The frame at the model's input size (S x S uint8, resized exactly as
