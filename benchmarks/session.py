@@ -110,7 +110,7 @@ def decode(args) -> None:
             prompts = [Prompt(f, 1 + i % 2, mask=mask) for i, f in enumerate(frames)]
 
             @contextmanager
-            def open_frames(lo, hi, path=path):
+            def open_frames(lo, hi, _final, path=path):
                 with open_source(path, start=lo, end=hi) as src:
                     yield src
 

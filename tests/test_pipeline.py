@@ -145,6 +145,32 @@ def test_clicks_after_a_palette_mask_become_the_next_object(tmp_path):
 _MULTI = {"output": {"extra_formats": ["prores4444", "ffv1-matte"]}}
 
 
+def test_each_output_frame_guide_is_made_on_the_decode_thread(
+    tmp_path, clip, config_home, monkeypatch
+):
+    # the refiner's per-frame guide is made once per written frame, on the decode thread
+    # (Refiner.prepare through the source's prepare hook), and the loop's thread uses it
+    from vosfx.matte import refine
+
+    made, used = [], []
+    real_init, real_guide = refine.GuidePrep.__init__, refine.Refiner._guide
+
+    def init(self, *a, **k):
+        made.append(threading.current_thread().name)
+        real_init(self, *a, **k)
+
+    def guide(self, frame, logit_size):
+        got = real_guide(self, frame, logit_size)
+        used.append(got is frame.derived.get("guide"))
+        return got
+
+    monkeypatch.setattr(refine.GuidePrep, "__init__", init)
+    monkeypatch.setattr(refine.Refiner, "_guide", guide)
+    report = run(_job(tmp_path, clip), engine=FakeEngine())
+    assert report.frames == 12 and len(used) == 12 and all(used)
+    assert made == ["vosfx-decode:clip.mp4"] * 12
+
+
 def test_multi_output_writers_run_side_by_side(tmp_path, clip, config_home, monkeypatch):
     from vosfx.io.writers.base import Writer
 

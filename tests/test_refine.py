@@ -62,7 +62,11 @@ def test_logits_to_prob_is_the_calibrated_sigmoid():
     assert up.shape == (H, W) and up.dtype == np.float32
 
 
-@pytest.mark.parametrize("threshold,softness", [(0.0, 1.0), (0.0, 0.3), (1.5, 1.0), (-2.0, 2.5)])
+@pytest.mark.parametrize(
+    "threshold,softness",
+    # softness 1, 0.25 and 2 scale by a power of two (applied to the small logits first)
+    [(0.0, 1.0), (0.0, 0.3), (1.5, 1.0), (-2.0, 2.5), (-2.0, 0.25), (0.7, 2.0)],
+)
 @pytest.mark.parametrize("out_hw", [(64, 64), (270, 480)])
 def test_logits_to_prob_is_bit_identical_to_the_step_by_step_formula(threshold, softness, out_hw):
     # the fast path skips a zero threshold and fuses 0.5 t + 0.5 into one pass: the float32
@@ -83,6 +87,46 @@ def test_logits_to_prob_is_bit_identical_to_the_step_by_step_formula(threshold, 
     assert got.dtype == np.float32 and got.shape == out_hw
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(logits, before)  # the input is left alone
+
+
+@pytest.mark.parametrize("edge", ["guided", "bilinear"])
+def test_prepare_makes_the_frame_guide_ahead_with_the_same_result(edge):
+    # Refiner.prepare (run by the pipeline on the decode thread) makes the guided filter's
+    # per-frame part ahead; refining the prepared frame gives exactly the unprepared result,
+    # frame after frame (the temporal filter too), and the prepared guide is the one used
+    cfg = RefineConfig(edge=edge, temporal_strength=0.5)
+    a, b = _masks()
+    ahead, inline = Refiner(cfg, (1, 2), logit_size=64), Refiner(cfg, (1, 2))
+    used = []
+    for i in range(3):
+        frame = _frame(i)
+        ready = ahead.prepare(frame)
+        assert ready.model_input is frame.model_input and ready.image is frame.image
+        assert ("guide" in ready.derived) == (edge == "guided")
+        assert "guide" not in frame.derived and inline.prepare(frame) is frame  # size unknown
+        if edge == "guided":
+            used.append(ready.derived["guide"])
+            assert ahead._guide(ready, 64) is ready.derived["guide"]
+        shifted = [np.roll(m, 3 * i, axis=1) for m in (a, b)]
+        got = ahead(_result(i, shifted), ready).alpha
+        np.testing.assert_array_equal(got, inline(_result(i, shifted), frame).alpha)
+    assert len({id(g) for g in used}) == (3 if edge == "guided" else 0)
+
+
+def test_a_guide_made_for_other_logits_is_not_used():
+    # made for 64² logits (radius 3 px at this width), used with 32² ones (radius 6): the
+    # refiner makes the right one instead, so the result is the unprepared one
+    cfg = RefineConfig()
+    mask = _masks()[0]
+    ready = Refiner(cfg, (1,), logit_size=64).prepare(_frame())
+    result = MaskResult(
+        0, (1,), _logits_for(mask, grid=32)[None], np.float32([5.0]), np.float32([1.0])
+    )
+    refiner = Refiner(cfg, (1,), logit_size=64)
+    assert refiner._guide(ready, 32) is not ready.derived["guide"]
+    np.testing.assert_array_equal(
+        refiner(result, ready).alpha, Refiner(cfg, (1,))(result, _frame()).alpha
+    )
 
 
 def test_logits_to_prob_rejects_bad_input():

@@ -208,7 +208,7 @@ def test_cancel_stops_tracking():
 
 def _counting_open(frames, counts):
     @contextmanager
-    def open_frames(lo, hi):
+    def open_frames(lo, hi, _final):
         def gen():
             for f in frames[lo:hi]:
                 counts[f.index] = counts.get(f.index, 0) + 1

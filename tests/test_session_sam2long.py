@@ -88,7 +88,7 @@ def test_revised_frames_are_what_the_pipeline_writes():
     with ClipSession(_Engine(SwitchBackend()), info, MemoryConfig(policy="sam2long")) as s:
         s.set_prompts([Prompt(0, 1, mask=np.ones((H, W), bool))])
         assert s.split_point() == N  # every frame tracked before any is written
-        out = list(results_in_order(s, lambda lo, hi: _open(frames, lo, hi)))
+        out = list(results_in_order(s, lambda lo, hi, _final: _open(frames, lo, hi)))
         report = s.engine.report()
     got = [area[int((r.logits[0] > 0).sum())] for _f, r in out]
     # frame 0 the prompt; 1 the first tracked frame (one hypothesis); 2 .. N-2 revised to the

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +40,9 @@ class Frame:
     ``pts`` is in ``time_base`` units (None for image sequences without timing).
     ``model_input``: the image as the engine's model takes it ((S, S, 3) uint8 for SAM 2),
     made ahead on the decode thread by the source's ``prepare`` hook; None when not prepared
-    (the engine then makes it itself).
+    (the engine then makes it itself). ``derived``: other things made from ``image`` alone
+    on the decode thread, by the name of what uses them (``"guide"``: the refiner's
+    :class:`~vosfx.matte.guided.GuidePrep`); read-only, empty when not prepared.
     """
 
     index: int
@@ -47,6 +51,7 @@ class Frame:
     time_base: Fraction
     duration: int | None = None
     model_input: np.ndarray | None = field(default=None, repr=False, compare=False)
+    derived: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def time_s(self) -> float | None:

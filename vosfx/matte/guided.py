@@ -68,6 +68,7 @@ class GuidePrep:
         if eps <= 0:
             raise VosfxError(f"guided filter eps: expected > 0, found {eps}")
         _check_guide(guide_rgb)
+        self.radius_px, self.eps = int(radius_px), float(eps)  # what it was made for
         self.guide = guide_rgb  # (H, W, 3), kept as is: only the edge band is ever read
         self.scale = np.float32(_SCALE[guide_rgb.dtype])
         self.height, self.width = guide_rgb.shape[:2]

@@ -16,6 +16,8 @@ Alphas are (H, W) float32 in [0, 1] at source resolution; "inside" is alpha >= 0
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -60,15 +62,28 @@ def logits_to_prob(
     # A threshold of 0 (the default) skips its subtraction (x - 0 is x) and the final
     # 0.5·t + 0.5 is one cv2.addWeighted pass (0.5·t is exact, so one rounding either way):
     # two whole-frame passes fewer, the same float32 values.
+    # A power-of-two scale (softness 1, the default, gives 0.5) is exact in float32 and
+    # commutes with the resize's weighted sums and with the threshold's subtraction, so it is
+    # applied to the small logits first: the same float32 values, one whole-frame pass fewer.
+    scale = np.float32(0.5 / softness)
+    early = _power_of_two(scale)
+    if early:
+        up = up * scale
     if up.shape != tuple(out_hw):
         x = cv2.resize(up, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
     else:  # already at the output size (rare, and small): a copy to work on
-        x = up.copy()
+        x = up if early else up.copy()
     if threshold != 0:
-        x -= np.float32(threshold)
-    x *= np.float32(0.5 / softness)
+        x -= np.float32(threshold) * scale if early else np.float32(threshold)
+    if not early:
+        x *= scale
     np.tanh(x, out=x)
     return cv2.addWeighted(x, 0.5, x, 0.0, 0.5, dst=x)
+
+
+def _power_of_two(x: np.float32) -> bool:
+    mantissa, _ = np.frexp(x)
+    return bool(mantissa == 0.5)
 
 
 def resolve_overlap(alphas: np.ndarray) -> np.ndarray:
@@ -122,12 +137,17 @@ class Refiner:
     """Turns each frame's :class:`~vosfx.types.MaskResult` into a :class:`~vosfx.types.Matte`.
 
     ``cfg``: the ``[refine]`` options. ``obj_ids``: the objects of the job, in the order the
-    Matte lists them. State: only the temporal filter's (previous output per object and a
-    small luma copy of the previous frame); call :meth:`reset` on a shot cut.
+    Matte lists them. ``logit_size``: the side of the engine's low-resolution logits, when
+    known ahead (then :meth:`prepare` can make a frame's guide before its masks exist).
+    State: only the temporal filter's (previous output per object and a small luma copy of
+    the previous frame); call :meth:`reset` on a shot cut.
     """
 
-    def __init__(self, cfg: RefineConfig, obj_ids: tuple[int, ...]) -> None:
+    def __init__(
+        self, cfg: RefineConfig, obj_ids: tuple[int, ...], logit_size: int | None = None
+    ) -> None:
         self.cfg = cfg
+        self.logit_size = logit_size
         self.obj_ids = tuple(int(o) for o in obj_ids)
         if len(set(self.obj_ids)) != len(self.obj_ids):
             raise VosfxError(f"Refiner: expected distinct object ids, found {self.obj_ids}")
@@ -136,6 +156,32 @@ class Refiner:
     def reset(self) -> None:
         """Forget the previous frame (a shot cut): no smoothing across it."""
         self._temporal.reset()
+
+    def _radius(self, width: int, logit_size: int) -> int:
+        # radius 0: one cell of the mask logits at source resolution (about 4 px at 1080p
+        # from SAM 2's 256² logits); measured best on DAVIS (docs/benchmarks/refine.md)
+        return self.cfg.guided_radius_px or max(1, round(width / logit_size))
+
+    def prepare(self, frame: Frame) -> Frame:
+        """``frame`` with the part of refinement that depends on the image alone made ahead
+        (``frame.derived["guide"]``: the guided filter's per-frame grid, ~3-6 ms a 1080p
+        frame), for a frame source to run on its decode thread, so the loop's thread does
+        only the per-object part. Returns ``frame`` itself when there is nothing to make (no
+        guided edge, or the logits' size unknown). Touches no refiner state."""
+        if self.cfg.edge != "guided" or not self.logit_size or "guide" in frame.derived:
+            return frame
+        prep = GuidePrep(
+            frame.image, self._radius(frame.width, self.logit_size), self.cfg.guided_eps
+        )
+        return replace(frame, derived={**frame.derived, "guide": prep})
+
+    def _guide(self, frame: Frame, logit_size: int) -> GuidePrep:
+        """The frame's guide: the one :meth:`prepare` made if it fits these logits, else now."""
+        radius, eps = self._radius(frame.width, logit_size), self.cfg.guided_eps
+        made = frame.derived.get("guide")
+        if isinstance(made, GuidePrep) and (made.radius_px, made.eps) == (radius, eps):
+            return made
+        return GuidePrep(frame.image, radius, eps)
 
     def _check(self, result: MaskResult, frame: Frame) -> None:
         lg = result.logits
@@ -176,10 +222,7 @@ class Refiner:
         ]
         prep = None
         if cfg.edge == "guided" and present:
-            # radius 0: one cell of the mask logits at source resolution (about 4 px at
-            # 1080p from SAM 2's 256² logits); measured best on DAVIS (docs/benchmarks/refine.md)
-            radius = cfg.guided_radius_px or max(1, round(frame.width / result.logits.shape[-1]))
-            prep = GuidePrep(frame.image, radius, cfg.guided_eps)
+            prep = self._guide(frame, result.logits.shape[-1])
         # the guide's area-downscaled copy doubles as the temporal filter's when the sizes
         # agree (the same resize of the same image: ~3 ms a 1080p frame saved)
         still = self._temporal.still(frame.image, None if prep is None else prep.low_image)

@@ -147,7 +147,7 @@ def track_sequence(seq: Sequence, engine, memory_cfg: MemoryConfig, out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
-    def open_frames(lo: int, hi: int):
+    def open_frames(lo: int, hi: int, _final: bool):
         yield (first if i == 0 else seq.frame(i) for i in range(lo, hi))
 
     timings: dict[str, float] = {"track": 0.0}

@@ -133,11 +133,6 @@ def run(
             ClipSession(engine, info, job.config.memory, start=job.start, end=end)
         )
         session.set_prompts(prompts)
-
-        def open_frames(lo: int, hi: int):
-            # the engine's resize runs on the decode thread, beside the model's work
-            return open_source(job.input, start=lo, end=hi, fps=job.fps, prepare=session.prepare)
-
         loop = Outputs(
             job,
             output_info(info, job.start),
@@ -149,6 +144,16 @@ def run(
             end - job.start,
         )
         stack.enter_context(loop)
+
+        def for_output(frame: Frame) -> Frame:
+            return loop.refiner.prepare(session.prepare(frame))
+
+        def open_frames(lo: int, hi: int, final: bool):
+            # the engine's resize, and for the frames handed on the refiner's per-frame
+            # guide, run on the decode thread, beside the model's and the loop's work
+            prepare = for_output if final else session.prepare
+            return open_source(job.input, start=lo, end=hi, fps=job.fps, prepare=prepare)
+
         loop.run(
             results_in_order(
                 session, open_frames, on_progress=on_progress, cancel=cancel, timings=loop.timings
@@ -168,11 +173,13 @@ def results_in_order(
     """Every frame of the session's range in order with its final :class:`MaskResult`: the
     one loop's tracking half, shared by :func:`run` and ``vosfx bench``.
 
-    ``open_frames(lo, hi)`` opens a frame source for [lo, hi) (a context manager iterating
-    Frames in order). Frames before the session's split point (the last prompted frame that
-    ends a segment) are first swept and tracked ("track" events), results kept on disk, then
-    decoded again in order; from the split point on, frames are tracked as they stream. So a
-    frame is decoded at most twice, and only when a prompt comes after it.
+    ``open_frames(lo, hi, final)`` opens a frame source for [lo, hi) (a context manager
+    iterating Frames in order); ``final`` is True for the source whose frames are yielded
+    to the caller, False for the tracking sweep before the split point. Frames before the
+    session's split point (the last prompted frame that ends a segment) are first swept and
+    tracked ("track" events), results kept on disk, then decoded again in order; from the
+    split point on, frames are tracked as they stream. So a frame is decoded at most twice,
+    and only when a prompt comes after it.
     """
     timings = timings if timings is not None else {}
     for key in ("track", "decode_wait"):
@@ -184,7 +191,7 @@ def results_in_order(
     with session.open_sweep(on_frame=collected.append, cancel=cancel) as sweep:
         if split > start:
             total = split - start
-            with open_frames(start, split) as src:
+            with open_frames(start, split, False) as src:
                 t_wall = time.perf_counter()
                 for done, frame in enumerate(src, 1):
                     t0 = time.perf_counter()
@@ -204,7 +211,7 @@ def results_in_order(
                                 "before writing",
                             )
                         )
-        with open_frames(start, end) as src:
+        with open_frames(start, end, True) as src:
             it = iter(src)
             while True:
                 t0 = time.perf_counter()
@@ -280,7 +287,7 @@ def track_arrays(
     frames = [Frame(i, img, None, Fraction(1)) for i, img in enumerate(images)]
 
     @contextmanager
-    def open_frames(lo: int, hi: int):
+    def open_frames(lo: int, hi: int, _final: bool):
         yield iter(frames[lo:hi])
 
     with ClipSession(engine, info, memory or MemoryConfig(policy="sam2")) as session:

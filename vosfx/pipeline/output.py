@@ -130,7 +130,10 @@ class Outputs:
         from vosfx.io.writers.parallel import ParallelCalls
         from vosfx.matte.refine import Refiner
 
-        self.refiner = Refiner(self.job.config.refine, self.obj_ids)
+        # the logits' size known ahead: each frame's guide is made on the decode thread
+        self.refiner = Refiner(
+            self.job.config.refine, self.obj_ids, logit_size=self.session.engine.low_res
+        )
         self.writers = []
         cfg = self.job.config.output
         for path, fmt, obj in self.outputs:
