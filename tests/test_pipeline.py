@@ -26,6 +26,10 @@ def clip(tmp_path):
     return path, tmp_path / "mask.png"
 
 
+def decode_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("vosfx-decode")]
+
+
 def _job(tmp_path, clip, **kw):
     path, mask = clip
     presets = kw.pop("presets", ("png16",))
@@ -97,6 +101,7 @@ def test_cancel_leaves_no_output(tmp_path, clip, config_home):
 
     with pytest.raises(Cancelled):
         run(_job(tmp_path, clip), engine=FakeEngine(), on_progress=stop_after_three, cancel=cancel)
+    assert not decode_threads()  # stopped with the run, not when the traceback is freed
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "clip.mp4",
         "config",
@@ -112,9 +117,10 @@ def test_engine_session_is_closed_on_error(tmp_path, clip, config_home, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ImageSequenceWriter, "_write", boom)
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError) as raised:
         run(_job(tmp_path, clip), engine=engine)
     assert engine.sessions[0].closed
+    assert raised.value is not None and not decode_threads()
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from fractions import Fraction
 from pathlib import Path
 
@@ -154,11 +154,20 @@ def run(
             prepare = for_output if final else session.prepare
             return open_source(job.input, start=lo, end=hi, fps=job.fps, prepare=prepare)
 
-        loop.run(
-            results_in_order(
-                session, open_frames, on_progress=on_progress, cancel=cancel, timings=loop.timings
+        # closed on the way out: on an error or a cancel the generator is left mid-frame, and
+        # its frame source (the decode thread) must stop now, not when the traceback is freed
+        results = stack.enter_context(
+            closing(
+                results_in_order(
+                    session,
+                    open_frames,
+                    on_progress=on_progress,
+                    cancel=cancel,
+                    timings=loop.timings,
+                )
             )
         )
+        loop.run(results)
     return loop.finish(time.perf_counter() - t_start)
 
 
