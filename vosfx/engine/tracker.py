@@ -21,7 +21,8 @@ It reproduces ``sam2.SAM2VideoPredictor`` (sam2 1.1.0) with constant memory. Two
   SAM 2's reverse mode does (docs/session.md).
 
 Low-res logits get small holes filled (``fill_hole_area``) for output only, never for the
-memory of tracked frames.
+memory of tracked frames. A pass's state and the steps of one of its frames are in
+:mod:`vosfx.engine.passes`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -41,7 +42,6 @@ from vosfx.engine.backend import (
     MemoryItem,
     MemoryRequest,
     PointerItem,
-    TrackOutput,
     TrackRequest,
     encode_memory_many,
     track_many,
@@ -51,12 +51,11 @@ from vosfx.engine.bank import MemoryBank
 from vosfx.engine.decoding import (
     MASK_INPUT_CLAMP,
     check_prompt,
-    choose_output,
-    fill_holes,
     prompt_points,
 )
+from vosfx.engine.passes import MaskRules, Pass
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
-from vosfx.engine.reprompt import Reprompter, reprompt_frame
+from vosfx.engine.reprompt import Reprompter
 from vosfx.errors import PromptError, VosfxError
 from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
@@ -78,36 +77,6 @@ class _Anchor:
     ptr: Any
     maskmem: Any  # None until a pass needs it (see Tracker.prompt)
     features: Any = None  # kept only while the memory is not encoded yet
-
-
-@dataclass
-class _Pass:
-    obj_id: int
-    anchor: int
-    direction: int  # +1 forward, -1 backward
-    neighbour: int | None
-    policy: MemoryPolicy
-    bank: MemoryBank
-    last: int  # the last frame stepped (the anchor before the first step)
-    events: dict[int, str] = field(default_factory=dict)
-    promoted: dict[int, list[int]] = field(default_factory=dict)
-    reprompter: Reprompter | None = None  # re-prompt refinement state, when enabled
-    paths: Any = None  # PathwayState for a policy with several hypotheses (SAM2Long)
-
-
-@dataclass
-class _Pending:
-    """A plain pass's frame between the decoder and the memory encoder (:meth:`Tracker.step`
-    batches each stage over the passes of a frame)."""
-
-    entry: MemoryEntry
-    decision: Decision
-    low: np.ndarray
-    score: float
-    iou: float
-    ptr: Any
-    filled: np.ndarray
-    reprompt: dict | None
 
 
 class Tracker:
@@ -132,10 +101,11 @@ class Tracker:
         self.backend = backend
         self.info = info
         self.fill_hole_area = fill_hole_area
+        self.rules = MaskRules(backend, fill_hole_area, (info.height, info.width))
         self.reprompt = reprompt
         self._policy = policy
         self._anchors: dict[int, dict[int, _Anchor]] = {}
-        self._passes: dict[int, _Pass] = {}
+        self._passes: dict[int, Pass] = {}
         self._next_pass = 0
         self._events: dict[int, dict[int, str]] = {}
         self._promoted: dict[int, dict[int, list[int]]] = {}
@@ -206,15 +176,15 @@ class Tracker:
                     "mask prompts (every SAM 2.1 config sets it)"
                 )
             low, score, ptr = b.mask_as_output(feats, prompt.mask)
-            low = self._fill(low)
+            low = self.rules.fill(low)
             iou, all_ious = 1.0, np.ones(1, np.float32)
         else:
             request = self._click_request(frame, prompt, feats, previous, pass_id, shot_id)
             out = b.track(request)
             n_points = 0 if request.point_labels is None else len(request.point_labels)
-            low, iou, all_ious, ptr = self._choose(out, pass_id is None, n_points)
+            low, iou, all_ious, ptr = self.rules.choose(out, pass_id is None, n_points)
             score = out.object_score_logit
-            low = self._fill(low)
+            low = self.rules.fill(low)
         from vosfx.engine.policies.rcms import frame_quality
 
         quality = frame_quality(score, all_ious, low)
@@ -305,7 +275,7 @@ class Tracker:
                     f"correction on frame {frame.index}: the pass of object {ps.obj_id} "
                     f"from frame {ps.anchor} is at frame {ps.last}"
                 )
-            sel = ps.policy.select(self._local(ps, frame.index), shot_id, ps.bank)
+            sel = ps.policy.select(ps.local(frame.index), shot_id, ps.bank)
             request = replace(
                 request,
                 memories=[MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks],
@@ -328,7 +298,7 @@ class Tracker:
             if f is not None and f not in known:
                 raise PromptError(f"object {obj_id} has no prompt on frame {f}")
         bank = MemoryBank(self.backend.num_maskmem, self.backend.max_obj_ptrs, self.info.num_frames)
-        ps = _Pass(
+        ps = Pass(
             obj_id,
             anchor,
             direction,
@@ -336,6 +306,7 @@ class Tracker:
             self._new_policy(),
             bank,
             anchor,
+            self.info.num_frames,
             reprompter=Reprompter() if self.reprompt else None,
         )
         if hasattr(ps.policy, "prune"):
@@ -348,7 +319,7 @@ class Tracker:
         for f in sorted(x for x in (anchor, neighbour) if x is not None):
             a = known[f]
             entry = MemoryEntry(
-                frame_index=self._local(ps, f),
+                frame_index=ps.local(f),
                 shot_id=a.shot_id,
                 is_prompt=True,
                 object_score_logit=a.score,
@@ -405,10 +376,10 @@ class Tracker:
         for i, ps in enumerate(passes):
             if ps.paths is not None:
                 out[i] = self._advance_paths(ps, feats, t, shot_id)
-        requests = [self._request(passes[i], feats, t, shot_id) for i in plain]
+        requests = [passes[i].request(feats, t, shot_id) for i in plain]
         tracked = track_many(self.backend, requests)
         pending = [
-            self._observe(passes[i], t, shot_id, req, o)
+            passes[i].observe(self.rules, t, shot_id, req, o)
             for i, req, o in zip(plain, requests, tracked, strict=True)
         ]
         stored = [p for p in pending if p.decision.store]
@@ -418,7 +389,7 @@ class Tracker:
         )
         by_pending = {id(p): m for p, m in zip(stored, maskmems, strict=True)}
         for i, p in zip(plain, pending, strict=True):
-            out[i] = self._commit(passes[i], t, p, by_pending.get(id(p)))
+            out[i] = passes[i].commit(t, p, by_pending.get(id(p)))
         return cast(list[ObjectResult], out)
 
     def end_pass(self, pass_id: int) -> list[ObjectResult]:
@@ -435,7 +406,7 @@ class Tracker:
             return []
         from vosfx.engine.pathways import revised_results
 
-        revised = revised_results(ps, lambda r: self._source(ps, r))
+        revised = revised_results(ps, ps.source)
         if revised:
             ps.events[revised[0].frame_index] = (
                 f"{len(revised)} frames revised along the best final pathway"
@@ -443,20 +414,13 @@ class Tracker:
             self._events.setdefault(ps.obj_id, {}).update(ps.events)
         return revised
 
-    def _local(self, ps: _Pass, frame_index: int) -> int:
-        """Frame index as the pass's policy sees it: as is forward, mirrored backward."""
-        return frame_index if ps.direction > 0 else self.info.num_frames - 1 - frame_index
-
-    def _source(self, ps: _Pass, local: int) -> int:
-        return local if ps.direction > 0 else self.info.num_frames - 1 - local
-
-    def _advance_paths(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> ObjectResult:
+    def _advance_paths(self, ps: Pass, feats: ImageFeatures, t: int, shot_id: int) -> ObjectResult:
         """A frame of a pass with several hypotheses (SAM2Long): vosfx/engine/pathways.py."""
         from vosfx.engine.pathways import step as path_step
         from vosfx.engine.policies.rcms import frame_quality
 
         filled, score, iou, quality, pinfo = path_step(
-            self, ps, ps.paths, feats, self._local(ps, t), self._fill, frame_quality
+            self, ps, ps.paths, feats, ps.local(t), self.rules.fill, frame_quality
         )
         kept = len(ps.bank) + len(ps.paths.memories)
         ps.bank.peak_entries = max(ps.bank.peak_entries, kept)
@@ -467,101 +431,6 @@ class Tracker:
             "anchor": ps.anchor,
         }
         return ObjectResult(ps.obj_id, t, filled, score, iou, info)
-
-    def _request(self, ps: _Pass, feats: ImageFeatures, t: int, shot_id: int) -> TrackRequest:
-        """The pass's memory selection for frame ``t`` as a track request."""
-        sel = ps.policy.select(self._local(ps, t), shot_id, ps.bank)
-        mems = [MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks]
-        ptrs = [PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers]
-        # policy hooks (docs/memory.md): the decoder's object gate and the candidate choice
-        gate = float(getattr(ps.policy, "min_object_score", 0.0))
-        return TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
-
-    def _observe(
-        self, ps: _Pass, t: int, shot_id: int, req: TrackRequest, out: TrackOutput
-    ) -> _Pending:
-        """The frame's choice from the decoder's candidates (re-prompted if enabled), and the
-        policy's decision on storing it."""
-        r = self._local(ps, t)
-        low, iou, all_ious, ptr = self._choose(out, False, 0, ps.policy, r)
-        score = out.object_score_logit
-        filled = self._fill(low)
-        from vosfx.engine.policies.rcms import frame_quality
-
-        # computed for every policy: the sidecar reports it per frame (~0.5 ms at 256²)
-        quality = frame_quality(score, all_ious, filled)
-        reprompt = None
-        if ps.reprompter is not None:
-            (low, iou, all_ious, ptr, score, filled, quality), reprompt = reprompt_frame(
-                self.backend,
-                ps.reprompter,
-                t,
-                req,
-                (low, iou, all_ious, ptr, score, filled, quality),
-                self.fill_hole_area,
-                (self.info.height, self.info.width),
-            )
-        entry = MemoryEntry(
-            frame_index=r,
-            shot_id=shot_id,
-            is_prompt=False,
-            object_score_logit=float(score),
-            iou=float(iou),
-            quality=quality,
-        )
-        decision = ps.policy.observe(entry, ps.bank)
-        return _Pending(entry, decision, low, float(score), float(iou), ptr, filled, reprompt)
-
-    def _commit(self, ps: _Pass, t: int, p: _Pending, maskmem: Any) -> ObjectResult:
-        """Store the frame's memory (``maskmem`` None when the policy does not keep it) and
-        build its result."""
-        decision = p.decision
-        ps.bank.apply(p.entry, maskmem, p.ptr, decision)
-        dropped = ps.bank.prune(ps.policy, p.entry.frame_index)
-        promoted = [self._source(ps, f) for f in decision.promote]
-        if decision.event:
-            ps.events[t] = decision.event
-        if p.reprompt is not None:
-            ps.events[t] = "; ".join(e for e in (ps.events.get(t), p.reprompt["event"]) if e)
-        if promoted:
-            ps.promoted[t] = promoted
-        quality = p.entry.quality
-        info = {
-            "memory": {
-                "entries": len(ps.bank),
-                "event": decision.event,
-                "promoted": promoted,
-                "dropped": [self._source(ps, f) for f in dropped],
-                "quality": quality,
-            },
-            "quality": quality,
-            "direction": ps.direction,
-            "anchor": ps.anchor,
-        }
-        if p.reprompt is not None:
-            info["reprompt"] = p.reprompt
-        return ObjectResult(ps.obj_id, t, p.filled, p.score, p.iou, info)
-
-    def _choose(
-        self,
-        out: TrackOutput,
-        is_init_cond: bool,
-        num_pts: int,
-        policy: MemoryPolicy | None = None,
-        frame_index: int = 0,
-    ) -> tuple:
-        return choose_output(
-            self.backend,
-            out,
-            is_init_cond,
-            num_pts,
-            policy,
-            frame_index,
-            (self.info.height, self.info.width),
-        )
-
-    def _fill(self, low: np.ndarray) -> np.ndarray:
-        return fill_holes(low, self.fill_hole_area)
 
     # --- session ------------------------------------------------------------------------
     @property

@@ -1,0 +1,135 @@
+"""One visit of a clip session's frames in order (:class:`Sweep`), doing its stale work.
+
+The session (:mod:`vosfx.session.clip`) knows the prompts, the plan and the results; a sweep
+walks the frames once and, at each, computes the prompts due there, stashes the frames a
+segment will read back, steps the forward passes that stream with it, and at a segment's
+right-hand prompted frame runs that segment's passes over the stashed frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vosfx.errors import Cancelled, PromptError
+from vosfx.session.plan import PassPlan
+from vosfx.types import Frame
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from vosfx.session.clip import ClipSession, FrameCallback
+
+
+class Sweep:
+    """One visit of a clip's frames in order, doing the session's stale work as it goes.
+
+    :meth:`visit` each frame (consecutive indices). At a frame it computes that frame's
+    pending prompts, stashes it if a segment will read it back, steps the forward passes of
+    objects past their last prompted frame, and runs the segments whose right-hand prompted
+    frame it is. ``visit(frame, keep=False)`` hands results to ``on_frame`` only (a pipeline
+    past :meth:`ClipSession.split_point`, so nothing is stored for a long clip).
+    """
+
+    def __init__(
+        self, session: ClipSession, on_frame: FrameCallback | None, cancel: threading.Event | None
+    ) -> None:
+        self.s, self.on_frame, self.cancel = session, on_frame, cancel
+        stale = session.stale()
+        self.tails = {pl.obj_id: pl for pl in stale if pl.is_tail}
+        self.segments: dict[int, list[PassPlan]] = defaultdict(list)  # due frame -> passes
+        self.need_stash = np.zeros(session.info.num_frames, np.int32)
+        for pl in stale:
+            if not pl.is_tail:
+                self.segments[pl.due].append(pl)
+                self.need_stash[pl.frames.start : pl.frames.stop] += 1
+        self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
+
+    def visit(self, frame: Frame, *, keep: bool = True) -> None:
+        s = self.s
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("cancelled; no output was written")
+        t = frame.index
+        shot = s._shot(frame)
+        for p in s._pending.pop(t, []):
+            s._compute_prompt(frame, p, None)
+        for obj, frames in s._prompts.items():
+            if t in frames:
+                s.engine.set_shot(obj, t, shot)
+        if self.need_stash[t]:
+            s._stash.put(t, s.engine.model_input(frame).image)
+        for obj, pl in self.tails.items():
+            if pl.anchor == t - 1 and obj not in self.live:
+                self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
+        stepping = [pid for pl, pid in self.live.values() if t in pl.frames]
+        if stepping:
+            results = s.engine.step(frame, stepping, shot_id=shot, features=s.features.get(frame))
+            s.stats["stepped"] += 1
+            for res in results:
+                s._put(res, self.on_frame, keep)
+        for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
+            pl, pid = self.live.pop(obj)
+            s._end_pass(pid, self.on_frame, keep)
+            s._done.add(s._key(pl))
+            del self.tails[obj]
+        due = self.segments.pop(t, [])
+        if due:
+            self._run_segments([pl for pl in due if pl.direction > 0])
+            self._run_segments([pl for pl in due if pl.direction < 0])
+            for pl in due:
+                self.need_stash[pl.frames.start : pl.frames.stop] -= 1
+                s._done.add(s._key(pl))
+                s._stash.discard([u for u in pl.frames if not self.need_stash[u]])
+
+    def _run_segments(self, plans: list[PassPlan]) -> None:
+        """Run passes over stashed frames: forward ones together in ascending order, backward
+        ones together in descending order (one image encoding per frame for the group)."""
+        if not plans:
+            return
+        s = self.s
+        direction = plans[0].direction
+        pids = [
+            s.engine.start_pass(pl.obj_id, pl.anchor, direction, neighbour=pl.neighbour)
+            for pl in plans
+        ]
+        lo = min(pl.frames.start for pl in plans)
+        hi = max(pl.frames.stop for pl in plans)
+        order = range(lo, hi) if direction > 0 else range(hi - 1, lo - 1, -1)
+        try:
+            for u in order:
+                if self.cancel is not None and self.cancel.is_set():
+                    raise Cancelled("cancelled; no output was written")
+                # each pass's frames start next to its anchor, so it steps consecutive frames
+                active = [pid for pl, pid in zip(plans, pids) if u in pl.frames]
+                if not active:
+                    continue
+                image = s._stash.get(u)
+                if image is None:
+                    if s.frames is None:
+                        raise PromptError(f"internal: frame {u} was not stashed")
+                    frame = s.engine.model_input(s.frames.get(u))
+                else:
+                    frame = Frame(u, image, None, s.info.time_base)
+                results = s.engine.step(
+                    frame, active, shot_id=s._shots.get(u, 0), features=s.features.get(frame)
+                )
+                s.stats["stepped"] += 1
+                for res in results:
+                    s._put(res, self.on_frame, True)
+        finally:
+            for pid in pids:
+                s._end_pass(pid, self.on_frame, True)
+
+    def close(self) -> None:
+        for _pl, pid in self.live.values():
+            self.s.engine.end_pass(pid)
+        self.live.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
