@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack, closing
 from fractions import Fraction
 from pathlib import Path
@@ -178,7 +178,7 @@ def results_in_order(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     timings: dict[str, float] | None = None,
-) -> Iterator[tuple[Frame, MaskResult]]:
+) -> Generator[tuple[Frame, MaskResult], None, None]:
     """Every frame of the session's range in order with its final :class:`MaskResult`: the
     one loop's tracking half, shared by :func:`run` and ``vosfx bench``.
 
