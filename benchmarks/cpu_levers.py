@@ -15,6 +15,14 @@ keys, 256-channel queries and keys, 64- or 256-channel values) in bfloat16: Open
     python benchmarks/cpu_levers.py attention --values 64
     python benchmarks/cpu_levers.py windowed --size 512 --checkpoint tiny.pt --calls 10
 
+``bf16-torch``: the bf16 tier's memory attention on torch instead of OpenVINO (SAM 2's own
+module in bfloat16, whose 256-channel values keep torch on its flash kernel): the stage alone
+in alternating calls, then end to end interleaved with the official predictor
+(benchmarks/onnx.py's ``interleaved``). ``OMP_WAIT_POLICY=PASSIVE`` for torch's threads not
+to spin beside OpenVINO's.
+
+    python benchmarks/cpu_levers.py bf16-torch --checkpoint tiny.pt --frames 12
+
 ``windowed``: the image encoder exported twice from one checkpoint (torch and sam2 needed):
 as vosfx exports it (only Hiera's global-attention blocks as the fused ``MultiHeadAttention``)
 and with every block's attention fused, both timed alternating on ONNX Runtime.
@@ -259,6 +267,104 @@ def windowed(args) -> None:
     )
 
 
+class TorchMemoryAttention:
+    """The bf16 tier's memory-attention session replaced by SAM 2's own module in torch
+    bfloat16 (``MemoryAttentionStage``: 256-channel values, torch's flash kernel), with the
+    graph's inputs and outputs."""
+
+    def __init__(self, checkpoint: str, size: int) -> None:
+        import torch
+
+        from vosfx.engine.stages import MemoryAttentionStage
+        from vosfx.models.checkpoint import load_sam2
+
+        net = load_sam2(checkpoint, image_size=size).float().eval()
+        self.stage = MemoryAttentionStage(net).to(torch.bfloat16)
+
+    def get_inputs(self) -> list:
+        return []
+
+    def run(self, _names, feeds: dict, interrupt=None) -> list:
+        import torch
+
+        def bf16(name):
+            return torch.from_numpy(feeds[name]).to(torch.bfloat16)
+
+        with torch.inference_mode():
+            out = self.stage(
+                bf16("vision_feat"),
+                bf16("vision_pos"),
+                bf16("memory"),
+                bf16("memory_pos"),
+                int(feeds["num_obj_ptr_tokens"]),
+                bf16("key_scale"),
+            )
+        return [out.float().numpy()]
+
+
+def bf16_torch(args) -> None:
+    """The stage alone (alternating calls), then end to end interleaved with the official
+    predictor: the bf16 tier against the same tier with memory attention on torch."""
+    import importlib.util
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 2)
+    bundle = Path(args.bundle or f"/tmp/vosfx-bench-onnx/bundle-{args.size}")
+    feeds = stage_inputs(args.size)
+    ov = _ov_call(bundle, "memory_attention", feeds, os.cpu_count() or 2)
+    tm = TorchMemoryAttention(args.checkpoint, args.size)
+    names = [
+        i["name"]
+        for i in json.loads((bundle / "manifest.json").read_text())["graphs"]["memory_attention"][
+            "inputs"
+        ]
+    ]
+    mine = {k: feeds[k] for k in names}
+    tm.run(None, mine)
+    times: dict[str, list[float]] = {"openvino bf16": [], "torch bf16": []}
+    for _ in range(args.calls):
+        for tag, call in (("openvino bf16", ov), ("torch bf16", lambda: tm.run(None, mine))):
+            t0 = time.perf_counter()
+            call()
+            times[tag].append(time.perf_counter() - t0)
+    print(
+        json.dumps(
+            {
+                "stage_s": {t: [round(x, 3) for x in v] for t, v in times.items()},
+                "median_s": {t: round(statistics.median(v), 3) for t, v in times.items()},
+            }
+        ),
+        flush=True,
+    )
+    spec = importlib.util.spec_from_file_location("bench_onnx", REPO / "benchmarks/onnx.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    make = bench._onnx_backend
+
+    def backend(bundle_path, opts, threads):
+        b = make(bundle_path, opts, threads)
+        if opts.get("torch_memory_attention"):
+            b._sess["memory_attention"] = TorchMemoryAttention(args.checkpoint, args.size)
+        return b
+
+    bench._onnx_backend = backend
+    bench.RUNS["onnx-bf16-torch-ma"] = (
+        "onnx",
+        {"precision": "bf16", "opt": "all", "torch_memory_attention": True},
+    )
+    run_args = argparse.Namespace(
+        size=args.size,
+        frames=args.frames,
+        threads=os.cpu_count() or 2,
+        seq="blackswan",
+        bundle=str(bundle),
+        ckpt=args.checkpoint,
+    )
+    print(json.dumps(bench.interleaved(run_args, ["onnx-bf16", "onnx-bf16-torch-ma"])))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -273,9 +379,21 @@ def main() -> None:
     w.add_argument("--size", type=int, default=512)
     w.add_argument("--checkpoint", required=True, help="a SAM 2 checkpoint (or a model id)")
     w.add_argument("--calls", type=int, default=10)
+    t = sub.add_parser("bf16-torch")
+    t.add_argument("--size", type=int, default=1024)
+    t.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
+    t.add_argument("--checkpoint", required=True, help="the bundle's SAM 2 checkpoint")
+    t.add_argument("--calls", type=int, default=5)
+    t.add_argument("--frames", type=int, default=12)
     args = ap.parse_args()
     print(json.dumps({"loadavg": os.getloadavg(), "cores": os.cpu_count()}), flush=True)
-    {"overlap": overlap, "attention": attention, "windowed": windowed}[args.what](args)
+    run = {
+        "overlap": overlap,
+        "attention": attention,
+        "windowed": windowed,
+        "bf16-torch": bf16_torch,
+    }
+    run[args.what](args)
 
 
 if __name__ == "__main__":
