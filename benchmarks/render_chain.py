@@ -17,6 +17,7 @@ parallel).
     python benchmarks/render_chain.py --before none --soft     # after only; soft logits
     python benchmarks/render_chain.py --before 632581e --after 13de1b9   # two commits
     python benchmarks/render_chain.py --before none --frames 96 --by-thread   # CPU by thread
+    python benchmarks/render_chain.py --before HEAD --engine-ms 30   # a GPU's 30 ms a frame
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ def child(args: argparse.Namespace) -> None:
     from vosfx.presets import resolve_config
 
     fmt, extra = JOBS[args.job]
-    logit_fn = None
-    if args.soft:  # logits a tenth as steep: the whole frame in the refiner's uncertain band
+    soft, engine_s = args.soft, float(args.engine_ms or 0) / 1000
 
-        def logit_fn(frame_index, obj_id, base):
-            return base * 0.1
+    def logit_fn(frame_index, obj_id, base):
+        if engine_s:  # a model's frame that costs wall time but no CPU here (a GPU's)
+            time.sleep(engine_s)
+        # soft: logits a tenth as steep, the whole frame in the refiner's uncertain band
+        return base * 0.1 if soft else base
 
     overrides = {"output": {"format": fmt, "extra_formats": extra}}
     job = Job(
@@ -246,7 +249,14 @@ def tree_for(rev: str, tmp: Path) -> Path:
 
 
 def one_run(
-    tree: Path, job: str, clip: Path, mask: Path, out: Path, soft: bool, by_thread: bool = False
+    tree: Path,
+    job: str,
+    clip: Path,
+    mask: Path,
+    out: Path,
+    soft: bool,
+    by_thread: bool = False,
+    engine_ms: float = 0.0,
 ) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = (
@@ -265,6 +275,7 @@ def one_run(
         ]
         + (["--soft"] if soft else [])
         + (["--by-thread"] if by_thread else [])
+        + (["--engine-ms", str(engine_ms)] if engine_ms else [])
     )
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -288,6 +299,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--parts", action="store_true", help="CPU ms a frame of each stage instead (checkout)"
+    )
+    ap.add_argument(
+        "--engine-ms",
+        type=float,
+        default=0.0,
+        help="the test double's frame takes this long without using the CPU (time.sleep, "
+        "which releases the GIL as a GPU call does): a model on a GPU",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("job", "clip", "mask", "out"):
@@ -329,7 +347,9 @@ def main() -> None:
         )
         print(
             f"source: {args.frames} frames, {origin}, H.264; preset balanced; engine: test "
-            f"double{' with soft logits (/10)' if args.soft else ''}; before = "
+            f"double{' with soft logits (/10)' if args.soft else ''}"
+            f"{f' taking {args.engine_ms:g} ms a frame off the CPU' if args.engine_ms else ''}"
+            f"; before = "
             f"{args.before}, after = {'this checkout' if args.after == 'checkout' else args.after}"
             f"; {args.rounds} rounds\n",
             flush=True,
@@ -339,7 +359,14 @@ def main() -> None:
             for job in jobs:
                 for label, tree in trees.items():
                     res = one_run(
-                        tree, job, clip, tmp / "mask.png", tmp / "out", args.soft, args.by_thread
+                        tree,
+                        job,
+                        clip,
+                        tmp / "mask.png",
+                        tmp / "out",
+                        args.soft,
+                        args.by_thread,
+                        args.engine_ms,
                     )
                     runs.setdefault((job, label), []).append(res)
                     print(

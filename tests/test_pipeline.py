@@ -177,6 +177,52 @@ def test_each_output_frame_guide_is_made_on_the_decode_thread(
     assert made == ["vosfx-decode:clip.mp4"] * 12
 
 
+def test_refinement_runs_beside_tracking(tmp_path, clip, config_home, monkeypatch):
+    # the loop's thread tracks frame t + 1 while frame t is refined on "vosfx-refine": the
+    # refiner of frame t waits (up to 5 s) for the engine to start frame t + 1, which never
+    # happens if both run on one thread
+    from vosfx.matte import refine
+
+    tracking = {i: threading.Event() for i in range(13)}
+    refined, overlapped = [], []
+
+    def logit_fn(frame_index, obj_id, base):
+        tracking[frame_index].set()
+        return base
+
+    real_call = refine.Refiner.__call__
+
+    def call(self, result, frame):
+        refined.append(threading.current_thread().name)
+        if frame.index + 1 < 12:
+            overlapped.append(tracking[frame.index + 1].wait(timeout=5))
+        return real_call(self, result, frame)
+
+    monkeypatch.setattr(refine.Refiner, "__call__", call)
+    report = run(_job(tmp_path, clip), engine=FakeEngine(logit_fn=logit_fn))
+    assert report.frames == 12 and len(refined) == 12
+    assert set(refined) == {"vosfx-refine"} and all(overlapped)
+    assert report.timings_s["refine"] > 0 and "refine_wait" in report.timings_s
+    assert not [t for t in threading.enumerate() if t.name == "vosfx-refine"]
+
+
+def test_a_refinement_error_stops_the_run_and_leaves_no_output(
+    tmp_path, clip, config_home, monkeypatch
+):
+    from vosfx.errors import VosfxError
+    from vosfx.matte import refine
+
+    def boom(self, result, frame):
+        raise VosfxError(f"refine failed on frame {frame.index}")
+
+    monkeypatch.setattr(refine.Refiner, "__call__", boom)
+    with pytest.raises(VosfxError, match="refine failed on frame 0"):
+        run(_job(tmp_path, clip), engine=FakeEngine())
+    assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+    assert not decode_threads()
+    assert not [t for t in threading.enumerate() if t.name in ("vosfx-refine", "vosfx-writer")]
+
+
 def test_multi_output_writers_run_side_by_side(tmp_path, clip, config_home, monkeypatch):
     from vosfx.io.writers.base import Writer
 

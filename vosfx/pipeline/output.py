@@ -127,6 +127,7 @@ class Outputs:
 
     def __enter__(self):
         from vosfx.io.writers import open_writer
+        from vosfx.io.writers.background import BackgroundCalls
         from vosfx.io.writers.parallel import ParallelCalls
         from vosfx.matte.refine import Refiner
 
@@ -160,6 +161,15 @@ class Outputs:
         self.async_write = self._stack.enter_context(
             ParallelCalls([functools.partial(self._write, w, oid) for w, oid, _t in self.writers])
         )
+        # Refinement on a thread of its own, so the tracking thread goes on to the next frame
+        # while this one is refined: with a model that takes ~30 ms a frame (a GPU) the frame
+        # costs the slower of the two, not their sum (docs/benchmarks/render.md). One thread:
+        # the temporal filter's state runs in frame order. Entered after the writers, so it
+        # finishes (or stops) first.
+        self.async_refine = self._stack.enter_context(
+            BackgroundCalls(self._refine, depth=2, name="vosfx-refine")
+        )
+        self._shot: int | None = None
         return self
 
     def __exit__(self, *exc):
@@ -168,18 +178,11 @@ class Outputs:
     def run(self, results: Iterator[tuple[Frame, MaskResult]]) -> None:
         t_wall = time.perf_counter()
         self._emit(ProgressEvent("start", 0, self.total))
-        shot_id = None
         for frame, result in results:
             t3 = time.perf_counter()
-            sid = self.session.shot_id(frame.index)
-            if shot_id is not None and sid != shot_id:
-                self.refiner.reset()  # no temporal smoothing across a cut
-            shot_id = sid
-            matte = self.refiner(result, frame)
-            t4 = time.perf_counter()
-            self.timings["refine"] += t4 - t3
-            self.async_write.put(frame, matte)  # encoded on the writer thread
-            self.timings["write_wait"] += time.perf_counter() - t4
+            # the shot id read here: the session's state belongs to this (the tracking) thread
+            self.async_refine.put(frame, result, self.session.shot_id(frame.index))
+            self.timings["refine_wait"] += time.perf_counter() - t3
             self._record(result)
             self.frames += 1
             elapsed = time.perf_counter() - t_wall
@@ -195,6 +198,8 @@ class Outputs:
                     {o: s[-1] for o, s in self.scores.items() if s and s[-1] is not None},
                 )
             )
+        self.async_refine.close()  # every frame refined; a refine or write error raises here
+        self.timings["refine"] = self.async_refine.busy_s - self.timings["write_wait"]
         self.async_write.close()  # every frame encoded; a write error raises here
         self.timings["write"] = self.async_write.busy_s  # summed over the writer threads
         self.timings["write_busiest"] = self.async_write.busiest_s
@@ -203,6 +208,16 @@ class Outputs:
             from vosfx.errors import InputError
 
             raise InputError(f"{self.job.input}: no frames decoded in the requested range")
+
+    def _refine(self, frame: Frame, result: MaskResult, shot_id: int) -> None:
+        """On the refine thread: the frame's Matte, handed to the writers' threads."""
+        if self._shot is not None and shot_id != self._shot:
+            self.refiner.reset()  # no temporal smoothing across a cut
+        self._shot = shot_id
+        matte = self.refiner(result, frame)
+        t0 = time.perf_counter()
+        self.async_write.put(frame, matte)  # encoded on the writer threads
+        self.timings["write_wait"] += time.perf_counter() - t0
 
     def _write(self, writer, oid: int | None, frame: Frame, matte: Matte) -> None:
         if oid is None:
