@@ -4,6 +4,7 @@ session, add-prompt latency. Prints what it measured.
     python benchmarks/session.py decode            # CFR and VFR clips, prompts anywhere
     python benchmarks/session.py rss --frames 200 2000 --image-size 128
     python benchmarks/session.py latency --image-size 1024
+    python benchmarks/session.py spill --bundle /tmp/vosfx-bench-onnx/bundle-512
 
 ``decode`` runs the one loop's tracking half (``vosfx.pipeline.results_in_order``, what
 ``vosfx matte`` runs) with the test double and counts every frame the decoder produced,
@@ -190,7 +191,7 @@ def rss_child(args) -> None:
             prompts.append(Prompt(t, obj, mask=m))
 
     @contextmanager
-    def open_frames(lo, hi):
+    def open_frames(lo, hi, _final):
         yield (f for f in _synthetic(hi, h, w) if f.index >= lo)
 
     t0 = time.perf_counter()
@@ -304,9 +305,65 @@ def latency(args) -> None:
     )
 
 
+def spill(args) -> None:
+    """Two objects whose gaps overlap but end at different frames (object 1 prompted on
+    frames 0 and 20, object 2 on 0 and 12, 30 frames): the frames both step are encoded once
+    with the disk tier for image features (FeatureSpill), twice without; the ONNX backend on
+    a bundle, the default LRU, the studio's ``ClipSession.track``; alternating runs."""
+    from PIL import Image
+
+    from vosfx.config import MemoryConfig
+    from vosfx.engine.loader import SamEngine
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.session import ClipSession
+    from vosfx.session.frames import ListFrames
+    from vosfx.types import Frame, Prompt, VideoInfo
+
+    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
+    ann = SHARED / "davis" / "Annotations" / "blackswan"
+    n = 30
+    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
+    h, w = images[0].shape[:2]
+    mask = np.asarray(Image.open(ann / "00000.png")) > 0
+    info = VideoInfo("", w, h, n, Fraction(24), Fraction(1, 24))
+    frames = [Frame(t, img, t, Fraction(1, 24)) for t, img in enumerate(images)]
+    engine = SamEngine(OnnxBackend(args.bundle, device="cpu", threads=args.threads), "bench", None)
+    for r in range(args.rounds):
+        for on in (True, False):
+            with ClipSession(
+                engine, info, MemoryConfig(policy="sam2"), frames=ListFrames(info, frames)
+            ) as s:
+                if not on:
+                    s._spill.budget = 0
+                for obj, at in ((1, (0, 20)), (2, (0, 12))):
+                    for t in at:
+                        m = mask if obj == 1 else np.roll(mask, w // 4, axis=1)
+                        s.add_prompt(Prompt(t, obj, mask=m), refine=False)
+                before = dict(s.stats)
+                t0 = time.perf_counter()
+                s.track()
+                print(
+                    json.dumps(
+                        {
+                            "round": r + 1,
+                            "disk_tier": on,
+                            "track_s": round(time.perf_counter() - t0, 1),
+                            "encoded": s.stats["encoded"] - before["encoded"],
+                            "spilled": s.stats["spilled"],
+                            "spill_hits": s.stats["spill_hits"],
+                            "stepped": s.stats["stepped"] - before["stepped"],
+                            "load": round(os.getloadavg()[0], 1),
+                        }
+                    ),
+                    flush=True,
+                )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["decode", "rss", "latency"])
+    ap.add_argument("what", choices=["decode", "rss", "latency", "spill"])
+    ap.add_argument("--bundle", help="spill: an ONNX bundle (format 3)")
+    ap.add_argument("--rounds", type=int, default=2, help="spill: alternating rounds")
     ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -331,6 +388,8 @@ def main() -> None:
         decode(args)
     elif args.what == "rss":
         rss_child(args) if args.child else rss(args)
+    elif args.what == "spill":
+        spill(args)
     else:
         latency(args)
 

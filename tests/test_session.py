@@ -359,3 +359,78 @@ def test_a_failed_warm_up_leaves_the_frame_to_the_click():
     assert not session.has_features(3)
     session.add_prompt(Prompt(3, 1, mask=_mask(4, 20)))
     assert fake.encoded == [3]
+
+
+def _array_features(fake):
+    """The fake's encode gives features of numpy arrays marked with the frame index (as the
+    ONNX backend's are arrays), and its step checks that it gets the frame's own."""
+    from vosfx.engine.backend import ImageFeatures
+
+    encode, step = fake.encode, fake.step
+
+    def array_encode(frame, interrupt=None):
+        encode(frame, interrupt)
+        return ImageFeatures(
+            *(np.full((1, 2, 4, 4), frame.index + k, np.float32) for k in range(4))
+        )
+
+    def checked_step(frame, pass_ids, *, shot_id=0, features=None):
+        assert features is not None and features.vision_feat[0, 0, 0, 0] == frame.index + 2
+        return step(frame, pass_ids, shot_id=shot_id, features=features)
+
+    fake.encode, fake.step = array_encode, checked_step
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_frames_of_overlapping_gaps_are_encoded_once(spill):
+    # object 1 prompted on 0 and 20, object 2 on 0 and 12: the frames of object 2's gap are
+    # stepped again by object 1's segment (and its tail's frames 13..19 too), long after an
+    # LRU of one frame has dropped them; the disk tier keeps them (features bit for bit)
+    session, fake = _session(n=N, feature_cache_bytes=1)
+    _array_features(fake)
+    if not spill:
+        session._spill.budget = 0  # no disk: the frames are encoded again
+    for obj, frames in ((1, (0, 20)), (2, (0, 12))):
+        for t in frames:
+            session.add_prompt(Prompt(t, obj, mask=_mask(4 + t % 7, 12 + t % 7)), refine=False)
+    fake.encoded.clear()  # (the prompts' own encodes)
+    session.track()
+    counts = np.bincount(fake.encoded, minlength=N)
+    if spill:  # every frame but the prompted 0 is stepped by some pass: once each
+        assert counts[0] == 0 and counts[1:].min() == counts[1:].max() == 1
+        assert (
+            session.stats["spill_hits"] > 0
+            and session.stats["spilled"] >= session.stats["spill_hits"]
+        )
+    else:
+        assert counts[1:12].min() == counts[13:20].min() == 2  # twice: both objects step them
+        assert session.stats["spill_hits"] == 0
+    assert all(session.has_result(t) for t in range(N))
+    session.close()
+
+
+def test_feature_spill_round_trips_and_refuses_what_it_cannot_keep(tmp_path, monkeypatch):
+    from vosfx.engine.backend import ImageFeatures
+    from vosfx.session.features import FeatureSpill
+
+    def feats(t, dtype=np.float32):
+        return ImageFeatures(*(np.arange(8, dtype=dtype).reshape(2, 4) + t + k for k in range(4)))
+
+    spill = FeatureSpill(tmp_path, budget=3 * 4 * 8 * 4)  # three frames
+    assert all(spill.put(t, feats(t)) for t in range(3))
+    assert not spill.put(3, feats(3))  # over the budget
+    got = spill.get(1)
+    for name in ("feat_s0", "feat_s1", "vision_feat", "vision_pos"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(feats(1), name))
+    spill.discard([0])
+    assert spill.get(0) is None and spill.put(3, feats(3))  # the freed slot reused
+    assert not spill.put(4, feats(4, np.float64))  # another layout
+    assert not spill.put(5, {"t": 5})  # not a dataclass of arrays (the torch backend's tensors)
+    spill.discard([1])
+
+    def full(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.pwrite", full)
+    assert not spill.put(6, feats(6))  # a full disk: encoded again instead
+    spill.close()

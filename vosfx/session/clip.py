@@ -35,7 +35,7 @@ import numpy as np
 from vosfx.config import MemoryConfig
 from vosfx.errors import PromptError
 from vosfx.policies import MEMORY_POLICIES
-from vosfx.session.features import FEATURE_CACHE_BYTES, FeatureCache
+from vosfx.session.features import FEATURE_CACHE_BYTES, FeatureCache, FeatureSpill
 from vosfx.session.plan import PassPlan, plan_object
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
@@ -101,8 +101,17 @@ class ClipSession:
         self._detector: ShotDetector | None = None  # made on the first frame that needs it
         self._detector_next = self.start
         self.cuts: list[int] = []
-        self.stats = {"encoded": 0, "feature_hits": 0, "stepped": 0, "warmed": 0}
-        self.features = FeatureCache(self.engine, feature_cache_bytes, self.stats)
+        self.stats = {
+            "encoded": 0,
+            "feature_hits": 0,
+            "stepped": 0,
+            "warmed": 0,
+            "spilled": 0,
+            "spill_hits": 0,
+        }
+        # features a later segment reads again go to disk (session/features.py FeatureSpill)
+        self._spill = FeatureSpill(self._scratch.path)
+        self.features = FeatureCache(self.engine, feature_cache_bytes, self.stats, self._spill)
 
     # --- prompts ------------------------------------------------------------------------
     @property
@@ -425,6 +434,7 @@ class ClipSession:
         self.engine.close()
         self.store.close()
         self._stash.close()
+        self._spill.close()
         self.features.clear()
         self._scratch.close()
 

@@ -11,15 +11,26 @@ cancelling, torch between the image encoder's blocks; :class:`~vosfx.engine.back
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vosfx.engine.backend import Interrupt
 from vosfx.errors import Cancelled
 from vosfx.types import Frame
 
 FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
+# Disk for features that a later pass reads again (FeatureSpill): 200 frames at 1024
+FEATURE_SPILL_BYTES = 4 << 30
+
+log = logging.getLogger(__name__)
 
 
 class FeatureCache:
@@ -29,8 +40,11 @@ class FeatureCache:
     session's counters, updated here (``encoded``, ``feature_hits``, ``warmed``).
     """
 
-    def __init__(self, engine: Any, budget: int, stats: dict[str, int]) -> None:
+    def __init__(
+        self, engine: Any, budget: int, stats: dict[str, int], spill: FeatureSpill | None = None
+    ) -> None:
         self.engine, self.budget, self.stats = engine, budget, stats
+        self.spill = spill  # the disk tier: frames a later pass reads again
         self._features: OrderedDict[int, Any] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -53,15 +67,33 @@ class FeatureCache:
                     warming = self._warming
                     break
             pending.wait()  # another thread is encoding this frame: its features, not ours
-        if warming is not None and warming[0] != t:
-            warming[1].set()  # a warm-up of another frame gives the cores to this encode
         try:
-            feats = self.engine.encode(frame)
+            feats = None if self.spill is None else self.spill.get(t)
+            if feats is not None:
+                self.stats["spill_hits"] += 1
+            else:
+                if warming is not None and warming[0] != t:
+                    warming[1].set()  # a warm-up of another frame gives the cores to this
+                feats = self.engine.encode(frame)
+                self.stats["encoded"] += 1
             self._keep(t, feats)
-            self.stats["encoded"] += 1
         finally:
             self._encoded(t, done)
         return feats
+
+    def keep_on_disk(self, frame_index: int, feats: Any) -> None:
+        """Write the frame's features (from :meth:`get`) to the disk tier, for a later pass
+        that reads the frame again after the LRU has dropped them (objects whose gaps between
+        prompted frames overlap but end at different frames). A no-op without a disk tier,
+        for features that are not numpy arrays (the torch backend's tensors) or over its
+        budget."""
+        if self.spill is not None and self.spill.put(frame_index, feats):
+            self.stats["spilled"] += 1
+
+    def release(self, frames: Iterable[int]) -> None:
+        """No later pass reads these frames: their disk copies go."""
+        if self.spill is not None:
+            self.spill.discard(frames)
 
     def warm(self, frame: Frame) -> bool:
         """Encode the frame's features ahead of a prompt on it (from another thread). An
@@ -124,3 +156,104 @@ def nbytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(nbytes(v) for v in value)
     return int(getattr(value, "nbytes", 0))
+
+
+class FeatureSpill:
+    """Image features on disk, one fixed-size slot per frame in one file (the layout of
+    :class:`~vosfx.session.store.FrameStash`; slots of released frames are reused), at most
+    ``budget`` bytes and a quarter of the folder's free space. The features round-trip
+    exactly (raw bytes). Only a dataclass of numpy
+    arrays of the same layout every frame (the ONNX backend's ImageFeatures) is kept;
+    anything else is refused (:meth:`put` returns False) and encoded again when needed.
+
+    About 20 MiB a frame at 1024 (the decoder's high-resolution features are most of it),
+    written in tens of ms against the image encoder's seconds on a CPU.
+    """
+
+    def __init__(self, folder: Path, budget: int = FEATURE_SPILL_BYTES) -> None:
+        self._path = folder / "features.f32"
+        self.budget = budget
+        self._fd: int | None = None
+        self._layout: tuple | None = None  # (dataclass type, ((field, shape, dtype), ...))
+        self._size = 0
+        self._slot: dict[int, int] = {}
+        self._free: list[int] = []
+        self._slots = 0
+        self._lock = threading.Lock()  # the warm-up thread reads through FeatureCache.get
+
+    @staticmethod
+    def _layout_of(feats: Any) -> tuple | None:
+        if not dataclasses.is_dataclass(feats) or isinstance(feats, type):
+            return None
+        fields = []
+        for f in dataclasses.fields(feats):
+            value = getattr(feats, f.name)
+            if not isinstance(value, np.ndarray):
+                return None
+            fields.append((f.name, value.shape, value.dtype))
+        return type(feats), tuple(fields)
+
+    def put(self, index: int, feats: Any) -> bool:
+        """Keep ``feats`` for frame ``index``; False when refused (see the class)."""
+        layout = self._layout_of(feats)
+        with self._lock:
+            if layout is None or (self._layout is not None and layout != self._layout):
+                return False
+            if index in self._slot:
+                return True
+            size = sum(int(np.prod(shape)) * dtype.itemsize for _n, shape, dtype in layout[1])
+            if not self._free and (self._slots + 1) * size > self.budget:
+                return False
+            try:
+                if self._fd is None:
+                    # at most a quarter of the space free now: the temporary folder may be a
+                    # tmpfs (memory), and the frame stash and the results share it
+                    st = os.statvfs(self._path.parent)
+                    self.budget = min(self.budget, st.f_bavail * st.f_frsize // 4)
+                    if size > self.budget:
+                        return False
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                    self._layout, self._size = layout, size
+                slot = self._free.pop() if self._free else self._slots
+                data = b"".join(
+                    np.ascontiguousarray(getattr(feats, name)).tobytes()
+                    for name, _s, _d in layout[1]
+                )
+                os.pwrite(self._fd, data, slot * self._size)
+            except OSError as err:  # a full disk: encode again instead
+                log.warning("image features not kept on disk (%s): encoding again", err)
+                return False
+            if slot == self._slots:
+                self._slots += 1
+            self._slot[index] = slot
+            return True
+
+    def get(self, index: int) -> Any:
+        """Frame ``index``'s features as they were put, or None."""
+        with self._lock:
+            slot = self._slot.get(index)
+            if slot is None or self._fd is None or self._layout is None:
+                return None
+            buf = np.empty(self._size, np.uint8)  # read straight into it: no copies
+            os.preadv(self._fd, [buf.data], slot * self._size)
+            cls, fields = self._layout
+        arrays, offset = {}, 0
+        for name, shape, dtype in fields:
+            n = int(np.prod(shape)) * dtype.itemsize
+            arrays[name] = buf[offset : offset + n].view(dtype).reshape(shape)
+            offset += n
+        return cls(**arrays)
+
+    def discard(self, frames: Iterable[int]) -> None:
+        with self._lock:
+            for index in frames:
+                slot = self._slot.pop(index, None)
+                if slot is not None:
+                    self._free.append(slot)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._slot.clear()

@@ -66,8 +66,11 @@ class Sweep:
                 self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
         stepping = [pid for pl, pid in self.live.values() if t in pl.frames]
         if stepping:
-            results = s.engine.step(frame, stepping, shot_id=shot, features=s.features.get(frame))
+            feats = s.features.get(frame)
+            results = s.engine.step(frame, stepping, shot_id=shot, features=feats)
             s.stats["stepped"] += 1
+            if self.need_stash[t]:  # a segment due later steps this frame again
+                s.features.keep_on_disk(t, feats)
             for res in results:
                 s._put(res, self.on_frame, keep)
         for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
@@ -77,12 +80,18 @@ class Sweep:
             del self.tails[obj]
         due = self.segments.pop(t, [])
         if due:
-            self._run_segments([pl for pl in due if pl.direction > 0])
-            self._run_segments([pl for pl in due if pl.direction < 0])
+            for group in (
+                [pl for pl in due if pl.direction > 0],
+                [pl for pl in due if pl.direction < 0],
+            ):
+                self._run_segments(group)
+                for pl in group:  # read: what still counts is later passes' reads
+                    self.need_stash[pl.frames.start : pl.frames.stop] -= 1
             for pl in due:
-                self.need_stash[pl.frames.start : pl.frames.stop] -= 1
                 s._done.add(s._key(pl))
-                s._stash.discard([u for u in pl.frames if not self.need_stash[u]])
+                unread = [u for u in pl.frames if not self.need_stash[u]]
+                s._stash.discard(unread)
+                s.features.release(unread)
 
     def _run_segments(self, plans: list[PassPlan]) -> None:
         """Run passes over stashed frames: forward ones together in ascending order, backward
@@ -113,10 +122,14 @@ class Sweep:
                     frame = s.engine.model_input(s.frames.get(u))
                 else:
                     frame = Frame(u, image, None, s.info.time_base)
-                results = s.engine.step(
-                    frame, active, shot_id=s._shots.get(u, 0), features=s.features.get(frame)
-                )
+                feats = s.features.get(frame)
+                results = s.engine.step(frame, active, shot_id=s._shots.get(u, 0), features=feats)
                 s.stats["stepped"] += 1
+                if self.need_stash[u] > len(active):
+                    # another segment (another object's gap, or another object's pass in the
+                    # other direction) steps this frame later, maybe after the LRU has dropped
+                    # it: keep its features
+                    s.features.keep_on_disk(u, feats)
                 for res in results:
                     s._put(res, self.on_frame, True)
         finally:
