@@ -95,16 +95,11 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     def found() -> Path | None:
         return find_bundle(model_id, sha, size) if sha is not None else None
 
-    def complete() -> Path | None:
-        folder = found()
-        if folder is None or any(
-            v not in read_manifest(folder).get("variants", {}) for v in variants
-        ):
-            return None
-        return folder
+    def missing(folder: Path) -> list[str]:
+        return [v for v in variants if v not in read_manifest(folder).get("variants", {})]
 
-    done = complete()
-    if done is not None:
+    done = found()
+    if done is not None and not missing(done):
         return done
     import logging
 
@@ -122,9 +117,9 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
 
             folder = bundle_from_template(model, progress)
         if folder is not None:
-            missing = [v for v in variants if v not in read_manifest(folder).get("variants", {})]
-            if missing:
-                _variants_without_torch(folder, tuple(missing), model.precision, progress)
+            gaps = missing(folder)
+            if gaps:
+                _variants_without_torch(folder, tuple(gaps), model.precision, progress)
             return folder
         try:
             import sam2  # noqa: F401

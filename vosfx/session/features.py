@@ -24,6 +24,7 @@ import numpy as np
 
 from vosfx.engine.backend import Interrupt
 from vosfx.errors import Cancelled
+from vosfx.session.store import SlotFile
 from vosfx.types import Frame
 
 FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
@@ -159,11 +160,10 @@ def nbytes(value: Any) -> int:
 
 
 class FeatureSpill:
-    """Image features on disk, one fixed-size slot per frame in one file (the layout of
-    :class:`~vosfx.session.store.FrameStash`; slots of released frames are reused), at most
-    ``budget`` bytes and a quarter of the folder's free space. The features round-trip
-    exactly (raw bytes). Only a dataclass of numpy
-    arrays of the same layout every frame (the ONNX backend's ImageFeatures) is kept;
+    """Image features on disk, one record per frame in a :class:`~vosfx.session.store.SlotFile`
+    (slots of released frames are reused), at most ``budget`` bytes and a quarter of the
+    folder's free space. The features round-trip exactly (raw bytes). Only a dataclass of
+    numpy arrays of the same layout every frame (the ONNX backend's ImageFeatures) is kept;
     anything else is refused (:meth:`put` returns False) and encoded again when needed.
 
     About 20 MiB a frame at 1024 (the decoder's high-resolution features are most of it),
@@ -171,14 +171,10 @@ class FeatureSpill:
     """
 
     def __init__(self, folder: Path, budget: int = FEATURE_SPILL_BYTES) -> None:
-        self._path = folder / "features.f32"
+        self._folder = folder
+        self._file = SlotFile(folder / "features.f32")
         self.budget = budget
-        self._fd: int | None = None
         self._layout: tuple | None = None  # (dataclass type, ((field, shape, dtype), ...))
-        self._size = 0
-        self._slot: dict[int, int] = {}
-        self._free: list[int] = []
-        self._slots = 0
         self._lock = threading.Lock()  # the warm-up thread reads through FeatureCache.get
 
     @staticmethod
@@ -199,43 +195,33 @@ class FeatureSpill:
         with self._lock:
             if layout is None or (self._layout is not None and layout != self._layout):
                 return False
-            if index in self._slot:
+            if index in self._file:
                 return True
             size = sum(int(np.prod(shape)) * dtype.itemsize for _n, shape, dtype in layout[1])
-            if not self._free and (self._slots + 1) * size > self.budget:
+            if self._layout is None:
+                # at most a quarter of the space free now: the temporary folder may be a
+                # tmpfs (memory), and the frame stash and the results share it
+                st = os.statvfs(self._folder)
+                self.budget = min(self.budget, st.f_bavail * st.f_frsize // 4)
+            if self._file.grows and (self._file.slots + 1) * size > self.budget:
                 return False
+            data = b"".join(
+                np.ascontiguousarray(getattr(feats, name)).tobytes() for name, _s, _d in layout[1]
+            )
             try:
-                if self._fd is None:
-                    # at most a quarter of the space free now: the temporary folder may be a
-                    # tmpfs (memory), and the frame stash and the results share it
-                    st = os.statvfs(self._path.parent)
-                    self.budget = min(self.budget, st.f_bavail * st.f_frsize // 4)
-                    if size > self.budget:
-                        return False
-                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-                    self._layout, self._size = layout, size
-                slot = self._free.pop() if self._free else self._slots
-                data = b"".join(
-                    np.ascontiguousarray(getattr(feats, name)).tobytes()
-                    for name, _s, _d in layout[1]
-                )
-                os.pwrite(self._fd, data, slot * self._size)
+                self._file.put(index, data)
             except OSError as err:  # a full disk: encode again instead
                 log.warning("image features not kept on disk (%s): encoding again", err)
                 return False
-            if slot == self._slots:
-                self._slots += 1
-            self._slot[index] = slot
+            self._layout = layout
             return True
 
     def get(self, index: int) -> Any:
         """Frame ``index``'s features as they were put, or None."""
         with self._lock:
-            slot = self._slot.get(index)
-            if slot is None or self._fd is None or self._layout is None:
+            buf = self._file.get(index)
+            if buf is None or self._layout is None:
                 return None
-            buf = np.empty(self._size, np.uint8)  # read straight into it: no copies
-            os.preadv(self._fd, [buf.data], slot * self._size)
             cls, fields = self._layout
         arrays, offset = {}, 0
         for name, shape, dtype in fields:
@@ -246,14 +232,8 @@ class FeatureSpill:
 
     def discard(self, frames: Iterable[int]) -> None:
         with self._lock:
-            for index in frames:
-                slot = self._slot.pop(index, None)
-                if slot is not None:
-                    self._free.append(slot)
+            self._file.discard(frames)
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-            self._slot.clear()
+            self._file.close()

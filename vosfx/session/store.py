@@ -4,7 +4,8 @@ Both stores are sparse files in a private temporary folder, written and read wit
 I/O (``os.pwrite``/``os.pread``): a frame costs disk only once written, and the kernel's page
 cache, not the process, holds what was touched recently. (Memory-mapping them instead counted
 every page written in the process's resident set: 116 -> 400 MiB from 200 to 2,000 frames
-with the test double; benchmarks/session.py rss.) The folder is removed on close.
+with the test double; benchmarks/session.py rss.) Records of a fixed size that come and go
+(the stash, the features' disk tier) share :class:`SlotFile`. The folder is removed on close.
 """
 
 from __future__ import annotations
@@ -121,53 +122,56 @@ class ResultStore:
         self._fd.clear()
 
 
-class FrameStash:
-    """Model-input frames (S x S x 3 uint8) of the frames a pass will read back, written
-    during the sweep so that no frame is decoded twice for tracking (3 MiB a frame at
-    S = 1024). Slots freed by :meth:`discard` are reused, so the disk used is the largest
-    number of frames waiting at once (the longest gap between prompted frames), not the clip."""
+class SlotFile:
+    """Fixed-size records keyed by frame index in one file (the first :meth:`put` fixes the
+    size): a slot freed by :meth:`discard` is reused, so the file grows to the most records
+    kept at once, not one per frame. The frame stash and the features' disk tier
+    (:class:`~vosfx.session.features.FeatureSpill`) are two."""
 
-    def __init__(self, folder: Path) -> None:
-        self._path = folder / "stash.u8"
+    def __init__(self, path: Path) -> None:
+        self._path = path
         self._fd: int | None = None
+        self.record_bytes: int | None = None
         self._slot: dict[int, int] = {}  # frame index -> slot
         self._free: list[int] = []
-        self._slots = 0
-        self._shape: tuple[int, ...] | None = None
-        self._dtype: np.dtype | None = None
-        self._size = 0
+        self.slots = 0  # slots the file has grown to (its size is ``slots`` records)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._slot
 
     @property
-    def slots(self) -> int:
-        """Slots the file has grown to (its size is ``slots`` frames)."""
-        return self._slots
+    def grows(self) -> bool:
+        """Whether the next new record makes the file longer (no freed slot to reuse)."""
+        return not self._free
 
-    def put(self, index: int, image: np.ndarray) -> None:
-        if self._fd is None:  # the first frame fixes the shape
-            self._shape, self._dtype = image.shape, image.dtype
-            self._size = image.nbytes
+    def put(self, index: int, data: bytes) -> None:
+        """Write frame ``index``'s record (over its earlier one, if any). An OSError (a full
+        disk) leaves the frame without a record."""
+        if self._fd is None:
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        if image.shape != self._shape or image.dtype != self._dtype:
-            raise ValueError(
-                f"stash: frame {index} is {image.dtype} {image.shape}, expected "
-                f"{self._dtype} {self._shape}"
-            )
+            self.record_bytes = len(data)
+        if len(data) != self.record_bytes:
+            raise ValueError(f"record of {len(data)} bytes, expected {self.record_bytes}")
         slot = self._slot.get(index)
+        new = slot is None
         if slot is None:
+            slot = self._free[-1] if self._free else self.slots
+        os.pwrite(self._fd, data, slot * len(data))
+        if new:
             if self._free:
-                slot = self._free.pop()
+                self._free.pop()
             else:
-                slot, self._slots = self._slots, self._slots + 1
+                self.slots += 1
             self._slot[index] = slot
-        os.pwrite(self._fd, np.ascontiguousarray(image).tobytes(), slot * self._size)
 
     def get(self, index: int) -> np.ndarray | None:
+        """Frame ``index``'s record as a new (bytes,) uint8 array, or None."""
         slot = self._slot.get(index)
-        if slot is None or self._fd is None:
+        if slot is None or self._fd is None or self.record_bytes is None:
             return None
-        data = os.pread(self._fd, self._size, slot * self._size)
-        assert self._shape is not None and self._dtype is not None
-        return np.frombuffer(data, self._dtype).reshape(self._shape).copy()
+        buf = np.empty(self.record_bytes, np.uint8)  # read straight into it: no copies
+        os.preadv(self._fd, [buf.data], slot * self.record_bytes)
+        return buf
 
     def discard(self, frames) -> None:
         for index in frames:
@@ -180,6 +184,45 @@ class FrameStash:
             os.close(self._fd)
             self._fd = None
         self._slot.clear()
+
+
+class FrameStash:
+    """Model-input frames (S x S x 3 uint8) of the frames a pass will read back, written
+    during the sweep so that no frame is decoded twice for tracking (3 MiB a frame at
+    S = 1024). Slots freed by :meth:`discard` are reused, so the disk used is the largest
+    number of frames waiting at once (the longest gap between prompted frames), not the clip."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file = SlotFile(folder / "stash.u8")
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+
+    @property
+    def slots(self) -> int:
+        """Slots the file has grown to (its size is ``slots`` frames)."""
+        return self._file.slots
+
+    def put(self, index: int, image: np.ndarray) -> None:
+        if self._shape is None:  # the first frame fixes the shape
+            self._shape, self._dtype = image.shape, image.dtype
+        if image.shape != self._shape or image.dtype != self._dtype:
+            raise ValueError(
+                f"stash: frame {index} is {image.dtype} {image.shape}, expected "
+                f"{self._dtype} {self._shape}"
+            )
+        self._file.put(index, np.ascontiguousarray(image).tobytes())
+
+    def get(self, index: int) -> np.ndarray | None:
+        buf = self._file.get(index)
+        if buf is None or self._shape is None or self._dtype is None:
+            return None
+        return buf.view(self._dtype).reshape(self._shape)
+
+    def discard(self, frames) -> None:
+        self._file.discard(frames)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class Scratch:
