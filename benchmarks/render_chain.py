@@ -140,7 +140,7 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
     from vosfx.config import OutputConfig
     from vosfx.io.source import open_source
     from vosfx.io.writers import open_writer
-    from vosfx.io.writers.video import yuva444_frame
+    from vosfx.io.writers.video import yuva444_frame, yuva444_from_source
     from vosfx.matte.refine import Refiner
     from vosfx.presets import resolve_config
     from vosfx.types import MaskResult, Matte
@@ -157,9 +157,11 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
         rows.append((name, 1e3 * statistics.median(ts)))
         return out
 
-    with open_source(clip, prefetch=0) as src:
+    with open_source(clip, prefetch=0, ycbcr=True) as src:
         it = iter(src)
-        frames = timed("decode (PyAV, H.264 1080p -> RGB)", lambda _: next(it), range(n))
+        frames = timed(
+            "decode (PyAV, H.264 1080p -> RGB + its Y'CbCr planes)", lambda _: next(it), range(n)
+        )
     mask = np.asarray(Image.open(mask_path)) > 0
     logits = prompt_logits(mask)
     cfg = resolve_config(["balanced"], {}).refine
@@ -175,10 +177,16 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
         )
     pairs = list(zip(frames, mattes["sharp"]))
     timed(
-        "ProRes 4444 picture (RGB -> Y'CbCr + alpha planes)",
+        "ProRes 4444 picture from RGB (-> Y'CbCr + alpha planes)",
         lambda p: yuva444_frame(p[0].image, p[1].merged, "yuva444p10le", 10),
         pairs,
     )
+    if all("ycbcr" in f.derived for f in frames):  # a BT.709 source (make_source's)
+        timed(
+            "ProRes 4444 picture from the source's Y'CbCr (+ alpha plane)",
+            lambda p: yuva444_from_source(p[0].derived["ycbcr"], p[1].merged, "yuva444p10le", 10),
+            pairs,
+        )
     for fmt in ("prores4444", "ffv1-matte"):
         ext = "mov" if fmt == "prores4444" else "mkv"
         with open_writer(
@@ -194,7 +202,7 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
         total = sum(
             costs[k]
             for k in (
-                "decode (PyAV, H.264 1080p -> RGB)",
+                "decode (PyAV, H.264 1080p -> RGB + its Y'CbCr planes)",
                 "refine, balanced, sharp logits",
                 f"{fmt} writer (picture + encoder + mux)",
             )
@@ -233,6 +241,7 @@ def make_source(path: Path, n: int) -> str:
         height=H,
         frames=iter(frames),
         options={"preset": "ultrafast", "crf": "18"},
+        bt709=True,  # tagged like camera footage (the writers may take its Y'CbCr as is)
     )
     return origin
 

@@ -77,6 +77,7 @@ def make_clip(
     faststart: bool = False,
     audio: bool = False,
     options: dict[str, str] | None = None,
+    bt709: bool = False,
 ) -> Path:
     """Write a clip with PyAV and return its path.
 
@@ -86,7 +87,8 @@ def make_clip(
     ``rotation``: clockwise display rotation in degrees, stored as the display matrix.
     ``faststart``: mp4 moov atom first, so a truncated copy still opens.
     With no frames and no audio the muxer writes no file at all; mp4 drops an empty video
-    stream, mkv keeps it.
+    stream, mkv keeps it. ``bt709``: RGB frames converted with the BT.709 matrix (video
+    range) and the stream tagged so, like camera footage (default: FFmpeg's untagged BT.601).
     """
     import av
 
@@ -107,10 +109,17 @@ def make_clip(
             stream.codec_context.time_base = time_base
         if rotation:
             stream.set_display_rotation(-rotation)  # PyAV's angle is counterclockwise
+        if bt709:
+            cc = stream.codec_context
+            cc.colorspace = cc.color_primaries = cc.color_trc = 1  # AVCOL_*_BT709
+            cc.color_range = 1  # video range
         astream = _add_audio(out) if audio else None
         for i, image in enumerate(frames):
             fmt = "rgb24" if image.dtype == np.uint8 else "gbrp10le"
             frame = av.VideoFrame.from_ndarray(image, format=fmt)
+            if bt709:
+                frame = frame.reformat(format=pix_fmt, dst_colorspace="itu709", dst_color_range=1)
+                frame.colorspace, frame.color_range = 1, 1
             if pts is not None:
                 frame.pts, frame.time_base = int(pts[i]), time_base
             out.mux(stream.encode(frame))
@@ -196,3 +205,58 @@ def _mdat_payload_offset(data: bytes) -> int | None:
             return None
         offset += size
     return None
+
+
+def make_ycbcr_clip(
+    path: str | Path,
+    planes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    pix_fmt: str = "yuv420p",
+    colorspace: int = 1,
+    color_range: int = 1,
+    rotation: int = 0,
+    fps: int = 24,
+) -> Path:
+    """A lossless FFV1 Matroska clip of the given Y'CbCr planes (Y, Cb, Cr codes of
+    ``pix_fmt``), tagged ``colorspace`` (1 BT.709, 5 BT.601, 2 unspecified) and
+    ``color_range`` (1 video, 2 full): decoding gives these planes back exactly."""
+    import av
+
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = None
+        for planes_of_frame in planes:
+            y = planes_of_frame[0]
+            if stream is None:
+                stream = out.add_stream("ffv1", rate=fps)
+                stream.width, stream.height, stream.pix_fmt = y.shape[1], y.shape[0], pix_fmt
+                cc = stream.codec_context
+                cc.colorspace, cc.color_range = colorspace, color_range
+                if rotation:
+                    stream.set_display_rotation(-rotation)
+            frame = av.VideoFrame(y.shape[1], y.shape[0], pix_fmt)
+            for plane, src in zip(frame.planes, planes_of_frame):
+                buf = np.frombuffer(plane, dtype=src.dtype)
+                rows = buf[: plane.height * (plane.line_size // src.itemsize)]
+                rows.reshape(plane.height, -1)[:, : plane.width] = src
+            frame.colorspace, frame.color_range = colorspace, color_range
+            out.mux(stream.encode(frame))
+        assert stream is not None, "expected at least one frame"
+        out.mux(stream.encode())
+    return path
+
+
+def ycbcr_planes(
+    i: int, width: int, height: int, sx: int = 2, sy: int = 2, bits: int = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y'CbCr planes of frame ``i`` with detail in every plane and colours outside the RGB
+    cube (saturated chroma on mid luma), which an RGB round trip would clip."""
+    dtype = np.uint8 if bits == 8 else np.uint16
+    k = 1 << (bits - 8)
+    yy, xx = np.mgrid[:height, :width]
+    y = (16 + (xx * 3 + yy * 2 + i * 5) % 220) * k
+    ch, cw = -(-height // sy), -(-width // sx)
+    cy, cx = np.mgrid[:ch, :cw]
+    cb = (16 + (cx * 7 + i * 3) % 225) * k
+    cr = (240 - (cy * 5 + cx + i) % 225) * k
+    return y.astype(dtype), cb.astype(dtype), cr.astype(dtype)

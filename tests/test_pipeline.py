@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -279,3 +280,42 @@ def test_multi_output_cancel_removes_every_partial_output(tmp_path, clip, config
             cancel=cancel,
         )
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+def test_prores_of_a_bt709_source_keeps_its_ycbcr(tmp_path, config_home, monkeypatch):
+    # a BT.709 source rendered to ProRes 4444 carries its own Y'CbCr into the file (luma and
+    # chroma within ProRes's coding error, colours outside the RGB cube included); a job
+    # without a writer that takes the planes does not decode them
+    from media import make_ycbcr_clip, ycbcr_planes
+
+    from vosfx.io import source
+
+    w, h = 96, 64
+    planes = [ycbcr_planes(i, w, h) for i in range(6)]
+    path = make_ycbcr_clip(tmp_path / "clip.mkv", planes)
+    _, mask = moving_square_frame(0, w, h)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    asked = []
+    real_open = source.open_source
+    monkeypatch.setattr(
+        source, "open_source", lambda *a, **k: asked.append(k.get("ycbcr")) or real_open(*a, **k)
+    )
+    clip = (path, tmp_path / "mask.png")
+    run(_job(tmp_path, clip, presets=("prores4444",)), engine=FakeEngine())
+    assert asked == [True]
+    with av.open(str(tmp_path / "out")) as c:
+        decoded = [f for f in c.decode(video=0)]
+    assert len(decoded) == 6
+    for vf, (y, cb, cr) in zip(decoded, planes):
+        assert vf.format.name == "yuva444p12le"
+        got = [
+            np.frombuffer(p, np.uint16).reshape(p.height, -1)[:, : p.width] / 4.0
+            for p in vf.planes[:3]
+        ]
+        assert np.abs(got[0] - y.astype(np.float64) * 4).max() <= 4
+        for g, c in zip(got[1:], (cb, cr)):
+            want = cv2.resize(c.astype(np.float32) * 4, (w, h), interpolation=cv2.INTER_LINEAR)
+            assert np.abs(g - want).max() <= 6
+    asked.clear()
+    run(_job(tmp_path, clip, presets=("matte-ffv1",), overwrite=True), engine=FakeEngine())
+    assert asked == [False]

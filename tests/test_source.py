@@ -10,7 +10,15 @@ import cv2
 import numpy as np
 import pytest
 from conftest import shared_data
-from media import make_clip, make_sequence, moving_square, moving_square_frame, truncate
+from media import (
+    make_clip,
+    make_sequence,
+    make_ycbcr_clip,
+    moving_square,
+    moving_square_frame,
+    truncate,
+    ycbcr_planes,
+)
 
 from vosfx.errors import InputError
 from vosfx.io.source import open_source, probe
@@ -445,3 +453,68 @@ def test_rotated_phone_style_mp4(tmp_path):
     assert frames[0].image.shape == (64, 48, 3)
     ref = np.rot90(moving_square_frame(0, 64, 48)[0], k=-1)  # 90 degrees clockwise
     assert np.abs(frames[0].image.astype(int) - ref).mean() < 6
+
+
+@pytest.mark.parametrize(
+    ("pix_fmt", "sx", "sy", "bits"),
+    [("yuv420p", 2, 2, 8), ("yuv422p", 2, 1, 8), ("yuv444p", 1, 1, 8), ("yuv420p10le", 2, 2, 10)],
+)
+def test_bt709_frames_keep_their_own_ycbcr_planes(tmp_path, pix_fmt, sx, sy, bits):
+    # ycbcr=True: each frame carries its decoded planes exactly (odd size: chroma rounds up)
+    w, h = 65, 37
+    frames = [ycbcr_planes(i, w, h, sx, sy, bits) for i in range(3)]
+    path = make_ycbcr_clip(tmp_path / "c.mkv", frames, pix_fmt=pix_fmt)
+    with open_source(path, ycbcr=True) as src:
+        got = [f.derived["ycbcr"] for f in src]
+    assert len(got) == 3
+    for planes, want in zip(got, frames):
+        assert planes.bits == bits and planes.subsampling == (sx, sy)
+        for g, wnt in zip((planes.y, planes.cb, planes.cr), want):
+            assert g.dtype == wnt.dtype
+            np.testing.assert_array_equal(g, wnt)
+    with open_source(path) as src:  # not asked: not kept
+        assert not any("ycbcr" in f.derived for f in src)
+
+
+@pytest.mark.parametrize(
+    ("why", "kw"),
+    [
+        ("BT.601", {"colorspace": 5}),
+        ("untagged SD (BT.601 by convention)", {"colorspace": 2}),
+        ("full range", {"color_range": 2}),
+        ("rotated", {"rotation": 90}),
+    ],
+)
+def test_ycbcr_planes_only_for_unrotated_bt709_video_range(tmp_path, why, kw):
+    # elsewhere the RGB image is not a BT.709 video-range rendering of the planes as they lie,
+    # so the writers must convert the RGB
+    path = make_ycbcr_clip(tmp_path / "c.mkv", [ycbcr_planes(0, 32, 16)], **kw)
+    with open_source(path, ycbcr=True) as src:
+        assert [("ycbcr" in f.derived) for f in src] == [False], why
+
+
+def test_image_sequences_carry_no_ycbcr_planes(tmp_path):
+    folder = make_sequence(tmp_path / "seq", n=2)
+    with open_source(folder, ycbcr=True) as src:
+        assert [("ycbcr" in f.derived) for f in src] == [False, False]
+
+
+@pytest.mark.parametrize(("width", "height", "want"), [(1280, 720, "709"), (720, 576, "601")])
+def test_untagged_video_decodes_with_the_matrix_editors_assume(tmp_path, width, height, want):
+    # no colour tag: BT.709 for HD, BT.601 below (what Resolve, Premiere and mpv assume; swscale
+    # alone takes BT.601 for all), so RGB outputs match the source as an editor shows it. One
+    # flat colour of strong chroma, lossless: the two matrices give different RGB.
+    y = np.full((height, width), 120, np.uint8)
+    cb = np.full((height // 2, width // 2), 90, np.uint8)
+    cr = np.full((height // 2, width // 2), 200, np.uint8)
+    path = make_ycbcr_clip(tmp_path / "c.mkv", [(y, cb, cr)], colorspace=2)
+    with open_source(path, ycbcr=True) as src:
+        (frame,) = list(src)
+    kr, kb = {"709": (0.2126, 0.0722), "601": (0.299, 0.114)}[want]
+    luma, pb, pr = (120 - 16) / 219, (90 - 128) / 224, (200 - 128) / 224
+    r = luma + 2 * (1 - kr) * pr
+    b = luma + 2 * (1 - kb) * pb
+    g = (luma - kr * r - kb * b) / (1 - kr - kb)
+    expected = np.clip(np.rint(np.array([r, g, b]) * 255), 0, 255)
+    assert np.abs(frame.image[height // 2, width // 2].astype(int) - expected).max() <= 1
+    assert ("ycbcr" in frame.derived) is (want == "709")

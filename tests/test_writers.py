@@ -15,6 +15,7 @@ import os
 import struct
 import subprocess
 import zlib
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -871,3 +872,139 @@ def test_prores_picture_integer_path_matches_the_float_path(shape):
         d = np.abs(g.astype(int) - s.astype(int))
         assert d.max() <= 1 and (d == 0).mean() > 0.995
     np.testing.assert_array_equal(got[3], np.rint(alpha.astype(np.float64) * 1023))
+
+
+def _bilinear_upsample(plane: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Reference 4:4:4 upsampling in float64: each chroma sample centred on its sx-by-sy
+    block, linear between samples, the edges held (independent of OpenCV)."""
+    ch, cw = plane.shape
+    sy, sx = -(-h // ch), -(-w // cw)
+
+    def coords(n, s, cn):
+        u = np.clip((np.arange(n) + 0.5) / s - 0.5, 0, cn - 1)
+        lo = np.floor(u).astype(int)
+        return lo, np.minimum(lo + 1, cn - 1), u - lo
+
+    y0, y1, fy = coords(h, sy, ch)
+    x0, x1, fx = coords(w, sx, cw)
+    p = plane.astype(np.float64)
+    rows = p[y0] * (1 - fy)[:, None] + p[y1] * fy[:, None]
+    return rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+
+
+@pytest.mark.parametrize(
+    ("shape", "sub", "bits"),
+    [
+        ((1080, 1920), (2, 2), 8),
+        ((37, 65), (2, 2), 8),
+        ((480, 854), (2, 1), 8),
+        ((38, 66), (1, 1), 8),
+        ((37, 65), (2, 2), 10),
+    ],
+)
+def test_prores_picture_from_the_source_planes(shape, sub, bits):
+    # ProRes 4444 from the source's own Y'CbCr: luma is the source's codes exactly (shifted to
+    # 10 bits), chroma the reference upsampling within one code, alpha as from RGB; colours
+    # outside the RGB cube stay (an RGB round trip clips them)
+    from media import ycbcr_planes
+
+    from vosfx.io.video import plane_views
+    from vosfx.io.writers.video import yuva444_frame, yuva444_from_source
+    from vosfx.types import SourceYCbCr
+
+    h, w = shape
+    y, cb, cr = ycbcr_planes(5, w, h, *sub, bits=bits)
+    alpha = np.random.default_rng(w).random((h, w), dtype=np.float32)
+    got = plane_views(
+        yuva444_from_source(SourceYCbCr(y, cb, cr, bits), alpha, "yuva444p10le", 10), np.uint16
+    )
+    shift = 10 - bits
+    np.testing.assert_array_equal(got[0], y.astype(np.uint16) << shift)
+    for g, plane in zip(got[1:3], (cb, cr)):
+        want = _bilinear_upsample(plane.astype(np.float64) * (1 << shift), h, w)
+        assert np.abs(g - want).max() <= 0.5 + 1e-6
+    rgb_path = plane_views(
+        yuva444_frame(np.zeros((h, w, 3), np.uint8), alpha, "yuva444p10le", 10), np.uint16
+    )
+    np.testing.assert_array_equal(got[3], rgb_path[3])
+    # the planes hold colours outside the RGB cube: through 8-bit RGB they come back clipped
+    k = float(1 << (bits - 8))
+    luma = (y / k - 16) / 219
+    pb, pr = (cb / k - 128) / 224, (cr / k - 128) / 224
+    pb, pr = (_bilinear_upsample(p, h, w) for p in (pb, pr))
+    rgb = np.stack([luma + 1.5748 * pr, luma - 0.1873 * pb - 0.4681 * pr, luma + 1.8556 * pb], -1)
+    assert (rgb < -0.05).any() or (rgb > 1.05).any()
+    rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    through_rgb = plane_views(yuva444_frame(rgb8, alpha, "yuva444p10le", 10), np.uint16)
+    assert max(np.abs(t.astype(int) - g).max() for t, g in zip(through_rgb[1:3], got[1:3])) > 20
+
+
+def _source_planes_frame(i: int, deep: bool = False):
+    from media import ycbcr_planes
+
+    from vosfx.types import SourceYCbCr
+
+    frame, matte = synthetic_clip(pts=(i * 512,), start=i)[0]
+    y, cb, cr = ycbcr_planes(i, W, H)
+    return replace(frame, derived={"ycbcr": SourceYCbCr(y, cb, cr, 8)}), matte
+
+
+@pytest.mark.parametrize(
+    ("fmt", "alpha_mode", "used"),
+    [
+        ("prores4444", "straight", True),
+        ("prores4444", "premultiplied", False),
+        ("webm-alpha", "straight", True),
+        ("qtrle", "straight", False),
+        ("ffv1-matte", "straight", False),
+    ],
+)
+def test_which_writers_take_the_source_planes(tmp_path, monkeypatch, fmt, alpha_mode, used):
+    # a writer that says it takes the planes uses them for every frame; one that does not
+    # never reads them (premultiplied colour needs the RGB)
+    from vosfx.io.writers import video as writers_video
+
+    calls = []
+    real = writers_video.yuva444_from_source
+    monkeypatch.setattr(
+        writers_video, "yuva444_from_source", lambda *a: calls.append(1) or real(*a)
+    )
+    real_planar = writers_video.planar_frame
+
+    def planar(pix_fmt, planes, *a):
+        calls.extend(1 for p in planes[:1] if p.dtype == np.uint8)  # source codes go in as is
+        return real_planar(pix_fmt, planes, *a)
+
+    monkeypatch.setattr(writers_video, "planar_frame", planar)
+    clip = [_source_planes_frame(i) for i in range(3)]
+    path = out_path(tmp_path, fmt)
+    with open_writer(
+        fmt, path, make_info(3), obj_ids=OBJ_IDS, config=OutputConfig(alpha_mode=alpha_mode)
+    ) as writer:
+        assert writer.takes_source_ycbcr is used
+        for frame, matte in clip:
+            writer.write(frame, matte)
+    assert len(calls) == (3 if used else 0)
+
+
+def test_webm_alpha_from_the_source_planes_is_the_source(tmp_path):
+    # 8-bit 4:2:0 source into VP9's yuva420p: the picture handed to the encoder holds the
+    # source's codes unchanged
+    from vosfx.io.video import plane_views
+    from vosfx.io.writers import video as writers_video
+
+    frame, matte = _source_planes_frame(2)
+    src = frame.derived["ycbcr"]
+    with open_writer(
+        "webm-alpha",
+        out_path(tmp_path, "webm-alpha"),
+        make_info(1),
+        obj_ids=OBJ_IDS,
+        config=OutputConfig(),
+    ) as writer:
+        vf = writers_video.VideoWriter._picture(writer, frame, matte.merged, matte)
+        writer.write(frame, matte)
+    y, cb, cr, a = plane_views(vf, np.uint8)
+    for got, want in ((y, src.y), (cb, src.cb), (cr, src.cr)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(a, np.rint(matte.merged * np.float32(255)))

@@ -33,6 +33,28 @@ class VideoInfo:
 
 
 @dataclass(frozen=True)
+class SourceYCbCr:
+    """A decoded video frame's own Y'CbCr planes, kept beside its RGB image when they are
+    BT.709 video range (``Frame.derived["ycbcr"]``), so a Y'CbCr writer can take the source's
+    codes instead of converting RGB back (ProRes 4444: exact luma, no RGB rounding or clip).
+
+    ``y``: (H, W) codes at ``bits`` (uint8 for 8, uint16 for 10). ``cb``, ``cr``: the same
+    type, (H / sy, W / sx) for the source's chroma subsampling (4:2:0, 4:2:2 or 4:4:4).
+    """
+
+    y: np.ndarray
+    cb: np.ndarray
+    cr: np.ndarray
+    bits: int
+
+    @property
+    def subsampling(self) -> tuple[int, int]:
+        """(sx, sy): 2, 2 for 4:2:0; 2, 1 for 4:2:2; 1, 1 for 4:4:4."""
+        h, w = self.y.shape
+        return -(-w // self.cb.shape[1]), -(-h // self.cb.shape[0])
+
+
+@dataclass(frozen=True)
 class Frame:
     """One decoded frame.
 
@@ -42,7 +64,8 @@ class Frame:
     made ahead on the decode thread by the source's ``prepare`` hook; None when not prepared
     (the engine then makes it itself). ``derived``: other things made from ``image`` alone
     on the decode thread, by the name of what uses them (``"guide"``: the refiner's
-    :class:`~vosfx.matte.guided.GuidePrep`); read-only, empty when not prepared.
+    :class:`~vosfx.matte.guided.GuidePrep`; ``"ycbcr"``: the source's
+    :class:`SourceYCbCr` planes); read-only, empty when not prepared.
     """
 
     index: int

@@ -52,6 +52,7 @@ def open_source(
     prefetch: int = 8,
     fps: float | Fraction | None = None,
     prepare: Callable[[Frame], Frame] | None = None,
+    ycbcr: bool = False,
 ) -> FrameSource:
     """Open a video file, a folder of images or a printf pattern (``frames/%05d.png``).
 
@@ -60,7 +61,9 @@ def open_source(
     on a background thread; 0 decodes on the caller's thread. ``fps``: image sequences only
     (default 24). ``prepare``: applied to each frame right after decoding, on the decode
     thread (the engine's preprocessing, so that it overlaps the model's work instead of
-    adding to it). Raises InputError for a missing, unreadable or empty input or a bad range.
+    adding to it). ``ycbcr``: videos keep each frame's own BT.709 Y'CbCr planes beside its
+    RGB (``Frame.derived["ycbcr"]``, :func:`vosfx.io.video.source_ycbcr`) for the writers
+    that take them. Raises InputError for a missing, unreadable or empty input or a bad range.
     """
     if start < 0 or (end is not None and end <= start):
         raise InputError(f"expected a frame range 0 <= start < end, found start={start}, end={end}")
@@ -74,7 +77,7 @@ def open_source(
     else:
         info = video.probe_video(Path(path_or_pattern))
         _check_range(info, start)
-        frames = video.decode_video(Path(path_or_pattern), info, start, end)
+        frames = video.decode_video(Path(path_or_pattern), info, start, end, ycbcr=ycbcr)
     if prepare is not None:
         frames = _prepared(frames, prepare)
     return FrameSource(info, frames, start=start, end=end, prefetch=prefetch)

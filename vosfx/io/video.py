@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vosfx.errors import InputError
-from vosfx.types import Frame, VideoInfo
+from vosfx.types import Frame, SourceYCbCr, VideoInfo
+
+if TYPE_CHECKING:
+    import av
 
 # Packets demuxed by probe() to judge a variable frame rate; 64 is ~2.7 s at 24 fps, enough to
 # see the irregular pts of phone footage and cheap (no decoding) even for 4K streams. Packets
@@ -168,6 +172,9 @@ def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
     kwargs = {}
     if frame.color_range:  # unspecified means limited range to swscale; keep full range as is
         kwargs["src_color_range"] = frame.color_range
+    matrix = ycbcr_matrix(frame)
+    if matrix != frame.colorspace:  # an untagged HD frame
+        kwargs["src_colorspace"] = matrix
     image = frame.to_ndarray(format=fmt, **kwargs)
     if rotation:
         # np.rot90 turns counterclockwise; the info's rotation is clockwise.
@@ -175,10 +182,64 @@ def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
     return image
 
 
+# Pixel formats whose planes are kept as the frame's Y'CbCr (SourceYCbCr): 8 and 10 bits,
+# 4:2:0 / 4:2:2 / 4:4:4 planar, the formats of nearly all camera and editing codecs.
+_YCBCR_PLANES = {
+    f"yuv{c}p{d}": (np.uint8 if d == "" else np.uint16, 8 if d == "" else 10)
+    for c in ("420", "422", "444")
+    for d in ("", "10le")
+}
+_AVCOL_SPC_BT709 = 1  # AVColorSpace
+_AVCOL_SPC_UNSPECIFIED = 2
+_AVCOL_RANGE_JPEG = 2  # full range (0 unspecified and 1 limited are video range to swscale)
+
+
+def ycbcr_matrix(frame) -> int:
+    """The AVColorSpace to decode the frame's Y'CbCr with: its own tag, or for an untagged
+    frame what editors and players assume (Resolve, Premiere, mpv): BT.709 for HD (1280
+    wide or more, or taller than 576), BT.601 below. swscale alone would take BT.601 for
+    every untagged frame, and the outputs (tagged BT.709) would then shift its colours
+    against the source as an editor shows it."""
+    hd = frame.width >= 1280 or frame.height > 576
+    if frame.colorspace == _AVCOL_SPC_UNSPECIFIED and hd and not frame.format.is_rgb:
+        return _AVCOL_SPC_BT709
+    return int(frame.colorspace)
+
+
+def source_ycbcr(frame, rotation: int) -> SourceYCbCr | None:
+    """The frame's own planes when they are BT.709 video-range Y'CbCr that the RGB image was
+    made from unrotated; None otherwise (the writers then convert the RGB image)."""
+    layout = _YCBCR_PLANES.get(frame.format.name)
+    if (
+        layout is None
+        or rotation
+        or ycbcr_matrix(frame) != _AVCOL_SPC_BT709
+        or frame.color_range == _AVCOL_RANGE_JPEG
+    ):
+        return None
+    dtype, bits = layout
+    # copies: the decoder reuses its buffers
+    y, cb, cr = (np.array(view) for view in plane_views(frame, dtype))
+    return SourceYCbCr(y, cb, cr, bits)
+
+
+def plane_views(vf: av.VideoFrame, dtype: type[np.generic]) -> list[np.ndarray]:
+    """Writable (height, width) views of each plane of ``vf`` (row padding left out), so
+    OpenCV can write the codes straight into the frame the encoder reads."""
+    views = []
+    for plane in vf.planes:
+        # numpy's stub takes only bytes-like objects before Python 3.12; a plane is a buffer
+        buf = np.frombuffer(plane, dtype=dtype)  # type: ignore[call-overload]
+        rows = buf[: plane.height * (plane.line_size // buf.itemsize)].reshape(plane.height, -1)
+        views.append(rows[:, : plane.width])
+    return views
+
+
 def decode_video(
-    path: Path, info: VideoInfo, start: int, end: int | None
+    path: Path, info: VideoInfo, start: int, end: int | None, *, ycbcr: bool = False
 ) -> Generator[Frame, None, None]:
-    """Frames ``start``..``end`` of a video, presentation order, exact pts."""
+    """Frames ``start``..``end`` of a video, presentation order, exact pts. ``ycbcr``: keep
+    each frame's own planes as ``derived["ycbcr"]`` where :func:`source_ycbcr` allows."""
     import av
 
     index = -1
@@ -199,12 +260,14 @@ def decode_video(
                     f"{image.shape[1]}x{image.shape[0]} at frame {index} (a mid-stream size "
                     "change is not supported)"
                 )
+            planes = source_ycbcr(frame, info.rotation) if ycbcr else None
             yield Frame(
                 index=index,
                 image=image,
                 pts=frame.pts,
                 time_base=info.time_base,
                 duration=frame.duration,
+                derived={} if planes is None else {"ycbcr": planes},
             )
     else:
         index += 1  # ran to the end of the stream: index is now the number of frames

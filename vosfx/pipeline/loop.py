@@ -151,8 +151,16 @@ def run(
         def open_frames(lo: int, hi: int, final: bool):
             # the engine's resize, and for the frames handed on the refiner's per-frame
             # guide, run on the decode thread, beside the model's and the loop's work
+            # (and for them the source's own Y'CbCr planes, when a writer takes them)
             prepare = for_output if final else session.prepare
-            return open_source(job.input, start=lo, end=hi, fps=job.fps, prepare=prepare)
+            return open_source(
+                job.input,
+                start=lo,
+                end=hi,
+                fps=job.fps,
+                prepare=prepare,
+                ycbcr=final and loop.wants_source_ycbcr,
+            )
 
         # closed on the way out: on an error or a cancel the generator is left mid-frame, and
         # its frame source (the decode thread) must stop now, not when the traceback is freed

@@ -155,6 +155,8 @@ class Outputs:
                     overwrite=self.job.overwrite,
                 )
                 self.writers.append((self._stack.enter_context(writer), oid, target))
+        # frames carry the source's Y'CbCr planes only when a writer takes them
+        self.wants_source_ycbcr = any(w.takes_source_ycbcr for w, _o, _t in self.writers)
         # One thread per writer, so the outputs of a multi-output job encode side by side
         # (ProRes 4444 + FFV1 matte: the slower encoder's time a frame, not the sum). Entered
         # last, so every thread finishes (or stops) before the writers close or abort.

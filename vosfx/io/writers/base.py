@@ -150,6 +150,12 @@ class Writer:
         self.frames_written = 0
         self._done = False
 
+    @property
+    def takes_source_ycbcr(self) -> bool:
+        """Whether this writer uses the source's own Y'CbCr planes when frames carry them
+        (``Frame.derived["ycbcr"]``; asked of every writer before decoding starts)."""
+        return False
+
     # context manager -------------------------------------------------------------------
     def __enter__(self) -> Self:
         return self

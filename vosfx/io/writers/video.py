@@ -6,6 +6,10 @@ not through swscale: FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now 
 writes a run of alpha = 0.5 into the output when the width is not a multiple of 16 (seen at
 854x480 and 66x38; nondeterministic), and the alpha is the product. Doing the matrix here
 also keeps the matte's values exact (alpha 1.0 -> code 1023, not a rounding of a rounding).
+(Its yuv420p -> yuv444p10le does the like: rows of 512 in the luma at 854x480, seen while
+testing the source-plane path below.) Straight-alpha Y'CbCr video of a BT.709 video-range
+source takes the source's own Y'CbCr planes (``Frame.derived["ycbcr"]``) instead of
+converting its RGB back: the same codes the editor would read from the source.
 
 Timing: every frame is encoded with the source frame's own pts and time base, so a VFR source
 stays VFR and the output lines up frame for frame in an editor; the stream's rate is the
@@ -25,8 +29,9 @@ import numpy as np
 
 from vosfx.errors import OutputError
 from vosfx.formats import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
+from vosfx.io.video import plane_views
 from vosfx.io.writers.base import Writer, frame_rgb01
-from vosfx.types import Frame, Matte
+from vosfx.types import Frame, Matte, SourceYCbCr
 
 if TYPE_CHECKING:
     import av
@@ -101,18 +106,6 @@ def ycbcr_codes(image: np.ndarray, bits: int) -> np.ndarray:
     return cv2.transform(src, _ycbcr_affine_int(bits, full))  # (H, W, 3) uint16
 
 
-def plane_views(vf: av.VideoFrame, dtype: type[np.generic]) -> list[np.ndarray]:
-    """Writable (height, width) views of each plane of ``vf`` (row padding left out), so
-    OpenCV can write the codes straight into the frame the encoder reads."""
-    views = []
-    for plane in vf.planes:
-        # numpy's stub takes only bytes-like objects before Python 3.12; a plane is a buffer
-        buf = np.frombuffer(plane, dtype=dtype)  # type: ignore[call-overload]
-        rows = buf[: plane.height * (plane.line_size // buf.itemsize)].reshape(plane.height, -1)
-        views.append(rows[:, : plane.width])
-    return views
-
-
 def yuva444_frame(image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int) -> av.VideoFrame:
     """A 4:4:4 Y'CbCr + alpha ``av.VideoFrame`` (``bits`` > 8, e.g. yuva444p10le) of an
     integer RGB frame and a straight alpha: :func:`ycbcr_codes` scattered into the frame's
@@ -131,6 +124,45 @@ def yuva444_frame(image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int)
             raise OutputError(f"internal: plane {v.shape} does not fit {pix_fmt} ({h}, {w})")
     cv2.mixChannels([ycbcr_codes(image, bits)], [y, cb, cr], [0, 0, 1, 1, 2, 2])
     # (the stubs want an array for the scalar factor; OpenCV takes a number too)
+    cv2.multiply(alpha, float((1 << bits) - 1), dst=a, dtype=cv2.CV_16U)  # type: ignore[call-overload]
+    return vf
+
+
+def yuva444_from_source(
+    src: SourceYCbCr, alpha: np.ndarray, pix_fmt: str, bits: int
+) -> av.VideoFrame:
+    """:func:`yuva444_frame` from the source's own Y'CbCr codes instead of its RGB: luma
+    shifted to ``bits`` (the source's codes exactly), chroma shifted, then upsampled to 4:4:4
+    by bilinear interpolation between samples centred on their blocks (what swscale does on
+    the RGB path; swscale itself is not used, see the module's note), alpha as there. No RGB
+    rounding or clipping: colours the source holds outside the RGB cube stay as they are.
+    About half the CPU of the RGB path (docs/benchmarks/render.md).
+
+    ``src``: 8- or 10-bit planes (``src.bits <= bits``), luma the size of ``alpha``.
+    """
+    import av
+
+    h, w = alpha.shape
+    vf = av.VideoFrame(w, h, pix_fmt)
+    y, cb, cr, a = views = plane_views(vf, np.uint16)
+    for v in views:
+        if not v.flags.writeable or v.shape != (h, w):
+            raise OutputError(f"internal: plane {v.shape} does not fit {pix_fmt} ({h}, {w})")
+    shift = bits - src.bits
+    np.left_shift(src.y, shift, out=y, dtype=np.uint16)
+    for dst, plane in ((cb, src.cb), (cr, src.cr)):
+        if plane.shape == (h, w):
+            np.left_shift(plane, shift, out=dst, dtype=np.uint16)
+            continue
+        codes = np.left_shift(plane, shift, dtype=np.uint16)
+        ch, cw = plane.shape
+        sx, sy = src.subsampling
+        if (cw * sx, ch * sy) != (w, h):  # odd sizes: the last sample covers half a block
+            dst[...] = cv2.resize(codes, (cw * sx, ch * sy), interpolation=cv2.INTER_LINEAR)[:h, :w]
+            continue
+        made = cv2.resize(codes, (w, h), dst=dst, interpolation=cv2.INTER_LINEAR)
+        if not np.shares_memory(made, dst):  # a padded plane OpenCV would not write into
+            dst[...] = made
     cv2.multiply(alpha, float((1 << bits) - 1), dst=a, dtype=cv2.CV_16U)  # type: ignore[call-overload]
     return vf
 
@@ -259,8 +291,19 @@ class VideoWriter(Writer):
         spec, w, h = self.spec, self._width, self._height
         if spec.kind == ALPHA_VIDEO:
             straight = self.config.alpha_mode != "premultiplied"
+            src = self._source_planes(frame, alpha)
             if straight and spec.chroma == "444" and spec.sample_bits > 8:  # ProRes 4444
+                if src is not None and src.bits <= spec.sample_bits:
+                    return yuva444_from_source(src, alpha, spec.pix_fmt, spec.sample_bits)
                 return yuva444_frame(frame.image, alpha, spec.pix_fmt, spec.sample_bits)
+            if (  # VP9 with alpha from 8-bit 4:2:0: the source's planes as they are
+                straight
+                and spec.chroma == "420"
+                and src is not None
+                and (src.bits, src.subsampling) == (spec.sample_bits, (2, 2))
+            ):
+                a = alpha * np.float32((1 << src.bits) - 1)
+                return planar_frame(spec.pix_fmt, [src.y, src.cb, src.cr, a], w, h, src.bits)
             rgb = frame_rgb01(frame)
             if self.config.alpha_mode == "premultiplied":
                 rgb *= alpha[..., None]
@@ -309,6 +352,24 @@ class VideoWriter(Writer):
                 spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h, spec.sample_bits
             )
         raise OutputError(f"internal: {spec.id} is not a video kind ({spec.kind})")
+
+    @property
+    def takes_source_ycbcr(self) -> bool:
+        """Whether frames should carry the source's Y'CbCr planes (``derived["ycbcr"]``):
+        straight-alpha Y'CbCr video, whose picture is then the source's codes."""
+        spec = self.spec
+        return (
+            spec.kind == ALPHA_VIDEO
+            and spec.chroma in ("444", "420")
+            and self.config.alpha_mode != "premultiplied"
+        )
+
+    def _source_planes(self, frame: Frame, alpha: np.ndarray) -> SourceYCbCr | None:
+        """The frame's own Y'CbCr planes if it carries them at this picture's size."""
+        src = frame.derived.get("ycbcr")
+        if src is None or src.y.shape != alpha.shape or alpha.shape != (self._height, self._width):
+            return None
+        return src
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
         vf = self._picture(frame, alpha, matte)
