@@ -330,6 +330,9 @@ def main() -> None:
     from media import moving_square_frame
 
     jobs = [j for j in args.jobs.split(",") if j]
+    unknown = [j for j in jobs if j not in JOBS]
+    if unknown:
+        raise SystemExit(f"--jobs: unknown {unknown}; known: {', '.join(JOBS)}")
     with tempfile.TemporaryDirectory(prefix="vosfx-render-") as tmp_s:
         tmp = Path(tmp_s)
         clip = tmp / "clip.mp4"
