@@ -19,7 +19,6 @@ torch and onnx, and its graphs match the torch stages within 1e-5 (the dynamo ex
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import shutil
 import warnings
@@ -36,6 +35,7 @@ from vosfx.engine.bundle import (
 )
 from vosfx.errors import BackendError, ModelError
 from vosfx.files import exclusive_lock
+from vosfx.models.cache import sha256_file
 
 OPSET = 17
 VARIANTS = ("fp16", "int8", "bf16")
@@ -247,7 +247,7 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
             raise ModelError(f"{spec.name}: expected graph outputs {spec.outputs}, found {found}")
         graphs[spec.name] = {
             "file": file.name,
-            "sha256": _sha(file),
+            "sha256": sha256_file(file),
             "inputs": _io(model.graph.input),
             "outputs": _io(model.graph.output),
         }
@@ -291,14 +291,6 @@ def _io(values) -> list[dict]:
             }
         )
     return out
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_constants(net, folder: Path) -> None:

@@ -92,8 +92,9 @@ def export_template(
     import torch
 
     from vosfx._version import __version__
-    from vosfx.engine.export import OPSET, _io, _sha, export_spec
+    from vosfx.engine.export import OPSET, _io, export_spec
     from vosfx.engine.export_stages import stage_specs
+    from vosfx.models.cache import sha256_file
     from vosfx.models.checkpoint import build_model
 
     say = progress or (lambda _msg: None)
@@ -130,7 +131,7 @@ def export_template(
         graphs[spec.name] = {
             "file": file.name,
             "data": f"{spec.name}.bin",
-            "sha256": _sha(file),
+            "sha256": sha256_file(file),
             "initializers": inits,
             "inputs": _io(model.graph.input),
             "outputs": _io(model.graph.output),

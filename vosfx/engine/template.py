@@ -12,7 +12,6 @@ loads like an exported one. Seconds instead of an export; no torch, no onnx pack
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vosfx.errors import ModelError
+from vosfx.models.cache import sha256_file
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE_FORMAT = 1
@@ -150,18 +150,10 @@ def _fill(template: Path, folder: Path, name: str, graph: dict, ckpt: Any, const
             written.add(offset)
     return {
         "file": graph["file"],
-        "sha256": _sha(folder / graph["file"]),
+        "sha256": sha256_file(folder / graph["file"]),
         "inputs": graph["inputs"],
         "outputs": graph["outputs"],
     }
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest(meta: dict, model_id: str, sha256: str, graphs: dict) -> dict:
