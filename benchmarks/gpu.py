@@ -1,0 +1,289 @@
+"""Issue 17 item 6 in one command, for a machine with a GPU (the device tool lends one to some
+sessions, for 15 minutes): frames/s of SAM 2.1 tiny, small, base-plus and large at 1080p with
+decoding and writing included, against the official predictor on the same GPU.
+
+For each model (the real architecture from sam2's config, seeded random weights: speed does
+not depend on the values) it measures, each in the same process one after the other:
+
+- ``vosfx torch``: ``vosfx.pipeline.run`` on the torch backend (bfloat16 autocast on CUDA),
+  a 1080p H.264 clip -> decode -> model -> refinement (balanced) -> ProRes 4444: frames/s of
+  the whole render (model loading excluded) and of its tracking alone;
+- ``vosfx onnx <provider>``: the same render on ONNX Runtime's CUDA and TensorRT execution
+  providers (fp16 bundle), only where the installed onnxruntime has them (the lent machine's
+  does not: docs/benchmarks/gpu.md); otherwise a line says which providers there are;
+- ``official``: sam2's SAM2VideoPredictor on the same frames under bfloat16 autocast (as
+  SAM 2's README runs it): frames/s of ``propagate_in_video`` (model only; its frames are
+  loaded by ``init_state`` beforehand), the number the published anchors are (official SAM
+  2.1 on an A100, compiled: 91/85/64/40 frames/s for tiny/small/base-plus/large).
+
+    python benchmarks/gpu.py --out DIR                       # on the GPU machine
+    python benchmarks/gpu.py --device cpu --models tiny --frames 3 --size 256 \\
+        --width 320 --height 180 --out /tmp/g                # a smoke test anywhere
+
+Prints a table and writes ``DIR/gpu.json``. benchmarks/gpu_carry.sh prepares what the lent
+machine lacks (PyAV, sam2 and their pure-Python needs) and prints the device command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# run as a script, this file's folder leads sys.path and would shadow the `onnx` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+MODELS = {  # name -> (registry id, sam2 config, checkpoint file name as the registry has it)
+    "tiny": ("sam2.1-tiny", "configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt"),
+    "small": ("sam2.1-small", "configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt"),
+    "base_plus": (
+        "sam2.1-base-plus",
+        "configs/sam2.1/sam2.1_hiera_b+.yaml",
+        "sam2.1_hiera_base_plus.pt",
+    ),
+    "large": ("sam2.1-large", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
+}
+ANCHORS = {"tiny": 91, "small": 85, "base_plus": 64, "large": 40}  # official, A100, compiled
+
+
+def make_clip_and_mask(work: Path, n: int, width: int, height: int):
+    """An n-frame H.264 clip (a moving square over a gradient), its frames as JPEGs for the
+    official predictor, and the first frame's mask."""
+    import numpy as np
+    from media import make_clip, moving_square_frame
+    from PIL import Image
+
+    frames, mask = [], None
+    for i in range(n):
+        rgb, m = moving_square_frame(i, width, height)
+        frames.append(rgb)
+        mask = m if mask is None else mask
+    clip = make_clip(
+        work / "clip.mp4",
+        n=n,
+        width=width,
+        height=height,
+        frames=iter(frames),
+        options={"preset": "ultrafast", "crf": "18"},
+        bt709=True,
+    )
+    jpegs = work / "jpegs"
+    jpegs.mkdir()
+    for i, rgb in enumerate(frames):
+        Image.fromarray(rgb).save(jpegs / f"{i:05d}.jpg", quality=95)
+    assert mask is not None
+    Image.fromarray(mask.astype(np.uint8) * 255).save(work / "mask.png")
+    return clip, jpegs, mask
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def vosfx_render(args, work: Path, ckpt: Path, model_id: str, clip: Path, overrides: dict):
+    """One render through vosfx's one loop with a loaded engine: frames/s of the render and of
+    its tracking (JobReport timings), the model's load time apart."""
+    from vosfx.config import build_config
+    from vosfx.engine import load_engine
+    from vosfx.job import Job, PromptSpec
+    from vosfx.pipeline import run
+    from vosfx.presets import resolve_config
+
+    model = {"name": model_id, "checkpoint": str(ckpt), "image_size": args.size, **overrides}
+    config = resolve_config(["balanced", "prores4444"], {"model": model})
+    t0 = time.perf_counter()
+    engine = load_engine(build_config({"model": model}).model)
+    load_s = time.perf_counter() - t0
+    try:
+        out = work / f"out-{model_id}-{overrides.get('backend')}-{overrides.get('device')}.mov"
+        job = Job(
+            input=str(clip),
+            prompts=(PromptSpec(frame=0, mask=str(work / "mask.png")),),
+            output=str(out),
+            config=config,
+            overwrite=True,
+        )
+        sync(args.device)
+        report = run(job, engine=engine)
+        sync(args.device)
+        runtime = engine.runtime() if hasattr(engine, "runtime") else {}
+    finally:
+        engine.close()
+    track = report.timings_s.get("track", 0.0)
+    return {
+        "frames": report.frames,
+        "load_s": round(load_s, 2),
+        "render_fps": round(report.fps, 2),
+        "track_fps": round(report.frames / track, 2) if track > 0 else None,
+        "timings_s": {k: round(v, 3) for k, v in report.timings_s.items()},
+        "runtime": runtime,
+    }
+
+
+def official(args, cfg: str, ckpt: Path, jpegs: Path, mask) -> dict:
+    """sam2's SAM2VideoPredictor: frames/s of propagate_in_video (frame 0 excluded: it holds
+    the prompt), under bfloat16 autocast on CUDA as SAM 2's README runs it."""
+    import contextlib
+
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from vosfx.models.checkpoint import size_overrides
+
+    t0 = time.perf_counter()
+    pred = build_sam2_video_predictor(
+        cfg, str(ckpt), device=args.device, hydra_overrides_extra=size_overrides(args.size)
+    )
+    load_s = time.perf_counter() - t0
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if args.device.startswith("cuda")
+        else contextlib.nullcontext()
+    )
+    times = []
+    with warnings.catch_warnings(), torch.inference_mode(), autocast:
+        warnings.simplefilter("ignore")
+        state = pred.init_state(str(jpegs))
+        pred.add_new_mask(state, 0, 1, mask)
+        sync(args.device)
+        t = time.perf_counter()
+        for _ in pred.propagate_in_video(state):
+            sync(args.device)
+            now = time.perf_counter()
+            times.append(now - t)
+            t = now
+    steady = times[1:] or times
+    del pred, state
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {
+        "frames": len(times),
+        "load_s": round(load_s, 2),
+        "track_fps": round(len(steady) / sum(steady), 2),
+    }
+
+
+def attempt(fn, *a) -> dict | str:
+    """``fn(*a)``, or the error it raised as text: one failing measurement must not lose the
+    others of a 15-minute lease."""
+    import traceback
+
+    try:
+        return fn(*a)
+    except Exception as err:  # noqa: BLE001 - reported, not handled
+        tail = traceback.format_exc().strip().splitlines()[-6:]
+        return f"failed: {type(err).__name__}: {err} | " + " / ".join(tail)
+
+
+def onnx_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    return list(ort.get_available_providers())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=", ".join(MODELS))
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--width", type=int, default=1920)
+    ap.add_argument("--height", type=int, default=1080)
+    ap.add_argument("--size", type=int, default=1024, help="model image size")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--skip", default="", help="comma list: official, onnx")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    names = [m for m in args.models.split(",") if m]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; known: {', '.join(MODELS)}")
+    skip = set(filter(None, args.skip.split(",")))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+    from ckpt import make_checkpoint
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "onnxruntime_providers": onnx_providers(),
+        "device": args.device,
+        "clip": f"{args.frames} frames {args.width}x{args.height} H.264, model at {args.size}",
+    }
+    print(json.dumps(info), flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vosfx-gpu-") as tmp:
+        work = Path(tmp)
+        clip, jpegs, mask = make_clip_and_mask(work, args.frames, args.width, args.height)
+        for name in names:
+            model_id, cfg, file_name = MODELS[name]
+            t0 = time.perf_counter()
+            ckpt, _sha = make_checkpoint(work / file_name, cfg)
+            row: dict = {"model": name, "checkpoint_s": round(time.perf_counter() - t0, 1)}
+            row["vosfx torch"] = attempt(
+                vosfx_render,
+                args,
+                work,
+                ckpt,
+                model_id,
+                clip,
+                {"backend": "torch", "device": args.device},
+            )
+            print(json.dumps(row), flush=True)
+            providers = onnx_providers()
+            for provider, device in (
+                ("CUDAExecutionProvider", "cuda"),
+                ("TensorrtExecutionProvider", "tensorrt"),
+            ):
+                key = f"vosfx onnx {device} fp16"
+                if "onnx" in skip:
+                    continue
+                if provider not in providers:
+                    row[key] = f"not run: onnxruntime has {providers or 'no providers'}"
+                    continue
+                row[key] = attempt(
+                    vosfx_render,
+                    args,
+                    work,
+                    ckpt,
+                    model_id,
+                    clip,
+                    {"backend": "onnx", "device": device, "precision": "fp16"},
+                )
+                print(json.dumps(row), flush=True)
+            if "official" not in skip:
+                row["official"] = attempt(official, args, cfg, ckpt, jpegs, mask)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            ckpt.unlink()
+    (args.out / "gpu.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    print(
+        "\n| model | vosfx render f/s (decode, model, refine, ProRes) | vosfx tracking f/s "
+        "| official tracking f/s | official, A100 compiled (published) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        v, o = row["vosfx torch"], row.get("official", {})
+        v = v if isinstance(v, dict) else {}
+        o = o if isinstance(o, dict) else {}
+        print(
+            f"| {row['model']} | {v.get('render_fps', 'failed')} | {v.get('track_fps', '-')} | "
+            f"{o.get('track_fps', '-')} | {ANCHORS[row['model']]} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
