@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,73 @@ def test_the_torch_backend_stops_between_image_encoder_blocks(torch_backend):
     from tests.interrupts import check_interrupts
 
     check_interrupts(torch_backend)
+
+
+# --- IOBinding and the GPU providers' options ---------------------------------------------------
+
+
+@pytest.mark.parametrize("two", [False, True], ids=["one_object", "two_objects"])
+def test_io_binding_keeps_features_as_ort_values_and_gives_the_same_masks(bundle, clip, two):
+    # IOBinding (on by default on CUDA and TensorRT; forced here on the CPU): each frame's image
+    # features stay ONNX Runtime values between the stages, and the masks are the plain runs'
+    import onnxruntime as ort
+
+    from vosfx.session.features import nbytes
+
+    frames, mask = clip
+    prompts = _prompts(mask, two)
+    plain = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
+    bound = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, io_binding=True)
+    assert plain.io_binding is False and bound.runtime()["io_binding"] is True
+    feats = bound.encode_image(frames[0])
+    for field in dataclasses.fields(feats):
+        assert isinstance(getattr(feats, field.name), ort.OrtValue), field.name
+    # the feature cache's byte budget counts them like numpy features
+    assert nbytes(feats) == nbytes(plain.encode_image(frames[0])) > 0
+    want, _ = track(plain, frames, prompts)
+    got, _ = track(bound, frames, prompts)
+    assert len(got) == len(want) == N_FRAMES
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+
+
+def test_tensorrt_gets_its_engine_cache_and_fp16(bundle, config_home, monkeypatch):
+    # without the engine cache TensorRT builds every engine again at each start (minutes);
+    # fp16 kernels with the bundle's fp16 variant only. No GPU here: the session's provider
+    # list is checked, and the session itself runs on the CPU.
+    import onnxruntime as ort
+
+    from vosfx.engine import backend as backend_mod
+    from vosfx.models.cache import home
+
+    real = ort.InferenceSession
+    asked: list = []
+
+    class Session(real):
+        def __init__(self, path, sess_options=None, providers=None):
+            asked.append(providers)
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    monkeypatch.setattr(
+        ort,
+        "get_available_providers",
+        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    backend_mod._WARNED.clear()
+    be = ob_mod.OnnxBackend(bundle[2], device="tensorrt", threads=1)
+    assert be.io_binding is True  # a GPU provider: features stay on the device
+    trt, cuda, cpu = asked[0]
+    name, options = trt
+    assert name == "TensorrtExecutionProvider" and (cuda, cpu) == (
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    )
+    cache = home() / "tensorrt"
+    assert Path(options["trt_engine_cache_path"]).parent == cache
+    assert options["trt_engine_cache_enable"] == "True"
+    assert options["trt_timing_cache_path"] == options["trt_engine_cache_path"]
+    assert options["trt_fp16_enable"] == "False"  # the fp32 graphs
+    assert all(a == asked[0] for a in asked)  # every graph the same
+    man = ob_mod.read_manifest(bundle[2])
+    assert Path(options["trt_engine_cache_path"]).name.startswith(man["model_id"])

@@ -36,7 +36,14 @@ from vosfx.engine.backend import (
 )
 from vosfx.engine.bundle import read_manifest
 from vosfx.engine.memory_tokens import MemoryTokens
-from vosfx.engine.ort_runtime import AUTO_ORDER, PROVIDERS, gpu_install_hint, session_options
+from vosfx.engine.ort_runtime import (
+    AUTO_ORDER,
+    GPU_PROVIDERS,
+    PROVIDERS,
+    gpu_install_hint,
+    session_options,
+    with_options,
+)
 from vosfx.errors import BackendError, Cancelled
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,10 @@ class OnnxBackend:
     own arena per session (for comparisons: docs/benchmarks/onnx.md).
     ``bf16_stages``: the graphs the bf16 tier compiles with OpenVINO (default
     :data:`vosfx.engine.openvino_runtime.STAGES`; for comparisons).
+    ``io_binding``: run the graphs through ONNX Runtime's IOBinding, keeping each frame's image
+    features (and memory attention's output) where the provider computes them instead of
+    copying them out and back in for every stage (~20 MB a frame at 1024, read by three
+    stages); None (default) uses it on CUDA and TensorRT, True forces it (tests, on the CPU).
     """
 
     def __init__(
@@ -91,6 +102,7 @@ class OnnxBackend:
         memory_arena: bool = True,
         shared_arena: bool = True,
         bf16_stages: tuple[str, ...] | None = None,
+        io_binding: bool | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -124,6 +136,11 @@ class OnnxBackend:
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
+        on_gpu = self.providers[0] in GPU_PROVIDERS
+        self.io_binding = on_gpu if io_binding is None else bool(io_binding)
+        if self.io_binding and precision == "bf16":
+            raise BackendError("io_binding: the bf16 tier runs on OpenVINO, which has none")
+        self._io_device = "cuda" if on_gpu else "cpu"  # where kept outputs stay
         self._threads = threads
         self._open_lock = threading.Lock()  # ON_FIRST_USE sessions: opened once
         self._ort = ort
@@ -234,7 +251,10 @@ class OnnxBackend:
             basic=basic,
             shared_arena=self.shared_arena,
         )
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        providers = with_options(
+            self.providers, fp16=self.precision == "fp16", engine_cache=self._engine_cache()
+        )
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         got = sess.get_providers()
         if self.providers[0] not in got:
             warn_once(
@@ -244,7 +264,26 @@ class OnnxBackend:
             )
         return sess
 
-    def _run(self, name: str, feeds: dict, interrupt: Interrupt | None = None) -> list[np.ndarray]:
+    def _engine_cache(self) -> Path:
+        """Where TensorRT keeps the engines it builds for this bundle (one folder per model,
+        checkpoint and image size, in the model cache)."""
+        from vosfx.models.cache import home
+
+        man = self.manifest
+        key = f"{man['model_id']}-{str(man['checkpoint_sha256'])[:12]}-{self.image_size}"
+        return home() / "tensorrt" / key
+
+    def _run(
+        self,
+        name: str,
+        feeds: dict,
+        interrupt: Interrupt | None = None,
+        keep: tuple[str, ...] = (),
+    ) -> list[Any]:
+        """Run graph ``name`` on ``feeds`` (numpy arrays, or ONNX Runtime OrtValues that an
+        earlier run kept); its outputs in order, as numpy arrays, except those named in
+        ``keep``, which stay OrtValues where the provider made them (with :attr:`io_binding`;
+        without it every output is numpy)."""
         names = self._inputs[name]
         sess = self._sess.get(name)
         if sess is None:  # a graph of ON_FIRST_USE: its session opens now, once
@@ -254,24 +293,47 @@ class OnnxBackend:
                     path = self._graph_file(name)
                     sess = self._sess[name] = self._session(self._ort, name, path, self._threads)
         feeds = {k: v for k, v in feeds.items() if k in names}
-        if interrupt is None:
-            return sess.run(None, feeds)
-        if not isinstance(sess, self._ort.InferenceSession):  # an OvSession: its own cancel
+        ort_session = isinstance(sess, self._ort.InferenceSession)
+        if interrupt is not None and not ort_session:  # an OvSession: its own cancel
             return sess.run(None, feeds, interrupt=interrupt)
-        options = self._ort.RunOptions()
-        interrupt.bind(lambda: setattr(options, "terminate", True))
+        options = None
+        if interrupt is not None:
+            options = self._ort.RunOptions()
+            interrupt.bind(lambda: setattr(options, "terminate", True))
         try:
+            if self.io_binding and ort_session:
+                return self._run_bound(sess, feeds, keep, options)
             return sess.run(None, feeds, options)
         except Exception as err:
-            if interrupt.is_set:
+            if interrupt is not None and interrupt.is_set:
                 raise Cancelled(f"{name} interrupted") from err
             raise
+
+    def _run_bound(self, sess, feeds: dict, keep: tuple[str, ...], options) -> list[Any]:
+        """One run through IOBinding: OrtValue inputs bound where they are, numpy inputs from
+        host memory, the outputs in ``keep`` left on the provider's device, the rest copied
+        to host memory (numpy)."""
+        binding = sess.io_binding()
+        held = []  # the numpy inputs must outlive the run
+        for key, value in feeds.items():
+            if isinstance(value, self._ort.OrtValue):
+                binding.bind_ortvalue_input(key, value)
+            else:
+                held.append(np.ascontiguousarray(value))
+                binding.bind_cpu_input(key, held[-1])
+        outputs = [o.name for o in sess.get_outputs()]
+        for out in outputs:
+            binding.bind_output(out, self._io_device if out in keep else "cpu")
+        sess.run_with_iobinding(binding, options)
+        values = binding.get_outputs()
+        return [v if out in keep else v.numpy() for out, v in zip(outputs, values, strict=True)]
 
     # --- stages -------------------------------------------------------------------------
 
     def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
         img = preprocess(rgb8, self.image_size)[None]
-        s0, s1, feat, pos = self._run("image_encoder", {"image": img}, interrupt)
+        kept = tuple(o["name"] for o in self.manifest["graphs"]["image_encoder"]["outputs"])
+        s0, s1, feat, pos = self._run("image_encoder", {"image": img}, interrupt, keep=kept)
         return ImageFeatures(s0, s1, feat, pos)
 
     def track(self, request: TrackRequest) -> TrackOutput:
@@ -341,12 +403,13 @@ class OnnxBackend:
             for i in range(b)
         ]
 
-    def _conditioned(self, requests: Sequence[TrackRequest]) -> np.ndarray:
+    def _conditioned(self, requests: Sequence[TrackRequest]) -> Any:
         """(B, 256, g, g) features conditioned on each request's memory (memory attention, one
         batch), or on no memory (``no_mem_embed``, the same for every request)."""
         features, b = requests[0].features, len(requests)
         if requests[0].memories is None:
-            (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat})
+            kept = ("pix_feat",) if b == 1 else ()  # several: repeated on the host
+            (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat}, keep=kept)
             return np.repeat(pix, b, axis=0) if b > 1 else pix
         parts = [
             self._tokens.assemble(cast(list, r.memories), r.pointers, r.t_diff_max)
@@ -369,6 +432,7 @@ class OnnxBackend:
                 "num_obj_ptr_tokens": np.array(parts[0][2], np.int64),
                 "key_scale": np.stack(scales),  # (B, M)
             },
+            keep=("pix_feat",),
         )
         return pix
 
@@ -455,6 +519,7 @@ class OnnxBackend:
             "precision": self.precision,
             "device": self.device,
             "threads": self._threads,
+            "io_binding": self.io_binding,
             "memory_arena": "shared"
             if self.memory_arena and self.shared_arena
             else ("per session" if self.memory_arena else "off"),

@@ -7,6 +7,8 @@ Nothing here imports onnxruntime at import time; the functions take the module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # --device -> ONNX Runtime execution providers, in preference order (CPU always last)
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -45,6 +47,30 @@ def gpu_install_hint(installed=None) -> str:
             "onnxruntime-gpu"
         )
     return "For GPUs install onnxruntime-gpu matching your CUDA version."
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def with_options(providers: list[str], *, fp16: bool, engine_cache: Path) -> list:
+    """``providers`` as ``InferenceSession`` takes them, with TensorRT's options: its engine
+    and timing caches in ``engine_cache`` (building an engine takes minutes; without the cache
+    every start built them again) and fp16 kernels when the bundle's fp16 variant runs."""
+    out: list = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            cache = str(engine_cache)
+            options = {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": "True",
+                "trt_timing_cache_path": cache,
+                "trt_fp16_enable": "True" if fp16 else "False",
+            }
+            out.append((name, options))
+        else:
+            out.append(name)
+    return out
 
 
 _SHARED_ARENA: list[bool] = []  # registered once per process

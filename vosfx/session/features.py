@@ -149,13 +149,16 @@ class FeatureCache:
 
 
 def nbytes(value: Any) -> int:
-    """Bytes of a features object (numpy or torch arrays in a dataclass, dict or tuple)."""
+    """Bytes of a features object (numpy or torch arrays, or ONNX Runtime OrtValues, in a
+    dataclass, dict or tuple)."""
     if hasattr(value, "__dataclass_fields__"):
         return sum(nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
     if isinstance(value, dict):
         return sum(nbytes(v) for v in value.values())
     if isinstance(value, (list, tuple)):
         return sum(nbytes(v) for v in value)
+    if callable(getattr(value, "tensor_size_in_bytes", None)):
+        return int(value.tensor_size_in_bytes())  # an onnxruntime OrtValue (IOBinding)
     return int(getattr(value, "nbytes", 0))
 
 
