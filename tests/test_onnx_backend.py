@@ -238,6 +238,9 @@ def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
     assert engine.backend.memory_arena  # the default: fastest
     lean = load_engine(dataclasses.replace(cfg, low_memory=True))
     assert lean.backend.memory_arena is False
+    assert engine.backend.io_binding is False  # auto: on with CUDA and TensorRT only
+    bound = load_engine(dataclasses.replace(cfg, io_binding="on"))
+    assert bound.backend.io_binding is True
 
 
 def test_an_interrupt_stops_the_image_encoder_and_the_next_call_runs(bundle):

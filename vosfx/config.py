@@ -59,6 +59,12 @@ class ModelConfig:
         "this no longer saves memory (1396 vs 1138 MiB peak at 1024) and is 10-18 % slower",
     )
     checkpoint: str = _opt("", doc="path to a checkpoint file, overriding the cache")
+    io_binding: str = _opt(
+        "auto",
+        choices=("auto", "on", "off"),
+        doc="onnx backend: keep image features on the GPU between stages (ONNX Runtime's "
+        "IOBinding); auto: on with CUDA and TensorRT",
+    )
 
 
 @dataclass(frozen=True)

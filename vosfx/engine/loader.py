@@ -135,6 +135,7 @@ def _onnx_engine(model: ModelConfig) -> SamEngine:
         threads=model.threads,
         precision=model.precision,
         memory_arena=not model.low_memory,
+        io_binding={"auto": None, "on": True, "off": False}[model.io_binding],
     )
     man = backend.manifest
     return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
