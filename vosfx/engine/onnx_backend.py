@@ -13,8 +13,6 @@ Backend-native arrays are numpy (CPU). Mask memories are kept as bfloat16 bit pa
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -32,29 +30,13 @@ from vosfx.engine.backend import (
     preprocess,
     resize_mask,
     to_bf16_bits,
-    warn_once,
 )
 from vosfx.engine.bundle import read_manifest
 from vosfx.engine.memory_tokens import MemoryTokens
-from vosfx.engine.ort_runtime import (
-    AUTO_ORDER,
-    GPU_PROVIDERS,
-    PROVIDERS,
-    gpu_install_hint,
-    session_options,
-    with_options,
-)
-from vosfx.errors import BackendError, Cancelled
+from vosfx.engine.ort_graphs import ON_FIRST_USE, PRECISIONS, BundleGraphs
+from vosfx.errors import BackendError
 
-log = logging.getLogger(__name__)
-
-# fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
-# (ONNX Runtime, VNNI); bf16: the four per-frame stages on OpenVINO in bfloat16
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-# graphs whose session opens when first run, not with the backend: the dense-mask decoder
-# (a further click on a frame in the studio or a session; a render never uses it), so a
-# render does not hold a second copy of the decoder's weights (~29 MiB of peak RSS at 1024)
-ON_FIRST_USE = ("decoder_mask",)
+__all__ = ["ON_FIRST_USE", "PRECISIONS", "OnnxBackend", "read_manifest"]
 
 
 def _layout(r: TrackRequest) -> tuple:
@@ -105,16 +87,13 @@ class OnnxBackend:
         io_binding: bool | None = None,
     ) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401 - the clear message here, not deep in a stage
         except ImportError as err:
             raise BackendError(
                 "the onnx backend needs onnxruntime: pip install onnxruntime "
                 f"(or onnxruntime-gpu) ({err})"
             ) from err
         self.bundle = Path(bundle)
-        self.memory_arena = memory_arena
-        self.shared_arena = shared_arena
-        self._bf16_stages = bf16_stages
         self.manifest = man = read_manifest(self.bundle)
         a = man["attrs"]
         self.image_size = int(man["image_size"])
@@ -126,33 +105,23 @@ class OnnxBackend:
         self.multimask_max_pt_num = int(a["multimask_max_pt_num"])
         self.use_mask_input_as_output_without_sam = bool(a["use_mask_input_as_output_without_sam"])
         self.binarize_mask_from_pts_for_mem_enc = bool(a["binarize_mask_from_pts_for_mem_enc"])
-        self.providers = self._providers(ort, device)
-        self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
-        if precision not in PRECISIONS:
-            raise BackendError(
-                f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
-            )
-        self.precision = precision
-        if optimization not in ("all", "basic"):
-            raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
-        self.optimization = optimization
-        on_gpu = self.providers[0] in GPU_PROVIDERS
-        self.io_binding = on_gpu if io_binding is None else bool(io_binding)
-        if self.io_binding and precision == "bf16":
-            raise BackendError("io_binding: the bf16 tier runs on OpenVINO, which has none")
-        self._io_device = "cuda" if on_gpu else "cpu"  # where kept outputs stay
-        self._threads = threads
-        self._open_lock = threading.Lock()  # ON_FIRST_USE sessions: opened once
-        self._ort = ort
-        self._sess = self._sessions(ort, threads)
-        # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
-        # reads the high-res features): feed each graph only what it declares
-        self._inputs = {
-            name: {i.name for i in sess.get_inputs()} for name, sess in self._sess.items()
-        }
-        for name in ON_FIRST_USE:
-            if name in self.manifest["graphs"]:
-                self._inputs[name] = {i["name"] for i in self.manifest["graphs"][name]["inputs"]}
+        self.graphs = BundleGraphs(
+            self.bundle,
+            man,
+            device=device,
+            threads=threads,
+            precision=precision,
+            optimization=optimization,
+            memory_arena=memory_arena,
+            shared_arena=shared_arena,
+            bf16_stages=bf16_stages,
+            io_binding=io_binding,
+        )
+        g = self.graphs
+        self.providers, self.device, self.precision = g.providers, g.device, g.precision
+        self.optimization, self.io_binding = g.optimization, g.io_binding
+        self.memory_arena, self.shared_arena = memory_arena, shared_arena
+        self._sess, self._inputs, self._run = g.sessions, g.inputs, g.run
         # SAM2Long's attention modulation (MemoryItem/PointerItem.key_scale): the memory
         # attention graph's key_scale input
         self.supports_key_scale = "key_scale" in self._inputs["memory_attention"]
@@ -167,166 +136,6 @@ class OnnxBackend:
             consts["maskmem_tpos_enc"],
             lambda t: self._run("pointer_pos", {"t_norm": t})[0],
         )
-
-    def _providers(self, ort, device: str) -> list[str]:
-        available = ort.get_available_providers()
-        if device == "auto":
-            return [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
-        wanted = PROVIDERS.get(device)
-        if wanted is None:
-            raise BackendError(
-                f"onnx backend device: expected one of auto, "
-                f"{', '.join(PROVIDERS)}; found {device!r}"
-            )
-        if wanted[0] not in available:
-            warn_once(
-                log,
-                f"ONNX Runtime has no {wanted[0]} in this install (available: "
-                f"{', '.join(available)}): running on CPU. {gpu_install_hint()}",
-            )
-        return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-
-    def _sessions(self, ort, threads: int) -> dict[str, Any]:
-        """One session per graph: ONNX Runtime's, or OpenVINO's for the bf16 tier."""
-        if self.precision != "bf16":
-            return {
-                name: self._session(ort, name, self._graph_file(name), threads)
-                for name in self.manifest["graphs"]
-                if name not in ON_FIRST_USE
-            }
-        from vosfx.engine import openvino_runtime as ovr
-
-        if self.providers[0] != "CPUExecutionProvider":
-            raise BackendError(
-                f"--precision bf16 runs on CPUs (OpenVINO); found device {self.device!r}: "
-                "use --precision fp16 on GPUs"
-            )
-        core = ovr.core("bf16")
-        on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
-        sessions: dict[str, Any] = {}
-        for name, g in self.manifest["graphs"].items():
-            if name in ON_FIRST_USE:
-                continue
-            if name in on_ov:
-                inputs = [i["name"] for i in g["inputs"]]
-                batch_axes = {
-                    i["name"]: list(i["shape"]).index("batch")
-                    for i in g["inputs"]
-                    if name in ovr.STATIC_BATCH and "batch" in list(i["shape"])
-                }
-                sessions[name] = ovr.OvSession(
-                    core,
-                    self._graph_file(name),
-                    inputs,
-                    precision="bf16",
-                    threads=threads,
-                    batch_axes=batch_axes,
-                )
-            else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
-                sessions[name] = self._session(ort, name, self._graph_file(name), threads)
-        return sessions
-
-    def _graph_file(self, name: str) -> Path:
-        variants = self.manifest.get("variants", {})
-        if self.precision == "fp32":
-            return self.bundle / self.manifest["graphs"][name]["file"]
-        files = variants.get(self.precision)
-        if files is None:
-            raise BackendError(
-                f"precision {self.precision!r}: expected the bundle {self.bundle} "
-                f"to have that variant, found {sorted(variants) or 'none'} "
-                f"(vosfx models export --variant {self.precision})"
-            )
-        return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
-
-    def _session(self, ort, name: str, path: Path, threads: int):
-        cpu = self.providers[0] == "CPUExecutionProvider"
-        # ORT 1.31's extended CPU fusions crash (SIGSEGV) on the fp16 memory-attention graph;
-        # basic optimisation runs it correctly
-        basic = self.optimization == "basic" or (self.precision == "fp16" and cpu)
-        opts = session_options(
-            ort,
-            threads=threads,
-            memory_arena=self.memory_arena,
-            basic=basic,
-            shared_arena=self.shared_arena,
-        )
-        providers = with_options(
-            self.providers, fp16=self.precision == "fp16", engine_cache=self._engine_cache()
-        )
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-        got = sess.get_providers()
-        if self.providers[0] not in got:
-            warn_once(
-                log,
-                f"ONNX Runtime fell back from {self.providers[0]} to {got[0]} for "
-                f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}",
-            )
-        return sess
-
-    def _engine_cache(self) -> Path:
-        """Where TensorRT keeps the engines it builds for this bundle (one folder per model,
-        checkpoint and image size, in the model cache)."""
-        from vosfx.models.cache import home
-
-        man = self.manifest
-        key = f"{man['model_id']}-{str(man['checkpoint_sha256'])[:12]}-{self.image_size}"
-        return home() / "tensorrt" / key
-
-    def _run(
-        self,
-        name: str,
-        feeds: dict,
-        interrupt: Interrupt | None = None,
-        keep: tuple[str, ...] = (),
-    ) -> list[Any]:
-        """Run graph ``name`` on ``feeds`` (numpy arrays, or ONNX Runtime OrtValues that an
-        earlier run kept); its outputs in order, as numpy arrays, except those named in
-        ``keep``, which stay OrtValues where the provider made them (with :attr:`io_binding`;
-        without it every output is numpy)."""
-        names = self._inputs[name]
-        sess = self._sess.get(name)
-        if sess is None:  # a graph of ON_FIRST_USE: its session opens now, once
-            with self._open_lock:
-                sess = self._sess.get(name)
-                if sess is None:
-                    path = self._graph_file(name)
-                    sess = self._sess[name] = self._session(self._ort, name, path, self._threads)
-        feeds = {k: v for k, v in feeds.items() if k in names}
-        ort_session = isinstance(sess, self._ort.InferenceSession)
-        if interrupt is not None and not ort_session:  # an OvSession: its own cancel
-            return sess.run(None, feeds, interrupt=interrupt)
-        options = None
-        if interrupt is not None:
-            options = self._ort.RunOptions()
-            interrupt.bind(lambda: setattr(options, "terminate", True))
-        try:
-            if self.io_binding and ort_session:
-                return self._run_bound(sess, feeds, keep, options)
-            return sess.run(None, feeds, options)
-        except Exception as err:
-            if interrupt is not None and interrupt.is_set:
-                raise Cancelled(f"{name} interrupted") from err
-            raise
-
-    def _run_bound(self, sess, feeds: dict, keep: tuple[str, ...], options) -> list[Any]:
-        """One run through IOBinding: OrtValue inputs bound where they are, numpy inputs from
-        host memory, the outputs in ``keep`` left on the provider's device, the rest copied
-        to host memory (numpy)."""
-        binding = sess.io_binding()
-        held = []  # the numpy inputs must outlive the run
-        for key, value in feeds.items():
-            if isinstance(value, self._ort.OrtValue):
-                binding.bind_ortvalue_input(key, value)
-            else:
-                held.append(np.ascontiguousarray(value))
-                binding.bind_cpu_input(key, held[-1])
-        outputs = [o.name for o in sess.get_outputs()]
-        for out in outputs:
-            binding.bind_output(out, self._io_device if out in keep else "cpu")
-        sess.run_with_iobinding(binding, options)
-        values = binding.get_outputs()
-        return [v if out in keep else v.numpy() for out, v in zip(outputs, values, strict=True)]
 
     # --- stages -------------------------------------------------------------------------
 
@@ -504,21 +313,13 @@ class OnnxBackend:
         library and execution provider that runs it."""
         import onnxruntime as ort
 
-        stages = {}
-        for name, sess in self._sess.items():
-            if type(sess).__name__ == "OvSession":
-                stages[name] = "openvino CPU bf16"
-            else:
-                stages[name] = f"onnxruntime {sess.get_providers()[0]}"
-        for name in ON_FIRST_USE:
-            if name in self.manifest["graphs"] and name not in stages:
-                stages[name] = f"onnxruntime {self.providers[0]} (opened when first used)"
+        stages = self.graphs.describe()
         out: dict[str, Any] = {
             "backend": "onnx",
             "onnxruntime": ort.__version__,
             "precision": self.precision,
             "device": self.device,
-            "threads": self._threads,
+            "threads": self.graphs.threads,
             "io_binding": self.io_binding,
             "memory_arena": "shared"
             if self.memory_arena and self.shared_arena
