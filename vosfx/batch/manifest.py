@@ -15,14 +15,11 @@ same rows; a row is a job dict (:func:`vosfx.job.job_from_dict`) with a few batc
 Relative paths resolve against the manifest's folder. Every problem (unknown key, missing file,
 duplicate or clobbering output, bad template, unknown preset) is collected, and one
 :class:`~vosfx.errors.BatchError` lists them all, so an overnight batch never dies at job 57
-on a typo.
+on a typo. The file forms are read by :mod:`vosfx.batch.rows`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 import string
 import sys
@@ -30,13 +27,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vosfx.batch.rows import (
+    DEFAULT_MASK_RULE,
+    folder_rows,
+    read_rows,
+    template_fields,
+)
 from vosfx.errors import BatchError, ConfigError, VosfxError
 from vosfx.job import Job, job_from_dict
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 _ROW_KEYS = {
     "id",
@@ -55,23 +58,7 @@ _ROW_KEYS = {
     "objects",
     "fps",
 }
-_TOML_TOP_KEYS = {"version", "defaults", "jobs"}
 _TEMPLATE_FIELDS = {"stem", "name", "ext", "parent", "id", "index", "preset", "obj"}
-VIDEO_EXTENSIONS = (
-    ".mp4",
-    ".mov",
-    ".mkv",
-    ".avi",
-    ".webm",
-    ".mxf",
-    ".m4v",
-    ".mpg",
-    ".mpeg",
-    ".ts",
-    ".mts",
-    ".y4m",
-)
-DEFAULT_MASK_RULE = "{stem}.mask.png"
 # One error list line per problem; past this many the rest are counted, not listed (a wrong
 # template over 500 clips would otherwise print 500 near-identical lines).
 _MAX_LISTED_ERRORS = 40
@@ -122,7 +109,7 @@ def load_manifest(
         rows = folder_rows(path, mask_rule)
         base = path
     elif path.is_file():
-        rows = _read_rows(path)
+        rows = read_rows(path)
         base = path.parent
     else:
         raise BatchError(
@@ -169,135 +156,6 @@ def build_manifest(
     return Manifest(path, tuple(jobs))
 
 
-# --- reading the three file forms -------------------------------------------------------------
-
-
-def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BatchError(f"manifest {path}: cannot be read ({err})") from None
-    if suffix == ".toml":
-        return _toml_rows(text, path.name)
-    if suffix == ".csv":
-        return _csv_rows(text, path.name)
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return _jsonl_rows(text, path.name)
-    raise BatchError(
-        f"manifest {path}: expected a .toml, .csv or .jsonl file, found {suffix or 'no extension'}"
-    )
-
-
-def _toml_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise BatchError(f"manifest {name}: not valid TOML ({err})") from None
-    unknown = set(data) - _TOML_TOP_KEYS
-    if unknown:
-        raise BatchError(
-            f"manifest {name}: unknown top-level key(s) {sorted(unknown)}; "
-            f"known: {sorted(_TOML_TOP_KEYS)}"
-        )
-    if data.get("version", 1) != 1:
-        raise BatchError(
-            f"manifest {name}: version {data['version']!r} is not supported (this vosfx reads 1)"
-        )
-    jobs = data.get("jobs")
-    if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
-        raise BatchError(f"manifest {name}: expected [[jobs]] tables, found {jobs!r}")
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise BatchError(f"manifest {name}: [defaults] must be a table, found {defaults!r}")
-    rows = [(f"{name} jobs[{i}]", j) for i, j in enumerate(jobs)]
-    return [("defaults", defaults)] + rows if defaults else rows
-
-
-def _csv_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
-    """CSV with a header. Columns are row keys; ``presets`` splits on ``+`` or ``;``;
-    ``overrides`` is JSON; a ``section.key`` column (``refine.feather_px``) sets one override.
-    Empty cells mean "not given"."""
-    reader = csv.DictReader(io.StringIO(text))
-    rows = []
-    for record in reader:
-        where = f"{name} line {reader.line_num}"
-        row: dict[str, Any] = {}
-        for column, cell in record.items():
-            if column is None:
-                raise BatchError(f"{where}: more cells than header columns")
-            column = column.strip()
-            cell = (cell or "").strip()
-            if not cell:
-                continue
-            if "." in column:
-                section, key = column.split(".", 1)
-                row.setdefault("overrides", {}).setdefault(section, {})[key] = _scalar(cell)
-            elif column in ("presets", "preset"):
-                row["presets"] = [p for p in re.split(r"[+;]", cell) if p.strip()]
-            elif column in ("overrides", "prompts", "objects"):
-                row[column] = _json_cell(cell, f"{where} column {column!r}")
-            elif column in ("mask_frame", "start", "end", "fps", "fit", "overwrite"):
-                row[column] = _scalar(cell)
-            else:
-                row[column] = cell
-        if row:
-            rows.append((where, row))
-    return rows
-
-
-def _jsonl_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        row = _json_cell(line, f"{name} line {n}")
-        if not isinstance(row, dict):
-            raise BatchError(f"{name} line {n}: expected a JSON object, found {line[:60]!r}")
-        rows.append((f"{name} line {n}", row))
-    return rows
-
-
-def _json_cell(cell: str, where: str) -> Any:
-    try:
-        return json.loads(cell)
-    except json.JSONDecodeError as err:
-        raise BatchError(f"{where}: not valid JSON ({err})") from None
-
-
-def _scalar(cell: str) -> Any:
-    """A CSV cell as JSON when it parses (numbers, true/false), else the string."""
-    try:
-        return json.loads(cell)
-    except json.JSONDecodeError:
-        return cell
-
-
-def folder_rows(
-    folder: Path, mask_rule: str = DEFAULT_MASK_RULE
-) -> list[tuple[str, dict[str, Any]]]:
-    """One row per video file in ``folder`` (not recursive), its mask named by ``mask_rule``
-    (``clip.mp4`` <-> ``clip.mask.png`` by default). A missing mask is reported by validation."""
-    bad = _template_fields(mask_rule) - {"stem", "name", "ext"}
-    if bad:
-        raise BatchError(
-            f"mask rule {mask_rule!r}: unknown field(s) {sorted(bad)}; "
-            "known: {stem}, {name}, {ext}"
-        )
-    clips = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
-    )
-    if not clips:
-        raise BatchError(f"folder {folder}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
-    rows = []
-    for clip in clips:
-        mask = mask_rule.format(stem=clip.stem, name=clip.name, ext=clip.suffix.lstrip("."))
-        rows.append((clip.name, {"input": clip.name, "mask": mask}))
-    return rows
-
-
 # --- ids, templates, jobs ---------------------------------------------------------------------
 
 
@@ -338,17 +196,6 @@ def _input_stem(path: str) -> str:
     return p.stem if p.suffix else p.name
 
 
-def _template_fields(template: str) -> set[str]:
-    try:
-        return {
-            f.split(".")[0].split("[")[0]
-            for _, f, _, _ in string.Formatter().parse(template)
-            if f is not None
-        }
-    except ValueError as err:
-        raise ConfigError(f"template {template!r}: {err}") from None
-
-
 class _KeepObj(dict):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
@@ -359,7 +206,7 @@ def expand_template(
 ) -> str:
     """Fill an output path template. ``{obj}`` stays for the pipeline. Raises ConfigError for
     an unknown field or a bad format spec."""
-    fields = _template_fields(template)
+    fields = template_fields(template)
     unknown = fields - _TEMPLATE_FIELDS
     if unknown:
         raise ConfigError(
