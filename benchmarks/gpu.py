@@ -233,16 +233,7 @@ def main() -> None:
             t0 = time.perf_counter()
             ckpt, _sha = make_checkpoint(work / file_name, cfg)
             row: dict = {"model": name, "checkpoint_s": round(time.perf_counter() - t0, 1)}
-            row["vosfx torch"] = attempt(
-                vosfx_render,
-                args,
-                work,
-                ckpt,
-                model_id,
-                clip,
-                {"backend": "torch", "device": args.device},
-            )
-            print(json.dumps(row), flush=True)
+            runs = [("vosfx torch", {"backend": "torch", "device": args.device})]
             providers = onnx_providers()
             for provider, device in (
                 ("CUDAExecutionProvider", "cuda"),
@@ -254,15 +245,9 @@ def main() -> None:
                 if provider not in providers:
                     row[key] = f"not run: onnxruntime has {providers or 'no providers'}"
                     continue
-                row[key] = attempt(
-                    vosfx_render,
-                    args,
-                    work,
-                    ckpt,
-                    model_id,
-                    clip,
-                    {"backend": "onnx", "device": device, "precision": "fp16"},
-                )
+                runs.append((key, {"backend": "onnx", "device": device, "precision": "fp16"}))
+            for key, overrides in runs:
+                row[key] = attempt(vosfx_render, args, work, ckpt, model_id, clip, overrides)
                 print(json.dumps(row), flush=True)
             if "official" not in skip:
                 row["official"] = attempt(official, args, cfg, ckpt, jpegs, mask)

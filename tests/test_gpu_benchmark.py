@@ -13,32 +13,35 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def gpu_script(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_runs_end_to_end_on_cpu(tmp_path):
     pytest.importorskip("sam2")
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "gpu.py"),
-            "--device",
-            "cpu",
-            "--models",
-            "tiny",
-            "--frames",
-            "3",
-            "--size",
-            "256",
-            "--width",
-            "320",
-            "--height",
-            "180",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+    done = gpu_script(
+        "--device",
+        "cpu",
+        "--models",
+        "tiny",
+        "--frames",
+        "3",
+        "--size",
+        "256",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--out",
+        str(tmp_path),
         timeout=600,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu.json").read_text())
@@ -54,18 +57,5 @@ def test_gpu_benchmark_runs_end_to_end_on_cpu(tmp_path):
 
 
 def test_gpu_benchmark_refuses_an_unknown_model(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "gpu.py"),
-            "--models",
-            "huge",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = gpu_script("--models", "huge", "--out", str(tmp_path), timeout=120)
     assert done.returncode != 0 and "--models: unknown ['huge']" in done.stderr

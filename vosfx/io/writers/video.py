@@ -106,6 +106,19 @@ def ycbcr_codes(image: np.ndarray, bits: int) -> np.ndarray:
     return cv2.transform(src, _ycbcr_affine_int(bits, full))  # (H, W, 3) uint16
 
 
+def _yuva_frame(pix_fmt: str, h: int, w: int) -> tuple[av.VideoFrame, list[np.ndarray]]:
+    """A new 4:4:4 Y'CbCr + alpha frame of ``pix_fmt`` (16-bit samples) and writable (h, w)
+    views of its four planes, to be filled in place."""
+    import av
+
+    vf = av.VideoFrame(w, h, pix_fmt)
+    views = plane_views(vf, np.uint16)
+    for v in views:
+        if not v.flags.writeable or v.shape != (h, w):
+            raise OutputError(f"internal: plane {v.shape} does not fit {pix_fmt} ({h}, {w})")
+    return vf, views
+
+
 def yuva444_frame(image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int) -> av.VideoFrame:
     """A 4:4:4 Y'CbCr + alpha ``av.VideoFrame`` (``bits`` > 8, e.g. yuva444p10le) of an
     integer RGB frame and a straight alpha: :func:`ycbcr_codes` scattered into the frame's
@@ -114,14 +127,7 @@ def yuva444_frame(image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int)
 
     ``image``: (H, W, 3) uint8 | uint16 RGB. ``alpha``: (H, W) float32 in [0, 1].
     """
-    import av
-
-    h, w = alpha.shape
-    vf = av.VideoFrame(w, h, pix_fmt)
-    y, cb, cr, a = views = plane_views(vf, np.uint16)
-    for v in views:
-        if not v.flags.writeable or v.shape != (h, w):
-            raise OutputError(f"internal: plane {v.shape} does not fit {pix_fmt} ({h}, {w})")
+    vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, *alpha.shape)
     cv2.mixChannels([ycbcr_codes(image, bits)], [y, cb, cr], [0, 0, 1, 1, 2, 2])
     # (the stubs want an array for the scalar factor; OpenCV takes a number too)
     cv2.multiply(alpha, float((1 << bits) - 1), dst=a, dtype=cv2.CV_16U)  # type: ignore[call-overload]
@@ -140,14 +146,8 @@ def yuva444_from_source(
 
     ``src``: 8- or 10-bit planes (``src.bits <= bits``), luma the size of ``alpha``.
     """
-    import av
-
     h, w = alpha.shape
-    vf = av.VideoFrame(w, h, pix_fmt)
-    y, cb, cr, a = views = plane_views(vf, np.uint16)
-    for v in views:
-        if not v.flags.writeable or v.shape != (h, w):
-            raise OutputError(f"internal: plane {v.shape} does not fit {pix_fmt} ({h}, {w})")
+    vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, h, w)
     shift = bits - src.bits
     np.left_shift(src.y, shift, out=y, dtype=np.uint16)
     for dst, plane in ((cb, src.cb), (cr, src.cr)):
