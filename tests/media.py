@@ -214,12 +214,16 @@ def make_ycbcr_clip(
     pix_fmt: str = "yuv420p",
     colorspace: int = 1,
     color_range: int = 1,
+    primaries: int = 2,
+    transfer: int = 2,
     rotation: int = 0,
     fps: int = 24,
 ) -> Path:
     """A lossless FFV1 Matroska clip of the given Y'CbCr planes (Y, Cb, Cr codes of
     ``pix_fmt``), tagged ``colorspace`` (1 BT.709, 5 BT.601, 2 unspecified) and
-    ``color_range`` (1 video, 2 full): decoding gives these planes back exactly."""
+    ``color_range`` (1 video, 2 full), ``primaries`` and ``transfer`` (AVColorPrimaries and
+    AVColorTransferCharacteristic numbers, 2 unspecified): decoding gives these planes back
+    exactly."""
     import av
 
     path = Path(path)
@@ -232,6 +236,7 @@ def make_ycbcr_clip(
                 stream.width, stream.height, stream.pix_fmt = y.shape[1], y.shape[0], pix_fmt
                 cc = stream.codec_context
                 cc.colorspace, cc.color_range = colorspace, color_range
+                cc.color_primaries, cc.color_trc = primaries, transfer
                 if rotation:
                     stream.set_display_rotation(-rotation)
             frame = av.VideoFrame(y.shape[1], y.shape[0], pix_fmt)
@@ -240,6 +245,7 @@ def make_ycbcr_clip(
                 rows = buf[: plane.height * (plane.line_size // src.itemsize)]
                 rows.reshape(plane.height, -1)[:, : plane.width] = src
             frame.colorspace, frame.color_range = colorspace, color_range
+            frame.color_primaries, frame.color_trc = primaries, transfer
             out.mux(stream.encode(frame))
         assert stream is not None, "expected at least one frame"
         out.mux(stream.encode())

@@ -319,3 +319,34 @@ def test_prores_of_a_bt709_source_keeps_its_ycbcr(tmp_path, config_home, monkeyp
     asked.clear()
     run(_job(tmp_path, clip, presets=("matte-ffv1",), overwrite=True), engine=FakeEngine())
     assert asked == [False]
+
+
+@pytest.mark.parametrize(
+    ("pix_fmt", "bits", "tags"),
+    [
+        ("yuv420p10le", 10, {"colorspace": 9, "primaries": 9, "transfer": 16}),  # HDR10 (PQ)
+        ("yuv420p10le", 10, {"colorspace": 9, "primaries": 9, "transfer": 18}),  # HLG
+        ("yuv420p", 8, {"colorspace": 5, "primaries": 5, "transfer": 6}),  # BT.601 (PAL)
+    ],
+    ids=["bt2020-pq", "bt2020-hlg", "bt601"],
+)
+def test_prores_keeps_the_source_colour_description(tmp_path, config_home, pix_fmt, bits, tags):
+    # an HDR or SD source's ProRes 4444 is tagged as the source is (an editor reads both
+    # alike) and holds its Y'CbCr codes, not a BT.709 conversion tagged BT.709
+    from media import make_ycbcr_clip, ycbcr_planes
+
+    w, h = 96, 64
+    planes = [ycbcr_planes(i, w, h, bits=bits) for i in range(4)]
+    path = make_ycbcr_clip(tmp_path / "clip.mkv", planes, pix_fmt=pix_fmt, **tags)
+    _, mask = moving_square_frame(0, w, h)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    run(_job(tmp_path, (path, tmp_path / "mask.png"), presets=("prores4444",)), engine=FakeEngine())
+    with av.open(str(tmp_path / "out")) as c:
+        cc = c.streams.video[0].codec_context
+        got_tags = (int(cc.colorspace), int(cc.color_primaries), int(cc.color_trc))
+        decoded = list(c.decode(video=0))
+    assert got_tags == (tags["colorspace"], tags["primaries"], tags["transfer"])
+    assert len(decoded) == 4
+    for vf, (y, _cb, _cr) in zip(decoded, planes):
+        luma = np.frombuffer(vf.planes[0], np.uint16).reshape(h, -1)[:, :w] / 4.0  # 12 -> 10
+        assert np.abs(luma - y.astype(np.float64) * (1 << (10 - bits))).max() <= 4

@@ -477,20 +477,70 @@ def test_bt709_frames_keep_their_own_ycbcr_planes(tmp_path, pix_fmt, sx, sy, bit
 
 
 @pytest.mark.parametrize(
-    ("why", "kw"),
+    ("kw", "matrix"),
     [
-        ("BT.601", {"colorspace": 5}),
-        ("untagged SD (BT.601 by convention)", {"colorspace": 2}),
-        ("full range", {"color_range": 2}),
-        ("rotated", {"rotation": 90}),
+        ({"colorspace": 1}, 1),
+        ({"colorspace": 5}, 5),  # BT.601 (PAL's tag)
+        ({"colorspace": 9}, 9),  # BT.2020 (HDR10, HLG)
+        ({"colorspace": 2}, 6),  # untagged SD: BT.601, as swscale and the editors take it
     ],
 )
-def test_ycbcr_planes_only_for_unrotated_bt709_video_range(tmp_path, why, kw):
-    # elsewhere the RGB image is not a BT.709 video-range rendering of the planes as they lie,
-    # so the writers must convert the RGB
+def test_ycbcr_planes_carry_the_matrix_they_are_coded_in(tmp_path, kw, matrix):
+    path = make_ycbcr_clip(tmp_path / "c.mkv", [ycbcr_planes(0, 32, 16)], **kw)
+    with open_source(path, ycbcr=True) as src:
+        (frame,) = list(src)
+    assert frame.derived["ycbcr"].matrix == matrix
+
+
+@pytest.mark.parametrize(
+    ("why", "kw"),
+    [
+        ("full range", {"color_range": 2}),
+        ("rotated", {"rotation": 90}),
+        ("a matrix vosfx does not convert with (SMPTE 240M)", {"colorspace": 7}),
+    ],
+)
+def test_no_ycbcr_planes_where_the_writers_must_convert(tmp_path, why, kw):
+    # elsewhere the RGB image is not a rendering of the planes as they lie in a matrix the
+    # writers use, so they must convert the RGB
     path = make_ycbcr_clip(tmp_path / "c.mkv", [ycbcr_planes(0, 32, 16)], **kw)
     with open_source(path, ycbcr=True) as src:
         assert [("ycbcr" in f.derived) for f in src] == [False], why
+
+
+@pytest.mark.parametrize(
+    ("size", "tags", "want"),
+    [
+        ((1280, 720), {"colorspace": 9, "primaries": 9, "transfer": 16}, (9, 9, 16)),  # PQ
+        ((1280, 720), {"colorspace": 9, "primaries": 9, "transfer": 18}, (9, 9, 18)),  # HLG
+        ((1280, 720), {}, (1, 1, 1)),  # untagged HD: BT.709 throughout
+        ((720, 576), {}, (6, 2, 2)),  # untagged SD: the BT.601 matrix, nothing else said
+        ((720, 576), {"colorspace": 5, "primaries": 5, "transfer": 6}, (5, 5, 6)),
+        ((1280, 720), {"colorspace": 7}, (1, 2, 2)),  # SMPTE 240M: outputs convert to BT.709
+    ],
+)
+def test_probe_reads_the_colour_description(tmp_path, size, tags, want):
+    from vosfx.types import Colour
+
+    w, h = size
+    kw = {"colorspace": tags.get("colorspace", 2)}
+    path = make_ycbcr_clip(
+        tmp_path / "c.mkv",
+        [ycbcr_planes(0, w, h)],
+        primaries=tags.get("primaries", 2),
+        transfer=tags.get("transfer", 2),
+        **kw,
+    )
+    assert probe(path).colour == Colour(*want)
+
+
+def test_rgb_video_and_image_sequences_are_bt709(tmp_path):
+    from vosfx.types import Colour
+
+    folder = make_sequence(tmp_path / "seq", n=2)
+    assert probe(folder).colour == Colour()
+    rgb = make_clip(tmp_path / "rgb.mkv", n=2, codec="ffv1", pix_fmt="gbrp10le")
+    assert probe(rgb).colour == Colour()
 
 
 def test_image_sequences_carry_no_ycbcr_planes(tmp_path):
@@ -517,4 +567,4 @@ def test_untagged_video_decodes_with_the_matrix_editors_assume(tmp_path, width, 
     g = (luma - kr * r - kb * b) / (1 - kr - kb)
     expected = np.clip(np.rint(np.array([r, g, b]) * 255), 0, 255)
     assert np.abs(frame.image[height // 2, width // 2].astype(int) - expected).max() <= 1
-    assert ("ycbcr" in frame.derived) is (want == "709")
+    assert frame.derived["ycbcr"].matrix == (1 if want == "709" else 6)

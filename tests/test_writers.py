@@ -1008,3 +1008,22 @@ def test_webm_alpha_from_the_source_planes_is_the_source(tmp_path):
     for got, want in ((y, src.y), (cb, src.cb), (cr, src.cr)):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(a, np.rint(matte.merged * np.float32(255)))
+
+
+@pytest.mark.parametrize(
+    ("matrix", "kr", "kb"),
+    [(1, 0.2126, 0.0722), (5, 0.299, 0.114), (6, 0.299, 0.114), (9, 0.2627, 0.0593)],
+)
+def test_each_matrix_converts_with_its_own_luma_weights(matrix, kr, kb):
+    # BT.709, BT.601 (two tags) and BT.2020: Y' = kr R + kg G + kb B, Cb and Cr scaled to
+    # +-0.5 by the published constants; white, black and the primaries' luma codes exact
+    from vosfx.io.writers.video import rgb_to_ycbcr, ycbcr_codes
+
+    kg = 1 - kr - kb
+    rgb = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0, 0, 0]]], np.float32)
+    y, cb, cr = (p[0] for p in rgb_to_ycbcr(rgb, 10, matrix))
+    np.testing.assert_allclose(y, 64 + 876 * np.array([kr, kg, kb, 1, 0]), atol=1e-3)
+    np.testing.assert_allclose(cb[2], 512 + 896 * 0.5, atol=1e-3)  # blue: Cb at its top
+    np.testing.assert_allclose(cr[0], 512 + 896 * 0.5, atol=1e-3)  # red: Cr at its top
+    codes = ycbcr_codes((rgb * 255).astype(np.uint8), 10, matrix)
+    assert codes[0, :, 0].tolist() == [round(64 + 876 * v) for v in (kr, kg, kb, 1, 0)]

@@ -9,6 +9,25 @@ from typing import Any
 
 import numpy as np
 
+# The Y'CbCr matrices vosfx converts with, by FFmpeg's AVColorSpace number: luma weights
+# (kr, kb). 1 BT.709; 5 and 6 BT.601 (PAL and NTSC tags of the same matrix); 9 BT.2020
+# non-constant luminance (HDR10, HLG).
+YCBCR_MATRICES = {1: (0.2126, 0.0722), 5: (0.299, 0.114), 6: (0.299, 0.114), 9: (0.2627, 0.0593)}
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How a video's pictures are to be read, by FFmpeg's numbers (AVColorSpace,
+    AVColorPrimaries, AVColorTransferCharacteristic; 2 is unspecified): ``matrix`` the Y'CbCr
+    matrix its RGB frames were decoded with, ``primaries`` and ``transfer`` as the source says
+    them. Y'CbCr outputs are written and tagged with the same, so an editor reads them as it
+    reads the source (BT.601, BT.709, BT.2020 with HLG or PQ). Default BT.709 throughout
+    (image sequences, RGB video)."""
+
+    matrix: int = 1
+    primaries: int = 1
+    transfer: int = 1
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -30,13 +49,15 @@ class VideoInfo:
     frame_count_exact: bool = True
     start_pts: int = 0
     timecode: str = ""  # SMPTE start timecode of the first frame ("" when the source has none)
+    colour: Colour = Colour()  # the source's colour description (BT.709 unless it says other)
 
 
 @dataclass(frozen=True)
 class SourceYCbCr:
-    """A decoded video frame's own Y'CbCr planes, kept beside its RGB image when they are
-    BT.709 video range (``Frame.derived["ycbcr"]``), so a Y'CbCr writer can take the source's
-    codes instead of converting RGB back (ProRes 4444: exact luma, no RGB rounding or clip).
+    """A decoded video frame's own Y'CbCr planes, kept beside its RGB image when they are video
+    range in one of :data:`YCBCR_MATRICES` (``Frame.derived["ycbcr"]``), so a Y'CbCr writer
+    can take the source's codes instead of converting RGB back (ProRes 4444: exact luma, no
+    RGB rounding or clip).
 
     ``y``: (H, W) codes at ``bits`` (uint8 for 8, uint16 for 10). ``cb``, ``cr``: the same
     type, (H / sy, W / sx) for the source's chroma subsampling (4:2:0, 4:2:2 or 4:4:4).
@@ -46,6 +67,7 @@ class SourceYCbCr:
     cb: np.ndarray
     cr: np.ndarray
     bits: int
+    matrix: int = 1  # the AVColorSpace the planes are coded with (a key of YCBCR_MATRICES)
 
     @property
     def subsampling(self) -> tuple[int, int]:

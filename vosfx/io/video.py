@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vosfx.errors import InputError
-from vosfx.types import Frame, SourceYCbCr, VideoInfo
+from vosfx.types import YCBCR_MATRICES, Colour, Frame, SourceYCbCr, VideoInfo
 
 if TYPE_CHECKING:
     import av
@@ -77,6 +77,7 @@ def probe_video(path: Path) -> VideoInfo:
             has_audio=bool(container.streams.audio),
             frame_count_exact=exact,
             timecode=_timecode(container, stream),
+            colour=source_colour(first),
             start_pts=int(stream.start_time)
             if stream.start_time is not None
             else (min(pts) if pts else 0),
@@ -173,7 +174,7 @@ def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
     if frame.color_range:  # unspecified means limited range to swscale; keep full range as is
         kwargs["src_color_range"] = frame.color_range
     matrix = ycbcr_matrix(frame)
-    if matrix != frame.colorspace:  # an untagged HD frame
+    if matrix != frame.colorspace:  # an untagged frame
         kwargs["src_colorspace"] = matrix
     image = frame.to_ndarray(format=fmt, **kwargs)
     if rotation:
@@ -191,36 +192,53 @@ _YCBCR_PLANES = {
 }
 _AVCOL_SPC_BT709 = 1  # AVColorSpace
 _AVCOL_SPC_UNSPECIFIED = 2
+_AVCOL_SPC_SMPTE170M = 6  # BT.601 (NTSC's tag)
 _AVCOL_RANGE_JPEG = 2  # full range (0 unspecified and 1 limited are video range to swscale)
 
 
 def ycbcr_matrix(frame) -> int:
     """The AVColorSpace to decode the frame's Y'CbCr with: its own tag, or for an untagged
     frame what editors and players assume (Resolve, Premiere, mpv): BT.709 for HD (1280
-    wide or more, or taller than 576), BT.601 below. swscale alone would take BT.601 for
-    every untagged frame, and the outputs (tagged BT.709) would then shift its colours
-    against the source as an editor shows it."""
+    wide or more, or taller than 576), BT.601 below (what swscale takes for every untagged
+    frame; an HD clip's colours then shifted against the source as an editor shows it)."""
+    if frame.colorspace != _AVCOL_SPC_UNSPECIFIED or frame.format.is_rgb:
+        return int(frame.colorspace)
     hd = frame.width >= 1280 or frame.height > 576
-    if frame.colorspace == _AVCOL_SPC_UNSPECIFIED and hd and not frame.format.is_rgb:
-        return _AVCOL_SPC_BT709
-    return int(frame.colorspace)
+    return _AVCOL_SPC_BT709 if hd else _AVCOL_SPC_SMPTE170M
+
+
+def source_colour(frame) -> Colour:
+    """The :class:`Colour` a video's outputs take from its first frame: the matrix its RGB is
+    decoded with (BT.709 for RGB video and for matrices vosfx does not convert with, which
+    its outputs then are converted to), the primaries and transfer as tagged; an untagged HD
+    frame is BT.709 throughout, as the editors take it."""
+    if frame.format.is_rgb:
+        return Colour()
+    matrix = ycbcr_matrix(frame)
+    primaries, transfer = int(frame.color_primaries), int(frame.color_trc)
+    if matrix == _AVCOL_SPC_BT709 and frame.colorspace == _AVCOL_SPC_UNSPECIFIED:
+        primaries = primaries if primaries != _AVCOL_SPC_UNSPECIFIED else 1
+        transfer = transfer if transfer != _AVCOL_SPC_UNSPECIFIED else 1
+    return Colour(matrix if matrix in YCBCR_MATRICES else 1, primaries, transfer)
 
 
 def source_ycbcr(frame, rotation: int) -> SourceYCbCr | None:
-    """The frame's own planes when they are BT.709 video-range Y'CbCr that the RGB image was
-    made from unrotated; None otherwise (the writers then convert the RGB image)."""
+    """The frame's own planes when they are video-range Y'CbCr in one of the matrices vosfx
+    converts with (:data:`~vosfx.types.YCBCR_MATRICES`) that the RGB image was made from
+    unrotated; None otherwise (the writers then convert the RGB image)."""
     layout = _YCBCR_PLANES.get(frame.format.name)
+    matrix = ycbcr_matrix(frame)
     if (
         layout is None
         or rotation
-        or ycbcr_matrix(frame) != _AVCOL_SPC_BT709
+        or matrix not in YCBCR_MATRICES
         or frame.color_range == _AVCOL_RANGE_JPEG
     ):
         return None
     dtype, bits = layout
     # copies: the decoder reuses its buffers
     y, cb, cr = (np.array(view) for view in plane_views(frame, dtype))
-    return SourceYCbCr(y, cb, cr, bits)
+    return SourceYCbCr(y, cb, cr, bits, matrix)
 
 
 def plane_views(vf: av.VideoFrame, dtype: type[np.generic]) -> list[np.ndarray]:

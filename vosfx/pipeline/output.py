@@ -316,4 +316,11 @@ def _info_dict(info: VideoInfo) -> dict:
         "vfr": info.is_vfr,
         "audio": info.has_audio,
         "first_frame_timecode": info.timecode or None,  # of the first frame rendered
+        # FFmpeg's AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic numbers,
+        # as the Y'CbCr outputs are tagged
+        "colour": {
+            "matrix": info.colour.matrix,
+            "primaries": info.colour.primaries,
+            "transfer": info.colour.transfer,
+        },
     }

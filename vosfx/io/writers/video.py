@@ -1,15 +1,16 @@
 """Video writers (PyAV): alpha video, luma mattes and the preview overlay, with audio carried
 over from the source.
 
-Pixel data goes to the encoder as planes this module fills itself (BT.709, video range),
-not through swscale: FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then
+Pixel data goes to the encoder as planes this module fills itself (video range, in the
+source's Y'CbCr matrix and tagged with its primaries and transfer: ``VideoInfo.colour``,
+BT.709 unless the source says BT.601 or BT.2020; luma mattes BT.709), not through swscale: FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then
 writes a run of alpha = 0.5 into the output when the width is not a multiple of 16 (seen at
 854x480 and 66x38; nondeterministic), and the alpha is the product. Doing the matrix here
 also keeps the matte's values exact (alpha 1.0 -> code 1023, not a rounding of a rounding).
 (Its yuv420p -> yuv444p10le does the like: rows of 512 in the luma at 854x480, seen while
-testing the source-plane path below.) Straight-alpha Y'CbCr video of a BT.709 video-range
-source takes the source's own Y'CbCr planes (``Frame.derived["ycbcr"]``) instead of
-converting its RGB back: the same codes the editor would read from the source.
+testing the source-plane path below.) Straight-alpha Y'CbCr video of a video-range source
+takes the source's own Y'CbCr planes (``Frame.derived["ycbcr"]``) instead of converting its
+RGB back: the same codes the editor would read from the source.
 
 Timing: every frame is encoded with the source frame's own pts and time base, so a VFR source
 stays VFR and the output lines up frame for frame in an editor; the stream's rate is the
@@ -31,7 +32,7 @@ from vosfx.errors import OutputError
 from vosfx.formats import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
 from vosfx.io.video import plane_views
 from vosfx.io.writers.base import Writer, frame_rgb01
-from vosfx.types import Frame, Matte, SourceYCbCr
+from vosfx.types import YCBCR_MATRICES, Colour, Frame, Matte, SourceYCbCr
 
 if TYPE_CHECKING:
     import av
@@ -40,33 +41,41 @@ if TYPE_CHECKING:
     from vosfx.io.writers.audio import AudioCarrier
     from vosfx.io.writers.backdrop import Backdrop
 
-# BT.709 luma weights; HD and up is BT.709, and editors assume it for untagged ProRes too.
-_KR, _KB = 0.2126, 0.0722
-_KG = 1.0 - _KR - _KB
-_RGB_TO_YCBCR = np.array(
-    [
-        [_KR, _KG, _KB],
-        [-_KR / (2 * (1 - _KB)), -_KG / (2 * (1 - _KB)), 0.5],
-        [0.5, -_KG / (2 * (1 - _KR)), -_KB / (2 * (1 - _KR))],
-    ],
-    np.float32,
-)  # rows: Y' in [0, 1], Cb and Cr in [-0.5, 0.5]
+
+@functools.cache
+def ycbcr_matrix_of(matrix: int) -> np.ndarray:
+    """(3, 3) float32 RGB -> Y'CbCr for an AVColorSpace of :data:`~vosfx.types.YCBCR_MATRICES`
+    (BT.709 for any other): rows Y' in [0, 1], Cb and Cr in [-0.5, 0.5]."""
+    kr, kb = YCBCR_MATRICES.get(matrix, YCBCR_MATRICES[_AVCOL_BT709])
+    kg = 1.0 - kr - kb
+    return np.array(
+        [
+            [kr, kg, kb],
+            [-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5],
+            [0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))],
+        ],
+        np.float32,
+    )
+
+
 _AVCOL_BT709 = 1  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
 _AVCOL_RANGE_MPEG = 1
+_RGB_TO_YCBCR = ycbcr_matrix_of(_AVCOL_BT709)
 
 
 @functools.cache
-def _ycbcr_affine(bits: int) -> np.ndarray:
-    """(3, 4) float32: the BT.709 matrix with the video-range scale and offsets folded in,
-    so one ``cv2.transform`` gives the codes."""
+def _ycbcr_affine(bits: int, matrix: int = _AVCOL_BT709) -> np.ndarray:
+    """(3, 4) float32: the matrix with the video-range scale and offsets folded in, so one
+    ``cv2.transform`` gives the codes."""
     scale = np.array([[219.0], [224.0], [224.0]]) * (1 << (bits - 8))
     offset = np.array([[16.0], [128.0], [128.0]]) * (1 << (bits - 8))
-    return np.hstack([_RGB_TO_YCBCR * scale, offset]).astype(np.float32)
+    return np.hstack([ycbcr_matrix_of(matrix) * scale, offset]).astype(np.float32)
 
 
-def rgb_to_ycbcr(rgb01: np.ndarray, bits: int) -> list[np.ndarray]:
+def rgb_to_ycbcr(rgb01: np.ndarray, bits: int, matrix: int = _AVCOL_BT709) -> list[np.ndarray]:
     """(H, W, 3) float32 RGB in [0, 1] -> [Y, Cb, Cr], each (H, W) float32 video-range codes
-    for ``bits`` (8: Y 16..235, C 16..240; 10: Y 64..940, C 64..960).
+    for ``bits`` (8: Y 16..235, C 16..240; 10: Y 64..940, C 64..960), in the Y'CbCr
+    ``matrix`` (an AVColorSpace; default BT.709).
 
     One ``cv2.transform`` (matrix and offsets folded) and a split: 3.7x less CPU than the
     former ``np.tensordot`` and scaling (15.5 vs 57.9 ms a 1080p frame, side by side), with
@@ -74,20 +83,20 @@ def rgb_to_ycbcr(rgb01: np.ndarray, bits: int) -> list[np.ndarray]:
     (0.0015 % of 10-bit codes move by one; tests/test_writers.py).
     """
     rgb01 = np.ascontiguousarray(rgb01, dtype=np.float32)
-    return list(cv2.split(cv2.transform(rgb01, _ycbcr_affine(bits))))  # 3 x (H, W)
+    return list(cv2.split(cv2.transform(rgb01, _ycbcr_affine(bits, matrix))))  # 3 x (H, W)
 
 
 @functools.cache
-def _ycbcr_affine_int(bits: int, full: int) -> np.ndarray:
+def _ycbcr_affine_int(bits: int, full: int, matrix: int = _AVCOL_BT709) -> np.ndarray:
     """(3, 4) float64: :func:`_ycbcr_affine` for integer RGB in [0, ``full``]."""
-    m = _ycbcr_affine(bits).astype(np.float64)
+    m = _ycbcr_affine(bits, matrix).astype(np.float64)
     m[:, :3] /= full
     return m
 
 
-def ycbcr_codes(image: np.ndarray, bits: int) -> np.ndarray:
+def ycbcr_codes(image: np.ndarray, bits: int, matrix: int = _AVCOL_BT709) -> np.ndarray:
     """(H, W, 3) uint8 | uint16 RGB -> (H, W, 3) uint16 rounded video-range Y'CbCr codes for
-    ``bits`` (> 8), the channels Y', Cb, Cr.
+    ``bits`` (> 8) in ``matrix`` (an AVColorSpace), the channels Y', Cb, Cr.
 
     One ``cv2.transform`` on the integer image: with a 16-bit input OpenCV rounds and
     saturates into 16-bit codes itself, so there is no float frame, no rounding pass and no
@@ -103,7 +112,7 @@ def ycbcr_codes(image: np.ndarray, bits: int) -> np.ndarray:
         full, src = 65535, image
     else:
         raise OutputError(f"internal: expected a uint8 or uint16 frame, found {image.dtype}")
-    return cv2.transform(src, _ycbcr_affine_int(bits, full))  # (H, W, 3) uint16
+    return cv2.transform(src, _ycbcr_affine_int(bits, full, matrix))  # (H, W, 3) uint16
 
 
 def _yuva_frame(pix_fmt: str, h: int, w: int) -> tuple[av.VideoFrame, list[np.ndarray]]:
@@ -119,7 +128,9 @@ def _yuva_frame(pix_fmt: str, h: int, w: int) -> tuple[av.VideoFrame, list[np.nd
     return vf, views
 
 
-def yuva444_frame(image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int) -> av.VideoFrame:
+def yuva444_frame(
+    image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int, matrix: int = _AVCOL_BT709
+) -> av.VideoFrame:
     """A 4:4:4 Y'CbCr + alpha ``av.VideoFrame`` (``bits`` > 8, e.g. yuva444p10le) of an
     integer RGB frame and a straight alpha: :func:`ycbcr_codes` scattered into the frame's
     planes by ``cv2.mixChannels`` and the alpha scaled to full-range codes by ``cv2.multiply``
@@ -128,7 +139,7 @@ def yuva444_frame(image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int)
     ``image``: (H, W, 3) uint8 | uint16 RGB. ``alpha``: (H, W) float32 in [0, 1].
     """
     vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, *alpha.shape)
-    cv2.mixChannels([ycbcr_codes(image, bits)], [y, cb, cr], [0, 0, 1, 1, 2, 2])
+    cv2.mixChannels([ycbcr_codes(image, bits, matrix)], [y, cb, cr], [0, 0, 1, 1, 2, 2])
     # (the stubs want an array for the scalar factor; OpenCV takes a number too)
     cv2.multiply(alpha, float((1 << bits) - 1), dst=a, dtype=cv2.CV_16U)  # type: ignore[call-overload]
     return vf
@@ -239,9 +250,14 @@ class VideoWriter(Writer):
         if self.info.timecode:  # the first written frame's timecode (mov: a tmcd track)
             stream.metadata["timecode"] = self.info.timecode
         stream.codec_context.time_base = self.info.time_base
+        # Pictures take the source's colour description (matrix, primaries, transfer), so an
+        # editor reads them as it reads the source; a luma matte is data, tagged BT.709.
+        colour = self.info.colour if spec.kind != MATTE_VIDEO else Colour()
+        self._matrix = colour.matrix if colour.matrix in YCBCR_MATRICES else _AVCOL_BT709
         if spec.is_ycbcr:
             cc = stream.codec_context
-            cc.colorspace = cc.color_primaries = cc.color_trc = _AVCOL_BT709
+            cc.colorspace = self._matrix
+            cc.color_primaries, cc.color_trc = colour.primaries, colour.transfer
             cc.color_range = _AVCOL_RANGE_MPEG
         self._stream = stream
         self._last_pts: int | None = None
@@ -295,7 +311,9 @@ class VideoWriter(Writer):
             if straight and spec.chroma == "444" and spec.sample_bits > 8:  # ProRes 4444
                 if src is not None and src.bits <= spec.sample_bits:
                     return yuva444_from_source(src, alpha, spec.pix_fmt, spec.sample_bits)
-                return yuva444_frame(frame.image, alpha, spec.pix_fmt, spec.sample_bits)
+                return yuva444_frame(
+                    frame.image, alpha, spec.pix_fmt, spec.sample_bits, self._matrix
+                )
             if (  # VP9 with alpha from 8-bit 4:2:0: the source's planes as they are
                 straight
                 and spec.chroma == "420"
@@ -313,7 +331,7 @@ class VideoWriter(Writer):
                     np.rint(argb * 255.0).astype(np.uint8), format="argb"
                 )
             bits = spec.sample_bits
-            y, cb, cr = rgb_to_ycbcr(rgb, bits)
+            y, cb, cr = rgb_to_ycbcr(rgb, bits, self._matrix)
             if spec.chroma == "420":
                 cb, cr = subsample(cb, 2, 2), subsample(cr, 2, 2)
             a = alpha * np.float32((1 << bits) - 1)  # alpha is full range, not video range
@@ -336,7 +354,7 @@ class VideoWriter(Writer):
 
             assert self._backdrop is not None  # opened with the composite spec
             rgb = replace_background(frame_rgb01(frame), alpha, self._backdrop.frame((h, w)))
-            y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
+            y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits, self._matrix)
             return planar_frame(
                 spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h, spec.sample_bits
             )
@@ -347,7 +365,7 @@ class VideoWriter(Writer):
                 frame.rgb8, matte.alpha, matte.obj_ids, self.config.overlay_opacity
             )
             rgb = pad_even(tinted.astype(np.float32) * np.float32(1 / 255))
-            y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits)
+            y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits, self._matrix)
             return planar_frame(
                 spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h, spec.sample_bits
             )
@@ -369,12 +387,13 @@ class VideoWriter(Writer):
         src = frame.derived.get("ycbcr")
         if src is None or src.y.shape != alpha.shape or alpha.shape != (self._height, self._width):
             return None
-        return src
+        # the same matrix as the output's (5 and 6 are one matrix), or converted from RGB
+        return src if YCBCR_MATRICES[src.matrix] == YCBCR_MATRICES[self._matrix] else None
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
         vf = self._picture(frame, alpha, matte)
         if self.spec.is_ycbcr:
-            vf.colorspace = _AVCOL_BT709
+            vf.colorspace = self._matrix
             vf.color_range = _AVCOL_RANGE_MPEG
         vf.pts = self._pts(frame)
         vf.time_base = self.info.time_base
