@@ -806,12 +806,12 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
 def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
     # The reference is the plain formula (np.tensordot, as the converter was before it moved
     # to cv2.transform): after rounding, every code within 1 and nearly all identical.
-    from vosfx.io.writers.video import _RGB_TO_YCBCR, rgb_to_ycbcr
+    from vosfx.io.writers.video import rgb_to_ycbcr, ycbcr_matrix_of
 
     rng = np.random.default_rng(bits)
     rgb = rng.random((*shape, 3), dtype=np.float32)
     rgb[0, :3] = [[0, 0, 0], [1, 1, 1], [1, 0, 0]]  # black, white, saturated red
-    ref = np.tensordot(_RGB_TO_YCBCR, rgb, axes=([1], [2]))  # (3, H, W)
+    ref = np.tensordot(ycbcr_matrix_of(1), rgb, axes=([1], [2]))  # (3, H, W)
     s = np.float32(1 << (bits - 8))
     ref[0] = (16.0 + 219.0 * ref[0]) * s
     ref[1:] = (128.0 + 224.0 * ref[1:]) * s
@@ -832,13 +832,13 @@ def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
 def test_ycbcr_codes_of_integer_rgb_match_the_formula(depth, shape):
     # The ProRes 4444 picture's integer path: every 10-bit code within 1 of the exact
     # (float64) BT.709 formula, nearly all identical, and black/white/red exact.
-    from vosfx.io.writers.video import _RGB_TO_YCBCR, ycbcr_codes
+    from vosfx.io.writers.video import ycbcr_codes, ycbcr_matrix_of
 
     full = np.iinfo(depth).max
     rng = np.random.default_rng(int(full))
     rgb = rng.integers(0, full + 1, (*shape, 3), dtype=depth)
     rgb[0, :3] = [[0, 0, 0], [full, full, full], [full, 0, 0]]
-    ref = np.tensordot(_RGB_TO_YCBCR.astype(np.float64), rgb / full, axes=([1], [2]))
+    ref = np.tensordot(ycbcr_matrix_of(1).astype(np.float64), rgb / full, axes=([1], [2]))
     ref[0] = (16.0 + 219.0 * ref[0]) * 4
     ref[1:] = (128.0 + 224.0 * ref[1:]) * 4
     got = ycbcr_codes(rgb, 10)

@@ -168,12 +168,12 @@ def _check_convertible(frame, path: Path) -> None:
         ) from e
 
 
-def _to_image(frame, fmt: str, rotation: int) -> np.ndarray:
-    """(H, W, 3) uint8 (rgb24) or uint16 (rgb48le, full 16-bit scale), display-rotated."""
+def _to_image(frame, fmt: str, rotation: int, matrix: int) -> np.ndarray:
+    """(H, W, 3) uint8 (rgb24) or uint16 (rgb48le, full 16-bit scale), display-rotated;
+    ``matrix``: :func:`ycbcr_matrix` of the frame."""
     kwargs = {}
     if frame.color_range:  # unspecified means limited range to swscale; keep full range as is
         kwargs["src_color_range"] = frame.color_range
-    matrix = ycbcr_matrix(frame)
     if matrix != frame.colorspace:  # an untagged frame
         kwargs["src_colorspace"] = matrix
     image = frame.to_ndarray(format=fmt, **kwargs)
@@ -222,12 +222,12 @@ def source_colour(frame) -> Colour:
     return Colour(matrix if matrix in YCBCR_MATRICES else 1, primaries, transfer)
 
 
-def source_ycbcr(frame, rotation: int) -> SourceYCbCr | None:
+def source_ycbcr(frame, rotation: int, matrix: int) -> SourceYCbCr | None:
     """The frame's own planes when they are video-range Y'CbCr in one of the matrices vosfx
     converts with (:data:`~vosfx.types.YCBCR_MATRICES`) that the RGB image was made from
-    unrotated; None otherwise (the writers then convert the RGB image)."""
+    unrotated; None otherwise (the writers then convert the RGB image). ``matrix``:
+    :func:`ycbcr_matrix` of the frame."""
     layout = _YCBCR_PLANES.get(frame.format.name)
-    matrix = ycbcr_matrix(frame)
     if (
         layout is None
         or rotation
@@ -265,8 +265,9 @@ def decode_video(
         if end is not None and index >= end:
             break
         if index >= start:
+            matrix = ycbcr_matrix(frame)
             try:
-                image = _to_image(frame, rgb_layout(info.bit_depth), info.rotation)
+                image = _to_image(frame, rgb_layout(info.bit_depth), info.rotation, matrix)
             except (ValueError, av.error.FFmpegError) as e:  # e.g. a mid-stream format change
                 raise InputError(
                     f"expected frame {index} of {path} to convert to RGB like the first "
@@ -278,7 +279,7 @@ def decode_video(
                     f"{image.shape[1]}x{image.shape[0]} at frame {index} (a mid-stream size "
                     "change is not supported)"
                 )
-            planes = source_ycbcr(frame, info.rotation) if ycbcr else None
+            planes = source_ycbcr(frame, info.rotation, matrix) if ycbcr else None
             yield Frame(
                 index=index,
                 image=image,

@@ -158,14 +158,14 @@ class Refiner:
         self._temporal.reset()
 
     def _radius(self, width: int, logit_size: int) -> int:
-        # radius 0: one cell of the mask logits at source resolution (about 4 px at 1080p
-        # from SAM 2's 256² logits); measured best on DAVIS (docs/benchmarks/refine.md)
+        # radius 0: one cell of the mask logits at source resolution (8 px at 1080p from
+        # SAM 2's 256² logits); measured best on DAVIS (docs/benchmarks/refine.md)
         return self.cfg.guided_radius_px or max(1, round(width / logit_size))
 
     def prepare(self, frame: Frame) -> Frame:
         """``frame`` with the part of refinement that depends on the image alone made ahead
-        (``frame.derived["guide"]``: the guided filter's per-frame grid, ~3-6 ms a 1080p
-        frame), for a frame source to run on its decode thread, so the loop's thread does
+        (``frame.derived["guide"]``: the guided filter's per-frame grid, ~4 ms a 1080p
+        frame with 64² logits, ~12 with SAM 2's 256²), for a frame source to run on its decode thread, so the loop's thread does
         only the per-object part. Returns ``frame`` itself when there is nothing to make (no
         guided edge, or the logits' size unknown). Touches no refiner state."""
         if self.cfg.edge != "guided" or not self.logit_size or "guide" in frame.derived:

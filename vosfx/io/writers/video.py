@@ -3,8 +3,8 @@ over from the source.
 
 Pixel data goes to the encoder as planes this module fills itself (video range, in the
 source's Y'CbCr matrix and tagged with its primaries and transfer: ``VideoInfo.colour``,
-BT.709 unless the source says BT.601 or BT.2020; luma mattes BT.709), not through swscale: FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then
-writes a run of alpha = 0.5 into the output when the width is not a multiple of 16 (seen at
+BT.709 unless the source says BT.601 or BT.2020; luma mattes BT.709), not through swscale:
+FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then writes a run of alpha = 0.5 into the output when the width is not a multiple of 16 (seen at
 854x480 and 66x38; nondeterministic), and the alpha is the product. Doing the matrix here
 also keeps the matte's values exact (alpha 1.0 -> code 1023, not a rounding of a rounding).
 (Its yuv420p -> yuv444p10le does the like: rows of 512 in the luma at 854x480, seen while
@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 
 @functools.cache
 def ycbcr_matrix_of(matrix: int) -> np.ndarray:
-    """(3, 3) float32 RGB -> Y'CbCr for an AVColorSpace of :data:`~vosfx.types.YCBCR_MATRICES`
-    (BT.709 for any other): rows Y' in [0, 1], Cb and Cr in [-0.5, 0.5]."""
-    kr, kb = YCBCR_MATRICES.get(matrix, YCBCR_MATRICES[_AVCOL_BT709])
+    """(3, 3) float32 RGB -> Y'CbCr for an AVColorSpace of :data:`~vosfx.types.YCBCR_MATRICES`:
+    rows Y' in [0, 1], Cb and Cr in [-0.5, 0.5]."""
+    kr, kb = YCBCR_MATRICES[matrix]
     kg = 1.0 - kr - kb
     return np.array(
         [
@@ -60,7 +60,6 @@ def ycbcr_matrix_of(matrix: int) -> np.ndarray:
 
 _AVCOL_BT709 = 1  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic
 _AVCOL_RANGE_MPEG = 1
-_RGB_TO_YCBCR = ycbcr_matrix_of(_AVCOL_BT709)
 
 
 @functools.cache
@@ -307,7 +306,7 @@ class VideoWriter(Writer):
         spec, w, h = self.spec, self._width, self._height
         if spec.kind == ALPHA_VIDEO:
             straight = self.config.alpha_mode != "premultiplied"
-            src = self._source_planes(frame, alpha)
+            src = self._source_planes(frame, alpha) if straight else None
             if straight and spec.chroma == "444" and spec.sample_bits > 8:  # ProRes 4444
                 if src is not None and src.bits <= spec.sample_bits:
                     return yuva444_from_source(src, alpha, spec.pix_fmt, spec.sample_bits)
@@ -315,9 +314,8 @@ class VideoWriter(Writer):
                     frame.image, alpha, spec.pix_fmt, spec.sample_bits, self._matrix
                 )
             if (  # VP9 with alpha from 8-bit 4:2:0: the source's planes as they are
-                straight
+                src is not None
                 and spec.chroma == "420"
-                and src is not None
                 and (src.bits, src.subsampling) == (spec.sample_bits, (2, 2))
             ):
                 a = alpha * np.float32((1 << src.bits) - 1)
