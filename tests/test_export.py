@@ -458,3 +458,66 @@ def test_bad_variant_is_refused(bundle):
     ckpt, _, folder = bundle
     with pytest.raises(ModelError, match="fp16, int8"):
         export.export_bundle(str(ckpt), out_dir=folder, image_size=SIZE, variants=("int4",))
+
+
+def test_share_constants_keeps_one_copy_of_equal_tensors_and_the_same_outputs():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((64, 8)).astype(np.float32)
+    other = rng.standard_normal((64, 8)).astype(np.float32)
+
+    def const(name, arr):  # the TorchScript exporter's unfolded buffers are Constant nodes
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(arr))
+
+    nodes = [
+        const("c0", table),
+        const("c1", table),  # the same buffer, used by another module
+        const("small", np.full(8, 2.0, np.float32)),  # small: stays a node
+        helper.make_node("Mul", ["x", "c0"], ["a"]),
+        helper.make_node("Mul", ["a", "c1"], ["b"]),
+        helper.make_node("Add", ["b", "i0"], ["c"]),
+        helper.make_node("Add", ["c", "i1"], ["d"]),
+        helper.make_node("Sub", ["d", "i2"], ["e"]),
+        helper.make_node("Mul", ["e", "small"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(other, "i0"),
+        numpy_helper.from_array(other, "i1"),  # equal to i0
+        numpy_helper.from_array(table, "i2"),  # equal to the Constants
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": rng.standard_normal((64, 8)).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, x
+        )[0]
+
+    before = run(model)
+    # the 2 big Constants become initializers, then i1 (= i0), c0 and c1 (= i2) are dropped
+    assert export.share_constants(model) == 5
+    onnx.checker.check_model(model)
+    assert sorted(i.name for i in model.graph.initializer) == ["i0", "i2"]
+    assert [n.op_type for n in model.graph.node].count("Constant") == 1
+    np.testing.assert_array_equal(run(model), before)
+    assert export.share_constants(model) == 0  # nothing left to share
+
+
+def test_shipped_templates_hold_each_tensor_once():
+    from vosfx.engine.template import TEMPLATES
+
+    for folder in sorted(p for p in TEMPLATES.iterdir() if p.is_dir()):
+        meta = json.loads((folder / "template.json").read_text())
+        for name, g in meta["graphs"].items():
+            offsets = [row[3] for row in g["initializers"]]
+            assert len(offsets) == len(set(offsets)), (folder.name, name)

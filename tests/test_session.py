@@ -409,6 +409,44 @@ def test_frames_of_overlapping_gaps_are_encoded_once(spill):
     session.close()
 
 
+@pytest.mark.parametrize("spill", [True, False])
+def test_a_render_keeps_two_frames_of_features_and_encodes_each_frame_once(spill):
+    # a render's session (no random access: it only sweeps) holds at most two frames of
+    # features, whatever their size, and still encodes every frame once: object 1 prompted on
+    # 0 and 20, object 2 on 0 and 12, object 3 on 12 and 25 (its prompt on 12 is computed in
+    # the sweep and stepped again by object 1's segment, from the disk tier)
+    frames = _frames()
+    engine = FakeEngine()
+    held = []
+    with ClipSession(engine, _info(), MemoryConfig(policy="sam2")) as session:
+        fake = engine.sessions[0]
+        _array_features(fake)
+        if not spill:
+            session._spill.budget = 0
+        encode = fake.encode
+
+        def counting_encode(frame, interrupt=None):
+            held.append(len(session.features._features))
+            return encode(frame, interrupt)
+
+        fake.encode = counting_encode
+        session.set_prompts(
+            [
+                Prompt(t, obj, mask=_mask(4 + t % 7, 12 + t % 7))
+                for obj, ts in ((1, (0, 20)), (2, (0, 12)), (3, (12, 25)))
+                for t in ts
+            ]
+        )
+        out = list(results_in_order(session, _counting_open(frames, {})))
+    assert [f.index for f, _r in out] == list(range(N))
+    assert max(held) <= 2  # the LRU before each encode: two frames at most
+    counts = np.bincount(fake.encoded, minlength=N)
+    if spill:
+        assert counts.min() == counts.max() == 1, counts
+    else:  # without the disk tier, the frames that several passes step are encoded again
+        assert counts.max() >= 2, counts
+
+
 def test_feature_spill_round_trips_and_refuses_what_it_cannot_keep(tmp_path, monkeypatch):
     from vosfx.engine.backend import ImageFeatures
     from vosfx.session.features import FeatureSpill

@@ -39,7 +39,6 @@ from vosfx.engine.template import TEMPLATE_FORMAT, TEMPLATES, template_name
 
 ALIGN = 64  # byte alignment of each initializer in <stage>.bin
 SEED = 1234
-BIG_CONSTANT = 256  # Constant nodes with more elements than this move out of the graph
 SHIPPED = (  # (sam2 config, image size): the templates in the wheel
     ("configs/sam2.1/sam2.1_hiera_t.yaml", 1024),
     ("configs/sam2.1/sam2.1_hiera_s.yaml", 1024),
@@ -181,25 +180,12 @@ def export_template(
 def _externalise(
     model, stage: str, by_hash: dict[str, str], constants: dict[str, Any]
 ) -> list[list]:
-    """Move every initializer (and every big Constant node) of ``model`` to external data in
-    ``<stage>.bin``; return ``[[name, "ckpt"|"const", key, offset, nbytes], ...]``."""
+    """Move every initializer of ``model`` to external data in ``<stage>.bin`` (big Constant
+    nodes are initializers already: :func:`vosfx.engine.export.share_constants`); return
+    ``[[name, "ckpt"|"const", key, offset, nbytes], ...]``."""
     from onnx import TensorProto, numpy_helper
 
     graph = model.graph
-    keep = []
-    for node in graph.node:  # big Constant nodes -> initializers, so they leave the graph
-        if (
-            node.op_type == "Constant"
-            and len(node.attribute) == 1
-            and node.attribute[0].name == "value"
-        ):
-            arr = numpy_helper.to_array(node.attribute[0].t)
-            if arr.size > BIG_CONSTANT:
-                graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
-                continue
-        keep.append(node)
-    del graph.node[:]
-    graph.node.extend(keep)
     table, placed, offset = [], {}, 0
     for init in graph.initializer:
         arr = numpy_helper.to_array(init)

@@ -35,7 +35,12 @@ import numpy as np
 from vosfx.config import MemoryConfig
 from vosfx.errors import PromptError
 from vosfx.policies import MEMORY_POLICIES
-from vosfx.session.features import FEATURE_CACHE_BYTES, FeatureCache, FeatureSpill
+from vosfx.session.features import (
+    FEATURE_CACHE_BYTES,
+    SWEEP_FEATURE_FRAMES,
+    FeatureCache,
+    FeatureSpill,
+)
 from vosfx.session.plan import PassPlan, plan_object
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
@@ -66,7 +71,9 @@ class ClipSession:
     for random access (None for a pipeline that only sweeps its own frames in order).
     ``start``/``end``: the frame range matted. Results are kept per frame on disk
     (:class:`~vosfx.session.store.ResultStore`); image features of recent frames in an LRU of
-    ``feature_cache_bytes``.
+    ``feature_cache_bytes`` (of :data:`~vosfx.session.features.SWEEP_FEATURE_FRAMES` frames
+    when ``frames`` is None: a sweep reads a frame again only in the same visit or from the
+    disk tier).
     """
 
     def __init__(
@@ -111,7 +118,13 @@ class ClipSession:
         }
         # features a later segment reads again go to disk (session/features.py FeatureSpill)
         self._spill = FeatureSpill(self._scratch.path)
-        self.features = FeatureCache(self.engine, feature_cache_bytes, self.stats, self._spill)
+        self.features = FeatureCache(
+            self.engine,
+            feature_cache_bytes,
+            self.stats,
+            self._spill,
+            max_frames=SWEEP_FEATURE_FRAMES if frames is None else None,
+        )
 
     # --- prompts ------------------------------------------------------------------------
     @property

@@ -28,6 +28,11 @@ from vosfx.session.store import SlotFile
 from vosfx.types import Frame
 
 FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
+# A session that only sweeps its frames in order (a render) reads a frame's features again
+# only within one visit (a prompt, then passes stepping that frame) or in a later segment,
+# which the disk tier serves: its LRU keeps this many frames, not the byte budget (which a
+# render filled with ~250 MiB at 1024 that nothing read again: docs/benchmarks/onnx.md)
+SWEEP_FEATURE_FRAMES = 2
 # Disk for features that a later pass reads again (FeatureSpill): 200 frames at 1024
 FEATURE_SPILL_BYTES = 4 << 30
 
@@ -35,16 +40,23 @@ log = logging.getLogger(__name__)
 
 
 class FeatureCache:
-    """Image features of recent frames for one engine session, at most ``budget`` bytes.
+    """Image features of recent frames for one engine session, at most ``budget`` bytes and,
+    when ``max_frames`` is given, at most that many frames.
 
     ``engine``: the engine session (its ``encode(frame, interrupt=None)``). ``stats``: the
     session's counters, updated here (``encoded``, ``feature_hits``, ``warmed``).
     """
 
     def __init__(
-        self, engine: Any, budget: int, stats: dict[str, int], spill: FeatureSpill | None = None
+        self,
+        engine: Any,
+        budget: int,
+        stats: dict[str, int],
+        spill: FeatureSpill | None = None,
+        max_frames: int | None = None,
     ) -> None:
         self.engine, self.budget, self.stats = engine, budget, stats
+        self.max_frames = max_frames
         self.spill = spill  # the disk tier: frames a later pass reads again
         self._features: OrderedDict[int, Any] = OrderedDict()
         self._bytes = 0
@@ -138,7 +150,9 @@ class FeatureCache:
                 return
             self._features[t] = feats
             self._bytes += size
-            while self._bytes > self.budget:
+            while self._bytes > self.budget or (
+                self.max_frames is not None and len(self._features) > self.max_frames
+            ):
                 _old, dropped = self._features.popitem(last=False)
                 self._bytes -= nbytes(dropped)
 

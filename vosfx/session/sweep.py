@@ -54,7 +54,8 @@ class Sweep:
             raise Cancelled("cancelled; no output was written")
         t = frame.index
         shot = s._shot(frame)
-        for p in s._pending.pop(t, []):
+        prompted = s._pending.pop(t, [])
+        for p in prompted:
             s._compute_prompt(frame, p, None)
         for obj, frames in s._prompts.items():
             if t in frames:
@@ -65,14 +66,18 @@ class Sweep:
             if pl.anchor == t - 1 and obj not in self.live:
                 self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
         stepping = [pid for pl, pid in self.live.values() if t in pl.frames]
+        feats = None
         if stepping:
             feats = s.features.get(frame)
             results = s.engine.step(frame, stepping, shot_id=shot, features=feats)
             s.stats["stepped"] += 1
-            if self.need_stash[t]:  # a segment due later steps this frame again
-                s.features.keep_on_disk(t, feats)
             for res in results:
                 s._put(res, self.on_frame, keep)
+        if self.need_stash[t] and (stepping or prompted):
+            # a segment due later steps this frame again (another object's gap): the
+            # features made here go to disk for it (the LRU may have dropped them by then;
+            # a prompt's are still in it)
+            s.features.keep_on_disk(t, feats if feats is not None else s.features.get(frame))
         for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
             pl, pid = self.live.pop(obj)
             s._end_pass(pid, self.on_frame, keep)
