@@ -15,8 +15,9 @@ _TMP: tempfile.TemporaryDirectory | None = None
 _DONE: dict[str, tuple[Path, str, Path]] = {}
 
 
-def exported(variants: tuple[str, ...] = ()) -> tuple[Path, str, Path]:
-    """(checkpoint path, its sha256, bundle folder) for the tiny config at :data:`SIZE`."""
+def exported(variants: tuple[str, ...] = (), size: int = SIZE) -> tuple[Path, str, Path]:
+    """(checkpoint path, its sha256, bundle folder) for the tiny config at ``size`` (one
+    checkpoint for every size)."""
     global _TMP
     from tests.ckpt import make_checkpoint
     from vosfx.engine.export import export_bundle
@@ -24,11 +25,16 @@ def exported(variants: tuple[str, ...] = ()) -> tuple[Path, str, Path]:
     if _TMP is None:
         _TMP = tempfile.TemporaryDirectory(prefix="vosfx-onnx-")
     root = Path(_TMP.name)
-    if "fp32" not in _DONE:
-        ckpt, sha = make_checkpoint(root / "sam2.1_tiny_random.pt")
-        bundle = export_bundle(str(ckpt), out_dir=root / "bundle", image_size=SIZE)
-        _DONE["fp32"] = (ckpt, sha, bundle)
-    ckpt, sha, bundle = _DONE["fp32"]
+    key = "fp32" if size == SIZE else f"fp32-{size}"
+    if key not in _DONE:
+        ckpt = root / "sam2.1_tiny_random.pt"
+        if ckpt.exists():
+            sha = next(iter(_DONE.values()))[1]
+        else:
+            ckpt, sha = make_checkpoint(ckpt)
+        folder = root / ("bundle" if size == SIZE else f"bundle-{size}")
+        _DONE[key] = (ckpt, sha, export_bundle(str(ckpt), out_dir=folder, image_size=size))
+    ckpt, sha, bundle = _DONE[key]
     if variants:
-        export_bundle(str(ckpt), out_dir=bundle, image_size=SIZE, variants=variants)
+        export_bundle(str(ckpt), out_dir=bundle, image_size=size, variants=variants)
     return ckpt, sha, bundle
