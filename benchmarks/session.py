@@ -377,7 +377,8 @@ def main() -> None:
         "--feature-cache-mib",
         type=int,
         default=256,
-        help="rss: the session's image-feature cache budget (ClipSession's default: 256)",
+        help="rss: the session's image-feature cache budget (ClipSession's default: 256; "
+        "this sweep-only session also keeps at most two frames, as a render does)",
     )
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
