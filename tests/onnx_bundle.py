@@ -12,29 +12,27 @@ from pathlib import Path
 
 SIZE = 256
 _TMP: tempfile.TemporaryDirectory | None = None
-_DONE: dict[str, tuple[Path, str, Path]] = {}
+_CKPT: tuple[Path, str] | None = None  # one checkpoint for every size
+_DONE: dict[int, Path] = {}  # image size -> bundle folder
 
 
 def exported(variants: tuple[str, ...] = (), size: int = SIZE) -> tuple[Path, str, Path]:
     """(checkpoint path, its sha256, bundle folder) for the tiny config at ``size`` (one
     checkpoint for every size)."""
-    global _TMP
+    global _TMP, _CKPT
     from tests.ckpt import make_checkpoint
     from vosfx.engine.export import export_bundle
 
     if _TMP is None:
         _TMP = tempfile.TemporaryDirectory(prefix="vosfx-onnx-")
     root = Path(_TMP.name)
-    key = "fp32" if size == SIZE else f"fp32-{size}"
-    if key not in _DONE:
-        ckpt = root / "sam2.1_tiny_random.pt"
-        if ckpt.exists():
-            sha = next(iter(_DONE.values()))[1]
-        else:
-            ckpt, sha = make_checkpoint(ckpt)
+    if _CKPT is None:
+        _CKPT = make_checkpoint(root / "sam2.1_tiny_random.pt")
+    ckpt, sha = _CKPT
+    if size not in _DONE:
         folder = root / ("bundle" if size == SIZE else f"bundle-{size}")
-        _DONE[key] = (ckpt, sha, export_bundle(str(ckpt), out_dir=folder, image_size=size))
-    ckpt, sha, bundle = _DONE[key]
+        _DONE[size] = export_bundle(str(ckpt), out_dir=folder, image_size=size)
+    bundle = _DONE[size]
     if variants:
         export_bundle(str(ckpt), out_dir=bundle, image_size=size, variants=variants)
     return ckpt, sha, bundle

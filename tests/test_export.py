@@ -465,6 +465,8 @@ def test_share_constants_keeps_one_copy_of_equal_tensors_and_the_same_outputs():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from vosfx.engine.export_constants import share_constants
+
     rng = np.random.default_rng(0)
     table = rng.standard_normal((64, 8)).astype(np.float32)
     other = rng.standard_normal((64, 8)).astype(np.float32)
@@ -505,12 +507,12 @@ def test_share_constants_keeps_one_copy_of_equal_tensors_and_the_same_outputs():
 
     before = run(model)
     # the 2 big Constants become initializers, then i1 (= i0), c0 and c1 (= i2) are dropped
-    assert export.share_constants(model) == 5
+    assert share_constants(model) == 5
     onnx.checker.check_model(model)
     assert sorted(i.name for i in model.graph.initializer) == ["i0", "i2"]
     assert [n.op_type for n in model.graph.node].count("Constant") == 1
     np.testing.assert_array_equal(run(model), before)
-    assert export.share_constants(model) == 0  # nothing left to share
+    assert share_constants(model) == 0  # nothing left to share
 
 
 def test_shipped_templates_hold_each_tensor_once():

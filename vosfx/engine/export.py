@@ -239,8 +239,7 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
     for spec in stage_specs(net):
         say(f"exporting {spec.name}")
         file = folder / f"{spec.name}.onnx"
-        export_spec(spec, file)
-        model = onnx.load(str(file))
+        model = export_spec(spec, file)
         onnx.checker.check_model(model)
         found = [o.name for o in model.graph.output]
         if found != spec.outputs:  # a pass dropped or renamed an output the tracker reads
@@ -254,12 +253,16 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
     return graphs
 
 
-def export_spec(spec: Any, file: Path, *, fold: bool = True) -> None:
+def export_spec(spec: Any, file: Path, *, fold: bool = True) -> Any:
     """One stage (an ``export_stages.StageSpec``) to an ONNX file: the TorchScript exporter at
-    :data:`OPSET` with the spec's names and dynamic axes, TracerWarnings muted; ``fold``:
+    :data:`OPSET` with the spec's names and dynamic axes, TracerWarnings muted, equal
+    constants stored once (:func:`~vosfx.engine.export_constants.share_constants`); ``fold``:
     ONNX constant folding (the shipped templates are exported without, to keep their
-    weights apart from the graph)."""
+    weights apart from the graph). Returns the written graph (an ``onnx.ModelProto``)."""
+    import onnx
     import torch
+
+    from vosfx.engine.export_constants import share_constants
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic
@@ -274,74 +277,10 @@ def export_spec(spec: Any, file: Path, *, fold: bool = True) -> None:
             dynamic_axes=spec.dynamic,
             do_constant_folding=fold,
         )
-    import onnx
-
     model = onnx.load(str(file))
     if share_constants(model):
         onnx.save(model, str(file))
-
-
-# Constant nodes with more elements than this become initializers that can be shared
-BIG_CONSTANT = 256
-
-
-def share_constants(model: Any) -> int:
-    """Make equal constant tensors of ``model``'s main graph one initializer; return how many
-    were dropped. The exporter writes a buffer once per module that uses it: memory
-    attention's rotary tables, 4 MiB each at 1024, are 24 copies of two tables (self- and
-    cross-attention of four layers). ONNX Runtime keeps each initializer apart (the copies of
-    a template's shared bytes mapped 24 times), ~95 MiB of resident memory at 1024 that one
-    table each does without (docs/benchmarks/onnx.md). Big ``Constant`` nodes become
-    initializers first; names that are graph inputs or outputs are left alone."""
-    import hashlib
-
-    from onnx import numpy_helper
-
-    graph = model.graph
-    nodes = []
-    for node in graph.node:
-        if (
-            node.op_type == "Constant"
-            and len(node.attribute) == 1
-            and node.attribute[0].name == "value"
-        ):
-            arr = numpy_helper.to_array(node.attribute[0].t)
-            if arr.size > BIG_CONSTANT:
-                graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
-                continue
-        nodes.append(node)
-    moved = len(graph.node) - len(nodes)
-    if moved:
-        del graph.node[:]
-        graph.node.extend(nodes)
-    fixed = {v.name for v in (*graph.input, *graph.output)}
-    first: dict[tuple, str] = {}
-    rename: dict[str, str] = {}
-    kept = []
-    for init in graph.initializer:
-        raw = numpy_helper.to_array(init).tobytes()
-        key = (init.data_type, tuple(init.dims), hashlib.sha256(raw).digest())
-        if key in first and init.name not in fixed:
-            rename[init.name] = first[key]
-            continue
-        first.setdefault(key, init.name)
-        kept.append(init)
-    if rename:
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        _rename_inputs(graph, rename)
-    return len(rename) + moved
-
-
-def _rename_inputs(graph: Any, rename: dict[str, str]) -> None:
-    """Point every node input (in subgraphs too: they see the outer names) at its new name."""
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-        for attr in node.attribute:
-            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                _rename_inputs(sub, rename)
+    return model
 
 
 def _io(values) -> list[dict]:

@@ -118,12 +118,11 @@ def export_template(
         if live:
             live.__enter__()
         try:
-            export_spec(spec, file, fold=False)
+            model = export_spec(spec, file, fold=False)
         finally:
             if live is not None and handle is not None:
                 live.__exit__()
                 handle.remove()
-        model = onnx.load(str(file))
         onnx.checker.check_model(model)
         inits = _externalise(model, spec.name, by_hash, constants)
         file.write_bytes(model.SerializeToString())
@@ -181,7 +180,7 @@ def _externalise(
     model, stage: str, by_hash: dict[str, str], constants: dict[str, Any]
 ) -> list[list]:
     """Move every initializer of ``model`` to external data in ``<stage>.bin`` (big Constant
-    nodes are initializers already: :func:`vosfx.engine.export.share_constants`); return
+    nodes are initializers already: :func:`vosfx.engine.export_constants.share_constants`); return
     ``[[name, "ckpt"|"const", key, offset, nbytes], ...]``."""
     from onnx import TensorProto, numpy_helper
 

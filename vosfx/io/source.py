@@ -61,8 +61,9 @@ def open_source(
     on a background thread; 0 decodes on the caller's thread. ``fps``: image sequences only
     (default 24). ``prepare``: applied to each frame right after decoding, on the decode
     thread (the engine's preprocessing, so that it overlaps the model's work instead of
-    adding to it). ``ycbcr``: videos keep each frame's own Y'CbCr planes beside its RGB (``Frame.derived["ycbcr"]``, :func:`vosfx.io.video.source_ycbcr`) for the writers
-    that take them. Raises InputError for a missing, unreadable or empty input or a bad range.
+    adding to it). ``ycbcr``: videos keep each frame's own Y'CbCr planes beside its RGB
+    (``Frame.derived["ycbcr"]``, :func:`vosfx.io.video.source_ycbcr`) for the writers that
+    take them. Raises InputError for a missing, unreadable or empty input or a bad range.
     """
     if start < 0 or (end is not None and end <= start):
         raise InputError(f"expected a frame range 0 <= start < end, found start={start}, end={end}")

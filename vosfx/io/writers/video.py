@@ -4,8 +4,9 @@ over from the source.
 Pixel data goes to the encoder as planes this module fills itself (video range, in the
 source's Y'CbCr matrix and tagged with its primaries and transfer: ``VideoInfo.colour``,
 BT.709 unless the source says BT.601 or BT.2020; luma mattes BT.709), not through swscale:
-FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then writes a run of alpha = 0.5 into the output when the width is not a multiple of 16 (seen at
-854x480 and 66x38; nondeterministic), and the alpha is the product. Doing the matrix here
+FFmpeg 8's swscale, converting rgba64 to yuva444p10le, now and then writes a run of alpha =
+0.5 into the output when the width is not a multiple of 16 (seen at 854x480 and 66x38;
+nondeterministic), and the alpha is the product. Doing the matrix here
 also keeps the matte's values exact (alpha 1.0 -> code 1023, not a rounding of a rounding).
 (Its yuv420p -> yuv444p10le does the like: rows of 512 in the luma at 854x480, seen while
 testing the source-plane path below.) Straight-alpha Y'CbCr video of a video-range source
