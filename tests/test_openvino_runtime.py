@@ -1,0 +1,73 @@
+"""OpenVINO sessions hand the C heap's free pages back after every call (issue 17 item 3:
+the bf16 tier's resident memory stays flat in clip length)."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+import numpy as np
+import pytest
+
+from vosfx.engine import openvino_runtime as ovr
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_release_free_heap_returns_freed_pages():
+    """256 MiB of small heap blocks (below glibc's mmap threshold), written and freed but for
+    the last one (which keeps the heap's top from shrinking by itself): the pages stay resident
+    until release_free_heap."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    block, count = 64 * 1024, 4096
+    blocks = [libc.malloc(block) for _ in range(count)]
+    for b in blocks:
+        ctypes.memset(b, 1, block)
+    for b in blocks[:-1]:
+        libc.free(b)
+    held = _rss_mib()
+    ovr.release_free_heap()
+    released = _rss_mib()
+    libc.free(blocks[-1])
+    assert held - released > 128, (held, released)
+
+
+def _graph(path):
+    """y = x @ w with a dynamic row count: a new shape on every call of the test."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.eye(8, dtype=np.float32) * 2, "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_every_openvino_call_releases_the_free_heap(tmp_path, monkeypatch):
+    pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    calls = []
+    monkeypatch.setattr(ovr, "release_free_heap", lambda: calls.append(1))
+    sess = ovr.OvSession(
+        ovr.core("fp32"), _graph(tmp_path / "g.onnx"), ["x"], precision="f32", threads=1
+    )
+    for n in (1, 5, 5, 3):
+        x = np.arange(n * 8, dtype=np.float32).reshape(n, 8)
+        (y,) = sess.run(None, {"x": x})
+        np.testing.assert_allclose(y, 2 * x)
+    assert len(calls) == 4
