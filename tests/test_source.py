@@ -180,6 +180,48 @@ def test_range_matches_full_decode(tmp_path, start, end):
     assert all(np.array_equal(a.image, b.image) for a, b in zip(part, want, strict=True))
 
 
+@pytest.mark.parametrize(
+    ("prefetch", "prefetch_bytes", "ahead"),
+    # frames prepared while nobody reads: the queued ones and the one waiting to be queued
+    [(8, 1 << 30, 9), (8, 25 << 20, 3), (8, 0, 2), (2, 1 << 30, 3)],
+)
+def test_decode_ahead_is_bounded_in_frames_and_bytes(h264, prefetch, prefetch_bytes, ahead):
+    """10 MiB model inputs: 25 MiB queue two frames (10 + 10; a third would make 30), 0 bytes
+    still lets the first through; every frame comes out, in order, either way."""
+    import time
+    from dataclasses import replace
+
+    made = []
+
+    def prepare(frame):
+        made.append(frame.index)
+        return replace(frame, model_input=np.zeros(10 << 20, np.uint8))
+
+    src = open_source(h264, prefetch=prefetch, prefetch_bytes=prefetch_bytes, prepare=prepare)
+    with src:
+        deadline = time.monotonic() + 10
+        while len(made) < ahead and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # time enough to run past the bound, were there none
+        assert len(made) == ahead
+        assert [f.index for f in src] == list(range(30))
+    assert not decode_threads()
+
+
+def test_frame_nbytes_counts_model_input_and_derived(h264):
+    from dataclasses import replace
+
+    from vosfx.matte.guided import GuidePrep
+
+    _, (frame, *_) = decode_all(h264, end=1)
+    guide = GuidePrep(frame.image, radius_px=2, eps=1e-3)
+    h, w = guide.low_hw  # the guide, its grid's image and 12 float planes on the grid
+    assert guide.nbytes == frame.image.nbytes + h * w * 3 + 12 * h * w * 4
+    full = replace(frame, model_input=np.zeros((32, 32, 3), np.uint8), derived={"guide": guide})
+    assert frame.nbytes == frame.image.nbytes
+    assert full.nbytes == frame.image.nbytes + 32 * 32 * 3 + guide.nbytes
+
+
 def test_bad_ranges(h264):
     with pytest.raises(InputError, match="start < 30"):
         open_source(h264, start=30)

@@ -70,6 +70,10 @@ class SourceYCbCr:
     matrix: int = 1  # the AVColorSpace the planes are coded with (a key of YCBCR_MATRICES)
 
     @property
+    def nbytes(self) -> int:
+        return self.y.nbytes + self.cb.nbytes + self.cr.nbytes
+
+    @property
     def subsampling(self) -> tuple[int, int]:
         """(sx, sy): 2, 2 for 4:2:0; 2, 1 for 4:2:2; 1, 1 for 4:4:4."""
         h, w = self.y.shape
@@ -101,6 +105,15 @@ class Frame:
     @property
     def time_s(self) -> float | None:
         return None if self.pts is None else float(self.pts * self.time_base)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the frame's arrays: its image, model input and what ``derived`` holds (each
+        derived value's own ``nbytes``)."""
+        size = self.image.nbytes
+        if self.model_input is not None:
+            size += self.model_input.nbytes
+        return size + sum(int(getattr(v, "nbytes", 0)) for v in self.derived.values())
 
     @property
     def rgb8(self) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 ``open_source`` returns a ``FrameSource``: a context manager and iterator of ``Frame`` whose
 ``info`` (a ``VideoInfo``) is known right after opening. Decoding runs on a background thread
-that feeds a bounded queue (``prefetch`` frames), so memory does not grow with the clip's length
-and decoding overlaps the model's work. Frames come in presentation order with their exact pts.
+that feeds a bounded queue (``prefetch`` frames, and ``prefetch_bytes`` beyond the first), so
+memory does not grow with the clip's length and decoding overlaps the model's work. Frames come in presentation order with their exact pts.
 
 Why the care with counts: a truncated or corrupt file must not look like a short clip, so a
 decode error names the frame index where it happened, and a clip that ends before the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Generator
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 
 # How long the decode thread waits on a full queue before checking whether it should stop.
 _PUT_POLL_S = 0.05
+# The bytes of frames decoded ahead, beyond the first. A prepared frame carries the model's
+# input and the refiner's guide: ~25 MiB at 854x480 (the guide's grid is the frame's size
+# there), so 8 frames ahead held ~170 MiB more than 1 in `vosfx matte` at 1024 for no speed
+# (docs/benchmarks/io.md). 64 MiB keeps 2-3 frames of SD or 1080p ahead.
+PREFETCH_BYTES = 64 << 20
 
 
 def probe(path: str | Path, *, fps: float | Fraction | None = None) -> VideoInfo:
@@ -50,6 +56,7 @@ def open_source(
     start: int = 0,
     end: int | None = None,
     prefetch: int = 8,
+    prefetch_bytes: int = PREFETCH_BYTES,
     fps: float | Fraction | None = None,
     prepare: Callable[[Frame], Frame] | None = None,
     ycbcr: bool = False,
@@ -58,7 +65,9 @@ def open_source(
 
     ``start``/``end``: frame range, ``end`` exclusive; frame indices stay those of the whole
     clip (the first frame yielded has ``index == start``). ``prefetch``: frames decoded ahead
-    on a background thread; 0 decodes on the caller's thread. ``fps``: image sequences only
+    on a background thread; 0 decodes on the caller's thread. ``prefetch_bytes``: the most
+    bytes (:attr:`Frame.nbytes`, prepared) those frames may hold beyond the first one, which
+    is always let through. ``fps``: image sequences only
     (default 24). ``prepare``: applied to each frame right after decoding, on the decode
     thread (the engine's preprocessing, so that it overlaps the model's work instead of
     adding to it). ``ycbcr``: videos keep each frame's own Y'CbCr planes beside its RGB
@@ -69,6 +78,8 @@ def open_source(
         raise InputError(f"expected a frame range 0 <= start < end, found start={start}, end={end}")
     if prefetch < 0:
         raise InputError(f"expected prefetch >= 0 frames, found {prefetch}")
+    if prefetch_bytes < 0:
+        raise InputError(f"expected prefetch_bytes >= 0, found {prefetch_bytes}")
     files = sequence.list_files(path_or_pattern)
     if files is not None:
         info = sequence.probe_files(path_or_pattern, files, fps)
@@ -80,7 +91,9 @@ def open_source(
         frames = video.decode_video(Path(path_or_pattern), info, start, end, ycbcr=ycbcr)
     if prepare is not None:
         frames = _prepared(frames, prepare)
-    return FrameSource(info, frames, start=start, end=end, prefetch=prefetch)
+    return FrameSource(
+        info, frames, start=start, end=end, prefetch=prefetch, prefetch_bytes=prefetch_bytes
+    )
 
 
 def _prepared(
@@ -109,6 +122,44 @@ class _End:
         self.error = error
 
 
+class _FrameQueue:
+    """The decode thread's queue: at most ``frames`` items and, beyond the first one queued,
+    ``max_bytes`` (:attr:`Frame.nbytes`; the end sentinel counts 0). ``put`` and ``get`` take
+    a timeout as ``queue.Queue``'s do and raise ``queue.Full`` / ``queue.Empty``."""
+
+    def __init__(self, frames: int, max_bytes: int) -> None:
+        self._frames, self._max_bytes = frames, max_bytes
+        self._items: deque[tuple[Frame | _End, int]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def put(self, item: Frame | _End, timeout: float) -> None:
+        size = item.nbytes if isinstance(item, Frame) else 0
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._room(size), timeout):
+                raise queue.Full
+            self._items.append((item, size))
+            self._bytes += size
+            self._cond.notify_all()
+
+    def _room(self, size: int) -> bool:
+        if not self._items:
+            return True
+        return len(self._items) < self._frames and self._bytes + size <= self._max_bytes
+
+    def get(self, timeout: float | None = None) -> Frame | _End:
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            item, size = self._items.popleft()
+            self._bytes -= size
+            self._cond.notify_all()
+            return item
+
+    def get_nowait(self) -> Frame | _End:
+        return self.get(timeout=0)
+
+
 class FrameSource:
     """Iterator of ``Frame`` over one clip; a context manager whose close joins the decode
     thread. ``info`` describes the whole clip; ``start``/``end`` the range being read."""
@@ -121,6 +172,7 @@ class FrameSource:
         start: int,
         end: int | None,
         prefetch: int,
+        prefetch_bytes: int = PREFETCH_BYTES,
     ):
         self.info = info
         self.start = start
@@ -130,7 +182,7 @@ class FrameSource:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         if prefetch > 0:
-            self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+            self._queue = _FrameQueue(prefetch, prefetch_bytes)
             self._thread = threading.Thread(
                 target=_pump,
                 args=(frames, self._queue, self._stop),
@@ -201,7 +253,7 @@ class FrameSource:
         return max(0, stop - self.start)
 
 
-def _pump(frames: Generator[Frame, None, None], q: queue.Queue, stop: threading.Event) -> None:
+def _pump(frames: Generator[Frame, None, None], q: _FrameQueue, stop: threading.Event) -> None:
     """Decode thread: move frames into ``q`` until done, stopped or failed. The end sentinel
     is always queued (unless stopped), so the consumer never waits on a dead thread."""
     end = _End(InputError("the decode thread stopped unexpectedly"))
@@ -226,7 +278,7 @@ def _decode_failure(e: Exception) -> InputError:
     return error
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+def _put(q: _FrameQueue, item, stop: threading.Event) -> bool:
     while not stop.is_set():
         try:
             q.put(item, timeout=_PUT_POLL_S)

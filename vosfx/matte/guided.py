@@ -104,6 +104,13 @@ class GuidePrep:
         inv_det = 1.0 / (rr * inv[0] + rg * inv[1] + rb * inv[2])
         self.inv_cov = [x * inv_det for x in inv]  # 6 x (h, w): xx, xy, xz, yy, yz, zz
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (what a frame queued with it costs: at 854x480 with
+        balanced refinement the grid is the frame's own size, 12 float planes, ~20 MiB)."""
+        arrays = [self.guide, self.low_image, *self.low, *self.mean_i, *self.inv_cov]
+        return sum(a.nbytes for a in arrays)
+
     def to_low(self, alpha: np.ndarray) -> np.ndarray:
         """(H, W) or any-size float32 alpha -> (h, w) float32 at the filter's resolution."""
         if alpha.shape == self.low_hw:
