@@ -3,7 +3,8 @@
 ``open_source`` returns a ``FrameSource``: a context manager and iterator of ``Frame`` whose
 ``info`` (a ``VideoInfo``) is known right after opening. Decoding runs on a background thread
 that feeds a bounded queue (``prefetch`` frames, and ``prefetch_bytes`` beyond the first), so
-memory does not grow with the clip's length and decoding overlaps the model's work. Frames come in presentation order with their exact pts.
+memory does not grow with the clip's length and decoding overlaps the model's work. Frames come
+in presentation order with their exact pts.
 
 Why the care with counts: a truncated or corrupt file must not look like a short clip, so a
 decode error names the frame index where it happened, and a clip that ends before the

@@ -107,7 +107,7 @@ class GuidePrep:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays held (what a frame queued with it costs: at 854x480 with
-        balanced refinement the grid is the frame's own size, 12 float planes, ~20 MiB)."""
+        balanced refinement the grid is the frame's own size, 12 float planes: ~21 MiB)."""
         arrays = [self.guide, self.low_image, *self.low, *self.mean_i, *self.inv_cov]
         return sum(a.nbytes for a in arrays)
 
