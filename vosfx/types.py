@@ -70,10 +70,6 @@ class SourceYCbCr:
     matrix: int = 1  # the AVColorSpace the planes are coded with (a key of YCBCR_MATRICES)
 
     @property
-    def nbytes(self) -> int:
-        return self.y.nbytes + self.cb.nbytes + self.cr.nbytes
-
-    @property
     def subsampling(self) -> tuple[int, int]:
         """(sx, sy): 2, 2 for 4:2:0; 2, 1 for 4:2:2; 1, 1 for 4:4:4."""
         h, w = self.y.shape
@@ -108,12 +104,9 @@ class Frame:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the frame's arrays: its image, model input and what ``derived`` holds (each
-        derived value's own ``nbytes``)."""
-        size = self.image.nbytes
-        if self.model_input is not None:
-            size += self.model_input.nbytes
-        return size + sum(int(getattr(v, "nbytes", 0)) for v in self.derived.values())
+        """Bytes of the frame's arrays: its image, model input and what ``derived`` holds
+        (:func:`nbytes`)."""
+        return nbytes(self)
 
     @property
     def rgb8(self) -> np.ndarray:
@@ -251,3 +244,18 @@ class ProgressEvent:
         if self.message:
             d["message"] = self.message
         return d
+
+
+def nbytes(value: Any) -> int:
+    """Bytes of the arrays in ``value``: numpy or torch arrays, ONNX Runtime OrtValues, or
+    objects with their own ``nbytes``, in a dataclass, dict, list or tuple (image features,
+    a decoded frame with what it carries)."""
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
+    if isinstance(value, Mapping):
+        return sum(nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
+    if callable(getattr(value, "tensor_size_in_bytes", None)):
+        return int(value.tensor_size_in_bytes())  # an onnxruntime OrtValue (IOBinding)
+    return int(getattr(value, "nbytes", 0))

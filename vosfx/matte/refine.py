@@ -166,8 +166,9 @@ class Refiner:
         """``frame`` with the part of refinement that depends on the image alone made ahead
         (``frame.derived["guide"]``: the guided filter's per-frame grid, ~4 ms a 1080p
         frame with 64² logits, ~12 with SAM 2's 256²), for a frame source to run on its
-        decode thread, so the loop's thread does only the per-object part. Returns ``frame`` itself when there is nothing to make (no
-        guided edge, or the logits' size unknown). Touches no refiner state."""
+        decode thread, so the loop's thread does only the per-object part. Returns ``frame``
+        itself when there is nothing to make (no guided edge, or the logits' size unknown).
+        Touches no refiner state."""
         if self.cfg.edge != "guided" or not self.logit_size or "guide" in frame.derived:
             return frame
         prep = GuidePrep(

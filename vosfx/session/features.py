@@ -25,7 +25,7 @@ import numpy as np
 from vosfx.engine.backend import Interrupt
 from vosfx.errors import Cancelled
 from vosfx.session.store import SlotFile
-from vosfx.types import Frame
+from vosfx.types import Frame, nbytes
 
 FEATURE_CACHE_BYTES = 256 << 20  # ~12 frames of SAM 2 features at 1024 (20 MiB each)
 # A session that only sweeps its frames in order (a render) reads a frame's features again
@@ -160,20 +160,6 @@ class FeatureCache:
         with self._lock:
             self._encoding.pop(t, None)
         done.set()
-
-
-def nbytes(value: Any) -> int:
-    """Bytes of a features object (numpy or torch arrays, or ONNX Runtime OrtValues, in a
-    dataclass, dict or tuple)."""
-    if hasattr(value, "__dataclass_fields__"):
-        return sum(nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
-    if isinstance(value, dict):
-        return sum(nbytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
-    if callable(getattr(value, "tensor_size_in_bytes", None)):
-        return int(value.tensor_size_in_bytes())  # an onnxruntime OrtValue (IOBinding)
-    return int(getattr(value, "nbytes", 0))
 
 
 class FeatureSpill:
