@@ -141,6 +141,7 @@ class BundleGraphs:
                     precision="bf16",
                     threads=threads,
                     batch_axes=batch_axes,
+                    float16_weights=name in ovr.FLOAT16_WEIGHTS,
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
