@@ -1,8 +1,12 @@
-"""`vosfx matte`: one clip, one prompt, every frame's matte."""
+"""`vosfx matte`: one clip, one prompt, every frame's matte.
+
+The options and the job they make are here; the prompt options are read by
+:mod:`vosfx.cli.prompt_options`, and :mod:`vosfx.cli.cancel` runs the job so that Ctrl-C and
+SIGTERM cancel it cleanly.
+"""
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -240,6 +244,7 @@ def default_output(input_path: str, fmt: str) -> str:
 def matte(input_path, mask, output, presets, job_file, json_progress, report, offline, **opts):
     """Matte INPUT (video file, image folder or %05d pattern) from MASK (an image for
     --mask-frame) or --point/--box clicks."""
+    from vosfx.cli.cancel import run_interruptible
     from vosfx.cli.progress import LogProgress, TerminalProgress, emit_json
     from vosfx.cli.progress import json_progress as json_cb
 
@@ -251,7 +256,7 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
             if json_progress
             else (TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
         )
-        result = _run_interruptible(job, on_progress)
+        result = run_interruptible(job, on_progress)
     except VosfxError as err:
         if json_progress:
             emit_json(
@@ -275,6 +280,7 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
 def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     import os
 
+    from vosfx.cli.prompt_options import prompt_specs
     from vosfx.job import Job, load_job_file
     from vosfx.presets import resolve_config
 
@@ -287,7 +293,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         return load_job_file(job_file, cli_overrides=overrides)
     if not input_path:
         raise click.UsageError("missing INPUT: a video file, an image folder or a %05d pattern")
-    prompts = _prompt_specs(mask, opts)
+    prompts = prompt_specs(mask, opts)
     if not prompts:
         raise click.UsageError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
     config = resolve_config(presets, overrides)
@@ -312,136 +318,6 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         objects=objects,
         fps=opts["fps"],
     )
-
-
-def _prompt_specs(mask, opts) -> list:
-    """PromptSpecs from MASK, --mask, --point, --neg-point and --box: each value may name its
-    frame (``FRAME:``, default --mask-frame) and object (``@OBJ``, default --obj); clicks and
-    boxes on one frame for one object make one prompt. Masks come first (their ids decide
-    the default id of clicks)."""
-    from vosfx.io.prompts import parse_box, parse_points, split_prompt_option
-    from vosfx.job import PromptSpec
-
-    default_frame = opts["mask_frame"]
-    specs = []
-    if mask:
-        specs.append(PromptSpec(frame=default_frame, mask=mask))
-    for value in opts["masks"]:
-        frame, path, obj = split_prompt_option(value)
-        if not path:
-            raise click.BadParameter(
-                f"expected [FRAME:]PATH[@OBJ], found {value!r}", param_hint="--mask"
-            )
-        specs.append(
-            PromptSpec(frame=default_frame if frame is None else frame, obj_id=obj, mask=path)
-        )
-    groups: dict[tuple[int, int | None], dict] = {}
-    flags = [("--point", "+", v) for v in opts["points"]]
-    flags += [("--neg-point", "-", v) for v in opts["neg_points"]]
-    for flag, sign, value in flags:
-        frame, xy, obj = split_prompt_option(value)
-        key = (default_frame if frame is None else frame, obj if obj else opts["obj_id"])
-        try:
-            pts, labels = parse_points(sign + xy)
-        except VosfxError as err:
-            raise click.BadParameter(str(err), param_hint=flag) from None
-        g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
-        g["points"] += pts.tolist()
-        g["labels"] += labels.tolist()
-    for value in opts["boxes"]:
-        frame, text, obj = split_prompt_option(value)
-        key = (default_frame if frame is None else frame, obj if obj else opts["obj_id"])
-        try:
-            box = tuple(parse_box(text).tolist())
-        except VosfxError as err:
-            raise click.BadParameter(str(err), param_hint="--box") from None
-        g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
-        if g["box"] is not None:
-            raise click.BadParameter(
-                f"two boxes for frame {key[0]}"
-                + (f", object {key[1]}" if key[1] else "")
-                + "; a prompt takes one box",
-                param_hint="--box",
-            )
-        g["box"] = box
-    for (frame, obj), g in groups.items():
-        specs.append(
-            PromptSpec(
-                frame=frame,
-                obj_id=obj,
-                points=tuple(map(tuple, g["points"])),
-                labels=tuple(g["labels"]),
-                box=g["box"],
-            )
-        )
-    return specs
-
-
-def _run_interruptible(job, on_progress):
-    """Run the job on a worker thread; SIGTERM (a host closing its dialog) and Ctrl-C cancel
-    it cleanly: the writers remove their temporary files and nothing that looks finished is
-    left. The main thread only waits, so it answers a signal at once (a model call on the
-    worker can take seconds) and says so; a second Ctrl-C quits without waiting."""
-    import os
-    import threading
-    import time
-
-    from vosfx import pipeline
-    from vosfx.errors import Cancelled
-
-    if not _main_thread():  # no signals to answer off the main thread (tests, embedders)
-        return pipeline.run(job, on_progress=on_progress)
-
-    cancel, done = threading.Event(), threading.Event()
-    outcome: dict = {}
-
-    def work() -> None:
-        try:
-            outcome["report"] = pipeline.run(job, on_progress=on_progress, cancel=cancel)
-        except BaseException as err:  # noqa: BLE001 - handed to the main thread, re-raised
-            outcome["error"] = err
-        finally:
-            done.set()
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _term)
-    worker = threading.Thread(target=work, name="vosfx-matte", daemon=True)
-    try:
-        worker.start()
-        # polled with sleep, not Thread.join(timeout): a KeyboardInterrupt inside join() can
-        # mark a running thread as finished (CPython's bpo-45274 handling)
-        while not done.is_set():
-            try:
-                time.sleep(0.05)
-            except KeyboardInterrupt:
-                if cancel.is_set():
-                    click.echo(
-                        "vosfx: quitting now; temporary files may be left beside the outputs",
-                        err=True,
-                    )
-                    os._exit(Cancelled.exit_code)
-                cancel.set()
-                click.echo(
-                    "vosfx: cancelling: stopping after the frame in progress and "
-                    "removing partial outputs (Ctrl-C again to quit at once)",
-                    err=True,
-                )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    worker.join()
-    if "error" in outcome:
-        if isinstance(outcome["error"], KeyboardInterrupt):
-            raise Cancelled("cancelled; partial outputs were removed") from None
-        raise outcome["error"]
-    return outcome["report"]  # finished before the cancel was seen: the outputs are whole
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def format_report(result) -> str:

@@ -7,7 +7,8 @@ own memory bank and memory policy. A frame of a plain pass (one hypothesis) is
 policy's decision on keeping the frame), then :meth:`Pass.commit` (the memory stored, the
 result built). :class:`~vosfx.engine.tracker.Tracker` runs the first two over the passes of
 a frame as one batch each through the backend (memory attention + decoder, then the memory
-encoder), which is why they are steps and not one call.
+encoder), which is why they are steps and not one call. A click on the frame a pass tracks
+next is decoded with that pass's memory (:meth:`Pass.correction`).
 
 Backward passes see frame indices mirrored (``N - 1 - t``, :meth:`Pass.local`), so their
 policies run unchanged (docs/session.md).
@@ -15,7 +16,7 @@ policies run unchanged (docs/session.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from vosfx.engine.bank import MemoryBank
 from vosfx.engine.decoding import choose_output, fill_holes
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
 from vosfx.engine.reprompt import Reprompter, reprompt_frame
+from vosfx.errors import PromptError, VosfxError
 from vosfx.types import ObjectResult
 
 
@@ -104,6 +106,29 @@ class Pass:
         # policy hooks (docs/memory.md): the decoder's object gate and the candidate choice
         gate = float(getattr(self.policy, "min_object_score", 0.0))
         return TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
+
+    def correction(self, request: TrackRequest, frame_index: int, shot_id: int) -> TrackRequest:
+        """A click ``request`` (:func:`~vosfx.engine.anchors.click_request`) on frame
+        ``frame_index``, which must be the pass's next frame, with the memory the pass attends
+        there, as SAM 2 decodes a correction on a tracked frame (``is_init_cond_frame=False``)."""
+        if self.paths is not None:
+            raise PromptError(
+                f"[memory] policy {self.policy.name}: a correction on a tracked frame "
+                f"(frame {frame_index}) is not supported yet; prompt the frame before "
+                "tracking it, or use another policy"
+            )
+        if frame_index != self.last + self.direction:
+            raise VosfxError(
+                f"correction on frame {frame_index}: the pass of object {self.obj_id} "
+                f"from frame {self.anchor} is at frame {self.last}"
+            )
+        sel = self.policy.select(self.local(frame_index), shot_id, self.bank)
+        return replace(
+            request,
+            memories=[MemoryItem(self.bank.maskmem(f), p) for f, p in sel.masks],
+            pointers=[PointerItem(self.bank.obj_ptr(f), d) for f, d in sel.pointers],
+            t_diff_max=sel.pointer_t_diff_max,
+        )
 
     def observe(
         self, rules: MaskRules, t: int, shot_id: int, req: TrackRequest, out: TrackOutput

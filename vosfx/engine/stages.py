@@ -6,8 +6,9 @@ the same stages can be exported to ONNX. ``S`` is the model's ``image_size`` (10
 released checkpoints), ``s = S // 4`` the low-res mask size and ``g = S // 16`` the feature grid.
 
 The Python-side choices (which memories to attend, multimask or single mask, no-memory embedding
-on initial conditioning frames) live in :mod:`vosfx.engine.tracker`; the stages compute every
-candidate and the tracker picks, the way ``SAM2Base._forward_sam_heads`` does.
+on initial conditioning frames) live with the tracker (:mod:`vosfx.engine.passes`,
+:mod:`vosfx.engine.decoding`, :mod:`vosfx.engine.anchors`); the stages compute every candidate
+and the tracker picks, the way ``SAM2Base._forward_sam_heads`` does.
 """
 
 from __future__ import annotations

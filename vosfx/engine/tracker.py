@@ -21,38 +21,30 @@ It reproduces ``sam2.SAM2VideoPredictor`` (sam2 1.1.0) with constant memory. Two
   SAM 2's reverse mode does (docs/session.md).
 
 Low-res logits get small holes filled (``fill_hole_area``) for output only, never for the
-memory of tracked frames. A pass's state and the steps of one of its frames are in
+memory of tracked frames. An anchor and how its prompt is decoded are in
+:mod:`vosfx.engine.anchors`, a pass's state and the steps of one of its frames in
 :mod:`vosfx.engine.passes`.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from vosfx.engine.anchors import Anchor, click_request, decode_prompt
 from vosfx.engine.backend import (
     Backend,
     ImageFeatures,
     Interrupt,
-    MemoryItem,
     MemoryRequest,
-    PointerItem,
-    TrackRequest,
     encode_memory_many,
     track_many,
-    warn_once,
 )
 from vosfx.engine.bank import MemoryBank
-from vosfx.engine.decoding import (
-    MASK_INPUT_CLAMP,
-    check_prompt,
-    prompt_points,
-)
+from vosfx.engine.decoding import check_prompt
 from vosfx.engine.passes import MaskRules, Pass
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
 from vosfx.engine.reprompt import Reprompter
@@ -61,22 +53,6 @@ from vosfx.types import Frame, ObjectResult, Prompt, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-
-@dataclass
-class _Anchor:
-    """One object's prompted frame: its output and its encoded memory (backend-native)."""
-
-    obj_id: int
-    frame_index: int
-    shot_id: int
-    low: np.ndarray  # (s, s) float32, holes filled: the frame's output
-    score: float
-    iou: float
-    quality: float
-    ptr: Any
-    maskmem: Any  # None until a pass needs it (see Tracker.prompt)
-    features: Any = None  # kept only while the memory is not encoded yet
 
 
 class Tracker:
@@ -104,7 +80,7 @@ class Tracker:
         self.rules = MaskRules(backend, fill_hole_area, (info.height, info.width))
         self.reprompt = reprompt
         self._policy = policy
-        self._anchors: dict[int, dict[int, _Anchor]] = {}
+        self._anchors: dict[int, dict[int, Anchor]] = {}
         self._passes: dict[int, Pass] = {}
         self._next_pass = 0
         self._events: dict[int, dict[int, str]] = {}
@@ -167,51 +143,18 @@ class Tracker:
                 f"prompt for frame {prompt.frame_index} given with frame {frame.index}"
             )
         check_prompt(prompt, self.info.width, self.info.height)
-        b = self.backend
         feats = features if features is not None else self.encode(frame)
-        if prompt.mask is not None:
-            if not b.use_mask_input_as_output_without_sam:
-                raise PromptError(
-                    "this model needs use_mask_input_as_output_without_sam for "
-                    "mask prompts (every SAM 2.1 config sets it)"
-                )
-            low, score, ptr = b.mask_as_output(feats, prompt.mask)
-            low = self.rules.fill(low)
-            iou, all_ious = 1.0, np.ones(1, np.float32)
-        else:
-            request = self._click_request(frame, prompt, feats, previous, pass_id, shot_id)
-            out = b.track(request)
-            n_points = 0 if request.point_labels is None else len(request.point_labels)
-            low, iou, all_ious, ptr = self.rules.choose(out, pass_id is None, n_points)
-            score = out.object_score_logit
-            low = self.rules.fill(low)
-        from vosfx.engine.policies.rcms import frame_quality
-
-        quality = frame_quality(score, all_ious, low)
-        # The anchor's memory is encoded when a pass first attends it, not here: a click in the
-        # studio then costs the decoder only (the memory encoder was ~60 % of a click at 1024);
-        # the frame's features are kept meanwhile (20 MiB at 1024 per prompted frame not yet
-        # tracked).
-        self._anchors.setdefault(prompt.obj_id, {})[frame.index] = _Anchor(
-            prompt.obj_id,
-            frame.index,
-            shot_id,
-            low,
-            float(score),
-            float(iou),
-            quality,
-            ptr,
-            None,
-            feats,
+        request = None
+        if prompt.mask is None:
+            w, h = self.info.width, self.info.height
+            request = click_request(self.backend, prompt, feats, previous, w, h)
+            if pass_id is not None:
+                request = self._passes[pass_id].correction(request, frame.index, shot_id)
+        anchor = decode_prompt(
+            self.rules, feats, prompt, request, shot_id=shot_id, is_init_cond=pass_id is None
         )
-        return ObjectResult(
-            prompt.obj_id,
-            frame.index,
-            low,
-            float(score),
-            float(iou),
-            {"prompt": True, "quality": quality},
-        )
+        self._anchors.setdefault(prompt.obj_id, {})[frame.index] = anchor
+        return anchor.result()
 
     def anchors(self, obj_id: int) -> list[int]:
         """The object's prompted frames, ascending."""
@@ -232,57 +175,6 @@ class Tracker:
             if self._passes[pid].paths is not None:
                 self._passes[pid].paths.close()
             del self._passes[pid]
-
-    def _click_request(
-        self,
-        frame: Frame,
-        prompt: Prompt,
-        feats: ImageFeatures,
-        previous: np.ndarray | None,
-        pass_id: int | None,
-        shot_id: int,
-    ) -> TrackRequest:
-        """The decoder request of a point/box prompt (see :meth:`prompt`): the points in model
-        pixels, the frame's previous output as the dense mask input when the backend takes
-        one, and for a correction on a tracked frame the memory that pass attends there."""
-        coords, labels = prompt_points(
-            prompt, self.info.width, self.info.height, self.backend.image_size
-        )
-        mask_in = None
-        if previous is not None and not getattr(self.backend, "supports_mask_input", True):
-            # a backend without a dense-mask decoder graph (an ONNX bundle exported before
-            # format 3): the clicks alone decide, as SAM 2 does for a frame's first click
-            warn_once(
-                logging.getLogger(__name__),
-                "this backend has no dense mask-prompt graph: a further click on "
-                "a frame is decoded from all its clicks, without the frame's "
-                "previous mask as input (the torch backend uses it, as SAM 2)",
-            )
-            previous = None
-        if previous is not None:
-            mask_in = np.clip(previous, -MASK_INPUT_CLAMP, MASK_INPUT_CLAMP).astype(np.float32)
-        request = TrackRequest(feats, point_coords=coords, point_labels=labels, mask_logits=mask_in)
-        if pass_id is not None:
-            ps = self._passes[pass_id]
-            if ps.paths is not None:
-                raise PromptError(
-                    f"[memory] policy {ps.policy.name}: a correction on a tracked frame "
-                    f"(frame {frame.index}) is not supported yet; prompt the frame before "
-                    "tracking it, or use another policy"
-                )
-            if frame.index != ps.last + ps.direction:
-                raise VosfxError(
-                    f"correction on frame {frame.index}: the pass of object {ps.obj_id} "
-                    f"from frame {ps.anchor} is at frame {ps.last}"
-                )
-            sel = ps.policy.select(ps.local(frame.index), shot_id, ps.bank)
-            request = replace(
-                request,
-                memories=[MemoryItem(ps.bank.maskmem(f), p) for f, p in sel.masks],
-                pointers=[PointerItem(ps.bank.obj_ptr(f), d) for f, d in sel.pointers],
-                t_diff_max=sel.pointer_t_diff_max,
-            )
-        return request
 
     # --- passes -------------------------------------------------------------------------
     def start_pass(
@@ -326,24 +218,11 @@ class Tracker:
                 iou=a.iou,
                 quality=a.quality,
             )
-            bank.apply(entry, self._anchor_memory(a), a.ptr, Decision(store=True, as_cond=True))
+            bank.apply(entry, a.memory(self.backend), a.ptr, Decision(store=True, as_cond=True))
         pid = self._next_pass
         self._next_pass += 1
         self._passes[pid] = ps
         return pid
-
-    def _anchor_memory(self, a: _Anchor) -> Any:
-        """The anchor's memory, encoded on first use from its stored (filled) prediction,
-        binarised for mask prompts too, as SAM 2's ``propagate_in_video_preflight`` does
-        (is_mask_from_pts=True for every prompted frame; the mask's antialiased edge otherwise
-        moves the next frame's logits by ~5e-4 at image size 128)."""
-        if a.maskmem is None:
-            b = self.backend
-            a.maskmem = b.encode_memory(
-                a.features, a.low, a.score, b.binarize_mask_from_pts_for_mem_enc
-            )
-            a.features = None
-        return a.maskmem
 
     def step(
         self,

@@ -25,7 +25,6 @@ redoes only what a change made stale.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,14 +40,15 @@ from vosfx.session.features import (
     FeatureCache,
     FeatureSpill,
 )
-from vosfx.session.plan import PassPlan, plan_object
+from vosfx.session.plan import PassPlan
+from vosfx.session.prompts import PromptBook
+from vosfx.session.shotlog import ShotLog
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from vosfx.session.shots import ShotDetector
     from vosfx.session.sweep import Sweep
 
 FrameCallback = Callable[[ObjectResult], None]
@@ -73,7 +73,9 @@ class ClipSession:
     (:class:`~vosfx.session.store.ResultStore`); image features of recent frames in an LRU of
     ``feature_cache_bytes`` (of :data:`~vosfx.session.features.SWEEP_FEATURE_FRAMES` frames
     when ``frames`` is None: a sweep reads a frame again only in the same visit or from the
-    disk tier).
+    disk tier). The prompts and which passes they leave stale are kept in a
+    :class:`~vosfx.session.prompts.PromptBook`, the frames' shot ids in a
+    :class:`~vosfx.session.shotlog.ShotLog`.
     """
 
     def __init__(
@@ -96,18 +98,11 @@ class ClipSession:
         self._scratch = Scratch()
         self.store = ResultStore(info.num_frames, self.engine.low_res, self._scratch.path)
         self._stash = FrameStash(self._scratch.path)
-        self._prompts: dict[int, dict[int, Prompt]] = {}  # obj -> frame -> prompt
-        self._pending: dict[int, list[Prompt]] = defaultdict(list)  # frame -> to compute
-        self._version: dict[tuple[int, int], int] = {}  # (obj, frame) -> anchor version
-        self._counter = 0
-        self._done: set[tuple] = set()  # keys of passes computed with current anchors
+        self._book = PromptBook(self.start, self.end, backward=memory.track_backward)
         self.needs_shots = MEMORY_POLICIES[memory.policy].needs_shots
         # SAM2Long: a pass's frames are final only when it ends (Tracker.end_pass)
         self.deferred = MEMORY_POLICIES[memory.policy].deferred
-        self._shots: dict[int, int] = {}
-        self._detector: ShotDetector | None = None  # made on the first frame that needs it
-        self._detector_next = self.start
-        self.cuts: list[int] = []
+        self._shots = ShotLog(memory, self.start, frames, enabled=self.needs_shots)
         self.stats = {
             "encoded": 0,
             "feature_hits": 0,
@@ -129,24 +124,18 @@ class ClipSession:
     # --- prompts ------------------------------------------------------------------------
     @property
     def obj_ids(self) -> tuple[int, ...]:
-        return tuple(sorted(self._prompts))
+        return self._book.obj_ids
 
     def prompts(self) -> list[Prompt]:
-        return [p for obj in sorted(self._prompts) for _f, p in sorted(self._prompts[obj].items())]
+        return self._book.prompts()
 
     def prompted_frames(self, obj_id: int) -> list[int]:
-        return sorted(self._prompts.get(obj_id, {}))
+        return self._book.prompted_frames(obj_id)
 
     def set_prompts(self, prompts: Iterable[Prompt]) -> None:
         """Prompts computed when a sweep reaches their frames (a pipeline's: no frame is
         decoded out of order). Later prompts for the same object and frame replace earlier."""
-        for p in prompts:
-            self._check_range(p)
-            self._prompts.setdefault(p.obj_id, {})[p.frame_index] = p
-            self._pending[p.frame_index] = [
-                q for q in self._pending[p.frame_index] if q.obj_id != p.obj_id
-            ] + [p]
-            self._bump(p.obj_id, p.frame_index)
+        self._book.defer(prompts)
 
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
         """Set ``prompt`` (the object's whole prompt on that frame) and compute that frame's
@@ -161,35 +150,21 @@ class ClipSession:
         clicks alone, in image mode."""
         if self.frames is None:
             raise PromptError("this session has no frame access; use set_prompts")
-        self._check_range(prompt)
+        self._book.check(prompt)
         t, obj = prompt.frame_index, prompt.obj_id
         previous, tracked_by = None, None
         if refine and prompt.mask is None:
             old = self.store.get(obj, t)
             previous = None if old is None else old.logits
             if old is not None and not self.store.is_prompted(obj, t):
-                tracked_by = self._pass_covering(obj, t)
+                tracked_by = self._book.covering(obj, t)
         frame = self.frames.get(t)
         if tracked_by is None:
             self._compute_prompt(frame, prompt, previous)
         else:
             self._correct(frame, prompt, tracked_by, previous)
-        self._prompts.setdefault(obj, {})[t] = prompt
-        self._pending[t] = [q for q in self._pending.get(t, []) if q.obj_id != obj]
+        self._book.put(prompt)
         return self.result(t)
-
-    def _pass_covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
-        """The up-to-date pass whose result the object has on ``frame_index``, if any."""
-        for pl in plan_object(
-            obj_id,
-            self._prompts.get(obj_id, {}),
-            self.start,
-            self.end,
-            backward=self.memory.track_backward,
-        ):
-            if frame_index in pl.frames and self._key(pl) in self._done:
-                return pl
-        return None
 
     def _correct(
         self, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
@@ -202,14 +177,12 @@ class ClipSession:
             u = pl.anchor + pl.direction
             while u != frame.index:
                 fu = self.frames.get(u)
-                self.engine.step(
-                    fu, [pid], shot_id=self._shots.get(u, 0), features=self.features.get(fu)
-                )
+                self.engine.step(fu, [pid], shot_id=self.shot_id(u), features=self.features.get(fu))
                 u += pl.direction
             res = self.engine.prompt(
                 frame,
                 prompt,
-                shot_id=self._shots.get(frame.index, 0),
+                shot_id=self.shot_id(frame.index),
                 previous=previous,
                 features=self.features.get(frame),
                 pass_id=pid,
@@ -217,80 +190,41 @@ class ClipSession:
         finally:
             self.engine.end_pass(pid)
         self.store.put(res, prompted=True)
-        self._bump(prompt.obj_id, frame.index)
+        self._book.bump(prompt.obj_id, frame.index)
 
     def remove_prompt(self, obj_id: int, frame_index: int) -> None:
         """Drop the object's prompt on ``frame_index``; the object disappears with its last."""
-        frames = self._prompts.get(obj_id, {})
-        if frame_index not in frames:
-            raise PromptError(f"object {obj_id} has no prompt on frame {frame_index}")
-        del frames[frame_index]
-        self._pending[frame_index] = [
-            q for q in self._pending.get(frame_index, []) if q.obj_id != obj_id
-        ]
+        self._book.remove(obj_id, frame_index)
         self.engine.remove_anchor(obj_id, frame_index)
         self.store.clear(obj_id, range(frame_index, frame_index + 1))
-        self._bump(obj_id, frame_index)
-        if not frames:
+        self._book.bump(obj_id, frame_index)
+        if not self._book.prompted_frames(obj_id):
             self.delete_object(obj_id)
 
     def delete_object(self, obj_id: int) -> None:
-        self._prompts.pop(obj_id, None)
-        for t in list(self._pending):
-            self._pending[t] = [q for q in self._pending[t] if q.obj_id != obj_id]
+        self._book.drop(obj_id)
         self.engine.remove_object(obj_id)
         self.store.drop(obj_id)
-        self._done = {k for k in self._done if k[0] != obj_id}
-
-    def _check_range(self, p: Prompt) -> None:
-        if not self.start <= p.frame_index < self.end:
-            raise PromptError(
-                f"prompt for object {p.obj_id} on frame {p.frame_index} is "
-                f"outside the frames being matted ({self.start}.."
-                f"{self.end - 1})"
-            )
-
-    def _bump(self, obj_id: int, frame_index: int) -> None:
-        self._counter += 1
-        self._version[(obj_id, frame_index)] = self._counter
 
     def _compute_prompt(self, frame: Frame, prompt: Prompt, previous: np.ndarray | None) -> None:
         res = self.engine.prompt(
             frame,
             prompt,
-            shot_id=self._shots.get(frame.index, 0),
+            shot_id=self.shot_id(frame.index),
             previous=previous,
             features=self.features.get(frame),
         )
         self.store.put(res, prompted=True)
-        self._bump(prompt.obj_id, frame.index)
+        self._book.bump(prompt.obj_id, frame.index)
 
     # --- plans --------------------------------------------------------------------------
     def plan(self) -> list[PassPlan]:
         """Every pass of the rule for the current prompts."""
-        return [
-            pl
-            for obj in sorted(self._prompts)
-            for pl in plan_object(
-                obj, self._prompts[obj], self.start, self.end, backward=self.memory.track_backward
-            )
-        ]
-
-    def _key(self, pl: PassPlan) -> tuple:
-        return (
-            pl.obj_id,
-            pl.anchor,
-            pl.direction,
-            pl.neighbour,
-            pl.frames.start,
-            pl.frames.stop,
-            self._version.get((pl.obj_id, pl.anchor)),
-            None if pl.neighbour is None else self._version.get((pl.obj_id, pl.neighbour)),
-        )
+        return self._book.plan()
 
     def stale(self) -> list[PassPlan]:
         """The passes whose results are missing or out of date."""
-        return [pl for pl in self.plan() if self._key(pl) not in self._done]
+        return self._book.stale()
 
     # --- tracking -----------------------------------------------------------------------
     def track(
@@ -300,20 +234,20 @@ class ClipSession:
         frames stepped. ``on_frame`` gets each result as it is stored."""
         if self.frames is None:
             raise PromptError("this session has no frame access; sweep its frames instead")
-        stale = self.stale()
-        if not stale and not any(self._pending.values()):
+        stale, pending = self.stale(), self._book.pending
+        if not stale and not any(pending.values()):
             return 0
         lo = min(
-            [pl.frames.start for pl in stale] + [t for t, ps in self._pending.items() if ps],
+            [pl.frames.start for pl in stale] + [t for t, ps in pending.items() if ps],
             default=self.start,
         )
         hi = max(
             [pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
-            + [t + 1 for t, ps in self._pending.items() if ps],
+            + [t + 1 for t, ps in pending.items() if ps],
             default=lo,
         )
         if self.needs_shots:
-            lo = min(lo, self._detector_next)
+            lo = min(lo, self._shots.next_index)
         frames = (self.frames.get(t) for t in range(lo, hi))
         before = self.stats["stepped"]
         for _ in self.sweep(frames, on_frame=on_frame, cancel=cancel):
@@ -365,36 +299,13 @@ class ClipSession:
             on_frame(res)
 
     # --- shots and features -------------------------------------------------------------
-    def _shot(self, frame: Frame) -> int:
-        """The frame's shot id; the detector sees every frame in order from the range start
-        (frames it missed are fetched from the provider first)."""
-        if not self.needs_shots:
-            return 0
-        if frame.index in self._shots:
-            return self._shots[frame.index]
-        if self._detector is None:
-            from vosfx.session.shots import ShotDetector
-
-            self._detector = ShotDetector(
-                threshold=self.memory.shot_threshold, min_shot_frames=self.memory.shot_min_frames
-            )
-        while self._detector_next < frame.index:
-            if self.frames is None:
-                raise PromptError(f"internal: shot detector missed frames before {frame.index}")
-            self._push_shot(self.frames.get(self._detector_next))
-        return self._push_shot(frame)
-
-    def _push_shot(self, frame: Frame) -> int:
-        assert self._detector is not None
-        sid = self._detector.push(frame)
-        if sid != self._shots.get(frame.index - 1, 0) and frame.index > self.start:
-            self.cuts.append(frame.index)
-        self._shots[frame.index] = sid
-        self._detector_next = frame.index + 1
-        return sid
+    @property
+    def cuts(self) -> list[int]:
+        """Frames inside the range where a new shot starts, as the sweeps so far found them."""
+        return self._shots.cuts
 
     def shot_id(self, frame_index: int) -> int:
-        return self._shots.get(frame_index, 0)
+        return self._shots.shot_id(frame_index)
 
     def warm(self, frame: Frame) -> bool:
         """Encode ``frame``'s image features ahead of a prompt on it: the studio calls it from

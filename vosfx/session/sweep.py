@@ -53,11 +53,11 @@ class Sweep:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled; no output was written")
         t = frame.index
-        shot = s._shot(frame)
-        prompted = s._pending.pop(t, [])
+        shot = s._shots.see(frame)
+        prompted = s._book.pending.pop(t, [])
         for p in prompted:
             s._compute_prompt(frame, p, None)
-        for obj, frames in s._prompts.items():
+        for obj, frames in s._book.by_object.items():
             if t in frames:
                 s.engine.set_shot(obj, t, shot)
         if self.need_stash[t]:
@@ -81,7 +81,7 @@ class Sweep:
         for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
             pl, pid = self.live.pop(obj)
             s._end_pass(pid, self.on_frame, keep)
-            s._done.add(s._key(pl))
+            s._book.ran(pl)
             del self.tails[obj]
         due = self.segments.pop(t, [])
         if due:
@@ -93,7 +93,7 @@ class Sweep:
                 for pl in group:  # read: what still counts is later passes' reads
                     self.need_stash[pl.frames.start : pl.frames.stop] -= 1
             for pl in due:
-                s._done.add(s._key(pl))
+                s._book.ran(pl)
                 unread = [u for u in pl.frames if not self.need_stash[u]]
                 s._stash.discard(unread)
                 s.features.release(unread)
@@ -128,7 +128,7 @@ class Sweep:
                 else:
                     frame = Frame(u, image, None, s.info.time_base)
                 feats = s.features.get(frame)
-                results = s.engine.step(frame, active, shot_id=s._shots.get(u, 0), features=feats)
+                results = s.engine.step(frame, active, shot_id=s.shot_id(u), features=feats)
                 s.stats["stepped"] += 1
                 if self.need_stash[u] > len(active):
                     # another segment (another object's gap, or another object's pass in the

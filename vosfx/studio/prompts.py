@@ -1,0 +1,259 @@
+"""The studio's prompts as the user made them: objects, one :class:`FramePrompt` per object and
+frame, undo/redo, and each change computed on its frame at once.
+
+Every prompt is kept as the job JSON spells it (:class:`FramePrompt`, one per object and
+frame) and turned into the engine's Prompt by the same function ``vosfx matte --job`` uses
+(:func:`vosfx.pipeline.resolve_prompts`), and each click recomputes the object's whole prompt
+on that frame from the clicks alone (``refine=False``): so the mask the page shows after a
+click is what a render of the saved job computes for that frame, exactly.
+
+:class:`PromptsMixin` is that part of :class:`~vosfx.studio.state.Studio`; the studio makes
+the state it reads (the bookkeeping below and the session) in its constructor.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vosfx.errors import PromptError
+from vosfx.job import Job, PromptSpec
+from vosfx.types import MaskResult, VideoInfo
+
+if TYPE_CHECKING:
+    from vosfx.session import ClipSession
+
+
+@dataclass(frozen=True)
+class FramePrompt:
+    """One object's whole prompt on one frame, as the user made it: clicks (``points`` in
+    source pixels with ``labels`` 1 include / 0 exclude) and an optional ``box``, or a
+    ``mask`` image file (a dropped mask replaces the clicks)."""
+
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    mask: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.points and self.box is None and self.mask is None
+
+    def spec(self, frame: int, obj_id: int) -> PromptSpec:
+        return PromptSpec(
+            frame=frame,
+            obj_id=obj_id,
+            mask=self.mask,
+            points=self.points,
+            labels=self.labels,
+            box=self.box,
+        )
+
+
+@dataclass
+class StudioObject:
+    obj_id: int
+    name: str
+
+
+class PromptsMixin:
+    """Objects, prompts and undo/redo of a :class:`~vosfx.studio.state.Studio`."""
+
+    # made by Studio.__init__: the clip and the frames matted, the session, the dropped masks'
+    # folder, and the bookkeeping (``edits``: (obj, frame) -> prompt; ``_lock`` guards it)
+    info: VideoInfo
+    start: int
+    end: int
+    session: ClipSession
+    workdir: Path
+    objects: dict[int, StudioObject]
+    edits: dict[tuple[int, int], FramePrompt]
+    _undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
+    _redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
+    _lock: threading.RLock
+    _mask_seq: int
+
+    if TYPE_CHECKING:
+
+        def stop(self) -> None: ...  # cancels the running track or render (TasksMixin)
+
+    # --- objects --------------------------------------------------------------------------
+    def add_object(self, name: str | None = None) -> StudioObject:
+        with self._lock:
+            obj_id = max(self.objects, default=0) + 1
+            obj = StudioObject(obj_id, name or f"object {obj_id}")
+            self.objects[obj_id] = obj
+            return obj
+
+    def rename_object(self, obj_id: int, name: str) -> None:
+        name = name.strip()[:80]
+        if not name:
+            raise PromptError("an object's name cannot be empty")
+        self._object(obj_id).name = name
+
+    def delete_object(self, obj_id: int) -> None:
+        self._object(obj_id)
+        self.stop()
+        with self._lock:
+            if obj_id in self.session.obj_ids:
+                self.session.delete_object(obj_id)
+            for key in [k for k in self.edits if k[0] == obj_id]:
+                del self.edits[key]
+            self._undo = [u for u in self._undo if u[0] != obj_id]
+            self._redo = [u for u in self._redo if u[0] != obj_id]
+            del self.objects[obj_id]
+
+    def _object(self, obj_id: int) -> StudioObject:
+        if obj_id not in self.objects:
+            raise PromptError(f"there is no object {obj_id}; objects: {sorted(self.objects)}")
+        return self.objects[obj_id]
+
+    # --- prompts --------------------------------------------------------------------------
+    def click(self, obj_id: int, frame: int, x: float, y: float, label: int) -> MaskResult:
+        """Add an include (``label`` 1) or exclude (0) point for ``obj_id`` on ``frame``."""
+        old = self.edits.get((obj_id, frame)) or FramePrompt()
+        base = FramePrompt(box=old.box) if old.mask is not None else old
+        new = replace(
+            base, points=(*base.points, (float(x), float(y))), labels=(*base.labels, int(label))
+        )
+        return self.set_prompt(obj_id, frame, new)
+
+    def box(self, obj_id: int, frame: int, box: tuple[float, float, float, float]) -> MaskResult:
+        old = self.edits.get((obj_id, frame)) or FramePrompt()
+        base = FramePrompt() if old.mask is not None else old
+        x0, y0, x1, y1 = box
+        new = replace(base, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+        return self.set_prompt(obj_id, frame, new)
+
+    def drop_mask(self, obj_id: int, frame: int, data: bytes) -> MaskResult:
+        """A mask image dropped on the viewer (any image PIL reads; alpha or luma, scaled to
+        the clip's size): saved as a PNG in the workdir and made the object's prompt."""
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            opened = Image.open(io.BytesIO(data))
+            opened.load()
+        except (UnidentifiedImageError, OSError) as err:
+            raise PromptError(f"the dropped file is not an image PIL can read: {err}") from None
+        img = opened.getchannel("A") if "A" in opened.getbands() else opened.convert("L")
+        img = img.resize((self.info.width, self.info.height), Image.Resampling.NEAREST)
+        mask = (np.asarray(img) >= 128).astype(np.uint8) * 255
+        if not mask.any():
+            raise PromptError("the dropped mask is empty (no pixel >= 128)")
+        self._mask_seq += 1
+        path = self.workdir / f"mask_obj{obj_id}_f{frame}_{self._mask_seq}.png"
+        Image.fromarray(mask, "L").save(path)
+        return self.set_prompt(obj_id, frame, FramePrompt(mask=str(path)))
+
+    def set_prompt(
+        self, obj_id: int, frame: int, new: FramePrompt | None, *, record: bool = True
+    ) -> MaskResult:
+        """Make ``new`` the object's whole prompt on ``frame`` (None or empty: remove it) and
+        compute that frame at once. Cancels tracking first (the pass would be stale)."""
+        self._object(obj_id)
+        if not self.start <= frame < self.end:
+            raise PromptError(
+                f"frame {frame} is outside the frames being matted ({self.start}..{self.end - 1})"
+            )
+        self.stop()
+        with self._lock:
+            old = self.edits.get((obj_id, frame))
+            if new is not None and new.empty:
+                new = None
+            if new is None:
+                if old is not None:
+                    self.session.remove_prompt(obj_id, frame)
+                    del self.edits[(obj_id, frame)]
+            else:
+                prompt = self._resolve(obj_id, frame, new)
+                self.session.add_prompt(prompt, refine=False)
+                self.edits[(obj_id, frame)] = new
+            if record:
+                self._undo.append((obj_id, frame, old, new))
+                self._redo.clear()
+            return self.session.result(frame)
+
+    def _resolve(self, obj_id: int, frame: int, fp: FramePrompt):
+        from vosfx.pipeline import resolve_prompts
+
+        (prompt,) = resolve_prompts(
+            (fp.spec(frame, obj_id),),
+            self.info,
+            fit=False,
+            objects=None,
+            start=self.start,
+            end=self.end,
+        )
+        return prompt
+
+    def restore(self, job: Job) -> None:
+        """Reopen a saved job's prompts (ids as ``vosfx matte`` gives them: a mask without an
+        id holds its palette's objects, clicks without one go after the masks' ids)."""
+        from PIL import Image
+
+        from vosfx.pipeline import resolve_prompts
+
+        mask_ids: set[int] = set()
+        for spec in job.prompts:
+            if spec.mask is not None:
+                found = resolve_prompts(
+                    (spec,),
+                    self.info,
+                    fit=job.fit,
+                    objects=job.objects,
+                    start=self.start,
+                    end=self.end,
+                )
+                for p in found:
+                    if p.mask is None:
+                        continue
+                    path = self.workdir / f"mask_obj{p.obj_id}_f{p.frame_index}.png"
+                    Image.fromarray(p.mask.astype(np.uint8) * 255, "L").save(path)
+                    self._restore_one(p.obj_id, p.frame_index, FramePrompt(mask=str(path)))
+                    mask_ids.add(p.obj_id)
+                continue
+            obj = spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1
+            if job.objects is not None and obj not in job.objects:
+                continue
+            self._restore_one(obj, spec.frame, FramePrompt(spec.points, spec.labels, spec.box))
+
+    def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:
+        if obj_id not in self.objects:
+            self.objects[obj_id] = StudioObject(obj_id, f"object {obj_id}")
+        self.set_prompt(obj_id, frame, fp, record=False)
+
+    def undo(self) -> int | None:
+        """Undo the last prompt change; returns its frame (None: nothing to undo)."""
+        if not self._undo:
+            return None
+        obj_id, frame, old, new = self._undo.pop()
+        self.set_prompt(obj_id, frame, old, record=False)
+        self._redo.append((obj_id, frame, old, new))
+        return frame
+
+    def redo(self) -> int | None:
+        if not self._redo:
+            return None
+        obj_id, frame, old, new = self._redo.pop()
+        self.set_prompt(obj_id, frame, new, record=False)
+        self._undo.append((obj_id, frame, old, new))
+        return frame
+
+    # --- what the page reads --------------------------------------------------------------
+    def prompt_state(self) -> dict:
+        """The prompts as the page lists them (a ``mask`` flag instead of the file) and
+        whether undo and redo can run. (No lock: a track holds it for its whole run.)"""
+        return {
+            "prompts": [
+                dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
+                for (o, f), fp in sorted(dict(self.edits).items())
+            ],
+            "can_undo": bool(self._undo),
+            "can_redo": bool(self._redo),
+        }

@@ -1,0 +1,160 @@
+"""The studio's work on its one worker thread (:mod:`.work`): tracking the stale passes and
+rendering the session as a job, and that job (what a render runs and a saved job holds).
+
+A track holds the studio's lock (``_lock``, the prompts') for its whole run, and a click, a
+delete or a new track or render cancels the running one first (:meth:`TasksMixin.stop`). A
+render runs :func:`vosfx.pipeline.run` with the studio's loaded engine, the one loop.
+Progress, the end and the written paths come as events through the studio's ``emit``.
+
+:class:`TasksMixin` is that part of :class:`~vosfx.studio.state.Studio`; the studio makes the
+state it reads (the engine, the session, the worker) in its constructor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vosfx.config import JobConfig
+from vosfx.errors import ConfigError, OutputError, PromptError
+from vosfx.job import Job, PromptSpec
+from vosfx.studio.jobfile import job_config, save_job
+from vosfx.studio.prompts import FramePrompt
+from vosfx.studio.work import Emit, Worker
+from vosfx.types import ObjectResult
+
+if TYPE_CHECKING:
+    from vosfx.session import ClipSession
+
+
+class TasksMixin:
+    """Track, render and the job of a :class:`~vosfx.studio.state.Studio`."""
+
+    # made by Studio.__init__ (see there)
+    clip: str
+    engine: Any
+    config: JobConfig
+    presets: tuple[str, ...]
+    fps: float | None
+    start: int
+    end: int
+    session: ClipSession
+    edits: dict[tuple[int, int], FramePrompt]
+    emit: Emit
+    worker: Worker
+    last_render: dict | None
+    _lock: threading.RLock
+
+    # --- tracking -------------------------------------------------------------------------
+    def track(self) -> int:
+        """Start tracking every stale pass on the worker thread; returns the frames to do."""
+        self.stop()
+        with self._lock:
+            total = sum(len(pl.frames) for pl in self.session.stale())
+        done = [0]
+
+        def on_frame(res: ObjectResult) -> None:
+            done[0] += 1
+            self.emit(
+                {
+                    "event": "frame",
+                    "frame": res.frame_index,
+                    "obj_id": res.obj_id,
+                    "present": res.object_score_logit > 0,
+                    "done": done[0],
+                    "total": total,
+                }
+            )
+
+        def body(cancel: threading.Event) -> None:
+            t0 = time.perf_counter()
+            with self._lock:
+                stepped = self.session.track(on_frame=on_frame, cancel=cancel)
+            self.emit(
+                {
+                    "event": "tracked",
+                    "frames": stepped,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+
+        self.worker.start("track", body)
+        return total
+
+    def stop(self) -> None:
+        """Cancel the running track or render and wait for it."""
+        self.worker.stop()
+
+    @property
+    def busy(self) -> str | None:
+        """ "track", "render" or None."""
+        return self.worker.busy
+
+    # --- the job ----------------------------------------------------------------------------
+    def specs(self) -> tuple[PromptSpec, ...]:
+        return tuple(fp.spec(frame, obj) for (obj, frame), fp in sorted(self.edits.items()))
+
+    def job(
+        self,
+        output: str,
+        *,
+        formats: tuple[str, ...] | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        overwrite: bool = False,
+        preset: str | None = None,
+    ) -> Job:
+        """The session as a :class:`Job`: what a render runs and what a saved job holds.
+        ``preset``: an output preset (:func:`~vosfx.studio.jobfile.output_presets`) whose
+        ``[output]`` section applies first; ``formats`` (first the main one, then extras) after
+        it."""
+        if not self.edits:
+            raise PromptError("no prompt yet: click on the object first")
+        config = job_config(self.config, preset=preset, formats=formats)
+        start = self.start if start is None else start
+        end = self.end if end is None else end
+        if not self.start <= start < end <= self.end:
+            raise ConfigError(
+                f"range {start}..{end - 1}: expected frames inside {self.start}..{self.end - 1}"
+            )
+        return Job(
+            input=self.clip,
+            prompts=self.specs(),
+            output=output,
+            config=config,
+            presets=self.presets,
+            start=start,
+            end=end,
+            overwrite=overwrite,
+            fps=self.fps,
+        )
+
+    def save_job(self, job: Job, path: Path) -> Path:
+        """Write ``job`` as a job file (:func:`vosfx.studio.jobfile.save_job`)."""
+        return save_job(job, path)
+
+    def render(self, job: Job) -> None:
+        """Render ``job`` on the worker thread with the studio's engine (pipeline.run, the one
+        loop); progress and the written paths come as events."""
+        from vosfx.io.writers import check_output_path
+        from vosfx.pipeline import plan_outputs
+
+        for path, _fmt, _obj in plan_outputs(job):
+            if Path(path).resolve() == Path(self.clip).resolve():
+                raise OutputError(f"output {path} would replace the clip itself")
+            check_output_path(Path(path), job.overwrite)
+        self.stop()
+
+        def body(cancel: threading.Event) -> None:
+            from vosfx.pipeline import run
+
+            def progress(ev: Any) -> None:
+                self.emit({"event": "render", "done": ev.frames_done, "total": ev.total_frames})
+
+            report = run(job, on_progress=progress, engine=self.engine, cancel=cancel)
+            self.last_render = {"outputs": list(report.outputs), "frames": report.frames}
+            self.emit(dict(self.last_render, event="rendered"))
+
+        self.worker.start("render", body)
