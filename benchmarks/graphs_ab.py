@@ -37,36 +37,62 @@ def _feed(name: str, array, rank: int):
     return array.reshape(-1) if name == "binarize" and rank == 1 else array
 
 
-def _runners(bundle: Path, stage: str, feeds: dict, threads: int) -> dict:
-    import numpy as np
-    import onnxruntime as ort
+def tier_session(bundle: Path, stage: str, threads: int, *, float16_weights: bool | None = None):
+    """The bf16 tier's ``OvSession`` of ``stage`` in ``bundle`` (the folded graph of a heavy
+    stage, the batch axis fixed where the tier fixes it; float16 weights where the tier holds
+    them unless ``float16_weights`` says otherwise) and the graph's inputs {name: shape}."""
     import openvino as ov
 
-    from vosfx.engine.openvino_runtime import HEAVY, STATIC_BATCH, OvSession
-    from vosfx.engine.ort_runtime import session_options
+    from vosfx.engine.openvino_runtime import FLOAT16_WEIGHTS, HEAVY, STATIC_BATCH, OvSession
 
     man = json.loads((bundle / "manifest.json").read_text())
     graph = man["graphs"][stage]
     inputs = {i["name"]: i["shape"] for i in graph["inputs"]}
-    f = {n: _feed(n, feeds[n], len(shape)) for n, shape in inputs.items()}
-    opts = session_options(ort, threads=threads)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no CPU stolen
-    sess = ort.InferenceSession(
-        str(bundle / graph["file"]), opts, providers=["CPUExecutionProvider"]
-    )
     folded = man.get("variants", {}).get("bf16", {}).get(stage) if stage in HEAVY else None
     axes = {
         n: list(shape).index("batch")
         for n, shape in inputs.items()
         if stage in STATIC_BATCH and "batch" in list(shape)
     }
-    ovs = OvSession(
+    sess = OvSession(
         ov.Core(),
         bundle / (folded or graph["file"]),
         list(inputs),
         precision="bf16",
         threads=threads,
         batch_axes=axes,
+        float16_weights=stage in FLOAT16_WEIGHTS if float16_weights is None else float16_weights,
+    )
+    return sess, inputs
+
+
+def alternate(runs: dict, rounds: int) -> tuple[dict, dict]:
+    """Each run once (warm-up; its outputs kept), then ``rounds`` rounds calling every run in
+    turn, so that this shared machine's drift hits them alike: {key: outputs}, {key: [ms]}."""
+    outs = {k: fn() for k, fn in runs.items()}
+    times: dict = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(1000 * (time.perf_counter() - t))
+    return outs, times
+
+
+def _runners(bundle: Path, stage: str, feeds: dict, threads: int) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+
+    from vosfx.engine.ort_runtime import session_options
+
+    man = json.loads((bundle / "manifest.json").read_text())
+    graph = man["graphs"][stage]
+    ovs, inputs = tier_session(bundle, stage, threads)
+    f = {n: _feed(n, feeds[n], len(shape)) for n, shape in inputs.items()}
+    opts = session_options(ort, threads=threads)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no CPU stolen
+    sess = ort.InferenceSession(
+        str(bundle / graph["file"]), opts, providers=["CPUExecutionProvider"]
     )
     return {
         "ort": lambda: sess.run(None, f),
@@ -98,13 +124,7 @@ def main() -> None:
         for tag, bundle in (("A", args.a), ("B", args.b)):
             for rt, fn in _runners(bundle, stage, feeds, args.threads).items():
                 runs[(rt, tag)] = fn
-        outs = {k: fn() for k, fn in runs.items()}  # warm-up, and the outputs compared
-        times: dict[tuple, list[float]] = {k: [] for k in runs}
-        for _ in range(args.rounds):
-            for k, fn in runs.items():
-                t = time.perf_counter()
-                fn()
-                times[k].append(1000 * (time.perf_counter() - t))
+        outs, times = alternate(runs, args.rounds)
         for rt in ("ort", "ov-bf16"):
             diff = max(
                 float(np.abs(np.asarray(x, np.float32) - np.asarray(y, np.float32)).max())

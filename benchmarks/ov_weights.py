@@ -21,10 +21,11 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from graphs_ab import alternate, tier_session
 
 STAGES = "image_encoder,memory_attention,memory_encoder,decoder"
 
@@ -35,33 +36,6 @@ def _rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def _session(bundle: Path, stage: str, threads: int, compress: bool):
-    """The tier's OvSession of ``stage``, its weights compressed or not; its feeds' names."""
-    import openvino as ov
-
-    from vosfx.engine import openvino_runtime as ovr
-
-    man = json.loads((bundle / "manifest.json").read_text())
-    graph = man["graphs"][stage]
-    inputs = {i["name"]: i["shape"] for i in graph["inputs"]}
-    folded = man.get("variants", {}).get("bf16", {}).get(stage) if stage in ovr.HEAVY else None
-    axes = {
-        n: list(shape).index("batch")
-        for n, shape in inputs.items()
-        if stage in ovr.STATIC_BATCH and "batch" in list(shape)
-    }
-    sess = ovr.OvSession(
-        ov.Core(),
-        bundle / (folded or graph["file"]),
-        list(inputs),
-        precision="bf16",
-        threads=threads,
-        batch_axes=axes,
-        float16_weights=compress,
-    )
-    return sess, inputs
 
 
 def _feeds(stage_feeds: dict, inputs: dict) -> dict:
@@ -85,7 +59,7 @@ def memory_worker(bundle: Path, stage: str, threads: int, compress: bool, size: 
     ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")  # its libraries loaded first
     gc.collect()
     base = _rss_mib()
-    sess, inputs = _session(bundle, stage, threads, compress)
+    sess, inputs = tier_session(bundle, stage, threads, float16_weights=compress)
     gc.collect()
     release_free_heap()
     compiled = _rss_mib() - base
@@ -139,17 +113,13 @@ def main() -> None:
         )
         runs = {}
         for flag in ("0", "1"):
-            sess, inputs = _session(args.bundle, stage, args.threads, flag == "1")
+            sess, inputs = tier_session(
+                args.bundle, stage, args.threads, float16_weights=flag == "1"
+            )
             f = _feeds(feeds, inputs)
             runs[flag] = lambda s=sess, f=f: s.run(None, f)
         ref = ref_sess.run(None, _feeds(feeds, {i.name: i.shape for i in ref_sess.get_inputs()}))
-        outs = {k: fn() for k, fn in runs.items()}  # warm-up, and the outputs compared
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(args.rounds):
-            for k, fn in runs.items():
-                t = time.perf_counter()
-                fn()
-                times[k].append(1000 * (time.perf_counter() - t))
+        outs, times = alternate(runs, args.rounds)
         for flag, label in (("0", "float32"), ("1", "float16")):
             diffs = [np.abs(o - r) for o, r in zip(outs[flag], ref, strict=True)]
             print(
