@@ -48,6 +48,11 @@ RUNS = {
     ),
     "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
     "onnx-noarena": ("onnx", {"precision": "fp32", "opt": "all", "arena": False}),
+    # --low-memory: the arena off and large blocks mapped on their own (vosfx/engine/heap.py)
+    "onnx-low-memory": (
+        "onnx",
+        {"precision": "fp32", "opt": "all", "arena": False, "map_large": True},
+    ),
     # ONNX Runtime's default: one power-of-two arena per session, memory pattern on
     "onnx-session-arenas": ("onnx", {"precision": "fp32", "opt": "all", "shared": False}),
 }
@@ -98,8 +103,11 @@ def _track(backend, rgb, mask, acc):
 
 def _onnx_backend(bundle: str, opts: dict, threads: int):
     """The ONNX backend of a RUNS entry's options."""
+    from vosfx.engine.heap import map_large_blocks
     from vosfx.engine.onnx_backend import OnnxBackend
 
+    if opts.get("map_large"):
+        map_large_blocks()
     return OnnxBackend(
         bundle,
         device="cpu",

@@ -221,7 +221,7 @@ def test_variants_close_to_fp32(bundle, clip, variant):
 # --- loading through the engine seam -------------------------------------------------------------
 
 
-def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
+def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home, monkeypatch):
     from tests.onnx_bundle import SIZE
     from vosfx.config import ModelConfig
     from vosfx.engine import load_engine
@@ -236,8 +236,15 @@ def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home):
     assert isinstance(engine.backend, ob_mod.OnnxBackend)
     assert engine.model_sha256 == sha
     assert engine.backend.memory_arena  # the default: fastest
+    # --low-memory: the arena off and large blocks mapped on their own (process-wide, so
+    # recorded here, not applied to the test process: tests/test_heap.py checks it)
+    from vosfx.engine import heap
+
+    mapped = []
+    monkeypatch.setattr(heap, "map_large_blocks", lambda: mapped.append(True) or True)
+    assert mapped == []  # not by the default
     lean = load_engine(dataclasses.replace(cfg, low_memory=True))
-    assert lean.backend.memory_arena is False
+    assert lean.backend.memory_arena is False and mapped == [True]
     assert engine.backend.io_binding is False  # auto: on with CUDA and TensorRT only
     bound = load_engine(dataclasses.replace(cfg, io_binding="on"))
     assert bound.backend.io_binding is True

@@ -350,3 +350,25 @@ def test_prores_keeps_the_source_colour_description(tmp_path, config_home, pix_f
     for vf, (y, _cb, _cr) in zip(decoded, planes):
         luma = np.frombuffer(vf.planes[0], np.uint16).reshape(h, -1)[:, :w] / 4.0  # 12 -> 10
         assert np.abs(luma - y.astype(np.float64) * (1 << (10 - bits))).max() <= 4
+
+
+@pytest.mark.parametrize("low_memory, want", [(False, 64 << 20), (True, 0)])
+def test_low_memory_decodes_one_frame_ahead(
+    tmp_path, clip, config_home, monkeypatch, low_memory, want
+):
+    """``--low-memory``: the decode-ahead queue holds one prepared frame, not 64 MiB of them
+    (~30-40 MiB less at 1024 on a DAVIS clip)."""
+    from vosfx.io import source
+
+    asked = []
+    real = source.open_source
+
+    def spy(*a, **k):
+        asked.append(k.get("prefetch_bytes"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(source, "open_source", spy)
+    job = _job(tmp_path, clip, overrides={"model": {"low_memory": low_memory}})
+    assert run(job, engine=FakeEngine()).frames == 12
+    assert asked and set(asked) == {want}
+    assert source.PREFETCH_BYTES == 64 << 20

@@ -129,6 +129,12 @@ def _onnx_engine(model: ModelConfig) -> SamEngine:
     from vosfx.engine.export import ensure_bundle_for_config
 
     bundle = ensure_bundle_for_config(model)
+    if model.low_memory:
+        # the arena off alone leaves freed buffers on the C heap (a higher peak than the
+        # arena's): large blocks are mapped and unmapped instead (vosfx/engine/heap.py)
+        from vosfx.engine.heap import map_large_blocks
+
+        map_large_blocks()
     backend = OnnxBackend(
         bundle,
         device=model.device,

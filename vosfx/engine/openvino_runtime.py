@@ -18,11 +18,7 @@ the tier is chosen.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from vosfx.engine.backend import Interrupt
+from vosfx.engine.heap import release_free_heap
 from vosfx.errors import BackendError, Cancelled
 
 INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"
@@ -65,33 +62,6 @@ def core(precision: str) -> Any:
             "emulated and slower than fp32: use --precision int8 or fp32"
         )
     return c
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_heap() -> None:
-    """Hand the C heap's free pages back to the system (after every OpenVINO call).
-
-    OpenVINO's CPU plugin allocates a graph's intermediate buffers per input shape and frees
-    the previous shape's; glibc keeps the freed pages. Memory attention meets a new
-    memory-token count on each of a clip's first ~16 frames, and the bf16 tier's resident
-    memory grew from 983 to 1,794 MiB at 1024, 580 MiB of it free heap; later frames' numpy
-    temporaries fragment the heap by ~5 MiB a frame more. Trimmed after every call it stays
-    at ~1,280 MiB from the 11th frame (peak ~1,420), for ~1 ms a call and ~42 MB of pages
-    faulted in again a frame: under 1 % of a 1.8 s frame (docs/benchmarks/onnx.md, eighth
-    pass)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def compress_weights(model: Any) -> None:

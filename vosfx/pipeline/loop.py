@@ -106,7 +106,7 @@ def run(
     """Matte one clip. ``engine``: a loaded :class:`vosfx.engine.Engine` to reuse (batch
     workers keep one across jobs); when None the job's model is loaded and closed here.
     ``cancel``: set it from another thread to stop cleanly (outputs are removed)."""
-    from vosfx.io.source import open_source, probe
+    from vosfx.io.source import PREFETCH_BYTES, open_source, probe
     from vosfx.io.writers import check_output_path
     from vosfx.session import ClipSession
 
@@ -160,6 +160,8 @@ def run(
                 fps=job.fps,
                 prepare=prepare,
                 ycbcr=final and loop.wants_source_ycbcr,
+                # --low-memory: one prepared frame ahead, not 64 MiB of them
+                prefetch_bytes=0 if job.config.model.low_memory else PREFETCH_BYTES,
             )
 
         # closed on the way out: on an error or a cancel the generator is left mid-frame, and
