@@ -22,7 +22,7 @@ import numpy as np
 
 from vosfx.errors import PromptError
 from vosfx.job import Job, PromptSpec
-from vosfx.types import MaskResult, VideoInfo
+from vosfx.types import MaskResult, Prompt, VideoInfo
 
 if TYPE_CHECKING:
     from vosfx.session import ClipSession
@@ -123,6 +123,8 @@ class PromptsMixin:
         return self.set_prompt(obj_id, frame, new)
 
     def box(self, obj_id: int, frame: int, box: tuple[float, float, float, float]) -> MaskResult:
+        """Set ``obj_id``'s box on ``frame`` (two corners in source pixels, either order),
+        keeping its clicks; it replaces a dropped mask."""
         old = self.edits.get((obj_id, frame)) or FramePrompt()
         base = FramePrompt() if old.mask is not None else old
         x0, y0, x1, y1 = box
@@ -179,7 +181,8 @@ class PromptsMixin:
                 self._redo.clear()
             return self.session.result(frame)
 
-    def _resolve(self, obj_id: int, frame: int, fp: FramePrompt):
+    def _resolve(self, obj_id: int, frame: int, fp: FramePrompt) -> Prompt:
+        """``fp`` as the engine's Prompt, by the function ``vosfx matte --job`` uses."""
         from vosfx.pipeline import resolve_prompts
 
         (prompt,) = resolve_prompts(
@@ -238,6 +241,7 @@ class PromptsMixin:
         return frame
 
     def redo(self) -> int | None:
+        """Redo the last undone prompt change; returns its frame (None: nothing to redo)."""
         if not self._redo:
             return None
         obj_id, frame, old, new = self._redo.pop()

@@ -115,6 +115,8 @@ class Studio(PromptsMixin, TasksMixin):
         return timeline(self)
 
     def state(self) -> dict:
+        """What the page loads: the clip, its frame range and rate, the objects and prompts,
+        the finishing and output settings, the work running and the last render."""
         info = self.info
         return {
             "clip": self.clip,

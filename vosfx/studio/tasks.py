@@ -94,6 +94,7 @@ class TasksMixin:
 
     # --- the job ----------------------------------------------------------------------------
     def specs(self) -> tuple[PromptSpec, ...]:
+        """Every prompt as the job JSON spells it, by object and frame."""
         return tuple(fp.spec(frame, obj) for (obj, frame), fp in sorted(self.edits.items()))
 
     def job(
