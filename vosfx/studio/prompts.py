@@ -233,20 +233,20 @@ class PromptsMixin:
 
     def undo(self) -> int | None:
         """Undo the last prompt change; returns its frame (None: nothing to undo)."""
-        if not self._undo:
-            return None
-        obj_id, frame, old, new = self._undo.pop()
-        self.set_prompt(obj_id, frame, old, record=False)
-        self._redo.append((obj_id, frame, old, new))
-        return frame
+        return self._replay(self._undo, self._redo, back=True)
 
     def redo(self) -> int | None:
         """Redo the last undone prompt change; returns its frame (None: nothing to redo)."""
-        if not self._redo:
+        return self._replay(self._redo, self._undo, back=False)
+
+    def _replay(self, src: list, dst: list, *, back: bool) -> int | None:
+        """Move the last change of ``src`` to ``dst``, setting its prompt from before it
+        (``back``) or after it; returns its frame (None: ``src`` is empty)."""
+        if not src:
             return None
-        obj_id, frame, old, new = self._redo.pop()
-        self.set_prompt(obj_id, frame, new, record=False)
-        self._undo.append((obj_id, frame, old, new))
+        obj_id, frame, old, new = src.pop()
+        self.set_prompt(obj_id, frame, old if back else new, record=False)
+        dst.append((obj_id, frame, old, new))
         return frame
 
     # --- what the page reads --------------------------------------------------------------
