@@ -46,6 +46,10 @@ RUNS = {
         "onnx",
         {"precision": "bf16", "opt": "all", "ov": ("image_encoder", "memory_attention")},
     ),
+    # the bf16 tier with memory attention's attention in OpenVINO's fused kernel / split into
+    # query blocks (the default picks split where the CPU has AMX)
+    "onnx-bf16-fused": ("onnx", {"precision": "bf16", "opt": "all", "attention": "fused"}),
+    "onnx-bf16-split": ("onnx", {"precision": "bf16", "opt": "all", "attention": "split"}),
     "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
     "onnx-noarena": ("onnx", {"precision": "fp32", "opt": "all", "arena": False}),
     # --low-memory: the arena off and large blocks mapped on their own (vosfx/engine/heap.py)
@@ -117,6 +121,7 @@ def _onnx_backend(bundle: str, opts: dict, threads: int):
         memory_arena=opts.get("arena", True),
         shared_arena=opts.get("shared", True),
         bf16_stages=opts.get("ov"),
+        bf16_attention=opts.get("attention"),
     )
 
 

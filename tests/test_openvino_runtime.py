@@ -1,6 +1,7 @@
 """OpenVINO sessions (the bf16 tier): the C heap's free pages handed back after every call (its
-resident memory stays flat in clip length; the trim itself: tests/test_heap.py) and float16
-weights compiled where asked (issue 17 item 3)."""
+resident memory stays flat in clip length; the trim itself: tests/test_heap.py), float16
+weights compiled where asked (issue 17 item 3), and attention split into query blocks where
+asked, computing the same (item 2; which CPUs get it: tests/test_precision.py)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,97 @@ def test_float16_weights_are_compressed_and_compute_the_same(tmp_path, monkeypat
     sess = ovr.OvSession(ov.Core(), path, ["x"], precision="f32", threads=1, float16_weights=True)
     assert len(compressed) == 1 and sess.float16_weights
     np.testing.assert_array_equal(sess.run(None, {"x": x})[0], 2 * x)
+
+
+def _attention_graph(path, queries: int):
+    """ONNX Runtime's fused one-head attention (what vosfx's exporter writes), a dynamic key
+    count; OpenVINO reads it as one ``ScaledDotProductAttention``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def arg(name, *shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    node = helper.make_node(
+        "MultiHeadAttention", ["q", "k", "v"], ["y"], domain="com.microsoft", num_heads=1
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [arg("q", 1, queries, 8), arg("k", 1, "n", 8), arg("v", 1, "n", 4)],
+        [arg("y", 1, queries, 4)],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    return path
+
+
+def _attention(q, k, v):
+    s = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+@pytest.mark.parametrize("queries,blocks", [(12, 4), (13, 4), (3, 8)])
+def test_split_attention_computes_the_same_attention(tmp_path, queries, blocks):
+    """The blocks (near-equal where ``queries`` does not divide, no more than the queries)
+    give the attention the fused op gives, whatever the key count of the call."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _attention_graph(tmp_path / "a.onnx", queries)
+    model = ov.Core().read_model(str(path))
+    before = [op.get_type_name() for op in model.get_ops()]
+    assert before.count("ScaledDotProductAttention") == 1
+    assert ovr.split_attention(model, blocks) == 1
+    kinds = [op.get_type_name() for op in model.get_ops()]
+    assert "ScaledDotProductAttention" not in kinds
+    assert kinds.count("Softmax") == min(blocks, queries)
+    # the keys transposed once for every block
+    assert kinds.count("Transpose") == before.count("Transpose") + 1
+
+    sess = ovr.OvSession(
+        ov.Core(), path, ["q", "k", "v"], precision="f32", threads=1, attention_blocks=blocks
+    )
+    assert sess.attention_blocks == blocks and sess._config["SNIPPETS_MODE"] == "DISABLE"
+    rng = np.random.default_rng(0)
+    for keys in (5, 17):
+        q = rng.standard_normal((1, queries, 8)).astype(np.float32)
+        k = rng.standard_normal((1, keys, 8)).astype(np.float32)
+        v = rng.standard_normal((1, keys, 4)).astype(np.float32)
+        (y,) = sess.run(None, {"q": q, "k": k, "v": v})
+        np.testing.assert_allclose(y, _attention(q, k, v), rtol=1e-5, atol=1e-6)
+
+
+def test_attention_is_left_whole_unless_asked(tmp_path):
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _attention_graph(tmp_path / "a.onnx", 12)
+    sess = ovr.OvSession(ov.Core(), path, ["q", "k", "v"], precision="f32", threads=1)
+    assert sess.attention_blocks == 0 and "SNIPPETS_MODE" not in sess._config
+    # left as they are: a dynamic query count, a mask that is not zeros, a causal attention
+    model = ov.Core().read_model(str(path))
+    model.reshape({"q": ov.PartialShape([1, -1, 8])})
+    assert ovr.split_attention(model, 4) == 0
+    import openvino.opset13 as ops
+
+    q, k, v = (ops.parameter([1, 1, n, 8], np.float32) for n in (12, -1, -1))
+    for mask, causal in ((np.ones((1, 1, 12, 1), np.float32), False), (None, True)):
+        extra = [] if mask is None else [ops.constant(mask)]
+        out = ops.scaled_dot_product_attention(q, k, v, *extra, causal=causal)
+        assert ovr.split_attention(ov.Model([out], [q, k, v]), 4) == 0
+    zero = ops.scaled_dot_product_attention(q, k, v, ops.constant(np.zeros((), np.float32)))
+    assert ovr.split_attention(ov.Model([zero], [q, k, v]), 4) == 1
+
+
+@pytest.mark.parametrize(
+    "text,amx",
+    [
+        ("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n", True),
+        ("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n", False),
+        ("processor\t: 0\n", False),
+        (None, False),  # nothing to read (macOS, Windows)
+    ],
+)
+def test_cpu_has_amx_reads_the_flags(tmp_path, text, amx):
+    info = tmp_path / "cpuinfo"
+    if text is not None:
+        info.write_text(text)
+    assert ovr.cpu_has_amx(info) is amx

@@ -129,37 +129,73 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def _bf16_or_skip():
+    pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    from vosfx.engine import openvino_runtime as ovr
+
+    caps = ovr.cpu_capabilities(ovr.core("fp32"))
+    if "BF16" not in caps:
+        pytest.skip(f"this CPU has no bfloat16 arithmetic (OpenVINO: {caps})")
+    return ovr
+
+
+@pytest.mark.parametrize(
+    "amx,asked,blocks", [(True, None, 8), (False, None, 0), (True, "fused", 0), (False, "split", 8)]
+)
+def test_bf16_splits_memory_attention_where_the_cpu_has_amx(monkeypatch, amx, asked, blocks):
+    """Memory attention's attention in query blocks through AMX MatMuls on CPUs with AMX (2.6x
+    faster there: docs/benchmarks/onnx.md, tenth pass), OpenVINO's own kernel elsewhere;
+    ``bf16_attention`` overrides for comparisons. The other stages are compiled as they are."""
+    ovr = _bf16_or_skip()
+    from tests.onnx_bundle import exported
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    _, _, folder = exported(("bf16",))
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: amx)
+    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", bf16_attention=asked)
+    for stage in ovr.STAGES:
+        assert low._sess[stage].attention_blocks == (blocks if stage == "memory_attention" else 0)
+    split = ", attention in 8 query blocks" if blocks else ""
+    assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
+
+
+def test_bad_bf16_attention_is_refused(bundle):
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    with pytest.raises(BackendError, match=r"bf16_attention: expected split or fused, found 'x'"):
+        OnnxBackend(bundle[2], device="cpu", precision="bf16", bf16_attention="x")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("tier", ["bf16", "int8"])
-def test_tier_agrees_with_fp32(clip, tier):
+@pytest.mark.parametrize("tier,attention", [("bf16", "split"), ("bf16", "fused"), ("int8", None)])
+def test_tier_agrees_with_fp32(clip, tier, attention):
     from tests.onnx_bundle import exported
     from vosfx.engine.onnx_backend import OnnxBackend
 
     if tier == "bf16":
-        pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
-        from vosfx.engine import openvino_runtime as ovr
-
-        caps = ovr.cpu_capabilities(ovr.core("fp32"))
-        if "BF16" not in caps:
-            pytest.skip(f"this CPU has no bfloat16 arithmetic (OpenVINO: {caps})")
+        _bf16_or_skip()
     _, _, folder = exported((tier,), size=BAR_SIZE)
     frames, mask = clip
     frames = frames[:BAR_FRAMES]
-    low = OnnxBackend(folder, device="cpu", threads=2, precision=tier)
+    low = OnnxBackend(folder, device="cpu", threads=2, precision=tier, bf16_attention=attention)
     if tier == "bf16":  # the four per-frame stages really run on OpenVINO
         for stage in ("image_encoder", "memory_attention", "memory_encoder", "decoder"):
             assert type(low._sess[stage]).__name__ == "OvSession", stage
             # float16 weights for the image encoder only (the others' cost the masks' IoU)
             assert low._sess[stage].float16_weights == (stage == "image_encoder"), stage
+        # memory attention's attention in query blocks (CPUs with AMX) or OpenVINO's kernel
+        assert (low._sess["memory_attention"].attention_blocks > 0) == (attention == "split")
         assert type(low._sess["mask_as_output"]).__name__ == "InferenceSession"
         described = low.runtime()  # what the sidecar records
         assert described["precision"] == "bf16" and described["openvino"]
-        assert described["stages"]["memory_attention"] == "openvino CPU bf16"
+        assert described["stages"]["memory_attention"].startswith("openvino CPU bf16")
         assert described["stages"]["mask_as_output"] == "onnxruntime CPUExecutionProvider"
     want, got = _fp32_masks(folder, frames, mask), _masks(low, frames, mask)
     ious = [_iou(g[0], w[0]) for g, w in zip(got[1:], want[1:])]
     err = max(float(np.abs(g[1] - w[1]).max()) for g, w in zip(got, want))
-    print(f"{tier}: min IoU vs fp32 {min(ious):.4f}, max abs low-res logit error {err:.3g}")
+    print(
+        f"{tier} {attention}: min IoU vs fp32 {min(ious):.4f}, max abs low-res logit error {err:.3g}"
+    )
     assert err > 0.0  # the tier does compute differently (else this test could not fail)
     assert min(ious) >= BAR, ious
 

@@ -18,6 +18,7 @@ the tier is chosen.
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,6 +42,10 @@ STAGES = ("image_encoder", "memory_attention", "memory_encoder", "decoder")
 STATIC_BATCH = ("memory_attention", "memory_encoder")
 # the stages whose weights the tier holds as float16 (compress_weights)
 FLOAT16_WEIGHTS = ("image_encoder",)
+# the stages whose attention the tier splits into query blocks where the CPU has AMX
+# (split_attention), and how many blocks
+SPLIT_ATTENTION = ("memory_attention",)
+ATTENTION_BLOCKS = 8
 
 
 def core(precision: str) -> Any:
@@ -83,6 +88,86 @@ def compress_weights(model: Any) -> None:
     compress_model_transformation(model)
 
 
+def split_attention(model: Any, blocks: int) -> int:
+    """Rewrite each ``ScaledDotProductAttention`` of ``model`` as ``blocks`` blocks of queries,
+    each ``softmax(q k^T) v`` through MatMul, Softmax and MatMul, the keys transposed once for
+    all blocks (near-equal blocks where the query count does not divide); returns how many were
+    rewritten. Left as they are: a causal attention, one with a mask that is not zeros, one
+    whose query count or depth is dynamic (vosfx's graphs have none of these: the ONNX reader
+    gives each attention a zero mask). The same arithmetic as OpenVINO's own decomposition of
+    the op (the scale, given or ``depth ** -0.5``, on the queries), a block at a time.
+
+    Why: OpenVINO's CPU plugin compiles an attention into one "snippets" kernel (its
+    MatMul-Softmax-MatMul tokenisation), which on the Xeon with AMX ran memory attention's
+    cross-attention (4,096 queries x 28,736 keys at 1024) at 590-640 ms a layer with
+    AVX512_BF16 instructions, where its MatMuls alone run on AMX: 3.3 s against 1.25 s for the
+    stage (:class:`OvSession` with ``attention_blocks``, which also turns the tokenisation
+    off). Decomposed whole, the plugin holds each attention's score matrix (4,096 x 28,736:
+    +885 MiB for the stage); a block at a time, one block's; one SDPA op per block instead
+    would transpose the keys once per block (+35 ms a block). Measured:
+    docs/benchmarks/onnx.md, tenth pass."""
+    import openvino.opset13 as ops
+
+    done = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "ScaledDotProductAttention":
+            continue
+        ins = [i.get_source_output() for i in op.inputs()]
+        q, k, v = ins[:3]
+        if k.get_partial_shape().rank.is_dynamic:
+            continue
+        queries, depth = q.get_partial_shape()[-2], q.get_partial_shape()[-1]
+        if (
+            op.get_attributes().get("causal")
+            or not (len(ins) < 4 or _zeros(ins[3]))
+            or queries.is_dynamic
+            or depth.is_dynamic
+        ):
+            continue
+        if len(ins) > 4:
+            scale = ins[4]
+        else:
+            scale = ops.constant(np.float32(depth.get_length() ** -0.5)).output(0)
+        n = queries.get_length()
+        sizes = [n // blocks + (i < n % blocks) for i in range(min(blocks, n))]
+        axes = list(range(k.get_partial_shape().rank.get_length()))
+        axes[-2:] = axes[-1], axes[-2]
+        keys_t = ops.transpose(k, ops.constant(np.array(axes, np.int64)))
+        parts = ops.variadic_split(
+            ops.multiply(q, ops.convert_like(scale, q)),
+            ops.constant(np.int64(-2)),
+            ops.constant(np.array(sizes)),
+        ).outputs()
+        outs = [
+            ops.matmul(ops.softmax(ops.matmul(part, keys_t, False, False), -1), v, False, False)
+            for part in parts
+        ]
+        op.output(0).replace(ops.concat(outs, -2).output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done
+
+
+def _zeros(port: Any) -> bool:
+    """Whether an OpenVINO output is a constant of zeros (through conversions)."""
+    node = port.get_node()
+    while node.get_type_name() in ("Convert", "ConvertLike"):
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant" and not np.any(node.get_data())
+
+
+@functools.cache
+def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has AMX for bfloat16 (the ``flags`` of Linux's ``/proc/cpuinfo``;
+    False where there is none to read)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return "amx_bf16" in flags.split()
+
+
 def cpu_capabilities(c: Any) -> list[str]:
     """OpenVINO's CPU ``OPTIMIZATION_CAPABILITIES`` (``BF16``, ``INT8``, ``FP32``, ...)."""
     return [str(x) for x in c.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
@@ -101,6 +186,8 @@ class OvSession:
     ms at 1024); :data:`STATIC_BATCH` says which graphs get it. Empty: compiled as is.
     ``float16_weights``: the weights held as float16 (:func:`compress_weights`; for
     ``bf16`` only, :data:`FLOAT16_WEIGHTS` says which graphs).
+    ``attention_blocks``: 0, or the number of query blocks each attention is split into
+    (:func:`split_attention`; the snippets tokenisation off for the graph).
     After each call the free C heap goes back to the system (:func:`release_free_heap`).
     """
 
@@ -114,6 +201,7 @@ class OvSession:
         threads: int,
         batch_axes: dict[str, int] | None = None,
         float16_weights: bool = False,
+        attention_blocks: int = 0,
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -137,6 +225,10 @@ class OvSession:
         self.float16_weights = float16_weights
         if float16_weights:
             compress_weights(model)
+        self.attention_blocks = attention_blocks
+        if attention_blocks:
+            split_attention(model, attention_blocks)
+            config["SNIPPETS_MODE"] = "DISABLE"
         self._order = order
         self._batch_axes = {n: a for n, a in (batch_axes or {}).items() if n in order}
         # (input, axis) whose size is the batch of a call: any one of the batch axes

@@ -53,6 +53,7 @@ class BundleGraphs:
         shared_arena: bool,
         bf16_stages: tuple[str, ...] | None,
         io_binding: bool | None,
+        bf16_attention: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -60,6 +61,9 @@ class BundleGraphs:
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
         self._bf16_stages = bf16_stages
+        if bf16_attention not in (None, "split", "fused"):
+            raise BackendError(f"bf16_attention: expected split or fused, found {bf16_attention!r}")
+        self._bf16_attention = bf16_attention
         self.providers = self._providers(ort, device)
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
         if precision not in PRECISIONS:
@@ -123,6 +127,9 @@ class BundleGraphs:
             )
         core = ovr.core("bf16")
         on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
+        split = self._bf16_attention == "split" or (
+            self._bf16_attention is None and ovr.cpu_has_amx()
+        )
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
             if name in ON_FIRST_USE:
@@ -142,6 +149,9 @@ class BundleGraphs:
                     threads=threads,
                     batch_axes=batch_axes,
                     float16_weights=name in ovr.FLOAT16_WEIGHTS,
+                    attention_blocks=ovr.ATTENTION_BLOCKS
+                    if split and name in ovr.SPLIT_ATTENTION
+                    else 0,
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
@@ -255,7 +265,9 @@ class BundleGraphs:
         stages = {}
         for name, sess in self.sessions.items():
             if type(sess).__name__ == "OvSession":
-                stages[name] = "openvino CPU bf16"
+                blocks = sess.attention_blocks
+                split = f", attention in {blocks} query blocks" if blocks else ""
+                stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
         for name in ON_FIRST_USE:
