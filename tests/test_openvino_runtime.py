@@ -167,3 +167,33 @@ def test_cpu_has_amx_reads_the_flags(tmp_path, text, amx):
     if text is not None:
         info.write_text(text)
     assert ovr.cpu_has_amx(info) is amx
+
+
+def test_released_buffers_go_back_after_every_call(tmp_path):
+    """``release_buffers``: the compiled graph's intermediate buffers are handed back after
+    each call (the bf16 tier's two heavy stages where their weights stay float32) and the
+    next call computes the same; without it they stay."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _graph(tmp_path / "g.onnx")
+    for asked in (True, False):
+        sess = ovr.OvSession(
+            ov.Core(), path, ["x"], precision="f32", threads=1, release_buffers=asked
+        )
+        compiled, request, outputs = sess._compiled[None]
+        recording = _Recording(compiled)
+        sess._compiled[None] = (recording, request, outputs)
+        for n in (2, 2, 3):
+            x = np.arange(n * 8, dtype=np.float32).reshape(n, 8)
+            np.testing.assert_array_equal(sess.run(None, {"x": x})[0], 2 * x)
+        assert sess.release_buffers is asked and recording.released == (3 if asked else 0)
+
+
+class _Recording:
+    """A compiled model whose ``release_memory`` calls are counted."""
+
+    def __init__(self, compiled):
+        self.compiled, self.released = compiled, 0
+
+    def release_memory(self):
+        self.released += 1
+        self.compiled.release_memory()

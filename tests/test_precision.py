@@ -145,7 +145,8 @@ def _bf16_or_skip():
 def test_bf16_splits_memory_attention_where_the_cpu_has_amx(monkeypatch, amx, asked, blocks):
     """Memory attention's attention in query blocks through AMX MatMuls on CPUs with AMX (2.6x
     faster there: docs/benchmarks/onnx.md, tenth pass), OpenVINO's own kernel elsewhere;
-    ``bf16_attention`` overrides for comparisons. The other stages are compiled as they are."""
+    ``bf16_attention`` overrides for comparisons. The other stages are compiled as they are;
+    the image encoder's weights float16 only without AMX (with it the masks' IoU fell)."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
     from vosfx.engine.onnx_backend import OnnxBackend
@@ -155,8 +156,27 @@ def test_bf16_splits_memory_attention_where_the_cpu_has_amx(monkeypatch, amx, as
     low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", bf16_attention=asked)
     for stage in ovr.STAGES:
         assert low._sess[stage].attention_blocks == (blocks if stage == "memory_attention" else 0)
+        # float16 image-encoder weights where the CPU has no AMX
+        assert low._sess[stage].float16_weights == (stage == "image_encoder" and not amx)
+        # where they stay float32, the heavy stages' buffers go back after every call
+        heavy = stage in ("image_encoder", "memory_attention")
+        assert low._sess[stage].release_buffers == (heavy and amx)
     split = ", attention in 8 query blocks" if blocks else ""
     assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
+
+
+def test_bf16_low_memory_releases_the_heavy_stages_buffers(monkeypatch):
+    """With ``--low-memory`` (the arena off) the heavy stages' buffers go back after every call
+    on any CPU."""
+    ovr = _bf16_or_skip()
+    from tests.onnx_bundle import exported
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    _, _, folder = exported(("bf16",))
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: False)
+    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", memory_arena=False)
+    for stage in ovr.STAGES:
+        assert low._sess[stage].release_buffers == (stage in ovr.RELEASE_BUFFERS), stage
 
 
 def test_bad_bf16_attention_is_refused(bundle):
@@ -173,7 +193,7 @@ def test_tier_agrees_with_fp32(clip, tier, attention):
     from vosfx.engine.onnx_backend import OnnxBackend
 
     if tier == "bf16":
-        _bf16_or_skip()
+        ovr = _bf16_or_skip()
     _, _, folder = exported((tier,), size=BAR_SIZE)
     frames, mask = clip
     frames = frames[:BAR_FRAMES]
@@ -181,8 +201,10 @@ def test_tier_agrees_with_fp32(clip, tier, attention):
     if tier == "bf16":  # the four per-frame stages really run on OpenVINO
         for stage in ("image_encoder", "memory_attention", "memory_encoder", "decoder"):
             assert type(low._sess[stage]).__name__ == "OvSession", stage
-            # float16 weights for the image encoder only (the others' cost the masks' IoU)
-            assert low._sess[stage].float16_weights == (stage == "image_encoder"), stage
+            # float16 weights for the image encoder only (the others' cost the masks' IoU),
+            # and not on CPUs with AMX (there they cost it too)
+            f16 = stage == "image_encoder" and not ovr.cpu_has_amx()
+            assert low._sess[stage].float16_weights == f16, stage
         # memory attention's attention in query blocks (CPUs with AMX) or OpenVINO's kernel
         assert (low._sess["memory_attention"].attention_blocks > 0) == (attention == "split")
         assert type(low._sess["mask_as_output"]).__name__ == "InferenceSession"

@@ -40,12 +40,18 @@ STAGES = ("image_encoder", "memory_attention", "memory_encoder", "decoder")
 # encoder runs 2x slower with it dynamic (127 vs 61 ms at 1024); the decoder keeps a dynamic
 # point axis anyway and its batch axis dynamic costs nothing measurable (28-57 ms either way)
 STATIC_BATCH = ("memory_attention", "memory_encoder")
-# the stages whose weights the tier holds as float16 (compress_weights)
+# the stages whose weights the tier holds as float16 (compress_weights), on CPUs without AMX:
+# with AMX the DAVIS masks fell under IoU 0.99 against fp32 with them (chair 0.9899,
+# car-shadow 0.9901 on the Xeon; 0.9913 / 0.9909 without: docs/benchmarks/onnx.md, tenth pass)
 FLOAT16_WEIGHTS = ("image_encoder",)
 # the stages whose attention the tier splits into query blocks where the CPU has AMX
 # (split_attention), and how many blocks
 SPLIT_ATTENTION = ("memory_attention",)
 ATTENTION_BLOCKS = 8
+# the stages whose intermediate buffers go back after every call where the image encoder's
+# weights stay float32 (CPUs with AMX) or with --low-memory: the two largest, which together
+# held ~240 MiB more than the official predictor's whole peak at 1024 (OvSession)
+RELEASE_BUFFERS = HEAVY
 
 
 def core(precision: str) -> Any:
@@ -188,6 +194,9 @@ class OvSession:
     ``bf16`` only, :data:`FLOAT16_WEIGHTS` says which graphs).
     ``attention_blocks``: 0, or the number of query blocks each attention is split into
     (:func:`split_attention`; the snippets tokenisation off for the graph).
+    ``release_buffers``: hand the compiled graph's intermediate buffers back after every call
+    (``CompiledModel.release_memory``; they are allocated again by the next call), so that a
+    stage's activations are resident only while it runs, not beside the other stages'.
     After each call the free C heap goes back to the system (:func:`release_free_heap`).
     """
 
@@ -202,6 +211,7 @@ class OvSession:
         batch_axes: dict[str, int] | None = None,
         float16_weights: bool = False,
         attention_blocks: int = 0,
+        release_buffers: bool = False,
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -226,6 +236,7 @@ class OvSession:
         if float16_weights:
             compress_weights(model)
         self.attention_blocks = attention_blocks
+        self.release_buffers = release_buffers
         if attention_blocks:
             split_attention(model, attention_blocks)
             config["SNIPPETS_MODE"] = "DISABLE"
@@ -284,6 +295,8 @@ class OvSession:
                 result = self._infer_or_cancel(request, feeds, interrupt)
             # copies: the request reuses its output buffers on the next call
             out = [np.array(result[o]) for o in outputs]
+            if self.release_buffers:
+                _compiled.release_memory()
         release_free_heap()
         return out
 

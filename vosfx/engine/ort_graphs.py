@@ -127,9 +127,8 @@ class BundleGraphs:
             )
         core = ovr.core("bf16")
         on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
-        split = self._bf16_attention == "split" or (
-            self._bf16_attention is None and ovr.cpu_has_amx()
-        )
+        amx = ovr.cpu_has_amx()
+        split = self._bf16_attention == "split" or (self._bf16_attention is None and amx)
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
             if name in ON_FIRST_USE:
@@ -148,10 +147,12 @@ class BundleGraphs:
                     precision="bf16",
                     threads=threads,
                     batch_axes=batch_axes,
-                    float16_weights=name in ovr.FLOAT16_WEIGHTS,
+                    # not with AMX: the masks' IoU fell under 0.99 there (FLOAT16_WEIGHTS)
+                    float16_weights=name in ovr.FLOAT16_WEIGHTS and not amx,
                     attention_blocks=ovr.ATTENTION_BLOCKS
                     if split and name in ovr.SPLIT_ATTENTION
                     else 0,
+                    release_buffers=name in ovr.RELEASE_BUFFERS and (amx or not self.memory_arena),
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
