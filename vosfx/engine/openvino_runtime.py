@@ -5,8 +5,9 @@
 by ONNX Runtime) with OpenVINO and asks its
 CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX or
 AVX512_BF16 the matrix products, the fused attention blocks (OpenVINO tokenises
-MatMul-Softmax-MatMul into one kernel) and the convolutions run in bfloat16 with float32
-accumulation; inputs and outputs stay float32, so the backend around it is unchanged. Where the
+MatMul-Softmax-MatMul into one kernel; on CPUs with AMX memory attention's attention is split
+into query blocks instead, :func:`split_attention`) and the convolutions run in bfloat16 with
+float32 accumulation; inputs and outputs stay float32, so the backend around it is unchanged. Where the
 CPU has no bfloat16 arithmetic the tier refuses (OpenVINO would emulate it slower than
 float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
 
@@ -106,7 +107,7 @@ def split_attention(model: Any, blocks: int) -> int:
     Why: OpenVINO's CPU plugin compiles an attention into one "snippets" kernel (its
     MatMul-Softmax-MatMul tokenisation), which on the Xeon with AMX ran memory attention's
     cross-attention (4,096 queries x 28,736 keys at 1024) at 590-640 ms a layer with
-    AVX512_BF16 instructions, where its MatMuls alone run on AMX: 3.3 s against 1.25 s for the
+    AVX512_BF16 instructions, where its MatMuls alone run on AMX: 3.41 s against 1.31 s for the
     stage (:class:`OvSession` with ``attention_blocks``, which also turns the tokenisation
     off). Decomposed whole, the plugin holds each attention's score matrix (4,096 x 28,736:
     +885 MiB for the stage); a block at a time, one block's; one SDPA op per block instead
@@ -120,7 +121,7 @@ def split_attention(model: Any, blocks: int) -> int:
             continue
         ins = [i.get_source_output() for i in op.inputs()]
         q, k, v = ins[:3]
-        if k.get_partial_shape().rank.is_dynamic:
+        if q.get_partial_shape().rank.is_dynamic or k.get_partial_shape().rank.is_dynamic:
             continue
         queries, depth = q.get_partial_shape()[-2], q.get_partial_shape()[-1]
         if (
