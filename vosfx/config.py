@@ -57,7 +57,8 @@ class ModelConfig:
         False,
         doc="the lowest peak memory, slower: ONNX Runtime without its CPU memory arena, blocks "
         "of 1 MiB and more returned to the system as soon as they are freed (glibc), one frame "
-        "decoded ahead (`vosfx matte` at 1024: 885-901 vs 1183-1192 MiB, 1.2-1.5x the time)",
+        "decoded ahead (`vosfx matte` at 1024: 885-901 vs 1183-1192 MiB, 1.2-1.5x the time); "
+        "with bf16 precision, the OpenVINO buffers of the two heavy stages released after every call",
     )
     checkpoint: str = _opt("", doc="path to a checkpoint file, overriding the cache")
     io_binding: str = _opt(
