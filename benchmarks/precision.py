@@ -83,7 +83,7 @@ def main() -> None:
     ckpt, _ = make_checkpoint(work / "sam2.1_tiny_random.pt")
     # bf16-split / bf16-fused: the bf16 tier with memory attention's attention in query
     # blocks / in OpenVINO's own kernel (plain bf16: the CPU's default, split where it has AMX)
-    variants = tuple({t.split("-")[0] for t in tiers} & {"int8", "bf16"})
+    variants = tuple({t.partition("-")[0] for t in tiers} & {"int8", "bf16"})
     bundle = export_bundle(
         str(ckpt), out_dir=work / f"bundle-{args.size}", image_size=args.size, variants=variants
     )
@@ -92,16 +92,16 @@ def main() -> None:
         if args.seqs
         else sorted(p.name for p in (DATA / "JPEGImages").iterdir())
     )
-    backends = {
-        p: OnnxBackend(
+    backends = {}
+    for p in ["fp32", *tiers]:
+        precision, _, attention = p.partition("-")
+        backends[p] = OnnxBackend(
             bundle,
             device="cpu",
             threads=args.threads,
-            precision=p.split("-")[0],
-            bf16_attention=p.split("-")[1] if "-" in p else None,
+            precision=precision,
+            bf16_attention=attention or None,
         )
-        for p in ["fp32", *tiers]
-    }
     print(json.dumps({"size": args.size, "frames": args.frames, "loadavg": os.getloadavg()}))
     rows = []
     for seq in seqs:
