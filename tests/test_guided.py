@@ -117,30 +117,101 @@ def test_band_evaluation_matches_the_whole_frame_formula():
     np.testing.assert_array_equal(sparse[~band], p[~band])
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_dense_and_band_paths_agree(dtype, monkeypatch):
-    # Soft logits put the whole frame in the band, which is evaluated densely (bounded cost);
-    # it must give what the gathered band path gives, up to float rounding.
-    from vosfx.matte import guided
-
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_sharp_and_soft_logits_give_the_whole_frame_formula(dtype):
+    # Soft logits put the whole frame in the band, sharp ones a few %: either way the compiled
+    # loop gives the whole-frame formula (detail(): OpenCV's resize and an einsum) inside the
+    # band, the alpha untouched outside it.
     img, logits = _edge_scene(205, h=96, w=300)
-    img = img.astype(dtype) * (257 if dtype == np.uint16 else 1)
-    img[:, :, 1] = np.arange(300)[None, :] // 2 * (257 if dtype == np.uint16 else 1)
-    for scale in (1.0, 0.05):  # sharp (narrow band, gathered) and soft (whole frame, dense)
+    one = {np.uint8: 1, np.uint16: 257, np.float32: 1 / 255}[dtype]
+    img = (img.astype(np.float64) * one).astype(dtype)
+    img[:, :, 1] = (np.arange(300)[None, :] // 2 * one).astype(dtype)
+    for scale, strength in ((1.0, 1.0), (0.05, 1.0), (1.0, 2.0), (0.05, 2.0)):
         p = logits_to_prob(logits * np.float32(scale), img.shape[:2])
         prep = GuidePrep(img, 8, 1e-3)
-        monkeypatch.setattr(guided, "_DENSE_FRACTION", 2.0)  # never dense
-        band = prep.refine(p, strength=2.0)
-        monkeypatch.setattr(guided, "_DENSE_FRACTION", 0.0)  # always dense
-        dense = prep.refine(p, strength=2.0)
-        monkeypatch.undo()
-        np.testing.assert_allclose(dense, band, atol=2e-6, rtol=0)
-        outside = 4 * p * (1 - p) * 2.0 <= 0.02
-        np.testing.assert_array_equal(dense[outside], p[outside])
-        # overwrite=True: the same values, written into the caller's array on the band path
+        w = 4 * strength * p * (1 - p)
+        band = w > 0.01 * strength
+        assert band.mean() > (0.9 if scale < 1 else 0.0)  # soft: (nearly) the whole frame
+        formula = np.clip(p + w * prep.detail(p), 0, 1)
+        out = prep.refine(p, strength=strength)
+        np.testing.assert_allclose(out[band], formula[band], atol=2e-6, rtol=0)
+        np.testing.assert_array_equal(out[~band], p[~band])
+        # overwrite=True: the same values, written into the caller's array
         mine = p.copy()
-        monkeypatch.setattr(guided, "_DENSE_FRACTION", 2.0)
-        again = prep.refine(mine, strength=2.0, overwrite=True)
-        monkeypatch.undo()
-        np.testing.assert_array_equal(again, band)
+        again = prep.refine(mine, strength=strength, overwrite=True)
         assert again is mine
+        np.testing.assert_array_equal(again, out)
+    # without overwrite the caller's alpha is left as it was
+    before = p.copy()
+    prep.refine(p, strength=2.0)
+    np.testing.assert_array_equal(p, before)
+
+
+@pytest.mark.parametrize("shape, low", [((50, 111), (7, 13)), ((64, 64), (8, 8)), ((9, 5), (9, 5))])
+def test_the_coefficients_are_upsampled_as_opencv_resizes(shape, low):
+    # The compiled loop samples the low-resolution coefficients itself: with alpha 0.5
+    # everywhere (weight 1) and a black guide, its output is 0.5 + the upsampled offset b,
+    # which must be cv2.resize's bilinear (half-pixel centres, clamped at the border), for
+    # non-integer factors and for none at all.
+    from vosfx.matte import kernels
+
+    rng = np.random.default_rng(3)
+    coef = (rng.random((*low, 4)) * 0.4 - 0.2).astype(np.float32)
+    alpha = np.full(shape, 0.5, np.float32)
+    out = kernels.apply_edge_detail(
+        alpha, np.zeros((*shape, 3), np.uint8), coef, 1 / 255, 4.0, 0.01, np.empty_like(alpha)
+    )
+    want = 0.5 + cv2.resize(coef[..., 3], shape[::-1], interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(out, want, atol=1e-6, rtol=0)
+
+
+def test_inverse_covariance_is_the_matrix_inverse():
+    from vosfx.matte import kernels
+
+    rng = np.random.default_rng(4)
+    low = rng.random((6, 7, 3)).astype(np.float32)
+    moments = kernels.guide_moments(low)
+    np.testing.assert_allclose(moments[..., 4], low[..., 0] * low[..., 1], rtol=1e-6)
+    sums = cv2.boxFilter(moments, -1, (3, 3), borderType=cv2.BORDER_REFLECT)
+    inv = kernels.inverse_covariance(sums, 1e-3)
+    for y, x in ((0, 0), (3, 4), (5, 6)):
+        m = sums[y, x, :3].astype(np.float64)
+        pairs = sums[y, x, 3:].astype(np.float64)
+        cov = (
+            np.array(
+                [
+                    [pairs[0], pairs[1], pairs[2]],
+                    [pairs[1], pairs[3], pairs[4]],
+                    [pairs[2], pairs[4], pairs[5]],
+                ]
+            )
+            - np.outer(m, m)
+            + 1e-3 * np.eye(3)
+        )
+        want = np.linalg.inv(cov)
+        got = inv[y, x]
+        full = np.array(
+            [[got[0], got[1], got[2]], [got[1], got[3], got[4]], [got[2], got[4], got[5]]]
+        )
+        np.testing.assert_allclose(full, want, rtol=2e-3, atol=1e-2)
+
+
+def test_loops_compile_without_a_writable_cache(monkeypatch):
+    # numba refuses cache=True where it finds no writable cache directory (a read-only install
+    # and home); the refiner then compiles in memory instead of failing.
+    import numba
+
+    from vosfx.matte import kernels
+
+    real = numba.njit
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function '_guide_moments': no locator available")
+        return real(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    monkeypatch.setattr(kernels, "_LOOPS", {})
+    low = np.random.default_rng(0).random((4, 5, 3), dtype=np.float32)
+    np.testing.assert_allclose(kernels.guide_moments(low)[..., 3], low[..., 0] ** 2, rtol=1e-6)
+    assert set(kernels._LOOPS) == {"guide_moments"}  # made without a disk cache

@@ -269,3 +269,18 @@ def test_refinement_on_davis_does_not_lose_to_bilinear():
     jb, jr, fb, fr = np.mean(scores, axis=0)
     assert len(scores) >= 12
     assert jr >= jb and fr >= fb, (jb, jr, fb, fr)
+
+
+def test_a_refiner_loads_the_compiled_loops_in_the_background():
+    # the per-pixel loops load (or compile) on a thread started with the Refiner, once per
+    # process, so the job's first frame does not wait for numba
+    from vosfx.matte import kernels
+
+    Refiner(RefineConfig(), (1,))
+    thread = kernels.warm_up()
+    assert thread is kernels.warm_up() and thread.name == "vosfx-kernels"
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert {"guide_moments", "inverse_covariance", "apply_edge_detail", "blend_toward"} <= set(
+        kernels._LOOPS
+    )

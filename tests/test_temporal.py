@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -89,3 +90,31 @@ def test_bad_strength_is_refused():
     a = np.zeros((4, 4), np.float32)
     with pytest.raises(VosfxError, match="temporal strength"):
         temporal_blend(a, a, a, 1.0)
+
+
+def test_the_small_weight_is_upsampled_inside_the_blend():
+    # TemporalSmoother.still gives the small grid; the blend upsamples it as cv2.resize does
+    # (bilinear, half-pixel centres), for non-integer factors too.
+    from vosfx.matte import kernels
+
+    rng = np.random.default_rng(5)
+    for big, small in (((96, 256), (12, 32)), ((50, 111), (7, 13))):
+        alpha, prev = rng.random((2, *big), dtype=np.float32)
+        weight = rng.random(small, dtype=np.float32)
+        got = kernels.blend_toward(alpha, prev, weight, np.empty_like(alpha))
+        up = cv2.resize(weight, big[::-1], interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(got, alpha + up * (prev - alpha), atol=1e-6, rtol=0)
+
+
+def test_small_luma_from_the_guides_grid_is_within_a_level_of_the_direct_one():
+    # the guided filter's area-downscaled frame at twice the small grid is reused
+    rng = np.random.default_rng(6)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8), (0, 0), 3)
+    direct = small_luma(img)
+    grid = cv2.resize(img, (480, 270), interpolation=cv2.INTER_AREA)
+    via = small_luma(img, grid)
+    assert via.shape == direct.shape == (135, 240)
+    assert np.abs(via - direct).max() <= 1.0
+    # a grid that is not a whole multiple is not used
+    odd = cv2.resize(img, (500, 281), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(small_luma(img, odd), direct)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from vosfx.errors import VosfxError
+from vosfx.matte import kernels
 
 _SCALE = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535, np.dtype(np.float32): 1.0}
 
@@ -41,12 +42,6 @@ def subsample_for(radius_px: int) -> int:
 
 
 _MIN_WEIGHT = 0.01
-# Above this share of the frame the band is evaluated densely (GuidePrep._refine_dense): the
-# gathered path costs ~70 ns a band pixel, the dense one ~9 ns a frame pixel (1080p, one core),
-# so 1/8 is about where they cross. Sharp SAM 2 logits give a band of ~2 % of a 1080p frame,
-# soft ones up to all of it (139 ms a frame before this, docs/benchmarks/render.md).
-_DENSE_FRACTION = 0.125
-_CHANNEL_SUM = np.ones((1, 3), np.float32)  # cv2.transform: (H, W, 3) -> (H, W) channel sum
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -79,36 +74,18 @@ class GuidePrep:
         # the same size (temporal.small_luma)
         self.low_image = cv2.resize(guide_rgb, self.low_hw[::-1], interpolation=cv2.INTER_AREA)
         low = np.multiply(self.low_image, self.scale, dtype=np.float32)  # (h, w, 3) in [0, 1]
-        # Planar (one contiguous (h, w) array per channel): numpy is several times faster on
-        # contiguous planes than on strided channel views.
-        self.low = cv2.split(low)  # 3 x (h, w)
-        r = self.r
-        self.mean_i = [_box(c, r) for c in self.low]
-        (ir, ig, ib), (mr, mg, mb) = self.low, self.mean_i
-        # Covariance of the guide in each window (+ eps on the diagonal), then its inverse by
-        # the adjugate: a closed form over whole arrays instead of 3x3 solves per pixel.
-        rr = _box(ir * ir, r) - mr * mr + eps
-        rg = _box(ir * ig, r) - mr * mg
-        rb = _box(ir * ib, r) - mr * mb
-        gg = _box(ig * ig, r) - mg * mg + eps
-        gb = _box(ig * ib, r) - mg * mb
-        bb = _box(ib * ib, r) - mb * mb + eps
-        inv = [
-            gg * bb - gb * gb,
-            gb * rb - rg * bb,
-            rg * gb - gg * rb,
-            rr * bb - rb * rb,
-            rg * rb - rr * gb,
-            rr * gg - rg * rg,
-        ]
-        inv_det = 1.0 / (rr * inv[0] + rg * inv[1] + rb * inv[2])
-        self.inv_cov = [x * inv_det for x in inv]  # 6 x (h, w): xx, xy, xz, yy, yz, zz
+        self.low = low
+        # the window means of the channels and of their pairwise products (one 9-channel box
+        # filter), then each window's inverse covariance (+ eps on the diagonal) in one loop
+        sums = _box(kernels.guide_moments(low), self.r)  # (h, w, 9)
+        self.guide_sums = sums  # (h, w, 9); its first 3 channels: the window means
+        self.inv_cov = kernels.inverse_covariance(sums, eps)  # (h, w, 6): xx, xy, xz, yy, yz, zz
 
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays held (what a frame queued with it costs: at 854x480 with
         balanced refinement the grid is the frame's own size, 12 float planes: ~21 MiB)."""
-        arrays = [self.guide, self.low_image, *self.low, *self.mean_i, *self.inv_cov]
+        arrays = [self.guide, self.low_image, self.low, self.guide_sums, self.inv_cov]
         return sum(a.nbytes for a in arrays)
 
     def to_low(self, alpha: np.ndarray) -> np.ndarray:
@@ -128,19 +105,11 @@ class GuidePrep:
 
         ``alpha_low``: float32 in [0, 1], any size (resampled to the filter's grid).
         """
-        p = self.to_low(alpha_low)  # (h, w)
-        r = self.r
-        mean_p = _box(p, r)
-        cr, cg, cb = (_box(c * p, r) - m * mean_p for c, m in zip(self.low, self.mean_i))
-        xx, xy, xz, yy, yz, zz = self.inv_cov
-        a_r = xx * cr + xy * cg + xz * cb
-        a_g = xy * cr + yy * cg + yz * cb
-        a_b = xz * cr + yz * cg + zz * cb
-        mr, mg, mb = self.mean_i
-        # The filter's offset is mean_p - a·mean_I; leaving out mean_p removes its plain
-        # (image-blind) smoothing and keeps the edge part.
-        b = -(a_r * mr + a_g * mg + a_b * mb)
-        return cv2.merge([_box(x, r) for x in (a_r, a_g, a_b, b)])  # (h, w, 4)
+        p = np.ascontiguousarray(self.to_low(alpha_low))  # (h, w)
+        # window means of (p, r·p, g·p, b·p), then the slope and offset per window, then their
+        # own window average (the filter's second box pass)
+        sums = _box(kernels.alpha_moments(self.low, p), self.r)  # (h, w, 4)
+        return _box(kernels.edge_coefficients(sums, self.guide_sums, self.inv_cov), self.r)
 
     def detail(self, alpha_low: np.ndarray) -> np.ndarray:
         """The image-edge detail of one alpha over the whole frame: the guided filter's output
@@ -156,30 +125,6 @@ class GuidePrep:
         )
         img = np.multiply(self.guide, self.scale, dtype=np.float32)
         return np.einsum("hwc,hwc->hw", coef[..., :3], img) + coef[..., 3]
-
-    def _detail_at(self, coef: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """(N,) float32 detail at the flat pixel indices ``idx``: the coefficients are sampled
-        bilinearly with half-pixel centres (exactly what ``cv2.resize`` would give there)."""
-        ys, xs = np.divmod(idx, self.width)
-        sy, sx = self.low_hw[0] / self.height, self.low_hw[1] / self.width
-        n = len(idx)
-        cols = 4096  # cv2.remap wants maps below 32767 on each side
-        rows = -(-n // cols)
-        mx = np.zeros(rows * cols, np.float32)
-        my = np.zeros(rows * cols, np.float32)
-        mx[:n] = (xs + 0.5) * sx - 0.5
-        my[:n] = (ys + 0.5) * sy - 0.5
-        c = cv2.remap(
-            coef,
-            mx.reshape(rows, cols),
-            my.reshape(rows, cols),
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        ).reshape(-1, 4)[:n]  # (N, 4)
-        # np.take, not fancy indexing: 5x faster for these 3-byte rows (0.19 vs 1.0 ms for
-        # the 38k pixels of a 1080p band)
-        rgb = np.take(self.guide.reshape(-1, 3), idx, axis=0).astype(np.float32) * self.scale
-        return np.einsum("nc,nc->n", c[:, :3], rgb) + c[:, 3]
 
     def refine(
         self,
@@ -207,59 +152,17 @@ class GuidePrep:
             raise VosfxError(
                 f"alpha: expected {(self.height, self.width)} like the guide, found {alpha.shape}"
             )
-        alpha = alpha.astype(np.float32, copy=False)
+        alpha = np.ascontiguousarray(alpha, dtype=np.float32)
         scale = 4.0 * float(strength)
         # |detail| stays below ~1, so where the weight is under 0.01 (alpha outside
-        # [0.0025, 0.9975]) the correction would be under 0.01: skip those pixels.
+        # [0.0025, 0.9975]) the correction would be under 0.01: those pixels keep their alpha
+        # (the compiled loop evaluates the detail only where the weight passes).
         threshold = _MIN_WEIGHT * max(1.0, float(strength))
-        # The band w > threshold is an interval of alpha: found in one pass over the frame
-        # (cv2.inRange, widened by 1e-6 so it holds every band pixel; the exact rule is applied
-        # to the gathered pixels), instead of a weight plane, a comparison and a mask.
-        q = threshold / scale if scale > 0 else 1.0  # the band: alpha·(1 - alpha) > q
-        if q >= 0.25:
-            return alpha if overwrite else alpha.copy()
-        root = 0.5 * (1.0 - 4.0 * q) ** 0.5
-        near = cv2.inRange(alpha, 0.5 - root - 1e-6, 0.5 + root + 1e-6)  # (H, W) uint8
-        n_band = cv2.countNonZero(near)
-        if n_band == 0:
+        if scale * 0.25 <= threshold:  # the weight peaks at scale / 4 (alpha 0.5)
             return alpha if overwrite else alpha.copy()
         coef = self.coefficients(alpha if alpha_low is None else alpha_low)
-        if n_band > _DENSE_FRACTION * alpha.size:
-            w = cv2.multiply(alpha, 1.0 - alpha, scale=scale)
-            # the band rule of the gathered path, in place: w where w > threshold, else 0
-            cv2.threshold(w, threshold, 0.0, cv2.THRESH_TOZERO, dst=w)
-            return self._refine_dense(alpha, w, coef)
-        out = alpha if overwrite else alpha.copy()
-        flat = out.reshape(-1)
-        # as bool (0/255 bytes: nonzero reads only zero / not zero): numpy's bool path is 6x
-        # faster than its uint8 one (0.9 vs 5.5 ms on a 1080p mask)
-        idx = np.flatnonzero(near.view(np.bool_))
-        a = flat[idx]
-        w_band = cv2.multiply(a, 1.0 - a, scale=scale).reshape(-1)  # (N,), as the dense path
-        keep = w_band > threshold
-        idx, a, w_band = idx[keep], a[keep], w_band[keep]
-        flat[idx] = np.clip(a + w_band * self._detail_at(coef, idx), 0.0, 1.0)
-        return out
-
-    def _refine_dense(self, alpha: np.ndarray, w: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        """:meth:`refine` evaluated over the whole frame, for a wide band (soft logits), in a
-        few whole-frame OpenCV passes: the three ``a`` planes upsampled as one (H, W, 3)
-        image, multiplied by the guide's own uint8/uint16 pixels (converted block by block,
-        no float copy of the guide), summed over the channels by one ``cv2.transform``, plus
-        the upsampled ``b``. About half the CPU of plane-by-plane accumulation (11 vs 21 ms a
-        1080p frame, one core); the same values as the band path up to float rounding
-        (tests/test_guided.py)."""
-        size = (self.width, self.height)
-        # a·(I·scale) = (a·scale)·I: the scale goes on the small grid
-        a_low = np.multiply(coef[..., :3], self.scale)  # (h, w, 3) float32, contiguous
-        a_i = cv2.resize(a_low, size, interpolation=cv2.INTER_LINEAR)  # (H, W, 3)
-        cv2.multiply(a_i, self.guide, dst=a_i, dtype=cv2.CV_32F)
-        detail = cv2.transform(a_i, _CHANNEL_SUM)  # (H, W): a_r·R + a_g·G + a_b·B
-        del a_i
-        b_up = cv2.resize(np.ascontiguousarray(coef[..., 3]), size, interpolation=cv2.INTER_LINEAR)
-        cv2.add(detail, b_up, dst=detail)
-        out = cv2.add(alpha, cv2.multiply(w, detail, dst=detail), dst=detail)
-        return np.clip(out, 0.0, 1.0, out=out)
+        out = alpha if overwrite else np.empty_like(alpha)
+        return kernels.apply_edge_detail(alpha, self.guide, coef, self.scale, scale, threshold, out)
 
 
 def guided_refine(

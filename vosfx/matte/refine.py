@@ -23,6 +23,7 @@ import numpy as np
 
 from vosfx.config import RefineConfig
 from vosfx.errors import VosfxError
+from vosfx.matte import kernels
 from vosfx.matte.guided import GuidePrep, guided_refine
 from vosfx.matte.morph import choke, feather, fill_holes, remove_specks, shift_edge
 from vosfx.matte.temporal import TemporalSmoother
@@ -152,6 +153,9 @@ class Refiner:
         if len(set(self.obj_ids)) != len(self.obj_ids):
             raise VosfxError(f"Refiner: expected distinct object ids, found {self.obj_ids}")
         self._temporal = TemporalSmoother(cfg.temporal_strength)
+        if cfg.edge == "guided" or self._temporal.strength > 0:
+            # the per-pixel loops load (or compile) while the job starts, not on its first frame
+            kernels.warm_up()
 
     def reset(self) -> None:
         """Forget the previous frame (a shot cut): no smoothing across it."""

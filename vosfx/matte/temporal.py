@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from vosfx.errors import VosfxError
+from vosfx.matte import kernels
 
 # Luma change (8-bit levels, after 8x area averaging) below which a pixel counts as static and
 # above which as moving; in between the weight ramps linearly. An edge of contrast 100 moving
@@ -36,14 +37,29 @@ def small_hw(height: int, width: int) -> tuple[int, int]:
 def small_luma(rgb: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) uint8 | uint16 RGB -> (h, w) float32 luma in 8-bit levels [0, 255], area
     downscaled so that the long side is about 240 px (no upscaling). ``small``: ``rgb``
-    already area-downscaled to (h, w) (:func:`small_hw`) by the caller, which then is not
-    done again (the guided filter's grid is often the same: 1080p with 64² logits)."""
+    already area-downscaled by the caller (the guided filter's grid), to (h, w)
+    (:func:`small_hw`: 1080p with 64² logits), which is then used as is, or to a whole
+    multiple of it (1080p with SAM 2's 256² logits: twice), which is then area-downscaled
+    the rest of the way (a 130k-pixel resize instead of a 2-megapixel one; the block means of
+    block means, but of the rounded ones: within a level of the direct resize)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise VosfxError(f"frame: expected (H, W, 3) RGB, found shape {rgb.shape}")
     h, w = small_hw(*rgb.shape[:2])
-    if small is None or small.shape != (h, w, 3) or small.dtype != rgb.dtype:
-        small = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    luma = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grid = None
+    if small is not None and small.dtype == rgb.dtype and small.ndim == 3:
+        k = small.shape[0] // h  # whole blocks of whole blocks only
+        if small.shape[:2] == (h, w):
+            grid = small
+        elif (
+            k > 1
+            and small.shape[:2] == (k * h, k * w)
+            and rgb.shape[0] % (k * h) == 0
+            and rgb.shape[1] % (k * w) == 0
+        ):
+            grid = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA)
+    if grid is None:
+        grid = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    luma = cv2.cvtColor(grid, cv2.COLOR_RGB2GRAY).astype(np.float32)
     if rgb.dtype == np.uint16:
         luma *= np.float32(255 / 65535)
     return luma
@@ -52,29 +68,28 @@ def small_luma(rgb: np.ndarray, small: np.ndarray | None = None) -> np.ndarray:
 def static_weight(
     luma: np.ndarray, prev_luma: np.ndarray | None, out_hw: tuple[int, int], scale: float = 1.0
 ) -> np.ndarray:
-    """(H, W) float32 in [0, ``scale``]: ``scale`` where the picture is still, 0 where it moved.
+    """(H, W) float32 in [0, ``scale``]: ``scale`` where the picture is still, 0 where it moved
+    (:func:`still_grid` upsampled to ``out_hw``).
 
     ``luma``, ``prev_luma``: (h, w) float32 from :func:`small_luma` for this and the previous
     frame (None: no previous frame, everything counts as moving). ``out_hw``: (H, W).
-    ``scale`` is applied on the small grid, before the upsampling (the filter's strength:
-    one full-resolution pass fewer than scaling the result).
     """
+    small = still_grid(luma, prev_luma, scale)
+    return cv2.resize(small, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def still_grid(luma: np.ndarray, prev_luma: np.ndarray | None, scale: float = 1.0) -> np.ndarray:
+    """(h, w) float32 in [0, ``scale``] on the small luma grid: ``scale`` where the picture is
+    still, 0 where it moved (moving cells spread by one cell). ``luma``, ``prev_luma``: as in
+    :func:`static_weight`. The filter upsamples it inside its blend (:func:`kernels.blend_toward`),
+    so no full-resolution weight plane is made."""
     if prev_luma is None or prev_luma.shape != luma.shape:
-        return np.zeros(out_hw, np.float32)
+        return np.zeros(luma.shape, np.float32)
     diff = cv2.absdiff(luma, prev_luma)
     moving = np.clip((diff - MOTION_LO) * np.float32(1.0 / (MOTION_HI - MOTION_LO)), 0.0, 1.0)
     k = np.ones((2 * _MOTION_SPREAD + 1,) * 2, np.uint8)
     moving = cv2.dilate(moving, k)
-    still = (1.0 - moving) * np.float32(scale)
-    return cv2.resize(still, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def _blend(alpha: np.ndarray, prev_out: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``alpha + weight · (prev_out - alpha)``, all (H, W) float32: three passes into one new
-    array (the result is handed on to the writers, so it is never reused)."""
-    d = cv2.subtract(prev_out, alpha)
-    cv2.multiply(d, weight, dst=d)
-    return cv2.add(alpha, d, dst=d)
+    return np.ascontiguousarray((1.0 - moving) * np.float32(scale), dtype=np.float32)
 
 
 def temporal_blend(
@@ -92,7 +107,9 @@ def temporal_blend(
         raise VosfxError(f"temporal strength: expected a value in [0, 1), found {strength}")
     if prev_out is None or strength == 0.0 or prev_out.shape != alpha.shape:
         return alpha.astype(np.float32, copy=True)
-    return _blend(alpha, prev_out, still * np.float32(strength))
+    alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+    weight = np.ascontiguousarray(still * np.float32(strength), dtype=np.float32)
+    return kernels.blend_toward(alpha, prev_out, weight, np.empty_like(alpha))
 
 
 class TemporalSmoother:
@@ -115,24 +132,29 @@ class TemporalSmoother:
         self._prev.pop(obj_id, None)
 
     def still(self, rgb: np.ndarray, small: np.ndarray | None = None) -> np.ndarray | None:
-        """Advance to a new frame: the (H, W) float32 blend weight for ``rgb`` ((H, W, 3) uint8
-        | uint16) against the previous frame (stillness × strength, in [0, strength]), or None
-        when smoothing is off. ``small``: as in :func:`small_luma`."""
+        """Advance to a new frame: the blend weight for ``rgb`` ((H, W, 3) uint8 | uint16)
+        against the previous frame (stillness × strength, in [0, strength]) on the small luma
+        grid ((h, w) float32, :func:`still_grid`; :meth:`__call__` upsamples it), or None when
+        smoothing is off. ``small``: as in :func:`small_luma`."""
         if self.strength <= 0.0:
             return None
         luma = small_luma(rgb, small)
-        out = static_weight(luma, self._luma, rgb.shape[:2], self.strength)
+        out = still_grid(luma, self._luma, self.strength)
         self._luma = luma
         return out
 
     def __call__(self, obj_id: int, alpha: np.ndarray, still: np.ndarray | None) -> np.ndarray:
-        """Smooth one object's (H, W) float32 alpha with the weight from :meth:`still`;
-        remembers the result for the next frame. The result may be ``alpha`` itself (first
-        frame of an object): callers treat both as read-only."""
+        """Smooth one object's (H, W) float32 alpha with the weight from :meth:`still` (its
+        small grid, or a full-resolution (H, W) weight); remembers the result for the next
+        frame. The result may be ``alpha`` itself (first frame of an object): callers treat
+        both as read-only."""
         if still is None:
             return alpha
         prev = self._prev.get(obj_id)
-        alpha = alpha.astype(np.float32, copy=False)
-        out = alpha if prev is None or prev.shape != alpha.shape else _blend(alpha, prev, still)
+        alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+        if prev is None or prev.shape != alpha.shape:
+            out = alpha
+        else:  # a new array: the result is handed on to the writers, so it is never reused
+            out = kernels.blend_toward(alpha, prev, still, np.empty_like(alpha))
         self._prev[obj_id] = out
         return out

@@ -1,0 +1,309 @@
+"""The refiner's per-pixel loops, compiled with numba.
+
+The guided edge refinement (:mod:`vosfx.matte.guided`) was a chain of whole-frame OpenCV and
+numpy passes: at 1080p with soft logits (the whole frame in the uncertain band) the upsampled
+coefficients, their product with the frame and the sums were ~150 MB of memory traffic a frame,
+35-50 ms on one core of the Intel Xeon kind, and the per-grid-cell algebra (the guide's
+inverse covariance, the coefficients) some thirty numpy temporaries. Here each is one loop that
+keeps its working set in registers and cache, so the cost no longer depends on how soft the
+logits are (docs/benchmarks/render.md).
+
+numba is imported, and each loop compiled, on first use (``cache=True``: once per machine,
+into numba's cache next to this file or its per-user cache directory), so ``import vosfx``
+stays light. Every function takes and returns float32 arrays; the guide may be uint8, uint16 or
+float32 (numba compiles one version per type).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+_LOCK = threading.Lock()
+_LOOPS: dict[str, Callable[..., Any]] = {}  # name -> numba dispatcher, one per process
+_WARM: list[threading.Thread] = []
+
+
+def _compiled(name: str) -> Callable[..., Any]:
+    """The numba dispatcher of this module's ``_name`` loop, made once per process (it compiles,
+    or loads from numba's cache, on its first call; numba's lock makes a second thread calling
+    it meanwhile wait for that). Cached on disk where numba finds a writable place (next to
+    this file, else its per-user cache directory); where it finds none (a read-only install
+    and home), compiled in memory once per process instead of failing."""
+    loop = _LOOPS.get(name)
+    if loop is None:
+        with _LOCK:
+            loop = _LOOPS.get(name)
+            if loop is None:
+                import numba
+
+                py = globals()[f"_{name}"]
+                try:
+                    loop = numba.njit(cache=True, nogil=True, boundscheck=False)(py)
+                except RuntimeError:  # numba: "cannot cache function ...: no locator"
+                    loop = numba.njit(cache=False, nogil=True, boundscheck=False)(py)
+                _LOOPS[name] = loop
+    return loop
+
+
+def warm_up() -> threading.Thread:
+    """Import numba and load (or, the first time on a machine, compile) every loop, for uint8
+    guides, on a background thread, so that a job's first frame does not wait for it: ~0.7 s
+    of a process's start where the compiled loops are on disk, ~2 s where they are not.
+    :class:`~vosfx.matte.refine.Refiner` starts it; once per process (later calls return the
+    same thread). A loop called meanwhile waits for that loop only."""
+
+    def run() -> None:
+        f32 = np.zeros((2, 2), np.float32)
+        low = np.zeros((2, 2, 3), np.float32)
+        sums = guide_moments(low)
+        inv = inverse_covariance(sums, 1e-3)
+        edge_coefficients(alpha_moments(low, f32), sums, inv)
+        guide = np.zeros((2, 2, 3), np.uint8)
+        coef = np.zeros((2, 2, 4), np.float32)
+        apply_edge_detail(f32, guide, coef, 1.0, 4.0, 0.01, np.empty_like(f32))
+        blend_toward(f32, f32, f32, np.empty_like(f32))
+
+    with _LOCK:
+        if not _WARM:
+            thread = threading.Thread(target=run, name="vosfx-kernels", daemon=True)
+            thread.start()
+            _WARM.append(thread)
+        return _WARM[0]
+
+
+def guide_moments(low: np.ndarray) -> np.ndarray:
+    """(h, w, 9) float32 (r, g, b, rr, rg, rb, gg, gb, bb) per pixel of the (h, w, 3) float32
+    guide ``low``: what the box filter averages into :func:`inverse_covariance`'s ``sums``."""
+    out = np.empty((*low.shape[:2], 9), np.float32)
+    _compiled("guide_moments")(low, out)
+    return out
+
+
+def _guide_moments(low, out):  # pragma: no cover - compiled by numba
+    h, w, _ = low.shape
+    for y in range(h):
+        for x in range(w):
+            r, g, b = low[y, x, 0], low[y, x, 1], low[y, x, 2]
+            o = out[y, x]
+            o[0], o[1], o[2] = r, g, b
+            o[3], o[4], o[5] = r * r, r * g, r * b
+            o[6], o[7], o[8] = g * g, g * b, b * b
+
+
+def alpha_moments(low: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """(h, w, 4) float32 (p, r·p, g·p, b·p) per pixel of the (h, w, 3) float32 guide ``low``
+    and the (h, w) float32 alpha ``p``: what the box filter averages into
+    :func:`edge_coefficients`' ``sums``."""
+    out = np.empty((*low.shape[:2], 4), np.float32)
+    _compiled("alpha_moments")(low, p, out)
+    return out
+
+
+def _alpha_moments(low, p, out):  # pragma: no cover - compiled by numba
+    h, w, _ = low.shape
+    for y in range(h):
+        for x in range(w):
+            v = p[y, x]
+            o = out[y, x]
+            o[0] = v
+            o[1], o[2], o[3] = low[y, x, 0] * v, low[y, x, 1] * v, low[y, x, 2] * v
+
+
+def inverse_covariance(sums: np.ndarray, eps: float) -> np.ndarray:
+    """(h, w, 6) float32 inverse of each window's colour covariance matrix plus ``eps`` on the
+    diagonal, as (xx, xy, xz, yy, yz, zz) of the symmetric inverse.
+
+    ``sums``: (h, w, 9) float32 window means of (r, g, b, rr, rg, rb, gg, gb, bb) of the
+    guide (the box filter of the guide's channels and their products)."""
+    out = np.empty((*sums.shape[:2], 6), np.float32)
+    _compiled("inverse_covariance")(sums, np.float32(eps), out)
+    return out
+
+
+def _inverse_covariance(sums, eps, out):  # pragma: no cover - compiled by numba
+    h, w, _ = sums.shape
+    for y in range(h):
+        for x in range(w):
+            s = sums[y, x]
+            mr, mg, mb = s[0], s[1], s[2]
+            rr = s[3] - mr * mr + eps
+            rg = s[4] - mr * mg
+            rb = s[5] - mr * mb
+            gg = s[6] - mg * mg + eps
+            gb = s[7] - mg * mb
+            bb = s[8] - mb * mb + eps
+            # the adjugate over the determinant: the closed-form inverse of a 3x3 matrix
+            i0 = gg * bb - gb * gb
+            i1 = gb * rb - rg * bb
+            i2 = rg * gb - gg * rb
+            inv_det = np.float32(1.0) / (rr * i0 + rg * i1 + rb * i2)
+            o = out[y, x]
+            o[0] = i0 * inv_det
+            o[1] = i1 * inv_det
+            o[2] = i2 * inv_det
+            o[3] = (rr * bb - rb * rb) * inv_det
+            o[4] = (rg * rb - rr * gb) * inv_det
+            o[5] = (rr * gg - rg * rg) * inv_det
+
+
+def edge_coefficients(sums: np.ndarray, guide_sums: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:
+    """(h, w, 4) float32 (a_r, a_g, a_b, b) per window, before their own window average: the
+    guided filter's least-squares slope ``a = Σ⁻¹ cov(I, p)`` and the offset ``b = -a·mean(I)``
+    (its ``mean(p)`` term left out: the edge part only, :meth:`GuidePrep.coefficients`).
+
+    ``sums``: (h, w, 4) window means of (p, r·p, g·p, b·p); ``guide_sums``: the guide's (h, w,
+    9) window means of :func:`inverse_covariance` (its first three channels: r, g, b); ``inv_cov``: (h, w, 6) from :func:`inverse_covariance`."""
+    out = np.empty((*sums.shape[:2], 4), np.float32)
+    _compiled("edge_coefficients")(sums, guide_sums, inv_cov, out)
+    return out
+
+
+def _edge_coefficients(sums, guide_sums, inv_cov, out):  # pragma: no cover - compiled by numba
+    h, w, _ = sums.shape
+    for y in range(h):
+        for x in range(w):
+            s = sums[y, x]
+            m = guide_sums[y, x]
+            v = inv_cov[y, x]
+            mp = s[0]
+            cr = s[1] - m[0] * mp
+            cg = s[2] - m[1] * mp
+            cb = s[3] - m[2] * mp
+            ar = v[0] * cr + v[1] * cg + v[2] * cb
+            ag = v[1] * cr + v[3] * cg + v[4] * cb
+            ab = v[2] * cr + v[4] * cg + v[5] * cb
+            o = out[y, x]
+            o[0] = ar
+            o[1] = ag
+            o[2] = ab
+            o[3] = -(ar * m[0] + ag * m[1] + ab * m[2])
+
+
+def apply_edge_detail(
+    alpha: np.ndarray,
+    guide: np.ndarray,
+    coef: np.ndarray,
+    guide_scale: float,
+    weight_scale: float,
+    threshold: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """``out = clip(alpha + w·(a·I + b), 0, 1)`` where ``w = weight_scale·alpha·(1 - alpha)``
+    exceeds ``threshold``, else ``alpha``; (a, b) are ``coef`` upsampled bilinearly with
+    half-pixel centres (what ``cv2.resize`` gives) and ``I`` the guide times ``guide_scale``.
+
+    ``alpha``: (H, W) float32; ``guide``: (H, W, 3) uint8 | uint16 | float32; ``coef``: (h, w,
+    4) float32; ``out``: (H, W) float32, may be ``alpha`` itself. One pass over the frame,
+    evaluating the detail only where the weight passes the threshold. Returns ``out``."""
+    _compiled("apply_edge_detail")(
+        alpha,
+        guide,
+        coef,
+        np.float32(guide_scale),
+        np.float32(weight_scale),
+        np.float32(threshold),
+        out,
+    )
+    return out
+
+
+def _apply_edge_detail(alpha, guide, coef, gscale, wscale, threshold, out):  # pragma: no cover
+    big_h, big_w = alpha.shape
+    h, w, _ = coef.shape
+    one, zero = np.float32(1.0), np.float32(0.0)
+    # bilinear sampling positions, as cv2.resize's INTER_LINEAR: source x = (X + 0.5)·w/W - 0.5,
+    # clamped to the border samples
+    x0 = np.empty(big_w, np.int64)
+    x1 = np.empty(big_w, np.int64)
+    tx = np.empty(big_w, np.float32)
+    for xx in range(big_w):
+        f = (xx + 0.5) * (w / big_w) - 0.5
+        i = int(np.floor(f))
+        t = f - i
+        if i < 0:
+            i, t = 0, 0.0
+        if i >= w - 1:
+            i, t = w - 1, 0.0
+        x0[xx] = i
+        x1[xx] = min(i + 1, w - 1)
+        tx[xx] = t
+    row = np.empty((w, 4), np.float32)  # this output row's coefficients, vertically sampled
+    for yy in range(big_h):
+        f = (yy + 0.5) * (h / big_h) - 0.5
+        i = int(np.floor(f))
+        ty = np.float32(f - i)
+        if i < 0:
+            i, ty = 0, zero
+        if i >= h - 1:
+            i, ty = h - 1, zero
+        j = min(i + 1, h - 1)
+        for x in range(w):
+            for c in range(4):
+                row[x, c] = coef[i, x, c] + ty * (coef[j, x, c] - coef[i, x, c])
+        a_row, g_row, o_row = alpha[yy], guide[yy], out[yy]
+        for xx in range(big_w):
+            a = a_row[xx]
+            wt = wscale * a * (one - a)
+            if wt > threshold:
+                k0, k1, t = x0[xx], x1[xx], tx[xx]
+                d = zero
+                for c in range(3):
+                    ac = row[k0, c] + t * (row[k1, c] - row[k0, c])
+                    d += ac * (np.float32(g_row[xx, c]) * gscale)
+                d += row[k0, 3] + t * (row[k1, 3] - row[k0, 3])
+                o_row[xx] = min(max(a + wt * d, zero), one)
+            else:
+                o_row[xx] = a
+
+
+def blend_toward(
+    alpha: np.ndarray, prev: np.ndarray, weight: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """``out = alpha + w·(prev - alpha)``, ``w`` the small (h, w) float32 grid ``weight``
+    upsampled bilinearly with half-pixel centres (what ``cv2.resize`` gives), in one pass:
+    the temporal filter's step (:mod:`vosfx.matte.temporal`) without a full-resolution weight
+    plane. ``alpha``, ``prev``, ``out``: (H, W) float32 (``out`` may be ``alpha``). Returns
+    ``out``."""
+    _compiled("blend_toward")(alpha, prev, weight, out)
+    return out
+
+
+def _blend_toward(alpha, prev, weight, out):  # pragma: no cover - compiled by numba
+    big_h, big_w = alpha.shape
+    h, w = weight.shape
+    x0 = np.empty(big_w, np.int64)
+    x1 = np.empty(big_w, np.int64)
+    tx = np.empty(big_w, np.float32)
+    for xx in range(big_w):
+        f = (xx + 0.5) * (w / big_w) - 0.5
+        i = int(np.floor(f))
+        t = f - i
+        if i < 0:
+            i, t = 0, 0.0
+        if i >= w - 1:
+            i, t = w - 1, 0.0
+        x0[xx] = i
+        x1[xx] = min(i + 1, w - 1)
+        tx[xx] = t
+    row = np.empty(w, np.float32)
+    for yy in range(big_h):
+        f = (yy + 0.5) * (h / big_h) - 0.5
+        i = int(np.floor(f))
+        ty = np.float32(f - i)
+        if i < 0:
+            i, ty = 0, np.float32(0.0)
+        if i >= h - 1:
+            i, ty = h - 1, np.float32(0.0)
+        j = min(i + 1, h - 1)
+        for x in range(w):
+            row[x] = weight[i, x] + ty * (weight[j, x] - weight[i, x])
+        a_row, p_row, o_row = alpha[yy], prev[yy], out[yy]
+        for xx in range(big_w):
+            k0 = x0[xx]
+            wt = row[k0] + tx[xx] * (row[x1[xx]] - row[k0])
+            a = a_row[xx]
+            o_row[xx] = a + wt * (p_row[xx] - a)
