@@ -40,13 +40,19 @@ def _compiled(name: str) -> Callable[..., Any]:
             if loop is None:
                 import numba
 
+                if not isinstance(globals()["_positions"], numba.core.dispatcher.Dispatcher):
+                    # the loops' shared helper, compiled before them (they call it)
+                    globals()["_positions"] = _jit(numba, _positions)
                 py = globals()[f"_{name}"]
-                try:
-                    loop = numba.njit(cache=True, nogil=True, boundscheck=False)(py)
-                except RuntimeError:  # numba: "cannot cache function ...: no locator"
-                    loop = numba.njit(cache=False, nogil=True, boundscheck=False)(py)
-                _LOOPS[name] = loop
+                loop = _LOOPS[name] = _jit(numba, py)
     return loop
+
+
+def _jit(numba: Any, py: Callable[..., Any]) -> Callable[..., Any]:
+    try:
+        return numba.njit(cache=True, nogil=True, boundscheck=False)(py)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(cache=False, nogil=True, boundscheck=False)(py)
 
 
 def warm_up() -> threading.Thread:
@@ -73,6 +79,27 @@ def warm_up() -> threading.Thread:
             thread.start()
             _WARM.append(thread)
         return _WARM[0]
+
+
+def _positions(n_out, n_in):  # pragma: no cover - compiled by numba
+    """Bilinear sampling positions, as cv2.resize's INTER_LINEAR: for each of ``n_out``
+    outputs, the source samples (i0, i1) and the weight t of i1, where the source position is
+    (X + 0.5)·n_in/n_out - 0.5, clamped to the border samples."""
+    i0 = np.empty(n_out, np.int64)
+    i1 = np.empty(n_out, np.int64)
+    t = np.empty(n_out, np.float32)
+    for k in range(n_out):
+        f = (k + 0.5) * (n_in / n_out) - 0.5
+        i = int(np.floor(f))
+        frac = f - i
+        if i < 0:
+            i, frac = 0, 0.0
+        if i >= n_in - 1:
+            i, frac = n_in - 1, 0.0
+        i0[k] = i
+        i1[k] = min(i + 1, n_in - 1)
+        t[k] = frac
+    return i0, i1, t
 
 
 def guide_moments(low: np.ndarray) -> np.ndarray:
@@ -215,35 +242,14 @@ def _apply_edge_detail(alpha, guide, coef, gscale, wscale, threshold, out):  # p
     big_h, big_w = alpha.shape
     h, w, _ = coef.shape
     one, zero = np.float32(1.0), np.float32(0.0)
-    # bilinear sampling positions, as cv2.resize's INTER_LINEAR: source x = (X + 0.5)·w/W - 0.5,
-    # clamped to the border samples
-    x0 = np.empty(big_w, np.int64)
-    x1 = np.empty(big_w, np.int64)
-    tx = np.empty(big_w, np.float32)
-    for xx in range(big_w):
-        f = (xx + 0.5) * (w / big_w) - 0.5
-        i = int(np.floor(f))
-        t = f - i
-        if i < 0:
-            i, t = 0, 0.0
-        if i >= w - 1:
-            i, t = w - 1, 0.0
-        x0[xx] = i
-        x1[xx] = min(i + 1, w - 1)
-        tx[xx] = t
+    x0, x1, tx = _positions(big_w, w)
+    y0, y1, ty = _positions(big_h, h)
     row = np.empty((w, 4), np.float32)  # this output row's coefficients, vertically sampled
     for yy in range(big_h):
-        f = (yy + 0.5) * (h / big_h) - 0.5
-        i = int(np.floor(f))
-        ty = np.float32(f - i)
-        if i < 0:
-            i, ty = 0, zero
-        if i >= h - 1:
-            i, ty = h - 1, zero
-        j = min(i + 1, h - 1)
+        i, j, t_y = y0[yy], y1[yy], ty[yy]
         for x in range(w):
             for c in range(4):
-                row[x, c] = coef[i, x, c] + ty * (coef[j, x, c] - coef[i, x, c])
+                row[x, c] = coef[i, x, c] + t_y * (coef[j, x, c] - coef[i, x, c])
         a_row, g_row, o_row = alpha[yy], guide[yy], out[yy]
         for xx in range(big_w):
             a = a_row[xx]
@@ -275,32 +281,13 @@ def blend_toward(
 def _blend_toward(alpha, prev, weight, out):  # pragma: no cover - compiled by numba
     big_h, big_w = alpha.shape
     h, w = weight.shape
-    x0 = np.empty(big_w, np.int64)
-    x1 = np.empty(big_w, np.int64)
-    tx = np.empty(big_w, np.float32)
-    for xx in range(big_w):
-        f = (xx + 0.5) * (w / big_w) - 0.5
-        i = int(np.floor(f))
-        t = f - i
-        if i < 0:
-            i, t = 0, 0.0
-        if i >= w - 1:
-            i, t = w - 1, 0.0
-        x0[xx] = i
-        x1[xx] = min(i + 1, w - 1)
-        tx[xx] = t
+    x0, x1, tx = _positions(big_w, w)
+    y0, y1, ty = _positions(big_h, h)
     row = np.empty(w, np.float32)
     for yy in range(big_h):
-        f = (yy + 0.5) * (h / big_h) - 0.5
-        i = int(np.floor(f))
-        ty = np.float32(f - i)
-        if i < 0:
-            i, ty = 0, np.float32(0.0)
-        if i >= h - 1:
-            i, ty = h - 1, np.float32(0.0)
-        j = min(i + 1, h - 1)
+        i, j, t_y = y0[yy], y1[yy], ty[yy]
         for x in range(w):
-            row[x] = weight[i, x] + ty * (weight[j, x] - weight[i, x])
+            row[x] = weight[i, x] + t_y * (weight[j, x] - weight[i, x])
         a_row, p_row, o_row = alpha[yy], prev[yy], out[yy]
         for xx in range(big_w):
             k0 = x0[xx]
