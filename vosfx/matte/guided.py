@@ -78,14 +78,16 @@ class GuidePrep:
         # the window means of the channels and of their pairwise products (one 9-channel box
         # filter), then each window's inverse covariance (+ eps on the diagonal) in one loop
         sums = _box(kernels.guide_moments(low), self.r)  # (h, w, 9)
-        self.guide_sums = sums  # (h, w, 9); its first 3 channels: the window means
+        # (h, w, 3) window means of r, g, b: a copy, so that the 9-channel sums are not kept
+        # (a frame queued with its guide holds 12 float planes on the grid, not 18)
+        self.mean_i = np.ascontiguousarray(sums[..., :3])
         self.inv_cov = kernels.inverse_covariance(sums, eps)  # (h, w, 6): xx, xy, xz, yy, yz, zz
 
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays held (what a frame queued with it costs: at 854x480 with
         balanced refinement the grid is the frame's own size, 12 float planes: ~21 MiB)."""
-        arrays = [self.guide, self.low_image, self.low, self.guide_sums, self.inv_cov]
+        arrays = [self.guide, self.low_image, self.low, self.mean_i, self.inv_cov]
         return sum(a.nbytes for a in arrays)
 
     def to_low(self, alpha: np.ndarray) -> np.ndarray:
@@ -109,7 +111,7 @@ class GuidePrep:
         # window means of (p, r·p, g·p, b·p), then the slope and offset per window, then their
         # own window average (the filter's second box pass)
         sums = _box(kernels.alpha_moments(self.low, p), self.r)  # (h, w, 4)
-        return _box(kernels.edge_coefficients(sums, self.guide_sums, self.inv_cov), self.r)
+        return _box(kernels.edge_coefficients(sums, self.mean_i, self.inv_cov), self.r)
 
     def detail(self, alpha_low: np.ndarray) -> np.ndarray:
         """The image-edge detail of one alpha over the whole frame: the guided filter's output

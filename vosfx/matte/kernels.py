@@ -67,7 +67,7 @@ def warm_up() -> threading.Thread:
         low = np.zeros((2, 2, 3), np.float32)
         sums = guide_moments(low)
         inv = inverse_covariance(sums, 1e-3)
-        edge_coefficients(alpha_moments(low, f32), sums, inv)
+        edge_coefficients(alpha_moments(low, f32), low, inv)
         guide = np.zeros((2, 2, 3), np.uint8)
         coef = np.zeros((2, 2, 4), np.float32)
         apply_edge_detail(f32, guide, coef, 1.0, 4.0, 0.01, np.empty_like(f32))
@@ -177,24 +177,24 @@ def _inverse_covariance(sums, eps, out):  # pragma: no cover - compiled by numba
             o[5] = (rr * gg - rg * rg) * inv_det
 
 
-def edge_coefficients(sums: np.ndarray, guide_sums: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:
+def edge_coefficients(sums: np.ndarray, means: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:
     """(h, w, 4) float32 (a_r, a_g, a_b, b) per window, before their own window average: the
     guided filter's least-squares slope ``a = Σ⁻¹ cov(I, p)`` and the offset ``b = -a·mean(I)``
     (its ``mean(p)`` term left out: the edge part only, :meth:`GuidePrep.coefficients`).
 
-    ``sums``: (h, w, 4) window means of (p, r·p, g·p, b·p); ``guide_sums``: the guide's (h, w,
-    9) window means of :func:`inverse_covariance` (its first three channels: r, g, b); ``inv_cov``: (h, w, 6) from :func:`inverse_covariance`."""
+    ``sums``: (h, w, 4) window means of (p, r·p, g·p, b·p); ``means``: (h, w, 3) window means
+    of the guide's (r, g, b); ``inv_cov``: (h, w, 6) from :func:`inverse_covariance`."""
     out = np.empty((*sums.shape[:2], 4), np.float32)
-    _compiled("edge_coefficients")(sums, guide_sums, inv_cov, out)
+    _compiled("edge_coefficients")(sums, means, inv_cov, out)
     return out
 
 
-def _edge_coefficients(sums, guide_sums, inv_cov, out):  # pragma: no cover - compiled by numba
+def _edge_coefficients(sums, means, inv_cov, out):  # pragma: no cover - compiled by numba
     h, w, _ = sums.shape
     for y in range(h):
         for x in range(w):
             s = sums[y, x]
-            m = guide_sums[y, x]
+            m = means[y, x]
             v = inv_cov[y, x]
             mp = s[0]
             cr = s[1] - m[0] * mp
