@@ -48,8 +48,11 @@ DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis"
 SAM_GRID = 256
 
 
-def load_seq(root: Path, seq: str, max_frames: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(frames (H, W, 3) uint8 RGB, masks (H, W) bool) of one DAVIS sequence."""
+def load_seq(
+    root: Path, seq: str, max_frames: int, size: tuple[int, int] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(frames (H, W, 3) uint8 RGB, masks (H, W) bool) of one DAVIS sequence; ``size`` (W, H):
+    both scaled to it (frames bicubic, masks bilinear then > 0.5), as footage at that size."""
     names = sorted(p.name for p in (root / "JPEGImages" / seq).glob("*.jpg"))[:max_frames]
     frames, masks = [], []
     for name in names:
@@ -59,6 +62,12 @@ def load_seq(root: Path, seq: str, max_frames: int) -> tuple[list[np.ndarray], l
             str(root / "Annotations" / seq / name.replace(".jpg", ".png")), cv2.IMREAD_GRAYSCALE
         )
         masks.append(ann > 0)
+    if size is not None:
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in frames]
+        masks = [
+            cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) > 0.5
+            for m in masks
+        ]
     return frames, masks
 
 
@@ -119,7 +128,13 @@ def scores(alphas, masks) -> tuple[float, float]:
 
 
 def quality(
-    root: Path, seqs: list[str], max_frames: int, cfg: RefineConfig, noise: float, blur: float
+    root: Path,
+    seqs: list[str],
+    max_frames: int,
+    cfg: RefineConfig,
+    noise: float,
+    blur: float,
+    size: tuple[int, int] | None = None,
 ) -> None:
     """J and F per sequence (bilinear against vosfx), flicker, and an ablation of the preset."""
     refine = cfg  # the balanced preset as shipped: radius 0 = one logit cell, eps 1e-2
@@ -135,6 +150,8 @@ def quality(
     }
     strong = dataclasses.replace(refine, temporal_strength=0.6)
     kind = "as specified" if blur == 0 else f"SAM-like: logits blurred, sigma {blur} cells"
+    if size is not None:
+        kind += f"; DAVIS scaled to {size[0]}x{size[1]}"
     print(f"\n## Quality (simulated logits, {kind}); flicker (noise sigma = {noise} logits)\n")
     print(
         "| sequence | frames | J bilinear | J vosfx | F bilinear | F vosfx | flicker bilinear "
@@ -144,7 +161,7 @@ def quality(
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows, ablation = [], {name: [] for name in variants}
     for seq in seqs:
-        frames, masks = load_seq(root, seq, max_frames)
+        frames, masks = load_seq(root, seq, max_frames, size)
         hw = masks[0].shape
         logits = [sim_logits(m, blur=blur) for m in masks]
         jb, fb = scores([bilinear_mask(lg, hw).astype(np.float32) for lg in logits], masks)
@@ -281,6 +298,11 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--sizes", default="1920x1080,3840x2160", help="frame sizes for the cost")
+    ap.add_argument(
+        "--quality-size",
+        default="",
+        help="WIDTHxHEIGHT: score quality on DAVIS scaled to this size (default: as it is)",
+    )
     args = ap.parse_args()
     section = dict(load_preset("balanced").get("refine", {}))
     for item in args.set:
@@ -299,9 +321,13 @@ def main() -> None:
         f"load average at start {os.getloadavg()}"
     )
     print(f"refine config (balanced preset): {dataclasses.asdict(cfg)}")
+    qsize = None
+    if args.quality_size:
+        qw, _, qh = args.quality_size.partition("x")
+        qsize = (int(qw), int(qh))
     if not args.skip_quality:
         for blur in (float(b) for b in args.blur.split(",")):
-            quality(args.davis, seqs, args.frames, cfg, args.noise, blur)
+            quality(args.davis, seqs, args.frames, cfg, args.noise, blur, qsize)
     if not args.skip_cost:
         pairs = (size.split("x") for size in args.sizes.split(","))
         cost(args.davis, cfg, args.repeats, tuple((int(w), int(h)) for w, h in pairs))

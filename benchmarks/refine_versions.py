@@ -1,7 +1,7 @@
-"""The refiner's CPU cost a 1080p frame, two versions of vosfx alternating in fresh processes.
+"""The refiner's CPU cost a frame (1080p, or --size), two versions of vosfx alternating in fresh processes.
 
 The balanced preset as shipped (guided edges, radius one logit cell, temporal 0.3), one
-object, DAVIS blackswan upscaled to 1080p, one OpenCV thread; the refiner makes each frame's
+object, DAVIS blackswan upscaled to 1080p (``--size``: any), one OpenCV thread; the refiner makes each frame's
 guide itself (in a render the decode thread makes it ahead). Four kinds of logits: SAM 2's
 256² as simulated (sharp: a band of ~2 % of the frame), blurred by 8 cells (~18 %), a tenth
 as steep (all of it), and the render chain's 64² test double. "before" is ``git archive
@@ -9,6 +9,7 @@ as steep (all of it), and the render chain's 64² test double. "before" is ``git
 alternates, so the VM's drifting speed hits both alike. Prints each run and the medians.
 
     python benchmarks/refine_versions.py --before 1c3b022 --pairs 8
+    python benchmarks/refine_versions.py --before 1e955e9 --pairs 4 --size 3840x2160
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from render_chain import ROOT, tree_for
 KINDS = ("sharp", "blur 8", "x0.1", "64² test double")
 
 
-def child(frames: int) -> None:
+def child(frames: int, size: tuple[int, int]) -> None:
     """One run in this process (the vosfx on ``sys.path`` first): one JSON line."""
     import cv2
     import numpy as np
@@ -47,7 +48,7 @@ def child(frames: int) -> None:
     cv2.setNumThreads(1)
     cfg = RefineConfig(**dict(load_preset("balanced").get("refine", {})))
     seq, masks = bench.load_seq(bench.DEFAULT_DAVIS, "blackswan", 2)
-    imgs = [cv2.resize(f, (1920, 1080), interpolation=cv2.INTER_CUBIC) for f in seq]
+    imgs = [cv2.resize(f, size, interpolation=cv2.INTER_CUBIC) for f in seq]
     make = {
         "sharp": lambda m: bench.sim_logits(m),
         "blur 8": lambda m: bench.sim_logits(m, blur=8),
@@ -81,15 +82,17 @@ def main() -> None:
     ap.add_argument("--after", default="checkout", help="git revision, or the checkout")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--frames", type=int, default=20, help="timed frames a kind and run")
+    ap.add_argument("--size", default="1920x1080", help="frame size, WIDTHxHEIGHT")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    width, _, height = args.size.partition("x")
     if args.child:
-        child(args.frames)
+        child(args.frames, (int(width), int(height)))
         return
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
         f"Python {platform.python_version()}; load {os.getloadavg()[0]:.1f}; "
-        f"before = {args.before}, after = {args.after}"
+        f"before = {args.before}, after = {args.after}; {args.size}"
     )
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +103,7 @@ def main() -> None:
                 env = {**os.environ, "PYTHONPATH": str(tree)}
                 line = subprocess.run(
                     [sys.executable, __file__, "--before", args.before, "--child"]
-                    + ["--frames", str(args.frames)],
+                    + ["--frames", str(args.frames), "--size", args.size],
                     env=env,
                     check=True,
                     capture_output=True,

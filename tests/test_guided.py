@@ -90,6 +90,30 @@ def test_subsampling_keeps_a_low_radius_of_two():
 
 
 @pytest.mark.parametrize(
+    "radius, hw, want",
+    [
+        (15, (2160, 3840), 8),  # UHD with SAM 2's 256² logits: 7 does not divide, 8 does
+        (8, (1080, 1920), 4),  # divides already
+        (10, (1440, 2560), 5),
+        (16, (2160, 4096), 8),
+        (15, (1601, 3841), 7),  # nothing near divides: the radius's own factor
+        (9, (1080, 1998), 4),  # 1998 = 2 x 27 x 37: 5 does not divide it either
+        (5, (721, 1280), 2),  # 3 does not divide 721; 1 would, but at 4x the grid cells
+        (17, (2160, 4095), 8),  # 9 would divide, but the grid stays at most 8x smaller
+        (3, (1081, 1921), 1),  # 1 divides everything
+    ],
+)
+def test_subsampling_prefers_a_factor_that_divides_the_frame(radius, hw, want):
+    got = subsample_for(radius, *hw)
+    assert got == want
+    assert subsample_for(radius) == radius // 2 or subsample_for(radius) == 8
+    prep = GuidePrep(np.zeros((*hw, 3), np.uint8), radius, 1e-2)
+    assert prep.r >= 2 or radius < 4  # the low-resolution radius the rule keeps
+    if hw[0] % got == 0 and hw[1] % got == 0:  # the grid covers whole blocks of the frame
+        assert prep.low_hw == (hw[0] // got, hw[1] // got)
+
+
+@pytest.mark.parametrize(
     "bad",
     [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.int32)],
 )

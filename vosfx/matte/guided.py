@@ -35,10 +35,32 @@ def _check_guide(guide_rgb: np.ndarray) -> None:
         raise VosfxError(f"guide image: expected uint8, uint16 or float32, found {guide_rgb.dtype}")
 
 
-def subsample_for(radius_px: int) -> int:
+def subsample_for(radius_px: int, height: int = 0, width: int = 0) -> int:
     """The subsampling factor for a radius: the low-resolution radius stays >= 2 px, which the
-    fast guided filter paper shows is where its error stays negligible (s = r / 4 .. r / 2)."""
-    return max(1, min(8, radius_px // 2))
+    fast guided filter paper shows is where its error stays negligible (s = r / 4 .. r / 2).
+
+    With the frame's ``height`` and ``width``: where ``r // 2`` does not divide both and one
+    more does (at most 8, the low radius still rounding to >= 2), that one. OpenCV's area
+    downscale of the guide takes its fast whole-block path only for a factor that divides,
+    and the temporal filter can then reuse the grid (:func:`~vosfx.matte.temporal.small_luma`);
+    the larger factor also means fewer grid cells (one less would mean more, and cost more
+    than the slow downscale saves). At 3840x2160 (radius 15 px from SAM 2's 256² logits) 8
+    instead of 7: the refiner's CPU a frame 82 -> 56 ms with the same J and F on DAVIS
+    upscaled to 4K (docs/benchmarks/refine.md). 1080p (4), 1440p (5), 720p (2) and DCI 4K
+    (8) divide already."""
+    s = max(1, min(8, radius_px // 2))
+    k = s + 1
+    if (
+        height > 0
+        and width > 0
+        and (height % s or width % s)
+        and k <= 8
+        and height % k == 0
+        and width % k == 0
+        and round(radius_px / k) >= 2
+    ):
+        return k
+    return s
 
 
 _MIN_WEIGHT = 0.01
@@ -67,7 +89,7 @@ class GuidePrep:
         self.guide = guide_rgb  # (H, W, 3), kept as is: only the edge band is ever read
         self.scale = np.float32(_SCALE[guide_rgb.dtype])
         self.height, self.width = guide_rgb.shape[:2]
-        s = subsample_for(radius_px)
+        s = subsample_for(radius_px, self.height, self.width)
         self.low_hw = (max(1, round(self.height / s)), max(1, round(self.width / s)))
         self.r = max(1, round(radius_px / s))
         # (h, w, 3) in the guide's dtype; kept: the temporal filter reuses it when its grid is
