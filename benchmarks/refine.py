@@ -214,7 +214,8 @@ def cost(
     other engineers share the 2 cores (with one cv2 thread it is the single-core time)."""
     print("\n## Cost per frame (whole chain, one object)\n")
     print(
-        "| size | config | cv2 threads | wall ms / frame (median) | CPU ms / frame (median) | "
+        "| size | config | threads (OpenCV's, the loops' bands) | wall ms / frame (median) | "
+        "CPU ms / frame (median) | "
         "frames / s (wall) | frames / s (CPU time) |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -257,7 +258,7 @@ def cost(
             label = name if kind == "sharp" else f"{name}, logits {kind}"
             for n_threads in sorted({1, threads}):
                 cv2.setNumThreads(n_threads)
-                refiner = Refiner(c, (1,))
+                refiner = Refiner(c, (1,), threads=n_threads)
                 refiner(results[0], Frame(0, imgs[0], 0, 1))  # warm-up (allocations, cv2)
                 walls, cpus = [], []
                 for k in range(repeats):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -239,3 +244,77 @@ def test_loops_compile_without_a_writable_cache(monkeypatch):
     low = np.random.default_rng(0).random((4, 5, 3), dtype=np.float32)
     np.testing.assert_allclose(kernels.guide_moments(low)[..., 3], low[..., 0] ** 2, rtol=1e-6)
     assert set(kernels._LOOPS) == {"guide_moments"}  # made without a disk cache
+
+
+def test_the_edge_loop_in_row_bands_is_the_whole_frame_loop():
+    # bands of rows on the pool (one on the caller's thread) give the same bits as one pass,
+    # including the bands' first and last rows, where the coefficients' rows change
+    from vosfx.matte import kernels
+
+    rng = np.random.default_rng(6)
+    shape = (3 * kernels.MIN_BAND_ROWS + 41, 203)
+    alpha = rng.random(shape, dtype=np.float32)
+    guide = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    coef = (rng.random((37, 25, 4)) * 0.4 - 0.2).astype(np.float32)
+    args = (alpha, guide, coef, 1 / 255, 4.0, 0.01)
+    one = kernels.apply_edge_detail(*args, np.empty_like(alpha))
+    for threads in (2, 3, 64):
+        banded = kernels.apply_edge_detail(*args, np.empty_like(alpha), threads)
+        np.testing.assert_array_equal(banded, one)
+    assert len(kernels.bands(shape[0], 64)) == 3  # at least MIN_BAND_ROWS rows each
+
+
+def test_bands_cover_the_rows_once():
+    from vosfx.matte import kernels
+
+    for height, threads in ((1080, 2), (2160, 8), (100, 4), (1, 1), (1081, 3), (5000, 99)):
+        parts = kernels.bands(height, threads)
+        assert parts[0][0] == 0 and parts[-1][1] == height
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+        assert 1 <= len(parts) <= min(threads, kernels.MAX_THREADS)
+        assert len(parts) == 1 or min(b - a for a, b in parts) >= kernels.MIN_BAND_ROWS
+
+
+def test_an_error_in_a_band_reaches_the_caller():
+    from vosfx.matte import kernels
+
+    def loop(rows, start, stop):
+        if start > 0:
+            raise RuntimeError(f"band {start}")
+        rows.append((start, stop))
+
+    done: list = []
+    with pytest.raises(RuntimeError, match="band"):
+        kernels._in_bands(loop, 1000, 4, done)
+    assert done == [(0, 250)]  # the caller's band ran; the pool's errors were raised after it
+
+
+def test_default_threads_follow_the_affinity_and_omp(monkeypatch):
+    from vosfx.matte import kernels
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = kernels.default_threads()
+    assert 1 <= n <= kernels.MAX_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a batch worker's share of the cores
+    assert kernels.default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert kernels.default_threads() == n
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    # the parent's pool threads do not exist in a fork: bands there must still run
+    from vosfx.matte import kernels
+
+    # the parent's pool, with 7 threads (slow bands: none is free for the next band)
+    kernels._in_bands(lambda rows, a, b: time.sleep(0.05), 8 * kernels.MIN_BAND_ROWS, 8, [])
+    assert kernels._POOL
+    time.sleep(0.5)  # all idle now: a fork counts them as free, and none of them exists there
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if all four bands ran
+        signal.alarm(60)  # a band waiting on a thread that does not exist: killed, not hung
+        rows: list = []
+        kernels._in_bands(lambda rows, a, b: rows.append(a), 1000, 4, rows)
+        os._exit(0 if sorted(rows) == [0, 250, 500, 750] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

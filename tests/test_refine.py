@@ -284,3 +284,29 @@ def test_a_refiner_loads_the_compiled_loops_in_the_background():
     assert {"guide_moments", "inverse_covariance", "apply_edge_detail", "blend_toward"} <= set(
         kernels._LOOPS
     )
+
+
+def test_refiner_threads_give_the_same_matte():
+    # the edge loop and the temporal blend in row bands (kernels.bands) change nothing
+    from vosfx.matte import kernels
+
+    h, w = 3 * kernels.MIN_BAND_ROWS + 10, 300
+    rng = np.random.default_rng(7)
+    frames = []
+    for i in range(3):
+        img = (rng.random((h, w, 3)) * 40).astype(np.uint8)
+        img[60 + 4 * i : 300, 50:240] += np.uint8(180)
+        frames.append(Frame(index=i, image=img, pts=i, time_base=Fraction(1, 25)))
+    mask = np.zeros((h, w), bool)
+    mask[64:296, 54:236] = True
+    logits = (
+        (cv2.resize(mask.astype(np.float32), (64, 64), interpolation=cv2.INTER_AREA) - 0.5) * 8
+    )[None].astype(np.float32)
+    cfg = RefineConfig(edge="guided", temporal_strength=0.5)
+    one, three = Refiner(cfg, (1,), threads=1), Refiner(cfg, (1,), threads=3)
+    assert one.threads == 1 and three.threads == 3 and Refiner(cfg, (1,)).threads >= 1
+    for f in frames:
+        res = MaskResult(f.index, (1,), logits, np.float32([5.0]), np.float32([1.0]))
+        a, b = one(res, f).alpha, three(res, f).alpha
+        np.testing.assert_array_equal(a, b)
+        assert 0.0 < float(a.mean()) < 1.0

@@ -104,6 +104,12 @@ def test_the_small_weight_is_upsampled_inside_the_blend():
         got = kernels.blend_toward(alpha, prev, weight, np.empty_like(alpha))
         up = cv2.resize(weight, big[::-1], interpolation=cv2.INTER_LINEAR)
         np.testing.assert_allclose(got, alpha + up * (prev - alpha), atol=1e-6, rtol=0)
+    # in bands of rows (kernels.bands): the same bits
+    big = (2 * kernels.MIN_BAND_ROWS + 7, 64)
+    alpha, prev = rng.random((2, *big), dtype=np.float32)
+    weight = rng.random((17, 8), dtype=np.float32)
+    one = kernels.blend_toward(alpha, prev, weight, np.empty_like(alpha))
+    np.testing.assert_array_equal(kernels.blend_toward(alpha, prev, weight, alpha.copy(), 2), one)
 
 
 def test_small_luma_from_the_guides_grid_is_within_a_level_of_the_direct_one():

@@ -52,7 +52,13 @@ class ModelConfig:
         "memory encoder in bfloat16 on OpenVINO (CPUs with AMX/AVX512_BF16, `vosfx[openvino]`); int8: int8 "
         "image encoder on CPUs (onnx backend only)",
     )
-    threads: int = _opt(0, lo=0, hi=1024, doc="CPU threads; 0 lets the runtime choose")
+    threads: int = _opt(
+        0,
+        lo=0,
+        hi=1024,
+        doc="CPU threads of the model's runtime and of refinement's full-resolution loops; 0 "
+        "lets the runtime choose (the loops: the cores, at most 8)",
+    )
     low_memory: bool = _opt(
         False,
         doc="the lowest peak memory, slower: ONNX Runtime without its CPU memory arena, blocks "

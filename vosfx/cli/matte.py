@@ -172,7 +172,7 @@ def default_output(input_path: str, fmt: str) -> str:
     type=click.Choice(option_choices("model", "precision")),
     help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).",
 )
-@click.option("--threads", type=int, help="CPU threads for the model.")
+@click.option("--threads", type=int, help="CPU threads for the model and for refinement's loops.")
 @click.option(
     "--low-memory",
     is_flag=True,

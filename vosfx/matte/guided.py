@@ -157,6 +157,7 @@ class GuidePrep:
         strength: float = 1.0,
         *,
         overwrite: bool = False,
+        threads: int = 1,
     ) -> np.ndarray:
         """``alpha + strength·4·alpha·(1 - alpha)·detail``, clipped to [0, 1].
 
@@ -169,8 +170,9 @@ class GuidePrep:
         ``alpha``). ``strength`` >= 0: 1 moves an uncertain edge part of the way to the image
         edge, 2 most of the way (0 returns ``alpha``). ``overwrite``: ``alpha`` is the
         caller's to give up (float32), so the band is corrected in place instead of in a copy
-        (8 MB a 1080p frame); the result may then be ``alpha`` itself. Returns (H, W) float32
-        in [0, 1].
+        (8 MB a 1080p frame); the result may then be ``alpha`` itself. ``threads``: the
+        full-resolution pass in that many bands of rows (:mod:`vosfx.matte.kernels`; the same
+        result). Returns (H, W) float32 in [0, 1].
         """
         if alpha.shape != (self.height, self.width):
             raise VosfxError(
@@ -186,7 +188,9 @@ class GuidePrep:
             return alpha if overwrite else alpha.copy()
         coef = self.coefficients(alpha if alpha_low is None else alpha_low)
         out = alpha if overwrite else np.empty_like(alpha)
-        return kernels.apply_edge_detail(alpha, self.guide, coef, self.scale, scale, threshold, out)
+        return kernels.apply_edge_detail(
+            alpha, self.guide, coef, self.scale, scale, threshold, out, threads
+        )
 
 
 def guided_refine(

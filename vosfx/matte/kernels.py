@@ -12,12 +12,22 @@ numba is imported, and each loop compiled, on first use (``cache=True``: once pe
 into numba's cache next to this file or its per-user cache directory), so ``import vosfx``
 stays light. Every function takes and returns float32 arrays; the guide may be uint8, uint16 or
 float32 (numba compiles one version per type).
+
+The two full-resolution loops (:func:`apply_edge_detail`, :func:`blend_toward`) take
+``threads``: the frame is cut into bands of rows, one on the calling thread and the others on
+a small shared pool, each band computed exactly as the whole frame would be (every output
+pixel depends on its own inputs only), so the result is the same bit for bit. Python threads,
+not numba's ``parallel=True``: the threading layer numba always has (workqueue) is not safe
+to enter from several Python threads at once (the studio, the OFX worker and a render may each
+refine), and these loops release the GIL (``nogil``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,6 +35,59 @@ import numpy as np
 _LOCK = threading.Lock()
 _LOOPS: dict[str, Callable[..., Any]] = {}  # name -> numba dispatcher, one per process
 _WARM: list[threading.Thread] = []
+# The row bands' pool: at most this many threads besides the caller's, made on first use.
+MAX_THREADS = 8
+_POOL: list[ThreadPoolExecutor] = []
+# Bands are at least this many rows: below it a band's hand-off costs more than it saves
+# (a 1080p band of 540 rows is ~1.5 ms of work; a pool hand-off is ~20-50 us).
+MIN_BAND_ROWS = 128
+
+
+def default_threads() -> int:
+    """Threads for the refinement loops when none are asked for: the cores this process may
+    run on (its CPU affinity), at most ``OMP_NUM_THREADS`` where that is set (a batch worker's
+    share of the machine, vosfx/batch/local.py) and at most :data:`MAX_THREADS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cores = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        cores = min(cores, int(omp))
+    return max(1, min(cores, MAX_THREADS))
+
+
+def bands(height: int, threads: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) cutting ``height`` rows into at most ``threads`` near-equal
+    bands of at least :data:`MIN_BAND_ROWS` rows (one band: the whole frame)."""
+    n = max(1, min(int(threads), MAX_THREADS, height // MIN_BAND_ROWS))
+    edges = [height * i // n for i in range(n + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(n)]
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the pool's threads
+    os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _LOCK:
+        if not _POOL:
+            _POOL.append(
+                ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="vosfx-refine")
+            )
+        return _POOL[0]
+
+
+def _in_bands(loop: Callable[..., Any], height: int, threads: int, *args: Any) -> None:
+    """``loop(*args, start, stop)`` over the bands of :func:`bands`: the first on this
+    thread, the others on the pool; returns when all are done (an error in any is raised)."""
+    parts = bands(height, threads)
+    futures: list[Future[Any]] = [_pool().submit(loop, *args, a, b) for a, b in parts[1:]]
+    try:
+        loop(*args, *parts[0])
+    finally:
+        for f in futures:
+            f.result()
 
 
 def _compiled(name: str) -> Callable[..., Any]:
@@ -218,6 +281,7 @@ def apply_edge_detail(
     weight_scale: float,
     threshold: float,
     out: np.ndarray,
+    threads: int = 1,
 ) -> np.ndarray:
     """``out = clip(alpha + w·(a·I + b), 0, 1)`` where ``w = weight_scale·alpha·(1 - alpha)``
     exceeds ``threshold``, else ``alpha``; (a, b) are ``coef`` upsampled bilinearly with
@@ -225,8 +289,12 @@ def apply_edge_detail(
 
     ``alpha``: (H, W) float32; ``guide``: (H, W, 3) uint8 | uint16 | float32; ``coef``: (h, w,
     4) float32; ``out``: (H, W) float32, may be ``alpha`` itself. One pass over the frame,
-    evaluating the detail only where the weight passes the threshold. Returns ``out``."""
-    _compiled("apply_edge_detail")(
+    evaluating the detail only where the weight passes the threshold, in ``threads`` bands of
+    rows (module doc). Returns ``out``."""
+    _in_bands(
+        _compiled("apply_edge_detail"),
+        alpha.shape[0],
+        threads,
         alpha,
         guide,
         coef,
@@ -238,14 +306,16 @@ def apply_edge_detail(
     return out
 
 
-def _apply_edge_detail(alpha, guide, coef, gscale, wscale, threshold, out):  # pragma: no cover
+def _apply_edge_detail(  # pragma: no cover - compiled by numba
+    alpha, guide, coef, gscale, wscale, threshold, out, start, stop
+):
     big_h, big_w = alpha.shape
     h, w, _ = coef.shape
     one, zero = np.float32(1.0), np.float32(0.0)
     x0, x1, tx = _positions(big_w, w)
     y0, y1, ty = _positions(big_h, h)
     row = np.empty((w, 4), np.float32)  # this output row's coefficients, vertically sampled
-    for yy in range(big_h):
+    for yy in range(start, stop):
         i, j, t_y = y0[yy], y1[yy], ty[yy]
         for x in range(w):
             for c in range(4):
@@ -267,24 +337,24 @@ def _apply_edge_detail(alpha, guide, coef, gscale, wscale, threshold, out):  # p
 
 
 def blend_toward(
-    alpha: np.ndarray, prev: np.ndarray, weight: np.ndarray, out: np.ndarray
+    alpha: np.ndarray, prev: np.ndarray, weight: np.ndarray, out: np.ndarray, threads: int = 1
 ) -> np.ndarray:
     """``out = alpha + w·(prev - alpha)``, ``w`` the small (h, w) float32 grid ``weight``
     upsampled bilinearly with half-pixel centres (what ``cv2.resize`` gives), in one pass:
     the temporal filter's step (:mod:`vosfx.matte.temporal`) without a full-resolution weight
-    plane. ``alpha``, ``prev``, ``out``: (H, W) float32 (``out`` may be ``alpha``). Returns
-    ``out``."""
-    _compiled("blend_toward")(alpha, prev, weight, out)
+    plane. ``alpha``, ``prev``, ``out``: (H, W) float32 (``out`` may be ``alpha``); in
+    ``threads`` bands of rows (module doc). Returns ``out``."""
+    _in_bands(_compiled("blend_toward"), alpha.shape[0], threads, alpha, prev, weight, out)
     return out
 
 
-def _blend_toward(alpha, prev, weight, out):  # pragma: no cover - compiled by numba
+def _blend_toward(alpha, prev, weight, out, start, stop):  # pragma: no cover - compiled by numba
     big_h, big_w = alpha.shape
     h, w = weight.shape
     x0, x1, tx = _positions(big_w, w)
     y0, y1, ty = _positions(big_h, h)
     row = np.empty(w, np.float32)
-    for yy in range(big_h):
+    for yy in range(start, stop):
         i, j, t_y = y0[yy], y1[yy], ty[yy]
         for x in range(w):
             row[x] = weight[i, x] + t_y * (weight[j, x] - weight[i, x])

@@ -140,19 +140,27 @@ class Refiner:
     ``cfg``: the ``[refine]`` options. ``obj_ids``: the objects of the job, in the order the
     Matte lists them. ``logit_size``: the side of the engine's low-resolution logits, when
     known ahead (then :meth:`prepare` can make a frame's guide before its masks exist).
+    ``threads``: the full-resolution loops (edge detail, temporal blend) in that many bands of
+    rows, the same result (:mod:`vosfx.matte.kernels`); 0: :func:`kernels.default_threads`
+    (the process's cores, at most 8).
     State: only the temporal filter's (previous output per object and a small luma copy of
     the previous frame); call :meth:`reset` on a shot cut.
     """
 
     def __init__(
-        self, cfg: RefineConfig, obj_ids: tuple[int, ...], logit_size: int | None = None
+        self,
+        cfg: RefineConfig,
+        obj_ids: tuple[int, ...],
+        logit_size: int | None = None,
+        threads: int = 0,
     ) -> None:
         self.cfg = cfg
         self.logit_size = logit_size
+        self.threads = int(threads) if threads > 0 else kernels.default_threads()
         self.obj_ids = tuple(int(o) for o in obj_ids)
         if len(set(self.obj_ids)) != len(self.obj_ids):
             raise VosfxError(f"Refiner: expected distinct object ids, found {self.obj_ids}")
-        self._temporal = TemporalSmoother(cfg.temporal_strength)
+        self._temporal = TemporalSmoother(cfg.temporal_strength, self.threads)
         if cfg.edge == "guided" or self._temporal.strength > 0:
             # the per-pixel loops load (or compile) while the job starts, not on its first frame
             kernels.warm_up()
@@ -241,7 +249,9 @@ class Refiner:
             alpha = logits_to_prob(logits, hw, cfg.threshold, cfg.softness)
             if prep is not None:
                 low = logits_to_prob(logits, prep.low_hw, cfg.threshold, cfg.softness)
-                alpha = prep.refine(alpha, low, cfg.guided_strength, overwrite=True)
+                alpha = prep.refine(
+                    alpha, low, cfg.guided_strength, overwrite=True, threads=self.threads
+                )
             alpha = self._temporal(obj_id, alpha, still)
             planes.append(finish(alpha, cfg))
         if len(planes) == 1:  # a view, not a copy (8 MB a 1080p frame); nothing writes it

@@ -115,10 +115,12 @@ def temporal_blend(
 class TemporalSmoother:
     """The state of :func:`temporal_blend` across frames: the previous small luma and the
     previous output per object id. ``strength`` as in :func:`temporal_blend` (1.0 is capped
-    at 0.95 so that a still matte can still follow a slow change)."""
+    at 0.95 so that a still matte can still follow a slow change). ``threads``: the blend in
+    that many bands of rows (:mod:`vosfx.matte.kernels`; the same result)."""
 
-    def __init__(self, strength: float) -> None:
+    def __init__(self, strength: float, threads: int = 1) -> None:
         self.strength = min(float(strength), 0.95)
+        self.threads = max(1, int(threads))
         self._luma: np.ndarray | None = None
         self._prev: dict[int, np.ndarray] = {}
 
@@ -155,6 +157,6 @@ class TemporalSmoother:
         if prev is None or prev.shape != alpha.shape:
             out = alpha
         else:  # a new array: the result is handed on to the writers, so it is never reused
-            out = kernels.blend_toward(alpha, prev, still, np.empty_like(alpha))
+            out = kernels.blend_toward(alpha, prev, still, np.empty_like(alpha), self.threads)
         self._prev[obj_id] = out
         return out

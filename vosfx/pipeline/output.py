@@ -133,7 +133,10 @@ class Outputs:
 
         # the logits' size known ahead: each frame's guide is made on the decode thread
         self.refiner = Refiner(
-            self.job.config.refine, self.obj_ids, logit_size=self.session.engine.low_res
+            self.job.config.refine,
+            self.obj_ids,
+            logit_size=self.session.engine.low_res,
+            threads=self.job.config.model.threads,  # the job's CPU threads (0: the cores)
         )
         self.writers = []
         cfg = self.job.config.output
