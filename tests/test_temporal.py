@@ -124,3 +124,32 @@ def test_small_luma_from_the_guides_grid_is_within_a_level_of_the_direct_one():
     # a grid that is not a whole multiple is not used
     odd = cv2.resize(img, (500, 281), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(small_luma(img, odd), direct)
+
+
+def test_blends_from_several_threads_at_once_share_the_pool():
+    # the studio, an OFX worker and a render may refine at the same time: their bands queue
+    # on one pool and each caller gets its own frame's result
+    import threading
+
+    from vosfx.matte import kernels
+
+    rng = np.random.default_rng(8)
+    big = (3 * kernels.MIN_BAND_ROWS, 96)
+    jobs = [(rng.random((2, *big), dtype=np.float32), rng.random((12, 9), dtype=np.float32))]
+    jobs += [(rng.random((2, *big), dtype=np.float32), jobs[0][1]) for _ in range(5)]
+    want = [kernels.blend_toward(a, p, w, np.empty_like(a)) for (a, p), w in jobs]
+    got: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        (a, p), w = jobs[i]
+        for _ in range(20):
+            got[i] = kernels.blend_toward(a, p, w, np.empty_like(a), 3)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive()  # no band left waiting
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
