@@ -48,6 +48,14 @@ DEFAULT_DAVIS = REPO.parent / "shared" / "data" / "davis"
 SAM_GRID = 256
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> (width, height) (an argparse ``type``)."""
+    width, sep, height = text.partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, found {text!r}")
+    return int(width), int(height)
+
+
 def load_seq(
     root: Path, seq: str, max_frames: int, size: tuple[int, int] | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -301,7 +309,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1920x1080,3840x2160", help="frame sizes for the cost")
     ap.add_argument(
         "--quality-size",
-        default="",
+        type=frame_size,
+        default=None,
         help="WIDTHxHEIGHT: score quality on DAVIS scaled to this size (default: as it is)",
     )
     args = ap.parse_args()
@@ -322,16 +331,11 @@ def main() -> None:
         f"load average at start {os.getloadavg()}"
     )
     print(f"refine config (balanced preset): {dataclasses.asdict(cfg)}")
-    qsize = None
-    if args.quality_size:
-        qw, _, qh = args.quality_size.partition("x")
-        qsize = (int(qw), int(qh))
     if not args.skip_quality:
         for blur in (float(b) for b in args.blur.split(",")):
-            quality(args.davis, seqs, args.frames, cfg, args.noise, blur, qsize)
+            quality(args.davis, seqs, args.frames, cfg, args.noise, blur, args.quality_size)
     if not args.skip_cost:
-        pairs = (size.split("x") for size in args.sizes.split(","))
-        cost(args.davis, cfg, args.repeats, tuple((int(w), int(h)) for w, h in pairs))
+        cost(args.davis, cfg, args.repeats, tuple(map(frame_size, args.sizes.split(","))))
     print(f"\nload average at end {os.getloadavg()}")
 
 

@@ -1,8 +1,8 @@
-"""The refiner's CPU cost a frame (1080p, or --size), two versions of vosfx alternating in fresh processes.
+"""The refiner's CPU cost a frame, two versions of vosfx alternating in fresh processes.
 
 The balanced preset as shipped (guided edges, radius one logit cell, temporal 0.3), one
-object, DAVIS blackswan upscaled to 1080p (``--size``: any), one OpenCV thread; the refiner makes each frame's
-guide itself (in a render the decode thread makes it ahead). Four kinds of logits: SAM 2's
+object, DAVIS blackswan upscaled to 1080p (``--size`` another), one OpenCV thread; the refiner
+makes each frame's guide itself (in a render the decode thread makes it ahead). Four kinds of logits: SAM 2's
 256² as simulated (sharp: a band of ~2 % of the frame), blurred by 8 cells (~18 %), a tenth
 as steep (all of it), and the render chain's 64² test double. "before" is ``git archive
 <rev>`` of an earlier commit, "after" this checkout (or ``--after REV``); each pair of runs
@@ -28,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from refine import frame_size
 from render_chain import ROOT, tree_for
 
 KINDS = ("sharp", "blur 8", "x0.1", "64² test double")
@@ -82,17 +83,17 @@ def main() -> None:
     ap.add_argument("--after", default="checkout", help="git revision, or the checkout")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--frames", type=int, default=20, help="timed frames a kind and run")
-    ap.add_argument("--size", default="1920x1080", help="frame size, WIDTHxHEIGHT")
+    ap.add_argument("--size", type=frame_size, default="1920x1080", help="WIDTHxHEIGHT")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    width, _, height = args.size.partition("x")
     if args.child:
-        child(args.frames, (int(width), int(height)))
+        child(args.frames, args.size)
         return
+    size = "x".join(map(str, args.size))
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
         f"Python {platform.python_version()}; load {os.getloadavg()[0]:.1f}; "
-        f"before = {args.before}, after = {args.after}; {args.size}"
+        f"before = {args.before}, after = {args.after}; {size}"
     )
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +104,7 @@ def main() -> None:
                 env = {**os.environ, "PYTHONPATH": str(tree)}
                 line = subprocess.run(
                     [sys.executable, __file__, "--before", args.before, "--child"]
-                    + ["--frames", str(args.frames), "--size", args.size],
+                    + ["--frames", str(args.frames), "--size", size],
                     env=env,
                     check=True,
                     capture_output=True,

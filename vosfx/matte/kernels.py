@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,8 @@ if hasattr(os, "register_at_fork"):  # a forked child has none of the pool's thr
 
 
 def _pool() -> ThreadPoolExecutor:
+    if _POOL:  # made already: no lock on the per-frame path
+        return _POOL[0]
     with _LOCK:
         if not _POOL:
             _POOL.append(
@@ -80,14 +82,16 @@ def _pool() -> ThreadPoolExecutor:
 
 def _in_bands(loop: Callable[..., Any], height: int, threads: int, *args: Any) -> None:
     """``loop(*args, start, stop)`` over the bands of :func:`bands`: the first on this
-    thread, the others on the pool; returns when all are done (an error in any is raised)."""
+    thread, the others on the pool; returns when all are done (an error in any is raised;
+    one in this thread's band first, not masked by the pool's)."""
     parts = bands(height, threads)
     futures: list[Future[Any]] = [_pool().submit(loop, *args, a, b) for a, b in parts[1:]]
     try:
         loop(*args, *parts[0])
     finally:
-        for f in futures:
-            f.result()
+        wait(futures)  # no band outlives the call, whatever happened here
+    for f in futures:
+        f.result()
 
 
 def _compiled(name: str) -> Callable[..., Any]:
