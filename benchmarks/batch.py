@@ -1,12 +1,13 @@
 """Batch throughput: 1 vs 2 local workers, model kept loaded vs reloaded per job, Ray vs local.
 
 Runs the real SAM 2.1 tiny architecture (seeded random weights: no pretrained weights on the
-project machines; speed does not depend on the weights) on CPU through the torch backend, on
-a batch of short synthetic clips (the moving square). Prints what it measured with machine
-info and load.
+project machines; speed does not depend on the weights) on CPU through the torch backend (or
+``--backend onnx``, the default runtime, its bundle exported first), on a batch of short
+synthetic clips (the moving square). Prints what it measured with machine info and load.
 
     python benchmarks/batch.py                    # defaults: 4 clips x 4 frames, image 256
     python benchmarks/batch.py --clips 8 --frames 12 --image-size 512 --no-ray
+    python benchmarks/batch.py --backend onnx --image-size 512 --no-ray --skip-overhead
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# run as a script, this file's folder leads sys.path and its onnx.py would shadow the `onnx`
+# package that exporting the onnx backend's bundle needs
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO / "tests"))  # synthetic media + random-weight checkpoint helpers
 
 
@@ -35,7 +39,9 @@ def _load() -> str:
     return "load avg " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def make_manifest(folder: Path, clips: int, frames: int, ckpt: Path, image_size: int) -> Path:
+def make_manifest(
+    folder: Path, clips: int, frames: int, ckpt: Path, image_size: int, backend: str = "torch"
+) -> Path:
     from batch_fakes import clip_with_mask
 
     rows = []
@@ -46,7 +52,7 @@ def make_manifest(folder: Path, clips: int, frames: int, ckpt: Path, image_size:
     manifest = folder / "batch.toml"
     manifest.write_text(
         '[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n'
-        f'overrides = {{model = {{checkpoint = "{ckpt}", backend = "torch", device = "cpu", '
+        f'overrides = {{model = {{checkpoint = "{ckpt}", backend = "{backend}", device = "cpu", '
         f'image_size = {image_size}}}, refine = {{edge = "bilinear"}}, '
         'memory = {policy = "sam2"}}\n' + "".join(rows)
     )
@@ -98,26 +104,40 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    ap.add_argument(
+        "--skip-overhead", action="store_true", help="skip the kept-vs-reloaded measurement"
+    )
+    ap.add_argument(
+        "--workers", default="1,2", help='local worker counts to time, comma-separated (none: "")'
+    )
     args = ap.parse_args()
     from ckpt import make_checkpoint
 
     print(f"machine: {_machine()}")
     print(
         f"batch: {args.clips} clips x {args.frames} frames, 320x240, SAM 2.1 tiny "
-        f"(random weights), torch CPU, image_size {args.image_size}, ffv1 matte output"
+        f"(random weights), {args.backend} backend on CPU, image_size {args.image_size}, "
+        "ffv1 matte output"
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt, _ = make_checkpoint(tmp / "tiny.pt")
-        manifest = make_manifest(tmp, args.clips, args.frames, ckpt, args.image_size)
+        manifest = make_manifest(tmp, args.clips, args.frames, ckpt, args.image_size, args.backend)
         frames = args.clips * args.frames
+        if args.backend == "onnx":  # the bundle exported once, before anything is timed
+            from vosfx.batch.manifest import load_manifest
+            from vosfx.engine import load_engine
+
+            load_engine(load_manifest(manifest).jobs[0].job.config.model).close()
         print(f"[{_load()}]")
-        load_s, kept_s, reloaded_s = per_job_overhead(manifest)
-        print(
-            f"per job (median): model kept loaded {kept_s:.2f} s, reloaded per job "
-            f"{reloaded_s:.2f} s (model load alone {load_s:.2f} s) [{_load()}]"
-        )
-        for workers in (1, 2):
+        if not args.skip_overhead:
+            load_s, kept_s, reloaded_s = per_job_overhead(manifest)
+            print(
+                f"per job (median): model kept loaded {kept_s:.2f} s, reloaded per job "
+                f"{reloaded_s:.2f} s (model load alone {load_s:.2f} s) [{_load()}]"
+            )
+        for workers in (int(w) for w in args.workers.split(",") if w):
             elapsed, _ = timed_batch(
                 manifest, tmp / f"state{workers}", executor="local", workers=workers
             )

@@ -152,8 +152,16 @@ def test_worker_envs_split_devices_and_threads():
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1"]
     envs = worker_envs(2, gpus=[])
     assert len(envs) == 2 and envs[0]["CUDA_VISIBLE_DEVICES"] == ""
-    assert int(envs[0]["OMP_NUM_THREADS"]) == max(1, (os.cpu_count() or 1) // 2)
-    assert len(worker_envs(None, gpus=[])) == 1
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    # torch and OpenBLAS read the first three; vosfx.cpus hands OMP_NUM_THREADS to ONNX
+    # Runtime, OpenVINO, FFmpeg and the refinement bands; OpenCV reads its own
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert envs[1][name] == share
+    assert envs[1]["OPENCV_FOR_THREADS_NUM"] == share
+    assert worker_envs(3, gpus=[], threads=5)[2]["OMP_NUM_THREADS"] == "5"
+    # one CPU worker keeps every pool's own default (ONNX Runtime counts physical cores)
+    assert worker_envs(None, gpus=[]) == [{"CUDA_VISIBLE_DEVICES": ""}]
+    assert worker_envs(1, gpus=[], threads=3)[0]["OMP_NUM_THREADS"] == "3"
     with pytest.raises(BatchError):
         worker_envs(0, gpus=[])
 

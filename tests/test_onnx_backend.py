@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -333,3 +334,41 @@ def test_tensorrt_gets_its_engine_cache_and_fp16(bundle, config_home, monkeypatc
     assert all(a == asked[0] for a in asked)  # every graph the same
     man = ob_mod.read_manifest(bundle[2])
     assert Path(options["trt_engine_cache_path"]).name.startswith(man["model_id"])
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_a_batch_workers_thread_share_reaches_onnx_runtime(bundle, monkeypatch):
+    """ONNX Runtime's pool does not read OMP_NUM_THREADS (a CPU batch worker's share of the
+    cores): the loader hands it over, so a worker with a share of 1 starts no intra-op
+    threads, where the default starts one pool per session on a machine of 2+ cores."""
+    from vosfx.config import ModelConfig
+    from vosfx.engine import export, load_engine
+
+    monkeypatch.setattr(export, "ensure_bundle_for_config", lambda model, progress=None: bundle[2])
+    model = dataclasses.replace(
+        ModelConfig(), backend="onnx", device="cpu", checkpoint=str(bundle[0]), threads=0
+    )
+    started = {}
+    for share in ("1", None):
+        if share is None:
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        else:
+            monkeypatch.setenv("OMP_NUM_THREADS", share)
+        before = _os_threads()
+        engine = load_engine(model)
+        started[share] = _os_threads() - before
+        threads = engine.runtime()["threads"]
+        engine.close()
+        assert threads == (1 if share else 0)
+    assert started["1"] <= 1  # no pool per session (at most one helper thread)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert started[None] >= 4, started  # the contrast: a pool per session
+    # threads asked for in the job win over the share
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    engine = load_engine(dataclasses.replace(model, threads=2))
+    assert engine.runtime()["threads"] == 2
+    engine.close()

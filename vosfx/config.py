@@ -57,7 +57,8 @@ class ModelConfig:
         lo=0,
         hi=1024,
         doc="CPU threads of the model's runtime and of refinement's full-resolution loops; 0 "
-        "lets the runtime choose (the loops: the cores, at most 8)",
+        "lets the runtime choose (the loops: the cores, at most 8), or takes `OMP_NUM_THREADS` "
+        "where that is set (a CPU batch worker's share of the cores)",
     )
     low_memory: bool = _opt(
         False,

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.cpus import usable_cores
 from vosfx.errors import BackendError, BatchError
 
 
@@ -61,6 +62,16 @@ def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     finally:
         if original is not None:
             services.resolve_ip_for_localhost = original
+
+
+def actor_cpus(actors: int, cluster_cpus: int, *, private: bool, gpus: int) -> int:
+    """CPUs each actor holds. Ray sets an actor's ``OMP_NUM_THREADS`` to its CPUs, which every
+    runtime's pool then takes as its share (:mod:`vosfx.cpus`): on a private single-node Ray
+    the CPU actors split its cores; on a cluster, whose nodes may differ (an actor must fit
+    on one), and beside GPUs, each actor holds one."""
+    if private and not gpus:
+        return max(1, cluster_cpus // actors)
+    return 1
 
 
 class _RayWorker:
@@ -116,7 +127,7 @@ class RayExecutor:
         ray = _import_ray()
         if not ray.is_initialized():
             if self.address == "local":
-                init_local_ray(self.num_cpus or self.requested, runtime_env=self.runtime_env)
+                init_local_ray(self.num_cpus or usable_cores(), runtime_env=self.runtime_env)
             else:
                 ray.init(address=self.address, runtime_env=self.runtime_env, log_to_driver=False)
             self._owns_ray = True
@@ -125,8 +136,12 @@ class RayExecutor:
         n = self.requested or gpus or int(resources.get("CPU", 1))
         if n < 1:
             raise BatchError(f"expected at least 1 Ray worker, found {n}")
+        private = self._owns_ray and self.address == "local"
         actor_cls = ray.remote(_RayWorker).options(
-            num_gpus=1 if gpus else 0, num_cpus=1, max_restarts=-1, max_task_retries=self.retries
+            num_gpus=1 if gpus else 0,
+            num_cpus=actor_cpus(n, int(resources.get("CPU", 1)), private=private, gpus=gpus),
+            max_restarts=-1,
+            max_task_retries=self.retries,
         )
         self.actors = [actor_cls.remote(self.factory) for _ in range(n)]
         # also waits until every actor is up, so a worker that cannot start fails here

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.cpus import usable_cores
 from vosfx.errors import BatchError
 
 if TYPE_CHECKING:
@@ -64,8 +65,11 @@ def worker_envs(
     workers: int | None, gpus: list[str] | None = None, threads: int | None = None
 ) -> list[dict[str, str]]:
     """Environment per worker: one per GPU (its ``CUDA_VISIBLE_DEVICES``), else ``workers``
-    CPU workers that split the cores between them (``OMP_NUM_THREADS`` and friends), so two
-    workers on a 2-core machine do not each start 2 threads."""
+    CPU workers that split the cores between them (``threads`` each when given): their share
+    as ``OMP_NUM_THREADS``, which torch and OpenBLAS read and vosfx hands to ONNX Runtime,
+    OpenVINO, FFmpeg's codecs and the refinement loops (:mod:`vosfx.cpus`), and as
+    ``OPENCV_FOR_THREADS_NUM`` for OpenCV, so two workers on a 2-core machine do not each
+    start 2 threads in every pool. One CPU worker alone keeps each pool's own default."""
     gpus = detect_gpus() if gpus is None else gpus
     if gpus and workers is None:
         return [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
@@ -74,8 +78,10 @@ def worker_envs(
         raise BatchError(f"expected at least 1 worker, found {n}")
     if gpus:  # more workers than GPUs: share them round-robin
         return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(n)]
-    per = threads or max(1, (os.cpu_count() or 1) // n)
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    if n == 1 and not threads:
+        return [{"CUDA_VISIBLE_DEVICES": ""}]
+    per = threads or max(1, usable_cores() // n)
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
     return [{name: str(per) for name in names} | {"CUDA_VISIBLE_DEVICES": ""} for _ in range(n)]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vosfx.config import MemoryConfig, ModelConfig
+from vosfx.cpus import thread_share
 from vosfx.errors import BackendError, ConfigError
 from vosfx.types import VideoInfo
 
@@ -138,7 +139,8 @@ def _onnx_engine(model: ModelConfig) -> SamEngine:
     backend = OnnxBackend(
         bundle,
         device=model.device,
-        threads=model.threads,
+        # ONNX Runtime's and OpenVINO's pools do not read a batch worker's OMP_NUM_THREADS
+        threads=model.threads or thread_share(),
         precision=model.precision,
         memory_arena=not model.low_memory,
         io_binding={"auto": None, "on": True, "off": False}[model.io_binding],

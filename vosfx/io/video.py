@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vosfx.cpus import thread_share
 from vosfx.errors import InputError
 from vosfx.types import YCBCR_MATRICES, Colour, Frame, SourceYCbCr, VideoInfo
 
@@ -310,7 +311,7 @@ def _indexed_frames(path: Path, info: VideoInfo, start: int):
     if start >= _SEEK_MIN_FRAMES and not info.is_vfr and info.fps and info.frame_count_exact:
         with open_container(path) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            _threaded(stream)
             target = info.start_pts + round(Fraction(start) / info.fps / info.time_base)
             container.seek(target, stream=stream, backward=True, any_frame=False)
             decoded = container.decode(stream)
@@ -322,8 +323,14 @@ def _indexed_frames(path: Path, info: VideoInfo, start: int):
                 return
     with open_container(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        _threaded(stream)
         yield from _numbered(container.decode(stream), path, 0)
+
+
+def _threaded(stream) -> None:
+    """Decode with frame/slice threads: as many as the cores, or a batch worker's share."""
+    stream.thread_type = "AUTO"
+    stream.thread_count = thread_share()
 
 
 def _numbered(decoded, path: Path, index: int):

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from vosfx.cpus import usable_cores
+
 _LOCK = threading.Lock()
 _LOOPS: dict[str, Callable[..., Any]] = {}  # name -> numba dispatcher, one per process
 _WARM: list[threading.Thread] = []
@@ -45,16 +47,9 @@ MIN_BAND_ROWS = 128
 
 def default_threads() -> int:
     """Threads for the refinement loops when none are asked for: the cores this process may
-    run on (its CPU affinity), at most ``OMP_NUM_THREADS`` where that is set (a batch worker's
-    share of the machine, vosfx/batch/local.py) and at most :data:`MAX_THREADS`."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        cores = os.cpu_count() or 1
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    if omp.isdigit() and int(omp) > 0:
-        cores = min(cores, int(omp))
-    return max(1, min(cores, MAX_THREADS))
+    run on, at most its share where a batch worker has one (:func:`vosfx.cpus.usable_cores`),
+    and at most :data:`MAX_THREADS`."""
+    return min(usable_cores(), MAX_THREADS)
 
 
 def bands(height: int, threads: int) -> list[tuple[int, int]]:
