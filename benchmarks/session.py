@@ -5,6 +5,7 @@ session, add-prompt latency. Prints what it measured.
     python benchmarks/session.py rss --frames 200 2000 --image-size 128
     python benchmarks/session.py latency --image-size 1024
     python benchmarks/session.py spill --bundle /tmp/vosfx-bench-onnx/bundle-512
+    python benchmarks/session.py correct --bundle /tmp/vosfx-bench-onnx/bundle-512 --frames 40
 
 ``decode`` runs the one loop's tracking half (``vosfx.pipeline.results_in_order``, what
 ``vosfx matte`` runs) with the test double and counts every frame the decoder produced,
@@ -13,6 +14,8 @@ SAM 2.1 tiny architecture (seeded random weights, torch backend) over synthetic 
 two objects prompted on the first, middle and last frames, each length in a fresh process.
 ``latency`` times ``ClipSession.add_prompt``: the first click on a frame (image encoder +
 decoder) and further clicks there (features cached: prompt encoder + decoder only).
+``correct`` times a correction click on tracked frames at several distances from the prompt,
+resumed from the pass's snapshots (session/checkpoints.py) and replayed from the prompt.
 """
 
 from __future__ import annotations
@@ -359,11 +362,76 @@ def spill(args) -> None:
                 )
 
 
+def correct(args) -> None:
+    """Blackswan, a mask prompt on frame 0, the clip tracked (the studio's Track), then one
+    negative click on each of a few tracked frames (each click in a fresh session, so each
+    is a correction of a tracked frame): with the pass snapshots and without them
+    (``checkpoint_bytes=0``: the pass replayed from its prompt), alternating; the ONNX
+    backend on a bundle."""
+    from PIL import Image
+
+    from vosfx.config import MemoryConfig
+    from vosfx.engine.loader import SamEngine
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.session import ClipSession
+    from vosfx.session.checkpoints import CHECKPOINT_BYTES
+    from vosfx.session.frames import ListFrames
+    from vosfx.types import Frame, Prompt, VideoInfo
+
+    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
+    ann = SHARED / "davis" / "Annotations" / "blackswan"
+    n = args.frames[0]
+    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
+    h, w = images[0].shape[:2]
+    mask = np.asarray(Image.open(ann / "00000.png")) > 0
+    ys, xs = np.nonzero(mask)
+    info = VideoInfo("", w, h, n, Fraction(24), Fraction(1, 24))
+    frames = [Frame(t, img, t, Fraction(1, 24)) for t, img in enumerate(images)]
+    engine = SamEngine(OnnxBackend(args.bundle, device="cpu", threads=args.threads), "bench", None)
+    clicks = [t for t in (n // 4, n // 2, n - 1) if t > 0]
+    for on in (True, False) * args.rounds:
+        with ClipSession(
+            engine,
+            info,
+            MemoryConfig(policy="sam2"),
+            frames=ListFrames(info, frames),
+            checkpoint_bytes=CHECKPOINT_BYTES if on else 0,
+        ) as s:
+            s.add_prompt(Prompt(0, 1, mask=mask))
+            t0 = time.perf_counter()
+            s.track()
+            track_s = time.perf_counter() - t0
+            cps = s._checkpoints
+            row = {
+                "snapshots": on,
+                "track_s": round(track_s, 1),
+                "snapshots_kept": len(cps),
+                "snapshot_mib": round(cps.bytes / 2**20, 1),
+                "spacing": cps.spacing,
+            }
+            for t in clicks:
+                before = s.stats["replayed"]
+                click = Prompt(
+                    t,
+                    1,
+                    points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
+                    labels=np.array([0], np.int32),
+                )
+                t0 = time.perf_counter()
+                s.add_prompt(click)
+                row[f"click_{t}_s"] = round(time.perf_counter() - t0, 2)
+                row[f"click_{t}_replayed"] = s.stats["replayed"] - before
+                s.remove_prompt(1, t)  # the next click corrects a tracked frame again
+                s.track()
+            row["load"] = round(os.getloadavg()[0], 1)
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["decode", "rss", "latency", "spill"])
-    ap.add_argument("--bundle", help="spill: an ONNX bundle (format 3)")
-    ap.add_argument("--rounds", type=int, default=2, help="spill: alternating rounds")
+    ap.add_argument("what", choices=["decode", "rss", "latency", "spill", "correct"])
+    ap.add_argument("--bundle", help="spill, correct: an ONNX bundle (format 3)")
+    ap.add_argument("--rounds", type=int, default=2, help="spill, correct: alternating rounds")
     ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -391,6 +459,8 @@ def main() -> None:
         rss_child(args) if args.child else rss(args)
     elif args.what == "spill":
         spill(args)
+    elif args.what == "correct":
+        correct(args)
     else:
         latency(args)
 

@@ -155,6 +155,28 @@ class FakeSession:
     def end_pass(self, pass_id: int) -> None:
         self.passes.pop(pass_id, None)
 
+    # snapshots (vosfx.session.checkpoints): a pass's place, and one array of
+    # ``snapshot_bytes`` per snapshot for the byte budget
+    snapshot_bytes = 1024
+
+    def snapshot(self, pass_id: int):
+        self.snapshots_taken = getattr(self, "snapshots_taken", 0) + 1
+        return (
+            self.passes[pass_id],
+            self.position[pass_id],
+            np.zeros(self.snapshot_bytes, np.uint8),
+        )
+
+    def resume(self, snap) -> int:
+        pid = self._next
+        self._next += 1
+        self.passes[pid], self.position[pid] = snap[0], snap[1]
+        self.resumed = [*getattr(self, "resumed", []), snap[1]]
+        return pid
+
+    def snapshot_arrays(self, snap) -> list:
+        return [snap[2]]
+
     def report(self) -> dict:
         return {"fake": True, "frames": len(self.steps)}
 

@@ -272,10 +272,12 @@ def test_a_click_on_a_tracked_frame_replays_its_pass_and_attends_its_memory():
     click = Prompt(14, 1, points=np.array([[30, 16]], np.float32), labels=np.array([1]))
     fake.stepped.clear()
     session.add_prompt(click)
-    # frame 14 was tracked backwards from 20: that pass is replayed over 19..15, then the
-    # click is decoded with its memory
+    # frame 14 was tracked backwards from 20: that pass resumes from its snapshot after
+    # frame 16 (every 4 frames) and steps 15, then the click is decoded with its memory
     assert fake.corrections == [(1, 14, -1)]
-    assert [f for _o, f, _d in fake.stepped] == [19, 18, 17, 16, 15]
+    assert fake.resumed == [16]
+    assert [f for _o, f, _d in fake.stepped] == [15]
+    assert session.stats["replayed"] == 1
     # a second click on the same frame: it is now prompted, so image mode again
     session.add_prompt(
         Prompt(14, 1, points=np.array([[30, 16], [5, 5]], np.float32), labels=np.array([1, 0]))
@@ -472,3 +474,79 @@ def test_feature_spill_round_trips_and_refuses_what_it_cannot_keep(tmp_path, mon
     monkeypatch.setattr("os.pwrite", full)
     assert not spill.put(6, feats(6))  # a full disk: encoded again instead
     spill.close()
+
+
+def test_without_snapshots_a_correction_replays_its_pass_from_the_prompt():
+    session, fake = _session(checkpoint_bytes=0)
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.add_prompt(Prompt(20, 1, mask=_mask(4, 12)))
+    session.track()
+    assert getattr(fake, "snapshots_taken", 0) == 0
+    fake.stepped.clear()
+    session.add_prompt(Prompt(14, 1, points=np.array([[30, 16]], np.float32), labels=np.array([1])))
+    assert fake.corrections == [(1, 14, -1)]
+    assert [f for _o, f, _d in fake.stepped] == [19, 18, 17, 16, 15]
+
+
+@pytest.mark.parametrize("click, resumed, replayed", [(9, 8, []), (10, 8, [9]), (5, 4, [])])
+def test_a_correction_resumes_from_the_nearest_snapshot_before_it(click, resumed, replayed):
+    """Forward from 0 alone (the tail pass): snapshots after frames 4, 8, 12, ...; a click
+    on a snapshot's frame itself uses the one before (the pass must stand before it)."""
+    session, fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    fake.stepped.clear()
+    session.add_prompt(
+        Prompt(click, 1, points=np.array([[30, 16]], np.float32), labels=np.array([1]))
+    )
+    assert fake.resumed == [resumed]
+    assert [f for _o, f, _d in fake.stepped] == replayed
+
+
+def test_snapshots_stay_within_their_budget_by_spacing_out():
+    """Over the budget the spacing doubles and every other snapshot goes: the clip stays
+    covered, further apart; a changed prompt's passes lose theirs at the next sweep."""
+    from vosfx.session import checkpoints
+
+    n = 200
+    session, _fake = _session(n=n, checkpoint_bytes=10 * 1024)  # 10 snapshots of 1 KiB
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    cps = session._checkpoints
+    assert cps.bytes <= 10 * 1024 and len(cps) <= 10
+    assert cps.spacing > checkpoints.FIRST_SPACING
+    (frames,) = [sorted(f) for f in cps._snaps.values()]
+    assert frames == list(range(cps.spacing, n, cps.spacing))  # evenly over the whole pass
+    assert frames[-1] >= n - cps.spacing
+    # a new prompt on frame 100: the pass from 0 now ends at 50, its prompt versions are the
+    # same, so the old tail's snapshots (another key: other frames) go at the next sweep
+    session.add_prompt(Prompt(100, 1, mask=_mask(4, 12)))
+    session.track()
+    keys = set(cps._snaps)
+    assert keys <= {session._book.key(pl) for pl in session.plan()}
+
+
+def test_removing_a_prompt_tracks_again_what_its_passes_overwrote():
+    """A pass computed before a prompt was added is not trusted once the prompt's passes
+    (or its own output) overwrote its frames: removing the prompt tracks it again (the
+    test double's tracked frames repeat their pass's prompt)."""
+    session, _fake = _session()
+
+    def logits(t):
+        return session.store.get(1, t).logits
+
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    session.add_prompt(Prompt(14, 1, mask=_mask(20, 30)))
+    session.track()
+    np.testing.assert_array_equal(logits(12), logits(14))  # follows the prompt on 14
+    session.remove_prompt(1, 14)
+    assert session.track() == N - 1
+    for t in (12, 14, 20):
+        np.testing.assert_array_equal(logits(t), logits(0))  # the prompt on 0 again
+    # a prompt set and removed with no tracking in between: its frame is tracked again
+    session.add_prompt(Prompt(20, 1, mask=_mask(20, 30)))
+    session.remove_prompt(1, 20)
+    assert session.store.get(1, 20) is None
+    assert session.track() == N - 1
+    np.testing.assert_array_equal(logits(20), logits(0))

@@ -89,6 +89,18 @@ class MemoryBank:
             del self._values[f]
         return dropped
 
+    def copy(self) -> MemoryBank:
+        """A bank with the same entries, its own tables: the arrays are shared (the bank never
+        changes one in place), so a copy costs a few dicts, not the memories."""
+        bank = MemoryBank(self._num_maskmem, self._max_obj_ptrs, self._num_frames)
+        bank._entries, bank._values = dict(self._entries), dict(self._values)
+        bank.peak_entries = self.peak_entries
+        return bank
+
+    def arrays(self) -> list[Any]:
+        """The stored memories and pointers (for a caller that counts what copies share)."""
+        return [v for pair in self._values.values() for v in pair]
+
     def nbytes(self, sizeof) -> int:
         """Bytes held, with ``sizeof(value) -> int`` from the backend."""
         return sum(sizeof(m) + sizeof(p) for m, p in self._values.values())

@@ -16,6 +16,7 @@ policies run unchanged (docs/session.md).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,6 +90,22 @@ class Pass:
     promoted: dict[int, list[int]] = field(default_factory=dict)
     reprompter: Reprompter | None = None  # re-prompt refinement state, when enabled
     paths: Any = None  # PathwayState for a policy with several hypotheses (SAM2Long)
+
+    def copy(self) -> Pass:
+        """An independent pass in the same state (:meth:`Tracker.snapshot`): its own bank
+        tables sharing the arrays, its own copies of the policy's and the re-prompter's state
+        (a few numbers, entries' metadata and one low-res mask). Not for a pass with several
+        hypotheses (SAM2Long)."""
+        if self.paths is not None:
+            raise VosfxError("internal: a pass with several hypotheses is not copied")
+        return replace(
+            self,
+            policy=copy.deepcopy(self.policy),
+            bank=self.bank.copy(),
+            events=dict(self.events),
+            promoted={f: list(v) for f, v in self.promoted.items()},
+            reprompter=copy.deepcopy(self.reprompter),
+        )
 
     def local(self, frame_index: int) -> int:
         """Frame index as the pass's policy sees it: as is forward, mirrored backward."""

@@ -271,6 +271,27 @@ class Tracker:
             out[i] = passes[i].commit(t, p, by_pending.get(id(p)))
         return cast(list[ObjectResult], out)
 
+    def snapshot(self, pass_id: int) -> Pass | None:
+        """The pass's state as it stands after its last step, for :meth:`resume` (an opaque
+        value: the bank's arrays are shared, its tables and the policy's state copied); None
+        for a pass with several hypotheses (SAM2Long), whose corrections are refused."""
+        ps = self._passes[pass_id]
+        return None if ps.paths is not None else ps.copy()
+
+    def resume(self, snapshot: Pass) -> int:
+        """Open a pass that continues from ``snapshot`` (:meth:`snapshot`) exactly as the
+        pass it was taken from continued; the snapshot stays usable for another resume.
+        Returns the pass id for :meth:`step`."""
+        pid = self._next_pass
+        self._next_pass += 1
+        self._passes[pid] = snapshot.copy()
+        return pid
+
+    def snapshot_arrays(self, snapshot: Pass) -> list[Any]:
+        """The arrays a snapshot holds (its memories and pointers), for the caller's byte
+        count: snapshots of one pass share most of them."""
+        return snapshot.bank.arrays()
+
     def end_pass(self, pass_id: int) -> list[ObjectResult]:
         """Close a pass. Returns the frames whose result changed now that the pass is
         complete (SAM2Long reads its masks along the best final lineage), to store in place

@@ -34,6 +34,7 @@ import numpy as np
 from vosfx.config import MemoryConfig
 from vosfx.errors import PromptError
 from vosfx.policies import MEMORY_POLICIES
+from vosfx.session.checkpoints import CHECKPOINT_BYTES, PassCheckpoints
 from vosfx.session.features import (
     FEATURE_CACHE_BYTES,
     SWEEP_FEATURE_FRAMES,
@@ -73,7 +74,9 @@ class ClipSession:
     (:class:`~vosfx.session.store.ResultStore`); image features of recent frames in an LRU of
     ``feature_cache_bytes`` (of :data:`~vosfx.session.features.SWEEP_FEATURE_FRAMES` frames
     when ``frames`` is None: a sweep reads a frame again only in the same visit or from the
-    disk tier). The prompts and which passes they leave stale are kept in a
+    disk tier); snapshots of the passes tracked, for corrections, within
+    ``checkpoint_bytes`` (:class:`~vosfx.session.checkpoints.PassCheckpoints`; none without
+    ``frames``). The prompts and which passes they leave stale are kept in a
     :class:`~vosfx.session.prompts.PromptBook`, the frames' shot ids in a
     :class:`~vosfx.session.shotlog.ShotLog`.
     """
@@ -88,6 +91,7 @@ class ClipSession:
         start: int = 0,
         end: int | None = None,
         feature_cache_bytes: int = FEATURE_CACHE_BYTES,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
     ) -> None:
         self.info = info
         self.start = start
@@ -110,7 +114,12 @@ class ClipSession:
             "warmed": 0,
             "spilled": 0,
             "spill_hits": 0,
+            "replayed": 0,
         }
+        # snapshots of the passes every few frames, so a correction replays a few frames
+        # (session/checkpoints.py); a session without frame access takes no corrections
+        keeps = frames is not None and hasattr(self.engine, "snapshot")
+        self._checkpoints = PassCheckpoints(self.engine, checkpoint_bytes if keeps else 0)
         # features a later segment reads again go to disk (session/features.py FeatureSpill)
         self._spill = FeatureSpill(self._scratch.path)
         self.features = FeatureCache(
@@ -144,8 +153,9 @@ class ClipSession:
         ``refine``: a point or box prompt on a frame that already has an output uses it as
         SAM 2 does. On a frame that an up-to-date pass tracked (a correction), the clicks are
         decoded with that pass's memory attended and the tracked mask as the dense prompt
-        (the pass is replayed from its prompted frame to reach that memory: exact, and it
-        costs as many frames as the correction is far from that frame); on a frame with an
+        (the pass is resumed from its snapshot nearest before the frame, or replayed from its
+        prompted frame where it has none: exact either way, :mod:`vosfx.session.checkpoints`);
+        on a frame with an
         earlier click's output, that output is the dense prompt (image mode). False: the
         clicks alone, in image mode."""
         if self.frames is None:
@@ -172,12 +182,18 @@ class ClipSession:
         """A correction on a tracked frame: replay ``pl`` up to the frame before, then decode
         the clicks with the pass's memory (SAM 2's ``is_init_cond_frame=False``)."""
         assert self.frames is not None
-        pid = self.engine.start_pass(pl.obj_id, pl.anchor, pl.direction, neighbour=pl.neighbour)
-        try:
+        found = self._checkpoints.latest(self._book.key(pl), pl.direction, frame.index)
+        if found is None:
+            pid = self.engine.start_pass(pl.obj_id, pl.anchor, pl.direction, neighbour=pl.neighbour)
             u = pl.anchor + pl.direction
+        else:
+            pid = self.engine.resume(found[1])
+            u = found[0] + pl.direction
+        try:
             while u != frame.index:
                 fu = self.frames.get(u)
                 self.engine.step(fu, [pid], shot_id=self.shot_id(u), features=self.features.get(fu))
+                self.stats["replayed"] += 1
                 u += pl.direction
             res = self.engine.prompt(
                 frame,
@@ -203,6 +219,7 @@ class ClipSession:
 
     def delete_object(self, obj_id: int) -> None:
         self._book.drop(obj_id)
+        self._checkpoints.keep_only(self._book.key(pl) for pl in self._book.plan())
         self.engine.remove_object(obj_id)
         self.store.drop(obj_id)
 
@@ -355,6 +372,7 @@ class ClipSession:
         return self.engine.report()
 
     def close(self) -> None:
+        self._checkpoints.clear()
         self.engine.close()
         self.store.close()
         self._stash.close()

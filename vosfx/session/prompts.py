@@ -52,12 +52,14 @@ class PromptBook:
                 q for q in self.pending[p.frame_index] if q.obj_id != p.obj_id
             ] + [p]
             self.bump(p.obj_id, p.frame_index)
+            self._overwritten(p.obj_id, range(p.frame_index, p.frame_index + 1))
 
     def put(self, prompt: Prompt) -> None:
         """``prompt``, whose output the caller has computed (and bumped): no sweep computes it
         again."""
         t, obj = prompt.frame_index, prompt.obj_id
         self.by_object.setdefault(obj, {})[t] = prompt
+        self._overwritten(obj, range(t, t + 1))
         self.pending[t] = [q for q in self.pending.get(t, []) if q.obj_id != obj]
 
     def remove(self, obj_id: int, frame_index: int) -> None:
@@ -67,6 +69,7 @@ class PromptBook:
         if frame_index not in frames:
             raise PromptError(f"object {obj_id} has no prompt on frame {frame_index}")
         del frames[frame_index]
+        self._overwritten(obj_id, range(frame_index, frame_index + 1))
         self.pending[frame_index] = [
             q for q in self.pending.get(frame_index, []) if q.obj_id != obj_id
         ]
@@ -102,7 +105,8 @@ class PromptBook:
             )
         ]
 
-    def _key(self, pl: PassPlan) -> tuple:
+    def key(self, pl: PassPlan) -> tuple:
+        """The pass as computed with its prompted frames' current versions."""
         return (
             pl.obj_id,
             pl.anchor,
@@ -114,13 +118,27 @@ class PromptBook:
             None if pl.neighbour is None else self._version.get((pl.obj_id, pl.neighbour)),
         )
 
+    def running(self, pl: PassPlan) -> None:
+        """``pl`` is about to write its frames (a sweep that may be cancelled half-way)."""
+        self._overwritten(pl.obj_id, pl.frames)
+
     def ran(self, pl: PassPlan) -> None:
-        """``pl`` has been computed with the current prompts."""
-        self._done.add(self._key(pl))
+        """``pl`` has been computed with the current prompts; the object's passes computed
+        before over any of its frames no longer hold their results."""
+        self._overwritten(pl.obj_id, pl.frames)
+        self._done.add(self.key(pl))
+
+    def _overwritten(self, obj_id: int, frames: range) -> None:
+        """The object's results on ``frames`` are no longer those of the passes computed
+        before: those passes are not done any more, so that a plan that needs one of them
+        again (a prompt removed) computes it again instead of trusting what is stored."""
+        self._done = {
+            k for k in self._done if k[0] != obj_id or k[5] <= frames.start or frames.stop <= k[4]
+        }
 
     def stale(self) -> list[PassPlan]:
         """The passes whose results are missing or out of date."""
-        return [pl for pl in self.plan() if self._key(pl) not in self._done]
+        return [pl for pl in self.plan() if self.key(pl) not in self._done]
 
     def covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
         """The up-to-date pass whose result the object has on ``frame_index``, if any."""
@@ -131,7 +149,7 @@ class PromptBook:
             self.end,
             backward=self.backward,
         ):
-            if frame_index in pl.frames and self._key(pl) in self._done:
+            if frame_index in pl.frames and self.key(pl) in self._done:
                 return pl
         return None
 

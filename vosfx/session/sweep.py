@@ -43,10 +43,13 @@ class Sweep:
         self.segments: dict[int, list[PassPlan]] = defaultdict(list)  # due frame -> passes
         self.need_stash = np.zeros(session.info.num_frames, np.int32)
         for pl in stale:
+            session._book.running(pl)
             if not pl.is_tail:
                 self.segments[pl.due].append(pl)
                 self.need_stash[pl.frames.start : pl.frames.stop] += 1
         self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
+        # snapshots of passes computed with outdated prompts can no longer be reached
+        session._checkpoints.keep_only(session._book.key(pl) for pl in session._book.plan())
 
     def visit(self, frame: Frame, *, keep: bool = True) -> None:
         s = self.s
@@ -65,12 +68,14 @@ class Sweep:
         for obj, pl in self.tails.items():
             if pl.anchor == t - 1 and obj not in self.live:
                 self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
-        stepping = [pid for pl, pid in self.live.values() if t in pl.frames]
+        live = [(pl, pid) for pl, pid in self.live.values() if t in pl.frames]
+        stepping = [pid for _pl, pid in live]
         feats = None
         if stepping:
             feats = s.features.get(frame)
             results = s.engine.step(frame, stepping, shot_id=shot, features=feats)
             s.stats["stepped"] += 1
+            self._checkpoint(live, t)
             for res in results:
                 s._put(res, self.on_frame, keep)
         if self.need_stash[t] and (stepping or prompted):
@@ -117,7 +122,8 @@ class Sweep:
                 if self.cancel is not None and self.cancel.is_set():
                     raise Cancelled("cancelled; no output was written")
                 # each pass's frames start next to its anchor, so it steps consecutive frames
-                active = [pid for pl, pid in zip(plans, pids) if u in pl.frames]
+                stepping = [(pl, pid) for pl, pid in zip(plans, pids) if u in pl.frames]
+                active = [pid for _pl, pid in stepping]
                 if not active:
                     continue
                 image = s._stash.get(u)
@@ -130,6 +136,7 @@ class Sweep:
                 feats = s.features.get(frame)
                 results = s.engine.step(frame, active, shot_id=s.shot_id(u), features=feats)
                 s.stats["stepped"] += 1
+                self._checkpoint(stepping, u)
                 if self.need_stash[u] > len(active):
                     # another segment (another object's gap, or another object's pass in the
                     # other direction) steps this frame later, maybe after the LRU has dropped
@@ -140,6 +147,12 @@ class Sweep:
         finally:
             for pid in pids:
                 s._end_pass(pid, self.on_frame, True)
+
+    def _checkpoint(self, stepped: list[tuple[PassPlan, int]], frame_index: int) -> None:
+        """Snapshots of the passes that just stepped ``frame_index``, where due."""
+        s = self.s
+        for pl, pid in stepped:
+            s._checkpoints.after_step(s._book.key(pl), pl.anchor, pid, frame_index)
 
     def close(self) -> None:
         for _pl, pid in self.live.values():

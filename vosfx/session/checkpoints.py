@@ -1,0 +1,101 @@
+"""Snapshots of a session's tracking passes, so that a correction replays a few frames.
+
+A click on a frame a pass tracked is decoded with the memory that pass attended there
+(docs/session.md), which exists only once the pass has stepped every frame before it. Without
+snapshots the session replays the pass from its prompted frame: exact, but as many frames of
+memory attention as the click is far from that frame (minutes on a CPU for a frame a few
+hundred frames on). So while a session tracks, :class:`PassCheckpoints` keeps the engine's
+snapshot of each pass (:meth:`Tracker.snapshot`) every ``spacing`` frames, and a correction
+resumes from the nearest one before the clicked frame: at most ``spacing - 1`` frames replayed,
+the same result bit for bit (tests/test_session_checkpoints.py).
+
+A snapshot shares the bank's arrays with the pass and with the other snapshots (a memory is
+stored once however many snapshots hold it), so they cost what they keep alive: about one
+frame's memory (1 MiB at 1024) per frame tracked at the first spacing. Within the byte budget
+they stay; above it the spacing doubles and every other snapshot goes, so a long clip keeps
+snapshots over its whole length, further apart. Snapshots belong to a pass as computed with
+its prompted frames' current versions (:meth:`PromptBook.key`): a changed prompt makes its
+passes' snapshots unreachable, and they are dropped when the next sweep starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from vosfx.types import nbytes
+
+# what the snapshots may keep alive (the feature LRU's own budget is 256 MiB)
+CHECKPOINT_BYTES = 128 << 20
+# frames between two snapshots of a pass to start with (doubled whenever over the budget)
+FIRST_SPACING = 4
+
+
+class PassCheckpoints:
+    """Per pass (its key), snapshots by the frame they were taken after. ``engine``: the
+    engine session (``snapshot``, ``snapshot_arrays``); ``budget``: bytes, 0 keeps none."""
+
+    def __init__(self, engine: Any, budget: int = CHECKPOINT_BYTES) -> None:
+        self.engine = engine
+        self.budget = int(budget)
+        self.spacing = FIRST_SPACING
+        self.bytes = 0
+        self._snaps: dict[Hashable, dict[int, Any]] = {}
+        self._anchor: dict[Hashable, int] = {}
+
+    def after_step(self, key: Hashable, anchor: int, pass_id: int, frame_index: int) -> None:
+        """The pass ``pass_id`` (keyed ``key``, from ``anchor``) has just stepped
+        ``frame_index``: snapshot it if that is on the spacing."""
+        if self.budget <= 0 or abs(frame_index - anchor) % self.spacing:
+            return
+        snap = self.engine.snapshot(pass_id)
+        if snap is None:  # a pass whose corrections are refused (SAM2Long)
+            return
+        self._snaps.setdefault(key, {})[frame_index] = snap
+        self._anchor[key] = anchor
+        self._fit()
+
+    def latest(self, key: Hashable, direction: int, before: int) -> tuple[int, Any] | None:
+        """The snapshot of pass ``key`` nearest to frame ``before`` on the pass's side of it
+        (taken after a frame the pass reaches first), as (frame, snapshot); None if none."""
+        frames = self._snaps.get(key, {})
+        behind = [u for u in frames if (u - before) * direction < 0]
+        if not behind:
+            return None
+        u = max(behind, key=lambda f: f * direction)
+        return u, frames[u]
+
+    def keep_only(self, keys: Iterable[Hashable]) -> None:
+        """Drop the snapshots of every pass not in ``keys`` (passes of outdated prompts)."""
+        keep = set(keys)
+        for key in [k for k in self._snaps if k not in keep]:
+            del self._snaps[key]
+            del self._anchor[key]
+        self.bytes = self._count()
+
+    def clear(self) -> None:
+        self.keep_only(())
+
+    def __len__(self) -> int:
+        return sum(len(frames) for frames in self._snaps.values())
+
+    def _fit(self) -> None:
+        self.bytes = self._count()
+        while self.bytes > self.budget and self._snaps:
+            self.spacing *= 2
+            for key, frames in self._snaps.items():
+                for u in [u for u in frames if abs(u - self._anchor[key]) % self.spacing]:
+                    del frames[u]
+            self.bytes = self._count()
+
+    def _count(self) -> int:
+        """Bytes of the distinct arrays the snapshots hold."""
+        seen: dict[int, Any] = {}
+        for frames in self._snaps.values():
+            for snap in frames.values():
+                for a in self.engine.snapshot_arrays(snap):
+                    seen[id(a)] = a
+        return sum(nbytes(a) for a in seen.values())
+
+
+__all__ = ["CHECKPOINT_BYTES", "FIRST_SPACING", "PassCheckpoints"]
