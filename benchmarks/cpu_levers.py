@@ -23,6 +23,13 @@ to spin beside OpenVINO's.
 
     python benchmarks/cpu_levers.py bf16-torch --checkpoint tiny.pt --frames 12
 
+``qk-int8``: the bf16 tier's memory attention (its query blocks, as compiled on CPUs with
+AMX) with each cross-attention's query-key product in int8 (OpenVINO FakeQuantize on both
+inputs, ranges calibrated on the call's own inputs: the fastest int8 could be), against the
+tier, alternating calls; outputs' difference and OpenVINO's per-node profile of both.
+
+    python benchmarks/cpu_levers.py qk-int8 --size 1024 --calls 5
+
 ``windowed``: the image encoder exported twice from one checkpoint (torch and sam2 needed):
 as vosfx exports it (only Hiera's global-attention blocks as the fused ``MultiHeadAttention``)
 and with every block's attention fused, both timed alternating on ONNX Runtime.
@@ -365,6 +372,117 @@ def bf16_torch(args) -> None:
     print(json.dumps(bench.interleaved(run_args, ["onnx-bf16", "onnx-bf16-torch-ma"])))
 
 
+def _quantize_qk(model, feeds: dict, c) -> int:
+    """FakeQuantize (255 levels, symmetric, the range of the tensor on ``feeds``) on both
+    inputs of every MatMul feeding a Softmax whose keys are the memory (a dynamic count);
+    returns how many MatMuls."""
+    import numpy as np
+    import openvino.opset13 as ops
+
+    targets = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        users = [t.get_node().get_type_name() for t in op.output(0).get_target_inputs()]
+        keys = op.input_value(1).get_partial_shape()
+        if users == ["Softmax"] and keys.rank.is_static and keys[-1].is_dynamic:
+            targets.append(op)
+    ports = {}
+    for op in targets:
+        for i in (0, 1):
+            src = op.input_value(i)
+            ports[(src.get_node().get_friendly_name(), src.get_index())] = src
+    probe = model.clone()
+    probe_ports = []
+    for op in probe.get_ordered_ops():
+        for k in range(op.get_output_size()):
+            if (op.get_friendly_name(), k) in ports:
+                probe_ports.append(((op.get_friendly_name(), k), op.output(k)))
+    probe.add_outputs([p for _k, p in probe_ports])
+    compiled = c.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    res = compiled.create_infer_request().infer(feeds)
+    extra = compiled.outputs[len(compiled.outputs) - len(probe_ports) :]
+    amax = {k: float(np.abs(res[o]).max()) for (k, _p), o in zip(probe_ports, extra, strict=True)}
+    fq = {}
+    for key, src in ports.items():
+        a = amax[key]
+        lo, hi = ops.constant(np.float32(-a)), ops.constant(np.float32(a))
+        fq[key] = ops.fake_quantize(src, lo, hi, lo, hi, 255).output(0)
+    for op in targets:
+        for i in (0, 1):
+            src = op.input_value(i)
+            op.input(i).replace_source_output(
+                fq[(src.get_node().get_friendly_name(), src.get_index())]
+            )
+    model.validate_nodes_and_infer_types()
+    return len(targets)
+
+
+def qk_int8(args) -> None:
+    import numpy as np
+    import openvino as ov
+
+    from vosfx.engine import openvino_runtime as ovr
+
+    bundle = Path(args.bundle or f"/tmp/vosfx-bench-onnx/bundle-{args.size}")
+    man = json.loads((bundle / "manifest.json").read_text())
+    g = man["graphs"]["memory_attention"]
+    file = man.get("variants", {}).get("bf16", {}).get("memory_attention", g["file"])
+    feeds_all = stage_inputs(args.size)
+    c = ov.Core()
+    models = {}
+    for name in ("tier", "qk-int8"):
+        model = c.read_model(str(bundle / file))
+        ovr.split_attention(model, ovr.ATTENTION_BLOCKS)
+        feeds = {p.get_any_name(): feeds_all[p.get_any_name()] for p in model.inputs}
+        if name == "qk-int8":
+            print(json.dumps({"quantized_matmuls": _quantize_qk(model, feeds, c)}), flush=True)
+        models[name] = model
+    cfg = {
+        "INFERENCE_PRECISION_HINT": "bf16",
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "SNIPPETS_MODE": "DISABLE",
+        "PERF_COUNT": True,
+    }
+    reqs = {n: c.compile_model(m, "CPU", cfg).create_infer_request() for n, m in models.items()}
+    outs = {n: r.infer(feeds) for n, r in reqs.items()}
+    a, b = (next(iter(o.values())) for o in outs.values())
+    print(
+        json.dumps(
+            {
+                "max_abs_diff": round(float(np.abs(a - b).max()), 4),
+                "mean_abs_diff": round(float(np.abs(a - b).mean()), 5),
+                "max_abs": round(float(np.abs(a).max()), 3),
+            }
+        ),
+        flush=True,
+    )
+    times: dict[str, list[float]] = {n: [] for n in reqs}
+    for _ in range(args.calls):
+        for n, r in reqs.items():
+            t0 = time.perf_counter()
+            r.infer(feeds)
+            times[n].append(1000 * (time.perf_counter() - t0))
+    for n, r in reqs.items():
+        by_kind: dict[str, float] = {}
+        for p in r.profiling_info:
+            kind = f"{p.node_type}/{p.exec_type}"
+            by_kind[kind] = by_kind.get(kind, 0.0) + p.real_time.total_seconds() * 1000
+        top = sorted(by_kind.items(), key=lambda kv: -kv[1])[:8]
+        print(
+            json.dumps(
+                {
+                    "graph": n,
+                    "ms_median": round(statistics.median(times[n]), 1),
+                    "ms": [round(t) for t in times[n]],
+                    "profile_last_call_ms": {k: round(v, 1) for k, v in top},
+                }
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -385,6 +503,10 @@ def main() -> None:
     t.add_argument("--checkpoint", required=True, help="the bundle's SAM 2 checkpoint")
     t.add_argument("--calls", type=int, default=5)
     t.add_argument("--frames", type=int, default=12)
+    q = sub.add_parser("qk-int8")
+    q.add_argument("--size", type=int, default=1024)
+    q.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
+    q.add_argument("--calls", type=int, default=5)
     args = ap.parse_args()
     print(json.dumps({"loadavg": os.getloadavg(), "cores": os.cpu_count()}), flush=True)
     run = {
@@ -392,6 +514,7 @@ def main() -> None:
         "attention": attention,
         "windowed": windowed,
         "bf16-torch": bf16_torch,
+        "qk-int8": qk_int8,
     }
     run[args.what](args)
 

@@ -227,7 +227,11 @@ class Worker:
         from vosfx.session import ClipSession
 
         self.frames = HostFrames(self.ch, info, self._on_mask)
-        self.session = ClipSession(self.engine, info, cfg.memory, frames=self.frames)
+        # prompts are computed from themselves alone (refine=False), never as corrections
+        # from a pass's memory: no pass snapshots to keep (session/checkpoints.py)
+        self.session = ClipSession(
+            self.engine, info, cfg.memory, frames=self.frames, checkpoint_bytes=0
+        )
         self.tracker = IncrementalTracker(self.session, self._on_result)
         self.session_key = session_key
         self.applied = {}

@@ -82,6 +82,9 @@ class Studio(PromptsMixin, TasksMixin):
             start=start,
             end=end,
             feature_cache_bytes=cache_bytes // 2,
+            # every click is computed from its prompt alone (refine=False, studio/prompts.py),
+            # never as a correction from a pass's memory: no pass snapshots to keep
+            checkpoint_bytes=0,
         )
         self.objects: dict[int, StudioObject] = {}
         self.edits: dict[tuple[int, int], FramePrompt] = {}  # (obj, frame) -> prompt
