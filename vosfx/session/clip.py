@@ -155,9 +155,8 @@ class ClipSession:
         decoded with that pass's memory attended and the tracked mask as the dense prompt
         (the pass is resumed from its snapshot nearest before the frame, or replayed from its
         prompted frame where it has none: exact either way, :mod:`vosfx.session.checkpoints`);
-        on a frame with an
-        earlier click's output, that output is the dense prompt (image mode). False: the
-        clicks alone, in image mode."""
+        on a frame with an earlier click's output, that output is the dense prompt (image
+        mode). False: the clicks alone, in image mode."""
         if self.frames is None:
             raise PromptError("this session has no frame access; use set_prompts")
         self._book.check(prompt)
@@ -179,8 +178,9 @@ class ClipSession:
     def _correct(
         self, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
     ) -> None:
-        """A correction on a tracked frame: replay ``pl`` up to the frame before, then decode
-        the clicks with the pass's memory (SAM 2's ``is_init_cond_frame=False``)."""
+        """A correction on a tracked frame: bring ``pl`` to the frame before (from its nearest
+        snapshot, else from its prompted frame), then decode the clicks with the pass's memory
+        (SAM 2's ``is_init_cond_frame=False``)."""
         assert self.frames is not None
         found = self._checkpoints.latest(self._book.key(pl), pl.direction, frame.index)
         if found is None:
