@@ -601,3 +601,23 @@ def test_no_warm_up_while_tracking_or_when_turned_off(clip, tmp_path, config_hom
         assert off.engine.sessions[0].encoded == [] and off.studio.session.stats["warmed"] == 0
     finally:
         off.close()
+
+
+def test_undoing_a_click_and_tracking_again_restores_the_earlier_masks(run):
+    """An undone click's passes had overwritten the frames around it: tracking again
+    recomputes them from the prompts left (they used to keep the undone click's masks, and
+    its own frame none). The test double's tracked frames repeat their pass's prompt."""
+    store = run.studio.session.store
+    _click(run, 0)
+    assert run.request("/api/track", {})[0] == 200
+    run.wait_idle(60)
+    first = {t: store.get(1, t).logits.copy() for t in (6, 10, 12)}
+    _click(run, 10, xy=(5, 5))  # another place: its masks differ from frame 0's
+    assert run.request("/api/track", {})[0] == 200
+    run.wait_idle(60)
+    assert not np.array_equal(store.get(1, 12).logits, first[12])
+    run.request("/api/history", {"op": "undo"})
+    assert run.request("/api/track", {})[0] == 200
+    run.wait_idle(60)
+    for t, logits in first.items():
+        np.testing.assert_array_equal(store.get(1, t).logits, logits)
