@@ -81,6 +81,8 @@ class FakeSession:
         self.prompted: list[tuple[int, int]] = []  # (obj, frame) per prompt computed
         self.encoded: list[int] = []
         self.corrections: list[tuple[int, int, int]] = []  # (obj, frame, pass direction)
+        self.snapshots_taken = 0
+        self.resumed: list[int] = []  # the frame of each snapshot resumed from
         self.closed = False
         self._next = 0
 
@@ -160,7 +162,7 @@ class FakeSession:
     snapshot_bytes = 1024
 
     def snapshot(self, pass_id: int):
-        self.snapshots_taken = getattr(self, "snapshots_taken", 0) + 1
+        self.snapshots_taken += 1
         return (
             self.passes[pass_id],
             self.position[pass_id],
@@ -171,7 +173,7 @@ class FakeSession:
         pid = self._next
         self._next += 1
         self.passes[pid], self.position[pid] = snap[0], snap[1]
-        self.resumed = [*getattr(self, "resumed", []), snap[1]]
+        self.resumed.append(snap[1])
         return pid
 
     def snapshot_arrays(self, snap) -> list:

@@ -515,7 +515,7 @@ def test_snapshots_stay_within_their_budget_by_spacing_out():
     cps = session._checkpoints
     assert cps.bytes <= 10 * 1024 and len(cps) <= 10
     assert cps.spacing > checkpoints.FIRST_SPACING
-    (frames,) = [sorted(f) for f in cps._snaps.values()]
+    (frames,) = [sorted(f) for _anchor, f in cps._snaps.values()]
     assert frames == list(range(cps.spacing, n, cps.spacing))  # evenly over the whole pass
     assert frames[-1] >= n - cps.spacing
     # a new prompt on frame 100: the pass from 0 now ends at 50, its prompt versions are the

@@ -39,9 +39,9 @@ class PassCheckpoints:
         self.engine = engine
         self.budget = int(budget)
         self.spacing = FIRST_SPACING
-        self.bytes = 0
-        self._snaps: dict[Hashable, dict[int, Any]] = {}
-        self._anchor: dict[Hashable, int] = {}
+        self.bytes = 0  # of the distinct arrays the snapshots hold
+        self._snaps: dict[Hashable, tuple[int, dict[int, Any]]] = {}  # key -> (anchor, frames)
+        self._held: dict[int, tuple[Any, int]] = {}  # id(array) -> (array, snapshots holding it)
 
     def after_step(self, key: Hashable, anchor: int, pass_id: int, frame_index: int) -> None:
         """The pass ``pass_id`` (keyed ``key``, from ``anchor``) has just stepped
@@ -51,14 +51,15 @@ class PassCheckpoints:
         snap = self.engine.snapshot(pass_id)
         if snap is None:  # a pass whose corrections are refused (SAM2Long)
             return
-        self._snaps.setdefault(key, {})[frame_index] = snap
-        self._anchor[key] = anchor
-        self._fit()
+        self._snaps.setdefault(key, (anchor, {}))[1][frame_index] = snap
+        self._hold(snap, +1)
+        while self.bytes > self.budget:
+            self._space_out()
 
     def latest(self, key: Hashable, direction: int, before: int) -> tuple[int, Any] | None:
         """The snapshot of pass ``key`` nearest to frame ``before`` on the pass's side of it
         (taken after a frame the pass reaches first), as (frame, snapshot); None if none."""
-        frames = self._snaps.get(key, {})
+        frames = self._snaps.get(key, (0, {}))[1]
         behind = [u for u in frames if (u - before) * direction < 0]
         if not behind:
             return None
@@ -69,33 +70,33 @@ class PassCheckpoints:
         """Drop the snapshots of every pass not in ``keys`` (passes of outdated prompts)."""
         keep = set(keys)
         for key in [k for k in self._snaps if k not in keep]:
-            del self._snaps[key]
-            del self._anchor[key]
-        self.bytes = self._count()
+            for snap in self._snaps.pop(key)[1].values():
+                self._hold(snap, -1)
 
     def clear(self) -> None:
         self.keep_only(())
 
     def __len__(self) -> int:
-        return sum(len(frames) for frames in self._snaps.values())
+        return sum(len(frames) for _anchor, frames in self._snaps.values())
 
-    def _fit(self) -> None:
-        self.bytes = self._count()
-        while self.bytes > self.budget and self._snaps:
-            self.spacing *= 2
-            for key, frames in self._snaps.items():
-                for u in [u for u in frames if abs(u - self._anchor[key]) % self.spacing]:
-                    del frames[u]
-            self.bytes = self._count()
+    def _space_out(self) -> None:
+        """Double the spacing: the snapshots off it go."""
+        self.spacing *= 2
+        for anchor, frames in self._snaps.values():
+            for u in [u for u in frames if abs(u - anchor) % self.spacing]:
+                self._hold(frames.pop(u), -1)
 
-    def _count(self) -> int:
-        """Bytes of the distinct arrays the snapshots hold."""
-        seen: dict[int, Any] = {}
-        for frames in self._snaps.values():
-            for snap in frames.values():
-                for a in self.engine.snapshot_arrays(snap):
-                    seen[id(a)] = a
-        return sum(nbytes(a) for a in seen.values())
+    def _hold(self, snap: Any, step: int) -> None:
+        """Count ``snap``'s arrays in (+1) or out (-1); :attr:`bytes` counts each array once."""
+        for a in self.engine.snapshot_arrays(snap):
+            held = self._held.get(id(a), (a, 0))[1] + step
+            if held == 0:
+                del self._held[id(a)]
+                self.bytes -= nbytes(a)
+            else:
+                if held == 1 and step > 0:
+                    self.bytes += nbytes(a)
+                self._held[id(a)] = (a, held)
 
 
 __all__ = ["CHECKPOINT_BYTES", "FIRST_SPACING", "PassCheckpoints"]

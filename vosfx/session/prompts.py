@@ -12,10 +12,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from vosfx.errors import PromptError
 from vosfx.session.plan import PassPlan, plan_object
 from vosfx.types import Prompt
+
+
+class PassKey(NamedTuple):
+    """A pass of the rule as computed: its plan and its prompted frames' versions."""
+
+    obj_id: int
+    anchor: int
+    direction: int
+    neighbour: int | None
+    start: int
+    stop: int
+    anchor_version: int | None
+    neighbour_version: int | None
 
 
 class PromptBook:
@@ -28,7 +42,7 @@ class PromptBook:
         self.pending: dict[int, list[Prompt]] = defaultdict(list)  # frame -> to compute
         self._version: dict[tuple[int, int], int] = {}  # (obj, frame) -> anchor version
         self._counter = 0
-        self._done: set[tuple] = set()  # keys of passes computed with current anchors
+        self._done: set[PassKey] = set()  # passes computed, with their anchors' versions
 
     @property
     def obj_ids(self) -> tuple[int, ...]:
@@ -69,7 +83,6 @@ class PromptBook:
         if frame_index not in frames:
             raise PromptError(f"object {obj_id} has no prompt on frame {frame_index}")
         del frames[frame_index]
-        self._overwritten(obj_id, range(frame_index, frame_index + 1))
         self.pending[frame_index] = [
             q for q in self.pending.get(frame_index, []) if q.obj_id != obj_id
         ]
@@ -79,7 +92,7 @@ class PromptBook:
         self.by_object.pop(obj_id, None)
         for t in list(self.pending):
             self.pending[t] = [q for q in self.pending[t] if q.obj_id != obj_id]
-        self._done = {k for k in self._done if k[0] != obj_id}
+        self._done = {k for k in self._done if k.obj_id != obj_id}
 
     def check(self, p: Prompt) -> None:
         if not self.start <= p.frame_index < self.end:
@@ -105,9 +118,9 @@ class PromptBook:
             )
         ]
 
-    def key(self, pl: PassPlan) -> tuple:
+    def key(self, pl: PassPlan) -> PassKey:
         """The pass as computed with its prompted frames' current versions."""
-        return (
+        return PassKey(
             pl.obj_id,
             pl.anchor,
             pl.direction,
@@ -123,9 +136,7 @@ class PromptBook:
         self._overwritten(pl.obj_id, pl.frames)
 
     def ran(self, pl: PassPlan) -> None:
-        """``pl`` has been computed with the current prompts; the object's passes computed
-        before over any of its frames no longer hold their results."""
-        self._overwritten(pl.obj_id, pl.frames)
+        """``pl`` has been computed with the current prompts (after :meth:`running`)."""
         self._done.add(self.key(pl))
 
     def _overwritten(self, obj_id: int, frames: range) -> None:
@@ -133,7 +144,9 @@ class PromptBook:
         before: those passes are not done any more, so that a plan that needs one of them
         again (a prompt removed) computes it again instead of trusting what is stored."""
         self._done = {
-            k for k in self._done if k[0] != obj_id or k[5] <= frames.start or frames.stop <= k[4]
+            k
+            for k in self._done
+            if k.obj_id != obj_id or k.stop <= frames.start or frames.stop <= k.start
         }
 
     def stale(self) -> list[PassPlan]:
@@ -154,4 +167,4 @@ class PromptBook:
         return None
 
 
-__all__ = ["PromptBook"]
+__all__ = ["PassKey", "PromptBook"]
