@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from vosfx import cpus
-from vosfx.batch.cluster import actor_cpus
+from vosfx.batch.cluster import _node_cpus, actor_cpus
 
 
 @pytest.mark.parametrize(
@@ -46,10 +46,28 @@ def test_opencv_takes_the_workers_share():
     assert out.stdout.strip() == "1", out.stderr
 
 
-def test_ray_actors_split_a_private_ray_and_hold_one_cpu_elsewhere():
-    assert actor_cpus(2, 16, private=True, gpus=0) == 8
-    assert actor_cpus(3, 16, private=True, gpus=0) == 5
-    assert actor_cpus(16, 16, private=True, gpus=0) == 1
-    assert actor_cpus(4, 2, private=True, gpus=0) == 1  # more actors than cores
-    assert actor_cpus(2, 64, private=False, gpus=0) == 1  # a cluster: nodes may differ
-    assert actor_cpus(2, 16, private=True, gpus=2) == 1
+def test_ray_actors_take_the_largest_share_that_places_them_all():
+    assert actor_cpus(2, [16], gpus=0) == 8  # a private Ray: the cores split
+    assert actor_cpus(3, [16], gpus=0) == 5
+    assert actor_cpus(16, [16], gpus=0) == 1
+    assert actor_cpus(4, [2], gpus=0) == 1  # more actors than cores
+    assert actor_cpus(2, [32, 32], gpus=0) == 32  # one actor per node
+    assert actor_cpus(4, [32, 32], gpus=0) == 16
+    assert actor_cpus(3, [12, 12], gpus=0) == 6  # 8 each would place only two
+    assert actor_cpus(2, [32, 8], gpus=0) == 16  # both fit on the large node
+    assert actor_cpus(5, [32, 8], gpus=0) == 8
+    assert actor_cpus(2, [0, 16], gpus=0) == 8  # a head node started with --num-cpus 0
+    assert actor_cpus(2, [16], gpus=2) == 1  # beside GPUs
+
+
+def test_ray_node_cpus_read_from_the_live_nodes():
+    class FakeRay:
+        @staticmethod
+        def nodes():
+            return [
+                {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}},
+                {"Alive": False, "Resources": {"CPU": 64.0}},
+                {"Alive": True, "Resources": {"memory": 1.0}},
+            ]
+
+    assert _node_cpus(FakeRay) == [16, 0]

@@ -64,14 +64,32 @@ def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
             services.resolve_ip_for_localhost = original
 
 
-def actor_cpus(actors: int, cluster_cpus: int, *, private: bool, gpus: int) -> int:
-    """CPUs each actor holds. Ray sets an actor's ``OMP_NUM_THREADS`` to its CPUs, which every
-    runtime's pool then takes as its share (:mod:`vosfx.cpus`): on a private single-node Ray
-    the CPU actors split its cores; on a cluster, whose nodes may differ (an actor must fit
-    on one), and beside GPUs, each actor holds one."""
-    if private and not gpus:
-        return max(1, cluster_cpus // actors)
-    return 1
+def actor_cpus(actors: int, node_cpus: list[int], *, gpus: int) -> int:
+    """CPUs each actor holds: the largest share that still places every actor, whole, on the
+    nodes as they are (``node_cpus``: each node's CPUs). Ray sets an actor's
+    ``OMP_NUM_THREADS`` to its CPUs, which every runtime's pool then takes as its share
+    (:mod:`vosfx.cpus`). Beside GPUs each actor holds one (the GPU does the model's work).
+
+    An actor must fit on one node, so the share is not the cluster's CPUs over the actors:
+    two 12-CPU nodes place three 8-CPU actors only two at a time, and 6 CPUs each places all
+    three (a share that leaves an actor unplaced would leave its jobs waiting for ever).
+    """
+    nodes = [n for n in node_cpus if n > 0]
+    if gpus or not nodes:
+        return 1
+    share = max(nodes)
+    while share > 1 and sum(n // share for n in nodes) < actors:
+        share -= 1
+    return share
+
+
+def _node_cpus(ray: Any) -> list[int]:
+    """Each live node's CPUs (the whole cluster as one node where Ray cannot list them)."""
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return [int(n.get("Resources", {}).get("CPU", 0)) for n in nodes]
+    except Exception:  # noqa: BLE001 - an older Ray Client: fall back to the total
+        return [int(ray.cluster_resources().get("CPU", 1))]
 
 
 class _RayWorker:
@@ -136,10 +154,9 @@ class RayExecutor:
         n = self.requested or gpus or int(resources.get("CPU", 1))
         if n < 1:
             raise BatchError(f"expected at least 1 Ray worker, found {n}")
-        private = self._owns_ray and self.address == "local"
         actor_cls = ray.remote(_RayWorker).options(
             num_gpus=1 if gpus else 0,
-            num_cpus=actor_cpus(n, int(resources.get("CPU", 1)), private=private, gpus=gpus),
+            num_cpus=actor_cpus(n, _node_cpus(ray), gpus=gpus),
             max_restarts=-1,
             max_task_retries=self.retries,
         )
