@@ -330,3 +330,45 @@ def test_image_sequence_input_to_a_video_with_audio_on(env, pattern):
     with av.open(str(out)) as movie:
         assert movie.streams.video[0].frames == 4
         assert not movie.streams.audio
+
+
+@pytest.mark.parametrize("fmt", ["prores4444", "png16"])
+def test_overwrite_never_deletes_a_folder_of_other_files(env, fmt):
+    """`-o some/folder --overwrite`: a movie is a file, and a sequence folder is replaced
+    whole, so a folder holding anything but an earlier render of it is refused, not deleted."""
+    folder = env / "out_shots"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", folder, "-f", fmt, "--overwrite")
+    assert r.exit_code == 6, r.output
+    assert "is a folder" in r.output, r.output
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert leftovers(env) == ["out_shots"]
+
+
+def test_overwrite_replaces_an_earlier_sequence_render(env):
+    out = env / "out_seq"
+    for _ in range(2):
+        r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "-f", "png16", "--overwrite")
+        assert r.exit_code == 0, r.output
+    assert len(list(out.iterdir())) == 10
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_output_onto_the_input_is_refused(env, sequence):
+    """-o naming the input itself (or the folder holding it), even with --overwrite, would
+    replace the source with its matte."""
+    if sequence:
+        src = env / "frames"
+        src.mkdir()
+        for i in range(3):
+            rgb, _ = moving_square_frame(i, 96, 64)
+            Image.fromarray(rgb).save(src / f"frames.{i:05d}.png")
+        args = [src, env / "mask.png", "-o", src, "-f", "png16"]
+    else:
+        src = env / "clip.mp4"
+        args = [src, env / "mask.png", "-o", src]
+    before = sorted(p.name for p in src.iterdir()) if sequence else src.read_bytes()
+    r = matte(*args, "--overwrite")
+    assert r.exit_code == 6 and "input" in r.output, r.output
+    assert (sorted(p.name for p in src.iterdir()) if sequence else src.read_bytes()) == before

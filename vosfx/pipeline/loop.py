@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vosfx.config import MemoryConfig
-from vosfx.errors import Cancelled, ConfigError, PromptError
+from vosfx.errors import Cancelled, ConfigError, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
 from vosfx.pipeline.output import (
     JobReport,
@@ -107,13 +107,14 @@ def run(
     workers keep one across jobs); when None the job's model is loaded and closed here.
     ``cancel``: set it from another thread to stop cleanly (outputs are removed)."""
     from vosfx.io.source import PREFETCH_BYTES, open_source, probe
-    from vosfx.io.writers import check_output_path
+    from vosfx.io.writers import FORMATS, check_output_path
     from vosfx.session import ClipSession
 
     t_start = time.perf_counter()
     outputs = plan_outputs(job)
-    for path, _fmt, _obj in outputs:
-        check_output_path(Path(path), job.overwrite)
+    for path, fmt, _obj in outputs:
+        _check_not_input(Path(path), job.input)
+        check_output_path(Path(path), job.overwrite, sequence=FORMATS[fmt].is_sequence)
     with ExitStack() as stack:
         info = probe(job.input, fps=job.fps)
         end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
@@ -179,6 +180,22 @@ def run(
         )
         loop.run(results)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _check_not_input(output: Path, input_path: str) -> None:
+    """OutputError when ``output`` is the input (a video file, an image folder or the folder
+    of a pattern) or a folder holding it: the render would replace its own source, even with
+    --overwrite."""
+    from vosfx.io.sequence import is_pattern
+
+    src = Path(input_path)
+    if is_pattern(src):
+        src = src.parent
+    src, out = src.resolve(), output.resolve()
+    if src == out or src.is_relative_to(out):
+        raise OutputError(
+            f"output {output} would replace the input {input_path}; give another output path"
+        )
 
 
 def results_in_order(
