@@ -372,3 +372,33 @@ def test_output_onto_the_input_is_refused(env, sequence):
     r = matte(*args, "--overwrite")
     assert r.exit_code == 6 and "input" in r.output, r.output
     assert (sorted(p.name for p in src.iterdir()) if sequence else src.read_bytes()) == before
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--start", "-3"], "--start"),
+        (["--end", "0"], "--end"),
+        (["--end", "-2"], "--end"),
+        (["--start", "5", "--end", "3"], "--end"),
+        (["--start", "4", "--end", "4"], "--end"),
+        (["--mask-frame", "-1"], "--mask-frame"),
+        (["--fps", "0"], "--fps"),
+        (["--fps", "inf"], "--fps"),
+        (["--fps", "nan"], "--fps"),
+    ],
+)
+def test_bad_range_and_rate_name_their_flag(env, args, flag):
+    """A frame range or rate that can never work is a usage error naming the flag typed, not
+    a complaint about another flag, an input error or a traceback."""
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", *args)
+    assert r.exit_code == 2, r.output
+    assert flag in r.output.splitlines()[-1], r.output
+    assert leftovers(env) == []
+
+
+def test_end_past_the_clip_renders_to_its_last_frame(env):
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--end", "20")
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((env / "out.mov.json").read_text())
+    assert sidecar["frames"] == 10

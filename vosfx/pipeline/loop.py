@@ -111,6 +111,10 @@ def run(
     from vosfx.session import ClipSession
 
     t_start = time.perf_counter()
+    if job.start < 0:
+        raise ConfigError(f"--start {job.start}: expected a frame >= 0")
+    if job.end is not None and job.end <= job.start:
+        raise ConfigError(f"--end {job.end}: expected a frame after --start ({job.start})")
     outputs = plan_outputs(job)
     for path, fmt, _obj in outputs:
         _check_not_input(Path(path), job.input)
