@@ -402,3 +402,16 @@ def test_end_past_the_clip_renders_to_its_last_frame(env):
     assert r.exit_code == 0, r.output
     sidecar = json.loads((env / "out.mov.json").read_text())
     assert sidecar["frames"] == 10
+
+
+def test_a_clip_without_a_frame_count_is_matted_to_its_last_frame(env):
+    """Matroska keeps no frame count: a rate tag lower than the frames' real rate (24 written,
+    50 frames/s of pts) made the estimate 15 of 30 frames, and the render stopped there with
+    exit 0. The matte must hold every frame of the source."""
+    import av
+
+    clip = make_clip(env / "dense.mkv", n=30, width=96, height=64, pts=[i * 20 for i in range(30)])
+    r = matte(clip, env / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 0, r.output
+    with av.open(str(env / "out.mov")) as movie:
+        assert sum(1 for _ in movie.decode(video=0)) == 30
