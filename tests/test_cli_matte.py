@@ -415,3 +415,20 @@ def test_a_clip_without_a_frame_count_is_matted_to_its_last_frame(env):
     assert r.exit_code == 0, r.output
     with av.open(str(env / "out.mov")) as movie:
         assert sum(1 for _ in movie.decode(video=0)) == 30
+
+
+def test_each_object_checks_its_own_paths_not_the_merged_one(env, monkeypatch):
+    """--each-object writes out_obj<id>.mov: an earlier merged out.mov must not block it, and
+    an existing out_obj1.mov is refused before the model is loaded."""
+    out = env / "out.mov"
+    assert matte(env / "clip.mp4", env / "mask.png", "-o", out).exit_code == 0
+    merged = out.read_bytes()
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "--each-object")
+    assert r.exit_code == 0, r.output
+    assert (env / "out_obj1.mov").is_file() and out.read_bytes() == merged
+
+    loads = []
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: loads.append(1))
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "--each-object")
+    assert r.exit_code == 6 and "out_obj1.mov already exists" in r.output, r.output
+    assert loads == []
