@@ -301,6 +301,9 @@ def test_prompts_on_any_frame_for_any_object(env):
     "args, flag, fragment",
     [
         (["--point", "3:ten,10"], "--point", "expected a point"),
+        # the value as typed, not with the sign the option adds inside
+        (["--point", "-1:10,10"], "--point", "found '-1:10,10'"),
+        (["--neg-point", "7:1,x"], "--neg-point", "found '7:1,x'"),
         (["--box", "2:1,2,3"], "--box", "expected a box"),
         (["--box", "2:1,1,5,5", "--box", "2:2,2,6,6"], "--box", "two boxes for frame 2"),
         (["--point", "12:10,10"], None, "outside the frames being matted"),
