@@ -301,6 +301,9 @@ def test_prompts_on_any_frame_for_any_object(env):
     "args, flag, fragment",
     [
         (["--point", "3:ten,10"], "--point", "expected a point"),
+        # the value as typed, not with the sign the option adds inside
+        (["--point", "-1:10,10"], "--point", "found '-1:10,10'"),
+        (["--neg-point", "7:1,x"], "--neg-point", "found '7:1,x'"),
         (["--box", "2:1,2,3"], "--box", "expected a box"),
         (["--box", "2:1,1,5,5", "--box", "2:2,2,6,6"], "--box", "two boxes for frame 2"),
         (["--point", "12:10,10"], None, "outside the frames being matted"),
@@ -330,3 +333,105 @@ def test_image_sequence_input_to_a_video_with_audio_on(env, pattern):
     with av.open(str(out)) as movie:
         assert movie.streams.video[0].frames == 4
         assert not movie.streams.audio
+
+
+@pytest.mark.parametrize("fmt", ["prores4444", "png16"])
+def test_overwrite_never_deletes_a_folder_of_other_files(env, fmt):
+    """`-o some/folder --overwrite`: a movie is a file, and a sequence folder is replaced
+    whole, so a folder holding anything but an earlier render of it is refused, not deleted."""
+    folder = env / "out_shots"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", folder, "-f", fmt, "--overwrite")
+    assert r.exit_code == 6, r.output
+    assert "is a folder" in r.output, r.output
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert leftovers(env) == ["out_shots"]
+
+
+def test_overwrite_replaces_an_earlier_sequence_render(env):
+    out = env / "out_seq"
+    for _ in range(2):
+        r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "-f", "png16", "--overwrite")
+        assert r.exit_code == 0, r.output
+    assert len(list(out.iterdir())) == 10
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_output_onto_the_input_is_refused(env, sequence):
+    """-o naming the input itself (or the folder holding it), even with --overwrite, would
+    replace the source with its matte."""
+    if sequence:
+        src = env / "frames"
+        src.mkdir()
+        for i in range(3):
+            rgb, _ = moving_square_frame(i, 96, 64)
+            Image.fromarray(rgb).save(src / f"frames.{i:05d}.png")
+        args = [src, env / "mask.png", "-o", src, "-f", "png16"]
+    else:
+        src = env / "clip.mp4"
+        args = [src, env / "mask.png", "-o", src]
+    before = sorted(p.name for p in src.iterdir()) if sequence else src.read_bytes()
+    r = matte(*args, "--overwrite")
+    assert r.exit_code == 6 and "input" in r.output, r.output
+    assert (sorted(p.name for p in src.iterdir()) if sequence else src.read_bytes()) == before
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--start", "-3"], "--start"),
+        (["--end", "0"], "--end"),
+        (["--end", "-2"], "--end"),
+        (["--start", "5", "--end", "3"], "--end"),
+        (["--start", "4", "--end", "4"], "--end"),
+        (["--mask-frame", "-1"], "--mask-frame"),
+        (["--fps", "0"], "--fps"),
+        (["--fps", "inf"], "--fps"),
+        (["--fps", "nan"], "--fps"),
+    ],
+)
+def test_bad_range_and_rate_name_their_flag(env, args, flag):
+    """A frame range or rate that can never work is a usage error naming the flag typed, not
+    a complaint about another flag, an input error or a traceback."""
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", *args)
+    assert r.exit_code == 2, r.output
+    assert flag in r.output.splitlines()[-1], r.output
+    assert leftovers(env) == []
+
+
+def test_end_past_the_clip_renders_to_its_last_frame(env):
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--end", "20")
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((env / "out.mov.json").read_text())
+    assert sidecar["frames"] == 10
+
+
+def test_a_clip_without_a_frame_count_is_matted_to_its_last_frame(env):
+    """Matroska keeps no frame count: a rate tag lower than the frames' real rate (24 written,
+    50 frames/s of pts) made the estimate 15 of 30 frames, and the render stopped there with
+    exit 0. The matte must hold every frame of the source."""
+    import av
+
+    clip = make_clip(env / "dense.mkv", n=30, width=96, height=64, pts=[i * 20 for i in range(30)])
+    r = matte(clip, env / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 0, r.output
+    with av.open(str(env / "out.mov")) as movie:
+        assert sum(1 for _ in movie.decode(video=0)) == 30
+
+
+def test_each_object_checks_its_own_paths_not_the_merged_one(env, monkeypatch):
+    """--each-object writes out_obj<id>.mov: an earlier merged out.mov must not block it, and
+    an existing out_obj1.mov is refused before the model is loaded."""
+    out = env / "out.mov"
+    assert matte(env / "clip.mp4", env / "mask.png", "-o", out).exit_code == 0
+    merged = out.read_bytes()
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "--each-object")
+    assert r.exit_code == 0, r.output
+    assert (env / "out_obj1.mov").is_file() and out.read_bytes() == merged
+
+    loads = []
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: loads.append(1))
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "--each-object")
+    assert r.exit_code == 6 and "out_obj1.mov already exists" in r.output, r.output
+    assert loads == []

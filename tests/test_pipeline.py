@@ -13,7 +13,7 @@ from fakes import FakeEngine
 from media import make_clip, moving_square_frame
 from PIL import Image
 
-from vosfx.errors import Cancelled, OutputError, PromptError
+from vosfx.errors import Cancelled, ConfigError, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
 from vosfx.pipeline import run
 from vosfx.presets import resolve_config
@@ -83,6 +83,17 @@ def test_start_end_range_and_prompt_outside(tmp_path, clip, config_home):
     assert report.frames == 5
     with pytest.raises(PromptError, match="outside the frames"):
         run(_job(tmp_path, clip, start=3, end=8, overwrite=True), engine=FakeEngine())
+
+
+@pytest.mark.parametrize(
+    "start, end, fragment",
+    [(-2, None, "start -2: expected a frame >= 0"), (6, 4, "end 4: expected a frame after")],
+)
+def test_a_range_that_cannot_work_names_the_bound_at_fault(
+    tmp_path, clip, config_home, start, end, fragment
+):
+    with pytest.raises(ConfigError, match=fragment):
+        run(_job(tmp_path, clip, start=start, end=end), engine=FakeEngine())
 
 
 def test_existing_output_is_refused_before_any_work(tmp_path, clip, config_home):

@@ -109,7 +109,7 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--objects", help="Comma-separated object ids to keep (palette masks).")
 @click.option(
     "--mask-frame",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Frame the MASK belongs to (and the default frame of every prompt).",
@@ -150,11 +150,23 @@ def default_output(input_path: str, fmt: str) -> str:
     type=click.IntRange(1, 254),
     help="Object id of clicks and boxes without @OBJ.",
 )
-@click.option("--start", type=int, default=0, show_default=True, help="First frame (0-based).")
-@click.option("--end", type=int, help="Stop before this frame.")
+@click.option(
+    "--start",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="First frame (0-based).",
+)
+@click.option(
+    "--end", type=click.IntRange(min=1), help="Stop before this frame (past the clip: its end)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--fit", is_flag=True, help="Scale a mask of another size to the video.")
-@click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
+@click.option(
+    "--fps",
+    type=click.FloatRange(0, 1000, min_open=True),
+    help="Frame rate of an image-sequence input (default 24).",
+)
 @click.option("--model", help="Model id (vosfx models list).")
 @click.option(
     "--backend",
@@ -294,6 +306,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         return load_job_file(job_file, cli_overrides=overrides)
     if not input_path:
         raise click.UsageError("missing INPUT: a video file, an image folder or a %05d pattern")
+    _check_range_and_rate(opts)
     prompts = prompt_specs(mask, opts)
     if not prompts:
         raise click.UsageError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
@@ -319,6 +332,21 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         objects=objects,
         fps=opts["fps"],
     )
+
+
+def _check_range_and_rate(opts: dict) -> None:
+    """What the options' types cannot say alone: --end after --start, a finite --fps."""
+    import math
+
+    if opts["end"] is not None and opts["end"] <= opts["start"]:
+        raise click.BadParameter(
+            f"expected a frame after --start ({opts['start']}), found {opts['end']}",
+            param_hint="--end",
+        )
+    if opts["fps"] is not None and not math.isfinite(opts["fps"]):
+        raise click.BadParameter(
+            f"expected a frame rate > 0 and <= 1000, found {opts['fps']}", param_hint="--fps"
+        )
 
 
 def format_report(result) -> str:

@@ -64,8 +64,10 @@ def _click_groups(opts, default_frame: int) -> dict[tuple[int, int | None], dict
         key = (default_frame if frame is None else frame, obj if obj else opts["obj_id"])
         try:
             pts, labels = parse_points(sign + xy)
-        except VosfxError as err:
-            raise click.BadParameter(str(err), param_hint=flag) from None
+        except VosfxError:  # its message would echo the sign added here, not what was typed
+            raise click.BadParameter(
+                f"expected a point [FRAME:]X,Y[@OBJ] in pixels, found {value!r}", param_hint=flag
+            ) from None
         g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
         g["points"] += pts.tolist()
         g["labels"] += labels.tolist()

@@ -44,6 +44,11 @@ def list_files(path_or_pattern: str | Path) -> list[Path] | None:
     return None
 
 
+def is_pattern(path: str | Path) -> bool:
+    """Whether ``path`` names a printf pattern (``frames/%05d.png``) rather than a file."""
+    return bool(_PRINTF.search(Path(path).name))
+
+
 def _match_pattern(path: Path) -> list[Path]:
     match = _PRINTF.search(path.name)
     assert match is not None  # list_files calls this only for a printf pattern

@@ -6,6 +6,7 @@ so importing this module stays light.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from fractions import Fraction
 from pathlib import Path
@@ -58,6 +59,8 @@ def probe_video(path: Path) -> VideoInfo:
         fps = stream.average_rate or stream.guessed_rate
         time_base = stream.time_base or Fraction(1, 1)
         num_frames, exact = _frame_count(container, stream, fps)
+        if not exact:
+            num_frames = _count_packets(path) or num_frames
         if exact and num_frames == 0:
             raise InputError(f"expected at least one frame in {path}, the container says 0")
         width, height = (
@@ -130,6 +133,29 @@ def _frame_count(container, stream, fps) -> tuple[int, bool]:
         if container.duration is not None:
             return max(1, round(Fraction(container.duration, 1_000_000) * fps)), False
     return 0, False
+
+
+def _count_packets(path: Path) -> int:
+    """The video packets of a container that keeps no frame count (Matroska, WebM, MPEG-TS),
+    counted by demuxing (no decoding; cached per file version, as a render probes its input
+    more than once). A duration x rate estimate undercounts whenever the rate tag is lower
+    than the frames' real rate, and the render then stopped early; one packet a frame (or an
+    extra invisible one) makes this an upper bound, which decoding to the stream's end
+    tolerates. Still not exact: a truncated file is not told from a short clip."""
+    stat = path.stat()
+    return _count_packets_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _count_packets_of(path: str, _size: int, _mtime_ns: int) -> int:
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError:
+        return 0  # unreadable further on: decoding will say where
 
 
 def _looks_vfr(pts: list[int]) -> bool:

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from vosfx.config import MemoryConfig
-from vosfx.errors import Cancelled, ConfigError, PromptError
+from vosfx.errors import Cancelled, ConfigError, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
 from vosfx.pipeline.output import (
     JobReport,
     Outputs,
     ProgressCallback,
+    object_path,
     output_info,
     plan_outputs,
 )
@@ -107,13 +108,16 @@ def run(
     workers keep one across jobs); when None the job's model is loaded and closed here.
     ``cancel``: set it from another thread to stop cleanly (outputs are removed)."""
     from vosfx.io.source import PREFETCH_BYTES, open_source, probe
-    from vosfx.io.writers import check_output_path
     from vosfx.session import ClipSession
 
     t_start = time.perf_counter()
+    if job.start < 0:
+        raise ConfigError(f"--start {job.start}: expected a frame >= 0")
+    if job.end is not None and job.end <= job.start:
+        raise ConfigError(f"--end {job.end}: expected a frame after --start ({job.start})")
     outputs = plan_outputs(job)
-    for path, _fmt, _obj in outputs:
-        check_output_path(Path(path), job.overwrite)
+
+    _check_outputs(job, outputs, None)  # before anything is read
     with ExitStack() as stack:
         info = probe(job.input, fps=job.fps)
         end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
@@ -124,6 +128,8 @@ def run(
         prompts = resolve_prompts(
             job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
         )
+        # per-object outputs once the prompts say which objects there are, before the model
+        _check_outputs(job, outputs, sorted({p.obj_id for p in prompts}))
         if engine is None:
             from vosfx.engine import load_engine
 
@@ -179,6 +185,39 @@ def run(
         )
         loop.run(results)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _check_outputs(
+    job: Job, outputs: list[tuple[str, str, int | None]], obj_ids: list[int] | None
+) -> None:
+    """Check the merged outputs (``obj_ids`` None) or the per-object ones (each object's own
+    path, :func:`object_path`) can be written, and that none replaces the input."""
+    from vosfx.io.writers import FORMATS, check_output_path
+
+    for path, fmt, obj in outputs:
+        if obj_ids is None:
+            targets = [] if obj is not None else [path]
+        else:
+            targets = [] if obj is None else [object_path(path, o) for o in obj_ids]
+        for target in targets:
+            _check_not_input(Path(target), job.input)
+            check_output_path(Path(target), job.overwrite, sequence=FORMATS[fmt].is_sequence)
+
+
+def _check_not_input(output: Path, input_path: str) -> None:
+    """OutputError when ``output`` is the input (a video file, an image folder or the folder
+    of a pattern) or a folder holding it: the render would replace its own source, even with
+    --overwrite."""
+    from vosfx.io.sequence import is_pattern
+
+    src = Path(input_path)
+    if is_pattern(src):
+        src = src.parent
+    src, out = src.resolve(), output.resolve()
+    if src == out or src.is_relative_to(out):
+        raise OutputError(
+            f"output {output} would replace the input {input_path}; give another output path"
+        )
 
 
 def results_in_order(

@@ -99,7 +99,8 @@ def _stem(path: Path) -> str:
     return name[: -len(path.suffix)] if path.suffix else name
 
 
-def _object_path(path: str, obj_id: int) -> str:
+def object_path(path: str, obj_id: int) -> str:
+    """The path of object ``obj_id``'s output of a per-object (``--each-object``) output."""
     if "{obj}" in path:
         return path.replace("{obj}", str(obj_id))
     p = Path(path)
@@ -142,9 +143,7 @@ class Outputs:
         cfg = self.job.config.output
         for path, fmt, obj in self.outputs:
             targets = (
-                [(path, None)]
-                if obj is None
-                else [(_object_path(path, o), o) for o in self.obj_ids]
+                [(path, None)] if obj is None else [(object_path(path, o), o) for o in self.obj_ids]
             )
             for target, oid in targets:
                 writer = open_writer(

@@ -53,7 +53,7 @@ def open_writer(
     """
     spec = get_format(format_id)
     check_encoder(spec)
-    out = check_output_path(path, overwrite)
+    out = check_output_path(path, overwrite, sequence=spec.is_sequence)
     cls: type[Writer]
     if spec.is_sequence:
         from vosfx.io.writers.images import ImageSequenceWriter as cls

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -29,11 +30,17 @@ if TYPE_CHECKING:
     from vosfx.formats import FormatSpec
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_output_path(
+    path: str | os.PathLike, overwrite: bool = False, *, sequence: bool | None = None
+) -> Path:
     """Check ``path`` can be written before any decoding starts. Returns it as a Path.
 
     OutputError when the parent folder is missing or not writable, or the output exists and
-    ``overwrite`` is false.
+    ``overwrite`` is false. ``sequence``: whether the output is a folder of images (None: not
+    known, so the folder checks are left out). An output replaces what is at its path whole,
+    so an existing folder is never replaced by a movie, nor by a sequence unless it holds
+    nothing but frames of an earlier render (``-o ~/shots --overwrite`` must not delete
+    ``~/shots``).
     """
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
@@ -41,12 +48,37 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputError(f"output folder {parent} does not exist (for {out}); create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable (for {out})")
+    if out.is_dir() and not out.is_symlink() and sequence is not None:
+        _check_replaceable_folder(out, sequence)
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
         if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
             raise OutputError(f"output {out} exists and is a folder that cannot be replaced")
     return out
+
+
+def _check_replaceable_folder(out: Path, sequence: bool) -> None:
+    """OutputError unless the existing folder ``out`` is an earlier image-sequence render of
+    this output (only ``<stem>.<frame>.<ext>`` files, as :class:`ImageSequenceWriter` names
+    them), which a sequence output may replace."""
+    if not sequence:
+        raise OutputError(
+            f"output {out} is a folder; this format writes one file: give a file name "
+            f"(e.g. {out / 'matte'}.<ext>)"
+        )
+    name = out.name
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    frame = re.compile(re.escape(stem) + r"\.\d{5,}\.(png|exr)")
+    foreign = sorted(p.name for p in out.iterdir() if not frame.fullmatch(p.name) or p.is_dir())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise OutputError(
+            f"output {out} is a folder that holds other files ({shown}); an image sequence "
+            "replaces its folder whole: give a new folder name"
+        )
 
 
 def temp_path_for(path: Path) -> Path:
