@@ -734,3 +734,48 @@ def test_two_objects_and_the_output_object(built, clip, tmp_path):
     np.testing.assert_allclose(merged, np.maximum(o1, o2), atol=1e-7)
     np.testing.assert_allclose(o3, 0.0)  # no such object: an empty matte
     assert run.renders()[1]["fetches"] == 1  # another output object: from the cache
+
+
+def _comma_locale(folder: Path) -> dict:
+    """LOCPATH for a de_DE.UTF-8 locale (comma decimal separator) built here with localedef;
+    skips where the system cannot build it."""
+    import shutil
+
+    if shutil.which("localedef") is None:
+        pytest.skip("localedef is missing: cannot build a comma-decimal locale")
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["localedef", "-i", "de_DE", "-f", "UTF-8", str(folder / "de_DE.UTF-8")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not (folder / "de_DE.UTF-8").is_dir():
+        pytest.skip(f"localedef could not build de_DE.UTF-8: {proc.stderr.strip()}")
+    return {"LOCPATH": str(folder)}
+
+
+def test_numbers_ignore_the_host_locale(built, clip, cli_alpha, tmp_path):
+    """Qt hosts (Resolve, Nuke, Natron) call setlocale(LC_ALL, "") on Linux: with a German
+    LANG printf writes 0,5. The points parameter and the worker's JSON must not follow it:
+    a project saved under one locale opens under another with its points, and the worker
+    understands the settings."""
+    env = _comma_locale(tmp_path / "locale")
+    lines = preamble(built, clip) + [
+        "0 locale de_DE.UTF-8",
+        # a project saved on a machine with a point-decimal locale: a fractional point
+        "14 set_string points 0 2 1 80.500 14.250;",
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        "0 print_param points",
+        "14 set_int outputObject 1",
+        f"0 render 3 {tmp_path / 'o.raw'}",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path, env=env)
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    values = re.findall(r"^PARAM points = (.*)$", run.stdout, re.MULTILINE)
+    assert values == ["0 2 1 80.500 14.250;0 1 1 8.000 56.000;"]
+    np.testing.assert_allclose(
+        read_output(tmp_path / "o.raw")[..., 3], cli_alpha[3], atol=0.5 / 65535 + 1e-6
+    )
