@@ -779,3 +779,28 @@ def test_numbers_ignore_the_host_locale(built, clip, cli_alpha, tmp_path):
     np.testing.assert_allclose(
         read_output(tmp_path / "o.raw")[..., 3], cli_alpha[3], atol=0.5 / 65535 + 1e-6
     )
+
+
+def test_full_scale_render_after_proxy_is_not_the_proxy_matte(built, clip, cli_alpha, tmp_path):
+    """Working in proxy mode, then delivering at full resolution: the final frames are what
+    `vosfx matte` gives on the full-size frames, not mattes refined from upscaled proxies
+    cached while scrubbing (their edges are soft and offset)."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += [f"0 render {t} - 0.5" for t in range(7)]  # scrubbing in proxy mode
+    lines += [f"0 render {t} {tmp_path / f'full{t}.raw'}" for t in (6, 2, 4)]  # the delivery
+    lines += [f"0 render 4 {tmp_path / 'half4.raw'} 0.5"]  # proxy again: from the full cache
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    for t in (6, 2, 4):
+        np.testing.assert_allclose(
+            read_output(tmp_path / f"full{t}.raw")[..., 3],
+            cli_alpha[t],
+            atol=0.5 / 65535 + 1e-6,
+            err_msg=f"frame {t}",
+        )
+    size = (W // 2, H // 2)
+    half = read_output(tmp_path / "half4.raw", *size)[..., 3]
+    np.testing.assert_allclose(
+        half, cv2.resize(cli_alpha[4], size, interpolation=cv2.INTER_AREA), atol=1e-4
+    )
+    assert run.renders()[-1]["fetches"] == 1  # tracked at full size already: cached

@@ -26,6 +26,9 @@ class HostFrames:
         self.recent: OrderedDict[int, Frame] = OrderedDict()
         self.fetched = 0
         self.on_fetch: Callable[[int], None] | None = None
+        # a frame of a proxy render (upscaled to full size) went to the session: its results
+        # are proxy quality from then on
+        self.proxy_used = False
 
     def get(self, index: int) -> Frame:
         if not 0 <= index < self.info.num_frames:
@@ -68,6 +71,7 @@ class HostFrames:
         if (w, h) != size:  # a proxy render scale: the session works at full size
             import cv2
 
+            self.proxy_used = True
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
             if mask is not None:
                 mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
