@@ -804,3 +804,25 @@ def test_full_scale_render_after_proxy_is_not_the_proxy_matte(built, clip, cli_a
         half, cv2.resize(cli_alpha[4], size, interpolation=cv2.INTER_AREA), atol=1e-4
     )
     assert run.renders()[-1]["fetches"] == 1  # tracked at full size already: cached
+
+
+def test_mask_input_edited_on_the_shown_frame_updates_the_matte(built, clip, tmp_path):
+    """The user edits the roto that feeds Mask while looking at that frame: the host renders
+    the frame again and the matte follows the new mask (not the one seen a moment ago)."""
+    masks = {}
+    for name, frame in (("before", 3), ("after", 8)):  # "after": the square where frame 8 has it
+        folder = tmp_path / name
+        folder.mkdir()
+        square = moving_square_frame(frame, W, H)[1].astype(np.uint8) * 255
+        square.tofile(folder / "00003.a")
+        cv2.imwrite(str(tmp_path / f"{name}.png"), square)
+        masks[name] = folder
+    expect = vosfx_matte(clip, tmp_path / "cli", str(tmp_path / "after.png"), "--mask-frame", "3")
+    lines = preamble(built, clip, mask=masks["before"]) + [
+        "0 render 3 -",
+        f"0 mask {masks['after']}",  # the edit
+        f"0 render 3 {tmp_path / 'edited.raw'}",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    np.testing.assert_allclose(read_output(tmp_path / "edited.raw")[..., 3], expect[3], atol=3e-4)

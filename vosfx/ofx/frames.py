@@ -30,10 +30,12 @@ class HostFrames:
         # are proxy quality from then on
         self.proxy_used = False
 
-    def get(self, index: int) -> Frame:
+    def get(self, index: int, *, fresh: bool = False) -> Frame:
+        """Frame ``index`` (full size); ``fresh``: asked of the host even when kept, so its
+        Mask plane is the one the host has now (the user may have just edited the roto)."""
         if not 0 <= index < self.info.num_frames:
             raise ConfigError(f"frame {index}: expected 0..{self.info.num_frames - 1}")
-        frame = self.recent.get(index)
+        frame = None if fresh else self.recent.get(index)
         if frame is not None:
             self.recent.move_to_end(index)
             return frame

@@ -289,7 +289,9 @@ class Worker:
             self.masks_changed = False
             if mask_clip:
                 self.ensure_session()
-                self._frames().get(t)  # brings the mask plane of t
+                # the mask plane of t as the host has it now: an edited roto changes the
+                # prompts, so the key (a frame kept from a moment ago would give the old one)
+                self._frames().get(t, fresh=_attempt == 0)
             elif self.masks:
                 self.masks.clear()  # the Mask clip was disconnected
             prompts = self.prompts()
