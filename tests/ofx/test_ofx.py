@@ -826,3 +826,25 @@ def test_mask_input_edited_on_the_shown_frame_updates_the_matte(built, clip, tmp
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
     np.testing.assert_allclose(read_output(tmp_path / "edited.raw")[..., 3], expect[3], atol=3e-4)
+
+
+def test_install_with_command_starts_the_worker(built, clip, tmp_path):
+    """`vosfx plugins install ofx --command VOSFX` records only that command: the effect
+    starts the worker as `VOSFX ofx-worker --fd 3 --shm-fd 4`, which must exist."""
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    dest = tmp_path / "plugins"
+    command = f"{sys.executable} -X utf8 -m vosfx"  # not this vosfx: no worker lines
+    result = CliRunner().invoke(
+        cli, ["plugins", "install", "ofx", "--dest", str(dest), "--command", command]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = dest / "vosfx.ofx.bundle" / "Contents" / "Resources" / "vosfx_worker.cfg"
+    assert not [line for line in cfg.read_text().splitlines() if line.startswith("worker ")]
+    lines = preamble(built, clip) + [f"0 render 2 {tmp_path / 'p.raw'}", "0 children"]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    assert run.messages() == []  # no prompts yet: a silent pass-through from a live worker
+    assert "CHILDREN 1" in run.stdout

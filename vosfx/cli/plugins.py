@@ -241,6 +241,23 @@ def install(
         )
 
 
+@click.command("ofx-worker", hidden=True)
+@click.option("--fd", type=int, required=True, help="socket to the effect")
+@click.option("--shm-fd", type=int, required=True, help="shared memory file")
+@click.pass_context
+def ofx_worker(ctx: click.Context, fd: int, shm_fd: int) -> None:
+    """The OpenFX effect's worker, as the effect starts it when its config names a vosfx
+    command (`install ofx --command`) rather than an interpreter (plugins/ofx/README.md)."""
+    import logging
+
+    from vosfx.ofx.worker import main
+
+    vosfx_log = logging.getLogger("vosfx")  # the worker logs to its own handler: once a line
+    for handler in [h for h in vosfx_log.handlers if h.get_name() == "vosfx"]:
+        vosfx_log.removeHandler(handler)
+    ctx.exit(main(["--fd", str(fd), "--shm-fd", str(shm_fd)]))
+
+
 @plugins.command("path")
 @click.argument("host", type=click.Choice(HOSTS), required=False)
 @click.option("--blender-version", default="5.0", show_default=True)
