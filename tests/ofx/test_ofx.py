@@ -848,3 +848,17 @@ def test_install_with_command_starts_the_worker(built, clip, tmp_path):
     _ok(run)
     assert run.messages() == []  # no prompts yet: a silent pass-through from a live worker
     assert "CHILDREN 1" in run.stdout
+
+
+def test_matte_cache_key_follows_the_frame_size():
+    """The timeline's resolution changed (1920x1080 to 2048x1080: the same points, as the
+    effect sends them): the mattes cached for the old frame size are not served stretched."""
+    from vosfx.ofx.worker import Worker
+
+    worker = Worker(channel=None, make_engine=None)
+    worker.set_points({"points": [[0, 1, 1, 5, 5]]})
+    keys = []
+    for width in (1920, 2048):
+        worker.configure({"clip": {"width": width, "height": 1080, "frames": 12, "fps": 24}})
+        keys.append(worker.key(worker.prompts()))
+    assert keys[0] != keys[1]

@@ -133,7 +133,10 @@ class Worker:
             )
         sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
         self.job_config = build_config(sections)
-        self.settings_key = json.dumps(self.job_config.to_dict(), sort_keys=True)
+        # the frame size too: a matte cached for another size would come back stretched
+        self.settings_key = json.dumps(
+            {**self.job_config.to_dict(), "frame_size": [width, height]}, sort_keys=True
+        )
         self.info = VideoInfo(
             path=str(clip.get("name") or "ofx-clip"),
             width=width,
@@ -194,7 +197,7 @@ class Worker:
 
     def key(self, prompts) -> str:
         """The matte cache key: the prompts (by content) and every setting that changes a
-        matte (model, memory, refine)."""
+        matte (model, memory, refine, the frame size)."""
         sigs = sorted(f"{f}/{o}/{s}" for (f, o), (s, _p) in prompts.items())
         return _digest((self.settings_key + "|" + ";".join(sigs)).encode())
 
