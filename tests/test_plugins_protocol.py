@@ -199,3 +199,13 @@ def test_install_blender_copies_the_addon(tmp_path):
 def test_install_unknown_host_is_a_usage_error(tmp_path):
     r = _plugins("install", "premiere", "--dest", tmp_path)
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("command", ['"/opt/my env/bin/vosfx', "   "])
+def test_install_bad_command_is_a_usage_error(tmp_path, command):
+    """An unclosed quote or a blank --command: a usage error naming the option, nothing
+    installed (not a traceback, not a plugin that can never start vosfx)."""
+    r = _plugins("install", "resolve", "--dest", tmp_path, "--command", command)
+    assert r.exit_code == 2, r.output
+    assert "--command" in r.output and "Traceback" not in r.output
+    assert not list(tmp_path.iterdir())

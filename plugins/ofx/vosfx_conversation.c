@@ -66,6 +66,7 @@ static char *vx_config_json(VxInstance *in, const VxGeom *g) {
     static const char *const alphas[] = {"soft", "hard"};
     static const char *const edges[] = {"bilinear", "guided"};
     int alpha = vx_get_int(in, VXP_ALPHA), edge = vx_get_int(in, VXP_EDGE);
+    locale_t previous = vx_numbers_begin(); /* JSON numbers: "0.5", never "0,5" */
     vx_buf_add(&b, "{\"clip\": {\"width\": %d, \"height\": %d, \"frames\": %d, \"fps\": %.6f}, ",
                g->full_w, g->full_h, (int)(g->last - g->first) + 1, g->fps > 0 ? g->fps : 24.0);
     vx_buf_add(&b, "\"model\": {\"name\": ");
@@ -81,6 +82,7 @@ static char *vx_config_json(VxInstance *in, const VxGeom *g) {
                vx_get_int(in, VXP_FILL), vx_get_int(in, VXP_SPECKS),
                vx_get_double(in, VXP_TEMPORAL), vx_get_int(in, VXP_NON_OVERLAP) ? "true" : "false");
     vx_buf_add(&b, "\"mask_obj\": %d}", vx_get_int(in, VXP_MASK_OBJ));
+    vx_numbers_end(previous);
     if (b.oom) {
         vx_free(b.s);
         return NULL;
@@ -93,6 +95,7 @@ static char *vx_points_json(VxInstance *in, const VxGeom *g) {
     VxPoints pts = {0};
     vx_get_points(in, &pts);
     VxBuf b = {0};
+    locale_t previous = vx_numbers_begin();
     vx_buf_add(&b, "{\"points\": [");
     int n = 0;
     for (int i = 0; i < pts.count; i++) {
@@ -102,6 +105,7 @@ static char *vx_points_json(VxInstance *in, const VxGeom *g) {
                    p->obj, p->label, (p->x - g->rod.x1) / g->par, g->rod.y2 - p->y);
     }
     vx_buf_add(&b, "]}");
+    vx_numbers_end(previous);
     vx_points_free(&pts);
     if (b.oom) {
         vx_free(b.s);

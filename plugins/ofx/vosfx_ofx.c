@@ -52,6 +52,20 @@ void vx_free(void *p) {
     else free(p);
 }
 
+static locale_t vx_c_numeric;
+static pthread_once_t vx_c_numeric_once = PTHREAD_ONCE_INIT;
+
+static void vx_make_c_numeric(void) { vx_c_numeric = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+locale_t vx_numbers_begin(void) {
+    pthread_once(&vx_c_numeric_once, vx_make_c_numeric);
+    return vx_c_numeric ? uselocale(vx_c_numeric) : (locale_t)0;
+}
+
+void vx_numbers_end(locale_t previous) {
+    if (previous) uselocale(previous);
+}
+
 void vx_lock(VxInstance *in) {
     if (vx_thread && in->lock) vx_thread->mutexLock(in->lock);
     else pthread_mutex_lock(&vx_fallback_lock);

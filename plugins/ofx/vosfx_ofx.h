@@ -2,8 +2,12 @@
 #ifndef VOSFX_OFX_H
 #define VOSFX_OFX_H
 
+#include <locale.h>
 #include <stddef.h>
 #include <sys/types.h>
+#ifdef __APPLE__
+#include <xlocale.h>
+#endif
 
 #include "vosfx_ofx_api.h"
 #include "vosfx_ofx_proto.h"
@@ -72,6 +76,12 @@ void vx_points_free(VxPoints *pts);
 
 void *vx_alloc(size_t n);
 void vx_free(void *p);
+
+/* Numbers written or read between these two are in the C locale on this thread, whatever the
+ * host set: Qt hosts call setlocale(LC_ALL, "") on Linux, and a German LANG would make printf
+ * write "0,5" into the saved points and the worker's JSON. vx_numbers_end(vx_numbers_begin()) */
+locale_t vx_numbers_begin(void);
+void vx_numbers_end(locale_t previous);
 
 /* ---- parameters ---- */
 enum {

@@ -1,6 +1,7 @@
 /* Prompt points, persisted in the effect's hidden "points" string parameter so they live in the
  * host's project and take part in its undo: "frame obj label x y;" per point, x and y in
  * canonical coordinates (the host's pixel space at render scale 1, y up). */
+#define _GNU_SOURCE
 #include "vosfx_ofx.h"
 
 #include <stdio.h>
@@ -41,6 +42,8 @@ void vx_points_free(VxPoints *pts) {
 int vx_points_parse(const char *text, VxPoints *out) {
     out->count = 0;
     if (!text) return 0;
+    locale_t previous = vx_numbers_begin(); /* "8.500" whatever the host's locale */
+    int rc = 0;
     const char *p = text;
     while (*p) {
         const char *end = strchr(p, ';');
@@ -54,13 +57,17 @@ int vx_points_parse(const char *text, VxPoints *out) {
                     5 &&
                 pt.obj >= 1 && pt.obj <= 255) {
                 pt.label = pt.label ? 1 : 0;
-                if (vx_points_add(out, pt) != 0) return -1;
+                if (vx_points_add(out, pt) != 0) {
+                    rc = -1;
+                    break;
+                }
             }
         }
         if (!end) break;
         p = end + 1;
     }
-    return 0;
+    vx_numbers_end(previous);
+    return rc;
 }
 
 char *vx_points_format(const VxPoints *pts) {
@@ -69,6 +76,7 @@ char *vx_points_format(const VxPoints *pts) {
     if (!s) return NULL;
     size_t used = 0;
     s[0] = '\0';
+    locale_t previous = vx_numbers_begin();
     for (int i = 0; i < pts->count; i++) {
         const VxPoint *q = &pts->items[i];
         int n = snprintf(s + used, cap - used, "%d %d %d %.3f %.3f;", q->frame, q->obj, q->label,
@@ -76,5 +84,6 @@ char *vx_points_format(const VxPoints *pts) {
         if (n < 0 || (size_t)n >= cap - used) break;
         used += (size_t)n;
     }
+    vx_numbers_end(previous);
     return s;
 }

@@ -40,6 +40,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1319,6 +1320,10 @@ static OfxStatus run(char *cmd, char **a, int na) {
     }
     if (!strcmp(cmd, "rss")) {
         printf("RSS %ld kB\n", rss_kb());
+        return 0;
+    }
+    if (!strcmp(cmd, "locale")) { /* the host's locale, as Qt hosts set it from LANG */
+        if (!setlocale(LC_ALL, a[0])) die("no locale %s", a[0]);
         return 0;
     }
     if (!strcmp(cmd, "sleep")) {

@@ -734,3 +734,131 @@ def test_two_objects_and_the_output_object(built, clip, tmp_path):
     np.testing.assert_allclose(merged, np.maximum(o1, o2), atol=1e-7)
     np.testing.assert_allclose(o3, 0.0)  # no such object: an empty matte
     assert run.renders()[1]["fetches"] == 1  # another output object: from the cache
+
+
+def _comma_locale(folder: Path) -> dict:
+    """LOCPATH for a de_DE.UTF-8 locale (comma decimal separator) built here with localedef;
+    skips where the system cannot build it."""
+    import shutil
+
+    if shutil.which("localedef") is None:
+        pytest.skip("localedef is missing: cannot build a comma-decimal locale")
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["localedef", "-i", "de_DE", "-f", "UTF-8", str(folder / "de_DE.UTF-8")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not (folder / "de_DE.UTF-8").is_dir():
+        pytest.skip(f"localedef could not build de_DE.UTF-8: {proc.stderr.strip()}")
+    return {"LOCPATH": str(folder)}
+
+
+def test_numbers_ignore_the_host_locale(built, clip, cli_alpha, tmp_path):
+    """Qt hosts (Resolve, Nuke, Natron) call setlocale(LC_ALL, "") on Linux: with a German
+    LANG printf writes 0,5. The points parameter and the worker's JSON must not follow it:
+    a project saved under one locale opens under another with its points, and the worker
+    understands the settings."""
+    env = _comma_locale(tmp_path / "locale")
+    lines = preamble(built, clip) + [
+        "0 locale de_DE.UTF-8",
+        # a project saved on a machine with a point-decimal locale: a fractional point
+        "14 set_string points 0 2 1 80.500 14.250;",
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        "0 print_param points",
+        "14 set_int outputObject 1",
+        f"0 render 3 {tmp_path / 'o.raw'}",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path, env=env)
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    values = re.findall(r"^PARAM points = (.*)$", run.stdout, re.MULTILINE)
+    assert values == ["0 2 1 80.500 14.250;0 1 1 8.000 56.000;"]
+    np.testing.assert_allclose(
+        read_output(tmp_path / "o.raw")[..., 3], cli_alpha[3], atol=0.5 / 65535 + 1e-6
+    )
+
+
+def test_full_scale_render_after_proxy_is_not_the_proxy_matte(built, clip, cli_alpha, tmp_path):
+    """Working in proxy mode, then delivering at full resolution: the final frames are what
+    `vosfx matte` gives on the full-size frames, not mattes refined from upscaled proxies
+    cached while scrubbing (their edges are soft and offset)."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += [f"0 render {t} - 0.5" for t in range(7)]  # scrubbing in proxy mode
+    lines += [f"0 render {t} {tmp_path / f'full{t}.raw'}" for t in (6, 2, 4)]  # the delivery
+    lines += [f"0 render 4 {tmp_path / 'half4.raw'} 0.5"]  # proxy again: from the full cache
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    for t in (6, 2, 4):
+        np.testing.assert_allclose(
+            read_output(tmp_path / f"full{t}.raw")[..., 3],
+            cli_alpha[t],
+            atol=0.5 / 65535 + 1e-6,
+            err_msg=f"frame {t}",
+        )
+    size = (W // 2, H // 2)
+    half = read_output(tmp_path / "half4.raw", *size)[..., 3]
+    np.testing.assert_allclose(
+        half, cv2.resize(cli_alpha[4], size, interpolation=cv2.INTER_AREA), atol=1e-4
+    )
+    assert run.renders()[-1]["fetches"] == 1  # tracked at full size already: cached
+
+
+def test_mask_input_edited_on_the_shown_frame_updates_the_matte(built, clip, tmp_path):
+    """The user edits the roto that feeds Mask while looking at that frame: the host renders
+    the frame again and the matte follows the new mask (not the one seen a moment ago)."""
+    masks = {}
+    for name, frame in (("before", 3), ("after", 8)):  # "after": the square where frame 8 has it
+        folder = tmp_path / name
+        folder.mkdir()
+        square = moving_square_frame(frame, W, H)[1].astype(np.uint8) * 255
+        square.tofile(folder / "00003.a")
+        cv2.imwrite(str(tmp_path / f"{name}.png"), square)
+        masks[name] = folder
+    expect = vosfx_matte(clip, tmp_path / "cli", str(tmp_path / "after.png"), "--mask-frame", "3")
+    lines = preamble(built, clip, mask=masks["before"]) + [
+        "0 render 3 -",
+        f"0 mask {masks['after']}",  # the edit
+        f"0 render 3 {tmp_path / 'edited.raw'}",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    np.testing.assert_allclose(read_output(tmp_path / "edited.raw")[..., 3], expect[3], atol=3e-4)
+
+
+def test_install_with_command_starts_the_worker(built, clip, tmp_path):
+    """`vosfx plugins install ofx --command VOSFX` records only that command: the effect
+    starts the worker as `VOSFX ofx-worker --fd 3 --shm-fd 4`, which must exist."""
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    dest = tmp_path / "plugins"
+    command = f"{sys.executable} -X utf8 -m vosfx"  # not this vosfx: no worker lines
+    result = CliRunner().invoke(
+        cli, ["plugins", "install", "ofx", "--dest", str(dest), "--command", command]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = dest / "vosfx.ofx.bundle" / "Contents" / "Resources" / "vosfx_worker.cfg"
+    assert not [line for line in cfg.read_text().splitlines() if line.startswith("worker ")]
+    lines = preamble(built, clip) + [f"0 render 2 {tmp_path / 'p.raw'}", "0 children"]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    assert run.messages() == []  # no prompts yet: a silent pass-through from a live worker
+    assert "CHILDREN 1" in run.stdout
+
+
+def test_matte_cache_key_follows_the_frame_size():
+    """The timeline's resolution changed (1920x1080 to 2048x1080: the same points, as the
+    effect sends them): the mattes cached for the old frame size are not served stretched."""
+    from vosfx.ofx.worker import Worker
+
+    worker = Worker(channel=None, make_engine=None)
+    worker.set_points({"points": [[0, 1, 1, 5, 5]]})
+    keys = []
+    for width in (1920, 2048):
+        worker.configure({"clip": {"width": width, "height": 1080, "frames": 12, "fps": 24}})
+        keys.append(worker.key(worker.prompts()))
+    assert keys[0] != keys[1]

@@ -175,6 +175,19 @@ def install_ofx(src: Path, dest: Path, command: list[str]) -> list[Path]:
     return [target]
 
 
+def _split_command(text: str) -> list[str]:
+    """``--command`` split like a shell would (never run by one)."""
+    try:
+        command = shlex.split(text, posix=os.name != "nt")
+    except ValueError as err:  # an unclosed quote
+        raise click.BadParameter(
+            f"expected a command line, found {text!r}: {err}", param_hint="--command"
+        ) from None
+    if not command:
+        raise click.BadParameter(f"expected a command line, found {text!r}", param_hint="--command")
+    return command
+
+
 def _this_vosfx() -> list[str]:
     """The command that runs this vosfx: its interpreter with ``-m vosfx`` (works whether or
     not the console script is on the host's PATH)."""
@@ -219,7 +232,7 @@ def install(
     """Install the HOST plugin where the host finds it (ofx: compiled with the system C
     compiler) and print what was written."""
     target = Path(dest) if dest else default_dest(host, blender_version=blender_version, user=user)
-    command = shlex.split(command_text, posix=os.name != "nt") if command_text else _this_vosfx()
+    command = _split_command(command_text) if command_text else _this_vosfx()
     src = plugins_source()
     installer = {"resolve": install_resolve, "blender": install_blender, "ofx": install_ofx}
     try:
@@ -239,6 +252,23 @@ def install(
             "other than the system one must be on OFX_PLUGIN_PATH.",
             err=True,
         )
+
+
+@click.command("ofx-worker", hidden=True)
+@click.option("--fd", type=int, required=True, help="socket to the effect")
+@click.option("--shm-fd", type=int, required=True, help="shared memory file")
+@click.pass_context
+def ofx_worker(ctx: click.Context, fd: int, shm_fd: int) -> None:
+    """The OpenFX effect's worker, as the effect starts it when its config names a vosfx
+    command (`install ofx --command`) rather than an interpreter (plugins/ofx/README.md)."""
+    import logging
+
+    from vosfx.ofx.worker import main
+
+    vosfx_log = logging.getLogger("vosfx")  # the worker logs to its own handler: once a line
+    for handler in [h for h in vosfx_log.handlers if h.get_name() == "vosfx"]:
+        vosfx_log.removeHandler(handler)
+    ctx.exit(main(["--fd", str(fd), "--shm-fd", str(shm_fd)]))
 
 
 @plugins.command("path")

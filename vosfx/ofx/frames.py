@@ -26,11 +26,16 @@ class HostFrames:
         self.recent: OrderedDict[int, Frame] = OrderedDict()
         self.fetched = 0
         self.on_fetch: Callable[[int], None] | None = None
+        # a frame of a proxy render (upscaled to full size) went to the session: its results
+        # are proxy quality from then on
+        self.proxy_used = False
 
-    def get(self, index: int) -> Frame:
+    def get(self, index: int, *, fresh: bool = False) -> Frame:
+        """Frame ``index`` (full size); ``fresh``: asked of the host even when kept, so its
+        Mask plane is the one the host has now (the user may have just edited the roto)."""
         if not 0 <= index < self.info.num_frames:
             raise ConfigError(f"frame {index}: expected 0..{self.info.num_frames - 1}")
-        frame = self.recent.get(index)
+        frame = None if fresh else self.recent.get(index)
         if frame is not None:
             self.recent.move_to_end(index)
             return frame
@@ -68,6 +73,7 @@ class HostFrames:
         if (w, h) != size:  # a proxy render scale: the session works at full size
             import cv2
 
+            self.proxy_used = True
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
             if mask is not None:
                 mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)

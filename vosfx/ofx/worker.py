@@ -46,6 +46,7 @@ from vosfx.ofx.tracking import IncrementalTracker
 from vosfx.types import Matte, Prompt, VideoInfo
 
 log = logging.getLogger("vosfx.ofx")
+PROXY_KEY = "/proxy"  # cache key suffix of mattes made from proxy (render scale < 1) frames
 EngineFactory = Callable[..., object]
 
 
@@ -132,7 +133,10 @@ class Worker:
             )
         sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
         self.job_config = build_config(sections)
-        self.settings_key = json.dumps(self.job_config.to_dict(), sort_keys=True)
+        # the frame size too: a matte cached for another size would come back stretched
+        self.settings_key = json.dumps(
+            {**self.job_config.to_dict(), "frame_size": [width, height]}, sort_keys=True
+        )
         self.info = VideoInfo(
             path=str(clip.get("name") or "ofx-clip"),
             width=width,
@@ -193,7 +197,7 @@ class Worker:
 
     def key(self, prompts) -> str:
         """The matte cache key: the prompts (by content) and every setting that changes a
-        matte (model, memory, refine)."""
+        matte (model, memory, refine, the frame size)."""
         sigs = sorted(f"{f}/{o}/{s}" for (f, o), (s, _p) in prompts.items())
         return _digest((self.settings_key + "|" + ";".join(sigs)).encode())
 
@@ -278,11 +282,19 @@ class Worker:
         if not 0 <= t < info.num_frames:
             raise ConfigError(f"frame {t} is outside the clip (0..{info.num_frames - 1})")
         self.stats["renders"] += 1
+        proxy = out_w > 0 and out_h > 0 and (out_w, out_h) != (info.width, info.height)
+        if not proxy and self.frames is not None and self.frames.proxy_used:
+            # a full-size render never shows a matte tracked or refined from upscaled proxy
+            # frames: track again on full-size frames (the mattes cached at full size stay)
+            self._drop_session()
+            self.frames = None
         for _attempt in range(4):  # a Mask-clip frame seen while tracking changes the prompts
             self.masks_changed = False
             if mask_clip:
                 self.ensure_session()
-                self._frames().get(t)  # brings the mask plane of t
+                # the mask plane of t as the host has it now: an edited roto changes the
+                # prompts, so the key (a frame kept from a moment ago would give the old one)
+                self._frames().get(t, fresh=_attempt == 0)
             elif self.masks:
                 self.masks.clear()  # the Mask clip was disconnected
             prompts = self.prompts()
@@ -291,6 +303,8 @@ class Worker:
                 return
             key = self.key(prompts)
             matte = self.cache.get(key, t)
+            if matte is None and proxy:  # a proxy render takes a proxy-made matte as well
+                matte = self.cache.get(key + PROXY_KEY, t)
             if matte is not None:
                 self.stats["cache_hits"] += 1
                 self._send_matte(matte, out_w, out_h, obj, cached=True)
@@ -333,12 +347,15 @@ class Worker:
         from vosfx.matte.refine import Refiner
 
         result = self.session.result(index)
+        frame = self._frames().get(index)
+        if self._frames().proxy_used:
+            key += PROXY_KEY  # served to proxy renders only
         if self.refiner is None or self.refiner_key != key:
             self.refiner = Refiner(self._need_config()[0].refine, result.obj_ids)
             self.refiner_key, self.last_refined = key, None
         if self.last_refined is None or abs(index - self.last_refined) != 1:
             self.refiner.reset()  # temporal smoothing only across neighbouring frames
-        matte = self.refiner(result, self._frames().get(index))
+        matte = self.refiner(result, frame)
         self.last_refined = index
         self.cache.put(key, matte)
         return matte
