@@ -137,3 +137,19 @@ def test_state_file_errors(tmp_path):
     (tmp_path / "state.json").write_text('{"version": 99}')
     with pytest.raises(BatchError, match="version 99"):
         BatchState(tmp_path)
+
+
+def test_hash_sees_a_trusted_checkpoint_imported_under_the_model_id(job, tmp_path):
+    """A fine-tune imported over a registry id (``models import --as ID --trust-unverified``)
+    changes the weights every job of that model uses: the jobs must be redone, not skipped."""
+    from vosfx.models import cache
+
+    h = job_hash(job)
+    ckpt = tmp_path / "finetune.pt"
+    ckpt.write_bytes(b"fine-tuned weights")
+    cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
+    tuned = job_hash(job)
+    assert tuned != h
+    ckpt.write_bytes(b"another fine-tune")
+    cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
+    assert job_hash(job) not in (h, tuned)

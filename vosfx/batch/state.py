@@ -11,8 +11,9 @@
 - each mask prompt's full content;
 - the job as the pipeline sees it (:meth:`vosfx.job.Job.to_dict`: paths, prompts, frame range
   and the *effective* config after presets and overrides), minus ``overwrite``;
-- the model: its id, the registry's published sha256 (or the checkpoint file's fingerprint
-  when ``[model] checkpoint`` names one);
+- the model: its id and the sha256 the cache holds its file to (the registry's published one,
+  or a trusted import's own: a fine-tune imported under the id), or the checkpoint file's
+  fingerprint when ``[model] checkpoint`` names one;
 - vosfx's major version (a new major may change outputs).
 
 **Skip rule.** A job is skipped only when every output and sidecar it wrote exists, the state
@@ -81,7 +82,8 @@ def input_fingerprint(path: str) -> Any:
 
 
 def model_identity(job: Job) -> dict[str, Any]:
-    """The model's id and what pins its weights (published sha256 or checkpoint fingerprint)."""
+    """The model's id and what pins its weights: the sha256 the cache holds the file to (a
+    trusted import's own, else the published one), or the checkpoint file's fingerprint."""
     model = job.config.model
     ident: dict[str, Any] = {"id": model.name}
     if model.checkpoint:
@@ -89,10 +91,10 @@ def model_identity(job: Job) -> dict[str, Any]:
         ident["checkpoint"] = file_fingerprint(ckpt) if ckpt.is_file() else "missing"
     else:
         from vosfx.errors import ModelError
-        from vosfx.models import registry
+        from vosfx.models.cache import expected_sha256
 
-        try:
-            ident["sha256"] = registry.get(model.name).sha256
+        try:  # a fine-tune imported under this id (trusted) has its own hash
+            ident["sha256"] = expected_sha256(model.name)
         except ModelError:
             ident["sha256"] = None  # unknown id: the job fails with the registry's message
     return ident
