@@ -311,3 +311,31 @@ def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, conf
         "c.mkv.json",
     ]
     assert "removed a partial file" in (state_file.parent / "logs" / "b.log").read_text()
+
+
+def test_a_second_run_on_the_same_state_is_refused_while_the_first_runs(tmp_path, config_home):
+    """Two runs of one manifest at once (a double-clicked launcher, an overlapping cron job)
+    would render every job twice, delete each other's temporary files and overwrite each
+    other's state: the second is refused before it touches anything."""
+    manifest = make_batch(tmp_path, names=("a",), n=3)
+    second: list[BaseException | None] = []
+
+    def start_another(ev):
+        if ev.event == "start":
+            try:
+                run_batch(manifest, executor="inline", engine_factory=fake_engine)
+            except BatchError as err:
+                second.append(err)
+            else:
+                second.append(None)
+
+    report = run_batch(
+        manifest, executor="inline", engine_factory=fake_engine, on_progress=start_another
+    )
+    assert [r.status for r in report.results] == ["ok"]
+    assert second and second[0] is not None, "the second run was not refused"
+    message = str(second[0])
+    assert "another vosfx batch" in message and ".vosfx-batch" in message
+    # once the first has finished, a rerun is fine (and skips the finished job)
+    again = run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    assert [r.status for r in again.results] == ["skipped"]
