@@ -153,3 +153,13 @@ def test_hash_sees_a_trusted_checkpoint_imported_under_the_model_id(job, tmp_pat
     ckpt.write_bytes(b"another fine-tune")
     cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
     assert job_hash(job) not in (h, tuned)
+
+
+def test_hash_sees_a_new_background_plate(job, tmp_path):
+    """A composite's background file re-exported under the same name changes the outputs."""
+    plate = tmp_path / "plate.png"
+    plate.write_bytes(b"plate v1")
+    comp = job.with_config(job.config.replace({"output": {"background": str(plate)}}))
+    h = job_hash(comp)
+    plate.write_bytes(b"plate v2")
+    assert job_hash(comp) != h

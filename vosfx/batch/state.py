@@ -8,7 +8,7 @@
   re-export or truncation we know of; a same-size in-place edit of the middle of a big file that
   also restores its mtime would be missed. Image sequences hash each frame file's name, size
   and mtime (content hashing thousands of frames would cost as much as matting them).
-- each mask prompt's full content;
+- each mask prompt's full content, and a composite's background file (as the input);
 - the job as the pipeline sees it (:meth:`vosfx.job.Job.to_dict`: paths, prompts, frame range
   and the *effective* config after presets and overrides), minus ``overwrite``;
 - the model: its id and the sha256 the cache holds its file to (the registry's published one,
@@ -108,10 +108,13 @@ def job_hash(job: Job) -> str:
         file_fingerprint(p.mask)["sha256"] if p.mask and Path(p.mask).is_file() else None
         for p in job.prompts
     ]
+    background = Path(job.config.output.background).expanduser()
     payload = {
         "job": described,
         "input": input_fingerprint(job.input),
         "masks": prompts,
+        # a composite's plate: the config holds only its path
+        "background": file_fingerprint(background) if background.is_file() else None,
         "model": model_identity(job),
         "vosfx_major": __version__.split(".")[0],
     }
