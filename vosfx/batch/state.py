@@ -162,9 +162,17 @@ class BatchState:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(
-            self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1, sort_keys=True
-        )
+        """Raises BatchError when the file cannot be written (a full disk): a batch that
+        cannot record what it did must stop, or a rerun would not know."""
+        try:
+            atomic_write_json(
+                self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1, sort_keys=True
+            )
+        except OSError as err:
+            raise BatchError(
+                f"batch state {self.path} cannot be saved ({err.strerror or err}); the batch "
+                "stopped: free space or fix the folder, then run it again to resume"
+            ) from None
 
 
 @dataclass(frozen=True)
