@@ -200,3 +200,15 @@ def test_a_model_typo_or_missing_checkpoint_is_found_before_any_work(clips):
     assert "models.toml jobs[0]" in text and "unknown model 'sam2.1-tinny'" in text
     assert "models.toml jobs[1]" in text and str(clips / "ckpt" / "gone.pt") in text
     assert "2 problem(s)" in text
+
+
+@pytest.mark.parametrize("suffix", ["csv", "toml", "jsonl"])
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(clips, suffix):
+    """Excel's "CSV UTF-8" and Windows editors start the file with a BOM: the first column is
+    still ``input``, not an unknown key ``\\ufeffinput``."""
+    plain = _write_forms(clips)[suffix]
+    bom = clips / f"bom.{suffix}"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert [bj.job for bj in load_manifest(bom).jobs] == [
+        bj.job for bj in load_manifest(plain).jobs
+    ]

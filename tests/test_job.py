@@ -288,3 +288,11 @@ def test_file_paths_in_overrides_resolve_against_the_job_folder(jobdir, tmp_path
     # a CLI flag's path stays relative to where the command runs
     cli = job_from_dict(base_job(), base=jobdir, cli_overrides={"model": {"checkpoint": "here.pt"}})
     assert cli.config.model.checkpoint == "here.pt"
+
+
+def test_a_job_file_with_a_byte_order_mark_loads(jobdir):
+    from vosfx.job import load_job_file
+
+    path = jobdir / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(base_job()).encode())
+    assert load_job_file(path) == job_from_dict(base_job(), base=jobdir)

@@ -332,7 +332,8 @@ def job_from_dict(
 def load_job_file(path: str | Path, *, cli_overrides: dict | None = None) -> Job:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a job saved by Windows Notepad starts with a BOM
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"job file {path} does not exist") from None
     except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, nesting too deep
