@@ -3,7 +3,9 @@
 Serves ``files`` (name -> bytes) flat under ``server.url``, honours ``Range: bytes=N-`` with
 206 replies, and records every request (path and Range header). Misbehaviours on demand:
 ``drop_first[name] = n`` closes the connection after ``n`` body bytes on the first request for
-``name``; ``ignore_range = True`` answers every request with the whole file (200).
+``name``; ``ignore_range = True`` answers every request with the whole file (200);
+``no_length = True`` sends no Content-Length (the body ends when the connection closes, as
+some proxies answer).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     drop_first: dict[str, int] = field(default_factory=dict)
     ignore_range: bool = False
+    no_length: bool = False
     requests: list[Request] = field(default_factory=list)
     url: str = ""
     _httpd: ThreadingHTTPServer | None = None
@@ -72,7 +75,10 @@ class FileServer:
         else:
             h.send_response(200)
         payload = body[start:]
-        h.send_header("Content-Length", str(len(payload)))
+        if self.no_length:
+            h.close_connection = True
+        else:
+            h.send_header("Content-Length", str(len(payload)))
         h.send_header("Accept-Ranges", "bytes")
         h.end_headers()
         cut = self.drop_first.pop(name, None)

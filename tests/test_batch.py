@@ -311,3 +311,68 @@ def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, conf
         "c.mkv.json",
     ]
     assert "removed a partial file" in (state_file.parent / "logs" / "b.log").read_text()
+
+
+def test_a_second_run_on_the_same_state_is_refused_while_the_first_runs(tmp_path, config_home):
+    """Two runs of one manifest at once (a double-clicked launcher, an overlapping cron job)
+    would render every job twice, delete each other's temporary files and overwrite each
+    other's state: the second is refused before it touches anything."""
+    manifest = make_batch(tmp_path, names=("a",), n=3)
+    second: list[BaseException | None] = []
+
+    def start_another(ev):
+        if ev.event == "start":
+            try:
+                run_batch(manifest, executor="inline", engine_factory=fake_engine)
+            except BatchError as err:
+                second.append(err)
+            else:
+                second.append(None)
+
+    report = run_batch(
+        manifest, executor="inline", engine_factory=fake_engine, on_progress=start_another
+    )
+    assert [r.status for r in report.results] == ["ok"]
+    assert second and second[0] is not None, "the second run was not refused"
+    message = str(second[0])
+    assert "another vosfx batch" in message and ".vosfx-batch" in message
+    # once the first has finished, a rerun is fine (and skips the finished job)
+    again = run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    assert [r.status for r in again.results] == ["skipped"]
+
+
+def test_a_state_file_that_cannot_be_saved_stops_the_batch_with_one_message(
+    tmp_path, config_home, monkeypatch
+):
+    """A full disk (or a state folder gone read-only) while the batch records a finished job:
+    one message naming the state file and the reason, exit code 10, no traceback."""
+    import errno
+
+    from vosfx.batch import state as batch_state
+
+    manifest = make_batch(tmp_path, names=("a", "b"), n=3)
+    real = batch_state.atomic_write_json
+    calls = []
+
+    def full_disk(path, *args, **kwargs):
+        if Path(path).name == "state.json":
+            calls.append(path)
+        if len(calls) >= 2:  # the first job's "running" is saved, its result is not
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(batch_state, "atomic_write_json", full_disk)
+    res = CliRunner().invoke(
+        cli, ["batch", str(manifest), "--executor", "inline", "--engine-factory", FACTORY]
+    )
+    assert res.exit_code == 10, (res.output, res.exception)
+    assert "Traceback" not in res.output and not isinstance(res.exception, OSError)
+    assert "state.json" in res.stderr and "No space left on device" in res.stderr
+
+
+def test_a_log_that_cannot_be_written_is_a_batch_error(tmp_path):
+    from vosfx.batch.worker import append_log
+
+    (tmp_path / "a.log").mkdir()  # stands in for a full disk or a read-only folder
+    with pytest.raises(BatchError, match=r"batch log .*a\.log cannot be written"):
+        append_log(tmp_path / "a.log", "done\n")

@@ -181,3 +181,34 @@ def test_bad_csv_and_jsonl(clips):
     (clips / "x.yaml").write_text("a: 1")
     with pytest.raises(BatchError, match="expected a .toml"):
         load_manifest(clips / "x.yaml")
+
+
+def test_a_model_typo_or_missing_checkpoint_is_found_before_any_work(clips):
+    """A model every job of a row needs is checked with the rest of the manifest: a typo in
+    one row must not cost that shot the night."""
+    bad = clips / "models.toml"
+    bad.write_text(
+        '[defaults]\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "out/a.mkv"\n'
+        'overrides = {model = {name = "sam2.1-tinny"}}\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/b.mkv"\n'
+        'overrides = {model = {checkpoint = "ckpt/gone.pt"}}\n'
+    )
+    with pytest.raises(BatchError) as err:
+        load_manifest(bad)
+    text = str(err.value)
+    assert "models.toml jobs[0]" in text and "unknown model 'sam2.1-tinny'" in text
+    assert "models.toml jobs[1]" in text and str(clips / "ckpt" / "gone.pt") in text
+    assert "2 problem(s)" in text
+
+
+@pytest.mark.parametrize("suffix", ["csv", "toml", "jsonl"])
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(clips, suffix):
+    """Excel's "CSV UTF-8" and Windows editors start the file with a BOM: the first column is
+    still ``input``, not an unknown key ``\\ufeffinput``."""
+    plain = _write_forms(clips)[suffix]
+    bom = clips / f"bom.{suffix}"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert [bj.job for bj in load_manifest(bom).jobs] == [
+        bj.job for bj in load_manifest(plain).jobs
+    ]

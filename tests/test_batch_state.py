@@ -137,3 +137,29 @@ def test_state_file_errors(tmp_path):
     (tmp_path / "state.json").write_text('{"version": 99}')
     with pytest.raises(BatchError, match="version 99"):
         BatchState(tmp_path)
+
+
+def test_hash_sees_a_trusted_checkpoint_imported_under_the_model_id(job, tmp_path):
+    """A fine-tune imported over a registry id (``models import --as ID --trust-unverified``)
+    changes the weights every job of that model uses: the jobs must be redone, not skipped."""
+    from vosfx.models import cache
+
+    h = job_hash(job)
+    ckpt = tmp_path / "finetune.pt"
+    ckpt.write_bytes(b"fine-tuned weights")
+    cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
+    tuned = job_hash(job)
+    assert tuned != h
+    ckpt.write_bytes(b"another fine-tune")
+    cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
+    assert job_hash(job) not in (h, tuned)
+
+
+def test_hash_sees_a_new_background_plate(job, tmp_path):
+    """A composite's background file re-exported under the same name changes the outputs."""
+    plate = tmp_path / "plate.png"
+    plate.write_bytes(b"plate v1")
+    comp = job.with_config(job.config.replace({"output": {"background": str(plate)}}))
+    h = job_hash(comp)
+    plate.write_bytes(b"plate v2")
+    assert job_hash(comp) != h

@@ -210,3 +210,26 @@ def test_import_of_other_bytes_needs_trust_and_is_then_held_to_its_hash(model, t
 def test_import_missing_file(model, tmp_path):
     with pytest.raises(ModelError, match="found nothing"):
         cache.import_checkpoint(tmp_path / "nope.pt")
+
+
+def test_an_import_that_runs_out_of_disk_leaves_nothing_and_says_why(model, tmp_path, monkeypatch):
+    """Disk full halfway through copying 900 MB into the cache: a ModelError naming the cache
+    path and the reason, no half copy left behind, and a good cached file kept as it was."""
+    import errno
+    import shutil
+
+    src = tmp_path / "elsewhere.pt"
+    src.write_bytes(PAYLOAD)
+    _, dest = cache.import_checkpoint(src)  # a good copy is cached already
+
+    def full(a, b, *args, **kwargs):
+        with open(b, "wb") as fh:
+            fh.write(PAYLOAD[:1000])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(ModelError, match="No space left on device") as err:
+        cache.import_checkpoint(src)
+    assert str(dest) in str(err.value)
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([NAME, "index.json"])
+    assert dest.read_bytes() == PAYLOAD

@@ -166,3 +166,15 @@ def test_a_file_made_during_the_wait_with_the_wrong_hash_is_refused(tmp_path, mo
     monkeypatch.setattr(download, "exclusive_lock", other_process_wrote_it)
     with pytest.raises(DownloadError, match="made by another vosfx process.*fails its hash"):
         download_file("http://127.0.0.1:9/f.pt", dest, sha256=SHA)
+
+
+def test_a_drop_without_content_length_is_resumed_not_taken_for_the_whole_file(tmp_path):
+    """A proxy that answers without Content-Length: a dropped connection looks like the end of
+    the body. With the file's published size known, the short part is resumed (not hashed,
+    refused and deleted as a corrupt download)."""
+    dest = tmp_path / "f.pt"
+    with FileServer(files={"f.pt": BODY}, drop_first={"f.pt": 5000}, no_length=True) as srv:
+        digest = download_file(f"{srv.url}/f.pt", dest, sha256=SHA, size_bytes=len(BODY))
+        ranges = [r.range for r in srv.requests]
+    assert digest == SHA and dest.read_bytes() == BODY
+    assert ranges == [None, "bytes=5000-"]

@@ -265,3 +265,34 @@ def test_unreadable_job_file_is_a_config_error(jobdir, content):
     r = CliRunner().invoke(cli, ["matte", "--job", str(path)])
     assert r.exit_code == 3, (r.output, r.exception)
     assert "Traceback" not in r.output and r.stderr.startswith("vosfx: error: job")
+
+
+def test_file_paths_in_overrides_resolve_against_the_job_folder(jobdir, tmp_path, monkeypatch):
+    """A checkpoint or background image named relative in a job file or manifest row is beside
+    it, like the input and masks: not in whatever folder the render was started from (a batch
+    started from the home folder, a Ray actor's working directory)."""
+    monkeypatch.chdir(tmp_path)
+    job = base_job() | {
+        "overrides": {
+            "model": {"checkpoint": "ckpt/ft.pt"},
+            "output": {"background": "plates/bg.png"},
+        }
+    }
+    parsed = job_from_dict(job, base=jobdir)
+    assert parsed.config.model.checkpoint == str(jobdir / "ckpt" / "ft.pt")
+    assert parsed.config.output.background == str(jobdir / "plates" / "bg.png")
+    colour = base_job() | {"overrides": {"output": {"background": "#ff8800"}}}
+    assert job_from_dict(colour, base=jobdir).config.output.background == "#ff8800"
+    absolute = base_job() | {"overrides": {"model": {"checkpoint": "/data/ft.pt"}}}
+    assert job_from_dict(absolute, base=jobdir).config.model.checkpoint == "/data/ft.pt"
+    # a CLI flag's path stays relative to where the command runs
+    cli = job_from_dict(base_job(), base=jobdir, cli_overrides={"model": {"checkpoint": "here.pt"}})
+    assert cli.config.model.checkpoint == "here.pt"
+
+
+def test_a_job_file_with_a_byte_order_mark_loads(jobdir):
+    from vosfx.job import load_job_file
+
+    path = jobdir / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(base_job()).encode())
+    assert load_job_file(path) == job_from_dict(base_job(), base=jobdir)

@@ -65,13 +65,19 @@ def atomic_write_json(
 
 @contextmanager
 def exclusive_lock(
-    path: str | os.PathLike, on_wait: Callable[[], None] | None = None
+    path: str | os.PathLike,
+    on_wait: Callable[[], None] | None = None,
+    *,
+    blocking: bool = True,
 ) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if missing and never deleted:
     deleting a lock file lets a third process lock a new one while a second still holds the
-    old). Another process holding it: ``on_wait()`` once, then wait for it."""
+    old). Another process holding it: ``on_wait()`` once, then wait for it; with
+    ``blocking=False`` raise BlockingIOError instead of waiting."""
     with open(path, "a+b") as fh:
         if not _try_lock(fh.fileno()):
+            if not blocking:
+                raise BlockingIOError(f"{path} is locked by another process")
             if on_wait is not None:
                 on_wait()
             while not _try_lock(fh.fileno(), wait=True):

@@ -252,6 +252,22 @@ def _presets(value: Any) -> list[str]:
     return value
 
 
+def _files_beside(overrides: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``overrides`` with its file options (``[model] checkpoint``, an ``[output] background``
+    that is not a colour) made absolute against ``base``, like the job's input and masks."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in overrides.items()}
+    model, output = out.get("model", {}), out.get("output", {})
+    if model.get("checkpoint") and not Path(model["checkpoint"]).expanduser().is_absolute():
+        model["checkpoint"] = str(base / model["checkpoint"])
+    background = output.get("background")
+    if background and not Path(background).expanduser().is_absolute():
+        from vosfx.io.writers.backdrop import parse_colour
+
+        if parse_colour(background) is None:
+            output["background"] = str(base / background)
+    return out
+
+
 def job_from_dict(
     data: dict[str, Any], *, base: Path | None = None, cli_overrides: dict | None = None
 ) -> Job:
@@ -292,6 +308,7 @@ def job_from_dict(
             build_config(overrides)  # alone first, so the message can name job.overrides
         except ConfigError as err:
             raise ConfigError(f"job.overrides: {err}") from None
+        overrides = _files_beside(overrides, base)
     config = resolve_config(tuple(presets), merge_dicts(overrides or {}, cli_overrides or {}))
 
     def rel(p: str) -> str:
@@ -315,7 +332,8 @@ def job_from_dict(
 def load_job_file(path: str | Path, *, cli_overrides: dict | None = None) -> Job:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a job saved by Windows Notepad starts with a BOM
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"job file {path} does not exist") from None
     except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, nesting too deep

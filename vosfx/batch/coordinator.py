@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -195,13 +196,37 @@ def run_batch(
         raise BatchError(f"retry: expected 0 or more, found {retry}")
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, **manifest_options)
-    state = BatchState(state_dir or manifest.default_state_dir()).open()
-    if isinstance(executor, str):
-        executor = make_executor(
-            executor, workers=workers, engine_factory=engine_factory, retry=retry
-        )
-    run = _Coordinator(manifest, state, executor, retry, on_progress)
-    return run.run()
+    folder = Path(state_dir or manifest.default_state_dir())
+    with _only_run(folder):
+        state = BatchState(folder).open()
+        if isinstance(executor, str):
+            executor = make_executor(
+                executor, workers=workers, engine_factory=engine_factory, retry=retry
+            )
+        run = _Coordinator(manifest, state, executor, retry, on_progress)
+        return run.run()
+
+
+@contextmanager
+def _only_run(state_dir: Path) -> Iterator[None]:
+    """Hold ``<state dir>/lock`` for the whole run. A second run on the same state (the same
+    manifest launched twice) would render every job again beside the first, delete the
+    first's temporary files as leftovers and overwrite its state: it is refused instead."""
+    from vosfx.files import exclusive_lock
+
+    with ExitStack() as held:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(state_dir / "lock", blocking=False))
+        except BlockingIOError:
+            raise BatchError(
+                f"another vosfx batch is running with the state in {state_dir} (the same "
+                "manifest, or the same --state-dir); wait for it to finish, or stop it and "
+                "run again to resume"
+            ) from None
+        except OSError as err:
+            raise BatchError(f"batch state folder {state_dir} cannot be used ({err})") from None
+        yield
 
 
 class _Coordinator:

@@ -274,6 +274,16 @@ def _row_job(
     for p in job.prompts:
         if p.mask is not None and not Path(p.mask).is_file():
             errors.append(f"{where}: mask {p.mask} does not exist")
+    model = job.config.model
+    if model.checkpoint and not Path(model.checkpoint).expanduser().is_file():
+        errors.append(f"{where}: [model] checkpoint {model.checkpoint} does not exist")
+    elif not model.checkpoint:
+        from vosfx.models import registry
+
+        try:
+            registry.get(model.name)
+        except VosfxError as err:
+            errors.append(f"{where}: [model] name: {err}")
     return job
 
 

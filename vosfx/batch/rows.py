@@ -40,7 +40,8 @@ DEFAULT_MASK_RULE = "{stem}.mask.png"
 def read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Excel's "CSV UTF-8" and some Windows editors start with a BOM
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise BatchError(f"manifest {path}: cannot be read ({err})") from None
     if suffix == ".toml":

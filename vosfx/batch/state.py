@@ -8,11 +8,12 @@
   re-export or truncation we know of; a same-size in-place edit of the middle of a big file that
   also restores its mtime would be missed. Image sequences hash each frame file's name, size
   and mtime (content hashing thousands of frames would cost as much as matting them).
-- each mask prompt's full content;
+- each mask prompt's full content, and a composite's background file (as the input);
 - the job as the pipeline sees it (:meth:`vosfx.job.Job.to_dict`: paths, prompts, frame range
   and the *effective* config after presets and overrides), minus ``overwrite``;
-- the model: its id, the registry's published sha256 (or the checkpoint file's fingerprint
-  when ``[model] checkpoint`` names one);
+- the model: its id and the sha256 the cache holds its file to (the registry's published one,
+  or a trusted import's own: a fine-tune imported under the id), or the checkpoint file's
+  fingerprint when ``[model] checkpoint`` names one;
 - vosfx's major version (a new major may change outputs).
 
 **Skip rule.** A job is skipped only when every output and sidecar it wrote exists, the state
@@ -81,7 +82,8 @@ def input_fingerprint(path: str) -> Any:
 
 
 def model_identity(job: Job) -> dict[str, Any]:
-    """The model's id and what pins its weights (published sha256 or checkpoint fingerprint)."""
+    """The model's id and what pins its weights: the sha256 the cache holds the file to (a
+    trusted import's own, else the published one), or the checkpoint file's fingerprint."""
     model = job.config.model
     ident: dict[str, Any] = {"id": model.name}
     if model.checkpoint:
@@ -89,10 +91,10 @@ def model_identity(job: Job) -> dict[str, Any]:
         ident["checkpoint"] = file_fingerprint(ckpt) if ckpt.is_file() else "missing"
     else:
         from vosfx.errors import ModelError
-        from vosfx.models import registry
+        from vosfx.models.cache import expected_sha256
 
-        try:
-            ident["sha256"] = registry.get(model.name).sha256
+        try:  # a fine-tune imported under this id (trusted) has its own hash
+            ident["sha256"] = expected_sha256(model.name)
         except ModelError:
             ident["sha256"] = None  # unknown id: the job fails with the registry's message
     return ident
@@ -106,10 +108,13 @@ def job_hash(job: Job) -> str:
         file_fingerprint(p.mask)["sha256"] if p.mask and Path(p.mask).is_file() else None
         for p in job.prompts
     ]
+    background = Path(job.config.output.background).expanduser()
     payload = {
         "job": described,
         "input": input_fingerprint(job.input),
         "masks": prompts,
+        # a composite's plate: the config holds only its path
+        "background": file_fingerprint(background) if background.is_file() else None,
         "model": model_identity(job),
         "vosfx_major": __version__.split(".")[0],
     }
@@ -157,9 +162,17 @@ class BatchState:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(
-            self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1, sort_keys=True
-        )
+        """Raises BatchError when the file cannot be written (a full disk): a batch that
+        cannot record what it did must stop, or a rerun would not know."""
+        try:
+            atomic_write_json(
+                self.path, {"version": STATE_VERSION, "jobs": self.jobs}, indent=1, sort_keys=True
+            )
+        except OSError as err:
+            raise BatchError(
+                f"batch state {self.path} cannot be saved ({err.strerror or err}); the batch "
+                "stopped: free space or fix the folder, then run it again to resume"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vosfx.errors import ConfigError, VosfxError
+from vosfx.errors import BatchError, ConfigError, VosfxError
 from vosfx.job import Job
 from vosfx.types import ProgressEvent
 
@@ -217,7 +217,14 @@ def _close_quietly(engines: EngineCache, log: _JobLog) -> None:
 
 
 def append_log(path: Path, text: str) -> None:
-    """Add a worker's returned log text to ``path`` (Ray: the driver keeps the logs)."""
+    """Add a worker's returned log text to ``path`` (Ray: the driver keeps the logs).
+    Raises BatchError when it cannot be written (a full disk), as the state file does."""
     if text:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as err:
+            raise BatchError(
+                f"batch log {path} cannot be written ({err.strerror or err}); the batch "
+                "stopped: free space or fix the folder, then run it again to resume"
+            ) from None

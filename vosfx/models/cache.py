@@ -345,11 +345,18 @@ def import_checkpoint(
                 f"found {found}; pass --trust-unverified to use it as {spec.id!r} anyway"
             )
     dest = checkpoint_dir() / spec.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
     # Copy beside the destination and rename, so a crash never leaves a half file under the
-    # real name.
+    # real name; a failed copy (a full disk) leaves no half file at all, and a killed one
+    # leaves one name that the next import overwrites.
     part = dest.with_name(dest.name + ".import")
-    shutil.copyfile(src, part)
-    os.replace(part, dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, part)
+        os.replace(part, dest)
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise ModelError(
+            f"import: cannot copy {src} to {dest}: {err.strerror or err}; the cache is unchanged"
+        ) from None
     _record(spec.id, dest, found, source="import", trusted=spec.sha256 != found)
     return spec.id, dest

@@ -224,6 +224,8 @@ def _fetch(
                 received += len(chunk)
                 if progress is not None:
                     progress(offset + received, total)
-    if body_bytes is not None and received < body_bytes:
+    # Without Content-Length (some proxies) a dropped connection looks like the body's end:
+    # the published size tells a short part from a whole file.
+    if total is not None and offset + received < total:
         raise _Retry(f"connection closed after {offset + received} of {total} bytes")
     return hasher
