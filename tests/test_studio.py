@@ -252,6 +252,47 @@ def test_dropped_mask_becomes_the_prompt(run):
     assert status == 400 and "image" in data["error"]
 
 
+def _mask_png(kind: str) -> bytes:
+    """A mask of the square at (30..60, 20..40) on a 96x64 frame, as an editor may export it."""
+    inside = np.zeros((H, W), bool)
+    inside[20:40, 30:60] = True
+    if kind == "davis":  # palette PNG, object 1 in DAVIS red (luma 38)
+        img = Image.fromarray(inside.astype(np.uint8), "P")
+        img.putpalette([0, 0, 0, 128, 0, 0])
+    elif kind == "rgba-opaque":  # white on black, alpha opaque everywhere
+        rgba = np.zeros((H, W, 4), np.uint8)
+        rgba[..., 3] = 255
+        rgba[inside, :3] = 255
+        img = Image.fromarray(rgba, "RGBA")
+    elif kind == "red":  # a pure red mask (luma 76)
+        rgb = np.zeros((H, W, 3), np.uint8)
+        rgb[inside, 0] = 255
+        img = Image.fromarray(rgb, "RGB")
+    else:  # 16-bit: faint noise of 1000/65535 (1.5 %) outside the square
+        m16 = np.where(inside, 65535, 0).astype(np.uint16)
+        m16[0:10, 0:10] = 1000
+        img = Image.fromarray(m16)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["davis", "rgba-opaque", "red", "16bit"])
+def test_dropped_mask_is_read_as_the_job_reads_a_mask(run, tmp_path, kind):
+    """A dropped mask is the mask `vosfx matte --mask FILE --fit` takes from the same file
+    (palette indices, an opaque alpha ignored, any channel, 16-bit levels): before, the studio
+    read luma or alpha, so a DAVIS mask was "empty" and an opaque RGBA one the whole frame."""
+    from vosfx.io.prompts import load_mask_prompt
+
+    data = _mask_png(kind)
+    (tmp_path / "m.png").write_bytes(data)
+    (want,) = load_mask_prompt(tmp_path / "m.png", video_size=(W, H), fit=True)
+    status, res = run.request("/api/mask?obj_id=1&frame=5", data=data, method="POST")
+    assert status == 200, res
+    got = np.asarray(Image.open(run.studio.edits[(1, 5)].mask)) > 0
+    np.testing.assert_array_equal(got, want.mask)
+
+
 def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatch):
     _click(run, 2)
     _click(run, 2, label=0, xy=(3, 3))
