@@ -338,6 +338,42 @@ def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatc
         st.close()
 
 
+def test_an_unexpected_failure_reaches_the_page(clip, tmp_path, config_home, monkeypatch, caplog):
+    """A runtime error that is not vosfx's own (torch out of memory, a bug) in a track ends
+    it with an error event, and in a request is a JSON answer naming it: before, the track's
+    thread died silently (the page said "tracking..." for ever) and the request was a plain
+    text 500 the page could not read."""
+
+    def boom(frame_index, obj_id, base):
+        if frame_index == 10:
+            raise RuntimeError("CUDA out of memory")
+        return base
+
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=boom))
+    events: list[dict] = []
+    r.studio.emit = events.append
+    try:
+        _click(r, 0)
+        assert r.request("/api/track", {})[0] == 200
+        r.wait_idle()
+        assert events[-1]["event"] == "error" and "CUDA out of memory" in events[-1]["message"]
+
+        def broken(*_a, **_k):
+            raise RuntimeError("decoder state lost")
+
+        monkeypatch.setattr(r.studio.session, "add_prompt", broken)
+        status, data = _click(r, 3)
+        assert status == 500 and "decoder state lost" in data["error"]
+    finally:
+        r.close()
+    # both tracebacks are in the log, for the terminal (then not a failure of this test)
+    assert [x.exc_info[1].args[0] for x in caplog.records if x.exc_info] == [
+        "CUDA out of memory",
+        "decoder state lost",
+    ]
+    caplog.clear()
+
+
 def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
     done = tmp_path / "done.json"
     r = Running(clip, tmp_path / "work", done_job=done)

@@ -118,6 +118,8 @@ def prompt_routes(ctl) -> list[Route]:
             return JSONResponse(await asyncio.to_thread(mask_reply, studio, res, t0))
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
+        except Exception as err:  # noqa: BLE001 - the page shows any failure, not a bare 500
+            return _unexpected(request, err)
 
     def objects(body: dict) -> dict:
         studio = studio_of(ctl)
@@ -249,6 +251,8 @@ def api(fn: Callable[[dict], dict]):
             return JSONResponse(await run_in_threadpool(fn, body))
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
+        except Exception as err:  # noqa: BLE001 - the page shows any failure, not a bare 500
+            return _unexpected(request, err)
 
     return endpoint
 
@@ -265,8 +269,20 @@ def guarded(fn):
             return fn(request)
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
+        except Exception as err:  # noqa: BLE001 - the page shows any failure, not a bare 500
+            return _unexpected(request, err)
 
     return endpoint
+
+
+def _unexpected(request: Request, err: Exception) -> Response:
+    """A 500 whose JSON names an error that is not vosfx's own (the traceback is logged)."""
+    from vosfx.studio.work import log, unexpected
+
+    log.error("%s failed", request.url.path, exc_info=err)
+    return JSONResponse(
+        {"error": unexpected(request.url.path, err), "kind": "error"}, status_code=500
+    )
 
 
 def mask_reply(studio, res, t0: float) -> dict:

@@ -2,11 +2,13 @@
 
 A click, Stop, a closed page or Ctrl-C cancels it first (:meth:`Worker.stop` sets its cancel
 flag and waits); its end, a cancel or an error is reported as an event (``stopped``,
-``error``) through the studio's ``emit``.
+``error``) through the studio's ``emit``: any error, not only vosfx's own (torch running out
+of memory, a bug), or the page would wait for the work for ever.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from vosfx.errors import Cancelled, VosfxError
 
 Emit = Callable[[dict], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +46,11 @@ class Worker:
                 self.emit({"event": "stopped", "kind": kind})
             except VosfxError as err:
                 self.emit({"event": "error", "kind": err.kind, "message": str(err)})
+            except (
+                Exception
+            ) as err:  # a runtime error (torch out of memory) or a bug: the page says
+                log.exception("the studio's %s failed", kind)
+                self.emit({"event": "error", "kind": "error", "message": unexpected(kind, err)})
             finally:
                 self.work = None
 
@@ -63,3 +71,10 @@ class Worker:
     def busy(self) -> str | None:
         work = self.work
         return None if work is None else work.kind
+
+
+def unexpected(what: str, err: BaseException) -> str:
+    """The message for an error that is not a VosfxError (its traceback goes to the log)."""
+    return (
+        f"{what} failed: {type(err).__name__}: {err} (the terminal running vosfx has the details)"
+    )
