@@ -528,6 +528,57 @@ def test_ctrl_c_stops_the_render_and_leaves_nothing(clip, tmp_path, config_home)
     assert not list((tmp_path / "home" / "studio").glob("*"))  # its cache folder is gone
 
 
+def _cli_exit(args, env, timeout_s=30):
+    """(exit code, stderr) of `vosfx studio ARGS --no-browser` that should exit by itself."""
+    proc = subprocess.Popen(
+        FAKE_VOSFX + ["studio", *args, "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        _out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the studio served instead of exiting: {err}")
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"), [(["--start", "30"], "--start"), (["--start", "10", "--end", "5"], "--end")]
+)
+def test_cli_range_outside_the_clip_exits_before_serving(clip, tmp_path, config_home, args, hint):
+    """A range outside the clip is a usage error before anything is served: before, the
+    studio served a page that could only show the error (with --no-browser, for ever) and
+    left its cache folder behind."""
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    code, err = _cli_exit([str(clip), *args], env, timeout_s=20)
+    assert code == 2 and hint in err and "24 frames" in err, err
+    assert not list((tmp_path / "home" / "studio").glob("*"))
+
+
+def test_cli_reopening_a_job_whose_mask_is_gone_exits_before_serving(clip, tmp_path, config_home):
+    """A saved job whose mask file was deleted fails as `vosfx matte --job` fails (exit 5,
+    naming the file) before anything is served."""
+    job = tmp_path / "j.json"
+    gone = tmp_path / "j_masks" / "m.png"
+    job.write_text(
+        json.dumps(
+            {
+                "input": str(clip),
+                "output": str(tmp_path / "o.mov"),
+                "prompts": [{"frame": 3, "obj_id": 1, "mask": "j_masks/m.png"}],
+            }
+        )
+    )
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    code, err = _cli_exit(["--job", str(job)], env, timeout_s=20)
+    assert code == 5 and str(gone) in err, err
+    assert not list((tmp_path / "home" / "studio").glob("*"))
+
+
 def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
     """What an editor plugin runs: the studio on a range at the playhead; Done writes the
     job (prompts, range, finishing) and the process exits 0."""
