@@ -174,6 +174,16 @@ def test_click_answer_equals_the_session_result_and_undo_redo(run):
     assert run.studio.edits[(1, 3)].labels == (1, 0)
 
 
+def test_a_change_that_changes_nothing_is_no_undo_step(run):
+    """Clear on a frame without a prompt is not an undo step: before, Ctrl+Z then undid
+    nothing (and jumped to that frame) and the earlier click needed a second Ctrl+Z."""
+    _click(run, 3)
+    assert run.request("/api/clear", {"obj_id": 1, "frame": 9})[0] == 200
+    assert run.request("/api/history", {"op": "undo"})[1]["frame"] == 3
+    assert run.studio.edits == {}
+    assert not run.request("/api/state")[1]["can_undo"]
+
+
 def test_click_answer_carries_the_engine_masks(run):
     """Each object's layer is the engine's mask at the clip's size (the render's resampling
     of the session's logits, alpha >= 0.5), drawn as the overlay preview draws it: index 1

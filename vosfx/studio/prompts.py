@@ -183,7 +183,7 @@ class PromptsMixin:
                 prompt = self._resolve(obj_id, frame, new)
                 self.session.add_prompt(prompt, refine=False)
                 self.edits[(obj_id, frame)] = new
-            if record:
+            if record and new != old:  # (clearing a frame without a prompt is no step)
                 self._undo.append((obj_id, frame, old, new))
                 self._redo.clear()
             return self.session.result(frame)
