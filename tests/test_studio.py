@@ -122,8 +122,8 @@ def test_only_the_page_files_are_served(run, path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"output": "relative/out.mov"}, "absolute path"),
-        ({"output": "/tmp/../etc/out.mov"}, "'..'"),
+        ({"output": "relative/out.mov"}, "output: expected an absolute path"),
+        ({"output": "/tmp/../etc/out.mov"}, "output: a path may not contain '..'"),
         ({"output": "/nonexistent-folder-xyz/out.mov"}, "does not exist"),
     ],
 )
@@ -139,6 +139,14 @@ def test_render_refuses_to_replace_the_clip(run, clip):
         "/api/render", {"output": str(clip), "overwrite": True, "formats": ["prores4444"]}
     )
     assert status == 400 and "clip itself" in data["error"]
+
+
+def test_save_job_path_errors_name_the_field(run, tmp_path):
+    """The Save job panel has two paths (output, job): the error says which one is wrong."""
+    _click(run, 0)
+    out = str(tmp_path / "o.mov")
+    status, data = run.request("/api/save", {"output": out, "path": "jobs/j.json"})
+    assert status == 400 and data["error"].startswith("path: expected an absolute path")
 
 
 def test_save_job_needs_a_json_name(run, tmp_path):

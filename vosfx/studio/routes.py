@@ -189,7 +189,7 @@ def job_routes(ctl) -> list[Route]:
         start = body.get("start")
         end = body.get("end")
         return studio.job(
-            str(user_path(out)),
+            str(user_path(out, "output")),
             formats=tuple(formats) if formats else None,
             start=None if start is None else int_arg(start, "start"),
             end=None if end is None else int_arg(end, "end"),
@@ -209,7 +209,7 @@ def job_routes(ctl) -> list[Route]:
         path = body.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ConfigError("path: expected where to save the job (.json)")
-        return {"path": str(studio_of(ctl).save_job(job, user_path(path)))}
+        return {"path": str(studio_of(ctl).save_job(job, user_path(path, "path")))}
 
     def done(body: dict) -> dict:
         if ctl.done_job is None:
@@ -356,14 +356,15 @@ def nums(value: Any, n: int, name: str) -> tuple:
     return tuple(float(v) for v in value)
 
 
-def user_path(text: str) -> Path:
-    """A path the user typed for an output or a job: absolute (``~`` expanded), no NUL, no
-    ``..`` component (a typed path is taken as written, never climbed out of)."""
+def user_path(text: str, name: str) -> Path:
+    """A path the user typed for an output or a job (the field ``name``, as errors say it):
+    absolute (``~`` expanded), no NUL, no ``..`` component (a typed path is taken as written,
+    never climbed out of)."""
     if "\x00" in text:
-        raise ConfigError("a path cannot contain NUL")
+        raise ConfigError(f"{name}: a path cannot contain NUL")
     path = Path(text.strip()).expanduser()
     if not path.is_absolute():
-        raise ConfigError(f"expected an absolute path, found {text!r}")
+        raise ConfigError(f"{name}: expected an absolute path, found {text!r}")
     if ".." in path.parts:
-        raise ConfigError(f"a path may not contain '..', found {text!r}")
+        raise ConfigError(f"{name}: a path may not contain '..', found {text!r}")
     return path
