@@ -392,6 +392,36 @@ def test_an_unexpected_failure_reaches_the_page(clip, tmp_path, config_home, mon
     caplog.clear()
 
 
+def test_stop_stops_two_tracks_started_at_once(clip, tmp_path, config_home, monkeypatch):
+    """Track pressed twice (or in two tabs) at once: Stop stops the work. Before, both
+    requests could pass their stop() before either started, the first track ran unseen
+    (the worker held only the second) and Stop waited for it to finish the whole clip."""
+    import threading
+
+    from vosfx.studio.work import Worker
+
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=_slow(0.05)))
+    real_start, both = Worker.start, threading.Barrier(2)
+
+    def start(self, kind, body):
+        both.wait(10)  # each request is past its own stop() before either starts
+        real_start(self, kind, body)
+
+    monkeypatch.setattr(Worker, "start", start)
+    try:
+        _click(r, 0)
+        tracks = [threading.Thread(target=r.studio.track) for _ in range(2)]
+        for t in tracks:
+            t.start()
+        for t in tracks:
+            t.join(30)
+        time.sleep(0.2)
+        r.studio.stop()
+        assert r.studio.busy is None and r.studio.session.stale()  # stopped, not finished
+    finally:
+        r.close()
+
+
 def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
     done = tmp_path / "done.json"
     r = Running(clip, tmp_path / "work", done_job=done)

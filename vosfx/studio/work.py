@@ -34,9 +34,18 @@ class Worker:
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
         self.work: Work | None = None
+        # stop-then-start is one step: two requests at once (Track pressed twice, two tabs)
+        # must not both pass their stop() and start two works, one of them unseen
+        self._starting = threading.Lock()
 
     def start(self, kind: str, body: Callable[[threading.Event], None]) -> None:
-        """Run ``body(cancel)`` on a new thread (call :meth:`stop` first)."""
+        """Cancel the running work (waiting for it), then run ``body(cancel)`` on a new
+        thread."""
+        with self._starting:
+            self.stop()
+            self._start(kind, body)
+
+    def _start(self, kind: str, body: Callable[[threading.Event], None]) -> None:
         cancel = threading.Event()
 
         def run() -> None:
@@ -52,10 +61,11 @@ class Worker:
                 log.exception("the studio's %s failed", kind)
                 self.emit({"event": "error", "kind": "error", "message": unexpected(kind, err)})
             finally:
-                self.work = None
+                if self.work is work:  # (a newer work is not this one's to clear)
+                    self.work = None
 
         thread = threading.Thread(target=run, name=f"vosfx-studio-{kind}", daemon=True)
-        self.work = Work(kind, thread, cancel)
+        work = self.work = Work(kind, thread, cancel)
         thread.start()
 
     def stop(self) -> None:
