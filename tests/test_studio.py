@@ -122,8 +122,8 @@ def test_only_the_page_files_are_served(run, path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ({"output": "relative/out.mov"}, "absolute path"),
-        ({"output": "/tmp/../etc/out.mov"}, "'..'"),
+        ({"output": "relative/out.mov"}, "output: expected an absolute path"),
+        ({"output": "/tmp/../etc/out.mov"}, "output: a path may not contain '..'"),
         ({"output": "/nonexistent-folder-xyz/out.mov"}, "does not exist"),
     ],
 )
@@ -139,6 +139,14 @@ def test_render_refuses_to_replace_the_clip(run, clip):
         "/api/render", {"output": str(clip), "overwrite": True, "formats": ["prores4444"]}
     )
     assert status == 400 and "clip itself" in data["error"]
+
+
+def test_save_job_path_errors_name_the_field(run, tmp_path):
+    """The Save job panel has two paths (output, job): the error says which one is wrong."""
+    _click(run, 0)
+    out = str(tmp_path / "o.mov")
+    status, data = run.request("/api/save", {"output": out, "path": "jobs/j.json"})
+    assert status == 400 and data["error"].startswith("path: expected an absolute path")
 
 
 def test_save_job_needs_a_json_name(run, tmp_path):
@@ -172,6 +180,16 @@ def test_click_answer_equals_the_session_result_and_undo_redo(run):
     run.request("/api/history", {"op": "redo"})
     run.request("/api/history", {"op": "redo"})
     assert run.studio.edits[(1, 3)].labels == (1, 0)
+
+
+def test_a_change_that_changes_nothing_is_no_undo_step(run):
+    """Clear on a frame without a prompt is not an undo step: before, Ctrl+Z then undid
+    nothing (and jumped to that frame) and the earlier click needed a second Ctrl+Z."""
+    _click(run, 3)
+    assert run.request("/api/clear", {"obj_id": 1, "frame": 9})[0] == 200
+    assert run.request("/api/history", {"op": "undo"})[1]["frame"] == 3
+    assert run.studio.edits == {}
+    assert not run.request("/api/state")[1]["can_undo"]
 
 
 def test_click_answer_carries_the_engine_masks(run):
@@ -252,6 +270,47 @@ def test_dropped_mask_becomes_the_prompt(run):
     assert status == 400 and "image" in data["error"]
 
 
+def _mask_png(kind: str) -> bytes:
+    """A mask of the square at (30..60, 20..40) on a 96x64 frame, as an editor may export it."""
+    inside = np.zeros((H, W), bool)
+    inside[20:40, 30:60] = True
+    if kind == "davis":  # palette PNG, object 1 in DAVIS red (luma 38)
+        img = Image.fromarray(inside.astype(np.uint8), "P")
+        img.putpalette([0, 0, 0, 128, 0, 0])
+    elif kind == "rgba-opaque":  # white on black, alpha opaque everywhere
+        rgba = np.zeros((H, W, 4), np.uint8)
+        rgba[..., 3] = 255
+        rgba[inside, :3] = 255
+        img = Image.fromarray(rgba, "RGBA")
+    elif kind == "red":  # a pure red mask (luma 76)
+        rgb = np.zeros((H, W, 3), np.uint8)
+        rgb[inside, 0] = 255
+        img = Image.fromarray(rgb, "RGB")
+    else:  # 16-bit: faint noise of 1000/65535 (1.5 %) outside the square
+        m16 = np.where(inside, 65535, 0).astype(np.uint16)
+        m16[0:10, 0:10] = 1000
+        img = Image.fromarray(m16)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["davis", "rgba-opaque", "red", "16bit"])
+def test_dropped_mask_is_read_as_the_job_reads_a_mask(run, tmp_path, kind):
+    """A dropped mask is the mask `vosfx matte --mask FILE --fit` takes from the same file
+    (palette indices, an opaque alpha ignored, any channel, 16-bit levels): before, the studio
+    read luma or alpha, so a DAVIS mask was "empty" and an opaque RGBA one the whole frame."""
+    from vosfx.io.prompts import load_mask_prompt
+
+    data = _mask_png(kind)
+    (tmp_path / "m.png").write_bytes(data)
+    (want,) = load_mask_prompt(tmp_path / "m.png", video_size=(W, H), fit=True)
+    status, res = run.request("/api/mask?obj_id=1&frame=5", data=data, method="POST")
+    assert status == 200, res
+    got = np.asarray(Image.open(run.studio.edits[(1, 5)].mask)) > 0
+    np.testing.assert_array_equal(got, want.mask)
+
+
 def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatch):
     _click(run, 2)
     _click(run, 2, label=0, xy=(3, 3))
@@ -295,6 +354,72 @@ def test_saved_job_reopens_with_the_same_prompts(run, tmp_path, clip, monkeypatc
         )
     finally:
         st.close()
+
+
+def test_an_unexpected_failure_reaches_the_page(clip, tmp_path, config_home, monkeypatch, caplog):
+    """A runtime error that is not vosfx's own (torch out of memory, a bug) in a track ends
+    it with an error event, and in a request is a JSON answer naming it: before, the track's
+    thread died silently (the page said "tracking..." for ever) and the request was a plain
+    text 500 the page could not read."""
+
+    def boom(frame_index, obj_id, base):
+        if frame_index == 10:
+            raise RuntimeError("CUDA out of memory")
+        return base
+
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=boom))
+    events: list[dict] = []
+    r.studio.emit = events.append
+    try:
+        _click(r, 0)
+        assert r.request("/api/track", {})[0] == 200
+        r.wait_idle()
+        assert events[-1]["event"] == "error" and "CUDA out of memory" in events[-1]["message"]
+
+        def broken(*_a, **_k):
+            raise RuntimeError("decoder state lost")
+
+        monkeypatch.setattr(r.studio.session, "add_prompt", broken)
+        status, data = _click(r, 3)
+        assert status == 500 and "decoder state lost" in data["error"]
+    finally:
+        r.close()
+    # both tracebacks are in the log, for the terminal (then not a failure of this test)
+    assert [x.exc_info[1].args[0] for x in caplog.records if x.exc_info] == [
+        "CUDA out of memory",
+        "decoder state lost",
+    ]
+    caplog.clear()
+
+
+def test_stop_stops_two_tracks_started_at_once(clip, tmp_path, config_home, monkeypatch):
+    """Track pressed twice (or in two tabs) at once: Stop stops the work. Before, both
+    requests could pass their stop() before either started, the first track ran unseen
+    (the worker held only the second) and Stop waited for it to finish the whole clip."""
+    import threading
+
+    from vosfx.studio.work import Worker
+
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=_slow(0.05)))
+    real_start, both = Worker.start, threading.Barrier(2)
+
+    def start(self, kind, body):
+        both.wait(10)  # each request is past its own stop() before either starts
+        real_start(self, kind, body)
+
+    monkeypatch.setattr(Worker, "start", start)
+    try:
+        _click(r, 0)
+        tracks = [threading.Thread(target=r.studio.track) for _ in range(2)]
+        for t in tracks:
+            t.start()
+        for t in tracks:
+            t.join(30)
+        time.sleep(0.2)
+        r.studio.stop()
+        assert r.studio.busy is None and r.studio.session.stale()  # stopped, not finished
+    finally:
+        r.close()
 
 
 def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
@@ -449,6 +574,57 @@ def test_ctrl_c_stops_the_render_and_leaves_nothing(clip, tmp_path, config_home)
     assert code == 130, proc.stderr.read()
     assert not out.exists() and not list(tmp_path.glob(".ctrlc_out*"))
     assert not list((tmp_path / "home" / "studio").glob("*"))  # its cache folder is gone
+
+
+def _cli_exit(args, env, timeout_s=30):
+    """(exit code, stderr) of `vosfx studio ARGS --no-browser` that should exit by itself."""
+    proc = subprocess.Popen(
+        FAKE_VOSFX + ["studio", *args, "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        _out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the studio served instead of exiting: {err}")
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"), [(["--start", "30"], "--start"), (["--start", "10", "--end", "5"], "--end")]
+)
+def test_cli_range_outside_the_clip_exits_before_serving(clip, tmp_path, config_home, args, hint):
+    """A range outside the clip is a usage error before anything is served: before, the
+    studio served a page that could only show the error (with --no-browser, for ever) and
+    left its cache folder behind."""
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    code, err = _cli_exit([str(clip), *args], env, timeout_s=20)
+    assert code == 2 and hint in err and "24 frames" in err, err
+    assert not list((tmp_path / "home" / "studio").glob("*"))
+
+
+def test_cli_reopening_a_job_whose_mask_is_gone_exits_before_serving(clip, tmp_path, config_home):
+    """A saved job whose mask file was deleted fails as `vosfx matte --job` fails (exit 5,
+    naming the file) before anything is served."""
+    job = tmp_path / "j.json"
+    gone = tmp_path / "j_masks" / "m.png"
+    job.write_text(
+        json.dumps(
+            {
+                "input": str(clip),
+                "output": str(tmp_path / "o.mov"),
+                "prompts": [{"frame": 3, "obj_id": 1, "mask": "j_masks/m.png"}],
+            }
+        )
+    )
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    code, err = _cli_exit(["--job", str(job)], env, timeout_s=20)
+    assert code == 5 and str(gone) in err, err
+    assert not list((tmp_path / "home" / "studio").glob("*"))
 
 
 def test_cli_done_job_for_plugins(clip, tmp_path, config_home):

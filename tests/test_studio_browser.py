@@ -571,3 +571,23 @@ def test_click_overlay_is_drawn_from_the_returned_mask(browser, clip, tmp_path, 
     finally:
         page.close()
         run.close()
+
+
+def test_a_studio_restarted_under_the_page_is_said_plainly(browser, clip, tmp_path, config_home):
+    """The page of an earlier run (a studio restarted on the same port has a new token): a
+    click says to open the new address; before, it showed a JSON parse error of the 403's
+    plain-text body ("Unexpected token 'f', "forbidden" is not valid JSON")."""
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        run.ctl.token = "the-next-run"  # what a restart on this port looks like to the page
+        page.mouse.click(*_screen(page, *_centre(0)))
+        page.wait_for_function("document.getElementById('problem').textContent.length > 0")
+        text = page.text_content("#problem")
+        assert "earlier run" in text and "vosfx studio" in text, text
+    finally:
+        page.close()
+        run.close()

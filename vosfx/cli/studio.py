@@ -48,6 +48,7 @@ def studio(
     """Open CLIP (video file, image folder or %05d pattern) in the studio page: click the
     object, see its mask, track, correct any frame, finish and render."""
     import os
+    import shutil
 
     from vosfx.errors import Cancelled
     from vosfx.session.frames import SourceFrames
@@ -73,11 +74,25 @@ def studio(
             raise click.UsageError("missing CLIP: a video file, an image folder or a %05d pattern")
         config, preset_names = resolve_config(presets, {}), tuple(presets)
     with SourceFrames(clip, fps=fps) as probe:  # an unreadable clip fails here, before serving
-        num_frames = probe.info.num_frames
+        info = probe.info
+    num_frames = info.num_frames
     start = start or 0
-    if frame is not None and not start <= frame < (end or num_frames):
+    end_at = num_frames if end is None else min(end, num_frames)
+    if not 0 <= start < end_at:  # checked here: the page could only show it
         raise click.BadParameter(
-            f"frame {frame} is outside {start}..{(end or num_frames) - 1}", param_hint="--frame"
+            f"frames {start}..{end_at - 1}: expected a range inside the clip's {num_frames} "
+            f"frames (0..{num_frames - 1})",
+            param_hint="--start/--end",
+        )
+    if frame is not None and not start <= frame < end_at:
+        raise click.BadParameter(
+            f"frame {frame} is outside {start}..{end_at - 1}", param_hint="--frame"
+        )
+    if job is not None:  # a mask file gone or a point outside: as `vosfx matte --job` says
+        from vosfx.pipeline import resolve_prompts
+
+        resolve_prompts(
+            job.prompts, info, fit=job.fit, objects=job.objects, start=start, end=end_at
         )
     sock = bind(port)
     ctl = Control(
@@ -94,21 +109,30 @@ def studio(
 
         engine = load_engine(config.model)
         engines.append(engine)
-        st = Studio(
-            clip,
-            engine=engine,
-            config=config,
-            presets=preset_names,
-            start=start,
-            end=end,
-            fps=fps,
-            workdir=new_workdir(),
-            warm_delay_s=None if no_warm else WARM_DELAY_S,
-        )
-        if job is not None:
-            st.restore(job)
-        if not st.objects:
-            st.add_object()
+        workdir = new_workdir()
+        try:
+            st = Studio(
+                clip,
+                engine=engine,
+                config=config,
+                presets=preset_names,
+                start=start,
+                end=end,
+                fps=fps,
+                workdir=workdir,
+                warm_delay_s=None if no_warm else WARM_DELAY_S,
+            )
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        try:
+            if job is not None:
+                st.restore(job)
+            if not st.objects:
+                st.add_object()
+        except BaseException:
+            st.close()  # its threads, decoders, session scratch and workdir
+            raise
         return st
 
     def ready(url: str) -> None:

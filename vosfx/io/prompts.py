@@ -75,18 +75,23 @@ def read_label_map(path: str | Path, *, threshold: int = 128) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            mode = img.mode
-            if mode == "P":
-                return np.asarray(img, dtype=np.int32)  # palette indices, not colours
-            if mode == "PA":
-                return np.asarray(img.getchannel(0), dtype=np.int32)
-            data = np.asarray(img)
+            return image_labels(img, threshold=threshold, name=str(path))
     except (UnidentifiedImageError, OSError) as e:
         raise PromptError(f"expected a mask image (PNG, JPG), {path} cannot be read: {e}") from e
-    return _binary_labels(data, mode, threshold, path)
 
 
-def _binary_labels(data: np.ndarray, mode: str, threshold: int, path: Path) -> np.ndarray:
+def image_labels(img, *, threshold: int = 128, name: str = "the mask") -> np.ndarray:
+    """(H, W) int32 label map of a loaded PIL image, read as :func:`read_label_map` reads a
+    file (the studio's dropped masks come as bytes). ``name`` names it in errors."""
+    mode = img.mode
+    if mode == "P":
+        return np.asarray(img, dtype=np.int32)  # palette indices, not colours
+    if mode == "PA":
+        return np.asarray(img.getchannel(0), dtype=np.int32)
+    return _binary_labels(np.asarray(img), mode, threshold, name)
+
+
+def _binary_labels(data: np.ndarray, mode: str, threshold: int, path: str) -> np.ndarray:
     if mode == "1":
         return data.astype(np.int32)
     if mode in ("RGBA", "LA"):

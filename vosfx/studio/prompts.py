@@ -132,22 +132,29 @@ class PromptsMixin:
         return self.set_prompt(obj_id, frame, new)
 
     def drop_mask(self, obj_id: int, frame: int, data: bytes) -> MaskResult:
-        """A mask image dropped on the viewer (any image PIL reads; alpha or luma, scaled to
-        the clip's size): saved as a PNG in the workdir and made the object's prompt."""
+        """A mask image dropped on the viewer, read as ``vosfx matte --mask FILE --fit`` reads
+        it (:func:`~vosfx.io.prompts.image_labels`: palette indices, alpha unless opaque, any
+        channel >= 128, 16-bit levels; every object in it is ``obj_id``; scaled to the clip's
+        size, nearest neighbour): saved as a PNG in the workdir and made the object's prompt."""
         import io
 
         from PIL import Image, UnidentifiedImageError
 
+        from vosfx.io.prompts import image_labels, resize_nearest
+
         try:
             opened = Image.open(io.BytesIO(data))
             opened.load()
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise PromptError(f"the dropped file is not an image PIL can read: {err}") from None
-        img = opened.getchannel("A") if "A" in opened.getbands() else opened.convert("L")
-        img = img.resize((self.info.width, self.info.height), Image.Resampling.NEAREST)
-        mask = (np.asarray(img) >= 128).astype(np.uint8) * 255
+        labels = image_labels(opened, name="the dropped image")
+        if labels.shape != (self.info.height, self.info.width):
+            labels = resize_nearest(labels, self.info.width, self.info.height)
+        mask = (labels > 0).astype(np.uint8) * 255
         if not mask.any():
-            raise PromptError("the dropped mask is empty (no pixel >= 128)")
+            raise PromptError(
+                "the dropped mask is empty (no palette index > 0, no alpha or channel >= 128)"
+            )
         self._mask_seq += 1
         path = self.workdir / f"mask_obj{obj_id}_f{frame}_{self._mask_seq}.png"
         Image.fromarray(mask, "L").save(path)
@@ -176,7 +183,7 @@ class PromptsMixin:
                 prompt = self._resolve(obj_id, frame, new)
                 self.session.add_prompt(prompt, refine=False)
                 self.edits[(obj_id, frame)] = new
-            if record:
+            if record and new != old:  # (clearing a frame without a prompt is no step)
                 self._undo.append((obj_id, frame, old, new))
                 self._redo.clear()
             return self.session.result(frame)

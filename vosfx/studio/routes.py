@@ -118,6 +118,8 @@ def prompt_routes(ctl) -> list[Route]:
             return JSONResponse(await asyncio.to_thread(mask_reply, studio, res, t0))
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
+        except Exception as err:  # noqa: BLE001 - the page shows any failure, not a bare 500
+            return _unexpected(request, err)
 
     def objects(body: dict) -> dict:
         studio = studio_of(ctl)
@@ -187,7 +189,7 @@ def job_routes(ctl) -> list[Route]:
         start = body.get("start")
         end = body.get("end")
         return studio.job(
-            str(user_path(out)),
+            str(user_path(out, "output")),
             formats=tuple(formats) if formats else None,
             start=None if start is None else int_arg(start, "start"),
             end=None if end is None else int_arg(end, "end"),
@@ -207,7 +209,7 @@ def job_routes(ctl) -> list[Route]:
         path = body.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ConfigError("path: expected where to save the job (.json)")
-        return {"path": str(studio_of(ctl).save_job(job, user_path(path)))}
+        return {"path": str(studio_of(ctl).save_job(job, user_path(path, "path")))}
 
     def done(body: dict) -> dict:
         if ctl.done_job is None:
@@ -249,6 +251,8 @@ def api(fn: Callable[[dict], dict]):
             return JSONResponse(await run_in_threadpool(fn, body))
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
+        except Exception as err:  # noqa: BLE001 - the page shows any failure, not a bare 500
+            return _unexpected(request, err)
 
     return endpoint
 
@@ -265,8 +269,20 @@ def guarded(fn):
             return fn(request)
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
+        except Exception as err:  # noqa: BLE001 - the page shows any failure, not a bare 500
+            return _unexpected(request, err)
 
     return endpoint
+
+
+def _unexpected(request: Request, err: Exception) -> Response:
+    """A 500 whose JSON names an error that is not vosfx's own (the traceback is logged)."""
+    from vosfx.studio.work import log, unexpected
+
+    log.error("%s failed", request.url.path, exc_info=err)
+    return JSONResponse(
+        {"error": unexpected(request.url.path, err), "kind": "error"}, status_code=500
+    )
 
 
 def mask_reply(studio, res, t0: float) -> dict:
@@ -340,14 +356,15 @@ def nums(value: Any, n: int, name: str) -> tuple:
     return tuple(float(v) for v in value)
 
 
-def user_path(text: str) -> Path:
-    """A path the user typed for an output or a job: absolute (``~`` expanded), no NUL, no
-    ``..`` component (a typed path is taken as written, never climbed out of)."""
+def user_path(text: str, name: str) -> Path:
+    """A path the user typed for an output or a job (the field ``name``, as errors say it):
+    absolute (``~`` expanded), no NUL, no ``..`` component (a typed path is taken as written,
+    never climbed out of)."""
     if "\x00" in text:
-        raise ConfigError("a path cannot contain NUL")
+        raise ConfigError(f"{name}: a path cannot contain NUL")
     path = Path(text.strip()).expanduser()
     if not path.is_absolute():
-        raise ConfigError(f"expected an absolute path, found {text!r}")
+        raise ConfigError(f"{name}: expected an absolute path, found {text!r}")
     if ".." in path.parts:
-        raise ConfigError(f"a path may not contain '..', found {text!r}")
+        raise ConfigError(f"{name}: a path may not contain '..', found {text!r}")
     return path

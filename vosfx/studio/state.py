@@ -69,6 +69,8 @@ class Studio(PromptsMixin, TasksMixin):
         self.info = self.view_frames.info
         end = self.info.num_frames if end is None else min(end, self.info.num_frames)
         if not 0 <= start < end:
+            self.track_frames.close()
+            self.view_frames.close()
             raise ConfigError(
                 f"--start {start} / --end {end}: expected a range inside the "
                 f"clip's {self.info.num_frames} frames"

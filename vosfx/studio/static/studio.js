@@ -24,9 +24,25 @@ async function api(path, body) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
   }
-  const res = await fetch(path, opts);
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.error || res.statusText);
+  return answer(path, opts);
+}
+
+// what the studio answered, or an Error that says what happened in words: the server gone
+// (closed, stopped) or another run's on this port (403: this page's token is an earlier run's)
+const GONE = "the studio is not running any more (closed or stopped): start `vosfx studio` " +
+  "again and open the address it prints";
+const OLD_RUN = "this page belongs to an earlier run of the studio (each run has its own " +
+  "address): open the address `vosfx studio` printed";
+async function answer(path, opts) {
+  let res;
+  try { res = await fetch(path, opts); } catch (err) { throw new Error(GONE); }
+  if (res.status === 403) throw new Error(OLD_RUN);
+  const text = await res.text();
+  let data = null;
+  try { data = JSON.parse(text); } catch (err) { /* not JSON: said below */ }
+  if (!res.ok || data === null) {
+    throw new Error((data && data.error) || `${res.status} ${res.statusText}: ${text.slice(0, 200)}`);
+  }
   return data;
 }
 
@@ -408,13 +424,8 @@ viewer.addEventListener("drop", async (e) => {
   await dropMask(file);
 });
 async function dropMask(blob) {
-  await prompted(async () => {
-    const res = await fetch(`/api/mask?obj_id=${S.obj}&frame=${S.frame}`,
-      { method: "POST", headers: { "X-Vosfx-Token": TOKEN }, body: blob });
-    const data = await res.json();
-    if (!res.ok) throw new Error(data.error);
-    return data;
-  });
+  await prompted(() => answer(`/api/mask?obj_id=${S.obj}&frame=${S.frame}`,
+    { method: "POST", headers: { "X-Vosfx-Token": TOKEN }, body: blob }));
 }
 window.vosfx.dropMask = dropMask;
 
@@ -630,6 +641,9 @@ $("done").onclick = async () => {
 // --- events -----------------------------------------------------------------------------
 function connectEvents() {
   const es = new EventSource(`/api/events?token=${TOKEN}`);
+  // a refused reconnection closes the stream (403: the studio was restarted on this port);
+  // a server gone keeps it reconnecting, and the next action says so
+  es.onerror = () => { if (es.readyState === EventSource.CLOSED) fail(new Error(OLD_RUN)); };
   let redrawTimer = null;
   es.onmessage = (m) => {
     const ev = JSON.parse(m.data);
