@@ -55,9 +55,8 @@ class Worker:
                 self.emit({"event": "stopped", "kind": kind})
             except VosfxError as err:
                 self.emit({"event": "error", "kind": err.kind, "message": str(err)})
-            except (
-                Exception
-            ) as err:  # a runtime error (torch out of memory) or a bug: the page says
+            except Exception as err:
+                # a runtime error (torch out of memory) or a bug: the page says so too
                 log.exception("the studio's %s failed", kind)
                 self.emit({"event": "error", "kind": "error", "message": unexpected(kind, err)})
             finally:
