@@ -293,3 +293,35 @@ def test_dialog_cancel_stops_vosfx_and_closes(timeline, monkeypatch):
     assert seen == {"status": "cancelled; no output was written", "exited": True}
     assert sorted(p.name for p in tmp.iterdir()) == ["mask.png", "shot.mp4"]
     assert "AppendToTimeline" not in resolve.calls()
+
+
+def test_dialog_says_when_vosfx_cannot_be_run(timeline, tmp_path, monkeypatch):
+    """The recorded vosfx is gone: the status line says so and names the command; the dialog
+    stays usable and no job file is left in the temporary folder."""
+    import tempfile
+
+    from resolve_standin.ui import Bmd, Fusion
+    from vosfx_resolve.ui import Dialog
+
+    resolve, tmp, _mask = timeline
+    gone = str(tmp_path / "gone" / "vosfx")
+    seen = {}
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+
+    def user(win, disp):
+        items = win.GetItems()
+        items["Mask"].Text = str(tmp / "mask.png")
+        items["Attach"].Checked = False
+        win.On.Run.Clicked({})
+        seen["run"] = (items["Status"].Text, items["Run"].Enabled, disp.ui.timers[0].active)
+        win.On.Studio.Clicked({})
+        seen["studio"] = (items["Status"].Text, items["Studio"].Enabled)
+        win.On.vosfxWin.Close({})
+
+    fusion = Fusion(user)
+    Dialog(resolve, fusion, Bmd(fusion), [gone]).run()
+    status, enabled, polling = seen["run"]
+    assert gone in status and "VOSFX_EXECUTABLE" in status and enabled and not polling
+    assert gone in seen["studio"][0] and seen["studio"][1]
+    assert not os.listdir(tmp_path / "temp")
