@@ -155,3 +155,115 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
         # the fake repeats the prompt, forwards and (before the playhead) backwards
         assert np.abs(alpha - mask / 255.0).mean() < 0.02, k
         assert rgba[..., :3][alpha > 0.99].mean() > 0  # the picture is there, not just alpha
+
+
+REFUSALS = r"""
+import json, os, sys
+import bpy
+import addon_utils
+
+args = json.loads(sys.argv[-1])
+sys.path.insert(0, args["addons"])
+addon_utils.enable("vosfx_sequencer", default_set=True)
+win = bpy.context.window_manager.windows[0]
+area = win.screen.areas[0]
+area.ui_type = "SEQUENCE_EDITOR"  # the Add > Movie and retiming operators need the editor
+region = [r for r in area.regions if r.type == "WINDOW"][0]
+reports = {}
+
+
+def fresh(fps, fps_base=1.0):
+    scene = bpy.context.scene
+    bpy.context.workspace.sequencer_scene = scene
+    scene.render.fps, scene.render.fps_base = fps, fps_base
+    ed = scene.sequence_editor_create()
+    for s in list(ed.strips):
+        ed.strips.remove(s)
+    return scene, ed
+
+
+def matte(case, scene, ed, strip, **kw):
+    ed.active_strip = strip
+    scene.frame_current = int(strip.frame_final_start) + 2
+    before = set(os.listdir(args["temp"]))
+    try:
+        ret = bpy.ops.sequencer.vosfx_matte(mask_path=args["mask"], output_dir=args["out"], **kw)
+    except RuntimeError as err:  # an operator's ERROR report
+        ret = str(err)
+    reports[case] = {"ret": str(ret), "left": sorted(set(os.listdir(args["temp"])) - before)}
+
+
+# Add > Movie with its default Adjust Playback Rate: a 29.97 fps movie in a 24 fps scene
+scene, ed = fresh(24)
+with bpy.context.temp_override(window=win, area=area, region=region):
+    bpy.ops.sequencer.movie_strip_add(
+        "EXEC_DEFAULT", filepath=args["clip"], directory=os.path.dirname(args["clip"]),
+        files=[{"name": os.path.basename(args["clip"])}], frame_start=1, channel=1,
+        sound=False, use_framerate=False, set_view_transform=False, adjust_playback_rate=True,
+        overlap=False, move_strips=False, replace_sel=False,
+    )
+matte("playback_rate", scene, ed, ed.strips[0])
+
+# a retimed strip: 50 % speed from its 50th frame
+scene, ed = fresh(30, 1.001)
+strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip.select = True
+ed.active_strip = strip
+with bpy.context.temp_override(window=win, area=area, region=region):
+    bpy.ops.sequencer.retiming_key_add("EXEC_DEFAULT", timeline_frame=50)
+    bpy.ops.sequencer.retiming_segment_speed_set("EXEC_DEFAULT", speed=50)
+matte("retimed", scene, ed, strip)
+
+# the movie at the scene's rate, but the vosfx the add-on runs is gone
+scene, ed = fresh(30, 1.001)
+strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+prefs = bpy.context.preferences.addons["vosfx_sequencer"].preferences
+prefs.vosfx_executable = args["gone"]
+matte("missing_vosfx", scene, ed, strip)
+print("RESULT " + json.dumps(reports))
+"""
+
+
+def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config_home):
+    """Strips whose frames are not source frames one to one (Add > Movie's Adjust Playback
+    Rate at another scene rate, speed keys) are refused with the reason, and a vosfx that
+    cannot be started is one error naming it; no job file is left behind."""
+    clip = shared_data("videos", "01_dog.mp4")  # 29.97 fps
+    py = bpy_python()
+    addons = tmp_path / "addons"
+    r = CliRunner().invoke(
+        cli, ["plugins", "install", "blender", "--dest", str(addons), "--command", FAKE_VOSFX]
+    )
+    assert r.exit_code == 0, r.output
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "mask.png"), _ellipse(1280, 720))
+    (tmp_path / "temp").mkdir()
+    gone = str(tmp_path / "gone" / "vosfx")
+    args = {
+        "addons": str(addons),
+        "clip": str(clip),
+        "mask": str(tmp_path / "mask.png"),
+        "out": str(tmp_path),
+        "temp": str(tmp_path / "temp"),
+        "gone": gone,
+    }
+    (tmp_path / "run.py").write_text(REFUSALS)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path / "temp"))
+    done = subprocess.run(
+        [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT ") :])
+    assert "29.970 fps and the scene at 24.000 fps" in out["playback_rate"]["ret"], out
+    assert "Frame Rate" in out["playback_rate"]["ret"]
+    assert "is retimed" in out["retimed"]["ret"] and "Reset Retiming" in out["retimed"]["ret"]
+    assert gone in out["missing_vosfx"]["ret"], out
+    assert "VOSFX_EXECUTABLE" in out["missing_vosfx"]["ret"]
+    assert all(not case["left"] for case in out.values()), out
+    assert not list(tmp_path.glob("01_dog_vosfx_*")), "nothing is written"

@@ -106,6 +106,22 @@ def test_command_must_be_an_argument_list(tmp_path):
         vosfx_client.VosfxProcess("vosfx matte", tmp_path / "job.json")
 
 
+@pytest.mark.parametrize("start", ["matte", "studio"])
+def test_missing_vosfx_is_one_clear_error(tmp_path, start):
+    """A recorded command that is gone (the environment was removed or moved): one error that
+    names the command and says how to point the plugin at vosfx, not a FileNotFoundError."""
+    command = [str(tmp_path / "gone" / "vosfx")]
+    if start == "matte":
+        proc = vosfx_client.VosfxProcess(command, tmp_path / "job.json")
+    else:
+        proc = vosfx_client.StudioPick(command, tmp_path / "clip.mp4", 0, 5, 2)
+    with pytest.raises(vosfx_client.VosfxNotFound) as err:
+        proc.start()
+    text = str(err.value)
+    assert command[0] in text and "VOSFX_EXECUTABLE" in text and "plugins install" in text
+    assert not proc.running
+
+
 def test_build_job_is_a_valid_version_1_job(tmp_path):
     from vosfx.job import job_from_dict
 

@@ -80,8 +80,12 @@ def test_current_clip_reads_the_used_range_and_playhead(timeline):
     ]
 
 
-def test_used_range_render_lands_on_the_track_above(timeline):
+@pytest.mark.parametrize("major, end_frame", [(18, 7), (19, 8), (20, 8)])
+def test_used_range_render_lands_on_the_track_above(timeline, major, end_frame):
+    """AppendToTimeline's endFrame is inclusive up to Resolve 18 and exclusive from 19: the
+    placed alpha clip has the timeline clip's 8 frames on either."""
     resolve, tmp, mask = timeline
+    resolve.version[0] = major  # the media pool shares the list
     options = app.Options(mask_path=str(tmp / "mask.png"), attach=False, place=True)
     ctx, plan, result, events = _run(resolve, options)
     assert result.ok, result.message() + result.stderr
@@ -103,7 +107,7 @@ def test_used_range_render_lands_on_the_track_above(timeline):
         "AppendToTimeline",
     ]
     (_, _, (infos,)) = resolve.log[-1]
-    assert infos[0]["startFrame"] == 0 and infos[0]["endFrame"] == 7
+    assert infos[0]["startFrame"] == 0 and infos[0]["endFrame"] == end_frame
     assert infos[0]["trackIndex"] == 2 and infos[0]["recordFrame"] == HOUR + 10
     placed = resolve.timeline.items[-1]
     assert (placed.start, placed.duration, placed.track) == (HOUR + 10, 8, 2)
@@ -129,8 +133,31 @@ def test_clip_matte_covers_the_whole_clip_and_aligns(timeline):
     assert ctx.media_pool_item.mattes == [plan.matte_path]
     (_, _, (infos,)) = resolve.log[-1]
     # the whole-clip file starts at source frame 0: the used part is frames 5..12 of it
-    assert (infos[0]["startFrame"], infos[0]["endFrame"]) == (5, 12)
+    assert (infos[0]["startFrame"], infos[0]["endFrame"]) == (5, 13)  # Resolve 19: exclusive
     assert infos[0]["recordFrame"] == HOUR + 10
+    placed = resolve.timeline.items[-1]
+    assert (placed.start, placed.duration, placed.left_offset) == (HOUR + 10, 8, 5)
+
+
+@pytest.mark.parametrize(
+    "project_fps, timeline_fps, drop, hour",
+    [
+        (24, 25, False, 3600 * 25),  # a timeline with its own frame rate (custom settings)
+        (25, 24, False, 3600 * 24),
+        (29.97, 29.97, True, 107892),  # 01:00:00;00 drop-frame is frame 107892
+        (59.94, 59.94, True, 215784),
+        (23.976, 23.976, False, 3600 * 24),
+    ],
+)
+def test_playhead_is_read_at_the_timelines_own_rate(
+    tmp_path, project_fps, timeline_fps, drop, hour
+):
+    resolve = Resolve(fps=project_fps, timeline_fps=timeline_fps, drop=drop)
+    resolve.add_clip(str(tmp_path / "a.mov"), 40, record_start=hour + 10, duration=8, left_offset=5)
+    resolve.timeline.playhead = hour + 13
+    ctx = api.current_clip(resolve)
+    assert ctx.fps == pytest.approx(timeline_fps)
+    assert ctx.playhead_source == 8
 
 
 def test_points_prompt_becomes_the_job_prompt(timeline):
@@ -266,3 +293,35 @@ def test_dialog_cancel_stops_vosfx_and_closes(timeline, monkeypatch):
     assert seen == {"status": "cancelled; no output was written", "exited": True}
     assert sorted(p.name for p in tmp.iterdir()) == ["mask.png", "shot.mp4"]
     assert "AppendToTimeline" not in resolve.calls()
+
+
+def test_dialog_says_when_vosfx_cannot_be_run(timeline, tmp_path, monkeypatch):
+    """The recorded vosfx is gone: the status line says so and names the command; the dialog
+    stays usable and no job file is left in the temporary folder."""
+    import tempfile
+
+    from resolve_standin.ui import Bmd, Fusion
+    from vosfx_resolve.ui import Dialog
+
+    resolve, tmp, _mask = timeline
+    gone = str(tmp_path / "gone" / "vosfx")
+    seen = {}
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+
+    def user(win, disp):
+        items = win.GetItems()
+        items["Mask"].Text = str(tmp / "mask.png")
+        items["Attach"].Checked = False
+        win.On.Run.Clicked({})
+        seen["run"] = (items["Status"].Text, items["Run"].Enabled, disp.ui.timers[0].active)
+        win.On.Studio.Clicked({})
+        seen["studio"] = (items["Status"].Text, items["Studio"].Enabled)
+        win.On.vosfxWin.Close({})
+
+    fusion = Fusion(user)
+    Dialog(resolve, fusion, Bmd(fusion), [gone]).run()
+    status, enabled, polling = seen["run"]
+    assert gone in status and "VOSFX_EXECUTABLE" in status and enabled and not polling
+    assert gone in seen["studio"][0] and seen["studio"][1]
+    assert not os.listdir(tmp_path / "temp")

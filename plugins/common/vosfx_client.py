@@ -41,6 +41,10 @@ EXIT_CODES = {
 }
 
 
+class VosfxNotFound(OSError):
+    """The vosfx command cannot be started (not installed, moved, not executable)."""
+
+
 def parse_points(text):
     """Typed clicks, the fallback when the studio cannot be used: ``"420,300 -80,40"`` ->
     ([[420.0, 300.0], [80.0, 40.0]], [1, 0]). x,y in source pixels, separated by spaces or
@@ -155,17 +159,24 @@ def _spawn(args, env, stdout):
     """Start vosfx from an argument list (never a shell string), stdin closed, stderr piped as
     text; on Windows without a console window popping up over the editor."""
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
-    return subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        env=env,
-        creationflags=flags,
-        universal_newlines=True,
-        encoding="utf-8",
-        errors="replace",
-    )
+    try:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            creationflags=flags,
+            universal_newlines=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+    except OSError as err:
+        raise VosfxNotFound(
+            f"cannot run vosfx ({args[0]}): {err.strerror or err}. Run `vosfx plugins install` "
+            "again from the environment where vosfx works, or set VOSFX_EXECUTABLE to the vosfx "
+            "command"
+        ) from None
 
 
 def _stop(proc, timeout_s):
@@ -295,6 +306,7 @@ class StudioPick:
 
         if isinstance(command, str):
             raise TypeError("command must be a list of arguments, not a shell string")
+        self._own_folder = folder is None  # made here: removed here if vosfx cannot start
         self.folder = folder or tempfile.mkdtemp(prefix="vosfx_pick_")
         self.job_path = os.path.join(self.folder, "picked.json")
         self.args = list(command) + [
@@ -314,7 +326,14 @@ class StudioPick:
         self.stderr = ""
 
     def start(self):
-        self.proc = _spawn(self.args, self.env, stdout=subprocess.DEVNULL)
+        try:
+            self.proc = _spawn(self.args, self.env, stdout=subprocess.DEVNULL)
+        except VosfxNotFound:
+            if self._own_folder:
+                import shutil
+
+                shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
         return self

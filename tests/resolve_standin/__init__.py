@@ -76,11 +76,22 @@ class TimelineItem(_Recorded):
 
 
 class Timeline(_Recorded):
-    def __init__(self, log, fps: float, tracks: int = 1):
+    """``fps``: its own frame rate (a timeline with custom settings may differ from the
+    project's); ``drop``: drop-frame timecode (29.97/59.94)."""
+
+    def __init__(self, log, fps: float, tracks: int = 1, drop: bool = False):
         super().__init__(log)
-        self.fps, self.tracks = fps, tracks
+        self.fps, self.tracks, self.drop = fps, tracks, drop
         self.items: list[TimelineItem] = []
         self.playhead = 0  # timeline frame
+
+    def GetSetting(self, settingName=None):
+        self._call("GetSetting", settingName)
+        settings = {
+            "timelineFrameRate": f"{self.fps:g}",
+            "timelineDropFrameTimecode": "1" if self.drop else "0",
+        }
+        return settings if settingName is None else settings.get(settingName, "")
 
     def GetCurrentVideoItem(self):
         self._call("GetCurrentVideoItem")
@@ -91,7 +102,14 @@ class Timeline(_Recorded):
         self._call("GetCurrentTimecode")
         n = round(self.fps)
         f = self.playhead
-        return f"{f // (3600 * n):02d}:{f // (60 * n) % 60:02d}:{f // n % 60:02d}:{f % n:02d}"
+        if self.drop:  # labels 0-1 (0-3 at 59.94) skipped each minute but every tenth
+            d = 2 * n // 30
+            per_10min, per_min = 600 * n - 9 * d, 60 * n - d
+            tens, rest = divmod(f, per_10min)
+            f += 9 * d * tens + (d * ((rest - d) // per_min) if rest >= d else 0)
+        sep = ";" if self.drop else ":"
+        hh, mm, ss = f // (3600 * n), f // (60 * n) % 60, f // n % 60
+        return f"{hh:02d}:{mm:02d}:{ss:02d}{sep}{f % n:02d}"
 
     def GetTrackCount(self, trackType):
         self._call("GetTrackCount", trackType)
@@ -108,9 +126,9 @@ class Timeline(_Recorded):
 
 
 class MediaPool(_Recorded):
-    def __init__(self, log, timeline: Timeline, frames_of):
+    def __init__(self, log, timeline: Timeline, frames_of, version=(19, 1, 4, 11, "")):
         super().__init__(log)
-        self.timeline, self.frames_of = timeline, frames_of
+        self.timeline, self.frames_of, self.version = timeline, frames_of, version
         self.clips: list[MediaPoolItem] = []
 
     def ImportMedia(self, items):
@@ -122,6 +140,9 @@ class MediaPool(_Recorded):
         return new
 
     def AppendToTimeline(self, clipInfos):
+        """``endFrame`` is inclusive up to Resolve 18 and exclusive from 19 (measured by
+        users: github.com/nakano000/Resolve_Script/pull/23, samuelgursky/davinci-resolve-mcp
+        issue 82), so the stand-in places what the ``version`` it plays would place."""
         self._call("AppendToTimeline", [dict(c) for c in clipInfos])
         placed = []
         for info in clipInfos:
@@ -129,7 +150,9 @@ class MediaPool(_Recorded):
             mpi = info.get("mediaPoolItem")
             if unknown or not isinstance(mpi, MediaPoolItem):
                 return []
-            first, last = info.get("startFrame", 0), info.get("endFrame", mpi.frames - 1)
+            exclusive = self.version[0] >= 19
+            first = info.get("startFrame", 0)
+            last = info.get("endFrame", mpi.frames if exclusive else mpi.frames - 1) - exclusive
             if (
                 not 0 <= first <= last < mpi.frames
                 or info.get("trackIndex", 1) > self.timeline.tracks
@@ -189,13 +212,24 @@ class ProjectManager(_Recorded):
 
 
 class Resolve(_Recorded):
-    """``Resolve(fps=24)``; then ``add_clip(...)`` to lay out the timeline for a test."""
+    """``Resolve(fps=24)``; then ``add_clip(...)`` to lay out the timeline for a test.
+    ``timeline_fps``: the timeline's own rate when it differs from the project's;
+    ``version``: what ``GetVersion()`` reports ([major, minor, patch, build, suffix])."""
 
-    def __init__(self, fps: float = 24.0, frames_of=lambda path: 0):
+    def __init__(
+        self,
+        fps: float = 24.0,
+        frames_of=lambda path: 0,
+        *,
+        timeline_fps: float | None = None,
+        drop: bool = False,
+        version=(19, 1, 4, 11, ""),
+    ):
         self.log: list = []
         super().__init__(self.log)
-        self.timeline = Timeline(self.log, fps)
-        self.media_pool = MediaPool(self.log, self.timeline, frames_of)
+        self.version = list(version)
+        self.timeline = Timeline(self.log, timeline_fps or fps, drop=drop)
+        self.media_pool = MediaPool(self.log, self.timeline, frames_of, self.version)
         self.project = Project(self.log, self.timeline, self.media_pool, fps)
         self.storage = MediaStorage(self.log)
         self.manager = ProjectManager(self.log, self.project)
@@ -210,6 +244,10 @@ class Resolve(_Recorded):
     def calls(self, *methods):
         """The logged method names (only those in ``methods`` when given), in order."""
         return [m for _o, m, _a in self.log if not methods or m in methods]
+
+    def GetVersion(self):
+        self._call("GetVersion")
+        return list(self.version)
 
     def GetProjectManager(self):
         self._call("GetProjectManager")

@@ -122,8 +122,19 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         job_path = vosfx_client.write_job(plan["job"], plan["job_path"])
-        result = vosfx_client.run(_command(context), job_path)
+        try:
+            result = vosfx_client.run(_command(context), job_path)
+        except vosfx_client.VosfxNotFound as err:
+            return self._fail(plan, err)
         return self._finish(context, scene, strip, plan, result)
+
+    def _fail(self, plan, err):
+        """vosfx could not be started: say so, leave no job file."""
+        _state["text"] = ""
+        if os.path.isfile(plan["job_path"]):
+            os.remove(plan["job_path"])
+        self.report({"ERROR"}, str(err))
+        return {"CANCELLED"}
 
     def _finish(self, context, scene, strip, plan, result):
         _state["text"] = ""
@@ -153,7 +164,10 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         job_path = vosfx_client.write_job(self._plan_data["job"], self._plan_data["job_path"])
-        self._proc = vosfx_client.VosfxProcess(_command(context), job_path).start()
+        try:
+            self._proc = vosfx_client.VosfxProcess(_command(context), job_path).start()
+        except vosfx_client.VosfxNotFound as err:
+            return self._fail(self._plan_data, err)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         _state.update(text="vosfx: starting...", factor=0.0)
@@ -213,15 +227,23 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         self._scene, self._strip, self._proc = scene, strip, None
-        self._pick = vosfx_client.StudioPick(_command(context), path, start, end, frame).start()
+        pick = vosfx_client.StudioPick(_command(context), path, start, end, frame)
+        try:
+            self._pick = pick.start()
+        except vosfx_client.VosfxNotFound as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
         if context.window is None or bpy.app.background:
             self._pick.wait()
             plan = self._picked_plan()
             if plan is None:
                 return {"CANCELLED"}
-            result = vosfx_client.run(
-                _command(context), vosfx_client.write_job(plan["job"], plan["job_path"])
-            )
+            try:
+                result = vosfx_client.run(
+                    _command(context), vosfx_client.write_job(plan["job"], plan["job_path"])
+                )
+            except vosfx_client.VosfxNotFound as err:
+                return SEQUENCER_OT_vosfx_matte._fail(self, plan, err)
             return SEQUENCER_OT_vosfx_matte._finish(self, context, scene, strip, plan, result)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
@@ -268,7 +290,12 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
             return {"CANCELLED"}
         self._plan_data = plan
         job_path = vosfx_client.write_job(plan["job"], plan["job_path"])
-        self._proc = vosfx_client.VosfxProcess(_command(context), job_path).start()
+        try:
+            self._proc = vosfx_client.VosfxProcess(_command(context), job_path).start()
+        except vosfx_client.VosfxNotFound as err:
+            context.window_manager.event_timer_remove(self._timer)
+            _redraw(context)
+            return SEQUENCER_OT_vosfx_matte._fail(self, plan, err)
         _state.update(text="vosfx: starting...", factor=0.0)
         return {"RUNNING_MODAL"}
 

@@ -37,11 +37,40 @@ def source_range(scene, strip, whole_clip):
     return first, first + duration, current
 
 
+def check_one_to_one(scene, strip, path):
+    """ValueError unless the strip shows source frame k at timeline frame ``frame_start + k``:
+    the matte comes back as an image strip, one image per scene frame. A retimed strip (speed
+    keys) and a movie whose rate differs from the scene's, added with *Adjust Playback Rate*
+    (the default of Add > Movie: Blender then steps through the source at movie fps / scene
+    fps a frame), break that, and the matte would slide off the picture."""
+    if len(strip.retiming_keys):
+        raise ValueError(
+            f"the strip {strip.name!r} is retimed: vosfx mattes it one source frame per scene "
+            "frame; reset its speed (Strip > Retiming > Reset Retiming) first"
+        )
+    scene_fps = scene.render.fps / scene.render.fps_base
+    if abs(strip.fps - scene_fps) <= 1e-4 * scene_fps:
+        return
+    clip = bpy.data.movieclips.load(path)  # the file's own frame count
+    try:
+        frames = clip.frame_duration
+    finally:
+        bpy.data.movieclips.remove(clip)
+    if frames != strip.frame_duration:
+        raise ValueError(
+            f"the strip's movie runs at {strip.fps:.3f} fps and the scene at {scene_fps:.3f} "
+            f"fps, so Blender plays {frames} source frames over {strip.frame_duration} scene "
+            "frames and the matte would not line up; set the scene's frame rate (Output "
+            "Properties > Frame Rate) to the movie's first"
+        )
+
+
 def strip_range(scene, strip, whole_clip):
     """(movie path, start, end, playhead source frame), checked: what the studio opens on."""
     path = bpy.path.abspath(strip.filepath)
     if not os.path.isfile(path):
         raise ValueError(f"the strip's movie {path} does not exist")
+    check_one_to_one(scene, strip, path)
     start, end, frame = source_range(scene, strip, whole_clip)
     if not start <= frame < end:
         raise ValueError(f"put the playhead on the strip (source frames {start}-{end - 1}) first")

@@ -1,8 +1,9 @@
 """The adapter: every DaVinci Resolve scripting call the plugin makes, and nothing else.
 
 Names and signatures are those of Resolve's scripting README (Developer/Scripting/README.txt):
-Resolve.GetProjectManager(), Resolve.GetMediaStorage(), ProjectManager.GetCurrentProject(),
-Project.GetCurrentTimeline(), Project.GetMediaPool(), Project.GetSetting(name),
+Resolve.GetVersion(), Resolve.GetProjectManager(), Resolve.GetMediaStorage(),
+ProjectManager.GetCurrentProject(), Project.GetCurrentTimeline(), Project.GetMediaPool(),
+Project.GetSetting(name), Timeline.GetSetting(name),
 Timeline.GetCurrentVideoItem(), Timeline.GetCurrentTimecode(), Timeline.GetTrackCount(type),
 Timeline.AddTrack(type), TimelineItem.GetName(), .GetStart(), .GetDuration(),
 .GetLeftOffset(), .GetMediaPoolItem(), .GetTrackTypeAndIndex(),
@@ -26,7 +27,8 @@ class ClipContext:
     ``path``: its media file. ``source_in``: first used source frame (0-based, = left offset);
     ``duration``: used frames; ``source_frames``: frames in the whole file; ``record_start``:
     timeline frame of its first frame; ``track``: its video track index (1-based);
-    ``playhead_source``: the source frame under the playhead (None when off the clip).
+    ``playhead_source``: the source frame under the playhead (None when off the clip);
+    ``end_exclusive``: whether this Resolve reads AppendToTimeline's ``endFrame`` as exclusive.
     """
 
     def __init__(self, **kw):
@@ -36,6 +38,36 @@ class ClipContext:
     def source_out(self):
         """One past the last used source frame."""
         return self.source_in + self.duration
+
+
+def _frame_rate(text):
+    """(fps, drop frame) from a ``timelineFrameRate`` setting: "24", "23.976", "29.97 DF"."""
+    words = str(text or "").split()
+    try:
+        fps = float(words[0])
+    except (IndexError, ValueError):
+        raise ResolveError(f"Resolve reported the timeline frame rate as {text!r}") from None
+    return fps, "DF" in (w.upper() for w in words[1:])
+
+
+def _timeline_rate(project, timeline):
+    """The timeline's own frame rate and drop-frame flag: a timeline with custom settings can
+    differ from the project's, so its own setting wins; the project's is the fallback."""
+    fps_text = timeline.GetSetting("timelineFrameRate") or project.GetSetting("timelineFrameRate")
+    fps, drop = _frame_rate(fps_text or 24)
+    flag = timeline.GetSetting("timelineDropFrameTimecode") or project.GetSetting(
+        "timelineDropFrameTimecode"
+    )
+    return fps, drop or str(flag or "0") in ("1", "True", "true")
+
+
+def _end_frame_exclusive(resolve):
+    """AppendToTimeline's clipInfo ``endFrame``: inclusive up to Resolve 18, exclusive from 19
+    (measured by users; a one-frame short clip otherwise). Unknown version: the current rule."""
+    try:
+        return int(resolve.GetVersion()[0]) >= 19
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return True
 
 
 def _project(resolve):
@@ -64,8 +96,7 @@ def current_clip(resolve):
     path = mpi.GetClipProperty("File Path")
     if not path:
         raise ResolveError(f"the clip {item.GetName()!r} has no media file")
-    fps = float(project.GetSetting("timelineFrameRate") or 24)
-    drop = str(project.GetSetting("timelineDropFrameTimecode") or "0") in ("1", "True", "true")
+    fps, drop = _timeline_rate(project, timeline)
     start, duration = int(item.GetStart()), int(item.GetDuration())
     source_in = int(item.GetLeftOffset())
     playhead = timecode_to_frame(timeline.GetCurrentTimecode(), fps, drop)
@@ -84,6 +115,7 @@ def current_clip(resolve):
         source_in=source_in,
         source_frames=int(frames) if frames else None,
         track=int(track[1]) if track else 1,
+        end_exclusive=_end_frame_exclusive(resolve),
         playhead_source=source_in + playhead - start
         if start <= playhead < start + duration
         else None,
@@ -114,7 +146,8 @@ def place_above(ctx, path, first_frame):
             {
                 "mediaPoolItem": imported[0],
                 "startFrame": first,
-                "endFrame": first + ctx.duration - 1,  # inclusive, as Resolve counts it
+                # Resolve 19 on: one past the last frame; up to 18: the last frame
+                "endFrame": first + ctx.duration - (0 if ctx.end_exclusive else 1),
                 "trackIndex": target,
                 "recordFrame": ctx.record_start,
             }

@@ -2,6 +2,10 @@
 vosfx subprocess; a UI timer polls its events so Resolve stays responsive, and every Resolve
 call (through api.py) happens on Resolve's own thread."""
 
+import os
+import shutil
+import tempfile
+
 import vosfx_client
 
 from vosfx_resolve import api, app
@@ -112,7 +116,7 @@ class Dialog:
                 attach=bool(self.items["Attach"].Checked), place=bool(self.items["Place"].Checked)
             )
             self.pick = app.pick_in_studio(self.ctx, self.options, self.command)
-        except api.ResolveError as err:
+        except (api.ResolveError, vosfx_client.VosfxNotFound) as err:
             self._status(str(err))
             return
         self.items["Run"].Enabled = self.items["Studio"].Enabled = False
@@ -142,18 +146,24 @@ class Dialog:
             self._status(str(err))
             self._idle()
             return
-        import os
-        import tempfile
-
         self.job_dir = tempfile.mkdtemp(prefix="vosfx_resolve_")
         job_path = vosfx_client.write_job(self.plan.job, os.path.join(self.job_dir, "job.json"))
-        self.proc = vosfx_client.VosfxProcess(self.command, job_path).start()
+        try:
+            self.proc = vosfx_client.VosfxProcess(self.command, job_path).start()
+        except vosfx_client.VosfxNotFound as err:
+            self._status(str(err))
+            self._idle()
+            return
         self.items["Run"].Enabled = self.items["Studio"].Enabled = False
         self.items["Cancel"].Text = "Cancel"
         self._status("starting vosfx (the first run loads the model)...")
         self.timer.Start()
 
     def _idle(self):
+        """Back to waiting for the user: the job file of the last render goes."""
+        if self.job_dir is not None:
+            shutil.rmtree(self.job_dir, ignore_errors=True)
+            self.job_dir = None
         self.timer.Stop()
         self.items["Run"].Enabled = self.items["Studio"].Enabled = True
         self.items["Cancel"].Text = "Close"
