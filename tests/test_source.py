@@ -530,6 +530,16 @@ def test_which_folders_are_numbered(tmp_path, names, numbers, padding):
     assert probe(tmp_path / "seq" / f"{names[0]}.png").frame_numbers is None  # one image
 
 
+def test_padded_pattern_goes_on_past_its_width(tmp_path):
+    """%04d prints 10000 as 10000: a plate that runs past 9999 is one clip, not cut at 9999;
+    a name padded wider than the pattern (01000) is not one of its frames."""
+    make_sequence(tmp_path / "seq", n=3, name="shot.{:04d}", first=9998)
+    make_sequence(tmp_path / "seq", n=1, name="shot.0{:04d}", first=1000)
+    info = probe(tmp_path / "seq" / "shot.%04d.png")
+    assert info.frame_numbers is not None
+    assert info.frame_numbers.numbers == (9998, 9999, 10000)
+
+
 def test_two_files_with_one_number_are_refused(tmp_path):
     make_sequence(tmp_path / "seq", n=2, name="shot.{}")
     make_sequence(tmp_path / "seq", n=1, name="shot.0{}", first=1)

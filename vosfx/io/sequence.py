@@ -72,8 +72,8 @@ def _match_pattern(path: Path) -> tuple[list[Path], FrameNumbers]:
     width = match.group(1)
     if not width:
         digits = r"\d+"
-    elif width.startswith("0"):  # %05d: exactly 5 digits, zero padded
-        digits = rf"\d{{{int(width)}}}"
+    elif width.startswith("0"):  # %05d: 5 digits zero padded, more past 99999 (no leading 0)
+        digits = rf"\d{{{int(width)}}}|[1-9]\d{{{int(width)},}}"
     else:  # %5d: space padded
         digits = r"\s*\d+"
     prefix, suffix = path.name[: match.start()], path.name[match.end() :]
