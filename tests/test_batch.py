@@ -95,6 +95,27 @@ def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_h
     assert "b.mkv" in after
 
 
+def test_numbered_plate_job_keeps_its_numbers_and_logs_its_gap(tmp_path, config_home):
+    """A batch job on a plate shot.1001.png ... missing shot.1003.png: the matte images carry
+    the plate's numbers (the one loop's writers) and the job's log says the gap."""
+    from media import make_sequence
+
+    clip_with_mask(tmp_path, "a", n=1)  # its mask fits the plate (64x48)
+    plate = make_sequence(tmp_path / "plate", n=4, name="shot.{:04d}", first=1001)
+    (plate / "shot.1003.png").unlink()
+    manifest = tmp_path / "batch.toml"
+    manifest.write_text(
+        '[[jobs]]\ninput = "plate/shot.%04d.png"\nmask = "a.mask.png"\n'
+        'output = "out_matte"\npresets = ["png16"]\n'
+    )
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    assert [r.status for r in report.results] == ["ok"], report.results
+    names = sorted(p.name for p in (tmp_path / "out_matte").iterdir())
+    assert names == ["out_matte.1001.png", "out_matte.1002.png", "out_matte.1004.png"]
+    (log,) = (tmp_path / ".vosfx-batch" / "batch.toml" / "logs").iterdir()
+    assert "warning: shot.%04d.png: 1 frame number missing" in log.read_text()
+
+
 def test_changed_config_reruns_only_that_job(tmp_path, config_home):
     manifest = make_batch(tmp_path, names=("a", "b"))
     run_batch(manifest, executor="inline", engine_factory=fake_engine)

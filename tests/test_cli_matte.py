@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fakes import FakeEngine, FakeSession
-from media import make_clip, moving_square_frame, truncate
+from media import make_clip, make_sequence, moving_square_frame, truncate
 from PIL import Image
 
 import vosfx.engine
@@ -333,6 +333,94 @@ def test_image_sequence_input_to_a_video_with_audio_on(env, pattern):
     with av.open(str(out)) as movie:
         assert movie.streams.video[0].frames == 4
         assert not movie.streams.audio
+
+
+def _plate(env):
+    """plate/shot.1001.png ... shot.1006.png at 96x64 with shot.1004.png missing: positions
+    0, 1, 2, 3, 4 are numbers 1001, 1002, 1003, 1005, 1006."""
+    folder = make_sequence(env / "plate", n=6, width=96, height=64, name="shot.{:04d}", first=1001)
+    (folder / "shot.1004.png").unlink()
+    return folder / "shot.%04d.png"
+
+
+def _timecode(path) -> str:
+    import shutil
+    import subprocess
+
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        pytest.skip("needs FFmpeg's ffprobe")
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream_tags=timecode", "-of", "json", str(path)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout)["streams"][0]["tags"]["timecode"]
+
+
+@pytest.mark.parametrize(
+    "start, numbers, timecode, warned",
+    [
+        (0, [1001, 1002, 1003, 1005, 1006], "00:00:41:17", True),  # 1001 frames at 24 fps
+        (3, [1005, 1006], "00:00:41:21", False),  # the gap is before the frames rendered
+    ],
+)
+def test_numbered_plate_mattes_line_up_with_its_numbers(env, start, numbers, timecode, warned):
+    """A plate numbered from 1001 with a file missing: the PNG matte carries the plate's own
+    numbers at its padding, the ProRes one starts at the plate's timecode (Resolve's for an
+    image sequence: its number at its rate), the gap is said once on stderr and kept in the
+    sidecar, which maps every rendered frame to its number."""
+    out = env / "out_matte"
+    args = ["-f", "png16-matte", "--extra-format", "prores4444", "--fps", "24"]
+    r = matte(_plate(env), env / "mask.png", "-o", out, *args, "--start", start,
+              "--mask-frame", start)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == [f"out_matte.{n}.png" for n in numbers]
+    assert _timecode(env / "out_matte.prores4444.mov") == timecode
+    sidecar = json.loads((env / "out_matte.json").read_text())
+    assert sidecar["frame_numbers"] == {
+        "pattern": "shot.%04d.png",
+        "first": numbers[0],
+        "last": numbers[-1],
+        "missing": [[1004, 1004]] if warned else [],
+        "numbers": numbers,
+    }
+    assert sidecar["source"]["first_frame_timecode"] == timecode
+    warnings = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert len(warnings) == (1 if warned else 0), r.stderr
+    assert sidecar["warnings"] == [w.split("warning: ", 1)[1] for w in warnings]
+    if warned:
+        text = warnings[0]
+        assert "shot.%04d.png: 1 frame number missing between 1001 and 1006 (1004)" in text
+        assert "out_matte.prores4444.mov" in text and "one frame per file present" in text
+
+
+def test_numbered_plate_gap_is_a_json_warning_event_and_in_the_result(env):
+    out = env / "out.mov"
+    r = matte(_plate(env), env / "mask.png", "-o", out, "--json-progress")
+    assert r.exit_code == 0, r.output
+    events = [json.loads(line) for line in r.output.splitlines()]
+    assert [e["event"] for e in events[:3]] == ["start", "warning", "frame"]
+    assert "(1004)" in events[1]["message"] and "out.mov" in events[1]["message"]
+    assert events[-1]["event"] == "result" and events[-1]["warnings"] == [events[1]["message"]]
+
+
+def test_numbered_plate_frames_are_positions_and_the_error_says_so(env):
+    """--start and prompt frames count the plate's files from 0; one typed as a plate number
+    is refused with the mapping spelled out."""
+    r = matte(_plate(env), env / "mask.png", "-o", env / "out.mov", "--start", "1002")
+    assert r.exit_code != 0 and "--start 1002" in r.output, r.output
+    assert "frame 0 is shot.1001.png, frame 4 is shot.1006.png" in r.output, r.output
+    r = matte(_plate(env), env / "mask.png", "-o", env / "out.mov", "--mask-frame", "1003")
+    assert r.exit_code != 0 and "frame 0 is shot.1001.png" in r.output, r.output
+
+
+def test_overwrite_replaces_an_earlier_render_of_a_numbered_plate(env):
+    out = env / "out_seq"
+    for _ in range(2):
+        r = matte(_plate(env), env / "mask.png", "-o", out, "-f", "png16", "--overwrite")
+        assert r.exit_code == 0, r.output
+    assert len(list(out.iterdir())) == 5
 
 
 @pytest.mark.parametrize("fmt", ["prores4444", "png16"])

@@ -487,6 +487,67 @@ def test_unpadded_pattern_sorts_by_number_and_single_image(tmp_path):
     )
 
 
+def test_numbered_plate_keeps_its_own_numbers(tmp_path):
+    """A plate shot.1001.png ... with a file missing: frames are positions counted from 0,
+    and the info keeps each file's number (folder or pattern alike), the gap and the
+    timecode Resolve gives the sequence (its first number at its rate)."""
+    folder = make_sequence(tmp_path / "plate", n=5, name="shot.{:04d}", first=1001)
+    (folder / "shot.1003.png").unlink()
+    for path in (folder, folder / "shot.%04d.png"):
+        info, frames = decode_all(path, fps=24)
+        numbers = info.frame_numbers
+        assert numbers is not None and numbers.numbers == (1001, 1002, 1004, 1005)
+        assert numbers.padding == 4 and numbers.pattern == "shot.%04d.png"
+        assert numbers.label(2) == "frame 2 (shot.1004.png)"
+        assert numbers.missing() == [(1003, 1003)] and numbers.missing(2) == []
+        assert [f.index for f in frames] == [0, 1, 2, 3]
+        assert np.array_equal(frames[2].image, moving_square_frame(3, 64, 48)[0])
+        assert info.timecode == "00:00:41:17"  # frame 1001 at 24 fps
+
+
+@pytest.mark.parametrize(
+    "names, numbers, padding",
+    [
+        (["a.0998", "a.0999", "a.1000"], (998, 999, 1000), 4),
+        (["a.9999", "a.10000"], (9999, 10000), 4),  # %04d printed past 9999
+        (["00000001", "00000002"], (1, 2), 8),
+        (["f1", "f2", "f10"], (1, 2, 10), 0),  # unpadded: sorted by number, not by name
+        (["f1", "f002"], (1, 2), 0),  # no one padding
+        (["v2_shot_7", "v2_shot_8"], (7, 8), 0),  # the last digits are the number
+        (["a", "b"], None, None),  # no numbers: natural order, positions
+        (["a1", "b2"], None, None),  # two names: not one numbered sequence
+    ],
+)
+def test_which_folders_are_numbered(tmp_path, names, numbers, padding):
+    for k, name in enumerate(names):
+        make_sequence(tmp_path / "seq", n=1, name=name, first=k)
+    info = probe(tmp_path / "seq")
+    if numbers is None:
+        assert info.frame_numbers is None and info.timecode == ""
+    else:
+        assert info.frame_numbers is not None
+        assert (info.frame_numbers.numbers, info.frame_numbers.padding) == (numbers, padding)
+    assert probe(tmp_path / "seq" / f"{names[0]}.png").frame_numbers is None  # one image
+
+
+def test_padded_pattern_goes_on_past_its_width(tmp_path):
+    """%04d prints 10000 as 10000: a plate that runs past 9999 is one clip, not cut at 9999;
+    a name padded wider than the pattern (01000) is not one of its frames."""
+    make_sequence(tmp_path / "seq", n=3, name="shot.{:04d}", first=9998)
+    make_sequence(tmp_path / "seq", n=1, name="shot.0{:04d}", first=1000)
+    info = probe(tmp_path / "seq" / "shot.%04d.png")
+    assert info.frame_numbers is not None
+    assert info.frame_numbers.numbers == (9998, 9999, 10000)
+
+
+def test_two_files_with_one_number_are_refused(tmp_path):
+    make_sequence(tmp_path / "seq", n=2, name="shot.{}")
+    make_sequence(tmp_path / "seq", n=1, name="shot.0{}", first=1)
+    for path in (tmp_path / "seq", tmp_path / "seq" / "shot.%d.png"):
+        with pytest.raises(InputError, match=r"two numbered 1: shot\.0?1\.png and shot\.0?1"):
+            probe(path)
+
+
 def test_rotated_phone_style_mp4(tmp_path):
     # the common case: an H.264 .mp4 shot in portrait, stored landscape + a display matrix
     path = make_clip(tmp_path / "portrait.mp4", n=4, width=64, height=48, rotation=90)

@@ -730,6 +730,28 @@ def test_image_sequence_input(tmp_path, config_home, depth):
         r.close()
 
 
+def test_render_of_a_numbered_plate_keeps_its_numbers_and_says_its_gap(tmp_path, config_home):
+    """A plate shot.1001.png ... with shot.1004.png missing renders from the studio as from
+    the command line: the images carry the plate's numbers and the gap comes with the result."""
+    from tests.media import make_sequence
+
+    seq = make_sequence(tmp_path / "seq", n=6, width=W, height=H, name="shot.{:04d}", first=1001)
+    (seq / "shot.1004.png").unlink()
+    r = Running(seq, tmp_path / "work")
+    try:
+        assert _click(r, 2)[0] == 200
+        out = tmp_path / "matte"
+        status, _ = r.request("/api/render", {"output": str(out), "formats": ["png16"]})
+        assert status == 200
+        r.wait_idle()
+        names = sorted(p.name for p in out.iterdir())
+        assert names == [f"matte.{n}.png" for n in (1001, 1002, 1003, 1005, 1006)]
+        (warning,) = r.studio.last_render["warnings"]
+        assert "missing between 1001 and 1006 (1004)" in warning
+    finally:
+        r.close()
+
+
 def _wait_for(cond, timeout_s=20):
     deadline = time.monotonic() + timeout_s
     while not cond():

@@ -36,7 +36,7 @@ from vosfx.io.writers import (
     write_sidecar,
 )
 from vosfx.io.writers import images as writers_images
-from vosfx.types import Frame, Matte, VideoInfo
+from vosfx.types import Frame, FrameNumbers, Matte, VideoInfo
 
 H, W = 38, 66  # odd-ish on purpose: not a multiple of 16 (ProRes MBs) nor of 4
 TB = Fraction(1, 12800)
@@ -293,6 +293,28 @@ def test_sequence_numbered_by_source_index(tmp_path):
     clip = synthetic_clip(pts=(2560, 3072, 3584), start=120)
     path = render("png16-matte", tmp_path / "shot_matte", clip)
     assert listing(path) == [f"shot_matte.{i:05d}.png" for i in (120, 121, 122)]
+
+
+@pytest.mark.parametrize(
+    "padding, names",
+    [
+        (4, ["m.1001.png", "m.1002.png", "m.1005.png"]),  # the plate's own padding
+        (8, ["m.00001001.png", "m.00001002.png", "m.00001005.png"]),
+        (0, ["m.01001.png", "m.01002.png", "m.01005.png"]),  # unpadded plate: 5 digits
+    ],
+)
+def test_sequence_of_a_numbered_plate_is_named_by_its_numbers(tmp_path, padding, names):
+    """Frames 0, 1, 2 of plate.1001, plate.1002, plate.1005 (1003-1004 missing): each image
+    carries its plate frame's number, so the matte lines up with the plate, gap included."""
+    numbers = FrameNumbers((1001, 1002, 1005), "plate.", ".exr", padding)
+    info = replace(make_info(3), frame_numbers=numbers)
+    clip = synthetic_clip(pts=(0, 512, 1024))
+    with open_writer(
+        "png16-matte", tmp_path / "m", info, obj_ids=OBJ_IDS, config=OutputConfig()
+    ) as writer:
+        for frame, matte in clip:
+            writer.write(frame, matte)
+    assert listing(tmp_path / "m") == names
 
 
 def test_preview_tints_objects_and_keeps_background(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -30,6 +31,48 @@ class Colour:
 
 
 @dataclass(frozen=True)
+class FrameNumbers:
+    """A numbered image sequence's own frame numbers (``shot.1001.exr``, ``shot.1002.exr``,
+    ...). Frame *positions* (``Frame.index``, ``--start``/``--end``, prompt frames) count the
+    files from 0; ``numbers[i]`` is the number in the name of the file at position ``i``,
+    increasing, with gaps where files are missing. ``prefix``/``suffix``: the names around
+    the number; ``padding``: the digits the source zero-pads its numbers to (``0001`` -> 4;
+    0 when its names are not zero-padded, or not all alike)."""
+
+    numbers: tuple[int, ...]
+    prefix: str
+    suffix: str
+    padding: int
+
+    def name(self, index: int) -> str:
+        """The source file name of position ``index`` (``shot.1013.exr``)."""
+        return f"{self.prefix}{self.numbers[index]:0{self.padding}d}{self.suffix}"
+
+    @property
+    def pattern(self) -> str:
+        """The source's names as a printf pattern (``shot.%04d.exr``; ``%d`` unpadded)."""
+        digits = f"%0{self.padding}d" if self.padding else "%d"
+        return f"{self.prefix}{digits}{self.suffix}"
+
+    def label(self, index: int) -> str:
+        """``frame 12 (shot.1013.exr)``: a position as messages show it."""
+        return f"frame {index} ({self.name(index)})"
+
+    def missing(self, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+        """The numbers missing between positions ``start`` and ``end`` (exclusive), as
+        inclusive ranges ``[(1050, 1052), (1077, 1077)]``: the gaps a movie output drifts at."""
+        part = self.numbers[start:end]
+        return [(a + 1, b - 1) for a, b in itertools.pairwise(part) if b - a > 1]
+
+
+def format_ranges(ranges: list[tuple[int, int]], limit: int = 8) -> str:
+    """``1050-1052, 1077`` (at most ``limit`` ranges, then ``and N more``)."""
+    shown = [str(a) if a == b else f"{a}-{b}" for a, b in ranges[:limit]]
+    more = f" and {len(ranges) - limit} more" if len(ranges) > limit else ""
+    return ", ".join(shown) + more
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What a source knows before decoding. ``num_frames`` may be an estimate for containers
     without a frame count (``frame_count_exact`` says which)."""
@@ -50,6 +93,8 @@ class VideoInfo:
     start_pts: int = 0
     timecode: str = ""  # SMPTE start timecode of the first frame ("" when the source has none)
     colour: Colour = Colour()  # the source's colour description (BT.709 unless it says other)
+    # a numbered image sequence's own frame numbers (None: a video, or files without numbers)
+    frame_numbers: FrameNumbers | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +262,8 @@ class Matte:
 class ProgressEvent:
     """One progress update. ``event`` is "download" (model bytes, first use only), "backward"
     (frames before the first prompt, tracked backwards from it, before "start"), "start",
-    "frame", "done" or "error"."""
+    "warning" (``message``: something about the input the user must know, said once right
+    after "start"; the report keeps it too), "frame", "done" or "error"."""
 
     event: str
     frames_done: int = 0

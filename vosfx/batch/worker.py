@@ -140,6 +140,8 @@ class _JobLog:
         self.stream.flush()
 
     def progress(self, ev: ProgressEvent) -> None:
+        if ev.event == "warning":
+            self.line(f"warning: {ev.message}")
         frac = ev.frames_done / ev.total_frames if ev.total_frames else 0.0
         if ev.event == "frame" and frac >= self.next_mark:
             self.next_mark = frac + _LOG_EVERY

@@ -37,7 +37,9 @@ class TerminalProgress:
         ):
             return
         self._last = now
-        if ev.event == "download":
+        if ev.event == "warning":  # a line of its own, kept above the bar
+            self.stream.write(f"\r\x1b[2Kvosfx: warning: {ev.message}\n")
+        elif ev.event == "download":
             total = f"/{ev.total_frames / 2**20:.1f}" if ev.total_frames else ""
             self.stream.write(f"\r\x1b[2K{ev.message}: {ev.frames_done / 2**20:.1f}{total} MiB")
         elif ev.event == "done":
@@ -75,6 +77,8 @@ class LogProgress:
         self._last = now
         if ev.event == "start":
             line = f"{self.label}: matting {ev.total_frames} frames"
+        elif ev.event == "warning":
+            line = f"warning: {ev.message}"
         elif ev.event == "download":
             total = f" of {ev.total_frames / 2**20:.1f}" if ev.total_frames else ""
             line = f"{ev.message}: {ev.frames_done / 2**20:.1f}{total} MiB"

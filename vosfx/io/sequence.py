@@ -1,12 +1,19 @@
 """Image sequences as a frame source: a folder of PNG/JPG/TIFF/EXR or a printf pattern.
 
-Files are sorted naturally (``f2`` before ``f10``); frame ``i`` is the ``i``-th file, with
-``time_base = 1/fps`` and ``pts = i``. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF give
-uint16 RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16.
+Frame ``i`` (its position) is the ``i``-th file, with ``time_base = 1/fps`` and ``pts = i``.
+A numbered sequence (``shot.1001.exr ... shot.1100.exr``: a printf pattern, or a folder whose
+files share one name around their last run of digits) is sorted by those numbers and keeps
+them (:class:`~vosfx.types.FrameNumbers` on its ``VideoInfo``): image-sequence outputs are
+named by them, movie outputs start at their timecode, and missing numbers are reported as
+gaps. Other folders are sorted naturally (``f2`` before ``f10``) and numbered by position.
+Two files with the same number (``shot.1.png``, ``shot.01.png``) are an error: which one is
+the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF give uint16
+RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Generator
@@ -16,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from vosfx.errors import InputError
-from vosfx.types import Frame, VideoInfo
+from vosfx.io.timecode import from_frames
+from vosfx.types import Frame, FrameNumbers, VideoInfo
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
 DEFAULT_FPS = Fraction(24)
@@ -28,6 +36,15 @@ def list_files(path_or_pattern: str | Path) -> list[Path] | None:
 
     Raises InputError for a folder or pattern that matches no image file.
     """
+    found = scan(path_or_pattern)
+    return None if found is None else found[0]
+
+
+def scan(path_or_pattern: str | Path) -> tuple[list[Path], FrameNumbers | None] | None:
+    """(the sequence's files in frame order, their own numbers or None), or None when the
+    path is not a sequence (a video). A single image file is a one-frame clip numbered by
+    position. Raises InputError for a folder or pattern that matches no image file, or two
+    files with the same number."""
     text = str(path_or_pattern)
     path = Path(text)
     if _PRINTF.search(path.name):
@@ -38,9 +55,9 @@ def list_files(path_or_pattern: str | Path) -> list[Path] | None:
             raise InputError(
                 f"expected image files ({', '.join(IMAGE_EXTS)}) in folder {path}, found none"
             )
-        return sorted(files, key=natural_key)
+        return _numbered_folder(path, files)
     if path.suffix.lower() in IMAGE_EXTS and path.is_file():
-        return [path]
+        return [path], None
     return None
 
 
@@ -49,31 +66,68 @@ def is_pattern(path: str | Path) -> bool:
     return bool(_PRINTF.search(Path(path).name))
 
 
-def _match_pattern(path: Path) -> list[Path]:
+def _match_pattern(path: Path) -> tuple[list[Path], FrameNumbers]:
     match = _PRINTF.search(path.name)
-    assert match is not None  # list_files calls this only for a printf pattern
+    assert match is not None  # scan calls this only for a printf pattern
     width = match.group(1)
     if not width:
         digits = r"\d+"
-    elif width.startswith("0"):  # %05d: exactly 5 digits, zero padded
-        digits = rf"\d{{{int(width)}}}"
+    elif width.startswith("0"):  # %05d: 5 digits zero padded, more past 99999 (no leading 0)
+        digits = rf"\d{{{int(width)}}}|[1-9]\d{{{int(width)},}}"
     else:  # %5d: space padded
         digits = r"\s*\d+"
-    regex = re.compile(
-        re.escape(path.name[: match.start()])
-        + f"({digits})"
-        + re.escape(path.name[match.end() :])
-        + "$"
-    )
+    prefix, suffix = path.name[: match.start()], path.name[match.end() :]
+    regex = re.compile(re.escape(prefix) + f"({digits})" + re.escape(suffix) + "$")
     folder = path.parent
     numbered = (
-        [(int(m.group(1)), p) for p in folder.iterdir() if (m := regex.match(p.name))]
+        [(m.group(1).strip(), p) for p in folder.iterdir() if (m := regex.match(p.name))]
         if folder.is_dir()
         else []
     )
     if not numbered:
         raise InputError(f"expected files matching {path}, found none in {folder}")
-    return [p for _, p in sorted(numbered, key=lambda item: item[0])]
+    return _numbered(numbered, prefix, suffix, path)
+
+
+_LAST_NUMBER = re.compile(r"(.*?)(\d+)(\D*)")  # prefix, the last digit run, suffix
+
+
+def _numbered_folder(folder: Path, files: list[Path]) -> tuple[list[Path], FrameNumbers | None]:
+    """A folder's files by their numbers when every name is ``<prefix><digits><suffix>`` with
+    one prefix and suffix (``shot.1001.exr``); else naturally sorted, without numbers."""
+    parts = [_LAST_NUMBER.fullmatch(p.name) for p in files]
+    templates = {(m.group(1), m.group(3)) for m in parts if m is not None}
+    if None in parts or len(templates) != 1:
+        return sorted(files, key=natural_key), None
+    ((prefix, suffix),) = templates
+    numbered = [(m.group(2), p) for m, p in zip(parts, files) if m is not None]
+    return _numbered(numbered, prefix, suffix, folder)
+
+
+def _numbered(
+    numbered: list[tuple[str, Path]], prefix: str, suffix: str, where: Path
+) -> tuple[list[Path], FrameNumbers]:
+    """Files (digits of their number, path) sorted by number; InputError for a number that
+    two files share."""
+    items = sorted(((int(d), d, p) for d, p in numbered), key=lambda item: item[0])
+    for (a, _, pa), (b, _, pb) in itertools.pairwise(items):
+        if a == b:
+            raise InputError(
+                f"expected one file per frame number in {where}, found two numbered {a}: "
+                f"{pa.name} and {pb.name}; remove one"
+            )
+    texts = [d for _, d, _ in items]
+    width = min(len(d) for d in texts)
+    # zero-padded when every name is its number printed with %0<width>d (1001..1100 and
+    # 0001..0100 are; f1..f10 and a mix of 1 and 002 are not)
+    padded = width > 1 and all(d == f"{int(d):0{width}d}" for d in texts)
+    numbers = FrameNumbers(
+        numbers=tuple(n for n, _, _ in items),
+        prefix=prefix,
+        suffix=suffix,
+        padding=width if padded else 0,
+    )
+    return [p for _, _, p in items], numbers
 
 
 def natural_key(path: Path) -> list:
@@ -81,8 +135,12 @@ def natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
-def probe_files(path: str | Path, files: list[Path], fps) -> VideoInfo:
-    """VideoInfo from the first image; the others are checked as they are read."""
+def probe_files(
+    path: str | Path, files: list[Path], fps, numbers: FrameNumbers | None = None
+) -> VideoInfo:
+    """VideoInfo from the first image; the others are checked as they are read. A numbered
+    sequence's timecode is its first number counted at ``fps`` (non-drop-frame), the one
+    Resolve gives an image sequence, so movie outputs conform to the plate by timecode."""
     fps = DEFAULT_FPS if fps is None else Fraction(fps).limit_denominator(1_000_000)
     if fps <= 0:
         raise InputError(f"expected an image-sequence fps > 0, found {fps}")
@@ -99,6 +157,8 @@ def probe_files(path: str | Path, files: list[Path], fps) -> VideoInfo:
         bit_depth=depth,
         codec=files[0].suffix.lower().lstrip("."),
         frame_count_exact=True,
+        timecode="" if numbers is None else from_frames(numbers.numbers[0], fps, drop=False),
+        frame_numbers=numbers,
     )
 
 

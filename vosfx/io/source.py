@@ -45,9 +45,9 @@ def probe(path: str | Path, *, fps: float | Fraction | None = None) -> VideoInfo
     so probe decodes the first frame (one frame, not the clip). ``fps`` is the rate of an image
     sequence (default 24); it is ignored for videos, which carry their own.
     """
-    files = sequence.list_files(path)
-    if files is not None:
-        return sequence.probe_files(path, files, fps)
+    found = sequence.scan(path)
+    if found is not None:
+        return sequence.probe_files(path, found[0], fps, found[1])
     return video.probe_video(Path(path))
 
 
@@ -81,9 +81,10 @@ def open_source(
         raise InputError(f"expected prefetch >= 0 frames, found {prefetch}")
     if prefetch_bytes < 0:
         raise InputError(f"expected prefetch_bytes >= 0, found {prefetch_bytes}")
-    files = sequence.list_files(path_or_pattern)
-    if files is not None:
-        info = sequence.probe_files(path_or_pattern, files, fps)
+    found = sequence.scan(path_or_pattern)
+    if found is not None:
+        files = found[0]
+        info = sequence.probe_files(path_or_pattern, files, fps, found[1])
         _check_range(info, start)
         frames = sequence.read_frames(files, info, start, end)
     else:

@@ -23,6 +23,7 @@ from vosfx.pipeline.output import (
     JobReport,
     Outputs,
     ProgressCallback,
+    numbering_warnings,
     object_path,
     output_info,
     plan_outputs,
@@ -57,6 +58,7 @@ def resolve_prompts(
             raise PromptError(
                 f"prompt for frame {spec.frame} is outside the frames being matted "
                 f"({start}..{end - 1}; the clip has {info.num_frames} frames)"
+                + positions_hint(info)
             )
         if spec.mask is not None:
             found = load_mask_prompt(
@@ -97,6 +99,20 @@ def resolve_prompts(
     return prompts
 
 
+def positions_hint(info: VideoInfo) -> str:
+    """For a numbered image sequence, how frame numbers given as positions map onto its
+    files: ``; frames count the files from 0 (frame 0 is shot.1001.exr, frame 99 is
+    shot.1100.exr)``. Empty for other sources."""
+    numbers = info.frame_numbers
+    if numbers is None:
+        return ""
+    last = info.num_frames - 1
+    return (
+        f"; frames count the files from 0, not by their numbers (frame 0 is "
+        f"{numbers.name(0)}, frame {last} is {numbers.name(last)})"
+    )
+
+
 def run(
     job: Job,
     *,
@@ -124,6 +140,7 @@ def run(
         if job.start >= end:
             raise ConfigError(
                 f"--start {job.start} is past the clip's last frame ({info.num_frames - 1})"
+                + positions_hint(info)
             )
         prompts = resolve_prompts(
             job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
@@ -148,6 +165,7 @@ def run(
             on_progress,
             cancel,
             end - job.start,
+            warnings=numbering_warnings(info, job.start, end, outputs),
         )
         stack.enter_context(loop)
 

@@ -38,6 +38,7 @@ class JobReport:
     presence: dict[int, list[tuple[int, int, bool]]] = field(default_factory=dict)
     memory: dict = field(default_factory=dict)  # the session's report (promotions, quality)
     runtime: dict = field(default_factory=dict)  # what ran the model (backend, precision, ...)
+    warnings: tuple[str, ...] = ()  # said once as "warning" events too (a numbered input's gaps)
 
     @property
     def fps(self) -> float:
@@ -54,19 +55,53 @@ class JobReport:
             "model": {"id": self.model_id, "sha256": self.model_sha256, "runtime": self.runtime},
             "shots": list(self.shots),
             "presence": {str(k): [list(iv) for iv in v] for k, v in self.presence.items()},
+            "warnings": list(self.warnings),
         }
 
 
 def output_info(info: VideoInfo, start: int) -> VideoInfo:
     """The source's info with the timecode of the first frame rendered (source timecode +
-    ``start`` frames), so outputs conform to the source in an editor."""
+    ``start`` frames; a numbered image sequence's: the number of the file at ``start``, gaps
+    before it counted), so outputs conform to the source in an editor."""
     if not info.timecode or not start or not info.fps:
         return info
     from dataclasses import replace
 
-    from vosfx.io.timecode import offset
+    from vosfx.io.timecode import from_frames, offset
 
+    if info.frame_numbers is not None:
+        return replace(
+            info, timecode=from_frames(info.frame_numbers.numbers[start], info.fps, drop=False)
+        )
     return replace(info, timecode=offset(info.timecode, start, info.fps))
+
+
+def numbering_warnings(
+    info: VideoInfo, start: int, end: int, outputs: list[tuple[str, str, int | None]]
+) -> list[str]:
+    """What a user must hear about the source's frame numbers over the frames rendered
+    [start, end): numbers missing from a numbered image sequence (a file not rendered yet or
+    lost), and which outputs still line up with the plate after them."""
+    from vosfx.formats import FORMATS
+    from vosfx.types import format_ranges
+
+    numbers = info.frame_numbers
+    gaps = numbers.missing(start, end) if numbers is not None else []
+    if numbers is None or not gaps:
+        return []
+    count = sum(b - a + 1 for a, b in gaps)
+    text = (
+        f"{numbers.pattern}: {count} frame number{'s' if count > 1 else ''} missing between "
+        f"{numbers.numbers[start]} and {numbers.numbers[end - 1]} ({format_ranges(gaps)}); "
+        "image-sequence outputs keep the source's numbers, so they still line up with it"
+    )
+    movies = [Path(p).name for p, fmt, _o in outputs if not FORMATS[fmt].is_sequence]
+    if movies:
+        text += (
+            f"; movie outputs ({', '.join(movies)}) hold one frame per file present, so after "
+            "each gap they run early against the source's numbering by the frames missing"
+        )
+    return [text]
 
 
 def plan_outputs(job: Job) -> list[tuple[str, str, int | None]]:
@@ -111,8 +146,11 @@ class Outputs:
     """The per-frame loop's writing half (a context manager): the refiner, the writers (one
     thread each), each frame's scores, and at the end the sidecars and the :class:`JobReport`."""
 
-    def __init__(self, job, info, session, engine, outputs, on_progress, cancel, total):
+    def __init__(
+        self, job, info, session, engine, outputs, on_progress, cancel, total, warnings=()
+    ):
         self.job, self.info, self.session, self.engine = job, info, session, engine
+        self.warnings = tuple(warnings)
         # what runs the model, asked now: the engine may be closed when the sidecar is written
         self.runtime: dict = engine.runtime()
         self.on_progress, self.cancel, self.total = on_progress, cancel, total
@@ -182,6 +220,8 @@ class Outputs:
     def run(self, results: Iterator[tuple[Frame, MaskResult]]) -> None:
         t_wall = time.perf_counter()
         self._emit(ProgressEvent("start", 0, self.total))
+        for text in self.warnings:  # said once, before the frames
+            self._emit(ProgressEvent("warning", 0, self.total, message=text))
         for frame, result in results:
             t3 = time.perf_counter()
             # the shot id read here: the session's state belongs to this (the tracking) thread
@@ -282,7 +322,11 @@ class Outputs:
                     if any(q is not None for q in v)
                 },
                 "memory": memory,
+                "warnings": list(self.warnings),
             }
+            numbering = _numbering_dict(self.info, self.job.start, self.job.start + self.frames)
+            if numbering is not None:
+                data["frame_numbers"] = numbering
             for target in outputs:
                 sidecars.append(str(write_sidecar(Path(target), dict(data, output=target))))
         report = JobReport(
@@ -298,6 +342,7 @@ class Outputs:
             shots=shots,
             presence=presence,
             memory=memory,
+            warnings=self.warnings,
         )
         self._emit(ProgressEvent("done", self.frames, self.total, fps=report.fps))
         return report
@@ -325,4 +370,22 @@ def _info_dict(info: VideoInfo) -> dict:
             "primaries": info.colour.primaries,
             "transfer": info.colour.transfer,
         },
+    }
+
+
+def _numbering_dict(info: VideoInfo, start: int, end: int) -> dict | None:
+    """The sidecar's ``frame_numbers``: a numbered image sequence's own numbers over the
+    frames rendered (``numbers[k]``: the number of rendered frame k, a movie output's frame k
+    and the k-th entry of ``object_scores``; image outputs are named by it), the source's
+    pattern and the numbers missing. None for a video or a sequence without numbers."""
+    numbers = info.frame_numbers
+    if numbers is None:
+        return None
+    rendered = numbers.numbers[start:end]
+    return {
+        "pattern": numbers.pattern,
+        "first": rendered[0],
+        "last": rendered[-1],
+        "missing": [list(r) for r in numbers.missing(start, end)],
+        "numbers": list(rendered),
     }

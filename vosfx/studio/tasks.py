@@ -152,10 +152,15 @@ class TasksMixin:
             from vosfx.pipeline import run
 
             def progress(ev: Any) -> None:
-                self.emit({"event": "render", "done": ev.frames_done, "total": ev.total_frames})
+                if ev.event != "warning":  # warnings come with the result, shown with it
+                    self.emit({"event": "render", "done": ev.frames_done, "total": ev.total_frames})
 
             report = run(job, on_progress=progress, engine=self.engine, cancel=cancel)
-            self.last_render = {"outputs": list(report.outputs), "frames": report.frames}
+            self.last_render = {
+                "outputs": list(report.outputs),
+                "frames": report.frames,
+                "warnings": list(report.warnings),
+            }
             self.emit(dict(self.last_render, event="rendered"))
 
         self.worker.start("render", body)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # `vosfx plugins install blender` copies plugins/common's cli
 else:
     from . import vosfx_client
 
-MATTE_FORMAT = "png16-matte"  # 16-bit grey PNG sequence, named by source frame index
+MATTE_FORMAT = "png16-matte"  # 16-bit grey PNG sequence, named by source frame
 MODIFIER_NAME = "vosfx matte"
 
 
@@ -134,13 +134,14 @@ def apply_matte(context, scene, strip, plan, result_event):
     files = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
     if not files:
         raise RuntimeError(f"vosfx wrote no matte images into {folder}")
-    first_index = int(files[0].rsplit(".", 2)[-2])  # <stem>.<source frame:05d>.png
     ed = scene.sequence_editor
     matte = ed.strips.new_image(
         name=strip.name + " matte",
         filepath=os.path.join(folder, files[0]),
         channel=_free_channel(ed, strip),
-        frame_start=int(strip.frame_start) + first_index,
+        # the matte's first image is source frame plan["start"] (a position): not the number
+        # in its name, which is a numbered image-sequence source's own (shot.1001.exr)
+        frame_start=int(strip.frame_start) + int(plan["start"]),
     )
     for name in files[1:]:
         matte.elements.append(name)

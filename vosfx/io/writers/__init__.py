@@ -46,7 +46,8 @@ def open_writer(
     overwrite: bool = False,
 ) -> Writer:
     """Open a writer for ``format_id`` at ``path`` (a file for video, a folder for image
-    sequences: ``<path>/<stem>.%05d.<ext>`` numbered by source frame index).
+    sequences: ``<path>/<stem>.<number>.<ext>``, numbered by source frame:
+    :func:`vosfx.io.writers.images.frame_name`).
 
     Raises ConfigError for an unknown format or an encoder this FFmpeg build lacks, and
     OutputError for a path that cannot be written (see ``check_output_path``).

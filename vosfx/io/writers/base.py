@@ -69,7 +69,7 @@ def _check_replaceable_folder(out: Path, sequence: bool) -> None:
         )
     name = out.name
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    frame = re.compile(re.escape(stem) + r"\.\d{5,}\.(png|exr)")
+    frame = re.compile(re.escape(stem) + r"\.\d+\.(png|exr)")  # any padding: the source's
     foreign = sorted(p.name for p in out.iterdir() if not frame.fullmatch(p.name) or p.is_dir())
     if foreign:
         shown = ", ".join(foreign[:3]) + (

@@ -1,8 +1,11 @@
 """Image-sequence writers: PNG (8/16-bit RGBA cut-outs, 16-bit mattes) and EXR mattes.
 
-The sequence goes into a folder ``<out>/`` as ``<stem>.%05d.<ext>``, numbered by the source
-frame index (so a sequence rendered from frame 120 on starts at ``<stem>.00120.png``), where
-``<stem>`` is the folder's name without an extension. Every image is encoded to bytes in
+The sequence goes into a folder ``<out>/`` as ``<stem>.<number>.<ext>``, where ``<stem>`` is
+the folder's name without an extension and ``<number>`` the source frame's (:func:`frame_name`):
+a numbered image-sequence source's own number at its own zero padding (``shot.1001.exr`` ->
+``<stem>.1001.png``, so the matte lines up with the plate in Nuke, Resolve or Blender, gaps
+included), else the frame's position in the source at 5 digits (a video rendered from frame
+120 on starts at ``<stem>.00120.png``). Every image is encoded to bytes in
 memory and written with plain file I/O, so a full disk surfaces as an OSError here.
 
 PNG goes through OpenCV (libpng). EXR goes through FFmpeg's EXR encoder (PyAV): this
@@ -24,7 +27,7 @@ import numpy as np
 from vosfx.errors import ConfigError, OutputError
 from vosfx.formats import RGBA_SEQUENCE
 from vosfx.io.writers.base import Writer
-from vosfx.types import Frame, Matte
+from vosfx.types import Frame, Matte, VideoInfo
 
 # zlib level 2: one 1080p 16-bit RGBA frame took 0.33 s for 3.3 MB, against 0.54 s / 3.1 MB
 # at level 3 and 1.5 s / 2.7 MB at level 6 (OpenCV 5, loaded 2-core EPYC); mattes are
@@ -56,9 +59,25 @@ def bt709_to_linear(v: np.ndarray) -> np.ndarray:
     return np.where(v < 0.081, v / 4.5, ((v + 0.099) / 1.099) ** (1 / 0.45)).astype(np.float32)
 
 
-def sequence_name(stem: str, index: int, ext: str) -> str:
-    """``<stem>.%05d.<ext>`` (more digits past 99999 frames rather than wrapping)."""
-    return f"{stem}.{index:05d}.{ext}"
+# Digits of a frame number in an output name when the source has no padding of its own (a
+# video, an unpadded or unnumbered sequence): 5 keep names in order by plain sorting.
+DEFAULT_PADDING = 5
+
+
+def sequence_name(stem: str, number: int, ext: str, padding: int = DEFAULT_PADDING) -> str:
+    """``<stem>.%0<padding>d.<ext>`` (more digits past the padding rather than wrapping)."""
+    return f"{stem}.{number:0{padding}d}.{ext}"
+
+
+def frame_name(stem: str, info: VideoInfo, index: int, ext: str) -> str:
+    """The output file name of source position ``index``: a numbered sequence's own number at
+    the source's zero padding (a plate padded to 4 digits gives ``<stem>.1001.png``, as
+    compositors name a matte of it; an unpadded source gets 5 digits), else the position at
+    5 digits."""
+    numbers = info.frame_numbers
+    if numbers is None:
+        return sequence_name(stem, index, ext)
+    return sequence_name(stem, numbers.numbers[index], ext, numbers.padding or DEFAULT_PADDING)
 
 
 class ImageSequenceWriter(Writer):
@@ -116,10 +135,10 @@ class ImageSequenceWriter(Writer):
         return buf.tobytes()
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
-        name = sequence_name(self._stem, frame.index, self.spec.ext)
+        name = frame_name(self._stem, self.info, frame.index, self.spec.ext)
         target = self.tmp_path / name
         if target.exists():
-            raise OutputError(f"{self.path}: frame index {frame.index} written twice")
+            raise OutputError(f"{self.path}: frame {frame.index} ({name}) written twice")
         if self._layers is not None:
             self._write_layers(target, frame, alpha, matte)
             return

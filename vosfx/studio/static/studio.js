@@ -673,7 +673,9 @@ function connectEvents() {
         li.textContent = p;
         ul.appendChild(li);
       }
-      status(`rendered ${ev.frames} frames`);
+      // a numbered input's missing frames: said with the result, not lost in a log
+      const warned = (ev.warnings || []).map((w) => `; warning: ${w}`).join("");
+      status(`rendered ${ev.frames} frames${warned}`);
       document.body.dataset.rendered = ev.outputs.join("\n");
       refreshTimeline();
     } else if (ev.event === "stopped") {
