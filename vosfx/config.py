@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from vosfx.errors import ConfigError
 from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
+
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+def parse_colour(text: str) -> tuple[float, float, float] | None:
+    """``#rrggbb`` -> (r, g, b) in [0, 1]; None when ``text`` is not a colour (an
+    ``[output] background`` is a colour or an image/video file)."""
+    m = _HEX.match(text.strip())
+    if not m:
+        return None
+    v = int(m.group(1), 16)
+    return ((v >> 16) / 255.0, ((v >> 8) & 255) / 255.0, (v & 255) / 255.0)
 
 
 def _opt(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vosfx.config import JobConfig
+from vosfx.config import JobConfig, parse_colour
 from vosfx.errors import ConfigError
 
 JOB_VERSION = 1
@@ -260,11 +260,9 @@ def _files_beside(overrides: dict[str, Any], base: Path) -> dict[str, Any]:
     if model.get("checkpoint") and not Path(model["checkpoint"]).expanduser().is_absolute():
         model["checkpoint"] = str(base / model["checkpoint"])
     background = output.get("background")
-    if background and not Path(background).expanduser().is_absolute():
-        from vosfx.io.writers.backdrop import parse_colour
-
-        if parse_colour(background) is None:
-            output["background"] = str(base / background)
+    colour = background and parse_colour(background) is not None
+    if background and not colour and not Path(background).expanduser().is_absolute():
+        output["background"] = str(base / background)
     return out
 
 

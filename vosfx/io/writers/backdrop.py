@@ -4,30 +4,19 @@ frame, centre-cropped, like an editor's "fill")."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vosfx.config import parse_colour
 from vosfx.errors import ConfigError
 from vosfx.io.writers.base import image_rgb01
 
 if TYPE_CHECKING:
     from vosfx.io.source import FrameSource
     from vosfx.types import Frame
-
-_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
-
-
-def parse_colour(text: str) -> tuple[float, float, float] | None:
-    """``#rrggbb`` -> (r, g, b) in [0, 1]; None when ``text`` is not a colour."""
-    m = _HEX.match(text.strip())
-    if not m:
-        return None
-    v = int(m.group(1), 16)
-    return ((v >> 16) / 255.0, ((v >> 8) & 255) / 255.0, (v & 255) / 255.0)
 
 
 class Backdrop:
