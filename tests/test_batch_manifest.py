@@ -277,3 +277,28 @@ def test_per_object_templates_overlap(a, b, overlap):
 
     assert _templates_overlap(a, b) is overlap
     assert _templates_overlap(b, a) is overlap
+
+
+def test_a_csv_row_merges_its_overrides_cell_and_section_key_columns(clips):
+    """An ``overrides`` cell after a ``section.key`` column must not replace it: different
+    settings merge, the same one given twice is a problem naming the row and both columns."""
+    path = clips / "o.csv"
+    path.write_text(
+        "input,mask,output,presets,refine.feather_px,overrides\n"
+        'a.mp4,a.mask.png,out/a.mkv,matte-ffv1,2.5,"{""refine"": {""temporal_strength"": 0.5}}"\n'
+    )
+    job = load_manifest(path).jobs[0].job
+    assert job.config.refine.feather_px == 2.5 and job.config.refine.temporal_strength == 0.5
+    for header, cell, other in (
+        ("refine.feather_px,overrides", '3,"{""refine"": {""feather_px"": 1}}"', "overrides"),
+        ("overrides,refine.feather_px", '"{""refine"": {""feather_px"": 1}}",3', "overrides"),
+        ("refine.feather_px, refine.feather_px", "3,1", "refine.feather_px"),
+        ("presets,preset", "matte-ffv1,matte-ffv1", "presets"),
+    ):
+        path.write_text(f"input,mask,output,{header}\na.mp4,a.mask.png,out/a.mkv,{cell}\n")
+        with pytest.raises(BatchError) as err:
+            load_manifest(path)
+        text = str(err.value)
+        assert "o.csv line 2" in text and "twice" in text, text
+        first, second = (c.strip() for c in header.split(","))
+        assert f"{first!r}" in text and f"{second!r}" in text and other in text, text
