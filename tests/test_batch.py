@@ -376,3 +376,17 @@ def test_a_log_that_cannot_be_written_is_a_batch_error(tmp_path):
     (tmp_path / "a.log").mkdir()  # stands in for a full disk or a read-only folder
     with pytest.raises(BatchError, match=r"batch log .*a\.log cannot be written"):
         append_log(tmp_path / "a.log", "done\n")
+
+
+def test_a_job_log_that_cannot_be_opened_fails_that_job_naming_the_file(tmp_path, config_home):
+    """The worker opens the job's log before the job starts: a log it cannot write (here a
+    folder in its place; a read-only or full state folder) fails that job once, as an output
+    error naming the file. It used to escape run_one: a local worker died with it (the job
+    reported as worker-died and retried), an inline batch stopped with a traceback."""
+    manifest = make_batch(tmp_path, names=("a", "b"), n=3)
+    (tmp_path / ".vosfx-batch/batch.toml/logs/a.log").mkdir(parents=True)
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine, retry=2)
+    a, b = report.results
+    assert (a.status, a.attempts, b.status) == ("failed", 1, "ok")
+    assert "logs/a.log cannot be written" in a.reason and "Is a directory" in a.reason, a.reason
+    assert not (tmp_path / "out/a.mkv").exists()
