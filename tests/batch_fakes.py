@@ -51,6 +51,35 @@ def slow_fake_engine(model_config) -> FakeEngine:
     return SlowFakeEngine(0.15, model_id=f"fake:{model_config.name}")
 
 
+def crash_loading_engine(model_config) -> FakeEngine:
+    """A model whose loading kills the process (as a native crash or the OOM killer would),
+    leaving only what it printed on stderr."""
+    import sys
+
+    print("fatal: the checkpoint's weights are corrupt (from the native loader)", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(3)
+
+
+class _DyingSession(_SlowSession):
+    def step(self, frame, pass_ids, **kw):
+        import sys
+
+        print("fatal: out of device memory in step", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(4)
+
+
+class _DyingEngine(FakeEngine):
+    def start(self, info, memory):
+        return _DyingSession(super().start(info, memory), 0.0)
+
+
+def dying_engine(model_config) -> FakeEngine:
+    """Loads fine; the worker process dies in the first frame of every job."""
+    return _DyingEngine(model_id=f"fake:{model_config.name}")
+
+
 def clip_with_mask(folder, name: str, n: int = 8, width: int = 64, height: int = 48):
     """``folder/<name>.mp4`` (the moving square) and ``folder/<name>.mask.png`` (its frame-0
     mask). Returns (clip path, mask path)."""

@@ -397,3 +397,66 @@ def test_a_log_that_cannot_be_written_is_a_batch_error(tmp_path):
     (tmp_path / "a.log").mkdir()  # stands in for a full disk or a read-only folder
     with pytest.raises(BatchError, match=r"batch log .*a\.log cannot be written"):
         append_log(tmp_path / "a.log", "done\n")
+
+
+def test_a_job_log_that_cannot_be_opened_fails_that_job_naming_the_file(tmp_path, config_home):
+    """The worker opens the job's log before the job starts: a log it cannot write (here a
+    folder in its place; a read-only or full state folder) fails that job once, as an output
+    error naming the file. It used to escape run_one: a local worker died with it (the job
+    reported as worker-died and retried), an inline batch stopped with a traceback."""
+    manifest = make_batch(tmp_path, names=("a", "b"), n=3)
+    (tmp_path / ".vosfx-batch/batch.toml/logs/a.log").mkdir(parents=True)
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine, retry=2)
+    a, b = report.results
+    assert (a.status, a.attempts, b.status) == ("failed", 1, "ok")
+    assert "logs/a.log cannot be written" in a.reason and "Is a directory" in a.reason, a.reason
+    assert not (tmp_path / "out/a.mkv").exists()
+
+
+def _local(manifest, factory, workers=1, retry=2):
+    return run_batch(
+        manifest, executor=LocalExecutor(workers, engine_factory=factory, gpus=[]), retry=retry
+    )
+
+
+def test_a_worker_that_cannot_start_fails_the_batch_once_with_its_error(
+    tmp_path, config_home, tests_on_path
+):
+    """A bad engine factory (an import error in the worker): every job used to say only
+    "worker process N died mid-job (exit 1)", each after --retry attempts, the cause left on
+    the workers' stderr. The cause is in the first job's reason and once in the summary, and
+    no job is retried."""
+    manifest = make_batch(tmp_path, names=("a", "b", "c"), n=3)
+    report = _local(manifest, "no_such_module_xyz:factory", workers=2)
+    assert [(r.status, r.attempts) for r in report.results] == [("failed", 1)] * 3
+    summary = format_summary(report)
+    assert summary.count("No module named 'no_such_module_xyz'") == 1, summary
+    first = next(r for r in report.results if "no_such_module_xyz" in r.reason)
+    assert first.reason.startswith("workers cannot start: engine factory"), first.reason
+    for r in report.results:
+        if r is not first:
+            assert f"(see job {first.job_id})" in r.reason, r.reason
+    state = json.loads((tmp_path / ".vosfx-batch/batch.toml/state.json").read_text())
+    assert state["jobs"][first.job_id]["kind"] == "worker-start"
+
+
+def test_a_model_that_kills_its_worker_while_loading_is_reported_with_its_output(
+    tmp_path, config_home, tests_on_path
+):
+    manifest = make_batch(tmp_path, names=("a", "b"), n=3)
+    report = _local(manifest, "batch_fakes:crash_loading_engine")
+    a, b = report.results
+    assert (a.status, a.attempts, b.status, b.attempts) == ("failed", 1, "failed", 1)
+    assert "died while loading the model sam2.1-tiny (exit 3)" in a.reason, a.reason
+    assert "the checkpoint's weights are corrupt" in a.reason.splitlines()[0], a.reason
+    assert "(see job a)" in b.reason, b.reason
+    log = (tmp_path / ".vosfx-batch/batch.toml/logs/a.log").read_text()
+    assert "the checkpoint's weights are corrupt" in log
+
+
+def test_a_worker_that_dies_mid_job_says_what_it_printed(tmp_path, config_home, tests_on_path):
+    manifest = make_batch(tmp_path, names=("a",), n=3)
+    (a,) = _local(manifest, "batch_fakes:dying_engine", retry=1).results
+    assert (a.status, a.attempts) == ("failed", 2)  # a dead worker is still worth a retry
+    first = a.reason.splitlines()[0]
+    assert "died mid-job (exit 4): fatal: out of device memory in step" in first, a.reason

@@ -212,3 +212,93 @@ def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(clips, suffix)
     assert [bj.job for bj in load_manifest(bom).jobs] == [
         bj.job for bj in load_manifest(plain).jobs
     ]
+
+
+def test_per_object_file_names_are_part_of_the_duplicate_output_check(clips):
+    """``objects = "each"`` writes one file per object: ``<stem>_obj<id>`` when the path has no
+    ``{obj}``. Those names must not be another row's output, the same per-object names of
+    another row, or an input."""
+    clip_with_mask(clips, "c_obj1", n=4)
+    each = 'overrides = {output = {objects = "each"}}\n'
+
+    def row(out, *, each_obj=True, clip="a"):
+        return f'[[jobs]]\ninput = "{clip}.mp4"\nmask = "{clip}.mask.png"\noutput = "{out}"\n' + (
+            each if each_obj else ""
+        )
+
+    bad = clips / "each.toml"
+    bad.write_text(
+        '[defaults]\npresets = ["matte-ffv1"]\n'
+        + row("out/a.mkv")
+        + row("out/a_obj1.mkv", each_obj=False, clip="b")  # object 1 of the row above
+        + row("out/s.mkv")
+        + row("out/s_obj{obj}.mkv", clip="b")  # the same per-object names
+        + row("out/t{obj}.mkv")
+        + row("out/t1{obj}.mkv", clip="b")  # t1{2} is t{12}
+        + row("c.mp4", clip="b")  # object 1: c_obj1.mp4, the next row's input
+        + row("out/c1.mkv", each_obj=False, clip="c_obj1")
+        + row("out/u.mkv")  # fine: u_obj<id>.mkv is not u_obj.mkv, v{obj}, w{obj}
+        + row("out/u_obj.mkv", each_obj=False, clip="b")
+        + row("out/v{obj}.mkv")
+        + row("out/w{obj}.mkv", clip="b")
+        + row("out/x0{obj}.mkv")  # fine: ids have no leading zero
+        + row("out/x{obj}.mkv", clip="b")
+    )
+    with pytest.raises(BatchError) as err:
+        load_manifest(bad)
+    text = str(err.value)
+    # each clash once for the output, once for its sidecar
+    assert "7 problem(s)" in text, text
+    for where, needle in (
+        ("jobs[0]", "a_obj1.mkv, also written by each.toml jobs[1]"),
+        ("jobs[3]", "s_obj{obj}.mkv"),
+        ("jobs[5]", "t1{obj}.mkv"),
+        ("jobs[6]", "would overwrite the input of each.toml jobs[7]"),
+    ):
+        line = next((ln for ln in text.splitlines() if f"each.toml {where}:" in ln), "")
+        assert needle in line, (where, text)
+
+
+@pytest.mark.parametrize(
+    "a, b, overlap",
+    [
+        ("o/s_obj{obj}.mkv", "o/s_obj{obj}.mkv", True),
+        ("o/t{obj}.mkv", "o/t1{obj}.mkv", True),  # t + 12 = t1 + 2
+        ("o/t{obj}1.mkv", "o/t{obj}.mkv", True),  # t + 1 + 1 = t + 11
+        ("o/t1{obj}.mkv", "o/t{obj}2.mkv", True),  # t1 + 2 + 2 = t + 12 + 2
+        ("o/x0{obj}.mkv", "o/x{obj}.mkv", False),  # an id never starts with 0
+        ("o/v{obj}.mkv", "o/w{obj}.mkv", False),
+        ("o/a{obj}.mkv", "o/a{obj}.mov", False),
+        ("o/{obj}/m.mkv", "o/1{obj}/m.mkv", True),
+    ],
+)
+def test_per_object_templates_overlap(a, b, overlap):
+    from vosfx.batch.manifest import _templates_overlap
+
+    assert _templates_overlap(a, b) is overlap
+    assert _templates_overlap(b, a) is overlap
+
+
+def test_a_csv_row_merges_its_overrides_cell_and_section_key_columns(clips):
+    """An ``overrides`` cell after a ``section.key`` column must not replace it: different
+    settings merge, the same one given twice is a problem naming the row and both columns."""
+    path = clips / "o.csv"
+    path.write_text(
+        "input,mask,output,presets,refine.feather_px,overrides\n"
+        'a.mp4,a.mask.png,out/a.mkv,matte-ffv1,2.5,"{""refine"": {""temporal_strength"": 0.5}}"\n'
+    )
+    job = load_manifest(path).jobs[0].job
+    assert job.config.refine.feather_px == 2.5 and job.config.refine.temporal_strength == 0.5
+    for header, cell, other in (
+        ("refine.feather_px,overrides", '3,"{""refine"": {""feather_px"": 1}}"', "overrides"),
+        ("overrides,refine.feather_px", '"{""refine"": {""feather_px"": 1}}",3', "overrides"),
+        ("refine.feather_px, refine.feather_px", "3,1", "refine.feather_px"),
+        ("presets,preset", "matte-ffv1,matte-ffv1", "presets"),
+    ):
+        path.write_text(f"input,mask,output,{header}\na.mp4,a.mask.png,out/a.mkv,{cell}\n")
+        with pytest.raises(BatchError) as err:
+            load_manifest(path)
+        text = str(err.value)
+        assert "o.csv line 2" in text and "twice" in text, text
+        first, second = (c.strip() for c in header.split(","))
+        assert f"{first!r}" in text and f"{second!r}" in text and other in text, text

@@ -231,5 +231,37 @@ def test_an_import_that_runs_out_of_disk_leaves_nothing_and_says_why(model, tmp_
     with pytest.raises(ModelError, match="No space left on device") as err:
         cache.import_checkpoint(src)
     assert str(dest) in str(err.value)
-    assert sorted(p.name for p in dest.parent.iterdir()) == sorted([NAME, "index.json"])
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted(
+        [NAME, "index.json", "index.json.lock"]
+    )
     assert dest.read_bytes() == PAYLOAD
+
+
+def test_two_processes_recording_at_once_keep_both_entries(model, tmp_path, monkeypatch):
+    """A fine-tune imported (trusted) while another process records its own model: each reads
+    index.json, adds its entry and writes it back. Without a lock the second write drops the
+    first's entry, and the fine-tune is then refused as failing the published hash."""
+    import threading
+
+    other = registry.register(_spec("test-model-b", name="b.pt"))
+    tune = tmp_path / "finetune.pt"
+    tune.write_bytes(b"fine-tuned weights")
+    plain = tmp_path / "b.pt"
+    plain.write_bytes(PAYLOAD)
+    real_read = cache._read_index
+    racer: list[threading.Thread] = []
+
+    def read_then_let_the_other_run():
+        models = real_read()
+        if not racer:  # the first import has read the index: the other records meanwhile
+            racer.append(threading.Thread(target=cache.import_checkpoint, args=(plain, other.id)))
+            racer[0].start()
+            racer[0].join(1.0)  # it finishes here unless a lock makes it wait for us
+        return models
+
+    monkeypatch.setattr(cache, "_read_index", read_then_let_the_other_run)
+    cache.import_checkpoint(tune, model.id, trust_unverified=True)
+    racer[0].join(10)
+    monkeypatch.setattr(cache, "_read_index", real_read)
+    assert set(real_read()) == {model.id, other.id}
+    assert cache.ensure_checkpoint(model.id, offline=True).read_bytes() == b"fine-tuned weights"

@@ -178,3 +178,27 @@ def test_a_drop_without_content_length_is_resumed_not_taken_for_the_whole_file(t
         ranges = [r.range for r in srv.requests]
     assert digest == SHA and dest.read_bytes() == BODY
     assert ranges == [None, "bytes=5000-"]
+
+
+def test_a_complete_part_left_before_its_rename_is_kept_not_fetched_again(tmp_path):
+    """A process killed after the last byte but before the rename leaves the whole file as
+    ``.part``: the server answers the resume with 416. The part hashes right: it is kept
+    (no second download of hundreds of MB)."""
+    dest = tmp_path / "f.pt"
+    dest.with_name("f.pt.part").write_bytes(BODY)
+    with FileServer(files={"f.pt": BODY}) as srv:
+        digest = download_file(f"{srv.url}/f.pt", dest, sha256=SHA, size_bytes=len(BODY))
+        ranges = [r.range for r in srv.requests]
+    assert digest == SHA and dest.read_bytes() == BODY
+    assert ranges == [f"bytes={len(BODY)}-"]  # the 416, and nothing fetched again
+    assert not dest.with_name("f.pt.part").exists()
+
+
+def test_a_whole_size_part_with_other_bytes_is_fetched_again(tmp_path):
+    dest = tmp_path / "f.pt"
+    dest.with_name("f.pt.part").write_bytes(bytes(len(BODY)))  # right size, wrong bytes
+    with FileServer(files={"f.pt": BODY}) as srv:
+        digest = download_file(f"{srv.url}/f.pt", dest, sha256=SHA, size_bytes=len(BODY))
+        ranges = [r.range for r in srv.requests]
+    assert digest == SHA and dest.read_bytes() == BODY
+    assert ranges == [f"bytes={len(BODY)}-", None]

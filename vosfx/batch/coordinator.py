@@ -127,7 +127,8 @@ def format_summary(report: BatchReport) -> str:
         reason = r.reason.splitlines()[0] if r.reason else ""
         if r.attempts > 1:
             reason = f"[{r.attempts} attempts] {reason}".strip()
-        rows.append((r.job_id, r.status, str(r.frames), f"{r.elapsed_s:.1f}", reason[:100]))
+        # long enough for a worker's start-up error with its module name; the log has it all
+        rows.append((r.job_id, r.status, str(r.frames), f"{r.elapsed_s:.1f}", reason[:160]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * 6)

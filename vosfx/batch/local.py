@@ -4,7 +4,11 @@
 or ``workers`` processes on CPU; each loads its engine once and keeps it across jobs. Each
 worker talks to the coordinator over its own pipe, so a worker killed at any moment cannot
 leave a shared queue's lock held; a dead worker's job is reported as ``worker-died`` (the
-coordinator retries it) and a fresh worker takes the slot.
+coordinator retries it) and a fresh worker takes the slot. A worker's stdout and stderr go
+to a file the coordinator copies to its own stderr, so a dead worker's last lines (a
+traceback, a native crash's message) are in its job's reason. A worker that cannot start
+(an engine factory that does not import) fails the batch's jobs once, with its error, and a
+model that kills its worker while loading fails the jobs that need it: neither is retried.
 
 :class:`InlineExecutor`: the jobs in the calling process, one at a time (debugging, tests,
 and the reference the other executors are compared with).
@@ -21,15 +25,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
 from vosfx.cpus import usable_cores
-from vosfx.errors import BatchError
+from vosfx.errors import BatchError, VosfxError
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnContext
@@ -40,6 +47,9 @@ _PROGRESS_HZ = 2.0
 # How often an orphaned worker notices its coordinator is gone.
 _PARENT_POLL_S = 0.5
 _JOIN_S = 5.0
+# A worker's output kept for its job's reason when it dies: its last lines, at most this much.
+_TAIL_BYTES = 8192
+_TAIL_LINES = 10
 
 
 def detect_gpus() -> list[str]:
@@ -116,12 +126,44 @@ class InlineExecutor:
         self.engines.close()
 
 
+class _Output:
+    """A worker's stdout and stderr: a temporary file it writes them to (and deletes at once,
+    so a killed batch leaves nothing behind), copied to the coordinator's stderr as they
+    arrive; the last lines are kept for the reason when the worker dies."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="vosfx-worker-", suffix=".log")
+        self.fh = os.fdopen(fd, "rb")
+        self.tail = b""
+
+    def pump(self) -> None:
+        data = self.fh.read()  # what the worker wrote since the last call
+        if data:
+            self.tail = (self.tail + data)[-_TAIL_BYTES:]
+            sys.stderr.write(data.decode("utf-8", "replace"))
+            sys.stderr.flush()
+
+    def last_lines(self) -> list[str]:
+        self.pump()
+        lines = self.tail.decode("utf-8", "replace").splitlines()
+        return [ln.rstrip() for ln in lines if ln.strip()][-_TAIL_LINES:]
+
+    def close(self) -> None:
+        self.pump()
+        self.fh.close()
+        Path(self.path).unlink(missing_ok=True)  # a worker that died before deleting it
+
+
 @dataclass
 class _Worker:
     wid: int
     proc: Any
     conn: Any
+    output: _Output
     task: Task | None = None
+    ready: bool = False  # started: its engine factory imported
+    loading: bool = False  # inside the engine factory (loading a model)
+    startup_error: str = ""  # what it sent back when it could not start
 
 
 class LocalExecutor:
@@ -142,6 +184,11 @@ class LocalExecutor:
         self.factory = engine_factory
         self.pool: dict[int, _Worker] = {}
         self.ctx: SpawnContext | None = None  # set by start()
+        # jobs that cannot run, failed at submit: why, and the job whose reason says it all
+        self.cannot_start: tuple[str, str] | None = None  # (cause, first job or "")
+        self.bad_models: dict[Any, str] = {}  # ModelConfig -> the job whose worker it killed
+        self.loaded_models: set[Any] = set()
+        self.refused: list[tuple] = []
 
     def start(self) -> None:
         import multiprocessing
@@ -153,41 +200,68 @@ class LocalExecutor:
 
     def _spawn(self, wid: int) -> None:
         assert self.ctx is not None  # started
+        output = _Output()
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(
             target=worker_main,
             name=f"vosfx-batch-{wid}",
             daemon=True,
-            args=(child, self.factory, self.envs[wid], os.getpid()),
+            args=(child, self.factory, self.envs[wid], os.getpid(), output.path),
         )
         proc.start()
         child.close()
-        self.pool[wid] = _Worker(wid, proc, parent)
+        self.pool[wid] = _Worker(wid, proc, parent, output)
 
     def worker_pids(self) -> dict[int, int]:
         return {wid: w.proc.pid for wid, w in self.pool.items()}
 
     def free_slots(self) -> int:
+        if self.cannot_start is not None:
+            return self.workers  # every job is refused at once (see submit)
         return sum(1 for w in self.pool.values() if w.task is None)
 
     def submit(self, task: Task) -> None:
+        refused = self._refusal(task)
+        if refused is not None:
+            self.refused.append(("finished", refused))
+            return
         worker = next(w for w in self.pool.values() if w.task is None)
         worker.task = task
         worker.conn.send(task)
 
+    def _refusal(self, task: Task) -> JobOutcome | None:
+        """The outcome of a job no worker can run, else None."""
+        if self.cannot_start is not None:
+            cause, first = self.cannot_start
+            if not first:
+                self.cannot_start = (cause, task.job_id)
+                return _failed(task, "worker-start", f"workers cannot start: {cause}")
+            return _failed(task, "worker-start", f"not run: workers cannot start (see job {first})")
+        bad = self.bad_models.get(task.job.config.model)
+        if bad is not None:
+            model = task.job.config.model.name
+            return _failed(
+                task, "model", f"not run: model {model} kills its worker (see job {bad})"
+            )
+        return None
+
     def wait(self, timeout_s: float) -> list[tuple]:
         from multiprocessing.connection import wait
 
+        if self.refused:
+            refused, self.refused = self.refused, []
+            return refused
         handles = {}
         for w in self.pool.values():
             handles[w.conn] = w
             handles[w.proc.sentinel] = w
         events: list[tuple] = []
-        for ready in wait(list(handles), timeout_s):
+        for ready in wait(list(handles), timeout_s) if handles else []:
             w = handles[ready]
             if ready is w.conn:
                 events += self._receive(w)
         for w in list(self.pool.values()):
+            w.output.pump()
             if not w.proc.is_alive() and self.pool.get(w.wid) is w:
                 events += self._receive(w)  # what it sent before dying
                 events += self._replace_dead(w)
@@ -198,9 +272,20 @@ class LocalExecutor:
         try:
             while w.conn.poll():
                 msg = w.conn.recv()
-                if msg[0] == "finished":
-                    w.task = None
-                events.append(msg)
+                if msg[0] == "ready":
+                    w.ready = True
+                elif msg[0] == "startup-failed":
+                    w.startup_error = msg[1]
+                elif msg[0] == "loading":
+                    w.loading = True
+                elif msg[0] == "loaded":
+                    w.loading = False
+                    if w.task is not None:
+                        self.loaded_models.add(w.task.job.config.model)
+                else:
+                    if msg[0] == "finished":
+                        w.task, w.loading = None, False
+                    events.append(msg)
         except (EOFError, OSError):
             pass  # the process is gone; the sentinel check handles it
         return events
@@ -209,26 +294,43 @@ class LocalExecutor:
         w.proc.join(0.1)
         code = w.proc.exitcode
         w.conn.close()
-        events = []
-        if w.task is not None:
-            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
-            events.append(
-                (
-                    "finished",
-                    JobOutcome(
-                        w.task.job_id,
-                        "failed",
-                        kind="worker-died",
-                        transient=True,
-                        reason=f"worker process {w.proc.pid} died mid-job ({how})",
-                        attempt=w.task.attempt,
-                        worker=f"local:{w.proc.pid}",
-                    ),
-                )
-            )
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        lines = w.output.last_lines()
+        w.output.close()
+        said = f": {lines[-1]}" if lines else ""
+        output = "".join(f"\n  {ln}" for ln in lines)
         del self.pool[w.wid]
+        task, outcome = w.task, None
+        if not w.ready:  # it never started: no worker will (the same code and environment)
+            cause = w.startup_error or (
+                f"worker process {w.proc.pid} exited ({how}) while starting{said}"
+                + ("" if lines else " (its error, if any, is on stderr above)")
+            )
+            if self.cannot_start is None:  # the first worker's error; the others' are alike
+                self.cannot_start = (cause if w.startup_error else cause + output, "")
+            if task is not None:
+                outcome = self._refusal(task)
+            return [] if outcome is None else [("finished", outcome)]
+        if task is not None and w.loading:
+            model = task.job.config.model
+            cause = (
+                f"worker process {w.proc.pid} died while loading the model {model.name} "
+                f"({how}){said}"
+            )
+            if model not in self.loaded_models and not self._loading_elsewhere(model):
+                self.bad_models[model] = task.job_id
+            outcome = _failed(task, "model", cause + output, w.proc.pid)
+        elif task is not None:
+            reason = f"worker process {w.proc.pid} died mid-job ({how}){said}{output}"
+            outcome = replace(_failed(task, "worker-died", reason, w.proc.pid), transient=True)
         self._spawn(w.wid)
-        return events
+        return [] if outcome is None else [("finished", outcome)]
+
+    def _loading_elsewhere(self, model: Any) -> bool:
+        return any(
+            w.loading and w.task is not None and w.task.job.config.model == model
+            for w in self.pool.values()
+        )
 
     def close(self) -> None:
         for w in self.pool.values():
@@ -243,7 +345,22 @@ class LocalExecutor:
                 w.proc.terminate()
                 w.proc.join(_JOIN_S)
             w.conn.close()
+            w.output.close()
         self.pool.clear()
+
+
+def _failed(task: Task, kind: str, reason: str, pid: int | None = None) -> JobOutcome:
+    """A job the executor ends itself (its worker died, or none can run it); the reason also
+    goes to the job's log."""
+    return JobOutcome(
+        task.job_id,
+        "failed",
+        kind=kind,
+        reason=reason,
+        attempt=task.attempt,
+        worker=f"local:{pid}" if pid else "local",
+        log_text=reason + "\n",
+    )
 
 
 def _raise_interrupt(signum, frame):
@@ -261,13 +378,34 @@ def _watch_parent(parent_pid: int, cancel: threading.Event) -> None:
         time.sleep(_PARENT_POLL_S)
 
 
-def worker_main(conn, factory: Any, env: dict[str, str], parent_pid: int) -> None:
-    """A worker process: receive Tasks until None, send events back."""
+def worker_main(
+    conn, factory: Any, env: dict[str, str], parent_pid: int, output_path: str | None = None
+) -> None:
+    """A worker process: receive Tasks until None, send events back. Before any: ``("ready",)``,
+    or ``("startup-failed", error)`` and return when the engine factory cannot be had; around
+    each model load ``("loading",)`` and ``("loaded",)``, so a crash inside one is told apart."""
+    if output_path is not None:
+        _redirect_output(output_path)
     os.environ.update(env)  # before anything imports torch: device and thread counts
     signal.signal(signal.SIGTERM, _raise_interrupt)
     cancel = threading.Event()
     threading.Thread(target=_watch_parent, args=(parent_pid, cancel), daemon=True).start()
-    engines = EngineCache(factory)
+    try:
+        engines = EngineCache(factory)
+    except Exception as err:  # noqa: BLE001 - any start-up error goes back to the coordinator
+        message = str(err) if isinstance(err, VosfxError) else f"{type(err).__name__}: {err}"
+        conn.send(("startup-failed", message))
+        return
+    load = engines.factory
+
+    def announced_load(model_config):
+        conn.send(("loading",))
+        engine = load(model_config)
+        conn.send(("loaded",))
+        return engine
+
+    engines.factory = announced_load
+    conn.send(("ready",))
     try:
         while not cancel.is_set():
             task = conn.recv()
@@ -288,3 +426,20 @@ def worker_main(conn, factory: Any, env: dict[str, str], parent_pid: int) -> Non
         pass  # coordinator gone or batch cancelled: the writers already removed temp files
     finally:
         engines.close()
+
+
+def _redirect_output(path: str) -> None:
+    """Send this process's stdout and stderr (Python's and native libraries') to ``path``:
+    the coordinator shows them, keeps the last lines for a crash's reason, and a worker's
+    print never lands in the coordinator's JSON progress on stdout."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        os.unlink(path)  # the coordinator reads it through its own handle
+    except OSError:
+        pass  # Windows keeps an open file's name; the coordinator deletes it when closing

@@ -294,19 +294,29 @@ def _input_exists(path: str) -> bool:
 
 
 def planned_paths(job: Job) -> list[str]:
-    """Every final path the job writes (outputs and sidecars), ``{obj}`` left in place."""
+    """Every final path the job writes (outputs and sidecars). A per-object output (``[output]
+    objects = "each"``) is a template with ``{obj}`` where the object id goes: the path's own
+    ``{obj}``, else the pipeline's ``<stem>_obj{obj}<suffix>``."""
     from vosfx.pipeline import plan_outputs
+    from vosfx.pipeline.output import object_path
 
     paths = []
-    for path, _fmt, _obj in plan_outputs(job):
+    for path, _fmt, obj in plan_outputs(job):
+        if obj is not None and _OBJ not in path:
+            path = object_path(path, _OBJ)
         paths.append(path)
         if job.config.output.sidecar:
             paths.append(path + ".json")
     return paths
 
 
+_OBJ = "{obj}"
+
+
 def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
-    """No two jobs write the same path; no job writes over any job's input or mask."""
+    """No two jobs write the same path; no job writes over any job's input or mask. A
+    per-object template (``{obj}``) stands for every object id: checked against the other
+    paths and inputs it can name, and against the other templates."""
     owner: dict[str, str] = {}
     inputs = {}
     for bj in jobs:
@@ -314,6 +324,7 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
         for p in bj.job.prompts:
             if p.mask is not None:
                 inputs[str(Path(p.mask).resolve())] = bj.where
+    templates: list[tuple[str, str, str]] = []  # (resolved, as planned, row)
     for bj in jobs:
         try:
             paths = planned_paths(bj.job)
@@ -329,6 +340,88 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
                 errors.append(
                     f"{bj.where}: output {path} would overwrite the input of {inputs[key]}"
                 )
+            if _OBJ in key:
+                templates.append((key, path, bj.where))
+    _check_object_templates(templates, owner, inputs, errors)
+
+
+def _check_object_templates(
+    templates: list[tuple[str, str, str]],
+    owner: dict[str, str],
+    inputs: dict[str, str],
+    errors: list[str],
+) -> None:
+    paths = sorted(k for k in owner if _OBJ not in k)
+    named = sorted(inputs)
+    seen: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+    for key, path, where in templates:
+        pattern = _object_regex(key)
+        prefix = key.split(_OBJ)[0]
+        for other in _starting_with(paths, prefix):
+            match = pattern.fullmatch(other)
+            if match and owner[other] != where:
+                errors.append(
+                    f"{where}: output {path} names one file per object; object "
+                    f"{match['obj']}'s is {other}, also written by {owner[other]}"
+                )
+        for other in _starting_with(named, prefix):
+            if pattern.fullmatch(other):
+                errors.append(
+                    f"{where}: output {path} (one file per object) would overwrite the input "
+                    f"of {inputs[other]}"
+                )
+        if key.count(_OBJ) != 1:
+            continue  # several {obj} in one path: checked against plain paths only
+        # only templates whose prefix and suffix differ from this one's by digits can overlap
+        head, tail = key.split(_OBJ)
+        group = seen.setdefault((head.rstrip(_DIGITS), tail.lstrip(_DIGITS)), [])
+        for key2, path2, where2 in group:
+            if where2 != where and key2 != key and _templates_overlap(key, key2):
+                errors.append(
+                    f"{where}: output {path} and {path2} of {where2} name one file per "
+                    "object, and some object ids give both the same name"
+                )
+        group.append((key, path, where))
+
+
+_DIGITS = "0123456789"
+
+
+def _object_regex(template: str) -> re.Pattern[str]:
+    """``template`` with each ``{obj}`` as the same object id (an integer >= 1)."""
+    first, *rest = (re.escape(part) for part in template.split(_OBJ))
+    return re.compile(first + "(?P<obj>[1-9][0-9]*)" + "(?P=obj)".join(rest))
+
+
+def _starting_with(names: list[str], prefix: str) -> list[str]:
+    """The entries of sorted ``names`` that start with ``prefix``."""
+    from bisect import bisect_left
+
+    found = []
+    for name in names[bisect_left(names, prefix) :]:
+        if not name.startswith(prefix):
+            break
+        found.append(name)
+    return found
+
+
+def _templates_overlap(a: str, b: str) -> bool:
+    """Whether two paths with one ``{obj}`` each name the same file for some object ids (>= 1,
+    so no leading zero): ``t{obj}`` and ``t1{obj}`` do (``t12``). One prefix must extend the
+    other by digits not starting with 0 (they begin the shorter one's id), and one suffix the
+    other by digits (they end the shorter one's id); any such pair has a common name."""
+    (pa, sa), (pb, sb) = a.split(_OBJ), b.split(_OBJ)
+    short, long = sorted((pa, pb), key=len)
+    extra = long[len(short) :]
+    if not long.startswith(short) or (extra and not (_all_digits(extra) and extra[0] != "0")):
+        return False
+    short, long = sorted((sa, sb), key=len)
+    extra = long[: len(long) - len(short)]
+    return long.endswith(short) and (not extra or _all_digits(extra))
+
+
+def _all_digits(text: str) -> bool:
+    return all(c in _DIGITS for c in text)
 
 
 def with_overwrite(bjob: BatchJob, overwrite: bool) -> BatchJob:

@@ -82,24 +82,32 @@ def _toml_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
 
 def _csv_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     """CSV with a header. Columns are row keys; ``presets`` splits on ``+`` or ``;``;
-    ``overrides`` is JSON; a ``section.key`` column (``refine.feather_px``) sets one override.
-    Empty cells mean "not given"."""
-    reader = csv.DictReader(io.StringIO(text))
+    ``overrides`` is JSON; a ``section.key`` column (``refine.feather_px``) sets one override,
+    merged with the ``overrides`` cell. Empty cells mean "not given"; one setting given by two
+    cells of a row (a ``section.key`` column and the same key in ``overrides``, ``preset`` and
+    ``presets``, a column twice) is refused, naming both columns."""
+    reader = csv.reader(io.StringIO(text))
+    columns = [c.strip() for c in next(reader, [])]
     rows = []
     for record in reader:
         where = f"{name} line {reader.line_num}"
+        if len(record) > len(columns):
+            raise BatchError(f"{where}: more cells than header columns")
         row: dict[str, Any] = {}
-        for column, cell in record.items():
-            if column is None:
-                raise BatchError(f"{where}: more cells than header columns")
-            column = column.strip()
-            cell = (cell or "").strip()
+        given: dict[str, str] = {}  # setting -> the column that gave it
+        dotted: list[tuple[str, str, Any, str]] = []  # (section, key, value, column)
+        for column, cell in zip(columns, record):
+            cell = cell.strip()
             if not cell:
                 continue
+            setting = "presets" if column == "preset" else column
+            if setting in given:
+                raise _twice(where, setting, given[setting], column)
+            given[setting] = column
             if "." in column:
                 section, key = column.split(".", 1)
-                row.setdefault("overrides", {}).setdefault(section, {})[key] = _scalar(cell)
-            elif column in ("presets", "preset"):
+                dotted.append((section, key, _scalar(cell), column))
+            elif setting == "presets":
                 row["presets"] = [p for p in re.split(r"[+;]", cell) if p.strip()]
             elif column in ("overrides", "prompts", "objects"):
                 row[column] = _json_cell(cell, f"{where} column {column!r}")
@@ -107,9 +115,35 @@ def _csv_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
                 row[column] = _scalar(cell)
             else:
                 row[column] = cell
+        if dotted:
+            row["overrides"] = _merge_dotted(row.get("overrides", {}), dotted, where)
         if row:
             rows.append((where, row))
     return rows
+
+
+def _merge_dotted(
+    overrides: Any, dotted: list[tuple[str, str, Any, str]], where: str
+) -> dict[str, Any]:
+    """The ``overrides`` cell with each ``section.key`` column's value added (a new dict)."""
+    if not isinstance(overrides, dict):
+        raise BatchError(
+            f"{where} column 'overrides': expected a JSON object ({{\"refine\": "
+            f'{{"feather_px": 2}}}}), found {overrides!r}'
+        )
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in overrides.items()}
+    for section, key, value, column in dotted:
+        table = merged.setdefault(section, {})
+        if not isinstance(table, dict) or key in table:
+            raise _twice(where, f"{section}.{key}", "overrides", column)
+        table[key] = value
+    return merged
+
+
+def _twice(where: str, setting: str, first: str, second: str) -> BatchError:
+    return BatchError(
+        f"{where}: {setting} is given twice, in columns {first!r} and {second!r}; keep one"
+    )
 
 
 def _jsonl_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:

@@ -124,10 +124,18 @@ class _JobLog:
     """Per-job log: a file (appended across attempts) or a buffer; library log records of
     the job's duration go there too."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, header: tuple[str, ...] = ()) -> None:
+        """Open the log and write ``header``; raises OSError (nothing left open) when the
+        file cannot be opened or written."""
         # held open for the job's duration (log records arrive from anywhere) and closed
         # in close(): run_one's single exit path
         self.stream = open(path, "a", encoding="utf-8") if path else io.StringIO()  # noqa: SIM115
+        try:
+            for text in header:
+                self.line(text)
+        except OSError:
+            self.stream.close()
+            raise
         self.handler = logging.StreamHandler(self.stream)
         self.handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -164,11 +172,23 @@ def run_one(
     from vosfx import pipeline
     from vosfx.batch.state import remove_partial, stamp_sidecars
 
-    log = _JobLog(task.log_path)
     base = JobOutcome(task.job_id, "failed", attempt=task.attempt, worker=worker_name())
     t0 = time.perf_counter()
-    log.line(f"job {task.job_id} attempt {task.attempt} on {base.worker}")
-    log.line(f"input {task.job.input} -> {task.job.output} (hash {task.job_hash[:12]})")
+    try:
+        log = _JobLog(
+            task.log_path,
+            (
+                f"job {task.job_id} attempt {task.attempt} on {base.worker}",
+                f"input {task.job.input} -> {task.job.output} (hash {task.job_hash[:12]})",
+            ),
+        )
+    except OSError as err:  # the job's own failure, not the worker's: it must not die of it
+        return replace(
+            base,
+            kind="output",
+            reason=f"job log {task.log_path} cannot be written ({err.strerror or err}); free "
+            "space or fix the state folder, then run the batch again to redo this job",
+        )
 
     def progress(ev: ProgressEvent) -> None:
         log.progress(ev)

@@ -6,6 +6,7 @@ Layout (``home()`` is ``$VOSFX_HOME`` or ``platformdirs.user_cache_dir("vosfx")`
     <home>/checkpoints/sam2.1_hiera_tiny.pt.part   an interrupted download (resumed by Range)
     <home>/checkpoints/sam2.1_hiera_tiny.pt.lock   held while a process downloads that file
     <home>/checkpoints/index.json                  what was verified or imported, and its hash
+    <home>/checkpoints/index.json.lock             held while a process updates index.json
 
 A cached file is used only when its sha256 equals the registry's, or when the user imported it
 on purpose with ``trust_unverified`` (a fine-tune): ``index.json`` records that hash and the
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vosfx.errors import ModelError
-from vosfx.files import atomic_write_json
+from vosfx.files import atomic_write_json, exclusive_lock
 from vosfx.models import registry
 from vosfx.models.download import download_file, is_offline
 
@@ -103,25 +104,28 @@ def _read_index() -> dict[str, dict]:
     return models
 
 
-def _write_index(models: dict[str, dict]) -> None:
+def _record(model_id: str, path: Path, digest: str, *, source: str, trusted: bool) -> None:
+    """Set ``model_id``'s entry. Read, change and write happen under ``index.json.lock``: two
+    processes recording at once (a batch's workers, an import beside a run) would otherwise
+    each write back the index they read, and the later one drop the other's entry (a lost
+    trusted entry makes an imported fine-tune fail the published hash). The write is atomic,
+    so readers never take the lock."""
     folder = checkpoint_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    # atomic: a crash never leaves half an index
-    atomic_write_json(folder / _INDEX, {"version": 1, "models": models}, indent=1, sort_keys=True)
-
-
-def _record(model_id: str, path: Path, digest: str, *, source: str, trusted: bool) -> None:
-    models = _read_index()
     stat = path.stat()
-    models[model_id] = {
-        "file": path.name,
-        "sha256": digest,
-        "size_bytes": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "source": source,
-        "trusted_unverified": trusted,
-    }
-    _write_index(models)
+    with exclusive_lock(folder / (_INDEX + ".lock")):
+        models = _read_index()
+        models[model_id] = {
+            "file": path.name,
+            "sha256": digest,
+            "size_bytes": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "source": source,
+            "trusted_unverified": trusted,
+        }
+        atomic_write_json(
+            folder / _INDEX, {"version": 1, "models": models}, indent=1, sort_keys=True
+        )
 
 
 def _unchanged(entry: dict, path: Path) -> bool:

@@ -110,7 +110,7 @@ def _download(
     hasher = _hash_existing(part)
     for attempt in range(retries + 1):
         try:
-            hasher = _fetch(url, part, hasher, size_bytes, progress)
+            hasher = _fetch(url, part, hasher, sha256, size_bytes, progress)
             break
         except _Refused as err:
             raise DownloadError(f"{err}. {_what_next(url, dest)}") from err
@@ -166,6 +166,22 @@ def _hash_existing(part: Path) -> hashlib._Hash:
     return hasher
 
 
+def _whole_part(
+    size: int,
+    hasher: hashlib._Hash,
+    sha256: str | None,
+    size_bytes: int | None,
+    content_range: str | None,
+) -> bool:
+    """Whether a part the server will not resume (416) is already the whole file: it hashes
+    to ``sha256``, or (no hash to hold it to) it has the published size or the one the 416's
+    ``Content-Range: bytes */N`` states. A part of the right size with other bytes is not."""
+    if sha256 is not None:
+        return hasher.hexdigest() == sha256.lower()
+    total = content_range.rpartition("/")[2].strip() if content_range else ""
+    return size in (size_bytes, int(total) if total.isdigit() else None)
+
+
 def _open(url: str, offset: int) -> http.client.HTTPResponse:
     from vosfx._version import __version__
 
@@ -188,14 +204,21 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
 
 
 def _fetch(
-    url: str, part: Path, hasher: hashlib._Hash, size_bytes: int | None, progress: Progress | None
+    url: str,
+    part: Path,
+    hasher: hashlib._Hash,
+    sha256: str | None,
+    size_bytes: int | None,
+    progress: Progress | None,
 ) -> hashlib._Hash:
     """One attempt: continue ``part`` from its current size. Returns the hasher over the whole
     part; raises _Retry when the connection drops before the body is complete."""
     offset = part.stat().st_size if part.is_file() else 0
     try:
         response = _open(url, offset)
-    except urllib.error.HTTPError:  # 416: the part is not a prefix the server can continue
+    except urllib.error.HTTPError as err:  # 416: nothing left to send from that offset
+        if _whole_part(offset, hasher, sha256, size_bytes, err.headers.get("Content-Range")):
+            return hasher  # a run killed between the last byte and the rename: keep it
         part.unlink(missing_ok=True)
         raise _Retry("the server refused to resume the partial file; starting again") from None
     with response:

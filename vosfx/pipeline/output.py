@@ -134,8 +134,9 @@ def _stem(path: Path) -> str:
     return name[: -len(path.suffix)] if path.suffix else name
 
 
-def object_path(path: str, obj_id: int) -> str:
-    """The path of object ``obj_id``'s output of a per-object (``--each-object``) output."""
+def object_path(path: str, obj_id: int | str) -> str:
+    """The path of object ``obj_id``'s output of a per-object (``--each-object``) output
+    (``obj_id="{obj}"``: the name pattern, as batch validation compares them)."""
     if "{obj}" in path:
         return path.replace("{obj}", str(obj_id))
     p = Path(path)
