@@ -114,6 +114,22 @@ static char *vx_points_json(VxInstance *in, const VxGeom *g) {
     return b.s;
 }
 
+/* what a failed render does, for the messages: a final render stops (the host reports it), a
+ * viewer shows the Source */
+const char *vx_outcome(const VxInstance *in) {
+    return in->final_render ? "The render stops at this frame, so that no frame without its "
+                              "matte is delivered"
+                            : "The image passes through";
+}
+
+/* an error the worker reported (its message names the setting or the cause) */
+static int vx_worker_error(VxInstance *in, const char *text) {
+    size_t n = strlen(text);
+    vx_report(in, kOfxMessageError, "vosfx: %s%s %s.", text, n && text[n - 1] == '.' ? "" : ".",
+              vx_outcome(in));
+    return VX_R_FAIL;
+}
+
 static int vx_worker_dead(VxInstance *in, const char *what) {
     char how[128];
     char log[sizeof in->worker.log_path];
@@ -122,9 +138,9 @@ static int vx_worker_dead(VxInstance *in, const char *what) {
     vx_free(in->sent_config), vx_free(in->sent_points);
     in->sent_config = in->sent_points = NULL;
     vx_report(in, kOfxMessageError,
-              "vosfx worker failed (%s; it %s). The image passes through; the next render "
-              "starts a new worker. Log: %s",
-              what, how[0] ? how : "ended", log);
+              "vosfx worker failed (%s; it %s). %s; the next render starts a new worker. "
+              "Log: %s",
+              what, how[0] ? how : "ended", vx_outcome(in), log);
     return VX_R_FAIL;
 }
 
@@ -137,21 +153,18 @@ static int vx_expect_ok(VxInstance *in, int timeout_ms) {
             return vx_worker_dead(in, err);
         if (m.type == VX_OK) return VX_R_MATTE;
         if (m.type == VX_PROGRESS) continue;
-        if (m.type == VX_ERROR) {
-            vx_report(in, kOfxMessageError, "vosfx: %s", text);
-            return VX_R_FAIL;
-        }
+        if (m.type == VX_ERROR) return vx_worker_error(in, text);
         return vx_worker_dead(in, "unexpected reply");
     }
 }
 
 static int vx_ensure_worker(VxInstance *in) {
     if (in->worker.pid > 0) return VX_R_MATTE;
-    if (in->failed_start) return VX_R_FAIL; /* said once already; waits for a change */
+    if (in->failed_start) return VX_R_FAIL; /* said once already (the message persists) */
     char err[VX_ERR_LEN];
     if (vxw_start(&in->worker, err, sizeof err) != 0) {
         in->failed_start = 1;
-        vx_report(in, kOfxMessageError, "vosfx Matte: %s. The image passes through.", err);
+        vx_report(in, kOfxMessageError, "vosfx Matte: %s. %s.", err, vx_outcome(in));
         return VX_R_FAIL;
     }
     VxMsg m = {0};
@@ -165,12 +178,16 @@ static int vx_ensure_worker(VxInstance *in) {
 }
 
 /* sync settings and points, ask for frame t's matte, serve its frame requests */
-int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_started) {
+int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
+                    int *progress_started) {
     int timeout = vx_timeout_ms();
     if (vx_ensure_worker(in) != VX_R_MATTE) return VX_R_FAIL;
     char err[VX_ERR_LEN];
-    /* RGB16 frame + mask plane, or float alpha: 7 bytes a pixel at most, at full size */
-    if (vxw_reserve(&in->worker, (size_t)g->full_w * g->full_h * 8 + 4096, err, sizeof err) != 0)
+    /* RGB16 frame + mask plane + fingerprint, or float alpha: 7 bytes a pixel at most, at the
+     * larger of full size and the render scale */
+    size_t npx = (size_t)g->full_w * g->full_h;
+    if ((size_t)g->w * g->h > npx) npx = (size_t)g->w * g->h;
+    if (vxw_reserve(&in->worker, npx * 8 + 4096 + VX_FP_BYTES, err, sizeof err) != 0)
         return vx_worker_dead(in, err);
     char *cfg = vx_config_json(in, g), *pts = vx_points_json(in, g);
     int r = VX_R_MATTE;
@@ -204,8 +221,9 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_st
     OfxPropertySetHandle mp;
     if (in->mask && vx_effect->clipGetPropertySet(in->mask, &mp) == kOfxStatOK)
         vx_prop->propGetInt(mp, kOfxImageClipPropConnected, 0, &with_mask);
+    memcpy(in->worker.shm, fp, VX_FP_BYTES);
     if (vxw_send(&in->worker, VX_RENDER, index, with_mask, vx_get_int(in, VXP_OUT_OBJ),
-                 (uint32_t)g->w, (uint32_t)g->h, 0, 0, NULL) != 0)
+                 (uint32_t)g->w, (uint32_t)g->h, 0, VX_FP_BYTES, NULL) != 0)
         return vx_worker_dead(in, "cannot send the render request");
     int cancel = 0;
     for (;;) {
@@ -221,9 +239,9 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_st
                     return vx_worker_dead(in, "cannot answer a frame request");
                 continue;
             }
-            int fmt, has_mask;
-            size_t n = vx_pack_frame(in, g, m.frame, with_mask, &fmt, &has_mask);
-            if (vxw_send(&in->worker, VX_FRAME, m.frame, has_mask, 0, (uint32_t)g->w,
+            int fmt, has_mask, fp_bytes;
+            size_t n = vx_pack_frame(in, g, m.frame, with_mask, &fmt, &has_mask, &fp_bytes);
+            if (vxw_send(&in->worker, VX_FRAME, m.frame, has_mask, fp_bytes, (uint32_t)g->w,
                          (uint32_t)g->h, (uint32_t)fmt, n, NULL) != 0)
                 return vx_worker_dead(in, "cannot send a frame");
             continue;
@@ -243,11 +261,20 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_st
             if (m.format != VX_FMT_ALPHA_F32 || (int)m.width != g->w || (int)m.height != g->h ||
                 m.shm_bytes < (uint64_t)g->w * g->h * 4)
                 return vx_worker_dead(in, "a matte of the wrong size");
-            vx_clear_report(in);
+            if (m.b > 0) {
+                /* said once, and left up (later mattes do not clear it) until the user edits */
+                vx_report(in, kOfxMessageWarning,
+                          "vosfx Matte: the Source changed upstream (frame %d is not the frame "
+                          "tracked before: graded, replaced or re-timed). Its mattes were "
+                          "dropped and tracking started again from the points.",
+                          (int)(g->first + m.b - 1));
+                in->notice = 1;
+            } else if (!in->notice) {
+                vx_clear_report(in);
+            }
             return VX_R_MATTE;
         case VX_ERROR:
-            vx_report(in, kOfxMessageError, "vosfx: %s", text);
-            return VX_R_FAIL;
+            return vx_worker_error(in, text);
         case VX_CANCELLED:
             return VX_R_ABORT;
         default:

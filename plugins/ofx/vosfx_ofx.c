@@ -86,8 +86,10 @@ void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
     va_end(ap);
     void *handle = in ? (void *)in->effect : NULL;
     if (vx_msg2 && handle && strcmp(type, kOfxMessageMessage) != 0 &&
-        strcmp(type, kOfxMessageLog) != 0)
+        strcmp(type, kOfxMessageLog) != 0) {
         vx_msg2->setPersistentMessage(handle, type, "vosfx", "%s", text);
+        in->notice = 0; /* replaced; the caller marks a note as one */
+    }
     else if (vx_msg2)
         vx_msg2->message(handle, type, "vosfx", "%s", text);
     else if (vx_msg1)
@@ -96,6 +98,7 @@ void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
 
 void vx_clear_report(VxInstance *in) {
     if (vx_msg2 && in) vx_msg2->clearPersistentMessage(in->effect);
+    if (in) in->notice = 0;
 }
 
 VxInstance *vx_instance(OfxImageEffectHandle effect) {
@@ -408,6 +411,7 @@ static OfxStatus vx_instance_changed(OfxImageEffectHandle effect, OfxPropertySet
         return kOfxStatOK;
     }
     in->failed_start = 0; /* a change: try the worker again, say again what is wrong */
+    if (in->notice) vx_clear_report(in); /* "the Source changed" was seen: the user is at work */
     return kOfxStatReplyDefault;
 }
 
@@ -442,6 +446,43 @@ static OfxStatus vx_regions_of_interest(OfxImageEffectHandle effect, OfxProperty
 
 /* ---- render ------------------------------------------------------------------------------------ */
 
+/* Sequence renders: hosts say on begin and end whether the sequence is interactive (a viewer)
+ * or a proper sequence render (a delivery: Resolve's Deliver page, Nuke's Write, Natron's
+ * render). Counted, not a flag: a host may nest a viewer sequence in a render's or the reverse. */
+static OfxStatus vx_sequence(OfxImageEffectHandle effect, OfxPropertySetHandle inArgs, int step) {
+    VxInstance *in = vx_instance(effect);
+    if (!in) return kOfxStatErrBadHandle;
+    int interactive = -1;
+    if (vx_prop->propGetInt(inArgs, kOfxPropIsInteractive, 0, &interactive) != kOfxStatOK)
+        return kOfxStatOK; /* the host did not say: the render decides alone */
+    vx_lock(in);
+    int *n = interactive ? &in->interactive_seqs : &in->final_seqs;
+    *n += step;
+    if (*n < 0) *n = 0; /* an end without its begin */
+    vx_unlock(in);
+    return kOfxStatOK;
+}
+
+/* Does this render deliver frames (a failure must fail it) or feed a viewer (show the Source
+ * and the message)? Final when the host is a background (render-only) host or a sequence it
+ * called not interactive is open; interactive when the render says it answers a user in a
+ * GUI (kOfxImageEffectPropInteractiveRenderStatus) or an interactive sequence is open; final
+ * when the host says neither: a viewer then shows the failure, a delivery never hides one. */
+static int vx_is_final_render(VxInstance *in, OfxPropertySetHandle inArgs) {
+    int v = 0;
+    if (vx_prop->propGetInt(vx_host->host, kOfxImageEffectHostPropIsBackground, 0, &v) ==
+            kOfxStatOK &&
+        v)
+        return 1;
+    if (in->final_seqs > 0) return 1;
+    v = 0;
+    if (vx_prop->propGetInt(inArgs, kOfxImageEffectPropInteractiveRenderStatus, 0, &v) ==
+            kOfxStatOK &&
+        v)
+        return 0;
+    return in->interactive_seqs > 0 ? 0 : 1;
+}
+
 static OfxStatus vx_render(OfxImageEffectHandle effect, OfxPropertySetHandle inArgs) {
     VxInstance *in = vx_instance(effect);
     if (!in) return kOfxStatErrBadHandle;
@@ -464,23 +505,42 @@ static OfxStatus vx_render(OfxImageEffectHandle effect, OfxPropertySetHandle inA
         return kOfxStatOK;
     }
     vx_lock(in);
+    in->final_render = vx_is_final_render(in, inArgs);
     VxGeom g;
     int result = VX_R_FAIL, progress_started = 0;
-    if (vx_geometry(in, t, scale[0], scale[1], &g) != 0)
+    if (vx_geometry(in, t, scale[0], scale[1], &g) != 0) {
         vx_report(in, kOfxMessageError, "vosfx Matte: the Source has no usable frame area");
-    else if (t < g.first - 0.5 || t > g.last + 0.5)
+    } else if (t < g.first - 0.5 || t > g.last + 0.5) {
         result = VX_R_PASS;
-    else
-        result = vx_conversation(in, &g, (int)floor(t - g.first + 0.5), &progress_started);
+    } else {
+        float fp[VX_FP_FLOATS];
+        vx_fingerprint(&src, &g, fp);
+        result = vx_conversation(in, &g, (int)floor(t - g.first + 0.5), fp, &progress_started);
+    }
     if (progress_started) vx_progress->progressEnd(in->effect);
 
-    const float *alpha = result == VX_R_MATTE ? (const float *)in->worker.shm : NULL;
-    vx_composite(&out, &src, alpha, &g, win, vx_get_int(in, VXP_MODE),
-                 (float)vx_get_double(in, VXP_OPACITY));
+    OfxStatus status = kOfxStatOK;
+    if (in->final_render && result != VX_R_MATTE && result != VX_R_PASS) {
+        /* A delivery: the host stops and reports the render, and caches nothing of this frame
+         * (kOfxStatFailed: "plugin to post message"; kOfxStatErrFatal would ask for a restart
+         * of the host). The output is transparent black, never the bare Source. */
+        if (result == VX_R_ABORT)
+            vx_report(in, kOfxMessageError,
+                      "vosfx Matte: tracking for frame %g was cancelled. %s.", t, vx_outcome(in));
+        float zero[4] = {0, 0, 0, 0};
+        for (int y = win.y1; y < win.y2; y++)
+            for (int x = win.x1; x < win.x2; x++) vx_write(&out, x, y, zero);
+        status = kOfxStatFailed;
+    } else {
+        /* a viewer: failures pass the image through and were reported; a cancel is silent */
+        const float *alpha = result == VX_R_MATTE ? (const float *)in->worker.shm : NULL;
+        vx_composite(&out, &src, alpha, &g, win, vx_get_int(in, VXP_MODE),
+                     (float)vx_get_double(in, VXP_OPACITY));
+    }
     vx_unlock(in);
     vx_img_close(&src);
     vx_img_close(&out);
-    return kOfxStatOK; /* failures pass the image through and were reported */
+    return status;
 }
 
 static OfxStatus vx_purge(OfxImageEffectHandle effect) {
@@ -534,6 +594,10 @@ static OfxStatus vx_main(const char *action, const void *handle, OfxPropertySetH
         return inArgs && outArgs ? vx_regions_of_interest(effect, inArgs, outArgs)
                                  : kOfxStatErrBadHandle;
     if (strcmp(action, kOfxActionPurgeCaches) == 0) return vx_purge(effect);
+    if (strcmp(action, kOfxImageEffectActionBeginSequenceRender) == 0)
+        return inArgs ? vx_sequence(effect, inArgs, +1) : kOfxStatErrBadHandle;
+    if (strcmp(action, kOfxImageEffectActionEndSequenceRender) == 0)
+        return inArgs ? vx_sequence(effect, inArgs, -1) : kOfxStatErrBadHandle;
     return kOfxStatReplyDefault;
 }
 

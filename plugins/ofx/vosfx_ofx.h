@@ -104,6 +104,10 @@ typedef struct VxInstance {
     char *sent_config;  /* the last CONFIG / PROMPTS the running worker accepted */
     char *sent_points;
     int failed_start;   /* the last start failed: say so once per parameter change */
+    /* open sequence renders the host called interactive (kOfxPropIsInteractive 1) or not */
+    int interactive_seqs, final_seqs;
+    int final_render;   /* the render in progress delivers frames: a failure fails it */
+    int notice;         /* the persistent message is a note (the Source changed), no error */
     /* overlay state */
     int drag;           /* index into drag_pts being dragged, -1 none */
     VxPoints drag_pts;
@@ -144,17 +148,25 @@ int vx_img_open(OfxImageClipHandle clip, OfxTime t, const OfxRectD *region, VxIm
 void vx_img_close(VxImg *im);
 void vx_write(VxImg *im, int x, int y, const float v[4]);
 int vx_geometry(VxInstance *in, OfxTime t, double sx, double sy, VxGeom *g);
+/* frame index into the shared memory: pixels, Mask plane, fingerprint; returns the bytes */
 size_t vx_pack_frame(VxInstance *in, const VxGeom *g, int index, int with_mask, int *format,
-                     int *has_mask);
+                     int *has_mask, int *fp_bytes);
+#define VX_FP_FLOATS (VX_FP_CELLS * VX_FP_CELLS * 3)
+/* the fingerprint of the Source frame im (vosfx_ofx_proto.h) over g's frame area */
+void vx_fingerprint(const VxImg *im, const VxGeom *g, float out[VX_FP_FLOATS]);
 /* the output over the render window: alpha (top-down, g->w x g->h) or NULL (pass-through) */
 void vx_composite(VxImg *out, const VxImg *src, const float *alpha, const VxGeom *g,
                   OfxRectI win, int mode, float opacity);
 
 /* ---- the worker conversation (vosfx_conversation.c) ---- */
 enum { VX_R_MATTE, VX_R_PASS, VX_R_FAIL, VX_R_ABORT };
-/* sync settings and points, ask for frame index's matte, serve the frame requests */
-int vx_conversation(VxInstance *in, const VxGeom *g, int index, int *progress_started);
+/* sync settings and points, ask for frame index's matte (fp: the rendered Source's
+ * fingerprint), serve the frame requests */
+int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
+                    int *progress_started);
 void vx_clear_report(VxInstance *in);
+/* what a failed render does, for the messages (final render or viewer) */
+const char *vx_outcome(const VxInstance *in);
 
 /* ---- parameter values ---- */
 int vx_get_int(VxInstance *in, int p);

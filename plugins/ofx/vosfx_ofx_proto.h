@@ -18,6 +18,18 @@ enum {
 
 enum { VX_FMT_NONE = 0, VX_FMT_RGB8 = 1, VX_FMT_RGB16 = 2, VX_FMT_ALPHA_F32 = 3 };
 
+/* The Source fingerprint, to notice a Source changed upstream (graded, replaced, re-timed):
+ * the mean RGB (clamped to [0, 1], as the model sees it) of VX_FP_CELLS x VX_FP_CELLS cells
+ * of the frame area, each over VX_FP_SAMPLES x VX_FP_SAMPLES pixels sampled at fixed fractions
+ * of the frame, so a proxy image and the full-size one give nearly the same cells. float32,
+ * cells top-down, RGB interleaved, VX_FP_BYTES long. RENDER carries the rendered frame's at
+ * offset 0 of the shared memory (shm_bytes = VX_FP_BYTES); FRAME carries the sent frame's after
+ * its pixels and Mask plane (b = VX_FP_BYTES). A MATTE with b = 1 + k says the worker found
+ * the Source's frame k changed, dropped its mattes and tracked again from the prompts. */
+#define VX_FP_CELLS 16
+#define VX_FP_SAMPLES 16
+#define VX_FP_BYTES (VX_FP_CELLS * VX_FP_CELLS * 3 * 4)
+
 typedef struct VxMsg {
     uint32_t magic;
     uint32_t type;

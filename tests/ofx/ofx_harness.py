@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,14 +70,29 @@ def build(out: Path, *, sanitize: bool = False) -> Built:
     return Built(bundle, host, sanitize)
 
 
-def make_clip(folder: Path, n: int = N, width: int = W, height: int = H) -> Path:
+def make_clip(
+    folder: Path,
+    n: int = N,
+    width: int = W,
+    height: int = H,
+    *,
+    frame: Callable[[int], np.ndarray] | None = None,
+) -> Path:
     """The moving-square clip as a PNG sequence (for `vosfx matte`) and as raw RGB files
-    ``raw/%05d.rgb`` (for the host): the same 8-bit pixels."""
-    make_sequence(folder / "png", n, width, height)
+    ``raw/%05d.rgb`` (for the host): the same 8-bit pixels. ``frame``: another clip, frame
+    ``i`` as (H, W, 3) uint8 RGB (a graded or re-timed version of the moving square)."""
     raw = folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
+    if frame is None:
+        make_sequence(folder / "png", n, width, height)
+    else:
+        import cv2
+
+        (folder / "png").mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        image, _ = moving_square_frame(i, width, height)
+        image = moving_square_frame(i, width, height)[0] if frame is None else frame(i)
+        if frame is not None:
+            cv2.imwrite(str(folder / "png" / f"{i:05d}.png"), image[..., ::-1])
         image.tofile(raw / f"{i:05d}.rgb")
     return folder
 

@@ -23,7 +23,14 @@
  *   print_param NAME
  *   overlay | pen_down T X Y | pen_motion T X Y | pen_up T X Y | key_down SYM | key_up SYM
  *   draw T                      prints the vertices drawn (GL calls land in this program)
- *   render T OUTFILE [SCALE]    clip preferences, regions of interest, render; writes OUTFILE
+ *   render T OUTFILE [SCALE]    clip preferences, regions of interest, begin sequence render,
+ *                               render, end sequence render; writes OUTFILE
+ *   render_mode interactive|final|unset   how render describes itself: interactive (a viewer:
+ *                               kOfxPropIsInteractive 1 on the sequence actions and
+ *                               kOfxImageEffectPropInteractiveRenderStatus 1 on render; the
+ *                               default), final (a delivery: both 0), unset (a host that
+ *                               calls render alone and sets neither property)
+ *   background 0|1              kOfxImageEffectHostPropIsBackground (before load)
  *   abort_after N               abort() answers 1 from its Nth call on (0: never)
  *   fail_source 0|1             clipGetImage on Source fails
  *   action NAME                 any action on the instance, no arguments
@@ -313,9 +320,12 @@ static struct {
     int progress_calls;
     int source_fetches; /* clipGetImage calls on Source during the current render */
     double fetch_ms;    /* time the host spent making those images (not the effect's) */
+    int mode;           /* MODE_*: what render says of itself */
+    int background;     /* kOfxImageEffectHostPropIsBackground */
 } H = {.depth = kOfxBitDepthFloat, .bytes = 4, .render_scale = 1.0};
 
 static PSet *host_props;
+enum { MODE_INTERACTIVE, MODE_FINAL, MODE_UNSET };
 
 static Clip *clip_new(const char *name) {
     Clip *c = calloc(1, sizeof *c);
@@ -946,7 +956,7 @@ static OfxStatus cmd_load(const char *dir) {
     host_props = pset_new();
     ps_set_str(host_props, kOfxPropName, 0, "org.vosfx.testhost");
     ps_set_str(host_props, kOfxPropLabel, 0, "vosfx test host");
-    ps_set_int(host_props, kOfxImageEffectHostPropIsBackground, 0, 0);
+    ps_set_int(host_props, kOfxImageEffectHostPropIsBackground, 0, H.background);
     ps_set_int(host_props, kOfxImageEffectPropSupportsOverlays, 0, 1);
     ps_set_int(host_props, kOfxImageEffectPropSupportsMultiResolution, 0, 1);
     ps_set_int(host_props, kOfxImageEffectPropSupportsTiles, 0, 1);
@@ -1092,14 +1102,31 @@ static OfxStatus cmd_render(double t, const char *outpath, double scale) {
     H.out_data = calloc((size_t)w * h * 4, H.bytes);
     /* fill with a sentinel so untouched pixels show */
     for (size_t k = 0; k < (size_t)w * h * 4; k++) put_channel(H.out_data, k, H.bytes == 4 ? -1.f : 0.f);
+    /* a one-frame sequence around the render, as hosts do (unless the mode is "unset") */
+    int interactive = H.mode == MODE_INTERACTIVE;
+    PSet *seq = NULL;
+    if (H.mode != MODE_UNSET) {
+        seq = pset_new();
+        double range[2] = {t, t};
+        ps_set_dblN(seq, kOfxImageEffectPropFrameRange, 2, range);
+        ps_set_dbl(seq, kOfxImageEffectPropFrameStep, 0, 1.0);
+        ps_set_int(seq, kOfxPropIsInteractive, 0, interactive);
+        ps_set_dblN(seq, kOfxImageEffectPropRenderScale, 2, sc);
+        ps_set_int(seq, kOfxImageEffectPropSequentialRenderStatus, 0, 0);
+        ps_set_int(seq, kOfxImageEffectPropInteractiveRenderStatus, 0, interactive);
+        s = call(kOfxImageEffectActionBeginSequenceRender, inst, seq, NULL);
+        if (s != kOfxStatOK && s != kOfxStatReplyDefault) die("begin sequence render: status %d", s);
+    }
     in = pset_new();
     ps_set_dbl(in, kOfxPropTime, 0, t);
     ps_set_str(in, kOfxImageEffectPropFieldToRender, 0, "OfxFieldNone");
     int win[4] = {0, 0, w, h};
     ps_set_intN(in, kOfxImageEffectPropRenderWindow, 4, win);
     ps_set_dblN(in, kOfxImageEffectPropRenderScale, 2, sc);
-    ps_set_int(in, "OfxImageEffectPropSequentialRenderStatus", 0, 0);
-    ps_set_int(in, "OfxImageEffectPropInteractiveRenderStatus", 0, 1);
+    if (H.mode != MODE_UNSET) {
+        ps_set_int(in, kOfxImageEffectPropSequentialRenderStatus, 0, 0);
+        ps_set_int(in, kOfxImageEffectPropInteractiveRenderStatus, 0, interactive);
+    }
     H.abort_calls = 0;
     H.source_fetches = 0;
     H.fetch_ms = 0;
@@ -1108,6 +1135,11 @@ static OfxStatus cmd_render(double t, const char *outpath, double scale) {
     s = call(kOfxImageEffectActionRender, inst, in, NULL);
     double ms = now_ms() - t0;
     pset_free(in);
+    if (seq) {
+        OfxStatus e = call(kOfxImageEffectActionEndSequenceRender, inst, seq, NULL);
+        if (e != kOfxStatOK && e != kOfxStatReplyDefault) die("end sequence render: status %d", e);
+        pset_free(seq);
+    }
     printf("RENDER %.0f %.3f ms status %d fetches %d progress %d host_ms %.3f\n", t, ms, s,
            H.source_fetches, H.progress_calls, H.fetch_ms);
     if (outpath && strcmp(outpath, "-") != 0) write_output(outpath, w, h);
@@ -1283,6 +1315,17 @@ static OfxStatus run(char *cmd, char **a, int na) {
         return s;
     }
     if (!strcmp(cmd, "render")) return cmd_render(atof(a[0]), na > 1 ? a[1] : "-", na > 2 ? atof(a[2]) : 1.0);
+    if (!strcmp(cmd, "render_mode")) {
+        H.mode = !strcmp(a[0], "final")   ? MODE_FINAL
+                 : !strcmp(a[0], "unset") ? MODE_UNSET
+                 : !strcmp(a[0], "interactive") ? MODE_INTERACTIVE
+                                                : (die("render_mode %s?", a[0]), 0);
+        return 0;
+    }
+    if (!strcmp(cmd, "background")) {
+        H.background = atoi(a[0]);
+        return 0;
+    }
     if (!strcmp(cmd, "abort_after")) {
         H.abort_after = atoi(a[0]);
         return 0;

@@ -427,7 +427,7 @@ def test_studio_button(built, clip, tmp_path):
 
 
 def test_harness_under_address_and_undefined_behaviour_sanitizers(
-    tmp_path_factory, clip, cli_alpha, tmp_path
+    tmp_path_factory, clip, cli_alpha, retimed, tmp_path
 ):
     asan = build(tmp_path_factory.mktemp("ofx-asan"), sanitize=True)
     lines = preamble(asan, clip) + [
@@ -441,6 +441,16 @@ def test_harness_under_address_and_undefined_behaviour_sanitizers(
         f"0 render 5 {tmp_path / 'a5.raw'}",
         "0 render 2 -",
         "0 render 5 -",
+        # a final render that fails, the Source re-timed upstream, a host that says nothing
+        "0 render_mode final",
+        "14 set_double softness -1",
+        "1 render 2 -",
+        "14 set_double softness 1",
+        f"0 frames {retimed / 'raw'} {W} {H} {N} 0 24",
+        "0 render 2 -",
+        "0 render_mode unset",
+        "0 render 4 - 0.5",
+        "0 render_mode interactive",
         "14 set_int outputMode 2",
         "0 render 3 - 0.5",
         "0 press clearFrame 0",
@@ -459,6 +469,12 @@ def test_harness_under_address_and_undefined_behaviour_sanitizers(
     lines = preamble(asan, clip, depth="byte", mask=mask_dir) + [
         "0 render 4 -",
         "0 render 6 - 0.5",
+        "0 render_mode final",
+        "0 abort_after 3",
+        "1 render 9 -",
+        "0 abort_after 0",
+        "0 render_mode interactive",
+        f"0 frames {retimed / 'raw'} {W} {H} {N} 0 24",
         "14 set_int outputMode 3",
         "0 render 5 -",
         "14 set_int outputMode 0",
@@ -500,6 +516,9 @@ def test_protocol_layout_matches_the_c_header():
         "CANCELLED",
     ):
         assert re.search(rf"VX_{name} = {getattr(P, name)}\b", header), name
+    assert re.search(rf"VX_FP_CELLS {P.FP_CELLS}\n", header)
+    assert "VX_FP_BYTES (VX_FP_CELLS * VX_FP_CELLS * 3 * 4)" in header
+    assert P.FP_BYTES == P.FP_CELLS * P.FP_CELLS * 3 * 4
 
 
 def test_plugins_install_ofx_builds_the_bundle(tmp_path):
@@ -862,3 +881,174 @@ def test_matte_cache_key_follows_the_frame_size():
         worker.configure({"clip": {"width": width, "height": 1080, "frames": 12, "fps": 24}})
         keys.append(worker.key(worker.prompts()))
     assert keys[0] != keys[1]
+
+
+# ---- final renders: a failed matte fails the render ----------------------------------------
+
+# what makes the render of frame 9 fail, what puts things right, what the message names
+FAILURES = {
+    "crash": (["0 render 1 -", "0 kill_children 9", "0 sleep 100"], [], "worker failed"),
+    "error": (["14 set_double softness -1"], ["14 set_double softness 1"], "softness"),
+    "cancel": (["0 abort_after 4"], ["0 abort_after 0"], "cancelled"),
+}
+FINAL_NOTE = "no frame without its matte is delivered"
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("mode", ["final", "unset", "interactive"])
+def test_failed_matte_fails_a_final_render(built, clip, cli_alpha, tmp_path, failure, mode):
+    """A delivery (the host says the render is not interactive, or says nothing: the safe
+    reading) never gets the untouched Source as a successful frame: the render fails with the
+    cause in the effect's message. On the viewer the Source passes through, as before. The
+    next render recovers."""
+    breaks, mends, cause = FAILURES[failure]
+    final = mode != "interactive"
+    lines = preamble(built, clip) + [f"0 render_mode {mode}", "0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += [*breaks, f"{int(final)} render 9 {tmp_path / 'failed.raw'}", *mends]
+    lines += [f"0 render 9 {tmp_path / 'ok.raw'}"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    failed = read_output(tmp_path / "failed.raw")
+    if final:
+        np.testing.assert_allclose(failed, 0.0)  # transparent black, never the bare Source
+        said = [m for m in run.messages() if FINAL_NOTE in m]
+        assert said and cause in said[-1], run.messages()
+    else:
+        np.testing.assert_allclose(failed[..., :3], _source(9), atol=1e-6)  # passes through
+        np.testing.assert_allclose(failed[..., 3], 1.0)
+        assert not [m for m in run.messages() if FINAL_NOTE in m]
+    np.testing.assert_allclose(
+        read_output(tmp_path / "ok.raw")[..., 3], cli_alpha[9], atol=0.5 / 65535 + 1e-6
+    )
+
+
+def test_background_host_renders_are_final(built, clip, tmp_path):
+    """A background (render-only) host: every render is a delivery, whatever it says."""
+    lines = ["0 background 1", *preamble(built, clip), "0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += ["14 set_double softness -1", "1 render 2 -"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    assert [m for m in run.messages() if FINAL_NOTE in m and "softness" in m]
+
+
+# ---- upstream changes to the Source --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def retimed(tmp_path_factory):
+    """The clip slipped upstream by three frames: frame i shows the square of frame i + 3."""
+    return make_clip(
+        tmp_path_factory.mktemp("ofx-retimed"), frame=lambda i: moving_square_frame(i + 3, W, H)[0]
+    )
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """The clip graded upstream: darker, lifted blacks."""
+    return make_clip(
+        tmp_path_factory.mktemp("ofx-graded"),
+        frame=lambda i: (moving_square_frame(i, W, H)[0] * 0.5 + 40).astype(np.uint8),
+    )
+
+
+CHANGED = "Source changed"
+
+
+@pytest.mark.parametrize("depth,step", [("byte", 1 / 255), ("short", 1 / 65535), ("float", 0)])
+def test_source_changed_upstream_restarts_from_the_prompts(
+    built, clip, cli_alpha, retimed, tmp_path, depth, step
+):
+    """Frames tracked and cached, then the clip is re-timed upstream: the next render notices,
+    drops the mattes, tracks again from the click on the new pixels (the alpha is what `vosfx
+    matte` gives on them) and says so once. Renders of the unchanged Source, at full and proxy
+    scale, never restart anything."""
+    expect = vosfx_matte(retimed, tmp_path / "cli", "--point", f"{CLICK[0]:g},{CLICK[1]:g}")
+    assert np.abs(expect[4] - cli_alpha[4]).max() > 0.05  # the new pixels give another matte
+    lines = preamble(built, clip, depth=depth) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += [f"0 render {t} -" for t in range(7)]
+    lines += ["0 render 4 -", "0 render 2 - 0.5", "0 render 6 -"]  # unchanged: all cached
+    lines += [f"0 frames {retimed / 'raw'} {W} {H} {N} 0 24"]  # the change upstream
+    lines += [f"0 render 4 {tmp_path / 'r4.raw'}", f"0 render 5 {tmp_path / 'r5.raw'}"]
+    lines += ["0 render 4 -"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    renders = run.renders()
+    assert [r["fetches"] for r in renders[7:10]] == [1, 1, 1]  # cache hits, no restart
+    assert renders[10]["fetches"] == 6  # frames 0..4 tracked again, the composite's fetch
+    assert renders[11]["fetches"] == 2 and renders[12]["fetches"] == 1  # on from there
+    tol = step / 2 + 0.5 / 65535 + 1e-6
+    for t in (4, 5):
+        np.testing.assert_allclose(
+            read_output(tmp_path / f"r{t}.raw")[..., 3], expect[t], atol=tol, err_msg=f"frame {t}"
+        )
+    changed = [m for m in run.messages() if CHANGED in m]
+    assert len(changed) == 1 and "frame 4" in changed[0], run.messages()
+
+
+def test_source_graded_upstream_is_noticed_at_proxy_scale(built, clip, graded, tmp_path):
+    """Tracked at full size, the clip graded, then viewed in proxy mode: the proxy image is
+    compared with the full-size frame's fingerprint (the same cells at either scale), the
+    grade is noticed and the frame is tracked again. Unchanged, proxy renders are cache hits."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += ["0 render 3 -", "0 render 3 - 0.5", "0 render 2 - 0.5"]
+    lines += [f"0 frames {graded / 'raw'} {W} {H} {N} 0 24", "0 render 3 - 0.5", "0 render 3 -"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    fetches = [r["fetches"] for r in run.renders()]
+    assert fetches[1:3] == [1, 1]  # unchanged: the full-size mattes serve the proxy renders
+    assert fetches[3] == 5  # graded: frames 0..3 tracked again at proxy scale, the composite
+    assert fetches[4] > 1  # full size after proxy tracking: tracked again (not a restart)
+    assert len([m for m in run.messages() if CHANGED in m]) == 1, run.messages()
+
+
+def test_source_watch_tolerances():
+    """Same scale: any cell moving by more than 5/255 is a change; across scales (a proxy
+    image against a full-size frame) only what resampling cannot explain."""
+    from vosfx.ofx.source import SourceWatch
+
+    rng = np.random.default_rng(0)
+    base = rng.random((16, 16, 3), dtype=np.float32)
+    watch = SourceWatch()
+    assert not watch.differs(0, (96, 64), base)  # nothing recorded: nothing to compare
+    watch.record(0, (1920, 1080), base)
+    cases = [
+        ((1920, 1080), base, False),
+        ((1920, 1080), base + 0.01, False),  # float or codec noise
+        ((1920, 1080), base + 0.03, True),  # a grade
+        ((1920, 1080), np.where(np.arange(16)[:, None, None] == 5, base + 0.2, base), True),
+        ((960, 540), base + rng.normal(0, 0.01, base.shape).astype(np.float32), False),
+        ((960, 540), base * 0.8, True),  # a grade, seen at proxy scale
+        ((960, 540), rng.random((16, 16, 3), dtype=np.float32), True),  # another clip
+    ]
+    for size, fp, want in cases:
+        assert watch.differs(0, size, fp) is want, (size, want)
+    watch.record(0, (960, 540), base + 0.004)
+    assert watch.differs(0, (960, 540), base + 0.03)  # like with like: the tight tolerance
+    watch.clear()
+    assert not watch.differs(0, (1920, 1080), base * 0)
+
+
+def test_source_change_seen_on_a_frame_fetched_again_restarts_the_tracking(
+    built, clip, retimed, tmp_path
+):
+    """The change is noticed on the frame the host renders, and also on any tracked frame the
+    worker fetches again: here a second click on frame 0 makes the sweep start there again
+    while the frame rendered (8) was never tracked, so its own fingerprint has nothing to be
+    compared with. The tracking restarts on the new pixels; no error, one note."""
+    second = (20.0, 14.0)
+    expect = vosfx_matte(
+        retimed, tmp_path / "cli", "--point", f"{CLICK[0]:g},{CLICK[1]:g}",
+        "--point", f"{second[0]:g},{second[1]:g}",
+    )  # fmt: skip
+    # 0..6 tracked: frame 0 is no longer among the few the worker keeps for refining
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 6 -"]
+    lines += [f"0 frames {retimed / 'raw'} {W} {H} {N} 0 24"]
+    lines += [f"0 pen_down 0 {second[0]} {H - second[1]}", f"0 render 8 {tmp_path / 'r8.raw'}"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    assert len([m for m in run.messages() if CHANGED in m and "frame 0" in m]) == 1
+    assert run.renders()[1]["fetches"] == 11  # frame 0 fetched again, then 0..8, the composite
+    np.testing.assert_allclose(
+        read_output(tmp_path / "r8.raw")[..., 3], expect[8], atol=0.5 / 65535 + 1e-6
+    )

@@ -17,12 +17,19 @@ RECENT_FRAMES = 4  # frames kept for refine right after the session fetched them
 
 class HostFrames:
     """The session's FrameProvider: each ``get`` asks the effect for one source frame. A mask
-    plane sent along (the optional Mask clip) is handed to ``on_mask``."""
+    plane sent along (the optional Mask clip) is handed to ``on_mask``; the frame's fingerprint
+    (vosfx/ofx/source.py) to ``on_source`` with the frame's size as sent (it may raise
+    :class:`~vosfx.ofx.source.SourceChanged`)."""
 
     def __init__(
-        self, channel: P.Channel, info: VideoInfo, on_mask: Callable[[int, np.ndarray], None]
+        self,
+        channel: P.Channel,
+        info: VideoInfo,
+        on_mask: Callable[[int, np.ndarray], None],
+        on_source: Callable[[int, tuple[int, int], np.ndarray], None] | None = None,
     ) -> None:
         self.channel, self.info, self.on_mask = channel, info, on_mask
+        self.on_source = on_source
         self.recent: OrderedDict[int, Frame] = OrderedDict()
         self.fetched = 0
         self.on_fetch: Callable[[int], None] | None = None
@@ -69,6 +76,9 @@ class HostFrames:
         rgb = np.frombuffer(buf[:rgb_bytes], dtype).reshape(h, w, 3).copy()
         mask = np.frombuffer(buf[rgb_bytes:need], np.uint8).reshape(h, w).copy() if msg.a else None
         buf.release()
+        fp = self.channel.fingerprint(need, msg.b) if msg.b else None
+        if fp is not None and self.on_source is not None:
+            self.on_source(msg.frame, (w, h), fp)
         size = (self.info.width, self.info.height)
         if (w, h) != size:  # a proxy render scale: the session works at full size
             import cv2

@@ -35,6 +35,13 @@ READY, OK, ERROR, NEED, PROGRESS, MATTE, CANCELLED = 101, 102, 103, 104, 105, 10
 # pixel formats in FRAME / MATTE
 FMT_NONE, FMT_RGB8, FMT_RGB16, FMT_ALPHA_F32 = 0, 1, 2, 3
 
+# the Source fingerprint (vosfx_ofx_proto.h): mean RGB of FP_CELLS x FP_CELLS cells, float32,
+# after a FRAME's pixels and Mask plane (its ``b`` = FP_BYTES) and at offset 0 for RENDER (its
+# ``shm_bytes`` = FP_BYTES). MATTE ``b`` = 1 + k: the Source's frame k had changed, tracking
+# restarted (0: nothing changed).
+FP_CELLS = 16
+FP_BYTES = FP_CELLS * FP_CELLS * 3 * 4
+
 
 class ProtocolError(VosfxError):
     """The effect sent something the protocol does not allow (bad magic, wrong reply)."""
@@ -109,6 +116,20 @@ class Channel:
             HEADER.pack(MAGIC, mtype, frame, a, b, width, height, format, len(data), 0, shm_bytes)
             + data
         )
+
+    def fingerprint(self, offset: int, nbytes: int):
+        """The Source fingerprint at ``offset`` of the shared memory: (FP_CELLS, FP_CELLS, 3)
+        float32 mean RGB in [0, 1], or None when the effect sent none (``nbytes`` 0)."""
+        import numpy as np
+
+        if nbytes == 0:
+            return None
+        if nbytes != FP_BYTES:
+            raise ProtocolError(f"fingerprint: expected {FP_BYTES} bytes, found {nbytes}")
+        buf = self.shm(offset + nbytes)
+        fp = np.frombuffer(buf[offset:], "<f4").reshape(FP_CELLS, FP_CELLS, 3).copy()
+        buf.release()
+        return fp
 
     def shm(self, nbytes: int) -> memoryview:
         """The first ``nbytes`` of the shared memory (remapped when the effect grew it)."""

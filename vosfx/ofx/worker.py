@@ -15,6 +15,12 @@ A render of frame ``t`` (index into the clip, 0-based) goes:
    cached, and its matte (merged or one object) goes back in shared memory as float32 alpha
    at the size the host asked for.
 
+The cache key says nothing of the pixels, so every frame the host sends and every render
+request carries a fingerprint of the Source frame (:mod:`vosfx.ofx.source`): when the host's
+frame is no longer the one tracked (the clip was graded, replaced or re-timed upstream), the
+mattes and the session are dropped, tracking starts again from the prompts, and the MATTE says
+so (``b`` = 1 + the index of the frame found changed).
+
 Errors the user can act on are :class:`~vosfx.errors.VosfxError` and go back as ``ERROR`` with
 their message; anything else is logged with its traceback to stderr (the effect's log file),
 reported the same way, and the session is rebuilt on the next render.
@@ -42,6 +48,7 @@ from vosfx.errors import Cancelled, ConfigError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
 from vosfx.ofx.frames import HostFrames
+from vosfx.ofx.source import SourceChanged, SourceWatch
 from vosfx.ofx.tracking import IncrementalTracker
 from vosfx.types import Matte, Prompt, VideoInfo
 
@@ -78,7 +85,8 @@ class Worker:
         self.refiner: Any = None  # vosfx.matte.refine.Refiner of refiner_key
         self.refiner_key: str | None = None
         self.last_refined: int | None = None
-        self.stats = {"renders": 0, "cache_hits": 0, "tracked": 0}
+        self.watch = SourceWatch()  # fingerprints of the Source frames tracked
+        self.stats = {"renders": 0, "cache_hits": 0, "tracked": 0, "source_changes": 0}
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -102,7 +110,16 @@ class Worker:
                 self.set_points(_json(msg.text))
                 self.ch.send(P.OK)
             elif msg.type == P.RENDER:
-                self.render(msg.frame, msg.width, msg.height, mask_clip=bool(msg.a), obj=msg.b)
+                # read first: the shared memory is the frames' and the matte's next
+                fingerprint = self.ch.fingerprint(0, msg.shm_bytes)
+                self.render(
+                    msg.frame,
+                    msg.width,
+                    msg.height,
+                    mask_clip=bool(msg.a),
+                    obj=msg.b,
+                    fingerprint=fingerprint,
+                )
             else:
                 raise P.ProtocolError(f"unexpected message type {msg.type}")
         except P.ProtocolError:
@@ -137,7 +154,7 @@ class Worker:
         self.settings_key = json.dumps(
             {**self.job_config.to_dict(), "frame_size": [width, height]}, sort_keys=True
         )
-        self.info = VideoInfo(
+        info = VideoInfo(
             path=str(clip.get("name") or "ofx-clip"),
             width=width,
             height=height,
@@ -145,6 +162,9 @@ class Worker:
             fps=fps,
             time_base=1 / fps,
         )
+        if info != self.info:
+            self.watch.clear()  # another clip: its frames are tracked afresh
+        self.info = info
         self.mask_obj = int(cfg.get("mask_obj", 1))
         self.cache.budget_bytes = max(16, int(cfg.get("cache_mb", 512))) << 20
 
@@ -230,7 +250,7 @@ class Worker:
             self.engine_key = model_key
         from vosfx.session import ClipSession
 
-        self.frames = HostFrames(self.ch, info, self._on_mask)
+        self.frames = HostFrames(self.ch, info, self._on_mask, self._on_source)
         # prompts are computed from themselves alone (refine=False), never as corrections
         # from a pass's memory: no pass snapshots to keep (session/checkpoints.py)
         self.session = ClipSession(
@@ -240,6 +260,22 @@ class Worker:
         self.session_key = session_key
         self.applied = {}
         return self.session
+
+    def _on_source(self, index: int, size: tuple[int, int], fp: np.ndarray) -> None:
+        if self.watch.differs(index, size, fp):
+            raise SourceChanged(index)  # fetched again, and not what was tracked
+        self.watch.record(index, size, fp)
+
+    def _restart(self, t: int) -> None:
+        """The Source changed upstream: no matte or session state made from the old pixels
+        stays (the Mask clip's prompts do; they come from the Mask, not the Source)."""
+        log.info("the Source changed at frame %d: mattes dropped, tracking restarts", t)
+        self.stats["source_changes"] += 1
+        self.cache.clear()
+        self.watch.clear()
+        self._drop_session()
+        self.frames = None  # its recent frames are the old pixels
+        self.refiner, self.refiner_key, self.last_refined = None, None, None
 
     def _download_progress(self, done: int, total: int | None) -> None:
         mib = (int(done >> 20), int((total or 0) >> 20))
@@ -277,11 +313,45 @@ class Worker:
 
     # ---- render --------------------------------------------------------------------------
 
-    def render(self, t: int, out_w: int, out_h: int, *, mask_clip: bool, obj: int) -> None:
+    def render(
+        self,
+        t: int,
+        out_w: int,
+        out_h: int,
+        *,
+        mask_clip: bool,
+        obj: int,
+        fingerprint: np.ndarray | None = None,
+    ) -> None:
+        """Frame ``t``'s matte to the effect; ``fingerprint``: of the Source image the host
+        renders over, (16, 16, 3) float32 (None: not checked)."""
         _cfg, info = self._need_config()
         if not 0 <= t < info.num_frames:
             raise ConfigError(f"frame {t} is outside the clip (0..{info.num_frames - 1})")
         self.stats["renders"] += 1
+        changed: int | None = None  # the frame found changed
+        if fingerprint is not None and self.watch.differs(t, (out_w, out_h), fingerprint):
+            changed = t
+            self._restart(t)
+        try:
+            result = self._matte(t, out_w, out_h, mask_clip=mask_clip)
+        except SourceChanged as err:
+            if changed is not None:
+                raise  # changed again within one render: reported as an error
+            changed = err.frame
+            self._restart(err.frame)
+            result = self._matte(t, out_w, out_h, mask_clip=mask_clip)
+        if result is None:
+            self.ch.send(P.MATTE, frame=t, format=P.FMT_NONE)  # nothing to matte: pass through
+            return
+        matte, cached = result
+        self._send_matte(matte, out_w, out_h, obj, cached=cached, changed=changed)
+
+    def _matte(
+        self, t: int, out_w: int, out_h: int, *, mask_clip: bool
+    ) -> tuple[Matte, bool] | None:
+        """Frame ``t``'s matte and whether it came from the cache; None without prompts."""
+        _cfg, info = self._need_config()
         proxy = out_w > 0 and out_h > 0 and (out_w, out_h) != (info.width, info.height)
         if not proxy and self.frames is not None and self.frames.proxy_used:
             # a full-size render never shows a matte tracked or refined from upscaled proxy
@@ -299,23 +369,20 @@ class Worker:
                 self.masks.clear()  # the Mask clip was disconnected
             prompts = self.prompts()
             if not prompts:
-                self.ch.send(P.MATTE, frame=t, format=P.FMT_NONE)  # nothing to matte: pass through
-                return
+                return None
             key = self.key(prompts)
             matte = self.cache.get(key, t)
             if matte is None and proxy:  # a proxy render takes a proxy-made matte as well
                 matte = self.cache.get(key + PROXY_KEY, t)
             if matte is not None:
                 self.stats["cache_hits"] += 1
-                self._send_matte(matte, out_w, out_h, obj, cached=True)
-                return
+                return matte, True
             self.ensure_session()
             self.sync_prompts(prompts)
             self._track(t)
             if not self.masks_changed:
                 break
-        matte = self._refine(key, t)
-        self._send_matte(matte, out_w, out_h, obj, cached=False)
+        return self._refine(key, t), False
 
     def _track(self, t: int) -> None:
         """Track, in order, what frame ``t`` needs (nothing when its results are current: a
@@ -360,7 +427,16 @@ class Worker:
         self.cache.put(key, matte)
         return matte
 
-    def _send_matte(self, matte: Matte, out_w: int, out_h: int, obj: int, *, cached: bool):
+    def _send_matte(
+        self,
+        matte: Matte,
+        out_w: int,
+        out_h: int,
+        obj: int,
+        *,
+        cached: bool,
+        changed: int | None = None,
+    ) -> None:
         alpha: np.ndarray  # (H, W) float32 in [0, 1]
         if obj > 0:
             alpha = (
@@ -382,6 +458,7 @@ class Worker:
             P.MATTE,
             frame=matte.frame_index,
             a=int(cached),
+            b=0 if changed is None else 1 + changed,  # the Source had changed: the effect says so
             width=alpha.shape[1],
             height=alpha.shape[0],
             format=P.FMT_ALPHA_F32,
