@@ -139,6 +139,9 @@ def test_every_problem_reported_before_any_work(clips):
     assert list((clips / "out").iterdir()) == []
 
 
+_ONE_ROW = '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "o.mkv"\n'
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [
@@ -148,6 +151,14 @@ def test_every_problem_reported_before_any_work(clips):
         ('[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"', "no 'output'"),
         ('[[jobs]]\nid = "a b"\ninput = "a.mp4"\nmask = "a.mask.png"\noutput="o.mkv"', "id 'a b'"),
         ("not toml = = 1", "not valid TOML"),
+        (
+            _ONE_ROW + 'preset = "fast"\npresets = ["png16"]',
+            "give 'preset' or 'presets', not both",
+        ),
+        (
+            _ONE_ROW + "prompts = [{frame = 0, points = [[1, 1]]}]",
+            "give 'mask' or 'prompts', not both",
+        ),
     ],
 )
 def test_toml_errors(clips, text, needle):
@@ -302,3 +313,34 @@ def test_a_csv_row_merges_its_overrides_cell_and_section_key_columns(clips):
         assert "o.csv line 2" in text and "twice" in text, text
         first, second = (c.strip() for c in header.split(","))
         assert f"{first!r}" in text and f"{second!r}" in text and other in text, text
+
+
+def test_a_row_replaces_the_defaults_key_families_and_merges_their_overrides(clips):
+    path = clips / "m.toml"
+    path.write_text(
+        '[defaults]\noutput = "out/{stem}.{preset}.mkv"\npresets = ["matte-ffv1"]\n'
+        "prompts = [{frame = 0, points = [[5, 5]]}]\n"
+        "overrides = {model = {image_size = 512}, refine = {feather_px = 1.0}}\n"
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\npreset = "png16"\n'
+        "overrides = {refine = {feather_px = 2.0}}\n"
+        '[[jobs]]\ninput = "b.mp4"\n'
+    )
+    a, b = (bj.job for bj in load_manifest(path).jobs)
+    # the row's preset and mask, not the defaults' presets and prompts
+    assert a.presets == ("png16",) and a.output.endswith("a.png16.mkv")
+    assert [p.mask for p in a.prompts] == [str(clips / "a.mask.png")]
+    # overrides merged setting by setting: the row's feather, the defaults' image size
+    assert a.config.refine.feather_px == 2.0 and a.config.model.image_size == 512
+    # a row without them keeps the defaults whole
+    assert b.presets == ("matte-ffv1",) and b.config.refine.feather_px == 1.0
+    assert b.prompts[0].points is not None and b.prompts[0].mask is None
+
+
+def test_a_rows_unknown_preset_is_found_even_beside_default_presets(clips):
+    path = clips / "m.toml"
+    path.write_text(
+        '[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\npreset = "prores-typo"\n'
+    )
+    with pytest.raises(BatchError, match="prores-typo"):
+        load_manifest(path)

@@ -119,9 +119,33 @@ def load_manifest(
     file_defaults: dict[str, Any] = {}
     if rows and rows[0][0] == "defaults":
         file_defaults = rows.pop(0)[1]
-    merged = dict(defaults or {})
-    merged.update(file_defaults)
+    merged = with_defaults(defaults or {}, file_defaults)
     return build_manifest(path, base, rows, merged, allow_missing=allow_missing)
+
+
+# keys that say one thing together: a row giving any of a family replaces the defaults' family
+_KEY_FAMILIES = ({"preset", "presets"}, {"mask", "prompts"})
+
+
+def with_defaults(defaults: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` over ``defaults``: a row key replaces the defaults' key and its family (a
+    row's ``preset`` replaces the defaults' ``presets``; a row's ``mask`` their ``prompts``,
+    and the other way round), and ``overrides`` merge setting by setting (a row's
+    ``{refine = {feather_px = 2}}`` keeps the defaults' ``{model = {image_size = 512}}``)."""
+    from vosfx.config import merge_dicts
+
+    merged = dict(defaults)
+    for family in _KEY_FAMILIES:
+        if family & row.keys():
+            for key in family:
+                merged.pop(key, None)
+    for key, value in row.items():
+        base = merged.get(key)
+        if key == "overrides" and isinstance(base, dict) and isinstance(value, dict):
+            merged[key] = merge_dicts(base, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def build_manifest(
@@ -141,7 +165,9 @@ def build_manifest(
     ids = _assign_ids(rows, errors)
     jobs = []
     for index, ((where, row), job_id) in enumerate(zip(rows, ids)):
-        job = _row_job(dict(defaults, **row), where, base, job_id, index, errors, allow_missing)
+        job = _row_job(
+            with_defaults(defaults, row), where, base, job_id, index, errors, allow_missing
+        )
         if job is not None:
             jobs.append(BatchJob(job_id, job, index, where))
     _check_outputs(jobs, errors)
@@ -244,6 +270,10 @@ def _row_job(
             f"{where}: unknown key(s) {sorted(unknown)}; known: " + ", ".join(sorted(_ROW_KEYS))
         )
         return None
+    for a, b in ("preset", "presets"), ("mask", "prompts"):
+        if a in row and b in row:
+            errors.append(f"{where}: give {a!r} or {b!r}, not both")
+            return None
     data = {k: v for k, v in row.items() if k not in ("id", "preset", "mask", "mask_frame")}
     if "preset" in row and "presets" not in row:
         data["presets"] = row["preset"]
