@@ -43,7 +43,11 @@ class ModelConfig:
         doc="where the model runs; auto: the best execution provider found",
     )
     image_size: int = _opt(
-        0, lo=0, hi=4096, doc="0: the model's own (1024); smaller only for tests and drafts"
+        0,
+        lo=0,
+        hi=4096,
+        doc="0: the model's own (1024); else a multiple of 16 from 64, smaller only for tests "
+        "and drafts",
     )
     precision: str = _opt(
         "fp32",
@@ -74,6 +78,16 @@ class ModelConfig:
         doc="onnx backend: keep image features on the GPU between stages (ONNX Runtime's "
         "IOBinding); auto: on with CUDA and TensorRT",
     )
+
+    def __post_init__(self) -> None:
+        # The model runs on a stride-16 feature map: any other size fails only once the model is
+        # built (after a first-use export has started), so it is refused here, at the edge.
+        size = self.image_size
+        if size and (size < 64 or size % 16):
+            raise ConfigError(
+                f"[model] image_size: expected 0 (the model's own) or a multiple of 16 from 64 "
+                f"to 4096, found {size}"
+            )
 
 
 @dataclass(frozen=True)

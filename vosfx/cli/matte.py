@@ -20,42 +20,45 @@ from vosfx.policies import MEMORY_POLICIES
 FORMAT_IDS = list(FORMATS)
 
 
+# CLI option name -> config key, per section (the flags that set config options)
+_FLAG_KEYS = {
+    "model": {
+        "model": "name",
+        "backend": "backend",
+        "device": "device",
+        "precision": "precision",
+        "low_memory": "low_memory",
+        "image_size": "image_size",
+        "threads": "threads",
+        "checkpoint": "checkpoint",
+    },
+    "memory": {"memory": "policy", "track_backward": "track_backward", "reprompt": "reprompt"},
+    "refine": {
+        "alpha": "alpha",
+        "edge": "edge",
+        "fill_holes_px2": "fill_holes_px2",
+        "remove_specks_px2": "remove_specks_px2",
+        "shift_edge_px": "shift_edge_px",
+        "feather_px": "feather_px",
+        "choke": "choke",
+        "reduce_chatter": "temporal_strength",
+    },
+    "output": {
+        "format": "format",
+        "extra_format": "extra_formats",
+        "alpha_mode": "alpha_mode",
+        "each_object": "objects",
+        "background": "background",
+        "exr_compression": "exr_compression",
+        "exr_rgb": "exr_rgb",
+    },
+}
+
+
 def _overrides(opts: dict) -> dict:
     """CLI flags -> config overrides (only the flags the user set)."""
-    table = {
-        "model": {
-            "model": "name",
-            "backend": "backend",
-            "device": "device",
-            "precision": "precision",
-            "low_memory": "low_memory",
-            "image_size": "image_size",
-            "threads": "threads",
-            "checkpoint": "checkpoint",
-        },
-        "memory": {"memory": "policy", "track_backward": "track_backward", "reprompt": "reprompt"},
-        "refine": {
-            "alpha": "alpha",
-            "edge": "edge",
-            "fill_holes_px2": "fill_holes_px2",
-            "remove_specks_px2": "remove_specks_px2",
-            "shift_edge_px": "shift_edge_px",
-            "feather_px": "feather_px",
-            "choke": "choke",
-            "reduce_chatter": "temporal_strength",
-        },
-        "output": {
-            "format": "format",
-            "extra_format": "extra_formats",
-            "alpha_mode": "alpha_mode",
-            "each_object": "objects",
-            "background": "background",
-            "exr_compression": "exr_compression",
-            "exr_rgb": "exr_rgb",
-        },
-    }
     out: dict = {}
-    for section, keys in table.items():
+    for section, keys in _FLAG_KEYS.items():
         for opt, key in keys.items():
             value = opts.get(opt)
             if value is None or value == ():
@@ -68,6 +71,24 @@ def _overrides(opts: dict) -> dict:
     if opts.get("no_audio"):
         out.setdefault("output", {})["audio"] = False
     return out
+
+
+def check_flag_values(overrides: dict, flags: dict[str, dict[str, str]] = _FLAG_KEYS) -> None:
+    """Validate each CLI-set option on its own, so that a bad value is a usage error (exit 2)
+    that names the flag the user typed (``--reduce-chatter``), not the config key it sets
+    (``[refine] temporal_strength``). ``flags``: option name -> config key, per section."""
+    from vosfx.config import build_config
+    from vosfx.errors import ConfigError
+
+    for section, values in overrides.items():
+        names = {key: opt for opt, key in flags.get(section, {}).items()}
+        for key, value in values.items():
+            try:
+                build_config({section: {key: value}})
+            except ConfigError as err:
+                flag = "--" + names.get(key, key).replace("_", "-")
+                reason = str(err).removeprefix(f"[{section}] {key}: ")
+                raise click.BadParameter(reason, param_hint=flag) from None
 
 
 def default_output(input_path: str, fmt: str) -> str:
@@ -178,7 +199,9 @@ def default_output(input_path: str, fmt: str) -> str:
     type=click.Choice(option_choices("model", "device")),
     help="Where the model runs (auto: the best available).",
 )
-@click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
+@click.option(
+    "--image-size", type=int, help="Model input size, a multiple of 16 (drafts only; default 1024)."
+)
 @click.option(
     "--precision",
     type=click.Choice(option_choices("model", "precision")),
@@ -300,6 +323,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
     overrides = _overrides(opts)
+    check_flag_values(overrides)
     if job_file:
         if input_path or mask:
             raise click.UsageError("--job replaces INPUT and MASK: give one or the other")
