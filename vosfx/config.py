@@ -35,7 +35,8 @@ class ModelConfig:
     backend: str = _opt(
         "auto",
         choices=("auto", "torch", "onnx"),
-        doc="auto: ONNX Runtime when a bundle exists, else torch",
+        doc="auto: ONNX Runtime (its bundle filled or exported on first use); torch with "
+        "device mps",
     )
     device: str = _opt(
         "auto",
