@@ -119,7 +119,7 @@ def _memory_config(policy: str) -> MemoryConfig:
 def _check_flags(policies: list[str], image_size: int) -> None:
     """Each flag's values on their own, before any model loads: a bad one is a usage error
     (exit 2) naming the flag, as `vosfx matte` reports it."""
-    from vosfx.cli.matte import check_flag_values
+    from vosfx.cli.flags import check_flag_values
 
     flags = {"memory": {"memory": "policy"}, "model": {"image_size": "image_size"}}
     for policy in policies:

@@ -73,24 +73,6 @@ def _overrides(opts: dict) -> dict:
     return out
 
 
-def check_flag_values(overrides: dict, flags: dict[str, dict[str, str]] = _FLAG_KEYS) -> None:
-    """Validate each CLI-set option on its own, so that a bad value is a usage error (exit 2)
-    that names the flag the user typed (``--reduce-chatter``), not the config key it sets
-    (``[refine] temporal_strength``). ``flags``: option name -> config key, per section."""
-    from vosfx.config import build_config
-    from vosfx.errors import ConfigError
-
-    for section, values in overrides.items():
-        names = {key: opt for opt, key in flags.get(section, {}).items()}
-        for key, value in values.items():
-            try:
-                build_config({section: {key: value}})
-            except ConfigError as err:
-                flag = "--" + names.get(key, key).replace("_", "-")
-                reason = str(err).removeprefix(f"[{section}] {key}: ")
-                raise click.BadParameter(reason, param_hint=flag) from None
-
-
 def default_output(input_path: str, fmt: str) -> str:
     from vosfx.io.writers import FORMATS
 
@@ -316,6 +298,7 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
 def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     import os
 
+    from vosfx.cli.flags import check_flag_values
     from vosfx.cli.prompt_options import prompt_specs
     from vosfx.job import Job, load_job_file
     from vosfx.presets import resolve_config
@@ -323,7 +306,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
     overrides = _overrides(opts)
-    check_flag_values(overrides)
+    check_flag_values(overrides, _FLAG_KEYS)
     if job_file:
         if input_path or mask:
             raise click.UsageError("--job replaces INPUT and MASK: give one or the other")
