@@ -177,7 +177,8 @@ class OutputConfig:
     exr_compression: str = _opt(
         "zip",
         choices=("zip", "piz", "dwaa", "none"),
-        doc="exr-layers output: ZIP and PIZ are lossless, DWAA lossy",
+        doc="exr-layers output: ZIP and PIZ are lossless; DWAA is smaller, lossy on the colour "
+        "of exr_rgb only (alpha channels stay exact)",
     )
     exr_rgb: bool = _opt(
         False,
