@@ -213,6 +213,8 @@ def test_bench_cli_compares_policies_with_fake_engine(tmp_path, monkeypatch):
         (["--image-size", "500"], "--image-size"),
         (["--image-size", "8192"], "--image-size"),
         (["--memory", "sam2,xmem"], "--memory"),
+        # one file for two models: both rows would run it under different names
+        (["-m", "sam2.1-tiny", "-m", "sam2.1-large", "--checkpoint", "x.pt"], "--checkpoint"),
     ],
 )
 def test_bench_bad_flag_values_are_usage_errors_before_any_model_loads(

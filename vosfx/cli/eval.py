@@ -198,6 +198,12 @@ def bench(
 
     names = _split(sequences)
     policies = _split(policies) or ["rcms+shots"]
+    if checkpoint and len(set(models)) > 1:  # every row would run the one file
+        raise click.BadParameter(
+            f"one checkpoint file replaces every --model's weights, so {', '.join(models)} "
+            "would all run it: give one --model with it, or compare models without it",
+            param_hint="--checkpoint",
+        )
     _check_flags(policies, image_size)  # fail before loading any model
     memory_cfgs = {p: _memory_config(p) for p in policies}
     reports: list[BenchReport] = []
