@@ -187,7 +187,8 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option(
     "--precision",
     type=click.Choice(option_choices("model", "precision")),
-    help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).",
+    help="ONNX: fp16 for GPUs; bf16 for CPUs with AMX or AVX512_BF16 (OpenVINO, "
+    "vosfx[openvino]); int8 image encoder for other CPUs (faster, approximate).",
 )
 @click.option("--threads", type=int, help="CPU threads for the model and for refinement's loops.")
 @click.option(
