@@ -199,6 +199,19 @@ def test_json_progress_error_event(env):
     assert first["event"] == "error" and first["kind"] == "prompt" and first["exit_code"] == 5
 
 
+def test_json_progress_error_event_for_a_usage_error(env):
+    """plugins/README.md: a failed run prints an error event, a bad flag value included."""
+    r = matte(env / "clip.mp4", env / "mask.png", "--json-progress", "--feather-px", "-2")
+    assert r.exit_code == 2, r.output
+    first = json.loads(r.output.splitlines()[0])
+    assert first == {
+        "event": "error",
+        "kind": "usage",
+        "message": "Invalid value for --feather-px: expected >= 0.0, found -2.0",
+        "exit_code": 2,
+    }
+
+
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
     assert r.exit_code == 2 and "no prompt" in r.output

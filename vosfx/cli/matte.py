@@ -287,6 +287,11 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
                 }
             )
         raise
+    except click.UsageError as err:  # a bad flag value or a missing INPUT/prompt: exit 2
+        if json_progress:  # plugins/README.md: a failed run prints an error event
+            message = err.format_message()
+            emit_json({"event": "error", "kind": "usage", "message": message, "exit_code": 2})
+        raise
     if json_progress:
         emit_json(dict(result.to_dict(), event="result"))
     else:
