@@ -202,7 +202,35 @@ def test_bench_cli_compares_policies_with_fake_engine(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "o" / "bench.json").read_text())
     assert saved["machine"]["cpus"] and len(saved["runs"]) == 2
     bad = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), "--memory", "lru"])
-    assert bad.exit_code == 3 and "policy" in bad.output, bad.output
+    assert bad.exit_code == 2 and "--memory" in bad.output and "'lru'" in bad.output, bad.output
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--device", "gpu"], "'--device'"),
+        (["--backend", "tensorflow"], "'--backend'"),
+        (["--image-size", "500"], "--image-size"),
+        (["--image-size", "8192"], "--image-size"),
+        (["--memory", "sam2,xmem"], "--memory"),
+        # one file for two models: both rows would run it under different names
+        (["-m", "sam2.1-tiny", "-m", "sam2.1-large", "--checkpoint", "x.pt"], "--checkpoint"),
+    ],
+)
+def test_bench_bad_flag_values_are_usage_errors_before_any_model_loads(
+    tmp_path, monkeypatch, args, flag
+):
+    """README: a bad option value exits 2, its message names the flag as typed (before, a bad
+    --device or --image-size exited 3 blaming "--memory rcms+shots --backend auto")."""
+    import vosfx.cli.eval as cli_eval
+
+    _static_dataset(tmp_path / "ds", n=3)
+    opened = []
+    monkeypatch.setattr(cli_eval, "open_engine", lambda cfg: opened.append(cfg) or FakeEngine())
+    res = CliRunner().invoke(cli, ["bench", str(tmp_path / "ds"), *args])
+    assert res.exit_code == 2, res.output
+    assert f"Invalid value for {flag}" in res.output and "[model]" not in res.output, res.output
+    assert opened == []
 
 
 def test_bench_real_davis_sequence_with_fake_engine(tmp_path):

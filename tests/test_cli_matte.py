@@ -199,6 +199,19 @@ def test_json_progress_error_event(env):
     assert first["event"] == "error" and first["kind"] == "prompt" and first["exit_code"] == 5
 
 
+def test_json_progress_error_event_for_a_usage_error(env):
+    """plugins/README.md: a failed run prints an error event, a bad flag value included."""
+    r = matte(env / "clip.mp4", env / "mask.png", "--json-progress", "--feather-px", "-2")
+    assert r.exit_code == 2, r.output
+    first = json.loads(r.output.splitlines()[0])
+    assert first == {
+        "event": "error",
+        "kind": "usage",
+        "message": "Invalid value for --feather-px: expected >= 0.0, found -2.0",
+        "exit_code": 2,
+    }
+
+
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
     assert r.exit_code == 2 and "no prompt" in r.output
@@ -211,6 +224,39 @@ def test_no_input_and_bad_option_values_are_usage_errors(env):
     assert r.exit_code == 2 and "--objects" in r.output
     r = matte(env / "clip.mp4", env / "mask.png", "-f", "gif")
     assert r.exit_code == 2 and "prores4444" in r.output
+
+
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [
+        ("--reduce-chatter", "2", "expected <= 1.0, found 2.0"),
+        ("--feather-px", "-1", "expected >= 0.0"),
+        ("--feather-px", "nan", "expected a number (finite)"),
+        ("--threads", "-1", "expected >= 0"),
+        ("--image-size", "500", "a multiple of 16"),
+        ("--fill-holes-px2", "-4", "expected >= 0"),
+    ],
+)
+def test_out_of_range_flag_is_a_usage_error_naming_the_flag(env, flag, value, fragment):
+    """README: a bad option value exits 2; the message names the flag as typed, not the config
+    key it sets (--reduce-chatter, not [refine] temporal_strength), and nothing is written."""
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", flag, value)
+    assert r.exit_code == 2, r.output
+    assert f"Invalid value for {flag}: " in r.output and fragment in r.output, r.output
+    assert "[refine]" not in r.output and "[model]" not in r.output
+    assert leftovers(env) == []
+    job = env / "job.json"
+    job.write_text(
+        json.dumps(
+            {
+                "input": str(env / "clip.mp4"),
+                "output": str(env / "out.mov"),
+                "prompts": [{"frame": 0, "mask": str(env / "mask.png")}],
+            }
+        )
+    )
+    r = matte("--job", job, flag, value)  # a job file with the same flag: the same error
+    assert r.exit_code == 2 and f"Invalid value for {flag}: " in r.output, r.output
 
 
 def test_help_lists_format_ids_and_every_option_has_help():

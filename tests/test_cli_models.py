@@ -177,6 +177,28 @@ def test_export_calls_the_exporter(monkeypatch, tmp_path):
     assert "exporting image encoder" in res.output
 
 
+@pytest.mark.parametrize("size, ok", [("500", False), ("32", False), ("0", True)])
+def test_export_image_size_checked_before_anything_runs(monkeypatch, tmp_path, size, ok):
+    """--image-size 500 used to start a 156 MB download, then fail with exit 7 naming
+    `image_size`; now it is a usage error naming --image-size. 0 is the model's own size, as
+    in `vosfx matte`."""
+    calls = []
+
+    def export_bundle(model_id, *, out_dir=None, variants=(), image_size=None, progress=None):
+        calls.append(image_size)
+        return tmp_path / "bundle"
+
+    fake = types.ModuleType("vosfx.engine.export")
+    fake.export_bundle = export_bundle
+    monkeypatch.setitem(sys.modules, "vosfx.engine.export", fake)
+    res = invoke("export", "sam2.1-tiny", "--image-size", size)
+    if not ok:
+        assert res.exit_code == 2 and "Invalid value for --image-size" in res.output, res.output
+        assert "multiple of 16" in res.output and calls == []
+    else:
+        assert res.exit_code == 0 and calls == [None], res.output
+
+
 def test_progress_bar_counts_bytes_and_shows_a_rate():
     from vosfx.cli.models import _Bar
 

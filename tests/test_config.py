@@ -18,6 +18,8 @@ def test_defaults_round_trip():
         ({"refine": {"choke": 2}}, "[refine] choke: expected <= 1"),
         ({"memory": {"policy": "xmem"}}, "[memory] policy: expected one of sam2, rcms"),
         ({"model": {"image_size": "big"}}, "[model] image_size: expected an integer"),
+        ({"model": {"image_size": 500}}, "[model] image_size: expected 0 (the model's own) or"),
+        ({"model": {"image_size": 32}}, "a multiple of 16 from 64 to 4096, found 32"),
         ({"output": {"sidecar": "yes"}}, "[output] sidecar: expected true or false"),
         ({"refine": {"feather_px": True}}, "expected a number"),
         ({"output": {"extra_formats": [1]}}, "expected a list of strings"),
@@ -28,6 +30,11 @@ def test_invalid_values_name_the_key(data, fragment):
     with pytest.raises(ConfigError) as err:
         build_config(data)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("size", [0, 64, 256, 512, 1008, 1024, 4096])
+def test_image_sizes_the_model_runs_at_are_accepted(size):
+    assert build_config({"model": {"image_size": size}}).model.image_size == size
 
 
 def test_int_accepted_for_float_and_lists_for_tuples():

@@ -48,7 +48,8 @@ class ModelConfig:
     backend: str = _opt(
         "auto",
         choices=("auto", "torch", "onnx"),
-        doc="auto: ONNX Runtime when a bundle exists, else torch",
+        doc="auto: ONNX Runtime (its bundle filled or exported on first use); torch with "
+        "device mps",
     )
     device: str = _opt(
         "auto",
@@ -56,7 +57,11 @@ class ModelConfig:
         doc="where the model runs; auto: the best execution provider found",
     )
     image_size: int = _opt(
-        0, lo=0, hi=4096, doc="0: the model's own (1024); smaller only for tests and drafts"
+        0,
+        lo=0,
+        hi=4096,
+        doc="0: the model's own (1024); else a multiple of 16 from 64, smaller only for tests "
+        "and drafts",
     )
     precision: str = _opt(
         "fp32",
@@ -87,6 +92,16 @@ class ModelConfig:
         doc="onnx backend: keep image features on the GPU between stages (ONNX Runtime's "
         "IOBinding); auto: on with CUDA and TensorRT",
     )
+
+    def __post_init__(self) -> None:
+        # The model runs on a stride-16 feature map: any other size fails only once the model is
+        # built (after a first-use export has started), so it is refused here, at the edge.
+        size = self.image_size
+        if size and (size < 64 or size % 16):
+            raise ConfigError(
+                f"[model] image_size: expected 0 (the model's own) or a multiple of 16 from 64 "
+                f"to 4096, found {size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -175,7 +190,8 @@ class OutputConfig:
     exr_compression: str = _opt(
         "zip",
         choices=("zip", "piz", "dwaa", "none"),
-        doc="exr-layers output: ZIP and PIZ are lossless, DWAA lossy",
+        doc="exr-layers output: ZIP and PIZ are lossless; DWAA is smaller, lossy on the colour "
+        "of exr_rgb only (alpha channels stay exact)",
     )
     exr_rgb: bool = _opt(
         False,

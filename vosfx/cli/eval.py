@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from vosfx.config import MemoryConfig, ModelConfig, build_config
-from vosfx.errors import ConfigError, OutputError
+from vosfx.config import MemoryConfig, ModelConfig, build_config, option_choices
+from vosfx.errors import OutputError
 from vosfx.policies import MEMORY_POLICIES
 
 FORMATS = ("md", "csv", "json")
@@ -108,18 +108,23 @@ def _model_config(
 ) -> ModelConfig:
     """The validated model settings one bench run uses (``auto`` resolved for ``policy``)."""
     model = {"backend": backend, "device": device, "image_size": image_size}
-    try:
-        cfg = build_config({"model": model, "memory": {"policy": policy}}).model
-    except ConfigError as err:
-        raise ConfigError(f"--memory {policy} --backend {backend}: {err}") from err
+    cfg = build_config({"model": model, "memory": {"policy": policy}}).model
     return dataclasses.replace(cfg, name=name, checkpoint=checkpoint)
 
 
 def _memory_config(policy: str) -> MemoryConfig:
-    try:
-        return build_config({"memory": {"policy": policy}}).memory
-    except ConfigError as err:
-        raise ConfigError(f"--memory: {err}") from err
+    return build_config({"memory": {"policy": policy}}).memory
+
+
+def _check_flags(policies: list[str], image_size: int) -> None:
+    """Each flag's values on their own, before any model loads: a bad one is a usage error
+    (exit 2) naming the flag, as `vosfx matte` reports it."""
+    from vosfx.cli.flags import check_flag_values
+
+    flags = {"memory": {"memory": "policy"}, "model": {"image_size": "image_size"}}
+    for policy in policies:
+        check_flag_values({"memory": {"policy": policy}}, flags)
+    check_flag_values({"model": {"image_size": image_size}}, flags)
 
 
 @click.command("bench")
@@ -145,12 +150,18 @@ def _memory_config(policy: str) -> MemoryConfig:
 @click.option(
     "--backend",
     "backends",
+    type=click.Choice(option_choices("model", "backend")),
     multiple=True,
     default=("auto",),
     show_default=True,
     help="auto, torch or onnx; repeat to compare",
 )
-@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(option_choices("model", "device")),
+    default="auto",
+    show_default=True,
+)
 @click.option("--image-size", type=int, default=0, help="0: the model's own (1024)")
 @click.option("--checkpoint", default="", help="checkpoint file overriding the model cache")
 @click.option("--sequences", "-s", multiple=True, help="only these sequences (comma-separated)")
@@ -187,7 +198,14 @@ def bench(
 
     names = _split(sequences)
     policies = _split(policies) or ["rcms+shots"]
-    memory_cfgs = {p: _memory_config(p) for p in policies}  # fail before loading any model
+    if checkpoint and len(set(models)) > 1:  # every row would run the one file
+        raise click.BadParameter(
+            f"one checkpoint file replaces every --model's weights, so {', '.join(models)} "
+            "would all run it: give one --model with it, or compare models without it",
+            param_hint="--checkpoint",
+        )
+    _check_flags(policies, image_size)  # fail before loading any model
+    memory_cfgs = {p: _memory_config(p) for p in policies}
     reports: list[BenchReport] = []
     with tempfile.TemporaryDirectory(prefix="vosfx-bench-") as tmp:
         root = Path(out) if out else Path(tmp)

@@ -20,42 +20,45 @@ from vosfx.policies import MEMORY_POLICIES
 FORMAT_IDS = list(FORMATS)
 
 
+# CLI option name -> config key, per section (the flags that set config options)
+_FLAG_KEYS = {
+    "model": {
+        "model": "name",
+        "backend": "backend",
+        "device": "device",
+        "precision": "precision",
+        "low_memory": "low_memory",
+        "image_size": "image_size",
+        "threads": "threads",
+        "checkpoint": "checkpoint",
+    },
+    "memory": {"memory": "policy", "track_backward": "track_backward", "reprompt": "reprompt"},
+    "refine": {
+        "alpha": "alpha",
+        "edge": "edge",
+        "fill_holes_px2": "fill_holes_px2",
+        "remove_specks_px2": "remove_specks_px2",
+        "shift_edge_px": "shift_edge_px",
+        "feather_px": "feather_px",
+        "choke": "choke",
+        "reduce_chatter": "temporal_strength",
+    },
+    "output": {
+        "format": "format",
+        "extra_format": "extra_formats",
+        "alpha_mode": "alpha_mode",
+        "each_object": "objects",
+        "background": "background",
+        "exr_compression": "exr_compression",
+        "exr_rgb": "exr_rgb",
+    },
+}
+
+
 def _overrides(opts: dict) -> dict:
     """CLI flags -> config overrides (only the flags the user set)."""
-    table = {
-        "model": {
-            "model": "name",
-            "backend": "backend",
-            "device": "device",
-            "precision": "precision",
-            "low_memory": "low_memory",
-            "image_size": "image_size",
-            "threads": "threads",
-            "checkpoint": "checkpoint",
-        },
-        "memory": {"memory": "policy", "track_backward": "track_backward", "reprompt": "reprompt"},
-        "refine": {
-            "alpha": "alpha",
-            "edge": "edge",
-            "fill_holes_px2": "fill_holes_px2",
-            "remove_specks_px2": "remove_specks_px2",
-            "shift_edge_px": "shift_edge_px",
-            "feather_px": "feather_px",
-            "choke": "choke",
-            "reduce_chatter": "temporal_strength",
-        },
-        "output": {
-            "format": "format",
-            "extra_format": "extra_formats",
-            "alpha_mode": "alpha_mode",
-            "each_object": "objects",
-            "background": "background",
-            "exr_compression": "exr_compression",
-            "exr_rgb": "exr_rgb",
-        },
-    }
     out: dict = {}
-    for section, keys in table.items():
+    for section, keys in _FLAG_KEYS.items():
         for opt, key in keys.items():
             value = opts.get(opt)
             if value is None or value == ():
@@ -178,11 +181,14 @@ def default_output(input_path: str, fmt: str) -> str:
     type=click.Choice(option_choices("model", "device")),
     help="Where the model runs (auto: the best available).",
 )
-@click.option("--image-size", type=int, help="Model input size (drafts only; default 1024).")
+@click.option(
+    "--image-size", type=int, help="Model input size, a multiple of 16 (drafts only; default 1024)."
+)
 @click.option(
     "--precision",
     type=click.Choice(option_choices("model", "precision")),
-    help="ONNX: fp16 for GPUs, int8 image encoder for CPUs (faster, approximate).",
+    help="ONNX: fp16 for GPUs; bf16 for CPUs with AMX or AVX512_BF16 (OpenVINO, "
+    "vosfx[openvino]); int8 image encoder for other CPUs (faster, approximate).",
 )
 @click.option("--threads", type=int, help="CPU threads for the model and for refinement's loops.")
 @click.option(
@@ -281,6 +287,11 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
                 }
             )
         raise
+    except click.UsageError as err:  # a bad flag value or a missing INPUT/prompt: exit 2
+        if json_progress:  # plugins/README.md: a failed run prints an error event
+            message = err.format_message()
+            emit_json({"event": "error", "kind": "usage", "message": message, "exit_code": 2})
+        raise
     if json_progress:
         emit_json(dict(result.to_dict(), event="result"))
     else:
@@ -293,6 +304,7 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
 def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     import os
 
+    from vosfx.cli.flags import check_flag_values
     from vosfx.cli.prompt_options import prompt_specs
     from vosfx.job import Job, load_job_file
     from vosfx.presets import resolve_config
@@ -300,6 +312,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
     overrides = _overrides(opts)
+    check_flag_values(overrides, _FLAG_KEYS)
     if job_file:
         if input_path or mask:
             raise click.UsageError("--job replaces INPUT and MASK: give one or the other")

@@ -246,13 +246,21 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
     "--image-size",
     type=int,
     default=None,
-    help="Model input size in pixels (default: the model's own, 1024); smaller for drafts.",
+    help="Model input size in pixels, a multiple of 16 (default or 0: the model's own, 1024); "
+    "smaller for drafts.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def export(
     name: str, out_dir: Path | None, variants: tuple[str, ...], image_size: int | None, quiet: bool
 ) -> None:
     """Export NAME's stages to an ONNX bundle for the ONNX Runtime backend."""
+    from vosfx.cli.flags import check_flag_values
+
+    if image_size is not None:  # before a download or an export starts
+        check_flag_values(
+            {"model": {"image_size": image_size}}, {"model": {"image_size": "image_size"}}
+        )
+    image_size = image_size or None  # 0: the model's own, as everywhere else
     try:
         from vosfx.engine.export import export_bundle
     except ModuleNotFoundError as err:

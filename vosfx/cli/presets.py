@@ -1,4 +1,4 @@
-"""`vosfx presets list|show`."""
+"""`vosfx presets list|show|path`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def list_cmd() -> None:
     for r in rows:
         src = "" if r.source == "built-in" else f"  [{r.source}]"
         click.echo(f"{r.name:<{width}}  {r.description}{src}")
+
+
+@presets.command("path")
+def path_cmd() -> None:
+    """Where your config file and your own presets go (whether they exist yet or not)."""
+    from vosfx.presets import user_config_dir
+
+    folder = user_config_dir()
+    for label, path in (("config", folder / "config.toml"), ("presets", folder / "presets")):
+        click.echo(f"{label}: {path}{'' if path.exists() else '  (not created yet)'}")
 
 
 @presets.command("show")

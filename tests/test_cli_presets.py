@@ -1,0 +1,40 @@
+"""`vosfx presets list|show|path` in-process (click's CliRunner)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from vosfx.cli import cli
+
+
+def presets(*args):
+    return CliRunner().invoke(cli, ["presets", *args])
+
+
+def test_path_names_the_user_config_file_and_presets_folder(config_home):
+    """docs/config.md sends users to `vosfx presets path` to find the user config file."""
+    r = presets("path")
+    assert r.exit_code == 0, r.output
+    folder = config_home / "config"
+    assert r.output.splitlines() == [
+        f"config: {folder / 'config.toml'}  (not created yet)",
+        f"presets: {folder / 'presets'}  (not created yet)",
+    ]
+    (folder / "presets").mkdir(parents=True)
+    (folder / "config.toml").write_text("[refine]\nfeather_px = 2\n")
+    (folder / "presets" / "soft.toml").write_text('description = "mine"\n[refine]\nchoke = 0.5\n')
+    assert presets("path").output.splitlines() == [
+        f"config: {folder / 'config.toml'}",
+        f"presets: {folder / 'presets'}",
+    ]
+    listed = presets("list").output
+    assert f"soft        mine  [{folder / 'presets' / 'soft.toml'}]" in listed
+    resolved = json.loads(presets("show", "soft", "--resolved").output)
+    assert resolved["refine"]["choke"] == 0.5 and resolved["refine"]["feather_px"] == 2.0
+
+
+def test_show_unknown_preset_is_a_config_error(config_home):
+    r = presets("show", "nope")
+    assert r.exit_code == 3 and "unknown preset 'nope'" in r.output, r.output
