@@ -46,6 +46,13 @@ def test_default_output_name_beside_input(env):
     r = matte(env / "clip.mp4", env / "mask.png", "--preset", "png16")
     assert r.exit_code == 0, r.output
     assert (env / "clip_vosfx_png16").is_dir()
+    # another .mov format does not take the default ProRes 4444's name
+    r = matte(env / "clip.mp4", env / "mask.png", "-f", "qtrle")
+    assert r.exit_code == 0, r.output
+    assert (env / "clip_vosfx_qtrle.mov").is_file() and not (env / "clip_vosfx.mov").exists()
+    r = matte(env / "clip.mp4", env / "mask.png")
+    assert r.exit_code == 0, r.output
+    assert (env / "clip_vosfx.mov").is_file()
 
 
 def test_json_progress_is_one_event_per_frame_then_result(env):

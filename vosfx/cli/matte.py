@@ -74,6 +74,7 @@ def _overrides(opts: dict) -> dict:
 
 
 def default_output(input_path: str, fmt: str) -> str:
+    from vosfx.config import OutputConfig
     from vosfx.io.writers import FORMATS
 
     src = Path(input_path.split("%")[0].rstrip("/") or input_path)
@@ -81,13 +82,22 @@ def default_output(input_path: str, fmt: str) -> str:
     spec = FORMATS.get(fmt)
     if spec is None or spec.is_sequence:  # sequences are written into a folder
         return str(src.parent / f"{stem}_vosfx_{fmt}")
-    return str(src.parent / f"{stem}_vosfx.{spec.ext}")
+    if fmt == OutputConfig().format:  # the default ProRes 4444
+        return str(src.parent / f"{stem}_vosfx.{spec.ext}")
+    # other movie formats carry their name: qtrle, prores422hq-matte and composite are .mov
+    # too, and one would otherwise be the other's "already exists"
+    return str(src.parent / f"{stem}_vosfx_{fmt}.{spec.ext}")
 
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", required=False)
 @click.argument("mask", required=False)
-@click.option("-o", "--output", help="Output path (default: INPUT's folder, <stem>_vosfx.<ext>).")
+@click.option(
+    "-o",
+    "--output",
+    help="Output path (default: INPUT's folder, <stem>_vosfx.mov for the default ProRes "
+    "4444, else <stem>_vosfx_<format>[.<ext>]).",
+)
 @click.option(
     "-p",
     "--preset",
