@@ -87,9 +87,9 @@ def test_source_rgb_in_the_same_file(tmp_path):
     assert {"R", "G", "B", "A", "obj1.A", "obj3.A"} <= set(chans)
     frame, matte = clip[0]
     linear = bt709_to_linear(frame.image.astype(np.float32) / 255)
-    for i, c in enumerate("RGB"):
+    for i, c in enumerate("RGB"):  # premultiplied by the merged alpha: OpenEXR's RGBA
         np.testing.assert_allclose(
-            chans[c].astype(np.float32), linear[..., i], rtol=2e-3, atol=1e-4
+            chans[c].astype(np.float32), linear[..., i] * matte.merged, rtol=2e-3, atol=1e-4
         )
     np.testing.assert_allclose(chans["A"].astype(np.float32), matte.merged, atol=HALF)
 

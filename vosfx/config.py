@@ -196,7 +196,7 @@ class OutputConfig:
     exr_rgb: bool = _opt(
         False,
         doc="exr-layers output: also store the source's RGB (linear "
-        "light, BT.709 transfer undone) with the merged alpha as A",
+        "light, BT.709 transfer undone) premultiplied by the merged alpha, stored as A",
     )
 
 

@@ -161,6 +161,10 @@ class ImageSequenceWriter(Writer):
         if self.config.exr_rgb:
             src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
             linear = bt709_to_linear(frame.image.astype(np.float32) / np.float32(src_max))
+            # premultiplied by A, as OpenEXR defines RGBA (associated alpha): a compositor's
+            # Read then Merge over it as is; straight colour would add the plate's colour
+            # where A is 0
+            linear *= alpha[..., None]
             for i, name in enumerate("RGB"):
                 channels[name] = linear[..., i].astype(np.float16)
             channels["A"] = alpha.astype(np.float16)
