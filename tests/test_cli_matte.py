@@ -576,3 +576,22 @@ def test_each_object_checks_its_own_paths_not_the_merged_one(env, monkeypatch):
     r = matte(env / "clip.mp4", env / "mask.png", "-o", out, "--each-object")
     assert r.exit_code == 6 and "out_obj1.mov already exists" in r.output, r.output
     assert loads == []
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["MASK", "--start", "3"], "MASK "),
+        (["MASK", "--mask-frame", "2", "--end", "2"], "MASK "),
+        (["--point", "500,10", "--point", "5,5"], "--point 500,10, --point 5,5: "),
+        (["--box", "4:0,0,200,20@2"], "--box 4:0,0,200,20@2: "),
+        (["--mask", "12:MASK@3"], "--mask 12:"),
+    ],
+)
+def test_a_prompt_that_does_not_fit_the_clip_is_named_as_typed(env, args, said):
+    mask = str(env / "mask.png")
+    args = [mask if a == "MASK" else a.replace("MASK", mask) for a in args]
+    r = matte(env / "clip.mp4", *args, "-o", env / "out.mov")
+    assert r.exit_code == 5, r.output
+    assert said in r.output, r.output
+    assert leftovers(env) == []

@@ -55,6 +55,9 @@ class PromptSpec:
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
     threshold: int = 128
+    # what the user typed it as, for errors found once the clip is known (``--point
+    # 12:410,220@2``, ``job.prompts[3]``); not part of the job
+    where: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"frame": self.frame}
@@ -211,6 +214,7 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         labels=labels,
         box=box,
         threshold=_int(data.get("threshold", 128), f"{where}.threshold", lo=0, hi=255),
+        where=where,
     )
 
 

@@ -25,6 +25,7 @@ def prompt_specs(mask, opts) -> list:
                 points=tuple(map(tuple, g["points"])),
                 labels=tuple(g["labels"]),
                 box=g["box"],
+                where=", ".join(g["typed"]),
             )
         )
     return specs
@@ -37,7 +38,8 @@ def _mask_specs(mask, values, default_frame: int) -> list:
 
     specs = []
     if mask:
-        specs.append(PromptSpec(frame=default_frame, mask=mask))
+        where = f"MASK {mask}" + (f" (--mask-frame {default_frame})" if default_frame else "")
+        specs.append(PromptSpec(frame=default_frame, mask=mask, where=where))
     for value in values:
         frame, path, obj = split_prompt_option(value)
         if not path:
@@ -45,7 +47,12 @@ def _mask_specs(mask, values, default_frame: int) -> list:
                 f"expected [FRAME:]PATH[@OBJ], found {value!r}", param_hint="--mask"
             )
         specs.append(
-            PromptSpec(frame=default_frame if frame is None else frame, obj_id=obj, mask=path)
+            PromptSpec(
+                frame=default_frame if frame is None else frame,
+                obj_id=obj,
+                mask=path,
+                where=f"--mask {value}",
+            )
         )
     return specs
 
@@ -53,7 +60,7 @@ def _mask_specs(mask, values, default_frame: int) -> list:
 def _click_groups(opts, default_frame: int) -> dict[tuple[int, int | None], dict]:
     """--point, --neg-point and --box values grouped by (frame, object), in the order first
     seen: ``{"points": [[x, y], ...], "labels": [1 or 0, ...], "box": (x0, y0, x1, y1) or
-    None}`` in pixels."""
+    None, "typed": ["--point 12:410,220", ...]}`` in pixels."""
     from vosfx.io.prompts import parse_box, parse_points, split_prompt_option
 
     groups: dict[tuple[int, int | None], dict] = {}
@@ -68,7 +75,8 @@ def _click_groups(opts, default_frame: int) -> dict[tuple[int, int | None], dict
             raise click.BadParameter(
                 f"expected a point [FRAME:]X,Y[@OBJ] in pixels, found {value!r}", param_hint=flag
             ) from None
-        g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
+        g = groups.setdefault(key, {"points": [], "labels": [], "box": None, "typed": []})
+        g["typed"].append(f"{flag} {value}")
         g["points"] += pts.tolist()
         g["labels"] += labels.tolist()
     for value in opts["boxes"]:
@@ -78,7 +86,8 @@ def _click_groups(opts, default_frame: int) -> dict[tuple[int, int | None], dict
             box = tuple(parse_box(text).tolist())
         except VosfxError as err:
             raise click.BadParameter(str(err), param_hint="--box") from None
-        g = groups.setdefault(key, {"points": [], "labels": [], "box": None})
+        g = groups.setdefault(key, {"points": [], "labels": [], "box": None, "typed": []})
+        g["typed"].append(f"--box {value}")
         if g["box"] is not None:
             raise click.BadParameter(
                 f"two boxes for frame {key[0]}"

@@ -54,9 +54,10 @@ def resolve_prompts(
     # click/box prompts without an obj_id: object 1, or one more object after the masks' ids
     mask_ids: set[int] = set()
     for spec in specs:
+        said = f"{spec.where}: " if spec.where else ""
         if not start <= spec.frame < end:
             raise PromptError(
-                f"prompt for frame {spec.frame} is outside the frames being matted "
+                f"{said}prompt for frame {spec.frame} is outside the frames being matted "
                 f"({start}..{end - 1}; the clip has {info.num_frames} frames)"
                 + positions_hint(info)
             )
@@ -79,10 +80,13 @@ def resolve_prompts(
         pts = np.asarray(spec.points, np.float32).reshape(-1, 2) if spec.points else None
         box = np.asarray(spec.box, np.float32) if spec.box is not None else None
         size = (info.width, info.height)
-        if pts is not None:
-            check_inside(pts, size, "point")
-        if box is not None:
-            check_inside(box.reshape(2, 2), size, "box corner")
+        try:
+            if pts is not None:
+                check_inside(pts, size, "point")
+            if box is not None:
+                check_inside(box.reshape(2, 2), size, "box corner")
+        except PromptError as err:
+            raise PromptError(f"{said}{err}") from None
         prompts.append(
             Prompt(
                 frame_index=spec.frame,
