@@ -88,3 +88,28 @@ def test_an_edit_list_cut_renders_the_frames_an_editor_shows(cut, fake_engine, t
     first = _gray(out, 64, 48)[0]
     errors = np.abs(shown - first[None]).mean(axis=(1, 2))
     assert int(np.argmin(errors)) == start and errors[start] < 2.0
+
+
+@pytest.mark.parametrize(
+    ("trc", "fmt", "ext"),
+    [
+        ("smpte2084", "prores4444", "mov"),
+        ("arib-std-b67", "prores4444", "mov"),
+        ("smpte2084", "webm-alpha", "webm"),
+        ("arib-std-b67", "preview", "mp4"),
+    ],
+)
+def test_hdr_outputs_keep_the_sources_primaries_and_transfer(fake_engine, tmp_path, trc, fmt, ext):
+    # ffprobe reports what a decoder reads, ProRes's frame headers included: a header that
+    # says "unspecified" makes an FFmpeg-based editor take a PQ/HLG matte for SDR BT.709
+    src = tmp_path / "hdr.mov"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2",
+        "-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-color_primaries", "bt2020",
+        "-color_trc", trc, "-colorspace", "bt2020nc", "-x265-params", "log-level=none",
+        str(src),
+    )  # fmt: skip
+    out = tmp_path / f"out.{ext}"
+    _matte(src, out, "-f", fmt)
+    tags = "color_space,color_primaries,color_transfer,color_range"
+    assert _stream(out, tags) == _stream(src, tags) | {"color_range": "tv"}
