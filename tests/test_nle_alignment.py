@@ -113,3 +113,28 @@ def test_hdr_outputs_keep_the_sources_primaries_and_transfer(fake_engine, tmp_pa
     _matte(src, out, "-f", fmt)
     tags = "color_space,color_primaries,color_transfer,color_range"
     assert _stream(out, tags) == _stream(src, tags) | {"color_range": "tv"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "ext"),
+    [("prores4444", "mov"), ("prores422hq-matte", "mov"), ("qtrle", "mov"),
+     ("h264-matte", "mp4"), ("preview", "mp4")],
+)  # fmt: skip
+@pytest.mark.parametrize(("rotate", "want"), [(None, "4:3"), ("90", "3:4")])
+def test_anamorphic_outputs_are_shown_as_wide_as_the_source(
+    fake_engine, tmp_path, fmt, ext, rotate, want
+):
+    # 96x54 stored with pixels 4/3 wide (HDV's 1440x1080 in small), shown 128x54: an output
+    # tagged square is shown 96 wide, its matte squeezed against the picture under it
+    src = tmp_path / "sar.mp4"
+    _ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=96x54:rate=25:duration=0.12",
+        "-vf", "setsar=4/3", "-c:v", "libx264", str(src),
+    )  # fmt: skip
+    if rotate:  # a quarter turn: the pixels are then 3/4 wide as shown
+        turned = tmp_path / "turned.mp4"
+        _ffmpeg("-i", str(src), "-c", "copy", "-metadata:s:v", f"rotate={rotate}", str(turned))
+        src = turned
+    out = tmp_path / f"out.{ext}"
+    _matte(src, out, "-f", fmt)
+    assert _stream(out, "sample_aspect_ratio")["sample_aspect_ratio"] == want

@@ -84,10 +84,19 @@ def probe_video(path: Path) -> VideoInfo:
             frame_count_exact=exact,
             timecode=_timecode(container, stream),
             colour=source_colour(first),
+            pixel_aspect=_pixel_aspect(stream, rotation),
             start_pts=int(stream.start_time)
             if stream.start_time is not None
             else (min(pts) if pts else 0),
         )
+
+
+def _pixel_aspect(stream, rotation: int) -> Fraction:
+    """The stream's sample aspect ratio (1 when unset), inverted by a quarter turn."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar <= 0:
+        return Fraction(1)
+    return 1 / Fraction(sar) if rotation in (90, 270) else Fraction(sar)
 
 
 def _timecode(container, stream) -> str:

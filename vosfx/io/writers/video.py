@@ -262,6 +262,10 @@ class VideoWriter(Writer):
         if self.info.timecode:  # the first written frame's timecode (mov: a tmcd track)
             stream.metadata["timecode"] = self.info.timecode
         stream.codec_context.time_base = self.info.time_base
+        if self.info.pixel_aspect != 1:  # anamorphic: shown as wide as the source
+            # mov's pasp atom and H.264's VUI; mkv and webm take it from the AVStream (and
+            # FFV1 from each frame), which PyAV 18 cannot set: those stay square
+            stream.codec_context.sample_aspect_ratio = self.info.pixel_aspect
         # Pictures take the source's colour description (matrix, primaries, transfer), so an
         # editor reads them as it reads the source; a luma matte is data, tagged BT.709.
         colour = self.info.colour if spec.kind != MATTE_VIDEO else Colour()
