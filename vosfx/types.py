@@ -93,6 +93,9 @@ class VideoInfo:
     start_pts: int = 0
     timecode: str = ""  # SMPTE start timecode of the first frame ("" when the source has none)
     colour: Colour = Colour()  # the source's colour description (BT.709 unless it says other)
+    # the width of a pixel over its height as displayed, after rotation (anamorphic: HDV's
+    # 1440x1080 is 4/3, shown 1920 wide); video outputs are tagged with it
+    pixel_aspect: Fraction = Fraction(1)
     # a numbered image sequence's own frame numbers (None: a video, or files without numbers)
     frame_numbers: FrameNumbers | None = None
 

@@ -51,7 +51,7 @@ def probe_video(path: Path) -> VideoInfo:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise InputError(f"expected a video stream in {path}, found streams: {kinds}")
         stream = container.streams.video[0]
-        pts, first = _scan_packets(container, stream, path)
+        pts, first, trimmed = _scan_packets(container, stream, path)
         if first is None:
             raise InputError(f"expected at least one frame in {path}, found none that decodes")
         _check_convertible(first, path)
@@ -59,7 +59,9 @@ def probe_video(path: Path) -> VideoInfo:
         fps = stream.average_rate or stream.guessed_rate
         time_base = stream.time_base or Fraction(1, 1)
         num_frames, exact = _frame_count(container, stream, fps)
-        if not exact:
+        if not exact or trimmed:
+            # an edit list (an MP4/MOV cut without re-encoding) hides its first packets: the
+            # container's count includes them, the decoder drops them
             num_frames = _count_packets(path) or num_frames
         if exact and num_frames == 0:
             raise InputError(f"expected at least one frame in {path}, the container says 0")
@@ -82,10 +84,19 @@ def probe_video(path: Path) -> VideoInfo:
             frame_count_exact=exact,
             timecode=_timecode(container, stream),
             colour=source_colour(first),
+            pixel_aspect=_pixel_aspect(stream, rotation),
             start_pts=int(stream.start_time)
             if stream.start_time is not None
             else (min(pts) if pts else 0),
         )
+
+
+def _pixel_aspect(stream, rotation: int) -> Fraction:
+    """The stream's sample aspect ratio (1 when unset), inverted by a quarter turn."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or sar <= 0:
+        return Fraction(1)
+    return 1 / Fraction(sar) if rotation in (90, 270) else Fraction(sar)
 
 
 def _timecode(container, stream) -> str:
@@ -103,25 +114,29 @@ def _timecode(container, stream) -> str:
 
 
 def _scan_packets(container, stream, path: Path):
-    """Demux the first packets: their pts (for VFR) and the first decoded frame."""
+    """Demux the first packets: their pts (for VFR), the first decoded frame, and whether
+    any is marked discard (decoded only as a reference, never shown: what an edit list makes
+    of the frames before a cut's in point)."""
     import av
 
     pts: list[int] = []
     first = None
+    trimmed = False
     try:
         for packet in container.demux(stream):
-            if packet.pts is not None:
+            trimmed = trimmed or packet.is_discard
+            if packet.pts is not None and not packet.is_discard:
                 pts.append(int(packet.pts))
             if first is None:
                 frames = stream.decode(packet)  # packet.size == 0 flushes at end of stream
                 first = frames[0] if frames else None
             if len(pts) >= _VFR_PROBE_PACKETS + _VFR_REORDER_SLACK and first is not None:
-                return sorted(pts)[:_VFR_PROBE_PACKETS], first
+                return sorted(pts)[:_VFR_PROBE_PACKETS], first, trimmed
     except av.error.FFmpegError as e:
         raise InputError(
             f"expected a readable video, {path} fails in its first packets: {e}"
         ) from e
-    return pts, first
+    return pts, first, trimmed
 
 
 def _frame_count(container, stream, fps) -> tuple[int, bool]:
@@ -141,7 +156,9 @@ def _count_packets(path: Path) -> int:
     more than once). A duration x rate estimate undercounts whenever the rate tag is lower
     than the frames' real rate, and the render then stopped early; one packet a frame (or an
     extra invisible one) makes this an upper bound, which decoding to the stream's end
-    tolerates. Still not exact: a truncated file is not told from a short clip."""
+    tolerates. Still not exact: a truncated file is not told from a short clip. Packets an
+    edit list marks discard (before a cut's in point) are decoded but never shown: not
+    counted."""
     stat = path.stat()
     return _count_packets_of(str(path), stat.st_size, stat.st_mtime_ns)
 
@@ -153,7 +170,9 @@ def _count_packets_of(path: str, _size: int, _mtime_ns: int) -> int:
     try:
         with av.open(path) as container:
             stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            return sum(
+                1 for packet in container.demux(stream) if packet.size and not packet.is_discard
+            )
     except av.error.FFmpegError:
         return 0  # unreadable further on: decoding will say where
 

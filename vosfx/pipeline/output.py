@@ -358,6 +358,7 @@ def _info_dict(info: VideoInfo) -> dict:
         "fps": str(info.fps) if info.fps else None,
         "time_base": str(info.time_base),
         "rotation": info.rotation,
+        "pixel_aspect": str(info.pixel_aspect),
         "pix_fmt": info.pix_fmt,
         "bit_depth": info.bit_depth,
         "codec": info.codec,

@@ -262,10 +262,15 @@ class VideoWriter(Writer):
         if self.info.timecode:  # the first written frame's timecode (mov: a tmcd track)
             stream.metadata["timecode"] = self.info.timecode
         stream.codec_context.time_base = self.info.time_base
+        if self.info.pixel_aspect != 1:  # anamorphic: shown as wide as the source
+            # mov's pasp atom and H.264's VUI; mkv and webm take it from the AVStream (and
+            # FFV1 from each frame), which PyAV 18 cannot set: those stay square
+            stream.codec_context.sample_aspect_ratio = self.info.pixel_aspect
         # Pictures take the source's colour description (matrix, primaries, transfer), so an
         # editor reads them as it reads the source; a luma matte is data, tagged BT.709.
         colour = self.info.colour if spec.kind != MATTE_VIDEO else Colour()
         self._matrix = colour.matrix if colour.matrix in YCBCR_MATRICES else _AVCOL_BT709
+        self._colour = colour
         if spec.is_ycbcr:
             cc = stream.codec_context
             cc.colorspace = self._matrix
@@ -403,8 +408,9 @@ class VideoWriter(Writer):
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
         vf = self._picture(frame, alpha, matte)
-        if self.spec.is_ycbcr:
+        if self.spec.is_ycbcr:  # ProRes writes the frame's tags into each frame's header
             vf.colorspace = self._matrix
+            vf.color_primaries, vf.color_trc = self._colour.primaries, self._colour.transfer
             vf.color_range = _AVCOL_RANGE_MPEG
         vf.pts = self._pts(frame)
         vf.time_base = self.info.time_base
