@@ -190,6 +190,20 @@ def test_prompts_outside_the_range_are_refused():
         session.add_prompt(Prompt(20, 1, mask=_mask(4, 12)))
 
 
+def test_a_malformed_prompt_is_refused_when_given_not_when_swept():
+    """The engine checks a prompt's values (tests/test_tracker.py::test_invalid_prompts); the
+    session checks them when they are given, so that a pipeline's deferred prompt does not
+    fail half-way through a sweep, and whatever the engine."""
+    session, fake = _session()
+    bad = Prompt(3, 1, points=np.array([[5.0, 5.0]], np.float32), labels=np.array([2]))
+    with pytest.raises(PromptError, match=r"object 1 frame 3: expected labels"):
+        session.set_prompts([Prompt(0, 1, mask=_mask(4, 12)), bad])
+    box = Prompt(3, 1, box=np.array([30, 4, 10, 20], np.float32))
+    with pytest.raises(PromptError, match=r"x0 < x1"):
+        session.add_prompt(box)
+    assert session.prompts() == [] and fake.prompted == []
+
+
 def test_cancel_stops_tracking():
     session, _fake = _session()
     session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vosfx.config import MemoryConfig
+from vosfx.engine.decoding import check_prompt
 from vosfx.errors import PromptError
 from vosfx.policies import MEMORY_POLICIES
 from vosfx.session.checkpoints import CHECKPOINT_BYTES, PassCheckpoints
@@ -143,7 +144,11 @@ class ClipSession:
 
     def set_prompts(self, prompts: Iterable[Prompt]) -> None:
         """Prompts computed when a sweep reaches their frames (a pipeline's: no frame is
-        decoded out of order). Later prompts for the same object and frame replace earlier."""
+        decoded out of order). Later prompts for the same object and frame replace earlier.
+        Each is checked now (PromptError), not when the sweep reaches its frame."""
+        prompts = list(prompts)
+        for p in prompts:
+            self._check(p)
         self._book.defer(prompts)
 
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
@@ -159,7 +164,7 @@ class ClipSession:
         mode). False: the clicks alone, in image mode."""
         if self.frames is None:
             raise PromptError("this session has no frame access; use set_prompts")
-        self._book.check(prompt)
+        self._check(prompt)
         t, obj = prompt.frame_index, prompt.obj_id
         previous, tracked_by = None, None
         if refine and prompt.mask is None:
@@ -174,6 +179,11 @@ class ClipSession:
             self._correct(frame, prompt, tracked_by, previous)
         self._book.put(prompt)
         return self.result(t)
+
+    def _check(self, prompt: Prompt) -> None:
+        """PromptError unless ``prompt`` is in the range and well formed for this clip."""
+        self._book.check(prompt)
+        check_prompt(prompt, self.info.width, self.info.height)
 
     def _correct(
         self, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
