@@ -172,6 +172,15 @@ class ClipSession:
             previous = None if old is None else old.logits
             if old is not None and not self.store.is_prompted(obj, t):
                 tracked_by = self._book.covering(obj, t)
+        if tracked_by is not None and self.deferred:
+            # refused now, not after replaying the pass up to the frame (the engine refuses
+            # too: Pass.correction), which SAM2Long's passes, without snapshots, would do from
+            # their prompted frame: minutes on a CPU for a frame a few hundred frames on
+            raise PromptError(
+                f"[memory] policy {self.memory.policy}: a correction on a tracked frame "
+                f"(frame {t}) is not supported yet; prompt the frame before tracking it, "
+                "or use another policy"
+            )
         frame = self.frames.get(t)
         if tracked_by is None:
             self._compute_prompt(frame, prompt, previous)
