@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes import LOWRES, FakeEngine, prompt_logits
 from vosfx.config import MemoryConfig
-from vosfx.errors import Cancelled, PromptError
+from vosfx.errors import Cancelled, InputError, PromptError
 from vosfx.pipeline import results_in_order
 from vosfx.session import ClipSession, plan_object
 from vosfx.session.frames import ListFrames
@@ -202,6 +202,19 @@ def test_a_malformed_prompt_is_refused_when_given_not_when_swept():
     with pytest.raises(PromptError, match=r"x0 < x1"):
         session.add_prompt(box)
     assert session.prompts() == [] and fake.prompted == []
+
+
+def test_a_frame_outside_the_clip_has_no_result():
+    """-1 read the last frame's state (and failed in pread), 30 an IndexError."""
+    session, _fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    for t in (-1, N):
+        with pytest.raises(InputError, match=rf"frame {t} is outside the clip \(0..29\)"):
+            session.result(t)
+        with pytest.raises(InputError, match="outside the clip"):
+            session.has_result(t)
+    assert session.has_result(N - 1) and session.result(N - 1).object_score_logits[0] > 0
 
 
 def test_cancel_stops_tracking():

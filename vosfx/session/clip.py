@@ -33,7 +33,7 @@ import numpy as np
 
 from vosfx.config import MemoryConfig
 from vosfx.engine.decoding import check_prompt
-from vosfx.errors import PromptError
+from vosfx.errors import InputError, PromptError
 from vosfx.policies import MEMORY_POLICIES
 from vosfx.session.checkpoints import CHECKPOINT_BYTES, PassCheckpoints
 from vosfx.session.features import (
@@ -366,7 +366,8 @@ class ClipSession:
     # --- results ------------------------------------------------------------------------
     def result(self, frame_index: int) -> MaskResult:
         """The frame's masks for every object (objects without a result there have score
-        -1024 and empty logits)."""
+        -1024 and empty logits). InputError for a frame outside the clip."""
+        self._check_frame(frame_index)
         ids = self.obj_ids
         low = self.engine.low_res
         logits = np.full((len(ids), low, low), -1024.0, np.float32)
@@ -385,7 +386,15 @@ class ClipSession:
         return MaskResult(frame_index, ids, logits, scores, ious, info)
 
     def has_result(self, frame_index: int) -> bool:
+        self._check_frame(frame_index)
         return any(self.store.has(o, frame_index) for o in self.obj_ids)
+
+    def _check_frame(self, frame_index: int) -> None:
+        # the store's per-frame arrays would read -1 as the last frame, 10 as an IndexError
+        if not 0 <= frame_index < self.info.num_frames:
+            raise InputError(
+                f"frame {frame_index} is outside the clip (0..{self.info.num_frames - 1})"
+            )
 
     def report(self) -> dict:
         return self.engine.report()
