@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes import LOWRES, FakeEngine, prompt_logits
 from vosfx.config import MemoryConfig
-from vosfx.errors import Cancelled, InputError, PromptError
+from vosfx.errors import Cancelled, ConfigError, InputError, PromptError
 from vosfx.pipeline import results_in_order
 from vosfx.session import ClipSession, plan_object
 from vosfx.session.frames import ListFrames
@@ -202,6 +202,14 @@ def test_a_malformed_prompt_is_refused_when_given_not_when_swept():
     with pytest.raises(PromptError, match=r"x0 < x1"):
         session.add_prompt(box)
     assert session.prompts() == [] and fake.prompted == []
+
+
+@pytest.mark.parametrize("start, end", [(-2, None), (12, 8), (31, None)])
+def test_a_range_outside_the_clip_is_refused(start, end):
+    """start -2 failed in the first track() as frame -2 "not available"; start after end
+    refused every prompt as outside "12..7"."""
+    with pytest.raises(ConfigError, match=rf"start {start}, end {end}: expected 0 <= start"):
+        _session(start=start, end=end)
 
 
 def test_a_frame_outside_the_clip_has_no_result():

@@ -33,7 +33,7 @@ import numpy as np
 
 from vosfx.config import MemoryConfig
 from vosfx.engine.decoding import check_prompt
-from vosfx.errors import InputError, PromptError
+from vosfx.errors import ConfigError, InputError, PromptError
 from vosfx.policies import MEMORY_POLICIES
 from vosfx.session.checkpoints import CHECKPOINT_BYTES, PassCheckpoints
 from vosfx.session.features import (
@@ -97,6 +97,11 @@ class ClipSession:
         self.info = info
         self.start = start
         self.end = info.num_frames if end is None else min(end, info.num_frames)
+        if not 0 <= start <= self.end:  # before anything is opened
+            raise ConfigError(
+                f"start {start}, end {end}: expected 0 <= start <= end, within the clip's "
+                f"{info.num_frames} frames"
+            )
         self.memory = memory
         self.frames = frames
         self.engine = engine.start(info, memory)
