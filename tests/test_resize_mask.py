@@ -22,6 +22,21 @@ def _torch(mask: np.ndarray, size: int) -> np.ndarray:
     return (out[0, 0].numpy() >= 0.5).astype(np.float32)
 
 
+@pytest.mark.parametrize("shape", [(32, 48), (64, 64)], ids=["resized", "model_size"])
+@pytest.mark.parametrize(
+    "as_given", [lambda m: m.astype(np.uint8) * 255, lambda m: m * np.float32(0.3)]
+)
+def test_a_mask_that_is_not_bool_is_its_nonzero_pixels(shape, as_given):
+    """The torch backend reads a mask prompt as bool (non-zero is the object); the ONNX path
+    took its values: a cv2-style uint8 0/255 mask went into the mask-as-output graph as 255
+    (logits of 5,090 at the model's size, 9.45 off elsewhere) and a soft 0.3 mask was empty."""
+    mask = np.zeros(shape, bool)
+    mask[8:20, 10:30] = True
+    want = resize_mask(mask, 64)
+    np.testing.assert_array_equal(resize_mask(as_given(mask), 64), want)
+    np.testing.assert_array_equal(want, _torch(mask, 64))
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.parametrize("size", [256, 512, 1024])

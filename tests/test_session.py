@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes import LOWRES, FakeEngine, prompt_logits
 from vosfx.config import MemoryConfig
-from vosfx.errors import Cancelled, PromptError
+from vosfx.errors import Cancelled, ConfigError, InputError, PromptError
 from vosfx.pipeline import results_in_order
 from vosfx.session import ClipSession, plan_object
 from vosfx.session.frames import ListFrames
@@ -188,6 +188,41 @@ def test_prompts_outside_the_range_are_refused():
     session, _fake = _session(start=5, end=20)
     with pytest.raises(PromptError, match=r"outside the frames being matted \(5..19\)"):
         session.add_prompt(Prompt(20, 1, mask=_mask(4, 12)))
+
+
+def test_a_malformed_prompt_is_refused_when_given_not_when_swept():
+    """The engine checks a prompt's values (tests/test_tracker.py::test_invalid_prompts); the
+    session checks them when they are given, so that a pipeline's deferred prompt does not
+    fail half-way through a sweep, and whatever the engine."""
+    session, fake = _session()
+    bad = Prompt(3, 1, points=np.array([[5.0, 5.0]], np.float32), labels=np.array([2]))
+    with pytest.raises(PromptError, match=r"object 1 frame 3: expected labels"):
+        session.set_prompts([Prompt(0, 1, mask=_mask(4, 12)), bad])
+    box = Prompt(3, 1, box=np.array([30, 4, 10, 20], np.float32))
+    with pytest.raises(PromptError, match=r"x0 < x1"):
+        session.add_prompt(box)
+    assert session.prompts() == [] and fake.prompted == []
+
+
+@pytest.mark.parametrize("start, end", [(-2, None), (12, 8), (31, None)])
+def test_a_range_outside_the_clip_is_refused(start, end):
+    """start -2 failed in the first track() as frame -2 "not available"; start after end
+    refused every prompt as outside "12..7"."""
+    with pytest.raises(ConfigError, match=rf"start {start}, end {end}: expected 0 <= start"):
+        _session(start=start, end=end)
+
+
+def test_a_frame_outside_the_clip_has_no_result():
+    """-1 read the last frame's state (and failed in pread), 30 an IndexError."""
+    session, _fake = _session()
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    for t in (-1, N):
+        with pytest.raises(InputError, match=rf"frame {t} is outside the clip \(0..29\)"):
+            session.result(t)
+        with pytest.raises(InputError, match="outside the clip"):
+            session.has_result(t)
+    assert session.has_result(N - 1) and session.result(N - 1).object_score_logits[0] > 0
 
 
 def test_cancel_stops_tracking():

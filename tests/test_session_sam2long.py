@@ -123,3 +123,26 @@ def test_a_correction_on_a_tracked_frame_is_refused():
     with pytest.raises(PromptError, match="sam2long: a correction on a tracked frame"):
         trk.prompt(frames[2], click, pass_id=pid)
     trk.close()
+
+
+def test_the_session_refuses_a_correction_before_replaying_its_pass():
+    """The engine refuses a correction only once the pass stands at the frame: the session,
+    which would replay the pass from its prompted frame to get there (SAM2Long keeps no
+    snapshots), refuses it before reading a frame."""
+    from vosfx.errors import PromptError
+    from vosfx.session.frames import ListFrames
+
+    info = VideoInfo(
+        path="", width=W, height=H, num_frames=N, fps=Fraction(25), time_base=Fraction(1, 25)
+    )
+    frames = ListFrames(info, _frames())
+    memory = MemoryConfig(policy="sam2long")
+    with ClipSession(_Engine(SwitchBackend()), info, memory, frames=frames) as s:
+        s.add_prompt(Prompt(0, 1, mask=np.ones((H, W), bool)))
+        s.track()
+        frames.gets.clear()
+        click = Prompt(7, 1, points=np.array([[10.0, 10.0]]), labels=np.array([1]))
+        with pytest.raises(PromptError, match="sam2long: a correction on a tracked frame"):
+            s.add_prompt(click)
+        assert (s.stats["replayed"], frames.gets) == (0, [])
+        assert s.prompted_frames(1) == [0] and s.stale() == []

@@ -131,6 +131,12 @@ def test_bank_bounded_over_a_long_clip():
     assert trk.report()["1"]["peak_bank_entries"] <= 1 + 15 + 1
 
 
+def _clicks(xy, labels=None) -> Prompt:
+    pts = np.asarray(xy, np.float32).reshape(-1, 2)
+    lab = np.asarray([1] * len(pts) if labels is None else labels, np.int32)
+    return Prompt(0, 1, points=pts, labels=lab)
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -139,6 +145,14 @@ def test_bank_bounded_over_a_long_clip():
         (Prompt(0, 1, points=np.zeros((2, 2), np.float32), labels=np.zeros(3, np.int32)), "labels"),
         (Prompt(0, 1, box=np.zeros(3, np.float32)), "box"),
         (Prompt(1, 1, mask=np.ones((H, W), bool)), "given with frame 0"),
+        # values SAM 2 takes without a word: NaN logits or a mask of nothing in particular
+        (_clicks([[float("nan"), 5]]), r"points: expected x, y inside the 32x24 frame.*nan"),
+        (_clicks([[5, 5], [W + 1, 5]]), r"points: .*inside the 32x24 frame.*\(33, 5\)"),
+        (_clicks([[5, -0.5]]), r"\(5, -0.5\)"),
+        (_clicks([[5, 5]], [2]), r"labels of 1 \(include\) or 0 \(exclude\), found \[2\]"),
+        (_clicks([]), "at least one point or a box"),
+        (Prompt(0, 1, box=np.array([20, 2, 4, 10], np.float32)), r"x0 < x1 and y0 < y1.*20"),
+        (Prompt(0, 1, box=np.array([2, 2, 40, 10], np.float32)), r"box: .*\(40, 10\)"),
     ],
 )
 def test_invalid_prompts(bad, match):

@@ -177,7 +177,8 @@ class Prompt:
     """A prompt for one object on one frame. Exactly one of mask, points or box is set
     (points and box may be combined, as SAM 2 allows).
 
-    ``mask``: (H, W) bool at video resolution. ``points``: (N, 2) float32 pixel x, y at video
+    ``mask``: (H, W) bool at video resolution (another dtype: its non-zero pixels, on every
+    backend). ``points``: (N, 2) float32 pixel x, y at video
     resolution; ``labels``: (N,) int32, 1 positive, 0 negative. ``box``: (4,) float32 x0, y0,
     x1, y1 in pixels.
     """

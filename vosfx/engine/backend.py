@@ -151,8 +151,10 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """(H, W) bool -> (size, size) float32 in {0, 1}: antialiased bilinear then >= 0.5, as
     SAM 2's ``add_new_mask``, bit for bit: width first, then height, with torch's float32
     weights and summation (tests/test_resize_mask.py checks every DAVIS mask at 256, 512 and
-    1024; a matrix product instead lands some 0.5 ties on the other side)."""
-    m = np.asarray(mask, np.float32)
+    1024; a matrix product instead lands some 0.5 ties on the other side). A mask of another
+    dtype is its non-zero pixels, as the torch backend reads it (a uint8 0/255 mask went in
+    as 255)."""
+    m = np.asarray(mask, bool).astype(np.float32)
     if m.shape == (size, size):
         return m
     h = _aa_pass(m, aa_taps(m.shape[1], size))  # (H, size)

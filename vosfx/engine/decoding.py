@@ -42,36 +42,59 @@ def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
 
 def check_prompt(p: Prompt, width: int, height: int) -> None:
     """PromptError unless ``p`` is a (width x height) mask, or (N, 2) points with (N,) labels
-    and/or an x0, y0, x1, y1 box."""
+    of 1 or 0 and/or an x0, y0, x1, y1 box with x0 < x1 and y0 < y1, every coordinate finite
+    and inside the frame (0 <= x <= width, 0 <= y <= height: edges included, as clicks and
+    boxes are continuous coordinates; the CLI's rule, ``vosfx.io.prompts.check_inside``).
+    SAM 2 takes anything here: a NaN point made NaN logits, a point off the frame or a box
+    with its corners swapped a mask of nothing in particular."""
+    where = f"object {p.obj_id} frame {p.frame_index}"
     if p.mask is not None:
         if p.points is not None or p.box is not None:
+            raise PromptError(f"{where}: expected a mask or points/box, found both")
+        if np.shape(p.mask) != (height, width):
             raise PromptError(
-                f"object {p.obj_id} frame {p.frame_index}: expected a mask "
-                "or points/box, found both"
-            )
-        if p.mask.shape != (height, width):
-            raise PromptError(
-                f"object {p.obj_id} frame {p.frame_index}: expected a "
-                f"{width}x{height} mask, found {p.mask.shape[::-1]}"
+                f"{where}: expected a {width}x{height} mask, found {np.shape(p.mask)[::-1]}"
             )
         return
     if p.points is None and p.box is None:
-        raise PromptError(
-            f"object {p.obj_id} frame {p.frame_index}: expected a mask, points or a box, found none"
-        )
+        raise PromptError(f"{where}: expected a mask, points or a box, found none")
     if p.points is not None:
         pts = np.asarray(p.points)
         labels = None if p.labels is None else np.asarray(p.labels)
         if pts.ndim != 2 or pts.shape[1] != 2 or labels is None or labels.shape != (len(pts),):
             raise PromptError(
-                f"object {p.obj_id} frame {p.frame_index}: expected (N, 2) "
-                f"points with (N,) labels, found {pts.shape} and "
+                f"{where}: expected (N, 2) points with (N,) labels, found {pts.shape} and "
                 f"{None if labels is None else labels.shape}"
             )
-    if p.box is not None and np.asarray(p.box).shape != (4,):
+        if len(pts) == 0 and p.box is None:
+            raise PromptError(f"{where}: expected at least one point or a box, found none")
+        if not np.isin(labels, (0, 1)).all():
+            raise PromptError(
+                f"{where}: expected labels of 1 (include) or 0 (exclude), found {labels.tolist()}"
+            )
+        _check_inside(pts, width, height, f"{where}: points")
+    if p.box is not None:
+        box = np.asarray(p.box)
+        if box.shape != (4,):
+            raise PromptError(f"{where}: expected a box x0, y0, x1, y1, found shape {box.shape}")
+        _check_inside(box.reshape(2, 2), width, height, f"{where}: box")
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise PromptError(
+                f"{where}: expected a box x0, y0, x1, y1 with x0 < x1 and y0 < y1, "
+                f"found {box.tolist()}"
+            )
+
+
+def _check_inside(xy: np.ndarray, width: int, height: int, what: str) -> None:
+    """xy: (N, 2) pixel x, y; PromptError unless each is finite and inside the frame."""
+    xy = xy.astype(np.float64)
+    ok = np.isfinite(xy).all(axis=1) & (xy >= 0).all(axis=1)
+    ok &= (xy[:, 0] <= width) & (xy[:, 1] <= height)
+    if not ok.all():
+        x, y = xy[int(np.argmin(ok))].tolist()
         raise PromptError(
-            f"object {p.obj_id} frame {p.frame_index}: expected a box "
-            f"x0, y0, x1, y1, found shape {np.asarray(p.box).shape}"
+            f"{what}: expected x, y inside the {width}x{height} frame "
+            f"(0..{width}, 0..{height}), found ({x:g}, {y:g})"
         )
 
 

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from vosfx.config import MemoryConfig
-from vosfx.errors import PromptError
+from vosfx.engine.decoding import check_prompt
+from vosfx.errors import ConfigError, InputError, PromptError
 from vosfx.policies import MEMORY_POLICIES
 from vosfx.session.checkpoints import CHECKPOINT_BYTES, PassCheckpoints
 from vosfx.session.features import (
@@ -96,6 +97,11 @@ class ClipSession:
         self.info = info
         self.start = start
         self.end = info.num_frames if end is None else min(end, info.num_frames)
+        if not 0 <= start <= self.end:  # before anything is opened
+            raise ConfigError(
+                f"start {start}, end {end}: expected 0 <= start <= end, within the clip's "
+                f"{info.num_frames} frames"
+            )
         self.memory = memory
         self.frames = frames
         self.engine = engine.start(info, memory)
@@ -143,7 +149,11 @@ class ClipSession:
 
     def set_prompts(self, prompts: Iterable[Prompt]) -> None:
         """Prompts computed when a sweep reaches their frames (a pipeline's: no frame is
-        decoded out of order). Later prompts for the same object and frame replace earlier."""
+        decoded out of order). Later prompts for the same object and frame replace earlier.
+        Each is checked now (PromptError), not when the sweep reaches its frame."""
+        prompts = list(prompts)
+        for p in prompts:
+            self._check(p)
         self._book.defer(prompts)
 
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
@@ -159,7 +169,7 @@ class ClipSession:
         mode). False: the clicks alone, in image mode."""
         if self.frames is None:
             raise PromptError("this session has no frame access; use set_prompts")
-        self._book.check(prompt)
+        self._check(prompt)
         t, obj = prompt.frame_index, prompt.obj_id
         previous, tracked_by = None, None
         if refine and prompt.mask is None:
@@ -167,6 +177,15 @@ class ClipSession:
             previous = None if old is None else old.logits
             if old is not None and not self.store.is_prompted(obj, t):
                 tracked_by = self._book.covering(obj, t)
+        if tracked_by is not None and self.deferred:
+            # refused now, not after replaying the pass up to the frame (the engine refuses
+            # too: Pass.correction), which SAM2Long's passes, without snapshots, would do from
+            # their prompted frame: minutes on a CPU for a frame a few hundred frames on
+            raise PromptError(
+                f"[memory] policy {self.memory.policy}: a correction on a tracked frame "
+                f"(frame {t}) is not supported yet; prompt the frame before tracking it, "
+                "or use another policy"
+            )
         frame = self.frames.get(t)
         if tracked_by is None:
             self._compute_prompt(frame, prompt, previous)
@@ -174,6 +193,11 @@ class ClipSession:
             self._correct(frame, prompt, tracked_by, previous)
         self._book.put(prompt)
         return self.result(t)
+
+    def _check(self, prompt: Prompt) -> None:
+        """PromptError unless ``prompt`` is in the range and well formed for this clip."""
+        self._book.check(prompt)
+        check_prompt(prompt, self.info.width, self.info.height)
 
     def _correct(
         self, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
@@ -347,7 +371,8 @@ class ClipSession:
     # --- results ------------------------------------------------------------------------
     def result(self, frame_index: int) -> MaskResult:
         """The frame's masks for every object (objects without a result there have score
-        -1024 and empty logits)."""
+        -1024 and empty logits). InputError for a frame outside the clip."""
+        self._check_frame(frame_index)
         ids = self.obj_ids
         low = self.engine.low_res
         logits = np.full((len(ids), low, low), -1024.0, np.float32)
@@ -366,7 +391,15 @@ class ClipSession:
         return MaskResult(frame_index, ids, logits, scores, ious, info)
 
     def has_result(self, frame_index: int) -> bool:
+        self._check_frame(frame_index)
         return any(self.store.has(o, frame_index) for o in self.obj_ids)
+
+    def _check_frame(self, frame_index: int) -> None:
+        # the store's per-frame arrays would read -1 as the last frame, 10 as an IndexError
+        if not 0 <= frame_index < self.info.num_frames:
+            raise InputError(
+                f"frame {frame_index} is outside the clip (0..{self.info.num_frames - 1})"
+            )
 
     def report(self) -> dict:
         return self.engine.report()
