@@ -595,6 +595,21 @@ def test_worker_rejects_malformed_points_and_config():
     np.testing.assert_array_equal(worker.points[(2, 1)].labels, [1, 0])
 
 
+def test_worker_leaves_out_points_dragged_off_the_picture():
+    from vosfx.ofx.worker import Worker
+
+    worker = Worker(channel=None, make_engine=None)
+    worker.configure({"clip": {"width": 8, "height": 6, "frames": 3, "fps": 24}})
+    worker.set_points(
+        {"points": [[1, 1, 1, 3.5, 4.5], [1, 1, 0, 9.5, 1], [2, 1, 1, -1, 2], [0, 2, 1, 8, 6]]}
+    )
+    prompts = {k: p for k, (_sig, p) in worker.prompts().items()}
+    assert sorted(prompts) == [(0, 2), (1, 1)]  # frame 2's only point is off the picture
+    np.testing.assert_array_equal(prompts[(1, 1)].points, [[3.5, 4.5]])
+    np.testing.assert_array_equal(prompts[(1, 1)].labels, [1])
+    np.testing.assert_array_equal(prompts[(0, 2)].points, [[8, 6]])  # edges are inside
+
+
 @pytest.mark.slow
 def test_real_engine_alpha_equals_vosfx_matte(built, clip, tmp_path):
     """The real SAM 2.1 tiny tracker (random weights, 128 px model input, torch on CPU), a

@@ -37,6 +37,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -204,7 +205,11 @@ class Worker:
     def prompts(self) -> dict[tuple[int, int], tuple[str, Prompt]]:
         """Every prompt the session should hold: points, and the Mask clip's non-empty frames
         (for ``mask_obj``, unless that object has points on that frame)."""
-        out = {k: (self.point_sig[k], p) for k, p in self.points.items()}
+        out = {}
+        for k, p in self.points.items():
+            onscreen = self._on_picture(p)
+            if onscreen is not None:
+                out[k] = (self.point_sig[k], onscreen)
         for frame, (sig, mask) in self.masks.items():
             k = (frame, self.mask_obj)
             if k not in out and self.info is not None and 0 <= frame < self.info.num_frames:
@@ -214,6 +219,22 @@ class Worker:
             for k, v in out.items()
             if self.info is not None and 0 <= k[0] < self.info.num_frames
         }
+
+    def _on_picture(self, prompt: Prompt) -> Prompt | None:
+        """``prompt`` without the points off the picture (a point dragged past the image's
+        edge in the viewer stays in the effect's list but means nothing to the model: left
+        out rather than failing every render), None when none is left."""
+        if self.info is None or prompt.points is None:
+            return prompt
+        xy = prompt.points
+        w, h = self.info.width, self.info.height
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= w) & (xy[:, 1] >= 0) & (xy[:, 1] <= h)
+        if inside.all():
+            return prompt
+        if not inside.any():
+            return None
+        labels = None if prompt.labels is None else prompt.labels[inside]
+        return replace(prompt, points=xy[inside], labels=labels)
 
     def key(self, prompts) -> str:
         """The matte cache key: the prompts (by content) and every setting that changes a
