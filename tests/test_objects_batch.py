@@ -182,8 +182,8 @@ def _run(batched: bool):
     for k in range(3):
         m = np.zeros((h, w), bool)
         m[4 * k : 4 * k + 8, 8:24] = True
-        trk.prompt(Frame(0, img, 0, Fraction(1, 25)), Prompt(0, k, mask=m))
-    pids = [trk.start_pass(k, 0, 1) for k in range(3)]
+        trk.prompt(Frame(0, img, 0, Fraction(1, 25)), Prompt(0, k + 1, mask=m))
+    pids = [trk.start_pass(k + 1, 0, 1) for k in range(3)]
     be.calls.clear()
     results = [trk.step(Frame(t, img, t, Fraction(1, 25)), pids) for t in (1, 2)]
     return be.calls, results
@@ -195,7 +195,7 @@ def test_tracker_sends_a_frames_passes_in_one_call():
     loop_calls, loop_results = _run(batched=False)
     assert loop_calls == ([("track", 1)] * 3 + [("encode_memory", 1)] * 3) * 2
     for got, want in zip(results, loop_results, strict=True):
-        assert [r.obj_id for r in got] == [0, 1, 2]
+        assert [r.obj_id for r in got] == [1, 2, 3]
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a.logits, b.logits)
             assert a.info == b.info

@@ -153,6 +153,11 @@ def _clicks(xy, labels=None) -> Prompt:
         (_clicks([]), "at least one point or a box"),
         (Prompt(0, 1, box=np.array([20, 2, 4, 10], np.float32)), r"x0 < x1 and y0 < y1.*20"),
         (Prompt(0, 1, box=np.array([2, 2, 40, 10], np.float32)), r"box: .*\(40, 10\)"),
+        (Prompt(0, 0, mask=_mask()), "expected an object id.*found 0"),
+        (Prompt(0, -5, mask=_mask()), "expected an object id.*found -5"),
+        (Prompt(0, 1.5, mask=_mask()), "expected an object id.*found 1.5"),  # type: ignore[arg-type]
+        (Prompt(0, 2**40, mask=_mask()), "expected an object id"),
+        (Prompt(0, True, mask=_mask()), "expected an object id.*found True"),
     ],
 )
 def test_invalid_prompts(bad, match):

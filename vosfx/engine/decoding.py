@@ -40,6 +40,10 @@ def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
     return np.where(np.isin(labels, small), np.float32(0.1), logits).astype(np.float32)
 
 
+# the job file's bound (job.prompts[i].obj_id)
+_MAX_OBJ_ID = 2**31 - 1
+
+
 def check_prompt(p: Prompt, width: int, height: int) -> None:
     """PromptError unless ``p`` is a (width x height) mask, or (N, 2) points with (N,) labels
     of 1 or 0 and/or an x0, y0, x1, y1 box with x0 < x1 and y0 < y1, every coordinate finite
@@ -48,6 +52,11 @@ def check_prompt(p: Prompt, width: int, height: int) -> None:
     SAM 2 takes anything here: a NaN point made NaN logits, a point off the frame or a box
     with its corners swapped a mask of nothing in particular."""
     where = f"object {p.obj_id} frame {p.frame_index}"
+    ok_id = isinstance(p.obj_id, (int, np.integer)) and not isinstance(p.obj_id, bool)
+    if not ok_id or not 1 <= p.obj_id <= _MAX_OBJ_ID:
+        raise PromptError(
+            f"{where}: expected an object id, a whole number 1..{_MAX_OBJ_ID}, found {p.obj_id!r}"
+        )
     if p.mask is not None:
         if p.points is not None or p.box is not None:
             raise PromptError(f"{where}: expected a mask or points/box, found both")
