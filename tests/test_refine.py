@@ -224,6 +224,34 @@ def test_finishing_options_change_the_matte():
     assert np.count_nonzero(grown >= 0.5) > np.count_nonzero(base >= 0.5)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_logits_give_a_finite_alpha_that_does_not_linger(bad):
+    # a NaN or infinite logit (a half-precision overflow in the model) is read as SAM 2 reads
+    # it (+inf inside, -inf and NaN outside, as ``logits > 0``): it must not become a NaN
+    # patch (a hole in every output), spread by the guided filter and feather, and kept
+    # frame after frame by the temporal filter where the picture is still
+    a, _b = _masks()
+    clean = _result(0, [a], obj_ids=(1,))
+    cfg = RefineConfig(temporal_strength=0.5, feather_px=2.0)
+    refiner, reference = Refiner(cfg, (1,)), Refiner(cfg, (1,))
+    poisoned = clean.logits.copy()
+    poisoned[0, 32, 32] = bad  # inside object 1 (rows 20-80, columns 30-90 of 120x200)
+    poisoned[0, 2, 2] = bad  # in the background
+    first = refiner(dataclasses.replace(clean, logits=poisoned), _frame(0)).alpha[0]
+    assert np.isfinite(first).all()
+    inside = 1.0 if bad > 0 else 0.0  # NaN > 0 is False: background, as SAM 2's hard mask
+    expected = clean.logits.copy()
+    expected[0, 32, 32] = 1024.0 if inside else -1024.0
+    expected[0, 2, 2] = 1024.0 if inside else -1024.0
+    want = reference(dataclasses.replace(clean, logits=expected), _frame(0)).alpha[0]
+    np.testing.assert_array_equal(first, want)
+    later = refiner(dataclasses.replace(clean, frame_index=1), _frame(1)).alpha[0]
+    assert np.isfinite(later).all()
+    np.testing.assert_array_equal(
+        later, reference(dataclasses.replace(clean, frame_index=1), _frame(1)).alpha[0]
+    )
+
+
 def test_reset_drops_the_temporal_state():
     a, _b = _masks()
     refiner = Refiner(RefineConfig(temporal_strength=0.9), (1,))
