@@ -338,3 +338,25 @@ def test_refiner_threads_give_the_same_matte():
         a, b = one(res, f).alpha, three(res, f).alpha
         np.testing.assert_array_equal(a, b)
         assert 0.0 < float(a.mean()) < 1.0
+
+
+def test_follow_forgets_the_previous_frame_at_a_cut_a_gap_or_a_step_back():
+    # the render, the studio's preview and the OFX worker say which frame comes next with
+    # the same call: the temporal filter carries over only to the next frame of the same shot
+    a, _b = _masks()
+    moved = np.roll(a, 12, axis=1)
+    cfg = RefineConfig(temporal_strength=0.9)
+
+    def second(index: int, shot: int) -> np.ndarray:
+        refiner = Refiner(cfg, (1,))
+        refiner.follow(4, 0)
+        refiner(_result(4, [a], obj_ids=(1,)), _frame(4))
+        refiner.follow(index, shot)
+        return refiner(_result(index, [moved], obj_ids=(1,)), _frame(index)).alpha[0]
+
+    def fresh(index: int) -> np.ndarray:
+        return Refiner(cfg, (1,))(_result(index, [moved], obj_ids=(1,)), _frame(index)).alpha[0]
+
+    assert np.abs(second(5, 0) - fresh(5)).max() > 0.3  # the next frame: smoothed
+    for index, shot in [(5, 1), (3, 0), (7, 0), (4, 0)]:  # a cut, back, a gap, the same
+        np.testing.assert_array_equal(second(index, shot), fresh(index))

@@ -154,7 +154,8 @@ class Refiner:
     rows, the same result (:mod:`vosfx.matte.kernels`); 0: :func:`kernels.default_threads`
     (the process's cores, at most 8).
     State: only the temporal filter's (previous output per object and a small luma copy of
-    the previous frame); call :meth:`reset` on a shot cut.
+    the previous frame); call :meth:`follow` before each frame (or :meth:`reset` on a shot
+    cut).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class Refiner:
         if len(set(self.obj_ids)) != len(self.obj_ids):
             raise VosfxError(f"Refiner: expected distinct object ids, found {self.obj_ids}")
         self._temporal = TemporalSmoother(cfg.temporal_strength, self.threads)
+        self._last: tuple[int, int] | None = None  # (frame index, shot id) of follow()
         if cfg.edge == "guided" or self._temporal.strength > 0:
             # the per-pixel loops load (or compile) while the job starts, not on its first frame
             kernels.warm_up()
@@ -178,6 +180,17 @@ class Refiner:
     def reset(self) -> None:
         """Forget the previous frame (a shot cut): no smoothing across it."""
         self._temporal.reset()
+        self._last = None
+
+    def follow(self, frame_index: int, shot_id: int = 0) -> None:
+        """Say which frame is refined next: the temporal filter carries over only to the next
+        frame of the same shot; a cut, a step back, a gap (a seek) or the same frame again
+        forgets the previous one (:meth:`reset`). The render, the studio's preview and the
+        OFX worker all call it, so a frame is smoothed the same way in each."""
+        here = (int(frame_index), int(shot_id))
+        if self._last is not None and here != (self._last[0] + 1, self._last[1]):
+            self.reset()
+        self._last = here
 
     def _radius(self, width: int, logit_size: int) -> int:
         # radius 0: one cell of the mask logits at source resolution (8 px at 1080p from
