@@ -224,6 +224,34 @@ def test_finishing_options_change_the_matte():
     assert np.count_nonzero(grown >= 0.5) > np.count_nonzero(base >= 0.5)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_logits_give_a_finite_alpha_that_does_not_linger(bad):
+    # a NaN or infinite logit (a half-precision overflow in the model) is read as SAM 2 reads
+    # it (+inf inside, -inf and NaN outside, as ``logits > 0``): it must not become a NaN
+    # patch (a hole in every output), spread by the guided filter and feather, and kept
+    # frame after frame by the temporal filter where the picture is still
+    a, _b = _masks()
+    clean = _result(0, [a], obj_ids=(1,))
+    cfg = RefineConfig(temporal_strength=0.5, feather_px=2.0)
+    refiner, reference = Refiner(cfg, (1,)), Refiner(cfg, (1,))
+    poisoned = clean.logits.copy()
+    poisoned[0, 32, 32] = bad  # inside object 1 (rows 20-80, columns 30-90 of 120x200)
+    poisoned[0, 2, 2] = bad  # in the background
+    first = refiner(dataclasses.replace(clean, logits=poisoned), _frame(0)).alpha[0]
+    assert np.isfinite(first).all()
+    inside = 1.0 if bad > 0 else 0.0  # NaN > 0 is False: background, as SAM 2's hard mask
+    expected = clean.logits.copy()
+    expected[0, 32, 32] = 1024.0 if inside else -1024.0
+    expected[0, 2, 2] = 1024.0 if inside else -1024.0
+    want = reference(dataclasses.replace(clean, logits=expected), _frame(0)).alpha[0]
+    np.testing.assert_array_equal(first, want)
+    later = refiner(dataclasses.replace(clean, frame_index=1), _frame(1)).alpha[0]
+    assert np.isfinite(later).all()
+    np.testing.assert_array_equal(
+        later, reference(dataclasses.replace(clean, frame_index=1), _frame(1)).alpha[0]
+    )
+
+
 def test_reset_drops_the_temporal_state():
     a, _b = _masks()
     refiner = Refiner(RefineConfig(temporal_strength=0.9), (1,))
@@ -310,3 +338,25 @@ def test_refiner_threads_give_the_same_matte():
         a, b = one(res, f).alpha, three(res, f).alpha
         np.testing.assert_array_equal(a, b)
         assert 0.0 < float(a.mean()) < 1.0
+
+
+def test_follow_forgets_the_previous_frame_at_a_cut_a_gap_or_a_step_back():
+    # the render, the studio's preview and the OFX worker say which frame comes next with
+    # the same call: the temporal filter carries over only to the next frame of the same shot
+    a, _b = _masks()
+    moved = np.roll(a, 12, axis=1)
+    cfg = RefineConfig(temporal_strength=0.9)
+
+    def second(index: int, shot: int) -> np.ndarray:
+        refiner = Refiner(cfg, (1,))
+        refiner.follow(4, 0)
+        refiner(_result(4, [a], obj_ids=(1,)), _frame(4))
+        refiner.follow(index, shot)
+        return refiner(_result(index, [moved], obj_ids=(1,)), _frame(index)).alpha[0]
+
+    def fresh(index: int) -> np.ndarray:
+        return Refiner(cfg, (1,))(_result(index, [moved], obj_ids=(1,)), _frame(index)).alpha[0]
+
+    assert np.abs(second(5, 0) - fresh(5)).max() > 0.3  # the next frame: smoothed
+    for index, shot in [(5, 1), (3, 0), (7, 0), (4, 0)]:  # a cut, back, a gap, the same
+        np.testing.assert_array_equal(second(index, shot), fresh(index))

@@ -819,3 +819,46 @@ def test_undoing_a_click_and_tracking_again_restores_the_earlier_masks(run):
     run.wait_idle(60)
     for t, logits in first.items():
         np.testing.assert_array_equal(store.get(1, t).logits, logits)
+
+
+def test_the_preview_does_not_smooth_across_a_shot_cut():
+    # the render's refiner forgets the previous frame at a cut (pipeline/output.py); the
+    # preview, which warms the temporal filter on the frames before the one shown, must too:
+    # the first frame of a shot shows what a render gives, not a blend with the shot before
+    from types import SimpleNamespace
+
+    from vosfx.config import RefineConfig
+    from vosfx.matte.refine import Refiner
+    from vosfx.studio.views import matte_planes
+    from vosfx.types import Frame, MaskResult
+
+    img = np.full((48, 64, 3), 30, np.uint8)  # a picture the same on both sides of the cut
+    frames = {t: Frame(t, img, t, 1) for t in range(6)}
+
+    def result(t: int) -> MaskResult:
+        logits = np.full((1, 16, 16), -8.0, np.float32)
+        if t < 4:  # shot 0: the object on the left; shot 1 (from frame 4): on the right
+            logits[0, 4:12, 1:7] = 8.0
+        else:
+            logits[0, 4:12, 9:15] = 8.0
+        return MaskResult(t, (1,), logits, np.array([5.0], np.float32), np.ones(1, np.float32))
+
+    session = SimpleNamespace(
+        obj_ids=(1,),
+        has_result=lambda t: True,
+        result=result,
+        shot_id=lambda t: int(t >= 4),
+    )
+    cfg = RefineConfig(temporal_strength=0.9)
+    studio = SimpleNamespace(
+        session=session,
+        start=0,
+        view_frames=SimpleNamespace(get=frames.__getitem__),
+        config=SimpleNamespace(refine=cfg),
+    )
+    shown, _ids = matte_planes(studio, 4)
+    render = Refiner(cfg, (1,))(result(4), frames[4]).alpha
+    np.testing.assert_array_equal(shown, render)
+    # inside a shot it still smooths: frame 4 of one shot (0-5) is a blend with frame 3
+    session.shot_id = lambda t: 0
+    assert np.abs(matte_planes(studio, 4)[0] - render).max() > 0.3

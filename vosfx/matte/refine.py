@@ -43,13 +43,21 @@ __all__ = [
 ]
 
 
+# What a non-finite logit is read as: SAM 2's own extreme (its NO_OBJ_SCORE is -1024).
+_LOGIT_LIMIT = 1024.0
+
+
 def logits_to_prob(
     logits: np.ndarray, out_hw: tuple[int, int], threshold: float = 0.0, softness: float = 1.0
 ) -> np.ndarray:
     """Calibrated soft alpha: ``sigmoid((logit - threshold) / softness)`` of the logits
     resampled to ``out_hw`` (bilinear, half-pixel centres, as SAM 2 upsamples).
 
-    ``logits``: (h, w) float32, any range (SAM 2 writes -1024 for an absent object).
+    ``logits``: (h, w) float32, any range (SAM 2 writes -1024 for an absent object). A
+    non-finite logit (a half-precision overflow in the model) is read as SAM 2's own
+    ``logits > 0`` reads it: +inf as +1024 (inside), -inf and NaN as -1024 (outside);
+    resampled as is, one would turn the logit cells around it into NaN (a hole in every
+    output, kept frame after frame by the temporal filter).
     Returns (H, W) float32 in [0, 1]; its 0.5 line is the hard matte's edge.
     """
     if logits.ndim != 2:
@@ -57,6 +65,8 @@ def logits_to_prob(
     if softness <= 0:
         raise VosfxError(f"softness: expected > 0, found {softness}")
     up: np.ndarray = logits.astype(np.float32, copy=False)  # (h, w), then (H, W) float32
+    if not np.isfinite(up).all():  # one check of the small grid (~20 us for 256²)
+        up = np.nan_to_num(up, nan=-_LOGIT_LIMIT, posinf=_LOGIT_LIMIT, neginf=-_LOGIT_LIMIT)
     # tanh form of the sigmoid: no overflow for SAM 2's -1024 "no object" logits. In place on
     # the resized array (the same arithmetic as before, bit for bit): one new 1080p plane a
     # call, not two (a new plane costs its page faults, ~1 ms, on top of the pass).
@@ -144,7 +154,8 @@ class Refiner:
     rows, the same result (:mod:`vosfx.matte.kernels`); 0: :func:`kernels.default_threads`
     (the process's cores, at most 8).
     State: only the temporal filter's (previous output per object and a small luma copy of
-    the previous frame); call :meth:`reset` on a shot cut.
+    the previous frame); call :meth:`follow` before each frame (or :meth:`reset` on a shot
+    cut).
     """
 
     def __init__(
@@ -161,6 +172,7 @@ class Refiner:
         if len(set(self.obj_ids)) != len(self.obj_ids):
             raise VosfxError(f"Refiner: expected distinct object ids, found {self.obj_ids}")
         self._temporal = TemporalSmoother(cfg.temporal_strength, self.threads)
+        self._last: tuple[int, int] | None = None  # (frame index, shot id) of follow()
         if cfg.edge == "guided" or self._temporal.strength > 0:
             # the per-pixel loops load (or compile) while the job starts, not on its first frame
             kernels.warm_up()
@@ -168,6 +180,17 @@ class Refiner:
     def reset(self) -> None:
         """Forget the previous frame (a shot cut): no smoothing across it."""
         self._temporal.reset()
+        self._last = None
+
+    def follow(self, frame_index: int, shot_id: int = 0) -> None:
+        """Say which frame is refined next: the temporal filter carries over only to the next
+        frame of the same shot; a cut, a step back, a gap (a seek) or the same frame again
+        forgets the previous one (:meth:`reset`). The render, the studio's preview and the
+        OFX worker all call it, so a frame is smoothed the same way in each."""
+        here = (int(frame_index), int(shot_id))
+        if self._last is not None and here != (self._last[0] + 1, self._last[1]):
+            self.reset()
+        self._last = here
 
     def _radius(self, width: int, logit_size: int) -> int:
         # radius 0: one cell of the mask logits at source resolution (8 px at 1080p from

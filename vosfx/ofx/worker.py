@@ -85,7 +85,6 @@ class Worker:
         self.cache = MatteCache(512 << 20)
         self.refiner: Any = None  # vosfx.matte.refine.Refiner of refiner_key
         self.refiner_key: str | None = None
-        self.last_refined: int | None = None
         self.watch = SourceWatch()  # fingerprints of the Source frames tracked
         self.stats = {"renders": 0, "cache_hits": 0, "tracked": 0, "source_changes": 0}
 
@@ -296,7 +295,7 @@ class Worker:
         self.watch.clear()
         self._drop_session()
         self.frames = None  # its recent frames are the old pixels
-        self.refiner, self.refiner_key, self.last_refined = None, None, None
+        self.refiner, self.refiner_key = None, None
 
     def _download_progress(self, done: int, total: int | None) -> None:
         mib = (int(done >> 20), int((total or 0) >> 20))
@@ -440,11 +439,10 @@ class Worker:
             key += PROXY_KEY  # served to proxy renders only
         if self.refiner is None or self.refiner_key != key:
             self.refiner = Refiner(self._need_config()[0].refine, result.obj_ids)
-            self.refiner_key, self.last_refined = key, None
-        if self.last_refined is None or abs(index - self.last_refined) != 1:
-            self.refiner.reset()  # temporal smoothing only across neighbouring frames
+            self.refiner_key = key
+        # temporal smoothing only from the previous frame of the same shot, as the render
+        self.refiner.follow(index, self.session.shot_id(index))
         matte = self.refiner(result, frame)
-        self.last_refined = index
         self.cache.put(key, matte)
         return matte
 

@@ -212,7 +212,6 @@ class Outputs:
         self.async_refine = self._stack.enter_context(
             BackgroundCalls(self._refine, depth=2, name="vosfx-refine")
         )
-        self._shot: int | None = None
         return self
 
     def __exit__(self, *exc):
@@ -256,9 +255,7 @@ class Outputs:
 
     def _refine(self, frame: Frame, result: MaskResult, shot_id: int) -> None:
         """On the refine thread: the frame's Matte, handed to the writers' threads."""
-        if self._shot is not None and shot_id != self._shot:
-            self.refiner.reset()  # no temporal smoothing across a cut
-        self._shot = shot_id
+        self.refiner.follow(frame.index, shot_id)  # no temporal smoothing across a cut
         matte = self.refiner(result, frame)
         t0 = time.perf_counter()
         self.async_write.put(frame, matte)  # encoded on the writer threads

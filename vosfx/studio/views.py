@@ -60,13 +60,14 @@ def matte_planes(studio, index: int, frame=None) -> tuple[np.ndarray, tuple[int,
     if not ids:
         return np.zeros((0, h, w), np.float32), ids
     refiner = Refiner(studio.config.refine, ids)
+    session = studio.session
     if studio.config.refine.temporal_strength > 0:
         for t in range(max(studio.start, index - WARM_FRAMES), index):
-            if studio.session.has_result(t):
-                refiner(studio.session.result(t), studio.view_frames.get(t))
-            else:
-                refiner.reset()
-    matte = refiner(studio.session.result(index), frame)
+            if session.has_result(t):  # a frame without one: the next is not smoothed
+                refiner.follow(t, session.shot_id(t))
+                refiner(session.result(t), studio.view_frames.get(t))
+    refiner.follow(index, session.shot_id(index))  # as the render: not across a cut
+    matte = refiner(session.result(index), frame)
     return matte.alpha, ids
 
 
