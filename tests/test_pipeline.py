@@ -383,3 +383,38 @@ def test_low_memory_decodes_one_frame_ahead(
     assert run(job, engine=FakeEngine()).frames == 12
     assert asked and set(asked) == {want}
     assert source.PREFETCH_BYTES == 64 << 20
+
+
+@pytest.mark.parametrize("policy", ["sam2", "rcms"])
+def test_shots_are_found_for_the_temporal_filter_whatever_the_policy(tmp_path, config_home, policy):
+    """A policy that does not track by shots still has its refiner's temporal filter stop at
+    the cuts (the render found none for it before: every frame was shot 0)."""
+    from tests.test_shots import _scene
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "two_shots"
+    folder.mkdir()
+    images = [*_scene(rng, (200, 40, 40), 30), *_scene(rng, (30, 160, 220), 25)]
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i:05d}.png")
+    mask = np.zeros(images[0].shape[:2], np.uint8)
+    mask[20:44, 10:34] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    clip = (folder, tmp_path / "mask.png")
+    memory = {"memory": {"policy": policy}}
+    smooth = run(
+        _job(tmp_path, clip, overrides={**memory, "refine": {"temporal_strength": 0.3}}),
+        engine=FakeEngine(),
+    )
+    assert smooth.shots == (30,)
+    # nothing to smooth: no detector runs for such a policy
+    still = run(
+        _job(
+            tmp_path,
+            clip,
+            overrides={**memory, "refine": {"temporal_strength": 0.0}},
+            overwrite=True,
+        ),
+        engine=FakeEngine(),
+    )
+    assert still.shots == ()

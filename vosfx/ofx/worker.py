@@ -274,7 +274,14 @@ class Worker:
         # prompts are computed from themselves alone (refine=False), never as corrections
         # from a pass's memory: no pass snapshots to keep (session/checkpoints.py)
         self.session = ClipSession(
-            self.engine, info, cfg.memory, frames=self.frames, checkpoint_bytes=0
+            self.engine,
+            info,
+            cfg.memory,
+            frames=self.frames,
+            checkpoint_bytes=0,
+            # the refiner's temporal filter stops at cuts as the render's does, whatever
+            # the policy (and the [refine] options change without a new session)
+            detect_shots=True,
         )
         self.tracker = IncrementalTracker(self.session, self._on_result)
         self.session_key = session_key

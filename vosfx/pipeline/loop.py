@@ -157,7 +157,14 @@ def run(
             engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
             stack.callback(engine.close)
         session = stack.enter_context(
-            ClipSession(engine, info, job.config.memory, start=job.start, end=end)
+            ClipSession(
+                engine,
+                info,
+                job.config.memory,
+                start=job.start,
+                end=end,
+                detect_shots=job.config.refine.temporal_strength > 0,
+            )
         )
         session.set_prompts(prompts)
         loop = Outputs(

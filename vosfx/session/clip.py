@@ -93,6 +93,7 @@ class ClipSession:
         end: int | None = None,
         feature_cache_bytes: int = FEATURE_CACHE_BYTES,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
+        detect_shots: bool = False,
     ) -> None:
         self.info = info
         self.start = start
@@ -112,7 +113,10 @@ class ClipSession:
         self.needs_shots = MEMORY_POLICIES[memory.policy].needs_shots
         # SAM2Long: a pass's frames are final only when it ends (Tracker.end_pass)
         self.deferred = MEMORY_POLICIES[memory.policy].deferred
-        self._shots = ShotLog(memory, self.start, frames, enabled=self.needs_shots)
+        # the shots of the frames (``cuts``, ``shot_id``) are found when the policy needs them
+        # or the caller asks (its refiner's temporal filter must not blend across a cut);
+        # the engine gets them only for a policy that needs them
+        self._shots = ShotLog(memory, self.start, frames, enabled=self.needs_shots or detect_shots)
         self.stats = {
             "encoded": 0,
             "feature_hits": 0,
@@ -216,13 +220,15 @@ class ClipSession:
         try:
             while u != frame.index:
                 fu = self.frames.get(u)
-                self.engine.step(fu, [pid], shot_id=self.shot_id(u), features=self.features.get(fu))
+                self.engine.step(
+                    fu, [pid], shot_id=self.engine_shot(u), features=self.features.get(fu)
+                )
                 self.stats["replayed"] += 1
                 u += pl.direction
             res = self.engine.prompt(
                 frame,
                 prompt,
-                shot_id=self.shot_id(frame.index),
+                shot_id=self.engine_shot(frame.index),
                 previous=previous,
                 features=self.features.get(frame),
                 pass_id=pid,
@@ -251,7 +257,7 @@ class ClipSession:
         res = self.engine.prompt(
             frame,
             prompt,
-            shot_id=self.shot_id(frame.index),
+            shot_id=self.engine_shot(frame.index),
             previous=previous,
             features=self.features.get(frame),
         )
@@ -287,7 +293,7 @@ class ClipSession:
             + [t + 1 for t, ps in pending.items() if ps],
             default=lo,
         )
-        if self.needs_shots:
+        if self._shots.enabled:
             lo = min(lo, self._shots.next_index)
         frames = (self.frames.get(t) for t in range(lo, hi))
         before = self.stats["stepped"]
@@ -346,7 +352,13 @@ class ClipSession:
         return self._shots.cuts
 
     def shot_id(self, frame_index: int) -> int:
+        """The frame's shot as found so far (0 without detection)."""
         return self._shots.shot_id(frame_index)
+
+    def engine_shot(self, frame_index: int) -> int:
+        """The shot id the engine gets: the frame's for a policy that needs shots, else 0
+        (shots found for the caller's refiner alone never change the tracking)."""
+        return self._shots.shot_id(frame_index) if self.needs_shots else 0
 
     def warm(self, frame: Frame) -> bool:
         """Encode ``frame``'s image features ahead of a prompt on it: the studio calls it from

@@ -56,7 +56,8 @@ class Sweep:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled; no output was written")
         t = frame.index
-        shot = s._shots.see(frame)
+        s._shots.see(frame)
+        shot = s.engine_shot(t)
         prompted = s._book.pending.pop(t, [])
         for p in prompted:
             s._compute_prompt(frame, p, None)

@@ -87,6 +87,9 @@ class Studio(PromptsMixin, TasksMixin):
             # every click is computed from its prompt alone (refine=False, studio/prompts.py),
             # never as a correction from a pass's memory: no pass snapshots to keep
             checkpoint_bytes=0,
+            # the refiner's temporal filter stops at cuts as the render's does, whatever
+            # the policy (and the [refine] options change without a new session)
+            detect_shots=True,
         )
         self.objects: dict[int, StudioObject] = {}
         self.edits: dict[tuple[int, int], FramePrompt] = {}  # (obj, frame) -> prompt
