@@ -569,3 +569,15 @@ def test_a_failed_export_leaves_no_partial_bundle(no_torch_export, tmp_path, mon
     if expected is OutputError:
         assert "No space left on device" in str(err.value) and str(out) in str(err.value)
     assert not out.with_name("bundle.partial").exists() and not out.exists()
+
+
+def test_a_bundle_the_cache_cannot_hold_is_one_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("VOSFX_HOME", str(blocker / "cache"))  # not writable, even as root
+    model = _Cfg("")
+    model.name = "sam2.1-tiny"
+    from vosfx.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"model cache .*set VOSFX_HOME.*--image-size 256"):
+        export.ensure_bundle_for_config(model)

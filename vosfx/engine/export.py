@@ -104,9 +104,19 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     import logging
 
     log = logging.getLogger(__name__)
-    where.parent.mkdir(parents=True, exist_ok=True)
+    lock = where.with_name(where.name + ".lock")
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as err:  # a read-only shared cache: said, not a traceback
+        sized = f" --image-size {size}" if size != NATIVE_SIZE else ""
+        raise OutputError(
+            f"cannot make the ONNX bundle for {model_id} at {size} px in the model cache "
+            f"{where.parent}: {err.strerror or err}; set VOSFX_HOME to a folder you can write, "
+            f"or have `vosfx models export {model_id}{sized}` run by whoever can write there"
+        ) from None
     with exclusive_lock(
-        where.with_name(where.name + ".lock"),
+        lock,
         on_wait=lambda: log.warning(
             "another vosfx process is making the ONNX bundle for %s; waiting for it", model_id
         ),
@@ -115,7 +125,12 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         if folder is None:
             from vosfx.engine.template import bundle_from_template
 
-            folder = bundle_from_template(model, progress)
+            try:
+                folder = bundle_from_template(model, progress)
+            except OSError as err:  # a full disk: the template's part is already removed
+                raise OutputError(
+                    f"cannot write the ONNX bundle {where}: {err.strerror or err}; nothing was kept"
+                ) from None
         if folder is not None:
             gaps = missing(folder)
             if gaps:
