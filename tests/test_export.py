@@ -581,3 +581,26 @@ def test_a_bundle_the_cache_cannot_hold_is_one_clear_error(tmp_path, monkeypatch
 
     with pytest.raises(OutputError, match=r"model cache .*set VOSFX_HOME.*--image-size 256"):
         export.ensure_bundle_for_config(model)
+
+
+def test_cancel_stops_a_first_use_export_between_stages(no_torch_export, monkeypatch):
+    import threading
+
+    from vosfx.config import ModelConfig
+    from vosfx.engine import load_engine, template
+    from vosfx.errors import Cancelled
+
+    def stages(net, folder, say):
+        say("exporting image_encoder")
+        raise AssertionError("the export went on after Ctrl-C")
+
+    monkeypatch.setattr(template, "bundle_from_template", lambda *_a: None)
+    monkeypatch.setattr(export, "_export_graphs", stages)
+    cancel = threading.Event()
+    cancel.set()
+    model = ModelConfig(checkpoint=str(no_torch_export), backend="onnx", image_size=SIZE)
+    with pytest.raises(Cancelled, match="first-use ONNX export; nothing was kept"):
+        load_engine(model, cancel=cancel)
+    from vosfx.engine.bundle import bundle_root
+
+    assert not list(bundle_root().glob("*.partial"))
