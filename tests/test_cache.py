@@ -265,3 +265,34 @@ def test_two_processes_recording_at_once_keep_both_entries(model, tmp_path, monk
     monkeypatch.setattr(cache, "_read_index", real_read)
     assert set(real_read()) == {model.id, other.id}
     assert cache.ensure_checkpoint(model.id, offline=True).read_bytes() == b"fine-tuned weights"
+
+
+def _read_only(*_a, **_k):
+    import errno
+
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
+def test_a_read_only_shared_cache_serves_its_files(model, server, monkeypatch, caplog):
+    """docs/models.md: a shared, pre-filled folder for air-gapped machines. Copied there
+    without its index (or with new mtimes), a file is hashed; the index cannot be written,
+    and the file is used all the same."""
+    path = cache.pull("test-model")
+    (cache.checkpoint_dir() / "index.json").unlink()
+    monkeypatch.setattr(cache, "exclusive_lock", _read_only)
+    assert cache.ensure_checkpoint("test-model", offline=True) == path
+    assert [r.status for r in cache.verify(["test-model"])] == ["ok"]
+    assert "cannot update" in caplog.text and "Read-only file system" in caplog.text
+
+
+def test_a_download_into_a_cache_it_cannot_write_says_so(model, server, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("VOSFX_HOME", str(blocker / "cache"))  # mkdir fails, even as root
+    with pytest.raises(
+        DownloadError,
+        match="cannot download test-model into the model cache .*"
+        "set VOSFX_HOME to a folder you can write",
+    ):
+        cache.ensure_checkpoint("test-model")
+    assert server.requests == []

@@ -523,3 +523,84 @@ def test_shipped_templates_hold_each_tensor_once():
         for name, g in meta["graphs"].items():
             offsets = [row[3] for row in g["initializers"]]
             assert len(offsets) == len(set(offsets)), (folder.name, name)
+
+
+# --- export's folder: what it replaces, what a failure leaves ---------------------------------
+
+
+@pytest.fixture
+def no_torch_export(tmp_path, monkeypatch, config_home):
+    """export_bundle over a stand-in checkpoint file, with loading stubbed: the folder logic
+    runs in milliseconds. Returns the checkpoint path."""
+    ckpt = tmp_path / "stand_in.pt"
+    ckpt.write_bytes(b"not a real checkpoint")
+    monkeypatch.setattr(export, "_load", lambda *_a: object())
+    return ckpt
+
+
+def test_export_refuses_an_out_folder_holding_other_files(no_torch_export, tmp_path, monkeypatch):
+    def fail(*_a, **_k):
+        raise AssertionError("exported although the folder holds the user's files")
+
+    monkeypatch.setattr(export, "_export_graphs", fail)
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    (desk / "notes.txt").write_text("precious")
+    from vosfx.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"--out .*desk.*notes\.txt"):
+        export.export_bundle(str(no_torch_export), out_dir=desk, image_size=SIZE)
+    assert (desk / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt])
+def test_a_failed_export_leaves_no_partial_bundle(no_torch_export, tmp_path, monkeypatch, failure):
+    def half_written(net, folder, say):
+        (folder / "image_encoder.onnx").write_bytes(b"\0" * 1000)
+        raise failure
+
+    monkeypatch.setattr(export, "_export_graphs", half_written)
+    out = tmp_path / "bundle"
+    from vosfx.errors import OutputError
+
+    expected = OutputError if isinstance(failure, OSError) else KeyboardInterrupt
+    with pytest.raises(expected) as err:
+        export.export_bundle(str(no_torch_export), out_dir=out, image_size=SIZE)
+    if expected is OutputError:
+        assert "No space left on device" in str(err.value) and str(out) in str(err.value)
+    assert not out.with_name("bundle.partial").exists() and not out.exists()
+
+
+def test_a_bundle_the_cache_cannot_hold_is_one_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("VOSFX_HOME", str(blocker / "cache"))  # not writable, even as root
+    model = _Cfg("")
+    model.name = "sam2.1-tiny"
+    from vosfx.errors import OutputError
+
+    with pytest.raises(OutputError, match=r"model cache .*set VOSFX_HOME.*--image-size 256"):
+        export.ensure_bundle_for_config(model)
+
+
+def test_cancel_stops_a_first_use_export_between_stages(no_torch_export, monkeypatch):
+    import threading
+
+    from vosfx.config import ModelConfig
+    from vosfx.engine import load_engine, template
+    from vosfx.errors import Cancelled
+
+    def stages(net, folder, say):
+        say("exporting image_encoder")
+        raise AssertionError("the export went on after Ctrl-C")
+
+    monkeypatch.setattr(template, "bundle_from_template", lambda *_a: None)
+    monkeypatch.setattr(export, "_export_graphs", stages)
+    cancel = threading.Event()
+    cancel.set()
+    model = ModelConfig(checkpoint=str(no_torch_export), backend="onnx", image_size=SIZE)
+    with pytest.raises(Cancelled, match="first-use ONNX export; nothing was kept"):
+        load_engine(model, cancel=cancel)
+    from vosfx.engine.bundle import bundle_root
+
+    assert not list(bundle_root().glob("*.partial"))

@@ -418,3 +418,46 @@ def test_shots_are_found_for_the_temporal_filter_whatever_the_policy(tmp_path, c
         engine=FakeEngine(),
     )
     assert still.shots == ()
+
+
+def test_cancel_stops_a_first_use_download_and_keeps_its_part(
+    tmp_path, clip, config_home, monkeypatch
+):
+    """Ctrl-C while a 150-900 MB checkpoint downloads stops the download, not after it."""
+    import hashlib
+    import random
+
+    from fileserver import FileServer
+
+    from vosfx.models import cache, download, registry
+    from vosfx.models.registry import ModelSpec
+
+    payload = random.Random(2).randbytes(3 * 2**20)
+    registry.register(
+        ModelSpec(
+            id="dl-test",
+            url="https://publisher.invalid/dl_test.pt",
+            config="configs/sam2.1/sam2.1_hiera_t.yaml",
+            sha256=hashlib.sha256(payload).hexdigest(),
+            size_bytes=len(payload),
+        )
+    )
+    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.delenv("VOSFX_OFFLINE", raising=False)
+    cancel = threading.Event()
+
+    def ctrl_c_on_download(ev):
+        if ev.event == "download":
+            cancel.set()
+
+    job = _job(tmp_path, clip, overrides={"model": {"name": "dl-test", "backend": "torch"}})
+    try:
+        with FileServer(files={"dl_test.pt": payload}) as srv:
+            monkeypatch.setenv("VOSFX_MODEL_BASE_URL", srv.url)
+            with pytest.raises(Cancelled, match="download; the next run resumes it"):
+                run(job, on_progress=ctrl_c_on_download, cancel=cancel)
+        path = cache.checkpoint_path("dl-test")
+        assert not path.exists()
+        assert 0 < path.with_name(path.name + ".part").stat().st_size < len(payload)
+    finally:
+        registry.reset()

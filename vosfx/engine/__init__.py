@@ -95,11 +95,13 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def load_engine(model: ModelConfig, *, progress=None) -> Engine:
+def load_engine(model: ModelConfig, *, progress=None, cancel=None) -> Engine:
     """Load the model named by ``model`` on the backend it asks for (``auto``: ONNX Runtime,
     the bundle exported on first use when torch is installed). A registry model missing from
     the cache is downloaded first, calling ``progress(done_bytes, total_bytes | None)``.
+    ``cancel`` (a ``threading.Event``), once set, stops a first-use download (its part kept
+    for the next run) or export (nothing kept) with :class:`~vosfx.errors.Cancelled`.
     Raises BackendError / ModelError / DownloadError with a clear message."""
     from vosfx.engine.loader import build_engine
 
-    return build_engine(model, progress=progress)
+    return build_engine(model, progress=progress, cancel=cancel)

@@ -33,7 +33,7 @@ from vosfx.engine.bundle import (
     checkpoint_identity,
     read_manifest,
 )
-from vosfx.errors import BackendError, ModelError
+from vosfx.errors import BackendError, ModelError, OutputError
 from vosfx.files import exclusive_lock
 from vosfx.models.cache import sha256_file
 
@@ -104,9 +104,19 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     import logging
 
     log = logging.getLogger(__name__)
-    where.parent.mkdir(parents=True, exist_ok=True)
+    lock = where.with_name(where.name + ".lock")
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as err:  # a read-only shared cache: said, not a traceback
+        sized = f" --image-size {size}" if size != NATIVE_SIZE else ""
+        raise OutputError(
+            f"cannot make the ONNX bundle for {model_id} at {size} px in the model cache "
+            f"{where.parent}: {err.strerror or err}; set VOSFX_HOME to a folder you can write, "
+            f"or have `vosfx models export {model_id}{sized}` run by whoever can write there"
+        ) from None
     with exclusive_lock(
-        where.with_name(where.name + ".lock"),
+        lock,
         on_wait=lambda: log.warning(
             "another vosfx process is making the ONNX bundle for %s; waiting for it", model_id
         ),
@@ -115,7 +125,12 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         if folder is None:
             from vosfx.engine.template import bundle_from_template
 
-            folder = bundle_from_template(model, progress)
+            try:
+                folder = bundle_from_template(model, progress)
+            except OSError as err:  # a full disk: the template's part is already removed
+                raise OutputError(
+                    f"cannot write the ONNX bundle {where}: {err.strerror or err}; nothing was kept"
+                ) from None
         if folder is not None:
             gaps = missing(folder)
             if gaps:
@@ -201,20 +216,50 @@ def export_bundle(
     if not force and find_bundle(name, sha, size, folder) is not None:
         _add_variants(folder, variants, say)
         return folder
+    if out_dir:
+        _check_replaceable(folder)
     net = _load(model_id, size)
     tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    graphs = _export_graphs(net, tmp, say)
-    _write_constants(net, tmp)
-    manifest = _manifest(net, name, sha, size, graphs)
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        graphs = _export_graphs(net, tmp, say)
+        _write_constants(net, tmp)
+        manifest = _manifest(net, name, sha, size, graphs)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    except BaseException as err:
+        # a full disk, Ctrl-C, a failed stage: no half bundle (hundreds of MB) stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise OutputError(
+                f"cannot write the ONNX bundle {folder}: {err.strerror or err}; nothing was kept"
+            ) from None
+        raise
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
     _add_variants(folder, variants, say)
     say(f"exported {name} at {size} px to {folder}")
     return folder
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse an ``out_dir`` that holds anything but a bundle: the export replaces the folder
+    as a whole, and a user's ``--out ~/Desktop`` must not delete their files."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise OutputError(f"--out {folder}: expected a folder for the bundle, found a file")
+    if (folder / MANIFEST).is_file():
+        return  # a bundle (another checkpoint, format or size): replaced by the new one
+    others = sorted(p.name for p in folder.iterdir())
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise OutputError(
+            f"--out {folder}: expected a new or empty folder (or an ONNX bundle to replace), "
+            f"found {len(others)} other file(s) ({shown}); the export would delete them, so "
+            "choose another folder"
+        )
 
 
 def _load(source: str, size: int):

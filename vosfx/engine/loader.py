@@ -77,10 +77,14 @@ def torch_backend_for(net: Any, device: str = "auto", threads: int = 0):
     return TorchBackend(net, pick_device(device))
 
 
-def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
+def build_engine(model: ModelConfig, *, progress=None, cancel=None) -> SamEngine:
     """Load ``model`` on the backend it names (``auto``: ONNX Runtime, exporting the bundle on
-    first use when torch is installed). Raises BackendError (runtime missing) or ModelError
-    (checkpoint)."""
+    first use when torch is installed). ``cancel`` (a ``threading.Event``) stops a first-use
+    download or export (see :func:`vosfx.engine.load_engine`). Raises BackendError (runtime
+    missing) or ModelError (checkpoint)."""
+    progress = _cancellable(
+        progress, cancel, "cancelled during the model download; the next run resumes it"
+    )
     backend = model.backend
     if backend == "auto":
         # ONNX Runtime is the default runtime (faster here: docs/benchmarks/onnx.md). With
@@ -93,7 +97,7 @@ def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
 
         if bundle_for_config(model) is None:  # exporting needs the checkpoint
             _fetch(model, progress)
-        return _onnx_engine(model)
+        return _onnx_engine(model, cancel)
     if backend != "torch":
         raise ConfigError(f"[model] backend: expected auto, torch or onnx, found {backend!r}")
     if model.device not in ("auto", "cpu", "cuda", "mps"):
@@ -120,16 +124,24 @@ def build_engine(model: ModelConfig, *, progress=None) -> SamEngine:
     )
 
 
-def _onnx_engine(model: ModelConfig) -> SamEngine:
+def _onnx_engine(model: ModelConfig, cancel=None) -> SamEngine:
     """An engine on ONNX Runtime; exports the bundle first when it is missing and torch is
     installed (else says how to get it)."""
     try:
         from vosfx.engine.onnx_backend import OnnxBackend
     except ImportError as err:
         raise BackendError(f"the onnx backend is unavailable: {err}") from err
+    import logging
+
     from vosfx.engine.export import ensure_bundle_for_config
 
-    bundle = ensure_bundle_for_config(model)
+    # the export's messages go to the log as before; Ctrl-C is seen between its stages
+    say = _cancellable(
+        logging.getLogger("vosfx.engine.export").info,
+        cancel,
+        "cancelled during the first-use ONNX export; nothing was kept, the next run exports again",
+    )
+    bundle = ensure_bundle_for_config(model, progress=say)
     if model.low_memory:
         # the arena off alone leaves freed buffers on the C heap (a higher peak than the
         # arena's): large blocks are mapped and unmapped instead (vosfx/engine/heap.py)
@@ -147,6 +159,24 @@ def _onnx_engine(model: ModelConfig) -> SamEngine:
     )
     man = backend.manifest
     return SamEngine(backend, model_id=man["model_id"], model_sha256=man["checkpoint_sha256"])
+
+
+def _cancellable(progress, cancel, message: str):
+    """``progress`` that raises Cancelled(``message``) once ``cancel`` is set: a download calls
+    it per MiB and an export per stage, so Ctrl-C stops them instead of waiting minutes for a
+    900 MB checkpoint or an export to finish."""
+    if cancel is None:
+        return progress
+
+    def check(*args) -> None:
+        if cancel.is_set():
+            from vosfx.errors import Cancelled
+
+            raise Cancelled(message)
+        if progress is not None:
+            progress(*args)
+
+    return check
 
 
 def _fetch(model: ModelConfig, progress) -> None:

@@ -169,7 +169,24 @@ def _check_cached(spec: registry.ModelSpec, path: Path) -> None:
             f"delete it and run `vosfx models pull {spec.id}`"
         )
     trusted = bool(entry and entry.get("trusted_unverified"))
-    _record(spec.id, path, found, source=(entry or {}).get("source", "found"), trusted=trusted)
+    _remember(spec.id, path, found, source=(entry or {}).get("source", "found"), trusted=trusted)
+
+
+def _remember(model_id: str, path: Path, digest: str, *, source: str, trusted: bool) -> None:
+    """:func:`_record` for a file that has just verified: the entry only spares the next run
+    a re-hash, so a cache it cannot write (a shared, read-only folder filled by an admin, as
+    docs/models.md suggests for air-gapped machines) is said once and the file is used."""
+    try:
+        _record(model_id, path, digest, source=source, trusted=trusted)
+    except OSError as err:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "cannot update %s (%s): %s verified and is used, but is hashed again on each run",
+            checkpoint_dir() / _INDEX,
+            err.strerror or err,
+            path.name,
+        )
 
 
 def expected_sha256(model_id: str) -> str | None:
@@ -308,7 +325,7 @@ def verify(
             status = "mismatch"
         else:
             status = "trusted" if trusted else "ok"
-            _record(
+            _remember(
                 model_id, path, found, source=(entry or {}).get("source", "found"), trusted=trusted
             )
         results.append(VerifyResult(model_id, path, status, expected, found))

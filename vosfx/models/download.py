@@ -75,10 +75,19 @@ def download_file(
             f"offline mode (VOSFX_OFFLINE=1 or --offline): {what} is not in the cache. "
             f"{_what_next(url, dest)}"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
     replacing = dest.is_file()  # a forced pull fetches over the file it has
+    lock = dest.with_name(dest.name + ".lock")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as err:  # a read-only or full cache: said before any byte is fetched
+        raise DownloadError(
+            f"cannot download {what} into the model cache {dest.parent}: "
+            f"{err.strerror or err}; set VOSFX_HOME to a folder you can write, or have "
+            f"{dest.name} put in {dest.parent} by whoever can write there"
+        ) from None
     with exclusive_lock(
-        dest.with_name(dest.name + ".lock"),
+        lock,
         on_wait=lambda: log.warning(
             "another vosfx process is downloading %s; waiting for it to finish", what
         ),

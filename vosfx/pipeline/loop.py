@@ -154,7 +154,9 @@ def run(
         if engine is None:
             from vosfx.engine import load_engine
 
-            engine = load_engine(job.config.model, progress=_download_progress(job, on_progress))
+            engine = load_engine(
+                job.config.model, progress=_download_progress(job, on_progress), cancel=cancel
+            )
             stack.callback(engine.close)
         session = stack.enter_context(
             ClipSession(
