@@ -604,3 +604,58 @@ def test_cancel_stops_a_first_use_export_between_stages(no_torch_export, monkeyp
     from vosfx.engine.bundle import bundle_root
 
     assert not list(bundle_root().glob("*.partial"))
+
+
+def test_two_exports_of_one_bundle_take_turns(no_torch_export, tmp_path, monkeypatch):
+    """`vosfx models export` beside a first-use export (or two of one model and size) shared
+    one .partial folder: the second's rmtree deleted the first's graphs mid-export. The export
+    now holds the bundle's lock; the one that waited finds the bundle made."""
+    import threading
+
+    from vosfx.files import exclusive_lock
+
+    out = tmp_path / "bundle"
+    lock = out.with_name("bundle.lock")
+    inside, release, exports, tried = threading.Event(), threading.Event(), [], []
+
+    def graphs(net, folder, say):
+        exports.append(folder)
+
+        # the lock is held while the graphs are written: another thread cannot take it
+        def try_lock():
+            try:
+                with exclusive_lock(lock, blocking=False):
+                    tried.append("taken")
+            except BlockingIOError:
+                tried.append("refused")
+
+        probe = threading.Thread(target=try_lock)
+        probe.start()
+        probe.join(5)
+        inside.set()
+        assert release.wait(10)
+        return {}
+
+    monkeypatch.setattr(export, "_export_graphs", graphs)
+    monkeypatch.setattr(export, "_write_constants", lambda net, folder: None)
+    monkeypatch.setattr(export, "_manifest", lambda *a: {"format": export.BUNDLE_FORMAT})
+    monkeypatch.setattr(
+        export, "find_bundle", lambda *a: out if (out / "manifest.json").exists() else None
+    )
+    first = threading.Thread(
+        target=export.export_bundle, args=(str(no_torch_export),), kwargs={"out_dir": out}
+    )
+    first.start()
+    assert inside.wait(10)
+    second: list = []
+    waiter = threading.Thread(
+        target=lambda: second.append(export.export_bundle(str(no_torch_export), out_dir=out))
+    )
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # waiting for the first, not writing beside it
+    release.set()
+    first.join(10)
+    waiter.join(10)
+    assert tried == ["refused"]
+    assert second == [out] and len(exports) == 1  # the second found the first's bundle

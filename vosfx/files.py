@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,8 +73,15 @@ def exclusive_lock(
 ) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if missing and never deleted:
     deleting a lock file lets a third process lock a new one while a second still holds the
-    old). Another process holding it: ``on_wait()`` once, then wait for it; with
-    ``blocking=False`` raise BlockingIOError instead of waiting."""
+    old). Another process (or thread) holding it: ``on_wait()`` once, then wait for it; with
+    ``blocking=False`` raise BlockingIOError instead of waiting. A thread already holding it
+    holds it again at once (the first-use export takes a bundle's lock, then the export it
+    calls takes it too)."""
+    key = os.path.realpath(path)
+    held: set[str] = _HELD.__dict__.setdefault("paths", set())
+    if key in held:
+        yield
+        return
     with open(path, "a+b") as fh:
         if not _try_lock(fh.fileno()):
             if not blocking:
@@ -82,10 +90,15 @@ def exclusive_lock(
                 on_wait()
             while not _try_lock(fh.fileno(), wait=True):
                 time.sleep(0.5)
+        held.add(key)
         try:
             yield
         finally:
+            held.discard(key)
             _unlock(fh.fileno())
+
+
+_HELD = threading.local()  # the lock files each thread holds (exclusive_lock)
 
 
 if sys.platform == "win32":

@@ -218,6 +218,36 @@ def export_bundle(
         return folder
     if out_dir:
         _check_replaceable(folder)
+    # one export of a folder at a time: another (`models export` beside a first-use export,
+    # two of the same model and size) would share its .partial folder and delete its graphs
+    lock = folder.with_name(folder.name + ".lock")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as err:
+        raise OutputError(
+            f"cannot write the ONNX bundle {folder}: {err.strerror or err}; nothing was kept"
+        ) from None
+    with exclusive_lock(
+        lock,
+        on_wait=lambda: say(f"another vosfx process is exporting {folder}; waiting for it"),
+    ):
+        if not force and find_bundle(name, sha, size, folder) is not None:
+            _add_variants(folder, variants, say)  # the process waited for made it
+            return folder
+        return _export_into(folder, model_id, name, sha, size, variants, say)
+
+
+def _export_into(
+    folder: Path,
+    model_id: str,
+    name: str,
+    sha: str,
+    size: int,
+    variants: tuple[str, ...],
+    say: Progress,
+) -> Path:
+    """Export into ``folder`` through ``<folder>.partial`` (the caller holds its lock)."""
     net = _load(model_id, size)
     tmp = folder.with_name(folder.name + ".partial")
     try:
