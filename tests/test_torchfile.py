@@ -166,3 +166,46 @@ def test_official_tiny_layout_is_what_the_shipped_template_expects():
         k: (tuple(v["shape"]), {"FloatStorage": "float32"}[v["dtype"]]) for k, v in manifest.items()
     }
     assert layout(TEMPLATES / "sam2.1_hiera_t-1024") == official
+
+
+def _u(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def _tensor_with_build(target: bytes, state: bytes) -> bytes:
+    """{"model": {"w": float32 tensor (4,)}} whose pickle then BUILDs ``state`` (a dict's
+    pickle opcodes) into the tensor (``target`` b"t") or its storage type (b"s")."""
+    storage_type = b"ctorch\nFloatStorage\n"
+    if target == b"s":
+        storage_type += b"}" + state + b"b"
+    p = b"\x80\x02}" + _u("model") + b"}" + _u("w") + b"ctorch._utils\n_rebuild_tensor_v2\n("
+    p += b"(" + _u("storage") + storage_type + _u("0") + _u("cpu") + b"K\x04tQ"
+    p += b"K\x00(K\x04t(K\x01ttR"
+    if target == b"t":
+        p += b"}" + state + b"b"
+    return p + b"ss."
+
+
+@pytest.mark.parametrize(
+    "target, state",
+    [
+        # strides rewritten after the tensor header was checked: reads memory before the storage
+        (b"t", _u("strides") + b"(J" + (-1000).to_bytes(4, "little", signed=True) + b"ts"),
+        (b"t", _u("offset") + b"J" + (-64).to_bytes(4, "little", signed=True) + b"s"),
+        # the module's own FloatStorage singleton renamed: every later file would misread
+        (b"s", _u("name") + _u("BoolStorage") + b"s"),
+    ],
+)
+def test_pickle_build_cannot_rewrite_a_checked_tensor(tmp_path, target, state):
+    from vosfx.models import torchfile
+
+    path = tmp_path / "build.pt"
+    _zip_with_pickle(path, _tensor_with_build(target, state))
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("archive/data/0", np.arange(4, dtype="<f4").tobytes())
+    try:
+        with pytest.raises(ModelError, match="not a weights-only checkpoint"):
+            read_checkpoint(path, expected={"w": ((4,), "float32")})
+    finally:
+        assert torchfile._ALLOWED[("torch", "FloatStorage")].name == "FloatStorage"

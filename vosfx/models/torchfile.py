@@ -10,7 +10,7 @@ The pickle is read with an :class:`pickle.Unpickler` whose ``find_class`` knows 
 nothing else (``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and
 ``_rebuild_parameter``, the ``torch.*Storage`` types): any other global (``os.system``,
 ``builtins.eval``, a class with a ``__reduce__``) stops the read with :class:`ModelError`, so no
-code in the file ever runs. Tensors come back as :class:`TensorRef` (storage key, dtype,
+code in the file ever runs; a BUILD of state into what they return is refused too. Tensors come back as :class:`TensorRef` (storage key, dtype,
 shape, strides) first, so a file's layout can be checked against the model before any weight
 is read; :func:`read_checkpoint` then materialises them as numpy arrays, bounds-checked
 against their storage's real size.
@@ -65,20 +65,32 @@ DTYPE_NAMES = {
 }
 
 
+class _Unbuildable:
+    """Refuses pickle's BUILD opcode: without a ``__setstate__`` it writes straight into the
+    instance's ``__dict__``, frozen or not, so a file could rewrite a tensor's strides or offset
+    after :func:`_rebuild_tensor_v2` checked them (and read memory outside its storage), or
+    rename this module's own storage-type singletons for every later read."""
+
+    def __setstate__(self, state: object) -> None:
+        raise pickle.UnpicklingError(
+            f"a BUILD of {type(self).__name__} (state after the tensor header) is refused"
+        )
+
+
 @dataclass(frozen=True)
-class _StorageType:
+class _StorageType(_Unbuildable):
     name: str  # "FloatStorage"
 
 
 @dataclass(frozen=True)
-class Storage:
+class Storage(_Unbuildable):
     key: str  # the zip entry data/<key>
     type_name: str  # "FloatStorage"
     numel: int
 
 
 @dataclass(frozen=True)
-class TensorRef:
+class TensorRef(_Unbuildable):
     """A tensor as the pickle describes it: ``shape`` and ``strides`` in elements."""
 
     storage: Storage
@@ -247,6 +259,8 @@ class CheckpointFile:
                 f"{self.path}: tensor {name!r}: storage holds {len(raw)} bytes, "
                 f"expected {ref.storage.numel * dtype.itemsize}"
             )
+        if ref.offset < 0 or any(s < 0 for s in ref.strides):  # as_strided would read outside
+            raise ModelError(f"{self.path}: tensor {name!r}: negative offset or stride")
         flat = np.frombuffer(raw, dtype=dtype)
         if any(n == 0 for n in ref.shape):
             out = np.zeros(ref.shape, dtype)
