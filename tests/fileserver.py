@@ -5,11 +5,13 @@ Serves ``files`` (name -> bytes) flat under ``server.url``, honours ``Range: byt
 ``drop_first[name] = n`` closes the connection after ``n`` body bytes on the first request for
 ``name``; ``ignore_range = True`` answers every request with the whole file (200);
 ``no_length = True`` sends no Content-Length (the body ends when the connection closes, as
-some proxies answer).
+some proxies answer); ``redirect[name] = url`` answers 302 to ``url``; ``tls`` (a server-side
+SSLContext) serves HTTPS.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +29,8 @@ class FileServer:
     drop_first: dict[str, int] = field(default_factory=dict)
     ignore_range: bool = False
     no_length: bool = False
+    redirect: dict[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     url: str = ""
     _httpd: ThreadingHTTPServer | None = None
@@ -44,7 +48,10 @@ class FileServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
+        scheme = "https" if self.tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -60,6 +67,12 @@ class FileServer:
         name = h.path.lstrip("/")
         rng = h.headers.get("Range")
         self.requests.append(Request(h.path, rng))
+        if name in self.redirect:
+            h.send_response(302)
+            h.send_header("Location", self.redirect[name])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
         body = self.files.get(name)
         if body is None:
             h.send_error(404, "Not Found")

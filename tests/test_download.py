@@ -202,3 +202,62 @@ def test_a_whole_size_part_with_other_bytes_is_fetched_again(tmp_path):
         ranges = [r.range for r in srv.requests]
     assert digest == SHA and dest.read_bytes() == BODY
     assert ranges == [f"bytes={len(BODY)}-", None]
+
+
+@pytest.fixture
+def https(tmp_path, monkeypatch):
+    """(server-side SSLContext) for a FileServer's ``tls``; the client trusts its certificate
+    (a self-signed one for 127.0.0.1, made by openssl), as it would a CA's."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setattr(
+        ssl, "_create_default_https_context", lambda: ssl.create_default_context(cafile=cert)
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return server
+
+
+def test_https_is_kept_and_checked(tmp_path, https):
+    with FileServer(files={"f.pt": BODY}, tls=https) as srv:
+        assert srv.url.startswith("https://")
+        assert download_file(f"{srv.url}/f.pt", tmp_path / "f.pt", sha256=SHA) == SHA
+
+
+@pytest.mark.parametrize("sha256", [None, SHA])  # None: a --trust-unverified download
+def test_a_redirect_from_https_to_plain_http_is_refused(tmp_path, https, sha256):
+    dest = tmp_path / "f.pt"
+    with FileServer(files={"f.pt": BODY}) as plain:
+        redirect = {"f.pt": f"{plain.url}/f.pt"}
+        with (
+            FileServer(redirect=redirect, tls=https) as srv,
+            pytest.raises(DownloadError, match=r"redirected to http://.*refused"),
+        ):
+            download_file(f"{srv.url}/f.pt", dest, sha256=sha256)
+        assert plain.requests == []  # not one byte asked of the plain-text server
+    assert not dest.exists() and not dest.with_name("f.pt.part").exists()
+
+
+def test_a_redirect_to_another_scheme_is_refused(tmp_path):
+    with FileServer(redirect={"f.pt": "ftp://127.0.0.1:1/f.pt"}) as srv:
+        with pytest.raises(DownloadError, match=r"redirected to ftp://.*refused"):
+            download_file(f"{srv.url}/f.pt", tmp_path / "f.pt", sha256=None)
+        assert len(srv.requests) == 1  # refused at once, not retried
+
+
+def test_a_redirect_within_https_is_followed(tmp_path, https):
+    with FileServer(files={"g.pt": BODY}, tls=https) as srv:
+        srv.redirect["f.pt"] = f"{srv.url}/g.pt"
+        assert download_file(f"{srv.url}/f.pt", tmp_path / "f.pt", sha256=SHA) == SHA

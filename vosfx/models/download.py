@@ -48,6 +48,23 @@ class _Refused(DownloadError):
     """The server answered, but not with the file (a 4xx): no retry."""
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects to http or https only, and never from https to plain http: urllib's own
+    handler follows https -> http (and ftp), which hands a file fetched without a published
+    hash (``--trust-unverified``) to anyone on the network path."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        from urllib.parse import urljoin, urlsplit
+
+        scheme = urlsplit(urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https") or (req.type == "https" and scheme != "https"):
+            raise _Refused(
+                f"{req.full_url}: redirected to {newurl}, which is refused "
+                f"(a download that starts on https stays on https)"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def download_file(
     url: str,
     dest: str | Path,
@@ -199,7 +216,7 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+        return urllib.request.build_opener(_Redirects).open(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:
             raise  # the caller restarts without the stale part
