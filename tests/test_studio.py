@@ -862,3 +862,38 @@ def test_the_preview_does_not_smooth_across_a_shot_cut():
     # inside a shot it still smooths: frame 4 of one shot (0-5) is a blend with frame 3
     session.shot_id = lambda t: 0
     assert np.abs(matte_planes(studio, 4)[0] - render).max() > 0.3
+
+
+def _chunked_post(run, path: str, chunks: list[bytes]) -> tuple[int, dict]:
+    """POST ``chunks`` without a Content-Length (chunked), as a stream is sent."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", run.ctl.port, timeout=30)
+    try:
+        headers = {"X-Vosfx-Token": run.ctl.token, "Transfer-Encoding": "chunked"}
+        conn.request("POST", path, body=iter(chunks), headers=headers, encode_chunked=True)
+        res = conn.getresponse()
+        return res.status, json.loads(res.read())
+    finally:
+        conn.close()
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(run, monkeypatch):
+    """A file dropped by mistake (a whole clip) or a runaway request: 413 with the limit in
+    words, without holding the body in memory; nothing changes."""
+    from vosfx.studio import routes
+
+    monkeypatch.setattr(routes, "MASK_MAX_BYTES", 4096)
+    monkeypatch.setattr(routes, "JSON_MAX_BYTES", 1024)
+    status, data = run.request("/api/mask?obj_id=1&frame=5", data=b"\0" * 5000, method="POST")
+    assert status == 413 and "at most 4 KiB" in data["error"] and "mask" in data["error"]
+    status, data = _chunked_post(run, "/api/mask?obj_id=1&frame=5", [b"\0" * 1000] * 5)
+    assert status == 413 and "at most 4 KiB" in data["error"]
+    click = {"obj_id": 1, "frame": 0, "x": 5, "y": 5, "pad": "x" * 2000}
+    status, data = run.request("/api/click", click)
+    assert status == 413 and "at most 1 KiB" in data["error"]
+    status, data = _chunked_post(run, "/api/click", [b'{"obj_id": 1, "pad": "', b"x" * 2000])
+    assert status == 413
+    assert run.studio.edits == {}
+    status, _ = run.request("/api/click", {"obj_id": 1, "frame": 0, "x": 5, "y": 5})
+    assert status == 200  # a body under the limit is read as before

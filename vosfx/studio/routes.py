@@ -3,7 +3,9 @@ views, the event stream), prompts (clicks, boxes, dropped masks, objects, undo),
 stop, finishing) and the job (render, save, Done); and the argument checks they share.
 
 A POST endpoint's JSON body is read on the event loop and its handler runs on a worker thread
-(it may wait for the model); a :class:`~vosfx.errors.VosfxError` is a 400 with its message.
+(it may wait for the model); a :class:`~vosfx.errors.VosfxError` is a 400 with its message. A
+body past its limit (``JSON_MAX_BYTES``, ``MASK_MAX_BYTES``) is a 413, refused from its
+Content-Length or as soon as the stream passes the limit, never held whole in memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,48 @@ from vosfx.errors import ConfigError, VosfxError
 
 STATIC_FILES = {"studio.js": "text/javascript", "studio.css": "text/css"}
 KEEPALIVE_S = 10.0
+JSON_MAX_BYTES = 1 << 20  # a prompt, finishing or job request is a few KiB
+# a dropped mask image: an 8K 16-bit RGBA TIFF uncompressed is ~270 MiB; a clip dropped by
+# mistake (GBs) is refused before it is read into memory
+MASK_MAX_BYTES = 512 << 20
+
+
+class BodyTooLarge(Exception):
+    """A request body past its limit (a 413)."""
+
+    def __init__(self, what: str, limit: int, found: int | None) -> None:
+        size = f"{_bytes(found)}" if found is not None else f"more than {_bytes(limit)}"
+        super().__init__(f"{what} is {size}; at most {_bytes(limit)} is accepted")
+
+
+async def read_body(request: Request, limit: int, what: str) -> bytes:
+    """The request's body, at most ``limit`` bytes, else :class:`BodyTooLarge` (``what``: the
+    body in words, as the message says it): refused from the Content-Length when there is one,
+    else once the stream passes the limit."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(what, limit, int(length))
+    chunks, got = [], 0
+    async for chunk in request.stream():
+        got += len(chunk)
+        if got > limit:
+            raise BodyTooLarge(what, limit, None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(err: BodyTooLarge) -> Response:
+    # the connection is closed after the answer: the rest of the body is never read
+    return JSONResponse(
+        {"error": str(err), "kind": "config"}, status_code=413, headers={"Connection": "close"}
+    )
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
 
 
 def page_routes(ctl) -> list[Route]:
@@ -108,7 +152,10 @@ def prompt_routes(ctl) -> list[Route]:
         return mask_reply(studio, res, t0)
 
     async def mask(request: Request) -> Response:
-        data = await request.body()
+        try:
+            data = await read_body(request, MASK_MAX_BYTES, "the dropped mask file")
+        except BodyTooLarge as err:
+            return _too_large(err)
         try:
             obj = int_arg(request.query_params.get("obj_id"), "obj_id")
             frame = int_arg(request.query_params.get("frame"), "frame")
@@ -242,7 +289,9 @@ def api(fn: Callable[[dict], dict]):
 
     async def endpoint(request: Request) -> Response:
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = json.loads(await read_body(request, JSON_MAX_BYTES, "the request") or b"{}")
+        except BodyTooLarge as err:
+            return _too_large(err)
         except ValueError:
             return JSONResponse({"error": "expected a JSON body"}, status_code=400)
         if not isinstance(body, dict):
