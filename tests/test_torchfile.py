@@ -209,3 +209,40 @@ def test_pickle_build_cannot_rewrite_a_checked_tensor(tmp_path, target, state):
             read_checkpoint(path, expected={"w": ((4,), "float32")})
     finally:
         assert torchfile._ALLOWED[("torch", "FloatStorage")].name == "FloatStorage"
+
+
+def _recompressed(src, dst, *, deflate_data=False, deflate_pickle=False):
+    """The torch file ``src`` rewritten with some entries deflated (torch stores them all)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            deflate = (deflate_data and "/data/" in info.filename) or (
+                deflate_pickle and info.filename.endswith("data.pkl")
+            )
+            zout.writestr(info, data, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+
+
+def test_a_compressed_storage_is_refused_before_it_is_inflated(tmp_path):
+    torch = _torch()
+    src = tmp_path / "ok.pt"
+    torch.save({"model": {"w": torch.zeros(1 << 16)}}, src)
+    np.testing.assert_array_equal(read_checkpoint(src)["w"], np.zeros(1 << 16, np.float32))
+    bomb = tmp_path / "bomb.pt"  # 256 KiB of zeros deflate to a few hundred bytes
+    _recompressed(src, bomb, deflate_data=True)
+    assert bomb.stat().st_size < 8 << 10
+    with pytest.raises(ModelError, match="compressed, which torch never writes"):
+        read_checkpoint(bomb)
+
+
+def test_an_oversized_pickle_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    torch = _torch()
+    import vosfx.models.torchfile as tf
+
+    src = tmp_path / "ok.pt"
+    torch.save({"model": {f"w{i}": torch.zeros(1) for i in range(200)}}, src)
+    packed = tmp_path / "packed.pt"
+    _recompressed(src, packed, deflate_pickle=True)
+    assert len(read_checkpoint(packed)) == 200  # a deflated data.pkl itself is fine
+    monkeypatch.setattr(tf, "_MAX_PICKLE_BYTES", 1024)
+    with pytest.raises(ModelError, match="data.pkl is over"):
+        read_checkpoint(packed)

@@ -65,6 +65,10 @@ DTYPE_NAMES = {
 }
 
 
+# data.pkl of a state dict: names and tensor headers, well under this
+_MAX_PICKLE_BYTES = 64 << 20
+
+
 class _Unbuildable:
     """Refuses pickle's BUILD opcode: without a ``__setstate__`` it writes straight into the
     instance's ``__dict__``, frozen or not, so a file could rewrite a tensor's strides or offset
@@ -212,7 +216,14 @@ class CheckpointFile:
         order = self._entry("/byteorder")
         self._big = order is not None and self._zip.read(order).strip() == b"big"
         try:
-            tree = _Unpickler(io.BytesIO(self._zip.read(pkl))).load()
+            with self._zip.open(pkl) as fh:  # bounded: a compressed data.pkl may inflate
+                text = fh.read(_MAX_PICKLE_BYTES + 1)
+            if len(text) > _MAX_PICKLE_BYTES:
+                raise ModelError(
+                    f"{self.path}: data.pkl is over {_MAX_PICKLE_BYTES >> 20} MiB: not a "
+                    "state dict's (SAM 2.1 large's is under 1 MiB)"
+                )
+            tree = _Unpickler(io.BytesIO(text)).load()
         except (
             pickle.UnpicklingError,
             EOFError,
@@ -244,6 +255,13 @@ class CheckpointFile:
         ref = self.tensors[name]
         entry = f"{self._prefix}data/{ref.storage.key}"
         try:
+            # torch writes its storages uncompressed; a compressed one could inflate to any
+            # size before its length is checked (a few KB of file asking for gigabytes)
+            if self._zip.getinfo(entry).compress_type != zipfile.ZIP_STORED:
+                raise ModelError(
+                    f"{self.path}: tensor {name!r}: storage {entry} is compressed, which torch "
+                    "never writes: not a weights-only checkpoint"
+                )
             raw = self._zip.read(entry)
         except KeyError:
             raise ModelError(
