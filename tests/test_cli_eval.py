@@ -291,3 +291,76 @@ def test_bench_random_weight_sam2_end_to_end(tmp_path):
     row = rep.summary_row()
     assert 0.0 <= row["J&Ḟ"] <= 1.0 and row["J&Ḟ_d"] is None
     assert len(list((tmp_path / "out" / "libby").glob("*.png"))) == 3
+
+
+# --- label conventions a researcher's files follow: real DAVIS masks ------------------------------
+
+
+def _davis_masks(seq, n=12):
+    """The first ``n`` ground-truth masks of a real DAVIS sequence, (H, W) bool each."""
+    gt = shared_data("davis", "Annotations", seq)
+    return [read_label_png(gt / f"{i:05d}.png") == 1 for i in range(n)]
+
+
+def _iou(p, g):
+    """Independent of vosfx.eval.metrics: DAVIS's J with 1 for an empty union."""
+    union = np.logical_or(p, g).sum()
+    return 1.0 if union == 0 else np.logical_and(p, g).sum() / union
+
+
+def test_eval_reads_binary_0_255_masks_as_one_object(tmp_path):
+    """DAVIS 2016's annotations (and `cv2.imwrite(mask * 255)`) are 0/255 binary masks: one
+    object, not an all-void ground truth scored as nothing."""
+    import cv2
+
+    masks = _davis_masks("blackswan")
+    for i, g in enumerate(masks):
+        (tmp_path / "gt" / "blackswan").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pred" / "blackswan").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "gt" / "blackswan" / f"{i:05d}.png"), g.astype(np.uint8) * 255)
+        shifted = np.roll(g, 4 * i, axis=1)  # drifts further right each frame
+        cv2.imwrite(str(tmp_path / "pred" / "blackswan" / f"{i:05d}.png"), shifted * np.uint8(255))
+    rep = evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
+    assert [o.obj_id for o in rep.objects] == [1]
+    expected = np.mean([_iou(np.roll(g, 4 * i, axis=1), g) for i, g in enumerate(masks)][1:-1])
+    assert rep.summary["J"] == pytest.approx(expected) and 0.2 < expected < 0.9
+
+
+def test_eval_refuses_prediction_labels_no_ground_truth_object_has(tmp_path):
+    """A 0/255 prediction against palette ground truth (object 1) scored J = 0 in silence;
+    the DAVIS toolkit refuses an id above the ground truth's objects, and so does vosfx."""
+    import cv2
+
+    masks = _davis_masks("car-shadow", n=5)
+    (tmp_path / "pred" / "car-shadow").mkdir(parents=True)
+    for i, g in enumerate(masks):
+        cv2.imwrite(str(tmp_path / "pred" / "car-shadow" / f"{i:05d}.png"), g * np.uint8(255))
+    gt = shared_data("davis")
+    out = tmp_path / "tables"
+    args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(gt), "-s", "car-shadow"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert res.exit_code == InputError.exit_code, res.output
+    assert "00001.png" in res.output and "255" in res.output and "0/255" in res.output
+    assert not out.exists()
+
+
+def test_eval_refuses_ground_truth_without_any_object(tmp_path):
+    for root in ("gt", "pred"):
+        (tmp_path / root / "empty").mkdir(parents=True)
+        for i in range(4):
+            write_label_png(tmp_path / root / "empty" / f"{i:05d}.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match="no object"):
+        evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_eval_refuses_to_score_only_the_prompt_of_a_sparse_ground_truth(tmp_path):
+    """A test-set layout annotates the first frame only: scoring that frame (the prompt)
+    reported a perfect 1.0 for any tracker."""
+    masks = _davis_masks("libby", n=10)
+    (tmp_path / "gt" / "libby").mkdir(parents=True)
+    (tmp_path / "pred" / "libby").mkdir(parents=True)
+    write_label_png(tmp_path / "gt" / "libby" / "00000.png", masks[0].astype(np.uint8))
+    for i in range(10):
+        write_label_png(tmp_path / "pred" / "libby" / f"{i:05d}.png", masks[0].astype(np.uint8))
+    with pytest.raises(InputError, match="1 annotated frame"):
+        evaluate_dirs(tmp_path / "pred", tmp_path / "gt")

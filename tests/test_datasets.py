@@ -107,3 +107,26 @@ def test_real_davis_sequences():
     assert labels.shape == (480, 854) and set(np.unique(labels)) == {0, 1}
     (prompt,) = seq.first_frame_prompts()
     assert prompt.frame_index == 0 and prompt.obj_id == 1 and 1000 < prompt.mask.sum() < 200_000
+
+
+def test_davis_2016_binary_annotations_are_object_1(tmp_path):
+    """DAVIS 2016 layout: JPEGImages/480p, Annotations/480p of 0/255 grayscale masks. 255 is
+    the object there, not void: bench must prompt it instead of finding no object."""
+    real = shared_data("davis")
+    for i in range(3):
+        for sub, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+            (tmp_path / sub / "480p" / "blackswan").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "JPEGImages" / "480p" / "blackswan" / f"{i:05d}.jpg").write_bytes(
+            (real / "JPEGImages" / "blackswan" / f"{i:05d}.jpg").read_bytes()
+        )
+        mask = read_label_png(real / "Annotations" / "blackswan" / f"{i:05d}.png") == 1
+        cv2.imwrite(
+            str(tmp_path / "Annotations" / "480p" / "blackswan" / f"{i:05d}.png"),
+            mask * np.uint8(255),
+        )
+    seq = DavisDataset(tmp_path).sequence("blackswan")
+    assert seq.object_ids() == (1,)
+    assert set(np.unique(seq.annotation(2))) == {0, 1}
+    (prompt,) = seq.first_frame_prompts()
+    want = read_label_png(real / "Annotations" / "blackswan" / "00000.png") == 1
+    assert prompt.obj_id == 1 and (prompt.mask == want).all()

@@ -7,6 +7,9 @@
                                                     255 void (counted as background, as the
                                                     DAVIS 2017 toolkit does)
 
+A sequence whose label maps hold only 0 and 255 is a binary mask (DAVIS 2016's annotations,
+``cv2.imwrite(mask * 255)``): there 255 is object 1, not void.
+
 Annotations may cover every frame (DAVIS train/val) or only some (test sets, where each object
 is annotated on the frame it first appears). Label PNGs are read without Pillow: OpenCV expands
 a palette image to colours, and the file's own ``PLTE`` chunk maps them back to indices.
@@ -18,6 +21,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,12 @@ from vosfx.types import Frame, Prompt
 
 VOID_LABEL = 255
 FRAME_TIME_BASE = Fraction(1, 24)  # DAVIS has no timing; 24 fps is the dataset's capture rate
+
+
+def is_binary_mask(values: set[int]) -> bool:
+    """True for a sequence whose label values (over all its frames) are only 0 and 255: a 0/255
+    binary mask, read as object 1, since an all-void ground truth would score nothing."""
+    return VOID_LABEL in values and values <= {0, VOID_LABEL}
 
 
 def davis_palette() -> np.ndarray:
@@ -148,13 +158,22 @@ class Sequence:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return Frame(index=index, image=rgb, pts=index, time_base=FRAME_TIME_BASE)
 
+    @cached_property
+    def binary(self) -> bool:
+        """Whether the annotations are 0/255 binary masks (:func:`is_binary_mask`)."""
+        values: set[int] = set()
+        for path in self.annotation_paths.values():
+            values.update(int(v) for v in np.unique(read_label_png(path)))
+        return is_binary_mask(values)
+
     def annotation(self, index: int) -> np.ndarray | None:
-        """(H, W) uint8 labels of frame ``index`` (void 255 → 0), or None if not annotated."""
+        """(H, W) uint8 labels of frame ``index`` (void 255 → 0; 255 → 1 in a binary mask), or
+        None if not annotated."""
         path = self.annotation_paths.get(self.frame_paths[index].stem)
         if path is None:
             return None
         labels = read_label_png(path)
-        labels[labels == VOID_LABEL] = 0
+        labels[labels == VOID_LABEL] = 1 if self.binary else 0
         return labels
 
     def object_ids(self) -> tuple[int, ...]:

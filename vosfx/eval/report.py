@@ -4,6 +4,8 @@ Both folders hold ``<seq>/<frame>.png`` label maps (palette or grayscale; pixel 
 id). Each object of each sequence is scored on the frames that have ground truth, except the
 sequence's first and last frame (the first is the prompt; DAVIS 2017 and MOSEv2 both leave
 both out). A clip shorter than 3 frames is scored on all its frames instead of none.
+Ground truth of only 0 and 255 is a binary mask (one object, id 1; predictions read as
+nonzero = object); otherwise a prediction label no ground-truth object has is refused.
 
 Protocols (docs/eval.md):
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from vosfx.errors import InputError
 from vosfx.eval import metrics as m
-from vosfx.eval.datasets import VOID_LABEL, read_label_png
+from vosfx.eval.datasets import VOID_LABEL, is_binary_mask, read_label_png
 
 PROTOCOLS = ("davis", "mosev2")
 COLUMNS = {
@@ -209,19 +211,54 @@ def _annotation_root(gt: Path) -> Path:
     return gt
 
 
+def _object_ids(gt_dir: Path, gt_paths: list[Path]) -> tuple[list[int], bool]:
+    """The sequence's object ids, and whether its label maps are 0/255 binary masks (DAVIS
+    2016's annotations, ``cv2.imwrite(mask * 255)``): then 255 is object 1, not void."""
+    values: set[int] = set()
+    for path in gt_paths:  # objects from every annotated frame, prompts included
+        values.update(int(v) for v in np.unique(read_label_png(path)))
+    if is_binary_mask(values):
+        return [1], True
+    ids = sorted(values - {0, VOID_LABEL})
+    if ids:
+        return ids, False
+    raise InputError(
+        f"{gt_dir}: expected objects in the ground truth (labels 1-254, or 255 in 0/255 "
+        "binary masks), found no object on any frame"
+    )
+
+
+def _check_labels(pred_path: Path, pred: np.ndarray, ids: list[int]) -> None:
+    """Refuse prediction labels that no ground-truth object has, as the DAVIS toolkit does:
+    silently treating them as background would score a 0/255 mask J = 0."""
+    extra = sorted(set(np.unique(pred).tolist()) - {0, *ids})
+    if extra:
+        hint = (
+            "; predictions are label maps (pixel value = object id), not 0/255 masks"
+            if VOID_LABEL in extra
+            else ""
+        )
+        raise InputError(
+            f"{pred_path}: found label(s) {', '.join(map(str, extra))} that no ground-truth "
+            f"object has (objects: {', '.join(map(str, ids))}){hint}"
+        )
+
+
 def evaluate_sequence(name: str, pred_dir: Path, gt_dir: Path, protocol: str) -> list[ObjectResult]:
     """Score every object of one sequence; ``gt_dir``/``pred_dir`` hold ``<frame>.png``."""
     gt_paths = sorted(gt_dir.glob("*.png"))
     if not gt_paths:
         raise InputError(f"{gt_dir}: expected ground-truth *.png label maps, found none")
+    n_pred = len(list(pred_dir.glob("*.png")))
+    if len(gt_paths) < 3 and n_pred > len(gt_paths):
+        # a test-set layout (only the prompt annotated): scoring it would report the prompt
+        raise InputError(
+            f"{gt_dir}: expected ground truth on the frames to score, found {len(gt_paths)} "
+            f"annotated frame(s) for {n_pred} predicted (only the prompt is annotated?)"
+        )
     chosen = gt_paths[1:-1] if len(gt_paths) >= 3 else gt_paths
-    preds: dict[int, list[np.ndarray]] = {}
-    gts: dict[int, list[np.ndarray]] = {}
+    ids, binary = _object_ids(gt_dir, gt_paths)
     frames: list[tuple[np.ndarray, np.ndarray]] = []
-    ids: set[int] = set()
-    for path in gt_paths:  # objects from every annotated frame, prompts included
-        labels = read_label_png(path)
-        ids.update(int(v) for v in np.unique(labels) if v not in (0, VOID_LABEL))
     for path in chosen:
         gt = read_label_png(path)
         pred_path = pred_dir / path.name
@@ -233,11 +270,17 @@ def evaluate_sequence(name: str, pred_dir: Path, gt_dir: Path, protocol: str) ->
                 f"{pred_path}: expected {gt.shape[1]}x{gt.shape[0]} like the ground truth, "
                 f"found {pred.shape[1]}x{pred.shape[0]}"
             )
+        if binary:  # one object: any nonzero prediction (id 1 or 255) is it
+            gt, pred = (gt != 0).view(np.uint8), (pred != 0).view(np.uint8)
+        else:
+            _check_labels(pred_path, pred, ids)
         frames.append((pred, gt))
-    for obj in sorted(ids):
-        preds[obj] = [p == obj for p, _ in frames]
-        gts[obj] = [g == obj for _, g in frames]
-    return [score_object(name, obj, preds[obj], gts[obj], protocol) for obj in sorted(ids)]
+    return [
+        score_object(
+            name, obj, [p == obj for p, _ in frames], [g == obj for _, g in frames], protocol
+        )
+        for obj in ids
+    ]
 
 
 def evaluate_dirs(
