@@ -591,3 +591,127 @@ def test_a_studio_restarted_under_the_page_is_said_plainly(browser, clip, tmp_pa
     finally:
         page.close()
         run.close()
+
+
+def _status(page) -> str:
+    return page.text_content("#status")
+
+
+def _banner(page) -> str | None:
+    return None if page.is_hidden("#problem") else page.text_content("#problem")
+
+
+def test_a_failure_banner_goes_with_the_next_action_that_works(
+    browser, clip, tmp_path, config_home
+):
+    """The page loads without a console error (the browser's favicon request was refused
+    403); an action that fails puts up the red banner and the next one that works takes it
+    down (it stayed for the rest of the session); an existing output names the page's
+    "replace existing" box, not the CLI's --overwrite."""
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    console: list[str] = []
+    page.on("console", lambda m: m.type == "error" and console.append(m.text))
+    page.on("pageerror", lambda e: console.append(str(e)))
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("window.vosfx.drawn > 0")
+        page.wait_for_timeout(300)  # the favicon request, if any, is answered by now
+        assert console == []
+        page.click("#render")  # no prompt yet
+        page.wait_for_function("!document.getElementById('problem').hidden")
+        assert "no prompt yet" in _banner(page)
+        _prompt(page, *_centre(0))
+        assert _banner(page) is None, _banner(page)
+        out = tmp_path / "taken.mov"
+        out.write_bytes(b"")
+        page.fill("#output", str(out))
+        page.select_option("#format", "prores4444")
+        page.fill("#output", str(out))
+        page.click("#render")
+        page.wait_for_function("!document.getElementById('problem').hidden")
+        text = _banner(page)
+        assert "already exists" in text and "replace existing" in text, text
+        assert "--overwrite" not in text
+        assert out.read_bytes() == b""
+    finally:
+        page.close()
+        run.close()
+
+
+def test_a_format_change_keeps_a_typed_output_path(browser, clip, tmp_path, config_home):
+    """Changing the format swaps only the ending an earlier format gave the output; a path
+    the user typed was mangled (`myshot.mov` -> `myshot.mov_png16` -> `myshot.mov_png16.mov`)."""
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        default = page.input_value("#output")
+        page.select_option("#format", "png16")
+        assert page.input_value("#output") == default[: -len(".mov")] + "_png16"
+        page.fill("#output", "/shots/sh010/sh010_final.mov")
+        for fmt, want in (
+            ("png16", "/shots/sh010/sh010_final_png16"),
+            ("exr-layers", "/shots/sh010/sh010_final_exr-layers"),
+            ("webm-alpha", "/shots/sh010/sh010_final.webm"),
+            ("prores4444", "/shots/sh010/sh010_final.mov"),
+        ):
+            page.select_option("#format", fmt)
+            assert page.input_value("#output") == want, fmt
+    finally:
+        page.close()
+        run.close()
+
+
+def test_controls_follow_what_can_run(browser, clip, tmp_path, config_home, caplog):
+    """Clear frame is greyed with nothing to clear (with no object it sent `obj_id: null` and
+    showed "obj_id: expected an integer, found None"); a stopped track says its frames are
+    kept (it said "nothing partial was kept" over a timeline showing them); a track that fails
+    leaves Stop greyed (it stayed enabled with nothing running)."""
+    import time
+
+    def slow(frame_index, obj_id, base):
+        time.sleep(0.05)
+        return base
+
+    def boom(frame_index, obj_id, base):
+        raise RuntimeError("out of memory (a stand-in)")
+
+    run = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=slow))
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.is_disabled("#clear-frame")  # an object, no prompt
+        _prompt(page, *_centre(0))
+        assert page.is_enabled("#clear-frame")
+        page.keyboard.press("ArrowRight")
+        assert page.is_disabled("#clear-frame")  # no prompt on frame 1
+        page.keyboard.press("ArrowLeft")
+        assert page.is_enabled("#clear-frame")
+        page.click("#track")
+        page.wait_for_function("window.vosfx.events.includes('frame')")
+        page.click("#stop")
+        page.wait_for_function("window.vosfx.events.includes('stopped')")
+        tracked = run.request("/api/timeline")[1]["objects"][0]["tracked"]
+        assert tracked, "the stopped track kept no frames: the message below would be wrong"
+        assert "kept" in _status(page) and "nothing partial" not in _status(page), _status(page)
+        run.engine.sessions[0].logit_fn = boom
+        page.click("#track")
+        page.wait_for_function("window.vosfx.events.includes('error')")
+        assert "out of memory" in _banner(page)
+        page.wait_for_function("document.getElementById('stop').disabled")
+        assert run.studio.busy is None
+        page.once("dialog", lambda d: d.accept())  # "Delete object 1 and its prompts?"
+        page.click("#objects li .delete")
+        page.wait_for_function("!document.querySelectorAll('#objects li').length")
+        assert page.is_disabled("#clear-frame")
+        caplog.clear()  # the stand-in failure's traceback, logged as the studio does
+    finally:
+        page.close()
+        run.close()

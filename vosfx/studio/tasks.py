@@ -145,6 +145,9 @@ class TasksMixin:
         for path, _fmt, _obj in plan_outputs(job):
             if Path(path).resolve() == Path(self.clip).resolve():
                 raise OutputError(f"output {path} would replace the clip itself")
+            if not job.overwrite and (Path(path).exists() or Path(path).is_symlink()):
+                # the page's own control, not the CLI's --overwrite the writer's check names
+                raise OutputError(f'output {path} already exists; tick "replace existing"')
             check_output_path(Path(path), job.overwrite)
         self.stop()
 

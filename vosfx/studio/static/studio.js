@@ -34,6 +34,10 @@ const GONE = "the studio is not running any more (closed or stopped): start `vos
 const OLD_RUN = "this page belongs to an earlier run of the studio (each run has its own " +
   "address): open the address `vosfx studio` printed";
 async function answer(path, opts) {
+  // the user's next action (every action is a POST) takes down the banner of an earlier
+  // failure, as it is sent: a failure of the work it starts (an event) may come before its
+  // answer; reads in the background (GET) leave it up
+  if (opts.method === "POST") problem("");
   let res;
   try { res = await fetch(path, opts); } catch (err) { throw new Error(GONE); }
   if (res.status === 403) throw new Error(OLD_RUN);
@@ -96,10 +100,13 @@ function applyState(st) {
     }
   }
   renderObjects();
+  updateClear();
 }
 
 async function reloadState() { applyState(await api("/api/state")); }
 
+const MOVIE_EXT = { "webm-alpha": ".webm", "ffv1-matte": ".mkv", "h264-matte": ".mp4",
+  preview: ".mp4" };  // else .mov
 function fillRenderPanel(st) {
   for (const id of ["format", "extra-formats"]) {
     const sel = $(id);
@@ -122,10 +129,15 @@ function fillRenderPanel(st) {
   $("range-end").value = st.end;
   $("format").onchange = () => {
     const f = $("format").value;
-    const out = $("output").value.replace(/(_vosfx[^/\\]*)$/, "_vosfx");
+    // only what an earlier format added goes (a sequence's `_<format>` folder suffix or a
+    // movie's extension): a path the user typed keeps its name
+    const suffixes = st.formats.map((id) => "_" + id).concat(Object.values(MOVIE_EXT), ".mov");
+    let out = $("output").value.trim().replace(/[/\\]+$/, "");
+    for (const s of suffixes) {
+      if (out.toLowerCase().endsWith(s)) { out = out.slice(0, -s.length); break; }
+    }
     const seq = /^(png|exr)/.test(f);
-    const ext = { "webm-alpha": ".webm", "ffv1-matte": ".mkv", "h264-matte": ".mp4", preview: ".mp4" }[f] || ".mov";
-    $("output").value = seq ? `${out}_${f}` : out + ext;
+    $("output").value = seq ? `${out}_${f}` : out + (MOVIE_EXT[f] || ".mov");
   };
 }
 
@@ -228,8 +240,16 @@ function showFrame(t, force) {
   img.src = `/api/view/${t}?view=${S.view}&v=${version}&token=${TOKEN}`;
 }
 
+// Clear frame: only for the selected object's prompt on this frame (with no object it sent
+// `obj_id: null`, answered by a parse error)
+function updateClear() {
+  $("clear-frame").disabled = S.obj === null ||
+    !S.prompts.some((p) => p.obj_id === S.obj && p.frame === S.frame);
+}
+
 function draw() {
   if (!S.clip) return;
+  updateClear();
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.setTransform(S.zoom, 0, 0, S.zoom, S.panX, S.panY);
@@ -489,6 +509,7 @@ function timecode(t) {
 function updateLabel() {
   $("frame-label").textContent = `frame ${S.frame} / ${S.clip.end - 1}   ${timecode(S.frame)}`;
   document.body.dataset.frame = S.frame;
+  updateClear();
 }
 
 function scrubTo(e) {
@@ -681,10 +702,13 @@ function connectEvents() {
     } else if (ev.event === "stopped") {
       document.body.dataset.tracking = "0";
       $("stop").disabled = true;
-      status(ev.kind + " stopped; nothing partial was kept");
+      status(ev.kind === "track"
+        ? "track stopped; the frames tracked so far are kept: Track again to finish"
+        : ev.kind + " stopped; nothing partial was kept");
       refreshTimeline();
     } else if (ev.event === "error") {
       document.body.dataset.tracking = "0";
+      $("stop").disabled = true;
       fail(new Error(ev.message));
     }
   };
