@@ -715,3 +715,23 @@ def test_controls_follow_what_can_run(browser, clip, tmp_path, config_home, capl
     finally:
         page.close()
         run.close()
+
+
+def test_a_narrow_window_keeps_the_picture_usable(browser, clip, tmp_path, config_home):
+    """Below ~700 px wide the fixed side columns squeezed the picture to a sliver (zoom 0.006
+    at 420x300); narrow windows now stack the panels under a full-width picture."""
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 420, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        box = page.locator("#canvas").bounding_box()
+        assert box is not None and box["width"] >= 400 and box["height"] >= 250, box
+        assert page.evaluate("window.vosfx.state.zoom") * W >= 380  # the picture's width on screen
+        # the panels are still there, below the picture
+        assert page.locator("#right").bounding_box()["y"] > box["y"] + box["height"] - 1
+        _prompt(page, *_centre(0))  # and a click on it is taken
+    finally:
+        page.close()
+        run.close()
