@@ -735,3 +735,32 @@ def test_a_narrow_window_keeps_the_picture_usable(browser, clip, tmp_path, confi
     finally:
         page.close()
         run.close()
+
+
+def test_the_render_range_is_shown_and_taken_inclusive(browser, clip, tmp_path, config_home):
+    """The range fields read like the frame counter ("frame N / 39"): both ends rendered. The
+    end field showed the exclusive end (40 for a 40-frame clip), one past the last frame."""
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.input_value("#range-start") == "0"
+        assert page.input_value("#range-end") == str(N - 1)
+        _prompt(page, *_centre(0))
+        out = tmp_path / "part"
+        page.select_option("#format", "png16")
+        page.fill("#output", str(out))
+        page.fill("#range-end", "2")
+        page.click("#render")
+        page.wait_for_function(
+            "document.body.dataset.rendered || document.getElementById('problem').textContent"
+        )
+        assert not page.text_content("#problem"), page.text_content("#problem")
+        assert [p.name for p in sorted(out.glob("*.png"))] == [
+            f"part.{i:05d}.png" for i in (0, 1, 2)
+        ]
+    finally:
+        page.close()
+        run.close()

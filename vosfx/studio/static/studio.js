@@ -126,7 +126,7 @@ function fillRenderPanel(st) {
   $("output").value = `${dir}${stem}_vosfx.mov`;
   $("job-path").value = `${dir}${stem}_vosfx_job.json`;
   $("range-start").value = st.start;
-  $("range-end").value = st.end;
+  $("range-end").value = st.end - 1;  // shown inclusive, like the frame counter
   $("format").onchange = () => {
     const f = $("format").value;
     // only what an earlier format added goes (a sequence's `_<format>` folder suffix or a
@@ -631,7 +631,7 @@ function jobBody() {
     .filter((f) => f !== $("format").value);
   return { output: $("output").value, formats: [$("format").value, ...extra],
     preset: $("preset").value,
-    start: Number($("range-start").value), end: Number($("range-end").value),
+    start: Number($("range-start").value), end: Number($("range-end").value) + 1,
     overwrite: $("overwrite").checked };
 }
 $("render").onclick = async () => {
