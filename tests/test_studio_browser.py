@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,21 @@ def browser():
 @pytest.fixture
 def clip(tmp_path):
     return make_clip(tmp_path / "clip.mp4", n=N, width=W, height=H)
+
+
+@contextmanager
+def _studio_page(browser, clip, tmp_path, *, size=(1000, 700)):
+    """A studio on ``clip`` (the test-double engine) and its page, ready; both closed after."""
+    run = Running(clip, tmp_path / "work")
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        yield run, page
+    finally:
+        page.close()
+        run.close()
 
 
 def _centre(t: int) -> tuple[float, float]:
@@ -577,20 +593,12 @@ def test_a_studio_restarted_under_the_page_is_said_plainly(browser, clip, tmp_pa
     """The page of an earlier run (a studio restarted on the same port has a new token): a
     click says to open the new address; before, it showed a JSON parse error of the 403's
     plain-text body ("Unexpected token 'f', "forbidden" is not valid JSON")."""
-    run = Running(clip, tmp_path / "work")
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page.goto(run.url)
-        page.wait_for_selector("body[data-ready='1']")
+    with _studio_page(browser, clip, tmp_path) as (run, page):
         run.ctl.token = "the-next-run"  # what a restart on this port looks like to the page
         page.mouse.click(*_screen(page, *_centre(0)))
         page.wait_for_function("document.getElementById('problem').textContent.length > 0")
         text = page.text_content("#problem")
         assert "earlier run" in text and "vosfx studio" in text, text
-    finally:
-        page.close()
-        run.close()
 
 
 def _status(page) -> str:
@@ -644,12 +652,7 @@ def test_a_failure_banner_goes_with_the_next_action_that_works(
 def test_a_format_change_keeps_a_typed_output_path(browser, clip, tmp_path, config_home):
     """Changing the format swaps only the ending an earlier format gave the output; a path
     the user typed was mangled (`myshot.mov` -> `myshot.mov_png16` -> `myshot.mov_png16.mov`)."""
-    run = Running(clip, tmp_path / "work")
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page.goto(run.url)
-        page.wait_for_selector("body[data-ready='1']")
+    with _studio_page(browser, clip, tmp_path) as (_run, page):
         default = page.input_value("#output")
         page.select_option("#format", "png16")
         assert page.input_value("#output") == default[: -len(".mov")] + "_png16"
@@ -662,9 +665,6 @@ def test_a_format_change_keeps_a_typed_output_path(browser, clip, tmp_path, conf
         ):
             page.select_option("#format", fmt)
             assert page.input_value("#output") == want, fmt
-    finally:
-        page.close()
-        run.close()
 
 
 def test_controls_follow_what_can_run(browser, clip, tmp_path, config_home, caplog):
@@ -720,32 +720,19 @@ def test_controls_follow_what_can_run(browser, clip, tmp_path, config_home, capl
 def test_a_narrow_window_keeps_the_picture_usable(browser, clip, tmp_path, config_home):
     """Below ~700 px wide the fixed side columns squeezed the picture to a sliver (zoom 0.006
     at 420x300); narrow windows now stack the panels under a full-width picture."""
-    run = Running(clip, tmp_path / "work")
-    page = browser.new_page(viewport={"width": 420, "height": 700})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page.goto(run.url)
-        page.wait_for_selector("body[data-ready='1']")
+    with _studio_page(browser, clip, tmp_path, size=(420, 700)) as (_run, page):
         box = page.locator("#canvas").bounding_box()
         assert box is not None and box["width"] >= 400 and box["height"] >= 250, box
         assert page.evaluate("window.vosfx.state.zoom") * W >= 380  # the picture's width on screen
         # the panels are still there, below the picture
         assert page.locator("#right").bounding_box()["y"] > box["y"] + box["height"] - 1
         _prompt(page, *_centre(0))  # and a click on it is taken
-    finally:
-        page.close()
-        run.close()
 
 
 def test_the_render_range_is_shown_and_taken_inclusive(browser, clip, tmp_path, config_home):
     """The range fields read like the frame counter ("frame N / 39"): both ends rendered. The
     end field showed the exclusive end (40 for a 40-frame clip), one past the last frame."""
-    run = Running(clip, tmp_path / "work")
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page.goto(run.url)
-        page.wait_for_selector("body[data-ready='1']")
+    with _studio_page(browser, clip, tmp_path) as (_run, page):
         assert page.input_value("#range-start") == "0"
         assert page.input_value("#range-end") == str(N - 1)
         _prompt(page, *_centre(0))
@@ -761,6 +748,3 @@ def test_the_render_range_is_shown_and_taken_inclusive(browser, clip, tmp_path, 
         assert [p.name for p in sorted(out.glob("*.png"))] == [
             f"part.{i:05d}.png" for i in (0, 1, 2)
         ]
-    finally:
-        page.close()
-        run.close()
