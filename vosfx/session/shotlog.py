@@ -1,8 +1,10 @@
 """A clip session's shot ids (:class:`ShotLog`): the shot-cut detector of
 :mod:`vosfx.session.shots` fed the session's frames once each, in order from the range start.
 
-Only a memory policy whose row says ``needs_shots`` (:data:`vosfx.policies.MEMORY_POLICIES`)
-asks for them; for every other policy each frame is shot 0 and no detector is made. A sweep
+A memory policy whose row says ``needs_shots`` (:data:`vosfx.policies.MEMORY_POLICIES`) asks
+for them, and so does a caller whose refiner smooths over time (``ClipSession(detect_shots=)``:
+its temporal filter must not blend across a cut); otherwise each frame is shot 0 and no
+detector is made. A sweep
 asks for each frame it visits (:meth:`ShotLog.see`); frames the detector has not seen before
 it are fetched from the session's frame provider first, so the ids never depend on where a
 sweep started. ``cuts`` lists the frames inside the range where a new shot starts.
