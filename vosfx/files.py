@@ -70,16 +70,18 @@ def exclusive_lock(
     on_wait: Callable[[], None] | None = None,
     *,
     blocking: bool = True,
+    reentrant: bool = False,
 ) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if missing and never deleted:
     deleting a lock file lets a third process lock a new one while a second still holds the
     old). Another process (or thread) holding it: ``on_wait()`` once, then wait for it; with
-    ``blocking=False`` raise BlockingIOError instead of waiting. A thread already holding it
-    holds it again at once (the first-use export takes a bundle's lock, then the export it
-    calls takes it too)."""
+    ``blocking=False`` raise BlockingIOError instead of waiting. ``reentrant``: a thread that
+    already holds it (taken reentrant too) holds it again at once (the first-use export takes a
+    bundle's lock, then the export it calls takes it too); otherwise it is refused or waits
+    like anyone else (a batch started again from inside a running one's callback)."""
     key = os.path.realpath(path)
     held: set[str] = _HELD.__dict__.setdefault("paths", set())
-    if key in held:
+    if reentrant and key in held:
         yield
         return
     with open(path, "a+b") as fh:
@@ -90,11 +92,13 @@ def exclusive_lock(
                 on_wait()
             while not _try_lock(fh.fileno(), wait=True):
                 time.sleep(0.5)
-        held.add(key)
+        if reentrant:
+            held.add(key)
         try:
             yield
         finally:
-            held.discard(key)
+            if reentrant:
+                held.discard(key)
             _unlock(fh.fileno())
 
 

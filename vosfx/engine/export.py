@@ -117,6 +117,7 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         ) from None
     with exclusive_lock(
         lock,
+        reentrant=True,
         on_wait=lambda: log.warning(
             "another vosfx process is making the ONNX bundle for %s; waiting for it", model_id
         ),
@@ -230,6 +231,7 @@ def export_bundle(
         ) from None
     with exclusive_lock(
         lock,
+        reentrant=True,
         on_wait=lambda: say(f"another vosfx process is exporting {folder}; waiting for it"),
     ):
         if not force and find_bundle(name, sha, size, folder) is not None:
