@@ -15,6 +15,7 @@ directions.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import socket
@@ -141,3 +142,14 @@ class Channel:
                 self._map.close()
             self._map = mmap.mmap(self.shm_fd, size)
         return memoryview(self._map)[:nbytes]
+
+
+def json_body(text: str) -> dict:
+    """A message's text as the JSON object it carries (CONFIG, POINTS)."""
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError as err:
+        raise ProtocolError(f"expected JSON, found {text[:80]!r}: {err}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object, found {text[:80]!r}")
+    return data

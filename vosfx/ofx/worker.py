@@ -29,7 +29,6 @@ reported the same way, and the session is rebuilt on the next render.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import logging
@@ -37,7 +36,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -49,6 +47,7 @@ from vosfx.errors import Cancelled, ConfigError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
 from vosfx.ofx.frames import HostFrames
+from vosfx.ofx.points import digest, on_picture, parse_points
 from vosfx.ofx.source import SourceChanged, SourceWatch
 from vosfx.ofx.tracking import IncrementalTracker
 from vosfx.types import Matte, Prompt, VideoInfo
@@ -56,10 +55,6 @@ from vosfx.types import Matte, Prompt, VideoInfo
 log = logging.getLogger("vosfx.ofx")
 PROXY_KEY = "/proxy"  # cache key suffix of mattes made from proxy (render scale < 1) frames
 EngineFactory = Callable[..., object]
-
-
-def _digest(data) -> str:
-    return hashlib.blake2b(data, digest_size=12).hexdigest()
 
 
 class Worker:
@@ -104,10 +99,10 @@ class Worker:
     def handle(self, msg: P.Message) -> None:
         try:
             if msg.type == P.CONFIG:
-                self.configure(_json(msg.text))
+                self.configure(P.json_body(msg.text))
                 self.ch.send(P.OK)
             elif msg.type == P.PROMPTS:
-                self.set_points(_json(msg.text))
+                self.set_points(P.json_body(msg.text))
                 self.ch.send(P.OK)
             elif msg.type == P.RENDER:
                 # read first: the shared memory is the frames' and the matte's next
@@ -169,25 +164,9 @@ class Worker:
         self.cache.budget_bytes = max(16, int(cfg.get("cache_mb", 512))) << 20
 
     def set_points(self, data: dict) -> None:
-        """``{"points": [[frame, obj, label, x, y], ...]}``, pixels at full size, top-left
-        origin, label 1 include / 0 exclude. Replaces the whole set (the effect sends it when
-        its points parameter changed)."""
-        grouped: dict[tuple[int, int], list[tuple[float, float, int]]] = {}
-        for row in data.get("points", []):
-            try:
-                frame, obj, label, x, y = int(row[0]), int(row[1]), int(row[2]), row[3], row[4]
-            except (TypeError, ValueError, IndexError):
-                raise ConfigError(
-                    f"points: expected [frame, obj, label, x, y], found {row!r}"
-                ) from None
-            grouped.setdefault((frame, obj), []).append((float(x), float(y), 1 if label else 0))
-        points, sigs = {}, {}
-        for (frame, obj), pts in sorted(grouped.items()):
-            xy = np.array([p[:2] for p in pts], np.float32).reshape(-1, 2)
-            labels = np.array([p[2] for p in pts], np.int32)
-            points[(frame, obj)] = Prompt(frame_index=frame, obj_id=obj, points=xy, labels=labels)
-            sigs[(frame, obj)] = _digest(xy.tobytes() + labels.tobytes())
-        self.points, self.point_sig = points, sigs
+        """The effect's whole point set (sent when its points parameter changed):
+        :func:`vosfx.ofx.points.parse_points`."""
+        self.points, self.point_sig = parse_points(data)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -206,7 +185,7 @@ class Worker:
         (for ``mask_obj``, unless that object has points on that frame)."""
         out = {}
         for k, p in self.points.items():
-            onscreen = self._on_picture(p)
+            onscreen = p if self.info is None else on_picture(p, self.info.width, self.info.height)
             if onscreen is not None:
                 out[k] = (self.point_sig[k], onscreen)
         for frame, (sig, mask) in self.masks.items():
@@ -219,33 +198,17 @@ class Worker:
             if self.info is not None and 0 <= k[0] < self.info.num_frames
         }
 
-    def _on_picture(self, prompt: Prompt) -> Prompt | None:
-        """``prompt`` without the points off the picture (a point dragged past the image's
-        edge in the viewer stays in the effect's list but means nothing to the model: left
-        out rather than failing every render), None when none is left."""
-        if self.info is None or prompt.points is None:
-            return prompt
-        xy = prompt.points
-        w, h = self.info.width, self.info.height
-        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= w) & (xy[:, 1] >= 0) & (xy[:, 1] <= h)
-        if inside.all():
-            return prompt
-        if not inside.any():
-            return None
-        labels = None if prompt.labels is None else prompt.labels[inside]
-        return replace(prompt, points=xy[inside], labels=labels)
-
     def key(self, prompts) -> str:
         """The matte cache key: the prompts (by content) and every setting that changes a
         matte (model, memory, refine, the frame size)."""
         sigs = sorted(f"{f}/{o}/{s}" for (f, o), (s, _p) in prompts.items())
-        return _digest((self.settings_key + "|" + ";".join(sigs)).encode())
+        return digest((self.settings_key + "|" + ";".join(sigs)).encode())
 
     def _on_mask(self, frame: int, mask: np.ndarray) -> None:
         inside = mask >= 128
         old = self.masks.get(frame)
         if inside.any():
-            sig = _digest(np.packbits(inside).tobytes())
+            sig = digest(np.packbits(inside).tobytes())
             if old is None or old[0] != sig:
                 self.masks[frame] = (sig, inside)
                 self.masks_changed = True
@@ -496,16 +459,6 @@ class Worker:
         if self.engine is not None:
             self.engine.close()
             self.engine = None
-
-
-def _json(text: str) -> dict:
-    try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError as err:
-        raise P.ProtocolError(f"expected JSON, found {text[:80]!r}: {err}") from None
-    if not isinstance(data, dict):
-        raise P.ProtocolError(f"expected a JSON object, found {text[:80]!r}")
-    return data
 
 
 def _engine_factory(spec: str | None) -> EngineFactory:
