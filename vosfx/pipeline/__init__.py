@@ -8,12 +8,19 @@ plugins (through ``vosfx matte --job``), ``vosfx bench`` (``bench.py``) and the 
 passes, shot cuts) is :mod:`vosfx.session`.
 """
 
-from vosfx.pipeline.loop import resolve_prompts, results_in_order, run, track_arrays
+from vosfx.pipeline.loop import (
+    check_outputs,
+    resolve_prompts,
+    results_in_order,
+    run,
+    track_arrays,
+)
 from vosfx.pipeline.output import JobReport, ProgressCallback, plan_outputs
 
 __all__ = [
     "JobReport",
     "ProgressCallback",
+    "check_outputs",
     "plan_outputs",
     "resolve_prompts",
     "results_in_order",

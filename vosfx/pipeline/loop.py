@@ -137,7 +137,7 @@ def run(
         raise ConfigError(f"--end {job.end}: expected a frame after --start ({job.start})")
     outputs = plan_outputs(job)
 
-    _check_outputs(job, outputs, None)  # before anything is read
+    check_outputs(job, outputs)  # before anything is read
     with ExitStack() as stack:
         info = probe(job.input, fps=job.fps)
         end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
@@ -150,7 +150,7 @@ def run(
             job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
         )
         # per-object outputs once the prompts say which objects there are, before the model
-        _check_outputs(job, outputs, sorted({p.obj_id for p in prompts}))
+        check_outputs(job, outputs, sorted({p.obj_id for p in prompts}))
         if engine is None:
             from vosfx.engine import load_engine
 
@@ -218,8 +218,8 @@ def run(
     return loop.finish(time.perf_counter() - t_start)
 
 
-def _check_outputs(
-    job: Job, outputs: list[tuple[str, str, int | None]], obj_ids: list[int] | None
+def check_outputs(
+    job: Job, outputs: list[tuple[str, str, int | None]], obj_ids: list[int] | None = None
 ) -> None:
     """Check the merged outputs (``obj_ids`` None) or the per-object ones (each object's own
     path, :func:`object_path`) can be written, and that none replaces the input."""

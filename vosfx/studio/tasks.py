@@ -139,16 +139,16 @@ class TasksMixin:
     def render(self, job: Job) -> None:
         """Render ``job`` on the worker thread with the studio's engine (pipeline.run, the one
         loop); progress and the written paths come as events."""
-        from vosfx.io.writers import check_output_path
-        from vosfx.pipeline import plan_outputs
+        from vosfx.pipeline import check_outputs, plan_outputs
 
-        for path, _fmt, _obj in plan_outputs(job):
-            if Path(path).resolve() == Path(self.clip).resolve():
+        outputs = plan_outputs(job)
+        for path, _fmt, _obj in outputs:
+            if Path(path).resolve() == Path(self.clip).resolve():  # the page's own words
                 raise OutputError(f"output {path} would replace the clip itself")
             if not job.overwrite and (Path(path).exists() or Path(path).is_symlink()):
                 # the page's own control, not the CLI's --overwrite the writer's check names
                 raise OutputError(f'output {path} already exists; tick "replace existing"')
-            check_output_path(Path(path), job.overwrite)
+        check_outputs(job, outputs)  # the render's own checks (the clip itself, folders)
         self.stop()
 
         def body(cancel: threading.Event) -> None:
