@@ -187,7 +187,7 @@ def test_bad_bf16_attention_is_refused(bundle):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tier,attention", [("bf16", "split"), ("bf16", "fused"), ("int8", None)])
+@pytest.mark.parametrize("tier,attention", [("bf16", "split"), ("bf16", "fused")])
 def test_tier_agrees_with_fp32(clip, tier, attention):
     from tests.onnx_bundle import exported
     from vosfx.engine.onnx_backend import OnnxBackend
@@ -220,6 +220,77 @@ def test_tier_agrees_with_fp32(clip, tier, attention):
     )
     assert err > 0.0  # the tier does compute differently (else this test could not fail)
     assert min(ious) >= BAR, ious
+
+
+@pytest.mark.parametrize(
+    "machine,flags,weights",
+    [
+        ("x86_64", "fpu avx2 fma", "u8"),  # AMD Zen 3: uint8 x int8 saturates (vpmaddubsw)
+        ("x86_64", "avx2 avx512f avx512bw", "u8"),  # Skylake-X: AVX-512 without VNNI
+        ("x86_64", "avx2 avx512f avx512_vnni", "s8"),  # Cascade Lake, Zen 4/5
+        ("x86_64", "avx2 avx_vnni", "s8"),  # Alder Lake (AVX-VNNI)
+        ("AMD64", "avx2 amx_int8 amx_tile", "s8"),  # Sapphire Rapids (Windows' name)
+        ("aarch64", "fp asimd", "s8"),  # ARM's dot products have no saturating step
+        ("arm64", None, "s8"),  # Apple silicon
+    ],
+)
+def test_int8_weights_follow_the_cpus_int8_products(machine, flags, weights):
+    from vosfx.engine.cpu_features import int8_weights
+
+    got = int8_weights(machine, None if flags is None else frozenset(flags.split()))
+    assert got == weights
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    from vosfx.engine.cpu_features import cpu_flags
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 fma\n\n")
+    assert cpu_flags(info) == frozenset({"fpu", "avx2", "fma"})
+    assert cpu_flags(tmp_path / "none") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["s8", "u8"])
+def test_int8_tier_makes_and_runs_the_variant_for_the_cpus_weights(clip, monkeypatch, weights):
+    """``--precision int8`` makes and runs ``int8`` (int8 weights) on CPUs that multiply
+    uint8 x int8 exactly and ``int8-u8`` (uint8 weights) on x86 CPUs without VNNI, where the
+    int8 weights' products saturated and the masks fell to IoU 0.90-0.99 against fp32 (AMD
+    EPYC Zen 3). The uint8 one agrees with fp32 on any CPU (its products cannot saturate), so
+    it is checked against the bar everywhere."""
+    import onnx
+
+    from tests.onnx_bundle import exported
+    from vosfx.engine import cpu_features
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    monkeypatch.setattr(cpu_features, "int8_weights", lambda: weights)
+    _, _, folder = exported(("int8",), size=BAR_SIZE)
+    variant = "int8" if weights == "s8" else "int8-u8"
+    files = read_variants(folder)
+    assert variant in files, files
+    graph = onnx.load(str(folder / files[variant]["image_encoder"]), load_external_data=False)
+    quantised = [i for i in graph.graph.initializer if i.name.endswith("_quantized")]
+    want = onnx.TensorProto.INT8 if weights == "s8" else onnx.TensorProto.UINT8
+    assert quantised and {i.data_type for i in quantised} == {want}
+    low = OnnxBackend(folder, device="cpu", threads=2, precision="int8")
+    described = low.runtime()["stages"]["image_encoder"]
+    assert described.endswith(("int8" if weights == "s8" else "uint8") + " weights"), described
+    flags = cpu_features.cpu_flags()
+    if weights == "s8" and flags is not None and not cpu_features.VNNI_FLAGS & flags:
+        return  # made and run; on this CPU its products saturate (what the u8 case is for)
+    frames, mask = clip
+    frames = frames[:BAR_FRAMES]
+    want_masks, got = _fp32_masks(folder, frames, mask), _masks(low, frames, mask)
+    ious = [_iou(g[0], w[0]) for g, w in zip(got[1:], want_masks[1:])]
+    print(f"int8 {weights} weights: min IoU vs fp32 {min(ious):.4f}")
+    assert min(ious) >= BAR, ious
+
+
+def read_variants(folder):
+    from vosfx.engine.bundle import read_manifest
+
+    return read_manifest(folder)["variants"]
 
 
 @pytest.mark.slow

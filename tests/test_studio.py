@@ -897,3 +897,18 @@ def test_oversized_bodies_are_refused_before_they_are_read(run, monkeypatch):
     assert run.studio.edits == {}
     status, _ = run.request("/api/click", {"obj_id": 1, "frame": 0, "x": 5, "y": 5})
     assert status == 200  # a body under the limit is read as before
+
+
+def test_save_job_asks_before_replacing_a_job_file(run, tmp_path):
+    """Save job over an existing file answers ``exists`` and leaves the file as it was; the
+    page asks, then sends ``replace`` (it replaced the file silently, where Render asks)."""
+    _click(run, 0)
+    job_path = tmp_path / "j.json"
+    job_path.write_text("a job the user wrote by hand\n")
+    body = {"output": str(tmp_path / "o.mov"), "path": str(job_path)}
+    status, data = run.request("/api/save", body)
+    assert status == 200 and data == {"exists": str(job_path)}
+    assert job_path.read_text() == "a job the user wrote by hand\n"
+    status, data = run.request("/api/save", {**body, "replace": True})
+    assert status == 200 and data == {"path": str(job_path)}
+    assert load_job_file(job_path).output == str(tmp_path / "o.mov")

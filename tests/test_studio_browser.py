@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.fakes import FakeEngine
 from tests.media import make_clip, square_box
 from tests.studio_helpers import Running
 from vosfx.config import RefineConfig
+from vosfx.job import load_job_file
 from vosfx.matte.refine import Refiner
 from vosfx.session import ClipSession
 from vosfx.session.frames import SourceFrames
@@ -748,3 +750,30 @@ def test_the_render_range_is_shown_and_taken_inclusive(browser, clip, tmp_path, 
         assert [p.name for p in sorted(out.glob("*.png"))] == [
             f"part.{i:05d}.png" for i in (0, 1, 2)
         ]
+
+
+def test_save_job_asks_before_replacing(browser, clip, tmp_path, config_home):
+    """Saving over an existing job file asks first; No keeps the file, Yes replaces it."""
+    job_path = tmp_path / "shot.json"
+    job_path.write_text("kept\n")
+    with _studio_page(browser, clip, tmp_path) as (_run, page):
+        _prompt(page, *_centre(0))
+        page.fill("#job-path", str(job_path))
+        asked: list[str] = []
+
+        def answer(yes: bool):
+            def on_dialog(d):
+                asked.append(d.message)
+                d.accept() if yes else d.dismiss()
+
+            return on_dialog
+
+        page.once("dialog", answer(False))
+        page.click("#save-job")
+        page.wait_for_function("document.getElementById('job-result').textContent !== ''")
+        assert "already exists" in page.text_content("#job-result")
+        assert job_path.read_text() == "kept\n" and str(job_path) in asked[0]
+        page.once("dialog", answer(True))
+        page.click("#save-job")
+        page.wait_for_function(f"document.body.dataset.saved === {json.dumps(str(job_path))}")
+        assert load_job_file(job_path).input == str(clip) and len(asked) == 2

@@ -5,8 +5,8 @@ stage of :mod:`vosfx.engine.stages` (see :mod:`vosfx.engine.export_stages`), ``c
 (the temporal memory encodings the backend adds in numpy) and ``manifest.json``: model id,
 checkpoint sha256, image size, opset, vosfx/torch/onnx versions, export date, the model's
 tracking attributes, and every graph's file, sha256, input and output names, shapes and dtypes,
-plus optional variants (``fp16`` for GPUs, ``int8``: a dynamically quantised image encoder for
-CPUs). A bundle is found by its checkpoint's hash, so a changed checkpoint gets a new one.
+plus optional variants (``fp16`` for GPUs, ``int8`` / ``int8-u8``: a dynamically quantised
+image encoder for CPUs, with int8 or uint8 weights by the CPU, :func:`variant_for`; ``bf16``). A bundle is found by its checkpoint's hash, so a changed checkpoint gets a new one.
 
 Finding and reading bundles needs no torch (the ONNX backend uses :func:`find_bundle`);
 exporting needs torch, sam2 and onnx, imported inside :func:`export_bundle`.
@@ -38,7 +38,7 @@ from vosfx.files import exclusive_lock
 from vosfx.models.cache import sha256_file
 
 OPSET = 17
-VARIANTS = ("fp16", "int8", "bf16")
+VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
 NATIVE_SIZE = 1024
 EXPORT_HINT = (
     "exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
@@ -86,7 +86,7 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     seconds: :mod:`vosfx.engine.template`), else exported when torch is installed; one
     process at a time (batch workers starting together on a fresh machine: the others wait
     on the bundle's lock file and then use it). Raises BackendError saying how to get one."""
-    variants = (model.precision,) if model.precision in VARIANTS else ()
+    variants = (variant_for(model.precision),) if model.precision != "fp32" else ()
     source = model.checkpoint or model.name
     model_id, sha, _ = checkpoint_identity(source)  # a checkpoint file is hashed once, here
     size = _size(model.image_size)
@@ -199,8 +199,9 @@ def export_bundle(
 ) -> Path:
     """Export ``model_id`` (a registry id, fetched through the cache, or a checkpoint path) to
     a bundle and return its folder. An up-to-date bundle is reused (only missing variants are
-    added) unless ``force``. ``variants``: any of ``fp16``, ``int8``."""
-    variants = tuple(dict.fromkeys(variants))
+    added) unless ``force``. ``variants``: any of :data:`VARIANTS`; ``int8`` is this CPU's
+    int8 variant (:func:`variant_for`)."""
+    variants = tuple(dict.fromkeys(variant_for(v) if v == "int8" else v for v in variants))
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise ModelError(f"export variants: expected any of {', '.join(VARIANTS)}, found {bad}")
@@ -428,12 +429,24 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
 # --- variants ---------------------------------------------------------------------------------
 
 
+def variant_for(precision: str) -> str:
+    """The bundle variant that ``--precision precision`` runs on this machine: ``int8`` is
+    ``int8`` (int8 weights) where the CPU multiplies uint8 x int8 without saturating, else
+    ``int8-u8`` (uint8 weights; :mod:`vosfx.engine.cpu_features`). Either is made on first use;
+    a cache shared by both kinds of CPU holds both."""
+    if precision != "int8":
+        return precision
+    from vosfx.engine.cpu_features import int8_weights
+
+    return "int8" if int8_weights() == "s8" else "int8-u8"
+
+
 def _add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
     man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     todo = [v for v in variants if v not in man.get("variants", {})]
     for variant in todo:
         say(f"making the {variant} variant")
-        make = {"fp16": _fp16, "int8": _int8, "bf16": _bf16}[variant]
+        make = {"fp16": _fp16, "int8": _int8, "int8-u8": _int8_u8, "bf16": _bf16}[variant]
         files = make(folder, man)
         man.setdefault("variants", {})[variant] = files
         (folder / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
@@ -456,20 +469,26 @@ def _fp16(folder: Path, man: dict) -> dict[str, str]:
     return files
 
 
-def _int8(folder: Path, man: dict) -> dict[str, str]:
+def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
     """The image encoder with int8 MatMul weights, activations quantised per call (dynamic
-    quantisation, for CPUs); every other stage stays float32."""
+    quantisation, for CPUs); every other stage stays float32. ``weights``: ``s8`` (int8, for
+    CPUs with VNNI/AMX or ARM) or ``u8`` (uint8, for x86 CPUs without VNNI, where uint8 x int8
+    saturates: :mod:`vosfx.engine.cpu_features`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src = folder / man["graphs"]["image_encoder"]["file"]
-    out = "image_encoder.int8.onnx"
+    out = "image_encoder.int8.onnx" if weights == "s8" else "image_encoder.int8-u8.onnx"
     quantize_dynamic(
         str(src),
         str(folder / out),
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
         op_types_to_quantize=["MatMul", "Gemm"],
     )
     return {"image_encoder": out}
+
+
+def _int8_u8(folder: Path, man: dict) -> dict[str, str]:
+    return _int8(folder, man, weights="u8")
 
 
 def _bf16(folder: Path, man: dict) -> dict[str, str]:

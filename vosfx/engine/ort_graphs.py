@@ -162,11 +162,14 @@ class BundleGraphs:
         variants = self.manifest.get("variants", {})
         if self.precision == "fp32":
             return self.bundle / self.manifest["graphs"][name]["file"]
-        files = variants.get(self.precision)
+        from vosfx.engine.export import variant_for
+
+        variant = variant_for(self.precision)  # int8: this CPU's int8 or uint8 weights
+        files = variants.get(variant)
         if files is None:
             raise BackendError(
                 f"precision {self.precision!r}: expected the bundle {self.bundle} "
-                f"to have that variant, found {sorted(variants) or 'none'} "
+                f"to have the {variant} variant, found {sorted(variants) or 'none'} "
                 f"(vosfx models export --variant {self.precision})"
             )
         return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
@@ -271,6 +274,11 @@ class BundleGraphs:
                 stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
+        if self.precision == "int8" and "image_encoder" in stages:
+            from vosfx.engine.export import variant_for
+
+            weights = "uint8" if variant_for("int8") == "int8-u8" else "int8"
+            stages["image_encoder"] += f", {weights} weights"
         for name in ON_FIRST_USE:
             if name in self.manifest["graphs"] and name not in stages:
                 stages[name] = f"onnxruntime {self.providers[0]} (opened when first used)"

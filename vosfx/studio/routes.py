@@ -256,7 +256,11 @@ def job_routes(ctl) -> list[Route]:
         path = body.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ConfigError("path: expected where to save the job (.json)")
-        return {"path": str(studio_of(ctl).save_job(job, user_path(path, "path")))}
+        target = user_path(path, "path")
+        if target.exists() and not body.get("replace", False):
+            # the page asks before replacing a job file (as Render asks before outputs)
+            return {"exists": str(target)}
+        return {"path": str(studio_of(ctl).save_job(job, target))}
 
     def done(body: dict) -> dict:
         if ctl.done_job is None:

@@ -646,7 +646,15 @@ $("render").onclick = async () => {
 };
 $("save-job").onclick = async () => {
   try {
-    const res = await api("/api/save", Object.assign(jobBody(), { path: $("job-path").value }));
+    const body = Object.assign(jobBody(), { path: $("job-path").value });
+    let res = await api("/api/save", body);
+    if (res.exists) {
+      if (!confirm(`${res.exists} already exists. Replace it?`)) {
+        $("job-result").textContent = "not saved: " + res.exists + " already exists";
+        return;
+      }
+      res = await api("/api/save", Object.assign(body, { replace: true }));
+    }
     $("job-result").textContent = "saved " + res.path;
     document.body.dataset.saved = res.path;
   } catch (err) { fail(err); }
