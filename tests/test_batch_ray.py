@@ -5,6 +5,7 @@ One Ray session for the whole module (starting one costs seconds)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install vos
 
 from test_batch import FACTORY, TESTS, decoded, make_batch, mtimes
 
-from vosfx.batch import run_batch
+from vosfx.batch import format_summary, run_batch
 from vosfx.batch.cluster import RayExecutor, init_local_ray
 
 
@@ -133,3 +134,55 @@ def test_killed_ray_worker_job_is_retried(tmp_path, config_home, local_ray):
     logs = tmp_path / ".vosfx-batch" / "batch.toml" / "logs"
     assert any("Ray restarted it" in (logs / f"{n}.log").read_text() for n in "ab")
     assert not [p for p in out.iterdir() if ".vosfx-tmp-" in p.name]
+
+
+def test_ray_workers_that_cannot_start_fail_the_jobs_once_with_their_error(
+    tmp_path, config_home, local_ray
+):
+    """An actor whose constructor raises (an engine factory its node cannot import): the
+    batch raised Ray's ActorDiedError with the remote traceback. Now, as with local workers,
+    the first job says why, the others point at it, none is retried, and the executor's Ray
+    session is left usable."""
+    import json
+
+    manifest = make_batch(tmp_path, names=("a", "b", "c"), n=3)
+    report = run_batch(
+        manifest, executor=RayExecutor(engine_factory="no_such_module_xyz:factory"), retry=2
+    )
+    assert [(r.status, r.attempts) for r in report.results] == [("failed", 1)] * 3
+    summary = format_summary(report)
+    assert summary.count("No module named 'no_such_module_xyz'") == 1, summary
+    first = next(r for r in report.results if "no_such_module_xyz" in r.reason)
+    assert first.reason.startswith("Ray workers cannot start: "), first.reason
+    assert "Traceback" not in first.reason and "\n" not in first.reason
+    for r in report.results:
+        if r is not first:
+            assert f"(see job {first.job_id})" in r.reason, r.reason
+    state = json.loads((tmp_path / ".vosfx-batch/batch.toml/state.json").read_text())
+    assert state["jobs"][first.job_id]["kind"] == "worker-start"
+    again = run_batch(manifest, executor=RayExecutor(engine_factory=FACTORY))
+    assert [r.status for r in again.results] == ["ok"] * 3
+
+
+def test_a_ray_worker_that_cannot_start_is_dropped_with_a_warning(
+    tmp_path, config_home, local_ray, caplog
+):
+    """One of two actors cannot start (its node lacks a package): the batch runs on the other
+    and says which error the dropped one had."""
+    import logging
+
+    mark = Path(tempfile.gettempdir()) / f"vosfx-flaky-factory-{os.getuid()}"
+    mark.unlink(missing_ok=True)
+    manifest = make_batch(tmp_path, names=("a", "b"), n=3)
+    ex = RayExecutor(engine_factory="ray_flaky_factory:factory")
+    with caplog.at_level(logging.WARNING, logger="vosfx.batch.cluster"):
+        report = run_batch(manifest, executor=ex)
+    mark.unlink(missing_ok=True)
+    assert [r.status for r in report.results] == ["ok", "ok"]
+    assert report.workers == 1
+    said = [r.getMessage() for r in caplog.records if "could not start" in r.getMessage()]
+    want = (
+        "1 of 2 Ray workers could not start: engine factory 'ray_flaky_factory:factory' "
+        "cannot be imported (No module named 'a_package_this_node_lacks' (a stand-in))"
+    )
+    assert said == [want], said

@@ -6,6 +6,11 @@ paths every node sees (shared storage: NFS, a cluster file system, a mounted buc
 manifest names them. The driver (the machine running ``vosfx batch --ray``) keeps the batch
 state and the per-job logs; actors send each job's log back with its result.
 
+Start-up: an actor that cannot start (its constructor raised on a node: an engine factory or
+a package that node cannot import) is dropped with a warning naming the error; where none
+starts, every job fails at once with kind ``worker-start`` and that error, as with local
+workers, instead of an exception out of the batch.
+
 Worker death: actors are created with ``max_restarts=-1`` (a dead actor is restarted and
 loads the model again) and calls with ``max_task_retries=retry`` (the job in flight is rerun
 on the restarted actor). A job whose actor died more often than that fails with reason
@@ -18,6 +23,7 @@ anything else is passed to ``ray.init(address=...)`` (``ray://head:10001`` or ``
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from typing import Any
@@ -25,6 +31,8 @@ from typing import Any
 from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
 from vosfx.cpus import usable_cores
 from vosfx.errors import BackendError, BatchError
+
+log = logging.getLogger(__name__)
 
 
 def _import_ray():
@@ -81,6 +89,15 @@ def actor_cpus(actors: int, node_cpus: list[int], *, gpus: int) -> int:
     while share > 1 and sum(n // share for n in nodes) < actors:
         share -= 1
     return share
+
+
+def _creation_error(err: Exception) -> str:
+    """The error an actor's constructor raised, in one line (Ray's message carries the
+    remote traceback; its last line is ``Type: message``)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(err).__name__
+    # vosfx's own errors say it all in their message; others keep their type's name
+    return last.partition(": ")[2] or last if last.startswith("vosfx.errors.") else last
 
 
 def _node_cpus(ray: Any) -> list[int]:
@@ -140,6 +157,9 @@ class RayExecutor:
         self.inflight: dict = {}
         self.pids: list[int] = []
         self._owns_ray = False
+        # no actor could start: (why, the first job refused with it, or "")
+        self.cannot_start: tuple[str, str] | None = None
+        self.refused: list[tuple] = []
 
     def start(self) -> None:
         ray = _import_ray()
@@ -160,16 +180,48 @@ class RayExecutor:
             max_restarts=-1,
             max_task_retries=self.retries,
         )
-        self.actors = [actor_cls.remote(self.factory) for _ in range(n)]
-        # also waits until every actor is up, so a worker that cannot start fails here
-        self.pids = ray.get([a.pid.remote() for a in self.actors])
+        actors = [actor_cls.remote(self.factory) for _ in range(n)]
+        # also waits until every actor is up, so a worker that cannot start is found here
+        started, causes = [], []
+        for actor in actors:
+            try:
+                started.append((actor, ray.get(actor.pid.remote())))
+            except ray.exceptions.RayActorError as err:
+                causes.append(_creation_error(err))
+                ray.kill(actor, no_restart=True)
+        if causes:
+            log.warning("%d of %d Ray workers could not start: %s", len(causes), n, causes[0])
+        self.actors = [a for a, _pid in started]
+        self.pids = [pid for _a, pid in started]
         self.idle = list(self.actors)
-        self.workers = n
+        self.workers = len(self.actors) or n  # none started: every job is refused (submit)
+        if not self.actors:
+            self.cannot_start = (causes[0], "")
 
     def free_slots(self) -> int:
+        if self.cannot_start is not None:
+            return self.workers  # every job is refused at once (see submit)
         return len(self.idle)
 
     def submit(self, task: Task) -> None:
+        if self.cannot_start is not None:
+            cause, first = self.cannot_start
+            if not first:
+                self.cannot_start = (cause, task.job_id)
+                reason = f"Ray workers cannot start: {cause}"
+            else:
+                reason = f"not run: Ray workers cannot start (see job {first})"
+            outcome = JobOutcome(
+                task.job_id,
+                "failed",
+                kind="worker-start",
+                reason=reason,
+                attempt=task.attempt,
+                worker="ray",
+                log_text=reason + "\n",
+            )
+            self.refused.append(("finished", outcome))
+            return
         actor = self.idle.pop()
         # the log comes back with the result: the driver's state folder may be local to it
         ref = actor.run.remote(replace(task, log_path=None))
@@ -184,6 +236,9 @@ class RayExecutor:
 
     def wait(self, timeout_s: float) -> list[tuple]:
         ray = _import_ray()
+        if self.refused:
+            events, self.refused = self.refused, []
+            return events
         if not self.inflight:
             return []
         ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout_s)
