@@ -120,6 +120,7 @@ def test_every_problem_reported_before_any_work(clips):
         '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/{obj}.mkv"\n'
         '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/p.mkv"\n'
         'presets = ["no-such-preset"]\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "out/q.mov"\n'
     )
     with pytest.raises(BatchError) as err:
         load_manifest(bad)
@@ -132,6 +133,7 @@ def test_every_problem_reported_before_any_work(clips):
         "would overwrite the input",
         "{obj}",
         "no-such-preset",
+        "out/q.mov: ffv1-matte writes a .mkv movie, not .mov: name it .mkv",
         "nothing was run",
     ):
         assert needle in text, needle
@@ -172,7 +174,7 @@ def test_toml_errors(clips, text, needle):
 def test_allow_missing_and_ids(clips):
     path = clips / "m.jsonl"
     rows = [
-        {"input": n, "mask": "a.mask.png", "output": f"out/{i}.mkv"}
+        {"input": n, "mask": "a.mask.png", "output": f"out/{i}.mov"}
         for i, n in enumerate(["a.mp4", "gone.mp4", "sub/a.mp4"])
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
@@ -258,16 +260,18 @@ def test_per_object_file_names_are_part_of_the_duplicate_output_check(clips):
     with pytest.raises(BatchError) as err:
         load_manifest(bad)
     text = str(err.value)
-    # each clash once for the output, once for its sidecar
-    assert "7 problem(s)" in text, text
+    # each clash once for the output, once for its sidecar; and c.mp4 is no name for an
+    # ffv1-matte movie
+    assert "8 problem(s)" in text, text
     for where, needle in (
         ("jobs[0]", "a_obj1.mkv, also written by each.toml jobs[1]"),
         ("jobs[3]", "s_obj{obj}.mkv"),
         ("jobs[5]", "t1{obj}.mkv"),
         ("jobs[6]", "would overwrite the input of each.toml jobs[7]"),
+        ("jobs[6]", "ffv1-matte writes a .mkv movie, not .mp4"),
     ):
-        line = next((ln for ln in text.splitlines() if f"each.toml {where}:" in ln), "")
-        assert needle in line, (where, text)
+        lines = [ln for ln in text.splitlines() if f"each.toml {where}:" in ln]
+        assert any(needle in ln for ln in lines), (where, text)
 
 
 @pytest.mark.parametrize(
@@ -318,7 +322,7 @@ def test_a_csv_row_merges_its_overrides_cell_and_section_key_columns(clips):
 def test_a_row_replaces_the_defaults_key_families_and_merges_their_overrides(clips):
     path = clips / "m.toml"
     path.write_text(
-        '[defaults]\noutput = "out/{stem}.{preset}.mkv"\npresets = ["matte-ffv1"]\n'
+        '[defaults]\noutput = "out/{stem}.{preset}"\npresets = ["matte-ffv1"]\n'
         "prompts = [{frame = 0, points = [[5, 5]]}]\n"
         "overrides = {model = {image_size = 512}, refine = {feather_px = 1.0}}\n"
         '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\npreset = "png16"\n'
@@ -327,7 +331,7 @@ def test_a_row_replaces_the_defaults_key_families_and_merges_their_overrides(cli
     )
     a, b = (bj.job for bj in load_manifest(path).jobs)
     # the row's preset and mask, not the defaults' presets and prompts
-    assert a.presets == ("png16",) and a.output.endswith("a.png16.mkv")
+    assert a.presets == ("png16",) and a.output.endswith("a.png16")
     assert [p.mask for p in a.prompts] == [str(clips / "a.mask.png")]
     # overrides merged setting by setting: the row's feather, the defaults' image size
     assert a.config.refine.feather_px == 2.0 and a.config.model.image_size == 512

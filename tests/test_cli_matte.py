@@ -595,3 +595,53 @@ def test_a_prompt_that_does_not_fit_the_clip_is_named_as_typed(env, args, said):
     assert r.exit_code == 5, r.output
     assert said in r.output, r.output
     assert leftovers(env) == []
+
+
+@pytest.mark.parametrize(
+    "name,fmt,said",
+    [
+        # a QuickTime movie under an .mp4 name (players and NLEs go by the name)
+        (
+            "out.mp4",
+            "prores4444",
+            (
+                "prores4444 writes a .mov movie, not .mp4: name it .mov, "
+                "or choose a format that writes .mp4 (h264-matte, preview)"
+            ),
+        ),
+        # a Matroska file called .mov: QuickTime-only hosts refuse it
+        ("out.mov", "ffv1-matte", "ffv1-matte writes a .mkv movie, not .mov: name it .mkv"),
+        ("out.png", "prores4444", "prores4444 writes a .mov movie, not .png: name it .mov"),
+        ("out.mov", "png16", "png16 writes a folder of .png images, not a .mov movie"),
+        (
+            "out.webm",
+            "h264-matte",
+            (
+                "h264-matte writes a .mp4 movie, not .webm: name it .mp4, "
+                "or choose a format that writes .webm (webm-alpha)"
+            ),
+        ),
+    ],
+)
+def test_an_output_named_as_another_kind_of_file_is_refused(env, name, fmt, said):
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / name, "-f", fmt)
+    assert r.exit_code == 6, r.output
+    assert f"output {env / name}: {said}" in r.output, r.output
+    assert leftovers(env) == []
+
+
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        ("out.MOV", "prores4444"),
+        ("out.qt", "qtrle"),
+        ("out.m4v", "preview"),
+        ("shot_v1.2", "prores4444"),
+        ("out", "ffv1-matte"),
+        ("out.exr", "exr32"),
+    ],
+)
+def test_an_output_named_for_its_format_or_without_a_media_suffix_is_written(env, name, fmt):
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / name, "-f", fmt)
+    assert r.exit_code == 0, r.output
+    assert (env / name).exists()

@@ -338,8 +338,11 @@ def test_tensorrt_gets_its_engine_cache_and_fp16(bundle, config_home, monkeypatc
     assert Path(options["trt_engine_cache_path"]).name.startswith(man["model_id"])
 
 
-def _os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _os_threads() -> set[str]:
+    """The process's thread ids: threads started between two reads are the second's new ids
+    (a count would go down with an earlier test's threads ending meanwhile: Ray's, after its
+    shutdown, took it to -28 in a full run)."""
+    return set(os.listdir("/proc/self/task"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
@@ -362,7 +365,7 @@ def test_a_batch_workers_thread_share_reaches_onnx_runtime(bundle, monkeypatch):
             monkeypatch.setenv("OMP_NUM_THREADS", share)
         before = _os_threads()
         engine = load_engine(model)
-        started[share] = _os_threads() - before
+        started[share] = len(_os_threads() - before)
         threads = engine.runtime()["threads"]
         engine.close()
         assert threads == (1 if share else 0)

@@ -160,7 +160,12 @@ def test_parity_with_official_sam2long(weights):
         surv = seen["survivors"]
         if t >= 2:
             assert seen["kids"] == rec["survivors"], f"frame {t}"
-        np.testing.assert_allclose([s[1] for s in surv], rec["acc"][: len(surv)], atol=1e-4)
+        # a sum of per-frame log scores over the clip: float32 rounding that differs by CPU
+        # kind adds up (1.1e-4 of 5.62 on an AMD EPYC Zen 3, AVX2 kernels); a wrong rule
+        # (a frame's score left out, another pathway's) moves it by 1e-2 or more
+        np.testing.assert_allclose(
+            [s[1] for s in surv], rec["acc"][: len(surv)], rtol=1e-4, atol=1e-4
+        )
         np.testing.assert_allclose([s[3] for s in surv], rec["hyp_ious"][: len(surv)], atol=TIGHT)
     # held to 1e-5: without the key scaling the logits move by only 1.5e-5 with random
     # weights (measured: 3.8e-6 with it)

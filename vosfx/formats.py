@@ -335,3 +335,42 @@ def check_encoder(spec: FormatSpec) -> None:
             f"build (PyAV {av.__version__}) lacks; formats available here: "
             f"{', '.join(available_formats()) or 'none'}"
         )
+
+
+# the file names each muxer's files go by, and other media names: a movie output named as
+# another container's file or as an image (``-o matte.mp4`` with prores4444, ``-o a.png``)
+# would be a file its own name misdescribes, which players and NLEs open by that name
+CONTAINER_SUFFIXES = {
+    "mov": (".mov", ".qt"),
+    "matroska": (".mkv",),
+    "webm": (".webm",),
+    "mp4": (".mp4", ".m4v"),
+}
+_MOVIE_SUFFIXES = frozenset(
+    {s for names in CONTAINER_SUFFIXES.values() for s in names}
+    | {".avi", ".mxf", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv"}
+)
+_IMAGE_SUFFIXES = frozenset(
+    {".gif", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".dpx", ".webp", ".bmp"}
+)
+
+
+def name_mismatch(name: str, spec: FormatSpec) -> str | None:
+    """Why an output called ``name`` does not hold what ``spec`` writes, or None: a movie
+    named as another container's file or an image, or an image sequence's folder named as a
+    movie. A name without a media suffix (``shot_v1.2``, ``out``) is taken as given."""
+    suffix = "." + name.rpartition(".")[2].lower() if "." in name else ""
+    if spec.is_sequence:
+        if suffix in _MOVIE_SUFFIXES:
+            return (
+                f"{spec.id} writes a folder of .{spec.ext} images, not a {suffix} movie: "
+                f"drop the {suffix}, or choose a movie format"
+            )
+        return None
+    if suffix not in _MOVIE_SUFFIXES | _IMAGE_SUFFIXES:
+        return None
+    if suffix in CONTAINER_SUFFIXES[spec.container]:
+        return None
+    others = [f.id for f in _ROWS if f.container and suffix in CONTAINER_SUFFIXES[f.container]]
+    instead = f", or choose a format that writes {suffix} ({', '.join(others)})" if others else ""
+    return f"{spec.id} writes a .{spec.ext} movie, not {suffix}: name it .{spec.ext}{instead}"

@@ -355,12 +355,20 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
             if p.mask is not None:
                 inputs[str(Path(p.mask).resolve())] = bj.where
     templates: list[tuple[str, str, str]] = []  # (resolved, as planned, row)
+    from vosfx.formats import FORMATS, name_mismatch
+    from vosfx.pipeline import plan_outputs
+
     for bj in jobs:
         try:
             paths = planned_paths(bj.job)
+            planned = plan_outputs(bj.job)
         except VosfxError as err:
             errors.append(f"{bj.where}: {err}")
             continue
+        for path, fmt, _obj in planned:  # what the render would refuse, found before any job
+            wrong = name_mismatch(Path(path).name, FORMATS[fmt])
+            if wrong is not None:
+                errors.append(f"{bj.where}: output {path}: {wrong}")
         for path in paths:
             key = str(Path(path).resolve())
             if key in owner and owner[key] != bj.where:

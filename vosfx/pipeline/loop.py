@@ -223,6 +223,7 @@ def check_outputs(
 ) -> None:
     """Check the merged outputs (``obj_ids`` None) or the per-object ones (each object's own
     path, :func:`object_path`) can be written, and that none replaces the input."""
+    from vosfx.formats import name_mismatch
     from vosfx.io.writers import FORMATS, check_output_path
 
     for path, fmt, obj in outputs:
@@ -233,6 +234,9 @@ def check_outputs(
         for target in targets:
             _check_not_input(Path(target), job.input)
             check_output_path(Path(target), job.overwrite, sequence=FORMATS[fmt].is_sequence)
+            wrong = name_mismatch(Path(target).name, FORMATS[fmt])
+            if wrong is not None:
+                raise OutputError(f"output {target}: {wrong}")
 
 
 def _check_not_input(output: Path, input_path: str) -> None:
