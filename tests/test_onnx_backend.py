@@ -215,7 +215,7 @@ def test_variants_close_to_fp32(bundle, clip, variant):
     ious = [_iou(g[0] > 0, w[0] > 0) for g, w in zip(got, want)]
     err = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
     print(f"{variant}: max abs logit error {err:.3g}, min IoU vs fp32 {min(ious):.4f}")
-    from vosfx.engine.export import variant_for
+    from vosfx.engine.variants import variant_for
 
     assert ob_mod.read_manifest(folder)["variants"][variant_for(variant)]
     assert min(ious) >= 0.98

@@ -61,9 +61,10 @@ def clip(tmp_path):
 
 
 @contextmanager
-def _studio_page(browser, clip, tmp_path, *, size=(1000, 700)):
-    """A studio on ``clip`` (the test-double engine) and its page, ready; both closed after."""
-    run = Running(clip, tmp_path / "work")
+def _studio_page(browser, clip, tmp_path, *, size=(1000, 700), engine=None):
+    """A studio on ``clip`` (``engine``, else the test-double engine) and its page, ready;
+    both closed after."""
+    run = Running(clip, tmp_path / "work", engine=engine)
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
@@ -683,12 +684,7 @@ def test_controls_follow_what_can_run(browser, clip, tmp_path, config_home, capl
     def boom(frame_index, obj_id, base):
         raise RuntimeError("out of memory (a stand-in)")
 
-    run = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=slow))
-    page = browser.new_page(viewport={"width": 1000, "height": 700})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    try:
-        page.goto(run.url)
-        page.wait_for_selector("body[data-ready='1']")
+    with _studio_page(browser, clip, tmp_path, engine=FakeEngine(logit_fn=slow)) as (run, page):
         assert page.is_disabled("#clear-frame")  # an object, no prompt
         _prompt(page, *_centre(0))
         assert page.is_enabled("#clear-frame")
@@ -714,9 +710,6 @@ def test_controls_follow_what_can_run(browser, clip, tmp_path, config_home, capl
         page.wait_for_function("!document.querySelectorAll('#objects li').length")
         assert page.is_disabled("#clear-frame")
         caplog.clear()  # the stand-in failure's traceback, logged as the studio does
-    finally:
-        page.close()
-        run.close()
 
 
 def test_a_narrow_window_keeps_the_picture_usable(browser, clip, tmp_path, config_home):

@@ -28,7 +28,14 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.batch.worker import (
+    CannotStart,
+    EngineCache,
+    JobOutcome,
+    Task,
+    run_one,
+    worker_name,
+)
 from vosfx.cpus import usable_cores
 from vosfx.errors import BackendError, BatchError
 
@@ -157,8 +164,7 @@ class RayExecutor:
         self.inflight: dict = {}
         self.pids: list[int] = []
         self._owns_ray = False
-        # no actor could start: (why, the first job refused with it, or "")
-        self.cannot_start: tuple[str, str] | None = None
+        self.cannot_start: CannotStart | None = None  # no actor could start
         self.refused: list[tuple] = []
 
     def start(self) -> None:
@@ -196,7 +202,7 @@ class RayExecutor:
         self.idle = list(self.actors)
         self.workers = len(self.actors) or n  # none started: every job is refused (submit)
         if not self.actors:
-            self.cannot_start = (causes[0], "")
+            self.cannot_start = CannotStart(causes[0], "Ray workers")
 
     def free_slots(self) -> int:
         if self.cannot_start is not None:
@@ -205,12 +211,7 @@ class RayExecutor:
 
     def submit(self, task: Task) -> None:
         if self.cannot_start is not None:
-            cause, first = self.cannot_start
-            if not first:
-                self.cannot_start = (cause, task.job_id)
-                reason = f"Ray workers cannot start: {cause}"
-            else:
-                reason = f"not run: Ray workers cannot start (see job {first})"
+            reason = self.cannot_start.reason(task.job_id)
             outcome = JobOutcome(
                 task.job_id,
                 "failed",

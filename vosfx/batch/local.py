@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from vosfx.batch.process import WorkerOutput, worker_main
-from vosfx.batch.worker import EngineCache, JobOutcome, Task, run_one, worker_name
+from vosfx.batch.worker import CannotStart, EngineCache, JobOutcome, Task, run_one, worker_name
 from vosfx.cpus import usable_cores
 from vosfx.errors import BatchError
 
@@ -145,7 +145,7 @@ class LocalExecutor:
         self.pool: dict[int, _Worker] = {}
         self.ctx: SpawnContext | None = None  # set by start()
         # jobs that cannot run, failed at submit: why, and the job whose reason says it all
-        self.cannot_start: tuple[str, str] | None = None  # (cause, first job or "")
+        self.cannot_start: CannotStart | None = None
         self.bad_models: dict[Any, str] = {}  # ModelConfig -> the job whose worker it killed
         self.loaded_models: set[Any] = set()
         self.refused: list[tuple] = []
@@ -192,11 +192,7 @@ class LocalExecutor:
     def _refusal(self, task: Task) -> JobOutcome | None:
         """The outcome of a job no worker can run, else None."""
         if self.cannot_start is not None:
-            cause, first = self.cannot_start
-            if not first:
-                self.cannot_start = (cause, task.job_id)
-                return _failed(task, "worker-start", f"workers cannot start: {cause}")
-            return _failed(task, "worker-start", f"not run: workers cannot start (see job {first})")
+            return _failed(task, "worker-start", self.cannot_start.reason(task.job_id))
         bad = self.bad_models.get(task.job.config.model)
         if bad is not None:
             model = task.job.config.model.name
@@ -267,7 +263,7 @@ class LocalExecutor:
                 + ("" if lines else " (its error, if any, is on stderr above)")
             )
             if self.cannot_start is None:  # the first worker's error; the others' are alike
-                self.cannot_start = (cause if w.startup_error else cause + output, "")
+                self.cannot_start = CannotStart(cause if w.startup_error else cause + output)
             if task is not None:
                 outcome = self._refusal(task)
             return [] if outcome is None else [("finished", outcome)]

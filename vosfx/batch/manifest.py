@@ -323,15 +323,16 @@ def _input_exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def planned_paths(job: Job) -> list[str]:
+def planned_paths(job: Job, planned: list[tuple[str, str, int | None]] | None = None) -> list[str]:
     """Every final path the job writes (outputs and sidecars). A per-object output (``[output]
     objects = "each"``) is a template with ``{obj}`` where the object id goes: the path's own
-    ``{obj}``, else the pipeline's ``<stem>_obj{obj}<suffix>``."""
+    ``{obj}``, else the pipeline's ``<stem>_obj{obj}<suffix>``. ``planned``: the job's
+    :func:`~vosfx.pipeline.plan_outputs`, where the caller has it."""
     from vosfx.pipeline import plan_outputs
     from vosfx.pipeline.output import object_path
 
     paths = []
-    for path, _fmt, obj in plan_outputs(job):
+    for path, _fmt, obj in plan_outputs(job) if planned is None else planned:
         if obj is not None and _OBJ not in path:
             path = object_path(path, _OBJ)
         paths.append(path)
@@ -355,20 +356,20 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
             if p.mask is not None:
                 inputs[str(Path(p.mask).resolve())] = bj.where
     templates: list[tuple[str, str, str]] = []  # (resolved, as planned, row)
-    from vosfx.formats import FORMATS, name_mismatch
-    from vosfx.pipeline import plan_outputs
+    from vosfx.pipeline import check_output_name, plan_outputs
 
     for bj in jobs:
         try:
-            paths = planned_paths(bj.job)
             planned = plan_outputs(bj.job)
         except VosfxError as err:
             errors.append(f"{bj.where}: {err}")
             continue
         for path, fmt, _obj in planned:  # what the render would refuse, found before any job
-            wrong = name_mismatch(Path(path).name, FORMATS[fmt])
-            if wrong is not None:
-                errors.append(f"{bj.where}: output {path}: {wrong}")
+            try:
+                check_output_name(path, fmt)
+            except VosfxError as err:
+                errors.append(f"{bj.where}: {err}")
+        paths = planned_paths(bj.job, planned)
         for path in paths:
             key = str(Path(path).resolve())
             if key in owner and owner[key] != bj.where:

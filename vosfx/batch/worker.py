@@ -74,6 +74,22 @@ class JobOutcome:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class CannotStart:
+    """Why an executor's workers cannot start: every job fails with kind ``worker-start``, the
+    first with the cause, the others pointing at that job. ``who``: the workers, as said."""
+
+    cause: str
+    who: str = "workers"
+    first: str = ""  # the job that says the cause
+
+    def reason(self, job_id: str) -> str:
+        if not self.first:
+            self.first = job_id
+            return f"{self.who} cannot start: {self.cause}"
+        return f"not run: {self.who} cannot start (see job {self.first})"
+
+
 def resolve_factory(spec: str | EngineFactory | None) -> EngineFactory:
     """``None``: :func:`vosfx.engine.load_engine`; ``"module:callable"``: that callable (how
     spawned processes and Ray actors get a test double); a callable: itself."""

@@ -5,8 +5,9 @@ stage of :mod:`vosfx.engine.stages` (see :mod:`vosfx.engine.export_stages`), ``c
 (the temporal memory encodings the backend adds in numpy) and ``manifest.json``: model id,
 checkpoint sha256, image size, opset, vosfx/torch/onnx versions, export date, the model's
 tracking attributes, and every graph's file, sha256, input and output names, shapes and dtypes,
-plus optional variants (``fp16`` for GPUs, ``int8`` / ``int8-u8``: a dynamically quantised
-image encoder for CPUs, with int8 or uint8 weights by the CPU, :func:`variant_for`; ``bf16``). A bundle is found by its checkpoint's hash, so a changed checkpoint gets a new one.
+plus optional variants (:mod:`vosfx.engine.variants`: ``fp16`` for GPUs, ``int8`` /
+``int8-u8`` for CPUs, ``bf16`` for OpenVINO). A bundle is found by its checkpoint's hash, so a
+changed checkpoint gets a new one.
 
 Finding and reading bundles needs no torch (the ONNX backend uses :func:`find_bundle`);
 exporting needs torch, sam2 and onnx, imported inside :func:`export_bundle`.
@@ -22,7 +23,7 @@ import datetime as _dt
 import json
 import shutil
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +34,23 @@ from vosfx.engine.bundle import (
     checkpoint_identity,
     read_manifest,
 )
+from vosfx.engine.variants import (
+    VARIANTS,
+    Progress,
+    add_variants,
+    variant_for,
+    variants_without_torch,
+)
 from vosfx.errors import BackendError, ModelError, OutputError
 from vosfx.files import exclusive_lock
 from vosfx.models.cache import sha256_file
 
 OPSET = 17
-VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
 NATIVE_SIZE = 1024
 EXPORT_HINT = (
     "exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
     "'vosfx[torch]', then `vosfx models export {name}`"
 )
-
-Progress = Callable[[str], None]
 
 
 # --- where bundles live (no torch) ------------------------------------------------------------
@@ -129,13 +134,11 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
             try:
                 folder = bundle_from_template(model, progress)
             except OSError as err:  # a full disk: the template's part is already removed
-                raise OutputError(
-                    f"cannot write the ONNX bundle {where}: {err.strerror or err}; nothing was kept"
-                ) from None
+                raise _unwritable(where, err) from None
         if folder is not None:
             gaps = missing(folder)
             if gaps:
-                _variants_without_torch(folder, tuple(gaps), model.precision, progress)
+                variants_without_torch(folder, tuple(gaps), model.precision, progress)
             return folder
         try:
             import sam2  # noqa: F401
@@ -163,28 +166,6 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         )
 
 
-def _variants_without_torch(
-    folder: Path, variants: tuple[str, ...], precision: str, progress: Progress | None
-) -> None:
-    """Variants of an existing bundle: fp16 / int8 need the onnx package, not torch; bf16
-    needs onnxruntime alone."""
-    if set(variants) <= {"bf16"}:
-        import logging
-
-        _add_variants(folder, variants, progress or logging.getLogger(__name__).info)
-        return
-    try:
-        import onnx  # noqa: F401
-    except ImportError as err:
-        raise BackendError(
-            f"--precision {precision} needs the onnx package to make the {variants[0]} graphs "
-            f"once: pip install onnx (or 'vosfx[torch]'), or use --precision fp32"
-        ) from err
-    import logging
-
-    _add_variants(folder, variants, progress or logging.getLogger(__name__).info)
-
-
 # --- export (torch) -----------------------------------------------------------------------------
 
 
@@ -201,7 +182,7 @@ def export_bundle(
     a bundle and return its folder. An up-to-date bundle is reused (only missing variants are
     added) unless ``force``. ``variants``: any of :data:`VARIANTS`; ``int8`` is this CPU's
     int8 variant (:func:`variant_for`)."""
-    variants = tuple(dict.fromkeys(variant_for(v) if v == "int8" else v for v in variants))
+    variants = tuple(dict.fromkeys(variant_for(v) for v in variants))
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise ModelError(f"export variants: expected any of {', '.join(VARIANTS)}, found {bad}")
@@ -216,7 +197,7 @@ def export_bundle(
     assert sha is not None  # a checkpoint on disk always has a hash (checkpoint_identity)
     folder = Path(out_dir) if out_dir else bundle_dir(name, sha, size)
     if not force and find_bundle(name, sha, size, folder) is not None:
-        _add_variants(folder, variants, say)
+        add_variants(folder, variants, say)
         return folder
     if out_dir:
         _check_replaceable(folder)
@@ -227,16 +208,14 @@ def export_bundle(
         folder.parent.mkdir(parents=True, exist_ok=True)
         lock.touch()
     except OSError as err:
-        raise OutputError(
-            f"cannot write the ONNX bundle {folder}: {err.strerror or err}; nothing was kept"
-        ) from None
+        raise _unwritable(folder, err) from None
     with exclusive_lock(
         lock,
         reentrant=True,
         on_wait=lambda: say(f"another vosfx process is exporting {folder}; waiting for it"),
     ):
         if not force and find_bundle(name, sha, size, folder) is not None:
-            _add_variants(folder, variants, say)  # the process waited for made it
+            add_variants(folder, variants, say)  # the process waited for made it
             return folder
         return _export_into(folder, model_id, name, sha, size, variants, say)
 
@@ -264,16 +243,21 @@ def _export_into(
         # a full disk, Ctrl-C, a failed stage: no half bundle (hundreds of MB) stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError):
-            raise OutputError(
-                f"cannot write the ONNX bundle {folder}: {err.strerror or err}; nothing was kept"
-            ) from None
+            raise _unwritable(folder, err) from None
         raise
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
-    _add_variants(folder, variants, say)
+    add_variants(folder, variants, say)
     say(f"exported {name} at {size} px to {folder}")
     return folder
+
+
+def _unwritable(folder: Path, err: OSError) -> OutputError:
+    """A bundle that could not be written (a full disk, a read-only folder): nothing kept."""
+    return OutputError(
+        f"cannot write the ONNX bundle {folder}: {err.strerror or err}; nothing was kept"
+    )
 
 
 def _check_replaceable(folder: Path) -> None:
@@ -424,90 +408,3 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
         "graphs": graphs,
         "variants": {},
     }
-
-
-# --- variants ---------------------------------------------------------------------------------
-
-
-def variant_for(precision: str) -> str:
-    """The bundle variant that ``--precision precision`` runs on this machine: ``int8`` is
-    ``int8`` (int8 weights) where the CPU multiplies uint8 x int8 without saturating, else
-    ``int8-u8`` (uint8 weights; :mod:`vosfx.engine.cpu_features`). Either is made on first use;
-    a cache shared by both kinds of CPU holds both."""
-    if precision != "int8":
-        return precision
-    from vosfx.engine.cpu_features import int8_weights
-
-    return "int8" if int8_weights() == "s8" else "int8-u8"
-
-
-def _add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
-    man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    todo = [v for v in variants if v not in man.get("variants", {})]
-    for variant in todo:
-        say(f"making the {variant} variant")
-        make = {"fp16": _fp16, "int8": _int8, "int8-u8": _int8_u8, "bf16": _bf16}[variant]
-        files = make(folder, man)
-        man.setdefault("variants", {})[variant] = files
-        (folder / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
-
-
-def _fp16(folder: Path, man: dict) -> dict[str, str]:
-    """Every graph with float16 weights and arithmetic, float32 inputs and outputs (for GPU
-    providers; CPU kernels for float16 are few and slow)."""
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
-    # the fused attention stays float32 (ONNX Runtime's CPU kernel has no float16 version)
-    block = [*DEFAULT_OP_BLOCK_LIST, "MultiHeadAttention"]
-    files = {}
-    for name, g in man["graphs"].items():
-        model = onnx.load(str(folder / g["file"]))
-        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
-        files[name] = f"{name}.fp16.onnx"
-        onnx.save(half, str(folder / files[name]))
-    return files
-
-
-def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
-    """The image encoder with int8 MatMul weights, activations quantised per call (dynamic
-    quantisation, for CPUs); every other stage stays float32. ``weights``: ``s8`` (int8, for
-    CPUs with VNNI/AMX or ARM) or ``u8`` (uint8, for x86 CPUs without VNNI, where uint8 x int8
-    saturates: :mod:`vosfx.engine.cpu_features`)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    src = folder / man["graphs"]["image_encoder"]["file"]
-    out = "image_encoder.int8.onnx" if weights == "s8" else "image_encoder.int8-u8.onnx"
-    quantize_dynamic(
-        str(src),
-        str(folder / out),
-        weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
-        op_types_to_quantize=["MatMul", "Gemm"],
-    )
-    return {"image_encoder": out}
-
-
-def _int8_u8(folder: Path, man: dict) -> dict[str, str]:
-    return _int8(folder, man, weights="u8")
-
-
-def _bf16(folder: Path, man: dict) -> dict[str, str]:
-    """The heavy stages (:data:`vosfx.engine.openvino_runtime.HEAVY`) constant-folded by ONNX
-    Runtime's basic optimisation, standard ONNX ops only, for OpenVINO to compile in bfloat16.
-    Folding first matters: OpenVINO's own folding of the image encoder's bicubic resize of
-    its position embedding takes minutes at 1024 (2,415 -> 507 nodes; compile ~2 s after)."""
-    import onnxruntime as ort
-
-    from vosfx.engine.openvino_runtime import HEAVY
-
-    files = {}
-    for name in HEAVY:
-        files[name] = f"{name}.folded.onnx"
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        opts.optimized_model_filepath = str(folder / files[name])
-        opts.log_severity_level = 3
-        ort.InferenceSession(
-            str(folder / man["graphs"][name]["file"]), opts, providers=["CPUExecutionProvider"]
-        )
-    return files

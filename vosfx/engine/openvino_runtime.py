@@ -167,12 +167,9 @@ def _zeros(port: Any) -> bool:
 def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU has AMX for bfloat16 (the ``flags`` of Linux's ``/proc/cpuinfo``;
     False where there is none to read)."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return "amx_bf16" in flags.split()
+    from vosfx.engine.cpu_features import cpu_flags
+
+    return "amx_bf16" in (cpu_flags(cpuinfo) or ())
 
 
 def cpu_capabilities(c: Any) -> list[str]:

@@ -22,6 +22,7 @@ from vosfx.engine.ort_runtime import (
     session_options,
     with_options,
 )
+from vosfx.engine.variants import variant_for
 from vosfx.errors import BackendError, Cancelled
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class BundleGraphs:
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
             )
         self.precision = precision
+        # the manifest's variant it runs (int8: this CPU's int8 or uint8 weights)
+        self.variant = variant_for(precision)
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
@@ -162,14 +165,11 @@ class BundleGraphs:
         variants = self.manifest.get("variants", {})
         if self.precision == "fp32":
             return self.bundle / self.manifest["graphs"][name]["file"]
-        from vosfx.engine.export import variant_for
-
-        variant = variant_for(self.precision)  # int8: this CPU's int8 or uint8 weights
-        files = variants.get(variant)
+        files = variants.get(self.variant)
         if files is None:
             raise BackendError(
                 f"precision {self.precision!r}: expected the bundle {self.bundle} "
-                f"to have the {variant} variant, found {sorted(variants) or 'none'} "
+                f"to have the {self.variant} variant, found {sorted(variants) or 'none'} "
                 f"(vosfx models export --variant {self.precision})"
             )
         return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
@@ -275,9 +275,7 @@ class BundleGraphs:
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
         if self.precision == "int8" and "image_encoder" in stages:
-            from vosfx.engine.export import variant_for
-
-            weights = "uint8" if variant_for("int8") == "int8-u8" else "int8"
+            weights = "uint8" if self.variant == "int8-u8" else "int8"
             stages["image_encoder"] += f", {weights} weights"
         for name in ON_FIRST_USE:
             if name in self.manifest["graphs"] and name not in stages:

@@ -10,10 +10,10 @@ The pickle is read with an :class:`pickle.Unpickler` whose ``find_class`` knows 
 nothing else (``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and
 ``_rebuild_parameter``, the ``torch.*Storage`` types): any other global (``os.system``,
 ``builtins.eval``, a class with a ``__reduce__``) stops the read with :class:`ModelError`, so no
-code in the file ever runs; a BUILD of state into what they return is refused too. Tensors come back as :class:`TensorRef` (storage key, dtype,
-shape, strides) first, so a file's layout can be checked against the model before any weight
-is read; :func:`read_checkpoint` then materialises them as numpy arrays, bounds-checked
-against their storage's real size.
+code in the file ever runs; a BUILD of state into what they return is refused too. Tensors
+come back as :class:`TensorRef` (storage key, dtype, shape, strides) first, so a file's layout
+can be checked against the model before any weight is read; :func:`read_checkpoint` then
+materialises them as numpy arrays, bounds-checked against their storage's real size.
 
 The file's sha256 is checked first (``sha256=``), before the pickle is parsed.
 """

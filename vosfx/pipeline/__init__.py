@@ -9,6 +9,7 @@ passes, shot cuts) is :mod:`vosfx.session`.
 """
 
 from vosfx.pipeline.loop import (
+    check_output_name,
     check_outputs,
     resolve_prompts,
     results_in_order,
@@ -20,6 +21,7 @@ from vosfx.pipeline.output import JobReport, ProgressCallback, plan_outputs
 __all__ = [
     "JobReport",
     "ProgressCallback",
+    "check_output_name",
     "check_outputs",
     "plan_outputs",
     "resolve_prompts",

@@ -223,7 +223,6 @@ def check_outputs(
 ) -> None:
     """Check the merged outputs (``obj_ids`` None) or the per-object ones (each object's own
     path, :func:`object_path`) can be written, and that none replaces the input."""
-    from vosfx.formats import name_mismatch
     from vosfx.io.writers import FORMATS, check_output_path
 
     for path, fmt, obj in outputs:
@@ -234,9 +233,17 @@ def check_outputs(
         for target in targets:
             _check_not_input(Path(target), job.input)
             check_output_path(Path(target), job.overwrite, sequence=FORMATS[fmt].is_sequence)
-            wrong = name_mismatch(Path(target).name, FORMATS[fmt])
-            if wrong is not None:
-                raise OutputError(f"output {target}: {wrong}")
+            check_output_name(target, fmt)
+
+
+def check_output_name(path: str, fmt: str) -> None:
+    """OutputError when the output ``path`` is named as another kind of file than the format
+    ``fmt`` writes (:func:`vosfx.formats.name_mismatch`)."""
+    from vosfx.formats import FORMATS, name_mismatch
+
+    wrong = name_mismatch(Path(path).name, FORMATS[fmt])
+    if wrong is not None:
+        raise OutputError(f"output {path}: {wrong}")
 
 
 def _check_not_input(output: Path, input_path: str) -> None:

@@ -95,3 +95,11 @@ def format_ids() -> list[str]:
     from vosfx.formats import FORMATS
 
     return list(FORMATS)
+
+
+def format_exts() -> dict[str, str]:
+    """Format id -> its movie's file extension (``.mov``), or "" for an image sequence (a
+    folder): what the page names an output by (the formats table's, not a copy of it)."""
+    from vosfx.formats import FORMATS
+
+    return {fid: "" if spec.is_sequence else f".{spec.ext}" for fid, spec in FORMATS.items()}

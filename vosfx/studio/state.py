@@ -19,7 +19,7 @@ from typing import Any
 
 from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
 from vosfx.errors import ConfigError
-from vosfx.studio.jobfile import format_ids, output_presets
+from vosfx.studio.jobfile import format_exts, format_ids, output_presets
 from vosfx.studio.prompts import FramePrompt, PromptsMixin, StudioObject
 from vosfx.studio.tasks import TasksMixin
 from vosfx.studio.timeline import colour, timeline
@@ -143,6 +143,7 @@ class Studio(PromptsMixin, TasksMixin):
             "refine": self.config.refine.__dict__,
             "format": self.config.output.format,
             "formats": format_ids(),
+            "format_ext": format_exts(),
             "output_presets": output_presets(),
             "presets": list(self.presets),
             "busy": self.busy,

@@ -105,8 +105,6 @@ function applyState(st) {
 
 async function reloadState() { applyState(await api("/api/state")); }
 
-const MOVIE_EXT = { "webm-alpha": ".webm", "ffv1-matte": ".mkv", "h264-matte": ".mp4",
-  preview: ".mp4" };  // else .mov
 function fillRenderPanel(st) {
   for (const id of ["format", "extra-formats"]) {
     const sel = $(id);
@@ -131,13 +129,15 @@ function fillRenderPanel(st) {
     const f = $("format").value;
     // only what an earlier format added goes (a sequence's `_<format>` folder suffix or a
     // movie's extension): a path the user typed keeps its name
-    const suffixes = st.formats.map((id) => "_" + id).concat(Object.values(MOVIE_EXT), ".mov");
+    // st.format_ext: format id -> its movie's extension, "" for an image sequence (a folder)
+    const suffixes = st.formats.map((id) => "_" + id)
+      .concat(Object.values(st.format_ext).filter(Boolean));
     let out = $("output").value.trim().replace(/[/\\]+$/, "");
     for (const s of suffixes) {
       if (out.toLowerCase().endsWith(s)) { out = out.slice(0, -s.length); break; }
     }
-    const seq = /^(png|exr)/.test(f);
-    $("output").value = seq ? `${out}_${f}` : out + (MOVIE_EXT[f] || ".mov");
+    const ext = st.format_ext[f];
+    $("output").value = ext ? out + ext : `${out}_${f}`;
   };
 }
 

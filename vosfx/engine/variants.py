@@ -1,0 +1,126 @@
+"""A bundle's variants: the extra graphs a ``--precision`` other than fp32 runs, made from the
+bundle's own fp32 graphs on first use (no torch): ``fp16`` (every graph, for GPUs), ``int8``
+and ``int8-u8`` (a dynamically quantised image encoder with int8 or uint8 weights, by the CPU:
+:func:`variant_for`), ``bf16`` (the heavy stages constant-folded for OpenVINO). The manifest's
+``variants`` records each one's files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from vosfx.engine.bundle import MANIFEST
+from vosfx.errors import BackendError
+
+VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
+
+Progress = Callable[[str], None]
+
+
+def variants_without_torch(
+    folder: Path, variants: tuple[str, ...], precision: str, progress: Progress | None
+) -> None:
+    """Variants of an existing bundle: fp16 / int8 need the onnx package, not torch; bf16
+    needs onnxruntime alone."""
+    if set(variants) <= {"bf16"}:
+        add_variants(folder, variants, progress or logging.getLogger(__name__).info)
+        return
+    try:
+        import onnx  # noqa: F401
+    except ImportError as err:
+        raise BackendError(
+            f"--precision {precision} needs the onnx package to make the {variants[0]} graphs "
+            f"once: pip install onnx (or 'vosfx[torch]'), or use --precision fp32"
+        ) from err
+    add_variants(folder, variants, progress or logging.getLogger(__name__).info)
+
+
+def variant_for(precision: str) -> str:
+    """The bundle variant that ``--precision precision`` runs on this machine: ``int8`` is
+    ``int8`` (int8 weights) where the CPU multiplies uint8 x int8 without saturating, else
+    ``int8-u8`` (uint8 weights; :mod:`vosfx.engine.cpu_features`). Either is made on first use;
+    a cache shared by both kinds of CPU holds both."""
+    if precision != "int8":
+        return precision
+    from vosfx.engine.cpu_features import int8_weights
+
+    return "int8" if int8_weights() == "s8" else "int8-u8"
+
+
+def add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
+    man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    todo = [v for v in variants if v not in man.get("variants", {})]
+    for variant in todo:
+        say(f"making the {variant} variant")
+        files = _MAKERS[variant](folder, man)
+        man.setdefault("variants", {})[variant] = files
+        (folder / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
+
+
+def _fp16(folder: Path, man: dict) -> dict[str, str]:
+    """Every graph with float16 weights and arithmetic, float32 inputs and outputs (for GPU
+    providers; CPU kernels for float16 are few and slow)."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    # the fused attention stays float32 (ONNX Runtime's CPU kernel has no float16 version)
+    block = [*DEFAULT_OP_BLOCK_LIST, "MultiHeadAttention"]
+    files = {}
+    for name, g in man["graphs"].items():
+        model = onnx.load(str(folder / g["file"]))
+        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+        files[name] = f"{name}.fp16.onnx"
+        onnx.save(half, str(folder / files[name]))
+    return files
+
+
+def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
+    """The image encoder with int8 MatMul weights, activations quantised per call (dynamic
+    quantisation, for CPUs); every other stage stays float32. ``weights``: ``s8`` (int8, for
+    CPUs with VNNI/AMX or ARM) or ``u8`` (uint8, for x86 CPUs without VNNI, where uint8 x int8
+    saturates: :mod:`vosfx.engine.cpu_features`)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = folder / man["graphs"]["image_encoder"]["file"]
+    out = "image_encoder.int8.onnx" if weights == "s8" else "image_encoder.int8-u8.onnx"
+    quantize_dynamic(
+        str(src),
+        str(folder / out),
+        weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+    )
+    return {"image_encoder": out}
+
+
+def _bf16(folder: Path, man: dict) -> dict[str, str]:
+    """The heavy stages (:data:`vosfx.engine.openvino_runtime.HEAVY`) constant-folded by ONNX
+    Runtime's basic optimisation, standard ONNX ops only, for OpenVINO to compile in bfloat16.
+    Folding first matters: OpenVINO's own folding of the image encoder's bicubic resize of
+    its position embedding takes minutes at 1024 (2,415 -> 507 nodes; compile ~2 s after)."""
+    import onnxruntime as ort
+
+    from vosfx.engine.openvino_runtime import HEAVY
+
+    files = {}
+    for name in HEAVY:
+        files[name] = f"{name}.folded.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        opts.optimized_model_filepath = str(folder / files[name])
+        opts.log_severity_level = 3
+        ort.InferenceSession(
+            str(folder / man["graphs"][name]["file"]), opts, providers=["CPUExecutionProvider"]
+        )
+    return files
+
+
+# variant -> what makes its files from the bundle's folder and manifest
+_MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
+    "fp16": _fp16,
+    "int8": _int8,
+    "int8-u8": functools.partial(_int8, weights="u8"),
+    "bf16": _bf16,
+}
