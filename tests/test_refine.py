@@ -68,25 +68,42 @@ def test_logits_to_prob_is_the_calibrated_sigmoid():
     [(0.0, 1.0), (0.0, 0.3), (1.5, 1.0), (-2.0, 2.5), (-2.0, 0.25), (0.7, 2.0)],
 )
 @pytest.mark.parametrize("out_hw", [(64, 64), (270, 480)])
-def test_logits_to_prob_is_bit_identical_to_the_step_by_step_formula(threshold, softness, out_hw):
-    # the fast path skips a zero threshold and fuses 0.5 t + 0.5 into one pass: the float32
-    # values must stay exactly those of the plain steps (resize, - threshold, * 0.5 / softness,
-    # tanh, * 0.5, + 0.5)
-    import cv2
-
+def test_logits_to_prob_is_the_sigmoid_of_the_resampled_logits(threshold, softness, out_hw):
+    # the fast path (OpenCV's exp, one pass for the scale and clip, one for 1 / (1 + e)) gives
+    # the sigmoid of the bilinearly resampled logits to float32 rounding: within 1e-6 of the
+    # reciprocal (its last bits) and of float64 scipy.special.expit, exactly 0 and 1 where the
+    # sigmoid is beyond float32, 0.5 at the threshold, and never a subnormal number
     rng = np.random.default_rng(7)
     logits = (rng.standard_normal((64, 64)) * 12).astype(np.float32)
     logits[0, :8] = [-1024.0, 0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1e-7]
-    x, before = logits.copy(), logits.copy()
+    logits[1, :4] = [1e30, -1e30, 3e38, -3e38]
+    before = logits.copy()
+    x = np.clip(logits, -1024, 1024)  # beyond SAM 2's own extreme a logit is read as it
     if (64, 64) != out_hw:
         x = cv2.resize(x, out_hw[::-1], interpolation=cv2.INTER_LINEAR)
-    x = x - np.float32(threshold)
-    x = x * np.float32(0.5 / softness)
-    want = np.tanh(x) * np.float32(0.5) + np.float32(0.5)
+    z = (x.astype(np.float64) - threshold) / softness
+    want = expit(z)
     got = logits_to_prob(logits, out_hw, threshold, softness)
-    assert got.dtype == np.float32 and got.shape == out_hw
-    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32 and got.shape == out_hw and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[z >= 17.0], 1.0)
+    np.testing.assert_array_equal(got[z <= -17.0], 0.0)
+    assert not np.any((got > 0) & (got < np.finfo(np.float32).tiny))  # no subnormals
+    np.testing.assert_array_equal((got > 0.5)[np.abs(z) > 1e-6], (z > 0)[np.abs(z) > 1e-6])
     np.testing.assert_array_equal(logits, before)  # the input is left alone
+    at = logits_to_prob(np.full((4, 4), threshold, np.float32), (8, 8), threshold, softness)
+    np.testing.assert_array_equal(at, 0.5)
+
+
+def test_logits_to_prob_is_monotonic_through_the_threshold():
+    # every float32 logit in [-20, 20] at steps of 2^-10, then the 200,000 just around 0:
+    # alpha never decreases as the logit grows (the hard matte's edge cannot move backwards)
+    coarse = np.arange(-20.0, 20.0, 2.0**-10, dtype=np.float32)
+    fine = np.linspace(-1e-3, 1e-3, 200_001, dtype=np.float32)
+    for z in (coarse, fine):
+        got = logits_to_prob(z[None], (1, z.size))[0]
+        assert np.all(np.diff(got) >= 0)
+        assert np.all(got[z < -1e-6] < 0.5) and np.all(got[z > 1e-6] > 0.5)
 
 
 @pytest.mark.parametrize("edge", ["guided", "bilinear"])
