@@ -153,3 +153,23 @@ def test_blends_from_several_threads_at_once_share_the_pool():
         assert not t.is_alive()  # no band left waiting
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_overwrite_blends_into_the_given_plane_with_the_same_result():
+    # overwrite=True (the Refiner's own plane) writes the blend into alpha instead of a new
+    # plane: the same values frame after frame, and the remembered previous frame is never
+    # the plane handed in next
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (H, W, 3), dtype=np.uint8) for _ in range(4)]
+    frames[2] = frames[1]  # a still pair: the weight is not zero
+    alphas = rng.random((4, H, W), dtype=np.float32)
+    fresh, inplace = TemporalSmoother(0.5), TemporalSmoother(0.5)
+    blended = []
+    for img, alpha in zip(frames, alphas):
+        want = fresh(1, alpha.copy(), fresh.still(img)).copy()
+        given = alpha.copy()
+        got = inplace(1, given, inplace.still(img), overwrite=True)
+        np.testing.assert_array_equal(got, want)
+        assert got is given  # no new plane, on the first frame and on blended ones
+        blended.append(not np.array_equal(want, alpha))
+    assert blended[2]  # the still frame was blended toward the previous one

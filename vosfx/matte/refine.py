@@ -279,7 +279,8 @@ class Refiner:
                 alpha = prep.refine(
                     alpha, low, cfg.guided_strength, overwrite=True, threads=self.threads
                 )
-            alpha = self._temporal(obj_id, alpha, still)
+            # alpha is this call's own plane (made by logits_to_prob, refined in place)
+            alpha = self._temporal(obj_id, alpha, still, overwrite=True)
             planes.append(finish(alpha, cfg))
         if len(planes) == 1:  # a view, not a copy (8 MB a 1080p frame); nothing writes it
             alpha = planes[0][None]

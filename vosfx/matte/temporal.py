@@ -145,18 +145,28 @@ class TemporalSmoother:
         self._luma = luma
         return out
 
-    def __call__(self, obj_id: int, alpha: np.ndarray, still: np.ndarray | None) -> np.ndarray:
+    def __call__(
+        self,
+        obj_id: int,
+        alpha: np.ndarray,
+        still: np.ndarray | None,
+        *,
+        overwrite: bool = False,
+    ) -> np.ndarray:
         """Smooth one object's (H, W) float32 alpha with the weight from :meth:`still` (its
         small grid, or a full-resolution (H, W) weight); remembers the result for the next
         frame. The result may be ``alpha`` itself (first frame of an object): callers treat
-        both as read-only."""
+        both as read-only. ``overwrite``: ``alpha`` is the caller's to give up (a float32
+        plane nothing else holds), so the blend is written into it instead of a new plane
+        (8 MB a 1080p frame, whose first touch costs ~1.5 ms of page faults)."""
         if still is None:
             return alpha
         prev = self._prev.get(obj_id)
         alpha = np.ascontiguousarray(alpha, dtype=np.float32)
         if prev is None or prev.shape != alpha.shape:
             out = alpha
-        else:  # a new array: the result is handed on to the writers, so it is never reused
-            out = kernels.blend_toward(alpha, prev, still, np.empty_like(alpha), self.threads)
+        else:  # never into ``prev``: the result is handed on to the writers, so never reused
+            into = alpha if overwrite else np.empty_like(alpha)
+            out = kernels.blend_toward(alpha, prev, still, into, self.threads)
         self._prev[obj_id] = out
         return out
