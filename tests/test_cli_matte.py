@@ -645,3 +645,35 @@ def test_an_output_named_for_its_format_or_without_a_media_suffix_is_written(env
     r = matte(env / "clip.mp4", env / "mask.png", "-o", env / name, "-f", fmt)
     assert r.exit_code == 0, r.output
     assert (env / name).exists()
+
+
+def test_an_existing_sidecar_is_refused_before_the_render_unless_overwrite(env, monkeypatch):
+    """The sidecar <out>.json replaced a file of that name at the end of the render without
+    --overwrite (a user's notes, another render's record). Now refused up front like the
+    output (exit 6, nothing written, the model never loaded), replaced with --overwrite, left
+    alone with --no-sidecar; a folder of that name is refused even with --overwrite (it was
+    a failure after the whole render)."""
+    notes = env / "out.mov.json"
+    notes.write_text("my notes")
+    loads = []
+    real_load = vosfx.engine.load_engine
+    monkeypatch.setattr(
+        vosfx.engine, "load_engine", lambda *a, **kw: loads.append(1) or real_load(*a, **kw)
+    )
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 6, r.output
+    assert "sidecar" in r.output and "out.mov.json" in r.output, r.output
+    assert "already exists" in r.output and "--overwrite" in r.output and loads == []
+    assert notes.read_text() == "my notes" and leftovers(env) == ["out.mov.json"]
+
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--no-sidecar")
+    assert r.exit_code == 0, r.output
+    assert notes.read_text() == "my notes"
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert json.loads(notes.read_text())["output"].endswith("out.mov")
+
+    (env / "other.mov.json").mkdir()
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "other.mov", "--overwrite")
+    assert r.exit_code == 6 and "is a folder" in r.output and "--no-sidecar" in r.output, r.output
+    assert not (env / "other.mov").exists()

@@ -141,6 +141,20 @@ def test_render_refuses_to_replace_the_clip(run, clip):
     assert status == 400 and "clip itself" in data["error"]
 
 
+def test_render_refuses_an_existing_sidecar_in_the_pages_words(run, tmp_path):
+    """A file named like the render's sidecar (<output>.json) is not replaced unless
+    "replace existing" is ticked; the message names the page's control, not a CLI flag."""
+    _click(run, 0)
+    notes = tmp_path / "o.mov.json"
+    notes.write_text("notes")
+    status, data = run.request(
+        "/api/render", {"output": str(tmp_path / "o.mov"), "formats": ["prores4444"]}
+    )
+    assert status == 400 and "o.mov.json" in data["error"], data
+    assert 'tick "replace existing"' in data["error"] and "--" not in data["error"]
+    assert notes.read_text() == "notes" and not (tmp_path / "o.mov").exists()
+
+
 def test_save_job_path_errors_name_the_field(run, tmp_path):
     """The Save job panel has two paths (output, job): the error says which one is wrong."""
     _click(run, 0)

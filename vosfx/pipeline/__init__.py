@@ -11,6 +11,7 @@ passes, shot cuts) is :mod:`vosfx.session`.
 from vosfx.pipeline.loop import (
     check_output_name,
     check_outputs,
+    check_sidecar_path,
     resolve_prompts,
     results_in_order,
     run,
@@ -23,6 +24,7 @@ __all__ = [
     "ProgressCallback",
     "check_output_name",
     "check_outputs",
+    "check_sidecar_path",
     "plan_outputs",
     "resolve_prompts",
     "results_in_order",

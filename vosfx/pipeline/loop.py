@@ -234,6 +234,32 @@ def check_outputs(
             _check_not_input(Path(target), job.input)
             check_output_path(Path(target), job.overwrite, sequence=FORMATS[fmt].is_sequence)
             check_output_name(target, fmt)
+            if job.config.output.sidecar:
+                check_sidecar_path(Path(target), job.overwrite)
+
+
+def check_sidecar_path(
+    output: Path,
+    overwrite: bool,
+    allow: str = "pass --overwrite to replace it, or --no-sidecar to write none",
+) -> None:
+    """OutputError when ``output``'s sidecar (``<output>.json``, written at the end) could not
+    be: a folder stands there, or a file and ``overwrite`` is false (``allow``: what to do
+    about it, in the caller's words). Checked before decoding, as the output is, so a long
+    render never ends on it and a file of that name is never replaced unasked."""
+    from vosfx.io.writers.sidecar import sidecar_path
+
+    side = sidecar_path(output)
+    if side.is_dir() and not side.is_symlink():
+        raise OutputError(
+            f"sidecar {side} (the record written beside output {output.name}) is a folder; "
+            "move it, or pass --no-sidecar to write none"
+        )
+    if (side.exists() or side.is_symlink()) and not overwrite:
+        raise OutputError(
+            f"sidecar {side} (the record written beside output {output.name}) already "
+            f"exists; {allow}"
+        )
 
 
 def check_output_name(path: str, fmt: str) -> None:

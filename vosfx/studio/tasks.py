@@ -139,7 +139,7 @@ class TasksMixin:
     def render(self, job: Job) -> None:
         """Render ``job`` on the worker thread with the studio's engine (pipeline.run, the one
         loop); progress and the written paths come as events."""
-        from vosfx.pipeline import check_outputs, plan_outputs
+        from vosfx.pipeline import check_outputs, check_sidecar_path, plan_outputs
 
         outputs = plan_outputs(job)
         for path, _fmt, _obj in outputs:
@@ -148,6 +148,10 @@ class TasksMixin:
             if not job.overwrite and (Path(path).exists() or Path(path).is_symlink()):
                 # the page's own control, not the CLI's --overwrite the writer's check names
                 raise OutputError(f'output {path} already exists; tick "replace existing"')
+            if job.config.output.sidecar:
+                check_sidecar_path(
+                    Path(path), job.overwrite, 'tick "replace existing" to replace it'
+                )
         check_outputs(job, outputs)  # the render's own checks (the clip itself, folders)
         self.stop()
 
