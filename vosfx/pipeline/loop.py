@@ -253,7 +253,7 @@ def check_sidecar_path(
     if side.is_dir() and not side.is_symlink():
         raise OutputError(
             f"sidecar {side} (the record written beside output {output.name}) is a folder; "
-            "move it, or pass --no-sidecar to write none"
+            "move or rename it"
         )
     if (side.exists() or side.is_symlink()) and not overwrite:
         raise OutputError(
