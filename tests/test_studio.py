@@ -926,3 +926,21 @@ def test_save_job_asks_before_replacing_a_job_file(run, tmp_path):
     status, data = run.request("/api/save", {**body, "replace": True})
     assert status == 200 and data == {"path": str(job_path)}
     assert load_job_file(job_path).output == str(tmp_path / "o.mov")
+
+
+def test_opening_a_clip_loads_the_refinements_compiled_loops(clip, tmp_path, monkeypatch):
+    """The masks drawn for a click go through logits_to_prob, whose compiled loops cost
+    ~1.1 s to load in a fresh process (numba's import and cache; ~4 s to compile on a new
+    machine): the studio starts loading them when it opens the clip, not at the first click."""
+    from vosfx.config import build_config
+    from vosfx.matte import kernels
+    from vosfx.studio.state import Studio
+
+    started = []
+    monkeypatch.setattr(kernels, "warm_up", lambda: started.append(1))
+    (tmp_path / "w").mkdir()
+    st = Studio(str(clip), engine=FakeEngine(), config=build_config({}), workdir=tmp_path / "w")
+    try:
+        assert started == [1]
+    finally:
+        st.close()

@@ -91,6 +91,12 @@ class Studio(PromptsMixin, TasksMixin):
             # the policy (and the [refine] options change without a new session)
             detect_shots=True,
         )
+        # the refinement's compiled loops (the masks drawn for a click use them too: ~0.8 s
+        # to load, ~4 s to compile the first time on a machine) load while the page opens,
+        # on their own thread, so the first click does not wait for them
+        from vosfx.matte import kernels
+
+        kernels.warm_up()
         self.objects: dict[int, StudioObject] = {}
         self.edits: dict[tuple[int, int], FramePrompt] = {}  # (obj, frame) -> prompt
         self._undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
