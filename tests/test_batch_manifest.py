@@ -348,3 +348,19 @@ def test_a_rows_unknown_preset_is_found_even_beside_default_presets(clips):
     )
     with pytest.raises(BatchError, match="prores-typo"):
         load_manifest(path)
+
+
+def test_a_job_writing_over_the_manifest_itself_is_refused(clips):
+    # a JSON manifest "seq.json" whose job renders the PNG sequence folder "seq": its sidecar
+    # is seq.json, the manifest itself (the studio's saved jobs are JSON manifests too)
+    manifest = clips / "seq.json"
+    row = {"input": "a.mp4", "mask": "a.mask.png", "output": "seq", "preset": "png16"}
+    manifest.write_text(json.dumps(row) + "\n")
+    with pytest.raises(BatchError) as err:
+        load_manifest(manifest)
+    text = str(err.value)
+    assert "1 problem(s)" in text and "sidecar " in text and "seq.json would" in text, text
+    assert "would overwrite the manifest itself" in text, text
+    row["output"] = "seq_out"  # another name: fine
+    manifest.write_text(json.dumps(row) + "\n")
+    assert len(load_manifest(manifest).jobs) == 1

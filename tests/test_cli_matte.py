@@ -677,3 +677,71 @@ def test_an_existing_sidecar_is_refused_before_the_render_unless_overwrite(env, 
     r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "other.mov", "--overwrite")
     assert r.exit_code == 6 and "other.mov.json" in r.output and "is a folder" in r.output
     assert not (env / "other.mov").exists()
+
+
+def test_a_job_file_the_render_would_write_over_is_refused(env):
+    """`vosfx matte --job seq.json` for a job rendering the PNG sequence folder `seq`: its
+    sidecar is seq.json, the job file itself (replaced at the end before; with the sidecar
+    check, refused as an existing sidecar even with --overwrite would replace it). Refused
+    before anything is read, naming --job; the job file kept."""
+    from vosfx.job import Job, PromptSpec
+    from vosfx.presets import resolve_config
+    from vosfx.studio.jobfile import save_job
+
+    job = Job(
+        input=str(env / "clip.mp4"),
+        output=str(env / "seq"),
+        config=resolve_config(["png16"], {}),
+        prompts=(PromptSpec(mask=str(env / "mask.png")),),
+        presets=("png16",),
+    )
+    path = save_job(job, env / "seq.json")
+    kept = path.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        r = matte("--job", path, *extra)
+        assert r.exit_code == 6, r.output
+        assert "--job" in r.output and "sidecar of output" in r.output, r.output
+        assert path.read_bytes() == kept and not (env / "seq").exists()
+    save_job(job, env / "seq_job.json")  # another name: it renders, its sidecar replacing
+    r = matte("--job", env / "seq_job.json", "--overwrite")  # the first job file on ask
+    assert r.exit_code == 0, r.output
+    assert (env / "seq").is_dir() and (env / "seq.json").read_bytes() != kept
+
+
+def test_job_level_flags_apply_to_a_job_file_and_prompt_flags_are_refused(env):
+    """With --job, -o / --overwrite / --start / --end were silently unused (the job file's own
+    values rendered, or "already exists" despite --overwrite), and --point / --preset too.
+    Now the job-level flags replace the job's, and the flags for what the job file holds
+    (prompts, presets) are a usage error (exit 2) naming them."""
+    import av
+
+    from vosfx.job import Job, PromptSpec
+    from vosfx.presets import resolve_config
+    from vosfx.studio.jobfile import save_job
+
+    job = Job(
+        input=str(env / "clip.mp4"),
+        output=str(env / "out.mov"),
+        config=resolve_config([], {}),
+        prompts=(PromptSpec(mask=str(env / "mask.png")),),
+    )
+    path = save_job(job, env / "job.json")
+    r = matte("--job", path, "-o", env / "other.mov", "--end", 6)
+    assert r.exit_code == 0, r.output
+    assert not (env / "out.mov").exists()
+    with av.open(str(env / "other.mov")) as movie:
+        assert sum(1 for _ in movie.decode(video=0)) == 6
+    r = matte("--job", path, "-o", env / "late.mov", "--start", 2)  # the job's prompt: frame 0
+    assert r.exit_code == 5 and "outside the frames being matted (2..9" in r.output, r.output
+    r = matte("--job", path, "-o", env / "other.mov")
+    assert r.exit_code == 6 and "already exists" in r.output, r.output
+    r = matte("--job", path, "-o", env / "other.mov", "--overwrite")
+    assert r.exit_code == 0, r.output
+    with av.open(str(env / "other.mov")) as movie:
+        assert sum(1 for _ in movie.decode(video=0)) == 10
+
+    for extra in (["--point", "5,5"], ["-p", "fast"], ["--mask-frame", "0"]):
+        r = matte("--job", path, *extra)
+        assert r.exit_code == 2 and extra[0] in r.output and "--job" in r.output, r.output
+    r = matte("--job", path, "--end", 1, "--start", 3)
+    assert r.exit_code == 2 and "--end" in r.output, r.output

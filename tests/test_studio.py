@@ -155,6 +155,19 @@ def test_render_refuses_an_existing_sidecar_in_the_pages_words(run, tmp_path):
     assert notes.read_text() == "notes" and not (tmp_path / "o.mov").exists()
 
 
+def test_save_job_refuses_the_path_its_render_would_write_over(run, tmp_path):
+    """A job saved as seq.json that renders the PNG sequence folder seq: its sidecar is
+    seq.json, the job file itself (rendered later, the sidecar replaced the job). Refused,
+    naming the field; another name saves."""
+    _click(run, 0)
+    body = {"output": str(tmp_path / "seq"), "formats": ["png16"]}
+    status, data = run.request("/api/save", dict(body, path=str(tmp_path / "seq.json")))
+    assert status == 400 and data["error"].startswith("path: "), data
+    assert "sidecar of output" in data["error"] and not (tmp_path / "seq.json").exists()
+    status, data = run.request("/api/save", dict(body, path=str(tmp_path / "seq_job.json")))
+    assert status == 200 and Path(data["path"]).is_file(), data
+
+
 def test_save_job_path_errors_name_the_field(run, tmp_path):
     """The Save job panel has two paths (output, job): the error says which one is wrong."""
     _click(run, 0)

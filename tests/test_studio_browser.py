@@ -332,7 +332,7 @@ def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypa
                 {
                     "output": str(tmp_path / name),
                     "formats": ["png16"],
-                    "path": str(tmp_path / f"{name}.json"),
+                    "path": str(tmp_path / f"{name}_job.json"),  # {name}.json: its sidecar
                 },
             )
             assert status == 200
@@ -343,7 +343,7 @@ def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypa
         cli,
         [
             "batch",
-            str(tmp_path / "via_batch.json"),
+            str(tmp_path / "via_batch_job.json"),
             "--executor",
             "inline",
             "--engine-factory",
@@ -352,7 +352,7 @@ def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypa
     )
     assert res.exit_code == 0, res.output
     monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
-    res = CliRunner().invoke(cli, ["matte", "--job", str(tmp_path / "via_matte.json")])
+    res = CliRunner().invoke(cli, ["matte", "--job", str(tmp_path / "via_matte_job.json")])
     assert res.exit_code == 0, res.output
     a, b = (
         sorted((tmp_path / "via_batch").glob("*.png")),

@@ -170,7 +170,7 @@ def build_manifest(
         )
         if job is not None:
             jobs.append(BatchJob(job_id, job, index, where))
-    _check_outputs(jobs, errors)
+    _check_outputs(jobs, errors, path if path.is_file() else None)
     if errors:
         shown = errors[:_MAX_LISTED_ERRORS]
         more = len(errors) - len(shown)
@@ -344,12 +344,16 @@ def planned_paths(job: Job, planned: list[tuple[str, str, int | None]] | None = 
 _OBJ = "{obj}"
 
 
-def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
-    """No two jobs write the same path; no job writes over any job's input or mask. A
-    per-object template (``{obj}``) stands for every object id: checked against the other
-    paths and inputs it can name, and against the other templates."""
+def _check_outputs(jobs: list[BatchJob], errors: list[str], manifest: Path | None) -> None:
+    """No two jobs write the same path; no job writes over any job's input or mask, nor over
+    the ``manifest`` file itself (a studio-saved job ``shot.json`` rendering a sequence
+    folder ``shot``, whose sidecar is ``shot.json``). A per-object template (``{obj}``)
+    stands for every object id: checked against the other paths and inputs it can name, and
+    against the other templates."""
     owner: dict[str, str] = {}
     inputs = {}
+    if manifest is not None:
+        inputs[str(manifest.resolve())] = "the manifest itself"
     for bj in jobs:
         inputs[str(Path(bj.job.input).resolve())] = bj.where
         for p in bj.job.prompts:
@@ -376,9 +380,10 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str]) -> None:
                 errors.append(f"{bj.where}: output {path} is also written by {owner[key]}")
             owner.setdefault(key, bj.where)
             if key in inputs:
-                errors.append(
-                    f"{bj.where}: output {path} would overwrite the input of {inputs[key]}"
-                )
+                what = inputs[key]
+                label = "sidecar" if path.endswith(".json") else "output"  # <output>.json
+                target = what if what == "the manifest itself" else f"the input of {what}"
+                errors.append(f"{bj.where}: {label} {path} would overwrite {target}")
             if _OBJ in key:
                 templates.append((key, path, bj.where))
     _check_object_templates(templates, owner, inputs, errors)

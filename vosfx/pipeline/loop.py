@@ -262,6 +262,23 @@ def check_sidecar_path(
         )
 
 
+def job_file_clash(job: Job, job_file: Path, obj_ids: tuple[int, ...] = ()) -> str | None:
+    """What the render of ``job`` would write over ``job_file`` (where that job is saved),
+    in words ("output X", "the sidecar of output X"), or None. A sequence folder ``shot``
+    has its sidecar at ``shot.json``: a job saved as ``shot.json`` would be replaced by it.
+    ``obj_ids``: the objects whose own outputs a per-object output writes."""
+    from vosfx.io.writers.sidecar import sidecar_path
+
+    key = job_file.resolve()
+    for path, _fmt, obj in plan_outputs(job):
+        for target in [path] if obj is None else [object_path(path, o) for o in obj_ids]:
+            if Path(target).resolve() == key:
+                return f"output {target}"
+            if job.config.output.sidecar and sidecar_path(target).resolve() == key:
+                return f"the sidecar of output {target}"
+    return None
+
+
 def check_output_name(path: str, fmt: str) -> None:
     """OutputError when the output ``path`` is named as another kind of file than the format
     ``fmt`` writes (:func:`vosfx.formats.name_mismatch`)."""

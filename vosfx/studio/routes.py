@@ -252,15 +252,24 @@ def job_routes(ctl) -> list[Route]:
         return {"outputs": [p for p, _f, _o in plan_outputs(job)]}
 
     def save(body: dict) -> dict:
+        from vosfx.pipeline import job_file_clash
+
         job = job_from(body)
         path = body.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ConfigError("path: expected where to save the job (.json)")
         target = user_path(path, "path")
+        studio = studio_of(ctl)
+        clash = job_file_clash(job, target, tuple(sorted(studio.session.obj_ids)))
+        if clash is not None:  # rendering the job would replace the job file itself
+            raise ConfigError(
+                f"path: {target} is where rendering this job writes {clash}; give the job "
+                "file another name"
+            )
         if target.exists() and not body.get("replace", False):
             # the page asks before replacing a job file (as Render asks before outputs)
             return {"exists": str(target)}
-        return {"path": str(studio_of(ctl).save_job(job, target))}
+        return {"path": str(studio.save_job(job, target))}
 
     def done(body: dict) -> dict:
         if ctl.done_job is None:
