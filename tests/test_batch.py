@@ -133,8 +133,19 @@ def test_existing_output_not_made_by_the_batch_is_kept(tmp_path, config_home):
     manifest = make_batch(tmp_path, names=("a",))
     (tmp_path / "out" / "a.mkv").write_bytes(b"precious")
     report = run_batch(manifest, executor="inline", engine_factory=fake_engine, retry=2)
-    assert report.results[0].status == "failed" and "already exists" in report.results[0].reason
+    reason = report.results[0].reason
+    assert report.results[0].status == "failed" and "already exists" in reason
+    # the remedy in the manifest's words: vosfx batch has no --overwrite flag
+    assert "overwrite = true" in reason and "--overwrite" not in reason, reason
     assert (tmp_path / "out" / "a.mkv").read_bytes() == b"precious"
+    # a new batch where the sidecar's name is taken instead: the same words
+    (tmp_path / "second").mkdir()
+    other = make_batch(tmp_path / "second", names=("a",))
+    (tmp_path / "second" / "out" / "a.mkv.json").write_text("notes")
+    reason = run_batch(other, executor="inline", engine_factory=fake_engine).results[0].reason
+    assert "a.mkv.json" in reason and "overwrite = true" in reason, reason
+    assert "sidecar = false" in reason and "--no-sidecar" not in reason, reason
+    assert (tmp_path / "second" / "out" / "a.mkv.json").read_text() == "notes"
 
 
 class _Flaky:

@@ -178,6 +178,21 @@ class _JobLog:
         return text
 
 
+# The pipeline's errors name the CLI's flags; a batch job's are keys of its manifest row.
+_MANIFEST_WORDS = (
+    ("pass --overwrite to replace it", "set overwrite = true in the job's row to replace it"),
+    ("--no-sidecar to write none", "overrides = {output = {sidecar = false}} to write none"),
+)
+
+
+def in_manifest_words(message: str) -> str:
+    """``message`` with the CLI's remedies ("pass --overwrite ...") said as the manifest
+    row's keys, which is what a batch user can change."""
+    for cli_words, row_words in _MANIFEST_WORDS:
+        message = message.replace(cli_words, row_words)
+    return message
+
+
 def run_one(
     task: Task,
     engines: EngineCache,
@@ -218,10 +233,11 @@ def run_one(
         report = pipeline.run(task.job, engine=engine, on_progress=progress, cancel=cancel)
         stamp_sidecars(report.sidecars, task.job_id, task.job_hash)
     except VosfxError as err:
+        reason = in_manifest_words(str(err))
         outcome = replace(
-            base, kind=err.kind, reason=str(err), transient=err.kind not in PERMANENT_KINDS
+            base, kind=err.kind, reason=reason, transient=err.kind not in PERMANENT_KINDS
         )
-        log.line(f"FAILED ({err.kind}): {err}")
+        log.line(f"FAILED ({err.kind}): {reason}")
     except Exception as err:  # noqa: BLE001 - isolate any bug or runtime error to this job
         outcome = replace(
             base, kind="exception", reason=f"{type(err).__name__}: {err}", transient=True
