@@ -311,88 +311,11 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
         click.echo(format_report(result), err=json_progress)
 
 
-# with --job: flags that hold a job's prompts or presets (refused: the job file has them)
-_JOB_HOLDS = {
-    "masks": "--mask",
-    "points": "--point",
-    "neg_points": "--neg-point",
-    "boxes": "--box",
-    "obj_id": "--obj",
-    "mask_frame": "--mask-frame",
-    "presets": "--preset",
-}
-
-
-def _given(name: str) -> bool:
-    """Whether the user set option ``name`` (not its default)."""
-    from click.core import ParameterSource
-
-    source = click.get_current_context().get_parameter_source(name)
-    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-
-
-def _with_job_flags(job, output, opts):
-    """``job`` (from --job) with the job-level flags the user gave replacing its own: -o,
-    --overwrite, --start, --end, --fit, --objects, --fps (the settings' flags arrive as
-    config overrides). Flags for the prompts or presets, which the job file holds, are a
-    usage error rather than silently unused."""
-    from dataclasses import replace
-
-    held = [flag for name, flag in _JOB_HOLDS.items() if _given(name)]
-    if held:
-        raise click.UsageError(
-            f"--job holds the prompts and presets: {', '.join(held)} cannot be given with it "
-            "(change them in the studio, or give INPUT and MASK instead of --job)"
-        )
-    changes: dict = {}
-    if output:
-        changes["output"] = output
-    for name in ("overwrite", "fit"):
-        if opts[name]:
-            changes[name] = True
-    for name in ("start", "end", "fps"):
-        if _given(name):
-            changes[name] = opts[name]
-    if opts["objects"]:
-        changes["objects"] = _object_ids(opts["objects"])
-    job = replace(job, **changes)
-    if job.end is not None and job.end <= job.start:
-        flag = "--end" if "end" in changes else "--start"
-        raise click.BadParameter(
-            f"expected --end after --start; the job's range would be {job.start}..{job.end}",
-            param_hint=flag,
-        )
-    return job
-
-
-def _object_ids(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected ids like 1,2, found {text!r}", param_hint="--objects"
-        ) from None
-
-
-def _check_job_file_kept(job, job_file: Path) -> None:
-    """OutputError (before anything is read) when the render would write over the job file
-    it came from: a sequence folder ``shot`` has its sidecar at ``shot.json``."""
-    from vosfx.errors import OutputError
-    from vosfx.pipeline import job_file_clash
-
-    ids = tuple(sorted({p.obj_id for p in job.prompts if p.obj_id is not None})) or (1,)
-    clash = job_file_clash(job, job_file, ids)
-    if clash is not None:
-        raise OutputError(
-            f"--job {job_file}: the render would write {clash} over the job file; save the "
-            "job under another name, or give it another output"
-        )
-
-
 def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     import os
 
     from vosfx.cli.flags import check_flag_values
+    from vosfx.cli.job_flags import check_job_file_kept, object_ids, with_job_flags
     from vosfx.cli.prompt_options import prompt_specs
     from vosfx.job import Job, load_job_file
     from vosfx.presets import resolve_config
@@ -405,8 +328,8 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         if input_path or mask:
             raise click.UsageError("--job replaces INPUT and MASK: give one or the other")
         _check_range_and_rate(opts)
-        job = _with_job_flags(load_job_file(job_file, cli_overrides=overrides), output, opts)
-        _check_job_file_kept(job, Path(job_file))
+        job = with_job_flags(load_job_file(job_file, cli_overrides=overrides), output, opts)
+        check_job_file_kept(job, Path(job_file))
         return job
     if not input_path:
         raise click.UsageError("missing INPUT: a video file, an image folder or a %05d pattern")
@@ -415,7 +338,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     if not prompts:
         raise click.UsageError("no prompt: give a MASK image, --point x,y or --box x0,y0,x1,y1")
     config = resolve_config(presets, overrides)
-    objects = _object_ids(opts["objects"]) if opts["objects"] else None
+    objects = object_ids(opts["objects"]) if opts["objects"] else None
     return Job(
         input=input_path,
         prompts=tuple(prompts),
