@@ -71,10 +71,21 @@ def child(args: argparse.Namespace) -> None:
         overwrite=True,
     )
     sampler = ThreadCPU() if args.by_thread else None
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     c0, t0 = time.process_time(), time.perf_counter()
     report = run(job, engine=FakeEngine(logit_fn=logit_fn))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    out = {"frames": report.frames, "wall_s": wall, "cpu_s": cpu, "timings_s": report.timings_s}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    status = Path("/proc/self/status")  # VmHWM: this process's peak (ru_maxrss outlives exec)
+    hwm = [ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:")]
+    out = {
+        "frames": report.frames,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "timings_s": report.timings_s,
+        "page_faults": usage.ru_minflt - f0,  # minor: fresh pages the kernel had to map
+        "peak_rss_mib": int(hwm[0].split()[1]) / 1024 if hwm else float("nan"),
+    }
     if sampler is not None:
         out["threads_s"] = sampler.stop()
     print(json.dumps(out))
@@ -140,6 +151,7 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
     from vosfx.config import OutputConfig
     from vosfx.io.source import open_source
     from vosfx.io.writers import open_writer
+    from vosfx.io.writers.framepool import FramePool
     from vosfx.io.writers.video import yuva444_frame, yuva444_from_source
     from vosfx.matte.refine import Refiner
     from vosfx.presets import resolve_config
@@ -181,12 +193,26 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
         lambda p: yuva444_frame(p[0].image, p[1].merged, "yuva444p10le", 10),
         pairs,
     )
+    rgb_pool = FramePool("yuva444p10le", W, H)
+
+    def rgb_recycled(p):
+        vf = yuva444_frame(p[0].image, p[1].merged, "yuva444p10le", 10, pool=rgb_pool)
+        rgb_pool.give_back(vf)
+
+    timed("the same into a recycled frame and scratch (FramePool)", rgb_recycled, pairs)
     if all("ycbcr" in f.derived for f in frames):  # a BT.709 source (make_source's)
         timed(
             "ProRes 4444 picture from the source's Y'CbCr (+ alpha plane)",
             lambda p: yuva444_from_source(p[0].derived["ycbcr"], p[1].merged, "yuva444p10le", 10),
             pairs,
         )
+        pool = FramePool("yuva444p10le", W, H)
+
+        def recycled(p):
+            vf = yuva444_from_source(p[0].derived["ycbcr"], p[1].merged, "yuva444p10le", 10, pool)
+            pool.give_back(vf)
+
+        timed("the same into a recycled frame (FramePool) ", recycled, pairs)
     for fmt in ("prores4444", "ffv1-matte"):
         ext = "mov" if fmt == "prores4444" else "mkv"
         with open_writer(
@@ -214,7 +240,8 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
 
 
 def make_source(path: Path, n: int) -> str:
-    """An n-frame 1080p H.264 clip: the shared dog clip scaled up if present, else synthetic."""
+    """An n-frame 1080p H.264 clip (or PNG sequence, for a ``.png`` pattern ``path``): the
+    shared dog clip scaled up if present, else synthetic."""
     sys.path.insert(0, str(ROOT / "tests"))
     import cv2
     from media import make_clip, moving_square_frame
@@ -234,6 +261,13 @@ def make_source(path: Path, n: int) -> str:
     else:
         frames = [moving_square_frame(i, W, H)[0] for i in range(n)]
         origin = "synthetic moving square"
+    if path.suffix == ".png":  # an image sequence: RGB frames, no Y'CbCr to take as is
+        from PIL import Image
+
+        path.parent.mkdir(exist_ok=True)
+        for i, rgb in enumerate(frames):
+            Image.fromarray(rgb).save(path.parent / f"{i:05d}.png", compress_level=1)
+        return origin + ", as a PNG sequence"
     make_clip(
         path,
         n=n,
@@ -304,6 +338,11 @@ def main() -> None:
     ap.add_argument("--jobs", default=",".join(JOBS), help="comma-separated: " + ", ".join(JOBS))
     ap.add_argument("--soft", action="store_true", help="soft logits (the fake's / 10)")
     ap.add_argument(
+        "--png",
+        action="store_true",
+        help="the source as a 1080p PNG sequence (RGB frames) instead of H.264",
+    )
+    ap.add_argument(
         "--by-thread", action="store_true", help="also print each thread's CPU ms a frame"
     )
     ap.add_argument(
@@ -335,7 +374,8 @@ def main() -> None:
         raise SystemExit(f"--jobs: unknown {unknown}; known: {', '.join(JOBS)}")
     with tempfile.TemporaryDirectory(prefix="vosfx-render-") as tmp_s:
         tmp = Path(tmp_s)
-        clip = tmp / "clip.mp4"
+        # an image sequence's frames go to the writers as RGB (the picture is converted)
+        clip = tmp / "frames" / "%05d.png" if args.png else tmp / "clip.mp4"
         origin = make_source(clip, args.frames)
         _, mask = moving_square_frame(0, W, H)
         Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "mask.png")
@@ -358,7 +398,8 @@ def main() -> None:
             f"{os.getloadavg()[0]:.1f}"
         )
         print(
-            f"source: {args.frames} frames, {origin}, H.264; preset balanced; engine: test "
+            f"source: {args.frames} frames, {origin}{'' if args.png else ', H.264'}; preset "
+            f"balanced; engine: test "
             f"double{' with soft logits (/10)' if args.soft else ''}"
             f"{f' taking {args.engine_ms:g} ms a frame off the CPU' if args.engine_ms else ''}"
             f"; before = "
@@ -383,8 +424,9 @@ def main() -> None:
                     runs.setdefault((job, label), []).append(res)
                     print(
                         f"round {r + 1} {job} {label}: {res['frames'] / res['wall_s']:.2f} "
-                        f"frames/s, {1e3 * res['cpu_s'] / res['frames']:.0f} CPU ms/frame "
-                        f"(load {os.getloadavg()[0]:.1f})",
+                        f"frames/s, {1e3 * res['cpu_s'] / res['frames']:.0f} CPU ms/frame, "
+                        f"{res['page_faults'] / res['frames']:.0f} page faults/frame, peak RSS "
+                        f"{res['peak_rss_mib']:.0f} MiB (load {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
                     for name, used in sorted(

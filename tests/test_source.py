@@ -22,6 +22,7 @@ from media import (
 
 from vosfx.errors import InputError
 from vosfx.io.source import open_source, probe
+from vosfx.io.video import plane_views
 
 
 def decode_all(path, **kwargs):
@@ -577,6 +578,28 @@ def test_bt709_frames_keep_their_own_ycbcr_planes(tmp_path, pix_fmt, sx, sy, bit
             np.testing.assert_array_equal(g, wnt)
     with open_source(path) as src:  # not asked: not kept
         assert not any("ycbcr" in f.derived for f in src)
+
+
+def test_kept_ycbcr_planes_survive_the_decoder_going_on(tmp_path):
+    # The planes are views of the decoded frame (no copy). H.264 decodes with frame threads
+    # and recycles its buffers once nobody references them: planes kept for every frame of a
+    # clip must still hold their own frame's codes after the whole clip has been decoded,
+    # equal to copies taken at once; and they are read-only (the decoder may still read them).
+    import av
+
+    path = make_clip(tmp_path / "c.mp4", n=40, width=96, height=64)
+    copies = []
+    with av.open(str(path)) as c:
+        for vf in c.decode(video=0):
+            copies.append([np.array(p) for p in plane_views(vf, np.uint8)])
+    with open_source(path, ycbcr=True) as src:
+        kept = [f.derived["ycbcr"] for f in src]
+    assert len(kept) == len(copies) == 40
+    assert len({c[0].tobytes() for c in copies}) > 1  # the frames differ
+    for planes, want in zip(kept, copies):
+        for got, wnt in zip((planes.y, planes.cb, planes.cr), want):
+            np.testing.assert_array_equal(got, wnt)
+            assert not got.flags.writeable
 
 
 @pytest.mark.parametrize(

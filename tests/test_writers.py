@@ -1051,3 +1051,99 @@ def test_each_matrix_converts_with_its_own_luma_weights(matrix, kr, kb):
     np.testing.assert_allclose(cr[0], 512 + 896 * 0.5, atol=1e-3)  # red: Cr at its top
     codes = ycbcr_codes((rgb * 255).astype(np.uint8), 10, matrix)
     assert codes[0, :, 0].tolist() == [round(64 + 876 * v) for v in (kr, kg, kb, 1, 0)]
+
+
+def _prores_packets(take, give_back, n: int = 12, w: int = 192, h: int = 108) -> list[bytes]:
+    """prores_ks 4444 packets (two frame threads) of ``n`` distinct pictures, each filled into
+    the frame ``take()`` gives and handed to ``give_back`` once sent to the encoder."""
+    from vosfx.io.video import plane_views
+
+    y, x = np.mgrid[:h, :w]
+    ctx = av.CodecContext.create("prores_ks", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuva444p10le"
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = dict(FORMATS["prores4444"].options)
+    ctx.thread_type, ctx.thread_count = "FRAME", 2
+    out = []
+    for i in range(n):
+        vf = take()
+        for k, v in enumerate(plane_views(vf, np.uint16)):
+            v[...] = 64 + (x * (k + 1) + y * 3 + 37 * i) % 876
+        vf.pts = i
+        out += [bytes(p) for p in ctx.encode(vf)]
+        give_back(vf)
+    return out + [bytes(p) for p in ctx.encode(None)]
+
+
+def test_frame_pool_recycles_frames_without_changing_a_packet():
+    # The writers fill recycled frames (framepool.py). prores_ks's frame threads still read a
+    # frame after encode() returns; make_writable gives such a frame a new buffer, so recycling
+    # can never change what is encoded. A pool of one frame forces that case on every frame.
+    from vosfx.io.writers.framepool import FramePool
+
+    def fresh():
+        return av.VideoFrame(192, 108, "yuva444p10le")
+
+    expected = _prores_packets(fresh, lambda vf: None)
+    assert len(expected) == 12 and len(set(expected)) == 12  # distinct pictures
+
+    tight = FramePool("yuva444p10le", 192, 108, depth=1)
+    assert _prores_packets(tight.take, tight.give_back) == expected
+    assert tight.copied > 0  # the encoder did hold frames the pool wanted back
+    assert tight.depth == 1 + tight.copied  # and the pool grew each time
+
+    pool = FramePool("yuva444p10le", 192, 108)
+    assert _prores_packets(pool.take, pool.give_back, n=24) == _prores_packets(
+        fresh, lambda vf: None, n=24
+    )
+    assert pool.made <= pool.depth < 12  # a few frames, recycled for all 24
+
+
+def test_video_writer_recycles_its_frames(tmp_path, monkeypatch):
+    # Through the writer: a ProRes 4444 render makes a few frames for the whole clip, and its
+    # output decodes to the clip's alpha.
+    from vosfx.io.writers import video as writers_video
+
+    clip = synthetic_clip(pts=tuple(range(0, 512 * 16, 512)))
+    pools = []
+    real_open = writers_video.VideoWriter._open
+
+    def spy(self):
+        real_open(self)
+        pools.append(self._frames)
+
+    monkeypatch.setattr(writers_video.VideoWriter, "_open", spy)
+    path = render("prores4444", tmp_path / "a.mov", clip)
+    (pool,) = pools
+    assert pool.made <= pool.depth < len(clip)
+    decoded = decoded_alpha("prores4444", path, clip)
+    assert len(decoded) == len(clip)
+    for (_, matte), (_, alpha, _) in zip(clip, decoded):
+        assert np.abs(alpha - matte.merged).max() <= ALPHA_TOL["prores4444"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_rgb_picture_through_the_pools_scratch_is_the_same(dtype):
+    # yuva444_frame with the writer's pool: the widened image and the codes are its scratch
+    # arrays, reused frame after frame; the planes equal the path without a pool, also for an
+    # image with padded rows (how PyAV's decoded RGB arrives).
+    from vosfx.io.video import plane_views
+    from vosfx.io.writers.framepool import FramePool
+    from vosfx.io.writers.video import yuva444_frame
+
+    h, w = 37, 66
+    rng = np.random.default_rng(5)
+    top = np.iinfo(dtype).max
+    pool = FramePool("yuva444p10le", w, h)
+    seen = set()
+    for i in range(4):
+        padded = rng.integers(0, top, (h, w + 5, 3), dtype=dtype, endpoint=True)
+        image = padded[:, :w] if i % 2 else np.ascontiguousarray(padded[:, :w])
+        alpha = rng.random((h, w), dtype=np.float32)
+        want = plane_views(yuva444_frame(image, alpha, "yuva444p10le", 10), np.uint16)
+        vf = yuva444_frame(image, alpha, "yuva444p10le", 10, pool=pool)
+        for got, wnt in zip(plane_views(vf, np.uint16), want):
+            np.testing.assert_array_equal(got, wnt)
+        pool.give_back(vf)
+        seen.add(id(pool.scratch("codes", (h, w, 3), np.uint16)))
+    assert len(seen) == 1

@@ -282,8 +282,13 @@ def source_ycbcr(frame, rotation: int, matrix: int) -> SourceYCbCr | None:
     ):
         return None
     dtype, bits = layout
-    # copies: the decoder reuses its buffers
-    y, cb, cr = (np.array(view) for view in plane_views(frame, dtype))
+    # Views, not copies: each holds the decoded frame, whose buffers FFmpeg counts references
+    # to, so the decoder's pool hands them out again only once the last view is gone (a
+    # copy was a new 3 MB a 1080p frame, its pages faulted in fresh). Read-only: the decoder
+    # may still read them as reference pictures.
+    y, cb, cr = plane_views(frame, dtype)
+    for view in (y, cb, cr):
+        view.flags.writeable = False
     return SourceYCbCr(y, cb, cr, bits, matrix)
 
 

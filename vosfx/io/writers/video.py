@@ -34,6 +34,7 @@ from vosfx.errors import OutputError
 from vosfx.formats import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
 from vosfx.io.video import plane_views
 from vosfx.io.writers.base import Writer, frame_rgb01
+from vosfx.io.writers.framepool import FramePool
 from vosfx.types import YCBCR_MATRICES, Colour, Frame, Matte, SourceYCbCr
 
 if TYPE_CHECKING:
@@ -95,7 +96,9 @@ def _ycbcr_affine_int(bits: int, full: int, matrix: int = _AVCOL_BT709) -> np.nd
     return m
 
 
-def ycbcr_codes(image: np.ndarray, bits: int, matrix: int = _AVCOL_BT709) -> np.ndarray:
+def ycbcr_codes(
+    image: np.ndarray, bits: int, matrix: int = _AVCOL_BT709, pool: FramePool | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8 | uint16 RGB -> (H, W, 3) uint16 rounded video-range Y'CbCr codes for
     ``bits`` (> 8) in ``matrix`` (an AVColorSpace), the channels Y', Cb, Cr.
 
@@ -105,23 +108,42 @@ def ycbcr_codes(image: np.ndarray, bits: int, matrix: int = _AVCOL_BT709) -> np.
     float path and its rounding (one 1080p frame, one thread; docs/benchmarks/render.md).
     Codes are within one of the exact BT.709 formula; at near-ties they land on the other
     side a little more often than the float path's (0.1 against 0.002 % of codes on random
-    8-bit RGB; tests/test_writers.py).
+    8-bit RGB; tests/test_writers.py). With ``pool``, the widened image and the codes are
+    the pool's scratch arrays (valid until the next call), not new ones.
     """
-    if image.dtype == np.uint8:
-        full, src = 255, image.astype(np.uint16)
-    elif image.dtype == np.uint16:
-        full, src = 65535, image
-    else:
+    if image.dtype not in (np.uint8, np.uint16):
         raise OutputError(f"internal: expected a uint8 or uint16 frame, found {image.dtype}")
-    return cv2.transform(src, _ycbcr_affine_int(bits, full, matrix))  # (H, W, 3) uint16
+    full, src = (255, image) if image.dtype == np.uint8 else (65535, image)
+    if pool is None:
+        if image.dtype == np.uint8:
+            src = image.astype(np.uint16)
+        return cv2.transform(src, _ycbcr_affine_int(bits, full, matrix))  # (H, W, 3) uint16
+    if image.dtype == np.uint8:
+        src = pool.scratch("rgb16", image.shape, np.uint16)
+        np.copyto(src, image)
+    codes = pool.scratch("codes", image.shape, np.uint16)
+    made = cv2.transform(src, _ycbcr_affine_int(bits, full, matrix), dst=codes)
+    if not np.shares_memory(made, codes):  # a layout OpenCV would not write into
+        codes[...] = made
+    return codes
 
 
-def _yuva_frame(pix_fmt: str, h: int, w: int) -> tuple[av.VideoFrame, list[np.ndarray]]:
-    """A new 4:4:4 Y'CbCr + alpha frame of ``pix_fmt`` (16-bit samples) and writable (h, w)
-    views of its four planes, to be filled in place."""
+def _new_frame(pix_fmt: str, w: int, h: int, pool: FramePool | None) -> av.VideoFrame:
+    """A frame to fill completely: the writer's recycled one where its pool has the size and
+    format, else a new one."""
     import av
 
-    vf = av.VideoFrame(w, h, pix_fmt)
+    if pool is not None and (pool.pix_fmt, pool.width, pool.height) == (pix_fmt, w, h):
+        return pool.take()
+    return av.VideoFrame(w, h, pix_fmt)
+
+
+def _yuva_frame(
+    pix_fmt: str, h: int, w: int, pool: FramePool | None = None
+) -> tuple[av.VideoFrame, list[np.ndarray]]:
+    """A 4:4:4 Y'CbCr + alpha frame of ``pix_fmt`` (16-bit samples; new, or recycled from
+    ``pool``) and writable (h, w) views of its four planes, to be filled in place."""
+    vf = _new_frame(pix_fmt, w, h, pool)
     views = plane_views(vf, np.uint16)
     for v in views:
         if not v.flags.writeable or v.shape != (h, w):
@@ -130,23 +152,30 @@ def _yuva_frame(pix_fmt: str, h: int, w: int) -> tuple[av.VideoFrame, list[np.nd
 
 
 def yuva444_frame(
-    image: np.ndarray, alpha: np.ndarray, pix_fmt: str, bits: int, matrix: int = _AVCOL_BT709
+    image: np.ndarray,
+    alpha: np.ndarray,
+    pix_fmt: str,
+    bits: int,
+    matrix: int = _AVCOL_BT709,
+    pool: FramePool | None = None,
 ) -> av.VideoFrame:
     """A 4:4:4 Y'CbCr + alpha ``av.VideoFrame`` (``bits`` > 8, e.g. yuva444p10le) of an
     integer RGB frame and a straight alpha: :func:`ycbcr_codes` scattered into the frame's
     planes by ``cv2.mixChannels`` and the alpha scaled to full-range codes
     (:func:`alpha_codes`), written in place.
 
-    ``image``: (H, W, 3) uint8 | uint16 RGB. ``alpha``: (H, W) float32 in [0, 1].
+    ``image``: (H, W, 3) uint8 | uint16 RGB. ``alpha``: (H, W) float32 in [0, 1]. ``pool``:
+    the writer's :class:`FramePool` to take the frame from.
     """
-    vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, *alpha.shape)
-    cv2.mixChannels([ycbcr_codes(image, bits, matrix)], [y, cb, cr], [0, 0, 1, 1, 2, 2])
+    h, w = alpha.shape
+    vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, h, w, pool)
+    cv2.mixChannels([ycbcr_codes(image, bits, matrix, pool)], [y, cb, cr], [0, 0, 1, 1, 2, 2])
     alpha_codes(alpha, (1 << bits) - 1, a)
     return vf
 
 
 def yuva444_from_source(
-    src: SourceYCbCr, alpha: np.ndarray, pix_fmt: str, bits: int
+    src: SourceYCbCr, alpha: np.ndarray, pix_fmt: str, bits: int, pool: FramePool | None = None
 ) -> av.VideoFrame:
     """:func:`yuva444_frame` from the source's own Y'CbCr codes instead of its RGB: luma
     shifted to ``bits`` (the source's codes exactly), chroma shifted, then upsampled to 4:4:4
@@ -158,7 +187,7 @@ def yuva444_from_source(
     ``src``: 8- or 10-bit planes (``src.bits <= bits``), luma the size of ``alpha``.
     """
     h, w = alpha.shape
-    vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, h, w)
+    vf, (y, cb, cr, a) = _yuva_frame(pix_fmt, h, w, pool)
     shift = bits - src.bits
     np.left_shift(src.y, shift, out=y, dtype=np.uint16)
     for dst, plane in ((cb, src.cb), (cr, src.cr)):
@@ -211,13 +240,17 @@ def pad_even(plane: np.ndarray) -> np.ndarray:
 
 
 def planar_frame(
-    pix_fmt: str, planes: list[np.ndarray], width: int, height: int, sample_bits: int = 8
+    pix_fmt: str,
+    planes: list[np.ndarray],
+    width: int,
+    height: int,
+    sample_bits: int = 8,
+    pool: FramePool | None = None,
 ) -> av.VideoFrame:
-    """An ``av.VideoFrame`` of ``pix_fmt`` filled from ``planes`` (float codes are rounded
-    and clipped to the plane's integer type: uint8, or uint16 for ``sample_bits`` > 8)."""
-    import av
-
-    vf = av.VideoFrame(width, height, pix_fmt)
+    """An ``av.VideoFrame`` of ``pix_fmt`` (new, or recycled from ``pool``) filled from
+    ``planes`` (float codes are rounded and clipped to the plane's integer type: uint8, or
+    uint16 for ``sample_bits`` > 8)."""
+    vf = _new_frame(pix_fmt, width, height, pool)
     deep = sample_bits > 8
     dtype, hi = (np.uint16, (1 << sample_bits) - 1) if deep else (np.uint8, 255)
     for dst, src in zip(plane_views(vf, dtype), planes):
@@ -236,6 +269,7 @@ class VideoWriter(Writer):
     # set by _open; None until then, so abort() is safe at any point
     _container: OutputContainer | None = None
     _audio: AudioCarrier | None = None
+    _frames: FramePool | None = None  # the pictures it fills, recycled (framepool.py)
 
     def _open(self) -> None:
         import av
@@ -277,6 +311,7 @@ class VideoWriter(Writer):
             cc.color_primaries, cc.color_trc = colour.primaries, colour.transfer
             cc.color_range = _AVCOL_RANGE_MPEG
         self._stream = stream
+        self._frames = FramePool(spec.pix_fmt, self._width, self._height)
         self._last_pts: int | None = None
         self._pts0: int | None = None  # source pts of the first frame written
         self._backdrop: Backdrop | None = None
@@ -321,15 +356,15 @@ class VideoWriter(Writer):
         """The av.VideoFrame to encode for this spec."""
         import av
 
-        spec, w, h = self.spec, self._width, self._height
+        spec, w, h, pool = self.spec, self._width, self._height, self._frames
         if spec.kind == ALPHA_VIDEO:
             straight = self.config.alpha_mode != "premultiplied"
             src = self._source_planes(frame, alpha) if straight else None
             if straight and spec.chroma == "444" and spec.sample_bits > 8:  # ProRes 4444
                 if src is not None and src.bits <= spec.sample_bits:
-                    return yuva444_from_source(src, alpha, spec.pix_fmt, spec.sample_bits)
+                    return yuva444_from_source(src, alpha, spec.pix_fmt, spec.sample_bits, pool)
                 return yuva444_frame(
-                    frame.image, alpha, spec.pix_fmt, spec.sample_bits, self._matrix
+                    frame.image, alpha, spec.pix_fmt, spec.sample_bits, self._matrix, pool
                 )
             if (  # VP9 with alpha from 8-bit 4:2:0: the source's planes as they are
                 src is not None
@@ -337,7 +372,7 @@ class VideoWriter(Writer):
                 and (src.bits, src.subsampling) == (spec.sample_bits, (2, 2))
             ):
                 a = alpha * np.float32((1 << src.bits) - 1)
-                return planar_frame(spec.pix_fmt, [src.y, src.cb, src.cr, a], w, h, src.bits)
+                return planar_frame(spec.pix_fmt, [src.y, src.cb, src.cr, a], w, h, src.bits, pool)
             rgb = frame_rgb01(frame)
             if self.config.alpha_mode == "premultiplied":
                 rgb *= alpha[..., None]
@@ -351,10 +386,10 @@ class VideoWriter(Writer):
             if spec.chroma == "420":
                 cb, cr = subsample(cb, 2, 2), subsample(cr, 2, 2)
             a = alpha * np.float32((1 << bits) - 1)  # alpha is full range, not video range
-            return planar_frame(spec.pix_fmt, [y, cb, cr, a], w, h, bits)
+            return planar_frame(spec.pix_fmt, [y, cb, cr, a], w, h, bits, pool)
         if spec.kind == MATTE_VIDEO:
             if spec.chroma == "gray":  # FFV1 16-bit: scaled and rounded into the plane
-                vf = av.VideoFrame(w, h, "gray16le")
+                vf = _new_frame("gray16le", w, h, pool)
                 (plane,) = plane_views(vf, np.uint16)
                 alpha_codes(alpha, 65535, plane)
                 return vf
@@ -364,7 +399,7 @@ class VideoWriter(Writer):
             chroma = np.full(
                 ((h + sy - 1) // sy, (w + sx - 1) // sx), 128 << (bits - 8), np.float32
             )
-            return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h, bits)
+            return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h, bits, pool)
         if spec.kind == COMPOSITE:
             from vosfx.matte.compose import replace_background
 
@@ -372,7 +407,12 @@ class VideoWriter(Writer):
             rgb = replace_background(frame_rgb01(frame), alpha, self._backdrop.frame((h, w)))
             y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits, self._matrix)
             return planar_frame(
-                spec.pix_fmt, [y, subsample(cb, 2, 1), subsample(cr, 2, 1)], w, h, spec.sample_bits
+                spec.pix_fmt,
+                [y, subsample(cb, 2, 1), subsample(cr, 2, 1)],
+                w,
+                h,
+                spec.sample_bits,
+                pool,
             )
         if spec.kind == PREVIEW:
             from vosfx.matte.compose import overlay_preview
@@ -383,7 +423,12 @@ class VideoWriter(Writer):
             rgb = pad_even(tinted.astype(np.float32) * np.float32(1 / 255))
             y, cb, cr = rgb_to_ycbcr(rgb, spec.sample_bits, self._matrix)
             return planar_frame(
-                spec.pix_fmt, [y, subsample(cb, 2, 2), subsample(cr, 2, 2)], w, h, spec.sample_bits
+                spec.pix_fmt,
+                [y, subsample(cb, 2, 2), subsample(cr, 2, 2)],
+                w,
+                h,
+                spec.sample_bits,
+                pool,
             )
         raise OutputError(f"internal: {spec.id} is not a video kind ({spec.kind})")
 
@@ -417,6 +462,8 @@ class VideoWriter(Writer):
         assert self._container is not None  # open
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
+        if self._frames is not None:
+            self._frames.give_back(vf)
         if self._audio is not None:
             self._audio.mux_until(self._source_time(vf.pts))
 
@@ -426,6 +473,8 @@ class VideoWriter(Writer):
         assert self._container is not None  # open
         for packet in self._stream.encode(None):
             self._container.mux(packet)
+        if self._frames is not None:
+            self._frames.clear()
         if self._audio is not None:
             # the audio ends with the last frame: its pts plus one frame at the average rate
             rate = self.info.fps if self.info.fps else Fraction(25)
@@ -441,6 +490,8 @@ class VideoWriter(Writer):
             backdrop.close()
         if self._audio is not None:
             self._audio.close()
+        if self._frames is not None:
+            self._frames.clear()
         if self._container is not None:
             try:
                 self._container.close()
