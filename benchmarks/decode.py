@@ -5,6 +5,7 @@ real 720p ../shared/data/videos/01_dog.mp4 when present. For each: plain PyAV (d
 to_ndarray, the floor), open_source(prefetch=0) and open_source(prefetch=8); then the same two
 with a consumer that spends --work-ms per frame sleeping (a stand-in for a model step that
 releases the GIL, as ONNX Runtime and torch do), which is where the prefetch thread pays.
+Then 1080p PNG and JPEG sequences read with 1, 2, 3 images at once (``sequence.read_ahead``).
 
     /work/venv/bin/python benchmarks/decode.py [--frames 300] [--work-ms 20] [--repeat 2]
 """
@@ -76,6 +77,40 @@ def vosfx_source(path: Path, prefetch: int, work_s: float) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def make_sequence_1080p(folder: Path, n: int, ext: str) -> Path:
+    """``n`` 1080p frames of the shared dog clip (scaled; synthetic without it) as images."""
+    import cv2
+
+    folder.mkdir()
+    dog = REPO.parent / "shared" / "data" / "videos" / "01_dog.mp4"
+    frames = []
+    if dog.exists():
+        import av
+
+        with av.open(str(dog)) as c:
+            for vf in c.decode(video=0):
+                frames.append(cv2.resize(vf.to_ndarray(format="bgr24"), (1920, 1080)))
+                if len(frames) == min(n, 48):
+                    break
+    else:
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (1080, 1920, 3), np.uint8)]
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:05d}.{ext}"), frames[i % len(frames)])
+    return folder
+
+
+def sequence_readers(folder: Path, readers: int, work_s: float) -> tuple[int, float]:
+    from vosfx.io import sequence
+
+    real = sequence.default_readers
+    sequence.default_readers = lambda: readers
+    try:
+        return vosfx_source(folder, 8, work_s)
+    finally:
+        sequence.default_readers = real
+
+
 def measure(name: str, fn, repeat: int) -> None:
     best = None
     for _ in range(repeat):
@@ -92,6 +127,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import av
+
+    from vosfx.io.sequence import default_readers
 
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cpus, python {platform.python_version()}"
@@ -114,6 +151,18 @@ def main() -> None:
             busy = f"+{args.work_ms:g} ms/frame consumer"
             measure(f"prefetch=0 {busy}", lambda p=path: vosfx_source(p, 0, work_s), 1)
             measure(f"prefetch=8 {busy}", lambda p=path: vosfx_source(p, 8, work_s), 1)
+        # image sequences: images read at once (sequence.read_ahead), alone and beside a
+        # consumer that sleeps (a model on a GPU); the default reads with cores - 1 readers
+        for ext in ("png", "jpg"):
+            folder = make_sequence_1080p(Path(tmp) / ext, min(args.frames, 96), ext)
+            print(f"1080p {ext.upper()} sequence (default readers here: {default_readers()}):")
+            for readers in range(1, max(3, default_readers()) + 1):
+                for w in (0.0, work_s):
+                    measure(
+                        f"{readers} reader(s)" + (f" +{args.work_ms:g} ms/frame" if w else ""),
+                        lambda f=folder, r=readers, w=w: sequence_readers(f, r, w),
+                        args.repeat,
+                    )
     print(f"load average at end: {os.getloadavg()}")
 
 

@@ -476,6 +476,52 @@ def test_image_sequence_corrupt_file_names_it(tmp_path):
     assert not decode_threads()
 
 
+def _reader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("vosfx-read")]
+
+
+@pytest.mark.parametrize("readers", [1, 3])
+def test_image_sequence_read_ahead_keeps_order_errors_and_threads(tmp_path, monkeypatch, readers):
+    # Several images are read at once (sequence.read_ahead): the frames come in order and equal
+    # one-at-a-time reading; a bad file fails in its turn, after the frames before it, naming
+    # it; closing early or failing leaves no reader thread behind.
+    from vosfx.io import sequence
+
+    folder = make_sequence(tmp_path / "seq", n=9)
+    monkeypatch.setattr(sequence, "default_readers", lambda: 1)
+    with open_source(folder) as src:
+        one_by_one = [f.image for f in src]
+    monkeypatch.setattr(sequence, "default_readers", lambda: readers)
+    with open_source(folder) as src:
+        got = [f.image for f in src]
+    assert len(got) == 9 and len({g.tobytes() for g in got}) == 9
+    for g, w in zip(got, one_by_one):
+        np.testing.assert_array_equal(g, w)
+    with open_source(folder, start=2, end=6) as src:
+        assert [f.index for f in src] == [2, 3, 4, 5]
+    with open_source(folder, start=1) as src:
+        assert next(src).index == 1  # closed with images still being read
+    monkeypatch.setattr(sequence, "read_ahead", None)  # the caller's thread: one at a time
+    with open_source(folder, prefetch=0) as src:
+        assert [f.index for f in src] == list(range(9))
+    monkeypatch.undo()
+    monkeypatch.setattr(sequence, "default_readers", lambda: readers)
+    (folder / "00005.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with open_source(folder) as src:
+        assert [next(src).index for _ in range(5)] == [0, 1, 2, 3, 4]
+        with pytest.raises(InputError, match="00005.png"):
+            next(src)
+    assert not decode_threads() and not _reader_threads()
+
+
+def test_default_readers_leave_a_core_to_the_chain(monkeypatch):
+    from vosfx.io import sequence
+
+    for cores, want in ((1, 1), (2, 1), (3, 2), (16, sequence.MAX_READERS)):
+        monkeypatch.setattr(sequence, "usable_cores", lambda cores=cores: cores)
+        assert sequence.default_readers() == want
+
+
 def test_unpadded_pattern_sorts_by_number_and_single_image(tmp_path):
     folder = make_sequence(tmp_path / "seq", n=12, name="shot_{}")
     info = probe(folder / "shot_%d.png", fps=12)

@@ -8,20 +8,24 @@ named by them, movie outputs start at their timecode, and missing numbers are re
 gaps. Other folders are sorted naturally (``f2`` before ``f10``) and numbered by position.
 Two files with the same number (``shot.1.png``, ``shot.01.png``) are an error: which one is
 the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF give uint16
-RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16.
+RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16. Several images are read
+at once (:func:`read_ahead`, :func:`default_readers`) and handed on in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
-from collections.abc import Generator
+from collections import deque
+from collections.abc import Generator, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from vosfx.cpus import usable_cores
 from vosfx.errors import InputError
 from vosfx.io.timecode import from_frames
 from vosfx.types import Frame, FrameNumbers, VideoInfo
@@ -163,12 +167,28 @@ def probe_files(
 
 
 def read_frames(
-    files: list[Path], info: VideoInfo, start: int, end: int | None
+    files: list[Path], info: VideoInfo, start: int, end: int | None, readers: int | None = None
 ) -> Generator[Frame, None, None]:
-    """Frames ``start``..``end`` (exclusive); every image must match the first one's size."""
+    """Frames ``start``..``end`` (exclusive); every image must match the first one's size.
+
+    ``readers``: images read at once (:func:`read_ahead`; default :func:`default_readers`); 1
+    reads each one when its frame is asked for."""
     stop = len(files) if end is None else min(end, len(files))
-    for index in range(start, stop):
-        image = read_image(files[index])
+    readers = default_readers() if readers is None else readers
+    wanted = files[start:stop]
+    if readers > 1 and len(wanted) > 1:
+        ahead = read_ahead(wanted, readers)
+        with contextlib.closing(ahead):  # a closed or failed clip stops its readers now
+            yield from _checked(ahead, files, info, start)
+    else:
+        yield from _checked(map(read_image, wanted), files, info, start)
+
+
+def _checked(
+    images: Iterator[np.ndarray], files: list[Path], info: VideoInfo, start: int
+) -> Generator[Frame, None, None]:
+    """The frames of ``images`` (``files[start:]`` read), each checked against the first."""
+    for index, image in enumerate(images, start):
         if image.shape[:2] != (info.height, info.width):
             raise InputError(
                 f"expected every image of the sequence to be {info.width}x{info.height}, "
@@ -182,6 +202,40 @@ def read_frames(
                 else (image >> 8).astype(np.uint8)
             )
         yield Frame(index=index, image=image, pts=index, time_base=info.time_base, duration=1)
+
+
+MAX_READERS = 4  # each reads one whole image ahead: 4 x 48 MB for 16-bit 4K
+
+
+def default_readers() -> int:
+    """Images a sequence reads at once: this process's cores but one (the one the rest of
+    the chain needs: on 2 cores a second reader bought nothing and held ~45 MiB more,
+    docs/benchmarks/render.md), at least 1 and at most :data:`MAX_READERS`."""
+    return max(1, min(usable_cores() - 1, MAX_READERS))
+
+
+def read_ahead(files: list[Path], readers: int) -> Generator[np.ndarray, None, None]:
+    """:func:`read_image` of each file, in order, with up to ``readers`` of them being read at
+    once on a thread pool (decoding a PNG, JPEG or EXR is one core's work, and OpenCV lets go
+    of the GIL while it does it). A file's error is raised when its turn comes, after the
+    images before it. Closing the generator cancels what has not started and waits for what
+    has (at most ``readers`` images)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(readers, thread_name_prefix="vosfx-read")
+    queued: deque[Future[np.ndarray]] = deque()
+    try:
+        rest = iter(files)
+        for path in itertools.islice(rest, readers):
+            queued.append(pool.submit(read_image, path))
+        while queued:
+            image = queued.popleft().result()
+            following = next(rest, None)
+            if following is not None:
+                queued.append(pool.submit(read_image, following))
+            yield image
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -66,7 +66,9 @@ def open_source(
 
     ``start``/``end``: frame range, ``end`` exclusive; frame indices stay those of the whole
     clip (the first frame yielded has ``index == start``). ``prefetch``: frames decoded ahead
-    on a background thread; 0 decodes on the caller's thread. ``prefetch_bytes``: the most
+    on a background thread (and, for an image sequence, up to
+    :func:`~vosfx.io.sequence.default_readers` images read at once); 0 decodes on the
+    caller's thread, one image at a time. ``prefetch_bytes``: the most
     bytes (:attr:`Frame.nbytes`, prepared) those frames may hold beyond the first one, which
     is always let through. ``fps``: image sequences only
     (default 24). ``prepare``: applied to each frame right after decoding, on the decode
@@ -86,7 +88,10 @@ def open_source(
         files = found[0]
         info = sequence.probe_files(path_or_pattern, files, fps, found[1])
         _check_range(info, start)
-        frames = sequence.read_frames(files, info, start, end)
+        # images read ahead only where frames are decoded ahead: a source read on the
+        # caller's thread is the studio's random access, where each seek would wait for them
+        readers = sequence.default_readers() if prefetch > 0 else 1
+        frames = sequence.read_frames(files, info, start, end, readers)
     else:
         info = video.probe_video(Path(path_or_pattern))
         _check_range(info, start)
