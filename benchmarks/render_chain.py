@@ -42,7 +42,9 @@ JOBS = {  # name -> (format, extra formats)
     "prores4444": ("prores4444", []),
     "ffv1-matte": ("ffv1-matte", []),
     "prores4444 + ffv1-matte": ("prores4444", ["ffv1-matte"]),
+    "png16": ("png16", []),  # an image sequence (not in the default --jobs)
 }
+DEFAULT_JOBS = "prores4444,ffv1-matte,prores4444 + ffv1-matte"
 
 
 def child(args: argparse.Namespace) -> None:
@@ -53,6 +55,10 @@ def child(args: argparse.Namespace) -> None:
     from vosfx.pipeline import run
     from vosfx.presets import resolve_config
 
+    if args.encoders:  # images a sequence writer encodes at once (this checkout's writers)
+        from vosfx.io.writers import images
+
+        images.default_encoders = lambda: int(args.encoders)
     fmt, extra = JOBS[args.job]
     soft, engine_s = args.soft, float(args.engine_ms or 0) / 1000
 
@@ -300,6 +306,7 @@ def one_run(
     soft: bool,
     by_thread: bool = False,
     engine_ms: float = 0.0,
+    encoders: int = 0,
 ) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = (
@@ -319,6 +326,7 @@ def one_run(
         + (["--soft"] if soft else [])
         + (["--by-thread"] if by_thread else [])
         + (["--engine-ms", str(engine_ms)] if engine_ms else [])
+        + (["--encoders", str(encoders)] if encoders else [])
     )
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -335,7 +343,7 @@ def main() -> None:
         help="git revision for 'after' (unpacked like 'before', so the checkout can change "
         "while it runs), or 'checkout' (default)",
     )
-    ap.add_argument("--jobs", default=",".join(JOBS), help="comma-separated: " + ", ".join(JOBS))
+    ap.add_argument("--jobs", default=DEFAULT_JOBS, help="comma-separated: " + ", ".join(JOBS))
     ap.add_argument("--soft", action="store_true", help="soft logits (the fake's / 10)")
     ap.add_argument(
         "--png",
@@ -355,8 +363,15 @@ def main() -> None:
         help="the test double's frame takes this long without using the CPU (time.sleep, "
         "which releases the GIL as a GPU call does): a model on a GPU",
     )
+    ap.add_argument(
+        "--after-encoders",
+        type=int,
+        default=0,
+        help="'after' encodes this many images of a sequence output at once (default: "
+        "vosfx's own choice)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    for name in ("job", "clip", "mask", "out"):
+    for name in ("job", "clip", "mask", "out", "encoders"):
         ap.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -420,6 +435,7 @@ def main() -> None:
                         args.soft,
                         args.by_thread,
                         args.engine_ms,
+                        args.after_encoders if label == "after" else 0,
                     )
                     runs.setdefault((job, label), []).append(res)
                     print(

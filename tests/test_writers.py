@@ -1147,3 +1147,86 @@ def test_rgb_picture_through_the_pools_scratch_is_the_same(dtype):
         pool.give_back(vf)
         seen.add(id(pool.scratch("codes", (h, w, 3), np.uint16)))
     assert len(seen) == 1
+
+
+def _encoder_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("vosfx-encode")]
+
+
+@pytest.mark.parametrize("fmt", ["png8", "png16", "png16-matte", "exr16", "exr32", "exr-layers"])
+def test_image_sequence_encoded_several_at_once_is_the_same(tmp_path, monkeypatch, fmt):
+    # Up to default_encoders() images are encoded at once on a pool (EXR: a context per
+    # thread): every file is byte for byte the one a single encoder writes, and the pool's
+    # threads are gone after close.
+    from vosfx.io.writers import images as writers_images
+
+    clip = synthetic_clip(pts=tuple(range(0, 512 * 12, 512)))
+    outputs = {}
+    for encoders in (1, 3):
+        monkeypatch.setattr(writers_images, "default_encoders", lambda e=encoders: e)
+        config = OutputConfig(exr_rgb=True) if fmt == "exr-layers" else None
+        (tmp_path / f"e{encoders}").mkdir()
+        out = render(fmt, tmp_path / f"e{encoders}" / f"shot_{fmt}", clip, config)
+        outputs[encoders] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert len(outputs[1]) == len(clip) and outputs[3] == outputs[1]
+    assert not _encoder_threads()
+
+
+@pytest.mark.parametrize("when", ["write", "close"])
+def test_image_sequence_encoder_error_surfaces_and_leaves_nothing(tmp_path, monkeypatch, when):
+    # An image that fails on an encoder thread fails the render at a later write() or at
+    # close(), with the error as the writer gives it, and no folder (temporary or final) stays.
+    from vosfx.io.writers import images as writers_images
+
+    monkeypatch.setattr(writers_images, "default_encoders", lambda: 3)
+    clip = synthetic_clip(pts=tuple(range(0, 512 * 8, 512)))
+    bad = 2 if when == "write" else len(clip) - 1
+    real = writers_images.ImageSequenceWriter._encode
+
+    def encode(self, frame, alpha):
+        if frame.index == bad:
+            raise OSError(28, "No space left on device")
+        return real(self, frame, alpha)
+
+    monkeypatch.setattr(writers_images.ImageSequenceWriter, "_encode", encode)
+    path = tmp_path / "shot_png16"
+    with (
+        pytest.raises(OutputError, match="disk full while writing") as err,
+        open_writer(
+            "png16", path, make_info(len(clip)), obj_ids=OBJ_IDS, config=OutputConfig()
+        ) as writer,
+    ):
+        for frame, matte in clip:
+            writer.write(frame, matte)
+    assert "No space left" in str(err.value)
+    assert listing(tmp_path) == [] and not _encoder_threads()
+
+
+def test_default_encoders_take_the_cores_up_to_a_bound(monkeypatch):
+    from vosfx.io.writers import images as writers_images
+
+    for cores, want in ((1, 1), (2, 2), (3, 3), (16, writers_images.MAX_ENCODERS)):
+        monkeypatch.setattr(writers_images, "usable_cores", lambda cores=cores: cores)
+        assert writers_images.default_encoders() == want
+
+
+@pytest.mark.parametrize(("src", "deep"), [(np.uint8, False), (np.uint8, True), (np.uint16, True)])
+def test_straight_png_codes_equal_the_float_path(src, deep):
+    # bgra_codes (integer colour, one output array) gives the float path's exact codes.
+    from vosfx.io.writers.images import bgra_codes
+
+    rng = np.random.default_rng(11)
+    top_in = np.iinfo(src).max
+    image = rng.integers(0, top_in, (37, 66, 3), dtype=src, endpoint=True)
+    alpha = rng.random((37, 66), dtype=np.float32)
+    alpha[0, :4] = (0.0, 1.0, 0.5 / 65535, 0.5 / 255)
+    out_max = 65535.0 if deep else 255.0
+    bgra = np.empty((37, 66, 4), np.float32)
+    bgra[..., :3] = image[..., ::-1].astype(np.float32) * np.float32(out_max / top_in)
+    bgra[..., 3] = alpha * np.float32(out_max)
+    want = np.rint(bgra).astype(np.uint16 if deep else np.uint8)
+    got = bgra_codes(image, alpha, deep)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

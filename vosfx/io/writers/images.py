@@ -20,10 +20,15 @@ BT.709 transfer undone, as compositors expect of EXR) with the merged alpha as A
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
+from vosfx.cpus import usable_cores
 from vosfx.errors import ConfigError, OutputError
 from vosfx.formats import RGBA_SEQUENCE
 from vosfx.io.writers.base import Writer
@@ -80,18 +85,65 @@ def frame_name(stem: str, info: VideoInfo, index: int, ext: str) -> str:
     return sequence_name(stem, numbers.numbers[index], ext, numbers.padding or DEFAULT_PADDING)
 
 
+MAX_ENCODERS = 4  # each holds one frame's image in the making: ~75 MB for 1080p png16
+
+
+def default_encoders() -> int:
+    """Images a sequence writer encodes at once: one a core of this process's, at most
+    :data:`MAX_ENCODERS`. A PNG sequence's writer is the chain's slowest stage by far (a 16-bit
+    1080p RGBA image is ~315 CPU ms of zlib), so it takes every core the rest leaves idle:
+    2.88 -> 5.24 frames/s on 2 cores, for ~100-150 MiB more (docs/benchmarks/write.md)."""
+    return max(1, min(usable_cores(), MAX_ENCODERS))
+
+
+def bgra_codes(image: np.ndarray, alpha: np.ndarray, deep: bool) -> np.ndarray:
+    """(H, W, 4) uint16 (``deep``) or uint8 BGRA codes of a straight-alpha PNG, for an image
+    at most as deep as the output: the colour scaled by a whole factor (x257 from 8 to 16
+    bits, exact), the alpha rounded as the float path rounds it. One output array, where the
+    float path made ~140 MB of temporaries a 1080p 16-bit frame (the same codes:
+    tests/test_writers.py)."""
+    h, w = alpha.shape
+    dtype, top = (np.uint16, 65535) if deep else (np.uint8, 255)
+    out = np.empty((h, w, 4), dtype)
+    factor = top // (255 if image.dtype == np.uint8 else 65535)
+    np.multiply(image[..., ::-1], dtype(factor), out=out[..., :3], dtype=dtype)
+    codes = np.multiply(alpha, np.float32(top), dtype=np.float32)
+    np.rint(codes, out=codes)
+    out[..., 3] = codes
+    return out
+
+
 class ImageSequenceWriter(Writer):
-    """Writes one image per frame into a temporary folder renamed into place on close."""
+    """Writes one image per frame into a temporary folder renamed into place on close.
+
+    Images are independent, so up to ``encoders`` of them (default :func:`default_encoders`)
+    are encoded and saved at once on a thread pool (zlib, OpenCV and FFmpeg let go of the
+    GIL); ``write`` waits only when that many are in flight, and an image's error is raised
+    by a later ``write`` or by ``close``, which waits for every image before the folder is
+    moved into place.
+    """
+
+    encoders: int | None = None  # None: default_encoders()
 
     def _open(self) -> None:
         self.tmp_path.mkdir()
         name = self.path.name
         self._stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-        self._exr = None
-        self._layers = None
-        if self.spec.id == "exr-layers":
-            self._layers = _exr_layers_module()
-        elif self.spec.codec == "exr":
+        self._layers = _exr_layers_module() if self.spec.id == "exr-layers" else None
+        self._exr = threading.local()  # FFmpeg's EXR encoder: one context per thread
+        self._names: set[str] = set()
+        self._pending: deque[Future[None]] = deque()
+        self._limit = default_encoders() if self.encoders is None else self.encoders
+        self._pool = (
+            ThreadPoolExecutor(self._limit, thread_name_prefix="vosfx-encode")
+            if self._limit > 1
+            else None
+        )
+
+    def _exr_context(self):
+        """This thread's FFmpeg EXR encoder."""
+        cc = getattr(self._exr, "context", None)
+        if cc is None:
             import av
 
             cc = av.CodecContext.create("exr", "w")
@@ -99,7 +151,8 @@ class ImageSequenceWriter(Writer):
             cc.pix_fmt = "grayf32le"
             cc.time_base = Fraction(1, 25)  # unused by an image codec, but required
             cc.options = dict(self.spec.options)
-            self._exr = cc
+            self._exr.context = cc
+        return cc
 
     def _encode(self, frame: Frame, alpha: np.ndarray) -> bytes:
         """The file's bytes for one frame."""
@@ -110,8 +163,7 @@ class ImageSequenceWriter(Writer):
             import av
 
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(alpha), format="grayf32le")
-            assert self._exr is not None  # opened for the exr codec
-            packets = self._exr.encode(vf)
+            packets = self._exr_context().encode(vf)
             if len(packets) != 1:
                 raise OutputError(f"internal: EXR encoder gave {len(packets)} packets")
             return bytes(packets[0])
@@ -120,6 +172,12 @@ class ImageSequenceWriter(Writer):
             deep = spec.bit_depth == 16
             src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
             out_max = 65535.0 if deep else 255.0
+            if self.config.alpha_mode != "premultiplied" and out_max >= src_max:
+                image = bgra_codes(frame.image, alpha, deep)
+                ok, buf = cv2.imencode(".png", image, params)
+                if not ok:
+                    raise OutputError(f"PNG encoder failed on frame {frame.index} of {self.path}")
+                return buf.tobytes()
             rgb = frame.image[..., ::-1].astype(np.float32)  # OpenCV wants BGR(A)
             if self.config.alpha_mode == "premultiplied":
                 rgb *= alpha[..., None]
@@ -136,9 +194,19 @@ class ImageSequenceWriter(Writer):
 
     def _write(self, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
         name = frame_name(self._stem, self.info, frame.index, self.spec.ext)
-        target = self.tmp_path / name
-        if target.exists():
+        if name in self._names:
             raise OutputError(f"{self.path}: frame {frame.index} ({name}) written twice")
+        self._names.add(name)
+        target = self.tmp_path / name
+        if self._pool is None:
+            self._save(target, frame, alpha, matte)
+            return
+        while len(self._pending) >= self._limit:  # back-pressure; an image's error surfaces
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._save, target, frame, alpha, matte))
+
+    def _save(self, target: Path, frame: Frame, alpha: np.ndarray, matte: Matte) -> None:
+        """Encode one frame's image and write its file (on an encoder thread when pooled)."""
         if self._layers is not None:
             self._write_layers(target, frame, alpha, matte)
             return
@@ -176,6 +244,10 @@ class ImageSequenceWriter(Writer):
             out.write(str(target))
 
     def _finish(self) -> None:
+        while self._pending:  # every image written (the first error raised) before the rename
+            self._pending.popleft().result()
+        if self._pool is not None:
+            self._pool.shutdown()
         # One fsync of the folder: the rename that follows must not land before the files.
         fd = os.open(self.tmp_path, os.O_RDONLY)
         try:
@@ -184,4 +256,9 @@ class ImageSequenceWriter(Writer):
             os.close(fd)
 
     def _abort(self) -> None:
-        pass  # nothing held open between frames; the folder is removed by the base class
+        # the images not started are dropped, those being written finish before the base
+        # class removes the folder
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        getattr(self, "_pending", deque()).clear()
