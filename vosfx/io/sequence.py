@@ -209,8 +209,9 @@ MAX_READERS = 4  # each reads one whole image ahead: 4 x 48 MB for 16-bit 4K
 
 def default_readers() -> int:
     """Images a sequence reads at once: this process's cores but one (the one the rest of
-    the chain needs: on 2 cores a second reader bought nothing and held ~45 MiB more,
-    docs/benchmarks/render.md), at least 1 and at most :data:`MAX_READERS`."""
+    the chain needs: in a 1080p PNG sequence's ProRes render on 2 cores, bound by its total
+    CPU, a second reader bought nothing and held ~45 MiB more; docs/benchmarks/io.md), at
+    least 1 and at most :data:`MAX_READERS`."""
     return max(1, min(usable_cores() - 1, MAX_READERS))
 
 

@@ -85,14 +85,14 @@ def frame_name(stem: str, info: VideoInfo, index: int, ext: str) -> str:
     return sequence_name(stem, numbers.numbers[index], ext, numbers.padding or DEFAULT_PADDING)
 
 
-MAX_ENCODERS = 4  # each holds one frame's image in the making: ~75 MB for 1080p png16
+MAX_ENCODERS = 4  # each holds one image in the making (~17 MB of codes for 1080p png16)
 
 
 def default_encoders() -> int:
     """Images a sequence writer encodes at once: one a core of this process's, at most
     :data:`MAX_ENCODERS`. A PNG sequence's writer is the chain's slowest stage by far (a 16-bit
     1080p RGBA image is ~315 CPU ms of zlib), so it takes every core the rest leaves idle:
-    2.88 -> 5.24 frames/s on 2 cores, for ~100-150 MiB more (docs/benchmarks/write.md)."""
+    the png16 chain 3.17 -> 6.13 frames/s on 2 cores (docs/benchmarks/write.md)."""
     return max(1, min(usable_cores(), MAX_ENCODERS))
 
 
@@ -116,14 +116,11 @@ def bgra_codes(image: np.ndarray, alpha: np.ndarray, deep: bool) -> np.ndarray:
 class ImageSequenceWriter(Writer):
     """Writes one image per frame into a temporary folder renamed into place on close.
 
-    Images are independent, so up to ``encoders`` of them (default :func:`default_encoders`)
-    are encoded and saved at once on a thread pool (zlib, OpenCV and FFmpeg let go of the
+    Images are independent, so up to :func:`default_encoders` of them are encoded and saved at once on a thread pool (zlib, OpenCV and FFmpeg let go of the
     GIL); ``write`` waits only when that many are in flight, and an image's error is raised
     by a later ``write`` or by ``close``, which waits for every image before the folder is
     moved into place.
     """
-
-    encoders: int | None = None  # None: default_encoders()
 
     def _open(self) -> None:
         self.tmp_path.mkdir()
@@ -133,7 +130,7 @@ class ImageSequenceWriter(Writer):
         self._exr = threading.local()  # FFmpeg's EXR encoder: one context per thread
         self._names: set[str] = set()
         self._pending: deque[Future[None]] = deque()
-        self._limit = default_encoders() if self.encoders is None else self.encoders
+        self._limit = default_encoders()
         self._pool = (
             ThreadPoolExecutor(self._limit, thread_name_prefix="vosfx-encode")
             if self._limit > 1
@@ -174,17 +171,14 @@ class ImageSequenceWriter(Writer):
             out_max = 65535.0 if deep else 255.0
             if self.config.alpha_mode != "premultiplied" and out_max >= src_max:
                 image = bgra_codes(frame.image, alpha, deep)
-                ok, buf = cv2.imencode(".png", image, params)
-                if not ok:
-                    raise OutputError(f"PNG encoder failed on frame {frame.index} of {self.path}")
-                return buf.tobytes()
-            rgb = frame.image[..., ::-1].astype(np.float32)  # OpenCV wants BGR(A)
-            if self.config.alpha_mode == "premultiplied":
-                rgb *= alpha[..., None]
-            bgra = np.empty(rgb.shape[:2] + (4,), np.float32)
-            bgra[..., :3] = rgb * np.float32(out_max / src_max)
-            bgra[..., 3] = alpha * np.float32(out_max)
-            image = np.rint(bgra).astype(np.uint16 if deep else np.uint8)
+            else:
+                rgb = frame.image[..., ::-1].astype(np.float32)  # OpenCV wants BGR(A)
+                if self.config.alpha_mode == "premultiplied":
+                    rgb *= alpha[..., None]
+                bgra = np.empty(rgb.shape[:2] + (4,), np.float32)
+                bgra[..., :3] = rgb * np.float32(out_max / src_max)
+                bgra[..., 3] = alpha * np.float32(out_max)
+                image = np.rint(bgra).astype(np.uint16 if deep else np.uint8)
         else:
             image = np.rint(alpha * np.float32(65535.0)).astype(np.uint16)
         ok, buf = cv2.imencode(".png", image, params)
