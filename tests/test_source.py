@@ -740,3 +740,25 @@ def test_untagged_video_decodes_with_the_matrix_editors_assume(tmp_path, width, 
     expected = np.clip(np.rint(np.array([r, g, b]) * 255), 0, 255)
     assert np.abs(frame.image[height // 2, width // 2].astype(int) - expected).max() <= 1
     assert frame.derived["ycbcr"].matrix == (1 if want == "709" else 6)
+
+
+def test_linear_to_srgb16_codes_follow_the_formula():
+    # EXR's scene-linear light -> 16-bit sRGB codes: within one code of the float64 formula
+    # (nearly all exact), out-of-range light clipped, NaN (a CG render's) read as 0, and the
+    # caller's array left as it was.
+    from vosfx.io.sequence import _linear_to_srgb16
+
+    rng = np.random.default_rng(2)
+    linear = (rng.random((64, 96, 3)) ** 2.4).astype(np.float32)
+    special = [0.0, 1.0, 0.0031308, 0.0031309, 1e-9, -1.0, 2.5, np.nan, np.inf, -np.inf, 0.18]
+    linear[0, : len(special), 0] = special
+    before = linear.copy()
+    got = _linear_to_srgb16(linear).astype(np.int64)
+    np.testing.assert_array_equal(linear, before)
+    x = np.clip(np.nan_to_num(linear.astype(np.float64), nan=0.0), 0.0, 1.0)
+    want = np.rint(
+        65535 * np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+    ).astype(np.int64)
+    assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.99
+    assert got[0, : len(special), 0].tolist()[5:10] == [0, 65535, 0, 65535, 0]
+    assert abs(got[0, 10, 0] - round(65535 * (1.055 * 0.18 ** (1 / 2.4) - 0.055))) <= 1

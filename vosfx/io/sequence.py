@@ -297,6 +297,16 @@ def _read_exr(path: Path) -> np.ndarray | None:
 def _linear_to_srgb16(linear: np.ndarray) -> np.ndarray:
     """(H, W, 3) float scene-linear -> uint16 sRGB-encoded, clipped to [0, 1]: the model was
     trained on display-referred images."""
-    x = np.clip(linear.astype(np.float32), 0.0, 1.0)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return np.round(srgb * 65535.0).astype(np.uint16)
+    import cv2
+
+    x = np.clip(linear, 0.0, 1.0, dtype=np.float32)  # a new array: written in place below
+    np.nan_to_num(x, copy=False, nan=0.0)  # a NaN (a CG render's) is no light
+    # OpenCV's SIMD pow: 58 against 117 CPU ms a 1080p frame for numpy's float32 power on the
+    # AMD Zen 3 kind, codes within one of the float64 formula (tests/test_source.py)
+    srgb = cv2.pow(x, 1 / 2.4)
+    srgb *= np.float32(1.055)
+    srgb -= np.float32(0.055)
+    low = x <= np.float32(0.0031308)
+    np.multiply(x, np.float32(12.92), out=srgb, where=low)
+    srgb *= np.float32(65535.0)
+    return np.rint(srgb, out=srgb).astype(np.uint16)
