@@ -142,10 +142,10 @@ def to_unit_alpha(alpha: np.ndarray, height: int, width: int, where: str) -> np.
 
 def image_rgb01(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1] from uint8, uint16 (full precision kept) or float RGB."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) * np.float32(1.0 / 255.0)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) * np.float32(1.0 / 65535.0)
+    if image.dtype in (np.uint8, np.uint16):
+        rgb = image.astype(np.float32)
+        rgb *= np.float32(1.0 / np.iinfo(image.dtype).max)  # in place: one 1080p array, not two
+        return rgb
     return image.astype(np.float32)
 
 
