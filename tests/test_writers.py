@@ -1230,3 +1230,20 @@ def test_straight_png_codes_equal_the_float_path(src, deep):
     got = bgra_codes(image, alpha, deep)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("sx", "sy"), [(2, 2), (2, 1)])
+@pytest.mark.parametrize("shape", [(1080, 1920), (37, 65), (1, 1)])
+def test_chroma_subsample_is_the_block_mean(sx, sy, shape):
+    # subsample (OpenCV's area resize) against the plain block mean in float64, odd sizes
+    # padded by repeating the last row/column: equal to float32 rounding.
+    from vosfx.io.writers.video import subsample
+
+    rng = np.random.default_rng(7)
+    plane = (rng.random(shape, dtype=np.float32) * 1023).astype(np.float32)
+    h, w = shape
+    padded = np.pad(plane.astype(np.float64), ((0, -h % sy), (0, -w % sx)), mode="edge")
+    want = padded.reshape(padded.shape[0] // sy, sy, padded.shape[1] // sx, sx).mean(axis=(1, 3))
+    got = subsample(plane, sx, sy)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)

@@ -224,12 +224,16 @@ def luma_codes(alpha: np.ndarray, bits: int) -> np.ndarray:
 
 
 def subsample(plane: np.ndarray, sx: int, sy: int) -> np.ndarray:
-    """Mean over sx-by-sy blocks; odd sizes repeat the last row/column (FFmpeg's ceil)."""
+    """Mean over sx-by-sy blocks of a float plane; odd sizes repeat the last row/column
+    (FFmpeg's ceil). OpenCV's area resize at a whole factor is that block mean: 0.8 against
+    27.5 CPU ms a 1080p plane for numpy's reshaped mean (AMD Zen 3), the same values to
+    float32 rounding (tests/test_writers.py)."""
     h, w = plane.shape
     ph, pw = -h % sy, -w % sx
     if ph or pw:
         plane = np.pad(plane, ((0, ph), (0, pw)), mode="edge")
-    return plane.reshape(plane.shape[0] // sy, sy, plane.shape[1] // sx, sx).mean(axis=(1, 3))
+    size = (plane.shape[1] // sx, plane.shape[0] // sy)
+    return cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
 
 
 def pad_even(plane: np.ndarray) -> np.ndarray:
