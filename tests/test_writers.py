@@ -1247,3 +1247,15 @@ def test_chroma_subsample_is_the_block_mean(sx, sy, shape):
     got = subsample(plane, sx, sy)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_premultiply_equals_the_broadcast_product():
+    from vosfx.io.writers.base import premultiply
+
+    rng = np.random.default_rng(9)
+    for shape in ((1080, 1920), (37, 65)):
+        rgb = rng.random(shape + (3,), dtype=np.float32)
+        alpha = rng.random(shape, dtype=np.float32)
+        want = rgb * alpha[..., None]
+        premultiply(rgb, alpha)
+        np.testing.assert_array_equal(rgb, want)

@@ -140,6 +140,13 @@ def to_unit_alpha(alpha: np.ndarray, height: int, width: int, where: str) -> np.
     return np.clip(np.nan_to_num(alpha, nan=0.0), 0.0, 1.0)
 
 
+def premultiply(rgb: np.ndarray, alpha: np.ndarray) -> None:
+    """``rgb *= alpha`` channel by channel, in place: (H, W, 3) float32 by (H, W). The alpha
+    is merged into three channels by OpenCV first, since numpy's loops over a broadcast last
+    axis of 3 are slow; the products are the same."""
+    rgb *= cv2.merge([np.ascontiguousarray(alpha, np.float32)] * 3)
+
+
 def image_rgb01(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1] from uint8, uint16 (full precision kept) or float RGB."""
     if image.dtype in (np.uint8, np.uint16):

@@ -33,7 +33,7 @@ from vosfx.cpus import thread_share
 from vosfx.errors import OutputError
 from vosfx.formats import ALPHA_VIDEO, COMPOSITE, MATTE_VIDEO, PREVIEW
 from vosfx.io.video import plane_views
-from vosfx.io.writers.base import Writer, frame_rgb01
+from vosfx.io.writers.base import Writer, frame_rgb01, premultiply
 from vosfx.io.writers.framepool import FramePool
 from vosfx.types import YCBCR_MATRICES, Colour, Frame, Matte, SourceYCbCr
 
@@ -379,7 +379,7 @@ class VideoWriter(Writer):
                 return planar_frame(spec.pix_fmt, [src.y, src.cb, src.cr, a], w, h, src.bits, pool)
             rgb = frame_rgb01(frame)
             if self.config.alpha_mode == "premultiplied":
-                rgb *= alpha[..., None]
+                premultiply(rgb, alpha)
             if spec.chroma == "rgb":  # packed ARGB
                 argb = np.concatenate([alpha[..., None], rgb], axis=2)
                 return av.VideoFrame.from_ndarray(
