@@ -113,16 +113,19 @@ def ycbcr_codes(
     """
     if image.dtype not in (np.uint8, np.uint16):
         raise OutputError(f"internal: expected a uint8 or uint16 frame, found {image.dtype}")
-    full, src = (255, image) if image.dtype == np.uint8 else (65535, image)
-    if pool is None:
-        if image.dtype == np.uint8:
+    full, src = 65535, image
+    if image.dtype == np.uint8:  # widened to 16 bits: OpenCV's output takes the input's depth
+        full = 255
+        if pool is None:
             src = image.astype(np.uint16)
-        return cv2.transform(src, _ycbcr_affine_int(bits, full, matrix))  # (H, W, 3) uint16
-    if image.dtype == np.uint8:
-        src = pool.scratch("rgb16", image.shape, np.uint16)
-        np.copyto(src, image)
+        else:
+            src = pool.scratch("rgb16", image.shape, np.uint16)
+            np.copyto(src, image)
+    affine = _ycbcr_affine_int(bits, full, matrix)
+    if pool is None:
+        return cv2.transform(src, affine)  # (H, W, 3) uint16
     codes = pool.scratch("codes", image.shape, np.uint16)
-    made = cv2.transform(src, _ycbcr_affine_int(bits, full, matrix), dst=codes)
+    made = cv2.transform(src, affine, dst=codes)
     if not np.shares_memory(made, codes):  # a layout OpenCV would not write into
         codes[...] = made
     return codes
