@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from write import H, W, machine, matte_field, source_images
 
 from vosfx.io.writers.base import frame_rgb01
-from vosfx.io.writers.video import planar_frame, rgb_to_ycbcr
+from vosfx.io.writers.pictures import planar_frame, rgb_to_ycbcr
 from vosfx.types import Frame
 
 # (name, codec, options). prores_ks as the formats table had it (rate control: it searches

@@ -158,7 +158,7 @@ def parts(clip: Path, mask_path: Path, out_dir: Path, n: int) -> None:
     from vosfx.io.source import open_source
     from vosfx.io.writers import open_writer
     from vosfx.io.writers.framepool import FramePool
-    from vosfx.io.writers.video import yuva444_frame, yuva444_from_source
+    from vosfx.io.writers.pictures import yuva444_frame, yuva444_from_source
     from vosfx.matte.refine import Refiner
     from vosfx.presets import resolve_config
     from vosfx.types import MaskResult, Matte

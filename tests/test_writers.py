@@ -787,7 +787,7 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
     # measurement that its own rate control ends at quantiser 1 for 4444 anyway: the packets
     # are the same. If an FFmpeg update changes that, re-measure (benchmarks/prores.py).
     from vosfx.formats import FORMATS
-    from vosfx.io.writers.video import planar_frame
+    from vosfx.io.writers.pictures import planar_frame
 
     rng = np.random.default_rng(3)
     w, h = 256, 128
@@ -828,7 +828,7 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
 def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
     # The reference is the plain formula (np.tensordot, as the converter was before it moved
     # to cv2.transform): after rounding, every code within 1 and nearly all identical.
-    from vosfx.io.writers.video import rgb_to_ycbcr, ycbcr_matrix_of
+    from vosfx.io.writers.pictures import rgb_to_ycbcr, ycbcr_matrix_of
 
     rng = np.random.default_rng(bits)
     rgb = rng.random((*shape, 3), dtype=np.float32)
@@ -854,7 +854,7 @@ def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
 def test_ycbcr_codes_of_integer_rgb_match_the_formula(depth, shape):
     # The ProRes 4444 picture's integer path: every 10-bit code within 1 of the exact
     # (float64) BT.709 formula, nearly all identical, and black/white/red exact.
-    from vosfx.io.writers.video import ycbcr_codes, ycbcr_matrix_of
+    from vosfx.io.writers.pictures import ycbcr_codes, ycbcr_matrix_of
 
     full = np.iinfo(depth).max
     rng = np.random.default_rng(int(full))
@@ -878,7 +878,7 @@ def test_prores_picture_integer_path_matches_the_float_path(shape):
     # yuva444_frame writes straight into the frame's planes (odd widths have padded rows):
     # every code within 1 of planar_frame's float path, alpha codes identical.
     from vosfx.io.writers.base import image_rgb01
-    from vosfx.io.writers.video import planar_frame, rgb_to_ycbcr, yuva444_frame
+    from vosfx.io.writers.pictures import planar_frame, rgb_to_ycbcr, yuva444_frame
 
     h, w = shape
     rng = np.random.default_rng(w)
@@ -933,7 +933,7 @@ def test_prores_picture_from_the_source_planes(shape, sub, bits):
     from media import ycbcr_planes
 
     from vosfx.io.video import plane_views
-    from vosfx.io.writers.video import yuva444_frame, yuva444_from_source
+    from vosfx.io.writers.pictures import yuva444_frame, yuva444_from_source
     from vosfx.types import SourceYCbCr
 
     h, w = shape
@@ -1041,7 +1041,7 @@ def test_webm_alpha_from_the_source_planes_is_the_source(tmp_path):
 def test_each_matrix_converts_with_its_own_luma_weights(matrix, kr, kb):
     # BT.709, BT.601 (two tags) and BT.2020: Y' = kr R + kg G + kb B, Cb and Cr scaled to
     # +-0.5 by the published constants; white, black and the primaries' luma codes exact
-    from vosfx.io.writers.video import rgb_to_ycbcr, ycbcr_codes
+    from vosfx.io.writers.pictures import rgb_to_ycbcr, ycbcr_codes
 
     kg = 1 - kr - kb
     rgb = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0, 0, 0]]], np.float32)
@@ -1129,7 +1129,7 @@ def test_rgb_picture_through_the_pools_scratch_is_the_same(dtype):
     # image with padded rows (how PyAV's decoded RGB arrives).
     from vosfx.io.video import plane_views
     from vosfx.io.writers.framepool import FramePool
-    from vosfx.io.writers.video import yuva444_frame
+    from vosfx.io.writers.pictures import yuva444_frame
 
     h, w = 37, 66
     rng = np.random.default_rng(5)
@@ -1237,7 +1237,7 @@ def test_straight_png_codes_equal_the_float_path(src, deep):
 def test_chroma_subsample_is_the_block_mean(sx, sy, shape):
     # subsample (OpenCV's area resize) against the plain block mean in float64, odd sizes
     # padded by repeating the last row/column: equal to float32 rounding.
-    from vosfx.io.writers.video import subsample
+    from vosfx.io.writers.pictures import subsample
 
     rng = np.random.default_rng(7)
     plane = (rng.random(shape, dtype=np.float32) * 1023).astype(np.float32)

@@ -32,6 +32,7 @@ from vosfx.cpus import usable_cores
 from vosfx.errors import ConfigError, OutputError
 from vosfx.formats import RGBA_SEQUENCE
 from vosfx.io.writers.base import Writer, premultiply
+from vosfx.io.writers.pictures import alpha_codes
 from vosfx.types import Frame, Matte, VideoInfo
 
 # zlib level 2: one 1080p 16-bit RGBA frame took 0.33 s for 3.3 MB, against 0.54 s / 3.1 MB
@@ -104,18 +105,16 @@ def default_encoders() -> int:
 
 def bgra_codes(image: np.ndarray, alpha: np.ndarray, deep: bool) -> np.ndarray:
     """(H, W, 4) uint16 (``deep``) or uint8 BGRA codes of a straight-alpha PNG, for an image
-    at most as deep as the output: the colour scaled by a whole factor (x257 from 8 to 16
-    bits, exact), the alpha rounded as the float path rounds it. One output array, where the
-    float path made ~140 MB of temporaries a 1080p 16-bit frame (the same codes:
-    tests/test_writers.py)."""
+    at most as deep as the output: the colour scaled by a whole factor (x257 from 8 to 16 bits,
+    exact), the alpha by :func:`~vosfx.io.writers.pictures.alpha_codes` (the float path's
+    rounding). One output array, where the float path made ~140 MB of temporaries a 1080p
+    16-bit frame (the same codes: tests/test_writers.py)."""
     h, w = alpha.shape
     dtype, top = (np.uint16, 65535) if deep else (np.uint8, 255)
     out = np.empty((h, w, 4), dtype)
     factor = top // (255 if image.dtype == np.uint8 else 65535)
     np.multiply(image[..., ::-1], dtype(factor), out=out[..., :3], dtype=dtype)
-    codes = np.multiply(alpha, np.float32(top), dtype=np.float32)
-    np.rint(codes, out=codes)
-    out[..., 3] = codes
+    alpha_codes(alpha, top, out[..., 3])
     return out
 
 
@@ -127,6 +126,8 @@ class ImageSequenceWriter(Writer):
     by a later ``write`` or by ``close``, which waits for every image before the folder is
     moved into place.
     """
+
+    _pool: ThreadPoolExecutor | None = None  # set by _open; None until then, and for one encoder
 
     def _open(self) -> None:
         self.tmp_path.mkdir()
@@ -258,7 +259,5 @@ class ImageSequenceWriter(Writer):
     def _abort(self) -> None:
         # the images not started are dropped, those being written finish before the base
         # class removes the folder
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        getattr(self, "_pending", deque()).clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
