@@ -1,4 +1,4 @@
-"""ProRes 4444 encoders side by side at 1920x1080: speed and round-trip error.
+"""ProRes encoders side by side at 1920x1080: speed and round-trip error.
 
 FFmpeg has two ProRes encoders: ``prores_ks`` (Kostya Shishkov; profiles, vendor tag, alpha
 bits, quantiser control) and ``prores`` (``prores_aw``, Anatoliy Wasserman). Both take
@@ -10,6 +10,13 @@ PyAV (FFmpeg's ``prores`` decoder) and compared code for code with what went in:
 
     python benchmarks/prores.py                  # 24 frames, 3 rounds
     python benchmarks/prores.py --frames 48 --rounds 5
+    python benchmarks/prores.py --matte          # the prores422hq-matte luma matte instead
+
+``--matte``: prores_ks at profile 3 (422 HQ, yuv422p10le), its rate control against a fixed
+quantiser 1, on three kinds of matte: the moving soft ellipse of benchmarks/write.py, DAVIS
+ground-truth masks scaled to 1080p and feathered as refinement leaves them (when
+../shared/data is there), and a worst case no refined matte looks like: the ellipse under
+grain (sigma 0.05). Errors are of the luma in 10-bit codes; chroma must decode to 512.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from write import H, W, machine, matte_field, source_images
 
 from vosfx.io.writers.base import frame_rgb01
-from vosfx.io.writers.pictures import planar_frame, rgb_to_ycbcr
+from vosfx.io.writers.pictures import luma_codes, planar_frame, rgb_to_ycbcr
 from vosfx.types import Frame
 
 # (name, codec, options). prores_ks as the formats table had it (rate control: it searches
@@ -44,7 +51,13 @@ ENCODERS = (
     ("prores_ks q2", "prores_ks", {**_KS, "flags": "+qscale", "global_quality": "236"}),
     ("prores_aw", "prores", {"profile": "4", "vendor": "apl0"}),
 )
+_HQ = {"profile": "3", "vendor": "apl0"}
+MATTE_ENCODERS = (
+    ("prores_ks", "prores_ks", _HQ),
+    ("prores_ks q1", "prores_ks", {**_HQ, "flags": "+qscale", "global_quality": "118"}),
+)
 TB = Fraction(1, 25)
+DAVIS = Path(__file__).resolve().parents[1].parent / "shared/data/davis/Annotations"
 
 
 def planes(frames: int) -> list[list[np.ndarray]]:
@@ -60,14 +73,46 @@ def planes(frames: int) -> list[list[np.ndarray]]:
     return out
 
 
-def encode(codec: str, options: dict, pics: list[list[np.ndarray]], path: Path) -> dict:
+def matte_planes(kind: str, frames: int) -> list[list[np.ndarray]]:
+    """Per frame [Y, Cb, Cr] float32 10-bit codes of a luma matte, as VideoWriter fills
+    them for prores422hq-matte. ``kind``: "ellipse", "davis" or "grain"."""
+    import cv2
+
+    if kind == "davis":
+        from PIL import Image
+
+        paths = [
+            p
+            for seq in ("blackswan", "bmx-trees", "libby")
+            for p in sorted((DAVIS / seq).glob("*.png"))[:8]
+        ]
+        alphas = []
+        for i in range(frames):
+            mask = np.asarray(Image.open(paths[i % len(paths)])) > 0
+            big = cv2.resize(mask.astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+            alphas.append(cv2.GaussianBlur(big, (0, 0), 2.0))  # a feathered edge
+    else:
+        field = matte_field(frames)
+        alphas = [np.ascontiguousarray(field[:, 8 * i : 8 * i + W]) for i in range(frames)]
+        if kind == "grain":
+            rng = np.random.default_rng(0)
+            alphas = [
+                np.clip(a + rng.normal(0, 0.05, a.shape).astype(np.float32), 0, 1) for a in alphas
+            ]
+    chroma = np.full((H, W // 2), 512, np.float32)
+    return [[luma_codes(a, 10), chroma, chroma] for a in alphas]
+
+
+def encode(
+    codec: str, options: dict, pics: list[list[np.ndarray]], path: Path, pix_fmt: str
+) -> dict:
     import av
 
-    frames = [planar_frame("yuva444p10le", p, W, H, 10) for p in pics]
+    frames = [planar_frame(pix_fmt, p, W, H, 10) for p in pics]
     t0, c0 = time.perf_counter(), time.process_time()
     with av.open(str(path), "w", format="mov") as c:
         s = c.add_stream(codec, rate=25)
-        s.width, s.height, s.pix_fmt = W, H, "yuva444p10le"
+        s.width, s.height, s.pix_fmt = W, H, pix_fmt
         s.options = dict(options)
         s.thread_type, s.thread_count = "AUTO", 0  # as VideoWriter
         for i, vf in enumerate(frames):
@@ -123,13 +168,79 @@ def round_trip(path: Path, pics: list[list[np.ndarray]]) -> dict:
     }
 
 
+def matte_round_trip(path: Path, pics: list[list[np.ndarray]]) -> dict:
+    """|decoded luma - input luma| in 10-bit codes, and the farthest chroma from 512."""
+    import av
+
+    err, mean, chroma = 0.0, [], 0.0
+    with av.open(str(path)) as c:
+        for vf, p in zip(c.decode(video=0), pics):
+            got = [
+                np.frombuffer(pl, np.uint16)
+                .reshape(pl.height, -1)[:, : pl.width]
+                .astype(np.float64)
+                for pl in vf.planes
+            ]
+            d = np.abs(got[0][:, :W] - np.clip(np.rint(p[0]), 0, 1023))
+            err = max(err, float(d.max()))
+            mean.append(float(d.mean()))
+            chroma = max(chroma, float(np.abs(np.stack(got[1:]) - 512).max()))
+    return {"luma_max": err, "luma_mean": float(np.mean(mean)), "chroma_max": chroma}
+
+
+def main_matte(args) -> None:
+    kinds = ["ellipse", "grain"] + (["davis"] if DAVIS.is_dir() else [])
+    print(f"mattes: {', '.join(kinds)}" + ("" if DAVIS.is_dir() else f" ({DAVIS} not found)"))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vosfx-prores-") as tmp:
+        for kind in kinds:
+            pics = matte_planes(kind, args.frames)
+            runs: dict[str, list[dict]] = {name: [] for name, _, _ in MATTE_ENCODERS}
+            errors, packets = {}, {}
+            for r in range(args.rounds):
+                for name, codec, opts in MATTE_ENCODERS:
+                    path = Path(tmp) / f"{kind}_{name.replace(' ', '_')}.mov"
+                    runs[name].append(encode(codec, opts, pics, path, "yuv422p10le"))
+                    if r == 0:
+                        errors[name] = matte_round_trip(path, pics)
+                        packets[name] = path.stat().st_size
+            print(f"{kind}: done (load {os.getloadavg()[0]:.1f})", flush=True)
+            for name, _, _ in MATTE_ENCODERS:
+                med = {k: statistics.median(x[k] for x in runs[name]) for k in runs[name][0]}
+                rows.append((kind, name, med, errors[name], packets[name]))
+    print(
+        f"\n{args.frames} frames a matte at {W}x{H}, yuv422p10le, {args.rounds} rounds (medians)\n"
+    )
+    print(
+        "| matte | encoder | frames/s | CPU ms / frame | file bytes | luma max err (10-bit codes) "
+        "| luma mean err | chroma farthest from 512 |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for kind, name, med, e, size in rows:
+        print(
+            f"| {kind} | {name} | {med['fps']:.2f} | {med['cpu_ms']:.1f} | {size} | "
+            f"{e['luma_max']:.0f} | {e['luma_mean']:.5f} | {e['chroma_max']:.0f} |"
+        )
+    for kind in kinds:
+        rc, q1 = [r for r in rows if r[0] == kind]
+        print(
+            f"{kind}: CPU a frame, rate control / q1 {rc[2]['cpu_ms'] / q1[2]['cpu_ms']:.2f}x; "
+            f"file q1 / rate control {q1[4] / rc[4]:.3f}x"
+        )
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--matte", action="store_true", help="the 422 HQ luma matte instead")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(f"load average before: {os.getloadavg()}")
+    if args.matte:
+        main_matte(args)
+        return
     pics = planes(args.frames)
     runs: dict[str, list[dict]] = {name: [] for name, _, _ in ENCODERS}
     errors = {}
@@ -137,7 +248,7 @@ def main() -> None:
         for r in range(args.rounds):
             for name, codec, opts in ENCODERS:
                 path = Path(tmp) / f"{name.replace(' ', '_')}.mov"
-                runs[name].append(encode(codec, opts, pics, path))
+                runs[name].append(encode(codec, opts, pics, path, "yuva444p10le"))
                 print(
                     f"round {r + 1} {name}: {runs[name][-1]['fps']:.2f} frames/s "
                     f"(load {os.getloadavg()[0]:.1f})",

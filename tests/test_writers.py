@@ -823,6 +823,52 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
     assert packets({**table, "global_quality": "236"}) != rate_control
 
 
+def test_prores422hq_matte_fixed_quantiser_is_as_small_and_as_exact_as_rate_control(tmp_path):
+    # prores422hq-matte runs prores_ks at a fixed quantiser 1 (~6x less CPU at 1080p) on the
+    # measurement that, on a refined matte (soft edges, flat elsewhere), the file is exactly
+    # as large as with prores_ks's rate control and decodes no farther from the matte (its
+    # rate control picks other quantisers only for slices that code the same either way).
+    # If an FFmpeg update changes that, re-measure (benchmarks/prores.py --matte).
+    from vosfx.formats import FORMATS
+    from vosfx.io.writers.pictures import luma_frame
+
+    w, h = 384, 256
+    y, x = np.mgrid[:h, :w].astype(np.float32)
+
+    def encode(options: dict) -> tuple[int, float]:
+        path = tmp_path / f"{len(options)}.mov"
+        errors = []
+        mattes = []
+        with av.open(str(path), "w", format="mov") as c:
+            s = c.add_stream("prores_ks", rate=25)
+            s.width, s.height, s.pix_fmt, s.options = w, h, "yuv422p10le", options
+            for i in range(3):  # a soft-edged ellipse moving 7 px a frame
+                d = np.hypot((x - 150 - 7 * i) / 110, (y - 128) / 80)
+                matte = np.clip((1.0 - d) * 12.0, 0.0, 1.0)
+                mattes.append(np.rint((16 + 219 * matte) * 4))
+                vf = luma_frame(matte, "yuv422p10le", 10, w, h)
+                vf.pts = i
+                for p in s.encode(vf):
+                    c.mux(p)
+            for p in s.encode(None):
+                c.mux(p)
+        with av.open(str(path)) as c:
+            for vf, want in zip(c.decode(video=0), mattes):
+                got = planes(vf, np.uint16)
+                errors.append(np.abs(got[0].astype(np.float64) - want).mean())
+                assert (got[1] == 512).all() and (got[2] == 512).all()
+        return path.stat().st_size, float(np.mean(errors))
+
+    table = dict(FORMATS["prores422hq-matte"].options)
+    assert table["flags"] == "+qscale" and table["global_quality"] == "118"
+    fixed = encode(table)
+    rate_control = encode({k: v for k, v in table.items() if k not in ("flags", "global_quality")})
+    assert fixed[0] == rate_control[0]
+    assert fixed[1] <= rate_control[1]
+    # and the options reach the encoder: quantiser 8 is coarser
+    assert encode({**table, "global_quality": str(8 * 118)})[1] > fixed[1]
+
+
 @pytest.mark.parametrize("bits", [8, 10])
 @pytest.mark.parametrize("shape", [(1080, 1920), (37, 53)])
 def test_rgb_to_ycbcr_codes_match_the_matrix_formula(bits, shape):
@@ -896,6 +942,67 @@ def test_prores_picture_integer_path_matches_the_float_path(shape):
     np.testing.assert_array_equal(got[3], want[3])  # the float path's own rounding
     exact = np.rint(alpha.astype(np.float64) * 1023)  # and within a code of exact rounding
     assert np.abs(got[3].astype(np.float64) - exact).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("pix_fmt", "bits", "shape", "frame_hw"),
+    [
+        ("yuv422p10le", 10, (1080, 1920), (1080, 1920)),
+        ("yuv422p10le", 10, (37, 65), (37, 65)),  # ProRes: odd sizes as they are
+        ("yuv420p", 8, (37, 65), (38, 66)),  # H.264: padded to even by repeating the edge
+        ("yuv420p", 8, (38, 66), (38, 66)),
+    ],
+)
+def test_luma_matte_frame_in_place_matches_the_float_path(pix_fmt, bits, shape, frame_hw):
+    # The luma matte's frame, written in place into a recycled frame, has exactly the codes
+    # the float path made (luma_codes of the padded matte, rounded by planar_frame) and
+    # neutral chroma; a second matte through the same pool leaves nothing of the first.
+    from vosfx.io.writers.framepool import FramePool
+    from vosfx.io.writers.pictures import luma_codes, luma_frame, pad_even, planar_frame
+
+    h, w = shape
+    fh, fw = frame_hw
+    rng = np.random.default_rng(w)
+    pool = FramePool(pix_fmt, fw, fh, depth=1)
+    for _ in range(3):
+        alpha = rng.random((h, w), dtype=np.float32)
+        alpha[: h // 4] = 1.0
+        alpha[-h // 4 :] = 0.0
+        fast = luma_frame(alpha, pix_fmt, bits, fw, fh, pool)
+        padded = pad_even(alpha) if (fh, fw) != (h, w) else alpha
+        chroma_hw = [(p.height, p.width) for p in fast.planes[1:]]
+        neutral = [np.full(c, 128 << (bits - 8), np.float32) for c in chroma_hw]
+        slow = planar_frame(pix_fmt, [luma_codes(padded, bits), *neutral], fw, fh, bits)
+        dtype = np.uint16 if bits > 8 else np.uint8
+        for got, want in zip(planes(fast, dtype), planes(slow, dtype)):
+            np.testing.assert_array_equal(got, want)
+        pool.give_back(fast)
+    with pytest.raises(OutputError, match="does not fit"):
+        luma_frame(np.zeros((10, 10), np.float32), pix_fmt, bits, 12, 10)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(1080, 1920), (37, 65)])
+def test_argb_frame_in_place_matches_the_float_path(dtype, shape):
+    # QuickTime Animation's packed ARGB, written in place (odd widths have padded rows) into
+    # a recycled frame: the same codes as the float path (scale to [0, 1], x255, round).
+    from vosfx.io.writers.base import image_rgb01
+    from vosfx.io.writers.framepool import FramePool
+    from vosfx.io.writers.pictures import argb_frame
+
+    h, w = shape
+    rng = np.random.default_rng(w)
+    pool = FramePool("argb", w, h, depth=1)
+    for _ in range(2):
+        image = rng.integers(0, np.iinfo(dtype).max, (h, w, 3), dtype=dtype, endpoint=True)
+        alpha = rng.random((h, w), dtype=np.float32)
+        alpha[: h // 4] = 1.0
+        alpha[-h // 4 :] = 0.0
+        want = np.concatenate([alpha[..., None], image_rgb01(image)], axis=2)
+        want = np.rint(want * 255.0).astype(np.uint8)
+        fast = argb_frame(image, alpha, pool)
+        np.testing.assert_array_equal(fast.to_ndarray(format="argb"), want)
+        pool.give_back(fast)
 
 
 def _bilinear_upsample(plane: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -204,9 +204,80 @@ def alpha_codes(alpha: np.ndarray, top: int, out: np.ndarray) -> None:
     np.clip(np.rint(codes, out=codes), 0, top, out=out, casting="unsafe")
 
 
+@functools.cache
+def _codes8_of_16() -> np.ndarray:
+    """(65536,) uint8: each 16-bit code as the float path makes it 8-bit (scaled to [0, 1] in
+    float32, times 255, rounded half to even), so a look-up gives the same codes."""
+    v = np.arange(65536, dtype=np.float32) * np.float32(1.0 / 65535)
+    return np.rint(v * np.float32(255.0)).astype(np.uint8)
+
+
+def argb_frame(
+    image: np.ndarray, alpha: np.ndarray, pool: FramePool | None = None
+) -> av.VideoFrame:
+    """A packed 8-bit ARGB frame (QuickTime Animation) of an integer RGB image and a straight
+    alpha, written in place: the colour as it is (8-bit) or through a 16-to-8-bit look-up
+    (16-bit), the alpha by :func:`alpha_codes`; the same codes as scaling to floats and
+    rounding, without the ~130 MB of float temporaries that made a 1080p frame
+    (tests/test_writers.py, docs/benchmarks/write.md).
+
+    ``image``: (H, W, 3) uint8 | uint16 RGB. ``alpha``: (H, W) float32 in [0, 1].
+    """
+    if image.dtype not in (np.uint8, np.uint16):
+        raise OutputError(f"internal: expected a uint8 or uint16 frame, found {image.dtype}")
+    h, w = alpha.shape
+    vf = new_frame("argb", w, h, pool)
+    plane = vf.planes[0]
+    buf = np.frombuffer(plane, np.uint8)  # type: ignore[call-overload]
+    argb = buf[: h * plane.line_size].reshape(h, plane.line_size)[:, : 4 * w].reshape(h, w, 4)
+    if image.dtype == np.uint8:
+        argb[..., 1:] = image
+    else:
+        np.take(_codes8_of_16(), image, out=argb[..., 1:])
+    alpha_codes(alpha, 255, argb[..., 0])
+    return vf
+
+
 def luma_codes(alpha: np.ndarray, bits: int) -> np.ndarray:
     """(H, W) float32 in [0, 1] -> (H, W) float32 video-range luma codes for ``bits``."""
     return (16.0 + 219.0 * alpha) * np.float32(1 << (bits - 8))
+
+
+def luma_frame(
+    alpha: np.ndarray,
+    pix_fmt: str,
+    bits: int,
+    width: int,
+    height: int,
+    pool: FramePool | None = None,
+) -> av.VideoFrame:
+    """A luma matte's frame (planar Y'CbCr of ``pix_fmt``, ``bits`` per sample): luma the
+    video-range codes of ``alpha`` (:func:`luma_codes`, rounded and clipped as
+    :func:`planar_frame` does, the same codes), chroma the neutral ``128 << (bits - 8)``.
+    Written in place: one float32 scratch plane, no other full-frame temporaries (~3 vs
+    ~10 CPU ms a 1080p frame made anew; docs/benchmarks/write.md).
+
+    ``alpha``: (H, W) float32 in [0, 1]; a ``width`` x ``height`` frame one pixel larger (odd
+    sides padded for 4:2:0 H.264) repeats its last column and row. ``pool``: the writer's
+    :class:`FramePool`.
+    """
+    h, w = alpha.shape
+    if not (0 <= width - w <= 1 and 0 <= height - h <= 1):
+        raise OutputError(f"internal: a {w}x{h} matte does not fit a {width}x{height} frame")
+    vf = new_frame(pix_fmt, width, height, pool)
+    dtype, hi = (np.uint16, (1 << bits) - 1) if bits > 8 else (np.uint8, 255)
+    y, cb, cr = plane_views(vf, dtype)
+    codes = pool.scratch("luma", (h, w), np.float32) if pool else np.empty((h, w), np.float32)
+    np.multiply(alpha, np.float32(219.0), out=codes)
+    codes += np.float32(16.0)
+    codes *= np.float32(1 << (bits - 8))
+    np.clip(np.rint(codes, out=codes), 0, hi, out=y[:h, :w], casting="unsafe")
+    if y.shape != (h, w):  # pad_even's repeat of the last row and column
+        y[:h, w:] = y[:h, w - 1 : w]
+        y[h:, :] = y[h - 1 : h, :]
+    cb.fill(128 << (bits - 8))
+    cr.fill(128 << (bits - 8))
+    return vf
 
 
 def subsample(plane: np.ndarray, sx: int, sy: int) -> np.ndarray:

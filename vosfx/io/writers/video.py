@@ -30,7 +30,8 @@ from vosfx.io.writers.pictures import (
     AVCOL_BT709,
     AVCOL_RANGE_MPEG,
     alpha_codes,
-    luma_codes,
+    argb_frame,
+    luma_frame,
     new_frame,
     pad_even,
     planar_frame,
@@ -159,6 +160,8 @@ class VideoWriter(Writer):
             ):
                 a = alpha * np.float32((1 << src.bits) - 1)
                 return planar_frame(spec.pix_fmt, [src.y, src.cb, src.cr, a], w, h, src.bits, pool)
+            if straight and spec.chroma == "rgb":  # packed ARGB, integer codes in place
+                return argb_frame(frame.image, alpha, pool)
             rgb = frame_rgb01(frame)
             if self.config.alpha_mode == "premultiplied":
                 premultiply(rgb, alpha)
@@ -179,13 +182,7 @@ class VideoWriter(Writer):
                 (plane,) = plane_views(vf, np.uint16)
                 alpha_codes(alpha, 65535, plane)
                 return vf
-            bits = spec.sample_bits
-            y = luma_codes(pad_even(alpha) if self._subsampled else alpha, bits)
-            sx, sy = (2, 1) if spec.chroma == "422" else (2, 2)
-            chroma = np.full(
-                ((h + sy - 1) // sy, (w + sx - 1) // sx), 128 << (bits - 8), np.float32
-            )
-            return planar_frame(spec.pix_fmt, [y, chroma, chroma], w, h, bits, pool)
+            return luma_frame(alpha, spec.pix_fmt, spec.sample_bits, w, h, pool)
         if spec.kind == COMPOSITE:
             from vosfx.matte.compose import replace_background
 
