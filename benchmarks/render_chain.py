@@ -42,6 +42,7 @@ JOBS = {  # name -> (format, extra formats)
     "prores4444": ("prores4444", []),
     "ffv1-matte": ("ffv1-matte", []),
     "prores422hq-matte": ("prores422hq-matte", []),
+    "qtrle": ("qtrle", []),
     "prores4444 + ffv1-matte": ("prores4444", ["ffv1-matte"]),
     "png16": ("png16", []),  # an image sequence (not in the default --jobs)
 }
