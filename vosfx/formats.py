@@ -162,7 +162,9 @@ _ROWS = (
         "none",
         10,
         False,
-        "ProRes 422 HQ 10-bit luma matte (video range: matte 0 -> code 64, 1 -> 940).",
+        "ProRes 422 HQ 10-bit luma matte (video range: matte 0 -> code 64, 1 -> 940), at "
+        "ProRes's finest quantiser: exact to ~3 codes; a grainy matte may exceed 422 HQ's "
+        "nominal data rate.",
         container="mov",
         # Fixed quantiser 1, as prores4444: on refined mattes (smooth, mostly flat) the files
         # are byte for byte as large as with prores_ks's rate control and decode as close or
