@@ -1319,7 +1319,22 @@ def test_default_encoders_take_the_cores_up_to_a_bound(monkeypatch):
         assert writers_images.default_encoders() == want
 
 
-@pytest.mark.parametrize(("src", "deep"), [(np.uint8, False), (np.uint8, True), (np.uint16, True)])
+def test_16_to_8_bit_codes_equal_both_float_paths_for_every_code():
+    # codes8_of_16 (OpenCV) replaces qtrle's rint(v * (1 / 65535) * 255) and the PNG writer's
+    # rint(v * (255 / 65535)), both in float32: all 65,536 codes, and exact rounding of v / 257
+    from vosfx.io.writers.pictures import codes8_of_16
+
+    v = np.arange(65536, dtype=np.float32)
+    lut = codes8_of_16(np.arange(65536, dtype=np.uint16).reshape(256, 256)).ravel()
+    assert lut.dtype == np.uint8 and lut.shape == (65536,)
+    np.testing.assert_array_equal(lut, np.rint(v * np.float32(1 / 65535) * np.float32(255)))
+    np.testing.assert_array_equal(lut, np.rint(v * np.float32(255 / 65535)))
+    np.testing.assert_array_equal(lut, np.rint(v.astype(np.float64) / 257))
+
+
+@pytest.mark.parametrize(
+    ("src", "deep"), [(np.uint8, False), (np.uint8, True), (np.uint16, True), (np.uint16, False)]
+)
 def test_straight_png_codes_equal_the_float_path(src, deep):
     # bgra_codes (integer colour, one output array) gives the float path's exact codes.
     from vosfx.io.writers.images import bgra_codes

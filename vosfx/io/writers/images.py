@@ -32,7 +32,7 @@ from vosfx.cpus import usable_cores
 from vosfx.errors import ConfigError, OutputError
 from vosfx.formats import RGBA_SEQUENCE
 from vosfx.io.writers.base import Writer, premultiply
-from vosfx.io.writers.pictures import alpha_codes
+from vosfx.io.writers.pictures import alpha_codes, codes8_of_16
 from vosfx.types import Frame, Matte, VideoInfo
 
 # zlib level 2: one 1080p 16-bit RGBA frame took 0.33 s for 3.3 MB, against 0.54 s / 3.1 MB
@@ -104,16 +104,22 @@ def default_encoders() -> int:
 
 
 def bgra_codes(image: np.ndarray, alpha: np.ndarray, deep: bool) -> np.ndarray:
-    """(H, W, 4) uint16 (``deep``) or uint8 BGRA codes of a straight-alpha PNG, for an image
-    at most as deep as the output: the colour scaled by a whole factor (x257 from 8 to 16 bits,
-    exact), the alpha by :func:`~vosfx.io.writers.pictures.alpha_codes` (the float path's
-    rounding). One output array, where the float path made ~140 MB of temporaries a 1080p
-    16-bit frame (the same codes: tests/test_writers.py)."""
+    """(H, W, 4) uint16 (``deep``) or uint8 BGRA codes of a straight-alpha PNG: the colour
+    scaled by a whole factor where the output is as deep or deeper (x257 from 8 to 16 bits,
+    exact) or narrowed through :func:`~vosfx.io.writers.pictures.codes8_of_16` (16 to 8 bits),
+    the alpha by :func:`~vosfx.io.writers.pictures.alpha_codes` (the float path's rounding).
+    One output array, where the float path made ~140 MB of temporaries a 1080p 16-bit frame
+    (the same codes: tests/test_writers.py)."""
     h, w = alpha.shape
     dtype, top = (np.uint16, 65535) if deep else (np.uint8, 255)
     out = np.empty((h, w, 4), dtype)
-    factor = top // (255 if image.dtype == np.uint8 else 65535)
-    np.multiply(image[..., ::-1], dtype(factor), out=out[..., :3], dtype=dtype)
+    if image.dtype == np.uint16 and not deep:  # RGB -> BGR while OpenCV puts it in place
+        import cv2
+
+        cv2.mixChannels([codes8_of_16(image)], [out], [0, 2, 1, 1, 2, 0])
+    else:
+        factor = top // (255 if image.dtype == np.uint8 else 65535)
+        np.multiply(image[..., ::-1], dtype(factor), out=out[..., :3], dtype=dtype)
     alpha_codes(alpha, top, out[..., 3])
     return out
 
@@ -176,7 +182,7 @@ class ImageSequenceWriter(Writer):
             deep = spec.bit_depth == 16
             src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
             out_max = 65535.0 if deep else 255.0
-            if self.config.alpha_mode != "premultiplied" and out_max >= src_max:
+            if self.config.alpha_mode != "premultiplied":
                 image = bgra_codes(frame.image, alpha, deep)
             else:
                 rgb = frame.image[..., ::-1].astype(np.float32)  # OpenCV wants BGR(A)
