@@ -115,6 +115,15 @@ def session_options(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = max(0, threads)
     opts.inter_op_num_threads = 1  # one stage at a time: parallelism is inside the ops
+    # Idle pool threads sleep at once instead of spinning. Each stage is its own session with
+    # its own pool, and a spinning pool kept a core busy for ~40 ms after each of its runs,
+    # while the next stage ran on the same cores. On AMD Zen 3 with 2 cores this made the
+    # memory encoder 73-87 ms instead of 30-34 at 512 px, and the decoder 37-40 instead of 14-15.
+    # A 512 frame took 1.03-1.12 s instead of 0.79-0.86 (docs/benchmarks/onnx.md, seventeenth
+    # pass). One pool shared by every session does as well, but ONNX Runtime then refuses any
+    # session of the process that keeps its own pool, including sessions of a program that
+    # uses vosfx as a library.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # shape-merge chatter from the exporter's graphs
     # the CPU arena keeps the largest intermediates reserved between frames (faster; peak RSS
     # in docs/benchmarks/onnx.md)
