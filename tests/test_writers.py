@@ -782,6 +782,21 @@ def test_composite_with_a_missing_background_fails_before_writing(tmp_path):
     assert not any(p.name.startswith(("comp", ".comp")) for p in tmp_path.iterdir())
 
 
+def _encode_prores(path: Path, pix_fmt: str, options: dict, frames: list) -> None:
+    """``frames`` (av.VideoFrames of ``pix_fmt``) through prores_ks with ``options`` into a
+    .mov at ``path``."""
+    with av.open(str(path), "w", format="mov") as c:
+        s = c.add_stream("prores_ks", rate=25)
+        w, h = frames[0].width, frames[0].height
+        s.width, s.height, s.pix_fmt, s.options = w, h, pix_fmt, options
+        for i, vf in enumerate(frames):
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
 def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
     # The formats table runs prores_ks at a fixed quantiser 1 (~4x less CPU at 1080p) on the
     # measurement that its own rate control ends at quantiser 1 for 4444 anyway: the packets
@@ -795,20 +810,12 @@ def test_prores4444_fixed_quantiser_matches_prores_ks_rate_control(tmp_path):
 
     def packets(options: dict) -> list[bytes]:
         path = tmp_path / f"{len(options)}_{options.get('global_quality')}.mov"
-        with av.open(str(path), "w", format="mov") as c:
-            s = c.add_stream("prores_ks", rate=25)
-            s.width, s.height, s.pix_fmt, s.options = w, h, "yuva444p10le", options
-            for i in range(2):
-                noise = rng.normal(0, 40, (3, h, w)).astype(np.float32)
-                ycc = [
-                    np.clip(64 + (x * 3 + y + 100 * k) % 876 + noise[k], 64, 940) for k in range(3)
-                ]
-                vf = planar_frame("yuva444p10le", [*ycc, (x * 4) % 1024], w, h, 10)
-                vf.pts = i
-                for p in s.encode(vf):
-                    c.mux(p)
-            for p in s.encode(None):
-                c.mux(p)
+        frames = []
+        for _ in range(2):
+            noise = rng.normal(0, 40, (3, h, w)).astype(np.float32)
+            ycc = [np.clip(64 + (x * 3 + y + 100 * k) % 876 + noise[k], 64, 940) for k in range(3)]
+            frames.append(planar_frame("yuva444p10le", [*ycc, (x * 4) % 1024], w, h, 10))
+        _encode_prores(path, "yuva444p10le", options, frames)
         with av.open(str(path)) as c:
             return [bytes(p) for p in c.demux(video=0) if p.size]
 
@@ -837,21 +844,13 @@ def test_prores422hq_matte_fixed_quantiser_is_as_small_and_as_exact_as_rate_cont
 
     def encode(options: dict) -> tuple[int, float]:
         path = tmp_path / f"{len(options)}.mov"
-        errors = []
-        mattes = []
-        with av.open(str(path), "w", format="mov") as c:
-            s = c.add_stream("prores_ks", rate=25)
-            s.width, s.height, s.pix_fmt, s.options = w, h, "yuv422p10le", options
-            for i in range(3):  # a soft-edged ellipse moving 7 px a frame
-                d = np.hypot((x - 150 - 7 * i) / 110, (y - 128) / 80)
-                matte = np.clip((1.0 - d) * 12.0, 0.0, 1.0)
-                mattes.append(np.rint((16 + 219 * matte) * 4))
-                vf = luma_frame(matte, "yuv422p10le", 10, w, h)
-                vf.pts = i
-                for p in s.encode(vf):
-                    c.mux(p)
-            for p in s.encode(None):
-                c.mux(p)
+        errors, mattes, frames = [], [], []
+        for i in range(3):  # a soft-edged ellipse moving 7 px a frame
+            d = np.hypot((x - 150 - 7 * i) / 110, (y - 128) / 80)
+            matte = np.clip((1.0 - d) * 12.0, 0.0, 1.0)
+            mattes.append(np.rint((16 + 219 * matte) * 4))
+            frames.append(luma_frame(matte, "yuv422p10le", 10, w, h))
+        _encode_prores(path, "yuv422p10le", options, frames)
         with av.open(str(path)) as c:
             for vf, want in zip(c.decode(video=0), mattes):
                 got = planes(vf, np.uint16)
