@@ -954,10 +954,10 @@ def test_prores_picture_integer_path_matches_the_float_path(shape):
 )
 def test_luma_matte_frame_in_place_matches_the_float_path(pix_fmt, bits, shape, frame_hw):
     # The luma matte's frame, written in place into a recycled frame, has exactly the codes
-    # the float path made (luma_codes of the padded matte, rounded by planar_frame) and
+    # the float path made (the luma formula on the padded matte, rounded by planar_frame) and
     # neutral chroma; a second matte through the same pool leaves nothing of the first.
     from vosfx.io.writers.framepool import FramePool
-    from vosfx.io.writers.pictures import luma_codes, luma_frame, pad_even, planar_frame
+    from vosfx.io.writers.pictures import luma_frame, pad_even, planar_frame
 
     h, w = shape
     fh, fw = frame_hw
@@ -971,7 +971,8 @@ def test_luma_matte_frame_in_place_matches_the_float_path(pix_fmt, bits, shape, 
         padded = pad_even(alpha) if (fh, fw) != (h, w) else alpha
         chroma_hw = [(p.height, p.width) for p in fast.planes[1:]]
         neutral = [np.full(c, 128 << (bits - 8), np.float32) for c in chroma_hw]
-        slow = planar_frame(pix_fmt, [luma_codes(padded, bits), *neutral], fw, fh, bits)
+        luma = (16.0 + 219.0 * padded) * np.float32(1 << (bits - 8))  # the formula, float32
+        slow = planar_frame(pix_fmt, [luma, *neutral], fw, fh, bits)
         dtype = np.uint16 if bits > 8 else np.uint8
         for got, want in zip(planes(fast, dtype), planes(slow, dtype)):
             np.testing.assert_array_equal(got, want)

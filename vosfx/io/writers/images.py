@@ -180,14 +180,13 @@ class ImageSequenceWriter(Writer):
         params = [cv2.IMWRITE_PNG_COMPRESSION, _PNG_LEVEL]
         if spec.kind == RGBA_SEQUENCE:
             deep = spec.bit_depth == 16
-            src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
-            out_max = 65535.0 if deep else 255.0
             if self.config.alpha_mode != "premultiplied":
                 image = bgra_codes(frame.image, alpha, deep)
-            else:
+            else:  # premultiplied: through floats
+                src_max = 255.0 if frame.image.dtype == np.uint8 else 65535.0
+                out_max = 65535.0 if deep else 255.0
                 rgb = frame.image[..., ::-1].astype(np.float32)  # OpenCV wants BGR(A)
-                if self.config.alpha_mode == "premultiplied":
-                    premultiply(rgb, alpha)
+                premultiply(rgb, alpha)
                 bgra = np.empty(rgb.shape[:2] + (4,), np.float32)
                 bgra[..., :3] = rgb * np.float32(out_max / src_max)
                 bgra[..., 3] = alpha * np.float32(out_max)

@@ -237,9 +237,13 @@ def argb_frame(
     return vf
 
 
-def luma_codes(alpha: np.ndarray, bits: int) -> np.ndarray:
-    """(H, W) float32 in [0, 1] -> (H, W) float32 video-range luma codes for ``bits``."""
-    return (16.0 + 219.0 * alpha) * np.float32(1 << (bits - 8))
+def luma_codes(alpha: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32 in [0, 1] -> (H, W) float32 video-range luma codes for ``bits``,
+    ``(16 + 219 * alpha) * 2^(bits - 8)`` in float32, into ``out`` when given."""
+    codes = np.multiply(alpha, np.float32(219.0), out=out)
+    codes += np.float32(16.0)
+    codes *= np.float32(1 << (bits - 8))
+    return codes
 
 
 def luma_frame(
@@ -267,9 +271,7 @@ def luma_frame(
     dtype, hi = (np.uint16, (1 << bits) - 1) if bits > 8 else (np.uint8, 255)
     y, cb, cr = plane_views(vf, dtype)
     codes = pool.scratch("luma", (h, w), np.float32) if pool else np.empty((h, w), np.float32)
-    np.multiply(alpha, np.float32(219.0), out=codes)
-    codes += np.float32(16.0)
-    codes *= np.float32(1 << (bits - 8))
+    luma_codes(alpha, bits, out=codes)
     np.clip(np.rint(codes, out=codes), 0, hi, out=y[:h, :w], casting="unsafe")
     if y.shape != (h, w):  # pad_even's repeat of the last row and column
         y[:h, w:] = y[:h, w - 1 : w]
