@@ -50,6 +50,9 @@ RUNS = {
     # query blocks (the default picks split where the CPU has AMX)
     "onnx-bf16-fused": ("onnx", {"precision": "bf16", "opt": "all", "attention": "fused"}),
     "onnx-bf16-split": ("onnx", {"precision": "bf16", "opt": "all", "attention": "split"}),
+    # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
+    # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
+    "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),
     "onnx-1thread": ("onnx", {"precision": "fp32", "opt": "all", "threads": 1}),
     "onnx-noarena": ("onnx", {"precision": "fp32", "opt": "all", "arena": False}),
     # --low-memory: the arena off and large blocks mapped on their own (vosfx/engine/heap.py)
@@ -121,7 +124,7 @@ def _onnx_backend(bundle: str, opts: dict, threads: int):
         memory_arena=opts.get("arena", True),
         shared_arena=opts.get("shared", True),
         bf16_stages=opts.get("ov"),
-        bf16_attention=opts.get("attention"),
+        attention=opts.get("attention"),
     )
 
 

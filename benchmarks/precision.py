@@ -100,7 +100,7 @@ def main() -> None:
             device="cpu",
             threads=args.threads,
             precision=precision,
-            bf16_attention=attention or None,
+            attention=attention or None,
         )
     print(json.dumps({"size": args.size, "frames": args.frames, "loadavg": os.getloadavg()}))
     rows = []

@@ -80,8 +80,12 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
     runtime = model["runtime"]
     assert (runtime["backend"], runtime["precision"], runtime["device"]) == ("onnx", "fp32", "cpu")
     assert runtime["memory_arena"] == "shared" and runtime["onnxruntime"]
-    for stage in ("image_encoder", "memory_attention", "decoder", "memory_encoder"):
+    for stage in ("image_encoder", "decoder", "memory_encoder"):
         assert runtime["stages"][stage] == "onnxruntime CPUExecutionProvider", runtime
+    # memory attention from the cpu variant, made with the bundle exported on first use
+    assert runtime["stages"]["memory_attention"] == (
+        "onnxruntime CPUExecutionProvider, attention in query blocks"
+    )
     assert side["frames"] == N_FRAMES and side["job"]["config"]["model"]["image_size"] == 128
     entries = list((Path(os.environ["VOSFX_HOME"]) / "onnx").iterdir())
     bundles = [p for p in entries if p.is_dir()]  # beside each: its lock file (exclusive_lock)

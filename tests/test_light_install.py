@@ -4,6 +4,7 @@ clip through the CLI; its matte equals the one from a bundle exported with torch
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +84,10 @@ def test_matte_without_torch_or_onnx_equals_the_torch_export(tmp_path):
     bundles = [p for p in entries if p.is_dir()]  # beside each: its lock file (exclusive_lock)
     assert [p.name for p in entries if not p.is_dir()] == [f"{bundles[0].name}.lock"]
     assert len(bundles) == 1 and "template" in (bundles[0] / "manifest.json").read_text()
+    # memory attention in query blocks came ready-made with the template (no onnx package)
+    man = json.loads((bundles[0] / "manifest.json").read_text())
+    assert man["variants"] == {"cpu": {"memory_attention": "memory_attention.cpu.onnx"}}
+    assert (bundles[0] / "memory_attention.cpu.onnx").is_file()
 
     # the same clip with a bundle exported by torch (the template's bundle moved aside)
     bundles[0].rename(tmp_path / "template_bundle")

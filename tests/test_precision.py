@@ -145,7 +145,7 @@ def _bf16_or_skip():
 def test_bf16_splits_memory_attention_where_the_cpu_has_amx(monkeypatch, amx, asked, blocks):
     """Memory attention's attention in query blocks through AMX MatMuls on CPUs with AMX (2.6x
     faster there: docs/benchmarks/onnx.md, tenth pass), OpenVINO's own kernel elsewhere;
-    ``bf16_attention`` overrides for comparisons. The other stages are compiled as they are;
+    ``attention`` overrides for comparisons. The other stages are compiled as they are;
     the image encoder's weights float16 only without AMX (with it the masks' IoU fell)."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
@@ -153,7 +153,7 @@ def test_bf16_splits_memory_attention_where_the_cpu_has_amx(monkeypatch, amx, as
 
     _, _, folder = exported(("bf16",))
     monkeypatch.setattr(ovr, "cpu_has_amx", lambda: amx)
-    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", bf16_attention=asked)
+    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", attention=asked)
     for stage in ovr.STAGES:
         assert low._sess[stage].attention_blocks == (blocks if stage == "memory_attention" else 0)
         # float16 image-encoder weights where the CPU has no AMX
@@ -179,11 +179,11 @@ def test_bf16_low_memory_releases_the_heavy_stages_buffers(monkeypatch):
         assert low._sess[stage].release_buffers == (stage in ovr.RELEASE_BUFFERS), stage
 
 
-def test_bad_bf16_attention_is_refused(bundle):
+def test_bad_attention_is_refused(bundle):
     from vosfx.engine.onnx_backend import OnnxBackend
 
-    with pytest.raises(BackendError, match=r"bf16_attention: expected split or fused, found 'x'"):
-        OnnxBackend(bundle[2], device="cpu", precision="bf16", bf16_attention="x")
+    with pytest.raises(BackendError, match=r"attention: expected split or fused, found 'x'"):
+        OnnxBackend(bundle[2], device="cpu", precision="bf16", attention="x")
 
 
 @pytest.mark.slow
@@ -197,7 +197,7 @@ def test_tier_agrees_with_fp32(clip, tier, attention):
     _, _, folder = exported((tier,), size=BAR_SIZE)
     frames, mask = clip
     frames = frames[:BAR_FRAMES]
-    low = OnnxBackend(folder, device="cpu", threads=2, precision=tier, bf16_attention=attention)
+    low = OnnxBackend(folder, device="cpu", threads=2, precision=tier, attention=attention)
     if tier == "bf16":  # the four per-frame stages really run on OpenVINO
         for stage in ("image_encoder", "memory_attention", "memory_encoder", "decoder"):
             assert type(low._sess[stage]).__name__ == "OvSession", stage

@@ -39,11 +39,10 @@ def _feeds(session, size: int, rng) -> dict:
     return feeds
 
 
-def _outputs(bundle: Path, name: str, feeds: dict) -> list[np.ndarray]:
+def _outputs(bundle: Path, name: str, feeds: dict, variant: str | None = None) -> list[np.ndarray]:
     man = json.loads((bundle / "manifest.json").read_text())
-    sess = ort.InferenceSession(
-        str(bundle / man["graphs"][name]["file"]), providers=["CPUExecutionProvider"]
-    )
+    file = man["variants"][variant][name] if variant else man["graphs"][name]["file"]
+    sess = ort.InferenceSession(str(bundle / file), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 
 
@@ -77,6 +76,14 @@ def test_filled_template_equals_an_export_of_another_checkpoint(tmp_path):
         want, got = sess.run(None, feeds), _outputs(filled, name, feeds)
         for w, g in zip(want, got):
             np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5, err_msg=name)
+    # the ready-made cpu variant (memory attention in query blocks) equals the exported one
+    variants = json.loads((ref / "manifest.json").read_text())["variants"]
+    assert variants["cpu"] == json.loads((filled / "manifest.json").read_text())["variants"]["cpu"]
+    for name, file in variants["cpu"].items():
+        sess = ort.InferenceSession(str(ref / file), providers=["CPUExecutionProvider"])
+        feeds = _feeds(sess, 256, rng)
+        want, got = sess.run(None, feeds), _outputs(filled, name, feeds, "cpu")
+        np.testing.assert_allclose(got[0], want[0], atol=1e-5, rtol=1e-5, err_msg=name)
     assert np.array_equal(
         np.load(filled / "constants.npz")["maskmem_tpos_enc"],
         np.load(ref / "constants.npz")["maskmem_tpos_enc"],

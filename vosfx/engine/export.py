@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ from vosfx.engine.variants import (
     VARIANTS,
     Progress,
     add_variants,
+    automatic,
     variant_for,
     variants_without_torch,
 )
@@ -92,6 +94,9 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     process at a time (batch workers starting together on a fresh machine: the others wait
     on the bundle's lock file and then use it). Raises BackendError saying how to get one."""
     variants = (variant_for(model.precision),) if model.precision != "fp32" else ()
+    # made where they can be (a bundle of an older vosfx gets them once); never required:
+    # a read-only cache without them is used as it is
+    extra = automatic()
     source = model.checkpoint or model.name
     model_id, sha, _ = checkpoint_identity(source)  # a checkpoint file is hashed once, here
     size = _size(model.image_size)
@@ -100,11 +105,11 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     def found() -> Path | None:
         return find_bundle(model_id, sha, size) if sha is not None else None
 
-    def missing(folder: Path) -> list[str]:
-        return [v for v in variants if v not in read_manifest(folder).get("variants", {})]
+    def missing(folder: Path, among: tuple[str, ...] = variants) -> list[str]:
+        return [v for v in among if v not in read_manifest(folder).get("variants", {})]
 
     done = found()
-    if done is not None and not missing(done):
+    if done is not None and not missing(done) and (not missing(done, extra) or not _writable(done)):
         return done
     import logging
 
@@ -136,7 +141,7 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
             except OSError as err:  # a full disk: the template's part is already removed
                 raise _unwritable(where, err) from None
         if folder is not None:
-            gaps = missing(folder)
+            gaps = missing(folder) + (missing(folder, extra) if _writable(folder) else [])
             if gaps:
                 variants_without_torch(folder, tuple(gaps), model.precision, progress)
             return folder
@@ -186,6 +191,7 @@ def export_bundle(
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise ModelError(f"export variants: expected any of {', '.join(VARIANTS)}, found {bad}")
+    variants = (*automatic(), *variants)
     say = progress or (lambda _msg: None)
     size = _size(image_size)
     name, sha, path = checkpoint_identity(model_id)
@@ -251,6 +257,11 @@ def _export_into(
     add_variants(folder, variants, say)
     say(f"exported {name} at {size} px to {folder}")
     return folder
+
+
+def _writable(folder: Path) -> bool:
+    """Whether variants can be added to the bundle ``folder`` (its lock file sits beside it)."""
+    return os.access(folder, os.W_OK) and os.access(folder.parent, os.W_OK)
 
 
 def _unwritable(folder: Path, err: OSError) -> OutputError:

@@ -153,6 +153,8 @@ def export_template(
         )
     }
     attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
+    attrs = {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()}
+    variants = _variants(tmp, attrs)
     meta = {
         "format": TEMPLATE_FORMAT,
         "config": config,
@@ -164,9 +166,10 @@ def export_template(
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         "exporter": "torch.onnx.export(dynamo=False, do_constant_folding=False)",
-        "attrs": {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()},
+        "attrs": attrs,
         "layout": layout,
         "graphs": graphs,
+        "variants": variants,
     }
     (tmp / "template.json").write_text(
         json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8"
@@ -174,6 +177,17 @@ def export_template(
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def _variants(folder: Path, attrs: dict) -> dict[str, dict[str, str]]:
+    """The variants a template carries ready-made, written into ``folder`` beside its graphs:
+    ``cpu`` (:mod:`vosfx.engine.ort_attention`), whose graph reads memory attention's weights
+    file, so a filled template has it without the onnx package."""
+    from vosfx.engine.ort_attention import FILES, write_variant
+
+    name = "memory_attention"
+    write_variant(folder / f"{name}.onnx", folder / FILES[name], {"attrs": attrs})
+    return {"cpu": dict(FILES)}
 
 
 def _externalise(

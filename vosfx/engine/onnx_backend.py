@@ -67,9 +67,12 @@ class OnnxBackend:
     own arena per session (for comparisons: docs/benchmarks/onnx.md).
     ``bf16_stages``: the graphs the bf16 tier compiles with OpenVINO (default
     :data:`vosfx.engine.openvino_runtime.STAGES`; for comparisons).
-    ``bf16_attention``: how the bf16 tier compiles memory attention's attention: ``split``
-    (query blocks through AMX MatMuls, :func:`vosfx.engine.openvino_runtime.split_attention`),
-    ``fused`` (OpenVINO's own kernel) or None (default: split where the CPU has AMX).
+    ``attention``: how memory attention's attentions run: ``split`` (blocks of queries through
+    plain matrix products: on ONNX Runtime the bundle's ``cpu`` variant,
+    :mod:`vosfx.engine.ort_attention`; in the bf16 tier through AMX MatMuls,
+    :func:`vosfx.engine.openvino_runtime.split_attention`), ``fused`` (the runtime's fused
+    attention kernel) or None (default: split on ONNX Runtime's CPU provider where the bundle
+    has the variant, and in the bf16 tier where the CPU has AMX; fused elsewhere).
     ``io_binding``: run the graphs through ONNX Runtime's IOBinding, keeping each frame's image
     features (and memory attention's output) where the provider computes them instead of
     copying them out and back in for every stage (~20 MB a frame at 1024, read by three
@@ -88,7 +91,7 @@ class OnnxBackend:
         shared_arena: bool = True,
         bf16_stages: tuple[str, ...] | None = None,
         io_binding: bool | None = None,
-        bf16_attention: str | None = None,
+        attention: str | None = None,
     ) -> None:
         try:
             import onnxruntime  # noqa: F401 - the clear message here, not deep in a stage
@@ -120,7 +123,7 @@ class OnnxBackend:
             shared_arena=shared_arena,
             bf16_stages=bf16_stages,
             io_binding=io_binding,
-            bf16_attention=bf16_attention,
+            attention=attention,
         )
         g = self.graphs
         self.providers, self.device, self.precision = g.providers, g.device, g.precision

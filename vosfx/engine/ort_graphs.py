@@ -54,7 +54,7 @@ class BundleGraphs:
         shared_arena: bool,
         bf16_stages: tuple[str, ...] | None,
         io_binding: bool | None,
-        bf16_attention: str | None = None,
+        attention: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -62,9 +62,9 @@ class BundleGraphs:
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
         self._bf16_stages = bf16_stages
-        if bf16_attention not in (None, "split", "fused"):
-            raise BackendError(f"bf16_attention: expected split or fused, found {bf16_attention!r}")
-        self._bf16_attention = bf16_attention
+        if attention not in (None, "split", "fused"):
+            raise BackendError(f"attention: expected split or fused, found {attention!r}")
+        self._attention = attention
         self.providers = self._providers(ort, device)
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
         if precision not in PRECISIONS:
@@ -74,6 +74,8 @@ class BundleGraphs:
         self.precision = precision
         # the manifest's variant it runs (int8: this CPU's int8 or uint8 weights)
         self.variant = variant_for(precision)
+        # graph -> its query-block version (the bundle's cpu variant) where this runs it
+        self._query_blocks = self._blocks(manifest, attention)
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
@@ -131,7 +133,7 @@ class BundleGraphs:
         core = ovr.core("bf16")
         on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
         amx = ovr.cpu_has_amx()
-        split = self._bf16_attention == "split" or (self._bf16_attention is None and amx)
+        split = self._attention == "split" or (self._attention is None and amx)
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
             if name in ON_FIRST_USE:
@@ -161,17 +163,37 @@ class BundleGraphs:
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
         return sessions
 
+    def _blocks(self, manifest: dict, attention: str | None) -> dict[str, str]:
+        """The graphs run from the bundle's ``cpu`` variant (memory attention's attentions as
+        query blocks, :mod:`vosfx.engine.ort_attention`): with ONNX Runtime's CPU provider by
+        default, on any provider when ``attention`` is ``split``; never for fp16 (the variant
+        is float32) nor bf16 (memory attention runs on OpenVINO, which splits its own)."""
+        if self.precision not in ("fp32", "int8") or attention == "fused":
+            return {}
+        if attention is None and self.providers[0] != "CPUExecutionProvider":
+            return {}
+        files = manifest.get("variants", {}).get("cpu")
+        if files is None and attention == "split":
+            raise BackendError(
+                f"attention split: expected the bundle {self.bundle} to have the cpu variant, "
+                f"found {sorted(manifest.get('variants', {})) or 'none'} (a bundle of an older "
+                f"vosfx: export it again, or pip install onnx and run once with the default)"
+            )
+        return dict(files or {})
+
     def _graph_file(self, name: str) -> Path:
         variants = self.manifest.get("variants", {})
-        if self.precision == "fp32":
-            return self.bundle / self.manifest["graphs"][name]["file"]
-        files = variants.get(self.variant)
-        if files is None:
-            raise BackendError(
-                f"precision {self.precision!r}: expected the bundle {self.bundle} "
-                f"to have the {self.variant} variant, found {sorted(variants) or 'none'} "
-                f"(vosfx models export --variant {self.precision})"
-            )
+        files: dict[str, str] = {}
+        if self.precision != "fp32":
+            files = variants.get(self.variant)
+            if files is None:
+                raise BackendError(
+                    f"precision {self.precision!r}: expected the bundle {self.bundle} "
+                    f"to have the {self.variant} variant, found {sorted(variants) or 'none'} "
+                    f"(vosfx models export --variant {self.precision})"
+                )
+        if name not in files and name in self._query_blocks:
+            return self.bundle / self._query_blocks[name]
         return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
 
     def _session(self, ort, name: str, path: Path, threads: int):
@@ -274,6 +296,8 @@ class BundleGraphs:
                 stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
+                if name in self._query_blocks:
+                    stages[name] += ", attention in query blocks"
         if self.precision == "int8" and "image_encoder" in stages:
             weights = "uint8" if self.variant == "int8-u8" else "int8"
             stages["image_encoder"] += f", {weights} weights"

@@ -117,6 +117,10 @@ def build_bundle(
                     for name, g in meta["graphs"].items()
                 }
             np.savez(tmp / "constants.npz", maskmem_tpos_enc=ckpt.array("maskmem_tpos_enc"))
+        # ready-made variants (the cpu one): graphs that read the weights files just written
+        for files in meta.get("variants", {}).values():
+            for file in files.values():
+                shutil.copyfile(template / file, tmp / file)
         manifest = _manifest(meta, model_id, sha256, graphs)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     except BaseException:
@@ -175,7 +179,7 @@ def _manifest(meta: dict, model_id: str, sha256: str, graphs: dict) -> dict:
         "attrs": meta["attrs"],
         "constants": "constants.npz",
         "graphs": graphs,
-        "variants": {},
+        "variants": {name: dict(files) for name, files in meta.get("variants", {}).items()},
     }
 
 

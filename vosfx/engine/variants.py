@@ -1,7 +1,10 @@
 """A bundle's variants: the extra graphs a ``--precision`` other than fp32 runs, made from the
 bundle's own fp32 graphs on first use (no torch): ``fp16`` (every graph, for GPUs), ``int8``
 and ``int8-u8`` (a dynamically quantised image encoder with int8 or uint8 weights, by the CPU:
-:func:`variant_for`), ``bf16`` (the heavy stages constant-folded for OpenVINO). The manifest's
+:func:`variant_for`), ``bf16`` (the heavy stages constant-folded for OpenVINO). One more is made
+with every bundle wherever it can be, whatever the precision: ``cpu``, memory attention with its
+attentions as query blocks, which ONNX Runtime's CPU provider runs faster
+(:mod:`vosfx.engine.ort_attention`; the shipped templates carry it). The manifest's
 ``variants`` records each one's files."""
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from vosfx.engine.bundle import MANIFEST
 from vosfx.errors import BackendError
 
 VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
+# made with every bundle where the onnx package is installed (:func:`automatic`)
+AUTOMATIC = ("cpu",)
 
 Progress = Callable[[str], None]
 
@@ -36,6 +41,18 @@ def variants_without_torch(
             f"once: pip install onnx (or 'vosfx[torch]'), or use --precision fp32"
         ) from err
     add_variants(folder, variants, progress or logging.getLogger(__name__).info)
+
+
+def automatic() -> tuple[str, ...]:
+    """The variants of :data:`AUTOMATIC` this install can make (``cpu`` needs the onnx
+    package, which the ``torch`` extra brings; a default install gets it from the template)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("onnx") is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, a broken install
+        found = False
+    return AUTOMATIC if found else ()
 
 
 def variant_for(precision: str) -> str:
@@ -117,10 +134,25 @@ def _bf16(folder: Path, man: dict) -> dict[str, str]:
     return files
 
 
+def _cpu(folder: Path, man: dict) -> dict[str, str]:
+    """Memory attention with its attentions as query blocks, one object at a time, for ONNX
+    Runtime's CPU provider (:mod:`vosfx.engine.ort_attention`); the weights stay as the fp32
+    graph has them."""
+    from vosfx.engine.ort_attention import FILES, write_variant
+
+    name = "memory_attention"
+    graph = man.get("graphs", {}).get(name)
+    if graph is None:  # nothing to rewrite
+        return {}
+    write_variant(folder / graph["file"], folder / FILES[name], man)
+    return dict(FILES)
+
+
 # variant -> what makes its files from the bundle's folder and manifest
 _MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
     "fp16": _fp16,
     "int8": _int8,
     "int8-u8": functools.partial(_int8, weights="u8"),
     "bf16": _bf16,
+    "cpu": _cpu,
 }

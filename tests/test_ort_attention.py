@@ -1,0 +1,171 @@
+"""The bundle's ``cpu`` variant: memory attention's attentions as query blocks, one object at a
+time (vosfx/engine/ort_attention.py). The rewrite equals ONNX Runtime's fused attention on any
+block split and object count, leaves what it cannot rewrite alone, and the backend runs the
+variant on the CPU provider (the parity of that graph with the torch stage is in
+tests/test_export.py, which runs the backend's default)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from vosfx.engine.ort_attention import block_rows, max_keys, query_blocks
+
+
+@pytest.mark.parametrize(
+    "queries,keys,score_bytes,rows",
+    [
+        (4096, 28736, 64 << 20, 512),  # 1024 px, 7 memories + 16 pointers: 59 MB a block
+        (1024, 7232, 64 << 20, 1024),  # 512 px: one block
+        (4096, 4096, 64 << 20, 4096),  # a self-attention at 1024: one block
+        (100, 50, 1 << 10, 16),  # never under 16 rows
+        (100, 50, 1 << 14, 64),
+    ],
+)
+def test_block_rows(queries, keys, score_bytes, rows):
+    assert block_rows(queries, keys, score_bytes) == rows
+    assert rows == min(queries, rows) and (rows == 16 or rows * keys * 4 <= score_bytes)
+
+
+def test_max_keys_counts_every_memory_and_pointer_token():
+    attrs = {"hidden_dim": 256, "mem_dim": 64, "num_maskmem": 7, "max_obj_ptrs": 16}
+    assert max_keys({"attrs": attrs}, 4096) == 7 * 4096 + 4 * 16
+
+
+def _mha_model(queries: int, channels: int, v_channels: int, heads: int = 1, scale=None):
+    from onnx import TensorProto, helper
+
+    attrs = {"num_heads": heads} | ({"scale": scale} if scale is not None else {})
+    node = helper.make_node(
+        "MultiHeadAttention", ["q", "k", "v"], ["o"], "mha", domain="com.microsoft", **attrs
+    )
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("q", f32, ["batch", queries, channels]),
+            helper.make_tensor_value_info("k", f32, ["batch", "keys", channels]),
+            helper.make_tensor_value_info("v", f32, ["batch", "keys", v_channels]),
+        ],
+        [helper.make_tensor_value_info("o", f32, None)],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def _run(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("objects", [1, 3])
+@pytest.mark.parametrize("keys", [5, 77])
+@pytest.mark.parametrize("scale", [None, 0.3])
+def test_query_blocks_equal_the_fused_attention(objects, keys, scale):
+    """100 queries in blocks of at most 16 rows (7 blocks of 15 or 14: uneven), per object."""
+    rng = np.random.default_rng(objects * 100 + keys)
+    feeds = {
+        "q": rng.standard_normal((objects, 100, 32), np.float32),
+        "k": rng.standard_normal((objects, keys, 32), np.float32),
+        "v": rng.standard_normal((objects, keys, 8), np.float32),
+    }
+    fused = _mha_model(100, 32, 8, scale=scale)
+    want = _run(fused, feeds)
+    blocked = _mha_model(100, 32, 8, scale=scale)
+    assert query_blocks(blocked, most_keys=keys, score_bytes=16 * keys * 4) == 1
+    ops = [n.op_type for n in blocked.graph.node]
+    assert ops == ["Scan"]
+    body = blocked.graph.node[0].attribute[0].g
+    sizes = next(i for i in body.initializer if i.name.endswith("sizes"))
+    assert onnx.numpy_helper.to_array(sizes).tolist() == [15, 15, 14, 14, 14, 14, 14]
+    got = _run(blocked, feeds)
+    assert got.shape == want.shape == (objects, 100, 8)
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
+
+
+def test_what_the_rewrite_cannot_take_is_left_alone():
+    two_heads = _mha_model(100, 32, 32, heads=2)
+    assert query_blocks(two_heads, most_keys=50) == 0
+    assert [n.op_type for n in two_heads.graph.node] == ["MultiHeadAttention"]
+    dynamic = _mha_model(100, 32, 8)
+    dynamic.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "queries"
+    assert query_blocks(dynamic, most_keys=50) == 0
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from tests.onnx_bundle import exported
+
+    return exported()
+
+
+SIZE = 256  # tests.onnx_bundle's
+
+
+def _feeds(folder, objects: int, memories: int, pointers: int) -> dict:
+    man = json.loads((folder / "manifest.json").read_text())
+    g = int(man["image_size"]) // 16
+    tokens = memories * g * g + 4 * pointers
+    rng = np.random.default_rng(objects)
+    f32 = np.float32
+    return {
+        "vision_feat": rng.standard_normal((1, 256, g, g), f32),
+        "vision_pos": rng.standard_normal((1, 256, g, g), f32),
+        "memory": rng.standard_normal((tokens, objects, 64), f32),
+        "memory_pos": rng.standard_normal((tokens, objects, 64), f32),
+        "num_obj_ptr_tokens": np.array(4 * pointers, np.int64),
+        "key_scale": rng.uniform(0.5, 1.5, (objects, tokens)).astype(f32),
+    }
+
+
+def test_the_cpu_provider_runs_the_query_blocks_and_fused_is_kept_on_request(bundle):
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    _, _, folder = bundle
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["variants"]["cpu"] == {"memory_attention": "memory_attention.cpu.onnx"}
+    blocks = OnnxBackend(folder, device="cpu", threads=2)
+    fused = OnnxBackend(folder, device="cpu", threads=2, attention="fused")
+    said = blocks.runtime()["stages"]["memory_attention"]
+    assert said == "onnxruntime CPUExecutionProvider, attention in query blocks"
+    assert fused.runtime()["stages"]["memory_attention"] == "onnxruntime CPUExecutionProvider"
+    ops = {n.op_type for n in onnx.load(str(folder / "memory_attention.cpu.onnx")).graph.node}
+    assert "Scan" in ops and "MultiHeadAttention" not in ops
+    for objects, memories, pointers in [(1, 1, 0), (3, 7, 16)]:
+        feeds = _feeds(folder, objects, memories, pointers)
+        want = fused._run("memory_attention", feeds)[0]
+        got = blocks._run("memory_attention", feeds)[0]
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_an_older_bundle_gets_the_variant_once_and_split_without_it_is_refused(bundle, tmp_path):
+    from vosfx.engine.export import export_bundle
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.errors import BackendError
+
+    ckpt, _, folder = bundle
+    old = shutil.copytree(folder, tmp_path / "old")
+    man = json.loads((old / "manifest.json").read_text())
+    del man["variants"]["cpu"]
+    (old / "manifest.json").write_text(json.dumps(man))
+    (old / "memory_attention.cpu.onnx").unlink()
+    # a bundle of an older vosfx still runs (fused), but cannot be asked for query blocks
+    assert (
+        "query blocks" not in OnnxBackend(old, device="cpu").runtime()["stages"]["memory_attention"]
+    )
+    with pytest.raises(BackendError, match=r"attention split: expected the bundle .* cpu variant"):
+        OnnxBackend(old, device="cpu", attention="split")
+    # reusing it adds the variant, without exporting again
+    export_bundle(str(ckpt), out_dir=old, image_size=SIZE)
+    again = json.loads((old / "manifest.json").read_text())
+    assert again["variants"]["cpu"] == {"memory_attention": "memory_attention.cpu.onnx"}
+    assert (old / "memory_attention.cpu.onnx").is_file()

@@ -1,0 +1,168 @@
+"""Memory attention's attentions as query blocks, one object at a time: the bundle's ``cpu``
+variant, the graph ONNX Runtime's CPU provider runs (:mod:`vosfx.engine.variants`).
+
+The exported memory attention computes each of its 8 attentions (4 layers x self and cross)
+with ONNX Runtime's fused ``com.microsoft.MultiHeadAttention``. On CPUs its flash-style kernel
+tiles keys and queries by the L2 cache (~100 x 100 tiles with 512 KiB of L2, for 256-channel
+queries and 64-channel values) and rescales its running output after every key tile. The same
+attention as plain ``MatMul -> Softmax -> MatMul`` over blocks of a few hundred queries runs
+two large products through MLAS's GEMM at its full rate instead. Measured on an AMD EPYC Zen 3
+(AVX2), 2 threads: the stage at 1024 px 3,066-3,341 -> 2,683-2,940 ms (-11 to -14 %), at 512
+267 -> 235 ms; docs/benchmarks/onnx.md, eighteenth pass.
+
+The rewrite, for each one-head ``MultiHeadAttention`` node with exactly (query, key, value):
+
+- a ``Scan`` over the object axis: one object's attention at a time, so the score blocks of
+  B objects are never held together (the fused kernel holds none; 4 objects at once would add
+  ~230 MiB at 1024);
+- inside, the keys transposed once, the queries scaled by the node's scale (default
+  ``1/sqrt(channels)``, as the fused op), split into near-equal blocks of at most
+  ``rows`` queries, each ``softmax(q_block k^T) v``, and the blocks concatenated again.
+
+``rows`` keeps a block's scores (rows x keys, float32) within :data:`SCORE_BYTES` at the most
+keys the graph can be fed (7 memories and 16 object pointers: 28,736 keys at 1024, so 512
+rows). The outputs equal the fused op's up to float32 summation order (1.4e-6 of |x| <= 4.6 at
+1024). Needs the ``onnx`` package (the exporter's); the shipped templates carry the variant
+ready-made (:mod:`vosfx.engine.export_template`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vosfx.errors import ModelError
+
+# the most bytes of attention scores one query block holds (its softmax output as many again)
+SCORE_BYTES = 64 << 20
+# the graph file of the variant, beside the bundle's own memory_attention.onnx
+FILES = {"memory_attention": "memory_attention.cpu.onnx"}
+
+
+def block_rows(queries: int, keys: int, score_bytes: int = SCORE_BYTES) -> int:
+    """The most queries a block takes: the largest power of two whose float32 scores against
+    ``keys`` keys fit ``score_bytes``, at least 16, at most ``queries``.
+
+    >>> block_rows(4096, 28736), block_rows(1024, 7232), block_rows(4096, 4096)
+    (512, 1024, 4096)
+    """
+    rows = 16
+    while rows * 2 * keys * 4 <= score_bytes:
+        rows *= 2
+    return min(rows, queries)
+
+
+def max_keys(manifest: dict, queries: int) -> int:
+    """The most keys memory attention's cross-attention is fed: every memory frame's
+    ``queries`` tokens and each object pointer split into ``hidden_dim / mem_dim`` tokens."""
+    a = manifest["attrs"]
+    split = int(a["hidden_dim"]) // int(a["mem_dim"])
+    return int(a["num_maskmem"]) * queries + split * int(a["max_obj_ptrs"])
+
+
+def query_blocks(model: Any, *, most_keys: int, score_bytes: int = SCORE_BYTES) -> int:
+    """Rewrite ``model`` (an ``onnx.ModelProto``, in place) as the module docstring says;
+    returns how many attentions were rewritten. An attention whose query count or channels
+    are not static, with more than one head, or with a mask, bias or cache input is left as
+    it is. ``most_keys``: the key count a cross-attention's block size is chosen for (a
+    self-attention's own static key count is used where the graph has one)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    shapes = _static_shapes(onnx.shape_inference.infer_shapes(model).graph)
+    graph = model.graph
+    nodes, done = [], 0
+    for node in graph.node:
+        heads = next((a.i for a in node.attribute if a.name == "num_heads"), None)
+        inputs = [i for i in node.input if i]
+        q_shape = shapes.get(node.input[0]) if node.input else None
+        if (
+            node.op_type != "MultiHeadAttention"
+            or node.domain != "com.microsoft"
+            or heads != 1
+            or len(inputs) != 3
+            or len(node.input) != 3
+            or not q_shape
+            or len(q_shape) != 3
+            or not isinstance(q_shape[1], int)
+            or not isinstance(q_shape[2], int)
+            or any(a.name not in ("num_heads", "scale") for a in node.attribute)
+        ):
+            nodes.append(node)
+            continue
+        q, k, v = node.input
+        n_q, channels = q_shape[1], q_shape[2]
+        k_shape = shapes.get(k) or []
+        keys = k_shape[1] if len(k_shape) == 3 and isinstance(k_shape[1], int) else most_keys
+        scale = next((a.f for a in node.attribute if a.name == "scale"), 0.0) or channels**-0.5
+        rows = block_rows(n_q, keys, score_bytes)
+        blocks = -(-n_q // rows)
+        sizes = [n_q // blocks + (i < n_q % blocks) for i in range(blocks)]
+        p = f"{node.name or node.output[0]}/blocks/"
+        body, inits = [], [numpy_helper.from_array(np.array(scale, np.float32), p + "scale")]
+        body.append(helper.make_node("Transpose", [p + "k"], [p + "kT"], perm=[1, 0]))
+        body.append(helper.make_node("Mul", [p + "q", p + "scale"], [p + "q_scaled"]))
+        parts = [p + "q_scaled"]
+        if blocks > 1:
+            parts = [f"{p}q{i}" for i in range(blocks)]
+            inits.append(numpy_helper.from_array(np.array(sizes, np.int64), p + "sizes"))
+            body.append(helper.make_node("Split", [p + "q_scaled", p + "sizes"], parts, axis=0))
+        outs = []
+        for i, part in enumerate(parts):
+            out = f"{p}out{i}" if blocks > 1 else p + "out"
+            body += [
+                helper.make_node("MatMul", [part, p + "kT"], [f"{p}scores{i}"]),  # (rows, Nk)
+                helper.make_node("Softmax", [f"{p}scores{i}"], [f"{p}probs{i}"], axis=-1),
+                helper.make_node("MatMul", [f"{p}probs{i}", p + "v"], [out]),  # (rows, Cv)
+            ]
+            outs.append(out)
+        if blocks > 1:
+            body.append(helper.make_node("Concat", outs, [p + "out"], axis=0))
+        f32 = onnx.TensorProto.FLOAT
+        body_graph = helper.make_graph(
+            body,
+            p + "body",
+            [helper.make_tensor_value_info(p + n, f32, None) for n in ("q", "k", "v")],
+            [helper.make_tensor_value_info(p + "out", f32, None)],
+            inits,
+        )
+        nodes.append(
+            helper.make_node(
+                "Scan", [q, k, v], list(node.output), p + "scan", body=body_graph, num_scan_inputs=3
+            )
+        )
+        done += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return done
+
+
+def _static_shapes(graph: Any) -> dict[str, list]:
+    """name -> dims (int where static, else the symbol) of every typed value of ``graph``."""
+    out = {}
+    for vi in [*graph.value_info, *graph.input, *graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        out[vi.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+    return out
+
+
+def write_variant(source: Any, dest: Any, manifest: dict) -> int:
+    """Read the memory-attention graph ``source`` (its weights stay where they are: inline,
+    or external data beside it, which ``dest`` in the same folder shares), rewrite it and
+    write ``dest``; returns how many attentions were rewritten."""
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    queries = _query_count(model)
+    done = query_blocks(model, most_keys=max_keys(manifest, queries))
+    onnx.save(model, str(dest))
+    return done
+
+
+def _query_count(model: Any) -> int:
+    """Memory attention's query tokens: the (1, C, g, g) ``vision_feat`` input's g * g."""
+    for inp in model.graph.input:
+        if inp.name == "vision_feat":
+            dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+            return int(dims[2] * dims[3])
+    raise ModelError("expected a memory-attention graph with a vision_feat input, found none")
