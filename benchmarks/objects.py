@@ -16,6 +16,7 @@ and the largest logit difference between the two (masks must be identical).
     python benchmarks/objects.py --calls 3            # the backend calls alone, CPU time
     python benchmarks/objects.py --backend onnx       # the ONNX bundle (exported once into
     python benchmarks/objects.py --backend onnx-bf16  #   --work) fp32, or the bf16 tier
+    python benchmarks/objects.py --backend onnx-fused # fp32, memory attention fused
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ def _backend(kind: str, size: int, threads: int, work: Path) -> Any:
         str(ckpt), out_dir=work / f"bundle-{size}", image_size=size, variants=("int8", "bf16")
     )
     precision = "bf16" if kind == "onnx-bf16" else "fp32"
-    return OnnxBackend(bundle, device="cpu", threads=threads, precision=precision)
+    # onnx-fused: memory attention with ONNX Runtime's fused attention, not the bundle's cpu
+    # variant (a Scan over objects of query blocks: the CPU provider's default)
+    attention = "fused" if kind == "onnx-fused" else None
+    return OnnxBackend(
+        bundle, device="cpu", threads=threads, precision=precision, attention=attention
+    )
 
 
 def run(backend: Any, size: int, frames: int, objects: list[int]) -> list[dict]:
@@ -116,9 +122,10 @@ def run(backend: Any, size: int, frames: int, objects: list[int]) -> list[dict]:
         feats0 = backend.encode_image(images[0])
         passes: dict[str, list[int]] = {}
         for name, trk in trackers.items():
-            for k, m in enumerate(_masks(h, w, n)):
+            # object ids start at 1 (0 is refused as a prompt's object id)
+            for k, m in enumerate(_masks(h, w, n), start=1):
                 trk.prompt(f0, Prompt(0, k, mask=m), features=feats0)
-            passes[name] = [trk.start_pass(k, 0, 1) for k in range(n)]
+            passes[name] = [trk.start_pass(k, 0, 1) for k in range(1, n + 1)]
         times: dict[str, list[float]] = {"loop": [], "batched": []}
         cpu: dict[str, list[float]] = {"loop": [], "batched": []}
         enc, diff, same = [], 0.0, True
@@ -228,7 +235,9 @@ def main() -> None:
     ap.add_argument(
         "--calls", type=int, metavar="REPEATS", help="time the backend calls alone, REPEATS times"
     )
-    ap.add_argument("--backend", choices=("torch", "onnx", "onnx-bf16"), default="torch")
+    ap.add_argument(
+        "--backend", choices=("torch", "onnx", "onnx-fused", "onnx-bf16"), default="torch"
+    )
     ap.add_argument(
         "--work", default="/tmp/vosfx-bench-onnx", help="where the ONNX bundle is exported once"
     )

@@ -153,11 +153,7 @@ def test_an_older_bundle_gets_the_variant_once_and_split_without_it_is_refused(b
     from vosfx.errors import BackendError
 
     ckpt, _, folder = bundle
-    old = shutil.copytree(folder, tmp_path / "old")
-    man = json.loads((old / "manifest.json").read_text())
-    del man["variants"]["cpu"]
-    (old / "manifest.json").write_text(json.dumps(man))
-    (old / "memory_attention.cpu.onnx").unlink()
+    old = _older(folder, tmp_path / "old")
     # a bundle of an older vosfx still runs (fused), but cannot be asked for query blocks
     assert (
         "query blocks" not in OnnxBackend(old, device="cpu").runtime()["stages"]["memory_attention"]
@@ -169,3 +165,33 @@ def test_an_older_bundle_gets_the_variant_once_and_split_without_it_is_refused(b
     again = json.loads((old / "manifest.json").read_text())
     assert again["variants"]["cpu"] == {"memory_attention": "memory_attention.cpu.onnx"}
     assert (old / "memory_attention.cpu.onnx").is_file()
+
+
+def _older(folder, dest):
+    """A copy of the bundle ``folder`` as an older vosfx left it: no cpu variant."""
+    old = shutil.copytree(folder, dest)
+    man = json.loads((old / "manifest.json").read_text())
+    del man["variants"]["cpu"]
+    (old / "manifest.json").write_text(json.dumps(man))
+    (old / "memory_attention.cpu.onnx").unlink()
+    return old
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_first_use_adds_the_variant_to_an_older_cached_bundle_where_it_can(
+    bundle, config_home, monkeypatch, writable
+):
+    """The loader's path (ensure_bundle_for_config): a cached bundle of an older vosfx gets
+    the variant once; a cache it cannot write is used as it is (no error, the fused op)."""
+    from vosfx.config import ModelConfig
+    from vosfx.engine import export
+    from vosfx.engine.bundle import bundle_dir
+
+    ckpt, sha, folder = bundle
+    cached = _older(folder, bundle_dir(ckpt.name, sha, SIZE))
+    monkeypatch.setattr(export, "_writable", lambda _folder: writable)
+    got = export.ensure_bundle_for_config(ModelConfig(checkpoint=str(ckpt), image_size=SIZE))
+    assert got == cached
+    variants = json.loads((cached / "manifest.json").read_text())["variants"]
+    assert ("cpu" in variants) == writable
+    assert (cached / "memory_attention.cpu.onnx").is_file() == writable
