@@ -65,76 +65,81 @@ def query_blocks(model: Any, *, most_keys: int, score_bytes: int = SCORE_BYTES) 
     are not static, with more than one head, or with a mask, bias or cache input is left as
     it is. ``most_keys``: the key count a cross-attention's block size is chosen for (a
     self-attention's own static key count is used where the graph has one)."""
-    import numpy as np
     import onnx
-    from onnx import helper, numpy_helper
 
     shapes = _static_shapes(onnx.shape_inference.infer_shapes(model).graph)
-    graph = model.graph
     nodes, done = [], 0
-    for node in graph.node:
-        heads = next((a.i for a in node.attribute if a.name == "num_heads"), None)
-        inputs = [i for i in node.input if i]
-        q_shape = shapes.get(node.input[0]) if node.input else None
-        if (
-            node.op_type != "MultiHeadAttention"
-            or node.domain != "com.microsoft"
-            or heads != 1
-            or len(inputs) != 3
-            or len(node.input) != 3
-            or not q_shape
-            or len(q_shape) != 3
-            or not isinstance(q_shape[1], int)
-            or not isinstance(q_shape[2], int)
-            or any(a.name not in ("num_heads", "scale") for a in node.attribute)
-        ):
+    for node in model.graph.node:
+        q_shape = _one_head_attention(node, shapes)
+        if q_shape is None:
             nodes.append(node)
             continue
-        q, k, v = node.input
-        n_q, channels = q_shape[1], q_shape[2]
-        k_shape = shapes.get(k) or []
+        k_shape = shapes.get(node.input[1]) or []
         keys = k_shape[1] if len(k_shape) == 3 and isinstance(k_shape[1], int) else most_keys
-        scale = next((a.f for a in node.attribute if a.name == "scale"), 0.0) or channels**-0.5
-        rows = block_rows(n_q, keys, score_bytes)
-        blocks = -(-n_q // rows)
-        sizes = [n_q // blocks + (i < n_q % blocks) for i in range(blocks)]
-        p = f"{node.name or node.output[0]}/blocks/"
-        body, inits = [], [numpy_helper.from_array(np.array(scale, np.float32), p + "scale")]
-        body.append(helper.make_node("Transpose", [p + "k"], [p + "kT"], perm=[1, 0]))
-        body.append(helper.make_node("Mul", [p + "q", p + "scale"], [p + "q_scaled"]))
-        parts = [p + "q_scaled"]
-        if blocks > 1:
-            parts = [f"{p}q{i}" for i in range(blocks)]
-            inits.append(numpy_helper.from_array(np.array(sizes, np.int64), p + "sizes"))
-            body.append(helper.make_node("Split", [p + "q_scaled", p + "sizes"], parts, axis=0))
-        outs = []
-        for i, part in enumerate(parts):
-            out = f"{p}out{i}" if blocks > 1 else p + "out"
-            body += [
-                helper.make_node("MatMul", [part, p + "kT"], [f"{p}scores{i}"]),  # (rows, Nk)
-                helper.make_node("Softmax", [f"{p}scores{i}"], [f"{p}probs{i}"], axis=-1),
-                helper.make_node("MatMul", [f"{p}probs{i}", p + "v"], [out]),  # (rows, Cv)
-            ]
-            outs.append(out)
-        if blocks > 1:
-            body.append(helper.make_node("Concat", outs, [p + "out"], axis=0))
-        f32 = onnx.TensorProto.FLOAT
-        body_graph = helper.make_graph(
-            body,
-            p + "body",
-            [helper.make_tensor_value_info(p + n, f32, None) for n in ("q", "k", "v")],
-            [helper.make_tensor_value_info(p + "out", f32, None)],
-            inits,
-        )
-        nodes.append(
-            helper.make_node(
-                "Scan", [q, k, v], list(node.output), p + "scan", body=body_graph, num_scan_inputs=3
-            )
-        )
+        rows = block_rows(q_shape[1], keys, score_bytes)
+        nodes.append(_scan(node, q_shape[1], q_shape[2], rows))
         done += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     return done
+
+
+def _one_head_attention(node: Any, shapes: dict[str, list]) -> list | None:
+    """The (B, Nq, C) query shape of a one-head ``MultiHeadAttention`` of just (query, key,
+    value) with static Nq and C, else None."""
+    if node.op_type != "MultiHeadAttention" or node.domain != "com.microsoft":
+        return None
+    heads = next((a.i for a in node.attribute if a.name == "num_heads"), None)
+    if heads != 1 or len(node.input) != 3 or not all(node.input):
+        return None
+    if any(a.name not in ("num_heads", "scale") for a in node.attribute):
+        return None
+    q_shape = shapes.get(node.input[0]) or []
+    static = len(q_shape) == 3 and all(isinstance(d, int) for d in q_shape[1:])
+    return q_shape if static else None
+
+
+def _scan(node: Any, n_q: int, channels: int, rows: int) -> Any:
+    """The ``Scan`` over objects that replaces the attention ``node``: per object (Nq, C)
+    queries, (Nk, C) keys, (Nk, Cv) values -> (Nq, Cv), in blocks of at most ``rows``
+    queries."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = next((a.f for a in node.attribute if a.name == "scale"), 0.0) or channels**-0.5
+    blocks = -(-n_q // rows)
+    sizes = [n_q // blocks + (i < n_q % blocks) for i in range(blocks)]
+    p = f"{node.name or node.output[0]}/blocks/"
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), p + "scale")]
+    body = [
+        helper.make_node("Transpose", [p + "k"], [p + "kT"], perm=[1, 0]),  # (C, Nk)
+        helper.make_node("Mul", [p + "q", p + "scale"], [p + "q_scaled"]),
+    ]
+    parts = [p + "q_scaled"]
+    if blocks > 1:
+        parts = [f"{p}q{i}" for i in range(blocks)]
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), p + "sizes"))
+        body.append(helper.make_node("Split", [p + "q_scaled", p + "sizes"], parts, axis=0))
+    outs = [f"{p}out{i}" for i in range(blocks)] if blocks > 1 else [p + "out"]
+    for i, (part, out) in enumerate(zip(parts, outs, strict=True)):
+        body += [
+            helper.make_node("MatMul", [part, p + "kT"], [f"{p}scores{i}"]),  # (rows, Nk)
+            helper.make_node("Softmax", [f"{p}scores{i}"], [f"{p}probs{i}"], axis=-1),
+            helper.make_node("MatMul", [f"{p}probs{i}", p + "v"], [out]),  # (rows, Cv)
+        ]
+    if blocks > 1:
+        body.append(helper.make_node("Concat", outs, [p + "out"], axis=0))
+    f32 = TensorProto.FLOAT
+    body_graph = helper.make_graph(
+        body,
+        p + "body",
+        [helper.make_tensor_value_info(p + n, f32, None) for n in ("q", "k", "v")],
+        [helper.make_tensor_value_info(p + "out", f32, None)],
+        inits,
+    )
+    return helper.make_node(
+        "Scan", list(node.input), list(node.output), p + "scan", body=body_graph, num_scan_inputs=3
+    )
 
 
 def _static_shapes(graph: Any) -> dict[str, list]:
