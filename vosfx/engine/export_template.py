@@ -183,11 +183,9 @@ def _variants(folder: Path, attrs: dict) -> dict[str, dict[str, str]]:
     """The variants a template carries ready-made, written into ``folder`` beside its graphs:
     ``cpu`` (:mod:`vosfx.engine.ort_attention`), whose graph reads memory attention's weights
     file, so a filled template has it without the onnx package."""
-    from vosfx.engine.ort_attention import FILES, write_variant
+    from vosfx.engine.ort_attention import write_variant
 
-    name = "memory_attention"
-    write_variant(folder / f"{name}.onnx", folder / FILES[name], {"attrs": attrs})
-    return {"cpu": dict(FILES)}
+    return {"cpu": write_variant(folder, "memory_attention.onnx", {"attrs": attrs})}
 
 
 def _externalise(

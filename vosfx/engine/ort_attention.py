@@ -28,6 +28,7 @@ ready-made (:mod:`vosfx.engine.export_template`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from vosfx.errors import ModelError
@@ -151,17 +152,18 @@ def _static_shapes(graph: Any) -> dict[str, list]:
     return out
 
 
-def write_variant(source: Any, dest: Any, manifest: dict) -> int:
-    """Read the memory-attention graph ``source`` (its weights stay where they are: inline,
-    or external data beside it, which ``dest`` in the same folder shares), rewrite it and
-    write ``dest``; returns how many attentions were rewritten."""
+def write_variant(folder: Path, source: str, manifest: dict) -> dict[str, str]:
+    """Read memory attention's graph ``folder / source`` (its weights stay where they are:
+    inline, or external data beside it, which the variant's graph shares), rewrite it and
+    write :data:`FILES` into ``folder``; returns them (the manifest's ``cpu`` entry).
+    ``manifest``: the bundle's or template's, for its ``attrs``."""
     import onnx
 
-    model = onnx.load(str(source), load_external_data=False)
-    queries = _query_count(model)
-    done = query_blocks(model, most_keys=max_keys(manifest, queries))
-    onnx.save(model, str(dest))
-    return done
+    name = "memory_attention"
+    model = onnx.load(str(folder / source), load_external_data=False)
+    query_blocks(model, most_keys=max_keys(manifest, _query_count(model)))
+    onnx.save(model, str(folder / FILES[name]))
+    return dict(FILES)
 
 
 def _query_count(model: Any) -> int:

@@ -75,7 +75,7 @@ class BundleGraphs:
         # the manifest's variant it runs (int8: this CPU's int8 or uint8 weights)
         self.variant = variant_for(precision)
         # graph -> its query-block version (the bundle's cpu variant) where this runs it
-        self._query_blocks = self._blocks(manifest, attention)
+        self._query_blocks = self._blocks()
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
@@ -163,20 +163,21 @@ class BundleGraphs:
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
         return sessions
 
-    def _blocks(self, manifest: dict, attention: str | None) -> dict[str, str]:
+    def _blocks(self) -> dict[str, str]:
         """The graphs run from the bundle's ``cpu`` variant (memory attention's attentions as
         query blocks, :mod:`vosfx.engine.ort_attention`): with ONNX Runtime's CPU provider by
         default, on any provider when ``attention`` is ``split``; never for fp16 (the variant
         is float32) nor bf16 (memory attention runs on OpenVINO, which splits its own)."""
+        attention, variants = self._attention, self.manifest.get("variants", {})
         if self.precision not in ("fp32", "int8") or attention == "fused":
             return {}
         if attention is None and self.providers[0] != "CPUExecutionProvider":
             return {}
-        files = manifest.get("variants", {}).get("cpu")
+        files = variants.get("cpu")
         if files is None and attention == "split":
             raise BackendError(
                 f"attention split: expected the bundle {self.bundle} to have the cpu variant, "
-                f"found {sorted(manifest.get('variants', {})) or 'none'} (a bundle of an older "
+                f"found {sorted(variants) or 'none'} (a bundle of an older "
                 f"vosfx: export it again, or pip install onnx and run once with the default)"
             )
         return dict(files or {})

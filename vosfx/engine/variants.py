@@ -138,14 +138,12 @@ def _cpu(folder: Path, man: dict) -> dict[str, str]:
     """Memory attention with its attentions as query blocks, one object at a time, for ONNX
     Runtime's CPU provider (:mod:`vosfx.engine.ort_attention`); the weights stay as the fp32
     graph has them."""
-    from vosfx.engine.ort_attention import FILES, write_variant
+    from vosfx.engine.ort_attention import write_variant
 
-    name = "memory_attention"
-    graph = man.get("graphs", {}).get(name)
+    graph = man.get("graphs", {}).get("memory_attention")
     if graph is None:  # nothing to rewrite
         return {}
-    write_variant(folder / graph["file"], folder / FILES[name], man)
-    return dict(FILES)
+    return write_variant(folder, graph["file"], man)
 
 
 # variant -> what makes its files from the bundle's folder and manifest
