@@ -3,31 +3,36 @@ sessions, for 15 minutes): frames/s of SAM 2.1 tiny, small, base-plus and large 
 decoding and writing included, against the official predictor on the same GPU.
 
 For each model (the real architecture from sam2's config, seeded random weights: speed does
-not depend on the values) it measures, each in the same process one after the other:
+not depend on the values) it measures, in one process one after the other:
 
+- ``official``: sam2's SAM2VideoPredictor on the same frames under bfloat16 autocast (as
+  SAM 2's README runs it), first, before anything of vosfx's ran on the model: frames/s of the
+  second ``propagate_in_video`` pass (model only; its frames are loaded by ``init_state``
+  beforehand), the number the published anchors are (official SAM 2.1 on an A100, compiled:
+  91/85/64/40 frames/s for tiny/small/base-plus/large);
 - ``vosfx torch``: ``vosfx.pipeline.run`` on the torch backend (bfloat16 autocast on CUDA),
   a 1080p H.264 clip -> decode -> model -> refinement (balanced) -> ProRes 4444: frames/s of
-  the whole render (model loading excluded) and of its tracking alone;
-- ``vosfx onnx <provider>``: the same render on ONNX Runtime's CUDA and TensorRT execution
-  providers (fp16 bundle), only where the installed onnxruntime has them (the lent machine's
-  does not: docs/benchmarks/gpu.md); otherwise a line says which providers there are;
-- ``official``: sam2's SAM2VideoPredictor on the same frames under bfloat16 autocast (as
-  SAM 2's README runs it): frames/s of ``propagate_in_video`` (model only; its frames are
-  loaded by ``init_state`` beforehand), the number the published anchors are (official SAM
-  2.1 on an A100, compiled: 91/85/64/40 frames/s for tiny/small/base-plus/large).
+  the second of two renders with the loaded engine (the first pays the warm-up, reported
+  apart) and of its tracking alone;
+- ``vosfx onnx <device> fp16``: the same renders on ONNX Runtime's CUDA and TensorRT
+  execution providers (fp16 bundle, IOBinding), where the installed onnxruntime has them and
+  TensorRT's library loads; otherwise the row says why. On the first model also fp32 and
+  fp16 with IOBinding off.
 
     python benchmarks/gpu.py --out DIR                       # on the GPU machine
     python benchmarks/gpu.py --device cpu --models tiny --frames 3 --size 256 \\
         --width 320 --height 180 --out /tmp/g                # a smoke test anywhere
 
-Prints a table and writes ``DIR/gpu.json``. benchmarks/gpu_carry.sh prepares what the lent
-machine lacks (PyAV, sam2 and their pure-Python needs) and prints the device command.
+Prints a table and writes ``DIR/gpu.json`` (after each model). benchmarks/gpu_carry.sh
+prepares what the lent machine lacks and prints the device calls; docs/benchmarks/gpu.md has
+the results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -91,44 +96,72 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def clip_job(work: Path, clip: Path, config, output: str):
+    """The render of the benchmark clip, prompted by frame 0's mask, to ``work/output``."""
+    from vosfx.job import Job, PromptSpec
+
+    return Job(
+        input=str(clip),
+        prompts=(PromptSpec(frame=0, mask=str(work / "mask.png")),),
+        output=str(work / output),
+        config=config,
+        overwrite=True,
+    )
+
+
 def vosfx_render(args, work: Path, ckpt: Path, model_id: str, clip: Path, overrides: dict):
-    """One render through vosfx's one loop with a loaded engine: frames/s of the render and of
-    its tracking (JobReport timings), the model's load time apart."""
+    """Renders through vosfx's one loop with one loaded engine, twice: the first render pays
+    the warm-up (CUDA context, cuDNN's algorithm search, ONNX Runtime's first runs), the
+    second is the steady speed. Frames/s of each render and of its tracking (JobReport
+    timings); the model's load time apart."""
     from vosfx.config import build_config
     from vosfx.engine import load_engine
-    from vosfx.job import Job, PromptSpec
     from vosfx.pipeline import run
     from vosfx.presets import resolve_config
 
     model = {"name": model_id, "checkpoint": str(ckpt), "image_size": args.size, **overrides}
     config = resolve_config(["balanced", "prores4444"], {"model": model})
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     engine = load_engine(build_config({"model": model}).model)
     load_s = time.perf_counter() - t0
+    name = "-".join(str(v) for v in overrides.values())
+    reports = []
     try:
-        out = work / f"out-{model_id}-{overrides.get('backend')}-{overrides.get('device')}.mov"
-        job = Job(
-            input=str(clip),
-            prompts=(PromptSpec(frame=0, mask=str(work / "mask.png")),),
-            output=str(out),
-            config=config,
-            overwrite=True,
-        )
-        sync(args.device)
-        report = run(job, engine=engine)
-        sync(args.device)
+        for attempt_no in range(2):
+            job = clip_job(work, clip, config, f"out-{model_id}-{name}-{attempt_no}.mov")
+            sync(args.device)
+            reports.append(run(job, engine=engine))
+            sync(args.device)
         runtime = engine.runtime() if hasattr(engine, "runtime") else {}
     finally:
         engine.close()
-    track = report.timings_s.get("track", 0.0)
-    return {
-        "frames": report.frames,
+
+    def rates(report) -> dict:
+        track = report.timings_s.get("track", 0.0)
+        return {
+            "render_fps": round(report.fps, 2),
+            "track_fps": round(report.frames / track, 2) if track > 0 else None,
+        }
+
+    first, warm = reports
+    out = {
+        "frames": warm.frames,
         "load_s": round(load_s, 2),
-        "render_fps": round(report.fps, 2),
-        "track_fps": round(report.frames / track, 2) if track > 0 else None,
-        "timings_s": {k: round(v, 3) for k, v in report.timings_s.items()},
+        **rates(warm),
+        "first_render": rates(first),
+        "timings_s": {k: round(v, 3) for k, v in warm.timings_s.items()},
         "runtime": runtime,
     }
+    if cuda and overrides.get("backend") == "torch":
+        import torch
+
+        out["torch_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
 
 
 def official(args, cfg: str, ckpt: Path, jpegs: Path, mask) -> dict:
@@ -151,26 +184,30 @@ def official(args, cfg: str, ckpt: Path, jpegs: Path, mask) -> dict:
         if args.device.startswith("cuda")
         else contextlib.nullcontext()
     )
-    times = []
+    passes: list[list[float]] = []
     with warnings.catch_warnings(), torch.inference_mode(), autocast:
         warnings.simplefilter("ignore")
         state = pred.init_state(str(jpegs))
         pred.add_new_mask(state, 0, 1, mask)
-        sync(args.device)
-        t = time.perf_counter()
-        for _ in pred.propagate_in_video(state):
+        for _ in range(2):  # the first pass pays the warm-up; the second is the steady speed
+            times = []
             sync(args.device)
-            now = time.perf_counter()
-            times.append(now - t)
-            t = now
-    steady = times[1:] or times
+            t = time.perf_counter()
+            for _ in pred.propagate_in_video(state):
+                sync(args.device)
+                now = time.perf_counter()
+                times.append(now - t)
+                t = now
+            passes.append(times[1:] or times)  # frame 0 holds the prompt
     del pred, state
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
+    first, steady = passes
     return {
-        "frames": len(times),
+        "frames": len(steady) + 1,
         "load_s": round(load_s, 2),
         "track_fps": round(len(steady) / sum(steady), 2),
+        "first_pass_fps": round(len(first) / sum(first), 2),
     }
 
 
@@ -194,6 +231,71 @@ def onnx_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def onnx_runs(args, providers: list[str], first_model: bool) -> list[tuple[str, dict | str]]:
+    """(row key, the model overrides of an ONNX render, or why it is not run). ONNX Runtime
+    lists its GPU providers whether or not their libraries load: TensorRT's are looked for
+    here, CUDA's show in the sessions' providers (``runtime``), which a failed load turns
+    into CPUExecutionProvider."""
+    import ctypes
+
+    out: list[tuple[str, dict | str]] = []
+    wanted = {
+        "cuda": "CUDAExecutionProvider",
+        "tensorrt": "TensorrtExecutionProvider",
+        "cpu": "CPUExecutionProvider",
+    }
+    for device in filter(None, args.onnx.split(",")):
+        provider = wanted[device]
+        key = f"vosfx onnx {device} fp16"
+        if provider not in providers:
+            out.append((key, f"not run: onnxruntime has {providers or 'no providers'}"))
+            continue
+        if device == "tensorrt":
+            try:
+                ctypes.CDLL("libnvinfer.so.10")
+            except OSError as err:
+                out.append((key, f"not run: TensorRT's library is not on this machine ({err})"))
+                continue
+        base = {"backend": "onnx", "device": device}
+        out.append((key, {**base, "precision": "fp16"}))
+        if first_model:  # what fp16 and IOBinding each bring, on the first model only
+            out.append((f"vosfx onnx {device} fp32", {**base, "precision": "fp32"}))
+            if device != "cpu":
+                out.append(
+                    (
+                        f"vosfx onnx {device} fp16 io_binding off",
+                        {**base, "precision": "fp16", "io_binding": "off"},
+                    )
+                )
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        (
+            "| model | vosfx torch bf16: render f/s (decode, model, refine, ProRes) | tracking f/s "
+            "| vosfx onnx cuda fp16: render f/s | tracking f/s | official bf16 tracking f/s "
+            "| official, A100 compiled (published) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def get(row, key, field):
+        value = row.get(key)
+        if isinstance(value, dict):
+            return value.get(field, "-")
+        return "-" if not value else "not run" if value.startswith("not run") else "failed"
+
+    for row in rows:
+        t, o = "vosfx torch", "vosfx onnx cuda fp16"
+        lines.append(
+            f"| {row['model']} | {get(row, t, 'render_fps')} | {get(row, t, 'track_fps')} "
+            f"| {get(row, o, 'render_fps')} | {get(row, o, 'track_fps')} "
+            f"| {get(row, 'official', 'track_fps')} | {ANCHORS[row['model']]} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help=", ".join(MODELS))
@@ -202,7 +304,12 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1080)
     ap.add_argument("--size", type=int, default=1024, help="model image size")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--skip", default="", help="comma list: official, onnx")
+    ap.add_argument(
+        "--onnx",
+        default="cuda,tensorrt",
+        help="ONNX Runtime devices to render on (cuda, tensorrt, cpu); empty: none",
+    )
+    ap.add_argument("--skip", default="", help="comma list: official")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     names = [m for m in args.models.split(",") if m]
@@ -215,16 +322,29 @@ def main() -> None:
     import torch
     from ckpt import make_checkpoint
 
+    try:  # ONNX Runtime's CUDA libraries from the nvidia packages torch loads its own from
+        import onnxruntime as ort
+
+        ort_version = ort.__version__
+        if torch.cuda.is_available() and hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception as err:  # noqa: BLE001 - the sessions' providers will say
+                print(f"onnxruntime.preload_dlls: {err}", flush=True)
+    except ImportError:
+        ort_version = None
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "onnxruntime": ort_version,
         "onnxruntime_providers": onnx_providers(),
+        "cpus": os.cpu_count(),
         "device": args.device,
         "clip": f"{args.frames} frames {args.width}x{args.height} H.264, model at {args.size}",
     }
     print(json.dumps(info), flush=True)
-    rows = []
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vosfx-gpu-") as tmp:
         work = Path(tmp)
         clip, jpegs, mask = make_clip_and_mask(work, args.frames, args.width, args.height)
@@ -233,41 +353,24 @@ def main() -> None:
             t0 = time.perf_counter()
             ckpt, _sha = make_checkpoint(work / file_name, cfg)
             row: dict = {"model": name, "checkpoint_s": round(time.perf_counter() - t0, 1)}
-            runs = [("vosfx torch", {"backend": "torch", "device": args.device})]
-            providers = onnx_providers()
-            for provider, device in (
-                ("CUDAExecutionProvider", "cuda"),
-                ("TensorrtExecutionProvider", "tensorrt"),
-            ):
-                key = f"vosfx onnx {device} fp16"
-                if "onnx" in skip:
-                    continue
-                if provider not in providers:
-                    row[key] = f"not run: onnxruntime has {providers or 'no providers'}"
-                    continue
-                runs.append((key, {"backend": "onnx", "device": device, "precision": "fp16"}))
-            for key, overrides in runs:
-                row[key] = attempt(vosfx_render, args, work, ckpt, model_id, clip, overrides)
-                print(json.dumps(row), flush=True)
-            if "official" not in skip:
-                row["official"] = attempt(official, args, cfg, ckpt, jpegs, mask)
-            print(json.dumps(row), flush=True)
             rows.append(row)
+            if "official" not in skip:  # first: nothing of vosfx's has run on this model yet
+                row["official"] = attempt(official, args, cfg, ckpt, jpegs, mask)
+                print(json.dumps({"model": name, "official": row["official"]}), flush=True)
+            runs: list[tuple[str, dict | str]] = [
+                ("vosfx torch", {"backend": "torch", "device": args.device})
+            ]
+            runs += onnx_runs(args, onnx_providers(), first_model=name == names[0])
+            for key, overrides in runs:
+                if isinstance(overrides, str):
+                    row[key] = overrides
+                else:
+                    row[key] = attempt(vosfx_render, args, work, ckpt, model_id, clip, overrides)
+                print(json.dumps({"model": name, key: row[key]}), flush=True)
             ckpt.unlink()
-    (args.out / "gpu.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
-    print(
-        "\n| model | vosfx render f/s (decode, model, refine, ProRes) | vosfx tracking f/s "
-        "| official tracking f/s | official, A100 compiled (published) |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for row in rows:
-        v, o = row["vosfx torch"], row.get("official", {})
-        v = v if isinstance(v, dict) else {}
-        o = o if isinstance(o, dict) else {}
-        print(
-            f"| {row['model']} | {v.get('render_fps', 'failed')} | {v.get('track_fps', '-')} | "
-            f"{o.get('track_fps', '-')} | {ANCHORS[row['model']]} |"
-        )
+            # written after each model: a run cut short by its time limit keeps what it measured
+            (args.out / "gpu.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    print("\n" + table(rows))
 
 
 if __name__ == "__main__":

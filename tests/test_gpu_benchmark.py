@@ -13,9 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def gpu_script(*args: str, timeout: int) -> subprocess.CompletedProcess:
+SMALL = ("--device", "cpu", "--size", "256", "--width", "320", "--height", "180")
+
+
+def gpu_script(*args: str, timeout: int, script: str = "gpu.py") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), *args],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -27,21 +30,7 @@ def gpu_script(*args: str, timeout: int) -> subprocess.CompletedProcess:
 def test_gpu_benchmark_runs_end_to_end_on_cpu(tmp_path):
     pytest.importorskip("sam2")
     done = gpu_script(
-        "--device",
-        "cpu",
-        "--models",
-        "tiny",
-        "--frames",
-        "3",
-        "--size",
-        "256",
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--out",
-        str(tmp_path),
-        timeout=600,
+        *SMALL, "--models", "tiny", "--frames", "3", "--out", str(tmp_path), timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu.json").read_text())
@@ -59,3 +48,26 @@ def test_gpu_benchmark_runs_end_to_end_on_cpu(tmp_path):
 def test_gpu_benchmark_refuses_an_unknown_model(tmp_path):
     done = gpu_script("--models", "huge", "--out", str(tmp_path), timeout=120)
     assert done.returncode != 0 and "--models: unknown ['huge']" in done.stderr
+
+
+@pytest.mark.slow
+def test_gpu_profile_runs_on_cpu(tmp_path):
+    """benchmarks/gpu_profile.py, the per-frame breakdown a lent GPU ran (docs/benchmarks/gpu.md),
+    checked here on the CPU so that it cannot arrive broken."""
+    pytest.importorskip("sam2")
+    done = gpu_script(
+        *SMALL,
+        "--onnx",
+        "cpu",
+        "--frames",
+        "2",
+        "--out",
+        str(tmp_path),
+        timeout=600,
+        script="gpu_profile.py",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "profile.txt").read_text()
+    for title in ("vosfx torch", "vosfx onnx cpu fp16", "official propagate_in_video"):
+        assert f"## {title}: 2 frames" in text
+    assert "ms per frame" in text and "tottime" in text

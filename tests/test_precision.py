@@ -352,3 +352,60 @@ def test_bf16_image_encoder_call_is_interrupted_and_a_stale_interrupt_cancels_no
         pytest.skip("this CPU has no bfloat16 arithmetic")
     _, _, folder = exported(("bf16",))
     check_interrupts(OnnxBackend(folder, device="cpu", threads=2, precision="bf16"))
+
+
+def test_fp16_graph_runs_attention_in_float16_and_once_per_cast(tmp_path):
+    """The fp16 variant's fused attention reads float16 (a GPU runs it with its float16
+    kernel; the CPU provider casts around it when the session is made, and the results match
+    the float32 graph's), and a float tensor read by two nodes that stay float32 gets one Cast
+    back, whatever ONNX Runtime's converter does: onnxruntime-gpu 1.31 writes one Cast per
+    reader, all of one name, and ONNX Runtime then refuses the graph (seen on an H200,
+    docs/benchmarks/gpu.md)."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from vosfx.engine.variants import _fp16, drop_repeated_nodes
+
+    q = helper.make_tensor_value_info("q", TensorProto.FLOAT, [1, 4, 8])
+    outs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 4, 8]) for i in (0, 1)]
+    outs.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4, 8]))
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8], np.eye(8, dtype=np.float32).ravel())
+    nodes = [
+        helper.make_node("MatMul", ["q", "w"], ["t"], name="proj"),  # t: float16 after
+        # Max and Min stay float32 in ONNX Runtime's converter (its default block list)
+        helper.make_node("Max", ["t", "t"], ["y0"], name="max"),
+        helper.make_node("Min", ["t", "t"], ["y1"], name="min"),
+        helper.make_node(
+            "MultiHeadAttention",
+            ["t", "t", "t"],
+            ["a"],
+            name="mha",
+            domain="com.microsoft",
+            num_heads=2,
+        ),
+    ]
+    graph = helper.make_graph(nodes, "g", [q], outs, [w])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    onnx.save(model, str(tmp_path / "memory_attention.onnx"))
+    files = _fp16(tmp_path, {"graphs": {"memory_attention": {"file": "memory_attention.onnx"}}})
+    half = onnx.load(str(tmp_path / files["memory_attention"]))
+    names = [n.name for n in half.graph.node]
+    assert len(names) == len(set(names)), names
+    (mha,) = [n for n in half.graph.node if n.op_type == "MultiHeadAttention"]
+    assert mha.input[0] == "t"  # the float16 tensor itself, no Cast back to float32 between
+    x = np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "memory_attention.onnx")).run(None, {"q": x})
+    got = ort.InferenceSession(str(tmp_path / files["memory_attention"])).run(None, {"q": x})
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=5e-3)
+
+    # the repeated Casts 1.31 writes, built by hand: the copies go, one stays
+    cast = helper.make_node("Cast", ["t"], ["t_cast_to_fp32"], to=1, name="t_cast_to_fp32_node")
+    info = helper.make_tensor_value_info("t_cast_to_fp32", TensorProto.FLOAT, [1, 4, 8])
+    twice = helper.make_graph([nodes[0], cast, cast], "g", [q], outs, [w], value_info=[info, info])
+    drop_repeated_nodes(twice)
+    assert [n.name for n in twice.node] == ["proj", "t_cast_to_fp32_node"]
+    assert [v.name for v in twice.value_info] == ["t_cast_to_fp32"]

@@ -83,15 +83,49 @@ def _fp16(folder: Path, man: dict) -> dict[str, str]:
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    # the fused attention stays float32 (ONNX Runtime's CPU kernel has no float16 version)
-    block = [*DEFAULT_OP_BLOCK_LIST, "MultiHeadAttention"]
+    # The fused attention is float16 too. Kept float32 (as until 2026-12-04), CUDA ran it with
+    # its float32 kernel: 21 of the 33 ms of GPU time of a tiny frame at 1024 on an H200
+    # (docs/benchmarks/gpu.md). On the CPU provider, where MultiHeadAttention has float32
+    # kernels only, ONNX Runtime puts Casts around it when the session is made.
     files = {}
     for name, g in man["graphs"].items():
         model = onnx.load(str(folder / g["file"]))
-        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+        half = convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST)
+        )
+        drop_repeated_nodes(half.graph)
         files[name] = f"{name}.fp16.onnx"
         onnx.save(half, str(folder / files[name]))
     return files
+
+
+def drop_repeated_nodes(graph) -> None:
+    """Removes the second and later copies of a node repeated exactly (name, operator,
+    inputs, outputs, attributes), and of value_info entries. onnxruntime-gpu 1.31's
+    ``convert_float_to_float16`` (the newest GPU wheel as of 2026-12) adds one Cast back to
+    float32 per blocked node that reads a float16 tensor, each of the same name and output,
+    so a tensor read by two such nodes makes a graph ONNX Runtime refuses to load ("two nodes
+    with same node name"; seen on an H200 when MultiHeadAttention was blocked,
+    docs/benchmarks/gpu.md); 1.32 adds one."""
+    seen: set[bytes] = set()
+    keep = []
+    for node in graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+    names: set[str] = set()
+    infos = []
+    for info in graph.value_info:
+        if info.name not in names:
+            names.add(info.name)
+            infos.append(info)
+    if len(infos) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(infos)
 
 
 def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
