@@ -9,6 +9,7 @@ otherwise, saying which is missing.
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -409,3 +410,38 @@ def test_fp16_graph_runs_attention_in_float16_and_once_per_cast(tmp_path):
     drop_repeated_nodes(twice)
     assert [n.name for n in twice.node] == ["proj", "t_cast_to_fp32_node"]
     assert [v.name for v in twice.value_info] == ["t_cast_to_fp32"]
+
+
+@pytest.mark.parametrize("writable", [True, False])
+def test_an_fp16_variant_of_an_older_recipe_is_made_again_where_it_can(
+    bundle, config_home, monkeypatch, writable
+):
+    """A cached bundle whose fp16 variant an older vosfx made (its attention in float32, no
+    recipe in the manifest) gets it made again on first use; a cache it cannot write is used
+    as it is, without an error."""
+    import json
+    import shutil
+
+    from vosfx.config import ModelConfig
+    from vosfx.engine import export
+    from vosfx.engine.bundle import bundle_dir
+    from vosfx.engine.variants import RECIPES, add_variants
+
+    ckpt, sha, folder = bundle
+    cached = Path(shutil.copytree(folder, bundle_dir(ckpt.name, sha, 256)))
+    add_variants(cached, ("fp16",), lambda _msg: None)
+    man = json.loads((cached / "manifest.json").read_text())
+    assert man["recipes"]["fp16"] == RECIPES["fp16"]
+    del man["recipes"]  # as the older vosfx left it
+    (cached / "manifest.json").write_text(json.dumps(man))
+    stale = cached / man["variants"]["fp16"]["memory_attention"]
+    shutil.copyfile(cached / man["graphs"]["memory_attention"]["file"], stale)  # a marker
+    before = stale.read_bytes()
+    monkeypatch.setattr(export, "_writable", lambda _folder: writable)
+    got = export.ensure_bundle_for_config(
+        ModelConfig(checkpoint=str(ckpt), image_size=256, precision="fp16")
+    )
+    assert got == cached
+    after = json.loads((cached / "manifest.json").read_text())
+    assert (stale.read_bytes() != before) == writable
+    assert after.get("recipes", {}).get("fp16") == (RECIPES["fp16"] if writable else None)

@@ -133,3 +133,17 @@ def test_preprocess_matches_sam2_loader(tmp_path):
         )
         assert (h, w) == img.shape[:2]
         assert np.array_equal(preprocess(decoded, 64), images[0].numpy())  # bit-identical
+
+
+@pytest.mark.parametrize("shape", [(1080, 1920, 3), (256, 256, 3)])
+def test_normalising_on_the_device_equals_the_cpu_lookup(shape):
+    """The torch backend on a GPU looks the normalisation table up on the device (a uint8
+    upload); the input is bit for bit the CPU path's, whether the frame comes at the model's
+    size (prepared on the decode thread) or at the video's."""
+    from vosfx.engine.backend import preprocess
+    from vosfx.engine.torch_backend import normalised_on
+
+    rgb8 = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    got = normalised_on(torch.device("cpu"), rgb8, 256)
+    assert got.dtype == torch.float32 and got.shape == (1, 3, 256, 256)
+    np.testing.assert_array_equal(got[0].numpy(), preprocess(rgb8, 256))

@@ -48,30 +48,37 @@ def preprocess(rgb8: np.ndarray, image_size: int) -> np.ndarray:
     the same decoded pixels gives bit-identical encoder inputs; frames decoded by another
     decoder (PyAV for video files) differ only by that decoder's pixels.
     """
-    from PIL import Image
-
-    if rgb8.dtype != np.uint8 or rgb8.ndim != 3 or rgb8.shape[2] != 3:
-        from vosfx.errors import InputError
-
-        raise InputError(f"expected an (H, W, 3) uint8 RGB frame, found {rgb8.dtype} {rgb8.shape}")
-    resized = rgb8  # already S x S: a frame prepared on the decode thread (model_input)
-    if rgb8.shape[:2] != (image_size, image_size):
-        resized = np.asarray(Image.fromarray(rgb8).resize((image_size, image_size)))
     # A uint8 input has 256 values per channel: each plane is a lookup (cv2.LUT) in the table
     # of those steps done on every value (same operations, so bit for bit the same result),
     # written straight as a (S, S) plane: ~40 -> ~6-13 CPU ms at 1024 instead of float64
     # passes and a transpose.
     import cv2
 
-    lut = _normalise_table()  # (3, 256) float32
+    resized = model_sized(rgb8, image_size)
+    lut = normalise_table()  # (3, 256) float32
     out = np.empty((3, image_size, image_size), np.float32)
     for c, plane in enumerate(cv2.split(resized)):
         cv2.LUT(plane, lut[c], dst=out[c])
     return out
 
 
+def model_sized(rgb8: np.ndarray, image_size: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (S, S, 3) uint8, resized as SAM 2's JPEG loader does (PIL's
+    default filter); a frame already S x S (prepared on the decode thread: ``model_input``)
+    as it is. The first half of :func:`preprocess`."""
+    from PIL import Image
+
+    if rgb8.dtype != np.uint8 or rgb8.ndim != 3 or rgb8.shape[2] != 3:
+        from vosfx.errors import InputError
+
+        raise InputError(f"expected an (H, W, 3) uint8 RGB frame, found {rgb8.dtype} {rgb8.shape}")
+    if rgb8.shape[:2] != (image_size, image_size):
+        return np.asarray(Image.fromarray(rgb8).resize((image_size, image_size)))
+    return rgb8
+
+
 @functools.cache
-def _normalise_table() -> np.ndarray:
+def normalise_table() -> np.ndarray:
     """(3, 256) float32: for each channel and uint8 value, the steps of SAM 2's loader in its
     order: ``v / 255`` in float64 stored as float32, minus the mean, divided by the std (both
     float32)."""

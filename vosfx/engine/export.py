@@ -40,6 +40,7 @@ from vosfx.engine.variants import (
     Progress,
     add_variants,
     automatic,
+    outdated,
     variant_for,
     variants_without_torch,
 )
@@ -106,7 +107,11 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         return find_bundle(model_id, sha, size) if sha is not None else None
 
     def missing(folder: Path, among: tuple[str, ...] = variants) -> list[str]:
-        return [v for v in among if v not in read_manifest(folder).get("variants", {})]
+        """The variants ``folder`` lacks, or has of an older recipe where it can be written
+        (a read-only cache's are used as they are)."""
+        man = read_manifest(folder)
+        have = man.get("variants", {})
+        return [v for v in among if v not in have or (outdated(man, v) and _writable(folder))]
 
     done = found()
     if done is not None and not missing(done) and (not missing(done, extra) or not _writable(done)):

@@ -41,6 +41,7 @@ from vosfx.engine.backend import (
     Interrupt,
     MemoryRequest,
     encode_memory_many,
+    model_sized,
     track_many,
 )
 from vosfx.engine.bank import MemoryBank
@@ -112,12 +113,8 @@ class Tracker:
         :func:`~vosfx.engine.backend.preprocess` does), for stashing: encoding it gives the
         same features as encoding the frame. A pure function of the frame, safe to call on
         the decode thread (``ClipSession.prepare``)."""
-        from PIL import Image
-
-        s = self.backend.image_size
         rgb8 = frame.model_input if frame.model_input is not None else frame.rgb8
-        if rgb8.shape[:2] != (s, s):
-            rgb8 = np.asarray(Image.fromarray(rgb8).resize((s, s)))
+        rgb8 = model_sized(rgb8, self.backend.image_size)
         return Frame(frame.index, rgb8, frame.pts, frame.time_base, frame.duration)
 
     # --- anchors (image mode) -------------------------------------------------------------

@@ -21,6 +21,10 @@ from vosfx.errors import BackendError
 VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
 # made with every bundle where the onnx package is installed (:func:`automatic`)
 AUTOMATIC = ("cpu",)
+# A variant's recipe, raised when what it makes changes; the manifest's ``recipes`` records
+# the one each variant was made with (absent: 1). A variant of an older recipe is made again
+# where the bundle can be written, else used as it is. fp16 2: attention in float16.
+RECIPES = {"fp16": 2}
 
 Progress = Callable[[str], None]
 
@@ -67,13 +71,21 @@ def variant_for(precision: str) -> str:
     return "int8" if int8_weights() == "s8" else "int8-u8"
 
 
+def outdated(man: dict, variant: str) -> bool:
+    """Whether the bundle's ``variant`` was made by an older recipe (:data:`RECIPES`)."""
+    return man.get("recipes", {}).get(variant, 1) < RECIPES.get(variant, 1)
+
+
 def add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
+    """Makes the ``variants`` the bundle lacks or has of an older recipe."""
     man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    todo = [v for v in variants if v not in man.get("variants", {})]
+    todo = [v for v in variants if v not in man.get("variants", {}) or outdated(man, v)]
     for variant in todo:
         say(f"making the {variant} variant")
         files = _MAKERS[variant](folder, man)
         man.setdefault("variants", {})[variant] = files
+        if variant in RECIPES:
+            man.setdefault("recipes", {})[variant] = RECIPES[variant]
         (folder / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
 
 
