@@ -109,6 +109,8 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     def missing(folder: Path, among: tuple[str, ...] = variants) -> list[str]:
         """The variants ``folder`` lacks, or has of an older recipe where it can be written
         (a read-only cache's are used as they are)."""
+        if not among:
+            return []
         man = read_manifest(folder)
         have = man.get("variants", {})
         return [v for v in among if v not in have or (outdated(man, v) and _writable(folder))]
