@@ -139,7 +139,8 @@ def main() -> None:
                 profiled(render, args.device, report, title)
             finally:
                 engine.close()
-            print("\n".join(report), flush=True)
+            # written after each render: a run cut short by its time limit keeps it
+            (args.out / "profile.txt").write_text("\n".join(report))
 
         pred = build_sam2_video_predictor(
             cfg, str(ckpt), device=args.device, hydra_overrides_extra=size_overrides(args.size)

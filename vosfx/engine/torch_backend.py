@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
 
 
-_TABLES: dict[torch.device, torch.Tensor] = {}
+@functools.cache
+def _table_on(device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(normalise_table()).to(device)  # (3, 256)
 
 
 def normalised_on(device: torch.device, rgb8: np.ndarray, image_size: int) -> torch.Tensor:
@@ -48,14 +51,12 @@ def normalised_on(device: torch.device, rgb8: np.ndarray, image_size: int) -> to
     the float32 one) and without the lookups' CPU time on the tracking thread, which on a GPU
     is the bound (a tiny frame at 1024 on an H200: ~10 ms of GPU work, ~38 ms of host time a
     frame; docs/benchmarks/gpu.md)."""
-    table = _TABLES.get(device)
-    if table is None:
-        table = _TABLES[device] = torch.from_numpy(normalise_table()).to(device)
     sized = np.ascontiguousarray(model_sized(rgb8, image_size))
     if not sized.flags.writeable:  # PIL's resize gives a read-only view: torch warns on those
         sized = sized.copy()
-    pixels = torch.from_numpy(sized).to(device).permute(2, 0, 1).long()  # (3, S, S)
-    return torch.stack([table[c][pixels[c]] for c in range(3)])[None]
+    pixels = torch.from_numpy(sized).to(device).permute(2, 0, 1).reshape(3, -1).long()
+    # one lookup for the three planes: on a GPU each launch counts
+    return _table_on(device).gather(1, pixels).reshape(1, 3, image_size, image_size)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -119,25 +119,22 @@ def drop_repeated_nodes(graph) -> None:
     so a tensor read by two such nodes makes a graph ONNX Runtime refuses to load ("two nodes
     with same node name"; seen on an H200 when MultiHeadAttention was blocked,
     docs/benchmarks/gpu.md); 1.32 adds one."""
-    seen: set[bytes] = set()
+    _keep_first(graph.node, lambda node: node.SerializeToString(deterministic=True))
+    _keep_first(graph.value_info, lambda info: info.name)
+
+
+def _keep_first(field, key) -> None:
+    """Leaves in the repeated protobuf ``field`` the first item of each ``key``, in order."""
+    seen: set = set()
     keep = []
-    for node in graph.node:
-        key = node.SerializeToString(deterministic=True)
-        if key not in seen:
-            seen.add(key)
-            keep.append(node)
-    if len(keep) != len(graph.node):
-        del graph.node[:]
-        graph.node.extend(keep)
-    names: set[str] = set()
-    infos = []
-    for info in graph.value_info:
-        if info.name not in names:
-            names.add(info.name)
-            infos.append(info)
-    if len(infos) != len(graph.value_info):
-        del graph.value_info[:]
-        graph.value_info.extend(infos)
+    for item in field:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            keep.append(item)
+    if len(keep) != len(field):
+        del field[:]
+        field.extend(keep)
 
 
 def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
