@@ -13,7 +13,8 @@ not depend on the values) it measures, in one process one after the other:
 - ``vosfx torch``: ``vosfx.pipeline.run`` on the torch backend (bfloat16 autocast on CUDA),
   a 1080p H.264 clip -> decode -> model -> refinement (balanced) -> ProRes 4444: frames/s of
   the second of two renders with the loaded engine (the first pays the warm-up, reported
-  apart) and of its tracking alone;
+  apart) and of its tracking thread; then "tracking alone", the official predictor's
+  conditions: the same frames from memory, nothing decoded or written (``track_arrays``);
 - ``vosfx onnx <device> fp16``: the same renders on ONNX Runtime's CUDA and TensorRT
   execution providers (fp16 bundle, IOBinding), where the installed onnxruntime has them and
   TensorRT's library loads; otherwise the row says why. On the first model also fp32 and
@@ -86,7 +87,7 @@ def make_clip_and_mask(work: Path, n: int, width: int, height: int):
         Image.fromarray(rgb).save(jpegs / f"{i:05d}.jpg", quality=95)
     assert mask is not None
     Image.fromarray(mask.astype(np.uint8) * 255).save(work / "mask.png")
-    return clip, jpegs, mask
+    return clip, jpegs, mask, frames
 
 
 def sync(device: str) -> None:
@@ -109,11 +110,32 @@ def clip_job(work: Path, clip: Path, config, output: str):
     )
 
 
-def vosfx_render(args, work: Path, ckpt: Path, model_id: str, clip: Path, overrides: dict):
+def bare_tracking(engine, frames: list, mask) -> float:
+    """Frames/s of vosfx's tracking alone, as the official predictor is measured: the frames
+    already in memory (1080p RGB, resized to the model on the tracking thread), nothing
+    decoded, refined or written (``track_arrays``: the one loop's tracking half); frame 0,
+    which holds the prompt, excluded."""
+    from vosfx.pipeline import track_arrays
+    from vosfx.types import Prompt
+
+    times = []
+    t = time.perf_counter()
+    for _frame, _result in track_arrays(engine, frames, [Prompt(0, 1, mask=mask)]):
+        now = time.perf_counter()
+        times.append(now - t)
+        t = now
+    steady = times[1:] or times
+    return round(len(steady) / sum(steady), 2)
+
+
+def vosfx_render(
+    args, work: Path, ckpt: Path, model_id: str, clip: Path, overrides: dict, bare=None
+):
     """Renders through vosfx's one loop with one loaded engine, twice: the first render pays
     the warm-up (CUDA context, cuDNN's algorithm search, ONNX Runtime's first runs), the
     second is the steady speed. Frames/s of each render and of its tracking (JobReport
-    timings); the model's load time apart."""
+    timings); the model's load time apart. ``bare`` (frames, mask): also the tracking alone
+    (:func:`bare_tracking`), after the renders, the official predictor's conditions."""
     from vosfx.config import build_config
     from vosfx.engine import load_engine
     from vosfx.pipeline import run
@@ -137,6 +159,7 @@ def vosfx_render(args, work: Path, ckpt: Path, model_id: str, clip: Path, overri
             sync(args.device)
             reports.append(run(job, engine=engine))
             sync(args.device)
+        bare_fps = bare_tracking(engine, *bare) if bare is not None else None
         runtime = engine.runtime() if hasattr(engine, "runtime") else {}
     finally:
         engine.close()
@@ -153,6 +176,7 @@ def vosfx_render(args, work: Path, ckpt: Path, model_id: str, clip: Path, overri
         "frames": warm.frames,
         "load_s": round(load_s, 2),
         **rates(warm),
+        "bare_track_fps": bare_fps,
         "first_render": rates(first),
         "timings_s": {k: round(v, 3) for k, v in warm.timings_s.items()},
         "runtime": runtime,
@@ -274,10 +298,11 @@ def table(rows: list[dict]) -> str:
     lines = [
         (
             "| model | vosfx torch bf16: render f/s (decode, model, refine, ProRes) | tracking f/s "
-            "| vosfx onnx cuda fp16: render f/s | tracking f/s | official bf16 tracking f/s "
+            "| tracking alone f/s | vosfx onnx cuda fp16: render f/s | tracking f/s "
+            "| tracking alone f/s | official bf16 tracking f/s "
             "| official, A100 compiled (published) |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def get(row, key, field):
@@ -290,7 +315,9 @@ def table(rows: list[dict]) -> str:
         t, o = "vosfx torch", "vosfx onnx cuda fp16"
         lines.append(
             f"| {row['model']} | {get(row, t, 'render_fps')} | {get(row, t, 'track_fps')} "
+            f"| {get(row, t, 'bare_track_fps')} "
             f"| {get(row, o, 'render_fps')} | {get(row, o, 'track_fps')} "
+            f"| {get(row, o, 'bare_track_fps')} "
             f"| {get(row, 'official', 'track_fps')} | {ANCHORS[row['model']]} |"
         )
     return "\n".join(lines)
@@ -347,7 +374,7 @@ def main() -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vosfx-gpu-") as tmp:
         work = Path(tmp)
-        clip, jpegs, mask = make_clip_and_mask(work, args.frames, args.width, args.height)
+        clip, jpegs, mask, frames = make_clip_and_mask(work, args.frames, args.width, args.height)
         for name in names:
             model_id, cfg, file_name = MODELS[name]
             t0 = time.perf_counter()
@@ -365,7 +392,9 @@ def main() -> None:
                 if isinstance(overrides, str):
                     row[key] = overrides
                 else:
-                    row[key] = attempt(vosfx_render, args, work, ckpt, model_id, clip, overrides)
+                    row[key] = attempt(
+                        vosfx_render, args, work, ckpt, model_id, clip, overrides, (frames, mask)
+                    )
                 print(json.dumps({"model": name, key: row[key]}), flush=True)
             ckpt.unlink()
             # written after each model: a run cut short by its time limit keeps what it measured

@@ -108,7 +108,9 @@ def main() -> None:
     report = [f"# {args.model} at {args.size}, {clip_text}, {where}"]
     with tempfile.TemporaryDirectory(prefix="vosfx-gpuprof-") as tmp:
         work = Path(tmp)
-        clip, jpegs, mask = gpu.make_clip_and_mask(work, args.frames, args.width, args.height)
+        clip, jpegs, mask, _frames = gpu.make_clip_and_mask(
+            work, args.frames, args.width, args.height
+        )
         ckpt, _ = make_checkpoint(work / file_name, cfg)
         renders = [("vosfx torch", {"backend": "torch", "device": args.device})]
         if args.onnx:

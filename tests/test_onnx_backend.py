@@ -299,6 +299,43 @@ def test_io_binding_keeps_features_as_ort_values_and_gives_the_same_masks(bundle
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
 
 
+def test_the_frame_normalised_on_the_provider_gives_the_same_features(bundle, clip, monkeypatch):
+    # on GPU providers with IOBinding the frame goes up as uint8 and the normalisation graph
+    # looks it up there (vosfx.engine.ort_normalise); forced here on the CPU provider, where
+    # it is off by default (cv2's lookup is faster there): the encoder's input bit for bit
+    frames, _mask = clip
+    plain = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
+    bound = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, io_binding=True)
+    assert bound.graphs.device_normalise is False and "normalise" not in bound._sess
+    on_device = ob_mod.OnnxBackend(
+        bundle[2], device="cpu", threads=2, io_binding=True, device_normalise=True
+    )
+    assert on_device.graphs.device_normalise is True
+    (node_input,) = on_device._sess["normalise"].get_inputs()
+    assert node_input.type == "tensor(uint8)"
+    want = plain.encode_image(frames[1])
+
+    def refuse(*_a, **_k):
+        raise AssertionError("preprocess ran on the host")
+
+    monkeypatch.setattr(ob_mod, "preprocess", refuse)
+    got = on_device.encode_image(frames[1])
+    for field in dataclasses.fields(got):
+        np.testing.assert_array_equal(getattr(got, field.name).numpy(), getattr(want, field.name))
+    # the normalisation needs IOBinding (its output stays where it was made)
+    off = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, device_normalise=True)
+    assert off.graphs.device_normalise is False
+
+
+def test_the_shipped_normalisation_graph_is_what_build_makes():
+    pytest.importorskip("onnx")
+    from vosfx.engine import ort_normalise
+
+    assert ort_normalise.GRAPH.read_bytes() == ort_normalise.build(), (
+        "python -m vosfx.engine.ort_normalise writes it again"
+    )
+
+
 def test_tensorrt_gets_its_engine_cache_and_fp16(bundle, config_home, monkeypatch):
     # without the engine cache TensorRT builds every engine again at each start (minutes);
     # fp16 kernels with the bundle's fp16 variant only. No GPU here: the session's provider
@@ -310,10 +347,14 @@ def test_tensorrt_gets_its_engine_cache_and_fp16(bundle, config_home, monkeypatc
 
     real = ort.InferenceSession
     asked: list = []
+    normalise: list = []
 
     class Session(real):
         def __init__(self, path, sess_options=None, providers=None):
-            asked.append(providers)
+            if Path(path).name == "normalise.onnx":  # the frame's normalisation, not a stage
+                normalise.append(providers)
+            else:
+                asked.append(providers)
             super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
 
     monkeypatch.setattr(ort, "InferenceSession", Session)
@@ -337,6 +378,8 @@ def test_tensorrt_gets_its_engine_cache_and_fp16(bundle, config_home, monkeypatc
     assert options["trt_timing_cache_path"] == options["trt_engine_cache_path"]
     assert options["trt_fp16_enable"] == "False"  # the fp32 graphs
     assert all(a == asked[0] for a in asked)  # every graph the same
+    # the frame's normalisation on the device: CUDA's Gather (no TensorRT engine for it)
+    assert normalise == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
     man = ob_mod.read_manifest(bundle[2])
     assert Path(options["trt_engine_cache_path"]).name.startswith(man["model_id"])
 

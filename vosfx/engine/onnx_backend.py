@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from vosfx.engine import ort_normalise
 from vosfx.engine.backend import (
     ImageFeatures,
     Interrupt,
@@ -27,13 +28,14 @@ from vosfx.engine.backend import (
     TrackRequest,
     aa_weights,
     in_batches,
+    model_sized,
     preprocess,
     resize_mask,
     to_bf16_bits,
 )
 from vosfx.engine.bundle import read_manifest
 from vosfx.engine.memory_tokens import MemoryTokens
-from vosfx.engine.ort_graphs import ON_FIRST_USE, PRECISIONS, BundleGraphs
+from vosfx.engine.ort_graphs import NORMALISE, ON_FIRST_USE, PRECISIONS, BundleGraphs
 from vosfx.errors import BackendError
 
 __all__ = ["ON_FIRST_USE", "PRECISIONS", "OnnxBackend", "read_manifest"]
@@ -77,6 +79,9 @@ class OnnxBackend:
     features (and memory attention's output) where the provider computes them instead of
     copying them out and back in for every stage (~20 MB a frame at 1024, read by three
     stages); None (default) uses it on CUDA and TensorRT, True forces it (tests, on the CPU).
+    ``device_normalise``: with IOBinding, normalise the frame in a graph on the provider
+    (:mod:`vosfx.engine.ort_normalise`: a uint8 upload instead of float32, no lookup on the
+    tracking thread; the same values); None (default) on GPU providers, True forces it.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class OnnxBackend:
         bf16_stages: tuple[str, ...] | None = None,
         io_binding: bool | None = None,
         attention: str | None = None,
+        device_normalise: bool | None = None,
     ) -> None:
         try:
             import onnxruntime  # noqa: F401 - the clear message here, not deep in a stage
@@ -124,6 +130,7 @@ class OnnxBackend:
             bf16_stages=bf16_stages,
             io_binding=io_binding,
             attention=attention,
+            device_normalise=device_normalise,
         )
         g = self.graphs
         self.providers, self.device, self.precision = g.providers, g.device, g.precision
@@ -148,7 +155,13 @@ class OnnxBackend:
     # --- stages -------------------------------------------------------------------------
 
     def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
-        img = preprocess(rgb8, self.image_size)[None]
+        if self.graphs.device_normalise:  # a uint8 upload, the lookup where the encoder runs
+            sized = np.ascontiguousarray(model_sized(rgb8, self.image_size))
+            (img,) = self._run(
+                NORMALISE, {ort_normalise.INPUT: sized}, keep=(ort_normalise.OUTPUT,)
+            )
+        else:
+            img = preprocess(rgb8, self.image_size)[None]
         kept = tuple(o["name"] for o in self.manifest["graphs"]["image_encoder"]["outputs"])
         s0, s1, feat, pos = self._run("image_encoder", {"image": img}, interrupt, keep=kept)
         return ImageFeatures(s0, s1, feat, pos)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
 # (ONNX Runtime, VNNI); bf16: the four per-frame stages on OpenVINO in bfloat16
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# the frame's normalisation on the device (vosfx.engine.ort_normalise): not a bundle graph
+NORMALISE = "normalise"
 # graphs whose session opens when first run, not with the backend: the dense-mask decoder
 # (a further click on a frame in the studio or a session; a render never uses it), so a
 # render does not hold a second copy of the decoder's weights (~29 MiB of peak RSS at 1024)
@@ -55,6 +57,7 @@ class BundleGraphs:
         bf16_stages: tuple[str, ...] | None,
         io_binding: bool | None,
         attention: str | None = None,
+        device_normalise: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -84,10 +87,18 @@ class BundleGraphs:
         if self.io_binding and precision == "bf16":
             raise BackendError("io_binding: the bf16 tier runs on OpenVINO, which has none")
         self._io_device = "cuda" if on_gpu else "cpu"  # where kept outputs stay
+        # the frame's normalisation as a graph beside the image encoder (a uint8 upload, the
+        # lookup on the device: vosfx.engine.ort_normalise); on GPU providers with IOBinding
+        # by default (on the CPU provider cv2's lookup is the faster: 3-12 vs ~22 ms at 1024)
+        self.device_normalise = self.io_binding and (
+            on_gpu if device_normalise is None else bool(device_normalise)
+        )
         self.threads = threads
         self._open_lock = threading.Lock()  # ON_FIRST_USE sessions: opened once
         self._ort = ort
         self.sessions = self._sessions(ort, threads)
+        if self.device_normalise:
+            self.sessions[NORMALISE] = self._normalise_session(ort, threads)
         # the exporter prunes inputs a graph does not use (mask_as_output's pointer never
         # reads the high-res features): feed each graph only what it declares
         self.inputs = {
@@ -162,6 +173,19 @@ class BundleGraphs:
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
         return sessions
+
+    def _normalise_session(self, ort, threads: int):
+        """The normalisation graph's session on the image encoder's provider (TensorRT's
+        tiny engine would buy nothing over CUDA's Gather: CUDA and CPU only)."""
+        from vosfx.engine import ort_normalise
+
+        opts = session_options(
+            ort, threads=threads, memory_arena=self.memory_arena, shared_arena=self.shared_arena
+        )
+        providers = [p for p in self.providers if p != "TensorrtExecutionProvider"]
+        return ort.InferenceSession(
+            str(ort_normalise.GRAPH), sess_options=opts, providers=providers
+        )
 
     def _blocks(self) -> dict[str, str]:
         """The graphs run from the bundle's ``cpu`` variant (memory attention's attentions as
