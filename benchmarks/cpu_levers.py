@@ -30,6 +30,16 @@ tier, alternating calls; outputs' difference and OpenVINO's per-node profile of 
 
     python benchmarks/cpu_levers.py qk-int8 --size 1024 --calls 5
 
+``int8-products``: what int8 matrix products can give this CPU over float32 on ONNX Runtime
+(item 2's ceiling): the stages' own shapes (Hiera's first- and third-stage MLPs, a query block
+of memory attention's cross-attention) as one ``MatMul`` with float32 weights against the
+dynamically quantised form the int8 tier runs (``DynamicQuantizeLinear`` of the activations,
+``MatMulInteger`` with uint8 or int8 weights, the int32 result scaled back to float32),
+alternating calls, G(FL)OP/s of the medians. Without VNNI ONNX Runtime's uint8 x int8 kernel
+saturates in int16 (docs/benchmarks/onnx.md, fourteenth pass): timed, not usable there.
+
+    python benchmarks/cpu_levers.py int8-products --calls 9
+
 ``windowed``: the image encoder exported twice from one checkpoint (torch and sam2 needed):
 as vosfx exports it (only Hiera's global-attention blocks as the fused ``MultiHeadAttention``)
 and with every block's attention fused, both timed alternating on ONNX Runtime.
@@ -483,6 +493,96 @@ def qk_int8(args) -> None:
         )
 
 
+# (name, M, K, N): activations (M, K) times weights (K, N)
+PRODUCTS = (
+    ("Hiera stage-1 MLP, 1024", 65536, 96, 384),
+    ("Hiera stage-3 MLP, 1024", 4096, 384, 1536),
+    ("memory attention query block x keys, 1024", 512, 256, 28736),
+)
+
+
+def _product_session(m: int, k: int, n: int, weights: str, threads: int):
+    """(M, K) float32 activations times constant (K, N) weights: ``MatMul`` (fp32) or the
+    dynamically quantised chain with uint8 (``u8``) or int8 (``s8``) weights."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vosfx.engine.ort_runtime import session_options
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    if weights == "fp32":
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+        inits = [numpy_helper.from_array(w, "w")]
+    else:
+        scale = np.float32(np.abs(w).max() / 127)
+        if weights == "u8":
+            q, zero = np.clip(np.round(w / scale) + 128, 0, 255).astype(np.uint8), np.uint8(128)
+        else:
+            q, zero = np.clip(np.round(w / scale), -127, 127).astype(np.int8), np.int8(0)
+        nodes = [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+            helper.make_node("MatMulInteger", ["xq", "wq", "xz", "wz"], ["acc"]),
+            helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["xs", "ws"], ["s"]),
+            helper.make_node("Mul", ["accf", "s"], ["y"]),
+        ]
+        inits = [
+            numpy_helper.from_array(q, "wq"),
+            numpy_helper.from_array(np.array(zero), "wz"),
+            numpy_helper.from_array(np.array(scale, np.float32), "ws"),
+        ]
+    graph = helper.make_graph(nodes, "product", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = session_options(ort, threads=threads)
+    return ort.InferenceSession(
+        model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
+def int8_products(args) -> None:
+    import numpy as np
+
+    from vosfx.engine.cpu_features import cpu_flags
+
+    flags = cpu_flags() or frozenset()  # None off Linux
+    vnni = sorted(f for f in flags if "vnni" in f or f == "amx_int8")
+    print(json.dumps({"vnni": vnni or None}), flush=True)
+    for name, m, k, n in PRODUCTS:
+        x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
+        sessions = {w: _product_session(m, k, n, w, args.threads) for w in ("fp32", "u8", "s8")}
+        # the quantised chains' error against float32, relative to the product's largest value
+        # (int8 weights saturate without VNNI: their error shows it)
+        ys = {w: sess.run(None, {"x": x})[0] for w, sess in sessions.items()}
+        top = float(np.abs(ys["fp32"]).max())
+        error = {w: round(float(np.abs(y - ys["fp32"]).max()) / top, 4) for w, y in ys.items()}
+        times: dict[str, list[float]] = {w: [] for w in sessions}
+        for _ in range(args.calls):
+            for w, sess in sessions.items():
+                t0 = time.perf_counter()
+                sess.run(None, {"x": x})
+                times[w].append(time.perf_counter() - t0)
+        ops = 2 * m * k * n
+        med = {w: statistics.median(t) for w, t in times.items()}
+        print(
+            json.dumps(
+                {
+                    "product": name,
+                    "shape": [m, k, n],
+                    "ms": {w: round(1000 * t, 2) for w, t in med.items()},
+                    "gops": {w: round(ops / t / 1e9, 1) for w, t in med.items()},
+                    "x_fp32": {w: round(med["fp32"] / t, 2) for w, t in med.items()},
+                    "max_error_of_max": error,
+                }
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -507,6 +607,9 @@ def main() -> None:
     q.add_argument("--size", type=int, default=1024)
     q.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
     q.add_argument("--calls", type=int, default=5)
+    i = sub.add_parser("int8-products")
+    i.add_argument("--calls", type=int, default=9)
+    i.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     print(json.dumps({"loadavg": os.getloadavg(), "cores": os.cpu_count()}), flush=True)
     run = {
@@ -515,6 +618,7 @@ def main() -> None:
         "windowed": windowed,
         "bf16-torch": bf16_torch,
         "qk-int8": qk_int8,
+        "int8-products": int8_products,
     }
     run[args.what](args)
 

@@ -445,3 +445,29 @@ def test_an_fp16_variant_of_an_older_recipe_is_made_again_where_it_can(
     after = json.loads((cached / "manifest.json").read_text())
     assert (stale.read_bytes() != before) == writable
     assert after.get("recipes", {}).get("fp16") == (RECIPES["fp16"] if writable else None)
+
+
+def test_the_int8_products_benchmark_times_correct_products():
+    """benchmarks/cpu_levers.py int8-products, the ceiling of any int8 tier on a CPU
+    (docs/benchmarks/onnx.md, twentieth pass): each quantised chain computes the product it
+    times (uint8 weights within 2 % of float32's largest value on any CPU)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnx")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_levers.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "int8-products", "--calls", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if '"product"' in line]
+    assert len(rows) == 3
+    for row in rows:
+        assert all(v > 0 for v in row["gops"].values()), row
+        assert row["max_error_of_max"]["fp32"] == 0.0
+        assert row["max_error_of_max"]["u8"] < 0.02, row
