@@ -770,3 +770,61 @@ def test_save_job_asks_before_replacing(browser, clip, tmp_path, config_home):
         page.click("#save-job")
         page.wait_for_function(f"document.body.dataset.saved === {json.dumps(str(job_path))}")
         assert load_job_file(job_path).input == str(clip) and len(asked) == 2
+
+
+def test_an_edit_during_a_render_asks_first(browser, clip, tmp_path, config_home):
+    """A click, Track or another Render stops a running render (one worker) and a stopped
+    render keeps nothing, so the page asks: No leaves the render running to its end and sends
+    nothing; Yes stops it (its files removed) and the click is taken."""
+    import time
+
+    def slow(frame_index, obj_id, base):
+        time.sleep(0.1)
+        return base
+
+    out = tmp_path / "shot"
+    count = "(e) => window.vosfx.events.filter((x) => x === e).length"
+    with _studio_page(browser, clip, tmp_path, engine=FakeEngine(logit_fn=slow)) as (run, page):
+        _prompt(page, *_centre(0))
+        page.select_option("#format", "png16")
+        page.fill("#output", str(out))
+        page.click("#render")
+        page.wait_for_function("window.vosfx.state.busy === 'render'")
+        asked: list[str] = []
+
+        def answer(yes: bool):
+            def on_dialog(d):
+                asked.append(d.message)
+                d.accept() if yes else d.dismiss()
+
+            return on_dialog
+
+        page.evaluate("window.vosfx.last = null")
+        page.once("dialog", answer(False))
+        page.mouse.click(*_screen(page, *_centre(0)))
+        assert asked and "A render is running" in asked[0], asked
+        page.once("dialog", answer(False))
+        page.click("#track")
+        assert len(asked) == 2
+        page.wait_for_function(f"({count})('rendered') === 1")
+        assert page.evaluate("window.vosfx.last") is None  # the refused click was not sent
+        assert page.evaluate(f"({count})('stopped')") == 0
+        first = {f.name: f.stat().st_mtime_ns for f in out.glob("*.png")}
+        assert len(first) == N
+        assert page.evaluate("window.vosfx.state.busy") is None
+        # nothing running now: a click asks nothing
+        _prompt(page, *_centre(0))
+        assert len(asked) == 2
+        # again over the same files, and Yes: the render stops, the click is taken, and the
+        # first render's files are as they were (nothing of the stopped one's is left)
+        page.check("#overwrite")
+        page.click("#render")
+        page.wait_for_function("window.vosfx.state.busy === 'render'")
+        page.evaluate("window.vosfx.last = null")
+        page.once("dialog", answer(True))
+        page.mouse.click(*_screen(page, *_centre(0)))
+        page.wait_for_function(f"({count})('stopped') === 1")
+        page.wait_for_function("window.vosfx.last && window.vosfx.last.exactMs !== undefined")
+        assert len(asked) == 3 and page.evaluate(f"({count})('rendered')") == 1
+        assert {f.name: f.stat().st_mtime_ns for f in out.glob("*.png")} == first
+        assert run.studio.busy is None

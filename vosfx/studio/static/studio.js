@@ -10,6 +10,7 @@ const S = {
   timeline: null, version: 0, playing: false, busy: null, trackDone: 0, trackTotal: 0,
   zoom: 1, panX: 0, panY: 0, img: null, imgFrame: -1, drag: null, pendingDraw: false,
   quick: null,  // a prompt's answer drawn at once: {frame, version, src, layers}
+  ended: 0,  // how many tracks and renders have ended (their events), for the Render button
 };
 // after a prompt the overlay is drawn at once from the masks it returned; the finished view
 // (guided refine, finishing) is asked for once the clicks pause this long
@@ -51,6 +52,17 @@ async function answer(path, opts) {
 }
 
 function status(text) { $("status").textContent = text; }
+
+// A render runs on the studio's one worker: an edit (a click, a box, a dropped mask, Clear
+// frame, Undo/Redo, deleting an object, Track, another Render) stops it first, and a stopped
+// render keeps nothing. So while one runs the page asks before such an action.
+function mayStopRender(what) {
+  if (S.busy !== "render") return true;
+  const yes = confirm(`A render is running. ${what} stops it, and a stopped render ` +
+    "keeps nothing of what it wrote. Stop the render?");
+  if (!yes) status("the render goes on");
+  return yes;
+}
 function problem(text) { const p = $("problem"); p.hidden = !text; p.textContent = text || ""; }
 function fail(err) { status("error: " + err.message); problem(err.message); }
 
@@ -164,7 +176,7 @@ function renderObjects() {
       if (name) await act(() => api("/api/objects", { op: "rename", obj_id: o.obj_id, name }));
     };
     li.querySelector(".delete").onclick = async () => {
-      if (confirm(`Delete ${o.name} and its prompts?`)) {
+      if (mayStopRender("Deleting an object") && confirm(`Delete ${o.name} and its prompts?`)) {
         await act(() => api("/api/objects", { op: "delete", obj_id: o.obj_id }), true);
       }
     };
@@ -342,6 +354,7 @@ window.addEventListener("mouseup", async (e) => {
     if (d.x0 < 0 || d.y0 < 0 || d.x0 >= S.clip.width || d.y0 >= S.clip.height) { draw(); return; }
     body = { obj_id: S.obj, frame: S.frame, x: d.x0, y: d.y0, label: d.exclude ? 0 : 1 };
   }
+  if (!mayStopRender(d.box ? "A box" : "A click")) { draw(); return; }
   await prompted(() => api("/api/click", body));
 });
 
@@ -444,6 +457,7 @@ viewer.addEventListener("drop", async (e) => {
   await dropMask(file);
 });
 async function dropMask(blob) {
+  if (!mayStopRender("A mask")) return;
   await prompted(() => answer(`/api/mask?obj_id=${S.obj}&frame=${S.frame}`,
     { method: "POST", headers: { "X-Vosfx-Token": TOKEN }, body: blob }));
 }
@@ -572,12 +586,14 @@ $("play").onclick = togglePlay;
 
 // --- actions ----------------------------------------------------------------------------
 async function history(op) {
+  if (!mayStopRender(op === "undo" ? "Undo" : "Redo")) return;
   const res = await act(() => api("/api/history", { op }));
   if (res && res.frame !== null) { S.version += 1; showFrame(res.frame, true); }
 }
 $("undo").onclick = () => history("undo");
 $("redo").onclick = () => history("redo");
 $("clear-frame").onclick = async () => {
+  if (!mayStopRender("Clearing the frame")) return;
   S.version += 1;
   await act(() => api("/api/clear", { obj_id: S.obj, frame: S.frame }), true);
 };
@@ -586,11 +602,14 @@ $("add-object").onclick = async () => {
   if (res) { S.obj = res.obj_id; renderObjects(); }
 };
 $("track").onclick = async () => {
+  if (!mayStopRender("Tracking")) return;
   try {
     document.body.dataset.tracking = "1";
     $("progress").value = 0;
     $("stop").disabled = false;
+    const ended = S.ended;
     const res = await api("/api/track", {});
+    if (S.ended === ended) S.busy = res.total ? "track" : null;  // not already ended
     $("progress").max = Math.max(1, res.total);
     if (!res.total) {
       document.body.dataset.tracking = "0";
@@ -635,13 +654,19 @@ function jobBody() {
     overwrite: $("overwrite").checked };
 }
 $("render").onclick = async () => {
+  if (!mayStopRender("Another render")) return;
   try {
     $("render-result").innerHTML = "";
     document.body.dataset.rendered = "";
+    const ended = S.ended;
     const res = await api("/api/render", jobBody());
-    $("render-progress").value = 0;
-    $("stop").disabled = false;
-    status("rendering " + res.outputs.join(", "));
+    // a short render may have ended (its event came) before this answer
+    if (S.ended === ended) {
+      S.busy = "render";
+      $("render-progress").value = 0;
+      $("stop").disabled = false;
+      status("rendering " + res.outputs.join(", "));
+    }
   } catch (err) { fail(err); }
 };
 $("save-job").onclick = async () => {
@@ -684,6 +709,8 @@ function connectEvents() {
         redrawTimer = setTimeout(() => { redrawTimer = null; refreshTimeline(); }, 250);
       }
     } else if (ev.event === "tracked") {
+      S.busy = null;
+      S.ended += 1;
       document.body.dataset.tracking = "0";
       $("stop").disabled = true;
       S.version += 1;
@@ -691,9 +718,12 @@ function connectEvents() {
       refreshTimeline();
       showFrame(S.frame, true);
     } else if (ev.event === "render") {
+      S.busy = "render";
       $("render-progress").max = Math.max(1, ev.total);
       $("render-progress").value = ev.done;
     } else if (ev.event === "rendered") {
+      S.busy = null;
+      S.ended += 1;
       $("stop").disabled = true;
       const ul = $("render-result");
       ul.innerHTML = "";
@@ -708,6 +738,8 @@ function connectEvents() {
       document.body.dataset.rendered = ev.outputs.join("\n");
       refreshTimeline();
     } else if (ev.event === "stopped") {
+      S.busy = null;
+      S.ended += 1;
       document.body.dataset.tracking = "0";
       $("stop").disabled = true;
       status(ev.kind === "track"
@@ -715,6 +747,8 @@ function connectEvents() {
         : ev.kind + " stopped; nothing partial was kept");
       refreshTimeline();
     } else if (ev.event === "error") {
+      S.busy = null;
+      S.ended += 1;
       document.body.dataset.tracking = "0";
       $("stop").disabled = true;
       fail(new Error(ev.message));
