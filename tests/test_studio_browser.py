@@ -806,6 +806,16 @@ def test_an_edit_during_a_render_asks_first(browser, clip, tmp_path, config_home
         page.once("dialog", answer(False))
         page.click("#track")
         assert len(asked) == 2
+        # reloading (or closing) the page would stop it too: the browser asks, and No keeps it
+        kinds: list[str] = []
+        page.once("dialog", lambda d: (kinds.append(d.type), d.dismiss()))
+        page.evaluate("window.marker = 1; setTimeout(() => location.reload(), 0)")
+        for _ in range(200):
+            if kinds:
+                break
+            page.wait_for_timeout(25)
+        assert kinds == ["beforeunload"]
+        assert page.evaluate("window.marker") == 1  # the same page: not reloaded
         page.wait_for_function(f"({count})('rendered') === 1")
         assert page.evaluate("window.vosfx.last") is None  # the refused click was not sent
         assert page.evaluate(f"({count})('stopped')") == 0

@@ -620,6 +620,13 @@ $("track").onclick = async () => {
   } catch (err) { document.body.dataset.tracking = "0"; fail(err); }
 };
 $("stop").onclick = () => api("/api/stop", {}).catch(fail);
+// the studio stops the work of its last page when that page goes (closed or reloaded): while a
+// render runs the browser asks first
+window.addEventListener("beforeunload", (e) => {
+  if (S.busy !== "render") return;
+  e.preventDefault();
+  e.returnValue = "";
+});
 $("view").onchange = () => { S.view = $("view").value; fit(); showFrame(S.frame, true); };
 
 let refineTimer = null;
