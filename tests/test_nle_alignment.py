@@ -138,3 +138,29 @@ def test_anamorphic_outputs_are_shown_as_wide_as_the_source(
     out = tmp_path / f"out.{ext}"
     _matte(src, out, "-f", fmt)
     assert _stream(out, "sample_aspect_ratio")["sample_aspect_ratio"] == want
+
+
+@pytest.mark.parametrize("fmt", ["exr16", "exr32", "exr-layers"])
+def test_anamorphic_exr_mattes_carry_the_pixel_aspect(fake_engine, tmp_path, fmt):
+    # EXR's header has a pixelAspectRatio (a pixel's width over its height), which Nuke and
+    # FFmpeg read: the matte of a 4/3-wide-pixel source says 4/3, a square source's 1.
+    # (PNG sequences say nothing: FFmpeg reads pHYs's two numbers the other way round from
+    # the PNG specification, so a pHYs would be shown wrong in one of them; README, Output
+    # formats.)
+    pytest.importorskip("OpenEXR")
+    import OpenEXR
+
+    for sar, want in (("4/3", 4 / 3), ("1/1", 1.0)):
+        src = tmp_path / f"sar{sar.replace('/', '-')}.mp4"
+        _ffmpeg(
+            "-f", "lavfi", "-i", "testsrc2=size=96x54:rate=25:duration=0.12",
+            "-vf", f"setsar={sar}", "-c:v", "libx264", str(src),
+        )  # fmt: skip
+        out = tmp_path / f"{src.stem}_{fmt}"
+        _matte(src, out, "-f", fmt)
+        first = min(out.glob("*.exr"))
+        with OpenEXR.File(str(first)) as f:
+            assert f.header()["pixelAspectRatio"] == pytest.approx(want, rel=1e-6)
+        if fmt != "exr-layers":  # FFmpeg's EXR decoder takes only Y or RGB(A) channels
+            shown = _stream(first, "sample_aspect_ratio").get("sample_aspect_ratio", "1:1")
+            assert shown == ("4:3" if sar == "4/3" else "1:1"), shown

@@ -160,6 +160,8 @@ class ImageSequenceWriter(Writer):
             cc.width, cc.height = self.info.width, self.info.height
             cc.pix_fmt = "grayf32le"
             cc.time_base = Fraction(1, 25)  # unused by an image codec, but required
+            # written as the header's pixelAspectRatio (anamorphic sources)
+            cc.sample_aspect_ratio = self.info.pixel_aspect
             cc.options = dict(self.spec.options)
             self._exr.context = cc
         return cc
@@ -245,6 +247,7 @@ class ImageSequenceWriter(Writer):
         header = {
             "compression": _EXR_COMPRESSION[self.config.exr_compression](exr),
             "type": exr.scanlineimage,
+            "pixelAspectRatio": float(self.info.pixel_aspect),  # anamorphic sources
         }
         with exr.File(header, channels) as out:
             out.write(str(target))
