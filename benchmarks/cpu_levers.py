@@ -40,6 +40,14 @@ saturates in int16 (docs/benchmarks/onnx.md, fourteenth pass): timed, not usable
 
     python benchmarks/cpu_levers.py int8-products --calls 9
 
+``torch-compile``: the two heavy stages on torch compiled by another backend (``zentorch``:
+AMD's ZenDNN plugin, ``pip install zentorch`` matching the torch version; or ``inductor``),
+against eager torch and the ONNX Runtime graphs vosfx runs (the bundle's ``cpu`` variant for
+memory attention), on onnx_stages.py's steady-state inputs, alternating calls after each
+compilation; each compiled stage's largest difference from eager.
+
+    python benchmarks/cpu_levers.py torch-compile --backend zentorch --checkpoint tiny.pt
+
 ``windowed``: the image encoder exported twice from one checkpoint (torch and sam2 needed):
 as vosfx exports it (only Hiera's global-attention blocks as the fused ``MultiHeadAttention``)
 and with every block's attention fused, both timed alternating on ONNX Runtime.
@@ -493,6 +501,75 @@ def qk_int8(args) -> None:
         )
 
 
+def torch_compile(args) -> None:
+    import importlib
+
+    import onnxruntime as ort
+    import torch
+
+    from vosfx.engine import stages as st
+    from vosfx.engine.ort_runtime import session_options
+    from vosfx.models.checkpoint import load_sam2
+
+    if args.backend != "inductor":
+        importlib.import_module(args.backend)  # registers the torch.compile backend
+    torch.set_num_threads(args.threads)
+    feeds = stage_inputs(args.size)
+    net = load_sam2(args.checkpoint, image_size=args.size).float().eval()
+    bundle = Path(args.bundle or f"/tmp/vosfx-bench-onnx/bundle-{args.size}")
+    man = json.loads((bundle / "manifest.json").read_text())
+    t = {k: torch.from_numpy(feeds[k]) for k in ("image", "vision_feat", "vision_pos")}
+    mem = torch.from_numpy(feeds["memory"]), torch.from_numpy(feeds["memory_pos"])
+    n_ptr = int(feeds["num_obj_ptr_tokens"])
+    calls = {
+        "image_encoder": (st.ImageEncoderStage(net).eval(), lambda m: m(t["image"])),
+        "memory_attention": (
+            st.MemoryAttentionStage(net).eval(),
+            lambda m: m(t["vision_feat"], t["vision_pos"], *mem, n_ptr),
+        ),
+    }
+    opts = session_options(ort, threads=args.threads)
+    for name, (module, call) in calls.items():
+        graph = man.get("variants", {}).get("cpu", {}).get(name, man["graphs"][name]["file"])
+        sess = ort.InferenceSession(str(bundle / graph), opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        ort_feeds = {k: v for k, v in feeds.items() if k in names}
+        t0 = time.perf_counter()
+        compiled = torch.compile(module, backend=args.backend)
+        with torch.inference_mode():
+            want = call(module)
+            got = call(compiled)  # compiles
+            compile_s = time.perf_counter() - t0
+            got = call(compiled)  # a second call may compile again (guards)
+        outs = want if isinstance(want, tuple) else (want,)
+        diffs = got if isinstance(got, tuple) else (got,)
+        diff = max(float((a - b).abs().max()) for a, b in zip(outs, diffs, strict=True))
+        runs = {  # used within this iteration only
+            "eager": lambda: call(module),  # noqa: B023
+            args.backend: lambda: call(compiled),  # noqa: B023
+            "onnxruntime": lambda: sess.run(None, ort_feeds),  # noqa: B023
+        }
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        with torch.inference_mode():
+            for _ in range(args.calls):
+                for k, fn in runs.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    times[k].append(1000 * (time.perf_counter() - t0))
+        print(
+            json.dumps(
+                {
+                    "stage": name,
+                    "compile_s": round(compile_s, 1),
+                    "max_abs_diff_from_eager": diff,
+                    "ms_median": {k: round(statistics.median(v)) for k, v in times.items()},
+                    "ms": {k: [round(x) for x in v] for k, v in times.items()},
+                }
+            ),
+            flush=True,
+        )
+
+
 # (name, M, K, N): activations (M, K) times weights (K, N)
 PRODUCTS = (
     ("Hiera stage-1 MLP, 1024", 65536, 96, 384),
@@ -607,6 +684,13 @@ def main() -> None:
     q.add_argument("--size", type=int, default=1024)
     q.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
     q.add_argument("--calls", type=int, default=5)
+    c = sub.add_parser("torch-compile")
+    c.add_argument("--backend", default="zentorch", help="zentorch or inductor")
+    c.add_argument("--checkpoint", required=True, help="the bundle's SAM 2 checkpoint")
+    c.add_argument("--size", type=int, default=1024)
+    c.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
+    c.add_argument("--calls", type=int, default=4)
+    c.add_argument("--threads", type=int, default=2)
     i = sub.add_parser("int8-products")
     i.add_argument("--calls", type=int, default=9)
     i.add_argument("--threads", type=int, default=2)
@@ -619,6 +703,7 @@ def main() -> None:
         "bf16-torch": bf16_torch,
         "qk-int8": qk_int8,
         "int8-products": int8_products,
+        "torch-compile": torch_compile,
     }
     run[args.what](args)
 
