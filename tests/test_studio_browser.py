@@ -147,6 +147,20 @@ def _engine_matte(clip: Path, prompts: list[Prompt], t: int, cfg: RefineConfig) 
     return np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
 
 
+def _answerer(asked: list[str]):
+    """``answer(yes)``: a dialog handler that records the dialog's message in ``asked`` and
+    answers Yes (accept) or No (dismiss)."""
+
+    def answer(yes: bool):
+        def on_dialog(d):
+            asked.append(d.message)
+            d.accept() if yes else d.dismiss()
+
+        return on_dialog
+
+    return answer
+
+
 def test_studio_end_to_end(browser, clip, tmp_path, monkeypatch, config_home):
     shots = tmp_path / "screens"
     shots.mkdir()
@@ -753,14 +767,7 @@ def test_save_job_asks_before_replacing(browser, clip, tmp_path, config_home):
         _prompt(page, *_centre(0))
         page.fill("#job-path", str(job_path))
         asked: list[str] = []
-
-        def answer(yes: bool):
-            def on_dialog(d):
-                asked.append(d.message)
-                d.accept() if yes else d.dismiss()
-
-            return on_dialog
-
+        answer = _answerer(asked)
         page.once("dialog", answer(False))
         page.click("#save-job")
         page.wait_for_function("document.getElementById('job-result').textContent !== ''")
@@ -791,14 +798,7 @@ def test_an_edit_during_a_render_asks_first(browser, clip, tmp_path, config_home
         page.click("#render")
         page.wait_for_function("window.vosfx.state.busy === 'render'")
         asked: list[str] = []
-
-        def answer(yes: bool):
-            def on_dialog(d):
-                asked.append(d.message)
-                d.accept() if yes else d.dismiss()
-
-            return on_dialog
-
+        answer = _answerer(asked)
         page.evaluate("window.vosfx.last = null")
         page.once("dialog", answer(False))
         page.mouse.click(*_screen(page, *_centre(0)))
