@@ -52,6 +52,8 @@ async function answer(path, opts) {
 }
 
 function status(text) { $("status").textContent = text; }
+function problem(text) { const p = $("problem"); p.hidden = !text; p.textContent = text || ""; }
+function fail(err) { status("error: " + err.message); problem(err.message); }
 
 // A render runs on the studio's one worker: an edit (a click, a box, a dropped mask, Clear
 // frame, Undo/Redo, deleting an object, Track, another Render) stops it first, and a stopped
@@ -63,8 +65,6 @@ function mayStopRender(what) {
   if (!yes) status("the render goes on");
   return yes;
 }
-function problem(text) { const p = $("problem"); p.hidden = !text; p.textContent = text || ""; }
-function fail(err) { status("error: " + err.message); problem(err.message); }
 
 // --- start ------------------------------------------------------------------------------
 async function boot() {
