@@ -266,6 +266,18 @@ def test_cli_summary_and_exit_code(tmp_path, config_home):
     assert final["event"] == "batch_result" and final["skipped"] == 1 and final["failed"] == 1
 
 
+def test_cli_json_progress_says_a_failure_before_the_batch_as_an_error_event(tmp_path, config_home):
+    """A batch that cannot start (its manifest missing, an unknown option) ends with an error
+    event, as `vosfx matte` does; a batch that ran ends with its batch_result (above)."""
+    for extra in ((), ("--no-such-flag",)):
+        res = CliRunner().invoke(
+            cli, ["batch", str(tmp_path / "missing.toml"), "--json-progress", *extra]
+        )
+        events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+        assert len(events) == 1 and events[0]["event"] == "error", res.output
+        assert events[0]["exit_code"] == res.exit_code != 0
+
+
 def test_cli_folder_mode(tmp_path, config_home):
     for name in ("x", "y"):
         clip_with_mask(tmp_path, name, n=3)

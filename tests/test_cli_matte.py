@@ -219,6 +219,31 @@ def test_json_progress_error_event_for_a_usage_error(env):
     }
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--no-such-flag",), "No such option '--no-such-flag'"),  # a newer plugin's flag
+        (("--start", "abc"), "'abc' is not a valid integer"),  # click's own type check
+    ],
+    ids=["unknown_option", "wrong_type"],
+)
+def test_json_progress_error_event_for_what_click_refuses_while_parsing(env, args, says):
+    """Refused before vosfx's code runs, and still an error event for the host (a plugin newer
+    than the installed vosfx passing a flag it lacks): one event, then click's usage text."""
+    r = matte(env / "clip.mp4", env / "mask.png", "--json-progress", *args)
+    assert r.exit_code == 2, r.output
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(events) == 1, r.stdout
+    assert events[0]["event"] == "error" and events[0]["kind"] == "usage"
+    assert events[0]["exit_code"] == 2 and says in events[0]["message"], events[0]
+    # without --json-progress: no event, click's usage error only
+    plain = matte(env / "clip.mp4", env / "mask.png", *args)
+    assert plain.exit_code == 2 and not plain.stdout.startswith("{")
+    # a file named --json-progress after "--" asks for nothing
+    after = matte(env / "clip.mp4", *args, "--", "--json-progress")
+    assert after.exit_code == 2 and not after.stdout.startswith("{")
+
+
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
     assert r.exit_code == 2 and "no prompt" in r.output

@@ -36,17 +36,38 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         """VosfxError -> one line on stderr and its exit code (README lists them); Ctrl-C ->
-        130. Done here, not in main(), so click's test runner sees the same codes."""
-        from vosfx.errors import Cancelled, VosfxError
+        130. Done here, not in main(), so click's test runner sees the same codes. With
+        ``--json-progress`` every failure is also an ``error`` event on stdout
+        (plugins/README.md), those click finds while it parses the command line (an unknown
+        option, a value of the wrong type) included."""
+        from vosfx.errors import BatchError, Cancelled, VosfxError
 
+        # the subcommand's own arguments before click parses them (up to a "--", after which
+        # every word is a positional argument)
+        raw = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        events = "--json-progress" in raw[: raw.index("--") if "--" in raw else len(raw)]
         try:
             return super().invoke(ctx)
         except VosfxError as err:
+            if events and not isinstance(err, BatchError):  # a batch's is its batch_result
+                _error_event(err.kind, str(err), err.exit_code)
             click.echo(f"vosfx: error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except click.UsageError as err:  # click prints it and exits 2
+            if events:
+                _error_event("usage", err.format_message(), err.exit_code)
+            raise
         except KeyboardInterrupt:
+            if events:
+                _error_event(Cancelled.kind, "cancelled", Cancelled.exit_code)
             click.echo("vosfx: cancelled", err=True)
             ctx.exit(Cancelled.exit_code)
+
+
+def _error_event(kind: str, message: str, exit_code: int) -> None:
+    from vosfx.cli.progress import emit_json
+
+    emit_json({"event": "error", "kind": kind, "message": message, "exit_code": exit_code})
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from vosfx.config import option_choices
-from vosfx.errors import VosfxError
 from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
 
@@ -277,31 +276,16 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
     from vosfx.cli.progress import LogProgress, TerminalProgress, emit_json
     from vosfx.cli.progress import json_progress as json_cb
 
-    try:
-        job = _build_job(input_path, mask, output, presets, job_file, offline, opts)
-        label = Path(job.input).name
-        on_progress = (
-            json_cb
-            if json_progress
-            else (TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
-        )
-        result = run_interruptible(job, on_progress)
-    except VosfxError as err:
-        if json_progress:
-            emit_json(
-                {
-                    "event": "error",
-                    "kind": err.kind,
-                    "message": str(err),
-                    "exit_code": err.exit_code,
-                }
-            )
-        raise
-    except click.UsageError as err:  # a bad flag value or a missing INPUT/prompt: exit 2
-        if json_progress:  # plugins/README.md: a failed run prints an error event
-            message = err.format_message()
-            emit_json({"event": "error", "kind": "usage", "message": message, "exit_code": 2})
-        raise
+    # a failure (VosfxError, a usage error, Ctrl-C) is the error event of the CLI's group
+    # (vosfx.cli.LazyGroup.invoke, plugins/README.md)
+    job = _build_job(input_path, mask, output, presets, job_file, offline, opts)
+    label = Path(job.input).name
+    on_progress = (
+        json_cb
+        if json_progress
+        else (TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
+    )
+    result = run_interruptible(job, on_progress)
     if json_progress:
         emit_json(dict(result.to_dict(), event="result"))
     else:
