@@ -49,9 +49,18 @@ def test_precedence_defaults_preset_user_cli(config_home):
     )
     cfg = resolve_config(["fast"], {"refine": {"feather_px": 5.0}})
     assert cfg.refine.feather_px == 5.0  # CLI beats user config
-    assert cfg.model.name == "sam2.1-small"  # user config beats preset (fast says tiny)
+    assert cfg.model.name == "sam2.1-tiny"  # a named preset beats user config (which says small)
     assert cfg.refine.edge == "bilinear"  # from the preset
     assert resolve_config(["fast"], use_user_config=False).model.name == "sam2.1-tiny"
+    # no preset named: the user config beats the default preset, and stands where a named
+    # preset says nothing (fast sets no format, prores4444 no model)
+    (cfg_dir / "config.toml").write_text(
+        '[output]\nformat = "png16"\n[model]\nname = "sam2.1-small"\n'
+    )
+    assert resolve_config([]).output.format == "png16"
+    assert resolve_config(["fast"]).output.format == "png16"
+    assert resolve_config(["prores4444"]).model.name == "sam2.1-small"
+    assert resolve_config(["prores4444"]).output.format == "prores4444"  # named: it wins
 
 
 def test_user_preset_shadows_and_extends_builtin(config_home):

@@ -1,8 +1,9 @@
 """Frozen configuration dataclasses and their validation.
 
 Presets, the user config file and CLI flags are all plain nested dicts (``{"refine":
-{"feather_px": 2.0}}``) merged in precedence order (defaults < preset < user config < CLI
-flags) and validated once here, at the edge: an unknown section or key, a wrong type or an
+{"feather_px": 2.0}}``) merged in precedence order (defaults < the default preset < user
+config < presets named for the run < CLI flags; :func:`vosfx.presets.resolve_config`) and
+validated once here, at the edge: an unknown section or key, a wrong type or an
 out-of-range value raises :class:`~vosfx.errors.ConfigError` naming the key.
 """
 

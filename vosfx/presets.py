@@ -5,7 +5,8 @@ Built-in presets ship inside the wheel (``vosfx._builtin_presets``); user preset
 config file ``<user config dir>/config.toml`` holds personal defaults. The user config dir is
 ``platformdirs.user_config_dir("vosfx")``, or ``$VOSFX_CONFIG_DIR`` when set.
 
-Precedence, lowest first: defaults < presets (in the order given) < user config < CLI flags.
+Precedence, lowest first: defaults < the default preset (when none is named) < user config
+< the presets named for the run (in the order given) < CLI flags (:func:`resolve_config`).
 """
 
 from __future__ import annotations
@@ -118,11 +119,17 @@ def resolve_config(
     *,
     use_user_config: bool = True,
 ) -> JobConfig:
-    """defaults < presets (in order; the default preset when none) < user config < overrides."""
-    merged: dict[str, Any] = {}
-    for name in presets or (DEFAULT_PRESET,):
-        merged = merge_dicts(merged, load_preset(name))
+    """defaults < the default preset (when none is named) < user config < the named presets
+    (in order) < overrides (flags, a job's own ``config``).
+
+    The user config holds standing choices; a preset named for this run (``--preset``, a job's
+    or manifest row's ``presets``) is the more specific ask and wins where both set a key:
+    ``--preset fast`` runs tiny even where the config says large, ``--preset png16`` writes
+    PNG where the config says EXR. The config's other keys still apply."""
+    merged: dict[str, Any] = {} if presets else load_preset(DEFAULT_PRESET)
     if use_user_config:
         merged = merge_dicts(merged, load_user_config())
+    for name in presets:
+        merged = merge_dicts(merged, load_preset(name))
     merged = merge_dicts(merged, overrides or {})
     return build_config(merged)
