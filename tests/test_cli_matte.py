@@ -244,6 +244,17 @@ def test_json_progress_error_event_for_what_click_refuses_while_parsing(env, arg
     assert after.exit_code == 2 and not after.stdout.startswith("{")
 
 
+def test_the_sidecar_keeps_the_jobs_paths_absolute(env, monkeypatch):
+    """An output typed relative was kept as typed beside an absolute input: the sidecar did
+    not say which directory it meant. Now input, output and mask are absolute."""
+    monkeypatch.chdir(env)
+    r = matte("clip.mp4", "mask.png", "-o", "out.mov")
+    assert r.exit_code == 0, r.output
+    job = json.loads((env / "out.mov.json").read_text())["job"]
+    assert job["input"] == str(env / "clip.mp4") and job["output"] == str(env / "out.mov")
+    assert [p["mask"] for p in job["prompts"]] == [str(env / "mask.png")]
+
+
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
     assert r.exit_code == 2 and "no prompt" in r.output

@@ -92,6 +92,25 @@ class Job:
     def with_config(self, config: JobConfig) -> Job:
         return replace(self, config=config)
 
+    def to_record(self, base: Path | None = None) -> dict[str, Any]:
+        """:meth:`to_dict` with every path absolute (relative ones against ``base``, default
+        the working directory): the input, the output, prompt masks and the config's files.
+        What a sidecar keeps: as typed, a relative path meant a directory the sidecar does
+        not say."""
+        base = Path.cwd() if base is None else base
+        d = self.to_dict()
+
+        def absolute(p: str) -> str:
+            full = Path(p).expanduser()
+            return p if Path(p).is_absolute() else str(full if full.is_absolute() else base / full)
+
+        d["input"], d["output"] = absolute(d["input"]), absolute(d["output"])
+        for prompt in d["prompts"]:
+            if "mask" in prompt:
+                prompt["mask"] = absolute(prompt["mask"])
+        d["config"] = _files_beside(d["config"], base)
+        return d
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": JOB_VERSION,

@@ -297,7 +297,7 @@ class Outputs:
         if self.job.config.output.sidecar:
             data = {
                 "vosfx_version": __version__,
-                "job": self.job.to_dict(),
+                "job": self.job.to_record(),  # its paths absolute
                 "source": _info_dict(self.info),
                 "model": {
                     "id": self.engine.model_id,
