@@ -838,3 +838,42 @@ def test_an_edit_during_a_render_asks_first(browser, clip, tmp_path, config_home
         assert len(asked) == 3 and page.evaluate(f"({count})('rendered')") == 1
         assert {f.name: f.stat().st_mtime_ns for f in out.glob("*.png")} == first
         assert run.studio.busy is None
+
+
+def test_an_odd_sized_clip_is_clicked_tracked_and_rendered_at_its_own_size(
+    browser, tmp_path, config_home
+):
+    """161x121 (odd both ways, which 4:2:0 video cannot hold: a PNG sequence): the page's
+    picture, a click's mask, the matte view and the rendered PNGs are all 161x121, and the
+    click lands where it was made."""
+    from tests.media import make_sequence, moving_square_frame
+
+    w, h, n = 161, 121, 6
+    seq = make_sequence(tmp_path / "odd", n=n, width=w, height=h)
+    _frame, square = moving_square_frame(0, w, h)
+    ys, xs = np.nonzero(square)
+    cx, cy = float(xs.mean()), float(ys.mean())
+    with _studio_page(browser, seq, tmp_path) as (run, page):
+        assert page.evaluate("[window.vosfx.state.clip.width, window.vosfx.state.clip.height]") == [
+            w,
+            h,
+        ]
+        sent = _prompt(page, cx, cy)
+        assert sent["frame"] == 0
+        (prompt,) = run.request("/api/state")[1]["prompts"]
+        np.testing.assert_allclose(prompt["points"][0], [cx, cy], atol=1.0)  # where clicked
+        matte = _matte(run, 0)
+        assert matte.shape == (h, w)
+        assert matte[int(cy), int(cx)] > 128  # the clicked object is in the matte
+        out = tmp_path / "odd_out"
+        page.select_option("#format", "png16")
+        page.fill("#output", str(out))
+        page.click("#render")
+        page.wait_for_function(
+            "document.body.dataset.rendered || document.getElementById('problem').textContent"
+        )
+        assert not page.text_content("#problem"), page.text_content("#problem")
+        files = sorted(out.glob("*.png"))
+        assert len(files) == n
+        for f in files:
+            assert Image.open(f).size == (w, h)
