@@ -261,3 +261,33 @@ def test_a_redirect_within_https_is_followed(tmp_path, https):
     with FileServer(files={"g.pt": BODY}, tls=https) as srv:
         srv.redirect["f.pt"] = f"{srv.url}/g.pt"
         assert download_file(f"{srv.url}/f.pt", tmp_path / "f.pt", sha256=SHA) == SHA
+
+
+@pytest.mark.parametrize(
+    ("errno", "attempts"), [("EAI_NONAME", 1), ("EAI_AGAIN", 3)], ids=["no_such_host", "no_dns"]
+)
+def test_a_host_that_does_not_exist_is_not_retried(tmp_path, monkeypatch, errno, attempts):
+    """A mistyped host fails at once with its name; a resolver that cannot be reached (no
+    network yet) is retried like a dropped connection."""
+    import socket
+    import urllib.error
+
+    monkeypatch.setattr(download, "RETRIES", 2)
+    calls = []
+
+    class Opener:
+        def open(self, request, timeout=None):
+            calls.append(request.full_url)
+            code = getattr(socket, errno)
+            raise urllib.error.URLError(socket.gaierror(code, "name lookup failed"))
+
+    monkeypatch.setattr(download.urllib.request, "build_opener", lambda *_a: Opener())
+    with pytest.raises(DownloadError) as caught:
+        download_file("https://no-such-host.invalid/f.pt", tmp_path / "f.pt", sha256=SHA)
+    assert len(calls) == attempts
+    if errno == "EAI_NONAME":
+        assert "the host no-such-host.invalid does not exist" in str(caught.value)
+        assert "vosfx models import" in str(caught.value)  # the way out, as for a 404
+    else:
+        assert "after 3 attempts" in str(caught.value)
+    assert not (tmp_path / "f.pt").exists()

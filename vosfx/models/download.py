@@ -13,8 +13,10 @@ import hashlib
 import http.client
 import logging
 import os
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -225,6 +227,14 @@ def _open(url: str, offset: int) -> http.client.HTTPResponse:
         raise _Refused(
             f"{url}: expected the checkpoint, found HTTP {err.code} {err.reason}"
         ) from err
+    except urllib.error.URLError as err:
+        reason = err.reason
+        if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
+            # the name server says the host does not exist (a mistyped URL): no retry; a
+            # resolver that cannot be reached (EAI_AGAIN: no network yet) is retried
+            host = urllib.parse.urlsplit(url).hostname
+            raise _Refused(f"{url}: the host {host} does not exist ({reason.strerror})") from err
+        raise _Retry(f"{type(err).__name__}: {err}") from err
     except (OSError, http.client.HTTPException) as err:
         raise _Retry(f"{type(err).__name__}: {err}") from err
 
