@@ -255,6 +255,19 @@ def test_the_sidecar_keeps_the_jobs_paths_absolute(env, monkeypatch):
     assert [p["mask"] for p in job["prompts"]] == [str(env / "mask.png")]
 
 
+def test_clip_black_and_white_reach_the_render_and_must_agree(env):
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--clip-black", "0.1")
+    assert r.exit_code == 0, r.output
+    refine = json.loads((env / "out.mov.json").read_text())["job"]["config"]["refine"]
+    assert (refine["clip_black"], refine["clip_white"]) == (0.1, 1.0)
+    # each alone in range, together not: a usage error naming both flags as typed
+    r = matte(env / "clip.mp4", env / "mask.png", "--clip-black", "0.6", "--clip-white", "0.5")
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for --clip-black: expected below --clip-white (0.5), found 0.6" in (
+        r.output
+    )
+
+
 def test_no_prompt_is_a_usage_error(env):
     r = matte(env / "clip.mp4", "-o", env / "out.mov")
     assert r.exit_code == 2 and "no prompt" in r.output

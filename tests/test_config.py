@@ -16,6 +16,10 @@ def test_defaults_round_trip():
         ({"colour": {}}, "unknown section [colour]"),
         ({"refine": {"feather_px": -1}}, "[refine] feather_px: expected >= 0"),
         ({"refine": {"choke": 2}}, "[refine] choke: expected <= 1"),
+        (
+            {"refine": {"clip_black": 0.6, "clip_white": 0.4}},
+            "[refine] clip_black: expected below clip_white (0.4), found 0.6",
+        ),
         ({"memory": {"policy": "xmem"}}, "[memory] policy: expected one of sam2, rcms"),
         ({"model": {"image_size": "big"}}, "[model] image_size: expected an integer"),
         ({"model": {"image_size": 500}}, "[model] image_size: expected 0 (the model's own) or"),

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from vosfx.errors import VosfxError
-from vosfx.matte.morph import choke, feather, fill_holes, remove_specks, shift_edge
+from vosfx.matte.morph import (
+    choke,
+    clip_levels,
+    feather,
+    fill_holes,
+    remove_specks,
+    shift_edge,
+)
 
 
 def _disc(radius: float, size: int = 200, soft_px: float = 1.5) -> np.ndarray:
@@ -56,6 +63,24 @@ def test_feather_is_monotone():
         assert row[100 - int(px) - 1] < 0.03 and row[100 + int(px)] > 0.97  # ramp ~ ±px
         widths.append(np.count_nonzero((row > 0.02) & (row < 0.98)))
     assert widths == sorted(widths) and widths[0] < widths[-1]  # more feather, wider ramp
+
+
+def test_clip_levels_crush_below_black_fill_above_white_and_stretch_between():
+    ramp = np.tile(np.linspace(0, 1, 101, dtype=np.float32), (3, 1))
+    np.testing.assert_array_equal(clip_levels(ramp, 0.0, 1.0), ramp)
+    out = clip_levels(ramp, 0.2, 0.7)
+    row, x = out[0], ramp[0]
+    assert (row[x <= 0.2] == 0.0).all() and (row[x >= 0.7] == 1.0).all()
+    between = (x > 0.2) & (x < 0.7)
+    np.testing.assert_allclose(row[between], (x[between] - 0.2) / 0.5, atol=1e-6)
+    assert (np.diff(row) >= 0).all()  # still monotone
+    hard = (ramp >= 0.5).astype(np.float32)
+    np.testing.assert_array_equal(clip_levels(hard, 0.2, 0.7), hard)  # 0/1 stay 0/1
+    for black, white in ((0.5, 0.5), (0.7, 0.2), (-0.1, 0.5), (0.1, 1.5)):
+        with pytest.raises(VosfxError, match="clip levels"):
+            clip_levels(ramp, black, white)
+    with pytest.raises(VosfxError, match=r"\(H, W\) plane"):
+        clip_levels(np.zeros((2, 8, 8), np.float32), 0.1, 0.9)
 
 
 def test_feather_keeps_solid_regions_solid():

@@ -230,6 +230,8 @@ def test_finishing_options_change_the_matte():
         {"shift_edge_px": 3.0},
         {"feather_px": 4.0},
         {"choke": 0.8},
+        {"clip_black": 0.3},
+        {"clip_white": 0.6},
         {"edge": "bilinear"},
     ]:
         cfg = dataclasses.replace(RefineConfig(), **change)

@@ -158,8 +158,21 @@ class RefineConfig:
     shift_edge_px: float = _opt(0.0, lo=-256.0, hi=256.0, doc="grow (+) or shrink (-)")
     feather_px: float = _opt(0.0, lo=0.0, hi=256.0, doc="soften the edge by this radius")
     choke: float = _opt(0.0, lo=0.0, hi=1.0, doc="contract the soft edge (0 off, 1 hard)")
+    clip_black: float = _opt(
+        0.0, lo=0.0, hi=1.0, doc="alpha at or below this becomes 0 (the rest is stretched); 0 off"
+    )
+    clip_white: float = _opt(
+        1.0, lo=0.0, hi=1.0, doc="alpha at or above this becomes 1 (the rest is stretched); 1 off"
+    )
     temporal_strength: float = _opt(0.0, lo=0.0, hi=1.0, doc="reduce chatter; 0 off")
     non_overlap: bool = _opt(True, doc="objects never share alpha where they meet")
+
+    def __post_init__(self) -> None:
+        if self.clip_black >= self.clip_white:
+            raise ConfigError(
+                f"[refine] clip_black: expected below clip_white ({self.clip_white}), "
+                f"found {self.clip_black}"
+            )
 
 
 @dataclass(frozen=True)

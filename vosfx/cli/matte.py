@@ -40,6 +40,8 @@ _FLAG_KEYS = {
         "shift_edge_px": "shift_edge_px",
         "feather_px": "feather_px",
         "choke": "choke",
+        "clip_black": "clip_black",
+        "clip_white": "clip_white",
         "reduce_chatter": "temporal_strength",
     },
     "output": {
@@ -239,6 +241,8 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option("--shift-edge-px", type=float, help="Grow (+) or shrink (-) the matte.")
 @click.option("--feather-px", type=float, help="Soften the edge by this radius (pixels).")
 @click.option("--choke", type=float, help="Contract the soft edge: 0 off, 1 hard.")
+@click.option("--clip-black", type=float, help="Alpha at or below this becomes 0 (0..1).")
+@click.option("--clip-white", type=float, help="Alpha at or above this becomes 1 (0..1).")
 @click.option("--reduce-chatter", type=float, help="Temporal smoothing strength 0..1.")
 @click.option(
     "--alpha-mode",

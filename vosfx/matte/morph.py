@@ -1,4 +1,5 @@
-"""Matte clean-up on one alpha plane: holes and specks by area, grow/shrink, choke, feather.
+"""Matte clean-up on one alpha plane: holes and specks by area, grow/shrink, choke, clip
+black/white, feather.
 
 Every function takes and returns ``alpha``: (H, W) float32 in [0, 1] at source resolution and
 never modifies its input. "Inside" means alpha >= 0.5 throughout, the same iso-line the
@@ -147,6 +148,21 @@ def choke(alpha: np.ndarray, amount: float) -> np.ndarray:
     if amount >= 1.0:
         return (alpha >= 0.5).astype(np.float32)
     out = (alpha - 0.5) * np.float32(1.0 / (1.0 - amount)) + np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def clip_levels(alpha: np.ndarray, black: float, white: float) -> np.ndarray:
+    """A keyer's clip black / clip white: alpha at or below ``black`` becomes 0, at or above
+    ``white`` 1, and the values between are stretched linearly over [0, 1] (faint haze out,
+    a nearly solid core made solid). ``0 <= black < white <= 1``; (0, 1) leaves alpha as it is."""
+    alpha = _check(alpha)
+    if not 0.0 <= black < white <= 1.0:
+        raise VosfxError(
+            f"clip levels: expected 0 <= black < white <= 1, found black {black}, white {white}"
+        )
+    if black == 0.0 and white == 1.0:
+        return alpha.copy()
+    out = (alpha - np.float32(black)) * np.float32(1.0 / (white - black))
     return np.clip(out, 0.0, 1.0, out=out)
 
 

@@ -8,7 +8,8 @@ them together and keeps the only state, the temporal filter's):
    frame's edges by a fast colour guided filter (:mod:`vosfx.matte.guided`);
 2. reduce chatter where the picture is still (``temporal_strength``, :mod:`.temporal`);
 3. ``alpha = "hard"``: threshold at 0.5;
-4. fill holes, remove specks (by area), shift edge, choke, feather (:mod:`.morph`);
+4. fill holes, remove specks (by area), shift edge, choke, clip black/white, feather
+   (:mod:`.morph`);
 5. ``non_overlap``: where objects meet, they never share more than full coverage.
 
 Alphas are (H, W) float32 in [0, 1] at source resolution; "inside" is alpha >= 0.5.
@@ -25,13 +26,21 @@ from vosfx.config import RefineConfig
 from vosfx.errors import VosfxError
 from vosfx.matte import kernels
 from vosfx.matte.guided import GuidePrep, guided_refine
-from vosfx.matte.morph import choke, feather, fill_holes, remove_specks, shift_edge
+from vosfx.matte.morph import (
+    choke,
+    clip_levels,
+    feather,
+    fill_holes,
+    remove_specks,
+    shift_edge,
+)
 from vosfx.matte.temporal import TemporalSmoother
 from vosfx.types import Frame, MaskResult, Matte
 
 __all__ = [
     "Refiner",
     "choke",
+    "clip_levels",
     "feather",
     "fill_holes",
     "finish",
@@ -132,7 +141,8 @@ def resolve_overlap(alphas: np.ndarray) -> np.ndarray:
 
 def finish(alpha: np.ndarray, cfg: RefineConfig) -> np.ndarray:
     """Steps 3-4 of the chain on one (H, W) float32 alpha in [0, 1]: hard threshold (if
-    ``cfg.alpha == "hard"``), fill holes, remove specks, shift edge, choke, feather."""
+    ``cfg.alpha == "hard"``), fill holes, remove specks, shift edge, choke, clip black/white,
+    feather."""
     if cfg.alpha == "hard":
         alpha = (alpha >= 0.5).astype(np.float32)
     if cfg.fill_holes_px2 > 0:
@@ -143,6 +153,8 @@ def finish(alpha: np.ndarray, cfg: RefineConfig) -> np.ndarray:
         alpha = shift_edge(alpha, cfg.shift_edge_px)
     if cfg.choke > 0:
         alpha = choke(alpha, cfg.choke)
+    if cfg.clip_black > 0 or cfg.clip_white < 1:
+        alpha = clip_levels(alpha, cfg.clip_black, cfg.clip_white)
     if cfg.feather_px > 0:
         alpha = feather(alpha, cfg.feather_px)
     return alpha
