@@ -74,11 +74,13 @@ static char *vx_config_json(VxInstance *in, const VxGeom *g) {
                                                              : "sam2.1-tiny");
     vx_buf_add(&b, "}, \"refine\": {\"alpha\": \"%s\", \"threshold\": %.6g, \"softness\": %.6g, "
                    "\"edge\": \"%s\", \"shift_edge_px\": %.6g, \"feather_px\": %.6g, "
-                   "\"choke\": %.6g, \"fill_holes_px2\": %d, \"remove_specks_px2\": %d, "
+                   "\"choke\": %.6g, \"clip_black\": %.6g, \"clip_white\": %.6g, "
+                   "\"fill_holes_px2\": %d, \"remove_specks_px2\": %d, "
                    "\"temporal_strength\": %.6g, \"non_overlap\": %s}, ",
                alphas[alpha == 1], vx_get_double(in, VXP_THRESHOLD),
                vx_get_double(in, VXP_SOFTNESS), edges[edge != 0], vx_get_double(in, VXP_SHIFT),
                vx_get_double(in, VXP_FEATHER), vx_get_double(in, VXP_CHOKE),
+               vx_get_double(in, VXP_CLIP_BLACK), vx_get_double(in, VXP_CLIP_WHITE),
                vx_get_int(in, VXP_FILL), vx_get_int(in, VXP_SPECKS),
                vx_get_double(in, VXP_TEMPORAL), vx_get_int(in, VXP_NON_OVERLAP) ? "true" : "false");
     vx_buf_add(&b, "\"mask_obj\": %d}", vx_get_int(in, VXP_MASK_OBJ));

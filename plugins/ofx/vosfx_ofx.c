@@ -31,8 +31,8 @@ static pthread_mutex_t vx_fallback_lock = PTHREAD_MUTEX_INITIALIZER;
 const char *const vx_param_names[VXP_COUNT] = {
     "outputMode", "outputObject", "object", "pointLabel", "clearFrame", "clearAll", "points",
     "maskObject", "overlayOpacity", "model", "alpha", "threshold", "softness", "edge",
-    "shiftEdge", "feather", "choke", "fillHoles", "removeSpecks", "temporal", "nonOverlap",
-    "pickInStudio", "studioSource"};
+    "shiftEdge", "feather", "choke", "clipBlack", "clipWhite", "fillHoles", "removeSpecks",
+    "temporal", "nonOverlap", "pickInStudio", "studioSource"};
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -280,6 +280,10 @@ static OfxStatus vx_describe_in_context(OfxImageEffectHandle effect) {
     vx_define_double(set, VXP_SHIFT, "Shift edge (px)", "Grow (+) or shrink (-)", 0, -256, 256);
     vx_define_double(set, VXP_FEATHER, "Feather (px)", "Soften the edge", 0, 0, 256);
     vx_define_double(set, VXP_CHOKE, "Choke", "Contract the soft edge (0 off, 1 hard)", 0, 0, 1);
+    vx_define_double(set, VXP_CLIP_BLACK, "Clip black",
+                     "Alpha at or below this becomes 0 (below Clip white)", 0, 0, 1);
+    vx_define_double(set, VXP_CLIP_WHITE, "Clip white",
+                     "Alpha at or above this becomes 1 (above Clip black)", 1, 0, 1);
     vx_define_int(set, VXP_FILL, "Fill holes (px²)", "Fill holes up to this area", 0, 0,
                   1000000000);
     vx_define_int(set, VXP_SPECKS, "Remove specks (px²)", "Remove specks up to this area", 0, 0,

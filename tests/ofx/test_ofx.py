@@ -90,7 +90,7 @@ def test_load_describe_contexts_unload(built, clip, tmp_path):
         run = run_host(built, preamble(built, clip, context=context) + postamble(), tmp_path)
         _ok(run)
         assert "PLUGIN org.vosfx.matte 1.0" in run.stdout
-        assert "PARAMS 23 CLIPS 3" in run.stdout  # Source, Mask, Output
+        assert "PARAMS 25 CLIPS 3" in run.stdout  # Source, Mask, Output
 
 
 def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tmp_path):
@@ -151,6 +151,33 @@ def test_output_modes_and_premultiplication(built, clip, cli_alpha, tmp_path):
         overlay[..., :3], src + (tint - src) * (0.5 * a)[..., None], atol=1e-5
     )
     np.testing.assert_allclose(overlay[..., 3], 1.0)
+
+
+def test_clip_black_and_white_are_effect_parameters(built, clip, tmp_path):
+    """The effect's Clip black / Clip white reach the refiner: the matte is the default one's
+    levels stretched from [0.3, 0.7] to [0, 1], with no re-tracking (refine only)."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += ["14 set_int outputMode 0", f"0 render 2 {tmp_path / 'plain.raw'}"]
+    lines += ["14 set_double clipBlack 0.3", "14 set_double clipWhite 0.7"]
+    lines += [f"0 render 2 {tmp_path / 'clipped.raw'}"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    plain = read_output(tmp_path / "plain.raw")[..., 3]
+    clipped = read_output(tmp_path / "clipped.raw")[..., 3]
+    assert ((plain > 0.3) & (plain < 0.7)).any()  # the soft edge the levels stretch
+    np.testing.assert_allclose(clipped, np.clip((plain - 0.3) / 0.4, 0, 1), atol=1e-5)
+    _first, second = run.renders()
+    assert second["progress"] == 0  # refined again, not tracked again
+
+
+def test_worker_refuses_clip_black_above_clip_white():
+    from vosfx.errors import ConfigError
+    from vosfx.ofx.worker import Worker
+
+    worker = Worker(channel=None, make_engine=None)
+    clip = {"width": 8, "height": 8, "frames": 3, "fps": 24}
+    with pytest.raises(ConfigError, match="clip_black: expected below clip_white"):
+        worker.configure({"clip": clip, "refine": {"clip_black": 0.8, "clip_white": 0.7}})
 
 
 @pytest.mark.parametrize("depth,step", [("byte", 1 / 255), ("short", 1 / 65535)])
