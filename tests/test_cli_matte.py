@@ -244,6 +244,28 @@ def test_json_progress_error_event_for_what_click_refuses_while_parsing(env, arg
     assert after.exit_code == 2 and not after.stdout.startswith("{")
 
 
+def test_json_progress_error_event_for_a_bug(env, monkeypatch):
+    """An unexpected exception (a bug) still tells the host why before the traceback: kind
+    internal, exit 1."""
+    import vosfx.cli.cancel
+
+    def boom(*_a, **_k):
+        raise RuntimeError("a stand-in bug")
+
+    monkeypatch.setattr(vosfx.cli.cancel, "run_interruptible", boom)
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--json-progress")
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert events == [
+        {
+            "event": "error",
+            "kind": "internal",
+            "message": "RuntimeError: a stand-in bug",
+            "exit_code": 1,
+        }
+    ]
+
+
 def test_the_sidecar_keeps_the_jobs_paths_absolute(env, monkeypatch):
     """An output typed relative was kept as typed beside an absolute input: the sidecar did
     not say which directory it meant. Now input, output and mask are absolute."""

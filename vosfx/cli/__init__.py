@@ -39,7 +39,8 @@ class LazyGroup(click.Group):
         130. Done here, not in main(), so click's test runner sees the same codes. With
         ``--json-progress`` every failure is also an ``error`` event on stdout
         (plugins/README.md), those click finds while it parses the command line (an unknown
-        option, a value of the wrong type) included."""
+        option, a value of the wrong type) and unexpected ones (kind ``internal``, exit 1,
+        the traceback on stderr) included."""
         from vosfx.errors import BatchError, Cancelled, VosfxError
 
         # the subcommand's own arguments before click parses them (up to a "--", after which
@@ -62,6 +63,12 @@ class LazyGroup(click.Group):
                 _error_event(Cancelled.kind, "cancelled", Cancelled.exit_code)
             click.echo("vosfx: cancelled", err=True)
             ctx.exit(Cancelled.exit_code)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise  # click's own ends (--help, a prompt aborted, its messages): it prints them
+        except Exception as err:  # a bug: the traceback as ever, and the host told why (exit 1)
+            if events:
+                _error_event("internal", f"{type(err).__name__}: {err}", 1)
+            raise
 
 
 def _error_event(kind: str, message: str, exit_code: int) -> None:
