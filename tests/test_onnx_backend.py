@@ -332,7 +332,7 @@ def test_the_shipped_normalisation_graph_is_what_build_makes():
     from vosfx.engine import ort_normalise
 
     assert ort_normalise.GRAPH.read_bytes() == ort_normalise.build(), (
-        "python -m vosfx.engine.ort_normalise writes it again"
+        "write it again: ort_normalise.GRAPH.write_bytes(ort_normalise.build())"
     )
 
 

@@ -99,15 +99,10 @@ class Job:
         not say."""
         base = Path.cwd() if base is None else base
         d = self.to_dict()
-
-        def absolute(p: str) -> str:
-            full = Path(p).expanduser()
-            return p if Path(p).is_absolute() else str(full if full.is_absolute() else base / full)
-
-        d["input"], d["output"] = absolute(d["input"]), absolute(d["output"])
+        d["input"], d["output"] = _beside(d["input"], base), _beside(d["output"], base)
         for prompt in d["prompts"]:
             if "mask" in prompt:
-                prompt["mask"] = absolute(prompt["mask"])
+                prompt["mask"] = _beside(prompt["mask"], base)
         d["config"] = _files_beside(d["config"], base)
         return d
 
@@ -219,7 +214,7 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
     mask = data.get("mask")
     if mask is not None:
         mask = _path(mask, f"{where}.mask")
-        mask = str(base / mask) if not Path(mask).is_absolute() else mask
+        mask = _beside(mask, base)
     if mask is None and not points and box is None:
         raise ConfigError(f"{where}: a prompt needs a mask, points or a box")
     obj_id = data.get("obj_id")
@@ -273,6 +268,11 @@ def _presets(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
         raise ConfigError(f"job.presets: expected a preset name or a list of them, found {value!r}")
     return value
+
+
+def _beside(path: str, base: Path) -> str:
+    """``path`` as it is when absolute, else joined to ``base``."""
+    return path if Path(path).is_absolute() else str(base / path)
 
 
 def _files_beside(overrides: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -332,12 +332,9 @@ def job_from_dict(
         overrides = _files_beside(overrides, base)
     config = resolve_config(tuple(presets), merge_dicts(overrides or {}, cli_overrides or {}))
 
-    def rel(p: str) -> str:
-        return p if Path(p).is_absolute() else str(base / p)
-
     return Job(
-        input=rel(inp),
-        output=rel(out),
+        input=_beside(inp, base),
+        output=_beside(out, base),
         prompts=specs,
         config=config,
         presets=tuple(presets),

@@ -3,6 +3,8 @@ flag as the user typed it."""
 
 from __future__ import annotations
 
+import re
+
 import click
 
 
@@ -31,7 +33,6 @@ def check_flag_values(overrides: dict, flags: dict[str, dict[str, str]]) -> None
 def _bad_flag(err, section: str, values: dict, names: dict, typed: str) -> click.BadParameter:
     """The error as a usage error on the flag it is about (else on ``typed``'s), every other
     key the user set by a flag named by that flag."""
-    import re
 
     def flag_of(key: str) -> str:
         return "--" + names.get(key, key).replace("_", "-")

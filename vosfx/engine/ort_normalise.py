@@ -9,13 +9,11 @@ up (3 MiB), a ``Gather`` in the same table makes the same float32 values, bit fo
 IOBinding passes them to the image encoder without a copy back.
 
 The graph ships as ``templates/normalise.onnx`` (ONNX Runtime reads it without the
-``onnx`` package); :func:`build` makes it (``python -m vosfx.engine.ort_normalise`` writes
-it; tests/test_onnx_backend.py checks the shipped file is what :func:`build` makes).
+``onnx`` package); :func:`build` makes it (``GRAPH.write_bytes(build())`` writes it again;
+tests/test_onnx_backend.py checks the shipped file is what :func:`build` makes).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from vosfx.engine.template import TEMPLATES
 
@@ -56,13 +54,3 @@ def build() -> bytes:
     model.ir_version = 8  # readable by every ONNX Runtime vosfx supports (1.17+)
     onnx.checker.check_model(model)
     return model.SerializeToString()
-
-
-def write(path: Path = GRAPH) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(build())
-    return path
-
-
-if __name__ == "__main__":  # pragma: no cover - regenerates the shipped file
-    print(write())
