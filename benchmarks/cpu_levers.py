@@ -88,8 +88,10 @@ def _ort_call(bundle: Path, name: str, feeds: dict, threads: int):
     from vosfx.engine.ort_runtime import session_options
 
     man = json.loads((bundle / "manifest.json").read_text())
+    # what the CPU provider runs: the bundle's `cpu` variant where it has one (query blocks)
+    file = man.get("variants", {}).get("cpu", {}).get(name, man["graphs"][name]["file"])
     sess = ort.InferenceSession(
-        str(bundle / man["graphs"][name]["file"]),
+        str(bundle / file),
         session_options(ort, threads=threads),
         providers=["CPUExecutionProvider"],
     )

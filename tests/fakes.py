@@ -71,8 +71,15 @@ class FakeSession:
 
     low_res = LOWRES
 
-    def __init__(self, info: VideoInfo, memory: MemoryConfig, logit_fn: LogitFn | None) -> None:
+    def __init__(
+        self,
+        info: VideoInfo,
+        memory: MemoryConfig,
+        logit_fn: LogitFn | None,
+        prompts_too: bool = False,
+    ) -> None:
         self.info, self.memory, self.logit_fn = info, memory, logit_fn
+        self.prompts_too = prompts_too  # logit_fn makes prompted frames' logits as well
         self.anchors: dict[int, dict[int, np.ndarray]] = {}
         self.passes: dict[int, tuple[int, int, int, int | None]] = {}
         self.position: dict[int, int] = {}
@@ -111,6 +118,8 @@ class FakeSession:
             base = prompt_logits(prompt.mask)
         else:
             base = point_logits(prompt, self.info.width, self.info.height)
+        if self.prompts_too and self.logit_fn is not None:
+            base = self.logit_fn(frame.index, prompt.obj_id, base)
         self.anchors.setdefault(prompt.obj_id, {})[frame.index] = base
         self.prompted.append((prompt.obj_id, frame.index))
         return ObjectResult(prompt.obj_id, frame.index, base, _present(base), 1.0, {"quality": 1.0})
@@ -195,8 +204,11 @@ class FakeEngine:
 
     model_sha256 = None
 
-    def __init__(self, logit_fn: LogitFn | None = None, model_id: str = "fake") -> None:
+    def __init__(
+        self, logit_fn: LogitFn | None = None, model_id: str = "fake", prompts_too: bool = False
+    ) -> None:
         self.logit_fn = logit_fn
+        self.prompts_too = prompts_too
         self.model_id = model_id
         self.sessions: list[FakeSession] = []
         self.closed = False
@@ -205,7 +217,7 @@ class FakeEngine:
         return {}  # no model runs
 
     def start(self, info: VideoInfo, memory: MemoryConfig) -> FakeSession:
-        session = FakeSession(info, memory, self.logit_fn)
+        session = FakeSession(info, memory, self.logit_fn, self.prompts_too)
         self.sessions.append(session)
         return session
 

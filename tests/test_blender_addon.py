@@ -53,7 +53,36 @@ def bpy_python() -> Path:
     return py
 
 
-SCRIPT = r"""
+def install_addon(tmp_path: Path) -> Path:
+    """`vosfx plugins install blender` into ``tmp_path/addons``, pointed at the FakeEngine
+    vosfx launcher; returns the add-ons folder."""
+    addons = tmp_path / "addons"
+    r = CliRunner().invoke(
+        cli, ["plugins", "install", "blender", "--dest", str(addons), "--command", FAKE_VOSFX]
+    )
+    assert r.exit_code == 0, r.output
+    return addons
+
+
+def run_in_blender(tmp_path: Path, script: str, args: dict, **env) -> dict:
+    """Runs ``script`` in the bpy environment with ``args`` as JSON; returns the JSON it
+    printed after ``RESULT ``."""
+    py = bpy_python()
+    (tmp_path / "run.py").write_text(script)
+    done = subprocess.run(
+        [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONPATH=str(REPO), **env),
+        check=False,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(lines[0][len("RESULT ") :])
+
+
+PRELUDE = r"""
 import json, sys
 import bpy
 import addon_utils
@@ -61,6 +90,11 @@ import addon_utils
 args = json.loads(sys.argv[-1])
 sys.path.insert(0, args["addons"])
 addon_utils.enable("vosfx_sequencer", default_set=True)
+"""  # each script's start: its args, the add-on enabled
+
+SCRIPT = (
+    PRELUDE
+    + r"""
 scene = bpy.context.scene
 bpy.context.workspace.sequencer_scene = scene
 ed = scene.sequence_editor_create()
@@ -92,6 +126,7 @@ print("RESULT " + json.dumps({
     "directory": mod.input_mask_strip.directory,
 }))
 """
+)
 
 
 def _ellipse(width, height):
@@ -106,12 +141,7 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
     import cv2
 
     clip = shared_data("videos", "01_dog.mp4")
-    py = bpy_python()
-    addons = tmp_path / "addons"
-    r = CliRunner().invoke(
-        cli, ["plugins", "install", "blender", "--dest", str(addons), "--command", FAKE_VOSFX]
-    )
-    assert r.exit_code == 0, r.output
+    addons = install_addon(tmp_path)
     mask = _ellipse(1280, 720)
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
     args = {
@@ -124,19 +154,7 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
         "playhead": PLAYHEAD,
         "render": [0, PLAYHEAD, USED - 1],
     }
-    (tmp_path / "run.py").write_text(SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run(
-        [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
-    )
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT ") :])
+    out = run_in_blender(tmp_path, SCRIPT, args)
 
     # the matte covers exactly the used source frames and sits on them
     stem = f"01_dog_vosfx_{TRIM_IN}-{TRIM_IN + USED - 1}"
@@ -157,14 +175,10 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
         assert rgba[..., :3][alpha > 0.99].mean() > 0  # the picture is there, not just alpha
 
 
-REFUSALS = r"""
-import json, os, sys
-import bpy
-import addon_utils
-
-args = json.loads(sys.argv[-1])
-sys.path.insert(0, args["addons"])
-addon_utils.enable("vosfx_sequencer", default_set=True)
+REFUSALS = (
+    PRELUDE
+    + r"""
+import os
 win = bpy.context.window_manager.windows[0]
 area = win.screen.areas[0]
 area.ui_type = "SEQUENCE_EDITOR"  # the Add > Movie and retiming operators need the editor
@@ -214,6 +228,12 @@ with bpy.context.temp_override(window=win, area=area, region=region):
     bpy.ops.sequencer.retiming_segment_speed_set("EXEC_DEFAULT", speed=50)
 matte("retimed", scene, ed, strip)
 
+# a flipped strip: Blender renders its mask unflipped
+scene, ed = fresh(30, 1.001)
+strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip.use_flip_x = True
+matte("flipped", scene, ed, strip)
+
 # the movie at the scene's rate, but the vosfx the add-on runs is gone
 scene, ed = fresh(30, 1.001)
 strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
@@ -222,19 +242,16 @@ prefs.vosfx_executable = args["gone"]
 matte("missing_vosfx", scene, ed, strip)
 print("RESULT " + json.dumps(reports))
 """
+)
 
 
 def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config_home):
     """Strips whose frames are not source frames one to one (Add > Movie's Adjust Playback
-    Rate at another scene rate, speed keys) are refused with the reason, and a vosfx that
+    Rate at another scene rate, speed keys) and flipped strips (Blender does not flip a mask
+    strip) are refused with the reason, and a vosfx that
     cannot be started is one error naming it; no job file is left behind."""
     clip = shared_data("videos", "01_dog.mp4")  # 29.97 fps
-    py = bpy_python()
-    addons = tmp_path / "addons"
-    r = CliRunner().invoke(
-        cli, ["plugins", "install", "blender", "--dest", str(addons), "--command", FAKE_VOSFX]
-    )
-    assert r.exit_code == 0, r.output
+    addons = install_addon(tmp_path)
     cv2 = pytest.importorskip("cv2")
     cv2.imwrite(str(tmp_path / "mask.png"), _ellipse(1280, 720))
     (tmp_path / "temp").mkdir()
@@ -247,23 +264,132 @@ def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config
         "temp": str(tmp_path / "temp"),
         "gone": gone,
     }
-    (tmp_path / "run.py").write_text(REFUSALS)
-    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path / "temp"))
-    done = subprocess.run(
-        [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
-    )
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    out = json.loads(lines[0][len("RESULT ") :])
+    out = run_in_blender(tmp_path, REFUSALS, args, TMPDIR=str(tmp_path / "temp"))
     assert "29.970 fps and the scene at 24.000 fps" in out["playback_rate"]["ret"], out
     assert "Frame Rate" in out["playback_rate"]["ret"]
     assert "is retimed" in out["retimed"]["ret"] and "Reset Retiming" in out["retimed"]["ret"]
+    assert "is flipped (Flip X)" in out["flipped"]["ret"], out
+    assert "turn the flip off" in out["flipped"]["ret"]
     assert gone in out["missing_vosfx"]["ret"], out
     assert "VOSFX_EXECUTABLE" in out["missing_vosfx"]["ret"]
     assert all(not case["left"] for case in out.values()), out
     assert not list(tmp_path.glob("01_dog_vosfx_*")), "nothing is written"
+
+
+FOLLOWING = (
+    PRELUDE
+    + r"""
+scene = bpy.context.scene
+bpy.context.workspace.sequencer_scene = scene
+scene.render.fps, scene.render.fps_base = 30, 1.0
+r = scene.render
+r.resolution_x, r.resolution_y, r.resolution_percentage = 512, 128, 100
+r.image_settings.file_format = "PNG"
+r.image_settings.color_mode = "RGBA"
+r.image_settings.color_depth = "16"
+ed = scene.sequence_editor_create()
+out = {}
+
+
+def render(case, strip, offsets):
+    mod = strip.modifiers["vosfx matte"]
+    for k in offsets:
+        t = int(strip.frame_final_start) + k
+        for on in (True, False):  # the cut-out, then the picture alone
+            mod.mute = not on
+            scene.frame_set(t)
+            r.filepath = "%s/%s_%d_%s.png" % (args["out"], case, k, "cut" if on else "pic")
+            bpy.ops.render.render(write_still=True)
+        mod.mute = False
+    out[case] = {"offsets": offsets, "matte_start": int(mod.input_mask_strip.frame_start)}
+
+
+def matte(case, whole_clip=False, **strip_settings):
+    for s in list(ed.strips):
+        ed.strips.remove(s)
+    strip = ed.strips.new_movie(case, args["clip"], channel=1, frame_start=1)
+    for name, value in strip_settings.items():
+        setattr(strip, name, value)
+    ed.active_strip = strip
+    scene.frame_current = int(strip.frame_final_start) + 2
+    ret = bpy.ops.sequencer.vosfx_matte(
+        mask_path=args["masks"], output_dir=args["out"], whole_clip=whole_clip
+    )
+    assert ret == {"FINISHED"}, ret
+    return strip
+
+
+# a hold offset (the strip's content starts at source frame 5) and trims
+strip = matte("hold", animation_offset_start=5, frame_offset_start=3, frame_final_duration=10)
+render("hold", strip, [0, 2, 9])
+# played reversed, trimmed
+strip = matte("reversed", use_reverse_frames=True, frame_offset_start=4, frame_final_duration=12)
+render("reversed", strip, [0, 2, 11])
+# matted whole as it was, then slid in time, moved, scaled and rotated, and reversed: the matte
+# follows (reversed, a trimmed strip shows other source frames: the whole clip's matte has them)
+strip = matte("moved", whole_clip=True, frame_offset_start=2, frame_final_duration=14)
+strip.frame_start += 7
+strip.transform.offset_x, strip.transform.offset_y = 48.0, -10.0
+strip.transform.scale_x = strip.transform.scale_y = 0.75
+strip.transform.rotation = 0.2
+bpy.context.view_layer.update()
+render("moved", strip, [0, 2, 13])
+strip.use_reverse_frames = True
+bpy.context.view_layer.update()
+render("moved_reversed", strip, [1, 6])
+print("RESULT " + json.dumps(out))
+"""
+)
+
+
+def _bars(n, width, height):
+    """Source frame k of the clip: a white bar over low-res column k (x in [8k, 8k + 8) at
+    512 px), so the picture says which source frame Blender shows."""
+    step = width // 64
+    for k in range(n):
+        image = np.zeros((height, width, 3), np.uint8)
+        image[:, step * k : step * (k + 1)] = 255
+        yield image
+
+
+def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home):
+    """The matte of a strip with a hold offset, of a reversed strip, and of a strip moved in
+    time and in the frame (moved, scaled, rotated), then reversed, after matting sits on the picture in Blender's render: each
+    source frame k shows a bar at column k, and vosfx's (fake) matte of frame k is that
+    column, so a matte one frame off lands one bar width beside the picture."""
+    import cv2
+    from media import make_clip
+
+    clip = make_clip(
+        tmp_path / "bars.mp4",
+        width=512,
+        height=128,
+        fps=30,
+        frames=_bars(40, 512, 128),
+        options={"crf": "0", "g": "1"},
+    )
+    addons = install_addon(tmp_path)
+    # any mask: the fake mattes frame k as column k whatever the prompt
+    mask = np.zeros((128, 512), np.uint8)
+    mask[:, 100:140] = 255
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    args = {
+        "addons": str(addons),
+        "clip": str(clip),
+        "masks": str(tmp_path / "mask.png"),
+        "out": str(tmp_path),
+    }
+    out = run_in_blender(tmp_path, FOLLOWING, args, VOSFX_FAKE_MATTE="column")
+    assert set(out) == {"hold", "reversed", "moved", "moved_reversed"}
+    for case, info in out.items():
+        for k in info["offsets"]:
+            pic = cv2.imread(str(tmp_path / f"{case}_{k}_pic.png"), cv2.IMREAD_UNCHANGED)
+            cut = cv2.imread(str(tmp_path / f"{case}_{k}_cut.png"), cv2.IMREAD_UNCHANGED)
+            row = 64
+            bar = (pic[row, :, :3].astype(np.float32).mean(axis=1) > 32768) & (
+                pic[row, :, 3] > 32768
+            )
+            alpha = cut[row, :, 3] > 32768
+            assert bar.sum() >= 4, (case, k, "no bar in the picture")
+            overlap = (bar & alpha).sum() / (bar | alpha).sum()
+            assert overlap > 0.6, (case, k, np.flatnonzero(bar), np.flatnonzero(alpha))

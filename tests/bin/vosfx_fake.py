@@ -3,7 +3,9 @@
 Host plugins under test run ``[sys.executable, "tests/bin/vosfx_fake.py", ...]`` where a user's
 host runs ``vosfx``: the real CLI, job parsing, pipeline, writers and JSON-lines protocol, with
 an engine that needs no weights. ``VOSFX_FAKE_DELAY_S`` (float, default 0) sleeps that long per
-frame and object, so a test can cancel a render half-way.
+frame and object, so a test can cancel a render half-way. ``VOSFX_FAKE_MATTE=column``: frame
+k's matte is low-res column k (a bar 1/64 of the width wide at x = k/64 of it), prompted frames
+included, whatever their prompt, so a host test can see which source frame a matte belongs to.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fakes.py
 
-from fakes import FakeEngine
+from fakes import LOGIT_SCALE, LOWRES, FakeEngine
 
 import vosfx.cli
 import vosfx.engine
@@ -29,10 +33,19 @@ def _slow(delay_s: float):
     return fn
 
 
+def _column(frame_index, obj_id, base):
+    logits = np.full((LOWRES, LOWRES), -LOGIT_SCALE, np.float32)
+    logits[:, min(frame_index, LOWRES - 1)] = LOGIT_SCALE
+    return logits
+
+
 def main() -> None:
     delay_s = float(os.environ.get("VOSFX_FAKE_DELAY_S", "0") or 0)
     logit_fn = _slow(delay_s) if delay_s > 0 else None
-    vosfx.engine.load_engine = lambda model, **kw: FakeEngine(logit_fn=logit_fn)
+    column = os.environ.get("VOSFX_FAKE_MATTE") == "column"
+    if column:
+        logit_fn = _column
+    vosfx.engine.load_engine = lambda model, **kw: FakeEngine(logit_fn=logit_fn, prompts_too=column)
     vosfx.cli.main()
 
 

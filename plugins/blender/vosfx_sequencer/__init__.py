@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # `vosfx plugins install blender` copies plugins/common's cli
     from plugins.common import vosfx_client
 else:
     from . import vosfx_client
-from .plan import apply_matte, plan_job, sequencer_scene, strip_range
+from .plan import apply_matte, follow_all, plan_job, sequencer_scene, strip_range
 
 bl_info = {
     "name": "vosfx Matte",
@@ -312,14 +312,30 @@ def _menu(self, context):
 _CLASSES = (VosfxPreferences, SEQUENCER_OT_vosfx_matte, SEQUENCER_OT_vosfx_studio)
 
 
+@bpy.app.handlers.persistent
+def _keep_mattes_on_their_strips(*_args):
+    """After any edit and before each frame: a matte strip follows its movie strip (moved in
+    the frame or in time, scaled, flipped, reversed), so the cut-out stays on the picture."""
+    for scene in bpy.data.scenes:
+        follow_all(scene)
+
+
+_HANDLERS = (bpy.app.handlers.depsgraph_update_post, bpy.app.handlers.frame_change_pre)
+
+
 def register():
     for cls in _CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.SEQUENCER_MT_strip.append(_menu)
     bpy.types.STATUSBAR_HT_header.append(_draw_status)
+    for handlers in _HANDLERS:
+        handlers.append(_keep_mattes_on_their_strips)
 
 
 def unregister():
+    for handlers in _HANDLERS:
+        if _keep_mattes_on_their_strips in handlers:
+            handlers.remove(_keep_mattes_on_their_strips)
     bpy.types.STATUSBAR_HT_header.remove(_draw_status)
     bpy.types.SEQUENCER_MT_strip.remove(_menu)
     for cls in reversed(_CLASSES):

@@ -26,15 +26,38 @@ def sequencer_scene(context):
     return context.scene
 
 
+def source_frame(strip, timeline_frame):
+    """The source frame a movie strip shows at ``timeline_frame``: element ``t - frame_start``
+    of its content (the file's frames from its hold offset ``animation_offset_start`` on,
+    ``frame_duration`` of them), counted from the content's end when the strip plays
+    reversed. Valid for strips that show one source frame per scene frame
+    (:func:`check_one_to_one`)."""
+    i = round(timeline_frame - strip.frame_start)
+    if strip.use_reverse_frames:
+        i = int(strip.frame_duration) - 1 - i
+    return int(strip.animation_offset_start) + i
+
+
 def source_range(scene, strip, whole_clip):
-    """Source frames [start, end) to matte and the source frame under the playhead. A movie
-    strip's source frame k sits at timeline frame ``frame_start + k`` (no speed change)."""
-    first = round(strip.frame_final_start - strip.frame_start)
-    duration = int(strip.frame_final_duration)
-    current = scene.frame_current - int(strip.frame_start)
+    """Source frames [start, end) to matte and the source frame under the playhead: those the
+    strip shows between its trims, or with ``whole_clip`` all of its content."""
+    first = source_frame(strip, strip.frame_final_start)
+    last = source_frame(strip, strip.frame_final_end - 1)
+    current = source_frame(strip, scene.frame_current)
     if whole_clip:
-        return 0, int(strip.frame_duration), current
-    return first, first + duration, current
+        hold = int(strip.animation_offset_start)
+        return hold, hold + int(strip.frame_duration), current
+    return min(first, last), max(first, last) + 1, current
+
+
+def matte_start(strip, start, end):
+    """Timeline frame of the matte strip's first image, its images being source frames
+    [start, end) in order: where the movie strip shows ``start``, or, reversed (the matte
+    plays reversed too), where it shows ``end - 1``."""
+    hold, length = int(strip.animation_offset_start), int(strip.frame_duration)
+    if strip.use_reverse_frames:
+        return round(strip.frame_start) + hold + length - end
+    return round(strip.frame_start) + start - hold
 
 
 def check_one_to_one(scene, strip, path):
@@ -65,12 +88,27 @@ def check_one_to_one(scene, strip, path):
         )
 
 
+def check_flips(strip):
+    """ValueError if the strip is flipped: Blender applies a strip's Mask modifier to the
+    flipped picture but renders the mask strip unflipped whatever its own Flip X/Y (checked
+    in Blender 5.0), so no matte strip can line up with a flipped picture."""
+    flips = [axis for axis in ("x", "y") if getattr(strip, f"use_flip_{axis}")]
+    if flips:
+        names = " and ".join(f"Flip {axis.upper()}" for axis in flips)
+        raise ValueError(
+            f"the strip {strip.name!r} is flipped ({names}): Blender does not flip a strip's "
+            "mask with it, so the matte would not line up; turn the flip off (Strip > "
+            "Transform) first"
+        )
+
+
 def strip_range(scene, strip, whole_clip):
     """(movie path, start, end, playhead source frame), checked: what the studio opens on."""
     path = bpy.path.abspath(strip.filepath)
     if not os.path.isfile(path):
         raise ValueError(f"the strip's movie {path} does not exist")
     check_one_to_one(scene, strip, path)
+    check_flips(strip)
     start, end, frame = source_range(scene, strip, whole_clip)
     if not start <= frame < end:
         raise ValueError(f"put the playhead on the strip (source frames {start}-{end - 1}) first")
@@ -127,6 +165,77 @@ def _free_channel(ed, strip):
     return channel
 
 
+# What the matte strip copies from its movie strip, so that both land on the same pixels of
+# the frame Blender renders: the Mask modifier reads the matte strip as rendered, with its own
+# placement, after the movie strip's own (checked in a real Blender: a movie strip moved 300 px
+# to the right kept its matte where it was).
+FOLLOWED = (
+    "transform.offset_x",
+    "transform.offset_y",
+    "transform.scale_x",
+    "transform.scale_y",
+    "transform.rotation",
+    "transform.origin",
+    "transform.filter",
+    "crop.min_x",
+    "crop.max_x",
+    "crop.min_y",
+    "crop.max_y",
+    "use_reverse_frames",
+)
+SOURCE_KEY = "vosfx_source"  # the matte strip's source frames [start, end), a custom property
+
+
+def _owner(strip, path):
+    *parents, name = path.split(".")
+    for parent in parents:
+        strip = getattr(strip, parent)
+    return strip, name
+
+
+def follow(strip, matte):
+    """Bring ``matte`` onto ``strip``: its placement in the frame (move, scale, rotation,
+    crop) and in time (the frame where each of its images is the source frame the
+    movie shows, reversed with it). Writes only what differs, and says whether it wrote:
+    it runs from Blender's update handlers, where a write is another update."""
+    changed = False
+    for path in FOLLOWED:
+        src, name = _owner(strip, path)
+        dst, _ = _owner(matte, path)
+        value = getattr(src, name)
+        if path == "transform.origin":
+            if tuple(getattr(dst, name)) != tuple(value):
+                setattr(dst, name, tuple(value))
+                changed = True
+        elif getattr(dst, name) != value:
+            setattr(dst, name, value)
+            changed = True
+    source = matte.get(SOURCE_KEY)
+    if source is not None:
+        start = matte_start(strip, int(source[0]), int(source[1]))
+        if round(matte.frame_start) != start:
+            matte.frame_start = start
+            changed = True
+    return changed
+
+
+def follow_all(scene):
+    """:func:`follow` for every movie strip of ``scene`` masked by a vosfx matte: the matte
+    stays on its strip when the strip is moved, scaled, rotated, reversed or slid in time.
+    Not flipped: Blender renders a mask strip unflipped whatever its Flip X/Y, so a flip
+    cannot be followed (:func:`check_flips` refuses flipped strips)."""
+    ed = scene.sequence_editor if scene is not None else None
+    if ed is None:
+        return False
+    changed = False
+    for strip in ed.strips_all:
+        mod = strip.modifiers.get(MODIFIER_NAME) if strip.type == "MOVIE" else None
+        matte = getattr(mod, "input_mask_strip", None)
+        if matte is not None and SOURCE_KEY in matte:
+            changed |= follow(strip, matte)
+    return changed
+
+
 def apply_matte(context, scene, strip, plan, result_event):
     """Load the matte sequence as a muted image strip aligned frame for frame with the movie
     strip and make it the movie strip's Mask modifier input. Returns the image strip."""
@@ -141,12 +250,14 @@ def apply_matte(context, scene, strip, plan, result_event):
         channel=_free_channel(ed, strip),
         # the matte's first image is source frame plan["start"] (a position): not the number
         # in its name, which is a numbered image-sequence source's own (shot.1001.exr)
-        frame_start=int(strip.frame_start) + int(plan["start"]),
+        frame_start=matte_start(strip, plan["start"], plan["end"]),
     )
     for name in files[1:]:
         matte.elements.append(name)
+    matte[SOURCE_KEY] = [int(plan["start"]), int(plan["end"])]
     matte.colorspace_settings.name = "Non-Color"  # a matte is data, not an sRGB picture
     matte.mute = True  # it only feeds the modifier
+    follow(strip, matte)
     sequencer_scene(context)  # must be set before the modifier takes a strip mask
     old = strip.modifiers.get(MODIFIER_NAME)
     if old is not None:
