@@ -83,7 +83,7 @@ def run_in_blender(tmp_path: Path, script: str, args: dict, **env) -> dict:
 
 
 PRELUDE = r"""
-import json, sys
+import json, os, sys
 import bpy
 import addon_utils
 
@@ -178,7 +178,6 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
 REFUSALS = (
     PRELUDE
     + r"""
-import os
 win = bpy.context.window_manager.windows[0]
 area = win.screen.areas[0]
 area.ui_type = "SEQUENCE_EDITOR"  # the Add > Movie and retiming operators need the editor
@@ -234,6 +233,16 @@ strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
 strip.use_flip_x = True
 matte("flipped", scene, ed, strip)
 
+# image strips vosfx cannot read image for image: a single image, part of a sequence
+scene, ed = fresh(30, 1.001)
+images = sorted(os.listdir(args["sequence"]))
+strip = ed.strips.new_image("still", os.path.join(args["sequence"], images[0]), 1, 1)
+matte("single_image", scene, ed, strip)
+scene, ed = fresh(30, 1.001)
+strip = ed.strips.new_image("part", os.path.join(args["sequence"], images[0]), 1, 1)
+strip.elements.append(images[1])
+matte("part_of_sequence", scene, ed, strip)
+
 # the movie at the scene's rate, but the vosfx the add-on runs is gone
 scene, ed = fresh(30, 1.001)
 strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
@@ -247,14 +256,18 @@ print("RESULT " + json.dumps(reports))
 
 def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config_home):
     """Strips whose frames are not source frames one to one (Add > Movie's Adjust Playback
-    Rate at another scene rate, speed keys) and flipped strips (Blender does not flip a mask
-    strip) are refused with the reason, and a vosfx that
+    Rate at another scene rate, speed keys), flipped strips (Blender does not flip a mask
+    strip) and image strips that are not a whole numbered sequence are refused with the
+    reason, and a vosfx that
     cannot be started is one error naming it; no job file is left behind."""
     clip = shared_data("videos", "01_dog.mp4")  # 29.97 fps
     addons = install_addon(tmp_path)
     cv2 = pytest.importorskip("cv2")
     cv2.imwrite(str(tmp_path / "mask.png"), _ellipse(1280, 720))
     (tmp_path / "temp").mkdir()
+    (tmp_path / "seq").mkdir()
+    for k in (1, 2, 3):
+        cv2.imwrite(str(tmp_path / "seq" / f"a.{k}.png"), np.zeros((8, 8, 3), np.uint8))
     gone = str(tmp_path / "gone" / "vosfx")
     args = {
         "addons": str(addons),
@@ -262,6 +275,7 @@ def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config
         "mask": str(tmp_path / "mask.png"),
         "out": str(tmp_path),
         "temp": str(tmp_path / "temp"),
+        "sequence": str(tmp_path / "seq"),
         "gone": gone,
     }
     out = run_in_blender(tmp_path, REFUSALS, args, TMPDIR=str(tmp_path / "temp"))
@@ -270,6 +284,9 @@ def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config
     assert "is retimed" in out["retimed"]["ret"] and "Reset Retiming" in out["retimed"]["ret"]
     assert "is flipped (Flip X)" in out["flipped"]["ret"], out
     assert "turn the flip off" in out["flipped"]["ret"]
+    assert "is a single image" in out["single_image"]["ret"], out
+    assert "not the whole numbered sequence" in out["part_of_sequence"]["ret"], out
+    assert "a.3.png is missing" not in out["part_of_sequence"]["ret"]
     assert gone in out["missing_vosfx"]["ret"], out
     assert "VOSFX_EXECUTABLE" in out["missing_vosfx"]["ret"]
     assert all(not case["left"] for case in out.values()), out
@@ -337,6 +354,21 @@ render("moved", strip, [0, 2, 13])
 strip.use_reverse_frames = True
 bpy.context.view_layer.update()
 render("moved_reversed", strip, [1, 6])
+# an image sequence (shot.1001.png ...) with a hold offset and trims
+for s in list(ed.strips):
+    ed.strips.remove(s)
+files = sorted(os.listdir(args["sequence"]))
+strip = ed.strips.new_image(
+    "sequence", os.path.join(args["sequence"], files[0]), channel=1, frame_start=1
+)
+for name in files[1:]:
+    strip.elements.append(name)
+strip.animation_offset_start, strip.frame_offset_start, strip.frame_final_duration = 4, 3, 9
+ed.active_strip = strip
+scene.frame_current = int(strip.frame_final_start) + 2
+ret = bpy.ops.sequencer.vosfx_matte(mask_path=args["masks"], output_dir=args["out"])
+assert ret == {"FINISHED"}, ret
+render("sequence", strip, [0, 2, 8])
 print("RESULT " + json.dumps(out))
 """
 )
@@ -353,8 +385,9 @@ def _bars(n, width, height):
 
 
 def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home):
-    """The matte of a strip with a hold offset, of a reversed strip, and of a strip moved in
-    time and in the frame (moved, scaled, rotated), then reversed, after matting sits on the picture in Blender's render: each
+    """The matte of a strip with a hold offset, of a reversed strip, of a strip moved in time
+    and in the frame (moved, scaled, rotated), then reversed, after matting, and of an image
+    sequence strip (shot.1001.png ...) sits on the picture in Blender's render: each
     source frame k shows a bar at column k, and vosfx's (fake) matte of frame k is that
     column, so a matte one frame off lands one bar width beside the picture."""
     import cv2
@@ -370,17 +403,22 @@ def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home):
     )
     addons = install_addon(tmp_path)
     # any mask: the fake mattes frame k as column k whatever the prompt
+    sequence = tmp_path / "seq"
+    sequence.mkdir()
+    for k, image in enumerate(_bars(24, 512, 128)):  # numbered from 1001, as shots are
+        cv2.imwrite(str(sequence / f"shot.{1001 + k}.png"), image)
     mask = np.zeros((128, 512), np.uint8)
     mask[:, 100:140] = 255
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
     args = {
         "addons": str(addons),
         "clip": str(clip),
+        "sequence": str(sequence),
         "masks": str(tmp_path / "mask.png"),
         "out": str(tmp_path),
     }
     out = run_in_blender(tmp_path, FOLLOWING, args, VOSFX_FAKE_MATTE="column")
-    assert set(out) == {"hold", "reversed", "moved", "moved_reversed"}
+    assert set(out) == {"hold", "reversed", "moved", "moved_reversed", "sequence"}
     for case, info in out.items():
         for k in info["offsets"]:
             pic = cv2.imread(str(tmp_path / f"{case}_{k}_pic.png"), cv2.IMREAD_UNCHANGED)

@@ -122,6 +122,22 @@ def test_missing_vosfx_is_one_clear_error(tmp_path, start):
     assert not proc.running
 
 
+def test_studio_pick_passes_an_image_sequence_rate_the_studio_reads(tmp_path):
+    """A host's image sequence plays at the host's rate: the pick's command carries it as
+    ``--fps``, which the real ``vosfx studio`` parses (nothing is started here)."""
+    from vosfx.cli.studio import studio
+
+    pick = vosfx_client.StudioPick(
+        ["vosfx"], tmp_path / "shot.%04d.png", 0, 5, 2, folder=str(tmp_path), fps=23.976
+    )
+    assert pick.args[0] == "vosfx" and pick.args[1] == "studio"
+    ctx = studio.make_context("studio", pick.args[2:])
+    assert ctx.params["fps"] == pytest.approx(23.976)
+    assert ctx.params["done_job"] == pick.job_path
+    plain = vosfx_client.StudioPick(["vosfx"], tmp_path / "clip.mp4", 0, 5, 2, folder=str(tmp_path))
+    assert "--fps" not in plain.args
+
+
 def test_build_job_is_a_valid_version_1_job(tmp_path):
     from vosfx.job import job_from_dict
 

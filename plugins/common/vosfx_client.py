@@ -297,11 +297,12 @@ class StudioPick:
     :class:`VosfxProcess`: ``start()``, ``running``, ``cancel()``, then ``picked()`` for the
     job (a dict, mask paths made absolute) or None when the page was closed without Done.
 
-    Runs ``vosfx studio CLIP --start S --end E --frame F --done-job OUT.json`` (an argument
-    list, never a shell string); the studio opens the user's default browser itself.
+    Runs ``vosfx studio CLIP --start S --end E --frame F --done-job OUT.json`` (``--fps`` too
+    when given: an image sequence's rate; an argument list, never a shell string); the studio
+    opens the user's default browser itself.
     """
 
-    def __init__(self, command, clip, start, end, frame, env=None, folder=None):
+    def __init__(self, command, clip, start, end, frame, env=None, folder=None, fps=None):
         import tempfile
 
         if isinstance(command, str):
@@ -321,6 +322,8 @@ class StudioPick:
             "--done-job",
             self.job_path,
         ]
+        if fps is not None:  # an image sequence's rate (the host's)
+            self.args += ["--fps", f"{float(fps):g}"]
         self.env = env
         self.proc = None
         self.stderr = ""

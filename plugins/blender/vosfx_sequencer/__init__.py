@@ -1,6 +1,6 @@
 """vosfx Matte for Blender's Video Sequencer.
 
-Select a movie strip, put the playhead on a frame where the object is visible, then Strip >
+Select a movie strip (or an image-sequence strip), put the playhead on a frame where the object is visible, then Strip >
 Pick in vosfx studio: the studio page opens on the strip's frames at the playhead; click the
 object, track, finish, press Done. (Strip > vosfx Matte takes a mask image or typed points
 ``x,y`` in source pixels instead, the fallback.) vosfx runs in the background (progress in the status bar, Esc cancels); the
@@ -21,7 +21,15 @@ if TYPE_CHECKING:  # `vosfx plugins install blender` copies plugins/common's cli
     from plugins.common import vosfx_client
 else:
     from . import vosfx_client
-from .plan import apply_matte, follow_all, plan_job, sequencer_scene, strip_range
+from .plan import (
+    STRIP_TYPES,
+    apply_matte,
+    follow_all,
+    plan_job,
+    scene_fps,
+    sequencer_scene,
+    strip_range,
+)
 
 bl_info = {
     "name": "vosfx Matte",
@@ -29,7 +37,7 @@ bl_info = {
     "version": (0, 1, 0),
     "blender": (4, 2, 0),
     "location": "Video Sequencer > Strip > vosfx Matte",
-    "description": "SAM 2 mattes for movie strips (runs the vosfx executable)",
+    "description": "SAM 2 mattes for movie and image strips (runs the vosfx executable)",
     "category": "Sequencer",
 }
 
@@ -71,7 +79,8 @@ def _redraw(context):
 
 
 class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
-    """Matte the active movie strip with vosfx (SAM 2) and mask it with the result"""
+    """Matte the active movie or image-sequence strip with vosfx (SAM 2) and mask it with
+    the result"""
 
     bl_idname = "sequencer.vosfx_matte"
     bl_label = "vosfx Matte"
@@ -91,7 +100,9 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
         description="Matte every source frame, not only the used range",
     )
     output_dir: StringProperty(
-        name="Output folder", subtype="DIR_PATH", description="Empty: beside the movie file"
+        name="Output folder",
+        subtype="DIR_PATH",
+        description="Empty: beside the movie file or image folder",
     )
     timeout_s: FloatProperty(name="Timeout (blocking runs)", default=0.0, min=0.0)
 
@@ -100,7 +111,7 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
         scene = sequencer_scene(context)
         ed = scene.sequence_editor if scene else None
         strip = ed.active_strip if ed else None
-        return strip is not None and strip.type == "MOVIE"
+        return strip is not None and strip.type in STRIP_TYPES
 
     def _plan(self, context):
         scene = sequencer_scene(context)
@@ -197,7 +208,8 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
 
 
 class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
-    """Open vosfx studio on the active movie strip at the playhead; Done there mattes it"""
+    """Open vosfx studio on the active movie or image-sequence strip at the playhead; Done
+    there mattes it"""
 
     bl_idname = "sequencer.vosfx_studio"
     bl_label = "Pick in vosfx studio"
@@ -209,7 +221,9 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
         description="Matte every source frame, not only the used range",
     )
     output_dir: StringProperty(
-        name="Output folder", subtype="DIR_PATH", description="Empty: beside the movie file"
+        name="Output folder",
+        subtype="DIR_PATH",
+        description="Empty: beside the movie file or image folder",
     )
 
     @classmethod
@@ -227,7 +241,8 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
         self._scene, self._strip, self._proc = scene, strip, None
-        pick = vosfx_client.StudioPick(_command(context), path, start, end, frame)
+        fps = scene_fps(scene) if strip.type == "IMAGE" else None
+        pick = vosfx_client.StudioPick(_command(context), path, start, end, frame, fps=fps)
         try:
             self._pick = pick.start()
         except vosfx_client.VosfxNotFound as err:

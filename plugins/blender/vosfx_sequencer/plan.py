@@ -1,6 +1,8 @@
 """The job for a movie strip and how its matte comes back (bpy calls, no UI)."""
 
+import itertools
 import os
+import re
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,8 @@ else:
 
 MATTE_FORMAT = "png16-matte"  # 16-bit grey PNG sequence, named by source frame
 MODIFIER_NAME = "vosfx matte"
+STRIP_TYPES = ("MOVIE", "IMAGE")  # what the add-on mattes: movies and image sequences
+_NUMBERED = re.compile(r"(.*?)(\d+)(\D*)")  # prefix, the last run of digits, suffix
 
 
 def sequencer_scene(context):
@@ -26,15 +30,20 @@ def sequencer_scene(context):
     return context.scene
 
 
+def scene_fps(scene):
+    return scene.render.fps / scene.render.fps_base
+
+
 def source_frame(strip, timeline_frame):
     """The source frame a movie strip shows at ``timeline_frame``: element ``t - frame_start``
     of its content (the file's frames from its hold offset ``animation_offset_start`` on,
     ``frame_duration`` of them), counted from the content's end when the strip plays
     reversed. Valid for strips that show one source frame per scene frame
     (:func:`check_one_to_one`)."""
-    i = round(timeline_frame - strip.frame_start)
+    length = int(strip.frame_duration)
+    i = min(max(round(timeline_frame - strip.frame_start), 0), length - 1)  # held: an end
     if strip.use_reverse_frames:
-        i = int(strip.frame_duration) - 1 - i
+        i = length - 1 - i
     return int(strip.animation_offset_start) + i
 
 
@@ -66,14 +75,14 @@ def check_one_to_one(scene, strip, path):
     keys) and a movie whose rate differs from the scene's, added with *Adjust Playback Rate*
     (the default of Add > Movie: Blender then steps through the source at movie fps / scene
     fps a frame), break that, and the matte would slide off the picture."""
-    if len(strip.retiming_keys):
+    if len(getattr(strip, "retiming_keys", ())):
         raise ValueError(
             f"the strip {strip.name!r} is retimed: vosfx mattes it one source frame per scene "
             "frame; reset its speed (Strip > Retiming > Reset Retiming) first"
         )
-    scene_fps = scene.render.fps / scene.render.fps_base
-    if abs(strip.fps - scene_fps) <= 1e-4 * scene_fps:
-        return
+    rate = scene_fps(scene)
+    if strip.type != "MOVIE" or abs(strip.fps - rate) <= 1e-4 * rate:
+        return  # an image strip shows one image per scene frame
     clip = bpy.data.movieclips.load(path)  # the file's own frame count
     try:
         frames = clip.frame_duration
@@ -81,7 +90,7 @@ def check_one_to_one(scene, strip, path):
         bpy.data.movieclips.remove(clip)
     if frames != strip.frame_duration:
         raise ValueError(
-            f"the strip's movie runs at {strip.fps:.3f} fps and the scene at {scene_fps:.3f} "
+            f"the strip's movie runs at {strip.fps:.3f} fps and the scene at {rate:.3f} "
             f"fps, so Blender plays {frames} source frames over {strip.frame_duration} scene "
             "frames and the matte would not line up; set the scene's frame rate (Output "
             "Properties > Frame Rate) to the movie's first"
@@ -102,11 +111,72 @@ def check_flips(strip):
         )
 
 
-def strip_range(scene, strip, whole_clip):
-    """(movie path, start, end, playhead source frame), checked: what the studio opens on."""
+def sequence_pattern(folder, names):
+    """The printf pattern (``shot.%04d.exr``) vosfx reads an image strip's images by, so that
+    vosfx's frame i is the strip's image i: its images must be one numbered sequence, in
+    order, and every file of the folder with that name and a number must be one of them
+    (vosfx reads them all). ValueError with the reason otherwise."""
+    parts = [_NUMBERED.fullmatch(name) for name in names]
+    if len(names) < 2:
+        raise ValueError(
+            "the strip is a single image: vosfx mattes clips; add the image sequence "
+            "(Add > Image/Sequence, all of its images)"
+        )
+    if None in parts or len({(m.group(1), m.group(3)) for m in parts if m}) != 1:
+        raise ValueError(
+            f"the strip's images ({names[0]}, ...) are not one numbered sequence: vosfx reads "
+            "images named <name><number><extension>, one number per frame"
+        )
+    prefix, suffix = parts[0].group(1), parts[0].group(3)
+    digits = [m.group(2) for m in parts]
+    numbers = [int(d) for d in digits]
+    if any(b <= a for a, b in itertools.pairwise(numbers)):
+        raise ValueError(
+            f"the strip's images ({names[0]}, ...) are not in the order of their numbers"
+        )
+    width = min(len(d) for d in digits)
+    padded = width > 1 and all(d == f"{int(d):0{width}d}" for d in digits)
+    number = rf"\d{{{width}}}|[1-9]\d{{{width},}}" if padded else r"\d+"
+    same = re.compile(re.escape(prefix) + f"({number})" + re.escape(suffix) + "$")
+    on_disk = sorted(
+        (int(m.group(1)), name) for name in os.listdir(folder) if (m := same.match(name))
+    )
+    if [name for _, name in on_disk] != list(names):
+        missing = sorted(set(names) - {name for _, name in on_disk})
+        detail = f"{missing[0]} is missing" if missing else "the folder holds more of them"
+        raise ValueError(
+            f"the strip's images are not the whole numbered sequence in {folder} ({detail}); "
+            "vosfx reads every image of the sequence: make the strip from all of them"
+        )
+    return os.path.join(folder, prefix + (f"%0{width}d" if padded else "%d") + suffix)
+
+
+def source_path(strip):
+    """What vosfx reads for the strip: a movie's file, an image strip's sequence pattern."""
+    if strip.type == "IMAGE":
+        folder = bpy.path.abspath(strip.directory)
+        if not os.path.isdir(folder):
+            raise ValueError(f"the strip's image folder {folder} does not exist")
+        return sequence_pattern(folder, [e.filename for e in strip.elements])
     path = bpy.path.abspath(strip.filepath)
     if not os.path.isfile(path):
         raise ValueError(f"the strip's movie {path} does not exist")
+    return path
+
+
+def clip_stem(path):
+    """The output's name stem and default folder for a source: a movie's name beside it, an
+    image sequence's name (its folder's, when the images are bare numbers) beside its folder."""
+    folder, name = os.path.split(path)
+    if "%" not in name:
+        return os.path.splitext(name)[0], folder
+    stem = name[: name.index("%")].rstrip("._- ") or os.path.basename(folder)
+    return stem, os.path.dirname(folder)
+
+
+def strip_range(scene, strip, whole_clip):
+    """(source path, start, end, playhead source frame), checked: what the studio opens on."""
+    path = source_path(strip)
     check_one_to_one(scene, strip, path)
     check_flips(strip)
     start, end, frame = source_range(scene, strip, whole_clip)
@@ -132,8 +202,8 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
         if not points:
             raise ValueError("give a mask image or at least one point")
         prompt = {"frame": frame, "points": points, "labels": labels}
-    folder = bpy.path.abspath(output_dir) if output_dir else os.path.dirname(path)
-    stem = os.path.splitext(os.path.basename(path))[0]
+    stem, beside = clip_stem(path)
+    folder = bpy.path.abspath(output_dir) if output_dir else beside
     output = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
     if picked is not None:
         job = vosfx_client.job_from_pick(
@@ -150,6 +220,8 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
             overrides={"output": {"format": MATTE_FORMAT}},
             overwrite=True,
         )
+    if strip.type == "IMAGE":  # an image sequence plays at the scene's rate
+        job["fps"] = scene_fps(scene)
     fd, job_path = tempfile.mkstemp(prefix="vosfx_blender_", suffix=".json")
     os.close(fd)
     return {"job": job, "job_path": job_path, "start": start, "end": end, "output": output}
@@ -229,7 +301,7 @@ def follow_all(scene):
         return False
     changed = False
     for strip in ed.strips_all:
-        mod = strip.modifiers.get(MODIFIER_NAME) if strip.type == "MOVIE" else None
+        mod = strip.modifiers.get(MODIFIER_NAME) if strip.type in STRIP_TYPES else None
         matte = getattr(mod, "input_mask_strip", None)
         if matte is not None and SOURCE_KEY in matte:
             changed |= follow(strip, matte)
