@@ -99,14 +99,14 @@ def test_used_range_render_lands_on_the_track_above(timeline, major, end_frame):
     resolve.log.clear()
     summary = app.bring_back(resolve, ctx, plan, result, options)
     assert "track 2" in summary
-    assert resolve.calls() == [
+    assert resolve.calls("ImportMedia", "GetTrackCount", "AddTrack", "AppendToTimeline") == [
         "ImportMedia",
         "GetTrackCount",
         "AddTrack",
         "GetTrackCount",
         "AppendToTimeline",
     ]
-    (_, _, (infos,)) = resolve.log[-1]
+    (_, _, (infos,)) = [entry for entry in resolve.log if entry[1] == "AppendToTimeline"][-1]
     assert infos[0]["startFrame"] == 0 and infos[0]["endFrame"] == end_frame
     assert infos[0]["trackIndex"] == 2 and infos[0]["recordFrame"] == HOUR + 10
     placed = resolve.timeline.items[-1]
@@ -131,12 +131,67 @@ def test_clip_matte_covers_the_whole_clip_and_aligns(timeline):
         "AppendToTimeline",
     ]
     assert ctx.media_pool_item.mattes == [plan.matte_path]
-    (_, _, (infos,)) = resolve.log[-1]
+    (_, _, (infos,)) = [entry for entry in resolve.log if entry[1] == "AppendToTimeline"][-1]
     # the whole-clip file starts at source frame 0: the used part is frames 5..12 of it
     assert (infos[0]["startFrame"], infos[0]["endFrame"]) == (5, 13)  # Resolve 19: exclusive
     assert infos[0]["recordFrame"] == HOUR + 10
     placed = resolve.timeline.items[-1]
     assert (placed.start, placed.duration, placed.left_offset) == (HOUR + 10, 8, 5)
+
+
+def test_alpha_clip_is_framed_as_the_clip(timeline):
+    """A clip zoomed, moved, rotated, flipped, cropped and fit in the Inspector: the alpha
+    clip placed above takes the same framing, so its cut-out lands on the picture; its
+    opacity and composite mode stay the placed clip's own (a cut-out composites normally)."""
+    resolve, tmp, _mask = timeline
+    framing = {
+        "Pan": 120.0,
+        "Tilt": -35.5,
+        "ZoomX": 1.4,
+        "ZoomY": 1.25,
+        "ZoomGang": False,
+        "RotationAngle": 12.0,
+        "AnchorPointX": 10.0,
+        "FlipX": True,
+        "CropLeft": 50.0,
+        "CropSoftness": 4.0,
+        "Scaling": 2,
+    }
+    source = resolve.timeline.items[0]
+    source.properties.update(framing, Opacity=60.0, CompositeMode=3)
+    options = app.Options(mask_path=str(tmp / "mask.png"), attach=False, place=True)
+    ctx, plan, result, _events = _run(resolve, options)
+    assert result.ok, result.message() + result.stderr
+    summary = app.bring_back(resolve, ctx, plan, result, options)
+    assert "framed as the clip" in summary and "by hand" not in summary
+    placed = resolve.timeline.items[-1]
+    assert {k: placed.properties[k] for k in framing} == framing
+    assert placed.properties["Opacity"] == 100.0 and placed.properties["CompositeMode"] == 0
+    assert set(api.FRAMING) <= set(placed.properties)  # only documented keys are set
+
+
+def test_alpha_clip_framing_refused_or_unreadable_is_said(timeline, monkeypatch):
+    """A key this Resolve refuses is named in the summary; a Resolve that reports no
+    properties gets the clip placed and a word to frame it by hand."""
+    import resolve_standin
+
+    resolve, tmp, _mask = timeline
+    resolve.timeline.items[0].properties["ZoomX"] = 2.0
+    options = app.Options(mask_path=str(tmp / "mask.png"), attach=False, place=True)
+    ctx, plan, result, _events = _run(resolve, options)
+    assert result.ok, result.message() + result.stderr
+    real_set = resolve_standin.TimelineItem.SetProperty
+
+    def refuse_distortion(self, key, value):
+        return False if key == "Distortion" else real_set(self, key, value)
+
+    monkeypatch.setattr(resolve_standin.TimelineItem, "SetProperty", refuse_distortion)
+    summary = app.bring_back(resolve, ctx, plan, result, options)
+    assert "Resolve kept its own Distortion: set them by hand" in summary
+    assert resolve.timeline.items[-1].properties["ZoomX"] == 2.0
+    monkeypatch.setattr(resolve_standin.TimelineItem, "GetProperty", lambda self, key=None: None)
+    summary = app.bring_back(resolve, ctx, plan, result, options)
+    assert "(frame it as the clip)" in summary
 
 
 @pytest.mark.parametrize(
@@ -259,7 +314,7 @@ def test_dialog_runs_vosfx_shows_progress_and_brings_back(timeline):
     fusion = Fusion(user, picked_file=str(tmp / "mask.png"))
     dialog = Dialog(resolve, fusion, Bmd(fusion), FAKE_VOSFX)
     dialog.run()
-    assert statuses[-1] == "alpha clip on video track 2", statuses
+    assert statuses[-1] == "alpha clip on video track 2, framed as the clip", statuses
     assert any("/8 " in s for s in statuses if s.startswith("[")), statuses
     assert resolve.calls("AppendToTimeline") == ["AppendToTimeline"]
     assert (tmp / "shot_vosfx_5-12.mov").is_file()

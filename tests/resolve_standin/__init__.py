@@ -45,11 +45,57 @@ class MediaPoolItem(_Recorded):
         return props if propertyName is None else props.get(propertyName, "")
 
 
+# TimelineItem.GetProperty/SetProperty keys of the scripting README ("Looking up Timeline
+# item properties") and their defaults, the Inspector's values of a clip just placed
+ITEM_PROPERTIES = {
+    "Pan": 0.0,
+    "Tilt": 0.0,
+    "ZoomX": 1.0,
+    "ZoomY": 1.0,
+    "ZoomGang": True,
+    "RotationAngle": 0.0,
+    "AnchorPointX": 0.0,
+    "AnchorPointY": 0.0,
+    "Pitch": 0.0,
+    "Yaw": 0.0,
+    "FlipX": False,
+    "FlipY": False,
+    "CropLeft": 0.0,
+    "CropRight": 0.0,
+    "CropTop": 0.0,
+    "CropBottom": 0.0,
+    "CropSoftness": 0.0,
+    "CropRetain": False,
+    "DynamicZoomEase": 0,
+    "CompositeMode": 0,
+    "Opacity": 100.0,
+    "Distortion": 0.0,
+    "RetimeProcess": 0,
+    "MotionEstimation": 0,
+    "Scaling": 0,
+    "ResizeFilter": 0,
+}
+
+
 class TimelineItem(_Recorded):
     def __init__(self, log, mpi, start: int, duration: int, left_offset: int, track: int):
         super().__init__(log)
         self.mpi, self.start, self.duration = mpi, start, duration
         self.left_offset, self.track = left_offset, track
+        self.properties = dict(ITEM_PROPERTIES)
+
+    def GetProperty(self, propertyKey=None):
+        self._call("GetProperty", propertyKey)
+        if propertyKey is None:
+            return dict(self.properties)
+        return self.properties.get(propertyKey)
+
+    def SetProperty(self, propertyKey, propertyValue):
+        self._call("SetProperty", propertyKey, propertyValue)
+        if propertyKey not in self.properties:
+            return False
+        self.properties[propertyKey] = propertyValue
+        return True
 
     def GetName(self):
         return self.mpi.GetName() if self.mpi else "Title"

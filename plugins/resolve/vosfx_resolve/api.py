@@ -6,7 +6,8 @@ ProjectManager.GetCurrentProject(), Project.GetCurrentTimeline(), Project.GetMed
 Project.GetSetting(name), Timeline.GetSetting(name),
 Timeline.GetCurrentVideoItem(), Timeline.GetCurrentTimecode(), Timeline.GetTrackCount(type),
 Timeline.AddTrack(type), TimelineItem.GetName(), .GetStart(), .GetDuration(),
-.GetLeftOffset(), .GetMediaPoolItem(), .GetTrackTypeAndIndex(),
+.GetLeftOffset(), .GetMediaPoolItem(), .GetTrackTypeAndIndex(), .GetProperty(),
+.SetProperty(key, value),
 MediaPoolItem.GetClipProperty(name), MediaStorage.AddClipMattesToMediaPool(item, [paths],
 stereoEye), MediaPool.ImportMedia([paths]), MediaPool.AppendToTimeline([clipInfo]).
 
@@ -129,10 +130,57 @@ def attach_matte(resolve, ctx, paths):
     )
 
 
+# The Inspector's framing of a timeline clip (TimelineItem properties of the scripting README):
+# the alpha clip placed above takes the clip's, so that its cut-out lands on the picture when
+# the clip is zoomed, moved, rotated, flipped or cropped. Static values: keyframes are not
+# readable through the API.
+FRAMING = (
+    "Pan",
+    "Tilt",
+    "ZoomX",
+    "ZoomY",
+    "ZoomGang",
+    "RotationAngle",
+    "AnchorPointX",
+    "AnchorPointY",
+    "Pitch",
+    "Yaw",
+    "FlipX",
+    "FlipY",
+    "CropLeft",
+    "CropRight",
+    "CropTop",
+    "CropBottom",
+    "CropSoftness",
+    "CropRetain",
+    "Distortion",
+    "Scaling",
+    "ResizeFilter",
+)
+
+
+def copy_framing(source, placed):
+    """Give ``placed`` the Inspector framing of ``source`` (:data:`FRAMING`); returns the
+    keys Resolve refused (none on the versions that document them), or None when this
+    Resolve reports no properties (then nothing is copied)."""
+    try:
+        props = source.GetProperty()
+    except (AttributeError, TypeError):
+        props = None
+    if not isinstance(props, dict):
+        return None
+    refused = []
+    for key in FRAMING:
+        if key in props and not placed.SetProperty(key, props[key]):
+            refused.append(key)
+    return refused
+
+
 def place_above(ctx, path, first_frame):
     """Import ``path`` (an alpha clip whose frame 0 is source frame ``first_frame``) and put
-    the part that matches the timeline clip on the track above it, at the same record frame.
-    Returns the new timeline item."""
+    the part that matches the timeline clip on the track above it, at the same record frame,
+    framed as the clip is (:func:`copy_framing`). Returns (the new timeline item, the framing
+    keys Resolve refused or None: see :func:`copy_framing`)."""
     imported = ctx.media_pool.ImportMedia([path])
     if not imported:
         raise ResolveError(f"Resolve could not import {path}")
@@ -155,4 +203,4 @@ def place_above(ctx, path, first_frame):
     )
     if not placed:
         raise ResolveError(f"Resolve could not place {path} on video track {target}")
-    return placed[0]
+    return placed[0], copy_framing(ctx.item, placed[0])

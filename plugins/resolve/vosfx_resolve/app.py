@@ -140,8 +140,13 @@ def bring_back(resolve, ctx, plan, result, options):
             raise api.ResolveError(f"Resolve did not accept the matte {plan.matte_path}")
         done.append(f"matte attached to {ctx.name}")
     if options.place:
-        api.place_above(ctx, plan.alpha_path, first_frame=plan.start)
-        done.append(f"alpha clip on video track {ctx.track + 1}")
+        _item, refused = api.place_above(ctx, plan.alpha_path, first_frame=plan.start)
+        if refused is None:  # no GetProperty(): an older Resolve
+            done.append(f"alpha clip on video track {ctx.track + 1} (frame it as the clip)")
+        else:
+            done.append(f"alpha clip on video track {ctx.track + 1}, framed as the clip")
+        if refused:
+            done.append("Resolve kept its own " + ", ".join(refused) + ": set them by hand")
     return "; ".join(done) or "written: " + ", ".join(outputs)
 
 
