@@ -20,31 +20,38 @@ from conftest import shared_data
 from vosfx.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
-BPY_VERSION = "5.0.1"
+# the bpy wheels the add-on is run in: the newest Blender, and the 4.2 LTS its bl_info names
+# as the oldest (4.2 and 4.3 call the sequencer's strips "sequences")
+BPY_VERSIONS = ("5.0.1", "4.2.0")
 FAKE_VOSFX = f'"{sys.executable}" "{REPO / "tests" / "bin" / "vosfx_fake.py"}"'
 TRIM_IN, USED, PLAYHEAD = 10, 4, 2  # strip uses source frames 10..13, playhead on frame 12
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 
-def _env_dir() -> Path:
+@pytest.fixture(params=BPY_VERSIONS)
+def bpy_version(request) -> str:
+    return request.param
+
+
+def _env_dir(version: str) -> Path:
     base = os.environ.get("VOSFX_TEST_CACHE") or Path.home() / ".cache" / "vosfx-test"
-    return Path(base) / "bpy-env"
+    return Path(base) / ("bpy-env" if version == BPY_VERSIONS[0] else f"bpy-env-{version}")
 
 
-def bpy_python() -> Path:
-    """Python of the bpy environment, built on first use (about a minute, ~1 GB); skip with
-    the reason when it cannot be built (no python3.11, no network)."""
-    env = _env_dir()
+def bpy_python(version: str) -> Path:
+    """Python of the bpy ``version`` environment, built on first use (about a minute, ~1 GB);
+    skip with the reason when it cannot be built (no python3.11, no network)."""
+    env = _env_dir(version)
     py = env / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     check = [str(py), "-c", "import bpy, numpy; assert numpy.__version__ < '2'"]
     if py.exists() and subprocess.run(check, capture_output=True, check=False).returncode == 0:
         return py
     base = shutil.which("python3.11")
     if base is None:
-        pytest.skip("the Blender test needs python3.11 (the bpy 5.0.1 wheel is built for it)")
+        pytest.skip(f"the Blender test needs python3.11 (the bpy {version} wheel is built for it)")
     steps = [
         [base, "-m", "venv", "--clear", str(env)],
-        [str(py), "-m", "pip", "install", "-q", f"bpy=={BPY_VERSION}", "numpy<2"],
+        [str(py), "-m", "pip", "install", "-q", f"bpy=={version}", "numpy<2"],
     ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, timeout=1800, check=False)
@@ -64,10 +71,10 @@ def install_addon(tmp_path: Path) -> Path:
     return addons
 
 
-def run_in_blender(tmp_path: Path, script: str, args: dict, **env) -> dict:
-    """Runs ``script`` in the bpy environment with ``args`` as JSON; returns the JSON it
-    printed after ``RESULT ``."""
-    py = bpy_python()
+def run_in_blender(tmp_path: Path, version: str, script: str, args: dict, **env) -> dict:
+    """Runs ``script`` in the bpy ``version`` environment with ``args`` as JSON; returns the
+    JSON it printed after ``RESULT ``."""
+    py = bpy_python(version)
     (tmp_path / "run.py").write_text(script)
     done = subprocess.run(
         [str(py), str(tmp_path / "run.py"), "--", json.dumps(args)],
@@ -90,15 +97,24 @@ import addon_utils
 args = json.loads(sys.argv[-1])
 sys.path.insert(0, args["addons"])
 addon_utils.enable("vosfx_sequencer", default_set=True)
-"""  # each script's start: its args, the add-on enabled
+
+
+def strips(ed):  # Blender 4.4 on: strips; 4.2 and 4.3: sequences
+    return ed.strips if hasattr(ed, "strips") else ed.sequences
+
+
+def use_scene(scene):  # Blender 5.0 edits the workspace's sequencer scene
+    if hasattr(bpy.context.workspace, "sequencer_scene"):
+        bpy.context.workspace.sequencer_scene = scene
+"""  # each script's start: its args, the add-on enabled, what differs between Blender versions
 
 SCRIPT = (
     PRELUDE
     + r"""
 scene = bpy.context.scene
-bpy.context.workspace.sequencer_scene = scene
+use_scene(scene)
 ed = scene.sequence_editor_create()
-strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip = strips(ed).new_movie("clip", args["clip"], channel=1, frame_start=1)
 strip.frame_offset_start = args["trim_in"]
 strip.frame_final_duration = args["used"]
 ed.active_strip = strip
@@ -137,7 +153,7 @@ def _ellipse(width, height):
     return mask
 
 
-def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
+def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home, bpy_version):
     import cv2
 
     clip = shared_data("videos", "01_dog.mp4")
@@ -154,7 +170,7 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home):
         "playhead": PLAYHEAD,
         "render": [0, PLAYHEAD, USED - 1],
     }
-    out = run_in_blender(tmp_path, SCRIPT, args)
+    out = run_in_blender(tmp_path, bpy_version, SCRIPT, args)
 
     # the matte covers exactly the used source frames and sits on them
     stem = f"01_dog_vosfx_{TRIM_IN}-{TRIM_IN + USED - 1}"
@@ -187,11 +203,11 @@ reports = {}
 
 def fresh(fps, fps_base=1.0):
     scene = bpy.context.scene
-    bpy.context.workspace.sequencer_scene = scene
+    use_scene(scene)
     scene.render.fps, scene.render.fps_base = fps, fps_base
     ed = scene.sequence_editor_create()
-    for s in list(ed.strips):
-        ed.strips.remove(s)
+    for s in list(strips(ed)):
+        strips(ed).remove(s)
     return scene, ed
 
 
@@ -208,18 +224,21 @@ def matte(case, scene, ed, strip, **kw):
 
 # Add > Movie with its default Adjust Playback Rate: a 29.97 fps movie in a 24 fps scene
 scene, ed = fresh(24)
+add = bpy.ops.sequencer.movie_strip_add
+options = dict(
+    filepath=args["clip"], directory=os.path.dirname(args["clip"]),
+    files=[{"name": os.path.basename(args["clip"])}], frame_start=1, channel=1,
+    sound=False, use_framerate=False, set_view_transform=False, adjust_playback_rate=True,
+    overlap=False, move_strips=False, replace_sel=False,
+)
+known = {p.identifier for p in add.get_rna_type().properties}  # move_strips: 4.4 on
 with bpy.context.temp_override(window=win, area=area, region=region):
-    bpy.ops.sequencer.movie_strip_add(
-        "EXEC_DEFAULT", filepath=args["clip"], directory=os.path.dirname(args["clip"]),
-        files=[{"name": os.path.basename(args["clip"])}], frame_start=1, channel=1,
-        sound=False, use_framerate=False, set_view_transform=False, adjust_playback_rate=True,
-        overlap=False, move_strips=False, replace_sel=False,
-    )
-matte("playback_rate", scene, ed, ed.strips[0])
+    add("EXEC_DEFAULT", **{k: v for k, v in options.items() if k in known})
+matte("playback_rate", scene, ed, strips(ed)[0])
 
 # a retimed strip: 50 % speed from its 50th frame
 scene, ed = fresh(30, 1.001)
-strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip = strips(ed).new_movie("clip", args["clip"], channel=1, frame_start=1)
 strip.select = True
 ed.active_strip = strip
 with bpy.context.temp_override(window=win, area=area, region=region):
@@ -229,23 +248,23 @@ matte("retimed", scene, ed, strip)
 
 # a flipped strip: Blender renders its mask unflipped
 scene, ed = fresh(30, 1.001)
-strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip = strips(ed).new_movie("clip", args["clip"], channel=1, frame_start=1)
 strip.use_flip_x = True
 matte("flipped", scene, ed, strip)
 
 # image strips vosfx cannot read image for image: a single image, part of a sequence
 scene, ed = fresh(30, 1.001)
 images = sorted(os.listdir(args["sequence"]))
-strip = ed.strips.new_image("still", os.path.join(args["sequence"], images[0]), 1, 1)
+strip = strips(ed).new_image("still", os.path.join(args["sequence"], images[0]), 1, 1)
 matte("single_image", scene, ed, strip)
 scene, ed = fresh(30, 1.001)
-strip = ed.strips.new_image("part", os.path.join(args["sequence"], images[0]), 1, 1)
+strip = strips(ed).new_image("part", os.path.join(args["sequence"], images[0]), 1, 1)
 strip.elements.append(images[1])
 matte("part_of_sequence", scene, ed, strip)
 
 # the movie at the scene's rate, but the vosfx the add-on runs is gone
 scene, ed = fresh(30, 1.001)
-strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip = strips(ed).new_movie("clip", args["clip"], channel=1, frame_start=1)
 prefs = bpy.context.preferences.addons["vosfx_sequencer"].preferences
 prefs.vosfx_executable = args["gone"]
 matte("missing_vosfx", scene, ed, strip)
@@ -254,7 +273,7 @@ print("RESULT " + json.dumps(reports))
 )
 
 
-def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config_home):
+def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config_home, bpy_version):
     """Strips whose frames are not source frames one to one (Add > Movie's Adjust Playback
     Rate at another scene rate, speed keys), flipped strips (Blender does not flip a mask
     strip) and image strips that are not a whole numbered sequence are refused with the
@@ -278,7 +297,7 @@ def test_addon_refuses_what_it_cannot_align_and_a_missing_vosfx(tmp_path, config
         "sequence": str(tmp_path / "seq"),
         "gone": gone,
     }
-    out = run_in_blender(tmp_path, REFUSALS, args, TMPDIR=str(tmp_path / "temp"))
+    out = run_in_blender(tmp_path, bpy_version, REFUSALS, args, TMPDIR=str(tmp_path / "temp"))
     assert "29.970 fps and the scene at 24.000 fps" in out["playback_rate"]["ret"], out
     assert "Frame Rate" in out["playback_rate"]["ret"]
     assert "is retimed" in out["retimed"]["ret"] and "Reset Retiming" in out["retimed"]["ret"]
@@ -297,7 +316,7 @@ FOLLOWING = (
     PRELUDE
     + r"""
 scene = bpy.context.scene
-bpy.context.workspace.sequencer_scene = scene
+use_scene(scene)
 scene.render.fps, scene.render.fps_base = 30, 1.0
 r = scene.render
 r.resolution_x, r.resolution_y, r.resolution_percentage = 512, 128, 100
@@ -322,9 +341,9 @@ def render(case, strip, offsets):
 
 
 def matte(case, whole_clip=False, **strip_settings):
-    for s in list(ed.strips):
-        ed.strips.remove(s)
-    strip = ed.strips.new_movie(case, args["clip"], channel=1, frame_start=1)
+    for s in list(strips(ed)):
+        strips(ed).remove(s)
+    strip = strips(ed).new_movie(case, args["clip"], channel=1, frame_start=1)
     for name, value in strip_settings.items():
         setattr(strip, name, value)
     ed.active_strip = strip
@@ -354,11 +373,17 @@ render("moved", strip, [0, 2, 13])
 strip.use_reverse_frames = True
 bpy.context.view_layer.update()
 render("moved_reversed", strip, [1, 6])
+# the 30 fps movie in a 24 fps scene, one source frame per scene frame (not Adjust Playback
+# Rate), with a hold offset: accepted and aligned
+scene.render.fps = 24
+strip = matte("other_rate", animation_offset_start=2, frame_final_duration=12)
+render("other_rate", strip, [0, 2, 11])
+scene.render.fps = 30
 # an image sequence (shot.1001.png ...) with a hold offset and trims
-for s in list(ed.strips):
-    ed.strips.remove(s)
+for s in list(strips(ed)):
+    strips(ed).remove(s)
 files = sorted(os.listdir(args["sequence"]))
-strip = ed.strips.new_image(
+strip = strips(ed).new_image(
     "sequence", os.path.join(args["sequence"], files[0]), channel=1, frame_start=1
 )
 for name in files[1:]:
@@ -384,7 +409,7 @@ def _bars(n, width, height):
         yield image
 
 
-def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home):
+def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home, bpy_version):
     """The matte of a strip with a hold offset, of a reversed strip, of a strip moved in time
     and in the frame (moved, scaled, rotated), then reversed, after matting, and of an image
     sequence strip (shot.1001.png ...) sits on the picture in Blender's render: each
@@ -417,8 +442,8 @@ def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home):
         "masks": str(tmp_path / "mask.png"),
         "out": str(tmp_path),
     }
-    out = run_in_blender(tmp_path, FOLLOWING, args, VOSFX_FAKE_MATTE="column")
-    assert set(out) == {"hold", "reversed", "moved", "moved_reversed", "sequence"}
+    out = run_in_blender(tmp_path, bpy_version, FOLLOWING, args, VOSFX_FAKE_MATTE="column")
+    assert set(out) == {"hold", "reversed", "moved", "moved_reversed", "other_rate", "sequence"}
     for case, info in out.items():
         for k in info["offsets"]:
             pic = cv2.imread(str(tmp_path / f"{case}_{k}_pic.png"), cv2.IMREAD_UNCHANGED)

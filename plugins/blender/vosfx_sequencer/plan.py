@@ -19,6 +19,17 @@ STRIP_TYPES = ("MOVIE", "IMAGE")  # what the add-on mattes: movies and image seq
 _NUMBERED = re.compile(r"(.*?)(\d+)(\D*)")  # prefix, the last run of digits, suffix
 
 
+def strips(ed):
+    """The sequencer's top-level strips: ``strips`` from Blender 4.4, ``sequences`` in 4.2
+    and 4.3 (the add-on's oldest, Blender 4.2 LTS)."""
+    return ed.strips if hasattr(ed, "strips") else ed.sequences
+
+
+def strips_all(ed):
+    """Every strip, those inside meta strips included (``sequences_all`` before 4.4)."""
+    return ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
+
+
 def sequencer_scene(context):
     """The scene the sequencer edits. Blender 5.0 keeps it on the workspace; it must be set
     before a strip modifier takes a mask (headless 5.0.1 crashes otherwise)."""
@@ -84,14 +95,17 @@ def check_one_to_one(scene, strip, path):
     if strip.type != "MOVIE" or abs(strip.fps - rate) <= 1e-4 * rate:
         return  # an image strip shows one image per scene frame
     clip = bpy.data.movieclips.load(path)  # the file's own frame count
-    try:
-        frames = clip.frame_duration
+    try:  # less the hold offsets: the strip's content
+        frames = clip.frame_duration - strip.animation_offset_start - strip.animation_offset_end
     finally:
         bpy.data.movieclips.remove(clip)
-    if frames != strip.frame_duration:
+    # the content's length on the timeline, trims included: Blender 5.0 counts a strip's
+    # frame_duration in scene frames, 4.2 in source frames, so either can tell
+    shown = strip.frame_final_duration + strip.frame_offset_start + strip.frame_offset_end
+    if not frames == strip.frame_duration == round(shown):
         raise ValueError(
             f"the strip's movie runs at {strip.fps:.3f} fps and the scene at {rate:.3f} "
-            f"fps, so Blender plays {frames} source frames over {strip.frame_duration} scene "
+            f"fps, so Blender plays {frames} source frames over {round(shown)} scene "
             "frames and the matte would not line up; set the scene's frame rate (Output "
             "Properties > Frame Rate) to the movie's first"
         )
@@ -230,7 +244,9 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
 def _free_channel(ed, strip):
     """The lowest channel above ``strip`` with nothing overlapping its frames."""
     lo, hi = strip.frame_final_start, strip.frame_final_end
-    busy = {s.channel for s in ed.strips_all if s.frame_final_start < hi and s.frame_final_end > lo}
+    busy = {
+        s.channel for s in strips_all(ed) if s.frame_final_start < hi and s.frame_final_end > lo
+    }
     channel = strip.channel + 1
     while channel in busy:
         channel += 1
@@ -300,7 +316,7 @@ def follow_all(scene):
     if ed is None:
         return False
     changed = False
-    for strip in ed.strips_all:
+    for strip in strips_all(ed):
         mod = strip.modifiers.get(MODIFIER_NAME) if strip.type in STRIP_TYPES else None
         matte = getattr(mod, "input_mask_strip", None)
         if matte is not None and SOURCE_KEY in matte:
@@ -316,7 +332,7 @@ def apply_matte(context, scene, strip, plan, result_event):
     if not files:
         raise RuntimeError(f"vosfx wrote no matte images into {folder}")
     ed = scene.sequence_editor
-    matte = ed.strips.new_image(
+    matte = strips(ed).new_image(
         name=strip.name + " matte",
         filepath=os.path.join(folder, files[0]),
         channel=_free_channel(ed, strip),
