@@ -312,3 +312,44 @@ def test_correction_on_a_tracked_frame(models256, clip):
     assert diff <= TOL
     # memory and the tracked mask matter here: the test could fail
     assert float(np.abs(image_mode - want).max()) > 50 * TOL
+
+
+def test_torch_tracking_dispatches_the_official_predictors_ops(models256, clip):
+    """On a GPU both predictors are bound by the host launching kernels (docs/benchmarks/
+    gpu.md), so vosfx's tracking loop must not dispatch more torch operations a frame than
+    the official predictor: counted here on the CPU, per tracked frame once the memory bank
+    is full (7 memories), at most 5 % more (measured 2026-12-04: 2.5-3.5 % more at 256 px)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from vosfx.pipeline import track_arrays
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    def per_frame(frames_iter) -> list[int]:
+        counts = []
+        while True:
+            with Count() as count:
+                if next(frames_iter, None) is None:
+                    return counts
+            counts.append(count.ops)
+
+    pred, backend = models256
+    folder, frames, mask = clip
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        state = pred.init_state(str(folder))
+        pred.add_new_mask(state, 0, 1, mask)
+        official = per_frame(iter(pred.propagate_in_video(state)))
+    engine = SamEngine(backend, "test", None, fill_hole_area=0)
+    ours = per_frame(iter(track_arrays(engine, frames, [Prompt(0, 1, mask=mask)])))
+    assert len(official) == len(ours) == len(frames)
+    steady_official, steady_ours = official[8:], ours[8:]  # 7 memories + the prompt's frame
+    assert min(steady_official) > 1000  # the count sees the model's operations
+    assert max(o / r for o, r in zip(steady_ours, steady_official)) <= 1.05, (official, ours)

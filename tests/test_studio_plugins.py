@@ -125,7 +125,7 @@ def test_resolve_dialog_pick_in_studio_renders_the_picked_job(tmp_path, browser_
 
     fusion = Fusion(user)
     Dialog(resolve, fusion, Bmd(fusion), FAKE_VOSFX).run()
-    assert statuses[-1] == "alpha clip on video track 2", statuses
+    assert statuses[-1] == "alpha clip on video track 2, framed as the clip", statuses
     out = tmp_path / "shot_vosfx_5-12.mov"
     assert out.is_file()
     sidecar = json.loads(Path(str(out) + ".json").read_text())
@@ -157,17 +157,10 @@ def test_resolve_plan_from_a_pick_keeps_the_hosts_outputs(tmp_path):
 
 
 BLENDER_SCRIPT = r"""
-import json, sys
-import bpy
-import addon_utils
-
-args = json.loads(sys.argv[-1])
-sys.path.insert(0, args["addons"])
-addon_utils.enable("vosfx_sequencer", default_set=True)
 scene = bpy.context.scene
-bpy.context.workspace.sequencer_scene = scene
+use_scene(scene)
 ed = scene.sequence_editor_create()
-strip = ed.strips.new_movie("clip", args["clip"], channel=1, frame_start=1)
+strip = strips(ed).new_movie("clip", args["clip"], channel=1, frame_start=1)
 strip.frame_offset_start = args["trim_in"]
 strip.frame_final_duration = args["used"]
 ed.active_strip = strip
@@ -188,11 +181,11 @@ def test_blender_pick_in_studio_masks_the_strip(tmp_path, browser_log, config_ho
     import threading
 
     from click.testing import CliRunner
-    from test_blender_addon import bpy_python
+    from test_blender_addon import BPY_VERSIONS, PRELUDE, bpy_python
 
     from vosfx.cli import cli
 
-    py = bpy_python()
+    py = bpy_python(BPY_VERSIONS[0])  # the add-on's code under test is the same on 4.2
     clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
     addons = tmp_path / "addons"
     r = CliRunner().invoke(
@@ -208,7 +201,7 @@ def test_blender_pick_in_studio_masks_the_strip(tmp_path, browser_log, config_ho
         "used": 10,
         "playhead": 3,
     }
-    (tmp_path / "run.py").write_text(BLENDER_SCRIPT)
+    (tmp_path / "run.py").write_text(PRELUDE + BLENDER_SCRIPT)
     seen = {}
     user = threading.Thread(
         target=lambda: seen.update(st=_user_picks(_page_url(browser_log, 300), 7)), daemon=True
