@@ -373,6 +373,18 @@ render("moved", strip, [0, 2, 13])
 strip.use_reverse_frames = True
 bpy.context.view_layer.update()
 render("moved_reversed", strip, [1, 6])
+# the strip duplicated with its modifier (Shift+D): the matte stays with the strip it was made
+# for, and the two strips do not pull it back and forth one update after the other
+from vosfx_sequencer import plan as vplan
+
+twin = strips(ed).new_movie("twin", args["clip"], channel=5, frame_start=60)
+twin_mod = twin.modifiers.new("vosfx matte", "MASK")
+twin_mod.input_mask_type = "STRIP"
+twin_mod.input_mask_strip = strip.modifiers["vosfx matte"].input_mask_strip
+bpy.context.view_layer.update()
+settled = [vplan.follow_all(scene) for _ in range(3)]
+render("moved_twin", strip, [1, 6])
+out["moved_twin"]["settled"] = settled
 # the 30 fps movie in a 24 fps scene, one source frame per scene frame (not Adjust Playback
 # Rate), with a hold offset: accepted and aligned
 scene.render.fps = 24
@@ -443,7 +455,16 @@ def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home, bpy_ver
         "out": str(tmp_path),
     }
     out = run_in_blender(tmp_path, bpy_version, FOLLOWING, args, VOSFX_FAKE_MATTE="column")
-    assert set(out) == {"hold", "reversed", "moved", "moved_reversed", "other_rate", "sequence"}
+    assert set(out) == {
+        "hold",
+        "reversed",
+        "moved",
+        "moved_reversed",
+        "moved_twin",
+        "other_rate",
+        "sequence",
+    }
+    assert out["moved_twin"]["settled"] == [False, False, False]
     for case, info in out.items():
         for k in info["offsets"]:
             pic = cv2.imread(str(tmp_path / f"{case}_{k}_pic.png"), cv2.IMREAD_UNCHANGED)

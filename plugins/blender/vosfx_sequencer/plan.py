@@ -272,6 +272,7 @@ FOLLOWED = (
     "use_reverse_frames",
 )
 SOURCE_KEY = "vosfx_source"  # the matte strip's source frames [start, end), a custom property
+OWNER_KEY = "vosfx_strip"  # the name of the strip the matte was made for
 
 
 def _owner(strip, path):
@@ -311,16 +312,28 @@ def follow_all(scene):
     """:func:`follow` for every movie strip of ``scene`` masked by a vosfx matte: the matte
     stays on its strip when the strip is moved, scaled, rotated, reversed or slid in time.
     Not flipped: Blender renders a mask strip unflipped whatever its Flip X/Y, so a flip
-    cannot be followed (:func:`check_flips` refuses flipped strips)."""
+    cannot be followed (:func:`check_flips` refuses flipped strips).
+
+    A matte used by several strips (a strip duplicated with its modifier) follows one: the
+    strip it was made for (its name is kept on the matte), else none, so that two strips
+    never pull it back and forth, one update after the other."""
     ed = scene.sequence_editor if scene is not None else None
     if ed is None:
         return False
-    changed = False
+    users = {}
     for strip in strips_all(ed):
         mod = strip.modifiers.get(MODIFIER_NAME) if strip.type in STRIP_TYPES else None
         matte = getattr(mod, "input_mask_strip", None)
         if matte is not None and SOURCE_KEY in matte:
-            changed |= follow(strip, matte)
+            users.setdefault(matte.name, (matte, []))[1].append(strip)
+    changed = False
+    for matte, strips_using in users.values():
+        owner = [s for s in strips_using if s.name == matte.get(OWNER_KEY)]
+        if not owner and len(strips_using) == 1:  # the strip was renamed: still its own
+            owner = strips_using
+            matte[OWNER_KEY] = owner[0].name
+        if len(owner) == 1:
+            changed |= follow(owner[0], matte)
     return changed
 
 
@@ -343,6 +356,7 @@ def apply_matte(context, scene, strip, plan, result_event):
     for name in files[1:]:
         matte.elements.append(name)
     matte[SOURCE_KEY] = [int(plan["start"]), int(plan["end"])]
+    matte[OWNER_KEY] = strip.name
     matte.colorspace_settings.name = "Non-Color"  # a matte is data, not an sRGB picture
     matte.mute = True  # it only feeds the modifier
     follow(strip, matte)
