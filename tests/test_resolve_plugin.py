@@ -380,3 +380,56 @@ def test_dialog_says_when_vosfx_cannot_be_run(timeline, tmp_path, monkeypatch):
     assert gone in status and "VOSFX_EXECUTABLE" in status and enabled and not polling
     assert gone in seen["studio"][0] and seen["studio"][1]
     assert not os.listdir(tmp_path / "temp")
+
+
+@pytest.mark.parametrize(
+    "name, frames, expected",
+    [
+        ("shot.[1001-1012].png", 12, "shot.%04d.png"),  # Resolve's name for a sequence
+        ("shot.[0001-0012].png", 12, "shot.%04d.png"),
+        ("shot.[8-12].png", 5, "shot.%d.png"),
+        ("shot.[98-102].png", 5, "shot.%d.png"),
+        ("shot.1001.png", 12, "shot.%04d.png"),  # a path to one of its images
+        ("shot.7.png", 12, "shot.%d.png"),
+        ("still.1001.png", 1, "still.1001.png"),  # one image: itself
+        ("clip_0001.mov", 12, "clip_0001.mov"),  # a movie: its file
+    ],
+)
+def test_media_input_reads_an_image_sequence_as_a_pattern(tmp_path, name, frames, expected):
+    assert api.media_input(str(tmp_path / name), frames) == str(tmp_path / expected)
+
+
+@pytest.mark.parametrize("resolve_names_it", ["range", "first image"])
+def test_image_sequence_clip_renders_and_lands_on_the_track_above(
+    tmp_path, config_home, resolve_names_it
+):
+    """An EXR/PNG shot on the timeline: vosfx reads its images as a pattern at the clip's own
+    rate, the used frames are mattes of the right images, and the alpha clip is placed."""
+    folder = tmp_path / "plates"
+    folder.mkdir()
+    for k in range(N):
+        image, _ = moving_square_frame(k, W, H)
+        Image.fromarray(image).save(folder / f"shot.{1001 + k}.png")
+    _, mask = moving_square_frame(8, W, H)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    path = folder / ("shot.[1001-1020].png" if resolve_names_it == "range" else "shot.1001.png")
+    resolve = Resolve(fps=25, frames_of=_frames)
+    resolve.add_clip(str(path), N, record_start=3600 * 25 + 10, duration=8, left_offset=5)
+    resolve.media_pool.clips[-1].fps = 25.0
+    resolve.timeline.playhead = 3600 * 25 + 13
+    options = app.Options(mask_path=str(tmp_path / "mask.png"), attach=False, place=True)
+    ctx, plan, result, events = _run(resolve, options)
+    assert ctx.path == str(folder / "shot.%04d.png") and ctx.clip_fps == 25.0
+    assert plan.job["fps"] == 25.0 and plan.alpha_path.endswith("shot_vosfx_5-12.mov")
+    assert result.ok, result.message() + result.stderr
+    assert [e["frame"] for e in events if e["event"] == "frame"] == list(range(5, 13))
+    import av
+
+    with av.open(plan.alpha_path) as c:
+        assert c.streams.video[0].average_rate == 25
+    alpha = _alpha(plan.alpha_path)
+    assert alpha.shape == (8, H, W) and np.abs(alpha - mask).mean() < 0.02
+    summary = app.bring_back(resolve, ctx, plan, result, options)
+    assert "track 2" in summary
+    placed = resolve.timeline.items[-1]
+    assert (placed.start, placed.duration) == (3600 * 25 + 10, 8)

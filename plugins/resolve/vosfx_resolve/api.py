@@ -15,7 +15,14 @@ The tests run this module against a stand-in (tests/resolve_standin) that implem
 these calls; keep new calls here so the stand-in stays small.
 """
 
+import os
+import re
+
 from vosfx_resolve.timecode import timecode_to_frame
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".dpx")
+_RANGE = re.compile(r"(.*)\[(\d+)-(\d+)\](.*)")  # shot.[1001-1100].exr: Resolve's sequence name
+_LAST_NUMBER = re.compile(r"(.*?)(\d+)(\D*)")
 
 
 class ResolveError(Exception):
@@ -25,7 +32,9 @@ class ResolveError(Exception):
 class ClipContext:
     """The timeline clip to matte and where it sits.
 
-    ``path``: its media file. ``source_in``: first used source frame (0-based, = left offset);
+    ``path``: what vosfx reads (its media file; an image sequence's printf pattern:
+    :func:`media_input`); ``clip_fps``: an image sequence's frame rate (None for movies, whose
+    files carry theirs). ``source_in``: first used source frame (0-based, = left offset);
     ``duration``: used frames; ``source_frames``: frames in the whole file; ``record_start``:
     timeline frame of its first frame; ``track``: its video track index (1-based);
     ``playhead_source``: the source frame under the playhead (None when off the clip);
@@ -41,6 +50,27 @@ class ClipContext:
         return self.source_in + self.duration
 
 
+def media_input(path, frames):
+    """What vosfx reads for a media pool clip: its file; for an image sequence, the printf
+    pattern of its images (``shot.%04d.exr``). Resolve names a sequence with its range in
+    brackets (``shot.[1001-1100].exr``); a path to one of its images (a clip of more than one
+    frame) is read the same way, so vosfx sees every frame of the clip either way."""
+    folder, name = os.path.split(path)
+    ranged = _RANGE.fullmatch(name)
+    if ranged:
+        prefix, first, last, suffix = ranged.groups()
+    else:
+        numbered = _LAST_NUMBER.fullmatch(name)
+        is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTS
+        if not (numbered and is_image and (frames or 0) > 1):
+            return path
+        prefix, first, suffix = numbered.groups()
+        last = first
+    width = len(first)  # zero-padded names (0001, or as wide as the last: 1001-1100)
+    padded = width > 1 and (first.startswith("0") or width == len(last))
+    return os.path.join(folder, prefix + (f"%0{width}d" if padded else "%d") + suffix)
+
+
 def _frame_rate(text):
     """(fps, drop frame) from a ``timelineFrameRate`` setting: "24", "23.976", "29.97 DF"."""
     words = str(text or "").split()
@@ -49,6 +79,14 @@ def _frame_rate(text):
     except (IndexError, ValueError):
         raise ResolveError(f"Resolve reported the timeline frame rate as {text!r}") from None
     return fps, "DF" in (w.upper() for w in words[1:])
+
+
+def _clip_fps(mpi):
+    """A media pool clip's frame rate (its ``FPS`` attribute), or None when unreadable."""
+    try:
+        return float(str(mpi.GetClipProperty("FPS")).split()[0])
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def _timeline_rate(project, timeline):
@@ -97,11 +135,12 @@ def current_clip(resolve):
     path = mpi.GetClipProperty("File Path")
     if not path:
         raise ResolveError(f"the clip {item.GetName()!r} has no media file")
+    frames = mpi.GetClipProperty("Frames")
+    source = media_input(path, int(frames) if frames else None)
     fps, drop = _timeline_rate(project, timeline)
     start, duration = int(item.GetStart()), int(item.GetDuration())
     source_in = int(item.GetLeftOffset())
     playhead = timecode_to_frame(timeline.GetCurrentTimecode(), fps, drop)
-    frames = mpi.GetClipProperty("Frames")
     track = item.GetTrackTypeAndIndex()
     return ClipContext(
         timeline=timeline,
@@ -109,7 +148,9 @@ def current_clip(resolve):
         media_pool_item=mpi,
         media_pool=project.GetMediaPool(),
         name=item.GetName(),
-        path=path,
+        path=source,
+        # an image sequence's own rate (its clip attribute), for the files vosfx writes
+        clip_fps=_clip_fps(mpi) if source != path else None,
         fps=fps,
         record_start=start,
         duration=duration,

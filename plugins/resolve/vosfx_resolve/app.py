@@ -69,7 +69,9 @@ def pick_in_studio(ctx, options, command, env=None):
     """ "Pick in vosfx studio": a :class:`vosfx_client.StudioPick` (started) on the clip's
     range at the playhead; poll ``running``, then ``picked()`` into ``options.picked``."""
     start, end, frame = job_range(ctx, options)
-    return vosfx_client.StudioPick(command, ctx.path, start, end, frame, env=env).start()
+    fps = getattr(ctx, "clip_fps", None)  # an image sequence's rate
+    pick = vosfx_client.StudioPick(command, ctx.path, start, end, frame, env=env, fps=fps)
+    return pick.start()
 
 
 def plan_job(ctx, options):
@@ -92,6 +94,8 @@ def plan_job(ctx, options):
             )
     folder = options.output_dir or os.path.dirname(ctx.path)
     stem = os.path.splitext(os.path.basename(ctx.path))[0]
+    if "%" in stem:  # an image sequence: its name without the frame number
+        stem = stem[: stem.index("%")].rstrip("._- ") or os.path.basename(folder)
     # the range is in the name: a clip used twice gets two mattes, a re-run replaces its own
     base = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
     alpha, matte = base + ".mov", f"{base}.{MATTE_FORMAT}.mov"
@@ -113,6 +117,8 @@ def plan_job(ctx, options):
             overwrite=True,
             extra_formats=extra,
         )
+    if getattr(ctx, "clip_fps", None):  # an image sequence: its rate for vosfx's files
+        job["fps"] = ctx.clip_fps
     return Plan(job, start, end, alpha, matte)
 
 
