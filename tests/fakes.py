@@ -2,7 +2,8 @@
 
 :class:`FakeEngine` implements the Engine/Session protocols of ``vosfx.engine`` without a
 model: each object's prompt mask is area-resized to 64×64 and turned into logits (clicks and
-boxes become discs and rectangles), and every tracked frame gets ``logit_fn(frame_index,
+boxes become discs and rectangles; with a prior, include discs add to it and exclude discs cut
+it), and every tracked frame gets ``logit_fn(frame_index,
 obj_id, base)`` of its pass's prompted frame (default: those logits again).
 """
 
@@ -41,6 +42,18 @@ def shift_logits(dx_per_frame: int) -> LogitFn:
         return shifted
 
     return fn
+
+
+def exclude_discs(prompt: Prompt, width: int, height: int) -> np.ndarray:
+    """(64, 64) bool: the discs :func:`point_logits` cuts around the exclude points."""
+    yy, xx = np.mgrid[0:LOWRES, 0:LOWRES].astype(np.float32) + 0.5
+    out = np.zeros((LOWRES, LOWRES), bool)
+    points = np.asarray(prompt.points if prompt.points is not None else np.zeros((0, 2)))
+    labels = np.asarray(prompt.labels if prompt.labels is not None else [])
+    for (x, y), label in zip(points.reshape(-1, 2), labels):
+        if label == 0:
+            out |= (xx - x / width * LOWRES) ** 2 + (yy - y / height * LOWRES) ** 2 <= 64.0
+    return out
 
 
 def point_logits(prompt: Prompt, width: int, height: int) -> np.ndarray:
@@ -118,6 +131,10 @@ class FakeSession:
             base = prompt_logits(prompt.mask)
         else:
             base = point_logits(prompt, self.info.width, self.info.height)
+            if prompt.prior is not None:  # the clicks edit the prior: includes add, excludes cut
+                prior = prompt_logits(np.asarray(prompt.prior) > 0)
+                excluded = exclude_discs(prompt, self.info.width, self.info.height)
+                base = np.where(excluded, -LOGIT_SCALE, np.maximum(prior, base))
         if self.prompts_too and self.logit_fn is not None:
             base = self.logit_fn(frame.index, prompt.obj_id, base)
         self.anchors.setdefault(prompt.obj_id, {})[frame.index] = base

@@ -230,6 +230,8 @@ PROMPT_ROWS = [
     ("labels", [1, 1], "job.prompts[0].labels"),
     ("mask", 5, "job.prompts[0].mask"),
     ("mask", "", "job.prompts[0].mask"),
+    ("prior", 5, "job.prompts[0].prior"),
+    ("prior", "", "job.prompts[0].prior"),
 ]
 
 
@@ -256,6 +258,41 @@ def test_a_valid_job_round_trips(jobdir):
     assert (parsed.start, parsed.end, parsed.fps, parsed.objects) == (2, 9, 25.0, (1, 2))
     assert parsed.prompts[1].box == (1.0, 2.0, 30.0, 40.0) and parsed.prompts[1].obj_id == 2
     assert parsed.input == str(jobdir / "clip.mp4")
+
+
+def test_a_prompts_prior_travels_with_the_job_and_is_read_safely(jobdir):
+    """A correction's prior: a path beside the job, absolute in the sidecar's record, only
+    with points or a box, and read as a plain array (no pickles) of (s, s) finite logits;
+    anything else is one PromptError naming the prompt and the file."""
+    import numpy as np
+
+    from vosfx.errors import PromptError
+    from vosfx.pipeline.loop import load_prior
+
+    np.save(jobdir / "prior.npy", np.full((64, 64), 3.0, np.float32))
+    job = base_job()
+    job["prompts"] = [{"frame": 4, "points": [[5, 6]], "labels": [0], "prior": "prior.npy"}]
+    parsed = job_from_dict(job, base=jobdir)
+    assert parsed.prompts[0].prior == str(jobdir / "prior.npy")
+    assert parsed.to_record(jobdir)["prompts"][0]["prior"] == str(jobdir / "prior.npy")
+    assert load_prior(parsed.prompts[0].prior).shape == (64, 64)
+    job["prompts"] = [{"frame": 4, "mask": "m.png", "prior": "prior.npy"}]
+    with pytest.raises(ConfigError, match=r"job.prompts\[0\].prior: a prior goes with points"):
+        job_from_dict(job, base=jobdir)
+    np.save(jobdir / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(jobdir / "flat.npy", np.zeros(64, np.float32))
+    np.save(jobdir / "nan.npy", np.full((8, 8), np.nan, np.float32))
+    (jobdir / "text.npy").write_text("not an array")
+    for name, says in [
+        ("missing.npy", "no such file"),
+        ("objects.npy", "expected a .npy array"),
+        ("text.npy", "expected a .npy array"),
+        ("flat.npy", "(s, s) finite float mask logits, found float32 (64,)"),
+        ("nan.npy", "(s, s) finite float mask logits"),
+    ]:
+        with pytest.raises(PromptError, match=f"job.prompts\\[2\\]: prior .*{name}") as err:
+            load_prior(str(jobdir / name), "job.prompts[2]: ")
+        assert says in str(err.value)
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe{", b"[" * 100_000, b"{", b"null"])

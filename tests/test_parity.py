@@ -26,6 +26,7 @@ from PIL import Image
 
 from vosfx.config import MemoryConfig
 from vosfx.engine.loader import SamEngine, torch_backend_for
+from vosfx.errors import PromptError
 from vosfx.models.checkpoint import build_model, size_overrides
 from vosfx.session import ClipSession
 from vosfx.session.frames import ListFrames
@@ -353,3 +354,32 @@ def test_torch_tracking_dispatches_the_official_predictors_ops(models256, clip):
     steady_official, steady_ours = official[8:], ours[8:]  # 7 memories + the prompt's frame
     assert min(steady_official) > 1000  # the count sees the model's operations
     assert max(o / r for o, r in zip(steady_ours, steady_official)) <= 1.05, (official, ours)
+
+
+def test_a_prompts_prior_is_the_decoders_dense_input(models256, clip):
+    """A click prompt's ``prior`` (a correction's tracked logits, from a job's .npy) is
+    decoded exactly as SAM 2's previous-mask input (``previous``); made at another model size
+    it is resampled; without it the clicks alone decide."""
+    import cv2
+
+    _pred, backend = models256
+    _folder, frames, mask = clip
+    h, w = frames[0].shape[:2]
+    info = VideoInfo(path="", width=w, height=h, num_frames=len(frames), fps=None, time_base=1)
+    session = SamEngine(backend, "test", None, fill_hole_area=0).start(info, MemoryConfig())
+    frame = Frame(index=3, image=frames[3], pts=None, time_base=1)
+    clicks = {"points": np.float32([[w * 0.5, h * 0.5]]), "labels": np.int32([0])}
+    prior = session.prompt(frame, Prompt(3, 1, mask=mask)).logits
+    with_prior = session.prompt(frame, Prompt(3, 1, prior=prior, **clicks)).logits
+    as_previous = session.prompt(frame, Prompt(3, 1, **clicks), previous=prior).logits
+    alone = session.prompt(frame, Prompt(3, 1, **clicks)).logits
+    np.testing.assert_array_equal(with_prior, as_previous)
+    assert np.abs(with_prior - alone).max() > 1e-2
+    s = prior.shape[0]
+    resampled = cv2.resize(prior, (2 * s, 2 * s), interpolation=cv2.INTER_LINEAR)
+    other_size = session.prompt(frame, Prompt(3, 1, prior=resampled, **clicks)).logits
+    assert other_size.shape == with_prior.shape
+    assert np.abs(other_size - with_prior).mean() < np.abs(alone - with_prior).mean()
+    with pytest.raises(PromptError, match="prior with points or a box, found a mask"):
+        session.prompt(frame, Prompt(3, 1, mask=mask, prior=prior))
+    session.close()

@@ -957,3 +957,66 @@ def test_opening_a_clip_loads_the_refinements_compiled_loops(clip, tmp_path, mon
         assert started == [1]
     finally:
         st.close()
+
+
+def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_path, monkeypatch):
+    """An exclude click on a frame tracking reached cuts a hole in the tracked mask (the
+    frame's tracked logits are the prompt's prior) instead of leaving a mask of one exclude
+    click; the saved job carries the prior and `vosfx matte --job` renders that frame as the
+    page showed it. Undo, redo and a second click keep the same prior."""
+    from click.testing import CliRunner
+
+    import vosfx.engine
+    from vosfx.cli import cli
+
+    assert run.request("/api/click", {"obj_id": 1, "frame": 0, "box": [8, 8, 88, 56]})[0] == 200
+    assert run.request("/api/track", {})[0] == 200
+    run.wait_idle(60)
+    tracked = run.studio.session.result(12).logits[0] > 0
+    status, _ = _click(run, 12, label=0, xy=(48, 32))
+    assert status == 200
+    corrected = run.studio.session.result(12).logits[0] > 0
+    edit = run.studio.edits[(1, 12)]
+    assert edit.prior is not None and Path(edit.prior).is_file()
+    assert corrected.sum() > 0.5 * tracked.sum()  # the tracked mask, less the disc
+    assert (tracked & ~corrected).any() and not (corrected & ~tracked).any()
+    _click(run, 12, label=0, xy=(20, 20))
+    assert run.studio.edits[(1, 12)].prior == edit.prior
+    run.request("/api/history", {"op": "undo"})
+    run.request("/api/history", {"op": "undo"})
+    assert (1, 12) not in run.studio.edits
+    run.request("/api/history", {"op": "redo"})
+    assert run.studio.edits[(1, 12)] == edit
+    np.testing.assert_array_equal(run.studio.session.result(12).logits[0] > 0, corrected)
+
+    job_path = tmp_path / "jobs" / "fix.json"
+    job_path.parent.mkdir()
+    out = tmp_path / "rendered"
+    body = {"output": str(out), "path": str(job_path), "formats": ["png16-matte"]}
+    status, data = run.request("/api/save", body)
+    assert status == 200, data
+    saved = json.loads(job_path.read_text())
+    (prompt,) = [p for p in saved["prompts"] if p["frame"] == 12]
+    assert prompt["prior"].startswith("fix_masks/") and prompt["prior"].endswith(".npy")
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
+    res = CliRunner().invoke(cli, ["matte", "--job", str(job_path)])
+    assert res.exit_code == 0, res.output
+    frames = sorted(out.glob("*.png"))
+    assert len(frames) == N
+    rendered = np.asarray(Image.open(frames[12])).astype(np.float32) / 65535.0
+    page = np.asarray(Image.open(io.BytesIO(run.request("/api/view/12?view=matte")[1])))
+    page = (page[..., 0] if page.ndim == 3 else page).astype(np.float32) / 255.0
+    assert rendered.max() > 0.9 and np.abs(rendered - page).max() < 1 / 255 + 1e-3
+    # reopened (`vosfx studio --job`): the correction comes back with its prior
+    from vosfx.job import load_job_file
+    from vosfx.studio.state import Studio
+
+    job = load_job_file(job_path)
+    (tmp_path / "w2").mkdir()
+    st = Studio(job.input, engine=FakeEngine(), config=job.config, workdir=tmp_path / "w2")
+    try:
+        st.restore(job)
+        assert st.edits[(1, 12)].prior == str(job_path.parent / prompt["prior"])
+        np.testing.assert_array_equal(st.session.result(12).logits[0] > 0, corrected)
+    finally:
+        st.close()

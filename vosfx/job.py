@@ -36,7 +36,7 @@ _JOB_KEYS = {
     "objects",
     "fps",
 }
-_PROMPT_KEYS = {"frame", "obj_id", "mask", "points", "labels", "box", "threshold"}
+_PROMPT_KEYS = {"frame", "obj_id", "mask", "points", "labels", "box", "threshold", "prior"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class PromptSpec:
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
     threshold: int = 128
+    # with points/box: a .npy file of (s, s) low-res mask logits, the decoder's dense input
+    # (a correction keeps the tracked mask it edits: docs/studio.md)
+    prior: str | None = None
     # what the user typed it as, for errors found once the clip is known (``--point
     # 12:410,220@2``, ``job.prompts[3]``); not part of the job
     where: str = field(default="", compare=False)
@@ -72,6 +75,8 @@ class PromptSpec:
             d["box"] = list(self.box)
         if self.threshold != 128:
             d["threshold"] = self.threshold
+        if self.prior is not None:
+            d["prior"] = self.prior
         return d
 
 
@@ -101,8 +106,9 @@ class Job:
         d = self.to_dict()
         d["input"], d["output"] = _beside(d["input"], base), _beside(d["output"], base)
         for prompt in d["prompts"]:
-            if "mask" in prompt:
-                prompt["mask"] = _beside(prompt["mask"], base)
+            for key in ("mask", "prior"):
+                if key in prompt:
+                    prompt[key] = _beside(prompt[key], base)
         d["config"] = _files_beside(d["config"], base)
         return d
 
@@ -217,6 +223,11 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         mask = _beside(mask, base)
     if mask is None and not points and box is None:
         raise ConfigError(f"{where}: a prompt needs a mask, points or a box")
+    prior = data.get("prior")
+    if prior is not None:
+        if mask is not None:
+            raise ConfigError(f"{where}.prior: a prior goes with points or a box, not a mask")
+        prior = _beside(_path(prior, f"{where}.prior"), base)
     obj_id = data.get("obj_id")
     if obj_id is not None:
         obj_id = _int(obj_id, f"{where}.obj_id", lo=1, hi=2**31 - 1)
@@ -228,6 +239,7 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         labels=labels,
         box=box,
         threshold=_int(data.get("threshold", 128), f"{where}.threshold", lo=0, hi=255),
+        prior=prior,
         where=where,
     )
 

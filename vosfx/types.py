@@ -180,7 +180,10 @@ class Prompt:
     ``mask``: (H, W) bool at video resolution (another dtype: its non-zero pixels, on every
     backend). ``points``: (N, 2) float32 pixel x, y at video
     resolution; ``labels``: (N,) int32, 1 positive, 0 negative. ``box``: (4,) float32 x0, y0,
-    x1, y1 in pixels.
+    x1, y1 in pixels. ``prior``: with points or a box, (s, s) float32 low-resolution mask
+    logits the decoder takes as its dense input (SAM 2's previous mask logits), so that the
+    clicks edit that mask instead of starting from nothing: the studio keeps a tracked frame's
+    output as the prior of a correction on it (a job carries it as a ``.npy`` file).
     """
 
     frame_index: int
@@ -189,6 +192,7 @@ class Prompt:
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
     box: np.ndarray | None = None
+    prior: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

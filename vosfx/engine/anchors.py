@@ -63,6 +63,18 @@ class Anchor:
         )
 
 
+def fit_logits(logits: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 low-res logits: ``logits`` as they are, or resampled bilinearly
+    when they were made at another model size (a prompt's prior from a job run at another
+    ``--image-size``)."""
+    a = np.asarray(logits, np.float32)
+    if a.shape == (size, size):
+        return a
+    import cv2
+
+    return cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def click_request(
     backend: Backend,
     prompt: Prompt,

@@ -57,6 +57,16 @@ def check_prompt(p: Prompt, width: int, height: int) -> None:
         raise PromptError(
             f"{where}: expected an object id, a whole number 1..{_MAX_OBJ_ID}, found {p.obj_id!r}"
         )
+    if p.prior is not None:
+        prior = np.asarray(p.prior)
+        if p.mask is not None:
+            raise PromptError(f"{where}: expected a prior with points or a box, found a mask")
+        if prior.ndim != 2 or prior.shape[0] != prior.shape[1] or prior.shape[0] < 4:
+            raise PromptError(
+                f"{where}: expected the prior as (s, s) mask logits, found shape {prior.shape}"
+            )
+        if not np.issubdtype(prior.dtype, np.floating) or not np.isfinite(prior).all():
+            raise PromptError(f"{where}: expected finite float logits in the prior")
     if p.mask is not None:
         if p.points is not None or p.box is not None:
             raise PromptError(f"{where}: expected a mask or points/box, found both")

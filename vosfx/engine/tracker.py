@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from vosfx.engine.anchors import Anchor, click_request, decode_prompt
+from vosfx.engine.anchors import Anchor, click_request, decode_prompt, fit_logits
 from vosfx.engine.backend import (
     Backend,
     ImageFeatures,
@@ -131,7 +131,9 @@ class Tracker:
         """The object's output on ``frame`` for ``prompt``, which becomes its anchor there
         (replacing any earlier one). ``previous``: (s, s) float32 low-res logits the frame had
         (an earlier prompt's output or a tracked output), the dense mask input of a point or
-        box prompt, as SAM 2 passes ``prev_sam_mask_logits``. ``pass_id``: a correction on a
+        box prompt, as SAM 2 passes ``prev_sam_mask_logits``; the prompt's own ``prior`` takes
+        its place (resampled to the model's size if it was made at another). ``pass_id``: a
+        correction on a
         frame that pass tracked (its next frame): the clicks are decoded with that pass's
         memory attended, as SAM 2 decodes a correction on a tracked frame
         (``is_init_cond_frame=False``)."""
@@ -144,6 +146,8 @@ class Tracker:
         request = None
         if prompt.mask is None:
             w, h = self.info.width, self.info.height
+            if prompt.prior is not None:
+                previous = fit_logits(prompt.prior, self.backend.image_size // 4)
             request = click_request(self.backend, prompt, feats, previous, w, h)
             if pass_id is not None:
                 request = self._passes[pass_id].correction(request, frame.index, shot_id)

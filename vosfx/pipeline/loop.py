@@ -94,6 +94,7 @@ def resolve_prompts(
                 points=pts,
                 labels=np.asarray(spec.labels, np.int32) if spec.points else None,
                 box=box,
+                prior=None if spec.prior is None else load_prior(spec.prior, said),
             )
         )
     if objects is not None:
@@ -101,6 +102,27 @@ def resolve_prompts(
         if not prompts:
             raise PromptError(f"none of the prompts is for the objects {list(objects)}")
     return prompts
+
+
+def load_prior(path: str, said: str = "") -> np.ndarray:
+    """A prompt's prior: (s, s) float32 low-res mask logits from a ``.npy`` file, read without
+    pickles (a job's file runs no code). PromptError naming the file when it is missing or is
+    not such an array."""
+    try:
+        logits = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PromptError(f"{said}prior {path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise PromptError(
+            f"{said}prior {path}: expected a .npy array of mask logits ({err})"
+        ) from None
+    ok = logits.ndim == 2 and logits.shape[0] == logits.shape[1] >= 4
+    if not ok or not np.issubdtype(logits.dtype, np.floating) or not np.isfinite(logits).all():
+        raise PromptError(
+            f"{said}prior {path}: expected (s, s) finite float mask logits, found "
+            f"{logits.dtype} {logits.shape}"
+        )
+    return logits.astype(np.float32)
 
 
 def positions_hint(info: VideoInfo) -> str:

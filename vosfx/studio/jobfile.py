@@ -37,7 +37,7 @@ def job_config(
 def save_job(job: Job, path: Path) -> Path:
     """Write ``job`` as JSON that ``vosfx matte --job`` and ``vosfx batch`` reproduce
     exactly: the full effective config as overrides (so a user config file read later
-    cannot change it), mask prompts copied beside the job file."""
+    cannot change it), mask prompts and corrections' priors copied beside the job file."""
     from vosfx.files import atomic_write_text
 
     path = Path(path)
@@ -49,12 +49,14 @@ def save_job(job: Job, path: Path) -> Path:
     prompts = []
     for spec in job.prompts:
         d = spec.to_dict()
-        if spec.mask is not None:
-            masks.mkdir(exist_ok=True)
-            target = masks / Path(spec.mask).name
-            if Path(spec.mask).resolve() != target.resolve():
-                shutil.copyfile(spec.mask, target)
-            d["mask"] = f"{masks.name}/{target.name}"
+        for key in ("mask", "prior"):  # a correction's prior (.npy) travels as masks do
+            source = getattr(spec, key)
+            if source is not None:
+                masks.mkdir(exist_ok=True)
+                target = masks / Path(source).name
+                if Path(source).resolve() != target.resolve():
+                    shutil.copyfile(source, target)
+                d[key] = f"{masks.name}/{target.name}"
         prompts.append(d)
     # no "version" key (1 is the default) and one line: the same file is a `vosfx batch`
     # manifest of one job (JSON lines) and a `vosfx matte --job` job file

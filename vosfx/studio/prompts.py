@@ -4,8 +4,10 @@ frame, undo/redo, and each change computed on its frame at once.
 Every prompt is kept as the job JSON spells it (:class:`FramePrompt`, one per object and
 frame) and turned into the engine's Prompt by the same function ``vosfx matte --job`` uses
 (:func:`vosfx.pipeline.resolve_prompts`), and each click recomputes the object's whole prompt
-on that frame from the clicks alone (``refine=False``): so the mask the page shows after a
-click is what a render of the saved job computes for that frame, exactly.
+on that frame from its clicks (``refine=False``), with, on a frame tracking had reached, the
+frame's tracked logits kept when the first click came as the prompt's prior (a file the saved
+job carries): so the clicks edit the tracked mask, and the mask the page shows after a click
+is what a render of the saved job computes for that frame, exactly.
 
 :class:`PromptsMixin` is that part of :class:`~vosfx.studio.state.Studio`; the studio makes
 the state it reads (the bookkeeping below and the session) in its constructor.
@@ -32,12 +34,15 @@ if TYPE_CHECKING:
 class FramePrompt:
     """One object's whole prompt on one frame, as the user made it: clicks (``points`` in
     source pixels with ``labels`` 1 include / 0 exclude) and an optional ``box``, or a
-    ``mask`` image file (a dropped mask replaces the clicks)."""
+    ``mask`` image file (a dropped mask replaces the clicks). ``prior``: a correction's
+    ``.npy`` of the frame's tracked logits when the first click came, which the clicks edit
+    (the decoder's dense input)."""
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
     mask: str | None = None
+    prior: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -51,6 +56,7 @@ class FramePrompt:
             points=self.points,
             labels=self.labels,
             box=self.box,
+            prior=self.prior if self.mask is None else None,
         )
 
 
@@ -180,6 +186,8 @@ class PromptsMixin:
                     self.session.remove_prompt(obj_id, frame)
                     del self.edits[(obj_id, frame)]
             else:
+                if old is None and record and new.mask is None and new.prior is None:
+                    new = replace(new, prior=self._tracked_prior(obj_id, frame))
                 prompt = self._resolve(obj_id, frame, new)
                 self.session.add_prompt(prompt, refine=False)
                 self.edits[(obj_id, frame)] = new
@@ -187,6 +195,19 @@ class PromptsMixin:
                 self._undo.append((obj_id, frame, old, new))
                 self._redo.clear()
             return self.session.result(frame)
+
+    def _tracked_prior(self, obj_id: int, frame: int) -> str | None:
+        """A first click on a frame tracking reached: the frame's tracked logits for the
+        object, saved as the correction's prior (``.npy`` in the workdir), so the clicks edit
+        the tracked mask; None on a frame without a tracked output for it."""
+        store = self.session.store
+        tracked = store.get(obj_id, frame)
+        if tracked is None or store.is_prompted(obj_id, frame):
+            return None
+        self._mask_seq += 1
+        path = self.workdir / f"prior_obj{obj_id}_f{frame}_{self._mask_seq}.npy"
+        np.save(path, np.asarray(tracked.logits, np.float32), allow_pickle=False)
+        return str(path)
 
     def _resolve(self, obj_id: int, frame: int, fp: FramePrompt) -> Prompt:
         """``fp`` as the engine's Prompt, by the function ``vosfx matte --job`` uses."""
@@ -231,7 +252,9 @@ class PromptsMixin:
             obj = spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1
             if job.objects is not None and obj not in job.objects:
                 continue
-            self._restore_one(obj, spec.frame, FramePrompt(spec.points, spec.labels, spec.box))
+            self._restore_one(
+                obj, spec.frame, FramePrompt(spec.points, spec.labels, spec.box, prior=spec.prior)
+            )
 
     def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:
         if obj_id not in self.objects:
