@@ -138,6 +138,26 @@ def test_studio_pick_passes_an_image_sequence_rate_the_studio_reads(tmp_path):
     assert "--fps" not in plain.args
 
 
+def test_picked_job_files_are_made_absolute(tmp_path):
+    """The studio writes a pick's mask images and corrections' priors beside the job, named
+    relative to it; the host's job (written elsewhere) gets them absolute."""
+    import subprocess
+
+    pick = vosfx_client.StudioPick(["vosfx"], tmp_path / "clip.mp4", 0, 5, 2, folder=str(tmp_path))
+    prompts = [
+        {"frame": 1, "mask": "picked_masks/m.png"},
+        {"frame": 3, "points": [[4, 5]], "labels": [0], "prior": "picked_masks/p.npy"},
+        {"frame": 4, "points": [[4, 5]], "labels": [1], "prior": str(tmp_path / "abs.npy")},
+    ]
+    Path(pick.job_path).write_text(json.dumps({"input": "clip.mp4", "prompts": prompts}))
+    pick.proc = subprocess.Popen([sys.executable, "-c", ""])
+    pick.proc.wait()
+    got = pick.picked()["prompts"]
+    assert got[0]["mask"] == str(tmp_path / "picked_masks" / "m.png")
+    assert got[1]["prior"] == str(tmp_path / "picked_masks" / "p.npy")
+    assert got[2]["prior"] == str(tmp_path / "abs.npy")
+
+
 def test_build_job_is_a_valid_version_1_job(tmp_path):
     from vosfx.job import job_from_dict
 

@@ -359,15 +359,17 @@ class StudioPick:
         return code
 
     def picked(self):
-        """The job the user finished with Done (dict), or None (closed, cancelled)."""
+        """The job the user finished with Done (dict, its prompts' files made absolute), or None
+        (closed, cancelled)."""
         if self.proc is None or self.proc.poll() != 0 or not os.path.isfile(self.job_path):
             return None
         with open(self.job_path, encoding="utf-8") as f:
             job = json.load(f)
         for prompt in job.get("prompts", []):
-            mask = prompt.get("mask")
-            if mask and not os.path.isabs(mask):
-                prompt["mask"] = os.path.join(self.folder, mask)
+            for key in ("mask", "prior"):  # files beside the picked job: a correction's prior too
+                path = prompt.get(key)
+                if path and not os.path.isabs(path):
+                    prompt[key] = os.path.join(self.folder, path)
         return job
 
     def message(self):
