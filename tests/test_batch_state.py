@@ -52,6 +52,30 @@ def test_hash_is_stable_and_sees_what_changes_outputs(job, tmp_path):
     assert job_hash(job) != h  # a re-exported clip (new mtime) is redone
 
 
+def test_hash_sees_a_corrections_prior(job, tmp_path):
+    """A job with a correction's prior is redone when the prior file changes; a job without
+    one keeps the hash it had before priors existed (no re-render after an upgrade)."""
+    import numpy as np
+
+    from vosfx.job import PromptSpec
+
+    h = job_hash(job)
+    assert "prior" not in job.prompts[0].to_dict()  # the job part of the hash as before
+    prior = tmp_path / "p.npy"
+    np.save(prior, np.zeros((64, 64), np.float32))
+    fixed = replace(
+        job,
+        prompts=(
+            *job.prompts,
+            PromptSpec(frame=2, points=((5, 5),), labels=(0,), prior=str(prior)),
+        ),
+    )
+    h2 = job_hash(fixed)
+    assert h2 != h
+    np.save(prior, np.ones((64, 64), np.float32))
+    assert job_hash(fixed) != h2
+
+
 def test_big_files_hash_head_and_tail(tmp_path, monkeypatch):
     monkeypatch.setattr(batch_state, "FULL_HASH_BYTES", 64)
     monkeypatch.setattr(batch_state, "EDGE_BYTES", 16)

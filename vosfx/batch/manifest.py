@@ -304,6 +304,8 @@ def _row_job(
     for p in job.prompts:
         if p.mask is not None and not Path(p.mask).is_file():
             errors.append(f"{where}: mask {p.mask} does not exist")
+        if p.prior is not None and not Path(p.prior).is_file():
+            errors.append(f"{where}: prior {p.prior} does not exist")
     model = job.config.model
     if model.checkpoint and not Path(model.checkpoint).expanduser().is_file():
         errors.append(f"{where}: [model] checkpoint {model.checkpoint} does not exist")
@@ -357,8 +359,9 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str], manifest: Path | Non
     for bj in jobs:
         inputs[str(Path(bj.job.input).resolve())] = bj.where
         for p in bj.job.prompts:
-            if p.mask is not None:
-                inputs[str(Path(p.mask).resolve())] = bj.where
+            for path in (p.mask, p.prior):
+                if path is not None:
+                    inputs[str(Path(path).resolve())] = bj.where
     templates: list[tuple[str, str, str]] = []  # (resolved, as planned, row)
     from vosfx.pipeline import check_output_name, plan_outputs
 

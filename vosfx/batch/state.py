@@ -118,6 +118,11 @@ def job_hash(job: Job) -> str:
         "model": model_identity(job),
         "vosfx_major": __version__.split(".")[0],
     }
+    if any(p.prior for p in job.prompts):  # corrections' priors (absent: the hash as before)
+        payload["priors"] = [
+            file_fingerprint(p.prior)["sha256"] if p.prior and Path(p.prior).is_file() else None
+            for p in job.prompts
+        ]
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
