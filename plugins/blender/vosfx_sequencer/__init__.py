@@ -332,7 +332,10 @@ def _keep_mattes_on_their_strips(*_args):
     """After any edit and before each frame: a matte strip follows its movie strip (moved in
     the frame or in time, scaled, flipped, reversed), so the cut-out stays on the picture."""
     for scene in bpy.data.scenes:
-        follow_all(scene)
+        try:
+            follow_all(scene)
+        except ReferenceError:  # a strip removed while this update was under way: the next
+            pass  # update sees the sequencer as it is
 
 
 _HANDLERS = (bpy.app.handlers.depsgraph_update_post, bpy.app.handlers.frame_change_pre)
