@@ -120,8 +120,8 @@ def check_flips(strip):
         names = " and ".join(f"Flip {axis.upper()}" for axis in flips)
         raise ValueError(
             f"the strip {strip.name!r} is flipped ({names}): Blender does not flip a strip's "
-            "mask with it, so the matte would not line up; turn the flip off (Strip > "
-            "Transform) first"
+            "mask with it, so the matte would not line up; turn the flip off first (Sidebar > "
+            "Strip > Transform > Mirror)"
         )
 
 
