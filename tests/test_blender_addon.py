@@ -21,7 +21,7 @@ from vosfx.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 # the bpy wheels the add-on is run in: the newest Blender, and the 4.2 LTS its bl_info names
-# as the oldest (4.2 and 4.3 call the sequencer's strips "sequences")
+# as the oldest (4.2 calls the sequencer's strips "sequences")
 BPY_VERSIONS = ("5.0.1", "4.2.0")
 FAKE_VOSFX = f'"{sys.executable}" "{REPO / "tests" / "bin" / "vosfx_fake.py"}"'
 TRIM_IN, USED, PLAYHEAD = 10, 4, 2  # strip uses source frames 10..13, playhead on frame 12
@@ -99,7 +99,7 @@ sys.path.insert(0, args["addons"])
 addon_utils.enable("vosfx_sequencer", default_set=True)
 
 
-def strips(ed):  # Blender 4.4 on: strips; 4.2 and 4.3: sequences
+def strips(ed):  # Blender 5.0: strips; 4.2: sequences
     return ed.strips if hasattr(ed, "strips") else ed.sequences
 
 
@@ -231,7 +231,7 @@ options = dict(
     sound=False, use_framerate=False, set_view_transform=False, adjust_playback_rate=True,
     overlap=False, move_strips=False, replace_sel=False,
 )
-known = {p.identifier for p in add.get_rna_type().properties}  # move_strips: 4.4 on
+known = {p.identifier for p in add.get_rna_type().properties}  # move_strips: not in 4.2
 with bpy.context.temp_override(window=win, area=area, region=region):
     add("EXEC_DEFAULT", **{k: v for k, v in options.items() if k in known})
 matte("playback_rate", scene, ed, strips(ed)[0])

@@ -20,13 +20,13 @@ _NUMBERED = re.compile(r"(.*?)(\d+)(\D*)")  # prefix, the last run of digits, su
 
 
 def strips(ed):
-    """The sequencer's top-level strips: ``strips`` from Blender 4.4, ``sequences`` in 4.2
-    and 4.3 (the add-on's oldest, Blender 4.2 LTS)."""
+    """The sequencer's top-level strips: ``strips`` in Blender 5.0, ``sequences`` in 4.2 LTS
+    (the add-on's oldest; both run in the tests), whichever this Blender has."""
     return ed.strips if hasattr(ed, "strips") else ed.sequences
 
 
 def strips_all(ed):
-    """Every strip, those inside meta strips included (``sequences_all`` before 4.4)."""
+    """Every strip, those inside meta strips included (``sequences_all`` in 4.2)."""
     return ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all
 
 
