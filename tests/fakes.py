@@ -44,22 +44,33 @@ def shift_logits(dx_per_frame: int) -> LogitFn:
     return fn
 
 
-def exclude_discs(prompt: Prompt, width: int, height: int) -> np.ndarray:
-    """(64, 64) bool: the discs :func:`point_logits` cuts around the exclude points."""
-    yy, xx = np.mgrid[0:LOWRES, 0:LOWRES].astype(np.float32) + 0.5
-    out = np.zeros((LOWRES, LOWRES), bool)
+_YY, _XX = np.mgrid[0:LOWRES, 0:LOWRES].astype(np.float32) + 0.5
+
+
+def _disc(x: float, y: float, width: int, height: int) -> np.ndarray:
+    """(64, 64) bool: the disc of radius 8 cells around clip pixel (x, y)."""
+    return (_XX - x / width * LOWRES) ** 2 + (_YY - y / height * LOWRES) ** 2 <= 64.0
+
+
+def _clicks(prompt: Prompt):
     points = np.asarray(prompt.points if prompt.points is not None else np.zeros((0, 2)))
     labels = np.asarray(prompt.labels if prompt.labels is not None else [])
-    for (x, y), label in zip(points.reshape(-1, 2), labels):
+    return zip(points.reshape(-1, 2), labels)
+
+
+def exclude_discs(prompt: Prompt, width: int, height: int) -> np.ndarray:
+    """(64, 64) bool: the discs :func:`point_logits` cuts around the exclude points."""
+    out = np.zeros((LOWRES, LOWRES), bool)
+    for (x, y), label in _clicks(prompt):
         if label == 0:
-            out |= (xx - x / width * LOWRES) ** 2 + (yy - y / height * LOWRES) ** 2 <= 64.0
+            out |= _disc(x, y, width, height)
     return out
 
 
 def point_logits(prompt: Prompt, width: int, height: int) -> np.ndarray:
     """(64, 64) logits for a click or box prompt: +10 inside a box, or in a disc of radius 8
     cells around each include point, minus discs around exclude points; -10 elsewhere."""
-    yy, xx = np.mgrid[0:LOWRES, 0:LOWRES].astype(np.float32) + 0.5
+    yy, xx = _YY, _XX
     inside = np.zeros((LOWRES, LOWRES), bool)
     if prompt.box is not None:
         (x0, y0), (x1, y1) = np.asarray(prompt.box, np.float32).reshape(2, 2) * [
@@ -67,12 +78,8 @@ def point_logits(prompt: Prompt, width: int, height: int) -> np.ndarray:
             LOWRES / height,
         ]
         inside |= (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
-    for (x, y), label in zip(
-        np.asarray(prompt.points if prompt.points is not None else np.zeros((0, 2))).reshape(-1, 2),
-        np.asarray(prompt.labels if prompt.labels is not None else []),
-    ):
-        cx, cy = x / width * LOWRES, y / height * LOWRES
-        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= 64.0
+    for (x, y), label in _clicks(prompt):
+        disc = _disc(x, y, width, height)
         inside = inside | disc if label == 1 else inside & ~disc
     return np.where(inside, LOGIT_SCALE, -LOGIT_SCALE).astype(np.float32)
 

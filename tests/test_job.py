@@ -267,7 +267,7 @@ def test_a_prompts_prior_travels_with_the_job_and_is_read_safely(jobdir):
     import numpy as np
 
     from vosfx.errors import PromptError
-    from vosfx.pipeline.loop import load_prior
+    from vosfx.io.prompts import load_prior
 
     np.save(jobdir / "prior.npy", np.full((64, 64), 3.0, np.float32))
     job = base_job()

@@ -195,6 +195,14 @@ class Prompt:
     prior: np.ndarray | None = None
 
 
+def prior_ok(logits: np.ndarray) -> bool:
+    """Whether ``logits`` can be a :class:`Prompt`'s ``prior``: (s, s) finite float mask
+    logits, s >= 4 (what the engine takes, and what a job's ``.npy`` must hold)."""
+    a = np.asarray(logits)
+    square = a.ndim == 2 and a.shape[0] == a.shape[1] >= 4
+    return square and np.issubdtype(a.dtype, np.floating) and bool(np.isfinite(a).all())
+
+
 @dataclass(frozen=True)
 class ObjectResult:
     """The engine's output for one object on one frame.

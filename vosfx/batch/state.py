@@ -100,14 +100,16 @@ def model_identity(job: Job) -> dict[str, Any]:
     return ident
 
 
+def _sha256_or_none(path: str | None) -> str | None:
+    """A prompt file's fingerprint hash, None when the prompt has none or it is missing."""
+    return file_fingerprint(path)["sha256"] if path and Path(path).is_file() else None
+
+
 def job_hash(job: Job) -> str:
     """sha256 (hex) over everything that changes ``job``'s outputs (see the module doc)."""
     described = job.to_dict()
     described.pop("overwrite", None)
-    prompts = [
-        file_fingerprint(p.mask)["sha256"] if p.mask and Path(p.mask).is_file() else None
-        for p in job.prompts
-    ]
+    prompts = [_sha256_or_none(p.mask) for p in job.prompts]
     background = Path(job.config.output.background).expanduser()
     payload = {
         "job": described,
@@ -119,10 +121,7 @@ def job_hash(job: Job) -> str:
         "vosfx_major": __version__.split(".")[0],
     }
     if any(p.prior for p in job.prompts):  # corrections' priors (absent: the hash as before)
-        payload["priors"] = [
-            file_fingerprint(p.prior)["sha256"] if p.prior and Path(p.prior).is_file() else None
-            for p in job.prompts
-        ]
+        payload["priors"] = [_sha256_or_none(p.prior) for p in job.prompts]
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

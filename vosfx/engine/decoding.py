@@ -17,7 +17,7 @@ from vosfx.engine.backend import Backend, TrackOutput
 from vosfx.engine.policies.base import MemoryPolicy
 from vosfx.engine.policies.candidates import Candidates
 from vosfx.errors import PromptError
-from vosfx.types import Prompt
+from vosfx.types import Prompt, prior_ok
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's logit for "no object" (sam2_base.NO_OBJ_SCORE)
 MASK_INPUT_CLAMP = 32.0  # SAM 2 clamps a previous output to +-32 before using it as a prompt
@@ -58,15 +58,14 @@ def check_prompt(p: Prompt, width: int, height: int) -> None:
             f"{where}: expected an object id, a whole number 1..{_MAX_OBJ_ID}, found {p.obj_id!r}"
         )
     if p.prior is not None:
-        prior = np.asarray(p.prior)
         if p.mask is not None:
             raise PromptError(f"{where}: expected a prior with points or a box, found a mask")
-        if prior.ndim != 2 or prior.shape[0] != prior.shape[1] or prior.shape[0] < 4:
+        if not prior_ok(p.prior):
+            prior = np.asarray(p.prior)
             raise PromptError(
-                f"{where}: expected the prior as (s, s) mask logits, found shape {prior.shape}"
+                f"{where}: expected the prior as (s, s) finite float mask logits, found "
+                f"{prior.dtype} {prior.shape}"
             )
-        if not np.issubdtype(prior.dtype, np.floating) or not np.isfinite(prior).all():
-            raise PromptError(f"{where}: expected finite float logits in the prior")
     if p.mask is not None:
         if p.points is not None or p.box is not None:
             raise PromptError(f"{where}: expected a mask or points/box, found both")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vosfx.errors import PromptError
-from vosfx.types import Prompt
+from vosfx.types import Prompt, prior_ok
 
 
 def load_mask_prompt(
@@ -214,3 +214,23 @@ def validate_prompt_frame(prompt: Prompt, num_frames: int) -> None:
             f"expected a prompt frame in 0..{num_frames - 1} (the clip has {num_frames} "
             f"frames), found frame {prompt.frame_index} for object {prompt.obj_id}"
         )
+
+
+def load_prior(path: str, said: str = "") -> np.ndarray:
+    """A prompt's prior: (s, s) float32 low-res mask logits from a ``.npy`` file, read without
+    pickles (a job's file runs no code). PromptError naming the file when it is missing or is
+    not such an array."""
+    try:
+        logits = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PromptError(f"{said}prior {path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise PromptError(
+            f"{said}prior {path}: expected a .npy array of mask logits ({err})"
+        ) from None
+    if not prior_ok(logits):
+        raise PromptError(
+            f"{said}prior {path}: expected (s, s) finite float mask logits, found "
+            f"{logits.dtype} {logits.shape}"
+        )
+    return logits.astype(np.float32)

@@ -48,7 +48,7 @@ def resolve_prompts(
     end: int,
 ) -> list[Prompt]:
     """PromptSpecs -> engine Prompts at video resolution, validated against the clip."""
-    from vosfx.io.prompts import check_inside, load_mask_prompt
+    from vosfx.io.prompts import check_inside, load_mask_prompt, load_prior
 
     prompts: list[Prompt] = []
     # click/box prompts without an obj_id: object 1, or one more object after the masks' ids
@@ -102,27 +102,6 @@ def resolve_prompts(
         if not prompts:
             raise PromptError(f"none of the prompts is for the objects {list(objects)}")
     return prompts
-
-
-def load_prior(path: str, said: str = "") -> np.ndarray:
-    """A prompt's prior: (s, s) float32 low-res mask logits from a ``.npy`` file, read without
-    pickles (a job's file runs no code). PromptError naming the file when it is missing or is
-    not such an array."""
-    try:
-        logits = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PromptError(f"{said}prior {path}: no such file") from None
-    except (OSError, ValueError) as err:
-        raise PromptError(
-            f"{said}prior {path}: expected a .npy array of mask logits ({err})"
-        ) from None
-    ok = logits.ndim == 2 and logits.shape[0] == logits.shape[1] >= 4
-    if not ok or not np.issubdtype(logits.dtype, np.floating) or not np.isfinite(logits).all():
-        raise PromptError(
-            f"{said}prior {path}: expected (s, s) finite float mask logits, found "
-            f"{logits.dtype} {logits.shape}"
-        )
-    return logits.astype(np.float32)
 
 
 def positions_hint(info: VideoInfo) -> str:
