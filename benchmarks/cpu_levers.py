@@ -48,6 +48,14 @@ compilation; each compiled stage's largest difference from eager.
 
     python benchmarks/cpu_levers.py torch-compile --backend zentorch --checkpoint tiny.pt
 
+``memory-attention``: memory attention alone on the steady-state inputs, alternating calls:
+ONNX Runtime fp32 with the bundle's ``cpu`` variant (query blocks, what the CPU provider runs)
+and with the fused attention op; with ``--openvino`` also the bf16 tier's graph with
+OpenVINO's attention kernel and in ``--blocks`` query blocks (what the tier runs on CPUs with
+AMX). Medians, best, and each output's difference from the ``cpu`` variant's.
+
+    python benchmarks/cpu_levers.py memory-attention --size 1024 --calls 9 --openvino
+
 ``windowed``: the image encoder exported twice from one checkpoint (torch and sam2 needed):
 as vosfx exports it (only Hiera's global-attention blocks as the fused ``MultiHeadAttention``)
 and with every block's attention fused, both timed alternating on ONNX Runtime.
@@ -82,14 +90,17 @@ def stage_inputs(size: int) -> dict:
     return module.stage_inputs(size)
 
 
-def _ort_call(bundle: Path, name: str, feeds: dict, threads: int):
+def _ort_call(bundle: Path, name: str, feeds: dict, threads: int, *, fused: bool = False):
     import onnxruntime as ort
 
     from vosfx.engine.ort_runtime import session_options
 
     man = json.loads((bundle / "manifest.json").read_text())
-    # what the CPU provider runs: the bundle's `cpu` variant where it has one (query blocks)
-    file = man.get("variants", {}).get("cpu", {}).get(name, man["graphs"][name]["file"])
+    # what the CPU provider runs: the bundle's `cpu` variant where it has one (query blocks),
+    # unless `fused` (the graph with ONNX Runtime's fused attention op)
+    file = man["graphs"][name]["file"]
+    if not fused:
+        file = man.get("variants", {}).get("cpu", {}).get(name, file)
     sess = ort.InferenceSession(
         str(bundle / file),
         session_options(ort, threads=threads),
@@ -100,7 +111,9 @@ def _ort_call(bundle: Path, name: str, feeds: dict, threads: int):
     return lambda: sess.run(None, mine)
 
 
-def _ov_call(bundle: Path, name: str, feeds: dict, threads: int):
+def _ov_call(bundle: Path, name: str, feeds: dict, threads: int, *, blocks: int = 0):
+    """The bf16 tier's session of ``name`` (``blocks``: its attentions in that many query
+    blocks, :func:`vosfx.engine.openvino_runtime.split_attention`; 0: OpenVINO's kernel)."""
     from vosfx.engine import openvino_runtime as ovr
 
     man = json.loads((bundle / "manifest.json").read_text())
@@ -121,6 +134,8 @@ def _ov_call(bundle: Path, name: str, feeds: dict, threads: int):
         precision="bf16",
         threads=threads,
         batch_axes=axes,
+        float16_weights=name in ovr.FLOAT16_WEIGHTS and not ovr.cpu_has_amx(),
+        attention_blocks=blocks,
     )
     mine = {k: feeds[k] for k in inputs}
     sess.run(None, mine)
@@ -662,6 +677,44 @@ def int8_products(args) -> None:
         )
 
 
+def memory_attention(args) -> None:
+    import numpy as np
+
+    bundle = Path(args.bundle or f"/tmp/vosfx-bench-onnx/bundle-{args.size}")
+    feeds = stage_inputs(args.size)
+    name = "memory_attention"
+    calls = {
+        "ort-blocks": _ort_call(bundle, name, feeds, args.threads),
+        "ort-fused": _ort_call(bundle, name, feeds, args.threads, fused=True),
+    }
+    if args.openvino:
+        calls["ov-bf16-kernel"] = _ov_call(bundle, name, feeds, args.threads)
+        for n in args.blocks:
+            calls[f"ov-bf16-{n}-blocks"] = _ov_call(bundle, name, feeds, args.threads, blocks=n)
+    outs = {k: np.asarray(call()[0]) for k, call in calls.items()}
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(args.calls):
+        for k, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[k].append(1000 * (time.perf_counter() - t0))
+    for k, t in times.items():
+        diff = np.abs(outs[k] - outs["ort-blocks"])
+        print(
+            json.dumps(
+                {
+                    "run": k,
+                    "median_ms": round(statistics.median(t), 1),
+                    "best_ms": round(min(t), 1),
+                    "vs_ort_blocks_max": round(float(diff.max()), 5),
+                    "vs_ort_blocks_mean": round(float(diff.mean()), 6),
+                }
+            ),
+            flush=True,
+        )
+    print(json.dumps({"loadavg_end": os.getloadavg()}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -693,6 +746,18 @@ def main() -> None:
     c.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
     c.add_argument("--calls", type=int, default=4)
     c.add_argument("--threads", type=int, default=2)
+    m = sub.add_parser("memory-attention")
+    m.add_argument("--size", type=int, default=1024)
+    m.add_argument("--bundle", help="format-3 bundle (default /tmp/vosfx-bench-onnx/bundle-SIZE)")
+    m.add_argument("--calls", type=int, default=9)
+    m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--openvino", action="store_true", help="also the bf16 tier's graph")
+    m.add_argument(
+        "--blocks",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[8],
+        help="query-block counts for the bf16 graph (comma list)",
+    )
     i = sub.add_parser("int8-products")
     i.add_argument("--calls", type=int, default=9)
     i.add_argument("--threads", type=int, default=2)
@@ -705,6 +770,7 @@ def main() -> None:
         "bf16-torch": bf16_torch,
         "qk-int8": qk_int8,
         "int8-products": int8_products,
+        "memory-attention": memory_attention,
         "torch-compile": torch_compile,
     }
     run[args.what](args)

@@ -471,3 +471,42 @@ def test_the_int8_products_benchmark_times_correct_products():
         assert all(v > 0 for v in row["gops"].values()), row
         assert row["max_error_of_max"]["fp32"] == 0.0
         assert row["max_error_of_max"]["u8"] < 0.02, row
+
+
+def test_the_memory_attention_benchmark_compares_the_same_stage():
+    """benchmarks/cpu_levers.py memory-attention (docs/benchmarks/onnx.md, twenty-second pass):
+    ONNX Runtime's query blocks and fused op give the same outputs; on a bf16 CPU the tier's
+    graph with OpenVINO's kernel and in query blocks is timed too, both within bfloat16's
+    error of float32."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.onnx_bundle import SIZE, exported
+
+    try:
+        _bf16_or_skip()
+        bf16 = True
+    except pytest.skip.Exception:  # the ONNX Runtime rows only
+        bf16 = False
+    _, _, folder = exported(("bf16",) if bf16 else ())
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_levers.py"
+    args = ["memory-attention", "--size", str(SIZE), "--bundle", str(folder), "--calls", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args, *(["--openvino", "--blocks", "2"] if bf16 else [])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {
+        row["run"]: row
+        for row in (json.loads(line) for line in done.stdout.splitlines() if '"run"' in line)
+    }
+    want = {"ort-blocks", "ort-fused"} | ({"ov-bf16-kernel", "ov-bf16-2-blocks"} if bf16 else set())
+    assert set(rows) == want
+    assert rows["ort-fused"]["vs_ort_blocks_max"] < 1e-4
+    for row in rows.values():
+        assert row["median_ms"] > 0 and row["best_ms"] <= row["median_ms"]
+        assert row["vs_ort_blocks_mean"] < 0.01, row
