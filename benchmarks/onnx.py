@@ -39,17 +39,30 @@ RUNS = {
     "onnx": ("onnx", {"precision": "fp32", "opt": "all"}),
     "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
-    # the four per-frame stages on OpenVINO in bfloat16 (CPUs with AMX/AVX512_BF16)
+    # the bf16 tier: the four per-frame stages on OpenVINO in bfloat16 with AMX, the two heavy
+    # ones without (openvino_runtime.tier_stages)
     "onnx-bf16": ("onnx", {"precision": "bf16", "opt": "all"}),
-    # the bf16 tier before memory encoder and decoder moved to OpenVINO too
+    # the two heavy stages on OpenVINO (the tier without AMX; with AMX, the tier before memory
+    # encoder and decoder moved to OpenVINO too)
     "onnx-bf16-heavy": (
         "onnx",
         {"precision": "bf16", "opt": "all", "ov": ("image_encoder", "memory_attention")},
     ),
     # the bf16 tier with memory attention's attention in OpenVINO's fused kernel / split into
-    # query blocks (the default picks split where the CPU has AMX)
+    # query blocks (the default: split)
     "onnx-bf16-fused": ("onnx", {"precision": "bf16", "opt": "all", "attention": "fused"}),
     "onnx-bf16-split": ("onnx", {"precision": "bf16", "opt": "all", "attention": "split"}),
+    # the tier without AMX before the twenty-second pass: the four per-frame stages on
+    # OpenVINO, memory attention's attention in OpenVINO's fused kernel
+    "onnx-bf16-four-fused": (
+        "onnx",
+        {
+            "precision": "bf16",
+            "opt": "all",
+            "ov": ("image_encoder", "memory_attention", "memory_encoder", "decoder"),
+            "attention": "fused",
+        },
+    ),
     # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
     # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
     "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),

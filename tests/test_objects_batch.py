@@ -287,6 +287,13 @@ def test_onnx_track_many_and_encode_memory_many_equal_single_calls(onnx_backend)
             assert float(np.abs(np.asarray(x) - np.asarray(y)).max()) <= tol
         assert abs(a.object_score_logit - b.object_score_logit) <= tol
     assert not np.array_equal(got[0].multi_logits, got[2].multi_logits)
-    if bf16:  # OpenVINO compiled memory attention and memory encoder once per batch size met
+    if bf16:  # OpenVINO compiled its per-object stages once per batch size met (the memory
+        # encoder runs on OpenVINO on CPUs with AMX only: openvino_runtime.tier_stages)
+        from vosfx.engine import openvino_runtime as ovr
+
+        on_ov = ovr.tier_stages(ovr.cpu_has_amx())
         for stage in ("memory_attention", "memory_encoder"):
-            assert set(be._sess[stage]._compiled) == {1, 3}, stage
+            if stage in on_ov:
+                assert set(be._sess[stage]._compiled) == {1, 3}, stage
+            else:
+                assert type(be._sess[stage]).__name__ == "InferenceSession", stage

@@ -67,9 +67,9 @@ class ModelConfig:
     precision: str = _opt(
         "fp32",
         choices=("fp32", "fp16", "bf16", "int8"),
-        doc="fp32 exact; fp16 for GPUs; bf16: image encoder, memory attention, decoder and "
-        "memory encoder in bfloat16 on OpenVINO (CPUs with AMX/AVX512_BF16, `vosfx[openvino]`); int8: int8 "
-        "image encoder on CPUs (onnx backend only)",
+        doc="fp32 exact; fp16 for GPUs; bf16: image encoder and memory attention (with AMX also "
+        "decoder and memory encoder) in bfloat16 on OpenVINO (CPUs with AMX/AVX512_BF16, "
+        "`vosfx[openvino]`); int8: int8 image encoder on CPUs (onnx backend only)",
     )
     threads: int = _opt(
         0,

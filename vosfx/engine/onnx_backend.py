@@ -68,13 +68,14 @@ class OnnxBackend:
     ``shared_arena``: one CPU arena for all sessions of the process (default) or ONNX Runtime's
     own arena per session (for comparisons: docs/benchmarks/onnx.md).
     ``bf16_stages``: the graphs the bf16 tier compiles with OpenVINO (default
-    :data:`vosfx.engine.openvino_runtime.STAGES`; for comparisons).
+    :func:`vosfx.engine.openvino_runtime.tier_stages`: all four per-frame stages with AMX,
+    the two heavy ones without; for comparisons).
     ``attention``: how memory attention's attentions run: ``split`` (blocks of queries through
     plain matrix products: on ONNX Runtime the bundle's ``cpu`` variant,
-    :mod:`vosfx.engine.ort_attention`; in the bf16 tier through AMX MatMuls,
+    :mod:`vosfx.engine.ort_attention`; in the bf16 tier
     :func:`vosfx.engine.openvino_runtime.split_attention`), ``fused`` (the runtime's fused
     attention kernel) or None (default: split on ONNX Runtime's CPU provider where the bundle
-    has the variant, and in the bf16 tier where the CPU has AMX; fused elsewhere).
+    has the variant, and always in the bf16 tier; fused elsewhere).
     ``io_binding``: run the graphs through ONNX Runtime's IOBinding, keeping each frame's image
     features (and memory attention's output) where the provider computes them instead of
     copying them out and back in for every stage (~20 MB a frame at 1024, read by three

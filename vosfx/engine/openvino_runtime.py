@@ -1,13 +1,13 @@
 """OpenVINO's CPU plugin as the runtime of a bundle's graphs: the reduced-precision tier.
 
-``--precision bf16`` compiles the bundle's float32 ONNX graphs of the four per-frame stages
-(:data:`STAGES`; for the two heavy ones the ``bf16`` variant: the same graphs constant-folded
-by ONNX Runtime) with OpenVINO and asks its
-CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX or
-AVX512_BF16 the matrix products, the fused attention blocks (OpenVINO tokenises
-MatMul-Softmax-MatMul into one kernel; on CPUs with AMX memory attention's attention is split
-into query blocks instead, :func:`split_attention`) and the convolutions run in bfloat16 with
-float32 accumulation; inputs and outputs stay float32, so the backend around it is unchanged. Where the
+``--precision bf16`` compiles the bundle's float32 ONNX graphs of the per-frame stages
+(:func:`tier_stages`: the four on CPUs with AMX, the two heavy ones elsewhere; for the heavy
+ones the ``bf16`` variant: the same graphs constant-folded by ONNX Runtime) with OpenVINO and
+asks its CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX
+or AVX512_BF16 the matrix products, the attentions (memory attention's split into query
+blocks, :func:`split_attention`, faster than OpenVINO's own fused kernel on both kinds of
+CPU measured) and the convolutions run in bfloat16 with float32 accumulation; inputs and
+outputs stay float32, so the backend around it is unchanged. Where the
 CPU has no bfloat16 arithmetic the tier refuses (OpenVINO would emulate it slower than
 float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
 
@@ -34,8 +34,9 @@ from vosfx.errors import BackendError, Cancelled
 INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"
 # the stages whose bf16 variant is the graph constant-folded first (export.py's _bf16)
 HEAVY = ("image_encoder", "memory_attention")
-# the stages the tier runs on OpenVINO in bfloat16; the others (mask_as_output once per
-# prompt, pointer_pos) stay float32 on ONNX Runtime
+# the stages the tier runs on OpenVINO in bfloat16 on CPUs with AMX; the others
+# (mask_as_output once per prompt, pointer_pos) stay float32 on ONNX Runtime. Without AMX the
+# heavy stages only (tier_stages)
 STAGES = ("image_encoder", "memory_attention", "memory_encoder", "decoder")
 # the stages compiled once per batch size with their batch axis fixed (OvSession): the memory
 # encoder runs 2x slower with it dynamic (127 vs 61 ms at 1024); the decoder keeps a dynamic
@@ -45,14 +46,28 @@ STATIC_BATCH = ("memory_attention", "memory_encoder")
 # with AMX the DAVIS masks fell under IoU 0.99 against fp32 with them (chair 0.9899,
 # car-shadow 0.9901 on the Xeon; 0.9913 / 0.9909 without: docs/benchmarks/onnx.md, tenth pass)
 FLOAT16_WEIGHTS = ("image_encoder",)
-# the stages whose attention the tier splits into query blocks where the CPU has AMX
-# (split_attention), and how many blocks
+# the stages whose attention the tier splits into query blocks (split_attention), and how
+# many blocks: OpenVINO's fused kernel ran memory attention 2.6x slower on the Xeon with AMX
+# (its products not on AMX) and 1.4-1.6x slower on AMD's Zen 4 (docs/benchmarks/onnx.md,
+# tenth and twenty-second passes)
 SPLIT_ATTENTION = ("memory_attention",)
 ATTENTION_BLOCKS = 8
 # the stages whose intermediate buffers go back after every call where the image encoder's
-# weights stay float32 (CPUs with AMX) or with --low-memory: the two largest, which together
-# held ~240 MiB more than the official predictor's whole peak at 1024 (OvSession)
+# weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
+# scores), or with --low-memory: the two largest, which together held ~240 MiB more than the
+# official predictor's whole peak at 1024 (OvSession). Zen 4, blocks: a 16-frame render at
+# 1024 peaked at 1,332 MiB with the release and 1,531-1,571 without (51.0 against 49.9 s)
 RELEASE_BUFFERS = HEAVY
+
+
+def tier_stages(amx: bool) -> tuple[str, ...]:
+    """The stages ``--precision bf16`` runs on OpenVINO: :data:`STAGES` on CPUs with AMX,
+    :data:`HEAVY` elsewhere. Without AMX the decoder's and memory encoder's bfloat16 cost
+    the masks their margin for ~5 % of a frame: the worst DAVIS clip's IoU against fp32 was
+    0.9903 with all four stages and 0.9931 with the heavy two (AMD Zen 4, the heavy stages'
+    attention in blocks; docs/benchmarks/onnx.md, twenty-second pass). On the Xeon with AMX
+    the four measured 0.9909-0.9913 and 9 % faster than the two (second and tenth passes)."""
+    return STAGES if amx else HEAVY
 
 
 def core(precision: str) -> Any:
@@ -109,10 +124,12 @@ def split_attention(model: Any, blocks: int) -> int:
     cross-attention (4,096 queries x 28,736 keys at 1024) at 590-640 ms a layer with
     AVX512_BF16 instructions, where its MatMuls alone run on AMX: 3.41 s against 1.31 s for the
     stage (:class:`OvSession` with ``attention_blocks``, which also turns the tokenisation
-    off). Decomposed whole, the plugin holds each attention's score matrix (4,096 x 28,736:
-    +885 MiB for the stage); a block at a time, one block's; one SDPA op per block instead
+    off). On AMD's Zen 4 (AVX512_BF16, no AMX) the kernel is slow too: 1,772-3,020 ms for the
+    stage against 1,282-1,605 in blocks (twenty-second pass). Decomposed whole, the plugin
+    holds each attention's score matrix (4,096 x 28,736: +885 MiB for the stage); a block at
+    a time, one block's; one SDPA op per block instead
     would transpose the keys once per block (+35 ms a block). Measured:
-    docs/benchmarks/onnx.md, tenth pass."""
+    docs/benchmarks/onnx.md, tenth and twenty-second passes."""
     import openvino.opset13 as ops
 
     done = 0

@@ -28,7 +28,8 @@ from vosfx.errors import BackendError, Cancelled
 log = logging.getLogger(__name__)
 
 # fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
-# (ONNX Runtime, VNNI); bf16: the four per-frame stages on OpenVINO in bfloat16
+# (ONNX Runtime, VNNI); bf16: the heavy per-frame stages (with AMX all four) on OpenVINO in
+# bfloat16 (openvino_runtime.tier_stages)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # the frame's normalisation on the device (vosfx.engine.ort_normalise): not a bundle graph
 NORMALISE = "normalise"
@@ -142,9 +143,9 @@ class BundleGraphs:
                 "use --precision fp16 on GPUs"
             )
         core = ovr.core("bf16")
-        on_ov = ovr.STAGES if self._bf16_stages is None else self._bf16_stages
         amx = ovr.cpu_has_amx()
-        split = self._attention == "split" or (self._attention is None and amx)
+        on_ov = ovr.tier_stages(amx) if self._bf16_stages is None else self._bf16_stages
+        split = self._attention != "fused"  # query blocks unless asked (SPLIT_ATTENTION)
         sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
             if name in ON_FIRST_USE:
@@ -168,7 +169,10 @@ class BundleGraphs:
                     attention_blocks=ovr.ATTENTION_BLOCKS
                     if split and name in ovr.SPLIT_ATTENTION
                     else 0,
-                    release_buffers=name in ovr.RELEASE_BUFFERS and (amx or not self.memory_arena),
+                    # the image encoder's float32 weights (AMX) or the blocks' scores beside
+                    # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
+                    release_buffers=name in ovr.RELEASE_BUFFERS
+                    and (amx or split or not self.memory_arena),
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
