@@ -134,7 +134,7 @@ def _ov_call(bundle: Path, name: str, feeds: dict, threads: int, *, blocks: int 
         precision="bf16",
         threads=threads,
         batch_axes=axes,
-        float16_weights=name in ovr.FLOAT16_WEIGHTS and not ovr.cpu_has_amx(),
+        float16_weights=ovr.holds_float16(name, ovr.cpu_has_amx()),
         attention_blocks=blocks,
     )
     mine = {k: feeds[k] for k in inputs}

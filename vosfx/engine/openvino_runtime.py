@@ -70,6 +70,12 @@ def tier_stages(amx: bool) -> tuple[str, ...]:
     return STAGES if amx else HEAVY
 
 
+def holds_float16(stage: str, amx: bool) -> bool:
+    """Whether the tier holds ``stage``'s weights as float16: the :data:`FLOAT16_WEIGHTS`
+    stages, not on CPUs with AMX (the masks' IoU fell under 0.99 there)."""
+    return stage in FLOAT16_WEIGHTS and not amx
+
+
 def core(precision: str) -> Any:
     """An ``openvino.Core``; BackendError naming ``--precision`` when OpenVINO is missing or
     the CPU has no arithmetic for ``precision``."""
@@ -127,9 +133,9 @@ def split_attention(model: Any, blocks: int) -> int:
     off). On AMD's Zen 4 (AVX512_BF16, no AMX) the kernel is slow too: 1,772-3,020 ms for the
     stage against 1,282-1,605 in blocks (twenty-second pass). Decomposed whole, the plugin
     holds each attention's score matrix (4,096 x 28,736: +885 MiB for the stage); a block at
-    a time, one block's; one SDPA op per block instead
-    would transpose the keys once per block (+35 ms a block). Measured:
-    docs/benchmarks/onnx.md, tenth and twenty-second passes."""
+    a time, one block's; one SDPA op per block instead would transpose the keys once per
+    block (+35 ms a block). Measured: docs/benchmarks/onnx.md, tenth and twenty-second
+    passes."""
     import openvino.opset13 as ops
 
     done = 0

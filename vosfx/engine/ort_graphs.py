@@ -164,8 +164,7 @@ class BundleGraphs:
                     precision="bf16",
                     threads=threads,
                     batch_axes=batch_axes,
-                    # not with AMX: the masks' IoU fell under 0.99 there (FLOAT16_WEIGHTS)
-                    float16_weights=name in ovr.FLOAT16_WEIGHTS and not amx,
+                    float16_weights=ovr.holds_float16(name, amx),
                     attention_blocks=ovr.ATTENTION_BLOCKS
                     if split and name in ovr.SPLIT_ATTENTION
                     else 0,
