@@ -63,6 +63,13 @@ RUNS = {
             "attention": "fused",
         },
     ),
+    # the tier as the twenty-second pass left it: memory attention's shapes dynamic on every
+    # call, Hiera's qkv products split afterwards (openvino_runtime's STEADY_SHAPES and
+    # SPLIT_PRODUCTS emptied while the backend is built)
+    "onnx-bf16-22": (
+        "onnx",
+        {"precision": "bf16", "opt": "all", "without": ("STEADY_SHAPES", "SPLIT_PRODUCTS")},
+    ),
     # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
     # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
     "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),
@@ -128,17 +135,26 @@ def _onnx_backend(bundle: str, opts: dict, threads: int):
 
     if opts.get("map_large"):
         map_large_blocks()
-    return OnnxBackend(
-        bundle,
-        device="cpu",
-        threads=threads,
-        precision=opts["precision"],
-        optimization=opts["opt"],
-        memory_arena=opts.get("arena", True),
-        shared_arena=opts.get("shared", True),
-        bf16_stages=opts.get("ov"),
-        attention=opts.get("attention"),
-    )
+    from vosfx.engine import openvino_runtime as ovr
+
+    kept = {name: getattr(ovr, name) for name in opts.get("without", ())}
+    for name in kept:
+        setattr(ovr, name, ())
+    try:
+        return OnnxBackend(
+            bundle,
+            device="cpu",
+            threads=threads,
+            precision=opts["precision"],
+            optimization=opts["opt"],
+            memory_arena=opts.get("arena", True),
+            shared_arena=opts.get("shared", True),
+            bf16_stages=opts.get("ov"),
+            attention=opts.get("attention"),
+        )
+    finally:
+        for name, value in kept.items():
+            setattr(ovr, name, value)
 
 
 def worker(args) -> dict:

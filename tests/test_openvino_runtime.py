@@ -197,3 +197,169 @@ class _Recording:
     def release_memory(self):
         self.released += 1
         self.compiled.release_memory()
+
+
+def _qkv_graph(path, rows: int = 5):
+    """Hiera's qkv projection in small: ``Gemm`` (as the exporter folds MatMul + Add), its
+    output reshaped to (rows, 3, 2, 2) and split into three along the axis of 3."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((6, 12)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(12).astype(np.float32), "b"),
+        numpy_helper.from_array(np.array([rows, 3, 2, 2], np.int64), "shape"),
+        numpy_helper.from_array(np.array([1, 1, 1], np.int64), "sizes"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["p"]),
+        helper.make_node("Reshape", ["p", "shape"], ["r"]),
+        helper.make_node("Split", ["r", "sizes"], ["q", "k", "v"], axis=1),
+    ]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [rows, 1, 2, 2]) for n in "qkv"]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 6])], outs, inits
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_split_products_computes_each_part_as_its_own_product(tmp_path):
+    """A product split into parts afterwards becomes one product per part, on that part's
+    columns of the weights and bias (no split left for OpenVINO's reference kernel), and
+    computes the same; a session asked for it does so."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _qkv_graph(tmp_path / "qkv.onnx")
+    model = ov.Core().read_model(str(path))
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert kinds.count("MatMul") == 1 and "VariadicSplit" in kinds
+    assert ovr.split_products(model) == 1
+    live = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert live.count("MatMul") == 3
+    assert "VariadicSplit" not in live and "Split" not in live
+
+    x = np.random.default_rng(2).standard_normal((5, 6)).astype(np.float32)
+    whole = ovr.OvSession(ov.Core(), path, ["x"], precision="f32", threads=1)
+    parts = ovr.OvSession(
+        ov.Core(), path, ["x"], precision="f32", threads=1, separate_products=True
+    )
+    assert parts.separate_products and not whole.separate_products
+    expected = whole.run(None, {"x": x})
+    for got, want in zip(parts.run(None, {"x": x}), expected, strict=True):
+        assert got.shape == want.shape == (5, 1, 2, 2)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_split_products_leaves_other_splits(tmp_path):
+    """A split whose input is no product with constant weights stays as it is."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array([5, 3, 2], np.int64), "shape"),
+        numpy_helper.from_array(np.array([1, 1, 1], np.int64), "sizes"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "y"], ["p"]),
+        helper.make_node("Reshape", ["p", "shape"], ["r"]),
+        helper.make_node("Split", ["r", "sizes"], ["a", "b", "c"], axis=1),
+    ]
+    arg = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [arg("x", TensorProto.FLOAT, [5, 4]), arg("y", TensorProto.FLOAT, [4, 6])],
+        [arg(n, TensorProto.FLOAT, [5, 1, 2]) for n in "abc"],
+        inits,
+    )
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = ov.Core().read_model(str(path))
+    assert ovr.split_products(model) == 0
+
+
+def _record(sess) -> list:
+    """Every compilation of ``sess`` from now on, and the one it holds, as :class:`_Recording`s
+    (their ``release_memory`` calls counted); the list grows with each compilation."""
+    made: list = []
+    real = sess._compile_model
+
+    def recorded(model):
+        compiled, request, outputs = real(model)
+        made.append(_Recording(compiled))
+        return made[-1], request, outputs
+
+    sess._compile_model = recorded
+    for key, (compiled, request, outputs) in sess._compiled.items():
+        made.append(_Recording(compiled))
+        sess._compiled[key] = (made[-1], request, outputs)
+    return made
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_steady_shapes_compile_once_the_shapes_repeat(tmp_path, hold):
+    """``steady_shapes``: the second call with the same input shapes compiles the graph with
+    them fixed and the calls run it while they last, the dynamic form dropped (one form held);
+    new shapes drop it for the dynamic form again. The steady form keeps its buffers between
+    calls (``hold_steady_buffers``) where the dynamic one hands them back; under
+    ``--low-memory`` both hand them back. Every call computes y = 2x."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    sess = ovr.OvSession(
+        ov.Core(),
+        _graph(tmp_path / "g.onnx"),
+        ["x"],
+        precision="f32",
+        threads=1,
+        release_buffers=True,
+        steady_shapes=True,
+        hold_steady_buffers=hold,
+    )
+    made = _record(sess)
+    states, releases = [], []
+    for n in (2, 3, 3, 3, 4, 3, 3):
+        x = np.arange(n * 8, dtype=np.float32).reshape(n, 8)
+        before = sum(r.released for r in made)
+        (y,) = sess.run(None, {"x": x})
+        np.testing.assert_array_equal(y, 2 * x)
+        steady = sess._steady is not None
+        assert len(sess._compiled) + steady == 1  # one form held
+        assert sess.holds_steady == (steady and hold)
+        states.append((steady, len(made) - 1))
+        releases.append(sum(r.released for r in made) - before)
+    # dynamic (compiled at start), dynamic, steady compiled, steady, dynamic compiled again,
+    # dynamic, steady compiled again
+    assert states == [
+        (False, 0),
+        (False, 0),
+        (True, 1),
+        (True, 1),
+        (False, 2),
+        (False, 2),
+        (True, 3),
+    ]
+    kept = 0 if hold else 1
+    assert releases == [1, 1, kept, kept, 1, 1, kept]
+
+
+def test_a_steady_form_keeps_the_encoders_buffers_too(tmp_path):
+    """A session whose ``release_unless`` holds its steady form keeps its own buffers too
+    (both are resident in its calls anyway); otherwise it hands them back."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _graph(tmp_path / "g.onnx")
+    attention, encoder = (
+        ovr.OvSession(
+            ov.Core(), path, ["x"], precision="f32", threads=1, release_buffers=True, **kw
+        )
+        for kw in ({"steady_shapes": True}, {})
+    )
+    encoder.release_unless = attention
+    made = _record(encoder)
+    x = np.ones((4, 8), np.float32)
+    for rows, held in ((4, False), (4, True), (4, True), (5, False)):
+        attention.run(None, {"x": np.ones((rows, 8), np.float32)})
+        assert attention.holds_steady is held
+        before = made[0].released
+        np.testing.assert_array_equal(encoder.run(None, {"x": x})[0], 2 * x)
+        assert made[0].released - before == (0 if held else 1)

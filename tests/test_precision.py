@@ -178,13 +178,19 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
         # buffers go back after every call
         heavy = stage in ("image_encoder", "memory_attention")
         assert low._sess[stage].release_buffers == (heavy and (amx or blocks > 0))
+        # Hiera's qkv products one per part; memory attention compiled for its steady shapes,
+        # whose buffers it keeps (and the encoder its own with them)
+        assert low._sess[stage].separate_products == (stage == "image_encoder")
+        assert low._sess[stage].steady_shapes == (stage == "memory_attention")
+        assert low._sess[stage].hold_steady_buffers
+    assert low._sess["image_encoder"].release_unless is low._sess["memory_attention"]
     split = ", attention in 8 query blocks" if blocks else ""
     assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
 
 
 def test_bf16_low_memory_releases_the_heavy_stages_buffers(monkeypatch):
     """With ``--low-memory`` (the arena off) the heavy stages' buffers go back after every call
-    on any CPU."""
+    on any CPU, memory attention's steady form's too."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
     from vosfx.engine.onnx_backend import OnnxBackend
@@ -194,6 +200,57 @@ def test_bf16_low_memory_releases_the_heavy_stages_buffers(monkeypatch):
     low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", memory_arena=False)
     for stage in ovr.tier_stages(False):
         assert low._sess[stage].release_buffers == (stage in ovr.RELEASE_BUFFERS), stage
+        assert not low._sess[stage].hold_steady_buffers, stage
+
+
+def test_bf16_stage_forms_compute_what_their_graphs_compute():
+    """On the real architecture's graphs (SAM 2.1 tiny, 256 px), in float32 arithmetic so that
+    any difference is the rewrite's: the image encoder with its qkv products one per part
+    (all 12 of Hiera-T's blocks) computes what the graph computes, and memory attention's
+    steady form, compiled on the second call with the same shapes, what its dynamic form
+    computed on the first (docs/benchmarks/onnx.md, twenty-third pass)."""
+    ovr = _bf16_or_skip()
+    import json
+
+    import openvino as ov
+
+    from tests.onnx_bundle import SIZE, exported
+
+    _, _, folder = exported(("bf16",))
+    man = json.loads((folder / "manifest.json").read_text())
+    files = {
+        name: folder / man["variants"]["bf16"].get(name, g["file"])
+        for name, g in man["graphs"].items()
+    }
+    model = ov.Core().read_model(str(files["image_encoder"]))
+    assert ovr.split_products(model) == 12
+    rng = np.random.default_rng(0)
+    g, tokens = SIZE // 16, 2 * (SIZE // 16) ** 2 + 4 * 3
+    feeds = {
+        "image": rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32),
+        "vision_feat": rng.standard_normal((1, 256, g, g)).astype(np.float32),
+        "vision_pos": rng.standard_normal((1, 256, g, g)).astype(np.float32),
+        "memory": rng.standard_normal((tokens, 1, 64)).astype(np.float32),
+        "memory_pos": rng.standard_normal((tokens, 1, 64)).astype(np.float32),
+        "num_obj_ptr_tokens": np.array(4 * 3, np.int64),
+        "key_scale": np.ones((1, tokens), np.float32),
+    }
+
+    def session(name, **kw):
+        inputs = [i["name"] for i in man["graphs"][name]["inputs"]]
+        sess = ovr.OvSession(ov.Core(), files[name], inputs, precision="f32", threads=1, **kw)
+        return sess, {n: feeds[n] for n in inputs}
+
+    (whole, image), (parts, _) = (
+        session("image_encoder", separate_products=p) for p in (False, True)
+    )
+    for got, want in zip(parts.run(None, image), whole.run(None, image), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    attention, memory = session("memory_attention", steady_shapes=True)
+    (dynamic,) = attention.run(None, memory)
+    (steady,) = attention.run(None, memory)
+    assert attention._steady is not None and not attention._compiled
+    np.testing.assert_allclose(steady, dynamic, rtol=1e-4, atol=1e-4 * float(np.abs(dynamic).max()))
 
 
 def test_bad_attention_is_refused(bundle):

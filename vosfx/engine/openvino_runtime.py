@@ -7,7 +7,9 @@ asks its CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on C
 or AVX512_BF16 the matrix products, the attentions (memory attention's split into query
 blocks, :func:`split_attention`, faster than OpenVINO's own fused kernel on both kinds of
 CPU measured) and the convolutions run in bfloat16 with float32 accumulation; inputs and
-outputs stay float32, so the backend around it is unchanged. Where the
+outputs stay float32, so the backend around it is unchanged. Memory attention, whose memory
+tokens grow over a clip's first frames, gets a graph compiled for its shapes once they stop
+changing (:class:`OvSession`'s ``steady_shapes``). Where the
 CPU has no bfloat16 arithmetic the tier refuses (OpenVINO would emulate it slower than
 float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
 
@@ -52,6 +54,17 @@ FLOAT16_WEIGHTS = ("image_encoder",)
 # tenth and twenty-second passes)
 SPLIT_ATTENTION = ("memory_attention",)
 ATTENTION_BLOCKS = 8
+# the stages whose products split into parts afterwards (Hiera's qkv projection, its output
+# split into queries, keys and values) compiled as one product per part (split_products):
+# OpenVINO's CPU plugin copies such a split with its reference kernel, 36 ms a frame of the
+# image encoder at 1024 on AMD's Zen 4 (twenty-third pass)
+SPLIT_PRODUCTS = ("image_encoder",)
+# the stages compiled once more with every input shape fixed once their shapes repeat
+# (OvSession's steady_shapes): memory attention, whose memory-token count grows over a clip's
+# first 16 frames and then stays. With the shapes dynamic its buffers, handed back after
+# every call, were allocated again each time: 75-210 ms a call at 1024 on AMD's Zen 4, and
+# 450 MiB of them against 78 MiB fixed (twenty-third pass)
+STEADY_SHAPES = ("memory_attention",)
 # the stages whose intermediate buffers go back after every call where the image encoder's
 # weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
 # scores), or with --low-memory: the two largest, which together held ~240 MiB more than the
@@ -114,6 +127,92 @@ def compress_weights(model: Any) -> None:
     from openvino._offline_transformations import compress_model_transformation
 
     compress_model_transformation(model)
+
+
+def _constant(port: Any) -> np.ndarray | None:
+    """The value of an OpenVINO output that is a constant, or a product or sum of constants
+    (the ONNX reader's Gemm gives its bias as ``beta * C``); None otherwise."""
+    node = port.get_node()
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return np.asarray(node.get_data())
+    if kind in ("Multiply", "Add"):
+        a, b = _constant(node.input_value(0)), _constant(node.input_value(1))
+        if a is None or b is None:
+            return None
+        return a * b if kind == "Multiply" else a + b
+    return None
+
+
+def split_products(model: Any) -> int:
+    """Rewrite each matrix product with constant weights whose output, reshaped, is split into
+    parts along one axis (Hiera's qkv projection: ``(N, 3C) -> (..., 3, heads, C/heads)``, then
+    queries, keys and values) as one product per part, on that part's columns of the weights
+    and bias; returns how many splits were rewritten. The same arithmetic per output element,
+    without the split: OpenVINO's CPU plugin copies a split along an inner axis with its
+    reference kernel (36 ms a frame of the image encoder at 1024 on AMD's Zen 4, 37 % of the
+    graph's non-product time). Left as they are: dynamic shapes, weights that are not
+    constant, a split whose parts are not whole columns of the product. Measured:
+    docs/benchmarks/onnx.md, twenty-third pass."""
+    import openvino.opset13 as ops
+
+    done = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Split", "VariadicSplit"):
+            continue
+        reshape = op.input_value(0).get_node()
+        split_axis = _constant(op.input_value(1))
+        parts = [o.get_partial_shape() for o in op.outputs()]
+        shape = reshape.get_output_partial_shape(0)
+        if (
+            reshape.get_type_name() != "Reshape"
+            or split_axis is None
+            or shape.is_dynamic
+            or any(p.is_dynamic for p in parts)
+        ):
+            continue
+        dims = [d.get_length() for d in shape]
+        axis = int(split_axis) % len(dims)
+        inner = int(np.prod(dims[axis + 1 :]))
+        # back from the reshape: elementwise constants (bias, Gemm's alpha) to the product
+        steps, src = [], reshape.input_value(0)
+        while src.get_node().get_type_name() in ("Add", "Multiply"):
+            steps.append((src.get_node().get_type_name(), _constant(src.get_node().input_value(1))))
+            src = src.get_node().input_value(0)
+        product = src.get_node()
+        if product.get_type_name() != "MatMul":
+            continue
+        weights = _constant(product.input_value(1))
+        flags = product.get_attributes()
+        if weights is None or weights.ndim != 2 or flags["transpose_a"]:
+            continue
+        columns = weights.shape[0] if flags["transpose_b"] else weights.shape[1]
+        if int(np.prod(dims[axis:])) != columns or any(
+            c is None or c.size not in (1, columns) for _, c in steps
+        ):
+            continue
+        start = 0
+        for out, part in zip(op.outputs(), parts, strict=True):
+            length = part[axis].get_length() * inner
+            cols = slice(start, start + length)
+            start += length
+            w = weights[cols] if flags["transpose_b"] else weights[:, cols]
+            y = ops.matmul(
+                product.input_value(0),
+                ops.constant(np.ascontiguousarray(w)),
+                False,
+                flags["transpose_b"],
+            )
+            for kind, c in reversed(steps):
+                assert c is not None
+                if c.size > 1:
+                    c = np.ascontiguousarray(c.reshape(-1)[cols].reshape(c.shape[:-1] + (-1,)))
+                y = (ops.add if kind == "Add" else ops.multiply)(y, ops.constant(c))
+            target = np.array([d.get_length() for d in part], np.int64)
+            out.replace(ops.reshape(y, ops.constant(target), False).output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done
 
 
 def split_attention(model: Any, blocks: int) -> int:
@@ -219,6 +318,20 @@ class OvSession:
     (``CompiledModel.release_memory``; they are allocated again by the next call), so that a
     stage's activations are resident only while it runs, not beside the other stages'.
     After each call the free C heap goes back to the system (:func:`release_free_heap`).
+    ``separate_products``: each product split into parts afterwards compiled as one product per
+    part (:func:`split_products`; :data:`SPLIT_PRODUCTS` says which graphs).
+    ``steady_shapes``: when a call's input shapes are those of the call before, the graph is
+    compiled once more with every input shape fixed to them (its ``steady`` form, used while
+    they last) and the dynamic forms are dropped; shapes that differ again drop the steady
+    form. One form is held at a time. OpenVINO plans a fixed-shape graph's buffers once and
+    shares them between its nodes: memory attention at 1024 held 78 MiB of buffers so,
+    against 450 MiB with its memory tokens dynamic, and ran faster (twenty-third pass).
+    ``hold_steady_buffers``: the steady form keeps its buffers between calls even where
+    ``release_buffers`` (allocated again on every call, they cost memory attention 75-210 ms
+    a call); False under ``--low-memory``.
+    :attr:`release_unless`: another session whose steady form holds its buffers, where this
+    one's release would lower no peak (their buffers are resident together in this one's
+    calls anyway): this one's are then kept too (the image encoder's, 41 ms a call).
     """
 
     def __init__(
@@ -233,6 +346,9 @@ class OvSession:
         float16_weights: bool = False,
         attention_blocks: int = 0,
         release_buffers: bool = False,
+        separate_products: bool = False,
+        steady_shapes: bool = False,
+        hold_steady_buffers: bool = True,
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -253,11 +369,20 @@ class OvSession:
                     f"manifest's inputs {inputs}"
                 )
             order.append(found[0])
+        self.separate_products = separate_products
+        if separate_products:  # on the float32 constants, before they are compressed
+            split_products(model)
         self.float16_weights = float16_weights
         if float16_weights:
             compress_weights(model)
         self.attention_blocks = attention_blocks
         self.release_buffers = release_buffers
+        self.steady_shapes = steady_shapes
+        self.hold_steady_buffers = hold_steady_buffers
+        self.release_unless: OvSession | None = None
+        self._last_shapes: tuple | None = None
+        # (input shapes, compiled entry): the steady form, while the shapes repeat
+        self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
         if attention_blocks:
             split_attention(model, attention_blocks)
             config["SNIPPETS_MODE"] = "DISABLE"
@@ -265,8 +390,8 @@ class OvSession:
         self._batch_axes = {n: a for n, a in (batch_axes or {}).items() if n in order}
         # (input, axis) whose size is the batch of a call: any one of the batch axes
         self._batch_of = next(iter(self._batch_axes.items()), None)
-        # the model is kept only where another batch size may need compiling
-        self._model = model if self._batch_axes else None
+        # the model is kept only where another batch size or shape may need compiling
+        self._model = model if self._batch_axes or steady_shapes else None
         self._compiled: dict[int | None, tuple[Any, Any, list[Any]]] = {}
         self._compile(1 if self._batch_axes else None, model)
         # one infer request per compilation: calls from several threads (the studio's feature
@@ -286,10 +411,41 @@ class OvSession:
                     dims[axis] = ov.Dimension(batch)
                     shapes[port] = ov.PartialShape(dims)
             model.reshape(shapes)
-        compiled = self._core.compile_model(model, "CPU", self._config)
-        entry = (compiled, compiled.create_infer_request(), list(compiled.outputs))
-        self._compiled[batch] = entry
+        entry = self._compiled[batch] = self._compile_model(model)
         return entry
+
+    def _compile_model(self, model: Any) -> tuple[Any, Any, list[Any]]:
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        return compiled, compiled.create_infer_request(), list(compiled.outputs)
+
+    @property
+    def holds_steady(self) -> bool:
+        """Whether the steady form is compiled and keeps its buffers between calls."""
+        return self._steady is not None and self.hold_steady_buffers
+
+    def _entry(self, batch: int | None, shapes: tuple) -> tuple[tuple[Any, Any, list[Any]], bool]:
+        """The compiled form for a call (``steady_shapes``: the steady one where the shapes
+        repeat), and whether it is the steady form."""
+        if self.steady_shapes:
+            last, self._last_shapes = self._last_shapes, shapes
+            if self._steady is not None and self._steady[0] == shapes:
+                return self._steady[1], True
+            self._steady = None  # the shapes moved on (a new prompt, object, memory)
+            if shapes == last:
+                import openvino as ov
+
+                self._compiled.clear()
+                assert self._model is not None  # kept for steady_shapes
+                model = self._model.clone()
+                model.reshape(
+                    {p: ov.PartialShape(list(s)) for p, s in zip(model.inputs, shapes, strict=True)}
+                )
+                self._steady = (shapes, self._compile_model(model))
+                return self._steady[1], True
+        entry = self._compiled.get(batch)
+        if entry is None:
+            entry = self._compile(batch, self._model)
+        return entry, False
 
     def get_inputs(self) -> list[SimpleNamespace]:
         return [SimpleNamespace(name=n) for n in self._order]
@@ -305,10 +461,9 @@ class OvSession:
             if self._batch_of is None
             else int(feeds[self._batch_of[0]].shape[self._batch_of[1]])
         )
+        shapes = tuple(tuple(feeds[n].shape) for n in self._order)
         with self._lock:
-            entry = self._compiled.get(batch)
-            if entry is None:
-                entry = self._compile(batch, self._model)
+            entry, steady = self._entry(batch, shapes)
             _compiled, request, outputs = entry
             if interrupt is None:
                 result = request.infer([feeds[n] for n in self._order])
@@ -316,7 +471,11 @@ class OvSession:
                 result = self._infer_or_cancel(request, feeds, interrupt)
             # copies: the request reuses its output buffers on the next call
             out = [np.array(result[o]) for o in outputs]
-            if self.release_buffers:
+            if (
+                self.release_buffers
+                and not (steady and self.hold_steady_buffers)
+                and not (self.release_unless is not None and self.release_unless.holds_steady)
+            ):
                 _compiled.release_memory()
         release_free_heap()
         return out

@@ -172,9 +172,18 @@ class BundleGraphs:
                     # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
                     release_buffers=name in ovr.RELEASE_BUFFERS
                     and (amx or split or not self.memory_arena),
+                    separate_products=name in ovr.SPLIT_PRODUCTS,
+                    steady_shapes=name in ovr.STEADY_SHAPES,
+                    # under --low-memory every call hands its buffers back
+                    hold_steady_buffers=self.memory_arena,
                 )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
+        # once memory attention's steady form holds its buffers, the image encoder's release
+        # would lower no peak: both are resident in the encoder's calls either way
+        encoder, attention = sessions.get("image_encoder"), sessions.get("memory_attention")
+        if isinstance(encoder, ovr.OvSession) and isinstance(attention, ovr.OvSession):
+            encoder.release_unless = attention
         return sessions
 
     def _normalise_session(self, ort, threads: int):
