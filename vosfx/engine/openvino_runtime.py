@@ -57,7 +57,8 @@ ATTENTION_BLOCKS = 8
 # the stages whose products split into parts afterwards (Hiera's qkv projection, its output
 # split into queries, keys and values) compiled as one product per part (split_products):
 # OpenVINO's CPU plugin copies such a split with its reference kernel, 36 ms a frame of the
-# image encoder at 1024 on AMD's Zen 4 (twenty-third pass)
+# image encoder at 1024 on AMD's Zen 4 (twenty-third pass; the graph exported at 512 already
+# has three products there)
 SPLIT_PRODUCTS = ("image_encoder",)
 # the stages compiled once more with every input shape fixed once their shapes repeat
 # (OvSession's steady_shapes): memory attention, whose memory-token count grows over a clip's
