@@ -292,6 +292,12 @@ def test_onnx_track_many_and_encode_memory_many_equal_single_calls(onnx_backend)
         from vosfx.engine import openvino_runtime as ovr
 
         on_ov = ovr.tier_stages(ovr.cpu_has_amx())
+        # the single calls above repeat their shapes, so memory attention ran its steady form
+        # (compiled for them, its batch forms dropped: OvSession's steady_shapes); new shapes
+        # bring the batch forms back
+        be.track_many(all_reqs)
+        be.track(all_reqs[0])
+        assert be._sess["memory_attention"]._steady is None
         for stage in ("memory_attention", "memory_encoder"):
             if stage in on_ov:
                 assert set(be._sess[stage]._compiled) == {1, 3}, stage
