@@ -137,10 +137,7 @@ def _onnx_backend(bundle: str, opts: dict, threads: int):
         map_large_blocks()
     from vosfx.engine import openvino_runtime as ovr
 
-    kept = {name: getattr(ovr, name) for name in opts.get("without", ())}
-    for name in kept:
-        setattr(ovr, name, ())
-    try:
+    with ovr.without(*opts.get("without", ())):
         return OnnxBackend(
             bundle,
             device="cpu",
@@ -152,9 +149,6 @@ def _onnx_backend(bundle: str, opts: dict, threads: int):
             bf16_stages=opts.get("ov"),
             attention=opts.get("attention"),
         )
-    finally:
-        for name, value in kept.items():
-            setattr(ovr, name, value)
 
 
 def worker(args) -> dict:

@@ -108,11 +108,7 @@ def main() -> None:
         # bf16-22: the tier as the twenty-second pass left it (memory attention's shapes
         # dynamic on every call, Hiera's qkv products split afterwards); bf16-steady /
         # bf16-products: the twenty-third pass's steady shapes / products one per part alone
-        without = WITHOUT.get(p, ())
-        kept = {name: getattr(ovr, name) for name in without}
-        for name in without:
-            setattr(ovr, name, ())
-        try:
+        with ovr.without(*WITHOUT.get(p, ())):
             backends[p] = OnnxBackend(
                 bundle,
                 device="cpu",
@@ -120,9 +116,6 @@ def main() -> None:
                 precision=precision,
                 attention=None if p in WITHOUT else attention or None,
             )
-        finally:
-            for name, value in kept.items():
-                setattr(ovr, name, value)
     print(json.dumps({"size": args.size, "frames": args.frames, "loadavg": os.getloadavg()}))
     rows = []
     for seq in seqs:

@@ -363,3 +363,15 @@ def test_a_steady_form_keeps_the_encoders_buffers_too(tmp_path):
         before = made[0].released
         np.testing.assert_array_equal(encoder.run(None, {"x": x})[0], 2 * x)
         assert made[0].released - before == (0 if held else 1)
+
+
+def test_without_empties_the_stage_lists_for_the_block_only():
+    """``without``: the benchmarks' earlier tiers are built with stage lists emptied, which
+    come back afterwards, also when building fails."""
+    steady, products = ovr.STEADY_SHAPES, ovr.SPLIT_PRODUCTS
+    with ovr.without("STEADY_SHAPES"):
+        assert ovr.STEADY_SHAPES == () and ovr.SPLIT_PRODUCTS == products
+    assert ovr.STEADY_SHAPES == steady
+    with pytest.raises(RuntimeError), ovr.without("STEADY_SHAPES", "SPLIT_PRODUCTS"):
+        raise RuntimeError("a backend that fails to build")
+    assert (ovr.STEADY_SHAPES, ovr.SPLIT_PRODUCTS) == (steady, products)

@@ -1,0 +1,187 @@
+"""The rewrites of a graph that the bf16 tier makes before OpenVINO compiles it
+(:class:`vosfx.engine.openvino_runtime.OvSession`): weights held as float16, a product split
+into parts afterwards computed one product per part, attention split into query blocks. Each
+takes an ``openvino.Model`` and changes it in place; OpenVINO is imported only by them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def compress_weights(model: Any) -> None:
+    """Store ``model``'s float32 constants as float16, decompressed where they are used
+    (OpenVINO's own weight compression, that of ``save_model``); constants float16 cannot hold
+    and the precision-sensitive ones (shapes, exponents) stay float32: the pass decides.
+
+    The CPU plugin compiling float32 weights for bfloat16 arithmetic keeps more than their
+    bfloat16 copy: at 1024 the image encoder adds 313 MiB compiled from float32 weights and 212
+    from float16 ones (502 and 401 after a call), at the same speed and as close to the fp32
+    path's features (max abs difference 0.204 vs 0.213 of |x| <= 3.1, mean 0.0232 vs 0.0231).
+    The tier does it for the image encoder alone (:data:`FLOAT16_WEIGHTS`), where the memory
+    is: the masks of the DAVIS clips against fp32 held IoU >= 0.99 with it (car-shadow 0.9911,
+    chair 0.9903), but not with memory attention's weights compressed too (car-shadow 0.9888;
+    49 MiB saved) nor the memory encoder's or the decoder's (chair 0.9885 / 0.9891; 6 and 14
+    MiB). docs/benchmarks/onnx.md, ninth pass."""
+    from openvino._offline_transformations import compress_model_transformation
+
+    compress_model_transformation(model)
+
+
+def _constant(port: Any) -> np.ndarray | None:
+    """The value of an OpenVINO output that is a constant, through conversions, or a product
+    or sum of constants (the ONNX reader's Gemm gives its bias as ``beta * C``); None
+    otherwise."""
+    node = port.get_node()
+    kind = node.get_type_name()
+    if kind == "Constant":
+        return np.asarray(node.get_data())
+    if kind in ("Convert", "ConvertLike"):
+        value = _constant(node.input_value(0))
+        return None if value is None else value.astype(node.get_output_element_type(0).to_dtype())
+    if kind in ("Multiply", "Add"):
+        a, b = _constant(node.input_value(0)), _constant(node.input_value(1))
+        if a is None or b is None:
+            return None
+        return a * b if kind == "Multiply" else a + b
+    return None
+
+
+def _zeros(port: Any) -> bool:
+    """Whether an OpenVINO output is a constant of zeros (through conversions)."""
+    value = _constant(port)
+    return value is not None and not np.any(value)
+
+
+def split_products(model: Any) -> int:
+    """Rewrite each matrix product with constant weights whose output, reshaped, is split into
+    parts along one axis (Hiera's qkv projection: ``(N, 3C) -> (..., 3, heads, C/heads)``, then
+    queries, keys and values) as one product per part, on that part's columns of the weights
+    and bias; returns how many splits were rewritten. The same arithmetic per output element,
+    without the split: OpenVINO's CPU plugin copies a split along an inner axis with its
+    reference kernel (36 ms a frame of the image encoder at 1024 on AMD's Zen 4, 37 % of the
+    graph's non-product time). Left as they are: dynamic shapes, weights that are not
+    constant, a split whose parts are not whole columns of the product. Measured:
+    docs/benchmarks/onnx.md, twenty-third pass."""
+    import openvino.opset13 as ops
+
+    done = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Split", "VariadicSplit"):
+            continue
+        reshape = op.input_value(0).get_node()
+        split_axis = _constant(op.input_value(1))
+        parts = [o.get_partial_shape() for o in op.outputs()]
+        shape = reshape.get_output_partial_shape(0)
+        if (
+            reshape.get_type_name() != "Reshape"
+            or split_axis is None
+            or shape.is_dynamic
+            or any(p.is_dynamic for p in parts)
+        ):
+            continue
+        dims = [d.get_length() for d in shape]
+        axis = int(split_axis) % len(dims)
+        inner = int(np.prod(dims[axis + 1 :]))
+        # back from the reshape: elementwise constants (bias, Gemm's alpha) to the product
+        steps, src = [], reshape.input_value(0)
+        while src.get_node().get_type_name() in ("Add", "Multiply"):
+            steps.append((src.get_node().get_type_name(), _constant(src.get_node().input_value(1))))
+            src = src.get_node().input_value(0)
+        product = src.get_node()
+        if product.get_type_name() != "MatMul":
+            continue
+        weights = _constant(product.input_value(1))
+        flags = product.get_attributes()
+        if weights is None or weights.ndim != 2 or flags["transpose_a"]:
+            continue
+        columns = weights.shape[0] if flags["transpose_b"] else weights.shape[1]
+        if int(np.prod(dims[axis:])) != columns or any(
+            c is None or c.size not in (1, columns) for _, c in steps
+        ):
+            continue
+        start = 0
+        for out, part in zip(op.outputs(), parts, strict=True):
+            length = part[axis].get_length() * inner
+            cols = slice(start, start + length)
+            start += length
+            w = weights[cols] if flags["transpose_b"] else weights[:, cols]
+            y = ops.matmul(
+                product.input_value(0),
+                ops.constant(np.ascontiguousarray(w)),
+                False,
+                flags["transpose_b"],
+            )
+            for kind, c in reversed(steps):
+                assert c is not None
+                if c.size > 1:
+                    c = np.ascontiguousarray(c.reshape(-1)[cols].reshape(c.shape[:-1] + (-1,)))
+                y = (ops.add if kind == "Add" else ops.multiply)(y, ops.constant(c))
+            target = np.array([d.get_length() for d in part], np.int64)
+            out.replace(ops.reshape(y, ops.constant(target), False).output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done
+
+
+def split_attention(model: Any, blocks: int) -> int:
+    """Rewrite each ``ScaledDotProductAttention`` of ``model`` as ``blocks`` blocks of queries,
+    each ``softmax(q k^T) v`` through MatMul, Softmax and MatMul, the keys transposed once for
+    all blocks (near-equal blocks where the query count does not divide); returns how many were
+    rewritten. Left as they are: a causal attention, one with a mask that is not zeros, one
+    whose query count or depth is dynamic (vosfx's graphs have none of these: the ONNX reader
+    gives each attention a zero mask). The same arithmetic as OpenVINO's own decomposition of
+    the op (the scale, given or ``depth ** -0.5``, on the queries), a block at a time.
+
+    Why: OpenVINO's CPU plugin compiles an attention into one "snippets" kernel (its
+    MatMul-Softmax-MatMul tokenisation), which on the Xeon with AMX ran memory attention's
+    cross-attention (4,096 queries x 28,736 keys at 1024) at 590-640 ms a layer with
+    AVX512_BF16 instructions, where its MatMuls alone run on AMX: 3.41 s against 1.31 s for the
+    stage (:class:`OvSession` with ``attention_blocks``, which also turns the tokenisation
+    off). On AMD's Zen 4 (AVX512_BF16, no AMX) the kernel is slow too: 1,772-3,020 ms for the
+    stage against 1,282-1,605 in blocks (twenty-second pass). Decomposed whole, the plugin
+    holds each attention's score matrix (4,096 x 28,736: +885 MiB for the stage); a block at
+    a time, one block's; one SDPA op per block instead would transpose the keys once per
+    block (+35 ms a block). Measured: docs/benchmarks/onnx.md, tenth and twenty-second
+    passes."""
+    import openvino.opset13 as ops
+
+    done = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "ScaledDotProductAttention":
+            continue
+        ins = [i.get_source_output() for i in op.inputs()]
+        q, k, v = ins[:3]
+        if q.get_partial_shape().rank.is_dynamic or k.get_partial_shape().rank.is_dynamic:
+            continue
+        queries, depth = q.get_partial_shape()[-2], q.get_partial_shape()[-1]
+        if (
+            op.get_attributes().get("causal")
+            or not (len(ins) < 4 or _zeros(ins[3]))
+            or queries.is_dynamic
+            or depth.is_dynamic
+        ):
+            continue
+        if len(ins) > 4:
+            scale = ins[4]
+        else:
+            scale = ops.constant(np.float32(depth.get_length() ** -0.5)).output(0)
+        n = queries.get_length()
+        sizes = [n // blocks + (i < n % blocks) for i in range(min(blocks, n))]
+        axes = list(range(k.get_partial_shape().rank.get_length()))
+        axes[-2:] = axes[-1], axes[-2]
+        keys_t = ops.transpose(k, ops.constant(np.array(axes, np.int64)))
+        parts = ops.variadic_split(
+            ops.multiply(q, ops.convert_like(scale, q)),
+            ops.constant(np.int64(-2)),
+            ops.constant(np.array(sizes)),
+        ).outputs()
+        outs = [
+            ops.matmul(ops.softmax(ops.matmul(part, keys_t, False, False), -1), v, False, False)
+            for part in parts
+        ]
+        op.output(0).replace(ops.concat(outs, -2).output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done
