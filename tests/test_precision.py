@@ -253,6 +253,34 @@ def test_bf16_stage_forms_compute_what_their_graphs_compute():
     np.testing.assert_allclose(steady, dynamic, rtol=1e-4, atol=1e-4 * float(np.abs(dynamic).max()))
 
 
+def test_bf16_image_encoder_keeps_hieras_pooled_queries_in_order(clip):
+    """The tier's image encoder on the real architecture (SAM 2.1 tiny, 256 px) against the
+    fp32 path: OpenVINO's attention kernel read the pooled queries of Hiera's block 3 (4 heads,
+    4 queries a window) in the wrong order and left the embedding 3.0 % off float32 (relative
+    L2 norm); kept apart (guard_attention_transposes), the bfloat16 rounding alone leaves
+    1.1 % (blackswan's first frame; twenty-fourth pass)."""
+    ovr = _bf16_or_skip()
+    from tests.onnx_bundle import SIZE, exported
+    from vosfx.engine.backend import preprocess
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    _, _, folder = exported(("bf16",))
+    tier = OnnxBackend(folder, device="cpu", threads=2, precision="bf16")
+    fp32 = OnnxBackend(folder, device="cpu", threads=2)
+    encoder = tier._sess["image_encoder"]
+    assert isinstance(encoder, ovr.OvSession) and encoder.guarded_transposes == 2
+    image = preprocess(clip[0][0], SIZE).reshape(1, 3, SIZE, SIZE)
+    got = encoder.run(None, {"image": image})
+    want = fp32._sess["image_encoder"].run(None, {"image": image})
+    names = [o.name for o in fp32._sess["image_encoder"].get_outputs()]
+    err = {
+        n: float(np.linalg.norm(g - w) / np.linalg.norm(w))
+        for n, g, w in zip(names, got, want, strict=True)
+    }
+    print("relative L2 against fp32:", {n: round(e, 4) for n, e in err.items()})
+    assert 0.0 < err["vision_feat"] < 0.02, err
+
+
 def test_bad_attention_is_refused(bundle):
     from vosfx.engine.onnx_backend import OnnxBackend
 

@@ -185,3 +185,72 @@ def split_attention(model: Any, blocks: int) -> int:
         done += 1
     model.validate_nodes_and_infer_types()
     return done
+
+
+def _is_attention_product(node: Any) -> bool:
+    """Whether ``node`` is an attention: a ScaledDotProductAttention, or a MatMul of two
+    computed operands (an attention's scores or its weighted sum), not a product with
+    constant weights."""
+    if node.get_type_name() == "ScaledDotProductAttention":
+        return True
+    return node.get_type_name() == "MatMul" and all(
+        _constant(node.input_value(i)) is None for i in range(2)
+    )
+
+
+def _next_to_attention(transpose: Any) -> bool:
+    """Whether a Transpose feeds an attention product (directly or through one elementwise
+    Multiply, the scale) or reads one's output."""
+    if _is_attention_product(transpose.input_value(0).get_node()):
+        return True
+    for target in transpose.output(0).get_target_inputs():
+        node = target.get_node()
+        if node.get_type_name() == "Multiply" and len(node.output(0).get_target_inputs()) == 1:
+            node = next(iter(node.output(0).get_target_inputs())).get_node()
+        if _is_attention_product(node):
+            return True
+    return False
+
+
+def guard_attention_transposes(model: Any) -> int:
+    """Rewrite each Transpose next to an attention product whose permutation moves two axes
+    of the same size (Hiera's pooled queries at the first block of its third stage:
+    ``(windows, 4 queries, 4 heads, depth) -> (windows, 4 heads, 4 queries, depth)``) as the
+    same Transpose of a view with one more axis of size 1, between two Reshapes; returns how
+    many were rewritten. The same values in the same order.
+
+    Why: OpenVINO's CPU plugin folds such a Transpose into its attention kernel (the
+    MatMul-Softmax-MatMul "snippets" tokenisation) and then reads the input in the wrong
+    order where the moved axes have the same size: wrong results, not rounding (a 4-head
+    attention over 4 queries off by 82 % of its norm in float32 on OpenVINO 2026.4; in the
+    image encoder's bfloat16 graph its embedding 2.5 % off float32 against 1.0 % with the
+    Transpose kept apart). Through the added axis the plugin cannot fold it, and runs it alone
+    at no measurable cost (twenty-fourth pass, docs/benchmarks/onnx.md). Only static shapes:
+    with the axes dynamic the plugin computed the same attention right, and a graph whose
+    shapes are fixed later (:class:`~vosfx.engine.openvino_runtime.OvSession`'s batch and
+    steady forms) is guarded again as it is compiled (a guarded Transpose is left alone)."""
+    import openvino.opset13 as ops
+
+    done = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Transpose":
+            continue
+        perm = _constant(op.input_value(1))
+        shape = op.get_input_partial_shape(0)
+        if perm is None or shape.is_dynamic or not _next_to_attention(op):
+            continue
+        if op.input_value(0).get_node().get_type_name() == "Unsqueeze":
+            continue  # guarded already
+        moved = [shape[i].get_length() for i, p in enumerate(perm.tolist()) if p != i]
+        if len(moved) == len(set(moved)):
+            continue
+        rank = len(perm)
+        last = ops.constant(np.int64(rank))
+        turned = ops.transpose(
+            ops.unsqueeze(op.input_value(0), last),
+            ops.constant(np.array([*perm.tolist(), rank], np.int64)),
+        )
+        op.output(0).replace(ops.squeeze(turned, last).output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done

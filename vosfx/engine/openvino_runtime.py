@@ -34,7 +34,12 @@ import numpy as np
 
 from vosfx.engine.backend import Interrupt
 from vosfx.engine.heap import release_free_heap
-from vosfx.engine.openvino_graphs import compress_weights, split_attention, split_products
+from vosfx.engine.openvino_graphs import (
+    compress_weights,
+    guard_attention_transposes,
+    split_attention,
+    split_products,
+)
 from vosfx.errors import BackendError, Cancelled
 
 INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"
@@ -164,6 +169,9 @@ class OvSession:
     (``CompiledModel.release_memory``; they are allocated again by the next call), so that a
     stage's activations are resident only while it runs, not beside the other stages'.
     After each call the free C heap goes back to the system (:func:`release_free_heap`).
+    Every form compiled first has the Transposes beside its attentions that OpenVINO would
+    read wrongly kept out of its attention kernel (:func:`guard_attention_transposes`; how
+    many in all the forms compiled: :attr:`guarded_transposes`).
     ``separate_products``: each product split into parts afterwards compiled as one product per
     part (:func:`split_products`; :data:`SPLIT_PRODUCTS` says which graphs).
     ``steady_shapes``: when a call's input shapes are those of the call before, the graph is
@@ -204,6 +212,7 @@ class OvSession:
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         self._core, self._config = c, config
+        self.guarded_transposes = 0
         model = c.read_model(str(path))
         order = []
         for port in model.inputs:
@@ -261,6 +270,8 @@ class OvSession:
         return entry
 
     def _compile_model(self, model: Any) -> tuple[Any, Any, list[Any]]:
+        # always, on the shapes compiled: OpenVINO computes some attentions wrongly without it
+        self.guarded_transposes += guard_attention_transposes(model)
         compiled = self._core.compile_model(model, "CPU", self._config)
         return compiled, compiled.create_infer_request(), list(compiled.outputs)
 
