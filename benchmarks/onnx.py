@@ -70,6 +70,10 @@ RUNS = {
         "onnx",
         {"precision": "bf16", "opt": "all", "without": ("STEADY_SHAPES", "SPLIT_PRODUCTS")},
     ),
+    # the tier as the twenty-third pass left it, but for the guard of the attentions'
+    # Transposes (always on): the image encoder's convolutions in bfloat16 too
+    # (openvino_runtime's FLOAT32_OPS emptied)
+    "onnx-bf16-23": ("onnx", {"precision": "bf16", "opt": "all", "without": ("FLOAT32_OPS",)}),
     # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
     # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
     "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),

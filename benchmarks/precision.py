@@ -32,6 +32,7 @@ WITHOUT = {
     "bf16-22": ("STEADY_SHAPES", "SPLIT_PRODUCTS"),
     "bf16-steady": ("SPLIT_PRODUCTS",),
     "bf16-products": ("STEADY_SHAPES",),
+    "bf16-23": ("FLOAT32_OPS",),
 }
 
 
@@ -107,7 +108,9 @@ def main() -> None:
         precision, _, attention = p.partition("-")
         # bf16-22: the tier as the twenty-second pass left it (memory attention's shapes
         # dynamic on every call, Hiera's qkv products split afterwards); bf16-steady /
-        # bf16-products: the twenty-third pass's steady shapes / products one per part alone
+        # bf16-products: the twenty-third pass's steady shapes / products one per part alone;
+        # bf16-23: the image encoder's convolutions in bfloat16 too, as before the
+        # twenty-fourth pass (whose guard of the attentions' Transposes every tier keeps)
         with ovr.without(*WITHOUT.get(p, ())):
             backends[p] = OnnxBackend(
                 bundle,

@@ -375,6 +375,10 @@ def test_without_empties_the_stage_lists_for_the_block_only():
     with pytest.raises(RuntimeError), ovr.without("STEADY_SHAPES", "SPLIT_PRODUCTS"):
         raise RuntimeError("a backend that fails to build")
     assert (ovr.STEADY_SHAPES, ovr.SPLIT_PRODUCTS) == (steady, products)
+    kept = dict(ovr.FLOAT32_OPS)
+    with ovr.without("FLOAT32_OPS"):  # a table empties to an empty table
+        assert ovr.FLOAT32_OPS == {} and ovr.FLOAT32_OPS.get("image_encoder", ()) == ()
+    assert ovr.FLOAT32_OPS == kept
 
 
 def _pooled_attention_graph(path, heads: int, queries: int, keys: int = 16, depth: int = 24):
@@ -450,3 +454,81 @@ def test_attention_transposes_with_dynamic_axes_wait_for_their_shapes(tmp_path):
         (got,) = sess.run(None, feeds)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     assert sess._steady is not None and sess.guarded_transposes == 1
+
+
+def _conv_graph(path):
+    """A 3x3 convolution of 8 channels to 8, then a product with constant weights."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), "m"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("MatMul", ["c", "m"], ["y"]),
+    ]
+    arg = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [arg("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [arg("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _runtime_precisions(sess, kind: str) -> list[str]:
+    compiled = next(iter(sess._compiled.values()))[0]
+    return [
+        op.get_rt_info()["runtimePrecision"].value
+        for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].value == kind
+    ]
+
+
+def test_keep_float32_marks_the_chosen_operations_and_leaves_the_model(tmp_path):
+    """The marked copy computes what the model computes, and the model is left unmarked."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _conv_graph(tmp_path / "c.onnx")
+    model = ov.Core().read_model(str(path))
+    marked = ovr.keep_float32(model, ("Convolution",))
+    for m, want in ((model, False), (marked, True)):
+        convs = [op for op in m.get_ordered_ops() if op.get_type_name() == "Convolution"]
+        assert len(convs) == 1
+        assert ("DisablePrecisionConversion_0" in convs[0].get_rt_info()) == want
+    x = np.random.default_rng(5).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    plain = ovr.OvSession(ov.Core(), path, ["x"], precision="f32", threads=1)
+    kept = ovr.OvSession(
+        ov.Core(), path, ["x"], precision="f32", threads=1, float32_ops=("Convolution",)
+    )
+    assert kept.float32_ops == ("Convolution",) and plain.float32_ops == ()
+    np.testing.assert_array_equal(kept.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+
+
+def test_keep_float32_runs_the_marked_operations_in_float32_under_bf16(tmp_path):
+    """Compiled for bfloat16, the marked convolution runs in float32 and the others in
+    bfloat16 (on a CPU with bfloat16 arithmetic; elsewhere OpenVINO runs all in float32)."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    caps = ovr.cpu_capabilities(ovr.core("fp32"))
+    if "BF16" not in caps:
+        pytest.skip(f"this CPU has no bfloat16 arithmetic (OpenVINO: {caps})")
+    path = _conv_graph(tmp_path / "c.onnx")
+    x = np.random.default_rng(5).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    plain = ovr.OvSession(ov.Core(), path, ["x"], precision="bf16", threads=1)
+    kept = ovr.OvSession(
+        ov.Core(), path, ["x"], precision="bf16", threads=1, float32_ops=("Convolution",)
+    )
+    assert _runtime_precisions(plain, "Convolution") == ["bf16"]
+    assert _runtime_precisions(kept, "Convolution") == ["f32"]
+    assert "bf16" in _runtime_precisions(kept, "FullyConnected") + _runtime_precisions(
+        kept, "MatMul"
+    )
+    exact = ovr.OvSession(ov.Core(), path, ["x"], precision="f32", threads=1)
+    (want,) = exact.run(None, {"x": x})
+    errs = [float(np.abs(s.run(None, {"x": x})[0] - want).max()) for s in (plain, kept)]
+    assert 0 < errs[1] < errs[0], errs

@@ -165,6 +165,7 @@ class BundleGraphs:
                     threads=threads,
                     batch_axes=batch_axes,
                     float16_weights=ovr.holds_float16(name, amx),
+                    float32_ops=ovr.FLOAT32_OPS.get(name, ()),
                     attention_blocks=ovr.ATTENTION_BLOCKS
                     if split and name in ovr.SPLIT_ATTENTION
                     else 0,
