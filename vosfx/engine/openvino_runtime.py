@@ -5,12 +5,15 @@
 ones the ``bf16`` variant: the same graphs constant-folded by ONNX Runtime) with OpenVINO and
 asks its CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX
 or AVX512_BF16 the matrix products, the attentions (memory attention's split into query
-blocks, :func:`~vosfx.engine.openvino_graphs.split_attention`, faster than OpenVINO's own fused kernel on both kinds of
-CPU measured) and the convolutions run in bfloat16 with float32 accumulation; inputs and
-outputs stay float32, so the backend around it is unchanged. Memory attention, whose memory
-tokens grow over a clip's first frames, gets a graph compiled for its shapes once they stop
-changing (:class:`OvSession`'s ``steady_shapes``). Where the
-CPU has no bfloat16 arithmetic the tier refuses (OpenVINO would emulate it slower than
+blocks, :func:`~vosfx.engine.openvino_graphs.split_attention`, faster than OpenVINO's own
+fused kernel on both kinds of CPU measured) and the convolutions run in bfloat16 with float32
+accumulation, but for the image encoder's convolutions (:data:`FLOAT32_OPS`: float32, for
+the masks' IoU); inputs and outputs stay float32, so the backend around it is unchanged.
+Transposes beside an attention that OpenVINO's attention kernel would read in the wrong order
+are kept out of it in every graph (:func:`guard_attention_transposes`). Memory attention,
+whose memory tokens grow over a clip's first frames, gets a graph compiled for its shapes
+once they stop changing (:class:`OvSession`'s ``steady_shapes``). Where the CPU has no
+bfloat16 arithmetic the tier refuses (OpenVINO would emulate it slower than
 float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
 
 :class:`OvSession` has the two methods of an ``onnxruntime.InferenceSession`` the backend uses
