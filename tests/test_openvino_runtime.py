@@ -532,3 +532,19 @@ def test_keep_float32_runs_the_marked_operations_in_float32_under_bf16(tmp_path)
     (want,) = exact.run(None, {"x": x})
     errs = [float(np.abs(s.run(None, {"x": x})[0] - want).max()) for s in (plain, kept)]
     assert 0 < errs[1] < errs[0], errs
+
+
+def test_keep_float32_without_a_temporary_folder_says_so(tmp_path, monkeypatch):
+    """The marks go through a temporary folder: where it cannot be written the session gives
+    the backend's error naming --precision bf16 and TMPDIR, not a traceback."""
+    pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    import tempfile
+
+    from vosfx.errors import BackendError
+
+    path = _conv_graph(tmp_path / "c.onnx")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(BackendError, match=r"--precision bf16: could not write c\.onnx's graph"):
+        ovr.OvSession(
+            ovr.core("fp32"), path, ["x"], precision="f32", threads=1, float32_ops=("Convolution",)
+        )

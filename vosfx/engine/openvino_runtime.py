@@ -244,7 +244,13 @@ class OvSession:
             compress_weights(model)
         self.float32_ops = float32_ops
         if float32_ops:
-            model = keep_float32(model, float32_ops)
+            try:
+                model = keep_float32(model, float32_ops)
+            except OSError as err:  # it goes through a temporary folder (OpenVINO's IR)
+                raise BackendError(
+                    f"--precision bf16: could not write {path.name}'s graph to the temporary "
+                    f"folder (TMPDIR) to keep its {', '.join(float32_ops)} in float32: {err}"
+                ) from err
         self.attention_blocks = attention_blocks
         self.release_buffers = release_buffers
         self.steady_shapes = steady_shapes
