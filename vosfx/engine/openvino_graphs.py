@@ -1,7 +1,9 @@
 """The rewrites of a graph that the bf16 tier makes before OpenVINO compiles it
 (:class:`vosfx.engine.openvino_runtime.OvSession`): weights held as float16, a product split
-into parts afterwards computed one product per part, attention split into query blocks. Each
-takes an ``openvino.Model`` and changes it in place; OpenVINO is imported only by them."""
+into parts afterwards computed one product per part, attention split into query blocks,
+Transposes beside an attention kept out of OpenVINO's attention kernel, and chosen operations
+kept in float32. Each takes an ``openvino.Model`` and changes it in place (``keep_float32``
+returns a marked copy); OpenVINO is imported only by them."""
 
 from __future__ import annotations
 
@@ -216,8 +218,8 @@ def guard_attention_transposes(model: Any) -> int:
     """Rewrite each Transpose next to an attention product whose permutation moves two axes
     of the same size (Hiera's pooled queries at the first block of its third stage:
     ``(windows, 4 queries, 4 heads, depth) -> (windows, 4 heads, 4 queries, depth)``) as the
-    same Transpose of a view with one more axis of size 1, between two Reshapes; returns how
-    many were rewritten. The same values in the same order.
+    same Transpose of a view with one more axis of size 1 (an Unsqueeze before it, a Squeeze
+    after); returns how many were rewritten. The same values in the same order.
 
     Why: OpenVINO's CPU plugin folds such a Transpose into its attention kernel (the
     MatMul-Softmax-MatMul "snippets" tokenisation) and then reads the input in the wrong
@@ -268,7 +270,7 @@ def keep_float32(model: Any, kinds: tuple[str, ...]) -> Any:
     convolutions (Hiera's patch embedding, the neck, the decoder's high-resolution
     projections) in bfloat16 carried most of the error of the features the decoder upsamples
     with (0.61 / 0.74 % of their norm against 0.35 / 0.60 % in float32), and the tier's masks
-    on car-shadow over 24 frames went from IoU 0.987 to 0.9928 against fp32 for ~1 % of the
+    on car-shadow over 24 frames went from IoU 0.987 to 0.9914 against fp32 for ~1 % of the
     encoder's time (twenty-fourth pass, docs/benchmarks/onnx.md)."""
     import tempfile
     import xml.etree.ElementTree as ET

@@ -82,7 +82,7 @@ STEADY_SHAPES = ("memory_attention",)
 # the operation types each stage keeps in float32 in the tier (keep_float32): the image
 # encoder's convolutions, whose bfloat16 carried most of the error of the high-resolution
 # features the decoder upsamples with; the masks on car-shadow over 24 frames at 1024 went
-# from IoU 0.987 to 0.9928 against fp32 for ~1 % of the encoder's time (twenty-fourth pass)
+# from IoU 0.987 to 0.9914 against fp32 for ~1 % of the encoder's time (twenty-fourth pass)
 FLOAT32_OPS = {"image_encoder": ("Convolution",)}
 # the stages whose intermediate buffers go back after every call where the image encoder's
 # weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
