@@ -74,6 +74,9 @@ RUNS = {
     # Transposes (always on): the image encoder's convolutions in bfloat16 too
     # (openvino_runtime's FLOAT32_OPS emptied)
     "onnx-bf16-23": ("onnx", {"precision": "bf16", "opt": "all", "without": ("FLOAT32_OPS",)}),
+    # the tier as the twenty-fourth pass left it: memory attention's scores in bfloat16, not
+    # from int8 queries and keys (openvino_runtime's INT8_SCORES emptied)
+    "onnx-bf16-24": ("onnx", {"precision": "bf16", "opt": "all", "without": ("INT8_SCORES",)}),
     # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
     # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
     "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),

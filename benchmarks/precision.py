@@ -33,6 +33,7 @@ WITHOUT = {
     "bf16-steady": ("SPLIT_PRODUCTS",),
     "bf16-products": ("STEADY_SHAPES",),
     "bf16-23": ("FLOAT32_OPS",),
+    "bf16-24": ("INT8_SCORES",),
 }
 
 
@@ -110,7 +111,8 @@ def main() -> None:
         # dynamic on every call, Hiera's qkv products split afterwards); bf16-steady /
         # bf16-products: the twenty-third pass's steady shapes / products one per part alone;
         # bf16-23: the image encoder's convolutions in bfloat16 too, as before the
-        # twenty-fourth pass (whose guard of the attentions' Transposes every tier keeps)
+        # twenty-fourth pass (whose guard of the attentions' Transposes every tier keeps);
+        # bf16-24: memory attention's scores in bfloat16 too, as before the twenty-fifth pass
         with ovr.without(*WITHOUT.get(p, ())):
             backends[p] = OnnxBackend(
                 bundle,

@@ -548,3 +548,104 @@ def test_keep_float32_without_a_temporary_folder_says_so(tmp_path, monkeypatch):
         ovr.OvSession(
             ovr.core("fp32"), path, ["x"], precision="f32", threads=1, float32_ops=("Convolution",)
         )
+
+
+def _int8_case(rng, queries: int, keys: int, offset: float):
+    """Queries and keys of one attention; the keys share ``offset`` in every feature."""
+    q = 3 * rng.standard_normal((1, queries, 8)).astype(np.float32)
+    k = (rng.standard_normal((1, keys, 8)) + offset).astype(np.float32)
+    v = rng.standard_normal((1, keys, 4)).astype(np.float32)
+    return {"q": q, "k": k, "v": v}
+
+
+@pytest.mark.parametrize("offset", [0.0, 40.0])
+def test_int8_scores_compute_the_attention_from_int8_queries_and_keys(tmp_path, offset):
+    """Each block's scores run as an int8 product (the queries of the block and the keys
+    quantised at their own scale on every call, whatever the key count) and the attention
+    stays within int8's rounding of the exact one, also where the keys share a large offset
+    (their mean taken out first)."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    path = _attention_graph(tmp_path / "a.onnx", 12)
+    sess = ovr.OvSession(
+        ov.Core(),
+        path,
+        ["q", "k", "v"],
+        precision="f32",
+        threads=1,
+        attention_blocks=3,
+        int8_attention=True,
+    )
+    assert sess.int8_products == 3
+    # the score products run on int8 operands (u8 or i8 by the plugin's choice)
+    products = _runtime_precisions(sess, "MatMul")
+    assert sorted(p for p in products if p in ("u8", "i8")) and len(products) == 6, products
+    rng = np.random.default_rng(7)
+    for keys in (5, 40, 300):
+        feeds = _int8_case(rng, 12, keys, offset)
+        want = _attention(feeds["q"], feeds["k"], feeds["v"])
+        (got,) = sess.run(None, feeds)
+        err = np.abs(got - want)
+        # measured: max 0.011-0.029, mean 0.002-0.006 (bfloat16 queries and keys: max
+        # 0.004-0.014 without the offset, 0.15-0.17 with it)
+        assert 0 < err.max() < 0.05 and err.mean() < 0.01, (keys, err.max(), err.mean())
+    # neither asked nor without blocks: no rewrite
+    plain = ovr.OvSession(
+        ov.Core(), path, ["q", "k", "v"], precision="f32", threads=1, attention_blocks=3
+    )
+    whole = ovr.OvSession(
+        ov.Core(), path, ["q", "k", "v"], precision="f32", threads=1, int8_attention=True
+    )
+    assert plain.int8_products == 0 and whole.int8_products == 0
+
+
+def test_int8_scores_take_the_keys_mean_out_and_survive_zero_operands():
+    """The keys' common offset is taken out before quantising (the Softmax cancels it): the
+    same graph without that step is far off; all-zero queries give the values' mean, not
+    NaN."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    import openvino.opset13 as ops
+
+    def graph(smooth: bool):
+        q, k, v = (ops.parameter([1, -1, d], np.float32) for d in (8, 8, 4))
+        scaled_q = ops.multiply(q, ops.constant(np.float32(8**-0.5)))
+        scores = ops.matmul(scaled_q, k, False, True)
+        out = ops.matmul(ops.softmax(scores, -1), v, False, False)
+        model = ov.Model([out], [q, k, v])
+        if not smooth:  # the keys' mean of a constant zero offset: the step does nothing
+            return model
+        assert ovr.int8_scores(model) == 1
+        return model
+
+    rng = np.random.default_rng(3)
+    feeds = _int8_case(rng, 16, 64, 40.0)
+    want = _attention(feeds["q"], feeds["k"], feeds["v"])
+    core = ov.Core()
+    smooth = core.compile_model(graph(True), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = smooth(list(feeds.values()))[smooth.outputs[0]]
+    err = float(np.abs(got - want).max())
+    # the same quantisation without the mean taken out (scratch of int8_scores' recipe)
+    model = graph(False)
+    (product,) = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"][:1]
+    low, high = ops.constant(np.float32(-1)), ops.constant(np.float32(1))
+    scales = []
+    for i in (0, 1):
+        x = product.input_value(i)
+        rank = x.get_partial_shape().rank.get_length()
+        s = ops.reduce_max(ops.abs(x), ops.constant(np.arange(rank, dtype=np.int64)), False)
+        scales.append(s)
+        product.input(i).replace_source_output(
+            ops.fake_quantize(ops.divide(x, s), low, high, low, high, 255).output(0)
+        )
+    users = list(product.output(0).get_target_inputs())
+    scaled = ops.multiply(product.output(0), ops.multiply(*scales)).output(0)
+    for u in users:
+        u.replace_source_output(scaled)
+    raw = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    raw_err = float(np.abs(raw(list(feeds.values()))[raw.outputs[0]] - want).max())
+    # measured: 0.043 against 0.254
+    assert err < 0.06 and raw_err > 4 * err, (err, raw_err)
+    feeds["q"][:] = 0
+    got = smooth(list(feeds.values()))[smooth.outputs[0]]
+    np.testing.assert_allclose(
+        got[0], np.broadcast_to(feeds["v"][0].mean(0), got[0].shape), rtol=1e-5, atol=1e-5
+    )

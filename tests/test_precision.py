@@ -156,7 +156,8 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
     and twenty-second passes); ``attention="fused"`` keeps the kernel, for comparisons. With
     AMX the four per-frame stages run on OpenVINO, without it the two heavy ones (the others'
     bfloat16 cost the masks' IoU its margin there), the rest float32 on ONNX Runtime; the
-    image encoder's weights float16 only without AMX (with it the masks' IoU fell)."""
+    image encoder's weights float16 only without AMX (with it the masks' IoU fell). Without AMX
+    the blocks' scores come from int8 queries and keys (twenty-fifth pass)."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
     from vosfx.engine.onnx_backend import OnnxBackend
@@ -183,8 +184,13 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
         assert low._sess[stage].separate_products == (stage == "image_encoder")
         assert low._sess[stage].steady_shapes == (stage == "memory_attention")
         assert low._sess[stage].hold_steady_buffers
+        # memory attention's scores from int8 queries and keys, in its blocks without AMX
+        # (4 layers x 2 attentions x 8 blocks)
+        int8 = stage == "memory_attention" and blocks > 0 and not amx
+        assert low._sess[stage].int8_products == (64 if int8 else 0)
     assert low._sess["image_encoder"].release_unless is low._sess["memory_attention"]
     split = ", attention in 8 query blocks" if blocks else ""
+    split += ", int8 scores" if blocks and not amx else ""
     assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
 
 
@@ -208,7 +214,8 @@ def test_bf16_stage_forms_compute_what_their_graphs_compute():
     any difference is the rewrite's: the image encoder with its qkv products one per part
     (all 12 of Hiera-T's blocks) computes what the graph computes, and memory attention's
     steady form, compiled on the second call with the same shapes, what its dynamic form
-    computed on the first (docs/benchmarks/onnx.md, twenty-third pass)."""
+    computed on the first (docs/benchmarks/onnx.md, twenty-third pass); its scores from int8
+    queries and keys stay within int8's rounding of it (twenty-fifth pass)."""
     ovr = _bf16_or_skip()
     import json
 
@@ -251,6 +258,13 @@ def test_bf16_stage_forms_compute_what_their_graphs_compute():
     (steady,) = attention.run(None, memory)
     assert attention._steady is not None and not attention._compiled
     np.testing.assert_allclose(steady, dynamic, rtol=1e-4, atol=1e-4 * float(np.abs(dynamic).max()))
+    # its scores from int8 queries and keys, in its query blocks
+    int8, _ = session("memory_attention", attention_blocks=8, int8_attention=True)
+    assert int8.int8_products == 64
+    (got,) = int8.run(None, memory)
+    err = float(np.linalg.norm(got - dynamic) / np.linalg.norm(dynamic))
+    print("int8 scores, relative L2 against float32:", round(err, 5))
+    assert 0 < err < 0.002, err  # measured 0.00036
 
 
 def test_bf16_image_encoder_keeps_hieras_pooled_queries_in_order(clip):

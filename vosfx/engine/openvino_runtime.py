@@ -8,7 +8,9 @@ or AVX512_BF16 the matrix products, the attentions (memory attention's split int
 blocks, :func:`~vosfx.engine.openvino_graphs.split_attention`, faster than OpenVINO's own
 fused kernel on both kinds of CPU measured) and the convolutions run in bfloat16 with float32
 accumulation, but for the image encoder's convolutions (:data:`FLOAT32_OPS`: float32, for
-the masks' IoU); inputs and outputs stay float32, so the backend around it is unchanged.
+the masks' IoU) and, on CPUs without AMX, memory attention's scores (:data:`INT8_SCORES`:
+int8 queries and keys, twice bfloat16's rate there); inputs and outputs stay float32, so the
+backend around it is unchanged.
 Transposes beside an attention that OpenVINO's attention kernel would read in the wrong order
 are kept out of it in every graph (:func:`guard_attention_transposes`). Memory attention,
 whose memory tokens grow over a clip's first frames, gets a graph compiled for its shapes
@@ -40,6 +42,7 @@ from vosfx.engine.heap import release_free_heap
 from vosfx.engine.openvino_graphs import (
     compress_weights,
     guard_attention_transposes,
+    int8_scores,
     keep_float32,
     split_attention,
     split_products,
@@ -84,6 +87,12 @@ STEADY_SHAPES = ("memory_attention",)
 # features the decoder upsamples with; the masks on car-shadow over 24 frames at 1024 went
 # from IoU 0.987 to 0.9914 against fp32 for ~1 % of the encoder's time (twenty-fourth pass)
 FLOAT32_OPS = {"image_encoder": ("Convolution",)}
+# the stages whose attention scores the tier computes from int8 queries and keys
+# (int8_scores), on CPUs without AMX, where memory attention runs in query blocks: on AMD's
+# Zen 4 int8 products run at twice the bfloat16 rate, memory attention at 1024 1.26-1.30x
+# faster, its output as far from float32 as before (twenty-fifth pass); with AMX the int8
+# products measured slower in the stage (thirteenth pass)
+INT8_SCORES = ("memory_attention",)
 # the stages whose intermediate buffers go back after every call where the image encoder's
 # weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
 # scores), or with --low-memory: the two largest, which together held ~240 MiB more than the
@@ -100,6 +109,12 @@ def tier_stages(amx: bool) -> tuple[str, ...]:
     attention in blocks; docs/benchmarks/onnx.md, twenty-second pass). On the Xeon with AMX
     the four measured 0.9909-0.9913 and 9 % faster than the two (second and tenth passes)."""
     return STAGES if amx else HEAVY
+
+
+def takes_int8_scores(stage: str, amx: bool) -> bool:
+    """Whether the tier computes ``stage``'s attention scores from int8 queries and keys: the
+    :data:`INT8_SCORES` stages, not on CPUs with AMX (slower there)."""
+    return stage in INT8_SCORES and not amx
 
 
 def holds_float16(stage: str, amx: bool) -> bool:
@@ -174,6 +189,9 @@ class OvSession:
     ``bf16`` only, :data:`FLOAT16_WEIGHTS` says which graphs).
     ``attention_blocks``: 0, or the number of query blocks each attention is split into
     (:func:`split_attention`; the snippets tokenisation off for the graph).
+    ``int8_attention``: the blocks' scores computed from int8 queries and keys
+    (:func:`int8_scores`; with ``attention_blocks`` only: how many products, in
+    :attr:`int8_products`).
     ``float32_ops``: operation types kept in float32 whatever ``precision`` (:func:`keep_float32`;
     :data:`FLOAT32_OPS` says which, per graph).
     ``release_buffers``: hand the compiled graph's intermediate buffers back after every call
@@ -215,6 +233,7 @@ class OvSession:
         steady_shapes: bool = False,
         hold_steady_buffers: bool = True,
         float32_ops: tuple[str, ...] = (),
+        int8_attention: bool = False,
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -262,6 +281,7 @@ class OvSession:
         if attention_blocks:
             split_attention(model, attention_blocks)
             config["SNIPPETS_MODE"] = "DISABLE"
+        self.int8_products = int8_scores(model) if attention_blocks and int8_attention else 0
         self._order = order
         self._batch_axes = {n: a for n, a in (batch_axes or {}).items() if n in order}
         # (input, axis) whose size is the batch of a call: any one of the batch axes

@@ -169,6 +169,7 @@ class BundleGraphs:
                     attention_blocks=ovr.ATTENTION_BLOCKS
                     if split and name in ovr.SPLIT_ATTENTION
                     else 0,
+                    int8_attention=ovr.takes_int8_scores(name, amx),
                     # the image encoder's float32 weights (AMX) or the blocks' scores beside
                     # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
                     release_buffers=name in ovr.RELEASE_BUFFERS
@@ -331,6 +332,8 @@ class BundleGraphs:
             if type(sess).__name__ == "OvSession":
                 blocks = sess.attention_blocks
                 split = f", attention in {blocks} query blocks" if blocks else ""
+                if sess.int8_products:
+                    split += ", int8 scores"
                 stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
