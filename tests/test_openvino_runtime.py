@@ -649,3 +649,26 @@ def test_int8_scores_take_the_keys_mean_out_and_survive_zero_operands():
     np.testing.assert_allclose(
         got[0], np.broadcast_to(feeds["v"][0].mean(0), got[0].shape), rtol=1e-5, atol=1e-5
     )
+
+
+def test_a_graph_openvino_cannot_compile_gives_the_backends_error(tmp_path, monkeypatch):
+    """OpenVINO refusing a graph at compile time (at load, or a later batch or steady form)
+    is the backend's error (exit 9) naming --precision bf16, the graph and OpenVINO's message
+    on one line, not a traceback. (OpenVINO 2026.4 refuses the memory encoder's graph with its
+    convolutions marked to stay float32: "object is not initialized".)"""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    from vosfx.errors import BackendError
+
+    path = _graph(tmp_path / "g.onnx")
+    core = ov.Core()
+
+    def refuse(*_a, **_k):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\nnot initialized\n")
+
+    monkeypatch.setattr(core, "compile_model", refuse)
+    with pytest.raises(BackendError) as info:
+        ovr.OvSession(core, path, ["x"], precision="bf16", threads=1)
+    said = str(info.value)
+    assert said.startswith("--precision bf16: OpenVINO could not compile g.onnx for this CPU")
+    assert "core.cpp:117: not initialized" in said and "\n" not in said
+    assert said.endswith("use --precision fp32") and info.value.exit_code == 9

@@ -243,6 +243,7 @@ class OvSession:
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         self._core, self._config = c, config
+        self._graph = path.name
         self.guarded_transposes = 0
         model = c.read_model(str(path))
         order = []
@@ -313,7 +314,14 @@ class OvSession:
     def _compile_model(self, model: Any) -> tuple[Any, Any, list[Any]]:
         # always, on the shapes compiled: OpenVINO computes some attentions wrongly without it
         self.guarded_transposes += guard_attention_transposes(model)
-        compiled = self._core.compile_model(model, "CPU", self._config)
+        try:
+            compiled = self._core.compile_model(model, "CPU", self._config)
+        except RuntimeError as err:  # the plugin refused this graph (its message, one line)
+            said = " ".join(str(err).split())
+            raise BackendError(
+                f"--precision bf16: OpenVINO could not compile {self._graph} for this CPU "
+                f"({said}); use --precision fp32"
+            ) from err
         return compiled, compiled.create_infer_request(), list(compiled.outputs)
 
     @property
