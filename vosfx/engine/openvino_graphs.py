@@ -203,8 +203,8 @@ def int8_scores(model: Any) -> int:
     precision.
 
     Why: on AMD's Zen 4 (AVX512_VNNI and AVX512_BF16, no AMX) int8 products run at twice the
-    bfloat16 rate; memory attention at 1024 with 7 memories ran 1,030-1,070 ms against 1,290-
-    1,340 in bfloat16, its output as far from float32 as bfloat16's (mean 0.00166 against
+    bfloat16 rate; memory attention at 1024 with 7 memories ran 1,008-1,071 ms against 1,281-
+    1,342 in bfloat16, its output as far from float32 as bfloat16's (mean 0.00166 against
     0.00165; twenty-fifth pass, docs/benchmarks/onnx.md). With AMX the same products with
     ranges set per call ran the stage 0.90x (thirteenth pass)."""
     import openvino.opset13 as ops
@@ -218,12 +218,13 @@ def int8_scores(model: Any) -> int:
             targets.append(op)
     low, high = ops.constant(np.float32(-1.0)), ops.constant(np.float32(1.0))
     tiny = ops.constant(np.float32(1e-30))
-    made: dict[tuple[str, int], tuple[Any, Any]] = {}
+    made: dict[tuple[str, int, int], tuple[Any, Any]] = {}
 
     def quantised(op: Any, i: int) -> tuple[Any, Any]:
-        """(the int8 form of operand ``i``, its scale): made once per source tensor."""
+        """(the int8 form of operand ``i``, its scale): made once per source tensor and side
+        (the queries of a block; the keys, shared by the blocks)."""
         src = op.input_value(i)
-        key = (src.get_node().get_friendly_name(), src.get_index())
+        key = (src.get_node().get_friendly_name(), src.get_index(), i)
         if key in made:
             return made[key]
         x, rank = src, src.get_partial_shape().rank.get_length()
