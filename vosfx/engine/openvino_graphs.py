@@ -2,8 +2,9 @@
 (:class:`vosfx.engine.openvino_runtime.OvSession`): weights held as float16, a product split
 into parts afterwards computed one product per part, attention split into query blocks,
 its scores computed from int8 queries and keys, Transposes beside an attention kept out of
-OpenVINO's attention kernel, and chosen operations kept in float32. Each takes an ``openvino.Model`` and changes it in place (``keep_float32``
-returns a marked copy); OpenVINO is imported only by them."""
+OpenVINO's attention kernel, and chosen operations kept in float32. Each takes an
+``openvino.Model`` and changes it in place (``keep_float32`` returns a marked copy);
+OpenVINO is imported only by them."""
 
 from __future__ import annotations
 

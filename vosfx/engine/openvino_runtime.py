@@ -10,13 +10,12 @@ fused kernel on both kinds of CPU measured) and the convolutions run in bfloat16
 accumulation, but for the image encoder's convolutions (:data:`FLOAT32_OPS`: float32, for
 the masks' IoU) and, on CPUs without AMX, memory attention's scores (:data:`INT8_SCORES`:
 int8 queries and keys, twice bfloat16's rate there); inputs and outputs stay float32, so the
-backend around it is unchanged.
-Transposes beside an attention that OpenVINO's attention kernel would read in the wrong order
-are kept out of it in every graph (:func:`guard_attention_transposes`). Memory attention,
-whose memory tokens grow over a clip's first frames, gets a graph compiled for its shapes
-once they stop changing (:class:`OvSession`'s ``steady_shapes``). Where the CPU has no
-bfloat16 arithmetic the tier refuses (OpenVINO would emulate it slower than
-float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
+backend around it is unchanged. Transposes beside an attention that OpenVINO's attention
+kernel would read in the wrong order are kept out of it in every graph
+(:func:`guard_attention_transposes`). Memory attention, whose memory tokens grow over a
+clip's first frames, gets a graph compiled for its shapes once they stop changing
+(:class:`OvSession`'s ``steady_shapes``). Where the CPU has no bfloat16 arithmetic the tier
+refuses (OpenVINO would emulate it slower than float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
 
 :class:`OvSession` has the two methods of an ``onnxruntime.InferenceSession`` the backend uses
 (``get_inputs`` and ``run``), so :class:`~vosfx.engine.onnx_backend.OnnxBackend` runs either.
