@@ -50,7 +50,9 @@ compilation; each compiled stage's largest difference from eager.
 
 ``memory-attention``: memory attention alone on the steady-state inputs, alternating calls:
 ONNX Runtime fp32 with the bundle's ``cpu`` variant (query blocks, what the CPU provider runs)
-and with the fused attention op; with ``--openvino`` also the bf16 tier's graph with
+and with the fused attention op; where the bundle has the int8 tier's variant with int8
+weights, its query blocks with int8 scores (``ort-int8-scores``); with ``--openvino`` also
+the bf16 tier's graph with
 OpenVINO's attention kernel and in ``--blocks`` query blocks (what the tier runs on CPUs with
 AMX). Medians, best, and each output's difference from the ``cpu`` variant's.
 
@@ -90,17 +92,20 @@ def stage_inputs(size: int) -> dict:
     return module.stage_inputs(size)
 
 
-def _ort_call(bundle: Path, name: str, feeds: dict, threads: int, *, fused: bool = False):
+def _ort_call(
+    bundle: Path, name: str, feeds: dict, threads: int, *, fused: bool = False, variant="cpu"
+):
     import onnxruntime as ort
 
     from vosfx.engine.ort_runtime import session_options
 
     man = json.loads((bundle / "manifest.json").read_text())
     # what the CPU provider runs: the bundle's `cpu` variant where it has one (query blocks),
-    # unless `fused` (the graph with ONNX Runtime's fused attention op)
+    # unless `fused` (the graph with ONNX Runtime's fused attention op); `variant` int8: the
+    # int8 tier's query blocks with int8 scores
     file = man["graphs"][name]["file"]
     if not fused:
-        file = man.get("variants", {}).get("cpu", {}).get(name, file)
+        file = man.get("variants", {}).get(variant, {}).get(name, file)
     sess = ort.InferenceSession(
         str(bundle / file),
         session_options(ort, threads=threads),
@@ -687,6 +692,9 @@ def memory_attention(args) -> None:
         "ort-blocks": _ort_call(bundle, name, feeds, args.threads),
         "ort-fused": _ort_call(bundle, name, feeds, args.threads, fused=True),
     }
+    int8 = json.loads((bundle / "manifest.json").read_text()).get("variants", {}).get("int8", {})
+    if name in int8:  # the int8 tier's (a bundle made with --variant int8 on a VNNI CPU)
+        calls["ort-int8-scores"] = _ort_call(bundle, name, feeds, args.threads, variant="int8")
     if args.openvino:
         calls["ov-bf16-kernel"] = _ov_call(bundle, name, feeds, args.threads)
         for n in args.blocks:

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -35,6 +36,9 @@ WITHOUT = {
     "bf16-23": ("FLOAT32_OPS",),
     "bf16-24": ("INT8_SCORES",),
 }
+# the int8 tier with vosfx.engine.ort_attention's INT8_SCORES emptied: memory attention's
+# scores float32, as before the twenty-sixth pass
+WITHOUT_INT8_SCORES = ("int8-25",)
 
 
 def _clip(seq: str, n: int):
@@ -103,6 +107,7 @@ def main() -> None:
         else sorted(p.name for p in (DATA / "JPEGImages").iterdir())
     )
     from vosfx.engine import openvino_runtime as ovr
+    from vosfx.engine import ort_attention
 
     backends = {}
     for p in ["fp32", *tiers]:
@@ -113,13 +118,18 @@ def main() -> None:
         # bf16-23: the image encoder's convolutions in bfloat16 too, as before the
         # twenty-fourth pass (whose guard of the attentions' Transposes every tier keeps);
         # bf16-24: memory attention's scores in bfloat16 too, as before the twenty-fifth pass
-        with ovr.without(*WITHOUT.get(p, ())):
+        # int8-25: memory attention's scores float32, as before the twenty-sixth pass
+        scored = () if p in WITHOUT_INT8_SCORES else ort_attention.INT8_SCORES
+        with (
+            ovr.without(*WITHOUT.get(p, ())),
+            mock.patch.object(ort_attention, "INT8_SCORES", scored),
+        ):
             backends[p] = OnnxBackend(
                 bundle,
                 device="cpu",
                 threads=args.threads,
                 precision=precision,
-                attention=None if p in WITHOUT else attention or None,
+                attention=None if p in WITHOUT or p in WITHOUT_INT8_SCORES else attention or None,
             )
     print(json.dumps({"size": args.size, "frames": args.frames, "loadavg": os.getloadavg()}))
     rows = []

@@ -389,11 +389,12 @@ def test_int8_tier_makes_and_runs_the_variant_for_the_cpus_weights(clip, monkeyp
     uint8 x int8 exactly and ``int8-u8`` (uint8 weights) on x86 CPUs without VNNI, where the
     int8 weights' products saturated and the masks fell to IoU 0.90-0.99 against fp32 (AMD
     EPYC Zen 3). The uint8 one agrees with fp32 on any CPU (its products cannot saturate), so
-    it is checked against the bar everywhere."""
+    it is checked against the bar everywhere; the int8 one, whose memory attention also takes
+    its scores from int8 queries and keys, where the CPU has VNNI."""
     import onnx
 
     from tests.onnx_bundle import exported
-    from vosfx.engine import cpu_features
+    from vosfx.engine import cpu_features, ort_attention
     from vosfx.engine.onnx_backend import OnnxBackend
 
     monkeypatch.setattr(cpu_features, "int8_weights", lambda: weights)
@@ -405,9 +406,41 @@ def test_int8_tier_makes_and_runs_the_variant_for_the_cpus_weights(clip, monkeyp
     quantised = [i for i in graph.graph.initializer if i.name.endswith("_quantized")]
     want = onnx.TensorProto.INT8 if weights == "s8" else onnx.TensorProto.UINT8
     assert quantised and {i.data_type for i in quantised} == {want}
+    # Hiera's first two stages (blocks 0-2 of tiny: the high-resolution features) float32,
+    # every other block's products 8-bit
+    kinds: dict[str, set[str]] = {}
+    for node in graph.graph.node:
+        if node.op_type in ("MatMul", "MatMulInteger") and "/trunk/blocks." in node.name:
+            block = int(node.name.split("/trunk/blocks.")[1].split("/")[0])
+            kinds.setdefault(node.op_type, set()).add(block)
+    assert max(kinds["MatMulInteger"]) == 11 and min(kinds["MatMulInteger"]) == 3, kinds
+    float_products = {n.name for n in graph.graph.node if n.op_type == "MatMul" and "qkv" in n.name}
+    assert {f"/stage/image_encoder/trunk/blocks.{b}/attn/qkv/MatMul" for b in range(3)} <= (
+        float_products
+    )
     low = OnnxBackend(folder, device="cpu", threads=2, precision="int8")
-    described = low.runtime()["stages"]["image_encoder"]
-    assert described.endswith(("int8" if weights == "s8" else "uint8") + " weights"), described
+    described = low.runtime()["stages"]
+    assert described["image_encoder"].endswith(
+        ("int8" if weights == "s8" else "uint8") + " weights"
+    )
+    # with int8 weights memory attention's scores come from int8 queries and keys too (its
+    # query blocks); with uint8 weights (no VNNI) they stay float32
+    blocks = "onnxruntime CPUExecutionProvider, attention in query blocks"
+    if weights == "s8":
+        assert files[variant]["memory_attention"] == "memory_attention.int8.onnx"
+        assert described["memory_attention"] == blocks + ", int8 scores"
+        assert low.graphs.int8_scores == ("memory_attention",)
+        # not where the attention is asked fused, nor with the tier's list emptied
+        fused = OnnxBackend(folder, device="cpu", threads=2, precision="int8", attention="fused")
+        want_fused = "onnxruntime CPUExecutionProvider"
+        assert fused.runtime()["stages"]["memory_attention"] == want_fused
+        with monkeypatch.context() as m:
+            m.setattr(ort_attention, "INT8_SCORES", ())
+            plain = OnnxBackend(folder, device="cpu", threads=2, precision="int8")
+        assert plain.runtime()["stages"]["memory_attention"] == blocks
+    else:
+        assert "memory_attention" not in files[variant]
+        assert described["memory_attention"] == blocks and not low.graphs.int8_scores
     flags = cpu_features.cpu_flags()
     if weights == "s8" and flags is not None and not cpu_features.VNNI_FLAGS & flags:
         return  # made and run; on this CPU its products saturate (what the u8 case is for)
@@ -578,6 +611,31 @@ def test_an_fp16_variant_of_an_older_recipe_is_made_again_where_it_can(
     assert after.get("recipes", {}).get("fp16") == (RECIPES["fp16"] if writable else None)
 
 
+def test_an_int8_variant_of_an_older_recipe_gets_memory_attentions_int8_scores(bundle, tmp_path):
+    """A bundle whose int8 variant an older vosfx made (the image encoder alone, no recipe)
+    gets it made again on first use, with memory attention's int8 scores where the weights
+    are int8; the uint8 variant (CPUs without VNNI) has none."""
+    import json
+    import shutil
+
+    from vosfx.engine.ort_attention import INT8_FILES
+    from vosfx.engine.variants import RECIPES, add_variants
+
+    folder = Path(shutil.copytree(bundle[2], tmp_path / "b"))
+    add_variants(folder, ("int8", "int8-u8"), lambda _msg: None)
+    man = json.loads((folder / "manifest.json").read_text())
+    assert man["recipes"]["int8"] == RECIPES["int8"] == man["recipes"]["int8-u8"] == 2
+    assert man["variants"]["int8"]["memory_attention"] == INT8_FILES["memory_attention"]
+    assert set(man["variants"]["int8-u8"]) == {"image_encoder"}
+    del man["recipes"]["int8"], man["variants"]["int8"]["memory_attention"]  # the older one
+    (folder / "manifest.json").write_text(json.dumps(man))
+    (folder / INT8_FILES["memory_attention"]).unlink()
+    add_variants(folder, ("int8",), lambda _msg: None)
+    again = json.loads((folder / "manifest.json").read_text())
+    assert again["variants"]["int8"]["memory_attention"] == INT8_FILES["memory_attention"]
+    assert (folder / INT8_FILES["memory_attention"]).is_file()
+
+
 def test_the_int8_products_benchmark_times_correct_products():
     """benchmarks/cpu_levers.py int8-products, the ceiling of any int8 tier on a CPU
     (docs/benchmarks/onnx.md, twentieth pass): each quantised chain computes the product it
@@ -641,3 +699,37 @@ def test_the_memory_attention_benchmark_compares_the_same_stage():
     for row in rows.values():
         assert row["median_ms"] > 0 and row["best_ms"] <= row["median_ms"]
         assert row["vs_ort_blocks_mean"] < 0.01, row
+
+
+@pytest.mark.parametrize(
+    "names,kept",
+    [
+        # Hiera-T: widths change at blocks 1, 3 and 10; stages 1-2 are blocks 0-2
+        (
+            ["0/attn/qkv", "1/proj", "1/mlp/layers.0", "2/attn/proj", "3/proj", "3/attn/qkv"]
+            + ["10/proj", "11/mlp/layers.1"],
+            ["0/attn/qkv", "1/proj", "1/mlp/layers.0", "2/attn/proj"],
+        ),
+        # Hiera-B+: widths change at blocks 2, 5 and 21; stages 1-2 are blocks 0-4
+        (
+            ["1/attn/qkv", "2/proj", "4/mlp/layers.1", "5/proj", "20/attn/proj", "21/proj"],
+            ["1/attn/qkv", "2/proj", "4/mlp/layers.1"],
+        ),
+        # not named as vosfx exports Hiera: nothing kept (every product quantised)
+        (["0/attn/qkv", "1/proj"], []),
+    ],
+)
+def test_the_int8_tier_keeps_hieras_first_two_stages_float32(names, kept):
+    from onnx import helper
+
+    from vosfx.engine.variants import high_resolution_products
+
+    def named(tail: str) -> str:
+        return f"/stage/image_encoder/trunk/blocks.{tail}/MatMul"
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], [f"y{i}"], named(n)) for i, n in enumerate(names)
+    ]
+    nodes.append(helper.make_node("MatMul", ["x", "w"], ["z"], "/stage/image_encoder/neck/MatMul"))
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert high_resolution_products(helper.make_model(graph)) == [named(n) for n in kept]

@@ -199,7 +199,8 @@ def default_output(input_path: str, fmt: str) -> str:
     "--precision",
     type=click.Choice(option_choices("model", "precision")),
     help="ONNX: fp16 for GPUs; bf16 for CPUs with AMX or AVX512_BF16 (OpenVINO, "
-    "vosfx[openvino]); int8 image encoder for other CPUs (faster, approximate).",
+    "vosfx[openvino]); int8 for other CPUs (8-bit image encoder and attention scores; "
+    "faster, approximate).",
 )
 @click.option("--threads", type=int, help="CPU threads for the model and for refinement's loops.")
 @click.option(

@@ -60,7 +60,8 @@ class OnnxBackend:
     ``device``: cpu, cuda, tensorrt, coreml, dml or auto (the best available provider).
     ``threads``: intra-op threads per session (0: ONNX Runtime's default, one per core).
     ``precision``: fp32; fp16 (the bundle's fp16 variant, for GPUs); int8 (the dynamically
-    quantised image encoder, CPU; other stages stay fp32); bf16 (image encoder and memory
+    quantised image encoder and, with int8 weights, memory attention's scores from int8
+    operands, CPU; other stages stay fp32); bf16 (image encoder and memory
     attention compiled by OpenVINO in bfloat16, :mod:`vosfx.engine.openvino_runtime`; CPUs
     with AMX or AVX512_BF16 only). A variant the bundle lacks raises.
     ``optimization``: ONNX Runtime graph optimisation, ``all`` (default: every fusion) or

@@ -24,6 +24,18 @@ keys the graph can be fed (7 memories and 16 object pointers: 28,736 keys at 102
 rows). The outputs equal the fused op's up to float32 summation order (1.4e-6 of |x| <= 4.6 at
 1024). Needs the ``onnx`` package (the exporter's); the shipped templates carry the variant
 ready-made (:mod:`vosfx.engine.export_template`).
+
+With ``int8_scores`` (the ``int8`` tier's graph on CPUs whose uint8 x int8 products do not
+saturate, :data:`INT8_FILES`), each block's scores come from int8 operands: the queries of
+the block quantised per call by ``DynamicQuantizeLinear`` (uint8, their own range), the keys
+once per attention, their mean over the tokens taken out (the softmax cancels a shift of a
+query's scores, and a common offset would take the int8 range from their differences) and
+quantised symmetrically to int8 at their own largest magnitude; ``MatMulInteger``'s int32
+scores are cast and multiplied back by the two scales before the softmax. The weighted sum of
+the values stays float32. On AMD's Zen 4 (AVX512_VNNI) memory attention at 1024 ran
+1,554-1,569 against 2,400-2,427 ms a call, its output within 0.021 % (relative L2) of
+float32's (docs/benchmarks/onnx.md, twenty-sixth pass); the bf16 tier does the same in
+OpenVINO (:func:`vosfx.engine.openvino_graphs.int8_scores`).
 """
 
 from __future__ import annotations
@@ -37,6 +49,13 @@ from vosfx.errors import ModelError
 SCORE_BYTES = 64 << 20
 # the graph file of the variant, beside the bundle's own memory_attention.onnx
 FILES = {"memory_attention": "memory_attention.cpu.onnx"}
+# the same with int8 scores, which the int8 variant carries on CPUs with int8 weights
+# (vosfx.engine.variants); the int8 tier runs it for the stages named in INT8_SCORES
+INT8_FILES = {"memory_attention": "memory_attention.int8.onnx"}
+# the stages whose scores the int8 tier computes from int8 queries and keys, where its
+# bundle variant has them and the attention runs in query blocks on the CPU provider: memory
+# attention at 1024 1.55x faster on AMD's Zen 4 (twenty-sixth pass)
+INT8_SCORES = ("memory_attention",)
 
 
 def block_rows(queries: int, keys: int, score_bytes: int = SCORE_BYTES) -> int:
@@ -60,15 +79,19 @@ def max_keys(manifest: dict, queries: int) -> int:
     return int(a["num_maskmem"]) * queries + split * int(a["max_obj_ptrs"])
 
 
-def query_blocks(model: Any, *, most_keys: int, score_bytes: int = SCORE_BYTES) -> int:
+def query_blocks(
+    model: Any, *, most_keys: int, score_bytes: int = SCORE_BYTES, int8_scores: bool = False
+) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``, in place) as the module docstring says;
     returns how many attentions were rewritten. An attention whose query count or channels
     are not static, with more than one head, or with a mask, bias or cache input is left as
     it is. ``most_keys``: the key count a cross-attention's block size is chosen for (a
-    self-attention's own static key count is used where the graph has one)."""
+    self-attention's own static key count is used where the graph has one). ``int8_scores``:
+    the scores from int8 queries and keys (the module docstring)."""
     import onnx
 
     shapes = _static_shapes(onnx.shape_inference.infer_shapes(model).graph)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     nodes, done = [], 0
     for node in model.graph.node:
         q_shape = _one_head_attention(node, shapes)
@@ -78,7 +101,7 @@ def query_blocks(model: Any, *, most_keys: int, score_bytes: int = SCORE_BYTES) 
         k_shape = shapes.get(node.input[1]) or []
         keys = k_shape[1] if len(k_shape) == 3 and isinstance(k_shape[1], int) else most_keys
         rows = block_rows(q_shape[1], keys, score_bytes)
-        nodes.append(_scan(node, q_shape[1], q_shape[2], rows))
+        nodes.append(_scan(node, q_shape[1], q_shape[2], rows, int8_scores and opset))
         done += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -100,10 +123,10 @@ def _one_head_attention(node: Any, shapes: dict[str, list]) -> list | None:
     return q_shape if static else None
 
 
-def _scan(node: Any, n_q: int, channels: int, rows: int) -> Any:
+def _scan(node: Any, n_q: int, channels: int, rows: int, int8_opset: int = 0) -> Any:
     """The ``Scan`` over objects that replaces the attention ``node``: per object (Nq, C)
     queries, (Nk, C) keys, (Nk, Cv) values -> (Nq, Cv), in blocks of at most ``rows``
-    queries."""
+    queries (``int8_opset``: their scores from int8 operands, in the graph's opset; 0: not)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -122,9 +145,14 @@ def _scan(node: Any, n_q: int, channels: int, rows: int) -> Any:
         inits.append(numpy_helper.from_array(np.array(sizes, np.int64), p + "sizes"))
         body.append(helper.make_node("Split", [p + "q_scaled", p + "sizes"], parts, axis=0))
     outs = [f"{p}out{i}" for i in range(blocks)] if blocks > 1 else [p + "out"]
+    if int8_opset:
+        body += _int8_keys(p, inits, int8_opset)
     for i, (part, out) in enumerate(zip(parts, outs, strict=True)):
-        body += [
-            helper.make_node("MatMul", [part, p + "kT"], [f"{p}scores{i}"]),  # (rows, Nk)
+        if int8_opset:
+            body += _int8_scores(part, p, f"{p}scores{i}")
+        else:
+            body.append(helper.make_node("MatMul", [part, p + "kT"], [f"{p}scores{i}"]))
+        body += [  # scores (rows, Nk)
             helper.make_node("Softmax", [f"{p}scores{i}"], [f"{p}probs{i}"], axis=-1),
             helper.make_node("MatMul", [f"{p}probs{i}", p + "v"], [out]),  # (rows, Cv)
         ]
@@ -143,6 +171,55 @@ def _scan(node: Any, n_q: int, channels: int, rows: int) -> Any:
     )
 
 
+def _int8_keys(p: str, inits: list, opset: int) -> list:
+    """Nodes making ``p + "kT_q"`` (int8, (C, Nk)) and its scale ``p + "kT_scale"`` from the
+    transposed keys: their mean over the tokens taken out, quantised symmetrically at their
+    largest magnitude (a scale of at least 1e-30: keys all equal give zero scores, as their
+    differences are). ``opset``: the graph's (ReduceMean's axes an input from 18)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits += [
+        numpy_helper.from_array(np.array(1 / 127, np.float32), p + "1/127"),
+        numpy_helper.from_array(np.array(1e-30, np.float32), p + "tiny"),
+        numpy_helper.from_array(np.array(0, np.int8), p + "int8_zero"),
+    ]
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), p + "tokens"))
+        mean = helper.make_node("ReduceMean", [p + "kT", p + "tokens"], [p + "kT_mean"])
+    else:
+        mean = helper.make_node("ReduceMean", [p + "kT"], [p + "kT_mean"], axes=[1])
+    return [
+        mean,
+        helper.make_node("Sub", [p + "kT", p + "kT_mean"], [p + "kT_centred"]),
+        helper.make_node("Abs", [p + "kT_centred"], [p + "kT_abs"]),
+        helper.make_node("ReduceMax", [p + "kT_abs"], [p + "kT_max"], keepdims=0),
+        helper.make_node("Mul", [p + "kT_max", p + "1/127"], [p + "kT_step"]),
+        helper.make_node("Max", [p + "kT_step", p + "tiny"], [p + "kT_scale"]),
+        helper.make_node(
+            "QuantizeLinear", [p + "kT_centred", p + "kT_scale", p + "int8_zero"], [p + "kT_q"]
+        ),
+    ]
+
+
+def _int8_scores(part: str, p: str, scores: str) -> list:
+    """Nodes making the float32 ``scores`` of the query block ``part`` against the int8 keys
+    of :func:`_int8_keys`: the block quantised to uint8 by its own range, multiplied in
+    int32, cast and scaled back."""
+    from onnx import TensorProto, helper
+
+    q, q_scale, q_zero = part + "_q", part + "_scale", part + "_zero"
+    return [
+        helper.make_node("DynamicQuantizeLinear", [part], [q, q_scale, q_zero]),
+        helper.make_node(
+            "MatMulInteger", [q, p + "kT_q", q_zero, p + "int8_zero"], [scores + "_i32"]
+        ),
+        helper.make_node("Cast", [scores + "_i32"], [scores + "_f32"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [q_scale, p + "kT_scale"], [scores + "_scale"]),
+        helper.make_node("Mul", [scores + "_f32", scores + "_scale"], [scores]),
+    ]
+
+
 def _static_shapes(graph: Any) -> dict[str, list]:
     """name -> dims (int where static, else the symbol) of every typed value of ``graph``."""
     out = {}
@@ -152,18 +229,22 @@ def _static_shapes(graph: Any) -> dict[str, list]:
     return out
 
 
-def write_variant(folder: Path, source: str, manifest: dict) -> dict[str, str]:
+def write_variant(
+    folder: Path, source: str, manifest: dict, *, int8_scores: bool = False
+) -> dict[str, str]:
     """Read memory attention's graph ``folder / source`` (its weights stay where they are:
     inline, or external data beside it, which the variant's graph shares), rewrite it and
-    write :data:`FILES` into ``folder``; returns them (the manifest's ``cpu`` entry).
+    write :data:`FILES` into ``folder`` (``int8_scores``: :data:`INT8_FILES`, the scores from
+    int8 operands); returns them (the manifest's ``cpu`` entry, or part of ``int8``'s).
     ``manifest``: the bundle's or template's, for its ``attrs``."""
     import onnx
 
-    name = "memory_attention"
+    name, files = "memory_attention", INT8_FILES if int8_scores else FILES
     model = onnx.load(str(folder / source), load_external_data=False)
-    query_blocks(model, most_keys=max_keys(manifest, _query_count(model)))
-    onnx.save(model, str(folder / FILES[name]))
-    return dict(FILES)
+    most_keys = max_keys(manifest, _query_count(model))
+    query_blocks(model, most_keys=most_keys, int8_scores=int8_scores)
+    onnx.save(model, str(folder / files[name]))
+    return dict(files)
 
 
 def _query_count(model: Any) -> int:

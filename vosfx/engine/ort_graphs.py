@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vosfx.engine import ort_attention
 from vosfx.engine.backend import Interrupt, warn_once
 from vosfx.engine.ort_runtime import (
     AUTO_ORDER,
@@ -27,8 +28,8 @@ from vosfx.errors import BackendError, Cancelled
 
 log = logging.getLogger(__name__)
 
-# fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 image encoder variant
-# (ONNX Runtime, VNNI); bf16: the heavy per-frame stages (with AMX all four) on OpenVINO in
+# fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 variant (ONNX Runtime:
+# the image encoder 8-bit, with VNNI memory attention's scores int8); bf16: the heavy per-frame stages (with AMX all four) on OpenVINO in
 # bfloat16 (openvino_runtime.tier_stages)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # the frame's normalisation on the device (vosfx.engine.ort_normalise): not a bundle graph
@@ -80,6 +81,8 @@ class BundleGraphs:
         self.variant = variant_for(precision)
         # graph -> its query-block version (the bundle's cpu variant) where this runs it
         self._query_blocks = self._blocks()
+        # the graphs run with their scores from int8 queries and keys (the int8 tier)
+        self.int8_scores = self._int8_scores()
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
@@ -220,6 +223,20 @@ class BundleGraphs:
             )
         return dict(files or {})
 
+    def _int8_scores(self) -> tuple[str, ...]:
+        """The graphs the int8 tier runs with their scores from int8 queries and keys (the
+        ``int8`` variant's query-block graphs, :data:`~vosfx.engine.ort_attention.INT8_FILES`):
+        those of :data:`~vosfx.engine.ort_attention.INT8_SCORES` that the variant has (int8
+        weights only) and that run in query blocks here."""
+        if self.precision != "int8":
+            return ()
+        files = self.manifest.get("variants", {}).get(self.variant) or {}
+        return tuple(
+            name
+            for name in ort_attention.INT8_SCORES
+            if name in self._query_blocks and files.get(name) == ort_attention.INT8_FILES[name]
+        )
+
     def _graph_file(self, name: str) -> Path:
         variants = self.manifest.get("variants", {})
         files: dict[str, str] = {}
@@ -231,6 +248,9 @@ class BundleGraphs:
                     f"to have the {self.variant} variant, found {sorted(variants) or 'none'} "
                     f"(vosfx models export --variant {self.precision})"
                 )
+        int8_file = ort_attention.INT8_FILES.get(name)
+        if int8_file is not None and files.get(name) == int8_file and name not in self.int8_scores:
+            files = {}  # the int8 variant's int8 scores, not run here: the float32 graphs
         if name not in files and name in self._query_blocks:
             return self.bundle / self._query_blocks[name]
         return self.bundle / files.get(name, self.manifest["graphs"][name]["file"])
@@ -339,6 +359,8 @@ class BundleGraphs:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
                 if name in self._query_blocks:
                     stages[name] += ", attention in query blocks"
+                if name in self.int8_scores:
+                    stages[name] += ", int8 scores"
         if self.precision == "int8" and "image_encoder" in stages:
             weights = "uint8" if self.variant == "int8-u8" else "int8"
             stages["image_encoder"] += f", {weights} weights"

@@ -1,7 +1,7 @@
 """A bundle's variants: the extra graphs a ``--precision`` other than fp32 runs, made from the
 bundle's own fp32 graphs on first use (no torch): ``fp16`` (every graph, for GPUs), ``int8``
 and ``int8-u8`` (a dynamically quantised image encoder with int8 or uint8 weights, by the CPU:
-:func:`variant_for`), ``bf16`` (the heavy stages constant-folded for OpenVINO). One more is made
+:func:`variant_for`; ``int8`` also memory attention with int8 scores), ``bf16`` (the heavy stages constant-folded for OpenVINO). One more is made
 with every bundle wherever it can be, whatever the precision: ``cpu``, memory attention with its
 attentions as query blocks, which ONNX Runtime's CPU provider runs faster
 (:mod:`vosfx.engine.ort_attention`; the shipped templates carry it). The manifest's
@@ -23,8 +23,10 @@ VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
 AUTOMATIC = ("cpu",)
 # A variant's recipe, raised when what it makes changes; the manifest's ``recipes`` records
 # the one each variant was made with (absent: 1). A variant of an older recipe is made again
-# where the bundle can be written, else used as it is. fp16 2: attention in float16.
-RECIPES = {"fp16": 2}
+# where the bundle can be written, else used as it is. fp16 2: attention in float16. int8 /
+# int8-u8 2: Hiera's first two stages float32, and (int8 weights only) memory attention's
+# scores from int8 queries and keys.
+RECIPES = {"fp16": 2, "int8": 2, "int8-u8": 2}
 
 Progress = Callable[[str], None]
 
@@ -138,21 +140,54 @@ def _keep_first(field, key) -> None:
 
 
 def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
-    """The image encoder with int8 MatMul weights, activations quantised per call (dynamic
-    quantisation, for CPUs); every other stage stays float32. ``weights``: ``s8`` (int8, for
-    CPUs with VNNI/AMX or ARM) or ``u8`` (uint8, for x86 CPUs without VNNI, where uint8 x int8
-    saturates: :mod:`vosfx.engine.cpu_features`)."""
+    """The image encoder with 8-bit MatMul weights, activations quantised per call (dynamic
+    quantisation, for CPUs), but for Hiera's first two stages
+    (:func:`high_resolution_products`); with int8 weights also memory attention in query
+    blocks with its scores from int8 queries and keys (:mod:`vosfx.engine.ort_attention`);
+    every other stage stays float32. ``weights``: ``s8`` (int8, for CPUs with VNNI/AMX or
+    ARM) or ``u8`` (uint8, for x86 CPUs without VNNI, where uint8 x int8 saturates:
+    :mod:`vosfx.engine.cpu_features`; their scores stay float32)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from vosfx.engine.ort_attention import write_variant
 
     src = folder / man["graphs"]["image_encoder"]["file"]
     out = "image_encoder.int8.onnx" if weights == "s8" else "image_encoder.int8-u8.onnx"
+    kept = high_resolution_products(onnx.load(str(src), load_external_data=False))
     quantize_dynamic(
         str(src),
         str(folder / out),
         weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
         op_types_to_quantize=["MatMul", "Gemm"],
+        nodes_to_exclude=kept,
     )
-    return {"image_encoder": out}
+    files = {"image_encoder": out}
+    attention = man["graphs"].get("memory_attention")
+    if weights == "s8" and attention is not None:
+        files.update(write_variant(folder, attention["file"], man, int8_scores=True))
+    return files
+
+
+def high_resolution_products(model) -> list[str]:
+    """The names of the image encoder's products (MatMul, Gemm) in Hiera's first two stages:
+    the blocks before the second change of width (the second block with its own ``proj``),
+    whose outputs the neck turns into the high-resolution features the decoder upsamples the
+    masks with. The int8 tier keeps them float32: with them quantised the features came out
+    0.56 % / 1.37 % off float32 and car-shadow's masks over 24 frames at 1024 fell to IoU
+    0.9858 against fp32; kept, 0.9907, for 240 of the stage's 1,130 ms on AMD's Zen 4
+    (docs/benchmarks/onnx.md, twenty-sixth pass). None where the graph has fewer than two
+    such blocks (one not named as vosfx exports Hiera): every product quantised, as before."""
+    import re
+
+    products = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    block = re.compile(r"/trunk/blocks\.(\d+)/")
+    widen = sorted(
+        {int(m.group(1)) for n in products if (m := re.search(r"/trunk/blocks\.(\d+)/proj/", n))}
+    )
+    if len(widen) < 2:
+        return []
+    return [n for n in products if (m := block.search(n)) and int(m.group(1)) < widen[1]]
 
 
 def _bf16(folder: Path, man: dict) -> dict[str, str]:
