@@ -93,7 +93,13 @@ def stage_inputs(size: int) -> dict:
 
 
 def _ort_call(
-    bundle: Path, name: str, feeds: dict, threads: int, *, fused: bool = False, variant="cpu"
+    bundle: Path,
+    name: str,
+    feeds: dict,
+    threads: int,
+    *,
+    fused: bool = False,
+    variant: str = "cpu",
 ):
     import onnxruntime as ort
 

@@ -69,7 +69,8 @@ class ModelConfig:
         choices=("fp32", "fp16", "bf16", "int8"),
         doc="fp32 exact; fp16 for GPUs; bf16: image encoder and memory attention (with AMX also "
         "decoder and memory encoder) in bfloat16 on OpenVINO (CPUs with AMX/AVX512_BF16, "
-        "`vosfx[openvino]`); int8: 8-bit image encoder and, with VNNI, int8 attention scores on CPUs (onnx backend only)",
+        "`vosfx[openvino]`); int8: 8-bit image encoder and, with VNNI, int8 attention scores on "
+        "CPUs (onnx backend only)",
     )
     threads: int = _opt(
         0,

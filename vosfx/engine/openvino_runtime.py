@@ -15,7 +15,8 @@ kernel would read in the wrong order are kept out of it in every graph
 (:func:`guard_attention_transposes`). Memory attention, whose memory tokens grow over a
 clip's first frames, gets a graph compiled for its shapes once they stop changing
 (:class:`OvSession`'s ``steady_shapes``). Where the CPU has no bfloat16 arithmetic the tier
-refuses (OpenVINO would emulate it slower than float32) and says so. Measured choice, not a default: docs/benchmarks/onnx.md.
+refuses (OpenVINO would emulate it slower than float32) and says so. Measured choice, not a
+default: docs/benchmarks/onnx.md.
 
 :class:`OvSession` has the two methods of an ``onnxruntime.InferenceSession`` the backend uses
 (``get_inputs`` and ``run``), so :class:`~vosfx.engine.onnx_backend.OnnxBackend` runs either.

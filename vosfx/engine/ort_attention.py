@@ -101,7 +101,7 @@ def query_blocks(
         k_shape = shapes.get(node.input[1]) or []
         keys = k_shape[1] if len(k_shape) == 3 and isinstance(k_shape[1], int) else most_keys
         rows = block_rows(q_shape[1], keys, score_bytes)
-        nodes.append(_scan(node, q_shape[1], q_shape[2], rows, int8_scores and opset))
+        nodes.append(_scan(node, q_shape[1], q_shape[2], rows, opset if int8_scores else 0))
         done += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)

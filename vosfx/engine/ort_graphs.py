@@ -29,8 +29,8 @@ from vosfx.errors import BackendError, Cancelled
 log = logging.getLogger(__name__)
 
 # fp32 exact; fp16: the bundle's fp16 variant (GPUs); int8: the int8 variant (ONNX Runtime:
-# the image encoder 8-bit, with VNNI memory attention's scores int8); bf16: the heavy per-frame stages (with AMX all four) on OpenVINO in
-# bfloat16 (openvino_runtime.tier_stages)
+# the image encoder 8-bit, with VNNI memory attention's scores int8); bf16: the heavy
+# per-frame stages (with AMX all four) on OpenVINO in bfloat16 (openvino_runtime.tier_stages)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # the frame's normalisation on the device (vosfx.engine.ort_normalise): not a bundle graph
 NORMALISE = "normalise"

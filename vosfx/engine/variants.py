@@ -1,11 +1,11 @@
 """A bundle's variants: the extra graphs a ``--precision`` other than fp32 runs, made from the
 bundle's own fp32 graphs on first use (no torch): ``fp16`` (every graph, for GPUs), ``int8``
 and ``int8-u8`` (a dynamically quantised image encoder with int8 or uint8 weights, by the CPU:
-:func:`variant_for`; ``int8`` also memory attention with int8 scores), ``bf16`` (the heavy stages constant-folded for OpenVINO). One more is made
-with every bundle wherever it can be, whatever the precision: ``cpu``, memory attention with its
-attentions as query blocks, which ONNX Runtime's CPU provider runs faster
-(:mod:`vosfx.engine.ort_attention`; the shipped templates carry it). The manifest's
-``variants`` records each one's files."""
+:func:`variant_for`; ``int8`` also memory attention with int8 scores), ``bf16`` (the heavy
+stages constant-folded for OpenVINO). One more is made with every bundle wherever it can be,
+whatever the precision: ``cpu``, memory attention with its attentions as query blocks, which
+ONNX Runtime's CPU provider runs faster (:mod:`vosfx.engine.ort_attention`; the shipped
+templates carry it). The manifest's ``variants`` records each one's files."""
 
 from __future__ import annotations
 
