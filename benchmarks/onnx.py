@@ -81,6 +81,12 @@ RUNS = {
     # the tier as the twenty-fourth pass left it: memory attention's scores in bfloat16, not
     # from int8 queries and keys (openvino_runtime's INT8_SCORES emptied)
     "onnx-bf16-24": ("onnx", {"precision": "bf16", "opt": "all", "without": ("INT8_SCORES",)}),
+    # the tier as the twenty-sixth pass left it: memory attention's int8 scores multiplied
+    # back before a Softmax, not normalised after the values' product (DEFERRED_NORMALISATION)
+    "onnx-bf16-26": (
+        "onnx",
+        {"precision": "bf16", "opt": "all", "without": ("DEFERRED_NORMALISATION",)},
+    ),
     # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
     # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
     "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),

@@ -35,6 +35,7 @@ WITHOUT = {
     "bf16-products": ("STEADY_SHAPES",),
     "bf16-23": ("FLOAT32_OPS",),
     "bf16-24": ("INT8_SCORES",),
+    "bf16-26": ("DEFERRED_NORMALISATION",),
 }
 # the int8 tier with vosfx.engine.ort_attention's INT8_SCORES emptied: memory attention's
 # scores float32, as before the twenty-sixth pass
@@ -118,7 +119,9 @@ def main() -> None:
         # bf16-23: the image encoder's convolutions in bfloat16 too, as before the
         # twenty-fourth pass (whose guard of the attentions' Transposes every tier keeps);
         # bf16-24: memory attention's scores in bfloat16 too, as before the twenty-fifth pass
-        # int8-25: memory attention's scores float32, as before the twenty-sixth pass
+        # int8-25: memory attention's scores float32, as before the twenty-sixth pass;
+        # bf16-26: its int8 scores multiplied back before a Softmax, as before the
+        # twenty-seventh pass (not normalised after the values' product)
         scored = () if p in WITHOUT_INT8_SCORES else ort_attention.INT8_SCORES
         with (
             ovr.without(*WITHOUT.get(p, ())),

@@ -558,12 +558,14 @@ def _int8_case(rng, queries: int, keys: int, offset: float):
     return {"q": q, "k": k, "v": v}
 
 
+@pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("offset", [0.0, 40.0])
-def test_int8_scores_compute_the_attention_from_int8_queries_and_keys(tmp_path, offset):
+def test_int8_scores_compute_the_attention_from_int8_queries_and_keys(tmp_path, offset, deferred):
     """Each block's scores run as an int8 product (the queries of the block and the keys
     quantised at their own scale on every call, whatever the key count) and the attention
     stays within int8's rounding of the exact one, also where the keys share a large offset
-    (their mean taken out first)."""
+    (their mean taken out first); ``deferred``, the same with the blocks' normalisation after
+    the values' product (no Softmax left: exponentials, their sums, one division each)."""
     ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
     path = _attention_graph(tmp_path / "a.onnx", 12)
     sess = ovr.OvSession(
@@ -574,8 +576,14 @@ def test_int8_scores_compute_the_attention_from_int8_queries_and_keys(tmp_path, 
         threads=1,
         attention_blocks=3,
         int8_attention=True,
+        deferred_normalisation=deferred,
     )
     assert sess.int8_products == 3
+    compiled = next(iter(sess._compiled.values()))[0]
+    kinds = [
+        op.get_rt_info()["layerType"].value for op in compiled.get_runtime_model().get_ordered_ops()
+    ]
+    assert kinds.count("Softmax") == (0 if deferred else 3), kinds
     # the score products run on int8 operands (u8 or i8 by the plugin's choice)
     products = _runtime_precisions(sess, "MatMul")
     assert sorted(p for p in products if p in ("u8", "i8")) and len(products) == 6, products
@@ -649,6 +657,53 @@ def test_int8_scores_take_the_keys_mean_out_and_survive_zero_operands():
     np.testing.assert_allclose(
         got[0], np.broadcast_to(feeds["v"][0].mean(0), got[0].shape), rtol=1e-5, atol=1e-5
     )
+
+
+def test_deferred_normalisation_only_where_the_probabilities_weight_values():
+    """``int8_scores(deferred=True)`` moves a block's normalisation past the values' product:
+    the same attention as the Softmax form (the same int8 scores; only the division's place
+    differs), all-zero queries still the values' mean; a Softmax whose probabilities are an
+    output of their own keeps its Softmax (the scale multiplied in before it)."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    import openvino.opset13 as ops
+
+    def graph(probabilities_out: bool):
+        q, k, v = (ops.parameter([1, -1, d], np.float32) for d in (8, 8, 4))
+        scores = ops.matmul(ops.multiply(q, ops.constant(np.float32(8**-0.5))), k, False, True)
+        probs = ops.softmax(scores, -1)
+        outs = [ops.matmul(probs, v, False, False)] + ([probs] if probabilities_out else [])
+        return ov.Model(outs, [q, k, v])
+
+    def kinds(model):
+        return [op.get_type_name() for op in model.get_ordered_ops()]
+
+    core = ov.Core()
+    rng = np.random.default_rng(11)
+    feeds = _int8_case(rng, 16, 64, 0.0)
+    want = _attention(feeds["q"], feeds["k"], feeds["v"])
+    got = {}
+    for deferred in (False, True):
+        model = graph(False)
+        assert ovr.int8_scores(model, deferred=deferred) == 1
+        assert kinds(model).count("Softmax") == (0 if deferred else 1)
+        assert kinds(model).count("ReduceSum") == (1 if deferred else 0)
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        got[deferred] = compiled(list(feeds.values()))[compiled.outputs[0]]
+        assert np.abs(got[deferred] - want).max() < 0.05
+        zero = {**feeds, "q": np.zeros_like(feeds["q"])}
+        mean = compiled(list(zero.values()))[compiled.outputs[0]]
+        np.testing.assert_allclose(
+            mean[0], np.broadcast_to(feeds["v"][0].mean(0), mean[0].shape), rtol=1e-5, atol=1e-5
+        )
+    np.testing.assert_allclose(got[True], got[False], rtol=1e-5, atol=1e-5)
+    # the probabilities are an output too: the Softmax stays, its scores scaled before it
+    model = graph(True)
+    assert ovr.int8_scores(model, deferred=True) == 1
+    assert kinds(model).count("Softmax") == 1 and "ReduceSum" not in kinds(model)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out, probs = (compiled(list(feeds.values()))[o] for o in compiled.outputs)
+    np.testing.assert_allclose(out, got[False], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
 
 
 def test_a_graph_openvino_cannot_compile_gives_the_backends_error(tmp_path, monkeypatch):

@@ -188,6 +188,8 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
         # (4 layers x 2 attentions x 8 blocks)
         int8 = stage == "memory_attention" and blocks > 0 and not amx
         assert low._sess[stage].int8_products == (64 if int8 else 0)
+        # their normalisation deferred past the values' product (twenty-seventh pass)
+        assert low._sess[stage].deferred_normalisation == int8
     assert low._sess["image_encoder"].release_unless is low._sess["memory_attention"]
     split = ", attention in 8 query blocks" if blocks else ""
     split += ", int8 scores" if blocks and not amx else ""
@@ -265,6 +267,13 @@ def test_bf16_stage_forms_compute_what_their_graphs_compute():
     err = float(np.linalg.norm(got - dynamic) / np.linalg.norm(dynamic))
     print("int8 scores, relative L2 against float32:", round(err, 5))
     assert 0 < err < 0.002, err  # measured 0.00036
+    # the same with the normalisation deferred past the values' product: the same attention
+    deferred, _ = session(
+        "memory_attention", attention_blocks=8, int8_attention=True, deferred_normalisation=True
+    )
+    assert deferred.deferred_normalisation and not int8.deferred_normalisation
+    (later,) = deferred.run(None, memory)
+    np.testing.assert_allclose(later, got, rtol=1e-4, atol=1e-4 * float(np.abs(got).max()))
 
 
 def test_bf16_image_encoder_keeps_hieras_pooled_queries_in_order(clip):

@@ -173,6 +173,7 @@ class BundleGraphs:
                     if split and name in ovr.SPLIT_ATTENTION
                     else 0,
                     int8_attention=ovr.takes_int8_scores(name, amx),
+                    deferred_normalisation=name in ovr.DEFERRED_NORMALISATION,
                     # the image encoder's float32 weights (AMX) or the blocks' scores beside
                     # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
                     release_buffers=name in ovr.RELEASE_BUFFERS
