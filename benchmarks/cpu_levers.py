@@ -52,9 +52,9 @@ compilation; each compiled stage's largest difference from eager.
 ONNX Runtime fp32 with the bundle's ``cpu`` variant (query blocks, what the CPU provider runs)
 and with the fused attention op; where the bundle has the int8 tier's variant with int8
 weights, its query blocks with int8 scores (``ort-int8-scores``); with ``--openvino`` also
-the bf16 tier's graph with
-OpenVINO's attention kernel and in ``--blocks`` query blocks (what the tier runs on CPUs with
-AMX). Medians, best, and each output's difference from the ``cpu`` variant's.
+the bf16 tier's graph with OpenVINO's attention kernel and in ``--blocks`` query blocks (what
+the tier runs on CPUs with AMX). Medians, best, and each output's difference from the ``cpu``
+variant's.
 
     python benchmarks/cpu_levers.py memory-attention --size 1024 --calls 9 --openvino
 

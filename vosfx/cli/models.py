@@ -240,9 +240,9 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
     multiple=True,
     type=click.Choice(["fp16", "int8", "int8-u8", "bf16"]),
     help="Extra variants: fp16 (GPU), int8 (quantised image encoder and attention scores, "
-    "CPU: the weights this "
-    "CPU needs), int8-u8 (the uint8-weight one, for x86 CPUs without VNNI), bf16 (image "
-    "encoder and memory attention for OpenVINO, CPUs with bf16); repeatable.",
+    "CPU: the weights this CPU needs), int8-u8 (the uint8-weight one, for x86 CPUs without "
+    "VNNI), bf16 (image encoder and memory attention for OpenVINO, CPUs with bf16); "
+    "repeatable.",
 )
 @click.option(
     "--image-size",

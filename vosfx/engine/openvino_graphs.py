@@ -228,6 +228,7 @@ def int8_scores(model: Any, *, deferred: bool = False) -> int:
             targets.append(op)
     low, high = ops.constant(np.float32(-1.0)), ops.constant(np.float32(1.0))
     tiny = ops.constant(np.float32(1e-30))
+    last = ops.constant(np.array([-1], np.int64))
     made: dict[tuple[str, int, int], tuple[Any, Any]] = {}
 
     def quantised(op: Any, i: int) -> tuple[Any, Any]:
@@ -258,7 +259,6 @@ def int8_scores(model: Any, *, deferred: bool = False) -> int:
         if weighted is None:
             user.replace_source_output(ops.multiply(op.output(0), scale).output(0))
         else:  # the normalisation deferred past the weighted sum (docstring)
-            last = ops.constant(np.array([-1], np.int64))
             top = ops.reduce_max(op.output(0), last, True)
             exps = ops.exp(ops.multiply(ops.subtract(op.output(0), top), scale))
             values = weighted.input_value(1)
