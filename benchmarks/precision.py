@@ -35,7 +35,8 @@ WITHOUT = {
     "bf16-products": ("STEADY_SHAPES",),
     "bf16-23": ("FLOAT32_OPS",),
     "bf16-24": ("INT8_SCORES",),
-    "bf16-26": ("DEFERRED_NORMALISATION",),
+    "bf16-26": ("DEFERRED_NORMALISATION", "FUSED_ATTENTION"),
+    "bf16-27": ("FUSED_ATTENTION",),
 }
 # the int8 tier with vosfx.engine.ort_attention's INT8_SCORES emptied: memory attention's
 # scores float32, as before the twenty-sixth pass
@@ -121,7 +122,9 @@ def main() -> None:
         # bf16-24: memory attention's scores in bfloat16 too, as before the twenty-fifth pass
         # int8-25: memory attention's scores float32, as before the twenty-sixth pass;
         # bf16-26: its int8 scores multiplied back before a Softmax, as before the
-        # twenty-seventh pass (not normalised after the values' product)
+        # twenty-seventh pass (not normalised after the values' product); bf16-27: its
+        # attentions in query blocks in OpenVINO's graph, as before the twenty-eighth pass (not
+        # in vosfx's int8 attention kernel)
         scored = () if p in WITHOUT_INT8_SCORES else ort_attention.INT8_SCORES
         with (
             ovr.without(*WITHOUT.get(p, ())),

@@ -184,16 +184,43 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
         assert low._sess[stage].separate_products == (stage == "image_encoder")
         assert low._sess[stage].steady_shapes == (stage == "memory_attention")
         assert low._sess[stage].hold_steady_buffers
-        # memory attention's scores from int8 queries and keys, in its blocks without AMX
-        # (4 layers x 2 attentions x 8 blocks)
+        # memory attention's scores from int8 queries and keys without AMX: its 8 attentions
+        # (4 layers x 2) in the int8 kernel (twenty-eighth pass), none left in blocks
         int8 = stage == "memory_attention" and blocks > 0 and not amx
-        assert low._sess[stage].int8_products == (64 if int8 else 0)
-        # their normalisation deferred past the values' product (twenty-seventh pass)
-        assert low._sess[stage].deferred_normalisation == int8
+        assert low._sess[stage].fused_attentions == (8 if int8 else 0)
+        in_blocks = stage == "memory_attention" and blocks > 0 and not int8
+        assert low._sess[stage].split_attentions == (8 if in_blocks else 0)
+        assert low._sess[stage].int8_products == 0
+        assert not low._sess[stage].deferred_normalisation
     assert low._sess["image_encoder"].release_unless is low._sess["memory_attention"]
     split = ", attention in 8 query blocks" if blocks else ""
-    split += ", int8 scores" if blocks and not amx else ""
+    if blocks and not amx:
+        split = ", int8 attention kernel"
     assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
+
+
+def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypatch):
+    """Where the int8 attention kernel cannot run (no C compiler, a compile error, a CPU
+    without its instructions), memory attention keeps the graph form of the same arithmetic:
+    query blocks with int8 scores, their normalisation deferred (4 layers x 2 attentions x 8
+    blocks), and the runtime's description says why the kernel is not used."""
+    ovr = _bf16_or_skip()
+    from tests.onnx_bundle import exported
+    from vosfx.engine import int8_attention
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    _, _, folder = exported(("bf16",))
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(int8_attention, "why_unavailable", lambda: "no C compiler found")
+    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16")
+    sess = low._sess["memory_attention"]
+    assert sess.fused_attentions == 0 and sess.fused_unavailable == "no C compiler found"
+    assert sess.split_attentions == 8 and sess.int8_products == 64
+    assert sess.deferred_normalisation
+    assert low.runtime()["stages"]["memory_attention"] == (
+        "openvino CPU bf16, attention in 8 query blocks, int8 scores "
+        "(int8 attention kernel unavailable: no C compiler found)"
+    )
 
 
 def test_bf16_low_memory_releases_the_heavy_stages_buffers(monkeypatch):

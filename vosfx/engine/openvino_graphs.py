@@ -190,6 +190,53 @@ def split_attention(model: Any, blocks: int) -> int:
     return done
 
 
+def fused_int8_attention(model: Any, blocks: int, threads: int, *, smallest_keys: int = 0) -> int:
+    """Replace each ``ScaledDotProductAttention`` of ``model`` by one
+    :func:`~vosfx.engine.int8_attention.op_class` node: the C kernel of
+    :mod:`vosfx.engine.int8_attention`, the arithmetic of :func:`split_attention` into
+    ``blocks`` blocks with :func:`int8_scores`' deferred form, without a score matrix in
+    memory; returns how many were replaced. Left as they are (for :func:`split_attention`):
+    a causal attention, one with a mask that is not zeros, one whose channels the kernel does
+    not take (256 for queries and keys, a multiple of 64 for values) or are dynamic, one whose
+    keys are fewer than ``smallest_keys`` where their count is known (memory attention's self
+    attentions, 4,096 keys at 1024, ran no faster in the kernel).
+    ``threads``: the kernel's threads (the graph's own wait while it runs)."""
+    from vosfx.engine import int8_attention
+
+    op_type = int8_attention.op_class()
+    done = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "ScaledDotProductAttention":
+            continue
+        ins = [i.get_source_output() for i in op.inputs()]
+        q, k, v = ins[:3]
+        shapes = [x.get_partial_shape() for x in (q, k, v)]
+        if any(s.rank.is_dynamic or s.rank.get_length() != 4 for s in shapes):
+            continue
+        depth, channels, keys = shapes[0][-1], shapes[2][-1], shapes[1][-2]
+        if (
+            op.get_attributes().get("causal")
+            or not (len(ins) < 4 or _zeros(ins[3]))
+            or depth.is_dynamic
+            or channels.is_dynamic
+            or not int8_attention.takes(depth.get_length(), channels.get_length())
+            or (keys.is_static and keys.get_length() < smallest_keys)
+        ):
+            continue
+        import openvino.opset13 as ops
+
+        scale = (
+            ins[4]
+            if len(ins) > 4
+            else ops.constant(np.float32(depth.get_length() ** -0.5)).output(0)
+        )
+        fused = op_type([q, k, v, scale], blocks, threads)
+        op.output(0).replace(fused.output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done
+
+
 def int8_scores(model: Any, *, deferred: bool = False) -> int:
     """Compute each attention's scores (a MatMul of two computed operands feeding only a
     Softmax: :func:`split_attention`'s blocks) from int8 queries and keys; returns how many

@@ -37,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from vosfx.engine import int8_attention as int8_kernel
 from vosfx.engine.backend import Interrupt
 from vosfx.engine.heap import release_free_heap
 from vosfx.engine.openvino_graphs import (
     compress_weights,
+    fused_int8_attention,
     guard_attention_transposes,
     int8_scores,
     keep_float32,
@@ -97,6 +99,11 @@ INT8_SCORES = ("memory_attention",)
 # the scores' scale folded into its exponentials (int8_scores' ``deferred``): memory
 # attention at 1024 1.03-1.06x faster on AMD's Zen 4, a frame 1.04x (twenty-seventh pass)
 DEFERRED_NORMALISATION = ("memory_attention",)
+# the INT8_SCORES stages whose attentions run in one C kernel each, the same arithmetic with no
+# score matrix in memory (vosfx.engine.int8_attention; where it cannot be compiled or the CPU
+# lacks AVX512_VNNI or AVX512_BF16, the deferred blocks above): memory attention at 1024
+# ~1.1x faster on AMD's Zen 4 (twenty-eighth pass, docs/benchmarks/onnx.md)
+FUSED_ATTENTION = ("memory_attention",)
 # the stages whose intermediate buffers go back after every call where the image encoder's
 # weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
 # scores), or with --low-memory: the two largest, which together held ~240 MiB more than the
@@ -198,6 +205,10 @@ class OvSession:
     :attr:`int8_products`). ``deferred_normalisation``: their Softmax's normalisation then
     deferred past the values' product (:func:`int8_scores`' ``deferred``;
     :data:`DEFERRED_NORMALISATION` says which graphs; whether done: the attribute).
+    ``fused_attention``: with ``int8_attention``, each attention the kernel of
+    :mod:`vosfx.engine.int8_attention` takes runs in it instead (one node each,
+    :func:`fused_int8_attention`; how many: :attr:`fused_attentions`; where the kernel is
+    unavailable, none, and :attr:`fused_unavailable` says why).
     ``float32_ops``: operation types kept in float32 whatever ``precision`` (:func:`keep_float32`;
     :data:`FLOAT32_OPS` says which, per graph).
     ``release_buffers``: hand the compiled graph's intermediate buffers back after every call
@@ -241,6 +252,7 @@ class OvSession:
         float32_ops: tuple[str, ...] = (),
         int8_attention: bool = False,
         deferred_normalisation: bool = False,
+        fused_attention: bool = False,
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -286,8 +298,16 @@ class OvSession:
         self._last_shapes: tuple | None = None
         # (input shapes, compiled entry): the steady form, while the shapes repeat
         self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
+        self.fused_attentions, self.fused_unavailable = 0, None
+        if attention_blocks and int8_attention and fused_attention:
+            self.fused_unavailable = int8_kernel.why_unavailable()
+            if self.fused_unavailable is None:
+                self.fused_attentions = fused_int8_attention(
+                    model, attention_blocks, threads if threads > 0 else int8_kernel.cpu_count()
+                )
+        # the attentions left, in query blocks (how many: split_attentions)
+        self.split_attentions = split_attention(model, attention_blocks) if attention_blocks else 0
         if attention_blocks:
-            split_attention(model, attention_blocks)
             config["SNIPPETS_MODE"] = "DISABLE"
         self.int8_products = (
             int8_scores(model, deferred=deferred_normalisation)

@@ -174,6 +174,7 @@ class BundleGraphs:
                     else 0,
                     int8_attention=ovr.takes_int8_scores(name, amx),
                     deferred_normalisation=name in ovr.DEFERRED_NORMALISATION,
+                    fused_attention=name in ovr.FUSED_ATTENTION,
                     # the image encoder's float32 weights (AMX) or the blocks' scores beside
                     # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
                     release_buffers=name in ovr.RELEASE_BUFFERS
@@ -351,10 +352,13 @@ class BundleGraphs:
         stages = {}
         for name, sess in self.sessions.items():
             if type(sess).__name__ == "OvSession":
-                blocks = sess.attention_blocks
-                split = f", attention in {blocks} query blocks" if blocks else ""
+                split = ", int8 attention kernel" if sess.fused_attentions else ""
+                if sess.split_attentions:
+                    split += f", attention in {sess.attention_blocks} query blocks"
                 if sess.int8_products:
                     split += ", int8 scores"
+                if sess.fused_unavailable:  # asked for, but the kernel cannot run here
+                    split += f" (int8 attention kernel unavailable: {sess.fused_unavailable})"
                 stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"

@@ -1,0 +1,251 @@
+"""The int8 attention kernel (vosfx/engine/int8_attention.py, kernels/int8_attention.c): the
+arithmetic of the bf16 tier's int8 scores without a score matrix, its build on first use, and
+its node in OpenVINO graphs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from vosfx.engine import int8_attention as ia
+
+
+def _kernel_or_skip() -> None:
+    why = ia.why_unavailable()
+    if why is not None:
+        pytest.skip(f"the int8 attention kernel cannot run here: {why}")
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    """float32 rounded to bfloat16 (nearest, ties to even), as float64."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def _emulated(q, k, v, scale: float, blocks: int) -> np.ndarray:
+    """The kernel's arithmetic in numpy, float64 where it keeps float32: the keys less their
+    mean, int8 at one scale; each query block int8 at its own; the exponentials and the
+    values rounded to bfloat16 for their product, the sum over the exponentials."""
+    rows = len(q)
+    blocks = min(blocks, rows)
+    keys = k.astype(np.float64) - k.astype(np.float64).mean(0)
+    key_step = max(np.abs(keys).max(), 1e-30) / 127
+    k8 = np.rint(keys / key_step)
+    n, extra = divmod(rows, blocks)
+    q8, row_step = np.zeros(q.shape), np.zeros(rows)
+    first = 0
+    for b in range(blocks):
+        count = n + (b < extra)
+        part = q[first : first + count].astype(np.float64) * scale
+        top = max(np.abs(part).max(), 1e-30)
+        q8[first : first + count] = np.rint(part * 127 / top)
+        row_step[first : first + count] = top / 127
+        first += count
+    s = (q8 @ k8.T) * row_step[:, None] * key_step
+    e = np.exp(s - s.max(1, keepdims=True))
+    return (_bf16(e.astype(np.float32)) @ _bf16(v)) / e.sum(1, keepdims=True)
+
+
+def _exact(q, k, v, scale: float) -> np.ndarray:
+    s = (q.astype(np.float64) * scale) @ k.T.astype(np.float64)
+    e = np.exp(s - s.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)) @ v.astype(np.float64)
+
+
+def _case(rng, rows: int, keys: int, channels: int, offset: float = 0.0, spread: float = 1.0):
+    q = (spread * rng.standard_normal((rows, 256))).astype(np.float32)
+    k = (rng.standard_normal((keys, 256)) + offset).astype(np.float32)
+    v = rng.standard_normal((keys, channels)).astype(np.float32)
+    return q, k, v
+
+
+@pytest.mark.parametrize(
+    "rows,keys,channels,blocks",
+    [
+        (1, 1, 64, 8),  # one query, one key: the blocks capped at the rows
+        (13, 3, 64, 8),  # rows and keys off every tile and chunk
+        (100, 300, 128, 8),
+        (48, 256, 64, 1),  # exactly one group and one chunk
+        (97, 1000, 256, 3),  # several chunks; 256 channels (memory attention's self attention)
+    ],
+)
+def test_the_kernel_computes_its_arithmetic(rows, keys, channels, blocks):
+    """Against the same quantisation in numpy the kernel differs by rounding only (float32
+    sums, the order of its running maximum), and against the exact attention by int8's."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(rows * 7 + keys)
+    q, k, v = _case(rng, rows, keys, channels, spread=3.0)
+    scale = 256**-0.5
+    got = ia.attention(q, k, v, scale, blocks=blocks, threads=2)
+    assert got.shape == (rows, channels) and got.dtype == np.float32
+    emulated, exact = _emulated(q, k, v, scale, blocks), _exact(q, k, v, scale)
+    err = np.abs(got - emulated)
+    # measured: max <= 0.0018, mean <= 1e-4 (values |v| <= 5.1: bfloat16's step there 0.03)
+    assert err.max() < 0.01 and err.mean() < 0.001, (err.max(), err.mean())
+    # int8 scores: measured max 0.007-0.10, mean 0.001-0.008 from the exact attention
+    off = np.abs(got - exact)
+    assert off.max() < 0.15 and off.mean() < 0.02, (off.max(), off.mean())
+    assert off.mean() > err.mean()  # the quantisation, not the kernel, is what differs
+
+
+def test_the_running_maximum_rescales_what_was_summed():
+    """Scores rising chunk after chunk (each chunk's maximum above the last, so every chunk
+    rescales the rows' sums) and a peaked attention (one key far above the rest, in the last
+    chunk) give the attention the emulation gives."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(5)
+    rows, keys = 60, 1200
+    q = np.ones((rows, 256), np.float32) + 0.1 * rng.standard_normal((rows, 256)).astype(np.float32)
+    k = (np.linspace(-1, 1, keys)[:, None] * np.ones(256)).astype(np.float32)
+    k += 0.05 * rng.standard_normal(k.shape).astype(np.float32)
+    v = rng.standard_normal((keys, 64)).astype(np.float32)
+    for scale in (0.01, 0.1):  # flat, then peaked (scores spanning ~50 at 0.1)
+        got = ia.attention(q, k, v, scale, blocks=4, threads=2)
+        want = _emulated(q, k, v, scale, 4)
+        np.testing.assert_allclose(got, want, atol=0.01)
+    peak = v[-1]
+    k[-1] = 4.0  # the last key: scores ~1,000 above the others
+    got = ia.attention(q, k, v, 0.1, blocks=4, threads=2)
+    np.testing.assert_allclose(got, np.broadcast_to(peak, got.shape), atol=0.02)
+
+
+def test_keys_offset_zero_queries_and_equal_keys():
+    """Keys sharing a large offset in every channel lose it (their mean) before quantising;
+    all-zero queries and keys all equal give the values' mean, not NaN."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(9)
+    q, k, v = _case(rng, 30, 500, 64, offset=40.0, spread=3.0)
+    got = ia.attention(q, k, v, 256**-0.5, blocks=8, threads=2)
+    # measured: max 0.12 (mean 0.009) off the exact attention, as without the offset
+    assert np.abs(got - _exact(q, k, v, 256**-0.5)).max() < 0.2
+    mean = v.astype(np.float64).mean(0)
+    zero = ia.attention(np.zeros_like(q), k, v, 0.0625, blocks=8, threads=2)
+    equal = ia.attention(q, np.ones_like(k), v, 0.0625, blocks=8, threads=2)
+    for got in (zero, equal):
+        assert np.isfinite(got).all()
+        # the exponentials all 1 (bfloat16-exact), the values rounded to bfloat16
+        np.testing.assert_allclose(got, np.broadcast_to(_bf16(v).mean(0), got.shape), atol=1e-5)
+        np.testing.assert_allclose(got, np.broadcast_to(mean, got.shape), atol=0.01)
+
+
+def test_threads_change_nothing_but_the_time():
+    """A row's result does not depend on how many threads share the rows (each group of rows
+    is one thread's), whether the kernel starts 1, 2 or more threads than CPUs."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(2)
+    q, k, v = _case(rng, 200, 700, 64, spread=2.0)
+    one = ia.attention(q, k, v, 0.0625, blocks=8, threads=1)
+    for threads in (2, 5):
+        np.testing.assert_array_equal(ia.attention(q, k, v, 0.0625, blocks=8, threads=threads), one)
+
+
+def test_inputs_it_does_not_take_are_refused():
+    _kernel_or_skip()
+    rng = np.random.default_rng(0)
+    q, k, v = _case(rng, 4, 5, 64)
+    with pytest.raises(ValueError, match=r"found \(4, 128\)"):
+        ia.attention(q[:, :128], k[:, :128], v, 0.1, blocks=1, threads=1)
+    with pytest.raises(ValueError, match="v \\(keys, 64n\\)"):
+        ia.attention(q, k, v[:, :48], 0.1, blocks=1, threads=1)
+    with pytest.raises(ValueError, match="v \\(keys, 64n\\)"):
+        ia.attention(q, k[:4], v, 0.1, blocks=1, threads=1)
+    with pytest.raises(ValueError, match="out: expected C-contiguous float32"):
+        ia.attention(q, k, v, 0.1, blocks=1, threads=1, out=np.empty((4, 64), np.float64))
+    assert ia.takes(256, 64) and ia.takes(256, 256)
+    assert not ia.takes(96, 64) and not ia.takes(256, 32) and not ia.takes(256, 0)
+
+
+def test_the_kernel_is_compiled_once_into_the_cache(tmp_path, monkeypatch):
+    """First use compiles the C source into ``$VOSFX_HOME/kernels`` under a name hashed from
+    the source and compiler; the next process (the cache cleared) loads that file."""
+    _kernel_or_skip()
+    monkeypatch.setenv("VOSFX_HOME", str(tmp_path))
+    ia.library.cache_clear()
+    try:
+        ia.library()
+        (built,) = (tmp_path / "kernels").glob("int8_attention-*.so")
+        stamp = built.stat().st_mtime_ns
+        ia.library.cache_clear()
+        ia.library()
+        assert built.stat().st_mtime_ns == stamp
+        assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built.name]  # no temp
+    finally:
+        ia.library.cache_clear()
+
+
+def test_without_a_compiler_or_with_a_broken_source_it_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOSFX_HOME", str(tmp_path))
+    ia.library.cache_clear()
+    try:
+        monkeypatch.setenv("CC", "no-such-compiler")
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        assert ia.why_unavailable() == "no C compiler found ($CC, cc, gcc)"
+        monkeypatch.undo()
+        monkeypatch.setenv("VOSFX_HOME", str(tmp_path))
+        if ia._compiler() is None:
+            pytest.skip("no C compiler here")
+        broken = tmp_path / "broken.c"
+        broken.write_text("int vosfx_int8_attention(void) { return }\n")
+        monkeypatch.setattr(ia, "SOURCE", broken)
+        ia.library.cache_clear()
+        why = ia.why_unavailable()
+        assert why is not None and why.startswith(f"{ia._compiler()} could not compile broken.c")
+        assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-written left
+    finally:
+        ia.library.cache_clear()
+
+
+def test_the_kernel_runs_with_every_cpu_of_a_pinned_thread():
+    """OpenVINO pins the thread running a graph to one CPU; the kernel's threads inherit its
+    mask, so the call widens it to the process's CPUs and puts the pin back after."""
+    if not hasattr(os, "sched_setaffinity") or ia.cpu_count() < 2 or ia._ALLOWED is None:
+        pytest.skip("needs Linux's CPU affinity and two CPUs")
+    first = min(ia._ALLOWED)
+    os.sched_setaffinity(0, {first})
+    try:
+        assert ia._with_every_cpu(os.sched_getaffinity, 0) == set(ia._ALLOWED)
+        assert os.sched_getaffinity(0) == {first}
+    finally:
+        os.sched_setaffinity(0, ia._ALLOWED)
+
+
+def _sdpa_model(depth: int, channels: int, causal: bool = False):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    q = ops.parameter([1, 1, -1, depth], np.float32, name="q")
+    k = ops.parameter([1, 1, -1, depth], np.float32, name="k")
+    v = ops.parameter([1, 1, -1, channels], np.float32, name="v")
+    out = ops.scaled_dot_product_attention(q, k, v, causal=causal)
+    return ov.Model([ops.relu(out)], [q, k, v])
+
+
+def test_fused_int8_attention_puts_the_kernel_in_the_graph():
+    """Each attention the kernel takes becomes one node that OpenVINO's CPU plugin runs (its
+    result that of the kernel called directly); a causal one and one of other channels stay."""
+    pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    _kernel_or_skip()
+    import openvino as ov
+
+    from vosfx.engine.openvino_graphs import fused_int8_attention
+
+    model = _sdpa_model(256, 64)
+    assert fused_int8_attention(model, 8, 2) == 1
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert "Int8Attention" in kinds and "ScaledDotProductAttention" not in kinds
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    rng = np.random.default_rng(4)
+    q, k, v = _case(rng, 50, 333, 64, spread=2.0)
+    got = compiled([q[None, None], k[None, None], v[None, None]])[compiled.outputs[0]]
+    want = np.maximum(ia.attention(q, k, v, 256**-0.5, blocks=8, threads=2), 0)
+    np.testing.assert_array_equal(got[0, 0], want)
+    # left alone: a causal attention, queries of 128 channels, values of 32, too few keys
+    for model in (_sdpa_model(256, 64, causal=True), _sdpa_model(128, 64), _sdpa_model(256, 32)):
+        assert fused_int8_attention(model, 8, 2) == 0
+    small = _sdpa_model(256, 64)
+    small.reshape({"k": [1, 1, 100, 256], "v": [1, 1, 100, 64]})
+    assert fused_int8_attention(small, 8, 2, smallest_keys=101) == 0
+    assert fused_int8_attention(small, 8, 2, smallest_keys=100) == 1

@@ -1,0 +1,266 @@
+"""Memory attention's attentions in one C kernel: int8 scores, no score matrix in memory.
+
+The bf16 tier on CPUs with AVX512_VNNI and AVX512_BF16 and no AMX (AMD's Zen 4) computes
+memory attention's scores from int8 queries and keys (:func:`~vosfx.engine.openvino_graphs.
+int8_scores`). As OpenVINO graph nodes each block of queries still wrote its float32 scores
+(470 M a frame at 1024) and read them again for the exponentials, their sums and the values'
+product. ``kernels/int8_attention.c`` does the same arithmetic a chunk of keys at a time with
+the scores in the cache (flash attention's running maximum; docstring of that file), and
+:func:`~vosfx.engine.openvino_graphs.fused_int8_attention` puts it in the graph as one node
+per attention (:func:`op_class`). Measured: docs/benchmarks/onnx.md, twenty-eighth pass.
+
+The kernel is compiled with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) on first
+use, into ``<cache>/kernels/`` (``$VOSFX_HOME`` or the user cache directory), named by the
+hash of its source and compiler, and loaded with ctypes. Where there is no compiler, the
+compile fails or the CPU lacks the instructions, :func:`library` says why and the tier keeps
+its graph form (the same arithmetic, slower): nothing fails for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SOURCE = Path(__file__).parent / "kernels" / "int8_attention.c"
+# the channels of a query and a key the kernel takes (memory attention's), and the multiple
+# the values' channels must be
+DEPTH = 256
+CHANNELS_MULTIPLE = 64
+_FLAGS = ("-O3", "-shared", "-fPIC", "-pthread")
+
+
+class Unavailable(RuntimeError):
+    """The kernel cannot run here; the message says why (no compiler, compile error, CPU)."""
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cache_dir() -> Path:
+    from vosfx.models.cache import home
+
+    return home() / "kernels"
+
+
+@functools.cache
+def library() -> Any:
+    """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
+    if sys.platform == "win32" or not sys.platform.startswith(("linux", "darwin", "freebsd")):
+        raise Unavailable(f"no build of the kernel for {sys.platform}")
+    cc = _compiler()
+    if cc is None:
+        raise Unavailable("no C compiler found ($CC, cc, gcc)")
+    try:
+        version = subprocess.run(
+            [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise Unavailable(f"{cc} --version failed: {err}") from err
+    digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + repr(_FLAGS).encode())
+    target = _cache_dir() / f"int8_attention-{digest.hexdigest()[:16]}.so"
+    if not target.exists():
+        _compile(cc, target)
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as err:
+        raise Unavailable(f"could not load {target}: {err}") from err
+    pointer, integer = ctypes.c_void_p, ctypes.c_int
+    lib.vosfx_int8_attention.argtypes = (
+        [pointer] * 4 + [integer] * 4 + [ctypes.c_float] + [integer] * 2
+    )
+    lib.vosfx_int8_attention.restype = integer
+    lib.vosfx_int8_attention_supported.restype = integer
+    if not lib.vosfx_int8_attention_supported():
+        raise Unavailable("this CPU lacks AVX512_VNNI or AVX512_BF16")
+    return lib
+
+
+def _compile(cc: str, target: Path) -> None:
+    """Compiles :data:`SOURCE` to ``target``, through a temporary file renamed into place (a
+    second process compiling at the same time writes its own and renames over it)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        raise Unavailable(f"cannot write to {target.parent}: {err}") from err
+    try:
+        done = subprocess.run(
+            [cc, *_FLAGS, "-o", tmp, str(SOURCE), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            said = " ".join(done.stderr.split())[:300]
+            raise Unavailable(f"{cc} could not compile {SOURCE.name}: {said}")
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise Unavailable(f"{cc} failed on {SOURCE.name}: {err}") from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def why_unavailable() -> str | None:
+    """None where the kernel runs here, else why not."""
+    try:
+        library()
+    except Unavailable as err:
+        return str(err)
+    return None
+
+
+def takes(depth: int, channels: int) -> bool:
+    """Whether the kernel takes an attention of these queries'/keys' and values' channels."""
+    return depth == DEPTH and channels > 0 and channels % CHANNELS_MULTIPLE == 0
+
+
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    scale: float,
+    *,
+    blocks: int,
+    threads: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``softmax(q k^T * scale) v`` with int8 scores (module docstring).
+
+    q: (rows, 256) float32; k: (keys, 256) float32; v: (keys, channels) float32, channels a
+    multiple of 64; ``blocks``: the query blocks quantised with a scale each (capped at
+    ``rows``), as :func:`~vosfx.engine.openvino_graphs.split_attention` cuts them. Returns
+    (rows, channels) float32 (into ``out`` where given: C-contiguous, that shape)."""
+    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    rows, depth = q.shape
+    keys, channels = v.shape
+    if k.shape != (keys, depth) or not takes(depth, channels) or rows == 0 or keys == 0:
+        raise ValueError(
+            f"int8 attention takes q (rows, {DEPTH}), k (keys, {DEPTH}), v (keys, 64n); "
+            f"found {q.shape}, {k.shape}, {v.shape}"
+        )
+    if out is None:
+        out = np.empty((rows, channels), np.float32)
+    elif out.shape != (rows, channels) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected C-contiguous float32 {(rows, channels)}")
+    status = _with_every_cpu(
+        library().vosfx_int8_attention,
+        q.ctypes.data,
+        k.ctypes.data,
+        v.ctypes.data,
+        out.ctypes.data,
+        rows,
+        keys,
+        depth,
+        channels,
+        float(scale),
+        min(max(blocks, 1), rows),
+        max(threads, 1),
+    )
+    if status == 2:
+        raise MemoryError("int8 attention: out of memory")
+    if status != 0:
+        raise Unavailable(f"int8 attention refused its inputs (status {status})")
+    return out
+
+
+# the CPUs this process may run on, as seen at import (the module is imported where a graph
+# is rewritten, before OpenVINO's threads run it)
+_ALLOWED: frozenset[int] | None = (
+    frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (the kernel's threads where none are asked)."""
+    return len(_ALLOWED) if _ALLOWED else os.cpu_count() or 1
+
+
+def _with_every_cpu(call: Any, *args: Any) -> Any:
+    """``call(*args)`` with the calling thread allowed every CPU of :data:`_ALLOWED` meanwhile.
+
+    Why: OpenVINO pins the thread that runs a graph to one CPU (its latency hint's pinning), and
+    the kernel's threads, started from it, inherit that mask: on AMD's Zen 4 both then ran on
+    one core (memory attention's cross attention 260 ms a call against 130). The thread's own
+    mask is put back after."""
+    if _ALLOWED is None:
+        return call(*args)
+    pinned = frozenset(os.sched_getaffinity(0))
+    if pinned == _ALLOWED:
+        return call(*args)
+    os.sched_setaffinity(0, _ALLOWED)
+    try:
+        return call(*args)
+    finally:
+        os.sched_setaffinity(0, pinned)
+
+
+@functools.cache
+def op_class() -> type:
+    """The OpenVINO operation that runs :func:`attention`: inputs q (batch, heads, rows, 256),
+    k (batch, heads, keys, 256), v (batch, heads, keys, channels) and the scale (a scalar);
+    output (batch, heads, rows, channels). OpenVINO's CPU plugin runs it through its
+    ``evaluate`` (numpy views of its tensors)."""
+    import openvino as ov
+
+    class Int8Attention(ov.Op):
+        type_info = ov.DiscreteTypeInfo("Int8Attention", "vosfx")
+
+        def __init__(self, inputs: list | None = None, blocks: int = 1, threads: int = 1):
+            super().__init__(self, inputs)
+            self.blocks, self.threads = blocks, threads
+            if inputs:
+                self.constructor_validate_and_infer_types()
+
+        def get_type_info(self) -> Any:
+            return Int8Attention.type_info
+
+        def validate_and_infer_types(self) -> None:
+            q, v = self.get_input_partial_shape(0), self.get_input_partial_shape(2)
+            shape = ov.PartialShape([*list(q)[:-1], v[-1]])
+            self.set_output_type(0, ov.Type.f32, shape)
+
+        def clone_with_new_inputs(self, new_inputs: list) -> Any:
+            return Int8Attention(new_inputs, self.blocks, self.threads)
+
+        def visit_attributes(self, visitor: Any) -> bool:
+            return True
+
+        def has_evaluate(self) -> bool:
+            return True
+
+        def evaluate(self, outputs: Any, inputs: Any) -> bool:
+            q, k, v = (t.data for t in inputs[:3])
+            scale = float(np.asarray(inputs[3].data).reshape(-1)[0])
+            outputs[0].shape = ov.Shape([*q.shape[:-1], v.shape[-1]])
+            out = outputs[0].data
+            for b in range(q.shape[0]):
+                for h in range(q.shape[1]):
+                    attention(
+                        q[b, h],
+                        k[b, h],
+                        v[b, h],
+                        scale,
+                        blocks=self.blocks,
+                        threads=self.threads,
+                        out=out[b, h],
+                    )
+            return True
+
+    return Int8Attention

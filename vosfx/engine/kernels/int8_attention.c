@@ -1,0 +1,437 @@
+/* One attention, softmax(q k^T * scale) v, with int8 scores and no score matrix in memory:
+ * the bf16 tier's memory attention on x86 CPUs with AVX512_VNNI and AVX512_BF16 and no AMX
+ * (AMD's Zen 4). vosfx/engine/int8_attention.py compiles it with the system's C compiler on
+ * first use and calls vosfx_int8_attention through ctypes; docs/onnx.md says why.
+ *
+ * The arithmetic is the bf16 tier's int8 scores (vosfx/engine/openvino_graphs.py,
+ * int8_scores): the keys lose their mean over the tokens and are quantised to int8 with one
+ * scale (their largest magnitude / 127), each block of queries (`blocks` near-equal blocks,
+ * as split_attention cuts them) with its own; the scores are the int8 products times the two
+ * scales. What differs is the order: for a group of query rows the keys are taken a chunk at
+ * a time, the scores of the chunk stay in the cache, the exponentials are taken against the
+ * rows' running maximum (rescaling what was summed so far when it rises, as flash attention
+ * does), rounded to bfloat16 and multiplied into the values (bfloat16, float32 sums) at once;
+ * the rows are divided by their exponentials' sum at the end. No (rows, keys) matrix is
+ * written: the OpenVINO graph wrote and read its float32 scores once per pass (the product,
+ * the exponentials, the sums), 470 M of them a frame at 1024.
+ *
+ * Layouts: keys + 128 as uint8 in panels of 16 keys, [keys / 16][depth / 4][16][4] (one
+ * vpdpbusd operand per 4 channels of 16 keys); values as bfloat16 pairs of keys,
+ * [keys / 2][channels][2] (one vdpbf16ps operand per 16 channels of 2 keys). The uint8 keys
+ * add 128 * (the sum of a query row's int8 values) to each score; it is taken back out.
+ * The products are written as inline assembly: GCC 12 kept its intrinsics' accumulators in
+ * memory between the instructions (a third of the speed).
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#include <pthread.h>
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,fma")))
+#define DEPTH 256      /* the channels of a query and a key (memory attention's: 256) */
+#define SCORE_ROWS 12  /* query rows of a score tile (12 x 32 keys: 24 accumulators) */
+#define VALUE_ROWS 6   /* query rows of a value tile (6 x 64 channels: 24 accumulators) */
+#define GROUP 48       /* query rows that share a chunk of keys (a multiple of both) */
+#define CHUNK 256      /* keys a chunk: its scores, GROUP x CHUNK float32, stay in L2 */
+#define MAX_THREADS 64
+
+static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+
+/* exp(x) for x <= 0 (the scores less their running maximum): 2^n * p(r), r = x - n ln 2 in
+ * [-ln2 / 2, ln2 / 2], p of degree 6 (relative error ~2e-7; the results are rounded to
+ * bfloat16, 4e-3). */
+TARGET static inline __m512 exp_nonpositive(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* ---- the score tile: SCORE_ROWS query rows x 32 keys ---- */
+
+#define ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define SCORE_ZERO(r) __m512i s##r##a = _mm512_setzero_si512(), s##r##b = _mm512_setzero_si512();
+#define SCORE_STEP(r)                                                                        \
+    {                                                                                        \
+        __m512i x = _mm512_set1_epi32(*(const int32_t *)(q + (r) * DEPTH + 4 * t));          \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(s##r##a) : "v"(k0), "v"(x));                    \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(s##r##b) : "v"(k1), "v"(x));                    \
+    }
+#define SCORE_OUT(r) \
+    score_out(s##r##a, s##r##b, offset[r], scale[r], live0, live1, s + (size_t)(r) * CHUNK, top + (r));
+
+/* a row's 32 int32 products to float32 scores in s (keys past the last: -inf), its running
+ * maximum over the chunk in *top */
+TARGET static inline __attribute__((always_inline)) void score_out(
+    __m512i a, __m512i b, int32_t offset, float scale, __mmask16 live0, __mmask16 live1, float *s,
+    __m512 *top) {
+    __m512i o = _mm512_set1_epi32(offset);
+    __m512 k = _mm512_set1_ps(scale), none = _mm512_set1_ps(-INFINITY);
+    __m512 x = _mm512_mask_mov_ps(none, live0, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, o)), k));
+    __m512 y = _mm512_mask_mov_ps(none, live1, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(b, o)), k));
+    _mm512_store_ps(s, x);
+    _mm512_store_ps(s + 16, y);
+    *top = _mm512_max_ps(*top, _mm512_max_ps(x, y));
+}
+
+/* q: SCORE_ROWS rows of int8 queries (stride DEPTH); keys: two panels of 16 */
+TARGET static void score_tile(const int8_t *q, const uint8_t *keys, const int32_t *offset,
+                              const float *scale, __mmask16 live0, __mmask16 live1, float *s,
+                              __m512 *top) {
+    ROWS12(SCORE_ZERO)
+    const uint8_t *second = keys + (DEPTH / 4) * 64;
+    for (int t = 0; t < DEPTH / 4; t++) {
+        __m512i k0 = _mm512_loadu_si512(keys + t * 64), k1 = _mm512_loadu_si512(second + t * 64);
+        ROWS12(SCORE_STEP)
+    }
+    ROWS12(SCORE_OUT)
+}
+
+/* ---- the value tile: VALUE_ROWS rows x 64 channels ---- */
+
+#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define VALUE_LOAD(r)                                                                  \
+    __m512 c##r##0 = _mm512_loadu_ps(acc + (r) * channels),                            \
+           c##r##1 = _mm512_loadu_ps(acc + (r) * channels + 16),                       \
+           c##r##2 = _mm512_loadu_ps(acc + (r) * channels + 32),                       \
+           c##r##3 = _mm512_loadu_ps(acc + (r) * channels + 48);
+#define VALUE_STEP(r)                                                                  \
+    {                                                                                  \
+        __m512i e = _mm512_set1_epi32(*(const int32_t *)(p + (r) * CHUNK + 2 * t));    \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##0) : "v"(e), "v"(v0));             \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##1) : "v"(e), "v"(v1));             \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##2) : "v"(e), "v"(v2));             \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##3) : "v"(e), "v"(v3));             \
+    }
+#define VALUE_STORE(r)                                      \
+    _mm512_storeu_ps(acc + (r) * channels, c##r##0);        \
+    _mm512_storeu_ps(acc + (r) * channels + 16, c##r##1);   \
+    _mm512_storeu_ps(acc + (r) * channels + 32, c##r##2);   \
+    _mm512_storeu_ps(acc + (r) * channels + 48, c##r##3);
+
+/* acc (VALUE_ROWS rows, stride channels; 64 of them) += p (bfloat16 exponentials, stride
+ * CHUNK; `pairs` pairs of keys) x v (pairs of keys, [pairs][channels][2]) */
+TARGET static void value_tile(const uint16_t *p, int pairs, const uint16_t *v, int channels,
+                              float *acc) {
+    ROWS6(VALUE_LOAD)
+    for (int t = 0; t < pairs; t++) {
+        const uint16_t *vt = v + (size_t)t * channels * 2;
+        __m512i v0 = _mm512_loadu_si512(vt), v1 = _mm512_loadu_si512(vt + 32),
+                v2 = _mm512_loadu_si512(vt + 64), v3 = _mm512_loadu_si512(vt + 96);
+        ROWS6(VALUE_STEP)
+    }
+    ROWS6(VALUE_STORE)
+}
+
+/* ---- one call ---- */
+
+typedef struct {
+    /* inputs */
+    const float *q, *k, *v;
+    float *out;
+    int rows, keys, channels, blocks, threads;
+    float scale;
+    /* prepared */
+    int padded_rows, padded_keys;
+    int8_t *q8;       /* [padded_rows][DEPTH] */
+    int32_t *offset;  /* [padded_rows] 128 * the sum of a row's int8 queries */
+    float *row_scale; /* [padded_rows] a row's score scale: its block's x the keys' */
+    uint8_t *k8;      /* [padded_keys / 16][DEPTH / 4][16][4], key + 128 */
+    uint16_t *v16;    /* [padded_keys / 2][channels][2] */
+    float *partial;   /* [slabs][3][DEPTH]: the keys' sums, minima, maxima per slab */
+    float *mean;      /* [DEPTH] */
+    float key_step;   /* the keys' largest magnitude less their mean / 127 */
+} call_t;
+
+typedef struct {
+    call_t *call;
+    int thread;
+    int phase;
+    int failed;
+} part_t;
+
+/* the keys' per-channel sums, minima and maxima over each slab of SLAB tokens this thread
+ * takes (slabs fixed whatever the threads, summed in order after: the same result on any
+ * number of threads), half the channels at a time (8 registers each of sums, minima and
+ * maxima), each token's row read in order */
+#define HALF (DEPTH / 2)
+#define SLAB 1024
+TARGET static void key_stats(call_t *c, int thread) {
+    int slabs = (c->keys + SLAB - 1) / SLAB;
+    for (int slab = thread; slab < slabs; slab += c->threads) {
+        float *sum = c->partial + (size_t)slab * 3 * DEPTH, *lo = sum + DEPTH, *hi = lo + DEPTH;
+        int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
+        for (int half = 0; half < DEPTH; half += HALF) {
+            __m512 total[8], low[8], high[8];
+            for (int j = 0; j < 8; j++) {
+                total[j] = _mm512_setzero_ps();
+                low[j] = _mm512_set1_ps(INFINITY), high[j] = _mm512_set1_ps(-INFINITY);
+            }
+            for (int i = first; i < last; i++) {
+                const float *row = c->k + (size_t)i * DEPTH + half;
+                for (int j = 0; j < 8; j++) {
+                    __m512 x = _mm512_loadu_ps(row + 16 * j);
+                    total[j] = _mm512_add_ps(total[j], x);
+                    low[j] = _mm512_min_ps(low[j], x);
+                    high[j] = _mm512_max_ps(high[j], x);
+                }
+            }
+            for (int j = 0; j < 8; j++) {
+                _mm512_storeu_ps(sum + half + 16 * j, total[j]);
+                _mm512_storeu_ps(lo + half + 16 * j, low[j]);
+                _mm512_storeu_ps(hi + half + 16 * j, high[j]);
+            }
+        }
+    }
+}
+
+/* int8 queries of the blocks this thread takes: each block scaled by its largest magnitude */
+TARGET static void quantise_queries(call_t *c, int thread) {
+    int n = c->rows / c->blocks, extra = c->rows % c->blocks;
+    for (int b = thread; b < c->blocks; b += c->threads) {
+        int first = b * n + (b < extra ? b : extra), count = n + (b < extra);
+        __m512 big = _mm512_setzero_ps();
+        for (size_t i = (size_t)first * DEPTH; i < (size_t)(first + count) * DEPTH; i += 16)
+            big = _mm512_max_ps(big, _mm512_abs_ps(_mm512_loadu_ps(c->q + i)));
+        float top = _mm512_reduce_max_ps(big) * c->scale;
+        if (!(top > 1e-30f)) top = 1e-30f;
+        __m512 inv = _mm512_set1_ps(c->scale * 127.0f / top);
+        for (int r = first; r < first + count; r++) {
+            __m512i sum = _mm512_setzero_si512();
+            for (int ch = 0; ch < DEPTH; ch += 16) {
+                __m512i x = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(c->q + (size_t)r * DEPTH + ch), inv));
+                sum = _mm512_add_epi32(sum, x);
+                _mm_storeu_si128((__m128i *)(c->q8 + (size_t)r * DEPTH + ch), _mm512_cvtsepi32_epi8(x));
+            }
+            c->offset[r] = 128 * _mm512_reduce_add_epi32(sum);
+            c->row_scale[r] = top / 127.0f; /* times the keys' step once it is known */
+        }
+    }
+}
+
+/* this thread's panels of keys as uint8 (key + 128) and pairs of values as bfloat16 */
+TARGET static void pack(call_t *c, int thread) {
+    int panels = c->padded_keys / 16;
+    __m512 inv = _mm512_set1_ps(1.0f / c->key_step);
+    int8_t rows[16][DEPTH] __attribute__((aligned(64)));
+    for (int pnl = thread; pnl < panels; pnl += c->threads) {
+        for (int j = 0; j < 16; j++) {
+            int i = pnl * 16 + j;
+            for (int ch = 0; ch < DEPTH; ch += 16) {
+                __m512i x = _mm512_setzero_si512();
+                if (i < c->keys) {
+                    __m512 y = _mm512_sub_ps(_mm512_loadu_ps(c->k + (size_t)i * DEPTH + ch), _mm512_loadu_ps(c->mean + ch));
+                    x = _mm512_cvtps_epi32(_mm512_mul_ps(y, inv));
+                }
+                _mm_store_si128((__m128i *)(rows[j] + ch), _mm512_cvtsepi32_epi8(x));
+            }
+        }
+        /* the panel's 4 channels t of its 16 keys: one 64-byte operand each; int8 + 128 as
+         * uint8 (the top bits flipped) */
+        uint32_t *dst = (uint32_t *)(c->k8 + (size_t)pnl * (DEPTH / 4) * 64);
+        for (int t = 0; t < DEPTH / 4; t++)
+            for (int j = 0; j < 16; j++) {
+                uint32_t w;
+                memcpy(&w, rows[j] + 4 * t, 4);
+                dst[t * 16 + j] = w ^ 0x80808080u;
+            }
+        /* the values of the panel's 8 pairs of keys */
+        const __m512i interleave = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+            23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        for (int pair = pnl * 8; pair < pnl * 8 + 8; pair++) {
+            int i = 2 * pair;
+            for (int ch = 0; ch < c->channels; ch += 16) {
+                __m512 a = i < c->keys ? _mm512_loadu_ps(c->v + (size_t)i * c->channels + ch) : _mm512_setzero_ps();
+                __m512 b = i + 1 < c->keys ? _mm512_loadu_ps(c->v + (size_t)(i + 1) * c->channels + ch) : _mm512_setzero_ps();
+                __m512i both = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a in the low half */
+                _mm512_storeu_si512(c->v16 + ((size_t)pair * c->channels + ch) * 2,
+                                    _mm512_permutexvar_epi16(interleave, both));
+            }
+        }
+    }
+}
+
+/* the attention of this thread's groups of rows */
+TARGET static int attend(call_t *c, int thread) {
+    int channels = c->channels;
+    float *s = aligned_alloc(64, sizeof(float) * GROUP * CHUNK);
+    uint16_t *p = aligned_alloc(64, sizeof(uint16_t) * GROUP * CHUNK);
+    float *acc = aligned_alloc(64, sizeof(float) * GROUP * (size_t)channels);
+    if (!s || !p || !acc) {
+        free(s), free(p), free(acc);
+        return 1;
+    }
+    float top_so_far[GROUP], sum[GROUP];
+    __m512 top[GROUP];
+    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i keys = _mm512_set1_epi32(c->keys);
+    int groups = (c->padded_rows + GROUP - 1) / GROUP;
+    for (int g = thread; g < groups; g += c->threads) {
+        int r0 = g * GROUP, rows = c->padded_rows - r0 < GROUP ? c->padded_rows - r0 : GROUP;
+        memset(acc, 0, sizeof(float) * rows * channels);
+        for (int r = 0; r < rows; r++) top_so_far[r] = -INFINITY, sum[r] = 0.0f;
+        for (int k0 = 0; k0 < c->padded_keys; k0 += CHUNK) {
+            int chunk = c->padded_keys - k0 < CHUNK ? c->padded_keys - k0 : CHUNK;
+            for (int r = 0; r < rows; r++) top[r] = _mm512_set1_ps(-INFINITY);
+            for (int rt = 0; rt < rows; rt += SCORE_ROWS)
+                for (int kt = 0; kt < chunk; kt += 32) {
+                    __m512i index = _mm512_add_epi32(_mm512_set1_epi32(k0 + kt), lanes);
+                    __mmask16 live0 = _mm512_cmplt_epi32_mask(index, keys);
+                    __mmask16 live1 = _mm512_cmplt_epi32_mask(_mm512_add_epi32(index, _mm512_set1_epi32(16)), keys);
+                    score_tile(c->q8 + (size_t)(r0 + rt) * DEPTH, c->k8 + (size_t)(k0 + kt) / 16 * (DEPTH / 4) * 64,
+                               c->offset + r0 + rt, c->row_scale + r0 + rt, live0, live1,
+                               s + (size_t)rt * CHUNK + kt, top + rt);
+                }
+            for (int r = 0; r < rows; r++) {
+                float high = _mm512_reduce_max_ps(top[r]);
+                if (high > top_so_far[r]) {
+                    if (top_so_far[r] > -INFINITY) { /* what was summed so far, rescaled */
+                        float fall = expf(top_so_far[r] - high);
+                        sum[r] *= fall;
+                        __m512 f = _mm512_set1_ps(fall);
+                        for (int ch = 0; ch < channels; ch += 16) {
+                            float *a = acc + (size_t)r * channels + ch;
+                            _mm512_store_ps(a, _mm512_mul_ps(f, _mm512_load_ps(a)));
+                        }
+                    }
+                    top_so_far[r] = high;
+                }
+                __m512 m = _mm512_set1_ps(top_so_far[r]), total = _mm512_setzero_ps();
+                const float *sr = s + (size_t)r * CHUNK;
+                uint16_t *pr = p + (size_t)r * CHUNK;
+                for (int i = 0; i < chunk; i += 16) {
+                    __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_load_ps(sr + i), m));
+                    total = _mm512_add_ps(total, e);
+                    _mm256_store_si256((__m256i *)(pr + i), (__m256i)_mm512_cvtneps_pbh(e));
+                }
+                sum[r] += _mm512_reduce_add_ps(total);
+            }
+            for (int rt = 0; rt < rows; rt += VALUE_ROWS)
+                for (int ch = 0; ch < channels; ch += 64)
+                    value_tile(p + (size_t)rt * CHUNK, chunk / 2, c->v16 + ((size_t)k0 / 2 * channels + ch) * 2,
+                               channels, acc + (size_t)rt * channels + ch);
+        }
+        for (int r = 0; r < rows && r0 + r < c->rows; r++) {
+            __m512 inv = _mm512_set1_ps(1.0f / sum[r]);
+            for (int ch = 0; ch < channels; ch += 16)
+                _mm512_storeu_ps(c->out + (size_t)(r0 + r) * channels + ch,
+                                 _mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch)));
+        }
+    }
+    free(s), free(p), free(acc);
+    return 0;
+}
+
+TARGET static void *run_part(void *arg) {
+    part_t *part = arg;
+    call_t *c = part->call;
+    switch (part->phase) {
+    case 0: key_stats(c, part->thread), quantise_queries(c, part->thread); break;
+    case 1: pack(c, part->thread); break;
+    default: part->failed = attend(c, part->thread);
+    }
+    return NULL;
+}
+
+/* runs `phase` on c->threads threads (this one the first); nonzero if a part failed */
+static int run_phase(call_t *c, int phase) {
+    pthread_t ids[MAX_THREADS];
+    part_t parts[MAX_THREADS];
+    int started = 1, failed = 0;
+    for (int t = 0; t < c->threads; t++) parts[t] = (part_t){c, t, phase, 0};
+    for (int t = 1; t < c->threads; t++) {
+        if (pthread_create(&ids[t], NULL, run_part, &parts[t]) != 0) break;
+        started++;
+    }
+    for (int t = started; t < c->threads; t++) run_part(&parts[t]); /* not started: here */
+    run_part(&parts[0]);
+    for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
+    for (int t = 0; t < c->threads; t++) failed |= parts[t].failed;
+    return failed;
+}
+
+TARGET static int attention(call_t *c) {
+    c->padded_rows = (int)round_up((size_t)c->rows, GROUP);
+    c->padded_keys = (int)round_up((size_t)c->keys, CHUNK);
+    c->q8 = aligned_alloc(64, round_up((size_t)c->padded_rows * DEPTH, 64));
+    c->offset = calloc((size_t)c->padded_rows, sizeof(int32_t));
+    c->row_scale = calloc((size_t)c->padded_rows, sizeof(float));
+    c->k8 = aligned_alloc(64, (size_t)c->padded_keys * DEPTH);
+    c->v16 = aligned_alloc(64, (size_t)c->padded_keys * c->channels * 2);
+    c->partial = malloc(sizeof(float) * 3 * DEPTH * (size_t)((c->keys + SLAB - 1) / SLAB));
+    c->mean = malloc(sizeof(float) * DEPTH);
+    int status = 2;
+    if (c->q8 && c->offset && c->row_scale && c->k8 && c->v16 && c->partial && c->mean) {
+        memset(c->q8, 0, (size_t)c->padded_rows * DEPTH);
+        run_phase(c, 0);
+        float step = 0.0f;
+        for (int ch = 0; ch < DEPTH; ch++) {
+            double total = 0.0;
+            float lo = INFINITY, hi = -INFINITY;
+            for (int slab = 0; slab < (c->keys + SLAB - 1) / SLAB; slab++) {
+                const float *part = c->partial + (size_t)slab * 3 * DEPTH;
+                total += part[ch];
+                lo = fminf(lo, part[DEPTH + ch]);
+                hi = fmaxf(hi, part[2 * DEPTH + ch]);
+            }
+            c->mean[ch] = total / (float)c->keys;
+            step = fmaxf(step, fmaxf(hi - c->mean[ch], c->mean[ch] - lo));
+        }
+        c->key_step = fmaxf(step, 1e-30f) / 127.0f;
+        for (int r = 0; r < c->rows; r++) c->row_scale[r] *= c->key_step;
+        run_phase(c, 1);
+        status = run_phase(c, 2) ? 2 : 0;
+    }
+    free(c->q8), free(c->offset), free(c->row_scale), free(c->k8), free(c->v16);
+    free(c->partial), free(c->mean);
+    return status;
+}
+
+static int cpu_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
+}
+#else
+static int cpu_supported(void) { return 0; }
+#endif
+
+/* 1 where this CPU runs the kernel (x86 with AVX512 F/BW/VL/DQ, VNNI and BF16) */
+int vosfx_int8_attention_supported(void) { return cpu_supported(); }
+
+/* out (rows, channels) = softmax(q k^T * scale) v, float32 row-major; q (rows, 256),
+ * k (keys, 256), v (keys, channels), channels a multiple of 64; `blocks` query blocks, each
+ * quantised with its own scale. Returns 0, 1 for a CPU or shape it does not take, 2 where
+ * memory ran out. */
+int vosfx_int8_attention(const float *q, const float *k, const float *v, float *out, int rows,
+                         int keys, int depth, int channels, float scale, int blocks, int threads) {
+    if (!cpu_supported() || depth != 256 || channels <= 0 || channels % 64 || rows <= 0 ||
+        keys <= 0 || blocks <= 0 || blocks > rows)
+        return 1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    call_t c = {0};
+    c.q = q, c.k = k, c.v = v, c.out = out;
+    c.rows = rows, c.keys = keys, c.channels = channels, c.blocks = blocks, c.scale = scale;
+    c.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    return attention(&c);
+#else
+    (void)q, (void)k, (void)v, (void)out, (void)scale;
+    return 1;
+#endif
+}
