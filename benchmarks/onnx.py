@@ -80,7 +80,10 @@ RUNS = {
     "onnx-bf16-23": ("onnx", {"precision": "bf16", "opt": "all", "without": ("FLOAT32_OPS",)}),
     # the tier as the twenty-fourth pass left it: memory attention's scores in bfloat16, not
     # from int8 queries and keys (openvino_runtime's INT8_SCORES emptied)
-    "onnx-bf16-24": ("onnx", {"precision": "bf16", "opt": "all", "without": ("INT8_SCORES",)}),
+    "onnx-bf16-24": (
+        "onnx",
+        {"precision": "bf16", "opt": "all", "without": ("INT8_SCORES", "FUSED_ATTENTION")},
+    ),
     # the tier as the twenty-sixth pass left it: memory attention's int8 scores multiplied
     # back before a Softmax, not normalised after the values' product (DEFERRED_NORMALISATION)
     "onnx-bf16-26": (

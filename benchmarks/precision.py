@@ -34,7 +34,7 @@ WITHOUT = {
     "bf16-steady": ("SPLIT_PRODUCTS",),
     "bf16-products": ("STEADY_SHAPES",),
     "bf16-23": ("FLOAT32_OPS",),
-    "bf16-24": ("INT8_SCORES",),
+    "bf16-24": ("INT8_SCORES", "FUSED_ATTENTION"),
     "bf16-26": ("DEFERRED_NORMALISATION", "FUSED_ATTENTION"),
     "bf16-27": ("FUSED_ATTENTION",),
 }

@@ -184,11 +184,12 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
         assert low._sess[stage].separate_products == (stage == "image_encoder")
         assert low._sess[stage].steady_shapes == (stage == "memory_attention")
         assert low._sess[stage].hold_steady_buffers
-        # memory attention's scores from int8 queries and keys without AMX: its 8 attentions
-        # (4 layers x 2) in the int8 kernel (twenty-eighth pass), none left in blocks
-        int8 = stage == "memory_attention" and blocks > 0 and not amx
-        assert low._sess[stage].fused_attentions == (8 if int8 else 0)
-        in_blocks = stage == "memory_attention" and blocks > 0 and not int8
+        # without AMX the attentions in the int8 kernel (twenty-eighth pass): memory
+        # attention's 8 (4 layers x 2), none left in blocks; Hiera's 3 global attentions
+        kernel = blocks > 0 and not amx
+        fused = {"memory_attention": 8, "image_encoder": 3}[stage] if kernel else 0
+        assert low._sess[stage].fused_attentions == fused
+        in_blocks = stage == "memory_attention" and blocks > 0 and not kernel
         assert low._sess[stage].split_attentions == (8 if in_blocks else 0)
         assert low._sess[stage].int8_products == 0
         assert not low._sess[stage].deferred_normalisation
@@ -197,6 +198,8 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
     if blocks and not amx:
         split = ", int8 attention kernel"
     assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
+    kernel = ", int8 attention kernel" if blocks and not amx else ""
+    assert low.runtime()["stages"]["image_encoder"] == f"openvino CPU bf16{kernel}"
 
 
 def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypatch):
@@ -217,6 +220,9 @@ def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypa
     assert sess.fused_attentions == 0 and sess.fused_unavailable == "no C compiler found"
     assert sess.split_attentions == 8 and sess.int8_products == 64
     assert sess.deferred_normalisation
+    # the image encoder's global attentions stay OpenVINO's own
+    encoder = low._sess["image_encoder"]
+    assert encoder.fused_attentions == 0 and encoder.split_attentions == 0
     assert low.runtime()["stages"]["memory_attention"] == (
         "openvino CPU bf16, attention in 8 query blocks, int8 scores "
         "(int8 attention kernel unavailable: no C compiler found)"

@@ -1,4 +1,4 @@
-"""Memory attention's attentions in one C kernel: int8 scores, no score matrix in memory.
+"""Attentions in one C kernel: int8 scores, no score matrix in memory.
 
 The bf16 tier on CPUs with AVX512_VNNI and AVX512_BF16 and no AMX (AMD's Zen 4) computes
 memory attention's scores from int8 queries and keys (:func:`~vosfx.engine.openvino_graphs.
@@ -7,7 +7,8 @@ int8_scores`). As OpenVINO graph nodes each block of queries still wrote its flo
 product. ``kernels/int8_attention.c`` does the same arithmetic a chunk of keys at a time with
 the scores in the cache (flash attention's running maximum; docstring of that file), and
 :func:`~vosfx.engine.openvino_graphs.fused_int8_attention` puts it in the graph as one node
-per attention (:func:`op_class`). Measured: docs/benchmarks/onnx.md, twenty-eighth pass.
+per attention (:func:`op_class`): memory attention's 8 and Hiera's 3 global attentions in the
+image encoder. Measured: docs/benchmarks/onnx.md, twenty-eighth pass.
 
 The kernel is compiled with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) on first
 use, into ``<cache>/kernels/`` (``$VOSFX_HOME`` or the user cache directory), named by the
@@ -32,10 +33,10 @@ from typing import Any
 import numpy as np
 
 SOURCE = Path(__file__).parent / "kernels" / "int8_attention.c"
-# the channels of a query and a key the kernel takes (memory attention's), and the multiple
-# the values' channels must be
-DEPTH = 256
-CHANNELS_MULTIPLE = 64
+# the channels the kernel takes: queries and keys a multiple of 4 up to 512, values a multiple
+# of 16
+MAX_DEPTH = 512
+DEPTH_MULTIPLE, CHANNELS_MULTIPLE = 4, 16
 _FLAGS = ("-O3", "-shared", "-fPIC", "-pthread")
 
 
@@ -128,7 +129,12 @@ def why_unavailable() -> str | None:
 
 def takes(depth: int, channels: int) -> bool:
     """Whether the kernel takes an attention of these queries'/keys' and values' channels."""
-    return depth == DEPTH and channels > 0 and channels % CHANNELS_MULTIPLE == 0
+    return (
+        0 < depth <= MAX_DEPTH
+        and depth % DEPTH_MULTIPLE == 0
+        and channels > 0
+        and channels % CHANNELS_MULTIPLE == 0
+    )
 
 
 def attention(
@@ -143,8 +149,8 @@ def attention(
 ) -> np.ndarray:
     """``softmax(q k^T * scale) v`` with int8 scores (module docstring).
 
-    q: (rows, 256) float32; k: (keys, 256) float32; v: (keys, channels) float32, channels a
-    multiple of 64; ``blocks``: the query blocks quantised with a scale each (capped at
+    q: (rows, depth) float32; k: (keys, depth) float32, depth a multiple of 4 up to 512; v:
+    (keys, channels) float32, channels a multiple of 16; ``blocks``: the query blocks quantised with a scale each (capped at
     ``rows``), as :func:`~vosfx.engine.openvino_graphs.split_attention` cuts them. Returns
     (rows, channels) float32 (into ``out`` where given: C-contiguous, that shape)."""
     q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
@@ -152,7 +158,7 @@ def attention(
     keys, channels = v.shape
     if k.shape != (keys, depth) or not takes(depth, channels) or rows == 0 or keys == 0:
         raise ValueError(
-            f"int8 attention takes q (rows, {DEPTH}), k (keys, {DEPTH}), v (keys, 64n); "
+            "int8 attention takes q (rows, 4n <= 512), k (keys, the same), v (keys, 16n); "
             f"found {q.shape}, {k.shape}, {v.shape}"
         )
     if out is None:
@@ -213,8 +219,8 @@ def _with_every_cpu(call: Any, *args: Any) -> Any:
 
 @functools.cache
 def op_class() -> type:
-    """The OpenVINO operation that runs :func:`attention`: inputs q (batch, heads, rows, 256),
-    k (batch, heads, keys, 256), v (batch, heads, keys, channels) and the scale (a scalar);
+    """The OpenVINO operation that runs :func:`attention`: inputs q (batch, heads, rows, depth),
+    k (batch, heads, keys, depth), v (batch, heads, keys, channels) and the scale (a scalar);
     output (batch, heads, rows, channels). OpenVINO's CPU plugin runs it through its
     ``evaluate`` (numpy views of its tensors)."""
     import openvino as ov

@@ -9,8 +9,10 @@ blocks, :func:`~vosfx.engine.openvino_graphs.split_attention`, faster than OpenV
 fused kernel on both kinds of CPU measured) and the convolutions run in bfloat16 with float32
 accumulation, but for the image encoder's convolutions (:data:`FLOAT32_OPS`: float32, for
 the masks' IoU) and, on CPUs without AMX, memory attention's scores (:data:`INT8_SCORES`:
-int8 queries and keys, twice bfloat16's rate there); inputs and outputs stay float32, so the
-backend around it is unchanged. Transposes beside an attention that OpenVINO's attention
+int8 queries and keys, twice bfloat16's rate there; with the image encoder's global
+attentions, run in the C kernel of :mod:`vosfx.engine.int8_attention` where it can be built,
+:data:`FUSED_ATTENTION`); inputs and outputs stay float32, so the backend around it is
+unchanged. Transposes beside an attention that OpenVINO's attention
 kernel would read in the wrong order are kept out of it in every graph
 (:func:`guard_attention_transposes`). Memory attention, whose memory tokens grow over a
 clip's first frames, gets a graph compiled for its shapes once they stop changing
@@ -99,11 +101,12 @@ INT8_SCORES = ("memory_attention",)
 # the scores' scale folded into its exponentials (int8_scores' ``deferred``): memory
 # attention at 1024 1.03-1.06x faster on AMD's Zen 4, a frame 1.04x (twenty-seventh pass)
 DEFERRED_NORMALISATION = ("memory_attention",)
-# the INT8_SCORES stages whose attentions run in one C kernel each, the same arithmetic with no
-# score matrix in memory (vosfx.engine.int8_attention; where it cannot be compiled or the CPU
-# lacks AVX512_VNNI or AVX512_BF16, the deferred blocks above): memory attention at 1024
-# ~1.1x faster on AMD's Zen 4 (twenty-eighth pass, docs/benchmarks/onnx.md)
-FUSED_ATTENTION = ("memory_attention",)
+# the stages whose attentions run in one C kernel each on CPUs without AMX (takes_fused_attention):
+# int8_scores' arithmetic with the deferred normalisation, no score matrix in memory
+# (vosfx.engine.int8_attention; where it cannot be compiled or the CPU lacks AVX512_VNNI or
+# AVX512_BF16, memory attention keeps the deferred blocks above): memory attention at 1024
+# 1.11-1.13x faster on AMD's Zen 4 (twenty-eighth pass, docs/benchmarks/onnx.md)
+FUSED_ATTENTION = ("image_encoder", "memory_attention")
 # the stages whose intermediate buffers go back after every call where the image encoder's
 # weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
 # scores), or with --low-memory: the two largest, which together held ~240 MiB more than the
@@ -120,6 +123,13 @@ def tier_stages(amx: bool) -> tuple[str, ...]:
     attention in blocks; docs/benchmarks/onnx.md, twenty-second pass). On the Xeon with AMX
     the four measured 0.9909-0.9913 and 9 % faster than the two (second and tenth passes)."""
     return STAGES if amx else HEAVY
+
+
+def takes_fused_attention(stage: str, amx: bool) -> bool:
+    """Whether the tier runs ``stage``'s attentions in the int8 attention kernel: the
+    :data:`FUSED_ATTENTION` stages, not on CPUs with AMX (its int8 scores measured slower
+    there in the graph form; the kernel unmeasured)."""
+    return stage in FUSED_ATTENTION and not amx
 
 
 def takes_int8_scores(stage: str, amx: bool) -> bool:
@@ -205,10 +215,11 @@ class OvSession:
     :attr:`int8_products`). ``deferred_normalisation``: their Softmax's normalisation then
     deferred past the values' product (:func:`int8_scores`' ``deferred``;
     :data:`DEFERRED_NORMALISATION` says which graphs; whether done: the attribute).
-    ``fused_attention``: with ``int8_attention``, each attention the kernel of
-    :mod:`vosfx.engine.int8_attention` takes runs in it instead (one node each,
-    :func:`fused_int8_attention`; how many: :attr:`fused_attentions`; where the kernel is
-    unavailable, none, and :attr:`fused_unavailable` says why).
+    ``fused_attention``: 0, or the number of query blocks (each quantised at its own scale)
+    with which each attention the kernel of :mod:`vosfx.engine.int8_attention` takes runs in it
+    (one node each, :func:`fused_int8_attention`; how many: :attr:`fused_attentions`; where
+    the kernel is unavailable, none, and :attr:`fused_unavailable` says why); the attentions
+    left go to ``attention_blocks`` (how many: :attr:`split_attentions`).
     ``float32_ops``: operation types kept in float32 whatever ``precision`` (:func:`keep_float32`;
     :data:`FLOAT32_OPS` says which, per graph).
     ``release_buffers``: hand the compiled graph's intermediate buffers back after every call
@@ -252,7 +263,7 @@ class OvSession:
         float32_ops: tuple[str, ...] = (),
         int8_attention: bool = False,
         deferred_normalisation: bool = False,
-        fused_attention: bool = False,
+        fused_attention: int = 0,
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -299,11 +310,11 @@ class OvSession:
         # (input shapes, compiled entry): the steady form, while the shapes repeat
         self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
         self.fused_attentions, self.fused_unavailable = 0, None
-        if attention_blocks and int8_attention and fused_attention:
+        if fused_attention:
             self.fused_unavailable = int8_kernel.why_unavailable()
             if self.fused_unavailable is None:
                 self.fused_attentions = fused_int8_attention(
-                    model, attention_blocks, threads if threads > 0 else int8_kernel.cpu_count()
+                    model, fused_attention, threads if threads > 0 else int8_kernel.cpu_count()
                 )
         # the attentions left, in query blocks (how many: split_attentions)
         self.split_attentions = split_attention(model, attention_blocks) if attention_blocks else 0

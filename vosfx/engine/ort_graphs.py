@@ -174,7 +174,10 @@ class BundleGraphs:
                     else 0,
                     int8_attention=ovr.takes_int8_scores(name, amx),
                     deferred_normalisation=name in ovr.DEFERRED_NORMALISATION,
-                    fused_attention=name in ovr.FUSED_ATTENTION,
+                    # the int8 attention kernel, unless OpenVINO's own is asked (attention)
+                    fused_attention=ovr.ATTENTION_BLOCKS
+                    if split and ovr.takes_fused_attention(name, amx)
+                    else 0,
                     # the image encoder's float32 weights (AMX) or the blocks' scores beside
                     # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
                     release_buffers=name in ovr.RELEASE_BUFFERS

@@ -1,7 +1,8 @@
 /* One attention, softmax(q k^T * scale) v, with int8 scores and no score matrix in memory:
- * the bf16 tier's memory attention on x86 CPUs with AVX512_VNNI and AVX512_BF16 and no AMX
- * (AMD's Zen 4). vosfx/engine/int8_attention.py compiles it with the system's C compiler on
- * first use and calls vosfx_int8_attention through ctypes; docs/onnx.md says why.
+ * the bf16 tier's memory attention and Hiera's global attentions on x86 CPUs with AVX512_VNNI
+ * and AVX512_BF16 and no AMX (AMD's Zen 4). vosfx/engine/int8_attention.py compiles it with
+ * the system's C compiler on first use and calls vosfx_int8_attention through ctypes;
+ * docs/onnx.md says why.
  *
  * The arithmetic is the bf16 tier's int8 scores (vosfx/engine/openvino_graphs.py,
  * int8_scores): the keys lose their mean over the tokens and are quantised to int8 with one
@@ -15,7 +16,11 @@
  * written: the OpenVINO graph wrote and read its float32 scores once per pass (the product,
  * the exponentials, the sums), 470 M of them a frame at 1024.
  *
- * Layouts: keys + 128 as uint8 in panels of 16 keys, [keys / 16][depth / 4][16][4] (one
+ * Shapes: queries and keys of `depth` channels, a multiple of 4 up to 512 (the last 16 read
+ * under a mask where depth is not a multiple of 16); values of `channels`, a multiple of 16.
+ * Layouts: queries as int8 in tiles of SCORE_ROWS rows, [rows / 12][depth / 4][12][4] (a
+ * tile's 4 channels t of its 12 rows together: one pointer and constant offsets for the
+ * broadcasts); keys + 128 as uint8 in panels of 16 keys, [keys / 16][depth / 4][16][4] (one
  * vpdpbusd operand per 4 channels of 16 keys); values as bfloat16 pairs of keys,
  * [keys / 2][channels][2] (one vdpbf16ps operand per 16 channels of 2 keys). The uint8 keys
  * add 128 * (the sum of a query row's int8 values) to each score; it is taken back out.
@@ -33,14 +38,20 @@
 #include <pthread.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512bf16,fma")))
-#define DEPTH 256      /* the channels of a query and a key (memory attention's: 256) */
+#define MAX_DEPTH 512  /* the channels of a query and a key: a multiple of 4 up to this */
 #define SCORE_ROWS 12  /* query rows of a score tile (12 x 32 keys: 24 accumulators) */
 #define VALUE_ROWS 6   /* query rows of a value tile (6 x 64 channels: 24 accumulators) */
 #define GROUP 48       /* query rows that share a chunk of keys (a multiple of both) */
 #define CHUNK 256      /* keys a chunk: its scores, GROUP x CHUNK float32, stay in L2 */
+#define SLAB 1024      /* keys a slab of the keys' statistics */
 #define MAX_THREADS 64
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+
+/* the lanes of 16 channels from `ch` that are below `depth` */
+static inline __mmask16 lanes_below(int ch, int depth) {
+    return depth - ch >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (depth - ch)) - 1);
+}
 
 /* exp(x) for x <= 0 (the scores less their running maximum): 2^n * p(r), r = x - n ln 2 in
  * [-ln2 / 2, ln2 / 2], p of degree 6 (relative error ~2e-7; the results are rounded to
@@ -65,11 +76,11 @@ TARGET static inline __m512 exp_nonpositive(__m512 x) {
 
 #define ROWS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define SCORE_ZERO(r) __m512i s##r##a = _mm512_setzero_si512(), s##r##b = _mm512_setzero_si512();
-#define SCORE_STEP(r)                                                                        \
-    {                                                                                        \
-        __m512i x = _mm512_set1_epi32(*(const int32_t *)(q + (r) * DEPTH + 4 * t));          \
-        __asm__("vpdpbusd %2, %1, %0" : "+v"(s##r##a) : "v"(k0), "v"(x));                    \
-        __asm__("vpdpbusd %2, %1, %0" : "+v"(s##r##b) : "v"(k1), "v"(x));                    \
+#define SCORE_STEP(r)                                                               \
+    {                                                                               \
+        __m512i x = _mm512_set1_epi32(*(const int32_t *)(q + 4 * (r)));             \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(s##r##a) : "v"(k0), "v"(x));           \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(s##r##b) : "v"(k1), "v"(x));           \
     }
 #define SCORE_OUT(r) \
     score_out(s##r##a, s##r##b, offset[r], scale[r], live0, live1, s + (size_t)(r) * CHUNK, top + (r));
@@ -88,53 +99,63 @@ TARGET static inline __attribute__((always_inline)) void score_out(
     *top = _mm512_max_ps(*top, _mm512_max_ps(x, y));
 }
 
-/* q: SCORE_ROWS rows of int8 queries (stride DEPTH); keys: two panels of 16 */
-TARGET static void score_tile(const int8_t *q, const uint8_t *keys, const int32_t *offset,
+/* q: a tile of SCORE_ROWS rows of int8 queries, [quads][SCORE_ROWS][4]; keys: two panels of
+ * 16, [quads][16][4] each */
+TARGET static void score_tile(const int8_t *q, const uint8_t *keys, int quads, const int32_t *offset,
                               const float *scale, __mmask16 live0, __mmask16 live1, float *s,
                               __m512 *top) {
     ROWS12(SCORE_ZERO)
-    const uint8_t *second = keys + (DEPTH / 4) * 64;
-    for (int t = 0; t < DEPTH / 4; t++) {
+    const uint8_t *second = keys + (size_t)quads * 64;
+    for (int t = 0; t < quads; t++, q += 4 * SCORE_ROWS) {
         __m512i k0 = _mm512_loadu_si512(keys + t * 64), k1 = _mm512_loadu_si512(second + t * 64);
         ROWS12(SCORE_STEP)
     }
     ROWS12(SCORE_OUT)
 }
 
-/* ---- the value tile: VALUE_ROWS rows x 64 channels ---- */
+/* ---- the value tiles: VALUE_ROWS rows x 16 to 64 channels ---- */
 
-#define ROWS6(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#define VALUE_LOAD(r)                                                                  \
-    __m512 c##r##0 = _mm512_loadu_ps(acc + (r) * channels),                            \
-           c##r##1 = _mm512_loadu_ps(acc + (r) * channels + 16),                       \
-           c##r##2 = _mm512_loadu_ps(acc + (r) * channels + 32),                       \
-           c##r##3 = _mm512_loadu_ps(acc + (r) * channels + 48);
-#define VALUE_STEP(r)                                                                  \
-    {                                                                                  \
-        __m512i e = _mm512_set1_epi32(*(const int32_t *)(p + (r) * CHUNK + 2 * t));    \
-        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##0) : "v"(e), "v"(v0));             \
-        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##1) : "v"(e), "v"(v1));             \
-        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##2) : "v"(e), "v"(v2));             \
-        __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##3) : "v"(e), "v"(v3));             \
-    }
-#define VALUE_STORE(r)                                      \
-    _mm512_storeu_ps(acc + (r) * channels, c##r##0);        \
-    _mm512_storeu_ps(acc + (r) * channels + 16, c##r##1);   \
-    _mm512_storeu_ps(acc + (r) * channels + 32, c##r##2);   \
-    _mm512_storeu_ps(acc + (r) * channels + 48, c##r##3);
+#define COLS1(X, r) X(r, 0)
+#define COLS2(X, r) COLS1(X, r) X(r, 1)
+#define COLS3(X, r) COLS2(X, r) X(r, 2)
+#define COLS4(X, r) COLS3(X, r) X(r, 3)
+#define ROWS6(X, W) X(0, W) X(1, W) X(2, W) X(3, W) X(4, W) X(5, W)
+#define VALUE_LOAD(r, j) __m512 c##r##j = _mm512_loadu_ps(acc + (r) * channels + 16 * (j));
+#define VALUE_STORE(r, j) _mm512_storeu_ps(acc + (r) * channels + 16 * (j), c##r##j);
+#define VALUE_FETCH(r, j) __m512i v##j = _mm512_loadu_si512(vt + 32 * (j));
+#define VALUE_FMA(r, j) __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##j) : "v"(e##r), "v"(v##j));
+#define ROW_LOAD(r, W) COLS##W(VALUE_LOAD, r)
+#define ROW_STORE(r, W) COLS##W(VALUE_STORE, r)
+#define ROW_STEP(r, W)                                                                  \
+    __m512i e##r = _mm512_set1_epi32(*(const int32_t *)(p + (r) * CHUNK + 2 * t));      \
+    COLS##W(VALUE_FMA, r)
 
-/* acc (VALUE_ROWS rows, stride channels; 64 of them) += p (bfloat16 exponentials, stride
+/* acc (VALUE_ROWS rows, stride channels; 16 x W of them) += p (bfloat16 exponentials, stride
  * CHUNK; `pairs` pairs of keys) x v (pairs of keys, [pairs][channels][2]) */
-TARGET static void value_tile(const uint16_t *p, int pairs, const uint16_t *v, int channels,
-                              float *acc) {
-    ROWS6(VALUE_LOAD)
-    for (int t = 0; t < pairs; t++) {
-        const uint16_t *vt = v + (size_t)t * channels * 2;
-        __m512i v0 = _mm512_loadu_si512(vt), v1 = _mm512_loadu_si512(vt + 32),
-                v2 = _mm512_loadu_si512(vt + 64), v3 = _mm512_loadu_si512(vt + 96);
-        ROWS6(VALUE_STEP)
+#define VALUE_TILE(W)                                                                   \
+    TARGET static void value_tile_##W(const uint16_t *p, int pairs, const uint16_t *v,  \
+                                      int channels, float *acc) {                       \
+        ROWS6(ROW_LOAD, W)                                                              \
+        for (int t = 0; t < pairs; t++) {                                               \
+            const uint16_t *vt = v + (size_t)t * channels * 2;                          \
+            COLS##W(VALUE_FETCH, 0)                                                     \
+            ROWS6(ROW_STEP, W)                                                          \
+        }                                                                               \
+        ROWS6(ROW_STORE, W)                                                             \
     }
-    ROWS6(VALUE_STORE)
+VALUE_TILE(1)
+VALUE_TILE(2)
+VALUE_TILE(3)
+VALUE_TILE(4)
+
+TARGET static void value_tile(int width, const uint16_t *p, int pairs, const uint16_t *v,
+                              int channels, float *acc) {
+    switch (width) {
+    case 4: value_tile_4(p, pairs, v, channels, acc); break;
+    case 3: value_tile_3(p, pairs, v, channels, acc); break;
+    case 2: value_tile_2(p, pairs, v, channels, acc); break;
+    default: value_tile_1(p, pairs, v, channels, acc);
+    }
 }
 
 /* ---- one call ---- */
@@ -143,17 +164,17 @@ typedef struct {
     /* inputs */
     const float *q, *k, *v;
     float *out;
-    int rows, keys, channels, blocks, threads;
+    int rows, keys, depth, channels, blocks, threads;
     float scale;
     /* prepared */
-    int padded_rows, padded_keys;
-    int8_t *q8;       /* [padded_rows][DEPTH] */
+    int padded_rows, padded_keys, quads, width; /* width: depth rounded up to 16 */
+    int8_t *q8;       /* [padded_rows / SCORE_ROWS][quads][SCORE_ROWS][4] */
     int32_t *offset;  /* [padded_rows] 128 * the sum of a row's int8 queries */
     float *row_scale; /* [padded_rows] a row's score scale: its block's x the keys' */
-    uint8_t *k8;      /* [padded_keys / 16][DEPTH / 4][16][4], key + 128 */
+    uint8_t *k8;      /* [padded_keys / 16][quads][16][4], key + 128 */
     uint16_t *v16;    /* [padded_keys / 2][channels][2] */
-    float *partial;   /* [slabs][3][DEPTH]: the keys' sums, minima, maxima per slab */
-    float *mean;      /* [DEPTH] */
+    float *partial;   /* [slabs][3][width]: the keys' sums, minima, maxima per slab */
+    float *mean;      /* [width] */
     float key_step;   /* the keys' largest magnitude less their mean / 127 */
 } call_t;
 
@@ -166,34 +187,34 @@ typedef struct {
 
 /* the keys' per-channel sums, minima and maxima over each slab of SLAB tokens this thread
  * takes (slabs fixed whatever the threads, summed in order after: the same result on any
- * number of threads), half the channels at a time (8 registers each of sums, minima and
- * maxima), each token's row read in order */
-#define HALF (DEPTH / 2)
-#define SLAB 1024
+ * number of threads), 128 channels at a time (8 registers each of sums, minima and maxima),
+ * each token's row read in order */
 TARGET static void key_stats(call_t *c, int thread) {
-    int slabs = (c->keys + SLAB - 1) / SLAB;
+    int slabs = (c->keys + SLAB - 1) / SLAB, w = c->width;
     for (int slab = thread; slab < slabs; slab += c->threads) {
-        float *sum = c->partial + (size_t)slab * 3 * DEPTH, *lo = sum + DEPTH, *hi = lo + DEPTH;
+        float *sum = c->partial + (size_t)slab * 3 * w, *lo = sum + w, *hi = lo + w;
         int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
-        for (int half = 0; half < DEPTH; half += HALF) {
+        for (int part = 0; part < w; part += 128) {
+            int n = (w - part) / 16 < 8 ? (w - part) / 16 : 8;
             __m512 total[8], low[8], high[8];
-            for (int j = 0; j < 8; j++) {
+            for (int j = 0; j < n; j++) {
                 total[j] = _mm512_setzero_ps();
                 low[j] = _mm512_set1_ps(INFINITY), high[j] = _mm512_set1_ps(-INFINITY);
             }
             for (int i = first; i < last; i++) {
-                const float *row = c->k + (size_t)i * DEPTH + half;
-                for (int j = 0; j < 8; j++) {
-                    __m512 x = _mm512_loadu_ps(row + 16 * j);
+                const float *row = c->k + (size_t)i * c->depth;
+                for (int j = 0; j < n; j++) {
+                    int ch = part + 16 * j;
+                    __m512 x = _mm512_maskz_loadu_ps(lanes_below(ch, c->depth), row + ch);
                     total[j] = _mm512_add_ps(total[j], x);
                     low[j] = _mm512_min_ps(low[j], x);
                     high[j] = _mm512_max_ps(high[j], x);
                 }
             }
-            for (int j = 0; j < 8; j++) {
-                _mm512_storeu_ps(sum + half + 16 * j, total[j]);
-                _mm512_storeu_ps(lo + half + 16 * j, low[j]);
-                _mm512_storeu_ps(hi + half + 16 * j, high[j]);
+            for (int j = 0; j < n; j++) {
+                _mm512_storeu_ps(sum + part + 16 * j, total[j]);
+                _mm512_storeu_ps(lo + part + 16 * j, low[j]);
+                _mm512_storeu_ps(hi + part + 16 * j, high[j]);
             }
         }
     }
@@ -201,22 +222,29 @@ TARGET static void key_stats(call_t *c, int thread) {
 
 /* int8 queries of the blocks this thread takes: each block scaled by its largest magnitude */
 TARGET static void quantise_queries(call_t *c, int thread) {
-    int n = c->rows / c->blocks, extra = c->rows % c->blocks;
+    int n = c->rows / c->blocks, extra = c->rows % c->blocks, d = c->depth;
+    int8_t row8[MAX_DEPTH + 16] __attribute__((aligned(64)));
     for (int b = thread; b < c->blocks; b += c->threads) {
         int first = b * n + (b < extra ? b : extra), count = n + (b < extra);
         __m512 big = _mm512_setzero_ps();
-        for (size_t i = (size_t)first * DEPTH; i < (size_t)(first + count) * DEPTH; i += 16)
-            big = _mm512_max_ps(big, _mm512_abs_ps(_mm512_loadu_ps(c->q + i)));
+        for (int r = first; r < first + count; r++)
+            for (int ch = 0; ch < d; ch += 16)
+                big = _mm512_max_ps(big, _mm512_abs_ps(_mm512_maskz_loadu_ps(
+                                             lanes_below(ch, d), c->q + (size_t)r * d + ch)));
         float top = _mm512_reduce_max_ps(big) * c->scale;
         if (!(top > 1e-30f)) top = 1e-30f;
         __m512 inv = _mm512_set1_ps(c->scale * 127.0f / top);
         for (int r = first; r < first + count; r++) {
             __m512i sum = _mm512_setzero_si512();
-            for (int ch = 0; ch < DEPTH; ch += 16) {
-                __m512i x = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(c->q + (size_t)r * DEPTH + ch), inv));
+            for (int ch = 0; ch < d; ch += 16) {
+                __m512 y = _mm512_maskz_loadu_ps(lanes_below(ch, d), c->q + (size_t)r * d + ch);
+                __m512i x = _mm512_cvtps_epi32(_mm512_mul_ps(y, inv));
                 sum = _mm512_add_epi32(sum, x);
-                _mm_storeu_si128((__m128i *)(c->q8 + (size_t)r * DEPTH + ch), _mm512_cvtsepi32_epi8(x));
+                _mm_store_si128((__m128i *)(row8 + ch), _mm512_cvtsepi32_epi8(x));
             }
+            /* the row's 4 channels t at [tile][t][its place in the tile] */
+            int32_t *tile = (int32_t *)(c->q8 + (size_t)(r / SCORE_ROWS) * c->quads * SCORE_ROWS * 4);
+            for (int t = 0; t < c->quads; t++) memcpy(tile + t * SCORE_ROWS + r % SCORE_ROWS, row8 + 4 * t, 4);
             c->offset[r] = 128 * _mm512_reduce_add_epi32(sum);
             c->row_scale[r] = top / 127.0f; /* times the keys' step once it is known */
         }
@@ -225,34 +253,36 @@ TARGET static void quantise_queries(call_t *c, int thread) {
 
 /* this thread's panels of keys as uint8 (key + 128) and pairs of values as bfloat16 */
 TARGET static void pack(call_t *c, int thread) {
-    int panels = c->padded_keys / 16;
+    int panels = c->padded_keys / 16, d = c->depth;
     __m512 inv = _mm512_set1_ps(1.0f / c->key_step);
-    int8_t rows[16][DEPTH] __attribute__((aligned(64)));
+    int8_t rows[16][MAX_DEPTH + 16] __attribute__((aligned(64)));
+    const __m512i interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int pnl = thread; pnl < panels; pnl += c->threads) {
         for (int j = 0; j < 16; j++) {
             int i = pnl * 16 + j;
-            for (int ch = 0; ch < DEPTH; ch += 16) {
+            for (int ch = 0; ch < d; ch += 16) {
                 __m512i x = _mm512_setzero_si512();
                 if (i < c->keys) {
-                    __m512 y = _mm512_sub_ps(_mm512_loadu_ps(c->k + (size_t)i * DEPTH + ch), _mm512_loadu_ps(c->mean + ch));
-                    x = _mm512_cvtps_epi32(_mm512_mul_ps(y, inv));
+                    __mmask16 m = lanes_below(ch, d);
+                    __m512 y = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, c->k + (size_t)i * d + ch),
+                                             _mm512_loadu_ps(c->mean + ch));
+                    x = _mm512_maskz_cvtps_epi32(m, _mm512_mul_ps(y, inv));
                 }
                 _mm_store_si128((__m128i *)(rows[j] + ch), _mm512_cvtsepi32_epi8(x));
             }
         }
         /* the panel's 4 channels t of its 16 keys: one 64-byte operand each; int8 + 128 as
          * uint8 (the top bits flipped) */
-        uint32_t *dst = (uint32_t *)(c->k8 + (size_t)pnl * (DEPTH / 4) * 64);
-        for (int t = 0; t < DEPTH / 4; t++)
+        uint32_t *dst = (uint32_t *)(c->k8 + (size_t)pnl * c->quads * 64);
+        for (int t = 0; t < c->quads; t++)
             for (int j = 0; j < 16; j++) {
                 uint32_t w;
                 memcpy(&w, rows[j] + 4 * t, 4);
                 dst[t * 16 + j] = w ^ 0x80808080u;
             }
         /* the values of the panel's 8 pairs of keys */
-        const __m512i interleave = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-            23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
         for (int pair = pnl * 8; pair < pnl * 8 + 8; pair++) {
             int i = 2 * pair;
             for (int ch = 0; ch < c->channels; ch += 16) {
@@ -293,8 +323,8 @@ TARGET static int attend(call_t *c, int thread) {
                     __m512i index = _mm512_add_epi32(_mm512_set1_epi32(k0 + kt), lanes);
                     __mmask16 live0 = _mm512_cmplt_epi32_mask(index, keys);
                     __mmask16 live1 = _mm512_cmplt_epi32_mask(_mm512_add_epi32(index, _mm512_set1_epi32(16)), keys);
-                    score_tile(c->q8 + (size_t)(r0 + rt) * DEPTH, c->k8 + (size_t)(k0 + kt) / 16 * (DEPTH / 4) * 64,
-                               c->offset + r0 + rt, c->row_scale + r0 + rt, live0, live1,
+                    score_tile(c->q8 + (size_t)(r0 + rt) * c->quads * 4, c->k8 + (size_t)(k0 + kt) / 16 * c->quads * 64,
+                               c->quads, c->offset + r0 + rt, c->row_scale + r0 + rt, live0, live1,
                                s + (size_t)rt * CHUNK + kt, top + rt);
                 }
             for (int r = 0; r < rows; r++) {
@@ -322,9 +352,12 @@ TARGET static int attend(call_t *c, int thread) {
                 sum[r] += _mm512_reduce_add_ps(total);
             }
             for (int rt = 0; rt < rows; rt += VALUE_ROWS)
-                for (int ch = 0; ch < channels; ch += 64)
-                    value_tile(p + (size_t)rt * CHUNK, chunk / 2, c->v16 + ((size_t)k0 / 2 * channels + ch) * 2,
-                               channels, acc + (size_t)rt * channels + ch);
+                for (int ch = 0; ch < channels; ch += 64) {
+                    int width = (channels - ch) / 16 < 4 ? (channels - ch) / 16 : 4;
+                    value_tile(width, p + (size_t)rt * CHUNK, chunk / 2,
+                               c->v16 + ((size_t)k0 / 2 * channels + ch) * 2, channels,
+                               acc + (size_t)rt * channels + ch);
+                }
         }
         for (int r = 0; r < rows && r0 + r < c->rows; r++) {
             __m512 inv = _mm512_set1_ps(1.0f / sum[r]);
@@ -366,30 +399,33 @@ static int run_phase(call_t *c, int phase) {
 }
 
 TARGET static int attention(call_t *c) {
+    int slabs = (c->keys + SLAB - 1) / SLAB;
     c->padded_rows = (int)round_up((size_t)c->rows, GROUP);
     c->padded_keys = (int)round_up((size_t)c->keys, CHUNK);
-    c->q8 = aligned_alloc(64, round_up((size_t)c->padded_rows * DEPTH, 64));
+    c->quads = c->depth / 4;
+    c->width = (int)round_up((size_t)c->depth, 16);
+    c->q8 = aligned_alloc(64, round_up((size_t)c->padded_rows * c->depth, 64));
     c->offset = calloc((size_t)c->padded_rows, sizeof(int32_t));
     c->row_scale = calloc((size_t)c->padded_rows, sizeof(float));
-    c->k8 = aligned_alloc(64, (size_t)c->padded_keys * DEPTH);
+    c->k8 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->depth, 64));
     c->v16 = aligned_alloc(64, (size_t)c->padded_keys * c->channels * 2);
-    c->partial = malloc(sizeof(float) * 3 * DEPTH * (size_t)((c->keys + SLAB - 1) / SLAB));
-    c->mean = malloc(sizeof(float) * DEPTH);
+    c->partial = malloc(sizeof(float) * 3 * c->width * (size_t)slabs);
+    c->mean = calloc((size_t)c->width, sizeof(float));
     int status = 2;
     if (c->q8 && c->offset && c->row_scale && c->k8 && c->v16 && c->partial && c->mean) {
-        memset(c->q8, 0, (size_t)c->padded_rows * DEPTH);
+        memset(c->q8, 0, (size_t)c->padded_rows * c->depth);
         run_phase(c, 0);
         float step = 0.0f;
-        for (int ch = 0; ch < DEPTH; ch++) {
+        for (int ch = 0; ch < c->depth; ch++) {
             double total = 0.0;
             float lo = INFINITY, hi = -INFINITY;
-            for (int slab = 0; slab < (c->keys + SLAB - 1) / SLAB; slab++) {
-                const float *part = c->partial + (size_t)slab * 3 * DEPTH;
+            for (int slab = 0; slab < slabs; slab++) {
+                const float *part = c->partial + (size_t)slab * 3 * c->width;
                 total += part[ch];
-                lo = fminf(lo, part[DEPTH + ch]);
-                hi = fmaxf(hi, part[2 * DEPTH + ch]);
+                lo = fminf(lo, part[c->width + ch]);
+                hi = fmaxf(hi, part[2 * c->width + ch]);
             }
-            c->mean[ch] = total / (float)c->keys;
+            c->mean[ch] = (float)(total / c->keys);
             step = fmaxf(step, fmaxf(hi - c->mean[ch], c->mean[ch] - lo));
         }
         c->key_step = fmaxf(step, 1e-30f) / 127.0f;
@@ -415,19 +451,20 @@ static int cpu_supported(void) { return 0; }
 /* 1 where this CPU runs the kernel (x86 with AVX512 F/BW/VL/DQ, VNNI and BF16) */
 int vosfx_int8_attention_supported(void) { return cpu_supported(); }
 
-/* out (rows, channels) = softmax(q k^T * scale) v, float32 row-major; q (rows, 256),
- * k (keys, 256), v (keys, channels), channels a multiple of 64; `blocks` query blocks, each
- * quantised with its own scale. Returns 0, 1 for a CPU or shape it does not take, 2 where
- * memory ran out. */
+/* out (rows, channels) = softmax(q k^T * scale) v, float32 row-major; q (rows, depth),
+ * k (keys, depth), v (keys, channels); depth a multiple of 4 up to 512, channels a multiple
+ * of 16; `blocks` query blocks, each quantised with its own scale. Returns 0, 1 for a CPU or
+ * shape it does not take, 2 where memory ran out. */
 int vosfx_int8_attention(const float *q, const float *k, const float *v, float *out, int rows,
                          int keys, int depth, int channels, float scale, int blocks, int threads) {
-    if (!cpu_supported() || depth != 256 || channels <= 0 || channels % 64 || rows <= 0 ||
-        keys <= 0 || blocks <= 0 || blocks > rows)
+    if (!cpu_supported() || depth <= 0 || depth % 4 || depth > 512 || channels <= 0 ||
+        channels % 16 || rows <= 0 || keys <= 0 || blocks <= 0 || blocks > rows)
         return 1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     call_t c = {0};
     c.q = q, c.k = k, c.v = v, c.out = out;
-    c.rows = rows, c.keys = keys, c.channels = channels, c.blocks = blocks, c.scale = scale;
+    c.rows = rows, c.keys = keys, c.depth = depth, c.channels = channels, c.blocks = blocks;
+    c.scale = scale;
     c.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     return attention(&c);
 #else
