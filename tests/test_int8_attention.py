@@ -169,6 +169,8 @@ def test_inputs_it_does_not_take_are_refused():
         ia.attention(q, k[:4], v, 0.1, blocks=1, threads=1)
     with pytest.raises(ValueError, match="out: expected C-contiguous float32"):
         ia.attention(q, k, v, 0.1, blocks=1, threads=1, out=np.empty((4, 64), np.float64))
+    with pytest.raises(ValueError, match="takes 2-D q, k, v"):
+        ia.attention(q[None], k[None], v[None], 0.1, blocks=1, threads=1)
     assert ia.takes(256, 64) and ia.takes(96, 96) and ia.takes(4, 16) and ia.takes(512, 16)
     assert not ia.takes(98, 64) and not ia.takes(516, 64) and not ia.takes(256, 40)
     assert not ia.takes(0, 64) and not ia.takes(256, 0)
@@ -258,6 +260,18 @@ def test_fused_int8_attention_puts_the_kernel_in_the_graph():
     got = compiled([q[None, None], k[None, None], v[None, None]])[compiled.outputs[0]]
     want = np.maximum(ia.attention(q, k, v, 256**-0.5, blocks=8, threads=2), 0)
     np.testing.assert_array_equal(got[0, 0], want)
+    # several objects and heads (Hiera's 4): each (object, head) its own attention
+    batched = _sdpa_model(96, 96)
+    batched.reshape({"q": [2, 3, 40, 96], "k": [2, 3, 70, 96], "v": [2, 3, 70, 96]})
+    assert fused_int8_attention(batched, 4, 2) == 1
+    compiled = ov.Core().compile_model(batched, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    q, k, v = (rng.standard_normal((2, 3, n, 96)).astype(np.float32) for n in (40, 70, 70))
+    got = compiled([q, k, v])[compiled.outputs[0]]
+    assert got.shape == (2, 3, 40, 96)
+    for b in range(2):
+        for h in range(3):
+            want = ia.attention(q[b, h], k[b, h], v[b, h], 96**-0.5, blocks=4, threads=2)
+            np.testing.assert_array_equal(got[b, h], np.maximum(want, 0))
     # left alone: a causal attention, queries of 6 channels, values of 40
     for model in (_sdpa_model(256, 64, causal=True), _sdpa_model(6, 64), _sdpa_model(256, 40)):
         assert fused_int8_attention(model, 8, 2) == 0

@@ -150,10 +150,15 @@ def attention(
     """``softmax(q k^T * scale) v`` with int8 scores (module docstring).
 
     q: (rows, depth) float32; k: (keys, depth) float32, depth a multiple of 4 up to 512; v:
-    (keys, channels) float32, channels a multiple of 16; ``blocks``: the query blocks quantised with a scale each (capped at
-    ``rows``), as :func:`~vosfx.engine.openvino_graphs.split_attention` cuts them. Returns
-    (rows, channels) float32 (into ``out`` where given: C-contiguous, that shape)."""
+    (keys, channels) float32, channels a multiple of 16; ``blocks``: the query blocks
+    quantised with a scale each (capped at ``rows``), as
+    :func:`~vosfx.engine.openvino_graphs.split_attention` cuts them; ``threads``: the kernel's
+    threads. Returns (rows, channels) float32 (into ``out`` where given: C-contiguous, that
+    shape). Raises ValueError for shapes it does not take, :class:`Unavailable` where the
+    kernel cannot run here."""
     q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    if q.ndim != 2 or v.ndim != 2:
+        raise ValueError(f"int8 attention takes 2-D q, k, v; found {q.shape}, {k.shape}, {v.shape}")
     rows, depth = q.shape
     keys, channels = v.shape
     if k.shape != (keys, depth) or not takes(depth, channels) or rows == 0 or keys == 0:
@@ -203,8 +208,8 @@ def _with_every_cpu(call: Any, *args: Any) -> Any:
 
     Why: OpenVINO pins the thread that runs a graph to one CPU (its latency hint's pinning), and
     the kernel's threads, started from it, inherit that mask: on AMD's Zen 4 both then ran on
-    one core (memory attention's cross attention 260 ms a call against 130). The thread's own
-    mask is put back after."""
+    one core (memory attention's cross attention 252-284 ms a call against 127-144). The
+    thread's own mask is put back after."""
     if _ALLOWED is None:
         return call(*args)
     pinned = frozenset(os.sched_getaffinity(0))
