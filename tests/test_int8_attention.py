@@ -272,6 +272,12 @@ def test_fused_int8_attention_puts_the_kernel_in_the_graph():
         for h in range(3):
             want = ia.attention(q[b, h], k[b, h], v[b, h], 96**-0.5, blocks=4, threads=2)
             np.testing.assert_array_equal(got[b, h], np.maximum(want, 0))
+    # fewer queries than asked, or a count of them not known: left alone
+    few = _sdpa_model(256, 64)
+    assert fused_int8_attention(few, 8, 2, smallest_queries=2) == 0  # dynamic
+    few.reshape({"q": [1, 1, 100, 256]})
+    assert fused_int8_attention(few, 8, 2, smallest_queries=101) == 0
+    assert fused_int8_attention(few, 8, 2, smallest_queries=100) == 1
     # left alone: a causal attention, queries of 6 channels, values of 40
     for model in (_sdpa_model(256, 64, causal=True), _sdpa_model(6, 64), _sdpa_model(256, 40)):
         assert fused_int8_attention(model, 8, 2) == 0

@@ -164,6 +164,8 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
 
     _, _, folder = exported(("bf16",))
     monkeypatch.setattr(ovr, "cpu_has_amx", lambda: amx)
+    # the test graphs' attentions have 256 queries: the kernel takes them all here
+    monkeypatch.setattr(ovr, "FUSED_ATTENTION_QUERIES", 1)
     low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", attention=asked)
     on_ov = ovr.STAGES if amx else ("image_encoder", "memory_attention")
     assert ovr.tier_stages(amx) == on_ov
@@ -200,6 +202,28 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
     assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
     kernel = ", int8 attention kernel" if blocks and not amx else ""
     assert low.runtime()["stages"]["image_encoder"] == f"openvino CPU bf16{kernel}"
+
+
+def test_bf16_keeps_small_attentions_out_of_the_int8_kernel(monkeypatch):
+    """Attentions of fewer than FUSED_ATTENTION_QUERIES queries stay in the graph form (at
+    512 px, 1,024 queries, the kernel ran memory attention 0.96x and the image encoder 0.975x):
+    the test graphs' 256 queries keep memory attention's blocks with int8 scores and the image
+    encoder's global attentions OpenVINO's."""
+    ovr = _bf16_or_skip()
+    from tests.onnx_bundle import exported
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    assert ovr.FUSED_ATTENTION_QUERIES == 2048
+    _, _, folder = exported(("bf16",))
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: False)
+    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16")
+    attention, encoder = low._sess["memory_attention"], low._sess["image_encoder"]
+    assert attention.fused_attentions == 0 and attention.fused_unavailable is None
+    assert attention.split_attentions == 8 and attention.int8_products == 64
+    assert encoder.fused_attentions == 0 and encoder.split_attentions == 0
+    assert low.runtime()["stages"]["memory_attention"] == (
+        "openvino CPU bf16, attention in 8 query blocks, int8 scores"
+    )
 
 
 def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypatch):

@@ -202,14 +202,17 @@ def _plain_attentions(model: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
     return found
 
 
-def fused_int8_attention(model: Any, blocks: int, threads: int) -> int:
+def fused_int8_attention(
+    model: Any, blocks: int, threads: int, *, smallest_queries: int = 0
+) -> int:
     """Replace each ``ScaledDotProductAttention`` of ``model`` by one
     :func:`~vosfx.engine.int8_attention.op_class` node: the C kernel of
     :mod:`vosfx.engine.int8_attention`, the arithmetic of :func:`split_attention` into
     ``blocks`` blocks with :func:`int8_scores`' deferred form, without a score matrix in
     memory; returns how many were replaced. Left as they are (for :func:`split_attention`):
     a causal attention, one with a mask that is not zeros, one whose channels the kernel does
-    not take (256 for queries and keys, a multiple of 64 for values) or are dynamic.
+    not take (queries and keys a multiple of 4 up to 512, values a multiple of 16) or are
+    dynamic, one with fewer than ``smallest_queries`` queries or a dynamic count of them.
     ``threads``: the kernel's threads (the graph's own wait while it runs). Memory
     attention at 1024 ran 1.11-1.13x faster with its 8 attentions in it; with its 4 cross
     attentions alone (28,736 keys) in it, 916 against 901 ms (twenty-eighth pass)."""
@@ -218,9 +221,13 @@ def fused_int8_attention(model: Any, blocks: int, threads: int) -> int:
     op_type = int8_attention.op_class()
     done = 0
     for op, q, k, v, scale in _plain_attentions(model):
-        depth, channels = q.get_partial_shape()[-1], v.get_partial_shape()[-1]
+        queries, depth = q.get_partial_shape()[-2], q.get_partial_shape()[-1]
+        channels = v.get_partial_shape()[-1]
         if (
             q.get_partial_shape().rank.get_length() != 4
+            or (
+                smallest_queries and (queries.is_dynamic or queries.get_length() < smallest_queries)
+            )
             or depth.is_dynamic
             or channels.is_dynamic
             or not int8_attention.takes(depth.get_length(), channels.get_length())

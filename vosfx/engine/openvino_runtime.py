@@ -107,6 +107,10 @@ DEFERRED_NORMALISATION = ("memory_attention",)
 # AVX512_BF16, memory attention keeps the deferred blocks above): memory attention at 1024
 # 1.11-1.13x faster on AMD's Zen 4 (twenty-eighth pass, docs/benchmarks/onnx.md)
 FUSED_ATTENTION = ("image_encoder", "memory_attention")
+# the fewest queries an attention has for the kernel to take it: at 1024 (4,096 queries) memory
+# attention ran 1.11-1.13x faster with it and the image encoder 1.05x; at 512 (1,024 queries,
+# their scores fitting the caches in the graph form too) 0.96x and 0.975x (twenty-eighth pass)
+FUSED_ATTENTION_QUERIES = 2048
 # the stages whose intermediate buffers go back after every call where the image encoder's
 # weights stay float32 (CPUs with AMX), where memory attention runs in query blocks (their
 # scores), or with --low-memory: the two largest, which together held ~240 MiB more than the
@@ -216,7 +220,8 @@ class OvSession:
     deferred past the values' product (:func:`int8_scores`' ``deferred``;
     :data:`DEFERRED_NORMALISATION` says which graphs; whether done: the attribute).
     ``fused_attention``: 0, or the number of query blocks (each quantised at its own scale)
-    with which each attention the kernel of :mod:`vosfx.engine.int8_attention` takes runs in it
+    with which each attention the kernel of :mod:`vosfx.engine.int8_attention` takes (of at
+    least :data:`FUSED_ATTENTION_QUERIES` queries) runs in it
     (one node each, :func:`fused_int8_attention`; how many: :attr:`fused_attentions`; where
     the kernel is unavailable, none, and :attr:`fused_unavailable` says why); the attentions
     left go to ``attention_blocks`` (how many: :attr:`split_attentions`).
@@ -314,7 +319,10 @@ class OvSession:
             self.fused_unavailable = int8_kernel.why_unavailable()
             if self.fused_unavailable is None:
                 self.fused_attentions = fused_int8_attention(
-                    model, fused_attention, threads if threads > 0 else int8_kernel.cpu_count()
+                    model,
+                    fused_attention,
+                    threads if threads > 0 else int8_kernel.cpu_count(),
+                    smallest_queries=FUSED_ATTENTION_QUERIES,
                 )
         # the attentions left, in query blocks (how many: split_attentions)
         self.split_attentions = split_attention(model, attention_blocks) if attention_blocks else 0
