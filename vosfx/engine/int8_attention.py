@@ -46,8 +46,9 @@ class Unavailable(RuntimeError):
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CC"), "cc", "gcc"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     return None
 
 
@@ -60,7 +61,7 @@ def _cache_dir() -> Path:
 @functools.cache
 def library() -> Any:
     """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    if sys.platform == "win32" or not sys.platform.startswith(("linux", "darwin", "freebsd")):
+    if not sys.platform.startswith(("linux", "darwin", "freebsd")):
         raise Unavailable(f"no build of the kernel for {sys.platform}")
     cc = _compiler()
     if cc is None:

@@ -152,8 +152,8 @@ def split_attention(model: Any, blocks: int) -> int:
 
     done = 0
     for op, q, k, v, scale in _plain_attentions(model):
-        queries, depth = q.get_partial_shape()[-2], q.get_partial_shape()[-1]
-        if queries.is_dynamic or depth.is_dynamic:
+        queries = q.get_partial_shape()[-2]
+        if queries.is_dynamic:
             continue
         n = queries.get_length()
         sizes = [n // blocks + (i < n % blocks) for i in range(min(blocks, n))]
@@ -177,8 +177,8 @@ def split_attention(model: Any, blocks: int) -> int:
 
 def _plain_attentions(model: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
     """(op, q, k, v, scale) of each ``ScaledDotProductAttention`` of ``model`` that is not
-    causal, has no mask or a zero one, and a static rank: the scale given, or ``depth **
-    -0.5`` where the depth is static (None where it is not)."""
+    causal, has no mask or a zero one, static ranks and a static depth: the scale given, or
+    ``depth ** -0.5``."""
     import openvino.opset13 as ops
 
     found = []
@@ -189,15 +189,17 @@ def _plain_attentions(model: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
         q, k, v = ins[:3]
         if any(x.get_partial_shape().rank.is_dynamic for x in (q, k, v)):
             continue
-        if op.get_attributes().get("causal") or not (len(ins) < 4 or _zeros(ins[3])):
-            continue
         depth = q.get_partial_shape()[-1]
+        if (
+            op.get_attributes().get("causal")
+            or not (len(ins) < 4 or _zeros(ins[3]))
+            or depth.is_dynamic
+        ):
+            continue
         if len(ins) > 4:
             scale = ins[4]
-        elif depth.is_static:
-            scale = ops.constant(np.float32(depth.get_length() ** -0.5)).output(0)
         else:
-            scale = None
+            scale = ops.constant(np.float32(depth.get_length() ** -0.5)).output(0)
         found.append((op, q, k, v, scale))
     return found
 
@@ -214,8 +216,8 @@ def fused_int8_attention(
     not take (queries and keys a multiple of 4 up to 512, values a multiple of 16) or are
     dynamic, one with fewer than ``smallest_queries`` queries or a dynamic count of them.
     ``threads``: the kernel's threads (the graph's own wait while it runs). Memory
-    attention at 1024 ran 1.11-1.13x faster with its 8 attentions in it; with its 4 cross
-    attentions alone (28,736 keys) in it, 916 against 901 ms (twenty-eighth pass)."""
+    attention at 1024 ran 1.11-1.13x faster with its 8 attentions in it (916 ms with its 4
+    cross attentions alone in it, 901 with all 8; twenty-eighth pass)."""
     from vosfx.engine import int8_attention
 
     op_type = int8_attention.op_class()
@@ -228,7 +230,6 @@ def fused_int8_attention(
             or (
                 smallest_queries and (queries.is_dynamic or queries.get_length() < smallest_queries)
             )
-            or depth.is_dynamic
             or channels.is_dynamic
             or not int8_attention.takes(depth.get_length(), channels.get_length())
         ):

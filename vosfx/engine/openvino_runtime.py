@@ -12,8 +12,8 @@ the masks' IoU) and, on CPUs without AMX, memory attention's scores (:data:`INT8
 int8 queries and keys, twice bfloat16's rate there; with the image encoder's global
 attentions, run in the C kernel of :mod:`vosfx.engine.int8_attention` where it can be built,
 :data:`FUSED_ATTENTION`); inputs and outputs stay float32, so the backend around it is
-unchanged. Transposes beside an attention that OpenVINO's attention
-kernel would read in the wrong order are kept out of it in every graph
+unchanged. Transposes beside an attention that OpenVINO's attention kernel would read in the
+wrong order are kept out of it in every graph
 (:func:`guard_attention_transposes`). Memory attention, whose memory tokens grow over a
 clip's first frames, gets a graph compiled for its shapes once they stop changing
 (:class:`OvSession`'s ``steady_shapes``). Where the CPU has no bfloat16 arithmetic the tier
@@ -101,11 +101,11 @@ INT8_SCORES = ("memory_attention",)
 # the scores' scale folded into its exponentials (int8_scores' ``deferred``): memory
 # attention at 1024 1.03-1.06x faster on AMD's Zen 4, a frame 1.04x (twenty-seventh pass)
 DEFERRED_NORMALISATION = ("memory_attention",)
-# the stages whose attentions run in one C kernel each on CPUs without AMX (takes_fused_attention):
-# int8_scores' arithmetic with the deferred normalisation, no score matrix in memory
-# (vosfx.engine.int8_attention; where it cannot be compiled or the CPU lacks AVX512_VNNI or
-# AVX512_BF16, memory attention keeps the deferred blocks above): memory attention at 1024
-# 1.11-1.13x faster on AMD's Zen 4 (twenty-eighth pass, docs/benchmarks/onnx.md)
+# the stages whose attentions run in one C kernel each on CPUs without AMX
+# (takes_fused_attention): int8_scores' arithmetic with the deferred normalisation, no score
+# matrix in memory (vosfx.engine.int8_attention; where it cannot be compiled or the CPU lacks
+# AVX512_VNNI or AVX512_BF16, the graph forms above): at 1024 memory attention 1.11-1.13x
+# faster on AMD's Zen 4, the image encoder 1.05x (twenty-eighth pass, docs/benchmarks/onnx.md)
 FUSED_ATTENTION = ("image_encoder", "memory_attention")
 # the fewest queries an attention has for the kernel to take it: at 1024 (4,096 queries) memory
 # attention ran 1.11-1.13x faster with it and the image encoder 1.05x; at 512 (1,024 queries,
