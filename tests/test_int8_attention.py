@@ -194,6 +194,27 @@ def test_the_kernel_is_compiled_once_into_the_cache(tmp_path, monkeypatch):
         ia.library.cache_clear()
 
 
+def test_a_new_build_removes_the_older_ones(tmp_path, monkeypatch):
+    """A source or compiler that changed builds a file of its own name; the builds before it
+    go (they would stay in the cache for good), anything else in the folder stays."""
+    _kernel_or_skip()
+    monkeypatch.setenv("VOSFX_HOME", str(tmp_path))
+    folder = tmp_path / "kernels"
+    folder.mkdir()
+    older = folder / "int8_attention-0123456789abcdef.so"
+    older.write_bytes(b"an older build")
+    other = folder / "notes.txt"
+    other.write_text("not a build")
+    ia.library.cache_clear()
+    try:
+        ia.library()
+        builds = sorted(p.name for p in folder.glob("int8_attention-*.so"))
+        assert len(builds) == 1 and builds != [older.name]
+        assert other.exists()
+    finally:
+        ia.library.cache_clear()
+
+
 def test_without_a_compiler_or_with_a_broken_source_it_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("VOSFX_HOME", str(tmp_path))
     ia.library.cache_clear()

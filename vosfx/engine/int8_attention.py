@@ -76,6 +76,7 @@ def library() -> Any:
     target = _cache_dir() / f"int8_attention-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         _compile(cc, target)
+        _remove_older_builds(target)
     try:
         lib = ctypes.CDLL(str(target))
     except OSError as err:
@@ -117,6 +118,18 @@ def _compile(cc: str, target: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_older_builds(target: Path) -> None:
+    """Removes the cache's other builds of the kernel (an older source or compiler: each built
+    its own file, ~33 KB, and none is read again). A process that loaded one keeps its mapping;
+    one that removal races with compiles its own. What cannot be removed is left."""
+    for old in target.parent.glob("int8_attention-*.so"):
+        if old != target:
+            try:
+                old.unlink()
+            except OSError:
+                pass
 
 
 def why_unavailable() -> str | None:
