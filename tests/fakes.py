@@ -236,9 +236,14 @@ class FakeEngine:
         self.model_id = model_id
         self.sessions: list[FakeSession] = []
         self.closed = False
+        self.runtime_warnings: list[str] = []  # what its warnings say (a test sets them)
 
     def runtime(self) -> dict:
         return {}  # no model runs
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(self.runtime_warnings)
 
     def start(self, info: VideoInfo, memory: MemoryConfig) -> FakeSession:
         session = FakeSession(info, memory, self.logit_fn, self.prompts_too)

@@ -364,3 +364,20 @@ def test_eval_refuses_to_score_only_the_prompt_of_a_sparse_ground_truth(tmp_path
         write_label_png(tmp_path / "pred" / "libby" / f"{i:05d}.png", masks[0].astype(np.uint8))
     with pytest.raises(InputError, match="1 annotated frame"):
         evaluate_dirs(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_bench_says_how_the_model_runs_when_it_loads_it(monkeypatch, caplog):
+    """`vosfx bench` holds the engine outside a run: the engine's warnings (a provider
+    missing, a tier in a slower form) are logged once as it loads the model."""
+    import logging
+
+    import vosfx.engine
+    from vosfx.cli.eval import open_engine
+    from vosfx.config import ModelConfig
+
+    engine = FakeEngine()
+    engine.runtime_warnings.append("--device cuda: no CUDA here")
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model: engine)
+    with caplog.at_level(logging.WARNING, logger="vosfx"):
+        assert open_engine(ModelConfig()) is engine
+    assert [r.getMessage() for r in caplog.records] == ["--device cuda: no CUDA here"]

@@ -529,6 +529,30 @@ def test_numbered_plate_gap_is_a_json_warning_event_and_in_the_result(env):
     assert events[-1]["event"] == "result" and events[-1]["warnings"] == [events[1]["message"]]
 
 
+@pytest.mark.parametrize("json_progress", [False, True])
+def test_how_the_model_runs_is_said_once_and_kept_in_the_sidecar(env, monkeypatch, json_progress):
+    """The engine's warnings (a GPU asked for and absent, a tier in its slower form) are said
+    like the input's: once on stderr (a "warning" event under --json-progress) and in the
+    result and the sidecar, after the input's own."""
+    said = "--device cuda: ONNX Runtime has no CUDAExecutionProvider in this install"
+    engine = FakeEngine()
+    engine.runtime_warnings.append(said)
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: engine)
+    out = env / "out.mov"
+    flags = ["--json-progress"] if json_progress else []
+    r = matte(_plate(env), env / "mask.png", "-o", out, *flags)
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((env / "out.mov.json").read_text())
+    assert len(sidecar["warnings"]) == 2 and "(1004)" in sidecar["warnings"][0]
+    assert sidecar["warnings"][1] == said
+    if json_progress:
+        events = [json.loads(line) for line in r.output.splitlines()]
+        warned = [e["message"] for e in events if e["event"] == "warning"]
+        assert warned == sidecar["warnings"] and events[-1]["warnings"] == warned
+    else:
+        assert r.stderr.count(said) == 1, r.stderr
+
+
 def test_numbered_plate_frames_are_positions_and_the_error_says_so(env):
     """--start and prompt frames count the plate's files from 0; one typed as a plate number
     is refused with the mapping spelled out."""

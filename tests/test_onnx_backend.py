@@ -83,19 +83,34 @@ def test_bf16_rounding_equals_torch():
 
 
 def test_unavailable_provider_warns_once_and_runs_on_cpu(bundle, caplog):
+    """The fallback is one warning in the backend's ``warnings`` (a run says it as a "warning"
+    event and in its sidecar: tests/test_pipeline.py), not logged while the backend opens."""
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA is available here")
-    from vosfx.engine import backend as backend_mod
-
-    backend_mod._WARNED.clear()  # the once-per-process memory of warnings
-    with caplog.at_level(logging.WARNING, logger=ob_mod.__name__):
+    with caplog.at_level(logging.WARNING, logger="vosfx"):
         be = ob_mod.OnnxBackend(bundle[2], device="cuda", threads=1)
     assert be.providers == ["CPUExecutionProvider"] and be.device == "cpu"
-    warned = [r for r in caplog.records if "CUDAExecutionProvider" in r.getMessage()]
-    assert len(warned) == 1  # once, not once per graph
-    assert "running on CPU" in warned[0].getMessage()
+    assert len(be.warnings) == 1  # once, not once per graph
+    assert be.warnings[0].startswith("--device cuda: ONNX Runtime has no CUDAExecutionProvider")
+    assert "running on CPU" in be.warnings[0]
+    assert not [r for r in caplog.records if "CUDAExecutionProvider" in r.getMessage()]
+    assert ob_mod.OnnxBackend(bundle[2], device="cpu", threads=1).warnings == []
+
+
+def test_a_session_opened_later_logs_its_fallback_too(bundle, caplog):
+    """A graph opened on first use (the dense-mask decoder) falls back after the run said the
+    backend's warnings: it is logged then, and recorded."""
+    from vosfx.engine import backend as backend_mod
+
+    be = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=1)
+    backend_mod._WARNED.clear()  # the once-per-process memory of logged warnings
+    with caplog.at_level(logging.WARNING, logger="vosfx"):
+        be.graphs._say("a late fallback")
+        be.graphs._say("a late fallback")
+    assert be.warnings == ["a late fallback"]
+    assert [r.getMessage() for r in caplog.records] == ["a late fallback"]
 
 
 def test_unknown_device_and_missing_variant_raise(bundle):
@@ -222,6 +237,11 @@ def test_variants_close_to_fp32(bundle, clip, variant):
 
     assert ob_mod.read_manifest(folder)["variants"][variant_for(variant)]
     assert min(ious) >= 0.98
+    # float16 graphs on the CPU provider run, but the user hears they are slower than fp32
+    said = ob_mod.OnnxBackend(folder, device="cpu", threads=1, precision=variant).warnings
+    assert [w.split(":")[0] for w in said] == (
+        ["--precision fp16 is for GPUs"] * (variant == "fp16")
+    )
 
 
 # --- loading through the engine seam -------------------------------------------------------------

@@ -211,14 +211,18 @@ def test_bf16_keeps_small_attentions_out_of_the_int8_kernel(monkeypatch):
     encoder's global attentions OpenVINO's."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
+    from vosfx.engine import int8_attention
     from vosfx.engine.onnx_backend import OnnxBackend
 
     assert ovr.FUSED_ATTENTION_QUERIES == 2048
     _, _, folder = exported(("bf16",))
     monkeypatch.setattr(ovr, "cpu_has_amx", lambda: False)
+    # nothing for the kernel to take: it is not built, and nothing is said of it
+    monkeypatch.setattr(int8_attention, "why_unavailable", lambda: pytest.fail("built"))
     low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16")
     attention, encoder = low._sess["memory_attention"], low._sess["image_encoder"]
     assert attention.fused_attentions == 0 and attention.fused_unavailable is None
+    assert low.warnings == []
     assert attention.split_attentions == 8 and attention.int8_products == 64
     assert encoder.fused_attentions == 0 and encoder.split_attentions == 0
     assert low.runtime()["stages"]["memory_attention"] == (
@@ -230,7 +234,8 @@ def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypa
     """Where the int8 attention kernel cannot run (no C compiler, a compile error, a CPU
     without its instructions), memory attention keeps the graph form of the same arithmetic:
     query blocks with int8 scores, their normalisation deferred (4 layers x 2 attentions x 8
-    blocks), and the runtime's description says why the kernel is not used."""
+    blocks), the runtime's description says why the kernel is not used and the backend
+    warns once (the test graphs' 256 queries count as the kernel's here)."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
     from vosfx.engine import int8_attention
@@ -238,6 +243,7 @@ def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypa
 
     _, _, folder = exported(("bf16",))
     monkeypatch.setattr(ovr, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(ovr, "FUSED_ATTENTION_QUERIES", 256)
     monkeypatch.setattr(int8_attention, "why_unavailable", lambda: "no C compiler found")
     low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16")
     sess = low._sess["memory_attention"]
@@ -247,10 +253,17 @@ def test_bf16_without_the_int8_kernel_keeps_its_blocks_with_int8_scores(monkeypa
     # the image encoder's global attentions stay OpenVINO's own
     encoder = low._sess["image_encoder"]
     assert encoder.fused_attentions == 0 and encoder.split_attentions == 0
+    assert encoder.fused_unavailable == "no C compiler found"
     assert low.runtime()["stages"]["memory_attention"] == (
         "openvino CPU bf16, attention in 8 query blocks, int8 scores "
         "(int8 attention kernel unavailable: no C compiler found)"
     )
+    # one warning for both stages, naming the flag, why, and what builds the kernel
+    assert len(low.warnings) == 1
+    assert low.warnings[0].startswith(
+        "--precision bf16: the int8 attention kernel cannot run here (no C compiler found): "
+    )
+    assert "a C compiler (gcc or clang) builds the kernel" in low.warnings[0]
 
 
 def test_bf16_low_memory_releases_the_heavy_stages_buffers(monkeypatch):

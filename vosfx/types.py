@@ -278,8 +278,9 @@ class Matte:
 class ProgressEvent:
     """One progress update. ``event`` is "download" (model bytes, first use only), "backward"
     (frames before the first prompt, tracked backwards from it, before "start"), "start",
-    "warning" (``message``: something about the input the user must know, said once right
-    after "start"; the report keeps it too), "frame", "done" or "error"."""
+    "warning" (``message``: something about the input or how the model runs that the user
+    must know, said once right after "start"; the report keeps it too), "frame", "done" or
+    "error"."""
 
     event: str
     frames_done: int = 0

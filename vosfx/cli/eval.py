@@ -98,9 +98,11 @@ def _machine() -> dict:
 
 def open_engine(model: ModelConfig):
     """The engine for ``model`` (a seam: tests replace it with a fake)."""
-    from vosfx.engine import load_engine
+    from vosfx.engine import load_engine, log_warnings
 
-    return load_engine(model)
+    engine = load_engine(model)
+    log_warnings(engine)
+    return engine
 
 
 def _model_config(

@@ -103,11 +103,12 @@ def studio(
     engines: list = []
 
     def load():
-        from vosfx.engine import load_engine
+        from vosfx.engine import load_engine, log_warnings
         from vosfx.studio.state import Studio, new_workdir
         from vosfx.studio.warm import WARM_DELAY_S
 
         engine = load_engine(config.model)
+        log_warnings(engine)  # the renders' results say them again, with each render
         engines.append(engine)
         workdir = new_workdir()
         try:

@@ -10,6 +10,7 @@ This module imports nothing heavy: backends are imported by :func:`load_engine`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,6 +93,12 @@ class Engine(Protocol):
         """What runs the model (backend, precision, per-stage runtime), for the sidecar."""
         ...
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user must know of how the model runs (an execution provider missing, a
+        tier in a slower form): a run says them as "warning" events and in its sidecar."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -105,3 +112,11 @@ def load_engine(model: ModelConfig, *, progress=None, cancel=None) -> Engine:
     from vosfx.engine.loader import build_engine
 
     return build_engine(model, progress=progress, cancel=cancel)
+
+
+def log_warnings(engine: Engine) -> None:
+    """Says ``engine``'s :attr:`~Engine.warnings` on vosfx's log (``vosfx: ...`` on stderr
+    from the command line): for callers that hold an engine outside a run (the studio's clicks,
+    ``vosfx eval`` and ``bench``); a run says them itself, as "warning" events."""
+    for text in engine.warnings:
+        logging.getLogger(__name__).warning(text)

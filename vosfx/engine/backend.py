@@ -313,6 +313,10 @@ class Backend(Protocol):
     multimask_max_pt_num: int
     use_mask_input_as_output_without_sam: bool
     binarize_mask_from_pts_for_mem_enc: bool
+    # what the user must know of how the model runs (an execution provider missing, a tier
+    # running a slower form): recorded here, not logged; whoever presents a run says them
+    # (the pipeline's "warning" events and sidecar; `vosfx studio` and `eval` on stderr)
+    warnings: list[str]
 
     def encode_image(self, rgb8: np.ndarray, interrupt: Interrupt | None = None) -> ImageFeatures:
         """(H, W, 3) uint8 RGB at any size -> features (resized with :func:`preprocess`).

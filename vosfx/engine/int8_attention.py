@@ -14,7 +14,7 @@ The kernel is compiled with the system's C compiler (``$CC``, else ``cc`` or ``g
 use, into ``<cache>/kernels/`` (``$VOSFX_HOME`` or the user cache directory), named by the
 hash of its source and compiler, and loaded with ctypes. Where there is no compiler, the
 compile fails or the CPU lacks the instructions, :func:`library` says why and the tier keeps
-its graph form (the same arithmetic, slower): nothing fails for it.
+its graph form (the same arithmetic, slower; the run warns once): nothing fails for it.
 """
 
 from __future__ import annotations

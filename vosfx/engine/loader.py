@@ -44,6 +44,11 @@ class SamEngine:
         """What runs the model, as the backend describes it (for the sidecar)."""
         return self.backend.runtime()
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The backend's (:attr:`~vosfx.engine.backend.Backend.warnings`)."""
+        return tuple(self.backend.warnings) if self.backend is not None else ()
+
     def close(self) -> None:
         self.backend = None
 

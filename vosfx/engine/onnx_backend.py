@@ -139,6 +139,7 @@ class OnnxBackend:
         self.optimization, self.io_binding = g.optimization, g.io_binding
         self.memory_arena, self.shared_arena = memory_arena, shared_arena
         self._sess, self._inputs, self._run = g.sessions, g.inputs, g.run
+        self.warnings = g.warnings  # the same list: a session opened later adds to it
         # SAM2Long's attention modulation (MemoryItem/PointerItem.key_scale): the memory
         # attention graph's key_scale input
         self.supports_key_scale = "key_scale" in self._inputs["memory_attention"]

@@ -222,6 +222,19 @@ def fused_int8_attention(
 
     op_type = int8_attention.op_class()
     done = 0
+    for op, q, k, v, scale in kernel_attentions(model, smallest_queries):
+        op.output(0).replace(op_type([q, k, v, scale], blocks, threads).output(0))
+        done += 1
+    model.validate_nodes_and_infer_types()
+    return done
+
+
+def kernel_attentions(model: Any, smallest_queries: int = 0) -> list[tuple[Any, ...]]:
+    """The attentions of ``model`` that :func:`fused_int8_attention` gives the kernel (see
+    there), as (node, q, k, v, scale); nothing of the kernel itself is needed to tell."""
+    from vosfx.engine import int8_attention
+
+    taken = []
     for op, q, k, v, scale in _plain_attentions(model):
         queries, depth = q.get_partial_shape()[-2], q.get_partial_shape()[-1]
         channels = v.get_partial_shape()[-1]
@@ -234,10 +247,8 @@ def fused_int8_attention(
             or not int8_attention.takes(depth.get_length(), channels.get_length())
         ):
             continue
-        op.output(0).replace(op_type([q, k, v, scale], blocks, threads).output(0))
-        done += 1
-    model.validate_nodes_and_infer_types()
-    return done
+        taken.append((op, q, k, v, scale))
+    return taken
 
 
 def int8_scores(model: Any, *, deferred: bool = False) -> int:

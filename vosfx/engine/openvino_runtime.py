@@ -48,6 +48,7 @@ from vosfx.engine.openvino_graphs import (
     guard_attention_transposes,
     int8_scores,
     keep_float32,
+    kernel_attentions,
     split_attention,
     split_products,
 )
@@ -223,7 +224,8 @@ class OvSession:
     with which each attention the kernel of :mod:`vosfx.engine.int8_attention` takes (of at
     least :data:`FUSED_ATTENTION_QUERIES` queries) runs in it
     (one node each, :func:`fused_int8_attention`; how many: :attr:`fused_attentions`; where
-    the kernel is unavailable, none, and :attr:`fused_unavailable` says why); the attentions
+    the kernel is unavailable, none, and :attr:`fused_unavailable` says why, where it would
+    have taken one: it is built only then); the attentions
     left go to ``attention_blocks`` (how many: :attr:`split_attentions`).
     ``float32_ops``: operation types kept in float32 whatever ``precision`` (:func:`keep_float32`;
     :data:`FLOAT32_OPS` says which, per graph).
@@ -315,7 +317,8 @@ class OvSession:
         # (input shapes, compiled entry): the steady form, while the shapes repeat
         self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
         self.fused_attentions, self.fused_unavailable = 0, None
-        if fused_attention:
+        # the kernel is built (or said to be unavailable) only where it would take an attention
+        if fused_attention and kernel_attentions(model, FUSED_ATTENTION_QUERIES):
             self.fused_unavailable = int8_kernel.why_unavailable()
             if self.fused_unavailable is None:
                 self.fused_attentions = fused_int8_attention(

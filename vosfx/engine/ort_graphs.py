@@ -64,6 +64,10 @@ class BundleGraphs:
         import onnxruntime as ort
 
         self.bundle, self.manifest = bundle, manifest
+        # what the user must know of how the graphs run (Backend.warnings): recorded, and
+        # logged too only for a session opened once the backend is up (ON_FIRST_USE)
+        self.warnings: list[str] = []
+        self._opened = False
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
         self._bf16_stages = bf16_stages
@@ -77,6 +81,12 @@ class BundleGraphs:
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
             )
         self.precision = precision
+        if precision == "fp16" and self.providers[0] == "CPUExecutionProvider":
+            self._say(
+                "--precision fp16 is for GPUs: on the CPU its float16 graphs run slower than "
+                "fp32 (1.2x fp32's time a frame at 1024 on AMD Zen 4) and less exact; "
+                "--precision bf16 or int8 are the CPU's faster tiers (docs/onnx.md)"
+            )
         # the manifest's variant it runs (int8: this CPU's int8 or uint8 weights)
         self.variant = variant_for(precision)
         # graph -> its query-block version (the bundle's cpu variant) where this runs it
@@ -111,6 +121,15 @@ class BundleGraphs:
         for name in ON_FIRST_USE:
             if name in manifest["graphs"]:
                 self.inputs[name] = {i["name"] for i in manifest["graphs"][name]["inputs"]}
+        self._opened = True
+
+    def _say(self, message: str) -> None:
+        """Records ``message`` in :attr:`warnings` (once); logs it too once the backend is up,
+        since whoever presents a run has said the warnings it had by then."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            if self._opened:
+                warn_once(log, message)
 
     def _providers(self, ort, device: str) -> list[str]:
         available = ort.get_available_providers()
@@ -123,9 +142,8 @@ class BundleGraphs:
                 f"{', '.join(PROVIDERS)}; found {device!r}"
             )
         if wanted[0] not in available:
-            warn_once(
-                log,
-                f"ONNX Runtime has no {wanted[0]} in this install (available: "
+            self._say(
+                f"--device {device}: ONNX Runtime has no {wanted[0]} in this install (available: "
                 f"{', '.join(available)}): running on CPU. {gpu_install_hint()}",
             )
         return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
@@ -187,6 +205,14 @@ class BundleGraphs:
                     # under --low-memory every call hands its buffers back
                     hold_steady_buffers=self.memory_arena,
                 )
+                why = sessions[name].fused_unavailable
+                if why:  # the kernel was asked for and cannot run here: the graph form runs
+                    self._say(
+                        f"--precision bf16: the int8 attention kernel cannot run here ({why}): "
+                        "the attentions run as graph nodes, 6-10 % slower a frame at 1024 on "
+                        "AMD Zen 4; a C compiler (gcc or clang) builds the kernel at first use "
+                        "(docs/onnx.md)"
+                    )
             else:  # the light stages stay float32 on ONNX Runtime (closer to fp32, no slower)
                 sessions[name] = self._session(ort, name, self._graph_file(name), threads)
         # once memory attention's steady form holds its buffers, the image encoder's release
@@ -278,8 +304,7 @@ class BundleGraphs:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         got = sess.get_providers()
         if self.providers[0] not in got:
-            warn_once(
-                log,
+            self._say(
                 f"ONNX Runtime fell back from {self.providers[0]} to {got[0]} for "
                 f"{name} (often a CUDA/cuDNN version mismatch): running on {got[0]}",
             )

@@ -93,6 +93,7 @@ class TorchBackend:
         self.use_mask_input_as_output_without_sam = bool(m.use_mask_input_as_output_without_sam)
         self.binarize_mask_from_pts_for_mem_enc = bool(m.binarize_mask_from_pts_for_mem_enc)
         self.supports_key_scale = True  # MemoryItem/PointerItem.key_scale (SAM2Long)
+        self.warnings: list[str] = []  # it runs where it is asked or not at all
         self.encoder = ImageEncoderStage(m)
         self.attention = MemoryAttentionStage(m)
         self.no_memory = NoMemoryStage(m)

@@ -179,7 +179,8 @@ def run(
             on_progress,
             cancel,
             end - job.start,
-            warnings=numbering_warnings(info, job.start, end, outputs),
+            # the input's numbering, then how the model runs (a reused engine's too)
+            warnings=[*numbering_warnings(info, job.start, end, outputs), *engine.warnings],
         )
         stack.enter_context(loop)
 

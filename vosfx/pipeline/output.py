@@ -38,7 +38,9 @@ class JobReport:
     presence: dict[int, list[tuple[int, int, bool]]] = field(default_factory=dict)
     memory: dict = field(default_factory=dict)  # the session's report (promotions, quality)
     runtime: dict = field(default_factory=dict)  # what ran the model (backend, precision, ...)
-    warnings: tuple[str, ...] = ()  # said once as "warning" events too (a numbered input's gaps)
+    # said once as "warning" events too: a numbered input's gaps, how the model runs
+    # (Engine.warnings: an execution provider missing, a tier in a slower form)
+    warnings: tuple[str, ...] = ()
 
     @property
     def fps(self) -> float:
