@@ -618,6 +618,21 @@ def test_a_studio_restarted_under_the_page_is_said_plainly(browser, clip, tmp_pa
         assert "earlier run" in text and "vosfx studio" in text, text
 
 
+def test_how_the_model_runs_is_on_the_page(browser, clip, tmp_path, config_home):
+    """The engine's warnings (a GPU asked for and absent, a tier in a slower form) stay on the
+    page under the banner's place; without any, nothing is shown."""
+    engine = FakeEngine()
+    engine.runtime_warnings.append("--device cuda: no CUDAExecutionProvider: running on CPU")
+    with _studio_page(browser, clip, tmp_path, engine=engine) as (_run, page):
+        assert page.is_visible("#notice")
+        assert page.text_content("#notice") == (
+            "warning: --device cuda: no CUDAExecutionProvider: running on CPU"
+        )
+        assert page.is_hidden("#problem")
+    with _studio_page(browser, clip, tmp_path / "plain") as (_run, page):
+        assert page.is_hidden("#notice")
+
+
 def _status(page) -> str:
     return page.text_content("#status")
 

@@ -130,7 +130,8 @@ class Studio(PromptsMixin, TasksMixin):
 
     def state(self) -> dict:
         """What the page loads: the clip, its frame range and rate, the objects and prompts,
-        the finishing and output settings, the work running and the last render."""
+        the finishing and output settings, the work running and the last render, and what
+        the user must know of how the model runs (:attr:`vosfx.engine.Engine.warnings`)."""
         info = self.info
         return {
             "clip": self.clip,
@@ -154,6 +155,7 @@ class Studio(PromptsMixin, TasksMixin):
             "presets": list(self.presets),
             "busy": self.busy,
             "last_render": self.last_render,
+            "warnings": list(self.engine.warnings),
         }
 
     # --- the viewer ------------------------------------------------------------------------

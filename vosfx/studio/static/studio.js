@@ -83,6 +83,11 @@ async function boot() {
   }
   S.clip = st;
   problem("");
+  // how the model runs (a GPU asked for and absent, a tier in a slower form): said while
+  // the page is open, as the terminal and each render's result say it
+  const notice = $("notice");
+  notice.hidden = !st.warnings.length;
+  notice.textContent = st.warnings.map((w) => `warning: ${w}`).join("\n");
   $("clip-name").textContent = `${st.name}  ${st.width}x${st.height}, ${st.num_frames} frames`;
   S.frame = st.frame !== null && st.frame !== undefined ? st.frame : st.start;
   applyState(st);
