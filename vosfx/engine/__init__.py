@@ -117,6 +117,7 @@ def load_engine(model: ModelConfig, *, progress=None, cancel=None) -> Engine:
 def log_warnings(engine: Engine) -> None:
     """Says ``engine``'s :attr:`~Engine.warnings` on vosfx's log (``vosfx: ...`` on stderr
     from the command line): for callers that hold an engine outside a run (the studio's clicks,
-    ``vosfx eval`` and ``bench``); a run says them itself, as "warning" events."""
+    ``vosfx eval`` and ``bench``, the OpenFX worker); a run says them itself, as "warning"
+    events."""
     for text in engine.warnings:
         logging.getLogger(__name__).warning(text)

@@ -231,6 +231,9 @@ class Worker:
             self.ch.send(P.PROGRESS, a=0, b=0, text=f"loading {cfg.model.name}")
             self.engine = self.make_engine(cfg.model, progress=self._download_progress)
             self.engine_key = model_key
+            from vosfx.engine import log_warnings
+
+            log_warnings(self.engine)  # on the worker's stderr (the host's log)
         from vosfx.session import ClipSession
 
         self.frames = HostFrames(self.ch, info, self._on_mask, self._on_source)
