@@ -74,6 +74,17 @@ def test_events_then_result_for_the_requested_range(clip_dir):
     assert sidecar["job"]["start"] == 2 and sidecar["job"]["end"] == 7
 
 
+def test_warnings_of_the_run_reach_the_host(clip_dir):
+    """How the model ran (here a GPU asked for and absent) comes as a "warning" event and in
+    the result; the client hands it to the plugins as ``warnings`` (none without)."""
+    said = "--device cuda: ONNX Runtime has no CUDAExecutionProvider in this install"
+    res = vosfx_client.run(FAKE_VOSFX, _job(clip_dir), env=_env(VOSFX_FAKE_WARNING=said))
+    assert res.ok, res.stderr
+    assert res.warnings == [said] and res.result["warnings"] == [said]
+    assert [e["event"] for e in res.events][:2] == ["start", "warning"]
+    assert vosfx_client.run(FAKE_VOSFX, _job(clip_dir), env=_env()).warnings == []
+
+
 def test_bad_mask_gives_error_event_and_exit_code(clip_dir):
     res = vosfx_client.run(FAKE_VOSFX, _job(clip_dir, mask="tiny.png"), env=_env())
     assert res.exit_code == 5 and not res.ok

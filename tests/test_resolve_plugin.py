@@ -289,7 +289,10 @@ def test_progress_text():
     assert line.endswith("ETA 01:15")
 
 
-def test_dialog_runs_vosfx_shows_progress_and_brings_back(timeline):
+@pytest.mark.parametrize("warned", [False, True])
+def test_dialog_runs_vosfx_shows_progress_and_brings_back(timeline, monkeypatch, warned):
+    """The dialog runs vosfx, shows its progress and brings the matte back; what the run
+    said the user must know (a GPU asked for and absent) stays on the status line after."""
     import time
 
     from resolve_standin.ui import Bmd, Fusion
@@ -311,10 +314,14 @@ def test_dialog_runs_vosfx_shows_progress_and_brings_back(timeline):
             time.sleep(0.05)
         win.On.vosfxWin.Close({})
 
+    said = "--device cuda: ONNX Runtime has no CUDAExecutionProvider in this install"
+    if warned:
+        monkeypatch.setenv("VOSFX_FAKE_WARNING", said)
     fusion = Fusion(user, picked_file=str(tmp / "mask.png"))
     dialog = Dialog(resolve, fusion, Bmd(fusion), FAKE_VOSFX)
     dialog.run()
-    assert statuses[-1] == "alpha clip on video track 2, framed as the clip", statuses
+    warning = f"; warning: {said}" if warned else ""
+    assert statuses[-1] == "alpha clip on video track 2, framed as the clip" + warning, statuses
     assert any("/8 " in s for s in statuses if s.startswith("[")), statuses
     assert resolve.calls("AppendToTimeline") == ["AppendToTimeline"]
     assert (tmp / "shot_vosfx_5-12.mov").is_file()

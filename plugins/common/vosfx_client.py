@@ -136,6 +136,12 @@ class RenderResult:
         self.error = next((e for e in events if e.get("event") == "error"), None)
 
     @property
+    def warnings(self):
+        """What the run said the user must know (a gap in a numbered input, a GPU asked for
+        and absent, a tier in its slower form), each once: the "warning" events' messages."""
+        return [e.get("message", "") for e in self.events if e.get("event") == "warning"]
+
+    @property
     def ok(self):
         return self.exit_code == 0 and self.result is not None
 

@@ -272,7 +272,8 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
                           (int)(g->first + m.b - 1));
                 in->notice = 1;
             } else if (!in->notice) {
-                vx_clear_report(in);
+                if (text[0]) vx_model_note(in, text); /* how the model runs, kept up */
+                else vx_clear_report(in);
             }
             return VX_R_MATTE;
         case VX_ERROR:

@@ -89,6 +89,7 @@ void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
         strcmp(type, kOfxMessageLog) != 0) {
         vx_msg2->setPersistentMessage(handle, type, "vosfx", "%s", text);
         in->notice = 0; /* replaced; the caller marks a note as one */
+        in->model_note[0] = '\0';
     }
     else if (vx_msg2)
         vx_msg2->message(handle, type, "vosfx", "%s", text);
@@ -98,7 +99,16 @@ void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
 
 void vx_clear_report(VxInstance *in) {
     if (vx_msg2 && in) vx_msg2->clearPersistentMessage(in->effect);
-    if (in) in->notice = 0;
+    if (in) {
+        in->notice = 0;
+        if (vx_msg2) in->model_note[0] = '\0'; /* a dialog said once is not said again */
+    }
+}
+
+void vx_model_note(VxInstance *in, const char *text) {
+    if (strcmp(in->model_note, text) == 0) return; /* up already (or said once) */
+    vx_report(in, kOfxMessageWarning, "vosfx Matte: %s", text);
+    snprintf(in->model_note, sizeof in->model_note, "%s", text);
 }
 
 VxInstance *vx_instance(OfxImageEffectHandle effect) {

@@ -109,6 +109,9 @@ typedef struct VxInstance {
     int interactive_seqs, final_seqs;
     int final_render;   /* the render in progress delivers frames: a failure fails it */
     int notice;         /* the persistent message is a note (the Source changed), no error */
+    /* the worker's word on how the model runs (with each matte), as last shown: kept up, not
+     * posted again while it stands (without persistent messages: said once) */
+    char model_note[VX_ERR_LEN];
     /* overlay state */
     int drag;           /* index into drag_pts being dragged, -1 none */
     VxPoints drag_pts;
@@ -166,6 +169,9 @@ enum { VX_R_MATTE, VX_R_PASS, VX_R_FAIL, VX_R_ABORT };
 int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
                     int *progress_started);
 void vx_clear_report(VxInstance *in);
+/* how the model runs (a GPU asked for and absent, a tier in a slower form: the engine's
+ * warnings, sent with a matte) as a warning kept up while it stands */
+void vx_model_note(VxInstance *in, const char *text);
 /* what a failed render does, for the messages (final render or viewer) */
 const char *vx_outcome(const VxInstance *in);
 

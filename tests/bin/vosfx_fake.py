@@ -6,6 +6,7 @@ an engine that needs no weights. ``VOSFX_FAKE_DELAY_S`` (float, default 0) sleep
 frame and object, so a test can cancel a render half-way. ``VOSFX_FAKE_MATTE=column``: frame
 k's matte is low-res column k (a bar 1/64 of the width wide at x = k/64 of it), prompted frames
 included, whatever their prompt, so a host test can see which source frame a matte belongs to.
+``VOSFX_FAKE_WARNING``: a warning of the engine (how the model runs), said by the run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ def main() -> None:
     column = os.environ.get("VOSFX_FAKE_MATTE") == "column"
     if column:
         logit_fn = _column
-    vosfx.engine.load_engine = lambda model, **kw: FakeEngine(logit_fn=logit_fn, prompts_too=column)
+    warning = os.environ.get("VOSFX_FAKE_WARNING")
+
+    def load_engine(model, **kw):
+        engine = FakeEngine(logit_fn=logit_fn, prompts_too=column)
+        if warning:
+            engine.runtime_warnings.append(warning)
+        return engine
+
+    vosfx.engine.load_engine = load_engine
     vosfx.cli.main()
 
 

@@ -4,7 +4,8 @@ every frame's matte differs. The worker loads it with ``--engine ofx_fakes:make_
 tests/ofx/vosfx_drift_fake.py is `vosfx` with the same engine.
 
 ``VOSFX_FAKE_DELAY_S`` slows every step (cancel tests); ``VOSFX_FAKE_CRASH=N`` makes the
-worker exit with status N when it loads the engine (a worker that dies on start).
+worker exit with status N when it loads the engine (a worker that dies on start);
+``VOSFX_FAKE_WARNING`` is a warning of the engine (how the model runs).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def _slowed(fn):
 def make_engine(model=None, progress=None) -> FakeEngine:
     if os.environ.get("VOSFX_FAKE_CRASH"):
         os._exit(int(os.environ["VOSFX_FAKE_CRASH"]))
-    return FakeEngine(logit_fn=_slowed(shift_logits(1)))
+    engine = FakeEngine(logit_fn=_slowed(shift_logits(1)))
+    if os.environ.get("VOSFX_FAKE_WARNING"):
+        engine.runtime_warnings.append(os.environ["VOSFX_FAKE_WARNING"])
+    return engine
 
 
 def make_real_engine(model=None, progress=None):

@@ -412,6 +412,25 @@ def test_optional_suites_absent(built, clip, cli_alpha, tmp_path):
     )
 
 
+@pytest.mark.parametrize("persistent", [True, False])
+def test_how_the_model_runs_is_a_warning_kept_up(built, clip, tmp_path, persistent):
+    """The engine's warnings (a GPU asked for and absent, a tier in a slower form) come with
+    each matte: the effect posts them once as a persistent warning and keeps it up while the
+    mattes come (not cleared, not posted again per frame); a host without persistent messages
+    gets one message, not one a frame."""
+    said = "--device cuda: ONNX Runtime has no CUDAExecutionProvider in this install"
+    lines = [] if persistent else ["0 nosuite OfxMessageSuite 2"]
+    lines += preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += [f"0 render {t} -" for t in range(4)]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_FAKE_WARNING": said})
+    _ok(run)
+    assert run.messages() == [f"OfxMessageWarning vosfx: vosfx Matte: {said}"], run.messages()
+    # without the warning, the mattes clear the message board as before
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    assert all(m == "cleared" for m in run.messages()), run.messages()
+
+
 def test_studio_button(built, clip, tmp_path):
     run = run_host(
         built,

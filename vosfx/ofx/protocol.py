@@ -39,7 +39,8 @@ FMT_NONE, FMT_RGB8, FMT_RGB16, FMT_ALPHA_F32 = 0, 1, 2, 3
 # the Source fingerprint (vosfx_ofx_proto.h): mean RGB of FP_CELLS x FP_CELLS cells, float32,
 # after a FRAME's pixels and Mask plane (its ``b`` = FP_BYTES) and at offset 0 for RENDER (its
 # ``shm_bytes`` = FP_BYTES). MATTE ``b`` = 1 + k: the Source's frame k had changed, tracking
-# restarted (0: nothing changed).
+# restarted (0: nothing changed). MATTE's text: the engine's warnings (how the model runs), or
+# none; the effect keeps them up as a persistent warning.
 FP_CELLS = 16
 FP_BYTES = FP_CELLS * FP_CELLS * 3 * 4
 

@@ -455,6 +455,8 @@ class Worker:
             height=alpha.shape[0],
             format=P.FMT_ALPHA_F32,
             shm_bytes=alpha.size * 4,
+            # how the model runs (a GPU asked for and absent, ...): the effect keeps it up
+            text="; ".join(self.engine.warnings) if self.engine is not None else "",
         )
 
     def close(self) -> None:

@@ -160,6 +160,8 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
             f"vosfx: {result.result['frames']} frames; matte strip "
             f"{matte_strip.name!r} masks {strip.name!r}",
         )
+        for text in result.warnings:  # a GPU asked for and absent, a gap in a plate, ...
+            self.report({"WARNING"}, f"vosfx: {text}")
         return {"FINISHED"}
 
     def invoke(self, context, event):

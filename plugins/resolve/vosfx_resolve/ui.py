@@ -198,9 +198,11 @@ class Dialog:
             self._status(result.message())
             return
         try:
-            self._status(app.bring_back(self.resolve, self.ctx, self.plan, result, self.options))
+            summary = app.bring_back(self.resolve, self.ctx, self.plan, result, self.options)
         except api.ResolveError as err:
-            self._status(str(err))
+            summary = str(err)
+        # what the run said the user must know (a GPU asked for and absent, ...) stays in view
+        self._status(summary + "".join(f"; warning: {w}" for w in result.warnings))
 
     def _close(self, ev):
         if self.pick is not None:  # Cancel while the studio is open: close it
