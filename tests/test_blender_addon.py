@@ -73,8 +73,14 @@ def install_addon(tmp_path: Path) -> Path:
 
 def run_in_blender(tmp_path: Path, version: str, script: str, args: dict, **env) -> dict:
     """Runs ``script`` in the bpy ``version`` environment with ``args`` as JSON; returns the
-    JSON it printed after ``RESULT ``, and under ``"stdout"`` all it printed (the operators'
-    reports among it)."""
+    JSON it printed after ``RESULT ``."""
+    return run_in_blender_printing(tmp_path, version, script, args, **env)[0]
+
+
+def run_in_blender_printing(
+    tmp_path: Path, version: str, script: str, args: dict, **env
+) -> tuple[dict, str]:
+    """:func:`run_in_blender`, and all the script printed (the operators' reports among it)."""
     py = bpy_python(version)
     (tmp_path / "run.py").write_text(script)
     done = subprocess.run(
@@ -87,7 +93,7 @@ def run_in_blender(tmp_path: Path, version: str, script: str, args: dict, **env)
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return dict(json.loads(lines[0][len("RESULT ") :]), stdout=done.stdout)
+    return json.loads(lines[0][len("RESULT ") :]), done.stdout
 
 
 PRELUDE = r"""
@@ -172,9 +178,11 @@ def test_addon_masks_the_strip_and_renders_alpha(tmp_path, config_home, bpy_vers
         "render": [0, PLAYHEAD, USED - 1],
     }
     said = "--device cuda: ONNX Runtime has no CUDAExecutionProvider in this install"
-    out = run_in_blender(tmp_path, bpy_version, SCRIPT, args, VOSFX_FAKE_WARNING=said)
+    out, printed = run_in_blender_printing(
+        tmp_path, bpy_version, SCRIPT, args, VOSFX_FAKE_WARNING=said
+    )
     # what the run said the user must know is the operator's warning report
-    assert f"vosfx: {said}" in out["stdout"], out["stdout"][-3000:]
+    assert f"vosfx: {said}" in printed, printed[-3000:]
 
     # the matte covers exactly the used source frames and sits on them
     stem = f"01_dog_vosfx_{TRIM_IN}-{TRIM_IN + USED - 1}"
