@@ -276,6 +276,25 @@ def test_load_engine_picks_onnx_when_bundle_exists(bundle, config_home, monkeypa
     assert bound.backend.io_binding is True
 
 
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_the_torch_backend_refuses_a_device_this_torch_cannot_use(device, monkeypatch):
+    """`--backend torch --device cuda` with a CPU build of torch (or no GPU) is the backend's
+    error (exit 9) naming the flag and why, not torch's AssertionError from moving the
+    weights; `auto` takes the CPU there."""
+    import torch
+
+    from vosfx.engine.torch_backend import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(BackendError, match=f"^--device {device}: torch ") as err:
+        pick_device(device)
+    assert err.value.exit_code == 9
+    assert ("CPU build" in str(err.value)) == (device == "cuda" and torch.version.cuda is None)
+    assert pick_device("auto") == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+
+
 def test_an_interrupt_stops_the_image_encoder_and_the_next_call_runs(bundle):
     """ONNX Runtime ends an interrupted run between nodes (its terminate flag)."""
     from tests.interrupts import check_interrupts

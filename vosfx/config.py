@@ -55,7 +55,11 @@ class ModelConfig:
     device: str = _opt(
         "auto",
         choices=("auto", "cpu", "cuda", "mps", "tensorrt", "coreml", "dml"),
-        doc="where the model runs; auto: the best execution provider found",
+        doc=(
+            "where the model runs; auto: the best execution provider found. Named and "
+            "missing: the onnx backend runs on the CPU with a warning (stderr, a `warning` "
+            "event, the sidecar); the torch backend refuses it (exit 9)"
+        ),
     )
     image_size: int = _opt(
         0,

@@ -34,7 +34,7 @@ from vosfx.engine.stages import (
     NoMemoryStage,
     PointerPosStage,
 )
-from vosfx.errors import Cancelled
+from vosfx.errors import BackendError, Cancelled
 
 if TYPE_CHECKING:
     from sam2.modeling.sam2_base import SAM2Base
@@ -60,14 +60,34 @@ def normalised_on(device: torch.device, rgb8: np.ndarray, image_size: int) -> to
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: cuda, then mps, then cpu; otherwise the named device."""
+    """``auto``: cuda, then mps, then cpu; otherwise the named device, which must be usable
+    here: a ``cuda`` or ``mps`` this torch cannot use is a :class:`BackendError` naming the
+    flag and why (it had been torch's own AssertionError, deep in moving the weights). The
+    torch backend runs where it is asked or not at all; the onnx backend's runs on the CPU,
+    with a warning."""
+    mps = getattr(torch.backends, "mps", None)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        why = (
+            f"torch {torch.__version__} is a CPU build"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no NVIDIA GPU "
+            "or driver"
+        )
+        raise BackendError(
+            f"--device cuda: {why}. Install the torch build for your CUDA version "
+            "(pytorch.org), or use --device cpu, or --backend onnx with onnxruntime-gpu"
+        )
+    if name == "mps" and not (mps is not None and mps.is_available()):
+        raise BackendError(
+            f"--device mps: torch {torch.__version__} finds no Apple GPU (MPS needs macOS 12.3 "
+            "or later on Apple silicon or an AMD GPU); use --device cpu"
+        )
     return torch.device(name)
 
 
