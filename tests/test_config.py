@@ -28,12 +28,17 @@ def test_defaults_round_trip():
         ({"refine": {"feather_px": True}}, "expected a number"),
         ({"output": {"extra_formats": [1]}}, "expected a list of strings"),
         ({"refine": 3}, "[refine]: expected a table"),
+        # a stray control character is shown escaped: the message stays one line
+        ({"\r": {}}, "unknown section [\\r]"),
+        ({"model": {"x\ny": 1}}, "unknown key [model] x\\ny;"),
+        ({"modèle": {}}, "unknown section [modèle]"),
     ],
 )
 def test_invalid_values_name_the_key(data, fragment):
     with pytest.raises(ConfigError) as err:
         build_config(data)
     assert fragment in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
 
 
 @pytest.mark.parametrize("size", [0, 64, 256, 512, 1008, 1024, 4096])

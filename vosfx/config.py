@@ -287,12 +287,19 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported option type {typ}")  # a bug in this table
 
 
+def _as_typed(name: Any) -> str:
+    """A section or key name as the user's file has it, its control characters escaped, so
+    that the message naming it stays one line (a stray ``\\r`` in a job file)."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _build_section(cls: type, data: dict[str, Any], section: str) -> Any:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        where = f"[{section}] {key}"
+        where = f"[{section}] {_as_typed(key)}"
         if key not in fields:
             raise ConfigError(
                 f"unknown key {where}; known keys in [{section}]: {', '.join(sorted(fields))}"
@@ -318,7 +325,9 @@ def build_config(data: dict[str, Any]) -> JobConfig:
     sections = {}
     for name, body in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"unknown section [{name}]; known sections: {', '.join(SECTIONS)}")
+            raise ConfigError(
+                f"unknown section [{_as_typed(name)}]; known sections: {', '.join(SECTIONS)}"
+            )
         if not isinstance(body, dict):
             raise ConfigError(f"[{name}]: expected a table, found {body!r}")
         sections[name] = _build_section(SECTIONS[name], body, name)
