@@ -48,6 +48,30 @@ def make_batch(folder: Path, names=("a", "b", "c"), n: int = 6, corrupt=()) -> P
     return manifest
 
 
+def test_an_ok_jobs_warnings_are_in_the_summary_and_its_result(tmp_path, config_home):
+    """What a run said the user must know (here how the model runs) is each job's: in its
+    log, its result (the JSON summary's ``warnings``) and the table's reason column."""
+    from batch_fakes import SlowFakeEngine
+
+    said = "--device cuda: ONNX Runtime has no CUDAExecutionProvider in this install"
+
+    def warned_engine(model_config):
+        engine = SlowFakeEngine(model_id=f"fake:{model_config.name}")
+        engine.runtime_warnings.append(said)
+        return engine
+
+    manifest = make_batch(tmp_path, names=("a", "b"))
+    report = run_batch(manifest, executor="inline", engine_factory=warned_engine)
+    assert [r.status for r in report.results] == ["ok", "ok"]
+    assert all(r.warnings == (said,) for r in report.results)
+    assert report.results[0].to_dict()["warnings"] == [said]
+    rows = format_summary(report).splitlines()
+    assert [row.split("  ")[0] for row in rows[2:4]] == ["a", "b"]
+    assert all(row.endswith(f"warning: {said}") for row in rows[2:4]), rows
+    logs = tmp_path / ".vosfx-batch" / "batch.toml" / "logs"
+    assert f"warning: {said}" in (logs / "b.log").read_text()  # the reused engine's too
+
+
 def decoded(path) -> np.ndarray:
     import av
 

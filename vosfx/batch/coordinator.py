@@ -42,6 +42,9 @@ class JobResult:
     attempts: int = 0
     outputs: tuple[str, ...] = ()
     worker: str = ""
+    # what an ok job's run said the user must know (a gap in a plate, a GPU asked for and
+    # absent): in its log, its sidecar, and the summary's reason column
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class JobResult:
             "attempts": self.attempts,
             "outputs": list(self.outputs),
             "worker": self.worker,
+            "warnings": list(self.warnings),
         }
 
 
@@ -125,6 +129,10 @@ def format_summary(report: BatchReport) -> str:
     rows = [("job", "status", "frames", "seconds", "reason")]
     for r in report.results:
         reason = r.reason.splitlines()[0] if r.reason else ""
+        if not reason and r.warnings:  # an ok job's warnings: the first (its log has all)
+            n = len(r.warnings)
+            reason = f"{n} warnings, the first: " if n > 1 else "warning: "
+            reason += r.warnings[0]
         if r.attempts > 1:
             reason = f"[{r.attempts} attempts] {reason}".strip()
         # long enough for a worker's start-up error with its module name; the log has it all
@@ -338,6 +346,7 @@ class _Coordinator:
             outcome.attempt,
             outcome.outputs,
             outcome.worker,
+            outcome.warnings,
         )
         self.state.update(
             outcome.job_id,

@@ -72,6 +72,7 @@ class JobOutcome:
     worker: str = ""
     log_text: str = ""
     timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # what the run said the user must know (its log has them)
 
 
 @dataclass
@@ -253,6 +254,7 @@ def run_one(
             outputs=report.outputs,
             sidecars=report.sidecars,
             timings_s=dict(report.timings_s),
+            warnings=tuple(report.warnings),
         )
         log.line(
             f"done: {report.frames} frames in {report.elapsed_s:.2f} s "
