@@ -43,6 +43,7 @@ import numpy as np
 
 from vosfx import __version__
 from vosfx.config import JobConfig
+from vosfx.engine import log_warnings
 from vosfx.errors import Cancelled, ConfigError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
@@ -231,8 +232,6 @@ class Worker:
             self.ch.send(P.PROGRESS, a=0, b=0, text=f"loading {cfg.model.name}")
             self.engine = self.make_engine(cfg.model, progress=self._download_progress)
             self.engine_key = model_key
-            from vosfx.engine import log_warnings
-
             log_warnings(self.engine)  # on the worker's stderr (the host's log)
         from vosfx.session import ClipSession
 
