@@ -70,11 +70,12 @@ class ModelConfig:
     )
     precision: str = _opt(
         "fp32",
-        choices=("fp32", "fp16", "bf16", "int8"),
+        choices=("fp32", "fp16", "bf16", "int8", "auto"),
         doc="fp32 exact; fp16 for GPUs; bf16: image encoder and memory attention (with AMX also "
         "decoder and memory encoder) in bfloat16 on OpenVINO (CPUs with AMX/AVX512_BF16, "
         "`vosfx[openvino]`); int8: 8-bit image encoder and, with VNNI, int8 attention scores on "
-        "CPUs (onnx backend only)",
+        "CPUs (onnx backend only); auto (the `fast` preset's): bf16 where the onnx backend runs "
+        "on such a CPU and OpenVINO is installed, else fp32 (said on stderr, with why)",
     )
     threads: int = _opt(
         0,

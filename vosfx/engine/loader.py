@@ -97,6 +97,7 @@ def build_engine(model: ModelConfig, *, progress=None, cancel=None) -> SamEngine
         # size); without torch the onnx path explains how to get one. MPS has no ONNX Runtime
         # provider vosfx uses, so Apple GPUs stay on torch.
         backend = "torch" if model.device == "mps" else "onnx"
+    model = concrete_precision(model, backend)
     if backend == "onnx":
         from vosfx.engine.export import bundle_for_config
 
@@ -127,6 +128,21 @@ def build_engine(model: ModelConfig, *, progress=None, cancel=None) -> SamEngine
         model_id=model.name if not model.checkpoint else Path(source).name,
         model_sha256=sha,
     )
+
+
+def concrete_precision(model: ModelConfig, backend: str) -> ModelConfig:
+    """``model`` with ``precision = "auto"`` replaced by the precision it stands for on
+    ``backend`` (:func:`vosfx.engine.auto_precision.choose`), said on vosfx's log with why."""
+    if model.precision != "auto":
+        return model
+    import dataclasses
+    import logging
+
+    from vosfx.engine.auto_precision import choose
+
+    precision, why = choose(backend, model.device)
+    logging.getLogger("vosfx.engine").info("--precision auto: %s (%s)", precision, why)
+    return dataclasses.replace(model, precision=precision)
 
 
 def _onnx_engine(model: ModelConfig, cancel=None) -> SamEngine:
