@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 DATA = REPO.parent / "shared" / "data" / "davis"
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+# the first frame tracked with a full memory bank (num_maskmem 7: frame 0 and frames 1-6)
+BANK_FULL = 7
 # name -> (kind, options)
 RUNS = {
     "official": ("official", {}),
@@ -312,6 +314,13 @@ def interleaved(args, names: list[str]) -> dict:
         "median_s_steady": {k: round(float(np.median(v[1:])), 2) for k, v in times.items()},
         "x_official_median_of_ratios": {
             k: round(float(np.median(base / np.array(v[1:]))), 2) for k, v in times.items()
+        },
+        # the same from the frame whose memory bank is full on (SAM 2's 7 memories: the
+        # conditioning frame and 6 tracked ones), a long clip's steady state
+        "x_official_median_of_ratios_bank_full": {
+            k: round(float(np.median(base[BANK_FULL - 1 :] / np.array(v[BANK_FULL:]))), 2)
+            for k, v in times.items()
+            if len(v) > BANK_FULL
         },
         "loadavg_1m": [round(x, 2) for x in loads],
     }

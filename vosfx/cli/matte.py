@@ -200,7 +200,8 @@ def default_output(input_path: str, fmt: str) -> str:
     type=click.Choice(option_choices("model", "precision")),
     help="ONNX: fp16 for GPUs; bf16 for CPUs with AMX or AVX512_BF16 (OpenVINO, "
     "vosfx[openvino]); int8 for other CPUs (8-bit image encoder and attention scores; "
-    "faster, approximate).",
+    "faster, approximate); auto (the fast preset's): bf16 where this CPU and install run it, "
+    "else fp32.",
 )
 @click.option("--threads", type=int, help="CPU threads for the model and for refinement's loops.")
 @click.option(
