@@ -83,6 +83,31 @@ def mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
 
 
+def test_a_jobs_missing_output_folders_are_made(tmp_path, config_home):
+    """A template naming folders nobody made (one per clip here) renders into them; a folder
+    that cannot be made fails that job alone, naming it."""
+    for name in ("a", "b"):
+        clip_with_mask(tmp_path, name, n=3)
+    (tmp_path / "blocked").write_text("a file where a folder would go")
+    manifest = tmp_path / "batch.toml"
+    manifest.write_text(
+        '[defaults]\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "mattes/a/a.mkv"\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "blocked/b/b.mkv"\n'
+    )
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine, retry=2)
+    ok, failed = report.results
+    assert ok.status == "ok", ok.reason
+    assert (tmp_path / "mattes" / "a" / "a.mkv").is_file()
+    assert (tmp_path / "mattes" / "a" / "a.mkv.json").is_file()
+    assert failed.status == "failed" and failed.attempts == 1  # not retried: it would fail again
+    folder = tmp_path / "blocked" / "b"
+    assert failed.reason.startswith(f"output folder {folder} cannot be made (for "), failed.reason
+    log = "\n".join(p.read_text() for p in (tmp_path / ".vosfx-batch").rglob("*.log"))
+    assert f"made the output folder {tmp_path / 'mattes'}" in log
+    assert f"made the output folder {tmp_path / 'mattes' / 'a'}" in log
+
+
 def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_home):
     manifest = make_batch(tmp_path, corrupt=("b",))
     events = []

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vosfx._version import __version__
-from vosfx.errors import BatchError
+from vosfx.errors import BatchError, OutputError
 from vosfx.files import TEMP_MARK, atomic_write_json
 from vosfx.job import Job
 
@@ -269,6 +269,42 @@ def remove_partial(job: Job) -> list[str]:
                 remove_path(entry)
                 removed.append(str(entry))
     return removed
+
+
+def make_output_folders(job: Job) -> list[Path]:
+    """Make the missing folders the job's outputs go into: a batch's output template may name
+    a folder per clip (``mattes/{stem}/{stem}.mov``) or one nobody has made yet. Returns the
+    folders made, outermost first. They stay when the job fails (another job may be about to
+    write into the same folder). OutputError naming the folder where one cannot be made (a
+    file in its place, no permission). A folder of a per-object template's ``{obj}`` is left
+    to the job, which refuses it."""
+    from vosfx.batch.manifest import planned_paths
+
+    made: list[Path] = []
+    for path in planned_paths(job):
+        parent = Path(path).parent
+        if "{obj}" in str(parent):
+            continue
+        missing = []
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:  # another worker made it meanwhile, or a file is there
+                if folder.is_dir():
+                    continue
+                raise OutputError(
+                    f"output folder {folder} cannot be made (for {path}): a file of that name "
+                    "is there"
+                ) from None
+            except OSError as err:
+                raise OutputError(
+                    f"output folder {folder} cannot be made (for {path}): {err.strerror or err}"
+                ) from None
+            made.append(folder)
+    return made
 
 
 def stamp_sidecars(sidecars: list[str] | tuple[str, ...], job_id: str, digest: str) -> None:

@@ -202,7 +202,7 @@ def run_one(
 ) -> JobOutcome:
     """Run one job; never raises for the job's own failures (they become the outcome)."""
     from vosfx import pipeline
-    from vosfx.batch.state import remove_partial, stamp_sidecars
+    from vosfx.batch.state import make_output_folders, remove_partial, stamp_sidecars
 
     base = JobOutcome(task.job_id, "failed", attempt=task.attempt, worker=worker_name())
     t0 = time.perf_counter()
@@ -230,6 +230,8 @@ def run_one(
     try:
         for leftover in remove_partial(task.job):
             log.line(f"removed a partial file from an interrupted run: {leftover}")
+        for folder in make_output_folders(task.job):
+            log.line(f"made the output folder {folder}")
         engine = engines.get(task.job.config.model)
         report = pipeline.run(task.job, engine=engine, on_progress=progress, cancel=cancel)
         stamp_sidecars(report.sidecars, task.job_id, task.job_hash)
