@@ -19,6 +19,7 @@ COMMANDS = {
     "batch": "vosfx.cli.batch:batch",
     "plugins": "vosfx.cli.plugins:plugins",
     "studio": "vosfx.cli.studio:studio",
+    "doctor": "vosfx.cli.doctor:doctor",
     "ofx-worker": "vosfx.cli.plugins:ofx_worker",  # hidden: the OpenFX effect starts it
 }
 

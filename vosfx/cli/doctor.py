@@ -1,0 +1,261 @@
+"""`vosfx doctor`: what this machine runs vosfx with, and what is missing for what.
+
+One line per check: the CPU and the instructions the tiers use, the runtimes (ONNX Runtime and
+its providers, OpenVINO, torch), what ``--precision auto`` takes here and why, the bf16 tier's
+attention kernel, the encoders each output format needs, OpenEXR, a C compiler (the OpenFX
+effect, the kernel) and the model cache. Each check asks the module that decides the matter
+(no second copy of its rules) and none can stop the others: one that fails says so in its
+line. ``--json`` prints the same as a JSON list for a host or a bug report. Exit code 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shutil
+from collections.abc import Callable
+
+import click
+
+OK, MISSING, INFO = "ok", "missing", "info"
+Check = tuple[str, str, str]  # (what, state, detail)
+
+
+def _version_of(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` without importing it, or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _python() -> Check:
+    from vosfx import __version__
+
+    return (
+        "vosfx",
+        INFO,
+        f"{__version__}, Python {platform.python_version()} on {platform.platform()}",
+    )
+
+
+def _cpu() -> Check:
+    from vosfx.engine.cpu_features import cpu_flags
+    from vosfx.engine.int8_attention import cpu_count
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            name = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name
+            )
+    except OSError:
+        pass
+    flags = cpu_flags()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    have = (
+        "instructions unknown (no /proc/cpuinfo)"
+        if flags is None
+        else ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
+    )
+    return ("cpu", INFO, f"{name}; {cpu_count()} cores usable; {have}")
+
+
+def _onnxruntime() -> Check:
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    return ("onnxruntime", OK, f"{ort.__version__}; providers: {', '.join(providers)}")
+
+
+def _gpu() -> Check:
+    import onnxruntime as ort
+
+    from vosfx.engine.ort_runtime import gpu_install_hint
+
+    gpus = [
+        p
+        for p in ort.get_available_providers()
+        if p not in ("CPUExecutionProvider", "AzureExecutionProvider")
+    ]
+    if gpus:
+        return ("gpu", OK, f"ONNX Runtime can run on {', '.join(gpus)} (--device auto takes it)")
+    return (
+        "gpu",
+        INFO,
+        f"no GPU provider in this ONNX Runtime: the CPU runs the model. {gpu_install_hint()}",
+    )
+
+
+def _openvino() -> Check:
+    from vosfx.engine.auto_precision import OPENVINO_HINT
+
+    version = _version_of("openvino")
+    if version is None:
+        return ("openvino", MISSING, f"not installed: --precision bf16 needs it ({OPENVINO_HINT})")
+    import openvino as ov
+
+    from vosfx.engine.openvino_runtime import cpu_capabilities
+
+    caps = cpu_capabilities(ov.Core())
+    bf16 = "BF16" in caps
+    return (
+        "openvino",
+        OK if bf16 else INFO,
+        f"{version}; CPU capabilities {', '.join(caps)}"
+        + ("" if bf16 else ": no bfloat16 arithmetic, so --precision bf16 is refused here"),
+    )
+
+
+def _auto() -> Check:
+    from vosfx.engine.auto_precision import choose
+
+    precision, why = choose("onnx", "auto")
+    return ("--precision auto", INFO, f"{precision} ({why})")
+
+
+def _kernel() -> Check:
+    from vosfx.engine import openvino_runtime as ovr
+    from vosfx.engine.cpu_features import cpu_flags
+
+    flags = cpu_flags() or frozenset()
+    if ovr.cpu_has_amx() or not {"avx512_vnni", "avx512_bf16"} <= flags:
+        return (
+            "int8 attention kernel",
+            INFO,
+            (
+                "not used on this CPU (the bf16 tier takes it on CPUs with AVX512_VNNI and "
+                "AVX512_BF16 and no AMX)"
+            ),
+        )
+    from vosfx.engine.int8_attention import library, why_unavailable
+
+    why = why_unavailable()  # builds it into the cache where it can, as a first run would
+    if why is None:
+        return ("int8 attention kernel", OK, f"built: {getattr(library(), '_name', '')}")
+    return (
+        "int8 attention kernel",
+        MISSING,
+        f"{why}: the bf16 tier runs its graph form, 6-10 % slower",
+    )
+
+
+def _torch() -> Check:
+    version = _version_of("torch")
+    if version is None:
+        return (
+            "torch",
+            INFO,
+            (
+                "not installed: needed only for --backend torch, other image sizes and `vosfx "
+                'models export` (pip install "vosfx[torch]")'
+            ),
+        )
+    return ("torch", OK, version)
+
+
+def _encoders() -> Check:
+    import av
+
+    from vosfx.formats import FORMATS, available_formats
+
+    here = set(available_formats())
+    lacking = [f"{fid} ({spec.codec})" for fid, spec in FORMATS.items() if fid not in here]
+    if lacking:
+        return ("encoders", MISSING, f"PyAV {av.__version__}'s FFmpeg lacks: {', '.join(lacking)}")
+    return ("encoders", OK, f"PyAV {av.__version__}: every output format's encoder")
+
+
+def _openexr() -> Check:
+    if importlib.util.find_spec("OpenEXR") is None:
+        return (
+            "OpenEXR",
+            MISSING,
+            'not installed: the EXR formats need it (pip install "vosfx[exr]")',
+        )
+    return ("OpenEXR", OK, _version_of("OpenEXR") or "installed")
+
+
+def _compiler() -> Check:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        path = shutil.which(name) if name else None
+        if path:
+            return (
+                "C compiler",
+                OK,
+                f"{path} (builds the OpenFX effect and the bf16 tier's kernel)",
+            )
+    return (
+        "C compiler",
+        MISSING,
+        (
+            "none found ($CC, cc, gcc, clang): `vosfx plugins install ofx` and the bf16 tier's "
+            "kernel need one"
+        ),
+    )
+
+
+def _cache() -> Check:
+    from vosfx.models import cache, registry
+
+    folder = cache.home()
+    cached = [spec.id for spec in registry.all_models() if cache.is_cached(spec.id)]
+    probe = folder if folder.exists() else next((p for p in folder.parents if p.exists()), folder)
+    writable = os.access(probe, os.W_OK | os.X_OK)
+    free = shutil.disk_usage(probe).free / 2**30 if probe.exists() else float("nan")
+    return (
+        "model cache",
+        OK if writable else MISSING,
+        (
+            f"{folder} ({'writable' if writable else 'not writable: set VOSFX_HOME'}, "
+            f"{free:.1f} GiB free); cached: {', '.join(cached) or 'none'}"
+        ),
+    )
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    _python,
+    _cpu,
+    _onnxruntime,
+    _gpu,
+    _openvino,
+    _auto,
+    _kernel,
+    _torch,
+    _encoders,
+    _openexr,
+    _compiler,
+    _cache,
+)
+
+
+def run_checks() -> list[Check]:
+    """Every check's line; a check that raises says so in its own line."""
+    lines = []
+    for check in CHECKS:
+        try:
+            lines.append(check())
+        except Exception as err:  # noqa: BLE001 - one broken probe must not hide the others
+            what = check.__name__.lstrip("_")
+            lines.append((what, MISSING, f"the check failed: {type(err).__name__}: {err}"))
+    return lines
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of {check, state, detail}.")
+def doctor(as_json: bool) -> None:
+    """What this machine runs vosfx with (CPU, runtimes, what --precision auto takes here,
+    encoders, model cache) and what is missing for what."""
+    lines = run_checks()
+    if as_json:
+        click.echo(
+            json.dumps([{"check": w, "state": s, "detail": d} for w, s, d in lines], indent=1)
+        )
+        return
+    width = max(len(w) for w, _s, _d in lines)
+    for what, state, detail in lines:
+        click.echo(f"{what:<{width}}  {state:<7}  {detail}")
