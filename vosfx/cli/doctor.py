@@ -140,7 +140,7 @@ def _kernel() -> Check:
     return (
         "int8 attention kernel",
         MISSING,
-        f"{why}: the bf16 tier runs its graph form, 6-10 % slower",
+        f"{why}: the bf16 tier runs its graph form, ~17 % slower",
     )
 
 

@@ -4,11 +4,13 @@ The bf16 tier on CPUs with AVX512_VNNI and AVX512_BF16 and no AMX (AMD's Zen 4) 
 memory attention's scores from int8 queries and keys (:func:`~vosfx.engine.openvino_graphs.
 int8_scores`). As OpenVINO graph nodes each block of queries still wrote its float32 scores
 (470 M a frame at 1024) and read them again for the exponentials, their sums and the values'
-product. ``kernels/int8_attention.c`` does the same arithmetic a chunk of keys at a time with
-the scores in the cache (flash attention's running maximum; docstring of that file), and
+product. ``kernels/int8_attention.c`` does the same scores a chunk of keys at a time with
+them in the cache (flash attention's running maximum; docstring of that file), and the values'
+product in int8 as well (uint8 exponentials against the chunk's maximum, int8 values per
+channel: twice bfloat16's rate, ~1 % more error than the int8 scores' own), and
 :func:`~vosfx.engine.openvino_graphs.fused_int8_attention` puts it in the graph as one node
 per attention (:func:`op_class`): memory attention's 8 and Hiera's 3 global attentions in the
-image encoder. Measured: docs/benchmarks/onnx.md, twenty-eighth pass.
+image encoder. Measured: docs/benchmarks/onnx.md, twenty-eighth and thirty-first passes.
 
 The kernel is compiled with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) on first
 use, into ``<cache>/kernels/`` (``$VOSFX_HOME`` or the user cache directory), named by the

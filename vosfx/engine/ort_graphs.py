@@ -209,7 +209,7 @@ class BundleGraphs:
                 if why:  # the kernel was asked for and cannot run here: the graph form runs
                     self._say(
                         f"--precision bf16: the int8 attention kernel cannot run here ({why}): "
-                        "the attentions run as graph nodes, 6-10 % slower a frame at 1024 on "
+                        "the attentions run as graph nodes, ~17 % slower a frame at 1024 on "
                         "AMD Zen 4; a C compiler (gcc or clang) builds the kernel at first use "
                         "(docs/onnx.md)"
                     )

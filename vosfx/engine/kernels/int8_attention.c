@@ -10,19 +10,25 @@
  * as split_attention cuts them) with its own; the scores are the int8 products times the two
  * scales. What differs is the order: for a group of query rows the keys are taken a chunk at
  * a time, the scores of the chunk stay in the cache, the exponentials are taken against the
- * rows' running maximum (rescaling what was summed so far when it rises, as flash attention
- * does), rounded to bfloat16 and multiplied into the values (bfloat16, float32 sums) at once;
- * the rows are divided by their exponentials' sum at the end. No (rows, keys) matrix is
- * written: the OpenVINO graph wrote and read its float32 scores once per pass (the product,
- * the exponentials, the sums), 470 M of them a frame at 1024.
+ * chunk's own maximum of each row and rounded to uint8 (x 255), and multiplied into the values
+ * (int8, each channel over its largest magnitude / 127) by the same int8 products as the
+ * scores: int32 sums a chunk, weighed by the chunk maximum's exponential against the row's
+ * running maximum (rescaling what was summed so far when that rises, as flash attention does)
+ * into float32 sums; the rows are divided by their exponentials' sum (float32, unrounded) at
+ * the end. No (rows, keys) matrix is written: the OpenVINO graph wrote and read its float32
+ * scores once per pass (the product, the exponentials, the sums), 470 M of them a frame at
+ * 1024. The values' products in int8 run at twice the rate of bfloat16's (vdpbf16ps, which
+ * the kernel used before); against the exact attention they add ~1 % to the int8 scores'
+ * error (docs/benchmarks/onnx.md, thirty-first pass).
  *
  * Shapes: queries and keys of `depth` channels, a multiple of 4 up to 512 (the last 16 read
  * under a mask where depth is not a multiple of 16); values of `channels`, a multiple of 16.
  * Layouts: queries as int8 in tiles of SCORE_ROWS rows, [rows / 12][depth / 4][12][4] (a
  * tile's 4 channels t of its 12 rows together: one pointer and constant offsets for the
  * broadcasts); keys + 128 as uint8 in panels of 16 keys, [keys / 16][depth / 4][16][4] (one
- * vpdpbusd operand per 4 channels of 16 keys); values as bfloat16 pairs of keys,
- * [keys / 2][channels][2] (one vdpbf16ps operand per 16 channels of 2 keys). The uint8 keys
+ * vpdpbusd operand per 4 channels of 16 keys); values as int8 quads of keys,
+ * [keys / 4][channels][4] (one vpdpbusd operand per 16 channels of 4 keys, the uint8
+ * exponentials of a row's 4 keys broadcast as the other). The uint8 keys
  * add 128 * (the sum of a query row's int8 values) to each score; it is taken back out.
  * The products are written as inline assembly: GCC 12 kept its intrinsics' accumulators in
  * memory between the instructions (a third of the speed).
@@ -53,9 +59,9 @@ static inline __mmask16 lanes_below(int ch, int depth) {
     return depth - ch >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (depth - ch)) - 1);
 }
 
-/* exp(x) for x <= 0 (the scores less their running maximum): 2^n * p(r), r = x - n ln 2 in
+/* exp(x) for x <= 0 (the scores less their chunk's maximum): 2^n * p(r), r = x - n ln 2 in
  * [-ln2 / 2, ln2 / 2], p of degree 6 (relative error ~2e-7; the results are rounded to
- * bfloat16, 4e-3). */
+ * uint8 against the chunk's maximum, 2e-3 of it). */
 TARGET static inline __m512 exp_nonpositive(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
@@ -120,41 +126,45 @@ TARGET static void score_tile(const int8_t *q, const uint8_t *keys, int quads, c
 #define COLS3(X, r) COLS2(X, r) X(r, 2)
 #define COLS4(X, r) COLS3(X, r) X(r, 3)
 #define ROWS6(X, W) X(0, W) X(1, W) X(2, W) X(3, W) X(4, W) X(5, W)
-#define VALUE_LOAD(r, j) __m512 c##r##j = _mm512_loadu_ps(acc + (r) * channels + 16 * (j));
-#define VALUE_STORE(r, j) _mm512_storeu_ps(acc + (r) * channels + 16 * (j), c##r##j);
-#define VALUE_FETCH(r, j) __m512i v##j = _mm512_loadu_si512(vt + 32 * (j));
-#define VALUE_FMA(r, j) __asm__("vdpbf16ps %2, %1, %0" : "+v"(c##r##j) : "v"(e##r), "v"(v##j));
-#define ROW_LOAD(r, W) COLS##W(VALUE_LOAD, r)
-#define ROW_STORE(r, W) COLS##W(VALUE_STORE, r)
+#define VALUE_ZERO(r, j) __m512i c##r##j = _mm512_setzero_si512();
+#define VALUE_ADD(r, j)                                                                       \
+    _mm512_storeu_ps(acc + (r) * channels + 16 * (j),                                         \
+                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(c##r##j), _mm512_set1_ps(fac[r]),     \
+                                     _mm512_loadu_ps(acc + (r) * channels + 16 * (j))));
+#define VALUE_FETCH(r, j) __m512i v##j = _mm512_loadu_si512(vt + 64 * (j));
+#define VALUE_DOT(r, j) __asm__("vpdpbusd %2, %1, %0" : "+v"(c##r##j) : "v"(e##r), "v"(v##j));
+#define ROW_ZERO(r, W) COLS##W(VALUE_ZERO, r)
+#define ROW_ADD(r, W) COLS##W(VALUE_ADD, r)
 #define ROW_STEP(r, W)                                                                  \
-    __m512i e##r = _mm512_set1_epi32(*(const int32_t *)(p + (r) * CHUNK + 2 * t));      \
-    COLS##W(VALUE_FMA, r)
+    __m512i e##r = _mm512_set1_epi32(*(const int32_t *)(p + (r) * CHUNK + 4 * t));      \
+    COLS##W(VALUE_DOT, r)
 
-/* acc (VALUE_ROWS rows, stride channels; 16 x W of them) += p (bfloat16 exponentials, stride
- * CHUNK; `pairs` pairs of keys) x v (pairs of keys, [pairs][channels][2]) */
+/* acc (VALUE_ROWS rows, stride channels; 16 x W of them) += fac[row] x the int32 products of
+ * p (uint8 exponentials, stride CHUNK; `quads` quads of keys) and v (int8, quads of keys,
+ * [quads][channels][4]) */
 #define VALUE_TILE(W)                                                                   \
-    TARGET static void value_tile_##W(const uint16_t *p, int pairs, const uint16_t *v,  \
-                                      int channels, float *acc) {                       \
-        ROWS6(ROW_LOAD, W)                                                              \
-        for (int t = 0; t < pairs; t++) {                                               \
-            const uint16_t *vt = v + (size_t)t * channels * 2;                          \
+    TARGET static void value_tile_##W(const uint8_t *p, int quads, const int8_t *v,     \
+                                      int channels, const float *fac, float *acc) {     \
+        ROWS6(ROW_ZERO, W)                                                              \
+        for (int t = 0; t < quads; t++) {                                               \
+            const int8_t *vt = v + (size_t)t * channels * 4;                            \
             COLS##W(VALUE_FETCH, 0)                                                     \
             ROWS6(ROW_STEP, W)                                                          \
         }                                                                               \
-        ROWS6(ROW_STORE, W)                                                             \
+        ROWS6(ROW_ADD, W)                                                               \
     }
 VALUE_TILE(1)
 VALUE_TILE(2)
 VALUE_TILE(3)
 VALUE_TILE(4)
 
-TARGET static void value_tile(int width, const uint16_t *p, int pairs, const uint16_t *v,
-                              int channels, float *acc) {
+TARGET static void value_tile(int width, const uint8_t *p, int quads, const int8_t *v,
+                              int channels, const float *fac, float *acc) {
     switch (width) {
-    case 4: value_tile_4(p, pairs, v, channels, acc); break;
-    case 3: value_tile_3(p, pairs, v, channels, acc); break;
-    case 2: value_tile_2(p, pairs, v, channels, acc); break;
-    default: value_tile_1(p, pairs, v, channels, acc);
+    case 4: value_tile_4(p, quads, v, channels, fac, acc); break;
+    case 3: value_tile_3(p, quads, v, channels, fac, acc); break;
+    case 2: value_tile_2(p, quads, v, channels, fac, acc); break;
+    default: value_tile_1(p, quads, v, channels, fac, acc);
     }
 }
 
@@ -172,7 +182,9 @@ typedef struct {
     int32_t *offset;  /* [padded_rows] 128 * the sum of a row's int8 queries */
     float *row_scale; /* [padded_rows] a row's score scale: its block's x the keys' */
     uint8_t *k8;      /* [padded_keys / 16][quads][16][4], key + 128 */
-    uint16_t *v16;    /* [padded_keys / 2][channels][2] */
+    int8_t *v8;       /* [padded_keys / 4][channels][4] values / their channel's step */
+    float *v_step;    /* [channels] a channel's largest magnitude / 127 */
+    float *v_partial; /* [slabs][channels] the values' largest magnitudes per slab */
     float *partial;   /* [slabs][3][width]: the keys' sums, minima, maxima per slab */
     float *mean;      /* [width] */
     float key_step;   /* the keys' largest magnitude less their mean / 127 */
@@ -220,6 +232,21 @@ TARGET static void key_stats(call_t *c, int thread) {
     }
 }
 
+/* the values' largest magnitude per channel over each slab of SLAB tokens this thread takes */
+TARGET static void value_stats(call_t *c, int thread) {
+    int slabs = (c->keys + SLAB - 1) / SLAB;
+    for (int slab = thread; slab < slabs; slab += c->threads) {
+        float *big = c->v_partial + (size_t)slab * c->channels;
+        int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
+        for (int ch = 0; ch < c->channels; ch += 16) {
+            __m512 m = _mm512_setzero_ps();
+            for (int i = first; i < last; i++)
+                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(c->v + (size_t)i * c->channels + ch)));
+            _mm512_storeu_ps(big + ch, m);
+        }
+    }
+}
+
 /* int8 queries of the blocks this thread takes: each block scaled by its largest magnitude */
 TARGET static void quantise_queries(call_t *c, int thread) {
     int n = c->rows / c->blocks, extra = c->rows % c->blocks, d = c->depth;
@@ -251,14 +278,11 @@ TARGET static void quantise_queries(call_t *c, int thread) {
     }
 }
 
-/* this thread's panels of keys as uint8 (key + 128) and pairs of values as bfloat16 */
+/* this thread's panels of keys as uint8 (key + 128) and quads of values as int8 */
 TARGET static void pack(call_t *c, int thread) {
     int panels = c->padded_keys / 16, d = c->depth;
     __m512 inv = _mm512_set1_ps(1.0f / c->key_step);
     int8_t rows[16][MAX_DEPTH + 16] __attribute__((aligned(64)));
-    const __m512i interleave = _mm512_set_epi16(
-        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int pnl = thread; pnl < panels; pnl += c->threads) {
         for (int j = 0; j < 16; j++) {
             int i = pnl * 16 + j;
@@ -282,15 +306,19 @@ TARGET static void pack(call_t *c, int thread) {
                 memcpy(&w, rows[j] + 4 * t, 4);
                 dst[t * 16 + j] = w ^ 0x80808080u;
             }
-        /* the values of the panel's 8 pairs of keys */
-        for (int pair = pnl * 8; pair < pnl * 8 + 8; pair++) {
-            int i = 2 * pair;
+        /* the values of the panel's 4 quads of keys, each over its channel's step */
+        for (int quad = pnl * 4; quad < pnl * 4 + 4; quad++) {
+            int8_t *dst8 = c->v8 + (size_t)quad * c->channels * 4;
             for (int ch = 0; ch < c->channels; ch += 16) {
-                __m512 a = i < c->keys ? _mm512_loadu_ps(c->v + (size_t)i * c->channels + ch) : _mm512_setzero_ps();
-                __m512 b = i + 1 < c->keys ? _mm512_loadu_ps(c->v + (size_t)(i + 1) * c->channels + ch) : _mm512_setzero_ps();
-                __m512i both = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a in the low half */
-                _mm512_storeu_si512(c->v16 + ((size_t)pair * c->channels + ch) * 2,
-                                    _mm512_permutexvar_epi16(interleave, both));
+                int8_t b[4][16] __attribute__((aligned(16)));
+                __m512 step = _mm512_loadu_ps(c->v_step + ch);
+                for (int j = 0; j < 4; j++) {
+                    int i = 4 * quad + j;
+                    __m512 x = i < c->keys ? _mm512_loadu_ps(c->v + (size_t)i * c->channels + ch) : _mm512_setzero_ps();
+                    _mm_store_si128((__m128i *)b[j], _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_div_ps(x, step))));
+                }
+                for (int l = 0; l < 16; l++)
+                    for (int j = 0; j < 4; j++) dst8[(ch + l) * 4 + j] = b[j][l];
             }
         }
     }
@@ -300,7 +328,8 @@ TARGET static void pack(call_t *c, int thread) {
 TARGET static int attend(call_t *c, int thread) {
     int channels = c->channels;
     float *s = aligned_alloc(64, sizeof(float) * GROUP * CHUNK);
-    uint16_t *p = aligned_alloc(64, sizeof(uint16_t) * GROUP * CHUNK);
+    uint8_t *p = aligned_alloc(64, (size_t)GROUP * CHUNK);
+    float fac[GROUP];
     float *acc = aligned_alloc(64, sizeof(float) * GROUP * (size_t)channels);
     if (!s || !p || !acc) {
         free(s), free(p), free(acc);
@@ -341,29 +370,36 @@ TARGET static int attend(call_t *c, int thread) {
                     }
                     top_so_far[r] = high;
                 }
-                __m512 m = _mm512_set1_ps(top_so_far[r]), total = _mm512_setzero_ps();
+                /* the chunk's exponentials against its own maximum, as uint8 (x 255); what they
+                 * weigh against the running maximum, in fac */
+                __m512 m = _mm512_set1_ps(high), total = _mm512_setzero_ps();
+                const __m512 full = _mm512_set1_ps(255.0f);
                 const float *sr = s + (size_t)r * CHUNK;
-                uint16_t *pr = p + (size_t)r * CHUNK;
+                uint8_t *pr = p + (size_t)r * CHUNK;
                 for (int i = 0; i < chunk; i += 16) {
                     __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_load_ps(sr + i), m));
                     total = _mm512_add_ps(total, e);
-                    _mm256_store_si256((__m256i *)(pr + i), (__m256i)_mm512_cvtneps_pbh(e));
+                    _mm_store_si128((__m128i *)(pr + i),
+                                    _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(e, full))));
                 }
-                sum[r] += _mm512_reduce_add_ps(total);
+                float lift = high > -INFINITY ? expf(high - top_so_far[r]) : 0.0f;
+                sum[r] += lift * _mm512_reduce_add_ps(total);
+                fac[r] = lift / 255.0f;
             }
             for (int rt = 0; rt < rows; rt += VALUE_ROWS)
                 for (int ch = 0; ch < channels; ch += 64) {
                     int width = (channels - ch) / 16 < 4 ? (channels - ch) / 16 : 4;
-                    value_tile(width, p + (size_t)rt * CHUNK, chunk / 2,
-                               c->v16 + ((size_t)k0 / 2 * channels + ch) * 2, channels,
-                               acc + (size_t)rt * channels + ch);
+                    value_tile(width, p + (size_t)rt * CHUNK, chunk / 4,
+                               c->v8 + ((size_t)k0 / 4 * channels + ch) * 4, channels,
+                               fac + rt, acc + (size_t)rt * channels + ch);
                 }
         }
         for (int r = 0; r < rows && r0 + r < c->rows; r++) {
             __m512 inv = _mm512_set1_ps(1.0f / sum[r]);
             for (int ch = 0; ch < channels; ch += 16)
                 _mm512_storeu_ps(c->out + (size_t)(r0 + r) * channels + ch,
-                                 _mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch)));
+                                 _mm512_mul_ps(_mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch)),
+                                               _mm512_loadu_ps(c->v_step + ch)));
         }
     }
     free(s), free(p), free(acc);
@@ -374,7 +410,7 @@ TARGET static void *run_part(void *arg) {
     part_t *part = arg;
     call_t *c = part->call;
     switch (part->phase) {
-    case 0: key_stats(c, part->thread), quantise_queries(c, part->thread); break;
+    case 0: key_stats(c, part->thread), value_stats(c, part->thread), quantise_queries(c, part->thread); break;
     case 1: pack(c, part->thread); break;
     default: part->failed = attend(c, part->thread);
     }
@@ -408,11 +444,14 @@ TARGET static int attention(call_t *c) {
     c->offset = calloc((size_t)c->padded_rows, sizeof(int32_t));
     c->row_scale = calloc((size_t)c->padded_rows, sizeof(float));
     c->k8 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->depth, 64));
-    c->v16 = aligned_alloc(64, (size_t)c->padded_keys * c->channels * 2);
+    c->v8 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->channels, 64));
+    c->v_step = calloc((size_t)c->channels, sizeof(float));
+    c->v_partial = calloc((size_t)slabs * c->channels, sizeof(float));
     c->partial = malloc(sizeof(float) * 3 * c->width * (size_t)slabs);
     c->mean = calloc((size_t)c->width, sizeof(float));
     int status = 2;
-    if (c->q8 && c->offset && c->row_scale && c->k8 && c->v16 && c->partial && c->mean) {
+    if (c->q8 && c->offset && c->row_scale && c->k8 && c->v8 && c->v_step && c->v_partial &&
+        c->partial && c->mean) {
         memset(c->q8, 0, (size_t)c->padded_rows * c->depth);
         run_phase(c, 0);
         float step = 0.0f;
@@ -430,10 +469,16 @@ TARGET static int attention(call_t *c) {
         }
         c->key_step = fmaxf(step, 1e-30f) / 127.0f;
         for (int r = 0; r < c->rows; r++) c->row_scale[r] *= c->key_step;
+        for (int ch = 0; ch < c->channels; ch++) {
+            float big = 0.0f;
+            for (int slab = 0; slab < slabs; slab++) big = fmaxf(big, c->v_partial[(size_t)slab * c->channels + ch]);
+            c->v_step[ch] = fmaxf(big, 1e-30f) / 127.0f;
+        }
         run_phase(c, 1);
         status = run_phase(c, 2) ? 2 : 0;
     }
-    free(c->q8), free(c->offset), free(c->row_scale), free(c->k8), free(c->v16);
+    free(c->q8), free(c->offset), free(c->row_scale), free(c->k8), free(c->v8), free(c->v_step),
+        free(c->v_partial);
     free(c->partial), free(c->mean);
     return status;
 }
