@@ -75,13 +75,9 @@ def _onnxruntime() -> Check:
 def _gpu() -> Check:
     import onnxruntime as ort
 
-    from vosfx.engine.ort_runtime import gpu_install_hint
+    from vosfx.engine.ort_runtime import auto_providers, gpu_install_hint
 
-    gpus = [
-        p
-        for p in ort.get_available_providers()
-        if p not in ("CPUExecutionProvider", "AzureExecutionProvider")
-    ]
+    gpus = auto_providers(ort.get_available_providers())[:-1]  # all but the CPU's
     if gpus:
         return ("gpu", OK, f"ONNX Runtime can run on {', '.join(gpus)} (--device auto takes it)")
     return (
@@ -181,22 +177,20 @@ def _openexr() -> Check:
 
 
 def _compiler() -> Check:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        path = shutil.which(name) if name else None
-        if path:
-            return (
-                "C compiler",
-                OK,
-                f"{path} (builds the OpenFX effect and the bf16 tier's kernel)",
-            )
-    return (
-        "C compiler",
-        MISSING,
-        (
-            "none found ($CC, cc, gcc, clang): `vosfx plugins install ofx` and the bf16 tier's "
-            "kernel need one"
-        ),
-    )
+    from vosfx.ofx.build import BuildError, find_compiler
+
+    try:
+        path = find_compiler()
+    except BuildError:
+        return (
+            "C compiler",
+            MISSING,
+            (
+                "none found ($CC, cc, gcc, clang): `vosfx plugins install ofx` and the bf16 "
+                "tier's kernel need one"
+            ),
+        )
+    return ("C compiler", OK, f"{path} (builds the OpenFX effect and the bf16 tier's kernel)")
 
 
 def _cache() -> Check:

@@ -55,13 +55,13 @@ def choose(
     if device not in ("auto", "cpu"):
         return "fp32", f"fp32 on --device {device}"
     if device == "auto":
-        from vosfx.engine.ort_runtime import AUTO_ORDER
+        from vosfx.engine.ort_runtime import auto_providers
 
         if providers is None:
             import onnxruntime as ort
 
             providers = ort.get_available_providers()
-        first = next((p for p in AUTO_ORDER if p in providers), "CPUExecutionProvider")
+        first = auto_providers(providers)[0]
         if first != "CPUExecutionProvider":
             return "fp32", f"fp32 on {first}"
     has = bf16()

@@ -16,9 +16,9 @@ import numpy as np
 from vosfx.engine import ort_attention
 from vosfx.engine.backend import Interrupt, warn_once
 from vosfx.engine.ort_runtime import (
-    AUTO_ORDER,
     GPU_PROVIDERS,
     PROVIDERS,
+    auto_providers,
     gpu_install_hint,
     session_options,
     with_options,
@@ -134,7 +134,7 @@ class BundleGraphs:
     def _providers(self, ort, device: str) -> list[str]:
         available = ort.get_available_providers()
         if device == "auto":
-            return [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
+            return auto_providers(available)
         wanted = PROVIDERS.get(device)
         if wanted is None:
             raise BackendError(

@@ -26,6 +26,12 @@ AUTO_ORDER = [
 ]
 
 
+def auto_providers(available: list[str]) -> list[str]:
+    """The providers ``--device auto`` runs on, of the ``available`` ones: :data:`AUTO_ORDER`'s,
+    in its order (the CPU's last, and alone where nothing else is there)."""
+    return [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
+
+
 def gpu_install_hint(installed=None) -> str:
     """What to do when a GPU provider is missing. ``installed(dist) -> bool`` (default: the
     installed distributions). ``onnxruntime`` and ``onnxruntime-gpu`` both write the
