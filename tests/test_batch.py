@@ -108,6 +108,27 @@ def test_a_jobs_missing_output_folders_are_made(tmp_path, config_home):
     assert f"made the output folder {tmp_path / 'mattes' / 'a'}" in log
 
 
+def test_a_per_object_templates_folders_are_made_once_the_objects_are_known(tmp_path, config_home):
+    """``{obj}`` in a folder of the template (one folder per object): the object ids come
+    from the prompts, so the pipeline makes those folders, and the job's log says so."""
+    clip_with_mask(tmp_path, "a", n=3)
+    manifest = tmp_path / "batch.toml"
+    manifest.write_text(
+        '[defaults]\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "out/obj{obj}/a.mkv"\n'
+        'overrides = {output = {objects = "each"}}\n'
+    )
+    report = run_batch(manifest, executor="inline", engine_factory=fake_engine)
+    (job,) = report.results
+    assert job.status == "ok", job.reason
+    assert job.outputs == (str(tmp_path / "out" / "obj1" / "a.mkv"),)
+    assert decoded(job.outputs[0]).shape[0] == 3
+    log = "\n".join(p.read_text() for p in (tmp_path / ".vosfx-batch").rglob("*.log"))
+    assert f"made the output folder {tmp_path / 'out'}" in log
+    assert f"made the output folder {tmp_path / 'out' / 'obj1'}" in log
+    assert not (tmp_path / "out" / "obj{obj}").exists()
+
+
 def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_home):
     manifest = make_batch(tmp_path, corrupt=("b",))
     events = []

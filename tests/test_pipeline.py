@@ -189,6 +189,28 @@ def test_each_output_frame_guide_is_made_on_the_decode_thread(
     assert made == ["vosfx-decode:clip.mp4"] * 12
 
 
+def test_a_warning_the_engine_gives_mid_run_is_said_then_and_kept(tmp_path, clip, config_home):
+    """A graph opened on first use (the dense-mask decoder) may fall back after the run said
+    the engine's warnings: the run says the new one as it comes, once, and the sidecar and
+    the report keep it beside those said at the start."""
+    engine = FakeEngine()
+    engine.runtime_warnings.append("said at the start")
+
+    def logit_fn(frame_index, obj_id, base):
+        if frame_index == 4 and "a late fallback" not in engine.runtime_warnings:
+            engine.runtime_warnings.append("a late fallback")
+        return base
+
+    engine.logit_fn = logit_fn
+    events = []
+    report = run(_job(tmp_path, clip), engine=engine, on_progress=events.append)
+    said = [(e.frames_done, e.message) for e in events if e.event == "warning"]
+    assert said == [(0, "said at the start"), (4, "a late fallback")]
+    assert report.warnings == ("said at the start", "a late fallback")
+    side = json.loads((tmp_path / "out.json").read_text())
+    assert side["warnings"] == ["said at the start", "a late fallback"]
+
+
 def test_refinement_runs_beside_tracking(tmp_path, clip, config_home, monkeypatch):
     # the loop's thread tracks frame t + 1 while frame t is refined on "vosfx-refine": the
     # refiner of frame t waits (up to 5 s) for the engine to start frame t + 1, which never

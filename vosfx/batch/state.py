@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from vosfx._version import __version__
-from vosfx.errors import BatchError, OutputError
+from vosfx.errors import BatchError
 from vosfx.files import TEMP_MARK, atomic_write_json
 from vosfx.job import Job
 
@@ -276,34 +276,15 @@ def make_output_folders(job: Job) -> list[Path]:
     a folder per clip (``mattes/{stem}/{stem}.mov``) or one nobody has made yet. Returns the
     folders made, outermost first. They stay when the job fails (another job may be about to
     write into the same folder). OutputError naming the folder where one cannot be made (a
-    file in its place, no permission). A folder of a per-object template's ``{obj}`` is left
-    to the job, which refuses it."""
+    file in its place, no permission). A per-object template's ``{obj}`` folders are made by
+    the pipeline once the prompts say which objects there are (``make_folders``)."""
     from vosfx.batch.manifest import planned_paths
+    from vosfx.io.writers.base import make_parent_folders
 
     made: list[Path] = []
     for path in planned_paths(job):
-        parent = Path(path).parent
-        if "{obj}" in str(parent):
-            continue
-        missing = []
-        while not parent.exists() and parent != parent.parent:
-            missing.append(parent)
-            parent = parent.parent
-        for folder in reversed(missing):
-            try:
-                folder.mkdir()
-            except FileExistsError:  # another worker made it meanwhile, or a file is there
-                if folder.is_dir():
-                    continue
-                raise OutputError(
-                    f"output folder {folder} cannot be made (for {path}): a file of that name "
-                    "is there"
-                ) from None
-            except OSError as err:
-                raise OutputError(
-                    f"output folder {folder} cannot be made (for {path}): {err.strerror or err}"
-                ) from None
-            made.append(folder)
+        if "{obj}" not in str(Path(path).parent):
+            made += make_parent_folders(path)
     return made
 
 

@@ -233,7 +233,13 @@ def run_one(
         for folder in make_output_folders(task.job):
             log.line(f"made the output folder {folder}")
         engine = engines.get(task.job.config.model)
-        report = pipeline.run(task.job, engine=engine, on_progress=progress, cancel=cancel)
+        report = pipeline.run(
+            task.job,
+            engine=engine,
+            on_progress=progress,
+            cancel=cancel,
+            make_folders=lambda folder: log.line(f"made the output folder {folder}"),
+        )
         stamp_sidecars(report.sidecars, task.job_id, task.job_hash)
     except VosfxError as err:
         reason = in_manifest_words(str(err))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, closing
 from fractions import Fraction
 from pathlib import Path
@@ -124,10 +124,14 @@ def run(
     on_progress: ProgressCallback | None = None,
     engine=None,
     cancel: threading.Event | None = None,
+    make_folders: Callable[[Path], None] | None = None,
 ) -> JobReport:
     """Matte one clip. ``engine``: a loaded :class:`vosfx.engine.Engine` to reuse (batch
     workers keep one across jobs); when None the job's model is loaded and closed here.
-    ``cancel``: set it from another thread to stop cleanly (outputs are removed)."""
+    ``cancel``: set it from another thread to stop cleanly (outputs are removed).
+    ``make_folders``: where given, the missing folders of the per-object outputs (a batch
+    template's ``{obj}`` folder) are made, each passed to it; else they are refused, as every
+    other missing output folder is."""
     from vosfx.io.source import PREFETCH_BYTES, open_source, probe
     from vosfx.session import ClipSession
 
@@ -151,7 +155,10 @@ def run(
             job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
         )
         # per-object outputs once the prompts say which objects there are, before the model
-        check_outputs(job, outputs, sorted({p.obj_id for p in prompts}))
+        obj_ids = sorted({p.obj_id for p in prompts})
+        if make_folders is not None:
+            _make_object_folders(outputs, obj_ids, make_folders)
+        check_outputs(job, outputs, obj_ids)
         if engine is None:
             from vosfx.engine import load_engine
 
@@ -218,6 +225,19 @@ def run(
         )
         loop.run(results)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _make_object_folders(
+    outputs: list[tuple[str, str, int | None]],
+    obj_ids: list[int],
+    made: Callable[[Path], None],
+) -> None:
+    from vosfx.io.writers.base import make_parent_folders
+
+    for path, _fmt, obj in outputs:
+        for target in [] if obj is None else [object_path(path, o) for o in obj_ids]:
+            for folder in make_parent_folders(target):
+                made(folder)
 
 
 def check_outputs(

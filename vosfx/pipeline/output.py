@@ -230,6 +230,7 @@ class Outputs:
             self.async_refine.put(frame, result, self.session.shot_id(frame.index))
             self.timings["refine_wait"] += time.perf_counter() - t3
             self._record(result)
+            self._say_new_warnings()
             self.frames += 1
             elapsed = time.perf_counter() - t_wall
             fps = self.frames / elapsed if elapsed > 0 else 0.0
@@ -254,6 +255,14 @@ class Outputs:
             from vosfx.errors import InputError
 
             raise InputError(f"{self.job.input}: no frames decoded in the requested range")
+
+    def _say_new_warnings(self) -> None:
+        """A warning the engine gave mid-run (a graph's session, opened on first use, fell
+        back to the CPU): said as it comes, and kept for the sidecar and the report."""
+        for text in self.engine.warnings:
+            if text not in self.warnings:
+                self.warnings += (text,)
+                self._emit(ProgressEvent("warning", self.frames, self.total, message=text))
 
     def _refine(self, frame: Frame, result: MaskResult, shot_id: int) -> None:
         """On the refine thread: the frame's Matte, handed to the writers' threads."""

@@ -58,6 +58,32 @@ def check_output_path(
     return out
 
 
+def make_parent_folders(path: str | os.PathLike) -> list[Path]:
+    """Make the missing folders above ``path`` (a batch's output template may name a folder
+    per clip or per object). Returns those made, outermost first. OutputError naming the
+    folder where one cannot be made (a file in its place, no permission)."""
+    parent, missing = Path(path).parent, []
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    made: list[Path] = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another worker made it meanwhile, or a file is there
+            if folder.is_dir():
+                continue
+            raise OutputError(
+                f"output folder {folder} cannot be made (for {path}): a file of that name is there"
+            ) from None
+        except OSError as err:
+            raise OutputError(
+                f"output folder {folder} cannot be made (for {path}): {err.strerror or err}"
+            ) from None
+        made.append(folder)
+    return made
+
+
 def _check_replaceable_folder(out: Path, sequence: bool) -> None:
     """OutputError unless the existing folder ``out`` is an earlier image-sequence render of
     this output (only ``<stem>.<frame>.<ext>`` files, as :class:`ImageSequenceWriter` names
