@@ -111,3 +111,121 @@ def test_the_compiler_line(monkeypatch, compiler):
         assert state == "missing" and "vosfx plugins install ofx" in detail
     else:
         assert state == "ok" and detail.startswith("/usr/bin/gcc ")
+
+
+# --- --time ------------------------------------------------------------------------------------
+
+
+def test_a_time_flag_without_time_is_a_usage_error(config_home):
+    res = CliRunner().invoke(cli, ["doctor", "--checkpoint", "x.pt"])
+    assert res.exit_code == 2
+    assert "--checkpoint is for --time" in res.output
+
+
+def test_a_bad_time_flag_is_named_as_typed(config_home):
+    res = CliRunner().invoke(cli, ["doctor", "--time", "--image-size", "500"])
+    assert res.exit_code == 2
+    assert "--image-size" in res.output and "multiple of 16" in res.output
+
+
+def test_time_without_the_model_downloads_nothing_and_says_how(config_home, monkeypatch):
+    from vosfx.models import download
+
+    monkeypatch.setattr(download, "download_file", lambda *a, **k: pytest.fail("downloaded"))
+    lines = _doctor("--time")
+    (timing,) = [ln for ln in lines if ln["check"] == "time"]
+    assert timing["state"] == "missing"
+    assert "not in the cache" in timing["detail"] and "--checkpoint" in timing["detail"]
+
+
+def test_time_times_each_tier_and_names_the_fastest(config_home, monkeypatch, tmp_path):
+    """Each tier through the whole pipeline (the test double's engine here, slower the more
+    precise); a tier the loader refuses says the loader's words; the fastest is named."""
+    import time
+
+    from fakes import FakeEngine
+
+    from vosfx.cli import doctor_time
+    from vosfx.errors import BackendError
+
+    delay = {"fp32": 0.06, "int8": 0.03}
+    loaded = []
+
+    def load_engine(model):
+        loaded.append(model.precision)
+        if model.precision == "bf16":
+            raise BackendError("--precision bf16 needs OpenVINO here (a test's refusal)")
+        engine = FakeEngine(logit_fn=lambda i, o, base: time.sleep(delay[model.precision]) or base)
+        return engine
+
+    monkeypatch.setattr("vosfx.engine.load_engine", load_engine)
+    monkeypatch.setattr(doctor_time, "tiers", lambda model: ("fp32", "bf16", "int8"))
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not read: the engine is the test double")
+    lines = {
+        ln["check"]: ln for ln in _doctor("--time", "--checkpoint", str(ckpt), "--frames", "4")
+    }
+    assert loaded == ["fp32", "bf16", "int8"]
+    fp32, bf16, int8 = lines["time fp32"], lines["time bf16"], lines["time int8"]
+    assert fp32["state"] == int8["state"] == "ok"
+    seconds = {
+        k: float(v["detail"].split(" s a frame")[0]) for k, v in (("fp32", fp32), ("int8", int8))
+    }
+    assert 0.05 <= seconds["fp32"] < 1 and 0.02 <= seconds["int8"] < seconds["fp32"]
+    assert "x fp32" in int8["detail"] and "median of frames 2-4" in int8["detail"]
+    assert bf16 == {
+        "check": "time bf16",
+        "state": "missing",
+        "detail": "--precision bf16 needs OpenVINO here (a test's refusal)",
+    }
+    assert lines["time"]["detail"].startswith("fastest here: int8; --precision auto takes ")
+
+
+def test_time_tiers_follow_the_backend_and_device(monkeypatch):
+    import onnxruntime as ort
+
+    from vosfx.cli.doctor_time import tiers
+    from vosfx.config import ModelConfig
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert tiers(ModelConfig()) == ("fp32", "bf16", "int8")
+    assert tiers(ModelConfig(backend="torch")) == ("fp32",)
+    assert tiers(ModelConfig(device="mps")) == ("fp32",)  # Apple's GPUs run on torch
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert tiers(ModelConfig()) == ("fp32", "fp16")
+    assert tiers(ModelConfig(device="cpu")) == ("fp32", "bf16", "int8")
+
+
+@pytest.mark.slow
+def test_time_runs_the_real_model(config_home, monkeypatch):
+    """fp32 on the exported test bundle (256 px), through the loader and the pipeline."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from tests.onnx_bundle import SIZE, exported
+    from vosfx.cli import doctor_time
+    from vosfx.engine import export
+
+    ckpt, _, folder = exported()
+    monkeypatch.setattr(export, "ensure_bundle_for_config", lambda model, progress=None: folder)
+    monkeypatch.setattr(doctor_time, "tiers", lambda model: ("fp32",))
+    lines = {
+        ln["check"]: ln
+        for ln in _doctor(
+            "--time",
+            "--checkpoint",
+            str(ckpt),
+            "--image-size",
+            str(SIZE),
+            "--device",
+            "cpu",
+            "--frames",
+            "3",
+        )
+    }
+    fp32 = lines["time fp32"]
+    assert fp32["state"] == "ok", fp32
+    assert float(fp32["detail"].split(" s a frame")[0]) > 0
+    assert f"at {SIZE} px" in fp32["detail"]
+    assert lines["time"]["detail"].startswith("fastest here: fp32")

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import click
 
+from vosfx.config import option_choices
+
 OK, MISSING, INFO = "ok", "missing", "info"
 Check = tuple[str, str, str]  # (what, state, detail)
 
@@ -241,15 +243,81 @@ def run_checks() -> list[Check]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of {check, state, detail}.")
-def doctor(as_json: bool) -> None:
+@click.option(
+    "--time",
+    "timed",
+    is_flag=True,
+    help="Also time each precision this machine could run (fp32, bf16, int8; fp16 on a GPU) "
+    "on a short made-up clip through the whole pipeline: tens of seconds a tier at 1024. "
+    "Needs the model in the cache or --checkpoint; downloads nothing.",
+)
+@click.option("--model", default=None, help="For --time: the model id (default sam2.1-tiny).")
+@click.option("--checkpoint", default=None, help="For --time: a checkpoint file instead.")
+@click.option(
+    "--device",
+    type=click.Choice(option_choices("model", "device")),
+    default=None,
+    help="For --time: where the model runs (default auto).",
+)
+@click.option("--image-size", type=int, default=None, help="For --time: the model's input size.")
+@click.option(
+    "--frames",
+    type=click.IntRange(3, 100),
+    default=6,
+    show_default=True,
+    help="For --time: frames of the clip (the first is prompted; the rest are timed).",
+)
+def doctor(
+    as_json: bool,
+    timed: bool,
+    model: str | None,
+    checkpoint: str | None,
+    device: str | None,
+    image_size: int | None,
+    frames: int,
+) -> None:
     """What this machine runs vosfx with (CPU, runtimes, what --precision auto takes here,
-    encoders, model cache) and what is missing for what."""
+    encoders, model cache) and what is missing for what; with --time, how fast each
+    precision runs here."""
+    asked = {
+        "--model": model,
+        "--checkpoint": checkpoint,
+        "--device": device,
+        "--image-size": image_size,
+    }
+    given = [flag for flag, value in asked.items() if value is not None]
+    if given and not timed:
+        raise click.UsageError(f"{given[0]} is for --time: add --time, or leave it out")
     lines = run_checks()
+    width = max(len(w) for w, _s, _d in lines)
+
+    def say(line: Check) -> None:
+        what, state, detail = line
+        click.echo(f"{what:<{width}}  {state:<7}  {detail}")
+
+    if not as_json:
+        for line in lines:
+            say(line)
+    if timed:
+        from vosfx.cli.doctor_time import run_timing
+
+        config = _model_config(model, checkpoint, device, image_size)
+        lines += run_timing(config, frames, (lambda _line: None) if as_json else say)
     if as_json:
         click.echo(
             json.dumps([{"check": w, "state": s, "detail": d} for w, s, d in lines], indent=1)
         )
-        return
-    width = max(len(w) for w, _s, _d in lines)
-    for what, state, detail in lines:
-        click.echo(f"{what:<{width}}  {state:<7}  {detail}")
+
+
+def _model_config(model, checkpoint, device, image_size):
+    """The [model] section --time runs: the defaults and the flags as typed (each checked by
+    the config's own rules: a bad value is a usage error naming its flag)."""
+    from vosfx.cli.flags import check_flag_values
+    from vosfx.presets import resolve_config
+
+    typed = {"name": model, "checkpoint": checkpoint, "device": device, "image_size": image_size}
+    overrides = {"model": {k: v for k, v in typed.items() if v is not None}}
+    check_flag_values(
+        overrides, {"model": {"model": "name", **{k: k for k in typed if k != "name"}}}
+    )
+    return resolve_config((), overrides, use_user_config=False).model

@@ -90,13 +90,7 @@ def build_engine(model: ModelConfig, *, progress=None, cancel=None) -> SamEngine
     progress = _cancellable(
         progress, cancel, "cancelled during the model download; the next run resumes it"
     )
-    backend = model.backend
-    if backend == "auto":
-        # ONNX Runtime is the default runtime (faster here: docs/benchmarks/onnx.md). With
-        # torch installed a missing bundle is exported on first use (once per model and image
-        # size); without torch the onnx path explains how to get one. MPS has no ONNX Runtime
-        # provider vosfx uses, so Apple GPUs stay on torch.
-        backend = "torch" if model.device == "mps" else "onnx"
+    backend = backend_for(model)
     model = concrete_precision(model, backend)
     if backend == "onnx":
         from vosfx.engine.export import bundle_for_config
@@ -128,6 +122,16 @@ def build_engine(model: ModelConfig, *, progress=None, cancel=None) -> SamEngine
         model_id=model.name if not model.checkpoint else Path(source).name,
         model_sha256=sha,
     )
+
+
+def backend_for(model: ModelConfig) -> str:
+    """The backend ``model`` runs on. ``auto``: ONNX Runtime, the default runtime (faster
+    here: docs/benchmarks/onnx.md; with torch installed a missing bundle is exported on first
+    use, once per model and image size; without torch the onnx path explains how to get
+    one). MPS has no ONNX Runtime provider vosfx uses, so Apple GPUs stay on torch."""
+    if model.backend != "auto":
+        return model.backend
+    return "torch" if model.device == "mps" else "onnx"
 
 
 def concrete_precision(model: ModelConfig, backend: str) -> ModelConfig:
