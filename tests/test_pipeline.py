@@ -202,6 +202,8 @@ def test_a_warning_the_engine_gives_mid_run_is_said_then_and_kept(tmp_path, clip
         return base
 
     engine.logit_fn = logit_fn
+    runtimes = iter([{"stages": {"decoder_mask": "not opened"}}])
+    engine.runtime = lambda: next(runtimes, {"stages": {"decoder_mask": "on the CPU"}})
     events = []
     report = run(_job(tmp_path, clip), engine=engine, on_progress=events.append)
     said = [(e.frames_done, e.message) for e in events if e.event == "warning"]
@@ -209,6 +211,7 @@ def test_a_warning_the_engine_gives_mid_run_is_said_then_and_kept(tmp_path, clip
     assert report.warnings == ("said at the start", "a late fallback")
     side = json.loads((tmp_path / "out.json").read_text())
     assert side["warnings"] == ["said at the start", "a late fallback"]
+    assert side["model"]["runtime"] == {"stages": {"decoder_mask": "on the CPU"}}
 
 
 def test_refinement_runs_beside_tracking(tmp_path, clip, config_home, monkeypatch):

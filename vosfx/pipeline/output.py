@@ -258,11 +258,14 @@ class Outputs:
 
     def _say_new_warnings(self) -> None:
         """A warning the engine gave mid-run (a graph's session, opened on first use, fell
-        back to the CPU): said as it comes, and kept for the sidecar and the report."""
-        for text in self.engine.warnings:
-            if text not in self.warnings:
-                self.warnings += (text,)
-                self._emit(ProgressEvent("warning", self.frames, self.total, message=text))
+        back to the CPU): said as it comes, and kept for the sidecar and the report, whose
+        record of what runs the model is asked again (it now says where that graph runs)."""
+        new = [text for text in self.engine.warnings if text not in self.warnings]
+        for text in new:
+            self.warnings += (text,)
+            self._emit(ProgressEvent("warning", self.frames, self.total, message=text))
+        if new:
+            self.runtime = self.engine.runtime()
 
     def _refine(self, frame: Frame, result: MaskResult, shot_id: int) -> None:
         """On the refine thread: the frame's Matte, handed to the writers' threads."""
