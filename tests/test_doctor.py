@@ -156,6 +156,8 @@ def test_time_times_each_tier_and_names_the_fastest(config_home, monkeypatch, tm
         if model.precision == "bf16":
             raise BackendError("--precision bf16 needs OpenVINO here (a test's refusal)")
         engine = FakeEngine(logit_fn=lambda i, o, base: time.sleep(delay[model.precision]) or base)
+        if model.precision == "int8":
+            engine.runtime_warnings.append("int8 ran in a slower form (a test's warning)")
         return engine
 
     monkeypatch.setattr("vosfx.engine.load_engine", load_engine)
@@ -173,6 +175,8 @@ def test_time_times_each_tier_and_names_the_fastest(config_home, monkeypatch, tm
     }
     assert 0.05 <= seconds["fp32"] < 1 and 0.02 <= seconds["int8"] < seconds["fp32"]
     assert "x fp32" in int8["detail"] and "median of frames 2-4" in int8["detail"]
+    assert int8["detail"].endswith("; warning: int8 ran in a slower form (a test's warning)")
+    assert "warning" not in fp32["detail"]
     assert bf16 == {
         "check": "time bf16",
         "state": "missing",

@@ -72,9 +72,12 @@ def write_clip(folder: Path, frames: int) -> tuple[Path, Path]:
     return clip, mask_path
 
 
-def time_tier(model: ModelConfig, clip: Path, mask: Path, out: Path) -> tuple[float, float]:
-    """(seconds to load the engine, median seconds a frame) of one tier. Raises the loader's
-    or the pipeline's VosfxError where the tier cannot run."""
+def time_tier(
+    model: ModelConfig, clip: Path, mask: Path, out: Path
+) -> tuple[float, float, tuple[str, ...]]:
+    """(seconds to load the engine, median seconds a frame, the run's warnings: a provider
+    missing, a tier in a slower form) of one tier. Raises the loader's or the pipeline's
+    VosfxError where the tier cannot run."""
     from dataclasses import replace
 
     from vosfx import pipeline
@@ -94,11 +97,11 @@ def time_tier(model: ModelConfig, clip: Path, mask: Path, out: Path) -> tuple[fl
             stamps.append(time.perf_counter())
 
     try:
-        pipeline.run(job, engine=engine, on_progress=frame_done)
+        report = pipeline.run(job, engine=engine, on_progress=frame_done)
     finally:
         engine.close()
     intervals = [b - a for a, b in itertools.pairwise(stamps[1:])]
-    return loaded, statistics.median(intervals)
+    return loaded, statistics.median(intervals), tuple(report.warnings)
 
 
 def run_timing(model: ModelConfig, frames: int, say: Callable[[Line], None]) -> list[Line]:
@@ -129,7 +132,7 @@ def run_timing(model: ModelConfig, frames: int, say: Callable[[Line], None]) -> 
         for tier in tiers(model):
             out = Path(tmp) / f"{tier}.mkv"
             try:
-                loaded, per_frame = time_tier(_with(model, tier), clip, mask, out)
+                loaded, per_frame, warned = time_tier(_with(model, tier), clip, mask, out)
             except VosfxError as err:
                 line(f"time {tier}", "missing", str(err))
                 continue
@@ -145,7 +148,7 @@ def run_timing(model: ModelConfig, frames: int, say: Callable[[Line], None]) -> 
                 "ok",
                 f"{per_frame:.2f} s a frame{versus} (median of frames 2-{frames} of a "
                 f"{CLIP_SIZE[0]}x{CLIP_SIZE[1]} clip at {size} px, refined and written; "
-                f"loading {loaded:.1f} s)",
+                f"loading {loaded:.1f} s)" + "".join(f"; warning: {w}" for w in warned),
             )
     if seconds:
         best = min(seconds, key=seconds.__getitem__)
