@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import click
 
-from vosfx.config import option_choices
+from vosfx.config import ModelConfig, option_choices
 
 OK, MISSING, INFO = "ok", "missing", "info"
 Check = tuple[str, str, str]  # (what, state, detail)
@@ -279,15 +279,21 @@ def doctor(
     """What this machine runs vosfx with (CPU, runtimes, what --precision auto takes here,
     encoders, model cache) and what is missing for what; with --time, how fast each
     precision runs here."""
-    asked = {
-        "--model": model,
-        "--checkpoint": checkpoint,
-        "--device": device,
-        "--image-size": image_size,
+    # each flag's option name -> the [model] key it sets
+    given = {
+        k: v
+        for k, v in (
+            ("model", model),
+            ("checkpoint", checkpoint),
+            ("device", device),
+            ("image_size", image_size),
+        )
+        if v is not None
     }
-    given = [flag for flag, value in asked.items() if value is not None]
     if given and not timed:
-        raise click.UsageError(f"{given[0]} is for --time: add --time, or leave it out")
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise click.UsageError(f"{flag} is for --time: add --time, or leave it out")
+    config = _model_config(given) if timed else None  # bad values refused before any check
     lines = run_checks()
     width = max(len(w) for w, _s, _d in lines)
 
@@ -298,10 +304,9 @@ def doctor(
     if not as_json:
         for line in lines:
             say(line)
-    if timed:
+    if config is not None:
         from vosfx.cli.doctor_time import run_timing
 
-        config = _model_config(model, checkpoint, device, image_size)
         lines += run_timing(config, frames, (lambda _line: None) if as_json else say)
     if as_json:
         click.echo(
@@ -309,15 +314,17 @@ def doctor(
         )
 
 
-def _model_config(model, checkpoint, device, image_size):
-    """The [model] section --time runs: the defaults and the flags as typed (each checked by
-    the config's own rules: a bad value is a usage error naming its flag)."""
+_MODEL_KEYS = {"model": "name", "checkpoint": "checkpoint", "device": "device"}
+_MODEL_KEYS["image_size"] = "image_size"
+
+
+def _model_config(given: dict) -> ModelConfig:
+    """The [model] section --time runs: the defaults and the flags ``given`` (option name ->
+    value), each checked by the config's own rules (a bad value is a usage error naming its
+    flag as typed)."""
     from vosfx.cli.flags import check_flag_values
     from vosfx.presets import resolve_config
 
-    typed = {"name": model, "checkpoint": checkpoint, "device": device, "image_size": image_size}
-    overrides = {"model": {k: v for k, v in typed.items() if v is not None}}
-    check_flag_values(
-        overrides, {"model": {"model": "name", **{k: k for k in typed if k != "name"}}}
-    )
+    overrides = {"model": {_MODEL_KEYS[k]: v for k, v in given.items()}}
+    check_flag_values(overrides, {"model": _MODEL_KEYS})
     return resolve_config((), overrides, use_user_config=False).model

@@ -18,9 +18,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from vosfx.config import ModelConfig
+from vosfx.engine.loader import backend_for
+from vosfx.models import cache
 
 Line = tuple[str, str, str]  # (what, state, detail), as doctor's checks
 CLIP_SIZE = (1280, 720)
@@ -30,7 +33,7 @@ def tiers(model: ModelConfig) -> tuple[str, ...]:
     """The precisions worth timing: fp32 alone on the torch backend; fp32 and fp16 where
     ONNX Runtime has a GPU provider (and the device is not the CPU); else fp32 and the CPU
     tiers."""
-    if _backend(model) == "torch":
+    if backend_for(model) == "torch":
         return ("fp32",)
     import onnxruntime as ort
 
@@ -38,12 +41,6 @@ def tiers(model: ModelConfig) -> tuple[str, ...]:
 
     gpu = model.device != "cpu" and len(auto_providers(ort.get_available_providers())) > 1
     return ("fp32", "fp16") if gpu else ("fp32", "bf16", "int8")
-
-
-def _backend(model: ModelConfig) -> str:
-    from vosfx.engine.loader import backend_for
-
-    return backend_for(model)
 
 
 def write_clip(folder: Path, frames: int) -> tuple[Path, Path]:
@@ -78,8 +75,6 @@ def time_tier(
     """(seconds to load the engine, median seconds a frame, the run's warnings: a provider
     missing, a tier in a slower form) of one tier. Raises the loader's or the pipeline's
     VosfxError where the tier cannot run."""
-    from dataclasses import replace
-
     from vosfx import pipeline
     from vosfx.engine import load_engine
     from vosfx.job import Job, PromptSpec
@@ -118,7 +113,7 @@ def run_timing(model: ModelConfig, frames: int, say: Callable[[Line], None]) -> 
 
     if frames < 3:
         raise ValueError("frames: at least 3 (the prompted frame, then two intervals)")
-    if not model.checkpoint and not _cached(model.name):
+    if not model.checkpoint and not cache.is_cached(model.name):  # ModelError if unknown
         line(
             "time",
             "missing",
@@ -132,7 +127,9 @@ def run_timing(model: ModelConfig, frames: int, say: Callable[[Line], None]) -> 
         for tier in tiers(model):
             out = Path(tmp) / f"{tier}.mkv"
             try:
-                loaded, per_frame, warned = time_tier(_with(model, tier), clip, mask, out)
+                loaded, per_frame, warned = time_tier(
+                    replace(model, precision=tier), clip, mask, out
+                )
             except VosfxError as err:
                 line(f"time {tier}", "missing", str(err))
                 continue
@@ -152,26 +149,10 @@ def run_timing(model: ModelConfig, frames: int, say: Callable[[Line], None]) -> 
             )
     if seconds:
         best = min(seconds, key=seconds.__getitem__)
-        auto, why = choose(_backend(model), model.device)
+        auto, why = choose(backend_for(model), model.device)
         line(
             "time",
             "info",
             f"fastest here: {best}; --precision auto takes {auto} ({why})",
         )
     return lines
-
-
-def _with(model: ModelConfig, precision: str) -> ModelConfig:
-    from dataclasses import replace
-
-    return replace(model, precision=precision)
-
-
-def _cached(model_id: str) -> bool:
-    from vosfx.models import cache, registry
-
-    try:
-        registry.get(model_id)
-    except KeyError:
-        return False
-    return cache.is_cached(model_id)
