@@ -76,6 +76,21 @@ def test_openvino_missing_says_what_needs_it(config_home, monkeypatch):
     assert lines["--precision auto"]["detail"].startswith("fp32 (")
 
 
+def test_openexr_missing_names_the_one_format_that_needs_it(config_home, monkeypatch):
+    # exr16 / exr32 are FFmpeg's encoder (PyAV); only exr-layers goes through OpenEXR
+    real_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a, **k: None if name == "OpenEXR" else real_spec(name, *a, **k),
+    )
+    line = {c["check"]: c for c in _doctor()}["OpenEXR"]
+    assert line["state"] == "missing"
+    assert "exr-layers format needs it" in line["detail"]
+    assert "exr16 and exr32 do not" in line["detail"]
+    assert 'pip install "vosfx[exr]"' in line["detail"]
+
+
 def test_a_missing_encoder_names_the_formats_that_need_it(config_home, monkeypatch):
     import av
 

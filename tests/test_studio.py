@@ -540,6 +540,76 @@ def test_cli_port_in_use(clip, config_home):
     assert f"port {port}" in res.output and "--port" in res.output
 
 
+def _model_the_studio_loads(monkeypatch, args) -> tuple:
+    """(exit code, output, the [model] config `vosfx studio ARGS` hands load_engine): the
+    server is replaced by one that calls the studio's loader once and closes."""
+    import vosfx.engine
+    import vosfx.studio.server
+
+    seen = []
+
+    def load_engine(model):
+        seen.append(model)
+        raise RuntimeError("loaded")  # no studio behind it: the config is what is checked
+
+    def serve(ctl, sock, load, open_browser, on_ready):
+        sock.close()
+        with pytest.raises(RuntimeError, match="loaded"):
+            load()
+        return "closed"
+
+    monkeypatch.setattr(vosfx.engine, "load_engine", load_engine)
+    monkeypatch.setattr(vosfx.studio.server, "serve", serve)
+    res = CliRunner().invoke(cli, ["studio", *args, "--no-browser"])
+    return res.exit_code, res.output, (seen[0] if seen else None)
+
+
+def test_cli_model_flags_choose_the_model(clip, tmp_path, config_home, monkeypatch):
+    """`vosfx studio` takes `vosfx matte`'s model flags: a local checkpoint (made absolute, as
+    a saved job must carry it), the device, precision, image size and threads."""
+    monkeypatch.chdir(tmp_path)
+    args = [str(clip), "--checkpoint", "mine.pt", "--device", "cpu", "--precision", "int8"]
+    code, out, model = _model_the_studio_loads(
+        monkeypatch, [*args, "--image-size", "512", "--threads", "1"]
+    )
+    assert code == 0, out
+    assert model.checkpoint == str(tmp_path / "mine.pt")
+    assert (model.device, model.precision, model.image_size, model.threads) == (
+        "cpu",
+        "int8",
+        512,
+        1,
+    )
+
+
+def test_cli_model_flags_replace_a_jobs_own(clip, tmp_path, config_home, monkeypatch):
+    job = tmp_path / "j.json"
+    job.write_text(
+        json.dumps(
+            {
+                "input": str(clip),
+                "output": str(tmp_path / "o.mov"),
+                "overrides": {"model": {"image_size": 512, "precision": "int8"}},
+                "prompts": [{"frame": 3, "obj_id": 1, "points": [[10, 10]], "labels": [1]}],
+            }
+        )
+    )
+    code, out, model = _model_the_studio_loads(
+        monkeypatch, ["--job", str(job), "--image-size", "256"]
+    )
+    assert code == 0, out
+    assert (model.image_size, model.precision) == (256, "int8")  # the flag's, the job's
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [(["--image-size", "100"], "--image-size"), (["--threads", "-3"], "--threads")],
+)
+def test_cli_a_bad_model_flag_is_named_before_serving(clip, config_home, monkeypatch, args, hint):
+    code, out, model = _model_the_studio_loads(monkeypatch, [str(clip), *args])
+    assert code == 2 and hint in out and model is None, out
+
+
 def _start_cli(args, env):
     proc = subprocess.Popen(
         FAKE_VOSFX + ["studio", *args, "--no-browser"],

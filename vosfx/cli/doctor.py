@@ -173,7 +173,10 @@ def _openexr() -> Check:
         return (
             "OpenEXR",
             MISSING,
-            'not installed: the EXR formats need it (pip install "vosfx[exr]")',
+            (
+                "not installed: the exr-layers format needs it (exr16 and exr32 do not: "
+                'FFmpeg writes them); pip install "vosfx[exr]"'
+            ),
         )
     return ("OpenEXR", OK, _version_of("OpenEXR") or "installed")
 

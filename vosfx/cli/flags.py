@@ -4,8 +4,78 @@ flag as the user typed it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable)
+
+# the flags that choose the model and how it runs: option name -> [model] key
+MODEL_FLAG_KEYS = {
+    "model": "name",
+    "backend": "backend",
+    "device": "device",
+    "precision": "precision",
+    "low_memory": "low_memory",
+    "image_size": "image_size",
+    "threads": "threads",
+    "checkpoint": "checkpoint",
+}
+
+
+def model_options(fn: F) -> F:
+    """The ``[model]`` flags of :data:`MODEL_FLAG_KEYS`, one definition for every command that
+    runs the model on a clip (`vosfx matte`, `vosfx studio`)."""
+    from vosfx.config import option_choices
+
+    options = (
+        click.option("--model", help="Model id (vosfx models list)."),
+        click.option(
+            "--backend",
+            type=click.Choice(option_choices("model", "backend")),
+            help="Runtime: onnx (ONNX Runtime, no torch needed), torch, or auto (onnx).",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(option_choices("model", "device")),
+            help="Where the model runs (auto: the best available).",
+        ),
+        click.option(
+            "--image-size",
+            type=int,
+            help="Model input size, a multiple of 16 (drafts only; default 1024).",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(option_choices("model", "precision")),
+            help="ONNX: fp16 for GPUs; bf16 for CPUs with AMX or AVX512_BF16 (OpenVINO, "
+            "vosfx[openvino]); int8 for other CPUs (8-bit image encoder and attention scores; "
+            "faster, approximate); auto (the fast preset's): bf16 where this CPU and install "
+            "run it, else fp32.",
+        ),
+        click.option(
+            "--threads", type=int, help="CPU threads for the model and for refinement's loops."
+        ),
+        click.option(
+            "--low-memory",
+            is_flag=True,
+            default=None,
+            help="Lowest peak memory, slower: ONNX Runtime without its memory arena, large "
+            "buffers returned to the system as soon as they are freed, one frame decoded ahead "
+            "(~25 % less memory for ~1.3x the time at 1024: docs/onnx.md).",
+        ),
+        click.option("--checkpoint", help="Use this checkpoint file instead of the cache."),
+    )
+    for option in reversed(options):  # --help lists them in this order
+        fn = option(fn)
+    return fn
+
+
+def model_overrides(opts: dict) -> dict:
+    """The ``[model]`` overrides of the :func:`model_options` flags the user set."""
+    values = {key: opts[opt] for opt, key in MODEL_FLAG_KEYS.items() if opts.get(opt) is not None}
+    return {"model": values} if values else {}
 
 
 def check_flag_values(overrides: dict, flags: dict[str, dict[str, str]]) -> None:

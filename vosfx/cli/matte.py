@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from vosfx.cli.flags import MODEL_FLAG_KEYS, model_options
 from vosfx.config import option_choices
 from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
@@ -21,16 +22,7 @@ FORMAT_IDS = list(FORMATS)
 
 # CLI option name -> config key, per section (the flags that set config options)
 _FLAG_KEYS = {
-    "model": {
-        "model": "name",
-        "backend": "backend",
-        "device": "device",
-        "precision": "precision",
-        "low_memory": "low_memory",
-        "image_size": "image_size",
-        "threads": "threads",
-        "checkpoint": "checkpoint",
-    },
+    "model": MODEL_FLAG_KEYS,
     "memory": {"memory": "policy", "track_backward": "track_backward", "reprompt": "reprompt"},
     "refine": {
         "alpha": "alpha",
@@ -181,38 +173,7 @@ def default_output(input_path: str, fmt: str) -> str:
     type=click.FloatRange(0, 1000, min_open=True),
     help="Frame rate of an image-sequence input (default 24).",
 )
-@click.option("--model", help="Model id (vosfx models list).")
-@click.option(
-    "--backend",
-    type=click.Choice(option_choices("model", "backend")),
-    help="Runtime: onnx (ONNX Runtime, no torch needed), torch, or auto (onnx).",
-)
-@click.option(
-    "--device",
-    type=click.Choice(option_choices("model", "device")),
-    help="Where the model runs (auto: the best available).",
-)
-@click.option(
-    "--image-size", type=int, help="Model input size, a multiple of 16 (drafts only; default 1024)."
-)
-@click.option(
-    "--precision",
-    type=click.Choice(option_choices("model", "precision")),
-    help="ONNX: fp16 for GPUs; bf16 for CPUs with AMX or AVX512_BF16 (OpenVINO, "
-    "vosfx[openvino]); int8 for other CPUs (8-bit image encoder and attention scores; "
-    "faster, approximate); auto (the fast preset's): bf16 where this CPU and install run it, "
-    "else fp32.",
-)
-@click.option("--threads", type=int, help="CPU threads for the model and for refinement's loops.")
-@click.option(
-    "--low-memory",
-    is_flag=True,
-    default=None,
-    help="Lowest peak memory, slower: ONNX Runtime without its memory arena, large buffers "
-    "returned to the system as soon as they are freed, one frame decoded ahead (~25 % less "
-    "memory for ~1.3x the time at 1024: docs/onnx.md).",
-)
-@click.option("--checkpoint", help="Use this checkpoint file instead of the cache.")
+@model_options
 @click.option(
     "--memory", type=click.Choice(list(MEMORY_POLICIES)), help="Memory policy (docs/memory.md)."
 )

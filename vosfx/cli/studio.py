@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from vosfx.cli.flags import MODEL_FLAG_KEYS, model_options
+
 
 @click.command()
 @click.argument("clip", required=False)
@@ -42,27 +44,48 @@ import click
     help="Do not run the image encoder on the frame shown before a click there (the first "
     "click on a frame then waits for it).",
 )
+@model_options
 def studio(
-    clip, port, no_browser, job_file, presets, start, end, frame, fps, done_job, offline, no_warm
+    clip,
+    port,
+    no_browser,
+    job_file,
+    presets,
+    start,
+    end,
+    frame,
+    fps,
+    done_job,
+    offline,
+    no_warm,
+    **model_flags,
 ):
     """Open CLIP (video file, image folder or %05d pattern) in the studio page: click the
-    object, see its mask, track, correct any frame, finish and render."""
+    object, see its mask, track, correct any frame, finish and render. The model flags are
+    `vosfx matte`'s; with --job they replace the job's own."""
     import os
     import shutil
 
+    from vosfx.cli.flags import check_flag_values, model_overrides
     from vosfx.errors import Cancelled
     from vosfx.session.frames import SourceFrames
     from vosfx.studio.server import Control, bind, serve
 
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
+    overrides = model_overrides(model_flags)
+    check_flag_values(overrides, {"model": MODEL_FLAG_KEYS})  # before the clip is opened
+    if overrides.get("model", {}).get("checkpoint"):  # as a saved job must carry it
+        overrides["model"]["checkpoint"] = str(
+            Path(model_flags["checkpoint"]).expanduser().resolve()
+        )
     job = None
     if job_file:
         from vosfx.job import load_job_file
 
         if clip:
             raise click.UsageError("--job names the clip: give CLIP or --job, not both")
-        job = load_job_file(job_file)
+        job = load_job_file(job_file, cli_overrides=overrides)
         clip, fps = job.input, job.fps if fps is None else fps
         start = job.start if start is None else start
         end = job.end if end is None else end
@@ -72,7 +95,7 @@ def studio(
 
         if not clip:
             raise click.UsageError("missing CLIP: a video file, an image folder or a %05d pattern")
-        config, preset_names = resolve_config(presets, {}), tuple(presets)
+        config, preset_names = resolve_config(presets, overrides), tuple(presets)
     with SourceFrames(clip, fps=fps) as probe:  # an unreadable clip fails here, before serving
         info = probe.info
     num_frames = info.num_frames
