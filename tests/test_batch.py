@@ -370,6 +370,36 @@ def test_cli_folder_mode(tmp_path, config_home):
     assert (tmp_path / "x_matte.mkv").is_file() and (tmp_path / "y_matte.mkv.json").is_file()
 
 
+def test_cli_model_flags_set_every_jobs_model_but_a_rows_own(tmp_path, config_home, monkeypatch):
+    """`vosfx matte`'s model flags on a batch: every job's [model] (a relative --checkpoint
+    made absolute against the folder it was typed in, not the manifest's), except a key a
+    row's own overrides set."""
+    for name in ("a", "b"):
+        clip_with_mask(tmp_path, name, n=3)
+    (tmp_path / "out").mkdir()
+    manifest = tmp_path / "batch.toml"
+    manifest.write_text(
+        '[defaults]\noutput = "out/{stem}.mkv"\npresets = ["matte-ffv1"]\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noverrides = {model = {image_size = 256}}\n'
+    )
+    typed_in = tmp_path / "elsewhere"
+    typed_in.mkdir()
+    (typed_in / "mine.pt").write_bytes(b"the fake engine never reads it")
+    monkeypatch.chdir(typed_in)
+    args = ["batch", str(manifest), "--executor", "inline", "--engine-factory", FACTORY]
+    res = CliRunner().invoke(cli, [*args, "--checkpoint", "mine.pt", "--image-size", "512"])
+    assert res.exit_code == 0, res.output
+    models = {
+        n: json.loads((tmp_path / "out" / f"{n}.mkv.json").read_text())["job"]["config"]["model"]
+        for n in "ab"
+    }
+    assert {m["checkpoint"] for m in models.values()} == {str(typed_in / "mine.pt")}
+    assert (models["a"]["image_size"], models["b"]["image_size"]) == (512, 256)
+    res = CliRunner().invoke(cli, [*args, "--image-size", "100"])
+    assert res.exit_code == 2 and "--image-size" in res.output, res.output
+
+
 def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, config_home):
     manifest = make_batch(tmp_path, n=10)
     env = dict(

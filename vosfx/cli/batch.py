@@ -7,6 +7,7 @@ import time
 
 import click
 
+from vosfx.cli.flags import model_options
 from vosfx.cli.progress import _fmt_eta, emit_json
 
 
@@ -119,6 +120,7 @@ def _json_progress(ev) -> None:
 )
 @click.option("--offline", is_flag=True, help="Never download models (same as VOSFX_OFFLINE=1).")
 @click.option("--json-progress", is_flag=True, help="JSON lines on stdout, one per event.")
+@model_options
 @click.option("--engine-factory", hidden=True, help="module:callable returning an Engine (tests).")
 @click.option(
     "--executor",
@@ -142,24 +144,30 @@ def batch(
     json_progress,
     engine_factory,
     executor_kind,
+    **model_flags,
 ):
     """Matte every job of MANIFEST (.toml, .csv, .jsonl) or every clip of a FOLDER.
 
     Jobs already done (outputs and sidecars exist and match the job's hash) are skipped, so
     rerunning after an interruption picks up where it stopped. Ends with a summary table;
-    exits with code 10 when any job failed.
+    exits with code 10 when any job failed. The model flags are `vosfx matte`'s, for every
+    job (over its presets; a row's or [defaults]' own [model] overrides win over them).
     """
     import os
 
     from vosfx.batch import format_summary, run_batch
+    from vosfx.cli.flags import model_overrides
 
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
-    defaults = {}
+    defaults: dict = {}
     if output:
         defaults["output"] = output
     if presets:
         defaults["presets"] = list(presets)
+    overrides = model_overrides(model_flags, absolute_checkpoint=True)  # rows: other folders
+    if overrides:
+        defaults["overrides"] = overrides
     kind = executor_kind or ("ray" if ray_address else "local")
     executor = kind
     if kind == "ray":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -72,10 +73,18 @@ def model_options(fn: F) -> F:
     return fn
 
 
-def model_overrides(opts: dict) -> dict:
-    """The ``[model]`` overrides of the :func:`model_options` flags the user set."""
+def model_overrides(opts: dict, *, absolute_checkpoint: bool = False) -> dict:
+    """The ``[model]`` overrides of the :func:`model_options` flags the user set, each value
+    checked (a usage error naming the flag). ``absolute_checkpoint``: the overrides go into
+    jobs read later from another folder (a saved job, a manifest's rows, whose relative paths
+    resolve against their own folder), so ``--checkpoint`` is made absolute against the
+    working directory it was typed in."""
     values = {key: opts[opt] for opt, key in MODEL_FLAG_KEYS.items() if opts.get(opt) is not None}
-    return {"model": values} if values else {}
+    overrides = {"model": values} if values else {}
+    check_flag_values(overrides, {"model": MODEL_FLAG_KEYS})
+    if absolute_checkpoint and values.get("checkpoint"):
+        values["checkpoint"] = str(Path(values["checkpoint"]).expanduser().resolve())
+    return overrides
 
 
 def check_flag_values(overrides: dict, flags: dict[str, dict[str, str]]) -> None:

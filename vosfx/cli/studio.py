@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vosfx.cli.flags import MODEL_FLAG_KEYS, model_options
+from vosfx.cli.flags import model_options
 
 
 @click.command()
@@ -66,19 +66,15 @@ def studio(
     import os
     import shutil
 
-    from vosfx.cli.flags import check_flag_values, model_overrides
+    from vosfx.cli.flags import model_overrides
     from vosfx.errors import Cancelled
     from vosfx.session.frames import SourceFrames
     from vosfx.studio.server import Control, bind, serve
 
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
-    overrides = model_overrides(model_flags)
-    check_flag_values(overrides, {"model": MODEL_FLAG_KEYS})  # before the clip is opened
-    if overrides.get("model", {}).get("checkpoint"):  # as a saved job must carry it
-        overrides["model"]["checkpoint"] = str(
-            Path(model_flags["checkpoint"]).expanduser().resolve()
-        )
+    # checked before the clip is opened; a saved job carries --checkpoint, absolute
+    overrides = model_overrides(model_flags, absolute_checkpoint=True)
     job = None
     if job_file:
         from vosfx.job import load_job_file
