@@ -380,7 +380,7 @@ static void vx_studio(VxInstance *in, OfxTime time) {
     snprintf(start, sizeof start, "%d", 0);
     snprintf(end, sizeof end, "%d", (int)(range[1] - range[0]) + 1);
     snprintf(frame, sizeof frame, "%d", (int)floor(time - range[0] + 0.5));
-    const char *argv[48];
+    const char *argv[52];
     int n = 0;
     for (int i = 0; cmd[i] && n < 40; i++) argv[n++] = cmd[i];
     argv[n++] = "studio";
@@ -391,6 +391,11 @@ static void vx_studio(VxInstance *in, OfxTime time) {
     argv[n++] = end;
     argv[n++] = "--frame";
     argv[n++] = frame;
+    const char *model = vx_get_string(in, VXP_MODEL);
+    if (model[0]) { /* the effect's model: the studio shows the masks the renders will give */
+        argv[n++] = "--model";
+        argv[n++] = model;
+    }
     argv[n] = NULL;
     if (vx_spawn_detached(argv, err, sizeof err) != 0)
         vx_report(in, kOfxMessageError, "vosfx studio: %s", err);

@@ -469,7 +469,22 @@ def test_studio_button(built, clip, tmp_path):
         str(N),
         "--frame",
         "4",
+        "--model",  # the effect's Model (its default): the studio shows what renders give
+        "sam2.1-tiny",
     ]
+    record.unlink()
+    run = run_host(
+        built,
+        lines[:-1] + ["14 set_string model sam2.1-small", lines[-1]] + postamble(),
+        tmp_path,
+        env={"VOSFX_OFX_CONFIG": str(cfg)},
+    )
+    assert run.returncode == 0, run.stdout
+    for _ in range(300):
+        if record.exists() and record.read_text():
+            break
+        time.sleep(0.1)
+    assert record.read_text().split("\n")[-2:] == ["--model", "sam2.1-small"]
 
 
 def test_harness_under_address_and_undefined_behaviour_sanitizers(
