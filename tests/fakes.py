@@ -138,8 +138,11 @@ class FakeSession:
             base = prompt_logits(prompt.mask)
         else:
             base = point_logits(prompt, self.info.width, self.info.height)
-            if prompt.prior is not None:  # the clicks edit the prior: includes add, excludes cut
-                prior = prompt_logits(np.asarray(prompt.prior) > 0)
+            dense = prompt.prior
+            if dense is None and pass_id is not None:  # a correction: the mask tracked there
+                dense = previous
+            if dense is not None:  # the clicks edit the prior: includes add, excludes cut
+                prior = prompt_logits(np.asarray(dense) > 0)
                 excluded = exclude_discs(prompt, self.info.width, self.info.height)
                 base = np.where(excluded, -LOGIT_SCALE, np.maximum(prior, base))
         if self.prompts_too and self.logit_fn is not None:

@@ -87,3 +87,16 @@ def test_bad_values_name_the_flag(opts, flag, message):
         prompt_specs(None, opts)
     assert err.value.param_hint == flag
     assert message in err.value.format_message()
+
+
+def test_edit_tracked_makes_the_clicks_corrections_not_the_masks():
+    specs = prompt_specs(
+        "a.png", _opts(points=("10:5,6", "7,8"), boxes=("12:1,2,30,40@2",), edit_tracked=True)
+    )
+    assert [(s.frame, s.mask is not None, s.correction) for s in specs] == [
+        (0, True, False),
+        (10, False, True),
+        (0, False, True),  # on its object's first prompted frame the session reads it as plain
+        (12, False, True),
+    ]
+    assert not any(s.correction for s in prompt_specs("a.png", _opts(points=("10:5,6",))))

@@ -295,6 +295,29 @@ def test_a_prompts_prior_travels_with_the_job_and_is_read_safely(jobdir):
         assert says in str(err.value)
 
 
+def test_a_correction_prompt_is_points_or_a_box_and_round_trips(jobdir):
+    """``"correction": true`` (rule d, docs/session.md): kept through to_dict; with a mask or a
+    prior, or not a boolean, one ConfigError naming the field."""
+    job = base_job()
+    job["prompts"].append({"frame": 6, "points": [[5, 6]], "labels": [0], "correction": True})
+    parsed = job_from_dict(job, base=jobdir)
+    assert [p.correction for p in parsed.prompts] == [False, True]
+    job["prompts"] = [p.to_dict() for p in parsed.prompts]
+    assert job_from_dict(job, base=jobdir).prompts == parsed.prompts
+    assert "correction" not in parsed.prompts[0].to_dict()
+    for bad, says in [
+        ({"frame": 6, "mask": "m.png", "correction": True}, "a correction is points or a box"),
+        (
+            {"frame": 6, "points": [[5, 6]], "prior": "p.npy", "correction": True},
+            "takes no prior",
+        ),
+        ({"frame": 6, "points": [[5, 6]], "correction": "yes"}, "expected true or false"),
+    ]:
+        job["prompts"] = [bad]
+        with pytest.raises(ConfigError, match=rf"job.prompts\[0\].correction: .*{says}"):
+            job_from_dict(job, base=jobdir)
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe{", b"[" * 100_000, b"{", b"null"])
 def test_unreadable_job_file_is_a_config_error(jobdir, content):
     path = jobdir / "job.json"

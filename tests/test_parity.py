@@ -313,6 +313,19 @@ def test_correction_on_a_tracked_frame(models256, clip):
     assert diff <= TOL
     # memory and the tracked mask matter here: the test could fail
     assert float(np.abs(image_mode - want).max()) > 50 * TOL
+    # rule d: the same click as a correction prompt gives SAM 2's correction whatever the
+    # order: set with the mask before tracking (the sweep's own pass), or before the mask
+    fix = Prompt(5, 1, points=click.points, labels=click.labels, correction=True)
+    for order in ([Prompt(0, 1, mask=mask), fix], [fix, Prompt(0, 1, mask=mask)]):
+        with ClipSession(engine, info, MemoryConfig(policy="sam2"), frames=provider) as session:
+            if order[0] is fix:
+                for p in order:
+                    session.add_prompt(p)
+            else:
+                session.set_prompts(order)
+            session.track()
+            got = session.result(5).video_logits(h, w)[0]
+        assert float(np.abs(got - want).max()) <= TOL
 
 
 def test_torch_tracking_dispatches_the_official_predictors_ops(models256, clip):

@@ -486,3 +486,35 @@ def test_cancel_stops_a_first_use_download_and_keeps_its_part(
         assert 0 < path.with_name(path.name + ".part").stat().st_size < len(payload)
     finally:
         registry.reset()
+
+
+def test_a_correction_edits_what_the_pipeline_tracked(tmp_path, clip, config_home):
+    """`vosfx matte --edit-tracked`'s prompts through the one loop: the click on frame 6 is
+    decoded with the pass from frame 0 (the engine sees a correction there) and cuts the
+    tracked mask; the same click without the flag starts from nothing."""
+    path, mask = clip
+    # an exclude click inside frame 6's square: the correction keeps the rest of the mask
+    _, m6 = moving_square_frame(6, 96, 64)
+    ys, xs = np.nonzero(m6)
+    click = ((float(xs.min() + 1), float(ys.min() + 1)),)
+    alphas = {}
+    for correction in (True, False):
+        engine = FakeEngine()
+        out = tmp_path / f"out{int(correction)}"
+        job = Job(
+            input=str(path),
+            prompts=(
+                PromptSpec(frame=0, mask=str(mask)),
+                PromptSpec(frame=6, obj_id=1, points=click, labels=(0,), correction=correction),
+            ),
+            output=str(out),
+            config=resolve_config(("png16",), {"output": {"format": "png16-matte"}}),
+        )
+        run(job, engine=engine)
+        assert engine.sessions[0].corrections == ([(1, 6, 1)] if correction else [])
+        png = sorted(out.glob("*.png"))[6]
+        alphas[correction] = cv2.imread(str(png), cv2.IMREAD_UNCHANGED) / 65535.0
+        side = json.loads((tmp_path / f"out{int(correction)}.json").read_text())
+        assert side["job"]["prompts"][1].get("correction", False) is correction
+    assert alphas[True].max() > 0.5  # the tracked mask, cut where the click is
+    assert alphas[False].max() < 0.5  # an exclude click alone: nothing

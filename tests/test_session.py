@@ -553,12 +553,14 @@ def test_snapshots_stay_within_their_budget_by_spacing_out():
     (frames,) = [sorted(f) for _anchor, f in cps._snaps.values()]
     assert frames == list(range(cps.spacing, n, cps.spacing))  # evenly over the whole pass
     assert frames[-1] >= n - cps.spacing
-    # a new prompt on frame 100: the pass from 0 now ends at 50, its prompt versions are the
-    # same, so the old tail's snapshots (another key: other frames) go at the next sweep
+    # a new prompt on frame 100: the pass from 0 now ends at 50 and attends frame 100 too
+    # (another state), so the old tail's snapshots go at the next sweep
+    old_keys = set(cps._snaps)
     session.add_prompt(Prompt(100, 1, mask=_mask(4, 12)))
     session.track()
     keys = set(cps._snaps)
-    assert keys <= {session._book.key(pl) for pl in session.plan()}
+    assert keys <= {session._book.state_key(pl) for pl in session.plan()}
+    assert not keys & old_keys
 
 
 def test_removing_a_prompt_tracks_again_what_its_passes_overwrote():

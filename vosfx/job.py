@@ -36,7 +36,17 @@ _JOB_KEYS = {
     "objects",
     "fps",
 }
-_PROMPT_KEYS = {"frame", "obj_id", "mask", "points", "labels", "box", "threshold", "prior"}
+_PROMPT_KEYS = {
+    "frame",
+    "obj_id",
+    "mask",
+    "points",
+    "labels",
+    "box",
+    "threshold",
+    "prior",
+    "correction",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class PromptSpec:
     # with points/box: a .npy file of (s, s) low-res mask logits, the decoder's dense input
     # (a correction keeps the tracked mask it edits: docs/studio.md)
     prior: str | None = None
+    # with points/box: the clicks edit the mask the object's previous prompted frame tracks
+    # to this frame (docs/session.md, rule d); an ordinary prompt on its first prompted frame
+    correction: bool = False
     # what the user typed it as, for errors found once the clip is known (``--point
     # 12:410,220@2``, ``job.prompts[3]``); not part of the job
     where: str = field(default="", compare=False)
@@ -77,6 +90,8 @@ class PromptSpec:
             d["threshold"] = self.threshold
         if self.prior is not None:
             d["prior"] = self.prior
+        if self.correction:
+            d["correction"] = True
         return d
 
 
@@ -228,6 +243,15 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         if mask is not None:
             raise ConfigError(f"{where}.prior: a prior goes with points or a box, not a mask")
         prior = _beside(_path(prior, f"{where}.prior"), base)
+    correction = data.get("correction", False)
+    if not isinstance(correction, bool):
+        raise ConfigError(f"{where}.correction: expected true or false, found {correction!r}")
+    if correction and mask is not None:
+        raise ConfigError(f"{where}.correction: a correction is points or a box, not a mask")
+    if correction and prior is not None:
+        raise ConfigError(
+            f"{where}.correction: a correction edits the mask tracked there; it takes no prior"
+        )
     obj_id = data.get("obj_id")
     if obj_id is not None:
         obj_id = _int(obj_id, f"{where}.obj_id", lo=1, hi=2**31 - 1)
@@ -240,6 +264,7 @@ def prompt_from_dict(data: dict[str, Any], where: str, base: Path) -> PromptSpec
         box=box,
         threshold=_int(data.get("threshold", 128), f"{where}.threshold", lo=0, hi=255),
         prior=prior,
+        correction=correction,
         where=where,
     )
 

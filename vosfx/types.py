@@ -184,6 +184,10 @@ class Prompt:
     logits the decoder takes as its dense input (SAM 2's previous mask logits), so that the
     clicks edit that mask instead of starting from nothing: the studio keeps a tracked frame's
     output as the prior of a correction on it (a job carries it as a ``.npy`` file).
+    ``correction``: with points or a box, the clicks edit the mask the object's previous
+    prompted frame tracks forwards to this frame, decoded with that pass's memory, as SAM 2
+    decodes clicks on a frame it has tracked (docs/session.md, rule d); on the object's first
+    prompted frame it is an ordinary prompt.
     """
 
     frame_index: int
@@ -193,6 +197,7 @@ class Prompt:
     labels: np.ndarray | None = None
     box: np.ndarray | None = None
     prior: np.ndarray | None = None
+    correction: bool = False
 
 
 def prior_ok(logits: np.ndarray) -> bool:

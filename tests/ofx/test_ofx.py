@@ -110,6 +110,44 @@ def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tm
     assert cli_alpha[5].max() > 0.99 and cli_alpha[5].min() < 0.01  # a real matte, not flat
 
 
+def test_points_on_a_later_frame_correct_the_tracked_matte(built, clip, cli_alpha, tmp_path):
+    """An exclude point on frame 6 for the object clicked on frame 0 edits the matte tracked
+    there (rule d, docs/session.md): the alpha equals `vosfx matte --edit-tracked` for the
+    same clicks, rendered in and out of order."""
+    from media import moving_square_frame
+
+    _, square = moving_square_frame(6, W, H)
+    ys, xs = np.nonzero(square)
+    fx, fy = float(xs.min()) + 1.5, float(ys.min()) + 1.5  # in the square's corner
+    cli = vosfx_matte(
+        clip,
+        tmp_path / "cli",
+        "--point",
+        f"{CLICK[0]:g},{CLICK[1]:g}",
+        "--neg-point",
+        f"6:{fx:g},{fy:g}@1",
+        "--edit-tracked",
+    )
+    assert np.abs(cli[6] - cli_alpha[6]).max() > 0.5  # the correction changed the matte
+    assert cli[6].max() > 0.99  # and kept the tracked square (an exclude click alone: none)
+    np.testing.assert_array_equal(cli[:6], cli_alpha[:6])  # the frames before it: unchanged
+    order = [8, 2, 6, 5, 11, 7]
+    lines = preamble(built, clip) + [
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        "14 set_int pointLabel 1",
+        f"0 pen_down 6 {fx} {H - fy}",
+    ]
+    lines += [f"0 render {t} {tmp_path / f'out{k}.raw'}" for k, t in enumerate(order)]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    for k, t in enumerate(order):
+        out = read_output(tmp_path / f"out{k}.raw")
+        np.testing.assert_allclose(
+            out[..., 3], cli[t], atol=0.5 / 65535 + 1e-6, err_msg=f"frame {t}"
+        )
+
+
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
     """Frames are tracked in order from the prompt up to the rendered frame, no further; the
     next frame costs one more frame; frames rendered before come from the cache."""

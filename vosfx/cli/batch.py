@@ -160,7 +160,7 @@ def batch(
 
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
-    defaults: dict = {}
+    defaults = {}
     if output:
         defaults["output"] = output
     if presets:

@@ -16,6 +16,7 @@ _JOB_HOLDS = {
     "boxes": "--box",
     "obj_id": "--obj",
     "mask_frame": "--mask-frame",
+    "edit_tracked": "--edit-tracked",
     "presets": "--preset",
 }
 

@@ -157,6 +157,13 @@ def default_output(input_path: str, fmt: str) -> str:
     help="Object id of clicks and boxes without @OBJ.",
 )
 @click.option(
+    "--edit-tracked",
+    is_flag=True,
+    help="Clicks and boxes on a frame after an object's first prompted frame edit the mask "
+    "tracked there (SAM 2's correction: the frames before it tracked forwards from the "
+    "previous prompt) instead of starting from nothing.",
+)
+@click.option(
     "--start",
     type=click.IntRange(min=0),
     default=0,

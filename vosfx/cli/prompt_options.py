@@ -25,6 +25,7 @@ def prompt_specs(mask, opts) -> list:
                 points=tuple(map(tuple, g["points"])),
                 labels=tuple(g["labels"]),
                 box=g["box"],
+                correction=bool(opts.get("edit_tracked")),
                 where=", ".join(g["typed"]),
             )
         )

@@ -57,6 +57,13 @@ def check_prompt(p: Prompt, width: int, height: int) -> None:
         raise PromptError(
             f"{where}: expected an object id, a whole number 1..{_MAX_OBJ_ID}, found {p.obj_id!r}"
         )
+    if p.correction:
+        if p.mask is not None:
+            raise PromptError(f"{where}: a correction is points or a box, found a mask")
+        if p.prior is not None:
+            raise PromptError(
+                f"{where}: a correction edits the mask tracked there; it takes no prior"
+            )
     if p.prior is not None:
         if p.mask is not None:
             raise PromptError(f"{where}: expected a prior with points or a box, found a mask")

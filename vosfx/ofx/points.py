@@ -1,6 +1,8 @@
 """The effect's points as the worker's session prompts: the set the effect sends, parsed into
 one points prompt per (frame, object) with its content signature, and each prompt without the
-points dragged off the picture."""
+points dragged off the picture. Points on a frame after the object's first prompted frame are
+a correction of the mask tracked there (docs/session.md, rule d), as `vosfx matte
+--edit-tracked` reads them."""
 
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ def parse_points(
     for (frame, obj), pts in sorted(grouped.items()):
         xy = np.array([p[:2] for p in pts], np.float32).reshape(-1, 2)
         labels = np.array([p[2] for p in pts], np.int32)
-        points[(frame, obj)] = Prompt(frame_index=frame, obj_id=obj, points=xy, labels=labels)
+        # clicks after the object's first prompted frame edit the mask tracked there (rule d)
+        points[(frame, obj)] = Prompt(
+            frame_index=frame, obj_id=obj, points=xy, labels=labels, correction=True
+        )
         sigs[(frame, obj)] = digest(xy.tobytes() + labels.tobytes())
     return points, sigs
 

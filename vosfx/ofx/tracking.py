@@ -31,6 +31,32 @@ class IncrementalTracker:
         self.sweep: Any = None  # vosfx.session.Sweep while open
         self.next_frame = 0  # the next frame index the open sweep visits
 
+    def sync(self, prompts: dict, applied: dict) -> None:
+        """Make the session hold exactly ``prompts`` ({(frame, obj): (signature, Prompt)});
+        ``applied`` ({(frame, obj): signature}, updated here) is what it holds. Objects that
+        lost every prompt are deleted, removed prompts removed, new or changed ones computed
+        at once, corrections when the sweep reaches them (from the pass before them, so a
+        matte depends on the prompts and not on the order of edits, the same as `vosfx matte
+        --edit-tracked`)."""
+        session = self.session
+        wanted = {k: s for k, (s, _p) in prompts.items()}
+        if wanted != applied:
+            self.reset()  # the open sweep's plan is out of date
+        objects_left = {o for (_f, o) in wanted}
+        for obj in sorted({o for (_f, o) in applied} - objects_left):
+            session.delete_object(obj)
+        for frame, obj in sorted(set(applied) - set(wanted)):
+            if obj in objects_left:
+                session.remove_prompt(obj, frame)
+            del applied[(frame, obj)]
+        for k, (sig, prompt) in sorted(prompts.items()):
+            if applied.get(k) != sig:
+                if prompt.correction:
+                    session.set_prompts([prompt])
+                else:
+                    session.add_prompt(prompt, refine=False)
+                applied[k] = sig
+
     def reset(self) -> None:
         """Close the sweep (after a prompt change: its plan is out of date)."""
         if self.sweep is not None:
@@ -48,6 +74,8 @@ class IncrementalTracker:
                 continue  # the open sweep has stepped this tail past t
             frame = t if pl.is_tail else pl.due
             need = frame if need is None else max(need, frame)
+        if t in self.session.pending_frames():  # a correction the sweep computes there
+            need = t if need is None else max(need, t)
         return need
 
     def frames_to(self, t: int) -> range:
@@ -61,8 +89,10 @@ class IncrementalTracker:
 
     def _first_stale(self) -> int:
         # a tail starts when the sweep visits the frame after its anchor, a segment or lead-in
-        # needs its frames stashed from their start: the earliest start of any stale pass
-        return min(pl.frames.start for pl in self.session.stale())
+        # needs its frames stashed from their start: the earliest start of any stale pass (or
+        # a prompt still to compute, a correction whose pass was computed before)
+        stale = self.session.stale()
+        return min([pl.frames.start for pl in stale] + self.session.pending_frames())
 
     def track_to(self, t: int) -> int:
         """Visit frames in order until frame ``t``'s results are current; returns how many

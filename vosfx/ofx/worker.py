@@ -7,10 +7,10 @@ A render of frame ``t`` (index into the clip, 0-based) goes:
 
 1. the cached matte, if the key (points, Mask-input prompts, refine/model/memory settings) and
    ``t`` are known: no tracking, no frame fetched (scrubbing back is instant);
-2. else the prompts are synced into the :class:`vosfx.session.ClipSession` (computed from the
-   prompt alone, as `vosfx matte` does) and the session's sweep, kept open between renders
-   (:mod:`vosfx.ofx.tracking`), visits frames in order up to what ``t`` needs, fetching them
-   from the host: rendering the next frame tracks one more frame;
+2. else the prompts are synced into the :class:`vosfx.session.ClipSession` (points after an
+   object's first prompted frame as corrections, as `vosfx matte --edit-tracked` has them)
+   and its sweep, kept open between renders (:mod:`vosfx.ofx.tracking`), visits frames in
+   order up to what ``t`` needs, fetched from the host: the next frame tracks one more;
 3. the frame's result is refined (the pipeline's :class:`~vosfx.matte.refine.Refiner`),
    cached, and its matte (merged or one object) goes back in shared memory as float32 alpha
    at the size the host asked for.
@@ -236,14 +236,12 @@ class Worker:
         from vosfx.session import ClipSession
 
         self.frames = HostFrames(self.ch, info, self._on_mask, self._on_source)
-        # prompts are computed from themselves alone (refine=False), never as corrections
-        # from a pass's memory: no pass snapshots to keep (session/checkpoints.py)
+        # corrections (rule d) resume the pass before them from a snapshot (checkpoints.py)
         self.session = ClipSession(
             self.engine,
             info,
             cfg.memory,
             frames=self.frames,
-            checkpoint_bytes=0,
             # the refiner's temporal filter stops at cuts as the render's does, whatever
             # the policy (and the [refine] options change without a new session)
             detect_shots=True,
@@ -283,25 +281,9 @@ class Worker:
         self.applied = {}
 
     def sync_prompts(self, prompts) -> None:
-        """Make the session hold exactly ``prompts``: objects that lost every prompt are
-        deleted, removed prompts removed, new or changed ones computed at once (from the
-        prompt alone, so a matte depends on the prompts and not on the order of edits, the
-        same as `vosfx matte`)."""
-        session = self.session
-        wanted = {k: s for k, (s, _p) in prompts.items()}
-        if wanted != self.applied and self.tracker is not None:
-            self.tracker.reset()  # the open sweep's plan is out of date
-        objects_left = {o for (_f, o) in wanted}
-        for obj in sorted({o for (_f, o) in self.applied} - objects_left):
-            session.delete_object(obj)
-        for frame, obj in sorted(set(self.applied) - set(wanted)):
-            if obj in objects_left:
-                session.remove_prompt(obj, frame)
-            del self.applied[(frame, obj)]
-        for k, (sig, prompt) in sorted(prompts.items()):
-            if self.applied.get(k) != sig:
-                session.add_prompt(prompt, refine=False)
-                self.applied[k] = sig
+        """Make the session hold exactly ``prompts`` (:meth:`IncrementalTracker.sync`)."""
+        assert self.tracker is not None
+        self.tracker.sync(prompts, self.applied)
 
     # ---- render --------------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ def resolve_prompts(
                 labels=np.asarray(spec.labels, np.int32) if spec.points else None,
                 box=box,
                 prior=None if spec.prior is None else load_prior(spec.prior, said),
+                correction=spec.correction,
             )
         )
     if objects is not None:

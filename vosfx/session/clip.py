@@ -9,9 +9,14 @@ a. a prompted frame's mask is its prompt's output (never recomputed by tracking)
 b. frames before p1 are tracked backwards from p1; frames after pk forwards from pk;
 c. a frame t between two prompted frames a < b is tracked from the nearer one: forwards from a
    when t - a <= b - t, else backwards from b; that pass attends both a and b as conditioning
-   memory (SAM 2's closest conditioning frame on each side).
+   memory (SAM 2's closest conditioning frame on each side);
+d. but where b is a correction (``Prompt.correction``: clicks that edit the mask tracked
+   there), the frames between a and b are tracked forwards from a alone, and b's output is
+   its clicks decoded with that pass's memory and its mask on b as the dense prompt: SAM 2's
+   correction on a frame it has tracked, the same whatever order the prompts came in.
 
-So a prompt changes only the frames between it and its neighbouring prompted frames.
+So a prompt changes only the frames between it and its neighbouring prompted frames (and,
+through a correction after it, the frames the correction leads to).
 
 How frames are visited: one *sweep* in frame order. When the sweep reaches a prompted frame it
 computes that frame's prompts (so a pipeline decodes each frame once for tracking); the
@@ -35,6 +40,7 @@ from vosfx.config import MemoryConfig
 from vosfx.engine.decoding import check_prompt
 from vosfx.errors import ConfigError, InputError, PromptError
 from vosfx.policies import MEMORY_POLICIES
+from vosfx.session import corrections
 from vosfx.session.checkpoints import CHECKPOINT_BYTES, PassCheckpoints
 from vosfx.session.features import (
     FEATURE_CACHE_BYTES,
@@ -175,6 +181,10 @@ class ClipSession:
             raise PromptError("this session has no frame access; use set_prompts")
         self._check(prompt)
         t, obj = prompt.frame_index, prompt.obj_id
+        if prompt.correction:  # rule d, whatever ``refine`` says
+            corrections.compute(self, self.frames.get(t), prompt)
+            self._book.put(prompt)
+            return self.result(t)
         previous, tracked_by = None, None
         if refine and prompt.mask is None:
             old = self.store.get(obj, t)
@@ -194,7 +204,7 @@ class ClipSession:
         if tracked_by is None:
             self._compute_prompt(frame, prompt, previous)
         else:
-            self._correct(frame, prompt, tracked_by, previous)
+            corrections.correct(self, frame, prompt, tracked_by, previous)
         self._book.put(prompt)
         return self.result(t)
 
@@ -202,41 +212,12 @@ class ClipSession:
         """PromptError unless ``prompt`` is in the range and well formed for this clip."""
         self._book.check(prompt)
         check_prompt(prompt, self.info.width, self.info.height)
-
-    def _correct(
-        self, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
-    ) -> None:
-        """A correction on a tracked frame: bring ``pl`` to the frame before (from its nearest
-        snapshot, else from its prompted frame), then decode the clicks with the pass's memory
-        (SAM 2's ``is_init_cond_frame=False``)."""
-        assert self.frames is not None
-        found = self._checkpoints.latest(self._book.key(pl), pl.direction, frame.index)
-        if found is None:
-            pid = self.engine.start_pass(pl.obj_id, pl.anchor, pl.direction, neighbour=pl.neighbour)
-            u = pl.anchor + pl.direction
-        else:
-            pid = self.engine.resume(found[1])
-            u = found[0] + pl.direction
-        try:
-            while u != frame.index:
-                fu = self.frames.get(u)
-                self.engine.step(
-                    fu, [pid], shot_id=self.engine_shot(u), features=self.features.get(fu)
-                )
-                self.stats["replayed"] += 1
-                u += pl.direction
-            res = self.engine.prompt(
-                frame,
-                prompt,
-                shot_id=self.engine_shot(frame.index),
-                previous=previous,
-                features=self.features.get(frame),
-                pass_id=pid,
+        if prompt.correction and self.deferred:
+            raise PromptError(
+                f"[memory] policy {self.memory.policy}: a correction (frame "
+                f"{prompt.frame_index}, object {prompt.obj_id}) is not supported yet; use "
+                "another policy"
             )
-        finally:
-            self.engine.end_pass(pid)
-        self.store.put(res, prompted=True)
-        self._book.bump(prompt.obj_id, frame.index)
 
     def remove_prompt(self, obj_id: int, frame_index: int) -> None:
         """Drop the object's prompt on ``frame_index``; the object disappears with its last."""
@@ -249,7 +230,7 @@ class ClipSession:
 
     def delete_object(self, obj_id: int) -> None:
         self._book.drop(obj_id)
-        self._checkpoints.keep_only(self._book.key(pl) for pl in self._book.plan())
+        self._checkpoints.keep_only(self._book.state_key(pl) for pl in self._book.plan())
         self.engine.remove_object(obj_id)
         self.store.drop(obj_id)
 
@@ -272,6 +253,11 @@ class ClipSession:
     def stale(self) -> list[PassPlan]:
         """The passes whose results are missing or out of date."""
         return self._book.stale()
+
+    def pending_frames(self) -> list[int]:
+        """Frames with prompts a sweep still has to compute (set by :meth:`set_prompts`, or
+        corrections to compute again), ascending; after :meth:`stale`."""
+        return sorted(t for t, ps in self._book.pending.items() if ps)
 
     # --- tracking -----------------------------------------------------------------------
     def track(

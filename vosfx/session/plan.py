@@ -23,7 +23,8 @@ class PassPlan:
 
     @property
     def is_tail(self) -> bool:
-        """Forwards after the object's last prompted frame: steps with the sweep itself."""
+        """Forwards attending its anchor alone (after the object's last prompted frame, or up
+        to a correction): steps with the sweep itself."""
         return self.direction > 0 and self.neighbour is None
 
     @property
@@ -36,18 +37,32 @@ class PassPlan:
 
 
 def plan_object(
-    obj_id: int, prompted: Iterable[int], start: int, end: int, *, backward: bool = True
+    obj_id: int,
+    prompted: Iterable[int],
+    start: int,
+    end: int,
+    *,
+    backward: bool = True,
+    corrections: Iterable[int] = (),
 ) -> list[PassPlan]:
     """The passes of the rule for one object whose prompted frames are ``prompted`` (those
     outside [start, end) are ignored). ``backward`` False (``--forward-only``): nothing before
-    the first prompted frame, and each gap tracked forwards from its left prompted frame."""
+    the first prompted frame, and each gap tracked forwards from its left prompted frame.
+    ``corrections``: prompted frames whose clicks edit the mask tracked there (rule d): the
+    gap before one is tracked forwards from its left prompted frame alone, the pass the
+    correction then continues."""
     p = sorted(f for f in set(prompted) if start <= f < end)
     if not p:
         return []
+    corrected = set(corrections)
     plans = []
     if p[0] > start and backward:
         plans.append(PassPlan(obj_id, p[0], -1, None, range(start, p[0])))
     for a, b in itertools.pairwise(p):
+        if b in corrected:
+            if b > a + 1:
+                plans.append(PassPlan(obj_id, a, 1, None, range(a + 1, b)))
+            continue
         # t - a <= b - t  <=>  t <= (a + b) / 2
         mid = (a + b) // 2 if backward else b - 1
         if mid >= a + 1:

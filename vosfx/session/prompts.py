@@ -6,6 +6,12 @@ passes of the rule (:mod:`vosfx.session.plan`) already computed. Each prompted f
 version, bumped whenever its prompt is set or removed or its output computed; a pass is up to
 date while it is still in the plan and its anchor and neighbour have the versions it ran with.
 So a prompt makes stale only its object's passes between its neighbouring prompted frames.
+
+A correction (``Prompt.correction``, rule d) continues the pass from the object's previous
+prompted frame, so its output depends on that frame's: the book keeps the previous prompted
+frame and version each correction was computed on (its basis), and a correction whose basis
+has changed is computed again (pending, its version bumped, so the passes from it are stale
+too, and the corrections after it in turn).
 """
 
 from __future__ import annotations
@@ -17,6 +23,18 @@ from typing import NamedTuple
 from vosfx.errors import PromptError
 from vosfx.session.plan import PassPlan, plan_object
 from vosfx.types import Prompt
+
+
+class StateKey(NamedTuple):
+    """What a pass's state after a frame depends on (its frames' range does not change it):
+    the key of its snapshots (session/checkpoints.py)."""
+
+    obj_id: int
+    anchor: int
+    direction: int
+    neighbour: int | None
+    anchor_version: int | None
+    neighbour_version: int | None
 
 
 class PassKey(NamedTuple):
@@ -43,6 +61,9 @@ class PromptBook:
         self._version: dict[tuple[int, int], int] = {}  # (obj, frame) -> anchor version
         self._counter = 0
         self._done: set[PassKey] = set()  # passes computed, with their anchors' versions
+        # corrections as computed: (obj, frame) -> (previous prompted frame, its version),
+        # None where there was none (computed as an ordinary prompt)
+        self._basis: dict[tuple[int, int], tuple[int, int | None] | None] = {}
 
     @property
     def obj_ids(self) -> tuple[int, ...]:
@@ -83,6 +104,7 @@ class PromptBook:
         if frame_index not in frames:
             raise PromptError(f"object {obj_id} has no prompt on frame {frame_index}")
         del frames[frame_index]
+        self._basis.pop((obj_id, frame_index), None)
         self.pending[frame_index] = [
             q for q in self.pending.get(frame_index, []) if q.obj_id != obj_id
         ]
@@ -93,6 +115,40 @@ class PromptBook:
         for t in list(self.pending):
             self.pending[t] = [q for q in self.pending[t] if q.obj_id != obj_id]
         self._done = {k for k in self._done if k.obj_id != obj_id}
+        self._basis = {k: v for k, v in self._basis.items() if k[0] != obj_id}
+
+    # --- corrections (rule d) -------------------------------------------------------------
+    def previous(self, obj_id: int, frame_index: int) -> int | None:
+        """The object's prompted frame before ``frame_index`` in the range, if any."""
+        before = [f for f in self.by_object.get(obj_id, {}) if self.start <= f < frame_index]
+        return max(before, default=None)
+
+    def _basis_now(self, obj_id: int, frame_index: int) -> tuple[int, int | None] | None:
+        prev = self.previous(obj_id, frame_index)
+        return None if prev is None else (prev, self._version.get((obj_id, prev)))
+
+    def corrected(self, obj_id: int, frame_index: int) -> None:
+        """The correction on ``frame_index`` has been computed on the current basis."""
+        self._basis[(obj_id, frame_index)] = self._basis_now(obj_id, frame_index)
+
+    def refresh_corrections(self) -> None:
+        """Corrections whose previous prompted frame, or its output, changed since they were
+        computed become pending again, their versions bumped (so the passes from them are
+        stale), in frame order, so that a chain of corrections follows the first."""
+        for obj in sorted(self.by_object):
+            frames = self.by_object[obj]
+            for f in sorted(frames):
+                prompt = frames[f]
+                if not prompt.correction or not self.start <= f < self.end:
+                    continue
+                waiting = any(q.obj_id == obj for q in self.pending.get(f, ()))
+                if waiting:
+                    continue
+                key = (obj, f)
+                if key in self._basis and self._basis[key] == self._basis_now(obj, f):
+                    continue
+                self.pending[f] = [*self.pending.get(f, []), prompt]
+                self.bump(obj, f)
 
     def check(self, p: Prompt) -> None:
         if not self.start <= p.frame_index < self.end:
@@ -108,15 +164,27 @@ class PromptBook:
         self._version[(obj_id, frame_index)] = self._counter
 
     # --- passes -------------------------------------------------------------------------
+    def _plan_object(self, obj_id: int) -> list[PassPlan]:
+        frames = self.by_object.get(obj_id, {})
+        return plan_object(
+            obj_id,
+            frames,
+            self.start,
+            self.end,
+            backward=self.backward,
+            corrections=[f for f, p in frames.items() if p.correction],
+        )
+
     def plan(self) -> list[PassPlan]:
         """Every pass of the rule for the current prompts."""
-        return [
-            pl
-            for obj in sorted(self.by_object)
-            for pl in plan_object(
-                obj, self.by_object[obj], self.start, self.end, backward=self.backward
-            )
-        ]
+        return [pl for obj in sorted(self.by_object) for pl in self._plan_object(obj)]
+
+    def state_key(self, pl: PassPlan) -> StateKey:
+        """What the pass's state depends on: the key of its snapshots."""
+        k = self.key(pl)
+        return StateKey(
+            k.obj_id, k.anchor, k.direction, k.neighbour, k.anchor_version, k.neighbour_version
+        )
 
     def key(self, pl: PassPlan) -> PassKey:
         """The pass as computed with its prompted frames' current versions."""
@@ -142,29 +210,29 @@ class PromptBook:
     def _overwritten(self, obj_id: int, frames: range) -> None:
         """The object's results on ``frames`` are no longer those of the passes computed
         before: those passes are not done any more, so that a plan that needs one of them
-        again (a prompt removed) computes it again instead of trusting what is stored."""
-        self._done = {
-            k
-            for k in self._done
-            if k.obj_id != obj_id or k.stop <= frames.start or frames.stop <= k.start
-        }
+        again (a prompt removed) computes it again instead of trusting what is stored. A
+        forward pass attending its anchor alone keeps its frames before ``frames`` (they do
+        not depend on later ones): a correction ends the tail it continues there."""
+        done = set()
+        for k in self._done:
+            if k.obj_id != obj_id or k.stop <= frames.start or frames.stop <= k.start:
+                done.add(k)
+            elif k.direction > 0 and k.neighbour is None and k.start < frames.start:
+                done.add(k._replace(stop=frames.start))
+        self._done = done
 
     def stale(self) -> list[PassPlan]:
-        """The passes whose results are missing or out of date."""
+        """The passes whose results are missing or out of date (after
+        :meth:`refresh_corrections`: a correction to compute again makes its passes stale)."""
+        self.refresh_corrections()
         return [pl for pl in self.plan() if self.key(pl) not in self._done]
 
     def covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
         """The up-to-date pass whose result the object has on ``frame_index``, if any."""
-        for pl in plan_object(
-            obj_id,
-            self.by_object.get(obj_id, {}),
-            self.start,
-            self.end,
-            backward=self.backward,
-        ):
+        for pl in self._plan_object(obj_id):
             if frame_index in pl.frames and self.key(pl) in self._done:
                 return pl
         return None
 
 
-__all__ = ["PassKey", "PromptBook"]
+__all__ = ["PassKey", "PromptBook", "StateKey"]

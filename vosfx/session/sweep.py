@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vosfx.errors import Cancelled, PromptError
+from vosfx.session import corrections
 from vosfx.session.plan import PassPlan
 from vosfx.types import Frame
 
@@ -39,7 +40,9 @@ class Sweep:
     ) -> None:
         self.s, self.on_frame, self.cancel = session, on_frame, cancel
         stale = session.stale()
-        self.tails = {pl.obj_id: pl for pl in stale if pl.is_tail}
+        # forward passes attending their anchor alone, by (object, anchor): an object has one
+        # after its last prompted frame and one before each correction (rule d)
+        self.tails = {(pl.obj_id, pl.anchor): pl for pl in stale if pl.is_tail}
         self.segments: dict[int, list[PassPlan]] = defaultdict(list)  # due frame -> passes
         self.need_stash = np.zeros(session.info.num_frames, np.int32)
         for pl in stale:
@@ -48,8 +51,11 @@ class Sweep:
                 self.segments[pl.due].append(pl)
                 self.need_stash[pl.frames.start : pl.frames.stop] += 1
         self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
+        # (obj, correction frame) -> the pass of the tail that ends the frame before it, which
+        # the correction continues (rule d)
+        self.handoff: dict[tuple[int, int], int] = {}
         # snapshots of passes computed with outdated prompts can no longer be reached
-        session._checkpoints.keep_only(session._book.key(pl) for pl in session._book.plan())
+        session._checkpoints.keep_only(session._book.state_key(pl) for pl in session._book.plan())
 
     def visit(self, frame: Frame, *, keep: bool = True) -> None:
         s = self.s
@@ -60,15 +66,18 @@ class Sweep:
         shot = s.engine_shot(t)
         prompted = s._book.pending.pop(t, [])
         for p in prompted:
-            s._compute_prompt(frame, p, None)
+            if p.correction:
+                corrections.compute(s, frame, p, self.handoff.pop((p.obj_id, t), None))
+            else:
+                s._compute_prompt(frame, p, None)
         for obj, frames in s._book.by_object.items():
             if t in frames:
                 s.engine.set_shot(obj, t, shot)
         if self.need_stash[t]:
             s._stash.put(t, s.engine.model_input(frame).image)
-        for obj, pl in self.tails.items():
-            if pl.anchor == t - 1 and obj not in self.live:
-                self.live[obj] = (pl, s.engine.start_pass(obj, pl.anchor, 1))
+        for (obj, anchor), pl in self.tails.items():
+            if anchor == t - 1 and obj not in self.live:
+                self.live[obj] = (pl, s.engine.start_pass(obj, anchor, 1))
         live = [(pl, pid) for pl, pid in self.live.values() if t in pl.frames]
         stepping = [pid for _pl, pid in live]
         feats = None
@@ -86,9 +95,13 @@ class Sweep:
             s.features.keep_on_disk(t, feats if feats is not None else s.features.get(frame))
         for obj in [o for o, (pl, _p) in self.live.items() if t == pl.frames.stop - 1]:
             pl, pid = self.live.pop(obj)
-            s._end_pass(pid, self.on_frame, keep)
+            nxt = pl.frames.stop
+            if any(p.obj_id == obj and p.correction for p in s._book.pending.get(nxt, ())):
+                self.handoff[(obj, nxt)] = pid  # the correction there continues it
+            else:
+                s._end_pass(pid, self.on_frame, keep)
             s._book.ran(pl)
-            del self.tails[obj]
+            del self.tails[(obj, pl.anchor)]
         due = self.segments.pop(t, [])
         if due:
             for group in (
@@ -153,12 +166,13 @@ class Sweep:
         """Snapshots of the passes that just stepped ``frame_index``, where due."""
         s = self.s
         for pl, pid in stepped:
-            s._checkpoints.after_step(s._book.key(pl), pl.anchor, pid, frame_index)
+            s._checkpoints.after_step(s._book.state_key(pl), pl.anchor, pid, frame_index)
 
     def close(self) -> None:
-        for _pl, pid in self.live.values():
+        for pid in [*(pid for _pl, pid in self.live.values()), *self.handoff.values()]:
             self.s.engine.end_pass(pid)
         self.live.clear()
+        self.handoff.clear()
 
     def __enter__(self) -> Self:
         return self

@@ -1,0 +1,227 @@
+"""Rule d: a correction (``Prompt.correction``) edits the mask the object's previous prompted
+frame tracks forwards to its frame, decoded with that pass's memory, the same whatever order
+the prompts came in (with the FakeEngine, whose corrections edit the tracked mask as the
+model's do; the model's parity with SAM 2's own correction is tests/test_parity.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.fakes import FakeEngine, exclude_discs, prompt_logits
+from tests.test_session import H, N, W, _frames, _info, _mask
+from vosfx.config import MemoryConfig
+from vosfx.errors import PromptError
+from vosfx.ofx.tracking import IncrementalTracker
+from vosfx.pipeline import track_arrays
+from vosfx.session import ClipSession, plan_object
+from vosfx.session.frames import ListFrames
+from vosfx.types import Prompt
+
+
+def _drift(t, obj, base):
+    """Tracked frames differ from their prompted frame's logits (shifted a pixel a frame), so
+    a frame's result says which pass made it."""
+    return np.roll(base, t % 7, axis=1)
+
+
+def _session(memory=None, **kw):
+    engine = FakeEngine(logit_fn=_drift)
+    info = _info()
+    session = ClipSession(
+        engine,
+        info,
+        memory or MemoryConfig(policy="sam2"),
+        frames=ListFrames(info, _frames()),
+        **kw,
+    )
+    return session, engine.sessions[0]
+
+
+MASK = Prompt(0, 1, mask=_mask(4, 30))
+# an exclude click on the right of the object: it cuts the tracked mask there
+FIX = Prompt(
+    10,
+    1,
+    points=np.array([[26.0, 16.0]], np.float32),
+    labels=np.array([0], np.int32),
+    correction=True,
+)
+
+
+def _all(session) -> np.ndarray:
+    return np.stack([session.result(t).logits[0] for t in range(N)])
+
+
+def test_the_gap_before_a_correction_is_one_forward_pass():
+    want = [
+        (0, 1, None, range(1, 10)),  # up to the correction: forwards from 0 alone
+        (10, 1, 20, range(11, 16)),  # an ordinary gap after it
+        (20, -1, 10, range(16, 20)),
+        (20, 1, None, range(21, 30)),
+    ]
+    got = plan_object(1, [0, 10, 20], 0, 30, corrections=[10])
+    assert [(p.anchor, p.direction, p.neighbour, p.frames) for p in got] == want
+    # on the first prompted frame a correction is an ordinary prompt; next to its previous
+    # prompted frame there is no gap to track
+    got = plan_object(1, [5, 6], 0, 10, corrections=[5, 6])
+    assert [(p.anchor, p.direction, p.neighbour, p.frames) for p in got] == [
+        (5, -1, None, range(5)),
+        (6, 1, None, range(7, 10)),
+    ]
+
+
+def test_a_correction_edits_the_mask_tracked_there_from_the_pass_before_it():
+    session, fake = _session()
+    session.set_prompts([MASK, FIX])
+    session.track()
+    assert fake.corrections == [(1, 10, 1)]  # decoded with the forward pass's memory
+    assert session.stats["replayed"] == 0  # the sweep's own pass, handed over
+    assert sorted(f for o, f, d in fake.stepped if d < 0) == []  # nothing backwards
+    tracked = _drift(10, 1, prompt_logits(MASK.mask))  # what the pass tracks onto frame 10
+    cut = exclude_discs(FIX, W, H)
+    want = np.where(cut, -10.0, prompt_logits(tracked > 0))
+    np.testing.assert_array_equal(session.result(10).logits[0], want)
+    assert (want > 0).any() and ((tracked > 0) & cut).any()  # the click cut the mask
+    # frames after it are tracked from the corrected mask
+    np.testing.assert_array_equal(session.result(14).logits[0], _drift(14, 1, want))
+    session.close()
+
+
+def _orders():
+    """The same two prompts set three ways: together before tracking, the correction after
+    tracking, the correction first (an ordinary prompt until the mask comes before it)."""
+    together, _fake1 = _session()
+    together.set_prompts([MASK, FIX])
+    together.track()
+    after, _fake2 = _session()
+    after.add_prompt(MASK)
+    after.track()
+    after.add_prompt(FIX)
+    after.track()
+    first, fake3 = _session()
+    first.add_prompt(FIX)
+    first.track()
+    assert fake3.corrections == []  # no prompt before it yet: ordinary
+    first.add_prompt(MASK)
+    first.track()
+    assert fake3.corrections == [(1, 10, 1)]  # computed again once the mask came before it
+    return together, after, first
+
+
+def test_the_prompts_order_does_not_matter():
+    sessions = _orders()
+    want = _all(sessions[0])
+    for s in sessions[1:]:
+        np.testing.assert_array_equal(_all(s), want)
+    for s in sessions:
+        s.close()
+
+
+def test_a_changed_earlier_prompt_computes_the_corrections_after_it_again_in_order():
+    session, fake = _session()
+    fix20 = Prompt(
+        20, 1, points=np.array([[6.0, 16.0]], np.float32), labels=np.array([0]), correction=True
+    )
+    session.set_prompts([MASK, FIX, fix20])
+    session.track()
+    assert fake.corrections == [(1, 10, 1), (1, 20, 1)]
+    other = Prompt(0, 1, mask=_mask(10, 40))
+    session.add_prompt(other)
+    session.track()
+    assert fake.corrections[2:] == [(1, 10, 1), (1, 20, 1)]  # both again, in order
+    fresh, _f = _session()
+    fresh.set_prompts([other, FIX, fix20])
+    fresh.track()
+    np.testing.assert_array_equal(_all(session), _all(fresh))
+    # only the correction changed: the pass before it is resumed from a snapshot, a few
+    # frames replayed, one step onto the frame for its tracked mask; then what follows
+    stepped = len(fake.stepped)
+    session.add_prompt(
+        Prompt(
+            20, 1, points=np.array([[8.0, 16.0]], np.float32), labels=np.array([0]), correction=True
+        )
+    )
+    assert fake.resumed and session.stats["replayed"] <= 3
+    assert [f for _o, f, _d in fake.stepped[stepped:]][-1] == 20
+    stepped = len(fake.stepped)
+    session.track()
+    assert [f for _o, f, _d in fake.stepped[stepped:]] == list(range(21, N))
+    session.close()
+    fresh.close()
+
+
+def test_removing_the_prompt_before_a_correction_makes_it_an_ordinary_prompt():
+    session, fake = _session()
+    session.set_prompts([MASK, FIX])
+    session.track()
+    session.remove_prompt(1, 0)
+    session.track()
+    alone, _f = _session()
+    alone.add_prompt(FIX)
+    alone.track()
+    np.testing.assert_array_equal(_all(session), _all(alone))
+    assert any(d < 0 for _o, f, d in fake.stepped if f < 10)  # the frames before: backwards
+    session.close()
+    alone.close()
+
+
+def test_a_pipeline_sweep_takes_corrections_without_reading_a_frame_twice():
+    """track_arrays: the one loop's tracking half, no frame access (a pipeline)."""
+    rgb = [f.rgb8 for f in _frames()]
+    engine = FakeEngine(logit_fn=_drift)
+    got = np.stack([r.logits[0] for _f, r in track_arrays(engine, rgb, [MASK, FIX])])
+    ref, _fake = _session()
+    ref.set_prompts([MASK, FIX])
+    ref.track()
+    np.testing.assert_array_equal(got, _all(ref))
+    assert engine.sessions[0].corrections == [(1, 10, 1)]
+    ref.close()
+
+
+def test_the_ofx_trackers_render_of_a_correction_frame_computes_it():
+    """The OpenFX worker's sweep: rendering the correction's frame brings the sweep there;
+    frames before it need nothing of it."""
+    session, fake = _session()
+    tracker = IncrementalTracker(session, lambda res: None)
+    applied: dict = {}
+    tracker.sync({(0, 1): ("m", MASK), (10, 1): ("c", FIX)}, applied)
+    assert tracker.target(5) == 5 and tracker.target(10) == 10
+    tracker.track_to(5)
+    assert fake.corrections == []
+    tracker.track_to(10)
+    assert fake.corrections == [(1, 10, 1)]
+    # the correction's clicks change: the sweep starts again at it, resuming the pass before
+    moved = Prompt(
+        10, 1, points=np.array([[24.0, 16.0]], np.float32), labels=np.array([0]), correction=True
+    )
+    tracker.sync({(0, 1): ("m", MASK), (10, 1): ("c2", moved)}, applied)
+    assert tracker.frames_to(10) == range(10, 11)
+    tracker.track_to(12)
+    assert fake.corrections[-1] == (1, 10, 1) and len(fake.corrections) == 2
+    tracker.reset()
+    session.close()
+
+
+def test_corrections_are_points_or_a_box_and_refused_where_passes_keep_no_snapshots():
+    session, _fake = _session()
+    with pytest.raises(PromptError, match="a correction is points or a box"):
+        session.set_prompts([Prompt(3, 1, mask=_mask(4, 12), correction=True)])
+    with pytest.raises(PromptError, match="takes no prior"):
+        session.set_prompts(
+            [
+                Prompt(
+                    3,
+                    1,
+                    points=FIX.points,
+                    labels=FIX.labels,
+                    prior=np.zeros((16, 16), np.float32),
+                    correction=True,
+                )
+            ]
+        )
+    session.close()
+    deferred, _f = _session(memory=MemoryConfig(policy="sam2long"))
+    with pytest.raises(PromptError, match="sam2long: a correction"):
+        deferred.set_prompts([MASK, FIX])
+    deferred.close()

@@ -1,0 +1,115 @@
+"""Corrections: clicks decoded with the memory of a pass that tracked up to their frame, as SAM
+2 decodes clicks on a frame it has tracked (``is_init_cond_frame=False``). Two callers: rule d
+(``Prompt.correction``: the pass forwards from the object's previous prompted frame, the mask it
+tracks onto the frame as the dense prompt; computed by a sweep or at once), and
+``ClipSession.add_prompt(refine=True)`` on a frame an up-to-date pass tracked (that pass, the
+frame's stored mask). Either way the pass is brought to the frame before: handed over by the
+sweep that stepped it, resumed from its nearest snapshot, or replayed from its prompted frame,
+the same state bit for bit (session/checkpoints.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vosfx.errors import PromptError
+from vosfx.session.plan import PassPlan
+from vosfx.types import Frame, Prompt
+
+if TYPE_CHECKING:
+    from vosfx.session.clip import ClipSession
+
+
+def pass_before(s: ClipSession, pl: PassPlan, frame_index: int) -> int:
+    """A pass of ``pl`` brought to the frame before ``frame_index`` in its direction, from
+    its nearest snapshot, else from its prompted frame (replayed: the same state bit for
+    bit); the caller ends it."""
+    found = s._checkpoints.latest(s._book.state_key(pl), pl.direction, frame_index)
+    if found is None:
+        pid = s.engine.start_pass(pl.obj_id, pl.anchor, pl.direction, neighbour=pl.neighbour)
+        u = pl.anchor + pl.direction
+    else:
+        pid = s.engine.resume(found[1])
+        u = found[0] + pl.direction
+    try:
+        while u != frame_index:
+            if s.frames is None:
+                raise PromptError(f"internal: frame {u} is needed again and cannot be read")
+            fu = s.frames.get(u)
+            s.engine.step(fu, [pid], shot_id=s.engine_shot(u), features=s.features.get(fu))
+            s.stats["replayed"] += 1
+            u += pl.direction
+    except BaseException:
+        s.engine.end_pass(pid)
+        raise
+    return pid
+
+
+def compute(s: ClipSession, frame: Frame, prompt: Prompt, live: int | None = None) -> None:
+    """Rule d: the clicks on ``frame`` decoded with the memory of the pass forwards from
+    the object's previous prompted frame, its mask on ``frame`` as the dense prompt (SAM
+    2's correction on a frame it has tracked). ``live``: that pass, already at the frame
+    before (a sweep's; ended here), else it is resumed or replayed. On the object's first
+    prompted frame: an ordinary prompt."""
+    t, obj = frame.index, prompt.obj_id
+    prev = s._book.previous(obj, t)
+    if prev is None:
+        if live is not None:
+            s.engine.end_pass(live)
+        s._compute_prompt(frame, prompt, None)
+        s._book.corrected(obj, t)
+        return
+    pid = live
+    if pid is None:
+        pid = pass_before(s, PassPlan(obj, prev, 1, None, range(prev + 1, t)), t)
+    shot, feats = s.engine_shot(t), s.features.get(frame)
+    try:
+        snap = s.engine.snapshot(pid)
+        if snap is None:
+            raise PromptError(f"[memory] policy {s.memory.policy}: no corrections")
+        # the mask the pass tracks onto this frame (then forgotten: the clicks are decoded
+        # with its memory up to the frame before, as SAM 2 decodes them)
+        (tracked,) = s.engine.step(frame, [pid], shot_id=shot, features=feats)
+    finally:
+        s.engine.end_pass(pid)
+    pid = s.engine.resume(snap)
+    try:
+        res = s.engine.prompt(
+            frame,
+            prompt,
+            shot_id=shot,
+            previous=tracked.logits,
+            features=feats,
+            pass_id=pid,
+        )
+    finally:
+        s.engine.end_pass(pid)
+    s.store.put(res, prompted=True)
+    s._book.bump(obj, t)
+    s._book.corrected(obj, t)
+
+
+def correct(
+    s: ClipSession, frame: Frame, prompt: Prompt, pl: PassPlan, previous: np.ndarray | None
+) -> None:
+    """A correction on a tracked frame: bring ``pl`` to the frame before (from its nearest
+    snapshot, else from its prompted frame), then decode the clicks with the pass's memory
+    (SAM 2's ``is_init_cond_frame=False``)."""
+    pid = pass_before(s, pl, frame.index)
+    try:
+        res = s.engine.prompt(
+            frame,
+            prompt,
+            shot_id=s.engine_shot(frame.index),
+            previous=previous,
+            features=s.features.get(frame),
+            pass_id=pid,
+        )
+    finally:
+        s.engine.end_pass(pid)
+    s.store.put(res, prompted=True)
+    s._book.bump(prompt.obj_id, frame.index)
+
+
+__all__ = ["compute", "correct", "pass_before"]
