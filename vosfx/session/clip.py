@@ -234,13 +234,22 @@ class ClipSession:
         self.engine.remove_object(obj_id)
         self.store.drop(obj_id)
 
-    def _compute_prompt(self, frame: Frame, prompt: Prompt, previous: np.ndarray | None) -> None:
+    def _compute_prompt(
+        self,
+        frame: Frame,
+        prompt: Prompt,
+        previous: np.ndarray | None,
+        pass_id: int | None = None,
+    ) -> None:
+        """The prompt's output (``previous``: the decoder's dense input; ``pass_id``: a pass
+        at the frame before, whose memory a correction is decoded with), stored."""
         res = self.engine.prompt(
             frame,
             prompt,
             shot_id=self.engine_shot(frame.index),
             previous=previous,
             features=self.features.get(frame),
+            pass_id=pass_id,
         )
         self.store.put(res, prompted=True)
         self._book.bump(prompt.obj_id, frame.index)

@@ -63,30 +63,22 @@ def compute(s: ClipSession, frame: Frame, prompt: Prompt, live: int | None = Non
     pid = live
     if pid is None:
         pid = pass_before(s, PassPlan(obj, prev, 1, None, range(prev + 1, t)), t)
-    shot, feats = s.engine_shot(t), s.features.get(frame)
     try:
         snap = s.engine.snapshot(pid)
         if snap is None:
             raise PromptError(f"[memory] policy {s.memory.policy}: no corrections")
         # the mask the pass tracks onto this frame (then forgotten: the clicks are decoded
         # with its memory up to the frame before, as SAM 2 decodes them)
-        (tracked,) = s.engine.step(frame, [pid], shot_id=shot, features=feats)
+        (tracked,) = s.engine.step(
+            frame, [pid], shot_id=s.engine_shot(t), features=s.features.get(frame)
+        )
     finally:
         s.engine.end_pass(pid)
     pid = s.engine.resume(snap)
     try:
-        res = s.engine.prompt(
-            frame,
-            prompt,
-            shot_id=shot,
-            previous=tracked.logits,
-            features=feats,
-            pass_id=pid,
-        )
+        s._compute_prompt(frame, prompt, tracked.logits, pass_id=pid)
     finally:
         s.engine.end_pass(pid)
-    s.store.put(res, prompted=True)
-    s._book.bump(obj, t)
     s._book.corrected(obj, t)
 
 
@@ -98,18 +90,9 @@ def correct(
     (SAM 2's ``is_init_cond_frame=False``)."""
     pid = pass_before(s, pl, frame.index)
     try:
-        res = s.engine.prompt(
-            frame,
-            prompt,
-            shot_id=s.engine_shot(frame.index),
-            previous=previous,
-            features=s.features.get(frame),
-            pass_id=pid,
-        )
+        s._compute_prompt(frame, prompt, previous, pass_id=pid)
     finally:
         s.engine.end_pass(pid)
-    s.store.put(res, prompted=True)
-    s._book.bump(prompt.obj_id, frame.index)
 
 
 __all__ = ["compute", "correct", "pass_before"]
