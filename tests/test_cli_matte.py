@@ -835,7 +835,7 @@ def test_job_level_flags_apply_to_a_job_file_and_prompt_flags_are_refused(env):
     with av.open(str(env / "other.mov")) as movie:
         assert sum(1 for _ in movie.decode(video=0)) == 10
 
-    for extra in (["--point", "5,5"], ["-p", "fast"], ["--mask-frame", "0"]):
+    for extra in (["--point", "5,5"], ["-p", "fast"], ["--mask-frame", "0"], ["--edit-tracked"]):
         r = matte("--job", path, *extra)
         assert r.exit_code == 2 and extra[0] in r.output and "--job" in r.output, r.output
     r = matte("--job", path, "--end", 1, "--start", 3)
