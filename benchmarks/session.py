@@ -6,6 +6,7 @@ session, add-prompt latency. Prints what it measured.
     python benchmarks/session.py latency --image-size 1024
     python benchmarks/session.py spill --bundle /tmp/vosfx-bench-onnx/bundle-512
     python benchmarks/session.py correct --bundle /tmp/vosfx-bench-onnx/bundle-512 --frames 40
+    python benchmarks/session.py fix --bundle /tmp/vosfx-bench-onnx/bundle-512 --frames 40
 
 ``decode`` runs the one loop's tracking half (``vosfx.pipeline.results_in_order``, what
 ``vosfx matte`` runs) with the test double and counts every frame the decoder produced,
@@ -16,6 +17,8 @@ two objects prompted on the first, middle and last frames, each length in a fres
 decoder) and further clicks there (features cached: prompt encoder + decoder only).
 ``correct`` times a correction click on tracked frames at several distances from the prompt,
 resumed from the pass's snapshots (session/checkpoints.py) and replayed from the prompt.
+``fix`` times a correction of rule d (``Prompt.correction``) the way the OpenFX worker meets
+one: the viewer played through, then a click on a later frame and that frame rendered again.
 """
 
 from __future__ import annotations
@@ -427,9 +430,71 @@ def correct(args) -> None:
             print(json.dumps(row), flush=True)
 
 
+def fix(args) -> None:
+    """Rule d as the OpenFX worker runs it (its IncrementalTracker over a session with frame
+    access): blackswan, a mask prompt on frame 0, the sweep taken to the last frame (the
+    viewer played through), then a negative click on frame 3/4 of the way as a correction
+    (``Prompt.correction``), and the sweep brought to that frame again (what rendering it
+    costs); with the pass snapshots and without them, alternating."""
+    from PIL import Image
+
+    from vosfx.config import MemoryConfig
+    from vosfx.engine.loader import SamEngine
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.ofx.tracking import IncrementalTracker
+    from vosfx.session import ClipSession
+    from vosfx.session.checkpoints import CHECKPOINT_BYTES
+    from vosfx.session.frames import ListFrames
+    from vosfx.types import Frame, Prompt, VideoInfo
+
+    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
+    ann = SHARED / "davis" / "Annotations" / "blackswan"
+    n = args.frames[0]
+    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
+    h, w = images[0].shape[:2]
+    mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
+    at = 3 * n // 4
+    ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
+    click = Prompt(
+        at,
+        1,
+        points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
+        labels=np.array([0], np.int32),
+        correction=True,
+    )
+    info = VideoInfo("", w, h, n, Fraction(24), Fraction(1, 24))
+    frames = [Frame(t, img, t, Fraction(1, 24)) for t, img in enumerate(images)]
+    engine = SamEngine(OnnxBackend(args.bundle, device="cpu", threads=args.threads), "bench", None)
+    for on in (True, False) * args.rounds:
+        with ClipSession(
+            engine,
+            info,
+            MemoryConfig(policy="sam2"),
+            frames=ListFrames(info, frames),
+            checkpoint_bytes=CHECKPOINT_BYTES if on else 0,
+        ) as s:
+            tracker, applied = IncrementalTracker(s, lambda res: None), {}
+            tracker.sync({(0, 1): ("mask", mask)}, applied)
+            t0 = time.perf_counter()
+            tracker.track_to(n - 1)
+            track_s = time.perf_counter() - t0
+            tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click", click)}, applied)
+            t0 = time.perf_counter()
+            tracker.track_to(at)
+            row = {
+                "snapshots": on,
+                "track_s_per_frame": round(track_s / (n - 1), 2),
+                f"correction_{at}_s": round(time.perf_counter() - t0, 2),
+                "replayed": s.stats["replayed"],
+                "load": round(os.getloadavg()[0], 1),
+            }
+            tracker.reset()
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["decode", "rss", "latency", "spill", "correct"])
+    ap.add_argument("what", choices=["decode", "rss", "latency", "spill", "correct", "fix"])
     ap.add_argument("--bundle", help="spill, correct: an ONNX bundle (format 3)")
     ap.add_argument("--rounds", type=int, default=2, help="spill, correct: alternating rounds")
     ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
@@ -461,6 +526,8 @@ def main() -> None:
         spill(args)
     elif args.what == "correct":
         correct(args)
+    elif args.what == "fix":
+        fix(args)
     else:
         latency(args)
 
