@@ -225,3 +225,44 @@ def test_corrections_are_points_or_a_box_and_refused_where_passes_keep_no_snapsh
     with pytest.raises(PromptError, match="sam2long: a correction"):
         deferred.set_prompts([MASK, FIX])
     deferred.close()
+
+
+def test_another_objects_tail_steps_on_beside_a_correction():
+    """Two objects in one sweep: object 2's tail steps every frame while object 1's pass hands
+    over to its correction; each equals its own session."""
+    obj2 = Prompt(0, 2, mask=_mask(34, 44))
+    both, fake = _session()
+    both.set_prompts([MASK, FIX, obj2])
+    both.track()
+    assert fake.corrections == [(1, 10, 1)]
+    assert sorted(f for o, f, _d in fake.stepped if o == 2) == list(range(1, N))
+    for prompts, row in (([MASK, FIX], 0), ([obj2], 1)):
+        alone, _f = _session()
+        alone.set_prompts(prompts)
+        alone.track()
+        np.testing.assert_array_equal(
+            np.stack([both.result(t).logits[row] for t in range(N)]), _all(alone)
+        )
+        alone.close()
+    both.close()
+
+
+@pytest.mark.parametrize("backward", [True, False])
+def test_corrections_next_to_each_other_and_without_backward_tracking(backward):
+    """Corrections on frames 10 and 11 (no gap between them: the second's pass starts at the
+    first), with and without ``--forward-only``: as the same prompts added one by one."""
+    memory = MemoryConfig(policy="sam2", track_backward=backward)
+    fix11 = Prompt(
+        11, 1, points=np.array([[20.0, 16.0]], np.float32), labels=np.array([0]), correction=True
+    )
+    together, fake = _session(memory=memory)
+    together.set_prompts([MASK, FIX, fix11])
+    together.track()
+    assert fake.corrections == [(1, 10, 1), (1, 11, 1)]
+    one_by_one, _f = _session(memory=memory)
+    for p in (fix11, FIX, MASK):  # backwards: each an ordinary prompt until one comes before
+        one_by_one.add_prompt(p)
+        one_by_one.track()
+    np.testing.assert_array_equal(_all(together), _all(one_by_one))
+    together.close()
+    one_by_one.close()
