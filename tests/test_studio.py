@@ -1030,11 +1030,10 @@ def test_opening_a_clip_loads_the_refinements_compiled_loops(clip, tmp_path, mon
 
 
 def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_path, monkeypatch):
-    """An exclude click on a frame the tail from frame 0 tracked cuts a hole in the tracked
-    mask (a correction, rule d: decoded with that pass's memory, its mask there the dense
-    prompt) instead of leaving a mask of one exclude click; the saved job carries it as
-    ``"correction": true`` and `vosfx matte --job` renders that frame as the page showed it.
-    Undo, redo and a second click keep it a correction."""
+    """An exclude click on a frame tracking reached cuts a hole in the tracked mask (the
+    frame's tracked logits are the prompt's prior) instead of leaving a mask of one exclude
+    click; the saved job carries the prior and `vosfx matte --job` renders that frame as the
+    page showed it. Undo, redo and a second click keep the same prior."""
     from click.testing import CliRunner
 
     import vosfx.engine
@@ -1048,11 +1047,11 @@ def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_pat
     assert status == 200
     corrected = run.studio.session.result(12).logits[0] > 0
     edit = run.studio.edits[(1, 12)]
-    assert edit.correction and edit.prior is None
+    assert edit.prior is not None and Path(edit.prior).is_file()
     assert corrected.sum() > 0.5 * tracked.sum()  # the tracked mask, less the disc
     assert (tracked & ~corrected).any() and not (corrected & ~tracked).any()
     _click(run, 12, label=0, xy=(20, 20))
-    assert run.studio.edits[(1, 12)].correction
+    assert run.studio.edits[(1, 12)].prior == edit.prior
     run.request("/api/history", {"op": "undo"})
     run.request("/api/history", {"op": "undo"})
     assert (1, 12) not in run.studio.edits
@@ -1068,7 +1067,7 @@ def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_pat
     assert status == 200, data
     saved = json.loads(job_path.read_text())
     (prompt,) = [p for p in saved["prompts"] if p["frame"] == 12]
-    assert prompt["correction"] is True and "prior" not in prompt
+    assert prompt["prior"].startswith("fix_masks/") and prompt["prior"].endswith(".npy")
     monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
     res = CliRunner().invoke(cli, ["matte", "--job", str(job_path)])
     assert res.exit_code == 0, res.output
@@ -1078,7 +1077,7 @@ def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_pat
     page = np.asarray(Image.open(io.BytesIO(run.request("/api/view/12?view=matte")[1])))
     page = (page[..., 0] if page.ndim == 3 else page).astype(np.float32) / 255.0
     assert rendered.max() > 0.9 and np.abs(rendered - page).max() < 1 / 255 + 1e-3
-    # reopened (`vosfx studio --job`): the correction comes back as one
+    # reopened (`vosfx studio --job`): the correction comes back with its prior
     from vosfx.job import load_job_file
     from vosfx.studio.state import Studio
 
@@ -1087,23 +1086,7 @@ def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_pat
     st = Studio(job.input, engine=FakeEngine(), config=job.config, workdir=tmp_path / "w2")
     try:
         st.restore(job)
-        assert st.edits[(1, 12)].correction
-        st.session.track()
+        assert st.edits[(1, 12)].prior == str(job_path.parent / prompt["prior"])
         np.testing.assert_array_equal(st.session.result(12).logits[0] > 0, corrected)
     finally:
         st.close()
-
-
-def test_a_click_on_a_frame_tracked_backwards_keeps_the_mask_shown_as_its_prior(run):
-    """Where another pass than the tail from the previous prompt tracked the frame (here
-    backwards from a prompt on frame 20), the first click keeps that frame's tracked logits
-    as its prior (a .npy the saved job carries): the clicks edit the mask the page showed."""
-    assert run.request("/api/click", {"obj_id": 1, "frame": 20, "box": [8, 8, 88, 56]})[0] == 200
-    assert run.request("/api/track", {})[0] == 200
-    run.wait_idle(60)
-    tracked = run.studio.session.result(12).logits[0] > 0
-    assert _click(run, 12, label=0, xy=(48, 32))[0] == 200
-    edit = run.studio.edits[(1, 12)]
-    assert not edit.correction and edit.prior is not None and Path(edit.prior).is_file()
-    corrected = run.studio.session.result(12).logits[0] > 0
-    assert corrected.sum() > 0.5 * tracked.sum() and not (corrected & ~tracked).any()

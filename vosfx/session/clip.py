@@ -263,10 +263,6 @@ class ClipSession:
         """The passes whose results are missing or out of date."""
         return self._book.stale()
 
-    def covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
-        """The up-to-date pass whose result the object has on ``frame_index``, if any."""
-        return self._book.covering(obj_id, frame_index)
-
     def pending_frames(self) -> list[int]:
         """Frames with prompts a sweep still has to compute (set by :meth:`set_prompts`, or
         corrections to compute again), ascending; after :meth:`stale`."""

@@ -4,13 +4,10 @@ frame, undo/redo, and each change computed on its frame at once.
 Every prompt is kept as the job JSON spells it (:class:`FramePrompt`, one per object and
 frame) and turned into the engine's Prompt by the same function ``vosfx matte --job`` uses
 (:func:`vosfx.pipeline.resolve_prompts`), and each click recomputes the object's whole prompt
-on that frame from its clicks (``refine=False``). On a frame tracking had reached, the clicks
-edit the tracked mask: where the object's tail from its previous prompted frame tracked it,
-the prompt is a correction (``"correction": true``, docs/session.md rule d: decoded with that
-pass's memory, SAM 2's own correction); on a frame another pass tracked (backwards, or between
-two prompts), the frame's tracked logits when the first click came are the prompt's prior (a
-file the saved job carries). Either way the mask the page shows after a click is what a
-render of the saved job computes for that frame.
+on that frame from its clicks (``refine=False``), with, on a frame tracking had reached, the
+frame's tracked logits kept when the first click came as the prompt's prior (a file the saved
+job carries): so the clicks edit the tracked mask, and the mask the page shows after a click
+is what a render of the saved job computes for that frame, exactly.
 
 :class:`PromptsMixin` is that part of :class:`~vosfx.studio.state.Studio`; the studio makes
 the state it reads (the bookkeeping below and the session) in its constructor.
@@ -39,15 +36,13 @@ class FramePrompt:
     source pixels with ``labels`` 1 include / 0 exclude) and an optional ``box``, or a
     ``mask`` image file (a dropped mask replaces the clicks). ``prior``: a correction's
     ``.npy`` of the frame's tracked logits when the first click came, which the clicks edit
-    (the decoder's dense input). ``correction``: the clicks edit the mask the object's tail
-    from its previous prompted frame tracks there (rule d), with that pass's memory."""
+    (the decoder's dense input)."""
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
     mask: str | None = None
     prior: str | None = None
-    correction: bool = False
 
     @property
     def empty(self) -> bool:
@@ -62,7 +57,6 @@ class FramePrompt:
             labels=self.labels,
             box=self.box,
             prior=self.prior if self.mask is None else None,
-            correction=self.correction and self.mask is None,
         )
 
 
@@ -192,9 +186,8 @@ class PromptsMixin:
                     self.session.remove_prompt(obj_id, frame)
                     del self.edits[(obj_id, frame)]
             else:
-                first = old is None and record and new.mask is None
-                if first and new.prior is None and not new.correction:
-                    new = self._edits_tracked(obj_id, frame, new)
+                if old is None and record and new.mask is None and new.prior is None:
+                    new = replace(new, prior=self._tracked_prior(obj_id, frame))
                 prompt = self._resolve(obj_id, frame, new)
                 self.session.add_prompt(prompt, refine=False)
                 self.edits[(obj_id, frame)] = new
@@ -203,24 +196,14 @@ class PromptsMixin:
                 self._redo.clear()
             return self.session.result(frame)
 
-    def _edits_tracked(self, obj_id: int, frame: int, new: FramePrompt) -> FramePrompt:
-        """A first click on a frame tracking reached edits the tracked mask: a correction
-        (rule d) where the object's tail from its previous prompted frame tracked it, else
-        with the frame's tracked logits as its prior; ``new`` as it is on a frame without a
-        tracked output for the object."""
+    def _tracked_prior(self, obj_id: int, frame: int) -> str | None:
+        """A first click on a frame tracking reached: the frame's tracked logits for the
+        object, saved as the correction's prior (``.npy`` in the workdir), so the clicks edit
+        the tracked mask; None on a frame without a tracked output for it."""
         store = self.session.store
-        if store.get(obj_id, frame) is None or store.is_prompted(obj_id, frame):
-            return new
-        pl = self.session.covering(obj_id, frame)
-        if pl is not None and pl.is_tail:  # the pass from the previous prompted frame alone
-            return replace(new, correction=True)
-        return replace(new, prior=self._tracked_prior(obj_id, frame))
-
-    def _tracked_prior(self, obj_id: int, frame: int) -> str:
-        """The frame's tracked logits for the object, saved as a correction's prior (``.npy``
-        in the workdir), so the clicks edit the tracked mask."""
-        tracked = self.session.store.get(obj_id, frame)
-        assert tracked is not None
+        tracked = store.get(obj_id, frame)
+        if tracked is None or store.is_prompted(obj_id, frame):
+            return None
         self._mask_seq += 1
         path = self.workdir / f"prior_obj{obj_id}_f{frame}_{self._mask_seq}.npy"
         np.save(path, np.asarray(tracked.logits, np.float32), allow_pickle=False)
@@ -270,15 +253,7 @@ class PromptsMixin:
             if job.objects is not None and obj not in job.objects:
                 continue
             self._restore_one(
-                obj,
-                spec.frame,
-                FramePrompt(
-                    spec.points,
-                    spec.labels,
-                    spec.box,
-                    prior=spec.prior,
-                    correction=spec.correction,
-                ),
+                obj, spec.frame, FramePrompt(spec.points, spec.labels, spec.box, prior=spec.prior)
             )
 
     def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:

@@ -84,8 +84,9 @@ class Studio(PromptsMixin, TasksMixin):
             start=start,
             end=end,
             feature_cache_bytes=cache_bytes // 2,
-            # a first click on a frame a tail tracked is a correction (rule d, studio/
-            # prompts.py): the tail resumes from its snapshots (session/checkpoints.py)
+            # every click is computed from its prompt alone (refine=False, studio/prompts.py),
+            # never as a correction from a pass's memory: no pass snapshots to keep
+            checkpoint_bytes=0,
             # the refiner's temporal filter stops at cuts as the render's does, whatever
             # the policy (and the [refine] options change without a new session)
             detect_shots=True,
