@@ -435,7 +435,8 @@ def fix(args) -> None:
     access): blackswan, a mask prompt on frame 0, the sweep taken to the last frame (the
     viewer played through), then a negative click on frame 3/4 of the way as a correction
     (``Prompt.correction``), and the sweep brought to that frame again (what rendering it
-    costs); with the pass snapshots and without them, alternating."""
+    costs), then the same correction edited again (a second point); with the pass snapshots
+    and without them, alternating."""
     from PIL import Image
 
     from vosfx.config import MemoryConfig
@@ -481,11 +482,26 @@ def fix(args) -> None:
             tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click", click)}, applied)
             t0 = time.perf_counter()
             tracker.track_to(at)
+            fix_s = time.perf_counter() - t0
+            replayed = s.stats["replayed"]
+            # the same correction edited again (a second point): the pass state before it
+            # and its mask there are kept (session/corrections.py), so only the decode runs
+            moved = Prompt(
+                at,
+                1,
+                points=np.concatenate([click.points, click.points + 4]),
+                labels=np.array([0, 0], np.int32),
+                correction=True,
+            )
+            tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click2", moved)}, applied)
+            t0 = time.perf_counter()
+            tracker.track_to(at)
             row = {
                 "snapshots": on,
                 "track_s_per_frame": round(track_s / (n - 1), 2),
-                f"correction_{at}_s": round(time.perf_counter() - t0, 2),
-                "replayed": s.stats["replayed"],
+                f"correction_{at}_s": round(fix_s, 2),
+                "replayed": replayed,
+                "edited_again_s": round(time.perf_counter() - t0, 2),
                 "load": round(os.getloadavg()[0], 1),
             }
             tracker.reset()

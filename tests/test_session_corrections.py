@@ -134,16 +134,16 @@ def test_a_changed_earlier_prompt_computes_the_corrections_after_it_again_in_ord
     fresh.set_prompts([other, FIX, fix20])
     fresh.track()
     np.testing.assert_array_equal(_all(session), _all(fresh))
-    # only the correction changed: the pass before it is resumed from a snapshot, a few
-    # frames replayed, one step onto the frame for its tracked mask; then what follows
-    stepped = len(fake.stepped)
+    # only the correction changed: the pass state before it, kept when the sweep computed
+    # it, is resumed; nothing is stepped or replayed before the decode
+    stepped, resumed = len(fake.stepped), len(fake.resumed)
     session.add_prompt(
         Prompt(
             20, 1, points=np.array([[8.0, 16.0]], np.float32), labels=np.array([0]), correction=True
         )
     )
-    assert fake.resumed and session.stats["replayed"] <= 3
-    assert [f for _o, f, _d in fake.stepped[stepped:]][-1] == 20
+    assert len(fake.stepped) == stepped and len(fake.resumed) == resumed + 1
+    assert session.stats["replayed"] == 0
     stepped = len(fake.stepped)
     session.track()
     assert [f for _o, f, _d in fake.stepped[stepped:]] == list(range(21, N))
@@ -266,3 +266,33 @@ def test_corrections_next_to_each_other_and_without_backward_tracking(backward):
     np.testing.assert_array_equal(_all(together), _all(one_by_one))
     together.close()
     one_by_one.close()
+
+
+def test_editing_the_same_correction_again_steps_nothing():
+    """Each click on a correction's frame recomputes the prompt: the pass state before it and
+    its mask there are kept, so only the decode runs again; a change before it drops them."""
+    session, fake = _session()
+    session.add_prompt(MASK)
+    session.track()
+    session.add_prompt(FIX)
+    stepped, replayed = len(fake.stepped), session.stats["replayed"]
+    again = Prompt(
+        10,
+        1,
+        points=np.array([[26.0, 16.0], [24.0, 12.0]], np.float32),
+        labels=np.array([0, 0]),
+        correction=True,
+    )
+    session.add_prompt(again)
+    assert len(fake.stepped) == stepped and session.stats["replayed"] == replayed
+    assert fake.corrections[-1] == (1, 10, 1)
+    fresh, _f = _session()
+    fresh.set_prompts([MASK, again])
+    fresh.track()
+    session.track()
+    np.testing.assert_array_equal(_all(session), _all(fresh))
+    session.add_prompt(Prompt(0, 1, mask=_mask(10, 40)))  # the pass before it changes
+    session.track()
+    assert len(fake.stepped) > stepped + (N - 11)  # its pass tracked again, then the rest
+    fresh.close()
+    session.close()

@@ -136,6 +136,9 @@ class ClipSession:
         # (session/checkpoints.py); a session without frame access takes no corrections
         keeps = frames is not None and hasattr(self.engine, "snapshot")
         self._checkpoints = PassCheckpoints(self.engine, checkpoint_bytes if keeps else 0)
+        # per object, its latest correction's pass state at the frame before and its mask on
+        # the frame (session/corrections.py): the same correction edited again starts there
+        self.correction_bases: dict[int, tuple[Any, Any, np.ndarray]] = {}
         # features a later segment reads again go to disk (session/features.py FeatureSpill)
         self._spill = FeatureSpill(self._scratch.path)
         self.features = FeatureCache(
@@ -230,6 +233,7 @@ class ClipSession:
 
     def delete_object(self, obj_id: int) -> None:
         self._book.drop(obj_id)
+        self.correction_bases.pop(obj_id, None)
         self._checkpoints.keep_only(self._book.state_key(pl) for pl in self._book.plan())
         self.engine.remove_object(obj_id)
         self.store.drop(obj_id)
@@ -413,6 +417,7 @@ class ClipSession:
 
     def close(self) -> None:
         self._checkpoints.clear()
+        self.correction_bases.clear()
         self.engine.close()
         self.store.close()
         self._stash.close()
