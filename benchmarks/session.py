@@ -365,6 +365,33 @@ def spill(args) -> None:
                 )
 
 
+def _sessions(args, images: list):
+    """(snapshots on, ClipSession) over ``images`` (RGB frames) on one ONNX Runtime engine of
+    ``args.bundle``: with the pass snapshots and without them (``checkpoint_bytes=0``: a pass
+    replayed from its prompt), alternating, ``args.rounds`` times."""
+    from vosfx.config import MemoryConfig
+    from vosfx.engine.loader import SamEngine
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.session import ClipSession
+    from vosfx.session.checkpoints import CHECKPOINT_BYTES
+    from vosfx.session.frames import ListFrames
+    from vosfx.types import Frame, VideoInfo
+
+    h, w = images[0].shape[:2]
+    info = VideoInfo("", w, h, len(images), Fraction(24), Fraction(1, 24))
+    frames = [Frame(t, img, t, Fraction(1, 24)) for t, img in enumerate(images)]
+    engine = SamEngine(OnnxBackend(args.bundle, device="cpu", threads=args.threads), "bench", None)
+    for on in (True, False) * args.rounds:
+        with ClipSession(
+            engine,
+            info,
+            MemoryConfig(policy="sam2"),
+            frames=ListFrames(info, frames),
+            checkpoint_bytes=CHECKPOINT_BYTES if on else 0,
+        ) as session:
+            yield on, session
+
+
 def correct(args) -> None:
     """Blackswan, a mask prompt on frame 0, the clip tracked (the studio's Track), then one
     negative click on each of a few tracked frames (each click in a fresh session, so each
@@ -373,61 +400,44 @@ def correct(args) -> None:
     backend on a bundle."""
     from PIL import Image
 
-    from vosfx.config import MemoryConfig
-    from vosfx.engine.loader import SamEngine
-    from vosfx.engine.onnx_backend import OnnxBackend
-    from vosfx.session import ClipSession
-    from vosfx.session.checkpoints import CHECKPOINT_BYTES
-    from vosfx.session.frames import ListFrames
-    from vosfx.types import Frame, Prompt, VideoInfo
+    from vosfx.types import Prompt
 
     seq = SHARED / "davis" / "JPEGImages" / "blackswan"
     ann = SHARED / "davis" / "Annotations" / "blackswan"
     n = args.frames[0]
     images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
-    h, w = images[0].shape[:2]
     mask = np.asarray(Image.open(ann / "00000.png")) > 0
     ys, xs = np.nonzero(mask)
-    info = VideoInfo("", w, h, n, Fraction(24), Fraction(1, 24))
-    frames = [Frame(t, img, t, Fraction(1, 24)) for t, img in enumerate(images)]
-    engine = SamEngine(OnnxBackend(args.bundle, device="cpu", threads=args.threads), "bench", None)
     clicks = [t for t in (n // 4, n // 2, n - 1) if t > 0]
-    for on in (True, False) * args.rounds:
-        with ClipSession(
-            engine,
-            info,
-            MemoryConfig(policy="sam2"),
-            frames=ListFrames(info, frames),
-            checkpoint_bytes=CHECKPOINT_BYTES if on else 0,
-        ) as s:
-            s.add_prompt(Prompt(0, 1, mask=mask))
+    for on, s in _sessions(args, images):
+        s.add_prompt(Prompt(0, 1, mask=mask))
+        t0 = time.perf_counter()
+        s.track()
+        track_s = time.perf_counter() - t0
+        cps = s._checkpoints
+        row = {
+            "snapshots": on,
+            "track_s": round(track_s, 1),
+            "snapshots_kept": len(cps),
+            "snapshot_mib": round(cps.bytes / 2**20, 1),
+            "spacing": cps.spacing,
+        }
+        for t in clicks:
+            before = s.stats["replayed"]
+            click = Prompt(
+                t,
+                1,
+                points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
+                labels=np.array([0], np.int32),
+            )
             t0 = time.perf_counter()
+            s.add_prompt(click)
+            row[f"click_{t}_s"] = round(time.perf_counter() - t0, 2)
+            row[f"click_{t}_replayed"] = s.stats["replayed"] - before
+            s.remove_prompt(1, t)  # the next click corrects a tracked frame again
             s.track()
-            track_s = time.perf_counter() - t0
-            cps = s._checkpoints
-            row = {
-                "snapshots": on,
-                "track_s": round(track_s, 1),
-                "snapshots_kept": len(cps),
-                "snapshot_mib": round(cps.bytes / 2**20, 1),
-                "spacing": cps.spacing,
-            }
-            for t in clicks:
-                before = s.stats["replayed"]
-                click = Prompt(
-                    t,
-                    1,
-                    points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
-                    labels=np.array([0], np.int32),
-                )
-                t0 = time.perf_counter()
-                s.add_prompt(click)
-                row[f"click_{t}_s"] = round(time.perf_counter() - t0, 2)
-                row[f"click_{t}_replayed"] = s.stats["replayed"] - before
-                s.remove_prompt(1, t)  # the next click corrects a tracked frame again
-                s.track()
-            row["load"] = round(os.getloadavg()[0], 1)
-            print(json.dumps(row), flush=True)
+        row["load"] = round(os.getloadavg()[0], 1)
+        print(json.dumps(row), flush=True)
 
 
 def fix(args) -> None:
@@ -439,20 +449,13 @@ def fix(args) -> None:
     and without them, alternating."""
     from PIL import Image
 
-    from vosfx.config import MemoryConfig
-    from vosfx.engine.loader import SamEngine
-    from vosfx.engine.onnx_backend import OnnxBackend
     from vosfx.ofx.tracking import IncrementalTracker
-    from vosfx.session import ClipSession
-    from vosfx.session.checkpoints import CHECKPOINT_BYTES
-    from vosfx.session.frames import ListFrames
-    from vosfx.types import Frame, Prompt, VideoInfo
+    from vosfx.types import Prompt
 
     seq = SHARED / "davis" / "JPEGImages" / "blackswan"
     ann = SHARED / "davis" / "Annotations" / "blackswan"
     n = args.frames[0]
     images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
-    h, w = images[0].shape[:2]
     mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
     at = 3 * n // 4
     ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
@@ -463,49 +466,39 @@ def fix(args) -> None:
         labels=np.array([0], np.int32),
         correction=True,
     )
-    info = VideoInfo("", w, h, n, Fraction(24), Fraction(1, 24))
-    frames = [Frame(t, img, t, Fraction(1, 24)) for t, img in enumerate(images)]
-    engine = SamEngine(OnnxBackend(args.bundle, device="cpu", threads=args.threads), "bench", None)
-    for on in (True, False) * args.rounds:
-        with ClipSession(
-            engine,
-            info,
-            MemoryConfig(policy="sam2"),
-            frames=ListFrames(info, frames),
-            checkpoint_bytes=CHECKPOINT_BYTES if on else 0,
-        ) as s:
-            tracker, applied = IncrementalTracker(s, lambda res: None), {}
-            tracker.sync({(0, 1): ("mask", mask)}, applied)
-            t0 = time.perf_counter()
-            tracker.track_to(n - 1)
-            track_s = time.perf_counter() - t0
-            tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click", click)}, applied)
-            t0 = time.perf_counter()
-            tracker.track_to(at)
-            fix_s = time.perf_counter() - t0
-            replayed = s.stats["replayed"]
-            # the same correction edited again (a second point): the pass state before it
-            # and its mask there are kept (session/corrections.py), so only the decode runs
-            moved = Prompt(
-                at,
-                1,
-                points=np.concatenate([click.points, click.points + 4]),
-                labels=np.array([0, 0], np.int32),
-                correction=True,
-            )
-            tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click2", moved)}, applied)
-            t0 = time.perf_counter()
-            tracker.track_to(at)
-            row = {
-                "snapshots": on,
-                "track_s_per_frame": round(track_s / (n - 1), 2),
-                f"correction_{at}_s": round(fix_s, 2),
-                "replayed": replayed,
-                "edited_again_s": round(time.perf_counter() - t0, 2),
-                "load": round(os.getloadavg()[0], 1),
-            }
-            tracker.reset()
-            print(json.dumps(row), flush=True)
+    for on, s in _sessions(args, images):
+        tracker, applied = IncrementalTracker(s, lambda res: None), {}
+        tracker.sync({(0, 1): ("mask", mask)}, applied)
+        t0 = time.perf_counter()
+        tracker.track_to(n - 1)
+        track_s = time.perf_counter() - t0
+        tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click", click)}, applied)
+        t0 = time.perf_counter()
+        tracker.track_to(at)
+        fix_s = time.perf_counter() - t0
+        replayed = s.stats["replayed"]
+        # the same correction edited again (a second point): the pass state before it
+        # and its mask there are kept (session/corrections.py), so only the decode runs
+        moved = Prompt(
+            at,
+            1,
+            points=np.concatenate([click.points, click.points + 4]),
+            labels=np.array([0, 0], np.int32),
+            correction=True,
+        )
+        tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click2", moved)}, applied)
+        t0 = time.perf_counter()
+        tracker.track_to(at)
+        row = {
+            "snapshots": on,
+            "track_s_per_frame": round(track_s / (n - 1), 2),
+            f"correction_{at}_s": round(fix_s, 2),
+            "replayed": replayed,
+            "edited_again_s": round(time.perf_counter() - t0, 2),
+            "load": round(os.getloadavg()[0], 1),
+        }
+        tracker.reset()
+        print(json.dumps(row), flush=True)
 
 
 def main() -> None:
