@@ -1029,6 +1029,53 @@ def test_opening_a_clip_loads_the_refinements_compiled_loops(clip, tmp_path, mon
         st.close()
 
 
+def test_a_jobs_correction_opens_as_one_and_saves_as_one(clip, tmp_path, config_home):
+    """A job whose prompt says ``"correction": true`` (rule d: `vosfx matte --edit-tracked`)
+    opened in the studio stays a correction: computed by Track from the pass before it (not
+    replayed while the studio opens), equal to the same job's render, and saved as one."""
+    from vosfx.job import job_from_dict, load_job_file
+    from vosfx.pipeline import resolve_prompts, track_arrays
+    from vosfx.session.frames import SourceFrames
+    from vosfx.studio.state import Studio
+
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.pad(np.full((40, 60), 255, np.uint8), ((8, 16), (10, 26)))).save(mask)
+    job = job_from_dict(
+        {
+            "input": str(clip),
+            "output": str(tmp_path / "o"),
+            "presets": ["png16"],
+            "prompts": [
+                {"frame": 0, "mask": str(mask)},
+                {"frame": 9, "obj_id": 1, "points": [[40, 30]], "labels": [0], "correction": True},
+            ],
+        }
+    )
+    engine = FakeEngine()
+    (tmp_path / "w").mkdir()
+    st = Studio(job.input, engine=engine, config=job.config, workdir=tmp_path / "w")
+    try:
+        st.restore(job)
+        assert st.edits[(1, 9)].correction
+        fake = engine.sessions[0]
+        assert fake.corrections == [] and fake.stepped == []  # nothing replayed on opening
+        st.session.track()
+        assert fake.corrections == [(1, 9, 1)]
+        got = np.stack([st.session.result(t).logits[0] for t in range(N)])
+        saved = st.save_job(st.job(str(tmp_path / "o2")), tmp_path / "again.json")
+    finally:
+        st.close()
+    reloaded = load_job_file(saved)
+    assert [p.correction for p in reloaded.prompts] == [False, True]
+
+    with SourceFrames(str(clip)) as src:
+        rgb = [src.get(t).rgb8 for t in range(N)]
+
+    prompts = resolve_prompts(job.prompts, src.info, fit=False, objects=None, start=0, end=N)
+    want = np.stack([r.logits[0] for _f, r in track_arrays(FakeEngine(), rgb, prompts)])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_path, monkeypatch):
     """An exclude click on a frame tracking reached cuts a hole in the tracked mask (the
     frame's tracked logits are the prompt's prior) instead of leaving a mask of one exclude

@@ -36,13 +36,16 @@ class FramePrompt:
     source pixels with ``labels`` 1 include / 0 exclude) and an optional ``box``, or a
     ``mask`` image file (a dropped mask replaces the clicks). ``prior``: a correction's
     ``.npy`` of the frame's tracked logits when the first click came, which the clicks edit
-    (the decoder's dense input)."""
+    (the decoder's dense input). ``correction``: a job's correction (docs/session.md rule d:
+    the clicks edit the mask tracked there from the previous prompted frame), kept as the job
+    has it; the studio's own clicks make priors, not these."""
 
     points: tuple[tuple[float, float], ...] = ()
     labels: tuple[int, ...] = ()
     box: tuple[float, float, float, float] | None = None
     mask: str | None = None
     prior: str | None = None
+    correction: bool = False
 
     @property
     def empty(self) -> bool:
@@ -57,6 +60,7 @@ class FramePrompt:
             labels=self.labels,
             box=self.box,
             prior=self.prior if self.mask is None else None,
+            correction=self.correction and self.mask is None,
         )
 
 
@@ -167,10 +171,18 @@ class PromptsMixin:
         return self.set_prompt(obj_id, frame, FramePrompt(mask=str(path)))
 
     def set_prompt(
-        self, obj_id: int, frame: int, new: FramePrompt | None, *, record: bool = True
+        self,
+        obj_id: int,
+        frame: int,
+        new: FramePrompt | None,
+        *,
+        record: bool = True,
+        opening: bool = False,
     ) -> MaskResult:
         """Make ``new`` the object's whole prompt on ``frame`` (None or empty: remove it) and
-        compute that frame at once. Cancels tracking first (the pass would be stale)."""
+        compute that frame at once; ``opening`` (a saved job's prompts): a correction is
+        computed by the next Track, from the pass before it, instead of replaying that pass
+        now. Cancels tracking first (the pass would be stale)."""
         self._object(obj_id)
         if not self.start <= frame < self.end:
             raise PromptError(
@@ -186,10 +198,14 @@ class PromptsMixin:
                     self.session.remove_prompt(obj_id, frame)
                     del self.edits[(obj_id, frame)]
             else:
-                if old is None and record and new.mask is None and new.prior is None:
+                first = old is None and record and new.mask is None
+                if first and new.prior is None and not new.correction:
                     new = replace(new, prior=self._tracked_prior(obj_id, frame))
                 prompt = self._resolve(obj_id, frame, new)
-                self.session.add_prompt(prompt, refine=False)
+                if opening and prompt.correction:
+                    self.session.set_prompts([prompt])
+                else:
+                    self.session.add_prompt(prompt, refine=False)
                 self.edits[(obj_id, frame)] = new
             if record and new != old:  # (clearing a frame without a prompt is no step)
                 self._undo.append((obj_id, frame, old, new))
@@ -253,13 +269,21 @@ class PromptsMixin:
             if job.objects is not None and obj not in job.objects:
                 continue
             self._restore_one(
-                obj, spec.frame, FramePrompt(spec.points, spec.labels, spec.box, prior=spec.prior)
+                obj,
+                spec.frame,
+                FramePrompt(
+                    spec.points,
+                    spec.labels,
+                    spec.box,
+                    prior=spec.prior,
+                    correction=spec.correction,
+                ),
             )
 
     def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:
         if obj_id not in self.objects:
             self.objects[obj_id] = StudioObject(obj_id, f"object {obj_id}")
-        self.set_prompt(obj_id, frame, fp, record=False)
+        self.set_prompt(obj_id, frame, fp, record=False, opening=True)
 
     def undo(self) -> int | None:
         """Undo the last prompt change; returns its frame (None: nothing to undo)."""
