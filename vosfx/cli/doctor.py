@@ -317,17 +317,11 @@ def doctor(
         )
 
 
-_MODEL_KEYS = {"model": "name", "checkpoint": "checkpoint", "device": "device"}
-_MODEL_KEYS["image_size"] = "image_size"
-
-
 def _model_config(given: dict) -> ModelConfig:
     """The [model] section --time runs: the defaults and the flags ``given`` (option name ->
     value), each checked by the config's own rules (a bad value is a usage error naming its
-    flag as typed)."""
-    from vosfx.cli.flags import check_flag_values
+    flag as typed: :func:`vosfx.cli.flags.model_overrides`)."""
+    from vosfx.cli.flags import model_overrides
     from vosfx.presets import resolve_config
 
-    overrides = {"model": {_MODEL_KEYS[k]: v for k, v in given.items()}}
-    check_flag_values(overrides, {"model": _MODEL_KEYS})
-    return resolve_config((), overrides, use_user_config=False).model
+    return resolve_config((), model_overrides(given), use_user_config=False).model

@@ -236,8 +236,10 @@ def _make_object_folders(
     from vosfx.io.writers.base import make_parent_folders
 
     for path, _fmt, obj in outputs:
-        for target in [] if obj is None else [object_path(path, o) for o in obj_ids]:
-            for folder in make_parent_folders(target):
+        if obj is None:  # one output for every object: its folder is the user's to make
+            continue
+        for o in obj_ids:
+            for folder in make_parent_folders(object_path(path, o)):
                 made(folder)
 
 

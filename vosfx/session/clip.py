@@ -280,16 +280,13 @@ class ClipSession:
         frames stepped. ``on_frame`` gets each result as it is stored."""
         if self.frames is None:
             raise PromptError("this session has no frame access; sweep its frames instead")
-        stale, pending = self.stale(), self._book.pending
-        if not stale and not any(pending.values()):
+        stale, pending = self.stale(), self.pending_frames()
+        if not stale and not pending:
             return 0
-        lo = min(
-            [pl.frames.start for pl in stale] + [t for t, ps in pending.items() if ps],
-            default=self.start,
-        )
+        lo = min([pl.frames.start for pl in stale] + pending, default=self.start)
         hi = max(
             [pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
-            + [t + 1 for t, ps in pending.items() if ps],
+            + [t + 1 for t in pending],
             default=lo,
         )
         if self._shots.enabled:
