@@ -477,8 +477,8 @@ def fix(args) -> None:
         tracker.track_to(at)
         fix_s = time.perf_counter() - t0
         replayed = s.stats["replayed"]
-        # the same correction edited again (a second point): the pass state before it
-        # and its mask there are kept (session/corrections.py), so only the decode runs
+        # the same correction edited again (a second point): the memory its pass attends
+        # there and its mask are kept (session/corrections.py), so the decoder alone runs
         moved = Prompt(
             at,
             1,

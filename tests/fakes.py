@@ -10,6 +10,7 @@ obj_id, base)`` of its pass's prompted frame (default: those logits again).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -84,6 +85,14 @@ def point_logits(prompt: Prompt, width: int, height: int) -> np.ndarray:
     return np.where(inside, LOGIT_SCALE, -LOGIT_SCALE).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class FakeAttended:
+    """:meth:`FakeSession.attend`'s memory: where it was attended and the mask tracked."""
+
+    where: tuple[int, int, int]  # (obj, frame, pass direction)
+    tracked: np.ndarray | None
+
+
 class FakeSession:
     """The engine Session protocol (anchors and passes) without a model: a prompt's logits
     come from its mask (or its clicks/box), and every tracked frame repeats its pass's anchor
@@ -108,6 +117,7 @@ class FakeSession:
         self.prompted: list[tuple[int, int]] = []  # (obj, frame) per prompt computed
         self.encoded: list[int] = []
         self.corrections: list[tuple[int, int, int]] = []  # (obj, frame, pass direction)
+        self.attended: list[tuple[int, int, int]] = []  # attend() calls, as corrections
         self.snapshots_taken = 0
         self.resumed: list[int] = []  # the frame of each snapshot resumed from
         self.closed = False
@@ -128,18 +138,18 @@ class FakeSession:
         shot_id: int = 0,
         previous=None,
         features=None,
-        pass_id=None,
+        attended=None,
     ) -> ObjectResult:
-        if pass_id is not None:  # a correction: the pass must stand just before this frame
-            _obj, _anchor, direction, _nb = self.passes[pass_id]
-            assert frame.index == self.position[pass_id] + direction
+        if attended is not None:  # a correction: attend()'s record of its pass
+            obj, t, direction = attended.where
+            assert (obj, t) == (prompt.obj_id, frame.index)
             self.corrections.append((prompt.obj_id, frame.index, direction))
         if prompt.mask is not None:
             base = prompt_logits(prompt.mask)
         else:
             base = point_logits(prompt, self.info.width, self.info.height)
             dense = prompt.prior
-            if dense is None and pass_id is not None:  # a correction: the mask tracked there
+            if dense is None and attended is not None:  # a correction: the mask tracked there
                 dense = previous
             if dense is not None:  # the clicks edit the prior: includes add, excludes cut
                 prior = prompt_logits(np.asarray(dense) > 0)
@@ -192,6 +202,19 @@ class FakeSession:
 
     def end_pass(self, pass_id: int) -> None:
         self.passes.pop(pass_id, None)
+
+    def attend(self, pass_id: int, frame: Frame, *, shot_id: int = 0, features=None, track=True):
+        """A correction's pass at the frame before: its mask on the frame, as a step would
+        give it (the pass does not move)."""
+        obj, anchor, direction, _nb = self.passes[pass_id]
+        assert frame.index == self.position[pass_id] + direction
+        self.attended.append((obj, frame.index, direction))
+        tracked = None
+        if track:
+            base = self.anchors[obj][anchor]
+            tracked = base if self.logit_fn is None else self.logit_fn(frame.index, obj, base)
+            tracked = tracked.astype(np.float32)
+        return FakeAttended((obj, frame.index, direction), tracked)
 
     # snapshots (vosfx.session.checkpoints): a pass's place, and one array of
     # ``snapshot_bytes`` per snapshot for the byte budget

@@ -326,6 +326,33 @@ def test_correction_on_a_tracked_frame(models256, clip):
             session.track()
             got = session.result(5).video_logits(h, w)[0]
         assert float(np.abs(got - want).max()) <= TOL
+    # the correction edited again (a second click): its pass's memory, attended once, decodes
+    # it with the decoder alone, as a session that had both clicks from the start computes it
+    both = Prompt(
+        5,
+        1,
+        points=np.concatenate([click.points, click.points[:1] + 7]),
+        labels=np.array([0, 1], np.int32),
+        correction=True,
+    )
+    attended = []
+    real = backend.condition
+    backend.condition = lambda request: attended.append(1) or real(request)
+    try:
+        with ClipSession(engine, info, MemoryConfig(policy="sam2"), frames=provider) as session:
+            session.set_prompts([Prompt(0, 1, mask=mask), fix])
+            session.track()
+            assert len(attended) == 1
+            edited = session.add_prompt(both).video_logits(h, w)[0]
+            assert len(attended) == 1  # the decoder alone
+        with ClipSession(engine, info, MemoryConfig(policy="sam2"), frames=provider) as session:
+            session.set_prompts([Prompt(0, 1, mask=mask), both])
+            session.track()
+            fresh = session.result(5).video_logits(h, w)[0]
+    finally:
+        backend.condition = real
+    assert float(np.abs(edited - fresh).max()) == 0.0
+    assert float(np.abs(edited - got).max()) > 50 * TOL  # the second click changed it
 
 
 def test_torch_tracking_dispatches_the_official_predictors_ops(models256, clip):

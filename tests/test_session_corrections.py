@@ -134,16 +134,20 @@ def test_a_changed_earlier_prompt_computes_the_corrections_after_it_again_in_ord
     fresh.set_prompts([other, FIX, fix20])
     fresh.track()
     np.testing.assert_array_equal(_all(session), _all(fresh))
-    # only the correction changed: the pass state before it, kept when the sweep computed
-    # it, is resumed; nothing is stepped or replayed before the decode
-    stepped, resumed = len(fake.stepped), len(fake.resumed)
+    # only the correction changed: the memory its pass attends there, kept when the sweep
+    # computed it, decodes the clicks; nothing is resumed, stepped, replayed or attended
+    stepped, resumed, attended = len(fake.stepped), len(fake.resumed), len(fake.attended)
     session.add_prompt(
         Prompt(
             20, 1, points=np.array([[8.0, 16.0]], np.float32), labels=np.array([0]), correction=True
         )
     )
-    assert len(fake.stepped) == stepped and len(fake.resumed) == resumed + 1
-    assert session.stats["replayed"] == 0
+    assert (len(fake.stepped), len(fake.resumed), len(fake.attended)) == (
+        stepped,
+        resumed,
+        attended,
+    )
+    assert session.stats["replayed"] == 0 and fake.corrections[-1] == (1, 20, 1)
     stepped = len(fake.stepped)
     session.track()
     assert [f for _o, f, _d in fake.stepped[stepped:]] == list(range(21, N))
@@ -269,13 +273,14 @@ def test_corrections_next_to_each_other_and_without_backward_tracking(backward):
 
 
 def test_editing_the_same_correction_again_steps_nothing():
-    """Each click on a correction's frame recomputes the prompt: the pass state before it and
-    its mask there are kept, so only the decode runs again; a change before it drops them."""
+    """Each click on a correction's frame recomputes the prompt: the memory its pass attends
+    there and its mask there are kept, so only the decoder runs again; a change before it
+    drops them."""
     session, fake = _session()
     session.add_prompt(MASK)
     session.track()
     session.add_prompt(FIX)
-    stepped, replayed = len(fake.stepped), session.stats["replayed"]
+    stepped, replayed, attended = len(fake.stepped), session.stats["replayed"], len(fake.attended)
     again = Prompt(
         10,
         1,
@@ -285,6 +290,7 @@ def test_editing_the_same_correction_again_steps_nothing():
     )
     session.add_prompt(again)
     assert len(fake.stepped) == stepped and session.stats["replayed"] == replayed
+    assert len(fake.attended) == attended  # the decoder alone
     assert fake.corrections[-1] == (1, 10, 1)
     fresh, _f = _session()
     fresh.set_prompts([MASK, again])

@@ -119,9 +119,8 @@ def test_a_correction_on_a_tracked_frame_is_refused():
     trk.prompt(frames[0], Prompt(0, 1, mask=np.ones((H, W), bool)))
     pid = trk.start_pass(1, 0, 1)
     trk.step(frames[1], [pid])
-    click = Prompt(2, 1, points=np.array([[10.0, 10.0]]), labels=np.array([1]))
     with pytest.raises(PromptError, match="sam2long: a correction on a tracked frame"):
-        trk.prompt(frames[2], click, pass_id=pid)
+        trk.attend(pid, frames[2])
     trk.close()
 
 

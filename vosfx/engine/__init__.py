@@ -54,8 +54,10 @@ class Session(Protocol):
         shot_id: int = 0,
         previous: np.ndarray | None = None,
         features: Any = None,
+        attended: Any = None,
     ) -> ObjectResult:
-        """The object's output on ``frame`` for ``prompt`` (its anchor there)."""
+        """The object's output on ``frame`` for ``prompt`` (its anchor there); ``attended``
+        (from :meth:`attend`): a correction, decoded with a pass's memory."""
         ...
 
     def set_shot(self, obj_id: int, frame_index: int, shot_id: int) -> None: ...
@@ -74,6 +76,20 @@ class Session(Protocol):
 
     def end_pass(self, pass_id: int) -> list[ObjectResult] | None:
         """Close a pass; the frames it revised now that it is complete (SAM2Long), if any."""
+        ...
+
+    def attend(
+        self,
+        pass_id: int,
+        frame: Frame,
+        *,
+        shot_id: int = 0,
+        features: Any = None,
+        track: bool = True,
+    ) -> Any:
+        """The memory the pass attends on ``frame``, its next frame (opaque, for
+        :meth:`prompt`'s ``attended``; ``.tracked``: with ``track``, the (s, s) logits the
+        pass tracks onto the frame); the pass does not move."""
         ...
 
     def report(self) -> dict:

@@ -3,7 +3,7 @@
 :meth:`~vosfx.engine.tracker.Tracker.prompt` builds a point/box prompt's decoder request
 (:func:`click_request`: the points in model pixels, the frame's previous output as the dense
 mask input), adds the memory of a pass when the prompt corrects a frame that pass tracked
-(:meth:`~vosfx.engine.passes.Pass.correction`), and decodes it into an :class:`Anchor`
+(:class:`~vosfx.engine.passes.Attended`), and decodes it into an :class:`Anchor`
 (:func:`decode_prompt`); a mask prompt is its own output. The anchor's memory is encoded only
 when a pass first attends it (:meth:`Anchor.memory`), so a click costs the decoder alone.
 """
@@ -86,8 +86,8 @@ def click_request(
     """The decoder request of a point/box prompt on a (``width`` x ``height``) clip: the points
     in model pixels, and the frame's previous output (``previous``: (s, s) float32 low-res
     logits) as the dense mask input, clamped to +-32, when the backend takes one. No memory:
-    a correction on a tracked frame adds its pass's (:meth:`~vosfx.engine.passes.Pass.
-    correction`)."""
+    a correction on a tracked frame adds its pass's, already attended
+    (:meth:`~vosfx.engine.passes.Attended.request`)."""
     coords, labels = prompt_points(prompt, width, height, backend.image_size)
     mask_in = None
     if previous is not None and not getattr(backend, "supports_mask_input", True):

@@ -276,6 +276,9 @@ class TrackRequest:
     for no points; ``mask_logits`` (s, s) float32 dense prompt (low-res logits) or None.
     ``min_object_score``: the object-score logit above which the decoder's masks and pointer
     count as "object present" (SAM 2: 0; a policy may move it, SAMURAI uses -1).
+    ``conditioned``: the frame's features already conditioned on ``memories`` (what
+    :meth:`Backend.condition` returned for this request's frame and memory): the decoder
+    alone runs, memory attention is not run again (a correction's further clicks).
     """
 
     features: ImageFeatures
@@ -286,6 +289,7 @@ class TrackRequest:
     point_labels: np.ndarray | None = None
     mask_logits: np.ndarray | None = None
     min_object_score: float = 0.0
+    conditioned: Any = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,12 @@ class Backend(Protocol):
     def track(self, request: TrackRequest) -> TrackOutput:
         """Memory attention + prompt encoder + mask decoder for one object (see
         :class:`TrackRequest`)."""
+        ...
+
+    def condition(self, request: TrackRequest) -> Any:
+        """Memory attention alone: the request's frame features conditioned on its memory
+        (or on none: ``no_mem_embed``), backend-native (1, 256, g, g), for
+        :attr:`TrackRequest.conditioned` (the same arithmetic as inside :meth:`track`)."""
         ...
 
     def mask_as_output(

@@ -48,7 +48,12 @@ def _layout(r: TrackRequest) -> tuple:
     if r.memories is not None:
         mem = (sum(int(m.maskmem.shape[0]) for m in r.memories), len(r.pointers))
     points = 0 if r.point_coords is None else len(r.point_coords)
-    return (id(r.features), mem, points, r.mask_logits is None)
+    return (id(r.features), mem, points, r.mask_logits is None, r.conditioned is None)
+
+
+def _on_host(value: Any) -> np.ndarray:
+    """An output a run kept on the provider's device (an OrtValue) as numpy; numpy as it is."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -236,10 +241,18 @@ class OnnxBackend:
             for i in range(b)
         ]
 
+    def condition(self, request: TrackRequest) -> Any:
+        return self._conditioned([request])
+
     def _conditioned(self, requests: Sequence[TrackRequest]) -> Any:
         """(B, 256, g, g) features conditioned on each request's memory (memory attention, one
-        batch), or on no memory (``no_mem_embed``, the same for every request)."""
+        batch), or on no memory (``no_mem_embed``, the same for every request), or as the
+        requests carry them already (:attr:`TrackRequest.conditioned`)."""
         features, b = requests[0].features, len(requests)
+        if requests[0].conditioned is not None:  # one layout: every request carries them
+            if b == 1:
+                return requests[0].conditioned
+            return np.concatenate([_on_host(r.conditioned) for r in requests])
         if requests[0].memories is None:
             kept = ("pix_feat",) if b == 1 else ()  # several: repeated on the host
             (pix,) = self._run("no_memory", {"vision_feat": features.vision_feat}, keep=kept)

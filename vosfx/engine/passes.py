@@ -8,7 +8,8 @@ policy's decision on keeping the frame), then :meth:`Pass.commit` (the memory st
 result built). :class:`~vosfx.engine.tracker.Tracker` runs the first two over the passes of
 a frame as one batch each through the backend (memory attention + decoder, then the memory
 encoder), which is why they are steps and not one call. A click on the frame a pass tracks
-next is decoded with that pass's memory (:meth:`Pass.correction`).
+next is decoded with that pass's memory (:meth:`Pass.attend`: memory attention once, kept as
+an :class:`Attended`, so each further click there runs the decoder alone).
 
 Backward passes see frame indices mirrored (``N - 1 - t``, :meth:`Pass.local`), so their
 policies run unchanged (docs/session.md).
@@ -76,6 +77,33 @@ class Pending:
     reprompt: dict | None
 
 
+@dataclass(frozen=True)
+class Attended:
+    """A pass's memory attended on the frame it tracks next (:meth:`Pass.attend`): what a
+    correction's clicks there are decoded with, each click then costing the decoder alone.
+    ``conditioned``: the frame's features after memory attention (backend-native, 4 MiB at
+    1024); ``tracked``: (s, s) float32, the mask the pass tracks onto the frame, or None."""
+
+    obj_id: int
+    frame_index: int
+    memories: list[MemoryItem]
+    pointers: list[PointerItem]
+    t_diff_max: int
+    conditioned: Any
+    tracked: np.ndarray | None
+
+    def request(self, clicks: TrackRequest) -> TrackRequest:
+        """A click request on the frame (:func:`~vosfx.engine.anchors.click_request`) with
+        this memory, already attended."""
+        return replace(
+            clicks,
+            memories=self.memories,
+            pointers=self.pointers,
+            t_diff_max=self.t_diff_max,
+            conditioned=self.conditioned,
+        )
+
+
 @dataclass
 class Pass:
     obj_id: int
@@ -124,10 +152,13 @@ class Pass:
         gate = float(getattr(self.policy, "min_object_score", 0.0))
         return TrackRequest(feats, mems, ptrs, sel.pointer_t_diff_max, min_object_score=gate)
 
-    def correction(self, request: TrackRequest, frame_index: int, shot_id: int) -> TrackRequest:
-        """A click ``request`` (:func:`~vosfx.engine.anchors.click_request`) on frame
-        ``frame_index``, which must be the pass's next frame, with the memory the pass attends
-        there, as SAM 2 decodes a correction on a tracked frame (``is_init_cond_frame=False``)."""
+    def attend(
+        self, rules: MaskRules, feats: ImageFeatures, frame_index: int, shot_id: int, track: bool
+    ) -> Attended:
+        """The memory the pass attends on ``frame_index``, which must be its next frame, for
+        a correction's clicks there (SAM 2's ``is_init_cond_frame=False``): memory attention
+        run once, and with ``track`` the mask the pass tracks onto the frame (what
+        :meth:`observe` makes of the decoder's output, on a copy: the pass does not move)."""
         if self.paths is not None:
             raise PromptError(
                 f"[memory] policy {self.policy.name}: a correction on a tracked frame "
@@ -139,12 +170,21 @@ class Pass:
                 f"correction on frame {frame_index}: the pass of object {self.obj_id} "
                 f"from frame {self.anchor} is at frame {self.last}"
             )
-        sel = self.policy.select(self.local(frame_index), shot_id, self.bank)
-        return replace(
-            request,
-            memories=[MemoryItem(self.bank.maskmem(f), p) for f, p in sel.masks],
-            pointers=[PointerItem(self.bank.obj_ptr(f), d) for f, d in sel.pointers],
-            t_diff_max=sel.pointer_t_diff_max,
+        req = self.request(feats, frame_index, shot_id)
+        req = replace(req, conditioned=rules.backend.condition(req))
+        tracked = None
+        if track:  # observe moves the policy's state (SAMURAI's motion model): on a copy
+            out = rules.backend.track(req)
+            tracked = self.copy().observe(rules, frame_index, shot_id, req, out).filled
+        assert req.memories is not None  # a pass always attends its anchor
+        return Attended(
+            self.obj_id,
+            frame_index,
+            req.memories,
+            req.pointers,
+            req.t_diff_max,
+            req.conditioned,
+            tracked,
         )
 
     def observe(

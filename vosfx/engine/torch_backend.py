@@ -173,41 +173,51 @@ class TorchBackend:
         for another batch size. Others run in their own batches."""
         return in_batches(requests, self._layout, self._track_batch)
 
+    @torch.inference_mode()
+    def condition(self, request: TrackRequest) -> Any:
+        with self._autocast():
+            return self._conditioned([request])
+
+    def _conditioned(self, requests: Sequence[TrackRequest]) -> Any:
+        """(B, 256, g, g) features conditioned on each request's memory (memory attention, one
+        batch), or on no memory (``no_mem_embed``), or as the requests carry them already
+        (:attr:`TrackRequest.conditioned`). Inside :meth:`_autocast`."""
+        features, b = requests[0].features, len(requests)
+        if requests[0].conditioned is not None:  # one layout: every request carries them
+            return torch.cat([r.conditioned for r in requests])
+        if requests[0].memories is None:
+            return self.no_memory(features.vision_feat).expand(b, -1, -1, -1)
+        parts = [self._assemble(cast(list, r.memories), r.pointers, r.t_diff_max) for r in requests]
+        memory = torch.cat([p[0] for p in parts], dim=1)  # (M, B, 64)
+        memory_pos = torch.cat([p[1] for p in parts], dim=1)
+        scales = [self._key_scale(cast(list, r.memories), r.pointers) for r in requests]
+        key_scale = None
+        if any(s is not None for s in scales):
+            ones = torch.ones(memory.shape[0], device=self.device_t)
+            key_scale = torch.stack([ones if s is None else s for s in scales])
+        return self.attention(
+            features.vision_feat.expand(b, -1, -1, -1),
+            features.vision_pos.expand(b, -1, -1, -1),
+            memory,
+            memory_pos,
+            parts[0][2],
+            key_scale,
+        )
+
     def _layout(self, r: TrackRequest) -> tuple:
         mem = None
         if r.memories is not None:
             tokens = sum(m.maskmem.shape[-2] * m.maskmem.shape[-1] for m in r.memories)
             mem = (tokens, len(r.pointers))
         points = 0 if r.point_coords is None else len(r.point_coords)
-        return (id(r.features), mem, points, r.mask_logits is None)
+        return (id(r.features), mem, points, r.mask_logits is None, r.conditioned is None)
 
     def _track_batch(self, requests: Sequence[TrackRequest]) -> list[TrackOutput]:
         """Requests of one :meth:`_layout`, as one batch of B = len(requests)."""
         features, b = requests[0].features, len(requests)
         dev = self.device_t
         with self._autocast():
-            if requests[0].memories is None:
-                pix = self.no_memory(features.vision_feat).expand(b, -1, -1, -1)
-            else:
-                parts = [
-                    self._assemble(cast(list, r.memories), r.pointers, r.t_diff_max)
-                    for r in requests
-                ]
-                memory = torch.cat([p[0] for p in parts], dim=1)  # (M, B, 64)
-                memory_pos = torch.cat([p[1] for p in parts], dim=1)
-                scales = [self._key_scale(cast(list, r.memories), r.pointers) for r in requests]
-                key_scale = None
-                if any(s is not None for s in scales):
-                    ones = torch.ones(memory.shape[0], device=dev)
-                    key_scale = torch.stack([ones if s is None else s for s in scales])
-                pix = self.attention(
-                    features.vision_feat.expand(b, -1, -1, -1),
-                    features.vision_pos.expand(b, -1, -1, -1),
-                    memory,
-                    memory_pos,
-                    parts[0][2],
-                    key_scale,
-                )
+            pix = self._conditioned(requests)
             if requests[0].point_coords is None or len(requests[0].point_coords) == 0:
                 # no points: one padding point (label -1), as SAM 2 passes
                 coords = torch.zeros(b, 1, 2, device=dev)

@@ -46,7 +46,7 @@ from vosfx.engine.backend import (
 )
 from vosfx.engine.bank import MemoryBank
 from vosfx.engine.decoding import check_prompt
-from vosfx.engine.passes import MaskRules, Pass
+from vosfx.engine.passes import Attended, MaskRules, Pass
 from vosfx.engine.policies.base import Decision, MemoryEntry, MemoryPolicy
 from vosfx.engine.reprompt import Reprompter
 from vosfx.errors import PromptError, VosfxError
@@ -126,20 +126,28 @@ class Tracker:
         shot_id: int = 0,
         previous: np.ndarray | None = None,
         features: ImageFeatures | None = None,
-        pass_id: int | None = None,
+        attended: Attended | None = None,
     ) -> ObjectResult:
         """The object's output on ``frame`` for ``prompt``, which becomes its anchor there
         (replacing any earlier one). ``previous``: (s, s) float32 low-res logits the frame had
         (an earlier prompt's output or a tracked output), the dense mask input of a point or
         box prompt, as SAM 2 passes ``prev_sam_mask_logits``; the prompt's own ``prior`` takes
-        its place (resampled to the model's size if it was made at another). ``pass_id``: a
-        correction on a
-        frame that pass tracked (its next frame): the clicks are decoded with that pass's
-        memory attended, as SAM 2 decodes a correction on a tracked frame
-        (``is_init_cond_frame=False``)."""
+        its place (resampled to the model's size if it was made at another). ``attended``: a
+        correction on a frame a pass tracks (:meth:`attend`): the clicks are decoded with
+        that pass's memory, already attended, as SAM 2 decodes a correction on a tracked
+        frame (``is_init_cond_frame=False``)."""
         if prompt.frame_index != frame.index:
             raise PromptError(
                 f"prompt for frame {prompt.frame_index} given with frame {frame.index}"
+            )
+        if attended is not None and (attended.obj_id, attended.frame_index) != (
+            prompt.obj_id,
+            frame.index,
+        ):
+            raise VosfxError(
+                f"internal: memory attended for object {attended.obj_id} on frame "
+                f"{attended.frame_index}, given with object {prompt.obj_id} on frame "
+                f"{frame.index}"
             )
         check_prompt(prompt, self.info.width, self.info.height)
         feats = features if features is not None else self.encode(frame)
@@ -149,10 +157,10 @@ class Tracker:
             if prompt.prior is not None:
                 previous = fit_logits(prompt.prior, self.backend.image_size // 4)
             request = click_request(self.backend, prompt, feats, previous, w, h)
-            if pass_id is not None:
-                request = self._passes[pass_id].correction(request, frame.index, shot_id)
+            if attended is not None:
+                request = attended.request(request)
         anchor = decode_prompt(
-            self.rules, feats, prompt, request, shot_id=shot_id, is_init_cond=pass_id is None
+            self.rules, feats, prompt, request, shot_id=shot_id, is_init_cond=attended is None
         )
         self._anchors.setdefault(prompt.obj_id, {})[frame.index] = anchor
         return anchor.result()
@@ -271,6 +279,23 @@ class Tracker:
         for i, p in zip(plain, pending, strict=True):
             out[i] = passes[i].commit(t, p, by_pending.get(id(p)))
         return cast(list[ObjectResult], out)
+
+    def attend(
+        self,
+        pass_id: int,
+        frame: Frame,
+        *,
+        shot_id: int = 0,
+        features: ImageFeatures | None = None,
+        track: bool = True,
+    ) -> Attended:
+        """The memory pass ``pass_id`` attends on ``frame`` (its next frame), for
+        :meth:`prompt`'s ``attended``: memory attention runs here once, so each click of a
+        correction on the frame costs the decoder alone; with ``track`` also the mask the pass
+        tracks onto the frame (:attr:`Attended.tracked`). The pass does not move."""
+        feats = features if features is not None else self.encode(frame)
+        ps = self._passes[pass_id]
+        return ps.attend(self.rules, feats, frame.index, shot_id, track)
 
     def snapshot(self, pass_id: int) -> Pass | None:
         """The pass's state as it stands after its last step, for :meth:`resume` (an opaque

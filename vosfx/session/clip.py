@@ -136,9 +136,10 @@ class ClipSession:
         # (session/checkpoints.py); a session without frame access takes no corrections
         keeps = frames is not None and hasattr(self.engine, "snapshot")
         self._checkpoints = PassCheckpoints(self.engine, checkpoint_bytes if keeps else 0)
-        # per object, its latest correction's pass state at the frame before and its mask on
-        # the frame (session/corrections.py): the same correction edited again starts there
-        self.correction_bases: dict[int, tuple[Any, Any, np.ndarray]] = {}
+        # per object, its latest correction's key and the memory its pass attends on the
+        # frame, with its mask there (session/corrections.py): the same correction edited
+        # again is decoded from it, the decoder alone
+        self.correction_bases: dict[int, tuple[Any, Any]] = {}
         # features a later segment reads again go to disk (session/features.py FeatureSpill)
         self._spill = FeatureSpill(self._scratch.path)
         self.features = FeatureCache(
@@ -196,7 +197,7 @@ class ClipSession:
                 tracked_by = self._book.covering(obj, t)
         if tracked_by is not None and self.deferred:
             # refused now, not after replaying the pass up to the frame (the engine refuses
-            # too: Pass.correction), which SAM2Long's passes, without snapshots, would do from
+            # too: Pass.attend), which SAM2Long's passes, without snapshots, would do from
             # their prompted frame: minutes on a CPU for a frame a few hundred frames on
             raise PromptError(
                 f"[memory] policy {self.memory.policy}: a correction on a tracked frame "
@@ -243,17 +244,17 @@ class ClipSession:
         frame: Frame,
         prompt: Prompt,
         previous: np.ndarray | None,
-        pass_id: int | None = None,
+        attended: Any = None,
     ) -> None:
-        """The prompt's output (``previous``: the decoder's dense input; ``pass_id``: a pass
-        at the frame before, whose memory a correction is decoded with), stored."""
+        """The prompt's output (``previous``: the decoder's dense input; ``attended``: the
+        memory a pass attends on the frame, which a correction is decoded with), stored."""
         res = self.engine.prompt(
             frame,
             prompt,
             shot_id=self.engine_shot(frame.index),
             previous=previous,
             features=self.features.get(frame),
-            pass_id=pass_id,
+            attended=attended,
         )
         self.store.put(res, prompted=True)
         self._book.bump(prompt.obj_id, frame.index)

@@ -50,10 +50,10 @@ def compute(s: ClipSession, frame: Frame, prompt: Prompt, live: int | None = Non
     """Rule d: the clicks on ``frame`` decoded with the memory of the pass forwards from
     the object's previous prompted frame, its mask on ``frame`` as the dense prompt (SAM
     2's correction on a frame it has tracked). ``live``: that pass, already at the frame
-    before (a sweep's; ended here), else it is resumed or replayed. The pass's state there
-    and its mask on the frame are kept per object (``ClipSession.correction_bases``), so
-    editing the same correction again costs its decode alone. On the object's first
-    prompted frame: an ordinary prompt."""
+    before (a sweep's; ended here), else it is resumed or replayed. The pass's memory
+    attended on the frame and its mask there are kept per object
+    (``ClipSession.correction_bases``), so editing the same correction again costs the
+    decoder alone. On the object's first prompted frame: an ordinary prompt."""
     t, obj = frame.index, prompt.obj_id
     prev = s._book.previous(obj, t)
     if prev is None:
@@ -65,30 +65,23 @@ def compute(s: ClipSession, frame: Frame, prompt: Prompt, live: int | None = Non
     plan = PassPlan(obj, prev, 1, None, range(prev + 1, t))
     key = (s._book.state_key(plan), t)
     base = s.correction_bases.get(obj)
-    if base is not None and base[0] == key:  # the same frame edited again: no step at all
+    if base is not None and base[0] == key:  # the same frame edited again: no pass at all
         if live is not None:
             s.engine.end_pass(live)
-        snap, tracked = base[1], base[2]
+        attended = base[1]
     else:
         pid = live if live is not None else pass_before(s, plan, t)
         try:
-            snap = s.engine.snapshot(pid)
-            if snap is None:
-                raise PromptError(f"[memory] policy {s.memory.policy}: no corrections")
-            # the mask the pass tracks onto this frame (then forgotten: the clicks are
-            # decoded with its memory up to the frame before, as SAM 2 decodes them)
-            (res,) = s.engine.step(
-                frame, [pid], shot_id=s.engine_shot(t), features=s.features.get(frame)
+            # memory attention once, and the mask the pass tracks onto this frame (the
+            # clicks' dense prompt), the pass not moved: SAM 2 decodes the clicks with its
+            # memory up to the frame before
+            attended = s.engine.attend(
+                pid, frame, shot_id=s.engine_shot(t), features=s.features.get(frame)
             )
         finally:
             s.engine.end_pass(pid)
-        tracked = res.logits
-        s.correction_bases[obj] = (key, snap, tracked)
-    pid = s.engine.resume(snap)
-    try:
-        s._compute_prompt(frame, prompt, tracked, pass_id=pid)
-    finally:
-        s.engine.end_pass(pid)
+        s.correction_bases[obj] = (key, attended)
+    s._compute_prompt(frame, prompt, attended.tracked, attended=attended)
     s._book.corrected(obj, t)
 
 
@@ -100,9 +93,16 @@ def correct(
     (SAM 2's ``is_init_cond_frame=False``)."""
     pid = pass_before(s, pl, frame.index)
     try:
-        s._compute_prompt(frame, prompt, previous, pass_id=pid)
+        attended = s.engine.attend(
+            pid,
+            frame,
+            shot_id=s.engine_shot(frame.index),
+            features=s.features.get(frame),
+            track=False,
+        )
     finally:
         s.engine.end_pass(pid)
+    s._compute_prompt(frame, prompt, previous, attended=attended)
 
 
 __all__ = ["compute", "correct", "pass_before"]
