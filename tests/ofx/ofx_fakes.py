@@ -35,6 +35,10 @@ def _slowed(fn):
 def make_engine(model=None, progress=None) -> FakeEngine:
     if os.environ.get("VOSFX_FAKE_CRASH"):
         os._exit(int(os.environ["VOSFX_FAKE_CRASH"]))
+    if model is not None:  # the effect's Model as the real loader reads it (no download)
+        from vosfx.engine.bundle import checkpoint_identity
+
+        checkpoint_identity(model.name)
     engine = FakeEngine(logit_fn=_slowed(shift_logits(1)))
     if os.environ.get("VOSFX_FAKE_WARNING"):
         engine.runtime_warnings.append(os.environ["VOSFX_FAKE_WARNING"])

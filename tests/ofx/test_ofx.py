@@ -591,6 +591,18 @@ def _clean(run):
     _ok(run)
 
 
+def test_a_model_that_does_not_load_names_the_model_field(built, clip, tmp_path):
+    """A Model the loader refuses (a typo): the effect's error names its Model field and what
+    was typed there, with the loader's reason."""
+    lines = preamble(built, clip) + ["14 set_string model sam2.1-tinyy", "0 overlay"]
+    lines += [f"0 pen_down 0 {PEN}", f"0 render 3 {tmp_path / 'o.raw'}"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    said = [m for m in run.messages() if m != "cleared"]
+    assert said and all(
+        "Model 'sam2.1-tinyy': expected a model id (sam2.1-tiny" in m for m in said
+    ), said
+
+
 def test_protocol_layout_matches_the_c_header():
     from vosfx.ofx import protocol as P
 

@@ -44,7 +44,7 @@ import numpy as np
 from vosfx import __version__
 from vosfx.config import JobConfig
 from vosfx.engine import log_warnings
-from vosfx.errors import Cancelled, ConfigError, VosfxError
+from vosfx.errors import Cancelled, ConfigError, ModelError, VosfxError
 from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
 from vosfx.ofx.frames import HostFrames
@@ -230,7 +230,10 @@ class Worker:
                 self.engine.close()
             self.engine = None
             self.ch.send(P.PROGRESS, a=0, b=0, text=f"loading {cfg.model.name}")
-            self.engine = self.make_engine(cfg.model, progress=self._download_progress)
+            try:
+                self.engine = self.make_engine(cfg.model, progress=self._download_progress)
+            except ModelError as err:  # named as the effect's field the user typed it in
+                raise type(err)(f"Model {cfg.model.name!r}: {err}") from None
             self.engine_key = model_key
             log_warnings(self.engine)  # on the worker's stderr (the host's log)
         from vosfx.session import ClipSession
