@@ -259,7 +259,10 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
             }
             continue;
         case VX_MATTE:
-            if (m.format == VX_FMT_NONE) return VX_R_PASS; /* no prompts yet */
+            if (m.format == VX_FMT_NONE) { /* no prompts: nothing matted, nothing to report */
+                if (!in->notice) vx_clear_report(in);
+                return VX_R_PASS;
+            }
             if (m.format != VX_FMT_ALPHA_F32 || (int)m.width != g->w || (int)m.height != g->h ||
                 m.shm_bytes < (uint64_t)g->w * g->h * 4)
                 return vx_worker_dead(in, "a matte of the wrong size");
