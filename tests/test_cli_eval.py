@@ -381,3 +381,15 @@ def test_bench_says_how_the_model_runs_when_it_loads_it(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="vosfx"):
         assert open_engine(ModelConfig()) is engine
     assert [r.getMessage() for r in caplog.records] == ["--device cuda: no CUDA here"]
+
+
+def test_sequences_named_twice_are_scored_once():
+    """`-s a,a` (or `-s a -s a`) scored the sequence twice, its frames counted twice in the
+    summary; each name now counts once, in the order typed."""
+    from vosfx.cli.eval import _split
+
+    assert _split(("car-shadow,car-shadow", " libby", "car-shadow", ",")) == [
+        "car-shadow",
+        "libby",
+    ]
+    assert _split(()) is None and _split((",",)) is None

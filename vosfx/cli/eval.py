@@ -34,8 +34,9 @@ def _write_tables(out: Path, stem: str, tables: dict[str, str]) -> None:
 
 
 def _split(values: tuple[str, ...]) -> list[str] | None:
-    names = [n for v in values for n in v.split(",") if n]
-    return names or None
+    """The names of ``-s a,b -s c`` in order, each once (``-s a,a`` scores ``a`` once)."""
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return list(dict.fromkeys(names)) or None
 
 
 @click.command("eval")
