@@ -443,10 +443,10 @@ def correct(args) -> None:
 def fix(args) -> None:
     """Rule d as the OpenFX worker runs it (its IncrementalTracker over a session with frame
     access): blackswan, a mask prompt on frame 0, the sweep taken to the last frame (the
-    viewer played through), then a negative click on frame 3/4 of the way as a correction
-    (``Prompt.correction``), and the sweep brought to that frame again (what rendering it
-    costs), then the same correction edited again (a second point); with the pass snapshots
-    and without them, alternating."""
+    viewer played through), then a negative click on frame 3/4 of the way (``--at``) as a
+    correction (``Prompt.correction``), and the sweep brought to that frame again (what
+    rendering it costs), then the same correction edited again (a second point); with the
+    pass snapshots and without them, alternating."""
     from PIL import Image
 
     from vosfx.ofx.tracking import IncrementalTracker
@@ -457,7 +457,7 @@ def fix(args) -> None:
     n = args.frames[0]
     images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
     mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
-    at = 3 * n // 4
+    at = 3 * n // 4 if args.at is None else args.at
     ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
     click = Prompt(
         at,
@@ -508,6 +508,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="spill, correct: alternating rounds")
     ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument(
+        "--at",
+        type=int,
+        help="fix: the frame corrected (default 3/4 of the way; the last: "
+        "where the viewer stopped)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--engine",

@@ -538,6 +538,30 @@ def test_a_correction_resumes_from_the_nearest_snapshot_before_it(click, resumed
     assert [f for _o, f, _d in fake.stepped] == replayed
 
 
+@pytest.mark.parametrize("back", [1, 2])
+def test_a_correction_where_the_viewer_stopped_replays_nothing(back):
+    """A pass keeps snapshots after its last steps whatever the spacing: a click on the frame
+    the sweep tracked last (a viewer stopped there), or the one before, resumes from the frame
+    before it and replays nothing; within the byte budget, and the result is the replay's."""
+    n = 28  # the tail from 0 ends at 27: its spaced snapshots are after 4, 8, ..., 24
+    session, fake = _session(n=n)
+    session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    session.track()
+    fake.stepped.clear()
+    click = Prompt(n - back, 1, points=np.array([[30, 16]], np.float32), labels=np.array([0]))
+    session.add_prompt(click)
+    assert fake.resumed == [n - back - 1] and fake.stepped == []
+    assert session.stats["replayed"] == 0
+    fresh, _fake = _session(n=n, checkpoint_bytes=0)  # no snapshots: replayed from frame 0
+    fresh.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+    fresh.track()
+    fresh.add_prompt(click)
+    assert fresh.stats["replayed"] == n - back - 1
+    np.testing.assert_array_equal(session.result(n - back).logits, fresh.result(n - back).logits)
+    session.close()
+    fresh.close()
+
+
 def test_snapshots_stay_within_their_budget_by_spacing_out():
     """Over the budget the spacing doubles and every other snapshot goes: the clip stays
     covered, further apart; a changed prompt's passes lose theirs at the next sweep."""

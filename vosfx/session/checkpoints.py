@@ -16,6 +16,12 @@ they stay; above it the spacing doubles and every other snapshot goes, so a long
 snapshots over its whole length, further apart. Snapshots belong to a pass as computed with
 its prompted frames' current versions (:meth:`PromptBook.key`): a changed prompt makes its
 passes' snapshots unreachable, and they are dropped when the next sweep starts.
+
+Each pass also keeps the snapshots after its last :data:`RECENT` steps, off the spacing: a
+viewer stopped on the frame a pass has just tracked (the OpenFX effect's worker tracks up to
+the frame the host shows), or stepped a frame back from it, is where a correction comes most
+often, and it then resumes from the frame before with nothing to replay. They cost about one
+frame's memory each, and go with their pass's.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from vosfx.types import nbytes
 CHECKPOINT_BYTES = 128 << 20
 # frames between two snapshots of a pass to start with (doubled whenever over the budget)
 FIRST_SPACING = 4
+# snapshots kept after each pass's last steps, whatever the spacing
+RECENT = 3
 
 
 class PassCheckpoints:
@@ -41,25 +49,33 @@ class PassCheckpoints:
         self.spacing = FIRST_SPACING
         self.bytes = 0  # of the distinct arrays the snapshots hold
         self._snaps: dict[Hashable, tuple[int, dict[int, Any]]] = {}  # key -> (anchor, frames)
+        self._recent: dict[Hashable, dict[int, Any]] = {}  # key -> the last RECENT steps'
         self._held: dict[int, tuple[Any, int]] = {}  # id(array) -> (array, snapshots holding it)
 
     def after_step(self, key: Hashable, anchor: int, pass_id: int, frame_index: int) -> None:
         """The pass ``pass_id`` (keyed ``key``, from ``anchor``) has just stepped
-        ``frame_index``: snapshot it if that is on the spacing."""
-        if self.budget <= 0 or abs(frame_index - anchor) % self.spacing:
+        ``frame_index``: snapshot it, kept as one of its last steps' and, if that is on the
+        spacing, for good."""
+        if self.budget <= 0:
             return
         snap = self.engine.snapshot(pass_id)
         if snap is None:  # a pass whose corrections are refused (SAM2Long)
             return
-        self._snaps.setdefault(key, (anchor, {}))[1][frame_index] = snap
+        recent = self._recent.setdefault(key, {})
+        recent[frame_index] = snap
         self._hold(snap, +1)
-        while self.bytes > self.budget:
+        while len(recent) > RECENT:  # steps go one way: the first one in is the oldest
+            self._hold(recent.pop(next(iter(recent))), -1)
+        if abs(frame_index - anchor) % self.spacing == 0:
+            self._snaps.setdefault(key, (anchor, {}))[1][frame_index] = snap
+            self._hold(snap, +1)
+        while self.bytes > self.budget and any(f for _a, f in self._snaps.values()):
             self._space_out()
 
     def latest(self, key: Hashable, direction: int, before: int) -> tuple[int, Any] | None:
         """The snapshot of pass ``key`` nearest to frame ``before`` on the pass's side of it
         (taken after a frame the pass reaches first), as (frame, snapshot); None if none."""
-        frames = self._snaps.get(key, (0, {}))[1]
+        frames = {**self._snaps.get(key, (0, {}))[1], **self._recent.get(key, {})}
         behind = [u for u in frames if (u - before) * direction < 0]
         if not behind:
             return None
@@ -71,6 +87,9 @@ class PassCheckpoints:
         keep = set(keys)
         for key in [k for k in self._snaps if k not in keep]:
             for snap in self._snaps.pop(key)[1].values():
+                self._hold(snap, -1)
+        for key in [k for k in self._recent if k not in keep]:
+            for snap in self._recent.pop(key).values():
                 self._hold(snap, -1)
 
     def clear(self) -> None:
@@ -99,4 +118,4 @@ class PassCheckpoints:
                 self._held[id(a)] = (a, held)
 
 
-__all__ = ["CHECKPOINT_BYTES", "FIRST_SPACING", "PassCheckpoints"]
+__all__ = ["CHECKPOINT_BYTES", "FIRST_SPACING", "RECENT", "PassCheckpoints"]
