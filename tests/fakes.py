@@ -185,8 +185,7 @@ class FakeSession:
             if frame.index != self.position[pid] + direction:
                 raise AssertionError(f"pass {pid} stepped {frame.index} after {self.position[pid]}")
             self.position[pid] = frame.index
-            base = self.anchors[obj][anchor]
-            logits = base if self.logit_fn is None else self.logit_fn(frame.index, obj, base)
+            logits = self._tracked(obj, anchor, frame.index)
             self.stepped.append((obj, frame.index, direction))
             out.append(
                 ObjectResult(
@@ -200,6 +199,11 @@ class FakeSession:
             )
         return out
 
+    def _tracked(self, obj: int, anchor: int, t: int) -> np.ndarray:
+        """The logits a pass of ``obj`` from ``anchor`` tracks onto frame ``t``."""
+        base = self.anchors[obj][anchor]
+        return base if self.logit_fn is None else self.logit_fn(t, obj, base)
+
     def end_pass(self, pass_id: int) -> None:
         self.passes.pop(pass_id, None)
 
@@ -209,11 +213,7 @@ class FakeSession:
         obj, anchor, direction, _nb = self.passes[pass_id]
         assert frame.index == self.position[pass_id] + direction
         self.attended.append((obj, frame.index, direction))
-        tracked = None
-        if track:
-            base = self.anchors[obj][anchor]
-            tracked = base if self.logit_fn is None else self.logit_fn(frame.index, obj, base)
-            tracked = tracked.astype(np.float32)
+        tracked = self._tracked(obj, anchor, frame.index).astype(np.float32) if track else None
         return FakeAttended((obj, frame.index, direction), tracked)
 
     # snapshots (vosfx.session.checkpoints): a pass's place, and one array of
