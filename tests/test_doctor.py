@@ -21,6 +21,7 @@ CHECKS = [
     "openvino",
     "--precision auto",
     "int8 attention kernel",
+    "refinement loops",
     "torch",
     "encoders",
     "OpenEXR",
@@ -113,6 +114,20 @@ def test_a_failing_check_has_its_own_line_and_the_others_still_run(config_home, 
         "state": "missing",
         "detail": "the check failed: RuntimeError: probe exploded",
     }
+
+
+def test_the_refinement_loops_line(monkeypatch):
+    from vosfx.matte import kernels
+
+    monkeypatch.setattr(kernels, "implementation", lambda: ("C", "/cache/kernels/kernels-1.so"))
+    assert doc._refine_loops() == (
+        "refinement loops",
+        "ok",
+        "C, built: /cache/kernels/kernels-1.so",
+    )
+    monkeypatch.setattr(kernels, "implementation", lambda: ("numba", "no C compiler found"))
+    _what, state, detail = doc._refine_loops()
+    assert state == "info" and detail.startswith("numba (no C compiler found): the same results")
 
 
 @pytest.mark.parametrize("compiler", [None, "gcc"])

@@ -227,23 +227,27 @@ def test_inverse_covariance_is_the_matrix_inverse():
 
 def test_loops_compile_without_a_writable_cache(monkeypatch):
     # numba refuses cache=True where it finds no writable cache directory (a read-only install
-    # and home); the refiner then compiles in memory instead of failing.
+    # and home); the refiner (where the C build cannot be made) then compiles in memory
+    # instead of failing.
     import numba
 
     from vosfx.matte import kernels
 
+    monkeypatch.setattr(kernels, "_C", [None, "no C build here"])
+    monkeypatch.setattr(kernels, "_NUMBA", {})
+
     real = numba.njit
 
-    def njit(**options):
+    def njit(*args, **options):
         if options.get("cache"):
             raise RuntimeError("cannot cache function '_guide_moments': no locator available")
-        return real(**options)
+        return real(*args, **options)
 
     monkeypatch.setattr(numba, "njit", njit)
     monkeypatch.setattr(kernels, "_LOOPS", {})
     low = np.random.default_rng(0).random((4, 5, 3), dtype=np.float32)
     np.testing.assert_allclose(kernels.guide_moments(low)[..., 3], low[..., 0] ** 2, rtol=1e-6)
-    assert set(kernels._LOOPS) == {"guide_moments"}  # made without a disk cache
+    assert set(kernels._LOOPS) == set(kernels._NUMBA) == {"guide_moments"}  # no disk cache
 
 
 def test_the_edge_loop_in_row_bands_is_the_whole_frame_loop():

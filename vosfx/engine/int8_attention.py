@@ -12,9 +12,8 @@ channel: twice bfloat16's rate, ~1 % more error than the int8 scores' own), and
 per attention (:func:`op_class`): memory attention's 8 and Hiera's 3 global attentions in the
 image encoder. Measured: docs/benchmarks/onnx.md, twenty-eighth and thirty-first passes.
 
-The kernel is compiled with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) on first
-use, into ``<cache>/kernels/`` (``$VOSFX_HOME`` or the user cache directory), named by the
-hash of its source and compiler, and loaded with ctypes. Where there is no compiler, the
+The kernel is compiled with the system's C compiler on first use, into ``<cache>/kernels/``
+(``$VOSFX_HOME`` or the user cache directory), and loaded with ctypes (:mod:`vosfx.native`). Where there is no compiler, the
 compile fails or the CPU lacks the instructions, :func:`library` says why and the tier keeps
 its graph form (the same arithmetic, slower; the run warns once): nothing fails for it.
 """
@@ -23,35 +22,20 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vosfx import native
+from vosfx.native import Unavailable
 
 SOURCE = Path(__file__).parent / "kernels" / "int8_attention.c"
 # the channels the kernel takes: queries and keys a multiple of 4 up to 512, values a multiple
 # of 16
 MAX_DEPTH = 512
 DEPTH_MULTIPLE, CHANNELS_MULTIPLE = 4, 16
-_FLAGS = ("-O3", "-shared", "-fPIC", "-pthread")
-
-
-class Unavailable(RuntimeError):
-    """The kernel cannot run here; the message says why (no compiler, compile error, CPU)."""
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc"):
-        path = shutil.which(name) if name else None
-        if path:
-            return path
-    return None
 
 
 def _cache_dir() -> Path:
@@ -63,26 +47,7 @@ def _cache_dir() -> Path:
 @functools.cache
 def library() -> Any:
     """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    if not sys.platform.startswith(("linux", "darwin", "freebsd")):
-        raise Unavailable(f"no build of the kernel for {sys.platform}")
-    cc = _compiler()
-    if cc is None:
-        raise Unavailable("no C compiler found ($CC, cc, gcc)")
-    try:
-        version = subprocess.run(
-            [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as err:
-        raise Unavailable(f"{cc} --version failed: {err}") from err
-    digest = hashlib.sha256(SOURCE.read_bytes() + version.encode() + repr(_FLAGS).encode())
-    target = _cache_dir() / f"int8_attention-{digest.hexdigest()[:16]}.so"
-    if not target.exists():
-        _compile(cc, target)
-        _remove_older_builds(target)
-    try:
-        lib = ctypes.CDLL(str(target))
-    except OSError as err:
-        raise Unavailable(f"could not load {target}: {err}") from err
+    lib = native.build(SOURCE, _cache_dir())
     pointer, integer = ctypes.c_void_p, ctypes.c_int
     lib.vosfx_int8_attention.argtypes = (
         [pointer] * 4 + [integer] * 4 + [ctypes.c_float] + [integer] * 2
@@ -92,46 +57,6 @@ def library() -> Any:
     if not lib.vosfx_int8_attention_supported():
         raise Unavailable("this CPU lacks AVX512_VNNI or AVX512_BF16")
     return lib
-
-
-def _compile(cc: str, target: Path) -> None:
-    """Compiles :data:`SOURCE` to ``target``, through a temporary file renamed into place (a
-    second process compiling at the same time writes its own and renames over it)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-    except OSError as err:
-        raise Unavailable(f"cannot write to {target.parent}: {err}") from err
-    try:
-        done = subprocess.run(
-            [cc, *_FLAGS, "-o", tmp, str(SOURCE), "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            said = " ".join(done.stderr.split())[:300]
-            raise Unavailable(f"{cc} could not compile {SOURCE.name}: {said}")
-        os.replace(tmp, target)
-    except (OSError, subprocess.SubprocessError) as err:
-        raise Unavailable(f"{cc} failed on {SOURCE.name}: {err}") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _remove_older_builds(target: Path) -> None:
-    """Removes the cache's other builds of the kernel (an older source or compiler: each built
-    its own file, ~33 KB, and none is read again). A process that loaded one keeps its mapping;
-    one that removal races with compiles its own. What cannot be removed is left."""
-    for old in target.parent.glob("int8_attention-*.so"):
-        if old != target:
-            try:
-                old.unlink()
-            except OSError:
-                pass
 
 
 def why_unavailable() -> str | None:

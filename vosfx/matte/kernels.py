@@ -1,4 +1,4 @@
-"""The refiner's per-pixel loops, compiled with numba.
+"""The refiner's per-pixel loops, in C, or compiled with numba where C cannot be built.
 
 The guided edge refinement (:mod:`vosfx.matte.guided`) was a chain of whole-frame OpenCV and
 numpy passes: at 1080p with soft logits (the whole frame in the uncertain band) the upsampled
@@ -8,10 +8,17 @@ inverse covariance, the coefficients) some thirty numpy temporaries. Here each i
 keeps its working set in registers and cache, so the cost no longer depends on how soft the
 logits are (docs/benchmarks/render.md).
 
-numba is imported, and each loop compiled, on first use (``cache=True``: once per machine,
-into numba's cache next to this file or its per-user cache directory), so ``import vosfx``
-stays light. Every function takes and returns float32 arrays; the guide may be uint8, uint16 or
-float32 (numba compiles one version per type).
+Each loop is written twice, with the same arithmetic in the same order (bit for bit the same
+float32 results; tests/test_kernels.py holds them to it): in ``kernels.c``, built with the
+system's C compiler on first use into ``<cache>/kernels`` and called through ctypes
+(:mod:`vosfx.native`), and here in Python for numba. The C build is used wherever it can be
+made (a C compiler on Linux, macOS or FreeBSD): loading numba's compiler takes a process from
+~10 to ~156 MiB resident for the cached loops alone (docs/benchmarks/render.md), the C library
+~1 MiB. Where it cannot (Windows, no compiler), numba compiles the Python loops on first use
+(``cache=True``: once per machine, into numba's cache next to this file or its per-user cache
+directory). Either is loaded on first use, so ``import vosfx`` stays light;
+:func:`implementation` says which runs. Every function takes and returns float32 arrays; the
+guide may be uint8, uint16 or float32.
 
 The two full-resolution loops (:func:`apply_edge_detail`, :func:`blend_toward`) take
 ``threads``: the frame is cut into bands of rows, one on the calling thread and the others on
@@ -19,23 +26,32 @@ a small shared pool, each band computed exactly as the whole frame would be (eve
 pixel depends on its own inputs only), so the result is the same bit for bit. Python threads,
 not numba's ``parallel=True``: the threading layer numba always has (workqueue) is not safe
 to enter from several Python threads at once (the studio, the OFX worker and a render may each
-refine), and these loops release the GIL (``nogil``).
+refine), and both builds of these loops release the GIL (ctypes calls; numba's ``nogil``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vosfx.cpus import usable_cores
 
+SOURCE = Path(__file__).with_name("kernels.c")
+# no fused multiply-adds (numba makes none: the builds give the same bits), only the loops'
+# entry points exported
+C_FLAGS = ("-ffp-contract=off", "-fvisibility=hidden")
 _LOCK = threading.Lock()
-_LOOPS: dict[str, Callable[..., Any]] = {}  # name -> numba dispatcher, one per process
+_LOOPS: dict[str, Callable[..., Any]] = {}  # name -> the loop that runs (C or numba)
+_NUMBA: dict[str, Callable[..., Any]] = {}  # name -> numba dispatcher, one per process
+_C: list[Any] = []  # [the C library or None, why not], once tried
 _WARM: list[threading.Thread] = []
 # The row bands' pool: at most this many threads besides the caller's, made on first use.
 MAX_THREADS = 8
@@ -90,23 +106,160 @@ def _in_bands(loop: Callable[..., Any], height: int, threads: int, *args: Any) -
 
 
 def _compiled(name: str) -> Callable[..., Any]:
-    """The numba dispatcher of this module's ``_name`` loop, made once per process (it compiles,
-    or loads from numba's cache, on its first call; numba's lock makes a second thread calling
-    it meanwhile wait for that). Cached on disk where numba finds a writable place (next to
-    this file, else its per-user cache directory); where it finds none (a read-only install
-    and home), compiled in memory once per process instead of failing."""
+    """The loop ``name`` as this process runs it: the C build's (:func:`_c_loop`) where the
+    library is built or can be, else numba's (:func:`_numba_loop`). Made once per process."""
     loop = _LOOPS.get(name)
     if loop is None:
         with _LOCK:
             loop = _LOOPS.get(name)
             if loop is None:
-                import numba
+                library = _library()
+                loop = _c_loop(library, name) if library is not None else _numba_loop(name)
+                _LOOPS[name] = loop
+    return loop
 
-                if not isinstance(globals()["_positions"], numba.core.dispatcher.Dispatcher):
-                    # the loops' shared helper, compiled before them (they call it)
-                    globals()["_positions"] = _jit(numba, _positions)
-                py = globals()[f"_{name}"]
-                loop = _LOOPS[name] = _jit(numba, py)
+
+def _library() -> Any | None:
+    """The C build (ctypes), built into the cache the first time on a machine; None where it
+    cannot be (why: :func:`implementation`). Tried once per process; called under _LOCK."""
+    if not _C:
+        from vosfx import native
+        from vosfx.models.cache import home
+
+        try:
+            library = native.build(SOURCE, home() / "kernels", C_FLAGS)
+            _declare(library)
+            _C[:] = [library, None]
+        except (native.Unavailable, AttributeError) as err:  # AttributeError: a symbol missing
+            _C[:] = [None, str(err)]
+    return _C[0]
+
+
+def implementation() -> tuple[str, str]:
+    """Which build of the loops runs in this process, built or loaded now where it is not yet:
+    ``("C", the library's path)`` or ``("numba", why not C)``."""
+    with _LOCK:
+        library = _library()
+    if library is not None:
+        return "C", str(library._name)
+    return "numba", str(_C[1])
+
+
+_P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_SIGNATURES: dict[str, tuple[list[Any], Any]] = {
+    "vosfx_guide_moments": ([_P, _N, _P], None),
+    "vosfx_alpha_moments": ([_P, _P, _N, _P], None),
+    "vosfx_inverse_covariance": ([_P, _F, _N, _P], None),
+    "vosfx_edge_coefficients": ([_P, _P, _P, _N, _P], None),
+    **{
+        f"vosfx_apply_edge_detail_{t}": (
+            [_P, _P, _P, _N, _N, _N, _N, _F, _F, _F, _P, _N, _N],
+            ctypes.c_int,
+        )
+        for t in ("u8", "u16", "f32")
+    },
+    "vosfx_scale_and_clip": ([_P, _N, _F, _F, _F], None),
+    "vosfx_sigmoid_from_exp": ([_P, _N], None),
+    "vosfx_blend_toward": ([_P, _P, _P, _N, _N, _N, _N, _P, _N, _N], ctypes.c_int),
+}
+_GUIDES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.float32): "f32"}
+
+
+def _declare(library: Any) -> None:
+    for symbol, (argtypes, restype) in _SIGNATURES.items():
+        function = getattr(library, symbol)
+        function.argtypes, function.restype = argtypes, restype
+
+
+def _c_loop(library: Any, name: str) -> Callable[..., Any]:
+    """The C build's ``name`` loop, called as numba's ``_name`` is (the same arguments; its
+    arrays C-contiguous, as this module's functions give them)."""
+    if name == "apply_edge_detail":
+        return functools.partial(_c_edge_detail, library)
+    if name == "blend_toward":
+        return functools.partial(_c_blend_toward, library)
+    return functools.partial(_c_per_element, getattr(library, f"vosfx_{name}"), name)
+
+
+def _c_edge_detail(
+    library: Any,
+    alpha: np.ndarray,
+    guide: np.ndarray,
+    coef: np.ndarray,
+    gscale: float,
+    wscale: float,
+    threshold: float,
+    out: np.ndarray,
+    start: int,
+    stop: int,
+) -> None:
+    done = getattr(library, f"vosfx_apply_edge_detail_{_GUIDES[guide.dtype]}")(
+        alpha.ctypes.data,
+        guide.ctypes.data,
+        coef.ctypes.data,
+        *alpha.shape,
+        *coef.shape[:2],
+        float(gscale),
+        float(wscale),
+        float(threshold),
+        out.ctypes.data,
+        start,
+        stop,
+    )
+    if done != 0:
+        raise MemoryError("the refinement's edge loop could not allocate its rows")
+
+
+def _c_blend_toward(
+    library: Any,
+    alpha: np.ndarray,
+    prev: np.ndarray,
+    weight: np.ndarray,
+    out: np.ndarray,
+    start: int,
+    stop: int,
+) -> None:
+    done = library.vosfx_blend_toward(
+        alpha.ctypes.data,
+        prev.ctypes.data,
+        weight.ctypes.data,
+        *alpha.shape,
+        *weight.shape,
+        out.ctypes.data,
+        start,
+        stop,
+    )
+    if done != 0:
+        raise MemoryError("the refinement's temporal blend could not allocate its rows")
+
+
+def _c_per_element(function: Any, name: str, *args: Any) -> None:
+    """The loops over pixels (or elements) one by one: the arrays by address, their count from
+    the first array the numba loop takes, passed after it for the in-place loops and before
+    ``out`` (the last) for the others."""
+    first = args[0]
+    count = first.size // first.shape[-1] if first.ndim == 3 else first.size
+    pointers = [a.ctypes.data if isinstance(a, np.ndarray) else float(a) for a in args]
+    if name in ("scale_and_clip", "sigmoid_from_exp"):
+        function(pointers[0], count, *pointers[1:])
+    else:
+        function(*pointers[:-1], count, pointers[-1])
+
+
+def _numba_loop(name: str) -> Callable[..., Any]:
+    """The numba dispatcher of this module's ``_name`` loop, made once per process (it compiles,
+    or loads from numba's cache, on its first call; numba's lock makes a second thread calling
+    it meanwhile wait for that). Cached on disk where numba finds a writable place (next to
+    this file, else its per-user cache directory); where it finds none (a read-only install
+    and home), compiled in memory once per process instead of failing."""
+    loop = _NUMBA.get(name)
+    if loop is None:
+        import numba
+
+        if not isinstance(globals()["_positions"], numba.core.dispatcher.Dispatcher):
+            # the loops' shared helper, compiled before them (they call it)
+            globals()["_positions"] = _jit(numba, _positions)
+        loop = _NUMBA[name] = _jit(numba, globals()[f"_{name}"])
     return loop
 
 
@@ -122,9 +275,10 @@ def _jit(numba: Any, py: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def warm_up() -> threading.Thread:
-    """Import numba and load (or, the first time on a machine, compile) every loop, for uint8
-    guides, on a background thread, so that a job's first frame does not wait for it: ~0.7 s
-    of a process's start where the compiled loops are on disk, ~2 s where they are not.
+    """Load every loop (the C build, or numba's for uint8 guides), or build them the first
+    time on a machine, on a background thread, so that a job's first frame does not wait for
+    it: the C build ~0.5 s to compile and ~1 ms to load; numba ~0.7 s of a process's start
+    where its loops are on disk, ~2 s where they are not.
     :class:`~vosfx.matte.refine.Refiner` starts it; once per process (later calls return the
     same thread). A loop called meanwhile waits for that loop only."""
 
@@ -146,6 +300,25 @@ def warm_up() -> threading.Thread:
             thread.start()
             _WARM.append(thread)
         return _WARM[0]
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    """``a`` as the loops take it: C-contiguous float32 (itself where it is already)."""
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _writable(out: np.ndarray) -> bool:
+    """Whether the loops can write into ``out`` as it is (else they write a new array that is
+    then copied into it)."""
+    return out.dtype == np.float32 and out.flags.c_contiguous and out.flags.writeable
+
+
+def _expect(ok: bool, what: str, *arrays: np.ndarray) -> None:
+    """ValueError naming what the loop takes and what it was given, unless ``ok``: the C
+    build reads and writes by address, so a shape that does not fit is refused before."""
+    if not ok:
+        given = ", ".join(f"{a.dtype}{tuple(a.shape)}" for a in arrays)
+        raise ValueError(f"{what}; given {given}")
 
 
 def _positions(n_out, n_in):  # pragma: no cover - compiled by numba
@@ -172,6 +345,8 @@ def _positions(n_out, n_in):  # pragma: no cover - compiled by numba
 def guide_moments(low: np.ndarray) -> np.ndarray:
     """(h, w, 9) float32 (r, g, b, rr, rg, rb, gg, gb, bb) per pixel of the (h, w, 3) float32
     guide ``low``: what the box filter averages into :func:`inverse_covariance`'s ``sums``."""
+    low = _f32(low)
+    _expect(low.ndim == 3 and low.shape[2] == 3, "guide_moments: low (h, w, 3)", low)
     out = np.empty((*low.shape[:2], 9), np.float32)
     _compiled("guide_moments")(low, out)
     return out
@@ -192,6 +367,8 @@ def alpha_moments(low: np.ndarray, p: np.ndarray) -> np.ndarray:
     """(h, w, 4) float32 (p, r·p, g·p, b·p) per pixel of the (h, w, 3) float32 guide ``low``
     and the (h, w) float32 alpha ``p``: what the box filter averages into
     :func:`edge_coefficients`' ``sums``."""
+    low, p = _f32(low), _f32(p)
+    _expect(low.ndim == 3 and low.shape == (*p.shape, 3), "alpha_moments: low (h, w, 3)", low, p)
     out = np.empty((*low.shape[:2], 4), np.float32)
     _compiled("alpha_moments")(low, p, out)
     return out
@@ -213,6 +390,8 @@ def inverse_covariance(sums: np.ndarray, eps: float) -> np.ndarray:
 
     ``sums``: (h, w, 9) float32 window means of (r, g, b, rr, rg, rb, gg, gb, bb) of the
     guide (the box filter of the guide's channels and their products)."""
+    sums = _f32(sums)
+    _expect(sums.ndim == 3 and sums.shape[2] == 9, "inverse_covariance: sums (h, w, 9)", sums)
     out = np.empty((*sums.shape[:2], 6), np.float32)
     _compiled("inverse_covariance")(sums, np.float32(eps), out)
     return out
@@ -251,6 +430,17 @@ def edge_coefficients(sums: np.ndarray, means: np.ndarray, inv_cov: np.ndarray) 
 
     ``sums``: (h, w, 4) window means of (p, r·p, g·p, b·p); ``means``: (h, w, 3) window means
     of the guide's (r, g, b); ``inv_cov``: (h, w, 6) from :func:`inverse_covariance`."""
+    sums, means, inv_cov = _f32(sums), _f32(means), _f32(inv_cov)
+    _expect(
+        sums.ndim == 3
+        and sums.shape[2] == 4
+        and means.shape == (*sums.shape[:2], 3)
+        and inv_cov.shape == (*sums.shape[:2], 6),
+        "edge_coefficients: sums (h, w, 4), means (h, w, 3), inv_cov (h, w, 6)",
+        sums,
+        means,
+        inv_cov,
+    )
     out = np.empty((*sums.shape[:2], 4), np.float32)
     _compiled("edge_coefficients")(sums, means, inv_cov, out)
     return out
@@ -295,6 +485,22 @@ def apply_edge_detail(
     4) float32; ``out``: (H, W) float32, may be ``alpha`` itself. One pass over the frame,
     evaluating the detail only where the weight passes the threshold, in ``threads`` bands of
     rows (module doc). Returns ``out``."""
+    if guide.dtype not in _GUIDES:
+        guide = guide.astype(np.float32)
+    alpha, guide, coef = _f32(alpha), np.ascontiguousarray(guide), _f32(coef)
+    _expect(
+        alpha.ndim == 2
+        and guide.shape == (*alpha.shape, 3)
+        and coef.ndim == 3
+        and coef.shape[2] == 4
+        and out.shape == alpha.shape,
+        "apply_edge_detail: alpha (H, W), guide (H, W, 3), coef (h, w, 4), out (H, W)",
+        alpha,
+        guide,
+        coef,
+        out,
+    )
+    into = out if _writable(out) else np.empty(alpha.shape, np.float32)
     _in_bands(
         _compiled("apply_edge_detail"),
         alpha.shape[0],
@@ -305,8 +511,10 @@ def apply_edge_detail(
         np.float32(guide_scale),
         np.float32(weight_scale),
         np.float32(threshold),
-        out,
+        into,
     )
+    if into is not out:
+        out[...] = into
     return out
 
 
@@ -344,6 +552,7 @@ def scale_and_clip(x: np.ndarray, scale: float, shift: float, limit: float) -> n
     """``x = clip(scale·x + shift, -limit, limit)`` in place, one pass (float32 arithmetic;
     ``scale`` 1 and ``shift`` 0 leave the values as they are before the clip). ``x``:
     C-contiguous float32, any shape. Returns ``x``."""
+    _expect(_writable(x), "scale_and_clip: x writable C-contiguous float32", x)
     _compiled("scale_and_clip")(
         x.reshape(-1), np.float32(scale), np.float32(shift), np.float32(limit)
     )
@@ -360,6 +569,7 @@ def sigmoid_from_exp(e: np.ndarray) -> np.ndarray:
     of ``z``; 0 exactly where ``e >= 2^24`` (the sigmoid is below 2^-24 there: nothing an
     output codes, and no subnormal numbers for the passes after it). ``e``: C-contiguous
     float32 >= 0, any shape. Returns ``e``."""
+    _expect(_writable(e), "sigmoid_from_exp: e writable C-contiguous float32", e)
     _compiled("sigmoid_from_exp")(e.reshape(-1))
     return e
 
@@ -379,7 +589,19 @@ def blend_toward(
     the temporal filter's step (:mod:`vosfx.matte.temporal`) without a full-resolution weight
     plane. ``alpha``, ``prev``, ``out``: (H, W) float32 (``out`` may be ``alpha``); in
     ``threads`` bands of rows (module doc). Returns ``out``."""
-    _in_bands(_compiled("blend_toward"), alpha.shape[0], threads, alpha, prev, weight, out)
+    alpha, prev, weight = _f32(alpha), _f32(prev), _f32(weight)
+    _expect(
+        alpha.ndim == 2 and prev.shape == out.shape == alpha.shape and weight.ndim == 2,
+        "blend_toward: alpha, prev, out (H, W), weight (h, w)",
+        alpha,
+        prev,
+        weight,
+        out,
+    )
+    into = out if _writable(out) else np.empty(alpha.shape, np.float32)
+    _in_bands(_compiled("blend_toward"), alpha.shape[0], threads, alpha, prev, weight, into)
+    if into is not out:
+        out[...] = into
     return out
 
 

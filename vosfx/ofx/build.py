@@ -12,13 +12,13 @@ The compiler runs with an argument list, never through a shell.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from vosfx import native
 from vosfx.errors import VosfxError
 
 SOURCES = (
@@ -53,10 +53,9 @@ def arch_dir(system: str | None = None, machine: str | None = None) -> str:
 
 
 def find_compiler(cc: str | None = None) -> str:
-    for name in ([cc] if cc else []) + [os.environ.get("CC", ""), "cc", "gcc", "clang"]:
-        found = shutil.which(name) if name else None
-        if found:
-            return found
+    found = (shutil.which(cc) if cc else None) or native.compiler()
+    if found:
+        return found
     raise BuildError(
         "no C compiler found (expected cc, gcc or clang on PATH, or $CC); "
         "install one (Debian/Ubuntu: apt-get install gcc) and try again"
