@@ -17,15 +17,22 @@ and the largest logit difference between the two (masks must be identical).
     python benchmarks/objects.py --backend onnx       # the ONNX bundle (exported once into
     python benchmarks/objects.py --backend onnx-bf16  #   --work) fp32, or the bf16 tier
     python benchmarks/objects.py --backend onnx-fused # fp32, memory attention fused
+    python benchmarks/objects.py --backend onnx-bf16 --size 1024 --separate 2
+                                                      # each tracker in its own process
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -95,75 +102,152 @@ def _backend(kind: str, size: int, threads: int, work: Path) -> Any:
     )
 
 
-def run(backend: Any, size: int, frames: int, objects: list[int]) -> list[dict]:
+def _clip(frames: int) -> tuple[list, Any]:
     import numpy as np
     from PIL import Image
 
-    from vosfx.engine.policies import Sam2Policy
-    from vosfx.engine.tracker import Tracker
-    from vosfx.types import Frame, Prompt, VideoInfo
+    from vosfx.types import VideoInfo
 
     paths = sorted((DAVIS / "JPEGImages" / SEQ).glob("*.jpg"))[:frames]
     images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     h, w = images[0].shape[:2]
-    from fractions import Fraction
-
     info = VideoInfo(
         path="", width=w, height=h, num_frames=len(images), fps=Fraction(25),
         time_base=Fraction(1, 25),
     )  # fmt: skip
+    return images, info
+
+
+def track(backend: Any, images: list, info: Any, n: int, names: list[str]) -> dict:
+    """``n`` objects tracked through ``images`` by the trackers ``names`` ("loop": the
+    per-object calls, "batched": one batch per frame), stepping each frame from the same
+    features in alternating order. Returns, per tracker, the step times (wall and CPU, frames
+    after the bank is full) and every frame's logits (objects in order), and the encoder's
+    times."""
+    from vosfx.engine.policies import Sam2Policy
+    from vosfx.engine.tracker import Tracker
+    from vosfx.types import Frame, Prompt
+
+    h, w = images[0].shape[:2]
+    made = {"loop": PerObject(backend), "batched": backend}
+    trackers = {name: Tracker(made[name], Sam2Policy(), info, fill_hole_area=0) for name in names}
+    f0 = Frame(0, images[0], 0, Fraction(1, 25))
+    feats0 = backend.encode_image(images[0])
+    passes: dict[str, list[int]] = {}
+    for name, trk in trackers.items():
+        # object ids start at 1 (0 is refused as a prompt's object id)
+        for k, m in enumerate(_masks(h, w, n), start=1):
+            trk.prompt(f0, Prompt(0, k, mask=m), features=feats0)
+        passes[name] = [trk.start_pass(k, 0, 1) for k in range(1, n + 1)]
+    out: dict = {name: {"wall": [], "cpu": [], "logits": []} for name in names}
+    enc = []
+    for t in range(1, len(images)):
+        frame = Frame(t, images[t], t, Fraction(1, 25))
+        t0 = time.perf_counter()
+        feats = backend.encode_image(images[t])
+        enc.append(time.perf_counter() - t0)
+        for name in names if t % 2 else names[::-1]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = trackers[name].step(frame, passes[name], features=feats)
+            if t > FULL_BANK:
+                out[name]["wall"].append(time.perf_counter() - t0)
+                out[name]["cpu"].append(time.process_time() - c0)
+            out[name]["logits"].append([r.logits for r in res])
+    out["encoder"] = enc
+    return out
+
+
+def _compare(loop: list, batched: list) -> tuple[float, bool]:
+    """The largest logit difference between two trackers' logits and whether every mask
+    (logits > 0) is the same."""
+    import numpy as np
+
+    diff, same = 0.0, True
+    for a_frame, b_frame in zip(loop, batched, strict=True):
+        for a, b in zip(a_frame, b_frame, strict=True):
+            diff = max(diff, float(np.abs(a - b).max()))
+            same = same and bool(np.array_equal(a > 0, b > 0))
+    return diff, same
+
+
+def _summary(n: int, loop: dict, batched: dict, enc: list, diff: float, same: bool) -> dict:
+    loop_ms = 1000 * statistics.median(loop["wall"])
+    batch_ms = 1000 * statistics.median(batched["wall"])
+    return {
+        "objects": n,
+        "loop_ms": loop_ms,
+        "batched_ms": batch_ms,
+        "ratio": loop_ms / batch_ms,
+        "loop_cpu_ms": 1000 * statistics.median(loop["cpu"]),
+        "batched_cpu_ms": 1000 * statistics.median(batched["cpu"]),
+        "encoder_ms": 1000 * statistics.median(enc),
+        "frames": len(loop["wall"]),
+        "max_logit_diff": diff,
+        "masks_identical": same,
+        "load": os.getloadavg()[0],
+    }
+
+
+def run(backend: Any, size: int, frames: int, objects: list[int]) -> list[dict]:
+    """Both trackers in this process, over one backend."""
+    images, info = _clip(frames)
     rows = []
     for n in objects:
-        trackers = {
-            "loop": Tracker(PerObject(backend), Sam2Policy(), info, fill_hole_area=0),
-            "batched": Tracker(backend, Sam2Policy(), info, fill_hole_area=0),
-        }
-        f0 = Frame(0, images[0], 0, Fraction(1, 25))
-        feats0 = backend.encode_image(images[0])
-        passes: dict[str, list[int]] = {}
-        for name, trk in trackers.items():
-            # object ids start at 1 (0 is refused as a prompt's object id)
-            for k, m in enumerate(_masks(h, w, n), start=1):
-                trk.prompt(f0, Prompt(0, k, mask=m), features=feats0)
-            passes[name] = [trk.start_pass(k, 0, 1) for k in range(1, n + 1)]
-        times: dict[str, list[float]] = {"loop": [], "batched": []}
-        cpu: dict[str, list[float]] = {"loop": [], "batched": []}
-        enc, diff, same = [], 0.0, True
-        for t in range(1, len(images)):
-            frame = Frame(t, images[t], t, Fraction(1, 25))
-            t0 = time.perf_counter()
-            feats = backend.encode_image(images[t])
-            enc.append(time.perf_counter() - t0)
-            order = ["loop", "batched"] if t % 2 else ["batched", "loop"]
-            res = {}
-            for name in order:
-                t0, c0 = time.perf_counter(), time.process_time()
-                res[name] = trackers[name].step(frame, passes[name], features=feats)
-                if t > FULL_BANK:
-                    times[name].append(time.perf_counter() - t0)
-                    cpu[name].append(time.process_time() - c0)
-            for a, b in zip(res["loop"], res["batched"], strict=True):
-                diff = max(diff, float(np.abs(a.logits - b.logits).max()))
-                same = same and bool(np.array_equal(a.logits > 0, b.logits > 0))
-        loop_ms = 1000 * statistics.median(times["loop"])
-        batch_ms = 1000 * statistics.median(times["batched"])
-        rows.append(
-            {
-                "objects": n,
-                "loop_ms": loop_ms,
-                "batched_ms": batch_ms,
-                "ratio": loop_ms / batch_ms,
-                "loop_cpu_ms": 1000 * statistics.median(cpu["loop"]),
-                "batched_cpu_ms": 1000 * statistics.median(cpu["batched"]),
-                "encoder_ms": 1000 * statistics.median(enc),
-                "frames": len(times["loop"]),
-                "max_logit_diff": diff,
-                "masks_identical": same,
-                "load": os.getloadavg()[0],
-            }
-        )
+        got = track(backend, images, info, n, ["loop", "batched"])
+        diff, same = _compare(got["loop"]["logits"], got["batched"]["logits"])
+        rows.append(_summary(n, got["loop"], got["batched"], got["encoder"], diff, same))
         print(_row(size, rows[-1]), flush=True)
     return rows
+
+
+def child(backend: Any, frames: int, n: int, name: str, logits: Path) -> None:
+    """One tracker alone in this process (``--only``): its times as a JSON line on stdout,
+    its logits into ``logits`` (.npz)."""
+    import numpy as np
+
+    images, info = _clip(frames)
+    got = track(backend, images, info, n, [name])
+    flat = {
+        f"f{t}_o{k}": a for t, objs in enumerate(got[name]["logits"]) for k, a in enumerate(objs)
+    }
+    np.savez(logits, **flat)
+    print(
+        json.dumps({"wall": got[name]["wall"], "cpu": got[name]["cpu"], "encoder": got["encoder"]})
+    )
+
+
+def separate(args: argparse.Namespace, objects: list[int]) -> None:
+    """Each tracker in its own process (``--separate ROUNDS``): for each object count, ROUNDS
+    rounds of the two, their order alternating; a row per round, with the two processes'
+    logits compared. Where the two trackers share one backend in one process, the
+    bf16 tier's compiled models for each batch size take turns (docs/benchmarks/objects.md)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in objects:
+            for r in range(args.separate):
+                order = ["loop", "batched"] if r % 2 == 0 else ["batched", "loop"]
+                got = {}
+                for name in order:
+                    npz = Path(tmp) / f"{n}-{r}-{name}.npz"
+                    cmd = [
+                        sys.executable, __file__, "--size", str(args.size), "--frames",
+                        str(args.frames), "--objects", str(n), "--threads", str(args.threads),
+                        "--backend", args.backend, "--work", args.work, "--only", name,
+                        "--logits", str(npz),
+                    ]  # fmt: skip
+                    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                    if done.returncode != 0:
+                        sys.exit(f"the {name} process failed:\n{done.stderr}")
+                    got[name] = json.loads(done.stdout.strip().splitlines()[-1])
+                with (
+                    np.load(Path(tmp) / f"{n}-{r}-loop.npz") as a,
+                    np.load(Path(tmp) / f"{n}-{r}-batched.npz") as b,
+                ):
+                    diff = max(float(np.abs(a[k] - b[k]).max()) for k in a.files)
+                    same = all(np.array_equal(a[k] > 0, b[k] > 0) for k in a.files)
+                row = _summary(n, got["loop"], got["batched"], got["loop"]["encoder"], diff, same)
+                print(_row(args.size, row) + f" round {r + 1}, {' then '.join(order)}", flush=True)
 
 
 def calls(b: Any, size: int, objects: list[int], repeats: int) -> None:
@@ -241,13 +325,40 @@ def main() -> None:
     ap.add_argument(
         "--work", default="/tmp/vosfx-bench-onnx", help="where the ONNX bundle is exported once"
     )
+    ap.add_argument(
+        "--separate",
+        type=int,
+        metavar="ROUNDS",
+        help="each tracker in its own process, ROUNDS rounds alternating (the bf16 tier's "
+        "numbers: in one process its compiled models take turns)",
+    )
+    ap.add_argument("--only", choices=("loop", "batched"), help=argparse.SUPPRESS)
+    ap.add_argument("--logits", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     objects = [int(x) for x in args.objects.split(",")]
     if not args.calls and args.frames <= FULL_BANK + 1:
         ap.error(f"--frames: expected more than {FULL_BANK + 1}, found {args.frames}")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    header = (
+        "| size | objects | per-object loop ms/frame | batched ms/frame | loop/batched | "
+        "loop CPU ms/frame | batched CPU ms/frame | image encoder ms | frames | "
+        "max logit diff | masks identical | load |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    if args.separate:
+        print(
+            f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, backend "
+            f"{args.backend}, threads {args.threads}, each tracker in its own process, load at "
+            f"start {os.getloadavg()}"
+        )
+        print(header)
+        separate(args, objects)
+        return
     backend = _backend(args.backend, args.size, args.threads, work)
+    if args.only:
+        child(backend, args.frames, objects[0], args.only, args.logits)
+        return
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, backend "
         f"{args.backend}, threads {args.threads}, load at start {os.getloadavg()}"
@@ -255,12 +366,7 @@ def main() -> None:
     if args.calls:
         calls(backend, args.size, objects, args.calls)
         return
-    print(
-        "| size | objects | per-object loop ms/frame | batched ms/frame | loop/batched | "
-        "loop CPU ms/frame | batched CPU ms/frame | image encoder ms | frames | "
-        "max logit diff | masks identical | load |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(header)
     run(backend, args.size, args.frames, objects)
 
 
