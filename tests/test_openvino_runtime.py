@@ -343,6 +343,36 @@ def test_steady_shapes_compile_once_the_shapes_repeat(tmp_path, hold):
     assert releases == [1, 1, kept, kept, 1, 1, kept]
 
 
+def test_calls_one_object_at_a_time_compile_no_steady_form_per_frame(tmp_path):
+    """Two objects stepped one call each (the per-object calls) give runs of two calls with
+    the same shapes while the memory grows: no steady form is compiled for each (nor the
+    dynamic form again after it), only once the shapes outlast the runs before them."""
+    ov = pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    sess = ovr.OvSession(
+        ov.Core(), _graph(tmp_path / "g.onnx"), ["x"], precision="f32", threads=1,
+        steady_shapes=True,
+    )  # fmt: skip
+    made = _record(sess)
+    states = []
+    for n in (2, 2, 3, 3, 4, 4, 4, 4):  # frames of 2 objects; the memory full from the third
+        x = np.arange(n * 8, dtype=np.float32).reshape(n, 8)
+        (y,) = sess.run(None, {"x": x})
+        np.testing.assert_array_equal(y, 2 * x)
+        states.append((sess._steady is not None, len(made) - 1))
+    # dynamic; steady (the first run: nothing came before it); dynamic compiled again, and
+    # kept through the second frame and the third's two calls; steady at the run's third call
+    assert states == [
+        (False, 0),
+        (True, 1),
+        (False, 2),
+        (False, 2),
+        (False, 2),
+        (False, 2),
+        (True, 3),
+        (True, 3),
+    ]
+
+
 def test_a_steady_form_keeps_the_encoders_buffers_too(tmp_path):
     """A session whose ``release_unless`` holds its steady form keeps its own buffers too
     (both are resident in its calls anyway); otherwise it hands them back."""

@@ -238,10 +238,15 @@ class OvSession:
     many in all the forms compiled: :attr:`guarded_transposes`).
     ``separate_products``: each product split into parts afterwards compiled as one product per
     part (:func:`split_products`; :data:`SPLIT_PRODUCTS` says which graphs).
-    ``steady_shapes``: when a call's input shapes are those of the call before, the graph is
-    compiled once more with every input shape fixed to them (its ``steady`` form, used while
-    they last) and the dynamic forms are dropped; shapes that differ again drop the steady
-    form. One form is held at a time. OpenVINO plans a fixed-shape graph's buffers once and
+    ``steady_shapes``: when a call's input shapes are those of the call before, and they have
+    now come in more calls in a row than the shapes before them did, the graph is compiled once
+    more with every input shape fixed to them (its ``steady`` form, used while they last) and
+    the dynamic forms are dropped; shapes that differ again drop the steady form. One form is
+    held at a time. The second condition is for calls one object at a time: k objects whose
+    memory still grows give runs of k calls with the same shapes, frame after frame, and a
+    steady form compiled for each run (and the dynamic form again after it) cost 2 objects
+    at 1024 ~1.4-1.9 s a frame against ~1.0 s (docs/benchmarks/objects.md); one call a frame
+    (a batch of every object) compiles it at the second call with the same shapes, as before. OpenVINO plans a fixed-shape graph's buffers once and
     shares them between its nodes: memory attention at 1024 held 78 MiB of buffers so,
     against 450 MiB with its memory tokens dynamic, and ran faster (twenty-third pass).
     ``hold_steady_buffers``: the steady form keeps its buffers between calls even where
@@ -314,6 +319,8 @@ class OvSession:
         self.hold_steady_buffers = hold_steady_buffers
         self.release_unless: OvSession | None = None
         self._last_shapes: tuple | None = None
+        # calls in a row with _last_shapes, and with the shapes before them
+        self._run, self._run_before = 0, 0
         # (input shapes, compiled entry): the steady form, while the shapes repeat
         self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
         self.fused_attentions, self.fused_unavailable = 0, None
@@ -387,11 +394,14 @@ class OvSession:
         """The compiled form for a call (``steady_shapes``: the steady one where the shapes
         repeat), and whether it is the steady form."""
         if self.steady_shapes:
-            last, self._last_shapes = self._last_shapes, shapes
+            if shapes == self._last_shapes:
+                self._run += 1
+            else:
+                self._last_shapes, self._run_before, self._run = shapes, self._run, 1
             if self._steady is not None and self._steady[0] == shapes:
                 return self._steady[1], True
             self._steady = None  # the shapes moved on (a new prompt, object, memory)
-            if shapes == last:
+            if self._run >= 2 and self._run > self._run_before:
                 import openvino as ov
 
                 self._compiled.clear()
