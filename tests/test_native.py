@@ -4,6 +4,8 @@ older ones; no compiler or a broken source says why and leaves nothing half-writ
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from vosfx import native
@@ -75,3 +77,25 @@ def test_an_unwritable_folder_says_so(tmp_path, compiler):
     blocker.write_text("a file where the folder would be")
     with pytest.raises(native.Unavailable, match="cannot write to"):
         native.build(source, blocker / "kernels", ("-DVALUE=1",))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_library_others_can_write_is_not_loaded(tmp_path, compiler):
+    # a shared cache folder (or a build in it) writable by other users could hold their code
+    source = tmp_path / "answer.c"
+    source.write_text(SOURCE)
+    folder = tmp_path / "kernels"
+    native.build(source, folder, ("-DVALUE=1",))
+    (built,) = folder.glob("answer-*.so")
+    assert built.stat().st_mode & 0o777 == 0o755 and folder.stat().st_mode & 0o777 == 0o700
+    built.chmod(0o777)
+    with pytest.raises(
+        native.Unavailable, match=r"answer-.*\.so is writable by other users: a library"
+    ):
+        native.build(source, folder, ("-DVALUE=1",))
+    built.chmod(0o755)
+    folder.chmod(0o777)
+    with pytest.raises(native.Unavailable, match="kernels is writable by other users"):
+        native.build(source, folder, ("-DVALUE=1",))
+    folder.chmod(0o755)
+    assert native.build(source, folder, ("-DVALUE=1",)).vosfx_answer(1) == 3

@@ -4,7 +4,9 @@ vosfx ships a few loops as C source (the refiner's per-pixel loops, the bf16 tie
 attention) and builds each with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) the
 first time a process needs it, into a cache directory the caller names, as a shared library
 named by the hash of its source, the compiler's version and the flags: a new vosfx or compiler
-builds anew, and the older builds of that source are removed. Two processes building at once
+builds anew, and the older builds of that source are removed. A library is loaded only from a
+folder and file of this user's own that no other user can write (a shared cache could
+otherwise hand this process another user's code). Two processes building at once
 each write their own temporary file and rename it into place. :func:`build` raises
 :class:`Unavailable` saying why where it cannot (no compiler, a compile error, an unwritable
 cache, a platform with no build): each caller has its own way to go on without the library.
@@ -59,17 +61,40 @@ def build(source: Path, directory: Path, flags: Sequence[str] = ()) -> ctypes.CD
     if not target.exists():
         _compile(cc, source, every, target)
         _remove_older_builds(target, source.stem)
+    for path in (directory, target):
+        why = _not_private(path)
+        if why is not None:
+            raise Unavailable(
+                f"{why}: a library there is not loaded (another user could put code in it); "
+                "use a cache folder of your own (VOSFX_HOME)"
+            )
     try:
         return ctypes.CDLL(str(target))
     except OSError as err:
         raise Unavailable(f"could not load {target}: {err}") from err
 
 
+def _not_private(path: Path) -> str | None:
+    """Why code in ``path`` (a library, or the folder it is in) is not to be loaded: not this
+    user's own, or writable by other users (POSIX); None where it is private."""
+    if os.name != "posix":
+        return None
+    try:
+        st = path.stat()
+    except OSError as err:
+        return f"{path} cannot be read ({err.strerror})"
+    if st.st_uid != os.geteuid():
+        return f"{path} belongs to another user"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by other users"
+    return None
+
+
 def _compile(cc: str, source: Path, flags: Sequence[str], target: Path) -> None:
     """Compiles ``source`` to ``target``, through a temporary file renamed into place (a
     second process compiling at the same time writes its own and renames over it)."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
     except OSError as err:
@@ -85,6 +110,7 @@ def _compile(cc: str, source: Path, flags: Sequence[str], target: Path) -> None:
         if done.returncode != 0:
             said = " ".join(done.stderr.split())[:300]
             raise Unavailable(f"{cc} could not compile {source.name}: {said}")
+        os.chmod(tmp, 0o755)  # whatever the umask: loadable, writable by its owner alone
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError) as err:
         raise Unavailable(f"{cc} failed on {source.name}: {err}") from err
