@@ -151,6 +151,12 @@ def test_the_public_loops_take_any_layout_and_refuse_shapes_that_do_not_fit(c_bu
         ValueError, match=r"apply_edge_detail: .* given float32\(64, 96\), uint8\(64, 95, 3\)"
     ):
         kernels.apply_edge_detail(alpha, guide[:, :95], coef, *args, np.empty_like(alpha))
+    with pytest.raises(ValueError, match="coef .h, w, 4. not empty"):  # nothing to sample
+        kernels.apply_edge_detail(alpha, guide, coef[:0], *args, np.empty_like(alpha))
+    with pytest.raises(ValueError, match="weight .h, w. not empty"):
+        kernels.blend_toward(alpha, alpha, coef[:, :0, 0], np.empty_like(alpha))
+    empty = np.zeros((0, 96), np.float32)  # no rows: nothing to do, nothing read
+    assert kernels.blend_toward(empty, empty, coef[:0, :, 0], np.empty_like(empty)).shape == (0, 96)
     with pytest.raises(ValueError, match="blend_toward"):
         kernels.blend_toward(alpha, alpha[:10], coef[..., 0], np.empty_like(alpha))
     with pytest.raises(ValueError, match="scale_and_clip: x writable C-contiguous float32"):

@@ -493,8 +493,9 @@ def apply_edge_detail(
         and guide.shape == (*alpha.shape, 3)
         and coef.ndim == 3
         and coef.shape[2] == 4
+        and (coef.shape[0] > 0 and coef.shape[1] > 0 or alpha.size == 0)
         and out.shape == alpha.shape,
-        "apply_edge_detail: alpha (H, W), guide (H, W, 3), coef (h, w, 4), out (H, W)",
+        "apply_edge_detail: alpha (H, W), guide (H, W, 3), coef (h, w, 4) not empty, out (H, W)",
         alpha,
         guide,
         coef,
@@ -591,8 +592,11 @@ def blend_toward(
     ``threads`` bands of rows (module doc). Returns ``out``."""
     alpha, prev, weight = _f32(alpha), _f32(prev), _f32(weight)
     _expect(
-        alpha.ndim == 2 and prev.shape == out.shape == alpha.shape and weight.ndim == 2,
-        "blend_toward: alpha, prev, out (H, W), weight (h, w)",
+        alpha.ndim == 2
+        and prev.shape == out.shape == alpha.shape
+        and weight.ndim == 2
+        and (weight.size > 0 or alpha.size == 0),
+        "blend_toward: alpha, prev, out (H, W), weight (h, w) not empty",
         alpha,
         prev,
         weight,
