@@ -446,7 +446,8 @@ def fix(args) -> None:
     viewer played through), then a negative click on frame 3/4 of the way (``--at``) as a
     correction (``Prompt.correction``), and the sweep brought to that frame again (what
     rendering it costs), then the same correction edited again (a second point); with the
-    pass snapshots and without them, alternating."""
+    pass snapshots and without them, alternating. ``--prepared``: the frame prepared for the
+    click before it (timed apart)."""
     from PIL import Image
 
     from vosfx.ofx.tracking import IncrementalTracker
@@ -472,6 +473,11 @@ def fix(args) -> None:
         t0 = time.perf_counter()
         tracker.track_to(n - 1)
         track_s = time.perf_counter() - t0
+        prepare_s = None
+        if args.prepared:  # what the OpenFX worker does while the host idles on the frame
+            t0 = time.perf_counter()
+            s.prepare_correction(1, at)
+            prepare_s = round(time.perf_counter() - t0, 2)
         tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click", click)}, applied)
         t0 = time.perf_counter()
         tracker.track_to(at)
@@ -492,6 +498,7 @@ def fix(args) -> None:
         row = {
             "snapshots": on,
             "track_s_per_frame": round(track_s / (n - 1), 2),
+            "prepared_while_idle_s": prepare_s,
             f"correction_{at}_s": round(fix_s, 2),
             "replayed": replayed,
             "edited_again_s": round(time.perf_counter() - t0, 2),
@@ -513,6 +520,12 @@ def main() -> None:
         type=int,
         help="fix: the frame corrected (default 3/4 of the way; the last: "
         "where the viewer stopped)",
+    )
+    ap.add_argument(
+        "--prepared",
+        action="store_true",
+        help="fix: the frame prepared for the click first (ClipSession.prepare_correction, "
+        "as the OpenFX worker does while the host idles), timed apart",
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(

@@ -11,7 +11,7 @@ import pytest
 from tests.fakes import FakeEngine, exclude_discs, prompt_logits
 from tests.test_session import H, N, W, _frames, _info, _mask
 from vosfx.config import MemoryConfig
-from vosfx.errors import PromptError
+from vosfx.errors import InputError, PromptError
 from vosfx.ofx.tracking import IncrementalTracker
 from vosfx.pipeline import track_arrays
 from vosfx.session import ClipSession, plan_object
@@ -301,4 +301,92 @@ def test_editing_the_same_correction_again_steps_nothing():
     session.track()
     assert len(fake.stepped) > stepped + (N - 11)  # its pass tracked again, then the rest
     fresh.close()
+    session.close()
+
+
+def test_a_correction_prepared_before_its_clicks_costs_the_decoder_alone():
+    """``prepare_correction`` makes what a correction on a frame starts from (memory
+    attention there) before any click: the correction then attends nothing more, and the
+    clip is the same as without it. Where a click would not be a correction it does nothing."""
+    session, fake = _session()
+    session.add_prompt(MASK)
+    session.track()
+    assert not session.prepare_correction(1, 0)  # the prompted frame itself
+    assert not session.prepare_correction(2, 10)  # no such object
+    assert len(fake.attended) == 0
+    assert session.prepare_correction(1, 10)
+    assert len(fake.attended) == 1
+    assert session.prepare_correction(1, 10) and len(fake.attended) == 1  # kept
+    stepped = len(fake.stepped)
+    session.add_prompt(FIX)
+    assert len(fake.attended) == 1 and len(fake.stepped) == stepped  # the decoder alone
+    fresh, _f = _session()
+    fresh.set_prompts([MASK, FIX])
+    fresh.track()
+    session.track()
+    np.testing.assert_array_equal(_all(session), _all(fresh))
+    with pytest.raises(InputError, match="frame 99 is outside the clip"):
+        session.prepare_correction(1, 99)
+    assert not ClipSession(
+        FakeEngine(), _info(), MemoryConfig(policy="sam2"), frames=ListFrames(_info(), _frames())
+    ).prepare_correction(1, 3)  # no objects at all
+
+
+def test_the_ofx_tracker_prepares_only_from_the_frames_it_keeps():
+    """The OpenFX worker prepares the shown frame while the host is idle, reading no frame
+    the host would have to send: where the pass's snapshots are too far back (a replay),
+    nothing is made and nothing asked."""
+    from vosfx.ofx.frames import NotKept
+
+    class Kept(ListFrames):
+        """The worker's frames: only the last few can be read between renders."""
+
+        kept_only = False
+
+        def get(self, index, **kw):
+            if self.kept_only and index not in (8, 9, 10):
+                raise NotKept(f"frame {index}")
+            return super().get(index)
+
+    engine = FakeEngine(logit_fn=_drift)
+    frames = Kept(_info(), _frames())
+    session = ClipSession(engine, _info(), MemoryConfig(policy="sam2"), frames=frames)
+    fake = engine.sessions[0]
+    tracker = IncrementalTracker(session, lambda res: None)
+    tracker.sync({(0, 1): ("m", MASK)}, {})
+    tracker.track_to(10)  # snapshots after frames 8, 9, 10 (the last steps), spaced ones before
+    assert tracker.prepare(10, frames) == 1 and len(fake.attended) == 1
+    assert not frames.kept_only
+    # frame 14: the pass's nearest snapshot (10) is four frames back, frames 11-13 not kept
+    assert tracker.prepare(14, frames) == 0 and len(fake.attended) == 1
+    assert not frames.kept_only
+    tracker.reset()
+    session.close()
+
+
+def test_a_correction_after_a_sweep_stopped_part_way_steps_nothing_before_it():
+    """The OpenFX worker's sweep stops at the frame shown; a point added there (a correction)
+    ends the tail before it, whose frames the stopped sweep computed already: they are not
+    tracked again (Sweep.close records how far the tail went), and the clip equals a fresh
+    session's with the same prompts."""
+    session, fake = _session()
+    tracker = IncrementalTracker(session, lambda res: None)
+    applied: dict = {}
+    tracker.sync({(0, 1): ("m", MASK)}, applied)
+    tracker.track_to(12)
+    fix = Prompt(12, 1, points=FIX.points, labels=FIX.labels, correction=True)
+    tracker.sync({(0, 1): ("m", MASK), (12, 1): ("c", fix)}, applied)
+    assert tracker.frames_to(12) == range(12, 13)
+    stepped = len(fake.stepped)
+    tracker.track_to(12)
+    assert len(fake.stepped) == stepped and fake.corrections == [(1, 12, 1)]
+    tracker.track_to(N - 1)
+    tracker.reset()
+    fresh, _f = _session()
+    fresh.set_prompts([MASK, fix])
+    fresh.track()
+    np.testing.assert_array_equal(_all(session), _all(fresh))
+    # the tail as a whole again (the point removed): frames past 12 are tracked anew
+    tracker.sync({(0, 1): ("m", MASK)}, applied)
+    assert tracker.frames_to(N - 1) == range(1, N)
     session.close()

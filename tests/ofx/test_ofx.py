@@ -148,6 +148,44 @@ def test_points_on_a_later_frame_correct_the_tracked_matte(built, clip, cli_alph
         )
 
 
+def test_a_point_on_the_frame_left_shown_costs_the_decoder_alone(built, clip, tmp_path):
+    """The host shows frame 6 and sends nothing for a while: the worker prepares it for a
+    point (memory attention there, `Worker.idle`), so the exclude point the user then adds
+    renders without it; the matte is `vosfx matte --edit-tracked`'s. Without the pause the
+    same point waits for memory attention (each engine step slowed to 0.4 s here)."""
+    from media import moving_square_frame
+
+    _, square = moving_square_frame(6, W, H)
+    ys, xs = np.nonzero(square)
+    fx, fy = float(xs.min()) + 1.5, float(ys.min()) + 1.5
+    cli = vosfx_matte(
+        clip,
+        tmp_path / "cli",
+        "--point",
+        f"{CLICK[0]:g},{CLICK[1]:g}",
+        "--neg-point",
+        f"6:{fx:g},{fy:g}@1",
+        "--edit-tracked",
+    )
+    slow = {"VOSFX_FAKE_DELAY_S": "0.4"}
+    ms = {}
+    for pause in (True, False):
+        lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 6 -"]
+        lines += ["0 sleep 2000"] if pause else []
+        lines += [
+            "14 set_int pointLabel 1",
+            f"0 pen_down 6 {fx} {H - fy}",
+            f"0 render 6 {tmp_path / f'pause{pause}.raw'}",
+        ]
+        run = run_host(built, lines + postamble(), tmp_path, env=slow)
+        _ok(run)
+        out = read_output(tmp_path / f"pause{pause}.raw")
+        np.testing.assert_allclose(out[..., 3], cli[6], atol=0.5 / 65535 + 1e-6)
+        ms[pause] = run.renders()[-1]["ms"]
+    assert ms[False] >= 400  # memory attention on frame 6 (one slowed engine call)
+    assert ms[True] < 300, ms  # the decoder alone: prepared while the host was idle
+
+
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
     """Frames are tracked in order from the prompt up to the rendered frame, no further; the
     next frame costs one more frame; frames rendered before come from the cache."""

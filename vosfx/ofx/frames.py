@@ -15,6 +15,11 @@ from vosfx.types import Frame, VideoInfo
 RECENT_FRAMES = 4  # frames kept for refine right after the session fetched them
 
 
+class NotKept(Exception):
+    """A frame the host would have to send, asked for while it is idle (between renders the
+    effect answers no NEED): what needed it stops."""
+
+
 class HostFrames:
     """The session's FrameProvider: each ``get`` asks the effect for one source frame. A mask
     plane sent along (the optional Mask clip) is handed to ``on_mask``; the frame's fingerprint
@@ -36,6 +41,7 @@ class HostFrames:
         # a frame of a proxy render (upscaled to full size) went to the session: its results
         # are proxy quality from then on
         self.proxy_used = False
+        self.kept_only = False  # between renders: a frame not kept raises NotKept
 
     def get(self, index: int, *, fresh: bool = False) -> Frame:
         """Frame ``index`` (full size); ``fresh``: asked of the host even when kept, so its
@@ -46,6 +52,8 @@ class HostFrames:
         if frame is not None:
             self.recent.move_to_end(index)
             return frame
+        if self.kept_only:
+            raise NotKept(f"frame {index} is not kept and the host is not rendering")
         self.channel.send(P.NEED, frame=index)
         msg = self.channel.recv()
         if msg.type == P.ABORT:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import select
 import socket
 import struct
 from dataclasses import dataclass
@@ -89,6 +90,11 @@ class Channel:
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)
+
+    def waiting(self, timeout: float) -> bool:
+        """Whether a message arrives (or the channel closes) within ``timeout`` seconds."""
+        readable, _w, _x = select.select([self.sock], [], [], max(timeout, 0.0))
+        return bool(readable)
 
     def recv(self) -> Message:
         fields = HEADER.unpack(self._read_exact(HEADER.size))

@@ -57,6 +57,27 @@ class IncrementalTracker:
                     session.add_prompt(prompt, refine=False)
                 applied[k] = sig
 
+    def prepare(self, t: int, frames: Any) -> int:
+        """While the host is idle on frame ``t``: what a point there would start from, made
+        now for each object that has a prompt before ``t`` (``ClipSession.
+        prepare_correction``: memory attention on ``t``), so the first point the user adds
+        there costs the decoder alone. Only from what the worker keeps (``frames``, a
+        :class:`~vosfx.ofx.frames.HostFrames`, asked nothing of the host: it answers no NEED
+        between renders): where that is not enough (the pass's snapshot is far from ``t``),
+        nothing more is made. Returns how many objects were prepared."""
+        from vosfx.ofx.frames import NotKept
+
+        made = 0
+        frames.kept_only = True
+        try:
+            for obj in self.session.obj_ids:
+                made += bool(self.session.prepare_correction(obj, t))
+        except NotKept:
+            pass
+        finally:
+            frames.kept_only = False
+        return made
+
     def reset(self) -> None:
         """Close the sweep (after a prompt change: its plan is out of date)."""
         if self.sweep is not None:

@@ -54,6 +54,8 @@ from vosfx.ofx.tracking import IncrementalTracker
 from vosfx.types import Matte, Prompt, VideoInfo
 
 log = logging.getLogger("vosfx.ofx")
+# seconds without a message after a render before the worker prepares that frame for a point
+IDLE_S = 0.5
 PROXY_KEY = "/proxy"  # cache key suffix of mattes made from proxy (render scale < 1) frames
 EngineFactory = Callable[..., object]
 
@@ -82,13 +84,19 @@ class Worker:
         self.refiner: Any = None  # vosfx.matte.refine.Refiner of refiner_key
         self.refiner_key: str | None = None
         self.watch = SourceWatch()  # fingerprints of the Source frames tracked
-        self.stats = {"renders": 0, "cache_hits": 0, "tracked": 0, "source_changes": 0}
+        # prepared: objects made ready for a point while the host was idle (Worker.idle)
+        self.stats = dict.fromkeys(("renders", "cache_hits", "tracked", "source_changes"), 0)
+        self.stats["prepared"] = 0
+        self.shown: int | None = None  # the frame just rendered, until the next message
 
     # ---- messages ------------------------------------------------------------------------
 
     def serve(self) -> None:
         self.ch.send(P.READY, text=f"vosfx {__version__}")
         while True:
+            shown, self.shown = self.shown, None
+            if shown is not None and not self.ch.waiting(IDLE_S):
+                self.idle(shown)
             try:
                 msg = self.ch.recv()
             except EOFError:
@@ -323,6 +331,17 @@ class Worker:
             return
         matte, cached = result
         self._send_matte(matte, out_w, out_h, obj, cached=cached, changed=changed)
+        self.shown = t
+
+    def idle(self, t: int) -> None:
+        """Nothing came for :data:`IDLE_S` after frame ``t`` was shown: a point there is
+        prepared (:meth:`IncrementalTracker.prepare`); nothing is sent, an error is logged."""
+        if self.tracker is None or self.frames is None:
+            return
+        try:
+            self.stats["prepared"] += self.tracker.prepare(t, self.frames)
+        except Exception:  # noqa: BLE001 - idle work must not end the worker
+            log.warning("preparing frame %d for a point failed:\n%s", t, traceback.format_exc())
 
     def _matte(
         self, t: int, out_w: int, out_h: int, *, mask_clip: bool
@@ -452,11 +471,7 @@ class Worker:
 
 def _engine_factory(spec: str | None) -> EngineFactory:
     """``module:callable`` taking (ModelConfig, progress=...) for tests; else load_engine."""
-    if not spec:
-        from vosfx.engine import load_engine
-
-        return load_engine
-    module, _, attr = spec.partition(":")
+    module, _, attr = (spec or "vosfx.engine:load_engine").partition(":")
     return getattr(importlib.import_module(module), attr)
 
 

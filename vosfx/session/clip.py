@@ -170,6 +170,22 @@ class ClipSession:
             self._check(p)
         self._book.defer(prompts)
 
+    def prepare_correction(self, obj_id: int, frame_index: int) -> bool:
+        """Make now what a correction of ``obj_id`` on ``frame_index`` (``Prompt.correction``)
+        would start from: memory attention of the pass forwards from the object's previous
+        prompted frame, on this frame, and the mask it tracks there, so that the correction's
+        clicks, when they come, cost the decoder alone (the OpenFX worker calls it while the
+        host is idle on a frame). Brings the pass to the frame before from its nearest
+        snapshot (reading the frames it replays). False, and nothing done, where a click
+        there would not be a correction (no prompt of the object before the frame) or the
+        object is prompted on that frame already."""
+        if self.frames is None:
+            raise PromptError("prepare_correction needs frame access (ClipSession(frames=...))")
+        self._check_frame(frame_index)
+        if obj_id not in self._book.obj_ids:
+            return False
+        return corrections.prepare(self, obj_id, self.frames.get(frame_index))
+
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
         """Set ``prompt`` (the object's whole prompt on that frame) and compute that frame's
         output at once; returns the frame's result for every object.

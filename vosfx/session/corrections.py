@@ -9,7 +9,7 @@ the same state bit for bit (session/checkpoints.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,34 +55,57 @@ def compute(s: ClipSession, frame: Frame, prompt: Prompt, live: int | None = Non
     (``ClipSession.correction_bases``), so editing the same correction again costs the
     decoder alone. On the object's first prompted frame: an ordinary prompt."""
     t, obj = frame.index, prompt.obj_id
-    prev = s._book.previous(obj, t)
-    if prev is None:
+    if s._book.previous(obj, t) is None:
         if live is not None:
             s.engine.end_pass(live)
         s._compute_prompt(frame, prompt, None)
         s._book.corrected(obj, t)
         return
+    attended = _base(s, obj, frame, live)
+    s._compute_prompt(frame, prompt, attended.tracked, attended=attended)
+    s._book.corrected(obj, t)
+
+
+def prepare(s: ClipSession, obj: int, frame: Frame) -> bool:
+    """The base a correction of ``obj`` on ``frame`` would start from (:func:`_base`), made
+    now, so that the correction's clicks, when they come, cost the decoder alone. False where
+    a click there would not be a correction (no prompt of the object before the frame) or
+    the frame is prompted already (its base is kept since)."""
+    t = frame.index
+    if s._book.previous(obj, t) is None or t in s._book.prompted_frames(obj):
+        return False
+    _base(s, obj, frame, None)
+    return True
+
+
+def _base(s: ClipSession, obj: int, frame: Frame, live: int | None) -> Any:
+    """Memory attention of the pass forwards from the object's previous prompted frame, on
+    ``frame``, and the mask it tracks there (``Attended``): kept per object
+    (``ClipSession.correction_bases``) under what it depends on, and reused while that holds
+    (the same frame edited again: no pass at all). ``live``: that pass, already at the frame
+    before (ended here), else it is resumed or replayed."""
+    t = frame.index
+    prev = s._book.previous(obj, t)
+    assert prev is not None
     plan = PassPlan(obj, prev, 1, None, range(prev + 1, t))
     key = (s._book.state_key(plan), t)
     base = s.correction_bases.get(obj)
-    if base is not None and base[0] == key:  # the same frame edited again: no pass at all
+    if base is not None and base[0] == key:
         if live is not None:
             s.engine.end_pass(live)
-        attended = base[1]
-    else:
-        pid = live if live is not None else pass_before(s, plan, t)
-        try:
-            # memory attention once, and the mask the pass tracks onto this frame (the
-            # clicks' dense prompt), the pass not moved: SAM 2 decodes the clicks with its
-            # memory up to the frame before
-            attended = s.engine.attend(
-                pid, frame, shot_id=s.engine_shot(t), features=s.features.get(frame)
-            )
-        finally:
-            s.engine.end_pass(pid)
-        s.correction_bases[obj] = (key, attended)
-    s._compute_prompt(frame, prompt, attended.tracked, attended=attended)
-    s._book.corrected(obj, t)
+        return base[1]
+    pid = live if live is not None else pass_before(s, plan, t)
+    try:
+        # memory attention once, and the mask the pass tracks onto this frame (the clicks'
+        # dense prompt), the pass not moved: SAM 2 decodes the clicks with its memory up to
+        # the frame before
+        attended = s.engine.attend(
+            pid, frame, shot_id=s.engine_shot(t), features=s.features.get(frame)
+        )
+    finally:
+        s.engine.end_pass(pid)
+    s.correction_bases[obj] = (key, attended)
+    return attended
 
 
 def correct(
@@ -105,4 +128,4 @@ def correct(
     s._compute_prompt(frame, prompt, previous, attended=attended)
 
 
-__all__ = ["compute", "correct", "pass_before"]
+__all__ = ["compute", "correct", "pass_before", "prepare"]

@@ -225,12 +225,24 @@ class PromptBook:
         """The passes whose results are missing or out of date (after
         :meth:`refresh_corrections`: a correction to compute again makes its passes stale)."""
         self.refresh_corrections()
-        return [pl for pl in self.plan() if self.key(pl) not in self._done]
+        return [pl for pl in self.plan() if not self._is_done(pl)]
+
+    def _is_done(self, pl: PassPlan) -> bool:
+        """Whether ``pl`` has been computed with the current prompts: as planned, or, for a
+        forward pass attending its anchor alone (whose frames do not depend on later ones),
+        as the start of a longer run (a correction after it ended the tail it continues; a
+        sweep stopped part-way, :meth:`Sweep.close`, recorded how far)."""
+        k = self.key(pl)
+        if k in self._done:
+            return True
+        if pl.direction < 0 or pl.neighbour is not None:
+            return False
+        return any(d.stop >= k.stop and d._replace(stop=k.stop) == k for d in self._done)
 
     def covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
         """The up-to-date pass whose result the object has on ``frame_index``, if any."""
         for pl in self._plan_object(obj_id):
-            if frame_index in pl.frames and self.key(pl) in self._done:
+            if frame_index in pl.frames and self._is_done(pl):
                 return pl
         return None
 

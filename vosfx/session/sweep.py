@@ -8,6 +8,7 @@ right-hand prompted frame runs that segment's passes over the stashed frames.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ class Sweep:
                 self.segments[pl.due].append(pl)
                 self.need_stash[pl.frames.start : pl.frames.stop] += 1
         self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
+        self.reached: dict[int, int] = {}  # obj -> the last frame its live tail stored
         # (obj, correction frame) -> the pass of the tail that ends the frame before it, which
         # the correction continues (rule d)
         self.handoff: dict[tuple[int, int], int] = {}
@@ -88,6 +90,8 @@ class Sweep:
             self._checkpoint(live, t)
             for res in results:
                 s._put(res, self.on_frame, keep)
+            if keep:
+                self.reached.update((pl.obj_id, t) for pl, _pid in live)
         if self.need_stash[t] and (stepping or prompted):
             # a segment due later steps this frame again (another object's gap): the
             # features made here go to disk for it (the LRU may have dropped them by then;
@@ -169,6 +173,13 @@ class Sweep:
             s._checkpoints.after_step(s._book.state_key(pl), pl.anchor, pid, frame_index)
 
     def close(self) -> None:
+        # a tail stopped part-way (the OpenFX worker's sweep, closed when the prompts change;
+        # a cancel) has computed its frames so far: recorded as done up to there, so a plan
+        # that ends it sooner (a correction after them) does not track them again
+        for obj, (pl, _pid) in self.live.items():
+            last = self.reached.get(obj)
+            if last is not None and last >= pl.frames.start:
+                self.s._book.ran(dataclasses.replace(pl, frames=range(pl.frames.start, last + 1)))
         for pid in [*(pid for _pl, pid in self.live.values()), *self.handoff.values()]:
             self.s.engine.end_pass(pid)
         self.live.clear()
