@@ -167,23 +167,25 @@ def test_a_point_on_the_frame_left_shown_costs_the_decoder_alone(built, clip, tm
         f"6:{fx:g},{fy:g}@1",
         "--edit-tracked",
     )
-    slow = {"VOSFX_FAKE_DELAY_S": "0.4"}
     ms = {}
-    for pause in (True, False):
+    # (a pause, VOSFX_OFX_IDLE_S): the default 0.5 s, no pause, the preparation turned off
+    for pause, idle in ((True, None), (False, None), (True, "0")):
+        env = {"VOSFX_FAKE_DELAY_S": "0.4", **({"VOSFX_OFX_IDLE_S": idle} if idle else {})}
         lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 6 -"]
         lines += ["0 sleep 2000"] if pause else []
         lines += [
             "14 set_int pointLabel 1",
             f"0 pen_down 6 {fx} {H - fy}",
-            f"0 render 6 {tmp_path / f'pause{pause}.raw'}",
+            f"0 render 6 {tmp_path / 'point.raw'}",
         ]
-        run = run_host(built, lines + postamble(), tmp_path, env=slow)
+        run = run_host(built, lines + postamble(), tmp_path, env=env)
         _ok(run)
-        out = read_output(tmp_path / f"pause{pause}.raw")
+        out = read_output(tmp_path / "point.raw")
         np.testing.assert_allclose(out[..., 3], cli[6], atol=0.5 / 65535 + 1e-6)
-        ms[pause] = run.renders()[-1]["ms"]
-    assert ms[False] >= 400  # memory attention on frame 6 (one slowed engine call)
-    assert ms[True] < 300, ms  # the decoder alone: prepared while the host was idle
+        ms[(pause, idle)] = run.renders()[-1]["ms"]
+    assert ms[(False, None)] >= 400  # memory attention on frame 6 (one slowed engine call)
+    assert ms[(True, "0")] >= 400  # turned off: the same, pause or not
+    assert ms[(True, None)] < 300, ms  # the decoder alone: prepared while the host was idle
 
 
 def test_tracking_fetches_earlier_frames_and_cache_is_instant(built, clip, tmp_path):
@@ -1221,3 +1223,15 @@ def test_source_change_seen_on_a_frame_fetched_again_restarts_the_tracking(
     np.testing.assert_allclose(
         read_output(tmp_path / "r8.raw")[..., 3], expect[8], atol=0.5 / 65535 + 1e-6
     )
+
+
+def test_the_idle_time_before_preparing_a_frame(monkeypatch, caplog):
+    from vosfx.ofx.tracking import IDLE_S, idle_seconds
+
+    for said, want in (("", IDLE_S), ("0", 0.0), ("1.5", 1.5), (" 2 ", 2.0), ("-3", 0.0)):
+        monkeypatch.setenv("VOSFX_OFX_IDLE_S", said)
+        assert idle_seconds() == want, said
+    monkeypatch.setenv("VOSFX_OFX_IDLE_S", "soon")
+    with caplog.at_level("WARNING", logger="vosfx.ofx"):
+        assert idle_seconds() == IDLE_S
+    assert "VOSFX_OFX_IDLE_S: expected seconds (0 turns it off), found 'soon'" in caplog.text

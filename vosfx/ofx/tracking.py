@@ -15,10 +15,32 @@ the earliest stale frame.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
 from vosfx.errors import Cancelled
+
+IDLE_S = 0.5  # seconds without a message after a render before the shown frame is prepared
+
+
+def idle_seconds() -> float:
+    """How long the host must have sent nothing after a render before the worker prepares
+    the shown frame for a point (:meth:`IncrementalTracker.prepare`): ``$VOSFX_OFX_IDLE_S``,
+    else :data:`IDLE_S`; 0 (or less) turns it off."""
+    said = os.environ.get("VOSFX_OFX_IDLE_S", "").strip()
+    if not said:
+        return IDLE_S
+    try:
+        return max(float(said), 0.0)
+    except ValueError:
+        logging.getLogger("vosfx.ofx").warning(
+            "VOSFX_OFX_IDLE_S: expected seconds (0 turns it off), found %r; %s s taken",
+            said,
+            IDLE_S,
+        )
+        return IDLE_S
 
 
 class IncrementalTracker:

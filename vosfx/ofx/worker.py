@@ -50,12 +50,10 @@ from vosfx.ofx.cache import MatteCache
 from vosfx.ofx.frames import HostFrames
 from vosfx.ofx.points import digest, on_picture, parse_points
 from vosfx.ofx.source import SourceChanged, SourceWatch
-from vosfx.ofx.tracking import IncrementalTracker
+from vosfx.ofx.tracking import IncrementalTracker, idle_seconds
 from vosfx.types import Matte, Prompt, VideoInfo
 
 log = logging.getLogger("vosfx.ofx")
-# seconds without a message after a render before the worker prepares that frame for a point
-IDLE_S = 0.5
 PROXY_KEY = "/proxy"  # cache key suffix of mattes made from proxy (render scale < 1) frames
 EngineFactory = Callable[..., object]
 
@@ -88,6 +86,7 @@ class Worker:
         self.stats = dict.fromkeys(("renders", "cache_hits", "tracked", "source_changes"), 0)
         self.stats["prepared"] = 0
         self.shown: int | None = None  # the frame just rendered, until the next message
+        self.idle_s = idle_seconds()
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -95,7 +94,7 @@ class Worker:
         self.ch.send(P.READY, text=f"vosfx {__version__}")
         while True:
             shown, self.shown = self.shown, None
-            if shown is not None and not self.ch.waiting(IDLE_S):
+            if shown is not None and self.idle_s > 0 and not self.ch.waiting(self.idle_s):
                 self.idle(shown)
             try:
                 msg = self.ch.recv()
@@ -334,7 +333,7 @@ class Worker:
         self.shown = t
 
     def idle(self, t: int) -> None:
-        """Nothing came for :data:`IDLE_S` after frame ``t`` was shown: a point there is
+        """Nothing came for ``idle_s`` after frame ``t`` was shown: a point there is
         prepared (:meth:`IncrementalTracker.prepare`); nothing is sent, an error is logged."""
         if self.tracker is None or self.frames is None:
             return
