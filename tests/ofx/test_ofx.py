@@ -110,10 +110,9 @@ def test_alpha_equals_vosfx_matte_in_and_out_of_order(built, clip, cli_alpha, tm
     assert cli_alpha[5].max() > 0.99 and cli_alpha[5].min() < 0.01  # a real matte, not flat
 
 
-def test_points_on_a_later_frame_correct_the_tracked_matte(built, clip, cli_alpha, tmp_path):
-    """An exclude point on frame 6 for the object clicked on frame 0 edits the matte tracked
-    there (rule d, docs/session.md): the alpha equals `vosfx matte --edit-tracked` for the
-    same clicks, rendered in and out of order."""
+def _exclude_on_6(clip, tmp_path):
+    """An exclude point in the square's corner on frame 6 (pixels) and `vosfx matte
+    --edit-tracked`'s alpha for it after the include click on frame 0."""
     from media import moving_square_frame
 
     _, square = moving_square_frame(6, W, H)
@@ -128,6 +127,14 @@ def test_points_on_a_later_frame_correct_the_tracked_matte(built, clip, cli_alph
         f"6:{fx:g},{fy:g}@1",
         "--edit-tracked",
     )
+    return (fx, fy), cli
+
+
+def test_points_on_a_later_frame_correct_the_tracked_matte(built, clip, cli_alpha, tmp_path):
+    """An exclude point on frame 6 for the object clicked on frame 0 edits the matte tracked
+    there (rule d, docs/session.md): the alpha equals `vosfx matte --edit-tracked` for the
+    same clicks, rendered in and out of order."""
+    (fx, fy), cli = _exclude_on_6(clip, tmp_path)
     assert np.abs(cli[6] - cli_alpha[6]).max() > 0.5  # the correction changed the matte
     assert cli[6].max() > 0.99  # and kept the tracked square (an exclude click alone: none)
     np.testing.assert_array_equal(cli[:6], cli_alpha[:6])  # the frames before it: unchanged
@@ -153,20 +160,7 @@ def test_a_point_on_the_frame_left_shown_costs_the_decoder_alone(built, clip, tm
     point (memory attention there, `Worker.idle`), so the exclude point the user then adds
     renders without it; the matte is `vosfx matte --edit-tracked`'s. Without the pause the
     same point waits for memory attention (each engine step slowed to 0.4 s here)."""
-    from media import moving_square_frame
-
-    _, square = moving_square_frame(6, W, H)
-    ys, xs = np.nonzero(square)
-    fx, fy = float(xs.min()) + 1.5, float(ys.min()) + 1.5
-    cli = vosfx_matte(
-        clip,
-        tmp_path / "cli",
-        "--point",
-        f"{CLICK[0]:g},{CLICK[1]:g}",
-        "--neg-point",
-        f"6:{fx:g},{fy:g}@1",
-        "--edit-tracked",
-    )
+    (fx, fy), cli = _exclude_on_6(clip, tmp_path)
     ms = {}
     # (a pause, VOSFX_OFX_IDLE_S): the default 0.5 s, no pause, the preparation turned off
     for pause, idle in ((True, None), (False, None), (True, "0")):
