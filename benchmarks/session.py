@@ -443,7 +443,8 @@ def correct(args) -> None:
 def fix(args) -> None:
     """Rule d as the OpenFX worker runs it (its IncrementalTracker over a session with frame
     access): blackswan, a mask prompt on frame 0, the sweep taken to the last frame (the
-    viewer played through), then a negative click on frame 3/4 of the way (``--at``) as a
+    viewer played through; ``--played``: up to that frame), then a negative click on frame 3/4
+    of the way (``--at``) as a
     correction (``Prompt.correction``), and the sweep brought to that frame again (what
     rendering it costs), then the same correction edited again (a second point); with the
     pass snapshots and without them, alternating. ``--prepared``: the frame prepared for the
@@ -470,8 +471,9 @@ def fix(args) -> None:
     for on, s in _sessions(args, images):
         tracker, applied = IncrementalTracker(s, lambda res: None), {}
         tracker.sync({(0, 1): ("mask", mask)}, applied)
+        played = n - 1 if args.played is None else args.played
         t0 = time.perf_counter()
-        tracker.track_to(n - 1)
+        tracker.track_to(played)
         track_s = time.perf_counter() - t0
         prepare_s = None
         if args.prepared:  # what the OpenFX worker does while the host idles on the frame
@@ -497,7 +499,7 @@ def fix(args) -> None:
         tracker.track_to(at)
         row = {
             "snapshots": on,
-            "track_s_per_frame": round(track_s / (n - 1), 2),
+            "track_s_per_frame": round(track_s / played, 2),
             "prepared_while_idle_s": prepare_s,
             f"correction_{at}_s": round(fix_s, 2),
             "replayed": replayed,
@@ -520,6 +522,12 @@ def main() -> None:
         type=int,
         help="fix: the frame corrected (default 3/4 of the way; the last: "
         "where the viewer stopped)",
+    )
+    ap.add_argument(
+        "--played",
+        type=int,
+        help="fix: the last frame the viewer played (default: the clip's last; less: the "
+        "tail is left part-way, as in a clip longer than what was played)",
     )
     ap.add_argument(
         "--prepared",
