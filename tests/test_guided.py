@@ -231,9 +231,9 @@ def test_loops_compile_without_a_writable_cache(monkeypatch):
     # instead of failing.
     import numba
 
-    from vosfx.matte import kernels
+    from vosfx.matte import c_loops, kernels
 
-    monkeypatch.setattr(kernels, "_C", [None, "no C build here"])
+    monkeypatch.setattr(c_loops, "_BUILT", [None, "no C build here"])
     monkeypatch.setattr(kernels, "_NUMBA", {})
 
     real = numba.njit

@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 
 from vosfx import native
-from vosfx.matte import kernels
+from vosfx.matte import c_loops, kernels
 
 
 @pytest.fixture(scope="module")
 def c_build():
-    library = kernels._library()
+    library = c_loops.library()
     if library is None:
         pytest.skip(f"no C build of the loops here: {kernels.implementation()[1]}")
     return library
 
 
 def _both(library, name):
-    return kernels._c_loop(library, name), kernels._numba_loop(name)
+    return c_loops.loop(library, name), kernels._numba_loop(name)
 
 
 def _odd(rng: np.random.Generator, shape, scale=1.0) -> np.ndarray:

@@ -246,9 +246,10 @@ class OvSession:
     memory still grows give runs of k calls with the same shapes, frame after frame, and a
     steady form compiled for each run (and the dynamic form again after it) cost 2 objects
     at 1024 ~1.4-1.9 s a frame against ~1.0 s (docs/benchmarks/objects.md); one call a frame
-    (a batch of every object) compiles it at the second call with the same shapes, as before. OpenVINO plans a fixed-shape graph's buffers once and
-    shares them between its nodes: memory attention at 1024 held 78 MiB of buffers so,
-    against 450 MiB with its memory tokens dynamic, and ran faster (twenty-third pass).
+    (a batch of every object) compiles it at the second call with the same shapes, as before.
+    OpenVINO plans a fixed-shape graph's buffers once and shares them between its nodes:
+    memory attention at 1024 held 78 MiB of buffers so, against 450 MiB with its memory
+    tokens dynamic, and ran faster (twenty-third pass).
     ``hold_steady_buffers``: the steady form keeps its buffers between calls even where
     ``release_buffers`` (allocated again on every call, they cost memory attention 75-210 ms
     a call); False under ``--low-memory``.

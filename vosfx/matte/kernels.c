@@ -9,8 +9,9 @@
  *
  * Arrays are C-contiguous (the Python side makes them so): a (h, w, c) array's element
  * (y, x, k) is at [(y * w + x) * c + k]. The full-resolution loops take a band of rows
- * [start, stop), as the Python side cuts a frame for its thread pool. A return of -1 means
- * memory could not be allocated (nothing was written); 0 means done.
+ * [start, stop), as the Python side cuts a frame for its thread pool; the loops over pixels
+ * one by one take their count first, then the numba loop's arguments in its order. A return
+ * of -1 means memory could not be allocated (nothing was written); 0 means done.
  */
 #include <math.h>
 #include <stdint.h>
@@ -58,7 +59,7 @@ static void positions(int64_t n_out, int64_t n_in, int64_t first, int64_t count,
     }
 }
 
-CLONES EXPORT void vosfx_guide_moments(const float *low, int64_t pixels, float *out)
+CLONES EXPORT void vosfx_guide_moments(int64_t pixels, const float *low, float *out)
 {
     for (int64_t p = 0; p < pixels; p++) {
         float r = low[3 * p], g = low[3 * p + 1], b = low[3 * p + 2];
@@ -75,7 +76,7 @@ CLONES EXPORT void vosfx_guide_moments(const float *low, int64_t pixels, float *
     }
 }
 
-CLONES EXPORT void vosfx_alpha_moments(const float *low, const float *p, int64_t pixels,
+CLONES EXPORT void vosfx_alpha_moments(int64_t pixels, const float *low, const float *p,
                                        float *out)
 {
     for (int64_t i = 0; i < pixels; i++) {
@@ -88,7 +89,7 @@ CLONES EXPORT void vosfx_alpha_moments(const float *low, const float *p, int64_t
     }
 }
 
-CLONES EXPORT void vosfx_inverse_covariance(const float *sums, float eps, int64_t pixels,
+CLONES EXPORT void vosfx_inverse_covariance(int64_t pixels, const float *sums, float eps,
                                             float *out)
 {
     for (int64_t p = 0; p < pixels; p++) {
@@ -114,8 +115,8 @@ CLONES EXPORT void vosfx_inverse_covariance(const float *sums, float eps, int64_
     }
 }
 
-CLONES EXPORT void vosfx_edge_coefficients(const float *sums, const float *means,
-                                           const float *inv_cov, int64_t pixels, float *out)
+CLONES EXPORT void vosfx_edge_coefficients(int64_t pixels, const float *sums,
+                                           const float *means, const float *inv_cov, float *out)
 {
     for (int64_t p = 0; p < pixels; p++) {
         const float *s = sums + 4 * p, *m = means + 3 * p, *v = inv_cov + 6 * p;
@@ -199,14 +200,14 @@ APPLY_EDGE_DETAIL(vosfx_apply_edge_detail_u8, uint8_t)
 APPLY_EDGE_DETAIL(vosfx_apply_edge_detail_u16, uint16_t)
 APPLY_EDGE_DETAIL(vosfx_apply_edge_detail_f32, float)
 
-CLONES EXPORT void vosfx_scale_and_clip(float *x, int64_t n, float scale, float shift,
+CLONES EXPORT void vosfx_scale_and_clip(int64_t n, float *x, float scale, float shift,
                                         float limit)
 {
     for (int64_t i = 0; i < n; i++)
         x[i] = py_min(py_max(scale * x[i] + shift, -limit), limit);
 }
 
-CLONES EXPORT void vosfx_sigmoid_from_exp(float *e, int64_t n)
+CLONES EXPORT void vosfx_sigmoid_from_exp(int64_t n, float *e)
 {
     const float big = 16777216.0f; /* 2^24 */
     for (int64_t i = 0; i < n; i++) {

@@ -11,7 +11,7 @@ logits are (docs/benchmarks/render.md).
 Each loop is written twice, with the same arithmetic in the same order (bit for bit the same
 float32 results; tests/test_kernels.py holds them to it): in ``kernels.c``, built with the
 system's C compiler on first use into ``<cache>/kernels`` and called through ctypes
-(:mod:`vosfx.native`), and here in Python for numba. The C build is used wherever it can be
+(:mod:`vosfx.matte.c_loops`), and here in Python for numba. The C build is used wherever it can be
 made (a C compiler on Linux, macOS or FreeBSD): loading numba's compiler takes a process from
 ~10 to ~156 MiB resident for the cached loops alone (docs/benchmarks/render.md), the C library
 ~1 MiB. Where it cannot (Windows, no compiler), numba compiles the Python loops on first use
@@ -31,27 +31,20 @@ refine), and both builds of these loops release the GIL (ctypes calls; numba's `
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vosfx.cpus import usable_cores
+from vosfx.matte import c_loops
 
-SOURCE = Path(__file__).with_name("kernels.c")
-# no fused multiply-adds (numba makes none: the builds give the same bits), only the loops'
-# entry points exported
-C_FLAGS = ("-ffp-contract=off", "-fvisibility=hidden")
 _LOCK = threading.Lock()
 _LOOPS: dict[str, Callable[..., Any]] = {}  # name -> the loop that runs (C or numba)
 _NUMBA: dict[str, Callable[..., Any]] = {}  # name -> numba dispatcher, one per process
-_C: list[Any] = []  # [the C library or None, why not], once tried
 _WARM: list[threading.Thread] = []
 # The row bands' pool: at most this many threads besides the caller's, made on first use.
 MAX_THREADS = 8
@@ -106,144 +99,28 @@ def _in_bands(loop: Callable[..., Any], height: int, threads: int, *args: Any) -
 
 
 def _compiled(name: str) -> Callable[..., Any]:
-    """The loop ``name`` as this process runs it: the C build's (:func:`_c_loop`) where the
-    library is built or can be, else numba's (:func:`_numba_loop`). Made once per process."""
+    """The loop ``name`` as this process runs it: the C build's (:mod:`vosfx.matte.c_loops`)
+    where the library is built or can be, else numba's (:func:`_numba_loop`). Made once per
+    process."""
     loop = _LOOPS.get(name)
     if loop is None:
         with _LOCK:
             loop = _LOOPS.get(name)
             if loop is None:
-                library = _library()
-                loop = _c_loop(library, name) if library is not None else _numba_loop(name)
+                built = c_loops.library()
+                loop = c_loops.loop(built, name) if built is not None else _numba_loop(name)
                 _LOOPS[name] = loop
     return loop
-
-
-def _library() -> Any | None:
-    """The C build (ctypes), built into the cache the first time on a machine; None where it
-    cannot be (why: :func:`implementation`). Tried once per process; called under _LOCK."""
-    if not _C:
-        from vosfx import native
-        from vosfx.models.cache import home
-
-        try:
-            library = native.build(SOURCE, home() / "kernels", C_FLAGS)
-            _declare(library)
-            _C[:] = [library, None]
-        except (native.Unavailable, AttributeError) as err:  # AttributeError: a symbol missing
-            _C[:] = [None, str(err)]
-    return _C[0]
 
 
 def implementation() -> tuple[str, str]:
     """Which build of the loops runs in this process, built or loaded now where it is not yet:
     ``("C", the library's path)`` or ``("numba", why not C)``."""
     with _LOCK:
-        library = _library()
-    if library is not None:
-        return "C", str(library._name)
-    return "numba", str(_C[1])
-
-
-_P, _N, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-_SIGNATURES: dict[str, tuple[list[Any], Any]] = {
-    "vosfx_guide_moments": ([_P, _N, _P], None),
-    "vosfx_alpha_moments": ([_P, _P, _N, _P], None),
-    "vosfx_inverse_covariance": ([_P, _F, _N, _P], None),
-    "vosfx_edge_coefficients": ([_P, _P, _P, _N, _P], None),
-    **{
-        f"vosfx_apply_edge_detail_{t}": (
-            [_P, _P, _P, _N, _N, _N, _N, _F, _F, _F, _P, _N, _N],
-            ctypes.c_int,
-        )
-        for t in ("u8", "u16", "f32")
-    },
-    "vosfx_scale_and_clip": ([_P, _N, _F, _F, _F], None),
-    "vosfx_sigmoid_from_exp": ([_P, _N], None),
-    "vosfx_blend_toward": ([_P, _P, _P, _N, _N, _N, _N, _P, _N, _N], ctypes.c_int),
-}
-_GUIDES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.float32): "f32"}
-
-
-def _declare(library: Any) -> None:
-    for symbol, (argtypes, restype) in _SIGNATURES.items():
-        function = getattr(library, symbol)
-        function.argtypes, function.restype = argtypes, restype
-
-
-def _c_loop(library: Any, name: str) -> Callable[..., Any]:
-    """The C build's ``name`` loop, called as numba's ``_name`` is (the same arguments; its
-    arrays C-contiguous, as this module's functions give them)."""
-    if name == "apply_edge_detail":
-        return functools.partial(_c_edge_detail, library)
-    if name == "blend_toward":
-        return functools.partial(_c_blend_toward, library)
-    return functools.partial(_c_per_element, getattr(library, f"vosfx_{name}"), name)
-
-
-def _c_edge_detail(
-    library: Any,
-    alpha: np.ndarray,
-    guide: np.ndarray,
-    coef: np.ndarray,
-    gscale: float,
-    wscale: float,
-    threshold: float,
-    out: np.ndarray,
-    start: int,
-    stop: int,
-) -> None:
-    done = getattr(library, f"vosfx_apply_edge_detail_{_GUIDES[guide.dtype]}")(
-        alpha.ctypes.data,
-        guide.ctypes.data,
-        coef.ctypes.data,
-        *alpha.shape,
-        *coef.shape[:2],
-        float(gscale),
-        float(wscale),
-        float(threshold),
-        out.ctypes.data,
-        start,
-        stop,
-    )
-    if done != 0:
-        raise MemoryError("the refinement's edge loop could not allocate its rows")
-
-
-def _c_blend_toward(
-    library: Any,
-    alpha: np.ndarray,
-    prev: np.ndarray,
-    weight: np.ndarray,
-    out: np.ndarray,
-    start: int,
-    stop: int,
-) -> None:
-    done = library.vosfx_blend_toward(
-        alpha.ctypes.data,
-        prev.ctypes.data,
-        weight.ctypes.data,
-        *alpha.shape,
-        *weight.shape,
-        out.ctypes.data,
-        start,
-        stop,
-    )
-    if done != 0:
-        raise MemoryError("the refinement's temporal blend could not allocate its rows")
-
-
-def _c_per_element(function: Any, name: str, *args: Any) -> None:
-    """The loops over pixels (or elements) one by one: the arrays by address, their count from
-    the first array the numba loop takes, passed after it for the in-place loops and before
-    ``out`` (the last) for the others."""
-    first = args[0]
-    count = first.size // first.shape[-1] if first.ndim == 3 else first.size
-    pointers = [a.ctypes.data if isinstance(a, np.ndarray) else float(a) for a in args]
-    if name in ("scale_and_clip", "sigmoid_from_exp"):
-        function(pointers[0], count, *pointers[1:])
-    else:
-        function(*pointers[:-1], count, pointers[-1])
+        built = c_loops.library()
+    if built is not None:
+        return "C", str(built._name)
+    return "numba", str(c_loops.why_not())
 
 
 def _numba_loop(name: str) -> Callable[..., Any]:
@@ -485,7 +362,7 @@ def apply_edge_detail(
     4) float32; ``out``: (H, W) float32, may be ``alpha`` itself. One pass over the frame,
     evaluating the detail only where the weight passes the threshold, in ``threads`` bands of
     rows (module doc). Returns ``out``."""
-    if guide.dtype not in _GUIDES:
+    if guide.dtype not in c_loops.GUIDES:
         guide = guide.astype(np.float32)
     alpha, guide, coef = _f32(alpha), np.ascontiguousarray(guide), _f32(coef)
     _expect(

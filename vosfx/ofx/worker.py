@@ -83,8 +83,8 @@ class Worker:
         self.refiner_key: str | None = None
         self.watch = SourceWatch()  # fingerprints of the Source frames tracked
         # prepared: objects made ready for a point while the host was idle (Worker.idle)
-        self.stats = dict.fromkeys(("renders", "cache_hits", "tracked", "source_changes"), 0)
-        self.stats["prepared"] = 0
+        stats = ("renders", "cache_hits", "tracked", "source_changes", "prepared")
+        self.stats = dict.fromkeys(stats, 0)
         self.shown: int | None = None  # the frame just rendered, until the next message
         self.idle_s = idle_seconds()
 

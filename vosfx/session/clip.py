@@ -182,9 +182,7 @@ class ClipSession:
         if self.frames is None:
             raise PromptError("prepare_correction needs frame access (ClipSession(frames=...))")
         self._check_frame(frame_index)
-        if obj_id not in self._book.obj_ids:
-            return False
-        return corrections.prepare(self, obj_id, self.frames.get(frame_index))
+        return corrections.prepare(self, obj_id, frame_index)
 
     def add_prompt(self, prompt: Prompt, *, refine: bool = True) -> MaskResult:
         """Set ``prompt`` (the object's whole prompt on that frame) and compute that frame's

@@ -55,38 +55,38 @@ def compute(s: ClipSession, frame: Frame, prompt: Prompt, live: int | None = Non
     (``ClipSession.correction_bases``), so editing the same correction again costs the
     decoder alone. On the object's first prompted frame: an ordinary prompt."""
     t, obj = frame.index, prompt.obj_id
-    if s._book.previous(obj, t) is None:
+    prev = s._book.previous(obj, t)
+    if prev is None:
         if live is not None:
             s.engine.end_pass(live)
         s._compute_prompt(frame, prompt, None)
         s._book.corrected(obj, t)
         return
-    attended = _base(s, obj, frame, live)
+    attended = _base(s, obj, prev, frame, live)
     s._compute_prompt(frame, prompt, attended.tracked, attended=attended)
     s._book.corrected(obj, t)
 
 
-def prepare(s: ClipSession, obj: int, frame: Frame) -> bool:
-    """The base a correction of ``obj`` on ``frame`` would start from (:func:`_base`), made
-    now, so that the correction's clicks, when they come, cost the decoder alone. False where
-    a click there would not be a correction (no prompt of the object before the frame) or
-    the frame is prompted already (its base is kept since)."""
-    t = frame.index
-    if s._book.previous(obj, t) is None or t in s._book.prompted_frames(obj):
+def prepare(s: ClipSession, obj: int, t: int) -> bool:
+    """The base a correction of ``obj`` on frame ``t`` would start from (:func:`_base`), made
+    now, so that the correction's clicks, when they come, cost the decoder alone. False, and
+    no frame read, where a click there would not be a correction (no prompt of the object
+    before the frame) or the frame is prompted already (its base is kept since)."""
+    prev = s._book.previous(obj, t)
+    if prev is None or t in s._book.prompted_frames(obj):
         return False
-    _base(s, obj, frame, None)
+    assert s.frames is not None  # ClipSession.prepare_correction checked
+    _base(s, obj, prev, s.frames.get(t), None)
     return True
 
 
-def _base(s: ClipSession, obj: int, frame: Frame, live: int | None) -> Any:
-    """Memory attention of the pass forwards from the object's previous prompted frame, on
-    ``frame``, and the mask it tracks there (``Attended``): kept per object
+def _base(s: ClipSession, obj: int, prev: int, frame: Frame, live: int | None) -> Any:
+    """Memory attention of the pass forwards from the object's previous prompted frame
+    ``prev``, on ``frame``, and the mask it tracks there (``Attended``): kept per object
     (``ClipSession.correction_bases``) under what it depends on, and reused while that holds
     (the same frame edited again: no pass at all). ``live``: that pass, already at the frame
     before (ended here), else it is resumed or replayed."""
     t = frame.index
-    prev = s._book.previous(obj, t)
-    assert prev is not None
     plan = PassPlan(obj, prev, 1, None, range(prev + 1, t))
     key = (s._book.state_key(plan), t)
     base = s.correction_bases.get(obj)

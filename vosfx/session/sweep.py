@@ -52,7 +52,9 @@ class Sweep:
                 self.segments[pl.due].append(pl)
                 self.need_stash[pl.frames.start : pl.frames.stop] += 1
         self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
-        self.reached: dict[int, int] = {}  # obj -> the last frame its live tail stored
+        # the last frame whose live tails' results were stored (each live tail has stepped
+        # every frame from its first up to it)
+        self.stored = -1
         # (obj, correction frame) -> the pass of the tail that ends the frame before it, which
         # the correction continues (rule d)
         self.handoff: dict[tuple[int, int], int] = {}
@@ -91,7 +93,7 @@ class Sweep:
             for res in results:
                 s._put(res, self.on_frame, keep)
             if keep:
-                self.reached.update((pl.obj_id, t) for pl, _pid in live)
+                self.stored = t
         if self.need_stash[t] and (stepping or prompted):
             # a segment due later steps this frame again (another object's gap): the
             # features made here go to disk for it (the LRU may have dropped them by then;
@@ -176,10 +178,10 @@ class Sweep:
         # a tail stopped part-way (the OpenFX worker's sweep, closed when the prompts change;
         # a cancel) has computed its frames so far: recorded as done up to there, so a plan
         # that ends it sooner (a correction after them) does not track them again
-        for obj, (pl, _pid) in self.live.items():
-            last = self.reached.get(obj)
-            if last is not None and last >= pl.frames.start:
-                self.s._book.ran(dataclasses.replace(pl, frames=range(pl.frames.start, last + 1)))
+        for pl, _pid in self.live.values():
+            if self.stored >= pl.frames.start:
+                done = range(pl.frames.start, self.stored + 1)
+                self.s._book.ran(dataclasses.replace(pl, frames=done))
         for pid in [*(pid for _pl, pid in self.live.values()), *self.handoff.values()]:
             self.s.engine.end_pass(pid)
         self.live.clear()
