@@ -7,6 +7,7 @@ session, add-prompt latency. Prints what it measured.
     python benchmarks/session.py spill --bundle /tmp/vosfx-bench-onnx/bundle-512
     python benchmarks/session.py correct --bundle /tmp/vosfx-bench-onnx/bundle-512 --frames 40
     python benchmarks/session.py fix --bundle /tmp/vosfx-bench-onnx/bundle-512 --frames 40
+    python benchmarks/session.py resume --bundle /tmp/vosfx-bench-onnx/bundle-512 --frames 40
 
 ``decode`` runs the one loop's tracking half (``vosfx.pipeline.results_in_order``, what
 ``vosfx matte`` runs) with the test double and counts every frame the decoder produced,
@@ -19,6 +20,8 @@ decoder) and further clicks there (features cached: prompt encoder + decoder onl
 resumed from the pass's snapshots (session/checkpoints.py) and replayed from the prompt.
 ``fix`` times a correction of rule d (``Prompt.correction``) the way the OpenFX worker meets
 one: the viewer played through, then a click on a later frame and that frame rendered again.
+``resume`` times a tail stopped part-way and run again (the studio's Stop then Track; a point
+undone in the OpenFX effect), going on from its snapshot and tracked again from its prompt.
 """
 
 from __future__ import annotations
@@ -510,9 +513,82 @@ def fix(args) -> None:
         print(json.dumps(row), flush=True)
 
 
+def resume(args) -> None:
+    """A tail stopped part-way goes on from its snapshot (``ClipSession.resume_point``).
+    Blackswan, a mask prompt on frame 0. *Stop*: the studio's Track stopped after frame
+    ``--at`` (a cancel), then Track again, timed. *Undo*: the OpenFX worker's viewer played to
+    the last frame, a point added on frame ``--at`` (a correction) and that frame rendered,
+    then the point removed and the last frame rendered again, timed. With the pass snapshots
+    and without them (``checkpoint_bytes=0``: the tail tracked again from its prompt, what
+    both did before the thirty-sixth pass), alternating."""
+    import threading
+
+    from PIL import Image
+
+    from vosfx.errors import Cancelled
+    from vosfx.ofx.tracking import IncrementalTracker
+    from vosfx.types import Prompt
+
+    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
+    ann = SHARED / "davis" / "Annotations" / "blackswan"
+    n = args.frames[0]
+    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
+    mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
+    at = n // 2 if args.at is None else args.at
+    ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
+    click = Prompt(
+        at,
+        1,
+        points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
+        labels=np.array([0], np.int32),
+        correction=True,
+    )
+    for on, s in _sessions(args, images):
+        # Stop, then Track again
+        s.add_prompt(mask, refine=False)
+        cancel = threading.Event()
+
+        def stop_after(res, cancel=cancel):
+            if res.frame_index == at:
+                cancel.set()
+
+        try:
+            s.track(on_frame=stop_after, cancel=cancel)
+        except Cancelled:
+            pass
+        t0 = time.perf_counter()
+        stepped = s.track()
+        row = {
+            "snapshots": on,
+            "stopped_after": at,
+            "track_again_s": round(time.perf_counter() - t0, 2),
+            "track_again_stepped": stepped,
+        }
+        s.remove_prompt(1, 0)
+        # Undo a point in the OpenFX effect
+        tracker, applied = IncrementalTracker(s, lambda res: None), {}
+        tracker.sync({(0, 1): ("mask", mask)}, applied)
+        tracker.track_to(n - 1)
+        tracker.sync({(0, 1): ("mask", mask), (at, 1): ("click", click)}, applied)
+        tracker.track_to(at)
+        tracker.sync({(0, 1): ("mask", mask)}, applied)
+        visits = tracker.frames_to(n - 1)
+        before = s.stats["stepped"]
+        t0 = time.perf_counter()
+        tracker.track_to(n - 1)
+        row["undo_render_last_s"] = round(time.perf_counter() - t0, 2)
+        row["undo_stepped"] = s.stats["stepped"] - before
+        row["undo_visited"] = f"{visits.start}..{visits.stop - 1}"
+        row["load"] = round(os.getloadavg()[0], 1)
+        tracker.reset()
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["decode", "rss", "latency", "spill", "correct", "fix"])
+    ap.add_argument(
+        "what", choices=["decode", "rss", "latency", "spill", "correct", "fix", "resume"]
+    )
     ap.add_argument("--bundle", help="spill, correct: an ONNX bundle (format 3)")
     ap.add_argument("--rounds", type=int, default=2, help="spill, correct: alternating rounds")
     ap.add_argument("--frames", type=int, nargs="+", default=[200, 2000])
@@ -521,7 +597,8 @@ def main() -> None:
         "--at",
         type=int,
         help="fix: the frame corrected (default 3/4 of the way; the last: "
-        "where the viewer stopped)",
+        "where the viewer stopped); resume: where Track is stopped and the point undone "
+        "(default: half way)",
     )
     ap.add_argument(
         "--played",
@@ -564,6 +641,8 @@ def main() -> None:
         correct(args)
     elif args.what == "fix":
         fix(args)
+    elif args.what == "resume":
+        resume(args)
     else:
         latency(args)
 

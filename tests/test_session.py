@@ -605,9 +605,44 @@ def test_removing_a_prompt_tracks_again_what_its_passes_overwrote():
     assert session.track() == N - 1
     for t in (12, 14, 20):
         np.testing.assert_array_equal(logits(t), logits(0))  # the prompt on 0 again
-    # a prompt set and removed with no tracking in between: its frame is tracked again
+    # a prompt set and removed with no tracking in between: its frame is tracked again, the
+    # tail going on from its snapshot before it (taken every 4 frames: after frame 16)
     session.add_prompt(Prompt(20, 1, mask=_mask(20, 30)))
     session.remove_prompt(1, 20)
     assert session.store.get(1, 20) is None
-    assert session.track() == N - 1
+    assert session.track() == N - 17 and session.stats["resumed"] == 1
     np.testing.assert_array_equal(logits(20), logits(0))
+
+
+def test_a_track_stopped_part_way_resumes_and_its_frames_take_corrections():
+    """A cancelled track leaves its tail computed up to the frame it reached: a click there
+    (``refine=True``) is a correction from that pass's memory, as on a finished track, and the
+    next track resumes the tail from its snapshot after that frame (no frame stepped twice);
+    without snapshots (``checkpoint_bytes=0``) it tracks again from the prompt."""
+    from vosfx.errors import Cancelled
+
+    for budget, first in ((1 << 20, 9), (0, 1)):
+        session, fake = _session(checkpoint_bytes=budget)
+        session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+        cancel = threading.Event()
+
+        def on_frame(res, cancel=cancel):
+            if res.frame_index == 8:
+                cancel.set()
+
+        with pytest.raises(Cancelled):
+            session.track(on_frame=on_frame, cancel=cancel)
+        (tail,) = session.stale()
+        assert session._book.done_through(tail) == 8
+        assert session.first_to_step([tail]) == {tail: first}
+        click = Prompt(5, 1, points=np.array([[8.0, 8.0]], np.float32), labels=np.array([1]))
+        session.add_prompt(click)  # frame 5: tracked by the stopped tail
+        assert fake.attended == [(1, 5, 1)]
+        session.remove_prompt(1, 5)
+        steps = len(fake.steps)
+        # frame 5's result went with its prompt: the tail resumes after the snapshot before
+        # it (every 4 frames: frame 4) where it has snapshots
+        want = N - 5 if budget else N - 1
+        assert session.track() == want and len(fake.steps) - steps == want
+        assert not session.stale()
+        session.close()

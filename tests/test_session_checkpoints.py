@@ -6,6 +6,8 @@ DAM4SAM's and RCMS's bookkeeping, re-prompting's recent masks)."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,42 @@ def test_a_backward_pass_resumes_too(engine, clip):
     slow, _t0, replayed0 = _correct(engine, clip, memory, click, 0, [0, 13])
     assert (replayed, replayed0) == (0, 4)
     np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize(
+    "policy, reprompt", [("sam2", False), ("rcms", False), ("samurai", False), ("dam4sam", True)]
+)
+def test_a_track_stopped_part_way_goes_on_from_where_it_stopped(engine, clip, policy, reprompt):
+    """A track cancelled after frame 6 (the studio's Stop), then run again: the tail goes on
+    from its snapshot after frame 6, stepping frames 7-13 only, and every frame equals a track
+    run in one go (the pass's state, the policy's included, comes back bit for bit)."""
+    from vosfx.errors import Cancelled
+
+    frames, mask = clip
+    h, w = frames[0].shape[:2]
+    info = VideoInfo(path="", width=w, height=h, num_frames=N, fps=None, time_base=1)
+    memory = MemoryConfig(policy=policy, reprompt=reprompt)
+
+    def session():
+        provider = ListFrames(info, [Frame(t, frames[t], None, 1) for t in range(N)])
+        s = ClipSession(engine, info, memory, frames=provider)
+        s.add_prompt(Prompt(0, 1, mask=mask))
+        return s
+
+    with session() as whole, session() as stopped:
+        whole.track()
+        cancel = threading.Event()
+
+        def on_frame(res):
+            if res.frame_index == 6:
+                cancel.set()
+
+        with pytest.raises(Cancelled):
+            stopped.track(on_frame=on_frame, cancel=cancel)
+        assert stopped.stats["stepped"] == 6
+        assert stopped.first_to_step(stopped.stale()) == {stopped.plan()[0]: 7}
+        assert stopped.track() == N - 7 and stopped.stats["resumed"] == 1
+        for t in range(N):
+            np.testing.assert_array_equal(
+                stopped.store.get(1, t).logits, whole.store.get(1, t).logits
+            )

@@ -386,7 +386,48 @@ def test_a_correction_after_a_sweep_stopped_part_way_steps_nothing_before_it():
     fresh.set_prompts([MASK, fix])
     fresh.track()
     np.testing.assert_array_equal(_all(session), _all(fresh))
-    # the tail as a whole again (the point removed): frames past 12 are tracked anew
+    # the tail as a whole again (the point removed): it goes on from its snapshot after
+    # frame 11, the last it computed before the correction; frames 12 on are tracked anew
     tracker.sync({(0, 1): ("m", MASK)}, applied)
-    assert tracker.frames_to(N - 1) == range(1, N)
+    assert tracker.frames_to(N - 1) == range(12, N)
+    stepped = len(fake.stepped)
+    tracker.track_to(N - 1)
+    assert len(fake.stepped) - stepped == N - 12 and session.stats["resumed"] == 1
+    tracker.reset()
+    alone, _f = _session()
+    alone.set_prompts([MASK])
+    alone.track()
+    np.testing.assert_array_equal(_all(session), _all(alone))
+    alone.close()
+    session.close()
+
+
+def test_the_ofx_trackers_other_objects_go_on_from_where_they_were():
+    """The viewer played to frame 12 with one object, then a second object's mask is added
+    on frame 0: rendering frame 13 tracks the new object from its prompt and the first one
+    from its snapshot after frame 12 (before, it was tracked again from frame 1), and the clip
+    equals a fresh session's with both prompts."""
+    session, fake = _session()
+    tracker = IncrementalTracker(session, lambda res: None)
+    applied: dict = {}
+    other = Prompt(0, 2, mask=_mask(30, 40))
+    tracker.sync({(0, 1): ("m", MASK)}, applied)
+    tracker.track_to(12)
+    tracker.sync({(0, 1): ("m", MASK), (0, 2): ("o", other)}, applied)
+    (first,) = [pl for pl in session.stale() if pl.obj_id == 1]
+    assert session.resume_point(first)[0] == 13
+    assert tracker.frames_to(13) == range(1, 14)
+    stepped = len(fake.stepped)
+    tracker.track_to(13)
+    new = fake.stepped[stepped:]
+    assert [t for o, t, _d in new if o == 1] == [13] and session.stats["resumed"] == 1
+    assert [t for o, t, _d in new if o == 2] == list(range(1, 14))
+    tracker.track_to(N - 1)
+    tracker.reset()
+    fresh, _f = _session()
+    fresh.set_prompts([MASK, other])
+    fresh.track()
+    for t in range(N):
+        np.testing.assert_array_equal(session.result(t).logits, fresh.result(t).logits)
+    fresh.close()
     session.close()

@@ -449,6 +449,35 @@ def test_stop_stops_two_tracks_started_at_once(clip, tmp_path, config_home, monk
         r.close()
 
 
+def test_track_after_stop_goes_on_from_where_it_stopped(clip, tmp_path, config_home):
+    """Stop part-way, then Track again: the tail goes on from the last frame it tracked (its
+    snapshot), not from the prompt; the page's total counts the frames left."""
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=_slow(0.05)))
+    events: list[dict] = []
+    r.studio.emit = events.append
+    try:
+        _click(r, 0)
+        status, first = r.request("/api/track", {})
+        assert status == 200 and first["total"] == r.studio.end - 1
+        deadline = time.monotonic() + 30
+        while sum(e["event"] == "frame" for e in events) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r.studio.stop()
+        tracked = sum(e["event"] == "frame" for e in events)
+        assert 3 <= tracked < first["total"]
+        del events[:]
+        status, again = r.request("/api/track", {})
+        r.wait_idle()
+        assert again["total"] == first["total"] - tracked
+        assert [e["frame"] for e in events if e["event"] == "frame"] == list(
+            range(tracked + 1, r.studio.end)
+        )
+        assert events[-1]["event"] == "tracked" and events[-1]["frames"] == again["total"]
+        assert not r.studio.session.stale()
+    finally:
+        r.close()
+
+
 def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
     done = tmp_path / "done.json"
     r = Running(clip, tmp_path / "work", done_job=done)

@@ -115,6 +115,8 @@ class IncrementalTracker:
                 continue
             if pl.is_tail and self.sweep is not None and t < self.next_frame:
                 continue  # the open sweep has stepped this tail past t
+            if pl.is_tail and t < self.session.resume_point(pl)[0]:
+                continue  # a sweep stopped part-way computed this tail past t
             frame = t if pl.is_tail else pl.due
             need = frame if need is None else max(need, frame)
         if t in self.session.pending_frames():  # a correction the sweep computes there
@@ -131,11 +133,12 @@ class IncrementalTracker:
         return range(self._first_stale(), target + 1)
 
     def _first_stale(self) -> int:
-        # a tail starts when the sweep visits the frame after its anchor, a segment or lead-in
-        # needs its frames stashed from their start: the earliest start of any stale pass (or
-        # a prompt still to compute, a correction whose pass was computed before)
-        stale = self.session.stale()
-        return min([pl.frames.start for pl in stale] + self.session.pending_frames())
+        # a tail starts when the sweep visits the frame after its anchor (or after its
+        # snapshot, where a sweep stopped part-way), a segment or lead-in needs its frames
+        # stashed from their start: the earliest start of any stale pass (or a prompt still
+        # to compute, a correction whose pass was computed before)
+        firsts = self.session.first_to_step(self.session.stale()).values()
+        return min([*firsts, *self.session.pending_frames()])
 
     def track_to(self, t: int) -> int:
         """Visit frames in order until frame ``t``'s results are current; returns how many

@@ -1,4 +1,5 @@
-"""Snapshots of a session's tracking passes, so that a correction replays a few frames.
+"""Snapshots of a session's tracking passes, so that a correction replays a few frames and a
+pass stopped part-way goes on from where it stopped.
 
 A click on a frame a pass tracked is decoded with the memory that pass attended there
 (docs/session.md), which exists only once the pass has stepped every frame before it. Without
@@ -21,7 +22,9 @@ Each pass also keeps the snapshots after its last :data:`RECENT` steps, off the 
 viewer stopped on the frame a pass has just tracked (the OpenFX effect's worker tracks up to
 the frame the host shows), or stepped a frame back from it, is where a correction comes most
 often, and it then resumes from the frame before with nothing to replay. They cost about one
-frame's memory each, and go with their pass's.
+frame's memory each, and go with their pass's. A sweep stopped part-way (a cancelled track)
+leaves them after the last frame it computed: the next sweep resumes the pass there
+(``ClipSession.resume_point``) instead of tracking it again from its prompt.
 """
 
 from __future__ import annotations

@@ -131,6 +131,7 @@ class ClipSession:
             "spilled": 0,
             "spill_hits": 0,
             "replayed": 0,
+            "resumed": 0,
         }
         # snapshots of the passes every few frames, so a correction replays a few frames
         # (session/checkpoints.py); a session without frame access takes no corrections
@@ -282,6 +283,24 @@ class ClipSession:
         """The passes whose results are missing or out of date."""
         return self._book.stale()
 
+    def resume_point(self, pl: PassPlan) -> tuple[int, Any]:
+        """Where a sweep starts stepping the stale pass ``pl``: ``(its first frame, None)``,
+        or, for a forward pass attending its anchor alone that a sweep stopped part-way (a
+        cancelled track, the OpenFX worker's sweep closed on a prompt change), ``(the frame
+        after its snapshot nearest the last frame it computed, that snapshot)``, so it goes
+        on from there instead of tracking every frame again from its prompt (the same state
+        bit for bit, :mod:`vosfx.session.checkpoints`)."""
+        if pl.is_tail:
+            done = self._book.done_through(pl)
+            found = self._checkpoints.latest(self._book.state_key(pl), 1, done + 1)
+            if found is not None and found[0] >= pl.frames.start:
+                return found[0] + 1, found[1]
+        return pl.frames.start, None
+
+    def first_to_step(self, stale: Iterable[PassPlan]) -> dict[PassPlan, int]:
+        """Per stale pass, the first frame a sweep steps (:meth:`resume_point`)."""
+        return {pl: self.resume_point(pl)[0] for pl in stale}
+
     def pending_frames(self) -> list[int]:
         """Frames with prompts a sweep still has to compute (set by :meth:`set_prompts`, or
         corrections to compute again), ascending; after :meth:`stale`."""
@@ -298,7 +317,7 @@ class ClipSession:
         stale, pending = self.stale(), self.pending_frames()
         if not stale and not pending:
             return 0
-        lo = min([pl.frames.start for pl in stale] + pending, default=self.start)
+        lo = min([*self.first_to_step(stale).values(), *pending], default=self.start)
         hi = max(
             [pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
             + [t + 1 for t in pending],

@@ -239,10 +239,24 @@ class PromptBook:
             return False
         return any(d.stop >= k.stop and d._replace(stop=k.stop) == k for d in self._done)
 
+    def done_through(self, pl: PassPlan) -> int:
+        """The last frame of ``pl`` computed with the current prompts, counted from its start:
+        its last frame when it is done, the frame a sweep stopped part-way reached for a
+        forward pass attending its anchor alone (:meth:`Sweep.close`), else the frame before
+        its first (nothing)."""
+        if self._is_done(pl):
+            return pl.frames.stop - 1
+        if pl.direction < 0 or pl.neighbour is not None:
+            return pl.frames.start - 1
+        k = self.key(pl)
+        parts = [d.stop for d in self._done if d._replace(stop=k.stop) == k]
+        return max(parts, default=pl.frames.start) - 1
+
     def covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
-        """The up-to-date pass whose result the object has on ``frame_index``, if any."""
+        """The pass of the plan whose up-to-date result the object has on ``frame_index``
+        (the pass computed, or computed up to there), if any."""
         for pl in self._plan_object(obj_id):
-            if frame_index in pl.frames and self._is_done(pl):
+            if frame_index in pl.frames and frame_index <= self.done_through(pl):
                 return pl
         return None
 

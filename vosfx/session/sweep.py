@@ -44,11 +44,19 @@ class Sweep:
         # forward passes attending their anchor alone, by (object, anchor): an object has one
         # after its last prompted frame and one before each correction (rule d)
         self.tails = {(pl.obj_id, pl.anchor): pl for pl in stale if pl.is_tail}
+        # where each tail starts stepping: after its prompted frame, or after the snapshot a
+        # sweep stopped part-way left (ClipSession.resume_point), with that snapshot
+        self.begin = {
+            (pl.obj_id, pl.anchor): session.resume_point(pl) for pl in stale if pl.is_tail
+        }
         self.segments: dict[int, list[PassPlan]] = defaultdict(list)  # due frame -> passes
         self.need_stash = np.zeros(session.info.num_frames, np.int32)
         for pl in stale:
-            session._book.running(pl)
-            if not pl.is_tail:
+            if pl.is_tail:  # its frames before where it starts stay computed
+                first = self.begin[(pl.obj_id, pl.anchor)][0]
+                session._book.running(dataclasses.replace(pl, frames=range(first, pl.frames.stop)))
+            else:
+                session._book.running(pl)
                 self.segments[pl.due].append(pl)
                 self.need_stash[pl.frames.start : pl.frames.stop] += 1
         self.live: dict[int, tuple[PassPlan, int]] = {}  # obj -> (tail plan, pass id)
@@ -80,8 +88,13 @@ class Sweep:
         if self.need_stash[t]:
             s._stash.put(t, s.engine.model_input(frame).image)
         for (obj, anchor), pl in self.tails.items():
-            if anchor == t - 1 and obj not in self.live:
-                self.live[obj] = (pl, s.engine.start_pass(obj, anchor, 1))
+            first, snap = self.begin[(obj, anchor)]
+            if first == t and obj not in self.live:
+                if snap is None:
+                    self.live[obj] = (pl, s.engine.start_pass(obj, anchor, 1))
+                else:
+                    self.live[obj] = (pl, s.engine.resume(snap))
+                    s.stats["resumed"] += 1
         live = [(pl, pid) for pl, pid in self.live.values() if t in pl.frames]
         stepping = [pid for _pl, pid in live]
         feats = None

@@ -57,6 +57,7 @@ class Studio(PromptsMixin, TasksMixin):
         warm_delay_s: float | None = WARM_DELAY_S,
     ) -> None:
         from vosfx.session import ClipSession
+        from vosfx.session.checkpoints import CHECKPOINT_BYTES
         from vosfx.session.frames import SourceFrames
 
         self.clip = str(Path(clip).resolve()) if "%" not in clip else clip
@@ -85,8 +86,10 @@ class Studio(PromptsMixin, TasksMixin):
             end=end,
             feature_cache_bytes=cache_bytes // 2,
             # every click is computed from its prompt alone (refine=False, studio/prompts.py),
-            # never as a correction from a pass's memory: no pass snapshots to keep
-            checkpoint_bytes=0,
+            # never as a correction from a pass's memory; the passes' snapshots are kept so
+            # that a track stopped part-way, or a tail whose prompt after it was removed, goes
+            # on from where it was (ClipSession.resume_point), not from its prompt
+            checkpoint_bytes=CHECKPOINT_BYTES,
             # the refiner's temporal filter stops at cuts as the render's does, whatever
             # the policy (and the [refine] options change without a new session)
             detect_shots=True,

@@ -52,7 +52,8 @@ class TasksMixin:
         """Start tracking every stale pass on the worker thread; returns the frames to do."""
         self.stop()
         with self._lock:
-            total = sum(len(pl.frames) for pl in self.session.stale())
+            firsts = self.session.first_to_step(self.session.stale())
+            total = sum(pl.frames.stop - first for pl, first in firsts.items())
         done = [0]
 
         def on_frame(res: ObjectResult) -> None:
