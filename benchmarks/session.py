@@ -516,7 +516,8 @@ def fix(args) -> None:
 def resume(args) -> None:
     """A tail stopped part-way goes on from its snapshot (``ClipSession.resume_point``).
     Blackswan, a mask prompt on frame 0. *Stop*: the studio's Track stopped after frame
-    ``--at`` (a cancel), then Track again, timed. *Undo*: the OpenFX worker's viewer played to
+    ``--at`` (a cancel), then Track again, timed. *Undo (studio)*: then the prompt on frame 0
+    changed to a click and back (the studio's Undo), then Track, timed. *Undo*: the OpenFX worker's viewer played to
     the last frame, a point added on frame ``--at`` (a correction) and that frame rendered,
     then the point removed and the last frame rendered again, timed. With the pass snapshots
     and without them (``checkpoint_bytes=0``: the tail tracked again from its prompt, what
@@ -564,6 +565,17 @@ def resume(args) -> None:
             "track_again_s": round(time.perf_counter() - t0, 2),
             "track_again_stepped": stepped,
         }
+        # Undo in the studio: the prompted frame's prompt changed (clicks instead of the
+        # mask), then changed back, then Track
+        ys0, xs0 = np.nonzero(mask.mask)
+        clicks = Prompt(
+            0, 1, points=np.array([[xs0[0], ys0[0]]], np.float32), labels=np.array([1], np.int32)
+        )
+        s.add_prompt(clicks, refine=False)
+        s.add_prompt(mask, refine=False)
+        t0 = time.perf_counter()
+        row["undo_track_stepped"] = s.track()
+        row["undo_track_s"] = round(time.perf_counter() - t0, 2)
         s.remove_prompt(1, 0)
         # Undo a point in the OpenFX effect
         tracker, applied = IncrementalTracker(s, lambda res: None), {}

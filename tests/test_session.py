@@ -646,3 +646,65 @@ def test_a_track_stopped_part_way_resumes_and_its_frames_take_corrections():
         assert session.track() == want and len(fake.steps) - steps == want
         assert not session.stale()
         session.close()
+
+
+def test_an_edit_undone_leaves_nothing_to_track_again():
+    """A prompted frame's prompt changed, then changed back before any tracking (the studio's
+    Undo, a point removed again in the OpenFX effect): its output gets its old version back
+    (the output of a prompt computed from itself alone depends on its content only), so the
+    passes computed with it still count as done; with a track between the two, the frames
+    it overwrote are tracked again. Either way the clip equals a fresh session's."""
+    first, other = Prompt(20, 1, mask=_mask(20, 30)), Prompt(20, 1, mask=_mask(10, 16))
+
+    def fresh_logits():
+        fresh, _f = _session()
+        fresh.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+        fresh.add_prompt(first)
+        fresh.track()
+        out = [fresh.result(t).logits for t in range(N)]
+        fresh.close()
+        return out
+
+    want = fresh_logits()
+    for track_between in (False, True):
+        session, fake = _session()
+        session.add_prompt(Prompt(0, 1, mask=_mask(4, 12)))
+        session.add_prompt(first)
+        session.track()
+        session.add_prompt(other)
+        assert len(session.stale()) == 3  # the gap's two halves and the tail after 20
+        if track_between:
+            session.track()
+        steps = len(fake.steps)
+        session.add_prompt(first)  # changed back
+        if track_between:
+            assert session.track() == N - 2 and len(session.stale()) == 0
+        else:
+            assert session.stale() == [] and session.track() == 0
+            assert len(fake.steps) == steps
+        for t in range(N):
+            np.testing.assert_array_equal(session.result(t).logits, want[t])
+        session.close()
+
+
+def test_a_prompts_digest_is_its_content():
+    from vosfx.session.prompts import prompt_digest
+
+    click = Prompt(3, 1, points=np.array([[4.0, 5.0]], np.float32), labels=np.array([1]))
+    same = Prompt(3, 1, points=np.array([[4.0, 5.0]], np.float32), labels=np.array([1]))
+    moved = Prompt(3, 1, points=np.array([[4.0, 6.0]], np.float32), labels=np.array([1]))
+    excluded = Prompt(3, 1, points=np.array([[4.0, 5.0]], np.float32), labels=np.array([0]))
+    prior = Prompt(
+        3,
+        1,
+        points=click.points,
+        labels=click.labels,
+        prior=np.zeros((8, 8), np.float32),
+    )
+    assert prompt_digest(click, 0) == prompt_digest(same, 0)
+    digests = {prompt_digest(p, 0) for p in (click, moved, excluded, prior)}
+    assert len(digests) == 4 and prompt_digest(click, 1) != prompt_digest(click, 0)
+    assert (
+        prompt_digest(Prompt(3, 1, points=click.points, labels=click.labels, correction=True), 0)
+        is None
+    )

@@ -102,7 +102,8 @@ def test_a_backward_pass_resumes_too(engine, clip):
 
 
 @pytest.mark.parametrize(
-    "policy, reprompt", [("sam2", False), ("rcms", False), ("samurai", False), ("dam4sam", True)]
+    "policy, reprompt",
+    [("sam2", False), ("rcms+shots", False), ("samurai", False), ("dam4sam", True)],
 )
 def test_a_track_stopped_part_way_goes_on_from_where_it_stopped(engine, clip, policy, reprompt):
     """A track cancelled after frame 6 (the studio's Stop), then run again: the tail goes on

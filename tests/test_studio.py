@@ -209,6 +209,22 @@ def test_click_answer_equals_the_session_result_and_undo_redo(run):
     assert run.studio.edits[(1, 3)].labels == (1, 0)
 
 
+def test_a_click_undone_after_tracking_leaves_nothing_to_track(run):
+    """Track, then a click on the prompted frame and Undo: the frame's prompt is what the
+    track used again, so nothing is stale (before, Undo made the whole clip stale: Track
+    again re-tracked every frame)."""
+    _click(run, 3)
+    run.request("/api/track", {})
+    run.wait_idle()
+    assert run.request("/api/timeline")[1]["stale"] == 0
+    _click(run, 3, label=0, xy=(2, 2))
+    assert run.request("/api/timeline")[1]["stale"] > 0
+    run.request("/api/history", {"op": "undo"})
+    assert run.request("/api/timeline")[1]["stale"] == 0
+    status, again = run.request("/api/track", {})
+    assert status == 200 and again["total"] == 0
+
+
 def test_a_change_that_changes_nothing_is_no_undo_step(run):
     """Clear on a frame without a prompt is not an undo step: before, Ctrl+Z then undid
     nothing (and jumped to that frame) and the earlier click needed a second Ctrl+Z."""

@@ -49,7 +49,7 @@ from vosfx.session.features import (
     FeatureSpill,
 )
 from vosfx.session.plan import PassPlan
-from vosfx.session.prompts import PromptBook
+from vosfx.session.prompts import PromptBook, prompt_digest
 from vosfx.session.shotlog import ShotLog
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
@@ -272,7 +272,11 @@ class ClipSession:
             attended=attended,
         )
         self.store.put(res, prompted=True)
-        self._book.bump(prompt.obj_id, frame.index)
+        # computed from the prompt alone, its output is known by its content (an edit undone
+        # gets its version back, PromptBook.computed)
+        alone = previous is None and attended is None
+        digest = prompt_digest(prompt, self.engine_shot(frame.index)) if alone else None
+        self._book.computed(prompt.obj_id, frame.index, digest)
 
     # --- plans --------------------------------------------------------------------------
     def plan(self) -> list[PassPlan]:

@@ -6,6 +6,9 @@ passes of the rule (:mod:`vosfx.session.plan`) already computed. Each prompted f
 version, bumped whenever its prompt is set or removed or its output computed; a pass is up to
 date while it is still in the plan and its anchor and neighbour have the versions it ran with.
 So a prompt makes stale only its object's passes between its neighbouring prompted frames.
+An output that depends on its prompt's content alone takes back the version an identical
+prompt's output had there (:meth:`PromptBook.computed`): an edit undone leaves nothing stale
+that it had not overwritten.
 
 A correction (``Prompt.correction``, rule d) continues the pass from the object's previous
 prompted frame, so its output depends on that frame's: the book keeps the previous prompted
@@ -16,9 +19,12 @@ too, and the corrections after it in turn).
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import NamedTuple
+
+import numpy as np
 
 from vosfx.errors import PromptError
 from vosfx.session.plan import PassPlan, plan_object
@@ -64,6 +70,9 @@ class PromptBook:
         # corrections as computed: (obj, frame) -> (previous prompted frame, its version),
         # None where there was none (computed as an ordinary prompt)
         self._basis: dict[tuple[int, int], tuple[int, int | None] | None] = {}
+        # (obj, frame) -> digest of a prompt whose output depends on it alone -> the version
+        # its output had (:meth:`computed`: an edit undone gets its version back)
+        self._by_content: dict[tuple[int, int], dict[bytes, int]] = {}
 
     @property
     def obj_ids(self) -> tuple[int, ...]:
@@ -116,6 +125,7 @@ class PromptBook:
             self.pending[t] = [q for q in self.pending[t] if q.obj_id != obj_id]
         self._done = {k for k in self._done if k.obj_id != obj_id}
         self._basis = {k: v for k, v in self._basis.items() if k[0] != obj_id}
+        self._by_content = {k: v for k, v in self._by_content.items() if k[0] != obj_id}
 
     # --- corrections (rule d) -------------------------------------------------------------
     def previous(self, obj_id: int, frame_index: int) -> int | None:
@@ -162,6 +172,22 @@ class PromptBook:
         """The object's output on its prompted frame ``frame_index`` changed."""
         self._counter += 1
         self._version[(obj_id, frame_index)] = self._counter
+
+    def computed(self, obj_id: int, frame_index: int, digest: bytes | None) -> None:
+        """The object's output on its prompted frame was computed: a new version, or, where
+        it depends on the prompt alone (``digest``, :func:`prompt_digest`) and a prompt with
+        the same digest was computed there before, that computation's version again. So an
+        edit undone (the studio's Undo, a point removed again in the OpenFX effect) leaves
+        stale nothing its edit had not already overwritten: the passes computed with that
+        version count as done while their frames hold what they computed."""
+        key = (obj_id, frame_index)
+        known = self._by_content.setdefault(key, {})
+        if digest is not None and digest in known:
+            self._version[key] = known[digest]
+            return
+        self.bump(obj_id, frame_index)
+        if digest is not None:
+            known[digest] = self._version[key]
 
     # --- passes -------------------------------------------------------------------------
     def _plan_object(self, obj_id: int) -> list[PassPlan]:
@@ -261,4 +287,23 @@ class PromptBook:
         return None
 
 
-__all__ = ["PassKey", "PromptBook", "StateKey"]
+def prompt_digest(prompt: Prompt, shot_id: int) -> bytes | None:
+    """What a prompt computed from itself alone (no earlier output as its dense input, no
+    pass's memory) gives depends on: its clicks, box, mask and prior, and the shot id the
+    engine gets for its frame. None for a correction (it depends on the pass before it)."""
+    if prompt.correction:
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"shot {shot_id}".encode())
+    for name in ("mask", "points", "labels", "box", "prior"):
+        value = getattr(prompt, name)
+        if value is None:
+            h.update(f"{name} none".encode())
+            continue
+        a = np.ascontiguousarray(value)
+        h.update(f"{name} {a.dtype.str} {a.shape}".encode())
+        h.update(a.tobytes())
+    return h.digest()
+
+
+__all__ = ["PassKey", "PromptBook", "StateKey", "prompt_digest"]
