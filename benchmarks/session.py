@@ -443,6 +443,28 @@ def correct(args) -> None:
         print(json.dumps(row), flush=True)
 
 
+def _blackswan_correction(n: int, at: int):
+    """DAVIS blackswan's first ``n`` frames (RGB), the mask prompt on frame 0, and a negative
+    click on frame ``at`` as a correction (``Prompt.correction``)."""
+    from PIL import Image
+
+    from vosfx.types import Prompt
+
+    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
+    ann = SHARED / "davis" / "Annotations" / "blackswan"
+    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
+    mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
+    ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
+    click = Prompt(
+        at,
+        1,
+        points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
+        labels=np.array([0], np.int32),
+        correction=True,
+    )
+    return images, mask, click
+
+
 def fix(args) -> None:
     """Rule d as the OpenFX worker runs it (its IncrementalTracker over a session with frame
     access): blackswan, a mask prompt on frame 0, the sweep taken to the last frame (the
@@ -452,25 +474,13 @@ def fix(args) -> None:
     rendering it costs), then the same correction edited again (a second point); with the
     pass snapshots and without them, alternating. ``--prepared``: the frame prepared for the
     click before it (timed apart)."""
-    from PIL import Image
 
     from vosfx.ofx.tracking import IncrementalTracker
     from vosfx.types import Prompt
 
-    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
-    ann = SHARED / "davis" / "Annotations" / "blackswan"
     n = args.frames[0]
-    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
-    mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
     at = 3 * n // 4 if args.at is None else args.at
-    ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
-    click = Prompt(
-        at,
-        1,
-        points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
-        labels=np.array([0], np.int32),
-        correction=True,
-    )
+    images, mask, click = _blackswan_correction(n, at)
     for on, s in _sessions(args, images):
         tracker, applied = IncrementalTracker(s, lambda res: None), {}
         tracker.sync({(0, 1): ("mask", mask)}, applied)
@@ -524,26 +534,13 @@ def resume(args) -> None:
     both did before the thirty-sixth pass), alternating."""
     import threading
 
-    from PIL import Image
-
     from vosfx.errors import Cancelled
     from vosfx.ofx.tracking import IncrementalTracker
     from vosfx.types import Prompt
 
-    seq = SHARED / "davis" / "JPEGImages" / "blackswan"
-    ann = SHARED / "davis" / "Annotations" / "blackswan"
     n = args.frames[0]
-    images = [np.asarray(Image.open(seq / f"{t:05d}.jpg").convert("RGB")) for t in range(n)]
-    mask = Prompt(0, 1, mask=np.asarray(Image.open(ann / "00000.png")) > 0)
     at = n // 2 if args.at is None else args.at
-    ys, xs = np.nonzero(np.asarray(Image.open(ann / f"{at:05d}.png")) > 0)
-    click = Prompt(
-        at,
-        1,
-        points=np.array([[xs[len(xs) // 3], ys[len(ys) // 3]]], np.float32),
-        labels=np.array([0], np.int32),
-        correction=True,
-    )
+    images, mask, click = _blackswan_correction(n, at)
     for on, s in _sessions(args, images):
         # Stop, then Track again
         s.add_prompt(mask, refine=False)
