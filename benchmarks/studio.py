@@ -7,6 +7,7 @@ scrubbing and tracking a 1,000-frame clip. Results: docs/benchmarks/studio.md.
     python benchmarks/studio.py breakdown            # a click's model stages and the view
     python benchmarks/studio.py threads --rounds 12  # a click's decoder graph, 1 vs 2 threads
     python benchmarks/studio.py throughput --size 256 --frames 32 --rounds 2
+    python benchmarks/studio.py render --frames 24 --rounds 2   # Render after Track
     python benchmarks/studio.py rss --long 1000      # test-double engine, 1,000 frames
 
 The engine is the real SAM 2.1 tiny architecture with seeded random weights (tests/ckpt.py;
@@ -237,31 +238,38 @@ def latency(args, work: Path) -> dict:
     return out
 
 
+def _tracked_studio(clip: Path, eng, preset: str, work: Path, w: int, h: int):
+    """A Studio on ``clip`` with ``preset``, one click on frame 0's square, and its Track
+    run: (studio, Track's seconds, frames stepped)."""
+    from tests.media import square_box
+    from vosfx.presets import resolve_config
+    from vosfx.studio.state import Studio
+
+    x0, y0, x1, y1 = square_box(0, w, h)
+    config = resolve_config((preset,), {})
+    st = Studio(str(clip), engine=eng, config=config, presets=(preset,), workdir=work / "st")
+    st.add_object()
+    st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)
+    t0 = time.perf_counter()
+    stepped = st.session.track()
+    return st, time.perf_counter() - t0, stepped
+
+
 def throughput(args, work: Path) -> dict:
     """Frames/s of the studio's Track against pipeline.run (what `vosfx matte --job` runs)
     on the same clip, prompt and engine, alternated ``rounds`` times."""
-    from tests.media import make_clip, square_box
+    from tests.media import make_clip
     from vosfx.pipeline import run as pipeline_run
-    from vosfx.presets import resolve_config
-    from vosfx.studio.state import Studio
 
     w, h, n = args.width, args.height, args.frames
     clip = make_clip(work / "clip_t.mp4", n=n, width=w, height=h)
     eng, _ = engine(args.size, args.threads, work)
     (work / "st").mkdir(exist_ok=True)
     studio_fps, matte_fps = [], []
-    x0, y0, x1, y1 = square_box(0, w, h)
-    config = resolve_config(("matte-ffv1",), {})
     try:
         for _k in range(args.rounds):
-            st = Studio(
-                str(clip), engine=eng, config=config, presets=("matte-ffv1",), workdir=work / "st"
-            )
-            st.add_object()
-            st.click(1, 0, (x0 + x1) / 2, (y0 + y1) / 2, 1)
-            t0 = time.perf_counter()
-            stepped = st.session.track()
-            studio_fps.append(stepped / (time.perf_counter() - t0))
+            st, track_s, stepped = _tracked_studio(clip, eng, "matte-ffv1", work, w, h)
+            studio_fps.append(stepped / track_s)
             job = st.job(str(work / "matte.mkv"), overwrite=True)
             st.close()
             t0 = time.perf_counter()
@@ -283,6 +291,45 @@ def throughput(args, work: Path) -> dict:
         "ratio_of_medians": round(s / m, 3),
         "note": "studio: track only (frames stepped after the prompt); matte: the whole "
         "pipeline.run (decode, track, refine, ffv1 writer, sidecar)",
+    }
+
+
+def render(args, work: Path) -> dict:
+    """Render after Track: ``pipeline.run`` given the studio's session (what the studio's
+    Render runs since the thirty-sixth pass: the tracked results written, nothing tracked
+    again) against a session of the render's own (what it ran before: every frame tracked
+    again), on the same clip, prompt, engine and outputs; the order alternates per round."""
+    from tests.media import make_clip
+    from vosfx.pipeline import run as pipeline_run
+
+    w, h, n = args.width, args.height, args.frames
+    clip = make_clip(work / "clip_r.mp4", n=n, width=w, height=h)
+    eng, _ = engine(args.size, args.threads, work)
+    (work / "st").mkdir(exist_ok=True)
+    rows = []
+    try:
+        for k in range(args.rounds):
+            st, track_s, stepped = _tracked_studio(clip, eng, "prores4444", work, w, h)
+            row = {"round": k, "track_s": round(track_s, 2), "tracked": stepped}
+            job = st.job(str(work / "matte.mov"), overwrite=True)
+            for reuse in (True, False) if k % 2 == 0 else (False, True):
+                t0 = time.perf_counter()
+                report = pipeline_run(job, engine=eng, session=st.session if reuse else None)
+                name = "render_after_track_s" if reuse else "render_own_session_s"
+                row[name] = round(time.perf_counter() - t0, 2)
+                row["frames"] = report.frames
+            st.close()
+            row["load"] = round(os.getloadavg()[0], 1)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        eng.close()
+    return {
+        "clip": f"{n} frames {w}x{h}",
+        "size": args.size,
+        "rounds": rows,
+        "note": "render: pipeline.run to ProRes 4444 (decode, balanced refinement, writer, "
+        "sidecar); after track: the studio session's results; own session: tracked again",
     }
 
 
@@ -513,7 +560,9 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("latency", "breakdown", "threads", "throughput", "rss"))
+    ap.add_argument(
+        "what", choices=("latency", "breakdown", "threads", "throughput", "render", "rss")
+    )
     ap.add_argument("--size", type=int, default=1024, help="model image size")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
@@ -535,6 +584,7 @@ def main() -> None:
             "breakdown": breakdown,
             "threads": threads,
             "throughput": throughput,
+            "render": render,
             "rss": memory,
         }[args.what]
         result = {"machine": machine(), args.what: fn(args, work)}

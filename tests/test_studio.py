@@ -1121,6 +1121,50 @@ def test_a_jobs_correction_opens_as_one_and_saves_as_one(clip, tmp_path, config_
     np.testing.assert_array_equal(got, want)
 
 
+def test_render_after_track_writes_what_was_tracked(run, tmp_path, monkeypatch):
+    """Render after Track takes the studio session's results (no frame tracked again, no
+    second session) and writes what `vosfx matte --job` of the saved job writes; Render
+    before Track tracks in the studio's session (left tracked); a render of part of the
+    clip makes a session of its own, as `vosfx matte --start/--end` does."""
+    import vosfx.engine
+
+    fake = run.engine
+    assert run.request("/api/click", {"obj_id": 1, "frame": 5, "box": [8, 8, 88, 56]})[0] == 200
+    out = tmp_path / "first"
+    body = {"output": str(out), "formats": ["png16-matte"]}
+    assert run.request("/api/render", body)[0] == 200  # before any Track
+    run.wait_idle(60)
+    (studio,) = fake.sessions
+    assert run.studio.session.stale() == [] and len(list(out.glob("*.png"))) == N
+    steps = len(studio.steps)
+    assert steps == N - 1
+    run.request("/api/track", {})
+    run.wait_idle(60)
+    assert len(studio.steps) == steps  # the render left it tracked
+    again = tmp_path / "again"
+    assert run.request("/api/render", {**body, "output": str(again)})[0] == 200
+    run.wait_idle(60)
+    assert len(fake.sessions) == 1 and len(studio.steps) == steps  # nothing tracked again
+    job_path = tmp_path / "job.json"
+    fresh = tmp_path / "fresh"
+    saved = {**body, "output": str(fresh), "path": str(job_path)}
+    assert run.request("/api/save", saved)[0] == 200
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
+    res = CliRunner().invoke(cli, ["matte", "--job", str(job_path)])
+    assert res.exit_code == 0, res.output
+    for a, b, c in zip(
+        sorted(out.glob("*.png")), sorted(again.glob("*.png")), sorted(fresh.glob("*.png"))
+    ):
+        pixels = [np.asarray(Image.open(f)) for f in (a, b, c)]
+        np.testing.assert_array_equal(pixels[0], pixels[2])
+        np.testing.assert_array_equal(pixels[1], pixels[2])
+    part = tmp_path / "part"
+    body = {"output": str(part), "formats": ["png16-matte"], "start": 4, "end": 12}
+    assert run.request("/api/render", body)[0] == 200
+    run.wait_idle(60)
+    assert len(fake.sessions) == 2 and len(list(part.glob("*.png"))) == 8
+
+
 def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_path, monkeypatch):
     """An exclude click on a frame tracking reached cuts a hole in the tracked mask (the
     frame's tracked logits are the prompt's prior) instead of leaving a mask of one exclude

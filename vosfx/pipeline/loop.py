@@ -126,13 +126,18 @@ def run(
     engine=None,
     cancel: threading.Event | None = None,
     make_folders: Callable[[Path], None] | None = None,
+    session=None,
 ) -> JobReport:
     """Matte one clip. ``engine``: a loaded :class:`vosfx.engine.Engine` to reuse (batch
     workers keep one across jobs); when None the job's model is loaded and closed here.
     ``cancel``: set it from another thread to stop cleanly (outputs are removed).
     ``make_folders``: where given, the missing folders of the per-object outputs (a batch
     template's ``{obj}`` folder) are made, each passed to it; else they are refused, as every
-    other missing output folder is."""
+    other missing output folder is. ``session``: a :class:`~vosfx.session.ClipSession` of
+    ``engine`` that may hold this job's results already (the studio's, after Track): where it
+    holds exactly the job's prompts over the job's frames with the job's memory settings, the
+    render takes what it has tracked and tracks only what is stale, in it (so it is left
+    tracked); else a session of the job's own is made, as without it. It is not closed."""
     from vosfx.io.source import PREFETCH_BYTES, open_source, probe
     from vosfx.session import ClipSession
 
@@ -167,17 +172,25 @@ def run(
                 job.config.model, progress=_download_progress(job, on_progress), cancel=cancel
             )
             stack.callback(engine.close)
-        session = stack.enter_context(
-            ClipSession(
-                engine,
-                info,
-                job.config.memory,
-                start=job.start,
-                end=end,
-                detect_shots=job.config.refine.temporal_strength > 0,
-            )
+        reuse = (
+            session is not None
+            and session.memory == job.config.memory
+            and (session.info.width, session.info.height, session.info.num_frames)
+            == (info.width, info.height, info.num_frames)
+            and session.holds(prompts, job.start, end)
         )
-        session.set_prompts(prompts)
+        if not reuse:
+            session = stack.enter_context(
+                ClipSession(
+                    engine,
+                    info,
+                    job.config.memory,
+                    start=job.start,
+                    end=end,
+                    detect_shots=job.config.refine.temporal_strength > 0,
+                )
+            )
+            session.set_prompts(prompts)
         loop = Outputs(
             job,
             output_info(info, job.start),
@@ -221,6 +234,7 @@ def run(
                     on_progress=on_progress,
                     cancel=cancel,
                     timings=loop.timings,
+                    keep=reuse,
                 )
             )
         )
@@ -337,6 +351,7 @@ def results_in_order(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     timings: dict[str, float] | None = None,
+    keep: bool = False,
 ) -> Generator[tuple[Frame, MaskResult], None, None]:
     """Every frame of the session's range in order with its final :class:`MaskResult`: the
     one loop's tracking half, shared by :func:`run` and ``vosfx bench``.
@@ -347,7 +362,8 @@ def results_in_order(
     session's split point (the last prompted frame that ends a segment) are first swept and
     tracked ("track" events), results kept on disk, then decoded again in order; from the
     split point on, frames are tracked as they stream. So a frame is decoded at most twice,
-    and only when a prompt comes after it.
+    and only when a prompt comes after it. ``keep``: the frames tracked as they stream are
+    stored in the session too (a session that outlives the render, the studio's).
     """
     timings = timings if timings is not None else {}
     for key in ("track", "decode_wait"):
@@ -394,7 +410,7 @@ def results_in_order(
                     result = session.result(frame.index)
                 else:
                     collected.clear()
-                    sweep.visit(frame, keep=False)
+                    sweep.visit(frame, keep=keep)
                     result = _assemble(session, frame.index, collected)
                 timings["track"] += time.perf_counter() - t1
                 yield frame, result

@@ -49,7 +49,7 @@ from vosfx.session.features import (
     FeatureSpill,
 )
 from vosfx.session.plan import PassPlan
-from vosfx.session.prompts import PromptBook, prompt_digest
+from vosfx.session.prompts import PromptBook, content_digest, prompt_digest
 from vosfx.session.shotlog import ShotLog
 from vosfx.session.store import FrameStash, ResultStore, Scratch
 from vosfx.types import Frame, MaskResult, ObjectResult, Prompt, VideoInfo
@@ -161,6 +161,14 @@ class ClipSession:
 
     def prompted_frames(self, obj_id: int) -> list[int]:
         return self._book.prompted_frames(obj_id)
+
+    def holds(self, prompts: Iterable[Prompt], start: int, end: int) -> bool:
+        """Whether this session's prompts are exactly ``prompts`` and its frames [``start``,
+        ``end``): a render of them may then take what it has tracked (the studio's Render
+        after Track, :func:`vosfx.pipeline.run`'s ``session``)."""
+        mine = sorted(content_digest(p) for p in self.prompts())
+        theirs = sorted(content_digest(p) for p in prompts)
+        return (self.start, self.end) == (start, end) and mine == theirs
 
     def set_prompts(self, prompts: Iterable[Prompt]) -> None:
         """Prompts computed when a sweep reaches their frames (a pipeline's: no frame is

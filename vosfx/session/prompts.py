@@ -287,14 +287,11 @@ class PromptBook:
         return None
 
 
-def prompt_digest(prompt: Prompt, shot_id: int) -> bytes | None:
-    """What a prompt computed from itself alone (no earlier output as its dense input, no
-    pass's memory) gives depends on: its clicks, box, mask and prior, and the shot id the
-    engine gets for its frame. None for a correction (it depends on the pass before it)."""
-    if prompt.correction:
-        return None
+def content_digest(prompt: Prompt) -> bytes:
+    """A prompt's content: its object, frame, clicks, box, mask, prior and whether it is a
+    correction (two prompts with the same digest are the same prompt)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"shot {shot_id}".encode())
+    h.update(f"{prompt.obj_id} {prompt.frame_index} {prompt.correction}".encode())
     for name in ("mask", "points", "labels", "box", "prior"):
         value = getattr(prompt, name)
         if value is None:
@@ -306,4 +303,13 @@ def prompt_digest(prompt: Prompt, shot_id: int) -> bytes | None:
     return h.digest()
 
 
-__all__ = ["PassKey", "PromptBook", "StateKey", "prompt_digest"]
+def prompt_digest(prompt: Prompt, shot_id: int) -> bytes | None:
+    """What a prompt computed from itself alone (no earlier output as its dense input, no
+    pass's memory) gives depends on: its content (:func:`content_digest`) and the shot id the
+    engine gets for its frame. None for a correction (it depends on the pass before it)."""
+    if prompt.correction:
+        return None
+    return content_digest(prompt) + f"shot {shot_id}".encode()
+
+
+__all__ = ["PassKey", "PromptBook", "StateKey", "content_digest", "prompt_digest"]

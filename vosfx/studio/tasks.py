@@ -138,8 +138,9 @@ class TasksMixin:
         return save_job(job, path)
 
     def render(self, job: Job) -> None:
-        """Render ``job`` on the worker thread with the studio's engine (pipeline.run, the one
-        loop); progress and the written paths come as events."""
+        """Render ``job`` on the worker thread with the studio's engine and session
+        (pipeline.run, the one loop: what Track computed is written, not tracked again);
+        progress and the written paths come as events."""
         from vosfx.pipeline import check_outputs, check_sidecar_path, plan_outputs
 
         outputs = plan_outputs(job)
@@ -163,7 +164,17 @@ class TasksMixin:
                 if ev.event != "warning":  # warnings come with the result, shown with it
                     self.emit({"event": "render", "done": ev.frames_done, "total": ev.total_frames})
 
-            report = run(job, on_progress=progress, engine=self.engine, cancel=cancel)
+            # the session's own results where it holds the job's prompts over the job's
+            # frames (Render after Track writes what was tracked, tracking only what is
+            # stale); a render of other frames makes a session of its own
+            with self._lock:
+                report = run(
+                    job,
+                    on_progress=progress,
+                    engine=self.engine,
+                    cancel=cancel,
+                    session=self.session,
+                )
             self.last_render = {
                 "outputs": list(report.outputs),
                 "frames": report.frames,
