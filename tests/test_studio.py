@@ -494,6 +494,39 @@ def test_track_after_stop_goes_on_from_where_it_stopped(clip, tmp_path, config_h
         r.close()
 
 
+def test_the_timeline_reads_the_plan_only_while_no_work_runs(clip, tmp_path, config_home):
+    """The timeline (asked every 250 ms during a track) reads the session's plan and the
+    engine's report only while no track or render runs: read from the server's thread while
+    the worker's sweep changes them, they could change size under it. Meanwhile it gives
+    the last reading, and the reading after the track is current."""
+    import threading
+
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=_slow(0.03)))
+    calls: list[tuple[str, bool]] = []
+    real = r.studio.session.stale
+
+    def stale():
+        calls.append((threading.current_thread().name, r.studio.busy is not None))
+        return real()
+
+    r.studio.session.stale = stale
+    try:
+        _click(r, 0)
+        before = r.request("/api/timeline")[1]["stale"]
+        assert before > 0
+        r.request("/api/track", {})
+        deadline = time.monotonic() + 30
+        while not r.studio.session.store.has(1, 3) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        del calls[:]
+        during = r.request("/api/timeline")[1]
+        assert during["stale"] == before and calls == []  # the last reading, nothing read
+        r.wait_idle()
+        assert r.request("/api/timeline")[1]["stale"] == 0
+    finally:
+        r.close()
+
+
 def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
     done = tmp_path / "done.json"
     r = Running(clip, tmp_path / "work", done_job=done)

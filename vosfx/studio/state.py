@@ -118,6 +118,7 @@ class Studio(PromptsMixin, TasksMixin):
             )
         self.last_render: dict | None = None
         self._mask_seq = 0
+        self._plan_read: tuple[dict, int] = ({}, 0)  # plan_state()'s last reading
 
     # --- finishing ------------------------------------------------------------------------
     def set_refine(self, values: dict[str, Any]) -> RefineConfig:
@@ -127,6 +128,19 @@ class Studio(PromptsMixin, TasksMixin):
         return self.config.refine
 
     # --- what the page reads --------------------------------------------------------------
+    def plan_state(self) -> tuple[dict, int]:
+        """The engine's report and how many passes are stale. Both change while a track or
+        a render runs (its sweep on the worker thread, which holds ``_lock``), so they are
+        read only while none does; meanwhile the last reading is given (the timeline asks
+        every 250 ms during a track: read then, the session's plan and the engine's tables
+        could change size under it)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._plan_read = (self.session.report(), len(self.session.stale()))
+            finally:
+                self._lock.release()
+        return self._plan_read
+
     def timeline(self) -> dict:
         """What the page's timeline shows (:func:`vosfx.studio.timeline.timeline`)."""
         return timeline(self)

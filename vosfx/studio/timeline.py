@@ -32,13 +32,14 @@ def timeline(studio) -> dict:
                 "presence": runs,
             }
         )
-    report = _plain(studio.session.report())
+    engine_report, stale = studio.plan_state()
+    report = _plain(engine_report)
     return {
         "objects": objs,
         "cuts": list(studio.session.cuts),
         "memory": memory_events(report),
         "report": report,
-        "stale": len(studio.session.stale()),
+        "stale": stale,
     }
 
 
