@@ -527,6 +527,23 @@ def test_the_timeline_reads_the_plan_only_while_no_work_runs(clip, tmp_path, con
         r.close()
 
 
+def test_a_new_object_during_a_track_answers_at_once(clip, tmp_path, config_home):
+    """+ Object while a track runs: the track holds the prompts' lock for its whole run, and
+    adding an object waited for it (a 2,000-frame track: minutes of a page that hangs)."""
+    r = Running(clip, tmp_path / "work", engine=FakeEngine(logit_fn=_slow(0.25)))
+    try:
+        _click(r, 0)
+        r.request("/api/track", {})  # 23 frames at 0.25 s: ~6 s
+        assert r.studio.busy == "track"
+        t0 = time.monotonic()
+        status, data = r.request("/api/objects", {"op": "add"})
+        assert status == 200 and data["obj_id"] == 2
+        assert time.monotonic() - t0 < 2.0 and r.studio.busy == "track"
+        r.studio.stop()
+    finally:
+        r.close()
+
+
 def test_done_writes_the_job_and_ends_the_studio(clip, tmp_path, config_home):
     done = tmp_path / "done.json"
     r = Running(clip, tmp_path / "work", done_job=done)

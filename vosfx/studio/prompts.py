@@ -85,6 +85,7 @@ class PromptsMixin:
     _undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
     _redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
     _lock: threading.RLock
+    _objects_lock: threading.Lock
     _mask_seq: int
 
     if TYPE_CHECKING:
@@ -93,7 +94,9 @@ class PromptsMixin:
 
     # --- objects --------------------------------------------------------------------------
     def add_object(self, name: str | None = None) -> StudioObject:
-        with self._lock:
+        # its own lock, not the prompts' (a track or render holds that for its whole run):
+        # a new object touches no prompt, so "+ Object" answers at once during one
+        with self._objects_lock:
             obj_id = max(self.objects, default=0) + 1
             obj = StudioObject(obj_id, name or f"object {obj_id}")
             self.objects[obj_id] = obj
@@ -115,7 +118,8 @@ class PromptsMixin:
                 del self.edits[key]
             self._undo = [u for u in self._undo if u[0] != obj_id]
             self._redo = [u for u in self._redo if u[0] != obj_id]
-            del self.objects[obj_id]
+            with self._objects_lock:
+                del self.objects[obj_id]
 
     def _object(self, obj_id: int) -> StudioObject:
         if obj_id not in self.objects:

@@ -105,6 +105,7 @@ class Studio(PromptsMixin, TasksMixin):
         self._undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._lock = threading.RLock()
+        self._objects_lock = threading.Lock()  # self.objects' ids (PromptsMixin.add_object)
         self.worker = Worker(lambda ev: self.emit(ev))
         self.view_lock = threading.Lock()  # the viewer's decoder: one reader at a time
         self.warmer: Warmer | None = None
