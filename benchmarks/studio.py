@@ -34,6 +34,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -298,7 +299,9 @@ def render(args, work: Path) -> dict:
     """Render after Track: ``pipeline.run`` given the studio's session (what the studio's
     Render runs since the thirty-sixth pass: the tracked results written, nothing tracked
     again) against a session of the render's own (what it ran before: every frame tracked
-    again), on the same clip, prompt, engine and outputs; the order alternates per round."""
+    again), on the same clip, prompt, engine and outputs; the order alternates per round.
+    Then Save job (the results handed over) and the job rendered with a session of its own,
+    as an editor plugin renders what the studio's Done hands it."""
     from tests.media import make_clip
     from vosfx.pipeline import run as pipeline_run
 
@@ -318,6 +321,15 @@ def render(args, work: Path) -> dict:
                 name = "render_after_track_s" if reuse else "render_own_session_s"
                 row[name] = round(time.perf_counter() - t0, 2)
                 row["frames"] = report.frames
+            # Done / Save job: the results handed over (vosfx/pipeline/handoff.py), then the
+            # job rendered with a session of its own, as an editor plugin's process renders it
+            t0 = time.perf_counter()
+            st.save_job(job, work / "job.json")
+            row["save_job_s"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            pipeline_run(job, engine=eng)
+            row["render_handed_over_s"] = round(time.perf_counter() - t0, 2)
+            shutil.rmtree(work / "home" / "tracked", ignore_errors=True)
             st.close()
             row["load"] = round(os.getloadavg()[0], 1)
             rows.append(row)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -1213,6 +1214,61 @@ def test_render_after_track_writes_what_was_tracked(run, tmp_path, monkeypatch):
     assert run.request("/api/render", body)[0] == 200
     run.wait_idle(60)
     assert len(fake.sessions) == 2 and len(list(part.glob("*.png"))) == 8
+
+
+def test_done_hands_the_tracked_results_to_the_plugins_render(run, tmp_path, monkeypatch):
+    """After Track, Done (or Save job) writes the session's results where a render of the job
+    finds them (vosfx/pipeline/handoff.py): the editor plugin's `vosfx matte --job`, another
+    process, tracks nothing and writes what a render that tracks writes. A job whose prompts
+    differ, or a clip changed since, is tracked as before; unreadable results are left."""
+    import vosfx.engine
+    from vosfx.pipeline import handoff
+
+    assert run.request("/api/click", {"obj_id": 1, "frame": 5, "box": [8, 8, 88, 56]})[0] == 200
+    run.request("/api/track", {})
+    run.wait_idle(60)
+    job_path = tmp_path / "job.json"
+    body = {"output": str(tmp_path / "a"), "path": str(job_path), "formats": ["png16-matte"]}
+    assert run.request("/api/save", body)[0] == 200
+    (handed,) = [p for p in handoff.folder().iterdir() if not p.name.startswith(".")]
+    engines: list[FakeEngine] = []
+
+    def fake_engine(model, **kw):
+        engines.append(FakeEngine())
+        return engines[-1]
+
+    monkeypatch.setattr(vosfx.engine, "load_engine", fake_engine)
+
+    def render(job, out, *extra):
+        res = CliRunner().invoke(cli, ["matte", "--job", str(job), "-o", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        return [np.asarray(Image.open(f)) for f in sorted(out.glob("*.png"))]
+
+    taken = render(job_path, tmp_path / "taken")
+    assert engines[-1].sessions[0].steps == [] and len(taken) == N  # nothing tracked
+    # the same job tracked (its results' folder gone): the same pixels
+    shutil.move(handed, tmp_path / "away")
+    tracked = render(job_path, tmp_path / "tracked")
+    assert len(engines[-1].sessions[0].steps) == N - 1
+    for a, b in zip(taken, tracked):
+        np.testing.assert_array_equal(a, b)
+    shutil.move(tmp_path / "away", handed)
+    # a changed prompt: another key, tracked
+    changed = json.loads(job_path.read_text())
+    changed["prompts"][0]["box"] = [10, 8, 88, 56]
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    render(tmp_path / "changed.json", tmp_path / "c")
+    assert len(engines[-1].sessions[0].steps) == N - 1
+    # unreadable results: logged, tracked
+    (handed / "table_1.npy").write_bytes(b"not an array")
+    render(job_path, tmp_path / "d")
+    assert len(engines[-1].sessions[0].steps) == N - 1
+    # a clip changed since: another key
+    shutil.rmtree(handed)
+    assert run.request("/api/save", {**body, "replace": True})[0] == 200
+    os.utime(run.studio.clip, ns=(0, 0))
+    render(job_path, tmp_path / "e")
+    assert len(engines[-1].sessions[0].steps) == N - 1
 
 
 def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_path, monkeypatch):

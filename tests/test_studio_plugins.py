@@ -93,6 +93,47 @@ def test_client_pick_returns_the_job(tmp_path, browser_log, config_home):
     assert host["overrides"]["refine"]["feather_px"] == 1.5
 
 
+def test_a_pick_tracked_in_the_studio_is_not_tracked_again_by_the_hosts_render(
+    tmp_path, browser_log, config_home, monkeypatch
+):
+    """The user tracks in the studio before Done: the host's render of the picked job (its
+    own output and presets, another process) takes the results the studio handed over and
+    tracks nothing (no "track" events: frames 5-7 are tracked backwards before writing
+    otherwise); with another model cache it tracks, and writes the same."""
+    clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
+    pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 5, 13, 8).start()
+    try:
+        url = _page_url(browser_log)
+        for _ in range(600):
+            if _api(url, "/api/state").get("ready"):
+                break
+            time.sleep(0.05)
+        x0, y0, x1, y1 = square_box(8, W, H)
+        _api(url, "/api/click", {"obj_id": 1, "frame": 8, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
+        _api(url, "/api/track", {})
+        deadline = time.monotonic() + 60
+        while _api(url, "/api/timeline")["stale"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _api(url, "/api/done", {"output": "/tmp/ignored_by_the_host.mov"})
+        assert pick.wait(60) == 0
+    finally:
+        pick.cancel()
+    outputs = []
+    for home in (os.environ["VOSFX_HOME"], str(tmp_path / "other_cache")):
+        monkeypatch.setenv("VOSFX_HOME", home)
+        out = tmp_path / f"out{len(outputs)}"
+        job = vosfx_client.job_from_pick(pick.picked(), str(out), presets=("png16",))
+        job_path = tmp_path / f"host{len(outputs)}.json"
+        vosfx_client.write_job(job, job_path)
+        events = []
+        result = vosfx_client.run(FAKE_VOSFX, job_path, on_event=events.append)
+        assert result.ok, result.message()
+        outputs.append((sorted(e.get("event") for e in events), sorted(out.glob("*.png"))))
+    (taken, taken_files), (tracked, tracked_files) = outputs
+    assert "track" not in taken and "track" in tracked
+    assert [f.read_bytes() for f in taken_files] == [f.read_bytes() for f in tracked_files]
+
+
 def test_client_pick_closed_without_done(tmp_path, browser_log, config_home):
     clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
     pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()

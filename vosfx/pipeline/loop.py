@@ -7,6 +7,7 @@ the run; the writing half (outputs, writers, sidecar, report) is :mod:`vosfx.pip
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -36,6 +37,8 @@ from vosfx.types import (
     Prompt,
     VideoInfo,
 )
+
+log = logging.getLogger(__name__)
 
 
 def resolve_prompts(
@@ -191,6 +194,7 @@ def run(
                 )
             )
             session.set_prompts(prompts)
+            _take_handed(session, job, info, end, prompts)
         loop = Outputs(
             job,
             output_info(info, job.start),
@@ -240,6 +244,19 @@ def run(
         )
         loop.run(results)
     return loop.finish(time.perf_counter() - t_start)
+
+
+def _take_handed(session, job: Job, info: VideoInfo, end: int, prompts: list[Prompt]) -> None:
+    """Where the studio handed over its results for exactly this job's tracking (Done or Save
+    job after Track: :mod:`vosfx.pipeline.handoff`), the session takes them and tracks
+    nothing."""
+    from vosfx.pipeline import handoff
+
+    key = handoff.tracked_key(job.input, info, job.start, end, prompts, job.config)
+    handed = handoff.load(key, session.obj_ids, job.start, end, session.engine.low_res)
+    if handed is not None:
+        log.info("taking the results the studio tracked for this job (%s)", key)
+        session.adopt(handed.results(), handed.report)
 
 
 def _make_object_folders(

@@ -141,6 +141,7 @@ class ClipSession:
         # frame, with its mask there (session/corrections.py): the same correction edited
         # again is decoded from it, the decoder alone
         self.correction_bases: dict[int, tuple[Any, Any]] = {}
+        self._adopted_report: dict = {}  # the engine report of results adopted (adopt())
         # features a later segment reads again go to disk (session/features.py FeatureSpill)
         self._spill = FeatureSpill(self._scratch.path)
         self.features = FeatureCache(
@@ -169,6 +170,26 @@ class ClipSession:
         mine = sorted(content_digest(p) for p in self.prompts())
         theirs = sorted(content_digest(p) for p in prompts)
         return (self.start, self.end) == (start, end) and mine == theirs
+
+    def adopt(self, results: Iterable[tuple[ObjectResult, bool]], report: dict) -> None:
+        """Take results computed elsewhere for exactly this session's prompts (the studio's,
+        handed to a render of the same job: :mod:`vosfx.pipeline.handoff`, whose key the
+        caller has checked), each with whether it is its prompt's output: stored, every
+        prompt counted as computed and every pass of the plan as done, so a sweep tracks
+        nothing. ``report``: the engine's report of the session that computed them (what
+        :meth:`report` gives, with this engine's own)."""
+        for res, prompted in results:
+            self.store.put(res, prompted=prompted)
+        for p in self._book.prompts():
+            t, obj = p.frame_index, p.obj_id
+            self._book.pending[t] = [q for q in self._book.pending.get(t, []) if q.obj_id != obj]
+            self._book.computed(obj, t, None)
+        for p in self._book.prompts():
+            if p.correction:
+                self._book.corrected(p.obj_id, p.frame_index)
+        for pl in self._book.plan():
+            self._book.ran(pl)
+        self._adopted_report = dict(report)
 
     def set_prompts(self, prompts: Iterable[Prompt]) -> None:
         """Prompts computed when a sweep reaches their frames (a pipeline's: no frame is
@@ -456,7 +477,7 @@ class ClipSession:
             )
 
     def report(self) -> dict:
-        return self.engine.report()
+        return {**self._adopted_report, **self.engine.report()}
 
     def close(self) -> None:
         self._checkpoints.clear()

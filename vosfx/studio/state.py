@@ -137,10 +137,15 @@ class Studio(PromptsMixin, TasksMixin):
         could change size under it)."""
         if self._lock.acquire(blocking=False):
             try:
-                self._plan_read = (self.session.report(), len(self.session.stale()))
+                self.read_plan()
             finally:
                 self._lock.release()
         return self._plan_read
+
+    def read_plan(self) -> None:
+        """Take :meth:`plan_state`'s reading now (holding ``_lock``: before a track or render
+        starts, so that what the timeline gives meanwhile is the work it has to do)."""
+        self._plan_read = (self.session.report(), len(self.session.stale()))
 
     def timeline(self) -> dict:
         """What the page's timeline shows (:func:`vosfx.studio.timeline.timeline`)."""

@@ -47,6 +47,10 @@ class TasksMixin:
     last_render: dict | None
     _lock: threading.RLock
 
+    if TYPE_CHECKING:
+
+        def read_plan(self) -> None: ...  # Studio's: the timeline's reading of the plan
+
     # --- tracking -------------------------------------------------------------------------
     def track(self) -> int:
         """Start tracking every stale pass on the worker thread; returns the frames to do."""
@@ -54,6 +58,7 @@ class TasksMixin:
         with self._lock:
             firsts = self.session.first_to_step(self.session.stale())
             total = sum(pl.frames.stop - first for pl, first in firsts.items())
+            self.read_plan()
         done = [0]
 
         def on_frame(res: ObjectResult) -> None:
@@ -134,8 +139,37 @@ class TasksMixin:
         )
 
     def save_job(self, job: Job, path: Path) -> Path:
-        """Write ``job`` as a job file (:func:`vosfx.studio.jobfile.save_job`)."""
-        return save_job(job, path)
+        """Write ``job`` as a job file (:func:`vosfx.studio.jobfile.save_job`), and hand the
+        session's results over to its render (:meth:`hand_over`)."""
+        saved = save_job(job, path)
+        self.hand_over(job)
+        return saved
+
+    def hand_over(self, job: Job) -> bool:
+        """Where the session holds ``job``'s prompts over its frames and has tracked them all,
+        write its results where a render of the job finds them (:mod:`vosfx.pipeline.handoff`:
+        an editor plugin renders the job Done hands it in a process of its own, which then
+        tracks nothing). Not while a track or render runs (the session changes under it).
+        Whether they were written."""
+        from vosfx.io.source import probe
+        from vosfx.pipeline import handoff, resolve_prompts
+
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            info = probe(job.input, fps=job.fps)
+            end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
+            prompts = resolve_prompts(
+                job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
+            )
+            if self.session.memory != job.config.memory or not self.session.holds(
+                prompts, job.start, end
+            ):
+                return False
+            key = handoff.tracked_key(job.input, info, job.start, end, prompts, job.config)
+            return handoff.save(self.session, key) is not None
+        finally:
+            self._lock.release()
 
     def render(self, job: Job) -> None:
         """Render ``job`` on the worker thread with the studio's engine and session
@@ -168,6 +202,7 @@ class TasksMixin:
             # frames (Render after Track writes what was tracked, tracking only what is
             # stale); a render of other frames makes a session of its own
             with self._lock:
+                self.read_plan()
                 report = run(
                     job,
                     on_progress=progress,
