@@ -108,3 +108,19 @@ def test_the_key_is_what_the_results_depend_on(tmp_path, change):
     else:
         clip.write_bytes(b"y" * 11)
     assert handoff.tracked_key(*args) != key
+
+
+def test_a_sequence_frame_rewritten_in_place_changes_the_key(tmp_path):
+    """An image sequence (a pattern, or a folder): a frame rewritten in place leaves the
+    folder's time as it was, so every file's size and time are in the key."""
+    from vosfx.presets import resolve_config
+
+    for i in range(3):
+        (tmp_path / f"shot.{1001 + i}.png").write_bytes(b"frame")
+    config = resolve_config((), {})
+    for spelled in (str(tmp_path / "shot.%04d.png"), str(tmp_path)):
+        key = handoff.tracked_key(spelled, _info(), 0, N, PROMPTS, config)
+        frame = tmp_path / "shot.1002.png"
+        st = frame.stat()
+        os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        assert handoff.tracked_key(spelled, _info(), 0, N, PROMPTS, config) != key

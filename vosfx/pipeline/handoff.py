@@ -8,7 +8,8 @@ under the model cache (``<VOSFX_HOME>/tracked/<key>/``), and :func:`vosfx.pipeli
 them instead of tracking when it finds results for its key.
 
 The key (:func:`tracked_key`) is everything the results depend on: the clip (its resolved
-path, size and modification time, frame size, count and rate), the frame range, the prompts'
+path, size and modification time, every file's for an image sequence, frame size, count and
+rate), the frame range, the prompts'
 content (:func:`vosfx.session.prompts.content_digest`: clicks, boxes, masks, priors,
 corrections), the ``[model]`` and ``[memory]`` settings and vosfx's version. Anything else
 (outputs, formats, finishing) may differ: a plugin puts its own outputs in the job. Results
@@ -64,13 +65,7 @@ def tracked_key(
     from vosfx.session.prompts import content_digest
 
     path = Path(input_path).expanduser().resolve()
-    try:
-        st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
-    except OSError:  # a pattern (shot.%04d.exr): its folder stands for it
-        st = path.parent.stat()
-        stamp = [0, st.st_mtime_ns]
-    clip = [str(path), *stamp, info.width, info.height, info.num_frames, str(info.fps)]
+    clip = [str(path), _stamp(path), info.width, info.height, info.num_frames, str(info.fps)]
     what = {
         "vosfx": __version__,
         "clip": clip,
@@ -81,6 +76,26 @@ def tracked_key(
     }
     text = json.dumps(what, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+def _stamp(path: Path) -> str:
+    """The input's state: a file's size and modification time; for an image sequence (a
+    folder, or a pattern such as ``shot.%04d.exr``) every file's in its folder, since a frame
+    rewritten in place leaves the folder's own time as it was."""
+    if path.is_file():
+        st = path.stat()
+        return f"{st.st_size} {st.st_mtime_ns}"
+    where = path if path.is_dir() else path.parent
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with os.scandir(where) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.is_file():
+                    st = entry.stat()
+                    h.update(f"{entry.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    except OSError:
+        return "unreadable"
+    return h.hexdigest()
 
 
 def save(session: ClipSession, key: str) -> Path | None:
@@ -133,7 +148,10 @@ def save(session: ClipSession, key: str) -> Path | None:
     except OSError as err:
         log.warning("tracked results not handed over (%s): the render will track again", err)
         return None
-    _prune()
+    try:
+        _prune()
+    except OSError as err:  # another process pruning or writing beside it
+        log.warning("old tracked results not removed from %s (%s)", folder(), err)
     return target
 
 
