@@ -12,6 +12,7 @@ state it reads (the engine, the session, the worker) in its constructor.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ from vosfx.types import ObjectResult
 
 if TYPE_CHECKING:
     from vosfx.session import ClipSession
+
+log = logging.getLogger(__name__)
 
 
 class TasksMixin:
@@ -142,7 +145,10 @@ class TasksMixin:
         """Write ``job`` as a job file (:func:`vosfx.studio.jobfile.save_job`), and hand the
         session's results over to its render (:meth:`hand_over`)."""
         saved = save_job(job, path)
-        self.hand_over(job)
+        try:
+            self.hand_over(job)
+        except Exception:  # the hand-off only saves time; the job is written
+            log.warning("tracked results not handed over with %s", saved, exc_info=True)
         return saved
 
     def hand_over(self, job: Job) -> bool:
