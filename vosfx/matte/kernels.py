@@ -11,13 +11,11 @@ logits are (docs/benchmarks/render.md).
 Each loop is written twice, with the same arithmetic in the same order (bit for bit the same
 float32 results; tests/test_kernels.py holds them to it): in ``kernels.c``, built with the
 system's C compiler on first use into ``<cache>/kernels`` and called through ctypes
-(:mod:`vosfx.matte.c_loops`), and here in Python for numba. The C build is used wherever it can be
-made (a C compiler on Linux, macOS or FreeBSD): loading numba's compiler takes a process from
-~10 to ~156 MiB resident for the cached loops alone (docs/benchmarks/render.md), the C library
-~1 MiB. Where it cannot (Windows, no compiler), numba compiles the Python loops on first use
-(``cache=True``: once per machine, into numba's cache next to this file or its per-user cache
-directory). Either is loaded on first use, so ``import vosfx`` stays light;
-:func:`implementation` says which runs. Every function takes and returns float32 arrays; the
+(:mod:`vosfx.matte.c_loops`), and here in Python for numba. The C build is used wherever it
+can be made (a C compiler on Linux, macOS or FreeBSD): loading numba's compiler takes a process
+from ~10 to ~156 MiB resident (docs/benchmarks/render.md), the C library ~1 MiB. Elsewhere
+(Windows, no compiler) numba compiles the Python loops once per machine into its cache. Either
+is loaded on first use, so ``import vosfx`` stays light; :func:`implementation` says which. Every function takes and returns float32 arrays; the
 guide may be uint8, uint16 or float32.
 
 The two full-resolution loops (:func:`apply_edge_detail`, :func:`blend_toward`) take
@@ -124,11 +122,9 @@ def implementation() -> tuple[str, str]:
 
 
 def _numba_loop(name: str) -> Callable[..., Any]:
-    """The numba dispatcher of this module's ``_name`` loop, made once per process (it compiles,
-    or loads from numba's cache, on its first call; numba's lock makes a second thread calling
-    it meanwhile wait for that). Cached on disk where numba finds a writable place (next to
-    this file, else its per-user cache directory); where it finds none (a read-only install
-    and home), compiled in memory once per process instead of failing."""
+    """The numba dispatcher of this module's ``_name`` loop, made once per process (compiled or
+    loaded from numba's cache on its first call, a second thread meanwhile waiting on numba's
+    lock); cached on disk where numba finds a writable place, else compiled in memory."""
     loop = _NUMBA.get(name)
     if loop is None:
         import numba
@@ -154,10 +150,9 @@ def _jit(numba: Any, py: Callable[..., Any]) -> Callable[..., Any]:
 def warm_up() -> threading.Thread:
     """Load every loop (the C build, or numba's for uint8 guides), or build them the first
     time on a machine, on a background thread, so that a job's first frame does not wait for
-    it: the C build ~0.5 s to compile and ~1 ms to load; numba ~0.7 s of a process's start
-    where its loops are on disk, ~2 s where they are not.
-    :class:`~vosfx.matte.refine.Refiner` starts it; once per process (later calls return the
-    same thread). A loop called meanwhile waits for that loop only."""
+    it (the C build ~0.5 s to compile and ~1 ms to load; numba ~0.7 s where its loops are on
+    disk, ~2 s where not). :class:`~vosfx.matte.refine.Refiner` starts it, once per process
+    (later calls return the same thread); a loop called meanwhile waits for that loop only."""
 
     def run() -> None:
         f32 = np.zeros((2, 2), np.float32)

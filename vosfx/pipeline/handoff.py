@@ -66,13 +66,14 @@ def tracked_key(
 
     path = Path(input_path).expanduser().resolve()
     clip = [str(path), _stamp(path), info.width, info.height, info.num_frames, str(info.fps)]
+    sections = config.to_dict()
     what = {
         "vosfx": __version__,
         "clip": clip,
         "range": [start, end],
         "prompts": sorted(content_digest(p).hex() for p in prompts),
-        "model": config.to_dict()["model"],
-        "memory": config.to_dict()["memory"],
+        "model": sections["model"],
+        "memory": sections["memory"],
     }
     text = json.dumps(what, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()

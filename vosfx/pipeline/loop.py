@@ -175,12 +175,8 @@ def run(
                 job.config.model, progress=_download_progress(job, on_progress), cancel=cancel
             )
             stack.callback(engine.close)
-        reuse = (
-            session is not None
-            and session.memory == job.config.memory
-            and (session.info.width, session.info.height, session.info.num_frames)
-            == (info.width, info.height, info.num_frames)
-            and session.holds(prompts, job.start, end)
+        reuse = session is not None and session.holds(
+            info, job.config.memory, prompts, job.start, end
         )
         if not reuse:
             session = stack.enter_context(

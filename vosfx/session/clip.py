@@ -163,13 +163,15 @@ class ClipSession:
     def prompted_frames(self, obj_id: int) -> list[int]:
         return self._book.prompted_frames(obj_id)
 
-    def holds(self, prompts: Iterable[Prompt], start: int, end: int) -> bool:
-        """Whether this session's prompts are exactly ``prompts`` and its frames [``start``,
-        ``end``): a render of them may then take what it has tracked (the studio's Render
-        after Track, :func:`vosfx.pipeline.run`'s ``session``)."""
+    def holds(self, info: VideoInfo, memory: MemoryConfig, prompts, start: int, end: int) -> bool:
+        """Whether this session mattes a clip of ``info``'s size and length with ``memory``,
+        its prompts exactly ``prompts`` over the frames [``start``, ``end``): a render of them
+        may then take what it has tracked (:func:`vosfx.pipeline.run`'s ``session``)."""
+        here = (self.info.width, self.info.height, self.info.num_frames, self.memory)
+        there = (info.width, info.height, info.num_frames, memory)
         mine = sorted(content_digest(p) for p in self.prompts())
         theirs = sorted(content_digest(p) for p in prompts)
-        return (self.start, self.end) == (start, end) and mine == theirs
+        return here == there and (self.start, self.end) == (start, end) and mine == theirs
 
     def adopt(self, results: Iterable[tuple[ObjectResult, bool]], report: dict) -> None:
         """Take results computed elsewhere for exactly this session's prompts (the studio's,
@@ -180,15 +182,7 @@ class ClipSession:
         :meth:`report` gives, with this engine's own)."""
         for res, prompted in results:
             self.store.put(res, prompted=prompted)
-        for p in self._book.prompts():
-            t, obj = p.frame_index, p.obj_id
-            self._book.pending[t] = [q for q in self._book.pending.get(t, []) if q.obj_id != obj]
-            self._book.computed(obj, t, None)
-        for p in self._book.prompts():
-            if p.correction:
-                self._book.corrected(p.obj_id, p.frame_index)
-        for pl in self._book.plan():
-            self._book.ran(pl)
+        self._book.all_computed()
         self._adopted_report = dict(report)
 
     def set_prompts(self, prompts: Iterable[Prompt]) -> None:

@@ -254,29 +254,37 @@ class PromptBook:
         return [pl for pl in self.plan() if not self._is_done(pl)]
 
     def _is_done(self, pl: PassPlan) -> bool:
-        """Whether ``pl`` has been computed with the current prompts: as planned, or, for a
-        forward pass attending its anchor alone (whose frames do not depend on later ones),
-        as the start of a longer run (a correction after it ended the tail it continues; a
-        sweep stopped part-way, :meth:`Sweep.close`, recorded how far)."""
-        k = self.key(pl)
-        if k in self._done:
-            return True
-        if pl.direction < 0 or pl.neighbour is not None:
-            return False
-        return any(d.stop >= k.stop and d._replace(stop=k.stop) == k for d in self._done)
+        """Whether ``pl`` has been computed with the current prompts (:meth:`done_through`
+        reaches its last frame)."""
+        return self.done_through(pl) >= pl.frames.stop - 1
 
     def done_through(self, pl: PassPlan) -> int:
-        """The last frame of ``pl`` computed with the current prompts, counted from its start:
-        its last frame when it is done, the frame a sweep stopped part-way reached for a
-        forward pass attending its anchor alone (:meth:`Sweep.close`), else the frame before
-        its first (nothing)."""
-        if self._is_done(pl):
+        """The last frame of ``pl`` computed with the current prompts, counted from its start
+        (the frame before its first: nothing). A pass counts as computed as planned; a forward
+        pass attending its anchor alone (whose frames do not depend on later ones) also up to
+        where any run of it from the same start went (a longer run: a correction after it
+        ended the tail it continues; a shorter one: a sweep stopped part-way,
+        :meth:`Sweep.close`, recorded how far)."""
+        k = self.key(pl)
+        if k in self._done:
             return pl.frames.stop - 1
         if pl.direction < 0 or pl.neighbour is not None:
             return pl.frames.start - 1
-        k = self.key(pl)
-        parts = [d.stop for d in self._done if d._replace(stop=k.stop) == k]
-        return max(parts, default=pl.frames.start) - 1
+        stops = [d.stop for d in self._done if d._replace(stop=k.stop) == k]
+        return min(max(stops, default=pl.frames.start), pl.frames.stop) - 1
+
+    def all_computed(self) -> None:
+        """Every prompt counted as computed (a new version each, none pending), every
+        correction on its current basis and every pass of the plan as done: results taken
+        from elsewhere (``ClipSession.adopt``)."""
+        for p in self.prompts():
+            self.put(p)
+            self.bump(p.obj_id, p.frame_index)
+        for p in self.prompts():
+            if p.correction:
+                self.corrected(p.obj_id, p.frame_index)
+        for pl in self.plan():
+            self.ran(pl)
 
     def covering(self, obj_id: int, frame_index: int) -> PassPlan | None:
         """The pass of the plan whose up-to-date result the object has on ``frame_index``

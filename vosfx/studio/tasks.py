@@ -168,9 +168,7 @@ class TasksMixin:
             prompts = resolve_prompts(
                 job.prompts, info, fit=job.fit, objects=job.objects, start=job.start, end=end
             )
-            if self.session.memory != job.config.memory or not self.session.holds(
-                prompts, job.start, end
-            ):
+            if not self.session.holds(info, job.config.memory, prompts, job.start, end):
                 return False
             key = handoff.tracked_key(job.input, info, job.start, end, prompts, job.config)
             return handoff.save(self.session, key) is not None
