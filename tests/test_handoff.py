@@ -75,6 +75,23 @@ def test_results_are_read_only_for_their_key_objects_frames_and_size(config_home
     s.close()
 
 
+@pytest.mark.parametrize("where", ["tracked", "key", "meta.json", "logits_1.npy", "table_2.npy"])
+def test_results_other_users_can_write_are_not_read(config_home, caplog, where):
+    # the cache may be shared: masks another user put there are not taken for the user's own
+    s = _tracked(PROMPTS)
+    saved = handoff.save(s, "k")
+    low = s.engine.low_res
+    assert saved is not None and handoff.load("k", s.obj_ids, 0, N, low) is not None
+    assert (handoff.folder().stat().st_mode & 0o777) == 0o700
+    path = {"tracked": handoff.folder(), "key": saved}.get(where, saved / where)
+    os.chmod(path, path.stat().st_mode | 0o002)
+    assert handoff.load("k", s.obj_ids, 0, N, low) is None
+    assert any(f"{path} is writable by other users" in r.message for r in caplog.records)
+    os.chmod(path, path.stat().st_mode & ~0o022)
+    assert handoff.load("k", s.obj_ids, 0, N, low) is not None
+    s.close()
+
+
 def test_the_oldest_folders_go_past_the_budget(config_home, monkeypatch):
     s = _tracked(PROMPTS)
     monkeypatch.setattr(handoff, "BUDGET_BYTES", 1)  # below one folder: the newest alone

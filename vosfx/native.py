@@ -62,7 +62,7 @@ def build(source: Path, directory: Path, flags: Sequence[str] = ()) -> ctypes.CD
         _compile(cc, source, every, target)
         _remove_older_builds(target, source.stem)
     for path in (directory, target):
-        why = _not_private(path)
+        why = not_private(path)
         if why is not None:
             raise Unavailable(
                 f"{why}: a library there is not loaded (another user could put code in it); "
@@ -74,9 +74,10 @@ def build(source: Path, directory: Path, flags: Sequence[str] = ()) -> ctypes.CD
         raise Unavailable(f"could not load {target}: {err}") from err
 
 
-def _not_private(path: Path) -> str | None:
-    """Why code in ``path`` (a library, or the folder it is in) is not to be loaded: not this
-    user's own, or writable by other users (POSIX); None where it is private."""
+def not_private(path: Path) -> str | None:
+    """Why what is in ``path`` (a library, or the folder it is in; any file this process
+    trusts as its own) is not to be read: not this user's own, or writable by other users
+    (POSIX); None where it is private."""
     if os.name != "posix":
         return None
     try:

@@ -14,8 +14,10 @@ content (:func:`vosfx.session.prompts.content_digest`: clicks, boxes, masks, pri
 corrections), the ``[model]`` and ``[memory]`` settings and vosfx's version. Anything else
 (outputs, formats, finishing) may differ: a plugin puts its own outputs in the job. Results
 whose key does not match are never read; files that cannot be read are logged and left, and
-the render tracks as it would have. Arrays are read with ``allow_pickle=False``. The folders
-are kept within :data:`BUDGET_BYTES` together (the newest always), the oldest going first.
+the render tracks as it would have. Arrays are read with ``allow_pickle=False``, and only
+from folders and files of this user's own that no other user can write (the cache may be
+shared: another user could otherwise put masks of their choosing under a key they can
+compute from the clip and the prompts). The folders are kept within :data:`BUDGET_BYTES` together (the newest always), the oldest going first.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def save(session: ClipSession, key: str) -> Path | None:
         return target
     start, end, low = session.start, session.end, session.engine.low_res
     try:
-        folder().mkdir(parents=True, exist_ok=True)
+        folder().mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder()))
         try:
             quality: dict[str, dict[str, float]] = {}
@@ -170,6 +172,20 @@ def _prune() -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _check_private(where: Path, obj_ids: tuple[int, ...]) -> None:
+    """Raises ValueError where the hand-off folders or the files to read are not this
+    user's own, or other users can write them."""
+    from vosfx.native import not_private
+
+    files = [where / "meta.json"]
+    for obj in obj_ids:
+        files += [where / f"logits_{obj}.npy", where / f"table_{obj}.npy"]
+    for path in (folder(), where, *files):
+        why = not_private(path)
+        if why is not None:
+            raise ValueError(why)
+
+
 @dataclass
 class Handed:
     """Results read back for a key: per object its logits (memory-mapped) and table."""
@@ -207,6 +223,7 @@ def load(key: str, obj_ids: tuple[int, ...], start: int, end: int, low: int) -> 
     if not (where / "meta.json").is_file():
         return None
     try:
+        _check_private(where, obj_ids)
         meta = json.loads((where / "meta.json").read_text())
         if (meta["key"], meta["obj_ids"], meta["start"], meta["end"], meta["low"]) != (
             key,
