@@ -227,6 +227,25 @@ def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(clips, suffix)
     ]
 
 
+def test_no_job_writes_over_a_composite_background(clips):
+    """A composite's background is read like a mask: another row's output may not replace it."""
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(clips / "plate.png"), np.zeros((48, 64, 3), np.uint8))
+    bad = clips / "bg.toml"
+    bad.write_text(
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "out/a.mov"\n'
+        'overrides = {output = {format = "composite", background = "plate.png"}}\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\noutput = "plate.png"\n'
+        'overrides = {output = {format = "png8"}}\n'
+    )
+    with pytest.raises(BatchError) as err:
+        load_manifest(bad)
+    (line,) = [ln for ln in str(err.value).splitlines() if "bg.toml jobs[1]:" in ln]
+    assert line.endswith("plate.png would overwrite the input of bg.toml jobs[0]"), line
+
+
 def test_per_object_file_names_are_part_of_the_duplicate_output_check(clips):
     """``objects = "each"`` writes one file per object: ``<stem>_obj<id>`` when the path has no
     ``{obj}``. Those names must not be another row's output, the same per-object names of

@@ -614,6 +614,28 @@ def test_output_onto_the_input_is_refused(env, sequence):
 
 
 @pytest.mark.parametrize(
+    "extra, out, said",
+    [
+        ([], "mask.png", "the mask of MASK"),
+        (["--mask", "3:m2.png@2"], "m2.png", "the mask of --mask 3:m2.png@2"),
+        (["-f", "composite", "--background", "bg.png"], "bg.png", "the background bg.png"),
+    ],
+)
+def test_output_onto_a_mask_or_background_is_refused(env, monkeypatch, extra, out, said):
+    """Every file the render reads is kept from its outputs, not only the input: an output
+    named as a mask or the composite's background replaced it with --overwrite."""
+    monkeypatch.chdir(env)
+    Image.open("mask.png").save("m2.png")
+    Image.new("RGB", (96, 64), (0, 90, 0)).save("bg.png")
+    before = {name: (env / name).read_bytes() for name in ("mask.png", "m2.png", "bg.png")}
+    fmt = [] if "-f" in extra else ["-f", "png8"]
+    r = matte("clip.mp4", "mask.png", *extra, *fmt, "-o", out, "--overwrite")
+    assert r.exit_code == 6, r.output
+    assert f"output {out} would replace {said}" in r.output.splitlines()[-1], r.output
+    assert {name: (env / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize(
     "args, flag",
     [
         (["--start", "-3"], "--start"),

@@ -112,6 +112,22 @@ class Job:
     def with_config(self, config: JobConfig) -> Job:
         return replace(self, config=config)
 
+    def files_read(self) -> list[tuple[str, str]]:
+        """Every file the render reads besides its checkpoint, as (path as given, what it is
+        in the user's words): the input, each prompt's mask and prior, a composite's
+        background file. No output may replace one of them, even with ``overwrite``."""
+        found = [(self.input, f"the input {self.input}")]
+        for p in self.prompts:
+            for kind, path in (("mask", p.mask), ("prior", p.prior)):
+                if path is not None:
+                    found.append(
+                        (path, f"the {kind} of {p.where}" if p.where else f"the {kind} {path}")
+                    )
+        background = self.config.output.background
+        if background and parse_colour(background) is None:
+            found.append((background, f"the background {background}"))
+        return found
+
     def to_record(self, base: Path | None = None) -> dict[str, Any]:
         """:meth:`to_dict` with every path absolute (relative ones against ``base``, default
         the working directory): the input, the output, prompt masks and the config's files.

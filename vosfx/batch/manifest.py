@@ -347,9 +347,9 @@ _OBJ = "{obj}"
 
 
 def _check_outputs(jobs: list[BatchJob], errors: list[str], manifest: Path | None) -> None:
-    """No two jobs write the same path; no job writes over any job's input or mask, nor over
-    the ``manifest`` file itself (a studio-saved job ``shot.json`` rendering a sequence
-    folder ``shot``, whose sidecar is ``shot.json``). A per-object template (``{obj}``)
+    """No two jobs write the same path; no job writes over any file a job reads (its input,
+    masks, priors, background), nor over the ``manifest`` file itself (a studio-saved job
+    ``shot.json`` rendering a sequence folder ``shot``, whose sidecar is ``shot.json``). A per-object template (``{obj}``)
     stands for every object id: checked against the other paths and inputs it can name, and
     against the other templates."""
     owner: dict[str, str] = {}
@@ -357,11 +357,8 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str], manifest: Path | Non
     if manifest is not None:
         inputs[str(manifest.resolve())] = "the manifest itself"
     for bj in jobs:
-        inputs[str(Path(bj.job.input).resolve())] = bj.where
-        for p in bj.job.prompts:
-            for path in (p.mask, p.prior):
-                if path is not None:
-                    inputs[str(Path(path).resolve())] = bj.where
+        for path, _what in bj.job.files_read():  # input, masks, priors, background
+            inputs[str(Path(path).expanduser().resolve())] = bj.where
     templates: list[tuple[str, str, str]] = []  # (resolved, as planned, row)
     from vosfx.pipeline import check_output_name, plan_outputs
 

@@ -283,7 +283,7 @@ def check_outputs(
         else:
             targets = [] if obj is None else [object_path(path, o) for o in obj_ids]
         for target in targets:
-            _check_not_input(Path(target), job.input)
+            _check_not_read(Path(target), job)
             check_output_path(Path(target), job.overwrite, sequence=FORMATS[fmt].is_sequence)
             check_output_name(target, fmt)
             if job.config.output.sidecar:
@@ -341,20 +341,18 @@ def check_output_name(path: str, fmt: str) -> None:
         raise OutputError(f"output {path}: {wrong}")
 
 
-def _check_not_input(output: Path, input_path: str) -> None:
-    """OutputError when ``output`` is the input (a video file, an image folder or the folder
-    of a pattern) or a folder holding it: the render would replace its own source, even with
-    --overwrite."""
+def _check_not_read(output: Path, job: Job) -> None:
+    """OutputError when ``output`` is a file the job reads (:meth:`Job.files_read`: the input,
+    a mask, a prior, the background; for an image sequence the folder of its frames) or a
+    folder holding one: the render would replace its own source, even with --overwrite."""
     from vosfx.io.sequence import is_pattern
 
-    src = Path(input_path)
-    if is_pattern(src):
-        src = src.parent
-    src, out = src.resolve(), output.resolve()
-    if src == out or src.is_relative_to(out):
-        raise OutputError(
-            f"output {output} would replace the input {input_path}; give another output path"
-        )
+    out = output.resolve()
+    for path, what in job.files_read():
+        src = Path(path).expanduser()
+        src = (src.parent if is_pattern(src) else src).resolve()  # a sequence: its folder
+        if src == out or src.is_relative_to(out):
+            raise OutputError(f"output {output} would replace {what}; give another output path")
 
 
 def results_in_order(
