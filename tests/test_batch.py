@@ -348,26 +348,29 @@ def test_cli_json_progress_says_a_failure_before_the_batch_as_an_error_event(tmp
         assert events[0]["exit_code"] == res.exit_code != 0
 
 
-def test_cli_folder_mode(tmp_path, config_home):
+def test_cli_folder_mode(tmp_path, config_home, monkeypatch):
+    """-o is relative to where it was typed (as every path in the shell), not to the folder;
+    an output written into the folder is no clip to matte when the batch runs again."""
+    shots = tmp_path / "shots"
     for name in ("x", "y"):
-        clip_with_mask(tmp_path, name, n=3)
-    res = CliRunner().invoke(
-        cli,
-        [
-            "batch",
-            str(tmp_path),
-            "-o",
-            "{stem}_matte.mkv",
-            "-p",
-            "matte-ffv1",
-            "--executor",
-            "inline",
-            "--engine-factory",
-            FACTORY,
-        ],
-    )
+        clip_with_mask(shots, name, n=3)
+    monkeypatch.chdir(tmp_path)
+    args = ["batch", "shots", "-p", "matte-ffv1", "--executor", "inline"]
+    args += ["--engine-factory", FACTORY]
+    res = CliRunner().invoke(cli, [*args, "-o", "mattes/{stem}.mkv"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "x_matte.mkv").is_file() and (tmp_path / "y_matte.mkv.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "mattes").iterdir()) == [
+        "x.mkv",
+        "x.mkv.json",
+        "y.mkv",
+        "y.mkv.json",
+    ]
+    for _ in range(2):  # into the folder itself, then again: the first run's outputs are left
+        res = CliRunner().invoke(cli, [*args, "-o", "shots/{stem}_matte.mkv"])
+        assert res.exit_code == 0, res.output
+    assert (shots / "x_matte.mkv").is_file() and (shots / "y_matte.mkv.json").is_file()
+    assert not (shots / "x_matte_matte.mkv").exists()
+    assert "2 job(s): 0 to run, 2 already done" in res.output, res.output
 
 
 def test_cli_model_flags_set_every_jobs_model_but_a_rows_own(tmp_path, config_home, monkeypatch):

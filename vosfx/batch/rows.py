@@ -177,7 +177,9 @@ def folder_rows(
     folder: Path, mask_rule: str = DEFAULT_MASK_RULE
 ) -> list[tuple[str, dict[str, Any]]]:
     """One row per video file in ``folder`` (not recursive), its mask named by ``mask_rule``
-    (``clip.mp4`` <-> ``clip.mask.png`` by default). A missing mask is reported by validation."""
+    (``clip.mp4`` <-> ``clip.mask.png`` by default). A missing mask is reported by validation,
+    except for a movie vosfx wrote (its sidecar beside it) and no mask names: an earlier
+    batch's output written into the folder, not a clip to matte, so a rerun is not refused."""
     bad = template_fields(mask_rule) - {"stem", "name", "ext"}
     if bad:
         raise BatchError(
@@ -189,13 +191,30 @@ def folder_rows(
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
     )
-    if not clips:
-        raise BatchError(f"folder {folder}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
     rows = []
     for clip in clips:
         mask = mask_rule.format(stem=clip.stem, name=clip.name, ext=clip.suffix.lstrip("."))
+        if not (folder / mask).exists() and _written_by_vosfx(clip):
+            continue
         rows.append((clip.name, {"input": clip.name, "mask": mask}))
+    if not rows:
+        said = f"; {len(clips)} are vosfx's own outputs" if clips else ""
+        raise BatchError(
+            f"folder {folder}: no clips to matte (video files: {', '.join(VIDEO_EXTENSIONS)})"
+            + said
+        )
     return rows
+
+
+def _written_by_vosfx(clip: Path) -> bool:
+    """Whether ``clip`` has the sidecar vosfx writes beside its outputs (``<clip>.json``
+    naming the vosfx version that wrote it)."""
+    side = clip.with_name(clip.name + ".json")
+    try:
+        record = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "vosfx_version" in record and "job" in record
 
 
 def template_fields(template: str) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 import time
 
 import click
@@ -71,7 +72,7 @@ def _json_progress(ev) -> None:
 @click.option(
     "-o",
     "--output",
-    help="Output path template for rows without one "
+    help="Output path template for rows without one, relative to the current folder "
     "({stem} {name} {ext} {parent} {id} {index} {preset} {obj}).",
 )
 @click.option(
@@ -161,8 +162,8 @@ def batch(
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
     defaults = {}
-    if output:
-        defaults["output"] = output
+    if output:  # typed in the shell: relative to where it was typed, as --checkpoint is
+        defaults["output"] = str(Path.cwd() / Path(output).expanduser())
     if presets:
         defaults["presets"] = list(presets)
     overrides = model_overrides(model_flags, absolute_checkpoint=True)  # rows: other folders
