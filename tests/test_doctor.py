@@ -87,8 +87,8 @@ def test_openexr_missing_names_the_one_format_that_needs_it(config_home, monkeyp
     )
     line = {c["check"]: c for c in _doctor()}["OpenEXR"]
     assert line["state"] == "missing"
-    assert "exr-layers format needs it" in line["detail"]
-    assert "exr16 and exr32 do not" in line["detail"]
+    assert "the exr-layers format and DWA-compressed EXR input need it" in line["detail"]
+    assert "exr16 and exr32 outputs and other EXR input do not" in line["detail"]
     assert 'pip install "vosfx[exr]"' in line["detail"]
 
 

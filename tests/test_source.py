@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from fractions import Fraction
 
@@ -259,37 +260,92 @@ def test_image_sequence_size_mismatch_names_the_file(tmp_path):
         decode_all(folder)
 
 
-def write_exr(path, rgb):
-    """Write (H, W, 3) float32 with whichever EXR writer this machine has; False if none."""
-    try:
-        import OpenEXR
+def write_exr(path, rgb, half=False, compression="ZIP"):
+    """(H, W, 3) float32 written with the OpenEXR package (a dev dependency), R, G, B as half
+    or float, with ``compression`` (ZIP, PIZ, DWAA, NO)."""
+    import OpenEXR
 
-        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-        channels = {c: np.ascontiguousarray(rgb[..., k]) for k, c in enumerate("RGB")}
-        with OpenEXR.File(header, channels) as exr:
-            exr.write(str(path))
-        return True
-    except ImportError:
-        pass
-    try:
-        return cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
-    except cv2.error:  # OpenCV built without OpenEXR refuses to write too
-        return False
+    kind = getattr(OpenEXR, f"{compression}_COMPRESSION")
+    header = {"compression": kind, "type": OpenEXR.scanlineimage}
+    dtype = np.float16 if half else np.float32
+    channels = {c: np.ascontiguousarray(rgb[..., k]).astype(dtype) for k, c in enumerate("RGB")}
+    with OpenEXR.File(header, channels) as exr:
+        exr.write(str(path))
 
 
-def test_exr_sequence_is_srgb_encoded_or_refused_clearly(tmp_path):
+@pytest.mark.parametrize("openexr", [True, False])
+def test_exr_sequence_is_srgb_encoded(tmp_path, monkeypatch, openexr):
+    """Scene-linear EXR frames become sRGB-encoded 16-bit; without the OpenEXR package
+    (the base install) FFmpeg's decoder reads them, to the same values."""
     (tmp_path / "seq").mkdir()
     linear = np.zeros((6, 8, 3), np.float32)
     linear[..., 0], linear[..., 1], linear[..., 2] = 0.18, 1.0, 2.5  # 2.5 is over-range
-    if write_exr(tmp_path / "seq" / "0001.exr", linear):
-        info, frames = decode_all(tmp_path / "seq")
-        assert info.bit_depth == 16 and frames[0].image.dtype == np.uint16
-        # sRGB(0.18) = 0.4613; 1.0 -> full scale; over-range clips
-        assert abs(int(frames[0].image[0, 0, 0]) - round(0.4613 * 65535)) < 40
-        assert frames[0].image[0, 0, 1:].tolist() == [65535, 65535]
-    else:
-        (tmp_path / "seq" / "0001.exr").write_bytes(b"v/1\x01" + bytes(64))
-        with pytest.raises(InputError, match="OpenEXR"):
+    write_exr(tmp_path / "seq" / "0001.exr", linear)
+    if not openexr:
+        monkeypatch.setitem(sys.modules, "OpenEXR", None)  # import fails: FFmpeg's turn
+    info, frames = decode_all(tmp_path / "seq")
+    assert info.bit_depth == 16 and frames[0].image.dtype == np.uint16
+    # sRGB(0.18) = 0.4613; 1.0 -> full scale; over-range clips
+    assert abs(int(frames[0].image[0, 0, 0]) - round(0.4613 * 65535)) < 40
+    assert frames[0].image[0, 0, 1:].tolist() == [65535, 65535]
+
+
+@pytest.mark.parametrize("half", [True, False])
+@pytest.mark.parametrize("compression", ["NO", "RLE", "ZIPS", "ZIP", "PIZ", "PXR24", "B44"])
+def test_exr_read_through_ffmpeg_equals_openexr(tmp_path, monkeypatch, half, compression):
+    """FFmpeg's EXR decoder (every install has it through PyAV) and the OpenEXR package give
+    the same frame, bit for bit, for every compression but DWA (refused, below). Odd sizes
+    check the planes' row padding."""
+    from vosfx.io.sequence import read_image
+
+    rng = np.random.default_rng(0)
+    for shape in ((37, 51), (5, 300), (120, 7)):
+        linear = (rng.random((*shape, 3)) * 1.2).astype(np.float32)
+        path = tmp_path / "f.exr"
+        write_exr(path, linear, half=half, compression=compression)
+        want = read_image(path)
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "OpenEXR", None)
+            got = read_image(path)
+        assert got.dtype == want.dtype == np.uint16 and got.shape == (*shape, 3)
+        assert np.array_equal(got, want), (shape, np.abs(got.astype(int) - want).max())
+
+
+@pytest.mark.parametrize("compression", ["DWAA", "DWAB"])
+def test_dwa_exr_without_openexr_is_refused_naming_the_extra(tmp_path, monkeypatch, compression):
+    """FFmpeg decodes some DWAA files wrong (zeros over whole blocks at widths such as 51;
+    FFmpeg 8.1 in PyAV 18.1): without the OpenEXR package a DWA file is
+    refused, never read wrong."""
+    from vosfx.io.sequence import read_image
+
+    write_exr(tmp_path / "f.exr", np.ones((37, 51, 3), np.float32), compression=compression)
+    monkeypatch.setitem(sys.modules, "OpenEXR", None)
+    with pytest.raises(InputError, match=r"DWA-compressed EXR needs the OpenEXR package"):
+        read_image(tmp_path / "f.exr")
+
+
+def test_luminance_exr_reads_as_grey_without_openexr(tmp_path, monkeypatch):
+    import OpenEXR
+
+    from vosfx.io.sequence import read_image
+
+    y = np.linspace(0, 1, 6 * 8, dtype=np.float32).reshape(6, 8)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"Y": y.astype(np.float16)}) as exr:
+        exr.write(str(tmp_path / "y.exr"))
+    monkeypatch.setitem(sys.modules, "OpenEXR", None)
+    image = read_image(tmp_path / "y.exr")
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    assert image[0, 0, 0] == 0 and image[-1, -1, 0] == 65535
+
+
+def test_an_unreadable_exr_is_named(tmp_path, monkeypatch):
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "seq" / "0001.exr").write_bytes(b"v/1\x01" + bytes(64))
+    for hidden in (False, True):
+        if hidden:
+            monkeypatch.setitem(sys.modules, "OpenEXR", None)
+        with pytest.raises(InputError, match=r"expected a readable EXR image, .*0001.exr"):
             decode_all(tmp_path / "seq")
 
 

@@ -187,8 +187,9 @@ def _openexr() -> Check:
             "OpenEXR",
             MISSING,
             (
-                "not installed: the exr-layers format needs it (exr16 and exr32 do not: "
-                'FFmpeg writes them); pip install "vosfx[exr]"'
+                "not installed: the exr-layers format and DWA-compressed EXR input need it "
+                "(exr16 and exr32 outputs and other EXR input do not: FFmpeg writes and reads "
+                'them); pip install "vosfx[exr]"'
             ),
         )
     return ("OpenEXR", OK, _version_of("OpenEXR") or "installed")

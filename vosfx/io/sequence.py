@@ -8,7 +8,9 @@ named by them, movie outputs start at their timecode, and missing numbers are re
 gaps. Other folders are sorted naturally (``f2`` before ``f10``) and numbered by position.
 Two files with the same number (``shot.1.png``, ``shot.01.png``) are an error: which one is
 the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF give uint16
-RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16. Several images are read
+RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16 (read with the OpenEXR
+package where it is installed, else FFmpeg's EXR decoder through PyAV, which every install
+has: half and float, scanline and tiled, every compression). Several images are read
 at once (:func:`read_ahead`, :func:`default_readers`) and handed on in order.
 """
 
@@ -243,10 +245,7 @@ def read_image(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 or uint16 RGB from a PNG/JPG/TIFF/EXR file; alpha is dropped."""
     if path.suffix.lower() == ".exr":
         linear = _read_exr(path)
-        if linear is not None:
-            return _linear_to_srgb16(linear)
-    # cv2 reads EXR only when this is set before its first EXR read (OpenCV >= 4.5.2).
-    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+        return _linear_to_srgb16(linear if linear is not None else _read_exr_ffmpeg(path))
     import cv2
 
     try:
@@ -255,12 +254,6 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError(f"expected a readable image at {path}: {e}") from e
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        if path.suffix.lower() == ".exr":
-            raise InputError(
-                f"cannot read {path}: EXR needs the OpenEXR package (pip install OpenEXR) or an "
-                f"OpenCV built with OpenEXR, and this one ({cv2.__version__}) is not; or convert "
-                "the sequence to 16-bit PNG or TIFF"
-            )
         raise InputError(f"expected an image file, {path} cannot be decoded as one")
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
@@ -275,7 +268,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def _read_exr(path: Path) -> np.ndarray | None:
     """(H, W, 3) float32 scene-linear RGB of an EXR's first part through the OpenEXR package,
-    or None when that package is not installed (then cv2 gets a try)."""
+    or None when that package is not installed (then FFmpeg's decoder reads it)."""
     try:
         import OpenEXR
     except ImportError:
@@ -292,6 +285,70 @@ def _read_exr(path: Path) -> np.ndarray | None:
     else:
         raise InputError(f"expected R, G, B (or Y) channels in {path}, found {sorted(channels)}")
     return np.stack(planes, axis=2).astype(np.float32)
+
+
+# FFmpeg's EXR decoder gives planar G, B, R(, A) or one grey plane, half or float
+_EXR_PLANES = {"gbrp": (2, 0, 1), "gbrap": (2, 0, 1), "gray": (0, 0, 0)}
+
+
+def _read_exr_ffmpeg(path: Path) -> np.ndarray:
+    """(H, W, 3) float32 scene-linear RGB of an EXR through FFmpeg's decoder (PyAV): its
+    values as stored, no transfer applied (equal to the OpenEXR package's but for DWA's lossy
+    blocks, within 3e-3). Alpha is dropped, a luminance-only image gives grey."""
+    import av
+
+    if _exr_compression(path) in ("DWAA", "DWAB"):
+        raise InputError(
+            f"cannot read {path}: DWA-compressed EXR needs the OpenEXR package (pip install "
+            "'vosfx[exr]'): FFmpeg's decoder, which reads every other EXR, gets some of them "
+            "wrong"
+        )
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+    except (av.FFmpegError, StopIteration, OSError) as e:
+        raise InputError(f"expected a readable EXR image, {path} fails: {e}") from e
+    name = frame.format.name
+    kind, _, depth = name.rpartition("f")
+    order = _EXR_PLANES.get(kind)
+    if order is None or depth not in ("16le", "32le"):
+        raise InputError(f"expected an RGB or Y EXR image, {path} decodes as {name}")
+    dtype = np.float16 if depth == "16le" else np.float32
+    planes = [
+        np.frombuffer(memoryview(p), dtype).reshape(frame.height, -1)[:, : frame.width]
+        for p in frame.planes
+    ]
+    return np.stack([planes[i] for i in order], axis=2).astype(np.float32)
+
+
+_EXR_COMPRESSIONS = ("NONE", "RLE", "ZIPS", "ZIP", "PIZ", "PXR24", "B44", "B44A", "DWAA", "DWAB")
+
+
+def _exr_compression(path: Path) -> str | None:
+    """The ``compression`` attribute of an EXR's (first) header, or None where the file has
+    no readable header (the decoder then says what is wrong)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if head[:4] != b"\x76\x2f\x31\x01":
+        return None
+    at = 8
+    while at < len(head) and head[at] != 0:  # name\0 type\0 size value, up to an empty name
+        name_end = head.find(b"\0", at)
+        type_end = head.find(b"\0", name_end + 1)
+        if name_end < 0 or type_end < 0 or type_end + 5 > len(head):
+            return None
+        size = int.from_bytes(head[type_end + 1 : type_end + 5], "little", signed=True)
+        value = type_end + 5
+        if head[at:name_end] == b"compression" and size == 1 and value < len(head):
+            code = head[value]
+            return _EXR_COMPRESSIONS[code] if code < len(_EXR_COMPRESSIONS) else None
+        if size < 0:
+            return None
+        at = value + size
+    return None
 
 
 def _linear_to_srgb16(linear: np.ndarray) -> np.ndarray:
