@@ -519,6 +519,35 @@ def test_numbered_plate_mattes_line_up_with_its_numbers(env, start, numbers, tim
         assert "out_matte.prores4444.mov" in text and "one frame per file present" in text
 
 
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--background", "#102030"], "background (--background #102030) is for the composite"),
+        (["--exr-rgb"], "exr_rgb (--exr-rgb) is for the exr-layers format"),
+        (["--exr-compression", "piz"], "exr_compression (--exr-compression) is for the exr-layers"),
+        (["--fps", "30"], "the frame rate 30 (--fps) is for image-sequence inputs; clip.mp4 is a"),
+    ],
+)
+def test_a_setting_the_render_does_not_use_is_a_warning(env, args, said):
+    """A flag typed for a format the render does not write (or --fps on a video) is said
+    once, on stderr and in the sidecar, not dropped in silence; the render is as without."""
+    import av
+
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", *args)
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((env / "out.mov.json").read_text())
+    assert len(sidecar["warnings"]) == 1 and said in sidecar["warnings"][0], sidecar["warnings"]
+    assert [ln for ln in r.stderr.splitlines() if "warning" in ln] == [
+        f"vosfx: warning: {sidecar['warnings'][0]}"
+    ]
+    with av.open(str(env / "clip.mp4")) as src, av.open(str(env / "out.mov")) as out:
+        assert out.streams.video[0].average_rate == src.streams.video[0].average_rate
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "c.mov", "-f", "composite", *args)
+    assert r.exit_code == 0, r.output
+    warned = json.loads((env / "c.mov.json").read_text())["warnings"]
+    assert (warned == []) == args[0].startswith("--background"), warned
+
+
 def test_numbered_plate_gap_is_a_json_warning_event_and_in_the_result(env):
     out = env / "out.mov"
     r = matte(_plate(env), env / "mask.png", "-o", out, "--json-progress")
@@ -557,7 +586,7 @@ def test_numbered_plate_frames_are_positions_and_the_error_says_so(env):
     """--start and prompt frames count the plate's files from 0; one typed as a plate number
     is refused with the mapping spelled out."""
     r = matte(_plate(env), env / "mask.png", "-o", env / "out.mov", "--start", "1002")
-    assert r.exit_code != 0 and "--start 1002" in r.output, r.output
+    assert r.exit_code == 2 and "--start: 1002 is past" in r.output, r.output
     assert "frame 0 is shot.1001.png, frame 4 is shot.1006.png" in r.output, r.output
     r = matte(_plate(env), env / "mask.png", "-o", env / "out.mov", "--mask-frame", "1003")
     assert r.exit_code != 0 and "frame 0 is shot.1001.png" in r.output, r.output
@@ -613,6 +642,29 @@ def test_output_onto_the_input_is_refused(env, sequence):
     assert (sorted(p.name for p in src.iterdir()) if sequence else src.read_bytes()) == before
 
 
+@pytest.mark.parametrize("pattern", [False, True])
+def test_output_among_the_input_frames_is_refused(env, pattern):
+    """An output inside an image folder input (a frame's name, or a new name that would add
+    to the frames) or named as a pattern input's frame: refused even with --overwrite."""
+    src = env / "frames"
+    src.mkdir()
+    for i in range(3):
+        rgb, _ = moving_square_frame(i, 96, 64)
+        Image.fromarray(rgb).save(src / f"frames.{i:05d}.png")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    clip = src / "frames.%05d.png" if pattern else src
+    targets = [src / "frames.00001.png"] if pattern else [src / "frames.00001.png", src / "m"]
+    for target in targets:
+        r = matte(clip, env / "mask.png", "-o", target, "-f", "png16", "--overwrite")
+        assert r.exit_code == 6, r.output
+        said = "is a frame of the input" if pattern else "is inside the input's image folder"
+        assert said in r.output.splitlines()[-1], r.output
+        assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    if pattern:  # beside the frames, not one of them: fine
+        r = matte(clip, env / "mask.png", "-o", src / "m", "-f", "png16")
+        assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize(
     "extra, out, said",
     [
@@ -663,6 +715,21 @@ def test_end_past_the_clip_renders_to_its_last_frame(env):
     assert r.exit_code == 0, r.output
     sidecar = json.loads((env / "out.mov.json").read_text())
     assert sidecar["frames"] == 10
+
+
+def test_start_past_the_clip_is_a_usage_error_naming_it(env):
+    """Known only once the clip is probed: --start typed past the last frame is a bad option
+    value (exit 2, naming --start), a job file's start an invalid job (exit 3)."""
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--start", "10")
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert "Invalid value for --start: 10 is past the clip's last frame (9)" in last, r.output
+    job = {"input": "clip.mp4", "output": "out.mov", "start": 12, "prompts": [{"mask": "mask.png"}]}
+    (env / "job.json").write_text(json.dumps(job))
+    r = matte("--job", env / "job.json")
+    assert r.exit_code == 3, r.output
+    assert "start 12 is past the clip's last frame (9)" in r.output, r.output
+    assert leftovers(env) == []
 
 
 def test_a_clip_without_a_frame_count_is_matted_to_its_last_frame(env):

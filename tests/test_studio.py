@@ -945,6 +945,26 @@ def test_render_of_a_numbered_plate_keeps_its_numbers_and_says_its_gap(tmp_path,
         r.close()
 
 
+def test_render_never_writes_among_an_image_sequence_clips_frames(tmp_path, config_home):
+    """An image-folder clip: an output named as one of its frames (or any new name inside the
+    folder) would replace or add frames, even with "replace existing"; refused before any
+    work, the frames as they were."""
+    from tests.media import make_sequence
+
+    seq = make_sequence(tmp_path / "seq", n=4, width=W, height=H, name="{:05d}")
+    before = {p.name: p.read_bytes() for p in seq.iterdir()}
+    r = Running(seq, tmp_path / "work")
+    try:
+        assert _click(r, 0)[0] == 200
+        for name in ("00002.png", "mattes"):
+            body = {"output": str(seq / name), "formats": ["png16"], "overwrite": True}
+            status, data = r.request("/api/render", body)
+            assert status == 400 and "inside the input's image folder" in data["error"], data
+        assert {p.name: p.read_bytes() for p in seq.iterdir()} == before
+    finally:
+        r.close()
+
+
 def _wait_for(cond, timeout_s=20):
     deadline = time.monotonic() + timeout_s
     while not cond():

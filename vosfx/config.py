@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, get_type_hints
 
 from vosfx.errors import ConfigError
@@ -218,6 +219,14 @@ class OutputConfig:
         doc="exr-layers output: also store the source's RGB (linear "
         "light, BT.709 transfer undone) premultiplied by the merged alpha, stored as A",
     )
+
+    def __post_init__(self) -> None:
+        text = self.background.strip()
+        if text.startswith("#") and parse_colour(text) is None and not Path(text).exists():
+            raise ConfigError(
+                "[output] background: expected #rrggbb (six hex digits), an image or a video "
+                f"file, found {self.background!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ class ConfigError(VosfxError):
     kind = "config"
 
 
+class StartPastEndError(ConfigError):
+    """The range's first frame (``--start``, a job's ``start``) is past the clip's last: known
+    once the clip is probed. ``vosfx matte`` says it as a usage error (exit 2) when
+    ``--start`` was typed."""
+
+
 class InputError(VosfxError):
     """The input video or image sequence is missing, unreadable, corrupt or unsupported."""
 
@@ -83,6 +89,7 @@ EXIT_CODES: dict[str, int] = {
     for cls in (
         VosfxError,
         ConfigError,
+        StartPastEndError,
         InputError,
         PromptError,
         OutputError,

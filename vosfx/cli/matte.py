@@ -249,6 +249,7 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
     from vosfx.cli.cancel import run_interruptible
     from vosfx.cli.progress import LogProgress, TerminalProgress, emit_json
     from vosfx.cli.progress import json_progress as json_cb
+    from vosfx.errors import StartPastEndError
 
     # a failure (VosfxError, a usage error, Ctrl-C) is the error event of the CLI's group
     # (vosfx.cli.LazyGroup.invoke, plugins/README.md)
@@ -259,7 +260,13 @@ def matte(input_path, mask, output, presets, job_file, json_progress, report, of
         if json_progress
         else (TerminalProgress(label) if sys.stderr.isatty() else LogProgress(label))
     )
-    result = run_interruptible(job, on_progress)
+    try:
+        result = run_interruptible(job, on_progress)
+    except StartPastEndError as err:  # known once the clip is probed: the typed flag's fault
+        source = click.get_current_context().get_parameter_source("start")
+        if source != click.core.ParameterSource.COMMANDLINE:
+            raise
+        raise click.BadParameter(str(err).removeprefix("start "), param_hint="--start") from None
     if json_progress:
         emit_json(dict(result.to_dict(), event="result"))
     else:
@@ -282,6 +289,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         os.environ["VOSFX_OFFLINE"] = "1"
     overrides = _overrides(opts)
     check_flag_values(overrides, _FLAG_KEYS)
+    _check_background_file(overrides.get("output", {}).get("background"))
     if job_file:
         if input_path or mask:
             raise click.UsageError("--job replaces INPUT and MASK: give one or the other")
@@ -310,6 +318,21 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
         objects=objects,
         fps=opts["fps"],
     )
+
+
+def _check_background_file(background: str | None) -> None:
+    """--background naming a file that is not there: a usage error naming the flag, before
+    the model loads (a colour is checked with the other flag values)."""
+    from vosfx.config import parse_colour
+    from vosfx.errors import ConfigError
+    from vosfx.io.writers.backdrop import check_background
+
+    if background and parse_colour(background) is None:
+        try:
+            check_background(background)
+        except ConfigError as err:
+            reason = str(err).removeprefix("[output] background: ")
+            raise click.BadParameter(reason, param_hint="--background") from None
 
 
 def _check_range_and_rate(opts: dict) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import re
 from collections import deque
 from collections.abc import Generator, Iterator

@@ -3,16 +3,18 @@
 :func:`run` (``loop.py``) mattes one clip: source -> shots -> engine session -> refine ->
 writers, with progress events and a sidecar. Every caller runs it: the CLI, batch workers, host
 plugins (through ``vosfx matte --job``), ``vosfx bench`` (``bench.py``) and the Python API.
-``output.py`` is its writing half (the outputs, their writers, the sidecar and the report),
+``checks.py`` what it checks before reading anything, ``output.py`` its writing half (the outputs, their writers, the sidecar and the report),
 ``presence.py`` the presence intervals of its report; the clip session it drives (prompts,
 passes, shot cuts) is :mod:`vosfx.session`.
 """
 
-from vosfx.pipeline.loop import (
+from vosfx.pipeline.checks import (
     check_output_name,
     check_outputs,
     check_sidecar_path,
     job_file_clash,
+)
+from vosfx.pipeline.loop import (
     resolve_prompts,
     results_in_order,
     run,

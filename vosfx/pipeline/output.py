@@ -106,6 +106,39 @@ def numbering_warnings(
     return [text]
 
 
+def unused_settings(job: Job, outputs: list[tuple[str, str, int | None]]) -> list[str]:
+    """Settings the job gives that this render does not use, each said once as a warning
+    (a flag a user typed for one format and forgot for another is not silently dropped):
+    a background without a composite output, EXR layer options without exr-layers, a frame
+    rate for a video (which keeps its own)."""
+    from vosfx.config import OutputConfig
+    from vosfx.io.sequence import IMAGE_EXTS, is_pattern
+
+    formats = {fmt for _path, fmt, _obj in outputs}
+    cfg, default = job.config.output, OutputConfig()
+    said = []
+    if cfg.background and "composite" not in formats:
+        said.append(
+            f"[output] background (--background {cfg.background}) is for the composite "
+            "format, which this render does not write: not used"
+        )
+    for key in ("exr_compression", "exr_rgb"):
+        if getattr(cfg, key) != getattr(default, key) and "exr-layers" not in formats:
+            flag = "--" + key.replace("_", "-")
+            said.append(
+                f"[output] {key} ({flag}) is for the exr-layers format, which this render "
+                "does not write: not used"
+            )
+    src = Path(job.input)
+    video = src.is_file() and not is_pattern(src) and src.suffix.lower() not in IMAGE_EXTS
+    if job.fps is not None and video:
+        said.append(
+            f"the frame rate {job.fps:g} (--fps) is for image-sequence inputs; {src.name} is a "
+            "video and keeps its own"
+        )
+    return said
+
+
 def plan_outputs(job: Job) -> list[tuple[str, str, int | None]]:
     """(path, format id, obj id or None for merged) for every output of the job."""
     from vosfx.io.writers import FORMATS

@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from vosfx.types import Frame
 
 
+def check_background(spec: str) -> Path:
+    """The background file ``spec`` names (not a colour), or ConfigError where there is none:
+    checked before the model is loaded, not when the first frame is written."""
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"[output] background: expected #rrggbb, an image or a video file, "
+            f"found {'a folder' if path.is_dir() else 'nothing'} at {spec!r}"
+        )
+    return path
+
+
 class Backdrop:
     """``frame(hw) -> (H, W, 3) float32 in [0, 1]`` or an (r, g, b) colour, once per source
     frame, in order. ``spec``: "" (black), ``#rrggbb``, an image file or a video file."""
@@ -31,12 +43,7 @@ class Backdrop:
         self._iter: Iterator[Frame] | None = None
         if self.colour is not None:
             return
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise ConfigError(
-                f"[output] background: expected #rrggbb, an image or a video file, "
-                f"found nothing at {spec!r}"
-            )
+        path = check_background(spec)
         from vosfx.io.sequence import read_image
 
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp"):
