@@ -70,3 +70,15 @@ def make_checkpoint(path: str | Path, config: str = TINY, seed: int = 0) -> tupl
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, path)
     return path, digest
+
+
+def retagged_checkpoint(path: str | Path, tag: str, config: str = TINY) -> tuple[Path, str]:
+    """:func:`make_checkpoint` (seed 0) with ``tag`` as its zip comment: the same tensors
+    (the architecture a fine-tune keeps), other bytes and so another sha256, without building
+    another model. Returns ``(path, sha256 hex)``."""
+    import zipfile
+
+    path, _ = make_checkpoint(path, config)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.comment = tag.encode()
+    return path, sha256_file(path)

@@ -586,3 +586,15 @@ def test_a_worker_that_dies_mid_job_says_what_it_printed(tmp_path, config_home, 
     assert (a.status, a.attempts) == ("failed", 2)  # a dead worker is still worth a retry
     first = a.reason.splitlines()[0]
     assert "died mid-job (exit 4): fatal: out of device memory in step" in first, a.reason
+
+
+@pytest.mark.parametrize(
+    "args, flag", [(["--workers", "0"], "--workers"), (["--retry", "-1"], "--retry")]
+)
+def test_cli_bad_worker_and_retry_counts_name_their_flag(tmp_path, config_home, args, flag):
+    clip_with_mask(tmp_path, "x", n=3)
+    res = CliRunner().invoke(
+        cli, ["batch", str(tmp_path), "-o", str(tmp_path / "{stem}.mkv"), *args]
+    )
+    assert res.exit_code == 2 and flag in res.output.splitlines()[-1], res.output
+    assert not (tmp_path / ".vosfx-batch").exists()

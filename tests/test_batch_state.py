@@ -166,15 +166,16 @@ def test_state_file_errors(tmp_path):
 def test_hash_sees_a_trusted_checkpoint_imported_under_the_model_id(job, tmp_path):
     """A fine-tune imported over a registry id (``models import --as ID --trust-unverified``)
     changes the weights every job of that model uses: the jobs must be redone, not skipped."""
+    from ckpt import retagged_checkpoint
+
     from vosfx.models import cache
 
     h = job_hash(job)
-    ckpt = tmp_path / "finetune.pt"
-    ckpt.write_bytes(b"fine-tuned weights")
+    ckpt, _ = retagged_checkpoint(tmp_path / "finetune.pt", "fine-tune")
     cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
     tuned = job_hash(job)
     assert tuned != h
-    ckpt.write_bytes(b"another fine-tune")
+    ckpt, _ = retagged_checkpoint(tmp_path / "finetune2.pt", "another fine-tune")
     cache.import_checkpoint(ckpt, job.config.model.name, trust_unverified=True)
     assert job_hash(job) not in (h, tuned)
 

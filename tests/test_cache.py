@@ -191,9 +191,9 @@ def test_import_identifies_by_hash(model, tmp_path):
 
 
 def test_import_of_other_bytes_needs_trust_and_is_then_held_to_its_hash(model, tmp_path):
-    src = tmp_path / "finetune.pt"
-    src.write_bytes(b"fine-tuned weights")
-    other = hashlib.sha256(b"fine-tuned weights").hexdigest()
+    from ckpt import retagged_checkpoint
+
+    src, other = retagged_checkpoint(tmp_path / "finetune.pt", "fine-tune")  # tiny's tensors
     with pytest.raises(ModelError, match="matches no known checkpoint"):
         cache.import_checkpoint(src)
     with pytest.raises(ModelError) as err:
@@ -205,6 +205,31 @@ def test_import_of_other_bytes_needs_trust_and_is_then_held_to_its_hash(model, t
     dest.write_bytes(b"tampered")
     with pytest.raises(ModelError, match=other):
         cache.ensure_checkpoint(model.id, offline=True)
+
+
+def test_an_unverified_import_must_have_the_named_models_tensors(model, tmp_path):
+    """--trust-unverified lets other bytes in, not another architecture or no checkpoint at
+    all: refused at import, not at the first render with a list of mismatched tensors."""
+    from ckpt import retagged_checkpoint
+
+    large = registry.register(
+        ModelSpec(
+            id="test-large",
+            url="https://e.invalid/l.pt",
+            config="configs/sam2.1/sam2.1_hiera_l.yaml",
+        )
+    )
+    tiny, _ = retagged_checkpoint(tmp_path / "tiny_ft.pt", "ft")
+    with pytest.raises(
+        ModelError,
+        match=r"has the tensors of sam2.1-tiny, not of test-large; import it --as sam2.1-tiny",
+    ):
+        cache.import_checkpoint(tiny, large.id, trust_unverified=True)
+    junk = tmp_path / "notes.pt"
+    junk.write_bytes(b"fine-tuned weights")
+    with pytest.raises(ModelError, match=r"notes.pt is not a SAM 2 checkpoint vosfx can read"):
+        cache.import_checkpoint(junk, model.id, trust_unverified=True)
+    assert not cache.is_cached(large.id) and not cache.is_cached(model.id)
 
 
 def test_import_missing_file(model, tmp_path):
@@ -244,8 +269,9 @@ def test_two_processes_recording_at_once_keep_both_entries(model, tmp_path, monk
     import threading
 
     other = registry.register(_spec("test-model-b", name="b.pt"))
-    tune = tmp_path / "finetune.pt"
-    tune.write_bytes(b"fine-tuned weights")
+    from ckpt import retagged_checkpoint
+
+    tune, _ = retagged_checkpoint(tmp_path / "finetune.pt", "fine-tune")
     plain = tmp_path / "b.pt"
     plain.write_bytes(PAYLOAD)
     real_read = cache._read_index
@@ -264,7 +290,7 @@ def test_two_processes_recording_at_once_keep_both_entries(model, tmp_path, monk
     racer[0].join(10)
     monkeypatch.setattr(cache, "_read_index", real_read)
     assert set(real_read()) == {model.id, other.id}
-    assert cache.ensure_checkpoint(model.id, offline=True).read_bytes() == b"fine-tuned weights"
+    assert cache.ensure_checkpoint(model.id, offline=True).read_bytes() == tune.read_bytes()
 
 
 def _read_only(*_a, **_k):

@@ -171,8 +171,10 @@ def test_config_of_an_unnamed_file_is_inferred_from_its_layout(tmp_path, tiny_fi
     other.write_bytes(tiny_file.read_bytes())
     net = load_sam2(other, image_size=256)
     assert len(net.image_encoder.trunk.blocks) == 12
-    with pytest.raises(ModelError, match="expected a model id"):
+    with pytest.raises(ModelError, match=r"checkpoint file .*absent.pt does not exist"):
         load_sam2(tmp_path / "absent.pt")
+    with pytest.raises(ModelError, match=r"expected a model id \(sam2.1-tiny, .*found 'tiny'"):
+        load_sam2("tiny")
 
 
 def test_unrecognisable_layout_is_refused(tmp_path):

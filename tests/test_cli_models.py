@@ -114,8 +114,9 @@ def test_import_by_hash_and_as_name_with_trust(model, tmp_path, capsys):
     good.write_bytes(PAYLOAD)
     res = invoke("import", str(good))
     assert res.exit_code == 0 and res.output.startswith("cli-test: ")
-    other = tmp_path / "ft.pt"
-    other.write_bytes(b"custom fine-tune")
+    from ckpt import retagged_checkpoint
+
+    other, _ = retagged_checkpoint(tmp_path / "ft.pt", "custom fine-tune")
     code, err = exit_code_of(capsys, "import", str(other), "--as", "cli-test")
     assert code == 7 and SHA in err and "--trust-unverified" in err
     res = invoke("import", str(other), "--as", "cli-test", "--trust-unverified")

@@ -122,5 +122,6 @@ def test_onnx_backend_runs_without_torch(tmp_path):
     # tracked frames carry logits spanning far more than the tolerance (random weights: ~0.6)
     assert float(want[1:].max() - want[1:].min()) > 1e-2
     # no bundle at that size and no torch: the message says how to get one
+    # (the command to paste: the checkpoint as given and the size, not the file's name alone)
     assert "pip install 'vosfx[torch]'" in report["hint"]
-    assert "vosfx models export" in report["hint"]
+    assert f"`vosfx models export {ckpt} --image-size 128`" in report["hint"], report["hint"]

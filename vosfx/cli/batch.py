@@ -91,13 +91,13 @@ def _json_progress(ev) -> None:
 @click.option(
     "-j",
     "--workers",
-    type=int,
+    type=click.IntRange(min=1),
     help="Worker processes (default: one per GPU, else 1; with --ray: actors).",
 )
 @click.option("--gpus", help="GPU ids for the workers, e.g. 0,1 (default: all visible).")
 @click.option(
     "--retry",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Extra attempts for transient failures (dead worker, runtime error).",

@@ -62,8 +62,5 @@ def checkpoint_identity(source: str) -> tuple[str, str | None, Path | None]:
         return source, sha, path if path.is_file() else None
     path = Path(source).expanduser()
     if not path.is_file():
-        raise ModelError(
-            f"expected a model id ({', '.join(registry.model_ids())}) or a "
-            f"checkpoint file, found {source!r}"
-        )
+        raise registry.no_such_model(source)
     return path.name, sha256_file(path), path

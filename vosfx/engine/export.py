@@ -52,8 +52,17 @@ OPSET = 17
 NATIVE_SIZE = 1024
 EXPORT_HINT = (
     "exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
-    "'vosfx[torch]', then `vosfx models export {name}`"
+    "'vosfx[torch]', then `{command}`"
 )
+
+
+def export_command(source: str, size: int = NATIVE_SIZE) -> str:
+    """The ``vosfx models export`` command that makes the bundle for ``source`` (a model id,
+    or a checkpoint file as the user gave it) at ``size``, ready to paste in a shell."""
+    import shlex
+
+    sized = f" --image-size {size}" if size != NATIVE_SIZE else ""
+    return f"vosfx models export {shlex.quote(str(source))}{sized}"
 
 
 # --- where bundles live (no torch) ------------------------------------------------------------
@@ -126,11 +135,10 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
         where.parent.mkdir(parents=True, exist_ok=True)
         lock.touch()
     except OSError as err:  # a read-only shared cache: said, not a traceback
-        sized = f" --image-size {size}" if size != NATIVE_SIZE else ""
         raise OutputError(
             f"cannot make the ONNX bundle for {model_id} at {size} px in the model cache "
             f"{where.parent}: {err.strerror or err}; set VOSFX_HOME to a folder you can write, "
-            f"or have `vosfx models export {model_id}{sized}` run by whoever can write there"
+            f"or have `{export_command(source, size)}` run by whoever can write there"
         ) from None
     with exclusive_lock(
         lock,
@@ -160,7 +168,7 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
                 f"no ONNX bundle for {model_id} at image size {size} (expected "
                 f"{where}) and torch is not installed to export one ({err}). vosfx ships graphs "
                 f"for the SAM 2.1 models at 1024 px only: drop --image-size, or "
-                + EXPORT_HINT.format(name=model_id)
+                + EXPORT_HINT.format(command=export_command(source, size))
                 + f", or copy a bundle exported elsewhere to "
                 f"{where}"
             ) from err
@@ -303,7 +311,10 @@ def _load(source: str, size: int):
 
         from vosfx.models.checkpoint import load_sam2
     except ImportError as err:
-        raise BackendError(EXPORT_HINT.format(name=source) + f" ({err})") from err
+        raise BackendError(
+            f"exporting an ONNX bundle needs torch, sam2 and onnx: pip install 'vosfx[torch]' "
+            f"({err})"
+        ) from err
     net = load_sam2(source, image_size=size).float().eval()
     # what build_sam2_video_predictor sets (and vosfx.engine.loader.torch_backend_for)
     net.binarize_mask_from_pts_for_mem_enc = True

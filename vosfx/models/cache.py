@@ -332,6 +332,26 @@ def verify(
     return results
 
 
+def _check_architecture(src: Path, spec: registry.ModelSpec) -> None:
+    """ModelError unless the unverified file ``src`` has the tensors of ``spec``'s
+    architecture (read from its pickle header, no weights, no torch): imported under the wrong
+    name it would be refused only at the first render, with a list of mismatched tensors."""
+    from vosfx.models.checkpoint import identify
+
+    try:
+        has = identify(src)
+    except ModelError as err:
+        raise ModelError(f"import: {src} is not a SAM 2 checkpoint vosfx can read: {err}") from None
+    if has is None:
+        raise ModelError(
+            f"import: {src}'s tensors fit no known SAM 2 architecture; it cannot run as {spec.id!r}"
+        )
+    if has.config != spec.config:
+        raise ModelError(
+            f"import: {src} has the tensors of {has.id}, not of {spec.id}; import it --as {has.id}"
+        )
+
+
 def import_checkpoint(
     file: str | Path,
     model_id: str | None = None,
@@ -365,6 +385,8 @@ def import_checkpoint(
                 f"import: {src} is not the published {spec.id!r}: expected sha256 {expected}, "
                 f"found {found}; pass --trust-unverified to use it as {spec.id!r} anyway"
             )
+        if spec.sha256 != found:
+            _check_architecture(src, spec)
     dest = checkpoint_dir() / spec.filename
     # Copy beside the destination and rename, so a crash never leaves a half file under the
     # real name; a failed copy (a full disk) leaves no half file at all, and a killed one

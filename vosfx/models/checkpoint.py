@@ -154,10 +154,7 @@ def _resolve(
         return path, config or spec.config, spec.hydra_overrides()
     path = Path(model).expanduser()
     if not path.is_file():
-        raise ModelError(
-            f"expected a model id ({', '.join(registry.model_ids())}) or a checkpoint file, "
-            f"found {str(model)!r}"
-        )
+        raise registry.no_such_model(str(model))
     found = registry.find_by_filename(path.name)
     if found is None:
         return path, config, []

@@ -150,6 +150,19 @@ def get(model_id: str) -> ModelSpec:
         ) from None
 
 
+def no_such_model(source: str) -> ModelError:
+    """The error for ``source``, neither a known model id nor an existing checkpoint file:
+    a name that looks like a file (a folder in it, or a checkpoint's extension) is said to
+    be missing, anything else is said to be no model id."""
+    text = str(source)
+    pathlike = "/" in text or "\\" in text or text.lower().endswith((".pt", ".pth", ".ckpt"))
+    if pathlike:
+        return ModelError(f"checkpoint file {text} does not exist")
+    return ModelError(
+        f"expected a model id ({', '.join(_MODELS)}) or a checkpoint file, found {text!r}"
+    )
+
+
 def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
     """Add a row (a fine-tune, a test model). An existing id needs ``replace=True``."""
     if not isinstance(spec, ModelSpec):
