@@ -55,6 +55,22 @@ def test_default_output_name_beside_input(env):
     assert (env / "clip_vosfx.mov").is_file()
 
 
+@pytest.mark.parametrize(
+    "src, want",
+    [
+        ("pngs/shot.%04d.png", "pngs/shot_vosfx_exr32"),  # not "shot._vosfx_exr32"
+        ("pngs/shot_%04d.exr", "pngs/shot_vosfx_exr32"),
+        ("frames/%05d.png", "frames_vosfx_exr32"),
+        ("frames", "frames_vosfx_exr32"),
+        ("clip.mp4", "clip_vosfx_exr32"),
+    ],
+)
+def test_default_output_name_of_each_kind_of_input(src, want):
+    from vosfx.cli.matte import default_output
+
+    assert default_output(src, "exr32") == want
+
+
 def test_json_progress_is_one_event_per_frame_then_result(env):
     r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov", "--json-progress")
     assert r.exit_code == 0, r.output
@@ -526,9 +542,10 @@ def test_numbered_plate_mattes_line_up_with_its_numbers(env, start, numbers, tim
         (["--exr-rgb"], "exr_rgb (--exr-rgb) is for the exr-layers format"),
         (["--exr-compression", "piz"], "exr_compression (--exr-compression) is for the exr-layers"),
         (["--fps", "30"], "the frame rate 30 (--fps) is for image-sequence inputs; clip.mp4 is a"),
+        (["--threads", "1000"], "threads 1000 (--threads) is more than the"),
     ],
 )
-def test_a_setting_the_render_does_not_use_is_a_warning(env, args, said):
+def test_a_setting_the_render_does_not_use_or_that_slows_it_is_a_warning(env, args, said):
     """A flag typed for a format the render does not write (or --fps on a video) is said
     once, on stderr and in the sidecar, not dropped in silence; the render is as without."""
     import av
@@ -546,6 +563,37 @@ def test_a_setting_the_render_does_not_use_is_a_warning(env, args, said):
     assert r.exit_code == 0, r.output
     warned = json.loads((env / "c.mov.json").read_text())["warnings"]
     assert (warned == []) == args[0].startswith("--background"), warned
+
+
+def test_a_truncated_matroska_clip_renders_what_it_holds_and_says_so(env):
+    """No frame count in the container: the frames there are matted (exit 0), and the
+    warning says the file holds fewer than its duration implies."""
+    rng = np.random.default_rng(1)
+    frames = (rng.integers(0, 256, (64, 96, 3), np.uint8) for _ in range(40))
+    whole = make_clip(env / "long.mkv", n=40, width=96, height=64, frames=frames)
+    r = matte(truncate(whole, 0.5), env / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((env / "out.mov.json").read_text())
+    (said,) = sidecar["warnings"]
+    assert f"long_cut.mkv: its duration implies 40 frames but it holds {sidecar['frames']}" in said
+    assert "may be truncated" in said and sidecar["frames"] < 30
+
+
+def test_a_model_name_beside_a_checkpoint_is_said_unused_or_refused_unknown(env, monkeypatch):
+    """With --checkpoint the file is the model: a --model (or a preset's) beside it is said
+    not used; an unknown one is still a typo (exit 7, before anything is read)."""
+    (env / "mine.pt").write_bytes(b"the fake engine never reads it")
+    args = [env / "clip.mp4", env / "mask.png", "--checkpoint", env / "mine.pt"]
+    r = matte(*args, "--model", "sam2.1-large", "-o", env / "out.mov")
+    assert r.exit_code == 0, r.output
+    (said,) = json.loads((env / "out.mov.json").read_text())["warnings"]
+    assert said.startswith("[model] name sam2.1-large (--model, or a preset's) is not used")
+    from vosfx.engine.loader import build_engine
+
+    monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: build_engine(model))
+    r = matte(*args, "--model", "sam2.1-lrge", "-o", env / "out2.mov")
+    assert r.exit_code == 7 and "unknown model 'sam2.1-lrge'" in r.output, r.output
+    assert leftovers(env, "out2") == []
 
 
 def test_numbered_plate_gap_is_a_json_warning_event_and_in_the_result(env):
@@ -715,6 +763,24 @@ def test_end_past_the_clip_renders_to_its_last_frame(env):
     assert r.exit_code == 0, r.output
     sidecar = json.loads((env / "out.mov.json").read_text())
     assert sidecar["frames"] == 10
+
+
+def test_two_masks_for_one_object_on_one_frame_are_refused_naming_both(env):
+    """Which one would win could not be told (two boxes there are refused the same way);
+    a mask's own error names the option it came from."""
+    r = matte(
+        env / "clip.mp4", env / "mask.png", "--mask", f"0:{env / 'mask.png'}", "-o", env / "o.mov"
+    )
+    assert r.exit_code == 5, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert f"--mask 0:{env / 'mask.png'}: a second mask for object 1 on frame 0" in last, last
+    assert "(the first: MASK " in last and leftovers(env, "o") == []
+    r = matte(
+        env / "clip.mp4", env / "mask.png", "--mask", f"0:{env / 'mask.png'}@2", "-o", env / "o.mov"
+    )
+    assert r.exit_code == 0, r.output  # another object: fine
+    r = matte(env / "clip.mp4", "--mask", f"3:{env / 'nope.png'}", "-o", env / "p.mov")
+    assert r.exit_code == 5 and f"--mask 3:{env / 'nope.png'}: expected a mask image" in r.output
 
 
 def test_start_past_the_clip_is_a_usage_error_naming_it(env):

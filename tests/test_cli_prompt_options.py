@@ -80,6 +80,14 @@ def test_values_become_one_prompt_per_frame_and_object(mask, opts, want):
         (_opts(boxes=("2:1,2,3",)), "--box", "expected a box"),
         (_opts(boxes=("2:1,1,5,5", "2:2,2,6,6")), "--box", "two boxes for frame 2; a prompt"),
         (_opts(boxes=("2:1,1,5,5@4", "2:2,2,6,6@4")), "--box", "two boxes for frame 2, object 4"),
+        # @0 was taken as no object id at all (object 1 or --obj, in silence)
+        (
+            _opts(points=("10,10@0",)),
+            "--point",
+            "object id in 1..2147483647 after @, found '10,10@0'",
+        ),
+        (_opts(masks=("2:m.png@0",)), "--mask", "object id in 1..2147483647 after @"),
+        (_opts(boxes=("1,1,5,5@2147483648",)), "--box", "object id in 1..2147483647"),
     ],
 )
 def test_bad_values_name_the_flag(opts, flag, message):

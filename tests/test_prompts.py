@@ -57,6 +57,18 @@ def test_one_bit_png(tmp_path, square):
     assert np.array_equal(prompt.mask, square)
 
 
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+def test_zero_one_mask_is_a_boolean_mask(tmp_path, square, depth):
+    """A boolean mask written as integers (``cv2.imwrite(p, mask.astype(np.uint8))``) holds
+    only 0 and 1: foreground where it is 1, not an empty mask under the 128 threshold."""
+    import cv2
+
+    path = tmp_path / "zero_one.png"
+    cv2.imwrite(str(path), square.astype(depth))
+    [prompt] = load_mask_prompt(path, video_size=(W, H))
+    assert np.array_equal(prompt.mask, square)
+
+
 def test_grayscale_threshold(tmp_path, square):
     gray = np.where(square, 200, 100).astype(np.uint8)
     path = save(tmp_path, "gray.png", gray)

@@ -450,6 +450,19 @@ def test_truncated_mp4_raises_with_frame_index(tmp_path, prefetch):
     assert "truncated or corrupt" in str(err.value) or "failed at frame" in str(err.value)
 
 
+def test_a_truncated_clip_without_a_frame_count_says_how_many_its_duration_implies(tmp_path):
+    """Matroska keeps no frame count: a file cut short decodes as a shorter clip. Its
+    declared duration still says more frames than its packets hold (VideoInfo's
+    declared_frames, a warning in the render); a whole file has none. (MPEG-TS declares no
+    duration at all: FFmpeg estimates it from the packets there, so a cut TS cannot be told
+    from a short one.)"""
+    whole = noisy_clip(tmp_path / "full.mkv")
+    assert probe(whole).declared_frames is None and probe(whole).num_frames == 60
+    info = probe(truncate(whole, 0.5))
+    assert info.num_frames < 50 and info.declared_frames is not None
+    assert info.declared_frames >= 55, info.declared_frames
+
+
 def test_corrupt_middle_raises(tmp_path):
     path = noisy_clip(tmp_path / "full.mp4")
     data = bytearray(path.read_bytes())

@@ -98,6 +98,9 @@ class VideoInfo:
     pixel_aspect: Fraction = Fraction(1)
     # a numbered image sequence's own frame numbers (None: a video, or files without numbers)
     frame_numbers: FrameNumbers | None = None
+    # a video without a frame count whose declared duration implies more frames than its
+    # packets hold (a truncated download or copy): that many; None otherwise
+    declared_frames: int | None = None
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,10 @@ def default_output(input_path: str, fmt: str) -> str:
     from vosfx.config import OutputConfig
     from vosfx.io.writers import FORMATS
 
-    src = Path(input_path.split("%")[0].rstrip("/") or input_path)
+    head = input_path.split("%")[0]  # a pattern: what comes before its number
+    src = Path(head.rstrip("/") or input_path)
+    if head != input_path and not head.endswith("/"):  # shot.%04d.png: "shot", not "shot."
+        src = src.with_name(src.name.rstrip("._- ") or src.name)
     stem = src.stem if src.suffix else src.name
     spec = FORMATS.get(fmt)
     if spec is None or spec.is_sequence:  # sequences are written into a folder
@@ -153,7 +156,7 @@ def default_output(input_path: str, fmt: str) -> str:
 @click.option(
     "--obj",
     "obj_id",
-    type=click.IntRange(1, 254),
+    type=click.IntRange(1, 2**31 - 1),
     help="Object id of clicks and boxes without @OBJ.",
 )
 @click.option(

@@ -90,6 +90,10 @@ def build_engine(model: ModelConfig, *, progress=None, cancel=None) -> SamEngine
     progress = _cancellable(
         progress, cancel, "cancelled during the model download; the next run resumes it"
     )
+    if model.checkpoint:  # the file is the model; a typo in the name is still one
+        from vosfx.models import registry
+
+        registry.get(model.name)
     backend = backend_for(model)
     model = concrete_precision(model, backend)
     if backend == "onnx":

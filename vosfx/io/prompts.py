@@ -4,7 +4,8 @@ Mask images (read with Pillow, the only reader that gives palette PNGs as indice
 
 - palette PNG (DAVIS style): every nonzero palette index is an object, ``obj_id`` = the index;
 - binary or grayscale PNG/JPG, 8 or 16-bit: one object (``obj_id`` 1), foreground where the
-  value is >= ``threshold`` (8-bit units; scaled by 257 for 16-bit images);
+  value is >= ``threshold`` (8-bit units; scaled by 257 for 16-bit images); an image whose
+  values are only 0 and 1 (a boolean mask saved as integers) is foreground where it is 1;
 - RGBA / LA: the alpha channel is the mask, thresholded; an alpha that is opaque everywhere
   carries no mask, so the colour channels are used instead;
 - RGB: foreground where any channel is >= ``threshold`` (a pure red mask counts).
@@ -108,6 +109,8 @@ def _binary_labels(data: np.ndarray, mode: str, threshold: int, path: str) -> np
         )
     if data.ndim == 3:
         data = data.max(axis=2)
+    if data.max(initial=0) == 1:  # 0/1: a boolean mask written as integers, not a dark image
+        return (data == 1).astype(np.int32)
     return (data >= level).astype(np.int32)
 
 

@@ -59,10 +59,14 @@ def probe_video(path: Path) -> VideoInfo:
         fps = stream.average_rate or stream.guessed_rate
         time_base = stream.time_base or Fraction(1, 1)
         num_frames, exact = _frame_count(container, stream, fps)
+        declared = None
         if not exact or trimmed:
             # an edit list (an MP4/MOV cut without re-encoding) hides its first packets: the
             # container's count includes them, the decoder drops them
-            num_frames = _count_packets(path) or num_frames
+            estimate, counted = num_frames, _count_packets(path)
+            num_frames = counted or num_frames
+            if not exact and counted and estimate - counted > max(1, estimate // 100):
+                declared = estimate  # its duration says more frames than it holds
         if exact and num_frames == 0:
             raise InputError(f"expected at least one frame in {path}, the container says 0")
         width, height = (
@@ -82,6 +86,7 @@ def probe_video(path: Path) -> VideoInfo:
             is_vfr=_looks_vfr(pts),
             has_audio=bool(container.streams.audio),
             frame_count_exact=exact,
+            declared_frames=declared,
             timecode=_timecode(container, stream),
             colour=source_colour(first),
             pixel_aspect=_pixel_aspect(stream, rotation),

@@ -29,7 +29,8 @@ from vosfx.pipeline.output import (
     object_path,
     output_info,
     plan_outputs,
-    unused_settings,
+    setting_warnings,
+    truncation_warnings,
 )
 from vosfx.types import (
     Frame,
@@ -58,7 +59,8 @@ def resolve_prompts(
     prompts: list[Prompt] = []
     # click/box prompts without an obj_id: object 1, or one more object after the masks' ids
     mask_ids: set[int] = set()
-    for spec in specs:
+    masked: dict[tuple[int, int], int] = {}  # (frame, object) -> the mask prompt given there
+    for i, spec in enumerate(specs):
         said = f"{spec.where}: " if spec.where else ""
         if not start <= spec.frame < end:
             raise PromptError(
@@ -67,18 +69,30 @@ def resolve_prompts(
                 + positions_hint(info)
             )
         if spec.mask is not None:
-            found = load_mask_prompt(
-                spec.mask,
-                frame_index=spec.frame,
-                video_size=(info.width, info.height),
-                fit=fit,
-                threshold=spec.threshold,
-                objects=None if spec.obj_id is not None else objects,
-            )
+            try:
+                found = load_mask_prompt(
+                    spec.mask,
+                    frame_index=spec.frame,
+                    video_size=(info.width, info.height),
+                    fit=fit,
+                    threshold=spec.threshold,
+                    objects=None if spec.obj_id is not None else objects,
+                )
+            except PromptError as err:
+                raise PromptError(f"{said}{err}") from None
             if spec.obj_id is not None:  # one object given explicitly: union of the mask
                 # mask prompts: every one carries a mask
                 union = np.any([p.mask for p in found if p.mask is not None], axis=0)
                 found = [Prompt(frame_index=spec.frame, obj_id=spec.obj_id, mask=union)]
+            for p in found:
+                j = masked.setdefault((spec.frame, p.obj_id), i)
+                if j != i:
+                    first = specs[j]
+                    raise PromptError(
+                        f"{said}a second mask for object {p.obj_id} on frame {spec.frame} "
+                        f"(the first: {first.where or first.mask}); a frame takes one mask "
+                        "per object"
+                    )
             prompts.extend(found)
             mask_ids.update(p.obj_id for p in found)
             continue
@@ -204,7 +218,8 @@ def run(
             end - job.start,
             # the input's numbering, then how the model runs (a reused engine's too)
             warnings=[
-                *unused_settings(job, outputs),
+                *setting_warnings(job, outputs),
+                *truncation_warnings(info),
                 *numbering_warnings(info, job.start, end, outputs),
                 *engine.warnings,
             ],

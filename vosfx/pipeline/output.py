@@ -78,6 +78,19 @@ def output_info(info: VideoInfo, start: int) -> VideoInfo:
     return replace(info, timecode=offset(info.timecode, start, info.fps))
 
 
+def truncation_warnings(info: VideoInfo) -> list[str]:
+    """A video whose declared duration implies more frames than it holds: the matte covers
+    the frames there, and the user hears that the file may be cut short."""
+    if info.declared_frames is None:
+        return []
+    name, n = Path(info.path).name, info.num_frames
+    said = (
+        f"{name}: its duration implies {info.declared_frames} frames but it holds {n}: the "
+        f"file may be truncated (an interrupted copy or download); the matte covers the {n} there"
+    )
+    return [said]
+
+
 def numbering_warnings(
     info: VideoInfo, start: int, end: int, outputs: list[tuple[str, str, int | None]]
 ) -> list[str]:
@@ -106,12 +119,14 @@ def numbering_warnings(
     return [text]
 
 
-def unused_settings(job: Job, outputs: list[tuple[str, str, int | None]]) -> list[str]:
-    """Settings the job gives that this render does not use, each said once as a warning
-    (a flag a user typed for one format and forgot for another is not silently dropped):
-    a background without a composite output, EXR layer options without exr-layers, a frame
-    rate for a video (which keeps its own)."""
-    from vosfx.config import OutputConfig
+def setting_warnings(job: Job, outputs: list[tuple[str, str, int | None]]) -> list[str]:
+    """Settings the job gives that this render does not use, or that make it slower, each
+    said once as a warning (a flag a user typed for one format and forgot for another is not
+    silently dropped): a background without a composite output, EXR layer options without
+    exr-layers, a model name beside a checkpoint file, a frame rate for a video (which keeps
+    its own), more model threads than the machine has cores."""
+    from vosfx.config import ModelConfig, OutputConfig
+    from vosfx.cpus import usable_cores
     from vosfx.io.sequence import IMAGE_EXTS, is_pattern
 
     formats = {fmt for _path, fmt, _obj in outputs}
@@ -129,6 +144,19 @@ def unused_settings(job: Job, outputs: list[tuple[str, str, int | None]]) -> lis
                 f"[output] {key} ({flag}) is for the exr-layers format, which this render "
                 "does not write: not used"
             )
+    model = job.config.model
+    if model.checkpoint and model.name != ModelConfig().name:
+        said.append(
+            f"[model] name {model.name} (--model, or a preset's) is not used: the checkpoint "
+            f"{Path(model.checkpoint).name} (--checkpoint) is the model, its architecture read "
+            "from its tensors"
+        )
+    cores = usable_cores()
+    if model.threads > cores:
+        said.append(
+            f"[model] threads {model.threads} (--threads) is more than the {cores} CPU cores "
+            "this process may use: slower than 0 (the runtime's choice), not faster"
+        )
     src = Path(job.input)
     video = src.is_file() and not is_pattern(src) and src.suffix.lower() not in IMAGE_EXTS
     if job.fps is not None and video:
