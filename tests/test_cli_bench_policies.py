@@ -61,3 +61,18 @@ def test_policies_share_one_engine(tmp_path, monkeypatch):
     assert opened == ["auto"]
     configs = [r["config"] for r in csv.DictReader(io.StringIO(res.stdout))]
     assert configs == ["sam2.1-tiny/sam2/auto", "sam2.1-tiny/sam2long/auto"]
+
+
+def test_a_checkpoint_file_names_its_rows(tmp_path, monkeypatch):
+    """With --checkpoint the file is the model: the rows carry its name, not --model's (a
+    random-weight file scored as "sam2.1-tiny" would read as the published model's)."""
+    import vosfx.cli.eval as cli_eval
+
+    _static_dataset(tmp_path / "ds", n=3)
+    (tmp_path / "my_tune.pt").write_bytes(b"the fake engine never reads it")
+    monkeypatch.setattr(cli_eval, "open_engine", lambda cfg: FakeEngine(model_id=cfg.name))
+    args = ["bench", str(tmp_path / "ds"), "--memory", "sam2", "--format", "csv"]
+    res = CliRunner().invoke(cli, [*args, "--checkpoint", str(tmp_path / "my_tune.pt")])
+    assert res.exit_code == 0, res.output
+    (row,) = csv.DictReader(io.StringIO(res.stdout))
+    assert row["config"].startswith("my_tune.pt/sam2/"), row["config"]

@@ -783,6 +783,29 @@ def test_two_masks_for_one_object_on_one_frame_are_refused_naming_both(env):
     assert r.exit_code == 5 and f"--mask 3:{env / 'nope.png'}: expected a mask image" in r.output
 
 
+def test_a_render_removes_what_a_dead_render_of_the_same_output_left(env):
+    """A render killed twice (or with kill -9) leaves its temporary file; the next render of
+    that output removes it, when the name says a process of this machine made it and that
+    process is gone. Another machine's (a shared folder) and a live process's are left."""
+    import subprocess
+    import sys
+
+    from vosfx.files import _HOST
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    mark = ".out.mov.vosfx-tmp-"
+    left = env / f"{mark}{_HOST}-{dead}-0badf00d"
+    alive = env / f"{mark}{_HOST}-{os.getppid()}-0badf00d"
+    other = env / f"{mark}{'0000' if _HOST != '0000' else '0001'}-{dead}-0badf00d"
+    other_output = env / f".other.mov.vosfx-tmp-{_HOST}-{dead}-0badf00d"
+    for path in (left, alive, other, other_output):
+        path.write_bytes(b"half a movie")
+    r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 0, r.output
+    assert not left.exists() and alive.exists() and other.exists() and other_output.exists()
+
+
 def test_start_past_the_clip_is_a_usage_error_naming_it(env):
     """Known only once the clip is probed: --start typed past the last frame is a bad option
     value (exit 2, naming --start), a job file's start an invalid job (exit 3)."""

@@ -258,6 +258,11 @@ def test_install_blender_copies_the_addon(tmp_path):
     addon = tmp_path / "vosfx_sequencer"
     assert (addon / "__init__.py").is_file() and (addon / "vosfx_client.py").is_file()
     assert "bl_info" in (addon / "__init__.py").read_text()
+    # the add-on's name as Blender's Add-ons list shows it (bl_info's), as README says
+    assert (
+        "Add-ons > 'vosfx Matte'" in r.output
+        and '"name": "vosfx Matte"' in (addon / "__init__.py").read_text()
+    )
 
 
 def test_install_unknown_host_is_a_usage_error(tmp_path):

@@ -9,9 +9,11 @@ failure the temporary file is removed and the target is left as it was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -21,11 +23,46 @@ from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".vosfx-tmp-"  # every temporary name holds it (batch cleanup looks for it)
+# which machine made a temporary name: only this one's can be told to be a dead process's
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=2).hexdigest()
 
 
 def temp_name(path: Path) -> Path:
-    """``.<name>.vosfx-tmp-<random>`` beside ``path``: hidden, unique, same folder."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{secrets.token_hex(4)}")
+    """``.<name>.vosfx-tmp-<host>-<pid>-<random>`` beside ``path``: hidden, unique, same
+    folder; the machine and process that made it are in the name (:func:`stale_temps`)."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def stale_temps(path: Path) -> list[Path]:
+    """The temporary names beside ``path`` that a process of this machine made for it and
+    left when it died (a second Ctrl-C, a kill -9, a power cut): nobody will finish them.
+    POSIX only (elsewhere the process cannot be asked after without touching it); a name of
+    another machine (a shared folder) or of a process still alive is never listed."""
+    if os.name != "posix":
+        return []
+    head = f".{path.name}{TEMP_MARK}{_HOST}-"
+    found = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        pid, _, rest = entry.name.removeprefix(head).partition("-")
+        if not entry.name.startswith(head) or not pid.isdigit() or not rest:
+            continue
+        if int(pid) != os.getpid() and not _alive(int(pid)):
+            found.append(entry)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

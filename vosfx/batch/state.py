@@ -255,13 +255,13 @@ def _final_name_patterns(job: Job) -> list[tuple[Path, str]]:
 
 def remove_partial(job: Job) -> list[str]:
     """Delete temporary files a killed render left beside the job's outputs (the writers'
-    ``.<name>.vosfx-tmp-<hex>`` names). Returns what was removed."""
+    ``.<name>.vosfx-tmp-<host>-<pid>-<hex>`` names). Returns what was removed."""
     from vosfx.io.writers.base import remove_path
 
     removed = []
     for folder, name in _final_name_patterns(job):
         parts = [re.escape(part) for part in f".{name}{TEMP_MARK}".split("*")]
-        pattern = re.compile(".+".join(parts) + "[0-9a-f]+")
+        pattern = re.compile(".+".join(parts) + "[0-9a-f-]+")
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():

@@ -49,7 +49,8 @@ def run_interruptible(job, on_progress):
             except KeyboardInterrupt:
                 if cancel.is_set():
                     click.echo(
-                        "vosfx: quitting now; temporary files may be left beside the outputs",
+                        "vosfx: quitting now; temporary files may be left beside the outputs "
+                        "(the next render of them removes them)",
                         err=True,
                     )
                     os._exit(Cancelled.exit_code)

@@ -223,7 +223,9 @@ def bench(
                 engine = open_engine(cfg)
                 try:
                     for policy in cfg_policies:
-                        label = f"{model_name}/{policy}/{cfg.backend}"
+                        # a checkpoint file is the model: its name, not --model's
+                        shown = Path(checkpoint).name if checkpoint else model_name
+                        label = f"{shown}/{policy}/{cfg.backend}"
                         click.echo(f"vosfx bench: {label}", err=True)
                         by_policy[policy] = run_bench(
                             dataset,

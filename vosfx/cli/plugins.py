@@ -244,7 +244,9 @@ def install(
         click.echo(str(path))
     if host == "blender":
         click.echo(
-            f"enable it in Blender: Edit > Preferences > Add-ons > '{BLENDER_ADDON}'", err=True
+            "enable it in Blender: Edit > Preferences > Add-ons > 'vosfx Matte' (the folder "
+            f"{BLENDER_ADDON})",
+            err=True,
         )
     if host == "ofx":
         click.echo(

@@ -1,8 +1,9 @@
 """Writers: one per kind of output, every writer a context manager.
 
-A writer renders into a temporary name beside its output (``.<name>.vosfx-tmp-<random>``)
-and renames it into place only when the ``with`` block ends cleanly, so an interrupted or
-failed render never leaves a file that looks finished. Image sequences render into a
+A writer renders into a temporary name beside its output
+(``.<name>.vosfx-tmp-<host>-<pid>-<random>``; one a dead process of this machine left for
+the same output is removed first) and renames it into place only when the ``with`` block
+ends cleanly, so an interrupted or failed render never leaves a file that looks finished. Image sequences render into a
 temporary folder that is renamed the same way.
 
 Layers inside this package, bottom first: :mod:`.formats` (the table), :mod:`.base` (the

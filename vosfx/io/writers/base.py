@@ -1,7 +1,8 @@
 """The writer base class and the file-system rules every writer follows.
 
-A writer renders into a temporary name beside its output (``.<name>.vosfx-tmp-<random>``)
-and renames it into place only when the ``with`` block ends cleanly; on an exception
+A writer renders into a temporary name beside its output
+(``.<name>.vosfx-tmp-<host>-<pid>-<random>``; one a dead process of this machine left for
+the same output is removed first) and renames it into place only when the ``with`` block ends cleanly; on an exception
 (KeyboardInterrupt included) or a failure while finishing, the temporary file or folder is
 removed and the error re-raised. OSErrors become OutputError (ENOSPC: "disk full while
 writing ...").
@@ -108,7 +109,14 @@ def _check_replaceable_folder(out: Path, sequence: bool) -> None:
 
 
 def temp_path_for(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (same folder, so the final rename is atomic)."""
+    """A hidden temporary name beside ``path`` (same folder, so the final rename is atomic).
+    What a dead process of this machine left there for ``path`` goes first
+    (:func:`vosfx.files.stale_temps`): a render killed twice no longer leaves its half-written
+    file for good."""
+    from vosfx.files import stale_temps
+
+    for stale in stale_temps(path):
+        remove_path(stale)
     return temp_name(path)
 
 
