@@ -79,10 +79,13 @@ def _start(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_is_answered_within_a_second_then_exits_130(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_ctrl_c_is_answered_within_a_second_then_exits_130(tmp_path, sig):
+    """SIGTERM (a host cancelling) and SIGHUP (the terminal closed) cancel as Ctrl-C does;
+    SIGHUP killed the render before, leaving its temporary files."""
     proc = _start(tmp_path)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     line = proc.stderr.readline()
     answered = time.monotonic() - sent
     assert "cancelling" in line and "Ctrl-C again" in line, line

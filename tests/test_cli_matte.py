@@ -66,7 +66,7 @@ def test_default_output_name_beside_input(env):
     ],
 )
 def test_default_output_name_of_each_kind_of_input(src, want):
-    from vosfx.cli.matte import default_output
+    from vosfx.job import default_output
 
     assert default_output(src, "exr32") == want
 

@@ -185,6 +185,23 @@ def test_save_job_needs_a_json_name(run, tmp_path):
     assert status == 400 and ".json" in data["error"]
 
 
+@pytest.mark.parametrize("name", ["frame.png", "clip_folder", "taken.json"])
+def test_save_job_refuses_before_asking_to_replace(run, tmp_path, name):
+    """An existing path Save job would refuse anyway (not .json, a folder) is refused at once:
+    it answered "exists" first, so the page asked "Replace it?" for a save that then failed."""
+    _click(run, 0)
+    target = tmp_path / name
+    if name.endswith(".png"):
+        target.write_bytes(b"not a job")
+    else:
+        target.mkdir()
+    body = {"output": str(tmp_path / "o_png16"), "path": str(target)}
+    status, data = run.request("/api/save", body)
+    assert status == 400 and "exists" not in data, data
+    assert (".json" if name != "taken.json" else "is a folder") in data["error"], data
+    assert run.request("/api/save", {**body, "replace": True})[0] == 400
+
+
 def test_bad_prompt_values_are_400(run):
     for body in (
         {"obj_id": 1, "frame": 0, "x": "a", "y": 1},
@@ -194,6 +211,37 @@ def test_bad_prompt_values_are_400(run):
     ):
         status, data = run.request("/api/click", body)
         assert status == 400 and data["error"], body
+
+
+def test_retract_takes_back_only_the_last_click_leaving_no_redo_step(run):
+    """The first press of a double-click (the page sends every click at once) is taken back
+    by ``retract``: the prompt as before it, no redo step of it, and the redo steps it had
+    cleared back. Anything but that click as the last change is left alone."""
+    (ax, ay), (bx, by), (cx, cy) = _centre(0), (_centre(0)[0] + 2, 30), (_centre(0)[0] - 2, 31)
+    _click(run, 0, xy=(ax, ay))
+    _click(run, 0, xy=(bx, by))
+    run.request("/api/history", {"op": "undo"})  # B waits in redo
+    _click(run, 0, xy=(cx, cy))
+    retract = {"op": "retract", "obj_id": 1, "frame": 0, "label": 1}
+    assert run.request("/api/history", {**retract, "x": ax, "y": ay})[1] == {"frame": None}
+    assert run.studio.edits[(1, 0)].points == ((ax, ay), (cx, cy))  # not the last click
+    assert run.request("/api/history", {**retract, "x": cx, "y": cy})[1] == {"frame": 0}
+    assert run.studio.edits[(1, 0)].points == ((ax, ay),)
+    assert run.studio.session.result(0).logits is not None
+    run.request("/api/history", {"op": "redo"})  # the redo the click had cleared: B
+    assert run.studio.edits[(1, 0)].points == ((ax, ay), (bx, by))
+    run.request("/api/history", {"op": "undo"})
+    run.request("/api/history", {"op": "undo"})
+    assert run.studio.edits == {}
+    assert run.request("/api/history", {"op": "undo"})[1] == {"frame": None}  # nothing left
+
+
+def test_frame_numbers_must_be_whole(run, tmp_path):
+    """A frame of 2.5 is refused, not taken as 2."""
+    _click(run, 0)
+    status, data = run.request("/api/render", {"output": str(tmp_path / "o"), "end": 2.5})
+    assert status == 400 and "end: expected an integer, found 2.5" in data["error"], data
+    assert run.request("/api/click", {"obj_id": 1, "frame": 1.5, "x": 3, "y": 3})[0] == 400
 
 
 def test_click_answer_equals_the_session_result_and_undo_redo(run):
@@ -312,6 +360,30 @@ def test_dropped_mask_becomes_the_prompt(run):
     assert run.studio.edits[(1, 5)].mask is not None
     status, data = run.request("/api/mask?obj_id=1&frame=5", data=b"not an image", method="POST")
     assert status == 400 and "image" in data["error"]
+
+
+@pytest.mark.parametrize(
+    ("query", "data", "says"),
+    [
+        ("&name=notes%20v2.txt", b"hello", 'the dropped file "notes v2.txt" is not an image'),
+        ("", b"hello", "the dropped file is not an image"),
+        ("&name=cut.png", "cut", '"cut.png" is a damaged'),
+    ],
+)
+def test_a_dropped_file_that_is_not_an_image_is_named(run, query, data, says):
+    """Dropping a file that is not an image says which file and what is expected; it said
+    "not an image PIL can read: cannot identify image file <_io.BytesIO object at 0x...>"."""
+    if data == "cut":  # a PNG cut short (a copy still being written)
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W), np.uint8)).save(
+            buf, "PNG"
+        )
+        data = buf.getvalue()[: len(buf.getvalue()) // 2]
+    status, res = run.request(f"/api/mask?obj_id=1&frame=5{query}", data=data, method="POST")
+    assert status == 400 and says in res["error"], res
+    assert "mask image" in res["error"] and "BytesIO" not in res["error"], res
+    assert "PIL" not in res["error"], res
+    assert run.studio.edits == {}
 
 
 def _mask_png(kind: str) -> bytes:
@@ -636,6 +708,38 @@ def test_cli_port_in_use(clip, config_home):
     assert f"port {port}" in res.output and "--port" in res.output
 
 
+def test_a_port_is_free_again_as_soon_as_its_studio_ends(clip, tmp_path, config_home):
+    """A fixed --port is taken again right after its studio ended: the connections the studio
+    closed sit in TIME_WAIT for ~60 s, and binding without SO_REUSEADDR was refused as
+    "Address already in use" for that long. A port a studio still listens on stays refused."""
+    from vosfx.errors import ConfigError
+    from vosfx.studio.server import bind
+
+    run = Running(clip, tmp_path / "work")
+    port = run.ctl.port
+    assert run.request("/api/state")[0] == 200  # a connection, closed by the server's side
+    with pytest.raises(ConfigError, match=f"port {port}"):
+        bind(port).close()  # a live studio's port is never shared
+    run.close()
+    assert not run.thread.is_alive()
+    bind(port).close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="TIME_WAIT on POSIX")
+def test_bind_takes_a_port_with_connections_in_time_wait():
+    from vosfx.studio.server import bind
+
+    sock = bind(0)
+    port = sock.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = sock.accept()
+    conn.close()  # the server closes first: its side of the connection goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    sock.close()
+    bind(port).close()
+
+
 def _model_the_studio_loads(monkeypatch, args) -> tuple:
     """(exit code, output, the [model] config `vosfx studio ARGS` hands load_engine): the
     server is replaced by one that calls the studio's loader once and closes."""
@@ -748,10 +852,17 @@ def _wait_ready(url):
     raise TimeoutError("studio not ready")
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
-def test_ctrl_c_stops_the_render_and_leaves_nothing(clip, tmp_path, config_home):
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_ctrl_c_sigterm_and_sighup_stop_the_render_and_leave_nothing(
+    clip, tmp_path, config_home, sig
+):
+    """Ctrl-C, SIGTERM (an editor plugin cancelling its pick) and SIGHUP (the terminal
+    closed) all cancel the render, remove its partial output and the studio's folder, and
+    exit 130. SIGTERM and SIGHUP killed the process (143, 129) leaving both behind."""
     env = dict(os.environ, VOSFX_FAKE_DELAY_S="0.05", VOSFX_HOME=str(tmp_path / "home"))
     proc, url = _start_cli([str(clip)], env)
+    events = _open_events(url)  # a page is open: it must not delay or break the exit
     try:
         _wait_ready(url)
         x, y = _centre(0)
@@ -759,14 +870,50 @@ def test_ctrl_c_stops_the_render_and_leaves_nothing(clip, tmp_path, config_home)
         out = tmp_path / "ctrlc_out"
         _post(url, "/api/render", {"output": str(out), "formats": ["png16"]})
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        assert list(tmp_path.glob(".ctrlc_out*")), "the render had not started writing"
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
         code = proc.wait(30)
+        exit_s = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert code == 130, proc.stderr.read()
+        events.close()
+    err = proc.stderr.read()
+    assert code == 130, err
     assert not out.exists() and not list(tmp_path.glob(".ctrlc_out*"))
     assert not list((tmp_path / "home" / "studio").glob("*"))  # its cache folder is gone
+    assert "Traceback" not in err and "ASGI" not in err, err
+    assert exit_s < 1.8, exit_s  # not held up by the page's event stream (2 s graceful timeout)
+
+
+def _open_events(url):
+    """The page's event stream, held open (as an open page holds it) until ``close()``."""
+    import urllib.request
+
+    return urllib.request.urlopen(url.replace("/?", "/api/events?"), timeout=30)
+
+
+def test_an_open_page_does_not_hold_up_the_exit(clip, tmp_path, config_home):
+    """Done (or any stop) with the page's event stream open ends the stream at once: the
+    studio ended only after uvicorn's 2 s graceful timeout, cancelling the stream with an
+    "Exception in ASGI application" traceback. The page is told the studio ended."""
+    run = Running(clip, tmp_path / "work", done_job=tmp_path / "picked.json")
+    with _open_events(run.url) as stream:
+        deadline = time.monotonic() + 10
+        while not run.ctl.hub.queues:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        _click(run, 0)
+        t0 = time.monotonic()
+        status, _ = run.request("/api/done", {"output": str(tmp_path / "o.mov")})
+        assert status == 200
+        run.thread.join(10)
+        exit_s = time.monotonic() - t0
+        rest = stream.read().decode()  # the stream ended (EOF), not cut
+    assert not run.thread.is_alive() and run.outcome == ["done"]
+    assert exit_s < 1.0, exit_s
+    assert '"event": "ended"' in rest, rest
 
 
 def _cli_exit(args, env, timeout_s=30):
@@ -798,6 +945,23 @@ def test_cli_range_outside_the_clip_exits_before_serving(clip, tmp_path, config_
     code, err = _cli_exit([str(clip), *args], env, timeout_s=20)
     assert code == 2 and hint in err and "24 frames" in err, err
     assert not list((tmp_path / "home" / "studio").glob("*"))
+
+
+def test_cli_end_past_the_clip_means_its_last_frame(clip, tmp_path, config_home):
+    """`--end` past the clip serves up to its last frame, as `vosfx matte --end` renders up to
+    it (docs/studio.md said it exited 2, which only `--start` past the clip does)."""
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
+    proc, url = _start_cli([str(clip), "--start", "3", "--end", "400"], env)
+    try:
+        _wait_ready(url)
+        import urllib.request
+
+        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
+            st = json.loads(res.read())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert (st["start"], st["end"]) == (3, N)
 
 
 def test_cli_reopening_a_job_whose_mask_is_gone_exits_before_serving(clip, tmp_path, config_home):
@@ -860,13 +1024,15 @@ def test_memory_events_are_the_reports():
 
 
 def test_cli_reopens_a_saved_job(run, clip, tmp_path):
-    """`vosfx studio --job` opens the job's clip and range with its prompts and finishing."""
+    """`vosfx studio --job` opens the job's clip and range with its prompts and finishing,
+    and proposes the job's own output (it proposed `<clip>_vosfx.mov` whatever the job's
+    format, which a png16 job's render then refused)."""
     _click(run, 6)
     run.request("/api/refine", {"refine": {"choke": 0.25}})
     job_path = tmp_path / "saved.json"
     status, _ = run.request(
         "/api/save",
-        {"output": str(tmp_path / "o.mov"), "path": str(job_path), "start": 2, "end": 18},
+        {"output": str(tmp_path / "o_png16"), "path": str(job_path), "start": 2, "end": 18},
     )
     assert status == 200
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
@@ -885,6 +1051,20 @@ def test_cli_reopens_a_saved_job(run, clip, tmp_path):
         (6, 1, [list(_centre(6))])
     ]
     assert st["refine"]["choke"] == 0.25
+    assert (st["format"], st["output"]) == ("png16", str(tmp_path / "o_png16"))
+
+
+def test_the_proposed_output_fits_the_format(run, clip):
+    """The Render panel proposes what `vosfx matte` writes without -o in the studio's format
+    (`-p png16`: a `clip_vosfx_png16` folder), and each format's default for the page to
+    follow: it proposed `clip_vosfx.mov` for png16, which Render then refused."""
+    from vosfx.job import default_output
+
+    st = run.request("/api/state")[1]
+    folder = Path(st["clip"]).parent
+    assert st["format"] == "png16" and st["output"] == str(folder / "clip_vosfx_png16")
+    assert st["default_outputs"]["prores4444"] == str(folder / "clip_vosfx.mov")
+    assert st["default_outputs"] == {f: default_output(st["clip"], f) for f in st["formats"]}
 
 
 def test_render_preset_must_be_an_output_preset(run, tmp_path):

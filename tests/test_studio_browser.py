@@ -682,12 +682,23 @@ def test_a_failure_banner_goes_with_the_next_action_that_works(
 
 
 def test_a_format_change_keeps_a_typed_output_path(browser, clip, tmp_path, config_home):
-    """Changing the format swaps only the ending an earlier format gave the output; a path
-    the user typed was mangled (`myshot.mov` -> `myshot.mov_png16` -> `myshot.mov_png16.mov`)."""
-    with _studio_page(browser, clip, tmp_path) as (_run, page):
-        default = page.input_value("#output")
-        page.select_option("#format", "png16")
-        assert page.input_value("#output") == default[: -len(".mov")] + "_png16"
+    """Until the user types a path the output is `vosfx matte`'s default for the format, and
+    follows it (the studio opened with png16 proposed `clip_vosfx.mov`, which Render then
+    refused); once typed, a change swaps only the ending an earlier format gave it (a typed
+    path was mangled: `myshot.mov` -> `myshot.mov_png16` -> `myshot.mov_png16.mov`)."""
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        folder = Path(run.studio.clip).parent
+        assert page.input_value("#format") == "png16"  # the studio's -p png16
+        assert page.input_value("#output") == str(folder / "clip_vosfx_png16")
+        for fmt, name in (
+            ("prores4444", "clip_vosfx.mov"),
+            ("webm-alpha", "clip_vosfx_webm-alpha.webm"),
+            ("exr-layers", "clip_vosfx_exr-layers"),
+        ):
+            page.select_option("#format", fmt)
+            assert page.input_value("#output") == str(folder / name), fmt
+        page.select_option("#preset", "png16")  # a preset's format is followed too
+        assert page.input_value("#output") == str(folder / "clip_vosfx_png16")
         page.fill("#output", "/shots/sh010/sh010_final.mov")
         for fmt, want in (
             ("png16", "/shots/sh010/sh010_final_png16"),
@@ -892,3 +903,112 @@ def test_an_odd_sized_clip_is_clicked_tracked_and_rendered_at_its_own_size(
         assert len(files) == n
         for f in files:
             assert Image.open(f).size == (w, h)
+
+
+def test_a_double_click_fits_and_adds_no_point(browser, clip, tmp_path, config_home):
+    """A double-click on the picture fits the view and leaves the prompts as they were: each
+    of its presses was also a click (two include points). The first press goes at once, as
+    every click does (no wait for the double-click time), and is taken back without a redo
+    step: the redo the user had is still there."""
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        (ax, ay), (bx, by) = _centre(0), (_centre(0)[0] + 3, _centre(0)[1] + 2)
+        _prompt(page, ax, ay)
+        _prompt(page, bx, by)
+        page.keyboard.press("Control+z")  # B waits in redo
+        page.wait_for_function("window.vosfx.state.prompts[0].points.length === 1")
+        before = run.studio.edits[(1, 0)]
+        fit_zoom = page.evaluate("window.vosfx.state.zoom")
+        page.mouse.move(*_screen(page, ax - 6, ay - 4))  # (zoomed around it: stays in view)
+        page.mouse.wheel(0, -400)
+        page.wait_for_function(f"window.vosfx.state.zoom > {fit_zoom} * 1.5")
+        clicks: list[str] = []
+        page.on("request", lambda r: r.url.endswith("/api/click") and clicks.append(r.url))
+        page.mouse.dblclick(*_screen(page, ax - 6, ay - 4))
+        page.wait_for_function("document.body.dataset.fitted === '1'")
+        assert abs(page.evaluate("window.vosfx.state.zoom") - fit_zoom) < 1e-6
+        assert len(clicks) == 1  # the first press only, sent at once
+        assert run.studio.edits == {(1, 0): before}
+        page.wait_for_function("window.vosfx.state.prompts[0].points.length === 1")
+        assert page.is_enabled("#redo")
+        page.keyboard.press("Control+Shift+z")
+        page.wait_for_function("window.vosfx.state.prompts[0].points.length === 2")
+        assert run.studio.edits[(1, 0)].points[0] == before.points[0]
+        assert np.allclose(run.studio.edits[(1, 0)].points[1], (bx, by), atol=1)
+        # a single click still adds its point
+        _prompt(page, ax - 6, ay - 4)
+        assert len(run.studio.edits[(1, 0)].points) == 3
+
+
+def test_save_job_refuses_without_asking_and_says_only_this_press(
+    browser, clip, tmp_path, config_home
+):
+    """A job path Save job refuses anyway (not .json) is refused without asking "Replace
+    it?"; the job line says only the last press's outcome (an earlier "not saved" stayed
+    beside later, different errors)."""
+    taken = tmp_path / "shot.json"
+    taken.write_text("kept\n")
+    frame = tmp_path / "frame.png"
+    frame.write_bytes(b"a clip's frame")
+    with _studio_page(browser, clip, tmp_path) as (_run, page):
+        _prompt(page, *_centre(0))
+        asked: list[str] = []
+        answer = _answerer(asked)
+        page.once("dialog", answer(False))
+        page.fill("#job-path", str(taken))
+        page.click("#save-job")
+        page.wait_for_function("document.getElementById('job-result').textContent !== ''")
+        assert "not saved" in page.text_content("#job-result") and len(asked) == 1
+        page.on("dialog", answer(False))
+        page.fill("#job-path", str(frame))
+        page.click("#save-job")
+        page.wait_for_function("!document.getElementById('problem').hidden")
+        assert ".json" in _banner(page) and len(asked) == 1, asked
+        assert page.text_content("#job-result") == ""
+        assert frame.read_bytes() == b"a clip's frame"
+
+
+def test_finishing_number_fields_send_only_what_the_studio_takes(
+    browser, clip, tmp_path, config_home
+):
+    """Typing 1.5 in "fill holes px²" (whole numbers) sent it: a 400 banner, the field kept
+    1.5, and after the next change that worked the banner went but the status still said
+    "error: ...". Now nothing is sent while the field cannot be taken, leaving it makes it a
+    whole number, and the status and banner clear together."""
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        field = "#finishing [data-key=fill_holes_px2]"
+        refines: list[str] = []
+        page.on("request", lambda r: r.url.endswith("/api/refine") and refines.append(r.url))
+        page.fill(field, "1.5")
+        page.wait_for_timeout(300)
+        assert refines == [] and "whole number" in _status(page), _status(page)
+        assert _banner(page) is None
+        page.press(field, "Tab")
+        page.wait_for_function("document.body.dataset.refined !== undefined")
+        assert page.input_value(field) == "2"
+        assert run.studio.config.refine.fill_holes_px2 == 2 and len(refines) == 1
+        # a failure, then a change that works: the banner and the status's error both go
+        page.fill("#range-end", "2.5")
+        page.click("#render")
+        page.wait_for_function("!document.getElementById('problem').hidden")
+        assert "whole frame number" in _banner(page) and _status(page).startswith("error")
+        page.fill(field, "3")
+        page.wait_for_function("window.vosfx.state.refine.fill_holes_px2 === 3")
+        assert _banner(page) is None and not _status(page).startswith("error"), _status(page)
+
+
+def test_a_dropped_file_that_is_not_an_image_says_which_and_what(
+    browser, clip, tmp_path, config_home
+):
+    """Dropping a text file said "not an image PIL can read: cannot identify image file
+    <_io.BytesIO object at 0x...>"; now it names the file and asks for a mask image."""
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        data = page.evaluate_handle(
+            """() => { const dt = new DataTransfer();
+            dt.items.add(new File(['just notes'], 'notes.txt', {type: 'text/plain'}));
+            return dt; }"""
+        )
+        page.dispatch_event("#viewer", "drop", {"dataTransfer": data})
+        page.wait_for_function("!document.getElementById('problem').hidden")
+        text = _banner(page)
+        assert '"notes.txt" is not an image' in text and "mask image" in text, text
+        assert "BytesIO" not in text and run.studio.edits == {}

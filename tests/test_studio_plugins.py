@@ -137,8 +137,16 @@ def test_a_pick_tracked_in_the_studio_is_not_tracked_again_by_the_hosts_render(
 def test_client_pick_closed_without_done(tmp_path, browser_log, config_home):
     clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
     pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()
-    _page_url(browser_log)
-    pick.cancel()
+    url = _page_url(browser_log)
+    for _ in range(600):  # the model loaded: the studio's folder is made
+        if _api(url, "/api/state").get("ready"):
+            break
+        time.sleep(0.05)
+    studio_dirs = Path(os.environ["VOSFX_HOME"]) / "studio"
+    assert list(studio_dirs.glob("*"))
+    pick.cancel()  # SIGTERM: as Ctrl-C, it cleans up and exits 130 (it was killed, 143)
+    assert pick.proc.returncode == 130
+    assert not list(studio_dirs.glob("*"))
     assert pick.picked() is None and pick.message()
 
 

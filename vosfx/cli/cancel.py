@@ -1,16 +1,16 @@
-"""`vosfx matte`'s run of its job: on a worker thread, so Ctrl-C and SIGTERM cancel it cleanly
-and at once."""
+"""`vosfx matte`'s run of its job: on a worker thread, so Ctrl-C, SIGTERM and SIGHUP cancel it
+cleanly and at once."""
 
 from __future__ import annotations
 
-import signal
-
 import click
+
+from vosfx.signals import on_terminate
 
 
 def run_interruptible(job, on_progress):
-    """Run the job on a worker thread; SIGTERM (a host closing its dialog) and Ctrl-C cancel
-    it cleanly: the writers remove their temporary files and nothing that looks finished is
+    """Run the job on a worker thread; SIGTERM (a host closing its dialog), SIGHUP (the
+    terminal closed) and Ctrl-C cancel it cleanly: the writers remove their temporary files and nothing that looks finished is
     left. The main thread only waits, so it answers a signal at once (a model call on the
     worker can take seconds) and says so; a second Ctrl-C quits without waiting."""
     import os
@@ -37,9 +37,8 @@ def run_interruptible(job, on_progress):
     def _term(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _term)
     worker = threading.Thread(target=work, name="vosfx-matte", daemon=True)
-    try:
+    with on_terminate(_term):
         worker.start()
         # polled with sleep, not Thread.join(timeout): a KeyboardInterrupt inside join() can
         # mark a running thread as finished (CPython's bpo-45274 handling)
@@ -48,26 +47,30 @@ def run_interruptible(job, on_progress):
                 time.sleep(0.05)
             except KeyboardInterrupt:
                 if cancel.is_set():
-                    click.echo(
+                    _say(
                         "vosfx: quitting now; temporary files may be left beside the outputs "
-                        "(the next render of them removes them)",
-                        err=True,
+                        "(the next render of them removes them)"
                     )
                     os._exit(Cancelled.exit_code)
                 cancel.set()
-                click.echo(
+                _say(
                     "vosfx: cancelling: stopping after the frame in progress and "
-                    "removing partial outputs (Ctrl-C again to quit at once)",
-                    err=True,
+                    "removing partial outputs (Ctrl-C again to quit at once)"
                 )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     worker.join()
     if "error" in outcome:
         if isinstance(outcome["error"], KeyboardInterrupt):
             raise Cancelled("cancelled; partial outputs were removed") from None
         raise outcome["error"]
     return outcome["report"]  # finished before the cancel was seen: the outputs are whole
+
+
+def _say(message: str) -> None:
+    """On stderr, unless it is gone (SIGHUP: the terminal closed): the cancel goes on."""
+    try:
+        click.echo(message, err=True)
+    except OSError:
+        pass
 
 
 def _main_thread() -> bool:

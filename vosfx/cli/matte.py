@@ -66,25 +66,6 @@ def _overrides(opts: dict) -> dict:
     return out
 
 
-def default_output(input_path: str, fmt: str) -> str:
-    from vosfx.config import OutputConfig
-    from vosfx.io.writers import FORMATS
-
-    head = input_path.split("%")[0]  # a pattern: what comes before its number
-    src = Path(head.rstrip("/") or input_path)
-    if head != input_path and not head.endswith("/"):  # shot.%04d.png: "shot", not "shot."
-        src = src.with_name(src.name.rstrip("._- ") or src.name)
-    stem = src.stem if src.suffix else src.name
-    spec = FORMATS.get(fmt)
-    if spec is None or spec.is_sequence:  # sequences are written into a folder
-        return str(src.parent / f"{stem}_vosfx_{fmt}")
-    if fmt == OutputConfig().format:  # the default ProRes 4444
-        return str(src.parent / f"{stem}_vosfx.{spec.ext}")
-    # other movie formats carry their name: qtrle, prores422hq-matte and composite are .mov
-    # too, and one would otherwise be the other's "already exists"
-    return str(src.parent / f"{stem}_vosfx_{fmt}.{spec.ext}")
-
-
 @click.command()
 @click.argument("input_path", metavar="INPUT", required=False)
 @click.argument("mask", required=False)
@@ -285,7 +266,7 @@ def _build_job(input_path, mask, output, presets, job_file, offline, opts):
     from vosfx.cli.flags import check_flag_values
     from vosfx.cli.job_flags import check_job_file_kept, object_ids, with_job_flags
     from vosfx.cli.prompt_options import prompt_specs
-    from vosfx.job import Job, load_job_file
+    from vosfx.job import Job, default_output, load_job_file
     from vosfx.presets import resolve_config
 
     if offline:

@@ -141,6 +141,7 @@ def studio(
                 fps=fps,
                 workdir=workdir,
                 warm_delay_s=None if no_warm else WARM_DELAY_S,
+                output=job.output if job is not None else None,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

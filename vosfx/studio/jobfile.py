@@ -41,10 +41,7 @@ def save_job(job: Job, path: Path) -> Path:
     from vosfx.files import atomic_write_text
 
     path = Path(path)
-    if path.suffix.lower() != ".json":
-        raise OutputError(f"a job file must end in .json, found {path.name}")
-    if not path.parent.is_dir():
-        raise OutputError(f"folder {path.parent} does not exist (for {path})")
+    check_job_path(job, path)
     masks = path.parent / f"{path.stem}_masks"
     prompts = []
     for spec in job.prompts:
@@ -79,6 +76,20 @@ def save_job(job: Job, path: Path) -> Path:
     return path
 
 
+def check_job_path(job: Job, path: Path) -> None:
+    """OutputError unless ``path`` is somewhere ``job`` can be saved: a ``.json`` name, not a
+    folder, in a folder that exists, not the clip. Checked before the page asks whether to
+    replace an existing file (it asked, then refused)."""
+    if path.suffix.lower() != ".json":
+        raise OutputError(f"a job file must end in .json, found {path.name}")
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a job file name ending in .json")
+    if not path.parent.is_dir():
+        raise OutputError(f"folder {path.parent} does not exist (for {path})")
+    if "%" not in job.input and path.resolve() == Path(job.input).resolve():
+        raise OutputError(f"{path} is the clip itself; give the job file another name")
+
+
 def output_presets() -> dict[str, dict]:
     """Presets (built-in and the user's) that set only output options: name -> their
     ``[output]`` section. Quality tiers change the model, which a studio has loaded once, so
@@ -91,6 +102,15 @@ def output_presets() -> dict[str, dict]:
         if set(sections) == {"output"}:
             out[info.name] = dict(sections["output"])
     return out
+
+
+def default_outputs(clip: str) -> dict[str, str]:
+    """Format id -> the output ``vosfx matte`` writes ``clip`` to in that format without
+    ``-o`` (:func:`vosfx.job.default_output`): what the page proposes, following the
+    format chosen until the user types a path of their own."""
+    from vosfx.job import default_output
+
+    return {fid: default_output(clip, fid) for fid in format_ids()}
 
 
 def format_ids() -> list[str]:

@@ -64,6 +64,13 @@ class FramePrompt:
         )
 
 
+def _dropped(name: str | None) -> str:
+    """The dropped file in words: its name when the browser gave one (control characters
+    out, at most 120 characters)."""
+    clean = "".join(c for c in (name or "") if c.isprintable()).strip()[:120]
+    return f'the dropped file "{clean}"' if clean else "the dropped file"
+
+
 @dataclass
 class StudioObject:
     obj_id: int
@@ -84,6 +91,7 @@ class PromptsMixin:
     edits: dict[tuple[int, int], FramePrompt]
     _undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
     _redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
+    _redo_cleared: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
     _lock: threading.RLock
     _objects_lock: threading.Lock
     _mask_seq: int
@@ -145,23 +153,37 @@ class PromptsMixin:
         new = replace(base, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
         return self.set_prompt(obj_id, frame, new)
 
-    def drop_mask(self, obj_id: int, frame: int, data: bytes) -> MaskResult:
+    def drop_mask(
+        self, obj_id: int, frame: int, data: bytes, name: str | None = None
+    ) -> MaskResult:
         """A mask image dropped on the viewer, read as ``vosfx matte --mask FILE --fit`` reads
         it (:func:`~vosfx.io.prompts.image_labels`: palette indices, alpha unless opaque, any
         channel >= 128, 16-bit levels; every object in it is ``obj_id``; scaled to the clip's
-        size, nearest neighbour): saved as a PNG in the workdir and made the object's prompt."""
+        size, nearest neighbour): saved as a PNG in the workdir and made the object's prompt.
+        ``name``: the dropped file's name, as the browser gave it (only said in errors)."""
         import io
 
         from PIL import Image, UnidentifiedImageError
 
         from vosfx.io.prompts import image_labels, resize_nearest
 
+        what = _dropped(name)
+        expected = (
+            "drop a mask image of the object (PNG, TIFF, JPEG or another image format: "
+            "white or a palette index on the object, or its alpha)"
+        )
         try:
             opened = Image.open(io.BytesIO(data))
             opened.load()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise PromptError(f"the dropped file is not an image PIL can read: {err}") from None
-        labels = image_labels(opened, name="the dropped image")
+        except UnidentifiedImageError:
+            raise PromptError(f"{what} is not an image; {expected}") from None
+        except Image.DecompressionBombError:
+            raise PromptError(f"{what} has too many pixels to be read as a mask") from None
+        except OSError:  # truncated or damaged (PIL's message names its in-memory stream)
+            raise PromptError(
+                f"{what} is a damaged or cut-short image that could not be read; {expected}"
+            ) from None
+        labels = image_labels(opened, name=what.replace("file", "image", 1))
         if labels.shape != (self.info.height, self.info.width):
             labels = resize_nearest(labels, self.info.width, self.info.height)
         mask = (labels > 0).astype(np.uint8) * 255
@@ -213,7 +235,8 @@ class PromptsMixin:
                 self.edits[(obj_id, frame)] = new
             if record and new != old:  # (clearing a frame without a prompt is no step)
                 self._undo.append((obj_id, frame, old, new))
-                self._redo.clear()
+                # kept until the next step, for retract_click to put back
+                self._redo_cleared, self._redo = self._redo, []
             return self.session.result(frame)
 
     def _tracked_prior(self, obj_id: int, frame: int) -> str | None:
@@ -297,11 +320,38 @@ class PromptsMixin:
         """Redo the last undone prompt change; returns its frame (None: nothing to redo)."""
         return self._replay(self._redo, self._undo, back=False)
 
+    def retract_click(
+        self, obj_id: int, frame: int, point: tuple[float, float], label: int
+    ) -> int | None:
+        """Take back the last change if it is the click at ``point`` (source pixels) with
+        ``label`` on ``obj_id``'s prompt on ``frame``: the first press of a double-click,
+        which fits the view (the page sends a click at once, not after the double-click time,
+        ~0.5 s, that would tell the two apart). As undo, but it leaves no redo step and the
+        redo steps the click cleared are back: as if the click never came. Returns the frame;
+        None (nothing done) when the last change is anything else."""
+        if not self._undo:
+            return None
+        obj, f, old, new = self._undo[-1]
+        if (
+            (obj, f) != (obj_id, frame)
+            or new is None
+            or not new.points
+            or new.points[-1] != tuple(point)
+            or new.labels[-1] != label
+            or (old is not None and old.mask is None and old.points != new.points[:-1])
+        ):
+            return None
+        self._undo.pop()
+        self.set_prompt(obj_id, frame, old, record=False)
+        self._redo, self._redo_cleared = self._redo_cleared, []
+        return frame
+
     def _replay(self, src: list, dst: list, *, back: bool) -> int | None:
         """Move the last change of ``src`` to ``dst``, setting its prompt from before it
         (``back``) or after it; returns its frame (None: ``src`` is empty)."""
         if not src:
             return None
+        self._redo_cleared = []  # (retract_click takes back only the last step, unreplayed)
         obj_id, frame, old, new = src.pop()
         self.set_prompt(obj_id, frame, old if back else new, record=False)
         dst.append((obj_id, frame, old, new))

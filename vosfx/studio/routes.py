@@ -120,6 +120,8 @@ def page_routes(ctl) -> list[Route]:
                     except asyncio.TimeoutError:
                         yield ": keep-alive\n\n"
                         continue
+                    if ev is None:  # the server is stopping (Hub.close)
+                        return
                     yield f"data: {json.dumps(ev)}\n\n"
             finally:
                 ctl.hub.remove(q)
@@ -161,7 +163,8 @@ def prompt_routes(ctl) -> list[Route]:
             frame = int_arg(request.query_params.get("frame"), "frame")
             t0 = time.perf_counter()
             studio = studio_of(ctl)
-            res = await asyncio.to_thread(studio.drop_mask, obj, frame, data)
+            name = request.query_params.get("name")
+            res = await asyncio.to_thread(studio.drop_mask, obj, frame, data, name)
             return JSONResponse(await asyncio.to_thread(mask_reply, studio, res, t0))
         except VosfxError as err:
             return JSONResponse({"error": str(err), "kind": err.kind}, status_code=400)
@@ -186,8 +189,13 @@ def prompt_routes(ctl) -> list[Route]:
     def history(body: dict) -> dict:
         studio = studio_of(ctl)
         op = body.get("op")
+        if op == "retract":  # the first press of a double-click (which fits the view)
+            obj, frame = int_arg(body.get("obj_id"), "obj_id"), int_arg(body.get("frame"), "frame")
+            x, y = nums([body.get("x"), body.get("y")], 2, "x, y")
+            label = 1 if body.get("label", 1) else 0
+            return {"frame": studio.retract_click(obj, frame, (x, y), label)}
         if op not in ("undo", "redo"):
-            raise ConfigError(f"history: op {op!r}: expected undo or redo")
+            raise ConfigError(f"history: op {op!r}: expected undo, redo or retract")
         frame = studio.undo() if op == "undo" else studio.redo()
         return {"frame": frame}
 
@@ -253,12 +261,14 @@ def job_routes(ctl) -> list[Route]:
 
     def save(body: dict) -> dict:
         from vosfx.pipeline import job_file_clash
+        from vosfx.studio.jobfile import check_job_path
 
         job = job_from(body)
         path = body.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ConfigError("path: expected where to save the job (.json)")
         target = user_path(path, "path")
+        check_job_path(job, target)  # before asking to replace a file it would refuse
         studio = studio_of(ctl)
         clash = job_file_clash(job, target, tuple(sorted(studio.session.obj_ids)))
         if clash is not None:  # rendering the job would replace the job file itself
@@ -398,7 +408,8 @@ def opt_str(value: Any, name: str) -> str | None:
 
 def int_arg(value: Any, name: str) -> int:
     try:
-        if isinstance(value, bool):
+        # a bool is not a number here, and 1.5 is not 1 (int() truncated it)
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise TypeError
         return int(value)
     except (TypeError, ValueError):

@@ -17,6 +17,7 @@ import asyncio
 import hmac
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,18 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from vosfx.errors import ConfigError, VosfxError
+from vosfx.signals import on_terminate
 
 LAST_CLIENT_GRACE_S = 15.0  # a closed page (no event stream) for this long ends the studio
 
 
 class Hub:
-    """Fan-out of events to every open event stream (thread-safe ``emit``)."""
+    """Fan-out of events to every open event stream (thread-safe ``emit``). A stream ends
+    when its queue yields None (:meth:`close`: the server is stopping)."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queues: set[asyncio.Queue] = set()
         self.on_empty: Callable[[], None] = lambda: None
         self.last_seen = time.monotonic()
+        self.closed = False
 
     def emit(self, event: dict) -> None:
         loop = self.loop
@@ -47,8 +51,19 @@ class Hub:
     def add(self) -> asyncio.Queue:
         self.loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
+        if self.closed:  # a stream opened while the server stops ends at once
+            q.put_nowait(None)
         self.queues.add(q)
         return q
+
+    def close(self) -> None:
+        """End every open stream now (called on the loop when the server starts to stop):
+        uvicorn waits for open responses up to its graceful timeout, then cancels them with
+        a traceback, so an open page made every exit (Done, Ctrl-C) ~2 s late and noisy."""
+        self.closed = True
+        for q in list(self.queues):
+            q.put_nowait({"event": "ended"})
+            q.put_nowait(None)
 
     def remove(self, q: asyncio.Queue) -> None:
         self.queues.discard(q)
@@ -107,8 +122,19 @@ class Control:
 
 
 def bind(port: int) -> socket.socket:
-    """A listening socket on 127.0.0.1:``port`` (0: any free port); ConfigError when taken."""
+    """A listening socket on 127.0.0.1:``port`` (0: any free port); ConfigError when taken.
+
+    On POSIX with SO_REUSEADDR: the studio closes its connections first, so they stay in
+    TIME_WAIT for ~60 s after it ends, and without it the same ``--port`` was refused for
+    that long. SO_REUSEADDR still refuses a port another socket listens on (SO_REUSEPORT,
+    which would share it, is not used). On Windows SO_REUSEADDR would let a second studio
+    take a live one's port, so there it is SO_EXCLUSIVEADDRUSE (TIME_WAIT does not block a
+    bind there)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if sys.platform == "win32":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
     except OSError as err:
@@ -179,7 +205,14 @@ def serve(
     config = uvicorn.Config(
         create_app(ctl), log_level="warning", lifespan="off", timeout_graceful_shutdown=2, ws="none"
     )
-    server = uvicorn.Server(config)
+    hub = ctl.hub
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            hub.close()  # the page's event stream ends now, not at the graceful timeout
+            await super().shutdown(sockets=sockets)
+
+    server = Server(config)
     ctl.should_exit = lambda: setattr(server, "should_exit", True)
 
     def loader() -> None:
@@ -199,13 +232,19 @@ def serve(
         import webbrowser
 
         webbrowser.open(ctl.url)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        ctl.outcome = "interrupted"
-    finally:
-        if ctl.studio is not None:
-            ctl.studio.close()  # stops a running track or render: its outputs are removed
+    # SIGTERM (an editor plugin cancelling "Pick in vosfx studio", ``kill``) and SIGHUP (the
+    # terminal closed) end the studio as Ctrl-C does: the server stops, the work is cancelled,
+    # a half-written render and the studio's folder are removed, exit 130. uvicorn takes
+    # SIGTERM over while it serves and raises it again once stopped, which reaches this
+    # handler (a second stop, harmless).
+    with on_terminate(lambda _sig, _frame: ctl.should_exit()):
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            ctl.outcome = "interrupted"
+        finally:
+            if ctl.studio is not None:
+                ctl.studio.close()  # stops a running track or render: its outputs are removed
     if ctl.outcome == "running":
         ctl.outcome = "interrupted"
     return ctl.outcome

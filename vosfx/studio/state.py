@@ -19,7 +19,7 @@ from typing import Any
 
 from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
 from vosfx.errors import ConfigError
-from vosfx.studio.jobfile import format_exts, format_ids, output_presets
+from vosfx.studio.jobfile import default_outputs, format_exts, format_ids, output_presets
 from vosfx.studio.prompts import FramePrompt, PromptsMixin, StudioObject
 from vosfx.studio.tasks import TasksMixin
 from vosfx.studio.timeline import colour, timeline
@@ -38,7 +38,8 @@ class Studio(PromptsMixin, TasksMixin):
     ``workdir``: this studio's folder under vosfx's cache (dropped masks); removed on close.
     ``cache_bytes``: the byte budget shared by decoded frames and image features.
     ``warm_delay_s``: the frame the page stays on this long gets its image features made
-    before a click (:mod:`vosfx.studio.warm`); None turns that off.
+    before a click (:mod:`vosfx.studio.warm`); None turns that off. ``output``: the output the
+    page proposes (a reopened job's own), else ``vosfx matte``'s default for the format.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class Studio(PromptsMixin, TasksMixin):
         cache_bytes: int = 768 << 20,
         emit: Emit | None = None,
         warm_delay_s: float | None = WARM_DELAY_S,
+        output: str | None = None,
     ) -> None:
         from vosfx.session import ClipSession
         from vosfx.session.checkpoints import CHECKPOINT_BYTES
@@ -62,7 +64,7 @@ class Studio(PromptsMixin, TasksMixin):
 
         self.clip = str(Path(clip).resolve()) if "%" not in clip else clip
         self.engine, self.config, self.presets, self.fps = engine, config, presets, fps
-        self.workdir = workdir
+        self.workdir, self.output = workdir, output
         self.emit: Emit = emit or (lambda _ev: None)
         # two decoders: the track worker walks its own, the viewer seeks in the other
         self.track_frames = SourceFrames(self.clip, fps=fps, cache_bytes=cache_bytes // 4)
@@ -104,6 +106,7 @@ class Studio(PromptsMixin, TasksMixin):
         self.edits: dict[tuple[int, int], FramePrompt] = {}  # (obj, frame) -> prompt
         self._undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._redo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
+        self._redo_cleared: list[tuple[int, int, FramePrompt | None, FramePrompt | None]] = []
         self._lock = threading.RLock()
         self._objects_lock = threading.Lock()  # self.objects' ids (PromptsMixin.add_object)
         self.worker = Worker(lambda ev: self.emit(ev))
@@ -156,6 +159,7 @@ class Studio(PromptsMixin, TasksMixin):
         the finishing and output settings, the work running and the last render, and what
         the user must know of how the model runs (:attr:`vosfx.engine.Engine.warnings`)."""
         info = self.info
+        defaults = default_outputs(self.clip)
         return {
             "clip": self.clip,
             "name": Path(self.clip).name,
@@ -172,6 +176,10 @@ class Studio(PromptsMixin, TasksMixin):
             **self.prompt_state(),
             "refine": self.config.refine.__dict__,
             "format": self.config.output.format,
+            # the Render panel's output: a reopened job's own, else `vosfx matte`'s default
+            # for the format (which the page follows as the format changes)
+            "output": self.output or defaults[self.config.output.format],
+            "default_outputs": defaults,
             "formats": format_ids(),
             "format_ext": format_exts(),
             "output_presets": output_presets(),

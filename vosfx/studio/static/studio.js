@@ -38,7 +38,7 @@ async function answer(path, opts) {
   // the user's next action (every action is a POST) takes down the banner of an earlier
   // failure, as it is sent: a failure of the work it starts (an event) may come before its
   // answer; reads in the background (GET) leave it up
-  if (opts.method === "POST") problem("");
+  if (opts.method === "POST") clearProblem();
   let res;
   try { res = await fetch(path, opts); } catch (err) { throw new Error(GONE); }
   if (res.status === 403) throw new Error(OLD_RUN);
@@ -51,9 +51,19 @@ async function answer(path, opts) {
   return data;
 }
 
-function status(text) { $("status").textContent = text; }
+function status(text) { const s = $("status"); s.textContent = text; delete s.dataset.error; }
 function problem(text) { const p = $("problem"); p.hidden = !text; p.textContent = text || ""; }
-function fail(err) { status("error: " + err.message); problem(err.message); }
+function fail(err) {
+  status("error: " + err.message);
+  $("status").dataset.error = "1";
+  problem(err.message);
+}
+// the banner and an "error: ..." status go together: the next action takes down both (the
+// status kept saying "error" after the banner had gone)
+function clearProblem() {
+  problem("");
+  if ($("status").dataset.error) status("");
+}
 
 // A render runs on the studio's one worker: an edit (a click, a box, a dropped mask, Clear
 // frame, Undo/Redo, deleting an object, Track, another Render) stops it first, and a stopped
@@ -109,6 +119,7 @@ function applyState(st) {
   $("undo").disabled = !st.can_undo;
   $("redo").disabled = !st.can_redo;
   $("stop").disabled = !st.busy;
+  S.refine = st.refine;
   for (const el of document.querySelectorAll("#finishing [data-key]")) {
     const v = st.refine[el.dataset.key];
     el.value = v;
@@ -138,18 +149,28 @@ function fillRenderPanel(st) {
   };
   const dir = st.clip.replace(/[^/\\]*$/, "");
   const stem = st.name.replace(/\.[^.]*$/, "");
-  $("output").value = `${dir}${stem}_vosfx.mov`;
+  // a reopened job's own output, else `vosfx matte`'s default for the format
+  $("output").value = st.output;
   $("job-path").value = `${dir}${stem}_vosfx_job.json`;
   $("range-start").value = st.start;
   $("range-end").value = st.end - 1;  // shown inclusive, like the frame counter
+  let shown = st.format;  // the format the output path was made for
   $("format").onchange = () => {
     const f = $("format").value;
+    const current = $("output").value.trim();
+    if (!current || current === st.default_outputs[shown]) {
+      // not the user's own path: the default follows the format (`vosfx matte`'s naming)
+      $("output").value = st.default_outputs[f];
+      shown = f;
+      return;
+    }
+    shown = f;
     // only what an earlier format added goes (a sequence's `_<format>` folder suffix or a
     // movie's extension): a path the user typed keeps its name
     // st.format_ext: format id -> its movie's extension, "" for an image sequence (a folder)
     const suffixes = st.formats.map((id) => "_" + id)
       .concat(Object.values(st.format_ext).filter(Boolean));
-    let out = $("output").value.trim().replace(/[/\\]+$/, "");
+    let out = current.replace(/[/\\]+$/, "");
     for (const s of suffixes) {
       if (out.toLowerCase().endsWith(s)) { out = out.slice(0, -s.length); break; }
     }
@@ -357,10 +378,15 @@ window.addEventListener("mouseup", async (e) => {
       clamp(Math.max(y0, y1), S.clip.height)] };
   } else {
     if (d.x0 < 0 || d.y0 < 0 || d.x0 >= S.clip.width || d.y0 >= S.clip.height) { draw(); return; }
+    // the second press of a double-click (it fits the view) adds no point; the first press
+    // went at once, as every click does, and the dblclick below takes it back
+    if (e.detail >= 2) { draw(); return; }
     body = { obj_id: S.obj, frame: S.frame, x: d.x0, y: d.y0, label: d.exclude ? 0 : 1 };
   }
   if (!mayStopRender(d.box ? "A box" : "A click")) { draw(); return; }
-  await prompted(() => api("/api/click", body));
+  const sent = prompted(() => api("/api/click", body));
+  S.lastClick = d.box ? null : { body, at: e.timeStamp, sent };
+  await sent;
 });
 
 // The source picture of a frame (the base a prompt's overlay is drawn on), a few kept.
@@ -427,7 +453,8 @@ async function prompted(call) {
     }
     status(`mask in ${Math.round(performance.now() - t0)} ms (model ${res.ms} ms)`);
     refreshTimeline();
-  } catch (err) { fail(err); }
+    return res;
+  } catch (err) { fail(err); return null; }
 }
 
 function waitDrawn(n) {
@@ -447,7 +474,29 @@ canvas.addEventListener("wheel", (e) => {
   S.zoom *= k;
   draw();
 }, { passive: false });
-canvas.addEventListener("dblclick", fit);
+// Double-click fits. A click is sent the moment the button comes up (0.04-0.12 s to its
+// mask), not held back for the double-click time (~0.5 s) that would tell the two apart, so
+// the first press of a double-click was sent as a point: it is taken back here, on the
+// server only if it is still the last change (as if it never came: no redo step).
+canvas.addEventListener("dblclick", async (e) => {
+  fit();
+  const c = S.lastClick;
+  S.lastClick = null;
+  try {
+    if (!c || e.timeStamp - c.at > 1000) return;
+    if (!(await c.sent)) return;  // refused or failed: nothing was added
+    const b = c.body;
+    const res = await act(() => api("/api/history",
+      { op: "retract", obj_id: b.obj_id, frame: b.frame, x: b.x, y: b.y, label: b.label }));
+    if (res && res.frame !== null) {
+      S.version += 1;
+      showFrame(res.frame, true);
+      status("fitted to the window");
+    }
+  } finally {  // (what tests wait for)
+    document.body.dataset.fitted = String(Number(document.body.dataset.fitted || 0) + 1);
+  }
+});
 $("zoom-fit").onclick = fit;
 window.addEventListener("resize", () => S.clip && fit());
 
@@ -463,7 +512,9 @@ viewer.addEventListener("drop", async (e) => {
 });
 async function dropMask(blob) {
   if (!mayStopRender("A mask")) return;
-  await prompted(() => answer(`/api/mask?obj_id=${S.obj}&frame=${S.frame}`,
+  // the file's name, for the message when it is not an image
+  const name = blob.name ? `&name=${encodeURIComponent(blob.name)}` : "";
+  await prompted(() => answer(`/api/mask?obj_id=${S.obj}&frame=${S.frame}${name}`,
     { method: "POST", headers: { "X-Vosfx-Token": TOKEN }, body: blob }));
 }
 window.vosfx.dropMask = dropMask;
@@ -634,6 +685,27 @@ window.addEventListener("beforeunload", (e) => {
 });
 $("view").onchange = () => { S.view = $("view").value; fit(); showFrame(S.frame, true); };
 
+// A finishing field's value as the server takes it, or null while a number field holds
+// what it cannot take (its step, e.g. a whole number of px², or its minimum; empty; "1." on
+// the way to "1.5"): nothing is sent for it until it is put right.
+function refineValue(el) {
+  if (el.tagName === "SELECT") return el.value;
+  if (el.type === "number" && (el.value.trim() === "" || !el.checkValidity())) return null;
+  return Number(el.value);
+}
+function fieldName(el) { return el.closest("label").firstChild.textContent.trim(); }
+// what a number field left (blur, Enter) with a value it cannot take becomes: a whole number
+// for a field of whole numbers, never under its minimum; empty or unreadable: as it was
+function settle(el) {
+  if (el.type !== "number" || refineValue(el) !== null) return;
+  let v = Number(el.value);
+  if (el.value.trim() === "" || !Number.isFinite(v)) v = S.refine[el.dataset.key];
+  const step = Number(el.step);
+  if (Number.isInteger(step) && step > 0) v = Math.round(v / step) * step;
+  if (el.min !== "") v = Math.max(Number(el.min), v);
+  el.value = v;
+}
+
 let refineTimer = null;
 for (const el of document.querySelectorAll("#finishing [data-key]")) {
   el.addEventListener("input", () => {
@@ -641,20 +713,48 @@ for (const el of document.querySelectorAll("#finishing [data-key]")) {
       el.nextElementSibling.textContent = el.value;
     }
     clearTimeout(refineTimer);
+    if (refineValue(el) === null) {
+      const whole = Number.isInteger(Number(el.step)) ? "a whole number" : "a number";
+      status(`${fieldName(el)}: ${whole} of at least ${el.min || 0}`);
+      return;
+    }
     refineTimer = setTimeout(sendRefine, 60);
+  });
+  el.addEventListener("change", () => {
+    if (refineValue(el) !== null) return;
+    settle(el);
+    clearTimeout(refineTimer);
+    refineTimer = setTimeout(sendRefine, 0);
   });
 }
 async function sendRefine() {
   const values = {};
   for (const el of document.querySelectorAll("#finishing [data-key]")) {
-    values[el.dataset.key] = el.tagName === "SELECT" ? el.value : Number(el.value);
+    const v = refineValue(el);
+    if (v !== null) values[el.dataset.key] = v;  // (a field still being typed waits)
   }
   try {
-    await api("/api/refine", { refine: values });
+    const res = await api("/api/refine", { refine: values });
+    S.refine = res.refine;
     S.version += 1;
     showFrame(S.frame, true);
+    status("finishing applied");
     document.body.dataset.refined = String(S.version);
-  } catch (err) { fail(err); }
+  } catch (err) {
+    fail(err);
+    // the fields show what the studio runs with, not the refused value
+    try { applyState(await api("/api/state")); } catch (e) { /* the banner says it */ }
+  }
+}
+
+// a frame field's number; an Error unless it is a whole number (1.5 was taken as 1)
+function frameField(id, what) {
+  const text = $(id).value.trim();
+  const v = Number(text);
+  if (text === "" || !Number.isInteger(v)) {
+    throw new Error(`frames ${what}: expected a whole frame number, found "${text}"`);
+  }
+  return v;
 }
 
 function jobBody() {
@@ -662,7 +762,7 @@ function jobBody() {
     .filter((f) => f !== $("format").value);
   return { output: $("output").value, formats: [$("format").value, ...extra],
     preset: $("preset").value,
-    start: Number($("range-start").value), end: Number($("range-end").value) + 1,
+    start: frameField("range-start", "from"), end: frameField("range-end", "to") + 1,
     overwrite: $("overwrite").checked };
 }
 $("render").onclick = async () => {
@@ -682,9 +782,12 @@ $("render").onclick = async () => {
   } catch (err) { fail(err); }
 };
 $("save-job").onclick = async () => {
+  // this press's outcome only: an earlier "saved ..." or "not saved ..." goes (a refusal is
+  // the banner's, as every failure)
+  $("job-result").textContent = "";
   try {
     const body = Object.assign(jobBody(), { path: $("job-path").value });
-    let res = await api("/api/save", body);
+    let res = await api("/api/save", body);  // a path it cannot save to is refused here
     if (res.exists) {
       if (!confirm(`${res.exists} already exists. Replace it?`)) {
         $("job-result").textContent = "not saved: " + res.exists + " already exists";
@@ -698,10 +801,11 @@ $("save-job").onclick = async () => {
 };
 $("done").onclick = async () => {
   try {
+    S.doneSent = true;
     await api("/api/done", jobBody());
     status("done: the editor takes it from here; you can close this page");
     document.body.dataset.done = "1";
-  } catch (err) { fail(err); }
+  } catch (err) { S.doneSent = false; fail(err); }
 };
 
 // --- events -----------------------------------------------------------------------------
@@ -714,7 +818,11 @@ function connectEvents() {
   es.onmessage = (m) => {
     const ev = JSON.parse(m.data);
     window.vosfx.events.push(ev.event);
-    if (ev.event === "frame") {
+    if (ev.event === "ended") {  // the studio stopped (Done, Ctrl-C, closed): no reconnecting
+      es.close();
+      S.busy = null;
+      if (!S.doneSent) fail(new Error(GONE));
+    } else if (ev.event === "frame") {
       $("progress").value = ev.done;
       if (ev.frame === S.frame) { S.version += 1; showFrame(S.frame, true); }
       if (!redrawTimer) {
