@@ -1026,7 +1026,7 @@ def test_memory_events_are_the_reports():
 def test_cli_reopens_a_saved_job(run, clip, tmp_path):
     """`vosfx studio --job` opens the job's clip and range with its prompts and finishing,
     and proposes the job's own output (it proposed `<clip>_vosfx.mov` whatever the job's
-    format, which a png16 job's render then refused)."""
+    format, which a png16 job's render then refused) and the job's own file for Save job."""
     _click(run, 6)
     run.request("/api/refine", {"refine": {"choke": 0.25}})
     job_path = tmp_path / "saved.json"
@@ -1052,6 +1052,7 @@ def test_cli_reopens_a_saved_job(run, clip, tmp_path):
     ]
     assert st["refine"]["choke"] == 0.25
     assert (st["format"], st["output"]) == ("png16", str(tmp_path / "o_png16"))
+    assert st["job_path"] == str(job_path.resolve())  # Save job saves it again in place
 
 
 def test_the_proposed_output_fits_the_format(run, clip):
@@ -1064,6 +1065,7 @@ def test_the_proposed_output_fits_the_format(run, clip):
     folder = Path(st["clip"]).parent
     assert st["format"] == "png16" and st["output"] == str(folder / "clip_vosfx_png16")
     assert st["default_outputs"]["prores4444"] == str(folder / "clip_vosfx.mov")
+    assert st["job_path"] == str(folder / "clip_vosfx_job.json")  # a new job: beside the clip
     assert st["default_outputs"] == {f: default_output(st["clip"], f) for f in st["formats"]}
 
 

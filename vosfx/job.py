@@ -160,28 +160,34 @@ class Job:
         }
 
 
+def beside_input(input_path: str, suffix: str) -> str:
+    """``<the input's folder>/<its stem><suffix>``: a video's stem, an image folder's name
+    (beside the folder), a pattern's name before its number (``shot.%04d.png``: ``shot``,
+    not ``shot.``)."""
+    head = input_path.split("%")[0]  # a pattern: what comes before its number
+    src = Path(head.rstrip("/") or input_path)
+    if head != input_path and not head.endswith("/"):
+        src = src.with_name(src.name.rstrip("._- ") or src.name)
+    stem = src.stem if src.suffix else src.name
+    return str(src.parent / f"{stem}{suffix}")
+
+
 def default_output(input_path: str, fmt: str) -> str:
     """Where ``vosfx matte`` writes ``input_path`` in format ``fmt`` without ``-o`` (the
-    studio proposes the same): beside the input, ``<stem>_vosfx.mov`` for the default ProRes
-    4444, else ``<stem>_vosfx_<format>`` (a folder for a sequence, ``.<ext>`` for a movie);
-    a pattern's stem is the name before its number (``shot.%04d.png``: ``shot``), a folder's
-    its name."""
+    studio proposes the same), :func:`beside_input`: ``<stem>_vosfx.mov`` for the default
+    ProRes 4444, else ``<stem>_vosfx_<format>`` (a folder for a sequence, ``.<ext>`` for a
+    movie)."""
     from vosfx.config import OutputConfig
     from vosfx.formats import FORMATS
 
-    head = input_path.split("%")[0]  # a pattern: what comes before its number
-    src = Path(head.rstrip("/") or input_path)
-    if head != input_path and not head.endswith("/"):  # shot.%04d.png: "shot", not "shot."
-        src = src.with_name(src.name.rstrip("._- ") or src.name)
-    stem = src.stem if src.suffix else src.name
     spec = FORMATS.get(fmt)
     if spec is None or spec.is_sequence:  # sequences are written into a folder
-        return str(src.parent / f"{stem}_vosfx_{fmt}")
+        return beside_input(input_path, f"_vosfx_{fmt}")
     if fmt == OutputConfig().format:  # the default ProRes 4444
-        return str(src.parent / f"{stem}_vosfx.{spec.ext}")
+        return beside_input(input_path, f"_vosfx.{spec.ext}")
     # other movie formats carry their name: qtrle, prores422hq-matte and composite are .mov
     # too, and one would otherwise be the other's "already exists"
-    return str(src.parent / f"{stem}_vosfx_{fmt}.{spec.ext}")
+    return beside_input(input_path, f"_vosfx_{fmt}.{spec.ext}")
 
 
 # --- validation: every field, each message naming it as the job file spells it ----------------

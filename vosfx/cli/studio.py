@@ -142,6 +142,7 @@ def studio(
                 workdir=workdir,
                 warm_delay_s=None if no_warm else WARM_DELAY_S,
                 output=job.output if job is not None else None,
+                job_path=str(Path(job_file).resolve()) if job_file else None,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
 from vosfx.errors import ConfigError
+from vosfx.job import beside_input
 from vosfx.studio.jobfile import default_outputs, format_exts, format_ids, output_presets
 from vosfx.studio.prompts import FramePrompt, PromptsMixin, StudioObject
 from vosfx.studio.tasks import TasksMixin
@@ -57,6 +58,7 @@ class Studio(PromptsMixin, TasksMixin):
         emit: Emit | None = None,
         warm_delay_s: float | None = WARM_DELAY_S,
         output: str | None = None,
+        job_path: str | None = None,
     ) -> None:
         from vosfx.session import ClipSession
         from vosfx.session.checkpoints import CHECKPOINT_BYTES
@@ -64,7 +66,7 @@ class Studio(PromptsMixin, TasksMixin):
 
         self.clip = str(Path(clip).resolve()) if "%" not in clip else clip
         self.engine, self.config, self.presets, self.fps = engine, config, presets, fps
-        self.workdir, self.output = workdir, output
+        self.workdir, self.output, self.job_path = workdir, output, job_path
         self.emit: Emit = emit or (lambda _ev: None)
         # two decoders: the track worker walks its own, the viewer seeks in the other
         self.track_frames = SourceFrames(self.clip, fps=fps, cache_bytes=cache_bytes // 4)
@@ -180,6 +182,9 @@ class Studio(PromptsMixin, TasksMixin):
             # for the format (which the page follows as the format changes)
             "output": self.output or defaults[self.config.output.format],
             "default_outputs": defaults,
+            # Save job's path: a reopened job's own file (saved again in place), else a new
+            # name beside the clip
+            "job_path": self.job_path or beside_input(self.clip, "_vosfx_job.json"),
             "formats": format_ids(),
             "format_ext": format_exts(),
             "output_presets": output_presets(),

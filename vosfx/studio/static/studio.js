@@ -147,11 +147,9 @@ function fillRenderPanel(st) {
     const out = st.output_presets[presets.value];
     if (out && out.format) { $("format").value = out.format; $("format").onchange(); }
   };
-  const dir = st.clip.replace(/[^/\\]*$/, "");
-  const stem = st.name.replace(/\.[^.]*$/, "");
   // a reopened job's own output, else `vosfx matte`'s default for the format
   $("output").value = st.output;
-  $("job-path").value = `${dir}${stem}_vosfx_job.json`;
+  $("job-path").value = st.job_path;  // a reopened job's own file, else beside the clip
   $("range-start").value = st.start;
   $("range-end").value = st.end - 1;  // shown inclusive, like the frame counter
   let shown = st.format;  // the format the output path was made for
