@@ -50,17 +50,20 @@ def stale_temps(path: Path) -> list[Path]:
         pid, _, rest = entry.name.removeprefix(head).partition("-")
         if not entry.name.startswith(head) or not pid.isdigit() or not rest:
             continue
-        if int(pid) != os.getpid() and not _alive(int(pid)):
+        if int(pid) != os.getpid() and not pid_alive(int(pid)):
             found.append(entry)
     return found
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (POSIX: signal 0, which touches
+    nothing; another user's process counts as alive). Not for Windows, where ``os.kill``
+    terminates."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process: alive
+    except OSError:  # EPERM: another user's process, alive
         return True
     return True
 

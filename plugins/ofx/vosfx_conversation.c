@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "vosfx_ofx.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #define VX_TIMEOUT_READY_MS 120000
 #define VX_TIMEOUT_DEFAULT_S 900 /* first use may export the model to ONNX: minutes */
+#define VX_TIMEOUT_MAX_S (7 * 24 * 3600) /* a week; INT_MAX ms is 24.8 days */
 
 /* a growing text buffer for the JSON the worker reads */
 typedef struct { char *s; size_t len, cap; int oom; } VxBuf;
@@ -55,10 +57,16 @@ static void vx_buf_json_string(VxBuf *b, const char *s) {
 /* ---- the conversation with the worker ---------------------------------------------------------- */
 
 
+/* $VOSFX_OFX_TIMEOUT_S in whole seconds, at most VX_TIMEOUT_MAX_S (poll takes int
+ * milliseconds: a larger value would overflow and a negative one wait for ever); anything
+ * else (absent, 0, negative, not a number) is the default */
 static int vx_timeout_ms(void) {
     const char *s = getenv("VOSFX_OFX_TIMEOUT_S");
-    int v = s ? atoi(s) : 0;
-    return (v > 0 ? v : VX_TIMEOUT_DEFAULT_S) * 1000;
+    char *end = NULL;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || end == s || v <= 0) v = VX_TIMEOUT_DEFAULT_S;
+    if (v > VX_TIMEOUT_MAX_S) v = VX_TIMEOUT_MAX_S;
+    return (int)v * 1000;
 }
 
 static char *vx_config_json(VxInstance *in, const VxGeom *g) {
@@ -127,22 +135,28 @@ const char *vx_outcome(const VxInstance *in) {
 /* an error the worker reported (its message names the setting or the cause) */
 static int vx_worker_error(VxInstance *in, const char *text) {
     size_t n = strlen(text);
-    vx_report(in, kOfxMessageError, "vosfx: %s%s %s.", text, n && text[n - 1] == '.' ? "" : ".",
+    vx_report(in, kOfxMessageError, "%s%s %s.", text, n && text[n - 1] == '.' ? "" : ".",
               vx_outcome(in));
     return VX_R_FAIL;
 }
 
 static int vx_worker_dead(VxInstance *in, const char *what) {
-    char how[128];
-    char log[sizeof in->worker.log_path];
-    snprintf(log, sizeof log, "%s", in->worker.log_path);
-    vxw_stop(&in->worker, how, sizeof how);
+    char how[128], cause[320] = "", log[sizeof in->worker.log_path + 8];
+    char path[sizeof in->worker.log_path];
+    snprintf(path, sizeof path, "%s", in->worker.log_path);
+    vx_printable(log, sizeof log, path, strlen(path));
+    int status = vxw_stop(&in->worker, how, sizeof how);
+    if (status > 0) { /* it exited with an error: its log's last word is the cause */
+        char tail[300];
+        vxw_log_tail(path, tail, sizeof tail);
+        if (tail[0]) snprintf(cause, sizeof cause, ": %s", tail);
+    }
     vx_free(in->sent_config), vx_free(in->sent_points);
     in->sent_config = in->sent_points = NULL;
     vx_report(in, kOfxMessageError,
-              "vosfx worker failed (%s; it %s). %s; the next render starts a new worker. "
+              "the vosfx worker failed (%s; it %s%s). %s; the next render starts a new worker. "
               "Log: %s",
-              what, how[0] ? how : "ended", vx_outcome(in), log);
+              what, how[0] ? how : "ended", cause, vx_outcome(in), log);
     return VX_R_FAIL;
 }
 
@@ -166,7 +180,7 @@ static int vx_ensure_worker(VxInstance *in) {
     char err[VX_ERR_LEN];
     if (vxw_start(&in->worker, err, sizeof err) != 0) {
         in->failed_start = 1;
-        vx_report(in, kOfxMessageError, "vosfx Matte: %s. %s.", err, vx_outcome(in));
+        vx_report(in, kOfxMessageError, "%s. %s.", err, vx_outcome(in));
         return VX_R_FAIL;
     }
     VxMsg m = {0};
@@ -179,10 +193,58 @@ static int vx_ensure_worker(VxInstance *in) {
     return VX_R_MATTE;
 }
 
+/* Settings the worker cannot take, refused here with the parameter named as the host shows
+ * it (a NaN written into the JSON would end the worker; a string that is not UTF-8 too). */
+static int vx_check_settings(VxInstance *in) {
+    static const int doubles[] = {VXP_THRESHOLD, VXP_SOFTNESS, VXP_SHIFT,      VXP_FEATHER,
+                                  VXP_CHOKE,     VXP_CLIP_BLACK, VXP_CLIP_WHITE, VXP_TEMPORAL};
+    for (size_t i = 0; i < sizeof doubles / sizeof *doubles; i++) {
+        double v = vx_get_double(in, doubles[i]);
+        if (!isfinite(v)) {
+            vx_report(in, kOfxMessageError, "%s: expected a number, found %s. %s.",
+                      vx_param_labels[doubles[i]], isnan(v) ? "NaN" : v > 0 ? "+inf" : "-inf",
+                      vx_outcome(in));
+            return -1;
+        }
+    }
+    if (!vx_utf8_valid(vx_get_string(in, VXP_MODEL))) {
+        char shown[256];
+        const char *model = vx_get_string(in, VXP_MODEL);
+        vx_printable(shown, sizeof shown, model, strlen(model));
+        vx_report(in, kOfxMessageError, "%s: expected UTF-8 text, found '%s'. %s.",
+                  vx_param_labels[VXP_MODEL], shown, vx_outcome(in));
+        return -1;
+    }
+    return 0;
+}
+
+/* no object to matte (the worker's text says why, or nothing): said as a warning kept up, not
+ * an error; the matte is empty (alpha 0) */
+static int vx_nothing_selected(VxInstance *in, const VxGeom *g, const char *why) {
+    char text[VX_ERR_LEN];
+    VxPoints pts = {0};
+    vx_get_points(in, &pts);
+    if (why[0])
+        snprintf(text, sizeof text, "%s", why);
+    else if (pts.count > 0) /* the effect sent none: all on frames the Source does not have */
+        snprintf(text, sizeof text,
+                 "none of the %d points is on a frame of the Source (%g to %g): click the "
+                 "object on one of its frames. The matte is empty",
+                 pts.count, g->first, g->last);
+    else
+        snprintf(text, sizeof text,
+                 "no object is selected yet: click the object on the viewer (or connect a "
+                 "Mask). The matte is empty");
+    vx_points_free(&pts);
+    if (!in->notice) vx_model_note(in, text);
+    return VX_R_EMPTY;
+}
+
 /* sync settings and points, ask for frame t's matte, serve its frame requests */
 int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
                     int *progress_started) {
     int timeout = vx_timeout_ms();
+    if (vx_check_settings(in) != 0) return VX_R_FAIL;
     if (vx_ensure_worker(in) != VX_R_MATTE) return VX_R_FAIL;
     char err[VX_ERR_LEN];
     /* RGB16 frame + mask plane + fingerprint, or float alpha: 7 bytes a pixel at most, at the
@@ -194,7 +256,7 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
     char *cfg = vx_config_json(in, g), *pts = vx_points_json(in, g);
     int r = VX_R_MATTE;
     if (!cfg || !pts) {
-        vx_report(in, kOfxMessageError, "vosfx Matte: out of memory");
+        vx_report(in, kOfxMessageError, "out of memory");
         r = VX_R_FAIL;
     }
     if (r == VX_R_MATTE && (!in->sent_config || strcmp(cfg, in->sent_config) != 0)) {
@@ -227,7 +289,7 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
     if (vxw_send(&in->worker, VX_RENDER, index, with_mask, vx_get_int(in, VXP_OUT_OBJ),
                  (uint32_t)g->w, (uint32_t)g->h, 0, VX_FP_BYTES, NULL) != 0)
         return vx_worker_dead(in, "cannot send the render request");
-    int cancel = 0;
+    int cancel = 0, missing = -1; /* missing: a frame the host gave no image for */
     for (;;) {
         VxMsg m;
         char text[VX_ERR_LEN];
@@ -243,6 +305,12 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
             }
             int fmt, has_mask, fp_bytes;
             size_t n = vx_pack_frame(in, g, m.frame, with_mask, &fmt, &has_mask, &fp_bytes);
+            if (n == 0) { /* never tracked as black: the tracking stops, the render says why */
+                missing = m.frame;
+                if (vxw_send(&in->worker, VX_ABORT, m.frame, 0, 0, 0, 0, 0, 0, NULL) != 0)
+                    return vx_worker_dead(in, "cannot answer a frame request");
+                continue;
+            }
             if (vxw_send(&in->worker, VX_FRAME, m.frame, has_mask, fp_bytes, (uint32_t)g->w,
                          (uint32_t)g->h, (uint32_t)fmt, n, NULL) != 0)
                 return vx_worker_dead(in, "cannot send a frame");
@@ -259,17 +327,15 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
             }
             continue;
         case VX_MATTE:
-            if (m.format == VX_FMT_NONE) { /* no prompts: nothing matted, nothing to report */
-                if (!in->notice) vx_clear_report(in);
-                return VX_R_PASS;
-            }
+            if (m.format == VX_FMT_NONE) /* no usable prompt: the text says why */
+                return vx_nothing_selected(in, g, text);
             if (m.format != VX_FMT_ALPHA_F32 || (int)m.width != g->w || (int)m.height != g->h ||
                 m.shm_bytes < (uint64_t)g->w * g->h * 4)
                 return vx_worker_dead(in, "a matte of the wrong size");
             if (m.b > 0) {
                 /* said once, and left up (later mattes do not clear it) until the user edits */
                 vx_report(in, kOfxMessageWarning,
-                          "vosfx Matte: the Source changed upstream (frame %d is not the frame "
+                          "the Source changed upstream (frame %d is not the frame "
                           "tracked before: graded, replaced or re-timed). Its mattes were "
                           "dropped and tracking started again from the points.",
                           (int)(g->first + m.b - 1));
@@ -282,6 +348,13 @@ int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,
         case VX_ERROR:
             return vx_worker_error(in, text);
         case VX_CANCELLED:
+            if (missing >= 0) {
+                vx_report(in, kOfxMessageError,
+                          "the host gave no Source image for frame %d, which the tracking of "
+                          "frame %d needs. %s.",
+                          (int)(g->first + missing), (int)(g->first + index), vx_outcome(in));
+                return VX_R_FAIL;
+            }
             return VX_R_ABORT;
         default:
             return vx_worker_dead(in, "unexpected message");

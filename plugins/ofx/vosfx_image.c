@@ -73,7 +73,9 @@ static inline void vx_read(const VxImg *im, int x, int y, float o[4]) {
     memcpy(o, v, sizeof v);
 }
 
-static inline float vx_clamp01(float v) { return v < 0.f ? 0.f : v > 1.f ? 1.f : v; }
+/* [0, 1]; NaN is 0 (every comparison with it is false), +-inf the nearer end: the integer
+ * conversions after it are then always defined */
+static inline float vx_clamp01(float v) { return v > 0.f ? (v < 1.f ? v : 1.f) : 0.f; }
 
 void vx_write(VxImg *im, int x, int y, const float v[4]) {
     if (!vx_inside(im, x, y)) return;
@@ -107,15 +109,21 @@ int vx_geometry(VxInstance *in, OfxTime t, double sx, double sy, VxGeom *g) {
     g->last = range[1] >= range[0] ? range[1] : range[0];
     g->sx = sx > 0 ? sx : 1.0;
     g->sy = sy > 0 ? sy : 1.0;
-    g->full_w = (int)floor((g->rod.x2 - g->rod.x1) / g->par + 0.5);
-    g->full_h = (int)floor(g->rod.y2 - g->rod.y1 + 0.5);
+    double fw = floor((g->rod.x2 - g->rod.x1) / g->par + 0.5);
+    double fh = floor(g->rod.y2 - g->rod.y1 + 0.5);
+    if (fw > VX_MAX_SIDE || fh > VX_MAX_SIDE) { /* checked before any conversion to int */
+        return -2; /* the message reads the size from rod and par */
+    }
+    if (!(fw >= 1 && fh >= 1) || !(fabs(g->rod.x1) < 1e9 && fabs(g->rod.y1) < 1e9))
+        return -1; /* NaN or an empty area too */
+    g->full_w = (int)fw;
+    g->full_h = (int)fh;
+    if (!(fw * g->sx <= 4.0 * VX_MAX_SIDE && fh * g->sy <= 4.0 * VX_MAX_SIDE)) return -1;
     g->x1 = (int)floor(g->rod.x1 * g->sx / g->par + 0.5);
     g->y1 = (int)floor(g->rod.y1 * g->sy + 0.5);
     g->w = (int)floor(g->full_w * g->sx + 0.5);
     g->h = (int)floor(g->full_h * g->sy + 0.5);
-    if (g->full_w <= 0 || g->full_h <= 0 || g->w <= 0 || g->h <= 0 || g->full_w > 32768 ||
-        g->full_h > 32768)
-        return -1;
+    if (g->w <= 0 || g->h <= 0) return -1;
     return 0;
 }
 
@@ -134,14 +142,14 @@ void vx_fingerprint(const VxImg *im, const VxGeom *g, float out[VX_FP_FLOATS]) {
             float v[4];
             vx_read(im, xs[i], y, v);
             float *o = cells + (i / VX_FP_SAMPLES) * 3;
-            for (int k = 0; k < 3; k++) o[k] += v[k] == v[k] ? vx_clamp01(v[k]) : 0.f; /* NaN: 0 */
+            for (int k = 0; k < 3; k++) o[k] += vx_clamp01(v[k]); /* NaN: 0 */
         }
     }
     for (int k = 0; k < VX_FP_FLOATS; k++) out[k] /= (float)(VX_FP_SAMPLES * VX_FP_SAMPLES);
 }
 
 /* one source frame (its Mask plane, its fingerprint) into the shared memory, top-down; returns
- * bytes */
+ * bytes, 0 when the host gives no Source image for it */
 size_t vx_pack_frame(VxInstance *in, const VxGeom *g, int index, int with_mask,
                             int *format, int *has_mask, int *fp_bytes) {
     OfxTime t = g->first + index;
@@ -152,8 +160,7 @@ size_t vx_pack_frame(VxInstance *in, const VxGeom *g, int index, int with_mask,
     *has_mask = 0;
     *format = VX_FMT_RGB8;
     if (vx_img_open(in->src, t, &g->rod, &im) != 0) {
-        memset(dst, 0, npx * 3); /* the host has no image there: black */
-        memset(fp, 0, sizeof fp);
+        return 0; /* the host has no image there: never tracked as black */
     } else {
         vx_fingerprint(&im, g, fp);
         *format = im.depth == 1 ? VX_FMT_RGB8 : VX_FMT_RGB16;
@@ -229,10 +236,10 @@ static inline void vx_mode(float v[4], float a, int mode, float opacity) {
  * type, no per-channel depth switch. T: the channel type, FULL: its 1.0 (1 for float). */
 #define VX_COMPOSITE_RGBA(NAME, T, FULL, STORE)                                                   \
     static void NAME(VxImg *out, const VxImg *src, const float *alpha, const VxGeom *g,          \
-                     OfxRectI win, int mode, float opacity) {                                     \
+                     OfxRectI win, int mode, float opacity, int stride) {                         \
         for (int y = win.y1; y < win.y2; y++) {                                                   \
             int r = g->y1 + g->h - 1 - y;                                                         \
-            const float *arow = (alpha && r >= 0 && r < g->h) ? alpha + (size_t)r * g->w : NULL;  \
+            const float *arow = (alpha && r >= 0 && r < g->h) ? alpha + (size_t)r * stride : NULL; \
             int src_row = y >= src->b.y1 && y < src->b.y2;                                        \
             for (int x = win.x1; x < win.x2; x++) {                                               \
                 float v[4] = {0, 0, 0, 0};                                                        \
@@ -242,7 +249,8 @@ static inline void vx_mode(float v[4], float a, int mode, float opacity) {
                 }                                                                                 \
                 if (alpha) {                                                                      \
                     int c = x - g->x1;                                                            \
-                    vx_mode(v, (arow && c >= 0 && c < g->w) ? arow[c] : 0.f, mode, opacity);      \
+                    vx_mode(v, (arow && c >= 0 && c < g->w) ? arow[stride ? c : 0] : 0.f, mode,   \
+                            opacity);                                                             \
                 }                                                                                 \
                 T *o = (T *)vx_px(out, x, y);                                                     \
                 for (int k = 0; k < 4; k++) o[k] = STORE(v[k]);                                   \
@@ -257,16 +265,16 @@ VX_COMPOSITE_RGBA(vx_composite16, unsigned short, 65535, VX_STORE16)
 VX_COMPOSITE_RGBA(vx_compositef, float, 1, VX_STOREF)
 
 void vx_composite(VxImg *out, const VxImg *src, const float *alpha, const VxGeom *g,
-                  OfxRectI win, int mode, float opacity) {
+                  OfxRectI win, int mode, float opacity, int stride) {
     /* the window, clipped to the output's bounds (the host may ask for more) */
     if (win.x1 < out->b.x1) win.x1 = out->b.x1;
     if (win.y1 < out->b.y1) win.y1 = out->b.y1;
     if (win.x2 > out->b.x2) win.x2 = out->b.x2;
     if (win.y2 > out->b.y2) win.y2 = out->b.y2;
     if (out->nc == 4 && src->nc == 4 && out->depth == src->depth) {
-        if (out->depth == 1) vx_composite8(out, src, alpha, g, win, mode, opacity);
-        else if (out->depth == 2) vx_composite16(out, src, alpha, g, win, mode, opacity);
-        else vx_compositef(out, src, alpha, g, win, mode, opacity);
+        if (out->depth == 1) vx_composite8(out, src, alpha, g, win, mode, opacity, stride);
+        else if (out->depth == 2) vx_composite16(out, src, alpha, g, win, mode, opacity, stride);
+        else vx_compositef(out, src, alpha, g, win, mode, opacity, stride);
         return;
     }
     for (int y = win.y1; y < win.y2; y++) { /* any other combination, pixel by pixel */
@@ -276,9 +284,9 @@ void vx_composite(VxImg *out, const VxImg *src, const float *alpha, const VxGeom
             vx_read(src, x, y, v);
             if (alpha) {
                 int c = x - g->x1;
-                vx_mode(v, (r >= 0 && r < g->h && c >= 0 && c < g->w) ? alpha[(size_t)r * g->w + c]
-                                                                      : 0.f,
-                        mode, opacity);
+                int in_frame = r >= 0 && r < g->h && c >= 0 && c < g->w;
+                vx_mode(v, in_frame ? alpha[stride ? (size_t)r * stride + c : 0] : 0.f, mode,
+                        opacity);
             }
             vx_write(out, x, y, v);
         }

@@ -34,6 +34,13 @@ const char *const vx_param_names[VXP_COUNT] = {
     "shiftEdge", "feather", "choke", "clipBlack", "clipWhite", "fillHoles", "removeSpecks",
     "temporal", "nonOverlap", "pickInStudio", "studioSource"};
 
+const char *const vx_param_labels[VXP_COUNT] = {
+    "Output", "Output object", "Object", "Point", "Clear points on this frame",
+    "Clear all points", "Points", "Mask input object", "Overlay opacity", "Model", "Alpha",
+    "Threshold", "Softness", "Edge", "Shift edge (px)", "Feather (px)", "Choke", "Clip black",
+    "Clip white", "Fill holes (px²)", "Remove specks (px²)", "Temporal smoothing",
+    "Non-overlapping objects", "Pick in vosfx studio", "Source file"};
+
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 void *vx_alloc(size_t n) {
@@ -50,6 +57,52 @@ void vx_free(void *p) {
     if (!p) return;
     if (vx_mem) vx_mem->memoryFree(p);
     else free(p);
+}
+
+int vx_utf8_valid(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        int more = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
+                 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        if (more < 0 || (more == 1 && c < 0xC2) || (c == 0xF4 && p[1] > 0x8F) || c > 0xF4)
+            return 0; /* a stray continuation byte, an overlong form, past U+10FFFF */
+        if (c == 0xE0 && p[1] < 0xA0) return 0; /* overlong */
+        if (c == 0xED && p[1] > 0x9F) return 0; /* UTF-16 surrogates */
+        if (c == 0xF0 && p[1] < 0x90) return 0; /* overlong */
+        for (int k = 1; k <= more; k++)
+            if ((p[k] & 0xC0) != 0x80) return 0;
+        p += 1 + more;
+    }
+    return 1;
+}
+
+void vx_printable(char *dst, size_t cap, const char *src, size_t n) {
+    if (!cap) return;
+    size_t o = 0;
+    for (size_t i = 0; i < n && src[i];) {
+        unsigned char c = (unsigned char)src[i];
+        size_t len = 1;
+        char one[5] = {0};
+        if (c < 0x20 || c == 0x7F) one[0] = ' ';
+        else if (c < 0x80) one[0] = (char)c;
+        else {
+            len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+            if (len > 1 && i + len <= n) {
+                memcpy(one, src + i, len);
+                if (!vx_utf8_valid(one)) len = 1, one[0] = '?', one[1] = '\0';
+            } else len = 1, one[0] = '?';
+        }
+        size_t k = strlen(one);
+        if (o + k + 4 > cap) { /* no room for it and "...": end the line there */
+            if (o + 4 <= cap) memcpy(dst + o, "...", 3), o += 3;
+            break;
+        }
+        memcpy(dst + o, one, k);
+        o += k;
+        i += len;
+    }
+    dst[o] = '\0';
 }
 
 static locale_t vx_c_numeric;
@@ -78,23 +131,36 @@ void vx_unlock(VxInstance *in) {
 
 /* errors and notes to the user through the host's message suite (persistent when it can, so a
  * scrub does not pop a dialog per frame) */
-void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
+static void vx_post(VxInstance *in, const char *type, int persistent, const char *fmt,
+                    va_list ap) {
     char text[VX_ERR_LEN];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
+    /* the effect's name once, as the host shows it; the message id is an id, not shown */
     void *handle = in ? (void *)in->effect : NULL;
-    if (vx_msg2 && handle && strcmp(type, kOfxMessageMessage) != 0 &&
+    if (vx_msg2 && handle && persistent && strcmp(type, kOfxMessageMessage) != 0 &&
         strcmp(type, kOfxMessageLog) != 0) {
-        vx_msg2->setPersistentMessage(handle, type, "vosfx", "%s", text);
+        vx_msg2->setPersistentMessage(handle, type, VX_PLUGIN_ID, "vosfx Matte: %s", text);
         in->notice = 0; /* replaced; the caller marks a note as one */
         in->model_note[0] = '\0';
     }
     else if (vx_msg2)
-        vx_msg2->message(handle, type, "vosfx", "%s", text);
+        vx_msg2->message(handle, type, VX_PLUGIN_ID, "vosfx Matte: %s", text);
     else if (vx_msg1)
-        vx_msg1->message(handle, type, "vosfx", "%s", text);
+        vx_msg1->message(handle, type, VX_PLUGIN_ID, "vosfx Matte: %s", text);
+}
+
+void vx_report(VxInstance *in, const char *type, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vx_post(in, type, 1, fmt, ap);
+    va_end(ap);
+}
+
+void vx_say(VxInstance *in, const char *type, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vx_post(in, type, 0, fmt, ap);
+    va_end(ap);
 }
 
 void vx_clear_report(VxInstance *in) {
@@ -107,7 +173,7 @@ void vx_clear_report(VxInstance *in) {
 
 void vx_model_note(VxInstance *in, const char *text) {
     if (strcmp(in->model_note, text) == 0) return; /* up already (or said once) */
-    vx_report(in, kOfxMessageWarning, "vosfx Matte: %s", text);
+    vx_report(in, kOfxMessageWarning, "%s", text);
     snprintf(in->model_note, sizeof in->model_note, "%s", text);
 }
 
@@ -184,10 +250,10 @@ static OfxStatus vx_describe(OfxImageEffectHandle effect) {
 }
 
 static OfxPropertySetHandle vx_define(OfxParamSetHandle set, const char *type, int which,
-                                      const char *label, const char *hint) {
+                                      const char *hint) {
     OfxPropertySetHandle p = NULL;
     if (vx_param->paramDefine(set, type, vx_param_names[which], &p) != kOfxStatOK) return NULL;
-    vx_prop->propSetString(p, kOfxPropLabel, 0, label);
+    vx_prop->propSetString(p, kOfxPropLabel, 0, vx_param_labels[which]);
     vx_prop->propSetString(p, kOfxParamPropHint, 0, hint);
     vx_prop->propSetString(p, kOfxParamPropScriptName, 0, vx_param_names[which]);
     if (strcmp(type, kOfxParamTypePushButton) != 0)
@@ -195,17 +261,17 @@ static OfxPropertySetHandle vx_define(OfxParamSetHandle set, const char *type, i
     return p;
 }
 
-static void vx_define_choice(OfxParamSetHandle set, int which, const char *label,
+static void vx_define_choice(OfxParamSetHandle set, int which,
                              const char *hint, const char *const *options, int def) {
-    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeChoice, which, label, hint);
+    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeChoice, which, hint);
     if (!p) return;
     for (int i = 0; options[i]; i++) vx_prop->propSetString(p, kOfxParamPropChoiceOption, i, options[i]);
     vx_prop->propSetInt(p, kOfxParamPropDefault, 0, def);
 }
 
-static void vx_define_int(OfxParamSetHandle set, int which, const char *label, const char *hint,
+static void vx_define_int(OfxParamSetHandle set, int which, const char *hint,
                           int def, int lo, int hi) {
-    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeInteger, which, label, hint);
+    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeInteger, which, hint);
     if (!p) return;
     vx_prop->propSetInt(p, kOfxParamPropDefault, 0, def);
     vx_prop->propSetInt(p, kOfxParamPropMin, 0, lo);
@@ -214,9 +280,9 @@ static void vx_define_int(OfxParamSetHandle set, int which, const char *label, c
     vx_prop->propSetInt(p, kOfxParamPropDisplayMax, 0, hi < 100 ? hi : 100);
 }
 
-static void vx_define_double(OfxParamSetHandle set, int which, const char *label,
+static void vx_define_double(OfxParamSetHandle set, int which,
                              const char *hint, double def, double lo, double hi) {
-    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeDouble, which, label, hint);
+    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeDouble, which, hint);
     if (!p) return;
     vx_prop->propSetDouble(p, kOfxParamPropDefault, 0, def);
     vx_prop->propSetDouble(p, kOfxParamPropMin, 0, lo);
@@ -252,60 +318,60 @@ static OfxStatus vx_describe_in_context(OfxImageEffectHandle effect) {
     if (vx_effect->getParamSet(effect, &set) != kOfxStatOK) return kOfxStatErrBadHandle;
     static const char *const modes[] = {"Matte", "Source + alpha (straight)",
                                         "Source + alpha (premultiplied)", "Overlay", NULL};
-    vx_define_choice(set, VXP_MODE, "Output", "What the effect outputs", modes, VX_MODE_STRAIGHT);
-    vx_define_int(set, VXP_OUT_OBJ, "Output object",
+    vx_define_choice(set, VXP_MODE, "What the effect outputs", modes, VX_MODE_STRAIGHT);
+    vx_define_int(set, VXP_OUT_OBJ,
                   "0: all objects merged; n: only object n", 0, 0, 255);
-    vx_define_int(set, VXP_OBJ, "Object", "Object that new points on the viewer belong to", 1, 1,
+    vx_define_int(set, VXP_OBJ, "Object that new points on the viewer belong to", 1, 1,
                   255);
     static const char *const labels[] = {"Include", "Exclude", NULL};
-    vx_define_choice(set, VXP_LABEL, "Point",
+    vx_define_choice(set, VXP_LABEL,
                      "New points include or exclude (Shift+click: the other one; "
                      "Ctrl+click on a point: remove it)",
                      labels, 0);
-    vx_define(set, kOfxParamTypePushButton, VXP_CLEAR_FRAME, "Clear points on this frame",
+    vx_define(set, kOfxParamTypePushButton, VXP_CLEAR_FRAME,
               "Remove every point on the current frame");
-    vx_define(set, kOfxParamTypePushButton, VXP_CLEAR_ALL, "Clear all points",
+    vx_define(set, kOfxParamTypePushButton, VXP_CLEAR_ALL,
               "Remove every point on every frame");
-    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeString, VXP_POINTS, "Points",
+    OfxPropertySetHandle p = vx_define(set, kOfxParamTypeString, VXP_POINTS,
                                        "frame obj label x y; per point (canonical coordinates)");
     if (p) {
         vx_prop->propSetInt(p, kOfxParamPropSecret, 0, 1);
         vx_prop->propSetString(p, kOfxParamPropDefault, 0, "");
         vx_prop->propSetString(p, kOfxParamPropStringMode, 0, kOfxParamStringIsSingleLine);
     }
-    vx_define_int(set, VXP_MASK_OBJ, "Mask input object",
+    vx_define_int(set, VXP_MASK_OBJ,
                   "Object that the Mask input prompts, on every frame where it is not empty", 1,
                   1, 255);
-    vx_define_double(set, VXP_OPACITY, "Overlay opacity", "Tint strength in Overlay output", 0.5,
+    vx_define_double(set, VXP_OPACITY, "Tint strength in Overlay output", 0.5,
                      0, 1);
-    p = vx_define(set, kOfxParamTypeString, VXP_MODEL, "Model", "A model id of `vosfx models list`");
+    p = vx_define(set, kOfxParamTypeString, VXP_MODEL, "A model id of `vosfx models list`");
     if (p) vx_prop->propSetString(p, kOfxParamPropDefault, 0, "sam2.1-tiny");
     static const char *const alphas[] = {"soft", "hard", NULL};
-    vx_define_choice(set, VXP_ALPHA, "Alpha", "Soft (calibrated) or hard edges", alphas, 0);
-    vx_define_double(set, VXP_THRESHOLD, "Threshold", "Logit threshold", 0, -50, 50);
-    vx_define_double(set, VXP_SOFTNESS, "Softness", "Sigmoid temperature of soft alpha", 1, 0.01,
+    vx_define_choice(set, VXP_ALPHA, "Soft (calibrated) or hard edges", alphas, 0);
+    vx_define_double(set, VXP_THRESHOLD, "Logit threshold", 0, -50, 50);
+    vx_define_double(set, VXP_SOFTNESS, "Sigmoid temperature of soft alpha", 1, 0.01,
                      100);
     static const char *const edges[] = {"bilinear", "guided", NULL};
-    vx_define_choice(set, VXP_EDGE, "Edge", "Edge refinement", edges, 1);
-    vx_define_double(set, VXP_SHIFT, "Shift edge (px)", "Grow (+) or shrink (-)", 0, -256, 256);
-    vx_define_double(set, VXP_FEATHER, "Feather (px)", "Soften the edge", 0, 0, 256);
-    vx_define_double(set, VXP_CHOKE, "Choke", "Contract the soft edge (0 off, 1 hard)", 0, 0, 1);
-    vx_define_double(set, VXP_CLIP_BLACK, "Clip black",
+    vx_define_choice(set, VXP_EDGE, "Edge refinement", edges, 1);
+    vx_define_double(set, VXP_SHIFT, "Grow (+) or shrink (-)", 0, -256, 256);
+    vx_define_double(set, VXP_FEATHER, "Soften the edge", 0, 0, 256);
+    vx_define_double(set, VXP_CHOKE, "Contract the soft edge (0 off, 1 hard)", 0, 0, 1);
+    vx_define_double(set, VXP_CLIP_BLACK,
                      "Alpha at or below this becomes 0 (below Clip white)", 0, 0, 1);
-    vx_define_double(set, VXP_CLIP_WHITE, "Clip white",
+    vx_define_double(set, VXP_CLIP_WHITE,
                      "Alpha at or above this becomes 1 (above Clip black)", 1, 0, 1);
-    vx_define_int(set, VXP_FILL, "Fill holes (px²)", "Fill holes up to this area", 0, 0,
+    vx_define_int(set, VXP_FILL, "Fill holes up to this area", 0, 0,
                   1000000000);
-    vx_define_int(set, VXP_SPECKS, "Remove specks (px²)", "Remove specks up to this area", 0, 0,
+    vx_define_int(set, VXP_SPECKS, "Remove specks up to this area", 0, 0,
                   1000000000);
-    vx_define_double(set, VXP_TEMPORAL, "Temporal smoothing", "Reduce chatter; 0 off", 0, 0, 1);
-    p = vx_define(set, kOfxParamTypeBoolean, VXP_NON_OVERLAP, "Non-overlapping objects",
+    vx_define_double(set, VXP_TEMPORAL, "Reduce chatter; 0 off", 0, 0, 1);
+    p = vx_define(set, kOfxParamTypeBoolean, VXP_NON_OVERLAP,
                   "Objects never share alpha where they meet");
     if (p) vx_prop->propSetInt(p, kOfxParamPropDefault, 0, 1);
-    vx_define(set, kOfxParamTypePushButton, VXP_STUDIO, "Pick in vosfx studio",
+    vx_define(set, kOfxParamTypePushButton, VXP_STUDIO,
               "Open vosfx studio on the source file (set 'Source file' when the host gives "
               "none)");
-    p = vx_define(set, kOfxParamTypeString, VXP_STUDIO_SRC, "Source file",
+    p = vx_define(set, kOfxParamTypeString, VXP_STUDIO_SRC,
                   "The clip's media file, for vosfx studio");
     if (p) vx_prop->propSetString(p, kOfxParamPropStringMode, 0, kOfxParamStringIsFilePath);
     return kOfxStatOK;
@@ -380,11 +446,10 @@ static void vx_studio(VxInstance *in, OfxTime time) {
     snprintf(start, sizeof start, "%d", 0);
     snprintf(end, sizeof end, "%d", (int)(range[1] - range[0]) + 1);
     snprintf(frame, sizeof frame, "%d", (int)floor(time - range[0] + 0.5));
-    const char *argv[52];
+    const char *argv[56];
     int n = 0;
     for (int i = 0; cmd[i] && n < 40; i++) argv[n++] = cmd[i];
     argv[n++] = "studio";
-    argv[n++] = src; /* one argv entry: never parsed by a shell */
     argv[n++] = "--start";
     argv[n++] = start;
     argv[n++] = "--end";
@@ -396,9 +461,13 @@ static void vx_studio(VxInstance *in, OfxTime time) {
         argv[n++] = "--model";
         argv[n++] = model;
     }
+    /* one argv entry, never parsed by a shell; after "--", so a file named "-x" or "--help"
+     * is the clip, not an option */
+    argv[n++] = "--";
+    argv[n++] = src;
     argv[n] = NULL;
     if (vx_spawn_detached(argv, err, sizeof err) != 0)
-        vx_report(in, kOfxMessageError, "vosfx studio: %s", err);
+        vx_report(in, kOfxMessageError, "Pick in vosfx studio: %s", err);
 }
 
 static OfxStatus vx_instance_changed(OfxImageEffectHandle effect, OfxPropertySetHandle inArgs) {
@@ -515,20 +584,42 @@ static OfxStatus vx_render(OfxImageEffectHandle effect, OfxPropertySetHandle inA
     VxImg out, src;
     int rs = vx_img_open(in->out, t, NULL, &out);
     if (rs != 0) return rs == -2 ? kOfxStatErrImageFormat : kOfxStatFailed;
+    vx_lock(in);
+    in->final_render = vx_is_final_render(in, inArgs);
+    OfxStatus status = kOfxStatOK;
     if (vx_img_open(in->src, t, NULL, &src) != 0) {
-        /* no source: transparent black, as the spec asks of a missing input */
+        /* no Source image: transparent black, as the spec asks of a missing input; inside
+         * the Source's frames that is the host's failure, and a delivery must not hide it */
+        VxGeom g;
+        int inside = vx_geometry(in, t, scale[0], scale[1], &g) != -1 && t >= g.first - 0.5 &&
+                     t <= g.last + 0.5;
+        if (inside) {
+            vx_report(in, kOfxMessageError,
+                      "the host gave no Source image for frame %g. %s.", t,
+                      in->final_render ? "The render stops at this frame, so that no frame "
+                                         "without its matte is delivered"
+                                       : "The output is transparent black");
+            if (in->final_render) status = kOfxStatFailed;
+        }
+        vx_unlock(in);
         float zero[4] = {0, 0, 0, 0};
         for (int y = win.y1; y < win.y2; y++)
             for (int x = win.x1; x < win.x2; x++) vx_write(&out, x, y, zero);
         vx_img_close(&out);
-        return kOfxStatOK;
+        return status;
     }
-    vx_lock(in);
-    in->final_render = vx_is_final_render(in, inArgs);
     VxGeom g;
     int result = VX_R_FAIL, progress_started = 0;
-    if (vx_geometry(in, t, scale[0], scale[1], &g) != 0) {
-        vx_report(in, kOfxMessageError, "vosfx Matte: the Source has no usable frame area");
+    int geometry = vx_geometry(in, t, scale[0], scale[1], &g);
+    if (geometry == -2) {
+        vx_report(in, kOfxMessageError,
+                  "the Source is %.0f x %.0f pixels; the effect mattes frames up to %d pixels "
+                  "wide and high. %s.",
+                  (g.rod.x2 - g.rod.x1) / g.par, g.rod.y2 - g.rod.y1, VX_MAX_SIDE,
+                  vx_outcome(in));
+    } else if (geometry != 0) {
+        vx_report(in, kOfxMessageError, "the Source has no usable frame area (%g x %g). %s.",
+                  g.rod.x2 - g.rod.x1, g.rod.y2 - g.rod.y1, vx_outcome(in));
     } else if (t < g.first - 0.5 || t > g.last + 0.5) {
         result = VX_R_PASS;
     } else {
@@ -538,23 +629,30 @@ static OfxStatus vx_render(OfxImageEffectHandle effect, OfxPropertySetHandle inA
     }
     if (progress_started) vx_progress->progressEnd(in->effect);
 
-    OfxStatus status = kOfxStatOK;
-    if (in->final_render && result != VX_R_MATTE && result != VX_R_PASS) {
+    double opacity = vx_get_double(in, VXP_OPACITY);
+    if (!(opacity >= 0)) opacity = 0; /* NaN as well */
+    if (opacity > 1) opacity = 1;
+    if (in->final_render && result != VX_R_MATTE && result != VX_R_PASS &&
+        result != VX_R_EMPTY) {
         /* A delivery: the host stops and reports the render, and caches nothing of this frame
          * (kOfxStatFailed: "plugin to post message"; kOfxStatErrFatal would ask for a restart
          * of the host). The output is transparent black, never the bare Source. */
         if (result == VX_R_ABORT)
-            vx_report(in, kOfxMessageError,
-                      "vosfx Matte: tracking for frame %g was cancelled. %s.", t, vx_outcome(in));
+            vx_report(in, kOfxMessageError, "tracking for frame %g was cancelled. %s.", t,
+                      vx_outcome(in));
         float zero[4] = {0, 0, 0, 0};
         for (int y = win.y1; y < win.y2; y++)
             for (int x = win.x1; x < win.x2; x++) vx_write(&out, x, y, zero);
         status = kOfxStatFailed;
+    } else if (result == VX_R_EMPTY) {
+        /* nothing selected: an empty matte in every mode (the Overlay shows the Source) */
+        static const float none = 0.f;
+        vx_composite(&out, &src, &none, &g, win, vx_get_int(in, VXP_MODE), (float)opacity, 0);
     } else {
         /* a viewer: failures pass the image through and were reported; a cancel is silent */
         const float *alpha = result == VX_R_MATTE ? (const float *)in->worker.shm : NULL;
-        vx_composite(&out, &src, alpha, &g, win, vx_get_int(in, VXP_MODE),
-                     (float)vx_get_double(in, VXP_OPACITY));
+        vx_composite(&out, &src, alpha, &g, win, vx_get_int(in, VXP_MODE), (float)opacity,
+                     g.w);
     }
     vx_unlock(in);
     vx_img_close(&src);
@@ -596,8 +694,13 @@ static OfxStatus vx_main(const char *action, const void *handle, OfxPropertySetH
     if (!action) return kOfxStatErrBadHandle;
     if (strcmp(action, kOfxActionLoad) == 0) return vx_load();
     if (!vx_prop || !vx_effect || !vx_param) return kOfxStatFailed; /* not loaded */
-    if (strcmp(action, kOfxActionUnload) == 0) return kOfxStatOK;
+    if (strcmp(action, kOfxActionUnload) == 0) {
+        vx_reap_detached();
+        vx_forget_detached();
+        return kOfxStatOK;
+    }
     if (!effect) return kOfxStatErrBadHandle;
+    vx_reap_detached(); /* a studio that ended is not left a zombie */
     if (strcmp(action, kOfxActionDescribe) == 0) return vx_describe(effect);
     if (strcmp(action, kOfxImageEffectActionDescribeInContext) == 0)
         return vx_describe_in_context(effect);

@@ -47,10 +47,17 @@ int vxw_send(VxWorker *w, uint32_t type, int32_t frame, int32_t a, int32_t b, ui
  * 0 on success, -1 on EOF/error/timeout (err says which) */
 int vxw_recv(VxWorker *w, VxMsg *m, char *text, size_t textcap, int timeout_ms, char *err,
              size_t errlen);
-/* ask the worker to quit, wait a moment, then terminate it; describe how it ended */
-void vxw_stop(VxWorker *w, char *how, size_t howlen);
-/* spawn a detached command (the studio); 0 or -1 */
+/* ask the worker to quit, wait a moment, then terminate it; describe how it ended; returns
+ * its exit status, or -1 (killed by a signal, or not reaped) */
+int vxw_stop(VxWorker *w, char *how, size_t howlen);
+/* the last line of the worker's log that says something (a Python error: "ModuleNotFoundError:
+ * No module named 'vosfx'"), printable and bounded by cap; "" when none */
+void vxw_log_tail(const char *path, char *out, size_t cap);
+/* spawn a detached command (the studio); 0 or -1. Reaped once it ends: vx_reap_detached at
+ * every action; vx_forget_detached on unload */
 int vx_spawn_detached(const char *const *argv, char *err, size_t errlen);
+void vx_reap_detached(void);
+void vx_forget_detached(void);
 /* the command that runs vosfx, read from the bundle's config (NULL-terminated, static) */
 const char *const *vx_vosfx_command(char *err, size_t errlen);
 
@@ -67,6 +74,8 @@ typedef struct VxPoints {
     int count, cap;
 } VxPoints;
 
+#define VX_MAX_POINTS 4096 /* per effect instance, all frames and objects */
+/* malformed entries (and coordinates that are not finite) are skipped; -1 past VX_MAX_POINTS */
 int vx_points_parse(const char *text, VxPoints *out);
 /* serialise into a newly allocated string (vx_free it) */
 char *vx_points_format(const VxPoints *pts);
@@ -76,6 +85,12 @@ void vx_points_free(VxPoints *pts);
 
 void *vx_alloc(size_t n);
 void vx_free(void *p);
+
+/* whether s is well-formed UTF-8 (what hosts, JSON and the worker take as text) */
+int vx_utf8_valid(const char *s);
+/* src[0..n) as one printable line in dst (cap bytes): control characters as spaces, bytes
+ * that are not UTF-8 as '?', cut on a character boundary with "..." when too long */
+void vx_printable(char *dst, size_t cap, const char *src, size_t n);
 
 /* Numbers written or read between these two are in the C locale on this thread, whatever the
  * host set: Qt hosts call setlocale(LC_ALL, "") on Linux, and a German LANG would make printf
@@ -92,6 +107,8 @@ enum {
     VXP_STUDIO, VXP_STUDIO_SRC, VXP_COUNT
 };
 extern const char *const vx_param_names[VXP_COUNT];
+/* the labels the host shows (messages name parameters by them) */
+extern const char *const vx_param_labels[VXP_COUNT];
 
 enum { VX_MODE_MATTE, VX_MODE_STRAIGHT, VX_MODE_PREMULT, VX_MODE_OVERLAY };
 
@@ -122,7 +139,12 @@ typedef struct VxInstance {
 VxInstance *vx_instance(OfxImageEffectHandle effect);
 OfxStatus vx_overlay_main(const char *action, const void *handle, OfxPropertySetHandle inArgs,
                           OfxPropertySetHandle outArgs);
+/* the effect's persistent message ("vosfx Matte: " and the text), or a message where the
+ * host has none */
 void vx_report(VxInstance *in, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* a message said once (not kept up: a click the effect cannot take) */
+void vx_say(VxInstance *in, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vx_lock(VxInstance *in);
 void vx_unlock(VxInstance *in);
@@ -151,19 +173,25 @@ typedef struct VxGeom {
 int vx_img_open(OfxImageClipHandle clip, OfxTime t, const OfxRectD *region, VxImg *im);
 void vx_img_close(VxImg *im);
 void vx_write(VxImg *im, int x, int y, const float v[4]);
+/* 0, -1 (no frame area), -2 (wider or taller than VX_MAX_SIDE) */
 int vx_geometry(VxInstance *in, OfxTime t, double sx, double sy, VxGeom *g);
-/* frame index into the shared memory: pixels, Mask plane, fingerprint; returns the bytes */
+#define VX_MAX_SIDE 32768 /* pixels: the shared memory and the worker's frames stay bounded */
+/* frame index into the shared memory: pixels, Mask plane, fingerprint; returns the bytes, or
+ * 0 when the host has no Source image for it */
 size_t vx_pack_frame(VxInstance *in, const VxGeom *g, int index, int with_mask, int *format,
                      int *has_mask, int *fp_bytes);
 #define VX_FP_FLOATS (VX_FP_CELLS * VX_FP_CELLS * 3)
 /* the fingerprint of the Source frame im (vosfx_ofx_proto.h) over g's frame area */
 void vx_fingerprint(const VxImg *im, const VxGeom *g, float out[VX_FP_FLOATS]);
-/* the output over the render window: alpha (top-down, g->w x g->h) or NULL (pass-through) */
+/* the output over the render window: alpha (top-down, g->w x g->h, rows stride floats apart;
+ * stride 0: alpha[0] everywhere in the frame area) or NULL (pass-through) */
 void vx_composite(VxImg *out, const VxImg *src, const float *alpha, const VxGeom *g,
-                  OfxRectI win, int mode, float opacity);
+                  OfxRectI win, int mode, float opacity, int stride);
 
 /* ---- the worker conversation (vosfx_conversation.c) ---- */
-enum { VX_R_MATTE, VX_R_PASS, VX_R_FAIL, VX_R_ABORT };
+/* a matte; the Source as it is (outside the clip); failed (reported); cancelled; no object
+ * selected (an empty matte: alpha 0) */
+enum { VX_R_MATTE, VX_R_PASS, VX_R_FAIL, VX_R_ABORT, VX_R_EMPTY };
 /* sync settings and points, ask for frame index's matte (fp: the rendered Source's
  * fingerprint), serve the frame requests */
 int vx_conversation(VxInstance *in, const VxGeom *g, int index, const float *fp,

@@ -122,6 +122,13 @@ static OfxStatus vx_pen_down(VxInstance *in, OfxPropertySetHandle inArgs) {
         pts.count = pts.cap = 0;
         in->drag = hit;
         in->pen_x = x, in->pen_y = y;
+    } else if (in->ctrl) {
+        /* Ctrl+click removes the point it hits; one that hits none adds nothing */
+    } else if (pts.count >= VX_MAX_POINTS) {
+        vx_say(in, kOfxMessageWarning,
+               "the effect holds at most %d points (all frames and objects); this one was not "
+               "added. Remove points (Ctrl+click, or Clear points on this frame) first.",
+               VX_MAX_POINTS);
     } else {
         int obj = 1, label = 0;
         vx_param->paramGetValue(in->p[VXP_OBJ], &obj);
@@ -178,6 +185,7 @@ OfxStatus vx_overlay_main(const char *action, const void *handle, OfxPropertySet
         return kOfxStatOK; /* all state lives in the effect instance */
     VxInstance *in = vx_overlay_instance(inArgs);
     if (!in) return kOfxStatErrBadHandle;
+    vx_reap_detached(); /* a studio that ended is not left a zombie */
     if (strcmp(action, kOfxInteractActionDraw) == 0) return vx_draw(in, inArgs);
     if (strcmp(action, kOfxInteractActionPenDown) == 0) return vx_pen_down(in, inArgs);
     if (strcmp(action, kOfxInteractActionPenMotion) == 0) return vx_pen_motion(in, inArgs, handle);

@@ -4,11 +4,11 @@
 #define _GNU_SOURCE
 #include "vosfx_ofx.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define VX_MAX_POINTS 4096
 
 int vx_points_add(VxPoints *pts, VxPoint p) {
     if (pts->count >= VX_MAX_POINTS) return -1;
@@ -55,7 +55,8 @@ int vx_points_parse(const char *text, VxPoints *out) {
             VxPoint pt;
             if (sscanf(item, "%d %d %d %lf %lf", &pt.frame, &pt.obj, &pt.label, &pt.x, &pt.y) ==
                     5 &&
-                pt.obj >= 1 && pt.obj <= 255) {
+                pt.obj >= 1 && pt.obj <= 255 && isfinite(pt.x) && isfinite(pt.y) &&
+                fabs(pt.x) < 1e9 && fabs(pt.y) < 1e9) { /* "nan", "inf", 1e308: skipped */
                 pt.label = pt.label ? 1 : 0;
                 if (vx_points_add(out, pt) != 0) {
                     rc = -1;

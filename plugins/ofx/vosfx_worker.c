@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "vosfx_ofx.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,7 @@ extern char **environ;
 
 #define VX_MAX_ARGS 32
 #define VX_MAX_ENV 16
+#define VX_CFG_LINE 2047 /* bytes in a cfg line, its line break left out */
 #define VX_FD_CHILD_SOCK 3
 #define VX_FD_CHILD_SHM 4
 
@@ -84,6 +87,21 @@ static int vx_load_config(char *err, size_t errlen) {
     return r;
 }
 
+/* a cfg line that cannot be taken: the file and line named, the line's bytes never echoed raw */
+static int vx_cfg_error(char *err, size_t errlen, const char *path, int lineno, const char *fmt,
+                        ...) __attribute__((format(printf, 5, 6)));
+static int vx_cfg_error(char *err, size_t errlen, const char *path, int lineno, const char *fmt,
+                        ...) {
+    char what[512], shown[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    vx_printable(shown, sizeof shown, path, strlen(path));
+    snprintf(err, errlen, "the effect's config %s, line %d: %s", shown, lineno, what);
+    return -1;
+}
+
 static int vx_load_config_locked(char *err, size_t errlen) {
     char path[4200];
     if (vx_config_path(path, sizeof path) != 0) {
@@ -92,28 +110,60 @@ static int vx_load_config_locked(char *err, size_t errlen) {
     }
     FILE *f = fopen(path, "r");
     if (!f) {
+        char shown[512];
+        vx_printable(shown, sizeof shown, path, strlen(path));
         snprintf(err, errlen,
                  "vosfx is not set up for this effect: %s is missing (run `vosfx plugins "
                  "install ofx` with the Python environment that has vosfx)",
-                 path);
+                 shown);
         return -1;
     }
     size_t used = 0;
-    int nv = 0, nw = 0, ne = 0;
-    char line[2048];
-    while (fgets(line, sizeof line, f)) {
-        size_t n = strcspn(line, "\r\n");
-        line[n] = '\0';
+    int nv = 0, nw = 0, ne = 0, lineno = 0, rc = 0;
+    char line[VX_CFG_LINE + 2]; /* the longest line, its line break, the NUL */
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        size_t n = strlen(line);
+        if (n == sizeof line - 1 && line[n - 1] != '\n' && !feof(f)) {
+            rc = vx_cfg_error(err, errlen, path, lineno, "longer than %d bytes", VX_CFG_LINE);
+            break;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
+                         line[n - 1] == '\t'))
+            line[--n] = '\0'; /* trailing blanks are no part of an argument */
+        if (n == 0 || line[0] == '#') continue;
+        if (!vx_utf8_valid(line)) {
+            rc = vx_cfg_error(err, errlen, path, lineno, "not UTF-8 text");
+            break;
+        }
         const char *val = NULL;
         int kind = 0;
         if (strncmp(line, "vosfx ", 6) == 0) val = line + 6, kind = 1;
         else if (strncmp(line, "worker ", 7) == 0) val = line + 7, kind = 2;
-        else if (strncmp(line, "env ", 4) == 0 && strchr(line + 4, '=')) val = line + 4, kind = 3;
-        if (!val) continue;
-        size_t len = strlen(val) + 1;
-        if (used + len > sizeof vx_cfg_store || nv >= VX_MAX_ARGS || nw >= VX_MAX_ARGS ||
-            ne >= VX_MAX_ENV)
+        else if (strncmp(line, "env ", 4) == 0) val = line + 4, kind = 3;
+        if (!val || !val[0]) {
+            rc = vx_cfg_error(err, errlen, path, lineno,
+                              "expected 'vosfx ARG', 'worker ARG', 'env NAME=VALUE' or "
+                              "'# comment'");
             break;
+        }
+        if (kind == 3 && (val[0] == '=' || !strchr(val, '='))) {
+            rc = vx_cfg_error(err, errlen, path, lineno, "expected 'env NAME=VALUE'");
+            break;
+        }
+        int *count = kind == 1 ? &nv : kind == 2 ? &nw : &ne;
+        int most = kind == 3 ? VX_MAX_ENV : VX_MAX_ARGS;
+        if (*count >= most) {
+            rc = vx_cfg_error(err, errlen, path, lineno, "more than %d '%s' lines", most,
+                              kind == 1 ? "vosfx" : kind == 2 ? "worker" : "env");
+            break;
+        }
+        size_t len = strlen(val) + 1;
+        if (used + len > sizeof vx_cfg_store) {
+            rc = vx_cfg_error(err, errlen, path, lineno, "the file holds more than %zu bytes of "
+                              "arguments", sizeof vx_cfg_store);
+            break;
+        }
         char *copy = vx_cfg_store + used;
         memcpy(copy, val, len);
         used += len;
@@ -121,10 +171,17 @@ static int vx_load_config_locked(char *err, size_t errlen) {
         else if (kind == 2) vx_cfg_worker[nw++] = copy;
         else vx_cfg_env[ne++] = copy;
     }
+    if (rc == 0 && ferror(f)) rc = vx_cfg_error(err, errlen, path, lineno + 1, "unreadable");
     fclose(f);
     vx_cfg_vosfx[nv] = vx_cfg_worker[nw] = vx_cfg_env[ne] = NULL;
+    if (rc != 0) {
+        vx_cfg_vosfx[0] = vx_cfg_worker[0] = vx_cfg_env[0] = NULL;
+        return -1;
+    }
     if (nv == 0 && nw == 0) {
-        snprintf(err, errlen, "%s names no vosfx command (expected lines 'vosfx ARG')", path);
+        char shown[512];
+        vx_printable(shown, sizeof shown, path, strlen(path));
+        snprintf(err, errlen, "%s names no vosfx command (expected lines 'vosfx ARG')", shown);
         return -1;
     }
     vx_cfg_loaded = 1;
@@ -155,6 +212,10 @@ static char **vx_child_env(void) {
         int skip = 0;
         for (int d = 0; drop[d]; d++)
             if (strncmp(environ[i], drop[d], strlen(drop[d])) == 0) skip = 1;
+        for (int e = 0; vx_cfg_env[e]; e++) { /* the config's NAME=VALUE wins over the host's */
+            size_t name = (size_t)(strchr(vx_cfg_env[e], '=') - vx_cfg_env[e]) + 1;
+            if (strncmp(environ[i], vx_cfg_env[e], name) == 0) skip = 1;
+        }
         if (!skip) env[k++] = environ[i];
     }
     for (int e = 0; vx_cfg_env[e]; e++) env[k++] = (char *)vx_cfg_env[e];
@@ -201,6 +262,81 @@ static int vx_open_log(VxWorker *w) {
     return fd < 0 ? -1 : vx_high_cloexec(fd);
 }
 
+static void vx_remove_log(VxWorker *w) {
+    if (strcmp(w->log_path, "/dev/null") != 0) unlink(w->log_path);
+    w->log_path[0] = '\0';
+}
+
+void vxw_log_tail(const char *path, char *out, size_t cap) {
+    out[0] = '\0';
+    if (!path[0] || strcmp(path, "/dev/null") == 0) return;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    char buf[4096];
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* the last line that says something: not blank, not the worker's closing statistics */
+    size_t end = n;
+    while (end > 0) {
+        while (end > 0 && (buf[end - 1] == '\n' || buf[end - 1] == '\r' || buf[end - 1] == ' '))
+            end--;
+        size_t start = end;
+        while (start > 0 && buf[start - 1] != '\n') start--;
+        if (end > start && strncmp(buf + start, "vosfx-ofx: stats:", 17) != 0) {
+            vx_printable(out, cap, buf + start, end - start);
+            return;
+        }
+        end = start;
+    }
+}
+
+/* The child gets the descriptors the file actions name and no other: a host's files, pipes
+ * and sockets that are not close-on-exec must not stay open in the worker (a socket held open
+ * there keeps a connection alive; a pipe's reader never sees its end). fds >= lowest are
+ * closed after the dup2s: glibc >= 2.34 (and FreeBSD) close the range in the child
+ * (addclosefrom_np, looked up at run time, so a bundle built elsewhere still loads); macOS
+ * closes everything not named (POSIX_SPAWN_CLOEXEC_DEFAULT, in vx_spawn_attr); elsewhere the
+ * descriptors open now are listed and closed one by one (one opened by another thread between
+ * the listing and the spawn would slip through: no such libc is known to host OFX). */
+static void vx_close_others(posix_spawn_file_actions_t *fa, int lowest) {
+#ifdef __APPLE__
+    (void)fa, (void)lowest; /* POSIX_SPAWN_CLOEXEC_DEFAULT */
+#else
+    typedef int (*VxCloseFrom)(posix_spawn_file_actions_t *, int);
+    VxCloseFrom closefrom_np =
+        (VxCloseFrom)dlsym(RTLD_DEFAULT, "posix_spawn_file_actions_addclosefrom_np");
+    if (closefrom_np && closefrom_np(fa, lowest) == 0) return;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) d = opendir("/dev/fd");
+    if (!d) {
+        long most = sysconf(_SC_OPEN_MAX);
+        if (most < 0 || most > 65536) most = 65536;
+        for (int fd = lowest; fd < most; fd++) posix_spawn_file_actions_addclose(fa, fd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || fd < lowest || fd == dirfd(d)) continue;
+        posix_spawn_file_actions_addclose(fa, (int)fd);
+    }
+    closedir(d);
+#endif
+}
+
+static void vx_spawn_attr(posix_spawnattr_t *attr) {
+    posix_spawnattr_init(attr);
+#ifdef __APPLE__
+    posix_spawnattr_setflags(attr, POSIX_SPAWN_CLOEXEC_DEFAULT);
+#endif
+}
+
 int vxw_start(VxWorker *w, char *err, size_t errlen) {
     if (vx_load_config(err, errlen) != 0) return -1;
     const char *argv[2 * VX_MAX_ARGS + 8];
@@ -234,7 +370,7 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot create the worker's channel: %s", strerror(errno));
         close(sv[0]), close(sv[1]);
         if (w->shm_fd >= 0) close(w->shm_fd);
-        if (logfd >= 0) close(logfd);
+        if (logfd >= 0) close(logfd), vx_remove_log(w);
         w->shm_fd = -1;
         return -1;
     }
@@ -245,16 +381,23 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
     posix_spawn_file_actions_adddup2(&fa, logfd, 2);
     posix_spawn_file_actions_adddup2(&fa, sv[1], VX_FD_CHILD_SOCK);
     posix_spawn_file_actions_adddup2(&fa, w->shm_fd, VX_FD_CHILD_SHM);
+    vx_close_others(&fa, VX_FD_CHILD_SHM + 1);
+    posix_spawnattr_t attr;
+    vx_spawn_attr(&attr);
     char **env = vx_child_env();
     pid_t pid = 0;
     /* posix_spawnp: a bare "vosfx" in the config is looked up on PATH */
-    int rc = env ? posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, env) : ENOMEM;
+    int rc = env ? posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, env) : ENOMEM;
     posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
     free(env);
     close(sv[1]);
     close(logfd);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot start the vosfx worker '%s': %s", argv[0], strerror(rc));
+        char shown[512];
+        vx_printable(shown, sizeof shown, argv[0], strlen(argv[0]));
+        snprintf(err, errlen, "cannot start the vosfx worker '%s': %s", shown, strerror(rc));
+        vx_remove_log(w); /* nothing ran: nothing to read */
         close(sv[0]);
         close(w->shm_fd);
         w->shm_fd = -1;
@@ -373,7 +516,8 @@ static int vx_wait_exit(pid_t pid, int ms, int *status) {
     return 0;
 }
 
-void vxw_stop(VxWorker *w, char *how, size_t howlen) {
+int vxw_stop(VxWorker *w, char *how, size_t howlen) {
+    int exit_status = -1;
     if (how && howlen) how[0] = '\0';
     if (w->pid > 0) {
         int status = 0;
@@ -390,6 +534,7 @@ void vxw_stop(VxWorker *w, char *how, size_t howlen) {
         }
         if (r == 1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && !getenv("VOSFX_OFX_KEEP_LOG"))
             unlink(w->log_path); /* a clean exit: nothing to read */
+        if (r == 1 && WIFEXITED(status)) exit_status = WEXITSTATUS(status);
         if (how && howlen) {
             if (r == 1 && WIFEXITED(status))
                 snprintf(how, howlen, "exited with status %d", WEXITSTATUS(status));
@@ -406,32 +551,69 @@ void vxw_stop(VxWorker *w, char *how, size_t howlen) {
     w->sock = w->shm_fd = -1;
     w->shm = NULL;
     w->shm_size = 0;
+    return exit_status;
 }
 
 /* ---- the studio: a detached process the host does not wait for ------------------------------ */
 
-static pid_t vx_studio_pids[8];
+/* Its pid is kept until it has ended and is reaped: at every action of the effect
+ * (vx_reap_detached), so a studio that was closed is not left a zombie for long, however
+ * many were opened. */
+static pthread_mutex_t vx_studio_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t *vx_studio_pids;
+static int vx_studio_count, vx_studio_cap;
+
+void vx_reap_detached(void) {
+    pthread_mutex_lock(&vx_studio_lock);
+    int k = 0;
+    for (int i = 0; i < vx_studio_count; i++) {
+        pid_t r = waitpid(vx_studio_pids[i], NULL, WNOHANG);
+        if (r == 0 || (r < 0 && errno == EINTR)) vx_studio_pids[k++] = vx_studio_pids[i];
+        /* else ended and reaped, or reaped by the host (ECHILD) */
+    }
+    vx_studio_count = k;
+    pthread_mutex_unlock(&vx_studio_lock);
+}
+
+void vx_forget_detached(void) {
+    pthread_mutex_lock(&vx_studio_lock);
+    free(vx_studio_pids);
+    vx_studio_pids = NULL;
+    vx_studio_count = vx_studio_cap = 0;
+    pthread_mutex_unlock(&vx_studio_lock);
+}
 
 int vx_spawn_detached(const char *const *argv, char *err, size_t errlen) {
-    for (int i = 0; i < 8; i++) /* reap earlier ones that ended */
-        if (vx_studio_pids[i] > 0 && waitpid(vx_studio_pids[i], NULL, WNOHANG) != 0)
-            vx_studio_pids[i] = 0;
+    vx_reap_detached();
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+#ifdef __APPLE__
+    posix_spawn_file_actions_addinherit_np(&fa, 1); /* the host's stdout and stderr */
+    posix_spawn_file_actions_addinherit_np(&fa, 2);
+#endif
+    vx_close_others(&fa, 3);
+    posix_spawnattr_t attr;
+    vx_spawn_attr(&attr);
     char **env = vx_child_env();
     pid_t pid = 0;
-    int rc = env ? posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, env) : ENOMEM;
+    int rc = env ? posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, env) : ENOMEM;
     posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
     free(env);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot start '%s': %s", argv[0], strerror(rc));
+        char shown[512];
+        vx_printable(shown, sizeof shown, argv[0], strlen(argv[0]));
+        snprintf(err, errlen, "cannot start '%s': %s", shown, strerror(rc));
         return -1;
     }
-    for (int i = 0; i < 8; i++)
-        if (vx_studio_pids[i] == 0) {
-            vx_studio_pids[i] = pid;
-            break;
-        }
+    pthread_mutex_lock(&vx_studio_lock);
+    if (vx_studio_count == vx_studio_cap) {
+        int cap = vx_studio_cap ? 2 * vx_studio_cap : 8;
+        pid_t *pids = realloc(vx_studio_pids, (size_t)cap * sizeof *pids);
+        if (pids) vx_studio_pids = pids, vx_studio_cap = cap;
+    }
+    if (vx_studio_count < vx_studio_cap) vx_studio_pids[vx_studio_count++] = pid;
+    pthread_mutex_unlock(&vx_studio_lock);
     return 0;
 }

@@ -53,7 +53,7 @@ def build(out: Path, *, sanitize: bool = False) -> Built:
     host = out / "ofx_host"
     flags = ["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{SRC}", "-rdynamic"]
     if sanitize:
-        flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+        flags += ["-fsanitize=address,undefined,float-cast-overflow", "-fno-omit-frame-pointer"]
     cmd = [
         find_compiler(),
         *flags,
@@ -133,7 +133,8 @@ def run_host(
     built: Built, lines: list[str], tmp: Path, *, env: dict | None = None, timeout: float = 300
 ) -> Run:
     script = tmp / f"script-{os.getpid()}-{len(list(tmp.glob('script-*')))}.txt"
-    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # surrogateescape: a line may carry bytes that are not UTF-8 ("\udcff" is the byte 0xFF)
+    script.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
     full_env = dict(os.environ)
     full_env.pop("VOSFX_OFX_CONFIG", None)
     full_env["TMPDIR"] = str(tmp)  # the worker logs of crashed workers stay in the test's folder
@@ -144,12 +145,16 @@ def run_host(
     proc = subprocess.run(
         [str(built.host), str(script)],
         capture_output=True,
-        text=True,
         env=full_env,
         timeout=timeout,
         check=False,
     )
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    # bytes the effect passed on that are not UTF-8 show as U+FFFD (the tests look for none)
+    return Run(
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
 
 
 def preamble(

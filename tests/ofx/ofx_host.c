@@ -33,10 +33,17 @@
  *   background 0|1              kOfxImageEffectHostPropIsBackground (before load)
  *   abort_after N               abort() answers 1 from its Nth call on (0: never)
  *   fail_source 0|1             clipGetImage on Source fails
+ *   fail_frame N                clipGetImage on Source fails for frame index N only (-1: none)
+ *   poison X Y VALUE            float depth: Source pixel X, Y (pixels, top-left origin) has
+ *                               VALUE (nan, inf, -inf, any number) in R, G and B
  *   action NAME                 any action on the instance, no arguments
  *   expect_message TEXT | no_message | clear_messages
  *   kill_children SIGNAL        signal this process's children (the worker)
  *   children                    prints how many child processes are alive
+ *   zombies                     prints how many child processes have ended, not reaped
+ *   open_fd PATH                opens PATH without close-on-exec, as a host's own files are
+ *   child_fds                   prints each live child's open descriptors: CHILDFD PID FD TARGET
+ *   child_env NAME              prints NAME in each live child's environment: CHILDENV NAME=V
  *   rss                         prints this process's resident memory (kB)
  *   sleep MS
  */
@@ -47,6 +54,7 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -305,6 +313,9 @@ static struct {
     const char *depth;
     int bytes; /* per channel */
     int fail_source, abort_after, abort_calls;
+    int fail_frame; /* Source index whose image the host cannot give (-1: none) */
+    int poison_x, poison_y; /* a Source pixel of value poison (-1: none) */
+    float poison;
     int images_out;        /* images given out and not yet released */
     long mem_blocks;       /* memory suite blocks outstanding */
     long image_mem_blocks; /* image memory suite blocks outstanding */
@@ -322,7 +333,8 @@ static struct {
     double fetch_ms;    /* time the host spent making those images (not the effect's) */
     int mode;           /* MODE_*: what render says of itself */
     int background;     /* kOfxImageEffectHostPropIsBackground */
-} H = {.depth = kOfxBitDepthFloat, .bytes = 4, .render_scale = 1.0};
+} H = {.depth = kOfxBitDepthFloat, .bytes = 4, .render_scale = 1.0, .fail_frame = -1,
+       .poison_x = -1};
 
 static PSet *host_props;
 enum { MODE_INTERACTIVE, MODE_FINAL, MODE_UNSET };
@@ -490,7 +502,7 @@ static OfxStatus ie_get_image_(OfxImageClipHandle c, OfxTime t, const OfxRectD *
     if (index < 0 || index >= H.n) return kOfxStatFailed;
     int is_mask = strcmp(c->name, "Mask") == 0;
     if (!is_mask) H.source_fetches++;
-    if (!is_mask && H.fail_source) return kOfxStatFailed;
+    if (!is_mask && (H.fail_source || index == H.fail_frame)) return kOfxStatFailed;
     size_t npx = (size_t)H.w * H.h;
     unsigned char *raw = malloc(npx * 3);
     char path[1200];
@@ -520,7 +532,9 @@ static OfxStatus ie_get_image_(OfxImageClipHandle c, OfxTime t, const OfxRectD *
                 put_channel(data, o, raw[(size_t)sy * H.w + sx] / 255.f);
             } else {
                 const unsigned char *s = raw + ((size_t)sy * H.w + sx) * 3;
-                for (int k = 0; k < 3; k++) put_channel(data, o + k, s[k] / 255.f);
+                int poisoned = H.bytes == 4 && sx == H.poison_x && sy == H.poison_y;
+                for (int k = 0; k < 3; k++)
+                    put_channel(data, o + k, poisoned ? H.poison : s[k] / 255.f);
                 put_channel(data, o + 3, 1.f);
             }
         }
@@ -1228,6 +1242,75 @@ static int count_children(int sig) {
     return n;
 }
 
+/* the pids of this process's children: alive (zombie 0) or ended and not reaped (zombie 1) */
+static int child_pids(int zombie, int *pids, int cap) {
+    DIR *d = opendir("/proc");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!isdigit((unsigned char)e->d_name[0])) continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        char *close_paren = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (!close_paren || sscanf(close_paren + 2, "%c %d", &state, &ppid) != 2) continue;
+        if (ppid != getpid() || (state == 'Z') != zombie) continue;
+        if (n < cap) pids[n++] = atoi(e->d_name);
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+static int count_zombies(void) {
+    int pids[256];
+    return child_pids(1, pids, 256);
+}
+
+/* CHILDFD PID FD TARGET per open descriptor of each live child, or CHILDENV NAME=VALUE */
+static OfxStatus child_info(const char *env_name) {
+    int pids[64];
+    int n = child_pids(0, pids, 64);
+    for (int k = 0; k < n; k++) {
+        char path[300];
+        if (env_name) {
+            snprintf(path, sizeof path, "/proc/%d/environ", pids[k]);
+            FILE *f = fopen(path, "rb");
+            char buf[65536];
+            size_t got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f) fclose(f);
+            buf[got] = '\0';
+            size_t len = strlen(env_name);
+            int found = 0;
+            for (size_t i = 0; i < got; i += strlen(buf + i) + 1)
+                if (!strncmp(buf + i, env_name, len) && buf[i + len] == '=') {
+                    printf("CHILDENV %s\n", buf + i);
+                    found = 1;
+                }
+            if (!found) printf("CHILDENV %s unset\n", env_name);
+            continue;
+        }
+        snprintf(path, sizeof path, "/proc/%d/fd", pids[k]);
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            char link[600], target[1024];
+            snprintf(link, sizeof link, "%s/%s", path, e->d_name);
+            ssize_t got = readlink(link, target, sizeof target - 1);
+            target[got > 0 ? got : 0] = '\0';
+            printf("CHILDFD %d %s %s\n", pids[k], e->d_name, target);
+        }
+        if (d) closedir(d);
+    }
+    return kOfxStatOK;
+}
+
 static long rss_kb(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -1359,6 +1442,28 @@ static OfxStatus run(char *cmd, char **a, int na) {
     }
     if (!strcmp(cmd, "children")) {
         printf("CHILDREN %d\n", count_children(0));
+        return 0;
+    }
+    if (!strcmp(cmd, "zombies")) {
+        printf("ZOMBIES %d\n", count_zombies());
+        return 0;
+    }
+    if (!strcmp(cmd, "open_fd")) { /* kept open to the end, as a host's files are */
+        int fd = open(a[0], O_RDONLY);
+        if (fd < 0) die("open_fd %s: %s", a[0], strerror(errno));
+        fd = fcntl(fd, F_DUPFD, 10); /* above the worker's own numbers (the original leaks) */
+        printf("OPENED %d\n", fd);
+        return 0;
+    }
+    if (!strcmp(cmd, "child_fds")) return child_info(NULL);
+    if (!strcmp(cmd, "child_env")) return child_info(a[0]);
+    if (!strcmp(cmd, "fail_frame")) {
+        H.fail_frame = atoi(a[0]);
+        return 0;
+    }
+    if (!strcmp(cmd, "poison")) {
+        H.poison_x = atoi(a[0]), H.poison_y = atoi(a[1]);
+        H.poison = strtof(a[2], NULL); /* "nan", "inf", "-inf" */
         return 0;
     }
     if (!strcmp(cmd, "rss")) {

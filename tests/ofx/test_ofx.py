@@ -7,6 +7,7 @@ worker runs the drifting FakeEngine (ofx_fakes.py), and `vosfx matte` runs the s
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from media import moving_square_frame
 from ofx_harness import HERE, H, N, W, build, make_clip, postamble, preamble, read_output, run_host
 
 CLICK = (8.0, 8.0)  # pixels, top-left origin: inside the square on frame 0
+ID = "org.vosfx.matte"  # the effect's messages' id (the text says "vosfx Matte: " once)
 PEN = f"{CLICK[0]} {H - CLICK[1]}"  # the same point in OFX canonical coordinates (y up)
 
 
@@ -248,7 +250,7 @@ def test_worker_refuses_clip_black_above_clip_white():
 
     worker = Worker(channel=None, make_engine=None)
     clip = {"width": 8, "height": 8, "frames": 3, "fps": 24}
-    with pytest.raises(ConfigError, match="clip_black: expected below clip_white"):
+    with pytest.raises(ConfigError, match="^Clip black: expected below Clip white"):
         worker.configure({"clip": clip, "refine": {"clip_black": 0.8, "clip_white": 0.7}})
 
 
@@ -349,14 +351,35 @@ def test_mask_clip_prompts_on_its_non_empty_frame(built, clip, tmp_path):
         )
 
 
-def test_no_prompts_passes_through_without_message(built, clip, tmp_path):
-    run = run_host(
-        built, preamble(built, clip) + [f"0 render 2 {tmp_path / 'p.raw'}"] + postamble(), tmp_path
-    )
+NOTHING = {  # what makes no point usable, what the effect then says
+    "none": ([], "no object is selected yet"),
+    "off the picture": (["0 pen_down 0 -5 -5"], "every point lies off the picture"),
+    "outside the clip": (["0 pen_down 40 8 56"], "none of the 1 points is on a frame"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOTHING))
+def test_no_usable_point_is_an_empty_matte_in_every_mode(built, clip, tmp_path, case):
+    """No object selected (no point, only points dragged off the picture, or points on frames
+    the Source does not have): nothing is selected, so the matte is empty (alpha 0) in every
+    output mode, in a final render too (a successful frame: it is the matte), and the effect
+    says why; the Overlay shows the Source untinted."""
+    points, said = NOTHING[case]
+    lines = preamble(built, clip) + ["0 render_mode final", "0 overlay", *points]
+    for mode in range(4):
+        lines += [f"14 set_int outputMode {mode}", f"0 render 2 {tmp_path / f'm{mode}.raw'}"]
+    run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
-    out = read_output(tmp_path / "p.raw")
-    np.testing.assert_allclose(out[..., :3], _source(2), atol=1e-6)
-    np.testing.assert_allclose(out[..., 3], 1.0)
+    src = _source(2)
+    matte, straight, premult, overlay = (read_output(tmp_path / f"m{m}.raw") for m in range(4))
+    np.testing.assert_allclose(matte, 0.0)
+    np.testing.assert_allclose(straight[..., :3], src, atol=1e-6)
+    np.testing.assert_allclose(straight[..., 3], 0.0)
+    np.testing.assert_allclose(premult, 0.0)
+    np.testing.assert_allclose(overlay[..., :3], src, atol=1e-6)
+    np.testing.assert_allclose(overlay[..., 3], 1.0)
+    warned = [m for m in run.messages() if m.startswith("OfxMessageWarning")]
+    assert len(warned) == 1 and said in warned[0], run.messages()  # kept up, not per frame
     assert "OfxMessageError" not in run.stdout
 
 
@@ -496,7 +519,7 @@ def test_how_the_model_runs_is_a_warning_kept_up(built, clip, tmp_path, persiste
     lines += [f"0 render {t} -" for t in range(4)]
     run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_FAKE_WARNING": said})
     _ok(run)
-    assert run.messages() == [f"OfxMessageWarning vosfx: vosfx Matte: {said}"], run.messages()
+    assert run.messages() == [f"OfxMessageWarning {ID}: vosfx Matte: {said}"], run.messages()
     # without the warning, the mattes clear the message board as before
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
@@ -521,7 +544,7 @@ def test_studio_button(built, clip, tmp_path):
     )
     cfg = tmp_path / "studio.cfg"
     cfg.write_text(f"vosfx {sys.executable}\nvosfx {fake}\n", encoding="utf-8")
-    src = tmp_path / "my clip; rm -rf x.mov"  # one argv entry, never a shell word
+    src = tmp_path / "-my clip; rm -rf x.mov"  # one argv entry: no shell word, no option
     lines = preamble(built, clip) + [
         f"14 set_string studioSource {src}",
         "0 press pickInStudio 4",
@@ -534,7 +557,6 @@ def test_studio_button(built, clip, tmp_path):
         time.sleep(0.1)
     assert record.read_text().split("\n") == [
         "studio",
-        str(src),
         "--start",
         "0",
         "--end",
@@ -543,6 +565,8 @@ def test_studio_button(built, clip, tmp_path):
         "4",
         "--model",  # the effect's Model (its default): the studio shows what renders give
         "sam2.1-tiny",
+        "--",  # the clip after it: a name starting with "-" is not an option
+        str(src),
     ]
     record.unlink()
     run = run_host(
@@ -556,7 +580,7 @@ def test_studio_button(built, clip, tmp_path):
         if record.exists() and record.read_text():
             break
         time.sleep(0.1)
-    assert record.read_text().split("\n")[-2:] == ["--model", "sam2.1-small"]
+    assert record.read_text().split("\n")[-4:-2] == ["--model", "sam2.1-small"]
 
 
 def test_harness_under_address_and_undefined_behaviour_sanitizers(
@@ -564,6 +588,7 @@ def test_harness_under_address_and_undefined_behaviour_sanitizers(
 ):
     asan = build(tmp_path_factory.mktemp("ofx-asan"), sanitize=True)
     lines = preamble(asan, clip) + [
+        "0 poison 3 5 nan",  # a NaN pixel in the float Source: never made an integer
         "0 overlay",
         f"0 pen_down 0 {PEN}",
         f"0 pen_down 0 30 {H - 30}",
@@ -593,7 +618,8 @@ def test_harness_under_address_and_undefined_behaviour_sanitizers(
         "0 render 1 -",
         "14 action OfxActionNoSuchAction",
     ]
-    run = run_host(asan, lines + postamble(), tmp_path)
+    # a timeout past what poll's int milliseconds hold: clamped, no signed overflow
+    run = run_host(asan, lines + postamble(), tmp_path, env={"VOSFX_OFX_TIMEOUT_S": "3000000"})
     _clean(run)
     # 8-bit images (the packing fast path), the Mask input, a proxy render, output modes
     mask_dir = tmp_path / "mask"
@@ -634,11 +660,11 @@ def test_a_model_that_does_not_load_names_the_model_field(built, clip, tmp_path)
     lines += ["0 press clearAll 0", f"0 render 3 {tmp_path / 'p.raw'}"]
     run = run_host(built, lines + postamble(), tmp_path)
     said = run.messages()
-    errors = [m for m in said if m != "cleared"]
+    errors = [m for m in said if m.startswith("OfxMessageError")]
     assert errors and all(
         "Model 'sam2.1-tinyy': expected a model id (sam2.1-tiny" in m for m in errors
     ), said
-    assert said[-1] == "cleared", said
+    assert "no object is selected yet" in said[-1], said  # the error is down
 
 
 def test_protocol_layout_matches_the_c_header():
@@ -735,7 +761,7 @@ def test_worker_rejects_malformed_points_and_config():
         worker.set_points({"points": [[0, 1, "x"]]})
     with pytest.raises(ConfigError, match="positive size"):
         worker.configure({"clip": {"width": 0, "height": 10, "frames": 3, "fps": 24}})
-    with pytest.raises(ConfigError, match="softness"):
+    with pytest.raises(ConfigError, match="Softness"):
         worker.configure(
             {"clip": {"width": 8, "height": 8, "frames": 3, "fps": 24}, "refine": {"softness": -1}}
         )
@@ -1029,8 +1055,9 @@ def test_install_with_command_starts_the_worker(built, clip, tmp_path):
     lines = preamble(built, clip) + [f"0 render 2 {tmp_path / 'p.raw'}", "0 children"]
     run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
     _ok(run)
-    # no prompts yet: a silent pass-through from a live worker (its message board cleared)
-    assert [m for m in run.messages() if m != "cleared"] == []
+    # no prompts yet: an empty matte from a live worker, which says so
+    said = [m for m in run.messages() if m != "cleared"]
+    assert len(said) == 1 and "no object is selected yet" in said[0], said
     assert "CHILDREN 1" in run.stdout
 
 
@@ -1053,7 +1080,7 @@ def test_matte_cache_key_follows_the_frame_size():
 # what makes the render of frame 9 fail, what puts things right, what the message names
 FAILURES = {
     "crash": (["0 render 1 -", "0 kill_children 9", "0 sleep 100"], [], "worker failed"),
-    "error": (["14 set_double softness -1"], ["14 set_double softness 1"], "softness"),
+    "error": (["14 set_double softness -1"], ["14 set_double softness 1"], "Softness"),
     "cancel": (["0 abort_after 4"], ["0 abort_after 0"], "cancelled"),
 }
 FINAL_NOTE = "no frame without its matte is delivered"
@@ -1093,7 +1120,7 @@ def test_background_host_renders_are_final(built, clip, tmp_path):
     lines += ["14 set_double softness -1", "1 render 2 -"]
     run = run_host(built, lines + postamble(), tmp_path)
     _ok(run)
-    assert [m for m in run.messages() if FINAL_NOTE in m and "softness" in m]
+    assert [m for m in run.messages() if FINAL_NOTE in m and "Softness" in m]
 
 
 # ---- upstream changes to the Source --------------------------------------------------------
@@ -1229,3 +1256,328 @@ def test_the_idle_time_before_preparing_a_frame(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="vosfx.ofx"):
         assert idle_seconds() == IDLE_S
     assert "VOSFX_OFX_IDLE_S: expected seconds (0 turns it off), found 'soon'" in caplog.text
+
+
+# ---- the worker process: descriptors, environment, config, start failures ------------------
+
+
+def _worker_fds(run) -> dict[int, dict[int, str]]:
+    """{pid: {fd: target}} from the host's child_fds."""
+    out: dict[int, dict[int, str]] = {}
+    for pid, fd, target in re.findall(r"^CHILDFD (\d+) (\d+) ?(.*)$", run.stdout, re.MULTILINE):
+        out.setdefault(int(pid), {})[int(fd)] = target
+    return out
+
+
+def test_the_worker_gets_only_its_channel_descriptors(built, clip, tmp_path):
+    """A host's own files, pipes and sockets that are not close-on-exec stay out of the worker:
+    it has 0 (/dev/null), 1 and 2 (its log), 3 (the socket) and 4 (the shared memory), and
+    what it opens itself."""
+    private = tmp_path / "host-private.txt"
+    private.write_text("the host's\n", encoding="utf-8")
+    lines = preamble(built, clip) + [f"0 open_fd {private}", "0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += ["0 render 2 -", "0 child_fds"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    opened = int(re.search(r"^OPENED (\d+)$", run.stdout, re.MULTILINE).group(1))
+    assert opened > 4
+    (fds,) = _worker_fds(run).values()
+    assert str(private) not in fds.values(), fds
+    assert fds[0] == "/dev/null" and fds[1] == fds[2] and "vosfx-ofx-" in fds[1]
+    assert fds[3].startswith("socket:") and "memfd:vosfx-ofx" in fds[4]
+
+
+def test_cfg_env_overrides_the_hosts_and_trailing_blanks_are_trimmed(built, clip, tmp_path):
+    """An `env NAME=VALUE` line wins over the host's NAME (the worker sees one NAME, the
+    config's); blanks at the end of a line are no part of its argument."""
+    cfg = built.bundle / "Contents" / "Resources" / "vosfx_worker.cfg"
+    mine = tmp_path / "mine.cfg"
+    text = cfg.read_text(encoding="utf-8").splitlines()
+    mine.write_text(
+        "\n".join([*(line + "  \t" for line in text), "env VOSFX_TEST_SAID=cfg "]) + "\n",
+        encoding="utf-8",
+    )
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 2 -"]
+    lines += ["0 child_env VOSFX_TEST_SAID"]
+    env = {"VOSFX_OFX_CONFIG": str(mine), "VOSFX_TEST_SAID": "host"}
+    run = run_host(built, lines + postamble(), tmp_path, env=env)
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    assert re.findall(r"^CHILDENV (.*)$", run.stdout, re.MULTILINE) == ["VOSFX_TEST_SAID=cfg"]
+
+
+BAD_CFG = {  # the cfg's lines (a `worker` line to start with), what the message says
+    "long line": (["worker " + "x" * 3000], "line 2: longer than 2047 bytes"),
+    "33 args": ([f"worker a{i}" for i in range(33)], "line 33: more than 32 'worker' lines"),
+    "17 env": ([f"env A{i}=1" for i in range(17)], "line 18: more than 16 'env' lines"),
+    "not UTF-8": (["worker caf\udce9"], "line 2: not UTF-8 text"),
+    "unknown": (["wroker python"], "line 2: expected 'vosfx ARG'"),
+    "env without =": (["env NAME"], "line 2: expected 'env NAME=VALUE'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CFG))
+def test_a_bad_cfg_line_is_an_error_naming_the_file_and_line(built, clip, tmp_path, case):
+    body, said = BAD_CFG[case]
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_bytes(
+        ("\n".join([f"worker {sys.executable}", *body]) + "\n").encode("utf-8", "surrogateescape")
+    )
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 2 -"]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    (message,) = [m for m in run.messages() if "OfxMessageError" in m]
+    assert f"config {cfg}, {said}" in message, message
+    assert "\ufffd" not in message and "CHILDREN" not in run.stdout
+
+
+def test_a_worker_that_cannot_start_says_why_and_leaves_no_empty_log(built, clip, tmp_path):
+    """The worker exits at once (vosfx not in that Python): the message has the last line of
+    its log (the cause) and the log's path. A worker that cannot even be spawned leaves no
+    log behind, however often it is tried."""
+    cfg = tmp_path / "nomodule.cfg"
+    cfg.write_text(
+        f"worker {sys.executable}\nworker -m\nworker no_such_vosfx_module\n", encoding="utf-8"
+    )
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 2 -"]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    (message,) = [m for m in run.messages() if "OfxMessageError" in m]
+    assert "exited with status 1: " in message and "No module named no_such_vosfx_module" in message
+    assert re.search(r"Log: \S+vosfx-ofx-\w+\.log", message), message
+
+    spawn = tmp_path / "spawn"
+    spawn.mkdir()
+    cfg.write_text("worker relative/python\n", encoding="utf-8")
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    for k in range(3):  # each parameter change tries again
+        lines += [f"14 set_int object {k + 2}", "0 render 2 -", "0 expect_message cannot start"]
+    run = run_host(built, lines + postamble(), spawn, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    assert not list(spawn.glob("vosfx-ofx-*.log"))
+
+
+def test_a_killed_workers_scratch_folder_is_removed(built, clip, tmp_path):
+    """A worker killed (kill -9, a timeout) cannot remove its scratch folder (the session's
+    logits files): the next worker removes it, and the folders of this user's other ended
+    workers on this machine; a live process's folder stays."""
+    from vosfx.ofx.scratch import PREFIX, _host
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead = tmp_path / f"{PREFIX}{_host()}-{ended.pid}"
+    live = tmp_path / f"{PREFIX}{_host()}-{os.getpid()}"  # this test's process: alive
+    for folder in (dead, live):
+        (folder / "vosfx-session-x").mkdir(parents=True)
+        (folder / "vosfx-session-x" / "logits.bin").write_bytes(b"\0" * 1024)
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 render 3 -"]
+    lines += ["0 child_fds", "0 kill_children 9", "0 sleep 100", "0 render 4 -"]  # it failed
+    lines += ["0 render 4 -", "0 child_fds"]  # a new worker
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    killed, second = (int(p) for p in re.findall(r"^CHILDFD (\d+) 0 ", run.stdout, re.MULTILINE))
+    assert killed != second
+    assert not dead.exists() and live.is_dir()
+    left = sorted(p.name for p in tmp_path.glob(f"{PREFIX}*"))
+    assert left == [live.name], left  # the killed worker's is gone, the last one's too
+    assert not list(tmp_path.glob("vosfx-session-*"))
+
+
+# ---- parameters the worker cannot take -----------------------------------------------------
+
+
+def _worker_pids(run) -> list[int]:
+    return [int(p) for p in re.findall(r"^CHILDFD (\d+) 0 ", run.stdout, re.MULTILINE)]
+
+
+def test_bad_parameter_values_are_refused_and_the_worker_lives_on(built, clip, cli_alpha, tmp_path):
+    """A point with NaN or inf coordinates (a hand-edited project) is skipped; a NaN or inf
+    setting and a Model that is not UTF-8 are refused with the parameter's name as the host
+    shows it; the worker is never restarted for any of them."""
+    lines = preamble(built, clip) + [
+        "0 overlay",
+        "14 set_string points 0 1 1 nan 10;0 1 1 8 56;0 1 1 inf 3;0 1 0 1e308 5;",
+        f"0 render 2 {tmp_path / 'skipped.raw'}",
+        "0 child_fds",
+        "14 set_double threshold nan",
+        "0 render 2 -",
+        "0 expect_message Threshold: expected a number, found NaN",
+        "14 set_double threshold 0",
+        "14 set_double shiftEdge -inf",
+        "0 render 2 -",
+        "0 expect_message Shift edge (px): expected a number, found -inf",
+        "14 set_double shiftEdge 0",
+        "14 set_string model sam2.1-tiny\udcff",
+        "0 render 2 -",
+        "0 expect_message Model: expected UTF-8 text, found 'sam2.1-tiny?'",
+        "14 set_string model sam2.1-tiny",
+        f"0 render 3 {tmp_path / 'again.raw'}",
+        "0 child_fds",
+    ]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    np.testing.assert_allclose(
+        read_output(tmp_path / "skipped.raw")[..., 3], cli_alpha[2], atol=0.5 / 65535 + 1e-6
+    )
+    np.testing.assert_allclose(
+        read_output(tmp_path / "again.raw")[..., 3], cli_alpha[3], atol=0.5 / 65535 + 1e-6
+    )
+    first, last = _worker_pids(run)
+    assert first == last  # one worker all along
+    assert not [m for m in run.messages() if "worker failed" in m], run.messages()
+
+
+class _Recorder:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, mtype, **kw):
+        self.sent.append((mtype, kw.get("text", "")))
+
+
+def test_the_worker_answers_a_malformed_message_with_an_error():
+    """Text the worker cannot take (not UTF-8, not JSON, NaN or 1e999 in it) is answered
+    with ERROR; the worker goes on (it ended on each before, and a new one was started on
+    every render)."""
+    from vosfx.ofx import protocol as P
+    from vosfx.ofx.worker import Worker
+
+    channel = _Recorder()
+    worker = Worker(channel=channel, make_engine=None)
+    clip_ok = '{"clip": {"width": 8, "height": 8, "frames": 3, "fps": 24}}'
+    bad = [
+        P.Message(P.CONFIG, text='{"model": {"name": "sam\ufffd"}}', utf8=False),
+        P.Message(P.CONFIG, text='{"refine": {"threshold": nan}}'),
+        P.Message(P.CONFIG, text='{"refine": {"threshold": NaN}}'),
+        P.Message(P.PROMPTS, text='{"points": [[0, 1, 1, 1e999, 2]]}'),
+        P.Message(P.PROMPTS, text="[1, 2]"),
+    ]
+    for msg in bad:
+        worker.handle(msg)
+    worker.handle(P.Message(P.CONFIG, text=clip_ok))
+    kinds = [mtype for mtype, _text in channel.sent]
+    assert kinds == [P.ERROR] * len(bad) + [P.OK], channel.sent
+    assert "UTF-8" in channel.sent[0][1] and "NaN" in channel.sent[2][1]
+
+
+def test_refine_errors_name_the_effects_parameters(built, clip, tmp_path):
+    """The worker's refusal names the parameters as the host shows them, and the message says
+    "vosfx Matte: " once."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += ["14 set_double clipBlack 0.9", "14 set_double clipWhite 0.1", "0 render 2 -"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    (message,) = [m for m in run.messages() if "OfxMessageError" in m]
+    assert message.startswith(
+        f"OfxMessageError {ID}: vosfx Matte: Clip black: expected below Clip white (0.1)"
+    ), message
+    assert message.count("vosfx Matte") == 1
+
+
+def test_the_workers_labels_are_the_effects():
+    from vosfx.ofx.worker import EFFECT_LABELS
+
+    src = (HERE.parents[1] / "plugins" / "ofx" / "vosfx_ofx.c").read_text(encoding="utf-8")
+    table = src[src.index("vx_param_labels[VXP_COUNT] = {") :].split("};")[0]
+    labels = set(re.findall(r'"([^"]+)"', table))
+    assert set(EFFECT_LABELS.values()) <= labels, set(EFFECT_LABELS.values()) - labels
+
+
+# ---- the overlay ---------------------------------------------------------------------------
+
+
+def test_a_ctrl_click_that_hits_no_point_adds_none(built, clip, tmp_path):
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}", "0 print_param points"]
+    lines += [f"14 key_down {0xFFE3}", "0 pen_down 0 60 20", f"14 key_up {0xFFE3}"]
+    lines += ["0 print_param points"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    before, after = re.findall(r"^PARAM points = (.*)$", run.stdout, re.MULTILINE)
+    assert before == after == "0 1 1 8.000 56.000;"
+    assert not run.messages()
+
+
+def test_the_point_past_the_limit_is_refused_with_a_message(built, clip, tmp_path):
+    lines = preamble(built, clip) + ["0 overlay"]
+    # 10 px apart: each click misses the others (8 px), most lie off the picture (kept)
+    lines += [f"0 pen_down 0 {i % 64 * 10} {i // 64 * 10}" for i in range(4097)]
+    lines += ["0 print_param points"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    (value,) = re.findall(r"^PARAM points = (.*)$", run.stdout, re.MULTILINE)
+    assert value.count(";") == 4096
+    (said,) = run.messages()
+    assert "at most 4096 points" in said, said
+
+
+def test_the_studio_is_reaped_and_a_dash_file_is_no_option(built, clip, tmp_path):
+    """Studios that ended are reaped at the effect's next action, however many were opened
+    (none is left a zombie)."""
+    cfg = tmp_path / "studio.cfg"
+    cfg.write_text("vosfx /bin/true\n", encoding="utf-8")
+    lines = preamble(built, clip) + ["14 set_string studioSource --help"]
+    lines += ["0 press pickInStudio 4"] * 10
+    lines += ["0 sleep 500", "0 action OfxActionPurgeCaches", "0 zombies"]
+    run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
+    _ok(run)
+    assert "ZOMBIES 0" in run.stdout
+    assert not run.messages()
+
+
+# ---- the Source: small proxies, huge frames, missing images, NaN pixels ---------------------
+
+
+def test_tiny_proxies_are_no_source_change(built, tmp_path_factory, tmp_path):
+    """A small clip rendered at full size, then at render scales down to 0.01 (1 x 1 pixels):
+    the proxy fingerprints cannot be told from the full-size ones' and say nothing; no
+    restart, no note (cache hits only)."""
+    w, h = 97, 63
+    small = make_clip(tmp_path_factory.mktemp("ofx-small"), n=3, width=w, height=h)
+    lines = preamble(built, small, n=3, width=w, height=h)
+    lines += ["0 overlay", f"0 pen_down 0 {w * 0.3} {h * 0.7}", "0 render 1 -"]
+    lines += [f"0 render 1 - {s}" for s in (0.5, 0.33, 0.1, 0.01)]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    assert not [m for m in run.messages() if CHANGED in m], run.messages()
+    assert [r["fetches"] for r in run.renders()[1:]] == [1, 1, 1, 1]
+
+
+def test_frames_past_the_size_limit_are_named(built, tmp_path):
+    clip = tmp_path / "wide"
+    (clip / "raw").mkdir(parents=True)
+    np.zeros((8, 40000, 3), np.uint8).tofile(clip / "raw" / "00000.rgb")
+    lines = preamble(built, clip, n=1, width=40000, height=8, depth="byte")
+    lines += ["0 overlay", "0 pen_down 0 10 4", "0 render 0 -"]
+    lines += ["0 expect_message the Source is 40000 x 8 pixels; the effect mattes frames up to"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+
+
+def test_a_missing_source_image_fails_a_final_render(built, clip, tmp_path):
+    """The host gives no Source image for the rendered frame, or for a frame the tracking
+    needs: a delivery fails with the frame named; a viewer says so (the rendered frame's
+    missing image: transparent black; a tracked one's: the Source passes through)."""
+    lines = preamble(built, clip) + ["0 overlay", f"0 pen_down 0 {PEN}"]
+    lines += ["0 render_mode final", "0 fail_source 1", f"1 render 1 {tmp_path / 'f.raw'}"]
+    lines += ["0 expect_message no Source image for frame 1. The render stops"]
+    lines += ["0 render_mode interactive", "0 render 1 -", "0 expect_message no Source image"]
+    lines += ["0 fail_source 0", "0 fail_frame 2", "0 render_mode final", "1 render 5 -"]
+    lines += ["0 expect_message no Source image for frame 2, which the tracking of frame 5"]
+    lines += ["0 render_mode interactive", f"0 render 5 {tmp_path / 'i.raw'}"]
+    lines += ["0 expect_message no Source image for frame 2", "0 fail_frame -1", "0 render 5 -"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    np.testing.assert_allclose(read_output(tmp_path / "f.raw"), 0.0)
+    np.testing.assert_allclose(read_output(tmp_path / "i.raw")[..., :3], _source(5), atol=1e-6)
+    assert run.renders()[-1]["status"] == 0
+
+
+def test_a_model_file_that_is_no_checkpoint_is_named_so(built, clip, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(range(256)) * 8)
+    lines = preamble(built, clip) + [f"14 set_string model {bad}", "0 overlay"]
+    lines += [f"0 pen_down 0 {PEN}", "0 render 3 -"]
+    lines += [f"0 expect_message Model '{bad}': the file cannot be read as a checkpoint"]
+    run = run_host(built, lines + postamble(), tmp_path)
+    _ok(run)
+    assert "unknown model" not in run.stdout

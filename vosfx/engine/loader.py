@@ -211,7 +211,8 @@ def _cancellable(progress, cancel, message: str):
 def _fetch(model: ModelConfig, progress) -> None:
     """First use of a registry model: download the official checkpoint (after the runtime is
     known to be there, so nobody downloads 156 MB to learn torch is missing)."""
-    if not model.checkpoint:
+    if not model.checkpoint and not Path(model.name).expanduser().is_file():
+        # (a name that is a file, as the OpenFX effect's Model field may hold, is read as is)
         from vosfx.models.cache import ensure_checkpoint
 
         ensure_checkpoint(model.name, progress=progress)

@@ -7,6 +7,7 @@ a correction of the mask tracked there (docs/session.md, rule d), as `vosfx matt
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -33,7 +34,13 @@ def parse_points(
             raise ConfigError(
                 f"points: expected [frame, obj, label, x, y], found {row!r}"
             ) from None
-        grouped.setdefault((frame, obj), []).append((float(x), float(y), 1 if label else 0))
+        try:
+            coords = (float(x), float(y))
+        except (TypeError, ValueError):
+            coords = (math.nan, math.nan)
+        if not all(math.isfinite(v) for v in coords):
+            raise ConfigError(f"points: expected finite x and y, found {row!r}")
+        grouped.setdefault((frame, obj), []).append((*coords, 1 if label else 0))
     points, sigs = {}, {}
     for (frame, obj), pts in sorted(grouped.items()):
         xy = np.array([p[:2] for p in pts], np.float32).reshape(-1, 2)

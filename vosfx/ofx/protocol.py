@@ -16,6 +16,7 @@ directions.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import select
@@ -47,9 +48,18 @@ FP_BYTES = FP_CELLS * FP_CELLS * 3 * 4
 
 
 class ProtocolError(VosfxError):
-    """The effect sent something the protocol does not allow (bad magic, wrong reply)."""
+    """The effect sent something the protocol does not allow (bad magic, wrong reply): the two
+    sides disagree, the worker ends."""
 
     kind = "protocol"
+
+
+class MessageError(VosfxError):
+    """A well-framed message whose text the worker cannot take (not UTF-8, not a JSON object,
+    NaN in it): answered with ERROR, the worker goes on."""
+
+    kind = "config"
+    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class Message:
     format: int = 0
     shm_bytes: int = 0
     text: str = ""
+    utf8: bool = True  # False: the text was not UTF-8 (``text`` has U+FFFD in its place)
 
 
 class Channel:
@@ -103,8 +114,12 @@ class Channel:
             raise ProtocolError(f"channel: expected magic {MAGIC:#x}, found {magic:#x}")
         if text_len > MAX_TEXT:
             raise ProtocolError(f"channel: text of {text_len} bytes (at most {MAX_TEXT})")
-        text = self._read_exact(text_len).decode("utf-8") if text_len else ""
-        return Message(mtype, frame, a, b, width, height, fmt, shm_bytes, text)
+        raw = self._read_exact(text_len) if text_len else b""
+        try:
+            text, utf8 = raw.decode("utf-8"), True
+        except UnicodeDecodeError:  # the message is framed: read it whole, refuse its text
+            text, utf8 = raw.decode("utf-8", "replace"), False
+        return Message(mtype, frame, a, b, width, height, fmt, shm_bytes, text, utf8)
 
     def send(
         self,
@@ -151,12 +166,27 @@ class Channel:
         return memoryview(self._map)[:nbytes]
 
 
-def json_body(text: str) -> dict:
-    """A message's text as the JSON object it carries (CONFIG, POINTS)."""
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def json_body(msg: Message | str) -> dict:
+    """A message's text as the JSON object it carries (CONFIG, PROMPTS); MessageError when it
+    is not UTF-8, not JSON, not an object, or has NaN or Infinity in it."""
+    text = msg if isinstance(msg, str) else msg.text
+    if not isinstance(msg, str) and not msg.utf8:
+        raise MessageError(f"expected UTF-8 text, found {text[:80]!r}")
     try:
-        data = json.loads(text or "{}")
-    except json.JSONDecodeError as err:
-        raise ProtocolError(f"expected JSON, found {text[:80]!r}: {err}") from None
+        data = json.loads(text or "{}", parse_constant=_no_constant, parse_float=_finite)
+    except ValueError as err:  # JSONDecodeError too
+        raise MessageError(f"expected JSON, found {text[:80]!r}: {err}") from None
     if not isinstance(data, dict):
-        raise ProtocolError(f"expected a JSON object, found {text[:80]!r}")
+        raise MessageError(f"expected a JSON object, found {text[:80]!r}")
     return data

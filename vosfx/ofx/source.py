@@ -14,7 +14,10 @@ b. another size (a proxy render served a full-size matte, or the reverse): resam
    cells near edges by up to about 2 pixels' worth of the cell, so only what it cannot explain
    is a change: a cell moved by more than ``max(CROSS_SIZE_MAX, 2 / cell_px)``, or all cells
    by ``CROSS_SIZE_MEAN`` on average (a grade). Small slips are then noticed at the next
-   render of that size.
+   render of that size. Below ``MIN_CROSS_SIDE_PX`` on the smaller image's short side (two
+   pixels a cell: a proxy of a small clip, 97 x 63 at render scale 0.1) a cell is less than
+   its own resampling error, so nothing can be told across sizes and nothing is compared;
+   like with like (a.) still applies at every size.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vosfx.ofx.protocol import FP_CELLS
 SAME_SIZE_MAX = 5 / 255
 CROSS_SIZE_MAX = 0.1
 CROSS_SIZE_MEAN = 0.03
+MIN_CROSS_SIDE_PX = 2 * FP_CELLS
 
 
 class SourceChanged(VosfxError):
@@ -46,7 +50,10 @@ def differs(a: np.ndarray, size_a: tuple[int, int], b: np.ndarray, size_b: tuple
     d = np.abs(a.astype(np.float32) - b.astype(np.float32))
     if size_a == size_b:
         return bool(d.max() > SAME_SIZE_MAX)
-    cell_px = max(1.0, min(*size_a, *size_b) / FP_CELLS)  # a cell's short side, smaller image
+    short_side = min(*size_a, *size_b)
+    if short_side < MIN_CROSS_SIDE_PX:
+        return False  # cells smaller than resampling's error: nothing to tell (b.)
+    cell_px = short_side / FP_CELLS  # a cell's short side, smaller image
     return bool(d.max() > max(CROSS_SIZE_MAX, 2.0 / cell_px) or d.mean() > CROSS_SIZE_MEAN)
 
 

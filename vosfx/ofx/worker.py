@@ -32,11 +32,13 @@ import argparse
 import importlib
 import json
 import logging
+import re
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,13 +51,45 @@ from vosfx.ofx import protocol as P
 from vosfx.ofx.cache import MatteCache
 from vosfx.ofx.frames import HostFrames
 from vosfx.ofx.points import digest, on_picture, parse_points
+from vosfx.ofx.scratch import WorkerScratch
 from vosfx.ofx.source import SourceChanged, SourceWatch
 from vosfx.ofx.tracking import IncrementalTracker, idle_seconds
 from vosfx.types import Matte, Prompt, VideoInfo
 
 log = logging.getLogger("vosfx.ofx")
+# the [refine] and [model] options the effect sends, as its parameters are labelled in the host
+# (plugins/ofx/vosfx_ofx.c vx_param_labels): the worker's messages name what the user sees
+EFFECT_LABELS = {
+    "alpha": "Alpha",
+    "threshold": "Threshold",
+    "softness": "Softness",
+    "edge": "Edge",
+    "shift_edge_px": "Shift edge (px)",
+    "feather_px": "Feather (px)",
+    "choke": "Choke",
+    "clip_black": "Clip black",
+    "clip_white": "Clip white",
+    "fill_holes_px2": "Fill holes (px²)",
+    "remove_specks_px2": "Remove specks (px²)",
+    "temporal_strength": "Temporal smoothing",
+    "non_overlap": "Non-overlapping objects",
+    "name": "Model",
+}
 PROXY_KEY = "/proxy"  # cache key suffix of mattes made from proxy (render scale < 1) frames
 EngineFactory = Callable[..., object]
+
+
+def effect_terms(message: str) -> str:
+    """``message`` (a :class:`~vosfx.config` error: "[refine] clip_black: expected below
+    clip_white (0.1), found 0.9") with the options named as the effect's parameters ("Clip
+    black: expected below Clip white (0.1), found 0.9")."""
+    message = re.sub(
+        r"\[(?:refine|model)\] (\w+)",
+        lambda m: EFFECT_LABELS.get(m.group(1), m.group(0)),
+        message,
+    )
+    words = "|".join(k for k in EFFECT_LABELS if "_" in k)  # clip_white; not "edge" in prose
+    return re.sub(rf"\b({words})\b", lambda m: EFFECT_LABELS[m.group(1)], message)
 
 
 class Worker:
@@ -107,10 +141,10 @@ class Worker:
     def handle(self, msg: P.Message) -> None:
         try:
             if msg.type == P.CONFIG:
-                self.configure(P.json_body(msg.text))
+                self.configure(P.json_body(msg))
                 self.ch.send(P.OK)
             elif msg.type == P.PROMPTS:
-                self.set_points(P.json_body(msg.text))
+                self.set_points(P.json_body(msg))
                 self.ch.send(P.OK)
             elif msg.type == P.RENDER:
                 # read first: the shared memory is the frames' and the matte's next
@@ -152,7 +186,10 @@ class Worker:
                 f"{width}x{height}, {frames} frames"
             )
         sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
-        self.job_config = build_config(sections)
+        try:
+            self.job_config = build_config(sections)
+        except ConfigError as err:  # named as the effect's parameters the user sees
+            raise ConfigError(effect_terms(str(err))) from None
         # the frame size too: a matte cached for another size would come back stretched
         self.settings_key = json.dumps(
             {**self.job_config.to_dict(), "frame_size": [width, height]}, sort_keys=True
@@ -238,6 +275,7 @@ class Worker:
             self.engine = None
             self.ch.send(P.PROGRESS, a=0, b=0, text=f"loading {cfg.model.name}")
             try:
+                _readable_checkpoint(cfg.model.name)
                 self.engine = self.make_engine(cfg.model, progress=self._download_progress)
             except ModelError as err:  # named as the effect's field the user typed it in
                 raise type(err)(f"Model {cfg.model.name!r}: {err}") from None
@@ -325,12 +363,27 @@ class Worker:
             changed = err.frame
             self._restart(err.frame)
             result = self._matte(t, out_w, out_h, mask_clip=mask_clip)
-        if result is None:
-            self.ch.send(P.MATTE, frame=t, format=P.FMT_NONE)  # nothing to matte: pass through
+        if result is None:  # nothing to matte: an empty matte, and why
+            self.ch.send(P.MATTE, frame=t, format=P.FMT_NONE, text=self._why_empty(mask_clip))
             return
         matte, cached = result
         self._send_matte(matte, out_w, out_h, obj, cached=cached, changed=changed)
         self.shown = t
+
+    def _why_empty(self, mask_clip: bool) -> str:
+        """What the effect says when no prompt is usable ("": its own "no object is selected
+        yet")."""
+        if self.points:
+            return (
+                "every point lies off the picture (dragged past its edge): drag one back, or "
+                "click the object. The matte is empty"
+            )
+        if mask_clip:
+            return (
+                "no object is selected yet: click the object on the viewer, or paint it in "
+                "the Mask input (empty on the frames seen so far). The matte is empty"
+            )
+        return ""
 
     def idle(self, t: int) -> None:
         """Nothing came for ``idle_s`` after frame ``t`` was shown: a point there is
@@ -468,6 +521,21 @@ class Worker:
             self.engine = None
 
 
+def _readable_checkpoint(name: str) -> None:
+    """A Model that names an existing file must be a checkpoint: ModelError saying the file
+    cannot be read as one (read from its header, without torch), not that it is no model id
+    (what the loader says of a file it cannot identify)."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        return
+    from vosfx.models.checkpoint import identify
+
+    try:
+        identify(path)
+    except ModelError as err:
+        raise ModelError(f"the file cannot be read as a checkpoint ({err})") from None
+
+
 def _engine_factory(spec: str | None) -> EngineFactory:
     """``module:callable`` taking (ModelConfig, progress=...) for tests; else load_engine."""
     module, _, attr = (spec or "vosfx.engine:load_engine").partition(":")
@@ -483,15 +551,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="vosfx-ofx: %(message)s")
     channel = P.Channel(args.fd, args.shm_fd)
     worker = Worker(channel, _engine_factory(args.engine))
-    try:
-        worker.serve()
-    except (P.ProtocolError, OSError) as err:
-        log.error("channel closed: %s", err)
-        return 2
-    finally:
-        log.info("stats: %s", json.dumps(worker.stats))
-        worker.close()
-        channel.close()
+    # the sessions' temporary files in a folder of this worker's, removed at the end; a later
+    # worker removes it when this one is killed (vosfx/ofx/scratch.py)
+    with WorkerScratch():
+        try:
+            worker.serve()
+        except (P.ProtocolError, OSError) as err:
+            log.error("channel closed: %s", err)
+            return 2
+        finally:
+            log.info("stats: %s", json.dumps(worker.stats))
+            worker.close()
+            channel.close()
     return 0
 
 
