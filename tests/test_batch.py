@@ -129,6 +129,54 @@ def test_a_per_object_templates_folders_are_made_once_the_objects_are_known(tmp_
     assert not (tmp_path / "out" / "obj{obj}").exists()
 
 
+@pytest.mark.parametrize("output", ["out/obj{obj}/a.mkv", "out/a.mkv"])
+def test_a_per_object_output_deleted_is_redone_and_the_job_recovers(tmp_path, config_home, output):
+    """One object's file of a per-object output removed: the rerun redoes the job, replacing
+    the other objects' files the batch made (it refused them as "already exists", and as the
+    failure recorded no outputs, every later run failed the same way)."""
+    import numpy as np
+    from PIL import Image
+
+    clip_with_mask(tmp_path, "a", n=3)
+    labels = np.zeros((48, 64), np.uint8)
+    labels[4:14, 4:20], labels[30:44, 36:60] = 1, 2
+    img = Image.fromarray(labels, mode="P")
+    img.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (253 * 3))
+    img.save(tmp_path / "a.mask.png")
+    manifest = tmp_path / "batch.toml"
+    manifest.write_text(
+        '[defaults]\npresets = ["matte-ffv1"]\n'
+        f'[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "{output}"\n'
+        'overrides = {output = {objects = "each"}}\n'
+    )
+    (tmp_path / "out").mkdir()
+    (job,) = run_batch(manifest, executor="inline", engine_factory=fake_engine).results
+    assert job.status == "ok" and len(job.outputs) == 2, job.reason
+    Path(job.outputs[1]).unlink()
+    (again,) = run_batch(manifest, executor="inline", engine_factory=fake_engine).results
+    assert again.status == "ok", again.reason
+    assert sorted(again.outputs) == sorted(job.outputs) and Path(job.outputs[1]).is_file()
+    (third,) = run_batch(manifest, executor="inline", engine_factory=fake_engine).results
+    assert third.status == "skipped"
+
+
+def test_a_relative_manifest_path_gives_the_same_jobs_from_any_folder(
+    tmp_path, config_home, monkeypatch
+):
+    """The jobs' paths (and so their hashes and the state) were relative to the folder the
+    batch ran from when the manifest was typed relative: run again from elsewhere, every job
+    failed "already exists" (or re-rendered, in folder mode)."""
+    manifest = make_batch(tmp_path / "proj", names=("a", "b"))
+    monkeypatch.chdir(tmp_path / "proj")
+    first = run_batch("batch.toml", executor="inline", engine_factory=fake_engine)
+    assert [r.status for r in first.results] == ["ok", "ok"]
+    monkeypatch.chdir(tmp_path)
+    for typed in ("proj/batch.toml", str(manifest)):
+        report = run_batch(typed, executor="inline", engine_factory=fake_engine)
+        assert [r.status for r in report.results] == ["skipped", "skipped"], typed
+    assert first.results[0].outputs == (str(tmp_path / "proj" / "out" / "a.mkv"),)
+
+
 def test_corrupt_clip_fails_alone_then_resume_skips_done_jobs(tmp_path, config_home):
     manifest = make_batch(tmp_path, corrupt=("b",))
     events = []
@@ -337,8 +385,15 @@ def test_cli_summary_and_exit_code(tmp_path, config_home):
 
 
 def test_cli_json_progress_says_a_failure_before_the_batch_as_an_error_event(tmp_path, config_home):
-    """A batch that cannot start (its manifest missing, an unknown option) ends with an error
-    event, as `vosfx matte` does; a batch that ran ends with its batch_result (above)."""
+    """A batch that cannot start (its manifest missing or invalid, an unknown option) ends
+    with an error event, as `vosfx matte` does; a batch that ran ends with its batch_result
+    (above). An invalid manifest printed nothing on stdout (taken for a batch that ran)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[jobs]]\ninput = "nope.mp4"\nmask = "m.png"\noutput = "o.mov"\n')
+    res = CliRunner().invoke(cli, ["batch", str(bad), "--json-progress"])
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events] == ["error"] and res.exit_code == 10, res.output
+    assert events[0]["kind"] == "batch" and "nope.mp4 does not exist" in events[0]["message"]
     for extra in ((), ("--no-such-flag",)):
         res = CliRunner().invoke(
             cli, ["batch", str(tmp_path / "missing.toml"), "--json-progress", *extra]
@@ -458,6 +513,44 @@ def test_killed_batch_resumes_without_redoing_or_leaving_partials(tmp_path, conf
         "c.mkv.json",
     ]
     assert "removed a partial file" in (state_file.parent / "logs" / "b.log").read_text()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_cancel_a_batch_as_ctrl_c_does(tmp_path, config_home, sig):
+    """Sent to the batch alone (a scheduler stopping it, the terminal closed): exit 130, a
+    cancelled event, no half-written output; the process died of the signal before."""
+    manifest = make_batch(tmp_path, n=10)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
+        **{DELAY_ENV: "0.1"},
+    )
+    cmd = [sys.executable, "-m", "vosfx", "batch", str(manifest), "--workers", "1"]
+    cmd += ["--engine-factory", FACTORY, "--json-progress"]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    try:
+        deadline = time.monotonic() + 90
+        while not any(".vosfx-tmp-" in p.name for p in out.iterdir()):
+            assert time.monotonic() < deadline, "the batch never started a job"
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stdout
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "cancelled", events[-1]
+    deadline = time.monotonic() + 15  # the worker's own clean-up, after the coordinator's
+    while [p.name for p in out.iterdir() if ".vosfx-tmp-" in p.name]:
+        assert time.monotonic() < deadline, sorted(p.name for p in out.iterdir())
+        time.sleep(0.1)
+    assert not [p.name for p in out.iterdir() if not p.name.startswith("a.mkv")], "partial"
 
 
 def test_a_second_run_on_the_same_state_is_refused_while_the_first_runs(tmp_path, config_home):

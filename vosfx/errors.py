@@ -75,6 +75,9 @@ class BatchError(VosfxError):
 
     exit_code = 10
     kind = "batch"
+    # the failures of a batch whose jobs ran, said in its result (``--json-progress``'s
+    # batch_result event): no error event then
+    said_as_result = False
 
 
 class Cancelled(VosfxError):

@@ -363,11 +363,11 @@ class _Coordinator:
     def _retry_job(self, task: Task):
         """A dead attempt may have committed some outputs: the retry may replace exactly the
         paths that were absent when the job was first dispatched."""
-        from vosfx.batch.manifest import planned_paths
+        from vosfx.batch.state import existing_finals
 
         fresh = set(self.state.jobs.get(task.job_id, {}).get("fresh", []))
-        existing = [p for p in planned_paths(task.job) if Path(p).exists()]
-        if existing and all(p in fresh for p in existing):
+        existing = existing_finals(task.job)  # a per-object output's files too
+        if existing and all(planned in fresh for _path, planned in existing):
             return replace(task.job, overwrite=True)
         return task.job
 

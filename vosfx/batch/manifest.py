@@ -20,6 +20,7 @@ on a typo. The file forms are read by :mod:`vosfx.batch.rows`.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import sys
@@ -104,7 +105,9 @@ def load_manifest(
     ``{ext}``). ``allow_missing``: a missing input fails its own job instead of the manifest.
     Raises BatchError listing every problem found.
     """
-    path = Path(path)
+    # absolute (links kept): the jobs' paths, hashes and state then do not depend on the
+    # folder the batch is run from, nor on Ray workers' working folders
+    path = Path(os.path.abspath(Path(path).expanduser()))
     if path.is_dir():
         rows = folder_rows(path, mask_rule)
         base = path

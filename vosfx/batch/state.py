@@ -214,12 +214,17 @@ def decide(job_id: str, job: Job, digest: str, state: BatchState) -> Decision:
         and all(s.get("job_hash") == digest for s in stamps)
     ):
         return Decision(False, "outputs and sidecars exist and match the job hash")
-    ours = (
-        set(entry.get("fresh", [])) | set(entry.get("outputs", [])) | set(entry.get("sidecars", []))
-    )
-    ours |= {str(p)[: -len(".json")] for p, s in zip(sidecars, stamps) if s.get("job_id") == job_id}
-    existing = [p for p in planned_paths(job) if "{obj}" not in p and Path(p).exists()]
-    may_overwrite = all(p in ours or p.endswith(".json") and p[:-5] in ours for p in existing)
+    ours = set(entry.get("outputs", [])) | set(entry.get("sidecars", []))
+    fresh = set(entry.get("fresh", []))
+    existing = existing_finals(job)
+    stamped = {
+        concrete[: -len(".json")]
+        for concrete, _planned in existing
+        if concrete.endswith(".json")
+        and (_read_sidecar(Path(concrete)) or {}).get("batch", {}).get("job_id") == job_id
+    }
+    ours |= stamped | {p + ".json" for p in stamped}
+    may_overwrite = all(c in ours or planned in fresh for c, planned in existing)
     if not entry:
         reason = "new job"
     elif entry.get("hash") != digest:
@@ -229,6 +234,26 @@ def decide(job_id: str, job: Job, digest: str, state: BatchState) -> Decision:
     else:
         reason = "outputs missing or incomplete"
     return Decision(True, reason, overwrite=job.overwrite or (bool(existing) and may_overwrite))
+
+
+def existing_finals(job: Job) -> list[tuple[str, str]]:
+    """(path, the planned path it is) for every final output and sidecar of ``job`` that
+    exists now: a per-object output's files for each object id found (its planned path a
+    template with ``{obj}``, :func:`~vosfx.batch.manifest.planned_paths`)."""
+
+    from vosfx.batch.manifest import planned_paths
+
+    found = []
+    for planned in planned_paths(job):
+        if "{obj}" not in planned:
+            if os.path.lexists(planned):
+                found.append((planned, planned))
+            continue
+        head, _, tail = planned.partition("{obj}")
+        pattern = glob.escape(head) + "[0-9]*" + glob.escape(tail).replace("{obj}", "[0-9]*")
+        ids = re.compile(re.escape(head) + r"\d+" + re.escape(tail).replace(r"\{obj\}", r"\d+"))
+        found += [(c, planned) for c in sorted(glob.glob(pattern)) if ids.fullmatch(c)]
+    return found
 
 
 def absent_paths(job: Job) -> list[str]:

@@ -51,7 +51,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except VosfxError as err:
-            if events and not isinstance(err, BatchError):  # a batch's is its batch_result
+            # a batch whose jobs ran said its failures in its batch_result event; any other
+            # batch error (a bad manifest, the state locked or unwritable) is an error event
+            if events and not (isinstance(err, BatchError) and err.said_as_result):
                 _error_event(err.kind, str(err), err.exit_code)
             click.echo(f"vosfx: error: {err}", err=True)
             ctx.exit(err.exit_code)

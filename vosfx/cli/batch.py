@@ -158,6 +158,8 @@ def batch(
 
     from vosfx.batch import format_summary, run_batch
     from vosfx.cli.flags import model_overrides
+    from vosfx.errors import BatchError
+    from vosfx.signals import on_terminate
 
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
@@ -186,20 +188,29 @@ def batch(
         executor = LocalExecutor(
             workers, engine_factory=engine_factory, gpus=[g for g in gpus.split(",") if g.strip()]
         )
-    report = run_batch(
-        manifest,
-        executor=executor,
-        workers=workers,
-        engine_factory=engine_factory,
-        retry=retry,
-        state_dir=state_dir,
-        on_progress=_json_progress if json_progress else _BatchProgressLine(),
-        defaults=defaults,
-        mask_rule=mask_rule,
-        allow_missing=allow_missing,
-    )
+
+    def _term(_signum, _frame):  # SIGTERM, SIGHUP: a cancel, as Ctrl-C (exit 130)
+        raise KeyboardInterrupt
+
+    with on_terminate(_term):
+        report = run_batch(
+            manifest,
+            executor=executor,
+            workers=workers,
+            engine_factory=engine_factory,
+            retry=retry,
+            state_dir=state_dir,
+            on_progress=_json_progress if json_progress else _BatchProgressLine(),
+            defaults=defaults,
+            mask_rule=mask_rule,
+            allow_missing=allow_missing,
+        )
     if json_progress:
         emit_json(dict(report.to_dict(), event="batch_result"))
     else:
         click.echo(format_summary(report))
-    report.raise_for_failures()
+    try:
+        report.raise_for_failures()
+    except BatchError as err:  # said by the batch_result event already (no error event)
+        err.said_as_result = True
+        raise
