@@ -227,6 +227,23 @@ def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(clips, suffix)
     ]
 
 
+def test_an_output_among_an_image_folder_inputs_frames_is_found_before_any_job(clips):
+    """Refused by the render itself too; a batch now says it while validating, with every
+    other problem, instead of failing that job after the others ran."""
+    from media import make_sequence
+
+    make_sequence(clips / "seq", n=3)
+    bad = clips / "seq.toml"
+    bad.write_text(
+        '[[jobs]]\ninput = "seq"\nmask = "a.mask.png"\noutput = "seq/matte.mov"\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "out/a.mov"\n'
+    )
+    with pytest.raises(BatchError) as err:
+        load_manifest(bad)
+    (line,) = [ln for ln in str(err.value).splitlines() if "seq.toml jobs[0]:" in ln]
+    assert "is inside the input's image folder" in line, line
+
+
 def test_no_job_writes_over_a_composite_background(clips):
     """A composite's background is read like a mask: another row's output may not replace it."""
     import cv2

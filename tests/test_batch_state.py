@@ -95,6 +95,15 @@ def test_sequence_inputs_hash_their_files(tmp_path, config_home):
     assert [name for name, _, _ in d] == ["00000.png", "00001.png", "00002.png"]
     assert batch_state.input_fingerprint(str(seq / "%05d.png")) == d
     assert batch_state.input_fingerprint(str(tmp_path / "nothing.mp4")) == "missing"
+    # what else the folder holds is not the input: a job's own output and sidecar written
+    # beside a pattern's frames re-rendered it on every run
+    (seq / "seq_matte.mov").write_bytes(b"an output")
+    (seq / "seq_matte.mov.json").write_text("{}")
+    assert batch_state.input_fingerprint(str(seq / "%05d.png")) == d
+    assert batch_state.input_fingerprint(str(seq)) == d
+    (seq / "00001.png").write_bytes(b"rewritten")  # a frame is: the job is redone
+    assert batch_state.input_fingerprint(str(seq / "%05d.png")) != d
+    assert batch_state.input_fingerprint(str(tmp_path / "none" / "%05d.png")) == "missing"
 
 
 def test_decide_skip_only_when_everything_matches(job, tmp_path):

@@ -364,6 +364,7 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str], manifest: Path | Non
             inputs[str(Path(path).expanduser().resolve())] = bj.where
     templates: list[tuple[str, str, str]] = []  # (resolved, as planned, row)
     from vosfx.pipeline import check_output_name, plan_outputs
+    from vosfx.pipeline.checks import check_not_read
 
     for bj in jobs:
         try:
@@ -371,9 +372,11 @@ def _check_outputs(jobs: list[BatchJob], errors: list[str], manifest: Path | Non
         except VosfxError as err:
             errors.append(f"{bj.where}: {err}")
             continue
-        for path, fmt, _obj in planned:  # what the render would refuse, found before any job
+        for path, fmt, obj in planned:  # what the render would refuse, found before any job
             try:
                 check_output_name(path, fmt)
+                if obj is None:  # among an image sequence's frames, onto its own masks
+                    check_not_read(Path(path), bj.job)
             except VosfxError as err:
                 errors.append(f"{bj.where}: {err}")
         paths = planned_paths(bj.job, planned)

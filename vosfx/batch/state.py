@@ -69,16 +69,22 @@ def file_fingerprint(path: str | Path) -> dict[str, Any]:
 
 def input_fingerprint(path: str) -> Any:
     """A video file's fingerprint, or for an image sequence (folder or ``%05d`` pattern) the
-    name, size and mtime of every frame file. A missing input fingerprints as ``missing``
-    (its job will fail with the source's own message)."""
+    name, size and mtime of every frame file: the files the sequence is read from, not the
+    rest of their folder (outputs written beside a pattern's frames re-rendered the job on
+    every run). A missing input fingerprints as ``missing`` (its job will fail with the
+    source's own message)."""
+    from vosfx.errors import InputError
+    from vosfx.io.sequence import is_pattern, scan
+
     p = Path(path)
-    if "%" in path:
-        files = sorted(glob.glob(str(p.parent / "*")))
-    elif p.is_dir():
-        files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-    else:
-        return file_fingerprint(p) if p.is_file() else "missing"
-    return [(Path(f).name, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    if is_pattern(p) or p.is_dir():
+        try:
+            found = scan(p)
+        except InputError:
+            return "missing"
+        files = [] if found is None else found[0]
+        return [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return file_fingerprint(p) if p.is_file() else "missing"
 
 
 def model_identity(job: Job) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def check_outputs(
         else:
             targets = [] if obj is None else [object_path(path, o) for o in obj_ids]
         for target in targets:
-            _check_not_read(Path(target), job)
+            check_not_read(Path(target), job)
             check_output_path(Path(target), job.overwrite, sequence=FORMATS[fmt].is_sequence)
             check_output_name(target, fmt)
             if job.config.output.sidecar:
@@ -90,7 +90,7 @@ def check_output_name(path: str, fmt: str) -> None:
         raise OutputError(f"output {path}: {wrong}")
 
 
-def _check_not_read(output: Path, job: Job) -> None:
+def check_not_read(output: Path, job: Job) -> None:
     """OutputError when ``output`` is a file the job reads (:meth:`Job.files_read`: the input,
     a mask, a prior, the background; for an image sequence the folder of its frames) or a
     folder holding one, or lies among an image sequence's frames (inside an image folder
