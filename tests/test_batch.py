@@ -691,3 +691,37 @@ def test_cli_bad_worker_and_retry_counts_name_their_flag(tmp_path, config_home, 
     )
     assert res.exit_code == 2 and flag in res.output.splitlines()[-1], res.output
     assert not (tmp_path / ".vosfx-batch").exists()
+
+
+def test_a_cancelled_batch_removes_what_its_killed_workers_left(tmp_path, config_home):
+    """An executor whose workers die without cleaning up (a Ray actor is killed with
+    ``ray.kill``): when the batch is cancelled mid-job, the coordinator removes the running
+    jobs' temporary files itself once the executor is closed; they stayed until a rerun."""
+
+    class KilledMidJob:
+        name, workers = "killed", 1
+
+        def __init__(self):
+            self.task = None
+
+        def start(self):
+            pass
+
+        def free_slots(self):
+            return 0 if self.task else 1
+
+        def submit(self, task):
+            self.task = task
+            out = Path(task.job.output)
+            (out.parent / f".{out.name}.vosfx-tmp-0000-999999-deadbeef").write_bytes(b"half")
+
+        def wait(self, timeout_s):
+            raise KeyboardInterrupt  # Ctrl-C while the job renders
+
+        def close(self):
+            pass
+
+    manifest = make_batch(tmp_path, names=("a",))
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(manifest, executor=KilledMidJob())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

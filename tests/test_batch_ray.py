@@ -186,3 +186,28 @@ def test_a_ray_worker_that_cannot_start_is_dropped_with_a_warning(
         "cannot be imported (No module named 'a_package_this_node_lacks' (a stand-in))"
     )
     assert said == [want], said
+
+
+def test_a_ray_cluster_that_cannot_be_joined_is_a_backend_error(tmp_path, config_home, monkeypatch):
+    """`--ray auto` with no cluster (or one that refuses the connection): exit 9 naming the
+    flag and what to do, not an internal error (exit 1) with Ray's traceback."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    make_batch(tmp_path, names=("a",))
+
+    def refuse(**_kw):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    res = CliRunner().invoke(
+        cli, ["batch", str(tmp_path / "batch.toml"), "--ray", "auto", "--json-progress"]
+    )
+    assert res.exit_code == 9, res.output
+    (event,) = [json.loads(x) for x in res.stdout.splitlines() if '"error"' in x]
+    assert event["kind"] == "backend" and event["message"].startswith("--ray auto: no Ray")
+    assert "give --ray local" in event["message"]

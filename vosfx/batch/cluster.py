@@ -173,7 +173,16 @@ class RayExecutor:
             if self.address == "local":
                 init_local_ray(self.num_cpus or usable_cores(), runtime_env=self.runtime_env)
             else:
-                ray.init(address=self.address, runtime_env=self.runtime_env, log_to_driver=False)
+                try:
+                    ray.init(
+                        address=self.address, runtime_env=self.runtime_env, log_to_driver=False
+                    )
+                except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+                    said = " ".join(str(err).split())[:400]
+                    raise BackendError(
+                        f"--ray {self.address}: no Ray cluster could be joined ({said}); start "
+                        "one (`ray start --head` on the head machine) or give --ray local"
+                    ) from None
             self._owns_ray = True
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))

@@ -14,6 +14,7 @@ exits with BatchError's code (10) when any job failed.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,6 +26,8 @@ from typing import Any
 from vosfx.batch.manifest import BatchJob, Manifest, load_manifest, with_overwrite
 from vosfx.batch.worker import JobOutcome, Task, append_log
 from vosfx.errors import BatchError
+
+log = logging.getLogger(__name__)
 
 # How often the coordinator wakes to report progress when no worker has sent anything.
 _TICK_S = 0.5
@@ -260,7 +263,11 @@ class _Coordinator:
                 for event in self.executor.wait(_TICK_S):
                     self._handle(event)
                 self._emit("progress")
-        finally:
+        except BaseException:  # a cancel (Ctrl-C, SIGTERM) or a batch error mid-run
+            self.executor.close()
+            self._remove_partials()
+            raise
+        else:
             self.executor.close()
         report = BatchReport(
             tuple(self.results[bj.id] for bj in self.manifest.jobs),
@@ -271,6 +278,22 @@ class _Coordinator:
         )
         self._emit("done")
         return report
+
+    def _remove_partials(self) -> None:
+        """What the jobs running when the batch stopped had half-written, once their workers
+        are closed: a Ray actor killed (``ray.kill``) cannot clean up as a local worker does
+        (its temporary files stayed until the next run). A file already gone is no error."""
+        from vosfx.batch.state import remove_partial
+
+        for job_id in list(self.running):
+            task = self.tasks.get(job_id)
+            if task is None:
+                continue
+            try:
+                for path in remove_partial(task.job):
+                    log.info("removed the partial file %s of %s", path, job_id)
+            except OSError as err:
+                log.warning("partial files of %s not all removed: %s", job_id, err)
 
     def _plan(self) -> None:
         from vosfx.batch.state import decide, job_hash
