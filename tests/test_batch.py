@@ -725,3 +725,15 @@ def test_a_cancelled_batch_removes_what_its_killed_workers_left(tmp_path, config
     with pytest.raises(KeyboardInterrupt):
         run_batch(manifest, executor=KilledMidJob())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_a_factory_that_cannot_reach_a_worker_process_is_said_so(tmp_path, config_home):
+    """A lambda as engine_factory (Python API, local worker processes): a BatchError saying
+    what to give instead, before any worker starts, not a raw PicklingError."""
+    from vosfx.errors import BatchError
+
+    manifest = make_batch(tmp_path, names=("a",))
+    with pytest.raises(BatchError, match=r"cannot be sent to a worker process .*module:function"):
+        run_batch(manifest, workers=1, engine_factory=lambda cfg: fake_engine(cfg))
+    report = run_batch(manifest, executor="inline", engine_factory=lambda cfg: fake_engine(cfg))
+    assert [r.status for r in report.results] == ["ok"]

@@ -94,6 +94,23 @@ def test_expand_template(template, presets, expected):
     assert got == expected
 
 
+@pytest.mark.parametrize(
+    "input_path, expected",
+    [
+        ("shots/sh010/shot.%04d.exr", "shots/sh010/sh010/exr"),  # was "shots/sh010/shot./"
+        ("shots/sh010/%05d.png", "shots/sh010/sh010/png"),
+        ("shots/sh010", "shots/sh010/sh010/"),  # a folder: its frames' type is not read here
+    ],
+)
+def test_an_image_sequence_is_named_as_its_folder_in_templates(input_path, expected):
+    """A pattern and a folder of the same frames give the same {parent}, {stem} and {name}
+    (the folder's); a pattern's {ext} is its frames'."""
+    got = expand_template(
+        "{parent}/{stem}/{name}/{ext}", input_path=input_path, job_id="j", index=0, presets=()
+    )
+    assert got == expected
+
+
 @pytest.mark.parametrize("template", ["{stme}.mov", "{stem", "{index:q}.mov"])
 def test_bad_template(template):
     with pytest.raises(ConfigError, match="template"):
@@ -400,3 +417,25 @@ def test_a_job_writing_over_the_manifest_itself_is_refused(clips):
     row["output"] = "seq_out"  # another name: fine
     manifest.write_text(json.dumps(row) + "\n")
     assert len(load_manifest(manifest).jobs) == 1
+
+
+def test_every_problem_is_listed_once(clips):
+    """An unknown key in [defaults] is said once (it was said again for every row, hiding
+    their own problems), and one problem of a row does not hide the next (an unknown preset
+    hid a missing mask)."""
+    bad = clips / "all.toml"
+    bad.write_text(
+        '[defaults]\nbogus = 1\noutput = "out/{stem}.mov"\n'
+        '[[jobs]]\ninput = "a.mp4"\nmask = "nomask.png"\npresets = ["no-such-preset"]\n'
+        '[[jobs]]\ninput = "b.mp4"\nmask = "b.mask.png"\ncolour = "red"\n'
+        '[[jobs]]\ninput = "gone.mp4"\nmask = "b.mask.png"\n'
+    )
+    with pytest.raises(BatchError) as err:
+        load_manifest(bad)
+    lines = str(err.value).splitlines()[1:]
+    assert sum("bogus" in ln for ln in lines) == 1, lines
+    assert any("jobs[0]" in ln and "no-such-preset" in ln for ln in lines), lines
+    assert any("jobs[0]" in ln and "nomask.png does not exist" in ln for ln in lines), lines
+    assert any("jobs[1]" in ln and "'colour'" in ln for ln in lines), lines
+    assert any("jobs[2]" in ln and "gone.mp4 does not exist" in ln for ln in lines), lines
+    assert len(lines) == 5, lines

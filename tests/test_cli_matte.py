@@ -806,6 +806,19 @@ def test_a_render_removes_what_a_dead_render_of_the_same_output_left(env):
     assert not left.exists() and alive.exists() and other.exists() and other_output.exists()
 
 
+def test_objects_may_name_an_object_the_mask_does_not_hold(env):
+    """--objects over every prompt: object 2 clicked beside a mask of object 1 is kept (it
+    was refused as "expected object ids among [1] (those in mask.png)"); an object without
+    any prompt is named."""
+    args = [env / "clip.mp4", env / "mask.png", "--point", "40,30@2", "-o"]
+    r = matte(*args, env / "out.mov", "--objects", "1,2", "--each-object")
+    assert r.exit_code == 0, r.output
+    assert (env / "out_obj1.mov").is_file() and (env / "out_obj2.mov").is_file()
+    r = matte(*args, env / "o3.mov", "--objects", "3")
+    assert r.exit_code == 5, r.output
+    assert "objects [3] (--objects) have no prompt; the prompts are for objects [1, 2]" in r.output
+
+
 def test_start_past_the_clip_is_a_usage_error_naming_it(env):
     """Known only once the clip is probed: --start typed past the last frame is a bad option
     value (exit 2, naming --start), a job file's start an invalid job (exit 3)."""

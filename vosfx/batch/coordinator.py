@@ -237,7 +237,10 @@ def _only_run(state_dir: Path) -> Iterator[None]:
                 "run again to resume"
             ) from None
         except OSError as err:
-            raise BatchError(f"batch state folder {state_dir} cannot be used ({err})") from None
+            raise BatchError(
+                f"batch state folder {state_dir} cannot be used ({err}); give a folder you "
+                "can write with --state-dir (state_dir= in Python)"
+            ) from None
         yield
 
 

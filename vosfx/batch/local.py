@@ -83,6 +83,24 @@ def worker_envs(
     return [{name: str(per) for name in names} | {"CUDA_VISIBLE_DEVICES": ""} for _ in range(n)]
 
 
+def _check_picklable(factory: Any) -> None:
+    """BatchError unless ``factory`` can reach a worker process (spawned, so it is pickled):
+    a lambda or a function defined inside another cannot, and the raw PicklingError came
+    from deep in multiprocessing."""
+    import pickle
+
+    if factory is None or isinstance(factory, str):
+        return
+    try:
+        pickle.dumps(factory)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:  # a local object: either
+        raise BatchError(
+            f"engine_factory {factory!r} cannot be sent to a worker process ({err}); give a "
+            'function defined at the top of a module, or its "module:function" name, or '
+            'run with executor="inline"'
+        ) from None
+
+
 class InlineExecutor:
     """Runs each job in this process when :meth:`wait` is called."""
 
@@ -141,6 +159,7 @@ class LocalExecutor:
     ) -> None:
         self.envs = worker_envs(workers, gpus, threads)
         self.workers = len(self.envs)
+        _check_picklable(engine_factory)
         self.factory = engine_factory
         self.pool: dict[int, _Worker] = {}
         self.ctx: SpawnContext | None = None  # set by start()

@@ -163,8 +163,9 @@ def build_manifest(
     errors: list[str] = []
     if not rows:
         raise BatchError(f"manifest {path}: no jobs found")
-    for key in set(defaults) - _ROW_KEYS:
+    for key in sorted(set(defaults) - _ROW_KEYS):  # said once, not again for every row
         errors.append(f"defaults: unknown key {key!r}; known: {', '.join(sorted(_ROW_KEYS))}")
+    defaults = {k: v for k, v in defaults.items() if k in _ROW_KEYS}
     ids = _assign_ids(rows, errors)
     jobs = []
     for index, ((where, row), job_id) in enumerate(zip(rows, ids)):
@@ -242,11 +243,15 @@ def expand_template(
             f"output template {template!r}: unknown field(s) "
             f"{sorted(unknown)}; known: " + ", ".join(sorted(_TEMPLATE_FIELDS))
         )
-    p = Path(input_path.split("%")[0]) if "%" in input_path else Path(input_path)
+    if "%" in input_path:  # a pattern is its folder's sequence: named as a folder input is
+        p, ext = Path(input_path).parent, Path(input_path).suffix.lstrip(".")
+    else:
+        p = Path(input_path)
+        ext = p.suffix.lstrip(".")
     values = _KeepObj(
         stem=_input_stem(input_path),
         name=p.name,
-        ext=p.suffix.lstrip("."),
+        ext=ext,
         parent=p.parent.name,
         id=job_id,
         index=index,
@@ -268,11 +273,11 @@ def _row_job(
     allow_missing: bool,
 ) -> Job | None:
     unknown = set(row) - _ROW_KEYS
-    if unknown:
+    if unknown:  # said, and the row's other problems found too (not hidden behind it)
         errors.append(
             f"{where}: unknown key(s) {sorted(unknown)}; known: " + ", ".join(sorted(_ROW_KEYS))
         )
-        return None
+        row = {k: v for k, v in row.items() if k in _ROW_KEYS}
     for a, b in ("preset", "presets"), ("mask", "prompts"):
         if a in row and b in row:
             errors.append(f"{where}: give {a!r} or {b!r}, not both")
@@ -297,6 +302,9 @@ def _row_job(
         job = job_from_dict(data, base=base)
     except VosfxError as err:
         errors.append(f"{where}: {err}")
+        _missing_files(data, base, where, errors, allow_missing)  # not hidden behind it
+        return None
+    if unknown:
         return None
     if "{obj}" in job.output and job.config.output.objects != "each":
         errors.append(
@@ -320,6 +328,25 @@ def _row_job(
         except VosfxError as err:
             errors.append(f"{where}: [model] name: {err}")
     return job
+
+
+def _missing_files(
+    data: dict[str, Any], base: Path, where: str, errors: list[str], allow_missing: bool
+) -> None:
+    """The input and mask files a row names that do not exist, read from the row as written
+    (its job could not be built: another problem was found first)."""
+
+    def beside(text: Any) -> Path | None:
+        return base / Path(text).expanduser() if isinstance(text, str) and text else None
+
+    src = beside(data.get("input"))
+    if src is not None and not allow_missing and not _input_exists(str(src)):
+        errors.append(f"{where}: input {src} does not exist")
+    prompts = data.get("prompts")
+    for prompt in prompts if isinstance(prompts, list) else []:
+        mask = beside(prompt.get("mask")) if isinstance(prompt, dict) else None
+        if mask is not None and not mask.is_file():
+            errors.append(f"{where}: mask {mask} does not exist")
 
 
 def _input_exists(path: str) -> bool:

@@ -76,7 +76,6 @@ def resolve_prompts(
                     video_size=(info.width, info.height),
                     fit=fit,
                     threshold=spec.threshold,
-                    objects=None if spec.obj_id is not None else objects,
                 )
             except PromptError as err:
                 raise PromptError(f"{said}{err}") from None
@@ -117,10 +116,14 @@ def resolve_prompts(
                 correction=spec.correction,
             )
         )
-    if objects is not None:
+    if objects is not None:  # (over every prompt: a mask need not hold a clicked object)
+        given = sorted({p.obj_id for p in prompts})
+        unknown = sorted(set(objects) - set(given))
+        if unknown:
+            raise PromptError(
+                f"objects {unknown} (--objects) have no prompt; the prompts are for objects {given}"
+            )
         prompts = [p for p in prompts if p.obj_id in objects]
-        if not prompts:
-            raise PromptError(f"none of the prompts is for the objects {list(objects)}")
     return prompts
 
 
