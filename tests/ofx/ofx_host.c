@@ -1217,31 +1217,6 @@ static OfxStatus cmd_key(const char *action, int sym) {
     return s;
 }
 
-static int count_children(int sig) {
-    DIR *d = opendir("/proc");
-    int n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (!isdigit((unsigned char)e->d_name[0])) continue;
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f) continue;
-        size_t got = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[got] = '\0';
-        char *close_paren = strrchr(buf, ')');
-        char state;
-        int ppid;
-        if (!close_paren || sscanf(close_paren + 2, "%c %d", &state, &ppid) != 2) continue;
-        if (ppid != getpid() || state == 'Z') continue;
-        n++;
-        if (sig) kill(atoi(e->d_name), sig);
-    }
-    if (d) closedir(d);
-    return n;
-}
-
 /* the pids of this process's children: alive (zombie 0) or ended and not reaped (zombie 1) */
 static int child_pids(int zombie, int *pids, int cap) {
     DIR *d = opendir("/proc");
@@ -1264,6 +1239,14 @@ static int child_pids(int zombie, int *pids, int cap) {
         if (n < cap) pids[n++] = atoi(e->d_name);
     }
     if (d) closedir(d);
+    return n;
+}
+
+/* this process's live children, counted, each sent ``sig`` unless 0 */
+static int count_children(int sig) {
+    int pids[256];
+    int n = child_pids(0, pids, 256);
+    for (int i = 0; sig && i < n; i++) kill(pids[i], sig);
     return n;
 }
 
