@@ -884,7 +884,9 @@ def test_ctrl_c_sigterm_and_sighup_stop_the_render_and_leave_nothing(
     assert not out.exists() and not list(tmp_path.glob(".ctrlc_out*"))
     assert not list((tmp_path / "home" / "studio").glob("*"))  # its cache folder is gone
     assert "Traceback" not in err and "ASGI" not in err, err
-    assert exit_s < 1.8, exit_s  # not held up by the page's event stream (2 s graceful timeout)
+    # not held up by the page's event stream: uvicorn says when its graceful timeout (2 s)
+    # ran out; the time is only a loose bound (a loaded machine)
+    assert "graceful shutdown exceeded" not in err and exit_s < 10, (exit_s, err)
 
 
 def _open_events(url):
@@ -912,7 +914,7 @@ def test_an_open_page_does_not_hold_up_the_exit(clip, tmp_path, config_home):
         exit_s = time.monotonic() - t0
         rest = stream.read().decode()  # the stream ended (EOF), not cut
     assert not run.thread.is_alive() and run.outcome == ["done"]
-    assert exit_s < 1.0, exit_s
+    assert exit_s < 1.9, exit_s  # before uvicorn's 2 s graceful timeout would cut the stream
     assert '"event": "ended"' in rest, rest
 
 
