@@ -278,6 +278,7 @@ class _Flaky:
             self.fails -= 1
 
             def boom(*args, **kwargs):
+                time.sleep(0.3)  # an attempt's time, which the job's seconds must count
                 raise RuntimeError("CUDA error: an illegal memory access (simulated)")
 
             engine.start = boom
@@ -293,6 +294,7 @@ def test_retry_transient_failures(tmp_path, config_home, retry, status, attempts
     report = run_batch(manifest, executor=ex, retry=retry)
     r = report.results[0]
     assert (r.status, r.attempts) == (status, attempts)
+    assert r.elapsed_s >= 0.3  # every attempt's seconds (a retry said its last one alone)
     if status == "failed":
         assert "RuntimeError: CUDA error" in r.reason
 
@@ -551,6 +553,43 @@ def test_sigterm_or_sighup_cancel_a_batch_as_ctrl_c_does(tmp_path, config_home, 
         assert time.monotonic() < deadline, sorted(p.name for p in out.iterdir())
         time.sleep(0.1)
     assert not [p.name for p in out.iterdir() if not p.name.startswith("a.mkv")], "partial"
+
+
+def test_a_worker_orphaned_by_a_killed_batch_logs_a_cancel_not_a_traceback(
+    tmp_path, config_home, monkeypatch
+):
+    """The coordinator killed (kill -9): the worker's next progress message finds the pipe
+    closed, often before its parent watch (every 0.5 s) does. That is a cancel: the job's
+    log said "FAILED with an unexpected error" with a BrokenPipeError traceback."""
+    from vosfx.batch.manifest import load_manifest
+    from vosfx.batch.process import worker_main
+    from vosfx.batch.worker import Task
+
+    monkeypatch.setenv(DELAY_ENV, "0.05")
+    (bj,) = load_manifest(make_batch(tmp_path, names=("a",), n=40)).jobs
+    log = tmp_path / "a.log"
+
+    class ClosedAfterStart:  # the coordinator's end of the pipe, gone once the job started
+        def __init__(self):
+            self.tasks = [Task("a", bj.job, "hash", 1, str(log)), None]
+
+        def recv(self):
+            return self.tasks.pop(0)
+
+        def send(self, message):
+            if message[0] not in ("ready", "loading", "loaded", "started"):
+                raise BrokenPipeError(32, "Broken pipe")
+
+    before = signal.getsignal(signal.SIGTERM)  # worker_main sets its own
+    try:
+        worker_main(ClosedAfterStart(), fake_engine, {}, os.getppid())
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    text = log.read_text()
+    assert "BrokenPipeError" not in text and "unexpected error" not in text, text
+    assert "cancel" in text.lower(), text
+    assert not (tmp_path / "out" / "a.mkv").exists()
+    assert not [p.name for p in (tmp_path / "out").iterdir() if ".vosfx-tmp-" in p.name]
 
 
 def test_a_second_run_on_the_same_state_is_refused_while_the_first_runs(tmp_path, config_home):

@@ -253,6 +253,7 @@ class _Coordinator:
         self.bjobs: dict[str, BatchJob] = {bj.id: bj for bj in manifest.jobs}
         self.running: dict[str, tuple[int, int]] = {}
         self.tasks: dict[str, Task] = {}
+        self.attempt_s: dict[str, float] = {}  # seconds spent on each job, every attempt
         self.frames_done = 0
         self.t0 = time.perf_counter()
 
@@ -355,6 +356,9 @@ class _Coordinator:
         task_log = self.state.log_path(outcome.job_id)
         append_log(task_log, outcome.log_text)
         self.running.pop(outcome.job_id, None)
+        # a job's seconds are all its attempts' (a retry's result said its last one alone)
+        spent = self.attempt_s.get(outcome.job_id, 0.0) + outcome.elapsed_s
+        self.attempt_s[outcome.job_id] = spent
         if outcome.status != "ok" and outcome.transient and outcome.attempt <= self.retry:
             task = self.tasks[outcome.job_id]
             append_log(task_log, f"retrying after: {outcome.reason}\n")
@@ -367,7 +371,7 @@ class _Coordinator:
             outcome.job_id,
             outcome.status,
             outcome.frames,
-            outcome.elapsed_s,
+            spent,
             outcome.reason,
             outcome.attempt,
             outcome.outputs,
@@ -382,7 +386,7 @@ class _Coordinator:
             sidecars=list(outcome.sidecars),
             reason=outcome.reason,
             kind=outcome.kind,
-            elapsed_s=round(outcome.elapsed_s, 3),
+            elapsed_s=round(spent, 3),
         )
         self._finish(outcome.job_id, result)
 

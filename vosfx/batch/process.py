@@ -109,7 +109,12 @@ def worker_main(
                 now = time.monotonic()
                 if ev.event == "frame" and now - last[0] >= 1.0 / _PROGRESS_HZ:
                     last[0] = now
-                    conn.send(("progress", task.job_id, ev.frames_done, ev.total_frames))
+                    try:
+                        conn.send(("progress", task.job_id, ev.frames_done, ev.total_frames))
+                    except (BrokenPipeError, EOFError, ConnectionResetError):
+                        # the coordinator is gone (killed): a cancel, not the job's failure
+                        # (it was logged as an unexpected BrokenPipeError with a traceback)
+                        cancel.set()
 
             outcome = run_one(task, engines, progress, cancel)
             conn.send(("finished", replace(outcome, worker=f"local:{os.getpid()}")))
