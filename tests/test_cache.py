@@ -203,8 +203,10 @@ def test_import_of_other_bytes_needs_trust_and_is_then_held_to_its_hash(model, t
     _, dest = cache.import_checkpoint(src, model.id, trust_unverified=True)
     assert cache.ensure_checkpoint(model.id, offline=True) == dest
     dest.write_bytes(b"tampered")
-    with pytest.raises(ModelError, match=other):
+    with pytest.raises(ModelError, match=other) as err:
         cache.ensure_checkpoint(model.id, offline=True)
+    # the user's own file is what they want back, not the published one
+    assert f"import your file again (`vosfx models import FILE --as {model.id}" in str(err.value)
 
 
 def test_an_unverified_import_must_have_the_named_models_tensors(model, tmp_path):

@@ -163,12 +163,19 @@ def _check_cached(spec: registry.ModelSpec, path: Path) -> None:
             f"trusted (its sha256 is {found}); run `vosfx models import {path} --as {spec.id} "
             "--trust-unverified` to use it anyway"
         )
+    trusted = bool(entry and entry.get("trusted_unverified"))
     if found != expected:
+        # a file the user imported and trusted: the published one is not what they want back
+        fix = (
+            f"import your file again (`vosfx models import FILE --as {spec.id} "
+            "--trust-unverified`), or delete it and run "
+            if trusted
+            else "delete it and run "
+        )
         raise ModelError(
             f"{path} fails its hash for {spec.id!r}: expected sha256 {expected}, found {found}; "
-            f"delete it and run `vosfx models pull {spec.id}`"
+            f"{fix}`vosfx models pull {spec.id}`" + (" for the published file" if trusted else "")
         )
-    trusted = bool(entry and entry.get("trusted_unverified"))
     _remember(spec.id, path, found, source=(entry or {}).get("source", "found"), trusted=trusted)
 
 
