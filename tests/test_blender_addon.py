@@ -489,3 +489,115 @@ def test_matte_stays_on_its_strip_frame_for_frame(tmp_path, config_home, bpy_ver
             assert bar.sum() >= 4, (case, k, "no bar in the picture")
             overlap = (bar & alpha).sum() / (bar | alpha).sum()
             assert overlap > 0.6, (case, k, np.flatnonzero(bar), np.flatnonzero(alpha))
+
+
+RERUNS = (
+    PRELUDE
+    + r"""
+import vosfx_sequencer
+from vosfx_sequencer import plan as vplan
+
+scene = bpy.context.scene
+use_scene(scene)
+scene.render.fps, scene.render.fps_base = 24, 1.0
+ed = scene.sequence_editor_create()
+out = {}
+
+
+def refusal(fn):
+    try:
+        fn()
+        return "ok"
+    except (ValueError, RuntimeError) as err:
+        return str(err)
+
+
+strip = strips(ed).new_movie("clip", args["clip"], channel=1, frame_start=1)
+ed.active_strip = strip
+scene.frame_current = 3
+for _ in (1, 2):  # a re-run replaces the matte strip of the first
+    ret = bpy.ops.sequencer.vosfx_matte(mask_path=args["mask"], output_dir=args["out"])
+    assert ret == {"FINISHED"}, ret
+out["strips"] = sorted([s.name, s.channel] for s in strips(ed))
+out["matte_dir"] = strip.modifiers["vosfx matte"].input_mask_strip.directory
+# a studio pick carries its own frames: the playhead may have left the strip meanwhile
+picked = {"input": vplan.source_path(strip), "start": 0, "end": 20, "overrides": {},
+          "prompts": [{"frame": 2, "mask": args["mask"]}]}
+scene.frame_current = 100
+p = vplan.plan_job(scene, strip, None, None, False, args["out"], picked=picked)
+os.remove(p["job_path"])
+out["picked"] = [p["start"], p["end"], p["output"]]
+scene.frame_current = 3
+# a second render while one runs is refused (they share the status bar)
+vosfx_sequencer._state["busy"] = True
+out["busy"] = refusal(lambda: bpy.ops.sequencer.vosfx_matte(mask_path=args["mask"]))
+vosfx_sequencer._state["busy"] = False
+# the strip deleted while vosfx rendered: said, nothing attached, no traceback
+p = vplan.plan_job(scene, strip, args["mask"], None, False, args["out"])
+cmd = vosfx_sequencer.vosfx_client.load_command(os.path.join(args["addons"], "vosfx_sequencer"))
+res = vosfx_sequencer.vosfx_client.run(
+    cmd, vosfx_sequencer.vosfx_client.write_job(p["job"], p["job_path"]))
+strips(ed).remove(strip)
+
+
+class Op:
+    reports = []
+
+    def report(self, kind, text):
+        self.reports.append([sorted(kind)[0], text])
+
+
+ret = vosfx_sequencer.SEQUENCER_OT_vosfx_matte._finish(Op(), bpy.context, scene, strip, p, res)
+out["deleted"] = [sorted(ret), Op.reports, os.path.exists(p["job_path"])]
+# retiming keys at 100 % speed are no retiming; a 50 % segment is
+for s in list(strips(ed)):
+    strips(ed).remove(s)
+strip = strips(ed).new_movie("rt", args["clip"], channel=1, frame_start=1)
+ed.active_strip = strip
+strip.select = True
+win = bpy.context.window_manager.windows[0]
+area = win.screen.areas[0]
+area.ui_type = "SEQUENCE_EDITOR"
+region = [r for r in area.regions if r.type == "WINDOW"][0]
+check = lambda: vplan.check_one_to_one(scene, strip, vplan.source_path(strip))
+with bpy.context.temp_override(window=win, area=area, region=region):
+    scene.frame_current = 10
+    bpy.ops.sequencer.retiming_key_add()
+    out["keys"] = len(strip.retiming_keys)
+    out["at_100"] = refusal(check)
+    bpy.ops.sequencer.retiming_segment_speed_set(speed=50)
+    out["at_50"] = refusal(check)
+print("RESULT " + json.dumps(out))
+"""
+)
+
+
+def test_reruns_picks_retiming_keys_and_a_deleted_strip(tmp_path, config_home, bpy_version):
+    """A movie named ``wide 100%.mp4`` (a % that is no frame number): a re-run replaces the
+    matte strip of the first (one matte strip left); a studio pick plans with the playhead
+    off the strip; a render while one runs is refused; the strip deleted during a render
+    is said, not a traceback; retiming keys at 100 % speed pass, a 50 % segment is refused."""
+    from media import make_clip, moving_square_frame
+    from PIL import Image
+
+    clip = make_clip(tmp_path / "wide 100%.mp4", n=20, width=96, height=64, fps=24)
+    _, mask = moving_square_frame(2, 96, 64)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    args = {
+        "addons": str(install_addon(tmp_path)),
+        "clip": str(clip),
+        "mask": str(tmp_path / "mask.png"),
+        "out": str(tmp_path),
+    }
+    out = run_in_blender(tmp_path, bpy_version, RERUNS, args)
+    assert out["strips"] == [["clip", 1], ["clip matte", 2]], out
+    assert Path(out["matte_dir"]).name == "wide 100%_vosfx_0-19", out
+    assert out["picked"][:2] == [0, 20]
+    assert out["picked"][2] == str(tmp_path / "wide 100%_vosfx_0-19")
+    assert "already running" in out["busy"], out
+    ret, reports, job_left = out["deleted"]
+    assert ret == ["CANCELLED"] and not job_left, out
+    assert reports[0][0] == "WARNING" and "deleted while it ran" in reports[0][1], out
+    assert "nothing was attached" in reports[0][1]
+    assert out["keys"] >= 1 and out["at_100"] == "ok", out
+    assert "is retimed" in out["at_50"], out

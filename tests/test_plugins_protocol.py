@@ -113,6 +113,107 @@ def test_cancel_mid_render_exits_130_and_leaves_no_output(clip_dir):
     assert left == ["clip.mp4", "job.json", "mask.png", "tiny.png"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX shell wrapper")
+def test_cancel_reaches_vosfx_behind_a_wrapper(clip_dir):
+    """The recorded command is a wrapper that does not exec vosfx (``conda run``, a shell
+    script): Cancel signals vosfx's process group, so vosfx itself stops cleanly (its
+    cancelled event, no output) and the host does not wait for the render to finish."""
+    wrapper = clip_dir / "wrap.sh"
+    args = " ".join(f"'{a}'" for a in FAKE_VOSFX)
+    wrapper.write_text(f'#!/bin/sh\n{args} "$@"\necho wrapper-done >&2\n')
+    wrapper.chmod(0o755)
+    proc = vosfx_client.VosfxProcess(
+        [str(wrapper)], _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.5")
+    ).start()
+    deadline = time.monotonic() + 60
+    while not any(e["event"] == "frame" for e in proc.events):
+        assert proc.running and time.monotonic() < deadline, proc.wait().stderr
+        proc.poll()
+        time.sleep(0.05)
+    began = time.monotonic()
+    proc.cancel()
+    res = proc.wait()
+    assert time.monotonic() - began < 4.0  # 11 frames left at 0.5 s each otherwise
+    assert res.error is not None and res.error["kind"] == "cancelled", res.stderr
+    left = sorted(p.name for p in clip_dir.iterdir() if p.name != "cache")
+    assert left == ["clip.mp4", "job.json", "mask.png", "tiny.png", "wrap.sh"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+def test_terminate_then_kill_never_blocks_the_host(tmp_path):
+    """A host's UI thread: terminate() returns at once; a vosfx that ignores SIGTERM is ended
+    by kill(), its group with it, and wait() then returns."""
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    proc = vosfx_client.VosfxProcess([sys.executable, "-c", script], tmp_path / "job.json")
+    proc.start()
+    time.sleep(0.5)  # its handler in place
+    began = time.monotonic()
+    proc.terminate()
+    assert time.monotonic() - began < 0.5
+    time.sleep(0.3)
+    assert proc.running  # SIGTERM ignored
+    proc.kill()
+    res = proc.wait(timeout_s=10)
+    assert res.exit_code == -9 and "killed by SIGKILL" in res.message()
+
+
+@pytest.mark.parametrize(
+    "code, events, fragment",
+    [
+        (0, [], "ended without a result"),
+        (-9, [], "killed by SIGKILL (out of memory?)"),
+        (137, [], "killed by SIGKILL"),  # a shell wrapper's 128 + 9
+        (-15, [], "killed by SIGTERM"),
+        (4, [], "exited with 4 (input)"),
+        (3, [{"event": "error", "kind": "config", "message": "bad"}], "config error: bad"),
+    ],
+)
+def test_render_result_message_says_how_vosfx_ended(code, events, fragment):
+    assert fragment in vosfx_client.RenderResult(code, events, "").message()
+
+
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        ({"frames_done": 5, "total_frames": 10, "eta_s": 3.0}, (5, 10, 3.0)),
+        ({"frames_done": 12, "total_frames": 10, "eta_s": -2.5}, (10, 10, 0.0)),
+        ({"frames_done": -1, "total_frames": 0}, (0, 0, None)),
+    ],
+)
+def test_progress_is_clamped(event, expected):
+    assert vosfx_client.progress_of(event) == expected
+
+
+def _fake_studio(tmp_path, done):
+    """A `vosfx` whose `studio` writes the picked job and exits 0 (Done), or exits 130."""
+    script = tmp_path / "studio.py"
+    script.write_text(
+        "import json, sys\n"
+        "out = sys.argv[sys.argv.index('--done-job') + 1]\n"
+        + (
+            "json.dump({'version': 1, 'input': 'a.mp4', 'start': 0, 'end': 3,"
+            " 'prompts': [{'frame': 0, 'mask': 'picked_masks/m.png'}]}, open(out, 'w'))\n"
+            if done
+            else "sys.exit(130)\n"
+        )
+    )
+    return [sys.executable, str(script)]
+
+
+@pytest.mark.parametrize("done", [True, False])
+def test_studio_pick_folder_is_removed_when_consumed_or_closed(tmp_path, done):
+    pick = vosfx_client.StudioPick(_fake_studio(tmp_path, done), "a.mp4", 0, 3, 1).start()
+    pick.wait(timeout_s=30)
+    picked = pick.picked()
+    if done:
+        assert picked["prompts"][0]["mask"] == os.path.join(pick.folder, "picked_masks/m.png")
+        assert os.path.isdir(pick.folder)  # the render reads the masks from it
+        pick.discard()  # the render ended
+    else:
+        assert picked is None and pick.message() == "vosfx studio was closed without Done"
+    assert not os.path.exists(pick.folder)
+
+
 def test_command_must_be_an_argument_list(tmp_path):
     with pytest.raises(TypeError):
         vosfx_client.VosfxProcess("vosfx matte", tmp_path / "job.json")
@@ -278,3 +379,29 @@ def test_install_bad_command_is_a_usage_error(tmp_path, command):
     assert r.exit_code == 2, r.output
     assert "--command" in r.output and "Traceback" not in r.output
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "typed, words",
+    [
+        (r'"C:\Program Files\vosfx\vosfx.exe" --x', [r"C:\Program Files\vosfx\vosfx.exe", "--x"]),
+        (r"C:\env\python.exe -m vosfx", [r"C:\env\python.exe", "-m", "vosfx"]),
+        (r'a\\"b c"', ["a\\b c"]),  # 2n backslashes before a quote: n, and the quote groups
+        (r"a\"b", ['a"b']),  # an odd count: a literal quote
+        (r'"" x', ["", "x"]),  # an empty word, quoted
+        ("  spaced\targs  ", ["spaced", "args"]),
+    ],
+)
+def test_a_windows_command_line_is_split_as_windows_programs_read_it(typed, words):
+    """`plugins install --command` on Windows: shlex's non-POSIX mode kept the quotes of
+    `"C:\\Program Files\\...exe"`, so the recorded program could not be started."""
+    from vosfx.cli.plugins import split_windows
+
+    assert split_windows(typed) == words
+
+
+def test_an_unclosed_quote_in_a_windows_command_line_is_refused():
+    from vosfx.cli.plugins import split_windows
+
+    with pytest.raises(ValueError, match="No closing quotation"):
+        split_windows(r'"C:\Program Files\vosfx.exe')

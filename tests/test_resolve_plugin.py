@@ -4,6 +4,7 @@ attached to the clip and the alpha clip on the track above, aligned."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -77,13 +78,13 @@ def test_current_clip_reads_the_used_range_and_playhead(timeline):
     assert (ctx.source_in, ctx.source_out, ctx.duration) == (5, 13, 8)
     assert (ctx.record_start, ctx.track, ctx.source_frames) == (HOUR + 10, 1, N)
     assert ctx.playhead_source == 8 and ctx.path.endswith("shot.mp4")
-    assert resolve.calls()[:5] == [
-        "GetProjectManager",
-        "GetCurrentProject",
+    # the playhead is read first (which clips are under it), then the clip
+    assert resolve.calls("GetCurrentTimeline", "GetCurrentVideoItem", "GetMediaPoolItem")[:3] == [
         "GetCurrentTimeline",
         "GetCurrentVideoItem",
         "GetMediaPoolItem",
     ]
+    assert "GetItemListInTrack" not in resolve.calls()  # the top item is the source
 
 
 @pytest.mark.parametrize("major, end_frame", [(18, 7), (19, 8), (20, 8)])
@@ -107,6 +108,7 @@ def test_used_range_render_lands_on_the_track_above(timeline, major, end_frame):
     assert "track 2" in summary
     assert resolve.calls("ImportMedia", "GetTrackCount", "AddTrack", "AppendToTimeline") == [
         "ImportMedia",
+        "GetTrackCount",  # no track 2: no alpha clip of an earlier run to replace
         "GetTrackCount",
         "AddTrack",
         "GetTrackCount",
@@ -293,6 +295,10 @@ def test_progress_text():
     line = app.progress_text({"frames_done": 5, "total_frames": 10, "fps": 2.0, "eta_s": 75})
     assert line.startswith("[" + "#" * 12 + "." * 12 + "]") and "5/10" in line
     assert line.endswith("ETA 01:15")
+    # a count past its total: a full bar, no negative time left
+    line = app.progress_text({"frames_done": 12, "total_frames": 10, "fps": 2.0, "eta_s": -4})
+    assert line.startswith("[" + "#" * 24 + "]") and "10/10" in line
+    assert line.endswith("ETA 00:00")
 
 
 @pytest.mark.parametrize("warned", [False, True])
@@ -446,3 +452,132 @@ def test_image_sequence_clip_renders_and_lands_on_the_track_above(
     assert "track 2" in summary
     placed = resolve.timeline.items[-1]
     assert (placed.start, placed.duration) == (3600 * 25 + 10, 8)
+
+
+def test_a_rerun_mattes_the_source_not_its_own_alpha_clip_and_replaces_it(timeline):
+    """The second run on a clip: the alpha clip the first placed on V2 (and a title on V3
+    above it) is under the playhead on top, yet the clip to matte is the source on V1; its
+    alpha clip and clip matte replace the first run's instead of stacking more."""
+    import resolve_standin
+
+    resolve, tmp, _mask = timeline
+    options = app.Options(mask_path=str(tmp / "mask.png"), attach=True, place=True)
+    ctx, plan, result, _ = _run(resolve, options)
+    assert result.ok, result.message() + result.stderr
+    app.bring_back(resolve, ctx, plan, result, options)
+    resolve.timeline.tracks = 3
+    title = resolve_standin.TimelineItem(resolve.log, None, HOUR, 100, 0, 3)
+    resolve.timeline.items.append(title)
+    assert resolve.timeline.GetCurrentVideoItem() is title
+    ctx2, plan2, result2, _ = _run(resolve, options)
+    assert ctx2.item is resolve.timeline.items[0] and ctx2.path.endswith("shot.mp4")
+    assert plan2.alpha_path == plan.alpha_path
+    assert result2.ok, result2.message() + result2.stderr
+    app.bring_back(resolve, ctx2, plan2, result2, options)
+    on_v2 = [i for i in resolve.timeline.items if i.track == 2]
+    assert len(on_v2) == 1 and on_v2[0].mpi.path == plan.alpha_path
+    assert resolve.timeline.tracks == 3  # no track added for the re-run
+    assert ctx2.media_pool_item.mattes == [plan.matte_path]
+
+
+def test_only_mattes_and_titles_under_the_playhead_is_said(timeline):
+    import resolve_standin
+
+    resolve, _tmp, _mask = timeline
+    resolve.timeline.items[0].mpi.path = "/media/shot_vosfx_0-19.mov"
+    resolve.timeline.tracks = 2
+    resolve.timeline.items.append(resolve_standin.TimelineItem(resolve.log, None, HOUR, 99, 0, 2))
+    with pytest.raises(api.ResolveError, match=r"only 'Title' \(a title.*\(a vosfx matte\)"):
+        api.current_clip(resolve)
+
+
+def _gap_timeline(tmp_path, left_offset):
+    """shot.[1001-1020].png without shot.1004.png (19 images; Resolve counts 20 frames),
+    used from position ``left_offset`` for 8 frames at 01:00:00:10, playhead on its 4th."""
+    folder = tmp_path / "plates"
+    folder.mkdir(exist_ok=True)
+    for k in range(N):
+        if k != 3:
+            image, _ = moving_square_frame(k, W, H)
+            Image.fromarray(image).save(folder / f"shot.{1001 + k}.png")
+    _, mask = moving_square_frame(8, W, H)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    resolve = Resolve(fps=25, frames_of=_frames)
+    path = str(folder / "shot.[1001-1020].png")
+    resolve.add_clip(path, N, record_start=3600 * 25 + 10, duration=8, left_offset=left_offset)
+    resolve.media_pool.clips[-1].fps = 25.0
+    resolve.timeline.playhead = 3600 * 25 + 13
+    return resolve
+
+
+def test_image_sequence_with_a_gap_maps_to_vosfx_positions(tmp_path, config_home):
+    """Resolve's positions count frame numbers, gap included; vosfx's count the images
+    present. The used range after the gap (1006-1013) is vosfx's 4..11, the prompt on the
+    playhead's image (1009) is vosfx's 7, and the alpha clip lands on the clip's frames."""
+    resolve = _gap_timeline(tmp_path, left_offset=5)
+    options = app.Options(mask_path=str(tmp_path / "mask.png"), attach=False, place=True)
+    ctx, plan, result, events = _run(resolve, options)
+    assert ctx.missing(0, N) == [1004] and ctx.to_vosfx(5) == 4
+    assert (plan.start, plan.end, plan.source_start) == (4, 12, 5)
+    assert plan.job["prompts"][0]["frame"] == 7
+    assert result.ok, result.message() + result.stderr
+    assert [e["frame"] for e in events if e["event"] == "frame"] == list(range(4, 12))
+    sidecar = json.loads(Path(plan.alpha_path + ".json").read_text())
+    assert sidecar["frame_numbers"]["numbers"] == list(range(1006, 1014))
+    app.bring_back(resolve, ctx, plan, result, options)
+    (_, _, (infos,)) = [entry for entry in resolve.log if entry[1] == "AppendToTimeline"][-1]
+    assert (infos[0]["startFrame"], infos[0]["endFrame"]) == (0, 8)
+
+
+@pytest.mark.parametrize(
+    "left_offset, attach, what",
+    [(5, True, "a clip matte cannot have the clip's 20 frames"), (2, False, "the alpha clip")],
+)
+def test_image_sequence_gap_in_the_frames_to_matte_is_refused(tmp_path, left_offset, attach, what):
+    resolve = _gap_timeline(tmp_path, left_offset)
+    options = app.Options(mask_path=str(tmp_path / "mask.png"), attach=attach, place=True)
+    with pytest.raises(api.ResolveError, match="frame number 1004") as err:
+        app.plan_job(api.current_clip(resolve), options)
+    assert what in str(err.value) and "fill the gap" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "clip_fps, span, fragment",
+    [
+        (25.0, None, "runs at 25 fps and the timeline at 24 fps"),
+        (24.0, (5, 21), "is retimed: its 8 timeline frames show source frames 5-21"),
+        (24.0, (12, 5), "is retimed"),  # reversed
+        (24.0, (5, 13), None),  # 100 %, end exclusive
+        (24.0, (5, 12), None),  # 100 %, end inclusive
+    ],
+)
+def test_retimed_or_other_rate_clip_is_refused(timeline, monkeypatch, clip_fps, span, fragment):
+    import resolve_standin
+
+    resolve, tmp, _mask = timeline
+    resolve.media_pool.clips[0].fps = clip_fps
+    if span is not None:
+        monkeypatch.setattr(
+            resolve_standin.TimelineItem, "GetSourceStartFrame", lambda self: span[0], False
+        )
+        monkeypatch.setattr(
+            resolve_standin.TimelineItem, "GetSourceEndFrame", lambda self: span[1], False
+        )
+    options = app.Options(mask_path=str(tmp / "mask.png"), attach=False)
+    ctx = api.current_clip(resolve)
+    if fragment is None:
+        assert app.plan_job(ctx, options).start == 5
+        return
+    with pytest.raises(api.ResolveError, match=fragment):
+        app.plan_job(ctx, options)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_a_percent_in_a_movie_name_is_no_frame_number(timeline, sequence):
+    resolve, tmp, _mask = timeline
+    ctx = api.current_clip(resolve)
+    ctx.path = str(tmp / ("shot.%04d.png" if sequence else "wide 100%.mp4"))
+    ctx.is_sequence = sequence
+    plan = app.plan_job(ctx, app.Options(points=[(1, 1, 1)], attach=False))
+    name = "shot_vosfx_5-12.mov" if sequence else "wide 100%_vosfx_5-12.mov"
+    assert plan.alpha_path == str(tmp / name)

@@ -8,8 +8,9 @@ user's ``vosfx`` executable on it and read JSON lines from its stdout::
 Events, one JSON object per line (see plugins/README.md for every field):
 ``start`` -> ``frame`` (frames_done, total_frames, frame, fps, eta_s, object_scores) ... ->
 ``done`` -> ``result`` (outputs, sidecars, frames, presence, shots); on failure an ``error``
-event (kind, message, exit_code) and that exit code. Cancelling terminates the process (SIGTERM
-on Linux/macOS): vosfx stops cleanly, exits 130 and leaves no half-written outputs.
+event (kind, message, exit_code) and that exit code. Cancelling terminates the process group
+vosfx runs in (SIGTERM on Linux/macOS, so a wrapper such as ``conda run`` or a shell script
+passes it on): vosfx stops cleanly, exits 130 and leaves no half-written outputs.
 
 This file is copied next to each host plugin by ``vosfx plugins install``.
 """
@@ -17,6 +18,8 @@ This file is copied next to each host plugin by ``vosfx plugins install``.
 import json
 import os
 import queue
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -156,15 +159,38 @@ class RenderResult:
         if self.error is not None:
             return "vosfx {} error: {}".format(self.error.get("kind"), self.error.get("message"))
         tail = self.stderr.strip().splitlines()[-1:] if self.stderr.strip() else []
-        what = EXIT_CODES.get(self.exit_code, "unknown")
-        detail = ": " + tail[0] if tail else ""
-        return f"vosfx exited with {self.exit_code} ({what}){detail}"
+        return exit_message("vosfx", self.exit_code) + (": " + tail[0] if tail else "")
+
+
+def exit_message(what, code):
+    """How ``what`` ended, for a run that left no error event: a clean exit without its
+    result, a signal (negative code: SIGKILL is most often the system out of memory) or an
+    exit code (the documented meaning named)."""
+    if code == 0:
+        return f"{what} ended without a result (exit 0, no result event)"
+    signum = -code if code < 0 else (code - 128 if 128 < code < 160 and code != 130 else None)
+    if signum is not None:  # negative: Popen's signal; 129-159: a shell wrapper's 128 + N
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        why = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"{what} was killed by {name}{why}"
+    return "{} exited with {} ({})".format(what, code, EXIT_CODES.get(code, "unknown"))
 
 
 def _spawn(args, env, stdout):
     """Start vosfx from an argument list (never a shell string), stdin closed, stderr piped as
-    text; on Windows without a console window popping up over the editor."""
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+    text, as the leader of its own process group (a new session), so that a cancel reaches
+    vosfx when the recorded command is a wrapper that does not ``exec`` it (``conda run``, a
+    shell script); on Windows in its own process group, without a console window popping up
+    over the editor."""
+    windows = sys.platform == "win32"
+    flags = 0
+    if windows:
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(
+            subprocess, "CREATE_NEW_PROCESS_GROUP", 0
+        )
     try:
         return subprocess.Popen(
             args,
@@ -173,6 +199,7 @@ def _spawn(args, env, stdout):
             stderr=subprocess.PIPE,
             env=env,
             creationflags=flags,
+            start_new_session=not windows,
             universal_newlines=True,
             encoding="utf-8",
             errors="replace",
@@ -185,13 +212,37 @@ def _spawn(args, env, stdout):
         ) from None
 
 
+def _signal_group(proc, force):
+    """SIGTERM (``force``: SIGKILL) to the process group ``proc`` leads (:func:`_spawn`): vosfx
+    and whatever wrapper started it. Windows has no signal a console-less vosfx answers: the
+    tree is ended with ``taskkill /T /F`` (TerminateProcess), a hidden temporary output can
+    stay behind."""
+    if sys.platform == "win32":
+        done = subprocess.run(
+            ["taskkill", "/PID", str(proc.pid), "/T", "/F"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            check=False,
+        )
+        if done.returncode != 0 and proc.poll() is None:
+            proc.kill()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL if force else signal.SIGTERM)
+    except ProcessLookupError:  # the group is gone already
+        pass
+    except PermissionError:  # not ours (cannot happen for a group we lead): the child only
+        (proc.kill if force else proc.terminate)()
+
+
 def _stop(proc, timeout_s):
-    """SIGTERM (TerminateProcess on Windows), then kill after ``timeout_s``."""
-    proc.terminate()
+    """SIGTERM to vosfx's process group, then SIGKILL to it after ``timeout_s``."""
+    _signal_group(proc, force=False)
     try:
         proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _signal_group(proc, force=True)
         proc.wait()
 
 
@@ -257,15 +308,32 @@ class VosfxProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def cancel(self, timeout_s=15.0):
-        """Ask vosfx to stop (SIGTERM; on Windows TerminateProcess) and wait for it. vosfx
-        removes its temporary outputs before exiting 130; after ``timeout_s`` it is killed."""
+        """Ask vosfx to stop (SIGTERM to its process group; on Windows the tree is ended) and
+        wait for it. vosfx removes its temporary outputs before exiting 130; after
+        ``timeout_s`` the group is killed."""
         if self.running:
             _stop(self.proc, timeout_s)
+
+    def terminate(self):
+        """Ask vosfx to stop without waiting (a host's UI thread: poll ``running`` after it,
+        and :meth:`kill` when it is still running a while later)."""
+        if self.running:
+            _signal_group(self.proc, force=False)
+
+    def kill(self):
+        """SIGKILL vosfx's process group (the last resort after :meth:`terminate`)."""
+        if self.running:
+            _signal_group(self.proc, force=True)
 
     def wait(self, timeout_s=None):
         code = self.proc.wait(timeout_s)
         for t in self._threads:
-            t.join()
+            # a process of the group that outlived vosfx (a wrapper's child) can hold the pipes
+            # open: end the group rather than hang the host on its reader threads
+            t.join(5.0)
+            if t.is_alive():
+                _signal_group(self.proc, force=True)
+                t.join(5.0)
         self.poll()
         return RenderResult(code, list(self.events), "".join(self._stderr))
 
@@ -306,6 +374,11 @@ class StudioPick:
     Runs ``vosfx studio CLIP --start S --end E --frame F --done-job OUT.json`` (``--fps`` too
     when given: an image sequence's rate; an argument list, never a shell string); the studio
     opens the user's default browser itself.
+
+    The picked job and its mask files live in a temporary folder made here: it is removed when
+    the page was closed without Done (:meth:`picked` returns None), and by :meth:`discard`,
+    which the host calls once the render that reads the picked masks has ended (done, failed
+    or cancelled).
     """
 
     def __init__(self, command, clip, start, end, frame, env=None, folder=None, fps=None):
@@ -338,10 +411,7 @@ class StudioPick:
         try:
             self.proc = _spawn(self.args, self.env, stdout=subprocess.DEVNULL)
         except VosfxNotFound:
-            if self._own_folder:
-                import shutil
-
-                shutil.rmtree(self.folder, ignore_errors=True)
+            self.discard()
             raise
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -356,18 +426,23 @@ class StudioPick:
         return self.proc is not None and self.proc.poll() is None
 
     def cancel(self, timeout_s=15.0):
+        """Close the studio while it runs (its process group: :func:`_stop`) and remove the
+        pick's folder; a pick that ended with Done is kept (:meth:`discard` removes it)."""
         if self.running:
             _stop(self.proc, timeout_s)
+            self.discard()
 
     def wait(self, timeout_s=None):
         code = self.proc.wait(timeout_s)
-        self._reader.join()
+        self._reader.join(5.0)
         return code
 
     def picked(self):
         """The job the user finished with Done (dict, its prompts' files made absolute), or None
-        (closed, cancelled)."""
+        (closed, cancelled: the pick's folder is removed then)."""
         if self.proc is None or self.proc.poll() != 0 or not os.path.isfile(self.job_path):
+            if self.proc is not None and self.proc.poll() is not None:
+                self.discard()  # closed without Done: nothing in the folder is wanted
             return None
         with open(self.job_path, encoding="utf-8") as f:
             job = json.load(f)
@@ -378,6 +453,12 @@ class StudioPick:
                     prompt[key] = os.path.join(self.folder, path)
         return job
 
+    def discard(self):
+        """Remove the temporary folder of the pick (the picked job and its masks), when made
+        here; call it once the render that reads them has ended, or the pick is abandoned."""
+        if self._own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
     def message(self):
         code = self.proc.poll() if self.proc is not None else None
         if code == 0:
@@ -385,8 +466,7 @@ class StudioPick:
         tail = self.stderr.strip().splitlines()[-1:] if self.stderr.strip() else []
         if code == 130:
             return "vosfx studio was closed without Done"
-        what = EXIT_CODES.get(code, "unknown")
-        return f"vosfx studio exited with {code} ({what})" + (": " + tail[0] if tail else "")
+        return exit_message("vosfx studio", code) + (": " + tail[0] if tail else "")
 
 
 def job_from_pick(
@@ -432,7 +512,20 @@ def pick_in_studio(command, clip, start, end, frame, env=None, should_cancel=Non
         pick.cancel()
         raise
     pick.wait()
-    return pick.picked(), pick.message()
+    return pick.picked(), pick.message()  # the caller discards the picked job's folder
+
+
+def progress_of(event):
+    """(frames_done, total_frames, eta_s) of a ``frame`` event, made safe to draw: done within
+    [0, total] (a total of 0: unknown, done as reported), eta_s >= 0 or None, so that a count
+    past its total never draws a bar past 100 % or a negative time left."""
+    done = max(int(event.get("frames_done") or 0), 0)
+    total = max(int(event.get("total_frames") or 0), 0)
+    if total:
+        done = min(done, total)
+    eta = event.get("eta_s")
+    eta = None if eta is None else max(float(eta), 0.0)
+    return done, total, eta
 
 
 def presence_ranges(result_event, obj_id=None):

@@ -163,6 +163,19 @@ class Timeline(_Recorded):
             raise ValueError(f"trackType must be one of {TRACK_TYPES}, got {trackType!r}")
         return self.tracks if trackType == "video" else 0
 
+    def GetItemListInTrack(self, trackType, index):
+        self._call("GetItemListInTrack", trackType, index)
+        if trackType != "video":
+            return []
+        return sorted((i for i in self.items if i.track == index), key=lambda i: i.start)
+
+    def DeleteClips(self, timelineItems, ripple=False):
+        self._call("DeleteClips", list(timelineItems), ripple)
+        if not all(i in self.items for i in timelineItems):
+            return False
+        self.items[:] = [i for i in self.items if i not in timelineItems]
+        return True
+
     def AddTrack(self, trackType, optionalSubTrackType=None):
         self._call("AddTrack", trackType)
         if trackType != "video":
@@ -176,6 +189,15 @@ class MediaPool(_Recorded):
         super().__init__(log)
         self.timeline, self.frames_of, self.version = timeline, frames_of, version
         self.clips: list[MediaPoolItem] = []
+
+    def GetClipMatteList(self, MediaPoolItem_):
+        self._call("GetClipMatteList", MediaPoolItem_)
+        return list(MediaPoolItem_.mattes)
+
+    def DeleteClipMattes(self, MediaPoolItem_, paths):
+        self._call("DeleteClipMattes", MediaPoolItem_, list(paths))
+        MediaPoolItem_.mattes[:] = [p for p in MediaPoolItem_.mattes if p not in paths]
+        return True
 
     def ImportMedia(self, items):
         self._call("ImportMedia", list(items))

@@ -178,7 +178,7 @@ def install_ofx(src: Path, dest: Path, command: list[str]) -> list[Path]:
 def _split_command(text: str) -> list[str]:
     """``--command`` split like a shell would (never run by one)."""
     try:
-        command = shlex.split(text, posix=os.name != "nt")
+        command = split_windows(text) if os.name == "nt" else shlex.split(text)
     except ValueError as err:  # an unclosed quote
         raise click.BadParameter(
             f"expected a command line, found {text!r}: {err}", param_hint="--command"
@@ -186,6 +186,49 @@ def _split_command(text: str) -> list[str]:
     if not command:
         raise click.BadParameter(f"expected a command line, found {text!r}", param_hint="--command")
     return command
+
+
+def split_windows(text: str) -> list[str]:
+    """A Windows command line split into its words as programs there read theirs (the C
+    runtime's rules): blanks separate words, double quotes group a word and are dropped,
+    backslashes are literal except before a quote (``\\"`` is a quote in the word).
+    ``shlex.split(posix=False)`` kept the quotes (``"C:\\Program Files\\vosfx.exe"``
+    could then not be started). ValueError for an unclosed quote."""
+    words: list[str] = []
+    word: list[str] = []
+    in_word = quoted = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            j = i
+            while j < len(text) and text[j] == "\\":
+                j += 1
+            n = j - i
+            if j < len(text) and text[j] == '"':  # 2n backslashes + quote: n of them, a quote
+                word.append("\\" * (n // 2))
+                if n % 2:
+                    word.append('"')
+                    j += 1
+            else:
+                word.append("\\" * n)
+            i, in_word = j, True
+            continue
+        if c == '"':
+            quoted, in_word = not quoted, True
+        elif c in " \t" and not quoted:
+            if in_word:
+                words.append("".join(word))
+                word, in_word = [], False
+        else:
+            word.append(c)
+            in_word = True
+        i += 1
+    if quoted:
+        raise ValueError("No closing quotation")
+    if in_word:
+        words.append("".join(word))
+    return words
 
 
 def _this_vosfx() -> list[str]:

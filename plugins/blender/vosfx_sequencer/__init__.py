@@ -12,6 +12,7 @@ The add-on never imports vosfx: it runs the `vosfx` executable recorded by
 """
 
 import os
+import time
 from typing import TYPE_CHECKING
 
 import bpy
@@ -42,7 +43,10 @@ bl_info = {
 }
 
 ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
-_state = {"text": "", "factor": 0.0}  # what the status bar shows while a render runs
+# what the status bar shows while a render runs; "busy": one runs (they share the bar)
+_state = {"text": "", "factor": 0.0, "busy": False}
+KILL_AFTER_S = 10.0  # Esc: SIGTERM to vosfx's process group, SIGKILL if it still runs then
+BUSY = "a vosfx render or studio pick is already running: wait for it, or press Esc"
 
 
 class VosfxPreferences(bpy.types.AddonPreferences):
@@ -125,6 +129,9 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
     def execute(self, context):
         """In a window: render in the background (modal, status-bar progress). Without one
         (scripts, ``blender --background``): block until vosfx is done."""
+        if _state["busy"]:
+            self.report({"ERROR"}, BUSY)
+            return {"CANCELLED"}
         if context.window is not None and not bpy.app.background:
             return self._start_modal(context)
         try:
@@ -140,25 +147,35 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
         return self._finish(context, scene, strip, plan, result)
 
     def _fail(self, plan, err):
-        """vosfx could not be started: say so, leave no job file."""
-        _state["text"] = ""
+        """vosfx could not be started: say so, leave no job file (nor a pick's folder)."""
+        _end(self)
         if os.path.isfile(plan["job_path"]):
             os.remove(plan["job_path"])
         self.report({"ERROR"}, str(err))
         return {"CANCELLED"}
 
     def _finish(self, context, scene, strip, plan, result):
-        _state["text"] = ""
+        _end(self)
         if os.path.isfile(plan["job_path"]):
             os.remove(plan["job_path"])
         if not result.ok:
             self.report({"WARNING"} if result.cancelled else {"ERROR"}, result.message())
             return {"CANCELLED"}
-        matte_strip = apply_matte(context, scene, strip, plan, result.result)
+        try:
+            name = strip.name
+            matte_strip = apply_matte(context, scene, strip, plan, result.result)
+        except ReferenceError:  # the strip was deleted (or undone away) while vosfx ran
+            self.report(
+                {"WARNING"},
+                "vosfx wrote "
+                + ", ".join(result.result.get("outputs", []))
+                + "; the strip was deleted while it ran: nothing was attached",
+            )
+            return {"CANCELLED"}
         self.report(
             {"INFO"},
             f"vosfx: {result.result['frames']} frames; matte strip "
-            f"{matte_strip.name!r} masks {strip.name!r}",
+            f"{matte_strip.name!r} masks {name!r}",
         )
         for text in result.warnings:  # a GPU asked for and absent, a gap in a plate, ...
             self.report({"WARNING"}, f"vosfx: {text}")
@@ -183,26 +200,41 @@ class SEQUENCER_OT_vosfx_matte(bpy.types.Operator):
             return self._fail(self._plan_data, err)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
-        _state.update(text="vosfx: starting...", factor=0.0)
+        self._kill_at = None
+        _state.update(text="vosfx: starting...", factor=0.0, busy=True)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        if event.type == "ESC":
-            self._proc.cancel()
+        if event.type == "ESC" and self._kill_at is None:
+            # never block Blender's UI: ask vosfx's group to stop, kill it if it lingers
+            self._proc.terminate()
+            self._kill_at = time.monotonic() + KILL_AFTER_S
+            _state["text"] = "vosfx: cancelling..."
         elif event.type != "TIMER":
             return {"PASS_THROUGH"}
+        if self._kill_at is not None and time.monotonic() > self._kill_at:
+            self._proc.kill()
         for ev in self._proc.poll():
-            if ev.get("event") == "frame" and ev.get("total_frames"):
-                _state["factor"] = ev["frames_done"] / ev["total_frames"]
-                _state["text"] = f"vosfx {ev['frames_done']}/{ev['total_frames']} (Esc cancels)"
+            if ev.get("event") == "frame" and self._kill_at is None:
+                done, total, _eta = vosfx_client.progress_of(ev)
+                if total:
+                    _state["factor"] = done / total
+                    _state["text"] = f"vosfx {done}/{total} (Esc cancels)"
         _redraw(context)
         if self._proc.running:
             return {"RUNNING_MODAL"}
         context.window_manager.event_timer_remove(self._timer)
-        result = self._proc.wait()
+        result = self._proc.wait(timeout_s=5.0)  # it has exited: this only reaps it
         _redraw(context)
         return self._finish(context, self._scene, self._strip, self._plan_data, result)
+
+    def cancel(self, context):
+        """Blender ends the modal run (a file loaded, Blender quitting): stop vosfx."""
+        for proc in (getattr(self, "_proc", None), getattr(self, "_pick", None)):
+            if proc is not None:
+                proc.cancel(timeout_s=2.0)
+        _end(self)
 
     def draw(self, context):
         for name in ("mask_path", "points", "whole_clip", "output_dir"):
@@ -235,6 +267,9 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
     def execute(self, context):
         """Start the studio; the modal timer waits for Done, then renders as vosfx Matte
         does. Without a window (scripts): block until Done and the render."""
+        if _state["busy"]:
+            self.report({"ERROR"}, BUSY)
+            return {"CANCELLED"}
         scene = sequencer_scene(context)
         strip = scene.sequence_editor.active_strip
         try:
@@ -242,7 +277,7 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
         except ValueError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}
-        self._scene, self._strip, self._proc = scene, strip, None
+        self._scene, self._strip, self._proc, self._picked_by = scene, strip, None, None
         fps = scene_fps(scene) if strip.type == "IMAGE" else None
         pick = vosfx_client.StudioPick(_command(context), path, start, end, frame, fps=fps)
         try:
@@ -264,15 +299,18 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
             return SEQUENCER_OT_vosfx_matte._finish(self, context, scene, strip, plan, result)
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
-        _state.update(text="vosfx studio: click the object, then Done (Esc cancels)", factor=0.0)
+        self._kill_at = None
+        _state.update(
+            text="vosfx studio: click the object, then Done (Esc cancels)", factor=0.0, busy=True
+        )
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def _picked_plan(self):
         picked, message = self._pick.picked(), self._pick.message()
-        self._pick = None
+        self._picked_by, self._pick = self._pick, None  # its folder goes when the render ends
         if picked is None:
-            _state["text"] = ""
+            _end(self)
             self.report({"WARNING"}, message)
             return None
         try:
@@ -286,7 +324,7 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
                 picked=picked,
             )
         except ValueError as err:
-            _state["text"] = ""
+            _end(self)
             self.report({"ERROR"}, str(err))
             return None
 
@@ -318,6 +356,19 @@ class SEQUENCER_OT_vosfx_studio(bpy.types.Operator):
 
     def invoke(self, context, event):
         return context.window_manager.invoke_props_dialog(self)
+
+    def cancel(self, context):
+        SEQUENCER_OT_vosfx_matte.cancel(self, context)
+
+
+def _end(op):
+    """A render or pick is over (done, failed, cancelled): the status bar is free again and
+    the studio pick's folder (the picked job and masks the render read) is removed."""
+    _state.update(text="", busy=False)
+    pick = getattr(op, "_picked_by", None)
+    if pick is not None:
+        pick.discard()
+        op._picked_by = None
 
 
 def _menu(self, context):

@@ -86,29 +86,44 @@ def check_one_to_one(scene, strip, path):
     keys) and a movie whose rate differs from the scene's, added with *Adjust Playback Rate*
     (the default of Add > Movie: Blender then steps through the source at movie fps / scene
     fps a frame), break that, and the matte would slide off the picture."""
-    if len(getattr(strip, "retiming_keys", ())):
-        raise ValueError(
-            f"the strip {strip.name!r} is retimed: vosfx mattes it one source frame per scene "
-            "frame; reset its speed (Strip > Retiming > Reset Retiming) first"
-        )
     rate = scene_fps(scene)
-    if strip.type != "MOVIE" or abs(strip.fps - rate) <= 1e-4 * rate:
-        return  # an image strip shows one image per scene frame
-    clip = bpy.data.movieclips.load(path)  # the file's own frame count
-    try:  # less the hold offsets: the strip's content
-        frames = clip.frame_duration - strip.animation_offset_start - strip.animation_offset_end
-    finally:
-        bpy.data.movieclips.remove(clip)
+    retimed = len(getattr(strip, "retiming_keys", ()))
+    other_rate = strip.type == "MOVIE" and abs(strip.fps - rate) > 1e-4 * rate
+    if not (retimed or other_rate):
+        return  # one source frame per scene frame
+    frames = _content_frames(strip, path)
     # the content's length on the timeline, trims included: Blender 5.0 counts a strip's
     # frame_duration in scene frames, 4.2 in source frames, so either can tell
     shown = strip.frame_final_duration + strip.frame_offset_start + strip.frame_offset_end
-    if not frames == strip.frame_duration == round(shown):
+    if retimed and frames != round(shown):
+        # retiming keys at 100 % speed (added, never dragged) keep the length: those pass.
+        # RetimingKey gives only its timeline frame, so the speed shows as the length.
+        raise ValueError(
+            f"the strip {strip.name!r} is retimed ({frames} source frames over "
+            f"{round(shown)} scene frames): vosfx mattes it one source frame per scene "
+            "frame; reset its speed (Strip > Retiming > Reset Retiming) first"
+        )
+    if other_rate and not frames == strip.frame_duration == round(shown):
         raise ValueError(
             f"the strip's movie runs at {strip.fps:.3f} fps and the scene at {rate:.3f} "
             f"fps, so Blender plays {frames} source frames over {round(shown)} scene "
             "frames and the matte would not line up; set the scene's frame rate (Output "
             "Properties > Frame Rate) to the movie's first"
         )
+
+
+def _content_frames(strip, path):
+    """The source frames a strip's content holds: its movie's or images' less its hold
+    offsets."""
+    if strip.type == "MOVIE":
+        clip = bpy.data.movieclips.load(path)  # the file's own frame count
+        try:
+            total = clip.frame_duration
+        finally:
+            bpy.data.movieclips.remove(clip)
+    else:
+        total = len(strip.elements)
+    return total - strip.animation_offset_start - strip.animation_offset_end
 
 
 def check_flips(strip):
@@ -178,23 +193,30 @@ def source_path(strip):
     return path
 
 
-def clip_stem(path):
-    """The output's name stem and default folder for a source: a movie's name beside it, an
-    image sequence's name (its folder's, when the images are bare numbers) beside its folder."""
+_PRINTF = re.compile(r"%(0\d+)?d")  # a sequence pattern's frame number: %04d, %d
+
+
+def clip_stem(path, sequence=False):
+    """The output's name stem and default folder for a source: a movie's name beside it (a
+    ``%`` in it is a character: ``wide 100%.mp4``), an image sequence's pattern name without
+    its frame number (its folder's, when the images are bare numbers) beside its folder."""
     folder, name = os.path.split(path)
-    if "%" not in name:
+    number = _PRINTF.search(name) if sequence else None
+    if number is None:
         return os.path.splitext(name)[0], folder
-    stem = name[: name.index("%")].rstrip("._- ") or os.path.basename(folder)
+    stem = name[: number.start()].rstrip("._- ") or os.path.basename(folder)
     return stem, os.path.dirname(folder)
 
 
-def strip_range(scene, strip, whole_clip):
-    """(source path, start, end, playhead source frame), checked: what the studio opens on."""
+def strip_range(scene, strip, whole_clip, playhead=True):
+    """(source path, start, end, playhead source frame), checked: what the studio opens on.
+    ``playhead=False``: the range only (a pick carries its own prompt frames), the frame is
+    then where the playhead would be, on the strip or not."""
     path = source_path(strip)
     check_one_to_one(scene, strip, path)
     check_flips(strip)
     start, end, frame = source_range(scene, strip, whole_clip)
-    if not start <= frame < end:
+    if playhead and not start <= frame < end:
         raise ValueError(f"put the playhead on the strip (source frames {start}-{end - 1}) first")
     return path, start, end, frame
 
@@ -204,7 +226,7 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
     ``output`` (the matte folder). ``picked``: a job picked in vosfx studio (its prompts and
     finishing; typed points are the fallback). ValueError with a plain message on user
     mistakes."""
-    path, start, end, frame = strip_range(scene, strip, whole_clip)
+    path, start, end, frame = strip_range(scene, strip, whole_clip, playhead=picked is None)
     prompt = None
     if picked is not None:
         if (picked.get("start"), picked.get("end")) != (start, end):
@@ -216,7 +238,7 @@ def plan_job(scene, strip, mask_path, points_text, whole_clip, output_dir, picke
         if not points:
             raise ValueError("give a mask image or at least one point")
         prompt = {"frame": frame, "points": points, "labels": labels}
-    stem, beside = clip_stem(path)
+    stem, beside = clip_stem(path, sequence=strip.type == "IMAGE")
     folder = bpy.path.abspath(output_dir) if output_dir else beside
     output = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
     if picked is not None:
@@ -337,6 +359,23 @@ def follow_all(scene):
     return changed
 
 
+def _remove_old_matte(ed, strip):
+    """Remove the matte strip an earlier run made for ``strip`` (its modifier's input, made
+    for this strip), unless another strip's modifier uses it too, so that a re-run replaces
+    it instead of leaving a muted strip behind on a channel of its own."""
+    mod = strip.modifiers.get(MODIFIER_NAME)
+    old = getattr(mod, "input_mask_strip", None)
+    if old is None or SOURCE_KEY not in old or old.get(OWNER_KEY) != strip.name:
+        return
+    for other in strips_all(ed):
+        used = other.modifiers.get(MODIFIER_NAME) if other.type in STRIP_TYPES else None
+        if other != strip and used is not None and used.input_mask_strip == old:
+            return
+    strip.modifiers.remove(mod)
+    if old.name in strips(ed):  # where the add-on put it (not moved into a meta strip)
+        strips(ed).remove(old)
+
+
 def apply_matte(context, scene, strip, plan, result_event):
     """Load the matte sequence as a muted image strip aligned frame for frame with the movie
     strip and make it the movie strip's Mask modifier input. Returns the image strip."""
@@ -345,6 +384,7 @@ def apply_matte(context, scene, strip, plan, result_event):
     if not files:
         raise RuntimeError(f"vosfx wrote no matte images into {folder}")
     ed = scene.sequence_editor
+    _remove_old_matte(ed, strip)
     matte = strips(ed).new_image(
         name=strip.name + " matte",
         filepath=os.path.join(folder, files[0]),

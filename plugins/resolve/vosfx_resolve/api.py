@@ -5,16 +5,20 @@ Resolve.GetVersion(), Resolve.GetProjectManager(), Resolve.GetMediaStorage(),
 ProjectManager.GetCurrentProject(), Project.GetCurrentTimeline(), Project.GetMediaPool(),
 Project.GetSetting(name), Timeline.GetSetting(name),
 Timeline.GetCurrentVideoItem(), Timeline.GetCurrentTimecode(), Timeline.GetTrackCount(type),
-Timeline.AddTrack(type), TimelineItem.GetName(), .GetStart(), .GetDuration(),
-.GetLeftOffset(), .GetMediaPoolItem(), .GetTrackTypeAndIndex(), .GetProperty(),
-.SetProperty(key, value),
+Timeline.GetItemListInTrack(type, index), Timeline.AddTrack(type),
+Timeline.DeleteClips([items], ripple), TimelineItem.GetName(), .GetStart(), .GetDuration(),
+.GetLeftOffset(), .GetSourceStartFrame(), .GetSourceEndFrame() (Resolve 18.5 on; read only
+where this Resolve answers them), .GetMediaPoolItem(), .GetTrackTypeAndIndex(),
+.GetProperty(), .SetProperty(key, value),
 MediaPoolItem.GetClipProperty(name), MediaStorage.AddClipMattesToMediaPool(item, [paths],
-stereoEye), MediaPool.ImportMedia([paths]), MediaPool.AppendToTimeline([clipInfo]).
+stereoEye), MediaPool.ImportMedia([paths]), MediaPool.AppendToTimeline([clipInfo]),
+MediaPool.GetClipMatteList(item), MediaPool.DeleteClipMattes(item, [paths]).
 
 The tests run this module against a stand-in (tests/resolve_standin) that implements exactly
 these calls; keep new calls here so the stand-in stays small.
 """
 
+import bisect
 import os
 import re
 
@@ -23,6 +27,9 @@ from vosfx_resolve.timecode import timecode_to_frame
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".dpx")
 _RANGE = re.compile(r"(.*)\[(\d+)-(\d+)\](.*)")  # shot.[1001-1100].exr: Resolve's sequence name
 _LAST_NUMBER = re.compile(r"(.*?)(\d+)(\D*)")
+_PRINTF = re.compile(r"%(0\d+)?d")  # the frame number of a sequence pattern: %04d, %d
+# what this plugin writes (app.plan_job): <stem>_vosfx_<first>-<last>.mov and its luma matte
+_OUTPUT = re.compile(r".*_vosfx_\d+-\d+(\.prores422hq-matte)?\.mov", re.IGNORECASE)
 
 
 class ResolveError(Exception):
@@ -42,12 +49,36 @@ class ClipContext:
     """
 
     def __init__(self, **kw):
+        self.numbers = None  # an image sequence's frame numbers present on disk, sorted
+        self.first_number = None  # the number Resolve's position 0 shows
+        self.source_span = None  # (GetSourceStartFrame, GetSourceEndFrame) where answered
+        self.clip_rate = None  # the media pool clip's FPS attribute
         self.__dict__.update(kw)
 
     @property
     def source_out(self):
         """One past the last used source frame."""
         return self.source_in + self.duration
+
+    def missing(self, first, end):
+        """Frame numbers of Resolve's source positions [first, end) with no image on disk
+        (an image sequence with a gap: Resolve counts a missing number as a frame, vosfx reads
+        the images present); [] for a movie."""
+        if self.numbers is None:
+            return []
+        present = set(self.numbers)
+        wanted = range(self.first_number + first, self.first_number + end)
+        return [n for n in wanted if n not in present]
+
+    def to_vosfx(self, position):
+        """vosfx's frame index (a position among the files present) of Resolve's source
+        position ``position`` (counted in frame numbers, gaps included); None when that
+        number has no image. A movie's are the same."""
+        if self.numbers is None:
+            return position
+        number = self.first_number + position
+        i = bisect.bisect_left(self.numbers, number)
+        return i if i < len(self.numbers) and self.numbers[i] == number else None
 
 
 def media_input(path, frames):
@@ -118,29 +149,109 @@ def _project(resolve):
     return project
 
 
+def is_vosfx_output(path):
+    """Whether ``path`` is a file this plugin wrote (the alpha clip it placed above a clip,
+    or its luma matte): never a source to matte."""
+    return bool(path) and bool(_OUTPUT.fullmatch(os.path.basename(str(path))))
+
+
+def sequence_number(name):
+    """The printf frame number (``%04d``, ``%d``) in a sequence pattern's name, as a match, or
+    None: a movie named ``wide 100%.mov`` has none."""
+    return _PRINTF.search(name)
+
+
+def sequence_numbers(pattern):
+    """The frame numbers of the images a sequence pattern (``/plates/shot.%04d.exr``) names
+    that exist, sorted; None when ``pattern`` is no pattern or its folder cannot be read."""
+    folder, name = os.path.split(pattern)
+    found = _PRINTF.search(name)
+    if not found:
+        return None
+    width = int(found.group(1) or 1)
+    number = rf"\d{{{width}}}|[1-9]\d{{{width},}}" if found.group(1) else r"\d+"
+    same = re.compile(
+        re.escape(name[: found.start()]) + f"({number})" + re.escape(name[found.end() :])
+    )
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return None
+    return sorted(int(m.group(1)) for m in map(same.fullmatch, names) if m)
+
+
+def _source_item(timeline, playhead):
+    """(item, media pool item) of the clip to matte under the playhead: Resolve's current
+    video item (the topmost), else the topmost clip below it that is a source: a title,
+    generator or adjustment clip (no media pool item) and this plugin's own alpha clip placed
+    on an earlier run are passed over."""
+    top = timeline.GetCurrentVideoItem()
+    if not top:
+        raise ResolveError("no video clip under the playhead: move the playhead onto a clip")
+    passed = []
+    candidates = [top]
+    track = top.GetTrackTypeAndIndex()
+    for index in range(int(track[1]) - 1 if track else 0, 0, -1):
+        candidates += [
+            item
+            for item in timeline.GetItemListInTrack("video", index) or []
+            if item.GetStart() <= playhead < item.GetStart() + item.GetDuration()
+        ]
+    for item in candidates:
+        mpi = item.GetMediaPoolItem()
+        if not mpi:
+            passed.append(f"{item.GetName()!r} (a title, generator or adjustment clip)")
+        elif is_vosfx_output(mpi.GetClipProperty("File Path")):
+            passed.append(f"{item.GetName()!r} (a vosfx matte)")
+        else:
+            return item, mpi
+    raise ResolveError(
+        "no source clip under the playhead, only " + ", ".join(passed) + ": move the playhead "
+        "onto a clip of media"
+    )
+
+
+def _source_span(item):
+    """(GetSourceStartFrame(), GetSourceEndFrame()) of a timeline item, or None where this
+    Resolve does not answer them (before 18.5)."""
+    try:
+        span = (item.GetSourceStartFrame(), item.GetSourceEndFrame())
+    except (AttributeError, TypeError):
+        return None
+    try:
+        return tuple(int(v) for v in span)
+    except (TypeError, ValueError):
+        return None
+
+
 def current_clip(resolve):
-    """The video clip under the playhead on the current timeline, as a :class:`ClipContext`."""
+    """The video clip to matte under the playhead on the current timeline (:func:`_source_item`),
+    as a :class:`ClipContext`."""
     project = _project(resolve)
     timeline = project.GetCurrentTimeline()
     if not timeline:
         raise ResolveError("no timeline is open")
-    item = timeline.GetCurrentVideoItem()
-    if not item:
-        raise ResolveError("no video clip under the playhead: move the playhead onto a clip")
-    mpi = item.GetMediaPoolItem()
-    if not mpi:
-        raise ResolveError(
-            f"the clip {item.GetName()!r} has no media pool item (a generator or title?)"
-        )
+    fps, drop = _timeline_rate(project, timeline)
+    playhead = timecode_to_frame(timeline.GetCurrentTimecode(), fps, drop)
+    item, mpi = _source_item(timeline, playhead)
     path = mpi.GetClipProperty("File Path")
     if not path:
         raise ResolveError(f"the clip {item.GetName()!r} has no media file")
     frames = mpi.GetClipProperty("Frames")
     source = media_input(path, int(frames) if frames else None)
-    fps, drop = _timeline_rate(project, timeline)
+    numbers = first_number = None
+    if source != path:  # an image sequence: Resolve counts its numbers, vosfx its files
+        numbers = sequence_numbers(source)
+        ranged = _RANGE.fullmatch(os.path.basename(path))
+        named = _LAST_NUMBER.fullmatch(os.path.basename(path))
+        if ranged:
+            first_number = int(ranged.group(2))
+        elif named:
+            first_number = int(named.group(2))
+        if not numbers or first_number is None:
+            numbers = first_number = None  # offline: vosfx says so when it reads
     start, duration = int(item.GetStart()), int(item.GetDuration())
     source_in = int(item.GetLeftOffset())
-    playhead = timecode_to_frame(timeline.GetCurrentTimecode(), fps, drop)
     track = item.GetTrackTypeAndIndex()
     return ClipContext(
         timeline=timeline,
@@ -149,8 +260,13 @@ def current_clip(resolve):
         media_pool=project.GetMediaPool(),
         name=item.GetName(),
         path=source,
+        is_sequence=source != path,
         # an image sequence's own rate (its clip attribute), for the files vosfx writes
         clip_fps=_clip_fps(mpi) if source != path else None,
+        clip_rate=_clip_fps(mpi),
+        source_span=_source_span(item),
+        numbers=numbers,
+        first_number=first_number,
         fps=fps,
         record_start=start,
         duration=duration,
@@ -164,8 +280,36 @@ def current_clip(resolve):
     )
 
 
+def check_one_to_one(ctx):
+    """ResolveError unless the clip shows one source frame per timeline frame: the alpha clip
+    is placed at 100 % speed and the matte has the source's frames, so a retimed clip (speed
+    change, fit to fill, a speed ramp) or a clip whose frame rate differs from the
+    timeline's (Resolve conforms it, skipping or repeating frames) would slide off it."""
+    if ctx.clip_rate and abs(ctx.clip_rate - ctx.fps) > 1e-3 * ctx.fps:
+        raise ResolveError(
+            f"the clip {ctx.name!r} runs at {ctx.clip_rate:g} fps and the timeline at "
+            f"{ctx.fps:g} fps: Resolve does not show one source frame per timeline frame, so "
+            "the matte would not line up; set the clip's frame rate (Clip Attributes) to the "
+            "timeline's, or matte it on a timeline at its rate"
+        )
+    if ctx.source_span is not None:
+        first, last = ctx.source_span
+        # inclusive or exclusive end, whichever this Resolve reports; reversed: last < first
+        if last - first not in (ctx.duration, ctx.duration - 1):
+            raise ResolveError(
+                f"the clip {ctx.name!r} is retimed: its {ctx.duration} timeline frames show "
+                f"source frames {first}-{last}; vosfx mattes one source frame per timeline "
+                "frame: reset its speed to 100 % (Change Clip Speed) first"
+            )
+
+
 def attach_matte(resolve, ctx, paths):
-    """Attach matte files to the clip's media pool item (Color page: external matte)."""
+    """Attach matte files to the clip's media pool item (Color page: external matte), in
+    place of the mattes this plugin attached before (a re-run replaces its own)."""
+    media_pool = ctx.media_pool
+    old = [p for p in media_pool.GetClipMatteList(ctx.media_pool_item) or [] if is_vosfx_output(p)]
+    if old:
+        media_pool.DeleteClipMattes(ctx.media_pool_item, old)
     return bool(
         resolve.GetMediaStorage().AddClipMattesToMediaPool(ctx.media_pool_item, list(paths))
     )
@@ -217,15 +361,33 @@ def copy_framing(source, placed):
     return refused
 
 
+def _remove_placed(ctx, target):
+    """Delete from video track ``target`` the alpha clips this plugin placed over the clip's
+    record frames before, so that a re-run replaces its own instead of stacking another."""
+    if ctx.timeline.GetTrackCount("video") < target:
+        return
+    end = ctx.record_start + ctx.duration
+    old = []
+    for item in ctx.timeline.GetItemListInTrack("video", target) or []:
+        mpi = item.GetMediaPoolItem()
+        overlaps = item.GetStart() < end and item.GetStart() + item.GetDuration() > ctx.record_start
+        if overlaps and mpi and is_vosfx_output(mpi.GetClipProperty("File Path")):
+            old.append(item)
+    if old and not ctx.timeline.DeleteClips(old, False):
+        raise ResolveError(f"Resolve did not remove the earlier alpha clip on track {target}")
+
+
 def place_above(ctx, path, first_frame):
-    """Import ``path`` (an alpha clip whose frame 0 is source frame ``first_frame``) and put
+    """Import ``path`` (an alpha clip whose frame 0 is source position ``first_frame``) and put
     the part that matches the timeline clip on the track above it, at the same record frame,
-    framed as the clip is (:func:`copy_framing`). Returns (the new timeline item, the framing
-    keys Resolve refused or None: see :func:`copy_framing`)."""
+    framed as the clip is (:func:`copy_framing`), in place of an alpha clip placed there
+    before (:func:`_remove_placed`). Returns (the new timeline item, the framing keys Resolve
+    refused or None: see :func:`copy_framing`)."""
     imported = ctx.media_pool.ImportMedia([path])
     if not imported:
         raise ResolveError(f"Resolve could not import {path}")
     target = ctx.track + 1
+    _remove_placed(ctx, target)
     while ctx.timeline.GetTrackCount("video") < target:
         if not ctx.timeline.AddTrack("video"):
             raise ResolveError(f"could not add video track {target}")

@@ -40,29 +40,60 @@ class Options:
 
 
 class Plan:
-    def __init__(self, job, start, end, alpha_path, matte_path):
+    """``start``/``end``: vosfx's frames [start, end) (positions among an image sequence's
+    files); ``source_start``: Resolve's source position of ``start`` (its frame numbers
+    counted, as GetLeftOffset counts them), where the alpha clip's frame 0 belongs."""
+
+    def __init__(self, job, start, end, alpha_path, matte_path, source_start=None):
         self.job, self.start, self.end = job, start, end
         self.alpha_path, self.matte_path = alpha_path, matte_path
+        self.source_start = start if source_start is None else source_start
 
 
-def job_range(ctx, options):
-    """(start, end, frame): the source frames to matte [start, end) (the whole clip when
-    attaching a clip matte, else the range the timeline uses) and the prompt's frame (the
-    playhead's source frame unless given)."""
+def _gap_message(ctx, missing, frames, what):
+    shown = ", ".join(str(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return (
+        f"the image sequence {os.path.basename(ctx.path)} has no image for frame number"
+        f"{'s' if len(missing) > 1 else ''} {shown}: Resolve counts a missing number as a "
+        f"frame and vosfx reads the images present, so {what} cannot have the clip's "
+        f"{frames} frames; fill the gap (render or copy the missing images) first"
+    )
+
+
+def source_range(ctx, options):
+    """(first, end, frame) in Resolve's source positions: the frames to matte [first, end)
+    (the whole clip when attaching a clip matte, else the range the timeline uses) and the
+    prompt's frame (the playhead's unless given)."""
     if options.attach:
         if not ctx.source_frames:
             raise api.ResolveError("Resolve did not report the clip's frame count")
-        start, end = 0, ctx.source_frames
+        first, end = 0, ctx.source_frames
     else:
-        start, end = ctx.source_in, ctx.source_out
+        first, end = ctx.source_in, ctx.source_out
     frame = options.prompt_frame
     if frame is None:
         frame = ctx.playhead_source if ctx.playhead_source is not None else ctx.source_in
-    if not start <= frame < end:
+    if not first <= frame < end:
         raise api.ResolveError(
-            f"the prompt's frame {frame} is outside the frames to matte ({start}-{end - 1})"
+            f"the prompt's frame {frame} is outside the frames to matte ({first}-{end - 1})"
         )
-    return start, end, frame
+    return first, end, frame
+
+
+def job_range(ctx, options):
+    """(start, end, frame) in vosfx's frames (:func:`source_range` mapped: an image
+    sequence's positions among its files): what to matte and the prompt's frame. Refused,
+    with the reason, where the matte could not have exactly the frames Resolve shows: a
+    retimed clip or one at another rate than the timeline's (:func:`api.check_one_to_one`),
+    and an image sequence with a gap in the frames to matte."""
+    api.check_one_to_one(ctx)
+    first, end, frame = source_range(ctx, options)
+    missing = ctx.missing(first, end)
+    if missing:
+        what = "a clip matte" if options.attach else "the alpha clip"
+        raise api.ResolveError(_gap_message(ctx, missing, end - first, what))
+    start = ctx.to_vosfx(first)
+    return start, start + end - first, start + frame - first
 
 
 def pick_in_studio(ctx, options, command, env=None):
@@ -78,6 +109,7 @@ def plan_job(ctx, options):
     """The vosfx job for ``ctx`` (an :class:`api.ClipContext`) over :func:`job_range`: the
     prompts and finishing picked in the studio, else a mask image or typed points."""
     start, end, frame = job_range(ctx, options)
+    source_start = source_range(ctx, options)[0]
     prompt = None
     if options.picked is None:
         if options.mask_path:
@@ -94,8 +126,9 @@ def plan_job(ctx, options):
             )
     folder = options.output_dir or os.path.dirname(ctx.path)
     stem = os.path.splitext(os.path.basename(ctx.path))[0]
-    if "%" in stem:  # an image sequence: its name without the frame number
-        stem = stem[: stem.index("%")].rstrip("._- ") or os.path.basename(folder)
+    number = api.sequence_number(stem) if getattr(ctx, "is_sequence", False) else None
+    if number is not None:  # an image sequence: its name without the frame number
+        stem = stem[: number.start()].rstrip("._- ") or os.path.basename(folder)
     # the range is in the name: a clip used twice gets two mattes, a re-run replaces its own
     base = os.path.join(folder, f"{stem}_vosfx_{start}-{end - 1}")
     alpha, matte = base + ".mov", f"{base}.{MATTE_FORMAT}.mov"
@@ -119,7 +152,7 @@ def plan_job(ctx, options):
         )
     if getattr(ctx, "clip_fps", None):  # an image sequence: its rate for vosfx's files
         job["fps"] = ctx.clip_fps
-    return Plan(job, start, end, alpha, matte)
+    return Plan(job, start, end, alpha, matte, source_start)
 
 
 def render(plan, command, on_event=None, should_cancel=None, env=None):
@@ -146,7 +179,7 @@ def bring_back(resolve, ctx, plan, result, options):
             raise api.ResolveError(f"Resolve did not accept the matte {plan.matte_path}")
         done.append(f"matte attached to {ctx.name}")
     if options.place:
-        _item, refused = api.place_above(ctx, plan.alpha_path, first_frame=plan.start)
+        _item, refused = api.place_above(ctx, plan.alpha_path, first_frame=plan.source_start)
         if refused is None:  # no GetProperty(): an older Resolve
             done.append(f"alpha clip on video track {ctx.track + 1} (frame it as the clip)")
         else:
@@ -180,13 +213,12 @@ def parse_points(text):
 
 def progress_text(event):
     """One status line from a ``frame`` event: ``[#####.....] 5/10 frames, 2.0 fps, ETA
-    01:15`` (a 24-cell bar)."""
-    done, total = int(event.get("frames_done", 0)), int(event.get("total_frames") or 0)
+    01:15`` (a 24-cell bar; a count past its total is drawn full, a negative ETA as 00:00)."""
+    done, total, eta = vosfx_client.progress_of(event)
     filled = round(24 * done / total) if total else 0
     text = "[{}{}] {}/{} frames, {:.1f} fps".format(
         "#" * filled, "." * (24 - filled), done, total, float(event.get("fps") or 0.0)
     )
-    eta = event.get("eta_s")
     if eta is not None:
         minutes, seconds = divmod(round(eta), 60)
         text += f", ETA {minutes:02d}:{seconds:02d}"

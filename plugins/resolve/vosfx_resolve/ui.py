@@ -20,6 +20,7 @@ class Dialog:
         self.disp = bmd.UIDispatcher(self.ui)
         self.proc = self.plan = self.ctx = self.options = self.pick = None
         self.job_dir = None
+        self.picked_by = None  # the studio pick whose masks the render reads
 
     def _window(self, title):
         ui = self.ui
@@ -160,10 +161,14 @@ class Dialog:
         self.timer.Start()
 
     def _idle(self):
-        """Back to waiting for the user: the job file of the last render goes."""
+        """Back to waiting for the user: the job file of the last render goes, and the
+        folder of the studio pick it rendered."""
         if self.job_dir is not None:
             shutil.rmtree(self.job_dir, ignore_errors=True)
             self.job_dir = None
+        if self.picked_by is not None:
+            self.picked_by.discard()
+            self.picked_by = None
         self.timer.Stop()
         self.items["Run"].Enabled = self.items["Studio"].Enabled = True
         self.items["Cancel"].Text = "Close"
@@ -173,7 +178,7 @@ class Dialog:
             return
         self.pick.wait()
         picked, message = self.pick.picked(), self.pick.message()
-        self.pick = None
+        self.picked_by, self.pick = self.pick, None
         if picked is None:
             self._idle()
             self._status(message)
