@@ -94,15 +94,20 @@ def test_bad_mask_gives_error_event_and_exit_code(clip_dir):
     assert not (clip_dir / "out").exists()
 
 
-def test_cancel_mid_render_exits_130_and_leaves_no_output(clip_dir):
-    proc = vosfx_client.VosfxProcess(
-        FAKE_VOSFX, _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.25")
-    ).start()
+def _until_a_frame(proc) -> None:
+    """Wait (60 s at most) until ``proc`` has said its first frame event."""
     deadline = time.monotonic() + 60
     while not any(e["event"] == "frame" for e in proc.events):
         assert proc.running and time.monotonic() < deadline, proc.wait().stderr
         proc.poll()
         time.sleep(0.05)
+
+
+def test_cancel_mid_render_exits_130_and_leaves_no_output(clip_dir):
+    proc = vosfx_client.VosfxProcess(
+        FAKE_VOSFX, _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.25")
+    ).start()
+    _until_a_frame(proc)
     proc.cancel()
     res = proc.wait()
     assert res.exit_code == 130 and res.cancelled
@@ -125,11 +130,7 @@ def test_cancel_reaches_vosfx_behind_a_wrapper(clip_dir):
     proc = vosfx_client.VosfxProcess(
         [str(wrapper)], _job(clip_dir), env=_env(VOSFX_FAKE_DELAY_S="0.5")
     ).start()
-    deadline = time.monotonic() + 60
-    while not any(e["event"] == "frame" for e in proc.events):
-        assert proc.running and time.monotonic() < deadline, proc.wait().stderr
-        proc.poll()
-        time.sleep(0.05)
+    _until_a_frame(proc)
     began = time.monotonic()
     proc.cancel()
     res = proc.wait()
