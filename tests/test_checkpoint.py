@@ -13,8 +13,6 @@ from vosfx.errors import ModelError
 from vosfx.models import cache, registry
 from vosfx.models.checkpoint import (
     check_shapes,
-    identify,
-    infer_config,
     load_sam2,
     manifest_shapes,
     read_state_dict,
@@ -22,6 +20,7 @@ from vosfx.models.checkpoint import (
     size_overrides,
 )
 from vosfx.models.registry import ModelSpec
+from vosfx.models.torchfile import identify, infer_config
 
 torch = pytest.importorskip("torch")
 

@@ -790,15 +790,15 @@ def test_a_render_removes_what_a_dead_render_of_the_same_output_left(env):
     import subprocess
     import sys
 
-    from vosfx.files import _HOST
+    from vosfx.files import HOST_ID
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     mark = ".out.mov.vosfx-tmp-"
-    left = env / f"{mark}{_HOST}-{dead}-0badf00d"
-    alive = env / f"{mark}{_HOST}-{os.getppid()}-0badf00d"
-    other = env / f"{mark}{'0000' if _HOST != '0000' else '0001'}-{dead}-0badf00d"
-    other_output = env / f".other.mov.vosfx-tmp-{_HOST}-{dead}-0badf00d"
+    left = env / f"{mark}{HOST_ID}-{dead}-0badf00d"
+    alive = env / f"{mark}{HOST_ID}-{os.getppid()}-0badf00d"
+    other = env / f"{mark}{'0000' if HOST_ID != '0000' else '0001'}-{dead}-0badf00d"
+    other_output = env / f".other.mov.vosfx-tmp-{HOST_ID}-{dead}-0badf00d"
     for path in (left, alive, other, other_output):
         path.write_bytes(b"half a movie")
     r = matte(env / "clip.mp4", env / "mask.png", "-o", env / "out.mov")

@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".vosfx-tmp-"  # every temporary name holds it (batch cleanup looks for it)
-# which machine made a temporary name: only this one's can be told to be a dead process's
-_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=2).hexdigest()
+# which machine made a temporary name (or a worker's scratch folder): only this one's can be
+# told to be a dead process's
+HOST_ID = hashlib.blake2b(socket.gethostname().encode(), digest_size=2).hexdigest()
 
 
 def temp_name(path: Path) -> Path:
     """``.<name>.vosfx-tmp-<host>-<pid>-<random>`` beside ``path``: hidden, unique, same
     folder; the machine and process that made it are in the name (:func:`stale_temps`)."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+    return path.with_name(f".{path.name}{TEMP_MARK}{HOST_ID}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def stale_temps(path: Path) -> list[Path]:
@@ -40,7 +41,7 @@ def stale_temps(path: Path) -> list[Path]:
     another machine (a shared folder) or of a process still alive is never listed."""
     if os.name != "posix":
         return []
-    head = f".{path.name}{TEMP_MARK}{_HOST}-"
+    head = f".{path.name}{TEMP_MARK}{HOST_ID}-"
     found = []
     try:
         entries = list(path.parent.iterdir())

@@ -1361,12 +1361,13 @@ def test_a_killed_workers_scratch_folder_is_removed(built, clip, tmp_path):
     """A worker killed (kill -9, a timeout) cannot remove its scratch folder (the session's
     logits files): the next worker removes it, and the folders of this user's other ended
     workers on this machine; a live process's folder stays."""
-    from vosfx.ofx.scratch import PREFIX, _host
+    from vosfx.files import HOST_ID
+    from vosfx.ofx.scratch import PREFIX
 
     ended = subprocess.Popen(["true"])
     ended.wait()
-    dead = tmp_path / f"{PREFIX}{_host()}-{ended.pid}"
-    live = tmp_path / f"{PREFIX}{_host()}-{os.getpid()}"  # this test's process: alive
+    dead = tmp_path / f"{PREFIX}{HOST_ID}-{ended.pid}"
+    live = tmp_path / f"{PREFIX}{HOST_ID}-{os.getpid()}"  # this test's process: alive
     for folder in (dead, live):
         (folder / "vosfx-session-x").mkdir(parents=True)
         (folder / "vosfx-session-x" / "logits.bin").write_bytes(b"\0" * 1024)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import string
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,11 +29,12 @@ from typing import Any
 
 from vosfx.batch.rows import (
     DEFAULT_MASK_RULE,
+    expand_template,
     folder_rows,
+    input_stem,
     read_rows,
-    template_fields,
 )
-from vosfx.errors import BatchError, ConfigError, VosfxError
+from vosfx.errors import BatchError, VosfxError
 from vosfx.job import Job, job_from_dict
 
 if sys.version_info >= (3, 11):
@@ -59,7 +59,6 @@ _ROW_KEYS = {
     "objects",
     "fps",
 }
-_TEMPLATE_FIELDS = {"stem", "name", "ext", "parent", "id", "index", "preset", "obj"}
 # One error list line per problem; past this many the rest are counted, not listed (a wrong
 # template over 500 clips would otherwise print 500 near-identical lines).
 _MAX_LISTED_ERRORS = 40
@@ -209,58 +208,13 @@ def _assign_ids(rows: list[tuple[str, dict[str, Any]]], errors: list[str]) -> li
         if "id" in row:
             ids.append(str(row["id"]))
             continue
-        stem = _safe_id(_input_stem(str(row.get("input", "job"))))
+        stem = _safe_id(input_stem(str(row.get("input", "job"))))
         candidate, n = stem, 1
         while candidate in explicit or candidate in ids:
             n += 1
             candidate = f"{stem}-{n}"
         ids.append(candidate)
     return ids
-
-
-def _input_stem(path: str) -> str:
-    """``clip`` for ``a/clip.mp4``; the folder name for ``shot/%05d.png`` or ``shot/``."""
-    p = Path(path)
-    if "%" in path:
-        return p.parent.name or "sequence"
-    return p.stem if p.suffix else p.name
-
-
-class _KeepObj(dict):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def expand_template(
-    template: str, *, input_path: str, job_id: str, index: int, presets: tuple[str, ...]
-) -> str:
-    """Fill an output path template. ``{obj}`` stays for the pipeline. Raises ConfigError for
-    an unknown field or a bad format spec."""
-    fields = template_fields(template)
-    unknown = fields - _TEMPLATE_FIELDS
-    if unknown:
-        raise ConfigError(
-            f"output template {template!r}: unknown field(s) "
-            f"{sorted(unknown)}; known: " + ", ".join(sorted(_TEMPLATE_FIELDS))
-        )
-    if "%" in input_path:  # a pattern is its folder's sequence: named as a folder input is
-        p, ext = Path(input_path).parent, Path(input_path).suffix.lstrip(".")
-    else:
-        p = Path(input_path)
-        ext = p.suffix.lstrip(".")
-    values = _KeepObj(
-        stem=_input_stem(input_path),
-        name=p.name,
-        ext=ext,
-        parent=p.parent.name,
-        id=job_id,
-        index=index,
-        preset="+".join(presets) if presets else "default",
-    )
-    try:
-        return string.Formatter().vformat(template, (), values)
-    except (ValueError, IndexError, KeyError) as err:
-        raise ConfigError(f"output template {template!r}: {err}") from None
 
 
 def _row_job(

@@ -1,5 +1,6 @@
 """Reading batch manifests: a TOML, CSV or JSON-lines file, or a folder of clips, as the same
-rows ``(where, row dict)`` that :mod:`vosfx.batch.manifest` validates into jobs."""
+rows ``(where, row dict)`` that :mod:`vosfx.batch.manifest` validates into jobs; and the
+rows' output templates (:func:`expand_template`)."""
 
 from __future__ import annotations
 
@@ -226,3 +227,51 @@ def template_fields(template: str) -> set[str]:
         }
     except ValueError as err:
         raise ConfigError(f"template {template!r}: {err}") from None
+
+
+_TEMPLATE_FIELDS = {"stem", "name", "ext", "parent", "id", "index", "preset", "obj"}
+
+
+def input_stem(path: str) -> str:
+    """``clip`` for ``a/clip.mp4``; the folder name for ``shot/%05d.png`` or ``shot/``."""
+    p = Path(path)
+    if "%" in path:
+        return p.parent.name or "sequence"
+    return p.stem if p.suffix else p.name
+
+
+class _KeepObj(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def expand_template(
+    template: str, *, input_path: str, job_id: str, index: int, presets: tuple[str, ...]
+) -> str:
+    """Fill an output path template. ``{obj}`` stays for the pipeline. Raises ConfigError for
+    an unknown field or a bad format spec."""
+    fields = template_fields(template)
+    unknown = fields - _TEMPLATE_FIELDS
+    if unknown:
+        raise ConfigError(
+            f"output template {template!r}: unknown field(s) "
+            f"{sorted(unknown)}; known: " + ", ".join(sorted(_TEMPLATE_FIELDS))
+        )
+    if "%" in input_path:  # a pattern is its folder's sequence: named as a folder input is
+        p, ext = Path(input_path).parent, Path(input_path).suffix.lstrip(".")
+    else:
+        p = Path(input_path)
+        ext = p.suffix.lstrip(".")
+    values = _KeepObj(
+        stem=input_stem(input_path),
+        name=p.name,
+        ext=ext,
+        parent=p.parent.name,
+        id=job_id,
+        index=index,
+        preset="+".join(presets) if presets else "default",
+    )
+    try:
+        return string.Formatter().vformat(template, (), values)
+    except (ValueError, IndexError, KeyError) as err:
+        raise ConfigError(f"output template {template!r}: {err}") from None

@@ -198,7 +198,7 @@ def import_cmd(file: Path, as_name: str | None, trust_unverified: bool) -> None:
     architecture its tensors have (then --trust-unverified is needed, as the hash is not the
     published one)."""
     from vosfx.models import cache, registry
-    from vosfx.models.checkpoint import identify
+    from vosfx.models.torchfile import identify
 
     if (
         as_name is None

@@ -192,7 +192,7 @@ def bundle_from_template(model: Any, progress: Progress | None = None) -> Path |
 
     from vosfx.engine.bundle import bundle_dir, checkpoint_identity
     from vosfx.models import registry
-    from vosfx.models.checkpoint import identify
+    from vosfx.models.torchfile import identify
 
     source = model.checkpoint or model.name
     model_id, sha, path = checkpoint_identity(source)

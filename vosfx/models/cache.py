@@ -343,7 +343,7 @@ def _check_architecture(src: Path, spec: registry.ModelSpec) -> None:
     """ModelError unless the unverified file ``src`` has the tensors of ``spec``'s
     architecture (read from its pickle header, no weights, no torch): imported under the wrong
     name it would be refused only at the first render, with a list of mismatched tensors."""
-    from vosfx.models.checkpoint import identify
+    from vosfx.models.torchfile import identify
 
     try:
         has = identify(src)

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vosfx.errors import ModelError
-from vosfx.models.shapes import check_shapes
+from vosfx.models import registry
+from vosfx.models.shapes import Shapes, check_shapes
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -353,3 +354,36 @@ def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` from the file's pickle alone (no weight is read)."""
     with CheckpointFile(path) as ckpt:
         return ckpt.shapes()
+
+
+_HIERA_SIZES = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+"""(trunk embed dim, trunk blocks) -> the size letter in the sam2 config names."""
+
+
+def infer_config(shapes: Shapes) -> str | None:
+    """The stock ``sam2`` config whose architecture a state dict's layout looks like, or None.
+
+    Hiera sizes differ in embed dim and block count (tiny 96/12, small 96/16, base-plus 112/24,
+    large 144/48); SAM 2.1 added ``no_obj_embed_spatial``. Only a guess: the strict shape check
+    that follows decides.
+    """
+    patch = shapes.get("image_encoder.trunk.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    blocks = {k.split(".")[3] for k in shapes if k.startswith("image_encoder.trunk.blocks.")}
+    size = _HIERA_SIZES.get((patch[0], len(blocks)))
+    if size is None:
+        return None
+    if "no_obj_embed_spatial" in shapes:
+        return f"configs/sam2.1/sam2.1_hiera_{size}.yaml"
+    return f"configs/sam2/sam2_hiera_{size}.yaml"
+
+
+def identify(path: str | Path) -> registry.ModelSpec | None:
+    """The registry row whose architecture ``path``'s tensors have (read from the file's
+    pickle header without torch and without reading weights), or None. SAM 2.1 and 2.0 rows
+    of one size differ in their tensors, so the family is told apart too."""
+    config = infer_config(read_shapes(path))
+    if config is None:
+        return None
+    return next((s for s in registry.all_models() if s.config == config), None)

@@ -15,13 +15,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 import stat
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vosfx.files import pid_alive
+from vosfx.files import HOST_ID, pid_alive
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -30,15 +29,10 @@ log = logging.getLogger("vosfx.ofx")
 PREFIX = "vosfx-ofx-worker-"
 
 
-def _host() -> str:
-    """This machine's name as it can stand in a file name (TMPDIR may be shared by machines)."""
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
-
-
 def remove_dead(root: Path) -> list[Path]:
     """Remove, under ``root``, the scratch folders of this user's workers on this machine
     whose process has ended; returns them."""
-    pattern = re.compile(rf"{re.escape(PREFIX)}{re.escape(_host())}-(\d+)")
+    pattern = re.compile(rf"{re.escape(PREFIX)}{re.escape(HOST_ID)}-(\d+)")
     removed: list[Path] = []
     if os.name != "posix":  # no way to ask after a pid without touching it (os.kill ends it)
         return removed
@@ -76,7 +70,7 @@ class WorkerScratch:
 
     def __enter__(self) -> Self:
         remove_dead(self.root)
-        path = self.root / f"{PREFIX}{_host()}-{os.getpid()}"
+        path = self.root / f"{PREFIX}{HOST_ID}-{os.getpid()}"
         try:
             path.mkdir(mode=0o700)
         except FileExistsError:  # a dead worker's with this pid (not ours: not removed)

@@ -528,7 +528,7 @@ def _readable_checkpoint(name: str) -> None:
     path = Path(name).expanduser()
     if not path.is_file():
         return
-    from vosfx.models.checkpoint import identify
+    from vosfx.models.torchfile import identify
 
     try:
         identify(path)
