@@ -211,3 +211,64 @@ def test_a_ray_cluster_that_cannot_be_joined_is_a_backend_error(tmp_path, config
     (event,) = [json.loads(x) for x in res.stdout.splitlines() if '"error"' in x]
     assert event["kind"] == "backend" and event["message"].startswith("--ray auto: no Ray")
     assert "give --ray local" in event["message"]
+
+
+def test_a_head_address_nobody_answers_fails_at_once(tmp_path, config_home, monkeypatch):
+    """`--ray 127.0.0.1:PORT` with nothing listening there: exit 9 within seconds naming the
+    address and port, before Ray's own two-minute wait for a head that is not there."""
+    import json
+    import socket
+
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    make_batch(tmp_path, names=("a",))
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def not_reached(**_kw):
+        raise AssertionError("ray.init must not be called: the check comes first")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", not_reached)
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        start = time.monotonic()
+        res = CliRunner().invoke(
+            cli, ["batch", str(tmp_path / "batch.toml"), "--ray", address, "--json-progress"]
+        )
+        assert time.monotonic() - start < 10
+        assert res.exit_code == 9, res.output
+        (event,) = [json.loads(x) for x in res.stdout.splitlines() if '"error"' in x]
+        assert event["message"].startswith(
+            f"--ray {address}: nothing answers at 127.0.0.1 port {port} ("
+        ), event["message"]
+
+
+def test_the_head_check_reads_the_address_forms_ray_takes():
+    from vosfx.batch.cluster import head_endpoint
+
+    assert head_endpoint("head:6379") == ("head", 6379)
+    assert head_endpoint("ray://head.example:10001") == ("head.example", 10001)
+    assert head_endpoint("[::1]:6379") == ("::1", 6379)
+    assert head_endpoint("auto") is None
+    assert head_endpoint("head") is None  # Ray's default port: left to Ray
+    assert head_endpoint("anyscale://x") is None
+
+
+def test_a_silent_head_times_out_in_the_check(monkeypatch):
+    """A host that swallows the connection (a firewall's drop) is said after the check's
+    timeout, as 'timed out'."""
+    import socket
+
+    from vosfx.batch import cluster
+    from vosfx.errors import BackendError
+
+    def silent(endpoint, timeout):
+        assert endpoint == ("10.255.255.1", 6379) and timeout == 0.2
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(BackendError, match=r"port 6379 \(timed out\)"):
+        cluster.check_reachable("10.255.255.1:6379", timeout=0.2)

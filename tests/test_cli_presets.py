@@ -7,6 +7,7 @@ import json
 from click.testing import CliRunner
 
 from vosfx.cli import cli
+from vosfx.presets import builtin_dir
 
 
 def presets(*args):
@@ -21,18 +22,33 @@ def test_path_names_the_user_config_file_and_presets_folder(config_home):
     assert r.output.splitlines() == [
         f"config: {folder / 'config.toml'}  (not created yet)",
         f"presets: {folder / 'presets'}  (not created yet)",
+        f"built-in: {builtin_dir()}",
     ]
+    assert (builtin_dir() / "prores4444.toml").is_file()
     (folder / "presets").mkdir(parents=True)
     (folder / "config.toml").write_text("[refine]\nfeather_px = 2\n")
     (folder / "presets" / "soft.toml").write_text('description = "mine"\n[refine]\nchoke = 0.5\n')
-    assert presets("path").output.splitlines() == [
+    assert presets("path").output.splitlines()[:2] == [
         f"config: {folder / 'config.toml'}",
         f"presets: {folder / 'presets'}",
     ]
     listed = presets("list").output
-    assert f"soft        mine  [{folder / 'presets' / 'soft.toml'}]" in listed
+    assert f"soft        mine  [{folder / 'presets' / 'soft.toml'}]\n" in listed
+    assert f"built-in presets: {builtin_dir()}\n" in listed
+    assert f"your presets:     {folder / 'presets'} (" in listed
     resolved = json.loads(presets("show", "soft", "--resolved").output)
     assert resolved["refine"]["choke"] == 0.5 and resolved["refine"]["feather_px"] == 2.0
+
+
+def test_list_says_which_user_preset_replaces_a_built_in(config_home):
+    """A user preset named as a built-in one is used instead of it: the list says so."""
+    folder = config_home / "config" / "presets"
+    folder.mkdir(parents=True)
+    (folder / "fast.toml").write_text('description = "my fast"\n[refine]\nchoke = 0.1\n')
+    listed = presets("list").output.splitlines()
+    fast = [line for line in listed if line.startswith("fast ")]
+    assert fast == [f"fast        my fast  [{folder / 'fast.toml'}] (used instead of the built-in)"]
+    assert not any("used instead" in line for line in listed if not line.startswith("fast "))
 
 
 def test_show_unknown_preset_is_a_config_error(config_home):

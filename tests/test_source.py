@@ -831,3 +831,64 @@ def test_linear_to_srgb16_codes_follow_the_formula():
     assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.99
     assert got[0, : len(special), 0].tolist()[5:10] == [0, 65535, 0, 65535, 0]
     assert abs(got[0, 10, 0] - round(65535 * (1.055 * 0.18 ** (1 / 2.4) - 0.055))) <= 1
+
+
+def _png(tmp_path) -> bytes:
+    import cv2
+
+    image = np.random.default_rng(3).integers(0, 255, (40, 48, 3), np.uint8)
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def test_a_damaged_png_frame_is_named_by_vosfx_alone(tmp_path):
+    """A frame with flipped bits or cut short: vosfx's error names the file and what is wrong,
+    and libpng prints nothing of its own on stderr (it printed 'libpng error: IDAT: CRC
+    error' beside vosfx's message; a cut file was only 'cannot be decoded')."""
+    import subprocess
+    import sys
+
+    data = _png(tmp_path)
+    idat = data.index(b"IDAT") - 4
+    flipped = bytearray(data)
+    flipped[idat + 20] ^= 0xFF
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
+    (tmp_path / "cut.png").write_bytes(data[: idat + 30])
+    (tmp_path / "no_end.png").write_bytes(data[: data.index(b"IEND") - 4])
+    script = (
+        "import sys; from pathlib import Path; from vosfx.io.sequence import read_image\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: read_image(Path(name))\n"
+        "    except Exception as e: print(e)\n"
+    )
+    names = [str(tmp_path / n) for n in ("flipped.png", "cut.png", "no_end.png")]
+    run = subprocess.run(
+        [sys.executable, "-c", script, *names], capture_output=True, text=True, check=True
+    )
+    assert run.stderr == ""
+    said = "expected a whole PNG image, {} is damaged: {}"
+    assert run.stdout.splitlines() == [
+        said.format(names[0], f"its IDAT chunk at byte {idat} fails its checksum"),
+        said.format(names[1], f"it ends at byte {idat + 30}, inside its IDAT chunk (a cut copy?)"),
+        said.format(
+            names[2],
+            f"it ends at byte {data.index(b'IEND') - 4} without its IEND chunk (a cut copy?)",
+        ),
+    ]
+
+
+def test_a_png_whose_ancillary_chunk_is_damaged_still_reads(tmp_path):
+    """libpng decodes a picture whose text chunk fails its checksum: so does vosfx."""
+    import struct
+    import zlib
+
+    from vosfx.io.sequence import png_damage, read_image
+
+    data = _png(tmp_path)
+    body = b"tEXtComment\x00hello"
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) ^ 1)
+    at = data.index(b"IDAT") - 4
+    (tmp_path / "text.png").write_bytes(data[:at] + chunk + data[at:])
+    assert png_damage(data) is None and png_damage((tmp_path / "text.png").read_bytes()) is None
+    assert read_image(tmp_path / "text.png").shape == (40, 48, 3)

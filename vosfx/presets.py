@@ -35,6 +35,7 @@ class PresetInfo:
     name: str
     description: str
     source: str  # "built-in" or the file's path
+    shadows_builtin: bool = False  # a user preset named as a built-in one, used instead of it
 
 
 def user_config_dir() -> Path:
@@ -44,6 +45,12 @@ def user_config_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_config_dir("vosfx"))
+
+
+def builtin_dir() -> Path:
+    """The folder of the built-in presets inside the installed package (read-only: copy one
+    into :func:`user_config_dir`'s ``presets`` to change it)."""
+    return Path(str(resources.files("vosfx._builtin_presets")))
 
 
 def _parse_toml(text: str, where: str) -> dict[str, Any]:
@@ -67,10 +74,12 @@ def _sources() -> dict[str, tuple[str, str]]:
 
 
 def list_presets() -> list[PresetInfo]:
+    builtin = {p.name[:-5] for p in builtin_dir().iterdir() if p.name.endswith(".toml")}
     out = []
     for name, (text, source) in sorted(_sources().items()):
         data = _parse_toml(text, f"preset {name!r} ({source})")
-        out.append(PresetInfo(name, str(data.get("description", "")), source))
+        shadows = source != "built-in" and name in builtin
+        out.append(PresetInfo(name, str(data.get("description", "")), source, shadows))
     return out
 
 

@@ -50,6 +50,42 @@ def _import_ray():
     return ray
 
 
+# how long the driver waits to open a TCP connection to a named head before saying none answers
+# (Ray's own wait for a head that is not there is about two minutes)
+CONNECT_CHECK_S = 5.0
+
+
+def head_endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port a ``--ray`` address names (``head:6379``, ``ray://head:10001``,
+    ``[::1]:6379``), or None where it names none (``auto``, a bare host: Ray's to resolve)."""
+    rest = address.removeprefix("ray://")
+    if "://" in rest:
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_CHECK_S) -> None:
+    """Fail at once, naming the address, where nothing accepts a connection at the head's host
+    and port (refused, unresolvable or silent for ``timeout`` seconds)."""
+    import socket
+
+    endpoint = head_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as err:
+        why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise BackendError(
+            f"--ray {address}: nothing answers at {endpoint[0]} port {endpoint[1]} ({why}); "
+            "start the cluster there (`ray start --head` on the head machine), check the "
+            "address, or give --ray local"
+        ) from None
+
+
 def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     """Start a single-node Ray bound to 127.0.0.1 only, without the dashboard.
 
@@ -173,6 +209,7 @@ class RayExecutor:
             if self.address == "local":
                 init_local_ray(self.num_cpus or usable_cores(), runtime_env=self.runtime_env)
             else:
+                check_reachable(self.address)
                 try:
                     ray.init(
                         address=self.address, runtime_env=self.runtime_env, log_to_driver=False

@@ -15,23 +15,32 @@ def presets() -> None:
 @presets.command("list")
 def list_cmd() -> None:
     """Every preset with its description and where it comes from."""
-    from vosfx.presets import list_presets
+    from vosfx.presets import builtin_dir, list_presets, user_config_dir
 
     rows = list_presets()
     width = max(len(r.name) for r in rows)
     for r in rows:
         src = "" if r.source == "built-in" else f"  [{r.source}]"
+        if r.shadows_builtin:
+            src += " (used instead of the built-in)"
         click.echo(f"{r.name:<{width}}  {r.description}{src}")
+    click.echo(
+        f"\nbuilt-in presets: {builtin_dir()}\n"
+        f"your presets:     {user_config_dir() / 'presets'} (one NAME.toml each; "
+        "copy a built-in there to change it)"
+    )
 
 
 @presets.command("path")
 def path_cmd() -> None:
-    """Where your config file and your own presets go (whether they exist yet or not)."""
-    from vosfx.presets import user_config_dir
+    """Where your config file and your own presets go (whether they exist yet or not), and where
+    the built-in presets are."""
+    from vosfx.presets import builtin_dir, user_config_dir
 
     folder = user_config_dir()
     for label, path in (("config", folder / "config.toml"), ("presets", folder / "presets")):
         click.echo(f"{label}: {path}{'' if path.exists() else '  (not created yet)'}")
+    click.echo(f"built-in: {builtin_dir()}")
 
 
 @presets.command("show")

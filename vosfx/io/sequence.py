@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
+import struct
+import zlib
 from collections import deque
 from collections.abc import Generator, Iterator
 from fractions import Fraction
@@ -251,6 +253,10 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(path, np.uint8)  # fromfile + imdecode: non-ASCII paths work too
     except OSError as e:
         raise InputError(f"expected a readable image at {path}: {e}") from e
+    if data[:8].tobytes() == PNG_SIGNATURE:
+        damage = png_damage(data.data)
+        if damage:
+            raise InputError(f"expected a whole PNG image, {path} is damaged: {damage}")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise InputError(f"expected an image file, {path} cannot be decoded as one")
@@ -263,6 +269,38 @@ def read_image(path: Path) -> np.ndarray:
     elif image.dtype not in (np.uint8, np.uint16):
         raise InputError(f"expected 8-bit, 16-bit or float images, found {image.dtype} in {path}")
     return image
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_damage(data: bytes | memoryview) -> str | None:
+    """Why a PNG file's bytes are not a whole PNG (a cut copy, flipped bits), or None.
+
+    Walks the chunks and checks each critical one's CRC (``IHDR``, ``PLTE``, ``IDAT``,
+    ``IEND``: those libpng refuses on a mismatch) and that ``IEND`` is reached. The reason to
+    do it before libpng: libpng prints its own line on stderr for a checksum error, beside
+    the error vosfx raises, and says nothing for a cut file. A mismatch in an ancillary chunk
+    (text, colour metadata) is left to libpng, which decodes the picture anyway. ~2 ms for a
+    10 MB 16-bit 1080p frame, against ~50 ms to decode it.
+    """
+    view = memoryview(data).cast("B")
+    pos, size = len(PNG_SIGNATURE), len(view)
+    while pos + 12 <= size:
+        (length,) = struct.unpack_from(">I", view, pos)
+        kind = bytes(view[pos + 4 : pos + 8])
+        name = kind.decode("latin-1")
+        end = pos + 12 + length
+        if end > size:
+            return f"it ends at byte {size}, inside its {name} chunk (a cut copy?)"
+        critical = kind[:1].isupper()
+        (crc,) = struct.unpack_from(">I", view, pos + 8 + length)
+        if critical and zlib.crc32(view[pos + 4 : pos + 8 + length]) != crc:
+            return f"its {name} chunk at byte {pos} fails its checksum"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return f"it ends at byte {size} without its IEND chunk (a cut copy?)"
 
 
 def _read_exr(path: Path) -> np.ndarray | None:
