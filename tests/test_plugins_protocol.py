@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -339,6 +340,25 @@ def test_path_prints_the_destination(tmp_path):
     assert r.output.strip().endswith(os.path.join("4.2", "scripts", "addons"))
 
 
+CLIENT_FILES = sorted(p.name for p in (REPO / "plugins" / "common").glob("vosfx_client*.py"))
+
+
+def _import_installed_client(path, setup):
+    """The installed client imported in a fresh interpreter that sees only ``path`` (and the
+    standard library): its public names, its file and the command recorded beside it."""
+    script = (
+        f"import json, os, sys; sys.path.insert(0, {str(path)!r}); {setup}; "
+        "print(json.dumps([sorted(c.__all__), c.__file__, "
+        "c.load_command(os.path.dirname(c.__file__))]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VOSFX_EXECUTABLE"}
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_install_resolve_copies_entry_scripts_and_support(tmp_path):
     r = _plugins("install", "resolve", "--dest", tmp_path)
     assert r.exit_code == 0, r.output
@@ -347,24 +367,52 @@ def test_install_resolve_copies_entry_scripts_and_support(tmp_path):
         assert entry.is_file()
         compile(entry.read_text(), str(entry), "exec")
     support = tmp_path / "vosfx_support"
-    assert (support / "vosfx_client.py").is_file() and (support / "vosfx_resolve").is_dir()
+    assert len(CLIENT_FILES) > 1 and (support / "vosfx_resolve").is_dir()
+    assert sorted(p.name for p in support.glob("vosfx_client*.py")) == CLIENT_FILES
     config = json.loads((support / vosfx_client.CONFIG_NAME).read_text())
     assert config["command"][0] == sys.executable
+    (support / "vosfx_client_gone.py").write_text("")  # a module an older client had
     again = _plugins("install", "resolve", "--dest", tmp_path)
     assert again.exit_code == 0, again.output  # reinstall replaces in place
+    assert sorted(p.name for p in support.glob("vosfx_client*.py")) == CLIENT_FILES
+
+
+def test_installed_resolve_client_imports_flat(tmp_path):
+    """Resolve's layout: the client's modules side by side on sys.path, no package."""
+    assert _plugins("install", "resolve", "--dest", tmp_path).exit_code == 0
+    support = tmp_path / "vosfx_support"
+    names, where, command = _import_installed_client(support, "import vosfx_client as c")
+    assert names == sorted(vosfx_client.__all__)
+    assert Path(where).parent == support and command == [sys.executable, "-m", "vosfx"]
 
 
 def test_install_blender_copies_the_addon(tmp_path):
     r = _plugins("install", "blender", "--dest", tmp_path)
     assert r.exit_code == 0, r.output
     addon = tmp_path / "vosfx_sequencer"
-    assert (addon / "__init__.py").is_file() and (addon / "vosfx_client.py").is_file()
+    assert (addon / "__init__.py").is_file()
+    assert sorted(p.name for p in addon.glob("vosfx_client*.py")) == CLIENT_FILES
     assert "bl_info" in (addon / "__init__.py").read_text()
     # the add-on's name as Blender's Add-ons list shows it (bl_info's), as README says
     assert (
         "Add-ons > 'vosfx Matte'" in r.output
         and '"name": "vosfx Matte"' in (addon / "__init__.py").read_text()
     )
+
+
+def test_installed_blender_client_imports_inside_the_addon(tmp_path):
+    """Blender's layout: the client is a submodule of the add-on's package (its modules
+    imported relative to it); the package stands in without running its bpy imports."""
+    assert _plugins("install", "blender", "--dest", tmp_path).exit_code == 0
+    addon = tmp_path / "vosfx_sequencer"
+    setup = (
+        "import types; pkg = types.ModuleType('vosfx_sequencer'); "
+        f"pkg.__path__ = [{str(addon)!r}]; sys.modules['vosfx_sequencer'] = pkg; "
+        "from vosfx_sequencer import vosfx_client as c"
+    )
+    names, where, command = _import_installed_client(tmp_path / "elsewhere", setup)
+    assert names == sorted(vosfx_client.__all__)
+    assert Path(where).parent == addon and command == [sys.executable, "-m", "vosfx"]
 
 
 def test_install_unknown_host_is_a_usage_error(tmp_path):

@@ -766,8 +766,8 @@ def test_worker_rejects_malformed_points_and_config():
             {"clip": {"width": 8, "height": 8, "frames": 3, "fps": 24}, "refine": {"softness": -1}}
         )
     worker.set_points({"points": [[2, 1, 1, 3.5, 4.5], [2, 1, 0, 1, 1], [0, 2, 1, 5, 5]]})
-    assert sorted(worker.points) == [(0, 2), (2, 1)]
-    np.testing.assert_array_equal(worker.points[(2, 1)].labels, [1, 0])
+    assert sorted(worker.tracking.points) == [(0, 2), (2, 1)]
+    np.testing.assert_array_equal(worker.tracking.points[(2, 1)].labels, [1, 0])
 
 
 def test_worker_leaves_out_points_dragged_off_the_picture():
@@ -778,7 +778,7 @@ def test_worker_leaves_out_points_dragged_off_the_picture():
     worker.set_points(
         {"points": [[1, 1, 1, 3.5, 4.5], [1, 1, 0, 9.5, 1], [2, 1, 1, -1, 2], [0, 2, 1, 8, 6]]}
     )
-    prompts = {k: p for k, (_sig, p) in worker.prompts().items()}
+    prompts = {k: p for k, (_sig, p) in worker.tracking.prompts().items()}
     assert sorted(prompts) == [(0, 2), (1, 1)]  # frame 2's only point is off the picture
     np.testing.assert_array_equal(prompts[(1, 1)].points, [[3.5, 4.5]])
     np.testing.assert_array_equal(prompts[(1, 1)].labels, [1])
@@ -1071,7 +1071,7 @@ def test_matte_cache_key_follows_the_frame_size():
     keys = []
     for width in (1920, 2048):
         worker.configure({"clip": {"width": width, "height": 1080, "frames": 12, "fps": 24}})
-        keys.append(worker.key(worker.prompts()))
+        keys.append(worker.tracking.key(worker.tracking.prompts()))
     assert keys[0] != keys[1]
 
 

@@ -1,7 +1,7 @@
 """`vosfx plugins`: put the editor plugins where their host looks for them.
 
 ``vosfx plugins install resolve|blender [--dest DIR]`` copies the plugin (and the protocol
-client, plugins/common/vosfx_client.py) and records the command that runs *this* vosfx, so the
+client, plugins/common/vosfx_client*.py) and records the command that runs *this* vosfx, so the
 host finds it even when it was started from a desktop launcher without the user's PATH.
 ``vosfx plugins install ofx [--dest DIR | --user]`` compiles the OpenFX effect (plugins/ofx, with
 the system C compiler) into ``vosfx.ofx.bundle`` in the OFX folder every host scans.
@@ -23,11 +23,13 @@ import click
 from vosfx.errors import OutputError, VosfxError
 
 HOSTS = ("resolve", "blender", "ofx")
-CONFIG_NAME = "vosfx_plugin_config.json"  # read by plugins/common/vosfx_client.load_command
+CONFIG_NAME = "vosfx_plugin_config.json"  # read by plugins/common/vosfx_client_launch.py
 RESOLVE_ENTRY = "vosfx Matte.py"
 RESOLVE_PAGES = ("Edit", "Color")  # Workspace > Scripts menus on these pages
 RESOLVE_SUPPORT = "vosfx_support"  # not a page name, so Resolve lists no menu for it
 BLENDER_ADDON = "vosfx_sequencer"
+# the protocol client: vosfx_client.py and the modules it gathers, copied beside each plugin
+CLIENT_FILES = "vosfx_client*.py"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
@@ -118,6 +120,16 @@ def _replace_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=_IGNORE)
 
 
+def _copy_client(src: Path, folder: Path) -> None:
+    """The protocol client's files (``CLIENT_FILES`` in plugins/common) into ``folder``, those
+    an earlier install left there removed first, so a reinstall leaves no module the client
+    no longer has."""
+    for old in folder.glob(CLIENT_FILES):
+        old.unlink()
+    for path in sorted((src / "common").glob(CLIENT_FILES)):
+        shutil.copy2(path, folder / path.name)
+
+
 def _write_config(folder: Path, command: list[str]) -> None:
     data = {"command": command, "installed_by": sys.executable}
     (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -129,7 +141,7 @@ def install_resolve(src: Path, dest: Path, command: list[str]) -> list[Path]:
     support = dest / RESOLVE_SUPPORT
     support.mkdir(parents=True, exist_ok=True)
     _replace_tree(src / "resolve" / "vosfx_resolve", support / "vosfx_resolve")
-    shutil.copy2(src / "common" / "vosfx_client.py", support / "vosfx_client.py")
+    _copy_client(src, support)
     _write_config(support, command)
     template = (src / "resolve" / "entry.py").read_text(encoding="utf-8")
     # repr(): a valid Python literal for any path, backslashes and quotes included
@@ -148,7 +160,7 @@ def install_blender(src: Path, dest: Path, command: list[str]) -> list[Path]:
     addon = dest / BLENDER_ADDON
     dest.mkdir(parents=True, exist_ok=True)
     _replace_tree(src / "blender" / BLENDER_ADDON, addon)
-    shutil.copy2(src / "common" / "vosfx_client.py", addon / "vosfx_client.py")
+    _copy_client(src, addon)
     _write_config(addon, command)
     return [addon]
 
