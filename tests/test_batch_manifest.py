@@ -94,6 +94,26 @@ def test_expand_template(template, presets, expected):
     assert got == expected
 
 
+def test_parent_is_the_folder_of_a_relative_input(clips, monkeypatch):
+    """{parent} of an input named relative to the manifest (and of every clip in folder
+    mode) is the folder it is in, as for an absolute input; it was empty, so
+    `mattes/{parent}/{stem}.mov` put every job in `mattes/`."""
+    monkeypatch.chdir(clips / "out")  # not the manifest's folder: the manifest's counts
+    shots = clips.name
+    (clips / "m.csv").write_text(
+        "input,mask,output\n"
+        "a.mp4,a.mask.png,out/{parent}/{stem}.mov\n"
+        f"{clips / 'b.mp4'},b.mask.png,out/{{parent}}/{{stem}}.mov\n"
+    )
+    outputs = [bj.job.output for bj in load_manifest(clips / "m.csv").jobs]
+    assert outputs == [str(clips / "out" / shots / "a.mov"), str(clips / "out" / shots / "b.mov")]
+    folder = load_manifest(clips, defaults={"output": str(clips / "out/{parent}_{stem}.mov")})
+    assert [bj.job.output for bj in folder.jobs] == [
+        str(clips / "out" / f"{shots}_a.mov"),
+        str(clips / "out" / f"{shots}_b.mov"),
+    ]
+
+
 @pytest.mark.parametrize(
     "input_path, expected",
     [

@@ -250,8 +250,14 @@ def _row_job(
         errors.append(f"{where}: no 'output' (give one per row, in [defaults] or --output)")
         return None
     try:
+        # the input as the job reads it (relative to the manifest's folder), so that
+        # {parent} is its folder's name for a relative input too
         data["output"] = expand_template(
-            data["output"], input_path=data["input"], job_id=job_id, index=index, presets=presets
+            data["output"],
+            input_path=str(base / data["input"]),
+            job_id=job_id,
+            index=index,
+            presets=presets,
         )
         job = job_from_dict(data, base=base)
     except VosfxError as err:

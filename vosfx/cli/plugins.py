@@ -332,7 +332,7 @@ def ofx_worker(ctx: click.Context, fd: int, shm_fd: int) -> None:
 @click.argument("host", type=click.Choice(HOSTS), required=False)
 @click.option("--blender-version", default="5.0", show_default=True)
 def path_cmd(host: str | None, blender_version: str) -> None:
-    """Print where `install` puts the HOST plugin (both hosts when none is given)."""
+    """Print where `install` puts the HOST plugin (every host's when none is given)."""
     for name in (host,) if host else HOSTS:
         dest = default_dest(name, blender_version=blender_version)
         click.echo(str(dest) if host else f"{name}: {dest}")

@@ -97,11 +97,20 @@ def studio(
     num_frames = info.num_frames
     start = start or 0
     end_at = num_frames if end is None else min(end, num_frames)
-    if not 0 <= start < end_at:  # checked here: the page could only show it
+    # checked here, in `vosfx matte`'s words: the page could only show it
+    if start < 0:
+        raise click.BadParameter(f"expected a frame >= 0, found {start}", param_hint="--start")
+    if end is not None and end <= start:
         raise click.BadParameter(
-            f"frames {start}..{end_at - 1}: expected a range inside the clip's {num_frames} "
-            f"frames (0..{num_frames - 1})",
-            param_hint="--start/--end",
+            f"expected a frame after --start ({start}), found {end}", param_hint="--end"
+        )
+    if start >= num_frames:
+        from vosfx.pipeline.loop import positions_hint
+
+        raise click.BadParameter(
+            f"{start} is past the clip's last frame ({num_frames - 1}; it has {num_frames} "
+            f"frames){positions_hint(info)}",
+            param_hint="--start",
         )
     if frame is not None and not start <= frame < end_at:
         raise click.BadParameter(
