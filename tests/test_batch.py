@@ -101,8 +101,10 @@ def test_a_jobs_missing_output_folders_are_made(tmp_path, config_home):
     assert (tmp_path / "mattes" / "a" / "a.mkv").is_file()
     assert (tmp_path / "mattes" / "a" / "a.mkv.json").is_file()
     assert failed.status == "failed" and failed.attempts == 1  # not retried: it would fail again
-    folder = tmp_path / "blocked" / "b"
-    assert failed.reason.startswith(f"output folder {folder} cannot be made (for "), failed.reason
+    # the file in the way named (it said "output folder blocked/b cannot be made (for ...):
+    # Not a directory")
+    said = f"output folder {tmp_path / 'blocked'} is a file, not a folder (for "
+    assert failed.reason.startswith(said), failed.reason
     log = "\n".join(p.read_text() for p in (tmp_path / ".vosfx-batch").rglob("*.log"))
     assert f"made the output folder {tmp_path / 'mattes'}" in log
     assert f"made the output folder {tmp_path / 'mattes' / 'a'}" in log
@@ -776,3 +778,139 @@ def test_a_factory_that_cannot_reach_a_worker_process_is_said_so(tmp_path, confi
         run_batch(manifest, workers=1, engine_factory=lambda cfg: fake_engine(cfg))
     report = run_batch(manifest, executor="inline", engine_factory=lambda cfg: fake_engine(cfg))
     assert [r.status for r in report.results] == ["ok"]
+
+
+_ROW = '[[jobs]]\ninput = "a.mp4"\nmask = "a.mask.png"\noutput = "o.mkv"\npresets = "matte-ffv1"\n'
+
+
+def _inline(*args):
+    return CliRunner().invoke(
+        cli, ["batch", *map(str, args), "--executor", "inline", "--engine-factory", FACTORY]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("l.csv", b"input,mask\na\xff.mp4,a.mask.png\n", "l.csv: cannot be read ('utf-8' codec"),
+        ("d.toml", "defaults = 3\n" + _ROW, "[defaults] must be a table, found 3"),
+        ("e.toml", '[defaults]\npresets = ["matte-ffv1"]\n', "e.toml: no jobs found"),
+        ("c.csv", "input,mask\na.mp4,a.mask.png,extra\n", "c.csv line 2: more cells than header"),
+        ("o.csv", "input,mask,output,overrides\na.mp4,a.mask.png,o.mov,[1]\n", "found [1]"),
+        ("i.toml", "[[jobs]]\ninput = 3\n", "jobs[0]: 'input' must be a path string, found 3"),
+        (
+            "x.toml",
+            _ROW.replace("s]]\n", 's]]\nid = "x"\n') * 2,
+            "'x' is also used at x.toml jobs[0]",
+        ),
+        (
+            "p.jsonl",
+            (
+                '{"input": "a.mp4", "output": "o.mkv", "preset": "matte-ffv1", "prompts": '
+                '[{"points": [[9, 9]], "prior": "nope.png"}]}\n'
+            ),
+            "nope.png does not exist",
+        ),
+    ],
+)
+def test_cli_a_manifest_that_cannot_be_used_exits_10_before_any_job(
+    tmp_path, config_home, name, text, said
+):
+    clip_with_mask(tmp_path, "a", n=3)
+    manifest = tmp_path / name
+    manifest.write_bytes(text if isinstance(text, bytes) else text.encode())
+    res = _inline(manifest)
+    assert res.exit_code == 10, (res.output, res.exception)
+    assert res.output.startswith("vosfx: error: ") and said in res.output, res.output
+    assert not (tmp_path / ".vosfx-batch").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mask.png", "a.mp4", name]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--mask-rule", "{shot}.png"], "mask rule '{shot}.png': unknown field(s) ['shot']"),
+        (["--mask-rule", "{stem}.matte.png"], "no clips to matte"),
+    ],
+)
+def test_cli_a_folder_with_nothing_to_matte_exits_10(tmp_path, config_home, args, said):
+    clip_with_mask(tmp_path / "shots", "a", n=3)
+    (tmp_path / "shots" / "a.mp4").rename(tmp_path / "shots" / "a.txt")  # no clip left
+    if "{shot}" in args[1]:
+        (tmp_path / "shots" / "a.txt").rename(tmp_path / "shots" / "a.mp4")
+    res = _inline(tmp_path / "shots", "-o", tmp_path / "{stem}.mkv", "-p", "matte-ffv1", *args)
+    assert res.exit_code == 10 and said in res.output, res.output
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_cli_a_rows_range_and_mask_frame_reach_its_job(tmp_path, config_home, kind):
+    """The CSV cells mask_frame/start/end (numbers, not strings) and a JSONL with blank
+    lines: the job mattes frames 2..4 from a mask on frame 2."""
+    import av
+
+    clip_with_mask(tmp_path, "a", n=6)
+    manifest = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        manifest.write_text(
+            "input,mask,output,presets,mask_frame,start,end,fit\n"
+            "a.mp4,a.mask.png,out_{stem}.mkv,matte-ffv1,2,2,5,false\n"
+        )
+    else:
+        row = {"input": "a.mp4", "output": "out_{stem}.mkv", "preset": "matte-ffv1", "start": 2}
+        row |= {"end": 5, "prompts": [{"frame": 2, "mask": "a.mask.png"}]}
+        manifest.write_text("\n" + json.dumps(row) + "\n\n")
+    res = _inline(manifest)
+    assert res.exit_code == 0, res.output
+    with av.open(str(tmp_path / "out_a.mkv")) as movie:
+        assert sum(1 for _ in movie.decode(video=0)) == 3
+    assert json.loads((tmp_path / "out_a.mkv.json").read_text())["job"]["start"] == 2
+
+
+def test_cli_a_state_dir_that_cannot_be_made_exits_10_naming_it(tmp_path, config_home):
+    manifest = make_batch(tmp_path, names=("a",), n=3)
+    (tmp_path / "taken").write_text("a file")
+    res = _inline(manifest, "--state-dir", tmp_path / "taken" / "state")
+    assert res.exit_code == 10, res.output
+    assert f"batch state folder {tmp_path / 'taken' / 'state'} cannot be used" in res.output
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_cli_gpus_sets_each_local_workers_device(tmp_path, config_home, tests_on_path):
+    manifest = make_batch(tmp_path, names=("a",), n=3)
+    res = CliRunner().invoke(
+        cli,
+        ["batch", str(manifest), "--gpus", "0", "--executor", "local", "--engine-factory", FACTORY],
+    )
+    assert res.exit_code == 0, res.output
+    assert "1 ok, 0 skipped, 0 failed" in res.output and "1 local worker(s)" in res.output
+    assert (tmp_path / "out" / "a.mkv").is_file()
+
+
+def test_cli_json_progress_says_the_eta_once_a_job_is_done(tmp_path, config_home):
+    manifest = make_batch(tmp_path, names=("a", "b"), n=3)
+    res = _inline(manifest, "--json-progress")
+    assert res.exit_code == 0, res.output
+    jobs = [e for e in map(json.loads, res.stdout.splitlines()) if e["event"] == "batch_job"]
+    assert [e["jobs_done"] for e in jobs] == [1, 2]
+    assert jobs[0]["eta_s"] >= 0 and jobs[1]["eta_s"] == 0.0  # the first: one job's frames
+
+
+def test_the_terminal_line_is_redrawn_and_a_retry_said_on_its_own_line():
+    import io
+
+    from vosfx.batch.coordinator import BatchProgress
+    from vosfx.cli.batch import _BatchProgressLine
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    line = _BatchProgressLine(out)
+    line(BatchProgress("progress", 1, 3, 0, 40, 2.0, 30.0, {"b": (5, 20)}))
+    line(BatchProgress("progress", 1, 3, 0, 41, 2.0, 29.0))  # within 0.25 s: not redrawn
+    line(BatchProgress("progress", 1, 3, message="b: worker died; retrying (attempt 2 of 2)"))
+    assert out.getvalue().split("\r\x1b[2K")[1:] == [
+        "jobs 1/3 (0 failed), running 1, 40 frames, 2.00 fps, ETA 00:30",
+        "batch: b: worker died; retrying (attempt 2 of 2)\n",
+    ]

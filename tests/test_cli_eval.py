@@ -393,3 +393,31 @@ def test_sequences_named_twice_are_scored_once():
         "libby",
     ]
     assert _split(()) is None and _split((",",)) is None
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "said"),
+    [
+        ("pred_size", 4, "00001.png: expected 32x24 like the ground truth, found 30x24"),
+        ("gt_empty", 4, "expected <sequence>/ folders of label PNGs, found none"),
+        ("out_blocked", 6, "cannot write the eval tables (Not a directory)"),
+    ],
+)
+def test_eval_that_cannot_score_or_write_says_why(tmp_path, case, code, said):
+    make_davis(tmp_path / "gt", n=6)
+    _copy_preds(
+        tmp_path / "gt",
+        tmp_path / "pred",
+        (lambda i, lab: lab[:, :-2]) if case == "pred_size" else None,
+    )
+    gt = tmp_path / "gt"
+    if case == "gt_empty":
+        gt = tmp_path / "empty"
+        gt.mkdir()
+    args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(gt)]
+    if case == "out_blocked":  # a file where the tables' folder would go
+        (tmp_path / "taken").write_text("a file")
+        args += ["--out", str(tmp_path / "taken" / "tables")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == code, res.output
+    assert res.output.startswith("vosfx: error: ") and said in res.output, res.output

@@ -108,7 +108,9 @@ def _zero_frame_video(path):
         ("mask_size", 5, "--fit"),
         ("empty_mask", 5, "empty"),
         ("mask_past_end", 5, "outside"),
+        ("empty_folder", 4, "found none"),
         ("missing_folder", 6, ""),
+        ("file_as_folder", 6, "is a file, not a folder"),
         ("exists", 6, "exists"),
         ("bad_preset_key", 3, "unknown key [refine] feathr"),
         ("unknown_preset", 3, "unknown preset"),
@@ -134,8 +136,14 @@ def test_bad_input(env, case, code, fragment):
         mask = env / "blank.png"
     elif case == "mask_past_end":
         extra = ["--mask-frame", "50"]
+    elif case == "empty_folder":
+        clip = env / "frames"
+        clip.mkdir()
     elif case == "missing_folder":
         out = env / "no" / "such" / "out.mov"
+    elif case == "file_as_folder":  # it said "does not exist; create it first"
+        (env / "taken").write_text("a file")
+        out = env / "taken" / "out.mov"
     elif case == "exists":
         out.write_bytes(b"keep me")
     elif case == "bad_preset_key":
@@ -1031,3 +1039,139 @@ def test_job_level_flags_apply_to_a_job_file_and_prompt_flags_are_refused(env):
         assert r.exit_code == 2 and extra[0] in r.output and "--job" in r.output, r.output
     r = matte("--job", path, "--end", 1, "--start", 3)
     assert r.exit_code == 2 and "--end" in r.output, r.output
+
+
+def _job_file(env, **fields) -> str:
+    """A job file for the clip and its mask, ``fields`` replacing or adding to its keys."""
+    data = {
+        "input": str(env / "clip.mp4"),
+        "prompts": [{"mask": str(env / "mask.png")}],
+        "output": str(env / "out.mov"),
+    }
+    path = env / "job.json"
+    path.write_text(json.dumps({**data, **fields}))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"prompts": [3]}, "job.prompts[0]: expected an object, found 3"),
+        ({"prompts": [{"frame": 2}]}, "job.prompts[0]: a prompt needs a mask, points or a box"),
+        ({"start": 5, "end": 5}, "job.end: expected a frame after job.start (5), found 5"),
+        ({"start": 30}, "start 30 is past the clip's last frame (9)"),
+    ],
+)
+def test_a_bad_job_file_is_a_config_error_naming_its_field(env, fields, said):
+    r = matte("--job", _job_file(env, **fields))
+    assert r.exit_code == 3, r.output
+    assert r.output.strip().splitlines()[-1] == f"vosfx: error: {said}", r.output
+    assert leftovers(env) == []
+
+
+def test_a_job_file_missing_or_beside_input_is_refused(env):
+    r = matte("--job", env / "nope.json")
+    assert r.exit_code == 3 and f"job file {env / 'nope.json'} does not exist" in r.output
+    r = matte("--job", _job_file(env), env / "clip.mp4")
+    assert r.exit_code == 2 and "--job replaces INPUT and MASK" in r.output, r.output
+    assert leftovers(env) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "range_"),
+    [(["--start", "7"], "--start", "range would be 7..5"), (["--end", "3"], "--end", "4..3")],
+)
+def test_one_range_flag_beside_a_job_names_the_flag_typed(env, args, flag, range_):
+    """The job holds the other end of the range: the error names the flag that was typed."""
+    r = matte("--job", _job_file(env, start=4, end=5), *args)
+    assert r.exit_code == 2, r.output
+    said = r.output.strip().splitlines()[-1]
+    assert said.startswith(f"Error: Invalid value for {flag}:") and range_ in said, r.output
+    assert leftovers(env) == []
+
+
+def test_objects_beside_a_job_keep_only_those(env):
+    job = _job_file(
+        env, prompts=[{"mask": str(env / "mask.png")}, {"points": [[40, 30]], "obj_id": 2}]
+    )
+    r = matte("--job", job, "--objects", "2", "--each-object")
+    assert r.exit_code == 0, r.output
+    assert leftovers(env) == ["out_obj2.mov", "out_obj2.mov.json"]
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("nobg.png", "expected #rrggbb, an image or a video file, found nothing at"),
+        ("#12345", "expected #rrggbb (six hex digits), an image or a video file, found '#12345'"),
+    ],
+)
+def test_a_background_that_is_not_there_names_the_flag(env, value, said):
+    value = str(env / value) if not value.startswith("#") else value
+    args = ["-f", "composite", "-o", env / "out.mov", "--background", value]
+    r = matte(env / "clip.mp4", env / "mask.png", *args)
+    assert r.exit_code == 2, r.output
+    assert "Invalid value for --background: " + said in r.output, r.output
+    assert leftovers(env) == []
+
+
+def test_no_audio_leaves_the_sources_audio_out(env):
+    import av
+
+    make_clip(env / "talk.mp4", n=10, width=96, height=64, audio=True)
+    for extra, streams in (([], ["video", "audio"]), (["--no-audio"], ["video"])):
+        out = env / f"out{len(extra)}.mov"
+        r = matte(env / "talk.mp4", env / "mask.png", "-o", out, *extra)
+        assert r.exit_code == 0, r.output
+        with av.open(str(out)) as movie:
+            assert [s.type for s in movie.streams if s.type != "data"] == streams
+
+
+def test_terminal_progress_redraws_one_line_and_ends_it():
+    """What a user at a terminal sees: a bar redrawn in place (at most 10x/s), a warning on a
+    line of its own above it, the download in MiB, and a last line that stays."""
+    import io
+
+    from vosfx.cli import progress
+    from vosfx.cli.progress import TerminalProgress
+    from vosfx.types import ProgressEvent
+
+    out = io.StringIO()
+    bar = TerminalProgress("c.mp4", stream=out)
+    clock = iter([100.0, 100.5, 101.0, 101.05, 102.0, 103.0, 104.0])
+    real = progress.time.monotonic
+    progress.time.monotonic = clock.__next__
+    try:
+        bar(ProgressEvent("download", frames_done=2**20, total_frames=4 * 2**20, message="model"))
+        bar(ProgressEvent("backward", frames_done=1, total_frames=4, message="backwards"))
+        bar(ProgressEvent("frame", frames_done=1, total_frames=4, fps=2.0, eta_s=1.5))
+        bar(ProgressEvent("frame", frames_done=2, total_frames=4, fps=2.0, eta_s=1.0))  # too soon
+        bar(ProgressEvent("warning", message="a gap in the plate"))
+        bar(ProgressEvent("frame", frames_done=4, total_frames=4, fps=2.0, eta_s=None))
+        bar(ProgressEvent("done", frames_done=4, total_frames=4, fps=2.0))
+    finally:
+        progress.time.monotonic = real
+    assert out.getvalue().split("\r\x1b[2K")[1:] == [
+        "model: 1.0/4.0 MiB",
+        "c.mp4: backwards: 1/4 frames",
+        "c.mp4 [#######.......................] 1/4 frames  2.00 fps  ETA 00:01",
+        "vosfx: warning: a gap in the plate\n",
+        "c.mp4 [##############################] 4/4 frames  2.00 fps  ETA --:--",
+        "c.mp4: 4 frames, 2.00 fps\n",
+    ]
+
+
+def test_log_progress_says_downloads_and_backward_tracking():
+    import io
+
+    from vosfx.cli.progress import LogProgress
+    from vosfx.types import ProgressEvent
+
+    out = io.StringIO()
+    log = LogProgress("c.mp4", stream=out, every_s=0.0)
+    log(ProgressEvent("download", frames_done=3 * 2**20, total_frames=0, message="sam2.1-tiny"))
+    log(ProgressEvent("backward", frames_done=2, total_frames=5, message="tracking backwards"))
+    assert out.getvalue().splitlines() == [
+        "vosfx: sam2.1-tiny: 3.0 MiB",
+        "vosfx: c.mp4: tracking backwards: 2/5 frames",
+    ]

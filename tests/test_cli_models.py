@@ -210,3 +210,19 @@ def test_progress_bar_counts_bytes_and_shows_a_rate():
     assert bar.bar.current_item.startswith("3.0 MiB at ") and "MiB/s" in bar.bar.current_item
     bar.close()
     assert bar.bar is None
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("{not json", "is unreadable (Expecting property name"),
+        ("[1]", "expected {'models': {...}}, found [1]"),
+    ],
+)
+def test_a_damaged_cache_index_exits_7_naming_it(config_home, capsys, text, said):
+    index = config_home / "cache" / "checkpoints" / "index.json"
+    index.parent.mkdir(parents=True)
+    index.write_text(text)
+    for command in ("list", "verify"):
+        code, err = exit_code_of(capsys, command)
+        assert code == 7 and f"cache index {index}" in err and said in err, err

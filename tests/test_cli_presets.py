@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from vosfx.cli import cli
@@ -54,3 +55,29 @@ def test_list_says_which_user_preset_replaces_a_built_in(config_home):
 def test_show_unknown_preset_is_a_config_error(config_home):
     r = presets("show", "nope")
     assert r.exit_code == 3 and "unknown preset 'nope'" in r.output, r.output
+
+
+def test_show_one_preset_prints_its_table_and_several_by_name(config_home):
+    one = json.loads(presets("show", "png16").output)
+    assert one == {"output": {"format": "png16"}}
+    two = json.loads(presets("show", "png16", "fast").output)
+    assert list(two) == ["png16", "fast"] and two["png16"] == one
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[refine]\nfeathr_px = 2\n", "user config {path}: unknown key [refine] feathr_px"),
+        ("[output]\nformat = 3\n", "user config {path}: [output] format: expected a string"),
+        ("[refine\n", "{path}: not valid TOML"),
+    ],
+)
+def test_a_bad_user_config_is_a_config_error_naming_the_file(config_home, text, said):
+    """Every command that resolves presets refuses it (exit 3), naming the file to fix."""
+    path = config_home / "config" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    for args in (["presets", "show", "fast", "--resolved"], ["matte", "x.mp4", "m.png"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 3, r.output
+        assert r.output.startswith("vosfx: error: " + said.format(path=path)), r.output

@@ -38,3 +38,12 @@ def test_help_lists_every_command():
     ).stdout
     for cmd in ("matte", "presets", "models", "eval", "bench", "batch", "plugins"):
         assert cmd in out
+
+
+def test_an_unknown_command_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from vosfx.cli import cli
+
+    res = CliRunner().invoke(cli, ["mate", "clip.mp4"])
+    assert res.exit_code == 2 and "No such command 'mate'" in res.output, res.output

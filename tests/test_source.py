@@ -892,3 +892,49 @@ def test_a_png_whose_ancillary_chunk_is_damaged_still_reads(tmp_path):
     (tmp_path / "text.png").write_bytes(data[:at] + chunk + data[at:])
     assert png_damage(data) is None and png_damage((tmp_path / "text.png").read_bytes()) is None
     assert read_image(tmp_path / "text.png").shape == (40, 48, 3)
+
+
+@pytest.mark.parametrize("kind", ["grey", "float-tiff", "mixed-depth"])
+def test_image_sequences_of_other_pixel_kinds_read_as_rgb(tmp_path, kind):
+    """A greyscale scan, a float TIFF render and a plate mixing 8- and 16-bit frames: every
+    frame comes out (H, W, 3) RGB of one dtype, the first frame's."""
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(3):
+        depth = 16 if kind == "mixed-depth" and i == 1 else 8
+        image = moving_square_frame(i, 64, 48, depth=depth)[0][:, :, ::-1]  # BGR for cv2
+        if kind == "grey":
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if kind == "float-tiff":
+            image = image.astype(np.float32) / 255
+        assert cv2.imwrite(str(folder / f"f.{i:04d}.{'tif' if 'tiff' in kind else 'png'}"), image)
+    _, frames = decode_all(folder)
+    assert [f.image.shape for f in frames] == [(48, 64, 3)] * 3
+    assert {f.image.dtype for f in frames} == {np.dtype(np.uint16 if "float" in kind else np.uint8)}
+    want = moving_square_frame(1, 64, 48)[0]
+    if kind == "grey":
+        assert np.array_equal(frames[1].image[..., 0], frames[1].image[..., 2])
+    elif kind == "mixed-depth":  # the 16-bit frame on the first's 8-bit scale
+        assert np.abs(frames[1].image.astype(int) - want).max() <= 1
+    else:  # scene-linear float, as an EXR's: sRGB-encoded 16-bit codes
+        from vosfx.io.sequence import _linear_to_srgb16
+
+        assert np.array_equal(frames[1].image, _linear_to_srgb16(want.astype(np.float32) / 255))
+
+
+def test_an_image_sequence_frame_that_cannot_be_decoded_is_named(tmp_path):
+    folder = make_sequence(tmp_path / "seq", n=3, ext="jpg")
+    (folder / "00001.jpg").write_bytes(b"not a jpeg at all")
+    with open_source(folder) as src:
+        assert next(src).index == 0
+        with pytest.raises(InputError, match=r"expected an image file, .*00001\.jpg cannot be"):
+            next(src)
+
+
+def test_a_space_padded_pattern_finds_its_frames(tmp_path):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"f{i:4d}.png"), moving_square_frame(i, 64, 48)[0])
+    info, frames = decode_all(folder / "f%4d.png")
+    assert info.num_frames == 3 and [f.index for f in frames] == [0, 1, 2]

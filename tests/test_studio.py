@@ -1542,3 +1542,155 @@ def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_pat
         np.testing.assert_array_equal(st.session.result(12).logits[0] > 0, corrected)
     finally:
         st.close()
+
+
+@pytest.fixture
+def studio_cli(monkeypatch, config_home):
+    """`vosfx studio ... --no-browser` in-process, for what it refuses before serving: a
+    studio that serves fails the test instead of running until it is closed."""
+    import vosfx.studio.server
+
+    def serve(*_args, **_kwargs):
+        raise AssertionError("the studio served")
+
+    monkeypatch.setattr(vosfx.studio.server, "serve", serve)
+    return lambda *args: CliRunner().invoke(cli, ["studio", *map(str, args), "--no-browser"])
+
+
+def _refused(res, code: int, said: str) -> None:
+    assert res.exit_code == code, res.output
+    assert said in res.output.strip().splitlines()[-1], res.output
+
+
+def test_cli_clip_and_job_or_neither_are_usage_errors(clip, tmp_path, studio_cli):
+    job = tmp_path / "j.json"
+    job.write_text(json.dumps({"input": str(clip), "output": "o.mov", "prompts": []}))
+    _refused(studio_cli(clip, "--job", job), 2, "--job names the clip: give CLIP or --job")
+    _refused(studio_cli(), 2, "missing CLIP: a video file, an image folder or a %05d pattern")
+    _refused(studio_cli("--job", tmp_path / "nope.json"), 3, "nope.json does not exist")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--frame", str(N)], f"Invalid value for --frame: frame {N} is outside 0..{N - 1}"),
+        (["--start", "5", "--frame", "4"], f"--frame: frame 4 is outside 5..{N - 1}"),
+        (["--end", "6", "--frame", "6"], "--frame: frame 6 is outside 0..5"),
+    ],
+)
+def test_cli_frame_outside_the_range_names_the_flag(clip, studio_cli, args, said):
+    _refused(studio_cli(clip, *args), 2, said)
+
+
+@pytest.mark.parametrize("fps", ["0", "-5", "nan", "inf", "1001"])
+def test_cli_a_frame_rate_that_cannot_be_names_the_flag(tmp_path, studio_cli, fps):
+    """As `vosfx matte --fps`: a usage error naming the flag. nan and inf were a traceback
+    (exit 1), 0 and -5 an input error (exit 4) that did not name the flag."""
+    from tests.media import make_sequence
+
+    seq = make_sequence(tmp_path / "seq", n=3, width=W, height=H)
+    res = studio_cli(seq, "--fps", fps)
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert "Invalid value for '--fps'" in res.output or "Invalid value for --fps" in res.output
+
+
+@pytest.mark.parametrize(
+    ("job", "args", "code", "said"),
+    [
+        # the job's own start: a job file error, as `vosfx matte --job` says (exit 3)
+        ({"start": 30}, [], 3, f"start 30 is past the clip's last frame ({N - 1}"),
+        # one end of the range typed, the other the job's: the flag typed is named
+        ({"start": 2, "end": 5}, ["--start", "7"], 2, "--start: expected --end after --start"),
+        ({"start": 2, "end": 5}, ["--end", "1"], 2, "--end: expected --end after --start"),
+    ],
+)
+def test_cli_a_reopened_jobs_range_names_only_the_flags_typed(
+    clip, tmp_path, studio_cli, job, args, code, said
+):
+    """It said "Invalid value for --start" or "--end" for a flag that was never typed."""
+    path = tmp_path / "j.json"
+    prompts = [{"points": [[10, 10]]}]
+    body = {"input": str(clip), "output": str(tmp_path / "o.mov"), "prompts": prompts, **job}
+    path.write_text(json.dumps(body))
+    res = studio_cli("--job", path, *args)
+    _refused(res, code, said)
+    if not args:
+        assert "--start" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "said"),
+    [
+        ("/api/objects", {"op": "split", "obj_id": 1}, "objects: op 'split': expected add,"),
+        ("/api/objects", {"op": "rename", "obj_id": 1, "name": "  "}, "name cannot be empty"),
+        ("/api/history", {"op": "again"}, "history: op 'again': expected undo, redo or retract"),
+        ("/api/render", {"output": " "}, "output: expected a path"),
+        ("/api/render", {"output": "/tmp/o.mov", "formats": "png16"}, "formats: expected a list"),
+        ("/api/render", {"output": "/tmp/o.mov", "formats": ["gif"]}, "unknown format(s) ['gif']"),
+        ("/api/render", {"output": "/tmp/o.mov", "preset": 3}, "preset: expected a name, found 3"),
+        ("/api/render", {"output": "/tmp/o\x00.mov"}, "output: a path cannot contain NUL"),
+        (
+            "/api/render",
+            {"output": "/tmp/o.mov", "start": 20, "end": 40},
+            f"range 20..39: expected frames inside 0..{N - 1}",
+        ),
+        ("/api/save", {"output": "/tmp/o.mov"}, "path: expected where to save the job (.json)"),
+        ("/api/refine", {"refine": 3}, "refine: expected an object of [refine] options, found 3"),
+        ("/api/refine", {"refine": {"feather_px": "a"}}, "feather_px: expected a number"),
+    ],
+)
+def test_bad_values_are_400_naming_the_field(run, path, body, said):
+    _click(run, 0)
+    status, data = run.request(path, body)
+    assert status == 400 and said in data["error"], data
+    assert not run.studio.busy and run.studio.last_render is None
+
+
+def test_save_job_into_a_missing_folder_is_refused_naming_it(run, tmp_path):
+    _click(run, 0)
+    target = tmp_path / "gone" / "j.json"
+    status, data = run.request(
+        "/api/save", {"output": str(tmp_path / "o.mov"), "path": str(target)}
+    )
+    assert status == 400 and data == {
+        "error": f"folder {target.parent} does not exist (for {target})",
+        "kind": "output",
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [(b"{not json", "expected a JSON body"), (b"[1, 2]", "expected a JSON object")],
+)
+def test_a_body_that_is_not_a_json_object_is_400(run, data, said):
+    headers = {"Content-Type": "application/json"}
+    status, res = run.request("/api/click", data=data, method="POST", headers=headers)
+    assert (status, res) == (400, {"error": said}) and run.studio.edits == {}
+
+
+def test_the_side_by_side_view_and_an_unknown_view(run):
+    _click(run, 0)
+    status, img = run.request("/api/view/0?view=side")
+    assert status == 200
+    side = np.asarray(Image.open(io.BytesIO(img)))
+    assert side.shape == (H, 2 * W, 3)
+    assert side[:, W:].max() > 200 and side[:, W:].min() < 50  # the matte, on the right
+    status, data = run.request("/api/view/0?view=sideways")
+    assert status == 400 and data["error"].startswith("view 'sideways': expected one of source,")
+
+
+def test_a_dropped_mask_of_another_size_is_fitted_and_an_empty_one_refused(run):
+    """As `vosfx matte --mask FILE --fit`: a half-size mask covers the same part of the frame."""
+    half = np.zeros((H // 2, W // 2), np.uint8)
+    half[5:15, 10:20] = 255
+    buf = io.BytesIO()
+    Image.fromarray(half).save(buf, "PNG")
+    status, res = run.request("/api/mask?obj_id=1&frame=3", data=buf.getvalue(), method="POST")
+    assert status == 200, res
+    got = np.asarray(Image.open(run.studio.edits[(1, 3)].mask)) > 0
+    assert got.shape == (H, W) and got.sum() == 20 * 20 and got[10:30, 20:40].all()
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(buf, "PNG")
+    status, res = run.request("/api/mask?obj_id=1&frame=4", data=buf.getvalue(), method="POST")
+    assert status == 400 and res["error"].startswith("the dropped mask is empty"), res
+    assert (1, 4) not in run.studio.edits

@@ -358,14 +358,16 @@ def test_sixteen_bit_source_keeps_precision(tmp_path):
     assert max(errors["deep"]) < 0.6 * min(errors["8bit"]), errors
 
 
-def test_premultiplied_alpha(tmp_path):
+@pytest.mark.parametrize(("fmt", "path"), [("png16", "pm"), ("qtrle", "pm.mov")])
+def test_premultiplied_alpha(tmp_path, fmt, path):
+    """Colour times alpha, on a sequence and on packed ARGB (qtrle)."""
     clip = synthetic_clip(pts=(0,))
-    path = render("png16", tmp_path / "pm", clip, OutputConfig(alpha_mode="premultiplied"))
-    ((_, alpha, rgb),) = decoded_alpha("png16", path, clip)
+    path = render(fmt, tmp_path / path, clip, OutputConfig(alpha_mode="premultiplied"))
+    ((_, alpha, rgb),) = decoded_alpha(fmt, path, clip)
     frame, matte = clip[0]
     want = frame.image / 255.0 * matte.merged[..., None]
-    assert np.abs(rgb - want).max() <= 0.5 / 65535 + 1e-6
-    assert np.abs(alpha - matte.merged).max() <= 0.5 / 65535 + 1e-7
+    assert np.abs(rgb - want).max() <= ALPHA_TOL[fmt] + 1e-6
+    assert np.abs(alpha - matte.merged).max() <= ALPHA_TOL[fmt]
 
 
 def test_alpha_argument_overrides_merged(tmp_path):
@@ -445,6 +447,26 @@ def test_audio_off_and_missing_audio(tmp_path):
     for p in (path, path2):
         with av.open(str(p)) as c:
             assert [s.type for s in c.streams] == ["video"]
+
+
+@pytest.mark.parametrize("fmt", ["prores4444", "ffv1-matte", "webm-alpha"])
+def test_audio_that_ends_before_the_video_is_padded_with_silence(tmp_path, fmt):
+    """A source whose sound stops early (0.1 s of tone under 0.27 s of frames): the movie's
+    audio still spans every frame, silent after the source's end."""
+    src = _with_audio(tmp_path / "src.mkv", "aac", "matroska", seconds=0.1)
+    path = render(fmt, out_path(tmp_path, fmt), synthetic_clip(), audio_from=str(src))
+    with av.open(str(path)) as c:
+        stream = c.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        decoded = [*c.decode(stream), None]  # None: the resampler's last samples
+        pcm = np.concatenate(
+            [r.to_ndarray().reshape(-1) for f in decoded for r in mono.resample(f)]
+        )
+    span = float((VFR_PTS[-1] - VFR_PTS[0]) * TB + Fraction(1, 25))
+    assert pcm.size / rate == pytest.approx(span, abs=0.03)
+    assert np.abs(pcm[: int(0.05 * rate)]).max() > 0.1  # the tone: 8000 / 32768 = 0.24
+    assert np.abs(pcm[int(0.13 * rate) :]).max() < 1e-3  # silence once the source's sound ends
 
 
 @pytest.mark.parametrize("fmt", ["prores4444", "png16"])

@@ -71,7 +71,7 @@ def _toml_rows(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
         raise BatchError(
             f"manifest {name}: version {data['version']!r} is not supported (this vosfx reads 1)"
         )
-    jobs = data.get("jobs")
+    jobs = data.get("jobs", [])  # none: "no jobs found", as an empty CSV or JSONL
     if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
         raise BatchError(f"manifest {name}: expected [[jobs]] tables, found {jobs!r}")
     defaults = data.get("defaults", {})

@@ -25,6 +25,21 @@ MODEL_FLAG_KEYS = {
 }
 
 
+# --fps of an image-sequence input (`vosfx matte`, `vosfx studio`); nan passes a FloatRange,
+# so check_fps refuses it
+FPS = click.FloatRange(0, 1000, min_open=True)
+
+
+def check_fps(fps: float | None) -> None:
+    """--fps nan (which :data:`FPS` lets through): a usage error naming the flag."""
+    import math
+
+    if fps is not None and not math.isfinite(fps):
+        raise click.BadParameter(
+            f"expected a frame rate > 0 and <= 1000, found {fps}", param_hint="--fps"
+        )
+
+
 def model_options(fn: F) -> F:
     """The ``[model]`` flags of :data:`MODEL_FLAG_KEYS`, one definition for every command that
     runs the model on a clip (`vosfx matte`, `vosfx studio`)."""

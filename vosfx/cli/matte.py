@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from vosfx.cli.flags import MODEL_FLAG_KEYS, model_options
+from vosfx.cli.flags import FPS, MODEL_FLAG_KEYS, check_fps, model_options
 from vosfx.config import option_choices
 from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
@@ -161,7 +161,7 @@ def _overrides(opts: dict) -> dict:
 @click.option("--fit", is_flag=True, help="Scale a mask of another size to the video.")
 @click.option(
     "--fps",
-    type=click.FloatRange(0, 1000, min_open=True),
+    type=FPS,
     help="Frame rate of an image-sequence input (default 24).",
 )
 @model_options
@@ -321,17 +321,12 @@ def _check_background_file(background: str | None) -> None:
 
 def _check_range_and_rate(opts: dict) -> None:
     """What the options' types cannot say alone: --end after --start, a finite --fps."""
-    import math
-
     if opts["end"] is not None and opts["end"] <= opts["start"]:
         raise click.BadParameter(
             f"expected a frame after --start ({opts['start']}), found {opts['end']}",
             param_hint="--end",
         )
-    if opts["fps"] is not None and not math.isfinite(opts["fps"]):
-        raise click.BadParameter(
-            f"expected a frame rate > 0 and <= 1000, found {opts['fps']}", param_hint="--fps"
-        )
+    check_fps(opts["fps"])
 
 
 def format_report(result) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vosfx.cli.flags import model_options
+from vosfx.cli.flags import FPS, model_options
 
 
 @click.command()
@@ -31,7 +31,7 @@ from vosfx.cli.flags import model_options
 @click.option("--start", type=int, help="First frame of the range (0-based).")
 @click.option("--end", type=int, help="Stop before this frame.")
 @click.option("--frame", type=int, help="Open on this frame (an editor's playhead).")
-@click.option("--fps", type=float, help="Frame rate of an image-sequence input (default 24).")
+@click.option("--fps", type=FPS, help="Frame rate of an image-sequence input (default 24).")
 @click.option(
     "--done-job",
     type=click.Path(dir_okay=False),
@@ -66,15 +66,17 @@ def studio(
     import os
     import shutil
 
-    from vosfx.cli.flags import model_overrides
+    from vosfx.cli.flags import check_fps, model_overrides
     from vosfx.errors import Cancelled
     from vosfx.session.frames import SourceFrames
     from vosfx.studio.server import Control, bind, serve
 
     if offline:
         os.environ["VOSFX_OFFLINE"] = "1"
+    check_fps(fps)
     # checked before the clip is opened; a saved job carries --checkpoint, absolute
     overrides = model_overrides(model_flags, absolute_checkpoint=True)
+    typed = {"--start": start is not None, "--end": end is not None}  # before a job's fill in
     job = None
     if job_file:
         from vosfx.job import load_job_file
@@ -101,17 +103,25 @@ def studio(
     if start < 0:
         raise click.BadParameter(f"expected a frame >= 0, found {start}", param_hint="--start")
     if end is not None and end <= start:
+        if job is not None and not all(typed.values()):  # one end is the job's: as matte --job
+            raise click.BadParameter(
+                f"expected --end after --start; the job's range would be {start}..{end}",
+                param_hint="--end" if typed["--end"] else "--start",
+            )
         raise click.BadParameter(
             f"expected a frame after --start ({start}), found {end}", param_hint="--end"
         )
     if start >= num_frames:
+        from vosfx.errors import StartPastEndError
         from vosfx.pipeline.loop import positions_hint
 
-        raise click.BadParameter(
+        said = (
             f"{start} is past the clip's last frame ({num_frames - 1}; it has {num_frames} "
-            f"frames){positions_hint(info)}",
-            param_hint="--start",
+            f"frames){positions_hint(info)}"
         )
+        if not typed["--start"]:  # the job file's own start: its error, as matte --job's
+            raise StartPastEndError(f"job file {job_file}: start {said}")
+        raise click.BadParameter(said, param_hint="--start")
     if frame is not None and not start <= frame < end_at:
         raise click.BadParameter(
             f"frame {frame} is outside {start}..{end_at - 1}", param_hint="--frame"

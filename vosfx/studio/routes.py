@@ -222,7 +222,10 @@ def work_routes(ctl) -> list[Route]:
         return {"ok": True}
 
     def refine(body: dict) -> dict:
-        cfg = studio_of(ctl).set_refine(body.get("refine") or {})
+        values = body.get("refine") or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"refine: expected an object of [refine] options, found {values!r}")
+        cfg = studio_of(ctl).set_refine(values)
         return {"refine": cfg.__dict__}
 
     return _posts({"track": track, "stop": stop, "refine": refine})

@@ -46,6 +46,8 @@ def check_output_path(
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
+        if parent.exists():  # a file where the folder should be: "create it" would mislead
+            raise OutputError(f"output folder {parent} is a file, not a folder (for {out})")
         raise OutputError(f"output folder {parent} does not exist (for {out}); create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"output folder {parent} is not writable (for {out})")
@@ -67,6 +69,8 @@ def make_parent_folders(path: str | os.PathLike) -> list[Path]:
     while not parent.exists() and parent != parent.parent:
         missing.append(parent)
         parent = parent.parent
+    if missing and not parent.is_dir():  # mkdir would say only "Not a directory"
+        raise OutputError(f"output folder {parent} is a file, not a folder (for {path})")
     made: list[Path] = []
     for folder in reversed(missing):
         try:
