@@ -27,10 +27,15 @@ def parse_points(
     """``{"points": [[frame, obj, label, x, y], ...]}`` (pixels at full size, top-left origin,
     label 1 include / 0 exclude) -> ``{(frame, obj): Prompt}`` and ``{(frame, obj): sig}``."""
     grouped: dict[tuple[int, int], list[tuple[float, float, int]]] = {}
-    for row in data.get("points", []):
+    rows = data.get("points", [])
+    if not isinstance(rows, list):
+        raise ConfigError(
+            f"points: expected a list of [frame, obj, label, x, y], found {rows!r:.80}"
+        )
+    for row in rows:
         try:
             frame, obj, label, x, y = int(row[0]), int(row[1]), int(row[2]), row[3], row[4]
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, KeyError):  # KeyError: a row that is an object
             raise ConfigError(
                 f"points: expected [frame, obj, label, x, y], found {row!r}"
             ) from None

@@ -90,11 +90,11 @@ class Worker:
                 self.tracking.idle(shown)
             try:
                 msg = self.ch.recv()
-            except EOFError:
+                if msg.type == P.QUIT:
+                    return
+                self.handle(msg)
+            except EOFError:  # the effect closed the channel, between messages or mid-render
                 return
-            if msg.type == P.QUIT:
-                return
-            self.handle(msg)
 
     def handle(self, msg: P.Message) -> None:
         try:
@@ -117,8 +117,8 @@ class Worker:
                 )
             else:
                 raise P.ProtocolError(f"unexpected message type {msg.type}")
-        except P.ProtocolError:
-            raise  # the two sides disagree: end the worker, the effect reports it
+        except (P.ProtocolError, EOFError):
+            raise  # the two sides disagree, or the effect is gone: end the worker
         except Cancelled as err:
             self.ch.send(P.CANCELLED, text=str(err))
         except VosfxError as err:
@@ -138,11 +138,15 @@ class Worker:
             fps = Fraction(str(clip.get("fps") or 24)).limit_denominator(100000)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"CONFIG clip: expected width, height, frames, fps ({err})") from None
+        if fps <= 0:
+            raise ConfigError(f"CONFIG clip: expected a positive fps, found {clip.get('fps')!r}")
         if width <= 0 or height <= 0 or frames <= 0:
             raise ConfigError(
                 f"CONFIG clip: expected a positive size and length, found "
                 f"{width}x{height}, {frames} frames"
             )
+        # read before anything changes: a refused CONFIG leaves the previous one whole
+        mask_obj, cache_mb = _integer(cfg, "mask_obj", 1), _integer(cfg, "cache_mb", 512)
         sections = {k: cfg[k] for k in ("model", "memory", "refine") if cfg.get(k)}
         try:
             job = build_config(sections)
@@ -165,8 +169,8 @@ class Worker:
         if info != config.info:
             self.tracking.watch.clear()  # another clip: its frames are tracked afresh
         config.info = info
-        config.mask_obj = int(cfg.get("mask_obj", 1))
-        self.mattes.cache.budget_bytes = max(16, int(cfg.get("cache_mb", 512))) << 20
+        config.mask_obj = mask_obj
+        self.mattes.cache.budget_bytes = max(16, cache_mb) << 20
 
     def set_points(self, data: dict) -> None:
         """The effect's whole point set (sent when its points parameter changed):
@@ -175,6 +179,15 @@ class Worker:
 
     def close(self) -> None:
         self.tracking.close()
+
+
+def _integer(cfg: dict, name: str, default: int) -> int:
+    """CONFIG's ``name`` as an integer (``default`` when absent); ConfigError naming it."""
+    value = cfg.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"CONFIG {name}: expected an integer, found {value!r}") from None
 
 
 def _engine_factory(spec: str | None) -> EngineFactory:
