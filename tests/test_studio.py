@@ -1632,7 +1632,12 @@ def test_cli_a_reopened_jobs_range_names_only_the_flags_typed(
         (
             "/api/render",
             {"output": "/tmp/o.mov", "start": 20, "end": 40},
-            f"range 20..39: expected frames inside 0..{N - 1}",
+            f"frames 20 to 39: expected frames inside 0 to {N - 1}",
+        ),
+        (
+            "/api/render",
+            {"output": "/tmp/o.mov", "start": 5, "end": 5},  # the page's "5 to 4"
+            "frames 5 to 4: expected 'to' at or after 'from'",
         ),
         ("/api/save", {"output": "/tmp/o.mov"}, "path: expected where to save the job (.json)"),
         ("/api/refine", {"refine": 3}, "refine: expected an object of [refine] options, found 3"),

@@ -125,9 +125,13 @@ class TasksMixin:
         config = job_config(self.config, preset=preset, formats=formats)
         start = self.start if start is None else start
         end = self.end if end is None else end
+        # in the Render panel's words: "frames FROM to TO", both included
+        if end <= start:
+            raise ConfigError(f"frames {start} to {end - 1}: expected 'to' at or after 'from'")
         if not self.start <= start < end <= self.end:
             raise ConfigError(
-                f"range {start}..{end - 1}: expected frames inside {self.start}..{self.end - 1}"
+                f"frames {start} to {end - 1}: expected frames inside {self.start} to "
+                f"{self.end - 1}"
             )
         return Job(
             input=self.clip,
