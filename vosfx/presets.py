@@ -62,10 +62,10 @@ def _parse_toml(text: str, where: str) -> dict[str, Any]:
 
 def _sources() -> dict[str, tuple[str, str]]:
     """name -> (TOML text, source) for every preset; user presets shadow built-ins."""
-    found: dict[str, tuple[str, str]] = {}
-    for entry in resources.files("vosfx._builtin_presets").iterdir():
-        if entry.name.endswith(".toml"):
-            found[entry.name[:-5]] = (entry.read_text(encoding="utf-8"), "built-in")
+    found = {
+        name: (entry.read_text(encoding="utf-8"), "built-in")
+        for name, entry in _builtin_entries().items()
+    }
     user_dir = user_config_dir() / "presets"
     if user_dir.is_dir():
         for path in sorted(user_dir.glob("*.toml")):
@@ -73,8 +73,14 @@ def _sources() -> dict[str, tuple[str, str]]:
     return found
 
 
+def _builtin_entries() -> dict[str, Any]:
+    """name -> the built-in preset's file (an importlib Traversable)."""
+    entries = resources.files("vosfx._builtin_presets").iterdir()
+    return {e.name[:-5]: e for e in entries if e.name.endswith(".toml")}
+
+
 def list_presets() -> list[PresetInfo]:
-    builtin = {p.name[:-5] for p in builtin_dir().iterdir() if p.name.endswith(".toml")}
+    builtin = _builtin_entries()
     out = []
     for name, (text, source) in sorted(_sources().items()):
         data = _parse_toml(text, f"preset {name!r} ({source})")

@@ -40,6 +40,24 @@ def check_fps(fps: float | None) -> None:
         )
 
 
+def check_range(
+    start: int, end: int | None, *, from_job: bool = False, end_typed: bool = True
+) -> None:
+    """--end after --start, a usage error naming the flag typed. ``from_job``: one end of the
+    range is a job file's (``end_typed``: the --end is the one typed), said as the job's
+    range would be."""
+    if end is None or end > start:
+        return
+    if from_job:
+        raise click.BadParameter(
+            f"expected --end after --start; the job's range would be {start}..{end}",
+            param_hint="--end" if end_typed else "--start",
+        )
+    raise click.BadParameter(
+        f"expected a frame after --start ({start}), found {end}", param_hint="--end"
+    )
+
+
 def model_options(fn: F) -> F:
     """The ``[model]`` flags of :data:`MODEL_FLAG_KEYS`, one definition for every command that
     runs the model on a clip (`vosfx matte`, `vosfx studio`)."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from vosfx.cli.flags import check_range
+
 # with --job: flags that hold a job's prompts or presets (refused: the job file has them)
 _JOB_HOLDS = {
     "masks": "--mask",
@@ -54,12 +56,7 @@ def with_job_flags(job, output, opts):
     if opts["objects"]:
         changes["objects"] = object_ids(opts["objects"])
     job = replace(job, **changes)
-    if job.end is not None and job.end <= job.start:
-        flag = "--end" if "end" in changes else "--start"
-        raise click.BadParameter(
-            f"expected --end after --start; the job's range would be {job.start}..{job.end}",
-            param_hint=flag,
-        )
+    check_range(job.start, job.end, from_job=True, end_typed="end" in changes)
     return job
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from vosfx.cli.flags import FPS, MODEL_FLAG_KEYS, check_fps, model_options
+from vosfx.cli.flags import FPS, MODEL_FLAG_KEYS, check_fps, check_range, model_options
 from vosfx.config import option_choices
 from vosfx.formats import FORMATS
 from vosfx.policies import MEMORY_POLICIES
@@ -321,11 +321,7 @@ def _check_background_file(background: str | None) -> None:
 
 def _check_range_and_rate(opts: dict) -> None:
     """What the options' types cannot say alone: --end after --start, a finite --fps."""
-    if opts["end"] is not None and opts["end"] <= opts["start"]:
-        raise click.BadParameter(
-            f"expected a frame after --start ({opts['start']}), found {opts['end']}",
-            param_hint="--end",
-        )
+    check_range(opts["start"], opts["end"])
     check_fps(opts["fps"])
 
 

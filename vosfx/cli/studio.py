@@ -66,7 +66,7 @@ def studio(
     import os
     import shutil
 
-    from vosfx.cli.flags import check_fps, model_overrides
+    from vosfx.cli.flags import check_fps, check_range, model_overrides
     from vosfx.errors import Cancelled
     from vosfx.session.frames import SourceFrames
     from vosfx.studio.server import Control, bind, serve
@@ -102,15 +102,9 @@ def studio(
     # checked here, in `vosfx matte`'s words: the page could only show it
     if start < 0:
         raise click.BadParameter(f"expected a frame >= 0, found {start}", param_hint="--start")
-    if end is not None and end <= start:
-        if job is not None and not all(typed.values()):  # one end is the job's: as matte --job
-            raise click.BadParameter(
-                f"expected --end after --start; the job's range would be {start}..{end}",
-                param_hint="--end" if typed["--end"] else "--start",
-            )
-        raise click.BadParameter(
-            f"expected a frame after --start ({start}), found {end}", param_hint="--end"
-        )
+    # one end the job's: as `vosfx matte --job` says it
+    from_job = job is not None and not all(typed.values())
+    check_range(start, end, from_job=from_job, end_typed=typed["--end"])
     if start >= num_frames:
         from vosfx.errors import StartPastEndError
         from vosfx.pipeline.loop import positions_hint
