@@ -101,6 +101,10 @@ class Effect:
         """RENDER t, every NEED answered with the clip's frame at ``width`` x ``height`` (and
         ``mask(k)``'s plane); the final answer (MATTE, ERROR, CANCELLED)."""
         self.send(P.RENDER, frame=t, a=int(mask is not None), b=obj, width=width, height=height)
+        return self.answer(width=width, height=height, mask=mask, frame=frame)
+
+    def answer(self, *, width=W, height=H, mask=None, frame=None) -> P.Message:
+        """Every NEED of the render under way answered (as :meth:`render`); its final answer."""
         while True:
             msg = self.ch.recv()
             if msg.type == P.PROGRESS:
@@ -330,21 +334,10 @@ def test_another_model_reloads_the_engine_between_renders(effect):
     loading = effect.ch.recv()
     assert loading.type == P.PROGRESS and loading.text == "loading sam2.1-small"
     effect.fetched.clear()
-    reply = _finish_render(effect)
+    reply = effect.answer()
     np.testing.assert_array_equal(effect.alpha(reply), first)  # the same FakeEngine
     assert effect.fetched == [0, 1, 2]  # tracked again with the new engine
     _ended_cleanly(effect, effect.quit())
-
-
-def _finish_render(effect: Effect) -> P.Message:
-    while True:
-        msg = effect.ch.recv()
-        if msg.type == P.PROGRESS:
-            continue
-        if msg.type != P.NEED:
-            return msg
-        effect.fetched.append(msg.frame)
-        effect.put_frame(msg.frame, moving_square_frame(msg.frame, W, H)[0])
 
 
 def test_proxy_frames_give_a_proxy_matte_and_full_size_tracks_again(effect, tmp_path):
