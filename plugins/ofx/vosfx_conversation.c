@@ -16,7 +16,7 @@
 /* a growing text buffer for the JSON the worker reads */
 typedef struct { char *s; size_t len, cap; int oom; } VxBuf;
 
-static void vx_buf_add(VxBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void vx_buf_add(VxBuf *b, const char *fmt, ...) __attribute__((format(VX_PRINTF, 2, 3)));
 static void vx_buf_add(VxBuf *b, const char *fmt, ...) {
     if (b->oom) return;
     for (;;) {
@@ -74,7 +74,7 @@ static char *vx_config_json(VxInstance *in, const VxGeom *g) {
     static const char *const alphas[] = {"soft", "hard"};
     static const char *const edges[] = {"bilinear", "guided"};
     int alpha = vx_get_int(in, VXP_ALPHA), edge = vx_get_int(in, VXP_EDGE);
-    locale_t previous = vx_numbers_begin(); /* JSON numbers: "0.5", never "0,5" */
+    VxNumbers previous = vx_numbers_begin(); /* JSON numbers: "0.5", never "0,5" */
     vx_buf_add(&b, "{\"clip\": {\"width\": %d, \"height\": %d, \"frames\": %d, \"fps\": %.6f}, ",
                g->full_w, g->full_h, (int)(g->last - g->first) + 1, g->fps > 0 ? g->fps : 24.0);
     vx_buf_add(&b, "\"model\": {\"name\": ");
@@ -105,7 +105,7 @@ static char *vx_points_json(VxInstance *in, const VxGeom *g) {
     VxPoints pts = {0};
     vx_get_points(in, &pts);
     VxBuf b = {0};
-    locale_t previous = vx_numbers_begin();
+    VxNumbers previous = vx_numbers_begin();
     vx_buf_add(&b, "{\"points\": [");
     int n = 0;
     for (int i = 0; i < pts.count; i++) {
@@ -175,7 +175,7 @@ static int vx_expect_ok(VxInstance *in, int timeout_ms) {
 }
 
 static int vx_ensure_worker(VxInstance *in) {
-    if (in->worker.pid > 0) return VX_R_MATTE;
+    if (in->worker.running) return VX_R_MATTE;
     if (in->failed_start) return VX_R_FAIL; /* said once already (the message persists) */
     char err[VX_ERR_LEN];
     if (vxw_start(&in->worker, err, sizeof err) != 0) {

@@ -8,7 +8,6 @@
 #include "vosfx_ofx.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +24,7 @@ const OfxMessageSuiteV2 *vx_msg2;
 const OfxInteractSuiteV1 *vx_interact;
 const OfxProgressSuiteV1 *vx_progress;
 
-static pthread_mutex_t vx_fallback_lock = PTHREAD_MUTEX_INITIALIZER;
+static VxLock vx_fallback_lock = VX_LOCK_INIT;
 
 
 const char *const vx_param_names[VXP_COUNT] = {
@@ -105,28 +104,45 @@ void vx_printable(char *dst, size_t cap, const char *src, size_t n) {
     dst[o] = '\0';
 }
 
+#ifdef _WIN32
+/* Windows: this thread's own locale for the moment (the host's other threads keep theirs) */
+VxNumbers vx_numbers_begin(void) {
+    VxNumbers previous;
+    previous.config = _configthreadlocale(_ENABLE_PER_THREAD_LOCALE);
+    const char *now = setlocale(LC_NUMERIC, NULL);
+    snprintf(previous.numeric, sizeof previous.numeric, "%s", now ? now : "C");
+    setlocale(LC_NUMERIC, "C");
+    return previous;
+}
+
+void vx_numbers_end(VxNumbers previous) {
+    setlocale(LC_NUMERIC, previous.numeric);
+    if (previous.config != -1) _configthreadlocale(previous.config);
+}
+#else
 static locale_t vx_c_numeric;
 static pthread_once_t vx_c_numeric_once = PTHREAD_ONCE_INIT;
 
 static void vx_make_c_numeric(void) { vx_c_numeric = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
 
-locale_t vx_numbers_begin(void) {
+VxNumbers vx_numbers_begin(void) {
     pthread_once(&vx_c_numeric_once, vx_make_c_numeric);
     return vx_c_numeric ? uselocale(vx_c_numeric) : (locale_t)0;
 }
 
-void vx_numbers_end(locale_t previous) {
+void vx_numbers_end(VxNumbers previous) {
     if (previous) uselocale(previous);
 }
+#endif
 
 void vx_lock(VxInstance *in) {
     if (vx_thread && in->lock) vx_thread->mutexLock(in->lock);
-    else pthread_mutex_lock(&vx_fallback_lock);
+    else vx_lock_take(&vx_fallback_lock);
 }
 
 void vx_unlock(VxInstance *in) {
     if (vx_thread && in->lock) vx_thread->mutexUnLock(in->lock);
-    else pthread_mutex_unlock(&vx_fallback_lock);
+    else vx_lock_give(&vx_fallback_lock);
 }
 
 /* errors and notes to the user through the host's message suite (persistent when it can, so a
@@ -384,7 +400,7 @@ static OfxStatus vx_create_instance(OfxImageEffectHandle effect) {
     if (!in) return kOfxStatErrMemory;
     memset(in, 0, sizeof *in);
     in->effect = effect;
-    in->worker.sock = in->worker.shm_fd = -1;
+    vxw_init(&in->worker);
     in->drag = -1;
     OfxPropertySetHandle props;
     if (vx_effect->getPropertySet(effect, &props) != kOfxStatOK ||

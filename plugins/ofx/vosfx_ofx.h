@@ -4,13 +4,25 @@
 
 #include <locale.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#ifndef _WIN32
 #include <sys/types.h>
+#endif
 #ifdef __APPLE__
 #include <xlocale.h>
 #endif
 
 #include "vosfx_ofx_api.h"
 #include "vosfx_ofx_proto.h"
+
+/* printf-style checks of our own formats, as the C library in use reads them (mingw-w64 built
+ * with __USE_MINGW_ANSI_STDIO: the GNU forms, %zu included) */
+#ifdef __MINGW_PRINTF_FORMAT
+#define VX_PRINTF __MINGW_PRINTF_FORMAT
+#else
+#define VX_PRINTF printf
+#endif
 
 #define VX_PLUGIN_ID "org.vosfx.matte"
 #define VX_ERR_LEN 1024
@@ -27,16 +39,30 @@ extern const OfxMessageSuiteV2 *vx_msg2;
 extern const OfxInteractSuiteV1 *vx_interact;
 extern const OfxProgressSuiteV1 *vx_progress;
 
-/* ---- the worker process ---- */
+/* ---- the worker process (vosfx_worker.c on POSIX, vosfx_worker_win.c on Windows) ---- */
 typedef struct VxWorker {
-    pid_t pid;           /* 0: not running */
+    int running;         /* 0: not running */
+#ifdef _WIN32
+    void *process;       /* HANDLE; NULL where none is given (Wine starting a Unix worker) */
+    void *job;           /* HANDLE: the worker ends with the host */
+    uintptr_t listener;  /* SOCKET: 127.0.0.1, until the worker connected */
+    uintptr_t sock;      /* SOCKET: the connection, once the token was checked */
+    void *shm_file;      /* HANDLE of the file the shared memory maps */
+    void *shm_map;       /* HANDLE of the mapping */
+    char token[65];      /* hex; the worker sends it first */
+    char dir[512];       /* the worker's folder (its cwd): the shared file and the log */
+#else
+    pid_t pid;
     int sock;            /* our end of the socket pair */
     int shm_fd;
+#endif
     unsigned char *shm;  /* mapped shared memory */
     size_t shm_size;
     char log_path[512];
 } VxWorker;
 
+/* a worker that is not running, nothing open */
+void vxw_init(VxWorker *w);
 /* start the worker; 0 on success, else -1 with a message in err */
 int vxw_start(VxWorker *w, char *err, size_t errlen);
 /* make the shared memory at least nbytes long; 0 or -1 */
@@ -60,6 +86,34 @@ void vx_reap_detached(void);
 void vx_forget_detached(void);
 /* the command that runs vosfx, read from the bundle's config (NULL-terminated, static) */
 const char *const *vx_vosfx_command(char *err, size_t errlen);
+
+/* ---- a lock for process-wide state, statically initialised ---- */
+#ifdef _WIN32
+typedef struct VxLock {
+    void *srw; /* an SRWLOCK */
+} VxLock;
+#define VX_LOCK_INIT {0}
+#else
+#include <pthread.h>
+typedef pthread_mutex_t VxLock;
+#define VX_LOCK_INIT PTHREAD_MUTEX_INITIALIZER
+#endif
+void vx_lock_take(VxLock *lock);
+void vx_lock_give(VxLock *lock);
+
+/* ---- the bundle's config (vosfx_config.c), read once per process ---- */
+#define VX_MAX_ARGS 32 /* 'vosfx' lines, and 'worker' lines */
+#define VX_MAX_ENV 16  /* 'env' lines */
+typedef struct VxConfig {
+    const char *const *vosfx;  /* "vosfx ARG" lines, NULL-terminated */
+    const char *const *worker; /* "worker ARG" lines */
+    const char *const *env;    /* "env NAME=VALUE" lines */
+} VxConfig;
+/* 0 with the config, or -1 with a message in err */
+int vx_config(VxConfig *cfg, char *err, size_t errlen);
+/* platform parts: the config file's path (UTF-8), a file opened by its UTF-8 path */
+int vx_config_path(char *out, size_t cap);
+FILE *vx_fopen(const char *path, const char *mode);
 
 /* ---- points (persisted in a string parameter) ---- */
 typedef struct VxPoint {
@@ -95,8 +149,16 @@ void vx_printable(char *dst, size_t cap, const char *src, size_t n);
 /* Numbers written or read between these two are in the C locale on this thread, whatever the
  * host set: Qt hosts call setlocale(LC_ALL, "") on Linux, and a German LANG would make printf
  * write "0,5" into the saved points and the worker's JSON. vx_numbers_end(vx_numbers_begin()) */
-locale_t vx_numbers_begin(void);
-void vx_numbers_end(locale_t previous);
+#ifdef _WIN32
+typedef struct VxNumbers {
+    int config;        /* _configthreadlocale's previous setting */
+    char numeric[128]; /* the thread's LC_NUMERIC before */
+} VxNumbers;
+#else
+typedef locale_t VxNumbers;
+#endif
+VxNumbers vx_numbers_begin(void);
+void vx_numbers_end(VxNumbers previous);
 
 /* ---- parameters ---- */
 enum {
@@ -142,10 +204,10 @@ OfxStatus vx_overlay_main(const char *action, const void *handle, OfxPropertySet
 /* the effect's persistent message ("vosfx Matte: " and the text), or a message where the
  * host has none */
 void vx_report(VxInstance *in, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(VX_PRINTF, 3, 4)));
 /* a message said once (not kept up: a click the effect cannot take) */
 void vx_say(VxInstance *in, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(VX_PRINTF, 3, 4)));
 void vx_lock(VxInstance *in);
 void vx_unlock(VxInstance *in);
 /* read the points parameter; 0 or -1 */

@@ -9,9 +9,27 @@
 #define _GNU_SOURCE
 #include "vosfx_ofx.h"
 
-#include <dlfcn.h>
 #include <math.h>
 #include <string.h>
+
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+
+/* the host program's own export first (a test host draws into a list), then OpenGL's */
+static void *vx_gl(const char *name) {
+    FARPROC f = GetProcAddress(GetModuleHandleW(NULL), name);
+    HMODULE gl = f ? NULL : GetModuleHandleW(L"opengl32.dll");
+    if (gl) f = GetProcAddress(gl, name);
+    void *p;
+    memcpy(&p, &f, sizeof p); /* a function's address as data, as dlsym gives it */
+    return p;
+}
+#else
+#include <dlfcn.h>
+
+static void *vx_gl(const char *name) { return dlsym(RTLD_DEFAULT, name); }
+#endif
 
 typedef void (*VxGlColor3f)(float, float, float);
 typedef void (*VxGlPointSize)(float);
@@ -54,11 +72,11 @@ static void vx_pen(OfxPropertySetHandle inArgs, double *x, double *y, int *frame
 }
 
 static OfxStatus vx_draw(VxInstance *in, OfxPropertySetHandle inArgs) {
-    VxGlColor3f color = (VxGlColor3f)dlsym(RTLD_DEFAULT, "glColor3f");
-    VxGlPointSize size = (VxGlPointSize)dlsym(RTLD_DEFAULT, "glPointSize");
-    VxGlBegin begin = (VxGlBegin)dlsym(RTLD_DEFAULT, "glBegin");
-    VxGlVertex2d vertex = (VxGlVertex2d)dlsym(RTLD_DEFAULT, "glVertex2d");
-    VxGlEnd end = (VxGlEnd)dlsym(RTLD_DEFAULT, "glEnd");
+    VxGlColor3f color = (VxGlColor3f)vx_gl("glColor3f");
+    VxGlPointSize size = (VxGlPointSize)vx_gl("glPointSize");
+    VxGlBegin begin = (VxGlBegin)vx_gl("glBegin");
+    VxGlVertex2d vertex = (VxGlVertex2d)vx_gl("glVertex2d");
+    VxGlEnd end = (VxGlEnd)vx_gl("glEnd");
     if (!color || !size || !begin || !vertex || !end) return kOfxStatReplyDefault; /* no GL */
     double t = 0, scale[2] = {1, 1};
     vx_prop->propGetDouble(inArgs, kOfxPropTime, 0, &t);

@@ -42,7 +42,7 @@ void vx_points_free(VxPoints *pts) {
 int vx_points_parse(const char *text, VxPoints *out) {
     out->count = 0;
     if (!text) return 0;
-    locale_t previous = vx_numbers_begin(); /* "8.500" whatever the host's locale */
+    VxNumbers previous = vx_numbers_begin(); /* "8.500" whatever the host's locale */
     int rc = 0;
     const char *p = text;
     while (*p) {
@@ -77,7 +77,7 @@ char *vx_points_format(const VxPoints *pts) {
     if (!s) return NULL;
     size_t used = 0;
     s[0] = '\0';
-    locale_t previous = vx_numbers_begin();
+    VxNumbers previous = vx_numbers_begin();
     for (int i = 0; i < pts->count; i++) {
         const VxPoint *q = &pts->items[i];
         int n = snprintf(s + used, cap - used, "%d %d %d %.3f %.3f;", q->frame, q->obj, q->label,

@@ -40,23 +40,12 @@ extern char **environ;
 #define MSG_NOSIGNAL 0 /* macOS: SO_NOSIGPIPE is set on the socket instead */
 #endif
 
-#define VX_MAX_ARGS 32
-#define VX_MAX_ENV 16
-#define VX_CFG_LINE 2047 /* bytes in a cfg line, its line break left out */
 #define VX_FD_CHILD_SOCK 3
 #define VX_FD_CHILD_SHM 4
 
-/* ---- the bundle's config: which command runs vosfx ------------------------------------- */
-
-static char vx_cfg_store[8192];
-static const char *vx_cfg_vosfx[VX_MAX_ARGS + 1];
-static const char *vx_cfg_worker[VX_MAX_ARGS + 1];
-static const char *vx_cfg_env[VX_MAX_ENV + 1];
-static int vx_cfg_loaded;
-
 /* Contents/Resources/vosfx_worker.cfg beside the binary (Contents/<arch>/vosfx.ofx), or
  * $VOSFX_OFX_CONFIG. Lines: "vosfx ARG", "worker ARG", "env NAME=VALUE", "# comment". */
-static int vx_config_path(char *out, size_t cap) {
+int vx_config_path(char *out, size_t cap) {
     const char *env = getenv("VOSFX_OFX_CONFIG");
     if (env && env[0]) {
         snprintf(out, cap, "%s", env);
@@ -75,131 +64,20 @@ static int vx_config_path(char *out, size_t cap) {
     return 0;
 }
 
-static pthread_mutex_t vx_cfg_lock = PTHREAD_MUTEX_INITIALIZER;
+FILE *vx_fopen(const char *path, const char *mode) { return fopen(path, mode); }
 
-static int vx_load_config_locked(char *err, size_t errlen);
+void vx_lock_take(VxLock *lock) { pthread_mutex_lock(lock); }
 
-/* read once per process (instances on several threads may ask at the same time) */
-static int vx_load_config(char *err, size_t errlen) {
-    pthread_mutex_lock(&vx_cfg_lock);
-    int r = vx_cfg_loaded ? 0 : vx_load_config_locked(err, errlen);
-    pthread_mutex_unlock(&vx_cfg_lock);
-    return r;
-}
+void vx_lock_give(VxLock *lock) { pthread_mutex_unlock(lock); }
 
-/* a cfg line that cannot be taken: the file and line named, the line's bytes never echoed raw */
-static int vx_cfg_error(char *err, size_t errlen, const char *path, int lineno, const char *fmt,
-                        ...) __attribute__((format(printf, 5, 6)));
-static int vx_cfg_error(char *err, size_t errlen, const char *path, int lineno, const char *fmt,
-                        ...) {
-    char what[512], shown[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    vx_printable(shown, sizeof shown, path, strlen(path));
-    snprintf(err, errlen, "the effect's config %s, line %d: %s", shown, lineno, what);
-    return -1;
-}
-
-static int vx_load_config_locked(char *err, size_t errlen) {
-    char path[4200];
-    if (vx_config_path(path, sizeof path) != 0) {
-        snprintf(err, errlen, "cannot locate the vosfx.ofx.bundle folder");
-        return -1;
-    }
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        char shown[512];
-        vx_printable(shown, sizeof shown, path, strlen(path));
-        snprintf(err, errlen,
-                 "vosfx is not set up for this effect: %s is missing (run `vosfx plugins "
-                 "install ofx` with the Python environment that has vosfx)",
-                 shown);
-        return -1;
-    }
-    size_t used = 0;
-    int nv = 0, nw = 0, ne = 0, lineno = 0, rc = 0;
-    char line[VX_CFG_LINE + 2]; /* the longest line, its line break, the NUL */
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        size_t n = strlen(line);
-        if (n == sizeof line - 1 && line[n - 1] != '\n' && !feof(f)) {
-            rc = vx_cfg_error(err, errlen, path, lineno, "longer than %d bytes", VX_CFG_LINE);
-            break;
-        }
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
-                         line[n - 1] == '\t'))
-            line[--n] = '\0'; /* trailing blanks are no part of an argument */
-        if (n == 0 || line[0] == '#') continue;
-        if (!vx_utf8_valid(line)) {
-            rc = vx_cfg_error(err, errlen, path, lineno, "not UTF-8 text");
-            break;
-        }
-        const char *val = NULL;
-        int kind = 0;
-        if (strncmp(line, "vosfx ", 6) == 0) val = line + 6, kind = 1;
-        else if (strncmp(line, "worker ", 7) == 0) val = line + 7, kind = 2;
-        else if (strncmp(line, "env ", 4) == 0) val = line + 4, kind = 3;
-        if (!val || !val[0]) {
-            rc = vx_cfg_error(err, errlen, path, lineno,
-                              "expected 'vosfx ARG', 'worker ARG', 'env NAME=VALUE' or "
-                              "'# comment'");
-            break;
-        }
-        if (kind == 3 && (val[0] == '=' || !strchr(val, '='))) {
-            rc = vx_cfg_error(err, errlen, path, lineno, "expected 'env NAME=VALUE'");
-            break;
-        }
-        int *count = kind == 1 ? &nv : kind == 2 ? &nw : &ne;
-        int most = kind == 3 ? VX_MAX_ENV : VX_MAX_ARGS;
-        if (*count >= most) {
-            rc = vx_cfg_error(err, errlen, path, lineno, "more than %d '%s' lines", most,
-                              kind == 1 ? "vosfx" : kind == 2 ? "worker" : "env");
-            break;
-        }
-        size_t len = strlen(val) + 1;
-        if (used + len > sizeof vx_cfg_store) {
-            rc = vx_cfg_error(err, errlen, path, lineno, "the file holds more than %zu bytes of "
-                              "arguments", sizeof vx_cfg_store);
-            break;
-        }
-        char *copy = vx_cfg_store + used;
-        memcpy(copy, val, len);
-        used += len;
-        if (kind == 1) vx_cfg_vosfx[nv++] = copy;
-        else if (kind == 2) vx_cfg_worker[nw++] = copy;
-        else vx_cfg_env[ne++] = copy;
-    }
-    if (rc == 0 && ferror(f)) rc = vx_cfg_error(err, errlen, path, lineno + 1, "unreadable");
-    fclose(f);
-    vx_cfg_vosfx[nv] = vx_cfg_worker[nw] = vx_cfg_env[ne] = NULL;
-    if (rc != 0) {
-        vx_cfg_vosfx[0] = vx_cfg_worker[0] = vx_cfg_env[0] = NULL;
-        return -1;
-    }
-    if (nv == 0 && nw == 0) {
-        char shown[512];
-        vx_printable(shown, sizeof shown, path, strlen(path));
-        snprintf(err, errlen, "%s names no vosfx command (expected lines 'vosfx ARG')", shown);
-        return -1;
-    }
-    vx_cfg_loaded = 1;
-    return 0;
-}
-
-const char *const *vx_vosfx_command(char *err, size_t errlen) {
-    if (vx_load_config(err, errlen) != 0) return NULL;
-    if (!vx_cfg_vosfx[0]) {
-        snprintf(err, errlen, "the effect's config names no 'vosfx' command");
-        return NULL;
-    }
-    return vx_cfg_vosfx;
+void vxw_init(VxWorker *w) {
+    memset(w, 0, sizeof *w);
+    w->sock = w->shm_fd = -1;
 }
 
 /* the host's environment minus what would make the worker load the host's libraries,
  * plus the config's env lines; returns a malloc'd array of borrowed strings */
-static char **vx_child_env(void) {
+static char **vx_child_env(const VxConfig *cfg) {
     static const char *const drop[] = {"LD_LIBRARY_PATH=", "LD_PRELOAD=", "DYLD_LIBRARY_PATH=",
                                        "DYLD_INSERT_LIBRARIES=", "PYTHONPATH=", "PYTHONHOME=",
                                        "PYTHONSTARTUP=", NULL};
@@ -212,13 +90,13 @@ static char **vx_child_env(void) {
         int skip = 0;
         for (int d = 0; drop[d]; d++)
             if (strncmp(environ[i], drop[d], strlen(drop[d])) == 0) skip = 1;
-        for (int e = 0; vx_cfg_env[e]; e++) { /* the config's NAME=VALUE wins over the host's */
-            size_t name = (size_t)(strchr(vx_cfg_env[e], '=') - vx_cfg_env[e]) + 1;
-            if (strncmp(environ[i], vx_cfg_env[e], name) == 0) skip = 1;
+        for (int e = 0; cfg->env[e]; e++) { /* the config's NAME=VALUE wins over the host's */
+            size_t name = (size_t)(strchr(cfg->env[e], '=') - cfg->env[e]) + 1;
+            if (strncmp(environ[i], cfg->env[e], name) == 0) skip = 1;
         }
         if (!skip) env[k++] = environ[i];
     }
-    for (int e = 0; vx_cfg_env[e]; e++) env[k++] = (char *)vx_cfg_env[e];
+    for (int e = 0; cfg->env[e]; e++) env[k++] = (char *)cfg->env[e];
     env[k] = NULL;
     return env;
 }
@@ -267,34 +145,6 @@ static void vx_remove_log(VxWorker *w) {
     w->log_path[0] = '\0';
 }
 
-void vxw_log_tail(const char *path, char *out, size_t cap) {
-    out[0] = '\0';
-    if (!path[0] || strcmp(path, "/dev/null") == 0) return;
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    char buf[4096];
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long size = ftell(f);
-        fseek(f, size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0, SEEK_SET);
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* the last line that says something: not blank, not the worker's closing statistics */
-    size_t end = n;
-    while (end > 0) {
-        while (end > 0 && (buf[end - 1] == '\n' || buf[end - 1] == '\r' || buf[end - 1] == ' '))
-            end--;
-        size_t start = end;
-        while (start > 0 && buf[start - 1] != '\n') start--;
-        if (end > start && strncmp(buf + start, "vosfx-ofx: stats:", 17) != 0) {
-            vx_printable(out, cap, buf + start, end - start);
-            return;
-        }
-        end = start;
-    }
-}
-
 /* The child gets the descriptors the file actions name and no other: a host's files, pipes
  * and sockets that are not close-on-exec must not stay open in the worker (a socket held open
  * there keeps a connection alive; a pipe's reader never sees its end). fds >= lowest are
@@ -338,13 +188,14 @@ static void vx_spawn_attr(posix_spawnattr_t *attr) {
 }
 
 int vxw_start(VxWorker *w, char *err, size_t errlen) {
-    if (vx_load_config(err, errlen) != 0) return -1;
+    VxConfig cfg;
+    if (vx_config(&cfg, err, errlen) != 0) return -1;
     const char *argv[2 * VX_MAX_ARGS + 8];
     int n = 0;
-    if (vx_cfg_worker[0]) {
-        for (int i = 0; vx_cfg_worker[i]; i++) argv[n++] = vx_cfg_worker[i];
+    if (cfg.worker[0]) {
+        for (int i = 0; cfg.worker[i]; i++) argv[n++] = cfg.worker[i];
     } else {
-        for (int i = 0; vx_cfg_vosfx[i]; i++) argv[n++] = vx_cfg_vosfx[i];
+        for (int i = 0; cfg.vosfx[i]; i++) argv[n++] = cfg.vosfx[i];
         argv[n++] = "ofx-worker";
     }
     argv[n++] = "--fd";
@@ -384,7 +235,7 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
     vx_close_others(&fa, VX_FD_CHILD_SHM + 1);
     posix_spawnattr_t attr;
     vx_spawn_attr(&attr);
-    char **env = vx_child_env();
+    char **env = vx_child_env(&cfg);
     pid_t pid = 0;
     /* posix_spawnp: a bare "vosfx" in the config is looked up on PATH */
     int rc = env ? posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, env) : ENOMEM;
@@ -404,6 +255,7 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
         return -1;
     }
     w->pid = pid;
+    w->running = 1;
     w->sock = sv[0];
     w->shm = NULL;
     w->shm_size = 0;
@@ -544,6 +396,7 @@ int vxw_stop(VxWorker *w, char *how, size_t howlen) {
                 snprintf(how, howlen, "ended");
         }
         w->pid = 0;
+        w->running = 0;
     }
     if (w->sock >= 0) close(w->sock);
     if (w->shm) munmap(w->shm, w->shm_size);
@@ -584,6 +437,8 @@ void vx_forget_detached(void) {
 }
 
 int vx_spawn_detached(const char *const *argv, char *err, size_t errlen) {
+    VxConfig cfg;
+    if (vx_config(&cfg, err, errlen) != 0) return -1;
     vx_reap_detached();
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -595,7 +450,7 @@ int vx_spawn_detached(const char *const *argv, char *err, size_t errlen) {
     vx_close_others(&fa, 3);
     posix_spawnattr_t attr;
     vx_spawn_attr(&attr);
-    char **env = vx_child_env();
+    char **env = vx_child_env(&cfg);
     pid_t pid = 0;
     int rc = env ? posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, env) : ENOMEM;
     posix_spawn_file_actions_destroy(&fa);

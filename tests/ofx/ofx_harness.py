@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -55,7 +56,7 @@ def build(out: Path, *, sanitize: bool = False) -> Built:
     if sanitize:
         flags += ["-fsanitize=address,undefined,float-cast-overflow", "-fno-omit-frame-pointer"]
     cmd = [
-        find_compiler(),
+        *find_compiler(),
         *flags,
         "-o",
         str(host),
@@ -68,6 +69,91 @@ def build(out: Path, *, sanitize: bool = False) -> Built:
     if proc.returncode != 0:
         raise RuntimeError(f"compiling the test host failed:\n{proc.stderr}")
     return Built(bundle, host, sanitize)
+
+
+# ---- the Windows effect: cross-compiled with mingw-w64, run under Wine ----------------------
+
+MINGW = "x86_64-w64-mingw32-gcc"
+
+
+def wine() -> str:
+    """Wine's 64-bit loader (Debian: /usr/lib/wine/wine64, package wine64)."""
+    found = shutil.which("wine64") or "/usr/lib/wine/wine64"
+    if not Path(found).is_file():
+        raise RuntimeError("wine64 is missing: apt-get install wine64 (.ci/run installs it)")
+    return found
+
+
+def z(path: Path | str) -> str:
+    """A Linux path as Windows programs under Wine name it (drive Z: is /)."""
+    return "Z:" + str(path).replace("/", "\\")
+
+
+def build_windows(out: Path, *, worker: list[str] | None = None, zig: bool = False) -> Built:
+    """The Windows bundle and the test host, cross-compiled with mingw-w64 (-Werror); ``zig``:
+    the bundle with Zig's clang instead (``python -m ziglang cc``, what `vosfx plugins install
+    ofx` uses on a Windows machine without gcc or clang). The worker config starts the Linux
+    vosfx worker (FakeEngine) through /usr/bin/env: Wine hands a Unix program its argv[0] in
+    Windows form, where Python would not find its virtual environment. ``worker``: another
+    worker command (its program a Linux path)."""
+    from vosfx.ofx.build import build_bundle, write_worker_config
+
+    if shutil.which(MINGW) is None:
+        raise RuntimeError(f"{MINGW} is missing: apt-get install gcc-mingw-w64-x86-64-win32")
+    out.mkdir(parents=True, exist_ok=True)
+    cc = None if zig else MINGW  # None: ziglang, the only compiler for Windows it knows here
+    bundle = build_bundle(SRC, out, system="Windows", cc=cc, extra_flags=("-Werror",))
+    default = [sys.executable, "-m", "vosfx.ofx.worker", "--engine", "ofx_fakes:make_engine"]
+    write_worker_config(
+        bundle,
+        [z("/usr/bin/env"), sys.executable, str(HERE / "vosfx_drift_fake.py")],
+        worker_command=[z("/usr/bin/env"), *(worker or default)],
+        env={"PYTHONPATH": str(HERE)},
+    )
+    host = out / "ofx_host.exe"
+    flags = ["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-D__USE_MINGW_ANSI_STDIO=1"]
+    cmd = [MINGW, *flags, f"-I{SRC}", "-o", str(host), str(HERE / "ofx_host.c"), "-static"]
+    proc = subprocess.run([*cmd, "-lpthread"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compiling the Windows test host failed:\n{proc.stderr}")
+    return Built(bundle, host, False)
+
+
+def run_wine(
+    built: Built,
+    lines: list[str],
+    tmp: Path,
+    prefix: Path,
+    *,
+    env: dict | None = None,
+    timeout: float = 300,
+) -> Run:
+    """The Windows test host under Wine (its prefix ``prefix``, made on first use), on a
+    script whose paths are already in Windows form (:func:`z`). %TEMP% is the prefix's own
+    (:func:`wine_temp`: Wine sets it from the prefix, whatever the environment says)."""
+    script = tmp / f"script-{len(list(tmp.glob('script-*')))}.txt"
+    script.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+    full_env = {k: v for k, v in os.environ.items() if k not in ("VOSFX_OFX_CONFIG", "DISPLAY")}
+    full_env.update(WINEPREFIX=str(prefix), WINEDEBUG="-all", **(env or {}))
+    proc = subprocess.run(
+        [wine(), str(built.host), z(script)],
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(  # a Windows program's text-mode stdout ends its lines with \r\n
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace").replace("\r\n", "\n"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+def wine_temp(prefix: Path) -> Path:
+    """%TEMP% of Windows programs in ``prefix``: where the effect makes its workers' folders."""
+    import getpass
+
+    return prefix / "drive_c" / "users" / getpass.getuser() / "Temp"
 
 
 def make_clip(

@@ -51,20 +51,29 @@
 #include "vosfx_ofx_api.h"
 
 #include <ctype.h>
-#include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef _WIN32 /* mingw-w64 (winpthreads), run under Wine by the tests */
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#define HOST_EXPORT __declspec(dllexport)
+#define BUNDLE_ARCH "Win64"
+#else
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
+#define HOST_EXPORT
+#define BUNDLE_ARCH "Linux-x86-64"
+#endif
 
 #define MAXV 8
 #define MAXP 128
@@ -907,15 +916,16 @@ static OfxStatus pr_end(void *e) {
 }
 static const OfxProgressSuiteV1 progress_suite = {pr_start, pr_update, pr_end};
 
-/* GL 1.x entry points the overlay looks up in the host process (exported with -rdynamic) */
-void glColor3f(float r, float g, float b) { (void)r, (void)g, (void)b; }
-void glPointSize(float s) { (void)s; }
-void glBegin(unsigned int mode) { (void)mode; }
-void glVertex2d(double x, double y) {
+/* GL 1.x entry points the overlay looks up in the host process (exported with -rdynamic; on
+ * Windows, from the program's export table) */
+HOST_EXPORT void glColor3f(float r, float g, float b) { (void)r, (void)g, (void)b; }
+HOST_EXPORT void glPointSize(float s) { (void)s; }
+HOST_EXPORT void glBegin(unsigned int mode) { (void)mode; }
+HOST_EXPORT void glVertex2d(double x, double y) {
     H.gl_vertices++;
     printf("VERTEX %.1f %.1f\n", x, y);
 }
-void glEnd(void) {}
+HOST_EXPORT void glEnd(void) {}
 
 static const void *fetch_suite(OfxPropertySetHandle host, const char *name, int version) {
     if (host != host_props || !name) return NULL;
@@ -935,7 +945,11 @@ static const void *fetch_suite(OfxPropertySetHandle host, const char *name, int 
 
 /* ---- driving the plug-in ------------------------------------------------------------------------ */
 
+#ifdef _WIN32
+static HMODULE lib;
+#else
 static void *lib;
+#endif
 static OfxPlugin *plugin;
 static OfxHost host;
 static Effect *desc, *ctx_desc, *inst;
@@ -952,11 +966,24 @@ static OfxStatus call(const char *action, const void *handle, PSet *in, PSet *ou
 
 static OfxStatus cmd_load(const char *dir) {
     char path[1400];
-    snprintf(path, sizeof path, "%s/Contents/Linux-x86-64/vosfx.ofx", dir);
+    snprintf(path, sizeof path, "%s/Contents/" BUNDLE_ARCH "/vosfx.ofx", dir);
+#ifdef _WIN32
+    wchar_t wide[1400]; /* the script's UTF-8, as a host's own (wide) paths */
+    if (!MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wide, 1400))
+        die("load %s: not UTF-8", path);
+    lib = LoadLibraryW(wide);
+    if (!lib) die("LoadLibrary %s: error %lu", path, (unsigned long)GetLastError());
+    OfxGetNumberOfPluginsFn count;
+    OfxGetPluginFn get;
+    FARPROC fc = GetProcAddress(lib, "OfxGetNumberOfPlugins"), fg = GetProcAddress(lib, "OfxGetPlugin");
+    memcpy(&count, &fc, sizeof count);
+    memcpy(&get, &fg, sizeof get);
+#else
     lib = dlopen(path, RTLD_LAZY | RTLD_LOCAL);
     if (!lib) die("dlopen %s: %s", path, dlerror());
     OfxGetNumberOfPluginsFn count = (OfxGetNumberOfPluginsFn)dlsym(lib, "OfxGetNumberOfPlugins");
     OfxGetPluginFn get = (OfxGetPluginFn)dlsym(lib, "OfxGetPlugin");
+#endif
     if (!count || !get) die("the binary lacks OfxGetNumberOfPlugins / OfxGetPlugin");
     int n = count();
     if (n != 1) die("expected 1 plug-in, found %d", n);
@@ -1217,6 +1244,7 @@ static OfxStatus cmd_key(const char *action, int sym) {
     return s;
 }
 
+#ifndef _WIN32 /* /proc: the commands that use these die on Windows */
 /* the pids of this process's children: alive (zombie 0) or ended and not reaped (zombie 1) */
 static int child_pids(int zombie, int *pids, int cap) {
     DIR *d = opendir("/proc");
@@ -1303,6 +1331,8 @@ static long rss_kb(void) {
     if (f) fclose(f);
     return kb;
 }
+
+#endif
 
 static void cmd_unload_checks(void) {
     printf("LEAKS memory_suite=%ld image_memory=%ld mutexes=%ld images=%d\n", H.mem_blocks,
@@ -1419,6 +1449,16 @@ static OfxStatus run(char *cmd, char **a, int na) {
         H.last_message[0] = '\0';
         return 0;
     }
+#ifdef _WIN32
+    if (!strcmp(cmd, "children") || !strcmp(cmd, "zombies") || !strcmp(cmd, "open_fd") ||
+        !strcmp(cmd, "child_fds") || !strcmp(cmd, "child_env") || !strcmp(cmd, "rss") ||
+        !strcmp(cmd, "kill_children"))
+        die("%s: this test host reads /proc, POSIX only", cmd);
+    if (!strcmp(cmd, "sleep")) {
+        Sleep((DWORD)atoi(a[0]));
+        return 0;
+    }
+#else
     if (!strcmp(cmd, "kill_children")) {
         printf("KILLED %d\n", count_children(atoi(a[0])));
         return 0;
@@ -1440,6 +1480,15 @@ static OfxStatus run(char *cmd, char **a, int na) {
     }
     if (!strcmp(cmd, "child_fds")) return child_info(NULL);
     if (!strcmp(cmd, "child_env")) return child_info(a[0]);
+    if (!strcmp(cmd, "rss")) {
+        printf("RSS %ld kB\n", rss_kb());
+        return 0;
+    }
+    if (!strcmp(cmd, "sleep")) {
+        usleep((useconds_t)atoi(a[0]) * 1000);
+        return 0;
+    }
+#endif
     if (!strcmp(cmd, "fail_frame")) {
         H.fail_frame = atoi(a[0]);
         return 0;
@@ -1449,16 +1498,8 @@ static OfxStatus run(char *cmd, char **a, int na) {
         H.poison = strtof(a[2], NULL); /* "nan", "inf", "-inf" */
         return 0;
     }
-    if (!strcmp(cmd, "rss")) {
-        printf("RSS %ld kB\n", rss_kb());
-        return 0;
-    }
     if (!strcmp(cmd, "locale")) { /* the host's locale, as Qt hosts set it from LANG */
         if (!setlocale(LC_ALL, a[0])) die("no locale %s", a[0]);
-        return 0;
-    }
-    if (!strcmp(cmd, "sleep")) {
-        usleep((useconds_t)atoi(a[0]) * 1000);
         return 0;
     }
     if (!strcmp(cmd, "destroy")) {
@@ -1481,7 +1522,11 @@ static OfxStatus run(char *cmd, char **a, int na) {
         desc = ctx_desc = NULL;
         pset_free(host_props);
         host_props = NULL;
+#ifdef _WIN32
+        FreeLibrary(lib);
+#else
         dlclose(lib);
+#endif
         lib = NULL;
         return s;
     }

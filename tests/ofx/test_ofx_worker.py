@@ -1,5 +1,6 @@
 """The OFX worker process spoken to directly over its channel (vosfx/ofx/protocol.py), as the
-effect would: a socket pair and a memfd, the real ``python -m vosfx.ofx.worker`` with the
+effect would: a socket pair and a memfd (the POSIX effect), or a connection to 127.0.0.1 with a
+token and a shared file (the Windows effect), the real ``python -m vosfx.ofx.worker`` with the
 drifting FakeEngine (ofx_fakes.py). These are the messages a host can cause that the scripted
 C host (test_ofx.py) does not send: out of order, malformed, frames of another size, points
 removed, the Model changed, the Mask emptied or disconnected, the channel closed mid-render.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -30,32 +32,54 @@ class Effect:
     the moving-square clip (or ``frame``) answered to every NEED, its log and scratch folder
     under ``tmp``."""
 
-    def __init__(self, tmp: Path, *, env: dict | None = None) -> None:
-        ours, theirs = socket.socketpair()
-        shm = os.memfd_create("vosfx-test-shm")
-        os.ftruncate(shm, 1 << 16)
+    def __init__(self, tmp: Path, *, env: dict | None = None, transport: str = "fds") -> None:
         self.tmp = tmp
         self.log_path = tmp / "worker.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "vosfx.ofx.worker",
-            *("--fd", str(theirs.fileno()), "--shm-fd", str(shm)),
-            *("--engine", "ofx_fakes:make_engine"),
-        ]
         full_env = {**os.environ, "PYTHONPATH": str(HERE), "TMPDIR": str(tmp)}
         full_env["VOSFX_OFX_IDLE_S"] = "0"  # no preparation between messages: deterministic
+        engine = ("--engine", "ofx_fakes:make_engine")
+        worker = [sys.executable, "-m", "vosfx.ofx.worker"]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                pass_fds=(theirs.fileno(), shm),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**full_env, **(env or {})},
-            )
-        theirs.close()
-        self.ch = P.Channel(ours.detach(), shm)
+            if transport == "fds":
+                ours, theirs = socket.socketpair()
+                shm = os.memfd_create("vosfx-test-shm")
+                os.ftruncate(shm, 1 << 16)
+                self.proc = subprocess.Popen(
+                    [*worker, "--fd", str(theirs.fileno()), "--shm-fd", str(shm), *engine],
+                    pass_fds=(theirs.fileno(), shm),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env={**full_env, **(env or {})},
+                )
+                theirs.close()
+            else:  # as vosfx_worker_win.c: a port, a token, a file in the worker's folder
+                folder = tmp / "effect-folder"
+                folder.mkdir()
+                shm = os.open(folder / "frames.shm", os.O_RDWR | os.O_CREAT, 0o600)
+                os.ftruncate(shm, 1 << 16)
+                listener = socket.create_server(("127.0.0.1", 0))
+                self.token = secrets.token_hex(32)
+                full_env["VOSFX_OFX_TOKEN"] = self.token
+                port = str(listener.getsockname()[1])
+                self.proc = subprocess.Popen(
+                    [*worker, "--connect", port, "--shm-file", "frames.shm", *engine],
+                    cwd=folder,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env={**full_env, **(env or {})},
+                )
+                listener.settimeout(60)
+                ours, _addr = listener.accept()
+                listener.close()
+                ours.settimeout(60)
+                said = b""
+                while len(said) < 65 and (chunk := ours.recv(65 - len(said))):
+                    said += chunk
+                assert said == self.token.encode() + b"\n", said
+                ours.settimeout(None)
+        self.ch = P.Channel(ours, shm)
         self.fetched: list[int] = []
         ready = self.ch.recv()
         assert ready.type == P.READY, ready
@@ -141,13 +165,24 @@ class Effect:
         return sorted(self.tmp.glob("vosfx-ofx-worker-*"))
 
 
-@pytest.fixture
-def effect(tmp_path):
-    eff = Effect(tmp_path)
+def _started(tmp_path: Path, transport: str = "fds"):
+    eff = Effect(tmp_path, transport=transport)
     yield eff
     if eff.proc.poll() is None:
         eff.proc.kill()
         eff.proc.wait()
+
+
+@pytest.fixture
+def effect(tmp_path):
+    yield from _started(tmp_path)
+
+
+@pytest.fixture(params=["fds", "tcp"])
+def either(request, tmp_path):
+    """An effect over the POSIX effect's channel, and one over the Windows effect's (run here
+    on Linux)."""
+    yield from _started(tmp_path, request.param)
 
 
 def _ended_cleanly(effect: Effect, code: int, expect: int = 0) -> None:
@@ -158,14 +193,44 @@ def _ended_cleanly(effect: Effect, code: int, expect: int = 0) -> None:
     assert effect.scratch() == [], log
 
 
-def test_a_render_matte_and_quit_leave_nothing(effect):
-    """The baseline the other tests vary: CONFIG, PROMPTS, RENDER (NEEDs answered), QUIT."""
+def test_a_render_matte_and_quit_leave_nothing(either):
+    """The baseline the other tests vary: CONFIG, PROMPTS, RENDER (NEEDs answered), QUIT;
+    over either channel."""
+    effect = either
     assert effect.ask(P.CONFIG, CONFIG).type == P.OK
     assert effect.ask(P.PROMPTS, {"points": [CLICK]}).type == P.OK
     alpha = effect.alpha(effect.render(2))
     assert alpha.shape == (H, W) and alpha.max() > 0.99 and alpha.min() < 0.01
     assert effect.fetched == [0, 1, 2]
     _ended_cleanly(effect, effect.quit())
+
+
+@pytest.mark.parametrize(
+    "args,env,said",
+    [
+        (["--connect", "1", "--shm-file", "frames.shm"], {}, "VOSFX_OFX_TOKEN: expected the 64"),
+        (["--connect", "1", "--shm-file", "frames.shm"], {"VOSFX_OFX_TOKEN": "ab"}, "64 hex"),
+        (["--connect", "1", "--shm-file", "gone.shm"], {"VOSFX_OFX_TOKEN": "a" * 64}, "gone.shm"),
+        (["--fd", "3", "--connect", "1"], {}, "expected --fd and --shm-fd, or --connect"),
+        ([], {}, "expected --fd and --shm-fd, or --connect and --shm-file"),
+    ],
+)
+def test_a_worker_started_wrongly_says_so_and_exits_2(tmp_path, args, env, said):
+    """Arguments no effect gives (a missing or malformed token, a shared file that is not
+    there, the two channels mixed, none): exit 2 and one line naming what is wrong."""
+    (tmp_path / "frames.shm").write_bytes(b"\0" * 4096)
+    environ = {k: v for k, v in os.environ.items() if k != "VOSFX_OFX_TOKEN"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vosfx.ofx.worker", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -186,9 +251,10 @@ def test_a_message_out_of_order_ends_the_worker_cleanly(effect, send, said):
     assert said in effect.log().strip().splitlines()[-2], effect.log()  # then its stats
 
 
-def test_the_effect_closing_the_channel_ends_the_worker_cleanly(effect):
+def test_the_effect_closing_the_channel_ends_the_worker_cleanly(either):
     """A host that ends without QUIT (a crash): the worker sees the channel close and ends,
-    exit 0, its scratch folder removed."""
+    exit 0, its scratch folder removed; over either channel."""
+    effect = either
     assert effect.ask(P.CONFIG, CONFIG).type == P.OK
     effect.ch.sock.shutdown(socket.SHUT_WR)
     _ended_cleanly(effect, effect.wait())

@@ -199,7 +199,7 @@ def _compiler() -> Check:
     from vosfx.ofx.build import BuildError, find_compiler
 
     try:
-        path = find_compiler()
+        path = " ".join(find_compiler())
     except BuildError:
         return (
             "C compiler",

@@ -293,7 +293,8 @@ def install(
     try:
         written = installer[host](src, target, command)
     except OSError as err:
-        hint = " (a system folder: run with sudo, or use --user / --dest)" if host == "ofx" else ""
+        admin = "as administrator" if sys.platform == "win32" else "with sudo"
+        hint = f" (a system folder: run {admin}, or use --user / --dest)" if host == "ofx" else ""
         raise OutputError(f"cannot install the {host} plugin into {target}: {err}{hint}") from None
     for path in written:
         click.echo(str(path))
@@ -312,10 +313,18 @@ def install(
 
 
 @click.command("ofx-worker", hidden=True)
-@click.option("--fd", type=int, required=True, help="socket to the effect")
-@click.option("--shm-fd", type=int, required=True, help="shared memory file")
+@click.option("--fd", type=int, help="socket to the effect (POSIX)")
+@click.option("--shm-fd", type=int, help="shared memory file (POSIX)")
+@click.option("--connect", type=int, help="the effect's port on 127.0.0.1 (Windows)")
+@click.option("--shm-file", help="shared memory file in this folder (Windows)")
 @click.pass_context
-def ofx_worker(ctx: click.Context, fd: int, shm_fd: int) -> None:
+def ofx_worker(
+    ctx: click.Context,
+    fd: int | None,
+    shm_fd: int | None,
+    connect: int | None,
+    shm_file: str | None,
+) -> None:
     """The OpenFX effect's worker, as the effect starts it when its config names a vosfx
     command (`install ofx --command`) rather than an interpreter (plugins/ofx/README.md)."""
     import logging
@@ -325,7 +334,10 @@ def ofx_worker(ctx: click.Context, fd: int, shm_fd: int) -> None:
     vosfx_log = logging.getLogger("vosfx")  # the worker logs to its own handler: once a line
     for handler in [h for h in vosfx_log.handlers if h.get_name() == "vosfx"]:
         vosfx_log.removeHandler(handler)
-    ctx.exit(main(["--fd", str(fd), "--shm-fd", str(shm_fd)]))
+    given = {"--fd": fd, "--shm-fd": shm_fd, "--connect": connect, "--shm-file": shm_file}
+    ctx.exit(
+        main([str(a) for name, value in given.items() if value is not None for a in (name, value)])
+    )
 
 
 @plugins.command("path")

@@ -1,10 +1,17 @@
-"""The OFX effect ⇄ worker channel: fixed 48-byte headers over a Unix socket pair, pixel
+"""The OFX effect ⇄ worker channel: fixed 48-byte headers over a stream socket, pixel
 payloads in a shared-memory file both sides map.
 
-The effect (plugins/ofx/vosfx_ofx_proto.h declares the same layout in C) starts the worker with
-two inherited descriptors: ``--fd`` (its end of ``socketpair(AF_UNIX, SOCK_STREAM)``) and
-``--shm-fd`` (a memfd or unlinked POSIX shared-memory object). Nothing is reachable from
-outside the two processes: no name on disk, no port.
+The effect (plugins/ofx/vosfx_ofx_proto.h declares the same layout in C) starts the worker in
+one of two ways:
+
+- POSIX (plugins/ofx/vosfx_worker.c): two inherited descriptors, ``--fd`` (its end of
+  ``socketpair(AF_UNIX, SOCK_STREAM)``) and ``--shm-fd`` (a memfd or unlinked POSIX
+  shared-memory object). Nothing is reachable from outside the two processes: no name on disk,
+  no port.
+- Windows (plugins/ofx/vosfx_worker_win.c): ``--connect PORT``, a port the effect listens on at
+  127.0.0.1, where the worker connects and first sends the token of its environment
+  (``VOSFX_OFX_TOKEN``, 64 hex digits, then a line break); and ``--shm-file NAME``, a file in
+  the worker's current folder (the effect's folder for it) that both map.
 
 Header, little-endian: magic, type, frame, a, b, width, height, format, text_len, reserved
 (ten 32-bit fields) then shm_bytes (64-bit). ``text_len`` UTF-8 bytes follow the header on the
@@ -19,6 +26,7 @@ import json
 import math
 import mmap
 import os
+import re
 import select
 import socket
 import struct
@@ -28,6 +36,7 @@ from vosfx.errors import VosfxError
 
 MAGIC = 0x31584F56  # b"VOX1" read as a little-endian uint32
 HEADER = struct.Struct("<IIiiiIIIIIQ")
+TOKEN = re.compile(r"[0-9a-f]{64}")  # the Windows effect's, in VOSFX_OFX_TOKEN
 MAX_TEXT = 1 << 24  # 16 MiB of JSON is far beyond any prompt set: a larger length is corrupt
 
 # effect -> worker
@@ -80,10 +89,32 @@ class Channel:
     """The worker's end: blocking reads and writes on the socket, the shared memory mapped on
     demand (the effect grows it with ftruncate before it needs more)."""
 
-    def __init__(self, fd: int, shm_fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
+    def __init__(self, sock: socket.socket, shm_fd: int) -> None:
+        self.sock = sock
         self.shm_fd = shm_fd
         self._map: mmap.mmap | None = None
+
+    @classmethod
+    def inherited(cls, fd: int, shm_fd: int) -> Channel:
+        """The POSIX effect's channel: descriptors this process inherited."""
+        return cls(socket.socket(fileno=fd), shm_fd)
+
+    @classmethod
+    def connect(cls, port: int, token: str, shm_file: str) -> Channel:
+        """The Windows effect's channel: 127.0.0.1:``port``, ``token`` sent first, and the file
+        ``shm_file`` (relative to the current folder, which the effect chose)."""
+        if not TOKEN.fullmatch(token):
+            raise ProtocolError("VOSFX_OFX_TOKEN: expected the 64 hex digits the effect gives")
+        shm_fd = os.open(shm_file, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        except OSError:
+            os.close(shm_fd)
+            raise
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests, no delay
+        sock.sendall(token.encode("ascii") + b"\n")
+        return cls(sock, shm_fd)
 
     def close(self) -> None:
         if self._map is not None:

@@ -1,7 +1,8 @@
 """The OFX effect's worker: one process per effect instance, one tracking session kept between
 render calls, frames fetched from the host on demand (``NEED`` -> ``FRAME``), finished mattes
-cached per (prompts, settings) key. Run as ``python -m vosfx.ofx.worker --fd N --shm-fd M``;
-the effect starts it, nobody else.
+cached per (prompts, settings) key. Run as ``python -m vosfx.ofx.worker --fd N --shm-fd M``
+(POSIX) or ``--connect PORT --shm-file NAME`` (Windows: :mod:`vosfx.ofx.protocol`); the effect
+starts it, nobody else.
 
 This module reads the effect's messages and answers them in turn: CONFIG (the clip and its
 settings), PROMPTS (the effect's points) and RENDER (the frame's matte, how a render goes:
@@ -18,6 +19,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import traceback
@@ -196,14 +198,30 @@ def _engine_factory(spec: str | None) -> EngineFactory:
     return getattr(importlib.import_module(module), attr)
 
 
+def _channel(parser: argparse.ArgumentParser, args: argparse.Namespace) -> P.Channel:
+    """The channel the effect's arguments name: --fd and --shm-fd, or --connect and --shm-file
+    with the token in VOSFX_OFX_TOKEN (taken out of the environment: no child sees it)."""
+    if args.fd is not None and args.shm_fd is not None and args.connect is None:
+        return P.Channel.inherited(args.fd, args.shm_fd)
+    if args.connect is not None and args.shm_file and args.fd is None and args.shm_fd is None:
+        token = os.environ.pop("VOSFX_OFX_TOKEN", "")
+        try:
+            return P.Channel.connect(args.connect, token, args.shm_file)
+        except (P.ProtocolError, OSError) as err:
+            parser.exit(2, f"vosfx-ofx: cannot reach the effect: {err}\n")
+    parser.error("expected --fd and --shm-fd, or --connect and --shm-file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vosfx ofx-worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--fd", type=int, required=True, help="socket to the effect")
-    parser.add_argument("--shm-fd", type=int, required=True, help="shared memory file")
+    parser.add_argument("--fd", type=int, help="socket to the effect (POSIX)")
+    parser.add_argument("--shm-fd", type=int, help="shared memory file (POSIX)")
+    parser.add_argument("--connect", type=int, metavar="PORT", help="the effect's port (Windows)")
+    parser.add_argument("--shm-file", help="shared memory file, in this folder (Windows)")
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # tests: module:factory
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="vosfx-ofx: %(message)s")
-    channel = P.Channel(args.fd, args.shm_fd)
+    channel = _channel(parser, args)
     worker = Worker(channel, _engine_factory(args.engine))
     # the sessions' temporary files in a folder of this worker's, removed at the end; a later
     # worker removes it when this one is killed (vosfx/ofx/scratch.py)

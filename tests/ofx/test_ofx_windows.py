@@ -1,0 +1,206 @@
+"""The OpenFX effect built for Windows (vosfx_worker_win.c: the worker started with its handles
+listed, a loopback connection with a token, a shared file) with mingw-w64, loaded by the test
+host built the same way and run under Wine. Wine starts the Linux worker (the FakeEngine), so
+the mattes can be compared with the POSIX effect's on the same script: they are the same
+bytes.
+
+What Wine cannot show (it gives no process handle for a Unix program and does not hand it the
+listed standard handles): the worker's exit status and its log; those paths are the POSIX
+effect's twins and are read, not run, here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from media import moving_square_frame
+from ofx_harness import (
+    HERE,
+    MINGW,
+    H,
+    build,
+    build_windows,
+    make_clip,
+    postamble,
+    read_output,
+    run_host,
+    run_wine,
+    wine_temp,
+    z,
+)
+
+CLICK = (8, 8)  # inside the square on frame 0 (pixels, top-left origin)
+PEN = f"{CLICK[0]} {H - CLICK[1]}"  # OFX canonical coordinates (y up)
+ORDER = [0, 1, 2, 3, 7, 4, 11, 5, 9, 3, 0]
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory):
+    """One Wine prefix for the module (made by the first run, ~5 s)."""
+    return tmp_path_factory.mktemp("wine-prefix") / "pfx"
+
+
+@pytest.fixture(scope="module")
+def built_win(tmp_path_factory):
+    # a folder with letters outside ASCII: the effect finds its config by its
+    # own module's wide path, and reads it by that name
+    return build_windows(tmp_path_factory.mktemp("ofx-win") / "Plug-ins-é-ü")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("ofx-clip"))
+
+
+def _script(bundle: str, raw: str, outputs: list[str], *, extra: list[str] = ()) -> list[str]:
+    lines = [
+        f"0 load {bundle}",
+        "0 describe",
+        "0 describe_context filter",
+        f"0 frames {raw} 96 64 12 0 24",
+        "0 depth float",
+        "0 create",
+        *extra,
+        "0 overlay",
+        f"0 pen_down 0 {PEN}",
+        "* draw 0",
+    ]
+    lines += [f"0 render {t} {out}" for t, out in zip(ORDER, outputs)]
+    return lines + postamble()
+
+
+def _passed_through(path: Path) -> None:
+    """The output of frame 0 is the Source's pixels (no matte was made)."""
+    source = moving_square_frame(0, 96, 64)[0].astype(np.float32) / 255
+    np.testing.assert_allclose(read_output(path)[..., :3], source, atol=1e-6)
+
+
+def _pe_dump(binary: Path) -> str:
+    """The headers of a Windows binary (its imports and exports), as mingw's objdump reads them."""
+    objdump = MINGW.replace("gcc", "objdump")
+    return subprocess.run(
+        [objdump, "-p", str(binary)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _ok(run) -> None:
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "DONE" in run.stdout, run.stdout[-3000:]
+
+
+def test_windows_bundle_exports_two_entry_points_and_needs_only_system_dlls(built_win):
+    binary = built_win.bundle / "Contents" / "Win64" / "vosfx.ofx"
+    assert binary.is_file() and (built_win.bundle / "Contents" / "Info.plist").is_file()
+    dump = _pe_dump(binary)
+    table = dump.split("[Ordinal/Name Pointer] Table", 1)[1].split("\n\n", 1)[0]
+    assert sorted(re.findall(r"\]\s+(\w+)", table)) == ["OfxGetNumberOfPlugins", "OfxGetPlugin"]
+    dlls = {name.lower() for name in re.findall(r"DLL Name: (\S+)", dump)}
+    # what every Windows has: no compiler runtime (libgcc, winpthread) to ship beside it
+    assert dlls <= {"kernel32.dll", "msvcrt.dll", "ws2_32.dll", "bcrypt.dll"}, dlls
+
+
+def test_windows_effect_gives_the_posix_effects_mattes(built_win, clip, prefix, tmp_path):
+    """Renders in and out of order, an overlay draw: every output is the POSIX effect's, byte
+    for byte, and the worker's folder is gone after the instance is destroyed."""
+    win = [z(tmp_path / f"w{k}.raw") for k in range(len(ORDER))]
+    run = run_wine(built_win, _script(z(built_win.bundle), z(clip / "raw"), win), tmp_path, prefix)
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    assert "DRAW vertices=2" in run.stdout  # the GL calls found in the host program's exports
+    posix = build(tmp_path / "posix")
+    lin = [str(tmp_path / f"l{k}.raw") for k in range(len(ORDER))]
+    ref = run_host(posix, _script(str(posix.bundle), str(clip / "raw"), lin), tmp_path)
+    assert ref.returncode == 0, ref.stdout[-2000:]
+    for k, t in enumerate(ORDER):
+        got, want = read_output(tmp_path / f"w{k}.raw"), read_output(tmp_path / f"l{k}.raw")
+        assert np.array_equal(got, want), f"frame {t}"
+    assert read_output(tmp_path / "w4.raw")[..., 3].max() > 0.99  # a real matte
+    assert sorted(wine_temp(prefix).glob("vosfx-ofx-*")) == []  # folder, file, log: removed
+
+
+def test_the_bundle_zig_builds_gives_the_same_mattes(built_win, clip, prefix, tmp_path):
+    """Built by Zig's clang against the Universal C Runtime (what `vosfx plugins install ofx`
+    does on Windows without gcc or clang): the same two exports, the same mattes."""
+    from vosfx.ofx.build import ZIG_CC, find_compiler
+
+    assert find_compiler(system="Windows")[1:] == list(ZIG_CC)  # no mingw gcc is looked for
+    zig = build_windows(tmp_path / "zig", zig=True)
+    outputs = {}
+    for name, built in (("zig", zig), ("mingw", built_win)):
+        out = [z(tmp_path / f"{name}{k}.raw") for k in range(len(ORDER))]
+        run = run_wine(built, _script(z(built.bundle), z(clip / "raw"), out), tmp_path, prefix)
+        _ok(run)
+        assert "OfxMessageError" not in run.stdout, run.messages()
+        outputs[name] = [read_output(tmp_path / f"{name}{k}.raw") for k in range(len(ORDER))]
+    for k, t in enumerate(ORDER):
+        assert np.array_equal(outputs["zig"][k], outputs["mingw"][k]), f"frame {t}"
+    dump = _pe_dump(zig.bundle / "Contents" / "Win64" / "vosfx.ofx")
+    assert "OfxGetPlugin" in dump and "api-ms-win-crt-runtime" in dump  # the UCRT, not msvcrt
+
+
+def test_numbers_ignore_the_host_locale_on_windows(built_win, clip, prefix, tmp_path):
+    """A German host locale (C runtime: "0,50"): the saved points and the worker's JSON keep
+    the point, through the per-thread locale of vx_numbers_begin."""
+    lines = _script(
+        z(built_win.bundle),
+        z(clip / "raw"),
+        [z(tmp_path / "o.raw")],
+        extra=["0 locale German", "14 set_string points 0 2 1 80.500 14.250;"],
+    )
+    lines.insert(lines.index("* draw 0") + 1, "0 print_param points")
+    run = run_wine(built_win, lines, tmp_path, prefix)
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    values = re.findall(r"^PARAM points = (.*)$", run.stdout, re.MULTILINE)
+    assert values == ["0 2 1 80.500 14.250;0 1 1 8.000 56.000;"]
+
+
+def test_a_connection_without_the_token_is_refused(clip, prefix, tmp_path):
+    """Another program that reaches the effect's port first (with a wrong token) is cut off;
+    the worker that comes next with the right one is served."""
+    marker = tmp_path / "impostor.txt"
+    impostor = [sys.executable, str(HERE / "ofx_impostor.py"), str(marker)]
+    built = build_windows(tmp_path / "build", worker=impostor)
+    out = [z(tmp_path / f"w{k}.raw") for k in range(len(ORDER))]
+    run = run_wine(built, _script(z(built.bundle), z(clip / "raw"), out), tmp_path, prefix)
+    _ok(run)
+    assert marker.read_text() == "closed"
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    assert read_output(tmp_path / "w4.raw")[..., 3].max() > 0.99
+
+
+@pytest.mark.parametrize(
+    "worker,said",
+    [
+        (["Z:\\no\\such\\python.exe"], "cannot start the vosfx worker 'Z:\\no\\such\\python.exe'"),
+        (["vosfx-nowhere"], "cannot start the vosfx worker 'vosfx-nowhere': not found on PATH"),
+    ],
+)
+def test_a_worker_that_cannot_start_is_a_message(clip, prefix, tmp_path, worker, said):
+    built = build_windows(tmp_path / "build")
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("".join(f"worker {arg}\n" for arg in worker), encoding="utf-8")
+    lines = _script(z(built.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines.insert(lines.index("0 destroy"), f"0 expect_message {said}")
+    run = run_wine(built, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
+    _ok(run)
+    _passed_through(tmp_path / "p.raw")
+    assert sorted(wine_temp(prefix).glob("vosfx-ofx-*")) == []
+
+
+def test_a_worker_that_dies_is_a_message_and_the_next_render_starts_another(
+    built_win, clip, prefix, tmp_path
+):
+    """The worker exits right after it connected (the engine does not load): the channel
+    closes, the effect says so and passes the image through."""
+    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines.insert(lines.index("0 destroy"), "0 expect_message worker failed")
+    run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_FAKE_CRASH": "3"})
+    _ok(run)
+    assert "closed its channel" in run.stdout, run.messages()
+    _passed_through(tmp_path / "p.raw")
