@@ -177,3 +177,14 @@ int vx_config(VxConfig *cfg, char *err, size_t errlen) {
     cfg->env = vx_cfg_env;
     return 0;
 }
+
+int vx_worker_argv(const VxConfig *cfg, const char **argv) {
+    int n = 0;
+    if (cfg->worker[0]) {
+        for (int i = 0; cfg->worker[i]; i++) argv[n++] = cfg->worker[i];
+    } else {
+        for (int i = 0; cfg->vosfx[i]; i++) argv[n++] = cfg->vosfx[i];
+        argv[n++] = "ofx-worker";
+    }
+    return n;
+}

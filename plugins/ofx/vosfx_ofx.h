@@ -73,6 +73,10 @@ int vxw_send(VxWorker *w, uint32_t type, int32_t frame, int32_t a, int32_t b, ui
  * 0 on success, -1 on EOF/error/timeout (err says which) */
 int vxw_recv(VxWorker *w, VxMsg *m, char *text, size_t textcap, int timeout_ms, char *err,
              size_t errlen);
+/* the platform's channel (vosfx_channel.c builds the messages on them): n bytes written
+ * whole, 0 or -1; n bytes read whole within timeout_ms, 0 or -1 with err saying why */
+int vxw_write(VxWorker *w, const void *buf, size_t n);
+int vxw_read(VxWorker *w, void *buf, size_t n, int timeout_ms, char *err, size_t errlen);
 /* ask the worker to quit, wait a moment, then terminate it; describe how it ended; returns
  * its exit status, or -1 (killed by a signal, or not reaped) */
 int vxw_stop(VxWorker *w, char *how, size_t howlen);
@@ -111,6 +115,10 @@ typedef struct VxConfig {
 } VxConfig;
 /* 0 with the config, or -1 with a message in err */
 int vx_config(VxConfig *cfg, char *err, size_t errlen);
+/* the worker's command into argv (room for VX_MAX_ARGS + 1 words): the config's worker lines,
+ * or its vosfx lines and "ofx-worker"; returns the number of words (the platform adds its
+ * channel's arguments and the NULL) */
+int vx_worker_argv(const VxConfig *cfg, const char **argv);
 /* platform parts: the config file's path (UTF-8), a file opened by its UTF-8 path */
 int vx_config_path(char *out, size_t cap);
 FILE *vx_fopen(const char *path, const char *mode);

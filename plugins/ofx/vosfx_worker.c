@@ -191,13 +191,7 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
     VxConfig cfg;
     if (vx_config(&cfg, err, errlen) != 0) return -1;
     const char *argv[2 * VX_MAX_ARGS + 8];
-    int n = 0;
-    if (cfg.worker[0]) {
-        for (int i = 0; cfg.worker[i]; i++) argv[n++] = cfg.worker[i];
-    } else {
-        for (int i = 0; cfg.vosfx[i]; i++) argv[n++] = cfg.vosfx[i];
-        argv[n++] = "ofx-worker";
-    }
+    int n = vx_worker_argv(&cfg, argv);
     argv[n++] = "--fd";
     argv[n++] = "3";
     argv[n++] = "--shm-fd";
@@ -280,10 +274,11 @@ int vxw_reserve(VxWorker *w, size_t nbytes, char *err, size_t errlen) {
     return 0;
 }
 
-static int vx_write_all(int fd, const void *buf, size_t n) {
+int vxw_write(VxWorker *w, const void *buf, size_t n) {
+    if (w->pid <= 0) return -1;
     const char *p = buf;
     while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        ssize_t k = send(w->sock, p, n, MSG_NOSIGNAL);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) return -1;
         p += k;
@@ -292,27 +287,21 @@ static int vx_write_all(int fd, const void *buf, size_t n) {
     return 0;
 }
 
-int vxw_send(VxWorker *w, uint32_t type, int32_t frame, int32_t a, int32_t b, uint32_t width,
-             uint32_t height, uint32_t format, uint64_t shm_bytes, const char *text) {
-    if (w->pid <= 0) return -1;
-    VxMsg m = {VX_MAGIC, type, frame, a, b, width, height, format,
-               text ? (uint32_t)strlen(text) : 0u, 0u, shm_bytes};
-    if (vx_write_all(w->sock, &m, sizeof m) != 0) return -1;
-    if (m.text_len && vx_write_all(w->sock, text, m.text_len) != 0) return -1;
-    return 0;
-}
-
-static int vx_read_all(int fd, void *buf, size_t n, int timeout_ms, char *err, size_t errlen) {
+int vxw_read(VxWorker *w, void *buf, size_t n, int timeout_ms, char *err, size_t errlen) {
+    if (w->pid <= 0) {
+        snprintf(err, errlen, "the vosfx worker is not running");
+        return -1;
+    }
     char *p = buf;
     while (n > 0) {
-        struct pollfd pfd = {fd, POLLIN, 0};
+        struct pollfd pfd = {w->sock, POLLIN, 0};
         int r = poll(&pfd, 1, timeout_ms);
         if (r < 0 && errno == EINTR) continue;
         if (r == 0) {
             snprintf(err, errlen, "the vosfx worker did not answer for %d s", timeout_ms / 1000);
             return -1;
         }
-        ssize_t k = recv(fd, p, n, 0);
+        ssize_t k = recv(w->sock, p, n, 0);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
             snprintf(err, errlen, "the vosfx worker closed its channel");
@@ -320,39 +309,6 @@ static int vx_read_all(int fd, void *buf, size_t n, int timeout_ms, char *err, s
         }
         p += k;
         n -= (size_t)k;
-    }
-    return 0;
-}
-
-int vxw_recv(VxWorker *w, VxMsg *m, char *text, size_t textcap, int timeout_ms, char *err,
-             size_t errlen) {
-    if (w->pid <= 0) {
-        snprintf(err, errlen, "the vosfx worker is not running");
-        return -1;
-    }
-    if (vx_read_all(w->sock, m, sizeof *m, timeout_ms, err, errlen) != 0) return -1;
-    if (m->magic != VX_MAGIC || m->text_len > (1u << 24)) {
-        snprintf(err, errlen, "the vosfx worker sent a malformed message");
-        return -1;
-    }
-    uint32_t left = m->text_len;
-    size_t kept = 0;
-    char chunk[1024];
-    while (left > 0) {
-        uint32_t take = left < sizeof chunk ? left : (uint32_t)sizeof chunk;
-        if (vx_read_all(w->sock, chunk, take, timeout_ms, err, errlen) != 0) return -1;
-        if (text && kept + 1 < textcap) {
-            size_t room = textcap - 1 - kept;
-            size_t c = take < room ? take : room;
-            memcpy(text + kept, chunk, c);
-            kept += c;
-        }
-        left -= take;
-    }
-    if (text && textcap) text[kept] = '\0';
-    if (m->shm_bytes > w->shm_size) {
-        snprintf(err, errlen, "the vosfx worker points past the shared memory");
-        return -1;
     }
     return 0;
 }

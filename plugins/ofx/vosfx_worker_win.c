@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <wchar.h>
+#include <wctype.h>
 
 #define VX_SHM_NAME "frames.shm"
 #define VX_LOG_NAME "worker.log"
@@ -516,13 +517,7 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
         return -1;
     }
     const char *argv[2 * VX_MAX_ARGS + 8];
-    int n = 0;
-    if (cfg.worker[0]) {
-        for (int i = 0; cfg.worker[i]; i++) argv[n++] = cfg.worker[i];
-    } else {
-        for (int i = 0; cfg.vosfx[i]; i++) argv[n++] = cfg.vosfx[i];
-        argv[n++] = "ofx-worker";
-    }
+    int n = vx_worker_argv(&cfg, argv);
     char port_s[16], token_env[96];
     snprintf(port_s, sizeof port_s, "%d", port);
     snprintf(token_env, sizeof token_env, "VOSFX_OFX_TOKEN=%s", w->token);
@@ -652,10 +647,11 @@ int vxw_reserve(VxWorker *w, size_t nbytes, char *err, size_t errlen) {
     return 0;
 }
 
-static int vx_write_all(uintptr_t s, const void *buf, size_t n) {
+int vxw_write(VxWorker *w, const void *buf, size_t n) {
+    if (!w->running || w->sock == VX_NO_SOCKET) return -1;
     const char *p = buf;
     while (n > 0) {
-        int k = send((SOCKET)s, p, n > 65536 ? 65536 : (int)n, 0);
+        int k = send((SOCKET)w->sock, p, n > 65536 ? 65536 : (int)n, 0);
         if (k <= 0) return -1;
         p += k;
         n -= (size_t)k;
@@ -663,58 +659,19 @@ static int vx_write_all(uintptr_t s, const void *buf, size_t n) {
     return 0;
 }
 
-int vxw_send(VxWorker *w, uint32_t type, int32_t frame, int32_t a, int32_t b, uint32_t width,
-             uint32_t height, uint32_t format, uint64_t shm_bytes, const char *text) {
-    if (!w->running || w->sock == VX_NO_SOCKET) return -1;
-    VxMsg m = {VX_MAGIC, type, frame, a, b, width, height, format,
-               text ? (uint32_t)strlen(text) : 0u, 0u, shm_bytes};
-    if (vx_write_all(w->sock, &m, sizeof m) != 0) return -1;
-    if (m.text_len && vx_write_all(w->sock, text, m.text_len) != 0) return -1;
-    return 0;
-}
-
-static int vx_read_all(uintptr_t s, void *buf, size_t n, int timeout_ms, char *err,
-                       size_t errlen) {
-    int rc = vx_read_raw(s, buf, n, timeout_ms);
-    if (rc == -2)
-        snprintf(err, errlen, "the vosfx worker did not answer for %d s", timeout_ms / 1000);
-    else if (rc != 0)
-        snprintf(err, errlen, "the vosfx worker closed its channel");
-    return rc == 0 ? 0 : -1;
-}
-
-int vxw_recv(VxWorker *w, VxMsg *m, char *text, size_t textcap, int timeout_ms, char *err,
-             size_t errlen) {
+/* the worker's connection is taken (and its token checked) on the first read */
+int vxw_read(VxWorker *w, void *buf, size_t n, int timeout_ms, char *err, size_t errlen) {
     if (!w->running) {
         snprintf(err, errlen, "the vosfx worker is not running");
         return -1;
     }
     if (w->sock == VX_NO_SOCKET && vx_accept(w, timeout_ms, err, errlen) != 0) return -1;
-    if (vx_read_all(w->sock, m, sizeof *m, timeout_ms, err, errlen) != 0) return -1;
-    if (m->magic != VX_MAGIC || m->text_len > (1u << 24)) {
-        snprintf(err, errlen, "the vosfx worker sent a malformed message");
-        return -1;
-    }
-    uint32_t left = m->text_len;
-    size_t kept = 0;
-    char chunk[1024];
-    while (left > 0) {
-        uint32_t take = left < sizeof chunk ? left : (uint32_t)sizeof chunk;
-        if (vx_read_all(w->sock, chunk, take, timeout_ms, err, errlen) != 0) return -1;
-        if (text && kept + 1 < textcap) {
-            size_t room = textcap - 1 - kept;
-            size_t c = take < room ? take : room;
-            memcpy(text + kept, chunk, c);
-            kept += c;
-        }
-        left -= take;
-    }
-    if (text && textcap) text[kept] = '\0';
-    if (m->shm_bytes > w->shm_size) {
-        snprintf(err, errlen, "the vosfx worker points past the shared memory");
-        return -1;
-    }
-    return 0;
+    int rc = vx_read_raw(w->sock, buf, n, timeout_ms);
+    if (rc == -2)
+        snprintf(err, errlen, "the vosfx worker did not answer for %d s", timeout_ms / 1000);
+    else if (rc != 0)
+        snprintf(err, errlen, "the vosfx worker closed its channel");
+    return rc == 0 ? 0 : -1;
 }
 
 int vxw_stop(VxWorker *w, char *how, size_t howlen) {

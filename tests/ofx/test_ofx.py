@@ -856,7 +856,7 @@ def test_wheel_ships_the_worker_and_the_c_sources(tmp_path):
     """`vosfx plugins install ofx` from an installed wheel compiles vosfx._plugins/ofx."""
     import zipfile
 
-    from vosfx.ofx.build import SOURCES
+    from vosfx.ofx.build import SOURCES, WINDOWS_SOURCES
 
     repo = HERE.parents[1]
     out = subprocess.run(
@@ -879,7 +879,8 @@ def test_wheel_ships_the_worker_and_the_c_sources(tmp_path):
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("vosfx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    c_files = [*SOURCES, "vosfx_ofx.h", "vosfx_ofx_api.h", "vosfx_ofx_proto.h", "Info.plist"]
+    c_files = [*SOURCES, *WINDOWS_SOURCES, "vosfx_ofx.h", "vosfx_ofx_api.h", "vosfx_ofx_proto.h"]
+    c_files.append("Info.plist")
     assert {f"vosfx/_plugins/ofx/{n}" for n in c_files} <= names
     assert {
         f"vosfx/ofx/{n}.py" for n in ("worker", "frames", "protocol", "cache", "build")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +205,57 @@ def test_a_worker_that_dies_is_a_message_and_the_next_render_starts_another(
     _ok(run)
     assert "closed its channel" in run.stdout, run.messages()
     _passed_through(tmp_path / "p.raw")
+
+
+def test_the_studio_gets_each_argument_whole(built_win, clip, prefix, tmp_path):
+    """Pick in vosfx studio: the command line CreateProcessW gets is read back into the same
+    words (blanks, quotes, backslashes before a quote and at the end), the clip after "--"."""
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "fake_vosfx.py"
+    fake.write_text(
+        "import sys, pathlib\n"
+        f"pathlib.Path({str(record)!r}).write_text('\\n'.join(sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
+    cfg = tmp_path / "studio.cfg"
+    cfg.write_text(f"vosfx {z('/usr/bin/env')}\nvosfx {sys.executable}\nvosfx {fake}\n")
+    src = 'C:\\clips\\-my clip "take 2" \\"q\\" end\\'
+    lines = _script(z(built_win.bundle), z(clip / "raw"), [])
+    lines.insert(lines.index("0 destroy"), f"14 set_string studioSource {src}")
+    lines.insert(lines.index("0 destroy"), "0 press pickInStudio 4")
+    run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
+    _ok(run)
+    for _ in range(300):  # the studio runs on its own: wait for it (30 s at most)
+        if record.exists() and record.read_text():
+            break
+        time.sleep(0.1)
+    words = record.read_text().split("\n")
+    assert words == ["studio", "--start", "0", "--end", "12", "--frame", "4", "--model"] + [
+        "sam2.1-tiny",
+        "--",
+        src,
+    ]
+
+
+@pytest.mark.parametrize("compiler", ["mingw", "zig"])
+def test_plugins_install_ofx_on_windows_builds_the_windows_bundle(tmp_path, monkeypatch, compiler):
+    """`vosfx plugins install ofx` as on Windows (the system said to be Windows): with a gcc
+    in $CC (MSYS2's), and with none (Zig's clang from the ziglang package): Contents/Win64."""
+    from click.testing import CliRunner
+
+    import vosfx.ofx.build
+    from vosfx.cli import cli
+
+    monkeypatch.setattr(vosfx.ofx.build.platform, "system", lambda: "Windows")
+    if compiler == "mingw":
+        monkeypatch.setenv("CC", MINGW)
+    else:  # no compiler of Windows on PATH: cc, gcc and clang here build for Linux
+        monkeypatch.setattr(vosfx.ofx.build.native, "compiler", lambda: None)
+    dest = tmp_path / "OFX Plugins"
+    result = CliRunner().invoke(cli, ["plugins", "install", "ofx", "--dest", str(dest)])
+    assert result.exit_code == 0, result.output
+    binary = dest / "vosfx.ofx.bundle" / "Contents" / "Win64" / "vosfx.ofx"
+    assert binary.read_bytes()[:2] == b"MZ"  # a Windows DLL
+    assert "OfxGetPlugin" in _pe_dump(binary)
+    cfg = (binary.parents[1] / "Resources" / "vosfx_worker.cfg").read_text().splitlines()
+    assert f"vosfx {sys.executable}" in cfg and "worker vosfx.ofx.worker" in cfg

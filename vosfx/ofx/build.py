@@ -34,6 +34,7 @@ COMMON_SOURCES = (
     "vosfx_overlay.c",
     "vosfx_points.c",
     "vosfx_config.c",
+    "vosfx_channel.c",
 )
 SOURCES = (*COMMON_SOURCES, "vosfx_worker.c")  # Linux, macOS
 WINDOWS_SOURCES = (*COMMON_SOURCES, "vosfx_worker_win.c")
