@@ -156,6 +156,34 @@ def wine_temp(prefix: Path) -> Path:
     return prefix / "drive_c" / "users" / getpass.getuser() / "Temp"
 
 
+class ArgvRecorder:
+    """A stand-in `vosfx` (``script``, run by the Python here) that writes the words it was
+    started with to ``record``, one per line: what the effect's Pick in vosfx studio passes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.record = folder / "argv.txt"
+        self.script = folder / "fake_vosfx.py"
+        self.script.write_text(
+            "import sys, pathlib\n"
+            f"pathlib.Path({str(self.record)!r}).write_text('\\n'.join(sys.argv[1:]))\n",
+            encoding="utf-8",
+        )
+
+    def words(self, timeout: float = 30) -> list[str]:
+        """The words, once written (the studio runs on after the host: waited for); the
+        record is then removed for the next start."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not (self.record.exists() and self.record.read_text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing started the stand-in vosfx in {timeout} s")
+            time.sleep(0.1)
+        words = self.record.read_text().split("\n")
+        self.record.unlink()
+        return words
+
+
 def make_clip(
     folder: Path,
     n: int = N,

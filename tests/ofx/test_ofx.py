@@ -11,14 +11,25 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from media import moving_square_frame
-from ofx_harness import HERE, H, N, W, build, make_clip, postamble, preamble, read_output, run_host
+from ofx_harness import (
+    HERE,
+    ArgvRecorder,
+    H,
+    N,
+    W,
+    build,
+    make_clip,
+    postamble,
+    preamble,
+    read_output,
+    run_host,
+)
 
 CLICK = (8.0, 8.0)  # pixels, top-left origin: inside the square on frame 0
 ID = "org.vosfx.matte"  # the effect's messages' id (the text says "vosfx Matte: " once)
@@ -535,15 +546,9 @@ def test_studio_button(built, clip, tmp_path):
         tmp_path,
     )
     _ok(run)
-    record = tmp_path / "argv.txt"
-    fake = tmp_path / "fake_vosfx.py"
-    fake.write_text(
-        "import sys, pathlib\n"
-        f"pathlib.Path({str(record)!r}).write_text('\\n'.join(sys.argv[1:]))\n",
-        encoding="utf-8",
-    )
+    fake = ArgvRecorder(tmp_path)
     cfg = tmp_path / "studio.cfg"
-    cfg.write_text(f"vosfx {sys.executable}\nvosfx {fake}\n", encoding="utf-8")
+    cfg.write_text(f"vosfx {sys.executable}\nvosfx {fake.script}\n", encoding="utf-8")
     src = tmp_path / "-my clip; rm -rf x.mov"  # one argv entry: no shell word, no option
     lines = preamble(built, clip) + [
         f"14 set_string studioSource {src}",
@@ -551,11 +556,7 @@ def test_studio_button(built, clip, tmp_path):
     ]
     run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
     assert run.returncode == 0, run.stdout
-    for _ in range(300):  # the studio runs on after the host: wait for it (30 s at most)
-        if record.exists() and record.read_text():
-            break
-        time.sleep(0.1)
-    assert record.read_text().split("\n") == [
+    assert fake.words() == [
         "studio",
         "--start",
         "0",
@@ -568,7 +569,6 @@ def test_studio_button(built, clip, tmp_path):
         "--",  # the clip after it: a name starting with "-" is not an option
         str(src),
     ]
-    record.unlink()
     run = run_host(
         built,
         lines[:-1] + ["14 set_string model sam2.1-small", lines[-1]] + postamble(),
@@ -576,11 +576,7 @@ def test_studio_button(built, clip, tmp_path):
         env={"VOSFX_OFX_CONFIG": str(cfg)},
     )
     assert run.returncode == 0, run.stdout
-    for _ in range(300):
-        if record.exists() and record.read_text():
-            break
-        time.sleep(0.1)
-    assert record.read_text().split("\n")[-4:-2] == ["--model", "sam2.1-small"]
+    assert fake.words()[-4:-2] == ["--model", "sam2.1-small"]
 
 
 def test_harness_under_address_and_undefined_behaviour_sanitizers(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from media import moving_square_frame
 from ofx_harness import (
     HERE,
     MINGW,
+    ArgvRecorder,
     H,
     build,
     build_windows,
@@ -210,27 +210,16 @@ def test_a_worker_that_dies_is_a_message_and_the_next_render_starts_another(
 def test_the_studio_gets_each_argument_whole(built_win, clip, prefix, tmp_path):
     """Pick in vosfx studio: the command line CreateProcessW gets is read back into the same
     words (blanks, quotes, backslashes before a quote and at the end), the clip after "--"."""
-    record = tmp_path / "argv.txt"
-    fake = tmp_path / "fake_vosfx.py"
-    fake.write_text(
-        "import sys, pathlib\n"
-        f"pathlib.Path({str(record)!r}).write_text('\\n'.join(sys.argv[1:]))\n",
-        encoding="utf-8",
-    )
+    fake = ArgvRecorder(tmp_path)
     cfg = tmp_path / "studio.cfg"
-    cfg.write_text(f"vosfx {z('/usr/bin/env')}\nvosfx {sys.executable}\nvosfx {fake}\n")
+    cfg.write_text(f"vosfx {z('/usr/bin/env')}\nvosfx {sys.executable}\nvosfx {fake.script}\n")
     src = 'C:\\clips\\-my clip "take 2" \\"q\\" end\\'
     lines = _script(z(built_win.bundle), z(clip / "raw"), [])
     lines.insert(lines.index("0 destroy"), f"14 set_string studioSource {src}")
     lines.insert(lines.index("0 destroy"), "0 press pickInStudio 4")
     run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
     _ok(run)
-    for _ in range(300):  # the studio runs on its own: wait for it (30 s at most)
-        if record.exists() and record.read_text():
-            break
-        time.sleep(0.1)
-    words = record.read_text().split("\n")
-    assert words == ["studio", "--start", "0", "--end", "12", "--frame", "4", "--model"] + [
+    assert fake.words() == ["studio", "--start", "0", "--end", "12", "--frame", "4", "--model"] + [
         "sam2.1-tiny",
         "--",
         src,
