@@ -11,9 +11,11 @@ effect's twins and are read, not run, here.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from media import moving_square_frame
 from ofx_harness import (
     HERE,
     MINGW,
+    SRC,
     ArgvRecorder,
     H,
     build,
@@ -31,6 +34,7 @@ from ofx_harness import (
     read_output,
     run_host,
     run_wine,
+    wine,
     wine_temp,
     z,
 )
@@ -248,3 +252,88 @@ def test_plugins_install_ofx_on_windows_builds_the_windows_bundle(tmp_path, monk
     assert "OfxGetPlugin" in _pe_dump(binary)
     cfg = (binary.parents[1] / "Resources" / "vosfx_worker.cfg").read_text().splitlines()
     assert f"vosfx {sys.executable}" in cfg and "worker vosfx.ofx.worker" in cfg
+
+
+# ---- process handling, with a Windows program as the worker (tests/ofx/fake_worker_win.c) ----
+
+
+@pytest.fixture(scope="module")
+def fake_worker(tmp_path_factory):
+    """The stand-in worker, built as a Windows program, and a config that starts it."""
+    out = tmp_path_factory.mktemp("fake-worker")
+    exe = out / "fake_worker.exe"
+    cmd = [MINGW, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{SRC}", "-o", str(exe)]
+    subprocess.run([*cmd, str(HERE / "fake_worker_win.c"), "-lws2_32"], check=True)
+    cfg = out / "fake.cfg"
+    cfg.write_text(f"worker {z(exe)}\n", encoding="utf-8")
+    return cfg
+
+
+def _worker_folders(prefix: Path) -> list[Path]:
+    return sorted(wine_temp(prefix).glob("vosfx-ofx-*"))
+
+
+def test_a_worker_that_exits_before_it_connects_is_seen_at_once_with_its_error(
+    built_win, clip, prefix, tmp_path, fake_worker
+):
+    """Its process handle says it ended (no 120 s wait for a connection); the message has its
+    exit status and the last line of its log, and the log is kept where it says."""
+    before = set(_worker_folders(prefix))
+    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    said = "exited with status 3: ModuleNotFoundError: No module named 'vosfx'"
+    lines.insert(lines.index("0 destroy"), f"0 expect_message {said}")
+    env = {"VOSFX_OFX_CONFIG": z(fake_worker), "VOSFX_FAKE_WIN": "exit3"}
+    started = time.monotonic()
+    run = run_wine(built_win, lines, tmp_path, prefix, env=env)
+    _ok(run)
+    assert time.monotonic() - started < 60
+    _passed_through(tmp_path / "p.raw")
+    (kept,) = set(_worker_folders(prefix)) - before
+    assert [p.name for p in kept.iterdir()] == ["worker.log"]  # the shared file removed
+    assert "No module named 'vosfx'" in (kept / "worker.log").read_text()
+    message = next(m for m in run.messages() if said in m)
+    assert message.rstrip(".").endswith("worker.log") and kept.name in message
+
+
+def test_a_worker_that_hangs_is_ended_after_the_timeout(
+    built_win, clip, prefix, tmp_path, fake_worker
+):
+    """No answer within VOSFX_OFX_TIMEOUT_S: the effect says so, and the worker, which does not
+    quit when asked, is terminated."""
+    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    said = "did not answer for 2 s; it did not quit and was ended"
+    lines.insert(lines.index("0 destroy"), f"0 expect_message {said}")
+    env = {"VOSFX_OFX_CONFIG": z(fake_worker), "VOSFX_FAKE_WIN": "hang"}
+    run = run_wine(built_win, lines, tmp_path, prefix, env={**env, "VOSFX_OFX_TIMEOUT_S": "2"})
+    _ok(run)
+    _passed_through(tmp_path / "p.raw")
+
+
+def test_the_worker_ends_when_the_host_is_killed(built_win, clip, prefix, tmp_path, fake_worker):
+    """A host that crashes mid-render (killed): the job object it held the worker in ends the
+    worker with it, so no worker is left running on its own."""
+    mark = tmp_path / "survived.txt"
+    before = set(_worker_folders(prefix))
+    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    script = tmp_path / "script.txt"
+    script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env.update(WINEPREFIX=str(prefix), WINEDEBUG="-all", VOSFX_OFX_CONFIG=z(fake_worker))
+    env.update(VOSFX_FAKE_WIN="linger", VOSFX_FAKE_MARK=z(mark))
+    host = subprocess.Popen(
+        [wine(), str(built_win.host), z(script)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not set(_worker_folders(prefix)) - before:  # the worker was started
+            assert time.monotonic() < deadline and host.poll() is None
+            time.sleep(0.05)
+        time.sleep(1.0)  # it connected and said READY; the effect waits for its answer
+    finally:
+        host.kill()
+        host.wait()
+    time.sleep(6.5)  # the worker would write its mark 5 s after READY
+    assert not mark.exists()
