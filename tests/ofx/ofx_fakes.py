@@ -5,7 +5,8 @@ tests/ofx/vosfx_drift_fake.py is `vosfx` with the same engine.
 
 ``VOSFX_FAKE_DELAY_S`` slows every step (cancel tests); ``VOSFX_FAKE_CRASH=N`` makes the
 worker exit with status N when it loads the engine (a worker that dies on start);
-``VOSFX_FAKE_WARNING`` is a warning of the engine (how the model runs).
+``VOSFX_FAKE_WARNING`` is a warning of the engine (how the model runs);
+``VOSFX_FAKE_PREPARE_FAIL`` makes the idle preparation of a frame for a point raise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ def _slowed(fn):
     return slow
 
 
+def _prepare_fails(*_args, **_kwargs):
+    raise RuntimeError("the preparation broke (VOSFX_FAKE_PREPARE_FAIL)")
+
+
 def make_engine(model=None, progress=None) -> FakeEngine:
+    if os.environ.get("VOSFX_FAKE_PREPARE_FAIL"):
+        from vosfx.session import corrections
+
+        corrections.prepare = _prepare_fails
     if os.environ.get("VOSFX_FAKE_CRASH"):
         os._exit(int(os.environ["VOSFX_FAKE_CRASH"]))
     if model is not None:  # the effect's Model as the real loader reads it (no download)

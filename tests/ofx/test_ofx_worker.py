@@ -32,11 +32,14 @@ class Effect:
     the moving-square clip (or ``frame``) answered to every NEED, its log and scratch folder
     under ``tmp``."""
 
-    def __init__(self, tmp: Path, *, env: dict | None = None, transport: str = "fds") -> None:
+    def __init__(
+        self, tmp: Path, *, env: dict | None = None, transport: str = "fds", idle_s: float = 0
+    ) -> None:
         self.tmp = tmp
         self.log_path = tmp / "worker.log"
         full_env = {**os.environ, "PYTHONPATH": str(HERE), "TMPDIR": str(tmp)}
-        full_env["VOSFX_OFX_IDLE_S"] = "0"  # no preparation between messages: deterministic
+        # 0: no preparation between messages (deterministic), unless a test asks for it
+        full_env["VOSFX_OFX_IDLE_S"] = str(idle_s)
         engine = ("--engine", "ofx_fakes:make_engine")
         worker = [sys.executable, "-m", "vosfx.ofx.worker"]
         with self.log_path.open("wb") as log:
@@ -389,6 +392,26 @@ def test_points_removed_after_tracking_give_the_matte_of_the_points_left(effect,
     _ended_cleanly(effect, effect.quit())
 
 
+def test_an_object_added_before_the_tracked_frames_is_tracked_alone(effect, tmp_path):
+    """Tracked to frame 8, then an object added on frame 3 and frame 5 rendered: the sweep
+    cannot go back, so a new one starts at frame 0 (the new object's lead-in, tracked
+    backwards from frame 3, needs frames 0 to 2), and it tracks the new object alone (frames
+    0 to 5: six results), not the first again; the matte is a fresh worker's."""
+    second = [3, 2, 1, 60.0, 40.0]
+    assert effect.ask(P.CONFIG, CONFIG).type == P.OK
+    assert effect.ask(P.PROMPTS, {"points": [CLICK]}).type == P.OK
+    assert effect.render(8).type == P.MATTE
+    assert effect.fetched == list(range(9))
+    assert effect.ask(P.PROMPTS, {"points": [CLICK, second]}).type == P.OK
+    alpha = effect.alpha(effect.render(5))
+    assert effect.fetched[9:] == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(alpha, _fresh_alpha(tmp_path / "fresh", [CLICK, second], 5))
+    assert effect.alpha(effect.render(5, obj=2)).max() > 0.99  # object 2 is there
+    _ended_cleanly(effect, effect.quit())
+    stats = json.loads(effect.log().split("stats: ", 1)[1].splitlines()[0])
+    assert stats["tracked"] == 9 + 6, stats  # object 1 on frames 0-8, object 2 on 0-5
+
+
 def test_another_model_reloads_the_engine_between_renders(effect):
     """The Model changed after a render: the engine is closed and the new one loaded (the
     effect shows "loading ..."), the matte made again."""
@@ -503,3 +526,48 @@ def test_scratch_in_a_missing_temporary_folder_falls_back_to_the_default(tmp_pat
     with WorkerScratch(tmp_path / "missing") as scratch:
         assert scratch.path is None and tempfile.gettempdir() == before
     assert "no scratch folder in" in caplog.text and "using the default" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "case,renders,prepared",
+    [
+        ("kept", [4], 1),  # the frame just tracked: prepared from what the worker keeps
+        ("far", [11, 2], 0),  # frame 2 again after 11: its frames are gone, nothing asked
+        ("fails", [4], 0),
+    ],
+)
+def test_the_idle_preparation_asks_nothing_and_a_failure_of_it_is_logged(
+    tmp_path, case, renders, prepared
+):
+    """Between renders, once nothing came for VOSFX_OFX_IDLE_S, the worker prepares the frame
+    shown for a point from what it keeps: it sends nothing (no NEED: the host is not
+    rendering; where the frames it would need are no longer kept it prepares nothing) and the
+    next render is served; a preparation that fails is a logged warning with its traceback,
+    never an error to the effect or the end of the worker."""
+    env = {"VOSFX_FAKE_PREPARE_FAIL": "1"} if case == "fails" else {}
+    effect = Effect(tmp_path, env=env, idle_s=0.2)
+    try:
+        assert effect.ask(P.CONFIG, CONFIG).type == P.OK
+        assert effect.ask(P.PROMPTS, {"points": [CLICK]}).type == P.OK
+        for t in renders:
+            assert effect.render(t).type == P.MATTE
+        assert not effect.ch.waiting(1.0)  # idle: prepared (or not) without a word
+        fetched = list(effect.fetched)
+        alpha = effect.alpha(effect.render(renders[-1] + 1))
+        assert alpha.max() > 0.99
+        assert len(effect.fetched) - len(fetched) <= 1  # only what the render needs
+        code = effect.quit()
+    finally:
+        if effect.proc.poll() is None:
+            effect.proc.kill()
+            effect.proc.wait()
+    log = effect.log()
+    assert code == 0, log
+    stats = json.loads(log.split("stats: ", 1)[1].splitlines()[0])
+    assert stats["prepared"] == prepared, log
+    if case == "fails":
+        shown = renders[-1]
+        assert f"preparing frame {shown} for a point failed" in log, log
+        assert "the preparation broke" in log
+    else:
+        assert "Traceback" not in log, log
