@@ -878,8 +878,10 @@ def test_a_damaged_png_frame_is_named_by_vosfx_alone(tmp_path):
     ]
 
 
-def test_a_png_whose_ancillary_chunk_is_damaged_still_reads(tmp_path):
-    """libpng decodes a picture whose text chunk fails its checksum: so does vosfx."""
+def test_a_png_whose_ancillary_chunk_is_damaged_still_reads(tmp_path, capfd, caplog):
+    """libpng decodes a picture whose text chunk fails its checksum, and prints "libpng
+    warning: tEXt: CRC error" on stderr: vosfx leaves the chunk out before libpng sees it,
+    reads the same picture, and says so once in its own log."""
     import struct
     import zlib
 
@@ -890,8 +892,17 @@ def test_a_png_whose_ancillary_chunk_is_damaged_still_reads(tmp_path):
     chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) ^ 1)
     at = data.index(b"IDAT") - 4
     (tmp_path / "text.png").write_bytes(data[:at] + chunk + data[at:])
+    (tmp_path / "text2.png").write_bytes(data[:at] + chunk + data[at:])
+    (tmp_path / "frame.png").write_bytes(data)
     assert png_damage(data) is None and png_damage((tmp_path / "text.png").read_bytes()) is None
-    assert read_image(tmp_path / "text.png").shape == (40, 48, 3)
+    caplog.set_level("WARNING", logger="vosfx")
+    capfd.readouterr()
+    damaged = read_image(tmp_path / "text.png")
+    assert read_image(tmp_path / "text2.png").shape == (40, 48, 3)
+    np.testing.assert_array_equal(damaged, read_image(tmp_path / "frame.png"))
+    assert "libpng" not in capfd.readouterr().err
+    said = [r.getMessage() for r in caplog.records if "tEXt" in r.getMessage()]
+    assert len(said) == 1 and "its tEXt chunk fails its checksum; left out" in said[0]
 
 
 @pytest.mark.parametrize("kind", ["grey", "float-tiff", "mixed-depth"])
