@@ -413,7 +413,10 @@ static int vx_listen(VxWorker *w, int *port, char *err, size_t errlen) {
     return 0;
 }
 
-/* a handle the child inherits (only through the explicit list) */
+/* a handle the child inherits (only through the explicit list, which takes inheritable
+ * handles alone; a host thread that starts a program with blanket inheritance in the
+ * moment before vxw_start closes it would hand it over too: Windows has no way around that
+ * but the list, which that other caller would have to use) */
 static HANDLE vx_inheritable(const wchar_t *path, DWORD access, DWORD disposition) {
     SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
     return CreateFileW(path, access, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, &sa,
