@@ -143,6 +143,30 @@ def test_the_compiler_line(monkeypatch, compiler):
         assert state == "ok" and detail.startswith("/usr/bin/gcc ")
 
 
+@pytest.mark.parametrize("zig", [False, True])
+def test_the_compiler_line_on_windows(monkeypatch, zig):
+    """On Windows a compiler builds the OpenFX effect alone (the kernels are not built
+    there), and where none is installed Zig's, from the ziglang package, is named."""
+    import vosfx.ofx.build
+
+    monkeypatch.setattr(doc.platform, "system", lambda: "Windows")
+    monkeypatch.setattr(vosfx.ofx.build.native, "compiler", lambda: None)
+    if not zig:  # the ziglang package not installed
+        find_spec = vosfx.ofx.build.importlib.util.find_spec
+        monkeypatch.setattr(
+            vosfx.ofx.build.importlib.util,
+            "find_spec",
+            lambda name, *a: None if name == "ziglang" else find_spec(name, *a),
+        )
+    _what, state, detail = doc._compiler()
+    if zig:
+        assert state == "ok" and detail.endswith(
+            "-m ziglang cc -target x86_64-windows-gnu (builds the OpenFX effect)"
+        )
+    else:
+        assert state == "missing" and 'pip install "vosfx[ofx]"' in detail
+
+
 # --- --time ------------------------------------------------------------------------------------
 
 

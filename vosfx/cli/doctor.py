@@ -198,9 +198,13 @@ def _openexr() -> Check:
 def _compiler() -> Check:
     from vosfx.ofx.build import BuildError, find_compiler
 
+    windows = platform.system() == "Windows"  # there it builds the OpenFX effect alone
     try:
         path = " ".join(find_compiler())
     except BuildError:
+        if windows:
+            need = "none found (gcc, clang, $CC): `vosfx plugins install ofx` needs one; "
+            return ("C compiler", MISSING, need + 'pip install "vosfx[ofx]" brings Zig\'s')
         return (
             "C compiler",
             MISSING,
@@ -209,6 +213,8 @@ def _compiler() -> Check:
                 "tier's kernel need one, and the refinement's loops run on numba without one"
             ),
         )
+    if windows:
+        return ("C compiler", OK, f"{path} (builds the OpenFX effect)")
     return (
         "C compiler",
         OK,

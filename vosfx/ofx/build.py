@@ -18,6 +18,7 @@ The compiler runs with an argument list, never through a shell.
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import shutil
 import subprocess
@@ -79,8 +80,6 @@ def find_compiler(cc: str | None = None, *, system: str | None = None) -> list[s
         if found:
             return [found]
     if system == "Windows":
-        import importlib.util
-
         if importlib.util.find_spec("ziglang") is not None:
             return [sys.executable, *ZIG_CC]
         raise BuildError(
