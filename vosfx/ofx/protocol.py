@@ -87,7 +87,7 @@ class Message:
 
 class Channel:
     """The worker's end: blocking reads and writes on the socket, the shared memory mapped on
-    demand (the effect grows it with ftruncate before it needs more)."""
+    demand (the effect grows it before it needs more: ftruncate, or a larger file mapping)."""
 
     def __init__(self, sock: socket.socket, shm_fd: int) -> None:
         self.sock = sock
