@@ -28,6 +28,8 @@ from ofx_harness import (
     SRC,
     ArgvRecorder,
     H,
+    N,
+    W,
     build,
     build_windows,
     make_clip,
@@ -63,12 +65,12 @@ def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("ofx-clip"))
 
 
-def _script(bundle: str, raw: str, outputs: list[str], *, extra: list[str] = ()) -> list[str]:
+def _script(bundle: str, raw: str, outputs: list[str], *, extra: tuple[str, ...] = ()) -> list[str]:
     lines = [
         f"0 load {bundle}",
         "0 describe",
         "0 describe_context filter",
-        f"0 frames {raw} 96 64 12 0 24",
+        f"0 frames {raw} {W} {H} {N} 0 24",
         "0 depth float",
         "0 create",
         *extra,
@@ -82,7 +84,7 @@ def _script(bundle: str, raw: str, outputs: list[str], *, extra: list[str] = ())
 
 def _passed_through(path: Path) -> None:
     """The output of frame 0 is the Source's pixels (no matte was made)."""
-    source = moving_square_frame(0, 96, 64)[0].astype(np.float32) / 255
+    source = moving_square_frame(0, W, H)[0].astype(np.float32) / 255
     np.testing.assert_allclose(read_output(path)[..., :3], source, atol=1e-6)
 
 
@@ -156,7 +158,7 @@ def test_numbers_ignore_the_host_locale_on_windows(built_win, clip, prefix, tmp_
         z(built_win.bundle),
         z(clip / "raw"),
         [z(tmp_path / "o.raw")],
-        extra=["0 locale German", "14 set_string points 0 2 1 80.500 14.250;"],
+        extra=("0 locale German", "14 set_string points 0 2 1 80.500 14.250;"),
     )
     lines.insert(lines.index("* draw 0") + 1, "0 print_param points")
     run = run_wine(built_win, lines, tmp_path, prefix)
@@ -224,7 +226,16 @@ def test_the_studio_gets_each_argument_whole(built_win, clip, prefix, tmp_path):
     lines.insert(lines.index("0 destroy"), "0 press pickInStudio 4")
     run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
     _ok(run)
-    assert fake.words() == ["studio", "--start", "0", "--end", "12", "--frame", "4", "--model"] + [
+    assert fake.words() == [
+        "studio",
+        "--start",
+        "0",
+        "--end",
+        str(N),
+        "--frame",
+        "4",
+        "--model",
+    ] + [
         "sam2.1-tiny",
         "--",
         src,
