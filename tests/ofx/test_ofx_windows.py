@@ -367,3 +367,59 @@ def test_the_macos_sources_compile_for_both_architectures(tmp_path, arch):
     assert proc.returncode == 0, proc.stderr
     magic = out.read_bytes()[:4]
     assert magic == b"\xcf\xfa\xed\xfe"  # Mach-O, 64-bit, little-endian
+
+
+@pytest.mark.parametrize("case", ["byte", "short", "proxy", "mask", "modes"])
+def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
+    built_win, clip, prefix, tmp_path, case
+):
+    """The effect's other paths, under the Windows C runtime: 8- and 16-bit images, half-scale
+    (proxy) renders, a Mask input that prompts on one frame, the Output modes (premultiplied,
+    overlay): every output file is the POSIX effect's, byte for byte."""
+    mask_dir = tmp_path / "mask"
+    mask_dir.mkdir()
+    (moving_square_frame(3, W, H)[1].astype(np.uint8) * 255).tofile(mask_dir / "00003.a")
+    depth = case if case in ("byte", "short") else "float"
+
+    def script(bundle: str, raw: str, masks: str, out) -> list[str]:
+        lines = [
+            f"0 load {bundle}",
+            "0 describe",
+            "0 describe_context general",
+            f"0 frames {raw} {W} {H} {N} 0 24",
+            f"0 depth {depth}",
+            *([f"0 mask {masks}"] if case == "mask" else []),
+            "0 create",
+        ]
+        if case != "mask":
+            lines += ["0 overlay", f"0 pen_down 0 {PEN}"]
+        if case == "proxy":
+            lines += ["0 render 3 -", f"0 render 3 {out(0)} 0.5", f"0 render 6 {out(1)} 0.5"]
+        elif case == "modes":
+            lines += ["14 set_int outputMode 2", f"0 render 4 {out(0)}"]
+            lines += ["14 set_int outputMode 3", f"0 render 4 {out(1)}"]
+        else:
+            lines += [f"0 render {t} {out(k)}" for k, t in enumerate((3, 5, 1))]
+        return lines + postamble()
+
+    run = run_wine(
+        built_win,
+        script(z(built_win.bundle), z(clip / "raw"), z(mask_dir), lambda k: z(tmp_path / f"w{k}")),
+        tmp_path,
+        prefix,
+    )
+    _ok(run)
+    assert "OfxMessageError" not in run.stdout, run.messages()
+    posix = build(tmp_path / "posix")
+    lines = script(
+        str(posix.bundle), str(clip / "raw"), str(mask_dir), lambda k: tmp_path / f"l{k}"
+    )
+    ref = run_host(posix, lines, tmp_path)
+    assert ref.returncode == 0, ref.stdout[-2000:]
+    written = sorted(tmp_path.glob("l[0-9]"))
+    assert len(written) >= 2
+    for posix_out in written:
+        win_out = tmp_path / f"w{posix_out.name[1:]}"
+        assert win_out.read_bytes() == posix_out.read_bytes(), posix_out.name
+    size = (W // 2, H // 2) if case == "proxy" else (W, H)
+    assert read_output(tmp_path / "w0", *size)[..., 3].max() > 0.99  # a matte, not nothing
