@@ -156,6 +156,16 @@ def wine_temp(prefix: Path) -> Path:
     return prefix / "drive_c" / "users" / getpass.getuser() / "Temp"
 
 
+def studio_words(src: str, *, frame: int, model: str = "sam2.1-tiny", n: int = N) -> list[str]:
+    """The words the effect's Pick in vosfx studio gives `vosfx` for the clip ``src`` shown at
+    ``frame`` (the effect's Model: the studio shows what renders give; the clip after "--": a
+    name starting with "-" is not an option)."""
+    return ["studio", "--start", "0", "--end", str(n), "--frame", str(frame), "--model", model] + [
+        "--",
+        src,
+    ]
+
+
 class ArgvRecorder:
     """A stand-in `vosfx` (``script``, run by the Python here) that writes the words it was
     started with to ``record``, one per line: what the effect's Pick in vosfx studio passes."""

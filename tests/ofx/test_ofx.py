@@ -29,6 +29,7 @@ from ofx_harness import (
     preamble,
     read_output,
     run_host,
+    studio_words,
 )
 
 CLICK = (8.0, 8.0)  # pixels, top-left origin: inside the square on frame 0
@@ -556,19 +557,7 @@ def test_studio_button(built, clip, tmp_path):
     ]
     run = run_host(built, lines + postamble(), tmp_path, env={"VOSFX_OFX_CONFIG": str(cfg)})
     assert run.returncode == 0, run.stdout
-    assert fake.words() == [
-        "studio",
-        "--start",
-        "0",
-        "--end",
-        str(N),
-        "--frame",
-        "4",
-        "--model",  # the effect's Model (its default): the studio shows what renders give
-        "sam2.1-tiny",
-        "--",  # the clip after it: a name starting with "-" is not an option
-        str(src),
-    ]
+    assert fake.words() == studio_words(str(src), frame=4)
     run = run_host(
         built,
         lines[:-1] + ["14 set_string model sam2.1-small", lines[-1]] + postamble(),

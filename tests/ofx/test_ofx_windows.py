@@ -37,6 +37,7 @@ from ofx_harness import (
     read_output,
     run_host,
     run_wine,
+    studio_words,
     wine,
     wine_temp,
     z,
@@ -226,20 +227,7 @@ def test_the_studio_gets_each_argument_whole(built_win, clip, prefix, tmp_path):
     lines.insert(lines.index("0 destroy"), "0 press pickInStudio 4")
     run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
     _ok(run)
-    assert fake.words() == [
-        "studio",
-        "--start",
-        "0",
-        "--end",
-        str(N),
-        "--frame",
-        "4",
-        "--model",
-    ] + [
-        "sam2.1-tiny",
-        "--",
-        src,
-    ]
+    assert fake.words() == studio_words(src, frame=4)
 
 
 @pytest.mark.parametrize("compiler", ["mingw", "zig"])
