@@ -133,12 +133,10 @@ def run_wine(
     (:func:`wine_temp`: Wine sets it from the prefix, whatever the environment says)."""
     script = tmp / f"script-{len(list(tmp.glob('script-*')))}.txt"
     script.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
-    full_env = {k: v for k, v in os.environ.items() if k not in ("VOSFX_OFX_CONFIG", "DISPLAY")}
-    full_env.update(WINEPREFIX=str(prefix), WINEDEBUG="-all", **(env or {}))
     proc = subprocess.run(
         [wine(), str(built.host), z(script)],
         capture_output=True,
-        env=full_env,
+        env=wine_env(prefix, env),
         timeout=timeout,
         check=False,
     )
@@ -147,6 +145,14 @@ def run_wine(
         proc.stdout.decode("utf-8", "replace").replace("\r\n", "\n"),
         proc.stderr.decode("utf-8", "replace"),
     )
+
+
+def wine_env(prefix: Path, env: dict | None = None) -> dict:
+    """This environment for a Windows program under Wine in ``prefix``: no display, no Wine
+    debug output, no VOSFX_OFX_CONFIG of the caller's; ``env`` over it."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("VOSFX_OFX_CONFIG", "DISPLAY")}
+    full_env.update(WINEPREFIX=str(prefix), WINEDEBUG="-all", **(env or {}))
+    return full_env
 
 
 def wine_temp(prefix: Path) -> Path:
@@ -292,16 +298,19 @@ def preamble(
     context: str = "filter",
     mask: Path | None = None,
     first: int = 0,
+    name: Callable[[Path], str] = str,
 ) -> list[str]:
+    """Load, describe and create, on ``clip``'s raw frames; ``name``: how the host names a
+    path (:func:`z` for the Windows host under Wine)."""
     lines = [
-        f"0 load {built.bundle}",
+        f"0 load {name(built.bundle)}",
         "0 describe",
         f"0 describe_context {context}",
-        f"0 frames {clip / 'raw'} {width} {height} {n} {first} 24",
+        f"0 frames {name(clip / 'raw')} {width} {height} {n} {first} 24",
         f"0 depth {depth}",
     ]
     if mask is not None:
-        lines.append(f"0 mask {mask}")
+        lines.append(f"0 mask {name(mask)}")
     lines.append("0 create")
     return lines
 

@@ -12,7 +12,6 @@ here too (Zig's clang, both architectures), never run.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -27,18 +26,20 @@ from ofx_harness import (
     MINGW,
     SRC,
     ArgvRecorder,
+    Built,
     H,
-    N,
     W,
     build,
     build_windows,
     make_clip,
     postamble,
+    preamble,
     read_output,
     run_host,
     run_wine,
     studio_words,
     wine,
+    wine_env,
     wine_temp,
     z,
 )
@@ -62,18 +63,22 @@ def built_win(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def built_posix(tmp_path_factory):
+    """The POSIX effect and test host: the reference the Windows outputs must equal."""
+    return build(tmp_path_factory.mktemp("ofx-posix"))
+
+
+@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("ofx-clip"))
 
 
-def _script(bundle: str, raw: str, outputs: list[str], *, extra: tuple[str, ...] = ()) -> list[str]:
-    lines = [
-        f"0 load {bundle}",
-        "0 describe",
-        "0 describe_context filter",
-        f"0 frames {raw} {W} {H} {N} 0 24",
-        "0 depth float",
-        "0 create",
+def _script(
+    built: Built, clip: Path, outputs: list[str], *, name=z, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The effect created on ``clip``, a point on frame 0, its overlay drawn, then ORDER's
+    frames rendered into ``outputs`` (as many as given); paths named by ``name``."""
+    lines = preamble(built, clip, name=name) + [
         *extra,
         "0 overlay",
         f"0 pen_down 0 {PEN}",
@@ -113,17 +118,18 @@ def test_windows_bundle_exports_two_entry_points_and_needs_only_system_dlls(buil
     assert dlls <= {"kernel32.dll", "msvcrt.dll", "ws2_32.dll", "bcrypt.dll"}, dlls
 
 
-def test_windows_effect_gives_the_posix_effects_mattes(built_win, clip, prefix, tmp_path):
+def test_windows_effect_gives_the_posix_effects_mattes(
+    built_win, built_posix, clip, prefix, tmp_path
+):
     """Renders in and out of order, an overlay draw: every output is the POSIX effect's, byte
     for byte, and the worker's folder is gone after the instance is destroyed."""
     win = [z(tmp_path / f"w{k}.raw") for k in range(len(ORDER))]
-    run = run_wine(built_win, _script(z(built_win.bundle), z(clip / "raw"), win), tmp_path, prefix)
+    run = run_wine(built_win, _script(built_win, clip, win), tmp_path, prefix)
     _ok(run)
     assert "OfxMessageError" not in run.stdout, run.messages()
     assert "DRAW vertices=2" in run.stdout  # the GL calls found in the host program's exports
-    posix = build(tmp_path / "posix")
     lin = [str(tmp_path / f"l{k}.raw") for k in range(len(ORDER))]
-    ref = run_host(posix, _script(str(posix.bundle), str(clip / "raw"), lin), tmp_path)
+    ref = run_host(built_posix, _script(built_posix, clip, lin, name=str), tmp_path)
     assert ref.returncode == 0, ref.stdout[-2000:]
     for k, t in enumerate(ORDER):
         got, want = read_output(tmp_path / f"w{k}.raw"), read_output(tmp_path / f"l{k}.raw")
@@ -142,7 +148,7 @@ def test_the_bundle_zig_builds_gives_the_same_mattes(built_win, clip, prefix, tm
     outputs = {}
     for name, built in (("zig", zig), ("mingw", built_win)):
         out = [z(tmp_path / f"{name}{k}.raw") for k in range(len(ORDER))]
-        run = run_wine(built, _script(z(built.bundle), z(clip / "raw"), out), tmp_path, prefix)
+        run = run_wine(built, _script(built, clip, out), tmp_path, prefix)
         _ok(run)
         assert "OfxMessageError" not in run.stdout, run.messages()
         outputs[name] = [read_output(tmp_path / f"{name}{k}.raw") for k in range(len(ORDER))]
@@ -156,8 +162,8 @@ def test_numbers_ignore_the_host_locale_on_windows(built_win, clip, prefix, tmp_
     """A German host locale (C runtime: "0,50"): the saved points and the worker's JSON keep
     the point, through the per-thread locale of vx_numbers_begin."""
     lines = _script(
-        z(built_win.bundle),
-        z(clip / "raw"),
+        built_win,
+        clip,
         [z(tmp_path / "o.raw")],
         extra=("0 locale German", "14 set_string points 0 2 1 80.500 14.250;"),
     )
@@ -176,7 +182,7 @@ def test_a_connection_without_the_token_is_refused(clip, prefix, tmp_path):
     impostor = [sys.executable, str(HERE / "ofx_impostor.py"), str(marker)]
     built = build_windows(tmp_path / "build", worker=impostor)
     out = [z(tmp_path / f"w{k}.raw") for k in range(len(ORDER))]
-    run = run_wine(built, _script(z(built.bundle), z(clip / "raw"), out), tmp_path, prefix)
+    run = run_wine(built, _script(built, clip, out), tmp_path, prefix)
     _ok(run)
     assert marker.read_text() == "closed"
     assert "OfxMessageError" not in run.stdout, run.messages()
@@ -194,7 +200,7 @@ def test_a_worker_that_cannot_start_is_a_message(clip, prefix, tmp_path, worker,
     built = build_windows(tmp_path / "build")
     cfg = tmp_path / "bad.cfg"
     cfg.write_text("".join(f"worker {arg}\n" for arg in worker), encoding="utf-8")
-    lines = _script(z(built.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines = _script(built, clip, [z(tmp_path / "p.raw")])
     lines.insert(lines.index("0 destroy"), f"0 expect_message {said}")
     run = run_wine(built, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
     _ok(run)
@@ -207,7 +213,7 @@ def test_a_worker_that_dies_is_a_message_and_the_next_render_starts_another(
 ):
     """The worker exits right after it connected (the engine does not load): the channel
     closes, the effect says so and passes the image through."""
-    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines = _script(built_win, clip, [z(tmp_path / "p.raw")])
     lines.insert(lines.index("0 destroy"), "0 expect_message worker failed")
     run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_FAKE_CRASH": "3"})
     _ok(run)
@@ -222,7 +228,7 @@ def test_the_studio_gets_each_argument_whole(built_win, clip, prefix, tmp_path):
     cfg = tmp_path / "studio.cfg"
     cfg.write_text(f"vosfx {z('/usr/bin/env')}\nvosfx {sys.executable}\nvosfx {fake.script}\n")
     src = 'C:\\clips\\-my clip "take 2" \\"q\\" end\\'
-    lines = _script(z(built_win.bundle), z(clip / "raw"), [])
+    lines = _script(built_win, clip, [])
     lines.insert(lines.index("0 destroy"), f"14 set_string studioSource {src}")
     lines.insert(lines.index("0 destroy"), "0 press pickInStudio 4")
     run = run_wine(built_win, lines, tmp_path, prefix, env={"VOSFX_OFX_CONFIG": z(cfg)})
@@ -279,7 +285,7 @@ def test_a_worker_that_exits_before_it_connects_is_seen_at_once_with_its_error(
     """Its process handle says it ended (no 120 s wait for a connection); the message has its
     exit status and the last line of its log, and the log is kept where it says."""
     before = set(_worker_folders(prefix))
-    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines = _script(built_win, clip, [z(tmp_path / "p.raw")])
     said = "exited with status 3: ModuleNotFoundError: No module named 'vosfx'"
     lines.insert(lines.index("0 destroy"), f"0 expect_message {said}")
     env = {"VOSFX_OFX_CONFIG": z(fake_worker), "VOSFX_FAKE_WIN": "exit3"}
@@ -300,7 +306,7 @@ def test_a_worker_that_hangs_is_ended_after_the_timeout(
 ):
     """No answer within VOSFX_OFX_TIMEOUT_S: the effect says so, and the worker, which does not
     quit when asked, is terminated."""
-    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines = _script(built_win, clip, [z(tmp_path / "p.raw")])
     said = "did not answer for 2 s; it did not quit and was ended"
     lines.insert(lines.index("0 destroy"), f"0 expect_message {said}")
     env = {"VOSFX_OFX_CONFIG": z(fake_worker), "VOSFX_FAKE_WIN": "hang"}
@@ -314,17 +320,15 @@ def test_the_worker_ends_when_the_host_is_killed(built_win, clip, prefix, tmp_pa
     worker with it, so no worker is left running on its own."""
     mark = tmp_path / "survived.txt"
     before = set(_worker_folders(prefix))
-    lines = _script(z(built_win.bundle), z(clip / "raw"), [z(tmp_path / "p.raw")])
+    lines = _script(built_win, clip, [z(tmp_path / "p.raw")])
     script = tmp_path / "script.txt"
     script.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    env.update(WINEPREFIX=str(prefix), WINEDEBUG="-all", VOSFX_OFX_CONFIG=z(fake_worker))
-    env.update(VOSFX_FAKE_WIN="linger", VOSFX_FAKE_MARK=z(mark))
+    env = {"VOSFX_OFX_CONFIG": z(fake_worker), "VOSFX_FAKE_WIN": "linger"}
     host = subprocess.Popen(
         [wine(), str(built_win.host), z(script)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=wine_env(prefix, {**env, "VOSFX_FAKE_MARK": z(mark)}),
     )
     try:
         deadline = time.monotonic() + 60
@@ -359,7 +363,7 @@ def test_the_macos_sources_compile_for_both_architectures(tmp_path, arch):
 
 @pytest.mark.parametrize("case", ["byte", "short", "proxy", "mask", "modes"])
 def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
-    built_win, clip, prefix, tmp_path, case
+    built_win, built_posix, clip, prefix, tmp_path, case
 ):
     """The effect's other paths, under the Windows C runtime: 8- and 16-bit images, half-scale
     (proxy) renders, a Mask input that prompts on one frame, the Output modes (premultiplied,
@@ -369,16 +373,9 @@ def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
     (moving_square_frame(3, W, H)[1].astype(np.uint8) * 255).tofile(mask_dir / "00003.a")
     depth = case if case in ("byte", "short") else "float"
 
-    def script(bundle: str, raw: str, masks: str, out) -> list[str]:
-        lines = [
-            f"0 load {bundle}",
-            "0 describe",
-            "0 describe_context general",
-            f"0 frames {raw} {W} {H} {N} 0 24",
-            f"0 depth {depth}",
-            *([f"0 mask {masks}"] if case == "mask" else []),
-            "0 create",
-        ]
+    def script(built: Built, name, out) -> list[str]:
+        mask = mask_dir if case == "mask" else None
+        lines = preamble(built, clip, depth=depth, context="general", mask=mask, name=name)
         if case != "mask":
             lines += ["0 overlay", f"0 pen_down 0 {PEN}"]
         if case == "proxy":
@@ -391,18 +388,12 @@ def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
         return lines + postamble()
 
     run = run_wine(
-        built_win,
-        script(z(built_win.bundle), z(clip / "raw"), z(mask_dir), lambda k: z(tmp_path / f"w{k}")),
-        tmp_path,
-        prefix,
+        built_win, script(built_win, z, lambda k: z(tmp_path / f"w{k}")), tmp_path, prefix
     )
     _ok(run)
     assert "OfxMessageError" not in run.stdout, run.messages()
-    posix = build(tmp_path / "posix")
-    lines = script(
-        str(posix.bundle), str(clip / "raw"), str(mask_dir), lambda k: tmp_path / f"l{k}"
-    )
-    ref = run_host(posix, lines, tmp_path)
+    lines = script(built_posix, str, lambda k: tmp_path / f"l{k}")
+    ref = run_host(built_posix, lines, tmp_path)
     assert ref.returncode == 0, ref.stdout[-2000:]
     written = sorted(tmp_path.glob("l[0-9]"))
     assert len(written) >= 2
