@@ -501,11 +501,13 @@ int vxw_start(VxWorker *w, char *err, size_t errlen) {
                                          FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, CREATE_NEW,
                                          FILE_ATTRIBUTE_TEMPORARY, NULL)
                            : INVALID_HANDLE_VALUE;
+    DWORD code = w->shm_file == INVALID_HANDLE_VALUE ? GetLastError() : 0; /* the first failure's */
     /* appended to by both stdout and stderr: neither overwrites the other's lines */
     HANDLE log = log_path ? vx_inheritable(log_path, FILE_APPEND_DATA | SYNCHRONIZE, CREATE_NEW)
                           : INVALID_HANDLE_VALUE;
+    if (!code && log == INVALID_HANDLE_VALUE) code = GetLastError();
     HANDLE nul = vx_inheritable(L"NUL", GENERIC_READ, OPEN_EXISTING);
-    DWORD code = GetLastError();
+    if (!code && nul == INVALID_HANDLE_VALUE) code = GetLastError();
     free(shm_path);
     free(log_path);
     if (w->shm_file == INVALID_HANDLE_VALUE) w->shm_file = NULL;
