@@ -37,6 +37,16 @@ ID = "org.vosfx.matte"  # the effect's messages' id (the text says "vosfx Matte:
 PEN = f"{CLICK[0]} {H - CLICK[1]}"  # the same point in OFX canonical coordinates (y up)
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("ofx-build"))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("ofx-clip"))
+
+
 def vosfx_matte(clip: Path, out: Path, *args: str, real: bool = False) -> np.ndarray:
     """(N, H, W) float32: the alpha `vosfx matte` writes (16-bit PNG matte sequence), with the
     drifting FakeEngine, or with ``real`` the real CLI (its engine options in ``args``)."""

@@ -29,7 +29,9 @@ from ofx_harness import (
     Built,
     H,
     W,
+    build,
     build_windows,
+    make_clip,
     postamble,
     preamble,
     read_output,
@@ -58,6 +60,17 @@ def built_win(tmp_path_factory):
     # a folder with letters outside ASCII: the effect finds its config by its
     # own module's wide path, and reads it by that name
     return build_windows(tmp_path_factory.mktemp("ofx-win") / "Plug-ins-é-ü")
+
+
+@pytest.fixture(scope="module")
+def built_posix(tmp_path_factory):
+    """The POSIX effect and test host: the reference the Windows outputs must equal."""
+    return build(tmp_path_factory.mktemp("ofx-posix"))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("ofx-clip"))
 
 
 def _script(
@@ -105,7 +118,9 @@ def test_windows_bundle_exports_two_entry_points_and_needs_only_system_dlls(buil
     assert dlls <= {"kernel32.dll", "msvcrt.dll", "ws2_32.dll", "bcrypt.dll"}, dlls
 
 
-def test_windows_effect_gives_the_posix_effects_mattes(built_win, built, clip, prefix, tmp_path):
+def test_windows_effect_gives_the_posix_effects_mattes(
+    built_win, built_posix, clip, prefix, tmp_path
+):
     """Renders in and out of order, an overlay draw: every output is the POSIX effect's, byte
     for byte, and the worker's folder is gone after the instance is destroyed."""
     win = [z(tmp_path / f"w{k}.raw") for k in range(len(ORDER))]
@@ -114,7 +129,7 @@ def test_windows_effect_gives_the_posix_effects_mattes(built_win, built, clip, p
     assert "OfxMessageError" not in run.stdout, run.messages()
     assert "DRAW vertices=2" in run.stdout  # the GL calls found in the host program's exports
     lin = [str(tmp_path / f"l{k}.raw") for k in range(len(ORDER))]
-    ref = run_host(built, _script(built, clip, lin, name=str), tmp_path)
+    ref = run_host(built_posix, _script(built_posix, clip, lin, name=str), tmp_path)
     assert ref.returncode == 0, ref.stdout[-2000:]
     for k, t in enumerate(ORDER):
         got, want = read_output(tmp_path / f"w{k}.raw"), read_output(tmp_path / f"l{k}.raw")
@@ -348,7 +363,7 @@ def test_the_macos_sources_compile_for_both_architectures(tmp_path, arch):
 
 @pytest.mark.parametrize("case", ["byte", "short", "proxy", "mask", "modes"])
 def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
-    built_win, built, clip, prefix, tmp_path, case
+    built_win, built_posix, clip, prefix, tmp_path, case
 ):
     """The effect's other paths, under the Windows C runtime: 8- and 16-bit images, half-scale
     (proxy) renders, a Mask input that prompts on one frame, the Output modes (premultiplied,
@@ -358,9 +373,9 @@ def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
     (moving_square_frame(3, W, H)[1].astype(np.uint8) * 255).tofile(mask_dir / "00003.a")
     depth = case if case in ("byte", "short") else "float"
 
-    def script(host: Built, name, out) -> list[str]:
+    def script(built: Built, name, out) -> list[str]:
         mask = mask_dir if case == "mask" else None
-        lines = preamble(host, clip, depth=depth, context="general", mask=mask, name=name)
+        lines = preamble(built, clip, depth=depth, context="general", mask=mask, name=name)
         if case != "mask":
             lines += ["0 overlay", f"0 pen_down 0 {PEN}"]
         if case == "proxy":
@@ -377,8 +392,8 @@ def test_the_windows_effect_gives_the_posix_effects_bytes_on_every_path(
     )
     _ok(run)
     assert "OfxMessageError" not in run.stdout, run.messages()
-    lines = script(built, str, lambda k: tmp_path / f"l{k}")
-    ref = run_host(built, lines, tmp_path)
+    lines = script(built_posix, str, lambda k: tmp_path / f"l{k}")
+    ref = run_host(built_posix, lines, tmp_path)
     assert ref.returncode == 0, ref.stdout[-2000:]
     written = sorted(tmp_path.glob("l[0-9]"))
     assert len(written) >= 2
