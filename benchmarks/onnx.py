@@ -40,6 +40,9 @@ RUNS = {
     "official": ("official", {}),
     "torch": ("torch", {}),
     "onnx": ("onnx", {"precision": "fp32", "opt": "all"}),
+    # the default as the thirty-ninth pass left it: memory attention's attentions in ONNX
+    # Runtime's query blocks (float32), not in the int16 kernel between the parts variant's graphs
+    "onnx-split": ("onnx", {"precision": "fp32", "opt": "all", "attention": "split"}),
     "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
     # the int8 tier as the twenty-fifth pass left it: memory attention's scores float32, not

@@ -36,3 +36,14 @@ def exported(variants: tuple[str, ...] = (), size: int = SIZE) -> tuple[Path, st
     if variants:
         export_bundle(str(ckpt), out_dir=bundle, image_size=size, variants=variants)
     return ckpt, sha, bundle
+
+
+def default_memory_attention() -> str:
+    """What runs memory attention on the CPU provider by default here (the sidecar's words):
+    the int16 attention kernel between the parts variant's graphs where it runs and is faster
+    than float32 products on this CPU, else ONNX Runtime's query blocks."""
+    from vosfx.engine import int16_attention
+
+    if int16_attention.why_unavailable() is None:
+        return "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
+    return "onnxruntime CPUExecutionProvider, attention in query blocks"

@@ -20,6 +20,7 @@ CHECKS = [
     "gpu",
     "openvino",
     "--precision auto",
+    "int16 attention kernel",
     "int8 attention kernel",
     "refinement loops",
     "torch",
@@ -48,6 +49,26 @@ def test_every_check_has_its_line(config_home):
     cache = got[-1]
     assert cache["state"] == "ok" and str(config_home / "cache") in cache["detail"]
     assert cache["detail"].endswith("cached: none")
+
+
+def test_int16_kernel_line_says_whether_memory_attention_runs_in_it(config_home, monkeypatch):
+    from vosfx.engine import int16_attention
+
+    if int16_attention.why_unavailable(worth_it=False) is not None:
+        pytest.skip("the int16 attention kernel cannot run on this CPU (AVX512_VNNI)")
+    monkeypatch.setattr(int16_attention, "gain", lambda: 2.01)
+    line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
+    assert line["state"] == "ok"
+    assert line["detail"].startswith("2.01x float32's multiply-adds: memory attention's")
+    monkeypatch.setattr(int16_attention, "gain", lambda: 1.01)
+    line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
+    assert line["state"] == "info"
+    assert "no faster than its float32 FMAs (1.01x" in line["detail"]
+    monkeypatch.setattr(
+        int16_attention, "why_unavailable", lambda worth_it=True: "no C compiler found (cc)"
+    )
+    line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
+    assert line["state"] == "missing" and "slower a frame" in line["detail"]
 
 
 def test_precision_auto_line_is_what_a_run_would_take(config_home):

@@ -84,10 +84,16 @@ def test_matte_without_torch_or_onnx_equals_the_torch_export(tmp_path):
     bundles = [p for p in entries if p.is_dir()]  # beside each: its lock file (exclusive_lock)
     assert [p.name for p in entries if not p.is_dir()] == [f"{bundles[0].name}.lock"]
     assert len(bundles) == 1 and "template" in (bundles[0] / "manifest.json").read_text()
-    # memory attention in query blocks came ready-made with the template (no onnx package)
+    # memory attention in query blocks and cut for the int16 kernel came ready-made with the
+    # template (no onnx package)
     man = json.loads((bundles[0] / "manifest.json").read_text())
-    assert man["variants"] == {"cpu": {"memory_attention": "memory_attention.cpu.onnx"}}
+    parts = {f"memory_attention.{i}": f"memory_attention.part{i}.onnx" for i in range(9)}
+    assert man["variants"] == {
+        "cpu": {"memory_attention": "memory_attention.cpu.onnx"},
+        "parts": parts,
+    }
     assert (bundles[0] / "memory_attention.cpu.onnx").is_file()
+    assert all((bundles[0] / file).is_file() for file in parts.values())
 
     # the same clip with a bundle exported by torch (the template's bundle moved aside)
     bundles[0].rename(tmp_path / "template_bundle")

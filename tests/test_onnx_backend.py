@@ -190,22 +190,36 @@ def _prompts(mask, two: bool):
     ]
 
 
+def _kernel_runs() -> bool:
+    from vosfx.engine import int16_attention
+
+    return int16_attention.why_unavailable(worth_it=False) is None
+
+
+ATTENTIONS = {  # attention= -> what the sidecar says runs memory attention
+    "split": "onnxruntime CPUExecutionProvider, attention in query blocks",
+    "kernel": "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel",
+}
+
+
+@pytest.mark.parametrize("attention", list(ATTENTIONS))
 @pytest.mark.parametrize("two", [False, True], ids=["one_object", "two_objects"])
-def test_tracker_onnx_equals_torch(bundle, torch_backend, clip, two):
+def test_tracker_onnx_equals_torch(bundle, torch_backend, clip, two, attention):
+    """ONNX Runtime's query blocks (the bundle's cpu variant) and the int16 attention kernel
+    between the parts variant's graphs, each against torch within the parity contract."""
+    if attention == "kernel" and not _kernel_runs():
+        pytest.skip("the int16 attention kernel cannot run on this CPU (AVX512_VNNI)")
     frames, mask = clip
     prompts = _prompts(mask, two)
     want_low, want_vid = track(torch_backend, frames, prompts)
-    onnx = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
+    onnx = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, attention=attention)
     got_low, got_vid = track(onnx, frames, prompts)
     # what each says ran it (the sidecar's model.runtime)
     assert torch_backend.runtime()["backend"] == "torch"
     assert torch_backend.runtime()["precision"] == "fp32"
     described = onnx.runtime()
     assert (described["backend"], described["threads"]) == ("onnx", 2)
-    # the CPU provider runs the bundle's cpu variant: this compares its query blocks to torch
-    assert described["stages"]["memory_attention"] == (
-        "onnxruntime CPUExecutionProvider, attention in query blocks"
-    )
+    assert described["stages"]["memory_attention"] == ATTENTIONS[attention]
     worst, lo, hi = 0.0, np.inf, np.inf * -1
     for t in range(N_FRAMES):
         worst = max(worst, float(np.abs(got_low[t] - want_low[t]).max()))
@@ -216,6 +230,7 @@ def test_tracker_onnx_equals_torch(bundle, torch_backend, clip, two):
     # the tracked frames' logits must span far more than the tolerance, or this could not fail
     assert hi - lo > 50 * 1e-3, (lo, hi)
     assert worst <= 1e-3, worst
+    print(f"{attention}: largest low-resolution logit difference {worst:.2e}")
 
 
 @pytest.mark.parametrize("kind", ["onnx", "onnx_io_binding", "torch"])

@@ -204,7 +204,7 @@ def test_the_cpu_provider_runs_the_query_blocks_and_fused_is_kept_on_request(bun
     _, _, folder = bundle
     man = json.loads((folder / "manifest.json").read_text())
     assert man["variants"]["cpu"] == {"memory_attention": "memory_attention.cpu.onnx"}
-    blocks = OnnxBackend(folder, device="cpu", threads=2)
+    blocks = OnnxBackend(folder, device="cpu", threads=2, attention="split")
     fused = OnnxBackend(folder, device="cpu", threads=2, attention="fused")
     said = blocks.runtime()["stages"]["memory_attention"]
     assert said == "onnxruntime CPUExecutionProvider, attention in query blocks"
@@ -239,10 +239,12 @@ def test_an_older_bundle_gets_the_variant_once_and_split_without_it_is_refused(b
 
 
 def _older(folder, dest):
-    """A copy of the bundle ``folder`` as an older vosfx left it: no cpu variant."""
+    """A copy of the bundle ``folder`` as an older vosfx left it: no cpu or parts variant."""
     old = shutil.copytree(folder, dest)
     man = json.loads((old / "manifest.json").read_text())
     del man["variants"]["cpu"]
+    for file in man["variants"].pop("parts").values():
+        (old / file).unlink()
     (old / "manifest.json").write_text(json.dumps(man))
     (old / "memory_attention.cpu.onnx").unlink()
     return old
@@ -264,8 +266,9 @@ def test_first_use_adds_the_variant_to_an_older_cached_bundle_where_it_can(
     got = export.ensure_bundle_for_config(ModelConfig(checkpoint=str(ckpt), image_size=SIZE))
     assert got == cached
     variants = json.loads((cached / "manifest.json").read_text())["variants"]
-    assert ("cpu" in variants) == writable
+    assert ("cpu" in variants) == ("parts" in variants) == writable
     assert (cached / "memory_attention.cpu.onnx").is_file() == writable
+    assert (cached / "memory_attention.part8.onnx").is_file() == writable
 
 
 def test_int8_scores_of_the_real_memory_attention_stay_near_float32(bundle):

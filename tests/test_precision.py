@@ -389,7 +389,9 @@ def test_bf16_image_encoder_keeps_hieras_pooled_queries_in_order(clip):
 def test_bad_attention_is_refused(bundle):
     from vosfx.engine.onnx_backend import OnnxBackend
 
-    with pytest.raises(BackendError, match=r"attention: expected split or fused, found 'x'"):
+    with pytest.raises(
+        BackendError, match=r"attention: expected split, fused or kernel, found 'x'"
+    ):
         OnnxBackend(bundle[2], device="cpu", precision="bf16", attention="x")
 
 

@@ -181,11 +181,16 @@ def export_template(
 
 def _variants(folder: Path, attrs: dict) -> dict[str, dict[str, str]]:
     """The variants a template carries ready-made, written into ``folder`` beside its graphs:
-    ``cpu`` (:mod:`vosfx.engine.ort_attention`), whose graph reads memory attention's weights
-    file, so a filled template has it without the onnx package."""
+    ``cpu`` (:mod:`vosfx.engine.ort_attention`) and ``parts`` (:mod:`vosfx.engine.ort_parts`),
+    whose graphs read memory attention's weights file, so a filled template has them without
+    the onnx package."""
+    from vosfx.engine import ort_parts
     from vosfx.engine.ort_attention import write_variant
 
-    return {"cpu": write_variant(folder, "memory_attention.onnx", {"attrs": attrs})}
+    return {
+        "cpu": write_variant(folder, "memory_attention.onnx", {"attrs": attrs}),
+        ort_parts.VARIANT: ort_parts.write_variant(folder, "memory_attention.onnx"),
+    }
 
 
 def _externalise(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from vosfx.engine import ort_attention
+from vosfx.engine import ort_attention, ort_parts
 from vosfx.engine.backend import Interrupt, warn_once
 from vosfx.engine.ort_runtime import (
     GPU_PROVIDERS,
@@ -67,12 +67,15 @@ class BundleGraphs:
         # what the user must know of how the graphs run (Backend.warnings): recorded, and
         # logged too only for a session opened once the backend is up (ON_FIRST_USE)
         self.warnings: list[str] = []
+        # why memory attention's attentions do not run in the int16 kernel (None where they
+        # do, or where it was not asked: another attention, precision or provider)
+        self.kernel_unavailable: str | None = None
         self._opened = False
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
         self._bf16_stages = bf16_stages
-        if attention not in (None, "split", "fused"):
-            raise BackendError(f"attention: expected split or fused, found {attention!r}")
+        if attention not in (None, "split", "fused", "kernel"):
+            raise BackendError(f"attention: expected split, fused or kernel, found {attention!r}")
         self._attention = attention
         self.providers = self._providers(ort, device)
         self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else device
@@ -89,6 +92,9 @@ class BundleGraphs:
             )
         # the manifest's variant it runs (int8: this CPU's int8 or uint8 weights)
         self.variant = variant_for(precision)
+        # memory attention's parts (the bundle's parts variant) where its attentions run in
+        # vosfx's int16 kernel (vosfx.engine.int16_attention), else []
+        self._parts = self._kernel_parts()
         # graph -> its query-block version (the bundle's cpu variant) where this runs it
         self._query_blocks = self._blocks()
         # the graphs run with their scores from int8 queries and keys (the int8 tier)
@@ -149,13 +155,18 @@ class BundleGraphs:
         return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
 
     def _sessions(self, ort, threads: int) -> dict[str, Any]:
-        """One session per graph: ONNX Runtime's, or OpenVINO's for the bf16 tier."""
+        """One session per graph: ONNX Runtime's, or OpenVINO's for the bf16 tier, or
+        memory attention's parts with the int16 kernel between them."""
+        sessions: dict[str, Any]
         if self.precision != "bf16":
-            return {
+            sessions = {
                 name: self._session(ort, name, self._graph_file(name), threads)
                 for name in self.manifest["graphs"]
-                if name not in ON_FIRST_USE
+                if name not in ON_FIRST_USE and not (name == ort_parts.STAGE and self._parts)
             }
+            if self._parts:
+                sessions[ort_parts.STAGE] = self._parts_session(ort, threads)
+            return sessions
         from vosfx.engine import openvino_runtime as ovr
 
         if self.providers[0] != "CPUExecutionProvider":
@@ -167,7 +178,7 @@ class BundleGraphs:
         amx = ovr.cpu_has_amx()
         on_ov = ovr.tier_stages(amx) if self._bf16_stages is None else self._bf16_stages
         split = self._attention != "fused"  # query blocks unless asked (SPLIT_ATTENTION)
-        sessions: dict[str, Any] = {}
+        sessions = {}
         for name, g in self.manifest["graphs"].items():
             if name in ON_FIRST_USE:
                 continue
@@ -235,13 +246,60 @@ class BundleGraphs:
             str(ort_normalise.GRAPH), sess_options=opts, providers=providers
         )
 
+    def _kernel_parts(self) -> list[str]:
+        """Memory attention's part files where its attentions run in the int16 kernel: fp32 on
+        ONNX Runtime's CPU provider, the bundle's ``parts`` variant there, ``attention`` None
+        or ``kernel``, and the kernel built and (for None) faster here than float32 products
+        (:func:`vosfx.engine.int16_attention.why_unavailable`); else [].
+        ``attention="kernel"`` where it cannot run raises."""
+        attention = self._attention
+        if attention not in (None, "kernel"):
+            return []
+        files = ort_parts.part_files(self.manifest.get("variants", {}).get(ort_parts.VARIANT, {}))
+        why = None
+        if self.precision != "fp32":
+            why = f"it runs with --precision fp32, not {self.precision}"
+        elif self.providers[0] != "CPUExecutionProvider":
+            why = f"it runs on the CPU, not {self.providers[0]}"
+        elif not files:
+            why = (
+                f"the bundle {self.bundle} lacks the {ort_parts.VARIANT} variant (a bundle of "
+                "an older vosfx: pip install onnx and run once, or export it again)"
+            )
+        else:
+            from vosfx.engine import int16_attention
+
+            # asked for by name: wherever it runs, faster here or not (comparisons, tests)
+            why = int16_attention.why_unavailable(worth_it=attention is None)
+        if why is None:
+            return files
+        self.kernel_unavailable = why
+        if attention == "kernel":
+            raise BackendError(f"attention kernel: the int16 attention kernel cannot run: {why}")
+        return []
+
+    def _parts_session(self, ort, threads: int) -> ort_parts.AttentionParts:
+        """Memory attention as its parts on ONNX Runtime and the int16 kernel between them."""
+        from vosfx.engine import int16_attention
+        from vosfx.engine.int8_attention import cpu_count
+
+        kernel_threads = threads if threads > 0 else cpu_count()
+
+        def attend(q, k, v, scale, out) -> None:
+            int16_attention.attention(q, k, v, scale, threads=kernel_threads, out=out)
+
+        parts = [
+            self._session(ort, ort_parts.STAGE, self.bundle / file, threads) for file in self._parts
+        ]
+        return ort_parts.AttentionParts(parts, attend, "int16")
+
     def _blocks(self) -> dict[str, str]:
         """The graphs run from the bundle's ``cpu`` variant (memory attention's attentions as
         query blocks, :mod:`vosfx.engine.ort_attention`): with ONNX Runtime's CPU provider by
         default, on any provider when ``attention`` is ``split``; never for fp16 (the variant
         is float32) nor bf16 (memory attention runs on OpenVINO, which splits its own)."""
         attention, variants = self._attention, self.manifest.get("variants", {})
-        if self.precision not in ("fp32", "int8") or attention == "fused":
+        if self.precision not in ("fp32", "int8") or attention == "fused" or self._parts:
             return {}
         if attention is None and self.providers[0] != "CPUExecutionProvider":
             return {}
@@ -390,6 +448,8 @@ class BundleGraphs:
                 stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
+                if isinstance(sess, ort_parts.AttentionParts):
+                    stages[name] += ", attentions in vosfx's int16 kernel"
                 if name in self._query_blocks:
                     stages[name] += ", attention in query blocks"
                 if name in self.int8_scores:

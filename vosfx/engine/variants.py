@@ -2,10 +2,12 @@
 bundle's own fp32 graphs on first use (no torch): ``fp16`` (every graph, for GPUs), ``int8``
 and ``int8-u8`` (a dynamically quantised image encoder with int8 or uint8 weights, by the CPU:
 :func:`variant_for`; ``int8`` also memory attention with int8 scores), ``bf16`` (the heavy
-stages constant-folded for OpenVINO). One more is made with every bundle wherever it can be,
+stages constant-folded for OpenVINO). Two more are made with every bundle wherever they can be,
 whatever the precision: ``cpu``, memory attention with its attentions as query blocks, which
-ONNX Runtime's CPU provider runs faster (:mod:`vosfx.engine.ort_attention`; the shipped
-templates carry it). The manifest's ``variants`` records each one's files."""
+ONNX Runtime's CPU provider runs faster (:mod:`vosfx.engine.ort_attention`), and ``parts``,
+memory attention cut at its attentions for vosfx's int16 attention kernel
+(:mod:`vosfx.engine.ort_parts`); the shipped templates carry both. The manifest's
+``variants`` records each one's files."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from vosfx.errors import BackendError
 
 VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
 # made with every bundle where the onnx package is installed (:func:`automatic`)
-AUTOMATIC = ("cpu",)
+AUTOMATIC = ("cpu", "parts")
 # A variant's recipe, raised when what it makes changes; the manifest's ``recipes`` records
 # the one each variant was made with (absent: 1). A variant of an older recipe is made again
 # where the bundle can be written, else used as it is. fp16 2: attention in float16. int8 /
@@ -224,6 +226,17 @@ def _cpu(folder: Path, man: dict) -> dict[str, str]:
     return write_variant(folder, graph["file"], man)
 
 
+def _parts(folder: Path, man: dict) -> dict[str, str]:
+    """Memory attention cut at its attentions, for the int16 attention kernel between ONNX
+    Runtime's parts (:mod:`vosfx.engine.ort_parts`); the parts share the graph's weights."""
+    from vosfx.engine.ort_parts import write_variant
+
+    graph = man.get("graphs", {}).get("memory_attention")
+    if graph is None:  # nothing to cut
+        return {}
+    return write_variant(folder, graph["file"])
+
+
 # variant -> what makes its files from the bundle's folder and manifest
 _MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
     "fp16": _fp16,
@@ -231,4 +244,5 @@ _MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
     "int8-u8": functools.partial(_int8, weights="u8"),
     "bf16": _bf16,
     "cpu": _cpu,
+    "parts": _parts,
 }

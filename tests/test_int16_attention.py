@@ -1,0 +1,350 @@
+"""The int16 attention kernel (vosfx/engine/int16_attention.py, kernels/int16_attention.c) and
+memory attention cut at its attentions for it (vosfx/engine/ort_parts.py): the default fp32
+path's attentions on CPUs where 16-bit dot products run at twice float32's multiply-adds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from vosfx.engine import int16_attention as ka
+from vosfx.engine import ort_parts
+
+NORM_LIMIT = 46000.0  # kernels/int16_attention.c's
+
+
+def _kernel_or_skip() -> None:
+    why = ka.why_unavailable(worth_it=False)
+    if why is not None:
+        pytest.skip(f"the int16 attention kernel cannot run here: {why}")
+
+
+def _int16(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row as the kernel scales it: (its integers, 1 / its factor)."""
+    x = x.astype(np.float64)
+    norm = np.linalg.norm(x, axis=1)
+    top = np.abs(x).max(1)
+    with np.errstate(divide="ignore"):
+        factor = np.where(norm > 0, np.minimum(NORM_LIMIT / norm, 32767 / top), 0.0)
+    step = np.where(factor > 0, 1 / np.where(factor > 0, factor, 1), 0.0)
+    return np.rint(x * factor[:, None]), step
+
+
+def _emulated(q, k, v, scale: float) -> np.ndarray:
+    """The kernel's arithmetic in numpy (float64 where it keeps float32): the keys less their
+    mean, every query and key scaled to int16 by its own factor, the scores their exact
+    integer products times the two steps, the rest exact."""
+    q16, q_step = _int16(q)
+    k16, k_step = _int16(k.astype(np.float64) - k.astype(np.float64).mean(0))
+    s = (q16 @ k16.T) * (q_step * scale)[:, None] * k_step[None, :]
+    e = np.exp(s - s.max(1, keepdims=True))
+    return (e @ v.astype(np.float64)) / e.sum(1, keepdims=True)
+
+
+def _exact(q, k, v, scale: float) -> np.ndarray:
+    s = (q.astype(np.float64) @ k.astype(np.float64).T) * scale
+    e = np.exp(s - s.max(1, keepdims=True))
+    return (e @ v.astype(np.float64)) / e.sum(1, keepdims=True)
+
+
+def _relative(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+@pytest.mark.parametrize(
+    "rows, keys, depth, channels",
+    [
+        (1, 1, 2, 16),  # one of everything
+        (13, 17, 34, 32),  # nothing a multiple of a tile, depth's last 16 lanes masked
+        (100, 300, 256, 64),  # a cross attention's shape, small
+        (49, 1030, 96, 16),  # keys past a slab and into a fifth chunk
+        (300, 257, 512, 256),  # the deepest, one key past a chunk
+    ],
+)
+def test_the_kernel_computes_its_arithmetic(rows, keys, depth, channels):
+    """Within 4e-5 of its own arithmetic emulated in float64 (an element whose scaled value
+    lies within float32's rounding of a half rounds the other way there: one score in a few
+    hundred moves by ~1e-5), and within 5e-4 of the exact attention (the int16 rounding: ~2e-4
+    on these isotropic operands)."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(rows + keys)
+    q = rng.standard_normal((rows, depth)).astype(np.float32) * 2
+    k = (rng.standard_normal((keys, depth)) + 0.7).astype(np.float32)  # an offset the mean takes
+    v = rng.standard_normal((keys, channels)).astype(np.float32)
+    scale = depth**-0.5
+    got = ka.attention(q, k, v, scale, threads=2)
+    assert got.shape == (rows, channels) and got.dtype == np.float32
+    assert _relative(got, _emulated(q, k, v, scale)) < 4e-5
+    assert _relative(got, _exact(q, k, v, scale)) < 5e-4
+
+
+@pytest.mark.parametrize("keys", [48, 300])
+def test_its_scores_are_the_integer_products(keys):
+    """With the values an identity, the output is the softmax itself: its logarithm, less its
+    mean, is each score less theirs. Against the emulated int16 scores: within 3e-6 but for
+    the rows and columns of a query or key with an element rounded the other way (its factor
+    computed in float32 differs from float64's in the last bit), those within 2e-4."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(keys)
+    q = rng.standard_normal((30, 256)).astype(np.float32) * 2
+    k = (rng.standard_normal((keys, 256)) + 0.3).astype(np.float32)
+    v = np.eye(keys, keys + (-keys) % 16, dtype=np.float32)
+    got = np.log(ka.attention(q, k, v, 1 / 16, threads=2)[:, :keys].astype(np.float64))
+    q16, q_step = _int16(q)
+    k16, k_step = _int16(k.astype(np.float64) - k.astype(np.float64).mean(0))
+    want = (q16 @ k16.T) * (q_step / 16)[:, None] * k_step[None, :]
+    diff = np.abs((got - got.mean(1, keepdims=True)) - (want - want.mean(1, keepdims=True)))
+    rows, cols = np.median(diff, 1) > 2e-6, np.median(diff, 0) > 2e-6
+    assert rows.mean() < 0.5 and cols.mean() < 0.2, (rows.mean(), cols.mean())
+    assert diff[~rows][:, ~cols].max() < 3e-6 and diff.max() < 2e-4
+    # and the exact scores (spread ~2 here) differ by the int16 rounding: far more than
+    # float32's (~1e-7 of them), under 1e-3
+    exact = (q.astype(np.float64) @ k.T.astype(np.float64)) / 16
+    rounding = np.abs((exact - exact.mean(1, keepdims=True)) - (want - want.mean(1, keepdims=True)))
+    assert 1e-5 < np.median(rounding) < 1e-3
+
+
+def test_no_overflow_where_the_integer_sums_are_largest():
+    """Queries equal to the keys (every product positive, |q . k| = |q| |k|, the int32 sums at
+    their bound), rows with one dominant element, rows of zeros and huge magnitudes: no
+    overflow, and within the int16 rounding of the exact attention."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(5)
+    k = rng.standard_normal((64, 256)).astype(np.float32) * 1e4
+    k[3] = 0.0
+    k[7, :] = 0.0
+    k[7, 11] = 3e4  # one element holds the whole norm: the int16 range bounds it
+    q = (k - k.mean(0)).copy()  # each query aligned with its key less the mean
+    v = rng.standard_normal((64, 32)).astype(np.float32)
+    scale = 1.0 / 16 / 1e8  # scores of order 1 (|q| |k| ~ 1e10)
+    got = ka.attention(q, k, v, scale, threads=2)
+    assert np.isfinite(got).all()
+    assert _relative(got, _exact(q, k, v, scale)) < 5e-4
+
+
+def test_the_running_maximum_rescales_what_was_summed():
+    """The largest scores in the last chunk of keys, then in the first: the same attention."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((20, 64)).astype(np.float32)
+    k = rng.standard_normal((700, 64)).astype(np.float32)
+    v = rng.standard_normal((700, 16)).astype(np.float32)
+    k[650:] += 3 * q[:1]  # the last chunk's keys aligned with the first query
+    scale = 0.125
+    forwards = ka.attention(q, k, v, scale, threads=1)
+    backwards = ka.attention(q, k[::-1], v[::-1], scale, threads=1)
+    want = _exact(q, k, v, scale)
+    assert _relative(forwards, want) < 5e-4 and _relative(backwards, want) < 5e-4
+
+
+def test_threads_change_nothing_but_the_time():
+    _kernel_or_skip()
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((200, 128)).astype(np.float32)
+    k = rng.standard_normal((3000, 128)).astype(np.float32)
+    v = rng.standard_normal((3000, 48)).astype(np.float32)
+    one = ka.attention(q, k, v, 0.1, threads=1)
+    assert np.array_equal(one, ka.attention(q, k, v, 0.1, threads=2))
+    assert np.array_equal(one, ka.attention(q, k, v, 0.1, threads=5))
+
+
+def test_inputs_it_does_not_take_are_refused():
+    q, k, v = (
+        np.zeros((4, 8), np.float32),
+        np.zeros((5, 8), np.float32),
+        np.zeros((5, 16), np.float32),
+    )
+    with pytest.raises(ValueError, match="int16 attention takes"):
+        ka.attention(q[:, :7], k[:, :7], v, 1.0, threads=1)  # odd depth
+    with pytest.raises(ValueError, match="int16 attention takes"):
+        ka.attention(q, k, v[:, :8], 1.0, threads=1)  # values not 16n
+    with pytest.raises(ValueError, match="int16 attention takes"):
+        ka.attention(q, k[:4], v, 1.0, threads=1)  # keys and values disagree
+    with pytest.raises(ValueError, match="out: expected"):
+        ka.attention(q, k, v, 1.0, threads=1, out=np.zeros((4, 15), np.float32))
+
+
+def test_the_speed_check_decides_where_it_runs(monkeypatch):
+    """It runs by default only where the CPU's 16-bit products are measured faster; asked for by
+    name wherever it can run; the reason is in words."""
+    _kernel_or_skip()
+    assert 0.5 < ka.gain() < 8.0  # a measurement, not a constant: ~2 on Zen 4/5, ~1 on Intel
+    monkeypatch.setattr(ka, "gain", lambda: 1.02)
+    assert "no faster than its float32 FMAs (1.02x" in ka.why_unavailable()
+    assert ka.why_unavailable(worth_it=False) is None
+    monkeypatch.setattr(ka, "gain", lambda: 1.97)
+    assert ka.why_unavailable() is None
+
+
+def test_without_a_compiler_it_says_why(tmp_path, monkeypatch):
+    from vosfx import native
+
+    monkeypatch.setenv("VOSFX_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    ka.library.cache_clear(), ka.gain.cache_clear()
+    try:
+        assert ka.why_unavailable() == "no C compiler found ($CC, cc, gcc, clang)"
+    finally:
+        ka.library.cache_clear(), ka.gain.cache_clear()
+
+
+# --- memory attention cut at its attentions ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    pytest.importorskip("torch")
+    pytest.importorskip("sam2")
+    from tests.onnx_bundle import exported
+
+    return exported()
+
+
+def _feeds(folder, objects: int, memories: int, pointers: int) -> dict:
+    from test_ort_attention import _feeds as feeds
+
+    return feeds(folder, objects, memories, pointers)
+
+
+def _parts(folder, attend):
+    import onnxruntime as ort
+
+    man = json.loads((folder / "manifest.json").read_text())
+    files = ort_parts.part_files(man["variants"]["parts"])
+    sessions = [
+        ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]) for f in files
+    ]
+    return ort_parts.AttentionParts(sessions, attend, "test")
+
+
+def test_the_parts_with_exact_attentions_are_the_whole_graph(bundle):
+    """Every exported bundle has the variant; its 9 parts with a float64 attention between
+    them give the whole graph's output (ONNX Runtime's fused op) to float32's rounding, for
+    one object and a full bank of three; the parts read no weight of their own file (the
+    whole graph's)."""
+    import onnx
+    import onnxruntime as ort
+
+    _, _, folder = bundle
+    man = json.loads((folder / "manifest.json").read_text())
+    files = ort_parts.part_files(man["variants"]["parts"])
+    assert files == [f"memory_attention.part{i}.onnx" for i in range(9)]
+    whole = ort.InferenceSession(
+        str(folder / man["graphs"]["memory_attention"]["file"]), providers=["CPUExecutionProvider"]
+    )
+    seen = []
+
+    def exact(q, k, v, scale, out):
+        seen.append((q.shape, k.shape, v.shape, scale))
+        out[:] = _exact(q, k, v, scale)
+
+    parts = _parts(folder, exact)
+    assert len(parts.attentions) == 8
+    for i in range(9):  # no attention is left in a part
+        ops = {n.op_type for n in onnx.load(str(folder / files[i])).graph.node}
+        assert "MultiHeadAttention" not in ops
+    for objects, memories, pointers in [(1, 1, 0), (3, 7, 16)]:
+        feeds = _feeds(folder, objects, memories, pointers)
+        names = {i.name for i in whole.get_inputs()}
+        want = whole.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+        seen.clear()
+        got = parts.run(
+            None, {k: v for k, v in feeds.items() if k in {i.name for i in parts.get_inputs()}}
+        )[0]
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+        # each attention once per object: self attention over the frame's tokens, then cross
+        # attention over the memories' (values: the memories' 64 channels, v_proj after it)
+        g2 = (man["image_size"] // 16) ** 2
+        tokens = memories * g2 + 4 * pointers
+        assert len(seen) == 8 * objects
+        assert seen[0] == ((g2, 256), (g2, 256), (g2, 256), 1 / math.sqrt(256))
+        assert seen[objects] == ((g2, 256), (tokens, 256), (tokens, 64), 1 / math.sqrt(256))
+
+
+def test_the_parts_with_the_kernel_stay_within_its_rounding(bundle):
+    _kernel_or_skip()
+    _, _, folder = bundle
+
+    def exact(q, k, v, scale, out):
+        out[:] = _exact(q, k, v, scale)
+
+    def kernel(q, k, v, scale, out):
+        ka.attention(q, k, v, scale, threads=2, out=out)
+
+    feeds = _feeds(folder, 2, 7, 16)
+    want = _parts(folder, exact).run(None, feeds)[0]
+    got = _parts(folder, kernel).run(None, feeds)[0]
+    assert 0 < _relative(got, want) < 2e-5  # rounded, and by little: the residual stream
+
+
+def test_the_default_takes_the_kernel_where_it_is_faster(bundle, monkeypatch):
+    """fp32 on the CPU provider: the kernel where measured faster, else the query blocks; asked
+    for where it cannot run, a clear error; other precisions never take it."""
+    from vosfx.engine.onnx_backend import OnnxBackend
+    from vosfx.errors import BackendError
+
+    _kernel_or_skip()
+    _, _, folder = bundle
+    kernel = "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
+    blocks = "onnxruntime CPUExecutionProvider, attention in query blocks"
+    monkeypatch.setattr(ka, "gain", lambda: 2.0)
+    said = OnnxBackend(folder, device="cpu", threads=2).runtime()["stages"]["memory_attention"]
+    assert said == kernel
+    monkeypatch.setattr(ka, "gain", lambda: 1.0)
+    slower = OnnxBackend(folder, device="cpu", threads=2)
+    assert slower.runtime()["stages"]["memory_attention"] == blocks
+    assert "no faster than its float32 FMAs" in slower.graphs.kernel_unavailable
+    forced = OnnxBackend(folder, device="cpu", threads=2, attention="kernel")  # tests, benchmarks
+    assert forced.runtime()["stages"]["memory_attention"] == kernel
+    from tests.onnx_bundle import exported
+    from vosfx.engine.variants import variant_for
+
+    exported((variant_for("int8"),))
+    int8 = OnnxBackend(folder, device="cpu", threads=2, precision="int8")
+    assert "int16" not in int8.runtime()["stages"]["memory_attention"]
+    monkeypatch.setattr(ka, "why_unavailable", lambda worth_it=True: "this CPU lacks AVX512_VNNI")
+    with pytest.raises(BackendError, match="attention kernel: .* cannot run: this CPU lacks"):
+        OnnxBackend(folder, device="cpu", attention="kernel")
+
+
+def test_a_cancel_stops_between_parts(bundle):
+    from vosfx.engine.backend import Interrupt
+    from vosfx.errors import Cancelled
+
+    _, _, folder = bundle
+    interrupt = Interrupt()
+    calls = []
+
+    def attend(q, k, v, scale, out):
+        calls.append(1)
+        interrupt.set()
+        out[:] = 0.0
+
+    with pytest.raises(Cancelled, match="memory_attention interrupted"):
+        _parts(folder, attend).run(None, _feeds(folder, 1, 1, 0), interrupt=interrupt)
+    assert len(calls) == 1  # the second part never ran
+
+
+def test_a_graph_with_another_kind_of_attention_is_refused():
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from vosfx.errors import ModelError
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
+    node = helper.make_node(
+        "MultiHeadAttention", ["x", "x", "x"], ["y"], domain="com.microsoft", num_heads=2
+    )
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]))
+    with pytest.raises(ModelError, match="expected a one-head attention .* found 2 heads"):
+        ort_parts.cut(model)
+    plain = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    )
+    with pytest.raises(ModelError, match="expected memory attention's attentions, found none"):
+        ort_parts.cut(plain)
+    assert onnx  # the package that cuts

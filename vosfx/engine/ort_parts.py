@@ -1,0 +1,311 @@
+"""Memory attention cut at its attentions, so that a kernel of vosfx's runs them between ONNX
+Runtime's parts: the bundle's ``parts`` variant and :class:`AttentionParts`, which runs it.
+
+ONNX Runtime's CPU wheel runs no operator it does not ship (a custom operator library must be
+built against its C API), so the default path's memory attention is cut instead: part 0 runs
+the graph up to the first attention's query, key and value, the kernel of
+:mod:`vosfx.engine.int16_attention` computes that attention, part 1 runs from its output to the
+second attention's operands, and so on: 8 attentions, 9 parts. Every other node is ONNX
+Runtime's as in the whole graph (its fusions find the same patterns inside a part), each part
+placed as late as its consumers allow, so that a layer's key projections, which read the
+memories alone, are computed just before that layer (not all at the start, held). The parts
+share the whole graph's weights file (no copy of a weight).
+
+Each part's inputs and outputs keep the whole graph's tensor names. A part's metadata says
+which attention follows it (``vosfx.attention``: the query, key, value and output names and
+the scale, JSON). Needs the ``onnx`` package to cut (the exporter's); the shipped templates
+carry the variant ready-made (:mod:`vosfx.engine.export_template`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vosfx.engine.backend import Interrupt
+from vosfx.errors import Cancelled, ModelError
+
+STAGE = "memory_attention"
+VARIANT = "parts"
+# the variant's manifest entry: part i of memory attention under "memory_attention.<i>"
+PART_KEY = STAGE + ".{}"
+PART_FILE = STAGE + ".part{}.onnx"
+ATTENTION_KEY = "vosfx.attention"  # a part's metadata: the attention after it
+# a constant read by several parts from this size on is handed on from the first (its name +
+# HANDED_ON) instead of held by each; products' weights never are (ONNX Runtime prepacks
+# those only as initializers)
+HANDED_ON_BYTES = 1 << 20
+HANDED_ON = "/handed_on"
+PRODUCTS = ("MatMul", "Gemm", "Conv", "FusedMatMul")
+
+
+@dataclass(frozen=True)
+class Attention:
+    """One attention between two parts: its operands' and output's tensor names, its scale."""
+
+    query: str
+    key: str
+    value: str
+    output: str
+    scale: float | None  # None: 1 / sqrt(the queries' channels), as the fused op's default
+
+
+# --- cutting (needs onnx) ---------------------------------------------------------------------
+
+
+def _attentions(graph: Any) -> list[Any]:
+    """The graph's one-head ``MultiHeadAttention`` nodes with exactly (query, key, value), in
+    order; raises ModelError where another kind of attention is there."""
+    import onnx
+
+    found = []
+    for node in graph.node:
+        if node.op_type != "MultiHeadAttention":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("num_heads") != 1 or len(node.input) != 3 or len(node.output) != 1:
+            raise ModelError(
+                f"{node.name}: expected a one-head attention of query, key and value, found "
+                f"{attrs.get('num_heads')} heads and {len(node.input)} inputs"
+            )
+        found.append(node)
+    return found
+
+
+def cut(model: Any) -> list[Any]:
+    """``model`` (memory attention, weights external) as len(attentions) + 1 part models."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    attentions = _attentions(graph)
+    if not attentions:
+        raise ModelError("expected memory attention's attentions, found none")
+    where = {id(n): j for j, n in enumerate(attentions)}
+    producer: dict[str, Any] = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    last = len(attentions)
+    outputs = {o.name for o in graph.output}
+    # the earliest part each node can run in (after the attentions it depends on) ...
+    earliest: dict[int, int] = {}
+    for n in graph.node:
+        if id(n) in where:
+            continue
+        part = 0
+        for i in n.input:
+            p = producer.get(i)
+            if p is None:
+                continue
+            part = max(part, where[id(p)] + 1 if id(p) in where else earliest[id(p)])
+        earliest[id(n)] = part
+    # ... and the latest its consumers allow: each node in the latest
+    placed: dict[int, int] = {}
+    for n in reversed(graph.node):
+        if id(n) in where:
+            continue
+        latest = last if any(o in outputs for o in n.output) else None
+        for o in n.output:
+            for c in consumers.get(o, []):
+                bound = where[id(c)] if id(c) in where else placed[id(c)]
+                latest = bound if latest is None else min(latest, bound)
+        part = earliest[id(n)] if latest is None else latest
+        if part < earliest[id(n)]:
+            raise ModelError(f"{n.name}: its inputs come after its use (not a layered graph)")
+        placed[id(n)] = part
+    for j, a in enumerate(attentions):  # an attention's operands must be made by then
+        for i in a.input:
+            p = producer.get(i)
+            if p is not None and (where[id(p)] + 1 if id(p) in where else placed[id(p)]) > j:
+                raise ModelError(f"{a.name}: its operands come after it (not a layered graph)")
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v for v in (*inferred.graph.value_info, *graph.input, *graph.output)}
+    initializers = {t.name: t for t in graph.initializer}
+
+    def value_info(name: str) -> Any:
+        known = types.get(name)
+        if known is not None and known.type.tensor_type.elem_type:
+            return known
+        return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+
+    # large constants several parts read, which no product takes as its weights (the RoPE
+    # tables, 4 MiB each at 1024): kept in the first part that reads them and handed on as its
+    # output (an Identity), so that one copy is on disk and in memory, not one per part
+    readers: dict[str, set[int]] = {}
+    for n in graph.node:
+        for i in n.input:
+            if i in initializers and id(n) not in where:
+                readers.setdefault(i, set()).add(placed[id(n)])
+    weights = {n.input[1] for n in graph.node if n.op_type in PRODUCTS and len(n.input) > 1}
+    handed_on: dict[int, list[Any]] = {}
+    for name, at in readers.items():
+        if len(at) < 2 or name in weights or _nbytes(initializers[name]) < HANDED_ON_BYTES:
+            continue
+        first, alias = min(at), name + HANDED_ON
+        handed_on.setdefault(first, []).append(helper.make_node("Identity", [name], [alias]))
+        for n in graph.node:
+            if id(n) not in where and placed[id(n)] > first:
+                n.input[:] = [alias if i == name else i for i in n.input]
+
+    parts = []
+    for k in range(last + 1):
+        nodes = [n for n in graph.node if placed.get(id(n)) == k] + handed_on.get(k, [])
+        made = {o for n in nodes for o in n.output}
+        used: list[str] = []
+        for n in nodes:
+            for i in n.input:
+                if i and i not in made and i not in used:
+                    used.append(i)
+        inits = [initializers[i] for i in used if i in initializers]
+        inputs = [value_info(i) for i in used if i not in initializers]
+        later = set()
+        for n in [*graph.node, *(i for at in handed_on.values() for i in at)]:
+            if id(n) in where:
+                if where[id(n)] >= k:
+                    later.update(n.input)
+            elif placed.get(id(n), -1) > k:
+                later.update(n.input)
+        wanted = [o for n in nodes for o in n.output if o in later or o in outputs]
+        sub = helper.make_graph(
+            nodes, f"{graph.name}_part{k}", inputs, [value_info(o) for o in wanted], inits
+        )
+        part = helper.make_model(sub, opset_imports=model.opset_import)
+        part.ir_version = model.ir_version
+        if k < last:
+            a = attentions[k]
+            attrs = {x.name: helper.get_attribute_value(x) for x in a.attribute}
+            scale = attrs.get("scale")
+            meta = {
+                "query": a.input[0],
+                "key": a.input[1],
+                "value": a.input[2],
+                "output": a.output[0],
+                "scale": None if scale is None else float(scale),
+            }
+            helper.set_model_props(part, {ATTENTION_KEY: json.dumps(meta)})
+        parts.append(part)
+    return parts
+
+
+def _nbytes(tensor: Any) -> int:
+    """A TensorProto's size in bytes (inline or external)."""
+    import onnx
+
+    size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return size * math.prod(tensor.dims)
+
+
+def write_variant(folder: Path, source: str) -> dict[str, str]:
+    """Cut memory attention's graph ``folder / source`` (its weights stay where they are,
+    external data beside it, which the parts share) into ``folder``; returns the manifest's
+    entry (``memory_attention.<i>`` -> file)."""
+    import onnx
+
+    model = onnx.load(str(folder / source), load_external_data=False)
+    files = {}
+    for i, part in enumerate(cut(model)):
+        file = PART_FILE.format(i)
+        onnx.save(part, str(folder / file))
+        files[PART_KEY.format(i)] = file
+    return files
+
+
+def part_files(files: dict[str, str]) -> list[str]:
+    """The variant's part files in order (the manifest's entry); [] where it has none."""
+    found: list[str] = []
+    while PART_KEY.format(len(found)) in files:
+        found.append(files[PART_KEY.format(len(found))])
+    return found
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Name:
+    name: str
+
+
+class AttentionParts:
+    """Memory attention as ONNX Runtime ``sessions`` (the variant's parts, in order) with
+    ``attend(q, k, v, scale, out)`` (2-D float32 arrays) computing the attention between each
+    two; quacks as the one session it stands for (``run``, ``get_inputs``, ``get_outputs``,
+    ``get_providers``)."""
+
+    def __init__(self, sessions: list[Any], attend: Any, kernel: str) -> None:
+        self.sessions, self._attend, self.kernel = sessions, attend, kernel
+        self.attentions: list[Attention] = []
+        for sess in sessions[:-1]:
+            meta = sess.get_modelmeta().custom_metadata_map.get(ATTENTION_KEY)
+            if meta is None:
+                raise ModelError(f"a part of {STAGE} without its attention ({ATTENTION_KEY})")
+            self.attentions.append(Attention(**json.loads(meta)))
+        self._ins = [[i.name for i in s.get_inputs()] for s in sessions]
+        self._outs = [[o.name for o in s.get_outputs()] for s in sessions]
+        made = {o for outs in self._outs for o in outs} | {a.output for a in self.attentions}
+        self._inputs: list[str] = []
+        for ins in self._ins:
+            self._inputs.extend(i for i in ins if i not in made and i not in self._inputs)
+        self._outputs = sessions[-1].get_outputs()
+        # the step after which nothing reads a tensor: dropped then (its memory freed)
+        self._last_read: dict[str, int] = {}
+        for k, ins in enumerate(self._ins):
+            for i in ins:
+                self._last_read[i] = k
+        for k, a in enumerate(self.attentions):
+            for i in (a.query, a.key, a.value):
+                self._last_read[i] = max(self._last_read.get(i, -1), k)
+
+    def get_inputs(self) -> list[_Name]:
+        return [_Name(i) for i in self._inputs]
+
+    def get_outputs(self) -> list[Any]:
+        return list(self._outputs)
+
+    def get_providers(self) -> list[str]:
+        return self.sessions[0].get_providers()
+
+    def run(
+        self,
+        names: Any,
+        feeds: dict[str, Any],
+        options: Any = None,
+        interrupt: Interrupt | None = None,
+    ) -> list[np.ndarray]:
+        """The whole graph's outputs (``names`` ignored: all, in order)."""
+        env = dict(feeds)
+        for k, sess in enumerate(self.sessions):
+            if interrupt is not None and interrupt.is_set:
+                raise Cancelled(f"{STAGE} interrupted")
+            got = sess.run(None, {i: env[i] for i in self._ins[k]}, options)
+            env.update(zip(self._outs[k], got, strict=True))
+            if k < len(self.attentions):
+                a = self.attentions[k]
+                env[a.output] = self._attention(a, env[a.query], env[a.key], env[a.value])
+            for name in [n for n, last in self._last_read.items() if last == k]:
+                env.pop(name, None)
+        return [env[o.name] for o in self._outputs]
+
+    def _attention(self, a: Attention, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(B, Nq, C) queries, (B, Nk, C) keys, (B, Nk, Cv) values -> (B, Nq, Cv); a batch of 1
+        on one side is shared by every batch row of the others (as the fused op broadcasts)."""
+        batch = max(q.shape[0], k.shape[0], v.shape[0])
+        scale = a.scale if a.scale is not None else 1.0 / math.sqrt(q.shape[-1])
+        out = np.empty((batch, q.shape[1], v.shape[-1]), np.float32)
+        for b in range(batch):
+            self._attend(
+                q[min(b, q.shape[0] - 1)],
+                k[min(b, k.shape[0] - 1)],
+                v[min(b, v.shape[0] - 1)],
+                scale,
+                out[b],
+            )
+        return out
