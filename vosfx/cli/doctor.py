@@ -151,8 +151,10 @@ def _int16_kernel() -> Check:
         return (
             name,
             OK,
-            f"{int16_attention.gain():.2f}x float32's multiply-adds: memory attention's "
-            "attentions run in it (fp32 on the CPU)",
+            (
+                f"{int16_attention.gain():.2f}x float32's multiply-adds: memory attention's "
+                "attentions run in it (fp32 on the CPU)"
+            ),
         )
     runs = int16_attention.why_unavailable(worth_it=False) is None
     return (
