@@ -38,12 +38,17 @@ def exported(variants: tuple[str, ...] = (), size: int = SIZE) -> tuple[Path, st
     return ckpt, sha, bundle
 
 
-def default_memory_attention() -> str:
-    """What runs memory attention on the CPU provider by default here (the sidecar's words):
-    the int16 attention kernel between the parts variant's graphs where it runs and is faster
-    than float32 products on this CPU, else ONNX Runtime's query blocks."""
+def default_stages() -> dict[str, str]:
+    """What runs the image encoder and memory attention on the CPU provider by default here
+    (the sidecar's words): the int16 attention kernel between the parts variant's graphs where
+    it runs and is faster than float32 products on this CPU, else the whole image encoder and
+    memory attention's query blocks on ONNX Runtime."""
     from vosfx.engine import int16_attention
 
     if int16_attention.why_unavailable() is None:
-        return "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
-    return "onnxruntime CPUExecutionProvider, attention in query blocks"
+        kernel = "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
+        return {"image_encoder": kernel, "memory_attention": kernel}
+    return {
+        "image_encoder": "onnxruntime CPUExecutionProvider",
+        "memory_attention": "onnxruntime CPUExecutionProvider, attention in query blocks",
+    }

@@ -80,13 +80,14 @@ def test_readme_first_command(tmp_path, imported_tiny, monkeypatch):
     runtime = model["runtime"]
     assert (runtime["backend"], runtime["precision"], runtime["device"]) == ("onnx", "fp32", "cpu")
     assert runtime["memory_arena"] == "shared" and runtime["onnxruntime"]
-    for stage in ("image_encoder", "decoder", "memory_encoder"):
+    for stage in ("decoder", "memory_encoder"):
         assert runtime["stages"][stage] == "onnxruntime CPUExecutionProvider", runtime
-    # memory attention from the parts variant with the int16 kernel, or the cpu variant,
-    # made with the bundle exported on first use
-    from tests.onnx_bundle import default_memory_attention
+    # memory attention and the image encoder from the parts variant with the int16 kernel,
+    # or the cpu variant and the whole graph, made with the bundle exported on first use
+    from tests.onnx_bundle import default_stages
 
-    assert runtime["stages"]["memory_attention"] == default_memory_attention()
+    for stage, said in default_stages().items():
+        assert runtime["stages"][stage] == said
     assert side["frames"] == N_FRAMES and side["job"]["config"]["model"]["image_size"] == 128
     entries = list((Path(os.environ["VOSFX_HOME"]) / "onnx").iterdir())
     bundles = [p for p in entries if p.is_dir()]  # beside each: its lock file (exclusive_lock)

@@ -209,15 +209,15 @@ def _feeds(folder, objects: int, memories: int, pointers: int) -> dict:
     return feeds(folder, objects, memories, pointers)
 
 
-def _parts(folder, attend):
+def _parts(folder, attend, stage="memory_attention"):
     import onnxruntime as ort
 
     man = json.loads((folder / "manifest.json").read_text())
-    files = ort_parts.part_files(man["variants"]["parts"])
+    files = ort_parts.part_files(man["variants"]["parts"], stage)
     sessions = [
         ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]) for f in files
     ]
-    return ort_parts.AttentionParts(sessions, attend, "test")
+    return ort_parts.AttentionParts(stage, sessions, attend, ort.RunOptions)
 
 
 def test_the_parts_with_exact_attentions_are_the_whole_graph(bundle):
@@ -230,7 +230,7 @@ def test_the_parts_with_exact_attentions_are_the_whole_graph(bundle):
 
     _, _, folder = bundle
     man = json.loads((folder / "manifest.json").read_text())
-    files = ort_parts.part_files(man["variants"]["parts"])
+    files = ort_parts.part_files(man["variants"]["parts"], "memory_attention")
     assert files == [f"memory_attention.part{i}.onnx" for i in range(9)]
     whole = ort.InferenceSession(
         str(folder / man["graphs"]["memory_attention"]["file"]), providers=["CPUExecutionProvider"]
@@ -264,6 +264,46 @@ def test_the_parts_with_exact_attentions_are_the_whole_graph(bundle):
         assert seen[objects] == ((g2, 256), (tokens, 256), (tokens, 64), 1 / math.sqrt(256))
 
 
+def test_the_image_encoders_parts_with_exact_attentions_are_the_whole_graph(bundle):
+    """Hiera's global attentions (3 in the tiny model, 4 heads of 96 channels each) cut out:
+    the parts with a float64 attention per head give the whole graph's outputs, in its order;
+    with the kernel, within its rounding."""
+    import onnxruntime as ort
+
+    _, _, folder = bundle
+    man = json.loads((folder / "manifest.json").read_text())
+    files = ort_parts.part_files(man["variants"]["parts"], "image_encoder")
+    assert files == [f"image_encoder.part{i}.onnx" for i in range(4)]
+    whole = ort.InferenceSession(
+        str(folder / man["graphs"]["image_encoder"]["file"]), providers=["CPUExecutionProvider"]
+    )
+    seen = []
+
+    def exact(q, k, v, scale, out):
+        seen.append((q.shape, k.shape, v.shape, scale))
+        out[:] = _exact(q, k, v, scale)
+
+    size = man["image_size"]
+    image = np.random.default_rng(0).uniform(-2, 2, (1, 3, size, size)).astype(np.float32)
+    want = whole.run(None, {"image": image})
+    parts = _parts(folder, exact, "image_encoder")
+    assert [o.name for o in parts.get_outputs()] == [o.name for o in whole.get_outputs()]
+    got = parts.run(None, {"image": image})
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=2e-5, rtol=1e-5)
+    tokens = (size // 16) ** 2
+    assert seen == [((tokens, 96), (tokens, 96), (tokens, 96), 1 / math.sqrt(96))] * 12
+
+    if ka.why_unavailable(worth_it=False) is None:
+
+        def kernel(q, k, v, scale, out):
+            ka.attention(q, k, v, scale, threads=2, out=out)
+
+        rounded = _parts(folder, kernel, "image_encoder").run(None, {"image": image})
+        errors = [_relative(g, w) for g, w in zip(rounded, want, strict=True)]
+        assert max(errors) < 1e-5 and any(e > 0 for e in errors), errors
+
+
 def test_the_parts_with_the_kernel_stay_within_its_rounding(bundle):
     _kernel_or_skip()
     _, _, folder = bundle
@@ -291,11 +331,12 @@ def test_the_default_takes_the_kernel_where_it_is_faster(bundle, monkeypatch):
     kernel = "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
     blocks = "onnxruntime CPUExecutionProvider, attention in query blocks"
     monkeypatch.setattr(ka, "gain", lambda: 2.0)
-    said = OnnxBackend(folder, device="cpu", threads=2).runtime()["stages"]["memory_attention"]
-    assert said == kernel
+    said = OnnxBackend(folder, device="cpu", threads=2).runtime()["stages"]
+    assert said["memory_attention"] == said["image_encoder"] == kernel
     monkeypatch.setattr(ka, "gain", lambda: 1.0)
     slower = OnnxBackend(folder, device="cpu", threads=2)
     assert slower.runtime()["stages"]["memory_attention"] == blocks
+    assert slower.runtime()["stages"]["image_encoder"] == "onnxruntime CPUExecutionProvider"
     assert "no faster than its float32 FMAs" in slower.graphs.kernel_unavailable
     forced = OnnxBackend(folder, device="cpu", threads=2, attention="kernel")  # tests, benchmarks
     assert forced.runtime()["stages"]["memory_attention"] == kernel
@@ -326,6 +367,17 @@ def test_a_cancel_stops_between_parts(bundle):
     with pytest.raises(Cancelled, match="memory_attention interrupted"):
         _parts(folder, attend).run(None, _feeds(folder, 1, 1, 0), interrupt=interrupt)
     assert len(calls) == 1  # the second part never ran
+    # and within a part: ONNX Runtime's terminate flag, set by the interrupt
+    again = Interrupt()
+    parts = _parts(folder, lambda q, k, v, scale, out: out.fill(0.0), "image_encoder")
+    size = json.loads((folder / "manifest.json").read_text())["image_size"]
+    image = np.zeros((1, 3, size, size), np.float32)
+    import threading
+
+    threading.Timer(0.05, again.set).start()
+    with pytest.raises(Cancelled, match="image_encoder interrupted"):
+        for _ in range(200):  # ~0.1 s a call at 256: the timer fires inside one of them
+            parts.run(None, {"image": image}, interrupt=again)
 
 
 def test_a_graph_with_another_kind_of_attention_is_refused():
@@ -337,10 +389,10 @@ def test_a_graph_with_another_kind_of_attention_is_refused():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])
     node = helper.make_node(
-        "MultiHeadAttention", ["x", "x", "x"], ["y"], domain="com.microsoft", num_heads=2
+        "MultiHeadAttention", ["x", "x", "x", "bias"], ["y"], domain="com.microsoft", num_heads=2
     )
     model = helper.make_model(helper.make_graph([node], "g", [x], [y]))
-    with pytest.raises(ModelError, match="expected a one-head attention .* found 2 heads"):
+    with pytest.raises(ModelError, match="expected an attention of query, key and value alone"):
         ort_parts.cut(model)
     plain = helper.make_model(
         helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])

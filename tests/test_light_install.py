@@ -88,6 +88,7 @@ def test_matte_without_torch_or_onnx_equals_the_torch_export(tmp_path):
     # template (no onnx package)
     man = json.loads((bundles[0] / "manifest.json").read_text())
     parts = {f"memory_attention.{i}": f"memory_attention.part{i}.onnx" for i in range(9)}
+    parts.update({f"image_encoder.{i}": f"image_encoder.part{i}.onnx" for i in range(4)})
     assert man["variants"] == {
         "cpu": {"memory_attention": "memory_attention.cpu.onnx"},
         "parts": parts,

@@ -380,7 +380,8 @@ def test_io_binding_keeps_features_as_ort_values_and_gives_the_same_masks(bundle
 
     frames, mask = clip
     prompts = _prompts(mask, two)
-    plain = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
+    # the same graphs as IOBinding's (not the int16 kernel's parts, which hand numpy on)
+    plain = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, attention="split")
     bound = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, io_binding=True)
     assert plain.io_binding is False and bound.runtime()["io_binding"] is True
     feats = bound.encode_image(frames[0])
@@ -400,7 +401,7 @@ def test_the_frame_normalised_on_the_provider_gives_the_same_features(bundle, cl
     # looks it up there (vosfx.engine.ort_normalise); forced here on the CPU provider, where
     # it is off by default (cv2's lookup is faster there): the encoder's input bit for bit
     frames, _mask = clip
-    plain = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2)
+    plain = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, attention="split")
     bound = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, io_binding=True)
     assert bound.graphs.device_normalise is False and "normalise" not in bound._sess
     on_device = ob_mod.OnnxBackend(

@@ -182,14 +182,17 @@ def export_template(
 def _variants(folder: Path, attrs: dict) -> dict[str, dict[str, str]]:
     """The variants a template carries ready-made, written into ``folder`` beside its graphs:
     ``cpu`` (:mod:`vosfx.engine.ort_attention`) and ``parts`` (:mod:`vosfx.engine.ort_parts`),
-    whose graphs read memory attention's weights file, so a filled template has them without
+    whose graphs read the weights files of memory attention (and of the image encoder), so a
+    filled template has them without
     the onnx package."""
     from vosfx.engine import ort_parts
     from vosfx.engine.ort_attention import write_variant
 
     return {
         "cpu": write_variant(folder, "memory_attention.onnx", {"attrs": attrs}),
-        ort_parts.VARIANT: ort_parts.write_variant(folder, "memory_attention.onnx"),
+        ort_parts.VARIANT: ort_parts.write_variant(
+            folder, {stage: f"{stage}.onnx" for stage in ort_parts.STAGES}
+        ),
     }
 
 

@@ -92,13 +92,6 @@ class BundleGraphs:
             )
         # the manifest's variant it runs (int8: this CPU's int8 or uint8 weights)
         self.variant = variant_for(precision)
-        # memory attention's parts (the bundle's parts variant) where its attentions run in
-        # vosfx's int16 kernel (vosfx.engine.int16_attention), else []
-        self._parts = self._kernel_parts()
-        # graph -> its query-block version (the bundle's cpu variant) where this runs it
-        self._query_blocks = self._blocks()
-        # the graphs run with their scores from int8 queries and keys (the int8 tier)
-        self.int8_scores = self._int8_scores()
         if optimization not in ("all", "basic"):
             raise BackendError(f"optimization: expected all or basic, found {optimization!r}")
         self.optimization = optimization
@@ -106,6 +99,13 @@ class BundleGraphs:
         self.io_binding = on_gpu if io_binding is None else bool(io_binding)
         if self.io_binding and precision == "bf16":
             raise BackendError("io_binding: the bf16 tier runs on OpenVINO, which has none")
+        # stage -> its parts (the bundle's parts variant) where its attentions run in vosfx's
+        # int16 kernel (vosfx.engine.int16_attention)
+        self._parts = self._kernel_parts()
+        # graph -> its query-block version (the bundle's cpu variant) where this runs it
+        self._query_blocks = self._blocks()
+        # the graphs run with their scores from int8 queries and keys (the int8 tier)
+        self.int8_scores = self._int8_scores()
         self._io_device = "cuda" if on_gpu else "cpu"  # where kept outputs stay
         # the frame's normalisation as a graph beside the image encoder (a uint8 upload, the
         # lookup on the device: vosfx.engine.ort_normalise); on GPU providers with IOBinding
@@ -159,14 +159,13 @@ class BundleGraphs:
         memory attention's parts with the int16 kernel between them."""
         sessions: dict[str, Any]
         if self.precision != "bf16":
-            sessions = {
-                name: self._session(ort, name, self._graph_file(name), threads)
+            return {
+                name: self._parts_session(ort, name, threads)
+                if name in self._parts
+                else self._session(ort, name, self._graph_file(name), threads)
                 for name in self.manifest["graphs"]
-                if name not in ON_FIRST_USE and not (name == ort_parts.STAGE and self._parts)
+                if name not in ON_FIRST_USE
             }
-            if self._parts:
-                sessions[ort_parts.STAGE] = self._parts_session(ort, threads)
-            return sessions
         from vosfx.engine import openvino_runtime as ovr
 
         if self.providers[0] != "CPUExecutionProvider":
@@ -246,21 +245,28 @@ class BundleGraphs:
             str(ort_normalise.GRAPH), sess_options=opts, providers=providers
         )
 
-    def _kernel_parts(self) -> list[str]:
-        """Memory attention's part files where its attentions run in the int16 kernel: fp32 on
-        ONNX Runtime's CPU provider, the bundle's ``parts`` variant there, ``attention`` None
-        or ``kernel``, and the kernel built and (for None) faster here than float32 products
-        (:func:`vosfx.engine.int16_attention.why_unavailable`); else [].
+    def _kernel_parts(self) -> dict[str, list[str]]:
+        """Stage -> its part files where its attentions run in the int16 kernel: fp32 on ONNX
+        Runtime's CPU provider, the bundle's ``parts`` variant there, ``attention`` None or
+        ``kernel``, and the kernel built and (for None) faster here than float32 products
+        (:func:`vosfx.engine.int16_attention.why_unavailable`); else {}.
         ``attention="kernel"`` where it cannot run raises."""
         attention = self._attention
         if attention not in (None, "kernel"):
-            return []
-        files = ort_parts.part_files(self.manifest.get("variants", {}).get(ort_parts.VARIANT, {}))
+            return {}
+        variant = self.manifest.get("variants", {}).get(ort_parts.VARIANT, {})
+        files = {
+            stage: ort_parts.part_files(variant, stage)
+            for stage in ort_parts.STAGES
+            if ort_parts.part_files(variant, stage)
+        }
         why = None
         if self.precision != "fp32":
             why = f"it runs with --precision fp32, not {self.precision}"
         elif self.providers[0] != "CPUExecutionProvider":
             why = f"it runs on the CPU, not {self.providers[0]}"
+        elif self.io_binding:  # the outputs stay ONNX Runtime values (GPUs; tests on the CPU)
+            why = "it hands numpy arrays between the parts, not IOBinding's values"
         elif not files:
             why = (
                 f"the bundle {self.bundle} lacks the {ort_parts.VARIANT} variant (a bundle of "
@@ -276,10 +282,10 @@ class BundleGraphs:
         self.kernel_unavailable = why
         if attention == "kernel":
             raise BackendError(f"attention kernel: the int16 attention kernel cannot run: {why}")
-        return []
+        return {}
 
-    def _parts_session(self, ort, threads: int) -> ort_parts.AttentionParts:
-        """Memory attention as its parts on ONNX Runtime and the int16 kernel between them."""
+    def _parts_session(self, ort, stage: str, threads: int) -> ort_parts.AttentionParts:
+        """A stage as its parts on ONNX Runtime and the int16 kernel between them."""
         from vosfx.engine import int16_attention
         from vosfx.engine.int8_attention import cpu_count
 
@@ -289,9 +295,9 @@ class BundleGraphs:
             int16_attention.attention(q, k, v, scale, threads=kernel_threads, out=out)
 
         parts = [
-            self._session(ort, ort_parts.STAGE, self.bundle / file, threads) for file in self._parts
+            self._session(ort, stage, self.bundle / file, threads) for file in self._parts[stage]
         ]
-        return ort_parts.AttentionParts(parts, attend, "int16")
+        return ort_parts.AttentionParts(stage, parts, attend, ort.RunOptions)
 
     def _blocks(self) -> dict[str, str]:
         """The graphs run from the bundle's ``cpu`` variant (memory attention's attentions as
@@ -299,7 +305,9 @@ class BundleGraphs:
         default, on any provider when ``attention`` is ``split``; never for fp16 (the variant
         is float32) nor bf16 (memory attention runs on OpenVINO, which splits its own)."""
         attention, variants = self._attention, self.manifest.get("variants", {})
-        if self.precision not in ("fp32", "int8") or attention == "fused" or self._parts:
+        if self.precision not in ("fp32", "int8") or attention == "fused":
+            return {}
+        if "memory_attention" in self._parts:  # its attentions in the int16 kernel
             return {}
         if attention is None and self.providers[0] != "CPUExecutionProvider":
             return {}

@@ -1,20 +1,22 @@
-"""Memory attention cut at its attentions, so that a kernel of vosfx's runs them between ONNX
+"""Graphs cut at their attentions, so that a kernel of vosfx's runs them between ONNX
 Runtime's parts: the bundle's ``parts`` variant and :class:`AttentionParts`, which runs it.
 
 ONNX Runtime's CPU wheel runs no operator it does not ship (a custom operator library must be
-built against its C API), so the default path's memory attention is cut instead: part 0 runs
-the graph up to the first attention's query, key and value, the kernel of
+built against its C API), so the default path's graphs are cut instead: part 0 runs the graph
+up to the first attention's query, key and value, the kernel of
 :mod:`vosfx.engine.int16_attention` computes that attention, part 1 runs from its output to the
-second attention's operands, and so on: 8 attentions, 9 parts. Every other node is ONNX
-Runtime's as in the whole graph (its fusions find the same patterns inside a part), each part
-placed as late as its consumers allow, so that a layer's key projections, which read the
-memories alone, are computed just before that layer (not all at the start, held). The parts
-share the whole graph's weights file (no copy of a weight).
+second attention's operands, and so on. Memory attention has 8 attentions (9 parts), the
+image encoder Hiera's global attentions (3 in the tiny model, 4 heads each; its windowed
+attentions stay in the parts as ONNX Runtime's products). Every other node is ONNX Runtime's
+as in the whole graph (its fusions find the same patterns inside a part), each part placed as
+late as its consumers allow, so that a layer's key projections, which read the memories
+alone, are computed just before that layer (not all at the start, held). The parts share the
+whole graph's weights file (no copy of a weight).
 
 Each part's inputs and outputs keep the whole graph's tensor names. A part's metadata says
-which attention follows it (``vosfx.attention``: the query, key, value and output names and
-the scale, JSON). Needs the ``onnx`` package to cut (the exporter's); the shipped templates
-carry the variant ready-made (:mod:`vosfx.engine.export_template`).
+which attention follows it (``vosfx.attention``: the query, key, value and output names, the
+heads and the scale, JSON). Needs the ``onnx`` package to cut (the exporter's); the shipped
+templates carry the variant ready-made (:mod:`vosfx.engine.export_template`).
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ import numpy as np
 from vosfx.engine.backend import Interrupt
 from vosfx.errors import Cancelled, ModelError
 
-STAGE = "memory_attention"
 VARIANT = "parts"
-# the variant's manifest entry: part i of memory attention under "memory_attention.<i>"
-PART_KEY = STAGE + ".{}"
-PART_FILE = STAGE + ".part{}.onnx"
+# the stages the variant cuts, where their graphs have attentions the kernel takes
+STAGES = ("image_encoder", "memory_attention")
+# the variant's manifest entry: part i of a stage under "<stage>.<i>"
+PART_KEY = "{}.{}"
+PART_FILE = "{}.part{}.onnx"
 ATTENTION_KEY = "vosfx.attention"  # a part's metadata: the attention after it
+OUTPUTS_KEY = "vosfx.outputs"  # the last part's: the whole graph's outputs, in order
 # a constant read by several parts from this size on is handed on from the first (its name +
 # HANDED_ON) instead of held by each; products' weights never are (ONNX Runtime prepacks
 # those only as initializers)
@@ -46,39 +50,53 @@ PRODUCTS = ("MatMul", "Gemm", "Conv", "FusedMatMul")
 
 @dataclass(frozen=True)
 class Attention:
-    """One attention between two parts: its operands' and output's tensor names, its scale."""
+    """One attention between two parts: its operands' and output's tensor names, its heads
+    (the channels of each operand split evenly among them) and its scale."""
 
     query: str
     key: str
     value: str
     output: str
-    scale: float | None  # None: 1 / sqrt(the queries' channels), as the fused op's default
+    heads: int
+    scale: float | None  # None: 1 / sqrt(a head's channels), as the fused op's default
 
 
 # --- cutting (needs onnx) ---------------------------------------------------------------------
 
 
 def _attentions(graph: Any) -> list[Any]:
-    """The graph's one-head ``MultiHeadAttention`` nodes with exactly (query, key, value), in
-    order; raises ModelError where another kind of attention is there."""
-    import onnx
-
+    """The graph's ``MultiHeadAttention`` nodes with exactly (query, key, value), in order;
+    raises ModelError where another kind of attention is there (a mask, a bias, past keys)."""
     found = []
     for node in graph.node:
         if node.op_type != "MultiHeadAttention":
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("num_heads") != 1 or len(node.input) != 3 or len(node.output) != 1:
+        if len(node.input) != 3 or not all(node.input) or len(node.output) != 1:
             raise ModelError(
-                f"{node.name}: expected a one-head attention of query, key and value, found "
-                f"{attrs.get('num_heads')} heads and {len(node.input)} inputs"
+                f"{node.name}: expected an attention of query, key and value alone, found "
+                f"inputs {list(node.input)} and outputs {list(node.output)}"
             )
         found.append(node)
     return found
 
 
+def _subgraph_reads(node: Any) -> list[str]:
+    """The outer values a node's subgraphs (an If's branches, a Loop's body) read: names used
+    there and made neither there nor as its inputs."""
+    found: list[str] = []
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            inner = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+            for n in graph.node:
+                for i in [*n.input, *_subgraph_reads(n)]:
+                    if i and i not in inner and i not in found:
+                        found.append(i)
+                inner.update(n.output)
+    return found
+
+
 def cut(model: Any) -> list[Any]:
-    """``model`` (memory attention, weights external) as len(attentions) + 1 part models."""
+    """``model`` (a stage's graph) as len(attentions) + 1 part models."""
     import onnx
     from onnx import helper
 
@@ -88,9 +106,14 @@ def cut(model: Any) -> list[Any]:
         raise ModelError("expected memory attention's attentions, found none")
     where = {id(n): j for j, n in enumerate(attentions)}
     producer: dict[str, Any] = {o: n for n in graph.node for o in n.output}
+    implicit = {id(n): _subgraph_reads(n) for n in graph.node}
+
+    def reads(n: Any) -> list[str]:  # its inputs and what its subgraphs read outside them
+        return [i for i in [*n.input, *implicit[id(n)]] if i]
+
     consumers: dict[str, list[Any]] = {}
     for n in graph.node:
-        for i in n.input:
+        for i in reads(n):
             consumers.setdefault(i, []).append(n)
     last = len(attentions)
     outputs = {o.name for o in graph.output}
@@ -100,7 +123,7 @@ def cut(model: Any) -> list[Any]:
         if id(n) in where:
             continue
         part = 0
-        for i in n.input:
+        for i in reads(n):
             p = producer.get(i)
             if p is None:
                 continue
@@ -127,14 +150,25 @@ def cut(model: Any) -> list[Any]:
                 raise ModelError(f"{a.name}: its operands come after it (not a layered graph)")
 
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v for v in (*inferred.graph.value_info, *graph.input, *graph.output)}
+    types = {v.name: v for v in inferred.graph.value_info}
     initializers = {t.name: t for t in graph.initializer}
 
+    declared = {v.name: v for v in (*graph.input, *graph.output)}
+
     def value_info(name: str) -> Any:
+        """A part's input or output: as the whole graph declares it, else the inferred type
+        and rank with no sizes (shape inference's sizes of values inside If branches can be
+        wrong, and ONNX Runtime warns on loading a part that says so)."""
+        if name in declared:
+            return declared[name]
         known = types.get(name)
-        if known is not None and known.type.tensor_type.elem_type:
-            return known
-        return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        if known is None or not known.type.tensor_type.elem_type:
+            return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        tensor = known.type.tensor_type
+        rank = len(tensor.shape.dim) if tensor.HasField("shape") else None
+        return helper.make_tensor_value_info(
+            name, tensor.elem_type, None if rank is None else [None] * rank
+        )
 
     # large constants several parts read, which no product takes as its weights (the RoPE
     # tables, 4 MiB each at 1024): kept in the first part that reads them and handed on as its
@@ -145,6 +179,7 @@ def cut(model: Any) -> list[Any]:
             if i in initializers and id(n) not in where:
                 readers.setdefault(i, set()).add(placed[id(n)])
     weights = {n.input[1] for n in graph.node if n.op_type in PRODUCTS and len(n.input) > 1}
+    weights.update(i for n in graph.node for i in implicit[id(n)])  # read in a subgraph: kept
     handed_on: dict[int, list[Any]] = {}
     for name, at in readers.items():
         if len(at) < 2 or name in weights or _nbytes(initializers[name]) < HANDED_ON_BYTES:
@@ -161,7 +196,7 @@ def cut(model: Any) -> list[Any]:
         made = {o for n in nodes for o in n.output}
         used: list[str] = []
         for n in nodes:
-            for i in n.input:
+            for i in reads(n) if id(n) in implicit else n.input:
                 if i and i not in made and i not in used:
                     used.append(i)
         inits = [initializers[i] for i in used if i in initializers]
@@ -172,7 +207,7 @@ def cut(model: Any) -> list[Any]:
                 if where[id(n)] >= k:
                     later.update(n.input)
             elif placed.get(id(n), -1) > k:
-                later.update(n.input)
+                later.update(reads(n) if id(n) in implicit else n.input)
         wanted = [o for n in nodes for o in n.output if o in later or o in outputs]
         sub = helper.make_graph(
             nodes, f"{graph.name}_part{k}", inputs, [value_info(o) for o in wanted], inits
@@ -188,9 +223,13 @@ def cut(model: Any) -> list[Any]:
                 "key": a.input[1],
                 "value": a.input[2],
                 "output": a.output[0],
+                "heads": int(attrs.get("num_heads", 1)),
                 "scale": None if scale is None else float(scale),
             }
             helper.set_model_props(part, {ATTENTION_KEY: json.dumps(meta)})
+        else:
+            names = [o.name for o in graph.output]
+            helper.set_model_props(part, {OUTPUTS_KEY: json.dumps(names)})
         parts.append(part)
     return parts
 
@@ -203,26 +242,30 @@ def _nbytes(tensor: Any) -> int:
     return size * math.prod(tensor.dims)
 
 
-def write_variant(folder: Path, source: str) -> dict[str, str]:
-    """Cut memory attention's graph ``folder / source`` (its weights stay where they are,
-    external data beside it, which the parts share) into ``folder``; returns the manifest's
-    entry (``memory_attention.<i>`` -> file)."""
+def write_variant(folder: Path, sources: dict[str, str]) -> dict[str, str]:
+    """Cut each stage's graph ``folder / sources[stage]`` (its weights stay where they are,
+    inline or external data beside it, which the parts share) into ``folder``; returns the
+    manifest's entry (``<stage>.<i>`` -> file). A graph without attentions is left whole."""
     import onnx
 
-    model = onnx.load(str(folder / source), load_external_data=False)
     files = {}
-    for i, part in enumerate(cut(model)):
-        file = PART_FILE.format(i)
-        onnx.save(part, str(folder / file))
-        files[PART_KEY.format(i)] = file
+    for stage, source in sources.items():
+        model = onnx.load(str(folder / source), load_external_data=False)
+        if not _attentions(model.graph):
+            continue
+        for i, part in enumerate(cut(model)):
+            file = PART_FILE.format(stage, i)
+            onnx.save(part, str(folder / file))
+            files[PART_KEY.format(stage, i)] = file
     return files
 
 
-def part_files(files: dict[str, str]) -> list[str]:
-    """The variant's part files in order (the manifest's entry); [] where it has none."""
+def part_files(files: dict[str, str], stage: str) -> list[str]:
+    """The variant's part files of ``stage`` in order (from the manifest's entry); [] where it
+    has none."""
     found: list[str] = []
-    while PART_KEY.format(len(found)) in files:
-        found.append(files[PART_KEY.format(len(found))])
+    while PART_KEY.format(stage, len(found)) in files:
+        found.append(files[PART_KEY.format(stage, len(found))])
     return found
 
 
@@ -235,18 +278,22 @@ class _Name:
 
 
 class AttentionParts:
-    """Memory attention as ONNX Runtime ``sessions`` (the variant's parts, in order) with
-    ``attend(q, k, v, scale, out)`` (2-D float32 arrays) computing the attention between each
-    two; quacks as the one session it stands for (``run``, ``get_inputs``, ``get_outputs``,
-    ``get_providers``)."""
+    """A stage's graph as ONNX Runtime ``sessions`` (the variant's parts, in order) with
+    ``attend(q, k, v, scale, out)`` (2-D float32 arrays, ``out`` C-contiguous) computing each
+    head of the attention between each two; quacks as the one session it stands for (``run``,
+    ``get_inputs``, ``get_outputs``, ``get_providers``). ``stage`` names it in messages;
+    ``run_options``: ONNX Runtime's ``RunOptions`` class (an interrupt stops a part too)."""
 
-    def __init__(self, sessions: list[Any], attend: Any, kernel: str) -> None:
-        self.sessions, self._attend, self.kernel = sessions, attend, kernel
+    def __init__(
+        self, stage: str, sessions: list[Any], attend: Any, run_options: Any = None
+    ) -> None:
+        self.stage, self.sessions, self._attend = stage, sessions, attend
+        self._run_options = run_options
         self.attentions: list[Attention] = []
         for sess in sessions[:-1]:
             meta = sess.get_modelmeta().custom_metadata_map.get(ATTENTION_KEY)
             if meta is None:
-                raise ModelError(f"a part of {STAGE} without its attention ({ATTENTION_KEY})")
+                raise ModelError(f"a part of {stage} without its attention ({ATTENTION_KEY})")
             self.attentions.append(Attention(**json.loads(meta)))
         self._ins = [[i.name for i in s.get_inputs()] for s in sessions]
         self._outs = [[o.name for o in s.get_outputs()] for s in sessions]
@@ -254,7 +301,10 @@ class AttentionParts:
         self._inputs: list[str] = []
         for ins in self._ins:
             self._inputs.extend(i for i in ins if i not in made and i not in self._inputs)
-        self._outputs = sessions[-1].get_outputs()
+        listed = sessions[-1].get_modelmeta().custom_metadata_map.get(OUTPUTS_KEY)
+        if listed is None:
+            raise ModelError(f"the last part of {stage} without its outputs ({OUTPUTS_KEY})")
+        self._outputs = [_Name(name) for name in json.loads(listed)]
         # the step after which nothing reads a tensor: dropped then (its memory freed)
         self._last_read: dict[str, int] = {}
         for k, ins in enumerate(self._ins):
@@ -263,11 +313,13 @@ class AttentionParts:
         for k, a in enumerate(self.attentions):
             for i in (a.query, a.key, a.value):
                 self._last_read[i] = max(self._last_read.get(i, -1), k)
+        for o in self._outputs:  # kept to the end, whichever part made them
+            self._last_read[o.name] = len(sessions)
 
     def get_inputs(self) -> list[_Name]:
         return [_Name(i) for i in self._inputs]
 
-    def get_outputs(self) -> list[Any]:
+    def get_outputs(self) -> list[_Name]:
         return list(self._outputs)
 
     def get_providers(self) -> list[str]:
@@ -280,12 +332,22 @@ class AttentionParts:
         options: Any = None,
         interrupt: Interrupt | None = None,
     ) -> list[np.ndarray]:
-        """The whole graph's outputs (``names`` ignored: all, in order)."""
+        """The whole graph's outputs (``names`` ignored: all, in order). ``interrupt``: stops
+        the part running (ONNX Runtime's terminate flag) or before the next, raising
+        Cancelled."""
         env = dict(feeds)
+        if interrupt is not None and self._run_options is not None:
+            options = self._run_options()
+            interrupt.bind(lambda: setattr(options, "terminate", True))
         for k, sess in enumerate(self.sessions):
             if interrupt is not None and interrupt.is_set:
-                raise Cancelled(f"{STAGE} interrupted")
-            got = sess.run(None, {i: env[i] for i in self._ins[k]}, options)
+                raise Cancelled(f"{self.stage} interrupted")
+            try:
+                got = sess.run(None, {i: env[i] for i in self._ins[k]}, options)
+            except Exception as err:
+                if interrupt is not None and interrupt.is_set:
+                    raise Cancelled(f"{self.stage} interrupted") from err
+                raise
             env.update(zip(self._outs[k], got, strict=True))
             if k < len(self.attentions):
                 a = self.attentions[k]
@@ -295,17 +357,21 @@ class AttentionParts:
         return [env[o.name] for o in self._outputs]
 
     def _attention(self, a: Attention, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """(B, Nq, C) queries, (B, Nk, C) keys, (B, Nk, Cv) values -> (B, Nq, Cv); a batch of 1
-        on one side is shared by every batch row of the others (as the fused op broadcasts)."""
-        batch = max(q.shape[0], k.shape[0], v.shape[0])
-        scale = a.scale if a.scale is not None else 1.0 / math.sqrt(q.shape[-1])
+        """(B, Nq, H*D) queries, (B, Nk, H*D) keys, (B, Nk, H*Dv) values -> (B, Nq, H*Dv), each
+        head on its own channels; a batch of 1 on one side is shared by every batch row of the
+        others (as the fused op broadcasts)."""
+        batch, heads = max(q.shape[0], k.shape[0], v.shape[0]), a.heads
+        depth, channels = q.shape[-1] // heads, v.shape[-1] // heads
+        scale = a.scale if a.scale is not None else 1.0 / math.sqrt(depth)
         out = np.empty((batch, q.shape[1], v.shape[-1]), np.float32)
+        head_out = np.empty((q.shape[1], channels), np.float32) if heads > 1 else None
         for b in range(batch):
-            self._attend(
-                q[min(b, q.shape[0] - 1)],
-                k[min(b, k.shape[0] - 1)],
-                v[min(b, v.shape[0] - 1)],
-                scale,
-                out[b],
-            )
+            qb, kb, vb = q[min(b, len(q) - 1)], k[min(b, len(k) - 1)], v[min(b, len(v) - 1)]
+            if head_out is None:
+                self._attend(qb, kb, vb, scale, out[b])
+                continue
+            for h in range(heads):
+                d, c = slice(h * depth, (h + 1) * depth), slice(h * channels, (h + 1) * channels)
+                self._attend(qb[:, d], kb[:, d], vb[:, c], scale, head_out)
+                out[b, :, c] = head_out
         return out

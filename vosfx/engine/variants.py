@@ -5,7 +5,7 @@ and ``int8-u8`` (a dynamically quantised image encoder with int8 or uint8 weight
 stages constant-folded for OpenVINO). Two more are made with every bundle wherever they can be,
 whatever the precision: ``cpu``, memory attention with its attentions as query blocks, which
 ONNX Runtime's CPU provider runs faster (:mod:`vosfx.engine.ort_attention`), and ``parts``,
-memory attention cut at its attentions for vosfx's int16 attention kernel
+the image encoder and memory attention cut at their attentions for vosfx's int16 attention kernel
 (:mod:`vosfx.engine.ort_parts`); the shipped templates carry both. The manifest's
 ``variants`` records each one's files."""
 
@@ -227,14 +227,13 @@ def _cpu(folder: Path, man: dict) -> dict[str, str]:
 
 
 def _parts(folder: Path, man: dict) -> dict[str, str]:
-    """Memory attention cut at its attentions, for the int16 attention kernel between ONNX
-    Runtime's parts (:mod:`vosfx.engine.ort_parts`); the parts share the graph's weights."""
-    from vosfx.engine.ort_parts import write_variant
+    """The image encoder and memory attention cut at their attentions, for the int16
+    attention kernel between ONNX Runtime's parts (:mod:`vosfx.engine.ort_parts`); the parts
+    share each graph's weights."""
+    from vosfx.engine.ort_parts import STAGES, write_variant
 
-    graph = man.get("graphs", {}).get("memory_attention")
-    if graph is None:  # nothing to cut
-        return {}
-    return write_variant(folder, graph["file"])
+    graphs = man.get("graphs", {})
+    return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs})
 
 
 # variant -> what makes its files from the bundle's folder and manifest
