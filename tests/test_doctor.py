@@ -59,7 +59,7 @@ def test_int16_kernel_line_says_whether_memory_attention_runs_in_it(config_home,
     monkeypatch.setattr(int16_attention, "gain", lambda: 2.01)
     line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
     assert line["state"] == "ok"
-    assert line["detail"].startswith("2.01x float32's multiply-adds: memory attention's")
+    assert line["detail"].startswith("2.01x float32's multiply-adds: the image encoder's and")
     monkeypatch.setattr(int16_attention, "gain", lambda: 1.01)
     line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
     assert line["state"] == "info"

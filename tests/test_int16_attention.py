@@ -220,28 +220,35 @@ def _parts(folder, attend, stage="memory_attention"):
     return ort_parts.AttentionParts(stage, sessions, attend, ort.RunOptions)
 
 
-def test_the_parts_with_exact_attentions_are_the_whole_graph(bundle):
-    """Every exported bundle has the variant; its 9 parts with a float64 attention between
-    them give the whole graph's output (ONNX Runtime's fused op) to float32's rounding, for
-    one object and a full bank of three; the parts read no weight of their own file (the
-    whole graph's)."""
-    import onnx
+def _cut(bundle, stage: str, count: int):
+    """(folder, manifest, the stage's whole graph's session, its ``count`` parts with a
+    float64 attention between them, the (q, k, v shapes, scale) of each attention they ran)."""
     import onnxruntime as ort
 
     _, _, folder = bundle
     man = json.loads((folder / "manifest.json").read_text())
-    files = ort_parts.part_files(man["variants"]["parts"], "memory_attention")
-    assert files == [f"memory_attention.part{i}.onnx" for i in range(9)]
+    files = ort_parts.part_files(man["variants"]["parts"], stage)
+    assert files == [f"{stage}.part{i}.onnx" for i in range(count)]
     whole = ort.InferenceSession(
-        str(folder / man["graphs"]["memory_attention"]["file"]), providers=["CPUExecutionProvider"]
+        str(folder / man["graphs"][stage]["file"]), providers=["CPUExecutionProvider"]
     )
-    seen = []
+    seen: list = []
 
     def exact(q, k, v, scale, out):
         seen.append((q.shape, k.shape, v.shape, scale))
         out[:] = _exact(q, k, v, scale)
 
-    parts = _parts(folder, exact)
+    return folder, man, whole, _parts(folder, exact, stage), seen
+
+
+def test_the_parts_with_exact_attentions_are_the_whole_graph(bundle):
+    """Every exported bundle has the variant; its 9 parts with a float64 attention between
+    them give the whole graph's output (ONNX Runtime's fused op) to float32's rounding, for
+    one object and a full bank of three."""
+    import onnx
+
+    folder, man, whole, parts, seen = _cut(bundle, "memory_attention", 9)
+    files = ort_parts.part_files(man["variants"]["parts"], "memory_attention")
     assert len(parts.attentions) == 8
     for i in range(9):  # no attention is left in a part
         ops = {n.op_type for n in onnx.load(str(folder / files[i])).graph.node}
@@ -268,25 +275,10 @@ def test_the_image_encoders_parts_with_exact_attentions_are_the_whole_graph(bund
     """Hiera's global attentions (3 in the tiny model, 4 heads of 96 channels each) cut out:
     the parts with a float64 attention per head give the whole graph's outputs, in its order;
     with the kernel, within its rounding."""
-    import onnxruntime as ort
-
-    _, _, folder = bundle
-    man = json.loads((folder / "manifest.json").read_text())
-    files = ort_parts.part_files(man["variants"]["parts"], "image_encoder")
-    assert files == [f"image_encoder.part{i}.onnx" for i in range(4)]
-    whole = ort.InferenceSession(
-        str(folder / man["graphs"]["image_encoder"]["file"]), providers=["CPUExecutionProvider"]
-    )
-    seen = []
-
-    def exact(q, k, v, scale, out):
-        seen.append((q.shape, k.shape, v.shape, scale))
-        out[:] = _exact(q, k, v, scale)
-
+    folder, man, whole, parts, seen = _cut(bundle, "image_encoder", 4)
     size = man["image_size"]
     image = np.random.default_rng(0).uniform(-2, 2, (1, 3, size, size)).astype(np.float32)
     want = whole.run(None, {"image": image})
-    parts = _parts(folder, exact, "image_encoder")
     assert [o.name for o in parts.get_outputs()] == [o.name for o in whole.get_outputs()]
     got = parts.run(None, {"image": image})
     for g, w in zip(got, want, strict=True):

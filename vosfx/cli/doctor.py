@@ -152,16 +152,16 @@ def _int16_kernel() -> Check:
             name,
             OK,
             (
-                f"{int16_attention.gain():.2f}x float32's multiply-adds: memory attention's "
-                "attentions run in it (fp32 on the CPU)"
+                f"{int16_attention.gain():.2f}x float32's multiply-adds: the image encoder's "
+                "and memory attention's attentions run in it (fp32 on the CPU)"
             ),
         )
     runs = int16_attention.why_unavailable(worth_it=False) is None
     return (
         name,
         INFO if runs else MISSING,
-        f"not used: {why}; memory attention runs in ONNX Runtime's float32 query blocks"
-        + ("" if runs else ", ~10-15 % slower a frame at 1024 on AMD Zen 4 and Zen 5"),
+        f"not used: {why}; the attentions run in ONNX Runtime's float32 kernels"
+        + ("" if runs else ", ~20 % slower a frame at 1024 on AMD Zen 5"),
     )
 
 

@@ -31,29 +31,25 @@ from typing import Any
 import numpy as np
 
 from vosfx import native
+from vosfx.engine import int8_attention
+from vosfx.engine.int8_attention import cache_dir, operands
 from vosfx.native import Unavailable
 
 SOURCE = Path(__file__).parent / "kernels" / "int16_attention.c"
 # the channels the kernel takes: queries and keys a multiple of 2 up to 512, values a multiple
-# of 16
+# of 16 (int8_attention.takes)
 MAX_DEPTH = 512
-DEPTH_MULTIPLE, CHANNELS_MULTIPLE = 2, 16
+DEPTH_MULTIPLE = 2
 # the word dot products' multiply-add rate over float32 FMAs' from which the kernel runs: 2.0
 # on Zen 4 and Zen 5 (where memory attention then runs ~1.4x faster), 1.0 where the products
 # issue on half the FMAs' ports
 WORTH = 1.5
 
 
-def _cache_dir() -> Path:
-    from vosfx.models.cache import home
-
-    return home() / "kernels"
-
-
 @functools.cache
 def library() -> Any:
     """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    lib = native.build(SOURCE, _cache_dir())
+    lib = native.build(SOURCE, cache_dir())
     pointer, integer = ctypes.c_void_p, ctypes.c_int
     lib.vosfx_int16_attention.argtypes = [pointer] * 4 + [integer] * 4 + [ctypes.c_float, integer]
     lib.vosfx_int16_attention.restype = integer
@@ -88,12 +84,7 @@ def why_unavailable(*, worth_it: bool = True) -> str | None:
 
 def takes(depth: int, channels: int) -> bool:
     """Whether the kernel takes an attention of these queries'/keys' and values' channels."""
-    return (
-        0 < depth <= MAX_DEPTH
-        and depth % DEPTH_MULTIPLE == 0
-        and channels > 0
-        and channels % CHANNELS_MULTIPLE == 0
-    )
+    return int8_attention.takes(depth, channels, DEPTH_MULTIPLE)
 
 
 def attention(
@@ -111,22 +102,8 @@ def attention(
     channels), channels a multiple of 16; ``threads``: the kernel's threads. Returns (rows,
     channels) float32 (into ``out`` where given: C-contiguous, that shape). Raises ValueError
     for shapes it does not take, :class:`Unavailable` where the kernel cannot run here."""
-    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
-    if q.ndim != 2 or v.ndim != 2:
-        raise ValueError(
-            f"int16 attention takes 2-D q, k, v; found {q.shape}, {k.shape}, {v.shape}"
-        )
-    rows, depth = q.shape
-    keys, channels = v.shape
-    if k.shape != (keys, depth) or not takes(depth, channels) or rows == 0 or keys == 0:
-        raise ValueError(
-            "int16 attention takes q (rows, 2n <= 512), k (keys, the same), v (keys, 16n); "
-            f"found {q.shape}, {k.shape}, {v.shape}"
-        )
-    if out is None:
-        out = np.empty((rows, channels), np.float32)
-    elif out.shape != (rows, channels) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out: expected C-contiguous float32 {(rows, channels)}")
+    q, k, v, out = operands("int16", q, k, v, out, takes, DEPTH_MULTIPLE)
+    (rows, depth), (keys, channels) = q.shape, v.shape
     status = library().vosfx_int16_attention(
         q.ctypes.data,
         k.ctypes.data,

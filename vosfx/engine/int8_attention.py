@@ -38,7 +38,8 @@ MAX_DEPTH = 512
 DEPTH_MULTIPLE, CHANNELS_MULTIPLE = 4, 16
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """Where the attention kernels are built: ``<cache>/kernels``."""
     from vosfx.models.cache import home
 
     return home() / "kernels"
@@ -47,7 +48,7 @@ def _cache_dir() -> Path:
 @functools.cache
 def library() -> Any:
     """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    lib = native.build(SOURCE, _cache_dir())
+    lib = native.build(SOURCE, cache_dir())
     pointer, integer = ctypes.c_void_p, ctypes.c_int
     lib.vosfx_int8_attention.argtypes = (
         [pointer] * 4 + [integer] * 4 + [ctypes.c_float] + [integer] * 2
@@ -68,14 +69,40 @@ def why_unavailable() -> str | None:
     return None
 
 
-def takes(depth: int, channels: int) -> bool:
-    """Whether the kernel takes an attention of these queries'/keys' and values' channels."""
+def takes(depth: int, channels: int, depth_multiple: int = DEPTH_MULTIPLE) -> bool:
+    """Whether the kernel takes an attention of these queries'/keys' and values' channels
+    (``depth_multiple``: the int16 kernel's is 2)."""
     return (
         0 < depth <= MAX_DEPTH
-        and depth % DEPTH_MULTIPLE == 0
+        and depth % depth_multiple == 0
         and channels > 0
         and channels % CHANNELS_MULTIPLE == 0
     )
+
+
+def operands(
+    kind: str, q: Any, k: Any, v: Any, out: Any, takes_shape: Any, depth_multiple: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An attention kernel's q, k, v as C-contiguous float32 and ``out`` (made where None),
+    checked: 2-D, the keys' and values' rows equal, ``takes_shape(depth, channels)``; raises
+    ValueError naming the ``kind`` and what it takes."""
+    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    if q.ndim != 2 or v.ndim != 2:
+        raise ValueError(
+            f"{kind} attention takes 2-D q, k, v; found {q.shape}, {k.shape}, {v.shape}"
+        )
+    rows, depth = q.shape
+    keys, channels = v.shape
+    if k.shape != (keys, depth) or not takes_shape(depth, channels) or rows == 0 or keys == 0:
+        raise ValueError(
+            f"{kind} attention takes q (rows, {depth_multiple}n <= {MAX_DEPTH}), k (keys, the "
+            f"same), v (keys, 16n); found {q.shape}, {k.shape}, {v.shape}"
+        )
+    if out is None:
+        out = np.empty((rows, channels), np.float32)
+    elif out.shape != (rows, channels) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected C-contiguous float32 {(rows, channels)}")
+    return q, k, v, out
 
 
 def attention(
@@ -97,20 +124,8 @@ def attention(
     threads. Returns (rows, channels) float32 (into ``out`` where given: C-contiguous, that
     shape). Raises ValueError for shapes it does not take, :class:`Unavailable` where the
     kernel cannot run here."""
-    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
-    if q.ndim != 2 or v.ndim != 2:
-        raise ValueError(f"int8 attention takes 2-D q, k, v; found {q.shape}, {k.shape}, {v.shape}")
-    rows, depth = q.shape
-    keys, channels = v.shape
-    if k.shape != (keys, depth) or not takes(depth, channels) or rows == 0 or keys == 0:
-        raise ValueError(
-            "int8 attention takes q (rows, 4n <= 512), k (keys, the same), v (keys, 16n); "
-            f"found {q.shape}, {k.shape}, {v.shape}"
-        )
-    if out is None:
-        out = np.empty((rows, channels), np.float32)
-    elif out.shape != (rows, channels) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out: expected C-contiguous float32 {(rows, channels)}")
+    q, k, v, out = operands("int8", q, k, v, out, takes, DEPTH_MULTIPLE)
+    (rows, depth), (keys, channels) = q.shape, v.shape
     status = _with_every_cpu(
         library().vosfx_int8_attention,
         q.ctypes.data,
