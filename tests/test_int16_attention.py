@@ -179,6 +179,25 @@ def test_the_speed_check_decides_where_it_runs(monkeypatch):
     assert ka.why_unavailable() is None
 
 
+def test_the_environment_turns_it_off(monkeypatch):
+    """VOSFX_INT16_ATTENTION=0 turns the default's choice off (asked for by name it still
+    runs); a value it does not know is an error naming the variable and the value."""
+    from vosfx.errors import BackendError
+
+    _kernel_or_skip()
+    monkeypatch.setattr(ka, "gain", lambda: 2.0)
+    for typed in ("0", "off", " False "):
+        monkeypatch.setenv("VOSFX_INT16_ATTENTION", typed)
+        assert ka.why_unavailable() == f"turned off (VOSFX_INT16_ATTENTION={typed})"
+        assert ka.why_unavailable(worth_it=False) is None
+    for typed in ("1", "on", ""):
+        monkeypatch.setenv("VOSFX_INT16_ATTENTION", typed)
+        assert ka.why_unavailable() is None
+    monkeypatch.setenv("VOSFX_INT16_ATTENTION", "maybe")
+    with pytest.raises(BackendError, match=r"VOSFX_INT16_ATTENTION: expected 0 \(off\) .* 'maybe'"):
+        ka.why_unavailable()
+
+
 def test_without_a_compiler_it_says_why(tmp_path, monkeypatch):
     from vosfx import native
 
@@ -325,6 +344,11 @@ def test_the_default_takes_the_kernel_where_it_is_faster(bundle, monkeypatch):
     monkeypatch.setattr(ka, "gain", lambda: 2.0)
     said = OnnxBackend(folder, device="cpu", threads=2).runtime()["stages"]
     assert said["memory_attention"] == said["image_encoder"] == kernel
+    monkeypatch.setenv("VOSFX_INT16_ATTENTION", "0")
+    off = OnnxBackend(folder, device="cpu", threads=2)
+    assert off.runtime()["stages"]["memory_attention"] == blocks
+    assert off.graphs.kernel_unavailable == "turned off (VOSFX_INT16_ATTENTION=0)"
+    monkeypatch.delenv("VOSFX_INT16_ATTENTION")
     monkeypatch.setattr(ka, "gain", lambda: 1.0)
     slower = OnnxBackend(folder, device="cpu", threads=2)
     assert slower.runtime()["stages"]["memory_attention"] == blocks

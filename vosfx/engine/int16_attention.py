@@ -18,13 +18,15 @@ products against its FMAs once per process (~3 ms): on CPUs where the two run at
 multiply-add rate (Intel's cores issue 512-bit FMAs on two ports and the dot products on one)
 the kernel would buy nothing, and ONNX Runtime's float32 attention runs instead. Where there is
 no compiler, the compile fails or the CPU lacks the instructions, :func:`why_unavailable` says
-why and nothing fails for it.
+why and nothing fails for it. ``VOSFX_INT16_ATTENTION=0`` turns it off (float32 attentions
+everywhere, for a comparison or a doubt).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import numpy as np
 from vosfx import native
 from vosfx.engine import int8_attention
 from vosfx.engine.int8_attention import cache_dir, operands
+from vosfx.errors import BackendError
 from vosfx.native import Unavailable
 
 SOURCE = Path(__file__).parent / "kernels" / "int16_attention.c"
@@ -44,6 +47,9 @@ DEPTH_MULTIPLE = 2
 # on Zen 4 and Zen 5 (where memory attention then runs ~1.4x faster), 1.0 where the products
 # issue on half the FMAs' ports
 WORTH = 1.5
+# the environment variable that turns the kernel off where the default would take it (ONNX
+# Runtime's float32 attentions then run, as on CPUs where it is not faster)
+SWITCH = "VOSFX_INT16_ATTENTION"
 
 
 @functools.cache
@@ -67,9 +73,24 @@ def gain() -> float:
     return float(library().vosfx_int16_gain())
 
 
+def turned_off() -> str | None:
+    """``VOSFX_INT16_ATTENTION`` as typed where it turns the kernel off (0, false, no, off),
+    else None (unset, empty, 1, true, yes, on); another value raises BackendError."""
+    typed = os.environ.get(SWITCH, "")
+    value = typed.strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return typed
+    if value in ("", "1", "true", "yes", "on"):
+        return None
+    raise BackendError(f"{SWITCH}: expected 0 (off) or 1 (on, the default), found {typed!r}")
+
+
 def why_unavailable(*, worth_it: bool = True) -> str | None:
-    """None where the kernel runs here and (``worth_it``) is faster than float32 products
-    (:data:`WORTH`), else why not."""
+    """None where the kernel runs here and (``worth_it``: for the default's choice) is
+    faster than float32 products (:data:`WORTH`) and not turned off (:func:`turned_off`),
+    else why not."""
+    if worth_it and turned_off() is not None:
+        return f"turned off ({SWITCH}={turned_off()})"
     try:
         measured = gain()
     except Unavailable as err:
