@@ -413,6 +413,6 @@ def test_a_graph_with_another_kind_of_attention_is_refused():
     plain = helper.make_model(
         helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     )
-    with pytest.raises(ModelError, match="expected memory attention's attentions, found none"):
+    with pytest.raises(ModelError, match="expected attentions to cut the graph at, found none"):
         ort_parts.cut(plain)
     assert onnx  # the package that cuts

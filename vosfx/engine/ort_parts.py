@@ -10,8 +10,10 @@ image encoder Hiera's global attentions (3 in the tiny model, 4 heads each; its 
 attentions stay in the parts as ONNX Runtime's products). Every other node is ONNX Runtime's
 as in the whole graph (its fusions find the same patterns inside a part), each part placed as
 late as its consumers allow, so that a layer's key projections, which read the memories
-alone, are computed just before that layer (not all at the start, held). The parts share the
-whole graph's weights file (no copy of a weight).
+alone, are computed just before that layer (not all at the start, held). Weights kept as
+external data (the shipped templates') stay in the whole graph's weights file, which the parts
+read; inline weights (a torch export's) are written into the parts, the graph's size again on
+disk. A process loads the parts alone, not the whole graph.
 
 Each part's inputs and outputs keep the whole graph's tensor names. A part's metadata says
 which attention follows it (``vosfx.attention``: the query, key, value and output names, the
@@ -103,7 +105,7 @@ def cut(model: Any) -> list[Any]:
     graph = model.graph
     attentions = _attentions(graph)
     if not attentions:
-        raise ModelError("expected memory attention's attentions, found none")
+        raise ModelError("expected attentions to cut the graph at, found none")
     where = {id(n): j for j, n in enumerate(attentions)}
     producer: dict[str, Any] = {o: n for n in graph.node for o in n.output}
     implicit = {id(n): _subgraph_reads(n) for n in graph.node}
