@@ -124,12 +124,7 @@ def profile_session(path: Path, feeds: dict, threads: int, runs: int, arena: boo
     opts = session_options(ort, threads=threads, memory_arena=arena)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feeds = {k: v for k, v in feeds.items() if k in {i.name for i in sess.get_inputs()}}
-    sess.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t)
+    median_ms = _median_ms(lambda: sess.run(None, feeds), runs)
     # one profiled run for the per-node breakdown
     popts = session_options(ort, threads=threads, memory_arena=arena)
     popts.enable_profiling = True
@@ -160,7 +155,7 @@ def profile_session(path: Path, feeds: dict, threads: int, runs: int, arena: boo
         acc[0] += e["dur"] / 1000
         acc[1] += f
         acc[2] += 1
-    return statistics.median(times) * 1000, by_op, total_flops
+    return median_ms, by_op, total_flops
 
 
 def stage_inputs(size: int, n_mem: int = 7, n_ptr: int = 16) -> dict:
@@ -205,14 +200,19 @@ def kernel_times(bundle: Path, feeds: dict, threads: int, runs: int) -> dict[str
     for stage in ("image_encoder", "memory_attention"):
         if "attentions in vosfx's int16 kernel" not in graphs.describe().get(stage, ""):
             continue
-        graphs.run(stage, feeds)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            graphs.run(stage, feeds)
-            times.append(time.perf_counter() - t)
-        out[stage] = statistics.median(times) * 1000
+        out[stage] = _median_ms(lambda stage=stage: graphs.run(stage, feeds), runs)
     return out
+
+
+def _median_ms(call, runs: int) -> float:
+    """Median ms of ``runs`` calls of ``call`` after one to warm up."""
+    call()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
 
 
 def torch_times(ckpt: str, size: int, feeds: dict, threads: int, runs: int) -> dict:

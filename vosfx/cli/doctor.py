@@ -2,10 +2,11 @@
 
 One line per check: the CPU and the instructions the tiers use, the runtimes (ONNX Runtime and
 its providers, OpenVINO, torch), what ``--precision auto`` takes here and why, the default
-path's and the bf16 tier's attention kernels, the encoders each output format needs, OpenEXR, a C compiler (the OpenFX
-effect, the kernel) and the model cache. Each check asks the module that decides the matter
-(no second copy of its rules) and none can stop the others: one that fails says so in its
-line. ``--json`` prints the same as a JSON list for a host or a bug report. Exit code 0.
+path's and the bf16 tier's attention kernels, the encoders each output format needs, OpenEXR,
+a C compiler (the OpenFX effect, the kernels) and the model cache. Each check asks the module
+that decides the matter (no second copy of its rules) and none can stop the others: one that
+fails says so in its line. ``--json`` prints the same as a JSON list for a host or a bug
+report. Exit code 0.
 """
 
 from __future__ import annotations

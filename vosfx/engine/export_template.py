@@ -183,8 +183,7 @@ def _variants(folder: Path, attrs: dict) -> dict[str, dict[str, str]]:
     """The variants a template carries ready-made, written into ``folder`` beside its graphs:
     ``cpu`` (:mod:`vosfx.engine.ort_attention`) and ``parts`` (:mod:`vosfx.engine.ort_parts`),
     whose graphs read the weights files of memory attention (and of the image encoder), so a
-    filled template has them without
-    the onnx package."""
+    filled template has them without the onnx package."""
     from vosfx.engine import ort_parts
     from vosfx.engine.ort_attention import write_variant
 

@@ -33,15 +33,13 @@ from typing import Any
 import numpy as np
 
 from vosfx import native
-from vosfx.engine import int8_attention
 from vosfx.engine.int8_attention import cache_dir, operands
 from vosfx.errors import BackendError
 from vosfx.native import Unavailable
 
 SOURCE = Path(__file__).parent / "kernels" / "int16_attention.c"
 # the channels the kernel takes: queries and keys a multiple of 2 up to 512, values a multiple
-# of 16 (int8_attention.takes)
-MAX_DEPTH = 512
+# of 16 (int8_attention.takes with this multiple)
 DEPTH_MULTIPLE = 2
 # the word dot products' multiply-add rate over float32 FMAs' from which the kernel runs: 2.0
 # on Zen 4 and Zen 5 (where memory attention then runs ~1.4x faster), 1.0 where the products
@@ -89,8 +87,9 @@ def why_unavailable(*, worth_it: bool = True) -> str | None:
     """None where the kernel runs here and (``worth_it``: for the default's choice) is
     faster than float32 products (:data:`WORTH`) and not turned off (:func:`turned_off`),
     else why not."""
-    if worth_it and turned_off() is not None:
-        return f"turned off ({SWITCH}={turned_off()})"
+    off = turned_off() if worth_it else None
+    if off is not None:
+        return f"turned off ({SWITCH}={off})"
     try:
         measured = gain()
     except Unavailable as err:
@@ -101,11 +100,6 @@ def why_unavailable(*, worth_it: bool = True) -> str | None:
             f"({measured:.2f}x their multiply-adds a second)"
         )
     return None
-
-
-def takes(depth: int, channels: int) -> bool:
-    """Whether the kernel takes an attention of these queries'/keys' and values' channels."""
-    return int8_attention.takes(depth, channels, DEPTH_MULTIPLE)
 
 
 def attention(
@@ -123,7 +117,7 @@ def attention(
     channels), channels a multiple of 16; ``threads``: the kernel's threads. Returns (rows,
     channels) float32 (into ``out`` where given: C-contiguous, that shape). Raises ValueError
     for shapes it does not take, :class:`Unavailable` where the kernel cannot run here."""
-    q, k, v, out = operands("int16", q, k, v, out, takes, DEPTH_MULTIPLE)
+    q, k, v, out = operands("int16", q, k, v, out, DEPTH_MULTIPLE)
     (rows, depth), (keys, channels) = q.shape, v.shape
     status = library().vosfx_int16_attention(
         q.ctypes.data,

@@ -81,11 +81,11 @@ def takes(depth: int, channels: int, depth_multiple: int = DEPTH_MULTIPLE) -> bo
 
 
 def operands(
-    kind: str, q: Any, k: Any, v: Any, out: Any, takes_shape: Any, depth_multiple: int
+    kind: str, q: Any, k: Any, v: Any, out: Any, depth_multiple: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """An attention kernel's q, k, v as C-contiguous float32 and ``out`` (made where None),
-    checked: 2-D, the keys' and values' rows equal, ``takes_shape(depth, channels)``; raises
-    ValueError naming the ``kind`` and what it takes."""
+    checked: 2-D, the keys' and values' rows equal, :func:`takes` with the kernel's
+    ``depth_multiple``; raises ValueError naming the ``kind`` and what it takes."""
     q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
     if q.ndim != 2 or v.ndim != 2:
         raise ValueError(
@@ -93,7 +93,12 @@ def operands(
         )
     rows, depth = q.shape
     keys, channels = v.shape
-    if k.shape != (keys, depth) or not takes_shape(depth, channels) or rows == 0 or keys == 0:
+    if (
+        k.shape != (keys, depth)
+        or not takes(depth, channels, depth_multiple)
+        or rows == 0
+        or keys == 0
+    ):
         raise ValueError(
             f"{kind} attention takes q (rows, {depth_multiple}n <= {MAX_DEPTH}), k (keys, the "
             f"same), v (keys, 16n); found {q.shape}, {k.shape}, {v.shape}"
@@ -124,7 +129,7 @@ def attention(
     threads. Returns (rows, channels) float32 (into ``out`` where given: C-contiguous, that
     shape). Raises ValueError for shapes it does not take, :class:`Unavailable` where the
     kernel cannot run here."""
-    q, k, v, out = operands("int8", q, k, v, out, takes, DEPTH_MULTIPLE)
+    q, k, v, out = operands("int8", q, k, v, out, DEPTH_MULTIPLE)
     (rows, depth), (keys, channels) = q.shape, v.shape
     status = _with_every_cpu(
         library().vosfx_int8_attention,

@@ -67,8 +67,8 @@ class BundleGraphs:
         # what the user must know of how the graphs run (Backend.warnings): recorded, and
         # logged too only for a session opened once the backend is up (ON_FIRST_USE)
         self.warnings: list[str] = []
-        # why memory attention's attentions do not run in the int16 kernel (None where they
-        # do, or where it was not asked: another attention, precision or provider)
+        # why the attentions do not run in the int16 kernel (None where they do, or where it
+        # was not asked: another attention)
         self.kernel_unavailable: str | None = None
         self._opened = False
         self.memory_arena = memory_arena
@@ -156,8 +156,7 @@ class BundleGraphs:
 
     def _sessions(self, ort, threads: int) -> dict[str, Any]:
         """One session per graph: ONNX Runtime's, or OpenVINO's for the bf16 tier, or
-        memory attention's parts with the int16 kernel between them."""
-        sessions: dict[str, Any]
+        a stage's parts with the int16 kernel between them."""
         if self.precision != "bf16":
             return {
                 name: self._parts_session(ort, name, threads)
@@ -177,7 +176,7 @@ class BundleGraphs:
         amx = ovr.cpu_has_amx()
         on_ov = ovr.tier_stages(amx) if self._bf16_stages is None else self._bf16_stages
         split = self._attention != "fused"  # query blocks unless asked (SPLIT_ATTENTION)
-        sessions = {}
+        sessions: dict[str, Any] = {}
         for name, g in self.manifest["graphs"].items():
             if name in ON_FIRST_USE:
                 continue
@@ -255,11 +254,8 @@ class BundleGraphs:
         if attention not in (None, "kernel"):
             return {}
         variant = self.manifest.get("variants", {}).get(ort_parts.VARIANT, {})
-        files = {
-            stage: ort_parts.part_files(variant, stage)
-            for stage in ort_parts.STAGES
-            if ort_parts.part_files(variant, stage)
-        }
+        files = {stage: ort_parts.part_files(variant, stage) for stage in ort_parts.STAGES}
+        files = {stage: parts for stage, parts in files.items() if parts}
         why = None
         if self.precision != "fp32":
             why = f"it runs with --precision fp32, not {self.precision}"

@@ -111,7 +111,7 @@ def cut(model: Any) -> list[Any]:
     implicit = {id(n): _subgraph_reads(n) for n in graph.node}
 
     def reads(n: Any) -> list[str]:  # its inputs and what its subgraphs read outside them
-        return [i for i in [*n.input, *implicit[id(n)]] if i]
+        return [i for i in [*n.input, *implicit.get(id(n), ())] if i]
 
     consumers: dict[str, list[Any]] = {}
     for n in graph.node:
@@ -198,8 +198,8 @@ def cut(model: Any) -> list[Any]:
         made = {o for n in nodes for o in n.output}
         used: list[str] = []
         for n in nodes:
-            for i in reads(n) if id(n) in implicit else n.input:
-                if i and i not in made and i not in used:
+            for i in reads(n):
+                if i not in made and i not in used:
                     used.append(i)
         inits = [initializers[i] for i in used if i in initializers]
         inputs = [value_info(i) for i in used if i not in initializers]
@@ -209,7 +209,7 @@ def cut(model: Any) -> list[Any]:
                 if where[id(n)] >= k:
                     later.update(n.input)
             elif placed.get(id(n), -1) > k:
-                later.update(reads(n) if id(n) in implicit else n.input)
+                later.update(reads(n))
         wanted = [o for n in nodes for o in n.output if o in later or o in outputs]
         sub = helper.make_graph(
             nodes, f"{graph.name}_part{k}", inputs, [value_info(o) for o in wanted], inits
@@ -245,9 +245,10 @@ def _nbytes(tensor: Any) -> int:
 
 
 def write_variant(folder: Path, sources: dict[str, str]) -> dict[str, str]:
-    """Cut each stage's graph ``folder / sources[stage]`` (its weights stay where they are,
-    inline or external data beside it, which the parts share) into ``folder``; returns the
-    manifest's entry (``<stage>.<i>`` -> file). A graph without attentions is left whole."""
+    """Cut each stage's graph ``folder / sources[stage]`` into ``folder`` (external weights stay
+    in the graph's weights file, which the parts read; inline ones are written into the parts);
+    returns the manifest's entry (``<stage>.<i>`` -> file). A graph without attentions is left
+    whole."""
     import onnx
 
     files = {}
@@ -307,16 +308,20 @@ class AttentionParts:
         if listed is None:
             raise ModelError(f"the last part of {stage} without its outputs ({OUTPUTS_KEY})")
         self._outputs = [_Name(name) for name in json.loads(listed)]
-        # the step after which nothing reads a tensor: dropped then (its memory freed)
-        self._last_read: dict[str, int] = {}
+        # the tensors nothing reads after each step: dropped then (their memory freed)
+        last_read: dict[str, int] = {}
         for k, ins in enumerate(self._ins):
             for i in ins:
-                self._last_read[i] = k
+                last_read[i] = k
         for k, a in enumerate(self.attentions):
             for i in (a.query, a.key, a.value):
-                self._last_read[i] = max(self._last_read.get(i, -1), k)
+                last_read[i] = max(last_read.get(i, -1), k)
         for o in self._outputs:  # kept to the end, whichever part made them
-            self._last_read[o.name] = len(sessions)
+            last_read[o.name] = len(sessions)
+        self._drop: list[list[str]] = [[] for _ in sessions]
+        for name, k in last_read.items():
+            if k < len(sessions):
+                self._drop[k].append(name)
 
     def get_inputs(self) -> list[_Name]:
         return [_Name(i) for i in self._inputs]
@@ -354,7 +359,7 @@ class AttentionParts:
             if k < len(self.attentions):
                 a = self.attentions[k]
                 env[a.output] = self._attention(a, env[a.query], env[a.key], env[a.value])
-            for name in [n for n, last in self._last_read.items() if last == k]:
+            for name in self._drop[k]:
                 env.pop(name, None)
         return [env[o.name] for o in self._outputs]
 

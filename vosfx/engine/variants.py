@@ -228,8 +228,7 @@ def _cpu(folder: Path, man: dict) -> dict[str, str]:
 
 def _parts(folder: Path, man: dict) -> dict[str, str]:
     """The image encoder and memory attention cut at their attentions, for the int16
-    attention kernel between ONNX Runtime's parts (:mod:`vosfx.engine.ort_parts`); the parts
-    share each graph's weights."""
+    attention kernel between ONNX Runtime's parts (:mod:`vosfx.engine.ort_parts`)."""
     from vosfx.engine.ort_parts import STAGES, write_variant
 
     graphs = man.get("graphs", {})

@@ -320,8 +320,9 @@ TARGET static int attend(call_t *c, int thread) {
                 __m512 m = _mm512_set1_ps(top_so_far[r]), total = _mm512_setzero_ps();
                 float *sr = s + (size_t)r * CHUNK;
                 for (int i = 0; i < chunk; i += 16) {
-                    __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_load_ps(sr + i), m));
-                    e = _mm512_mask_mov_ps(_mm512_setzero_ps(), _mm512_cmp_ps_mask(_mm512_load_ps(sr + i), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ), e);
+                    __m512 x = _mm512_load_ps(sr + i); /* keys past the last: -inf, weight 0 */
+                    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+                    __m512 e = _mm512_maskz_mov_ps(live, exp_nonpositive(_mm512_sub_ps(x, m)));
                     total = _mm512_add_ps(total, e);
                     _mm512_store_ps(sr + i, e);
                 }
