@@ -400,6 +400,44 @@ def test_manifest(bundle, backends):
     assert dims["key_scale"] == ["batch", "num_tokens"]  # SAM2Long's key scales
 
 
+def test_each_stage_keeps_its_weights_once_on_disk(bundle, backends):
+    """Every graph's weights sit in ``<stage>.bin`` beside it, and the variants that keep them
+    as they are (the cpu one, the parts cut at the attentions) read that file: no initializer
+    or constant of theirs past the inline limit is held in the graph file itself."""
+    import onnx
+
+    _, _, folder = bundle
+    man = json.loads((folder / "manifest.json").read_text())
+    shared = [g["file"] for g in man["graphs"].values()]
+    for variant in ("cpu", "parts"):
+        shared += list(man["variants"][variant].values())
+    assert len(shared) > 12
+    for file in shared:
+        model = onnx.load(str(folder / file), load_external_data=False)
+        tensors = list(model.graph.initializer) + [
+            a.t
+            for n in model.graph.node
+            for a in n.attribute
+            if a.type == onnx.AttributeProto.TENSOR
+        ]
+        inline = [
+            t.name for t in tensors if t.raw_data and len(t.raw_data) >= export.WEIGHTS_INLINE_BELOW
+        ]
+        assert not inline, (file, inline[:3])
+        places = {
+            e.value
+            for t in tensors
+            if t.data_location == onnx.TensorProto.EXTERNAL
+            for e in t.external_data
+            if e.key == "location"
+        }
+        stage = file.split(".")[0]
+        assert places <= {f"{stage}.bin"}, (file, places)
+    weights = sum(p.stat().st_size for p in folder.glob("*.bin"))
+    graphs = sum((folder / f).stat().st_size for f in shared)
+    assert graphs < weights / 20, (graphs, weights)
+
+
 def test_find_bundle_by_hash_and_size(bundle, tmp_path):
     _, sha, folder = bundle
     name = "x"

@@ -1,7 +1,8 @@
 """Export SAM 2's stages to an ONNX bundle, and find bundles in the model cache.
 
 A bundle is a folder ``<cache>/onnx/<model_id>-<sha8>-<image_size>/`` holding one graph per
-stage of :mod:`vosfx.engine.stages` (see :mod:`vosfx.engine.export_stages`), ``constants.npz``
+stage of :mod:`vosfx.engine.stages` (see :mod:`vosfx.engine.export_stages`) with its weights
+in ``<stage>.bin`` beside it (ONNX external data, as the shipped templates'), ``constants.npz``
 (the temporal memory encodings the backend adds in numpy) and ``manifest.json``: model id,
 checkpoint sha256, image size, opset, vosfx/torch/onnx versions, export date, the model's
 tracking attributes, and every graph's file, sha256, input and output names, shapes and dtypes,
@@ -49,6 +50,8 @@ from vosfx.files import exclusive_lock
 from vosfx.models.cache import sha256_file
 
 OPSET = 17
+# tensors of fewer bytes stay in the graph file; larger ones go to its <stage>.bin
+WEIGHTS_INLINE_BELOW = 1024
 NATIVE_SIZE = 1024
 EXPORT_HINT = (
     "exporting an ONNX bundle needs torch, sam2 and onnx: pip install "
@@ -335,6 +338,16 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
         found = [o.name for o in model.graph.output]
         if found != spec.outputs:  # a pass dropped or renamed an output the tracker reads
             raise ModelError(f"{spec.name}: expected graph outputs {spec.outputs}, found {found}")
+        # the weights in <stage>.bin beside the graph, as the shipped templates': the variants
+        # that keep them as they are (the cpu one, the parts) then read that file, not a copy
+        onnx.save(
+            model,
+            str(file),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=file.with_suffix(".bin").name,
+            size_threshold=WEIGHTS_INLINE_BELOW,
+        )
         graphs[spec.name] = {
             "file": file.name,
             "sha256": sha256_file(file),

@@ -11,9 +11,10 @@ attentions stay in the parts as ONNX Runtime's products). Every other node is ON
 as in the whole graph (its fusions find the same patterns inside a part), each part placed as
 late as its consumers allow, so that a layer's key projections, which read the memories
 alone, are computed just before that layer (not all at the start, held). Weights kept as
-external data (the shipped templates') stay in the whole graph's weights file, which the parts
-read; inline weights (a torch export's) are written into the parts, the graph's size again on
-disk. A process loads the parts alone, not the whole graph.
+external data (the shipped templates' and an export's, ``<stage>.bin``) stay in the whole
+graph's weights file, which the parts read; inline weights (a bundle exported before vosfx
+kept them apart) are written into the parts, the graph's size again on disk. A process loads
+the parts alone, not the whole graph.
 
 Each part's inputs and outputs keep the whole graph's tensor names. A part's metadata says
 which attention follows it (``vosfx.attention``: the query, key, value and output names, the
