@@ -5,9 +5,11 @@ Memory attention spends ~85 % of its arithmetic in its 8 attentions' score produ
 ~160 G multiply-adds a frame at 1024 with a full memory bank). ``kernels/int16_attention.c``
 computes them from int16 queries and keys with AVX512_VNNI's word dot products, 32
 multiply-adds an instruction where a float32 FMA does 16: on AMD's Zen 4 and Zen 5 both issue
-at the same rate, so the scores cost half. Each query and key (less the keys' mean) is scaled
-by its own factor to a Euclidean norm just under 46,000, so the int32 sums are exact and the
-scores' only rounding is each element's, ~2^-16 of its vector (docstring of that file); the
+at the same rate, so the scores cost half. Each channel is balanced between the queries and
+the keys by a power of two (an outlier channel on one side keeps the others their precision),
+and each query and key (less the keys' mean) is scaled by its own factor to a Euclidean norm
+just under 46,000, so the int32 sums are exact and the scores' only rounding is each
+element's, ~2^-16 of its vector (docstring of that file); the
 exponentials and the values' product stay float32. Against float32 attention the output
 differs by ~1e-5 (relative), a hundredth of what the parity contract with the official
 predictor allows (docs/onnx.md).

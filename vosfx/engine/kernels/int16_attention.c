@@ -6,9 +6,13 @@
  * ctypes; docs/onnx.md says why.
  *
  * The arithmetic. The keys lose their mean over the tokens (the softmax cancels the shift this
- * gives each query's scores) and each key and each query is scaled to 16-bit integers by its
- * own factor: the largest that keeps its Euclidean norm under NORM_LIMIT and every element
- * inside int16. A query's int32 dot product with a key is then bounded by the product of the
+ * gives each query's scores); each channel of the queries is multiplied by a power of two and
+ * the same channel of the keys divided by it (the scores unchanged, exactly), the power the
+ * nearest to the fourth root of the keys' variance over the queries' mean square in that
+ * channel, so that a channel far larger on one side than on the other (an outlier channel)
+ * does not take the other channels' precision; and each key and each query is scaled to
+ * 16-bit integers by its own factor: the largest that keeps its Euclidean norm under
+ * NORM_LIMIT and every element inside int16. A query's int32 dot product with a key is then bounded by the product of the
  * two norms (Cauchy-Schwarz), under 2^31, and so is every partial sum on the way: the integer
  * sums are exact, whatever the depth, and the only rounding is each element's to an integer,
  * ~2^-16 of its vector's norm (the scores to ~1e-5 of |q| |k|, against float32's ~1e-7 from
@@ -46,6 +50,7 @@
 #define SLAB 1024         /* keys a slab of the keys' sums (the mean) */
 #define NORM_LIMIT 46000.0f /* 46000 + 0.5 sqrt(512) rounding, squared: under 2^31 */
 #define MAX_THREADS 64
+#define MAX_BALANCE 1024.0f /* the channels' powers of two stay within 1 / this and this */
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
@@ -72,14 +77,17 @@ TARGET static inline __m512 exp_nonpositive(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* one row of `depth` floats (less `mean` where given) as int16 in `out` (MAX_DEPTH + 32
- * slots); returns the factor it was multiplied by (0 for a row of zeros) */
-TARGET static float to_int16(const float *row, const float *mean, int depth, int16_t *out) {
+/* one row of `depth` floats (less `mean` where given, times `balance` channel by channel) as
+ * int16 in `out` (MAX_DEPTH + 32 slots); returns the factor it was multiplied by (0 for a row
+ * of zeros) */
+TARGET static float to_int16(const float *row, const float *mean, const float *balance, int depth,
+                             int16_t *out) {
     __m512 squares = _mm512_setzero_ps(), big = _mm512_setzero_ps();
     for (int ch = 0; ch < depth; ch += 16) {
         __mmask16 m = lanes_below(ch, depth);
         __m512 x = _mm512_maskz_loadu_ps(m, row + ch);
         if (mean) x = _mm512_maskz_sub_ps(m, x, _mm512_loadu_ps(mean + ch));
+        x = _mm512_mul_ps(x, _mm512_loadu_ps(balance + ch));
         squares = _mm512_fmadd_ps(x, x, squares);
         big = _mm512_max_ps(big, _mm512_abs_ps(x));
     }
@@ -94,6 +102,7 @@ TARGET static float to_int16(const float *row, const float *mean, int depth, int
         __mmask16 m = lanes_below(ch, depth);
         __m512 x = _mm512_maskz_loadu_ps(m, row + ch);
         if (mean) x = _mm512_maskz_sub_ps(m, x, _mm512_loadu_ps(mean + ch));
+        x = _mm512_mul_ps(x, _mm512_loadu_ps(balance + ch));
         _mm256_storeu_si256((__m256i *)(out + ch), _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(x, f))));
     }
     return factor;
@@ -199,8 +208,12 @@ typedef struct {
     float *q_step;    /* [padded_rows] scale / a row's factor */
     int16_t *k16;     /* [padded_keys / 16][pairs][16][2] */
     float *k_step;    /* [padded_keys] 1 / a key's factor (0 past the last) */
-    float *partial;   /* [slabs][depth rounded up to 16]: the keys' sums per slab */
+    float *partial;   /* [key slabs][2][depth rounded up to 16]: the keys' sums and squares
+                       * per slab, then [query slabs][depth rounded up to 16]: the queries'
+                       * squares */
     float *mean;      /* [depth rounded up to 16] */
+    float *q_balance; /* [depth rounded up to 16] the queries' channels' powers of two */
+    float *k_balance; /* [depth rounded up to 16] their inverses, the keys' */
 } call_t;
 
 typedef struct {
@@ -210,30 +223,76 @@ typedef struct {
     int failed;
 } part_t;
 
-/* the keys' per-channel sums over each slab of SLAB tokens this thread takes (slabs fixed
- * whatever the threads, summed in order after: the same mean on any number of threads) */
-TARGET static void key_sums(call_t *c, int thread) {
-    int slabs = (c->keys + SLAB - 1) / SLAB, w = (int)round_up((size_t)c->depth, 16);
-    for (int slab = thread; slab < slabs; slab += c->threads) {
-        float *sum = c->partial + (size_t)slab * w;
-        int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
-        for (int part = 0; part < w; part += 256) {
-            int n = (w - part) / 16 < 16 ? (w - part) / 16 : 16;
-            __m512 total[16];
-            for (int j = 0; j < n; j++) total[j] = _mm512_setzero_ps();
-            for (int i = first; i < last; i++) {
-                const float *row = c->k + (size_t)i * c->depth;
-                for (int j = 0; j < n; j++) {
-                    int ch = part + 16 * j;
-                    total[j] = _mm512_add_ps(total[j], _mm512_maskz_loadu_ps(lanes_below(ch, c->depth), row + ch));
-                }
+/* rows first..last of x (depth channels a row): each channel's sum (where `sum` is given) and
+ * sum of squares */
+TARGET static void channel_sums(const float *x, int depth, int first, int last, float *sum,
+                                float *squares) {
+    int w = (int)round_up((size_t)depth, 16);
+    for (int part = 0; part < w; part += 128) {
+        int n = (w - part) / 16 < 8 ? (w - part) / 16 : 8;
+        __m512 total[8], square[8];
+        for (int j = 0; j < n; j++) total[j] = square[j] = _mm512_setzero_ps();
+        for (int i = first; i < last; i++) {
+            const float *row = x + (size_t)i * depth;
+            for (int j = 0; j < n; j++) {
+                int ch = part + 16 * j;
+                __m512 y = _mm512_maskz_loadu_ps(lanes_below(ch, depth), row + ch);
+                total[j] = _mm512_add_ps(total[j], y);
+                square[j] = _mm512_fmadd_ps(y, y, square[j]);
             }
-            for (int j = 0; j < n; j++) _mm512_storeu_ps(sum + part + 16 * j, total[j]);
+        }
+        for (int j = 0; j < n; j++) {
+            if (sum) _mm512_storeu_ps(sum + part + 16 * j, total[j]);
+            _mm512_storeu_ps(squares + part + 16 * j, square[j]);
         }
     }
 }
 
-/* this thread's tiles of queries as int16, each row by its own factor */
+/* the keys' per-channel sums and squares over each slab of SLAB tokens, and the queries'
+ * squares over each slab of SLAB rows, this thread takes (slabs fixed whatever the threads,
+ * summed in order after: the same mean and powers of two on any number of threads) */
+TARGET static void channel_stats(call_t *c, int thread) {
+    int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
+    int w = (int)round_up((size_t)c->depth, 16);
+    for (int slab = thread; slab < key_slabs + row_slabs; slab += c->threads) {
+        if (slab < key_slabs) {
+            float *sum = c->partial + (size_t)slab * 2 * w;
+            int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
+            channel_sums(c->k, c->depth, first, last, sum, sum + w);
+        } else {
+            float *squares = c->partial + ((size_t)key_slabs * 2 + slab - key_slabs) * w;
+            int first = (slab - key_slabs) * SLAB;
+            int last = first + SLAB < c->rows ? first + SLAB : c->rows;
+            channel_sums(c->q, c->depth, first, last, NULL, squares);
+        }
+    }
+}
+
+/* the keys' mean, and each channel's power of two from the slabs' sums (one thread) */
+static void balance_channels(call_t *c) {
+    int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
+    int w = (int)round_up((size_t)c->depth, 16);
+    for (int ch = 0; ch < w; ch++) {
+        double total = 0.0, k_squares = 0.0, q_squares = 0.0;
+        for (int slab = 0; slab < key_slabs; slab++) {
+            total += c->partial[(size_t)slab * 2 * w + ch];
+            k_squares += c->partial[(size_t)slab * 2 * w + w + ch];
+        }
+        for (int slab = 0; slab < row_slabs; slab++)
+            q_squares += c->partial[((size_t)key_slabs * 2 + slab) * w + ch];
+        double mean = total / c->keys, variance = k_squares / c->keys - mean * mean;
+        double ratio = variance / (q_squares / c->rows), power = 1.0;
+        if (ch < c->depth && variance > 0.0 && q_squares > 0.0 && isfinite(ratio)) {
+            power = ldexp(1.0, (int)lround(0.25 * log2(ratio)));
+            power = power > MAX_BALANCE ? MAX_BALANCE : power < 1.0 / MAX_BALANCE ? 1.0 / MAX_BALANCE : power;
+        }
+        c->mean[ch] = ch < c->depth ? (float)mean : 0.0f;
+        c->q_balance[ch] = (float)power;
+        c->k_balance[ch] = (float)(1.0 / power);
+    }
+}
+
+/* this thread's tiles of queries as int16, each row balanced, by its own factor */
 TARGET static void quantise_queries(call_t *c, int thread) {
     int16_t row[MAX_DEPTH + 32] __attribute__((aligned(64)));
     int tiles = c->padded_rows / SCORE_ROWS;
@@ -243,7 +302,7 @@ TARGET static void quantise_queries(call_t *c, int thread) {
             int r = tile * SCORE_ROWS + j;
             float factor = 0.0f;
             if (r < c->rows)
-                factor = to_int16(c->q + (size_t)r * c->depth, NULL, c->depth, row);
+                factor = to_int16(c->q + (size_t)r * c->depth, NULL, c->q_balance, c->depth, row);
             else
                 memset(row, 0, sizeof(row));
             c->q_step[r] = factor > 0.0f ? c->scale / factor : 0.0f;
@@ -252,7 +311,7 @@ TARGET static void quantise_queries(call_t *c, int thread) {
     }
 }
 
-/* this thread's panels of keys as int16, each key less the mean by its own factor */
+/* this thread's panels of keys as int16, each key less the mean, balanced, by its own factor */
 TARGET static void pack_keys(call_t *c, int thread) {
     int16_t row[MAX_DEPTH + 32] __attribute__((aligned(64)));
     int panels = c->padded_keys / 16;
@@ -262,7 +321,7 @@ TARGET static void pack_keys(call_t *c, int thread) {
             int i = pnl * 16 + j;
             float factor = 0.0f;
             if (i < c->keys)
-                factor = to_int16(c->k + (size_t)i * c->depth, c->mean, c->depth, row);
+                factor = to_int16(c->k + (size_t)i * c->depth, c->mean, c->k_balance, c->depth, row);
             else
                 memset(row, 0, sizeof(row));
             c->k_step[i] = factor > 0.0f ? 1.0f / factor : 0.0f;
@@ -350,8 +409,8 @@ TARGET static void *run_part(void *arg) {
     part_t *part = arg;
     call_t *c = part->call;
     switch (part->phase) {
-    case 0: key_sums(c, part->thread), quantise_queries(c, part->thread); break;
-    case 1: pack_keys(c, part->thread); break;
+    case 0: channel_stats(c, part->thread); break;
+    case 1: quantise_queries(c, part->thread), pack_keys(c, part->thread); break;
     default: part->failed = attend(c, part->thread);
     }
     return NULL;
@@ -375,7 +434,8 @@ static int run_phase(call_t *c, int phase) {
 }
 
 TARGET static int attention(call_t *c) {
-    int slabs = (c->keys + SLAB - 1) / SLAB, w = (int)round_up((size_t)c->depth, 16);
+    int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
+    int w = (int)round_up((size_t)c->depth, 16);
     c->padded_rows = (int)round_up((size_t)c->rows, GROUP);
     c->padded_keys = (int)round_up((size_t)c->keys, CHUNK);
     c->pairs = c->depth / 2;
@@ -383,16 +443,14 @@ TARGET static int attention(call_t *c) {
     c->q_step = calloc((size_t)c->padded_rows, sizeof(float));
     c->k16 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->depth * 2, 64));
     c->k_step = calloc((size_t)c->padded_keys, sizeof(float));
-    c->partial = malloc(sizeof(float) * w * (size_t)slabs);
-    c->mean = calloc((size_t)w, sizeof(float));
+    c->partial = malloc(sizeof(float) * w * ((size_t)key_slabs * 2 + row_slabs));
+    c->mean = calloc((size_t)w * 3, sizeof(float));
+    c->q_balance = c->mean ? c->mean + w : NULL;
+    c->k_balance = c->mean ? c->mean + 2 * w : NULL;
     int status = 2;
     if (c->q16 && c->q_step && c->k16 && c->k_step && c->partial && c->mean) {
         run_phase(c, 0);
-        for (int ch = 0; ch < c->depth; ch++) {
-            double total = 0.0;
-            for (int slab = 0; slab < slabs; slab++) total += c->partial[(size_t)slab * w + ch];
-            c->mean[ch] = (float)(total / c->keys);
-        }
+        balance_channels(c);
         run_phase(c, 1);
         status = run_phase(c, 2) ? 2 : 0;
     }
