@@ -12,11 +12,11 @@
  * channel, so that a channel far larger on one side than on the other (an outlier channel)
  * does not take the other channels' precision; and each key and each query is scaled to
  * 16-bit integers by its own factor: the largest that keeps its Euclidean norm under
- * NORM_LIMIT and every element inside int16. A query's int32 dot product with a key is then bounded by the product of the
- * two norms (Cauchy-Schwarz), under 2^31, and so is every partial sum on the way: the integer
- * sums are exact, whatever the depth, and the only rounding is each element's to an integer,
- * ~2^-16 of its vector's norm (the scores to ~1e-5 of |q| |k|, against float32's ~1e-7 from
- * its own rounding). The scores are the int32 sums times the query's and the key's steps.
+ * NORM_LIMIT and every element inside int16. A query's int32 dot product with a key is then
+ * bounded by the product of the two norms (Cauchy-Schwarz), under 2^31, and so is every
+ * partial sum on the way: the integer sums are exact, whatever the depth, and the only
+ * rounding is each element's to an integer, ~2^-16 of its vector's norm (the scores to ~1e-5
+ * of |q| |k|, against float32's ~1e-7 from its own rounding). The scores are the int32 sums times the query's and the key's steps.
  * The rest is float32: for a group of query rows the keys are taken a chunk at a time (the
  * chunk's scores stay in the cache), the exponentials taken against each row's running
  * maximum (flash attention: what was summed so far is rescaled when it rises), multiplied
@@ -47,7 +47,7 @@
 #define VALUE_ROWS 6      /* query rows of a value tile (6 x 64 channels: 24 accumulators) */
 #define GROUP 48          /* query rows that share a chunk of keys (a multiple of both) */
 #define CHUNK 256         /* keys a chunk: its scores, GROUP x CHUNK float32, stay in L2 */
-#define SLAB 1024         /* keys a slab of the keys' sums (the mean) */
+#define SLAB 1024         /* keys or queries a slab of their channels' sums */
 #define NORM_LIMIT 46000.0f /* 46000 + 0.5 sqrt(512) rounding, squared: under 2^31 */
 #define MAX_THREADS 64
 #define MAX_BALANCE 1024.0f /* the channels' powers of two stay within 1 / this and this */
