@@ -451,3 +451,29 @@ def test_a_graph_with_another_kind_of_attention_is_refused():
     with pytest.raises(ModelError, match="expected attentions to cut the graph at, found none"):
         ort_parts.cut(plain)
     assert onnx  # the package that cuts
+
+
+def test_the_precision_benchmark_runs(tmp_path):
+    """benchmarks/int16_precision.py (docs/benchmarks/onnx.md's table of the kernel's error)
+    prints its two tables, this checkout's kernel beside another commit's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _kernel_or_skip()
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("needs the repository's history (git show)")
+    done = subprocess.run(
+        [sys.executable, "benchmarks/int16_precision.py", "--before", "HEAD", "--runs", "1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| operands | this checkout | HEAD | float32 |"
+    assert len(rows) == 1 + 4 + 1 + 2, done.stdout
+    for row in rows[1:5]:  # the two kernels' errors and float32's, each under 1e-2
+        assert all(0 <= float(e) < 1e-2 for e in row.strip("| ").split(" | ")[1:]), row
