@@ -333,21 +333,11 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
     for spec in stage_specs(net):
         say(f"exporting {spec.name}")
         file = folder / f"{spec.name}.onnx"
-        model = export_spec(spec, file)
-        onnx.checker.check_model(model)
+        model = export_spec(spec, file, weights_apart=True)
+        onnx.checker.check_model(str(file))
         found = [o.name for o in model.graph.output]
         if found != spec.outputs:  # a pass dropped or renamed an output the tracker reads
             raise ModelError(f"{spec.name}: expected graph outputs {spec.outputs}, found {found}")
-        # the weights in <stage>.bin beside the graph, as the shipped templates': the variants
-        # that keep them as they are (the cpu one, the parts) then read that file, not a copy
-        onnx.save(
-            model,
-            str(file),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=file.with_suffix(".bin").name,
-            size_threshold=WEIGHTS_INLINE_BELOW,
-        )
         graphs[spec.name] = {
             "file": file.name,
             "sha256": sha256_file(file),
@@ -357,12 +347,15 @@ def _export_graphs(net, folder: Path, say: Progress) -> dict[str, dict]:
     return graphs
 
 
-def export_spec(spec: Any, file: Path, *, fold: bool = True) -> Any:
+def export_spec(spec: Any, file: Path, *, fold: bool = True, weights_apart: bool = False) -> Any:
     """One stage (an ``export_stages.StageSpec``) to an ONNX file: the TorchScript exporter at
     :data:`OPSET` with the spec's names and dynamic axes, TracerWarnings muted, equal
     constants stored once (:func:`~vosfx.engine.export_constants.share_constants`); ``fold``:
     ONNX constant folding (the shipped templates are exported without, to keep their
-    weights apart from the graph). Returns the written graph (an ``onnx.ModelProto``)."""
+    weights apart from the graph); ``weights_apart``: the weights written to ``<stage>.bin``
+    beside the graph (ONNX external data, as the shipped templates': the variants that keep
+    them as they are, the cpu one and the parts, then read that file, not a copy). Returns the
+    graph (an ``onnx.ModelProto``; with ``weights_apart``, its weights as references)."""
     import onnx
     import torch
 
@@ -382,7 +375,17 @@ def export_spec(spec: Any, file: Path, *, fold: bool = True) -> Any:
             do_constant_folding=fold,
         )
     model = onnx.load(str(file))
-    if share_constants(model):
+    if weights_apart:
+        share_constants(model)
+        onnx.save(
+            model,
+            str(file),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=file.with_suffix(".bin").name,
+            size_threshold=WEIGHTS_INLINE_BELOW,
+        )
+    elif share_constants(model):
         onnx.save(model, str(file))
     return model
 

@@ -9,10 +9,9 @@ at the same rate, so the scores cost half. Each channel is balanced between the 
 the keys by a power of two (an outlier channel on one side keeps the others their precision),
 and each query and key (less the keys' mean) is scaled by its own factor to a Euclidean norm
 just under 46,000, so the int32 sums are exact and the scores' only rounding is each
-element's, ~2^-16 of its vector (docstring of that file); the
-exponentials and the values' product stay float32. Against float32 attention the output
-differs by ~1e-5 (relative), a hundredth of what the parity contract with the official
-predictor allows (docs/onnx.md).
+element's, ~2^-16 of its vector (docstring of that file); the exponentials and the values'
+product stay float32. Against float32 attention the output differs by ~1e-5 (relative), a
+hundredth of what the parity contract with the official predictor allows (docs/onnx.md).
 
 The kernel is compiled with the system's C compiler on first use, into ``<cache>/kernels/``,
 and loaded with ctypes (:mod:`vosfx.native`). :func:`gain` measures this core's word dot
@@ -55,14 +54,20 @@ SWITCH = "VOSFX_INT16_ATTENTION"
 @functools.cache
 def library() -> Any:
     """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    lib = native.build(SOURCE, cache_dir())
+    lib = declared(native.build(SOURCE, cache_dir()))
+    if not lib.vosfx_int16_attention_supported():
+        raise Unavailable("this CPU lacks AVX512_VNNI")
+    return lib
+
+
+def declared(lib: Any) -> Any:
+    """``lib`` (a build of the kernel's source, this one's or another version's) with its
+    functions' argument and return types declared for ctypes."""
     pointer, integer = ctypes.c_void_p, ctypes.c_int
     lib.vosfx_int16_attention.argtypes = [pointer] * 4 + [integer] * 4 + [ctypes.c_float, integer]
     lib.vosfx_int16_attention.restype = integer
     lib.vosfx_int16_attention_supported.restype = integer
     lib.vosfx_int16_gain.restype = ctypes.c_double
-    if not lib.vosfx_int16_attention_supported():
-        raise Unavailable("this CPU lacks AVX512_VNNI")
     return lib
 
 

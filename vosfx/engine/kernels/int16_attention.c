@@ -16,12 +16,12 @@
  * bounded by the product of the two norms (Cauchy-Schwarz), under 2^31, and so is every
  * partial sum on the way: the integer sums are exact, whatever the depth, and the only
  * rounding is each element's to an integer, ~2^-16 of its vector's norm (the scores to ~1e-5
- * of |q| |k|, against float32's ~1e-7 from its own rounding). The scores are the int32 sums times the query's and the key's steps.
- * The rest is float32: for a group of query rows the keys are taken a chunk at a time (the
- * chunk's scores stay in the cache), the exponentials taken against each row's running
- * maximum (flash attention: what was summed so far is rescaled when it rises), multiplied
- * into the float32 values by FMAs and summed; each row is divided by its exponentials' sum at
- * the end.
+ * of |q| |k|, against float32's ~1e-7 from its own rounding). The scores are the int32 sums
+ * times the query's and the key's steps. The rest is float32: for a group of query rows the
+ * keys are taken a chunk at a time (the chunk's scores stay in the cache), the exponentials
+ * taken against each row's running maximum (flash attention: what was summed so far is
+ * rescaled when it rises), multiplied into the float32 values by FMAs and summed; each row
+ * is divided by its exponentials' sum at the end.
  *
  * Shapes: queries and keys of `depth` channels, a multiple of 2 up to 512; values of
  * `channels`, a multiple of 16. Layouts: queries as int16 in tiles of SCORE_ROWS rows,
@@ -284,7 +284,7 @@ static void balance_channels(call_t *c) {
         double ratio = variance / (q_squares / c->rows), power = 1.0;
         if (ch < c->depth && variance > 0.0 && q_squares > 0.0 && isfinite(ratio)) {
             power = ldexp(1.0, (int)lround(0.25 * log2(ratio)));
-            power = power > MAX_BALANCE ? MAX_BALANCE : power < 1.0 / MAX_BALANCE ? 1.0 / MAX_BALANCE : power;
+            power = fmin(fmax(power, 1.0 / MAX_BALANCE), MAX_BALANCE);
         }
         c->mean[ch] = ch < c->depth ? (float)mean : 0.0f;
         c->q_balance[ch] = (float)power;
