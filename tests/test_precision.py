@@ -705,7 +705,8 @@ def test_an_int8_variant_of_an_older_recipe_gets_memory_attentions_int8_scores(b
     folder = Path(shutil.copytree(bundle[2], tmp_path / "b"))
     add_variants(folder, ("int8", "int8-u8"), lambda _msg: None)
     man = json.loads((folder / "manifest.json").read_text())
-    assert man["recipes"]["int8"] == RECIPES["int8"] == man["recipes"]["int8-u8"] == 2
+    assert man["recipes"]["int8"] == RECIPES["int8"] == 3  # 3: the channels balanced
+    assert man["recipes"]["int8-u8"] == RECIPES["int8-u8"] == 2
     assert man["variants"]["int8"]["memory_attention"] == INT8_FILES["memory_attention"]
     assert set(man["variants"]["int8-u8"]) == {"image_encoder"}
     del man["recipes"]["int8"], man["variants"]["int8"]["memory_attention"]  # the older one

@@ -45,16 +45,22 @@ def cache_dir() -> Path:
     return home() / "kernels"
 
 
-@functools.cache
-def library() -> Any:
-    """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    lib = native.build(SOURCE, cache_dir())
+def declared(lib: Any) -> Any:
+    """``lib`` (a build of the kernel's source, this one's or another version's) with its
+    functions' argument and return types declared for ctypes."""
     pointer, integer = ctypes.c_void_p, ctypes.c_int
     lib.vosfx_int8_attention.argtypes = (
         [pointer] * 4 + [integer] * 4 + [ctypes.c_float] + [integer] * 2
     )
     lib.vosfx_int8_attention.restype = integer
     lib.vosfx_int8_attention_supported.restype = integer
+    return lib
+
+
+@functools.cache
+def library() -> Any:
+    """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
+    lib = declared(native.build(SOURCE, cache_dir()))
     if not lib.vosfx_int8_attention_supported():
         raise Unavailable("this CPU lacks AVX512_VNNI or AVX512_BF16")
     return lib

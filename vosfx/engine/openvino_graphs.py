@@ -261,8 +261,14 @@ def int8_scores(model: Any, *, deferred: bool = False) -> int:
     the two scales before the Softmax. The keys lose their mean over the tokens first: every
     score of a query moves by the same amount, which the Softmax cancels, and the keys'
     common offset no longer takes the int8 range from their differences (the smoothing of
-    SageAttention, Zhang et al. 2025). The weighted sum of the values stays in the graph's
-    precision.
+    SageAttention, Zhang et al. 2025). Then each channel of the queries (all the blocks
+    alike) is multiplied by a power of two and the keys' same channel divided by it, which
+    leaves the scores as they were: the power nearest the square root of the keys' largest
+    magnitude over the queries' in that channel (each at least 1e-30; within 2^-10 and 2^10),
+    so that a channel far larger on one side (trained models' outlier channels) shares its
+    range with the other side instead of taking every other channel's int8 steps (the
+    smoothing of SmoothQuant, Xiao et al. 2023, by exact powers of two; forty-second pass).
+    The weighted sum of the values stays in the graph's precision.
 
     ``deferred``: where the Softmax's probabilities only weight the values (a MatMul, as in
     :func:`split_attention`'s blocks), its normalisation is deferred past that product: the
@@ -290,28 +296,66 @@ def int8_scores(model: Any, *, deferred: bool = False) -> int:
     low, high = ops.constant(np.float32(-1.0)), ops.constant(np.float32(1.0))
     tiny = ops.constant(np.float32(1e-30))
     last = ops.constant(np.array([-1], np.int64))
-    made: dict[tuple[str, int, int], tuple[Any, Any]] = {}
+    made: dict[tuple, Any] = {}
 
-    def quantised(op: Any, i: int) -> tuple[Any, Any]:
-        """(the int8 form of operand ``i``, its scale): made once per source tensor and side
-        (the queries of a block; the keys, shared by the blocks)."""
-        src = op.input_value(i)
-        key = (src.get_node().get_friendly_name(), src.get_index(), i)
-        if key in made:
-            return made[key]
-        x, rank = src, src.get_partial_shape().rank.get_length()
-        if i == 1:  # the keys: tokens on the last axis, or the one before it if transposed
-            tokens = rank - (2 if op.get_attributes()["transpose_b"] else 1)
-            mean = ops.reduce_mean(x, ops.constant(np.array([tokens], np.int64)), True)
-            x = ops.subtract(x, mean).output(0)
+    def name(port: Any) -> tuple[str, int]:
+        return port.get_node().get_friendly_name(), port.get_index()
+
+    def int8(x: Any, rank: int, top: Any = None) -> tuple[Any, Any]:
+        """(``x`` quantised at its largest magnitude, that scale); ``top``: that magnitude
+        where known"""
         every = ops.constant(np.arange(rank, dtype=np.int64))
-        scale = ops.maximum(ops.reduce_max(ops.abs(x), every, False), tiny).output(0)
+        if top is None:
+            top = ops.reduce_max(ops.abs(x), every, False)
+        scale = ops.maximum(top, tiny).output(0)
         unit = ops.divide(x, scale)
-        made[key] = ops.fake_quantize(unit, low, high, low, high, 255).output(0), scale
-        return made[key]
+        return ops.fake_quantize(unit, low, high, low, high, 255).output(0), scale
+
+    def quantised(op: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        """((int8 queries, their scale), (int8 keys, their scale)) of ``op``: the keys'
+        made once per source tensor and the queries they are balanced against (all the
+        blocks of one attention), the queries' once per block."""
+        q_src, k_src = op.input_value(0), op.input_value(1)
+        rank = k_src.get_partial_shape().rank.get_length()
+        whole = q_src  # the queries of every block: what split_attention split
+        if q_src.get_node().get_type_name() in ("Split", "VariadicSplit"):
+            axis = _constant(q_src.get_node().input_value(1))
+            if axis is not None and int(axis) % rank == rank - 2:
+                whole = q_src.get_node().input_value(0)
+        k_key = ("keys", *name(k_src), *name(whole))
+        if k_key not in made:
+            # tokens on the keys' last axis, or the one before it if transposed; the
+            # channels on the other
+            transposed = op.get_attributes()["transpose_b"]
+            tokens = ops.constant(np.array([rank - (2 if transposed else 1)], np.int64))
+            keys = ops.subtract(k_src, ops.reduce_mean(k_src, tokens, True)).output(0)
+            k_tops = ops.reduce_max(ops.abs(keys), tokens, False)
+            k_top = ops.maximum(k_tops, tiny)
+            rows = ops.constant(np.array([rank - 2], np.int64))
+            q_top = ops.maximum(ops.reduce_max(ops.abs(whole), rows, False), tiny)
+            half_log2 = ops.multiply(
+                ops.log(ops.divide(k_top, q_top)), ops.constant(np.float32(0.5 / np.log(2)))
+            )
+            exponent = ops.clamp(
+                ops.floor(ops.add(half_log2, ops.constant(np.float32(0.5)))), -10.0, 10.0
+            )
+            power = ops.power(ops.constant(np.float32(2.0)), exponent).output(0)
+            axis = ops.constant(np.array([-2 if transposed else -1], np.int64))
+            keys = ops.divide(keys, ops.unsqueeze(power, axis)).output(0)
+            # the balanced keys' largest magnitude, from each channel's
+            top = ops.reduce_max(
+                ops.divide(k_tops, power), ops.constant(np.arange(rank - 1, dtype=np.int64)), False
+            )
+            made[k_key] = power, int8(keys, rank, top)
+        power, k_int8 = made[k_key]
+        q_key = ("queries", *name(q_src), *name(whole))
+        if q_key not in made:
+            balanced = ops.multiply(q_src, ops.unsqueeze(power, ops.constant(np.int64(-2))))
+            made[q_key] = int8(balanced.output(0), q_src.get_partial_shape().rank.get_length())
+        return made[q_key], k_int8
 
     for op in targets:
-        (q, q_scale), (k, k_scale) = quantised(op, 0), quantised(op, 1)
+        (q, q_scale), (k, k_scale) = quantised(op)
         (user,) = op.output(0).get_target_inputs()
         op.input(0).replace_source_output(q)
         op.input(1).replace_source_output(k)

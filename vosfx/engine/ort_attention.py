@@ -139,14 +139,16 @@ def _scan(node: Any, n_q: int, channels: int, rows: int, int8_opset: int = 0) ->
         helper.make_node("Transpose", [p + "k"], [p + "kT"], perm=[1, 0]),  # (C, Nk)
         helper.make_node("Mul", [p + "q", p + "scale"], [p + "q_scaled"]),
     ]
-    parts = [p + "q_scaled"]
+    queries = p + "q_scaled"
+    if int8_opset:  # the keys int8, the channels of both balanced
+        body += _int8_keys(p, inits, int8_opset, channels)
+        queries = p + "q_balanced"
+    parts = [queries]
     if blocks > 1:
         parts = [f"{p}q{i}" for i in range(blocks)]
         inits.append(numpy_helper.from_array(np.array(sizes, np.int64), p + "sizes"))
-        body.append(helper.make_node("Split", [p + "q_scaled", p + "sizes"], parts, axis=0))
+        body.append(helper.make_node("Split", [queries, p + "sizes"], parts, axis=0))
     outs = [f"{p}out{i}" for i in range(blocks)] if blocks > 1 else [p + "out"]
-    if int8_opset:
-        body += _int8_keys(p, inits, int8_opset)
     for i, (part, out) in enumerate(zip(parts, outs, strict=True)):
         if int8_opset:
             body += _int8_scores(part, p, f"{p}scores{i}")
@@ -171,11 +173,18 @@ def _scan(node: Any, n_q: int, channels: int, rows: int, int8_opset: int = 0) ->
     )
 
 
-def _int8_keys(p: str, inits: list, opset: int) -> list:
+def _int8_keys(p: str, inits: list, opset: int, channels: int) -> list:
     """Nodes making ``p + "kT_q"`` (int8, (C, Nk)) and its scale ``p + "kT_scale"`` from the
-    transposed keys: their mean over the tokens taken out, quantised symmetrically at their
-    largest magnitude (a scale of at least 1e-30: keys all equal give zero scores, as their
-    differences are). ``opset``: the graph's (ReduceMean's axes an input from 18)."""
+    transposed keys, and the balanced queries ``p + "q_balanced"`` from ``p + "q_scaled"``:
+    the keys' mean over the tokens taken out; each channel of the queries multiplied by a
+    power of two and the keys' same channel divided by it (the scores unchanged: the power
+    nearest the square root of the keys' largest magnitude over the queries' in that
+    channel, each at least 1e-30, within 2^-10 and 2^10, as the bf16 tier's int8 scores do,
+    :func:`vosfx.engine.openvino_graphs.int8_scores`); the keys then quantised symmetrically
+    at their largest magnitude (a scale of at least 1e-30: keys all equal give zero scores,
+    as their differences are), each channel's division by its power folded into the
+    quantisation's per-channel scales (one pass over the keys fewer). ``opset``: the graph's
+    (the reductions' axes an input from 18); ``channels``: the keys'."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -183,21 +192,52 @@ def _int8_keys(p: str, inits: list, opset: int) -> list:
         numpy_helper.from_array(np.array(1 / 127, np.float32), p + "1/127"),
         numpy_helper.from_array(np.array(1e-30, np.float32), p + "tiny"),
         numpy_helper.from_array(np.array(0, np.int8), p + "int8_zero"),
+        numpy_helper.from_array(np.array(0.5 / np.log(2), np.float32), p + "half/ln2"),
+        numpy_helper.from_array(np.array(0.5, np.float32), p + "half"),
+        numpy_helper.from_array(np.array(-10.0, np.float32), p + "least"),
+        numpy_helper.from_array(np.array(10.0, np.float32), p + "most"),
+        numpy_helper.from_array(np.array(2.0, np.float32), p + "two"),
+        numpy_helper.from_array(np.zeros(channels, np.int8), p + "int8_zeros"),
     ]
-    if opset >= 18:
-        inits.append(numpy_helper.from_array(np.array([1], np.int64), p + "tokens"))
-        mean = helper.make_node("ReduceMean", [p + "kT", p + "tokens"], [p + "kT_mean"])
-    else:
-        mean = helper.make_node("ReduceMean", [p + "kT"], [p + "kT_mean"], axes=[1])
+
+    def reduce(kind: str, x: str, axis: int, out: str, **kw: Any) -> Any:
+        if opset >= 18:
+            name = f"{p}axis{axis}"
+            if not any(i.name == name for i in inits):
+                inits.append(numpy_helper.from_array(np.array([axis], np.int64), name))
+            return helper.make_node(kind, [x, name], [out], **kw)
+        return helper.make_node(kind, [x], [out], axes=[axis], **kw)
+
     return [
-        mean,
-        helper.make_node("Sub", [p + "kT", p + "kT_mean"], [p + "kT_centred"]),
-        helper.make_node("Abs", [p + "kT_centred"], [p + "kT_abs"]),
-        helper.make_node("ReduceMax", [p + "kT_abs"], [p + "kT_max"], keepdims=0),
+        reduce("ReduceMean", p + "kT", 1, p + "kT_mean"),
+        helper.make_node("Sub", [p + "kT", p + "kT_mean"], [p + "kT_unbalanced"]),
+        # each channel's power of two, from the keys' and the queries' largest magnitudes
+        helper.make_node("Abs", [p + "kT_unbalanced"], [p + "kT_unbalanced_abs"]),
+        reduce("ReduceMax", p + "kT_unbalanced_abs", 1, p + "kT_top0", keepdims=0),
+        helper.make_node("Max", [p + "kT_top0", p + "tiny"], [p + "kT_top"]),
+        helper.make_node("Abs", [p + "q_scaled"], [p + "q_abs"]),
+        reduce("ReduceMax", p + "q_abs", 0, p + "q_top0", keepdims=0),
+        helper.make_node("Max", [p + "q_top0", p + "tiny"], [p + "q_top"]),
+        helper.make_node("Div", [p + "kT_top", p + "q_top"], [p + "ratio"]),
+        helper.make_node("Log", [p + "ratio"], [p + "ln_ratio"]),
+        helper.make_node("Mul", [p + "ln_ratio", p + "half/ln2"], [p + "half_log2"]),
+        helper.make_node("Add", [p + "half_log2", p + "half"], [p + "exponent0"]),
+        helper.make_node("Floor", [p + "exponent0"], [p + "exponent1"]),
+        helper.make_node("Clip", [p + "exponent1", p + "least", p + "most"], [p + "exponent"]),
+        helper.make_node("Pow", [p + "two", p + "exponent"], [p + "power"]),  # (C,)
+        helper.make_node("Mul", [p + "q_scaled", p + "power"], [p + "q_balanced"]),
+        # the balanced keys' largest magnitude, from each channel's
+        helper.make_node("Div", [p + "kT_top0", p + "power"], [p + "kT_tops"]),
+        helper.make_node("ReduceMax", [p + "kT_tops"], [p + "kT_max"], keepdims=0),
         helper.make_node("Mul", [p + "kT_max", p + "1/127"], [p + "kT_step"]),
         helper.make_node("Max", [p + "kT_step", p + "tiny"], [p + "kT_scale"]),
+        # each channel over its power times the keys' step: the balanced keys in int8
+        helper.make_node("Mul", [p + "power", p + "kT_scale"], [p + "kT_scales"]),
         helper.make_node(
-            "QuantizeLinear", [p + "kT_centred", p + "kT_scale", p + "int8_zero"], [p + "kT_q"]
+            "QuantizeLinear",
+            [p + "kT_unbalanced", p + "kT_scales", p + "int8_zeros"],
+            [p + "kT_q"],
+            axis=0,
         ),
     ]
 

@@ -27,8 +27,9 @@ AUTOMATIC = ("cpu", "parts")
 # the one each variant was made with (absent: 1). A variant of an older recipe is made again
 # where the bundle can be written, else used as it is. fp16 2: attention in float16. int8 /
 # int8-u8 2: Hiera's first two stages float32, and (int8 weights only) memory attention's
-# scores from int8 queries and keys.
-RECIPES = {"fp16": 2, "int8": 2, "int8-u8": 2}
+# scores from int8 queries and keys. int8 3: those queries' and keys' channels balanced
+# (vosfx.engine.ort_attention).
+RECIPES = {"fp16": 2, "int8": 3, "int8-u8": 2}
 
 Progress = Callable[[str], None]
 

@@ -5,9 +5,14 @@
  * docs/onnx.md says why.
  *
  * The arithmetic is the bf16 tier's int8 scores (vosfx/engine/openvino_graphs.py,
- * int8_scores): the keys lose their mean over the tokens and are quantised to int8 with one
- * scale (their largest magnitude / 127), each block of queries (`blocks` near-equal blocks,
- * as split_attention cuts them) with its own; the scores are the int8 products times the two
+ * int8_scores): the keys lose their mean over the tokens; each channel of the (scaled)
+ * queries is multiplied by a power of two and the keys' same channel divided by it (the
+ * scores unchanged, exactly), the power the nearest to the square root of the keys' largest
+ * magnitude over the queries' in that channel, so that a channel far larger on one side
+ * (trained models' outlier channels) shares its range with the other side instead of taking
+ * the int8 steps of every other channel; then the keys are quantised to int8 with one scale
+ * (their largest magnitude / 127), each block of queries (`blocks` near-equal blocks, as
+ * split_attention cuts them) with its own; the scores are the int8 products times the two
  * scales. What differs is the order: for a group of query rows the keys are taken a chunk at
  * a time, the scores of the chunk stay in the cache, the exponentials are taken against the
  * chunk's own maximum of each row and rounded to uint8 (x 255), and multiplied into the values
@@ -51,6 +56,8 @@
 #define CHUNK 256      /* keys a chunk: its scores, GROUP x CHUNK float32, stay in L2 */
 #define SLAB 1024      /* keys a slab of the keys' statistics */
 #define MAX_THREADS 64
+#define MAX_BALANCE 1024.0 /* the channels' powers of two stay within 1 / this and this */
+#define TINY 1e-30f        /* the least range of a channel, a block, the keys */
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
@@ -186,8 +193,11 @@ typedef struct {
     float *v_step;    /* [channels] a channel's largest magnitude / 127 */
     float *v_partial; /* [slabs][channels] the values' largest magnitudes per slab */
     float *partial;   /* [slabs][3][width]: the keys' sums, minima, maxima per slab */
+    float *q_partial; /* [blocks][width]: the queries' largest magnitudes per block */
     float *mean;      /* [width] */
-    float key_step;   /* the keys' largest magnitude less their mean / 127 */
+    float *q_balance; /* [width] the queries' multipliers: the scale times the power of two */
+    float *k_balance; /* [width] the keys': 1 / (the power of two x the keys' step) */
+    float key_step;   /* the balanced keys' largest magnitude less their mean / 127 */
 } call_t;
 
 typedef struct {
@@ -247,25 +257,73 @@ TARGET static void value_stats(call_t *c, int thread) {
     }
 }
 
-/* int8 queries of the blocks this thread takes: each block scaled by its largest magnitude */
+/* the queries' largest magnitude per channel over each block this thread takes */
+TARGET static void query_stats(call_t *c, int thread) {
+    int n = c->rows / c->blocks, extra = c->rows % c->blocks, d = c->depth;
+    for (int b = thread; b < c->blocks; b += c->threads) {
+        int first = b * n + (b < extra ? b : extra), count = n + (b < extra);
+        float *big = c->q_partial + (size_t)b * c->width;
+        for (int ch = 0; ch < d; ch += 16) {
+            __m512 m = _mm512_setzero_ps();
+            for (int r = first; r < first + count; r++)
+                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(lanes_below(ch, d), c->q + (size_t)r * d + ch)));
+            _mm512_storeu_ps(big + ch, m);
+        }
+    }
+}
+
+/* the keys' mean, each channel's power of two, the keys' step (one thread, from the slabs'
+ * and blocks' statistics: the same on any number of threads) */
+static void balance_channels(call_t *c) {
+    int slabs = (c->keys + SLAB - 1) / SLAB, w = c->width;
+    double step = 0.0;
+    for (int ch = 0; ch < w; ch++) {
+        double total = 0.0;
+        float lo = INFINITY, hi = -INFINITY, q_top = 0.0f;
+        for (int slab = 0; slab < slabs; slab++) {
+            const float *part = c->partial + (size_t)slab * 3 * w;
+            total += part[ch];
+            lo = fminf(lo, part[w + ch]);
+            hi = fmaxf(hi, part[2 * w + ch]);
+        }
+        for (int b = 0; b < c->blocks; b++) q_top = fmaxf(q_top, c->q_partial[(size_t)b * w + ch]);
+        double mean = ch < c->depth ? total / c->keys : 0.0, power = 1.0;
+        double k_top = ch < c->depth ? fmax(hi - mean, mean - lo) : 0.0;
+        if (ch < c->depth) { /* a channel zero on one side gets the least (or most) power */
+            double ratio = fmax(k_top, TINY) / fmax((double)q_top * fabs(c->scale), TINY);
+            if (isfinite(ratio)) power = ldexp(1.0, (int)floor(0.5 * log2(ratio) + 0.5));
+            power = fmin(fmax(power, 1.0 / MAX_BALANCE), MAX_BALANCE);
+        }
+        c->mean[ch] = (float)mean;
+        c->q_balance[ch] = (float)(c->scale * power);
+        c->k_balance[ch] = (float)(1.0 / power);
+        step = fmax(step, k_top / power);
+    }
+    c->key_step = fmaxf((float)step, TINY) / 127.0f;
+    for (int ch = 0; ch < w; ch++) c->k_balance[ch] /= c->key_step;
+}
+
+/* int8 queries of the blocks this thread takes, balanced: each block scaled by its largest
+ * magnitude */
 TARGET static void quantise_queries(call_t *c, int thread) {
     int n = c->rows / c->blocks, extra = c->rows % c->blocks, d = c->depth;
     int8_t row8[MAX_DEPTH + 16] __attribute__((aligned(64)));
+    float mul[MAX_DEPTH + 16] __attribute__((aligned(64)));
     for (int b = thread; b < c->blocks; b += c->threads) {
         int first = b * n + (b < extra ? b : extra), count = n + (b < extra);
         __m512 big = _mm512_setzero_ps();
-        for (int r = first; r < first + count; r++)
-            for (int ch = 0; ch < d; ch += 16)
-                big = _mm512_max_ps(big, _mm512_abs_ps(_mm512_maskz_loadu_ps(
-                                             lanes_below(ch, d), c->q + (size_t)r * d + ch)));
-        float top = _mm512_reduce_max_ps(big) * c->scale;
-        if (!(top > 1e-30f)) top = 1e-30f;
-        __m512 inv = _mm512_set1_ps(c->scale * 127.0f / top);
+        for (int ch = 0; ch < d; ch += 16)
+            big = _mm512_max_ps(big, _mm512_mul_ps(_mm512_abs_ps(_mm512_loadu_ps(c->q_balance + ch)),
+                                                   _mm512_loadu_ps(c->q_partial + (size_t)b * c->width + ch)));
+        float top = _mm512_reduce_max_ps(big);
+        if (!(top > TINY)) top = TINY;
+        for (int ch = 0; ch < d; ch += 16)
+            _mm512_store_ps(mul + ch, _mm512_mul_ps(_mm512_loadu_ps(c->q_balance + ch), _mm512_set1_ps(127.0f / top)));
         for (int r = first; r < first + count; r++) {
             __m512i sum = _mm512_setzero_si512();
             for (int ch = 0; ch < d; ch += 16) {
                 __m512 y = _mm512_maskz_loadu_ps(lanes_below(ch, d), c->q + (size_t)r * d + ch);
-                __m512i x = _mm512_cvtps_epi32(_mm512_mul_ps(y, inv));
+                __m512i x = _mm512_cvtps_epi32(_mm512_mul_ps(y, _mm512_load_ps(mul + ch)));
                 sum = _mm512_add_epi32(sum, x);
                 _mm_store_si128((__m128i *)(row8 + ch), _mm512_cvtsepi32_epi8(x));
             }
@@ -273,7 +331,7 @@ TARGET static void quantise_queries(call_t *c, int thread) {
             int32_t *tile = (int32_t *)(c->q8 + (size_t)(r / SCORE_ROWS) * c->quads * SCORE_ROWS * 4);
             for (int t = 0; t < c->quads; t++) memcpy(tile + t * SCORE_ROWS + r % SCORE_ROWS, row8 + 4 * t, 4);
             c->offset[r] = 128 * _mm512_reduce_add_epi32(sum);
-            c->row_scale[r] = top / 127.0f; /* times the keys' step once it is known */
+            c->row_scale[r] = top / 127.0f * c->key_step;
         }
     }
 }
@@ -281,7 +339,6 @@ TARGET static void quantise_queries(call_t *c, int thread) {
 /* this thread's panels of keys as uint8 (key + 128) and quads of values as int8 */
 TARGET static void pack(call_t *c, int thread) {
     int panels = c->padded_keys / 16, d = c->depth;
-    __m512 inv = _mm512_set1_ps(1.0f / c->key_step);
     int8_t rows[16][MAX_DEPTH + 16] __attribute__((aligned(64)));
     for (int pnl = thread; pnl < panels; pnl += c->threads) {
         for (int j = 0; j < 16; j++) {
@@ -292,7 +349,7 @@ TARGET static void pack(call_t *c, int thread) {
                     __mmask16 m = lanes_below(ch, d);
                     __m512 y = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, c->k + (size_t)i * d + ch),
                                              _mm512_loadu_ps(c->mean + ch));
-                    x = _mm512_maskz_cvtps_epi32(m, _mm512_mul_ps(y, inv));
+                    x = _mm512_maskz_cvtps_epi32(m, _mm512_mul_ps(y, _mm512_loadu_ps(c->k_balance + ch)));
                 }
                 _mm_store_si128((__m128i *)(rows[j] + ch), _mm512_cvtsepi32_epi8(x));
             }
@@ -410,8 +467,8 @@ TARGET static void *run_part(void *arg) {
     part_t *part = arg;
     call_t *c = part->call;
     switch (part->phase) {
-    case 0: key_stats(c, part->thread), value_stats(c, part->thread), quantise_queries(c, part->thread); break;
-    case 1: pack(c, part->thread); break;
+    case 0: key_stats(c, part->thread), value_stats(c, part->thread), query_stats(c, part->thread); break;
+    case 1: quantise_queries(c, part->thread), pack(c, part->thread); break;
     default: part->failed = attend(c, part->thread);
     }
     return NULL;
@@ -448,27 +505,16 @@ TARGET static int attention(call_t *c) {
     c->v_step = calloc((size_t)c->channels, sizeof(float));
     c->v_partial = calloc((size_t)slabs * c->channels, sizeof(float));
     c->partial = malloc(sizeof(float) * 3 * c->width * (size_t)slabs);
-    c->mean = calloc((size_t)c->width, sizeof(float));
+    c->q_partial = calloc((size_t)c->blocks * c->width, sizeof(float));
+    c->mean = calloc((size_t)c->width * 3, sizeof(float)); /* with q_balance and k_balance */
+    c->q_balance = c->mean ? c->mean + c->width : NULL;
+    c->k_balance = c->mean ? c->mean + 2 * c->width : NULL;
     int status = 2;
     if (c->q8 && c->offset && c->row_scale && c->k8 && c->v8 && c->v_step && c->v_partial &&
-        c->partial && c->mean) {
+        c->partial && c->q_partial && c->mean) {
         memset(c->q8, 0, (size_t)c->padded_rows * c->depth);
         run_phase(c, 0);
-        float step = 0.0f;
-        for (int ch = 0; ch < c->depth; ch++) {
-            double total = 0.0;
-            float lo = INFINITY, hi = -INFINITY;
-            for (int slab = 0; slab < slabs; slab++) {
-                const float *part = c->partial + (size_t)slab * 3 * c->width;
-                total += part[ch];
-                lo = fminf(lo, part[c->width + ch]);
-                hi = fmaxf(hi, part[2 * c->width + ch]);
-            }
-            c->mean[ch] = (float)(total / c->keys);
-            step = fmaxf(step, fmaxf(hi - c->mean[ch], c->mean[ch] - lo));
-        }
-        c->key_step = fmaxf(step, 1e-30f) / 127.0f;
-        for (int r = 0; r < c->rows; r++) c->row_scale[r] *= c->key_step;
+        balance_channels(c);
         for (int ch = 0; ch < c->channels; ch++) {
             float big = 0.0f;
             for (int slab = 0; slab < slabs; slab++) big = fmaxf(big, c->v_partial[(size_t)slab * c->channels + ch]);
@@ -479,7 +525,7 @@ TARGET static int attention(call_t *c) {
     }
     free(c->q8), free(c->offset), free(c->row_scale), free(c->k8), free(c->v8), free(c->v_step),
         free(c->v_partial);
-    free(c->partial), free(c->mean);
+    free(c->partial), free(c->q_partial), free(c->mean);
     return status;
 }
 
