@@ -667,6 +667,12 @@ def test_int8_scores_balance_channels_scaled_against_each_other(tmp_path):
         int8_attention=True,
     )
     assert sess.int8_products == 3
+    # one power of two a channel for the three blocks: the keys quantised once, from the
+    # queries of every block (what the blocks were split from)
+    model = ov.Core().read_model(str(tmp_path / "a.onnx"))
+    assert ovr.split_attention(model, 3) == 1 and ovr.int8_scores(model) == 3
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert kinds.count("FakeQuantize") == 3 + 1 and kinds.count("Power") == 1, kinds
     rng = np.random.default_rng(13)
     feeds = _int8_case(rng, 12, 300, 0.0)
     want = _attention(feeds["q"], feeds["k"], feeds["v"])

@@ -10,7 +10,10 @@ product in int8 as well (uint8 exponentials against the chunk's maximum, int8 va
 channel: twice bfloat16's rate, ~1 % more error than the int8 scores' own), and
 :func:`~vosfx.engine.openvino_graphs.fused_int8_attention` puts it in the graph as one node
 per attention (:func:`op_class`): memory attention's 8 and Hiera's 3 global attentions in the
-image encoder. Measured: docs/benchmarks/onnx.md, twenty-eighth and thirty-first passes.
+image encoder. Since the forty-second pass each channel is balanced between the queries and
+the keys by a power of two before they are quantised, as ``int8_scores`` does (an outlier
+channel on one side no longer takes the other channels' int8 steps). Measured:
+docs/benchmarks/onnx.md, twenty-eighth, thirty-first and forty-second passes.
 
 The kernel is compiled with the system's C compiler on first use, into ``<cache>/kernels/``
 (``$VOSFX_HOME`` or the user cache directory), and loaded with ctypes (:mod:`vosfx.native`). Where there is no compiler, the

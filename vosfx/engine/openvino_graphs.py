@@ -320,7 +320,7 @@ def int8_scores(model: Any, *, deferred: bool = False) -> int:
         whole = q_src  # the queries of every block: what split_attention split
         if q_src.get_node().get_type_name() in ("Split", "VariadicSplit"):
             axis = _constant(q_src.get_node().input_value(1))
-            if axis is not None and int(axis) % rank == rank - 2:
+            if axis is not None and axis.size == 1 and int(axis.flat[0]) % rank == rank - 2:
                 whole = q_src.get_node().input_value(0)
         k_key = ("keys", *name(k_src), *name(whole))
         if k_key not in made:
