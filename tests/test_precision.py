@@ -9,6 +9,7 @@ otherwise, saying which is missing.
 from __future__ import annotations
 
 import builtins
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -692,10 +693,14 @@ def test_an_fp16_variant_of_an_older_recipe_is_made_again_where_it_can(
     assert after.get("recipes", {}).get("fp16") == (RECIPES["fp16"] if writable else None)
 
 
-def test_an_int8_variant_of_an_older_recipe_gets_memory_attentions_int8_scores(bundle, tmp_path):
+def test_an_int8_variant_of_an_older_recipe_gets_memory_attentions_int8_scores(
+    bundle, tmp_path, caplog
+):
     """A bundle whose int8 variant an older vosfx made (the image encoder alone, no recipe)
     gets it made again on first use, with memory attention's int8 scores where the weights
-    are int8; the uint8 variant (CPUs without VNNI) has none."""
+    are int8; the uint8 variant (CPUs without VNNI) has none. ONNX Runtime's quantiser's
+    advice to pre-process (a root-logger warning on every call) is not passed on, and the
+    root logger is left as it was."""
     import json
     import shutil
 
@@ -703,7 +708,14 @@ def test_an_int8_variant_of_an_older_recipe_gets_memory_attentions_int8_scores(b
     from vosfx.engine.variants import RECIPES, add_variants
 
     folder = Path(shutil.copytree(bundle[2], tmp_path / "b"))
-    add_variants(folder, ("int8", "int8-u8"), lambda _msg: None)
+    root = logging.getLogger()
+    handlers, filters = list(root.handlers), list(root.filters)
+    with caplog.at_level(logging.INFO):
+        add_variants(folder, ("int8", "int8-u8"), lambda _msg: None)
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    assert root.handlers == handlers and root.filters == filters
+    root.warning("Please consider to run pre-processing (not from the quantiser)")
+    assert "not from the quantiser" in caplog.text  # only the quantiser's call is filtered
     man = json.loads((folder / "manifest.json").read_text())
     assert man["recipes"]["int8"] == RECIPES["int8"] == 3  # 3: the channels balanced
     assert man["recipes"]["int8-u8"] == RECIPES["int8-u8"] == 2

@@ -11,10 +11,11 @@ the image encoder and memory attention cut at their attentions for vosfx's int16
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vosfx.engine.bundle import MANIFEST
@@ -142,6 +143,27 @@ def _keep_first(field, key) -> None:
         field.extend(keep)
 
 
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """ONNX Runtime's quantiser advises its pre-processing step through the root logger on
+    every call ("WARNING:root:Please consider to run pre-processing ..."), which a user making
+    the int8 variant would read as a problem; that advice is dropped, every other record
+    kept. The root logger gets a handler of its own meanwhile, so that the module-level
+    ``logging.warning`` does not configure the root logger for the rest of the process."""
+
+    def not_the_advice(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    root.addFilter(not_the_advice)
+    root.addHandler(quiet)
+    try:
+        yield
+    finally:
+        root.removeHandler(quiet)
+        root.removeFilter(not_the_advice)
+
+
 def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
     """The image encoder with 8-bit MatMul weights, activations quantised per call (dynamic
     quantisation, for CPUs), but for Hiera's first two stages
@@ -158,13 +180,14 @@ def _int8(folder: Path, man: dict, *, weights: str = "s8") -> dict[str, str]:
     src = folder / man["graphs"]["image_encoder"]["file"]
     out = "image_encoder.int8.onnx" if weights == "s8" else "image_encoder.int8-u8.onnx"
     kept = high_resolution_products(onnx.load(str(src), load_external_data=False))
-    quantize_dynamic(
-        str(src),
-        str(folder / out),
-        weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        nodes_to_exclude=kept,
-    )
+    with _without_preprocessing_advice():
+        quantize_dynamic(
+            str(src),
+            str(folder / out),
+            weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=kept,
+        )
     files = {"image_encoder": out}
     attention = man["graphs"].get("memory_attention")
     if weights == "s8" and attention is not None:
