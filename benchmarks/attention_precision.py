@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +52,14 @@ SHAPES = {"cross": (4096, 28736, 256, 64), "self": (4096, 4096, 256, 256)}
 
 
 def function(kind: str, lib):
-    """The kernel's C function of ``lib`` as ``fn(q_ptr, k_ptr, v_ptr, out_ptr, rows, keys,
-    depth, channels, scale)``, 2 threads (the int8 kernel with the tier's query blocks)."""
-    module = KERNELS[kind][0]
-    lib = module.declared(lib)
+    """The kernel's C function of ``lib`` (its types declared) as ``fn(q_ptr, k_ptr, v_ptr,
+    out_ptr, rows, keys, depth, channels, scale)``, 2 threads (the int8 kernel with the
+    tier's query blocks)."""
     if kind == "int16":
-        return partial(lambda fn, *a: fn(*a, 2), lib.vosfx_int16_attention)
-    return partial(lambda fn, *a: fn(*a, min(INT8_BLOCKS, a[4]), 2), lib.vosfx_int8_attention)
+        int16 = lib.vosfx_int16_attention
+        return lambda *a: int16(*a, 2)
+    int8 = lib.vosfx_int8_attention
+    return lambda *a: int8(*a, min(INT8_BLOCKS, a[4]), 2)
 
 
 def kernel_of(kind: str, rev: str, folder: Path):
@@ -68,7 +68,7 @@ def kernel_of(kind: str, rev: str, folder: Path):
     source.write_bytes(
         subprocess.check_output(["git", "show", f"{rev}:{KERNELS[kind][1]}"], cwd=ROOT)
     )
-    return function(kind, native.build(source, folder))
+    return function(kind, KERNELS[kind][0].declared(native.build(source, folder)))
 
 
 def attend(fn, q, k, v, scale: float) -> np.ndarray:

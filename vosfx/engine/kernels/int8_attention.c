@@ -273,7 +273,8 @@ TARGET static void query_stats(call_t *c, int thread) {
 }
 
 /* the keys' mean, each channel's power of two, the keys' step (one thread, from the slabs'
- * and blocks' statistics: the same on any number of threads) */
+ * and blocks' statistics: the same on any number of threads). The channels past `depth` up
+ * to `width` were read as zeros: mean 0, power 1. */
 static void balance_channels(call_t *c) {
     int slabs = (c->keys + SLAB - 1) / SLAB, w = c->width;
     double step = 0.0;
@@ -287,13 +288,11 @@ static void balance_channels(call_t *c) {
             hi = fmaxf(hi, part[2 * w + ch]);
         }
         for (int b = 0; b < c->blocks; b++) q_top = fmaxf(q_top, c->q_partial[(size_t)b * w + ch]);
-        double mean = ch < c->depth ? total / c->keys : 0.0, power = 1.0;
-        double k_top = ch < c->depth ? fmax(hi - mean, mean - lo) : 0.0;
-        if (ch < c->depth) { /* a channel zero on one side gets the least (or most) power */
-            double ratio = fmax(k_top, TINY) / fmax((double)q_top * fabs(c->scale), TINY);
-            if (isfinite(ratio)) power = ldexp(1.0, (int)floor(0.5 * log2(ratio) + 0.5));
-            power = fmin(fmax(power, 1.0 / MAX_BALANCE), MAX_BALANCE);
-        }
+        double mean = total / c->keys, k_top = fmax(hi - mean, mean - lo), power = 1.0;
+        /* a channel zero on one side only gets the least (or most) power */
+        double ratio = fmax(k_top, TINY) / fmax((double)q_top * fabs(c->scale), TINY);
+        if (isfinite(ratio)) power = ldexp(1.0, (int)floor(0.5 * log2(ratio) + 0.5));
+        power = fmin(fmax(power, 1.0 / MAX_BALANCE), MAX_BALANCE);
         c->mean[ch] = (float)mean;
         c->q_balance[ch] = (float)(c->scale * power);
         c->k_balance[ch] = (float)(1.0 / power);
