@@ -279,7 +279,7 @@ def test_fused_int8_attention_puts_the_kernel_in_the_graph():
     _kernel_or_skip()
     import openvino as ov
 
-    from vosfx.engine.openvino_graphs import fused_int8_attention
+    from vosfx.engine.openvino_attention import fused_int8_attention
 
     model = _sdpa_model(256, 64)
     assert fused_int8_attention(model, 8, 2) == 1

@@ -1,14 +1,14 @@
 """Attentions in one C kernel: int8 scores, no score matrix in memory.
 
 The bf16 tier on CPUs with AVX512_VNNI and AVX512_BF16 and no AMX (AMD's Zen 4) computes
-memory attention's scores from int8 queries and keys (:func:`~vosfx.engine.openvino_graphs.
+memory attention's scores from int8 queries and keys (:func:`~vosfx.engine.openvino_attention.
 int8_scores`). As OpenVINO graph nodes each block of queries still wrote its float32 scores
 (470 M a frame at 1024) and read them again for the exponentials, their sums and the values'
 product. ``kernels/int8_attention.c`` does the same scores a chunk of keys at a time with
 them in the cache (flash attention's running maximum; docstring of that file), and the values'
 product in int8 as well (uint8 exponentials against the chunk's maximum, int8 values per
 channel: twice bfloat16's rate, ~1 % more error than the int8 scores' own), and
-:func:`~vosfx.engine.openvino_graphs.fused_int8_attention` puts it in the graph as one node
+:func:`~vosfx.engine.openvino_attention.fused_int8_attention` puts it in the graph as one node
 per attention (:func:`op_class`): memory attention's 8 and Hiera's 3 global attentions in the
 image encoder. Since the forty-second pass each channel is balanced between the queries and
 the keys by a power of two before they are quantised, as ``int8_scores`` does (an outlier
@@ -134,7 +134,7 @@ def attention(
     q: (rows, depth) float32; k: (keys, depth) float32, depth a multiple of 4 up to 512; v:
     (keys, channels) float32, channels a multiple of 16; ``blocks``: the query blocks
     quantised with a scale each (capped at ``rows``), as
-    :func:`~vosfx.engine.openvino_graphs.split_attention` cuts them; ``threads``: the kernel's
+    :func:`~vosfx.engine.openvino_attention.split_attention` cuts them; ``threads``: the kernel's
     threads. Returns (rows, channels) float32 (into ``out`` where given: C-contiguous, that
     shape). Raises ValueError for shapes it does not take, :class:`Unavailable` where the
     kernel cannot run here."""

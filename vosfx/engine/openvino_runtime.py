@@ -5,7 +5,7 @@
 ones the ``bf16`` variant: the same graphs constant-folded by ONNX Runtime) with OpenVINO and
 asks its CPU plugin for bfloat16 arithmetic (``INFERENCE_PRECISION_HINT``): on CPUs with AMX
 or AVX512_BF16 the matrix products, the attentions (memory attention's split into query
-blocks, :func:`~vosfx.engine.openvino_graphs.split_attention`, faster than OpenVINO's own
+blocks, :func:`~vosfx.engine.openvino_attention.split_attention`, faster than OpenVINO's own
 fused kernel on both kinds of CPU measured) and the convolutions run in bfloat16 with float32
 accumulation, but for the image encoder's convolutions (:data:`FLOAT32_OPS`: float32, for
 the masks' IoU) and, on CPUs without AMX, memory attention's scores (:data:`INT8_SCORES`:
@@ -42,16 +42,14 @@ import numpy as np
 from vosfx.engine import int8_attention as int8_kernel
 from vosfx.engine.backend import Interrupt
 from vosfx.engine.heap import release_free_heap
-from vosfx.engine.openvino_graphs import (
-    compress_weights,
+from vosfx.engine.openvino_attention import (
     fused_int8_attention,
     guard_attention_transposes,
     int8_scores,
-    keep_float32,
     kernel_attentions,
     split_attention,
-    split_products,
 )
+from vosfx.engine.openvino_graphs import compress_weights, keep_float32, split_products
 from vosfx.errors import BackendError, Cancelled
 
 INSTALL_HINT = "pip install openvino (or 'vosfx[openvino]')"

@@ -35,7 +35,7 @@ scores are cast and multiplied back by the two scales before the softmax. The we
 the values stays float32. On AMD's Zen 4 (AVX512_VNNI) memory attention at 1024 ran
 1,554-1,569 against 2,400-2,427 ms a call, its output within 0.021 % (relative L2) of
 float32's (docs/benchmarks/onnx.md, twenty-sixth pass); the bf16 tier does the same in
-OpenVINO (:func:`vosfx.engine.openvino_graphs.int8_scores`).
+OpenVINO (:func:`vosfx.engine.openvino_attention.int8_scores`).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def _int8_keys(p: str, inits: list, opset: int, channels: int) -> list:
     power of two and the keys' same channel divided by it (the scores unchanged: the power
     nearest the square root of the keys' largest magnitude over the queries' in that
     channel, each at least 1e-30, within 2^-10 and 2^10, as the bf16 tier's int8 scores do,
-    :func:`vosfx.engine.openvino_graphs.int8_scores`); the keys then quantised symmetrically
+    :func:`vosfx.engine.openvino_attention.int8_scores`); the keys then quantised symmetrically
     at their largest magnitude (a scale of at least 1e-30: keys all equal give zero scores,
     as their differences are), each channel's division by its power folded into the
     quantisation's per-channel scales (one pass over the keys fewer). ``opset``: the graph's
