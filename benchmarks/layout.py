@@ -1,5 +1,6 @@
-"""Layout facts for issue 16: import cycles between vosfx's modules, the largest module and
-the largest function (lines). Prints what it found.
+"""Layout facts for issue 16: import cycles between vosfx's modules (at run time, and those
+through imports for annotations alone, under ``TYPE_CHECKING``), the largest module and the
+largest function (lines). Prints what it found.
 
     python benchmarks/layout.py
 """
@@ -12,11 +13,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cycles() -> list[tuple[str, str]]:
-    """Pairs of vosfx modules that import each other, directly or through others (grimp)."""
+def cycles(*, annotations: bool = False) -> list[tuple[str, str]]:
+    """Pairs of vosfx modules that import each other, directly or through others (grimp): at
+    run time (imports inside functions too), or with ``annotations`` also through the imports
+    under ``TYPE_CHECKING``."""
     import grimp
 
-    graph = grimp.build_graph("vosfx", include_external_packages=False)
+    graph = grimp.build_graph(
+        "vosfx", include_external_packages=False, exclude_type_checking_imports=not annotations
+    )
     found = []
     modules = sorted(graph.modules)
     for i, a in enumerate(modules):
@@ -43,9 +48,13 @@ def sizes() -> tuple[tuple[int, str], tuple[int, str]]:
 
 if __name__ == "__main__":
     found = cycles()
+    typed = [pair for pair in cycles(annotations=True) if pair not in found]
     (mod_lines, mod), (fn_lines, fn) = sizes()
-    print(f"import cycles between vosfx modules: {len(found)}")
+    print(f"import cycles between vosfx modules at run time: {len(found)}")
     for a, b in found[:20]:
+        print(f"  {a} <-> {b}")
+    print(f"more through imports for annotations alone (TYPE_CHECKING): {len(typed)}")
+    for a, b in typed[:20]:
         print(f"  {a} <-> {b}")
     print(f"largest module: {mod} ({mod_lines} lines)")
     print(f"largest function: {fn} ({fn_lines} lines)")

@@ -30,6 +30,22 @@ def test_import_contracts_hold():
     assert "Contracts: 1 kept, 0 broken." in out.stdout
 
 
+def test_no_import_cycles_at_run_time():
+    """benchmarks/layout.py (docs/benchmarks.md's layout facts) finds no two vosfx modules
+    importing each other at run time (grimp: directly or through others, imports inside
+    functions included; those under TYPE_CHECKING, for annotations alone, listed apart)."""
+    out = subprocess.run(
+        [sys.executable, "benchmarks/layout.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "import cycles between vosfx modules at run time: 0\n" in out.stdout, out.stdout
+    assert "more through imports for annotations alone (TYPE_CHECKING):" in out.stdout
+
+
 def test_plugins_import_nothing_from_vosfx():
     offenders = []
     for path in sorted((REPO / "plugins").rglob("*.py")):
