@@ -6,10 +6,12 @@ values, scale 1/16) on random operands: isotropic, then with one channel 100x th
 one side (trained models' outlier channels), a 30x channel on each side, or channels of the
 queries scaled against the keys' (two channels' queries x30 and /30, their keys the inverse:
 the attention the isotropic case's). Prints the output's largest distance from the exact
-attention (float64) for the kernel of this checkout, the kernel of ``--before REV`` (its
-source from git, built the same way) and float32 (numpy), then the best of ``--runs`` times on
-memory attention's two shapes at 1024 (cross: 4,096 x 28,736 keys, 64 channels of values;
-self: 4,096 x 4,096, 256), the two kernels alternating. Needs a CPU the kernel runs on
+attention (float64) for the kernel of this checkout (the int16 kernel in each form this CPU
+runs, and with ``--emulated-amx`` its AMX form with the tile instructions emulated: errors
+alone, its time is the emulation's), the kernel of ``--before REV`` (its source from git,
+built the same way; the int16 kernel in its AVX-512 form) and float32 (numpy), then the best
+of ``--runs`` times on memory attention's two shapes at 1024 (cross: 4,096 x 28,736 keys, 64
+channels of values; self: 4,096 x 4,096, 256), the kernels alternating. Needs a CPU the kernel runs on
 (``vosfx doctor``: "int16 attention kernel", "int8 attention kernel") and a C compiler.
 
     python benchmarks/attention_precision.py --before 23580d2~1
@@ -51,13 +53,14 @@ CASES = {  # name: {channel: (queries times, keys times)}
 SHAPES = {"cross": (4096, 28736, 256, 64), "self": (4096, 4096, 256, 256)}
 
 
-def function(kind: str, lib):
+def function(kind: str, lib, form: int | None = None):
     """The kernel's C function of ``lib`` (its types declared) as ``fn(q_ptr, k_ptr, v_ptr,
     out_ptr, rows, keys, depth, channels, scale)``, 2 threads (the int8 kernel with the
-    tier's query blocks)."""
+    tier's query blocks; the int16 kernel in ``form``, the C side's number, where its source
+    takes one)."""
     if kind == "int16":
         int16 = lib.vosfx_int16_attention
-        return lambda *a: int16(*a, 2)
+        return lambda *a: int16(*a, 2) if form is None else int16(*a, 2, form)
     int8 = lib.vosfx_int8_attention
     return lambda *a: int8(*a, min(INT8_BLOCKS, a[4]), 2)
 
@@ -65,10 +68,16 @@ def function(kind: str, lib):
 def kernel_of(kind: str, rev: str, folder: Path):
     """The kernel's C function as commit ``rev`` has it, built into ``folder``."""
     source = folder / Path(KERNELS[kind][1]).name
-    source.write_bytes(
-        subprocess.check_output(["git", "show", f"{rev}:{KERNELS[kind][1]}"], cwd=ROOT)
-    )
-    return function(kind, KERNELS[kind][0].declared(native.build(source, folder)))
+    text = subprocess.check_output(["git", "show", f"{rev}:{KERNELS[kind][1]}"], cwd=ROOT)
+    source.write_bytes(text)
+    lib = KERNELS[kind][0].declared(native.build(source, folder))
+    if kind != "int16":
+        return function(kind, lib)
+    if b"int form" not in text:  # a kernel before its forms: no form argument
+        attend = lib.vosfx_int16_attention
+        attend.argtypes = attend.argtypes[:-1]
+        return function(kind, lib)
+    return function(kind, lib, int16_attention.FORMS["avx512"][0])
 
 
 def attend(fn, q, k, v, scale: float) -> np.ndarray:
@@ -92,20 +101,36 @@ def main() -> None:
     ap.add_argument("--kernel", choices=sorted(KERNELS), default="int16")
     ap.add_argument("--before", help="a commit whose kernel to compare (default: none)")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per kernel and shape")
+    ap.add_argument(
+        "--emulated-amx",
+        action="store_true",
+        help="the int16 kernel's AMX form with its tile instructions emulated, errors alone",
+    )
     args = ap.parse_args()
     module = KERNELS[args.kernel][0]
+    forms: dict[str, int | None] = {"": None}  # this checkout's kernels: column suffix -> form
     if args.kernel == "int16":
         why = int16_attention.why_unavailable(worth_it=False)
-        gain = round(int16_attention.gain(), 2) if why is None else None
-        print(json.dumps({"word products over float32 FMAs, multiply-adds a second": gain}))
+        ours = [] if why else [f for f in int16_attention.FORMS if int16_attention.supported(f)]
+        gains = {f: round(int16_attention.gain(f), 2) for f in ours}
+        print(json.dumps({"score products over float32 FMAs, multiply-adds a second": gains}))
+        forms = {f" ({f})": int16_attention.FORMS[f][0] for f in ours}
     else:
         why = int8_attention.why_unavailable()
     if why is not None:
         sys.exit(f"the {args.kernel} attention kernel cannot run here: {why}")
     with tempfile.TemporaryDirectory(prefix=f"vosfx-{args.kernel}-") as tmp:
-        kernels = {"this checkout": function(args.kernel, module.library())}
+        kernels = {
+            f"this checkout{suffix}": function(args.kernel, module.library(), form)
+            for suffix, form in forms.items()
+        }
         if args.before:
             kernels[args.before] = kernel_of(args.kernel, args.before, Path(tmp))
+        timed = list(kernels)
+        if args.emulated_amx and args.kernel == "int16":
+            emulating = int16_attention.library(emulated=True)
+            amx = int16_attention.FORMS["amx"][0]
+            kernels["this checkout (amx, emulated)"] = function("int16", emulating, amx)
         rng = np.random.default_rng(0)
         names = list(kernels)
         print(f"{args.kernel} kernel: the output's largest distance from the exact attention")
@@ -122,6 +147,7 @@ def main() -> None:
             errors = [np.abs(attend(fn, q, k, v, 1 / 16) - want).max() for fn in kernels.values()]
             errors.append(np.abs(softmax_attention(q, k, v, 1 / 16, np.float32) - want).max())
             print(f"| {case} | " + " | ".join(f"{e:.1e}" for e in errors) + " |", flush=True)
+        names = timed  # an emulation's time says nothing
         print("\n| shape | " + " | ".join(f"{n} ms" for n in names) + " |")
         print("|---|" + "---:|" * len(names))
         for shape, (rows, keys, depth, channels) in SHAPES.items():
@@ -130,7 +156,8 @@ def main() -> None:
             v = rng.standard_normal((keys, channels), dtype=np.float32)
             best = dict.fromkeys(names, float("inf"))
             for _ in range(args.runs):
-                for name, fn in kernels.items():
+                for name in names:
+                    fn = kernels[name]
                     t = time.perf_counter()
                     attend(fn, q, k, v, 1 / 16)
                     best[name] = min(best[name], time.perf_counter() - t)

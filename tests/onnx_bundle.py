@@ -47,6 +47,8 @@ def default_stages() -> dict[str, str]:
 
     if int16_attention.why_unavailable() is None:
         kernel = "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
+        if int16_attention.form() == "amx":
+            kernel += " (AMX form: bfloat16 triples)"
         return {"image_encoder": kernel, "memory_attention": kernel}
     return {
         "image_encoder": "onnxruntime CPUExecutionProvider",

@@ -56,11 +56,14 @@ def test_int16_kernel_line_says_whether_memory_attention_runs_in_it(config_home,
 
     if int16_attention.why_unavailable(worth_it=False) is not None:
         pytest.skip("the int16 attention kernel cannot run on this CPU (AVX512_VNNI)")
-    monkeypatch.setattr(int16_attention, "gain", lambda: 2.01)
+    form = int16_attention.form(worth_it=False)  # this CPU's first
+    monkeypatch.setattr(int16_attention, "gain", lambda name="avx512": 2.01)
+    monkeypatch.setattr(int16_attention, "checked", lambda name: None)
     line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
     assert line["state"] == "ok"
-    assert line["detail"].startswith("2.01x float32's multiply-adds: the image encoder's and")
-    monkeypatch.setattr(int16_attention, "gain", lambda: 1.01)
+    instructions = int16_attention.FORMS[form][1]
+    assert line["detail"].startswith(f"{instructions} form, 2.01x float32's multiply-adds: the")
+    monkeypatch.setattr(int16_attention, "gain", lambda name="avx512": 1.01)
     line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
     assert line["state"] == "info"
     assert "no faster than its float32 FMAs (1.01x" in line["detail"]

@@ -31,6 +31,19 @@ def test_a_source_is_built_once_into_the_folder(tmp_path, compiler):
     assert [p.name for p in folder.iterdir()] == [built.name]  # no temporary file left
 
 
+def test_a_build_under_another_name_stays_beside_the_first(tmp_path, compiler):
+    """Two builds of one source with other flags, each under its own name (the int16 attention
+    kernel and its AMX-emulating build for tests), are both kept and each loads its own."""
+    source = tmp_path / "answer.c"
+    source.write_text(SOURCE)
+    folder = tmp_path / "kernels"
+    assert native.build(source, folder, ("-DVALUE=1",)).vosfx_answer(20) == 41
+    twin = native.build(source, folder, ("-DVALUE=2",), name="answer_twin")
+    assert twin.vosfx_answer(20) == 42
+    assert native.build(source, folder, ("-DVALUE=1",)).vosfx_answer(20) == 41
+    assert len(list(folder.glob("answer-*.so"))) == len(list(folder.glob("answer_twin-*.so"))) == 1
+
+
 def test_new_flags_or_source_build_anew_and_remove_the_older_builds(tmp_path, compiler):
     source = tmp_path / "answer.c"
     source.write_text(SOURCE)

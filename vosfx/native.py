@@ -41,9 +41,13 @@ def compiler() -> str | None:
     return None
 
 
-def build(source: Path, directory: Path, flags: Sequence[str] = ()) -> ctypes.CDLL:
+def build(
+    source: Path, directory: Path, flags: Sequence[str] = (), *, name: str | None = None
+) -> ctypes.CDLL:
     """``source`` compiled (once per source, compiler and flags) into ``directory`` and loaded.
-    ``flags``: besides :data:`FLAGS`. Raises :class:`Unavailable`."""
+    ``flags``: besides :data:`FLAGS`; ``name``: the library's (default the source's stem; a
+    build of the same source with other flags that must stay beside it takes another: each
+    name keeps its latest build alone). Raises :class:`Unavailable`."""
     if not sys.platform.startswith(("linux", "darwin", "freebsd")):
         raise Unavailable(f"no build of {source.name} for {sys.platform}")
     cc = compiler()
@@ -57,10 +61,11 @@ def build(source: Path, directory: Path, flags: Sequence[str] = ()) -> ctypes.CD
         raise Unavailable(f"{cc} --version failed: {err}") from err
     every = (*FLAGS, *flags)
     digest = hashlib.sha256(source.read_bytes() + version.encode() + repr(every).encode())
-    target = directory / f"{source.stem}-{digest.hexdigest()[:16]}.so"
+    stem = name or source.stem
+    target = directory / f"{stem}-{digest.hexdigest()[:16]}.so"
     if not target.exists():
         _compile(cc, source, every, target)
-        _remove_older_builds(target, source.stem)
+        _remove_older_builds(target, stem)
     for path in (directory, target):
         why = not_private(path)
         if why is not None:

@@ -149,12 +149,14 @@ def _int16_kernel() -> Check:
     name = "int16 attention kernel"
     why = int16_attention.why_unavailable()  # builds it and times it, as a first run would
     if why is None:
+        form = int16_attention.form()
         return (
             name,
             OK,
             (
-                f"{int16_attention.gain():.2f}x float32's multiply-adds: the image encoder's "
-                "and memory attention's attentions run in it (fp32 on the CPU)"
+                f"{int16_attention.FORMS[form][1]} form, {int16_attention.gain(form):.2f}x "
+                "float32's multiply-adds: the image encoder's and memory attention's "
+                "attentions run in it (fp32 on the CPU)"
             ),
         )
     runs = int16_attention.why_unavailable(worth_it=False) is None

@@ -1,5 +1,5 @@
-"""Memory attention's attentions in one C kernel with 16-bit integer scores: the default (fp32)
-path on CPUs where that is faster.
+"""Memory attention's attentions in one C kernel with 16-bit scores' products: the default
+(fp32) path on CPUs where that is faster.
 
 Memory attention spends ~85 % of its arithmetic in its 8 attentions' score products (137.5 of
 ~160 G multiply-adds a frame at 1024 with a full memory bank). ``kernels/int16_attention.c``
@@ -13,21 +13,37 @@ element's, ~2^-16 of its vector (docstring of that file); the exponentials and t
 product stay float32. Against float32 attention the output differs by ~1e-5 (relative), a
 hundredth of what the parity contract with the official predictor allows (docs/onnx.md).
 
+On CPUs with AMX (Intel's Xeons since Sapphire Rapids, whose word dot products run no faster
+than their FMAs) the kernel has a second form of its scores (:data:`FORMS`): each balanced
+query and key split into two bfloat16s, hi and lo (x = hi + lo to ~2^-17 of x), and a score
+summed in float32 from hi.hi + hi.lo + lo.hi by AMX's tile products (TDPBF16PS), ~16 times
+an FMA's multiply-adds a cycle each, three a score. Its rounding is each element's (~1e-5
+of the scores, the outputs ~1e-5 from float32's, as the AVX-512 form's). It has never run
+on an AMX CPU in this project's machines: its tests run it with the tile instructions
+emulated in C (``emulated=True``), and before the default takes it a process of its own
+checks its output against float64 once per build (:func:`checked`), so that a fault or a
+wrong sum leaves the float32 attentions in place rather than a crashed or wrong render.
+
 The kernel is compiled with the system's C compiler on first use, into ``<cache>/kernels/``,
-and loaded with ctypes (:mod:`vosfx.native`). :func:`gain` measures this core's word dot
-products against its FMAs once per process (~3 ms): on CPUs where the two run at the same
-multiply-add rate (Intel's cores issue 512-bit FMAs on two ports and the dot products on one)
-the kernel would buy nothing, and ONNX Runtime's float32 attention runs instead. Where there is
-no compiler, the compile fails or the CPU lacks the instructions, :func:`why_unavailable` says
-why and nothing fails for it. ``VOSFX_INT16_ATTENTION=0`` turns it off (float32 attentions
-everywhere, for a comparison or a doubt).
+and loaded with ctypes (:mod:`vosfx.native`). :func:`gain` measures this core's score
+products against its FMAs once per process (~3 ms a form): the default takes the first form
+(:func:`form`) that runs here and is :data:`WORTH` it; on CPUs where the word products run at
+the FMAs' multiply-add rate and there is no AMX (Intel's cores issue 512-bit FMAs on two
+ports and the dot products on one) the kernel would buy nothing, and ONNX Runtime's float32
+attention runs instead. Where there is no compiler, the compile fails or the CPU lacks the
+instructions, :func:`why_unavailable` says why and nothing fails for it.
+``VOSFX_INT16_ATTENTION=0`` turns it off (float32 attentions everywhere, for a comparison or
+a doubt); ``=avx512`` or ``=amx`` runs that form wherever the CPU has it, faster or not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +58,35 @@ SOURCE = Path(__file__).parent / "kernels" / "int16_attention.c"
 # the channels the kernel takes: queries and keys a multiple of 2 up to 512, values a multiple
 # of 16 (int8_attention.takes with this multiple)
 DEPTH_MULTIPLE = 2
-# the word dot products' multiply-add rate over float32 FMAs' from which the kernel runs: 2.0
-# on Zen 4 and Zen 5 (where memory attention then runs ~1.4x faster), 1.0 where the products
-# issue on half the FMAs' ports
+# the kernel's forms of its scores' products, in the order the default tries them: name ->
+# (the C side's number, the instructions it needs)
+FORMS = {"amx": (2, "AMX-BF16"), "avx512": (1, "AVX512_VNNI")}
+# the forms checked in a process of their own before the default takes them (checked())
+CHECKED_FIRST = ("amx",)
+# the score products' multiply-add rate over float32 FMAs' from which the default takes a
+# form: 2.0 for the AVX-512 form on Zen 4 and Zen 5 (where memory attention then runs ~1.4x
+# faster), 1.0 where the word products issue on half the FMAs' ports
 WORTH = 1.5
 # the environment variable that turns the kernel off where the default would take it (ONNX
-# Runtime's float32 attentions then run, as on CPUs where it is not faster)
+# Runtime's float32 attentions then run, as on CPUs where it is not faster), or names a form
 SWITCH = "VOSFX_INT16_ATTENTION"
+# the self-check's bound on the output's distance from float64 (relative to its norm): the
+# AMX form's measured ~1e-5 (emulated), the AVX-512 form's ~3e-4 (its int16 rounding on those
+# isotropic operands); a fault in a layout or a sum gives ~1
+CHECK_BOUND = 5e-4
 
 
 @functools.cache
-def library() -> Any:
-    """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`."""
-    lib = declared(native.build(SOURCE, cache_dir()))
-    if not lib.vosfx_int16_attention_supported():
+def library(*, emulated: bool = False) -> Any:
+    """The compiled kernel (ctypes), compiled on first use; raises :class:`Unavailable`.
+    ``emulated``: a build whose AMX form runs the tile instructions as C loops (tests, on
+    CPUs with AVX-512 and no AMX; ~1000x slower), kept beside the other."""
+    if emulated:
+        flags, name = ("-DVOSFX_EMULATE_AMX",), "int16_attention_emulated"
+        lib = declared(native.build(SOURCE, cache_dir(), flags, name=name))
+    else:
+        lib = declared(native.build(SOURCE, cache_dir()))
+    if not any(lib.vosfx_int16_attention_supported(code) for code, _ in FORMS.values()):
         raise Unavailable("this CPU lacks AVX512_VNNI")
     return lib
 
@@ -63,50 +94,163 @@ def library() -> Any:
 def declared(lib: Any) -> Any:
     """``lib`` (a build of the kernel's source, this one's or another version's) with its
     functions' argument and return types declared for ctypes."""
-    pointer, integer = ctypes.c_void_p, ctypes.c_int
-    lib.vosfx_int16_attention.argtypes = [pointer] * 4 + [integer] * 4 + [ctypes.c_float, integer]
+    integer = ctypes.c_int
+    # q, k, v, out; rows, keys, depth, channels; scale; threads, form
+    arguments = [ctypes.c_void_p] * 4 + [integer] * 4 + [ctypes.c_float] + [integer] * 2
+    lib.vosfx_int16_attention.argtypes = arguments
     lib.vosfx_int16_attention.restype = integer
+    lib.vosfx_int16_attention_supported.argtypes = [integer]
     lib.vosfx_int16_attention_supported.restype = integer
+    lib.vosfx_int16_gain.argtypes = [integer]
     lib.vosfx_int16_gain.restype = ctypes.c_double
     return lib
 
 
+def supported(name: str, *, emulated: bool = False) -> bool:
+    """Whether this CPU runs the form ``name`` (:data:`FORMS`); raises :class:`Unavailable`
+    where the kernel cannot be built or the CPU runs no form."""
+    return bool(library(emulated=emulated).vosfx_int16_attention_supported(FORMS[name][0]))
+
+
 @functools.cache
-def gain() -> float:
-    """This core's word dot products' multiply-adds a second over its float32 FMAs' (the best
-    of 5 short runs each, measured once); raises :class:`Unavailable`."""
-    return float(library().vosfx_int16_gain())
+def gain(name: str = "avx512") -> float:
+    """This core's score products' multiply-adds a second in the form ``name`` over its
+    float32 FMAs' (the best of 5 short runs each, measured once; the AMX form's a third of its
+    tiles', three products a score); raises :class:`Unavailable` (also where the CPU lacks
+    the form)."""
+    if not supported(name):
+        raise Unavailable(f"this CPU lacks {FORMS[name][1]}")
+    return float(library().vosfx_int16_gain(FORMS[name][0]))
 
 
-def turned_off() -> str | None:
-    """``VOSFX_INT16_ATTENTION`` as typed where it turns the kernel off (0, false, no, off),
-    else None (unset, empty, 1, true, yes, on); another value raises BackendError."""
-    typed = os.environ.get(SWITCH, "")
-    value = typed.strip().lower()
+def switch() -> str | None:
+    """``VOSFX_INT16_ATTENTION``: "off" where it turns the kernel off (0, false, no, off), a
+    form's name where it names one, else None (unset, empty, 1, true, yes, on); another value
+    raises BackendError."""
+    value = os.environ.get(SWITCH, "").strip().lower()
     if value in ("0", "false", "no", "off"):
-        return typed
+        return "off"
+    if value in FORMS:
+        return value
     if value in ("", "1", "true", "yes", "on"):
         return None
-    raise BackendError(f"{SWITCH}: expected 0 (off) or 1 (on, the default), found {typed!r}")
+    raise BackendError(
+        f"{SWITCH}: expected 0 (off), 1 (on, the default) or a form ({', '.join(FORMS)}), "
+        f"found {os.environ[SWITCH]!r}"
+    )
+
+
+def form(*, worth_it: bool = True) -> str:
+    """The form the kernel runs in here (:data:`FORMS`): the one ``VOSFX_INT16_ATTENTION``
+    names, else the first this CPU runs that (``worth_it``: for the default's choice) is
+    :data:`WORTH` it and, for :data:`CHECKED_FIRST`, passed :func:`checked`. Raises
+    :class:`Unavailable` saying why there is none (also where the variable turns the kernel
+    off, for the default's choice)."""
+    chosen = switch()
+    if chosen == "off":
+        if worth_it:
+            raise Unavailable(f"turned off ({SWITCH}={os.environ[SWITCH]})")
+        chosen = None
+    if chosen is not None:
+        if not supported(chosen):
+            raise Unavailable(f"this CPU lacks {FORMS[chosen][1]} ({SWITCH}={os.environ[SWITCH]})")
+        return chosen
+    why = []
+    for name in FORMS:
+        if not supported(name):
+            continue
+        if not worth_it:
+            return name
+        failed = checked(name) if name in CHECKED_FIRST else None  # before it runs here
+        if failed is not None:
+            why.append(failed)
+            continue
+        measured = gain(name)
+        if measured >= WORTH:
+            return name
+        why.append(
+            f"this CPU's {FORMS[name][1]} products are no faster than its float32 FMAs "
+            f"({measured:.2f}x their multiply-adds a second)"
+        )
+    raise Unavailable("; ".join(why))
 
 
 def why_unavailable(*, worth_it: bool = True) -> str | None:
-    """None where the kernel runs here and (``worth_it``: for the default's choice) is
-    faster than float32 products (:data:`WORTH`) and not turned off (:func:`turned_off`),
-    else why not."""
-    off = turned_off() if worth_it else None
-    if off is not None:
-        return f"turned off ({SWITCH}={off})"
+    """None where the kernel runs here in some form (:func:`form`), else why not."""
     try:
-        measured = gain()
+        form(worth_it=worth_it)
     except Unavailable as err:
         return str(err)
-    if worth_it and measured < WORTH:
-        return (
-            f"this CPU's 16-bit dot products are no faster than its float32 FMAs "
-            f"({measured:.2f}x their multiply-adds a second)"
-        )
     return None
+
+
+def self_check(name: str, *, emulated: bool = False) -> float:
+    """The form ``name``'s output's largest distance from float64's (relative to the output's
+    norm) over three attentions of the shapes memory attention and Hiera give it (channels not
+    a multiple of the tiles', keys past a chunk, an offset the keys' mean takes), once its
+    speed check (:func:`gain`'s code) has run."""
+    library(emulated=emulated).vosfx_int16_gain(FORMS[name][0])  # its timing's code too
+    rng = np.random.default_rng(17)
+    worst = 0.0
+    for rows, keys, depth, channels in ((100, 300, 256, 64), (49, 1030, 96, 16), (13, 17, 34, 32)):
+        q = rng.standard_normal((rows, depth)).astype(np.float32) * 2
+        k = (rng.standard_normal((keys, depth)) + 0.7).astype(np.float32)
+        v = rng.standard_normal((keys, channels)).astype(np.float32)
+        got = attention(q, k, v, depth**-0.5, threads=2, name=name, emulated=emulated)
+        s = (q.astype(np.float64) @ k.T.astype(np.float64)) * depth**-0.5
+        e = np.exp(s - s.max(1, keepdims=True))
+        want = (e @ v) / e.sum(1, keepdims=True)
+        worst = max(worst, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
+    return worst
+
+
+@functools.cache
+def checked(name: str) -> str | None:
+    """None where the form ``name`` passed :func:`self_check` (within :data:`CHECK_BOUND`) in
+    a process of its own, else why not (its output's distance, or how the process ended:
+    a crash there leaves this one running). Run once per build of the kernel, the verdict
+    kept beside it (``<build>.<name>-checked``); ~1 s."""
+    built = Path(library()._name)
+    verdict = built.with_name(f"{built.name}.{name}-checked")
+    try:
+        said = verdict.read_text(encoding="utf-8")
+    except OSError:
+        code = (
+            "import sys; from vosfx.engine.int16_attention import self_check; "
+            f"print(self_check({name!r}))"
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            return f"the {FORMS[name][1]} form's check could not run: {err}"
+        if done.returncode != 0:
+            tail = " ".join(done.stderr.split())[-200:]
+            said = f"the {FORMS[name][1]} form's check ended with status {done.returncode}: {tail}"
+        else:
+            distance = float(done.stdout.split()[-1])
+            said = (
+                "ok"
+                if distance < CHECK_BOUND
+                else (
+                    f"the {FORMS[name][1]} form's output was {distance:.1e} from float64's "
+                    f"(bound {CHECK_BOUND:.0e})"
+                )
+            )
+        try:
+            verdict.write_text(said, encoding="utf-8")
+        except OSError:
+            pass
+        for old in built.parent.glob(f"{SOURCE.stem}-*.so.{name}-checked"):
+            if old != verdict:  # an older build's, removed with it
+                with contextlib.suppress(OSError):
+                    old.unlink()
+    return None if said == "ok" else said
 
 
 def attention(
@@ -117,16 +261,23 @@ def attention(
     *,
     threads: int,
     out: np.ndarray | None = None,
+    name: str | None = None,
+    emulated: bool = False,
 ) -> np.ndarray:
-    """``softmax(q k^T * scale) v`` with int16 scores (module docstring).
+    """``softmax(q k^T * scale) v`` with 16-bit scores' products (module docstring).
 
     q: (rows, depth) float32; k: (keys, depth), depth a multiple of 2 up to 512; v: (keys,
-    channels), channels a multiple of 16; ``threads``: the kernel's threads. Returns (rows,
-    channels) float32 (into ``out`` where given: C-contiguous, that shape). Raises ValueError
-    for shapes it does not take, :class:`Unavailable` where the kernel cannot run here."""
+    channels), channels a multiple of 16; ``threads``: the kernel's threads; ``name``: the
+    form (:data:`FORMS`; None: ``form(worth_it=False)``); ``emulated``: the build whose AMX
+    form emulates the tile instructions (tests). Returns (rows, channels) float32 (into
+    ``out`` where given: C-contiguous, that shape). Raises ValueError for shapes it does not
+    take, :class:`Unavailable` where the kernel or the form cannot run here."""
+    name = form(worth_it=False) if name is None else name
+    if not supported(name, emulated=emulated):
+        raise Unavailable(f"this CPU lacks {FORMS[name][1]}")
     q, k, v, out = operands("int16", q, k, v, out, DEPTH_MULTIPLE)
     (rows, depth), (keys, channels) = q.shape, v.shape
-    status = library().vosfx_int16_attention(
+    status = library(emulated=emulated).vosfx_int16_attention(
         q.ctypes.data,
         k.ctypes.data,
         v.ctypes.data,
@@ -137,6 +288,7 @@ def attention(
         channels,
         float(scale),
         max(threads, 1),
+        FORMS[name][0],
     )
     if status == 2:
         raise MemoryError("int16 attention: out of memory")

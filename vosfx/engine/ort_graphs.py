@@ -70,6 +70,8 @@ class BundleGraphs:
         # why the attentions do not run in the int16 kernel (None where they do, or where it
         # was not asked: another attention)
         self.kernel_unavailable: str | None = None
+        # the kernel's form where they do (int16_attention.FORMS), else ""
+        self.kernel_form = ""
         self._opened = False
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
@@ -271,8 +273,10 @@ class BundleGraphs:
         else:
             from vosfx.engine import int16_attention
 
-            # asked for by name: wherever it runs, faster here or not (comparisons, tests)
-            why = int16_attention.why_unavailable(worth_it=attention is None)
+            try:  # asked for by name: wherever it runs, faster here or not (comparisons, tests)
+                self.kernel_form = int16_attention.form(worth_it=attention is None)
+            except int16_attention.Unavailable as err:
+                why = str(err)
         if why is None:
             return files
         self.kernel_unavailable = why
@@ -288,7 +292,9 @@ class BundleGraphs:
         kernel_threads = threads if threads > 0 else cpu_count()
 
         def attend(q, k, v, scale, out) -> None:
-            int16_attention.attention(q, k, v, scale, threads=kernel_threads, out=out)
+            int16_attention.attention(
+                q, k, v, scale, threads=kernel_threads, out=out, name=self.kernel_form
+            )
 
         parts = [
             self._session(ort, stage, self.bundle / file, threads) for file in self._parts[stage]
@@ -454,6 +460,8 @@ class BundleGraphs:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"
                 if isinstance(sess, ort_parts.AttentionParts):
                     stages[name] += ", attentions in vosfx's int16 kernel"
+                    if self.kernel_form == "amx":
+                        stages[name] += " (AMX form: bfloat16 triples)"
                 if name in self._query_blocks:
                     stages[name] += ", attention in query blocks"
                 if name in self.int8_scores:

@@ -3,7 +3,9 @@
  * AVX512_VNNI word products (vpdpwssd: 32 multiply-adds an instruction) run as fast as their
  * float32 FMAs (16), AMD's Zen 4 and Zen 5; vosfx/engine/int16_attention.py compiles it on
  * first use, measures that rate (vosfx_int16_gain) and calls vosfx_int16_attention through
- * ctypes; docs/onnx.md says why.
+ * ctypes; docs/onnx.md says why. On CPUs with AMX (Intel's Xeons, whose word products run
+ * no faster than their FMAs) the scores have a second form, FORM_AMX: bfloat16 triples on
+ * AMX's tiles (the AMX section below); the rest of the kernel is the same.
  *
  * The arithmetic. The keys lose their mean over the tokens (the softmax cancels the shift this
  * gives each query's scores); each channel of the queries is multiplied by a power of two and
@@ -38,19 +40,35 @@
 #include <time.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
+/* AMX's intrinsics came with GCC 11 and clang 12: an older compiler builds the kernel without
+ * its AMX form (emulated in tests, where the tiles' instructions are not needed) */
+#if defined(VOSFX_EMULATE_AMX) || (defined(__clang__) && __clang_major__ >= 12) || \
+    (!defined(__clang__) && __GNUC__ >= 11)
+#define HAS_AMX 1
+#define TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,amx-tile,amx-bf16")))
+#else
+#define HAS_AMX 0
+#define TARGET_AMX TARGET
+#endif
 #define MAX_DEPTH 512     /* the channels of a query and a key: a multiple of 2 up to this */
 #define SCORE_ROWS 12     /* query rows of a score tile (12 x 32 keys: 24 accumulators) */
 #define VALUE_ROWS 6      /* query rows of a value tile (6 x 64 channels: 24 accumulators) */
 #define GROUP 48          /* query rows that share a chunk of keys (a multiple of both) */
+#define AMX_GROUP 96      /* the AMX form's (a multiple of its 32-row blocks and VALUE_ROWS) */
 #define CHUNK 256         /* keys a chunk: its scores, GROUP x CHUNK float32, stay in L2 */
+#define AMX_DEPTH 32      /* the AMX form's channels are padded to a multiple of this */
 #define SLAB 1024         /* keys or queries a slab of their channels' sums */
 #define NORM_LIMIT 46000.0f /* 46000 + 0.5 sqrt(512) rounding, squared: under 2^31 */
 #define MAX_THREADS 64
 #define MAX_BALANCE 1024.0f /* the channels' powers of two stay within 1 / this and this */
+enum { FORM_AVX512 = 1, FORM_AMX = 2 }; /* the kernel's forms of its scores' products */
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
@@ -194,6 +212,128 @@ TARGET static void value_tile(int width, const float *p, int count, const float 
     }
 }
 
+/* ---- the AMX form: the scores from bfloat16 triples on AMX's tiles ---- */
+
+/* Each balanced query and key (less the keys' mean) is split into two bfloat16s, hi (the
+ * float rounded to 8 bits of mantissa) and lo (what is left, rounded likewise): x = hi + lo
+ * to ~2^-17 of x. A score is hi.hi + hi.lo + lo.hi summed in float32 by TDPBF16PS (the
+ * lo.lo term, ~2^-16 of the products, left out): ~1e-5 of |q| |k|, the int16 form's
+ * rounding. Queries row-major [padded_rows][padded depth], keys in panels of 16,
+ * [padded_keys / 16][padded depth / 2][16][2] (a B tile's rows: pairs of channels of 16
+ * keys), depth padded with zeros to AMX_DEPTH. A block of 32 queries x 32 keys is four
+ * accumulator tiles (0-3), the queries' two A tiles (4, 5) and the keys' two B tiles (6, 7):
+ * per 32 channels 8 tile loads and 12 products. With VOSFX_EMULATE_AMX the tile instructions
+ * are C loops on memory (Intel's definition of each), so that the form's layouts and
+ * arithmetic are tested on CPUs without AMX. */
+
+#ifdef VOSFX_EMULATE_AMX
+typedef struct {
+    float c[4][16][16];
+    uint16_t ab[4][16][32]; /* tiles 4-7 */
+} emulated_tiles_t;
+static __thread emulated_tiles_t emulated;
+
+static float bf16_to_float(uint16_t x) {
+    uint32_t bits = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static void emulated_load(int t, const void *base, size_t stride) {
+    for (int r = 0; r < 16; r++) memcpy(emulated.ab[t - 4][r], (const char *)base + r * stride, 64);
+}
+
+static void emulated_store(int t, void *base, size_t stride) {
+    for (int r = 0; r < 16; r++) memcpy((char *)base + r * stride, emulated.c[t][r], 64);
+}
+
+/* TDPBF16PS: c[m][n] += a[m][2k] b[k][2n] + a[m][2k + 1] b[k][2n + 1], k over the 16 pairs */
+static void emulated_product(int c, int a, int b) {
+    for (int m = 0; m < 16; m++)
+        for (int k = 0; k < 16; k++)
+            for (int n = 0; n < 16; n++) {
+                float x = emulated.c[c][m][n];
+                x += bf16_to_float(emulated.ab[a - 4][m][2 * k]) * bf16_to_float(emulated.ab[b - 4][k][2 * n]);
+                x += bf16_to_float(emulated.ab[a - 4][m][2 * k + 1]) * bf16_to_float(emulated.ab[b - 4][k][2 * n + 1]);
+                emulated.c[c][m][n] = x;
+            }
+}
+#define TILE_CONFIGURE() ((void)0)
+#define TILE_RELEASE() ((void)0)
+#define TILE_ZERO(t) memset(emulated.c[t], 0, sizeof(emulated.c[t]))
+#define TILE_LOAD(t, base, stride) emulated_load(t, base, stride)
+#define TILE_STORE(t, base, stride) emulated_store(t, base, stride)
+#define TILE_PRODUCT(c, a, b) emulated_product(c, a, b)
+#elif HAS_AMX
+/* the tiles' shapes (palette 1): eight of 16 rows x 64 bytes */
+TARGET_AMX static void tile_configure(void) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t bytes[16];
+        uint8_t rows[16];
+    } __attribute__((packed, aligned(64))) config = {0};
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) config.bytes[t] = 64, config.rows[t] = 16;
+    _tile_loadconfig(&config);
+}
+#define TILE_CONFIGURE() tile_configure()
+#define TILE_RELEASE() _tile_release()
+#define TILE_ZERO(t) _tile_zero(t)
+#define TILE_LOAD(t, base, stride) _tile_loadd(t, base, stride)
+#define TILE_STORE(t, base, stride) _tile_stored(t, base, stride)
+#define TILE_PRODUCT(c, a, b) _tile_dpbf16ps(c, a, b)
+#else /* never run: amx_granted() says no */
+#define TILE_CONFIGURE() ((void)0)
+#define TILE_RELEASE() ((void)0)
+#define TILE_ZERO(t) ((void)0)
+#define TILE_LOAD(t, base, stride) ((void)(base), (void)(stride))
+#define TILE_STORE(t, base, stride) ((void)(base), (void)(stride))
+#define TILE_PRODUCT(c, a, b) ((void)0)
+#endif
+
+/* a block of 32 x 32 scores: the accumulators 0-3 += the queries' A tiles 4, 5 times the keys'
+ * B tiles 6, 7 */
+#define BLOCK_PRODUCTS()          \
+    do {                          \
+        TILE_PRODUCT(0, 4, 6);    \
+        TILE_PRODUCT(1, 4, 7);    \
+        TILE_PRODUCT(2, 5, 6);    \
+        TILE_PRODUCT(3, 5, 7);    \
+    } while (0)
+
+/* 16 floats as bfloat16s rounded to nearest even (hi), and what is left likewise (lo) */
+TARGET static inline void split_bf16(__m512 x, __m256i *hi, __m256i *lo) {
+    __m512i bits = _mm512_castps_si512(x);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i top = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+    __m512 rest = _mm512_sub_ps(x, _mm512_castsi512_ps(_mm512_slli_epi32(top, 16)));
+    __m512i bits2 = _mm512_castps_si512(rest);
+    __m512i odd2 = _mm512_and_si512(_mm512_srli_epi32(bits2, 16), _mm512_set1_epi32(1));
+    __m512i low = _mm512_srli_epi32(_mm512_add_epi32(bits2, _mm512_add_epi32(odd2, _mm512_set1_epi32(0x7FFF))), 16);
+    *hi = _mm512_cvtepi32_epi16(top);
+    *lo = _mm512_cvtepi32_epi16(low);
+}
+
+/* one row of `depth` floats (less `mean` where given, times `balance`) as bfloat16 hi and lo
+ * parts in `hi`, `lo` (`padded` slots each, zeros past depth) */
+TARGET static void to_bf16_pair(const float *row, const float *mean, const float *balance, int depth,
+                                int padded, uint16_t *hi, uint16_t *lo) {
+    for (int ch = 0; ch < padded; ch += 16) {
+        __m512 x = _mm512_setzero_ps();
+        if (ch < depth) {
+            __mmask16 m = lanes_below(ch, depth);
+            x = _mm512_maskz_loadu_ps(m, row + ch);
+            if (mean) x = _mm512_maskz_sub_ps(m, x, _mm512_loadu_ps(mean + ch));
+            x = _mm512_mul_ps(x, _mm512_loadu_ps(balance + ch));
+        }
+        __m256i h, l;
+        split_bf16(x, &h, &l);
+        _mm256_storeu_si256((__m256i *)(hi + ch), h);
+        _mm256_storeu_si256((__m256i *)(lo + ch), l);
+    }
+}
+
 /* ---- one call ---- */
 
 typedef struct {
@@ -202,12 +342,19 @@ typedef struct {
     float *out;
     int rows, keys, depth, channels, threads;
     float scale;
+    int form;         /* FORM_AVX512 or FORM_AMX */
     /* prepared */
+    int group;        /* query rows that share a chunk of keys: GROUP, AMX_GROUP */
     int padded_rows, padded_keys, pairs;
+    /* the AVX-512 form's */
     int16_t *q16;     /* [padded_rows / SCORE_ROWS][pairs][SCORE_ROWS][2] */
     float *q_step;    /* [padded_rows] scale / a row's factor */
     int16_t *k16;     /* [padded_keys / 16][pairs][16][2] */
     float *k_step;    /* [padded_keys] 1 / a key's factor (0 past the last) */
+    /* the AMX form's */
+    int padded_depth; /* depth rounded up to AMX_DEPTH */
+    uint16_t *q_hi, *q_lo; /* [padded_rows][padded_depth] bfloat16 */
+    uint16_t *k_hi, *k_lo; /* [padded_keys / 16][padded_depth / 2][16][2] bfloat16 */
     float *partial;   /* [key slabs][2][depth rounded up to 16]: the keys' sums and squares
                        * per slab, then [query slabs][depth rounded up to 16]: the queries'
                        * squares */
@@ -330,29 +477,114 @@ TARGET static void pack_keys(call_t *c, int thread) {
     }
 }
 
+/* this thread's rows of queries as bfloat16 hi and lo parts, balanced (the AMX form) */
+static void split_queries(call_t *c, int thread) {
+    int tiles = c->padded_rows / 16;
+    for (int tile = thread; tile < tiles; tile += c->threads)
+        for (int r = tile * 16; r < tile * 16 + 16; r++) {
+            uint16_t *hi = c->q_hi + (size_t)r * c->padded_depth, *lo = c->q_lo + (size_t)r * c->padded_depth;
+            if (r < c->rows)
+                to_bf16_pair(c->q + (size_t)r * c->depth, NULL, c->q_balance, c->depth, c->padded_depth, hi, lo);
+            else
+                memset(hi, 0, 2 * (size_t)c->padded_depth), memset(lo, 0, 2 * (size_t)c->padded_depth);
+        }
+}
+
+/* this thread's panels of 16 keys as bfloat16 hi and lo parts, less the mean, balanced, in
+ * pairs of channels (the AMX form) */
+static void split_keys(call_t *c, int thread) {
+    uint16_t hi[MAX_DEPTH + 32] __attribute__((aligned(64))), lo[MAX_DEPTH + 32] __attribute__((aligned(64)));
+    int panels = c->padded_keys / 16, pairs = c->padded_depth / 2;
+    for (int pnl = thread; pnl < panels; pnl += c->threads) {
+        uint32_t *dst_hi = (uint32_t *)(c->k_hi + (size_t)pnl * 16 * c->padded_depth);
+        uint32_t *dst_lo = (uint32_t *)(c->k_lo + (size_t)pnl * 16 * c->padded_depth);
+        for (int j = 0; j < 16; j++) {
+            int i = pnl * 16 + j;
+            if (i < c->keys)
+                to_bf16_pair(c->k + (size_t)i * c->depth, c->mean, c->k_balance, c->depth, c->padded_depth, hi, lo);
+            else
+                memset(hi, 0, sizeof(hi)), memset(lo, 0, sizeof(lo));
+            for (int t = 0; t < pairs; t++) {
+                memcpy(dst_hi + t * 16 + j, hi + 2 * t, 4);
+                memcpy(dst_lo + t * 16 + j, lo + 2 * t, 4);
+            }
+        }
+    }
+}
+
+TARGET_AMX static void tile_release(void) { TILE_RELEASE(); }
+
+/* the scores of `rows` query rows from r0 (a multiple of 32) against the chunk of keys from k0
+ * (`chunk` a multiple of 32) into s (stride CHUNK): the tiles' float32 sums times the scale,
+ * keys past the last -inf; each row's maximum in top */
+TARGET_AMX static void amx_scores(call_t *c, int r0, int rows, int k0, int chunk, float *s, __m512 *top) {
+    size_t depth = (size_t)c->padded_depth, row_bytes = 2 * depth;
+    for (int rt = 0; rt < rows; rt += 32)
+        for (int kt = 0; kt < chunk; kt += 32) {
+            const uint16_t *qh = c->q_hi + (size_t)(r0 + rt) * depth, *ql = c->q_lo + (size_t)(r0 + rt) * depth;
+            const uint16_t *kh = c->k_hi + (size_t)(k0 + kt) * depth, *kl = c->k_lo + (size_t)(k0 + kt) * depth;
+            TILE_ZERO(0);
+            TILE_ZERO(1);
+            TILE_ZERO(2);
+            TILE_ZERO(3);
+            for (size_t ch = 0; ch < depth; ch += 32) {
+                /* A tiles: 16 rows x 32 channels; B tiles: 16 pairs of channels x 16 keys */
+                const uint16_t *b_hi = kh + ch * 16, *b_lo = kl + ch * 16;
+                TILE_LOAD(4, qh + ch, row_bytes);
+                TILE_LOAD(5, qh + 16 * depth + ch, row_bytes);
+                TILE_LOAD(6, b_lo, 64);
+                TILE_LOAD(7, b_lo + 16 * depth, 64);
+                BLOCK_PRODUCTS(); /* hi . lo */
+                TILE_LOAD(6, b_hi, 64);
+                TILE_LOAD(7, b_hi + 16 * depth, 64);
+                BLOCK_PRODUCTS(); /* hi . hi */
+                TILE_LOAD(4, ql + ch, row_bytes);
+                TILE_LOAD(5, ql + 16 * depth + ch, row_bytes);
+                BLOCK_PRODUCTS(); /* lo . hi */
+            }
+            float *block = s + (size_t)rt * CHUNK + kt;
+            TILE_STORE(0, block, 4 * CHUNK);
+            TILE_STORE(1, block + 16, 4 * CHUNK);
+            TILE_STORE(2, block + 16 * CHUNK, 4 * CHUNK);
+            TILE_STORE(3, block + 16 * CHUNK + 16, 4 * CHUNK);
+        }
+    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512 scale = _mm512_set1_ps(c->scale), none = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < chunk; i += 16) {
+            __mmask16 live = _mm512_cmplt_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32(k0 + i), lanes),
+                                                     _mm512_set1_epi32(c->keys));
+            float *x = s + (size_t)r * CHUNK + i;
+            __m512 y = _mm512_mask_mov_ps(none, live, _mm512_mul_ps(_mm512_load_ps(x), scale));
+            _mm512_store_ps(x, y);
+            top[r] = _mm512_max_ps(top[r], y);
+        }
+}
+
 /* the attention of this thread's groups of rows */
 TARGET static int attend(call_t *c, int thread) {
-    int channels = c->channels;
-    float *s = aligned_alloc(64, sizeof(float) * GROUP * CHUNK);
-    float *acc = aligned_alloc(64, sizeof(float) * GROUP * (size_t)channels);
+    int channels = c->channels, group = c->group;
+    float *s = aligned_alloc(64, sizeof(float) * group * CHUNK);
+    float *acc = aligned_alloc(64, sizeof(float) * group * (size_t)channels);
     if (!s || !acc) {
         free(s), free(acc);
         return 1;
     }
-    float top_so_far[GROUP], sum[GROUP];
-    __m512 top[GROUP];
+    float top_so_far[AMX_GROUP], sum[AMX_GROUP];
+    __m512 top[AMX_GROUP];
     const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512i keys = _mm512_set1_epi32(c->keys);
-    int groups = (c->padded_rows + GROUP - 1) / GROUP;
+    int groups = (c->padded_rows + group - 1) / group;
     for (int g = thread; g < groups; g += c->threads) {
-        int r0 = g * GROUP, rows = c->padded_rows - r0 < GROUP ? c->padded_rows - r0 : GROUP;
+        int r0 = g * group, rows = c->padded_rows - r0 < group ? c->padded_rows - r0 : group;
         memset(acc, 0, sizeof(float) * rows * channels);
         for (int r = 0; r < rows; r++) top_so_far[r] = -INFINITY, sum[r] = 0.0f;
         for (int k0 = 0; k0 < c->padded_keys; k0 += CHUNK) {
             int chunk = c->padded_keys - k0 < CHUNK ? c->padded_keys - k0 : CHUNK;
             int live = c->keys - k0 < chunk ? c->keys - k0 : chunk;
             for (int r = 0; r < rows; r++) top[r] = _mm512_set1_ps(-INFINITY);
-            for (int rt = 0; rt < rows; rt += SCORE_ROWS)
+            if (c->form == FORM_AMX) amx_scores(c, r0, rows, k0, chunk, s, top);
+            else for (int rt = 0; rt < rows; rt += SCORE_ROWS)
                 for (int kt = 0; kt < chunk; kt += 32) {
                     __m512i index = _mm512_add_epi32(_mm512_set1_epi32(k0 + kt), lanes);
                     __mmask16 live0 = _mm512_cmplt_epi32_mask(index, keys);
@@ -405,13 +637,19 @@ TARGET static int attend(call_t *c, int thread) {
     return 0;
 }
 
-TARGET static void *run_part(void *arg) {
+TARGET_AMX static void *run_part(void *arg) {
     part_t *part = arg;
     call_t *c = part->call;
     switch (part->phase) {
     case 0: channel_stats(c, part->thread); break;
-    case 1: quantise_queries(c, part->thread), pack_keys(c, part->thread); break;
-    default: part->failed = attend(c, part->thread);
+    case 1:
+        if (c->form == FORM_AMX) split_queries(c, part->thread), split_keys(c, part->thread);
+        else quantise_queries(c, part->thread), pack_keys(c, part->thread);
+        break;
+    default:
+        if (c->form == FORM_AMX) TILE_CONFIGURE(); /* the tiles' shapes are each thread's */
+        part->failed = attend(c, part->thread);
+        if (c->form == FORM_AMX) tile_release();
     }
     return NULL;
 }
@@ -433,28 +671,41 @@ static int run_phase(call_t *c, int phase) {
     return failed;
 }
 
-TARGET static int attention(call_t *c) {
+static int attention(call_t *c) {
     int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
     int w = (int)round_up((size_t)c->depth, 16);
-    c->padded_rows = (int)round_up((size_t)c->rows, GROUP);
+    int amx = c->form == FORM_AMX;
+    c->group = amx ? AMX_GROUP : GROUP;
+    c->padded_rows = (int)round_up((size_t)c->rows, (size_t)c->group);
     c->padded_keys = (int)round_up((size_t)c->keys, CHUNK);
     c->pairs = c->depth / 2;
-    c->q16 = aligned_alloc(64, round_up((size_t)c->padded_rows * c->depth * 2, 64));
-    c->q_step = calloc((size_t)c->padded_rows, sizeof(float));
-    c->k16 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->depth * 2, 64));
-    c->k_step = calloc((size_t)c->padded_keys, sizeof(float));
+    c->padded_depth = (int)round_up((size_t)c->depth, AMX_DEPTH);
+    size_t q_bytes = round_up((size_t)c->padded_rows * (amx ? c->padded_depth : c->depth) * 2, 64);
+    size_t k_bytes = round_up((size_t)c->padded_keys * (amx ? c->padded_depth : c->depth) * 2, 64);
+    int ready;
+    if (amx) {
+        c->q_hi = aligned_alloc(64, q_bytes), c->q_lo = aligned_alloc(64, q_bytes);
+        c->k_hi = aligned_alloc(64, k_bytes), c->k_lo = aligned_alloc(64, k_bytes);
+        ready = c->q_hi && c->q_lo && c->k_hi && c->k_lo;
+    } else {
+        c->q16 = aligned_alloc(64, q_bytes), c->k16 = aligned_alloc(64, k_bytes);
+        c->q_step = calloc((size_t)c->padded_rows, sizeof(float));
+        c->k_step = calloc((size_t)c->padded_keys, sizeof(float));
+        ready = c->q16 && c->q_step && c->k16 && c->k_step;
+    }
     c->partial = malloc(sizeof(float) * w * ((size_t)key_slabs * 2 + row_slabs));
     c->mean = calloc((size_t)w * 3, sizeof(float));
     c->q_balance = c->mean ? c->mean + w : NULL;
     c->k_balance = c->mean ? c->mean + 2 * w : NULL;
     int status = 2;
-    if (c->q16 && c->q_step && c->k16 && c->k_step && c->partial && c->mean) {
+    if (ready && c->partial && c->mean) {
         run_phase(c, 0);
         balance_channels(c);
         run_phase(c, 1);
         status = run_phase(c, 2) ? 2 : 0;
     }
     free(c->q16), free(c->q_step), free(c->k16), free(c->k_step), free(c->partial), free(c->mean);
+    free(c->q_hi), free(c->q_lo), free(c->k_hi), free(c->k_lo);
     return status;
 }
 
@@ -495,40 +746,98 @@ TARGET static double dot_time(long n) {
     return t;
 }
 
-static int cpu_supported(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni");
+/* seconds for `n` x 4 tile products (TDPBF16PS, 16 x 16 x 32 multiply-adds each) on four
+ * accumulator tiles */
+TARGET_AMX static double tile_time(long n) {
+    static const uint16_t zeros[16 * 32] __attribute__((aligned(64)));
+    TILE_CONFIGURE();
+    TILE_ZERO(0);
+    TILE_ZERO(1);
+    TILE_ZERO(2);
+    TILE_ZERO(3);
+    TILE_LOAD(4, zeros, 64);
+    TILE_LOAD(5, zeros, 64);
+    TILE_LOAD(6, zeros, 64);
+    TILE_LOAD(7, zeros, 64);
+    double t = seconds();
+    for (long i = 0; i < n; i++) BLOCK_PRODUCTS();
+    t = seconds() - t;
+    TILE_RELEASE();
+    return t;
 }
 
-/* the multiply-adds a second of word dot products over those of float32 FMAs on this core,
- * each the best of 5 runs of ~0.2 ms (0 where the CPU lacks the instructions) */
-double vosfx_int16_gain(void) {
-    if (!cpu_supported()) return 0.0;
+/* 1 where the CPU has AMX's tiles and bfloat16 products and Linux lets this process use
+ * them (the tiles' state is granted per process: arch_prctl ARCH_REQ_XCOMP_PERM for
+ * XFEATURE_XTILEDATA); asked once */
+static int amx_granted(void) {
+#ifdef VOSFX_EMULATE_AMX
+    return 1;
+#elif !HAS_AMX
+    return 0;
+#else
+    static int verdict = -1;
+    if (verdict < 0) {
+        unsigned a, b, c, d;
+        int has = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1);
+#ifdef __linux__
+        verdict = has && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+        verdict = 0;
+#endif
+    }
+    return verdict;
+#endif
+}
+
+/* 1 where this CPU runs the kernel's `form` (x86 with AVX512 F/BW/VL/DQ and VNNI; for
+ * FORM_AMX also AMX-TILE and AMX-BF16, granted) */
+static int cpu_supported(int form) {
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512vnni");
+    if (form == FORM_AVX512) return avx512;
+    return form == FORM_AMX && avx512 && amx_granted();
+}
+
+/* the multiply-adds a second of `form`'s score products over those of float32 FMAs on this
+ * core (the AMX form's a third of its tiles': three products a score), each the best of 5
+ * runs of ~0.2 ms (0 where the CPU lacks the instructions) */
+double vosfx_int16_gain(int form) {
+    if (!cpu_supported(form)) return 0.0;
     double best_fma = 1e30, best_dot = 1e30;
-    fma_time(2000), dot_time(2000); /* the 512-bit units awake */
-    for (int run = 0; run < 5; run++) {
-        double f = fma_time(4000), d = dot_time(4000);
+#ifdef VOSFX_EMULATE_AMX
+    long tiles = 2; /* C loops: ~1000x slower than the instructions */
+#else
+    long tiles = 400;
+#endif
+    fma_time(2000); /* the 512-bit units awake */
+    for (int run = 0; run < 6; run++) {
+        double f = fma_time(4000), d = form == FORM_AMX ? tile_time(tiles) : dot_time(4000);
+        if (run == 0) continue; /* the tiles' first use */
         best_fma = f < best_fma ? f : best_fma;
         best_dot = d < best_dot ? d : best_dot;
     }
-    return best_dot > 0.0 ? 2.0 * best_fma / best_dot : 0.0;
+    if (best_dot <= 0.0) return 0.0;
+    if (form == FORM_AMX) /* 4 x 8192 multiply-adds a step, against 12 x 16 */
+        return (4.0 * 8192 * tiles / best_dot / 3.0) / (12.0 * 16 * 4000 / best_fma);
+    return 2.0 * best_fma / best_dot;
 }
 #else
-static int cpu_supported(void) { return 0; }
-double vosfx_int16_gain(void) { return 0.0; }
+static int cpu_supported(int form) { (void)form; return 0; }
+double vosfx_int16_gain(int form) { (void)form; return 0.0; }
 #endif
 
-/* 1 where this CPU runs the kernel (x86 with AVX512 F/BW/VL/DQ and VNNI) */
-int vosfx_int16_attention_supported(void) { return cpu_supported(); }
+/* 1 where this CPU runs the kernel's `form`: 1 (the AVX-512 form) or 2 (AMX) */
+int vosfx_int16_attention_supported(int form) { return cpu_supported(form); }
 
 /* out (rows, channels) = softmax(q k^T * scale) v, float32 row-major; q (rows, depth),
  * k (keys, depth), v (keys, channels); depth a multiple of 2 up to 512, channels a multiple
- * of 16. Returns 0, 1 for a CPU or shape it does not take, 2 where memory ran out. */
+ * of 16; `form` the scores' products' (1 AVX-512 words, 2 AMX's bfloat16 triples). Returns
+ * 0, 1 for a CPU or shape it does not take, 2 where memory ran out. */
 int vosfx_int16_attention(const float *q, const float *k, const float *v, float *out, int rows,
-                          int keys, int depth, int channels, float scale, int threads) {
-    if (!cpu_supported() || depth <= 0 || depth % 2 || depth > 512 || channels <= 0 ||
+                          int keys, int depth, int channels, float scale, int threads, int form) {
+    if (!cpu_supported(form) || depth <= 0 || depth % 2 || depth > 512 || channels <= 0 ||
         channels % 16 || rows <= 0 || keys <= 0)
         return 1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -536,6 +845,7 @@ int vosfx_int16_attention(const float *q, const float *k, const float *v, float 
     c.q = q, c.k = k, c.v = v, c.out = out;
     c.rows = rows, c.keys = keys, c.depth = depth, c.channels = channels;
     c.scale = scale;
+    c.form = form;
     c.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     return attention(&c);
 #else
