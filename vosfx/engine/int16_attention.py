@@ -17,8 +17,9 @@ On CPUs with AMX (Intel's Xeons since Sapphire Rapids, whose word dot products r
 than their FMAs) the kernel has a second form of its scores (:data:`FORMS`): each balanced
 query and key split into two bfloat16s, hi and lo (x = hi + lo to ~2^-17 of x), and a score
 summed in float32 from hi.hi + hi.lo + lo.hi by AMX's tile products (TDPBF16PS), ~16 times
-an FMA's multiply-adds a cycle each, three a score. Its rounding is each element's (~1e-5
-of the scores, the outputs ~1e-5 from float32's, as the AVX-512 form's). It has never run
+an FMA's multiply-adds a cycle each, three a score. Its rounding is each element's, not each
+vector's: ~30x closer to the exact attention than the AVX-512 form's on isotropic operands
+(8e-7 against 2.7e-5; docs/benchmarks/onnx.md, forty-third pass). It has never run
 on an AMX CPU in this project's machines: its tests run it with the tile instructions
 emulated in C (``emulated=True``), and before the default takes it a process of its own
 checks its output against float64 once per build (:func:`checked`), so that a fault or a
