@@ -226,7 +226,7 @@ def test_time_times_each_tier_and_names_the_fastest(config_home, monkeypatch, tm
     from vosfx.cli import doctor_time
     from vosfx.errors import BackendError
 
-    delay = {"fp32": 0.06, "int8": 0.03}
+    delay = {"fp32": 0.2, "int8": 0.05}  # apart by far more than a loaded machine's jitter
     loaded = []
 
     def load_engine(model):
@@ -251,7 +251,7 @@ def test_time_times_each_tier_and_names_the_fastest(config_home, monkeypatch, tm
     seconds = {
         k: float(v["detail"].split(" s a frame")[0]) for k, v in (("fp32", fp32), ("int8", int8))
     }
-    assert 0.05 <= seconds["fp32"] < 1 and 0.02 <= seconds["int8"] < seconds["fp32"]
+    assert 0.2 <= seconds["fp32"] < 2 and 0.05 <= seconds["int8"] < seconds["fp32"]
     assert "x fp32" in int8["detail"] and "median of frames 2-4" in int8["detail"]
     assert int8["detail"].endswith("; warning: int8 ran in a slower form (a test's warning)")
     assert "warning" not in fp32["detail"]
