@@ -274,8 +274,6 @@ def attention(
     ``out`` where given: C-contiguous, that shape). Raises ValueError for shapes it does not
     take, :class:`Unavailable` where the kernel or the form cannot run here."""
     name = form(worth_it=False) if name is None else name
-    if not supported(name, emulated=emulated):
-        raise Unavailable(f"this CPU lacks {FORMS[name][1]}")
     q, k, v, out = operands("int16", q, k, v, out, DEPTH_MULTIPLE)
     (rows, depth), (keys, channels) = q.shape, v.shape
     status = library(emulated=emulated).vosfx_int16_attention(
@@ -293,6 +291,8 @@ def attention(
     )
     if status == 2:
         raise MemoryError("int16 attention: out of memory")
+    if status == 1 and not supported(name, emulated=emulated):  # the C side checks the CPU
+        raise Unavailable(f"this CPU lacks {FORMS[name][1]}")
     if status != 0:
         raise Unavailable(f"int16 attention refused its inputs (status {status})")
     return out
