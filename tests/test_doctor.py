@@ -74,6 +74,31 @@ def test_int16_kernel_line_says_whether_memory_attention_runs_in_it(config_home,
     assert line["state"] == "missing" and "slower a frame" in line["detail"]
 
 
+def test_int16_kernel_line_in_the_amx_form_says_whether_the_products_run_in_it(
+    config_home, monkeypatch
+):
+    """Where the kernel runs in its AMX form (a Xeon; here its choice stood in for), the
+    line says whether the linear layers' products run in it too, or why not."""
+    from vosfx.engine import amx_linear, int16_attention
+
+    monkeypatch.setattr(int16_attention, "why_unavailable", lambda worth_it=True: None)
+    monkeypatch.setattr(int16_attention, "form", lambda worth_it=True: "amx")
+    monkeypatch.setattr(int16_attention, "gain", lambda name="avx512": 4.87)
+    monkeypatch.delenv("VOSFX_AMX_LINEAR", raising=False)
+    line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
+    assert line["state"] == "ok"
+    assert line["detail"].startswith("AMX-BF16 form, 4.87x float32's multiply-adds: the")
+    assert line["detail"].endswith(
+        "; their linear layers' products too (the onnx package cuts the graphs for them once)"
+    )
+    monkeypatch.setenv("VOSFX_AMX_LINEAR", "0")
+    assert amx_linear.switched_off()
+    line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
+    assert line["detail"].endswith(
+        "; their linear layers' products not: turned off (VOSFX_AMX_LINEAR=0)"
+    )
+
+
 def test_precision_auto_line_is_what_a_run_would_take(config_home):
     from vosfx.engine.auto_precision import choose
 

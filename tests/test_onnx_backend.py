@@ -202,6 +202,9 @@ ATTENTIONS = {  # attention= -> what the sidecar says runs memory attention
     # the kernel's AMX form, its tile instructions emulated (CPUs with AVX-512 and no AMX)
     "kernel-amx-emulated": "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 "
     "kernel (AMX form: bfloat16 triples)",
+    # and the linear layers' products in that form (the parts-linear variant)
+    "kernel-amx-linear-emulated": "onnxruntime CPUExecutionProvider, attentions in vosfx's "
+    "int16 kernel (AMX form: bfloat16 triples), linear products in its AMX form",
 }
 
 
@@ -220,23 +223,45 @@ def _emulated_amx(monkeypatch) -> None:
     monkeypatch.setattr(ka, "supported", lambda name, emulated=False: name == "amx" or real(name))
     monkeypatch.setattr(ka, "attention", functools.partial(ka.attention, emulated=True))
     monkeypatch.setenv("VOSFX_INT16_ATTENTION", "amx")
+    from vosfx.engine import amx_linear
+
+    monkeypatch.setattr(amx_linear, "pack", functools.partial(amx_linear.pack, emulated=True))
+
+
+@pytest.fixture(scope="module")
+def linear_bundle(bundle, tmp_path_factory):
+    """A copy of the bundle with the parts-linear variant (the AMX form's linear products)."""
+    import shutil
+
+    from vosfx.engine.variants import add_variants
+
+    folder = tmp_path_factory.mktemp("linear") / "bundle"
+    shutil.copytree(bundle[2], folder)
+    add_variants(folder, ("parts-linear",), lambda _msg: None)
+    return folder
 
 
 @pytest.mark.parametrize("attention", list(ATTENTIONS))
 @pytest.mark.parametrize("two", [False, True], ids=["one_object", "two_objects"])
-def test_tracker_onnx_equals_torch(bundle, torch_backend, clip, two, attention, monkeypatch):
+def test_tracker_onnx_equals_torch(request, torch_backend, clip, two, attention, monkeypatch):
     """ONNX Runtime's query blocks (the bundle's cpu variant) and the int16 attention kernel
     between the parts variant's graphs (in its AVX-512 form, and in its AMX form with the tile
-    instructions emulated), each against torch within the parity contract."""
+    instructions emulated, with the linear layers' products in that form too between the
+    parts-linear variant's), each against torch within the parity contract."""
     if attention.startswith("kernel") and not _kernel_runs():
         pytest.skip("the int16 attention kernel cannot run on this CPU (AVX512_VNNI)")
-    if attention == "kernel-amx-emulated":
+    folder = request.getfixturevalue("bundle")[2]
+    if attention.startswith("kernel-amx"):
         _emulated_amx(monkeypatch)
+    if attention == "kernel-amx-linear-emulated":
+        folder = request.getfixturevalue("linear_bundle")
+    else:  # the linear products stay ONNX Runtime's where the bundle lacks their variant
+        monkeypatch.setenv("VOSFX_AMX_LINEAR", "0")
     frames, mask = clip
     prompts = _prompts(mask, two)
     want_low, want_vid = track(torch_backend, frames, prompts)
     asked = "kernel" if attention.startswith("kernel") else attention
-    onnx = ob_mod.OnnxBackend(bundle[2], device="cpu", threads=2, attention=asked)
+    onnx = ob_mod.OnnxBackend(folder, device="cpu", threads=2, attention=asked)
     got_low, got_vid = track(onnx, frames, prompts)
     # what each says ran it (the sidecar's model.runtime)
     assert torch_backend.runtime()["backend"] == "torch"

@@ -150,15 +150,22 @@ def _int16_kernel() -> Check:
     why = int16_attention.why_unavailable()  # builds it and times it, as a first run would
     if why is None:
         form = int16_attention.form()
-        return (
-            name,
-            OK,
-            (
-                f"{int16_attention.FORMS[form][1]} form, {int16_attention.gain(form):.2f}x "
-                "float32's multiply-adds: the image encoder's and memory attention's "
-                "attentions run in it (fp32 on the CPU)"
-            ),
+        detail = (
+            f"{int16_attention.FORMS[form][1]} form, {int16_attention.gain(form):.2f}x "
+            "float32's multiply-adds: the image encoder's and memory attention's "
+            "attentions run in it (fp32 on the CPU)"
         )
+        if form == "amx":
+            from vosfx.engine import amx_linear
+
+            unused = amx_linear.why_unused()
+            detail += (
+                "; their linear layers' products too (the onnx package cuts the graphs for "
+                "them once)"
+                if unused is None
+                else f"; their linear layers' products not: {unused}"
+            )
+        return (name, OK, detail)
     runs = int16_attention.why_unavailable(worth_it=False) is None
     return (
         name,

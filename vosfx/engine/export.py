@@ -109,7 +109,7 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
     variants = (variant_for(model.precision),) if model.precision != "fp32" else ()
     # made where they can be (a bundle of an older vosfx gets them once); never required:
     # a read-only cache without them is used as it is
-    extra = automatic()
+    extra = automatic(linear=_amx_linear(model))
     source = model.checkpoint or model.name
     model_id, sha, _ = checkpoint_identity(source)  # a checkpoint file is hashed once, here
     size = _size(model.image_size)
@@ -187,6 +187,24 @@ def ensure_bundle_for_config(model: Any, progress: Progress | None = None) -> Pa
             image_size=model.image_size or None,
             progress=progress or log.info,
         )
+
+
+def _amx_linear(model: Any) -> bool:
+    """Whether ``model`` (a ModelConfig) runs its linear layers' products in the int16 kernel's
+    AMX form here (fp32 on ONNX Runtime's CPU provider, a CPU where the form runs:
+    :func:`vosfx.engine.amx_linear.why_unused`), for which its bundle needs the
+    ``parts-linear`` variant."""
+    backend, device = getattr(model, "backend", "auto"), getattr(model, "device", "auto")
+    if backend not in ("onnx", "auto") or model.precision != "fp32":
+        return False
+    if device not in ("cpu", "auto"):
+        return False
+    from vosfx.engine import amx_linear
+
+    try:
+        return amx_linear.why_unused() is None
+    except BackendError:  # VOSFX_AMX_LINEAR misspelt: said when the graphs open
+        return False
 
 
 # --- export (torch) -----------------------------------------------------------------------------

@@ -104,6 +104,18 @@ def declared(lib: Any) -> Any:
     lib.vosfx_int16_attention_supported.restype = integer
     lib.vosfx_int16_gain.argtypes = [integer]
     lib.vosfx_int16_gain.restype = ctypes.c_double
+    if not hasattr(lib, "vosfx_amx_linear"):  # an older source's build (benchmarks)
+        return lib
+    # the AMX form's linear products (vosfx.engine.amx_linear)
+    pointer = ctypes.c_void_p
+    lib.vosfx_amx_linear_packed_size.argtypes = [integer, integer]
+    lib.vosfx_amx_linear_packed_size.restype = ctypes.c_size_t
+    lib.vosfx_amx_linear_pack.argtypes = [pointer, integer, integer, pointer]
+    lib.vosfx_amx_linear_pack.restype = integer
+    # x, rows, depth, w, outputs, bias, out, threads
+    lib.vosfx_amx_linear.argtypes = [pointer, integer, integer, pointer, integer, pointer]
+    lib.vosfx_amx_linear.argtypes += [pointer, integer]
+    lib.vosfx_amx_linear.restype = integer
     return lib
 
 
@@ -188,8 +200,9 @@ def why_unavailable(*, worth_it: bool = True) -> str | None:
 def self_check(name: str, *, emulated: bool = False) -> float:
     """The form ``name``'s output's largest distance from float64's (relative to the output's
     norm) over three attentions of the shapes memory attention and Hiera give it (channels not
-    a multiple of the tiles', keys past a chunk, an offset the keys' mean takes), once its
-    speed check (:func:`gain`'s code) has run."""
+    a multiple of the tiles', keys past a chunk, an offset the keys' mean takes) and, for the
+    AMX form, two linear products (:mod:`vosfx.engine.amx_linear`), once its speed check
+    (:func:`gain`'s code) has run."""
     library(emulated=emulated).vosfx_int16_gain(FORMS[name][0])  # its timing's code too
     rng = np.random.default_rng(17)
     worst = 0.0
@@ -202,7 +215,57 @@ def self_check(name: str, *, emulated: bool = False) -> float:
         e = np.exp(s - s.max(1, keepdims=True))
         want = (e @ v) / e.sum(1, keepdims=True)
         worst = max(worst, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
+    if name == "amx":  # its linear products too (vosfx.engine.amx_linear)
+        for rows, depth, outputs in ((300, 96, 288), (33, 100, 50)):
+            x = rng.standard_normal((rows, depth)).astype(np.float32)
+            w = rng.standard_normal((depth, outputs)).astype(np.float32)
+            b = rng.standard_normal(outputs).astype(np.float32)
+            got = np.empty((rows, outputs), np.float32)
+            data = pack_linear(w, emulated=emulated)
+            linear_product(x, data, depth, outputs, b, got, threads=2, emulated=emulated)
+            want = x.astype(np.float64) @ w.astype(np.float64) + b
+            worst = max(worst, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
     return worst
+
+
+def pack_linear(weight: np.ndarray, *, emulated: bool = False) -> np.ndarray:
+    """A linear layer's weight (depth, outputs) float32, C-contiguous, packed for
+    :func:`linear_product` (uint16: bfloat16 hi and lo parts in the tiles' layout)."""
+    lib = library(emulated=emulated)
+    depth, outputs = weight.shape
+    data = np.empty(lib.vosfx_amx_linear_packed_size(depth, outputs), np.uint16)
+    lib.vosfx_amx_linear_pack(weight.ctypes.data, depth, outputs, data.ctypes.data)
+    return data
+
+
+def linear_product(
+    x: np.ndarray,
+    data: np.ndarray,
+    depth: int,
+    outputs: int,
+    bias: np.ndarray | None,
+    out: np.ndarray,
+    *,
+    threads: int,
+    emulated: bool = False,
+) -> None:
+    """out (rows, outputs) = x (rows, depth) w + bias in the AMX form, w packed by
+    :func:`pack_linear`; every array float32 C-contiguous (the caller's to check: the C side
+    reads them as given). Raises :class:`Unavailable` where the CPU does not run the form."""
+    status = library(emulated=emulated).vosfx_amx_linear(
+        x.ctypes.data,
+        len(x),
+        depth,
+        data.ctypes.data,
+        outputs,
+        None if bias is None else bias.ctypes.data,
+        out.ctypes.data,
+        max(threads, 1),
+    )
+    if status == 2:
+        raise MemoryError("AMX linear product: out of memory")
+    if status != 0:
+        raise Unavailable(f"this CPU lacks {FORMS['amx'][1]}")
 
 
 @functools.cache

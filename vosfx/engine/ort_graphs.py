@@ -72,6 +72,12 @@ class BundleGraphs:
         self.kernel_unavailable: str | None = None
         # the kernel's form where they do (int16_attention.FORMS), else ""
         self.kernel_form = ""
+        # whether the linear layers' products run in the kernel's AMX form too (the bundle's
+        # parts-linear variant: vosfx.engine.amx_linear), and why not where the AMX form runs
+        # the attentions and they do not
+        self.amx_linear = False
+        self.linear_unavailable: str | None = None
+        self._linear_weights: dict[str, Path] = {}  # stage -> its products' weights (.npz)
         self._opened = False
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
@@ -278,14 +284,39 @@ class BundleGraphs:
             except int16_attention.Unavailable as err:
                 why = str(err)
         if why is None:
-            return files
+            return self._linear_parts(files) if self.kernel_form == "amx" else files
         self.kernel_unavailable = why
         if attention == "kernel":
             raise BackendError(f"attention kernel: the int16 attention kernel cannot run: {why}")
         return {}
 
+    def _linear_parts(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``files`` (the attentions' parts), or the bundle's parts-linear variant's where the
+        linear products run in the AMX form too (:func:`vosfx.engine.amx_linear.why_unused`);
+        why not in :attr:`linear_unavailable`."""
+        from vosfx.engine import amx_linear
+
+        variant = self.manifest.get("variants", {}).get(ort_parts.LINEAR_VARIANT, {})
+        found = {stage: ort_parts.part_files(variant, stage) for stage in ort_parts.STAGES}
+        found = {stage: parts for stage, parts in found.items() if parts}
+        why = amx_linear.why_unused()
+        if why is None and not found:
+            why = (
+                f"the bundle {self.bundle} lacks the {ort_parts.LINEAR_VARIANT} variant (made "
+                "on first use where the onnx package is installed: pip install onnx)"
+            )
+        if why is not None:
+            self.linear_unavailable = why
+            return files
+        self.amx_linear = True
+        self._linear_weights = {
+            stage: self.bundle / variant[ort_parts.WEIGHTS_KEY.format(stage)] for stage in found
+        }
+        return {**files, **found}
+
     def _parts_session(self, ort, stage: str, threads: int) -> ort_parts.AttentionParts:
-        """A stage as its parts on ONNX Runtime and the int16 kernel between them."""
+        """A stage as its parts on ONNX Runtime and the int16 kernel between them (and the AMX
+        form's linear products, where it runs them)."""
         from vosfx.engine import int16_attention
         from vosfx.engine.int8_attention import cpu_count
 
@@ -296,10 +327,25 @@ class BundleGraphs:
                 q, k, v, scale, threads=kernel_threads, out=out, name=self.kernel_form
             )
 
+        linear = None
+        if self.amx_linear and stage in self._linear_weights:
+            from vosfx.engine import amx_linear
+
+            with np.load(self._linear_weights[stage], allow_pickle=False) as saved:
+                arrays = {key: saved[key] for key in saved.files}
+            packed = {
+                key: amx_linear.pack(w, arrays.get("b" + key[1:]))
+                for key, w in arrays.items()
+                if key.startswith("w")
+            }
+
+            def linear(x, step: ort_parts.Linear) -> np.ndarray:
+                return amx_linear.linear(x, packed[step.weight], threads=kernel_threads)
+
         parts = [
             self._session(ort, stage, self.bundle / file, threads) for file in self._parts[stage]
         ]
-        return ort_parts.AttentionParts(stage, parts, attend, ort.RunOptions)
+        return ort_parts.AttentionParts(stage, parts, attend, ort.RunOptions, linear)
 
     def _blocks(self) -> dict[str, str]:
         """The graphs run from the bundle's ``cpu`` variant (memory attention's attentions as
@@ -462,6 +508,8 @@ class BundleGraphs:
                     stages[name] += ", attentions in vosfx's int16 kernel"
                     if self.kernel_form == "amx":
                         stages[name] += " (AMX form: bfloat16 triples)"
+                    if self.amx_linear and name in self._linear_weights:
+                        stages[name] += ", linear products in its AMX form"
                 if name in self._query_blocks:
                     stages[name] += ", attention in query blocks"
                 if name in self.int8_scores:

@@ -20,6 +20,13 @@ Each part's inputs and outputs keep the whole graph's tensor names. A part's met
 which attention follows it (``vosfx.attention``: the query, key, value and output names, the
 heads and the scale, JSON). Needs the ``onnx`` package to cut (the exporter's); the shipped
 templates carry the variant ready-made (:mod:`vosfx.engine.export_template`).
+
+The ``parts-linear`` variant (:data:`LINEAR_VARIANT`) cuts the two stages at their linear
+layers' products too (each MatMul with a weight, with the Add of its bias), for the int16
+kernel's AMX form to compute them between the parts (:mod:`vosfx.engine.amx_linear`); a
+part's metadata then says which product follows it (``vosfx.linear``: input and output names,
+the weight's and bias's keys in ``<stage>.linear.npz``). Made on first use where that form
+runs, never shipped.
 """
 
 from __future__ import annotations
@@ -42,6 +49,16 @@ STAGES = ("image_encoder", "memory_attention")
 PART_KEY = "{}.{}"
 PART_FILE = "{}.part{}.onnx"
 ATTENTION_KEY = "vosfx.attention"  # a part's metadata: the attention after it
+# The variant cut at the linear layers' products too (MatMul with a weight, and the Add of its
+# bias where one follows), for the AMX form's products between the parts
+# (:mod:`vosfx.engine.amx_linear`): made on first use where that form runs, never shipped.
+LINEAR_VARIANT = "parts-linear"
+LINEAR_PART_FILE = "{}.linpart{}.onnx"
+LINEAR_KEY = "vosfx.linear"  # a part's metadata: the linear product after it
+# the variant's manifest entry of a stage's weights (an .npz: w<i>, b<i> for the product after
+# part i)
+WEIGHTS_KEY = "{}.weights"
+WEIGHTS_FILE = "{}.linear.npz"
 OUTPUTS_KEY = "vosfx.outputs"  # the last part's: the whole graph's outputs, in order
 # a constant read by several parts from this size on is handed on from the first (its name +
 # HANDED_ON) instead of held by each; products' weights never are (ONNX Runtime prepacks
@@ -63,6 +80,25 @@ class Attention:
     heads: int
     scale: float | None  # None: 1 / sqrt(a head's channels), as the fused op's default
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return (self.query, self.key, self.value)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One linear product between two parts: ``output = input @ weight (+ bias)``, the
+    weight and bias by their keys in the stage's weights file (bias None: none)."""
+
+    input: str
+    output: str
+    weight: str
+    bias: str | None
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return (self.input,)
+
 
 # --- cutting (needs onnx) ---------------------------------------------------------------------
 
@@ -83,6 +119,69 @@ def _attentions(graph: Any) -> list[Any]:
     return found
 
 
+def _weights_read_directly(graph: Any) -> None:
+    """Makes each MatMul and Add that reads a weight through Identity nodes (torch's export
+    writes a weight shared by several layers, as layers of equal weights, once, and Identities
+    of it) read it directly, and removes the Identities nothing reads then."""
+    initializers = {t.name for t in graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+
+    def source(name: str) -> str:
+        seen = name
+        while seen in alias:
+            seen = alias[seen]
+        return seen if seen in initializers else name
+
+    for n in graph.node:
+        if n.op_type in ("MatMul", "Add"):
+            n.input[:] = [source(i) for i in n.input]
+    read = {i for n in graph.node for i in [*n.input, *_subgraph_reads(n)]}
+    read.update(o.name for o in graph.output)
+    while True:
+        unread = [n for n in graph.node if n.op_type == "Identity" and n.output[0] not in read]
+        if not unread:
+            return
+        for n in unread:
+            graph.node.remove(n)
+        read = {i for n in graph.node for i in [*n.input, *_subgraph_reads(n)]}
+        read.update(o.name for o in graph.output)
+
+
+def _linear_products(graph: Any) -> list[list[Any]]:
+    """The graph's linear layers' products: each MatMul whose second input is a 2-D float32
+    weight (an initializer) and whose first is not, with the Add of a 1-D bias of its outputs'
+    size that alone reads its output, where one does ([matmul] or [matmul, add])."""
+    import onnx
+
+    initializers = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    found = []
+    for n in graph.node:
+        if n.op_type != "MatMul" or len(n.input) != 2 or n.input[0] in initializers:
+            continue
+        weight = initializers.get(n.input[1])
+        if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+            continue
+        step = [n]
+        readers = consumers.get(n.output[0], [])
+        if len(readers) == 1 and readers[0].op_type == "Add" and n.output[0] not in outputs:
+            add = readers[0]
+            other = [i for i in add.input if i != n.output[0]]
+            bias = initializers.get(other[0]) if len(other) == 1 else None
+            if (
+                bias is not None
+                and list(bias.dims) == [weight.dims[1]]
+                and bias.data_type == onnx.TensorProto.FLOAT
+            ):
+                step.append(add)
+        found.append(step)
+    return found
+
+
 def _subgraph_reads(node: Any) -> list[str]:
     """The outer values a node's subgraphs (an If's branches, a Loop's body) read: names used
     there and made neither there nor as its inputs."""
@@ -98,16 +197,27 @@ def _subgraph_reads(node: Any) -> list[str]:
     return found
 
 
-def cut(model: Any) -> list[Any]:
-    """``model`` (a stage's graph) as len(attentions) + 1 part models."""
+def cut(model: Any, *, linear: bool = False, weights: dict[str, Any] | None = None) -> list[Any]:
+    """``model`` (a stage's graph) as one part model more than its steps: its attentions and,
+    with ``linear``, its linear layers' products (:func:`_linear_products`), in the graph's
+    order. ``weights``: filled with the linear steps' weights and biases (TensorProtos) by
+    their keys in the parts' metadata."""
     import onnx
     from onnx import helper
 
     graph = model.graph
-    attentions = _attentions(graph)
-    if not attentions:
-        raise ModelError("expected attentions to cut the graph at, found none")
-    where = {id(n): j for j, n in enumerate(attentions)}
+    if linear:
+        _weights_read_directly(graph)
+    steps = [[a] for a in _attentions(graph)] + (_linear_products(graph) if linear else [])
+    if not steps:
+        raise ModelError(
+            "expected attentions"
+            + (" or linear products" if linear else "")
+            + " to cut the graph at, found none"
+        )
+    order = {id(n): i for i, n in enumerate(graph.node)}
+    steps.sort(key=lambda step: order[id(step[0])])
+    where = {id(n): j for j, step in enumerate(steps) for n in step}
     producer: dict[str, Any] = {o: n for n in graph.node for o in n.output}
     implicit = {id(n): _subgraph_reads(n) for n in graph.node}
 
@@ -118,9 +228,9 @@ def cut(model: Any) -> list[Any]:
     for n in graph.node:
         for i in reads(n):
             consumers.setdefault(i, []).append(n)
-    last = len(attentions)
+    last = len(steps)
     outputs = {o.name for o in graph.output}
-    # the earliest part each node can run in (after the attentions it depends on) ...
+    # the earliest part each node can run in (after the steps it depends on) ...
     earliest: dict[int, int] = {}
     for n in graph.node:
         if id(n) in where:
@@ -146,11 +256,14 @@ def cut(model: Any) -> list[Any]:
         if part < earliest[id(n)]:
             raise ModelError(f"{n.name}: its inputs come after its use (not a layered graph)")
         placed[id(n)] = part
-    for j, a in enumerate(attentions):  # an attention's operands must be made by then
-        for i in a.input:
-            p = producer.get(i)
-            if p is not None and (where[id(p)] + 1 if id(p) in where else placed[id(p)]) > j:
-                raise ModelError(f"{a.name}: its operands come after it (not a layered graph)")
+    for j, step in enumerate(steps):  # a step's operands must be made by then
+        for a in step:
+            for i in a.input:
+                p = producer.get(i)
+                if p is None or where.get(id(p)) == j:  # a weight, or made inside the step
+                    continue
+                if (where[id(p)] + 1 if id(p) in where else placed[id(p)]) > j:
+                    raise ModelError(f"{a.name}: its operands come after it (not a layered graph)")
 
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v for v in inferred.graph.value_info}
@@ -181,11 +294,11 @@ def cut(model: Any) -> list[Any]:
         for i in n.input:
             if i in initializers and id(n) not in where:
                 readers.setdefault(i, set()).add(placed[id(n)])
-    weights = {n.input[1] for n in graph.node if n.op_type in PRODUCTS and len(n.input) > 1}
-    weights.update(i for n in graph.node for i in implicit[id(n)])  # read in a subgraph: kept
+    products = {n.input[1] for n in graph.node if n.op_type in PRODUCTS and len(n.input) > 1}
+    products.update(i for n in graph.node for i in implicit[id(n)])  # read in a subgraph: kept
     handed_on: dict[int, list[Any]] = {}
     for name, at in readers.items():
-        if len(at) < 2 or name in weights or _nbytes(initializers[name]) < HANDED_ON_BYTES:
+        if len(at) < 2 or name in products or _nbytes(initializers[name]) < HANDED_ON_BYTES:
             continue
         first, alias = min(at), name + HANDED_ON
         handed_on.setdefault(first, []).append(helper.make_node("Identity", [name], [alias]))
@@ -212,13 +325,35 @@ def cut(model: Any) -> list[Any]:
             elif placed.get(id(n), -1) > k:
                 later.update(reads(n))
         wanted = [o for n in nodes for o in n.output if o in later or o in outputs]
+        if not wanted:  # nothing between two steps (projections of one input): a part ONNX
+            # Runtime loads, its one output a constant nothing reads
+            none = helper.make_tensor("none", onnx.TensorProto.FLOAT, [], [0.0])
+            nodes = [
+                *nodes,
+                helper.make_node("Constant", [], [f"{graph.name}/none{k}"], value=none),
+            ]
+            wanted = [nodes[-1].output[0]]
         sub = helper.make_graph(
             nodes, f"{graph.name}_part{k}", inputs, [value_info(o) for o in wanted], inits
         )
         part = helper.make_model(sub, opset_imports=model.opset_import)
         part.ir_version = model.ir_version
-        if k < last:
-            a = attentions[k]
+        if k < last and steps[k][0].op_type == "MatMul":
+            product, bias = steps[k][0], steps[k][1] if len(steps[k]) > 1 else None
+            meta = {
+                "input": product.input[0],
+                "output": steps[k][-1].output[0],
+                "weight": f"w{k}",
+                "bias": None if bias is None else f"b{k}",
+            }
+            if weights is not None:
+                weights[f"w{k}"] = initializers[product.input[1]]
+                if bias is not None:
+                    name = next(i for i in bias.input if i != product.output[0])
+                    weights[f"b{k}"] = initializers[name]
+            helper.set_model_props(part, {LINEAR_KEY: json.dumps(meta)})
+        elif k < last:
+            a = steps[k][0]
             attrs = {x.name: helper.get_attribute_value(x) for x in a.attribute}
             scale = attrs.get("scale")
             meta = {
@@ -245,22 +380,35 @@ def _nbytes(tensor: Any) -> int:
     return size * math.prod(tensor.dims)
 
 
-def write_variant(folder: Path, sources: dict[str, str]) -> dict[str, str]:
+def write_variant(folder: Path, sources: dict[str, str], *, linear: bool = False) -> dict[str, str]:
     """Cut each stage's graph ``folder / sources[stage]`` into ``folder`` (external weights stay
     in the graph's weights file, which the parts read; inline ones are written into the parts);
     returns the manifest's entry (``<stage>.<i>`` -> file). A graph without attentions is left
-    whole."""
+    whole. ``linear``: the :data:`LINEAR_VARIANT`, cut at the linear products too, their
+    weights written to ``<stage>.linear.npz`` (``<stage>.weights`` in the entry)."""
+    import numpy as np
     import onnx
+    from onnx import numpy_helper
 
     files = {}
+    pattern = LINEAR_PART_FILE if linear else PART_FILE
     for stage, source in sources.items():
         model = onnx.load(str(folder / source), load_external_data=False)
-        if not _attentions(model.graph):
+        if not _attentions(model.graph) and not (linear and _linear_products(model.graph)):
             continue
-        for i, part in enumerate(cut(model)):
-            file = PART_FILE.format(stage, i)
+        weights: dict[str, Any] = {}
+        for i, part in enumerate(cut(model, linear=linear, weights=weights)):
+            file = pattern.format(stage, i)
             onnx.save(part, str(folder / file))
             files[PART_KEY.format(stage, i)] = file
+        if linear:
+            arrays = {
+                key: numpy_helper.to_array(tensor, base_dir=str(folder))
+                for key, tensor in weights.items()
+            }
+            file = WEIGHTS_FILE.format(stage)
+            np.savez(folder / file, allow_pickle=False, **arrays)
+            files[WEIGHTS_KEY.format(stage)] = file
     return files
 
 
@@ -284,24 +432,35 @@ class _Name:
 class AttentionParts:
     """A stage's graph as ONNX Runtime ``sessions`` (the variant's parts, in order) with
     ``attend(q, k, v, scale, out)`` (2-D float32 arrays, ``out`` C-contiguous) computing each
-    head of the attention between each two; quacks as the one session it stands for (``run``,
-    ``get_inputs``, ``get_outputs``, ``get_providers``). ``stage`` names it in messages;
-    ``run_options``: ONNX Runtime's ``RunOptions`` class (an interrupt stops a part too)."""
+    head of the attention between each two, and ``linear(x, step)`` the linear product of a
+    :class:`Linear` step (the :data:`LINEAR_VARIANT`'s parts; None where there are none);
+    quacks as the one session it stands for (``run``, ``get_inputs``, ``get_outputs``,
+    ``get_providers``). ``stage`` names it in messages; ``run_options``: ONNX Runtime's
+    ``RunOptions`` class (an interrupt stops a part too)."""
 
     def __init__(
-        self, stage: str, sessions: list[Any], attend: Any, run_options: Any = None
+        self,
+        stage: str,
+        sessions: list[Any],
+        attend: Any,
+        run_options: Any = None,
+        linear: Any = None,
     ) -> None:
         self.stage, self.sessions, self._attend = stage, sessions, attend
+        self._linear = linear
         self._run_options = run_options
-        self.attentions: list[Attention] = []
+        self.steps: list[Attention | Linear] = []
         for sess in sessions[:-1]:
-            meta = sess.get_modelmeta().custom_metadata_map.get(ATTENTION_KEY)
-            if meta is None:
+            said = sess.get_modelmeta().custom_metadata_map
+            if ATTENTION_KEY in said:
+                self.steps.append(Attention(**json.loads(said[ATTENTION_KEY])))
+            elif LINEAR_KEY in said and linear is not None:
+                self.steps.append(Linear(**json.loads(said[LINEAR_KEY])))
+            else:
                 raise ModelError(f"a part of {stage} without its attention ({ATTENTION_KEY})")
-            self.attentions.append(Attention(**json.loads(meta)))
         self._ins = [[i.name for i in s.get_inputs()] for s in sessions]
         self._outs = [[o.name for o in s.get_outputs()] for s in sessions]
-        made = {o for outs in self._outs for o in outs} | {a.output for a in self.attentions}
+        made = {o for outs in self._outs for o in outs} | {a.output for a in self.steps}
         self._inputs: list[str] = []
         for ins in self._ins:
             self._inputs.extend(i for i in ins if i not in made and i not in self._inputs)
@@ -314,8 +473,8 @@ class AttentionParts:
         for k, ins in enumerate(self._ins):
             for i in ins:
                 last_read[i] = k
-        for k, a in enumerate(self.attentions):
-            for i in (a.query, a.key, a.value):
+        for k, step in enumerate(self.steps):
+            for i in step.reads:
                 last_read[i] = max(last_read.get(i, -1), k)
         for o in self._outputs:  # kept to the end, whichever part made them
             last_read[o.name] = len(sessions)
@@ -323,6 +482,10 @@ class AttentionParts:
         for name, k in last_read.items():
             if k < len(sessions):
                 self._drop[k].append(name)
+
+    @property
+    def attentions(self) -> list[Attention]:
+        return [step for step in self.steps if isinstance(step, Attention)]
 
     def get_inputs(self) -> list[_Name]:
         return [_Name(i) for i in self._inputs]
@@ -357,9 +520,13 @@ class AttentionParts:
                     raise Cancelled(f"{self.stage} interrupted") from err
                 raise
             env.update(zip(self._outs[k], got, strict=True))
-            if k < len(self.attentions):
-                a = self.attentions[k]
-                env[a.output] = self._attention(a, env[a.query], env[a.key], env[a.value])
+            if k < len(self.steps):
+                step = self.steps[k]
+                if isinstance(step, Linear):
+                    env[step.output] = self._linear(env[step.input], step)
+                else:
+                    q, key, v = (env[i] for i in step.reads)
+                    env[step.output] = self._attention(step, q, key, v)
             for name in self._drop[k]:
                 env.pop(name, None)
         return [env[o.name] for o in self._outputs]

@@ -53,16 +53,20 @@ def variants_without_torch(
     add_variants(folder, variants, progress or logging.getLogger(__name__).info)
 
 
-def automatic() -> tuple[str, ...]:
+def automatic(*, linear: bool = False) -> tuple[str, ...]:
     """The variants of :data:`AUTOMATIC` this install can make (``cpu`` needs the onnx
-    package, which the ``torch`` extra brings; a default install gets it from the template)."""
+    package, which the ``torch`` extra brings; a default install gets it from the template);
+    ``linear``: and ``parts-linear`` (:data:`vosfx.engine.ort_parts.LINEAR_VARIANT`, the
+    stages cut at their linear products too, for CPUs with AMX; never shipped)."""
     import importlib.util
 
     try:
         found = importlib.util.find_spec("onnx") is not None
     except (ImportError, ValueError):  # an import hook that refuses it, a broken install
         found = False
-    return AUTOMATIC if found else ()
+    if not found:
+        return ()
+    return (*AUTOMATIC, "parts-linear") if linear else AUTOMATIC
 
 
 def variant_for(precision: str) -> str:
@@ -259,6 +263,16 @@ def _parts(folder: Path, man: dict) -> dict[str, str]:
     return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs})
 
 
+def _parts_linear(folder: Path, man: dict) -> dict[str, str]:
+    """The image encoder and memory attention cut at their attentions and their linear
+    layers' products, for the int16 kernel's AMX form between ONNX Runtime's parts
+    (:mod:`vosfx.engine.amx_linear`)."""
+    from vosfx.engine.ort_parts import STAGES, write_variant
+
+    graphs = man.get("graphs", {})
+    return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs}, linear=True)
+
+
 # variant -> what makes its files from the bundle's folder and manifest
 _MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
     "fp16": _fp16,
@@ -267,4 +281,5 @@ _MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
     "bf16": _bf16,
     "cpu": _cpu,
     "parts": _parts,
+    "parts-linear": _parts_linear,
 }

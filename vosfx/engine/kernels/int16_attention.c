@@ -229,7 +229,8 @@ TARGET static void value_tile(int width, const float *p, int count, const float 
 #ifdef VOSFX_EMULATE_AMX
 typedef struct {
     float c[4][16][16];
-    uint16_t ab[4][16][32]; /* tiles 4-7 */
+    float even[4][16][16], odd[4][16][16]; /* tiles 4-7: a row's bfloat16s 2i and 2i + 1 as
+                                            * float32 (exact) */
 } emulated_tiles_t;
 static __thread emulated_tiles_t emulated;
 
@@ -241,23 +242,35 @@ static float bf16_to_float(uint16_t x) {
 }
 
 static void emulated_load(int t, const void *base, size_t stride) {
-    for (int r = 0; r < 16; r++) memcpy(emulated.ab[t - 4][r], (const char *)base + r * stride, 64);
+    for (int r = 0; r < 16; r++) {
+        const uint16_t *row = (const uint16_t *)((const char *)base + r * stride);
+        for (int i = 0; i < 16; i++) {
+            emulated.even[t - 4][r][i] = bf16_to_float(row[2 * i]);
+            emulated.odd[t - 4][r][i] = bf16_to_float(row[2 * i + 1]);
+        }
+    }
 }
 
 static void emulated_store(int t, void *base, size_t stride) {
     for (int r = 0; r < 16; r++) memcpy((char *)base + r * stride, emulated.c[t][r], 64);
 }
 
-/* TDPBF16PS: c[m][n] += a[m][2k] b[k][2n] + a[m][2k + 1] b[k][2n + 1], k over the 16 pairs */
-static void emulated_product(int c, int a, int b) {
-    for (int m = 0; m < 16; m++)
+/* TDPBF16PS: c[m][n] += a[m][2k] b[k][2n] + a[m][2k + 1] b[k][2n + 1], k over the 16 pairs,
+ * in that order (each product of two bfloat16s is exact in float32, so a fused multiply-add
+ * a compiler may make of it rounds the same) */
+TARGET static void emulated_product(int c, int a, int b) {
+    const float(*x0)[16] = emulated.even[a - 4], (*x1)[16] = emulated.odd[a - 4];
+    const float(*y0)[16] = emulated.even[b - 4], (*y1)[16] = emulated.odd[b - 4];
+    for (int m = 0; m < 16; m++) {
+        float row[16];
+        memcpy(row, emulated.c[c][m], sizeof(row));
         for (int k = 0; k < 16; k++)
             for (int n = 0; n < 16; n++) {
-                float x = emulated.c[c][m][n];
-                x += bf16_to_float(emulated.ab[a - 4][m][2 * k]) * bf16_to_float(emulated.ab[b - 4][k][2 * n]);
-                x += bf16_to_float(emulated.ab[a - 4][m][2 * k + 1]) * bf16_to_float(emulated.ab[b - 4][k][2 * n + 1]);
-                emulated.c[c][m][n] = x;
+                row[n] += x0[m][k] * y0[k][n];
+                row[n] += x1[m][k] * y1[k][n];
             }
+        memcpy(emulated.c[c][m], row, sizeof(row));
+    }
 }
 #define TILE_CONFIGURE() ((void)0)
 #define TILE_RELEASE() ((void)0)
@@ -315,8 +328,8 @@ TARGET static inline void split_bf16(__m512 x, __m256i *hi, __m256i *lo) {
     *lo = _mm512_cvtepi32_epi16(low);
 }
 
-/* one row of `depth` floats (less `mean` where given, times `balance`) as bfloat16 hi and lo
- * parts in `hi`, `lo` (`padded` slots each, zeros past depth) */
+/* one row of `depth` floats (less `mean` where given, times `balance` where given) as bfloat16
+ * hi and lo parts in `hi`, `lo` (`padded` slots each, zeros past depth) */
 TARGET static void to_bf16_pair(const float *row, const float *mean, const float *balance, int depth,
                                 int padded, uint16_t *hi, uint16_t *lo) {
     for (int ch = 0; ch < padded; ch += 16) {
@@ -325,7 +338,7 @@ TARGET static void to_bf16_pair(const float *row, const float *mean, const float
             __mmask16 m = lanes_below(ch, depth);
             x = _mm512_maskz_loadu_ps(m, row + ch);
             if (mean) x = _mm512_maskz_sub_ps(m, x, _mm512_loadu_ps(mean + ch));
-            x = _mm512_mul_ps(x, _mm512_loadu_ps(balance + ch));
+            if (balance) x = _mm512_mul_ps(x, _mm512_loadu_ps(balance + ch));
         }
         __m256i h, l;
         split_bf16(x, &h, &l);
@@ -826,6 +839,172 @@ double vosfx_int16_gain(int form) {
 #else
 static int cpu_supported(int form) { (void)form; return 0; }
 double vosfx_int16_gain(int form) { (void)form; return 0.0; }
+#endif
+
+/* ---- the AMX form's linear products: out = x w (+ bias) from bfloat16 triples ---- */
+
+/* A linear layer's product on AMX's tiles with the scores' arithmetic: each input row and each
+ * weight split into bfloat16 hi and lo, an output hi.hi + hi.lo + lo.hi summed in float32
+ * (~1e-6 of |x| |w| from the exact product, float32's order; no scaling: no factor a row).
+ * The weights (depth x outputs, row-major: ONNX MatMul's second operand) are packed once
+ * (vosfx_amx_linear_pack) as the keys are: outputs in panels of 16, [padded outputs / 16]
+ * [padded depth / 2][16][2], the hi parts then the lo, depth padded with zeros to AMX_DEPTH and
+ * outputs to 32. A thread takes LINEAR_ROWS input rows at a time, splits them, and runs each
+ * 32 outputs' weights (in L2) against the rows' 32-row blocks. */
+#define LINEAR_ROWS 128
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* x as bfloat16 hi and lo, rounded to nearest even as split_bf16 does */
+static void split_scalar(float x, uint16_t *hi, uint16_t *lo) {
+    uint32_t bits, top, rest_bits;
+    memcpy(&bits, &x, 4);
+    top = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    uint32_t back = top << 16;
+    float high, rest;
+    memcpy(&high, &back, 4);
+    rest = x - high;
+    memcpy(&rest_bits, &rest, 4);
+    *hi = (uint16_t)top;
+    *lo = (uint16_t)((rest_bits + 0x7FFFu + ((rest_bits >> 16) & 1u)) >> 16);
+}
+
+/* the packed weights' size in uint16s */
+size_t vosfx_amx_linear_packed_size(int depth, int outputs) {
+    if (depth <= 0 || outputs <= 0) return 0;
+    return 2 * round_up((size_t)depth, AMX_DEPTH) * round_up((size_t)outputs, 32);
+}
+
+/* w (depth x outputs, row-major) into `packed` (vosfx_amx_linear_packed_size uint16s);
+ * returns 0, 1 for a shape it does not take */
+int vosfx_amx_linear_pack(const float *w, int depth, int outputs, uint16_t *packed) {
+    if (depth <= 0 || outputs <= 0) return 1;
+    size_t pd = round_up((size_t)depth, AMX_DEPTH), po = round_up((size_t)outputs, 32);
+    uint16_t *hi = packed, *lo = packed + pd * po;
+    for (size_t n = 0; n < po; n++)
+        for (size_t k = 0; k < pd; k++) {
+            float x = n < (size_t)outputs && k < (size_t)depth ? w[k * (size_t)outputs + n] : 0.0f;
+            size_t at = (n / 16) * 16 * pd + (k / 2) * 32 + (n % 16) * 2 + k % 2;
+            split_scalar(x, hi + at, lo + at);
+        }
+    return 0;
+}
+
+typedef struct {
+    const float *x, *bias;
+    const uint16_t *w;
+    float *out;
+    int rows, depth, outputs, threads;
+    size_t pd, po;
+} linear_t;
+
+typedef struct {
+    linear_t *call;
+    int thread, failed;
+} linear_part_t;
+
+/* this thread's blocks of LINEAR_ROWS rows */
+TARGET_AMX static void *linear_part(void *arg) {
+    linear_part_t *part = arg;
+    linear_t *c = part->call;
+    size_t pd = c->pd, po = c->po, row_bytes = 2 * pd;
+    uint16_t *a_hi = aligned_alloc(64, round_up(2 * LINEAR_ROWS * pd * 2, 64));
+    float block[32 * 32] __attribute__((aligned(64)));
+    if (!a_hi) {
+        part->failed = 1;
+        return NULL;
+    }
+    uint16_t *a_lo = a_hi + LINEAR_ROWS * pd;
+    const uint16_t *w_hi = c->w, *w_lo = c->w + pd * po;
+    TILE_CONFIGURE();
+    int blocks = (c->rows + LINEAR_ROWS - 1) / LINEAR_ROWS;
+    for (int b = part->thread; b < blocks; b += c->threads) {
+        int r0 = b * LINEAR_ROWS, rows = c->rows - r0 < LINEAR_ROWS ? c->rows - r0 : LINEAR_ROWS;
+        int padded = (int)round_up((size_t)rows, 32);
+        for (int r = 0; r < padded; r++) {
+            uint16_t *hi = a_hi + (size_t)r * pd, *lo = a_lo + (size_t)r * pd;
+            if (r < rows)
+                to_bf16_pair(c->x + (size_t)(r0 + r) * c->depth, NULL, NULL, c->depth, (int)pd, hi, lo);
+            else
+                memset(hi, 0, row_bytes), memset(lo, 0, row_bytes);
+        }
+        for (size_t n0 = 0; n0 < po; n0 += 32) {
+            const uint16_t *bh = w_hi + n0 * pd, *bl = w_lo + n0 * pd;
+            for (int rt = 0; rt < padded; rt += 32) {
+                const uint16_t *ah = a_hi + (size_t)rt * pd, *al = a_lo + (size_t)rt * pd;
+                TILE_ZERO(0);
+                TILE_ZERO(1);
+                TILE_ZERO(2);
+                TILE_ZERO(3);
+                for (size_t ch = 0; ch < pd; ch += 32) {
+                    TILE_LOAD(4, ah + ch, row_bytes);
+                    TILE_LOAD(5, ah + 16 * pd + ch, row_bytes);
+                    TILE_LOAD(6, bl + ch * 16, 64);
+                    TILE_LOAD(7, bl + 16 * pd + ch * 16, 64);
+                    BLOCK_PRODUCTS(); /* hi . lo */
+                    TILE_LOAD(6, bh + ch * 16, 64);
+                    TILE_LOAD(7, bh + 16 * pd + ch * 16, 64);
+                    BLOCK_PRODUCTS(); /* hi . hi */
+                    TILE_LOAD(4, al + ch, row_bytes);
+                    TILE_LOAD(5, al + 16 * pd + ch, row_bytes);
+                    BLOCK_PRODUCTS(); /* lo . hi */
+                }
+                TILE_STORE(0, block, 128);
+                TILE_STORE(1, block + 16, 128);
+                TILE_STORE(2, block + 16 * 32, 128);
+                TILE_STORE(3, block + 16 * 32 + 16, 128);
+                for (int r = 0; r < 32 && rt + r < rows; r++) {
+                    float *row = c->out + (size_t)(r0 + rt + r) * c->outputs;
+                    for (int j = 0; j < 32 && n0 + j < (size_t)c->outputs; j += 16) {
+                        __mmask16 m = lanes_below((int)n0 + j, c->outputs);
+                        __m512 y = _mm512_load_ps(block + r * 32 + j);
+                        if (c->bias) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, c->bias + n0 + j));
+                        _mm512_mask_storeu_ps(row + n0 + j, m, y);
+                    }
+                }
+            }
+        }
+    }
+    TILE_RELEASE();
+    free(a_hi);
+    return NULL;
+}
+
+/* out (rows x outputs) = x (rows x depth) w (+ bias, `outputs` floats, where given), float32
+ * row-major, w packed by vosfx_amx_linear_pack; on `threads` threads. Returns 0, 1 for a CPU
+ * or shape it does not take (the AMX form not run here), 2 where memory ran out. */
+int vosfx_amx_linear(const float *x, int rows, int depth, const uint16_t *w, int outputs,
+                     const float *bias, float *out, int threads) {
+    if (!cpu_supported(FORM_AMX) || rows <= 0 || depth <= 0 || outputs <= 0) return 1;
+    linear_t c = {x, bias, w, out, rows, depth, outputs, 1,
+                  round_up((size_t)depth, AMX_DEPTH), round_up((size_t)outputs, 32)};
+    int blocks = (rows + LINEAR_ROWS - 1) / LINEAR_ROWS;
+    c.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    c.threads = c.threads < blocks ? c.threads : blocks;
+    pthread_t ids[MAX_THREADS];
+    linear_part_t parts[MAX_THREADS];
+    int started = 1, failed = 0;
+    for (int t = 0; t < c.threads; t++) parts[t] = (linear_part_t){&c, t, 0};
+    for (int t = 1; t < c.threads; t++) {
+        if (pthread_create(&ids[t], NULL, linear_part, &parts[t]) != 0) break;
+        started++;
+    }
+    for (int t = started; t < c.threads; t++) linear_part(&parts[t]); /* not started: here */
+    linear_part(&parts[0]);
+    for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
+    for (int t = 0; t < c.threads; t++) failed |= parts[t].failed;
+    return failed ? 2 : 0;
+}
+#else
+size_t vosfx_amx_linear_packed_size(int depth, int outputs) { (void)depth, (void)outputs; return 0; }
+int vosfx_amx_linear_pack(const float *w, int depth, int outputs, uint16_t *packed) {
+    (void)w, (void)depth, (void)outputs, (void)packed;
+    return 1;
+}
+int vosfx_amx_linear(const float *x, int rows, int depth, const uint16_t *w, int outputs,
+                     const float *bias, float *out, int threads) {
+    (void)x, (void)rows, (void)depth, (void)w, (void)outputs, (void)bias, (void)out, (void)threads;
+    return 1;
+}
 #endif
 
 /* 1 where this CPU runs the kernel's `form`: 1 (the AVX-512 form) or 2 (AMX) */

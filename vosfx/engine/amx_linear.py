@@ -1,0 +1,119 @@
+"""Linear layers' products on AMX's tiles in bfloat16 triples: the default (fp32) path's image
+encoder and memory attention on CPUs with AMX (Intel's Xeons since Sapphire Rapids).
+
+Their products (``x w + b``, ONNX's MatMul with a weight) are ~half of the image encoder's
+time at 1024 and most of the rest of memory attention's after its attentions. On a CPU with
+AMX, ``kernels/int16_attention.c`` computes them as the int16 kernel's AMX form computes its
+scores: each input row and each weight split into two bfloat16s, hi and lo (x = hi + lo to
+~2^-17 of x), an output summed in float32 from hi.hi + hi.lo + lo.hi by the tiles' products
+(TDPBF16PS, ~16 times an FMA's multiply-adds a cycle, three an output). No factor per row:
+the rounding is each element's, ~1e-6 of |x| |w| from the exact product, float32's order.
+Emulated in torch over every linear layer of both stages at 1024, the tracked logits stayed
+within 3.8e-6 of float32's, where the parity contract allows 1e-3 (docs/benchmarks/onnx.md).
+
+The weights are packed once (:func:`pack`, when the stage's parts load); each call splits its
+input rows. Like the attentions' AMX form this never ran on an AMX CPU in this project's
+machines: the tests emulate the tile instructions in C, and the default takes it only where
+the int16 kernel took its AMX form (:func:`vosfx.engine.int16_attention.form`), whose check in
+a process of its own covers these products too (:func:`vosfx.engine.int16_attention.
+self_check`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from vosfx.engine import int16_attention
+from vosfx.errors import BackendError
+from vosfx.native import Unavailable
+
+__all__ = ["Packed", "Unavailable", "linear", "pack", "switched_off", "why_unused"]
+
+# the environment variable that keeps the linear products in ONNX Runtime's float32 kernels
+# where the default would run them in the AMX form (the attentions' form is
+# VOSFX_INT16_ATTENTION's)
+SWITCH = "VOSFX_AMX_LINEAR"
+
+
+def switched_off() -> bool:
+    """Whether ``VOSFX_AMX_LINEAR`` turns the AMX form's linear products off (0, false, no,
+    off); another value than those and 1, true, yes, on or empty raises BackendError."""
+    value = os.environ.get(SWITCH, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return True
+    if value in ("", "1", "true", "yes", "on"):
+        return False
+    raise BackendError(
+        f"{SWITCH}: expected 0 (off) or 1 (on, the default), found {os.environ[SWITCH]!r}"
+    )
+
+
+def why_unused() -> str | None:
+    """None where the default (fp32 on the CPU) runs the linear layers' products in the AMX
+    form: where the int16 kernel runs its attentions in its AMX form
+    (:func:`vosfx.engine.int16_attention.form`: the CPU has it, its check passed, its products
+    are worth it) and ``VOSFX_AMX_LINEAR`` does not turn it off; else why not."""
+    if switched_off():
+        return f"turned off ({SWITCH}={os.environ[SWITCH]})"
+    try:
+        chosen = int16_attention.form()
+    except Unavailable as err:
+        return f"the int16 kernel does not run here: {err}"
+    if chosen != "amx":
+        return f"the int16 kernel runs in its {int16_attention.FORMS[chosen][1]} form, not AMX's"
+    return None
+
+
+class Packed:
+    """A weight (depth, outputs) packed for :func:`linear`, with its bias (outputs,) or None."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, *, emulated: bool = False):
+        if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
+            raise ValueError(
+                f"a linear layer's weight must be (depth, outputs), found {weight.shape}"
+            )
+        self.depth, self.outputs = (int(n) for n in weight.shape)
+        if bias is not None and bias.shape != (self.outputs,):
+            raise ValueError(f"the bias must be ({self.outputs},), found {bias.shape}")
+        self.emulated = emulated
+        weight = np.ascontiguousarray(weight, np.float32)
+        self.data = int16_attention.pack_linear(weight, emulated=emulated)
+        self.bias = None if bias is None else np.ascontiguousarray(bias, np.float32)
+
+
+def pack(weight: np.ndarray, bias: np.ndarray | None = None, *, emulated: bool = False) -> Packed:
+    """``weight`` (depth, outputs) float32 and its ``bias`` packed for :func:`linear`
+    (``emulated``: for the build that emulates the tiles, tests)."""
+    return Packed(weight, bias, emulated=emulated)
+
+
+def linear(
+    x: np.ndarray, packed: Packed, *, threads: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``x @ weight (+ bias)`` for x (..., depth) float32 in bfloat16 triples on AMX's tiles
+    (module docstring); returns (..., outputs) float32 (into ``out`` where given:
+    C-contiguous, that shape). Raises ValueError for a depth that is not the weight's,
+    :class:`Unavailable` where the CPU does not run the AMX form."""
+    if x.shape[-1] != packed.depth:
+        raise ValueError(f"the input has {x.shape[-1]} channels, the weight {packed.depth}")
+    x = np.ascontiguousarray(x, np.float32)
+    shape = (*x.shape[:-1], packed.outputs)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {shape}")
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    if rows:
+        int16_attention.linear_product(
+            x.reshape(rows, packed.depth),
+            packed.data,
+            packed.depth,
+            packed.outputs,
+            packed.bias,
+            out.reshape(rows, packed.outputs),
+            threads=threads,
+            emulated=packed.emulated,
+        )
+    return out
