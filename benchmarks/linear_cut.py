@@ -53,8 +53,7 @@ def float32_products(folder: Path, stage: str, threads: int):
         ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])
         for f in ort_parts.part_files(entry, stage)
     ]
-    with np.load(folder / entry[ort_parts.WEIGHTS_KEY.format(stage)]) as saved:
-        weights = {k: saved[k] for k in saved.files}
+    weights = ort_parts.linear_weights(folder, entry, stage)
     products = {}
     for key, w in weights.items():
         if not key.startswith("w"):

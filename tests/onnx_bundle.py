@@ -40,15 +40,19 @@ def exported(variants: tuple[str, ...] = (), size: int = SIZE) -> tuple[Path, st
 
 def default_stages() -> dict[str, str]:
     """What runs the image encoder and memory attention on the CPU provider by default here
-    (the sidecar's words): the int16 attention kernel between the parts variant's graphs where
-    it runs and is faster than float32 products on this CPU, else the whole image encoder and
-    memory attention's query blocks on ONNX Runtime."""
-    from vosfx.engine import int16_attention
+    (the sidecar's words) for a bundle made through the loader (``ensure_bundle_for_config``):
+    the int16 attention kernel between the parts variant's graphs where it runs and is faster
+    than float32 products on this CPU (in its AMX form with the linear products too, between
+    the parts-linear variant's), else the whole image encoder and memory attention's query
+    blocks on ONNX Runtime."""
+    from vosfx.engine import amx_linear, int16_attention
 
     if int16_attention.why_unavailable() is None:
         kernel = "onnxruntime CPUExecutionProvider, attentions in vosfx's int16 kernel"
         if int16_attention.form() == "amx":
             kernel += " (AMX form: bfloat16 triples)"
+            if amx_linear.why_unused() is None:  # the loader makes the parts-linear variant
+                kernel += ", linear products in its AMX form"
         return {"image_encoder": kernel, "memory_attention": kernel}
     return {
         "image_encoder": "onnxruntime CPUExecutionProvider",

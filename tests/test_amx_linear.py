@@ -170,7 +170,7 @@ def _exact_parts(folder, stage):
     man = json.loads((folder / "manifest.json").read_text())
     entry = man["variants"][ort_parts.LINEAR_VARIANT]
     files = ort_parts.part_files(entry, stage)
-    weights = dict(np.load(folder / entry[ort_parts.WEIGHTS_KEY.format(stage)]))
+    weights = ort_parts.linear_weights(folder, entry, stage)
     sessions = [
         ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]) for f in files
     ]
@@ -230,6 +230,57 @@ def test_the_linear_parts_with_exact_steps_are_the_whole_graph(linear_bundle, st
         np.testing.assert_allclose(g, w, atol=3e-5, rtol=1e-5)
 
 
+def test_the_weights_are_read_where_the_graph_keeps_them(linear_bundle, tmp_path):
+    """The variant's index points into the graph's own weights file (no second copy); a graph
+    with inline weights (a bundle exported before vosfx kept them apart) gets them written
+    once to <stage>.linear.bin; both read back as the graph's initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    man = json.loads((linear_bundle / "manifest.json").read_text())
+    entry = man["variants"][ort_parts.LINEAR_VARIANT]
+    index = json.loads((linear_bundle / entry["memory_attention.weights"]).read_text())
+    assert {at["file"] for at in index.values()} == {"memory_attention.bin"}
+    index = json.loads((linear_bundle / entry["image_encoder.weights"]).read_text())
+    spare = [at for at in index.values() if at["file"] != "image_encoder.bin"]
+    # the exporter's small tensors stay inline (ONNX's 1 KiB threshold): Hiera's first biases
+    assert all(4 * np.prod(at["shape"]) < 1024 for at in spare) and len(spare) < len(index) / 4
+    model = onnx.load(str(linear_bundle / "memory_attention.onnx"))  # its weights inline now
+    onnx.save(model, str(tmp_path / "memory_attention.onnx"))
+    inline = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    files = ort_parts.write_variant(
+        tmp_path, {"memory_attention": "memory_attention.onnx"}, linear=True
+    )
+    index = json.loads((tmp_path / files["memory_attention.weights"]).read_text())
+    assert {at["file"] for at in index.values()} == {"memory_attention.linear.bin"}
+    got = ort_parts.linear_weights(tmp_path, files, "memory_attention")
+    kept = ort_parts.linear_weights(linear_bundle, entry, "memory_attention")
+    assert got.keys() == kept.keys()
+    for key, array in got.items():
+        assert np.array_equal(array, kept[key])
+        assert any(array.shape == w.shape and np.array_equal(array, w) for w in inline.values())
+
+
+def test_a_damaged_weights_index_is_refused(linear_bundle, tmp_path):
+    from vosfx.errors import ModelError
+
+    man = json.loads((linear_bundle / "manifest.json").read_text())
+    entry = man["variants"][ort_parts.LINEAR_VARIANT]
+    index = json.loads((linear_bundle / entry["memory_attention.weights"]).read_text())
+    key = next(iter(index))
+    for change, said in [
+        ({"file": "../memory_attention.bin"}, r"not a file of the bundle"),
+        ({"offset": (linear_bundle / "memory_attention.bin").stat().st_size - 8}, "ends before"),
+    ]:
+        shutil.copy(linear_bundle / "memory_attention.bin", tmp_path / "memory_attention.bin")
+        damaged = {**index, key: {**index[key], **change}}
+        (tmp_path / "index.json").write_text(json.dumps(damaged))
+        with pytest.raises(ModelError, match=said):
+            ort_parts.linear_weights(
+                tmp_path, {"memory_attention.weights": "index.json"}, "memory_attention"
+            )
+
+
 def test_the_variant_is_made_where_the_form_runs(monkeypatch):
     """automatic(): the parts-linear variant with the others where asked and the onnx package
     can cut the graphs, never otherwise; asked for a bundle where the model runs fp32 on ONNX
@@ -277,5 +328,5 @@ def test_first_use_makes_the_variant_where_the_products_run(config_home, monkeyp
     assert got == cached
     entry = json.loads((cached / "manifest.json").read_text())["variants"].get("parts-linear")
     assert (entry is not None) == runs
-    assert (cached / "image_encoder.linear.npz").is_file() == runs
+    assert (cached / "image_encoder.linear.json").is_file() == runs
     assert (cached / "memory_attention.linpart0.onnx").is_file() == runs

@@ -77,7 +77,8 @@ class BundleGraphs:
         # the attentions and they do not
         self.amx_linear = False
         self.linear_unavailable: str | None = None
-        self._linear_weights: dict[str, Path] = {}  # stage -> its products' weights (.npz)
+        # stage -> the parts-linear variant's manifest entry, where its products run in the form
+        self._linear_weights: dict[str, dict[str, str]] = {}
         self._opened = False
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
@@ -309,9 +310,7 @@ class BundleGraphs:
             self.linear_unavailable = why
             return files
         self.amx_linear = True
-        self._linear_weights = {
-            stage: self.bundle / variant[ort_parts.WEIGHTS_KEY.format(stage)] for stage in found
-        }
+        self._linear_weights = {stage: variant for stage in found}
         return {**files, **found}
 
     def _parts_session(self, ort, stage: str, threads: int) -> ort_parts.AttentionParts:
@@ -331,8 +330,7 @@ class BundleGraphs:
         if self.amx_linear and stage in self._linear_weights:
             from vosfx.engine import amx_linear
 
-            with np.load(self._linear_weights[stage], allow_pickle=False) as saved:
-                arrays = {key: saved[key] for key in saved.files}
+            arrays = ort_parts.linear_weights(self.bundle, self._linear_weights[stage], stage)
             packed = {
                 key: amx_linear.pack(w, arrays.get("b" + key[1:]))
                 for key, w in arrays.items()

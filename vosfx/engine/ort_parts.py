@@ -25,7 +25,8 @@ The ``parts-linear`` variant (:data:`LINEAR_VARIANT`) cuts the two stages at the
 layers' products too (each MatMul with a weight, with the Add of its bias), for the int16
 kernel's AMX form to compute them between the parts (:mod:`vosfx.engine.amx_linear`); a
 part's metadata then says which product follows it (``vosfx.linear``: input and output names,
-the weight's and bias's keys in ``<stage>.linear.npz``). Made on first use where that form
+the weight's and bias's keys in ``<stage>.linear.json``, which says where they are). Made on
+first use where that form
 runs, never shipped.
 """
 
@@ -55,10 +56,12 @@ ATTENTION_KEY = "vosfx.attention"  # a part's metadata: the attention after it
 LINEAR_VARIANT = "parts-linear"
 LINEAR_PART_FILE = "{}.linpart{}.onnx"
 LINEAR_KEY = "vosfx.linear"  # a part's metadata: the linear product after it
-# the variant's manifest entry of a stage's weights (an .npz: w<i>, b<i> for the product after
-# part i)
+# the variant's manifest entry of a stage's weights: a JSON index, w<i> and b<i> (the product
+# after part i) -> the file, byte offset and shape of its float32s; the graph's own weights
+# file where it keeps them, else WEIGHTS_BIN
 WEIGHTS_KEY = "{}.weights"
-WEIGHTS_FILE = "{}.linear.npz"
+WEIGHTS_FILE = "{}.linear.json"
+WEIGHTS_BIN = "{}.linear.bin"
 OUTPUTS_KEY = "vosfx.outputs"  # the last part's: the whole graph's outputs, in order
 # a constant read by several parts from this size on is handed on from the first (its name +
 # HANDED_ON) instead of held by each; products' weights never are (ONNX Runtime prepacks
@@ -384,11 +387,11 @@ def write_variant(folder: Path, sources: dict[str, str], *, linear: bool = False
     """Cut each stage's graph ``folder / sources[stage]`` into ``folder`` (external weights stay
     in the graph's weights file, which the parts read; inline ones are written into the parts);
     returns the manifest's entry (``<stage>.<i>`` -> file). A graph without attentions is left
-    whole. ``linear``: the :data:`LINEAR_VARIANT`, cut at the linear products too, their
-    weights written to ``<stage>.linear.npz`` (``<stage>.weights`` in the entry)."""
-    import numpy as np
+    whole. ``linear``: the :data:`LINEAR_VARIANT`, cut at the linear products too, where each
+    product's weights are found listed in ``<stage>.linear.json`` (``<stage>.weights`` in the
+    entry): in the graph's own weights file where it keeps them there (no second copy), else
+    written to ``<stage>.linear.bin``."""
     import onnx
-    from onnx import numpy_helper
 
     files = {}
     pattern = LINEAR_PART_FILE if linear else PART_FILE
@@ -402,14 +405,67 @@ def write_variant(folder: Path, sources: dict[str, str], *, linear: bool = False
             onnx.save(part, str(folder / file))
             files[PART_KEY.format(stage, i)] = file
         if linear:
-            arrays = {
-                key: numpy_helper.to_array(tensor, base_dir=str(folder))
-                for key, tensor in weights.items()
-            }
             file = WEIGHTS_FILE.format(stage)
-            np.savez(folder / file, allow_pickle=False, **arrays)
+            index = _weights_index(folder, weights, WEIGHTS_BIN.format(stage))
+            (folder / file).write_text(json.dumps(index), encoding="utf-8")
             files[WEIGHTS_KEY.format(stage)] = file
     return files
+
+
+def _weights_index(folder: Path, weights: dict[str, Any], spare: str) -> dict[str, dict]:
+    """Key -> where its float32 weights are (file, byte offset, shape): a TensorProto kept as
+    external data in a file of ``folder`` where it is, else written to ``folder / spare``."""
+    import onnx
+    from onnx import numpy_helper
+
+    index: dict[str, dict] = {}
+    written = None
+    try:
+        for key, tensor in weights.items():
+            shape = [int(d) for d in tensor.dims]
+            said = {e.key: e.value for e in tensor.external_data}
+            location = said.get("location", "")
+            if (
+                tensor.data_location == onnx.TensorProto.EXTERNAL
+                and Path(location).name == location
+                and (folder / location).is_file()
+            ):
+                index[key] = {
+                    "file": location,
+                    "offset": int(said.get("offset", 0)),
+                    "shape": shape,
+                }
+                continue
+            if written is None:
+                written = open(folder / spare, "wb")  # noqa: SIM115 (closed below)
+            array = numpy_helper.to_array(tensor).astype("<f4")
+            index[key] = {"file": spare, "offset": written.tell(), "shape": shape}
+            written.write(array.tobytes())
+    finally:
+        if written is not None:
+            written.close()
+    return index
+
+
+def linear_weights(folder: Path, entry: dict[str, str], stage: str) -> dict[str, np.ndarray]:
+    """The :data:`LINEAR_VARIANT`'s weights of ``stage`` (``entry``: the variant's manifest
+    entry) by their keys in the parts' metadata, float32 as the index lists them; raises
+    ModelError where the index names a file outside the bundle or a file ends too soon."""
+    listed = entry.get(WEIGHTS_KEY.format(stage))
+    if listed is None:
+        raise ModelError(f"the {LINEAR_VARIANT} variant lists no weights of {stage}")
+    index = json.loads((folder / listed).read_text(encoding="utf-8"))
+    found = {}
+    for key, at in index.items():
+        name, shape = at["file"], [int(d) for d in at["shape"]]
+        if Path(name).name != name:
+            raise ModelError(f"{listed}: {key} in {name!r}, not a file of the bundle")
+        count = math.prod(shape)
+        array = np.fromfile(folder / name, dtype="<f4", count=count, offset=int(at["offset"]))
+        if array.size != count:
+            raise ModelError(f"{listed}: {name} ends before {key}'s {count} weights")
+        found[key] = array.reshape(shape)
+    return found
 
 
 def part_files(files: dict[str, str], stage: str) -> list[str]:
