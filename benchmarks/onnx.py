@@ -43,6 +43,12 @@ RUNS = {
     # the default as the thirty-ninth pass left it: memory attention's attentions in ONNX
     # Runtime's query blocks (float32), not in the int16 kernel between the parts variant's graphs
     "onnx-split": ("onnx", {"precision": "fp32", "opt": "all", "attention": "split"}),
+    # on CPUs with AMX: the default with the linear layers' products in ONNX Runtime, not in
+    # the int16 kernel's AMX form (VOSFX_AMX_LINEAR=0; elsewhere the same as onnx)
+    "onnx-no-amx-linear": (
+        "onnx",
+        {"precision": "fp32", "opt": "all", "env": {"VOSFX_AMX_LINEAR": "0"}},
+    ),
     "onnx-basic-opt": ("onnx", {"precision": "fp32", "opt": "basic"}),
     "onnx-int8": ("onnx", {"precision": "int8", "opt": "all"}),
     # the int8 tier as the twenty-fifth pass left it: memory attention's scores float32, not
@@ -175,6 +181,7 @@ def _onnx_backend(bundle: str, opts: dict, threads: int):
     with (
         ovr.without(*opts.get("without", ())),
         mock.patch.object(ort_attention, "INT8_SCORES", scored),
+        mock.patch.dict(os.environ, opts.get("env", {})),  # read as the graphs open
     ):
         return OnnxBackend(
             bundle,
@@ -386,6 +393,13 @@ def main() -> None:
         image_size=args.size,
         variants=("int8", "bf16"),
     )
+    # the variants the loader adds where this CPU runs them (the parts-linear variant where
+    # the int16 kernel's AMX form runs the linear products: vosfx.engine.export._amx_linear)
+    from vosfx.config import ModelConfig
+    from vosfx.engine.export import _amx_linear
+    from vosfx.engine.variants import add_variants, automatic
+
+    add_variants(bundle, automatic(linear=_amx_linear(ModelConfig())), lambda _msg: None)
     export_s = time.perf_counter() - t
     print(json.dumps({"machine": _machine(), "export_s_or_reuse": round(export_s, 1)}), flush=True)
     if args.interleave:
