@@ -330,3 +330,35 @@ def test_first_use_makes_the_variant_where_the_products_run(config_home, monkeyp
     assert (entry is not None) == runs
     assert (cached / "image_encoder.linear.json").is_file() == runs
     assert (cached / "memory_attention.linpart0.onnx").is_file() == runs
+
+
+def test_the_cut_benchmark_runs(linear_bundle):
+    """benchmarks/linear_cut.py prints each stage's row: the default, the cut with float32
+    products (and the products' share), and the AMX products where the CPU runs them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    size = json.loads((linear_bundle / "manifest.json").read_text())["image_size"]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/linear_cut.py", "--bundle", str(linear_bundle)]
+        + ["--size", str(size), "--runs", "1"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    said = next(line for line in lines if line.startswith("AMX products: "))
+    runs = amx_linear.why_unused() is None
+    assert (said == "AMX products: run") == runs
+    for stage, steps in (("image_encoder", 51), ("memory_attention", 56)):
+        row = next(line for line in lines if line.startswith(f"| {stage} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == str(steps)
+        default, cut = float(cells[2]), float(cells[3].split()[0])
+        products = float(cells[3].split("(")[1].rstrip(")"))
+        assert 0 < products < cut and default > 0
+        assert (cells[5] != "-") == runs
