@@ -298,12 +298,23 @@ def test_the_variant_is_made_where_the_form_runs(monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
     )
     assert variants.automatic(linear=True) == ()
+    from vosfx.engine import cpu_features
+
     monkeypatch.setattr(amx_linear, "why_unused", lambda: None)
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512f"}))
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
     assert export._amx_linear(ModelConfig())  # auto backend and device, fp32
     assert export._amx_linear(ModelConfig(backend="onnx", device="cpu"))
     assert not export._amx_linear(ModelConfig(precision="bf16"))
     assert not export._amx_linear(ModelConfig(backend="torch"))
     assert not export._amx_linear(ModelConfig(device="cuda"))
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"avx512f"}))
+    assert not export._amx_linear(ModelConfig())  # told apart by Linux's flags alone
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: None)  # no /proc/cpuinfo
+    assert export._amx_linear(ModelConfig())
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    assert not export._amx_linear(ModelConfig())
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
     monkeypatch.setattr(amx_linear, "why_unused", lambda: "the int16 kernel runs in its ...")
     assert not export._amx_linear(ModelConfig())
 
@@ -323,7 +334,11 @@ def test_first_use_makes_the_variant_where_the_products_run(config_home, monkeyp
     ckpt, sha, folder = exported()
     cached = bundle_dir(ckpt.name, sha, SIZE)
     shutil.copytree(folder, cached)
+    from vosfx.engine import cpu_features
+
     monkeypatch.setattr(amx_linear, "why_unused", lambda: None if runs else "no AMX here")
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
     got = export.ensure_bundle_for_config(ModelConfig(checkpoint=str(ckpt), image_size=SIZE))
     assert got == cached
     entry = json.loads((cached / "manifest.json").read_text())["variants"].get("parts-linear")

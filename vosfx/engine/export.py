@@ -193,13 +193,23 @@ def _amx_linear(model: Any) -> bool:
     """Whether ``model`` (a ModelConfig) runs its linear layers' products in the int16 kernel's
     AMX form here (fp32 on ONNX Runtime's CPU provider, a CPU where the form runs:
     :func:`vosfx.engine.amx_linear.why_unused`), for which its bundle needs the
-    ``parts-linear`` variant."""
+    ``parts-linear`` variant. Other CPUs are told apart without building the kernel (x86
+    only; ``amx_bf16`` among Linux's flags where it lists them)."""
     backend, device = getattr(model, "backend", "auto"), getattr(model, "device", "auto")
     if backend not in ("onnx", "auto") or model.precision != "fp32":
         return False
     if device not in ("cpu", "auto"):
         return False
+    import platform
+
     from vosfx.engine import amx_linear
+    from vosfx.engine.cpu_features import cpu_flags
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    flags = cpu_flags()  # Linux says what the CPU has: no kernel built to ask where it lacks it
+    if flags is not None and "amx_bf16" not in flags:
+        return False
 
     try:
         return amx_linear.why_unused() is None
