@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_int16_attention import _bf16, _emulated_or_skip
 
-from vosfx.engine import amx_linear, ort_parts
+from vosfx.engine import amx_linear, ort_cut, ort_parts
 from vosfx.engine import int16_attention as ka
 from vosfx.errors import BackendError
 
@@ -248,7 +248,7 @@ def test_the_weights_are_read_where_the_graph_keeps_them(linear_bundle, tmp_path
     model = onnx.load(str(linear_bundle / "memory_attention.onnx"))  # its weights inline now
     onnx.save(model, str(tmp_path / "memory_attention.onnx"))
     inline = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    files = ort_parts.write_variant(
+    files = ort_cut.write_variant(
         tmp_path, {"memory_attention": "memory_attention.onnx"}, linear=True
     )
     index = json.loads((tmp_path / files["memory_attention.weights"]).read_text())

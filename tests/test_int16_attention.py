@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vosfx.engine import int16_attention as ka
-from vosfx.engine import ort_parts
+from vosfx.engine import ort_cut, ort_parts
 
 NORM_LIMIT = 46000.0  # kernels/int16_attention.c's
 # the kernel's AVX-512 form, whose arithmetic the tests below emulate (its AMX form's: below)
@@ -593,12 +593,12 @@ def test_a_graph_with_another_kind_of_attention_is_refused():
     )
     model = helper.make_model(helper.make_graph([node], "g", [x], [y]))
     with pytest.raises(ModelError, match="expected an attention of query, key and value alone"):
-        ort_parts.cut(model)
+        ort_cut.cut(model)
     plain = helper.make_model(
         helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     )
     with pytest.raises(ModelError, match="expected attentions to cut the graph at, found none"):
-        ort_parts.cut(plain)
+        ort_cut.cut(plain)
     assert onnx  # the package that cuts
 
 

@@ -184,12 +184,12 @@ def _variants(folder: Path, attrs: dict) -> dict[str, dict[str, str]]:
     ``cpu`` (:mod:`vosfx.engine.ort_attention`) and ``parts`` (:mod:`vosfx.engine.ort_parts`),
     whose graphs read the weights files of memory attention (and of the image encoder), so a
     filled template has them without the onnx package."""
-    from vosfx.engine import ort_parts
+    from vosfx.engine import ort_cut, ort_parts
     from vosfx.engine.ort_attention import write_variant
 
     return {
         "cpu": write_variant(folder, "memory_attention.onnx", {"attrs": attrs}),
-        ort_parts.VARIANT: ort_parts.write_variant(
+        ort_parts.VARIANT: ort_cut.write_variant(
             folder, {stage: f"{stage}.onnx" for stage in ort_parts.STAGES}
         ),
     }

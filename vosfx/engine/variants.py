@@ -257,7 +257,8 @@ def _cpu(folder: Path, man: dict) -> dict[str, str]:
 def _parts(folder: Path, man: dict) -> dict[str, str]:
     """The image encoder and memory attention cut at their attentions, for the int16
     attention kernel between ONNX Runtime's parts (:mod:`vosfx.engine.ort_parts`)."""
-    from vosfx.engine.ort_parts import STAGES, write_variant
+    from vosfx.engine.ort_cut import write_variant
+    from vosfx.engine.ort_parts import STAGES
 
     graphs = man.get("graphs", {})
     return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs})
@@ -267,7 +268,8 @@ def _parts_linear(folder: Path, man: dict) -> dict[str, str]:
     """The image encoder and memory attention cut at their attentions and their linear
     layers' products, for the int16 kernel's AMX form between ONNX Runtime's parts
     (:mod:`vosfx.engine.amx_linear`)."""
-    from vosfx.engine.ort_parts import STAGES, write_variant
+    from vosfx.engine.ort_cut import write_variant
+    from vosfx.engine.ort_parts import STAGES
 
     graphs = man.get("graphs", {})
     return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs}, linear=True)
