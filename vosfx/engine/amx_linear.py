@@ -22,14 +22,25 @@ self_check`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from vosfx.engine import int16_attention
+from vosfx.engine import int16_attention, ort_parts
 from vosfx.errors import BackendError
 from vosfx.native import Unavailable
 
-__all__ = ["Packed", "Unavailable", "linear", "pack", "switched_off", "why_unused"]
+__all__ = [
+    "Packed",
+    "Unavailable",
+    "linear",
+    "pack",
+    "steps",
+    "switched_off",
+    "variant_parts",
+    "why_unused",
+]
 
 # the environment variable that keeps the linear products in ONNX Runtime's float32 kernels
 # where the default would run them in the AMX form (the attentions' form is
@@ -41,9 +52,9 @@ def switched_off() -> bool:
     """Whether ``VOSFX_AMX_LINEAR`` turns the AMX form's linear products off (0, false, no,
     off); another value than those and 1, true, yes, on or empty raises BackendError."""
     value = os.environ.get(SWITCH, "").strip().lower()
-    if value in ("0", "false", "no", "off"):
+    if value in int16_attention.OFF:
         return True
-    if value in ("", "1", "true", "yes", "on"):
+    if value in int16_attention.ON:
         return False
     raise BackendError(
         f"{SWITCH}: expected 0 (off) or 1 (on, the default), found {os.environ[SWITCH]!r}"
@@ -64,6 +75,40 @@ def why_unused() -> str | None:
     if chosen != "amx":
         return f"the int16 kernel runs in its {int16_attention.FORMS[chosen][1]} form, not AMX's"
     return None
+
+
+def variant_parts(bundle: Path, manifest: dict) -> tuple[dict[str, list[str]], str | None]:
+    """The bundle's parts-linear part files by stage (:func:`vosfx.engine.ort_parts.
+    part_files`) where the default runs the products in the AMX form here, and None; else {}
+    and why not (:func:`why_unused`, or the bundle lacks the variant)."""
+    variant = manifest.get("variants", {}).get(ort_parts.LINEAR_VARIANT, {})
+    found = {stage: ort_parts.part_files(variant, stage) for stage in ort_parts.STAGES}
+    found = {stage: parts for stage, parts in found.items() if parts}
+    why = why_unused()
+    if why is None and not found:
+        why = (
+            f"the bundle {bundle} lacks the {ort_parts.LINEAR_VARIANT} variant (made on first "
+            "use where the onnx package is installed: pip install onnx)"
+        )
+    return ({}, why) if why is not None else (found, None)
+
+
+def steps(
+    bundle: Path, manifest: dict, stage: str, *, threads: int
+) -> Callable[[np.ndarray, ort_parts.Linear], np.ndarray]:
+    """:class:`vosfx.engine.ort_parts.AttentionParts`' linear steps of ``stage`` from the
+    bundle's parts-linear variant: its weights packed once, each step's product in the AMX
+    form on ``threads`` threads."""
+    entry = manifest["variants"][ort_parts.LINEAR_VARIANT]
+    arrays = ort_parts.linear_weights(bundle, entry, stage)
+    packed = {  # the product after part i: weight w<i>, bias b<i> where it has one
+        key: pack(w, arrays.get("b" + key[1:])) for key, w in arrays.items() if key.startswith("w")
+    }
+
+    def step(x: np.ndarray, linear_step: ort_parts.Linear) -> np.ndarray:
+        return linear(x, packed[linear_step.weight], threads=threads)
+
+    return step
 
 
 class Packed:

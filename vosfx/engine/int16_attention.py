@@ -71,6 +71,9 @@ WORTH = 1.5
 # the environment variable that turns the kernel off where the default would take it (ONNX
 # Runtime's float32 attentions then run, as on CPUs where it is not faster), or names a form
 SWITCH = "VOSFX_INT16_ATTENTION"
+# the values that turn it (and VOSFX_AMX_LINEAR) off, and on (or leave the default)
+OFF = ("0", "false", "no", "off")
+ON = ("", "1", "true", "yes", "on")
 # the self-check's bound on the output's distance from float64 (relative to its norm): the
 # AMX form's measured ~1e-5 (emulated), the AVX-512 form's ~3e-4 (its int16 rounding on those
 # isotropic operands); a fault in a layout or a sum gives ~1
@@ -141,11 +144,11 @@ def switch() -> str | None:
     form's name where it names one, else None (unset, empty, 1, true, yes, on); another value
     raises BackendError."""
     value = os.environ.get(SWITCH, "").strip().lower()
-    if value in ("0", "false", "no", "off"):
+    if value in OFF:
         return "off"
     if value in FORMS:
         return value
-    if value in ("", "1", "true", "yes", "on"):
+    if value in ON:
         return None
     raise BackendError(
         f"{SWITCH}: expected 0 (off), 1 (on, the default) or a form ({', '.join(FORMS)}), "

@@ -77,8 +77,7 @@ class BundleGraphs:
         # the attentions and they do not
         self.amx_linear = False
         self.linear_unavailable: str | None = None
-        # stage -> the parts-linear variant's manifest entry, where its products run in the form
-        self._linear_weights: dict[str, dict[str, str]] = {}
+        self._linear_stages: set[str] = set()  # the stages whose products run in the form
         self._opened = False
         self.memory_arena = memory_arena
         self.shared_arena = shared_arena
@@ -293,24 +292,13 @@ class BundleGraphs:
 
     def _linear_parts(self, files: dict[str, list[str]]) -> dict[str, list[str]]:
         """``files`` (the attentions' parts), or the bundle's parts-linear variant's where the
-        linear products run in the AMX form too (:func:`vosfx.engine.amx_linear.why_unused`);
-        why not in :attr:`linear_unavailable`."""
+        linear products run in the AMX form too (:func:`vosfx.engine.amx_linear.
+        variant_parts`); why not in :attr:`linear_unavailable`."""
         from vosfx.engine import amx_linear
 
-        variant = self.manifest.get("variants", {}).get(ort_parts.LINEAR_VARIANT, {})
-        found = {stage: ort_parts.part_files(variant, stage) for stage in ort_parts.STAGES}
-        found = {stage: parts for stage, parts in found.items() if parts}
-        why = amx_linear.why_unused()
-        if why is None and not found:
-            why = (
-                f"the bundle {self.bundle} lacks the {ort_parts.LINEAR_VARIANT} variant (made "
-                "on first use where the onnx package is installed: pip install onnx)"
-            )
-        if why is not None:
-            self.linear_unavailable = why
-            return files
-        self.amx_linear = True
-        self._linear_weights = {stage: variant for stage in found}
+        found, self.linear_unavailable = amx_linear.variant_parts(self.bundle, self.manifest)
+        self._linear_stages = set(found)
+        self.amx_linear = bool(found)
         return {**files, **found}
 
     def _parts_session(self, ort, stage: str, threads: int) -> ort_parts.AttentionParts:
@@ -327,19 +315,10 @@ class BundleGraphs:
             )
 
         linear = None
-        if self.amx_linear and stage in self._linear_weights:
+        if stage in self._linear_stages:
             from vosfx.engine import amx_linear
 
-            arrays = ort_parts.linear_weights(self.bundle, self._linear_weights[stage], stage)
-            packed = {
-                key: amx_linear.pack(w, arrays.get("b" + key[1:]))
-                for key, w in arrays.items()
-                if key.startswith("w")
-            }
-
-            def linear(x, step: ort_parts.Linear) -> np.ndarray:
-                return amx_linear.linear(x, packed[step.weight], threads=kernel_threads)
-
+            linear = amx_linear.steps(self.bundle, self.manifest, stage, threads=kernel_threads)
         parts = [
             self._session(ort, stage, self.bundle / file, threads) for file in self._parts[stage]
         ]
@@ -506,7 +485,7 @@ class BundleGraphs:
                     stages[name] += ", attentions in vosfx's int16 kernel"
                     if self.kernel_form == "amx":
                         stages[name] += " (AMX form: bfloat16 triples)"
-                    if self.amx_linear and name in self._linear_weights:
+                    if name in self._linear_stages:
                         stages[name] += ", linear products in its AMX form"
                 if name in self._query_blocks:
                     stages[name] += ", attention in query blocks"

@@ -254,25 +254,17 @@ def _cpu(folder: Path, man: dict) -> dict[str, str]:
     return write_variant(folder, graph["file"], man)
 
 
-def _parts(folder: Path, man: dict) -> dict[str, str]:
+def _parts(folder: Path, man: dict, *, linear: bool = False) -> dict[str, str]:
     """The image encoder and memory attention cut at their attentions, for the int16
-    attention kernel between ONNX Runtime's parts (:mod:`vosfx.engine.ort_parts`)."""
-    from vosfx.engine.ort_cut import write_variant
-    from vosfx.engine.ort_parts import STAGES
-
-    graphs = man.get("graphs", {})
-    return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs})
-
-
-def _parts_linear(folder: Path, man: dict) -> dict[str, str]:
-    """The image encoder and memory attention cut at their attentions and their linear
-    layers' products, for the int16 kernel's AMX form between ONNX Runtime's parts
+    attention kernel between ONNX Runtime's parts (:mod:`vosfx.engine.ort_parts`); ``linear``
+    (``parts-linear``): at their linear layers' products too, for the kernel's AMX form
     (:mod:`vosfx.engine.amx_linear`)."""
     from vosfx.engine.ort_cut import write_variant
     from vosfx.engine.ort_parts import STAGES
 
     graphs = man.get("graphs", {})
-    return write_variant(folder, {s: graphs[s]["file"] for s in STAGES if s in graphs}, linear=True)
+    sources = {s: graphs[s]["file"] for s in STAGES if s in graphs}
+    return write_variant(folder, sources, linear=linear)
 
 
 # variant -> what makes its files from the bundle's folder and manifest
@@ -283,5 +275,5 @@ _MAKERS: dict[str, Callable[[Path, dict], dict[str, str]]] = {
     "bf16": _bf16,
     "cpu": _cpu,
     "parts": _parts,
-    "parts-linear": _parts_linear,
+    "parts-linear": functools.partial(_parts, linear=True),
 }

@@ -527,39 +527,46 @@ static void split_keys(call_t *c, int thread) {
 
 TARGET_AMX static void tile_release(void) { TILE_RELEASE(); }
 
+/* 32 rows x 32 columns of hi.hi + hi.lo + lo.hi into out (`width` floats a row): the rows'
+ * bfloat16 parts a_hi, a_lo row-major (`depth` a row, a multiple of 32), the columns' b_hi,
+ * b_lo in two panels of 16, [depth / 2][16][2] each (the keys' and the weights' layout) */
+TARGET_AMX static void amx_block(const uint16_t *a_hi, const uint16_t *a_lo, const uint16_t *b_hi,
+                                 const uint16_t *b_lo, size_t depth, float *out, size_t width) {
+    size_t row_bytes = 2 * depth;
+    TILE_ZERO(0);
+    TILE_ZERO(1);
+    TILE_ZERO(2);
+    TILE_ZERO(3);
+    for (size_t ch = 0; ch < depth; ch += 32) {
+        /* A tiles: 16 rows x 32 channels; B tiles: 16 pairs of channels x 16 columns */
+        TILE_LOAD(4, a_hi + ch, row_bytes);
+        TILE_LOAD(5, a_hi + 16 * depth + ch, row_bytes);
+        TILE_LOAD(6, b_lo + ch * 16, 64);
+        TILE_LOAD(7, b_lo + 16 * depth + ch * 16, 64);
+        BLOCK_PRODUCTS(); /* hi . lo */
+        TILE_LOAD(6, b_hi + ch * 16, 64);
+        TILE_LOAD(7, b_hi + 16 * depth + ch * 16, 64);
+        BLOCK_PRODUCTS(); /* hi . hi */
+        TILE_LOAD(4, a_lo + ch, row_bytes);
+        TILE_LOAD(5, a_lo + 16 * depth + ch, row_bytes);
+        BLOCK_PRODUCTS(); /* lo . hi */
+    }
+    TILE_STORE(0, out, 4 * width);
+    TILE_STORE(1, out + 16, 4 * width);
+    TILE_STORE(2, out + 16 * width, 4 * width);
+    TILE_STORE(3, out + 16 * width + 16, 4 * width);
+}
+
 /* the scores of `rows` query rows from r0 (a multiple of 32) against the chunk of keys from k0
  * (`chunk` a multiple of 32) into s (stride CHUNK): the tiles' float32 sums times the scale,
  * keys past the last -inf; each row's maximum in top */
 TARGET_AMX static void amx_scores(call_t *c, int r0, int rows, int k0, int chunk, float *s, __m512 *top) {
-    size_t depth = (size_t)c->padded_depth, row_bytes = 2 * depth;
+    size_t depth = (size_t)c->padded_depth;
     for (int rt = 0; rt < rows; rt += 32)
         for (int kt = 0; kt < chunk; kt += 32) {
-            const uint16_t *qh = c->q_hi + (size_t)(r0 + rt) * depth, *ql = c->q_lo + (size_t)(r0 + rt) * depth;
-            const uint16_t *kh = c->k_hi + (size_t)(k0 + kt) * depth, *kl = c->k_lo + (size_t)(k0 + kt) * depth;
-            TILE_ZERO(0);
-            TILE_ZERO(1);
-            TILE_ZERO(2);
-            TILE_ZERO(3);
-            for (size_t ch = 0; ch < depth; ch += 32) {
-                /* A tiles: 16 rows x 32 channels; B tiles: 16 pairs of channels x 16 keys */
-                const uint16_t *b_hi = kh + ch * 16, *b_lo = kl + ch * 16;
-                TILE_LOAD(4, qh + ch, row_bytes);
-                TILE_LOAD(5, qh + 16 * depth + ch, row_bytes);
-                TILE_LOAD(6, b_lo, 64);
-                TILE_LOAD(7, b_lo + 16 * depth, 64);
-                BLOCK_PRODUCTS(); /* hi . lo */
-                TILE_LOAD(6, b_hi, 64);
-                TILE_LOAD(7, b_hi + 16 * depth, 64);
-                BLOCK_PRODUCTS(); /* hi . hi */
-                TILE_LOAD(4, ql + ch, row_bytes);
-                TILE_LOAD(5, ql + 16 * depth + ch, row_bytes);
-                BLOCK_PRODUCTS(); /* lo . hi */
-            }
-            float *block = s + (size_t)rt * CHUNK + kt;
-            TILE_STORE(0, block, 4 * CHUNK);
-            TILE_STORE(1, block + 16, 4 * CHUNK);
-            TILE_STORE(2, block + 16 * CHUNK, 4 * CHUNK);
-            TILE_STORE(3, block + 16 * CHUNK + 16, 4 * CHUNK);
+            size_t q = (size_t)(r0 + rt) * depth, k = (size_t)(k0 + kt) * depth;
+            amx_block(c->q_hi + q, c->q_lo + q, c->k_hi + k, c->k_lo + k, depth,
+                      s + (size_t)rt * CHUNK + kt, CHUNK);
         }
     const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512 scale = _mm512_set1_ps(c->scale), none = _mm512_set1_ps(-INFINITY);
@@ -668,18 +675,25 @@ TARGET_AMX static void *run_part(void *arg) {
 }
 
 /* runs `phase` on c->threads threads (this one the first); nonzero if a part failed */
-static int run_phase(call_t *c, int phase) {
+/* fn on each of n arguments (`args`, `size` bytes apart): the first on this thread, the others
+ * on threads of their own (one that cannot start: here, before the first) */
+static void run_threads(int n, void *(*fn)(void *), void *args, size_t size) {
     pthread_t ids[MAX_THREADS];
-    part_t parts[MAX_THREADS];
-    int started = 1, failed = 0;
-    for (int t = 0; t < c->threads; t++) parts[t] = (part_t){c, t, phase, 0};
-    for (int t = 1; t < c->threads; t++) {
-        if (pthread_create(&ids[t], NULL, run_part, &parts[t]) != 0) break;
+    int started = 1;
+    for (int t = 1; t < n; t++) {
+        if (pthread_create(&ids[t], NULL, fn, (char *)args + t * size) != 0) break;
         started++;
     }
-    for (int t = started; t < c->threads; t++) run_part(&parts[t]); /* not started: here */
-    run_part(&parts[0]);
+    for (int t = started; t < n; t++) fn((char *)args + t * size); /* not started: here */
+    fn(args);
     for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
+}
+
+static int run_phase(call_t *c, int phase) {
+    part_t parts[MAX_THREADS];
+    int failed = 0;
+    for (int t = 0; t < c->threads; t++) parts[t] = (part_t){c, t, phase, 0};
+    run_threads(c->threads, run_part, parts, sizeof(part_t));
     for (int t = 0; t < c->threads; t++) failed |= parts[t].failed;
     return failed;
 }
@@ -930,28 +944,7 @@ TARGET_AMX static void *linear_part(void *arg) {
         for (size_t n0 = 0; n0 < po; n0 += 32) {
             const uint16_t *bh = w_hi + n0 * pd, *bl = w_lo + n0 * pd;
             for (int rt = 0; rt < padded; rt += 32) {
-                const uint16_t *ah = a_hi + (size_t)rt * pd, *al = a_lo + (size_t)rt * pd;
-                TILE_ZERO(0);
-                TILE_ZERO(1);
-                TILE_ZERO(2);
-                TILE_ZERO(3);
-                for (size_t ch = 0; ch < pd; ch += 32) {
-                    TILE_LOAD(4, ah + ch, row_bytes);
-                    TILE_LOAD(5, ah + 16 * pd + ch, row_bytes);
-                    TILE_LOAD(6, bl + ch * 16, 64);
-                    TILE_LOAD(7, bl + 16 * pd + ch * 16, 64);
-                    BLOCK_PRODUCTS(); /* hi . lo */
-                    TILE_LOAD(6, bh + ch * 16, 64);
-                    TILE_LOAD(7, bh + 16 * pd + ch * 16, 64);
-                    BLOCK_PRODUCTS(); /* hi . hi */
-                    TILE_LOAD(4, al + ch, row_bytes);
-                    TILE_LOAD(5, al + 16 * pd + ch, row_bytes);
-                    BLOCK_PRODUCTS(); /* lo . hi */
-                }
-                TILE_STORE(0, block, 128);
-                TILE_STORE(1, block + 16, 128);
-                TILE_STORE(2, block + 16 * 32, 128);
-                TILE_STORE(3, block + 16 * 32 + 16, 128);
+                amx_block(a_hi + (size_t)rt * pd, a_lo + (size_t)rt * pd, bh, bl, pd, block, 32);
                 for (int r = 0; r < 32 && rt + r < rows; r++) {
                     float *row = c->out + (size_t)(r0 + rt + r) * c->outputs;
                     for (int j = 0; j < 32 && n0 + j < (size_t)c->outputs; j += 16) {
@@ -980,17 +973,10 @@ int vosfx_amx_linear(const float *x, int rows, int depth, const uint16_t *w, int
     int blocks = (rows + LINEAR_ROWS - 1) / LINEAR_ROWS;
     c.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     c.threads = c.threads < blocks ? c.threads : blocks;
-    pthread_t ids[MAX_THREADS];
     linear_part_t parts[MAX_THREADS];
-    int started = 1, failed = 0;
+    int failed = 0;
     for (int t = 0; t < c.threads; t++) parts[t] = (linear_part_t){&c, t, 0};
-    for (int t = 1; t < c.threads; t++) {
-        if (pthread_create(&ids[t], NULL, linear_part, &parts[t]) != 0) break;
-        started++;
-    }
-    for (int t = started; t < c.threads; t++) linear_part(&parts[t]); /* not started: here */
-    linear_part(&parts[0]);
-    for (int t = 1; t < started; t++) pthread_join(ids[t], NULL);
+    run_threads(c.threads, linear_part, parts, sizeof(linear_part_t));
     for (int t = 0; t < c.threads; t++) failed |= parts[t].failed;
     return failed ? 2 : 0;
 }
