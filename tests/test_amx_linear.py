@@ -59,7 +59,9 @@ def test_the_products_compute_their_arithmetic(shape, depth, outputs, bias):
         assert np.median(off) < 3e-6
 
 
-def test_threads_change_nothing_and_out_is_filled():
+def test_threads_and_blocks_change_nothing_and_out_is_filled():
+    """The outputs are the same bits on any number of threads and with any block of rows a
+    thread takes at a time (the measure picks one per CPU: it must not pick the results)."""
     _emulated_or_skip()
     rng = np.random.default_rng(3)
     x = rng.standard_normal((700, 96)).astype(np.float32)
@@ -68,6 +70,37 @@ def test_threads_change_nothing_and_out_is_filled():
     out = np.full((700, 40), np.nan, np.float32)
     assert amx_linear.linear(x, packed, threads=5, out=out) is out
     assert np.array_equal(one, out)
+    for block in ka.LINEAR_BLOCKS:  # 700 rows: a part block at the end for each
+        assert np.array_equal(one, amx_linear.linear(x, packed, threads=2, block=block))
+    with pytest.raises(ValueError, match=r"block must be one of \(32, 64, 128, 256\), found 48"):
+        amx_linear.linear(x, packed, threads=2, block=48)
+
+
+def test_the_measure_times_every_block_against_numpy():
+    """gain() runs the form on its shapes in every block and numpy's product beside it (here
+    the emulated tiles, several times slower than numpy's float32: under the bar), once a
+    process for a number of threads."""
+    _emulated_or_skip()
+    amx_linear.gain.cache_clear()
+    calls = []
+    real = amx_linear.linear
+
+    def counted(x, packed, **kw):
+        calls.append((x.shape, kw["block"]))
+        return real(x, packed, **kw)
+
+    try:
+        amx_linear.linear = counted
+        measured = amx_linear.gain(2, emulated=True)
+        assert amx_linear.gain(2, emulated=True) is measured  # once
+    finally:
+        amx_linear.linear = real
+        amx_linear.gain.cache_clear()
+    assert measured.block in ka.LINEAR_BLOCKS
+    assert 0 < measured.ratio < amx_linear.WORTH  # emulated: ~0.2x numpy's
+    shapes = [(rows, depth) for rows, depth, _ in amx_linear.PROBES]
+    want = {(shape, block) for shape in shapes for block in ka.LINEAR_BLOCKS}
+    assert set(calls) == want and len(calls) == 4 * len(want)  # warm-up + best of 3
 
 
 def test_inputs_it_does_not_take_are_refused():
@@ -127,11 +160,27 @@ def test_the_switch(monkeypatch):
         amx_linear.why_unused()
 
 
-def test_it_follows_the_attentions_form(monkeypatch):
-    """Used where the int16 kernel runs its attentions in the AMX form, and not elsewhere."""
+def test_it_follows_the_attentions_form_and_its_measure(monkeypatch):
+    """Used where the int16 kernel runs its attentions in the AMX form and the products
+    measured worth it on the threads asked (all the process's where none), and not elsewhere."""
     monkeypatch.delenv("VOSFX_AMX_LINEAR", raising=False)
     monkeypatch.setattr(ka, "form", lambda worth_it=True: "amx")
+    asked = []
+
+    def measured(ratio):
+        return lambda threads: asked.append(threads) or amx_linear.Gain(ratio, 64)
+
+    monkeypatch.setattr(amx_linear, "gain", measured(2.1))
     assert amx_linear.why_unused() is None
+    assert amx_linear.why_unused(threads=3) is None
+    from vosfx.engine.int8_attention import cpu_count
+
+    assert asked == [cpu_count(), 3]
+    monkeypatch.setattr(amx_linear, "gain", measured(1.12))
+    assert amx_linear.why_unused() == (
+        "its products ran 1.12x numpy's float32 products here, under the 1.5x the default "
+        "takes them from"
+    )
     monkeypatch.setattr(ka, "form", lambda worth_it=True: "avx512")
     assert amx_linear.why_unused() == "the int16 kernel runs in its AVX512_VNNI form, not AMX's"
 
@@ -349,7 +398,8 @@ def test_first_use_makes_the_variant_where_the_products_run(config_home, monkeyp
 
 def test_the_cut_benchmark_runs(linear_bundle):
     """benchmarks/linear_cut.py prints each stage's row: the default, the cut with float32
-    products (and the products' share), and the AMX products where the CPU runs them."""
+    products (and the products' share), and the AMX products where the CPU runs them, with
+    what their measure at first use said."""
     import subprocess
     import sys
     from pathlib import Path
@@ -367,8 +417,13 @@ def test_the_cut_benchmark_runs(linear_bundle):
     )
     lines = done.stdout.splitlines()
     said = next(line for line in lines if line.startswith("AMX products: "))
-    runs = amx_linear.why_unused() is None
+    try:  # where the attentions run in the AMX form, the column is measured whatever the
+        runs = ka.form() == "amx" and not amx_linear.switched_off()  # products' measure said
+    except ka.Unavailable:
+        runs = False
     assert (said == "AMX products: run") == runs
+    measure = next(line for line in lines if line.startswith("the products' measure: "))
+    assert ("numpy's float32 products" in measure) == runs
     for stage, steps in (("image_encoder", 51), ("memory_attention", 56)):
         row = next(line for line in lines if line.startswith(f"| {stage} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -377,3 +432,29 @@ def test_the_cut_benchmark_runs(linear_bundle):
         products = float(cells[3].split("(")[1].rstrip(")"))
         assert 0 < products < cut and default > 0
         assert (cells[5] != "-") == runs
+
+
+def test_the_reference_benchmark_prints_each_shape():
+    """benchmarks/linear_reference.py (the basis of the measure's bar: numpy's products against
+    ONNX Runtime's) prints a row for each shape, its ratio the two rates' quotient."""
+    pytest.importorskip("onnx")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/linear_reference.py", "--threads", "2"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    rows = [line for line in done.stdout.splitlines() if line[:3].strip("| ").isdigit()]
+    shapes = [tuple(int(n) for n in r.split("|")[1].replace("->", "x").split("x")) for r in rows]
+    assert set(amx_linear.PROBES) <= set(shapes) and len(shapes) == 11
+    for row in rows:
+        numpy_rate, ort_rate, ratio = (float(c) for c in row.strip("|").split("|")[1:])
+        assert numpy_rate > 0 and ort_rate > 0
+        assert ratio == pytest.approx(numpy_rate / ort_rate, rel=0.05, abs=0.01)

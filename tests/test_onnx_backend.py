@@ -210,7 +210,7 @@ ATTENTIONS = {  # attention= -> what the sidecar says runs memory attention
 
 def _emulated_amx(monkeypatch) -> None:
     """The kernel's AMX form chosen (VOSFX_INT16_ATTENTION=amx) and run by the build that
-    emulates the tile instructions."""
+    emulates the tile instructions, its linear products measured worth it."""
     import functools
 
     from vosfx.engine import int16_attention as ka
@@ -226,6 +226,9 @@ def _emulated_amx(monkeypatch) -> None:
     from vosfx.engine import amx_linear
 
     monkeypatch.setattr(amx_linear, "pack", functools.partial(amx_linear.pack, emulated=True))
+    # its products' measure against numpy's stood in for (emulated, they run ~0.2x numpy's),
+    # with a block of rows other than the kernel's default
+    monkeypatch.setattr(amx_linear, "gain", lambda threads: amx_linear.Gain(2.0, 64))
 
 
 @pytest.fixture(scope="module")

@@ -159,12 +159,17 @@ def _int16_kernel() -> Check:
             from vosfx.engine import amx_linear
 
             unused = amx_linear.why_unused()
-            detail += (
-                "; their linear layers' products too (the onnx package cuts the graphs for "
-                "them once)"
-                if unused is None
-                else f"; their linear layers' products not: {unused}"
-            )
+            if unused is None:
+                from vosfx.engine.int8_attention import cpu_count
+
+                measured = amx_linear.gain(cpu_count())
+                detail += (
+                    f"; their linear layers' products too ({measured.ratio:.2f}x numpy's "
+                    f"float32 products, {measured.block} rows a thread at a time; the onnx "
+                    "package cuts the graphs for them once)"
+                )
+            else:
+                detail += f"; their linear layers' products not: {unused}"
         return (name, OK, detail)
     runs = int16_attention.why_unavailable(worth_it=False) is None
     return (

@@ -13,27 +13,35 @@ within 3.8e-6 of float32's, where the parity contract allows 1e-3 (docs/benchmar
 
 The weights are packed once (:func:`pack`, when the stage's parts load); each call splits its
 input rows. Like the attentions' AMX form this never ran on an AMX CPU in this project's
-machines: the tests emulate the tile instructions in C, and the default takes it only where
+machines: the tests emulate the tile instructions in C. So the default takes it only where
 the int16 kernel took its AMX form (:func:`vosfx.engine.int16_attention.form`), whose check in
 a process of its own covers these products too (:func:`vosfx.engine.int16_attention.
-self_check`).
+self_check`), and where its products, measured once a process on three of the stages' shapes
+(:func:`gain`), ran :data:`WORTH` times numpy's float32 products; that measure also picks how
+many rows a thread takes at a time, the one part of the tiling the kernel leaves open.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vosfx.engine import int16_attention, ort_parts
+from vosfx.engine.int8_attention import cpu_count
 from vosfx.errors import BackendError
 from vosfx.native import Unavailable
 
 __all__ = [
+    "Gain",
     "Packed",
     "Unavailable",
+    "gain",
     "linear",
     "pack",
     "steps",
@@ -46,6 +54,15 @@ __all__ = [
 # where the default would run them in the AMX form (the attentions' form is
 # VOSFX_INT16_ATTENTION's)
 SWITCH = "VOSFX_AMX_LINEAR"
+# how many times numpy's float32 products (its BLAS) the AMX form's must run on :data:`PROBES` for
+# the default to take them. ONNX Runtime's MatMul + Add took 0.83-1.95x numpy's time on the
+# stages' shapes (AMD Zen 4, 2026-12-07: benchmarks/linear_reference.py), so 1.5x numpy's is at
+# least 1.25x ONNX Runtime's: ~12 % off the image encoder (whose products are ~60 % of it), 3x
+# what cutting it at each product costs (~4 %, docs/benchmarks/onnx.md)
+WORTH = 1.5
+# the products :func:`gain` times, (rows, depth, outputs) at 1024 with fewer rows: Hiera's first
+# stage's MLP, memory attention's projections and its MLP (~1.6 G multiply-adds in all)
+PROBES = ((8192, 96, 384), (4096, 256, 256), (2048, 256, 2048))
 
 
 def switched_off() -> bool:
@@ -61,11 +78,13 @@ def switched_off() -> bool:
     )
 
 
-def why_unused() -> str | None:
+def why_unused(threads: int | None = None) -> str | None:
     """None where the default (fp32 on the CPU) runs the linear layers' products in the AMX
     form: where the int16 kernel runs its attentions in its AMX form
     (:func:`vosfx.engine.int16_attention.form`: the CPU has it, its check passed, its products
-    are worth it) and ``VOSFX_AMX_LINEAR`` does not turn it off; else why not."""
+    are worth it), the linear products measure :data:`WORTH` it on ``threads`` threads (all
+    this process may use where None; :func:`gain`) and ``VOSFX_AMX_LINEAR`` does not turn it
+    off; else why not."""
     if switched_off():
         return f"turned off ({SWITCH}={os.environ[SWITCH]})"
     try:
@@ -74,17 +93,74 @@ def why_unused() -> str | None:
         return f"the int16 kernel does not run here: {err}"
     if chosen != "amx":
         return f"the int16 kernel runs in its {int16_attention.FORMS[chosen][1]} form, not AMX's"
+    measured = gain(cpu_count() if threads is None else threads)
+    if measured.ratio < WORTH:
+        return (
+            f"its products ran {measured.ratio:.2f}x numpy's float32 products here, "
+            f"under the {WORTH}x the default takes them from"
+        )
     return None
 
 
-def variant_parts(bundle: Path, manifest: dict) -> tuple[dict[str, list[str]], str | None]:
+@dataclass(frozen=True)
+class Gain:
+    """What :func:`gain` measured: numpy's float32 time over the AMX form's on
+    :data:`PROBES`, the form at its fastest ``block`` (the rows a thread takes at a time)."""
+
+    ratio: float
+    block: int
+
+
+@functools.cache
+def gain(threads: int, *, emulated: bool = False) -> Gain:
+    """The AMX form's products against numpy's float32 ``x @ w + b`` on :data:`PROBES`, on
+    ``threads`` threads (numpy's BLAS on its own), the best of 3 runs each after one to warm
+    up, once a process (~0.3 s projected on AMX; ``emulated``: the build that emulates the
+    tiles, for tests: ~2 s). Every block of :data:`vosfx.engine.int16_attention.LINEAR_BLOCKS`
+    is timed; the fastest one's total makes the ratio. Raises :class:`Unavailable` where the
+    form does not run."""
+    rng = np.random.default_rng(0)
+    numpy_time = 0.0
+    form_time = dict.fromkeys(int16_attention.LINEAR_BLOCKS, 0.0)
+    for rows, depth, outputs in PROBES:
+        x = rng.standard_normal((rows, depth), np.float32)
+        w = rng.standard_normal((depth, outputs), np.float32)
+        b = rng.standard_normal(outputs, np.float32)
+        out = np.empty((rows, outputs), np.float32)
+        packed = pack(w, b, emulated=emulated)
+        numpy_time += _best(_numpy_product, x, w, b, out)
+        for block in form_time:
+            form_time[block] += _best(linear, x, packed, threads=threads, out=out, block=block)
+    block = min(form_time, key=lambda b: form_time[b])
+    return Gain(numpy_time / form_time[block], block)
+
+
+def _numpy_product(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    np.add(np.matmul(x, w, out=out), b, out=out)
+
+
+def _best(run: Callable[..., object], *args: object, **kwargs: object) -> float:
+    """The shortest of 3 timed calls of ``run(*args, **kwargs)``, after one untimed."""
+    run(*args, **kwargs)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        run(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def variant_parts(
+    bundle: Path, manifest: dict, *, threads: int
+) -> tuple[dict[str, list[str]], str | None]:
     """The bundle's parts-linear part files by stage (:func:`vosfx.engine.ort_parts.
-    part_files`) where the default runs the products in the AMX form here, and None; else {}
-    and why not (:func:`why_unused`, or the bundle lacks the variant)."""
+    part_files`) where the default runs the products in the AMX form here on ``threads``
+    threads (all the process's where 0), and None; else {} and why not (:func:`why_unused`, or
+    the bundle lacks the variant)."""
     variant = manifest.get("variants", {}).get(ort_parts.LINEAR_VARIANT, {})
     found = {stage: ort_parts.part_files(variant, stage) for stage in ort_parts.STAGES}
     found = {stage: parts for stage, parts in found.items() if parts}
-    why = why_unused()
+    why = why_unused(threads if threads > 0 else None)
     if why is None and not found:
         why = (
             f"the bundle {bundle} lacks the {ort_parts.LINEAR_VARIANT} variant (made on first "
@@ -98,15 +174,16 @@ def steps(
 ) -> Callable[[np.ndarray, ort_parts.Linear], np.ndarray]:
     """:class:`vosfx.engine.ort_parts.AttentionParts`' linear steps of ``stage`` from the
     bundle's parts-linear variant: its weights packed once, each step's product in the AMX
-    form on ``threads`` threads."""
+    form on ``threads`` threads, as many rows at a time as ran fastest here (:func:`gain`)."""
     entry = manifest["variants"][ort_parts.LINEAR_VARIANT]
+    block = gain(threads).block  # measured once a process, mostly by why_unused already
     arrays = ort_parts.linear_weights(bundle, entry, stage)
     packed = {  # the product after part i: weight w<i>, bias b<i> where it has one
         key: pack(w, arrays.get("b" + key[1:])) for key, w in arrays.items() if key.startswith("w")
     }
 
     def step(x: np.ndarray, linear_step: ort_parts.Linear) -> np.ndarray:
-        return linear(x, packed[linear_step.weight], threads=threads)
+        return linear(x, packed[linear_step.weight], threads=threads, block=block)
 
     return step
 
@@ -135,12 +212,19 @@ def pack(weight: np.ndarray, bias: np.ndarray | None = None, *, emulated: bool =
 
 
 def linear(
-    x: np.ndarray, packed: Packed, *, threads: int, out: np.ndarray | None = None
+    x: np.ndarray,
+    packed: Packed,
+    *,
+    threads: int,
+    out: np.ndarray | None = None,
+    block: int = int16_attention.LINEAR_BLOCK,
 ) -> np.ndarray:
     """``x @ weight (+ bias)`` for x (..., depth) float32 in bfloat16 triples on AMX's tiles
-    (module docstring); returns (..., outputs) float32 (into ``out`` where given:
-    C-contiguous, that shape). Raises ValueError for a depth that is not the weight's,
-    :class:`Unavailable` where the CPU does not run the AMX form."""
+    (module docstring), ``block`` rows a thread at a time (the same outputs whichever); returns
+    (..., outputs) float32 (into ``out`` where given: C-contiguous, that shape). Raises
+    ValueError for a depth that is not the weight's or a block not among
+    :data:`vosfx.engine.int16_attention.LINEAR_BLOCKS`, :class:`Unavailable` where the CPU
+    does not run the AMX form."""
     if x.shape[-1] != packed.depth:
         raise ValueError(f"the input has {x.shape[-1]} channels, the weight {packed.depth}")
     x = np.ascontiguousarray(x, np.float32)
@@ -159,6 +243,7 @@ def linear(
             packed.bias,
             out.reshape(rows, packed.outputs),
             threads=threads,
+            block=block,
             emulated=packed.emulated,
         )
     return out

@@ -68,6 +68,11 @@ CHECKED_FIRST = ("amx",)
 # form: 2.0 for the AVX-512 form on Zen 4 and Zen 5 (where memory attention then runs ~1.4x
 # faster), 1.0 where the word products issue on half the FMAs' ports
 WORTH = 1.5
+# the input rows a thread of the AMX form's linear products takes at a time (a multiple of 32
+# up to the kernel's LINEAR_ROWS; vosfx.engine.amx_linear measures which runs fastest here),
+# and the block where none was measured
+LINEAR_BLOCKS = (32, 64, 128, 256)
+LINEAR_BLOCK = 128
 # the environment variable that turns the kernel off where the default would take it (ONNX
 # Runtime's float32 attentions then run, as on CPUs where it is not faster), or names a form
 SWITCH = "VOSFX_INT16_ATTENTION"
@@ -115,9 +120,9 @@ def declared(lib: Any) -> Any:
     lib.vosfx_amx_linear_packed_size.restype = ctypes.c_size_t
     lib.vosfx_amx_linear_pack.argtypes = [pointer, integer, integer, pointer]
     lib.vosfx_amx_linear_pack.restype = integer
-    # x, rows, depth, w, outputs, bias, out, threads
+    # x, rows, depth, w, outputs, bias, out, threads, block
     lib.vosfx_amx_linear.argtypes = [pointer, integer, integer, pointer, integer, pointer]
-    lib.vosfx_amx_linear.argtypes += [pointer, integer]
+    lib.vosfx_amx_linear.argtypes += [pointer, integer, integer]
     lib.vosfx_amx_linear.restype = integer
     return lib
 
@@ -219,13 +224,15 @@ def self_check(name: str, *, emulated: bool = False) -> float:
         want = (e @ v) / e.sum(1, keepdims=True)
         worst = max(worst, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
     if name == "amx":  # its linear products too (vosfx.engine.amx_linear)
-        for rows, depth, outputs in ((300, 96, 288), (33, 100, 50)):
+        for rows, depth, outputs, block in ((300, 96, 288, 256), (33, 100, 50, 32)):
             x = rng.standard_normal((rows, depth)).astype(np.float32)
             w = rng.standard_normal((depth, outputs)).astype(np.float32)
             b = rng.standard_normal(outputs).astype(np.float32)
             got = np.empty((rows, outputs), np.float32)
             data = pack_linear(w, emulated=emulated)
-            linear_product(x, data, depth, outputs, b, got, threads=2, emulated=emulated)
+            linear_product(
+                x, data, depth, outputs, b, got, threads=2, block=block, emulated=emulated
+            )
             want = x.astype(np.float64) @ w.astype(np.float64) + b
             worst = max(worst, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
     return worst
@@ -250,11 +257,15 @@ def linear_product(
     out: np.ndarray,
     *,
     threads: int,
+    block: int = LINEAR_BLOCK,
     emulated: bool = False,
 ) -> None:
     """out (rows, outputs) = x (rows, depth) w + bias in the AMX form, w packed by
-    :func:`pack_linear`; every array float32 C-contiguous (the caller's to check: the C side
-    reads them as given). Raises :class:`Unavailable` where the CPU does not run the form."""
+    :func:`pack_linear`, ``block`` rows at a time (:data:`LINEAR_BLOCKS`: the same outputs
+    whichever); every array float32 C-contiguous (the caller's to check: the C side reads them
+    as given). Raises :class:`Unavailable` where the CPU does not run the form."""
+    if block not in LINEAR_BLOCKS:
+        raise ValueError(f"block must be one of {LINEAR_BLOCKS}, found {block}")
     status = library(emulated=emulated).vosfx_amx_linear(
         x.ctypes.data,
         len(x),
@@ -264,6 +275,7 @@ def linear_product(
         None if bias is None else bias.ctypes.data,
         out.ctypes.data,
         max(threads, 1),
+        block,
     )
     if status == 2:
         raise MemoryError("AMX linear product: out of memory")

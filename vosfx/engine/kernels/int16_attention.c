@@ -863,9 +863,10 @@ double vosfx_int16_gain(int form) { (void)form; return 0.0; }
  * The weights (depth x outputs, row-major: ONNX MatMul's second operand) are packed once
  * (vosfx_amx_linear_pack) as the keys are: outputs in panels of 16, [padded outputs / 16]
  * [padded depth / 2][16][2], the hi parts then the lo, depth padded with zeros to AMX_DEPTH and
- * outputs to 32. A thread takes LINEAR_ROWS input rows at a time, splits them, and runs each
- * 32 outputs' weights (in L2) against the rows' 32-row blocks. */
-#define LINEAR_ROWS 128
+ * outputs to 32. A thread takes `block` input rows at a time (a multiple of 32 up to
+ * LINEAR_ROWS: the caller measures which is fastest here), splits them, and runs each 32
+ * outputs' weights against the rows' 32-row blocks. */
+#define LINEAR_ROWS 256
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 /* x as bfloat16 hi and lo, rounded to nearest even as split_bf16 does */
@@ -907,7 +908,7 @@ typedef struct {
     const float *x, *bias;
     const uint16_t *w;
     float *out;
-    int rows, depth, outputs, threads;
+    int rows, depth, outputs, threads, block;
     size_t pd, po;
 } linear_t;
 
@@ -916,23 +917,23 @@ typedef struct {
     int thread, failed;
 } linear_part_t;
 
-/* this thread's blocks of LINEAR_ROWS rows */
+/* this thread's blocks of c->block rows */
 TARGET_AMX static void *linear_part(void *arg) {
     linear_part_t *part = arg;
     linear_t *c = part->call;
     size_t pd = c->pd, po = c->po, row_bytes = 2 * pd;
-    uint16_t *a_hi = aligned_alloc(64, round_up(2 * LINEAR_ROWS * pd * 2, 64));
+    uint16_t *a_hi = aligned_alloc(64, round_up(2 * (size_t)c->block * pd * 2, 64));
     float block[32 * 32] __attribute__((aligned(64)));
     if (!a_hi) {
         part->failed = 1;
         return NULL;
     }
-    uint16_t *a_lo = a_hi + LINEAR_ROWS * pd;
+    uint16_t *a_lo = a_hi + (size_t)c->block * pd;
     const uint16_t *w_hi = c->w, *w_lo = c->w + pd * po;
     TILE_CONFIGURE();
-    int blocks = (c->rows + LINEAR_ROWS - 1) / LINEAR_ROWS;
+    int blocks = (c->rows + c->block - 1) / c->block;
     for (int b = part->thread; b < blocks; b += c->threads) {
-        int r0 = b * LINEAR_ROWS, rows = c->rows - r0 < LINEAR_ROWS ? c->rows - r0 : LINEAR_ROWS;
+        int r0 = b * c->block, rows = c->rows - r0 < c->block ? c->rows - r0 : c->block;
         int padded = (int)round_up((size_t)rows, 32);
         for (int r = 0; r < padded; r++) {
             uint16_t *hi = a_hi + (size_t)r * pd, *lo = a_lo + (size_t)r * pd;
@@ -963,14 +964,17 @@ TARGET_AMX static void *linear_part(void *arg) {
 }
 
 /* out (rows x outputs) = x (rows x depth) w (+ bias, `outputs` floats, where given), float32
- * row-major, w packed by vosfx_amx_linear_pack; on `threads` threads. Returns 0, 1 for a CPU
- * or shape it does not take (the AMX form not run here), 2 where memory ran out. */
+ * row-major, w packed by vosfx_amx_linear_pack; on `threads` threads, `block` rows at a time
+ * (a multiple of 32 up to LINEAR_ROWS: the same outputs whichever). Returns 0, 1 for a CPU or
+ * shape it does not take (the AMX form not run here), 2 where memory ran out. */
 int vosfx_amx_linear(const float *x, int rows, int depth, const uint16_t *w, int outputs,
-                     const float *bias, float *out, int threads) {
-    if (!cpu_supported(FORM_AMX) || rows <= 0 || depth <= 0 || outputs <= 0) return 1;
-    linear_t c = {x, bias, w, out, rows, depth, outputs, 1,
+                     const float *bias, float *out, int threads, int block) {
+    if (!cpu_supported(FORM_AMX) || rows <= 0 || depth <= 0 || outputs <= 0 || block < 32 ||
+        block > LINEAR_ROWS || block % 32)
+        return 1;
+    linear_t c = {x, bias, w, out, rows, depth, outputs, 1, block,
                   round_up((size_t)depth, AMX_DEPTH), round_up((size_t)outputs, 32)};
-    int blocks = (rows + LINEAR_ROWS - 1) / LINEAR_ROWS;
+    int blocks = (rows + block - 1) / block;
     c.threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     c.threads = c.threads < blocks ? c.threads : blocks;
     linear_part_t parts[MAX_THREADS];
@@ -987,8 +991,9 @@ int vosfx_amx_linear_pack(const float *w, int depth, int outputs, uint16_t *pack
     return 1;
 }
 int vosfx_amx_linear(const float *x, int rows, int depth, const uint16_t *w, int outputs,
-                     const float *bias, float *out, int threads) {
+                     const float *bias, float *out, int threads, int block) {
     (void)x, (void)rows, (void)depth, (void)w, (void)outputs, (void)bias, (void)out, (void)threads;
+    (void)block;
     return 1;
 }
 #endif
