@@ -37,7 +37,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 STAGES = ("image_encoder", "memory_attention")
 
 
-def _measure(threads: int) -> str:
+def _measure() -> str:
     """What the products' measure at first use says here (amx_linear.gain), where the int16
     kernel runs its AMX form; the measure then stood in for as passed, so that the AMX column
     is measured whatever it said."""
@@ -48,8 +48,8 @@ def _measure(threads: int) -> str:
             return "not taken (no AMX form here, or VOSFX_AMX_LINEAR off)"
     except int16_attention.Unavailable as err:
         return f"not taken ({err})"
-    got = amx_linear.gain(threads)
-    amx_linear.gain = lambda threads: amx_linear.Gain(float("inf"), got.block)
+    got = amx_linear.gain()
+    amx_linear.gain = lambda: amx_linear.Gain(float("inf"), got.block)
     return (
         f"{got.ratio:.2f}x numpy's float32 products, fastest with {got.block} rows a block "
         f"(the default takes them from {amx_linear.WORTH}x)"
@@ -157,7 +157,7 @@ def main() -> None:
     add_variants(folder, ("parts-linear",), lambda msg: print(msg, flush=True))
     print(f"variant ready in {time.perf_counter() - t:.1f} s", flush=True)
     feeds = stage_inputs(args.size)
-    measured = _measure(args.threads)
+    measured = _measure()
     os.environ["VOSFX_AMX_LINEAR"] = "0"  # the default's parts: the attentions alone
     graphs = OnnxBackend(folder, device="cpu", threads=args.threads).graphs
     os.environ["VOSFX_AMX_LINEAR"] = "1"
@@ -193,7 +193,7 @@ def main() -> None:
         rows[stage]["attention_form"] = form
         print(json.dumps({stage: rows[stage]}), flush=True)
     print(f"\n{args.size} px, {args.threads} threads, {args.runs} runs interleaved, {_cpu()}")
-    said = with_amx.linear_unavailable or amx_linear.why_unused(args.threads)
+    said = with_amx.linear_unavailable or amx_linear.why_unused()
     print(f"AMX products: {'run' if amx else said}")
     print(f"the products' measure: {measured}\n")
     print(

@@ -77,9 +77,11 @@ def test_threads_and_blocks_change_nothing_and_out_is_filled():
 
 
 def test_the_measure_times_every_block_against_numpy():
-    """gain() runs the form on its shapes in every block and numpy's product beside it (here
-    the emulated tiles, several times slower than numpy's float32: under the bar), once a
-    process for a number of threads."""
+    """gain() runs the form on its shapes in every block, on every CPU the process may use,
+    and numpy's product beside it (here the emulated tiles, several times slower than numpy's
+    float32: under the bar), once a process."""
+    from vosfx.engine.int8_attention import cpu_count
+
     _emulated_or_skip()
     amx_linear.gain.cache_clear()
     calls = []
@@ -87,12 +89,13 @@ def test_the_measure_times_every_block_against_numpy():
 
     def counted(x, packed, **kw):
         calls.append((x.shape, kw["block"]))
+        assert kw["threads"] == cpu_count()
         return real(x, packed, **kw)
 
     try:
         amx_linear.linear = counted
-        measured = amx_linear.gain(2, emulated=True)
-        assert amx_linear.gain(2, emulated=True) is measured  # once
+        measured = amx_linear.gain(emulated=True)
+        assert amx_linear.gain(emulated=True) is measured  # once
     finally:
         amx_linear.linear = real
         amx_linear.gain.cache_clear()
@@ -162,21 +165,12 @@ def test_the_switch(monkeypatch):
 
 def test_it_follows_the_attentions_form_and_its_measure(monkeypatch):
     """Used where the int16 kernel runs its attentions in the AMX form and the products
-    measured worth it on the threads asked (all the process's where none), and not elsewhere."""
+    measured worth it, and not elsewhere."""
     monkeypatch.delenv("VOSFX_AMX_LINEAR", raising=False)
     monkeypatch.setattr(ka, "form", lambda worth_it=True: "amx")
-    asked = []
-
-    def measured(ratio):
-        return lambda threads: asked.append(threads) or amx_linear.Gain(ratio, 64)
-
-    monkeypatch.setattr(amx_linear, "gain", measured(2.1))
+    monkeypatch.setattr(amx_linear, "gain", lambda: amx_linear.Gain(2.1, 64))
     assert amx_linear.why_unused() is None
-    assert amx_linear.why_unused(threads=3) is None
-    from vosfx.engine.int8_attention import cpu_count
-
-    assert asked == [cpu_count(), 3]
-    monkeypatch.setattr(amx_linear, "gain", measured(1.12))
+    monkeypatch.setattr(amx_linear, "gain", lambda: amx_linear.Gain(1.12, 64))
     assert amx_linear.why_unused() == (
         "its products ran 1.12x numpy's float32 products here, under the 1.5x the default "
         "takes them from"

@@ -228,7 +228,7 @@ def _emulated_amx(monkeypatch) -> None:
     monkeypatch.setattr(amx_linear, "pack", functools.partial(amx_linear.pack, emulated=True))
     # its products' measure against numpy's stood in for (emulated, they run ~0.2x numpy's),
     # with a block of rows other than the kernel's default
-    monkeypatch.setattr(amx_linear, "gain", lambda threads: amx_linear.Gain(2.0, 64))
+    monkeypatch.setattr(amx_linear, "gain", lambda: amx_linear.Gain(2.0, 64))
 
 
 @pytest.fixture(scope="module")

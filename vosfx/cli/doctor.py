@@ -160,9 +160,7 @@ def _int16_kernel() -> Check:
 
             unused = amx_linear.why_unused()
             if unused is None:
-                from vosfx.engine.int8_attention import cpu_count
-
-                measured = amx_linear.gain(cpu_count())
+                measured = amx_linear.gain()
                 detail += (
                     f"; their linear layers' products too ({measured.ratio:.2f}x numpy's "
                     f"float32 products, {measured.block} rows a thread at a time; the onnx "

@@ -78,13 +78,12 @@ def switched_off() -> bool:
     )
 
 
-def why_unused(threads: int | None = None) -> str | None:
+def why_unused() -> str | None:
     """None where the default (fp32 on the CPU) runs the linear layers' products in the AMX
     form: where the int16 kernel runs its attentions in its AMX form
     (:func:`vosfx.engine.int16_attention.form`: the CPU has it, its check passed, its products
-    are worth it), the linear products measure :data:`WORTH` it on ``threads`` threads (all
-    this process may use where None; :func:`gain`) and ``VOSFX_AMX_LINEAR`` does not turn it
-    off; else why not."""
+    are worth it), the linear products measure :data:`WORTH` it (:func:`gain`) and
+    ``VOSFX_AMX_LINEAR`` does not turn it off; else why not."""
     if switched_off():
         return f"turned off ({SWITCH}={os.environ[SWITCH]})"
     try:
@@ -93,7 +92,7 @@ def why_unused(threads: int | None = None) -> str | None:
         return f"the int16 kernel does not run here: {err}"
     if chosen != "amx":
         return f"the int16 kernel runs in its {int16_attention.FORMS[chosen][1]} form, not AMX's"
-    measured = gain(cpu_count() if threads is None else threads)
+    measured = gain()
     if measured.ratio < WORTH:
         return (
             f"its products ran {measured.ratio:.2f}x numpy's float32 products here, "
@@ -112,14 +111,16 @@ class Gain:
 
 
 @functools.cache
-def gain(threads: int, *, emulated: bool = False) -> Gain:
-    """The AMX form's products against numpy's float32 ``x @ w + b`` on :data:`PROBES`, on
-    ``threads`` threads (numpy's BLAS on its own), the best of 3 runs each after one to warm
-    up, once a process (~0.3 s projected on AMX; ``emulated``: the build that emulates the
-    tiles, for tests: ~2 s). Every block of :data:`vosfx.engine.int16_attention.LINEAR_BLOCKS`
-    is timed; the fastest one's total makes the ratio. Raises :class:`Unavailable` where the
-    form does not run."""
+def gain(*, emulated: bool = False) -> Gain:
+    """The AMX form's products against numpy's float32 ``x @ w + b`` on :data:`PROBES`, both
+    on every CPU this process may use (numpy's BLAS takes them all: the ratio is the CPU's,
+    whatever threads a backend is given), the best of 3 runs each after one to warm up, once
+    a process (~0.3 s projected on AMX; ``emulated``: the build that emulates the tiles, for
+    tests: ~2 s). Every block of :data:`vosfx.engine.int16_attention.LINEAR_BLOCKS` is timed;
+    the fastest one's total makes the ratio. Raises :class:`Unavailable` where the form does
+    not run."""
     rng = np.random.default_rng(0)
+    threads = cpu_count()
     numpy_time = 0.0
     form_time = dict.fromkeys(int16_attention.LINEAR_BLOCKS, 0.0)
     for rows, depth, outputs in PROBES:
@@ -150,17 +151,14 @@ def _best(run: Callable[..., object], *args: object, **kwargs: object) -> float:
     return best
 
 
-def variant_parts(
-    bundle: Path, manifest: dict, *, threads: int
-) -> tuple[dict[str, list[str]], str | None]:
+def variant_parts(bundle: Path, manifest: dict) -> tuple[dict[str, list[str]], str | None]:
     """The bundle's parts-linear part files by stage (:func:`vosfx.engine.ort_parts.
-    part_files`) where the default runs the products in the AMX form here on ``threads``
-    threads (all the process's where 0), and None; else {} and why not (:func:`why_unused`, or
-    the bundle lacks the variant)."""
+    part_files`) where the default runs the products in the AMX form here, and None; else {}
+    and why not (:func:`why_unused`, or the bundle lacks the variant)."""
     variant = manifest.get("variants", {}).get(ort_parts.LINEAR_VARIANT, {})
     found = {stage: ort_parts.part_files(variant, stage) for stage in ort_parts.STAGES}
     found = {stage: parts for stage, parts in found.items() if parts}
-    why = why_unused(threads if threads > 0 else None)
+    why = why_unused()
     if why is None and not found:
         why = (
             f"the bundle {bundle} lacks the {ort_parts.LINEAR_VARIANT} variant (made on first "
@@ -176,7 +174,7 @@ def steps(
     bundle's parts-linear variant: its weights packed once, each step's product in the AMX
     form on ``threads`` threads, as many rows at a time as ran fastest here (:func:`gain`)."""
     entry = manifest["variants"][ort_parts.LINEAR_VARIANT]
-    block = gain(threads).block  # measured once a process, mostly by why_unused already
+    block = gain().block  # measured once a process, by why_unused already
     arrays = ort_parts.linear_weights(bundle, entry, stage)
     packed = {  # the product after part i: weight w<i>, bias b<i> where it has one
         key: pack(w, arrays.get("b" + key[1:])) for key, w in arrays.items() if key.startswith("w")

@@ -67,12 +67,14 @@ class BundleGraphs:
         # what the user must know of how the graphs run (Backend.warnings): recorded, and
         # logged too only for a session opened once the backend is up (ON_FIRST_USE)
         self.warnings: list[str] = []
-        # why the attentions do not run in the int16 kernel (None where they do or another
-        # attention was asked), and its form where they do (int16_attention.FORMS), else ""
+        # why the attentions do not run in the int16 kernel (None where they do, or where it
+        # was not asked: another attention)
         self.kernel_unavailable: str | None = None
+        # the kernel's form where they do (int16_attention.FORMS), else ""
         self.kernel_form = ""
-        # whether the linear layers' products run in its AMX form too (the parts-linear
-        # variant: vosfx.engine.amx_linear), and why not where its AMX form runs, they not
+        # whether the linear layers' products run in the kernel's AMX form too (the bundle's
+        # parts-linear variant: vosfx.engine.amx_linear), and why not where the AMX form runs
+        # the attentions and they do not
         self.amx_linear = False
         self.linear_unavailable: str | None = None
         self._linear_stages: set[str] = set()  # the stages whose products run in the form
@@ -105,7 +107,6 @@ class BundleGraphs:
         self.io_binding = on_gpu if io_binding is None else bool(io_binding)
         if self.io_binding and precision == "bf16":
             raise BackendError("io_binding: the bf16 tier runs on OpenVINO, which has none")
-        self.threads = threads
         # stage -> its parts (the bundle's parts variant) where its attentions run in vosfx's
         # int16 kernel (vosfx.engine.int16_attention)
         self._parts = self._kernel_parts()
@@ -120,6 +121,7 @@ class BundleGraphs:
         self.device_normalise = self.io_binding and (
             on_gpu if device_normalise is None else bool(device_normalise)
         )
+        self.threads = threads
         self._open_lock = threading.Lock()  # ON_FIRST_USE sessions: opened once
         self._ort = ort
         self.sessions = self._sessions(ort, threads)
@@ -294,9 +296,7 @@ class BundleGraphs:
         variant_parts`); why not in :attr:`linear_unavailable`."""
         from vosfx.engine import amx_linear
 
-        found, self.linear_unavailable = amx_linear.variant_parts(
-            self.bundle, self.manifest, threads=self.threads
-        )
+        found, self.linear_unavailable = amx_linear.variant_parts(self.bundle, self.manifest)
         self._linear_stages = set(found)
         self.amx_linear = bool(found)
         return {**files, **found}
