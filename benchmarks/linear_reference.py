@@ -3,9 +3,10 @@ SAM 2.1 tiny at 1024: how far the reference of the AMX form's measure at first u
 (vosfx/engine/amx_linear.py ``gain``: the form against numpy's products) stands from what the
 default would otherwise run.
 
-Each row: one shape (rows, depth, outputs), the best of 5 runs each after one to warm up,
+Each row: one shape (rows, depth, outputs), the best of 9 runs (``--runs``) each after one,
 numpy's BLAS on its own threads, ONNX Runtime on ``--threads`` (the weight and bias as
-initializers, as in the bundle's graphs). Needs the onnx package.
+initializers, as in the bundle's graphs), half a second between the two libraries (each
+one's threads spin for a while after a product). Needs the onnx package.
 
     python benchmarks/linear_reference.py --threads 2
 """
@@ -40,7 +41,12 @@ SHAPES = (
 )
 
 
-def _best(run, runs: int = 5) -> float:
+# seconds between the two libraries' runs: OpenBLAS's threads spin for a while after a product
+# (and ONNX Runtime's pool's do), taking the cores from the other library's first runs
+SETTLE = 0.5
+
+
+def _best(run, runs: int) -> float:
     run()
     best = float("inf")
     for _ in range(runs):
@@ -73,6 +79,7 @@ def _session(w: np.ndarray, b: np.ndarray, threads: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=9, help="timed runs a shape, the best kept")
     args = ap.parse_args()
     import onnxruntime
 
@@ -89,8 +96,10 @@ def main() -> None:
         b = rng.standard_normal(outputs, np.float32)
         out = np.empty((rows, outputs), np.float32)
         session = _session(w, b, args.threads)
-        numpy_s = _best(lambda: np.add(np.matmul(x, w, out=out), b, out=out))  # noqa: B023
-        ort_s = _best(lambda: session.run(None, {"x": x}))  # noqa: B023
+        time.sleep(SETTLE)
+        numpy_s = _best(lambda: np.add(np.matmul(x, w, out=out), b, out=out), args.runs)  # noqa: B023
+        time.sleep(SETTLE)
+        ort_s = _best(lambda: session.run(None, {"x": x}), args.runs)  # noqa: B023
         flops = 2 * rows * depth * outputs / 1e9
         print(
             f"| {rows} x {depth} -> {outputs} | {flops / numpy_s:.1f} | {flops / ort_s:.1f} "

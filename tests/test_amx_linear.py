@@ -438,7 +438,7 @@ def test_the_reference_benchmark_prints_each_shape():
 
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "benchmarks/linear_reference.py", "--threads", "2"],
+        [sys.executable, "benchmarks/linear_reference.py", "--threads", "2", "--runs", "2"],
         cwd=repo,
         capture_output=True,
         text=True,

@@ -55,10 +55,10 @@ __all__ = [
 # VOSFX_INT16_ATTENTION's)
 SWITCH = "VOSFX_AMX_LINEAR"
 # how many times numpy's float32 products (its BLAS) the AMX form's must run on :data:`PROBES` for
-# the default to take them. ONNX Runtime's MatMul + Add took 0.83-1.95x numpy's time on the
-# stages' shapes (AMD Zen 4, 2026-12-07: benchmarks/linear_reference.py), so 1.5x numpy's is at
-# least 1.25x ONNX Runtime's: ~12 % off the image encoder (whose products are ~60 % of it), 3x
-# what cutting it at each product costs (~4 %, docs/benchmarks/onnx.md)
+# the default to take them. ONNX Runtime's MatMul + Add took 0.85-0.88x numpy's time summed over
+# them, 0.77-1.14x shape by shape (AMD Zen 4, 2026-12-07: benchmarks/linear_reference.py), so
+# 1.5x numpy's is ~1.3x ONNX Runtime's: ~14 % off the image encoder (whose products are ~60 %
+# of it), 3x what cutting it at each product costs (~4 %, docs/benchmarks/onnx.md)
 WORTH = 1.5
 # the products :func:`gain` times, (rows, depth, outputs) at 1024 with fewer rows: Hiera's first
 # stage's MLP, memory attention's projections and its MLP (~1.6 G multiply-adds in all)
@@ -121,17 +121,19 @@ def gain(*, emulated: bool = False) -> Gain:
     not run."""
     rng = np.random.default_rng(0)
     threads = cpu_count()
-    numpy_time = 0.0
-    form_time = dict.fromkeys(int16_attention.LINEAR_BLOCKS, 0.0)
+    probes = []
     for rows, depth, outputs in PROBES:
         x = rng.standard_normal((rows, depth), np.float32)
         w = rng.standard_normal((depth, outputs), np.float32)
         b = rng.standard_normal(outputs, np.float32)
-        out = np.empty((rows, outputs), np.float32)
+        probes.append((x, w, b, np.empty((rows, outputs), np.float32)))
+    form_time = dict.fromkeys(int16_attention.LINEAR_BLOCKS, 0.0)
+    for x, w, b, out in probes:
         packed = pack(w, b, emulated=emulated)
-        numpy_time += _best(_numpy_product, x, w, b, out)
         for block in form_time:
             form_time[block] += _best(linear, x, packed, threads=threads, out=out, block=block)
+    # numpy's after the form's: OpenBLAS's threads spin on the cores for a while after a product
+    numpy_time = sum(_best(_numpy_product, *probe) for probe in probes)
     block = min(form_time, key=lambda b: form_time[b])
     return Gain(numpy_time / form_time[block], block)
 
