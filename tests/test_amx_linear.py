@@ -175,6 +175,14 @@ def test_it_follows_the_attentions_form_and_its_measure(monkeypatch):
         "its products ran 1.12x numpy's float32 products here, under the 1.5x the default "
         "takes them from"
     )
+
+    def out_of_memory():
+        raise MemoryError("AMX linear product: out of memory")
+
+    monkeypatch.setattr(amx_linear, "gain", out_of_memory)
+    assert amx_linear.why_unused() == (
+        "its products could not be measured: AMX linear product: out of memory"
+    )
     monkeypatch.setattr(ka, "form", lambda worth_it=True: "avx512")
     assert amx_linear.why_unused() == "the int16 kernel runs in its AVX512_VNNI form, not AMX's"
 

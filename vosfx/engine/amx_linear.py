@@ -92,7 +92,10 @@ def why_unused() -> str | None:
         return f"the int16 kernel does not run here: {err}"
     if chosen != "amx":
         return f"the int16 kernel runs in its {int16_attention.FORMS[chosen][1]} form, not AMX's"
-    measured = gain()
+    try:
+        measured = gain()
+    except (Unavailable, MemoryError) as err:  # the form runs here: a run out of memory
+        return f"its products could not be measured: {err}"
     if measured.ratio < WORTH:
         return (
             f"its products ran {measured.ratio:.2f}x numpy's float32 products here, "
