@@ -56,13 +56,35 @@ def _measure() -> str:
     )
 
 
+def product_session(ort, opts, w, bias):
+    """An ONNX Runtime session (``opts``: its options) of ``y = x @ w (+ bias)`` alone: a
+    MatMul with the weight as an initializer, as in the bundle's graphs, and the Add of the
+    bias where there is one."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y" if bias is None else "p"])]
+    inits = [numpy_helper.from_array(w, "w")]
+    if bias is not None:
+        nodes.append(helper.make_node("Add", ["p", "b"], ["y"]))
+        inits.append(numpy_helper.from_array(bias, "b"))
+    graph = helper.make_graph(
+        nodes,
+        "product",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def float32_products(folder: Path, stage: str, threads: int):
     """The stage's parts-linear parts with ONNX Runtime MatMul (+ Add) sessions between them
     and the default's attentions (the int16 kernel's form where it runs, float64 never)."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
 
     from vosfx.engine import int16_attention, ort_parts
     from vosfx.engine.ort_runtime import session_options
@@ -75,28 +97,11 @@ def float32_products(folder: Path, stage: str, threads: int):
         for f in ort_parts.part_files(entry, stage)
     ]
     weights = ort_parts.linear_weights(folder, entry, stage)
-    products = {}
-    for key, w in weights.items():
-        if not key.startswith("w"):
-            continue
-        bias = weights.get("b" + key[1:])
-        nodes = [helper.make_node("MatMul", ["x", "w"], ["y" if bias is None else "p"])]
-        inits = [numpy_helper.from_array(w, "w")]
-        if bias is not None:
-            nodes.append(helper.make_node("Add", ["p", "b"], ["y"]))
-            inits.append(numpy_helper.from_array(bias, "b"))
-        graph = helper.make_graph(
-            nodes,
-            "product",
-            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
-            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-            inits,
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        products[key] = ort.InferenceSession(
-            model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
+    products = {
+        key: product_session(ort, opts, w, weights.get("b" + key[1:]))
+        for key, w in weights.items()
+        if key.startswith("w")
+    }
     try:
         form = int16_attention.form()
     except int16_attention.Unavailable:

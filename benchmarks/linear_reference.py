@@ -4,9 +4,10 @@ SAM 2.1 tiny at 1024: how far the reference of the AMX form's measure at first u
 default would otherwise run.
 
 Each row: one shape (rows, depth, outputs), the best of 9 runs (``--runs``) each after one,
-numpy's BLAS on its own threads, ONNX Runtime on ``--threads`` (the weight and bias as
-initializers, as in the bundle's graphs), half a second between the two libraries (each
-one's threads spin for a while after a product). Needs the onnx package.
+numpy's BLAS on its own threads, ONNX Runtime on ``--threads`` with the default's session
+options (``linear_cut.product_session``: the weight and bias as initializers, as in the
+bundle's graphs), half a second between the two libraries (OpenBLAS's threads spin on the
+cores for a while after a product). Needs the onnx package.
 
     python benchmarks/linear_reference.py --threads 2
 """
@@ -41,8 +42,8 @@ SHAPES = (
 )
 
 
-# seconds between the two libraries' runs: OpenBLAS's threads spin for a while after a product
-# (and ONNX Runtime's pool's do), taking the cores from the other library's first runs
+# seconds between the two libraries' runs: OpenBLAS's threads spin for a while after a product,
+# taking the cores from the other library's first runs
 SETTLE = 0.5
 
 
@@ -56,35 +57,23 @@ def _best(run, runs: int) -> float:
     return best
 
 
-def _session(w: np.ndarray, b: np.ndarray, threads: int):
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    depth, outputs = w.shape
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Add", ["y", "b"], ["z"])],
-        "linear",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, depth])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, outputs])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=9, help="timed runs a shape, the best kept")
     args = ap.parse_args()
-    import onnxruntime
+    import onnx  # noqa: F401  (the package, imported before this folder and its onnx.py is on the path)
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from linear_cut import product_session
+
+    from vosfx.engine.ort_runtime import session_options
+
+    opts = session_options(ort, threads=args.threads)  # ONNX Runtime as the default runs it
 
     rng = np.random.default_rng(0)
-    print(f"numpy {np.__version__}, onnxruntime {onnxruntime.__version__}, {_cpu()}")
+    print(f"numpy {np.__version__}, onnxruntime {ort.__version__}, {_cpu()}")
     print(f"{args.threads} threads for ONNX Runtime\n")
     print(
         "| rows x depth -> outputs | numpy G FLOP/s | ONNX Runtime G FLOP/s | ORT time / numpy's |"
@@ -95,7 +84,7 @@ def main() -> None:
         w = rng.standard_normal((depth, outputs), np.float32)
         b = rng.standard_normal(outputs, np.float32)
         out = np.empty((rows, outputs), np.float32)
-        session = _session(w, b, args.threads)
+        session = product_session(ort, opts, w, b)
         time.sleep(SETTLE)
         numpy_s = _best(lambda: np.add(np.matmul(x, w, out=out), b, out=out), args.runs)  # noqa: B023
         time.sleep(SETTLE)

@@ -55,8 +55,8 @@ __all__ = [
 # VOSFX_INT16_ATTENTION's)
 SWITCH = "VOSFX_AMX_LINEAR"
 # how many times numpy's float32 products (its BLAS) the AMX form's must run on :data:`PROBES` for
-# the default to take them. ONNX Runtime's MatMul + Add took 0.85-0.88x numpy's time summed over
-# them, 0.77-1.14x shape by shape (AMD Zen 4, 2026-12-07: benchmarks/linear_reference.py), so
+# the default to take them. ONNX Runtime's MatMul + Add took 0.84-0.87x numpy's time summed over
+# them, 0.78-1.18x shape by shape (AMD Zen 4, 2026-12-07: benchmarks/linear_reference.py), so
 # 1.5x numpy's is ~1.3x ONNX Runtime's: ~14 % off the image encoder (whose products are ~60 %
 # of it), 3x what cutting it at each product costs (~4 %, docs/benchmarks/onnx.md)
 WORTH = 1.5
