@@ -273,18 +273,38 @@ def _bf16(x: np.ndarray) -> np.ndarray:
     return (rounded << np.uint32(16)).view(np.float32)
 
 
+def _triple(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b as the AMX form sums it (float64 here): each float32 operand split into bfloat16
+    hi and lo, hi.hi + hi.lo + lo.hi."""
+    a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    a_hi, b_hi = _bf16(a32), _bf16(b32)
+    a_lo, b_lo = _bf16(a32 - a_hi), _bf16(b32 - b_hi)
+    a_hi, a_lo, b_hi, b_lo = (x.astype(np.float64) for x in (a_hi, a_lo, b_hi, b_lo))
+    return a_hi @ b_hi + a_hi @ b_lo + a_lo @ b_hi
+
+
 def _amx_emulated(q, k, v, scale: float) -> np.ndarray:
     """The AMX form's arithmetic in numpy: the balanced queries and keys less their mean
-    (float32, as the kernel holds them) each split into bfloat16 hi and lo, the scores
-    hi.hi + hi.lo + lo.hi (float64 here), the rest exact."""
+    (float32, as the kernel holds them), the scores their triples (:func:`_triple`); where
+    the values' channels are a multiple of 32, the exponentials' product with the values
+    less their shifts (:func:`_shifts`) likewise, the shifts added back (the exponentials
+    here against each row's maximum, the kernel's against its running maximum: the same
+    rounding, other bits); the rest exact."""
     q64, k64 = _balanced(q, k)
-    q32, k32 = q64.astype(np.float32), k64.astype(np.float32)
-    q_hi, k_hi = _bf16(q32), _bf16(k32)
-    q_lo, k_lo = _bf16(q32 - q_hi), _bf16(k32 - k_hi)
-    q_hi, q_lo, k_hi, k_lo = (a.astype(np.float64) for a in (q_hi, q_lo, k_hi, k_lo))
-    s = (q_hi @ k_hi.T + q_hi @ k_lo.T + q_lo @ k_hi.T) * scale
+    s = _triple(q64, k64.T) * scale
     e = np.exp(s - s.max(1, keepdims=True))
-    return (e @ v.astype(np.float64)) / e.sum(1, keepdims=True)
+    if v.shape[1] % 32:
+        return (e @ v.astype(np.float64)) / e.sum(1, keepdims=True)
+    shift = _shifts(v)
+    return _triple(e, v - shift) / e.sum(1, keepdims=True) + shift
+
+
+def _shifts(v: np.ndarray) -> np.ndarray:
+    """The kernel's shift of each channel of the values: its midrange over the keys where
+    they all lie on one side of 0, else 0."""
+    least, largest = v.min(0), v.max(0)
+    one_sided = (least > 0) | (largest < 0)
+    return np.where(one_sided, np.float32(0.5) * least + np.float32(0.5) * largest, 0)
 
 
 @pytest.mark.parametrize(
@@ -313,6 +333,35 @@ def test_the_amx_form_computes_its_arithmetic(rows, keys, depth, channels):
     assert got.shape == (rows, channels) and got.dtype == np.float32
     assert _relative(got, _amx_emulated(q, k, v, scale)) < 5e-6
     assert _relative(got, _exact(q, k, v, scale)) < 3e-5
+
+
+@pytest.mark.parametrize("spread", [1.0, 16.0])
+@pytest.mark.parametrize(
+    "name, bound",
+    [
+        # measured 4.1e-6 and 1.3e-5 (the int16 scores' own rounding at the wider spread);
+        # its float32 FMAs summing the values themselves gave 5.5-5.8e-4
+        ("avx512", 5e-5),
+        # measured 3.9-4.2e-6; the tiles' sums of the values themselves gave 5.8-7.8e-5
+        ("amx", 2e-5),
+    ],
+)
+def test_values_far_from_zero_keep_the_precision_of_their_spread(name, bound, spread):
+    """Both forms sum the exponentials' products with the values of a channel on one side of
+    0 less its midrange (added back: the weights sum to 1), so values 100x their spread away
+    from 0 (an offset a channel may carry) are rounded to their spread, not their magnitude:
+    over 8,192 keys, flat and peaked attentions, within ``bound`` of the spread from the exact
+    attention, where float32 (numpy, torch) gives ~5e-5."""
+    if name == "amx":
+        _emulated_or_skip()
+    else:
+        _kernel_or_skip()
+    rng = np.random.default_rng(int(spread))
+    q = (rng.standard_normal((256, 256)) * spread / 16).astype(np.float32)
+    k = rng.standard_normal((8192, 256)).astype(np.float32)
+    v = (rng.standard_normal((8192, 64)) + 100).astype(np.float32)
+    got = ka.attention(q, k, v, 1 / 16, threads=2, name=name, emulated=name == "amx")
+    assert np.abs(got - _exact(q, k, v, 1 / 16)).max() / v.std() < bound
 
 
 def test_the_amx_form_keeps_an_outlier_channel_and_threads_change_nothing():
@@ -640,18 +689,26 @@ def test_the_precision_benchmark_runs(kernel):
         ours = [f"this checkout ({f})" for f in ka.FORMS if ka.supported(f)]
         emulated = ["this checkout (amx, emulated)"]
     assert rows[0] == ["operands", *ours, "HEAD", *emulated, "float32"]
-    assert rows[6] == ["shape", *(f"{name} ms" for name in [*ours, "HEAD"])]
-    assert len(rows) == 1 + 5 + 1 + 2, done.stdout
-    errors = {row[0]: [float(e) for e in row[1:]] for row in rows[1:6]}
-    assert all(float(ms) > 0 for row in rows[7:] for ms in row[1:]), rows
+    assert rows[7] == ["shape", *(f"{name} ms" for name in [*ours, "HEAD"])]
+    assert len(rows) == 1 + 6 + 1 + 2, done.stdout
+    errors = {row[0]: [float(e) for e in row[1:]] for row in rows[1:7]}
+    assert all(float(ms) > 0 for row in rows[8:] for ms in row[1:]), rows
     if kernel == "int16":
         assert all(0 <= e < 1e-2 for row in errors.values() for e in row), errors
         # the AMX form's rounding is each element's (8e-7 isotropic; 1.2-2.7e-4 where a
         # channel is 30-100x the others, against the AVX-512 form's 6.7-9.8e-4)
         amx = [row[len(ours) + 1] for row in errors.values()]
         assert max(amx) < 1e-3 and amx[0] < 5e-6, errors
+        # values 100x their spread from 0, shifted by their midrange: this checkout's forms
+        # (measured 2.9e-5 and 4.5e-6) at their spread's rounding, not their magnitude's
+        # (2.7e-4 before the shift)
+        offset = errors["values 100x their spread from 0"]
+        assert all(e < 1e-4 for e in offset[: len(ours)] + offset[len(ours) + 1 : -1]), errors
         return
     mine = {case: row[0] for case, row in errors.items()}
     assert mine["isotropic"] < 1e-2, mine
+    # less their midrange, values far from 0 keep int8's steps of their range (measured
+    # 3.0e-3; 0.12 with steps of their magnitude, before the forty-sixth pass)
+    assert mine["values 100x their spread from 0"] < 2e-2, mine
     assert mine["channels scaled against each other (x30, /30)"] < 1e-2, mine
     assert all(e < 0.5 for e in mine.values()), mine

@@ -19,7 +19,11 @@ query and key split into two bfloat16s, hi and lo (x = hi + lo to ~2^-17 of x), 
 summed in float32 from hi.hi + hi.lo + lo.hi by AMX's tile products (TDPBF16PS), ~16 times
 an FMA's multiply-adds a cycle each, three a score. Its rounding is each element's, not each
 vector's: ~30x closer to the exact attention than the AVX-512 form's on isotropic operands
-(8e-7 against 2.7e-5; docs/benchmarks/onnx.md, forty-third pass). It has never run
+(8e-7 against 2.7e-5; docs/benchmarks/onnx.md, forty-third pass). Where the values' channels
+are a multiple of 32 (memory attention's 64 and 256, Hiera's 96) its values' product runs on
+the tiles too, in the same triples: each chunk's exponentials split as the queries are, the
+values less their mean over the keys (added back at the end) as the keys are; centred, the
+values' rounding is ~1e-5 of their spread, not of their magnitude (forty-sixth pass). It has never run
 on an AMX CPU in this project's machines: its tests run it with the tile instructions
 emulated in C (``emulated=True``), and before the default takes it a process of its own
 checks its output against float64 once per build (:func:`checked`), so that a fault or a
@@ -208,7 +212,8 @@ def why_unavailable(*, worth_it: bool = True) -> str | None:
 def self_check(name: str, *, emulated: bool = False) -> float:
     """The form ``name``'s output's largest distance from float64's (relative to the output's
     norm) over three attentions of the shapes memory attention and Hiera give it (channels not
-    a multiple of the tiles', keys past a chunk, an offset the keys' mean takes) and, for the
+    a multiple of the tiles', keys past a chunk, offsets the keys' and the values' means take:
+    the AMX form's values' product adds the values' mean back) and, for the
     AMX form, two linear products (:mod:`vosfx.engine.amx_linear`), once its speed check
     (:func:`gain`'s code) has run."""
     library(emulated=emulated).vosfx_int16_gain(FORMS[name][0])  # its timing's code too
@@ -217,7 +222,7 @@ def self_check(name: str, *, emulated: bool = False) -> float:
     for rows, keys, depth, channels in ((100, 300, 256, 64), (49, 1030, 96, 16), (13, 17, 34, 32)):
         q = rng.standard_normal((rows, depth)).astype(np.float32) * 2
         k = (rng.standard_normal((keys, depth)) + 0.7).astype(np.float32)
-        v = rng.standard_normal((keys, channels)).astype(np.float32)
+        v = (rng.standard_normal((keys, channels)) - 0.5).astype(np.float32)
         got = attention(q, k, v, depth**-0.5, threads=2, name=name, emulated=emulated)
         s = (q.astype(np.float64) @ k.T.astype(np.float64)) * depth**-0.5
         e = np.exp(s - s.max(1, keepdims=True))

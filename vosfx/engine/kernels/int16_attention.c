@@ -5,7 +5,8 @@
  * first use, measures that rate (vosfx_int16_gain) and calls vosfx_int16_attention through
  * ctypes; docs/onnx.md says why. On CPUs with AMX (Intel's Xeons, whose word products run
  * no faster than their FMAs) the scores have a second form, FORM_AMX: bfloat16 triples on
- * AMX's tiles (the AMX section below); the rest of the kernel is the same.
+ * AMX's tiles (the AMX section below), and so is the values' product there; the rest of the
+ * kernel is the same.
  *
  * The arithmetic. The keys lose their mean over the tokens (the softmax cancels the shift this
  * gives each query's scores); each channel of the queries is multiplied by a power of two and
@@ -23,13 +24,20 @@
  * keys are taken a chunk at a time (the chunk's scores stay in the cache), the exponentials
  * taken against each row's running maximum (flash attention: what was summed so far is
  * rescaled when it rises), multiplied into the float32 values by FMAs and summed; each row
- * is divided by its exponentials' sum at the end.
+ * is divided by its exponentials' sum at the end. A channel whose values all lie on one side
+ * of 0 is summed less its midrange over the keys, added back at the end (the softmax's
+ * weights sum to 1: only the rounding changes), so that values far from 0 against their
+ * range (an offset a channel carries) are summed to float32's rounding of their range, not
+ * of their magnitude (over 8,192 keys at 100x their spread from 0: 4e-6 of the spread where
+ * the plain sums gave 6e-4, numpy's float32 5e-5); a channel on both sides is at most its
+ * range from 0 already and is summed as it is (a shift would round its small outputs to the
+ * shift's precision).
  *
  * Shapes: queries and keys of `depth` channels, a multiple of 2 up to 512; values of
  * `channels`, a multiple of 16. Layouts: queries as int16 in tiles of SCORE_ROWS rows,
  * [rows / 12][depth / 2][12][2] (a pair of a row's channels is one 32-bit broadcast); keys as
  * int16 in panels of 16 keys, [keys / 16][depth / 2][16][2] (one vpdpwssd operand per pair of
- * channels of 16 keys); the values are read where the caller has them. The products are
+ * channels of 16 keys); the values (less their shifts) as float32 rows. The products are
  * inline assembly, as in int8_attention.c (GCC 12 kept intrinsics' accumulators in memory).
  */
 #include <math.h>
@@ -222,7 +230,12 @@ TARGET static void value_tile(int width, const float *p, int count, const float 
  * [padded_keys / 16][padded depth / 2][16][2] (a B tile's rows: pairs of channels of 16
  * keys), depth padded with zeros to AMX_DEPTH. A block of 32 queries x 32 keys is four
  * accumulator tiles (0-3), the queries' two A tiles (4, 5) and the keys' two B tiles (6, 7):
- * per 32 channels 8 tile loads and 12 products. With VOSFX_EMULATE_AMX the tile instructions
+ * per 32 channels 8 tile loads and 12 products. The values' product takes the same arithmetic
+ * where the values' channels are a multiple of 32: each chunk's exponentials split as the
+ * queries are (they lie in [0, 1]), the values (less their shifts, as the FMAs take them)
+ * split as the keys are, a chunk's panels of 16 channels of pairs of keys; each 32 rows x 32
+ * channels block of the chunk's sums is added into the float32 accumulators (~1e-5 of the
+ * values' range, the scores' rounding, where the AVX-512 form's float32 FMAs give ~1e-7). With VOSFX_EMULATE_AMX the tile instructions
  * are C loops on memory (Intel's definition of each), so that the form's layouts and
  * arithmetic are tested on CPUs without AMX. */
 
@@ -374,6 +387,15 @@ typedef struct {
     float *mean;      /* [depth rounded up to 16] */
     float *q_balance; /* [depth rounded up to 16] the queries' channels' powers of two */
     float *k_balance; /* [depth rounded up to 16] their inverses, the keys' */
+    /* the values less a shift a channel (added back at the end) */
+    float *v_range;   /* [key slabs][2][channels]: the values' least and largest per slab */
+    float *v_shift;   /* [channels]: the midrange of a channel whose values lie on one side of
+                       * 0, else 0 */
+    int shifted;      /* a channel's shift is not 0 */
+    float *v_shifted; /* [keys][channels] float32 where one is, for the FMAs' values' product */
+    int amx_values;   /* the AMX form's values' product on the tiles (channels a multiple of 32) */
+    uint16_t *v_hi, *v_lo; /* [padded_keys / CHUNK][channels / 16][CHUNK / 2][16][2] bfloat16,
+                            * a chunk's panels of 16 channels, in place of v_centred */
 } call_t;
 
 typedef struct {
@@ -383,8 +405,8 @@ typedef struct {
     int failed;
 } part_t;
 
-/* rows first..last of x (depth channels a row): each channel's sum (where `sum` is given) and
- * sum of squares */
+/* rows first..last of x (depth channels a row): each channel's sum and sum of squares (where
+ * `sum`, `squares` are given) */
 TARGET static void channel_sums(const float *x, int depth, int first, int last, float *sum,
                                 float *squares) {
     int w = (int)round_up((size_t)depth, 16);
@@ -398,18 +420,32 @@ TARGET static void channel_sums(const float *x, int depth, int first, int last, 
                 int ch = part + 16 * j;
                 __m512 y = _mm512_maskz_loadu_ps(lanes_below(ch, depth), row + ch);
                 total[j] = _mm512_add_ps(total[j], y);
-                square[j] = _mm512_fmadd_ps(y, y, square[j]);
+                if (squares) square[j] = _mm512_fmadd_ps(y, y, square[j]);
             }
         }
         for (int j = 0; j < n; j++) {
             if (sum) _mm512_storeu_ps(sum + part + 16 * j, total[j]);
-            _mm512_storeu_ps(squares + part + 16 * j, square[j]);
+            if (squares) _mm512_storeu_ps(squares + part + 16 * j, square[j]);
         }
     }
 }
 
-/* the keys' per-channel sums and squares over each slab of SLAB tokens, and the queries'
- * squares over each slab of SLAB rows, this thread takes (slabs fixed whatever the threads,
+/* rows first..last of x (`channels` a row, a multiple of 16): each channel's least and largest */
+TARGET static void channel_range(const float *x, int channels, int first, int last, float *least,
+                                 float *largest) {
+    for (int ch = 0; ch < channels; ch += 16) {
+        __m512 lo = _mm512_set1_ps(INFINITY), hi = _mm512_set1_ps(-INFINITY);
+        for (int i = first; i < last; i++) {
+            __m512 y = _mm512_loadu_ps(x + (size_t)i * channels + ch);
+            lo = _mm512_min_ps(lo, y), hi = _mm512_max_ps(hi, y);
+        }
+        _mm512_storeu_ps(least + ch, lo);
+        _mm512_storeu_ps(largest + ch, hi);
+    }
+}
+
+/* the keys' per-channel sums and squares and the values' ranges over each slab of SLAB tokens,
+ * and the queries' squares over each slab of SLAB rows, this thread takes (slabs fixed whatever the threads,
  * summed in order after: the same mean and powers of two on any number of threads) */
 TARGET static void channel_stats(call_t *c, int thread) {
     int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
@@ -419,6 +455,8 @@ TARGET static void channel_stats(call_t *c, int thread) {
             float *sum = c->partial + (size_t)slab * 2 * w;
             int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
             channel_sums(c->k, c->depth, first, last, sum, sum + w);
+            float *range = c->v_range + (size_t)slab * 2 * c->channels;
+            channel_range(c->v, c->channels, first, last, range, range + c->channels);
         } else {
             float *squares = c->partial + ((size_t)key_slabs * 2 + slab - key_slabs) * w;
             int first = (slab - key_slabs) * SLAB;
@@ -428,7 +466,8 @@ TARGET static void channel_stats(call_t *c, int thread) {
     }
 }
 
-/* the keys' mean, and each channel's power of two from the slabs' sums (one thread) */
+/* the keys' mean, each channel's power of two, and the values' shifts from the slabs' sums and
+ * ranges (one thread) */
 static void balance_channels(call_t *c) {
     int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
     int w = (int)round_up((size_t)c->depth, 16);
@@ -449,6 +488,16 @@ static void balance_channels(call_t *c) {
         c->mean[ch] = ch < c->depth ? (float)mean : 0.0f;
         c->q_balance[ch] = (float)power;
         c->k_balance[ch] = (float)(1.0 / power);
+    }
+    for (int ch = 0; ch < c->channels; ch++) {
+        float least = INFINITY, largest = -INFINITY;
+        for (int slab = 0; slab < key_slabs; slab++) {
+            least = fminf(least, c->v_range[(size_t)slab * 2 * c->channels + ch]);
+            largest = fmaxf(largest, c->v_range[(size_t)slab * 2 * c->channels + c->channels + ch]);
+        }
+        int one_sided = least > 0.0f || largest < 0.0f;
+        c->v_shift[ch] = one_sided && isfinite(least) && isfinite(largest) ? 0.5f * least + 0.5f * largest : 0.0f;
+        c->shifted |= c->v_shift[ch] != 0.0f;
     }
 }
 
@@ -525,6 +574,49 @@ static void split_keys(call_t *c, int thread) {
     }
 }
 
+/* 16 floats' bfloat16 parts (a, b: two keys' 16 channels) as 16 pairs [16][2] at dst */
+TARGET static inline void store_pairs(__m256i a, __m256i b, uint16_t *dst) {
+    __m512i pairs = _mm512_or_si512(_mm512_cvtepu16_epi32(a), _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+    _mm512_storeu_si512(dst, pairs);
+}
+
+/* this thread's chunks of values as bfloat16 hi and lo parts, less their shifts, in a chunk's
+ * panels of 16 channels of pairs of keys (the AMX form's values' product: the keys' layout,
+ * the channels its columns) */
+TARGET static void split_values(call_t *c, int thread) {
+    int chunks = c->padded_keys / CHUNK, channels = c->channels;
+    for (int ci = thread; ci < chunks; ci += c->threads) {
+        size_t at = (size_t)ci * CHUNK * channels;
+        for (int t = 0; t < CHUNK / 2; t++) {
+            int i = ci * CHUNK + 2 * t;
+            for (int ch = 0; ch < channels; ch += 16) {
+                __m512 shift = _mm512_loadu_ps(c->v_shift + ch), x0 = _mm512_setzero_ps(), x1 = x0;
+                if (i < c->keys) x0 = _mm512_sub_ps(_mm512_loadu_ps(c->v + (size_t)i * channels + ch), shift);
+                if (i + 1 < c->keys) x1 = _mm512_sub_ps(_mm512_loadu_ps(c->v + (size_t)(i + 1) * channels + ch), shift);
+                __m256i h0, l0, h1, l1;
+                split_bf16(x0, &h0, &l0);
+                split_bf16(x1, &h1, &l1);
+                size_t to = at + (size_t)ch * CHUNK + (size_t)t * 32;
+                store_pairs(h0, h1, c->v_hi + to);
+                store_pairs(l0, l1, c->v_lo + to);
+            }
+        }
+    }
+}
+
+/* this thread's slabs of values less their shifts (the FMAs' values' product) */
+TARGET static void shift_values(call_t *c, int thread) {
+    int slabs = (c->keys + SLAB - 1) / SLAB;
+    for (int slab = thread; slab < slabs; slab += c->threads) {
+        int last = (slab + 1) * SLAB < c->keys ? (slab + 1) * SLAB : c->keys;
+        for (int i = slab * SLAB; i < last; i++)
+            for (int ch = 0; ch < c->channels; ch += 16) {
+                size_t at = (size_t)i * c->channels + ch;
+                _mm512_storeu_ps(c->v_shifted + at, _mm512_sub_ps(_mm512_loadu_ps(c->v + at), _mm512_loadu_ps(c->v_shift + ch)));
+            }
+    }
+}
+
 TARGET_AMX static void tile_release(void) { TILE_RELEASE(); }
 
 /* 32 rows x 32 columns of hi.hi + hi.lo + lo.hi into out (`width` floats a row): the rows'
@@ -581,13 +673,37 @@ TARGET_AMX static void amx_scores(call_t *c, int r0, int rows, int k0, int chunk
         }
 }
 
+/* acc (`rows` rows from a multiple of 32, `channels` a row) += the chunk's exponentials (p_hi,
+ * p_lo: bfloat16 parts, CHUNK a row) times its values (the chunk of keys from k0) on the
+ * tiles: hi.hi + hi.lo + lo.hi, as the scores */
+TARGET_AMX static void amx_values(call_t *c, int rows, int k0, const uint16_t *p_hi, const uint16_t *p_lo,
+                                  float *acc) {
+    float block[32 * 32] __attribute__((aligned(64)));
+    size_t chunk = (size_t)k0 * c->channels;
+    for (int ch = 0; ch < c->channels; ch += 32) {
+        const uint16_t *b_hi = c->v_hi + chunk + (size_t)ch * CHUNK, *b_lo = c->v_lo + chunk + (size_t)ch * CHUNK;
+        for (int rt = 0; rt < rows; rt += 32) {
+            amx_block(p_hi + (size_t)rt * CHUNK, p_lo + (size_t)rt * CHUNK, b_hi, b_lo, CHUNK, block, 32);
+            for (int r = 0; r < 32; r++) {
+                float *a = acc + (size_t)(rt + r) * c->channels + ch;
+                _mm512_store_ps(a, _mm512_add_ps(_mm512_load_ps(a), _mm512_load_ps(block + 32 * r)));
+                _mm512_store_ps(a + 16, _mm512_add_ps(_mm512_load_ps(a + 16), _mm512_load_ps(block + 32 * r + 16)));
+            }
+        }
+    }
+}
+
 /* the attention of this thread's groups of rows */
 TARGET static int attend(call_t *c, int thread) {
     int channels = c->channels, group = c->group;
+    const float *values = c->v_shifted ? c->v_shifted : c->v; /* the FMAs' values (less the shifts) */
     float *s = aligned_alloc(64, sizeof(float) * group * CHUNK);
     float *acc = aligned_alloc(64, sizeof(float) * group * (size_t)channels);
-    if (!s || !acc) {
-        free(s), free(acc);
+    /* the exponentials' bfloat16 parts, where the tiles take the values' product */
+    uint16_t *p_hi = c->amx_values ? aligned_alloc(64, sizeof(uint16_t) * 2 * group * CHUNK) : NULL;
+    uint16_t *p_lo = p_hi ? p_hi + (size_t)group * CHUNK : NULL;
+    if (!s || !acc || (c->amx_values && !p_hi)) {
+        free(s), free(acc), free(p_hi);
         return 1;
     }
     float top_so_far[AMX_GROUP], sum[AMX_GROUP];
@@ -635,25 +751,35 @@ TARGET static int attend(call_t *c, int thread) {
                     __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
                     __m512 e = _mm512_maskz_mov_ps(live, exp_nonpositive(_mm512_sub_ps(x, m)));
                     total = _mm512_add_ps(total, e);
-                    _mm512_store_ps(sr + i, e);
+                    if (p_hi) {
+                        __m256i h, l;
+                        split_bf16(e, &h, &l);
+                        _mm256_store_si256((__m256i *)(p_hi + (size_t)r * CHUNK + i), h);
+                        _mm256_store_si256((__m256i *)(p_lo + (size_t)r * CHUNK + i), l);
+                    } else {
+                        _mm512_store_ps(sr + i, e);
+                    }
                 }
                 sum[r] += _mm512_reduce_add_ps(total);
             }
-            for (int rt = 0; rt < rows; rt += VALUE_ROWS)
+            if (p_hi) amx_values(c, rows, k0, p_hi, p_lo, acc);
+            else for (int rt = 0; rt < rows; rt += VALUE_ROWS)
                 for (int ch = 0; ch < channels; ch += 64) {
                     int width = (channels - ch) / 16 < 4 ? (channels - ch) / 16 : 4;
-                    value_tile(width, s + (size_t)rt * CHUNK, live, c->v + (size_t)k0 * channels + ch,
+                    value_tile(width, s + (size_t)rt * CHUNK, live, values + (size_t)k0 * channels + ch,
                                channels, acc + (size_t)rt * channels + ch);
                 }
         }
         for (int r = 0; r < rows && r0 + r < c->rows; r++) {
             __m512 inv = _mm512_set1_ps(1.0f / sum[r]);
-            for (int ch = 0; ch < channels; ch += 16)
-                _mm512_storeu_ps(c->out + (size_t)(r0 + r) * channels + ch,
-                                 _mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch)));
+            for (int ch = 0; ch < channels; ch += 16) {
+                __m512 y = _mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch));
+                y = _mm512_add_ps(y, _mm512_loadu_ps(c->v_shift + ch)); /* the shifts back */
+                _mm512_storeu_ps(c->out + (size_t)(r0 + r) * channels + ch, y);
+            }
         }
     }
-    free(s), free(acc);
+    free(s), free(acc), free(p_hi);
     return 0;
 }
 
@@ -665,6 +791,8 @@ TARGET_AMX static void *run_part(void *arg) {
     case 1:
         if (c->form == FORM_AMX) split_queries(c, part->thread), split_keys(c, part->thread);
         else quantise_queries(c, part->thread), pack_keys(c, part->thread);
+        if (c->amx_values) split_values(c, part->thread);
+        else if (c->v_shifted) shift_values(c, part->thread);
         break;
     default:
         if (c->form == FORM_AMX) TILE_CONFIGURE(); /* the tiles' shapes are each thread's */
@@ -711,28 +839,40 @@ static int attention(call_t *c) {
     size_t k_bytes = round_up((size_t)c->padded_keys * (amx ? c->padded_depth : c->depth) * 2, 64);
     int ready;
     if (amx) {
+        size_t v_bytes = sizeof(uint16_t) * c->padded_keys * (size_t)c->channels;
         c->q_hi = aligned_alloc(64, q_bytes), c->q_lo = aligned_alloc(64, q_bytes);
         c->k_hi = aligned_alloc(64, k_bytes), c->k_lo = aligned_alloc(64, k_bytes);
         ready = c->q_hi && c->q_lo && c->k_hi && c->k_lo;
+        c->amx_values = c->channels % 32 == 0; /* two panels of 16 a block of columns */
+        if (c->amx_values) {
+            c->v_hi = aligned_alloc(64, v_bytes), c->v_lo = aligned_alloc(64, v_bytes);
+            ready = ready && c->v_hi && c->v_lo;
+        }
     } else {
         c->q16 = aligned_alloc(64, q_bytes), c->k16 = aligned_alloc(64, k_bytes);
         c->q_step = calloc((size_t)c->padded_rows, sizeof(float));
         c->k_step = calloc((size_t)c->padded_keys, sizeof(float));
         ready = c->q16 && c->q_step && c->k16 && c->k_step;
     }
+    c->v_range = malloc(sizeof(float) * (size_t)c->channels * (2 * (size_t)key_slabs + 1));
+    c->v_shift = c->v_range ? c->v_range + 2 * (size_t)key_slabs * c->channels : NULL;
     c->partial = malloc(sizeof(float) * w * ((size_t)key_slabs * 2 + row_slabs));
     c->mean = calloc((size_t)w * 3, sizeof(float));
     c->q_balance = c->mean ? c->mean + w : NULL;
     c->k_balance = c->mean ? c->mean + 2 * w : NULL;
     int status = 2;
-    if (ready && c->partial && c->mean) {
+    if (ready && c->partial && c->mean && c->v_range) {
         run_phase(c, 0);
         balance_channels(c);
-        run_phase(c, 1);
-        status = run_phase(c, 2) ? 2 : 0;
+        if (c->shifted && !c->amx_values) c->v_shifted = malloc(sizeof(float) * (size_t)c->keys * c->channels);
+        if (c->v_shifted || !c->shifted || c->amx_values) {
+            run_phase(c, 1);
+            status = run_phase(c, 2) ? 2 : 0;
+        }
     }
     free(c->q16), free(c->q_step), free(c->k16), free(c->k_step), free(c->partial), free(c->mean);
     free(c->q_hi), free(c->q_lo), free(c->k_hi), free(c->k_lo);
+    free(c->v_hi), free(c->v_lo), free(c->v_range), free(c->v_shifted);
     return status;
 }
 

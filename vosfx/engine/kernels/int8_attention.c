@@ -16,8 +16,10 @@
  * scales. What differs is the order: for a group of query rows the keys are taken a chunk at
  * a time, the scores of the chunk stay in the cache, the exponentials are taken against the
  * chunk's own maximum of each row and rounded to uint8 (x 255), and multiplied into the values
- * (int8, each channel over its largest magnitude / 127) by the same int8 products as the
- * scores: int32 sums a chunk, weighed by the chunk maximum's exponential against the row's
+ * (int8: each channel less its midrange over the keys, over its half range / 127; the
+ * midrange added back at the end, the exponentials' weights summing to 1, so that a channel
+ * far from 0 against its range keeps int8's steps of its range, not of its magnitude) by the
+ * same int8 products as the scores: int32 sums a chunk, weighed by the chunk maximum's exponential against the row's
  * running maximum (rescaling what was summed so far when that rises, as flash attention does)
  * into float32 sums; the rows are divided by their exponentials' sum (float32, unrounded) at
  * the end. No (rows, keys) matrix is written: the OpenVINO graph wrote and read its float32
@@ -190,8 +192,9 @@ typedef struct {
     float *row_scale; /* [padded_rows] a row's score scale: its block's x the keys' */
     uint8_t *k8;      /* [padded_keys / 16][quads][16][4], key + 128 */
     int8_t *v8;       /* [padded_keys / 4][channels][4] values / their channel's step */
-    float *v_step;    /* [channels] a channel's largest magnitude / 127 */
-    float *v_partial; /* [slabs][channels] the values' largest magnitudes per slab */
+    float *v_step;    /* [channels] a channel's half range / 127 */
+    float *v_shift;   /* [channels] a channel's midrange, taken from its values */
+    float *v_partial; /* [slabs][2][channels] the values' least and largest per slab */
     float *partial;   /* [slabs][3][width]: the keys' sums, minima, maxima per slab */
     float *q_partial; /* [blocks][width]: the queries' largest magnitudes per block */
     float *mean;      /* [width] */
@@ -242,17 +245,20 @@ TARGET static void key_stats(call_t *c, int thread) {
     }
 }
 
-/* the values' largest magnitude per channel over each slab of SLAB tokens this thread takes */
+/* the values' least and largest per channel over each slab of SLAB tokens this thread takes */
 TARGET static void value_stats(call_t *c, int thread) {
     int slabs = (c->keys + SLAB - 1) / SLAB;
     for (int slab = thread; slab < slabs; slab += c->threads) {
-        float *big = c->v_partial + (size_t)slab * c->channels;
+        float *least = c->v_partial + (size_t)slab * 2 * c->channels, *largest = least + c->channels;
         int first = slab * SLAB, last = first + SLAB < c->keys ? first + SLAB : c->keys;
         for (int ch = 0; ch < c->channels; ch += 16) {
-            __m512 m = _mm512_setzero_ps();
-            for (int i = first; i < last; i++)
-                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(c->v + (size_t)i * c->channels + ch)));
-            _mm512_storeu_ps(big + ch, m);
+            __m512 lo = _mm512_set1_ps(INFINITY), hi = _mm512_set1_ps(-INFINITY);
+            for (int i = first; i < last; i++) {
+                __m512 y = _mm512_loadu_ps(c->v + (size_t)i * c->channels + ch);
+                lo = _mm512_min_ps(lo, y), hi = _mm512_max_ps(hi, y);
+            }
+            _mm512_storeu_ps(least + ch, lo);
+            _mm512_storeu_ps(largest + ch, hi);
         }
     }
 }
@@ -367,10 +373,11 @@ TARGET static void pack(call_t *c, int thread) {
             int8_t *dst8 = c->v8 + (size_t)quad * c->channels * 4;
             for (int ch = 0; ch < c->channels; ch += 16) {
                 int8_t b[4][16] __attribute__((aligned(16)));
-                __m512 step = _mm512_loadu_ps(c->v_step + ch);
+                __m512 step = _mm512_loadu_ps(c->v_step + ch), shift = _mm512_loadu_ps(c->v_shift + ch);
                 for (int j = 0; j < 4; j++) {
                     int i = 4 * quad + j;
-                    __m512 x = i < c->keys ? _mm512_loadu_ps(c->v + (size_t)i * c->channels + ch) : _mm512_setzero_ps();
+                    __m512 x = _mm512_setzero_ps();
+                    if (i < c->keys) x = _mm512_sub_ps(_mm512_loadu_ps(c->v + (size_t)i * c->channels + ch), shift);
                     _mm_store_si128((__m128i *)b[j], _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_div_ps(x, step))));
                 }
                 for (int l = 0; l < 16; l++)
@@ -454,8 +461,8 @@ TARGET static int attend(call_t *c, int thread) {
             __m512 inv = _mm512_set1_ps(1.0f / sum[r]);
             for (int ch = 0; ch < channels; ch += 16)
                 _mm512_storeu_ps(c->out + (size_t)(r0 + r) * channels + ch,
-                                 _mm512_mul_ps(_mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch)),
-                                               _mm512_loadu_ps(c->v_step + ch)));
+                                 _mm512_fmadd_ps(_mm512_mul_ps(inv, _mm512_load_ps(acc + (size_t)r * channels + ch)),
+                                                 _mm512_loadu_ps(c->v_step + ch), _mm512_loadu_ps(c->v_shift + ch)));
         }
     }
     free(s), free(p), free(acc);
@@ -501,8 +508,9 @@ TARGET static int attention(call_t *c) {
     c->row_scale = calloc((size_t)c->padded_rows, sizeof(float));
     c->k8 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->depth, 64));
     c->v8 = aligned_alloc(64, round_up((size_t)c->padded_keys * c->channels, 64));
-    c->v_step = calloc((size_t)c->channels, sizeof(float));
-    c->v_partial = calloc((size_t)slabs * c->channels, sizeof(float));
+    c->v_step = calloc(2 * (size_t)c->channels, sizeof(float)); /* with v_shift */
+    c->v_shift = c->v_step ? c->v_step + c->channels : NULL;
+    c->v_partial = calloc((size_t)slabs * 2 * c->channels, sizeof(float));
     c->partial = malloc(sizeof(float) * 3 * c->width * (size_t)slabs);
     c->q_partial = calloc((size_t)c->blocks * c->width, sizeof(float));
     c->mean = calloc((size_t)c->width * 3, sizeof(float)); /* with q_balance and k_balance */
@@ -514,10 +522,15 @@ TARGET static int attention(call_t *c) {
         memset(c->q8, 0, (size_t)c->padded_rows * c->depth);
         run_phase(c, 0);
         balance_channels(c);
-        for (int ch = 0; ch < c->channels; ch++) {
-            float big = 0.0f;
-            for (int slab = 0; slab < slabs; slab++) big = fmaxf(big, c->v_partial[(size_t)slab * c->channels + ch]);
-            c->v_step[ch] = fmaxf(big, 1e-30f) / 127.0f;
+        for (int ch = 0; ch < c->channels; ch++) { /* each channel's midrange and half range */
+            float least = INFINITY, largest = -INFINITY;
+            for (int slab = 0; slab < slabs; slab++) {
+                least = fminf(least, c->v_partial[(size_t)slab * 2 * c->channels + ch]);
+                largest = fmaxf(largest, c->v_partial[(size_t)slab * 2 * c->channels + c->channels + ch]);
+            }
+            int finite = isfinite(least) && isfinite(largest);
+            c->v_shift[ch] = finite ? 0.5f * least + 0.5f * largest : 0.0f;
+            c->v_step[ch] = finite ? fmaxf(0.5f * largest - 0.5f * least, 1e-30f) / 127.0f : NAN; /* NaN out */
         }
         run_phase(c, 1);
         status = run_phase(c, 2) ? 2 : 0;
