@@ -109,6 +109,13 @@ RUNS = {
     # blocks with int8 scores in OpenVINO's graph, not in vosfx's int8 attention kernel
     # (openvino_runtime's FUSED_ATTENTION emptied)
     "onnx-bf16-27": ("onnx", {"precision": "bf16", "opt": "all", "without": ("FUSED_ATTENTION",)}),
+    # the tier with no attention kernel: on CPUs with AMX, as before the forty-sixth pass's AMX
+    # kernel (vosfx.engine.amx_attention): memory attention in query blocks, Hiera's global
+    # attentions OpenVINO's (without AMX the same as onnx-bf16-27)
+    "onnx-bf16-no-kernel": (
+        "onnx",
+        {"precision": "bf16", "opt": "all", "without": ("FUSED_ATTENTION",)},
+    ),
     # memory attention's attentions in ONNX Runtime's fused kernel, not the bundle's cpu
     # variant (query blocks: the default on the CPU provider; vosfx/engine/ort_attention.py)
     "onnx-fused": ("onnx", {"precision": "fp32", "opt": "all", "attention": "fused"}),

@@ -74,6 +74,34 @@ def test_int16_kernel_line_says_whether_memory_attention_runs_in_it(config_home,
     assert line["state"] == "missing" and "slower a frame" in line["detail"]
 
 
+def test_int8_kernel_line_on_an_amx_cpu_says_what_the_bf16_tiers_attentions_run_in(
+    config_home, monkeypatch
+):
+    """On a CPU with AMX (stood in for) the int8 kernel is not the tier's: the line says
+    whether the AMX bf16 attention kernel runs the tier's attentions, as measured, or why
+    the query blocks do."""
+    pytest.importorskip("openvino", reason="the bf16 tier runs on OpenVINO")
+    from vosfx.engine import amx_attention
+    from vosfx.engine import openvino_runtime as ovr
+
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(amx_attention, "why_unavailable", lambda threads: None)
+    monkeypatch.setattr(amx_attention, "gain", lambda threads: 1.87)
+    line = {c["check"]: c for c in _doctor()}["int8 attention kernel"]
+    assert line["state"] == "info"
+    assert line["detail"] == (
+        "not used on this CPU (AMX): the bf16 tier's attentions run in the AMX bf16 attention "
+        "kernel (1.87x OpenVINO's query blocks)"
+    )
+    said = "its attentions ran 0.90x OpenVINO's query blocks here, under the 1.2x the tier takes"
+    monkeypatch.setattr(amx_attention, "why_unavailable", lambda threads: said)
+    line = {c["check"]: c for c in _doctor()}["int8 attention kernel"]
+    assert line["detail"] == (
+        f"not used on this CPU (AMX): the bf16 tier's attentions run in OpenVINO's query "
+        f"blocks ({said})"
+    )
+
+
 def test_int16_kernel_line_in_the_amx_form_says_whether_the_products_run_in_it(
     config_home, monkeypatch
 ):

@@ -282,7 +282,7 @@ def test_the_kernel_runs_with_every_cpu_of_a_pinned_thread():
     first = min(ia._ALLOWED)
     os.sched_setaffinity(0, {first})
     try:
-        assert ia._with_every_cpu(os.sched_getaffinity, 0) == set(ia._ALLOWED)
+        assert ia.with_every_cpu(os.sched_getaffinity, 0) == set(ia._ALLOWED)
         assert os.sched_getaffinity(0) == {first}
     finally:
         os.sched_setaffinity(0, ia._ALLOWED)

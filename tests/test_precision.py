@@ -157,14 +157,17 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
     and twenty-second passes); ``attention="fused"`` keeps the kernel, for comparisons. With
     AMX the four per-frame stages run on OpenVINO, without it the two heavy ones (the others'
     bfloat16 cost the masks' IoU its margin there), the rest float32 on ONNX Runtime; the
-    image encoder's weights float16 only without AMX (with it the masks' IoU fell). Without AMX
-    the blocks' scores come from int8 queries and keys (twenty-fifth pass)."""
+    image encoder's weights float16 only without AMX (with it the masks' IoU fell). The
+    attentions the kernels take run in one: the int8 kernel without AMX, with it the int16
+    kernel's AMX form in bfloat16 (stood in for as measured worth it: no AMX here)."""
     ovr = _bf16_or_skip()
     from tests.onnx_bundle import exported
+    from vosfx.engine import amx_attention
     from vosfx.engine.onnx_backend import OnnxBackend
 
     _, _, folder = exported(("bf16",))
     monkeypatch.setattr(ovr, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(amx_attention, "why_unavailable", lambda threads: None)
     # the test graphs' attentions have 256 queries: the kernel takes them all here
     monkeypatch.setattr(ovr, "FUSED_ATTENTION_QUERIES", 1)
     low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16", attention=asked)
@@ -187,22 +190,48 @@ def test_bf16_splits_memory_attention_into_query_blocks(monkeypatch, amx, asked,
         assert low._sess[stage].separate_products == (stage == "image_encoder")
         assert low._sess[stage].steady_shapes == (stage == "memory_attention")
         assert low._sess[stage].hold_steady_buffers
-        # without AMX the attentions in the int8 kernel (twenty-eighth pass): memory
-        # attention's 8 (4 layers x 2), none left in blocks; Hiera's 3 global attentions
-        kernel = blocks > 0 and not amx
-        fused = {"memory_attention": 8, "image_encoder": 3}[stage] if kernel else 0
+        # the attentions in a kernel (the int8 kernel's twenty-eighth pass; the AMX kernel's
+        # forty-sixth): memory attention's 8 (4 layers x 2), none left in blocks; Hiera's 3
+        # global attentions
+        kernel = blocks > 0
+        assert low._sess[stage].fused_kernel == ("amx-bf16" if amx else "int8")
+        fused = {"memory_attention": 8, "image_encoder": 3}.get(stage, 0) if kernel else 0
         assert low._sess[stage].fused_attentions == fused
         in_blocks = stage == "memory_attention" and blocks > 0 and not kernel
         assert low._sess[stage].split_attentions == (8 if in_blocks else 0)
         assert low._sess[stage].int8_products == 0
         assert not low._sess[stage].deferred_normalisation
     assert low._sess["image_encoder"].release_unless is low._sess["memory_attention"]
-    split = ", attention in 8 query blocks" if blocks else ""
-    if blocks and not amx:
-        split = ", int8 attention kernel"
-    assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{split}"
-    kernel = ", int8 attention kernel" if blocks and not amx else ""
+    kernel = (", AMX bf16 attention kernel" if amx else ", int8 attention kernel") if blocks else ""
+    assert low.runtime()["stages"]["memory_attention"] == f"openvino CPU bf16{kernel}"
     assert low.runtime()["stages"]["image_encoder"] == f"openvino CPU bf16{kernel}"
+
+
+def test_bf16_on_amx_keeps_its_blocks_where_the_amx_kernel_is_not_taken(monkeypatch):
+    """With AMX, where the AMX kernel is not taken (no tiles granted, its check failed, or
+    measured slower than the query blocks), memory attention runs in the blocks as before the
+    kernel and the image encoder's attentions stay OpenVINO's; the sidecar says why, and
+    nothing is warned (nothing is slower than before it)."""
+    ovr = _bf16_or_skip()
+    from tests.onnx_bundle import exported
+    from vosfx.engine import amx_attention
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    _, _, folder = exported(("bf16",))
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(ovr, "FUSED_ATTENTION_QUERIES", 256)
+    said = "its attentions ran 0.90x OpenVINO's query blocks here, under the 1.2x the tier takes"
+    monkeypatch.setattr(amx_attention, "why_unavailable", lambda threads: said)
+    low = OnnxBackend(folder, device="cpu", threads=1, precision="bf16")
+    sess, encoder = low._sess["memory_attention"], low._sess["image_encoder"]
+    assert sess.fused_attentions == 0 and sess.split_attentions == 8
+    assert sess.int8_products == 0  # with AMX the blocks' scores stay bfloat16
+    assert encoder.fused_attentions == 0 and encoder.fused_unavailable == said
+    assert low.runtime()["stages"]["memory_attention"] == (
+        f"openvino CPU bf16, attention in 8 query blocks (AMX bf16 attention kernel unavailable: "
+        f"{said})"
+    )
+    assert low.warnings == []
 
 
 def test_bf16_keeps_small_attentions_out_of_the_int8_kernel(monkeypatch):
@@ -433,6 +462,45 @@ def test_tier_agrees_with_fp32(clip, tier, attention):
         f"{tier} {attention}: min IoU vs fp32 {min(ious):.4f}, max abs low-res logit error {err:.3g}"
     )
     assert err > 0.0  # the tier does compute differently (else this test could not fail)
+    assert min(ious) >= BAR, ious
+
+
+@pytest.mark.slow
+def test_tier_with_the_amx_kernel_agrees_with_fp32(clip, monkeypatch):
+    """The bf16 tier as it runs on a CPU with AMX (the four per-frame stages on OpenVINO, the
+    image encoder's weights float32), its attentions in the AMX kernel (the int16 kernel's AMX
+    form in bfloat16; the tile instructions emulated, its measure stood in for): the masks
+    within the bar of the fp32 path's."""
+    import functools
+
+    from tests.onnx_bundle import exported
+    from vosfx.engine import amx_attention, int16_attention
+    from vosfx.engine.onnx_backend import OnnxBackend
+
+    ovr = _bf16_or_skip()
+    try:
+        int16_attention.library(emulated=True)
+    except int16_attention.Unavailable as err:
+        pytest.skip(f"the int16 kernel's emulated AMX form cannot run here: {err}")
+    if int16_attention.why_unavailable(worth_it=False) is not None:
+        pytest.skip("the int16 kernel cannot run here (AVX512_VNNI)")
+    _, _, folder = exported(("bf16",), size=BAR_SIZE)
+    frames, mask = clip
+    frames = frames[:BAR_FRAMES]
+    monkeypatch.setattr(ovr, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(amx_attention, "why_unavailable", lambda threads: None)
+    monkeypatch.setattr(
+        amx_attention, "attention", functools.partial(amx_attention.attention, emulated=True)
+    )
+    low = OnnxBackend(folder, device="cpu", threads=2, precision="bf16")
+    assert low._sess["memory_attention"].fused_attentions == 8
+    assert low._sess["image_encoder"].fused_attentions == 3
+    assert type(low._sess["decoder"]).__name__ == "OvSession"
+    want, got = _fp32_masks(folder, frames, mask), _masks(low, frames, mask)
+    ious = [_iou(g[0], w[0]) for g, w in zip(got[1:], want[1:])]
+    err = max(float(np.abs(g[1] - w[1]).max()) for g, w in zip(got, want))
+    print(f"bf16 with the AMX kernel: min IoU vs fp32 {min(ious):.4f}, max abs logit {err:.3g}")
+    assert err > 0.0
     assert min(ious) >= BAR, ious
 
 

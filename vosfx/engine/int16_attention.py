@@ -66,6 +66,9 @@ DEPTH_MULTIPLE = 2
 # the kernel's forms of its scores' products, in the order the default tries them: name ->
 # (the C side's number, the instructions it needs)
 FORMS = {"amx": (2, "AMX-BF16"), "avx512": (1, "AVX512_VNNI")}
+# the AMX form with bfloat16 products alone (hi.hi, ~2^-9 of each): the bf16 tier's attentions
+# on CPUs with AMX (vosfx.engine.amx_attention), never the default path's
+TIER_FORMS = {"amx-bf16": (3, "AMX-BF16")}
 # the forms checked in a process of their own before the default takes them (checked())
 CHECKED_FIRST = ("amx",)
 # the score products' multiply-add rate over float32 FMAs' from which the default takes a
@@ -131,10 +134,16 @@ def declared(lib: Any) -> Any:
     return lib
 
 
+def _form(name: str) -> tuple[int, str]:
+    """The form ``name``'s (C side's number, instructions it needs): :data:`FORMS`,
+    :data:`TIER_FORMS`."""
+    return FORMS[name] if name in FORMS else TIER_FORMS[name]
+
+
 def supported(name: str, *, emulated: bool = False) -> bool:
-    """Whether this CPU runs the form ``name`` (:data:`FORMS`); raises :class:`Unavailable`
-    where the kernel cannot be built or the CPU runs no form."""
-    return bool(library(emulated=emulated).vosfx_int16_attention_supported(FORMS[name][0]))
+    """Whether this CPU runs the form ``name`` (:data:`FORMS`, :data:`TIER_FORMS`); raises
+    :class:`Unavailable` where the kernel cannot be built or the CPU runs no form."""
+    return bool(library(emulated=emulated).vosfx_int16_attention_supported(_form(name)[0]))
 
 
 @functools.cache
@@ -352,7 +361,8 @@ def attention(
 
     q: (rows, depth) float32; k: (keys, depth), depth a multiple of 2 up to 512; v: (keys,
     channels), channels a multiple of 16; ``threads``: the kernel's threads; ``name``: the
-    form (:data:`FORMS`; None: ``form(worth_it=False)``); ``emulated``: the build whose AMX
+    form (:data:`FORMS`, :data:`TIER_FORMS`; None: ``form(worth_it=False)``); ``emulated``:
+    the build whose AMX
     form emulates the tile instructions (tests). Returns (rows, channels) float32 (into
     ``out`` where given: C-contiguous, that shape). Raises ValueError for shapes it does not
     take, :class:`Unavailable` where the kernel or the form cannot run here."""
@@ -370,12 +380,12 @@ def attention(
         channels,
         float(scale),
         max(threads, 1),
-        FORMS[name][0],
+        _form(name)[0],
     )
     if status == 2:
         raise MemoryError("int16 attention: out of memory")
     if status == 1 and not supported(name, emulated=emulated):  # the C side checks the CPU
-        raise Unavailable(f"this CPU lacks {FORMS[name][1]}")
+        raise Unavailable(f"this CPU lacks {_form(name)[1]}")
     if status != 0:
         raise Unavailable(f"int16 attention refused its inputs (status {status})")
     return out

@@ -140,7 +140,7 @@ def attention(
     kernel cannot run here."""
     q, k, v, out = operands("int8", q, k, v, out, DEPTH_MULTIPLE)
     (rows, depth), (keys, channels) = q.shape, v.shape
-    status = _with_every_cpu(
+    status = with_every_cpu(
         library().vosfx_int8_attention,
         q.ctypes.data,
         k.ctypes.data,
@@ -173,7 +173,7 @@ def cpu_count() -> int:
     return len(_ALLOWED) if _ALLOWED else os.cpu_count() or 1
 
 
-def _with_every_cpu(call: Any, *args: Any) -> Any:
+def with_every_cpu(call: Any, *args: Any) -> Any:
     """``call(*args)`` with the calling thread allowed every CPU of :data:`_ALLOWED` meanwhile.
 
     Why: OpenVINO pins the thread that runs a graph to one CPU (its latency hint's pinning), and
@@ -194,23 +194,35 @@ def _with_every_cpu(call: Any, *args: Any) -> Any:
 
 @functools.cache
 def op_class() -> type:
-    """The OpenVINO operation that runs :func:`attention`: inputs q (batch, heads, rows, depth),
-    k (batch, heads, keys, depth), v (batch, heads, keys, channels) and the scale (a scalar);
-    output (batch, heads, rows, channels). OpenVINO's CPU plugin runs it through its
+    """The OpenVINO operation that runs :func:`attention` (:func:`kernel_op`), made with the
+    query blocks and the threads: ``op_class()(inputs, blocks, threads)``."""
+
+    def run(q: Any, k: Any, v: Any, scale: float, out: Any, blocks: int, threads: int) -> None:
+        attention(q, k, v, scale, blocks=blocks, threads=threads, out=out)
+
+    return kernel_op("Int8Attention", run)
+
+
+def kernel_op(type_name: str, run: Any) -> type:
+    """An OpenVINO operation ``type_name`` (domain "vosfx") that runs an attention kernel:
+    inputs q (batch, heads, rows, depth), k (batch, heads, keys, depth), v (batch, heads, keys,
+    channels) and the scale (a scalar); output (batch, heads, rows, channels), each (batch,
+    head) written by ``run(q, k, v, scale, out, *options)`` (2-D views), the options those the
+    node was made with: ``op(inputs, *options)``. OpenVINO's CPU plugin runs it through its
     ``evaluate`` (numpy views of its tensors)."""
     import openvino as ov
 
-    class Int8Attention(ov.Op):
-        type_info = ov.DiscreteTypeInfo("Int8Attention", "vosfx")
+    class KernelAttention(ov.Op):
+        type_info = ov.DiscreteTypeInfo(type_name, "vosfx")
 
-        def __init__(self, inputs: list | None = None, blocks: int = 1, threads: int = 1):
+        def __init__(self, inputs: list | None = None, *options: Any):
             super().__init__(self, inputs)
-            self.blocks, self.threads = blocks, threads
+            self.options = options
             if inputs:
                 self.constructor_validate_and_infer_types()
 
         def get_type_info(self) -> Any:
-            return Int8Attention.type_info
+            return KernelAttention.type_info
 
         def validate_and_infer_types(self) -> None:
             q, v = self.get_input_partial_shape(0), self.get_input_partial_shape(2)
@@ -218,7 +230,7 @@ def op_class() -> type:
             self.set_output_type(0, ov.Type.f32, shape)
 
         def clone_with_new_inputs(self, new_inputs: list) -> Any:
-            return Int8Attention(new_inputs, self.blocks, self.threads)
+            return KernelAttention(new_inputs, *self.options)
 
         def visit_attributes(self, visitor: Any) -> bool:
             return True
@@ -233,15 +245,8 @@ def op_class() -> type:
             out = outputs[0].data
             for b in range(q.shape[0]):
                 for h in range(q.shape[1]):
-                    attention(
-                        q[b, h],
-                        k[b, h],
-                        v[b, h],
-                        scale,
-                        blocks=self.blocks,
-                        threads=self.threads,
-                        out=out[b, h],
-                    )
+                    run(q[b, h], k[b, h], v[b, h], scale, out[b, h], *self.options)
             return True
 
-    return Int8Attention
+    KernelAttention.__name__ = KernelAttention.__qualname__ = type_name
+    return KernelAttention

@@ -102,27 +102,37 @@ def fused_int8_attention(
     :func:`~vosfx.engine.int8_attention.op_class` node: the C kernel of
     :mod:`vosfx.engine.int8_attention`, the arithmetic of :func:`split_attention` into
     ``blocks`` blocks with :func:`int8_scores`' deferred form, without a score matrix in
-    memory; returns how many were replaced. Left as they are (for :func:`split_attention`):
-    a causal attention, one with a mask that is not zeros, one whose channels the kernel does
-    not take (queries and keys a multiple of 4 up to 512, values a multiple of 16) or are
-    dynamic, one with fewer than ``smallest_queries`` queries or a dynamic count of them.
-    ``threads``: the kernel's threads (the graph's own wait while it runs). Memory
-    attention at 1024 ran 1.11-1.13x faster with its 8 attentions in it (916 ms with its 4
-    cross attentions alone in it, 901 with all 8; twenty-eighth pass)."""
+    memory; returns how many were replaced (:func:`fused_attention`). ``threads``: the
+    kernel's threads (the graph's own wait while it runs). Memory attention at 1024 ran
+    1.11-1.13x faster with its 8 attentions in it (916 ms with its 4 cross attentions alone
+    in it, 901 with all 8; twenty-eighth pass)."""
     from vosfx.engine import int8_attention
 
     op_type = int8_attention.op_class()
+    return fused_attention(
+        model, lambda inputs: op_type(inputs, blocks, threads), smallest_queries=smallest_queries
+    )
+
+
+def fused_attention(model: Any, node: Any, *, smallest_queries: int = 0) -> int:
+    """Replace each ``ScaledDotProductAttention`` of ``model`` that :func:`kernel_attentions`
+    takes by ``node([q, k, v, scale])`` (a kernel's operation,
+    :func:`~vosfx.engine.int8_attention.kernel_op`); returns how many were replaced. Left as
+    they are (for :func:`split_attention`): a causal attention, one with a mask that is not
+    zeros, one whose channels the kernels do not take (queries and keys a multiple of 4 up to
+    512, values a multiple of 16) or are dynamic, one with fewer than ``smallest_queries``
+    queries or a dynamic count of them."""
     done = 0
     for op, q, k, v, scale in kernel_attentions(model, smallest_queries):
-        op.output(0).replace(op_type([q, k, v, scale], blocks, threads).output(0))
+        op.output(0).replace(node([q, k, v, scale]).output(0))
         done += 1
     model.validate_nodes_and_infer_types()
     return done
 
 
 def kernel_attentions(model: Any, smallest_queries: int = 0) -> list[tuple[Any, ...]]:
-    """The attentions of ``model`` that :func:`fused_int8_attention` gives the kernel (see
-    there), as (node, q, k, v, scale); nothing of the kernel itself is needed to tell."""
+    """The attentions of ``model`` that :func:`fused_attention` gives a kernel (see there), as
+    (node, q, k, v, scale); nothing of the kernel itself is needed to tell."""
     from vosfx.engine import int8_attention
 
     taken = []

@@ -100,11 +100,12 @@ INT8_SCORES = ("memory_attention",)
 # the scores' scale folded into its exponentials (int8_scores' ``deferred``): memory
 # attention at 1024 1.03-1.06x faster on AMD's Zen 4, a frame 1.04x (twenty-seventh pass)
 DEFERRED_NORMALISATION = ("memory_attention",)
-# the stages whose attentions run in one C kernel each on CPUs without AMX
-# (takes_fused_attention): int8_scores' arithmetic with the deferred normalisation, no score
-# matrix in memory (vosfx.engine.int8_attention; where it cannot be compiled or the CPU lacks
-# AVX512_VNNI or AVX512_BF16, the graph forms above): at 1024 memory attention 1.11-1.13x
-# faster on AMD's Zen 4, the image encoder 1.05x (twenty-eighth pass, docs/benchmarks/onnx.md)
+# the stages whose attentions run in one C kernel each (fused_kernel): without AMX
+# int8_scores' arithmetic with the deferred normalisation, no score matrix in memory
+# (vosfx.engine.int8_attention; where it cannot be compiled or the CPU lacks AVX512_VNNI or
+# AVX512_BF16, the graph forms above): at 1024 memory attention 1.11-1.13x faster on AMD's
+# Zen 4, the image encoder 1.05x (twenty-eighth pass, docs/benchmarks/onnx.md); with AMX the
+# int16 kernel's AMX form in bfloat16 (vosfx.engine.amx_attention), where it is measured faster
 FUSED_ATTENTION = ("image_encoder", "memory_attention")
 # the fewest queries an attention has for the kernel to take it: at 1024 (4,096 queries) memory
 # attention ran 1.11-1.13x faster with it and the image encoder 1.05x; at 512 (1,024 queries,
@@ -128,11 +129,16 @@ def tier_stages(amx: bool) -> tuple[str, ...]:
     return STAGES if amx else HEAVY
 
 
-def takes_fused_attention(stage: str, amx: bool) -> bool:
-    """Whether the tier runs ``stage``'s attentions in the int8 attention kernel: the
-    :data:`FUSED_ATTENTION` stages, not on CPUs with AMX (its int8 scores measured slower
-    there in the graph form; the kernel unmeasured)."""
-    return stage in FUSED_ATTENTION and not amx
+def fused_kernel(amx: bool) -> str:
+    """The kernel the tier's fused attentions run in (:data:`FUSED_KERNELS`): on CPUs without
+    AMX the int8 kernel (vosfx.engine.int8_attention), with AMX the int16 kernel's AMX form in
+    bfloat16 (vosfx.engine.amx_attention: the int8 scores measured slower there in the graph
+    form, thirteenth pass; AMX's bfloat16 products are its fastest)."""
+    return "amx-bf16" if amx else "int8"
+
+
+# the fused attentions' kernels: name -> what the sidecar calls it
+FUSED_KERNELS = {"int8": "int8 attention kernel", "amx-bf16": "AMX bf16 attention kernel"}
 
 
 def takes_int8_scores(stage: str, amx: bool) -> bool:
@@ -219,12 +225,14 @@ class OvSession:
     deferred past the values' product (:func:`int8_scores`' ``deferred``;
     :data:`DEFERRED_NORMALISATION` says which graphs; whether done: the attribute).
     ``fused_attention``: 0, or the number of query blocks (each quantised at its own scale)
-    with which each attention the kernel of :mod:`vosfx.engine.int8_attention` takes (of at
-    least :data:`FUSED_ATTENTION_QUERIES` queries) runs in it
-    (one node each, :func:`fused_int8_attention`; how many: :attr:`fused_attentions`; where
-    the kernel is unavailable, none, and :attr:`fused_unavailable` says why, where it would
-    have taken one: it is built only then); the attentions
-    left go to ``attention_blocks`` (how many: :attr:`split_attentions`).
+    with which each attention the kernel ``fused_kernel`` takes (of at least
+    :data:`FUSED_ATTENTION_QUERIES` queries) runs in it: ``int8``, the kernel of
+    :mod:`vosfx.engine.int8_attention` (:func:`fused_int8_attention`), or ``amx-bf16``, that
+    of :mod:`vosfx.engine.amx_attention` (its blocks unused); one node each (how many:
+    :attr:`fused_attentions`; where the kernel is unavailable, none, and
+    :attr:`fused_unavailable` says why, where it would have taken one: it is built only
+    then); the attentions left go to ``attention_blocks`` (how many:
+    :attr:`split_attentions`).
     ``float32_ops``: operation types kept in float32 whatever ``precision`` (:func:`keep_float32`;
     :data:`FLOAT32_OPS` says which, per graph).
     ``release_buffers``: hand the compiled graph's intermediate buffers back after every call
@@ -275,6 +283,7 @@ class OvSession:
         int8_attention: bool = False,
         deferred_normalisation: bool = False,
         fused_attention: int = 0,
+        fused_kernel: str = "int8",
     ) -> None:
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -323,16 +332,27 @@ class OvSession:
         # (input shapes, compiled entry): the steady form, while the shapes repeat
         self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
         self.fused_attentions, self.fused_unavailable = 0, None
+        self.fused_kernel, self.fused_label = fused_kernel, FUSED_KERNELS[fused_kernel]
         # the kernel is built (or said to be unavailable) only where it would take an attention
         if fused_attention and kernel_attentions(model, FUSED_ATTENTION_QUERIES):
-            self.fused_unavailable = int8_kernel.why_unavailable()
-            if self.fused_unavailable is None:
-                self.fused_attentions = fused_int8_attention(
-                    model,
-                    fused_attention,
-                    threads if threads > 0 else int8_kernel.cpu_count(),
-                    smallest_queries=FUSED_ATTENTION_QUERIES,
-                )
+            kernel_threads = threads if threads > 0 else int8_kernel.cpu_count()
+            if fused_kernel == "amx-bf16":
+                from vosfx.engine import amx_attention
+
+                self.fused_unavailable = amx_attention.why_unavailable(kernel_threads)
+                if self.fused_unavailable is None:
+                    self.fused_attentions = amx_attention.fuse(
+                        model, kernel_threads, smallest_queries=FUSED_ATTENTION_QUERIES
+                    )
+            else:
+                self.fused_unavailable = int8_kernel.why_unavailable()
+                if self.fused_unavailable is None:
+                    self.fused_attentions = fused_int8_attention(
+                        model,
+                        fused_attention,
+                        kernel_threads,
+                        smallest_queries=FUSED_ATTENTION_QUERIES,
+                    )
         # the attentions left, in query blocks (how many: split_attentions)
         self.split_attentions = split_attention(model, attention_blocks) if attention_blocks else 0
         if attention_blocks:

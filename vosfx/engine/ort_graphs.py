@@ -209,10 +209,9 @@ class BundleGraphs:
                     else 0,
                     int8_attention=ovr.takes_int8_scores(name, amx),
                     deferred_normalisation=name in ovr.DEFERRED_NORMALISATION,
-                    # the int8 attention kernel, unless OpenVINO's own is asked (attention)
-                    fused_attention=ovr.ATTENTION_BLOCKS
-                    if split and ovr.takes_fused_attention(name, amx)
-                    else 0,
+                    # an attention kernel, unless OpenVINO's own is asked (attention)
+                    fused_attention=ovr.ATTENTION_BLOCKS * (split and name in ovr.FUSED_ATTENTION),
+                    fused_kernel=ovr.fused_kernel(amx),
                     # the image encoder's float32 weights (AMX) or the blocks' scores beside
                     # the other stage's buffers lifted the render's peak (RELEASE_BUFFERS)
                     release_buffers=name in ovr.RELEASE_BUFFERS
@@ -222,8 +221,8 @@ class BundleGraphs:
                     # under --low-memory every call hands its buffers back
                     hold_steady_buffers=self.memory_arena,
                 )
-                why = sessions[name].fused_unavailable
-                if why:  # the kernel was asked for and cannot run here: the graph form runs
+                why = sessions[name].fused_unavailable  # (the AMX kernel's: the sidecar's)
+                if why and sessions[name].fused_kernel == "int8":  # the graph form runs
                     self._say(
                         f"--precision bf16: the int8 attention kernel cannot run here ({why}): "
                         "the attentions run as graph nodes, ~17 % slower a frame at 1024 on "
@@ -471,13 +470,14 @@ class BundleGraphs:
         stages = {}
         for name, sess in self.sessions.items():
             if type(sess).__name__ == "OvSession":
-                split = ", int8 attention kernel" if sess.fused_attentions else ""
+                kernel = sess.fused_label
+                split = f", {kernel}" if sess.fused_attentions else ""
                 if sess.split_attentions:
                     split += f", attention in {sess.attention_blocks} query blocks"
                 if sess.int8_products:
                     split += ", int8 scores"
                 if sess.fused_unavailable:  # asked for, but the kernel cannot run here
-                    split += f" (int8 attention kernel unavailable: {sess.fused_unavailable})"
+                    split += f" ({kernel} unavailable: {sess.fused_unavailable})"
                 stages[name] = f"openvino CPU bf16{split}"
             else:
                 stages[name] = f"onnxruntime {sess.get_providers()[0]}"

@@ -6,7 +6,9 @@
  * ctypes; docs/onnx.md says why. On CPUs with AMX (Intel's Xeons, whose word products run
  * no faster than their FMAs) the scores have a second form, FORM_AMX: bfloat16 triples on
  * AMX's tiles (the AMX section below), and so is the values' product there; the rest of the
- * kernel is the same.
+ * kernel is the same. A third form, FORM_AMX_BF16, is that form with hi.hi alone (bfloat16
+ * products, ~2^-9 of each, float32 sums): the bf16 tier's attentions on those CPUs
+ * (vosfx/engine/amx_attention.py), a third of the tiles' products.
  *
  * The arithmetic. The keys lose their mean over the tokens (the softmax cancels the shift this
  * gives each query's scores); each channel of the queries is multiplied by a power of two and
@@ -76,7 +78,9 @@
 #define NORM_LIMIT 46000.0f /* 46000 + 0.5 sqrt(512) rounding, squared: under 2^31 */
 #define MAX_THREADS 64
 #define MAX_BALANCE 1024.0f /* the channels' powers of two stay within 1 / this and this */
-enum { FORM_AVX512 = 1, FORM_AMX = 2 }; /* the kernel's forms of its scores' products */
+/* the kernel's forms of its scores' products: the default (fp32) path's two, and the AMX form
+ * in bfloat16 alone (hi.hi: the bf16 tier's, ~2^-9 of each product) */
+enum { FORM_AVX512 = 1, FORM_AMX = 2, FORM_AMX_BF16 = 3 };
 
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
@@ -368,7 +372,8 @@ typedef struct {
     float *out;
     int rows, keys, depth, channels, threads;
     float scale;
-    int form;         /* FORM_AVX512 or FORM_AMX */
+    int form;         /* FORM_AVX512, FORM_AMX or FORM_AMX_BF16 */
+    int amx, single;  /* the form's products on AMX's tiles; hi.hi alone (FORM_AMX_BF16) */
     /* prepared */
     int group;        /* query rows that share a chunk of keys: GROUP, AMX_GROUP */
     int padded_rows, padded_keys, pairs;
@@ -619,11 +624,12 @@ TARGET static void shift_values(call_t *c, int thread) {
 
 TARGET_AMX static void tile_release(void) { TILE_RELEASE(); }
 
-/* 32 rows x 32 columns of hi.hi + hi.lo + lo.hi into out (`width` floats a row): the rows'
- * bfloat16 parts a_hi, a_lo row-major (`depth` a row, a multiple of 32), the columns' b_hi,
- * b_lo in two panels of 16, [depth / 2][16][2] each (the keys' and the weights' layout) */
+/* 32 rows x 32 columns of hi.hi + hi.lo + lo.hi (`single`: hi.hi alone) into out (`width`
+ * floats a row): the rows' bfloat16 parts a_hi, a_lo row-major (`depth` a row, a multiple of
+ * 32), the columns' b_hi, b_lo in two panels of 16, [depth / 2][16][2] each (the keys' and
+ * the weights' layout) */
 TARGET_AMX static void amx_block(const uint16_t *a_hi, const uint16_t *a_lo, const uint16_t *b_hi,
-                                 const uint16_t *b_lo, size_t depth, float *out, size_t width) {
+                                 const uint16_t *b_lo, size_t depth, float *out, size_t width, int single) {
     size_t row_bytes = 2 * depth;
     TILE_ZERO(0);
     TILE_ZERO(1);
@@ -633,6 +639,12 @@ TARGET_AMX static void amx_block(const uint16_t *a_hi, const uint16_t *a_lo, con
         /* A tiles: 16 rows x 32 channels; B tiles: 16 pairs of channels x 16 columns */
         TILE_LOAD(4, a_hi + ch, row_bytes);
         TILE_LOAD(5, a_hi + 16 * depth + ch, row_bytes);
+        if (single) { /* hi . hi alone */
+            TILE_LOAD(6, b_hi + ch * 16, 64);
+            TILE_LOAD(7, b_hi + 16 * depth + ch * 16, 64);
+            BLOCK_PRODUCTS();
+            continue;
+        }
         TILE_LOAD(6, b_lo + ch * 16, 64);
         TILE_LOAD(7, b_lo + 16 * depth + ch * 16, 64);
         BLOCK_PRODUCTS(); /* hi . lo */
@@ -658,7 +670,7 @@ TARGET_AMX static void amx_scores(call_t *c, int r0, int rows, int k0, int chunk
         for (int kt = 0; kt < chunk; kt += 32) {
             size_t q = (size_t)(r0 + rt) * depth, k = (size_t)(k0 + kt) * depth;
             amx_block(c->q_hi + q, c->q_lo + q, c->k_hi + k, c->k_lo + k, depth,
-                      s + (size_t)rt * CHUNK + kt, CHUNK);
+                      s + (size_t)rt * CHUNK + kt, CHUNK, c->single);
         }
     const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     const __m512 scale = _mm512_set1_ps(c->scale), none = _mm512_set1_ps(-INFINITY);
@@ -683,7 +695,7 @@ TARGET_AMX static void amx_values(call_t *c, int rows, int k0, const uint16_t *p
     for (int ch = 0; ch < c->channels; ch += 32) {
         const uint16_t *b_hi = c->v_hi + chunk + (size_t)ch * CHUNK, *b_lo = c->v_lo + chunk + (size_t)ch * CHUNK;
         for (int rt = 0; rt < rows; rt += 32) {
-            amx_block(p_hi + (size_t)rt * CHUNK, p_lo + (size_t)rt * CHUNK, b_hi, b_lo, CHUNK, block, 32);
+            amx_block(p_hi + (size_t)rt * CHUNK, p_lo + (size_t)rt * CHUNK, b_hi, b_lo, CHUNK, block, 32, c->single);
             for (int r = 0; r < 32; r++) {
                 float *a = acc + (size_t)(rt + r) * c->channels + ch;
                 _mm512_store_ps(a, _mm512_add_ps(_mm512_load_ps(a), _mm512_load_ps(block + 32 * r)));
@@ -719,7 +731,7 @@ TARGET static int attend(call_t *c, int thread) {
             int chunk = c->padded_keys - k0 < CHUNK ? c->padded_keys - k0 : CHUNK;
             int live = c->keys - k0 < chunk ? c->keys - k0 : chunk;
             for (int r = 0; r < rows; r++) top[r] = _mm512_set1_ps(-INFINITY);
-            if (c->form == FORM_AMX) amx_scores(c, r0, rows, k0, chunk, s, top);
+            if (c->amx) amx_scores(c, r0, rows, k0, chunk, s, top);
             else for (int rt = 0; rt < rows; rt += SCORE_ROWS)
                 for (int kt = 0; kt < chunk; kt += 32) {
                     __m512i index = _mm512_add_epi32(_mm512_set1_epi32(k0 + kt), lanes);
@@ -789,15 +801,15 @@ TARGET_AMX static void *run_part(void *arg) {
     switch (part->phase) {
     case 0: channel_stats(c, part->thread); break;
     case 1:
-        if (c->form == FORM_AMX) split_queries(c, part->thread), split_keys(c, part->thread);
+        if (c->amx) split_queries(c, part->thread), split_keys(c, part->thread);
         else quantise_queries(c, part->thread), pack_keys(c, part->thread);
         if (c->amx_values) split_values(c, part->thread);
         else if (c->v_shifted) shift_values(c, part->thread);
         break;
     default:
-        if (c->form == FORM_AMX) TILE_CONFIGURE(); /* the tiles' shapes are each thread's */
+        if (c->amx) TILE_CONFIGURE(); /* the tiles' shapes are each thread's */
         part->failed = attend(c, part->thread);
-        if (c->form == FORM_AMX) tile_release();
+        if (c->amx) tile_release();
     }
     return NULL;
 }
@@ -829,7 +841,8 @@ static int run_phase(call_t *c, int phase) {
 static int attention(call_t *c) {
     int key_slabs = (c->keys + SLAB - 1) / SLAB, row_slabs = (c->rows + SLAB - 1) / SLAB;
     int w = (int)round_up((size_t)c->depth, 16);
-    int amx = c->form == FORM_AMX;
+    int amx = c->amx = c->form != FORM_AVX512;
+    c->single = c->form == FORM_AMX_BF16;
     c->group = amx ? AMX_GROUP : GROUP;
     c->padded_rows = (int)round_up((size_t)c->rows, (size_t)c->group);
     c->padded_keys = (int)round_up((size_t)c->keys, CHUNK);
@@ -964,7 +977,7 @@ static int cpu_supported(int form) {
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                  __builtin_cpu_supports("avx512vnni");
     if (form == FORM_AVX512) return avx512;
-    return form == FORM_AMX && avx512 && amx_granted();
+    return (form == FORM_AMX || form == FORM_AMX_BF16) && avx512 && amx_granted();
 }
 
 /* the multiply-adds a second of `form`'s score products over those of float32 FMAs on this
@@ -980,14 +993,14 @@ double vosfx_int16_gain(int form) {
 #endif
     fma_time(2000); /* the 512-bit units awake */
     for (int run = 0; run < 6; run++) {
-        double f = fma_time(4000), d = form == FORM_AMX ? tile_time(tiles) : dot_time(4000);
+        double f = fma_time(4000), d = form == FORM_AVX512 ? dot_time(4000) : tile_time(tiles);
         if (run == 0) continue; /* the tiles' first use */
         best_fma = f < best_fma ? f : best_fma;
         best_dot = d < best_dot ? d : best_dot;
     }
     if (best_dot <= 0.0) return 0.0;
-    if (form == FORM_AMX) /* 4 x 8192 multiply-adds a step, against 12 x 16 */
-        return (4.0 * 8192 * tiles / best_dot / 3.0) / (12.0 * 16 * 4000 / best_fma);
+    if (form != FORM_AVX512) /* 4 x 8192 multiply-adds a step, against 12 x 16 */
+        return (4.0 * 8192 * tiles / best_dot / (form == FORM_AMX ? 3.0 : 1.0)) / (12.0 * 16 * 4000 / best_fma);
     return 2.0 * best_fma / best_dot;
 }
 #else
@@ -1085,7 +1098,7 @@ TARGET_AMX static void *linear_part(void *arg) {
         for (size_t n0 = 0; n0 < po; n0 += 32) {
             const uint16_t *bh = w_hi + n0 * pd, *bl = w_lo + n0 * pd;
             for (int rt = 0; rt < padded; rt += 32) {
-                amx_block(a_hi + (size_t)rt * pd, a_lo + (size_t)rt * pd, bh, bl, pd, block, 32);
+                amx_block(a_hi + (size_t)rt * pd, a_lo + (size_t)rt * pd, bh, bl, pd, block, 32, 0);
                 for (int r = 0; r < 32 && rt + r < rows; r++) {
                     float *row = c->out + (size_t)(r0 + rt + r) * c->outputs;
                     for (int j = 0; j < 32 && n0 + j < (size_t)c->outputs; j += 16) {
@@ -1138,12 +1151,13 @@ int vosfx_amx_linear(const float *x, int rows, int depth, const uint16_t *w, int
 }
 #endif
 
-/* 1 where this CPU runs the kernel's `form`: 1 (the AVX-512 form) or 2 (AMX) */
+/* 1 where this CPU runs the kernel's `form`: 1 (the AVX-512 form), 2 or 3 (AMX) */
 int vosfx_int16_attention_supported(int form) { return cpu_supported(form); }
 
 /* out (rows, channels) = softmax(q k^T * scale) v, float32 row-major; q (rows, depth),
  * k (keys, depth), v (keys, channels); depth a multiple of 2 up to 512, channels a multiple
- * of 16; `form` the scores' products' (1 AVX-512 words, 2 AMX's bfloat16 triples). Returns
+ * of 16; `form` the scores' products' (1 AVX-512 words, 2 AMX's bfloat16 triples, 3 AMX's
+ * bfloat16 alone: the bf16 tier's). Returns
  * 0, 1 for a CPU or shape it does not take, 2 where memory ran out. */
 int vosfx_int16_attention(const float *q, const float *k, const float *v, float *out, int rows,
                           int keys, int depth, int channels, float scale, int threads, int form) {
