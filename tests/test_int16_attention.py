@@ -428,6 +428,48 @@ def test_a_form_is_checked_in_a_process_of_its_own(monkeypatch, tmp_path):
             cached.cache_clear()
 
 
+def test_the_amx_form_is_taken_only_where_a_whole_attention_of_it_is_faster(monkeypatch):
+    """Past its tiles' raw rate (gain: products alone, no loads) and its check, the AMX
+    form is timed on a whole attention against the AVX-512 form's (where AMX is, a float32
+    attention's speed: its word products at the FMAs' rate); under AMX_WORTH the default
+    takes the next form, saying why."""
+    monkeypatch.setattr(ka, "supported", lambda name, emulated=False: True)
+    monkeypatch.setattr(ka, "checked", lambda name: None)
+    monkeypatch.setattr(ka, "gain", lambda name="avx512": {"amx": 5.0, "avx512": 1.02}[name])
+    monkeypatch.setattr(ka, "attention_gain", lambda: 1.1)
+    monkeypatch.delenv(ka.SWITCH, raising=False)
+    assert ka.AMX_WORTH == 1.3
+    with pytest.raises(ka.Unavailable) as said:
+        ka.form()
+    assert str(said.value) == (
+        "its AMX-BF16 form's attentions ran 1.10x the AVX-512 form's here, under the 1.3x the "
+        "default takes it from; this CPU's AVX512_VNNI products are no faster than its float32 "
+        "FMAs (1.02x their multiply-adds a second)"
+    )
+    monkeypatch.setattr(ka, "attention_gain", lambda: 1.6)
+    assert ka.form() == "amx"
+
+    def fails():
+        raise MemoryError("int16 attention: out of memory")
+
+    monkeypatch.setattr(ka, "attention_gain", fails)
+    monkeypatch.setattr(ka, "gain", lambda name="avx512": {"amx": 5.0, "avx512": 2.0}[name])
+    assert ka.form() == "avx512"  # the next form
+    assert ka.why_unavailable() is None
+
+
+def test_the_whole_attention_is_timed_in_both_forms(monkeypatch):
+    """attention_gain: the AVX-512 form's best time over the AMX form's on one attention
+    (emulated here: the AMX form's C loops far slower)."""
+    _emulated_or_skip()
+    monkeypatch.setattr(ka, "attention", functools.partial(ka.attention, emulated=True))
+    ka.attention_gain.cache_clear()
+    try:
+        assert 0 < ka.attention_gain() < 1
+    finally:
+        ka.attention_gain.cache_clear()
+
+
 def test_the_amx_form_on_this_cpu():
     """Where the CPU has AMX, the hardware form passes its check (in a process of its own,
     so that a fault fails this test and not the run)."""

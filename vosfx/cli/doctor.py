@@ -179,6 +179,8 @@ def _int16_kernel() -> Check:
         if form == "amx":
             from vosfx.engine import amx_linear
 
+            detail += f", its attentions {int16_attention.attention_gain():.2f}x the AVX-512 form's"
+
             unused = amx_linear.why_unused()
             if unused is None:
                 measured = amx_linear.gain()

@@ -49,13 +49,14 @@ import functools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vosfx import native
-from vosfx.engine.int8_attention import cache_dir, operands
+from vosfx.engine.int8_attention import cache_dir, cpu_count, operands
 from vosfx.errors import BackendError
 from vosfx.native import Unavailable
 
@@ -75,6 +76,15 @@ CHECKED_FIRST = ("amx",)
 # form: 2.0 for the AVX-512 form on Zen 4 and Zen 5 (where memory attention then runs ~1.4x
 # faster), 1.0 where the word products issue on half the FMAs' ports
 WORTH = 1.5
+# the AMX form's whole attention over the AVX-512 form's (attention_gain) from which the
+# default takes it: where AMX is (Intel's Xeons) the word products run at the float32 FMAs'
+# rate, so the AVX-512 form stands for a float32 attention; its tiles' raw rate (gain) says
+# nothing of their loads, and the Xeon VMs here ran AMX products in OpenVINO and torch at only
+# ~2-4x their FMAs, where three products a score may not pay
+AMX_WORTH = 1.3
+# the attention it is timed on: one of memory attention's query blocks at 1024 (512 queries)
+# against 8,192 keys, 256 channels of queries and keys, 64 of values; the best of 5 calls
+ATTENTION_SHAPE = (512, 8192, 256, 64)
 # the input rows a thread of the AMX form's linear products takes at a time (a multiple of 32
 # up to the kernel's LINEAR_ROWS; vosfx.engine.amx_linear measures which runs fastest here),
 # and the block where none was measured
@@ -177,7 +187,8 @@ def switch() -> str | None:
 def form(*, worth_it: bool = True) -> str:
     """The form the kernel runs in here (:data:`FORMS`): the one ``VOSFX_INT16_ATTENTION``
     names, else the first this CPU runs that (``worth_it``: for the default's choice) is
-    :data:`WORTH` it and, for :data:`CHECKED_FIRST`, passed :func:`checked`. Raises
+    :data:`WORTH` it and, for :data:`CHECKED_FIRST`, passed :func:`checked` (the AMX form
+    also timed on a whole attention: :func:`attention_gain`, :data:`AMX_WORTH`). Raises
     :class:`Unavailable` saying why there is none (also where the variable turns the kernel
     off, for the default's choice)."""
     chosen = switch()
@@ -200,13 +211,47 @@ def form(*, worth_it: bool = True) -> str:
             why.append(failed)
             continue
         measured = gain(name)
-        if measured >= WORTH:
-            return name
-        why.append(
-            f"this CPU's {FORMS[name][1]} products are no faster than its float32 FMAs "
-            f"({measured:.2f}x their multiply-adds a second)"
-        )
+        if measured < WORTH:
+            why.append(
+                f"this CPU's {FORMS[name][1]} products are no faster than its float32 FMAs "
+                f"({measured:.2f}x their multiply-adds a second)"
+            )
+            continue
+        if name == "amx":  # and a whole attention of it (its loads too)
+            try:
+                whole = attention_gain()
+            except (Unavailable, MemoryError) as err:
+                why.append(f"its {FORMS[name][1]} form's attentions could not be timed: {err}")
+                continue
+            if whole < AMX_WORTH:
+                why.append(
+                    f"its {FORMS[name][1]} form's attentions ran {whole:.2f}x the AVX-512 "
+                    f"form's here, under the {AMX_WORTH}x the default takes it from"
+                )
+                continue
+        return name
     raise Unavailable("; ".join(why))
+
+
+@functools.cache
+def attention_gain() -> float:
+    """The AMX form's speed over the AVX-512 form's on one attention of
+    :data:`ATTENTION_SHAPE` on every CPU of the process: their best times' ratio over 5
+    alternating calls (after one each), measured once a process (~0.1 s on a Xeon). Raises
+    :class:`Unavailable` where either cannot run."""
+    rows, keys, depth, channels = ATTENTION_SHAPE
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((rows, depth), dtype=np.float32)
+    k = rng.standard_normal((keys, depth), dtype=np.float32)
+    v = rng.standard_normal((keys, channels), dtype=np.float32)
+    threads, best = cpu_count(), {"amx": float("inf"), "avx512": float("inf")}
+    for run in range(6):
+        for name in ("amx", "avx512"):
+            start = time.perf_counter()
+            attention(q, k, v, 1 / 16, threads=threads, name=name)
+            if run:  # the first: each warmed
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best["avx512"] / best["amx"]
 
 
 def why_unavailable(*, worth_it: bool = True) -> str | None:
