@@ -59,6 +59,7 @@ def test_int16_kernel_line_says_whether_memory_attention_runs_in_it(config_home,
     form = int16_attention.form(worth_it=False)  # this CPU's first
     monkeypatch.setattr(int16_attention, "gain", lambda name="avx512": 2.01)
     monkeypatch.setattr(int16_attention, "checked", lambda name: None)
+    monkeypatch.setattr(int16_attention, "attention_gain", lambda: 1.5)  # (on an AMX CPU)
     line = {c["check"]: c for c in _doctor()}["int16 attention kernel"]
     assert line["state"] == "ok"
     instructions = int16_attention.FORMS[form][1]
