@@ -27,7 +27,6 @@ before and the sidecar says why (nothing is lost against the tier before this mo
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import numpy as np
@@ -39,11 +38,6 @@ from vosfx.native import Unavailable
 FORM = "amx-bf16"
 # the speed over OpenVINO's query blocks (gain) from which the tier takes the kernel
 WORTH = 1.2
-# the measure's attention: one of memory attention's 8 query blocks at 1024 (512 of its 4,096
-# queries), against 8,192 keys (of its 28,736: ~1.1 G multiply-adds), 256 channels of queries
-# and keys, 64 of values; the best of RUNS calls each
-SHAPE = (512, 8192, 256, 64)
-RUNS = 5
 
 
 def attention(
@@ -89,12 +83,14 @@ def fuse(model: Any, threads: int, *, smallest_queries: int = 0) -> int:
 def blocks_form(threads: int) -> Any:
     """One attention as the tier runs it where the kernel does not: MatMul, Softmax and MatMul
     compiled by OpenVINO's CPU plugin in bfloat16, its snippets kernel off
-    (:func:`~vosfx.engine.openvino_attention.split_attention`'s blocks); inputs q, k, v as
-    (1, 1, rows, channels) float32, the scale 1/16."""
+    (:func:`~vosfx.engine.openvino_attention.split_attention`'s blocks), of the int16
+    kernel's timed shape (:data:`~vosfx.engine.int16_attention.ATTENTION_SHAPE`: one of memory
+    attention's 8 query blocks at 1024); inputs q, k, v as (1, 1, rows, channels) float32,
+    the scale 1/16."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    rows, keys, depth, channels = SHAPE
+    rows, keys, depth, channels = int16_attention.ATTENTION_SHAPE
     q = ops.parameter([1, 1, rows, depth], np.float32, name="q")
     k = ops.parameter([1, 1, keys, depth], np.float32, name="k")
     v = ops.parameter([1, 1, keys, channels], np.float32, name="v")
@@ -113,30 +109,20 @@ def blocks_form(threads: int) -> Any:
 @functools.cache
 def gain(threads: int, *, emulated: bool = False) -> float:
     """The kernel's speed over the tier's query-block form (:func:`blocks_form`) on one
-    attention of :data:`SHAPE` on ``threads`` threads: their best times' ratio over
-    :data:`RUNS` alternating calls (after one call each to warm them), measured once a
-    process. Raises what either raises (:class:`Unavailable`, MemoryError, OpenVINO's
-    RuntimeError)."""
-    rows, keys, depth, channels = SHAPE
-    rng = np.random.default_rng(0)
-    q = rng.standard_normal((rows, depth), dtype=np.float32)
-    k = rng.standard_normal((keys, depth), dtype=np.float32)
-    v = rng.standard_normal((keys, channels), dtype=np.float32)
+    attention (:func:`~vosfx.engine.int16_attention.timed_operands`) on ``threads`` threads:
+    their best times' ratio (:func:`~vosfx.engine.int16_attention.alternating_best`),
+    measured once a process. Raises what either raises (:class:`Unavailable`, MemoryError,
+    OpenVINO's RuntimeError)."""
+    q, k, v = int16_attention.timed_operands()
     compiled = blocks_form(threads)
     feeds = [q[None, None], k[None, None], v[None, None]]
-    best = [float("inf"), float("inf")]
-    for run in range(RUNS + 1):
-        for i, call in enumerate(
-            (
-                lambda: compiled(feeds),
-                lambda: attention(q, k, v, 1 / 16, threads=threads, emulated=emulated),
-            )
-        ):
-            start = time.perf_counter()
-            call()
-            if run:  # the first: each warmed
-                best[i] = min(best[i], time.perf_counter() - start)
-    return best[0] / best[1]
+    blocks, kernel = int16_attention.alternating_best(
+        [
+            functools.partial(compiled, feeds),
+            functools.partial(attention, q, k, v, 1 / 16, threads=threads, emulated=emulated),
+        ]
+    )
+    return blocks / kernel
 
 
 def why_unavailable(threads: int) -> str | None:

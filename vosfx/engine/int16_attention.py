@@ -22,8 +22,9 @@ vector's: ~30x closer to the exact attention than the AVX-512 form's on isotropi
 (8e-7 against 2.7e-5; docs/benchmarks/onnx.md, forty-third pass). Where the values' channels
 are a multiple of 32 (memory attention's 64 and 256, Hiera's 96) its values' product runs on
 the tiles too, in the same triples: each chunk's exponentials split as the queries are, the
-values less their mean over the keys (added back at the end) as the keys are; centred, the
-values' rounding is ~1e-5 of their spread, not of their magnitude (forty-sixth pass). It has never run
+values as the keys are (a channel whose values all lie on one side of 0 less its midrange,
+added back at the end, as in both forms: the values' rounding ~1e-5 of their range, not of
+their magnitude; forty-sixth pass). It has never run
 on an AMX CPU in this project's machines: its tests run it with the tile instructions
 emulated in C (``emulated=True``), and before the default takes it a process of its own
 checks its output against float64 once per build (:func:`checked`), so that a fault or a
@@ -236,22 +237,40 @@ def form(*, worth_it: bool = True) -> str:
 @functools.cache
 def attention_gain() -> float:
     """The AMX form's speed over the AVX-512 form's on one attention of
-    :data:`ATTENTION_SHAPE` on every CPU of the process: their best times' ratio over 5
-    alternating calls (after one each), measured once a process (~0.1 s on a Xeon). Raises
-    :class:`Unavailable` where either cannot run."""
+    :data:`ATTENTION_SHAPE` (:func:`timed_operands`) on every CPU of the process: their best
+    times' ratio (:func:`alternating_best`), measured once a process (~0.1 s on a Xeon).
+    Raises :class:`Unavailable` where either cannot run."""
+    q, k, v = timed_operands()
+    amx, avx512 = alternating_best(
+        [
+            functools.partial(attention, q, k, v, 1 / 16, threads=cpu_count(), name=name)
+            for name in ("amx", "avx512")
+        ]
+    )
+    return avx512 / amx
+
+
+def timed_operands() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The queries, keys and values of the attention the kernel's forms are timed on
+    (:data:`ATTENTION_SHAPE`, standard normal, seeded)."""
     rows, keys, depth, channels = ATTENTION_SHAPE
     rng = np.random.default_rng(0)
     q = rng.standard_normal((rows, depth), dtype=np.float32)
     k = rng.standard_normal((keys, depth), dtype=np.float32)
-    v = rng.standard_normal((keys, channels), dtype=np.float32)
-    threads, best = cpu_count(), {"amx": float("inf"), "avx512": float("inf")}
-    for run in range(6):
-        for name in ("amx", "avx512"):
+    return q, k, rng.standard_normal((keys, channels), dtype=np.float32)
+
+
+def alternating_best(calls: list[Any], runs: int = 5) -> list[float]:
+    """Each of ``calls``' shortest time over ``runs`` rounds in which they take turns, after
+    one untimed round (each warmed)."""
+    best = [float("inf")] * len(calls)
+    for run in range(runs + 1):
+        for i, call in enumerate(calls):
             start = time.perf_counter()
-            attention(q, k, v, 1 / 16, threads=threads, name=name)
-            if run:  # the first: each warmed
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best["avx512"] / best["amx"]
+            call()
+            if run:
+                best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def why_unavailable(*, worth_it: bool = True) -> str | None:
@@ -266,8 +285,8 @@ def why_unavailable(*, worth_it: bool = True) -> str | None:
 def self_check(name: str, *, emulated: bool = False) -> float:
     """The form ``name``'s output's largest distance from float64's (relative to the output's
     norm) over three attentions of the shapes memory attention and Hiera give it (channels not
-    a multiple of the tiles', keys past a chunk, offsets the keys' and the values' means take:
-    the AMX form's values' product adds the values' mean back) and, for the
+    a multiple of the tiles', keys past a chunk, an offset the keys' mean takes, values all
+    positive, which the kernel takes less their midrange and adds it back) and, for the
     AMX form, two linear products (:mod:`vosfx.engine.amx_linear`), once its speed check
     (:func:`gain`'s code) has run."""
     library(emulated=emulated).vosfx_int16_gain(FORMS[name][0])  # its timing's code too
@@ -276,7 +295,7 @@ def self_check(name: str, *, emulated: bool = False) -> float:
     for rows, keys, depth, channels in ((100, 300, 256, 64), (49, 1030, 96, 16), (13, 17, 34, 32)):
         q = rng.standard_normal((rows, depth)).astype(np.float32) * 2
         k = (rng.standard_normal((keys, depth)) + 0.7).astype(np.float32)
-        v = (rng.standard_normal((keys, channels)) - 0.5).astype(np.float32)
+        v = (np.abs(rng.standard_normal((keys, channels))) + 0.5).astype(np.float32)
         got = attention(q, k, v, depth**-0.5, threads=2, name=name, emulated=emulated)
         s = (q.astype(np.float64) @ k.T.astype(np.float64)) * depth**-0.5
         e = np.exp(s - s.max(1, keepdims=True))

@@ -130,10 +130,8 @@ def tier_stages(amx: bool) -> tuple[str, ...]:
 
 
 def fused_kernel(amx: bool) -> str:
-    """The kernel the tier's fused attentions run in (:data:`FUSED_KERNELS`): on CPUs without
-    AMX the int8 kernel (vosfx.engine.int8_attention), with AMX the int16 kernel's AMX form in
-    bfloat16 (vosfx.engine.amx_attention: the int8 scores measured slower there in the graph
-    form, thirteenth pass; AMX's bfloat16 products are its fastest)."""
+    """The kernel the tier's fused attentions run in (:data:`FUSED_KERNELS`): the int8 one, with
+    AMX (whose int8 scores measured slower, thirteenth pass) vosfx.engine.amx_attention's."""
     return "amx-bf16" if amx else "int8"
 
 
@@ -332,7 +330,7 @@ class OvSession:
         # (input shapes, compiled entry): the steady form, while the shapes repeat
         self._steady: tuple[tuple, tuple[Any, Any, list[Any]]] | None = None
         self.fused_attentions, self.fused_unavailable = 0, None
-        self.fused_kernel, self.fused_label = fused_kernel, FUSED_KERNELS[fused_kernel]
+        self.fused_kernel = fused_kernel
         # the kernel is built (or said to be unavailable) only where it would take an attention
         if fused_attention and kernel_attentions(model, FUSED_ATTENTION_QUERIES):
             kernel_threads = threads if threads > 0 else int8_kernel.cpu_count()
@@ -374,6 +372,11 @@ class OvSession:
         # one infer request per compilation: calls from several threads (the studio's feature
         # warm-up beside a click) take turns, as ONNX Runtime's sessions allow concurrent runs
         self._lock = threading.Lock()
+
+    @property
+    def fused_label(self) -> str:
+        """What the sidecar calls the fused attentions' kernel (:data:`FUSED_KERNELS`)."""
+        return FUSED_KERNELS[self.fused_kernel]
 
     def _compile(self, batch: int | None, model: Any) -> tuple[Any, Any, list[Any]]:
         if batch is not None:

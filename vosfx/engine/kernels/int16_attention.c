@@ -603,7 +603,7 @@ TARGET static void split_values(call_t *c, int thread) {
                 split_bf16(x1, &h1, &l1);
                 size_t to = at + (size_t)ch * CHUNK + (size_t)t * 32;
                 store_pairs(h0, h1, c->v_hi + to);
-                store_pairs(l0, l1, c->v_lo + to);
+                if (!c->single) store_pairs(l0, l1, c->v_lo + to);
             }
         }
     }
@@ -767,7 +767,8 @@ TARGET static int attend(call_t *c, int thread) {
                         __m256i h, l;
                         split_bf16(e, &h, &l);
                         _mm256_store_si256((__m256i *)(p_hi + (size_t)r * CHUNK + i), h);
-                        _mm256_store_si256((__m256i *)(p_lo + (size_t)r * CHUNK + i), l);
+                        if (!c->single) /* hi.hi alone reads no lo parts */
+                            _mm256_store_si256((__m256i *)(p_lo + (size_t)r * CHUNK + i), l);
                     } else {
                         _mm512_store_ps(sr + i, e);
                     }
