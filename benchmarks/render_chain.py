@@ -299,6 +299,24 @@ def tree_for(rev: str, tmp: Path) -> Path:
     return dest
 
 
+def with_mask(clip: Path, n: int, mask: Path) -> str:
+    """:func:`make_source`, and the first frame's mask written to ``mask``."""
+    import numpy as np
+    from media import moving_square_frame
+    from PIL import Image
+
+    origin = make_source(clip, n)
+    _, first = moving_square_frame(0, W, H)
+    Image.fromarray(first.astype(np.uint8) * 255).save(mask)
+    return origin
+
+
+def trees(before: str, after: str, tmp: Path) -> dict[str, Path]:
+    """vosfx's trees to run: "after" (this checkout or a revision), "before" unless 'none'."""
+    found = {"after": ROOT if after == "checkout" else tree_for(after, tmp)}
+    return found if before == "none" else {"before": tree_for(before, tmp), **found}
+
+
 def one_run(
     tree: Path,
     job: str,
@@ -379,12 +397,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    import numpy as np
-    from PIL import Image
-
     sys.path.insert(0, str(ROOT / "tests"))
-    from media import moving_square_frame
-
     jobs = [j for j in args.jobs.split(",") if j]
     unknown = [j for j in jobs if j not in JOBS]
     if unknown:
@@ -393,9 +406,7 @@ def main() -> None:
         tmp = Path(tmp_s)
         # an image sequence's frames go to the writers as RGB (the picture is converted)
         clip = tmp / "frames" / "%05d.png" if args.png else tmp / "clip.mp4"
-        origin = make_source(clip, args.frames)
-        _, mask = moving_square_frame(0, W, H)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "mask.png")
+        origin = with_mask(clip, args.frames, tmp / "mask.png")
         if args.parts:
             print(
                 f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
@@ -405,10 +416,7 @@ def main() -> None:
             parts(clip, tmp / "mask.png", tmp, args.frames)
             print(f"\nload after {os.getloadavg()[0]:.1f}")
             return
-        after = ROOT if args.after == "checkout" else tree_for(args.after, tmp)
-        trees = {"after": after}
-        if args.before != "none":
-            trees = {"before": tree_for(args.before, tmp), "after": after}
+        runs_of = trees(args.before, args.after, tmp)
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
             f"logical cores, Python {platform.python_version()}; load before "
@@ -427,7 +435,7 @@ def main() -> None:
         runs: dict[tuple[str, str], list[dict]] = {}
         for r in range(args.rounds):
             for job in jobs:
-                for label, tree in trees.items():
+                for label, tree in runs_of.items():
                     res = one_run(
                         tree,
                         job,
@@ -458,7 +466,7 @@ def main() -> None:
         )
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for job in jobs:
-            for label in trees:
+            for label in runs_of:
                 rs = runs[(job, label)]
 
                 def med(f, rs=rs):
@@ -478,7 +486,7 @@ def main() -> None:
                     f"| {job} | {label} | {fps:.2f} | {cpu * 1e3:.0f} | {2 / cpu:.1f} | "
                     f"{ref * 1e3:.0f} | {wr * 1e3:.0f} | {busiest * 1e3:.0f} |"
                 )
-        if len(trees) == 2:
+        if len(runs_of) == 2:
             print()
             for job in jobs:
                 b, a = runs[(job, "before")], runs[(job, "after")]

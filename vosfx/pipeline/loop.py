@@ -32,6 +32,7 @@ from vosfx.pipeline.output import (
     setting_warnings,
     truncation_warnings,
 )
+from vosfx.pipeline.switching import short_switch_interval
 from vosfx.types import (
     Frame,
     MaskResult,
@@ -172,6 +173,8 @@ def run(
 
     check_outputs(job, outputs)  # before anything is read
     with ExitStack() as stack:
+        # the other threads wait less for the GIL where tracking runs Python (a GPU's)
+        stack.enter_context(short_switch_interval())
         info = probe(job.input, fps=job.fps)
         end = min(job.end, info.num_frames) if job.end is not None else info.num_frames
         if job.start >= end:

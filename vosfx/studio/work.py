@@ -3,7 +3,10 @@
 A click, Stop, a closed page or Ctrl-C cancels it first (:meth:`Worker.stop` sets its cancel
 flag and waits); its end, a cancel or an error is reported as an event (``stopped``,
 ``error``) through the studio's ``emit``: any error, not only vosfx's own (torch running out
-of memory, a bug), or the page would wait for the work for ever.
+of memory, a bug), or the page would wait for the work for ever. While it runs the process's
+thread switch interval is a render's (:mod:`vosfx.pipeline.switching`): the page's requests
+are served by other threads, which a tracking thread running Python (a GPU's) would otherwise
+hold up by its 5 ms time slices.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vosfx.errors import Cancelled, VosfxError
+from vosfx.pipeline.switching import short_switch_interval
 
 Emit = Callable[[dict], None]
 log = logging.getLogger(__name__)
@@ -50,7 +54,8 @@ class Worker:
 
         def run() -> None:
             try:
-                body(cancel)
+                with short_switch_interval():
+                    body(cancel)
             except Cancelled:
                 self.emit({"event": "stopped", "kind": kind})
             except VosfxError as err:
