@@ -10,8 +10,8 @@ host would, so that what slows the chain is the GIL, not a shared core.
 
 Printed per run: frames/s of the render (wall), the tracking thread's Python a frame in the
 render against the same work alone, and how long the tracking thread waited for the refine
-queue (the chain behind it). ``--holds-no-gil`` makes the same frame from calls that release
-the GIL (numpy sorts), the chain's speed with no contention for the GIL. Each run is
+queue (the chain behind it) and for decoded frames. ``--holds-no-gil`` makes the same frame
+from calls that release the GIL (numpy sorts): the chain's speed with no contention for it. Each run is
 ``vosfx.pipeline.run`` in a fresh subprocess; "before" and "after" alternate.
 
     python benchmarks/host_bound.py --before HEAD~1 --frames 192 --rounds 2
@@ -111,6 +111,7 @@ def child(args: argparse.Namespace) -> None:
                 "alone_ms": 1e3 * statistics.median(alone),
                 "in_render_ms": 1e3 * statistics.median(steady),
                 "refine_wait_ms": 1e3 * report.timings_s.get("refine_wait", 0) / report.frames,
+                "decode_wait_ms": 1e3 * report.timings_s.get("decode_wait", 0) / report.frames,
             }
         )
     )
@@ -173,18 +174,21 @@ def main() -> None:
                         f"round {r + 1} {label}{f' switch {switch} ms' if switch else ''}: "
                         f"{res['fps']:.2f} frames/s; tracking {res['in_render_ms']:.1f} ms a "
                         f"frame ({res['alone_ms']:.1f} alone), waited {res['refine_wait_ms']:.1f}"
-                        f" ms a frame for the chain (load {os.getloadavg()[0]:.1f})",
+                        f" ms a frame for the chain, {res['decode_wait_ms']:.1f} for decoding "
+                        f"(load {os.getloadavg()[0]:.1f})",
                         flush=True,
                     )
         print(
-            "\n| version | switch set (ms) | frames/s | tracking ms a frame (alone) | waited ms |"
+            "\n| version | switch set (ms) | frames/s | tracking ms a frame (alone) "
+            "| waited for the chain, ms a frame | for decoding |"
         )
-        print("|---|---|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|")
         for (label, switch), rs in rows.items():
             med = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
             print(
                 f"| {label} | {switch or 'default'} | {med['fps']:.2f} | "
-                f"{med['in_render_ms']:.1f} ({med['alone_ms']:.1f}) | {med['refine_wait_ms']:.1f} |"
+                f"{med['in_render_ms']:.1f} ({med['alone_ms']:.1f}) | {med['refine_wait_ms']:.1f} | "
+                f"{med['decode_wait_ms']:.1f} |"
             )
 
 
