@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from render_chain import JOBS, H, W, trees, with_mask
+from render_chain import JOBS, H, W, child_result, trees, with_mask
 
 
 def python_loop(count: int) -> None:
@@ -164,11 +163,7 @@ def main() -> None:
                     cmd += ["--python-ms", str(args.python_ms), "--switch-ms", switch]
                     cmd += [] if args.pin else ["--no-pin"]
                     cmd += ["--holds-no-gil"] if args.holds_no_gil else []
-                    env = dict(os.environ, PYTHONPATH=str(tree))
-                    done = subprocess.run(
-                        cmd, check=True, capture_output=True, text=True, env=env, cwd=tree
-                    )
-                    res = json.loads(done.stdout.strip().splitlines()[-1])
+                    res = child_result(tree, cmd)
                     rows.setdefault((label, switch), []).append(res)
                     print(
                         f"round {r + 1} {label}{f' switch {switch} ms' if switch else ''}: "

@@ -317,6 +317,13 @@ def trees(before: str, after: str, tmp: Path) -> dict[str, Path]:
     return found if before == "none" else {"before": tree_for(before, tmp), **found}
 
 
+def child_result(tree: Path, cmd: list[str]) -> dict:
+    """A benchmark's child ``cmd`` run with vosfx from ``tree``: its last line's JSON."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def one_run(
     tree: Path,
     job: str,
@@ -328,7 +335,6 @@ def one_run(
     engine_ms: float = 0.0,
     encoders: int = 0,
 ) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
     cmd = (
         [
             sys.executable,
@@ -348,8 +354,7 @@ def one_run(
         + (["--engine-ms", str(engine_ms)] if engine_ms else [])
         + (["--encoders", str(encoders)] if encoders else [])
     )
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return child_result(tree, cmd)
 
 
 def main() -> None:

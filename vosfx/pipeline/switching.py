@@ -35,7 +35,7 @@ SWITCH_INTERVAL_S = 0.00025  # CPython's default: 0.005
 
 _lock = threading.Lock()
 _renders = 0
-_found: float | None = None  # the interval before the first render of the current ones
+_found = 0.0  # the interval before the first render of the current ones
 
 
 @contextmanager
@@ -54,6 +54,5 @@ def short_switch_interval(interval_s: float = SWITCH_INTERVAL_S) -> Iterator[Non
     finally:
         with _lock:
             _renders -= 1
-            if _renders == 0 and _found is not None:
+            if _renders == 0:
                 sys.setswitchinterval(_found)
-                _found = None
