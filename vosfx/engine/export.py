@@ -43,6 +43,7 @@ from vosfx.engine.variants import (
     automatic,
     outdated,
     variant_for,
+    variants_to_make,
     variants_without_torch,
 )
 from vosfx.errors import BackendError, ModelError, OutputError
@@ -249,9 +250,9 @@ def export_bundle(
     assert sha is not None  # a checkpoint on disk always has a hash (checkpoint_identity)
     folder = Path(out_dir) if out_dir else bundle_dir(name, sha, size)
     if not force and find_bundle(name, sha, size, folder) is not None:
-        add_variants(folder, variants, say)
-        return folder
-    if out_dir:
+        if not variants_to_make(folder, variants):
+            return folder  # nothing to write: no lock (a read-only cache's bundle)
+    elif out_dir:
         _check_replaceable(folder)
     # one export of a folder at a time: another (`models export` beside a first-use export,
     # two of the same model and size) would share its .partial folder and delete its graphs

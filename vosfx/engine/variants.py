@@ -15,11 +15,13 @@ import contextlib
 import functools
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vosfx.engine.bundle import MANIFEST
-from vosfx.errors import BackendError
+from vosfx.errors import BackendError, OutputError
+from vosfx.files import atomic_write_text
 
 VARIANTS = ("fp16", "int8", "int8-u8", "bf16")
 # made with every bundle where the onnx package is installed (:func:`automatic`)
@@ -86,17 +88,55 @@ def outdated(man: dict, variant: str) -> bool:
     return man.get("recipes", {}).get(variant, 1) < RECIPES.get(variant, 1)
 
 
-def add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
-    """Makes the ``variants`` the bundle lacks or has of an older recipe."""
+def variants_to_make(folder: Path, variants: tuple[str, ...]) -> list[str]:
+    """Those of ``variants`` the bundle ``folder`` lacks or has of an older recipe."""
     man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    todo = [v for v in variants if v not in man.get("variants", {}) or outdated(man, v)]
-    for variant in todo:
+    return [v for v in variants if v not in man.get("variants", {}) or outdated(man, v)]
+
+
+def add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None:
+    """Makes the ``variants`` the bundle lacks or has of an older recipe (the caller holds
+    the bundle's lock). The manifest lists a variant only once all its files are written,
+    and is itself replaced whole: a variant being made again is taken off it first (its
+    files are rewritten in place), and a full disk, a failure or Ctrl-C while a variant is
+    made removes the files it had added, so the bundle stays as usable as before (that
+    variant is made on its next use). A file that cannot be written raises OutputError."""
+    man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    for variant in variants_to_make(folder, variants):
         say(f"making the {variant} variant")
-        files = _MAKERS[variant](folder, man)
+        if man.get("variants", {}).pop(variant, None) is not None:
+            man.get("recipes", {}).pop(variant, None)
+            _write_manifest(folder, man, variant)
+        before = set(folder.iterdir())
+        try:
+            files = _MAKERS[variant](folder, man)
+        except BaseException as err:
+            for path in set(folder.iterdir()) - before:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise _unwritable(folder, variant, err) from None
+            raise
         man.setdefault("variants", {})[variant] = files
         if variant in RECIPES:
             man.setdefault("recipes", {})[variant] = RECIPES[variant]
-        (folder / MANIFEST).write_text(json.dumps(man, indent=2), encoding="utf-8")
+        _write_manifest(folder, man, variant)
+
+
+def _write_manifest(folder: Path, man: dict, variant: str) -> None:
+    try:
+        atomic_write_text(folder / MANIFEST, json.dumps(man, indent=2))
+    except OSError as err:
+        raise _unwritable(folder, variant, err) from None
+
+
+def _unwritable(folder: Path, variant: str, err: OSError) -> OutputError:
+    return OutputError(
+        f"cannot write the {variant} variant of the ONNX bundle {folder}: "
+        f"{err.strerror or err}; the bundle is kept as it was"
+    )
 
 
 def _fp16(folder: Path, man: dict) -> dict[str, str]:
