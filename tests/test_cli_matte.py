@@ -506,6 +506,25 @@ def _timecode(path) -> str:
     return json.loads(out.stdout)["streams"][0]["tags"]["timecode"]
 
 
+def test_a_mask_saved_inside_the_plate_folder_is_one_clear_error(env):
+    """`vosfx matte plate/ plate/mask.png`: the mask would have been read as the plate's
+    first frame. Exit 4, one line naming the folder and the pattern to give, nothing written."""
+    folder = _plate(env).parent
+    (folder / "mask.png").write_bytes((env / "mask.png").read_bytes())
+    r = matte(folder, folder / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 4, r.output
+    lines = r.stderr.strip().splitlines()
+    said = (
+        f"vosfx: error: expected one image sequence in folder {folder}, found "
+        f"shot.####.png (5 files); mask.png: give the one to matte as a pattern "
+        f"({folder / 'shot.%04d.png'}), or move the other files out"
+    )
+    assert lines == [said], r.stderr
+    assert not leftovers(env)
+    r = matte(folder / "shot.%04d.png", folder / "mask.png", "-o", env / "out.mov")
+    assert r.exit_code == 0, r.output
+
+
 @pytest.mark.parametrize(
     "start, numbers, timecode, warned",
     [

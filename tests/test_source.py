@@ -646,6 +646,40 @@ def test_which_folders_are_numbered(tmp_path, names, numbers, padding):
     assert probe(tmp_path / "seq" / f"{names[0]}.png").frame_numbers is None  # one image
 
 
+@pytest.mark.parametrize(
+    "names, found, pattern",
+    [
+        # a mask saved with the plate: read in name order it was frame 0, every frame shifted
+        (["shot.1001", "shot.1002", "shot.1003", "mask"], "shot.####.png (3 files); mask.png",
+         "shot.%04d.png"),
+        # two plates: the larger one is proposed
+        (["A.0001", "A.0002", "B.0001", "B.0002", "B.0003"],
+         "B.####.png (3 files); A.####.png (2 files)", "B.%04d.png"),
+        # a frame renamed after a fix, unpadded numbers
+        (["f1", "f2", "f10", "f2_fix"], "f#.png (3 files); f2_fix.png", "f%d.png"),
+        (["s.01", "s.02", "a", "b", "c", "d"], "s.##.png (2 files); a.png, b.png, c.png and 1 more",
+         "s.%02d.png"),
+    ],
+)  # fmt: skip
+def test_a_numbered_sequence_beside_other_images_is_refused(tmp_path, names, found, pattern):
+    """A folder holding a numbered sequence and other images fell back to name order: a mask
+    saved beside the plate became a frame and every frame after it lined up one off, without
+    a word. It is refused, naming what was found and the pattern that gives the sequence,
+    which then reads it alone."""
+    for k, name in enumerate(names):
+        make_sequence(tmp_path / "seq", n=1, name=name, first=k)
+    folder = tmp_path / "seq"
+    with pytest.raises(InputError) as err:
+        probe(folder)
+    said = str(err.value)
+    assert said == (
+        f"expected one image sequence in folder {folder}, found {found}: give the one to matte "
+        f"as a pattern ({folder / pattern}), or move the other files out"
+    )
+    info = probe(folder / pattern)
+    assert info.num_frames == int(found.split("(")[1].split()[0])
+
+
 def test_padded_pattern_goes_on_past_its_width(tmp_path):
     """%04d prints 10000 as 10000: a plate that runs past 9999 is one clip, not cut at 9999;
     a name padded wider than the pattern (01000) is not one of its frames."""

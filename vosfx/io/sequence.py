@@ -5,7 +5,8 @@ A numbered sequence (``shot.1001.exr ... shot.1100.exr``: a printf pattern, or a
 files share one name around their last run of digits) is sorted by those numbers and keeps
 them (:class:`~vosfx.types.FrameNumbers` on its ``VideoInfo``): image-sequence outputs are
 named by them, movie outputs start at their timecode, and missing numbers are reported as
-gaps. Other folders are sorted naturally (``f2`` before ``f10``) and numbered by position.
+gaps. Folders where no two names share one (``a.png``, ``b.png``) are sorted naturally (``f2``
+before ``f10``) and numbered by position; a numbered sequence beside other images is refused.
 Two files with the same number (``shot.1.png``, ``shot.01.png``) are an error: which one is
 the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF give uint16
 RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16 (read with the OpenEXR
@@ -104,14 +105,51 @@ _LAST_NUMBER = re.compile(r"(.*?)(\d+)(\D*)")  # prefix, the last digit run, suf
 
 def _numbered_folder(folder: Path, files: list[Path]) -> tuple[list[Path], FrameNumbers | None]:
     """A folder's files by their numbers when every name is ``<prefix><digits><suffix>`` with
-    one prefix and suffix (``shot.1001.exr``); else naturally sorted, without numbers."""
+    one prefix and suffix (``shot.1001.exr``); naturally sorted, without numbers, when no two
+    names share one (``a.png``, ``b.png``). A numbered sequence beside other images (a mask
+    saved with the plate, a second plate, a frame renamed ``shot.1042_fix.exr``) is refused:
+    read in name order they would shift every frame after them, and which files are the clip
+    cannot be told; the error gives the pattern that names the sequence."""
     parts = [_LAST_NUMBER.fullmatch(p.name) for p in files]
-    templates = {(m.group(1), m.group(3)) for m in parts if m is not None}
-    if None in parts or len(templates) != 1:
+    groups: dict[tuple[str, str], list[tuple[str, Path]]] = {}
+    for m, path in zip(parts, files):
+        if m is not None:
+            groups.setdefault((m.group(1), m.group(3)), []).append((m.group(2), path))
+    if len(groups) == 1 and None not in parts:
+        (((prefix, suffix), numbered),) = groups.items()
+        return _numbered(numbered, prefix, suffix, folder)
+    sequences = sorted((g for g in groups.items() if len(g[1]) > 1), key=lambda g: -len(g[1]))
+    if not sequences:
         return sorted(files, key=natural_key), None
-    ((prefix, suffix),) = templates
-    numbered = [(m.group(2), p) for m, p in zip(parts, files) if m is not None]
-    return _numbered(numbered, prefix, suffix, folder)
+    shown = [f"{_pattern(t, n, '#')} ({len(n)} files)" for t, n in sequences[:3]]
+    held = {path for _, numbered in sequences for _, path in numbered}
+    others = sorted((p.name for p in files if p not in held), key=str.lower)
+    if others:
+        shown.append(", ".join(others[:3]) + (f" and {len(others) - 3} more" if others[3:] else ""))
+    raise InputError(
+        f"expected one image sequence in folder {folder}, found {'; '.join(shown)}: give the "
+        f"one to matte as a pattern ({folder / _pattern(*sequences[0], '%')}), or move the "
+        "other files out"
+    )
+
+
+def _pattern(template: tuple[str, str], numbered: list[tuple[str, Path]], form: str) -> str:
+    """A numbered sequence's name with its number as ``####`` (``form`` '#') or ``%04d``
+    ('%'): padded where every number is printed at the shortest one's width."""
+    padding = _padding([d for d, _ in numbered])
+    if form == "#":
+        digits = "#" * max(padding, 1)
+    else:
+        digits = f"%0{padding}d" if padding else "%d"
+    return f"{template[0]}{digits}{template[1]}"
+
+
+def _padding(texts: list[str]) -> int:
+    """The zero padding of numbers printed as ``texts``: the shortest one's width where every
+    one is its number printed with ``%0<width>d`` (1001..1100 and 0001..0100 are; f1..f10 and
+    a mix of 1 and 002 are not), else 0."""
+    width = min(len(d) for d in texts)
+    return width if width > 1 and all(d == f"{int(d):0{width}d}" for d in texts) else 0
 
 
 def _numbered(
@@ -126,16 +164,11 @@ def _numbered(
                 f"expected one file per frame number in {where}, found two numbered {a}: "
                 f"{pa.name} and {pb.name}; remove one"
             )
-    texts = [d for _, d, _ in items]
-    width = min(len(d) for d in texts)
-    # zero-padded when every name is its number printed with %0<width>d (1001..1100 and
-    # 0001..0100 are; f1..f10 and a mix of 1 and 002 are not)
-    padded = width > 1 and all(d == f"{int(d):0{width}d}" for d in texts)
     numbers = FrameNumbers(
         numbers=tuple(n for n, _, _ in items),
         prefix=prefix,
         suffix=suffix,
-        padding=width if padded else 0,
+        padding=_padding([d for _, d, _ in items]),
     )
     return [p for _, _, p in items], numbers
 
