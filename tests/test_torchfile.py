@@ -108,8 +108,12 @@ def test_truncated_and_non_zip_files(tmp_path):
     (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
     (tmp_path / "text.pt").write_text("hello")
     for name in ("cut.pt", "text.pt"):
-        with pytest.raises(ModelError):
+        with pytest.raises(ModelError) as err:
             read_checkpoint(tmp_path / name)
+        assert str(err.value).startswith(
+            f"{tmp_path / name}: expected a torch checkpoint (the zip archive torch.save writes), "
+            "found a file that is not one ("
+        ), err.value
     # a storage shorter than its header says: refused, not read past
     buf = io.BytesIO()
     with zipfile.ZipFile(tmp_path / "ok.pt") as src, zipfile.ZipFile(buf, "w") as dst:

@@ -196,7 +196,8 @@ class CheckpointFile:
             self._zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as err:
             raise ModelError(
-                f"{self.path}: expected a torch checkpoint (zip archive), found error {err}"
+                f"{self.path}: expected a torch checkpoint (the zip archive torch.save "
+                f"writes), found a file that is not one ({err})"
             ) from None
         self.tensors = self._read_tree()
 
