@@ -18,7 +18,12 @@ not depend on the values) it measures, in one process one after the other:
 - ``vosfx onnx <device> fp16``: the same renders on ONNX Runtime's CUDA and TensorRT
   execution providers (fp16 bundle, IOBinding), where the installed onnxruntime has them and
   TensorRT's library loads; otherwise the row says why. On the first model also fp32 and
-  fp16 with IOBinding off.
+  fp16 with IOBinding off;
+- on the first model also ``vosfx torch, 5 ms switch``: the torch render again with the
+  interpreter's thread switch interval left at CPython's 5 ms, where ``vosfx.pipeline.run``
+  holds it at 0.25 ms (``vosfx/pipeline/switching.py``): what that change does on a GPU
+  host, whose tracking thread runs Python (measured on the CPU only, in a model of it:
+  ``benchmarks/host_bound.py``).
 
     python benchmarks/gpu.py --out DIR                       # on the GPU machine
     python benchmarks/gpu.py --device cpu --models tiny --frames 3 --size 256 \\
@@ -58,6 +63,8 @@ MODELS = {  # name -> (registry id, sam2 config, checkpoint file name as the reg
     "large": ("sam2.1-large", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
 }
 ANCHORS = {"tiny": 91, "small": 85, "base_plus": 64, "large": 40}  # official, A100, compiled
+# an override of vosfx_render's, not the model's: the switch interval its renders run at
+SWITCH = "switch_interval_s"
 
 
 def make_clip_and_mask(work: Path, n: int, width: int, height: int):
@@ -135,11 +142,26 @@ def vosfx_render(
     the warm-up (CUDA context, cuDNN's algorithm search, ONNX Runtime's first runs), the
     second is the steady speed. Frames/s of each render and of its tracking (JobReport
     timings); the model's load time apart. ``bare`` (frames, mask): also the tracking alone
-    (:func:`bare_tracking`), after the renders, the official predictor's conditions."""
+    (:func:`bare_tracking`), after the renders, the official predictor's conditions.
+    ``overrides[SWITCH]``: the renders hold the switch interval at that, not at
+    :data:`vosfx.pipeline.switching.SWITCH_INTERVAL_S`."""
+    import contextlib
+    from unittest import mock
+
     from vosfx.config import build_config
     from vosfx.engine import load_engine
-    from vosfx.pipeline import run
+    from vosfx.pipeline import loop, run, switching
     from vosfx.presets import resolve_config
+
+    overrides = dict(overrides)
+    interval = overrides.pop(SWITCH, switching.SWITCH_INTERVAL_S)
+    seen: list[float] = []  # the interval in force while each render ran
+
+    @contextlib.contextmanager
+    def held():
+        with switching.short_switch_interval(interval):
+            seen.append(sys.getswitchinterval())
+            yield
 
     model = {"name": model_id, "checkpoint": str(ckpt), "image_size": args.size, **overrides}
     config = resolve_config(["balanced", "prores4444"], {"model": model})
@@ -157,7 +179,8 @@ def vosfx_render(
         for attempt_no in range(2):
             job = clip_job(work, clip, config, f"out-{model_id}-{name}-{attempt_no}.mov")
             sync(args.device)
-            reports.append(run(job, engine=engine))
+            with mock.patch.object(loop, "short_switch_interval", held):
+                reports.append(run(job, engine=engine))
             sync(args.device)
         bare_fps = bare_tracking(engine, *bare) if bare is not None else None
         runtime = engine.runtime() if hasattr(engine, "runtime") else {}
@@ -174,6 +197,7 @@ def vosfx_render(
     first, warm = reports
     out = {
         "frames": warm.frames,
+        "switch_interval_ms": sorted({round(v * 1000, 3) for v in seen}),
         "load_s": round(load_s, 2),
         **rates(warm),
         "bare_track_fps": bare_fps,
@@ -384,9 +408,10 @@ def main() -> None:
             if "official" not in skip:  # first: nothing of vosfx's has run on this model yet
                 row["official"] = attempt(official, args, cfg, ckpt, jpegs, mask)
                 print(json.dumps({"model": name, "official": row["official"]}), flush=True)
-            runs: list[tuple[str, dict | str]] = [
-                ("vosfx torch", {"backend": "torch", "device": args.device})
-            ]
+            torch_run = {"backend": "torch", "device": args.device}
+            runs: list[tuple[str, dict | str]] = [("vosfx torch", torch_run)]
+            if name == names[0]:  # the switch interval's part, beside the render above
+                runs.append(("vosfx torch, 5 ms switch", {**torch_run, SWITCH: 0.005}))
             runs += onnx_runs(args, onnx_providers(), first_model=name == names[0])
             for key, overrides in runs:
                 if isinstance(overrides, str):
@@ -400,6 +425,14 @@ def main() -> None:
             # written after each model: a run cut short by its time limit keeps what it measured
             (args.out / "gpu.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
     print("\n" + table(rows))
+    first = rows[0] if rows else {}
+    now, before = first.get("vosfx torch"), first.get("vosfx torch, 5 ms switch")
+    if isinstance(now, dict) and isinstance(before, dict):
+        print(
+            f"\n{first['model']}, vosfx torch render at a 0.25 ms / 5 ms switch interval: "
+            f"{now['render_fps']} / {before['render_fps']} f/s, its tracking "
+            f"{now['track_fps']} / {before['track_fps']} f/s"
+        )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,12 @@ def test_gpu_benchmark_runs_end_to_end_on_cpu(tmp_path):
     assert render["frames"] == 3 and render["render_fps"] > 0 and render["track_fps"] > 0
     assert render["bare_track_fps"] > 0  # the tracking alone, as the official is measured
     assert render["runtime"]["backend"] == "torch"
+    assert render["switch_interval_ms"] == [0.25]  # in force while its renders ran
+    # the same render at CPython's own switch interval, for the comparison (first model)
+    before = row["vosfx torch, 5 ms switch"]
+    assert isinstance(before, dict) and before["switch_interval_ms"] == [5.0], before
+    assert before["render_fps"] > 0 and before["runtime"]["backend"] == "torch"
+    assert "vosfx torch render at a 0.25 ms / 5 ms switch interval: " in done.stdout
     assert isinstance(row["official"], dict) and row["official"]["track_fps"] > 0
     # no CUDA provider in a CPU onnxruntime: said so, not skipped silently
     assert row["vosfx onnx cuda fp16"].startswith("not run: onnxruntime has")
