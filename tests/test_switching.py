@@ -1,9 +1,10 @@
 """The switch interval a render runs with (vosfx/pipeline/switching.py): lowered while any
 render or studio work runs, what it was afterwards, and benchmarks/host_bound.py, which
-measures why."""
+measures why, and benchmarks/switch_cpu.py, what it costs where the model runs on the CPU."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -147,3 +148,48 @@ def test_the_benchmark_prints_its_table(tmp_path):
     assert len(rows) == 2, done.stdout
     fps = [float(r.split("|")[3]) for r in rows]
     assert all(f > 0 for f in fps), rows
+
+
+@pytest.mark.slow
+def test_the_cpu_benchmark_pairs_its_frames(tmp_path):
+    """benchmarks/switch_cpu.py (the CPU path's cost of the short interval, measured frame by
+    frame in one render: docs/benchmarks/render.md) runs, here on the torch backend at 256 px
+    over the bundled example clip: both intervals' frames timed, and paired."""
+    import json
+
+    pytest.importorskip("sam2")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from ckpt import make_checkpoint
+
+    ckpt, _ = make_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/switch_cpu.py",
+            "--checkpoint",
+            str(ckpt),
+            "--backend",
+            "torch",
+            "--size",
+            "256",
+            "--frames",
+            "8",
+            "--input",
+            str(ROOT / "examples" / "ball.mp4"),
+            "--box",
+            "100,60,220,180",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "VOSFX_HOME": str(tmp_path / "home")},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[0])
+    assert result["frames"] == 5 and result["pairs"] == 2, (
+        result
+    )  # 7 timed (each to the next's start), 2 left out
+    assert result["short_ms"] > 0 and result["default_ms"] > 0
+    assert 0 < result["paired_short_over_default"] < 10
