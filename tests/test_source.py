@@ -659,6 +659,8 @@ def test_which_folders_are_numbered(tmp_path, names, numbers, padding):
         (["f1", "f2", "f10", "f2_fix"], "f#.png (3 files); f2_fix.png", "f%d.png"),
         (["s.01", "s.02", "a", "b", "c", "d"], "s.##.png (2 files); a.png, b.png, c.png and 1 more",
          "s.%02d.png"),
+        # two of one length: in name order, whatever order the folder lists them in
+        (["B.01", "B.02", "A.01", "A.02"], "A.##.png (2 files); B.##.png (2 files)", "A.%02d.png"),
     ],
 )  # fmt: skip
 def test_a_numbered_sequence_beside_other_images_is_refused(tmp_path, names, found, pattern):
@@ -678,6 +680,18 @@ def test_a_numbered_sequence_beside_other_images_is_refused(tmp_path, names, fou
     )
     info = probe(folder / pattern)
     assert info.num_frames == int(found.split("(")[1].split()[0])
+
+
+def test_hidden_files_in_a_folder_are_not_frames(tmp_path):
+    """macOS writes ``._<name>`` beside every file it copies to exFAT or a network drive (with
+    the image's extension, not an image); an interrupted write leaves a hidden temporary
+    file. Neither is a frame: the folder reads as its one numbered sequence."""
+    folder = make_sequence(tmp_path / "plate", n=3, name="shot.{:04d}", first=1001)
+    for name in ("._shot.1001.png", "._shot.1002.png", ".shot.1003.png.vosfx-tmp-x.png"):
+        (folder / name).write_bytes(b"\0\5\0\7 AppleDouble")
+    info = probe(folder)
+    assert info.num_frames == 3 and info.frame_numbers is not None
+    assert info.frame_numbers.numbers == (1001, 1002, 1003)
 
 
 def test_padded_pattern_goes_on_past_its_width(tmp_path):

@@ -7,6 +7,7 @@ them (:class:`~vosfx.types.FrameNumbers` on its ``VideoInfo``): image-sequence o
 named by them, movie outputs start at their timecode, and missing numbers are reported as
 gaps. Folders where no two names share one (``a.png``, ``b.png``) are sorted naturally (``f2``
 before ``f10``) and numbered by position; a numbered sequence beside other images is refused.
+A folder's hidden files (``._shot.1001.exr``) are never frames.
 Two files with the same number (``shot.1.png``, ``shot.01.png``) are an error: which one is
 the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF give uint16
 RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16 (read with the OpenEXR
@@ -61,7 +62,13 @@ def scan(path_or_pattern: str | Path) -> tuple[list[Path], FrameNumbers | None] 
     if _PRINTF.search(path.name):
         return _match_pattern(path)
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()]
+        files = [
+            p
+            for p in path.iterdir()
+            # hidden names are never frames: macOS's ._shot.1001.exr beside each image on
+            # exFAT and network drives, an interrupted write's temporary file
+            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file()
+        ]
         if not files:
             raise InputError(
                 f"expected image files ({', '.join(IMAGE_EXTS)}) in folder {path}, found none"
@@ -118,7 +125,9 @@ def _numbered_folder(folder: Path, files: list[Path]) -> tuple[list[Path], Frame
     if len(groups) == 1 and None not in parts:
         (((prefix, suffix), numbered),) = groups.items()
         return _numbered(numbered, prefix, suffix, folder)
-    sequences = sorted((g for g in groups.items() if len(g[1]) > 1), key=lambda g: -len(g[1]))
+    sequences = sorted(
+        (g for g in groups.items() if len(g[1]) > 1), key=lambda g: (-len(g[1]), g[0])
+    )
     if not sequences:
         return sorted(files, key=natural_key), None
     shown = [f"{_pattern(t, n, '#')} ({len(n)} files)" for t, n in sequences[:3]]
