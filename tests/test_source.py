@@ -349,6 +349,47 @@ def test_an_unreadable_exr_is_named(tmp_path, monkeypatch):
             decode_all(tmp_path / "seq")
 
 
+def write_dpx(path, planes, pix_fmt):
+    """A DPX image through FFmpeg's encoder: ``planes`` as the format's own planes (uint16
+    G, B, R for gbrp10le; one (H, W, 3) array for rgb48le)."""
+    import av
+
+    height, width = planes[0].shape[:2]
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("dpx", rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        frame = av.VideoFrame(width, height, pix_fmt)
+        for plane, values in zip(frame.planes, planes):
+            rows = np.zeros((height, plane.line_size // 2), np.uint16)
+            rows[:, : values.size // height] = values.reshape(height, -1)
+            plane.update(rows.tobytes())
+        for packet in (*stream.encode(frame), *stream.encode()):
+            container.mux(packet)
+
+
+def test_dpx_sequence_reads_its_code_values_at_16_bits(tmp_path):
+    """DPX plates (film scans; Resolve and Nuke pipelines; the Resolve script passes them) are
+    read through FFmpeg's decoder: 16-bit RGB as stored, 10-bit code values scaled to 16 bits
+    by repeating their top bits (1023 -> 65535, 512 -> 32800), numbered by their files."""
+    (tmp_path / "plate").mkdir()
+    rgb = np.random.default_rng(0).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    write_dpx(tmp_path / "plate" / "shot.1001.dpx", [rgb], "rgb48le")
+    ten = np.array([[0, 1, 512, 1023, 100, 700, 1000, 3]] * 4, np.uint16)
+    write_dpx(tmp_path / "ten.dpx", [ten, ten // 2, ten // 3], "gbrp10le")  # G, B, R
+    info, frames = decode_all(tmp_path / "plate")
+    assert info.bit_depth == 16 and info.frame_numbers.numbers == (1001,)
+    assert np.array_equal(frames[0].image, rgb)
+    from vosfx.io.sequence import read_image
+
+    got = read_image(tmp_path / "ten.dpx").astype(np.int64)
+    for channel, values in ((0, ten // 3), (1, ten), (2, ten // 2)):  # R, G, B
+        want = (values.astype(np.int64) << 6) | (values.astype(np.int64) >> 4)
+        assert np.array_equal(got[..., channel], want), channel
+    (tmp_path / "plate" / "shot.1002.dpx").write_bytes(b"SDPX" + bytes(60))
+    with pytest.raises(InputError, match=r"expected a readable DPX image, .*shot\.1002\.dpx"):
+        decode_all(tmp_path / "plate")
+
+
 # --- thread hygiene and memory ------------------------------------------------------------------
 
 

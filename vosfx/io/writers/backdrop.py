@@ -46,7 +46,16 @@ class Backdrop:
         path = check_background(spec)
         from vosfx.io.sequence import read_image
 
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr", ".bmp"):
+        if path.suffix.lower() in (
+            ".png",
+            ".jpg",
+            ".jpeg",
+            ".tif",
+            ".tiff",
+            ".exr",
+            ".dpx",
+            ".bmp",
+        ):
             self._image = image_rgb01(read_image(path))
         else:
             self._path = str(path)
