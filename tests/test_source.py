@@ -370,7 +370,8 @@ def write_dpx(path, planes, pix_fmt):
 def test_dpx_sequence_reads_its_code_values_at_16_bits(tmp_path):
     """DPX plates (film scans; Resolve and Nuke pipelines; the Resolve script passes them) are
     read through FFmpeg's decoder: 16-bit RGB as stored, 10-bit code values scaled to 16 bits
-    by repeating their top bits (1023 -> 65535, 512 -> 32800), numbered by their files."""
+    by repeating their top bits (1023 -> 65535, 512 -> 32800), numbered by their files.
+    (FFmpeg writes transfer 4, unspecified video: code values.)"""
     (tmp_path / "plate").mkdir()
     rgb = np.random.default_rng(0).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
     write_dpx(tmp_path / "plate" / "shot.1001.dpx", [rgb], "rgb48le")
@@ -388,6 +389,37 @@ def test_dpx_sequence_reads_its_code_values_at_16_bits(tmp_path):
     (tmp_path / "plate" / "shot.1002.dpx").write_bytes(b"SDPX" + bytes(60))
     with pytest.raises(InputError, match=r"expected a readable DPX image, .*shot\.1002\.dpx"):
         decode_all(tmp_path / "plate")
+
+
+@pytest.mark.parametrize("transfer", [1, 3, 2, 6])
+def test_a_log_or_linear_dpx_reaches_the_model_as_a_picture(tmp_path, transfer):
+    """A DPX whose header says its values are a log scan (1 printing density, 3 logarithmic:
+    Cineon, black at code 95 and white at 685 of 1023) or linear light (2) is converted to
+    linear light and sRGB-encoded as EXR is, not handed to the model as a flat log picture;
+    video transfers (6: ITU-R 709) keep their code values."""
+    from vosfx.io.sequence import _linear_to_srgb16, read_image
+
+    ten = np.array([[0, 95, 470, 685, 1023, 300]] * 2, np.uint16)
+    path = tmp_path / "scan.dpx"
+    write_dpx(path, [ten, ten, ten], "gbrp10le")
+    data = bytearray(path.read_bytes())
+    data[801] = transfer  # image element 1's transfer characteristic
+    path.write_bytes(bytes(data))
+    got = read_image(path)
+    codes = (ten.astype(np.int64) << 6) | (ten.astype(np.int64) >> 4)
+    if transfer == 6:
+        assert np.array_equal(got[..., 0], codes)
+        return
+    if transfer == 2:
+        light = codes / 65535
+    else:
+        black = 10 ** ((95 - 685) * 0.002 / 0.6)
+        light = (10 ** ((ten.astype(np.float64) - 685) * 0.002 / 0.6) - black) / (1 - black)
+    want = _linear_to_srgb16(np.repeat(light[..., None], 3, axis=2).astype(np.float32))
+    assert np.abs(got.astype(np.int64) - want).max() <= 1
+    if transfer != 2:  # code 95 black, 685 white, 470 the scan's 18 % grey
+        assert got[0, 1, 0] == 0 and got[0, 3, 0] == got[0, 4, 0] == 65535
+        assert abs(got[0, 2, 0] / 65535 - 0.46) < 0.01  # sRGB(0.18)
 
 
 # --- thread hygiene and memory ------------------------------------------------------------------

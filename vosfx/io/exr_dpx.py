@@ -3,8 +3,9 @@
 EXR is scene-linear float (the OpenEXR package where it is installed, else FFmpeg's decoder
 through PyAV); the caller encodes it to sRGB for the model. DPX (film scans, Resolve and Nuke
 plates: 8, 10, 12 or 16-bit RGB) goes through FFmpeg's decoder to 16-bit RGB, its code values
-as stored: a log-encoded (Cineon) scan reaches the model as its flat log picture, not
-converted to display light (the matte lines up with it all the same).
+as stored, but where its header says the values are a log scan (Cineon) or linear light:
+those are converted to linear light, and then to sRGB for the model as EXR is, so that the
+model sees a picture, not a flat log image.
 """
 
 from __future__ import annotations
@@ -101,15 +102,45 @@ def _exr_compression(path: Path) -> str | None:
     return None
 
 
+# DPX's transfer characteristic (image element 1's byte at 801): printing density (Cineon) and
+# logarithmic are log scans, 2 is linear light; the others are video code values
+DPX_LOG, DPX_LINEAR = (1, 3), (2,)
+# the Cineon conversion every compositor applies by default (Kodak's: black at code 95, white
+# at 685 of 1023, 0.002 density per code value, a film gamma of 0.6)
+CINEON_BLACK, CINEON_WHITE, CINEON_STEP, CINEON_GAMMA = 95, 685, 0.002, 0.6
+
+
 def read_dpx(path: Path) -> np.ndarray:
-    """(H, W, 3) uint16 RGB of a DPX image through FFmpeg's decoder (PyAV), its code values
-    scaled to 16 bits (10-bit 1023 -> 65535); alpha is dropped, a luminance-only image gives
-    grey."""
+    """A DPX image through FFmpeg's decoder (PyAV): (H, W, 3) uint16 RGB, its code values
+    scaled to 16 bits (10-bit 1023 -> 65535), or float32 scene-linear RGB where its header
+    says the values are a log scan (printing density, logarithmic: the Cineon conversion) or
+    linear light; the caller encodes those to sRGB for the model, as EXR's. Alpha is dropped,
+    a luminance-only image gives grey."""
     import av
 
     try:
+        with open(path, "rb") as f:
+            head = f.read(804)
         with av.open(str(path), format="image2") as container:
             frame = next(container.decode(video=0))
-        return frame.to_ndarray(format="rgb48le")
+        codes = frame.to_ndarray(format="rgb48le")
     except (av.FFmpegError, StopIteration, OSError, ValueError) as e:
         raise InputError(f"expected a readable DPX image, {path} fails: {e}") from e
+    transfer = head[801] if len(head) == 804 and head[:4] in (b"SDPX", b"XPDS") else None
+    if transfer in DPX_LOG:
+        bits = head[803] if head[803] in (8, 10, 12, 16) else 16
+        return cineon_to_linear(codes, bits)
+    if transfer in DPX_LINEAR:
+        return codes.astype(np.float32) / 65535
+    return codes
+
+
+def cineon_to_linear(codes: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Code values of a Cineon log scan stored at ``bits``, scaled to 16 bits as the decoder
+    gives them (their top bits repeated below), -> float32 linear light (code 95 of 1023 is
+    0, 685 is 1, above it over-range)."""
+    black = 10.0 ** ((CINEON_BLACK - CINEON_WHITE) * CINEON_STEP / CINEON_GAMMA)
+    stored = (codes >> (16 - bits)).astype(np.float32)  # the file's own codes, exactly
+    ten_bit = stored * (1023 / (2**bits - 1))
+    light = 10.0 ** ((ten_bit - CINEON_WHITE) * (CINEON_STEP / CINEON_GAMMA))
+    return ((light - black) / (1 - black)).astype(np.float32)

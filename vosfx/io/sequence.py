@@ -13,7 +13,7 @@ the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF gi
 RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16 (read with the OpenEXR
 package where it is installed, else FFmpeg's EXR decoder through PyAV, which every install
 has: half and float, scanline and tiled, every compression), DPX gives its code values as
-uint16 (:mod:`vosfx.io.exr_dpx`). Several images are read
+uint16, or a log scan or linear DPX sRGB-encoded as EXR is (:mod:`vosfx.io.exr_dpx`). Several images are read
 at once (:func:`read_ahead`, :func:`default_readers`) and handed on in order.
 """
 
@@ -296,7 +296,8 @@ def read_image(path: Path) -> np.ndarray:
         linear = exr_dpx.read_exr(path)
         return _linear_to_srgb16(linear if linear is not None else exr_dpx.read_exr_ffmpeg(path))
     if suffix == ".dpx":
-        return exr_dpx.read_dpx(path)
+        image = exr_dpx.read_dpx(path)
+        return image if image.dtype == np.uint16 else _linear_to_srgb16(image)
     import cv2
 
     try:
