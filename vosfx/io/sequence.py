@@ -296,8 +296,8 @@ def read_image(path: Path) -> np.ndarray:
         linear = exr_dpx.read_exr(path)
         return _linear_to_srgb16(linear if linear is not None else exr_dpx.read_exr_ffmpeg(path))
     if suffix == ".dpx":
-        image = exr_dpx.read_dpx(path)
-        return image if image.dtype == np.uint16 else _linear_to_srgb16(image)
+        dpx = exr_dpx.read_dpx(path)
+        return dpx if dpx.dtype == np.uint16 else _linear_to_srgb16(dpx)
     import cv2
 
     try:
