@@ -121,7 +121,7 @@ def read_dpx(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             head = f.read(804)
-        with av.open(str(path), format="image2") as container:
+        with av.open(str(path)) as container:  # FFmpeg's dpx_pipe: a "%" in a name is no pattern
             frame = next(container.decode(video=0))
         codes = frame.to_ndarray(format="rgb48le")
     except (av.FFmpegError, StopIteration, OSError, ValueError) as e:
