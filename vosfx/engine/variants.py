@@ -90,7 +90,10 @@ def outdated(man: dict, variant: str) -> bool:
 
 def variants_to_make(folder: Path, variants: tuple[str, ...]) -> list[str]:
     """Those of ``variants`` the bundle ``folder`` lacks or has of an older recipe."""
-    man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return _to_make(json.loads((folder / MANIFEST).read_text(encoding="utf-8")), variants)
+
+
+def _to_make(man: dict, variants: tuple[str, ...]) -> list[str]:
     return [v for v in variants if v not in man.get("variants", {}) or outdated(man, v)]
 
 
@@ -102,7 +105,7 @@ def add_variants(folder: Path, variants: tuple[str, ...], say: Progress) -> None
     made removes the files it had added, so the bundle stays as usable as before (that
     variant is made on its next use). A file that cannot be written raises OutputError."""
     man = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    for variant in variants_to_make(folder, variants):
+    for variant in _to_make(man, variants):
         say(f"making the {variant} variant")
         if man.get("variants", {}).pop(variant, None) is not None:
             man.get("recipes", {}).pop(variant, None)

@@ -13,8 +13,9 @@ the frame cannot be told. 8-bit images give uint8 RGB frames, 16-bit PNG/TIFF gi
 RGB, float EXR (scene-linear) is sRGB-encoded and clipped into uint16 (read with the OpenEXR
 package where it is installed, else FFmpeg's EXR decoder through PyAV, which every install
 has: half and float, scanline and tiled, every compression), DPX gives its code values as
-uint16, or a log scan or linear DPX sRGB-encoded as EXR is (:mod:`vosfx.io.exr_dpx`). Several images are read
-at once (:func:`read_ahead`, :func:`default_readers`) and handed on in order.
+uint16, or a log scan or linear DPX sRGB-encoded as EXR is (:mod:`vosfx.io.exr_dpx`).
+Several images are read at once (:func:`read_ahead`, :func:`default_readers`) and handed on
+in order.
 """
 
 from __future__ import annotations

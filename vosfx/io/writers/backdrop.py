@@ -44,18 +44,9 @@ class Backdrop:
         if self.colour is not None:
             return
         path = check_background(spec)
-        from vosfx.io.sequence import read_image
+        from vosfx.io.sequence import IMAGE_EXTS, read_image
 
-        if path.suffix.lower() in (
-            ".png",
-            ".jpg",
-            ".jpeg",
-            ".tif",
-            ".tiff",
-            ".exr",
-            ".dpx",
-            ".bmp",
-        ):
+        if path.suffix.lower() in (*IMAGE_EXTS, ".bmp"):  # a still: read once
             self._image = image_rgb01(read_image(path))
         else:
             self._path = str(path)
