@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -13,6 +15,8 @@ from tests.fakes import FakeEngine
 from vosfx.presets import resolve_config
 from vosfx.studio.server import Control, bind, serve
 from vosfx.studio.state import Studio
+
+FAKE_VOSFX = [sys.executable, str(Path(__file__).resolve().parent / "bin" / "vosfx_fake.py")]
 
 
 class Running:
@@ -109,3 +113,48 @@ class Running:
     def close(self) -> None:
         self.ctl.should_exit()
         self.thread.join(30)
+
+
+# --- `vosfx studio` as a process (the test-double engine: tests/bin/vosfx_fake.py) ----------
+
+
+def start_cli(args, env):
+    proc = subprocess.Popen(
+        FAKE_VOSFX + ["studio", *args, "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("vosfx studio: http://127.0.0.1:"), (line, proc.stderr.read())
+    return proc, line.split(": ", 1)[1].strip()
+
+
+def post(url, path, body):
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    token = parts.query.split("=", 1)[1]
+    req = urllib.request.Request(
+        f"{parts.scheme}://{parts.netloc}{path}",
+        data=json.dumps(body).encode(),
+        headers={"X-Vosfx-Token": token, "Content-Type": "application/json"},
+    )
+    for _ in range(200):
+        with urllib.request.urlopen(req, timeout=30) as res:
+            data = json.loads(res.read())
+        return data
+    return None
+
+
+def wait_ready(url):
+    import urllib.request
+
+    for _ in range(300):
+        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
+            if json.loads(res.read()).get("ready"):
+                return
+        time.sleep(0.05)
+    raise TimeoutError("studio not ready")

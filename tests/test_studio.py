@@ -22,13 +22,11 @@ from PIL import Image
 
 from tests.fakes import FakeEngine
 from tests.media import make_clip, square_box
-from tests.studio_helpers import Running
+from tests.studio_helpers import FAKE_VOSFX, Running, post, start_cli, wait_ready
 from vosfx.cli import cli
 from vosfx.job import load_job_file
 
 W, H, N = 96, 64, 24
-REPO = Path(__file__).resolve().parents[1]
-FAKE_VOSFX = [sys.executable, str(REPO / "tests" / "bin" / "vosfx_fake.py")]
 
 
 @pytest.fixture
@@ -810,48 +808,6 @@ def test_cli_a_bad_model_flag_is_named_before_serving(clip, config_home, monkeyp
     assert code == 2 and hint in out and model is None, out
 
 
-def _start_cli(args, env):
-    proc = subprocess.Popen(
-        FAKE_VOSFX + ["studio", *args, "--no-browser"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("vosfx studio: http://127.0.0.1:"), (line, proc.stderr.read())
-    return proc, line.split(": ", 1)[1].strip()
-
-
-def _post(url, path, body):
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    token = parts.query.split("=", 1)[1]
-    req = urllib.request.Request(
-        f"{parts.scheme}://{parts.netloc}{path}",
-        data=json.dumps(body).encode(),
-        headers={"X-Vosfx-Token": token, "Content-Type": "application/json"},
-    )
-    for _ in range(200):
-        with urllib.request.urlopen(req, timeout=30) as res:
-            data = json.loads(res.read())
-        return data
-    return None
-
-
-def _wait_ready(url):
-    import urllib.request
-
-    for _ in range(300):
-        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
-            if json.loads(res.read()).get("ready"):
-                return
-        time.sleep(0.05)
-    raise TimeoutError("studio not ready")
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_ctrl_c_sigterm_and_sighup_stop_the_render_and_leave_nothing(
@@ -861,14 +817,14 @@ def test_ctrl_c_sigterm_and_sighup_stop_the_render_and_leave_nothing(
     closed) all cancel the render, remove its partial output and the studio's folder, and
     exit 130. SIGTERM and SIGHUP killed the process (143, 129) leaving both behind."""
     env = dict(os.environ, VOSFX_FAKE_DELAY_S="0.05", VOSFX_HOME=str(tmp_path / "home"))
-    proc, url = _start_cli([str(clip)], env)
+    proc, url = start_cli([str(clip)], env)
     events = _open_events(url)  # a page is open: it must not delay or break the exit
     try:
-        _wait_ready(url)
+        wait_ready(url)
         x, y = _centre(0)
-        _post(url, "/api/click", {"obj_id": 1, "frame": 0, "x": x, "y": y})
+        post(url, "/api/click", {"obj_id": 1, "frame": 0, "x": x, "y": y})
         out = tmp_path / "ctrlc_out"
-        _post(url, "/api/render", {"output": str(out), "formats": ["png16"]})
+        post(url, "/api/render", {"output": str(out), "formats": ["png16"]})
         time.sleep(0.5)
         assert list(tmp_path.glob(".ctrlc_out*")), "the render had not started writing"
         t0 = time.monotonic()
@@ -882,7 +838,11 @@ def test_ctrl_c_sigterm_and_sighup_stop_the_render_and_leave_nothing(
     err = proc.stderr.read()
     assert code == 130, err
     assert not out.exists() and not list(tmp_path.glob(".ctrlc_out*"))
-    assert not list((tmp_path / "home" / "studio").glob("*"))  # its cache folder is gone
+    # its cache folder is gone; the unsaved click is kept, and said
+    assert [p.name for p in (tmp_path / "home" / "studio").iterdir()] == ["recovered"]
+    (kept,) = (tmp_path / "home" / "studio" / "recovered").glob("*/job.json")
+    assert len(json.loads(kept.read_text())["prompts"]) == 1
+    assert f"the prompts were not saved; they are kept in {kept}" in err, err
     assert "Traceback" not in err and "ASGI" not in err, err
     # not held up by the page's event stream: uvicorn says when its graceful timeout (2 s)
     # ran out; the time is only a loose bound (a loaded machine)
@@ -959,9 +919,9 @@ def test_cli_end_past_the_clip_means_its_last_frame(clip, tmp_path, config_home)
     """`--end` past the clip serves up to its last frame, as `vosfx matte --end` renders up to
     it (docs/studio.md said it exited 2, which only `--start` past the clip does)."""
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
-    proc, url = _start_cli([str(clip), "--start", "3", "--end", "400"], env)
+    proc, url = start_cli([str(clip), "--start", "3", "--end", "400"], env)
     try:
-        _wait_ready(url)
+        wait_ready(url)
         import urllib.request
 
         with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
@@ -997,15 +957,15 @@ def test_cli_done_job_for_plugins(clip, tmp_path, config_home):
     job (prompts, range, finishing) and the process exits 0."""
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
     done = tmp_path / "picked.json"
-    proc, url = _start_cli(
+    proc, url = start_cli(
         [str(clip), "--start", "4", "--end", "20", "--frame", "9", "--done-job", str(done)], env
     )
     try:
-        _wait_ready(url)
+        wait_ready(url)
         x, y = _centre(9)
-        _post(url, "/api/click", {"obj_id": 1, "frame": 9, "x": x, "y": y})
-        _post(url, "/api/refine", {"refine": {"feather_px": 2}})
-        _post(url, "/api/done", {"output": str(tmp_path / "o.mov")})
+        post(url, "/api/click", {"obj_id": 1, "frame": 9, "x": x, "y": y})
+        post(url, "/api/refine", {"refine": {"feather_px": 2}})
+        post(url, "/api/done", {"output": str(tmp_path / "o.mov")})
         code = proc.wait(30)
     finally:
         if proc.poll() is None:
@@ -1044,9 +1004,9 @@ def test_cli_reopens_a_saved_job(run, clip, tmp_path):
     )
     assert status == 200
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
-    proc, url = _start_cli(["--job", str(job_path)], env)
+    proc, url = start_cli(["--job", str(job_path)], env)
     try:
-        _wait_ready(url)
+        wait_ready(url)
         import urllib.request
 
         with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
@@ -1538,7 +1498,10 @@ def test_a_correction_edits_the_tracked_mask_and_the_job_renders_it(run, tmp_pat
     st = Studio(job.input, engine=FakeEngine(), config=job.config, workdir=tmp_path / "w2")
     try:
         st.restore(job)
-        assert st.edits[(1, 12)].prior == str(job_path.parent / prompt["prior"])
+        # its prior copied among the studio's own files (the job it came from may go)
+        prior = Path(st.edits[(1, 12)].prior)
+        assert prior.parent == tmp_path / "w2" / "job_masks"
+        assert prior.read_bytes() == (job_path.parent / prompt["prior"]).read_bytes()
         np.testing.assert_array_equal(st.session.result(12).logits[0] > 0, corrected)
     finally:
         st.close()

@@ -419,6 +419,39 @@ def test_drop_a_mask_image_on_the_viewer(browser, clip, tmp_path, config_home):
         run.close()
 
 
+def test_a_session_that_ended_unsaved_is_offered_restored_or_discarded(
+    browser, clip, tmp_path, config_home
+):
+    """A studio closed with prompts not saved: the next page on the clip says so above the
+    picture; Restore puts its prompts and finishing back (the mask drawn on its frame);
+    Discard, on the page after that one, removes it."""
+    first = Running(clip, tmp_path / "first")
+    x, y = _centre(0)
+    first.request("/api/click", {"obj_id": 1, "frame": 0, "x": x, "y": y})
+    first.request("/api/refine", {"refine": {"feather_px": 2.0}})
+    first.close()
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        assert page.is_visible("#recovery")
+        assert "1 prompt on 1 object" in page.text_content("#recovery-text")
+        page.click("#restore")
+        page.wait_for_function("document.getElementById('recovery').hidden")
+        page.wait_for_function(
+            "document.getElementById('status').textContent.includes('kept session is back')"
+        )
+        assert run.studio.edits[(1, 0)].points == ((x, y),)
+        assert page.input_value("#finishing [data-key='feather_px']") == "2"
+        page.select_option("#view", "matte")
+        page.wait_for_function("document.getElementById('canvas').dataset.view === 'matte'")
+        x0, y0, x1, y1 = square_box(0, W, H)
+        assert _matte(run, 0)[y0 + 3 : y1 - 3, x0 + 3 : x1 - 3].min() > 200
+        page.screenshot(path=tmp_path / "restored.png")
+    (kept,) = tmp_path.glob("recovered/*/job.json")  # not saved again: kept again
+    with _studio_page(browser, clip, tmp_path) as (run, page):  # (the first one's folder is gone)
+        page.click("#discard")
+        page.wait_for_function("document.getElementById('recovery').hidden")
+        assert not kept.exists() and not run.studio.edits
+
+
 def test_box_drag_undo_redo_keys_zoom_and_objects(browser, clip, tmp_path, config_home):
     run = Running(clip, tmp_path / "work")
     page = browser.new_page(viewport={"width": 1000, "height": 700})

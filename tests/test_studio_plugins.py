@@ -40,11 +40,13 @@ def browser_log(tmp_path, monkeypatch):
     return log
 
 
-def _page_url(log: Path, timeout_s: float = 60) -> str:
+def _page_url(log: Path, timeout_s: float = 60, skip: int = 0) -> str:
+    """The page the studio asked the browser to open (``skip``: after that many others)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if log.exists() and log.read_text().strip():
-            return log.read_text().split()[0]
+        opened = log.read_text().split() if log.exists() else []
+        if len(opened) > skip:
+            return opened[skip]
         time.sleep(0.05)
     raise TimeoutError("the studio did not open a page")
 
@@ -148,6 +150,37 @@ def test_client_pick_closed_without_done(tmp_path, browser_log, config_home):
     assert pick.proc.returncode == 130
     assert not list(studio_dirs.glob("*"))
     assert pick.picked() is None and pick.message()
+
+
+def test_client_pick_closed_after_a_click_keeps_it_for_the_next_pick(
+    tmp_path, browser_log, config_home
+):
+    """A pick cancelled after the user clicked: the message says the prompts are kept, and
+    the next pick of the clip offers them (Restore) in its page."""
+    clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
+    pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()
+    url = _page_url(browser_log)
+    for _ in range(600):
+        if _api(url, "/api/state").get("ready"):
+            break
+        time.sleep(0.05)
+    x0, y0, x1, y1 = square_box(3, W, H)
+    _api(url, "/api/click", {"obj_id": 1, "frame": 3, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
+    pick.cancel()
+    pick.wait(10)
+    assert pick.picked() is None
+    assert "its prompts are kept" in pick.message(), (pick.message(), pick.stderr)
+    again = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()
+    try:
+        url = _page_url(browser_log, skip=1)
+        for _ in range(600):
+            st = _api(url, "/api/state")
+            if st.get("ready"):
+                break
+            time.sleep(0.05)
+        assert st["recovered"] is not None and st["recovered"]["prompts"] == 1, st
+    finally:
+        again.cancel()
 
 
 def test_resolve_dialog_pick_in_studio_renders_the_picked_job(tmp_path, browser_log, config_home):

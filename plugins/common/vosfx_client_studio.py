@@ -118,6 +118,11 @@ class StudioPick:
             return "picked in vosfx studio"
         tail = self.stderr.strip().splitlines()[-1:] if self.stderr.strip() else []
         if code == 130:
+            if "the prompts were not saved; they are kept in" in self.stderr:
+                return (
+                    "vosfx studio was closed without Done; its prompts are kept, and the "
+                    "studio offers them back (Restore) when this clip is picked again"
+                )
             return "vosfx studio was closed without Done"
         return exit_message("vosfx studio", code) + (": " + tail[0] if tail else "")
 

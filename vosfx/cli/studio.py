@@ -134,6 +134,13 @@ def studio(
     )
     engines: list = []
 
+    from vosfx.studio import autosave
+
+    # a kept session reopened (vosfx studio --job <kept job>): Save job proposes a name beside
+    # the clip, not the cache; the session counts as unsaved until saved there
+    reopened_kept = job_file is not None and autosave.is_recovered(Path(job_file), autosave.root())
+    autosave.sweep(autosave.root())  # a studio killed earlier: its session kept, said below
+
     def load():
         from vosfx.engine import load_engine, log_warnings
         from vosfx.studio.state import Studio, new_workdir
@@ -155,7 +162,7 @@ def studio(
                 workdir=workdir,
                 warm_delay_s=None if no_warm else WARM_DELAY_S,
                 output=job.output if job is not None else None,
-                job_path=str(Path(job_file).resolve()) if job_file else None,
+                job_path=str(Path(job_file).resolve()) if job_file and not reopened_kept else None,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -163,6 +170,9 @@ def studio(
         try:
             if job is not None:
                 st.restore(job)
+            if reopened_kept:  # its files are this studio's now: kept again if not saved
+                st.changed()
+                autosave.discard(Path(job_file))
             if not st.objects:
                 st.add_object()
         except BaseException:
@@ -173,12 +183,33 @@ def studio(
     def ready(url: str) -> None:
         click.echo(f"vosfx studio: {url}")
         click.echo("Ctrl-C stops the studio.", err=True)
+        kept = (
+            []
+            if job is not None
+            else autosave.recovered_for(autosave.clip_name(clip), autosave.root())
+        )
+        if kept:
+            click.echo(
+                f"vosfx studio: a session of this clip that ended unsaved is kept in {kept[0]}: "
+                "Restore in the page, or vosfx studio --job with that file",
+                err=True,
+            )
 
     try:
         outcome = serve(ctl, sock, load, open_browser=not no_browser, on_ready=ready)
     finally:
         for engine in engines:
             engine.close()
+    if outcome == "closed":
+        click.echo("vosfx studio: the page was closed; the studio stopped", err=True)
+    kept_job = getattr(ctl.studio, "recovered_job", None)
+    if kept_job is not None:
+        click.echo(
+            f"vosfx studio: the prompts were not saved; they are kept in {kept_job} "
+            f"(vosfx studio --job {kept_job} reopens them, as does Restore when this clip "
+            "is opened again)",
+            err=True,
+        )
     if outcome == "interrupted" or (outcome == "closed" and ctl.done_job is not None):
         raise Cancelled(
             "studio closed before Done; nothing was written"

@@ -80,13 +80,14 @@ class StudioObject:
 class PromptsMixin:
     """Objects, prompts and undo/redo of a :class:`~vosfx.studio.state.Studio`."""
 
-    # made by Studio.__init__: the clip and the frames matted, the session, the dropped masks'
-    # folder, and the bookkeeping (``edits``: (obj, frame) -> prompt; ``_lock`` guards it)
+    # made by Studio.__init__: the clip and the frames matted, the session, the folder of the
+    # dropped masks and priors, and the bookkeeping (``edits``: (obj, frame) -> prompt;
+    # ``_lock`` guards it)
     info: VideoInfo
     start: int
     end: int
     session: ClipSession
-    workdir: Path
+    masks_dir: Path
     objects: dict[int, StudioObject]
     edits: dict[tuple[int, int], FramePrompt]
     _undo: list[tuple[int, int, FramePrompt | None, FramePrompt | None]]
@@ -99,6 +100,8 @@ class PromptsMixin:
     if TYPE_CHECKING:
 
         def stop(self) -> None: ...  # cancels the running track or render (TasksMixin)
+
+        def changed(self) -> None: ...  # Studio's: the session kept on disk (autosave)
 
     # --- objects --------------------------------------------------------------------------
     def add_object(self, name: str | None = None) -> StudioObject:
@@ -122,12 +125,15 @@ class PromptsMixin:
         with self._lock:
             if obj_id in self.session.obj_ids:
                 self.session.delete_object(obj_id)
-            for key in [k for k in self.edits if k[0] == obj_id]:
+            removed = [k for k in self.edits if k[0] == obj_id]
+            for key in removed:
                 del self.edits[key]
             self._undo = [u for u in self._undo if u[0] != obj_id]
             self._redo = [u for u in self._redo if u[0] != obj_id]
             with self._objects_lock:
                 del self.objects[obj_id]
+            if removed:
+                self.changed()
 
     def _object(self, obj_id: int) -> StudioObject:
         if obj_id not in self.objects:
@@ -159,7 +165,7 @@ class PromptsMixin:
         """A mask image dropped on the viewer, read as ``vosfx matte --mask FILE --fit`` reads
         it (:func:`~vosfx.io.prompts.image_labels`: palette indices, alpha unless opaque, any
         channel >= 128, 16-bit levels; every object in it is ``obj_id``; scaled to the clip's
-        size, nearest neighbour): saved as a PNG in the workdir and made the object's prompt.
+        size, nearest neighbour): saved as a PNG among the studio's files and made the object's prompt.
         ``name``: the dropped file's name, as the browser gave it (only said in errors)."""
         import io
 
@@ -167,6 +173,7 @@ class PromptsMixin:
 
         from vosfx.io.prompts import image_labels, resize_nearest
 
+        self._object(obj_id)  # before a file is made for it
         what = _dropped(name)
         expected = (
             "drop a mask image of the object (PNG, TIFF, JPEG or another image format: "
@@ -192,7 +199,7 @@ class PromptsMixin:
                 "the dropped mask is empty (no palette index > 0, no alpha or channel >= 128)"
             )
         self._mask_seq += 1
-        path = self.workdir / f"mask_obj{obj_id}_f{frame}_{self._mask_seq}.png"
+        path = self.masks_dir / f"mask_obj{obj_id}_f{frame}_{self._mask_seq}.png"
         Image.fromarray(mask, "L").save(path)
         return self.set_prompt(obj_id, frame, FramePrompt(mask=str(path)))
 
@@ -237,18 +244,20 @@ class PromptsMixin:
                 self._undo.append((obj_id, frame, old, new))
                 # kept until the next step, for retract_click to put back
                 self._redo_cleared, self._redo = self._redo, []
+            if new != old and not opening:
+                self.changed()
             return self.session.result(frame)
 
     def _tracked_prior(self, obj_id: int, frame: int) -> str | None:
         """A first click on a frame tracking reached: the frame's tracked logits for the
-        object, saved as the correction's prior (``.npy`` in the workdir), so the clicks edit
+        object, saved as the correction's prior (``.npy`` among the studio's files), so the clicks edit
         the tracked mask; None on a frame without a tracked output for it."""
         store = self.session.store
         tracked = store.get(obj_id, frame)
         if tracked is None or store.is_prompted(obj_id, frame):
             return None
         self._mask_seq += 1
-        path = self.workdir / f"prior_obj{obj_id}_f{frame}_{self._mask_seq}.npy"
+        path = self.masks_dir / f"prior_obj{obj_id}_f{frame}_{self._mask_seq}.npy"
         np.save(path, np.asarray(tracked.logits, np.float32), allow_pickle=False)
         return str(path)
 
@@ -287,7 +296,7 @@ class PromptsMixin:
                 for p in found:
                     if p.mask is None:
                         continue
-                    path = self.workdir / f"mask_obj{p.obj_id}_f{p.frame_index}.png"
+                    path = self.masks_dir / f"mask_obj{p.obj_id}_f{p.frame_index}.png"
                     Image.fromarray(p.mask.astype(np.uint8) * 255, "L").save(path)
                     self._restore_one(p.obj_id, p.frame_index, FramePrompt(mask=str(path)))
                     mask_ids.add(p.obj_id)
@@ -302,10 +311,22 @@ class PromptsMixin:
                     spec.points,
                     spec.labels,
                     spec.box,
-                    prior=spec.prior,
+                    prior=self._own(spec.prior),
                     correction=spec.correction,
                 ),
             )
+
+    def _own(self, prior: str | None) -> str | None:
+        """A reopened job's prior, copied among the studio's own files (the session kept on
+        disk names it there, and the job it came from may go)."""
+        if prior is None:
+            return None
+        import shutil
+
+        target = self.masks_dir / Path(prior).name
+        if Path(prior).resolve() != target.resolve():
+            shutil.copyfile(prior, target)
+        return str(target)
 
     def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:
         if obj_id not in self.objects:

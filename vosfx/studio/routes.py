@@ -205,9 +205,29 @@ def prompt_routes(ctl) -> list[Route]:
         studio.set_prompt(obj, frame, None)
         return {"ok": True}
 
+    def recover(body: dict) -> dict:
+        """A session kept for this clip by a studio that ended unsaved: ``restore`` (answers
+        the state, its prompts and finishing in it) or ``discard``."""
+        studio = studio_of(ctl)
+        op, path = body.get("op"), body.get("path")
+        if op not in ("restore", "discard"):
+            raise ConfigError(f"recover: op {op!r}: expected restore or discard")
+        if not isinstance(path, str) or not path:
+            raise ConfigError("path: expected the kept session's job file")
+        studio.recover(path, discard=op == "discard")
+        return studio.state()
+
     return [
         Route("/api/mask", mask, methods=["POST"]),
-        *_posts({"click": click, "objects": objects, "history": history, "clear": clear}),
+        *_posts(
+            {
+                "click": click,
+                "objects": objects,
+                "history": history,
+                "clear": clear,
+                "recover": recover,
+            }
+        ),
     ]
 
 

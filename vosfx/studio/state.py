@@ -10,17 +10,24 @@ session's result store is written row by row and a read sees a frame before or a
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
-from vosfx.errors import ConfigError
+from vosfx.errors import ConfigError, PromptError, VosfxError
 from vosfx.job import beside_input
-from vosfx.studio.jobfile import default_outputs, format_exts, format_ids, output_presets
+from vosfx.studio import autosave
+from vosfx.studio.jobfile import (
+    default_outputs,
+    format_exts,
+    format_ids,
+    output_presets,
+    save_job,
+)
 from vosfx.studio.prompts import FramePrompt, PromptsMixin, StudioObject
 from vosfx.studio.tasks import TasksMixin
 from vosfx.studio.timeline import colour, timeline
@@ -29,6 +36,9 @@ from vosfx.studio.work import Emit, Worker
 
 __all__ = ["FramePrompt", "Studio", "StudioObject", "new_workdir"]
 
+log = logging.getLogger(__name__)
+new_workdir = autosave.new_workdir
+
 
 class Studio(PromptsMixin, TasksMixin):
     """A clip open in the studio (a context manager).
@@ -36,7 +46,9 @@ class Studio(PromptsMixin, TasksMixin):
     ``clip``: any input ``vosfx matte`` accepts. ``engine``: the loaded engine (one per
     studio). ``config``: the effective JobConfig (presets already applied) and ``presets``
     their names, so a saved job names them. ``start``/``end``: the frames matted.
-    ``workdir``: this studio's folder under vosfx's cache (dropped masks); removed on close.
+    ``workdir``: this studio's folder (:func:`new_workdir`: under vosfx's cache), where its
+    session is kept as a job as it changes (:mod:`vosfx.studio.autosave`), with the dropped
+    masks and corrections' priors; removed on close, the job kept beside it when not saved.
     ``cache_bytes``: the byte budget shared by decoded frames and image features.
     ``warm_delay_s``: the frame the page stays on this long gets its image features made
     before a click (:mod:`vosfx.studio.warm`); None turns that off. ``output``: the output the
@@ -64,9 +76,14 @@ class Studio(PromptsMixin, TasksMixin):
         from vosfx.session.checkpoints import CHECKPOINT_BYTES
         from vosfx.session.frames import SourceFrames
 
-        self.clip = str(Path(clip).resolve()) if "%" not in clip else clip
+        self.clip = autosave.clip_name(clip)
         self.engine, self.config, self.presets, self.fps = engine, config, presets, fps
         self.workdir, self.output, self.job_path = workdir, output, job_path
+        self.masks_dir = workdir / autosave.MASKS  # the prompts' files, beside the kept job
+        self.masks_dir.mkdir(parents=True, exist_ok=True)
+        self._revision = self._saved_revision = 0  # changes made / as of the last save
+        self._autosave_lock = threading.Lock()
+        self.recovered_job: Path | None = None  # where close() kept an unsaved session
         self.emit: Emit = emit or (lambda _ev: None)
         # two decoders: the track worker walks its own, the viewer seeks in the other
         self.track_frames = SourceFrames(self.clip, fps=fps, cache_bytes=cache_bytes // 4)
@@ -130,8 +147,78 @@ class Studio(PromptsMixin, TasksMixin):
     def set_refine(self, values: dict[str, Any]) -> RefineConfig:
         """Change finishing options (``[refine]`` keys); validated like a preset."""
         config = build_config(merge_dicts(self.config.to_dict(), {"refine": dict(values)}))
+        changed = config.refine != self.config.refine
         self.config = replace(self.config, refine=config.refine)
+        if changed:
+            self.changed()
         return self.config.refine
+
+    # --- the session kept on disk (vosfx.studio.autosave) ----------------------------------
+    def changed(self) -> None:
+        """The prompts or the finishing changed: write the session as a job in the studio's
+        folder (nothing there once it has no prompt). A failure to write is logged, never the
+        user's action's failure."""
+        with self._autosave_lock:
+            self._revision += 1
+            path = self.workdir / autosave.JOB
+            try:
+                if not self.edits:
+                    path.unlink(missing_ok=True)
+                    return
+                output = self.output or default_outputs(self.clip)[self.config.output.format]
+                save_job(self.job(output), path)
+            except (OSError, VosfxError):
+                log.warning("the studio's session could not be kept in %s", path, exc_info=True)
+
+    def mark_saved(self) -> None:
+        """The session was saved as a job (Save job, Done): nothing to keep at close."""
+        self._saved_revision = self._revision
+
+    @property
+    def unsaved(self) -> bool:
+        """Prompts changed since the session was opened or last saved."""
+        return bool(self.edits) and self._revision != self._saved_revision
+
+    def recovery_offer(self) -> dict | None:
+        """The newest job kept for this clip by a studio that ended unsaved, as the page
+        offers it (:func:`~vosfx.studio.autosave.summary`), while this one has no prompt."""
+        if self.edits:
+            return None
+        try:
+            found = autosave.recovered_for(self.clip, self.workdir.parent)
+            return autosave.summary(found[0]) if found else None
+        except (OSError, ValueError):
+            return None
+
+    def recover(self, path: str, *, discard: bool = False) -> None:
+        """Put the prompts and finishing of the kept job ``path`` (one
+        :meth:`recovery_offer` could give) into this studio, which has no prompt yet, and
+        remove it (its files are this studio's now); ``discard``: only remove it."""
+        from vosfx.job import load_job_file
+        from vosfx.pipeline import resolve_prompts
+
+        job_path = Path(path)
+        if job_path not in autosave.recovered_for(self.clip, self.workdir.parent):
+            raise ConfigError(f"path: {path} is not a session kept for this clip")
+        if discard:
+            autosave.discard(job_path)
+            return
+        if self.edits:
+            raise PromptError(
+                "Restore puts a kept session into a studio without prompts, and this one has "
+                f"some; open the kept one on its own: vosfx studio --job {path}"
+            )
+        job = load_job_file(job_path)
+        # every prompt checked before any is set (a range the kept session had, not this one)
+        resolve_prompts(
+            job.prompts, self.info, fit=job.fit, objects=job.objects, start=self.start, end=self.end
+        )
+        self.stop()
+        with self._lock:
+            self.restore(job)
+            self.config = replace(self.config, refine=job.config.refine)
+        autosave.discard(job_path)
+        self.changed()
 
     # --- what the page reads --------------------------------------------------------------
     def plan_state(self) -> tuple[dict, int]:
@@ -189,6 +276,8 @@ class Studio(PromptsMixin, TasksMixin):
             "format_ext": format_exts(),
             "output_presets": output_presets(),
             "presets": list(self.presets),
+            # a session kept for this clip by a studio that ended unsaved (Restore, Discard)
+            "recovered": self.recovery_offer(),
             "busy": self.busy,
             "last_render": self.last_render,
             "warnings": list(self.engine.warnings),
@@ -211,6 +300,12 @@ class Studio(PromptsMixin, TasksMixin):
         self.session.close()
         self.track_frames.close()
         self.view_frames.close()
+        if self.unsaved:
+            try:
+                self.recovered_job = autosave.keep(self.workdir)
+            except OSError:
+                log.warning("the unsaved session was not kept", exc_info=True)
+        autosave.release(self.workdir)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Studio:  # noqa: PYI034 (typing_extensions is not a dependency)
@@ -218,12 +313,3 @@ class Studio(PromptsMixin, TasksMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def new_workdir() -> Path:
-    """This studio's folder under vosfx's cache (``$VOSFX_HOME`` or the user cache dir)."""
-    from vosfx.models.cache import home
-
-    path = home() / "studio" / uuid.uuid4().hex[:12]
-    path.mkdir(parents=True, exist_ok=True)
-    return path

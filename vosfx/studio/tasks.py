@@ -54,6 +54,8 @@ class TasksMixin:
 
         def read_plan(self) -> None: ...  # Studio's: the timeline's reading of the plan
 
+        def mark_saved(self) -> None: ...  # Studio's: nothing to keep for recovery
+
     # --- tracking -------------------------------------------------------------------------
     def track(self) -> int:
         """Start tracking every stale pass on the worker thread; returns the frames to do."""
@@ -103,8 +105,10 @@ class TasksMixin:
 
     # --- the job ----------------------------------------------------------------------------
     def specs(self) -> tuple[PromptSpec, ...]:
-        """Every prompt as the job JSON spells it, by object and frame."""
-        return tuple(fp.spec(frame, obj) for (obj, frame), fp in sorted(self.edits.items()))
+        """Every prompt as the job JSON spells it, by object and frame (a copy of the prompts
+        taken at once: the session is kept on disk from the thread a finishing change comes
+        on, while a click may change them)."""
+        return tuple(fp.spec(frame, obj) for (obj, frame), fp in sorted(dict(self.edits).items()))
 
     def job(
         self,
@@ -147,8 +151,10 @@ class TasksMixin:
 
     def save_job(self, job: Job, path: Path) -> Path:
         """Write ``job`` as a job file (:func:`vosfx.studio.jobfile.save_job`), and hand the
-        session's results over to its render (:meth:`hand_over`)."""
+        session's results over to its render (:meth:`hand_over`). Nothing is kept for
+        recovery at close unless the prompts change after it."""
         saved = save_job(job, path)
+        self.mark_saved()
         try:
             self.hand_over(job)
         except Exception:  # the hand-off only saves time; the job is written

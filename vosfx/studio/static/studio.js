@@ -129,9 +129,35 @@ function applyState(st) {
   }
   renderObjects();
   updateClear();
+  showRecovery(st.recovered);
 }
 
 async function reloadState() { applyState(await api("/api/state")); }
+
+// A session of this clip kept by a studio that ended unsaved (a closed page, Ctrl-C, a
+// crash): offered while this one has no prompt; Restore puts its prompts and finishing back
+function showRecovery(kept) {
+  S.recovered = kept || null;
+  $("recovery").hidden = !kept;
+  if (!kept) return;
+  const objs = kept.objects === 1 ? "1 object" : `${kept.objects} objects`;
+  $("recovery-text").textContent = `A session of this clip ended on ${kept.saved_at} ` +
+    `without being saved: ${kept.prompts} prompt${kept.prompts === 1 ? "" : "s"} on ${objs}.`;
+}
+async function recover(op) {
+  if (!S.recovered) return;
+  clearProblem();
+  try {
+    applyState(await api("/api/recover", { op, path: S.recovered.path }));
+    if (op === "restore") {
+      status("the kept session is back: Track to propagate it");
+      await refreshTimeline();
+      showFrame(S.frame, true);
+    }
+  } catch (err) { fail(err); }
+}
+$("restore").onclick = () => recover("restore");
+$("discard").onclick = () => recover("discard");
 
 function fillRenderPanel(st) {
   for (const id of ["format", "extra-formats"]) {
@@ -425,6 +451,7 @@ async function prompted(call) {
     S.version += 1;
     const version = last.version = S.version;
     S.prompts = res.prompts;
+    if (res.prompts.length) showRecovery(null);  // offered only while there is no prompt
     $("undo").disabled = !res.can_undo;
     $("redo").disabled = !res.can_redo;
     if (quick && S.view === "overlay" && res.frame === S.frame) {
