@@ -484,6 +484,31 @@ def test_box_drag_undo_redo_keys_zoom_and_objects(browser, clip, tmp_path, confi
         assert page.get_attribute("#objects li.selected", "data-obj") == "2"
         _prompt(page, *_centre(0))
         assert (2, 0) in run.studio.edits
+        # 1-9 select by place in the list; [ ] go to the selected object's prompted frames
+        for t in (6, 3):
+            page.evaluate(f"showFrame({t})")
+            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{t}'")
+            _prompt(page, *_centre(t))
+        page.keyboard.press("1")
+        page.wait_for_function("window.vosfx.state.obj === 1")
+        page.keyboard.press("]")  # object 1: only frame 0 is prompted
+        page.wait_for_function(
+            "document.getElementById('status').textContent === "
+            "'object 1 has no prompt after frame 3'"
+        )
+        page.keyboard.press("[")
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '0'")
+        page.keyboard.press("2")
+        page.wait_for_function("window.vosfx.state.obj === 2")
+        for t in ("3", "6"):
+            page.keyboard.press("]")
+            page.wait_for_function(f"document.getElementById('canvas').dataset.frame === '{t}'")
+        page.keyboard.press("[")
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '3'")
+        page.keyboard.press("9")  # no ninth object: nothing changes
+        assert page.evaluate("window.vosfx.state.obj") == 2
+        page.keyboard.press("Home")
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '0'")
         # zoom in with the wheel around the pointer, double-click fits again
         fit_zoom = page.evaluate("window.vosfx.state.zoom")
         page.mouse.move(*_screen(page, W / 2, H / 2))

@@ -234,6 +234,23 @@ function renderObjects() {
   }
 }
 
+// [ and ]: the selected object's previous / next prompted frame (where a correction goes)
+function jumpToPrompt(dir) {
+  const frames = S.prompts.filter((p) => p.obj_id === S.obj).map((p) => p.frame);
+  const to = dir > 0 ? Math.min(...frames.filter((f) => f > S.frame))
+    : Math.max(...frames.filter((f) => f < S.frame));
+  const name = (S.objects.find((o) => o.obj_id === S.obj) || {}).name || "this object";
+  if (Number.isFinite(to)) showFrame(to);
+  else status(`${name} has no prompt ${dir > 0 ? "after" : "before"} frame ${S.frame}`);
+}
+// 1-9: the object at that place in the list
+function selectObject(i) {
+  if (i >= S.objects.length) return;
+  S.obj = S.objects[i].obj_id;
+  renderObjects();
+  draw();
+}
+
 async function act(fn, redraw) {
   try {
     const out = await fn();
@@ -647,6 +664,9 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === " ") togglePlay();
   else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
     history(e.shiftKey ? "redo" : "undo");
+  } else if (e.key === "[" || e.key === "]") jumpToPrompt(e.key === "]" ? 1 : -1);
+  else if (/^[1-9]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    selectObject(Number(e.key) - 1);
   } else return;
   e.preventDefault();
 });
