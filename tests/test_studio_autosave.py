@@ -277,3 +277,38 @@ def test_a_kept_session_reopened_with_job_is_that_studios_own(clip, tmp_path):
     (again,) = (tmp_path / "home" / "studio" / "recovered").glob("*/job.json")
     assert again != kept and not kept.exists()
     assert f"they are kept in {again}" in err, err
+
+
+def test_object_names_are_saved_with_the_job_and_given_back(clip, tmp_path, config_home):
+    """A renamed object's name goes into the saved job (and the kept session) and comes back
+    when either is reopened; default names are not written."""
+    run = Running(clip, tmp_path / "studio" / "a")
+    _click(run, 2)
+    run.request("/api/objects", {"op": "add"})
+    _click(run, 2, obj=2)
+    run.request("/api/objects", {"op": "rename", "obj_id": 1, "name": "  the dog "})
+    assert load_job_file(tmp_path / "studio" / "a" / "job.json").names == {1: "the dog"}
+    saved = tmp_path / "named.json"
+    body = {"output": str(tmp_path / "o.mov"), "path": str(saved)}
+    assert run.request("/api/save", body)[0] == 200
+    run.request("/api/objects", {"op": "rename", "obj_id": 2, "name": "ball"})  # unsaved now
+    run.close()
+    assert json.loads(saved.read_text())["names"] == {"1": "the dog"}
+    (kept,) = (tmp_path / "studio" / "recovered").glob("*/job.json")
+    assert load_job_file(kept).names == {1: "the dog", 2: "ball"}
+
+    run = Running(clip, tmp_path / "studio" / "b")
+    try:
+        _, state = run.request("/api/recover", {"op": "restore", "path": str(kept)})
+        assert [o["name"] for o in state["objects"]] == ["the dog", "ball"]
+    finally:
+        run.close()
+    from vosfx.studio.state import Studio
+
+    job = load_job_file(saved)
+    st = Studio(job.input, engine=run.engine, config=job.config, workdir=tmp_path / "w")
+    try:
+        st.restore(job)
+        assert {o.obj_id: o.name for o in st.objects.values()} == {1: "the dog", 2: "object 2"}
+    finally:
+        st.close()

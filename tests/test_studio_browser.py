@@ -340,6 +340,7 @@ def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypa
         x, y = _centre(5)
         run.request("/api/click", {"obj_id": 1, "frame": 5, "x": x, "y": y})
         run.request("/api/refine", {"refine": {"feather_px": 2, "shift_edge_px": 1}})
+        run.request("/api/objects", {"op": "rename", "obj_id": 1, "name": "the square"})
         for name in ("via_batch", "via_matte"):
             status, _ = run.request(
                 "/api/save",
@@ -365,6 +366,9 @@ def test_saved_job_is_a_batch_manifest_too(clip, tmp_path, config_home, monkeypa
         ],
     )
     assert res.exit_code == 0, res.output
+    # the object's name travels with the job (into the render's sidecar too), not rendered
+    sidecar = json.loads((tmp_path / "via_batch.json").read_text())
+    assert sidecar["job"]["names"] == {"1": "the square"}, sidecar.keys()
     monkeypatch.setattr(vosfx.engine, "load_engine", lambda model, **kw: FakeEngine())
     res = CliRunner().invoke(cli, ["matte", "--job", str(tmp_path / "via_matte_job.json")])
     assert res.exit_code == 0, res.output

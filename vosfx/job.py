@@ -35,6 +35,7 @@ _JOB_KEYS = {
     "fit",
     "objects",
     "fps",
+    "names",
 }
 _PROMPT_KEYS = {
     "frame",
@@ -108,6 +109,9 @@ class Job:
     fit: bool = False
     objects: tuple[int, ...] | None = None  # keep only these object ids
     fps: float | None = None  # for image-sequence inputs
+    # object id -> the name the user gave it (the studio's); kept with the job, not rendered
+    # (and not hashed: a Job stays hashable)
+    names: dict[int, str] = field(default_factory=dict, hash=False)
 
     def with_config(self, config: JobConfig) -> Job:
         return replace(self, config=config)
@@ -157,6 +161,7 @@ class Job:
             "fit": self.fit,
             "objects": list(self.objects) if self.objects is not None else None,
             "fps": self.fps,
+            **({"names": {str(k): v for k, v in sorted(self.names.items())}} if self.names else {}),
         }
 
 
@@ -337,6 +342,21 @@ def _objects(value: Any) -> tuple[int, ...] | None:
     return tuple(items)
 
 
+def _names(value: Any) -> dict[int, str]:
+    """``job.names``: {"1": "dog", ...}, an object id (as JSON spells a key) to its name."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k.isdigit() and int(k) >= 1 and isinstance(v, str) and v.strip()
+        for k, v in value.items()
+    ):
+        raise ConfigError(
+            'job.names: expected an object of object ids to names ({"1": "dog"}), '
+            f"found {value!r}"
+        )
+    return {int(k): v.strip()[:80] for k, v in value.items()}
+
+
 def _fps(value: Any) -> float | None:
     if value is None:
         return None
@@ -405,6 +425,7 @@ def job_from_dict(
     specs = tuple(prompt_from_dict(p, f"job.prompts[{i}]", base) for i, p in enumerate(prompts))
     objects = _objects(data.get("objects"))
     fps = _fps(data.get("fps"))
+    names = _names(data.get("names"))
     overwrite = _bool(data.get("overwrite", False), "job.overwrite")
     fit = _bool(data.get("fit", False), "job.fit")
     if overrides:
@@ -427,6 +448,7 @@ def job_from_dict(
         fit=fit,
         objects=objects,
         fps=fps,
+        names=names,
     )
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,6 @@ from vosfx.batch.rows import (
 )
 from vosfx.errors import BatchError, VosfxError
 from vosfx.job import Job, job_from_dict
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
 
 _ROW_KEYS = {
     "id",
@@ -58,6 +52,7 @@ _ROW_KEYS = {
     "fit",
     "objects",
     "fps",
+    "names",
 }
 # One error list line per problem; past this many the rest are counted, not listed (a wrong
 # template over 500 clips would otherwise print 500 near-identical lines).

@@ -70,6 +70,8 @@ def save_job(job: Job, path: Path) -> Path:
         "objects": None,
         "fps": job.fps,
     }
+    if job.names:  # what the studio named its objects, given back when it is reopened
+        data["names"] = {str(k): v for k, v in sorted(job.names.items())}
     import json
 
     atomic_write_text(path, json.dumps(data) + "\n")

@@ -118,6 +118,8 @@ class PromptsMixin:
         if not name:
             raise PromptError("an object's name cannot be empty")
         self._object(obj_id).name = name
+        if any(k[0] == obj_id for k in list(self.edits)):  # a saved job names it
+            self.changed()
 
     def delete_object(self, obj_id: int) -> None:
         self._object(obj_id)
@@ -277,7 +279,8 @@ class PromptsMixin:
 
     def restore(self, job: Job) -> None:
         """Reopen a saved job's prompts (ids as ``vosfx matte`` gives them: a mask without an
-        id holds its palette's objects, clicks without one go after the masks' ids)."""
+        id holds its palette's objects, clicks without one go after the masks' ids) and the
+        names it gives its objects."""
         from PIL import Image
 
         from vosfx.pipeline import resolve_prompts
@@ -298,7 +301,8 @@ class PromptsMixin:
                         continue
                     path = self.masks_dir / f"mask_obj{p.obj_id}_f{p.frame_index}.png"
                     Image.fromarray(p.mask.astype(np.uint8) * 255, "L").save(path)
-                    self._restore_one(p.obj_id, p.frame_index, FramePrompt(mask=str(path)))
+                    fp = FramePrompt(mask=str(path))
+                    self._restore_one(p.obj_id, p.frame_index, fp, job.names.get(p.obj_id))
                     mask_ids.add(p.obj_id)
                 continue
             obj = spec.obj_id if spec.obj_id is not None else max(mask_ids, default=0) + 1
@@ -314,6 +318,7 @@ class PromptsMixin:
                     prior=self._own(spec.prior),
                     correction=spec.correction,
                 ),
+                job.names.get(obj),
             )
 
     def _own(self, prior: str | None) -> str | None:
@@ -328,9 +333,11 @@ class PromptsMixin:
             shutil.copyfile(prior, target)
         return str(target)
 
-    def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt) -> None:
+    def _restore_one(self, obj_id: int, frame: int, fp: FramePrompt, name: str | None) -> None:
         if obj_id not in self.objects:
             self.objects[obj_id] = StudioObject(obj_id, f"object {obj_id}")
+        if name:
+            self.objects[obj_id].name = name
         self.set_prompt(obj_id, frame, fp, record=False, opening=True)
 
     def undo(self) -> int | None:

@@ -22,7 +22,7 @@ from vosfx.config import JobConfig
 from vosfx.errors import ConfigError, OutputError, PromptError
 from vosfx.job import Job, PromptSpec
 from vosfx.studio.jobfile import job_config, save_job
-from vosfx.studio.prompts import FramePrompt
+from vosfx.studio.prompts import FramePrompt, StudioObject
 from vosfx.studio.work import Emit, Worker
 from vosfx.types import ObjectResult
 
@@ -45,6 +45,7 @@ class TasksMixin:
     end: int
     session: ClipSession
     edits: dict[tuple[int, int], FramePrompt]
+    objects: dict[int, StudioObject]
     emit: Emit
     worker: Worker
     last_render: dict | None
@@ -137,9 +138,17 @@ class TasksMixin:
                 f"frames {start} to {end - 1}: expected frames inside {self.start} to "
                 f"{self.end - 1}"
             )
+        prompts = self.specs()
+        prompted = {p.obj_id for p in prompts}
+        names = {
+            o.obj_id: o.name
+            for o in list(self.objects.values())
+            if o.obj_id in prompted and o.name != f"object {o.obj_id}"
+        }
         return Job(
             input=self.clip,
-            prompts=self.specs(),
+            prompts=prompts,
+            names=names,
             output=output,
             config=config,
             presets=self.presets,
