@@ -1074,3 +1074,80 @@ def test_a_dropped_file_that_is_not_an_image_says_which_and_what(
         text = _banner(page)
         assert '"notes.txt" is not an image' in text and "mask image" in text, text
         assert "BytesIO" not in text and run.studio.edits == {}
+
+
+def test_a_frame_is_named_by_the_sources_timecode_and_file(browser, tmp_path, config_home):
+    """The frame label and the timeline's hover give the source's own timecode moved by the
+    position (drop-frame as vosfx/io/timecode.py counts it, which the outputs carry) and a
+    numbered plate's file name, gaps included; before, every clip counted from 00:00:00:00."""
+    from dataclasses import replace
+    from fractions import Fraction
+
+    from vosfx.io.timecode import offset
+    from vosfx.presets import resolve_config
+    from vosfx.studio.state import Studio
+
+    clip = make_clip(tmp_path / "cam.mp4", n=N, width=W, height=H, fps=Fraction(30000, 1001))
+
+    def load():
+        st = Studio(
+            str(clip), engine=FakeEngine(), config=resolve_config((), {}), workdir=tmp_path / "w"
+        )
+        st.info = replace(st.info, timecode="00:09:59;28")  # a camera's, drop-frame
+        st.add_object()
+        return st
+
+    run = Running(clip, tmp_path / "w", load=load)
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.text_content("#frame-label").endswith("00:09:59;28")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.getElementById('frame-label').textContent.endsWith(';29')")
+        page.keyboard.press("ArrowRight")  # 00:10:00;00: the tenth minute drops nothing
+        page.wait_for_function(
+            "document.getElementById('frame-label').textContent.endsWith('00:10:00;00')"
+        )
+        for tc, fps in [
+            ("00:09:59;28", 30000 / 1001),
+            ("23:59:59;58", 60000 / 1001),
+            ("10:00:00:00", 25.0),
+            ("01:00:00:00", 24000 / 1001),
+        ]:
+            page.evaluate(f"S.clip.timecode = {tc!r}; S.clip.fps = {fps}")
+            for t in (0, 1, 2, 3, 1798, 1799, 1800, 17981, 17982, 17983, 107892, 5_000_000):
+                expected = offset(tc, t, Fraction(fps).limit_denominator(1001))
+                assert page.evaluate(f"timecode({t})") == expected, (tc, t)
+    finally:
+        page.close()
+        run.close()
+
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for n in [*range(1001, 1006), *range(1008, 1011)]:  # 1006-1007 missing
+        Image.fromarray(np.full((H, W, 3), n % 256, np.uint8)).save(plate / f"shot.{n}.png")
+    run = Running(plate / "shot.%04d.png", tmp_path / "w2")
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        label = page.text_content("#frame-label")
+        assert "shot.1001.png" in label and label.endswith("00:00:41:17"), label  # 1001 at 24
+        page.keyboard.press("Shift+ArrowRight")  # past the end: the last frame, position 7
+        page.wait_for_function(
+            "document.getElementById('frame-label').textContent.includes('shot.1010.png')"
+        )
+        names = page.evaluate("[0, 4, 5, 6, 7].map(fileName)")
+        assert names == [
+            "shot.1001.png",
+            "shot.1005.png",
+            "shot.1008.png",
+            "shot.1009.png",
+            "shot.1010.png",
+        ]
+    finally:
+        page.close()
+        run.close()

@@ -33,6 +33,7 @@ from vosfx.studio.tasks import TasksMixin
 from vosfx.studio.timeline import colour, timeline
 from vosfx.studio.warm import WARM_DELAY_S, Warmer
 from vosfx.studio.work import Emit, Worker
+from vosfx.types import FrameNumbers
 
 __all__ = ["FramePrompt", "Studio", "StudioObject", "new_workdir"]
 
@@ -256,6 +257,11 @@ class Studio(PromptsMixin, TasksMixin):
             "height": info.height,
             "num_frames": info.num_frames,
             "fps": float(info.fps) if info.fps else None,
+            # how the page names a frame besides its position: the source's timecode of
+            # frame 0 (moved by the position; "": counted from 00:00:00:00), and a numbered
+            # sequence's file names
+            "timecode": info.timecode,
+            "files": file_runs(info.frame_numbers),
             "start": self.start,
             "end": self.end,
             "objects": [
@@ -313,3 +319,23 @@ class Studio(PromptsMixin, TasksMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def file_runs(numbers: FrameNumbers | None) -> dict | None:
+    """A numbered sequence's file names as the page spells them, compactly (a two-hour plate
+    is one run, not 172,800 numbers): ``runs`` of ``[first position, its number, count]``
+    with consecutive numbers, and the names around the number."""
+    if numbers is None:
+        return None
+    runs: list[list[int]] = []
+    for i, n in enumerate(numbers.numbers):
+        if runs and n == runs[-1][1] + runs[-1][2] and i == runs[-1][0] + runs[-1][2]:
+            runs[-1][2] += 1
+        else:
+            runs.append([i, n, 1])
+    return {
+        "runs": runs,
+        "prefix": numbers.prefix,
+        "suffix": numbers.suffix,
+        "padding": numbers.padding,
+    }

@@ -610,16 +610,51 @@ function drawTimeline() {
   tctx.fillRect(tx(S.frame) - 1, 0, 2, tl.height);
 }
 
-function timecode(t) {
-  const fps = S.clip.fps || 24;
-  const f = Math.round(fps);
-  const s = Math.floor(t / f);
+// SMPTE timecode as vosfx/io/timecode.py counts it: HH:MM:SS:FF, or HH:MM:SS;FF drop-frame
+// (29.97 and 59.94 skip frame numbers 0-1, 0-3 at 59.94, each minute but every tenth)
+function tcNominal() { return Math.max(1, Math.round(S.clip.fps || 24)); }
+function tcToFrames(tc) {
+  const drop = /[;.]/.test(tc);
+  const [h, m, s, f] = tc.split(/[:;.]/).map(Number);
+  const nominal = tcNominal();
+  let frames = ((h * 60 + m) * 60 + s) * nominal + f;
+  if (drop) frames -= Math.floor(2 * nominal / 30) * (h * 60 + m - Math.floor((h * 60 + m) / 10));
+  return { frames, drop };
+}
+function tcFromFrames(frames, drop) {
+  const nominal = tcNominal();
+  if (drop) {
+    const d = Math.floor(2 * nominal / 30);
+    const per10 = nominal * 600 - 9 * d, perMin = nominal * 60 - d;
+    const tens = Math.floor(frames / per10), rem = frames % per10;
+    frames += 9 * d * tens + (rem > d ? d * Math.floor((rem - d) / perMin) : 0);
+  }
   const pad = (v) => String(v).padStart(2, "0");
-  return `${pad(Math.floor(s / 3600))}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}:${pad(t % f)}`;
+  const ff = frames % nominal, ss = Math.floor(frames / nominal) % 60;
+  const mm = Math.floor(frames / (nominal * 60)) % 60;
+  const hh = Math.floor(frames / (nominal * 3600)) % 24;
+  return `${pad(hh)}:${pad(mm)}:${pad(ss)}${drop ? ";" : ":"}${pad(ff)}`;
+}
+// frame t's timecode: the source's own (a camera's, a plate's first number at its rate) moved
+// by t, else counted from 00:00:00:00
+function timecode(t) {
+  const start = /^\d+:\d+:\d+[:;.]\d+$/.test(S.clip.timecode || "")
+    ? tcToFrames(S.clip.timecode) : { frames: 0, drop: false };
+  return tcFromFrames(start.frames + t, start.drop);
+}
+// a numbered sequence's file at position t (shot.1048.exr), else ""
+function fileName(t) {
+  const files = S.clip.files;
+  if (!files) return "";
+  const run = files.runs.find(([p, , n]) => p <= t && t < p + n);
+  if (!run) return "";
+  return files.prefix + String(run[1] + t - run[0]).padStart(files.padding, "0") + files.suffix;
 }
 
 function updateLabel() {
-  $("frame-label").textContent = `frame ${S.frame} / ${S.clip.end - 1}   ${timecode(S.frame)}`;
+  const file = fileName(S.frame);
+  $("frame-label").textContent = `frame ${S.frame} / ${S.clip.end - 1}   ` +
+    (file ? `${file}   ` : "") + timecode(S.frame);
   document.body.dataset.frame = S.frame;
   updateClear();
 }
@@ -641,7 +676,7 @@ tl.addEventListener("mousemove", (e) => {  // what the timeline holds under the 
   if (!S.clip || !S.timeline) return;
   const r = tl.getBoundingClientRect();
   const t = S.clip.start + Math.floor((e.clientX - r.left) / r.width * (S.clip.end - S.clip.start));
-  const lines = [`frame ${t}  ${timecode(t)}`];
+  const lines = [`frame ${t}  ${fileName(t) ? fileName(t) + "  " : ""}${timecode(t)}`];
   if (S.timeline.cuts.includes(t)) lines.push("shot cut");
   for (const m of S.timeline.memory.filter((q) => q.frame === t)) {
     lines.push(`object ${m.obj_id}: ${m.event}`);
