@@ -4,6 +4,7 @@ studio on the clip offers it back (vosfx/studio/autosave.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -312,3 +313,27 @@ def test_object_names_are_saved_with_the_job_and_given_back(clip, tmp_path, conf
         assert {o.obj_id: o.name for o in st.objects.values()} == {1: "the dog", 2: "object 2"}
     finally:
         st.close()
+
+
+def test_a_file_system_without_locks_still_opens_studios(tmp_path, monkeypatch):
+    """Where locking fails (some network shares: ENOLCK), a studio still gets its folder, and
+    a sweep leaves every folder alone (it cannot tell a live studio from a gone one)."""
+    import errno
+
+    import vosfx.studio.autosave as mod
+
+    monkeypatch.setenv("VOSFX_HOME", str(tmp_path / "home"))
+
+    @contextlib.contextmanager
+    def no_locks(path, *a, **kw):  # as flock on such a share: the file made, not locked
+        open(path, "a").close()
+        raise OSError(errno.ENOLCK, "No locks available")
+        yield
+
+    monkeypatch.setattr(mod, "exclusive_lock", no_locks)
+    work = autosave.new_workdir()
+    (work / "job.json").write_text(json.dumps({"input": "/c.mp4", "prompts": []}))
+    old = time.time() - 2 * autosave.FRESH_S
+    os.utime(work / ".lock", (old, old))
+    assert autosave.sweep(autosave.root()) == [] and work.is_dir()
+    autosave.release(work)

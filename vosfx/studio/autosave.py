@@ -63,7 +63,10 @@ def new_workdir() -> Path:
     path = base / uuid.uuid4().hex[:12]
     path.mkdir()
     stack = contextlib.ExitStack()
-    stack.enter_context(exclusive_lock(path / LOCK, blocking=False))
+    try:
+        stack.enter_context(exclusive_lock(path / LOCK, blocking=False))
+    except OSError:  # a file system without locks (some network shares): never swept either
+        log.debug("no lock for %s", path, exc_info=True)
     (path / MASKS).mkdir()
     _HELD[path] = stack
     return path
@@ -94,10 +97,7 @@ def sweep(base: Path) -> list[Path]:
         try:
             with exclusive_lock(lock, blocking=False):
                 job = keep(folder)
-        except BlockingIOError:  # its studio runs
-            continue
-        except OSError:
-            log.warning("could not recover the studio folder %s", folder, exc_info=True)
+        except OSError:  # its studio runs (or this file system has no locks)
             continue
         if job is not None:
             kept.append(job)
