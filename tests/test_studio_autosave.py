@@ -337,3 +337,27 @@ def test_a_file_system_without_locks_still_opens_studios(tmp_path, monkeypatch):
     os.utime(work / ".lock", (old, old))
     assert autosave.sweep(autosave.root()) == [] and work.is_dir()
     autosave.release(work)
+
+
+def test_a_pattern_typed_relative_is_kept_absolute(tmp_path, monkeypatch, config_home):
+    """`vosfx studio shots/%04d.png`: the job kept (read from the cache's folder) and a job
+    saved elsewhere name the plate by its absolute folder; before, a kept job's relative
+    pattern was read against the cache."""
+    from tests.fakes import FakeEngine
+    from vosfx.presets import resolve_config
+    from vosfx.studio.state import Studio
+
+    (tmp_path / "shots").mkdir()
+    for n in range(1, 7):
+        Image.fromarray(np.full((H, W, 3), 40 * n, np.uint8)).save(tmp_path / f"shots/{n:04d}.png")
+    monkeypatch.chdir(tmp_path)
+    st = Studio(
+        "shots/%04d.png", engine=FakeEngine(), config=resolve_config((), {}), workdir=tmp_path / "w"
+    )
+    try:
+        st.add_object()
+        st.click(1, 2, 10, 10, 1)
+        job = load_job_file(tmp_path / "w" / "job.json")
+        assert job.input == str(tmp_path / "shots" / "%04d.png")
+    finally:
+        st.close()

@@ -49,9 +49,12 @@ def root() -> Path:
 
 
 def clip_name(clip: str) -> str:
-    """``clip`` as a studio names it, and its kept sessions' jobs: a file or folder by its
-    absolute path, a pattern as given."""
-    return clip if "%" in clip else str(Path(clip).resolve())
+    """``clip`` as a studio names it, and its jobs (saved, kept: read from other folders): a
+    file or folder by its absolute path, a pattern in its folder's (``shots/%05d.exr`` ->
+    ``/work/shots/%05d.exr``)."""
+    if "%" in clip:
+        return str(Path(clip).parent.resolve() / Path(clip).name)
+    return str(Path(clip).resolve())
 
 
 def new_workdir() -> Path:
