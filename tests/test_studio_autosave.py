@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +362,47 @@ def test_a_pattern_typed_relative_is_kept_absolute(tmp_path, monkeypatch, config
         assert job.input == str(tmp_path / "shots" / "%04d.png")
     finally:
         st.close()
+
+
+def test_the_job_saved_beside_the_clip_is_offered_and_opened(clip, tmp_path, config_home):
+    """The next day's `vosfx studio clip.mp4` finds yesterday's job where Save job put it
+    (beside the clip): the page offers it, Open puts its prompts, finishing and output back,
+    Save job then writes it in place, and nothing is unsaved; a job of another clip there is
+    not offered."""
+    run = Running(clip, tmp_path / "studio" / "a")
+    _click(run, 3)
+    run.request("/api/refine", {"refine": {"feather_px": 1.5}})
+    _, state = run.request("/api/state")
+    saved = state["job_path"]
+    assert saved == str(tmp_path / "clip_vosfx_job.json") and state["saved_job"] is None
+    out = str(tmp_path / "mine.mov")
+    assert run.request("/api/save", {"output": out, "path": saved})[0] == 200
+    run.close()
+    assert not (tmp_path / "studio" / "recovered").exists()
+
+    run = Running(clip, tmp_path / "studio" / "b")
+    try:
+        _, state = run.request("/api/state")
+        offer = state["saved_job"]
+        assert offer["path"] == saved and offer["prompts"] == 1 and state["recovered"] is None
+        status, state = run.request("/api/recover", {"op": "open", "path": saved})
+        assert status == 200, state
+        assert [p["frame"] for p in state["prompts"]] == [3]
+        assert state["refine"]["feather_px"] == 1.5
+        assert state["job_path"] == saved and state["output"] == out
+        assert state["saved_job"] is None and not run.studio.unsaved
+        status, data = run.request("/api/recover", {"op": "open", "path": saved})
+        assert status == 400 and data["error"].startswith("path: "), data  # no longer offered
+    finally:
+        run.close()
+    assert not (tmp_path / "studio" / "recovered").exists()
+
+    other = make_clip(tmp_path / "other.mp4", n=N, width=W, height=H)
+    data = json.loads(Path(saved).read_text())
+    data["input"] = str(other)
+    Path(saved).write_text(json.dumps(data))
+    run = Running(clip, tmp_path / "studio" / "c")
+    try:
+        assert run.request("/api/state")[1]["saved_job"] is None
+    finally:
+        run.close()

@@ -456,6 +456,27 @@ def test_a_session_that_ended_unsaved_is_offered_restored_or_discarded(
         assert not kept.exists() and not run.studio.edits
 
 
+def test_the_job_saved_beside_the_clip_opens_from_the_page(browser, clip, tmp_path, config_home):
+    """Saved where Save job proposes, the job is offered by the next studio on the clip:
+    Open puts its prompts back and the Render panel takes its output and its file."""
+    first = Running(clip, tmp_path / "first")
+    x, y = _centre(2)
+    first.request("/api/click", {"obj_id": 1, "frame": 2, "x": x, "y": y})
+    saved = str(tmp_path / "clip_vosfx_job.json")
+    out = str(tmp_path / "final.mov")
+    assert first.request("/api/save", {"output": out, "path": saved})[0] == 200
+    first.close()
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        assert page.is_visible("#saved-offer") and page.is_hidden("#kept-offer")
+        assert "clip_vosfx_job.json" in page.text_content("#saved-text")
+        page.click("#open-saved")
+        page.wait_for_function(
+            "document.getElementById('status').textContent === 'the saved job is open'"
+        )
+        assert page.is_hidden("#recovery") and (1, 2) in run.studio.edits
+        assert page.input_value("#job-path") == saved and page.input_value("#output") == out
+
+
 def test_box_drag_undo_redo_keys_zoom_and_objects(browser, clip, tmp_path, config_home):
     run = Running(clip, tmp_path / "work")
     page = browser.new_page(viewport={"width": 1000, "height": 700})

@@ -134,6 +134,7 @@ def studio(
     )
     engines: list = []
 
+    from vosfx.job import beside_input
     from vosfx.studio import autosave
 
     # a kept session reopened (vosfx studio --job <kept job>): Save job proposes a name beside
@@ -183,16 +184,20 @@ def studio(
     def ready(url: str) -> None:
         click.echo(f"vosfx studio: {url}")
         click.echo("Ctrl-C stops the studio.", err=True)
-        kept = (
-            []
-            if job is not None
-            else autosave.recovered_for(autosave.clip_name(clip), autosave.root())
-        )
+        if job is not None:
+            return
+        name = autosave.clip_name(clip)
+        kept = autosave.recovered_for(name, autosave.root())
         if kept:
             click.echo(
                 f"vosfx studio: a session of this clip that ended unsaved is kept in {kept[0]}: "
                 "Restore in the page, or vosfx studio --job with that file",
                 err=True,
+            )
+        saved = Path(beside_input(name, "_vosfx_job.json"))
+        if saved.is_file() and autosave.clip_of(saved) == name:
+            click.echo(
+                f"vosfx studio: a job of this clip is saved in {saved}: Open in the page", err=True
             )
 
     try:

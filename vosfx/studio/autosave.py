@@ -114,7 +114,7 @@ def keep(workdir: Path) -> Path | None:
     job = workdir / JOB
     if not job.is_file():
         return None
-    clip = _clip_of(job) or "clip"
+    clip = clip_of(job) or "clip"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(clip).stem)[:40] or "clip"
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(job.stat().st_mtime))
     target = workdir.parent / RECOVERED / f"{stem}-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -132,7 +132,7 @@ def recovered_for(clip: str, base: Path) -> list[Path]:
     studio names it), newest first."""
     found = []
     for job in (base / RECOVERED).glob(f"*/{JOB}"):
-        if _clip_of(job) == clip:
+        if clip_of(job) == clip:
             found.append((job.stat().st_mtime, job))
     return [job for _, job in sorted(found, reverse=True)]
 
@@ -161,13 +161,17 @@ def summary(job: Path) -> dict:
     }
 
 
-def _clip_of(job: Path) -> str | None:
+def clip_of(job: Path) -> str | None:
+    """The clip a job file names, as a studio names it (a relative input against the job's
+    folder, as ``vosfx matte --job`` reads it); None for a file that is not a job."""
     try:
-        data = json.loads(job.read_text(encoding="utf-8"))
+        data = json.loads(job.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return None
     clip = data.get("input") if isinstance(data, dict) else None
-    return clip if isinstance(clip, str) else None
+    if not isinstance(clip, str) or not clip:
+        return None
+    return clip_name(str(Path(job).parent / Path(clip).expanduser()))
 
 
 def _drop_unnamed(masks: Path, job: Path) -> None:

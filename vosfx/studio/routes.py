@@ -206,15 +206,15 @@ def prompt_routes(ctl) -> list[Route]:
         return {"ok": True}
 
     def recover(body: dict) -> dict:
-        """A session kept for this clip by a studio that ended unsaved: ``restore`` (answers
-        the state, its prompts and finishing in it) or ``discard``."""
+        """A session kept for this clip by a studio that ended unsaved (``restore``,
+        ``discard``), or the job saved beside the clip (``open``): answers the state."""
         studio = studio_of(ctl)
         op, path = body.get("op"), body.get("path")
-        if op not in ("restore", "discard"):
-            raise ConfigError(f"recover: op {op!r}: expected restore or discard")
+        if op not in ("restore", "discard", "open"):
+            raise ConfigError(f"recover: op {op!r}: expected restore, discard or open")
         if not isinstance(path, str) or not path:
-            raise ConfigError("path: expected the kept session's job file")
-        studio.recover(path, discard=op == "discard")
+            raise ConfigError("path: expected the job file")
+        studio.recover(path, op)
         return studio.state()
 
     return [

@@ -191,35 +191,58 @@ class Studio(PromptsMixin, TasksMixin):
         except (OSError, ValueError):
             return None
 
-    def recover(self, path: str, *, discard: bool = False) -> None:
-        """Put the prompts and finishing of the kept job ``path`` (one
-        :meth:`recovery_offer` could give) into this studio, which has no prompt yet, and
-        remove it (its files are this studio's now); ``discard``: only remove it."""
+    def saved_offer(self) -> dict | None:
+        """The job Save job proposes beside the clip, where one saved from this clip is
+        there, while this studio has no prompt and was opened on no job: the page offers to
+        open it (the next day's ``vosfx studio clip.mp4`` finds yesterday's work)."""
+        if self.edits or self.job_path is not None:
+            return None
+        path = Path(beside_input(self.clip, "_vosfx_job.json"))
+        try:
+            if path.is_file() and autosave.clip_of(path) == self.clip:
+                return autosave.summary(path)
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def recover(self, path: str, op: str = "restore") -> None:
+        """``restore``: put the prompts, finishing and output settings of the kept job
+        ``path`` (:meth:`recovery_offer`'s) into this studio, which has no prompt yet, and
+        remove it (its files are this studio's now; unsaved until saved); ``discard``: only
+        remove it; ``open``: the same from the job saved beside the clip
+        (:meth:`saved_offer`'s), which stays, Save job writing it again in place."""
         from vosfx.job import load_job_file
         from vosfx.pipeline import resolve_prompts
 
         job_path = Path(path)
-        if job_path not in autosave.recovered_for(self.clip, self.workdir.parent):
+        if op == "open":
+            offer = self.saved_offer()
+            if offer is None or offer["path"] != str(job_path):
+                raise ConfigError(f"path: {path} is not the job saved beside this clip")
+        elif job_path not in autosave.recovered_for(self.clip, self.workdir.parent):
             raise ConfigError(f"path: {path} is not a session kept for this clip")
-        if discard:
+        if op == "discard":
             autosave.discard(job_path)
             return
         if self.edits:
             raise PromptError(
-                "Restore puts a kept session into a studio without prompts, and this one has "
-                f"some; open the kept one on its own: vosfx studio --job {path}"
+                "a job opens into a studio without prompts, and this one has some; open it "
+                f"on its own: vosfx studio --job {path}"
             )
         job = load_job_file(job_path)
-        # every prompt checked before any is set (a range the kept session had, not this one)
+        # every prompt checked before any is set (a range the job had, not this studio)
         resolve_prompts(
             job.prompts, self.info, fit=job.fit, objects=job.objects, start=self.start, end=self.end
         )
         self.stop()
         with self._lock:
             self.restore(job)
-            self.config = replace(self.config, refine=job.config.refine)
-        autosave.discard(job_path)
-        self.changed()
+            self.config = replace(self.config, refine=job.config.refine, output=job.config.output)
+        if op == "open":
+            self.job_path, self.output = str(job_path), job.output
+        else:
+            autosave.discard(job_path)
+            self.changed()
 
     # --- what the page reads --------------------------------------------------------------
     def plan_state(self) -> tuple[dict, int]:
@@ -284,6 +307,8 @@ class Studio(PromptsMixin, TasksMixin):
             "presets": list(self.presets),
             # a session kept for this clip by a studio that ended unsaved (Restore, Discard)
             "recovered": self.recovery_offer(),
+            # the job saved beside the clip (Open), while this studio has no prompt
+            "saved_job": self.saved_offer(),
             "busy": self.busy,
             "last_render": self.last_render,
             "warnings": list(self.engine.warnings),

@@ -129,35 +129,49 @@ function applyState(st) {
   }
   renderObjects();
   updateClear();
-  showRecovery(st.recovered);
+  showRecovery(st.recovered, st.saved_job);
 }
 
 async function reloadState() { applyState(await api("/api/state")); }
 
-// A session of this clip kept by a studio that ended unsaved (a closed page, Ctrl-C, a
-// crash): offered while this one has no prompt; Restore puts its prompts and finishing back
-function showRecovery(kept) {
+// Offered while this studio has no prompt: a session of this clip kept by a studio that
+// ended unsaved (a closed page, Ctrl-C, a crash: Restore puts its prompts and finishing
+// back, Discard removes it), and the job saved beside the clip (Open)
+function showRecovery(kept, saved) {
   S.recovered = kept || null;
-  $("recovery").hidden = !kept;
-  if (!kept) return;
-  const objs = kept.objects === 1 ? "1 object" : `${kept.objects} objects`;
-  $("recovery-text").textContent = `A session of this clip ended on ${kept.saved_at} ` +
-    `without being saved: ${kept.prompts} prompt${kept.prompts === 1 ? "" : "s"} on ${objs}.`;
+  S.savedJob = saved || null;
+  $("recovery").hidden = !kept && !saved;
+  $("kept-offer").hidden = !kept;
+  $("saved-offer").hidden = !saved;
+  const count = (o) => `${o.prompts} prompt${o.prompts === 1 ? "" : "s"} on ` +
+    (o.objects === 1 ? "1 object" : `${o.objects} objects`);
+  if (kept) {
+    $("recovery-text").textContent = `A session of this clip ended on ${kept.saved_at} ` +
+      `without being saved: ${count(kept)}.`;
+  }
+  if (saved) {
+    $("saved-text").textContent = `The job saved beside this clip, ` +
+      `${saved.path.split(/[/\\]/).pop()} (${saved.saved_at}): ${count(saved)}.`;
+  }
 }
 async function recover(op) {
-  if (!S.recovered) return;
+  const offer = op === "open" ? S.savedJob : S.recovered;
+  if (!offer) return;
   clearProblem();
   try {
-    applyState(await api("/api/recover", { op, path: S.recovered.path }));
-    if (op === "restore") {
-      status("the kept session is back: Track to propagate it");
-      await refreshTimeline();
-      showFrame(S.frame, true);
-    }
+    const st = await api("/api/recover", { op, path: offer.path });
+    applyState(st);
+    if (op === "discard") return;
+    if (op === "open") fillRenderPanel(st);  // the job's output, Save job writes it in place
+    status(op === "open" ? "the saved job is open" : "the kept session is back: Track to " +
+      "propagate it");
+    await refreshTimeline();
+    showFrame(S.frame, true);
   } catch (err) { fail(err); }
 }
 $("restore").onclick = () => recover("restore");
 $("discard").onclick = () => recover("discard");
+$("open-saved").onclick = () => recover("open");
 
 function fillRenderPanel(st) {
   for (const id of ["format", "extra-formats"]) {
@@ -468,7 +482,7 @@ async function prompted(call) {
     S.version += 1;
     const version = last.version = S.version;
     S.prompts = res.prompts;
-    if (res.prompts.length) showRecovery(null);  // offered only while there is no prompt
+    if (res.prompts.length) showRecovery(null, null);  // offered only while there is no prompt
     $("undo").disabled = !res.can_undo;
     $("redo").disabled = !res.can_redo;
     if (quick && S.view === "overlay" && res.frame === S.frame) {
