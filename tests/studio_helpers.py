@@ -118,14 +118,20 @@ class Running:
 # --- `vosfx studio` as a process (the test-double engine: tests/bin/vosfx_fake.py) ----------
 
 
-def start_cli(args, env):
-    proc = subprocess.Popen(
+def popen_cli(args, env) -> subprocess.Popen:
+    """`vosfx studio ARGS --no-browser` running, its output piped (text)."""
+    return subprocess.Popen(
         FAKE_VOSFX + ["studio", *args, "--no-browser"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+def start_cli(args, env):
+    """A studio process serving (:func:`popen_cli`) and its page's address."""
+    proc = popen_cli(args, env)
     line = proc.stdout.readline()
     assert line.startswith("vosfx studio: http://127.0.0.1:"), (line, proc.stderr.read())
     return proc, line.split(": ", 1)[1].strip()
@@ -149,12 +155,17 @@ def post(url, path, body):
     return None
 
 
-def wait_ready(url):
-    import urllib.request
+def page_state(url) -> dict:
+    """What the page at ``url`` (a studio process's address) loads: /api/state."""
+    with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=30) as res:
+        return json.loads(res.read())
 
+
+def wait_ready(url) -> dict:
+    """The state of the studio at ``url`` once its model is loaded."""
     for _ in range(300):
-        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
-            if json.loads(res.read()).get("ready"):
-                return
+        state = page_state(url)
+        if state.get("ready"):
+            return state
         time.sleep(0.05)
     raise TimeoutError("studio not ready")

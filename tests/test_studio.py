@@ -22,7 +22,7 @@ from PIL import Image
 
 from tests.fakes import FakeEngine
 from tests.media import make_clip, square_box
-from tests.studio_helpers import FAKE_VOSFX, Running, post, start_cli, wait_ready
+from tests.studio_helpers import Running, popen_cli, post, start_cli, wait_ready
 from vosfx.cli import cli
 from vosfx.job import load_job_file
 
@@ -880,13 +880,7 @@ def test_an_open_page_does_not_hold_up_the_exit(clip, tmp_path, config_home):
 
 def _cli_exit(args, env, timeout_s=30):
     """(exit code, stderr) of `vosfx studio ARGS --no-browser` that should exit by itself."""
-    proc = subprocess.Popen(
-        FAKE_VOSFX + ["studio", *args, "--no-browser"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = popen_cli(args, env)
     try:
         _out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -921,11 +915,7 @@ def test_cli_end_past_the_clip_means_its_last_frame(clip, tmp_path, config_home)
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
     proc, url = start_cli([str(clip), "--start", "3", "--end", "400"], env)
     try:
-        wait_ready(url)
-        import urllib.request
-
-        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
-            st = json.loads(res.read())
+        st = wait_ready(url)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
@@ -1006,11 +996,7 @@ def test_cli_reopens_a_saved_job(run, clip, tmp_path):
     env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"))
     proc, url = start_cli(["--job", str(job_path)], env)
     try:
-        wait_ready(url)
-        import urllib.request
-
-        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=10) as res:
-            st = json.loads(res.read())
+        st = wait_ready(url)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -236,9 +235,7 @@ def test_a_killed_studio_process_is_kept_and_named_by_the_next(clip, tmp_path):
     os.utime(lock, (old, old))
     proc, url = start_cli([str(clip)], env)
     try:
-        wait_ready(url)
-        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=30) as res:
-            offer = json.loads(res.read())["recovered"]
+        offer = wait_ready(url)["recovered"]
         assert offer is not None and offer["prompts"] == 1, offer
         post(url, "/api/recover", {"op": "restore", "path": offer["path"]})
     finally:
@@ -266,9 +263,7 @@ def test_a_kept_session_reopened_with_job_is_that_studios_own(clip, tmp_path):
     kept = autosave.keep(work)
     proc, url = start_cli(["--job", str(kept)], env)
     try:
-        wait_ready(url)
-        with urllib.request.urlopen(url.replace("/?", "/api/state?"), timeout=30) as res:
-            state = json.loads(res.read())
+        state = wait_ready(url)
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)

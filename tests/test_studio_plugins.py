@@ -63,13 +63,19 @@ def _api(url: str, path: str, body=None):
         return json.loads(res.read())
 
 
-def _user_picks(url: str, frame: int) -> dict:
-    """In the page: wait for the model, see the playhead frame, click the object, Done."""
+def _ready(url: str) -> dict:
+    """The page's state once the studio has loaded its model."""
     for _ in range(600):
         st = _api(url, "/api/state")
         if st.get("ready"):
-            break
+            return st
         time.sleep(0.05)
+    raise TimeoutError("the studio did not load")
+
+
+def _user_picks(url: str, frame: int) -> dict:
+    """In the page: wait for the model, see the playhead frame, click the object, Done."""
+    st = _ready(url)
     assert st["frame"] == frame and st["done_mode"]
     x0, y0, x1, y1 = square_box(frame, W, H)
     _api(url, "/api/click", {"obj_id": 1, "frame": frame, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
@@ -106,10 +112,7 @@ def test_a_pick_tracked_in_the_studio_is_not_tracked_again_by_the_hosts_render(
     pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 5, 13, 8).start()
     try:
         url = _page_url(browser_log)
-        for _ in range(600):
-            if _api(url, "/api/state").get("ready"):
-                break
-            time.sleep(0.05)
+        _ready(url)
         x0, y0, x1, y1 = square_box(8, W, H)
         _api(url, "/api/click", {"obj_id": 1, "frame": 8, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
         _api(url, "/api/track", {})
@@ -140,10 +143,7 @@ def test_client_pick_closed_without_done(tmp_path, browser_log, config_home):
     clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
     pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()
     url = _page_url(browser_log)
-    for _ in range(600):  # the model loaded: the studio's folder is made
-        if _api(url, "/api/state").get("ready"):
-            break
-        time.sleep(0.05)
+    _ready(url)  # the model loaded: the studio's folder is made
     studio_dirs = Path(os.environ["VOSFX_HOME"]) / "studio"
     assert list(studio_dirs.glob("*"))
     pick.cancel()  # SIGTERM: as Ctrl-C, it cleans up and exits 130 (it was killed, 143)
@@ -160,10 +160,7 @@ def test_client_pick_closed_after_a_click_keeps_it_for_the_next_pick(
     clip = make_clip(tmp_path / "shot.mp4", n=N, width=W, height=H)
     pick = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()
     url = _page_url(browser_log)
-    for _ in range(600):
-        if _api(url, "/api/state").get("ready"):
-            break
-        time.sleep(0.05)
+    _ready(url)
     x0, y0, x1, y1 = square_box(3, W, H)
     _api(url, "/api/click", {"obj_id": 1, "frame": 3, "x": (x0 + x1) / 2, "y": (y0 + y1) / 2})
     pick.cancel()
@@ -173,11 +170,7 @@ def test_client_pick_closed_after_a_click_keeps_it_for_the_next_pick(
     again = vosfx_client.StudioPick(FAKE_VOSFX, clip, 0, N, 3).start()
     try:
         url = _page_url(browser_log, skip=1)
-        for _ in range(600):
-            st = _api(url, "/api/state")
-            if st.get("ready"):
-                break
-            time.sleep(0.05)
+        st = _ready(url)
         assert st["recovered"] is not None and st["recovered"]["prompts"] == 1, st
     finally:
         again.cancel()
