@@ -445,12 +445,9 @@ def _write_constants(net, folder: Path) -> None:
     )
 
 
-def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
-    import onnx
-    import torch
-
-    from vosfx._version import __version__
-
+def model_attrs(net) -> dict[str, Any]:
+    """The SAM2Base settings a bundle (and a template) records for the engine: memory size,
+    multimask rules, widths (bool or int, as JSON holds them)."""
     attrs = {
         k: getattr(net, k)
         for k in (
@@ -466,6 +463,15 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
         )
     }
     attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
+    return {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()}
+
+
+def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
+    import onnx
+    import torch
+
+    from vosfx._version import __version__
+
     return {
         "format": BUNDLE_FORMAT,
         "model_id": model_id,
@@ -477,7 +483,7 @@ def _manifest(net, model_id: str, sha: str, size: int, graphs: dict) -> dict:
         "onnx_version": onnx.__version__,
         "exporter": "torch.onnx.export(dynamo=False)",
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "attrs": {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()},
+        "attrs": model_attrs(net),
         "constants": "constants.npz",
         "graphs": graphs,
         "variants": {},

@@ -91,7 +91,7 @@ def export_template(
     import torch
 
     from vosfx._version import __version__
-    from vosfx.engine.export import OPSET, _io, export_spec
+    from vosfx.engine.export import OPSET, _io, export_spec, model_attrs
     from vosfx.engine.export_stages import stage_specs
     from vosfx.models.cache import sha256_file
     from vosfx.models.checkpoint import build_model
@@ -138,22 +138,7 @@ def export_template(
 
     with open(tmp / "constants.npz", "wb") as fh:
         np.savez_compressed(fh, **constants)
-    attrs = {
-        k: getattr(net, k)
-        for k in (
-            "num_maskmem",
-            "multimask_output_in_sam",
-            "multimask_output_for_tracking",
-            "multimask_min_pt_num",
-            "multimask_max_pt_num",
-            "use_mask_input_as_output_without_sam",
-            "binarize_mask_from_pts_for_mem_enc",
-            "hidden_dim",
-            "mem_dim",
-        )
-    }
-    attrs["max_obj_ptrs"] = net.max_obj_ptrs_in_encoder
-    attrs = {k: v if isinstance(v, (bool, str)) else int(v) for k, v in attrs.items()}
+    attrs = model_attrs(net)
     variants = _variants(tmp, attrs)
     meta = {
         "format": TEMPLATE_FORMAT,
