@@ -1648,3 +1648,47 @@ def test_a_dropped_mask_of_another_size_is_fitted_and_an_empty_one_refused(run):
     status, res = run.request("/api/mask?obj_id=1&frame=4", data=buf.getvalue(), method="POST")
     assert status == 400 and res["error"].startswith("the dropped mask is empty"), res
     assert (1, 4) not in run.studio.edits
+
+
+def test_render_one_output_per_object_and_premultiplied(run, tmp_path):
+    """The Render panel's "one output per object" and "alpha" options: `--each-object`'s
+    outputs (out_obj1, out_obj2), colour multiplied by alpha, and a saved job keeps both;
+    values it cannot take are refused naming the field."""
+    _click(run, 0)
+    run.request("/api/objects", {"op": "add"})
+    _x0, y0, x1, y1 = square_box(0, W, H)
+    _click(run, 0, obj=2, xy=(min(W - 2, x1 + 12), (y0 + y1) / 2))
+    _, state = run.request("/api/state")
+    assert state["each_object"] is False and state["alpha_mode"] == "straight"
+    body = {"output": str(tmp_path / "out"), "formats": ["png16"], "end": 3}
+    for extra, name in [
+        ({}, "straight"),
+        ({"each_object": True, "alpha_mode": "premultiplied"}, "pm"),
+    ]:
+        status, data = run.request("/api/render", dict(body, output=str(tmp_path / name), **extra))
+        assert status == 200, data
+        run.wait_idle(60)
+    assert run.studio.last_render["outputs"] == [
+        str(tmp_path / "pm_obj1"),
+        str(tmp_path / "pm_obj2"),
+    ]
+    import cv2
+
+    def rgba(path):  # 16-bit (PIL reads 16-bit RGBA as 8 bits)
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]].astype(float)
+
+    straight = rgba(tmp_path / "straight" / "straight.00000.png")
+    pm = sum(rgba(tmp_path / f"pm_obj{i}" / f"pm_obj{i}.00000.png") for i in (1, 2))
+    a = straight[..., 3:] / 65535.0
+    assert a.max() > 0.99 and (a < 0.01).any()
+    np.testing.assert_allclose(pm[..., :3], straight[..., :3] * a, atol=40.0)  # 16-bit codes
+    status, data = run.request(
+        "/api/save",
+        dict(body, path=str(tmp_path / "j.json"), each_object=True, alpha_mode="premultiplied"),
+    )
+    assert status == 200, data
+    saved = load_job_file(tmp_path / "j.json").config.output
+    assert (saved.objects, saved.alpha_mode) == ("each", "premultiplied")
+    for bad, field in [({"each_object": "yes"}, "each_object: "), ({"alpha_mode": "x"}, "alpha: ")]:
+        status, data = run.request("/api/render", dict(body, **bad))
+        assert status == 400 and data["error"].startswith(field), data

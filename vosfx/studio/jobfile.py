@@ -13,10 +13,15 @@ from vosfx.job import Job
 
 
 def job_config(
-    config: JobConfig, *, preset: str | None = None, formats: tuple[str, ...] | None = None
+    config: JobConfig,
+    *,
+    preset: str | None = None,
+    formats: tuple[str, ...] | None = None,
+    output: dict | None = None,
 ) -> JobConfig:
     """``config`` with an output preset's ``[output]`` section applied first (``preset``, one
-    of :func:`output_presets`), then ``formats`` (the main one, then extras)."""
+    of :func:`output_presets`), then ``output`` (the Render panel's ``[output]`` options:
+    ``objects``, ``alpha_mode``), then ``formats`` (the main one, then extras)."""
     if preset:
         sections = output_presets()
         if preset not in sections:
@@ -24,6 +29,8 @@ def job_config(
                 f"preset {preset!r} is not an output preset; these are: {sorted(sections)}"
             )
         config = config.replace({"output": sections[preset]})
+    if output:
+        config = config.replace({"output": output})
     if formats:
         unknown = [f for f in formats if f not in format_ids()]
         if unknown:

@@ -266,6 +266,18 @@ def job_routes(ctl) -> list[Route]:
             raise ConfigError(f"formats: expected a list of format ids, found {formats!r}")
         start = body.get("start")
         end = body.get("end")
+        options = {}  # the panel's [output] options, in its words
+        if "each_object" in body:
+            if not isinstance(body["each_object"], bool):
+                raise ConfigError(
+                    f"each_object: expected true or false, found {body['each_object']!r}"
+                )
+            options["objects"] = "each" if body["each_object"] else "merged"
+        if "alpha_mode" in body:
+            mode = body["alpha_mode"]
+            if mode not in ("straight", "premultiplied"):
+                raise ConfigError(f"alpha: expected straight or premultiplied, found {mode!r}")
+            options["alpha_mode"] = mode
         return studio.job(
             str(user_path(out, "output")),
             formats=tuple(formats) if formats else None,
@@ -273,6 +285,7 @@ def job_routes(ctl) -> list[Route]:
             end=None if end is None else int_arg(end, "end"),
             overwrite=bool(body.get("overwrite", False)),
             preset=opt_str(body.get("preset"), "preset"),
+            output_options=options,
         )
 
     def render(body: dict) -> dict:

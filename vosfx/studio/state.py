@@ -298,6 +298,9 @@ class Studio(PromptsMixin, TasksMixin):
             # for the format (which the page follows as the format changes)
             "output": self.output or defaults[self.config.output.format],
             "default_outputs": defaults,
+            # the Render panel's [output] options
+            "each_object": self.config.output.objects == "each",
+            "alpha_mode": self.config.output.alpha_mode,
             # Save job's path: a reopened job's own file (saved again in place), else a new
             # name beside the clip
             "job_path": self.job_path or beside_input(self.clip, "_vosfx_job.json"),

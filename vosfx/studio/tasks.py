@@ -120,14 +120,16 @@ class TasksMixin:
         end: int | None = None,
         overwrite: bool = False,
         preset: str | None = None,
+        output_options: dict | None = None,
     ) -> Job:
         """The session as a :class:`Job`: what a render runs and what a saved job holds.
         ``preset``: an output preset (:func:`~vosfx.studio.jobfile.output_presets`) whose
-        ``[output]`` section applies first; ``formats`` (first the main one, then extras) after
+        ``[output]`` section applies first; ``output_options`` (``[output]`` keys: one output
+        per object, the alpha mode) and ``formats`` (first the main one, then extras) after
         it."""
         if not self.edits:
             raise PromptError("no prompt yet: click on the object first")
-        config = job_config(self.config, preset=preset, formats=formats)
+        config = job_config(self.config, preset=preset, formats=formats, output=output_options)
         start = self.start if start is None else start
         end = self.end if end is None else end
         # in the Render panel's words: "frames FROM to TO", both included

@@ -192,6 +192,8 @@ function fillRenderPanel(st) {
   $("job-path").value = st.job_path;  // a reopened job's own file, else beside the clip
   $("range-start").value = st.start;
   $("range-end").value = st.end - 1;  // shown inclusive, like the frame counter
+  $("each-object").checked = st.each_object;
+  $("alpha-mode").value = st.alpha_mode;
   let shown = st.format;  // the format the output path was made for
   $("format").onchange = () => {
     const f = $("format").value;
@@ -857,7 +859,8 @@ function jobBody() {
   return { output: $("output").value, formats: [$("format").value, ...extra],
     preset: $("preset").value,
     start: frameField("range-start", "from"), end: frameField("range-end", "to") + 1,
-    overwrite: $("overwrite").checked };
+    overwrite: $("overwrite").checked, each_object: $("each-object").checked,
+    alpha_mode: $("alpha-mode").value };
 }
 $("render").onclick = async () => {
   if (!mayStopRender("Another render")) return;
