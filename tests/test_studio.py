@@ -1692,3 +1692,30 @@ def test_render_one_output_per_object_and_premultiplied(run, tmp_path):
     for bad, field in [({"each_object": "yes"}, "each_object: "), ({"alpha_mode": "x"}, "alpha: ")]:
         status, data = run.request("/api/render", dict(body, **bad))
         assert status == 400 and data["error"].startswith(field), data
+
+
+def test_a_view_of_the_selected_object_alone(run, tmp_path):
+    """`obj=N` on a view: that object's plane alone (what its own output holds with one
+    output per object); without it, every object; a bad one names the field."""
+    import cv2
+
+    _click(run, 0)
+    run.request("/api/objects", {"op": "add"})
+    _x0, y0, x1, y1 = square_box(0, W, H)
+    other = (min(W - 2, x1 + 12), (y0 + y1) / 2)
+    _click(run, 0, obj=2, xy=other)
+
+    def matte(query=""):
+        status, data = run.request(f"/api/view/0?view=matte{query}")
+        assert status == 200
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).astype(int)
+
+    both, one, two = matte(), matte("&obj=1"), matte("&obj=2")
+    c1 = (int((y0 + y1) / 2), int((square_box(0, W, H)[0] + x1) / 2))
+    c2 = (int(other[1]), int(other[0]))
+    assert both[c1] > 200 and both[c2] > 200
+    assert one[c1] > 200 and one[c2] < 50 and two[c2] > 200 and two[c1] < 50
+    np.testing.assert_array_equal(both, np.maximum(one, two))
+    assert matte("&obj=7").max() == 0  # no such object: nothing of anyone
+    status, data = run.request("/api/view/0?view=matte&obj=x")
+    assert status == 400 and data["error"].startswith("obj: "), data

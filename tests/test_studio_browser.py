@@ -1172,3 +1172,44 @@ def test_a_frame_is_named_by_the_sources_timecode_and_file(browser, tmp_path, co
     finally:
         page.close()
         run.close()
+
+
+def test_the_selected_object_alone_in_the_view(browser, clip, tmp_path, config_home):
+    """ "selected object only": every view shows the selected object's plane alone, and it
+    follows the selection (1-9, a click on the list)."""
+    run = Running(clip, tmp_path / "work")
+    _x0, y0, x1, y1 = square_box(0, W, H)
+    one, two = _centre(0), (min(W - 3, x1 + 15), (y0 + y1) / 2)
+    run.request("/api/click", {"obj_id": 1, "frame": 0, "x": one[0], "y": one[1]})
+    run.request("/api/objects", {"op": "add"})
+    run.request("/api/click", {"obj_id": 2, "frame": 0, "x": two[0], "y": two[1]})
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+
+    def shown(check, solo):  # the matte of frame 0 once drawn with that object alone ("": all)
+        check()
+        page.wait_for_function(
+            "document.getElementById('canvas').dataset.view === 'matte' && "
+            f"document.getElementById('canvas').dataset.solo === '{solo}'"
+        )
+        # beside the clicks (their markers are drawn over them)
+        return _canvas_pixel(page, one[0], one[1] + 8)[0], _canvas_pixel(page, two[0], two[1] + 8)[
+            0
+        ]
+
+    try:
+        page.goto(run.url)
+        page.wait_for_selector("body[data-ready='1']")
+        a, b = shown(lambda: page.select_option("#view", "matte"), "")
+        assert a > 200 and b > 200
+        a, b = shown(lambda: page.check("#solo"), "1")  # object 1 selected
+        assert a > 200 and b < 50
+        a, b = shown(lambda: page.keyboard.press("2"), "2")
+        assert a < 50 and b > 200
+        a, b = shown(lambda: page.click("#objects li[data-obj='1'] .name"), "1")
+        assert a > 200 and b < 50
+        a, b = shown(lambda: page.uncheck("#solo"), "")
+        assert a > 200 and b > 200
+    finally:
+        page.close()
+        run.close()

@@ -103,8 +103,12 @@ def page_routes(ctl) -> list[Route]:
 
         studio = studio_of(ctl)
         index = int_arg(request.path_params["frame"], "frame")
+        solo = request.query_params.get("obj")
+        solo_id = None if solo is None else int_arg(solo, "obj")
         with studio.view_lock:  # one decoder for the viewer
-            data, media = render_view(studio, index, request.query_params.get("view", "overlay"))
+            data, media = render_view(
+                studio, index, request.query_params.get("view", "overlay"), solo_id
+            )
         studio.viewed(index)
         return Response(data, media_type=media, headers=_no_store())
 

@@ -25,8 +25,10 @@ PREVIEW_OPACITY = 0.5  # overlay_preview's default tint
 LAYER_MAX_SIDE = 1280  # a click's mask layers: at most this many pixels on the long side
 
 
-def render_view(studio, index: int, view: str) -> tuple[bytes, str]:
-    """(image bytes, media type) of ``view`` on source frame ``index``."""
+def render_view(studio, index: int, view: str, solo: int | None = None) -> tuple[bytes, str]:
+    """(image bytes, media type) of ``view`` on source frame ``index``; ``solo``: that object
+    alone (its plane as the finishing gives it beside the others: what its own output holds
+    when each object is written to one)."""
     from vosfx.matte.compose import overlay_preview
 
     if view not in VIEWS:
@@ -36,6 +38,9 @@ def render_view(studio, index: int, view: str) -> tuple[bytes, str]:
     if view == "source":
         return _encode(rgb, "jpeg"), "image/jpeg"
     alpha, ids = matte_planes(studio, index, frame)  # (O, H, W) float32 in [0, 1]
+    if solo is not None:
+        keep = [i for i, obj in enumerate(ids) if obj == solo]
+        alpha, ids = alpha[keep], tuple(ids[i] for i in keep)
     if view == "overlay":
         return _encode(overlay_preview(rgb, alpha, ids), "jpeg"), "image/jpeg"
     merged = alpha.max(axis=0) if len(ids) else np.zeros(rgb.shape[:2], np.float32)

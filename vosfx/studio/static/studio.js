@@ -233,9 +233,7 @@ function renderObjects() {
     li.querySelector(".name").textContent = o.name;
     li.onclick = (e) => {
       if (e.target.closest("button")) return;
-      S.obj = o.obj_id;
-      renderObjects();
-      draw();
+      selectObject(S.objects.indexOf(o));
     };
     li.querySelector(".rename").onclick = async () => {
       const name = prompt("Name of object " + o.obj_id, o.name);
@@ -261,10 +259,12 @@ function jumpToPrompt(dir) {
 }
 // 1-9: the object at that place in the list
 function selectObject(i) {
-  if (i >= S.objects.length) return;
+  if (i < 0 || i >= S.objects.length) return;
+  const changed = S.obj !== S.objects[i].obj_id;
   S.obj = S.objects[i].obj_id;
   renderObjects();
-  draw();
+  if (changed && S.solo) showFrame(S.frame, true);  // the view shows the selected one only
+  else draw();
 }
 
 async function act(fn, redraw) {
@@ -310,6 +310,7 @@ function showFrame(t, force) {
   const seq = ++loadSeq;
   const img = new Image();
   const version = S.version;
+  const soloObj = S.solo && S.obj !== null ? S.obj : null;
   img.onload = () => {
     if (seq !== loadSeq) return; // a newer frame was asked for
     S.img = img;
@@ -319,6 +320,7 @@ function showFrame(t, force) {
     window.vosfx.drawn += 1;
     canvas.dataset.frame = t;
     canvas.dataset.view = S.view;
+    canvas.dataset.solo = soloObj === null ? "" : soloObj;  // the object shown alone, if any
     canvas.dataset.version = version;
     const last = window.vosfx.last;
     if (last && last.version !== undefined && last.exactMs === undefined && last.frame === t &&
@@ -332,7 +334,8 @@ function showFrame(t, force) {
     }
   };
   img.onerror = () => { if (seq === loadSeq) status("could not load frame " + t); };
-  img.src = `/api/view/${t}?view=${S.view}&v=${version}&token=${TOKEN}`;
+  const solo = soloObj === null ? "" : `&obj=${soloObj}`;
+  img.src = `/api/view/${t}?view=${S.view}${solo}&v=${version}&token=${TOKEN}`;
 }
 
 // Clear frame: only for the selected object's prompt on this frame (with no object it sent
@@ -492,7 +495,8 @@ async function prompted(call) {
       let delay = EXACT_DELAY_MS;
       try {  // (drawnMs stays unset on failure: the finished view sets it)
         const [img, layers] = await Promise.all(
-          [src, Promise.all(res.objects.filter((o) => o.mask).map((o) => decodeLayer(o.mask)))]);
+          [src, Promise.all(res.objects.filter((o) => o.mask && (!S.solo || o.obj_id === S.obj))
+            .map((o) => decodeLayer(o.mask)))]);
         if (S.version === version && S.frame === res.frame) {  // nothing newer meanwhile
           S.quick = { frame: res.frame, version, src: img, layers };
           draw();
@@ -706,7 +710,10 @@ tl.addEventListener("mousemove", (e) => {  // what the timeline holds under the 
 });
 
 window.addEventListener("keydown", (e) => {
-  if (!S.clip || e.target.matches("input, select, textarea")) return;
+  // a field being typed in, a list or a slider takes its own keys; a ticked checkbox does not
+  // keep the picture's keys from working (only Space, which ticks it)
+  if (!S.clip || e.target.matches("select, textarea, input:not([type=checkbox])")) return;
+  if (e.key === " " && e.target.matches("input[type=checkbox]")) return;
   const big = e.shiftKey ? 10 : 1;
   if (e.key === "ArrowRight") showFrame(S.frame + big);
   else if (e.key === "ArrowLeft") showFrame(S.frame - big);
@@ -751,7 +758,7 @@ $("clear-frame").onclick = async () => {
 };
 $("add-object").onclick = async () => {
   const res = await act(() => api("/api/objects", { op: "add" }));
-  if (res) { S.obj = res.obj_id; renderObjects(); }
+  if (res) { S.obj = res.obj_id; renderObjects(); if (S.solo) showFrame(S.frame, true); }
 };
 $("track").onclick = async () => {
   if (!mayStopRender("Tracking")) return;
@@ -780,6 +787,8 @@ window.addEventListener("beforeunload", (e) => {
   e.returnValue = "";
 });
 $("view").onchange = () => { S.view = $("view").value; fit(); showFrame(S.frame, true); };
+// the selected object alone in every view: its matte as its own output holds it
+$("solo").onchange = () => { S.solo = $("solo").checked; showFrame(S.frame, true); };
 
 // A finishing field's value as the server takes it, or null while a number field holds
 // what it cannot take (its step, e.g. a whole number of px², or its minimum; empty; "1." on
