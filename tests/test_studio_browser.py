@@ -1213,3 +1213,24 @@ def test_the_selected_object_alone_in_the_view(browser, clip, tmp_path, config_h
     finally:
         page.close()
         run.close()
+
+
+def test_unsaved_changes_are_marked_and_ctrl_s_saves(browser, clip, tmp_path, config_home):
+    """A change since the job was last saved puts a dot in the tab's title and on Save job;
+    Ctrl+S saves the job (the browser's "Save page as" is not opened) and the dot goes; a
+    finishing change brings it back."""
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        assert not page.title().startswith("●")
+        _prompt(page, *_centre(0))
+        page.wait_for_function("document.title.startsWith('● vosfx studio — clip.mp4')")
+        assert "unsaved" in page.get_attribute("#save-job", "class")
+        page.keyboard.press("Control+s")
+        page.wait_for_function("document.body.dataset.saved !== undefined")
+        saved = page.evaluate("document.body.dataset.saved")
+        assert saved == str(tmp_path / "clip_vosfx_job.json") and Path(saved).is_file()
+        page.wait_for_function("!document.title.startsWith('●')")
+        assert "unsaved" not in (page.get_attribute("#save-job", "class") or "")
+        page.fill("#finishing [data-key='fill_holes_px2']", "30")
+        page.keyboard.press("Tab")  # the field left: sent
+        page.wait_for_function("document.title.startsWith('●')")
+        assert not run.studio.recovered_job

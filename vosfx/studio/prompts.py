@@ -103,6 +103,9 @@ class PromptsMixin:
 
         def changed(self) -> None: ...  # Studio's: the session kept on disk (autosave)
 
+        @property
+        def unsaved(self) -> bool: ...  # Studio's: changed since the job was last saved
+
     # --- objects --------------------------------------------------------------------------
     def add_object(self, name: str | None = None) -> StudioObject:
         # its own lock, not the prompts' (a track or render holds that for its whole run):
@@ -387,8 +390,9 @@ class PromptsMixin:
 
     # --- what the page reads --------------------------------------------------------------
     def prompt_state(self) -> dict:
-        """The prompts as the page lists them (a ``mask`` flag instead of the file) and
-        whether undo and redo can run. (No lock: a track holds it for its whole run.)"""
+        """The prompts as the page lists them (a ``mask`` flag instead of the file), whether
+        undo and redo can run, and whether they changed since the job was last saved. (No
+        lock: a track holds it for its whole run.)"""
         return {
             "prompts": [
                 dict(fp.spec(f, o).to_dict(), mask=fp.mask is not None)
@@ -396,4 +400,5 @@ class PromptsMixin:
             ],
             "can_undo": bool(self._undo),
             "can_redo": bool(self._redo),
+            "unsaved": self.unsaved,
         }

@@ -249,8 +249,9 @@ def work_routes(ctl) -> list[Route]:
         values = body.get("refine") or {}
         if not isinstance(values, dict):
             raise ConfigError(f"refine: expected an object of [refine] options, found {values!r}")
-        cfg = studio_of(ctl).set_refine(values)
-        return {"refine": cfg.__dict__}
+        studio = studio_of(ctl)
+        cfg = studio.set_refine(values)
+        return {"refine": cfg.__dict__, "unsaved": studio.unsaved}
 
     return _posts({"track": track, "stop": stop, "refine": refine})
 

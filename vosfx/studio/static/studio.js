@@ -118,6 +118,7 @@ function applyState(st) {
   if (!S.objects.some((o) => o.obj_id === S.obj)) S.obj = S.objects.length ? S.objects[0].obj_id : null;
   $("undo").disabled = !st.can_undo;
   $("redo").disabled = !st.can_redo;
+  showUnsaved(st.unsaved);
   $("stop").disabled = !st.busy;
   S.refine = st.refine;
   for (const el of document.querySelectorAll("#finishing [data-key]")) {
@@ -133,6 +134,14 @@ function applyState(st) {
 }
 
 async function reloadState() { applyState(await api("/api/state")); }
+
+// changes since the job was last saved (they are kept on disk either way): a dot in the tab's
+// title and on Save job, as editors mark an unsaved document; Ctrl+S saves
+function showUnsaved(unsaved) {
+  S.unsaved = Boolean(unsaved);
+  document.title = (S.unsaved ? "● " : "") + "vosfx studio" + (S.clip ? ` — ${S.clip.name}` : "");
+  $("save-job").classList.toggle("unsaved", S.unsaved);
+}
 
 // Offered while this studio has no prompt: a session of this clip kept by a studio that
 // ended unsaved (a closed page, Ctrl-C, a crash: Restore puts its prompts and finishing
@@ -488,6 +497,7 @@ async function prompted(call) {
     const version = last.version = S.version;
     S.prompts = res.prompts;
     if (res.prompts.length) showRecovery(null, null);  // offered only while there is no prompt
+    showUnsaved(res.unsaved);
     $("undo").disabled = !res.can_undo;
     $("redo").disabled = !res.can_redo;
     if (quick && S.view === "overlay" && res.frame === S.frame) {
@@ -720,6 +730,7 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "Home") showFrame(S.clip.start);
   else if (e.key === "End") showFrame(S.clip.end - 1);
   else if (e.key === " ") togglePlay();
+  else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") $("save-job").click();
   else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
     history(e.shiftKey ? "redo" : "undo");
   } else if (e.key === "[" || e.key === "]") jumpToPrompt(e.key === "]" ? 1 : -1);
@@ -841,6 +852,7 @@ async function sendRefine() {
   try {
     const res = await api("/api/refine", { refine: values });
     S.refine = res.refine;
+    showUnsaved(res.unsaved);
     S.version += 1;
     showFrame(S.frame, true);
     status("finishing applied");
@@ -903,6 +915,7 @@ $("save-job").onclick = async () => {
     }
     $("job-result").textContent = "saved " + res.path;
     document.body.dataset.saved = res.path;
+    showUnsaved(false);
   } catch (err) { fail(err); }
 };
 $("done").onclick = async () => {
