@@ -139,3 +139,36 @@ def test_a_track_stopped_part_way_goes_on_from_where_it_stopped(engine, clip, po
             np.testing.assert_array_equal(
                 stopped.store.get(1, t).logits, whole.store.get(1, t).logits
             )
+
+
+@pytest.mark.parametrize("prompts, until, first", [([0], 6, 7), ([0, 13], 5, None)])
+def test_a_track_up_to_a_frame_then_the_rest_equals_one_track(engine, clip, prompts, until, first):
+    """The studio's "Track to here": frames up to ``until`` computed (a tail stops there; a
+    segment reaching into it runs whole), none after it on a tail; the next track goes on from
+    there, and every frame equals a track run in one go."""
+    frames, mask = clip
+    h, w = frames[0].shape[:2]
+    info = VideoInfo(path="", width=w, height=h, num_frames=N, fps=None, time_base=1)
+    memory = MemoryConfig(policy="sam2")
+
+    def session():
+        provider = ListFrames(info, [Frame(t, frames[t], None, 1) for t in range(N)])
+        s = ClipSession(engine, info, memory, frames=provider, checkpoint_bytes=64 << 20)
+        for f in prompts:
+            s.add_prompt(Prompt(f, 1, mask=mask))
+        return s
+
+    with session() as whole, session() as partial:
+        whole.track()
+        partial.track(until=until)
+        assert all(partial.store.get(1, t) is not None for t in range(until + 1))
+        if first is not None:  # a tail: nothing past until yet, and it goes on from there
+            assert partial.store.get(1, until + 1) is None
+            assert partial.first_to_step(partial.stale()) == {partial.plan()[0]: first}
+        assert partial.track(until=until) == 0  # done up to there: nothing to do
+        partial.track()
+        assert not partial.stale()
+        for t in range(N):
+            np.testing.assert_array_equal(
+                partial.store.get(1, t).logits, whole.store.get(1, t).logits
+            )

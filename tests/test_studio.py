@@ -1719,3 +1719,22 @@ def test_a_view_of_the_selected_object_alone(run, tmp_path):
     assert matte("&obj=7").max() == 0  # no such object: nothing of anyone
     status, data = run.request("/api/view/0?view=matte&obj=x")
     assert status == 400 and data["error"].startswith("obj: "), data
+
+
+def test_track_to_here_then_track_the_rest(run):
+    """ "Track to here" (until = the frame shown): the frames up to it get results, none after
+    it; Track then does the rest only; a frame outside the range is refused, naming the
+    field."""
+    _click(run, 0)
+    status, data = run.request("/api/track", {"until": 10})
+    assert status == 200 and data["total"] == 10, data
+    run.wait_idle(60)
+    session = run.studio.session
+    assert all(session.has_result(t) for t in range(11)) and not session.has_result(11)
+    status, data = run.request("/api/track", {})
+    assert status == 200 and data["total"] == N - 11, data
+    run.wait_idle(60)
+    assert all(session.has_result(t) for t in range(N)) and not session.stale()
+    for bad in (N, -1, "x"):
+        status, data = run.request("/api/track", {"until": bad})
+        assert status == 400 and data["error"].startswith("until: "), data

@@ -1234,3 +1234,15 @@ def test_unsaved_changes_are_marked_and_ctrl_s_saves(browser, clip, tmp_path, co
         page.keyboard.press("Tab")  # the field left: sent
         page.wait_for_function("document.title.startsWith('●')")
         assert not run.studio.recovered_job
+
+
+def test_track_to_here_from_the_page(browser, clip, tmp_path, config_home):
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        _prompt(page, *_centre(0))
+        page.evaluate("showFrame(5)")
+        page.wait_for_function("document.getElementById('canvas').dataset.frame === '5'")
+        page.click("#track-here")
+        page.wait_for_function("document.body.dataset.tracking === '0'")
+        run.wait_idle(60)
+        session = run.studio.session
+        assert all(session.has_result(t) for t in range(6)) and not session.has_result(6)

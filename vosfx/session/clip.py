@@ -335,24 +335,24 @@ class ClipSession:
 
     # --- tracking -----------------------------------------------------------------------
     def track(
-        self, *, on_frame: FrameCallback | None = None, cancel: threading.Event | None = None
+        self,
+        *,
+        on_frame: FrameCallback | None = None,
+        cancel: threading.Event | None = None,
+        until: int | None = None,
     ) -> int:
         """Compute every stale pass, reading frames from the provider; returns the number of
-        frames stepped. ``on_frame`` gets each result as it is stored."""
+        frames stepped. ``on_frame`` gets each result as it is stored. ``until``: only what
+        frames up to that one need (:func:`~vosfx.session.sweep.span`; a later track goes on
+        from there)."""
+        from vosfx.session.sweep import span
+
         if self.frames is None:
             raise PromptError("this session has no frame access; sweep its frames instead")
-        stale, pending = self.stale(), self.pending_frames()
-        if not stale and not pending:
+        visit = span(self, until)
+        if not visit:
             return 0
-        lo = min([*self.first_to_step(stale).values(), *pending], default=self.start)
-        hi = max(
-            [pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale]
-            + [t + 1 for t in pending],
-            default=lo,
-        )
-        if self._shots.enabled:
-            lo = min(lo, self._shots.next_index)
-        frames = (self.frames.get(t) for t in range(lo, hi))
+        frames = (self.frames.get(t) for t in visit)
         before = self.stats["stepped"]
         for _ in self.sweep(frames, on_frame=on_frame, cancel=cancel):
             pass

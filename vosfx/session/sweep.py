@@ -26,6 +26,28 @@ if TYPE_CHECKING:
     from vosfx.session.clip import ClipSession, FrameCallback
 
 
+def span(session: ClipSession, until: int | None = None) -> range:
+    """The frames a track visits to compute every stale pass (empty: nothing to do), or, with
+    ``until``, every result up to that frame: a tail stops there (a later sweep resumes it,
+    as after a Stop, or a sweep the OpenFX worker closes), a segment or lead-in reaching into
+    it runs whole (to its right-hand prompted frame)."""
+    stale, pending = session.stale(), session.pending_frames()
+    if not stale and not pending:
+        return range(0)
+    lo = min([*session.first_to_step(stale).values(), *pending], default=session.start)
+    hi = max(
+        [pl.frames.stop if pl.is_tail else pl.due + 1 for pl in stale] + [t + 1 for t in pending],
+        default=lo,
+    )
+    if until is not None:
+        need = [until + 1] + [t + 1 for t in pending if t <= until]
+        need += [pl.due + 1 for pl in stale if not pl.is_tail and pl.frames.start <= until]
+        hi = min(hi, max(need))
+    if session._shots.enabled:
+        lo = min(lo, session._shots.next_index)
+    return range(lo, max(lo, hi))
+
+
 class Sweep:
     """One visit of a clip's frames in order, doing the session's stale work as it goes.
 

@@ -239,7 +239,8 @@ def work_routes(ctl) -> list[Route]:
     """Track, Stop, and the finishing options."""
 
     def track(body: dict) -> dict:
-        return {"total": studio_of(ctl).track()}
+        until = body.get("until")  # "Track to here": the frame shown
+        return {"total": studio_of(ctl).track(None if until is None else int_arg(until, "until"))}
 
     def stop(body: dict) -> dict:
         studio_of(ctl).stop()

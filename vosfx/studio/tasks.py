@@ -58,12 +58,22 @@ class TasksMixin:
         def mark_saved(self) -> None: ...  # Studio's: nothing to keep for recovery
 
     # --- tracking -------------------------------------------------------------------------
-    def track(self) -> int:
-        """Start tracking every stale pass on the worker thread; returns the frames to do."""
+    def track(self, until: int | None = None) -> int:
+        """Start tracking every stale pass on the worker thread (``until``: what frames up to
+        that one need, "Track to here"; Track goes on from there); returns the frames to
+        do."""
+        from vosfx.session.sweep import span
+
+        if until is not None and not self.start <= until < self.end:
+            raise ConfigError(
+                f"until: frame {until} is outside the frames being matted "
+                f"({self.start}..{self.end - 1})"
+            )
         self.stop()
         with self._lock:
             firsts = self.session.first_to_step(self.session.stale())
-            total = sum(pl.frames.stop - first for pl, first in firsts.items())
+            stop = span(self.session, until).stop
+            total = sum(max(0, min(pl.frames.stop, stop) - first) for pl, first in firsts.items())
             self.read_plan()
         done = [0]
 
@@ -83,7 +93,7 @@ class TasksMixin:
         def body(cancel: threading.Event) -> None:
             t0 = time.perf_counter()
             with self._lock:
-                stepped = self.session.track(on_frame=on_frame, cancel=cancel)
+                stepped = self.session.track(on_frame=on_frame, cancel=cancel, until=until)
             self.emit(
                 {
                     "event": "tracked",

@@ -771,14 +771,16 @@ $("add-object").onclick = async () => {
   const res = await act(() => api("/api/objects", { op: "add" }));
   if (res) { S.obj = res.obj_id; renderObjects(); if (S.solo) showFrame(S.frame, true); }
 };
-$("track").onclick = async () => {
+// Track: every frame; Track to here: what the frames up to the one shown need (check a stretch
+// before tracking a long clip; Track goes on from there)
+async function track(until) {
   if (!mayStopRender("Tracking")) return;
   try {
     document.body.dataset.tracking = "1";
     $("progress").value = 0;
     $("stop").disabled = false;
     const ended = S.ended;
-    const res = await api("/api/track", {});
+    const res = await api("/api/track", until === undefined ? {} : { until });
     if (S.ended === ended) S.busy = res.total ? "track" : null;  // not already ended
     $("progress").max = Math.max(1, res.total);
     if (!res.total) {
@@ -788,7 +790,9 @@ $("track").onclick = async () => {
       status(`tracking ${res.total} frames...`);
     }
   } catch (err) { document.body.dataset.tracking = "0"; fail(err); }
-};
+}
+$("track").onclick = () => track();
+$("track-here").onclick = () => track(S.frame);
 $("stop").onclick = () => api("/api/stop", {}).catch(fail);
 // the studio stops the work of its last page when that page goes (closed or reloaded): while a
 // render runs the browser asks first
