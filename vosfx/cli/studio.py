@@ -62,7 +62,8 @@ def studio(
 ):
     """Open CLIP (video file, image folder or %05d pattern) in the studio page: click the
     object, see its mask, track, correct any frame, finish and render. The model flags are
-    `vosfx matte`'s; with --job they replace the job's own."""
+    `vosfx matte`'s; with --job they replace the job's own. Prompts not saved when the studio
+    ends (a closed page, Ctrl-C) are kept, and offered back when CLIP is opened again."""
     import os
     import shutil
 
