@@ -369,7 +369,9 @@ function draw() {
     for (const layer of q.layers) ctx.drawImage(layer, 0, 0, S.clip.width, S.clip.height);
   } else if (S.img) ctx.drawImage(S.img, 0, 0);
   ctx.setTransform(1, 0, 0, 1, 0, 0);
-  for (const p of S.prompts.filter((q) => q.frame === S.frame)) drawPrompt(p);
+  for (const p of S.prompts.filter((q) => q.frame === S.frame && (!S.solo || q.obj_id === S.obj))) {
+    drawPrompt(p);  // (shown alone, an object's points alone)
+  }
   if (S.drag && S.drag.box) {
     const [x0, y0, x1, y1] = S.drag.box;
     ctx.strokeStyle = "#fff";
