@@ -1246,3 +1246,30 @@ def test_track_to_here_from_the_page(browser, clip, tmp_path, config_home):
         run.wait_idle(60)
         session = run.studio.session
         assert all(session.has_result(t) for t in range(6)) and not session.has_result(6)
+
+
+def test_track_and_render_say_their_rate_and_time_left(browser, clip, tmp_path, config_home):
+    """While a track or render runs the status says frames done, the rate and the time left
+    (measured from its second frame)."""
+
+    def slow(frame_index, obj_id, base):
+        import time
+
+        time.sleep(0.05)
+        return base
+
+    with _studio_page(browser, clip, tmp_path, engine=FakeEngine(logit_fn=slow)) as (_run, page):
+        assert page.evaluate("progressText('tracking', 45, 289, 0.29)") == (
+            "tracking 45/289 frames, 0.29 frames/s, about 14 min left"
+        )
+        assert page.evaluate("progressText('rendering', 10, 100, 12.5)") == (
+            "rendering 10/100 frames, 12.5 frames/s, about 8 s left"
+        )
+        assert page.evaluate("progressText('tracking', 1, 20000, 0.25)").endswith("22.2 h left")
+        _prompt(page, *_centre(0))
+        page.click("#track")
+        page.wait_for_function(
+            "/^tracking \\d+\\/39 frames, [\\d.]+ frames\\/s, about \\d+ s left$/"
+            ".test(document.getElementById('status').textContent)"
+        )
+        page.wait_for_function("document.body.dataset.tracking === '0'")

@@ -933,6 +933,32 @@ $("done").onclick = async () => {
   } catch (err) { S.doneSent = false; fail(err); }
 };
 
+// "tracking 45/289 frames, 0.29 frames/s, about 14 min left": the rate since this track or
+// render started (from its second frame, so the model's first call does not count), at
+// most twice a second
+function progressText(what, done, total, rate) {
+  let text = `${what} ${done}/${total} frames`;
+  if (rate > 0) {
+    const left = (total - done) / rate;
+    const eta = left < 90 ? `${Math.ceil(left)} s` : left < 5400 ? `${Math.round(left / 60)} min`
+      : `${(left / 3600).toFixed(1)} h`;
+    text += `, ${rate < 10 ? rate.toFixed(2) : rate.toFixed(1)} frames/s, about ${eta} left`;
+  }
+  return text;
+}
+function progressStatus(what, done, total) {
+  const now = performance.now();
+  const p = S.progress;
+  if (!p || p.what !== what || done < p.done0 || done <= 1) {
+    S.progress = { what, t0: now, done0: done, shown: 0 };
+    return;
+  }
+  if (now - p.shown < 500 && done < total) return;
+  p.shown = now;
+  const rate = (done - p.done0) / Math.max(1e-3, (now - p.t0) / 1000);
+  status(progressText(what, done, total, done > p.done0 ? rate : 0));
+}
+
 // --- events -----------------------------------------------------------------------------
 function connectEvents() {
   const es = new EventSource(`/api/events?token=${TOKEN}`);
@@ -949,6 +975,7 @@ function connectEvents() {
       if (!S.doneSent) fail(new Error(GONE));
     } else if (ev.event === "frame") {
       $("progress").value = ev.done;
+      progressStatus("tracking", ev.done, ev.total);
       if (ev.frame === S.frame) { S.version += 1; showFrame(S.frame, true); }
       if (!redrawTimer) {
         redrawTimer = setTimeout(() => { redrawTimer = null; refreshTimeline(); }, 250);
@@ -966,6 +993,7 @@ function connectEvents() {
       S.busy = "render";
       $("render-progress").max = Math.max(1, ev.total);
       $("render-progress").value = ev.done;
+      progressStatus("rendering", ev.done, ev.total);
     } else if (ev.event === "rendered") {
       S.busy = null;
       S.ended += 1;
