@@ -1273,3 +1273,30 @@ def test_track_and_render_say_their_rate_and_time_left(browser, clip, tmp_path, 
             ".test(document.getElementById('status').textContent)"
         )
         page.wait_for_function("document.body.dataset.tracking === '0'")
+
+
+def test_jump_to_where_the_object_is_lost_or_found(browser, clip, tmp_path, config_home):
+    """{ and }: the selected object's previous / next frame where tracking lost or found it
+    again (the timeline's presence runs)."""
+
+    def hidden(t, obj, base):  # the object absent on frames 10-14
+        return -np.abs(base) - 1.0 if 10 <= t <= 14 else base
+
+    with _studio_page(browser, clip, tmp_path, engine=FakeEngine(logit_fn=hidden)) as (run, page):
+        _prompt(page, *_centre(0))
+        page.click("#track")
+        page.wait_for_function("document.body.dataset.tracking === '0'")
+        run.wait_idle(60)
+        page.wait_for_function(
+            "window.vosfx.state.timeline && window.vosfx.state.timeline.objects[0].presence"
+            ".length === 3"
+        )
+        label = "document.getElementById('canvas').dataset.frame === '{}'"
+        for key, frame in (("}", 10), ("}", 15), ("{", 10)):
+            page.keyboard.press(key)
+            page.wait_for_function(label.format(frame))
+        page.keyboard.press("{")
+        page.wait_for_function(
+            "document.getElementById('status').textContent === "
+            "'object 1 is not lost or found before frame 10'"
+        )

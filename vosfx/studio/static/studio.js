@@ -266,6 +266,20 @@ function jumpToPrompt(dir) {
   if (Number.isFinite(to)) showFrame(to);
   else status(`${name} has no prompt ${dir > 0 ? "after" : "before"} frame ${S.frame}`);
 }
+// { and }: the previous / next frame where the selected object was lost or found again by
+// tracking (where a correction is most often needed)
+function jumpToChange(dir) {
+  const o = S.timeline && S.timeline.objects.find((q) => q.obj_id === S.obj);
+  const runs = o ? o.presence : [];
+  // a run's first frame, where the one before it differs (absent after present, or back)
+  const starts = runs.filter((r, i) => i > 0 && runs[i - 1][1] + 1 === r[0] && runs[i - 1][2] !== r[2])
+    .map((r) => r[0]);
+  const to = dir > 0 ? Math.min(...starts.filter((f) => f > S.frame))
+    : Math.max(...starts.filter((f) => f < S.frame));
+  const name = o ? o.name : "this object";
+  if (Number.isFinite(to)) showFrame(to);
+  else status(`${name} is not lost or found ${dir > 0 ? "after" : "before"} frame ${S.frame}`);
+}
 // 1-9: the object at that place in the list
 function selectObject(i) {
   if (i < 0 || i >= S.objects.length) return;
@@ -736,6 +750,7 @@ window.addEventListener("keydown", (e) => {
   else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
     history(e.shiftKey ? "redo" : "undo");
   } else if (e.key === "[" || e.key === "]") jumpToPrompt(e.key === "]" ? 1 : -1);
+  else if (e.key === "{" || e.key === "}") jumpToChange(e.key === "}" ? 1 : -1);
   else if (/^[1-9]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey) {
     selectObject(Number(e.key) - 1);
   } else return;
