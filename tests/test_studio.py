@@ -22,7 +22,7 @@ from PIL import Image
 
 from tests.fakes import FakeEngine
 from tests.media import make_clip, square_box
-from tests.studio_helpers import Running, popen_cli, post, start_cli, wait_ready
+from tests.studio_helpers import Running, page_state, popen_cli, post, start_cli, wait_ready
 from vosfx.cli import cli
 from vosfx.job import load_job_file
 
@@ -1738,3 +1738,31 @@ def test_track_to_here_then_track_the_rest(run):
     for bad in (N, -1, "x"):
         status, data = run.request("/api/track", {"until": bad})
         assert status == 400 and data["error"].startswith("until: "), data
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_first_runs_model_download_is_shown_in_the_page_and_the_terminal(clip, tmp_path):
+    """While the model downloads (a first run: 156 MB), the page's state carries its bytes
+    (the page says "downloading <model>: 45.0 / 155.9 MiB" instead of "loading the model...")
+    and the terminal a line every few seconds."""
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"), VOSFX_FAKE_DOWNLOAD_S="3")
+    proc, url = start_cli([str(clip)], env)
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = page_state(url)
+            if state.get("ready"):
+                break
+            if state.get("download"):
+                seen.append(state["download"])
+            time.sleep(0.05)
+        assert page_state(url)["ready"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    err = proc.stderr.read()
+    assert seen, "no download progress while the model loaded"
+    assert seen[0]["message"].startswith("downloading ") and seen[0]["total"] == 100 << 20
+    assert 0 < seen[0]["done"] <= seen[-1]["done"] <= 100 << 20
+    assert "vosfx: downloading " in err and "MiB" in err, err

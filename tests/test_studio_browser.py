@@ -1300,3 +1300,27 @@ def test_jump_to_where_the_object_is_lost_or_found(browser, clip, tmp_path, conf
             "document.getElementById('status').textContent === "
             "'object 1 is not lost or found before frame 10'"
         )
+
+
+def test_the_page_says_the_model_download(browser, clip, tmp_path):
+    """A first run's model download, as the page shows it while the studio loads."""
+    import os
+    import signal
+
+    from tests.studio_helpers import start_cli
+
+    env = dict(os.environ, VOSFX_HOME=str(tmp_path / "home"), VOSFX_FAKE_DOWNLOAD_S="4")
+    proc, url = start_cli([str(clip)], env)
+    page = browser.new_page(viewport={"width": 1000, "height": 700})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto(url)
+        page.wait_for_function(
+            "/^downloading [^:]+: [\\d.]+ \\/ 100\\.0 MiB$/"
+            ".test(document.getElementById('status').textContent)"
+        )
+        page.wait_for_selector("body[data-ready='1']")
+    finally:
+        page.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

@@ -7,6 +7,8 @@ frame and object, so a test can cancel a render half-way. ``VOSFX_FAKE_MATTE=col
 k's matte is low-res column k (a bar 1/64 of the width wide at x = k/64 of it), prompted frames
 included, whatever their prompt, so a host test can see which source frame a matte belongs to.
 ``VOSFX_FAKE_WARNING``: a warning of the engine (how the model runs), said by the run.
+``VOSFX_FAKE_DOWNLOAD_S``: loading the engine reports a 100 MiB model download over that
+many seconds through the ``progress`` callback its caller gives, as a first run's does.
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ def main() -> None:
         logit_fn = _column
     warning = os.environ.get("VOSFX_FAKE_WARNING")
 
+    download_s = float(os.environ.get("VOSFX_FAKE_DOWNLOAD_S", "0") or 0)
+
     def load_engine(model, **kw):
+        progress = kw.get("progress")
+        if download_s > 0 and progress is not None:
+            total = 100 << 20
+            for i in range(1, 21):
+                time.sleep(download_s / 20)
+                progress(total * i // 20, total)
         engine = FakeEngine(logit_fn=logit_fn, prompts_too=column)
         if warning:
             engine.runtime_warnings.append(warning)

@@ -143,12 +143,24 @@ def studio(
     reopened_kept = job_file is not None and autosave.is_recovered(Path(job_file), autosave.root())
     autosave.sweep(autosave.root())  # a studio killed earlier: its session kept, said below
 
+    from vosfx.cli.progress import LogProgress
+    from vosfx.types import ProgressEvent
+
+    said = LogProgress("vosfx studio")  # a line every 5 s in the terminal
+
+    def download_progress(done: int, total: int | None) -> None:
+        """A first run's model download: said by the page (its state) and the terminal."""
+        message = f"downloading {config.model.name}"
+        ctl.loading = {"message": message, "done": done, "total": total or 0}
+        said(ProgressEvent("download", done, total or 0, message=message))
+
     def load():
         from vosfx.engine import load_engine, log_warnings
         from vosfx.studio.state import Studio, new_workdir
         from vosfx.studio.warm import WARM_DELAY_S
 
-        engine = load_engine(config.model)
+        engine = load_engine(config.model, progress=download_progress)
+        ctl.loading = None
         log_warnings(engine)  # the renders' results say them again, with each render
         engines.append(engine)
         workdir = new_workdir()

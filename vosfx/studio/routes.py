@@ -88,7 +88,7 @@ def page_routes(ctl) -> list[Route]:
         if ctl.error is not None:
             return JSONResponse({"ready": False, "error": ctl.error})
         if ctl.studio is None:
-            return JSONResponse({"ready": False, "loading": True})
+            return JSONResponse({"ready": False, "loading": True, "download": ctl.loading})
         return JSONResponse(
             dict(
                 ctl.studio.state(), ready=True, frame=ctl.frame, done_mode=ctl.done_job is not None

@@ -90,6 +90,8 @@ class Control:
         self.frame = frame
         self.studio: Any = None
         self.error: dict | None = None
+        # while the model loads: a first run's download ({"message", "done", "total"} bytes)
+        self.loading: dict | None = None
         self.hub = Hub()
         self.should_exit: Callable[[], None] = lambda: None
         self.outcome = "running"  # "done", "closed" (page gone), "interrupted"

@@ -88,7 +88,10 @@ async function boot() {
       document.body.dataset.error = st.error.kind;
       return;
     }
-    status("loading the model...");
+    const d = st.download;  // a first run's model download
+    const mib = (n) => (n / 1048576).toFixed(1);
+    status(d ? `${d.message}: ${mib(d.done)}${d.total ? " / " + mib(d.total) : ""} MiB`
+      : "loading the model...");
     await new Promise((r) => setTimeout(r, 150));
   }
   S.clip = st;
