@@ -9,7 +9,7 @@ it names (``job_masks/``, where the studio makes them): the file ``vosfx matte -
 ``vosfx studio --job`` read.
 
 A studio that ends with changes not saved (Save job, Done) moves that job to
-``recovered/<clip>-<time>/`` beside the studio folders (:func:`keep`); one that could not end
+``recovered/<clip>-<time>-<id>/`` beside the studio folders (:func:`keep`); one that could not end
 (killed, a crash, the machine switched off) leaves its folder behind, which the next studio
 to start finds unlocked and recovers the same way (:func:`sweep`). A studio opened on a clip
 offers the newest job recovered for it (:func:`recovered_for`): the page's Restore puts its
