@@ -115,6 +115,13 @@ def test_an_unsaved_session_is_kept_at_the_end_and_restored_by_the_next_studio(
         }
         mask = run.studio.edits[(2, 6)].mask
         assert mask is not None and mask.startswith(str(tmp_path / "studio" / "b"))
+        assert state["can_undo"]  # the restore is undone prompt by prompt
+        for _ in range(2):
+            run.request("/api/history", {"op": "undo"})
+        assert not run.studio.edits
+        for _ in range(2):
+            run.request("/api/history", {"op": "redo"})
+        assert set(run.studio.edits) == set(edits)
         assert not kept.parent.exists()  # restored: this studio's now
         assert (tmp_path / "studio" / "b" / "job.json").is_file()
     finally:

@@ -238,6 +238,9 @@ class Studio(PromptsMixin, TasksMixin):
         with self._lock:
             self.restore(job)
             self.config = replace(self.config, refine=job.config.refine, output=job.config.output)
+            # undoable, prompt by prompt, as if clicked here (a wrong session taken back)
+            self._undo = [(obj, t, None, fp) for (obj, t), fp in sorted(self.edits.items())]
+            self._redo = []
         if op == "open":
             self.job_path, self.output = str(job_path), job.output
         else:
