@@ -1324,3 +1324,39 @@ def test_the_page_says_the_model_download(browser, clip, tmp_path):
         page.close()
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+
+
+def test_paint_the_mask_by_hand_and_apply_it(browser, clip, tmp_path, config_home):
+    """Paint starts from the object's mask on the frame (as the engine gave it); a drag adds,
+    a right-drag erases; Apply makes it the frame's mask prompt (a dropped mask's path), and
+    Esc or Cancel leaves everything as it was."""
+    with _studio_page(browser, clip, tmp_path) as (run, page):
+        cx, cy = _centre(0)
+        _prompt(page, cx, cy)
+        before = dict(run.studio.edits)
+        page.click("#paint")
+        page.wait_for_selector("#paint-bar", state="visible")
+        page.keyboard.press("Escape")  # nothing changes
+        page.wait_for_selector("#paint-bar", state="hidden")
+        assert run.studio.edits == before
+        page.click("#paint")
+        page.wait_for_selector("#paint-bar", state="visible")
+        page.fill("#brush", "6")
+        page.mouse.move(*_screen(page, 120, 100))
+        page.mouse.down()
+        page.mouse.move(*_screen(page, 150, 100), steps=8)
+        page.mouse.up()
+        page.mouse.move(*_screen(page, cx, cy))
+        page.mouse.down(button="right")
+        page.mouse.up(button="right")
+        page.evaluate("window.vosfx.last = null")
+        page.click("#paint-apply")
+        page.wait_for_function("window.vosfx.last && window.vosfx.last.drawnMs !== undefined")
+        mask_file = run.studio.edits[(1, 0)].mask
+        assert mask_file is not None
+        mask = np.asarray(Image.open(mask_file)) > 127
+        assert mask.shape == (H, W)
+        assert mask[100, 120:151].all() and not mask[100, 160 - 3 :].any()  # the stroke
+        assert not mask[int(cy), int(cx)]  # erased where the click was
+        assert mask[int(cy), int(cx) + 12]  # the rest of the engine's mask kept
+        assert page.is_hidden("#paint-bar")

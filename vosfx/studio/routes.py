@@ -112,6 +112,13 @@ def page_routes(ctl) -> list[Route]:
         studio.viewed(index)
         return Response(data, media_type=media, headers=_no_store())
 
+    def objmask(request: Request) -> Response:  # what Paint starts from
+        from vosfx.studio.views import object_mask
+
+        index = int_arg(request.path_params["frame"], "frame")
+        png = object_mask(studio_of(ctl), index, int_arg(request.query_params.get("obj"), "obj"))
+        return Response(png, media_type="image/png", headers=_no_store())
+
     async def events(request: Request) -> Response:
         q = ctl.hub.add()
 
@@ -138,6 +145,7 @@ def page_routes(ctl) -> list[Route]:
         Route("/api/state", state),
         Route("/api/timeline", guarded(timeline)),
         Route("/api/view/{frame}", guarded(view)),
+        Route("/api/objmask/{frame}", guarded(objmask)),
         Route("/api/events", events),
     ]
 

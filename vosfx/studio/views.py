@@ -114,6 +114,24 @@ def mask_layers(studio, result) -> list[bytes | None]:
     return out
 
 
+def object_mask(studio, index: int, obj_id: int) -> bytes:
+    """A PNG of 0/255 at the clip's size: ``obj_id``'s mask on frame ``index`` as the engine
+    gave it (the logits resampled as the render does, alpha >= 0.5; no finishing), what the
+    page's Paint starts from; empty where the object has no result there or is absent."""
+    from vosfx.matte.refine import logits_to_prob
+
+    h, w = studio.info.height, studio.info.width
+    mask = np.zeros((h, w), np.uint8)
+    res = studio.session.result(index)
+    if obj_id in res.obj_ids:
+        i = res.obj_ids.index(obj_id)
+        if float(res.object_score_logits[i]) > 0.0:
+            cfg = studio.config.refine
+            prob = logits_to_prob(res.logits[i], (h, w), cfg.threshold, cfg.softness)
+            mask[prob >= 0.5] = 255
+    return _encode(mask, "png")
+
+
 def _rgb8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image

@@ -385,6 +385,11 @@ function draw() {
     ctx.drawImage(q.src, 0, 0);
     for (const layer of q.layers) ctx.drawImage(layer, 0, 0, S.clip.width, S.clip.height);
   } else if (S.img) ctx.drawImage(S.img, 0, 0);
+  if (S.paint && S.paint.frame === S.frame) {  // the mask being painted, over the view
+    ctx.globalAlpha = 0.55;
+    ctx.drawImage(S.paint.canvas, 0, 0);
+    ctx.globalAlpha = 1;
+  }
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   for (const p of S.prompts.filter((q) => q.frame === S.frame && (!S.solo || q.obj_id === S.obj))) {
     drawPrompt(p);  // (shown alone, an object's points alone)
@@ -437,7 +442,13 @@ canvas.addEventListener("mousedown", (e) => {
     return;
   }
   const [x, y] = toImage(e);
-  S.drag = { x0: x, y0: y, cx: e.clientX, cy: e.clientY, exclude: e.button === 2 || e.altKey };
+  const erase = e.button === 2 || e.altKey;
+  if (S.paint && S.paint.frame === S.frame) {  // a brush stroke, not a prompt
+    S.drag = { paint: true, erase, last: [x, y] };
+    paintAt(x, y, erase);
+    return;
+  }
+  S.drag = { x0: x, y0: y, cx: e.clientX, cy: e.clientY, exclude: erase };
 });
 window.addEventListener("mousemove", (e) => {
   const d = S.drag;
@@ -446,6 +457,10 @@ window.addEventListener("mousemove", (e) => {
     S.panX = d.px + e.clientX - d.x;
     S.panY = d.py + e.clientY - d.y;
     draw();
+  } else if (d.paint) {
+    const [x, y] = toImage(e);
+    paintAt(x, y, d.erase, d.last);
+    d.last = [x, y];
   } else if (Math.hypot(e.clientX - d.cx, e.clientY - d.cy) > 5 && !d.exclude) {
     const [x, y] = toImage(e);
     d.box = [d.x0, d.y0, x, y];
@@ -455,7 +470,7 @@ window.addEventListener("mousemove", (e) => {
 window.addEventListener("mouseup", async (e) => {
   const d = S.drag;
   S.drag = null;
-  if (!d || d.pan) return;
+  if (!d || d.pan || d.paint) return;
   if (S.obj === null) { status("add an object first"); return; }
   const clamp = (v, hi) => Math.max(0, Math.min(hi - 1, v));
   let body;
@@ -610,6 +625,77 @@ async function dropMask(blob) {
 }
 window.vosfx.dropMask = dropMask;
 
+// --- Paint: the selected object's mask on this frame, by hand ----------------------------
+// It starts from the mask the engine gave (no finishing), white where painted on a clear
+// canvas at the clip's size; drag adds, Alt- or right-drag erases; Apply sends it as a dropped
+// mask (the frame's mask prompt, which conditions tracking as any mask prompt does).
+async function startPaint() {
+  if (S.obj === null) { status("add an object first"); return; }
+  clearProblem();
+  try {
+    const img = await new Promise((ok, bad) => {
+      const i = new Image();
+      i.onload = () => ok(i);
+      i.onerror = () => bad(new Error("could not load the object's mask on this frame"));
+      i.src = `/api/objmask/${S.frame}?obj=${S.obj}&token=${TOKEN}`;
+    });
+    const c = document.createElement("canvas");
+    c.width = S.clip.width;
+    c.height = S.clip.height;
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const px = g.getImageData(0, 0, c.width, c.height);
+    for (let i = 0; i < px.data.length; i += 4) {
+      px.data[i + 3] = px.data[i] >= 128 ? 255 : 0;
+      px.data[i] = px.data[i + 1] = px.data[i + 2] = 255;
+    }
+    g.putImageData(px, 0, 0);
+    S.paint = { frame: S.frame, obj: S.obj, canvas: c, ctx: g };
+    $("paint-bar").hidden = false;
+    $("paint").disabled = true;
+    status("paint: drag adds, Alt- or right-drag erases; Apply makes it this frame's mask");
+    draw();
+  } catch (err) { fail(err); }
+}
+function paintAt(x, y, erase, from) {
+  const g = S.paint.ctx, r = Number($("brush").value);
+  g.globalCompositeOperation = erase ? "destination-out" : "source-over";
+  g.strokeStyle = g.fillStyle = "#fff";
+  g.beginPath();  // a dot where the pointer is (a zero-length stroke draws nothing)
+  g.arc(x, y, r, 0, 2 * Math.PI);
+  g.fill();
+  if (from) {  // and the segment from where it was
+    g.lineWidth = 2 * r;
+    g.lineCap = "round";
+    g.beginPath();
+    g.moveTo(...from);
+    g.lineTo(x, y);
+    g.stroke();
+  }
+  g.globalCompositeOperation = "source-over";
+  draw();
+}
+function endPaint() {
+  S.paint = null;
+  $("paint-bar").hidden = true;
+  $("paint").disabled = false;
+  draw();
+}
+async function applyPaint() {
+  const p = S.paint;
+  if (!p) return;
+  const blob = await new Promise((ok) => p.canvas.toBlob(ok, "image/png"));
+  endPaint();
+  if (S.frame !== p.frame || S.obj !== p.obj) {
+    status("the paint was for another frame or object: not applied");
+    return;
+  }
+  await dropMask(blob);
+}
+$("paint").onclick = startPaint;
+$("paint-apply").onclick = applyPaint;
+$("paint-cancel").onclick = endPaint;
+
 // --- timeline ---------------------------------------------------------------------------
 const tl = $("timeline");
 const tctx = tl.getContext("2d");
@@ -749,6 +835,7 @@ window.addEventListener("keydown", (e) => {
   else if (e.key === "Home") showFrame(S.clip.start);
   else if (e.key === "End") showFrame(S.clip.end - 1);
   else if (e.key === " ") togglePlay();
+  else if (e.key === "Escape" && S.paint) endPaint();
   else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") $("save-job").click();
   else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") {
     history(e.shiftKey ? "redo" : "undo");
