@@ -746,7 +746,7 @@ def _model_the_studio_loads(monkeypatch, args) -> tuple:
 
     seen = []
 
-    def load_engine(model):
+    def load_engine(model, **kw):  # (progress: a first run's download, said by the page)
         seen.append(model)
         raise RuntimeError("loaded")  # no studio behind it: the config is what is checked
 
