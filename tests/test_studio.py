@@ -1766,3 +1766,27 @@ def test_a_first_runs_model_download_is_shown_in_the_page_and_the_terminal(clip,
     assert seen[0]["message"].startswith("downloading ") and seen[0]["total"] == 100 << 20
     assert 0 < seen[0]["done"] <= seen[-1]["done"] <= 100 << 20
     assert "vosfx: downloading " in err and "MiB" in err, err
+
+
+def test_clicks_after_a_dropped_or_painted_mask_edit_it(run, tmp_path):
+    """On a frame whose prompt is a mask (dropped, or painted), a click edits that mask (its
+    output is the clicks' prior, as SAM 2's predictor decodes clicks after a mask) instead of
+    starting from nothing; undo gives the mask back. (The prior travels with the saved job as
+    a correction's does: test_a_correction_edits_the_tracked_mask_and_the_job_renders_it.)"""
+    x0, y0, x1, y1 = square_box(3, W, H)
+    mask = np.zeros((H, W), np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, "PNG")
+    status, _ = run.request("/api/mask?obj_id=1&frame=3", method="POST", data=buf.getvalue())
+    assert status == 200
+    dropped = run.studio.session.result(3).logits[0] > 0
+    _click(run, 3, label=0, xy=(x0 + 2, y0 + 2))
+    edit = run.studio.edits[(1, 3)]
+    assert edit.mask is None and edit.prior is not None and edit.labels == (0,)
+    edited = run.studio.session.result(3).logits[0] > 0
+    assert edited.sum() > 0.5 * dropped.sum()
+    assert (dropped & ~edited).any() and not (edited & ~dropped).any()
+    run.request("/api/history", {"op": "undo"})
+    assert run.studio.edits[(1, 3)].mask is not None
+    np.testing.assert_array_equal(run.studio.session.result(3).logits[0] > 0, dropped)

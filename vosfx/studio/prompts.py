@@ -147,9 +147,13 @@ class PromptsMixin:
 
     # --- prompts --------------------------------------------------------------------------
     def click(self, obj_id: int, frame: int, x: float, y: float, label: int) -> MaskResult:
-        """Add an include (``label`` 1) or exclude (0) point for ``obj_id`` on ``frame``."""
+        """Add an include (``label`` 1) or exclude (0) point for ``obj_id`` on ``frame``. On
+        a frame whose prompt is a mask (dropped or painted) the clicks edit that mask: its
+        output becomes their prior, as SAM 2's predictor decodes clicks after a mask."""
         old = self.edits.get((obj_id, frame)) or FramePrompt()
-        base = FramePrompt(box=old.box) if old.mask is not None else old
+        base = old
+        if old.mask is not None:
+            base = FramePrompt(prior=self._prior_of(obj_id, frame))
         new = replace(
             base, points=(*base.points, (float(x), float(y))), labels=(*base.labels, int(label))
         )
@@ -253,18 +257,23 @@ class PromptsMixin:
                 self.changed()
             return self.session.result(frame)
 
-    def _tracked_prior(self, obj_id: int, frame: int) -> str | None:
-        """A first click on a frame tracking reached: the frame's tracked logits for the
-        object, saved as the correction's prior (``.npy`` among the studio's files), so the clicks edit
-        the tracked mask; None on a frame without a tracked output for it."""
-        store = self.session.store
-        tracked = store.get(obj_id, frame)
-        if tracked is None or store.is_prompted(obj_id, frame):
+    def _prior_of(self, obj_id: int, frame: int) -> str | None:
+        """The frame's output for the object (its mask prompt's) saved as a prior, or None."""
+        res = self.session.store.get(obj_id, frame)
+        if res is None:
             return None
         self._mask_seq += 1
         path = self.masks_dir / f"prior_obj{obj_id}_f{frame}_{self._mask_seq}.npy"
-        np.save(path, np.asarray(tracked.logits, np.float32), allow_pickle=False)
+        np.save(path, np.asarray(res.logits, np.float32), allow_pickle=False)
         return str(path)
+
+    def _tracked_prior(self, obj_id: int, frame: int) -> str | None:
+        """A first click on a frame tracking reached: the frame's tracked logits for the
+        object, saved as the correction's prior (``.npy`` among the studio's files), so the
+        clicks edit the tracked mask; None on a frame without a tracked output for it."""
+        if self.session.store.is_prompted(obj_id, frame):
+            return None
+        return self._prior_of(obj_id, frame)
 
     def _resolve(self, obj_id: int, frame: int, fp: FramePrompt) -> Prompt:
         """``fp`` as the engine's Prompt, by the function ``vosfx matte --job`` uses."""
