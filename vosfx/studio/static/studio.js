@@ -11,6 +11,11 @@ const S = {
   zoom: 1, panX: 0, panY: 0, img: null, imgFrame: -1, drag: null, pendingDraw: false,
   quick: null,  // a prompt's answer drawn at once: {frame, version, src, layers}
   ended: 0,  // how many tracks and renders have ended (their events), for the Render button
+  solo: false,  // the selected object alone in the views
+  paint: null,  // Paint under way: {frame, obj, canvas, ctx}
+  progress: null,  // the running track's or render's start, for its rate: {what, t0, done0}
+  recovered: null, savedJob: null,  // the earlier work offered (Restore, Open)
+  unsaved: false,  // changes since the job was last saved
 };
 // after a prompt the overlay is drawn at once from the masks it returned; the finished view
 // (guided refine, finishing) is asked for once the clicks pause this long
