@@ -73,6 +73,19 @@ def test_foreign_host_or_origin_is_refused(run, headers):
     assert status == 403
 
 
+def test_a_tunnel_to_another_port_is_told_why(run):
+    """A page reached through an SSH tunnel to another local port (Host 127.0.0.1:9000 for a
+    studio on another port) is refused, saying which port to use on both ends; a foreign
+    name gets the bare refusal."""
+    port = run.ctl.port
+    for host in (f"127.0.0.1:{port + 1}", f"localhost:{port + 1}"):
+        status, body = run.request("/", headers={"Host": host})
+        assert status == 403 and f"listens on port {port}" in body.decode(), body
+        assert f"ssh -L {port}:127.0.0.1:{port}" in body.decode()
+    status, body = run.request("/", headers={"Host": "evil.example:80"})
+    assert status == 403 and body == b"forbidden"
+
+
 def test_token_in_query_and_same_origin_are_accepted(run):
     status, data = run.request(
         f"/api/state?token={run.ctl.token}", token=None, headers={"Origin": run.base}

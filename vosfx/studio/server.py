@@ -166,29 +166,40 @@ class Guard:
         self.app, self.ctl = app, ctl
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and not self._allowed(scope):
+        refused = self._refusal(scope) if scope["type"] == "http" else None
+        if refused is not None:
             from starlette.responses import PlainTextResponse
 
-            await PlainTextResponse("forbidden", status_code=403)(scope, receive, send)
+            await PlainTextResponse(refused, status_code=403)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _allowed(self, scope) -> bool:
+    def _refusal(self, scope) -> str | None:
+        """None for a request the studio takes, else the 403's text."""
         from urllib.parse import parse_qs
 
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        if headers.get("host") not in self.ctl.allowed_hosts():
-            return False
+        host = headers.get("host") or ""
+        if host not in self.ctl.allowed_hosts():
+            name, _, port = host.rpartition(":")
+            if name in ("127.0.0.1", "localhost") and port.isdigit():  # an SSH tunnel's port
+                p = self.ctl.port
+                return (
+                    f"forbidden: this vosfx studio listens on port {p} and takes requests "
+                    f"addressed to it only; through an SSH tunnel, use that port on both ends "
+                    f"(ssh -L {p}:127.0.0.1:{p} ...)"
+                )
+            return "forbidden"
         origin = headers.get("origin")
         if origin is not None and origin not in {f"http://{h}" for h in self.ctl.allowed_hosts()}:
-            return False
+            return "forbidden"
         token = headers.get("x-vosfx-token")
         if token is None:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             token = (query.get("token") or [""])[0]
-        return hmac.compare_digest(token.encode(), self.ctl.token.encode())
+        return None if hmac.compare_digest(token.encode(), self.ctl.token.encode()) else "forbidden"
 
 
 def serve(
