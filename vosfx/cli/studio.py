@@ -135,8 +135,8 @@ def studio(
     )
     engines: list = []
 
-    from vosfx.job import beside_input
     from vosfx.studio import autosave
+    from vosfx.studio.jobfile import saved_job_for
 
     # a kept session reopened (vosfx studio --job <kept job>): Save job proposes a name beside
     # the clip, not the cache; the session counts as unsaved until saved there
@@ -207,8 +207,8 @@ def studio(
                 "Restore in the page, or vosfx studio --job with that file",
                 err=True,
             )
-        saved = Path(beside_input(name, "_vosfx_job.json"))
-        if saved.is_file() and autosave.clip_of(saved) == name:
+        saved = saved_job_for(name)
+        if saved is not None:
             click.echo(
                 f"vosfx studio: a job of this clip is saved in {saved}: Open in the page", err=True
             )

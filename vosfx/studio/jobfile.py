@@ -85,6 +85,23 @@ def save_job(job: Job, path: Path) -> Path:
     return path
 
 
+def default_job_path(clip: str) -> Path:
+    """Where Save job proposes to save a session of ``clip`` (``<stem>_vosfx_job.json``
+    beside it)."""
+    from vosfx.job import beside_input
+
+    return Path(beside_input(clip, "_vosfx_job.json"))
+
+
+def saved_job_for(clip: str) -> Path | None:
+    """The job at :func:`default_job_path` when there is one and it is of ``clip`` (as a
+    studio names it): yesterday's work, offered to the next studio on the clip."""
+    from vosfx.studio.autosave import clip_of
+
+    path = default_job_path(clip)
+    return path if path.is_file() and clip_of(path) == clip else None
+
+
 def check_job_path(job: Job, path: Path) -> None:
     """OutputError unless ``path`` is somewhere ``job`` can be saved: a ``.json`` name, not a
     folder, in a folder that exists, not the clip. Checked before the page asks whether to

@@ -174,8 +174,9 @@ class PromptsMixin:
         """A mask image dropped on the viewer, read as ``vosfx matte --mask FILE --fit`` reads
         it (:func:`~vosfx.io.prompts.image_labels`: palette indices, alpha unless opaque, any
         channel >= 128, 16-bit levels; every object in it is ``obj_id``; scaled to the clip's
-        size, nearest neighbour): saved as a PNG among the studio's files and made the object's prompt.
-        ``name``: the dropped file's name, as the browser gave it (only said in errors)."""
+        size, nearest neighbour): saved as a PNG among the studio's files and made the
+        object's prompt. ``name``: the dropped file's name, as the browser gave it (only said
+        in errors)."""
         import io
 
         from PIL import Image, UnidentifiedImageError

@@ -19,14 +19,15 @@ from typing import Any
 
 from vosfx.config import JobConfig, RefineConfig, build_config, merge_dicts
 from vosfx.errors import ConfigError, PromptError, VosfxError
-from vosfx.job import beside_input
 from vosfx.studio import autosave
 from vosfx.studio.jobfile import (
+    default_job_path,
     default_outputs,
     format_exts,
     format_ids,
     output_presets,
     save_job,
+    saved_job_for,
 )
 from vosfx.studio.prompts import FramePrompt, PromptsMixin, StudioObject
 from vosfx.studio.tasks import TasksMixin
@@ -197,13 +198,11 @@ class Studio(PromptsMixin, TasksMixin):
         open it (the next day's ``vosfx studio clip.mp4`` finds yesterday's work)."""
         if self.edits or self.job_path is not None:
             return None
-        path = Path(beside_input(self.clip, "_vosfx_job.json"))
         try:
-            if path.is_file() and autosave.clip_of(path) == self.clip:
-                return autosave.summary(path)
+            path = saved_job_for(self.clip)
+            return autosave.summary(path) if path is not None else None
         except (OSError, ValueError):
-            pass
-        return None
+            return None
 
     def recover(self, path: str, op: str = "restore") -> None:
         """``restore``: put the prompts, finishing and output settings of the kept job
@@ -306,7 +305,7 @@ class Studio(PromptsMixin, TasksMixin):
             "alpha_mode": self.config.output.alpha_mode,
             # Save job's path: a reopened job's own file (saved again in place), else a new
             # name beside the clip
-            "job_path": self.job_path or beside_input(self.clip, "_vosfx_job.json"),
+            "job_path": self.job_path or str(default_job_path(self.clip)),
             "formats": format_ids(),
             "format_ext": format_exts(),
             "output_presets": output_presets(),

@@ -91,18 +91,16 @@ def mask_layers(studio, result) -> list[bytes | None]:
     from PIL import Image
 
     from vosfx.matte.compose import object_colour, outline
-    from vosfx.matte.refine import logits_to_prob
 
-    cfg = studio.config.refine
     h, w = studio.info.height, studio.info.width
     scale = min(1.0, LAYER_MAX_SIDE / max(h, w))
     hw = (max(1, round(h * scale)), max(1, round(w * scale)))
     out: list[bytes | None] = []
     for i, obj_id in enumerate(result.obj_ids):
-        if float(result.object_score_logits[i]) <= 0.0:
+        inside = _engine_mask(studio, result, i, hw)
+        if inside is None:
             out.append(None)
             continue
-        inside = logits_to_prob(result.logits[i], hw, cfg.threshold, cfg.softness) >= 0.5
         index = inside.view(np.uint8).copy()
         index[outline(inside)] = 2
         img = Image.fromarray(index, "P")
@@ -118,18 +116,26 @@ def object_mask(studio, index: int, obj_id: int) -> bytes:
     """A PNG of 0/255 at the clip's size: ``obj_id``'s mask on frame ``index`` as the engine
     gave it (the logits resampled as the render does, alpha >= 0.5; no finishing), what the
     page's Paint starts from; empty where the object has no result there or is absent."""
-    from vosfx.matte.refine import logits_to_prob
-
-    h, w = studio.info.height, studio.info.width
-    mask = np.zeros((h, w), np.uint8)
+    hw = (studio.info.height, studio.info.width)
+    mask = np.zeros(hw, np.uint8)
     res = studio.session.result(index)
     if obj_id in res.obj_ids:
-        i = res.obj_ids.index(obj_id)
-        if float(res.object_score_logits[i]) > 0.0:
-            cfg = studio.config.refine
-            prob = logits_to_prob(res.logits[i], (h, w), cfg.threshold, cfg.softness)
-            mask[prob >= 0.5] = 255
+        inside = _engine_mask(studio, res, res.obj_ids.index(obj_id), hw)
+        if inside is not None:
+            mask[inside] = 255
     return _encode(mask, "png")
+
+
+def _engine_mask(studio, result, i: int, hw: tuple[int, int]) -> np.ndarray | None:
+    """Object ``i`` of ``result`` as the engine gave it, at ``hw``: its logits resampled as
+    the render does (:func:`~vosfx.matte.refine.logits_to_prob` with the finishing's threshold
+    and softness), alpha >= 0.5; None for an object scored absent."""
+    from vosfx.matte.refine import logits_to_prob
+
+    if float(result.object_score_logits[i]) <= 0.0:
+        return None
+    cfg = studio.config.refine
+    return logits_to_prob(result.logits[i], hw, cfg.threshold, cfg.softness) >= 0.5
 
 
 def _rgb8(image: np.ndarray) -> np.ndarray:

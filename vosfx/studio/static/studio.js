@@ -268,11 +268,7 @@ function renderObjects() {
 // [ and ]: the selected object's previous / next prompted frame (where a correction goes)
 function jumpToPrompt(dir) {
   const frames = S.prompts.filter((p) => p.obj_id === S.obj).map((p) => p.frame);
-  const to = dir > 0 ? Math.min(...frames.filter((f) => f > S.frame))
-    : Math.max(...frames.filter((f) => f < S.frame));
-  const name = (S.objects.find((o) => o.obj_id === S.obj) || {}).name || "this object";
-  if (Number.isFinite(to)) showFrame(to);
-  else status(`${name} has no prompt ${dir > 0 ? "after" : "before"} frame ${S.frame}`);
+  jumpTo(frames, dir, "has no prompt");
 }
 // { and }: the previous / next frame where the selected object was lost or found again by
 // tracking (where a correction is most often needed)
@@ -282,11 +278,16 @@ function jumpToChange(dir) {
   // a run's first frame, where the one before it differs (absent after present, or back)
   const starts = runs.filter((r, i) => i > 0 && runs[i - 1][1] + 1 === r[0] && runs[i - 1][2] !== r[2])
     .map((r) => r[0]);
-  const to = dir > 0 ? Math.min(...starts.filter((f) => f > S.frame))
-    : Math.max(...starts.filter((f) => f < S.frame));
-  const name = o ? o.name : "this object";
+  jumpTo(starts, dir, "is not lost or found");
+}
+// the nearest of ``frames`` after (dir > 0) or before the frame shown, else the status says
+// "<object> <none> after/before frame N"
+function jumpTo(frames, dir, none) {
+  const to = dir > 0 ? Math.min(...frames.filter((f) => f > S.frame))
+    : Math.max(...frames.filter((f) => f < S.frame));
+  const name = (S.objects.find((o) => o.obj_id === S.obj) || {}).name || "this object";
   if (Number.isFinite(to)) showFrame(to);
-  else status(`${name} is not lost or found ${dir > 0 ? "after" : "before"} frame ${S.frame}`);
+  else status(`${name} ${none} ${dir > 0 ? "after" : "before"} frame ${S.frame}`);
 }
 // 1-9: the object at that place in the list
 function selectObject(i) {
